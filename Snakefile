@@ -1,0 +1,20 @@
+# Basins of attraction of neural-network minima: the study's table of contents.
+# Stages: prepare_dataset -> train_ensemble (sharded) -> deduplicate_minima -> analyze_basins
+# -> figures. Each stage is one rule file in workflow/rules and one module in src/basins.
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/datasets.smk"
+include: "workflow/rules/training.smk"
+include: "workflow/rules/minima.smk"
+include: "workflow/rules/basins.smk"
+include: "workflow/rules/figures.smk"
+
+
+rule all:
+    input:
+        all_figures(),
+    default_target: True

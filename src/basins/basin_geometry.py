@@ -1,0 +1,122 @@
+"""Stage ``analyze_basins``: how large each basin is and how far it reaches.
+
+Basin size is the fraction of initial conditions, drawn from the training initialization, that
+the dynamics carries to a minimum (the Monte Carlo basin stability of Menck et al. 2013). Its
+reach is measured by how far members travelled from their starting point to the minimum.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+from scipy import stats
+
+from basins.io import variable_attrs
+
+
+def wilson_interval(successes: np.ndarray, n: int, z: float = 1.96) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score interval of a binomial proportion (Wilson 1927); sensible at p near 0 or 1."""
+    if n <= 0:
+        raise ValueError(f"n={n}: an interval needs at least one trial")
+    p = np.asarray(successes, dtype=np.float64) / n
+    centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
+    half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / (1 + z**2 / n)
+    return centre - half, centre + half
+
+
+def spearman_with_error(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Spearman's rank correlation and its standard error 1.03 / sqrt(n - 3) (Fieller et al. 1957)."""
+    finite = np.isfinite(a) & np.isfinite(b)
+    n = int(finite.sum())
+    if n < 4 or np.ptp(a[finite]) == 0 or np.ptp(b[finite]) == 0:
+        return float("nan"), float("nan")
+    rho = stats.spearmanr(a[finite], b[finite]).statistic
+    return float(rho), float(1.03 / np.sqrt(n - 3))
+
+
+def analyze_basins(
+    minimum_of_member: np.ndarray,
+    initial_theta: np.ndarray,
+    final_theta: np.ndarray,
+    minimum_train_error: np.ndarray,
+    minimum_test_error: np.ndarray,
+    *,
+    confidence_z: float = 1.96,
+) -> xr.Dataset:
+    """Basin fractions with uncertainties, and member travel distances.
+
+    Parameters
+    ----------
+    minimum_of_member : ndarray, shape (member,)
+        Minimum reached by each member, -1 where none (diverged or out of budget).
+    initial_theta, final_theta : ndarray, shape (member, param)
+        Starting and end points of every member.
+    minimum_train_error, minimum_test_error : ndarray, shape (minimum,)
+        Errors of each catalogued minimum ("good" minima have low test error).
+    confidence_z : float
+        Normal quantile of the Wilson intervals (1.96 for 95 %).
+
+    Returns
+    -------
+    xarray.Dataset
+        ``basin_fraction(minimum)`` with ``basin_fraction_se`` = sqrt(p (1 - p) / N) and the
+        Wilson interval; ``unassigned_fraction``; ``travel_distance(member)``, the Euclidean
+        distance from each member's start to its end point (the dynamics is equivariant under
+        the network's symmetries, so both are in the same frame); per minimum its median and
+        90th percentile; the rank correlation of basin fraction with test error.
+    """
+    n_members = len(minimum_of_member)
+    if n_members == 0:
+        raise ValueError("no members: the ensemble is empty")
+    n_minima = len(minimum_test_error)
+    assigned = minimum_of_member >= 0
+    counts = np.bincount(minimum_of_member[assigned], minlength=n_minima)
+    fraction = counts / n_members
+    low, high = wilson_interval(counts, n_members, confidence_z)
+    travel = np.linalg.norm(final_theta - initial_theta, axis=1)
+    travel[~assigned] = np.nan
+    median, p90 = np.full(n_minima, np.nan), np.full(n_minima, np.nan)
+    for minimum in np.flatnonzero(counts):
+        distances = travel[minimum_of_member == minimum]
+        median[minimum], p90[minimum] = np.median(distances), np.quantile(distances, 0.9)
+    rho, rho_se = spearman_with_error(fraction, np.asarray(minimum_test_error, dtype=float))
+    unassigned = 1 - assigned.mean()
+    per_minimum = lambda values, *attrs: ("minimum", values, variable_attrs(*attrs))  # noqa: E731
+    return xr.Dataset(
+        {
+            "basin_fraction": per_minimum(fraction, "fraction of initial conditions reaching it"),
+            "basin_fraction_se": per_minimum(
+                np.sqrt(fraction * (1 - fraction) / n_members), "standard error of basin_fraction"
+            ),
+            "basin_fraction_low": per_minimum(low, "Wilson interval lower bound"),
+            "basin_fraction_high": per_minimum(high, "Wilson interval upper bound"),
+            "train_error": per_minimum(minimum_train_error, "training error of the minimum"),
+            "test_error": per_minimum(minimum_test_error, "test error of the minimum"),
+            "travel_distance_median": per_minimum(median, "median start-to-minimum distance"),
+            "travel_distance_p90": per_minimum(p90, "90th percentile start-to-minimum distance"),
+            "travel_distance": (
+                "member",
+                travel,
+                variable_attrs("distance from start to end point (nan: unassigned)"),
+            ),
+            "minimum_of_member": ("member", minimum_of_member, variable_attrs("minimum reached (-1: none)")),
+            "unassigned_fraction": (
+                (),
+                unassigned,
+                variable_attrs(
+                    "fraction of members with no minimum",
+                    standard_error=float(np.sqrt(unassigned * (1 - unassigned) / n_members)),
+                ),
+            ),
+            "rank_correlation_fraction_test_error": (
+                (),
+                rho,
+                variable_attrs("Spearman correlation of basin fraction and test error", standard_error=rho_se),
+            ),
+        },
+        coords={
+            "minimum": ("minimum", np.arange(n_minima), variable_attrs("minimum index, by basin size")),
+            "member": ("member", np.arange(n_members), variable_attrs("member index")),
+        },
+        attrs={"n_members_total": n_members, "confidence_z": confidence_z},
+    )

@@ -1,0 +1,293 @@
+"""The dynamics that carry a starting point to a minimum, vectorized over members.
+
+Every stepper works on ``theta`` of shape ``(member, param)`` and a ``state`` dict of tensors
+with the same leading ``member`` dim, so the engine can drop finished members by indexing all
+of them at once. ``step`` returns the new parameters and state plus the full-batch loss and
+gradient at the new point (``None`` where the stepper did not compute them).
+
+The objective is ``objective(theta, batch) -> (loss (member,), grad (member, param))`` where
+``batch`` is ``None`` for the full training set or ``(member, batch_size)`` sample indices.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+Objective = Callable[[torch.Tensor, "torch.Tensor | None"], tuple[torch.Tensor, torch.Tensor]]
+
+DYNAMICS = ("gradient_flow", "gd", "sgd", "adam", "fire")
+
+
+def make_stepper(
+    dynamics: str,
+    *,
+    lr: float,
+    momentum: float = 0.0,
+    batch_size: int | None = None,
+    n_samples: int | None = None,
+    seed: int = 0,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    rtol: float = 1e-6,
+    atol: float = 1e-9,
+    max_time: float = float("inf"),
+    check_every: int = 100,
+):
+    """Build the stepper named ``dynamics`` (one of :data:`DYNAMICS`)."""
+    if lr <= 0:
+        raise ValueError(f"lr={lr} must be positive (for gradient_flow it is the first step size)")
+    if dynamics == "gradient_flow":
+        return GradientFlow(first_step=lr, rtol=rtol, atol=atol, max_time=max_time)
+    if dynamics == "gd":
+        return GradientDescent(lr=lr, momentum=momentum)
+    if dynamics == "sgd":
+        if batch_size is None or n_samples is None or not 0 < batch_size <= n_samples:
+            raise ValueError(
+                f"batch_size={batch_size}: sgd needs 0 < batch_size <= n_train ({n_samples})"
+            )
+        return MinibatchSGD(
+            lr=lr,
+            momentum=momentum,
+            batch_size=batch_size,
+            n_samples=n_samples,
+            seed=seed,
+            check_every=check_every,
+        )
+    if dynamics == "adam":
+        return Adam(lr=lr, betas=betas, eps=eps)
+    if dynamics == "fire":
+        return Fire(dt=lr)
+    raise ValueError(f"dynamics={dynamics!r}; choose one of {DYNAMICS}")
+
+
+class GradientDescent:
+    """Full-batch gradient descent, with heavy-ball momentum as ``torch.optim.SGD``."""
+
+    def __init__(self, *, lr: float, momentum: float = 0.0):
+        self.lr, self.momentum = lr, momentum
+
+    def init_state(self, theta, grad, member_ids):
+        return {"velocity": torch.zeros_like(theta), "steps": _zeros(theta)}
+
+    def step(self, theta, state, loss, grad, objective):
+        update = _momentum(state, grad, self.momentum)
+        theta = theta - self.lr * update
+        state["steps"] = state["steps"] + 1
+        loss, grad = objective(theta, None)
+        return theta, state, loss, grad
+
+
+class MinibatchSGD:
+    """Minibatch SGD; each member reshuffles its own epochs from ``(seed, member, epoch)``.
+
+    The full-batch loss and gradient (for the convergence test) are computed every
+    ``check_every`` steps only, since they cost ``n_samples / batch_size`` steps each.
+    """
+
+    def __init__(self, *, lr, momentum, batch_size, n_samples, seed, check_every):
+        self.lr, self.momentum = lr, momentum
+        self.batch_size, self.n_samples, self.seed = batch_size, n_samples, seed
+        self.check_every = check_every
+        self.batches_per_epoch = n_samples // batch_size
+
+    def init_state(self, theta, grad, member_ids):
+        return {
+            "velocity": torch.zeros_like(theta),
+            "steps": _zeros(theta),
+            "member_id": member_ids.to(theta.device),
+        }
+
+    def step(self, theta, state, loss, grad, objective):
+        batch = minibatch_indices(
+            self.seed, state["member_id"], state["steps"], self.n_samples, self.batch_size
+        )
+        _, batch_grad = objective(theta, batch)
+        update = _momentum(state, batch_grad, self.momentum)
+        theta = theta - self.lr * update
+        state["steps"] = state["steps"] + 1
+        if int(state["steps"][0]) % self.check_every == 0:
+            loss, grad = objective(theta, None)
+            return theta, state, loss, grad
+        return theta, state, None, None
+
+
+class Adam:
+    """Adam (Kingma and Ba 2015), the same arithmetic as ``torch.optim.Adam``."""
+
+    def __init__(self, *, lr, betas=(0.9, 0.999), eps=1e-8):
+        self.lr, self.betas, self.eps = lr, betas, eps
+
+    def init_state(self, theta, grad, member_ids):
+        return {
+            "exp_avg": torch.zeros_like(theta),
+            "exp_avg_sq": torch.zeros_like(theta),
+            "steps": _zeros(theta),
+        }
+
+    def step(self, theta, state, loss, grad, objective):
+        beta1, beta2 = self.betas
+        state["steps"] = state["steps"] + 1
+        t = state["steps"].to(theta.dtype).unsqueeze(1)
+        state["exp_avg"] = beta1 * state["exp_avg"] + (1 - beta1) * grad
+        state["exp_avg_sq"] = beta2 * state["exp_avg_sq"] + (1 - beta2) * grad * grad
+        bias_correction1 = 1 - beta1**t
+        bias_correction2_sqrt = torch.sqrt(1 - beta2**t)
+        denom = state["exp_avg_sq"].sqrt() / bias_correction2_sqrt + self.eps
+        theta = theta - (self.lr / bias_correction1) * state["exp_avg"] / denom
+        loss, grad = objective(theta, None)
+        return theta, state, loss, grad
+
+
+class Fire:
+    """FIRE (Bitzek et al. 2006): damped dynamics with adaptive step, per member."""
+
+    n_min, f_inc, f_dec, alpha_start, f_alpha = 5, 1.1, 0.5, 0.1, 0.99
+
+    def __init__(self, *, dt):
+        self.dt, self.dt_max = dt, 10.0 * dt
+
+    def init_state(self, theta, grad, member_ids):
+        ones = torch.ones(theta.shape[0], dtype=theta.dtype, device=theta.device)
+        return {
+            "velocity": torch.zeros_like(theta),
+            "dt": self.dt * ones,
+            "alpha": self.alpha_start * ones,
+            "n_positive": _zeros(theta),
+            "steps": _zeros(theta),
+        }
+
+    def step(self, theta, state, loss, grad, objective):
+        force, v = -grad, state["velocity"]
+        power = (force * v).sum(1)
+        downhill = power > 0
+        force_norm = force.norm(dim=1, keepdim=True).clamp_min(torch.finfo(theta.dtype).tiny)
+        mixed = (1 - state["alpha"]).unsqueeze(1) * v + state["alpha"].unsqueeze(
+            1
+        ) * v.norm(dim=1, keepdim=True) * force / force_norm
+        v = torch.where(downhill.unsqueeze(1), mixed, torch.zeros_like(v))
+        speed_up = downhill & (state["n_positive"] > self.n_min)
+        state["dt"] = torch.where(
+            speed_up,
+            (state["dt"] * self.f_inc).clamp_max(self.dt_max),
+            torch.where(downhill, state["dt"], state["dt"] * self.f_dec),
+        )
+        state["alpha"] = torch.where(
+            speed_up,
+            state["alpha"] * self.f_alpha,
+            torch.where(downhill, state["alpha"], torch.full_like(state["alpha"], self.alpha_start)),
+        )
+        state["n_positive"] = torch.where(downhill, state["n_positive"] + 1, 0)
+        dt = state["dt"].unsqueeze(1)
+        v = v + dt * force
+        theta = theta + dt * v
+        state["velocity"] = v
+        state["steps"] = state["steps"] + 1
+        loss, grad = objective(theta, None)
+        return theta, state, loss, grad
+
+
+# Dormand and Prince (1980) 5(4) tableau; the last row of A is the 5th-order solution (FSAL).
+_DP_A = (
+    (),
+    (1 / 5,),
+    (3 / 40, 9 / 40),
+    (44 / 45, -56 / 15, 32 / 9),
+    (19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729),
+    (9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656),
+    (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84),
+)
+_DP_ERROR = (71 / 57600, 0.0, -71 / 16695, 71 / 1920, -17253 / 339200, 22 / 525, -1 / 40)
+
+
+class GradientFlow:
+    """Gradient flow d theta / dt = -grad L, Dormand-Prince 5(4) with a step per member.
+
+    The local error of each member's step is held below ``atol + rtol * |theta|`` (RMS over
+    parameters); a rejected step leaves that member where it was with a smaller step, so the
+    integration follows the flow's own trajectory and assigns basins as the continuous-time
+    definition does (fixed-step optimizers can jump across basin boundaries). Smaller
+    tolerances follow the flow more closely at more gradient evaluations per unit time.
+    """
+
+    def __init__(self, *, first_step, rtol=1e-6, atol=1e-9, max_time=float("inf")):
+        if rtol <= 0 or atol <= 0:
+            raise ValueError(f"rtol={rtol}, atol={atol}: both tolerances must be positive")
+        self.first_step, self.rtol, self.atol, self.max_time = first_step, rtol, atol, max_time
+
+    def init_state(self, theta, grad, member_ids):
+        ones = torch.ones(theta.shape[0], dtype=theta.dtype, device=theta.device)
+        return {"step_size": self.first_step * ones, "time": 0 * ones, "steps": _zeros(theta)}
+
+    def finished(self, state):
+        return state["time"] >= self.max_time
+
+    def step(self, theta, state, loss, grad, objective):
+        h = torch.minimum(state["step_size"], self.max_time - state["time"]).unsqueeze(1)
+        slopes = [-grad]
+        for row in _DP_A[1:]:
+            stage = theta + h * sum(a * k for a, k in zip(row, slopes) if a != 0.0)
+            stage_loss, stage_grad = objective(stage, None)
+            slopes.append(-stage_grad)
+        candidate = stage  # the last stage is the 5th-order solution
+        error = h * sum(e * k for e, k in zip(_DP_ERROR, slopes) if e != 0.0)
+        scale = self.atol + self.rtol * torch.maximum(theta.abs(), candidate.abs())
+        error_norm = ((error / scale) ** 2).mean(1).sqrt()
+        accept = torch.isfinite(error_norm) & (error_norm <= 1.0) & torch.isfinite(stage_loss)
+        factor = (0.9 * error_norm.clamp_min(1e-10) ** -0.2).clamp(0.2, 5.0)
+        factor = torch.where(torch.isfinite(error_norm), factor, torch.full_like(factor, 0.2))
+        state["time"] = state["time"] + torch.where(accept, h[:, 0], 0.0)
+        state["step_size"] = h[:, 0] * factor
+        state["steps"] = state["steps"] + 1
+        keep = accept.unsqueeze(1)
+        theta = torch.where(keep, candidate, theta)
+        loss = torch.where(accept, stage_loss, loss)
+        grad = torch.where(keep, stage_grad, grad)
+        return theta, state, loss, grad
+
+
+def minibatch_indices(seed, member_ids, steps, n_samples, batch_size):
+    """Sample indices ``(member, batch_size)`` of each member's current minibatch.
+
+    Epoch ``e`` of member ``i`` is a permutation drawn from a hash of ``(seed, i, e)``, so a
+    member's sequence of minibatches depends on nothing else (not on shards or chunks).
+    """
+    batches_per_epoch = n_samples // batch_size
+    epoch = steps // batches_per_epoch
+    position = steps % batches_per_epoch
+    samples = torch.arange(n_samples, device=member_ids.device)
+    key = _splitmix64(_splitmix64(_splitmix64(torch.full_like(member_ids, seed)) + member_ids) + epoch)
+    keys = _splitmix64(key.unsqueeze(1) + samples.unsqueeze(0))
+    permutation = keys.argsort(dim=1)
+    start = (position * batch_size).unsqueeze(1)
+    return permutation.gather(1, start + torch.arange(batch_size, device=member_ids.device))
+
+
+def _splitmix64(z: torch.Tensor) -> torch.Tensor:
+    # int64 arithmetic wraps modulo 2^64; logical shifts are emulated with a mask.
+    z = z + _signed(0x9E3779B97F4A7C15)
+    z = (z ^ _shift_right(z, 30)) * _signed(0xBF58476D1CE4E5B9)
+    z = (z ^ _shift_right(z, 27)) * _signed(0x94D049BB133111EB)
+    return z ^ _shift_right(z, 31)
+
+
+def _shift_right(z, bits):
+    return (z >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def _signed(value):
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _momentum(state, grad, momentum):
+    if momentum == 0.0:
+        return grad
+    # torch.optim.SGD: the buffer starts as the first gradient.
+    first = (state["steps"] == 0).unsqueeze(1)
+    state["velocity"] = torch.where(first, grad, momentum * state["velocity"] + grad)
+    return state["velocity"]
+
+
+def _zeros(theta):
+    return torch.zeros(theta.shape[0], dtype=torch.long, device=theta.device)

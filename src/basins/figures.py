@@ -1,0 +1,103 @@
+"""The study's figures: one function per figure, datasets in, a matplotlib figure out.
+
+All figures share one seaborn theme and a colorblind-safe palette, and are saved without
+timestamps so that rerunning the workflow gives byte-identical files.
+"""
+
+from __future__ import annotations
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import seaborn as sns  # noqa: E402
+import xarray as xr  # noqa: E402
+
+PAPER_SIZE = (3.4, 2.6)  # one column of a two-column paper, inches
+
+
+def set_theme() -> None:
+    sns.set_theme(context="paper", style="ticks", palette="colorblind", font_scale=0.9)
+    plt.rcParams.update({"figure.dpi": 150, "savefig.bbox": "tight", "svg.hashsalt": "basins"})
+
+
+def save_figure(fig: plt.Figure, pdf_path: str | os.PathLike, png_path: str | os.PathLike) -> None:
+    """Write PDF and PNG with no creation date or software stamp, then close the figure."""
+    fig.savefig(pdf_path, metadata={"CreationDate": None, "Producer": None, "Creator": None})
+    fig.savefig(png_path, metadata={"Software": None}, dpi=200)
+    plt.close(fig)
+
+
+def _empty(ax, message):
+    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes)
+    ax.set_axis_off()
+
+
+def figure_basin_sizes(basins: xr.Dataset, *, title: str) -> plt.Figure:
+    """Rank-size plot of basin fractions with Wilson 95 % intervals (log-log)."""
+    set_theme()
+    fig, ax = plt.subplots(figsize=PAPER_SIZE)
+    fraction = basins["basin_fraction"].values
+    if len(fraction) == 0:
+        _empty(ax, "no minimum reached")
+        return fig
+    rank = np.arange(1, len(fraction) + 1)
+    errors = np.vstack(
+        [fraction - basins["basin_fraction_low"].values, basins["basin_fraction_high"].values - fraction]
+    )
+    ax.errorbar(rank, fraction, yerr=errors, fmt="o", ms=3, capsize=2, lw=0.8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("rank of minimum by basin size")
+    ax.set_ylabel("basin fraction")
+    unassigned = float(basins["unassigned_fraction"])
+    ax.set_title(f"{title}\n{len(fraction)} minima, {unassigned:.1%} unassigned", fontsize=8)
+    sns.despine(fig)
+    return fig
+
+
+def figure_basin_vs_test_error(basins: xr.Dataset, *, title: str) -> plt.Figure:
+    """Basin fraction against test error of each minimum, with the rank correlation."""
+    set_theme()
+    fig, ax = plt.subplots(figsize=PAPER_SIZE)
+    fraction = basins["basin_fraction"].values
+    if len(fraction) == 0:
+        _empty(ax, "no minimum reached")
+        return fig
+    errors = np.vstack(
+        [fraction - basins["basin_fraction_low"].values, basins["basin_fraction_high"].values - fraction]
+    )
+    ax.errorbar(basins["test_error"].values, fraction, yerr=errors, fmt="o", ms=3, capsize=2, lw=0.8)
+    ax.set_yscale("log")
+    ax.set_xlabel("test error of the minimum")
+    ax.set_ylabel("basin fraction")
+    rho = basins["rank_correlation_fraction_test_error"]
+    ax.set_title(
+        f"{title}\nSpearman rho = {float(rho):.2f} +- {rho.attrs['standard_error']:.2f}", fontsize=8
+    )
+    sns.despine(fig)
+    return fig
+
+
+def figure_travel_distance(basins: xr.Dataset, *, title: str, n_largest: int = 8) -> plt.Figure:
+    """Distributions of start-to-minimum distance for the largest basins."""
+    set_theme()
+    fig, ax = plt.subplots(figsize=PAPER_SIZE)
+    labels = basins["minimum_of_member"].values
+    shown = labels[(labels >= 0) & (labels < n_largest)]
+    if len(shown) == 0:
+        _empty(ax, "no minimum reached")
+        return fig
+    sns.boxplot(
+        x=shown, y=basins["travel_distance"].values[(labels >= 0) & (labels < n_largest)],
+        ax=ax, color=sns.color_palette("colorblind")[0], fliersize=1.5, linewidth=0.8,
+    )
+    ax.set_xlabel("minimum (ordered by basin size)")
+    ax.set_ylabel("distance start to minimum")
+    ax.set_title(title, fontsize=8)
+    sns.despine(fig)
+    return fig

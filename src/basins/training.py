@@ -1,0 +1,443 @@
+"""Stage ``train_ensemble``: run the dynamics from many starting points at once.
+
+Every basin measurement is "start many networks at chosen points, let the dynamics run, see
+where each ends". The engine holds the parameters of all members as one ``(member, param)``
+tensor, steps them together, and drops each member from the computation once it has
+converged, diverged or spent its budget.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import xarray as xr
+
+from basins.dynamics import make_stepper
+from basins.io import variable_attrs
+from basins.losses import check_loss, l2_penalty, margins, sample_losses
+from basins.networks import Architecture, forward
+
+log = logging.getLogger(__name__)
+
+CONVERGED, BUDGET, DIVERGED = 0, 1, 2
+STATUS_MEANINGS = "converged budget diverged"
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` is CUDA where available, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but CUDA is not available here; use 'cpu' or 'auto'")
+    return torch.device(device)
+
+
+def make_objective(arch, x, y, *, loss, margin, l2):
+    """``objective(theta, batch) -> (loss, grad)``, per member, as :mod:`basins.dynamics` wants."""
+
+    def objective(theta, batch):
+        with torch.enable_grad():
+            theta = theta.detach().requires_grad_(True)
+            inputs, labels = (x, y) if batch is None else (x[batch], y[batch])
+            output = forward(theta, inputs, arch)
+            per_member = sample_losses(output, labels, loss=loss, margin=margin).mean(1)
+            per_member = per_member + l2_penalty(theta, l2)
+            (grad,) = torch.autograd.grad(per_member.sum(), theta)
+        return per_member.detach(), grad
+
+    return objective
+
+
+def log_spaced_steps(max_steps: int, n_points: int = 40) -> np.ndarray:
+    """Distinct integer steps 0, 1, ..., max_steps spaced evenly in log(1 + step)."""
+    return np.unique(np.round(np.expm1(np.linspace(0, np.log1p(max_steps), n_points)))).astype(int)
+
+
+def train_ensemble(
+    arch: Architecture,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    initial_theta: np.ndarray,
+    member_ids: np.ndarray,
+    *,
+    loss: str,
+    dynamics: str,
+    lr: float,
+    max_steps: int,
+    grad_tol: float,
+    l2: float = 0.0,
+    margin: float = 1.0,
+    momentum: float = 0.0,
+    batch_size: int | None = None,
+    stop_when_satisfied: bool = False,
+    rtol: float = 1e-6,
+    atol: float = 1e-9,
+    check_every: int = 100,
+    divergence_threshold: float = 1e6,
+    seed: int = 0,
+    device: str = "auto",
+    dtype: str = "float64",
+    memory_budget_mb: float = 1024.0,
+    checkpoint_path: str | os.PathLike | None = None,
+    checkpoint_every_s: float = 300.0,
+    progress_every_s: float = 30.0,
+) -> xr.Dataset:
+    """Train every member from its starting point until it stops.
+
+    Parameters
+    ----------
+    arch : Architecture
+        The network, shared by all members.
+    x_train, y_train, x_test, y_test : ndarray
+        Data ``(sample, feature)`` and labels ``(sample,)``: +-1 for binary tasks (one output),
+        class indices otherwise.
+    initial_theta : ndarray, shape (member, param)
+        Starting points (see :func:`basins.networks.initial_parameters`, or points chosen by
+        the basin stage).
+    member_ids : ndarray, shape (member,)
+        Global member indices; they seed the minibatch order, so results do not depend on
+        how members are split into shards or chunks.
+    loss : {"mse", "hinge", "quadratic_hinge", "cross_entropy"}
+        Training loss, averaged over the training set, plus ``l2 / 2 |theta|^2``.
+    dynamics : {"gradient_flow", "gd", "sgd", "adam", "fire"}
+        ``lr`` is the step size (the first step for the adaptive gradient flow).
+    max_steps : int
+        Step budget per member (for ``gradient_flow``: attempted integrator steps).
+    grad_tol : float
+        A member has converged when its full-batch gradient norm is at most this. Too large
+        stops members on plateaus before the minimum; too small spends the budget on
+        round-off near flat minima.
+    stop_when_satisfied : bool
+        Also stop a member once every training point has margin >= ``margin``.
+    rtol, atol : float
+        Local error tolerances of ``gradient_flow``.
+    check_every : int
+        ``sgd`` only: steps between full-batch convergence checks.
+    divergence_threshold : float
+        A member whose loss is not finite, or whose largest parameter exceeds this, is marked
+        diverged and frozen.
+    device : str
+        ``"auto"``, ``"cpu"`` or ``"cuda[:k]"``.
+    memory_budget_mb : float
+        Members are processed in chunks sized to stay within this working memory.
+    checkpoint_path : path, optional
+        Where to save progress every ``checkpoint_every_s`` seconds; an existing checkpoint of
+        the same run is resumed from. It is removed once the run is complete.
+
+    Returns
+    -------
+    xarray.Dataset
+        Dims ``(member, param)`` and ``(member, step)``: ``initial_theta``, ``final_theta``,
+        ``loss``, ``train_error``, ``test_error``, ``n_unsatisfied``, ``grad_norm``,
+        ``steps``, ``flow_time``, ``wall_time``, ``status`` (0 converged, 1 budget,
+        2 diverged) and ``loss_history`` at log-spaced steps.
+    """
+    check_loss(loss)
+    if max_steps <= 0 or grad_tol < 0:
+        raise ValueError(f"max_steps={max_steps} must be > 0 and grad_tol={grad_tol} >= 0")
+    if initial_theta.shape != (len(member_ids), arch.n_params):
+        raise ValueError(
+            f"initial_theta has shape {initial_theta.shape}; expected "
+            f"({len(member_ids)}, {arch.n_params}) for {len(member_ids)} members of this network"
+        )
+    torch_device = resolve_device(device)
+    torch_dtype = {"float64": torch.float64, "float32": torch.float32}[dtype]
+    label_dtype = torch_dtype if arch.n_outputs == 1 else torch.long
+    as_tensor = lambda a, dt=torch_dtype: torch.as_tensor(np.asarray(a), dtype=dt, device=torch_device)  # noqa: E731
+    data = {
+        "train": (as_tensor(x_train), as_tensor(y_train, label_dtype)),
+        "test": (as_tensor(x_test), as_tensor(y_test, label_dtype)),
+    }
+    objective = make_objective(arch, *data["train"], loss=loss, margin=margin, l2=l2)
+    stepper = make_stepper(
+        dynamics,
+        lr=lr,
+        momentum=momentum,
+        batch_size=batch_size,
+        n_samples=len(y_train),
+        seed=seed,
+        rtol=rtol,
+        atol=atol,
+        check_every=check_every,
+    )
+    n_members = len(member_ids)
+    history_steps = log_spaced_steps(max_steps)
+    fingerprint = _run_fingerprint(
+        arch, initial_theta, member_ids, loss, dynamics, lr, max_steps, grad_tol, l2, margin,
+        momentum, batch_size, stop_when_satisfied, rtol, atol, seed, dtype,
+    )
+    out = _load_checkpoint(checkpoint_path, fingerprint) or _empty_results(
+        initial_theta, history_steps
+    )
+    # The chunk size is kept from a checkpoint so a resumed run splits members the same way.
+    chunk = out.setdefault("chunk", _chunk_size(arch, len(y_train), memory_budget_mb, torch_dtype))
+    progress = _Progress(n_members, progress_every_s)
+    last_checkpoint = time.monotonic()
+
+    def save(live=None):
+        if checkpoint_path is not None:
+            _save_checkpoint(checkpoint_path, fingerprint, out, live)
+
+    with torch.no_grad():
+        for start in range(out["next_member"], n_members, chunk):
+            rows = np.arange(start, min(start + chunk, n_members))
+            live = out.pop("live", None)
+            if live is None:
+                theta = as_tensor(initial_theta[rows])
+                loss_now, grad = objective(theta, None)
+                ids = torch.as_tensor(member_ids[rows], device=torch_device)
+                state = stepper.init_state(theta, grad, ids)
+                active = torch.as_tensor(rows, device=torch_device)
+                step = 0
+            else:
+                theta, state, loss_now, grad, active, step = _to_device(live, torch_device)
+            chunk_start = time.monotonic() - out["elapsed"]
+            while active.numel():
+                # 1. Classify members from the full-batch loss and gradient at this point.
+                finished = torch.zeros_like(active, dtype=torch.bool)
+                status = torch.full_like(active, -1)
+                if grad is not None:
+                    grad_norm = grad.norm(dim=1)
+                    bad = ~torch.isfinite(loss_now) | ~torch.isfinite(grad_norm)
+                    bad |= theta.abs().amax(1) > divergence_threshold
+                    good = grad_norm <= grad_tol
+                    if stop_when_satisfied:
+                        out_train = forward(theta, data["train"][0], arch)
+                        good |= (margins(out_train, data["train"][1]) < margin).sum(1) == 0
+                    status = torch.where(good, CONVERGED, status)
+                    status = torch.where(bad, DIVERGED, status)
+                else:
+                    grad_norm = torch.full_like(theta[:, 0], float("nan"))
+                    bad = ~torch.isfinite(theta).all(1) | (theta.abs().amax(1) > divergence_threshold)
+                    status = torch.where(bad, DIVERGED, status)
+                over = (step >= max_steps) | getattr(stepper, "finished", _never)(state)
+                status = torch.where((status < 0) & over, BUDGET, status)
+                finished = status >= 0
+                # 2. Record the loss history and the members that stop here.
+                if step in out["history_index"]:
+                    if loss_now is None:
+                        loss_now, grad = objective(theta, None)
+                    out["loss_history"][active.cpu(), out["history_index"][step]] = _np(loss_now)
+                if finished.any():
+                    rows_done = active[finished].cpu().numpy()
+                    out["final_theta"][rows_done] = _np(theta[finished])
+                    out["status"][rows_done] = _np(status[finished])
+                    out["steps"][rows_done] = step
+                    out["grad_norm"][rows_done] = _np(grad_norm[finished])
+                    out["wall_time"][rows_done] = time.monotonic() - chunk_start
+                    if "time" in state:
+                        out["flow_time"][rows_done] = _np(state["time"][finished])
+                    keep = ~finished
+                    theta, active = theta[keep], active[keep]
+                    state = {name: value[keep] for name, value in state.items()}
+                    loss_now = None if loss_now is None else loss_now[keep]
+                    grad = None if grad is None else grad[keep]
+                    progress.finished(out["status"][rows_done])
+                if not active.numel():
+                    break
+                # 3. One step of the dynamics for the members still running.
+                theta, state, loss_now, grad = stepper.step(theta, state, loss_now, grad, objective)
+                step += 1
+                progress.report(step, active.numel())
+                if time.monotonic() - last_checkpoint > checkpoint_every_s:
+                    out["elapsed"] = time.monotonic() - chunk_start
+                    save((theta, state, loss_now, grad, active, step))
+                    last_checkpoint = time.monotonic()
+            out["next_member"] = rows[-1] + 1
+            out["elapsed"] = 0.0
+            save()
+        _evaluate_final(out, arch, data, objective, loss, margin, chunk, as_tensor)
+    if checkpoint_path is not None:
+        Path(checkpoint_path).unlink(missing_ok=True)
+    return _as_dataset(out, member_ids, initial_theta, history_steps, arch, dynamics, lr, torch_device)
+
+
+def _never(state):
+    return False
+
+
+def _np(tensor):
+    return tensor.detach().cpu().numpy()
+
+
+def _chunk_size(arch, n_train, memory_budget_mb, dtype):
+    itemsize = torch.tensor([], dtype=dtype).element_size()
+    activations = n_train * (arch.width * arch.depth + arch.n_outputs) * 4
+    per_member = itemsize * (arch.n_params * 12 + activations)
+    return max(1, int(memory_budget_mb * 2**20 // per_member))
+
+
+def _empty_results(initial_theta, history_steps):
+    n_members = initial_theta.shape[0]
+    nan = lambda *shape: np.full(shape, np.nan)  # noqa: E731
+    return {
+        "next_member": 0,
+        "elapsed": 0.0,
+        "final_theta": nan(*initial_theta.shape),
+        "status": np.full(n_members, -1, dtype=np.int8),
+        "steps": np.zeros(n_members, dtype=np.int64),
+        "grad_norm": nan(n_members),
+        "wall_time": nan(n_members),
+        "flow_time": nan(n_members),
+        "loss_history": nan(n_members, len(history_steps)),
+        "history_index": {int(s): i for i, s in enumerate(history_steps)},
+    }
+
+
+def _evaluate_final(out, arch, data, objective, loss, margin, chunk, as_tensor):
+    """Loss, errors and unsatisfied points of every final point, chunk by chunk."""
+    n_members = out["final_theta"].shape[0]
+    for name in ("loss", "train_error", "test_error", "n_unsatisfied"):
+        out[name] = np.full(n_members, np.nan)
+    for start in range(0, n_members, chunk):
+        rows = slice(start, start + chunk)
+        theta = as_tensor(out["final_theta"][rows])
+        out["loss"][rows] = _np(objective(theta, None)[0])
+        for split in ("train", "test"):
+            x, y = data[split]
+            member_margins = margins(forward(theta, x, arch), y)
+            out[f"{split}_error"][rows] = _np((member_margins <= 0).to(theta.dtype).mean(1))
+            if split == "train":
+                out["n_unsatisfied"][rows] = _np((member_margins < margin).sum(1))
+    diverged = out["status"] == DIVERGED
+    for name in ("loss", "train_error", "test_error"):
+        out[name][diverged] = np.nan
+    out["n_unsatisfied"][diverged] = -1
+    # After a member stops, its loss stays where it stopped (nan once diverged).
+    stopped_at = out["steps"][:, None] < np.array(sorted(out["history_index"]))[None, :]
+    carried = np.where(diverged, np.nan, out["loss"])
+    out["loss_history"] = np.where(stopped_at, carried[:, None], out["loss_history"])
+
+
+def _as_dataset(out, member_ids, initial_theta, history_steps, arch, dynamics, lr, device):
+    member_param = ("member", "param")
+    if dynamics == "gd":
+        out["flow_time"] = out["steps"] * lr
+    data_vars = {
+        "initial_theta": (member_param, initial_theta, variable_attrs("initial parameters")),
+        "final_theta": (member_param, out["final_theta"], variable_attrs("final parameters")),
+        "loss": ("member", out["loss"], variable_attrs("final training loss including L2")),
+        "train_error": ("member", out["train_error"], variable_attrs("training error (0-1)")),
+        "test_error": ("member", out["test_error"], variable_attrs("test error (0-1)")),
+        "n_unsatisfied": (
+            "member",
+            out["n_unsatisfied"].astype(np.int64),
+            variable_attrs("training points with margin below the loss margin (-1: diverged)"),
+        ),
+        "grad_norm": ("member", out["grad_norm"], variable_attrs("final gradient norm")),
+        "steps": ("member", out["steps"], variable_attrs("steps taken")),
+        "flow_time": (
+            "member",
+            out["flow_time"],
+            variable_attrs("gradient-flow time reached (gd: steps x lr; nan: not a flow)"),
+        ),
+        "wall_time": ("member", out["wall_time"], variable_attrs("wall time until stop", "s")),
+        "status": (
+            "member",
+            out["status"],
+            variable_attrs("stop reason", flag_values="0 1 2", flag_meanings=STATUS_MEANINGS),
+        ),
+        "loss_history": (
+            ("member", "step"),
+            out["loss_history"],
+            variable_attrs("training loss; after a member stops, its final value"),
+        ),
+    }
+    coords = {
+        "member": ("member", np.asarray(member_ids, dtype=np.int64), variable_attrs("member index")),
+        "param": ("param", np.arange(arch.n_params), variable_attrs("flat parameter index")),
+        "step": ("step", history_steps, variable_attrs("optimizer step")),
+    }
+    attrs = {
+        "architecture": json.dumps(arch.__dict__, sort_keys=True),
+        "n_params": arch.n_params,
+        "n_weights": arch.n_weights,
+        "dynamics": dynamics,
+        "parameter_layout": "per layer: weight (fan_out, fan_in) row-major, then bias",
+    }
+    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+
+def _run_fingerprint(*parts) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part.tobytes() if isinstance(part, np.ndarray) else repr(part).encode())
+    return digest.hexdigest()
+
+
+def _save_checkpoint(path, fingerprint, out, live):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"fingerprint": fingerprint, "out": out}
+    if live is not None:
+        theta, state, loss_now, grad, active, step = live
+        payload["live"] = tuple(
+            _to_cpu(value) for value in (theta, state, loss_now, grad, active)
+        ) + (step,)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    log.info("checkpoint written: %s (members done: %d)", path, int((out["status"] >= 0).sum()))
+
+
+def _load_checkpoint(path, fingerprint):
+    if path is None or not Path(path).exists():
+        return None
+    payload = torch.load(path, weights_only=False)
+    if payload.get("fingerprint") != fingerprint:
+        log.warning("checkpoint %s belongs to another run; starting over", path)
+        return None
+    out = payload["out"]
+    if "live" in payload:
+        out["live"] = payload["live"]
+    log.info("resuming from checkpoint %s at member %d", path, out["next_member"])
+    return out
+
+
+def _to_cpu(value):
+    if isinstance(value, dict):
+        return {name: tensor.cpu() for name, tensor in value.items()}
+    return None if value is None else value.cpu()
+
+
+def _to_device(live, device):
+    moved = []
+    for value in live[:-1]:
+        if isinstance(value, dict):
+            moved.append({name: tensor.to(device) for name, tensor in value.items()})
+        else:
+            moved.append(None if value is None else value.to(device))
+    return (*moved, live[-1])
+
+
+class _Progress:
+    """Log members finished and step rate at most every ``every_s`` seconds."""
+
+    def __init__(self, n_members, every_s):
+        self.n_members, self.every_s = n_members, every_s
+        self.counts = np.zeros(3, dtype=np.int64)
+        self.start = self.last = time.monotonic()
+        self.member_steps = 0
+
+    def finished(self, statuses):
+        self.counts += np.bincount(statuses, minlength=3)[:3]
+
+    def report(self, step, n_active):
+        self.member_steps += n_active
+        now = time.monotonic()
+        if now - self.last < self.every_s:
+            return
+        self.last = now
+        log.info(
+            "step %d: %d running, %d converged, %d budget, %d diverged of %d; %.3g member-steps/s",
+            step, n_active, *self.counts, self.n_members, self.member_steps / (now - self.start),
+        )

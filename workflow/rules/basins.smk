@@ -1,0 +1,15 @@
+rule analyze_basins:
+    input:
+        minima="results/minima/{experiment}/seed{seed}.nc",
+        shards=training_shards,
+        code=package_modules("basin_geometry", "io"),
+    output:
+        "results/basins/{experiment}/seed{seed}.nc",
+    params:
+        basins=section("basins"),
+    log:
+        "logs/analyze_basins/{experiment}/seed{seed}.log",
+    conda:
+        "../../envs/basins.yaml"
+    script:
+        "../scripts/analyze_basins.py"

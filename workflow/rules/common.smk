@@ -1,0 +1,75 @@
+# Config validation, input functions and config look-ups shared by all rule files.
+from pathlib import Path
+
+from snakemake.utils import validate
+
+
+validate(config, workflow.source_path("../schemas/config.schema.yaml"), set_default=True)
+
+EXPERIMENTS = config["experiments"]
+FIGURES = ["basin_sizes", "basin_vs_test_error", "travel_distance"]
+
+
+def check_experiments():
+    """Checks across keys that a JSON schema cannot express."""
+    for name, experiment in EXPERIMENTS.items():
+        ensemble, training = experiment["ensemble"], experiment["training"]
+        if ensemble["n_shards"] > ensemble["n_members"]:
+            raise ValueError(
+                f"experiments.{name}.ensemble.n_shards={ensemble['n_shards']} exceeds "
+                f"n_members={ensemble['n_members']}; every shard needs a member"
+            )
+        if training["dynamics"] == "sgd" and training["batch_size"] is None:
+            raise ValueError(
+                f"experiments.{name}.training.batch_size is required with dynamics 'sgd'"
+            )
+
+
+check_experiments()
+
+
+wildcard_constraints:
+    experiment="|".join(EXPERIMENTS),
+    seed=r"\d+",
+    shard=r"\d+",
+
+
+def package_modules(*names):
+    """The package's source files a rule depends on, so editing them reruns it."""
+    return [str(Path(workflow.basedir) / "src" / "basins" / f"{name}.py") for name in names]
+
+
+def section(name):
+    """Input function: one config section of the job's experiment."""
+    return lambda wildcards: EXPERIMENTS[wildcards.experiment][name]
+
+
+def training_shards(wildcards):
+    n_shards = EXPERIMENTS[wildcards.experiment]["ensemble"]["n_shards"]
+    return expand(
+        "results/training/{experiment}/seed{seed}/shard{shard}.nc",
+        experiment=wildcards.experiment,
+        seed=wildcards.seed,
+        shard=range(n_shards),
+    )
+
+
+def experiment_seeds():
+    return [
+        (name, seed)
+        for name, experiment in EXPERIMENTS.items()
+        for seed in experiment["ensemble"]["seeds"]
+    ]
+
+
+def all_figures():
+    return [
+        f"results/figures/{figure}/{name}_seed{seed}.{ext}"
+        for name, seed in experiment_seeds()
+        for figure in FIGURES
+        for ext in ("pdf", "png")
+    ]
+
+
+def all_basins():
+    return [f"results/basins/{name}/seed{seed}.nc" for name, seed in experiment_seeds()]

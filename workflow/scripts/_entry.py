@@ -1,0 +1,26 @@
+"""Shared start of every entry script: find the package and send logging to the job's log.
+
+Snakemake drops PYTHONPATH in ``--sdm conda`` jobs, so where ``basins`` is not installed in
+the job's environment the checkout's ``src/`` is put on the path instead.
+"""
+
+import logging
+import sys
+from pathlib import Path
+
+try:
+    import basins  # noqa: F401
+except ImportError:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
+
+
+def start(snakemake) -> logging.Logger:
+    """Configure logging to the rule's log file (and stderr) and return the stage logger."""
+    handlers = [logging.StreamHandler(sys.stderr)]
+    if snakemake.log:
+        Path(snakemake.log[0]).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(snakemake.log[0], mode="w"))
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s %(message)s", handlers=handlers, force=True
+    )
+    return logging.getLogger(f"basins.{snakemake.rule}")

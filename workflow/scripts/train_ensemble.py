@@ -1,0 +1,41 @@
+import numpy as np
+from _entry import start
+
+from basins.data import train_test_arrays
+from basins.io import add_provenance, read_dataset, write_dataset
+from basins.networks import architecture_for, initial_parameters
+from basins.training import resolve_device, train_ensemble
+
+log = start(snakemake)
+params, wildcards = snakemake.params, snakemake.wildcards
+seed, shard = int(wildcards.seed), int(wildcards.shard)
+dataset = read_dataset(snakemake.input.dataset)
+model = dict(params.model)
+init, init_scale = model.pop("init"), model.pop("init_scale")
+arch = architecture_for(dataset, **model)
+members = np.array_split(np.arange(params.ensemble["n_members"]), params.ensemble["n_shards"])[shard]
+log.info("shard %d: members %d..%d of a %d-parameter network", shard, members[0], members[-1], arch.n_params)
+initial_theta = initial_parameters(arch, members, seed=seed, init=init, init_scale=init_scale)
+result = train_ensemble(
+    arch,
+    *train_test_arrays(dataset),
+    initial_theta,
+    members,
+    seed=seed,
+    device=params.device,
+    memory_budget_mb=params.memory_budget_mb,
+    checkpoint_path=params.checkpoint,
+    checkpoint_every_s=params.checkpoint_every_s,
+    **params.training,
+)
+result = add_provenance(
+    result,
+    title=f"training ensemble of experiment {wildcards.experiment}, seed {seed}, shard {shard}",
+    stage="train_ensemble",
+    stage_config={"model": params.model, "training": params.training, "ensemble": params.ensemble},
+    seed=seed,
+    device=str(resolve_device(params.device)),
+    inputs=(snakemake.input.dataset,),
+)
+write_dataset(result, snakemake.output[0])
+log.info("status counts (converged, budget, diverged): %s", np.bincount(result.status.values, minlength=3))
