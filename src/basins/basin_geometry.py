@@ -21,7 +21,8 @@ def wilson_interval(successes: np.ndarray, n: int, z: float = 1.96) -> tuple[np.
     p = np.asarray(successes, dtype=np.float64) / n
     centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
     half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / (1 + z**2 / n)
-    return centre - half, centre + half
+    # At p = 0 or 1 the bound is exactly p; clipping removes round-off on the wrong side.
+    return np.clip(centre - half, 0.0, p), np.clip(centre + half, p, 1.0)
 
 
 def spearman_with_error(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:

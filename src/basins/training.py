@@ -226,9 +226,9 @@ def train_ensemble(
                 if step in out["history_index"]:
                     if loss_now is None:
                         loss_now, grad = objective(theta, None)
-                    out["loss_history"][active.cpu(), out["history_index"][step]] = _np(loss_now)
+                    out["loss_history"][_np(active), out["history_index"][step]] = _np(loss_now)
                 if finished.any():
-                    rows_done = active[finished].cpu().numpy()
+                    rows_done = _np(active[finished])
                     out["final_theta"][rows_done] = _np(theta[finished])
                     out["status"][rows_done] = _np(status[finished])
                     out["steps"][rows_done] = step

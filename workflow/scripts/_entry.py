@@ -23,4 +23,11 @@ def start(snakemake) -> logging.Logger:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(name)s %(message)s", handlers=handlers, force=True
     )
-    return logging.getLogger(f"basins.{snakemake.rule}")
+    log = logging.getLogger(f"basins.{snakemake.rule}")
+
+    def log_uncaught(kind, error, traceback):
+        log.error("failed", exc_info=(kind, error, traceback))
+
+    # Put the traceback of a failing job into its log file too, not only on the console.
+    sys.excepthook = log_uncaught
+    return log

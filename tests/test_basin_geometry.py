@@ -1,0 +1,37 @@
+import numpy as np
+import pytest
+
+from basins.basin_geometry import analyze_basins, spearman_with_error, wilson_interval
+
+
+def test_fractions_and_unassigned_sum_to_one(hand_built_minima):
+    labels = hand_built_minima["minimum_of_member"].values
+    start = np.zeros((5, 2))
+    end = np.array([[3.0, 4.0], [0, 1], [1, 0], [np.nan, np.nan], [0, 2]])
+    basins = analyze_basins(labels, start, end, np.zeros(2), hand_built_minima["test_error"].values)
+    np.testing.assert_allclose(basins["basin_fraction"].values, [0.6, 0.2])
+    assert float(basins["basin_fraction"].sum() + basins["unassigned_fraction"]) == pytest.approx(1.0)
+    np.testing.assert_allclose(basins["basin_fraction_se"].values, np.sqrt([0.6 * 0.4 / 5, 0.2 * 0.8 / 5]))
+    np.testing.assert_allclose(basins["travel_distance"].values[[0, 1, 4]], [5.0, 1.0, 2.0])
+    assert np.isnan(basins["travel_distance"].values[3])
+    assert float(basins["travel_distance_median"][0]) == 2.0
+
+
+def test_wilson_interval_brackets_the_estimate_and_stays_in_the_unit_interval():
+    counts = np.array([0, 1, 50, 99, 100])
+    low, high = wilson_interval(counts, 100)
+    p = counts / 100
+    assert (low <= p).all() and (p <= high).all() and (low >= 0).all() and (high <= 1).all()
+    # Known value: 50 of 100 at z = 1.96 gives (0.4038, 0.5962).
+    assert low[2] == pytest.approx(0.4038, abs=1e-4) and high[2] == pytest.approx(0.5962, abs=1e-4)
+
+
+def test_rank_correlation_of_a_monotone_relation_is_one():
+    rho, se = spearman_with_error(np.arange(10.0), np.arange(10.0) ** 2)
+    assert rho == pytest.approx(1.0) and se == pytest.approx(1.03 / np.sqrt(7))
+    assert np.isnan(spearman_with_error(np.ones(3), np.arange(3.0))[0])
+
+
+def test_an_empty_ensemble_is_an_error():
+    with pytest.raises(ValueError, match="empty"):
+        analyze_basins(np.zeros(0, dtype=int), np.zeros((0, 1)), np.zeros((0, 1)), np.zeros(0), np.zeros(0))

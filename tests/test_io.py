@@ -1,0 +1,46 @@
+import json
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from basins.io import add_provenance, check_dataset, read_dataset, variable_attrs, write_dataset
+
+
+def small_dataset():
+    ds = xr.Dataset(
+        {"loss": ("member", np.array([0.5, 0.25]), variable_attrs("loss"))},
+        coords={"member": ("member", np.arange(2), variable_attrs("member index"))},
+    )
+    return add_provenance(ds, title="test", stage="unit_test", stage_config={"a": 1}, seed=3)
+
+
+def test_round_trip_keeps_values_and_provenance(tmp_path):
+    path = tmp_path / "out.nc"
+    write_dataset(small_dataset(), path)
+    back = read_dataset(path)
+    xr.testing.assert_identical(back, small_dataset())
+    assert json.loads(back.attrs["stage_config"]) == {"a": 1}
+    assert "torch" in json.loads(back.attrs["package_versions"])
+    assert back.attrs["Conventions"].startswith("CF")
+    assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
+
+
+@pytest.mark.parametrize(
+    "breach, message",
+    [
+        (lambda ds: ds.rename_dims(member="walker"), "outside the vocabulary"),
+        (lambda ds: ds.assign(extra=("member", [1, 2])), "'extra' lacks"),
+        (lambda ds: ds.drop_attrs(deep=False), "global attribute"),
+    ],
+)
+def test_contract_breaches_are_named(breach, message):
+    with pytest.raises(ValueError, match=message):
+        check_dataset(breach(small_dataset()))
+
+
+def test_a_failed_write_leaves_no_file(tmp_path):
+    bad = small_dataset().assign(extra=("member", [1, 2]))
+    with pytest.raises(ValueError):
+        write_dataset(bad, tmp_path / "out.nc")
+    assert list(tmp_path.iterdir()) == []

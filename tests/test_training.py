@@ -1,0 +1,183 @@
+import numpy as np
+import pytest
+import torch
+
+from basins import training as training_module
+from basins.dynamics import GradientFlow, minibatch_indices
+from basins.networks import Architecture, initial_parameters
+from basins.training import BUDGET, CONVERGED, DIVERGED, train_ensemble
+
+
+def torch_model(arch, theta):
+    """A plain torch.nn network holding one member's parameters."""
+    layers = []
+    for index, ((fan_in, fan_out), (w, b)) in enumerate(zip(arch.layer_shapes, arch.layer_slices)):
+        linear = torch.nn.Linear(fan_in, fan_out, bias=arch.bias, dtype=torch.float64)
+        with torch.no_grad():
+            linear.weight.copy_(torch.as_tensor(theta[w]).view(fan_out, fan_in))
+            if b is not None:
+                linear.bias.copy_(torch.as_tensor(theta[b]))
+        layers.append(linear)
+        if index < len(arch.layer_shapes) - 1:
+            layers.append(torch.nn.Tanh())
+    return torch.nn.Sequential(*layers)
+
+
+def flat_parameters(model):
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).numpy()
+
+
+def plain_loop(arch, x, y, theta0, member_ids, *, optimizer, steps, l2, batches=None, **options):
+    """Train each member alone with torch.optim: the reference the engine must reproduce."""
+    x, y = torch.as_tensor(x), torch.as_tensor(y, dtype=torch.float64)
+    finals = []
+    for row, member in enumerate(member_ids):
+        model = torch_model(arch, theta0[row])
+        opt = optimizer(model.parameters(), **options)
+        for step in range(steps):
+            index = slice(None) if batches is None else batches(member, step)
+            opt.zero_grad()
+            out = model(x[index])[:, 0]
+            loss = (0.5 * (out - y[index]) ** 2).mean()
+            loss = loss + 0.5 * l2 * sum((p * p).sum() for p in model.parameters())
+            loss.backward()
+            opt.step()
+        finals.append(flat_parameters(model))
+    return np.array(finals)
+
+
+def run_engine(arch, data, theta0, ids, **options):
+    defaults = dict(loss="mse", grad_tol=0.0, l2=1e-3, device="cpu", progress_every_s=1e9)
+    return train_ensemble(arch, *data, theta0, ids, **{**defaults, **options})
+
+
+@pytest.mark.parametrize(
+    "dynamics, optimizer, options",
+    [
+        ("gd", torch.optim.SGD, {"lr": 0.3}),
+        ("gd", torch.optim.SGD, {"lr": 0.1, "momentum": 0.9}),
+        ("adam", torch.optim.Adam, {"lr": 0.02}),
+    ],
+)
+def test_full_batch_dynamics_match_torch_optim(teacher_data, tiny_arch, tiny_start, dynamics, optimizer, options):
+    theta0, ids = tiny_start
+    result = run_engine(tiny_arch, teacher_data, theta0, ids, dynamics=dynamics, max_steps=60, **options)
+    expected = plain_loop(
+        tiny_arch, *teacher_data[:2], theta0, ids, optimizer=optimizer, steps=60, l2=1e-3, **options
+    )
+    assert (result["status"] == BUDGET).all()
+    np.testing.assert_allclose(result["final_theta"].values, expected, rtol=1e-6, atol=1e-12)
+
+
+def test_sgd_matches_torch_optim_with_the_same_minibatches(teacher_data, tiny_arch, tiny_start):
+    theta0, ids = tiny_start
+    n_train, batch_size, seed = len(teacher_data[1]), 8, 11
+
+    def batches(member, step):
+        index = minibatch_indices(seed, torch.tensor([member]), torch.tensor([step]), n_train, batch_size)
+        return index[0]
+
+    result = run_engine(
+        tiny_arch, teacher_data, theta0, ids, dynamics="sgd", lr=0.2, batch_size=batch_size,
+        seed=seed, max_steps=40, check_every=7,
+    )
+    expected = plain_loop(
+        tiny_arch, *teacher_data[:2], theta0, ids, optimizer=torch.optim.SGD, steps=40, l2=1e-3,
+        batches=batches, lr=0.2,
+    )
+    np.testing.assert_allclose(result["final_theta"].values, expected, rtol=1e-6, atol=1e-12)
+
+
+def test_minibatches_are_epoch_permutations_that_differ_between_members():
+    steps = torch.arange(3)
+    members = torch.tensor([5, 5, 5])
+    epoch = minibatch_indices(0, members, steps, n_samples=12, batch_size=4)
+    assert sorted(epoch.reshape(-1).tolist()) == list(range(12))
+    other = minibatch_indices(0, torch.tensor([6, 6, 6]), steps, n_samples=12, batch_size=4)
+    assert not torch.equal(epoch, other)
+
+
+def test_gradient_flow_follows_the_analytic_solution_of_a_quadratic():
+    # L = 1/2 theta^T A theta per member: theta(t) = exp(-A t) theta0.
+    eigenvalues = torch.tensor([[0.5, 3.0, 20.0], [1.0, 1.0, 1.0]], dtype=torch.float64)
+
+    def objective(theta, batch):
+        return 0.5 * (eigenvalues * theta * theta).sum(1), eigenvalues * theta
+
+    theta = torch.tensor([[1.0, -2.0, 0.5], [0.3, 0.1, -1.0]], dtype=torch.float64)
+    theta0 = theta.clone()
+    flow = GradientFlow(first_step=1e-3, rtol=1e-9, atol=1e-12, max_time=2.0)
+    loss, grad = objective(theta, None)
+    state = flow.init_state(theta, grad, torch.arange(2))
+    while not flow.finished(state).all():
+        theta, state, loss, grad = flow.step(theta, state, loss, grad, objective)
+    expected = torch.exp(-eigenvalues * 2.0) * theta0
+    torch.testing.assert_close(theta, expected, rtol=1e-7, atol=1e-10)
+
+
+def test_gradient_flow_reaches_the_minimum_tiny_step_gd_reaches(teacher_data, tiny_arch, tiny_start):
+    theta0, ids = tiny_start
+    flow = run_engine(tiny_arch, teacher_data, theta0, ids, dynamics="gradient_flow", lr=0.05,
+                      rtol=1e-8, atol=1e-11, max_steps=20000, grad_tol=1e-8, l2=0.2)
+    gd = run_engine(tiny_arch, teacher_data, theta0, ids, dynamics="gd", lr=0.01,
+                    max_steps=50000, grad_tol=1e-8, l2=0.2)
+    assert (flow["status"] == CONVERGED).all() and (gd["status"] == CONVERGED).all()
+    np.testing.assert_allclose(flow["final_theta"].values, gd["final_theta"].values, atol=1e-6)
+
+
+def test_diverging_members_are_frozen_and_marked(teacher_data, tiny_arch, tiny_start):
+    theta0, ids = tiny_start
+    theta0 = theta0.copy()
+    theta0[0] *= 30.0  # a member so far out that this step size makes it blow up
+    result = run_engine(tiny_arch, teacher_data, theta0, ids, dynamics="gd", lr=5.0,
+                        max_steps=200, divergence_threshold=1e3)
+    status = result["status"].values
+    assert status[0] == DIVERGED
+    assert np.isnan(result["loss"].values[status == DIVERGED]).all()
+    assert np.isfinite(result["loss"].values[status != DIVERGED]).all()
+
+
+def test_results_do_not_depend_on_shards_or_chunks(teacher_data, tiny_arch):
+    ids = np.arange(8)
+    whole = run_engine(tiny_arch, teacher_data, initial_parameters(tiny_arch, ids, seed=2), ids,
+                       dynamics="sgd", lr=0.1, batch_size=6, seed=4, max_steps=30)
+    parts = [
+        run_engine(tiny_arch, teacher_data, initial_parameters(tiny_arch, part, seed=2), part,
+                   dynamics="sgd", lr=0.1, batch_size=6, seed=4, max_steps=30, memory_budget_mb=1e-3)
+        for part in (ids[:3], ids[3:])
+    ]
+    stacked = np.concatenate([p["final_theta"].values for p in parts])
+    np.testing.assert_allclose(stacked, whole["final_theta"].values, rtol=1e-12)
+
+
+def test_an_interrupted_run_resumes_from_its_checkpoint(teacher_data, tiny_arch, tiny_start, tmp_path, monkeypatch):
+    theta0, ids = tiny_start
+    options = dict(dynamics="adam", lr=0.02, max_steps=80, checkpoint_every_s=0.0)
+    uninterrupted = run_engine(tiny_arch, teacher_data, theta0, ids, **options)
+    checkpoint = tmp_path / "run.pt"
+    original_report = training_module._Progress.report
+
+    def preempt(self, step, n_active):
+        if step == 37:
+            raise KeyboardInterrupt("preempted")
+        original_report(self, step, n_active)
+
+    monkeypatch.setattr(training_module._Progress, "report", preempt)
+    with pytest.raises(KeyboardInterrupt):
+        run_engine(tiny_arch, teacher_data, theta0, ids, checkpoint_path=checkpoint, **options)
+    assert checkpoint.exists()
+    monkeypatch.setattr(training_module._Progress, "report", original_report)
+    resumed = run_engine(tiny_arch, teacher_data, theta0, ids, checkpoint_path=checkpoint, **options)
+    np.testing.assert_array_equal(resumed["final_theta"].values, uninterrupted["final_theta"].values)
+    np.testing.assert_array_equal(resumed["status"].values, uninterrupted["status"].values)
+    assert not checkpoint.exists()
+
+
+def test_bad_starting_points_are_rejected(teacher_data, tiny_arch):
+    with pytest.raises(ValueError, match="initial_theta has shape"):
+        run_engine(tiny_arch, teacher_data, np.zeros((2, 5)), np.arange(2), dynamics="gd", lr=0.1, max_steps=5)
+
+
+def test_unknown_dynamics_are_rejected(teacher_data, tiny_arch, tiny_start):
+    with pytest.raises(ValueError, match="dynamics='newton'"):
+        run_engine(tiny_arch, teacher_data, *tiny_start, dynamics="newton", lr=0.1, max_steps=5)
