@@ -5,11 +5,11 @@ rule analyze_basins:
         code=package_modules("basin_geometry", "io"),
     output:
         "results/basins/{experiment}/seed{seed}.nc",
-    params:
-        basins=section("basins"),
     log:
         "logs/analyze_basins/{experiment}/seed{seed}.log",
     conda:
         "../../envs/basins.yaml"
+    params:
+        basins=section("basins"),
     script:
         "../scripts/analyze_basins.py"

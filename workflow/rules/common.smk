@@ -3,8 +3,9 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-
-validate(config, workflow.source_path("../schemas/config.schema.yaml"), set_default=True)
+validate(
+    config, workflow.source_path("../schemas/config.schema.yaml"), set_default=True
+)
 
 EXPERIMENTS = config["experiments"]
 FIGURES = ["basin_sizes", "basin_vs_test_error", "travel_distance"]
@@ -36,7 +37,9 @@ wildcard_constraints:
 
 def package_modules(*names):
     """The package's source files a rule depends on, so editing them reruns it."""
-    return [str(Path(workflow.basedir) / "src" / "basins" / f"{name}.py") for name in names]
+    return [
+        str(Path(workflow.basedir) / "src" / "basins" / f"{name}.py") for name in names
+    ]
 
 
 def section(name):
@@ -69,7 +72,3 @@ def all_figures():
         for figure in FIGURES
         for ext in ("pdf", "png")
     ]
-
-
-def all_basins():
-    return [f"results/basins/{name}/seed{seed}.nc" for name, seed in experiment_seeds()]

@@ -3,11 +3,11 @@ rule prepare_dataset:
         code=package_modules("data", "io"),
     output:
         "results/datasets/{experiment}.nc",
-    params:
-        dataset=section("dataset"),
     log:
         "logs/prepare_dataset/{experiment}.log",
     conda:
         "../../envs/basins.yaml"
+    params:
+        dataset=section("dataset"),
     script:
         "../scripts/prepare_dataset.py"

@@ -4,11 +4,11 @@ rule deduplicate_minima:
         code=package_modules("minima", "io"),
     output:
         "results/minima/{experiment}/seed{seed}.nc",
-    params:
-        minima=section("minima"),
     log:
         "logs/deduplicate_minima/{experiment}/seed{seed}.log",
     conda:
         "../../envs/basins.yaml"
+    params:
+        minima=section("minima"),
     script:
         "../scripts/deduplicate_minima.py"

@@ -4,6 +4,13 @@ rule train_ensemble:
         code=package_modules("training", "dynamics", "networks", "losses", "io"),
     output:
         "results/training/{experiment}/seed{seed}/shard{shard}.nc",
+    log:
+        "logs/train_ensemble/{experiment}/seed{seed}/shard{shard}.log",
+    conda:
+        "../../envs/basins.yaml"
+    resources:
+        gpu=1 if config["use_gpu"] else 0,
+        mem_mb=int(config["memory_budget_mb"]) + 1024,
     params:
         model=section("model"),
         training=section("training"),
@@ -12,12 +19,5 @@ rule train_ensemble:
         checkpoint_every_s=config["checkpoint_every_s"],
         memory_budget_mb=config["memory_budget_mb"],
         device="cuda" if config["use_gpu"] else "auto",
-    resources:
-        gpu=1 if config["use_gpu"] else 0,
-        mem_mb=int(config["memory_budget_mb"]) + 1024,
-    log:
-        "logs/train_ensemble/{experiment}/seed{seed}/shard{shard}.log",
-    conda:
-        "../../envs/basins.yaml"
     script:
         "../scripts/train_ensemble.py"

@@ -1,0 +1,136 @@
+"""The workflow as a user drives it: lint, formatting, dry runs, bad configs, a tiny study."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from basins.io import check_dataset, read_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+STAGES = (
+    "prepare_dataset",
+    "train_ensemble",
+    "deduplicate_minima",
+    "analyze_basins",
+    "figure_basin_sizes",
+    "figure_basin_vs_test_error",
+    "figure_travel_distance",
+)
+
+
+def snakemake(*args, cwd=ROOT, check=True):
+    result = subprocess.run(
+        [str(BIN / "snakemake"), "--snakefile", str(ROOT / "Snakefile"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def test_lint_is_clean():
+    result = snakemake("--lint")
+    assert "Congratulations" in result.stdout + result.stderr
+
+
+def test_rule_files_are_snakefmt_formatted():
+    result = subprocess.run(
+        [str(BIN / "snakefmt"), "--check", "Snakefile", "workflow"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("config", ["config/config.yaml", "config/paper.yaml", "config/test.yaml"])
+def test_dry_run_lists_every_stage(config, tmp_path):
+    result = snakemake("-n", "--directory", str(tmp_path), "--configfile", str(ROOT / config))
+    for stage in STAGES:
+        assert f"rule {stage}:" in result.stdout, stage
+
+
+def broken_config(tmp_path, edit):
+    config = yaml.safe_load((ROOT / "config/test.yaml").read_text())
+    edit(config["experiments"]["tiny_teacher"])
+    path = tmp_path / "broken.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.parametrize(
+    "edit, named",
+    [
+        (lambda e: e["dataset"].update(kind="cifar"), "kind"),
+        (lambda e: e["training"].update(loss="l1"), "loss"),
+        (lambda e: e["ensemble"].update(n_members=0), "n_members"),
+        (lambda e: e["training"].update(lr=-1.0), "lr"),
+        (lambda e: e["model"].update(width="wide"), "width"),
+        (lambda e: e.pop("minima"), "minima"),
+        (lambda e: e["training"].update(learning_rate=0.1), "learning_rate"),
+        (lambda e: e["ensemble"].update(n_shards=100), "n_shards"),
+    ],
+)
+def test_a_broken_config_fails_before_any_job_and_names_the_key(tmp_path, edit, named):
+    result = snakemake(
+        "-n", "--directory", str(tmp_path), "--configfile", str(broken_config(tmp_path, edit)), check=False
+    )
+    assert result.returncode != 0
+    assert named in result.stdout + result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def check_values(path, ds):
+    """Value ranges every stage output must respect."""
+    for name in ("basin_fraction", "train_error", "test_error", "unassigned_fraction"):
+        if name in ds:
+            values = ds[name].values
+            assert np.all((values[np.isfinite(values)] >= 0) & (values[np.isfinite(values)] <= 1)), (path, name)
+    if "status" in ds:
+        assert set(np.unique(ds["status"].values)) <= {0, 1, 2}
+    if "minimum_of_member" in ds and ds.sizes.get("minimum", 0):
+        assert ds["minimum_of_member"].max() < ds.sizes["minimum"]
+    if "basin_fraction" in ds:
+        total = float(ds["basin_fraction"].sum() + ds["unassigned_fraction"])
+        assert total == pytest.approx(1.0), path
+
+
+@pytest.mark.slow
+def test_tiny_study_runs_end_to_end_and_every_result_keeps_the_contract(tmp_path):
+    snakemake("--cores", "2", "--directory", str(tmp_path), "--configfile", str(ROOT / "config/test.yaml"))
+    results = tmp_path / "results"
+    netcdf = sorted(results.rglob("*.nc"))
+    assert {p.relative_to(results).parts[0] for p in netcdf} == {"datasets", "training", "minima", "basins"}
+    for path in netcdf:
+        ds = read_dataset(path)
+        check_dataset(ds)
+        assert ds.attrs["stage_config"] and ds.attrs["package_versions"]
+        check_values(path, ds)
+    shards = read_dataset(results / "training/tiny_teacher/seed1/shard1.nc")
+    assert shards.sizes["member"] == 24 and int(shards["member"][0]) == 24
+    pngs = sorted(results.rglob("*.png"))
+    assert len(pngs) == 3 * 3 and len(sorted(results.rglob("*.pdf"))) == 9
+    for png in pngs:
+        width, height = Image.open(png).size
+        assert width > 300 and height > 200
+    assert not list(results.glob("checkpoints/**/*.pt"))
+
+    # Rerunning one stage reproduces its output exactly.
+    minima = results / "minima/tiny_teacher/seed1.nc"
+    before = read_dataset(minima)
+    snakemake(
+        "--cores", "2", "--directory", str(tmp_path), "--configfile", str(ROOT / "config/test.yaml"),
+        "--forcerun", "deduplicate_minima", "--until", "deduplicate_minima",
+    )
+    after = read_dataset(minima)
+    np.testing.assert_array_equal(before["minimum_of_member"].values, after["minimum_of_member"].values)
+    np.testing.assert_array_equal(before["theta"].values, after["theta"].values)
+    shutil.rmtree(tmp_path / ".snakemake", ignore_errors=True)
