@@ -14,6 +14,15 @@ include: "workflow/rules/basins.smk"
 include: "workflow/rules/figures.smk"
 
 
+# Quick jobs run on the submit host rather than as cluster jobs.
+localrules:
+    all,
+    prepare_dataset,
+    figure_basin_sizes,
+    figure_basin_vs_test_error,
+    figure_travel_distance,
+
+
 rule all:
     default_target: True
     input:

@@ -92,22 +92,28 @@ def forward(theta: torch.Tensor, x: torch.Tensor, arch: Architecture) -> torch.T
     ``(member, sample, feature)`` (one minibatch per member).
     """
     n_members = theta.shape[0]
-    hidden = x
     n_layers = len(arch.layer_shapes)
+    # Activations are kept sample-major, (sample, member, unit): the first layer is then one
+    # GEMM over all members' units, and narrow layers a broadcast multiply-sum, which is far
+    # cheaper than a batched matmul with a handful of output columns.
+    hidden = x.transpose(0, 1) if x.dim() == 3 else None
     for index, ((fan_in, fan_out), (w_slice, b_slice)) in enumerate(
         zip(arch.layer_shapes, arch.layer_slices)
     ):
         weight = theta[:, w_slice].view(n_members, fan_out, fan_in)
-        if hidden.dim() == 2:
-            # Shared inputs: one large GEMM over all members' first-layer units.
-            pre = hidden @ weight.reshape(n_members * fan_out, fan_in).T
-            pre = pre.view(hidden.shape[0], n_members, fan_out).transpose(0, 1)
+        if hidden is None:
+            pre = (x @ weight.reshape(n_members * fan_out, fan_in).T).view(-1, n_members, fan_out)
+        elif fan_out <= _NARROW:
+            pre = (hidden.unsqueeze(2) * weight.unsqueeze(0)).sum(-1)
         else:
-            pre = torch.bmm(hidden, weight.transpose(1, 2))
+            pre = torch.bmm(hidden.transpose(0, 1), weight.transpose(1, 2)).transpose(0, 1)
         if b_slice is not None:
-            pre = pre + theta[:, b_slice].unsqueeze(1)
+            pre = pre + theta[:, b_slice]
         hidden = pre if index == n_layers - 1 else activate(pre, arch.activation)
-    return hidden
+    return hidden.transpose(0, 1)
+
+
+_NARROW = 4
 
 
 def initial_parameters(
