@@ -139,7 +139,8 @@ def main():
     rows = []
     for n_members in args.members:
         theta = initial_parameters(arch, np.arange(n_members), seed=0, init="torch_default")
-        steps = max(3, args.member_steps // n_members)
+        # At least 20 steps, so one-off set-up (first and final evaluations) is amortized.
+        steps = max(20, args.member_steps // n_members)
         for method, timer in METHODS.items():
             if method == "naive_loop" and n_members > args.max_naive_members:
                 continue

@@ -3,7 +3,7 @@ import pytest
 import torch
 import xarray as xr
 
-from basins.minima import canonicalize, deduplicate_minima, group_endpoints
+from basins.minima import align_to, canonicalize, deduplicate_minima, group_endpoints
 from basins.networks import Architecture, forward, initial_parameters
 from basins.training import BUDGET, CONVERGED
 
@@ -45,13 +45,14 @@ def test_canonical_form_is_invariant_under_the_symmetries(activation):
     )
 
 
-def brute_force_groups(points, loss, loss_tol, dist_tol):
-    n = len(points)
+def brute_force_groups(fingerprints, loss, loss_tol, function_tol):
+    """All-pairs single linkage: the reference the fast grouping must agree with."""
+    n = len(loss)
     labels = np.arange(n)
     for i in range(n):
         for j in range(n):
-            close = np.linalg.norm(points[i] - points[j]) <= dist_tol and abs(loss[i] - loss[j]) <= loss_tol
-            if close:
+            close = np.linalg.norm(fingerprints[i] - fingerprints[j]) <= function_tol
+            if close and abs(loss[i] - loss[j]) <= loss_tol:
                 labels[labels == labels[j]] = labels[i]
     return labels
 
@@ -60,20 +61,28 @@ def same_partition(a, b):
     return all(len(np.unique(b[a == value])) == 1 for value in np.unique(a)) and len(np.unique(a)) == len(np.unique(b))
 
 
-def test_grouping_agrees_with_all_pairs_brute_force():
-    rng = np.random.default_rng(0)
-    centres = rng.normal(size=(6, 4)) * 2
-    which = rng.integers(0, 6, size=120)
-    points = centres[which] + rng.normal(scale=0.05, size=(120, 4))
-    loss = which * 0.1 + rng.normal(scale=1e-4, size=120)
-    # Two centres share a position but not a loss: the loss window must keep them apart.
-    points[which == 5] = centres[0] + rng.normal(scale=0.05, size=((which == 5).sum(), 4))
-    fast = group_endpoints(points, loss, loss_tol=1e-2, dist_tol=0.3)
-    assert same_partition(fast, brute_force_groups(points, loss, 1e-2, 0.3))
-    assert len(np.unique(fast)) == 6
+@pytest.mark.parametrize("seed, dims", [(0, 4), (1, 40), (2, 40)])
+def test_grouping_agrees_with_all_pairs_brute_force(seed, dims):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(8, dims)) * 2
+    which = rng.integers(0, 8, size=150)
+    points = centres[which] + rng.normal(scale=0.02, size=(150, dims))
+    loss = which * 0.1 + rng.normal(scale=1e-4, size=150)
+    # Two minima at one place but of different loss: the loss window keeps them apart.
+    points[which == 7] = centres[0] + rng.normal(scale=0.02, size=((which == 7).sum(), dims))
+    fast = group_endpoints(points, loss, loss_tol=1e-2, function_tol=0.5, n_neighbors=4)
+    assert same_partition(fast, brute_force_groups(points, loss, 1e-2, 0.5))
+    assert len(np.unique(fast)) == 8
 
 
-def training_dataset(final_theta, loss, status):
+def test_neighbour_limit_does_not_split_a_dense_minimum():
+    rng = np.random.default_rng(3)
+    points = rng.normal(scale=1e-3, size=(500, 6))
+    labels = group_endpoints(points, np.zeros(500), loss_tol=1e-6, function_tol=0.1, n_neighbors=2)
+    assert len(np.unique(labels)) == 1
+
+
+def training_dataset(final_theta, loss, status, member=None):
     n, p = final_theta.shape
     zeros = np.zeros(n)
     return xr.Dataset(
@@ -85,8 +94,28 @@ def training_dataset(final_theta, loss, status):
             "grad_norm": ("member", zeros),
             "status": ("member", status),
         },
-        coords={"member": np.arange(n), "param": np.arange(p)},
+        coords={"member": np.arange(n) if member is None else member, "param": np.arange(p)},
     )
+
+
+PROBES = np.random.default_rng(9).normal(size=(20, 2))
+TOLERANCES = dict(loss_tol=1e-6, function_tol=1e-6, dist_tol=1e-6)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_planted_copies_collapse_and_distinct_minima_stay_apart(activation):
+    arch = Architecture(n_inputs=2, n_outputs=1, depth=2, width=3, activation=activation)
+    base = initial_parameters(arch, np.arange(3), seed=4, init="gaussian")
+    rng = np.random.default_rng(0)
+    which = rng.integers(0, 3, size=40)
+    images = np.array([apply_symmetry(base[k], arch, rng) for k in which])
+    loss = np.array([0.3, 0.2, 0.1])[which]
+    minima = deduplicate_minima(
+        training_dataset(images, loss, np.full(40, CONVERGED)), arch, PROBES, **TOLERANCES
+    )
+    assert minima.sizes["minimum"] == 3
+    assert same_partition(minima["minimum_of_member"].values, which)
+    np.testing.assert_array_equal(np.sort(minima["n_members"].values)[::-1], minima["n_members"].values)
 
 
 def test_catalog_is_ordered_by_basin_size_and_skips_unconverged_members():
@@ -97,16 +126,89 @@ def test_catalog_is_ordered_by_basin_size_and_skips_unconverged_members():
     images = np.array([apply_symmetry(base[k], arch, rng) for k in which])
     loss = np.where(which == 0, 0.2, 0.1)
     status = np.array([CONVERGED] * 4 + [BUDGET])
-    minima = deduplicate_minima(training_dataset(images, loss, status), arch, loss_tol=1e-6, dist_tol=1e-6)
+    minima = deduplicate_minima(training_dataset(images, loss, status), arch, PROBES, **TOLERANCES)
     np.testing.assert_array_equal(minima["minimum_of_member"].values, [1, 0, 0, 1, -1])
     np.testing.assert_array_equal(minima["n_members"].values, [2, 2])
     # Equal basin sizes are ordered by loss.
     np.testing.assert_allclose(minima["loss"].values, [0.1, 0.2])
-    swept = minima["n_minima_at_tolerance"].values
-    assert (np.diff(swept) <= 0).all()
+    assert (np.diff(minima["n_minima_at_tolerance"].values) <= 0).all()
 
 
-def test_bad_tolerances_are_rejected():
+def test_assignment_does_not_depend_on_shard_order():
+    arch = Architecture(n_inputs=2, n_outputs=1, depth=1, width=3, activation="tanh")
+    theta = initial_parameters(arch, np.arange(30), seed=1, init="gaussian")
+    loss = np.round(np.random.default_rng(2).uniform(size=30), 1)
+    shards = [training_dataset(theta[s], loss[s], np.full(10, CONVERGED), member=np.arange(30)[s])
+              for s in (slice(0, 10), slice(10, 20), slice(20, 30))]
+    options = dict(loss_tol=0.05, function_tol=5.0, dist_tol=50.0)
+    forward_order = deduplicate_minima(xr.concat(shards, "member"), arch, PROBES, **options)
+    reverse_order = deduplicate_minima(xr.concat(shards[::-1], "member"), arch, PROBES, **options)
+    xr.testing.assert_identical(forward_order, reverse_order)
+
+
+def test_alignment_undoes_a_permutation_the_canonical_sort_cannot():
+    arch = Architecture(n_inputs=2, n_outputs=1, depth=1, width=3, activation="tanh")
+    theta = canonicalize(initial_parameters(arch, [0], seed=5, init="gaussian"), arch)[0]
+    swapped = apply_symmetry(theta, arch, np.random.default_rng(1))
+    np.testing.assert_allclose(align_to(theta, canonicalize(swapped[None], arch)[0], arch), theta, atol=1e-12)
+    # A copy whose units were permuted after canonicalization is matched back exactly.
+    w_in, b_in = arch.layer_slices[0]
+    w_out = arch.layer_slices[1][0]
+    permuted = theta.copy()
+    order = [2, 0, 1]
+    permuted[w_in] = theta[w_in].reshape(3, 2)[order].ravel()
+    permuted[b_in] = theta[b_in][order]
+    permuted[w_out] = theta[w_out].reshape(1, 3)[:, order].ravel()
+    np.testing.assert_allclose(align_to(theta, permuted, arch), theta, atol=1e-12)
+
+
+def test_without_parameters_solution_classes_are_grouped_by_function():
+    arch = Architecture(n_inputs=2, n_outputs=1, depth=1, width=2, activation="tanh")
+    theta = initial_parameters(arch, np.arange(2), seed=6, init="gaussian")
+    # A dead hidden unit (zero outgoing weight) makes its incoming weights free: a manifold.
+    w_out = arch.layer_slices[1][0]
+    theta[:, w_out] = [[1.0, 0.0], [1.0, 0.0]]
+    theta[1, : arch.layer_slices[0][0].stop] = theta[0, : arch.layer_slices[0][0].stop]
+    theta[1, 2:4] = [5.0, -3.0]  # the dead unit's incoming weights differ
+    data = training_dataset(theta, np.zeros(2), np.full(2, CONVERGED))
+    by_function = deduplicate_minima(data, arch, PROBES, criterion="function", **TOLERANCES)
+    by_both = deduplicate_minima(data, arch, PROBES, **TOLERANCES)
+    assert by_function.sizes["minimum"] == 1 and by_both.sizes["minimum"] == 2
+    assert "solution classes" in by_function.attrs["minima_are"]
+
+
+@pytest.mark.parametrize("bad", [dict(function_tol=0), dict(criterion="nearest")])
+def test_bad_options_are_rejected(bad):
     arch = Architecture(n_inputs=2, n_outputs=1, depth=1, width=2)
-    with pytest.raises(ValueError, match="dist_tol=0"):
-        deduplicate_minima(training_dataset(np.zeros((1, 9)), np.zeros(1), np.zeros(1)), arch, loss_tol=0, dist_tol=0)
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        deduplicate_minima(training_dataset(np.zeros((1, 9)), np.zeros(1), np.zeros(1)), arch, PROBES,
+                           **{**TOLERANCES, **bad})
+
+
+def test_parameter_check_falls_back_to_unit_matching():
+    from basins.minima import _parameter_check, _unit_separation
+
+    arch = Architecture(n_inputs=2, n_outputs=1, depth=1, width=3, activation="tanh")
+    theta = canonicalize(initial_parameters(arch, [0], seed=5, init="gaussian"), arch)[0]
+    w_in, b_in = arch.layer_slices[0]
+    w_out = arch.layer_slices[1][0]
+    permuted = theta.copy()
+    permuted[w_in] = theta[w_in].reshape(3, 2)[[1, 0, 2]].ravel()
+    permuted[b_in] = theta[b_in][[1, 0, 2]]
+    permuted[w_out] = theta[w_out][[1, 0, 2]]
+    other = theta + 0.5
+    points = np.array([theta, permuted, other])
+    check = _parameter_check(points, _unit_separation(points, arch), arch, dist_tol=1e-9)
+    np.testing.assert_array_equal(check(np.array([0, 0]), np.array([1, 2])), [True, False])
+
+
+def test_alignment_matches_sign_flips_of_odd_units():
+    arch = Architecture(n_inputs=2, n_outputs=1, depth=1, width=3, activation="tanh")
+    theta = initial_parameters(arch, [0], seed=8, init="gaussian")[0]
+    flipped = theta.copy()
+    w_in, b_in = arch.layer_slices[0]
+    w_out = arch.layer_slices[1][0]
+    flipped[w_in] = (theta[w_in].reshape(3, 2) * np.array([[-1.0], [1.0], [-1.0]])).ravel()
+    flipped[b_in] = theta[b_in] * [-1, 1, -1]
+    flipped[w_out] = theta[w_out] * [-1, 1, -1]
+    np.testing.assert_allclose(align_to(theta, flipped, arch), theta, atol=1e-12)

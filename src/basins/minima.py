@@ -1,27 +1,37 @@
 """Stage ``deduplicate_minima``: which endpoints of an ensemble are the same minimum.
 
-Endpoints are first put in a canonical form that factors out the symmetries of the network
-(hidden-unit permutations; sign flips for odd activations; positive rescaling for ReLU), then
-grouped in the style of energy-landscape databases (Wales 2003): two endpoints are the same
-minimum when their losses differ by at most ``loss_tol`` and their canonical parameters by at
-most ``dist_tol``, closed transitively (single linkage, union-find). Neighbour search uses a
-k-d tree, so the cost grows as K log K in the number of endpoints for well-separated minima.
+Two endpoints are the same minimum, in the style of energy-landscape databases (Wales 2003),
+when their losses differ by at most ``loss_tol``, the functions they compute differ by at most
+``function_tol`` (RMS over a fingerprint set of inputs), and, for isolated minima, their
+parameters differ by at most ``dist_tol`` once the network's symmetries (hidden-unit
+permutations; sign flips for odd activations; positive rescaling for ReLU) are factored out.
+The relation is closed transitively (single linkage).
+
+Scale: the fingerprint is invariant under the symmetries, so candidate pairs come from a
+k-nearest-neighbour search in a fixed orthonormal projection of it (a contraction, so no pair
+within tolerance is lost to the projection), costing O(K log K) for K endpoints; only candidates
+are compared exactly. Components split by the neighbour limit are re-joined by comparing their
+representatives.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 import xarray as xr
 from scipy.sparse import coo_matrix
+from scipy.optimize import linear_sum_assignment
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from basins.io import variable_attrs
-from basins.networks import Architecture
+from basins.networks import Architecture, forward
 from basins.training import CONVERGED
 
 UNASSIGNED = -1
 TOLERANCE_FACTORS = (0.1, 0.3, 1.0, 3.0, 10.0)
+CRITERIA = ("function", "function_and_parameters")
+_SEARCH_DIMS = 16
 _ODD_ACTIVATIONS = ("tanh", "erf")
 
 
@@ -29,7 +39,7 @@ def canonicalize(theta: np.ndarray, arch: Architecture) -> np.ndarray:
     """Canonical representatives ``(member, param)`` of parameter vectors under the symmetries.
 
     Hidden layers are fixed from the input upward. For odd activations each unit's sign is
-    chosen so that its incoming weights and bias sum to a non-negative number; for ReLU each
+    chosen so that its largest incoming weight (bias included) is positive; for ReLU each
     unit's incoming weights and bias are scaled to unit norm (the scale moves to the outgoing
     weights). Units are then sorted by a fixed random projection of their incoming weights.
     Near-ties in that sort can split one minimum; ``dist_tol`` absorbs small ones.
@@ -46,7 +56,10 @@ def canonicalize(theta: np.ndarray, arch: Architecture) -> np.ndarray:
         outgoing = theta[:, w_out].reshape(n_members, next_shape[1], width)
         unit = np.concatenate([incoming, bias], axis=2)
         if arch.activation in _ODD_ACTIVATIONS:
-            sign = np.where(unit.sum(axis=2) >= 0, 1.0, -1.0)
+            # The sign of a unit's largest incoming weight: stable unless two weights tie in
+            # magnitude (a rule based on sums flips for units whose sum is near zero).
+            largest = np.take_along_axis(unit, np.abs(unit).argmax(axis=2)[..., None], axis=2)[..., 0]
+            sign = np.where(largest >= 0, 1.0, -1.0)
             unit, outgoing = unit * sign[..., None], outgoing * sign[:, None, :]
         elif arch.activation == "relu":
             norm = np.linalg.norm(unit, axis=2)
@@ -62,60 +75,278 @@ def canonicalize(theta: np.ndarray, arch: Architecture) -> np.ndarray:
     return theta
 
 
-def group_endpoints(points: np.ndarray, loss: np.ndarray, *, loss_tol: float, dist_tol: float) -> np.ndarray:
-    """Group labels ``(member,)``: connected components of the "same minimum" relation."""
-    if len(points) == 0:
+def _hidden_units(theta, arch, layer):
+    """Incoming weights with bias ``(member, unit, fan_in + 1)`` and outgoing ``(member, out, unit)``."""
+    ((fan_in, width), (w_in, b_in)), ((_, fan_out), (w_out, _)) = list(
+        zip(arch.layer_shapes, arch.layer_slices)
+    )[layer : layer + 2]
+    n = theta.shape[0]
+    bias = theta[:, b_in][..., None] if b_in is not None else np.zeros((n, width, 1))
+    return np.concatenate([theta[:, w_in].reshape(n, width, fan_in), bias], axis=2), theta[
+        :, w_out
+    ].reshape(n, fan_out, width)
+
+
+def align_to(reference: np.ndarray, theta: np.ndarray, arch: Architecture) -> np.ndarray:
+    """``theta`` with its hidden units permuted (and, for odd activations, sign-flipped) to
+    best match ``reference``.
+
+    Layer by layer from the input, units are matched by the Hungarian algorithm on the squared
+    distance of their incoming weights and bias (Kuhn 1955; the weight matching of Ainsworth
+    et al. 2023), and the next layer's inputs are permuted along.
+    """
+    aligned = np.array(theta, dtype=np.float64, copy=True)[None]
+    odd = arch.activation in _ODD_ACTIVATIONS
+    for layer in range(arch.depth):
+        ref_in, _ = _hidden_units(reference[None], arch, layer)
+        own_in, own_out = _hidden_units(aligned, arch, layer)
+        cost = ((ref_in[0][:, None, :] - own_in[0][None, :, :]) ** 2).sum(-1)
+        flipped = ((ref_in[0][:, None, :] + own_in[0][None, :, :]) ** 2).sum(-1)
+        sign = np.where(odd & (flipped < cost), -1.0, 1.0)
+        rows, order = linear_sum_assignment(np.where(sign < 0, flipped, cost))
+        sign = sign[rows, order]
+        (fan_in, width), (w_in, b_in) = arch.layer_shapes[layer], arch.layer_slices[layer]
+        w_out = arch.layer_slices[layer + 1][0]
+        units = own_in[0][order] * sign[:, None]
+        aligned[0, w_in] = units[:, :fan_in].ravel()
+        if b_in is not None:
+            aligned[0, b_in] = units[:, fan_in]
+        aligned[0, w_out] = (own_out[0][:, order] * sign).ravel()
+    return aligned[0]
+
+
+def function_fingerprints(theta: np.ndarray, arch: Architecture, probe_inputs: np.ndarray) -> np.ndarray:
+    """Outputs on the probe inputs ``(member, probe x output)``, scaled so distances are RMS."""
+    with torch.no_grad():
+        outputs = forward(torch.as_tensor(theta), torch.as_tensor(probe_inputs, dtype=torch.float64), arch)
+    return outputs.reshape(theta.shape[0], -1).numpy() / np.sqrt(len(probe_inputs))
+
+
+def probe_inputs_for(x_train: np.ndarray, n_probe: int, seed: int = 0) -> np.ndarray:
+    """The training inputs plus ``n_probe`` Gaussian inputs with the training mean and spread."""
+    rng = np.random.default_rng(seed)
+    probes = x_train.mean(0) + x_train.std(0) * rng.standard_normal((n_probe, x_train.shape[1]))
+    return np.concatenate([x_train, probes])
+
+
+def group_endpoints(
+    fingerprints: np.ndarray,
+    loss: np.ndarray,
+    *,
+    loss_tol: float,
+    function_tol: float,
+    same_parameters=None,
+    n_neighbors: int = 16,
+) -> np.ndarray:
+    """Labels ``(member,)`` of the connected components of the "same minimum" relation.
+
+    ``same_parameters(i, j) -> bool array`` is the optional exact parameter check of candidate
+    pairs ``i, j`` (index arrays) that already passed the loss and function criteria.
+
+    Endpoints first join the first endpoint of their cell in a grid of side ``function_tol``
+    over the projected fingerprints (one exact check each), so a minimum reached by many
+    members costs little more than one reached by few; the cell leaders are then linked to
+    their ``n_neighbors`` nearest leaders, and components left apart by that limit are
+    re-joined through their representatives.
+    """
+    n = len(loss)
+    if n == 0:
         return np.zeros(0, dtype=np.int64)
-    pairs = cKDTree(points).query_pairs(r=dist_tol, output_type="ndarray")
-    if len(pairs):
-        pairs = pairs[np.abs(loss[pairs[:, 0]] - loss[pairs[:, 1]]) <= loss_tol]
+
+    def same(i, j):
+        keep = np.abs(loss[i] - loss[j]) <= loss_tol
+        keep &= np.linalg.norm(fingerprints[i] - fingerprints[j], axis=1) <= function_tol
+        if same_parameters is not None and keep.any():
+            keep[keep] = same_parameters(i[keep], j[keep])
+        return keep
+
+    search = _project(fingerprints)
+    everyone = np.arange(n)
+    cell = np.unique(np.floor(search / function_tol).astype(np.int64), axis=0, return_inverse=True)[1]
+    first_of_cell = np.unique(cell.ravel(), return_index=True)[1]
+    leader = first_of_cell[cell.ravel()]
+    leader = np.where(same(everyone, leader), leader, everyone)
+    leaders, leader_index = np.unique(leader, return_inverse=True)
+    labels = _linked_components(search[leaders], lambda i, j: same(leaders[i], leaders[j]),
+                                function_tol, n_neighbors)
+    return labels[leader_index]
+
+
+def _linked_components(points, same, radius, n_neighbors):
+    """Components of the graph of confirmed pairs among each point's nearest neighbours.
+
+    Rounds repeat on the components' representatives (their first point) until no two of them
+    join, which re-links components that the neighbour limit left apart; every round is a
+    k-nearest-neighbour search, so no round is quadratic in the size of a dense minimum.
+    """
+    labels = np.arange(len(points))
+    representatives = labels
+    while True:
+        def same_representatives(i, j, representatives=representatives):
+            return same(representatives[i], representatives[j])
+
+        merged = _neighbour_components(
+            points[representatives], same_representatives, radius, n_neighbors
+        )
+        labels = merged[labels]
+        if merged.max(initial=-1) + 1 == len(representatives):
+            return labels
+        representatives = np.unique(labels, return_index=True)[1]
+
+
+def _neighbour_components(points, same, radius, n_neighbors, chunk=200_000):
     n = len(points)
-    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    k = min(n_neighbors + 1, n)
+    distances, neighbors = cKDTree(points).query(points, k=k, distance_upper_bound=radius)
+    distances, neighbors = distances.reshape(n, k), neighbors.reshape(n, k)
+    rows = np.repeat(np.arange(n), k).reshape(n, k)
+    found = np.isfinite(distances) & (neighbors > rows)  # each unordered pair once
+    i, j = rows[found], neighbors[found]
+    # Chunks bound the memory of comparing fingerprints of many candidate pairs.
+    keep = np.zeros(len(i), dtype=bool)
+    for start in range(0, len(i), chunk):
+        keep[start : start + chunk] = same(i[start : start + chunk], j[start : start + chunk])
+    return _components(n, i[keep], j[keep])
+
+
+def _project(vectors):
+    """A fixed orthonormal projection to at most _SEARCH_DIMS dims (distances can only shrink)."""
+    if vectors.shape[1] <= _SEARCH_DIMS:
+        return vectors
+    rng = np.random.default_rng(7)
+    basis = np.linalg.qr(rng.standard_normal((vectors.shape[1], _SEARCH_DIMS)))[0]
+    return vectors @ basis
+
+
+def _components(n, i, j):
+    graph = coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n))
     return connected_components(graph, directed=False)[1]
+
+
+def _unit_separation(canonical, arch, chunk=4096):
+    """Per endpoint and hidden layer, the least distance between two of its units (or, for
+    odd activations, between a unit and the sign image of any unit, itself included)."""
+    separation = np.empty((len(canonical), arch.depth))
+    for layer in range(arch.depth):
+        for start in range(0, len(canonical), chunk):
+            units = _hidden_units(canonical[start : start + chunk], arch, layer)[0]
+            gaps = np.linalg.norm(units[:, :, None, :] - units[:, None, :, :], axis=-1)
+            width = units.shape[1]
+            gaps[:, np.arange(width), np.arange(width)] = np.inf
+            if arch.activation in _ODD_ACTIVATIONS:
+                gaps = np.minimum(gaps, np.linalg.norm(units[:, :, None, :] + units[:, None, :, :], axis=-1))
+            separation[start : start + chunk, layer] = gaps.min(axis=(1, 2))
+    return separation
+
+
+def _identity_is_optimal(canonical, separation, i, j, arch):
+    """Per pair, a sufficient condition for no unit matching to bring ``j`` closer to ``i``.
+
+    If every unit of ``j`` is within half the unit separation of ``i`` from its counterpart,
+    the triangle inequality makes each counterpart the strictly closest match.
+    """
+    optimal = np.ones(len(i), dtype=bool)
+    for layer in range(arch.depth):
+        deviation = np.linalg.norm(
+            _hidden_units(canonical[i], arch, layer)[0] - _hidden_units(canonical[j], arch, layer)[0],
+            axis=-1,
+        ).max(axis=1)
+        optimal &= 2 * deviation < separation[i, layer]
+    return optimal
+
+
+def _parameter_check(canonical, separation, arch, dist_tol):
+    def same_parameters(i, j):
+        close = np.linalg.norm(canonical[i] - canonical[j], axis=1) <= dist_tol
+        # A near-tie in the canonical sort can order two copies of a minimum differently:
+        # those pairs get the exact check by optimal unit matching.
+        doubtful = np.flatnonzero(~close)
+        doubtful = doubtful[~_identity_is_optimal(canonical, separation, i[doubtful], j[doubtful], arch)]
+        for pair in doubtful:
+            aligned = align_to(canonical[i[pair]], canonical[j[pair]], arch)
+            close[pair] = np.linalg.norm(canonical[i[pair]] - aligned) <= dist_tol
+        return close
+
+    return same_parameters
 
 
 def deduplicate_minima(
     training: xr.Dataset,
     arch: Architecture,
+    probe_inputs: np.ndarray,
     *,
     loss_tol: float,
+    function_tol: float,
     dist_tol: float,
+    criterion: str = "function_and_parameters",
+    n_neighbors: int = 16,
 ) -> xr.Dataset:
     """Catalogue the distinct minima reached by the members of an ensemble.
 
     Parameters
     ----------
     training : xarray.Dataset
-        The concatenated shards of ``train_ensemble`` (dims ``member``, ``param``).
+        The concatenated shards of ``train_ensemble`` (dims ``member``, ``param``), in any
+        order.
     arch : Architecture
-        The network, for its symmetries.
+        The network, for its symmetries and fingerprints.
+    probe_inputs : ndarray, shape (probe, feature)
+        Inputs of the function fingerprint (see :func:`probe_inputs_for`).
     loss_tol : float
         Largest loss difference within one minimum. Too small splits a minimum whose members
-        stopped at slightly different losses (set it above the spread that ``grad_tol``
-        allows); too large merges distinct minima of similar loss that are also close.
+        stopped at slightly different losses (keep it above the spread ``grad_tol`` allows);
+        too large lets the other criteria alone decide.
+    function_tol : float
+        Largest RMS difference of the outputs on the probe inputs. Too small splits one
+        minimum (members stop a distance ~ grad_tol / curvature from it); too large merges
+        minima that compute nearly the same function.
     dist_tol : float
-        Largest Euclidean distance between canonical parameter vectors within one minimum
-        (chained transitively). Too small splits one minimum (members stop within about
-        ``grad_tol / lambda_min`` of it); too large merges neighbouring minima. The output's
-        ``n_minima_at_tolerance`` shows how the count moves with it.
+        Largest Euclidean distance between canonical parameter vectors (after optimal unit
+        matching) within one minimum; same trade-off in parameter space. Unused with
+        ``criterion="function"``.
+    criterion : {"function", "function_and_parameters"}
+        ``function`` groups endpoints into solution classes by what they compute, the right
+        notion for non-isolated minima (no L2: the zero-loss set is a manifold);
+        ``function_and_parameters`` also requires the parameters to agree (isolated minima).
+    n_neighbors : int
+        Candidate neighbours per endpoint in the search; larger is slower and more robust.
 
     Returns
     -------
     xarray.Dataset
         ``theta(minimum, param)`` (canonical representative: the member of lowest loss),
         ``loss``, ``train_error``, ``test_error``, ``grad_norm``, ``n_members`` per minimum
-        (ordered by basin size, largest first); ``minimum_of_member(member)`` (-1 for members
-        that diverged or ran out of budget); ``n_minima_at_tolerance(tolerance)``.
+        (ordered by basin size, largest first, then by loss); ``minimum_of_member(member)``
+        (-1 for members that diverged or ran out of budget); ``n_minima_at_tolerance``, the
+        count with both tolerances scaled by each factor of the ``tolerance`` coordinate.
     """
-    if loss_tol < 0 or dist_tol <= 0:
-        raise ValueError(f"loss_tol={loss_tol} must be >= 0 and dist_tol={dist_tol} > 0")
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion={criterion!r}; choose one of {CRITERIA}")
+    for name, value in (("loss_tol", loss_tol), ("function_tol", function_tol), ("dist_tol", dist_tol)):
+        if not value > 0:
+            raise ValueError(f"{name}={value} must be positive")
+    # Members in a fixed order (by member index), so shard order cannot change the result.
+    training = training.sortby("member")
     converged = training["status"].values == CONVERGED
     converged &= np.isfinite(training["final_theta"].values).all(axis=1)
     canonical = canonicalize(training["final_theta"].values[converged], arch)
+    fingerprints = function_fingerprints(canonical, arch, probe_inputs)
     loss = training["loss"].values[converged]
-    groups = group_endpoints(canonical, loss, loss_tol=loss_tol, dist_tol=dist_tol)
+
+    separation = _unit_separation(canonical, arch) if criterion == "function_and_parameters" else None
+
+    def group(factor):
+        same_parameters = None
+        if criterion == "function_and_parameters":
+            same_parameters = _parameter_check(canonical, separation, arch, dist_tol * factor)
+        return group_endpoints(
+            fingerprints, loss, loss_tol=loss_tol, function_tol=function_tol * factor,
+            same_parameters=same_parameters, n_neighbors=n_neighbors,
+        )
+
+    groups = group(1.0)
+    swept = [len(np.unique(group(factor))) for factor in TOLERANCE_FACTORS]
     sizes = np.bincount(groups) if len(groups) else np.zeros(0, dtype=np.int64)
-    # Rank minima by basin size, then by loss, so labels are stable and meaningful.
     lowest_loss = np.full(len(sizes), np.inf)
     np.minimum.at(lowest_loss, groups, loss)
     ranking = np.lexsort((lowest_loss, -sizes))
@@ -124,20 +355,23 @@ def deduplicate_minima(
     labels = np.full(training.sizes["member"], UNASSIGNED, dtype=np.int64)
     labels[converged] = rank_of_group[groups]
     by_group_then_loss = np.lexsort((loss, groups))
-    group_starts = np.r_[0, np.flatnonzero(np.diff(groups[by_group_then_loss])) + 1]
-    lowest_member = by_group_then_loss[group_starts.astype(np.int64)] if len(groups) else groups
+    group_starts = np.r_[0, np.flatnonzero(np.diff(groups[by_group_then_loss])) + 1].astype(np.int64)
+    lowest_member = by_group_then_loss[group_starts] if len(groups) else groups
     representatives = np.flatnonzero(converged)[lowest_member[ranking]]
-    swept = [
-        len(np.unique(group_endpoints(canonical, loss, loss_tol=loss_tol, dist_tol=dist_tol * f)))
-        for f in TOLERANCE_FACTORS
-    ]
-    return _as_dataset(training, canonical, converged, labels, representatives, sizes[ranking], swept, dist_tol)
-
-
-def _as_dataset(training, canonical, converged, labels, representatives, sizes, swept, dist_tol):
-    n_minima = len(representatives)
     canonical_of_member = np.full(training["final_theta"].shape, np.nan)
     canonical_of_member[converged] = canonical
+    result = _as_dataset(training, canonical_of_member, labels, representatives, sizes[ranking], swept)
+    return result.assign_attrs(
+        criterion=criterion,
+        minima_are="solution classes: endpoints grouped by the function they compute"
+        if criterion == "function"
+        else "isolated minima: endpoints grouped by function and symmetry-reduced parameters",
+        n_probe_inputs=len(probe_inputs),
+    )
+
+
+def _as_dataset(training, canonical_of_member, labels, representatives, sizes, swept):
+    n_minima = len(representatives)
     per_minimum = lambda name: ("minimum", training[name].values[representatives], training[name].attrs)  # noqa: E731
     return xr.Dataset(
         {
@@ -164,7 +398,7 @@ def _as_dataset(training, canonical, converged, labels, representatives, sizes, 
             "n_minima_at_tolerance": (
                 "tolerance",
                 np.asarray(swept, dtype=np.int64),
-                variable_attrs("number of minima found with dist_tol scaled by the factor"),
+                variable_attrs("number of minima with function_tol and dist_tol scaled by the factor"),
             ),
         },
         coords={
@@ -173,16 +407,15 @@ def _as_dataset(training, canonical, converged, labels, representatives, sizes, 
             "param": training["param"],
             "tolerance": (
                 "tolerance",
-                np.asarray(TOLERANCE_FACTORS) * dist_tol,
-                variable_attrs("dist_tol used in the sweep"),
+                np.asarray(TOLERANCE_FACTORS),
+                variable_attrs("factor multiplying function_tol and dist_tol in the sweep"),
             ),
         },
         attrs={
             "n_members_total": training.sizes["member"],
-            "criterion": "same minimum: |loss difference| <= loss_tol and canonical distance <= "
-            "dist_tol, closed transitively (single linkage)",
             "symmetries_factored_out": "hidden-unit permutations; sign flips (tanh, erf); "
             "positive rescaling (relu)",
-            "distance": "Euclidean distance between canonical parameter vectors",
+            "distance": "Euclidean distance between canonical parameter vectors after optimal "
+            "unit matching; function distance: RMS output difference on the probe inputs",
         },
     )

@@ -1,6 +1,7 @@
 rule deduplicate_minima:
     input:
         shards=training_shards,
+        dataset="results/datasets/{experiment}.nc",
         code=package_modules("minima", "io"),
     output:
         "results/minima/{experiment}/seed{seed}.nc",
@@ -10,5 +11,6 @@ rule deduplicate_minima:
         "../../envs/basins.yaml"
     params:
         minima=section("minima"),
+        l2=lambda wildcards: EXPERIMENTS[wildcards.experiment]["training"]["l2"],
     script:
         "../scripts/deduplicate_minima.py"
