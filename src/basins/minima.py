@@ -29,7 +29,7 @@ from basins.networks import Architecture, forward
 from basins.training import CONVERGED
 
 UNASSIGNED = -1
-TOLERANCE_FACTORS = (0.1, 0.3, 1.0, 3.0, 10.0)
+TOLERANCE_FACTORS = (0.1, 0.3, 1.0, 3.0, 10.0)  # ascending, with 1.0: the chosen tolerances
 CRITERIA = ("function", "function_and_parameters")
 _SEARCH_DIMS = 16
 _ODD_ACTIVATIONS = ("tanh", "erf")
@@ -218,6 +218,17 @@ def _project(vectors):
     return vectors @ basis
 
 
+def _join(labels_a, labels_b):
+    """The finest partition coarser than both (connected components of their union)."""
+    n = len(labels_a)
+    if n == 0:
+        return labels_a
+    firsts_a = np.unique(labels_a, return_index=True)[1][np.unique(labels_a, return_inverse=True)[1]]
+    firsts_b = np.unique(labels_b, return_index=True)[1][np.unique(labels_b, return_inverse=True)[1]]
+    everyone = np.arange(n)
+    return _components(n, np.r_[everyone, everyone], np.r_[firsts_a, firsts_b])
+
+
 def _components(n, i, j):
     graph = coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n))
     return connected_components(graph, directed=False)[1]
@@ -344,8 +355,14 @@ def deduplicate_minima(
             same_parameters=same_parameters, n_neighbors=n_neighbors,
         )
 
-    groups = group(1.0)
-    swept = [len(np.unique(group(factor))) for factor in TOLERANCE_FACTORS]
+    # Factors ascend, and each partition is joined with the finer one before it: a merge
+    # confirmed at a smaller tolerance holds at a larger one, so counts only fall along the sweep.
+    swept, partition = [], np.arange(len(loss))
+    for factor in TOLERANCE_FACTORS:
+        partition = _join(partition, group(factor))
+        swept.append(len(np.unique(partition)))
+        if factor == 1.0:
+            groups = partition
     sizes = np.bincount(groups) if len(groups) else np.zeros(0, dtype=np.int64)
     lowest_loss = np.full(len(sizes), np.inf)
     np.minimum.at(lowest_loss, groups, loss)
