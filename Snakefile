@@ -1,6 +1,7 @@
 # Basins of attraction of neural-network minima: the study's table of contents.
 # Stages: prepare_dataset -> train_ensemble (sharded) -> deduplicate_minima -> analyze_basins
-# -> figures. Each stage is one rule file in workflow/rules and one module in src/basins.
+# -> probe_rays -> measure_tentacles -> figures. Each stage is one rule file in
+# workflow/rules and one module in src/basins.
 
 
 configfile: "config/config.yaml"
@@ -11,6 +12,7 @@ include: "workflow/rules/datasets.smk"
 include: "workflow/rules/training.smk"
 include: "workflow/rules/minima.smk"
 include: "workflow/rules/basins.smk"
+include: "workflow/rules/rays.smk"
 include: "workflow/rules/figures.smk"
 
 
@@ -21,6 +23,8 @@ localrules:
     figure_basin_sizes,
     figure_basin_vs_test_error,
     figure_travel_distance,
+    figure_return_probability,
+    figure_tentacles,
 
 
 rule all:

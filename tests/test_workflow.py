@@ -20,9 +20,13 @@ STAGES = (
     "train_ensemble",
     "deduplicate_minima",
     "analyze_basins",
+    "probe_rays",
+    "measure_tentacles",
     "figure_basin_sizes",
     "figure_basin_vs_test_error",
     "figure_travel_distance",
+    "figure_return_probability",
+    "figure_tentacles",
 )
 
 
@@ -90,7 +94,8 @@ def test_a_broken_config_fails_before_any_job_and_names_the_key(tmp_path, edit, 
 
 def check_values(path, ds):
     """Value ranges every stage output must respect."""
-    for name in ("basin_fraction", "train_error", "test_error", "unassigned_fraction"):
+    for name in ("basin_fraction", "train_error", "test_error", "unassigned_fraction",
+                 "return_probability", "tentacle_fraction", "censored_fraction"):
         if name in ds:
             values = ds[name].values
             assert np.all((values[np.isfinite(values)] >= 0) & (values[np.isfinite(values)] <= 1)), (path, name)
@@ -108,7 +113,8 @@ def test_tiny_study_runs_end_to_end_and_every_result_keeps_the_contract(tmp_path
     snakemake("--cores", "2", "--directory", str(tmp_path), "--configfile", str(ROOT / "config/test.yaml"))
     results = tmp_path / "results"
     netcdf = sorted(results.rglob("*.nc"))
-    assert {p.relative_to(results).parts[0] for p in netcdf} == {"datasets", "training", "minima", "basins"}
+    stages = {p.relative_to(results).parts[0] for p in netcdf}
+    assert stages == {"datasets", "training", "minima", "basins", "rays", "tentacles"}
     for path in netcdf:
         ds = read_dataset(path)
         check_dataset(ds)
@@ -117,7 +123,7 @@ def test_tiny_study_runs_end_to_end_and_every_result_keeps_the_contract(tmp_path
     shards = read_dataset(results / "training/tiny_teacher/seed1/shard1.nc")
     assert shards.sizes["member"] == 24 and int(shards["member"][0]) == 24
     pngs = sorted(results.rglob("*.png"))
-    assert len(pngs) == 3 * 3 and len(sorted(results.rglob("*.pdf"))) == 9
+    assert len(pngs) == 5 * 3 and len(sorted(results.rglob("*.pdf"))) == 15
     for png in pngs:
         width, height = Image.open(png).size
         assert width > 300 and height > 200

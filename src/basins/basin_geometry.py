@@ -121,3 +121,67 @@ def analyze_basins(
         },
         attrs={"n_members_total": n_members, "confidence_z": confidence_z},
     )
+
+
+def measure_tentacles(
+    travel_distance: np.ndarray,
+    minimum_of_member: np.ndarray,
+    exit_radius: np.ndarray,
+    probed_minima: np.ndarray,
+    *,
+    n_bootstrap: int = 200,
+    seed: int = 0,
+) -> xr.Dataset:
+    """Tentacle index of each probed minimum: do its members start beyond where rays leave?
+
+    Parameters
+    ----------
+    travel_distance, minimum_of_member : ndarray, shape (member,)
+        From :func:`analyze_basins`: each member's distance from its start to the minimum it
+        reached, and which minimum that was.
+    exit_radius : ndarray, shape (minimum, direction)
+        First exit radii of the probed minima (:func:`basins.rays.probe_rays`; nan: censored).
+    probed_minima : ndarray, shape (minimum,)
+        Catalog indices of the rows of ``exit_radius``.
+    n_bootstrap, seed : int
+        Bootstrap resamples (members and rays) for the uncertainty of the distance ratio.
+
+    Returns
+    -------
+    xarray.Dataset
+        Per probed minimum: ``tentacle_fraction``, the fraction of its basin's members that
+        start beyond the median exit radius (near 0 for a compact basin, high for one that
+        reaches out along thin tentacles; Zhang and Strogatz 2021), with its binomial standard
+        error; ``distance_ratio``, median member start distance over median exit radius, with
+        a bootstrap standard error; ``n_members``.
+    """
+    rng = np.random.default_rng(seed)
+    n = len(probed_minima)
+    fraction, fraction_se, ratio, ratio_se, members = (np.full(n, np.nan) for _ in range(5))
+    for row, minimum in enumerate(probed_minima):
+        starts = travel_distance[minimum_of_member == minimum]
+        exits = exit_radius[row][np.isfinite(exit_radius[row])]
+        members[row] = len(starts)
+        if len(starts) == 0 or len(exits) == 0:
+            continue
+        typical_exit = np.median(exits)
+        fraction[row] = np.mean(starts > typical_exit)
+        fraction_se[row] = np.sqrt(fraction[row] * (1 - fraction[row]) / len(starts))
+        ratio[row] = np.median(starts) / typical_exit
+        resampled = [
+            np.median(rng.choice(starts, len(starts))) / np.median(rng.choice(exits, len(exits)))
+            for _ in range(n_bootstrap)
+        ]
+        ratio_se[row] = np.std(resampled, ddof=1) if n_bootstrap > 1 else np.nan
+    per_minimum = lambda values, *attrs: ("minimum", values, variable_attrs(*attrs))  # noqa: E731
+    return xr.Dataset(
+        {
+            "tentacle_fraction": per_minimum(fraction, "members starting beyond the median exit radius"),
+            "tentacle_fraction_se": per_minimum(fraction_se, "standard error of tentacle_fraction"),
+            "distance_ratio": per_minimum(ratio, "median member start distance / median exit radius"),
+            "distance_ratio_se": per_minimum(ratio_se, "bootstrap standard error of distance_ratio"),
+            "n_members": per_minimum(members.astype(np.int64), "members in the basin"),
+        },
+        coords={"minimum": ("minimum", np.asarray(probed_minima), variable_attrs("probed minimum (catalog index)"))},
+        attrs={"n_bootstrap": n_bootstrap},
+    )

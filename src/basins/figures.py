@@ -101,3 +101,66 @@ def figure_travel_distance(basins: xr.Dataset, *, title: str, n_largest: int = 8
     ax.set_title(title, fontsize=8)
     sns.despine(fig)
     return fig
+
+
+def figure_return_probability(rays: xr.Dataset, basins: xr.Dataset, *, title: str) -> plt.Figure:
+    """Return probability p(d) along random rays for every probed minimum."""
+    set_theme()
+    fig, ax = plt.subplots(figsize=PAPER_SIZE)
+    if rays.sizes["minimum"] == 0:
+        _empty(ax, "no minimum probed")
+        return fig
+    test_error = basins["test_error"].sel(minimum=rays["minimum"]).values
+    colors = plt.get_cmap("viridis")(np.linspace(0, 0.9, rays.sizes["minimum"]))
+    order = np.argsort(test_error)
+    for color, row in zip(colors, order):
+        minimum = int(rays["minimum"][row])
+        ax.errorbar(
+            rays["radius"].values, rays["return_probability"].values[row],
+            yerr=rays["return_probability_se"].values[row], marker="o", ms=2.5, lw=0.9, capsize=1.5,
+            color=color, label=f"min {minimum}, test err {test_error[row]:.3f}",
+        )
+        median_exit = float(rays["median_exit_radius"][row])
+        if np.isfinite(median_exit):
+            ax.plot([median_exit], [0], marker="^", color=color, clip_on=False, ms=5)
+    ax.set_xscale("log")
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel("distance d from the minimum along a ray")
+    ax.set_ylabel("return probability p(d)")
+    ax.set_title(title, fontsize=8)
+    ax.legend(fontsize=5.5, frameon=False, loc="lower left")
+    sns.despine(fig)
+    return fig
+
+
+def figure_tentacles(tentacles: xr.Dataset, basins: xr.Dataset, rays: xr.Dataset, *, title: str) -> plt.Figure:
+    """Member start distances against first exit radii, for every probed minimum."""
+    set_theme()
+    fig, ax = plt.subplots(figsize=PAPER_SIZE)
+    probed = tentacles["minimum"].values
+    if len(probed) == 0:
+        _empty(ax, "no minimum probed")
+        return fig
+    labels = basins["minimum_of_member"].values
+    palette = sns.color_palette("colorblind")
+    starts = [basins["travel_distance"].values[labels == m] for m in probed]
+    positions = np.arange(len(probed))
+    ax.boxplot(
+        [s if len(s) else [np.nan] for s in starts], positions=positions - 0.15, widths=0.25,
+        patch_artist=True, boxprops={"facecolor": palette[0], "alpha": 0.6}, flierprops={"ms": 1.5},
+        medianprops={"color": "black"},
+    )
+    for position, exits in zip(positions, rays["exit_radius"].values):
+        finite = exits[np.isfinite(exits)]
+        ax.plot(np.full(len(finite), position + 0.15), finite, "x", color=palette[3], ms=3)
+    fractions = [
+        f"{m}\n{f:.2f}±{se:.2f}" if np.isfinite(f) else f"{m}\n–"
+        for m, f, se in zip(probed, tentacles["tentacle_fraction"].values, tentacles["tentacle_fraction_se"].values)
+    ]
+    ax.set_xticks(positions, fractions, fontsize=6)
+    ax.set_yscale("log")
+    ax.set_xlabel("minimum / tentacle fraction")
+    ax.set_ylabel("distance from the minimum")
+    ax.set_title(f"{title}\nboxes: member starts; crosses: ray exit radii", fontsize=8)
+    sns.despine(fig)
+    return fig

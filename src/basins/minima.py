@@ -387,6 +387,38 @@ def deduplicate_minima(
     )
 
 
+def reached_minimum(
+    endpoints: np.ndarray,
+    endpoint_loss: np.ndarray,
+    minima_theta: np.ndarray,
+    minima_loss: np.ndarray,
+    targets: np.ndarray,
+    arch: Architecture,
+    probe_inputs: np.ndarray,
+    *,
+    loss_tol: float,
+    function_tol: float,
+    dist_tol: float,
+    criterion: str = "function_and_parameters",
+) -> np.ndarray:
+    """Whether each endpoint is catalogued minimum ``targets[k]``, by the dedup criterion.
+
+    ``minima_theta`` are canonical representatives (``theta`` of a ``deduplicate_minima``
+    output); endpoints may be in any symmetry frame.
+    """
+    n_minima = len(minima_theta)
+    points = np.concatenate([minima_theta, canonicalize(endpoints, arch)])
+    fingerprints = function_fingerprints(points, arch, probe_inputs)
+    loss = np.r_[minima_loss, endpoint_loss]
+    i, j = np.asarray(targets), n_minima + np.arange(len(endpoints))
+    same = np.abs(loss[i] - loss[j]) <= loss_tol
+    same &= np.linalg.norm(fingerprints[i] - fingerprints[j], axis=1) <= function_tol
+    if criterion == "function_and_parameters" and same.any():
+        check = _parameter_check(points, _unit_separation(points, arch), arch, dist_tol)
+        same[same] = check(i[same], j[same])
+    return same
+
+
 def _as_dataset(training, canonical_of_member, labels, representatives, sizes, swept):
     n_minima = len(representatives)
     per_minimum = lambda name: ("minimum", training[name].values[representatives], training[name].attrs)  # noqa: E731

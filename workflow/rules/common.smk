@@ -8,13 +8,28 @@ validate(
 )
 
 EXPERIMENTS = config["experiments"]
-FIGURES = ["basin_sizes", "basin_vs_test_error", "travel_distance"]
+FIGURES = [
+    "basin_sizes",
+    "basin_vs_test_error",
+    "travel_distance",
+    "return_probability",
+    "tentacles",
+]
 
 
 def check_experiments():
     """Checks across keys that a JSON schema cannot express."""
     for name, experiment in EXPERIMENTS.items():
-        ensemble, training = experiment["ensemble"], experiment["training"]
+        ensemble, training, rays = (
+            experiment["ensemble"],
+            experiment["training"],
+            experiment["rays"],
+        )
+        if rays["smallest_radius"] >= rays["largest_radius"]:
+            raise ValueError(
+                f"experiments.{name}.rays.smallest_radius={rays['smallest_radius']} must be "
+                f"below largest_radius={rays['largest_radius']}"
+            )
         if ensemble["n_shards"] > ensemble["n_members"]:
             raise ValueError(
                 f"experiments.{name}.ensemble.n_shards={ensemble['n_shards']} exceeds "
@@ -45,6 +60,17 @@ def package_modules(*names):
 def section(name):
     """Input function: one config section of the job's experiment."""
     return lambda wildcards: EXPERIMENTS[wildcards.experiment][name]
+
+
+def minima_options(wildcards):
+    """The experiment's minima section with criterion "auto" resolved."""
+    experiment = EXPERIMENTS[wildcards.experiment]
+    options = dict(experiment["minima"])
+    if options["criterion"] == "auto":
+        # Without L2 the zero-loss set is a manifold: group by function (solution classes).
+        isolated = experiment["training"]["l2"] > 0
+        options["criterion"] = "function_and_parameters" if isolated else "function"
+    return options
 
 
 def training_shards(wildcards):

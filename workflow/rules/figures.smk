@@ -53,3 +53,44 @@ rule figure_travel_distance:
         "../../envs/basins.yaml"
     script:
         "../scripts/figure.py"
+
+
+rule figure_return_probability:
+    input:
+        rays="results/rays/{experiment}/seed{seed}.nc",
+        basins="results/basins/{experiment}/seed{seed}.nc",
+        code=package_modules("figures"),
+    output:
+        pdf="results/figures/return_probability/{experiment}_seed{seed}.pdf",
+        png=report(
+            "results/figures/return_probability/{experiment}_seed{seed}.png",
+            caption="../report/return_probability.rst",
+            category="Return probability",
+        ),
+    log:
+        "logs/figure_return_probability/{experiment}_seed{seed}.log",
+    conda:
+        "../../envs/basins.yaml"
+    script:
+        "../scripts/figure.py"
+
+
+rule figure_tentacles:
+    input:
+        tentacles="results/tentacles/{experiment}/seed{seed}.nc",
+        basins="results/basins/{experiment}/seed{seed}.nc",
+        rays="results/rays/{experiment}/seed{seed}.nc",
+        code=package_modules("figures"),
+    output:
+        pdf="results/figures/tentacles/{experiment}_seed{seed}.pdf",
+        png=report(
+            "results/figures/tentacles/{experiment}_seed{seed}.png",
+            caption="../report/tentacles.rst",
+            category="Tentacles",
+        ),
+    log:
+        "logs/figure_tentacles/{experiment}_seed{seed}.log",
+    conda:
+        "../../envs/basins.yaml"
+    script:
+        "../scripts/figure.py"

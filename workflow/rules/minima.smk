@@ -10,7 +10,6 @@ rule deduplicate_minima:
     conda:
         "../../envs/basins.yaml"
     params:
-        minima=section("minima"),
-        l2=lambda wildcards: EXPERIMENTS[wildcards.experiment]["training"]["l2"],
+        minima=minima_options,
     script:
         "../scripts/deduplicate_minima.py"

@@ -11,9 +11,6 @@ training = xr.concat([read_dataset(path) for path in snakemake.input.shards], di
 arch = Architecture.from_json(training.attrs["architecture"])
 options = dict(snakemake.params.minima)
 n_probe = options.pop("n_probe")
-if options["criterion"] == "auto":
-    # Without L2 the zero-loss set is a manifold: group by function (solution classes).
-    options["criterion"] = "function" if snakemake.params.l2 == 0 else "function_and_parameters"
 x_train = train_test_arrays(read_dataset(snakemake.input.dataset))[0]
 minima = deduplicate_minima(training, arch, probe_inputs_for(x_train, n_probe), **options)
 minima = add_provenance(

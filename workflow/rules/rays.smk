@@ -1,0 +1,23 @@
+rule probe_rays:
+    input:
+        minima="results/minima/{experiment}/seed{seed}.nc",
+        basins="results/basins/{experiment}/seed{seed}.nc",
+        dataset="results/datasets/{experiment}.nc",
+        code=package_modules("rays", "minima", "training", "dynamics", "io"),
+    output:
+        "results/rays/{experiment}/seed{seed}.nc",
+    log:
+        "logs/probe_rays/{experiment}/seed{seed}.log",
+    conda:
+        "../../envs/basins.yaml"
+    resources:
+        gpu=1 if config["use_gpu"] else 0,
+        mem_mb=int(config["memory_budget_mb"]) + 1024,
+    params:
+        rays=section("rays"),
+        training=section("training"),
+        minima=minima_options,
+        memory_budget_mb=config["memory_budget_mb"],
+        device="cuda" if config["use_gpu"] else "auto",
+    script:
+        "../scripts/probe_rays.py"

@@ -1,0 +1,25 @@
+from _entry import start
+
+from basins.basin_geometry import measure_tentacles
+from basins.io import add_provenance, read_dataset, write_dataset
+
+log = start(snakemake)
+basins = read_dataset(snakemake.input.basins)
+rays = read_dataset(snakemake.input.rays)
+tentacles = measure_tentacles(
+    basins["travel_distance"].values,
+    basins["minimum_of_member"].values,
+    rays["exit_radius"].values,
+    rays["minimum"].values,
+    seed=int(snakemake.wildcards.seed),
+)
+tentacles = add_provenance(
+    tentacles,
+    title=f"tentacle index of experiment {snakemake.wildcards.experiment}, seed {snakemake.wildcards.seed}",
+    stage="measure_tentacles",
+    stage_config={"n_bootstrap": tentacles.attrs["n_bootstrap"]},
+    seed=int(snakemake.wildcards.seed),
+    inputs=(snakemake.input.basins, snakemake.input.rays),
+)
+write_dataset(tentacles, snakemake.output[0])
+log.info("tentacle fractions: %s", tentacles["tentacle_fraction"].values)
