@@ -212,3 +212,10 @@ def test_alignment_matches_sign_flips_of_odd_units():
     flipped[b_in] = theta[b_in] * [-1, 1, -1]
     flipped[w_out] = theta[w_out] * [-1, 1, -1]
     np.testing.assert_allclose(align_to(theta, flipped, arch), theta, atol=1e-12)
+
+
+def test_no_converged_member_gives_an_empty_catalog():
+    arch = Architecture(n_inputs=2, n_outputs=1, depth=1, width=2)
+    data = training_dataset(np.ones((3, 9)), np.zeros(3), np.full(3, BUDGET))
+    minima = deduplicate_minima(data, arch, PROBES, **TOLERANCES)
+    assert minima.sizes["minimum"] == 0 and (minima["minimum_of_member"] == -1).all()

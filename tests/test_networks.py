@@ -54,3 +54,9 @@ def test_orthogonal_init_has_orthonormal_rows_or_columns():
 def test_bad_architectures_name_the_value(options, message):
     with pytest.raises(ValueError, match=message):
         Architecture(**{**dict(n_inputs=2, n_outputs=1, depth=1, width=2), **options})
+
+
+def test_an_empty_ensemble_has_empty_outputs():
+    arch = Architecture(n_inputs=3, n_outputs=2, depth=2, width=4)
+    out = forward(torch.zeros(0, arch.n_params, dtype=torch.float64), torch.zeros(5, 3, dtype=torch.float64), arch)
+    assert out.shape == (0, 5, 2)

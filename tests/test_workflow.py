@@ -22,11 +22,13 @@ STAGES = (
     "analyze_basins",
     "probe_rays",
     "measure_tentacles",
+    "slice_basins",
     "figure_basin_sizes",
     "figure_basin_vs_test_error",
     "figure_travel_distance",
     "figure_return_probability",
     "figure_tentacles",
+    "figure_basin_slices",
 )
 
 
@@ -95,7 +97,7 @@ def test_a_broken_config_fails_before_any_job_and_names_the_key(tmp_path, edit, 
 def check_values(path, ds):
     """Value ranges every stage output must respect."""
     for name in ("basin_fraction", "train_error", "test_error", "unassigned_fraction",
-                 "return_probability", "tentacle_fraction", "censored_fraction"):
+                 "return_probability", "tentacle_fraction", "censored_fraction", "boundary_fraction"):
         if name in ds:
             values = ds[name].values
             assert np.all((values[np.isfinite(values)] >= 0) & (values[np.isfinite(values)] <= 1)), (path, name)
@@ -114,7 +116,7 @@ def test_tiny_study_runs_end_to_end_and_every_result_keeps_the_contract(tmp_path
     results = tmp_path / "results"
     netcdf = sorted(results.rglob("*.nc"))
     stages = {p.relative_to(results).parts[0] for p in netcdf}
-    assert stages == {"datasets", "training", "minima", "basins", "rays", "tentacles"}
+    assert stages == {"datasets", "training", "minima", "basins", "rays", "tentacles", "slices"}
     for path in netcdf:
         ds = read_dataset(path)
         check_dataset(ds)
@@ -123,7 +125,8 @@ def test_tiny_study_runs_end_to_end_and_every_result_keeps_the_contract(tmp_path
     shards = read_dataset(results / "training/tiny_teacher/seed1/shard1.nc")
     assert shards.sizes["member"] == 24 and int(shards["member"][0]) == 24
     pngs = sorted(results.rglob("*.png"))
-    assert len(pngs) == 5 * 3 and len(sorted(results.rglob("*.pdf"))) == 15
+    n_figures = 6 * 3  # figures x (experiment, seed) pairs
+    assert len(pngs) == n_figures and len(sorted(results.rglob("*.pdf"))) == n_figures
     for png in pngs:
         width, height = Image.open(png).size
         assert width > 300 and height > 200

@@ -164,3 +164,37 @@ def figure_tentacles(tentacles: xr.Dataset, basins: xr.Dataset, rays: xr.Dataset
     ax.set_title(f"{title}\nboxes: member starts; crosses: ray exit radii", fontsize=8)
     sns.despine(fig)
     return fig
+
+
+def figure_basin_slices(slices: xr.Dataset, *, title: str) -> plt.Figure:
+    """Each plane's grid of starting points, coloured by the minimum reached."""
+    set_theme()
+    n_planes = slices.sizes["plane"]
+    fig, axes = plt.subplots(
+        1, n_planes, figsize=(PAPER_SIZE[0] * n_planes * 0.8, PAPER_SIZE[1]), squeeze=False, layout="constrained"
+    )
+    labels = slices["label"].values
+    found = np.unique(labels[labels >= 0])
+    palette = sns.color_palette("colorblind", max(len(found), 1))
+    colour_of = {minimum: palette[index % len(palette)] for index, minimum in enumerate(found)}
+    for plane, ax in zip(range(n_planes), axes[0]):
+        scale = float(slices["scale"][plane])
+        image = np.array([[colour_of.get(v, (0.8, 0.8, 0.8)) for v in row] for row in labels[plane]])
+        ax.imshow(image.transpose(1, 0, 2), origin="lower", extent=(-scale, scale, -scale, scale),
+                  interpolation="nearest")
+        ax.plot([0], [0], marker="*", color="black", ms=7)
+        partner = float(slices["partner_u"][plane])
+        kind = "random plane"
+        if np.isfinite(partner):
+            ax.plot([partner], [0], marker="*", color="white", mec="black", ms=7)
+            kind = "through two minima"
+        ax.set_title(f"{kind}\nboundary fraction {float(slices['boundary_fraction'][plane]):.2f}", fontsize=7)
+        ax.set_xlabel("axis 0 distance")
+        if plane == 0:
+            ax.set_ylabel("axis 1 distance")
+    handles = [plt.Line2D([], [], ls="", marker="s", color=colour_of[m], label=f"min {m}") for m in found[:8]]
+    if (labels < 0).any():
+        handles.append(plt.Line2D([], [], ls="", marker="s", color=(0.8, 0.8, 0.8), label="none (budget or\nuncatalogued)"))
+    fig.legend(handles=handles, fontsize=5.5, frameon=False, loc="upper right", ncol=1)
+    fig.suptitle(title, fontsize=8, y=1.04)
+    return fig

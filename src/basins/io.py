@@ -35,6 +35,10 @@ DIMS = frozenset(
         "tolerance",
         "class",
         "bin",
+        "plane",
+        "axis",
+        "grid_u",
+        "grid_v",
     }
 )
 

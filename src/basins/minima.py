@@ -119,7 +119,7 @@ def function_fingerprints(theta: np.ndarray, arch: Architecture, probe_inputs: n
     """Outputs on the probe inputs ``(member, probe x output)``, scaled so distances are RMS."""
     with torch.no_grad():
         outputs = forward(torch.as_tensor(theta), torch.as_tensor(probe_inputs, dtype=torch.float64), arch)
-    return outputs.reshape(theta.shape[0], -1).numpy() / np.sqrt(len(probe_inputs))
+    return outputs.reshape(theta.shape[0], len(probe_inputs) * arch.n_outputs).numpy() / np.sqrt(len(probe_inputs))
 
 
 def probe_inputs_for(x_train: np.ndarray, n_probe: int, seed: int = 0) -> np.ndarray:
@@ -417,6 +417,35 @@ def reached_minimum(
         check = _parameter_check(points, _unit_separation(points, arch), arch, dist_tol)
         same[same] = check(i[same], j[same])
     return same
+
+
+def assign_to_catalog(
+    endpoints: np.ndarray,
+    endpoint_loss: np.ndarray,
+    minima_theta: np.ndarray,
+    minima_loss: np.ndarray,
+    arch: Architecture,
+    probe_inputs: np.ndarray,
+    **criterion,
+) -> np.ndarray:
+    """Catalog index ``(point,)`` of the minimum each endpoint is, -1 where none matches.
+
+    Each endpoint is compared with the catalogued minimum nearest in function space, by the
+    criterion of :func:`reached_minimum` (``loss_tol``, ``function_tol``, ``dist_tol``,
+    ``criterion``).
+    """
+    if len(minima_theta) == 0 or len(endpoints) == 0:
+        return np.full(len(endpoints), UNASSIGNED, dtype=np.int64)
+    finite = np.isfinite(endpoints).all(axis=1)
+    labels = np.full(len(endpoints), UNASSIGNED, dtype=np.int64)
+    catalog = function_fingerprints(minima_theta, arch, probe_inputs)
+    nearest = cKDTree(catalog).query(function_fingerprints(endpoints[finite], arch, probe_inputs))[1]
+    matches = reached_minimum(
+        endpoints[finite], endpoint_loss[finite], minima_theta, minima_loss, nearest, arch,
+        probe_inputs, **criterion,
+    )
+    labels[np.flatnonzero(finite)[matches]] = nearest[matches]
+    return labels
 
 
 def _as_dataset(training, canonical_of_member, labels, representatives, sizes, swept):

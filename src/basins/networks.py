@@ -102,7 +102,7 @@ def forward(theta: torch.Tensor, x: torch.Tensor, arch: Architecture) -> torch.T
     ):
         weight = theta[:, w_slice].view(n_members, fan_out, fan_in)
         if hidden is None:
-            pre = (x @ weight.reshape(n_members * fan_out, fan_in).T).view(-1, n_members, fan_out)
+            pre = (x @ weight.reshape(n_members * fan_out, fan_in).T).view(x.shape[0], n_members, fan_out)
         elif fan_out <= _NARROW:
             pre = (hidden.unsqueeze(2) * weight.unsqueeze(0)).sum(-1)
         else:

@@ -14,6 +14,7 @@ FIGURES = [
     "travel_distance",
     "return_probability",
     "tentacles",
+    "basin_slices",
 ]
 
 

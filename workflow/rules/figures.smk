@@ -94,3 +94,22 @@ rule figure_tentacles:
         "../../envs/basins.yaml"
     script:
         "../scripts/figure.py"
+
+
+rule figure_basin_slices:
+    input:
+        slices="results/slices/{experiment}/seed{seed}.nc",
+        code=package_modules("figures"),
+    output:
+        pdf="results/figures/basin_slices/{experiment}_seed{seed}.pdf",
+        png=report(
+            "results/figures/basin_slices/{experiment}_seed{seed}.png",
+            caption="../report/basin_slices.rst",
+            category="Basin slices",
+        ),
+    log:
+        "logs/figure_basin_slices/{experiment}_seed{seed}.log",
+    conda:
+        "../../envs/basins.yaml"
+    script:
+        "../scripts/figure.py"

@@ -1,22 +1,17 @@
 import numpy as np
 from _entry import start
+from _rerun import CatalogRerun
 
-from basins.data import train_test_arrays
 from basins.io import add_provenance, read_dataset, write_dataset
-from basins.minima import probe_inputs_for, reached_minimum
-from basins.networks import Architecture
+from basins.minima import reached_minimum
 from basins.rays import probe_rays, select_minima_to_probe
-from basins.training import CONVERGED, resolve_device, train_ensemble
+from basins.training import resolve_device
 
 log = start(snakemake)
 params, seed = snakemake.params, int(snakemake.wildcards.seed)
-minima = read_dataset(snakemake.input.minima)
+rerun = CatalogRerun(snakemake)
+minima = rerun.minima
 basins = read_dataset(snakemake.input.basins)
-data = train_test_arrays(read_dataset(snakemake.input.dataset))
-arch = Architecture.from_json(minima.attrs["architecture"])
-matching = dict(params.minima)
-probes = probe_inputs_for(data[0], matching.pop("n_probe"))
-matching.pop("n_neighbors")
 rays = dict(params.rays)
 chosen = select_minima_to_probe(
     basins["basin_fraction"].values, basins["test_error"].values, n_largest=rays["n_largest"]
@@ -26,16 +21,12 @@ log.info("probing minima %s along %d rays each", chosen.tolist(), rays["n_direct
 
 def returns(starts, targets):
     """Run the experiment's own dynamics from every start; did it reach its minimum?"""
-    result = train_ensemble(
-        arch, *data, starts, np.arange(len(starts)), seed=seed, device=params.device,
-        memory_budget_mb=params.memory_budget_mb, **params.training,
-    )
+    final_theta, loss, converged = rerun.run(starts)
     reached = reached_minimum(
-        result["final_theta"].values, result["loss"].values, minima["theta"].values,
-        minima["loss"].values, chosen[targets], arch, probes, **matching,
+        final_theta, loss, minima["theta"].values, minima["loss"].values, chosen[targets],
+        rerun.arch, rerun.probes, **rerun.matching,
     )
-    log.info("%d starts: %d returned", len(starts), int(reached.sum()))
-    return reached & (result["status"].values == CONVERGED)
+    return reached & converged
 
 
 result = probe_rays(

@@ -1,0 +1,22 @@
+rule slice_basins:
+    input:
+        minima="results/minima/{experiment}/seed{seed}.nc",
+        dataset="results/datasets/{experiment}.nc",
+        code=package_modules("slices", "minima", "training", "dynamics", "io"),
+    output:
+        "results/slices/{experiment}/seed{seed}.nc",
+    log:
+        "logs/slice_basins/{experiment}/seed{seed}.log",
+    conda:
+        "../../envs/basins.yaml"
+    resources:
+        gpu=1 if config["use_gpu"] else 0,
+        mem_mb=int(config["memory_budget_mb"]) + 1024,
+    params:
+        slices=section("slices"),
+        training=section("training"),
+        minima=minima_options,
+        memory_budget_mb=config["memory_budget_mb"],
+        device="cuda" if config["use_gpu"] else "auto",
+    script:
+        "../scripts/slice_basins.py"

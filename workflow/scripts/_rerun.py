@@ -1,0 +1,37 @@
+"""Shared by the entries that rerun an experiment's dynamics from points they choose."""
+
+import logging
+
+import numpy as np
+
+from basins.data import train_test_arrays
+from basins.io import read_dataset
+from basins.minima import probe_inputs_for
+from basins.networks import Architecture
+from basins.training import CONVERGED, train_ensemble
+
+log = logging.getLogger("basins.rerun")
+
+
+class CatalogRerun:
+    """The experiment's dynamics, data and minima catalog, as the probing stages need them."""
+
+    def __init__(self, snakemake):
+        params = snakemake.params
+        self.seed = int(snakemake.wildcards.seed)
+        self.minima = read_dataset(snakemake.input.minima)
+        self.data = train_test_arrays(read_dataset(snakemake.input.dataset))
+        self.arch = Architecture.from_json(self.minima.attrs["architecture"])
+        self.matching = dict(params.minima)
+        self.probes = probe_inputs_for(self.data[0], self.matching.pop("n_probe"))
+        self.matching.pop("n_neighbors")
+        self.train_options = dict(
+            seed=self.seed, device=params.device, memory_budget_mb=params.memory_budget_mb, **params.training
+        )
+
+    def run(self, starts):
+        """Final parameters, losses and whether each run converged."""
+        result = train_ensemble(self.arch, *self.data, starts, np.arange(len(starts)), **self.train_options)
+        converged = result["status"].values == CONVERGED
+        log.info("%d starts: %d converged", len(starts), int(converged.sum()))
+        return result["final_theta"].values, result["loss"].values, converged
