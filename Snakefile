@@ -1,6 +1,6 @@
 # Basins of attraction of neural-network minima: the study's table of contents.
 # Stages: prepare_dataset -> train_ensemble (sharded) -> deduplicate_minima -> analyze_basins
-# -> probe_rays -> measure_tentacles, slice_basins -> figures. Each stage is one rule file in
+# -> probe_rays -> measure_tentacles, slice_basins; compare_dynamics -> figures. Each stage is one rule file in
 # workflow/rules and one module in src/basins.
 
 
@@ -14,6 +14,7 @@ include: "workflow/rules/minima.smk"
 include: "workflow/rules/basins.smk"
 include: "workflow/rules/rays.smk"
 include: "workflow/rules/slices.smk"
+include: "workflow/rules/comparison.smk"
 include: "workflow/rules/figures.smk"
 
 
@@ -27,6 +28,7 @@ localrules:
     figure_return_probability,
     figure_tentacles,
     figure_basin_slices,
+    figure_dynamics_comparison,
 
 
 rule all:

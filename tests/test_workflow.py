@@ -23,12 +23,14 @@ STAGES = (
     "probe_rays",
     "measure_tentacles",
     "slice_basins",
+    "compare_dynamics",
     "figure_basin_sizes",
     "figure_basin_vs_test_error",
     "figure_travel_distance",
     "figure_return_probability",
     "figure_tentacles",
     "figure_basin_slices",
+    "figure_dynamics_comparison",
 )
 
 
@@ -94,10 +96,27 @@ def test_a_broken_config_fails_before_any_job_and_names_the_key(tmp_path, edit, 
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.parametrize(
+    "comparison, named",
+    [
+        (["tiny_teacher", "no_such_experiment"], "no_such_experiment"),
+        (["tiny_teacher", "tiny_mnist1d_classes"], "differs"),
+    ],
+)
+def test_a_broken_comparison_is_named(tmp_path, comparison, named):
+    config = yaml.safe_load((ROOT / "config/test.yaml").read_text())
+    config["comparisons"] = {"broken": comparison}
+    path = tmp_path / "broken.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = snakemake("-n", "--directory", str(tmp_path), "--configfile", str(path), check=False)
+    assert result.returncode != 0 and named in result.stdout + result.stderr
+
+
 def check_values(path, ds):
     """Value ranges every stage output must respect."""
     for name in ("basin_fraction", "train_error", "test_error", "unassigned_fraction",
-                 "return_probability", "tentacle_fraction", "censored_fraction", "boundary_fraction"):
+                 "return_probability", "tentacle_fraction", "censored_fraction", "boundary_fraction",
+                 "agreement", "unmatched_fraction"):
         if name in ds:
             values = ds[name].values
             assert np.all((values[np.isfinite(values)] >= 0) & (values[np.isfinite(values)] <= 1)), (path, name)
@@ -105,9 +124,11 @@ def check_values(path, ds):
         assert set(np.unique(ds["status"].values)) <= {0, 1, 2}
     if "minimum_of_member" in ds and ds.sizes.get("minimum", 0):
         assert ds["minimum_of_member"].max() < ds.sizes["minimum"]
-    if "basin_fraction" in ds:
+    if "unassigned_fraction" in ds:
         total = float(ds["basin_fraction"].sum() + ds["unassigned_fraction"])
         assert total == pytest.approx(1.0), path
+    if "unmatched_fraction" in ds:
+        assert (ds["basin_fraction"].sum("minimum") + ds["unmatched_fraction"] <= 1 + 1e-12).all()
 
 
 @pytest.mark.slow
@@ -116,7 +137,7 @@ def test_tiny_study_runs_end_to_end_and_every_result_keeps_the_contract(tmp_path
     results = tmp_path / "results"
     netcdf = sorted(results.rglob("*.nc"))
     stages = {p.relative_to(results).parts[0] for p in netcdf}
-    assert stages == {"datasets", "training", "minima", "basins", "rays", "tentacles", "slices"}
+    assert stages == {"datasets", "training", "minima", "basins", "rays", "tentacles", "slices", "comparisons"}
     for path in netcdf:
         ds = read_dataset(path)
         check_dataset(ds)
@@ -125,7 +146,7 @@ def test_tiny_study_runs_end_to_end_and_every_result_keeps_the_contract(tmp_path
     shards = read_dataset(results / "training/tiny_teacher/seed1/shard1.nc")
     assert shards.sizes["member"] == 24 and int(shards["member"][0]) == 24
     pngs = sorted(results.rglob("*.png"))
-    n_figures = 6 * 3  # figures x (experiment, seed) pairs
+    n_figures = 6 * 4 + 1  # figures x (experiment, seed) pairs, plus one comparison
     assert len(pngs) == n_figures and len(sorted(results.rglob("*.pdf"))) == n_figures
     for png in pngs:
         width, height = Image.open(png).size

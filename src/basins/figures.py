@@ -198,3 +198,29 @@ def figure_basin_slices(slices: xr.Dataset, *, title: str) -> plt.Figure:
     fig.legend(handles=handles, fontsize=5.5, frameon=False, loc="upper right", ncol=1)
     fig.suptitle(title, fontsize=8, y=1.04)
     return fig
+
+
+def figure_dynamics_comparison(comparison: xr.Dataset, *, title: str, n_largest: int = 8) -> plt.Figure:
+    """Basin fractions of the reference catalog's largest minima under each dynamics."""
+    set_theme()
+    fig, ax = plt.subplots(figsize=(PAPER_SIZE[0] * 1.3, PAPER_SIZE[1]))
+    shown = comparison["basin_fraction"].isel(minimum=slice(0, n_largest))
+    if shown.sizes["minimum"] == 0:
+        _empty(ax, "the reference found no minimum")
+        return fig
+    table = shown.to_dataframe().reset_index()
+    labels = {
+        str(name): f"{name}: agree {a:.2f}±{se:.2f}, unmatched {u:.2f}"
+        for name, a, se, u in zip(
+            comparison["experiment"].values, comparison["agreement"].values,
+            comparison["agreement_se"].values, comparison["unmatched_fraction"].values,
+        )
+    }
+    table["dynamics"] = table["experiment"].astype(str).map(labels)
+    sns.barplot(table, x="minimum", y="basin_fraction", hue="dynamics", ax=ax, palette="colorblind")
+    ax.set_xlabel(f"minimum of {comparison.attrs['reference_experiment']} (by basin size)")
+    ax.set_ylabel("basin fraction")
+    ax.set_title(title, fontsize=8)
+    ax.legend(fontsize=5.5, frameon=False, title=None)
+    sns.despine(fig)
+    return fig

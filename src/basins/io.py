@@ -39,6 +39,7 @@ DIMS = frozenset(
         "axis",
         "grid_u",
         "grid_v",
+        "experiment",
     }
 )
 

@@ -1,4 +1,5 @@
 # Config validation, input functions and config look-ups shared by all rule files.
+from argparse import Namespace
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -8,6 +9,15 @@ validate(
 )
 
 EXPERIMENTS = config["experiments"]
+COMPARISONS = config["comparisons"]
+# What compared experiments must share: the landscape (data, model, loss) and the initial
+# conditions (ensemble); only the dynamics may differ.
+SHARED_FOR_COMPARISON = {
+    "dataset": None,
+    "model": None,
+    "ensemble": None,
+    "training": ("loss", "l2", "margin"),
+}
 FIGURES = [
     "basin_sizes",
     "basin_vs_test_error",
@@ -42,11 +52,35 @@ def check_experiments():
             )
 
 
+def check_comparisons():
+    for name, members in COMPARISONS.items():
+        for experiment in members:
+            if experiment not in EXPERIMENTS:
+                raise ValueError(
+                    f"comparisons.{name} names experiment {experiment!r}, which is not in "
+                    f"experiments ({', '.join(EXPERIMENTS)})"
+                )
+        reference = EXPERIMENTS[members[0]]
+        for experiment in members[1:]:
+            for section, keys in SHARED_FOR_COMPARISON.items():
+                for key in keys or reference[section]:
+                    if EXPERIMENTS[experiment][section].get(key) != reference[
+                        section
+                    ].get(key):
+                        raise ValueError(
+                            f"comparisons.{name}: experiments.{experiment}.{section}.{key} "
+                            f"differs from experiments.{members[0]}.{section}.{key}; compared "
+                            "experiments may differ only in their dynamics"
+                        )
+
+
 check_experiments()
+check_comparisons()
 
 
 wildcard_constraints:
     experiment="|".join(EXPERIMENTS),
+    comparison="|".join(COMPARISONS) or "no_comparison",
     seed=r"\d+",
     shard=r"\d+",
 
@@ -92,10 +126,39 @@ def experiment_seeds():
     ]
 
 
-def all_figures():
+def comparison_seeds():
     return [
+        (name, seed)
+        for name, members in COMPARISONS.items()
+        for seed in EXPERIMENTS[members[0]]["ensemble"]["seeds"]
+    ]
+
+
+def compared_minima(wildcards):
+    return [
+        f"results/minima/{experiment}/seed{wildcards.seed}.nc"
+        for experiment in COMPARISONS[wildcards.comparison]
+    ]
+
+
+def reference_dataset(wildcards):
+    return f"results/datasets/{COMPARISONS[wildcards.comparison][0]}.nc"
+
+
+def reference_minima_options(wildcards):
+    return minima_options(Namespace(experiment=COMPARISONS[wildcards.comparison][0]))
+
+
+def all_figures():
+    per_experiment = [
         f"results/figures/{figure}/{name}_seed{seed}.{ext}"
         for name, seed in experiment_seeds()
         for figure in FIGURES
         for ext in ("pdf", "png")
     ]
+    per_comparison = [
+        f"results/figures/dynamics_comparison/{name}_seed{seed}.{ext}"
+        for name, seed in comparison_seeds()
+        for ext in ("pdf", "png")
+    ]
+    return per_experiment + per_comparison

@@ -113,3 +113,22 @@ rule figure_basin_slices:
         "../../envs/basins.yaml"
     script:
         "../scripts/figure.py"
+
+
+rule figure_dynamics_comparison:
+    input:
+        comparison="results/comparisons/{comparison}/seed{seed}.nc",
+        code=package_modules("figures"),
+    output:
+        pdf="results/figures/dynamics_comparison/{comparison}_seed{seed}.pdf",
+        png=report(
+            "results/figures/dynamics_comparison/{comparison}_seed{seed}.png",
+            caption="../report/dynamics_comparison.rst",
+            category="Dynamics comparison",
+        ),
+    log:
+        "logs/figure_dynamics_comparison/{comparison}_seed{seed}.log",
+    conda:
+        "../../envs/basins.yaml"
+    script:
+        "../scripts/figure.py"

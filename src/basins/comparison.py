@@ -1,0 +1,87 @@
+"""Stage ``compare_dynamics``: how much of a basin is the landscape's, how much the optimizer's.
+
+Experiments that share a data set, network, loss and initial conditions but differ in their
+dynamics (gradient flow, GD, SGD, Adam, FIRE) are compared member by member: each experiment's
+minima are matched to the reference experiment's catalog, and for every initial condition we
+ask whether both dynamics carried it to the same minimum.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from basins.io import variable_attrs
+
+
+def compare_dynamics(
+    minimum_of_member: np.ndarray,
+    catalog_maps: list[np.ndarray],
+    experiments: list[str],
+    n_reference_minima: int,
+) -> xr.Dataset:
+    """Per-member agreement and basin fractions of several dynamics on one landscape.
+
+    Parameters
+    ----------
+    minimum_of_member : ndarray, shape (experiment, member)
+        Each experiment's own minimum labels (-1: none) for the same initial conditions; the
+        first experiment is the reference.
+    catalog_maps : list of ndarray
+        For each experiment, the reference-catalog index of each of its minima (-1: not in the
+        reference catalog); the identity for the reference itself.
+    experiments : list of str
+        Experiment names, reference first.
+    n_reference_minima : int
+        Size of the reference catalog.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``agreement(experiment)``: fraction of members assigned under both the reference and
+        this dynamics that reached the same minimum, with its binomial standard error;
+        ``basin_fraction(experiment, minimum)`` over the reference catalog;
+        ``unmatched_fraction(experiment)``: members that reached a minimum the reference
+        never found.
+    """
+    labels = np.asarray(minimum_of_member)
+    if labels.ndim != 2 or labels.shape[0] != len(catalog_maps) or len(experiments) != labels.shape[0]:
+        raise ValueError(
+            f"minimum_of_member has shape {labels.shape}; expected (experiment, member) with "
+            f"{len(experiments)} experiments and one catalog map each"
+        )
+    mapped = np.stack(
+        [np.where(own >= 0, mapping[np.maximum(own, 0)], -1) if len(mapping) else np.full_like(own, -1)
+         for own, mapping in zip(labels, catalog_maps)]
+    )
+    reference = mapped[0]
+    agreement, agreement_se = np.full(len(experiments), np.nan), np.full(len(experiments), np.nan)
+    for row, other in enumerate(mapped):
+        both = (labels[0] >= 0) & (labels[row] >= 0)
+        if both.any():
+            agreement[row] = np.mean(other[both] == reference[both])
+            agreement_se[row] = np.sqrt(agreement[row] * (1 - agreement[row]) / both.sum())
+    n_members = labels.shape[1]
+    fraction = np.stack([np.bincount(m[m >= 0], minlength=n_reference_minima) / n_members for m in mapped])
+    unmatched = ((labels >= 0) & (mapped < 0)).mean(axis=1)
+    return xr.Dataset(
+        {
+            "agreement": ("experiment", agreement, variable_attrs("members reaching the reference's minimum")),
+            "agreement_se": ("experiment", agreement_se, variable_attrs("standard error of agreement")),
+            "basin_fraction": (
+                ("experiment", "minimum"),
+                fraction,
+                variable_attrs("fraction of initial conditions reaching the reference minimum"),
+            ),
+            "unmatched_fraction": (
+                "experiment",
+                unmatched,
+                variable_attrs("members reaching a minimum outside the reference catalog"),
+            ),
+        },
+        coords={
+            "experiment": ("experiment", np.asarray(experiments, dtype=object), variable_attrs("experiment")),
+            "minimum": ("minimum", np.arange(n_reference_minima), variable_attrs("reference catalog index")),
+        },
+        attrs={"reference_experiment": experiments[0]},
+    )

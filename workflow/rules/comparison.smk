@@ -1,0 +1,16 @@
+rule compare_dynamics:
+    input:
+        minima=compared_minima,
+        dataset=reference_dataset,
+        code=package_modules("comparison", "minima", "io"),
+    output:
+        "results/comparisons/{comparison}/seed{seed}.nc",
+    log:
+        "logs/compare_dynamics/{comparison}/seed{seed}.log",
+    conda:
+        "../../envs/basins.yaml"
+    params:
+        experiments=lambda wildcards: COMPARISONS[wildcards.comparison],
+        minima=reference_minima_options,
+    script:
+        "../scripts/compare_dynamics.py"

@@ -1,0 +1,41 @@
+import numpy as np
+from _entry import start
+
+from basins.comparison import compare_dynamics
+from basins.data import train_test_arrays
+from basins.io import add_provenance, read_dataset, write_dataset
+from basins.minima import assign_to_catalog, probe_inputs_for
+from basins.networks import Architecture
+
+log = start(snakemake)
+experiments = list(snakemake.params.experiments)
+catalogs = [read_dataset(path).sortby("member") for path in snakemake.input.minima]
+reference = catalogs[0]
+arch = Architecture.from_json(reference.attrs["architecture"])
+matching = dict(snakemake.params.minima)
+probes = probe_inputs_for(train_test_arrays(read_dataset(snakemake.input.dataset))[0], matching.pop("n_probe"))
+matching.pop("n_neighbors")
+# Each catalog's minima matched against the reference catalog (the reference maps to itself).
+maps = [np.arange(reference.sizes["minimum"])] + [
+    assign_to_catalog(
+        catalog["theta"].values, catalog["loss"].values, reference["theta"].values,
+        reference["loss"].values, arch, probes, **matching,
+    )
+    for catalog in catalogs[1:]
+]
+comparison = compare_dynamics(
+    np.stack([catalog["minimum_of_member"].values for catalog in catalogs]),
+    maps,
+    experiments,
+    reference.sizes["minimum"],
+)
+comparison = add_provenance(
+    comparison,
+    title=f"dynamics comparison {snakemake.wildcards.comparison}, seed {snakemake.wildcards.seed}",
+    stage="compare_dynamics",
+    stage_config={"experiments": experiments, "minima": snakemake.params.minima},
+    seed=int(snakemake.wildcards.seed),
+    inputs=tuple(snakemake.input.minima),
+)
+write_dataset(comparison, snakemake.output[0])
+log.info("agreement with %s: %s", experiments[0], dict(zip(experiments, comparison["agreement"].values)))
