@@ -37,6 +37,14 @@ def _empty(ax, message):
     ax.set_axis_off()
 
 
+def _wilson_error_bars(basins):
+    """Distances from each basin fraction down and up to its Wilson interval bounds."""
+    fraction = basins["basin_fraction"].values
+    return np.vstack(
+        [fraction - basins["basin_fraction_low"].values, basins["basin_fraction_high"].values - fraction]
+    )
+
+
 def figure_basin_sizes(basins: xr.Dataset, *, title: str) -> plt.Figure:
     """Rank-size plot of basin fractions with Wilson 95 % intervals (log-log)."""
     set_theme()
@@ -46,9 +54,7 @@ def figure_basin_sizes(basins: xr.Dataset, *, title: str) -> plt.Figure:
         _empty(ax, "no minimum reached")
         return fig
     rank = np.arange(1, len(fraction) + 1)
-    errors = np.vstack(
-        [fraction - basins["basin_fraction_low"].values, basins["basin_fraction_high"].values - fraction]
-    )
+    errors = _wilson_error_bars(basins)
     ax.errorbar(rank, fraction, yerr=errors, fmt="o", ms=3, capsize=2, lw=0.8)
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -68,9 +74,7 @@ def figure_basin_vs_test_error(basins: xr.Dataset, *, title: str) -> plt.Figure:
     if len(fraction) == 0:
         _empty(ax, "no minimum reached")
         return fig
-    errors = np.vstack(
-        [fraction - basins["basin_fraction_low"].values, basins["basin_fraction_high"].values - fraction]
-    )
+    errors = _wilson_error_bars(basins)
     ax.errorbar(basins["test_error"].values, fraction, yerr=errors, fmt="o", ms=3, capsize=2, lw=0.8)
     ax.set_yscale("log")
     ax.set_xlabel("test error of the minimum")
