@@ -1,7 +1,7 @@
 # Basins of attraction of neural-network minima: the study's table of contents.
 # Stages: prepare_dataset -> train_ensemble (sharded) -> deduplicate_minima -> analyze_basins
-# -> probe_rays -> measure_tentacles, slice_basins; compare_dynamics -> figures. Each stage is one rule file in
-# workflow/rules and one module in src/basins.
+# -> probe_rays -> measure_tentacles, slice_basins; compare_dynamics; summarize_study
+# -> figures. Each stage is one rule file in workflow/rules and one module in src/basins.
 
 
 configfile: "config/config.yaml"
@@ -15,6 +15,7 @@ include: "workflow/rules/basins.smk"
 include: "workflow/rules/rays.smk"
 include: "workflow/rules/slices.smk"
 include: "workflow/rules/comparison.smk"
+include: "workflow/rules/summary.smk"
 include: "workflow/rules/figures.smk"
 
 
@@ -29,6 +30,8 @@ localrules:
     figure_tentacles,
     figure_basin_slices,
     figure_dynamics_comparison,
+    figure_summary,
+    summarize_study,
 
 
 rule all:

@@ -35,3 +35,19 @@ def test_rank_correlation_of_a_monotone_relation_is_one():
 def test_an_empty_ensemble_is_an_error():
     with pytest.raises(ValueError, match="empty"):
         analyze_basins(np.zeros(0, dtype=int), np.zeros((0, 1)), np.zeros((0, 1)), np.zeros(0), np.zeros(0))
+
+
+def test_double_well_basin_fractions_match_the_known_answer_within_sampling_error():
+    # Gradient flow on V(x) = (x^2 - 1)^2 carries x > 0 to +1 and x < 0 to -1. Starts uniform
+    # on [-1, 3]: the basin of +1 holds exactly 3/4 of them.
+    rng = np.random.default_rng(11)
+    start = rng.uniform(-1, 3, size=(4000, 1))
+    labels = np.where(start[:, 0] > 0, 0, 1)  # minimum 0 is +1, the larger basin
+    end = np.where(labels == 0, 1.0, -1.0)[:, None]
+    basins = analyze_basins(labels, start, end, np.zeros(2), np.zeros(2))
+    se = float(basins["basin_fraction_se"][0])
+    assert abs(float(basins["basin_fraction"][0]) - 0.75) < 3 * se
+    low, high = float(basins["basin_fraction_low"][0]), float(basins["basin_fraction_high"][0])
+    assert low < 0.75 < high
+    # Members of the +1 basin travel |x - 1| <= 2; of the -1 basin |x + 1| <= 1.
+    assert float(basins["travel_distance_p90"][0]) <= 2.0 and float(basins["travel_distance_p90"][1]) <= 1.0

@@ -24,6 +24,7 @@ STAGES = (
     "measure_tentacles",
     "slice_basins",
     "compare_dynamics",
+    "summarize_study",
     "figure_basin_sizes",
     "figure_basin_vs_test_error",
     "figure_travel_distance",
@@ -31,6 +32,7 @@ STAGES = (
     "figure_tentacles",
     "figure_basin_slices",
     "figure_dynamics_comparison",
+    "figure_summary",
 )
 
 
@@ -116,7 +118,7 @@ def check_values(path, ds):
     """Value ranges every stage output must respect."""
     for name in ("basin_fraction", "train_error", "test_error", "unassigned_fraction",
                  "return_probability", "tentacle_fraction", "censored_fraction", "boundary_fraction",
-                 "agreement", "unmatched_fraction"):
+                 "agreement", "unmatched_fraction", "good_tentacle_fraction", "bad_tentacle_fraction"):
         if name in ds:
             values = ds[name].values
             assert np.all((values[np.isfinite(values)] >= 0) & (values[np.isfinite(values)] <= 1)), (path, name)
@@ -124,7 +126,7 @@ def check_values(path, ds):
         assert set(np.unique(ds["status"].values)) <= {0, 1, 2}
     if "minimum_of_member" in ds and ds.sizes.get("minimum", 0):
         assert ds["minimum_of_member"].max() < ds.sizes["minimum"]
-    if "unassigned_fraction" in ds:
+    if "unassigned_fraction" in ds and "basin_fraction" in ds:
         total = float(ds["basin_fraction"].sum() + ds["unassigned_fraction"])
         assert total == pytest.approx(1.0), path
     if "unmatched_fraction" in ds:
@@ -137,7 +139,7 @@ def test_tiny_study_runs_end_to_end_and_every_result_keeps_the_contract(tmp_path
     results = tmp_path / "results"
     netcdf = sorted(results.rglob("*.nc"))
     stages = {p.relative_to(results).parts[0] for p in netcdf}
-    assert stages == {"datasets", "training", "minima", "basins", "rays", "tentacles", "slices", "comparisons"}
+    assert stages == {"datasets", "training", "minima", "basins", "rays", "tentacles", "slices", "comparisons", "summary.nc"}
     for path in netcdf:
         ds = read_dataset(path)
         check_dataset(ds)
@@ -146,12 +148,14 @@ def test_tiny_study_runs_end_to_end_and_every_result_keeps_the_contract(tmp_path
     shards = read_dataset(results / "training/tiny_teacher/seed1/shard1.nc")
     assert shards.sizes["member"] == 24 and int(shards["member"][0]) == 24
     pngs = sorted(results.rglob("*.png"))
-    n_figures = 6 * 4 + 1  # figures x (experiment, seed) pairs, plus one comparison
+    n_figures = 6 * 4 + 1 + 1  # figures x (experiment, seed) pairs, one comparison, the summary
     assert len(pngs) == n_figures and len(sorted(results.rglob("*.pdf"))) == n_figures
     for png in pngs:
         width, height = Image.open(png).size
         assert width > 300 and height > 200
     assert not list(results.glob("checkpoints/**/*.pt"))
+    summary = (results / "summary.csv").read_text().splitlines()
+    assert len(summary) == 1 + 4 and summary[0].startswith("experiment,")
 
     # Rerunning one stage reproduces its output exactly.
     minima = results / "minima/tiny_teacher/seed1.nc"

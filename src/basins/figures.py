@@ -228,3 +228,36 @@ def figure_dynamics_comparison(comparison: xr.Dataset, *, title: str, n_largest:
     ax.legend(fontsize=5.5, frameon=False, title=None)
     sns.despine(fig)
     return fig
+
+
+def figure_summary(summary: xr.Dataset, *, title: str) -> plt.Figure:
+    """The study's answer per experiment: basin size vs test error, tentacles of good vs bad."""
+    set_theme()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(PAPER_SIZE[0] * 2, PAPER_SIZE[1] * 1.1), layout="constrained")
+    names = [str(name) for name in summary["experiment"].values]
+    if not names:
+        _empty(left, "no experiment")
+        return fig
+    rows = np.arange(len(names))
+    palette = sns.color_palette("colorblind")
+    left.errorbar(summary["rank_correlation"].values, rows, xerr=summary["rank_correlation_se"].values,
+                  fmt="o", ms=3, capsize=2, lw=0.8, color=palette[0])
+    left.axvline(0, color="0.6", lw=0.6)
+    left.set_yticks(rows, names, fontsize=6)
+    left.set_xlim(-1.05, 1.05)
+    left.set_xlabel("rank correlation (basin size, test error)")
+    left.set_title("negative: larger basins generalize better", fontsize=7)
+    for offset, kind, color in ((-0.12, "good", palette[2]), (0.12, "bad", palette[3])):
+        right.errorbar(summary[f"{kind}_distance_ratio"].values, rows + offset,
+                       xerr=summary[f"{kind}_distance_ratio_se"].values, fmt="o", ms=3, capsize=2, lw=0.8,
+                       color=color, label=f"{kind} minimum ({'lowest' if kind == 'good' else 'highest'} test error)")
+    right.axvline(1, color="0.6", lw=0.6)
+    right.set_xscale("log")
+    right.set_yticks(rows, [""] * len(rows))
+    right.set_ylim(-0.6, len(rows) - 0.4 + 0.8)
+    right.set_xlabel("start distance / exit radius (medians)")
+    right.set_title("> 1: the basin's members start beyond where rays leave it", fontsize=7)
+    right.legend(fontsize=5.5, frameon=False, loc="upper center", ncol=2)
+    sns.despine(fig)
+    fig.suptitle(title, fontsize=8)
+    return fig

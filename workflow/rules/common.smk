@@ -161,4 +161,9 @@ def all_figures():
         for name, seed in comparison_seeds()
         for ext in ("pdf", "png")
     ]
-    return per_experiment + per_comparison
+    summary = [
+        "results/summary.csv",
+        "results/figures/summary/study.pdf",
+        "results/figures/summary/study.png",
+    ]
+    return per_experiment + per_comparison + summary

@@ -132,3 +132,22 @@ rule figure_dynamics_comparison:
         "../../envs/basins.yaml"
     script:
         "../scripts/figure.py"
+
+
+rule figure_summary:
+    input:
+        summary="results/summary.nc",
+        code=package_modules("figures"),
+    output:
+        pdf="results/figures/summary/study.pdf",
+        png=report(
+            "results/figures/summary/study.png",
+            caption="../report/summary.rst",
+            category="Summary",
+        ),
+    log:
+        "logs/figure_summary/study.log",
+    conda:
+        "../../envs/basins.yaml"
+    script:
+        "../scripts/figure.py"

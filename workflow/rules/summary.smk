@@ -1,0 +1,21 @@
+rule summarize_study:
+    input:
+        basins=[
+            f"results/basins/{name}/seed{seed}.nc" for name, seed in experiment_seeds()
+        ],
+        tentacles=[
+            f"results/tentacles/{name}/seed{seed}.nc"
+            for name, seed in experiment_seeds()
+        ],
+        code=package_modules("summary", "io"),
+    output:
+        netcdf="results/summary.nc",
+        csv="results/summary.csv",
+    log:
+        "logs/summarize_study.log",
+    conda:
+        "../../envs/basins.yaml"
+    params:
+        labels=[f"{name}/seed{seed}" for name, seed in experiment_seeds()],
+    script:
+        "../scripts/summarize_study.py"

@@ -1,0 +1,21 @@
+from _entry import start
+
+from basins.io import add_provenance, read_dataset, write_dataset
+from basins.summary import summarize_study
+
+log = start(snakemake)
+summary = summarize_study(
+    list(snakemake.params.labels),
+    [read_dataset(path) for path in snakemake.input.basins],
+    [read_dataset(path) for path in snakemake.input.tentacles],
+)
+summary = add_provenance(
+    summary,
+    title="summary of the study",
+    stage="summarize_study",
+    stage_config={"experiments": list(snakemake.params.labels)},
+    inputs=(*snakemake.input.basins, *snakemake.input.tentacles),
+)
+write_dataset(summary, snakemake.output.netcdf)
+summary.to_dataframe().to_csv(snakemake.output.csv, float_format="%.6g")
+log.info("wrote %s and %s", snakemake.output.netcdf, snakemake.output.csv)
