@@ -4,7 +4,7 @@ import torch
 
 from basins import training as training_module
 from basins.dynamics import GradientFlow, minibatch_indices
-from basins.networks import Architecture, initial_parameters
+from basins.networks import initial_parameters
 from basins.training import BUDGET, CONVERGED, DIVERGED, train_ensemble
 
 

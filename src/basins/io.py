@@ -16,7 +16,6 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
-import numpy as np
 import xarray as xr
 
 #: The dim vocabulary shared by all stages (singular snake_case).

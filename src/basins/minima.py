@@ -105,7 +105,7 @@ def align_to(reference: np.ndarray, theta: np.ndarray, arch: Architecture) -> np
         sign = np.where(odd & (flipped < cost), -1.0, 1.0)
         rows, order = linear_sum_assignment(np.where(sign < 0, flipped, cost))
         sign = sign[rows, order]
-        (fan_in, width), (w_in, b_in) = arch.layer_shapes[layer], arch.layer_slices[layer]
+        fan_in, (w_in, b_in) = arch.layer_shapes[layer][0], arch.layer_slices[layer]
         w_out = arch.layer_slices[layer + 1][0]
         units = own_in[0][order] * sign[:, None]
         aligned[0, w_in] = units[:, :fan_in].ravel()

@@ -203,7 +203,6 @@ def train_ensemble(
             chunk_start = time.monotonic() - out["elapsed"]
             while active.numel():
                 # 1. Classify members from the full-batch loss and gradient at this point.
-                finished = torch.zeros_like(active, dtype=torch.bool)
                 status = torch.full_like(active, -1)
                 if grad is not None:
                     grad_norm = grad.norm(dim=1)
@@ -258,7 +257,7 @@ def train_ensemble(
         _evaluate_final(out, arch, data, objective, loss, margin, chunk, as_tensor)
     if checkpoint_path is not None:
         Path(checkpoint_path).unlink(missing_ok=True)
-    return _as_dataset(out, member_ids, initial_theta, history_steps, arch, dynamics, lr, torch_device)
+    return _as_dataset(out, member_ids, initial_theta, history_steps, arch, dynamics, lr)
 
 
 def _never(state):
@@ -318,7 +317,7 @@ def _evaluate_final(out, arch, data, objective, loss, margin, chunk, as_tensor):
     out["loss_history"] = np.where(stopped_at, carried[:, None], out["loss_history"])
 
 
-def _as_dataset(out, member_ids, initial_theta, history_steps, arch, dynamics, lr, device):
+def _as_dataset(out, member_ids, initial_theta, history_steps, arch, dynamics, lr):
     member_param = ("member", "param")
     if dynamics == "gd":
         out["flow_time"] = out["steps"] * lr
