@@ -14,7 +14,9 @@ def test_fractions_and_unassigned_sum_to_one(hand_built_minima):
     np.testing.assert_allclose(basins["basin_fraction_se"].values, np.sqrt([0.6 * 0.4 / 5, 0.2 * 0.8 / 5]))
     np.testing.assert_allclose(basins["travel_distance"].values[[0, 1, 4]], [5.0, 1.0, 2.0])
     assert np.isnan(basins["travel_distance"].values[3])
-    assert float(basins["travel_distance_median"][0]) == 2.0
+    assert float(basins["start_distance_median"][0]) == 2.0
+    # Without a network there is no symmetry to search: both distances agree.
+    np.testing.assert_array_equal(basins["start_distance"].values, basins["travel_distance"].values)
 
 
 def test_wilson_interval_brackets_the_estimate_and_stays_in_the_unit_interval():
@@ -50,4 +52,23 @@ def test_double_well_basin_fractions_match_the_known_answer_within_sampling_erro
     low, high = float(basins["basin_fraction_low"][0]), float(basins["basin_fraction_high"][0])
     assert low < 0.75 < high
     # Members of the +1 basin travel |x - 1| <= 2; of the -1 basin |x + 1| <= 1.
-    assert float(basins["travel_distance_p90"][0]) <= 2.0 and float(basins["travel_distance_p90"][1]) <= 1.0
+    assert float(basins["start_distance_p90"][0]) <= 2.0 and float(basins["start_distance_p90"][1]) <= 1.0
+
+
+def test_start_distance_is_to_the_nearest_symmetric_image():
+    from basins.networks import Architecture, initial_parameters
+
+    arch = Architecture(n_inputs=2, n_outputs=1, depth=1, width=3, activation="tanh")
+    start = initial_parameters(arch, [0], seed=1, init="gaussian")
+    # The end point is the start with two hidden units swapped and one sign-flipped: an image
+    # of the start itself, so the symmetry-aware distance is zero though the plain one is not.
+    end = start.copy()
+    w_in, b_in = arch.layer_slices[0]
+    w_out = arch.layer_slices[1][0]
+    order, sign = [1, 0, 2], np.array([1.0, -1.0, 1.0])
+    end[0, w_in] = (start[0, w_in].reshape(3, 2)[order] * sign[:, None]).ravel()
+    end[0, b_in] = start[0, b_in][order] * sign
+    end[0, w_out] = start[0, w_out][order] * sign
+    basins = analyze_basins(np.array([0]), start, end, np.zeros(1), np.zeros(1), arch=arch)
+    assert float(basins["travel_distance"][0]) > 0.1
+    assert float(basins["start_distance"][0]) == pytest.approx(0.0, abs=1e-12)

@@ -11,7 +11,7 @@ def test_summary_picks_the_best_and_worst_probed_minima():
     start = rng.normal(size=(300, 4))
     basins = analyze_basins(labels, start, start + 1.0, np.zeros(3), np.array([0.3, 0.1, 0.2]))
     exits = np.array([np.full(8, 0.5), np.full(8, 5.0)])  # minimum 1 (best) reaches far less
-    tentacles = measure_tentacles(basins["travel_distance"].values, labels, exits, np.array([0, 1]))
+    tentacles = measure_tentacles(basins["start_distance"].values, labels, exits, np.array([0, 1]))
     summary = summarize_study(["a/seed1"], [basins], [tentacles])
     assert float(summary["good_test_error"][0]) == pytest.approx(0.1)
     assert float(summary["bad_test_error"][0]) == pytest.approx(0.3)

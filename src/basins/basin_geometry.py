@@ -35,6 +35,20 @@ def spearman_with_error(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float(rho), float(1.03 / np.sqrt(n - 3))
 
 
+def nearest_image_distance(start: np.ndarray, end: np.ndarray, arch) -> np.ndarray:
+    """Distance ``(member,)`` from each start to the nearest symmetric image of its end point.
+
+    Images under hidden-unit permutations (and sign flips for odd activations) are searched by
+    Hungarian unit matching (:func:`basins.minima.align_to`); ReLU rescalings are not searched.
+    """
+    from basins.minima import align_to
+
+    distance = np.full(len(start), np.nan)
+    for row in np.flatnonzero(np.isfinite(end).all(axis=1)):
+        distance[row] = np.linalg.norm(start[row] - align_to(start[row], end[row], arch))
+    return distance
+
+
 def analyze_basins(
     minimum_of_member: np.ndarray,
     initial_theta: np.ndarray,
@@ -42,6 +56,7 @@ def analyze_basins(
     minimum_train_error: np.ndarray,
     minimum_test_error: np.ndarray,
     *,
+    arch=None,
     confidence_z: float = 1.96,
 ) -> xr.Dataset:
     """Basin fractions with uncertainties, and member travel distances.
@@ -54,6 +69,9 @@ def analyze_basins(
         Starting and end points of every member.
     minimum_train_error, minimum_test_error : ndarray, shape (minimum,)
         Errors of each catalogued minimum ("good" minima have low test error).
+    arch : Architecture, optional
+        The network, for ``start_distance`` (the symmetry-aware distance); without it
+        ``start_distance`` equals ``travel_distance``.
     confidence_z : float
         Normal quantile of the Wilson intervals (1.96 for 95 %).
 
@@ -62,9 +80,10 @@ def analyze_basins(
     xarray.Dataset
         ``basin_fraction(minimum)`` with ``basin_fraction_se`` = sqrt(p (1 - p) / N) and the
         Wilson interval; ``unassigned_fraction``; ``travel_distance(member)``, the Euclidean
-        distance from each member's start to its end point (the dynamics is equivariant under
-        the network's symmetries, so both are in the same frame); per minimum its median and
-        90th percentile; the rank correlation of basin fraction with test error.
+        distance from each member's start to its end point (the image of the minimum it
+        reached); ``start_distance(member)``, to the nearest symmetric image of that minimum;
+        per minimum the median and 90th percentile of ``start_distance``; the rank
+        correlation of basin fraction with test error.
     """
     n_members = len(minimum_of_member)
     if n_members == 0:
@@ -76,9 +95,11 @@ def analyze_basins(
     low, high = wilson_interval(counts, n_members, confidence_z)
     travel = np.linalg.norm(final_theta - initial_theta, axis=1)
     travel[~assigned] = np.nan
+    start_distance = travel if arch is None else nearest_image_distance(initial_theta, final_theta, arch)
+    start_distance[~assigned] = np.nan
     median, p90 = np.full(n_minima, np.nan), np.full(n_minima, np.nan)
     for minimum in np.flatnonzero(counts):
-        distances = travel[minimum_of_member == minimum]
+        distances = start_distance[minimum_of_member == minimum]
         median[minimum], p90[minimum] = np.median(distances), np.quantile(distances, 0.9)
     rho, rho_se = spearman_with_error(fraction, np.asarray(minimum_test_error, dtype=float))
     unassigned = 1 - assigned.mean()
@@ -93,12 +114,17 @@ def analyze_basins(
             "basin_fraction_high": per_minimum(high, "Wilson interval upper bound"),
             "train_error": per_minimum(minimum_train_error, "training error of the minimum"),
             "test_error": per_minimum(minimum_test_error, "test error of the minimum"),
-            "travel_distance_median": per_minimum(median, "median start-to-minimum distance"),
-            "travel_distance_p90": per_minimum(p90, "90th percentile start-to-minimum distance"),
+            "start_distance_median": per_minimum(median, "median start-to-minimum distance"),
+            "start_distance_p90": per_minimum(p90, "90th percentile start-to-minimum distance"),
             "travel_distance": (
                 "member",
                 travel,
                 variable_attrs("distance from start to end point (nan: unassigned)"),
+            ),
+            "start_distance": (
+                "member",
+                start_distance,
+                variable_attrs("distance from start to the nearest symmetric image of its minimum"),
             ),
             "minimum_of_member": ("member", minimum_of_member, variable_attrs("minimum reached (-1: none)")),
             "unassigned_fraction": (
@@ -124,7 +150,7 @@ def analyze_basins(
 
 
 def measure_tentacles(
-    travel_distance: np.ndarray,
+    start_distance: np.ndarray,
     minimum_of_member: np.ndarray,
     exit_radius: np.ndarray,
     probed_minima: np.ndarray,
@@ -136,9 +162,9 @@ def measure_tentacles(
 
     Parameters
     ----------
-    travel_distance, minimum_of_member : ndarray, shape (member,)
+    start_distance, minimum_of_member : ndarray, shape (member,)
         From :func:`analyze_basins`: each member's distance from its start to the minimum it
-        reached, and which minimum that was.
+        reached (``start_distance``, symmetry-aware), and which minimum that was.
     exit_radius : ndarray, shape (minimum, direction)
         First exit radii of the probed minima (:func:`basins.rays.probe_rays`; nan: censored).
     probed_minima : ndarray, shape (minimum,)
@@ -159,7 +185,7 @@ def measure_tentacles(
     n = len(probed_minima)
     fraction, fraction_se, ratio, ratio_se, members = (np.full(n, np.nan) for _ in range(5))
     for row, minimum in enumerate(probed_minima):
-        starts = travel_distance[minimum_of_member == minimum]
+        starts = start_distance[minimum_of_member == minimum]
         exits = exit_radius[row][np.isfinite(exit_radius[row])]
         members[row] = len(starts)
         if len(starts) == 0 or len(exits) == 0:

@@ -97,7 +97,7 @@ def figure_travel_distance(basins: xr.Dataset, *, title: str, n_largest: int = 8
         _empty(ax, "no minimum reached")
         return fig
     sns.boxplot(
-        x=shown, y=basins["travel_distance"].values[(labels >= 0) & (labels < n_largest)],
+        x=shown, y=basins["start_distance"].values[(labels >= 0) & (labels < n_largest)],
         ax=ax, color=sns.color_palette("colorblind")[0], fliersize=1.5, linewidth=0.8,
     )
     ax.set_xlabel("minimum (ordered by basin size)")
@@ -147,7 +147,7 @@ def figure_tentacles(tentacles: xr.Dataset, basins: xr.Dataset, rays: xr.Dataset
         return fig
     labels = basins["minimum_of_member"].values
     palette = sns.color_palette("colorblind")
-    starts = [basins["travel_distance"].values[labels == m] for m in probed]
+    starts = [basins["start_distance"].values[labels == m] for m in probed]
     positions = np.arange(len(probed))
     ax.boxplot(
         [s if len(s) else [np.nan] for s in starts], positions=positions - 0.15, widths=0.25,

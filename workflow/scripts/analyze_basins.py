@@ -3,6 +3,7 @@ from _entry import start
 
 from basins.basin_geometry import analyze_basins
 from basins.io import add_provenance, read_dataset, write_dataset
+from basins.networks import Architecture
 
 log = start(snakemake)
 minima = read_dataset(snakemake.input.minima)
@@ -13,6 +14,7 @@ basins = analyze_basins(
     training["final_theta"].values,
     minima["train_error"].values,
     minima["test_error"].values,
+    arch=Architecture.from_json(minima.attrs["architecture"]),
     **snakemake.params.basins,
 ).assign_coords(member=training["member"])
 basins = add_provenance(

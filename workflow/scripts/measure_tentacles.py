@@ -7,7 +7,7 @@ log = start(snakemake)
 basins = read_dataset(snakemake.input.basins)
 rays = read_dataset(snakemake.input.rays)
 tentacles = measure_tentacles(
-    basins["travel_distance"].values,
+    basins["start_distance"].values,
     basins["minimum_of_member"].values,
     rays["exit_radius"].values,
     rays["minimum"].values,
