@@ -12,6 +12,7 @@ import xarray as xr
 from scipy import stats
 
 from basins.io import variable_attrs
+from basins.minima import align_to
 
 
 def wilson_interval(successes: np.ndarray, n: int, z: float = 1.96) -> tuple[np.ndarray, np.ndarray]:
@@ -41,8 +42,6 @@ def nearest_image_distance(start: np.ndarray, end: np.ndarray, arch) -> np.ndarr
     Images under hidden-unit permutations (and sign flips for odd activations) are searched by
     Hungarian unit matching (:func:`basins.minima.align_to`); ReLU rescalings are not searched.
     """
-    from basins.minima import align_to
-
     distance = np.full(len(start), np.nan)
     for row in np.flatnonzero(np.isfinite(end).all(axis=1)):
         distance[row] = np.linalg.norm(start[row] - align_to(start[row], end[row], arch))

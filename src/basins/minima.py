@@ -154,22 +154,27 @@ def group_endpoints(
         return np.zeros(0, dtype=np.int64)
 
     def same(i, j):
-        keep = np.abs(loss[i] - loss[j]) <= loss_tol
-        keep &= np.linalg.norm(fingerprints[i] - fingerprints[j], axis=1) <= function_tol
-        if same_parameters is not None and keep.any():
-            keep[keep] = same_parameters(i[keep], j[keep])
-        return keep
+        return _same_minimum(i, j, loss, fingerprints, loss_tol, function_tol, same_parameters)
 
     search = _project(fingerprints)
     everyone = np.arange(n)
     cell = np.unique(np.floor(search / function_tol).astype(np.int64), axis=0, return_inverse=True)[1]
-    first_of_cell = np.unique(cell.ravel(), return_index=True)[1]
-    leader = first_of_cell[cell.ravel()]
+    leader = _first_of_group(cell.ravel())
     leader = np.where(same(everyone, leader), leader, everyone)
     leaders, leader_index = np.unique(leader, return_inverse=True)
     labels = _linked_components(search[leaders], lambda i, j: same(leaders[i], leaders[j]),
                                 function_tol, n_neighbors)
     return labels[leader_index]
+
+
+def _same_minimum(i, j, loss, fingerprints, loss_tol, function_tol, same_parameters=None):
+    """The dedup criterion for pairs ``i, j``: loss window, function distance, then (optional)
+    the exact parameter check on the pairs that passed both."""
+    same = np.abs(loss[i] - loss[j]) <= loss_tol
+    same &= np.linalg.norm(fingerprints[i] - fingerprints[j], axis=1) <= function_tol
+    if same_parameters is not None and same.any():
+        same[same] = same_parameters(i[same], j[same])
+    return same
 
 
 def _linked_components(points, same, radius, n_neighbors):
@@ -223,10 +228,14 @@ def _join(labels_a, labels_b):
     n = len(labels_a)
     if n == 0:
         return labels_a
-    firsts_a = np.unique(labels_a, return_index=True)[1][np.unique(labels_a, return_inverse=True)[1]]
-    firsts_b = np.unique(labels_b, return_index=True)[1][np.unique(labels_b, return_inverse=True)[1]]
     everyone = np.arange(n)
-    return _components(n, np.r_[everyone, everyone], np.r_[firsts_a, firsts_b])
+    return _components(n, np.r_[everyone, everyone], np.r_[_first_of_group(labels_a), _first_of_group(labels_b)])
+
+
+def _first_of_group(labels):
+    """For each point, the first point with its label."""
+    _, first, group = np.unique(labels, return_index=True, return_inverse=True)
+    return first[group]
 
 
 def _components(n, i, j):
@@ -411,12 +420,10 @@ def reached_minimum(
     fingerprints = function_fingerprints(points, arch, probe_inputs)
     loss = np.r_[minima_loss, endpoint_loss]
     i, j = np.asarray(targets), n_minima + np.arange(len(endpoints))
-    same = np.abs(loss[i] - loss[j]) <= loss_tol
-    same &= np.linalg.norm(fingerprints[i] - fingerprints[j], axis=1) <= function_tol
-    if criterion == "function_and_parameters" and same.any():
-        check = _parameter_check(points, _unit_separation(points, arch), arch, dist_tol)
-        same[same] = check(i[same], j[same])
-    return same
+    same_parameters = None
+    if criterion == "function_and_parameters":
+        same_parameters = _parameter_check(points, _unit_separation(points, arch), arch, dist_tol)
+    return _same_minimum(i, j, loss, fingerprints, loss_tol, function_tol, same_parameters)
 
 
 def assign_to_catalog(

@@ -109,20 +109,19 @@ def probe_rays(
 
 def _as_dataset(returned, exit_radius, radii, n_directions, minimum_ids):
     probability = returned.mean(axis=1)
-    with np.errstate(all="ignore"):
-        summaries = {
-            "minimal_exit_radius": (np.nanmin, "smallest exit radius (minimal critical shock)"),
-            "median_exit_radius": (np.nanmedian, "median exit radius"),
-            "maximal_exit_radius": (np.nanmax, "largest exit radius"),
-        }
-        per_minimum = {
-            name: (
-                "minimum",
-                np.array([reduce(row) if np.isfinite(row).any() else np.nan for row in exit_radius]),
-                variable_attrs(long_name, "1", note="over rays that left within the grid"),
-            )
-            for name, (reduce, long_name) in summaries.items()
-        }
+    summaries = {
+        "minimal_exit_radius": (np.nanmin, "smallest exit radius (minimal critical shock)"),
+        "median_exit_radius": (np.nanmedian, "median exit radius"),
+        "maximal_exit_radius": (np.nanmax, "largest exit radius"),
+    }
+    per_minimum = {
+        name: (
+            "minimum",
+            np.array([reduce(row) if np.isfinite(row).any() else np.nan for row in exit_radius]),
+            variable_attrs(long_name, "1", note="over rays that left within the grid"),
+        )
+        for name, (reduce, long_name) in summaries.items()
+    }
     return xr.Dataset(
         {
             "returned": (

@@ -13,6 +13,14 @@ from basins.training import CONVERGED, train_ensemble
 log = logging.getLogger("basins.rerun")
 
 
+def matching_options(minima_options, x_train):
+    """The keyword arguments of ``reached_minimum`` / ``assign_to_catalog`` and their probes."""
+    matching = dict(minima_options)
+    probes = probe_inputs_for(x_train, matching.pop("n_probe"))
+    matching.pop("n_neighbors")  # a search setting of deduplication, not part of the criterion
+    return matching, probes
+
+
 class CatalogRerun:
     """The experiment's dynamics, data and minima catalog, as the probing stages need them."""
 
@@ -22,9 +30,7 @@ class CatalogRerun:
         self.minima = read_dataset(snakemake.input.minima)
         self.data = train_test_arrays(read_dataset(snakemake.input.dataset))
         self.arch = Architecture.from_json(self.minima.attrs["architecture"])
-        self.matching = dict(params.minima)
-        self.probes = probe_inputs_for(self.data[0], self.matching.pop("n_probe"))
-        self.matching.pop("n_neighbors")
+        self.matching, self.probes = matching_options(params.minima, self.data[0])
         self.train_options = dict(
             seed=self.seed, device=params.device, memory_budget_mb=params.memory_budget_mb, **params.training
         )

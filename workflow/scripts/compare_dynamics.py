@@ -1,10 +1,11 @@
 import numpy as np
 from _entry import start
+from _rerun import matching_options
 
 from basins.comparison import compare_dynamics
 from basins.data import train_test_arrays
 from basins.io import add_provenance, read_dataset, write_dataset
-from basins.minima import assign_to_catalog, probe_inputs_for
+from basins.minima import assign_to_catalog
 from basins.networks import Architecture
 
 log = start(snakemake)
@@ -12,9 +13,9 @@ experiments = list(snakemake.params.experiments)
 catalogs = [read_dataset(path).sortby("member") for path in snakemake.input.minima]
 reference = catalogs[0]
 arch = Architecture.from_json(reference.attrs["architecture"])
-matching = dict(snakemake.params.minima)
-probes = probe_inputs_for(train_test_arrays(read_dataset(snakemake.input.dataset))[0], matching.pop("n_probe"))
-matching.pop("n_neighbors")
+matching, probes = matching_options(
+    snakemake.params.minima, train_test_arrays(read_dataset(snakemake.input.dataset))[0]
+)
 # Each catalog's minima matched against the reference catalog (the reference maps to itself).
 maps = [np.arange(reference.sizes["minimum"])] + [
     assign_to_catalog(
