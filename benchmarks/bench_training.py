@@ -84,6 +84,9 @@ def time_naive_loop(arch, theta, x, y, steps, lr, device):
 def time_vmap_recipe(arch, theta, x, y, steps, lr, device):
     modules = make_modules(arch, theta, x.dtype, device)
     params, buffers = stack_module_state(modules)
+    # stack_module_state returns leaves that require grad; updating them outside no_grad would
+    # chain every step into one autograd graph (memory grows with the step count).
+    params = {name: value.detach() for name, value in params.items()}
     base = modules[0]
 
     def member_loss(p, b):
@@ -99,14 +102,14 @@ def time_vmap_recipe(arch, theta, x, y, steps, lr, device):
     return time.perf_counter() - start
 
 
-def time_engine(arch, theta, x, y, steps, lr, device):
+def time_engine(arch, theta, x, y, steps, lr, device, memory_budget_mb=4096):
     data = (x.cpu().numpy(), y.cpu().numpy(), x[:2].cpu().numpy(), y[:2].cpu().numpy())
     dtype = "float64" if x.dtype == torch.float64 else "float32"
     _sync(device)
     start = time.perf_counter()
     train_ensemble(
         arch, *data, theta, np.arange(len(theta)), loss="mse", dynamics="gd", lr=lr,
-        max_steps=steps, grad_tol=0.0, device=str(device), dtype=dtype, memory_budget_mb=4096,
+        max_steps=steps, grad_tol=0.0, device=str(device), dtype=dtype, memory_budget_mb=memory_budget_mb,
         progress_every_s=1e9,
     )
     _sync(device)
@@ -124,6 +127,12 @@ def main():
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--member-steps", type=int, default=20000, help="work per measurement")
     parser.add_argument("--max-naive-members", type=int, default=1024, help="the loop is slow: cap it")
+    parser.add_argument(
+        "--naive-member-steps", type=int, default=20000, help="work per naive-loop measurement (it is slow)"
+    )
+    parser.add_argument("--max-steps", type=int, default=None, help="cap on steps per measurement")
+    parser.add_argument("--memory-budget-mb", type=float, default=4096, help="the engine's chunking budget")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--output", type=Path, default=None)
@@ -140,12 +149,22 @@ def main():
     for n_members in args.members:
         theta = initial_parameters(arch, np.arange(n_members), seed=0, init="torch_default")
         # At least 20 steps, so one-off set-up (first and final evaluations) is amortized.
-        steps = max(20, args.member_steps // n_members)
-        for method, timer in METHODS.items():
+        for method in args.methods:
+            timer = METHODS[method]
             if method == "naive_loop" and n_members > args.max_naive_members:
                 continue
-            timer(arch, theta[: min(n_members, 4)], x, y, 2, 0.01, device)  # warm-up
-            seconds = timer(arch, theta, x, y, steps, 0.01, device)
+            work = min(args.member_steps, args.naive_member_steps) if method == "naive_loop" else args.member_steps
+            steps = max(20, work // n_members)
+            steps = min(steps, args.max_steps or steps)
+            options = {"memory_budget_mb": args.memory_budget_mb} if method == "engine" else {}
+            timer(arch, theta[: min(n_members, 4)], x, y, 2, 0.01, device, **options)  # warm-up
+            try:
+                seconds = timer(arch, theta, x, y, steps, 0.01, device, **options)
+            except torch.OutOfMemoryError:
+                rows.append({"method": method, "members": n_members, "steps": steps, "error": "out of memory"})
+                print(json.dumps(rows[-1]), flush=True)
+                torch.cuda.empty_cache()
+                continue
             rate = n_members * steps / seconds
             rows.append(
                 {
@@ -158,6 +177,7 @@ def main():
     machine = {
         "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
         "cpu_threads": torch.get_num_threads(), "device": str(device),
+        "memory_budget_mb": args.memory_budget_mb,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "dtype": args.dtype, "torch": torch.__version__, "matmul_peak_gflops": round(peak, 2),
         "network": {"d": args.features, "h": args.width, "P": args.samples, "n_weights": arch.n_weights},

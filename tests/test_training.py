@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -46,8 +48,12 @@ def plain_loop(arch, x, y, theta0, member_ids, *, optimizer, steps, l2, batches=
     return np.array(finals)
 
 
+# BASINS_TEST_DEVICE=cuda runs the engine's tests on a GPU (the references stay on the CPU).
+DEVICE = os.environ.get("BASINS_TEST_DEVICE", "cpu")
+
+
 def run_engine(arch, data, theta0, ids, **options):
-    defaults = dict(loss="mse", grad_tol=0.0, l2=1e-3, device="cpu", progress_every_s=1e9)
+    defaults = dict(loss="mse", grad_tol=0.0, l2=1e-3, device=DEVICE, progress_every_s=1e9)
     return train_ensemble(arch, *data, theta0, ids, **{**defaults, **options})
 
 

@@ -13,13 +13,14 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 import xarray as xr
 
-from basins.dynamics import make_stepper
+from basins.dynamics import Objective, make_stepper
 from basins.io import variable_attrs
 from basins.losses import check_loss, l2_penalty, margins, sample_losses
 from basins.networks import Architecture, forward
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 
 CONVERGED, BUDGET, DIVERGED = 0, 1, 2
 STATUS_MEANINGS = "converged budget diverged"
+TORCH_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 
 def resolve_device(device: str) -> torch.device:
@@ -150,7 +152,7 @@ def train_ensemble(
             f"({len(member_ids)}, {arch.n_params}) for {len(member_ids)} members of this network"
         )
     torch_device = resolve_device(device)
-    torch_dtype = {"float64": torch.float64, "float32": torch.float32}[dtype]
+    torch_dtype = TORCH_DTYPES[dtype]
     label_dtype = torch_dtype if arch.n_outputs == 1 else torch.long
     as_tensor = lambda a, dt=torch_dtype: torch.as_tensor(np.asarray(a), dtype=dt, device=torch_device)  # noqa: E731
     data = {
@@ -158,12 +160,83 @@ def train_ensemble(
         "test": (as_tensor(x_test), as_tensor(y_test, label_dtype)),
     }
     objective = make_objective(arch, *data["train"], loss=loss, margin=margin, l2=l2)
+    satisfied = None
+    if stop_when_satisfied:
+        x, y = data["train"]
+        satisfied = lambda theta: (margins(forward(theta, x, arch), y) < margin).sum(1) == 0  # noqa: E731
+    chunk = _chunk_size(arch, len(y_train), memory_budget_mb, torch_dtype, torch_device)
+    out = descend(
+        objective,
+        initial_theta,
+        member_ids,
+        dynamics=dynamics,
+        lr=lr,
+        max_steps=max_steps,
+        grad_tol=grad_tol,
+        momentum=momentum,
+        batch_size=batch_size,
+        n_samples=len(y_train),
+        satisfied=satisfied,
+        rtol=rtol,
+        atol=atol,
+        check_every=check_every,
+        divergence_threshold=divergence_threshold,
+        seed=seed,
+        device=torch_device,
+        dtype=torch_dtype,
+        chunk=chunk,
+        run_id=(arch, loss, l2, margin, stop_when_satisfied, dtype),
+        checkpoint_path=checkpoint_path,
+        checkpoint_every_s=checkpoint_every_s,
+        progress_every_s=progress_every_s,
+    )
+    final_losses(out, objective, as_tensor)
+    with torch.no_grad():
+        _evaluate_final(out, arch, data, margin, out["chunk"], as_tensor)
+    return _as_dataset(out, member_ids, initial_theta, arch, dynamics)
+
+
+def descend(
+    objective: Objective,
+    initial_theta: np.ndarray,
+    member_ids: np.ndarray,
+    *,
+    dynamics: str,
+    lr: float,
+    max_steps: int,
+    grad_tol: float,
+    device: torch.device,
+    dtype: torch.dtype,
+    chunk: int,
+    run_id: tuple,
+    momentum: float = 0.0,
+    batch_size: int | None = None,
+    n_samples: int | None = None,
+    satisfied: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    rtol: float = 1e-6,
+    atol: float = 1e-9,
+    check_every: int = 100,
+    divergence_threshold: float = 1e6,
+    seed: int = 0,
+    checkpoint_path: str | os.PathLike | None = None,
+    checkpoint_every_s: float = 300.0,
+    progress_every_s: float = 30.0,
+) -> dict:
+    """Run the dynamics on any landscape given by its ``objective``; the engine of every stage.
+
+    ``objective(theta, batch) -> (loss (member,), grad (member, param))`` as
+    :mod:`basins.dynamics` wants; ``satisfied(theta) -> bool (member,)`` is an extra stopping
+    test. Members are processed ``chunk`` at a time. ``run_id`` names the landscape for the
+    checkpoint, which is only resumed by the same run. See :func:`train_ensemble` for the
+    other options. Returns the per-member arrays (``final_theta``, ``status``, ``steps``,
+    ``grad_norm``, ``wall_time``, ``flow_time``, ``loss_history`` at ``history_steps``).
+    """
     stepper = make_stepper(
         dynamics,
         lr=lr,
         momentum=momentum,
         batch_size=batch_size,
-        n_samples=len(y_train),
+        n_samples=n_samples,
         seed=seed,
         rtol=rtol,
         atol=atol,
@@ -172,14 +245,15 @@ def train_ensemble(
     n_members = len(member_ids)
     history_steps = log_spaced_steps(max_steps)
     fingerprint = _run_fingerprint(
-        arch, initial_theta, member_ids, loss, dynamics, lr, max_steps, grad_tol, l2, margin,
-        momentum, batch_size, stop_when_satisfied, rtol, atol, seed, dtype,
+        *run_id, initial_theta, member_ids, dynamics, lr, max_steps, grad_tol, momentum,
+        batch_size, rtol, atol, seed, dtype,
     )
     out = _load_checkpoint(checkpoint_path, fingerprint) or _empty_results(
         initial_theta, history_steps
     )
     # The chunk size is kept from a checkpoint so a resumed run splits members the same way.
-    chunk = out.setdefault("chunk", _chunk_size(arch, len(y_train), memory_budget_mb, torch_dtype))
+    chunk = out.setdefault("chunk", chunk)
+    as_tensor = lambda a: torch.as_tensor(np.asarray(a), dtype=dtype, device=device)  # noqa: E731
     progress = _Progress(n_members, progress_every_s)
     last_checkpoint = time.monotonic()
 
@@ -194,12 +268,12 @@ def train_ensemble(
             if live is None:
                 theta = as_tensor(initial_theta[rows])
                 loss_now, grad = objective(theta, None)
-                ids = torch.as_tensor(member_ids[rows], device=torch_device)
+                ids = torch.as_tensor(member_ids[rows], device=device)
                 state = stepper.init_state(theta, grad, ids)
-                active = torch.as_tensor(rows, device=torch_device)
+                active = torch.as_tensor(rows, device=device)
                 step = 0
             else:
-                theta, state, loss_now, grad, active, step = _to_device(live, torch_device)
+                theta, state, loss_now, grad, active, step = _to_device(live, device)
             chunk_start = time.monotonic() - out["elapsed"]
             while active.numel():
                 # 1. Classify members from the full-batch loss and gradient at this point.
@@ -209,9 +283,8 @@ def train_ensemble(
                     bad = ~torch.isfinite(loss_now) | ~torch.isfinite(grad_norm)
                     bad |= theta.abs().amax(1) > divergence_threshold
                     good = grad_norm <= grad_tol
-                    if stop_when_satisfied:
-                        out_train = forward(theta, data["train"][0], arch)
-                        good |= (margins(out_train, data["train"][1]) < margin).sum(1) == 0
+                    if satisfied is not None:
+                        good |= satisfied(theta)
                     status = torch.where(good, CONVERGED, status)
                     status = torch.where(bad, DIVERGED, status)
                 else:
@@ -254,10 +327,12 @@ def train_ensemble(
             out["next_member"] = rows[-1] + 1
             out["elapsed"] = 0.0
             save()
-        _evaluate_final(out, arch, data, objective, loss, margin, chunk, as_tensor)
+    if dynamics == "gd":
+        out["flow_time"] = out["steps"] * lr
+    out["history_steps"] = history_steps
     if checkpoint_path is not None:
         Path(checkpoint_path).unlink(missing_ok=True)
-    return _as_dataset(out, member_ids, initial_theta, history_steps, arch, dynamics, lr)
+    return out
 
 
 def _never(state):
@@ -268,11 +343,22 @@ def _np(tensor):
     return tensor.detach().cpu().numpy()
 
 
-def _chunk_size(arch, n_train, memory_budget_mb, dtype):
+# On the CPU, one layer's activations (sample, member, unit) are kept to a few MB: larger
+# tensors are mmap-ed afresh by the C allocator at every evaluation, and the page faults cost
+# more than the arithmetic; small ones also stay in cache (h = 16, E = 1024 on the 2-core VM:
+# 4000 member-steps/s unchunked, 10000 at 16 MB, 13000 at 4 MB, 11000 at 2 MB).
+CPU_LARGEST_TEMPORARY_BYTES = 4 * 2**20
+
+
+def _chunk_size(arch, n_train, memory_budget_mb, dtype, device):
     itemsize = torch.tensor([], dtype=dtype).element_size()
     activations = n_train * (arch.width * arch.depth + arch.n_outputs) * 4
     per_member = itemsize * (arch.n_params * 12 + activations)
-    return max(1, int(memory_budget_mb * 2**20 // per_member))
+    chunk = int(memory_budget_mb * 2**20 // per_member)
+    if device.type == "cpu":
+        layer = n_train * max(arch.width, arch.n_outputs) * itemsize
+        chunk = min(chunk, CPU_LARGEST_TEMPORARY_BYTES // layer)
+    return max(1, chunk)
 
 
 def _empty_results(initial_theta, history_steps):
@@ -292,15 +378,14 @@ def _empty_results(initial_theta, history_steps):
     }
 
 
-def _evaluate_final(out, arch, data, objective, loss, margin, chunk, as_tensor):
+def _evaluate_final(out, arch, data, margin, chunk, as_tensor):
     """Loss, errors and unsatisfied points of every final point, chunk by chunk."""
     n_members = out["final_theta"].shape[0]
-    for name in ("loss", "train_error", "test_error", "n_unsatisfied"):
+    for name in ("train_error", "test_error", "n_unsatisfied"):
         out[name] = np.full(n_members, np.nan)
     for start in range(0, n_members, chunk):
         rows = slice(start, start + chunk)
         theta = as_tensor(out["final_theta"][rows])
-        out["loss"][rows] = _np(objective(theta, None)[0])
         for split in ("train", "test"):
             x, y = data[split]
             member_margins = margins(forward(theta, x, arch), y)
@@ -308,30 +393,33 @@ def _evaluate_final(out, arch, data, objective, loss, margin, chunk, as_tensor):
             if split == "train":
                 out["n_unsatisfied"][rows] = _np((member_margins < margin).sum(1))
     diverged = out["status"] == DIVERGED
-    for name in ("loss", "train_error", "test_error"):
+    for name in ("train_error", "test_error"):
         out[name][diverged] = np.nan
     out["n_unsatisfied"][diverged] = -1
+
+
+def final_losses(out: dict, objective: Objective, as_tensor) -> None:
+    """Add ``loss`` at every final point to :func:`descend`'s output; complete the history."""
+    n_members = out["final_theta"].shape[0]
+    out["loss"] = np.full(n_members, np.nan)
+    with torch.no_grad():
+        for start in range(0, n_members, out["chunk"]):
+            rows = slice(start, start + out["chunk"])
+            out["loss"][rows] = _np(objective(as_tensor(out["final_theta"][rows]), None)[0])
+    diverged = out["status"] == DIVERGED
+    out["loss"][diverged] = np.nan
     # After a member stops, its loss stays where it stopped (nan once diverged).
-    stopped_at = out["steps"][:, None] < np.array(sorted(out["history_index"]))[None, :]
-    carried = np.where(diverged, np.nan, out["loss"])
-    out["loss_history"] = np.where(stopped_at, carried[:, None], out["loss_history"])
+    stopped_at = out["steps"][:, None] < out["history_steps"][None, :]
+    out["loss_history"] = np.where(stopped_at, out["loss"][:, None], out["loss_history"])
 
 
-def _as_dataset(out, member_ids, initial_theta, history_steps, arch, dynamics, lr):
+def descent_dataset(out: dict, member_ids: np.ndarray, initial_theta: np.ndarray, *, loss_name: str) -> xr.Dataset:
+    """The variables every run of :func:`descend` writes, dims ``(member, param)`` and ``(member, step)``."""
     member_param = ("member", "param")
-    if dynamics == "gd":
-        out["flow_time"] = out["steps"] * lr
     data_vars = {
         "initial_theta": (member_param, initial_theta, variable_attrs("initial parameters")),
         "final_theta": (member_param, out["final_theta"], variable_attrs("final parameters")),
-        "loss": ("member", out["loss"], variable_attrs("final training loss including L2")),
-        "train_error": ("member", out["train_error"], variable_attrs("training error (0-1)")),
-        "test_error": ("member", out["test_error"], variable_attrs("test error (0-1)")),
-        "n_unsatisfied": (
-            "member",
-            out["n_unsatisfied"].astype(np.int64),
-            variable_attrs("training points with margin below the loss margin (-1: diverged)"),
-        ),
+        "loss": ("member", out["loss"], variable_attrs(f"final {loss_name}")),
         "grad_norm": ("member", out["grad_norm"], variable_attrs("final gradient norm")),
         "steps": ("member", out["steps"], variable_attrs("steps taken")),
         "flow_time": (
@@ -348,22 +436,33 @@ def _as_dataset(out, member_ids, initial_theta, history_steps, arch, dynamics, l
         "loss_history": (
             ("member", "step"),
             out["loss_history"],
-            variable_attrs("training loss; after a member stops, its final value"),
+            variable_attrs(f"{loss_name}; after a member stops, its final value"),
         ),
     }
     coords = {
         "member": ("member", np.asarray(member_ids, dtype=np.int64), variable_attrs("member index")),
-        "param": ("param", np.arange(arch.n_params), variable_attrs("flat parameter index")),
-        "step": ("step", history_steps, variable_attrs("optimizer step")),
+        "param": ("param", np.arange(initial_theta.shape[1]), variable_attrs("flat parameter index")),
+        "step": ("step", out["history_steps"], variable_attrs("optimizer step")),
     }
-    attrs = {
-        "architecture": json.dumps(arch.__dict__, sort_keys=True),
-        "n_params": arch.n_params,
-        "n_weights": arch.n_weights,
-        "dynamics": dynamics,
-        "parameter_layout": "per layer: weight (fan_out, fan_in) row-major, then bias",
-    }
-    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+    return xr.Dataset(data_vars, coords=coords)
+
+
+def _as_dataset(out, member_ids, initial_theta, arch, dynamics):
+    result = descent_dataset(out, member_ids, initial_theta, loss_name="training loss including L2")
+    result["train_error"] = ("member", out["train_error"], variable_attrs("training error (0-1)"))
+    result["test_error"] = ("member", out["test_error"], variable_attrs("test error (0-1)"))
+    result["n_unsatisfied"] = (
+        "member",
+        out["n_unsatisfied"].astype(np.int64),
+        variable_attrs("training points with margin below the loss margin (-1: diverged)"),
+    )
+    return result.assign_attrs(
+        architecture=json.dumps(arch.__dict__, sort_keys=True),
+        n_params=arch.n_params,
+        n_weights=arch.n_weights,
+        dynamics=dynamics,
+        parameter_layout="per layer: weight (fan_out, fan_in) row-major, then bias",
+    )
 
 
 def _run_fingerprint(*parts) -> str:
