@@ -2,6 +2,8 @@
 # Stages: prepare_dataset -> train_ensemble (sharded) -> deduplicate_minima -> analyze_basins
 # -> probe_rays -> measure_tentacles, slice_basins; compare_dynamics; summarize_study
 # -> figures. Each stage is one rule file in workflow/rules and one module in src/basins.
+# Calibration: relax_ring -> classify_twisted_states -> analyze_ring_basins -> probe_ring_rays
+# -> measure_ring_tentacles on Kuramoto rings (workflow/rules/oscillators.smk).
 
 
 configfile: "config/config.yaml"
@@ -16,6 +18,7 @@ include: "workflow/rules/rays.smk"
 include: "workflow/rules/slices.smk"
 include: "workflow/rules/comparison.smk"
 include: "workflow/rules/summary.smk"
+include: "workflow/rules/oscillators.smk"
 include: "workflow/rules/figures.smk"
 
 
@@ -31,6 +34,9 @@ localrules:
     figure_basin_slices,
     figure_dynamics_comparison,
     figure_summary,
+    figure_winding_distribution,
+    figure_ring_return_probability,
+    figure_ring_tentacles,
     summarize_study,
 
 

@@ -1,7 +1,9 @@
+from functools import partial
+
 import numpy as np
 import pytest
 
-from basins.basin_geometry import analyze_basins, spearman_with_error, wilson_interval
+from basins.basin_geometry import analyze_basins, nearest_image_distance, spearman_with_error, wilson_interval
 
 
 def test_fractions_and_unassigned_sum_to_one(hand_built_minima):
@@ -69,6 +71,7 @@ def test_start_distance_is_to_the_nearest_symmetric_image():
     end[0, w_in] = (start[0, w_in].reshape(3, 2)[order] * sign[:, None]).ravel()
     end[0, b_in] = start[0, b_in][order] * sign
     end[0, w_out] = start[0, w_out][order] * sign
-    basins = analyze_basins(np.array([0]), start, end, np.zeros(1), np.zeros(1), arch=arch)
+    distance = partial(nearest_image_distance, arch=arch)
+    basins = analyze_basins(np.array([0]), start, end, np.zeros(1), np.zeros(1), distance=distance)
     assert float(basins["travel_distance"][0]) > 0.1
     assert float(basins["start_distance"][0]) == pytest.approx(0.0, abs=1e-12)

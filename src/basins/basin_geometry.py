@@ -7,6 +7,8 @@ reach is measured by how far members travelled from their starting point to the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import xarray as xr
 from scipy import stats
@@ -52,10 +54,11 @@ def analyze_basins(
     minimum_of_member: np.ndarray,
     initial_theta: np.ndarray,
     final_theta: np.ndarray,
-    minimum_train_error: np.ndarray,
-    minimum_test_error: np.ndarray,
+    minimum_train_error: np.ndarray | None = None,
+    minimum_test_error: np.ndarray | None = None,
     *,
-    arch=None,
+    n_minima: int | None = None,
+    distance: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
     confidence_z: float = 1.96,
 ) -> xr.Dataset:
     """Basin fractions with uncertainties, and member travel distances.
@@ -66,11 +69,14 @@ def analyze_basins(
         Minimum reached by each member, -1 where none (diverged or out of budget).
     initial_theta, final_theta : ndarray, shape (member, param)
         Starting and end points of every member.
-    minimum_train_error, minimum_test_error : ndarray, shape (minimum,)
-        Errors of each catalogued minimum ("good" minima have low test error).
-    arch : Architecture, optional
-        The network, for ``start_distance`` (the symmetry-aware distance); without it
-        ``start_distance`` equals ``travel_distance``.
+    minimum_train_error, minimum_test_error : ndarray, shape (minimum,), optional
+        Errors of each catalogued minimum ("good" minima have low test error); landscapes
+        without data (oscillator rings) have none, and give ``n_minima`` instead.
+    distance : callable, optional
+        ``distance(starts, ends) -> (member,)``, the symmetry-aware distance from each start to
+        the minimum its end point lies on (networks: :func:`nearest_image_distance`; rings:
+        :func:`basins.oscillators.torus_distance`); without it ``start_distance`` equals
+        ``travel_distance``.
     confidence_z : float
         Normal quantile of the Wilson intervals (1.96 for 95 %).
 
@@ -87,23 +93,26 @@ def analyze_basins(
     n_members = len(minimum_of_member)
     if n_members == 0:
         raise ValueError("no members: the ensemble is empty")
-    n_minima = len(minimum_test_error)
+    has_errors = minimum_test_error is not None
+    if has_errors:
+        n_minima = len(minimum_test_error)
+    elif n_minima is None:
+        raise ValueError("give the minima's test errors or their number n_minima")
     assigned = minimum_of_member >= 0
     counts = np.bincount(minimum_of_member[assigned], minlength=n_minima)
     fraction = counts / n_members
     low, high = wilson_interval(counts, n_members, confidence_z)
     travel = np.linalg.norm(final_theta - initial_theta, axis=1)
     travel[~assigned] = np.nan
-    start_distance = travel if arch is None else nearest_image_distance(initial_theta, final_theta, arch)
+    start_distance = travel.copy() if distance is None else distance(initial_theta, final_theta)
     start_distance[~assigned] = np.nan
     median, p90 = np.full(n_minima, np.nan), np.full(n_minima, np.nan)
     for minimum in np.flatnonzero(counts):
         distances = start_distance[minimum_of_member == minimum]
         median[minimum], p90[minimum] = np.median(distances), np.quantile(distances, 0.9)
-    rho, rho_se = spearman_with_error(fraction, np.asarray(minimum_test_error, dtype=float))
     unassigned = 1 - assigned.mean()
     per_minimum = lambda values, *attrs: ("minimum", values, variable_attrs(*attrs))  # noqa: E731
-    return xr.Dataset(
+    basins = xr.Dataset(
         {
             "basin_fraction": per_minimum(fraction, "fraction of initial conditions reaching it"),
             "basin_fraction_se": per_minimum(
@@ -111,8 +120,6 @@ def analyze_basins(
             ),
             "basin_fraction_low": per_minimum(low, "Wilson interval lower bound"),
             "basin_fraction_high": per_minimum(high, "Wilson interval upper bound"),
-            "train_error": per_minimum(minimum_train_error, "training error of the minimum"),
-            "test_error": per_minimum(minimum_test_error, "test error of the minimum"),
             "start_distance_median": per_minimum(median, "median start-to-minimum distance"),
             "start_distance_p90": per_minimum(p90, "90th percentile start-to-minimum distance"),
             "travel_distance": (
@@ -134,11 +141,6 @@ def analyze_basins(
                     standard_error=float(np.sqrt(unassigned * (1 - unassigned) / n_members)),
                 ),
             ),
-            "rank_correlation_fraction_test_error": (
-                (),
-                rho,
-                variable_attrs("Spearman correlation of basin fraction and test error", standard_error=rho_se),
-            ),
         },
         coords={
             "minimum": ("minimum", np.arange(n_minima), variable_attrs("minimum index, by basin size")),
@@ -146,6 +148,17 @@ def analyze_basins(
         },
         attrs={"n_members_total": n_members, "confidence_z": confidence_z},
     )
+    if has_errors:
+        test_error = np.asarray(minimum_test_error, dtype=float)
+        rho, rho_se = spearman_with_error(fraction, test_error)
+        basins["train_error"] = per_minimum(minimum_train_error, "training error of the minimum")
+        basins["test_error"] = per_minimum(test_error, "test error of the minimum")
+        basins["rank_correlation_fraction_test_error"] = (
+            (),
+            rho,
+            variable_attrs("Spearman correlation of basin fraction and test error", standard_error=rho_se),
+        )
+    return basins
 
 
 def measure_tentacles(

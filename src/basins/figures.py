@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 
@@ -43,6 +44,21 @@ def _wilson_error_bars(basins):
     return np.vstack(
         [fraction - basins["basin_fraction_low"].values, basins["basin_fraction_high"].values - fraction]
     )
+
+
+def _minimum_labels(basins, minima, *, short=False):
+    """Legend labels of catalog minima and the order to draw them in.
+
+    Twisted states of a ring are named by their winding number q (ordered by |q|); network
+    minima by index and test error (ordered by test error).
+    """
+    if "winding_number" in basins:
+        q = basins["winding_number"].sel(minimum=minima).values
+        return [f"q = {value}" for value in q], np.abs(q)
+    test_error = basins["test_error"].sel(minimum=minima).values
+    if short:
+        return [str(m) for m in minima], test_error
+    return [f"min {m}, test err {e:.3f}" for m, e in zip(minima, test_error)], test_error
 
 
 def figure_basin_sizes(basins: xr.Dataset, *, title: str) -> plt.Figure:
@@ -114,15 +130,13 @@ def figure_return_probability(rays: xr.Dataset, basins: xr.Dataset, *, title: st
     if rays.sizes["minimum"] == 0:
         _empty(ax, "no minimum probed")
         return fig
-    test_error = basins["test_error"].sel(minimum=rays["minimum"]).values
+    labels, rank = _minimum_labels(basins, rays["minimum"].values)
     colors = plt.get_cmap("viridis")(np.linspace(0, 0.9, rays.sizes["minimum"]))
-    order = np.argsort(test_error)
-    for color, row in zip(colors, order):
-        minimum = int(rays["minimum"][row])
+    for color, row in zip(colors, np.argsort(rank, kind="stable")):
         ax.errorbar(
             rays["radius"].values, rays["return_probability"].values[row],
             yerr=rays["return_probability_se"].values[row], marker="o", ms=2.5, lw=0.9, capsize=1.5,
-            color=color, label=f"min {minimum}, test err {test_error[row]:.3f}",
+            color=color, label=labels[row],
         )
         median_exit = float(rays["median_exit_radius"][row])
         if np.isfinite(median_exit):
@@ -157,15 +171,44 @@ def figure_tentacles(tentacles: xr.Dataset, basins: xr.Dataset, rays: xr.Dataset
     for position, exits in zip(positions, rays["exit_radius"].values):
         finite = exits[np.isfinite(exits)]
         ax.plot(np.full(len(finite), position + 0.15), finite, "x", color=palette[3], ms=3)
+    names = _minimum_labels(basins, probed, short=True)[0]
     fractions = [
-        f"{m}\n{f:.2f}±{se:.2f}" if np.isfinite(f) else f"{m}\n–"
-        for m, f, se in zip(probed, tentacles["tentacle_fraction"].values, tentacles["tentacle_fraction_se"].values)
+        f"{name}\n{f:.2f}±{se:.2f}" if np.isfinite(f) else f"{name}\n–"
+        for name, f, se in zip(names, tentacles["tentacle_fraction"].values, tentacles["tentacle_fraction_se"].values)
     ]
     ax.set_xticks(positions, fractions, fontsize=6)
     ax.set_yscale("log")
-    ax.set_xlabel("minimum / tentacle fraction")
+    ax.set_xlabel(("twisted state" if "winding_number" in basins else "minimum") + " / tentacle fraction")
     ax.set_ylabel("distance from the minimum")
     ax.set_title(f"{title}\nboxes: member starts; crosses: ray exit radii", fontsize=8)
+    sns.despine(fig)
+    return fig
+
+
+def figure_winding_distribution(basins: xr.Dataset, *, title: str) -> plt.Figure:
+    """Basin fraction p(q) of each twisted state, with the Gaussian and exponential fits."""
+    set_theme()
+    fig, ax = plt.subplots(figsize=PAPER_SIZE)
+    if basins.sizes["minimum"] == 0:
+        _empty(ax, "no twisted state reached")
+        return fig
+    ax.errorbar(basins["winding_number"].values, basins["basin_fraction"].values, yerr=_wilson_error_bars(basins),
+                fmt="o", ms=3, capsize=2, lw=0.8, color="black", label="measured (95 % Wilson)", zorder=3)
+    palette = sns.color_palette("colorblind")
+    n_fitted, n_total = basins.attrs["n_fitted"], basins.attrs["n_members_total"]
+    for color, model in zip((palette[0], palette[1]), basins["fit"].values):
+        fit = basins.sel(fit=model)
+        formula = "exp(-c q²)" if model == "gaussian" else "exp(-c |q|)"
+        ax.plot(basins["winding"].values, fit["fitted_probability"].values * n_fitted / n_total, "-", lw=1.0, color=color,
+                label=f"{formula}: c = {float(fit['rate']):.3f}±{float(fit['rate_se']):.3f}, "
+                f"χ² p = {float(fit['p_value']):.2g}")
+    ax.set_yscale("log")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.set_xlabel("winding number q")
+    ax.set_ylabel("basin fraction p(q)")
+    ax.set_title(f"{title}\n{n_total} initial conditions, {float(basins['unassigned_fraction']):.1%} unassigned",
+                 fontsize=8)
+    ax.legend(fontsize=5.5, frameon=False, loc="lower center")
     sns.despine(fig)
     return fig
 

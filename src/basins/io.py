@@ -32,6 +32,8 @@ DIMS = frozenset(
         "eigen",
         "sigma",
         "tolerance",
+        "fit",
+        "winding",
         "class",
         "bin",
         "plane",

@@ -10,6 +10,7 @@ validate(
 
 EXPERIMENTS = config["experiments"]
 COMPARISONS = config["comparisons"]
+RINGS = config["oscillators"]
 # What compared experiments must share: the landscape (data, model, loss) and the initial
 # conditions (ensemble); only the dynamics may differ.
 SHARED_FOR_COMPARISON = {
@@ -25,6 +26,11 @@ FIGURES = [
     "return_probability",
     "tentacles",
     "basin_slices",
+]
+RING_FIGURES = [
+    "winding_distribution",
+    "ring_return_probability",
+    "ring_tentacles",
 ]
 
 
@@ -74,12 +80,32 @@ def check_comparisons():
                         )
 
 
+def check_rings():
+    for name, ring in RINGS.items():
+        n, k = ring["ring"]["n_oscillators"], ring["ring"]["coupling_range"]
+        if 2 * k >= n:
+            raise ValueError(
+                f"oscillators.{name}.ring.coupling_range={k} must be below n_oscillators / 2 "
+                f"= {n / 2}: the neighbours on the two sides must differ"
+            )
+        if ring["ensemble"]["n_shards"] > ring["ensemble"]["n_members"]:
+            raise ValueError(
+                f"oscillators.{name}.ensemble.n_shards exceeds n_members; every shard needs a member"
+            )
+        if ring["rays"]["smallest_radius"] >= ring["rays"]["largest_radius"]:
+            raise ValueError(
+                f"oscillators.{name}.rays.smallest_radius must be below largest_radius"
+            )
+
+
 check_experiments()
 check_comparisons()
+check_rings()
 
 
 wildcard_constraints:
-    experiment="|".join(EXPERIMENTS),
+    experiment="|".join(EXPERIMENTS) or "no_experiment",
+    ring="|".join(RINGS) or "no_ring",
     comparison="|".join(COMPARISONS) or "no_comparison",
     seed=r"\d+",
     shard=r"\d+",
@@ -106,6 +132,27 @@ def minima_options(wildcards):
         isolated = experiment["training"]["l2"] > 0
         options["criterion"] = "function_and_parameters" if isolated else "function"
     return options
+
+
+def ring_section(name):
+    """Input function: one config section of the job's oscillator ring."""
+    return lambda wildcards: RINGS[wildcards.ring][name]
+
+
+def ring_shards(wildcards):
+    n_shards = RINGS[wildcards.ring]["ensemble"]["n_shards"]
+    return expand(
+        "results/oscillators/relaxation/{ring}/seed{seed}/shard{shard}.nc",
+        ring=wildcards.ring,
+        seed=wildcards.seed,
+        shard=range(n_shards),
+    )
+
+
+def ring_seeds():
+    return [
+        (name, seed) for name, ring in RINGS.items() for seed in ring["ensemble"]["seeds"]
+    ]
 
 
 def training_shards(wildcards):
@@ -166,4 +213,10 @@ def all_figures():
         "results/figures/summary/study.pdf",
         "results/figures/summary/study.png",
     ]
-    return per_experiment + per_comparison + summary
+    per_ring = [
+        f"results/figures/{figure}/{name}_seed{seed}.{ext}"
+        for name, seed in ring_seeds()
+        for figure in RING_FIGURES
+        for ext in ("pdf", "png")
+    ]
+    return per_experiment + per_comparison + (summary if EXPERIMENTS else []) + per_ring

@@ -151,3 +151,67 @@ rule figure_summary:
         "../../envs/basins.yaml"
     script:
         "../scripts/figure.py"
+
+
+rule figure_winding_distribution:
+    input:
+        basins="results/oscillators/basins/{ring}/seed{seed}.nc",
+        code=package_modules("figures"),
+    output:
+        pdf="results/figures/winding_distribution/{ring}_seed{seed}.pdf",
+        png=report(
+            "results/figures/winding_distribution/{ring}_seed{seed}.png",
+            caption="../report/winding_distribution.rst",
+            category="Oscillator calibration",
+        ),
+    log:
+        "logs/figure_winding_distribution/{ring}_seed{seed}.log",
+    conda:
+        "../../envs/basins.yaml"
+    script:
+        "../scripts/figure.py"
+
+
+rule figure_ring_return_probability:
+    input:
+        rays="results/oscillators/rays/{ring}/seed{seed}.nc",
+        basins="results/oscillators/basins/{ring}/seed{seed}.nc",
+        code=package_modules("figures"),
+    output:
+        pdf="results/figures/ring_return_probability/{ring}_seed{seed}.pdf",
+        png=report(
+            "results/figures/ring_return_probability/{ring}_seed{seed}.png",
+            caption="../report/ring_return_probability.rst",
+            category="Oscillator calibration",
+        ),
+    log:
+        "logs/figure_ring_return_probability/{ring}_seed{seed}.log",
+    conda:
+        "../../envs/basins.yaml"
+    params:
+        figure="figure_return_probability",
+    script:
+        "../scripts/figure.py"
+
+
+rule figure_ring_tentacles:
+    input:
+        tentacles="results/oscillators/tentacles/{ring}/seed{seed}.nc",
+        basins="results/oscillators/basins/{ring}/seed{seed}.nc",
+        rays="results/oscillators/rays/{ring}/seed{seed}.nc",
+        code=package_modules("figures"),
+    output:
+        pdf="results/figures/ring_tentacles/{ring}_seed{seed}.pdf",
+        png=report(
+            "results/figures/ring_tentacles/{ring}_seed{seed}.png",
+            caption="../report/ring_tentacles.rst",
+            category="Oscillator calibration",
+        ),
+    log:
+        "logs/figure_ring_tentacles/{ring}_seed{seed}.log",
+    conda:
+        "../../envs/basins.yaml"
+    params:
+        figure="figure_tentacles",
+    script:
+        "../scripts/figure.py"

@@ -1,7 +1,9 @@
+from functools import partial
+
 import xarray as xr
 from _entry import start
 
-from basins.basin_geometry import analyze_basins
+from basins.basin_geometry import analyze_basins, nearest_image_distance
 from basins.io import add_provenance, read_dataset, write_dataset
 from basins.networks import Architecture
 
@@ -14,7 +16,7 @@ basins = analyze_basins(
     training["final_theta"].values,
     minima["train_error"].values,
     minima["test_error"].values,
-    arch=Architecture.from_json(minima.attrs["architecture"]),
+    distance=partial(nearest_image_distance, arch=Architecture.from_json(minima.attrs["architecture"])),
     **snakemake.params.basins,
 ).assign_coords(member=training["member"])
 basins = add_provenance(

@@ -4,6 +4,7 @@ from basins.basin_geometry import measure_tentacles
 from basins.io import add_provenance, read_dataset, write_dataset
 
 log = start(snakemake)
+subject = snakemake.wildcards.get("experiment") or f"ring {snakemake.wildcards.ring}"
 basins = read_dataset(snakemake.input.basins)
 rays = read_dataset(snakemake.input.rays)
 tentacles = measure_tentacles(
@@ -15,8 +16,8 @@ tentacles = measure_tentacles(
 )
 tentacles = add_provenance(
     tentacles,
-    title=f"tentacle index of experiment {snakemake.wildcards.experiment}, seed {snakemake.wildcards.seed}",
-    stage="measure_tentacles",
+    title=f"tentacle index of {subject}, seed {snakemake.wildcards.seed}",
+    stage=snakemake.rule,
     stage_config={"n_bootstrap": tentacles.attrs["n_bootstrap"]},
     seed=int(snakemake.wildcards.seed),
     inputs=(snakemake.input.basins, snakemake.input.rays),

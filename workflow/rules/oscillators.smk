@@ -1,0 +1,98 @@
+# The calibration landscape: rings of Kuramoto oscillators, whose basins (the twisted states)
+# are known, run through the same engine, basin statistics and ray probes as the networks.
+
+
+rule relax_ring:
+    input:
+        code=package_modules("oscillators", "training", "dynamics", "io"),
+    output:
+        "results/oscillators/relaxation/{ring}/seed{seed}/shard{shard}.nc",
+    log:
+        "logs/relax_ring/{ring}/seed{seed}/shard{shard}.log",
+    conda:
+        "../../envs/basins.yaml"
+    resources:
+        gpu=1 if config["use_gpu"] else 0,
+        mem_mb=int(config["memory_budget_mb"]) + 1024,
+    params:
+        ring=ring_section("ring"),
+        relaxation=ring_section("relaxation"),
+        ensemble=ring_section("ensemble"),
+        checkpoint="results/checkpoints/oscillators/{ring}/seed{seed}/shard{shard}.pt",
+        checkpoint_every_s=config["checkpoint_every_s"],
+        memory_budget_mb=config["memory_budget_mb"],
+        device="cuda" if config["use_gpu"] else "auto",
+    script:
+        "../scripts/relax_ring.py"
+
+
+rule classify_twisted_states:
+    input:
+        shards=ring_shards,
+        code=package_modules("oscillators", "io"),
+    output:
+        "results/oscillators/minima/{ring}/seed{seed}.nc",
+    log:
+        "logs/classify_twisted_states/{ring}/seed{seed}.log",
+    conda:
+        "../../envs/basins.yaml"
+    params:
+        twisted_states=ring_section("twisted_states"),
+    script:
+        "../scripts/classify_twisted_states.py"
+
+
+rule analyze_ring_basins:
+    input:
+        minima="results/oscillators/minima/{ring}/seed{seed}.nc",
+        shards=ring_shards,
+        code=package_modules("oscillators", "basin_geometry", "io"),
+    output:
+        "results/oscillators/basins/{ring}/seed{seed}.nc",
+    log:
+        "logs/analyze_ring_basins/{ring}/seed{seed}.log",
+    conda:
+        "../../envs/basins.yaml"
+    params:
+        basins=ring_section("basins"),
+    script:
+        "../scripts/analyze_ring_basins.py"
+
+
+rule probe_ring_rays:
+    input:
+        minima="results/oscillators/minima/{ring}/seed{seed}.nc",
+        basins="results/oscillators/basins/{ring}/seed{seed}.nc",
+        code=package_modules("rays", "oscillators", "training", "dynamics", "io"),
+    output:
+        "results/oscillators/rays/{ring}/seed{seed}.nc",
+    log:
+        "logs/probe_ring_rays/{ring}/seed{seed}.log",
+    conda:
+        "../../envs/basins.yaml"
+    resources:
+        gpu=1 if config["use_gpu"] else 0,
+        mem_mb=int(config["memory_budget_mb"]) + 1024,
+    params:
+        rays=ring_section("rays"),
+        relaxation=ring_section("relaxation"),
+        twisted_states=ring_section("twisted_states"),
+        memory_budget_mb=config["memory_budget_mb"],
+        device="cuda" if config["use_gpu"] else "auto",
+    script:
+        "../scripts/probe_ring_rays.py"
+
+
+rule measure_ring_tentacles:
+    input:
+        basins="results/oscillators/basins/{ring}/seed{seed}.nc",
+        rays="results/oscillators/rays/{ring}/seed{seed}.nc",
+        code=package_modules("basin_geometry", "io"),
+    output:
+        "results/oscillators/tentacles/{ring}/seed{seed}.nc",
+    log:
+        "logs/measure_ring_tentacles/{ring}/seed{seed}.log",
+    conda:
+        "../../envs/basins.yaml"
+    script:
+        "../scripts/measure_tentacles.py"

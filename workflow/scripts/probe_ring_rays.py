@@ -1,0 +1,52 @@
+import numpy as np
+from _entry import start
+
+from basins.io import add_provenance, read_dataset, write_dataset
+from basins.oscillators import KuramotoRing, distance_to_twisted_state, relax_ring, winding_number
+from basins.rays import probe_rays, select_minima_to_probe
+from basins.training import DIVERGED, resolve_device
+
+log = start(snakemake)
+params, seed = snakemake.params, int(snakemake.wildcards.seed)
+minima = read_dataset(snakemake.input.minima)
+basins = read_dataset(snakemake.input.basins)
+ring = KuramotoRing.from_json(minima.attrs["ring"])
+rays = dict(params.rays)
+fraction = basins["basin_fraction"].values
+chosen = select_minima_to_probe(fraction, np.full(len(fraction), np.nan), n_largest=rays["n_largest"])
+log.info("probing twisted states q = %s along %d rays each", minima["winding_number"].values[chosen].tolist(),
+         rays["n_directions"])
+
+
+def returns(starts, targets):
+    """Relax the ring from every start; did it reach the twisted state ``targets[k]``?"""
+    result = relax_ring(ring, starts, np.arange(len(starts)), seed=seed, device=params.device,
+                        memory_budget_mb=params.memory_budget_mb, **params.relaxation)
+    final = result["final_theta"].values
+    q = minima["winding_number"].values[chosen[targets]]
+    close = distance_to_twisted_state(final, q) <= params.twisted_states["tolerance"]
+    reached = (winding_number(final) == q) & close & (result["status"].values != DIVERGED)
+    log.info("%d starts: %d returned", len(starts), int(reached.sum()))
+    return reached
+
+
+result = probe_rays(
+    minima["theta"].values[chosen],
+    returns,
+    radii=np.geomspace(rays["smallest_radius"], rays["largest_radius"], rays["n_radii"]),
+    n_directions=rays["n_directions"],
+    n_bisection=rays["n_bisection"],
+    seed=seed,
+    minimum_ids=chosen,
+)
+result = add_provenance(
+    result.assign(winding_number=("minimum", minima["winding_number"].values[chosen], minima["winding_number"].attrs)),
+    title=f"ray probes of ring {snakemake.wildcards.ring}, seed {seed}",
+    stage="probe_ring_rays",
+    stage_config={"rays": rays, "relaxation": params.relaxation, "twisted_states": params.twisted_states},
+    seed=seed,
+    device=str(resolve_device(params.device)),
+    inputs=(snakemake.input.minima, snakemake.input.basins),
+)
+write_dataset(result, snakemake.output[0])
+log.info("minimal exit radii: %s", result["minimal_exit_radius"].values)

@@ -1,0 +1,35 @@
+import numpy as np
+from _entry import start
+
+from basins.io import add_provenance, write_dataset
+from basins.oscillators import KuramotoRing, relax_ring, uniform_phases
+from basins.training import resolve_device
+
+log = start(snakemake)
+params, wildcards = snakemake.params, snakemake.wildcards
+seed, shard = int(wildcards.seed), int(wildcards.shard)
+ring = KuramotoRing(**params.ring)
+members = np.array_split(np.arange(params.ensemble["n_members"]), params.ensemble["n_shards"])[shard]
+log.info("shard %d: members %d..%d of a ring of %d oscillators", shard, members[0], members[-1], ring.n_oscillators)
+result = relax_ring(
+    ring,
+    uniform_phases(ring.n_oscillators, members, seed=seed),
+    members,
+    seed=seed,
+    device=params.device,
+    memory_budget_mb=params.memory_budget_mb,
+    checkpoint_path=params.checkpoint,
+    checkpoint_every_s=params.checkpoint_every_s,
+    **params.relaxation,
+)
+result = add_provenance(
+    result,
+    title=f"relaxation of ring {wildcards.ring}, seed {seed}, shard {shard}",
+    stage="relax_ring",
+    stage_config={"ring": params.ring, "relaxation": params.relaxation, "ensemble": params.ensemble},
+    seed=seed,
+    device=str(resolve_device(params.device)),
+    inputs=(),
+)
+write_dataset(result, snakemake.output[0])
+log.info("status counts (converged, budget, diverged): %s", np.bincount(result.status.values, minlength=3))
