@@ -19,8 +19,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 import xarray as xr
-from scipy.sparse import coo_matrix
 from scipy.optimize import linear_sum_assignment
+from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
