@@ -34,6 +34,16 @@ STAGES = (
     "figure_dynamics_comparison",
     "figure_summary",
 )
+RING_STAGES = (
+    "relax_ring",
+    "classify_twisted_states",
+    "analyze_ring_basins",
+    "probe_ring_rays",
+    "measure_ring_tentacles",
+    "figure_winding_distribution",
+    "figure_ring_return_probability",
+    "figure_ring_tentacles",
+)
 
 
 def snakemake(*args, cwd=ROOT, check=True):
@@ -61,10 +71,18 @@ def test_rule_files_are_snakefmt_formatted():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("config", ["config/config.yaml", "config/paper.yaml", "config/test.yaml"])
-def test_dry_run_lists_every_stage(config, tmp_path):
+@pytest.mark.parametrize(
+    "config, stages",
+    [
+        ("config/config.yaml", STAGES + RING_STAGES),
+        ("config/paper.yaml", STAGES + RING_STAGES),
+        ("config/test.yaml", STAGES + RING_STAGES),
+        ("config/kuramoto.yaml", RING_STAGES),
+    ],
+)
+def test_dry_run_lists_every_stage(config, stages, tmp_path):
     result = snakemake("-n", "--directory", str(tmp_path), "--configfile", str(ROOT / config))
-    for stage in STAGES:
+    for stage in stages:
         assert f"rule {stage}:" in result.stdout, stage
 
 
@@ -96,6 +114,25 @@ def test_a_broken_config_fails_before_any_job_and_names_the_key(tmp_path, edit, 
     assert result.returncode != 0
     assert named in result.stdout + result.stderr
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize(
+    "edit, named",
+    [
+        (lambda r: r["ring"].update(coupling_range=4), "coupling_range"),
+        (lambda r: r["ring"].update(n_oscillators=2), "n_oscillators"),
+        (lambda r: r["relaxation"].update(dynamics="sgd"), "dynamics"),
+        (lambda r: r["twisted_states"].update(tolerance=0), "tolerance"),
+    ],
+)
+def test_a_broken_ring_is_named(tmp_path, edit, named):
+    config = yaml.safe_load((ROOT / "config/test.yaml").read_text())
+    config["oscillators"]["tiny_ring"].setdefault("twisted_states", {})
+    edit(config["oscillators"]["tiny_ring"])
+    path = tmp_path / "broken.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = snakemake("-n", "--directory", str(tmp_path), "--configfile", str(path), check=False)
+    assert result.returncode != 0 and named in result.stdout + result.stderr
 
 
 @pytest.mark.parametrize(
@@ -139,7 +176,10 @@ def test_tiny_study_runs_end_to_end_and_every_result_keeps_the_contract(tmp_path
     results = tmp_path / "results"
     netcdf = sorted(results.rglob("*.nc"))
     stages = {p.relative_to(results).parts[0] for p in netcdf}
-    assert stages == {"datasets", "training", "minima", "basins", "rays", "tentacles", "slices", "comparisons", "summary.nc"}
+    assert stages == {
+        "datasets", "training", "minima", "basins", "rays", "tentacles", "slices", "comparisons", "summary.nc",
+        "oscillators",
+    }
     for path in netcdf:
         ds = read_dataset(path)
         check_dataset(ds)
@@ -148,12 +188,16 @@ def test_tiny_study_runs_end_to_end_and_every_result_keeps_the_contract(tmp_path
     shards = read_dataset(results / "training/tiny_teacher/seed1/shard1.nc")
     assert shards.sizes["member"] == 24 and int(shards["member"][0]) == 24
     pngs = sorted(results.rglob("*.png"))
-    n_figures = 6 * 4 + 1 + 1  # figures x (experiment, seed) pairs, one comparison, the summary
+    # figures x (experiment, seed) pairs, one comparison, the summary, ring figures x (ring, seed)
+    n_figures = 6 * 4 + 1 + 1 + 3 * 1
     assert len(pngs) == n_figures and len(sorted(results.rglob("*.pdf"))) == n_figures
     for png in pngs:
         width, height = Image.open(png).size
         assert width > 300 and height > 200
     assert not list(results.glob("checkpoints/**/*.pt"))
+    ring = read_dataset(results / "oscillators/basins/tiny_ring/seed1.nc")
+    assert set(ring["winding_number"].values) <= {-1, 0, 1}  # the stable states of n = 8, k = 1
+    assert int(ring["winding_number"][0]) == 0  # the largest basin
     summary = (results / "summary.csv").read_text().splitlines()
     assert len(summary) == 1 + 4 and summary[0].startswith("experiment,")
 

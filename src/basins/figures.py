@@ -196,10 +196,12 @@ def figure_winding_distribution(basins: xr.Dataset, *, title: str) -> plt.Figure
                 fmt="o", ms=3, capsize=2, lw=0.8, color="black", label="measured (95 % Wilson)", zorder=3)
     palette = sns.color_palette("colorblind")
     n_fitted, n_total = basins.attrs["n_fitted"], basins.attrs["n_members_total"]
+    # The fits are drawn one state beyond the farthest reached, not over the whole stable range.
+    shown = np.abs(basins["winding"].values) <= np.abs(basins["winding_number"].values).max() + 1
     for color, model in zip((palette[0], palette[1]), basins["fit"].values):
-        fit = basins.sel(fit=model)
+        fit = basins.sel(fit=model).isel(winding=shown)
         formula = "exp(-c q²)" if model == "gaussian" else "exp(-c |q|)"
-        ax.plot(basins["winding"].values, fit["fitted_probability"].values * n_fitted / n_total, "-", lw=1.0, color=color,
+        ax.plot(fit["winding"].values, fit["fitted_probability"].values * n_fitted / n_total, "-", lw=1.0, color=color,
                 label=f"{formula}: c = {float(fit['rate']):.3f}±{float(fit['rate_se']):.3f}, "
                 f"χ² p = {float(fit['p_value']):.2g}")
     ax.set_yscale("log")

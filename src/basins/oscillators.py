@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import xarray as xr
-from scipy import optimize, stats
+from scipy import optimize, special, stats
 
 from basins.io import variable_attrs
 from basins.training import (
@@ -355,16 +355,15 @@ def fit_winding_distribution(
 def _fit_one(feature, observed):
     total = observed.sum()
 
-    def probability(rate):
-        logits = -rate * feature
-        return np.exp(logits - logits.max() - np.log(np.exp(logits - logits.max()).sum()))
+    def log_probability(rate):
+        return -rate * feature - special.logsumexp(-rate * feature)
 
     def negative_log_likelihood(rate):
-        return -(observed * np.log(probability(rate))).sum()
+        return -(observed * log_probability(rate)).sum()
 
     rate = optimize.minimize_scalar(negative_log_likelihood, bounds=(0.0, 50.0), method="bounded",
                                     options={"xatol": 1e-10}).x
-    p = probability(rate)
+    p = np.exp(log_probability(rate))
     variance = (p * feature**2).sum() - (p * feature).sum() ** 2
     expected = total * p
     chi_square, dof = _pooled_chi_square(observed, expected, feature, min_expected=5.0)

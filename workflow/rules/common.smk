@@ -151,7 +151,9 @@ def ring_shards(wildcards):
 
 def ring_seeds():
     return [
-        (name, seed) for name, ring in RINGS.items() for seed in ring["ensemble"]["seeds"]
+        (name, seed)
+        for name, ring in RINGS.items()
+        for seed in ring["ensemble"]["seeds"]
     ]
 
 

@@ -1,0 +1,163 @@
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from basins.basin_geometry import analyze_basins
+from basins.oscillators import (
+    KuramotoRing,
+    attractor_distance,
+    classify_twisted_states,
+    fit_winding_distribution,
+    relax_ring,
+    torus_distance,
+    twisted_state,
+    uniform_phases,
+    winding_number,
+)
+from basins.training import CONVERGED
+
+# BASINS_TEST_DEVICE=cuda relaxes the rings on a GPU, as in test_training.
+DEVICE = os.environ.get("BASINS_TEST_DEVICE", "cpu")
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_gradient_is_the_derivative_of_the_energy(k):
+    ring = KuramotoRing(9, k)
+    theta = torch.tensor(np.random.default_rng(0).uniform(-4, 4, (5, 9)), requires_grad=True)
+    energy, grad = ring.energy_and_gradient(theta)
+    (expected,) = torch.autograd.grad(energy.sum(), theta)
+    torch.testing.assert_close(grad, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_the_flow_is_the_kuramoto_equation():
+    ring, n = KuramotoRing(7, 2), 7
+    theta = np.random.default_rng(1).uniform(-np.pi, np.pi, n)
+    coupled = [(i, (i + m) % n) for i in range(n) for m in (1, 2)]
+    velocity = np.zeros(n)
+    for i, j in coupled:  # d theta_i / dt = sum over neighbours j of sin(theta_j - theta_i)
+        velocity[i] += np.sin(theta[j] - theta[i])
+        velocity[j] += np.sin(theta[i] - theta[j])
+    _, grad = ring.energy_and_gradient(torch.tensor(theta[None]))
+    np.testing.assert_allclose(-grad[0].numpy(), velocity, atol=1e-12)
+
+
+@pytest.mark.parametrize("n", [6, 8, 9, 40, 83])
+def test_stable_twisted_states_are_those_below_a_quarter_turn(n):
+    # For k = 1 the q-twisted state is stable iff |q| < n / 4 (Wiley, Strogatz, Girvan 2006).
+    expected = [q for q in range(-n, n + 1) if abs(q) < n / 4]
+    np.testing.assert_array_equal(KuramotoRing(n, 1).stable_winding_numbers(), expected)
+
+
+def test_twisted_states_are_equilibria_with_the_stated_energy_and_winding():
+    ring = KuramotoRing(10, 2)
+    q = np.arange(-4, 5)
+    states = twisted_state(10, q) + 0.3  # any global phase
+    energy, grad = ring.energy_and_gradient(torch.tensor(states))
+    assert grad.abs().max() < 1e-12
+    np.testing.assert_allclose(energy.numpy(), ring.twisted_state_energy(q), atol=1e-12)
+    np.testing.assert_array_equal(winding_number(states), q)
+    # Winding counts turns around the ring, so 2 pi jumps of single phases do not change it.
+    jumped = states + 2 * np.pi * np.random.default_rng(2).integers(-3, 4, states.shape)
+    np.testing.assert_array_equal(winding_number(jumped), q)
+
+
+def test_torus_distance_wraps_and_is_minimized_over_the_global_phase():
+    rng = np.random.default_rng(3)
+    a, b = rng.uniform(-np.pi, np.pi, (20, 6)), rng.uniform(-np.pi, np.pi, (20, 6))
+    shifts = np.linspace(-np.pi, np.pi, 200001)
+    brute = []
+    for row_a, row_b in zip(a, b):
+        delta = row_a - row_b
+        residual = delta[None, :] - shifts[:, None]
+        brute.append(np.sqrt((((residual + np.pi) % (2 * np.pi) - np.pi) ** 2).sum(1).min()))
+    np.testing.assert_allclose(torus_distance(a, b), brute, atol=1e-4)
+    moved = b + 1.234 + 2 * np.pi * rng.integers(-2, 3, b.shape)
+    np.testing.assert_allclose(torus_distance(a, moved), torus_distance(a, b), atol=1e-12)
+    np.testing.assert_allclose(torus_distance(a, b), torus_distance(b, a), atol=1e-12)
+    assert torus_distance(a, a + 0.5).max() < 1e-12
+
+
+def test_attractor_distance_is_the_distance_to_the_reached_twisted_circle():
+    start = twisted_state(8, 1) + np.array([0.1, -0.1, 0, 0, 0, 0, 0, 0]) + 2.0
+    end = twisted_state(8, 1) + 0.7
+    assert attractor_distance(start[None], end[None])[0] == pytest.approx(np.sqrt(0.02), rel=1e-12)
+
+
+@pytest.fixture(scope="module")
+def small_ring_ensemble():
+    ring = KuramotoRing(8, 1)
+    ids = np.arange(300)
+    start = uniform_phases(8, ids, seed=5)
+    result = relax_ring(
+        ring, start, ids, dynamics="gradient_flow", lr=0.1, max_steps=3000, grad_tol=1e-6,
+        rtol=1e-8, atol=1e-10, device=DEVICE, progress_every_s=1e9,
+    )
+    return ring, start, result
+
+
+def test_every_member_of_a_small_ring_reaches_a_stable_twisted_state(small_ring_ensemble):
+    ring, start, result = small_ring_ensemble
+    assert (result["status"].values == CONVERGED).all()
+    catalog = classify_twisted_states(result["final_theta"].values, result["status"].values, ring, tolerance=1e-3)
+    assert (catalog["minimum_of_member"].values >= 0).all()
+    assert set(catalog["winding_number"].values) == {-1, 0, 1}  # |q| < 8 / 4
+    assert catalog["stable"].values.all()
+    assert int(catalog["winding_number"][0]) == 0  # the synchronous state has the largest basin
+    basins = analyze_basins(
+        catalog["minimum_of_member"].values, start, result["final_theta"].values,
+        n_minima=catalog.sizes["minimum"], distance=attractor_distance,
+    )
+    assert float(basins["basin_fraction"].sum()) == pytest.approx(1.0)
+    assert "test_error" not in basins
+    # No start lies farther from an attractor than the torus allows: pi sqrt(n).
+    assert np.nanmax(basins["start_distance"].values) <= np.pi * np.sqrt(8)
+
+
+def test_a_state_away_from_every_twisted_state_is_unassigned():
+    ring = KuramotoRing(8, 1)
+    far = twisted_state(8, 0) + np.array([0, 0, 0, 0, np.pi, np.pi, np.pi, np.pi])  # an unstable equilibrium
+    catalog = classify_twisted_states(far[None], np.array([CONVERGED]), ring, tolerance=1e-3)
+    assert catalog.sizes["minimum"] == 0 and catalog["minimum_of_member"].values[0] == -1
+
+
+def test_relaxation_results_do_not_depend_on_shards():
+    ring, ids = KuramotoRing(6, 1), np.arange(12)
+    start = uniform_phases(6, ids, seed=9)
+    options = dict(dynamics="gradient_flow", lr=0.1, max_steps=500, grad_tol=1e-6, device=DEVICE, progress_every_s=1e9)
+    whole = relax_ring(ring, start, ids, **options)
+    halves = [relax_ring(ring, start[part], ids[part], **options) for part in (slice(0, 5), slice(5, 12))]
+    joined = np.concatenate([h["final_theta"].values for h in halves])
+    np.testing.assert_array_equal(whole["final_theta"].values, joined)
+    np.testing.assert_array_equal(uniform_phases(6, ids[5:], seed=9), start[5:])
+
+
+@pytest.mark.parametrize("truth", ["gaussian", "exponential"])
+def test_the_winding_fit_recovers_the_rate_and_prefers_the_true_law(truth):
+    support = np.arange(-6, 7)
+    feature = support**2 if truth == "gaussian" else np.abs(support)
+    probability = np.exp(-0.4 * feature)
+    probability /= probability.sum()
+    counts = np.random.default_rng(11).multinomial(200000, probability)
+    reached = counts > 0
+    fit = fit_winding_distribution(support[reached], counts[reached], support)
+    rate = fit["rate"].sel(fit=truth)
+    assert abs(float(rate) - 0.4) < 4 * float(fit["rate_se"].sel(fit=truth))
+    other = "exponential" if truth == "gaussian" else "gaussian"
+    assert float(fit["log_likelihood"].sel(fit=truth)) > float(fit["log_likelihood"].sel(fit=other))
+    assert float(fit["p_value"].sel(fit=truth)) > 1e-3 > float(fit["p_value"].sel(fit=other))
+    np.testing.assert_allclose(fit["fitted_probability"].sum("winding").values, 1.0)
+
+
+@pytest.mark.parametrize(
+    "n, k, named", [(2, 1, "n_oscillators"), (8, 4, "coupling_range"), (8, 0, "coupling_range")]
+)
+def test_bad_rings_are_rejected(n, k, named):
+    with pytest.raises(ValueError, match=named):
+        KuramotoRing(n, k)
+
+
+def test_minibatches_are_refused():
+    with pytest.raises(ValueError, match="minibatch"):
+        KuramotoRing(5).objective(torch.zeros(1, 5), torch.zeros(1, 2, dtype=torch.long))
