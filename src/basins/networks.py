@@ -94,21 +94,30 @@ def forward(theta: torch.Tensor, x: torch.Tensor, arch: Architecture) -> torch.T
     n_members = theta.shape[0]
     n_layers = len(arch.layer_shapes)
     # Activations are kept sample-major, (sample, member, unit): the first layer is then one
-    # GEMM over all members' units, and narrow layers a broadcast multiply-sum, which is far
-    # cheaper than a batched matmul with a handful of output columns.
+    # GEMM over all members' units. On the CPU narrow layers are a broadcast multiply-sum, far
+    # cheaper there than a batched matmul with a handful of output columns; on CUDA the
+    # batched GEMV is faster (h = 16: 1.46 vs 1.24 million member-steps/s on an H100).
     hidden = x.transpose(0, 1) if x.dim() == 3 else None
     for index, ((fan_in, fan_out), (w_slice, b_slice)) in enumerate(
         zip(arch.layer_shapes, arch.layer_slices)
     ):
         weight = theta[:, w_slice].view(n_members, fan_out, fan_in)
+        bias = None if b_slice is None else theta[:, b_slice]
         if hidden is None:
-            pre = (x @ weight.reshape(n_members * fan_out, fan_in).T).view(x.shape[0], n_members, fan_out)
-        elif fan_out <= _NARROW:
-            pre = (hidden.unsqueeze(2) * weight.unsqueeze(0)).sum(-1)
+            # One GEMM for all members, the bias added in its epilogue.
+            flat_weight = weight.reshape(n_members * fan_out, fan_in).T
+            if bias is None:
+                pre = x @ flat_weight
+            else:
+                pre = torch.addmm(bias.reshape(-1), x, flat_weight)
+            pre = pre.view(x.shape[0], n_members, fan_out)
         else:
-            pre = torch.bmm(hidden.transpose(0, 1), weight.transpose(1, 2)).transpose(0, 1)
-        if b_slice is not None:
-            pre = pre + theta[:, b_slice]
+            if fan_out <= _NARROW and hidden.device.type == "cpu":
+                pre = (hidden.unsqueeze(2) * weight.unsqueeze(0)).sum(-1)
+            else:  # a batched GEMM (GEMV when narrow) reads the strided activations in place
+                pre = torch.bmm(hidden.transpose(0, 1), weight.transpose(1, 2)).transpose(0, 1)
+            if bias is not None:
+                pre = pre + bias
         hidden = pre if index == n_layers - 1 else activate(pre, arch.activation)
     return hidden.transpose(0, 1)
 
