@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from basins.io import add_provenance, check_dataset, read_dataset, variable_attrs, write_dataset
+from basins.io import add_provenance, check_dataset, read_dataset, read_starting_points, variable_attrs, write_dataset
 
 
 def small_dataset():
@@ -44,3 +44,16 @@ def test_a_failed_write_leaves_no_file(tmp_path):
     with pytest.raises(ValueError):
         write_dataset(bad, tmp_path / "out.nc")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_starting_points_are_read_by_member(tmp_path):
+    theta = np.arange(12.0).reshape(4, 3)
+    points = xr.Dataset(
+        {"initial_theta": (("member", "param"), theta)}, coords={"member": [10, 11, 12, 13], "param": np.arange(3)}
+    )
+    points.to_netcdf(tmp_path / "points.nc")
+    np.testing.assert_array_equal(read_starting_points(tmp_path / "points.nc", [12, 10], 3), theta[[2, 0]])
+    with pytest.raises(ValueError, match="members"):
+        read_starting_points(tmp_path / "points.nc", [14], 3)
+    with pytest.raises(ValueError, match="parameters"):
+        read_starting_points(tmp_path / "points.nc", [10], 5)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import xarray as xr
 import yaml
 from PIL import Image
 
@@ -149,6 +150,23 @@ def test_a_broken_comparison_is_named(tmp_path, comparison, named):
     path.write_text(yaml.safe_dump(config))
     result = snakemake("-n", "--directory", str(tmp_path), "--configfile", str(path), check=False)
     assert result.returncode != 0 and named in result.stdout + result.stderr
+
+
+def test_a_ring_can_start_from_points_in_a_netcdf_file(tmp_path):
+    start = np.random.default_rng(0).uniform(-np.pi, np.pi, (4, 8))
+    points = xr.Dataset(
+        {"initial_theta": (("member", "param"), start)}, coords={"member": np.arange(4), "param": np.arange(8)}
+    )
+    points.to_netcdf(tmp_path / "points.nc")
+    config = yaml.safe_load((ROOT / "config/test.yaml").read_text())
+    ring = config["oscillators"]["tiny_ring"]
+    ring["ensemble"].update(n_members=4, n_shards=1, initial_points=str(tmp_path / "points.nc"))
+    path = tmp_path / "restart.yaml"
+    path.write_text(yaml.safe_dump(config))
+    snakemake("--cores", "1", "--directory", str(tmp_path), "--configfile", str(path), "--until", "relax_ring")
+    relaxed = read_dataset(tmp_path / "results/oscillators/relaxation/tiny_ring/seed1/shard0.nc")
+    np.testing.assert_array_equal(relaxed["initial_theta"].values, start)
+    assert str(tmp_path / "points.nc") in relaxed.attrs["history"]
 
 
 def check_values(path, ds):

@@ -152,6 +152,23 @@ def read_dataset(path: str | os.PathLike) -> xr.Dataset:
         return ds.load()
 
 
+def read_starting_points(path: str | os.PathLike, member_ids, n_params: int):
+    """The rows of ``initial_theta (member, param)`` in a NetCDF file for ``member_ids``.
+
+    Any stage output with that variable serves (a training shard, a ring relaxation), as does
+    a file written by hand with those dims and a ``member`` coordinate.
+    """
+    with xr.open_dataset(path, engine="netcdf4") as ds:
+        if "initial_theta" not in ds or ds["initial_theta"].dims != ("member", "param"):
+            raise ValueError(f"{path}: starting points need a variable initial_theta with dims (member, param)")
+        if ds.sizes["param"] != n_params:
+            raise ValueError(f"{path}: {ds.sizes['param']} parameters per point; this landscape has {n_params}")
+        missing = sorted(set(int(m) for m in member_ids) - set(ds["member"].values.tolist()))
+        if missing:
+            raise ValueError(f"{path} has no starting point for members {missing[:5]}... ({len(missing)} missing)")
+        return ds["initial_theta"].sel(member=list(member_ids)).values
+
+
 def variable_attrs(long_name: str, units: str = "1", **extra) -> dict:
     """The attributes every variable carries."""
     return {"long_name": long_name, "units": units, **extra}

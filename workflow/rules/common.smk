@@ -134,6 +134,17 @@ def minima_options(wildcards):
     return options
 
 
+def starting_points(sections):
+    """Input function: the ensemble's initial_points file, if it names one."""
+
+    def files(wildcards):
+        name = wildcards.get("experiment") or wildcards.get("ring")
+        path = sections[name]["ensemble"]["initial_points"]
+        return [path] if path else []
+
+    return files
+
+
 def ring_section(name):
     """Input function: one config section of the job's oscillator ring."""
     return lambda wildcards: RINGS[wildcards.ring][name]

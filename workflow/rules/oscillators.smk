@@ -4,6 +4,7 @@
 
 rule relax_ring:
     input:
+        starting_points=starting_points(RINGS),
         code=package_modules("oscillators", "training", "dynamics", "io"),
     output:
         "results/oscillators/relaxation/{ring}/seed{seed}/shard{shard}.nc",

@@ -1,7 +1,7 @@
 import numpy as np
 from _entry import start
 
-from basins.io import add_provenance, write_dataset
+from basins.io import add_provenance, read_starting_points, write_dataset
 from basins.oscillators import KuramotoRing, relax_ring, uniform_phases
 from basins.training import resolve_device
 
@@ -11,9 +11,13 @@ seed, shard = int(wildcards.seed), int(wildcards.shard)
 ring = KuramotoRing(**params.ring)
 members = np.array_split(np.arange(params.ensemble["n_members"]), params.ensemble["n_shards"])[shard]
 log.info("shard %d: members %d..%d of a ring of %d oscillators", shard, members[0], members[-1], ring.n_oscillators)
+if params.ensemble["initial_points"]:
+    initial_theta = read_starting_points(params.ensemble["initial_points"], members, ring.n_params)
+else:
+    initial_theta = uniform_phases(ring.n_oscillators, members, seed=seed)
 result = relax_ring(
     ring,
-    uniform_phases(ring.n_oscillators, members, seed=seed),
+    initial_theta,
     members,
     seed=seed,
     device=params.device,
@@ -29,7 +33,7 @@ result = add_provenance(
     stage_config={"ring": params.ring, "relaxation": params.relaxation, "ensemble": params.ensemble},
     seed=seed,
     device=str(resolve_device(params.device)),
-    inputs=(),
+    inputs=tuple(snakemake.input.starting_points),
 )
 write_dataset(result, snakemake.output[0])
 log.info("status counts (converged, budget, diverged): %s", np.bincount(result.status.values, minlength=3))

@@ -2,7 +2,7 @@ import numpy as np
 from _entry import start
 
 from basins.data import train_test_arrays
-from basins.io import add_provenance, read_dataset, write_dataset
+from basins.io import add_provenance, read_dataset, read_starting_points, write_dataset
 from basins.networks import architecture_for, initial_parameters
 from basins.training import resolve_device, train_ensemble
 
@@ -15,7 +15,10 @@ init, init_scale = model.pop("init"), model.pop("init_scale")
 arch = architecture_for(dataset, **model)
 members = np.array_split(np.arange(params.ensemble["n_members"]), params.ensemble["n_shards"])[shard]
 log.info("shard %d: members %d..%d of a %d-parameter network", shard, members[0], members[-1], arch.n_params)
-initial_theta = initial_parameters(arch, members, seed=seed, init=init, init_scale=init_scale)
+if params.ensemble["initial_points"]:
+    initial_theta = read_starting_points(params.ensemble["initial_points"], members, arch.n_params)
+else:
+    initial_theta = initial_parameters(arch, members, seed=seed, init=init, init_scale=init_scale)
 result = train_ensemble(
     arch,
     *train_test_arrays(dataset),
@@ -35,7 +38,7 @@ result = add_provenance(
     stage_config={"model": params.model, "training": params.training, "ensemble": params.ensemble},
     seed=seed,
     device=str(resolve_device(params.device)),
-    inputs=(snakemake.input.dataset,),
+    inputs=(snakemake.input.dataset, *snakemake.input.starting_points),
 )
 write_dataset(result, snakemake.output[0])
 log.info("status counts (converged, budget, diverged): %s", np.bincount(result.status.values, minlength=3))
