@@ -33,6 +33,7 @@ DIMS = frozenset(
         "sigma",
         "tolerance",
         "fit",
+        "mode",
         "winding",
         "class",
         "bin",

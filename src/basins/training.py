@@ -41,6 +41,12 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def member_losses(theta, x, y, arch, *, loss, margin, l2) -> torch.Tensor:
+    """Training loss ``(member,)``: the mean sample loss plus ``l2 / 2 |theta|^2``; differentiable."""
+    output = forward(theta, x, arch)
+    return sample_losses(output, y, loss=loss, margin=margin).mean(1) + l2_penalty(theta, l2)
+
+
 def make_objective(arch, x, y, *, loss, margin, l2):
     """``objective(theta, batch) -> (loss, grad)``, per member, as :mod:`basins.dynamics` wants."""
 
@@ -48,9 +54,7 @@ def make_objective(arch, x, y, *, loss, margin, l2):
         with torch.enable_grad():
             theta = theta.detach().requires_grad_(True)
             inputs, labels = (x, y) if batch is None else (x[batch], y[batch])
-            output = forward(theta, inputs, arch)
-            per_member = sample_losses(output, labels, loss=loss, margin=margin).mean(1)
-            per_member = per_member + l2_penalty(theta, l2)
+            per_member = member_losses(theta, inputs, labels, arch, loss=loss, margin=margin, l2=l2)
             (grad,) = torch.autograd.grad(per_member.sum(), theta)
         return per_member.detach(), grad
 

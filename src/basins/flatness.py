@@ -1,0 +1,287 @@
+"""Stage ``measure_flatness``: Hessian spectra and local energy at every catalogued minimum.
+
+Wide flat minima are the literature's explanation of generalization (Baldassi, Pittorino and
+Zecchina 2020); this stage puts their flatness beside basin size and test error. Everything is
+batched over minima: the Hessian of each minimum's training loss is only touched through
+Hessian-vector products (forward-over-reverse with ``torch.func``), for all minima at once.
+
+- ``top_eigenvalues`` by Lanczos with full reorthogonalization (exact once the Krylov space
+  spans the parameters);
+- ``trace`` by Hutchinson's estimator with Rademacher probes, with its standard error;
+- the full spectrum by dense ``eigvalsh`` when the parameter count is small, else a spectral
+  density by stochastic Lanczos quadrature (Ubaru, Chen and Saad 2017);
+- the index (negative eigenvalues: a saddle has some, a minimum none);
+- the local energy: the mean training error (and loss) after multiplicative Gaussian
+  perturbations theta (1 + sigma xi) of every parameter, against sigma.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import xarray as xr
+
+from basins.io import variable_attrs
+from basins.losses import margins
+from basins.networks import forward
+
+log = logging.getLogger(__name__)
+
+#: ``hvp(theta (minimum, param), vectors (minimum, param)) -> (minimum, param)``: H_m v_m per row.
+HessianVectorProduct = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def make_hvp(member_loss: Callable[[torch.Tensor], torch.Tensor]) -> HessianVectorProduct:
+    """Batched Hessian-vector products of a per-member loss ``(member, param) -> (member,)``.
+
+    Members do not interact, so the Hessian of the summed loss is block-diagonal and one
+    forward-mode derivative of its gradient gives every member's own H v.
+    """
+    gradient = torch.func.grad(lambda theta: member_loss(theta).sum())
+
+    def hvp(theta, vectors):
+        return torch.func.jvp(gradient, (theta,), (vectors,))[1]
+
+    return hvp
+
+
+def dense_hessians(hvp: HessianVectorProduct, theta: torch.Tensor) -> torch.Tensor:
+    """The Hessians ``(minimum, param, param)``, one column of all of them per product."""
+    n_minima, n_params = theta.shape
+    columns = []
+    for j in range(n_params):
+        unit = torch.zeros_like(theta)
+        unit[:, j] = 1.0
+        columns.append(hvp(theta, unit))
+    hessians = torch.stack(columns, dim=2)
+    return 0.5 * (hessians + hessians.transpose(1, 2))  # symmetric up to round-off
+
+
+def lanczos(
+    hvp: HessianVectorProduct, theta: torch.Tensor, n_iterations: int, *, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ritz values ``(minimum, k)`` (ascending) and their quadrature weights, batched over minima.
+
+    Each minimum runs its own Lanczos recursion from a random unit vector, with full
+    reorthogonalization; where a Krylov space is exhausted (beta ~ 0) the recursion restarts
+    from a fresh orthogonal direction, so after ``n_params`` iterations the Ritz values are the
+    whole spectrum. The weights are the squared first components of the Ritz vectors (the
+    stochastic Lanczos quadrature weights of the starting vector).
+    """
+    n_minima, n_params = theta.shape
+    steps = min(n_iterations, n_params)
+    basis = torch.zeros(n_minima, steps, n_params, dtype=theta.dtype, device=theta.device)
+    alpha = torch.zeros(n_minima, steps, dtype=theta.dtype, device=theta.device)
+    beta = torch.zeros(n_minima, steps, dtype=theta.dtype, device=theta.device)
+    vector = _unit(_random_like(theta, generator))
+    for j in range(steps):
+        basis[:, j] = vector
+        product = hvp(theta, vector)
+        alpha[:, j] = (product * vector).sum(1)
+        product = _orthogonalize(product, basis[:, : j + 1])
+        if j + 1 == steps:
+            break
+        norm = product.norm(dim=1)
+        scale = alpha[:, : j + 1].abs().amax(1).clamp_min(torch.finfo(theta.dtype).tiny)
+        exhausted = norm <= 1e-10 * scale
+        beta[:, j] = torch.where(exhausted, 0.0, norm)
+        vector = product / norm.clamp_min(torch.finfo(theta.dtype).tiny)[:, None]
+        if exhausted.any():
+            fresh = _unit(_orthogonalize(_random_like(theta, generator), basis[:, : j + 1]))
+            vector = torch.where(exhausted[:, None], fresh, vector)
+    tridiagonal = torch.diag_embed(alpha) + torch.diag_embed(beta[:, :-1], 1) + torch.diag_embed(beta[:, :-1], -1)
+    ritz_values, ritz_vectors = torch.linalg.eigh(tridiagonal)
+    return ritz_values, ritz_vectors[:, 0, :] ** 2
+
+
+def hutchinson_trace(
+    hvp: HessianVectorProduct, theta: torch.Tensor, n_probes: int, *, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Trace of each Hessian by Hutchinson's estimator with Rademacher probes; mean and standard error."""
+    if n_probes < 2:
+        raise ValueError(f"n_probes={n_probes}: a standard error needs at least 2 probes")
+    samples = []
+    for _ in range(n_probes):
+        probe = torch.randint(0, 2, theta.shape, generator=generator, device="cpu").to(theta) * 2 - 1
+        samples.append((probe * hvp(theta, probe)).sum(1))
+    samples = torch.stack(samples, dim=1)
+    return samples.mean(1), samples.std(1) / np.sqrt(n_probes)
+
+
+def spectral_density(nodes: np.ndarray, weights: np.ndarray, grid: np.ndarray, width: float) -> np.ndarray:
+    """Gaussian-smoothed density on ``grid`` of point masses ``weights`` at ``nodes``, per row."""
+    kernel = np.exp(-0.5 * ((grid[None, None, :] - nodes[:, :, None]) / width) ** 2) / (width * np.sqrt(2 * np.pi))
+    return (weights[:, :, None] * kernel).sum(1)
+
+
+def local_energy(
+    theta: np.ndarray,
+    errors_and_losses: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+    sigmas: np.ndarray,
+    *,
+    n_draws: int,
+    seed: int,
+) -> dict[str, np.ndarray]:
+    """Training error and loss after multiplicative perturbations, ``(minimum, sigma)``.
+
+    Every parameter is multiplied by ``1 + sigma xi``, xi standard normal, ``n_draws`` times
+    per minimum and sigma (minimum m draws from ``(seed, m)``, the same xi at every sigma so
+    the curves are smooth in sigma). ``errors_and_losses(points (n, param))`` evaluates the
+    training error and loss of each point. Returns the means, their standard errors and the
+    local energy delta-E(sigma) = error(sigma) - error(0).
+    """
+    sigmas = np.asarray(sigmas, dtype=np.float64)
+    if (sigmas < 0).any() or n_draws < 2:
+        raise ValueError(f"sigmas={sigmas} must be >= 0 and n_draws={n_draws} >= 2")
+    n_minima, n_params = theta.shape
+    out = {name: np.zeros((n_minima, len(sigmas))) for name in ("error", "error_se", "loss", "loss_se")}
+    base_error, _ = errors_and_losses(theta)
+    for m in range(n_minima):
+        noise = np.random.default_rng([seed, m]).standard_normal((n_draws, n_params))
+        points = theta[m] * (1 + sigmas[:, None, None] * noise[None])  # (sigma, draw, param)
+        error, loss = errors_and_losses(points.reshape(-1, n_params))
+        error, loss = error.reshape(len(sigmas), n_draws), loss.reshape(len(sigmas), n_draws)
+        out["error"][m], out["error_se"][m] = error.mean(1), error.std(1, ddof=1) / np.sqrt(n_draws)
+        out["loss"][m], out["loss_se"][m] = loss.mean(1), loss.std(1, ddof=1) / np.sqrt(n_draws)
+    out["local_energy"] = out["error"] - base_error[:, None]
+    return out
+
+
+def network_errors_and_losses(arch, x, y, *, member_loss, chunk: int = 4096):
+    """``errors_and_losses`` of :func:`local_energy` for a network on its training set."""
+
+    def evaluate(points):
+        errors, losses = [], []
+        with torch.no_grad():
+            for start in range(0, len(points), chunk):
+                block = torch.as_tensor(points[start : start + chunk], dtype=x.dtype, device=x.device)
+                errors.append((margins(forward(block, x, arch), y) <= 0).to(x.dtype).mean(1).cpu().numpy())
+                losses.append(member_loss(block).cpu().numpy())
+        return np.concatenate(errors), np.concatenate(losses)
+
+    return evaluate
+
+
+def measure_flatness(
+    theta: np.ndarray,
+    member_loss: Callable[[torch.Tensor], torch.Tensor],
+    errors_and_losses: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+    *,
+    n_top: int = 5,
+    n_lanczos: int = 40,
+    n_hutchinson: int = 64,
+    n_slq: int = 4,
+    max_dense_params: int = 1500,
+    n_bins: int = 80,
+    index_tolerance: float = 1e-6,
+    sigmas: list[float] = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5),
+    n_draws: int = 200,
+    seed: int = 0,
+    device: str = "cpu",
+) -> xr.Dataset:
+    """Hessian spectra and local energy of every minimum ``theta (minimum, param)``.
+
+    Parameters
+    ----------
+    member_loss : callable
+        ``(minimum, param) -> (minimum,)`` training loss of each point, differentiable (see
+        :func:`basins.training.member_losses`).
+    errors_and_losses : callable
+        Training error and loss of a batch of points (see :func:`network_errors_and_losses`).
+    n_top, n_lanczos : int
+        Top eigenvalues reported, and Lanczos iterations computing them.
+    n_hutchinson : int
+        Rademacher probes of the trace estimate.
+    n_slq, n_bins : int
+        Lanczos runs averaged in the stochastic Lanczos quadrature density, and its grid size.
+    max_dense_params : int
+        Up to this parameter count the Hessians are formed densely: full spectrum, exact trace
+        and index.
+    index_tolerance : float
+        An eigenvalue counts as negative below ``-index_tolerance * max |eigenvalue|``.
+    sigmas, n_draws : list, int
+        Relative perturbation sizes and draws per minimum and size of the local energy.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``top_eigenvalue (minimum, eigen)``, ``trace`` and ``trace_se`` (Hutchinson),
+        ``index``, ``spectral_density (minimum, bin)``; with dense Hessians also
+        ``spectrum (minimum, mode)`` and ``exact_trace``; ``local_energy``, ``perturbed_error``,
+        ``perturbed_loss`` ``(minimum, sigma)`` with standard errors.
+    """
+    n_minima, n_params = theta.shape
+    torch_theta = torch.as_tensor(theta, dtype=torch.float64, device=device)
+    hvp = make_hvp(member_loss)
+    generator = torch.Generator().manual_seed(seed)
+    dense = n_params <= max_dense_params
+    log.info("%d minima of %d parameters: %s Hessians", n_minima, n_params, "dense" if dense else "Lanczos")
+    data_vars = {}
+    if n_minima:
+        ritz, _ = lanczos(hvp, torch_theta, max(n_lanczos, n_top), generator=generator)
+        top = ritz.flip(1)[:, :n_top].cpu().numpy()
+        trace, trace_se = (t.cpu().numpy() for t in hutchinson_trace(hvp, torch_theta, n_hutchinson, generator=generator))
+        if dense:
+            spectrum = torch.linalg.eigvalsh(dense_hessians(hvp, torch_theta)).cpu().numpy()
+            nodes, weights = spectrum, np.full(spectrum.shape, 1.0 / n_params)
+        else:
+            runs = [lanczos(hvp, torch_theta, n_lanczos, generator=generator) for _ in range(n_slq)]
+            nodes = torch.cat([values for values, _ in runs], 1).cpu().numpy()
+            weights = torch.cat([w for _, w in runs], 1).cpu().numpy() / n_slq
+        # Ritz values converge to the extreme eigenvalues first, so without the dense spectrum
+        # the count of negative ones is a lower bound on the index.
+        counted = spectrum if dense else ritz.cpu().numpy()
+        index = (counted < -index_tolerance * np.abs(counted).max(1, keepdims=True)).sum(1)
+        low, high = float(nodes.min()), float(nodes.max())
+        grid = np.linspace(low - 0.05 * (high - low + 1e-12), high + 0.05 * (high - low + 1e-12), n_bins)
+        density = spectral_density(nodes, weights, grid, width=max(2 * (grid[1] - grid[0]), 1e-12))
+        energy = local_energy(theta, errors_and_losses, np.asarray(sigmas), n_draws=n_draws, seed=seed)
+    else:
+        top, trace, trace_se, index = np.zeros((0, n_top)), np.zeros(0), np.zeros(0), np.zeros(0, dtype=int)
+        grid, density = np.zeros(n_bins), np.zeros((0, n_bins))
+        spectrum = np.zeros((0, n_params))
+        energy = {name: np.zeros((0, len(sigmas))) for name in ("error", "error_se", "loss", "loss_se", "local_energy")}
+    per_minimum = lambda values, *attrs: ("minimum", values, variable_attrs(*attrs))  # noqa: E731
+    per_sigma = lambda values, *attrs: (("minimum", "sigma"), values, variable_attrs(*attrs))  # noqa: E731
+    data_vars.update(
+        top_eigenvalue=(("minimum", "eigen"), top, variable_attrs("largest Hessian eigenvalues (Lanczos)")),
+        trace=per_minimum(trace, "Hessian trace (Hutchinson)"),
+        trace_se=per_minimum(trace_se, "standard error of trace"),
+        index=per_minimum(np.asarray(index, dtype=np.int64),
+                          "negative Hessian eigenvalues" + ("" if dense else " (negative Ritz values: a lower bound)")),
+        spectral_density=(("minimum", "bin"), density, variable_attrs("Hessian spectral density")),
+        local_energy=per_sigma(energy["local_energy"], "training error increase under perturbation (delta-E)"),
+        perturbed_error=per_sigma(energy["error"], "mean training error of perturbed minima"),
+        perturbed_error_se=per_sigma(energy["error_se"], "standard error of perturbed_error"),
+        perturbed_loss=per_sigma(energy["loss"], "mean training loss of perturbed minima"),
+        perturbed_loss_se=per_sigma(energy["loss_se"], "standard error of perturbed_loss"),
+    )
+    coords = {
+        "minimum": ("minimum", np.arange(n_minima), variable_attrs("minimum index, by basin size")),
+        "eigen": ("eigen", np.arange(n_top), variable_attrs("rank of eigenvalue, largest first")),
+        "bin": ("bin", grid, variable_attrs("eigenvalue")),
+        "sigma": ("sigma", np.asarray(sigmas, dtype=np.float64), variable_attrs("relative perturbation size")),
+    }
+    if dense:
+        data_vars["spectrum"] = (("minimum", "mode"), spectrum, variable_attrs("Hessian eigenvalues, ascending"))
+        data_vars["exact_trace"] = per_minimum(spectrum.sum(1), "Hessian trace (dense)")
+        coords["mode"] = ("mode", np.arange(n_params), variable_attrs("eigenvalue index, ascending"))
+    return xr.Dataset(data_vars, coords=coords, attrs={"hessian": "dense" if dense else "lanczos", "seed": seed})
+
+
+def _orthogonalize(vectors, basis):
+    """Remove the components along ``basis (minimum, k, param)``, twice (Parlett's "twice is enough")."""
+    for _ in range(2):
+        vectors = vectors - torch.einsum("mk,mkp->mp", torch.einsum("mkp,mp->mk", basis, vectors), basis)
+    return vectors
+
+
+def _random_like(theta, generator):
+    return torch.randn(theta.shape, generator=generator, dtype=theta.dtype, device="cpu").to(theta.device)
+
+
+def _unit(vectors):
+    return vectors / vectors.norm(dim=1, keepdim=True)
