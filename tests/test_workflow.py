@@ -24,6 +24,7 @@ STAGES = (
     "probe_rays",
     "measure_tentacles",
     "slice_basins",
+    "measure_flatness",
     "compare_dynamics",
     "summarize_study",
     "figure_basin_sizes",
@@ -34,6 +35,8 @@ STAGES = (
     "figure_basin_slices",
     "figure_dynamics_comparison",
     "figure_summary",
+    "figure_flatness",
+    "figure_local_energy",
 )
 RING_STAGES = (
     "relax_ring",
@@ -196,7 +199,7 @@ def test_tiny_study_runs_end_to_end_and_every_result_keeps_the_contract(tmp_path
     stages = {p.relative_to(results).parts[0] for p in netcdf}
     assert stages == {
         "datasets", "training", "minima", "basins", "rays", "tentacles", "slices", "comparisons", "summary.nc",
-        "oscillators",
+        "oscillators", "flatness",
     }
     for path in netcdf:
         ds = read_dataset(path)
@@ -207,7 +210,7 @@ def test_tiny_study_runs_end_to_end_and_every_result_keeps_the_contract(tmp_path
     assert shards.sizes["member"] == 24 and int(shards["member"][0]) == 24
     pngs = sorted(results.rglob("*.png"))
     # figures x (experiment, seed) pairs, one comparison, the summary, ring figures x (ring, seed)
-    n_figures = 6 * 4 + 1 + 1 + 3 * 1
+    n_figures = 8 * 4 + 1 + 1 + 3 * 1
     assert len(pngs) == n_figures and len(sorted(results.rglob("*.pdf"))) == n_figures
     for png in pngs:
         width, height = Image.open(png).size

@@ -18,6 +18,9 @@ import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
 import xarray as xr  # noqa: E402
 
+from basins.basin_geometry import spearman_with_error  # noqa: E402
+from basins.rays import select_minima_to_probe  # noqa: E402
+
 PAPER_SIZE = (3.4, 2.6)  # one column of a two-column paper, inches
 
 
@@ -215,6 +218,62 @@ def figure_winding_distribution(basins: xr.Dataset, *, title: str) -> plt.Figure
     return fig
 
 
+def figure_flatness(flatness: xr.Dataset, basins: xr.Dataset, *, title: str) -> plt.Figure:
+    """Top Hessian eigenvalue and trace of each minimum against its test error and basin size."""
+    set_theme()
+    fig, axes = plt.subplots(2, 2, figsize=(PAPER_SIZE[0] * 1.6, PAPER_SIZE[1] * 1.6), layout="constrained")
+    if flatness.sizes["minimum"] == 0:
+        for ax in axes.flat:
+            _empty(ax, "no minimum")
+        return fig
+    measures = {
+        "top Hessian eigenvalue": (flatness["top_eigenvalue"].isel(eigen=0).values, None),
+        "Hessian trace": (flatness["trace"].values, flatness["trace_se"].values),
+    }
+    against = {"test error": basins["test_error"].values, "basin fraction": basins["basin_fraction"].values}
+    for row, (name, (values, errors)) in enumerate(measures.items()):
+        for column, (other, x) in enumerate(against.items()):
+            ax = axes[row, column]
+            ax.errorbar(x, values, yerr=errors, fmt="o", ms=3, capsize=1.5, lw=0.7)
+            rho, rho_se = spearman_with_error(x, values)
+            ax.set_title(f"Spearman rho = {rho:.2f} ± {rho_se:.2f}", fontsize=7)
+            if other == "basin fraction":
+                ax.set_xscale("log")
+            if np.all(values > 0):
+                ax.set_yscale("log")
+            ax.set_xlabel(other)
+            ax.set_ylabel(name)
+    sns.despine(fig)
+    fig.suptitle(f"{title}\nHessian of the training loss at each minimum ({flatness.attrs['hessian']})", fontsize=8)
+    return fig
+
+
+def figure_local_energy(flatness: xr.Dataset, basins: xr.Dataset, *, title: str, n_largest: int = 6) -> plt.Figure:
+    """Local energy delta-E(sigma) of the largest basins' minima and of the best and worst."""
+    set_theme()
+    fig, ax = plt.subplots(figsize=PAPER_SIZE)
+    if flatness.sizes["minimum"] == 0:
+        _empty(ax, "no minimum")
+        return fig
+    test_error = basins["test_error"].values
+    shown = select_minima_to_probe(basins["basin_fraction"].values, test_error, n_largest=n_largest)
+    norm = matplotlib.colors.Normalize(np.nanmin(test_error), np.nanmax(test_error) + 1e-12)
+    cmap = plt.get_cmap("viridis")
+    sigma = flatness["sigma"].values
+    for minimum in shown:
+        ax.errorbar(sigma, flatness["local_energy"].values[minimum], yerr=flatness["perturbed_error_se"].values[minimum],
+                    marker="o", ms=2.5, lw=0.9, capsize=1.5, color=cmap(norm(test_error[minimum])),
+                    label=f"min {minimum}: basin {basins['basin_fraction'].values[minimum]:.3f}")
+    fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="test error")
+    ax.set_xscale("symlog", linthresh=sigma[sigma > 0].min() if (sigma > 0).any() else 1.0)
+    ax.set_xlabel("relative perturbation sigma")
+    ax.set_ylabel("local energy ΔE (training error)")
+    ax.set_title(title, fontsize=8)
+    ax.legend(fontsize=5, frameon=False, loc="upper left")
+    sns.despine(fig)
+    return fig
+
+
 def figure_basin_slices(slices: xr.Dataset, *, title: str) -> plt.Figure:
     """Each plane's grid of starting points, coloured by the minimum reached."""
     set_theme()
@@ -278,7 +337,8 @@ def figure_dynamics_comparison(comparison: xr.Dataset, *, title: str, n_largest:
 def figure_summary(summary: xr.Dataset, *, title: str) -> plt.Figure:
     """The study's answer per experiment: basin size vs test error, tentacles of good vs bad."""
     set_theme()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(PAPER_SIZE[0] * 2, PAPER_SIZE[1] * 1.1), layout="constrained")
+    fig, (left, right, flat) = plt.subplots(1, 3, figsize=(PAPER_SIZE[0] * 3, PAPER_SIZE[1] * 1.1),
+                                            layout="constrained")
     names = [str(name) for name in summary["experiment"].values]
     if not names:
         _empty(left, "no experiment")
@@ -303,6 +363,16 @@ def figure_summary(summary: xr.Dataset, *, title: str) -> plt.Figure:
     right.set_xlabel("start distance / exit radius (medians)")
     right.set_title("> 1: the basin's members start beyond where rays leave it", fontsize=7)
     right.legend(fontsize=5.5, frameon=False, loc="upper center", ncol=2)
+    for offset, other, color in ((-0.12, "basin_fraction", palette[0]), (0.12, "test_error", palette[1])):
+        flat.errorbar(summary[f"trace_vs_{other}"].values, rows + offset, xerr=summary[f"trace_vs_{other}_se"].values,
+                      fmt="o", ms=3, capsize=2, lw=0.8, color=color, label=f"with {other.replace('_', ' ')}")
+    flat.axvline(0, color="0.6", lw=0.6)
+    flat.set_xlim(-1.05, 1.05)
+    flat.set_yticks(rows, [""] * len(rows))
+    flat.set_ylim(-0.6, len(rows) - 0.4 + 0.8)
+    flat.set_xlabel("rank correlation of the Hessian trace")
+    flat.set_title("flat minima: large basins? low test error?", fontsize=7)
+    flat.legend(fontsize=5.5, frameon=False, loc="upper center", ncol=2)
     sns.despine(fig)
     fig.suptitle(title, fontsize=8)
     return fig

@@ -4,7 +4,8 @@ For every experiment and seed: how basin size goes with test error (rank correla
 whether the best minimum's basin reaches out along tentacles more than the worst's does
 (tentacle fractions and distance ratios of the probed minima of lowest and highest test
 error; the fraction saturates at 1 when every member starts beyond the median exit radius, and
-the ratio then still tells how far beyond).
+the ratio then still tells how far beyond); and whether flat minima (small Hessian trace) are
+the ones with large basins and low test error.
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
+from basins.basin_geometry import spearman_with_error
 from basins.io import variable_attrs
 
 
-def summarize_study(labels: list[str], basins: list[xr.Dataset], tentacles: list[xr.Dataset]) -> xr.Dataset:
+def summarize_study(
+    labels: list[str], basins: list[xr.Dataset], tentacles: list[xr.Dataset], flatness: list[xr.Dataset]
+) -> xr.Dataset:
     """One row per experiment and seed; ``labels`` name the rows (e.g. ``"name/seed1"``).
 
     Returns
@@ -24,11 +28,13 @@ def summarize_study(labels: list[str], basins: list[xr.Dataset], tentacles: list
         Along ``experiment``: ``n_minima``, ``unassigned_fraction``, the Spearman correlation
         of basin fraction with test error, and for the probed minima of lowest ("good") and
         highest ("bad") test error their test error, basin fraction and tentacle fraction,
-        each with its standard error; ``tentacle_difference`` = good - bad.
+        each with its standard error; ``tentacle_difference`` = good - bad; the Spearman
+        correlations of the Hessian trace (from ``measure_flatness``) with basin fraction and
+        with test error.
     """
-    if not (len(labels) == len(basins) == len(tentacles)):
-        raise ValueError("labels, basins and tentacles must have one entry per experiment and seed")
-    rows = [_summarize_one(b, t) for b, t in zip(basins, tentacles)]
+    if not (len(labels) == len(basins) == len(tentacles) == len(flatness)):
+        raise ValueError("labels, basins, tentacles and flatness must have one entry per experiment and seed")
+    rows = [_summarize_one(b, t) | _flatness_columns(b, f) for b, t, f in zip(basins, tentacles, flatness)]
     names = rows[0].keys() if rows else []
     columns = {name: np.array([row[name] for row in rows], dtype=float) for name in names}
     if rows:
@@ -61,7 +67,23 @@ _LONG_NAMES = {
     "bad_distance_ratio_se": "bootstrap standard error of bad_distance_ratio",
     "tentacle_difference": "tentacle fraction, best minus worst probed minimum",
     "tentacle_difference_se": "standard error of tentacle_difference",
+    "trace_vs_basin_fraction": "Spearman correlation of Hessian trace and basin fraction",
+    "trace_vs_basin_fraction_se": "standard error of trace_vs_basin_fraction",
+    "trace_vs_test_error": "Spearman correlation of Hessian trace and test error",
+    "trace_vs_test_error_se": "standard error of trace_vs_test_error",
 }
+
+
+def _flatness_columns(basins, flatness):
+    trace = flatness["trace"].values
+    by_size = spearman_with_error(trace, basins["basin_fraction"].values)
+    by_error = spearman_with_error(trace, basins["test_error"].values)
+    return {
+        "trace_vs_basin_fraction": by_size[0],
+        "trace_vs_basin_fraction_se": by_size[1],
+        "trace_vs_test_error": by_error[0],
+        "trace_vs_test_error_se": by_error[1],
+    }
 
 
 def _summarize_one(basins, tentacles):

@@ -26,6 +26,8 @@ FIGURES = [
     "return_probability",
     "tentacles",
     "basin_slices",
+    "flatness",
+    "local_energy",
 ]
 RING_FIGURES = [
     "winding_distribution",

@@ -215,3 +215,43 @@ rule figure_ring_tentacles:
         figure="figure_tentacles",
     script:
         "../scripts/figure.py"
+
+
+rule figure_flatness:
+    input:
+        flatness="results/flatness/{experiment}/seed{seed}.nc",
+        basins="results/basins/{experiment}/seed{seed}.nc",
+        code=package_modules("figures"),
+    output:
+        pdf="results/figures/flatness/{experiment}_seed{seed}.pdf",
+        png=report(
+            "results/figures/flatness/{experiment}_seed{seed}.png",
+            caption="../report/flatness.rst",
+            category="Flatness",
+        ),
+    log:
+        "logs/figure_flatness/{experiment}_seed{seed}.log",
+    conda:
+        "../../envs/basins.yaml"
+    script:
+        "../scripts/figure.py"
+
+
+rule figure_local_energy:
+    input:
+        flatness="results/flatness/{experiment}/seed{seed}.nc",
+        basins="results/basins/{experiment}/seed{seed}.nc",
+        code=package_modules("figures"),
+    output:
+        pdf="results/figures/local_energy/{experiment}_seed{seed}.pdf",
+        png=report(
+            "results/figures/local_energy/{experiment}_seed{seed}.png",
+            caption="../report/local_energy.rst",
+            category="Flatness",
+        ),
+    log:
+        "logs/figure_local_energy/{experiment}_seed{seed}.log",
+    conda:
+        "../../envs/basins.yaml"
+    script:
+        "../scripts/figure.py"

@@ -7,7 +7,11 @@ rule summarize_study:
             f"results/tentacles/{name}/seed{seed}.nc"
             for name, seed in experiment_seeds()
         ],
-        code=package_modules("summary", "io"),
+        flatness=[
+            f"results/flatness/{name}/seed{seed}.nc"
+            for name, seed in experiment_seeds()
+        ],
+        code=package_modules("summary", "basin_geometry", "io"),
     output:
         netcdf="results/summary.nc",
         csv="results/summary.csv",

@@ -8,13 +8,14 @@ summary = summarize_study(
     list(snakemake.params.labels),
     [read_dataset(path) for path in snakemake.input.basins],
     [read_dataset(path) for path in snakemake.input.tentacles],
+    [read_dataset(path) for path in snakemake.input.flatness],
 )
 summary = add_provenance(
     summary,
     title="summary of the study",
     stage="summarize_study",
     stage_config={"experiments": list(snakemake.params.labels)},
-    inputs=(*snakemake.input.basins, *snakemake.input.tentacles),
+    inputs=(*snakemake.input.basins, *snakemake.input.tentacles, *snakemake.input.flatness),
 )
 write_dataset(summary, snakemake.output.netcdf)
 summary.to_dataframe().to_csv(snakemake.output.csv, float_format="%.6g")

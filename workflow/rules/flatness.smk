@@ -1,0 +1,20 @@
+rule measure_flatness:
+    input:
+        minima="results/minima/{experiment}/seed{seed}.nc",
+        dataset="results/datasets/{experiment}.nc",
+        code=package_modules("flatness", "training", "networks", "losses", "io"),
+    output:
+        "results/flatness/{experiment}/seed{seed}.nc",
+    log:
+        "logs/measure_flatness/{experiment}/seed{seed}.log",
+    conda:
+        "../../envs/basins.yaml"
+    resources:
+        gpu=1 if config["use_gpu"] else 0,
+        mem_mb=int(config["memory_budget_mb"]) + 1024,
+    params:
+        flatness=section("flatness"),
+        training=section("training"),
+        device="cuda" if config["use_gpu"] else "auto",
+    script:
+        "../scripts/measure_flatness.py"
