@@ -37,6 +37,8 @@ STAGES = (
     "figure_summary",
     "figure_flatness",
     "figure_local_energy",
+    "enumerate_local_entropy",
+    "figure_local_entropy",
 )
 RING_STAGES = (
     "relax_ring",
@@ -139,6 +141,15 @@ def test_a_broken_ring_is_named(tmp_path, edit, named):
     assert result.returncode != 0 and named in result.stdout + result.stderr
 
 
+def test_an_even_perceptron_is_refused_before_any_job(tmp_path):
+    config = yaml.safe_load((ROOT / "config/test.yaml").read_text())
+    config["local_entropy"]["n_weights"] = 10
+    path = tmp_path / "broken.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = snakemake("-n", "--directory", str(tmp_path), "--configfile", str(path), check=False)
+    assert result.returncode != 0 and "must be odd" in result.stdout + result.stderr
+
+
 @pytest.mark.parametrize(
     "comparison, named",
     [
@@ -199,7 +210,7 @@ def test_tiny_study_runs_end_to_end_and_every_result_keeps_the_contract(tmp_path
     stages = {p.relative_to(results).parts[0] for p in netcdf}
     assert stages == {
         "datasets", "training", "minima", "basins", "rays", "tentacles", "slices", "comparisons", "summary.nc",
-        "oscillators", "flatness",
+        "oscillators", "flatness", "local_entropy",
     }
     for path in netcdf:
         ds = read_dataset(path)
@@ -209,8 +220,9 @@ def test_tiny_study_runs_end_to_end_and_every_result_keeps_the_contract(tmp_path
     shards = read_dataset(results / "training/tiny_teacher/seed1/shard1.nc")
     assert shards.sizes["member"] == 24 and int(shards["member"][0]) == 24
     pngs = sorted(results.rglob("*.png"))
-    # figures x (experiment, seed) pairs, one comparison, the summary, ring figures x (ring, seed)
-    n_figures = 8 * 4 + 1 + 1 + 3 * 1
+    # figures x (experiment, seed) pairs, one comparison, the summary, ring figures x (ring, seed),
+    # the local entropy
+    n_figures = 8 * 4 + 1 + 1 + 3 * 1 + 1
     assert len(pngs) == n_figures and len(sorted(results.rglob("*.pdf"))) == n_figures
     for png in pngs:
         width, height = Image.open(png).size

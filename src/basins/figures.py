@@ -274,6 +274,37 @@ def figure_local_energy(flatness: xr.Dataset, basins: xr.Dataset, *, title: str,
     return fig
 
 
+def figure_local_entropy(enumeration: xr.Dataset, *, title: str) -> plt.Figure:
+    """Local entropy (1/N) log n(d) of the densest and the typical solution, and its bound, per load."""
+    set_theme()
+    alphas = enumeration["alpha"].values
+    fig, axes = plt.subplots(1, len(alphas), figsize=(PAPER_SIZE[0] * 0.75 * len(alphas) + 0.6, PAPER_SIZE[1]),
+                             squeeze=False, sharey=True, layout="constrained")
+    n_weights = enumeration.attrs["n_weights"]
+    d = enumeration["distance"].values / n_weights
+    palette = sns.color_palette("colorblind")
+    with np.errstate(divide="ignore"):
+        bound = np.log(enumeration["bound_count"].values) / n_weights
+        curves = {name: np.log(enumeration[f"{name}_count"].values) / n_weights for name in ("densest", "median")}
+    for column, (alpha, ax) in enumerate(zip(alphas, axes[0])):
+        ax.plot(d, bound, "--", color="0.4", lw=0.9, label="bound log C(N, d) / N")
+        for color, (name, label) in zip(palette, (("densest", "densest solution"), ("median", "typical (median)"))):
+            values = np.where(np.isfinite(curves[name][column]), curves[name][column], np.nan)
+            mean, spread = np.nanmean(values, axis=0), np.nanstd(values, axis=0)
+            ax.plot(d, mean, "-o", ms=2.5, lw=0.9, color=color, label=label)
+            ax.fill_between(d, mean - spread, mean + spread, color=color, alpha=0.2, lw=0)
+        solutions = enumeration["n_solutions"].values[column]
+        ax.set_title(f"alpha = {alpha:.2g} (P = {int(enumeration['n_patterns'][column])})\n"
+                     f"{solutions.mean():.0f} solutions on average", fontsize=7)
+        ax.set_xlabel("Hamming distance d / N")
+        if column == 0:
+            ax.set_ylabel("local entropy (1/N) log n(d)")
+    axes[0, 0].legend(fontsize=5.5, frameon=False, loc="lower center")
+    sns.despine(fig)
+    fig.suptitle(f"{title}: binary perceptron, N = {n_weights}", fontsize=8)
+    return fig
+
+
 def figure_basin_slices(slices: xr.Dataset, *, title: str) -> plt.Figure:
     """Each plane's grid of starting points, coloured by the minimum reached."""
     set_theme()

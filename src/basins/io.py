@@ -34,6 +34,8 @@ DIMS = frozenset(
         "tolerance",
         "fit",
         "mode",
+        "alpha",
+        "distance",
         "winding",
         "class",
         "bin",

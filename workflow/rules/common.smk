@@ -100,9 +100,21 @@ def check_rings():
             )
 
 
+def check_local_entropy():
+    enumeration = config.get("local_entropy")
+    if enumeration and enumeration["n_weights"] % 2 == 0:
+        raise ValueError(
+            f"local_entropy.n_weights={enumeration['n_weights']} must be odd, so that no "
+            "pattern lies on the perceptron's decision boundary"
+        )
+    if enumeration and enumeration["radius"] > enumeration["n_weights"]:
+        raise ValueError("local_entropy.radius must not exceed n_weights")
+
+
 check_experiments()
 check_comparisons()
 check_rings()
+check_local_entropy()
 
 
 wildcard_constraints:
@@ -234,4 +246,15 @@ def all_figures():
         for figure in RING_FIGURES
         for ext in ("pdf", "png")
     ]
-    return per_experiment + per_comparison + (summary if EXPERIMENTS else []) + per_ring
+    enumeration = (
+        [f"results/figures/local_entropy/perceptron.{ext}" for ext in ("pdf", "png")]
+        if config.get("local_entropy")
+        else []
+    )
+    return (
+        per_experiment
+        + per_comparison
+        + (summary if EXPERIMENTS else [])
+        + per_ring
+        + enumeration
+    )

@@ -255,3 +255,24 @@ rule figure_local_energy:
         "../../envs/basins.yaml"
     script:
         "../scripts/figure.py"
+
+
+rule figure_local_entropy:
+    input:
+        enumeration="results/local_entropy/perceptron.nc",
+        code=package_modules("figures"),
+    output:
+        pdf="results/figures/local_entropy/perceptron.pdf",
+        png=report(
+            "results/figures/local_entropy/perceptron.png",
+            caption="../report/local_entropy.rst",
+            category="Flatness",
+        ),
+    log:
+        "logs/figure_local_entropy.log",
+    conda:
+        "../../envs/basins.yaml"
+    params:
+        title="exact enumeration",
+    script:
+        "../scripts/figure.py"
