@@ -234,6 +234,12 @@ def test_tiny_study_runs_end_to_end_and_every_result_keeps_the_contract(tmp_path
     summary = (results / "summary.csv").read_text().splitlines()
     assert len(summary) == 1 + 4 and summary[0].startswith("experiment,")
 
+    # The report builds, with a caption for every figure and no reStructuredText errors.
+    report = snakemake("--directory", str(tmp_path), "--configfile", str(ROOT / "config/test.yaml"),
+                       "--report", str(tmp_path / "report.html"))
+    assert (tmp_path / "report.html").stat().st_size > 100_000
+    assert "ERROR/" not in report.stdout + report.stderr
+
     # Rerunning one stage reproduces its output exactly.
     minima = results / "minima/tiny_teacher/seed1.nc"
     before = read_dataset(minima)
