@@ -380,6 +380,7 @@ def figure_summary(summary: xr.Dataset, *, title: str) -> plt.Figure:
                   fmt="o", ms=3, capsize=2, lw=0.8, color=palette[0])
     left.axvline(0, color="0.6", lw=0.6)
     left.set_yticks(rows, names, fontsize=6)
+    left.set_ylim(-0.6, len(rows) - 0.4 + 0.8)  # the same rows as the other panels, under their legends
     left.set_xlim(-1.05, 1.05)
     left.set_xlabel("rank correlation (basin size, test error)")
     left.set_title("negative: larger basins generalize better", fontsize=7)
