@@ -9,6 +9,16 @@ from basins.networks import Architecture, initial_parameters
 torch.set_num_threads(2)
 
 
+@pytest.fixture(scope="session")
+def tiny_study(tmp_path_factory):
+    """The tiny study (config/test.yaml) run once, locally; its directory."""
+    from workflow_runner import ROOT, snakemake
+
+    directory = tmp_path_factory.mktemp("tiny_study")
+    snakemake("--cores", "2", "--directory", str(directory), "--configfile", str(ROOT / "config/test.yaml"))
+    return directory
+
+
 @pytest.fixture
 def teacher_data():
     """A tiny teacher-student task: (x_train, y_train, x_test, y_test)."""

@@ -1,10 +1,7 @@
 """The workflow as a user drives it: lint, formatting, dry runs, bad configs, a tiny study."""
 
-import os
 import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,10 +9,10 @@ import xarray as xr
 import yaml
 from PIL import Image
 
+from workflow_runner import BIN, ROOT, snakemake
+
 from basins.io import check_dataset, read_dataset
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 STAGES = (
     "prepare_dataset",
     "train_ensemble",
@@ -50,19 +47,6 @@ RING_STAGES = (
     "figure_ring_return_probability",
     "figure_ring_tentacles",
 )
-
-
-def snakemake(*args, cwd=ROOT, check=True):
-    result = subprocess.run(
-        [str(BIN / "snakemake"), "--snakefile", str(ROOT / "Snakefile"), *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-    return result
 
 
 def test_lint_is_clean():
@@ -203,8 +187,8 @@ def check_values(path, ds):
 
 
 @pytest.mark.slow
-def test_tiny_study_runs_end_to_end_and_every_result_keeps_the_contract(tmp_path):
-    snakemake("--cores", "2", "--directory", str(tmp_path), "--configfile", str(ROOT / "config/test.yaml"))
+def test_tiny_study_runs_end_to_end_and_every_result_keeps_the_contract(tiny_study):
+    tmp_path = tiny_study
     results = tmp_path / "results"
     netcdf = sorted(results.rglob("*.nc"))
     stages = {p.relative_to(results).parts[0] for p in netcdf}
