@@ -10,11 +10,13 @@ import importlib.util
 import os
 import shutil
 import subprocess
+import time
 
 import numpy as np
 import pytest
 import xarray as xr
-from workflow_runner import ROOT, snakemake
+import yaml
+from workflow_runner import BIN, ROOT, snakemake
 
 SLURM_SCRIPTS = ROOT / "tests" / "slurm"
 # Values that legitimately differ between two runs of the same computation.
@@ -45,14 +47,16 @@ def slurm_cluster(tmp_path_factory):
     subprocess.run([str(SLURM_SCRIPTS / "stop_cluster.sh"), str(state)], capture_output=True)
 
 
+# The Slurm executor on the test cluster, which has no accounting database.
+SLURM_OPTIONS = (
+    "--executor", "slurm", "--jobs", "4", "--slurm-status-command", "squeue", "--slurm-no-account",
+    "--slurm-init-seconds-before-status-checks", "1", "--default-resources", "slurm_partition=debug", "runtime=20",
+)
+
+
 def slurm_snakemake(directory, *args):
-    """The workflow submitted through the Slurm executor of the test cluster (no accounting)."""
-    return snakemake(
-        "--directory", str(directory), "--configfile", str(ROOT / "config/test.yaml"),
-        "--executor", "slurm", "--jobs", "4", "--slurm-status-command", "squeue", "--slurm-no-account",
-        "--slurm-init-seconds-before-status-checks", "1", "--default-resources", "slurm_partition=debug",
-        "runtime=20", *args,
-    )
+    """The tiny study submitted through the test cluster's Slurm."""
+    return snakemake("--directory", str(directory), "--configfile", str(ROOT / "config/test.yaml"), *SLURM_OPTIONS, *args)
 
 
 def assert_same_results(directory, reference):
@@ -71,3 +75,48 @@ def test_the_tiny_study_through_slurm_equals_the_local_run(slurm_cluster, tiny_s
     output = run.stdout + run.stderr
     assert "has been submitted with SLURM jobid" in output and "rule train_ensemble" in output
     assert_same_results(tmp_path, tiny_study)
+
+
+def preemption_config(directory):
+    """One long training job (grad_tol 0: every member runs its whole budget), checkpointing every second."""
+    config = yaml.safe_load((ROOT / "config/test.yaml").read_text())
+    teacher = config["experiments"]["tiny_teacher"]
+    teacher["ensemble"].update(n_members=2000, n_shards=1)
+    teacher["training"].update(max_steps=3000, grad_tol=0.0)
+    config = {"checkpoint_every_s": 1, "memory_budget_mb": 256, "experiments": {"tiny_teacher": teacher}}
+    path = directory / "preemption.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.slow
+def test_a_cancelled_training_job_resumes_from_its_checkpoint(slurm_cluster, tmp_path):
+    config = preemption_config(tmp_path)
+    shard = "results/training/tiny_teacher/seed1/shard0.nc"
+    checkpoint = tmp_path / "results/checkpoints/tiny_teacher/seed1/shard0.pt"
+    options = ("--configfile", str(config), "--until", "train_ensemble")
+    submitted = subprocess.Popen(
+        [str(BIN / "snakemake"), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
+         *SLURM_OPTIONS, *options],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    for _ in range(600):  # wait until the job has saved progress mid-run
+        if checkpoint.exists() or submitted.poll() is not None:
+            break
+        time.sleep(0.2)
+    assert checkpoint.exists(), "the training job wrote no checkpoint before finishing"
+    subprocess.run(["scancel", "--user", "root"], check=True)  # the preemption
+    assert submitted.wait(timeout=300) != 0 and not (tmp_path / shard).exists()
+    assert checkpoint.exists()
+
+    snakemake("--directory", str(tmp_path), *SLURM_OPTIONS, "--rerun-incomplete", *options)
+    log = (tmp_path / "logs/train_ensemble/tiny_teacher/seed1/shard0.log").read_text()
+    assert "resuming from checkpoint" in log
+    assert not checkpoint.exists()  # removed once the run is complete
+
+    reference = tmp_path / "uninterrupted"
+    snakemake("--cores", "2", "--directory", str(reference), *options)
+    ours, theirs = xr.load_dataset(tmp_path / shard), xr.load_dataset(reference / shard)
+    for name in theirs.data_vars:
+        if name not in RUN_DEPENDENT:
+            np.testing.assert_array_equal(ours[name].values, theirs[name].values, err_msg=name)
