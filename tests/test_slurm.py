@@ -50,7 +50,8 @@ def slurm_cluster(tmp_path_factory):
 # The Slurm executor on the test cluster, which has no accounting database.
 SLURM_OPTIONS = (
     "--executor", "slurm", "--jobs", "4", "--slurm-status-command", "squeue", "--slurm-no-account",
-    "--slurm-init-seconds-before-status-checks", "1", "--default-resources", "slurm_partition=debug", "runtime=20",
+    "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "1",
+    "--default-resources", "slurm_partition=debug", "runtime=20",
 )
 
 
@@ -81,8 +82,8 @@ def preemption_config(directory):
     """One long training job (grad_tol 0: every member runs its whole budget), checkpointing every second."""
     config = yaml.safe_load((ROOT / "config/test.yaml").read_text())
     teacher = config["experiments"]["tiny_teacher"]
-    teacher["ensemble"].update(n_members=2000, n_shards=1)
-    teacher["training"].update(max_steps=3000, grad_tol=0.0)
+    teacher["ensemble"].update(n_members=1000, n_shards=1)
+    teacher["training"].update(max_steps=2000, grad_tol=0.0)
     config = {"checkpoint_every_s": 1, "memory_budget_mb": 256, "experiments": {"tiny_teacher": teacher}}
     path = directory / "preemption.yaml"
     path.write_text(yaml.safe_dump(config))
