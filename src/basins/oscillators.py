@@ -26,9 +26,9 @@ from scipy import optimize, special, stats
 
 from basins.io import variable_attrs
 from basins.training import (
-    CPU_LARGEST_TEMPORARY_BYTES,
     DIVERGED,
     TORCH_DTYPES,
+    chunk_size,
     descend,
     descent_dataset,
     final_losses,
@@ -194,16 +194,13 @@ def relax_ring(
     The options are those of :func:`basins.training.train_ensemble` (minibatch SGD aside: a
     ring has no data). Returns the engine's per-member variables, ``loss`` being the energy V.
     """
-    if initial_theta.ndim != 2 or initial_theta.shape != (len(member_ids), ring.n_params):
+    if initial_theta.shape != (len(member_ids), ring.n_params):
         raise ValueError(
             f"initial_theta has shape {initial_theta.shape}; expected ({len(member_ids)}, {ring.n_params})"
         )
     torch_device, torch_dtype = resolve_device(device), TORCH_DTYPES[dtype]
-    itemsize = torch.tensor([], dtype=torch_dtype).element_size()
-    per_member = itemsize * ring.n_params * (4 * ring.coupling_range + 40)
-    chunk = int(memory_budget_mb * 2**20 // per_member)
-    if torch_device.type == "cpu":
-        chunk = min(chunk, CPU_LARGEST_TEMPORARY_BYTES // (itemsize * ring.n_params))
+    state_bytes = torch_dtype.itemsize * ring.n_params
+    chunk = chunk_size(state_bytes * (4 * ring.coupling_range + 40), state_bytes, memory_budget_mb, torch_device)
     out = descend(
         ring.objective,
         initial_theta,
@@ -218,7 +215,7 @@ def relax_ring(
         seed=seed,
         device=torch_device,
         dtype=torch_dtype,
-        chunk=max(1, chunk),
+        chunk=chunk,
         run_id=(ring, dtype),
         checkpoint_path=checkpoint_path,
         checkpoint_every_s=checkpoint_every_s,
@@ -326,7 +323,7 @@ def fit_winding_distribution(
     total = observed.sum()
     if total == 0:
         raise ValueError("no member reached a twisted state in the support; nothing to fit")
-    fits = {name: _fit_one(feature(support), observed) for name, feature in WINDING_MODELS.items()}
+    fits = {name: _fit_one(feature(support), observed, min_expected) for name, feature in WINDING_MODELS.items()}
     per_model = lambda key, *attrs: ("fit", [fits[m][key] for m in WINDING_MODELS], variable_attrs(*attrs))  # noqa: E731
     return xr.Dataset(
         {
@@ -352,7 +349,7 @@ def fit_winding_distribution(
     )
 
 
-def _fit_one(feature, observed):
+def _fit_one(feature, observed, min_expected):
     total = observed.sum()
 
     def log_probability(rate):
@@ -366,7 +363,7 @@ def _fit_one(feature, observed):
     p = np.exp(log_probability(rate))
     variance = (p * feature**2).sum() - (p * feature).sum() ** 2
     expected = total * p
-    chi_square, dof = _pooled_chi_square(observed, expected, feature, min_expected=5.0)
+    chi_square, dof = _pooled_chi_square(observed, expected, feature, min_expected=min_expected)
     log_likelihood = -negative_log_likelihood(rate)
     return {
         "rate": rate,

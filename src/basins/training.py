@@ -168,7 +168,7 @@ def train_ensemble(
     if stop_when_satisfied:
         x, y = data["train"]
         satisfied = lambda theta: (margins(forward(theta, x, arch), y) < margin).sum(1) == 0  # noqa: E731
-    chunk = _chunk_size(arch, len(y_train), memory_budget_mb, torch_dtype, torch_device)
+    chunk = _network_chunk_size(arch, len(y_train), memory_budget_mb, torch_dtype, torch_device)
     out = descend(
         objective,
         initial_theta,
@@ -354,15 +354,23 @@ def _np(tensor):
 CPU_LARGEST_TEMPORARY_BYTES = 4 * 2**20
 
 
-def _chunk_size(arch, n_train, memory_budget_mb, dtype, device):
-    itemsize = torch.tensor([], dtype=dtype).element_size()
-    activations = n_train * (arch.width * arch.depth + arch.n_outputs) * 4
-    per_member = itemsize * (arch.n_params * 12 + activations)
-    chunk = int(memory_budget_mb * 2**20 // per_member)
+def chunk_size(
+    working_bytes_per_member: int, largest_temporary_per_member: int, memory_budget_mb: float, device: torch.device
+) -> int:
+    """Members processed at once: within the memory budget, and on the CPU within
+    :data:`CPU_LARGEST_TEMPORARY_BYTES` for the largest temporary tensor."""
+    chunk = int(memory_budget_mb * 2**20 // working_bytes_per_member)
     if device.type == "cpu":
-        layer = n_train * max(arch.width, arch.n_outputs) * itemsize
-        chunk = min(chunk, CPU_LARGEST_TEMPORARY_BYTES // layer)
+        chunk = min(chunk, CPU_LARGEST_TEMPORARY_BYTES // largest_temporary_per_member)
     return max(1, chunk)
+
+
+def _network_chunk_size(arch, n_train, memory_budget_mb, dtype, device):
+    activations = n_train * (arch.width * arch.depth + arch.n_outputs) * 4
+    layer = n_train * max(arch.width, arch.n_outputs)
+    return chunk_size(
+        dtype.itemsize * (arch.n_params * 12 + activations), dtype.itemsize * layer, memory_budget_mb, device
+    )
 
 
 def _empty_results(initial_theta, history_steps):
