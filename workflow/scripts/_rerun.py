@@ -8,6 +8,7 @@ from basins.data import train_test_arrays
 from basins.io import read_dataset
 from basins.minima import probe_inputs_for
 from basins.networks import Architecture
+from basins.rays import probe_rays
 from basins.training import CONVERGED, train_ensemble
 
 log = logging.getLogger("basins.rerun")
@@ -41,3 +42,16 @@ class CatalogRerun:
         converged = result["status"].values == CONVERGED
         log.info("%d starts: %d converged", len(starts), int(converged.sum()))
         return result["final_theta"].values, result["loss"].values, converged
+
+
+def probe_configured_rays(centres, returns, rays, *, seed, minimum_ids):
+    """:func:`basins.rays.probe_rays` as a config's ``rays`` section sets it (log-spaced radii)."""
+    return probe_rays(
+        centres,
+        returns,
+        radii=np.geomspace(rays["smallest_radius"], rays["largest_radius"], rays["n_radii"]),
+        n_directions=rays["n_directions"],
+        n_bisection=rays["n_bisection"],
+        seed=seed,
+        minimum_ids=minimum_ids,
+    )

@@ -1,10 +1,9 @@
-import numpy as np
 from _entry import start
-from _rerun import CatalogRerun
+from _rerun import CatalogRerun, probe_configured_rays
 
 from basins.io import add_provenance, read_dataset, write_dataset
 from basins.minima import reached_minimum
-from basins.rays import probe_rays, select_minima_to_probe
+from basins.rays import select_minima_to_probe
 from basins.training import resolve_device
 
 log = start(snakemake)
@@ -29,15 +28,7 @@ def returns(starts, targets):
     return reached & converged
 
 
-result = probe_rays(
-    minima["theta"].values[chosen],
-    returns,
-    radii=np.geomspace(rays["smallest_radius"], rays["largest_radius"], rays["n_radii"]),
-    n_directions=rays["n_directions"],
-    n_bisection=rays["n_bisection"],
-    seed=seed,
-    minimum_ids=chosen,
-)
+result = probe_configured_rays(minima["theta"].values[chosen], returns, rays, seed=seed, minimum_ids=chosen)
 result = add_provenance(
     result,
     title=f"ray probes of experiment {snakemake.wildcards.experiment}, seed {seed}",

@@ -1,9 +1,10 @@
 import numpy as np
 from _entry import start
+from _rerun import probe_configured_rays
 
 from basins.io import add_provenance, read_dataset, write_dataset
 from basins.oscillators import KuramotoRing, distance_to_twisted_state, relax_ring, winding_number
-from basins.rays import probe_rays, select_minima_to_probe
+from basins.rays import select_minima_to_probe
 from basins.training import DIVERGED, resolve_device
 
 log = start(snakemake)
@@ -30,15 +31,7 @@ def returns(starts, targets):
     return reached
 
 
-result = probe_rays(
-    minima["theta"].values[chosen],
-    returns,
-    radii=np.geomspace(rays["smallest_radius"], rays["largest_radius"], rays["n_radii"]),
-    n_directions=rays["n_directions"],
-    n_bisection=rays["n_bisection"],
-    seed=seed,
-    minimum_ids=chosen,
-)
+result = probe_configured_rays(minima["theta"].values[chosen], returns, rays, seed=seed, minimum_ids=chosen)
 result = add_provenance(
     result.assign(winding_number=("minimum", minima["winding_number"].values[chosen], minima["winding_number"].attrs)),
     title=f"ray probes of ring {snakemake.wildcards.ring}, seed {seed}",
