@@ -219,7 +219,6 @@ def measure_flatness(
     generator = torch.Generator().manual_seed(seed)
     dense = n_params <= max_dense_params
     log.info("%d minima of %d parameters: %s Hessians", n_minima, n_params, "dense" if dense else "Lanczos")
-    data_vars = {}
     if n_minima:
         ritz, _ = lanczos(hvp, torch_theta, max(n_lanczos, n_top), generator=generator)
         top = ritz.flip(1)[:, :n_top].cpu().numpy()
@@ -246,7 +245,7 @@ def measure_flatness(
         energy = {name: np.zeros((0, len(sigmas))) for name in ("error", "error_se", "loss", "loss_se", "local_energy")}
     per_minimum = lambda values, *attrs: ("minimum", values, variable_attrs(*attrs))  # noqa: E731
     per_sigma = lambda values, *attrs: (("minimum", "sigma"), values, variable_attrs(*attrs))  # noqa: E731
-    data_vars.update(
+    data_vars = dict(
         top_eigenvalue=(("minimum", "eigen"), top, variable_attrs("largest Hessian eigenvalues (Lanczos)")),
         trace=per_minimum(trace, "Hessian trace (Hutchinson)"),
         trace_se=per_minimum(trace_se, "standard error of trace"),
