@@ -47,3 +47,31 @@ def hand_built_minima():
         },
         coords={"member": np.arange(5), "minimum": np.arange(2)},
     )
+
+
+class MullerBrown:
+    """The Müller-Brown potential (Müller and Brown 1979): three minima, two saddles, known to
+    many digits (located here by Newton's method on the gradient)."""
+
+    A = (-200.0, -100.0, -170.0, 15.0)
+    a = (-1.0, -1.0, -6.5, 0.7)
+    b = (0.0, 0.0, 11.0, 0.6)
+    c = (-10.0, -10.0, -6.5, 0.7)
+    x0 = (1.0, 0.0, -0.5, -1.0)
+    y0 = (0.0, 0.5, 1.5, 1.0)
+    minima = np.array([[-0.55822363, 1.44172584], [0.62349940, 0.02803776], [-0.05001082, 0.46669410]])
+    minimum_energy = np.array([-146.69951721, -108.16672412, -80.76781813])
+    # Saddle 0 joins minima 0 and 2, saddle 1 joins minima 2 and 1.
+    saddles = np.array([[-0.82200156, 0.62431280], [0.21248658, 0.29298833]])
+    saddle_energy = np.array([-40.66484351, -72.24894011])
+
+    def __call__(self, points):
+        coefficients = [torch.tensor(v, dtype=points.dtype) for v in (self.A, self.a, self.b, self.c, self.x0, self.y0)]
+        big_a, a, b, c, x0, y0 = coefficients
+        dx, dy = points[:, :1] - x0, points[:, 1:2] - y0
+        return (big_a * torch.exp(a * dx * dx + b * dx * dy + c * dy * dy)).sum(1)
+
+
+@pytest.fixture
+def muller_brown():
+    return MullerBrown()

@@ -1,0 +1,243 @@
+"""Minimum-energy paths and transition states between minima, batched over pairs.
+
+- :func:`nudged_elastic_band`: the climbing-image nudged elastic band (Henkelman, Uberuaga and
+  Jónsson 2000) with the improved tangent (Henkelman and Jónsson 2000). The bands of all
+  pairs are the members of the training engine (:func:`basins.training.descend`): one member
+  is one band, its parameters the flattened images, so bands get the engine's chunking,
+  per-band stopping, checkpoints and progress output.
+- :func:`refine_transition_states`: eigenvector following (Cerjan and Miller 1981; the step
+  of Wales, *Energy Landscapes*, 2003, sec. 6.2) from each band's highest image to a stationary
+  point with exactly one negative Hessian eigenvalue, on dense Hessians.
+
+Every function sees the landscape only through ``energy(points (n, param)) -> (n,)``, a
+differentiable torch function, so networks and analytic test potentials share the code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from basins.flatness import dense_hessians, make_hvp
+from basins.training import descend
+
+Energy = Callable[[torch.Tensor], torch.Tensor]
+
+
+def energy_and_gradient(energy: Energy, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Energies ``(n,)`` and gradients ``(n, param)`` of independent points."""
+    with torch.enable_grad():
+        points = points.detach().requires_grad_(True)
+        values = energy(points)
+        (grad,) = torch.autograd.grad(values.sum(), points)
+    return values.detach(), grad
+
+
+def interpolate_bands(start: np.ndarray, end: np.ndarray, n_images: int) -> np.ndarray:
+    """Straight-line bands ``(pair, image, param)`` with ``n_images`` interior images."""
+    if n_images < 1:
+        raise ValueError(f"n_images={n_images}: a band needs at least one interior image")
+    fraction = np.linspace(0.0, 1.0, n_images + 2)[None, :, None]
+    return start[:, None, :] + fraction * (end - start)[:, None, :]
+
+
+def band_forces(
+    energy: Energy, bands: torch.Tensor, *, spring: float, climbing: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nudged-elastic-band forces ``(pair, image, param)`` (zero on the fixed end images) and
+    the energies ``(pair, image)`` of every image.
+
+    Interior images feel the true force perpendicular to the tangent and the spring force along
+    it; the highest interior image, when ``climbing``, feels the true force with its component
+    along the tangent inverted and no spring, so it climbs to the saddle.
+    """
+    n_pairs, n_images, n_params = bands.shape
+    energies, grad = energy_and_gradient(energy, bands.reshape(-1, n_params))
+    energies, grad = energies.view(n_pairs, n_images), grad.view(n_pairs, n_images, n_params)
+    ahead, behind = bands[:, 2:] - bands[:, 1:-1], bands[:, 1:-1] - bands[:, :-2]
+    e_prev, e_here, e_next = energies[:, :-2], energies[:, 1:-1], energies[:, 2:]
+    # Improved tangent: toward the higher neighbour; at extrema, a blend weighted by the
+    # energy differences, so the tangent turns smoothly and no kinks form.
+    up, down = (e_next > e_here) & (e_here > e_prev), (e_next < e_here) & (e_here < e_prev)
+    d_ahead, d_behind = (e_next - e_here).abs(), (e_here - e_prev).abs()
+    big, small = torch.maximum(d_ahead, d_behind)[..., None], torch.minimum(d_ahead, d_behind)[..., None]
+    blended = torch.where(
+        (e_next > e_prev)[..., None], ahead * big + behind * small, ahead * small + behind * big
+    )
+    tangent = torch.where(up[..., None], ahead, torch.where(down[..., None], behind, blended))
+    tangent = tangent / tangent.norm(dim=2, keepdim=True).clamp_min(torch.finfo(bands.dtype).tiny)
+    g = grad[:, 1:-1]
+    along = (g * tangent).sum(2, keepdim=True)
+    stretch = ahead.norm(dim=2, keepdim=True) - behind.norm(dim=2, keepdim=True)
+    force = -(g - along * tangent) + spring * stretch * tangent
+    if climbing:
+        highest = e_here.argmax(1)
+        climber = torch.nn.functional.one_hot(highest, n_images - 2).to(torch.bool)[..., None]
+        force = torch.where(climber, -g + 2 * along * tangent, force)
+    zeros = torch.zeros_like(bands[:, :1])
+    return torch.cat([zeros, force, zeros], dim=1), energies
+
+
+def nudged_elastic_band(
+    energy: Energy,
+    start: np.ndarray,
+    end: np.ndarray,
+    *,
+    n_images: int = 16,
+    spring: float = 1.0,
+    dynamics: str = "fire",
+    lr: float = 0.01,
+    max_steps: int = 5000,
+    force_tol: float = 1e-3,
+    device: torch.device = torch.device("cpu"),
+    chunk: int = 4096,
+    checkpoint_path=None,
+    progress_every_s: float = 30.0,
+) -> dict[str, np.ndarray]:
+    """Relax straight-line bands from ``start`` to ``end`` (both ``(pair, param)``) into
+    minimum-energy paths.
+
+    Parameters
+    ----------
+    n_images : int
+        Interior images per band; more resolve the path (and its intermediate minima) better.
+    spring : float
+        Spring constant along the band (energy / distance^2). It sets the image spacing, not
+        the converged path; stiffer springs need smaller steps.
+    dynamics, lr, max_steps : str, float, int
+        The engine's optimizer on the band forces (FIRE, the usual choice for NEB, or ``gd``)
+        with its step size and budget.
+    force_tol : float
+        A band has converged when the norm of its force, over all images, is at most this.
+
+    Returns
+    -------
+    dict
+        ``bands (pair, image, param)`` including the end images, ``energies (pair, image)``,
+        ``status`` (0 converged, 1 budget, 2 diverged), ``steps`` and ``force_norm`` per pair.
+    """
+    if dynamics not in ("fire", "gd"):
+        raise ValueError(f"dynamics={dynamics!r}: a band is relaxed with 'fire' or 'gd'")
+    if spring <= 0:
+        raise ValueError(f"spring={spring} must be positive")
+    initial = interpolate_bands(np.asarray(start, float), np.asarray(end, float), n_images)
+    n_pairs, n_total, n_params = initial.shape
+
+    def objective(flat_bands, batch):
+        force, energies = band_forces(energy, flat_bands.view(-1, n_total, n_params), spring=spring)
+        return energies[:, 1:-1].amax(1), -force.reshape(flat_bands.shape)
+
+    out = descend(
+        objective,
+        initial.reshape(n_pairs, -1),
+        np.arange(n_pairs),
+        dynamics=dynamics,
+        lr=lr,
+        max_steps=max_steps,
+        grad_tol=force_tol,
+        device=device,
+        dtype=torch.float64,
+        chunk=chunk,
+        run_id=("nudged_elastic_band", n_images, spring),
+        checkpoint_path=checkpoint_path,
+        progress_every_s=progress_every_s,
+    )
+    bands = out["final_theta"].reshape(n_pairs, n_total, n_params)
+    with torch.no_grad():
+        energies = energy(torch.as_tensor(bands.reshape(-1, n_params), device=device)).view(n_pairs, n_total)
+    return {
+        "bands": bands,
+        "energies": energies.cpu().numpy(),
+        "status": out["status"],
+        "steps": out["steps"],
+        "force_norm": out["grad_norm"],
+    }
+
+
+def count_band_maxima(energies: np.ndarray) -> np.ndarray:
+    """Interior local maxima of each band's energy profile ``(pair, image)``; more than one
+    means the path passes intermediate minima."""
+    here = energies[:, 1:-1]
+    return ((here > energies[:, :-2]) & (here >= energies[:, 2:])).sum(1)
+
+
+def refine_transition_states(
+    energy: Energy,
+    theta: np.ndarray,
+    *,
+    grad_tol: float = 1e-6,
+    max_steps: int = 200,
+    trust_radius: float = 0.1,
+    index_tolerance: float = 1e-6,
+    device: torch.device = torch.device("cpu"),
+) -> dict[str, np.ndarray]:
+    """Converge each point of ``theta (point, param)`` to a nearby first-order saddle.
+
+    Eigenvector following on the dense Hessian: along the lowest eigenvector the step goes
+    uphill, along all others downhill, each of size 2 g_i / (|b_i| + sqrt(b_i^2 + 4 g_i^2)) for
+    gradient component g_i and eigenvalue b_i (Newton's step near the saddle, bounded far from
+    it); the whole step is capped at ``trust_radius``.
+
+    Parameters
+    ----------
+    grad_tol : float
+        Converged when the gradient norm is at most this; the saddle's energy is then exact to
+        about grad_tol^2 / curvature.
+    max_steps : int
+        Iterations per point; each costs one Hessian (``param`` Hessian-vector products).
+    trust_radius : float
+        Longest step; smaller is safer far from the saddle and slower.
+    index_tolerance : float
+        An eigenvalue counts as negative below ``-index_tolerance * max |eigenvalue|``.
+
+    Returns
+    -------
+    dict
+        ``theta``, ``energy``, ``grad_norm``, ``index`` (negative eigenvalues at the end),
+        ``converged``, ``steps``, ``lowest_eigenvalue`` and ``mode`` (its unit eigenvector,
+        the direction that leads down to the two minima the saddle connects).
+    """
+    if grad_tol <= 0 or trust_radius <= 0:
+        raise ValueError(f"grad_tol={grad_tol} and trust_radius={trust_radius} must be positive")
+    points = torch.as_tensor(np.array(theta, dtype=np.float64), device=device)
+    n_points = points.shape[0]
+    hvp = make_hvp(energy)
+    steps = np.zeros(n_points, dtype=np.int64)
+    converged = np.zeros(n_points, dtype=bool)
+    active = torch.arange(n_points, device=device)
+    for iteration in range(max_steps + 1):
+        if not active.numel():
+            break
+        _, grad = energy_and_gradient(energy, points[active])
+        done = grad.norm(dim=1) <= grad_tol
+        converged[active[done].cpu().numpy()] = True
+        active, grad = active[~done], grad[~done]
+        if not active.numel() or iteration == max_steps:
+            break
+        eigenvalues, eigenvectors = torch.linalg.eigh(dense_hessians(hvp, points[active]))
+        g = torch.einsum("npk,np->nk", eigenvectors, grad)
+        size = 2 * g / (eigenvalues.abs() + torch.sqrt(eigenvalues**2 + 4 * g**2)).clamp_min(1e-300)
+        direction = torch.ones_like(size)
+        direction[:, 1:] = -1.0  # uphill along the lowest mode, downhill along the rest
+        step = torch.einsum("npk,nk->np", eigenvectors, direction * size)
+        length = step.norm(dim=1, keepdim=True)
+        step = step * (trust_radius / length.clamp_min(trust_radius))
+        points[active] = points[active] + step
+        steps[active.cpu().numpy()] += 1
+    values, grad = energy_and_gradient(energy, points)
+    eigenvalues, eigenvectors = torch.linalg.eigh(dense_hessians(hvp, points))
+    scale = eigenvalues.abs().amax(1, keepdim=True)
+    index = (eigenvalues < -index_tolerance * scale).sum(1)
+    return {
+        "theta": points.cpu().numpy(),
+        "energy": values.cpu().numpy(),
+        "grad_norm": grad.norm(dim=1).cpu().numpy(),
+        "index": index.cpu().numpy(),
+        "converged": converged,
+        "steps": steps,
+        "mode": eigenvectors[:, :, 0].cpu().numpy(),
+        "lowest_eigenvalue": eigenvalues[:, 0].cpu().numpy(),
+    }
+

@@ -1,0 +1,84 @@
+import numpy as np
+import pytest
+import torch
+
+from basins.connectivity import connect_minima, neighbour_pairs
+from basins.paths import energy_and_gradient
+from basins.training import CONVERGED, descend
+
+
+def identify_muller_brown(mb):
+    """Steepest descent (FIRE) from each point, then the catalogued minimum within 1e-3."""
+
+    def identify(points):
+        out = descend(
+            lambda theta, batch: energy_and_gradient(mb, theta), points, np.arange(len(points)),
+            dynamics="fire", lr=1e-3, max_steps=20_000, grad_tol=1e-4, device=torch.device("cpu"),
+            dtype=torch.float64, chunk=64, run_id=("muller_brown",),
+        )
+        distance = np.linalg.norm(out["final_theta"][:, None] - mb.minima[None], axis=2)
+        found = (distance.min(1) < 1e-3) & (out["status"] == CONVERGED)
+        return np.where(found, distance.argmin(1), -1)
+
+    return identify
+
+
+@pytest.fixture
+def muller_brown_graph(muller_brown):
+    mb = muller_brown
+    return connect_minima(
+        mb.minima, mb.minimum_energy, mb, align=lambda reference, theta: theta, identify=identify_muller_brown(mb),
+        n_neighbors=2, n_images=12, spring=100.0, band_lr=1e-3, band_max_steps=20_000, band_force_tol=1e-3,
+        ts_grad_tol=1e-8, n_levels=20,
+    )
+
+
+def test_connect_minima_finds_the_saddles_and_the_minima_they_join(muller_brown_graph, muller_brown):
+    graph, mb = muller_brown_graph, muller_brown
+    np.testing.assert_array_equal(graph["minimum_pair"], [[0, 1], [0, 2], [1, 2]])
+    assert graph["is_edge"].all()
+    # The band 0 -> 1 passes minimum 2; its highest saddle joins 0 and 2.
+    joined = [set(row) for row in graph["connected_minimum"].values]
+    assert joined == [{0, 2}, {0, 2}, {1, 2}]
+    np.testing.assert_allclose(graph["ts_energy"], mb.saddle_energy[[0, 0, 1]], atol=1e-6)
+    np.testing.assert_array_equal(graph["n_band_maxima"], [2, 1, 1])
+    np.testing.assert_array_equal(graph["ts_index"], [1, 1, 1])
+    barrier = graph["barrier"].values
+    expected = graph["ts_energy"].values[:, None] - mb.minimum_energy[graph["connected_minimum"].values]
+    np.testing.assert_allclose(barrier, expected)
+
+
+def test_muller_brown_funnel_and_disconnectivity(muller_brown_graph):
+    graph = muller_brown_graph
+    # Minimum 1 (-108.2) reaches the global minimum only over the higher minimum 2 (-80.8).
+    np.testing.assert_array_equal(graph["in_funnel"], [True, False, True])
+    assert graph.attrs["funnel_fraction"] == pytest.approx(2 / 3)
+    top = graph["superbasin"].isel(level=-1).values
+    np.testing.assert_array_equal(top, [0, 0, 0])
+    assert graph.attrs["n_top_components"] == 1
+    # Between the two saddles (-72.2 and -40.7), minima 1 and 2 form one superbasin, 0 another.
+    between = graph["superbasin"].sel(level=-60.0, method="nearest").values
+    np.testing.assert_array_equal(between, [0, 1, 1])
+
+
+def test_neighbour_pairs_take_the_nearest_in_the_aligned_distance_and_stay_connected():
+    # Two clusters far apart: two nearest neighbours stay in the clusters, the spanning tree
+    # adds one bridge.
+    points = np.array([[0.0, 0], [1, 0], [0, 1], [10, 0], [11, 0], [10, 1]])
+    pairs, distance = neighbour_pairs(points, 2, align=lambda reference, theta: theta)
+    within = {(0, 1), (0, 2), (1, 2), (3, 4), (3, 5), (4, 5)}
+    assert within <= {tuple(p) for p in pairs}
+    assert len(pairs) == len(within) + 1
+    np.testing.assert_allclose(distance, np.linalg.norm(points[pairs[:, 0]] - points[pairs[:, 1]], axis=1))
+    # An alignment that maps point 5 onto point 0 makes them nearest neighbours.
+    flip = lambda reference, theta: theta - [10, 0] if theta[0] >= 10 and reference[0] < 10 else theta  # noqa: E731
+    pairs, distance = neighbour_pairs(points, 1, align=flip)
+    assert np.all(distance <= 1.0)
+
+
+def test_networks_too_large_for_dense_hessians_are_refused(muller_brown):
+    with pytest.raises(ValueError, match="max_dense_params"):
+        connect_minima(
+            muller_brown.minima, muller_brown.minimum_energy, muller_brown, align=lambda r, t: t,
+            identify=lambda p: np.zeros(len(p), dtype=int), max_dense_params=1,
+        )
