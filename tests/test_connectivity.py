@@ -70,7 +70,7 @@ def test_neighbour_pairs_take_the_nearest_in_the_aligned_distance_and_stay_conne
     assert within <= {tuple(p) for p in pairs}
     assert len(pairs) == len(within) + 1
     np.testing.assert_allclose(distance, np.linalg.norm(points[pairs[:, 0]] - points[pairs[:, 1]], axis=1))
-    # An alignment that maps point 5 onto point 0 makes them nearest neighbours.
+    # A "symmetry" shifting the far cluster onto the near one: the bridge is measured aligned.
     flip = lambda reference, theta: theta - [10, 0] if theta[0] >= 10 and reference[0] < 10 else theta  # noqa: E731
     pairs, distance = neighbour_pairs(points, 1, align=flip)
     assert np.all(distance <= 1.0)

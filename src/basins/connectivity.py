@@ -18,7 +18,6 @@ import logging
 from collections.abc import Callable
 
 import numpy as np
-import torch
 import xarray as xr
 from scipy.sparse.csgraph import minimum_spanning_tree
 from scipy.spatial import cKDTree
@@ -143,18 +142,17 @@ def connect_minima(
             f"Hessians up to max_dense_params={max_dense_params}. Raise it (cost ~ param^2 "
             "memory and param Hessian-vector products per step) or use a smaller network."
         )
-    torch_device = torch.device(device)
     pairs, distance = neighbour_pairs(theta, n_neighbors, align)
     log.info("%d minima, %d pairs to connect", n_minima, len(pairs))
     ends = np.stack([theta[pairs[:, 0]], np.array([align(theta[a], theta[b]) for a, b in pairs])]) if len(pairs) else np.zeros((2, 0, n_params))
     band = nudged_elastic_band(
         energy, ends[0], ends[1], n_images=n_images, spring=spring, dynamics=band_dynamics,
-        lr=band_lr, max_steps=band_max_steps, force_tol=band_force_tol, device=torch_device, chunk=chunk,
+        lr=band_lr, max_steps=band_max_steps, force_tol=band_force_tol, device=device, chunk=chunk,
     )
     highest = band["energies"][:, 1:-1].argmax(1) + 1 if len(pairs) else np.zeros(0, dtype=np.int64)
     saddle = refine_transition_states(
         energy, band["bands"][np.arange(len(pairs)), highest], grad_tol=ts_grad_tol,
-        max_steps=ts_max_steps, trust_radius=trust_radius, index_tolerance=index_tolerance, device=torch_device,
+        max_steps=ts_max_steps, trust_radius=trust_radius, index_tolerance=index_tolerance, device=device,
     )
     log.info("%d of %d bands converged; %d saddles of index 1",
              (band["status"] == 0).sum(), len(pairs), (saddle["converged"] & (saddle["index"] == 1)).sum())

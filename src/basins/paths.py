@@ -91,7 +91,7 @@ def nudged_elastic_band(
     lr: float = 0.01,
     max_steps: int = 5000,
     force_tol: float = 1e-3,
-    device: torch.device = torch.device("cpu"),
+    device: str = "cpu",
     chunk: int = 4096,
     checkpoint_path=None,
     progress_every_s: float = 30.0,
@@ -137,7 +137,7 @@ def nudged_elastic_band(
         lr=lr,
         max_steps=max_steps,
         grad_tol=force_tol,
-        device=device,
+        device=torch.device(device),
         dtype=torch.float64,
         chunk=chunk,
         run_id=("nudged_elastic_band", n_images, spring),
@@ -171,7 +171,7 @@ def refine_transition_states(
     max_steps: int = 200,
     trust_radius: float = 0.1,
     index_tolerance: float = 1e-6,
-    device: torch.device = torch.device("cpu"),
+    device: str = "cpu",
 ) -> dict[str, np.ndarray]:
     """Converge each point of ``theta (point, param)`` to a nearby first-order saddle.
 
