@@ -7,30 +7,42 @@ from basins.paths import energy_and_gradient
 from basins.training import CONVERGED, descend
 
 
-def identify_muller_brown(mb):
-    """Steepest descent (FIRE) from each point, then the catalogued minimum within 1e-3."""
+def descend_on_muller_brown(mb):
+    """Steepest descent (FIRE) from each point."""
 
-    def identify(points):
+    def descend_from(points):
         out = descend(
             lambda theta, batch: energy_and_gradient(mb, theta), points, np.arange(len(points)),
             dynamics="fire", lr=1e-3, max_steps=20_000, grad_tol=1e-4, device=torch.device("cpu"),
             dtype=torch.float64, chunk=64, run_id=("muller_brown",),
         )
-        distance = np.linalg.norm(out["final_theta"][:, None] - mb.minima[None], axis=2)
-        found = (distance.min(1) < 1e-3) & (out["status"] == CONVERGED)
-        return np.where(found, distance.argmin(1), -1)
+        endpoints = out["final_theta"]
+        return endpoints, mb(torch.as_tensor(endpoints)).numpy(), out["status"] == CONVERGED
 
-    return identify
+    return descend_from
+
+
+def assign_within(radius):
+    def assign(endpoints, energies, minima, minimum_energy):
+        if not len(minima):
+            return np.full(len(endpoints), -1)
+        distance = np.linalg.norm(endpoints[:, None] - minima[None], axis=2)
+        return np.where(distance.min(1) < radius, distance.argmin(1), -1)
+
+    return assign
+
+
+def connect_muller_brown(mb, catalogued, **options):
+    return connect_minima(
+        mb.minima[catalogued], mb.minimum_energy[catalogued], mb, align=lambda reference, theta: theta,
+        descend_from=descend_on_muller_brown(mb), assign=assign_within(1e-3), n_images=12, spring=100.0,
+        band_lr=1e-3, band_max_steps=20_000, band_force_tol=1e-3, band_climb_tol=1.0, ts_grad_tol=1e-8, **options,
+    )
 
 
 @pytest.fixture
 def muller_brown_graph(muller_brown):
-    mb = muller_brown
-    return connect_minima(
-        mb.minima, mb.minimum_energy, mb, align=lambda reference, theta: theta, identify=identify_muller_brown(mb),
-        n_neighbors=2, n_images=12, spring=100.0, band_lr=1e-3, band_max_steps=20_000, band_force_tol=1e-3,
-        ts_grad_tol=1e-8, n_levels=20,
-    )
+    return connect_muller_brown(muller_brown, [0, 1, 2], n_neighbors=2, n_levels=20)
 
 
 def test_connect_minima_finds_the_saddles_and_the_minima_they_join(muller_brown_graph, muller_brown):
@@ -76,9 +88,28 @@ def test_neighbour_pairs_take_the_nearest_in_the_aligned_distance_and_stay_conne
     assert np.all(distance <= 1.0)
 
 
+def test_minima_missing_from_the_catalog_are_found_from_the_saddles(muller_brown):
+    # Only the two deep minima are catalogued; the band between them finds the third.
+    graph = connect_muller_brown(muller_brown, [0, 1], n_neighbors=1)
+    np.testing.assert_array_equal(graph["found_by_descent"], [False, False, True])
+    np.testing.assert_allclose(graph["theta"][2], muller_brown.minima[2], atol=1e-3)
+    assert set(graph["connected_minimum"].values[0]) == {0, 2}
+    assert graph.attrs["n_edges"] == 1
+
+
+def test_a_single_minimum_is_its_own_funnel(muller_brown):
+    graph = connect_minima(
+        muller_brown.minima[:1], muller_brown.minimum_energy[:1], muller_brown, align=lambda r, t: t,
+        descend_from=lambda points: pytest.fail("nothing to descend from"), assign=None,
+    )
+    assert graph.sizes["pair"] == 0 and graph.attrs["n_edges"] == 0
+    assert graph.attrs["funnel_fraction"] == 1.0
+    np.testing.assert_array_equal(graph["superbasin"].isel(level=-1), [0])
+
+
 def test_networks_too_large_for_dense_hessians_are_refused(muller_brown):
     with pytest.raises(ValueError, match="max_dense_params"):
         connect_minima(
             muller_brown.minima, muller_brown.minimum_energy, muller_brown, align=lambda r, t: t,
-            identify=lambda p: np.zeros(len(p), dtype=int), max_dense_params=1,
+            descend_from=None, assign=None, max_dense_params=1,
         )

@@ -10,6 +10,8 @@ REAL = dict(n_train=30, n_test=20, seed=7, task="parity")
 
 def make(kind, **options):
     base = SYNTHETIC if kind in ("random_patterns", "teacher_student", "gaussian_mixture") else REAL
+    if kind == "two_moons":
+        base = {**SYNTHETIC, "n_features": 2}
     return prepare_dataset(kind=kind, **{**base, **options})
 
 
@@ -40,6 +42,13 @@ def test_real_data_has_ten_classes_and_pca_dims():
     assert set(np.unique(ds["y"].values)) == set(range(10))
 
 
+def test_two_moons_is_balanced_and_not_linearly_separable():
+    x, y, _, _ = train_test_arrays(prepare_dataset(kind="two_moons", n_train=200, n_test=10, seed=0, noise=0.0))
+    assert abs((y == 1).mean() - 0.5) < 0.1
+    w = np.linalg.lstsq(np.c_[x, np.ones(len(x))], y, rcond=None)[0]
+    assert (np.sign(np.c_[x, np.ones(len(x))] @ w) != y).any()
+
+
 def test_binary_inputs_are_plus_minus_one():
     ds = make("random_patterns", input_distribution="binary")
     assert set(np.unique(ds["x"].values)) == {-1.0, 1.0}
@@ -64,6 +73,7 @@ def test_teacher_labels_are_learnable_by_the_teacher_class():
         (dict(kind="random_patterns", input_distribution="cauchy"), "input_distribution='cauchy'"),
         (dict(kind="digits", task="binary"), "task='binary'"),
         (dict(kind="digits", n_train=2000, task="parity"), "exceeds"),
+        (dict(kind="two_moons", n_features=3), "n_features=3"),
     ],
 )
 def test_bad_input_names_the_value(options, message):

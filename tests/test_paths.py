@@ -57,8 +57,8 @@ def test_eigenvector_following_converges_to_the_saddle_from_afar():
 
 
 def test_band_forces_leave_the_end_images_fixed_and_invert_the_climber_along_the_path():
-    def tilted(points):
-        return points[:, 0] ** 2 + 3 * points[:, 1] ** 2 + points[:, 0]
+    def tilted(points):  # a ridge at x = 0.15 between the two ends
+        return 1 - points[:, 0] ** 2 + 3 * points[:, 1] ** 2 + 0.3 * points[:, 0]
 
     bands = torch.as_tensor(interpolate_bands(np.array([[-1.0, 0.3]]), np.array([[1.0, -0.2]]), 5))
     force, energies = band_forces(tilted, bands, spring=2.0)
@@ -82,3 +82,13 @@ def test_bad_band_options_are_refused(muller_brown):
         nudged_elastic_band(muller_brown, muller_brown.minima[:1], muller_brown.minima[1:2], spring=0.0)
     with pytest.raises(ValueError, match="n_images"):
         interpolate_bands(muller_brown.minima[:1], muller_brown.minima[1:2], 0)
+
+
+def test_no_image_climbs_on_a_band_without_a_barrier():
+    def slope(points):  # rises monotonically from the first end to the second
+        return points[:, 0] + 0.5 * points[:, 1] ** 2
+
+    bands = torch.as_tensor(interpolate_bands(np.array([[0.0, 0.0]]), np.array([[1.0, 0.0]]), 4))
+    climbing, _ = band_forces(slope, bands, spring=1.0, climbing=True)
+    plain, _ = band_forces(slope, bands, spring=1.0, climbing=False)
+    torch.testing.assert_close(climbing, plain)

@@ -32,8 +32,12 @@ log = logging.getLogger(__name__)
 
 #: ``align(reference (param,), theta (param,)) -> theta`` in the symmetry frame nearest the reference.
 Align = Callable[[np.ndarray, np.ndarray], np.ndarray]
-#: ``identify(points (n, param)) -> (n,)``: the catalogued minimum each point descends to, -1 if none.
-Identify = Callable[[np.ndarray], np.ndarray]
+#: ``descend_from(points (n, param)) -> (endpoints, energies, converged)``: steepest descent from
+#: each point; endpoints in the catalog's canonical frame.
+Descend = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
+#: ``assign(endpoints, energies, minima_theta, minima_energy) -> (n,)``: the minimum each endpoint
+#: is, by the catalog's own criterion, -1 where none.
+Assign = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
 def neighbour_pairs(theta: np.ndarray, n_neighbors: int, align: Align) -> tuple[np.ndarray, np.ndarray]:
@@ -73,7 +77,8 @@ def connect_minima(
     energy: Energy,
     *,
     align: Align,
-    identify: Identify,
+    descend_from: Descend,
+    assign: Assign,
     n_neighbors: int = 2,
     n_images: int = 16,
     spring: float = 1.0,
@@ -81,11 +86,13 @@ def connect_minima(
     band_lr: float = 0.01,
     band_max_steps: int = 5000,
     band_force_tol: float = 1e-3,
+    band_climb_tol: float = 1e-2,
     ts_grad_tol: float = 1e-6,
     ts_max_steps: int = 200,
     trust_radius: float = 0.1,
     index_tolerance: float = 1e-6,
     displacement: float = 1e-2,
+    descent_grad_tol: float = 0.0,
     max_dense_params: int = 2000,
     n_levels: int = 40,
     device: str = "cpu",
@@ -103,18 +110,21 @@ def connect_minima(
         ``(n, param) -> (n,)`` differentiable energy of any points.
     align : callable
         Moves a minimum into the symmetry frame nearest another before the band is built.
-    identify : callable
-        The catalogued minimum that steepest descent from each point reaches.
+    descend_from, assign : callable
+        Steepest descent from points, and the catalog's criterion of which minimum an endpoint
+        is. Descents from a transition state that reach an uncatalogued minimum add it to the
+        graph (the ensemble missed it); new minima are not paired further.
     n_neighbors : int
         Nearest minima each minimum is joined to.
-    n_images, spring, band_dynamics, band_lr, band_max_steps, band_force_tol
+    n_images, spring, band_dynamics, band_lr, band_max_steps, band_force_tol, band_climb_tol
         The nudged elastic band (:func:`basins.paths.nudged_elastic_band`).
     ts_grad_tol, ts_max_steps, trust_radius, index_tolerance
         Transition-state refinement (:func:`basins.paths.refine_transition_states`).
-    displacement : float
+    displacement, descent_grad_tol : float
         Distance from a transition state, along its negative-curvature mode, at which the two
-        descents start; small enough to stay in the saddle's two valleys, large enough that the
-        gradient there exceeds the descent's tolerance (it is raised to 10 x that where needed).
+        descents start: small enough to stay in the saddle's two valleys. Where the gradient
+        there would not reach 10 x the descent's own stopping tolerance ``descent_grad_tol``,
+        the distance is raised until it does, so no descent stops before it starts.
     max_dense_params : int
         Refinement forms dense Hessians; larger networks are refused with this limit named.
     n_levels : int
@@ -147,7 +157,8 @@ def connect_minima(
     ends = np.stack([theta[pairs[:, 0]], np.array([align(theta[a], theta[b]) for a, b in pairs])]) if len(pairs) else np.zeros((2, 0, n_params))
     band = nudged_elastic_band(
         energy, ends[0], ends[1], n_images=n_images, spring=spring, dynamics=band_dynamics,
-        lr=band_lr, max_steps=band_max_steps, force_tol=band_force_tol, device=device, chunk=chunk,
+        lr=band_lr, max_steps=band_max_steps, force_tol=band_force_tol,
+        climb_tol=band_climb_tol, device=device, chunk=chunk,
     )
     highest = band["energies"][:, 1:-1].argmax(1) + 1 if len(pairs) else np.zeros(0, dtype=np.int64)
     saddle = refine_transition_states(
@@ -156,10 +167,16 @@ def connect_minima(
     )
     log.info("%d of %d bands converged; %d saddles of index 1",
              (band["status"] == 0).sum(), len(pairs), (saddle["converged"] & (saddle["index"] == 1)).sum())
-    step = np.maximum(displacement, 10 * ts_grad_tol / np.maximum(np.abs(saddle["lowest_eigenvalue"]), 1e-300))
+    step = np.maximum(displacement, 10 * max(descent_grad_tol, ts_grad_tol) / np.maximum(np.abs(saddle["lowest_eigenvalue"]), 1e-300))
     offsets = step[:, None] * saddle["mode"]
-    connected = identify(np.concatenate([saddle["theta"] + offsets, saddle["theta"] - offsets])).reshape(2, -1).T
+    connected = np.full((len(pairs), 2), UNASSIGNED, dtype=np.int64)
+    found = np.zeros(n_minima, dtype=bool)
+    if len(pairs):
+        sides = np.concatenate([saddle["theta"] + offsets, saddle["theta"] - offsets])
+        labels, theta, minimum_energy, found = _descend_to_minima(sides, theta, minimum_energy, descend_from, assign)
+        connected = labels.reshape(2, -1).T
     connected = np.where(np.isfinite(saddle["energy"])[:, None], connected, UNASSIGNED)
+    n_minima = len(theta)
     is_edge = (
         saddle["converged"] & (saddle["index"] == 1) & (connected >= 0).all(1) & (connected[:, 0] != connected[:, 1])
     )
@@ -178,6 +195,9 @@ def connect_minima(
     return xr.Dataset(
         {
             "energy": ("minimum", minimum_energy, variable_attrs("energy of the minimum (training loss)")),
+            "theta": (("minimum", "param"), theta, variable_attrs("parameters of the minimum (canonical)")),
+            "found_by_descent": ("minimum", found,
+                                 variable_attrs("not in the catalog: first reached from a transition state")),
             "minimum_pair": (("pair", "end"), pairs, variable_attrs("minima joined by the band")),
             "aligned_distance": per_pair(distance, "parameter distance after symmetry alignment"),
             "band_energy": (("pair", "image"), band["energies"], variable_attrs("energy of the relaxed band's images")),
@@ -218,6 +238,30 @@ def connect_minima(
     )
 
 
+def _descend_to_minima(points, theta, minimum_energy, descend_from, assign):
+    """Catalog index reached from each point, the catalog grown by the new minima found, and
+    which of its minima are new."""
+    endpoints, energies, converged = descend_from(points)
+    labels = np.full(len(points), UNASSIGNED, dtype=np.int64)
+    labels[converged] = assign(endpoints[converged], energies[converged], theta, minimum_energy)
+    n_catalogued = len(theta)
+    # Each unmatched endpoint becomes a minimum in turn, and the rest are matched against it.
+    while True:
+        unmatched = np.flatnonzero(converged & (labels == UNASSIGNED))
+        if not len(unmatched):
+            break
+        first = unmatched[0]
+        theta, minimum_energy = np.vstack([theta, endpoints[first]]), np.r_[minimum_energy, energies[first]]
+        labels[first] = len(theta) - 1
+        rest = unmatched[1:]
+        if len(rest):
+            match = assign(endpoints[rest], energies[rest], theta[-1:], minimum_energy[-1:])
+            labels[rest[match == 0]] = len(theta) - 1
+    if len(theta) > n_catalogued:
+        log.info("descents from transition states found %d minima not in the catalog", len(theta) - n_catalogued)
+    return labels, theta, minimum_energy, np.arange(len(theta)) >= n_catalogued
+
+
 def _levels(minimum_energy, edge_energy, n_levels):
     """Ascending levels from just above the lowest minimum to above everything."""
     if n_levels < 2:
@@ -226,5 +270,6 @@ def _levels(minimum_energy, edge_energy, n_levels):
         return np.arange(n_levels, dtype=float)
     low = minimum_energy.min()
     high = max(minimum_energy.max(), edge_energy.max() if len(edge_energy) else low)
-    spacing = max(high - low, 1e-12) / (n_levels - 1)
+    span = high - low if high > low else max(abs(low), 1.0)  # one minimum and no edge: any span
+    spacing = span / (n_levels - 1)
     return low + spacing * (np.arange(n_levels) + 0.5)

@@ -12,7 +12,7 @@ import xarray as xr
 
 from basins.io import variable_attrs
 
-DATASET_KINDS = ("random_patterns", "teacher_student", "gaussian_mixture", "digits", "mnist1d")
+DATASET_KINDS = ("random_patterns", "teacher_student", "gaussian_mixture", "two_moons", "digits", "mnist1d")
 INPUT_DISTRIBUTIONS = ("gaussian", "binary")
 TASKS = ("binary", "parity", "classes")
 
@@ -30,18 +30,21 @@ def prepare_dataset(
     input_distribution: str = "gaussian",
     teacher_width: int = 0,
     cluster_separation: float = 2.0,
+    noise: float = 0.1,
     task: str = "binary",
 ) -> xr.Dataset:
     """Generate one data set with dims ``(sample, feature)``.
 
     Parameters
     ----------
-    kind : {"random_patterns", "teacher_student", "gaussian_mixture", "digits", "mnist1d"}
+    kind : {"random_patterns", "teacher_student", "gaussian_mixture", "two_moons", "digits", "mnist1d"}
         ``random_patterns``: i.i.d. inputs with random +-1 labels (the perceptron storage
         problem; the test error is 1/2 by construction). ``teacher_student``: Gaussian inputs
         labelled by the sign of a random teacher (a perceptron if ``teacher_width`` is 0, else
         one tanh hidden layer of that width). ``gaussian_mixture``: two unit-variance clusters
-        at distance ``cluster_separation``, labelled by cluster. ``digits`` / ``mnist1d``: the
+        at distance ``cluster_separation``, labelled by cluster. ``two_moons``: scikit-learn's
+        two interleaved half circles in 2-D with Gaussian ``noise`` (a small two-class problem
+        no linear model separates). ``digits`` / ``mnist1d``: the
         real data sets, ``task="parity"`` (even vs odd, +-1) or ``task="classes"`` (10 classes).
     n_train, n_test : int
         Sizes of the two splits (both > 0).
@@ -58,6 +61,8 @@ def prepare_dataset(
         Hidden width of the teacher (``teacher_student`` only); 0 is a linear teacher.
     cluster_separation : float
         Distance between the two cluster means (``gaussian_mixture`` only).
+    noise : float
+        Standard deviation of the Gaussian noise on ``two_moons`` points.
     task : {"binary", "parity", "classes"}
         Label set of the real data sets; the synthetic kinds are always ``"binary"``.
 
@@ -82,6 +87,12 @@ def prepare_dataset(
             x, y = _teacher_student(rng, n_total, n_features, teacher_width)
         else:
             x, y = _gaussian_mixture(rng, n_total, n_features, cluster_separation)
+        split = np.r_[np.full(n_train, TRAIN), np.full(n_test, TEST)]
+        n_classes = 2
+    elif kind == "two_moons":
+        if task != "binary" or n_features not in (None, 2):
+            raise ValueError(f"task={task!r}, n_features={n_features!r}: 'two_moons' is 2-D and binary")
+        x, y = _two_moons(n_total, noise, seed)
         split = np.r_[np.full(n_train, TRAIN), np.full(n_test, TEST)]
         n_classes = 2
     elif kind in ("digits", "mnist1d"):
@@ -140,6 +151,15 @@ def _gaussian_mixture(rng, n, d, separation):
     y = rng.choice([-1, 1], size=n)
     x = rng.standard_normal((n, d)) + 0.5 * separation * y[:, None] * direction
     return x, y
+
+
+def _two_moons(n, noise, seed):
+    from sklearn.datasets import make_moons
+
+    if noise < 0:
+        raise ValueError(f"noise={noise} must be >= 0")
+    x, label = make_moons(n_samples=n, noise=noise, random_state=seed)
+    return x, np.where(label == 1, 1, -1)
 
 
 def _load_digits(n_total):

@@ -34,8 +34,10 @@ def make_stepper(
     atol: float = 1e-9,
     max_time: float = float("inf"),
     check_every: int = 100,
+    max_move: float = float("inf"),
 ):
-    """Build the stepper named ``dynamics`` (one of :data:`DYNAMICS`)."""
+    """Build the stepper named ``dynamics`` (one of :data:`DYNAMICS`); ``max_move`` caps the
+    length of a FIRE step (as ASE's FIRE does; unlimited by default)."""
     if lr <= 0:
         raise ValueError(f"lr={lr} must be positive (for gradient_flow it is the first step size)")
     if dynamics == "gradient_flow":
@@ -58,7 +60,7 @@ def make_stepper(
     if dynamics == "adam":
         return Adam(lr=lr, betas=betas, eps=eps)
     if dynamics == "fire":
-        return Fire(dt=lr)
+        return Fire(dt=lr, max_move=max_move)
     raise ValueError(f"dynamics={dynamics!r}; choose one of {DYNAMICS}")
 
 
@@ -145,8 +147,10 @@ class Fire:
 
     n_min, f_inc, f_dec, alpha_start, f_alpha = 5, 1.1, 0.5, 0.1, 0.99
 
-    def __init__(self, *, dt):
-        self.dt, self.dt_max = dt, 10.0 * dt
+    def __init__(self, *, dt, max_move=float("inf")):
+        if not max_move > 0:
+            raise ValueError(f"max_move={max_move} must be positive")
+        self.dt, self.dt_max, self.max_move = dt, 10.0 * dt, max_move
 
     def init_state(self, theta, grad, member_ids):
         ones = torch.ones(theta.shape[0], dtype=theta.dtype, device=theta.device)
@@ -181,7 +185,10 @@ class Fire:
         state["n_positive"] = torch.where(downhill, state["n_positive"] + 1, 0)
         dt = state["dt"].unsqueeze(1)
         v = v + dt * force
-        theta = theta + dt * v
+        move = dt * v
+        if self.max_move != float("inf"):
+            move = move * (self.max_move / move.norm(dim=1, keepdim=True).clamp_min(self.max_move))
+        theta = theta + move
         state["velocity"] = v
         state["steps"] = state["steps"] + 1
         loss, grad = objective(theta, None)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from basins.flatness import dense_hessians, make_hvp
-from basins.training import descend
+from basins.training import DIVERGED, descend
 
 Energy = Callable[[torch.Tensor], torch.Tensor]
 
@@ -73,8 +73,12 @@ def band_forces(
     stretch = ahead.norm(dim=2, keepdim=True) - behind.norm(dim=2, keepdim=True)
     force = -(g - along * tangent) + spring * stretch * tangent
     if climbing:
+        # Only a band with a barrier has a saddle to climb to; on a path that rises to an end,
+        # the highest image would climb without bound.
         highest = e_here.argmax(1)
-        climber = torch.nn.functional.one_hot(highest, n_images - 2).to(torch.bool)[..., None]
+        barrier = e_here.amax(1) > torch.maximum(energies[:, 0], energies[:, -1])
+        climber = torch.nn.functional.one_hot(highest, n_images - 2).to(torch.bool) & barrier[:, None]
+        climber = climber[..., None]
         force = torch.where(climber, -g + 2 * along * tangent, force)
     zeros = torch.zeros_like(bands[:, :1])
     return torch.cat([zeros, force, zeros], dim=1), energies
@@ -91,6 +95,8 @@ def nudged_elastic_band(
     lr: float = 0.01,
     max_steps: int = 5000,
     force_tol: float = 1e-3,
+    climb_tol: float = 1e-2,
+    max_move: float = 0.1,
     device: str = "cpu",
     chunk: int = 4096,
     checkpoint_path=None,
@@ -111,6 +117,12 @@ def nudged_elastic_band(
         with its step size and budget.
     force_tol : float
         A band has converged when the norm of its force, over all images, is at most this.
+    climb_tol : float
+        The plain band is relaxed to this force first, then the highest image climbs (the
+        budget ``max_steps`` applies to each phase).
+    max_move : float
+        Longest FIRE step of a band (norm over all its images). FIRE's velocity can build up
+        on the band's non-conservative forces; the cap keeps a band from running away.
 
     Returns
     -------
@@ -125,31 +137,45 @@ def nudged_elastic_band(
     initial = interpolate_bands(np.asarray(start, float), np.asarray(end, float), n_images)
     n_pairs, n_total, n_params = initial.shape
 
-    def objective(flat_bands, batch):
-        force, energies = band_forces(energy, flat_bands.view(-1, n_total, n_params), spring=spring)
-        return energies[:, 1:-1].amax(1), -force.reshape(flat_bands.shape)
+    def relax(bands, climbing, tol):
+        def objective(flat_bands, batch):
+            force, energies = band_forces(
+                energy, flat_bands.view(-1, n_total, n_params), spring=spring, climbing=climbing
+            )
+            return energies[:, 1:-1].amax(1), -force.reshape(flat_bands.shape)
 
-    out = descend(
-        objective,
-        initial.reshape(n_pairs, -1),
-        np.arange(n_pairs),
-        dynamics=dynamics,
-        lr=lr,
-        max_steps=max_steps,
-        grad_tol=force_tol,
-        device=torch.device(device),
-        dtype=torch.float64,
-        chunk=chunk,
-        run_id=("nudged_elastic_band", n_images, spring),
-        checkpoint_path=checkpoint_path,
-        progress_every_s=progress_every_s,
-    )
+        return descend(
+            objective,
+            bands.reshape(n_pairs, n_total * n_params),
+            np.arange(n_pairs),
+            dynamics=dynamics,
+            lr=lr,
+            max_steps=max_steps,
+            grad_tol=tol,
+            device=torch.device(device),
+            dtype=torch.float64,
+            chunk=chunk,
+            run_id=("nudged_elastic_band", n_images, spring, climbing),
+            max_move=max_move,
+            checkpoint_path=checkpoint_path,
+            progress_every_s=progress_every_s,
+        )
+
+    # The image climbs only once the plain band is near its path: climbing from a straight
+    # line can run up a slope that the relaxed band would have bent away from.
+    settled = relax(initial, False, climb_tol)
+    out = relax(settled["final_theta"], True, force_tol)
+    out["steps"] = out["steps"] + settled["steps"]
+    out["status"] = np.where(settled["status"] == DIVERGED, DIVERGED, out["status"])
     bands = out["final_theta"].reshape(n_pairs, n_total, n_params)
-    with torch.no_grad():
-        energies = energy(torch.as_tensor(bands.reshape(-1, n_params), device=device)).view(n_pairs, n_total)
+    energies = np.zeros((0, n_total))
+    if n_pairs:
+        with torch.no_grad():
+            energies = energy(torch.as_tensor(bands.reshape(-1, n_params), device=device)).view(n_pairs, n_total)
+            energies = energies.cpu().numpy()
     return {
         "bands": bands,
-        "energies": energies.cpu().numpy(),
+        "energies": energies,
         "status": out["status"],
         "steps": out["steps"],
         "force_norm": out["grad_norm"],
@@ -202,7 +228,12 @@ def refine_transition_states(
     if grad_tol <= 0 or trust_radius <= 0:
         raise ValueError(f"grad_tol={grad_tol} and trust_radius={trust_radius} must be positive")
     points = torch.as_tensor(np.array(theta, dtype=np.float64), device=device)
-    n_points = points.shape[0]
+    n_points, n_params = points.shape
+    if n_points == 0:
+        empty = np.zeros(0)
+        return dict(theta=np.zeros((0, n_params)), energy=empty, grad_norm=empty, index=empty.astype(np.int64),
+                    converged=empty.astype(bool), steps=empty.astype(np.int64), mode=np.zeros((0, n_params)),
+                    lowest_eigenvalue=empty)
     hvp = make_hvp(energy)
     steps = np.zeros(n_points, dtype=np.int64)
     converged = np.zeros(n_points, dtype=bool)

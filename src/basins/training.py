@@ -220,6 +220,7 @@ def descend(
     rtol: float = 1e-6,
     atol: float = 1e-9,
     check_every: int = 100,
+    max_move: float = float("inf"),
     divergence_threshold: float = 1e6,
     seed: int = 0,
     checkpoint_path: str | os.PathLike | None = None,
@@ -230,7 +231,8 @@ def descend(
 
     ``objective(theta, batch) -> (loss (member,), grad (member, param))`` as
     :mod:`basins.dynamics` wants; ``satisfied(theta) -> bool (member,)`` is an extra stopping
-    test. Members are processed ``chunk`` at a time. ``run_id`` names the landscape for the
+    test; ``max_move`` caps a FIRE step's length. Members are processed ``chunk`` at a time.
+    ``run_id`` names the landscape for the
     checkpoint, which is only resumed by the same run. See :func:`train_ensemble` for the
     other options. Returns the per-member arrays (``final_theta``, ``status``, ``steps``,
     ``grad_norm``, ``wall_time``, ``flow_time``, ``loss_history`` at ``history_steps``).
@@ -245,12 +247,13 @@ def descend(
         rtol=rtol,
         atol=atol,
         check_every=check_every,
+        max_move=max_move,
     )
     n_members = len(member_ids)
     history_steps = log_spaced_steps(max_steps)
     fingerprint = _run_fingerprint(
         *run_id, initial_theta, member_ids, dynamics, lr, max_steps, grad_tol, momentum,
-        batch_size, rtol, atol, seed, dtype,
+        batch_size, rtol, atol, seed, dtype, max_move,
     )
     out = _load_checkpoint(checkpoint_path, fingerprint) or _empty_results(
         initial_theta, history_steps
