@@ -1,7 +1,8 @@
 # Basins of attraction of neural-network minima: the study's table of contents.
 # Stages: prepare_dataset -> train_ensemble (sharded) -> deduplicate_minima -> analyze_basins
 # -> probe_rays -> measure_tentacles, slice_basins, measure_flatness; compare_dynamics;
-# summarize_study -> figures; enumerate_local_entropy. Each stage is one rule file in workflow/rules and one module in src/basins.
+# summarize_study -> figures; enumerate_local_entropy; connect_minima (transition states,
+# disconnectivity graphs). Each stage is one rule file in workflow/rules and one module in src/basins.
 # Calibration: relax_ring -> classify_twisted_states -> analyze_ring_basins -> probe_ring_rays
 # -> measure_ring_tentacles on Kuramoto rings (workflow/rules/oscillators.smk).
 
@@ -17,6 +18,7 @@ include: "workflow/rules/basins.smk"
 include: "workflow/rules/rays.smk"
 include: "workflow/rules/slices.smk"
 include: "workflow/rules/flatness.smk"
+include: "workflow/rules/connectivity.smk"
 include: "workflow/rules/local_entropy.smk"
 include: "workflow/rules/comparison.smk"
 include: "workflow/rules/summary.smk"
@@ -39,6 +41,8 @@ localrules:
     figure_flatness,
     figure_local_energy,
     figure_local_entropy,
+    figure_disconnectivity,
+    figure_barriers,
     figure_winding_distribution,
     figure_ring_return_probability,
     figure_ring_tentacles,

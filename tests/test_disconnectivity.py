@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from basins.disconnectivity import funnel_fraction, superbasins, tree_segments
+from basins.disconnectivity import escape_barriers, funnel_fraction, superbasins, tree_segments
 
 # Five minima; transition states (1, 2) at 2.5, (0, 3) at 3.5, (4, 2) at 4 and (0, 1) at 5.
 ENERGY = np.array([0.0, 1.0, 2.0, 1.5, 3.0])
@@ -54,6 +54,11 @@ def test_funnel_is_the_monotonic_sequence_basin_of_the_global_minimum():
     fraction, in_funnel = funnel_fraction(np.array([0.0, 2.0, 1.0]), np.array([[0, 1], [1, 2]]))
     assert fraction == pytest.approx(2 / 3)
     np.testing.assert_array_equal(in_funnel, [True, True, False])
+
+
+def test_escape_barrier_is_the_lowest_way_out():
+    np.testing.assert_allclose(escape_barriers(ENERGY, EDGES, EDGE_ENERGY), [3.5, 1.5, 0.5, 2.0, 1.0])
+    np.testing.assert_array_equal(escape_barriers(np.zeros(2), np.zeros((0, 2)), np.zeros(0)), [np.nan, np.nan])
 
 
 def test_bad_disconnectivity_input_is_refused():

@@ -36,6 +36,9 @@ STAGES = (
     "figure_local_energy",
     "enumerate_local_entropy",
     "figure_local_entropy",
+    "connect_minima",
+    "figure_disconnectivity",
+    "figure_barriers",
 )
 RING_STAGES = (
     "relax_ring",
@@ -150,6 +153,19 @@ def test_a_broken_comparison_is_named(tmp_path, comparison, named):
     assert result.returncode != 0 and named in result.stdout + result.stderr
 
 
+@pytest.mark.parametrize(
+    "members, named",
+    [(["no_such_experiment"], "no_such_experiment"), (["tiny_teacher"], "connectivity section")],
+)
+def test_a_broken_connectivity_group_is_named(tmp_path, members, named):
+    config = yaml.safe_load((ROOT / "config/test.yaml").read_text())
+    config["connectivity_groups"] = {"broken": members}
+    path = tmp_path / "broken.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = snakemake("-n", "--directory", str(tmp_path), "--configfile", str(path), check=False)
+    assert result.returncode != 0 and named in result.stdout + result.stderr
+
+
 def test_a_ring_can_start_from_points_in_a_netcdf_file(tmp_path):
     start = np.random.default_rng(0).uniform(-np.pi, np.pi, (4, 8))
     points = xr.Dataset(
@@ -184,6 +200,13 @@ def check_values(path, ds):
         assert total == pytest.approx(1.0), path
     if "unmatched_fraction" in ds:
         assert (ds["basin_fraction"].sum("minimum") + ds["unmatched_fraction"] <= 1 + 1e-12).all()
+    if "is_edge" in ds:  # a transition state counts only as a verified index-1 saddle of two minima
+        edge = ds["is_edge"].values
+        assert (ds["ts_index"].values[edge] == 1).all()
+        connected = ds["connected_minimum"].values[edge]
+        assert (connected >= 0).all() and (connected[:, 0] != connected[:, 1]).all()
+        assert (ds["barrier"].values[edge] >= 0).all(), path
+        assert 0 < ds.attrs["funnel_fraction"] <= 1
 
 
 @pytest.mark.slow
@@ -194,7 +217,7 @@ def test_tiny_study_runs_end_to_end_and_every_result_keeps_the_contract(tiny_stu
     stages = {p.relative_to(results).parts[0] for p in netcdf}
     assert stages == {
         "datasets", "training", "minima", "basins", "rays", "tentacles", "slices", "comparisons", "summary.nc",
-        "oscillators", "flatness", "local_entropy",
+        "oscillators", "flatness", "local_entropy", "connectivity",
     }
     for path in netcdf:
         ds = read_dataset(path)
@@ -205,8 +228,8 @@ def test_tiny_study_runs_end_to_end_and_every_result_keeps_the_contract(tiny_stu
     assert shards.sizes["member"] == 24 and int(shards["member"][0]) == 24
     pngs = sorted(results.rglob("*.png"))
     # figures x (experiment, seed) pairs, one comparison, the summary, ring figures x (ring, seed),
-    # the local entropy
-    n_figures = 8 * 4 + 1 + 1 + 3 * 1 + 1
+    # the local entropy, the connectivity group's two
+    n_figures = 8 * 5 + 1 + 1 + 3 * 1 + 1 + 2
     assert len(pngs) == n_figures and len(sorted(results.rglob("*.pdf"))) == n_figures
     for png in pngs:
         width, height = Image.open(png).size
@@ -216,7 +239,7 @@ def test_tiny_study_runs_end_to_end_and_every_result_keeps_the_contract(tiny_stu
     assert set(ring["winding_number"].values) <= {-1, 0, 1}  # the stable states of n = 8, k = 1
     assert int(ring["winding_number"][0]) == 0  # the largest basin
     summary = (results / "summary.csv").read_text().splitlines()
-    assert len(summary) == 1 + 4 and summary[0].startswith("experiment,")
+    assert len(summary) == 1 + 5 and summary[0].startswith("experiment,")
 
     # The report builds, with a caption for every figure and no reStructuredText errors.
     report = snakemake("--directory", str(tmp_path), "--configfile", str(ROOT / "config/test.yaml"),

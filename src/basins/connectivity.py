@@ -23,7 +23,7 @@ from scipy.sparse.csgraph import minimum_spanning_tree
 from scipy.spatial import cKDTree
 from scipy.spatial.distance import pdist, squareform
 
-from basins.disconnectivity import funnel_fraction, superbasins
+from basins.disconnectivity import escape_barriers, funnel_fraction, superbasins
 from basins.io import variable_attrs
 from basins.minima import UNASSIGNED
 from basins.paths import Energy, count_band_maxima, nudged_elastic_band, refine_transition_states
@@ -218,6 +218,8 @@ def connect_minima(
             "is_edge": per_pair(is_edge, "verified index-1 saddle between two distinct catalogued minima"),
             "superbasin": (("level", "minimum"), labels,
                            variable_attrs("lowest minimum of the superbasin at that level (-1: above the level)")),
+            "escape_barrier": ("minimum", escape_barriers(minimum_energy, edges, edge_energy),
+                               variable_attrs("lowest transition state joined to the minimum minus its energy")),
             "in_funnel": ("minimum", in_funnel, variable_attrs("in the monotonic sequence basin of the global minimum")),
         },
         coords={

@@ -156,3 +156,13 @@ def funnel_fraction(minimum_energy: np.ndarray, edges: np.ndarray) -> tuple[floa
                 in_funnel[higher] = True
                 stack.append(higher)
     return float(in_funnel.mean()), in_funnel
+
+
+def escape_barriers(minimum_energy: np.ndarray, edges: np.ndarray, edge_energy: np.ndarray) -> np.ndarray:
+    """Lowest barrier out of each minimum, ``(minimum,)``: the lowest transition state joined to
+    it minus its energy; NaN for a minimum with no transition state."""
+    lowest = np.full(len(minimum_energy), np.inf)
+    edges = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
+    for end in (0, 1):
+        np.minimum.at(lowest, edges[:, end], np.asarray(edge_energy, dtype=float))
+    return np.where(np.isfinite(lowest), lowest - np.asarray(minimum_energy, dtype=float), np.nan)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 import matplotlib
+import matplotlib.collections
 import matplotlib.ticker
 
 matplotlib.use("Agg")
@@ -19,6 +20,7 @@ import seaborn as sns  # noqa: E402
 import xarray as xr  # noqa: E402
 
 from basins.basin_geometry import spearman_with_error  # noqa: E402
+from basins.disconnectivity import tree_segments  # noqa: E402
 from basins.rays import select_minima_to_probe  # noqa: E402
 
 PAPER_SIZE = (3.4, 2.6)  # one column of a two-column paper, inches
@@ -405,6 +407,78 @@ def figure_summary(summary: xr.Dataset, *, title: str) -> plt.Figure:
     flat.set_xlabel("rank correlation of the Hessian trace")
     flat.set_title("flat minima: large basins? low test error?", fontsize=7)
     flat.legend(fontsize=5.5, frameon=False, loc="upper center", ncol=2)
+    sns.despine(fig)
+    fig.suptitle(title, fontsize=8)
+    return fig
+
+
+def _graph_label(graph):
+    return f"{graph.attrs['experiment']}: P = {graph.attrs['n_train']}, depth {graph.attrs['depth']}"
+
+
+def _test_error_colors(graphs):
+    errors = np.concatenate([graph["test_error"].values for graph in graphs] or [np.zeros(1)])
+    low, high = (np.nanmin(errors), np.nanmax(errors)) if np.isfinite(errors).any() else (0.0, 1.0)
+    return matplotlib.colors.Normalize(low, max(high, low + 0.01)), plt.get_cmap("viridis")
+
+
+def figure_disconnectivity(connectivity: list[xr.Dataset], *, title: str) -> plt.Figure:
+    """Disconnectivity graphs side by side, leaves coloured by the minimum's test error."""
+    set_theme()
+    n = len(connectivity)
+    fig, axes = plt.subplots(1, n, figsize=(PAPER_SIZE[0] * 0.9 * n + 0.6, PAPER_SIZE[1] * 1.3),
+                             layout="constrained", squeeze=False)
+    norm, cmap = _test_error_colors(connectivity)
+    for ax, graph in zip(axes[0], connectivity):
+        energy, levels = graph["energy"].values, graph["level"].values
+        if graph.sizes["minimum"] == 0:
+            _empty(ax, "no minimum")
+            continue
+        segments, x = tree_segments(energy, graph["superbasin"].values, levels)
+        ax.add_collection(matplotlib.collections.LineCollection(segments, colors="0.3", linewidths=0.6))
+        new = graph["found_by_descent"].values
+        colors = cmap(norm(graph["test_error"].values))
+        ax.scatter(x[~new], energy[~new], c=colors[~new], s=9, zorder=3, label="catalogued")
+        ax.scatter(x[new], energy[new], facecolors="none", edgecolors=colors[new], s=9, zorder=3,
+                   label="found from a saddle")
+        ax.set_xlim(np.nanmin(x) - 1, np.nanmax(x) + 1)
+        ax.set_ylim(energy.min() - 0.05 * np.ptp(levels), segments[:, :, 1].max())
+        ax.set_xticks([])
+        ax.set_ylabel("training loss")
+        ax.set_title(f"{_graph_label(graph)}\n{graph.sizes['minimum']} minima, {graph.attrs['n_edges']} "
+                     f"transition states, funnel {graph.attrs['funnel_fraction']:.2f}", fontsize=6)
+        sns.despine(ax=ax, bottom=True)
+    axes[0, 0].legend(fontsize=5, frameon=False, loc="upper left")
+    fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes[0, -1], label="test error")
+    fig.suptitle(title, fontsize=8)
+    return fig
+
+
+def figure_barriers(connectivity: list[xr.Dataset], *, title: str) -> plt.Figure:
+    """Barrier heights of the verified transition states, and each minimum's escape barrier
+    against its test error."""
+    set_theme()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(PAPER_SIZE[0] * 2, PAPER_SIZE[1]), layout="constrained")
+    barriers = [graph["barrier"].values[graph["is_edge"].values].ravel() for graph in connectivity]
+    positive = np.concatenate([b[b > 0] for b in barriers] or [np.zeros(0)])
+    if not len(positive):
+        _empty(left, "no transition state joins two minima")
+    else:
+        bins = np.geomspace(positive.min(), positive.max() * 1.001, 20)
+        for graph, values in zip(connectivity, barriers):
+            left.hist(values[values > 0], bins=bins, histtype="step", lw=1.1,
+                      label=f"{_graph_label(graph)} ({len(values) // 2} states)")
+        left.set_xscale("log")
+        left.legend(fontsize=5, frameon=False)
+    left.set_xlabel("barrier height (from either minimum)")
+    left.set_ylabel("count")
+    for graph in connectivity:
+        right.plot(graph["test_error"].values, graph["escape_barrier"].values, "o", ms=3, alpha=0.8,
+                   label=_graph_label(graph))
+    if any(np.isfinite(graph["escape_barrier"].values).any() for graph in connectivity):
+        right.set_yscale("log")
+    right.set_xlabel("test error of the minimum")
+    right.set_ylabel("lowest escape barrier")
     sns.despine(fig)
     fig.suptitle(title, fontsize=8)
     return fig

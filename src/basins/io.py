@@ -44,6 +44,10 @@ DIMS = frozenset(
         "grid_u",
         "grid_v",
         "experiment",
+        "pair",
+        "end",
+        "image",
+        "level",
     }
 )
 

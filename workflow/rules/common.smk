@@ -11,6 +11,10 @@ validate(
 EXPERIMENTS = config["experiments"]
 COMPARISONS = config["comparisons"]
 RINGS = config["oscillators"]
+CONNECTIVITY_GROUPS = config["connectivity_groups"]
+CONNECTED = [
+    name for name, experiment in EXPERIMENTS.items() if "connectivity" in experiment
+]
 # What compared experiments must share: the landscape (data, model, loss) and the initial
 # conditions (ensemble); only the dynamics may differ.
 SHARED_FOR_COMPARISON = {
@@ -100,6 +104,24 @@ def check_rings():
             )
 
 
+def check_connectivity_groups():
+    for name, members in CONNECTIVITY_GROUPS.items():
+        for experiment in members:
+            if experiment not in CONNECTED:
+                raise ValueError(
+                    f"connectivity_groups.{name} names {experiment!r}, which is not an experiment "
+                    f"with a connectivity section ({', '.join(CONNECTED) or 'none has one'})"
+                )
+            missing = set(EXPERIMENTS[members[0]]["ensemble"]["seeds"]) - set(
+                EXPERIMENTS[experiment]["ensemble"]["seeds"]
+            )
+            if missing:
+                raise ValueError(
+                    f"connectivity_groups.{name}: experiments.{experiment} lacks seeds "
+                    f"{sorted(missing)} of {members[0]}, the group's first experiment"
+                )
+
+
 def check_local_entropy():
     enumeration = config.get("local_entropy")
     if enumeration and enumeration["n_weights"] % 2 == 0:
@@ -114,6 +136,7 @@ def check_local_entropy():
 check_experiments()
 check_comparisons()
 check_rings()
+check_connectivity_groups()
 check_local_entropy()
 
 
@@ -121,6 +144,7 @@ wildcard_constraints:
     experiment="|".join(EXPERIMENTS) or "no_experiment",
     ring="|".join(RINGS) or "no_ring",
     comparison="|".join(COMPARISONS) or "no_comparison",
+    group="|".join(CONNECTIVITY_GROUPS) or "no_group",
     seed=r"\d+",
     shard=r"\d+",
 
@@ -223,6 +247,21 @@ def reference_minima_options(wildcards):
     return minima_options(Namespace(experiment=COMPARISONS[wildcards.comparison][0]))
 
 
+def connectivity_group_seeds():
+    return [
+        (name, seed)
+        for name, members in CONNECTIVITY_GROUPS.items()
+        for seed in EXPERIMENTS[members[0]]["ensemble"]["seeds"]
+    ]
+
+
+def grouped_connectivity(wildcards):
+    return [
+        f"results/connectivity/{experiment}/seed{wildcards.seed}.nc"
+        for experiment in CONNECTIVITY_GROUPS[wildcards.group]
+    ]
+
+
 def all_figures():
     per_experiment = [
         f"results/figures/{figure}/{name}_seed{seed}.{ext}"
@@ -246,6 +285,16 @@ def all_figures():
         for figure in RING_FIGURES
         for ext in ("pdf", "png")
     ]
+    connectivity = [
+        f"results/connectivity/{name}/seed{seed}.nc"
+        for name, seed in experiment_seeds()
+        if name in CONNECTED
+    ] + [
+        f"results/figures/{figure}/{name}_seed{seed}.{ext}"
+        for name, seed in connectivity_group_seeds()
+        for figure in ("disconnectivity", "barriers")
+        for ext in ("pdf", "png")
+    ]
     enumeration = (
         [f"results/figures/local_entropy/perceptron.{ext}" for ext in ("pdf", "png")]
         if config.get("local_entropy")
@@ -256,5 +305,6 @@ def all_figures():
         + per_comparison
         + (summary if EXPERIMENTS else [])
         + per_ring
+        + connectivity
         + enumeration
     )

@@ -276,3 +276,41 @@ rule figure_local_entropy:
         title="exact enumeration",
     script:
         "../scripts/figure.py"
+
+
+rule figure_disconnectivity:
+    input:
+        connectivity=grouped_connectivity,
+        code=package_modules("figures", "disconnectivity"),
+    output:
+        pdf="results/figures/disconnectivity/{group}_seed{seed}.pdf",
+        png=report(
+            "results/figures/disconnectivity/{group}_seed{seed}.png",
+            caption="../report/disconnectivity.rst",
+            category="Connectivity of minima",
+        ),
+    log:
+        "logs/figure_disconnectivity/{group}_seed{seed}.log",
+    conda:
+        "../../envs/basins.yaml"
+    script:
+        "../scripts/figure.py"
+
+
+rule figure_barriers:
+    input:
+        connectivity=grouped_connectivity,
+        code=package_modules("figures"),
+    output:
+        pdf="results/figures/barriers/{group}_seed{seed}.pdf",
+        png=report(
+            "results/figures/barriers/{group}_seed{seed}.png",
+            caption="../report/barriers.rst",
+            category="Connectivity of minima",
+        ),
+    log:
+        "logs/figure_barriers/{group}_seed{seed}.log",
+    conda:
+        "../../envs/basins.yaml"
+    script:
+        "../scripts/figure.py"

@@ -1,0 +1,30 @@
+rule connect_minima:
+    input:
+        minima="results/minima/{experiment}/seed{seed}.nc",
+        dataset="results/datasets/{experiment}.nc",
+        code=package_modules(
+            "connectivity",
+            "paths",
+            "disconnectivity",
+            "minima",
+            "training",
+            "dynamics",
+            "io",
+        ),
+    output:
+        "results/connectivity/{experiment}/seed{seed}.nc",
+    log:
+        "logs/connect_minima/{experiment}/seed{seed}.log",
+    conda:
+        "../../envs/basins.yaml"
+    resources:
+        gpu=1 if config["use_gpu"] else 0,
+        mem_mb=int(config["memory_budget_mb"]) + 1024,
+    params:
+        connectivity=section("connectivity"),
+        training=section("training"),
+        minima=minima_options,
+        memory_budget_mb=config["memory_budget_mb"],
+        device="cuda" if config["use_gpu"] else "auto",
+    script:
+        "../scripts/connect_minima.py"

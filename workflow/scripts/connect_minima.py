@@ -1,0 +1,64 @@
+from functools import partial
+
+import torch
+from _entry import start
+from _rerun import CatalogRerun
+
+from basins.connectivity import connect_minima
+from basins.flatness import network_errors_and_losses
+from basins.io import add_provenance, write_dataset
+from basins.minima import align_to, assign_to_catalog, canonicalize
+from basins.training import member_losses, resolve_device
+
+log = start(snakemake)
+params, wildcards = snakemake.params, snakemake.wildcards
+rerun = CatalogRerun(snakemake)
+arch, minima = rerun.arch, rerun.minima
+device = resolve_device(params.device)
+x_train, y_train, x_test, y_test = (torch.as_tensor(a, device=device) for a in rerun.data)
+labels = (lambda y: y.double()) if arch.n_outputs == 1 else (lambda y: y.long())
+loss_options = {key: params.training[key] for key in ("loss", "margin", "l2")}
+energy = partial(member_losses, x=x_train.double(), y=labels(y_train), arch=arch, **loss_options)
+
+
+def descend_from(points):
+    """The experiment's own dynamics from each point; endpoints in the catalog's frame."""
+    final_theta, loss, converged = rerun.run(points)
+    return canonicalize(final_theta, arch), loss, converged
+
+
+def assign(endpoints, energies, theta, minimum_energy):
+    return assign_to_catalog(endpoints, energies, theta, minimum_energy, arch, rerun.probes, **rerun.matching)
+
+
+graph = connect_minima(
+    minima["theta"].values,
+    minima["loss"].values,
+    energy,
+    align=partial(align_to, arch=arch),
+    descend_from=descend_from,
+    assign=assign,
+    descent_grad_tol=params.training["grad_tol"],
+    device=str(device),
+    **params.connectivity,
+)
+test_loss = partial(member_losses, x=x_test.double(), y=labels(y_test), arch=arch, **loss_options)
+test_error, _ = network_errors_and_losses(arch, x_test.double(), labels(y_test), member_loss=test_loss)(graph["theta"].values)
+graph["test_error"] = ("minimum", test_error, {"long_name": "test error of the minimum", "units": "1"})
+graph = add_provenance(
+    graph.assign_attrs(
+        experiment=wildcards.experiment,
+        n_train=len(rerun.data[0]),
+        depth=arch.depth,
+        width=arch.width,
+    ),
+    title=f"transition states and disconnectivity graph of experiment {wildcards.experiment}, seed {rerun.seed}",
+    stage="connect_minima",
+    stage_config={"connectivity": params.connectivity, "training": params.training, "minima": params.minima},
+    seed=rerun.seed,
+    device=str(device),
+    inputs=(snakemake.input.minima, snakemake.input.dataset),
+)
+write_dataset(graph, snakemake.output[0])
+log.info("%d edges among %d minima; funnel fraction %.3f", graph.attrs["n_edges"], graph.sizes["minimum"],
+         graph.attrs["funnel_fraction"])
