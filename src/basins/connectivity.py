@@ -82,9 +82,9 @@ def connect_minima(
     n_neighbors: int = 2,
     n_images: int = 16,
     spring: float = 1.0,
-    band_dynamics: str = "fire",
+    band_dynamics: str = "gd",
     band_lr: float = 0.01,
-    band_max_steps: int = 5000,
+    band_max_steps: int = 20000,
     band_force_tol: float = 1e-3,
     band_climb_tol: float = 1e-2,
     ts_grad_tol: float = 1e-6,
@@ -117,7 +117,11 @@ def connect_minima(
     n_neighbors : int
         Nearest minima each minimum is joined to.
     n_images, spring, band_dynamics, band_lr, band_max_steps, band_force_tol, band_climb_tol
-        The nudged elastic band (:func:`basins.paths.nudged_elastic_band`).
+        The nudged elastic band (:func:`basins.paths.nudged_elastic_band`). Plain gradient
+        steps are the default: on network bands FIRE's inertia was seen to carry images far
+        uphill (energies 100x the minima's) where gradient steps relaxed the same band
+        smoothly; the band only has to bring its highest image near the saddle, which the
+        refinement then converges to.
     ts_grad_tol, ts_max_steps, trust_radius, index_tolerance
         Transition-state refinement (:func:`basins.paths.refine_transition_states`).
     displacement, descent_grad_tol : float
