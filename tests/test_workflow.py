@@ -145,8 +145,12 @@ def test_an_even_perceptron_is_refused_before_any_job(tmp_path):
     ],
 )
 def test_a_broken_comparison_is_named(tmp_path, comparison, named):
-    config = yaml.safe_load((ROOT / "config/test.yaml").read_text())
-    config["comparisons"] = {"broken": comparison}
+    assert_dry_run_names(tmp_path, named, comparisons={"broken": comparison})
+
+
+def assert_dry_run_names(tmp_path, named, **top_level):
+    """A dry run of the test config with top-level sections replaced fails and names ``named``."""
+    config = {**yaml.safe_load((ROOT / "config/test.yaml").read_text()), **top_level}
     path = tmp_path / "broken.yaml"
     path.write_text(yaml.safe_dump(config))
     result = snakemake("-n", "--directory", str(tmp_path), "--configfile", str(path), check=False)
@@ -158,12 +162,7 @@ def test_a_broken_comparison_is_named(tmp_path, comparison, named):
     [(["no_such_experiment"], "no_such_experiment"), (["tiny_teacher"], "connectivity section")],
 )
 def test_a_broken_connectivity_group_is_named(tmp_path, members, named):
-    config = yaml.safe_load((ROOT / "config/test.yaml").read_text())
-    config["connectivity_groups"] = {"broken": members}
-    path = tmp_path / "broken.yaml"
-    path.write_text(yaml.safe_dump(config))
-    result = snakemake("-n", "--directory", str(tmp_path), "--configfile", str(path), check=False)
-    assert result.returncode != 0 and named in result.stdout + result.stderr
+    assert_dry_run_names(tmp_path, named, connectivity_groups={"broken": members})
 
 
 def test_a_ring_can_start_from_points_in_a_netcdf_file(tmp_path):
