@@ -35,7 +35,7 @@ def assign_within(radius):
 def connect_muller_brown(mb, catalogued, **options):
     return connect_minima(
         mb.minima[catalogued], mb.minimum_energy[catalogued], mb, align=lambda reference, theta: theta,
-        descend_from=descend_on_muller_brown(mb), assign=assign_within(1e-3), n_images=12, spring=100.0,
+        descend_from=descend_on_muller_brown(mb), assign=assign_within(1e-3), n_images=12, spring=100.0, band_dynamics="fire",
         band_lr=1e-3, band_max_steps=20_000, band_force_tol=1e-3, band_climb_tol=1.0, ts_grad_tol=1e-8, **options,
     )
 
@@ -113,3 +113,18 @@ def test_networks_too_large_for_dense_hessians_are_refused(muller_brown):
             muller_brown.minima, muller_brown.minimum_energy, muller_brown, align=lambda r, t: t,
             descend_from=None, assign=None, max_dense_params=1,
         )
+
+
+def test_a_band_without_a_barrier_joins_its_minima_at_the_higher_energy():
+    def tilted_valley(points):  # a slope along x inside a valley along y: no barrier anywhere
+        return 0.1 * points[:, 0] + points[:, 1] ** 2
+
+    ends = np.array([[0.0, 0.0], [1.0, 0.0]])
+    graph = connect_minima(
+        ends, np.array([0.0, 0.1]), tilted_valley, align=lambda r, t: t,
+        descend_from=lambda points: (points, tilted_valley(torch.as_tensor(points)).numpy(), np.zeros(len(points), bool)),
+        assign=None, n_images=4, band_force_tol=1e-6, n_levels=5,
+    )
+    assert graph["is_barrierless"].all() and not graph["is_edge"].any()
+    np.testing.assert_array_equal(graph["superbasin"].isel(level=-1), [0, 0])
+    np.testing.assert_array_equal(graph["escape_barrier"], [0.1, 0.0])

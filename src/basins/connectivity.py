@@ -26,6 +26,7 @@ from scipy.spatial.distance import pdist, squareform
 from basins.disconnectivity import escape_barriers, funnel_fraction, superbasins
 from basins.io import variable_attrs
 from basins.minima import UNASSIGNED
+from basins.training import CONVERGED
 from basins.paths import Energy, count_band_maxima, nudged_elastic_band, refine_transition_states
 
 log = logging.getLogger(__name__)
@@ -143,7 +144,8 @@ def connect_minima(
         ``n_band_maxima``, the transition state's ``ts_theta (pair, param)``, ``ts_energy``,
         ``ts_grad_norm``, ``ts_index``, ``ts_converged``, the minima it connects
         ``connected_minimum (pair, end)`` and the ``barrier (pair, end)`` from each, and
-        ``is_edge`` (a verified transition state between two distinct minima). Per minimum:
+        ``is_edge`` (a verified transition state between two distinct minima), ``is_barrierless``
+        (a converged band that rises monotonically: its minima join at the higher one's energy). Per minimum:
         ``energy``, ``superbasin (level, minimum)``, ``in_funnel``. Attributes
         ``funnel_fraction``, ``n_edges``, ``n_top_components``.
     """
@@ -185,7 +187,12 @@ def connect_minima(
         saddle["converged"] & (saddle["index"] == 1) & (connected >= 0).all(1) & (connected[:, 0] != connected[:, 1])
     )
     barrier = np.where(connected >= 0, saddle["energy"][:, None] - minimum_energy[np.maximum(connected, 0)], np.nan)
-    edges, edge_energy = connected[is_edge], saddle["energy"][is_edge]
+    # A converged band that rises monotonically from one minimum to the other has no barrier:
+    # the higher end drains downhill into the lower (flat valleys split by the catalog look so),
+    # so the two join at the higher one's energy.
+    barrierless = (band["status"] == CONVERGED) & (count_band_maxima(band["energies"]) == 0) if len(pairs) else is_edge
+    edges = np.concatenate([connected[is_edge], pairs[barrierless]])
+    edge_energy = np.r_[saddle["energy"][is_edge], minimum_energy[pairs[barrierless]].max(1) if len(pairs) else []]
     levels = _levels(minimum_energy, edge_energy, n_levels)
     labels = superbasins(minimum_energy, edges, edge_energy, levels)
     fraction, in_funnel = funnel_fraction(minimum_energy, edges)
@@ -220,6 +227,7 @@ def connect_minima(
                                   variable_attrs("minimum reached by descent from the transition state (-1: none)")),
             "barrier": (("pair", "end"), barrier, variable_attrs("transition state energy minus that minimum's")),
             "is_edge": per_pair(is_edge, "verified index-1 saddle between two distinct catalogued minima"),
+            "is_barrierless": per_pair(barrierless, "converged band without a barrier: joined at the higher end"),
             "superbasin": (("level", "minimum"), labels,
                            variable_attrs("lowest minimum of the superbasin at that level (-1: above the level)")),
             "escape_barrier": ("minimum", escape_barriers(minimum_energy, edges, edge_energy),
@@ -237,6 +245,7 @@ def connect_minima(
         attrs={
             "funnel_fraction": fraction,
             "n_edges": int(is_edge.sum()),
+            "n_barrierless": int(barrierless.sum()),
             "n_top_components": n_top,
             "barrier_is": "highest saddle on the band, refined by eigenvector following; the two "
             "minima it connects are found by steepest descent from it",
@@ -249,7 +258,8 @@ def _descend_to_minima(points, theta, minimum_energy, descend_from, assign):
     which of its minima are new."""
     endpoints, energies, converged = descend_from(points)
     labels = np.full(len(points), UNASSIGNED, dtype=np.int64)
-    labels[converged] = assign(endpoints[converged], energies[converged], theta, minimum_energy)
+    if converged.any():
+        labels[converged] = assign(endpoints[converged], energies[converged], theta, minimum_energy)
     n_catalogued = len(theta)
     # Each unmatched endpoint becomes a minimum in turn, and the rest are matched against it.
     while True:
