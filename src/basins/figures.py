@@ -448,7 +448,7 @@ def figure_disconnectivity(connectivity: list[xr.Dataset], *, title: str) -> plt
         ax.set_title(f"{_graph_label(graph)}\n{graph.sizes['minimum']} minima, {graph.attrs['n_edges']} "
                      f"transition states, funnel {graph.attrs['funnel_fraction']:.2f}", fontsize=6)
         sns.despine(ax=ax, bottom=True)
-    axes[0, 0].legend(fontsize=5, frameon=False, loc="upper left")
+    axes[0, 0].legend(fontsize=5, frameon=False, loc="lower right")
     fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes[0, -1], label="test error")
     fig.suptitle(title, fontsize=8)
     return fig
