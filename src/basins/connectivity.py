@@ -166,7 +166,7 @@ def connect_minima(
         lr=band_lr, max_steps=band_max_steps, force_tol=band_force_tol,
         climb_tol=band_climb_tol, device=device, chunk=chunk,
     )
-    highest = band["energies"][:, 1:-1].argmax(1) + 1 if len(pairs) else np.zeros(0, dtype=np.int64)
+    highest = band["energies"][:, 1:-1].argmax(1) + 1
     saddle = refine_transition_states(
         energy, band["bands"][np.arange(len(pairs)), highest], grad_tol=ts_grad_tol,
         max_steps=ts_max_steps, trust_radius=trust_radius, index_tolerance=index_tolerance, device=device,
@@ -190,9 +190,10 @@ def connect_minima(
     # A converged band that rises monotonically from one minimum to the other has no barrier:
     # the higher end drains downhill into the lower (flat valleys split by the catalog look so),
     # so the two join at the higher one's energy.
-    barrierless = (band["status"] == CONVERGED) & (count_band_maxima(band["energies"]) == 0) if len(pairs) else is_edge
+    n_maxima = count_band_maxima(band["energies"])
+    barrierless = (band["status"] == CONVERGED) & (n_maxima == 0)
     edges = np.concatenate([connected[is_edge], pairs[barrierless]])
-    edge_energy = np.r_[saddle["energy"][is_edge], minimum_energy[pairs[barrierless]].max(1) if len(pairs) else []]
+    edge_energy = np.r_[saddle["energy"][is_edge], minimum_energy[pairs[barrierless]].max(1)]
     levels = _levels(minimum_energy, edge_energy, n_levels)
     labels = superbasins(minimum_energy, edges, edge_energy, levels)
     fraction, in_funnel = funnel_fraction(minimum_energy, edges)
@@ -216,7 +217,7 @@ def connect_minima(
             "band_status": per_pair(band["status"].astype(np.int64), "band relaxation status",
                                     flag_values=[0, 1, 2], flag_meanings="converged budget diverged"),
             "band_steps": per_pair(band["steps"].astype(np.int64), "band relaxation steps"),
-            "n_band_maxima": per_pair(count_band_maxima(band["energies"]),
+            "n_band_maxima": per_pair(n_maxima,
                                       "local maxima of the band (above 1: intermediate minima)"),
             "ts_theta": (("pair", "param"), saddle["theta"], variable_attrs("transition state parameters")),
             "ts_energy": per_pair(saddle["energy"], "energy of the transition state"),

@@ -41,6 +41,16 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def data_tensors(arch, x, y, *, dtype=torch.float64, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and labels as the losses want them: +-1 labels in ``dtype`` for one output, class
+    indices (long) for several."""
+    labels = dtype if arch.n_outputs == 1 else torch.long
+    return (
+        torch.as_tensor(np.asarray(x), dtype=dtype, device=device),
+        torch.as_tensor(np.asarray(y), dtype=labels, device=device),
+    )
+
+
 def member_losses(theta, x, y, arch, *, loss, margin, l2) -> torch.Tensor:
     """Training loss ``(member,)``: the mean sample loss plus ``l2 / 2 |theta|^2``; differentiable."""
     output = forward(theta, x, arch)
@@ -157,11 +167,10 @@ def train_ensemble(
         )
     torch_device = resolve_device(device)
     torch_dtype = TORCH_DTYPES[dtype]
-    label_dtype = torch_dtype if arch.n_outputs == 1 else torch.long
-    as_tensor = lambda a, dt=torch_dtype: torch.as_tensor(np.asarray(a), dtype=dt, device=torch_device)  # noqa: E731
+    as_tensor = lambda a: torch.as_tensor(np.asarray(a), dtype=torch_dtype, device=torch_device)  # noqa: E731
     data = {
-        "train": (as_tensor(x_train), as_tensor(y_train, label_dtype)),
-        "test": (as_tensor(x_test), as_tensor(y_test, label_dtype)),
+        "train": data_tensors(arch, x_train, y_train, dtype=torch_dtype, device=torch_device),
+        "test": data_tensors(arch, x_test, y_test, dtype=torch_dtype, device=torch_device),
     }
     objective = make_objective(arch, *data["train"], loss=loss, margin=margin, l2=l2)
     satisfied = None

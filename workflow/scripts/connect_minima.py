@@ -1,6 +1,5 @@
 from functools import partial
 
-import torch
 from _entry import start
 from _rerun import CatalogRerun
 
@@ -8,17 +7,17 @@ from basins.connectivity import connect_minima
 from basins.flatness import network_errors_and_losses
 from basins.io import add_provenance, write_dataset
 from basins.minima import align_to, assign_to_catalog, canonicalize
-from basins.training import member_losses, resolve_device
+from basins.training import data_tensors, member_losses, resolve_device
 
 log = start(snakemake)
 params, wildcards = snakemake.params, snakemake.wildcards
 rerun = CatalogRerun(snakemake)
 arch, minima = rerun.arch, rerun.minima
 device = resolve_device(params.device)
-x_train, y_train, x_test, y_test = (torch.as_tensor(a, device=device) for a in rerun.data)
-labels = (lambda y: y.double()) if arch.n_outputs == 1 else (lambda y: y.long())
+x_train, y_train, x_test, y_test = rerun.data
 loss_options = {key: params.training[key] for key in ("loss", "margin", "l2")}
-energy = partial(member_losses, x=x_train.double(), y=labels(y_train), arch=arch, **loss_options)
+x, y = data_tensors(arch, x_train, y_train, device=device)
+energy = partial(member_losses, x=x, y=y, arch=arch, **loss_options)
 
 
 def descend_from(points):
@@ -42,13 +41,14 @@ graph = connect_minima(
     device=str(device),
     **params.connectivity,
 )
-test_loss = partial(member_losses, x=x_test.double(), y=labels(y_test), arch=arch, **loss_options)
-test_error, _ = network_errors_and_losses(arch, x_test.double(), labels(y_test), member_loss=test_loss)(graph["theta"].values)
+x, y = data_tensors(arch, x_test, y_test, device=device)
+test_loss = partial(member_losses, x=x, y=y, arch=arch, **loss_options)
+test_error, _ = network_errors_and_losses(arch, x, y, member_loss=test_loss)(graph["theta"].values)
 graph["test_error"] = ("minimum", test_error, {"long_name": "test error of the minimum", "units": "1"})
 graph = add_provenance(
     graph.assign_attrs(
         experiment=wildcards.experiment,
-        n_train=len(rerun.data[0]),
+        n_train=len(x_train),
         depth=arch.depth,
         width=arch.width,
     ),

@@ -1,13 +1,12 @@
 from functools import partial
 
-import torch
 from _entry import start
 
 from basins.data import train_test_arrays
 from basins.flatness import measure_flatness, network_errors_and_losses
 from basins.io import add_provenance, read_dataset, write_dataset
 from basins.networks import Architecture
-from basins.training import member_losses, resolve_device
+from basins.training import data_tensors, member_losses, resolve_device
 
 log = start(snakemake)
 params, seed = snakemake.params, int(snakemake.wildcards.seed)
@@ -15,8 +14,7 @@ minima = read_dataset(snakemake.input.minima)
 arch = Architecture.from_json(minima.attrs["architecture"])
 device = resolve_device(params.device)
 x_train, y_train, _, _ = train_test_arrays(read_dataset(snakemake.input.dataset))
-x = torch.as_tensor(x_train, dtype=torch.float64, device=device)
-y = torch.as_tensor(y_train, dtype=torch.float64 if arch.n_outputs == 1 else torch.long, device=device)
+x, y = data_tensors(arch, x_train, y_train, device=device)
 training = params.training
 loss = partial(member_losses, x=x, y=y, arch=arch, loss=training["loss"], margin=training["margin"], l2=training["l2"])
 flatness = measure_flatness(
