@@ -29,13 +29,15 @@ def flat_parameters(model):
     return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).numpy()
 
 
-def plain_loop(arch, x, y, theta0, member_ids, *, optimizer, steps, l2, batches=None, **options):
+def plain_loop(arch, x, y, theta0, member_ids, *, optimizer, steps, l2, batches=None, step_decay=None, **options):
     """Train each member alone with torch.optim: the reference the engine must reproduce."""
     x, y = torch.as_tensor(x), torch.as_tensor(y, dtype=torch.float64)
     finals = []
     for row, member in enumerate(member_ids):
         model = torch_model(arch, theta0[row])
         opt = optimizer(model.parameters(), **options)
+        every, factor = step_decay or (steps + 1, 1.0)
+        scheduler = torch.optim.lr_scheduler.StepLR(opt, step_size=every, gamma=factor)
         for step in range(steps):
             index = slice(None) if batches is None else batches(member, step)
             opt.zero_grad()
@@ -44,6 +46,7 @@ def plain_loop(arch, x, y, theta0, member_ids, *, optimizer, steps, l2, batches=
             loss = loss + 0.5 * l2 * sum((p * p).sum() for p in model.parameters())
             loss.backward()
             opt.step()
+            scheduler.step()
         finals.append(flat_parameters(model))
     return np.array(finals)
 
@@ -73,6 +76,33 @@ def test_full_batch_dynamics_match_torch_optim(teacher_data, tiny_arch, tiny_sta
     )
     assert (result["status"] == BUDGET).all()
     np.testing.assert_allclose(result["final_theta"].values, expected, rtol=1e-6, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "dynamics, optimizer, lr", [("gd", torch.optim.SGD, 0.3), ("adam", torch.optim.Adam, 0.02)]
+)
+def test_step_decay_matches_torch_step_lr(teacher_data, tiny_arch, tiny_start, dynamics, optimizer, lr):
+    theta0, ids = tiny_start
+    result = run_engine(
+        tiny_arch, teacher_data, theta0, ids, dynamics=dynamics, lr=lr, max_steps=50,
+        lr_decay_every=7, lr_decay_factor=0.5,
+    )
+    expected = plain_loop(
+        tiny_arch, *teacher_data[:2], theta0, ids, optimizer=optimizer, steps=50, l2=1e-3,
+        step_decay=(7, 0.5), lr=lr,
+    )
+    np.testing.assert_allclose(result["final_theta"].values, expected, rtol=1e-6, atol=1e-12)
+    if dynamics == "gd":  # flow time is the sum of the decayed step sizes
+        step_sizes = lr * 0.5 ** (np.arange(50) // 7)
+        np.testing.assert_allclose(result["flow_time"].values, step_sizes.sum())
+
+
+def test_step_decay_is_refused_where_it_has_no_meaning(teacher_data, tiny_arch, tiny_start):
+    theta0, ids = tiny_start
+    with pytest.raises(ValueError, match="lr_decay_every applies to gd, sgd and adam"):
+        run_engine(tiny_arch, teacher_data, theta0, ids, dynamics="fire", lr=0.1, max_steps=5, lr_decay_every=3)
+    with pytest.raises(ValueError, match="lr_decay_factor"):
+        run_engine(tiny_arch, teacher_data, theta0, ids, dynamics="gd", lr=0.1, max_steps=5, lr_decay_factor=1.5)
 
 
 def test_sgd_matches_torch_optim_with_the_same_minibatches(teacher_data, tiny_arch, tiny_start):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 import torch
 
 Objective = Callable[[torch.Tensor, "torch.Tensor | None"], tuple[torch.Tensor, torch.Tensor]]
@@ -35,22 +36,35 @@ def make_stepper(
     max_time: float = float("inf"),
     check_every: int = 100,
     max_move: float = float("inf"),
+    lr_decay_every: int = 0,
+    lr_decay_factor: float = 1.0,
 ):
     """Build the stepper named ``dynamics`` (one of :data:`DYNAMICS`); ``max_move`` caps the
-    length of a FIRE step (as ASE's FIRE does; unlimited by default)."""
+    length of a FIRE step (as ASE's FIRE does; unlimited by default).
+
+    ``gd``, ``sgd`` and ``adam`` multiply their step size by ``lr_decay_factor`` every
+    ``lr_decay_every`` steps of each member (0: constant), as ``torch.optim.lr_scheduler.StepLR``.
+    """
     if lr <= 0:
         raise ValueError(f"lr={lr} must be positive (for gradient_flow it is the first step size)")
+    if lr_decay_every < 0 or not 0 < lr_decay_factor <= 1:
+        raise ValueError(
+            f"lr_decay_every={lr_decay_every} must be >= 0 and lr_decay_factor={lr_decay_factor} in (0, 1]"
+        )
+    if lr_decay_every and dynamics not in ("gd", "sgd", "adam"):
+        raise ValueError(f"lr_decay_every applies to gd, sgd and adam, not {dynamics!r}")
+    schedule = StepDecay(lr, every=lr_decay_every, factor=lr_decay_factor)
     if dynamics == "gradient_flow":
         return GradientFlow(first_step=lr, rtol=rtol, atol=atol, max_time=max_time)
     if dynamics == "gd":
-        return GradientDescent(lr=lr, momentum=momentum)
+        return GradientDescent(lr=schedule, momentum=momentum)
     if dynamics == "sgd":
         if batch_size is None or n_samples is None or not 0 < batch_size <= n_samples:
             raise ValueError(
                 f"batch_size={batch_size}: sgd needs 0 < batch_size <= n_train ({n_samples})"
             )
         return MinibatchSGD(
-            lr=lr,
+            lr=schedule,
             momentum=momentum,
             batch_size=batch_size,
             n_samples=n_samples,
@@ -58,16 +72,37 @@ def make_stepper(
             check_every=check_every,
         )
     if dynamics == "adam":
-        return Adam(lr=lr, betas=betas, eps=eps)
+        return Adam(lr=schedule, betas=betas, eps=eps)
     if dynamics == "fire":
         return Fire(dt=lr, max_move=max_move)
     raise ValueError(f"dynamics={dynamics!r}; choose one of {DYNAMICS}")
 
 
+class StepDecay:
+    """Step size ``(member, 1)`` after ``steps_done`` steps: ``lr * factor ** (steps_done // every)``."""
+
+    def __init__(self, lr: float, *, every: int = 0, factor: float = 1.0):
+        self.lr, self.every, self.factor = lr, every, factor
+
+    def __call__(self, steps_done: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | float:
+        if not self.every:
+            return self.lr
+        return (self.lr * self.factor ** (steps_done // self.every).to(dtype)).unsqueeze(1)
+
+    def total(self, steps: np.ndarray) -> np.ndarray:
+        """Sum of the step sizes of the first ``steps`` steps: the gradient-flow time of ``gd``."""
+        steps = np.asarray(steps, dtype=np.float64)
+        if not self.every or self.factor == 1.0:
+            return self.lr * steps
+        blocks, rest = np.divmod(steps, self.every)
+        decayed = self.factor**blocks
+        return self.lr * (self.every * (1 - decayed) / (1 - self.factor) + rest * decayed)
+
+
 class GradientDescent:
     """Full-batch gradient descent, with heavy-ball momentum as ``torch.optim.SGD``."""
 
-    def __init__(self, *, lr: float, momentum: float = 0.0):
+    def __init__(self, *, lr: StepDecay, momentum: float = 0.0):
         self.lr, self.momentum = lr, momentum
 
     def init_state(self, theta, grad, member_ids):
@@ -75,7 +110,7 @@ class GradientDescent:
 
     def step(self, theta, state, loss, grad, objective):
         update = _momentum(state, grad, self.momentum)
-        theta = theta - self.lr * update
+        theta = theta - self.lr(state["steps"], theta.dtype) * update
         state["steps"] = state["steps"] + 1
         loss, grad = objective(theta, None)
         return theta, state, loss, grad
@@ -107,7 +142,7 @@ class MinibatchSGD:
         )
         _, batch_grad = objective(theta, batch)
         update = _momentum(state, batch_grad, self.momentum)
-        theta = theta - self.lr * update
+        theta = theta - self.lr(state["steps"], theta.dtype) * update
         state["steps"] = state["steps"] + 1
         if int(state["steps"][0]) % self.check_every == 0:
             loss, grad = objective(theta, None)
@@ -130,6 +165,7 @@ class Adam:
 
     def step(self, theta, state, loss, grad, objective):
         beta1, beta2 = self.betas
+        lr = self.lr(state["steps"], theta.dtype)
         state["steps"] = state["steps"] + 1
         t = state["steps"].to(theta.dtype).unsqueeze(1)
         state["exp_avg"] = beta1 * state["exp_avg"] + (1 - beta1) * grad
@@ -137,7 +173,7 @@ class Adam:
         bias_correction1 = 1 - beta1**t
         bias_correction2_sqrt = torch.sqrt(1 - beta2**t)
         denom = state["exp_avg_sq"].sqrt() / bias_correction2_sqrt + self.eps
-        theta = theta - (self.lr / bias_correction1) * state["exp_avg"] / denom
+        theta = theta - (lr / bias_correction1) * state["exp_avg"] / denom
         loss, grad = objective(theta, None)
         return theta, state, loss, grad
 

@@ -94,6 +94,8 @@ def train_ensemble(
     margin: float = 1.0,
     momentum: float = 0.0,
     batch_size: int | None = None,
+    lr_decay_every: int = 0,
+    lr_decay_factor: float = 1.0,
     stop_when_satisfied: bool = False,
     rtol: float = 1e-6,
     atol: float = 1e-9,
@@ -132,6 +134,9 @@ def train_ensemble(
         A member has converged when its full-batch gradient norm is at most this. Too large
         stops members on plateaus before the minimum; too small spends the budget on
         round-off near flat minima.
+    lr_decay_every, lr_decay_factor : int, float
+        ``gd``, ``sgd``, ``adam``: multiply the step size by the factor every so many steps
+        (0: constant step size).
     stop_when_satisfied : bool
         Also stop a member once every training point has margin >= ``margin``.
     rtol, atol : float
@@ -188,6 +193,8 @@ def train_ensemble(
         grad_tol=grad_tol,
         momentum=momentum,
         batch_size=batch_size,
+        lr_decay_every=lr_decay_every,
+        lr_decay_factor=lr_decay_factor,
         n_samples=len(y_train),
         satisfied=satisfied,
         rtol=rtol,
@@ -224,6 +231,8 @@ def descend(
     run_id: tuple,
     momentum: float = 0.0,
     batch_size: int | None = None,
+    lr_decay_every: int = 0,
+    lr_decay_factor: float = 1.0,
     n_samples: int | None = None,
     satisfied: Callable[[torch.Tensor], torch.Tensor] | None = None,
     rtol: float = 1e-6,
@@ -241,8 +250,11 @@ def descend(
     ``objective(theta, batch) -> (loss (member,), grad (member, param))`` as
     :mod:`basins.dynamics` wants; ``satisfied(theta) -> bool (member,)`` is an extra stopping
     test; ``max_move`` caps a FIRE step's length. Members are processed ``chunk`` at a time.
-    ``run_id`` names the landscape for the
-    checkpoint, which is only resumed by the same run. See :func:`train_ensemble` for the
+    Landscapes that differ between members (each member its own training set) give the
+    objective and ``satisfied`` a method ``restricted_to(rows)`` returning the callable for the
+    members at those rows of ``initial_theta``; the engine calls it whenever its set of
+    running members changes. ``run_id`` names the landscape for the checkpoint, which is only
+    resumed by the same run. See :func:`train_ensemble` for the
     other options. Returns the per-member arrays (``final_theta``, ``status``, ``steps``,
     ``grad_norm``, ``wall_time``, ``flow_time``, ``loss_history`` at ``history_steps``).
     """
@@ -257,12 +269,14 @@ def descend(
         atol=atol,
         check_every=check_every,
         max_move=max_move,
+        lr_decay_every=lr_decay_every,
+        lr_decay_factor=lr_decay_factor,
     )
     n_members = len(member_ids)
     history_steps = log_spaced_steps(max_steps)
     fingerprint = _run_fingerprint(
         *run_id, initial_theta, member_ids, dynamics, lr, max_steps, grad_tol, momentum,
-        batch_size, rtol, atol, seed, dtype, max_move,
+        batch_size, rtol, atol, seed, dtype, max_move, lr_decay_every, lr_decay_factor,
     )
     out = _load_checkpoint(checkpoint_path, fingerprint) or _empty_results(
         initial_theta, history_steps
@@ -283,13 +297,14 @@ def descend(
             live = out.pop("live", None)
             if live is None:
                 theta = as_tensor(initial_theta[rows])
-                loss_now, grad = objective(theta, None)
+                active = torch.as_tensor(rows, device=device)
+                loss_now, grad = restricted(objective, active)(theta, None)
                 ids = torch.as_tensor(member_ids[rows], device=device)
                 state = stepper.init_state(theta, grad, ids)
-                active = torch.as_tensor(rows, device=device)
                 step = 0
             else:
                 theta, state, loss_now, grad, active, step = _to_device(live, device)
+            running_objective, running_satisfied = restricted(objective, active), restricted(satisfied, active)
             chunk_start = time.monotonic() - out["elapsed"]
             while active.numel():
                 # 1. Classify members from the full-batch loss and gradient at this point.
@@ -300,7 +315,7 @@ def descend(
                     bad |= theta.abs().amax(1) > divergence_threshold
                     good = grad_norm <= grad_tol
                     if satisfied is not None:
-                        good |= satisfied(theta)
+                        good |= running_satisfied(theta)
                     status = torch.where(good, CONVERGED, status)
                     status = torch.where(bad, DIVERGED, status)
                 else:
@@ -313,7 +328,7 @@ def descend(
                 # 2. Record the loss history and the members that stop here.
                 if step in out["history_index"]:
                     if loss_now is None:
-                        loss_now, grad = objective(theta, None)
+                        loss_now, grad = running_objective(theta, None)
                     out["loss_history"][_np(active), out["history_index"][step]] = _np(loss_now)
                 if finished.any():
                     rows_done = _np(active[finished])
@@ -329,11 +344,13 @@ def descend(
                     state = {name: value[keep] for name, value in state.items()}
                     loss_now = None if loss_now is None else loss_now[keep]
                     grad = None if grad is None else grad[keep]
+                    running_objective = restricted(objective, active)
+                    running_satisfied = restricted(satisfied, active)
                     progress.finished(out["status"][rows_done])
                 if not active.numel():
                     break
                 # 3. One step of the dynamics for the members still running.
-                theta, state, loss_now, grad = stepper.step(theta, state, loss_now, grad, objective)
+                theta, state, loss_now, grad = stepper.step(theta, state, loss_now, grad, running_objective)
                 step += 1
                 progress.report(step, active.numel())
                 if time.monotonic() - last_checkpoint > checkpoint_every_s:
@@ -344,7 +361,7 @@ def descend(
             out["elapsed"] = 0.0
             save()
     if dynamics == "gd":
-        out["flow_time"] = out["steps"] * lr
+        out["flow_time"] = stepper.lr.total(out["steps"])
     out["history_steps"] = history_steps
     if checkpoint_path is not None:
         Path(checkpoint_path).unlink(missing_ok=True)
@@ -353,6 +370,13 @@ def descend(
 
 def _never(state):
     return False
+
+
+def restricted(function, rows: torch.Tensor):
+    """``function`` for the members at ``rows`` (see :func:`descend`); shared ones as they are."""
+    if function is not None and hasattr(function, "restricted_to"):
+        return function.restricted_to(rows)
+    return function
 
 
 def _np(tensor):
@@ -428,8 +452,10 @@ def final_losses(out: dict, objective: Objective, as_tensor) -> None:
     out["loss"] = np.full(n_members, np.nan)
     with torch.no_grad():
         for start in range(0, n_members, out["chunk"]):
-            rows = slice(start, start + out["chunk"])
-            out["loss"][rows] = _np(objective(as_tensor(out["final_theta"][rows]), None)[0])
+            rows = np.arange(start, min(start + out["chunk"], n_members))
+            theta = as_tensor(out["final_theta"][rows])
+            chunk_objective = restricted(objective, torch.as_tensor(rows, device=theta.device))
+            out["loss"][rows] = _np(chunk_objective(theta, None)[0])
     diverged = out["status"] == DIVERGED
     out["loss"][diverged] = np.nan
     # After a member stops, its loss stays where it stopped (nan once diverged).
