@@ -2,7 +2,8 @@
 # Stages: prepare_dataset -> train_ensemble (sharded) -> deduplicate_minima -> analyze_basins
 # -> probe_rays -> measure_tentacles, slice_basins, measure_flatness; compare_dynamics;
 # summarize_study -> figures; enumerate_local_entropy; connect_minima (transition states,
-# disconnectivity graphs). Each stage is one rule file in workflow/rules and one module in src/basins.
+# disconnectivity graphs); prepare_jamming_data -> sweep_jamming -> analyze_jamming (the
+# under- to over-parametrized transition). Each stage is one rule file in workflow/rules and one module in src/basins.
 # Calibration: relax_ring -> classify_twisted_states -> analyze_ring_basins -> probe_ring_rays
 # -> measure_ring_tentacles on Kuramoto rings (workflow/rules/oscillators.smk).
 
@@ -20,6 +21,7 @@ include: "workflow/rules/slices.smk"
 include: "workflow/rules/flatness.smk"
 include: "workflow/rules/connectivity.smk"
 include: "workflow/rules/local_entropy.smk"
+include: "workflow/rules/jamming.smk"
 include: "workflow/rules/comparison.smk"
 include: "workflow/rules/summary.smk"
 include: "workflow/rules/oscillators.smk"
@@ -43,6 +45,10 @@ localrules:
     figure_local_entropy,
     figure_disconnectivity,
     figure_barriers,
+    figure_jamming,
+    figure_jamming_gaps,
+    figure_jamming_test_error,
+    prepare_jamming_data,
     figure_winding_distribution,
     figure_ring_return_probability,
     figure_ring_tentacles,

@@ -48,6 +48,12 @@ DIMS = frozenset(
         "end",
         "image",
         "level",
+        "network",
+        "train_size",
+        "seed",
+        "depth",
+        "side",
+        "constraint",
     }
 )
 

@@ -182,7 +182,7 @@ def train_ensemble(
     if stop_when_satisfied:
         x, y = data["train"]
         satisfied = lambda theta: (margins(forward(theta, x, arch), y) < margin).sum(1) == 0  # noqa: E731
-    chunk = _network_chunk_size(arch, len(y_train), memory_budget_mb, torch_dtype, torch_device)
+    chunk = network_chunk_size(arch, len(y_train), memory_budget_mb, torch_dtype, torch_device)
     out = descend(
         objective,
         initial_theta,
@@ -401,7 +401,8 @@ def chunk_size(
     return max(1, chunk)
 
 
-def _network_chunk_size(arch, n_train, memory_budget_mb, dtype, device):
+def network_chunk_size(arch, n_train, memory_budget_mb, dtype, device) -> int:
+    """:func:`chunk_size` for members of ``arch`` evaluated on ``n_train`` samples."""
     activations = n_train * (arch.width * arch.depth + arch.n_outputs) * 4
     layer = n_train * max(arch.width, arch.n_outputs)
     return chunk_size(

@@ -12,6 +12,7 @@ EXPERIMENTS = config["experiments"]
 COMPARISONS = config["comparisons"]
 RINGS = config["oscillators"]
 CONNECTIVITY_GROUPS = config["connectivity_groups"]
+JAMMING = config["jamming"]
 CONNECTED = [
     name for name, experiment in EXPERIMENTS.items() if "connectivity" in experiment
 ]
@@ -133,7 +134,29 @@ def check_local_entropy():
         raise ValueError("local_entropy.radius must not exceed n_weights")
 
 
+def check_jamming():
+    for name, sweep in JAMMING.items():
+        networks = [
+            (network["depth"], network["width"]) for network in sweep["networks"]
+        ]
+        for depth, width in networks:
+            if (depth == 0) != (width == 0):
+                raise ValueError(
+                    f"jamming.{name}.networks: depth {depth} with width {width}; a perceptron "
+                    "(depth 0) has width 0 and deeper networks a positive width"
+                )
+        if len(set(networks)) != len(networks):
+            raise ValueError(f"jamming.{name}.networks lists a network twice")
+        sizes = sweep["train_sizes"]
+        if sizes["smallest"] >= sizes["largest"]:
+            raise ValueError(
+                f"jamming.{name}.train_sizes.smallest={sizes['smallest']} must be below "
+                f"largest={sizes['largest']}"
+            )
+
+
 check_experiments()
+check_jamming()
 check_comparisons()
 check_rings()
 check_connectivity_groups()
@@ -145,6 +168,9 @@ wildcard_constraints:
     ring="|".join(RINGS) or "no_ring",
     comparison="|".join(COMPARISONS) or "no_comparison",
     group="|".join(CONNECTIVITY_GROUPS) or "no_group",
+    jamming="|".join(JAMMING) or "no_jamming",
+    depth=r"\d+",
+    width=r"\d+",
     seed=r"\d+",
     shard=r"\d+",
 
@@ -262,6 +288,46 @@ def grouped_connectivity(wildcards):
     ]
 
 
+def jamming_section(name):
+    """Input function: one config section of the job's jamming sweep."""
+    return lambda wildcards: JAMMING[wildcards.jamming][name]
+
+
+def jamming_dataset(wildcards):
+    """prepare_dataset options of one jamming seed: the pool holds the largest train size."""
+    sweep = JAMMING[wildcards.jamming]
+    return {
+        **sweep["dataset"],
+        "n_train": sweep["train_sizes"]["largest"],
+        "seed": int(wildcards.seed),
+    }
+
+
+def jamming_runs(wildcards):
+    sweep = JAMMING[wildcards.jamming]
+    return [
+        f"results/jamming/runs/{wildcards.jamming}/depth{network['depth']}_width{network['width']}_seed{seed}.nc"
+        for network in sweep["networks"]
+        for seed in sweep["seeds"]
+    ]
+
+
+def jamming_figures():
+    """Phase diagram and gap distributions of every sweep; test error vs N where the
+    labels can be learned (for random labels it is 1/2 by construction)."""
+    figures = []
+    for name, sweep in JAMMING.items():
+        kinds = ["jamming", "jamming_gaps"]
+        if sweep["dataset"]["kind"] != "random_patterns":
+            kinds.append("jamming_test_error")
+        figures += [
+            f"results/figures/{kind}/{name}.{ext}"
+            for kind in kinds
+            for ext in ("pdf", "png")
+        ]
+    return figures
+
+
 def all_figures():
     per_experiment = [
         f"results/figures/{figure}/{name}_seed{seed}.{ext}"
@@ -307,4 +373,5 @@ def all_figures():
         + per_ring
         + connectivity
         + enumeration
+        + jamming_figures()
     )

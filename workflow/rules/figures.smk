@@ -314,3 +314,66 @@ rule figure_barriers:
         "../../envs/basins.yaml"
     script:
         "../scripts/figure.py"
+
+
+rule figure_jamming:
+    input:
+        jamming="results/jamming/{jamming}.nc",
+        code=package_modules("jamming_figures", "figures"),
+    output:
+        pdf="results/figures/jamming/{jamming}.pdf",
+        png=report(
+            "results/figures/jamming/{jamming}.png",
+            caption="../report/jamming.rst",
+            category="Jamming transition",
+        ),
+    log:
+        "logs/figure_jamming/{jamming}.log",
+    conda:
+        "../../envs/basins.yaml"
+    params:
+        module="jamming_figures",
+    script:
+        "../scripts/figure.py"
+
+
+rule figure_jamming_gaps:
+    input:
+        jamming="results/jamming/{jamming}.nc",
+        code=package_modules("jamming_figures", "figures"),
+    output:
+        pdf="results/figures/jamming_gaps/{jamming}.pdf",
+        png=report(
+            "results/figures/jamming_gaps/{jamming}.png",
+            caption="../report/jamming_gaps.rst",
+            category="Jamming transition",
+        ),
+    log:
+        "logs/figure_jamming_gaps/{jamming}.log",
+    conda:
+        "../../envs/basins.yaml"
+    params:
+        module="jamming_figures",
+    script:
+        "../scripts/figure.py"
+
+
+rule figure_jamming_test_error:
+    input:
+        jamming="results/jamming/{jamming}.nc",
+        code=package_modules("jamming_figures", "figures"),
+    output:
+        pdf="results/figures/jamming_test_error/{jamming}.pdf",
+        png=report(
+            "results/figures/jamming_test_error/{jamming}.png",
+            caption="../report/jamming_test_error.rst",
+            category="Jamming transition",
+        ),
+    log:
+        "logs/figure_jamming_test_error/{jamming}.log",
+    conda:
+        "../../envs/basins.yaml"
+    params:
+        module="jamming_figures",
+    script:
+        "../scripts/figure.py"

@@ -7,7 +7,7 @@ log = start(snakemake)
 dataset = prepare_dataset(**snakemake.params.dataset)
 dataset = add_provenance(
     dataset,
-    title=f"data set of experiment {snakemake.wildcards.experiment}",
+    title=f"data set of {' '.join(f'{name} {value}' for name, value in snakemake.wildcards.items())}",
     stage="prepare_dataset",
     stage_config=snakemake.params.dataset,
     seed=snakemake.params.dataset["seed"],

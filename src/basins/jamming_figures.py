@@ -1,0 +1,130 @@
+"""Figures of the jamming stage, drawn from an ``analyze_jamming`` output."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import seaborn as sns
+import xarray as xr
+
+from basins.figures import PAPER_SIZE, set_theme
+from basins.jamming import UNDECIDED
+
+
+def _depth_colors(jamming):
+    depths = jamming["depth"].values
+    return dict(zip(depths, sns.color_palette("viridis", len(depths))))
+
+
+def _network_label(jamming, i):
+    network = jamming.isel(network=i)
+    depth, width, n = (int(network[name]) for name in ("network_depth", "network_width", "n_weights"))
+    return f"perceptron, N={n}" if depth == 0 else f"depth {depth}, width {width}, N={n}"
+
+
+def figure_jamming(jamming: xr.Dataset, *, title: str) -> plt.Figure:
+    """N_Delta / N against P / N for every network (seeds as dots, their mean as a line), and
+    the transition r* = P*/N per depth with its seed scatter."""
+    set_theme()
+    fig, (phase_ax, ratio_ax) = plt.subplots(
+        1, 2, figsize=(2 * PAPER_SIZE[0], PAPER_SIZE[1]), gridspec_kw={"width_ratios": [2, 1]}
+    )
+    colors = _depth_colors(jamming)
+    markers = "osD^v<>p*h"
+    for i in range(jamming.sizes["network"]):
+        network = jamming.isel(network=i)
+        depth, n_weights = int(network["network_depth"]), int(network["n_weights"])
+        ratio = network["ratio"].values
+        fraction = network["n_unsatisfied"].values / n_weights
+        decided = network["phase"].values != UNDECIDED
+        color, marker = colors[depth], markers[i % len(markers)]
+        for k in range(jamming.sizes["seed"]):
+            phase_ax.scatter(ratio[decided[:, k]], fraction[decided[:, k], k], s=6, color=color, marker=marker, alpha=0.4, lw=0)
+            phase_ax.scatter(
+                ratio[~decided[:, k]], fraction[~decided[:, k], k], s=14, facecolor="none", edgecolor="tab:red", marker=marker, lw=0.7
+            )
+        mean = np.nanmean(np.where(decided, fraction, np.nan), axis=1)
+        phase_ax.plot(ratio, mean, color=color, marker=marker, ms=3, lw=1, label=_network_label(jamming, i))
+    for depth in jamming["depth"].values:
+        r_star = float(jamming["transition_ratio_mean"].sel(depth=depth))
+        if np.isfinite(r_star):
+            phase_ax.axvline(r_star, color=colors[depth], ls=":", lw=1)
+    phase_ax.set(xscale="log", xlabel="P / N", ylabel=r"$N_\Delta$ / N", title=title)
+    phase_ax.plot([], [], ls="none", marker="o", mfc="none", mec="tab:red", label="undecided (budget spent)")
+    phase_ax.legend(fontsize=5, loc="upper left")
+
+    for depth in jamming["depth"].values:
+        estimates = jamming["transition_ratio"].where(jamming["network_depth"] == depth).values.ravel()
+        estimates = estimates[np.isfinite(estimates)]
+        ratio_ax.scatter(np.full(estimates.size, depth), estimates, s=8, color=colors[depth], alpha=0.6, lw=0)
+        summary = jamming.sel(depth=depth)
+        ratio_ax.errorbar(
+            depth, float(summary["transition_ratio_mean"]), yerr=float(summary["transition_ratio_std"]),
+            color="k", marker="_", ms=10, capsize=3, lw=1,
+        )
+    ratio_ax.set(xlabel="depth (hidden layers)", ylabel="r* = P* / N", xticks=jamming["depth"].values)
+    ratio_ax.set_title("transition, mean $\\pm$ sd over seeds", fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def figure_jamming_gaps(jamming: xr.Dataset, *, title: str) -> plt.Figure:
+    """Densities of |Delta| at the runs next to the transition, SAT side and UNSAT side:
+    gaps of satisfied points (Delta < 0, solid) and overlaps of unsatisfied ones (dashed), with
+    the fitted small-argument power laws."""
+    set_theme()
+    fig, axes = plt.subplots(1, 2, figsize=(2 * PAPER_SIZE[0], PAPER_SIZE[1]), sharey=True)
+    palette = sns.color_palette("colorblind", jamming.sizes["network"])
+    centres = jamming["bin"].values
+    for ax, side in zip(axes, jamming["side"].values):
+        drawn = False
+        for i in range(jamming.sizes["network"]):
+            for constraint, style in zip(jamming["constraint"].values, ("-", "--")):
+                cell = jamming.isel(network=i).sel(side=side, constraint=constraint)
+                density = cell["delta_density"].values
+                if not np.any(density > 0):
+                    continue
+                drawn = True
+                exponent, stderr = float(cell["delta_exponent"]), float(cell["delta_exponent_stderr"])
+                fitted = f", slope {exponent:.2f}$\\pm${stderr:.2f}" if np.isfinite(exponent) else ""
+                label = f"{_network_label(jamming, i)}, {constraint}{fitted}"
+                shown = density > 0
+                ax.plot(centres[shown], density[shown], ls=style, color=palette[i], marker=".", ms=3, lw=0.8, label=label)
+                if np.isfinite(exponent):
+                    span = centres[centres <= float(cell["delta_fit_upper"])]
+                    ax.plot(span, float(cell["delta_fit_prefactor"]) * span**exponent, color="k", lw=0.6)
+        ax.set(xscale="log", yscale="log", xlabel=r"$|\Delta|$", title=f"{side.upper()} side of the transition")
+        if drawn:
+            ax.legend(fontsize=4.5, loc="lower left")
+        else:
+            ax.text(0.5, 0.5, "no run on this side", ha="center", va="center", transform=ax.transAxes)
+    axes[0].set_ylabel("density")
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def figure_jamming_test_error(jamming: xr.Dataset, *, title: str) -> plt.Figure:
+    """Test error against the number of weights N at fixed training-set sizes P (mean and sd
+    over seeds), one marker per depth: the cusp at the transition (Spigler et al. 2019)."""
+    set_theme()
+    fig, ax = plt.subplots(figsize=PAPER_SIZE)
+    sizes = jamming["train_size"].values
+    shown = np.unique(np.round(np.linspace(0, sizes.size - 1, min(4, sizes.size))).astype(int))
+    palette = sns.color_palette("rocket", shown.size)
+    markers = dict(zip(jamming["depth"].values, "osD^v<>p*h"))
+    for color, j in zip(palette, shown):
+        at_size = jamming.isel(train_size=j)
+        for depth in jamming["depth"].values:
+            networks = np.flatnonzero(jamming["network_depth"].values == depth)
+            order = networks[np.argsort(jamming["n_weights"].values[networks])]
+            error = at_size["test_error"].values[order]
+            ax.errorbar(
+                jamming["n_weights"].values[order], np.nanmean(error, axis=1), yerr=np.nanstd(error, axis=1),
+                color=color, marker=markers[depth], ms=3, lw=0.8, capsize=2,
+                label=f"P={sizes[j]}, depth {depth}",
+            )
+    ax.set(xscale="log", xlabel="N (weights)", ylabel="test error", title=title)
+    ax.legend(fontsize=5)
+    fig.tight_layout()
+    return fig

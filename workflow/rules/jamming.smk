@@ -1,0 +1,56 @@
+rule prepare_jamming_data:
+    input:
+        code=package_modules("data", "io"),
+    output:
+        "results/jamming/datasets/{jamming}_seed{seed}.nc",
+    log:
+        "logs/prepare_jamming_data/{jamming}_seed{seed}.log",
+    conda:
+        "../../envs/basins.yaml"
+    params:
+        dataset=jamming_dataset,
+    script:
+        "../scripts/prepare_dataset.py"
+
+
+rule sweep_jamming:
+    input:
+        dataset="results/jamming/datasets/{jamming}_seed{seed}.nc",
+        code=package_modules(
+            "jamming", "training", "dynamics", "networks", "losses", "io"
+        ),
+    output:
+        "results/jamming/runs/{jamming}/depth{depth}_width{width}_seed{seed}.nc",
+    log:
+        "logs/sweep_jamming/{jamming}/depth{depth}_width{width}_seed{seed}.log",
+    conda:
+        "../../envs/basins.yaml"
+    resources:
+        gpu=1 if config["use_gpu"] else 0,
+        mem_mb=int(config["memory_budget_mb"]) + 1024,
+    params:
+        model=jamming_section("model"),
+        training=jamming_section("training"),
+        train_sizes=jamming_section("train_sizes"),
+        checkpoint="results/checkpoints/jamming/{jamming}/depth{depth}_width{width}_seed{seed}.pt",
+        checkpoint_every_s=config["checkpoint_every_s"],
+        memory_budget_mb=config["memory_budget_mb"],
+        device="cuda" if config["use_gpu"] else "auto",
+    script:
+        "../scripts/sweep_jamming.py"
+
+
+rule analyze_jamming:
+    input:
+        runs=jamming_runs,
+        code=package_modules("jamming_analysis", "jamming", "io"),
+    output:
+        "results/jamming/{jamming}.nc",
+    log:
+        "logs/analyze_jamming/{jamming}.log",
+    conda:
+        "../../envs/basins.yaml"
+    params:
+        analysis=jamming_section("analysis"),
+    script:
+        "../scripts/analyze_jamming.py"

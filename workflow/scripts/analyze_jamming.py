@@ -1,0 +1,22 @@
+from _entry import start
+
+from basins.io import add_provenance, read_dataset, write_dataset
+from basins.jamming_analysis import analyze_jamming
+
+log = start(snakemake)
+runs = [read_dataset(path) for path in snakemake.input.runs]
+analysis = analyze_jamming(runs, **snakemake.params.analysis)
+analysis = add_provenance(
+    analysis,
+    title=f"jamming transition of sweep {snakemake.wildcards.jamming}",
+    stage="analyze_jamming",
+    stage_config=snakemake.params.analysis,
+    inputs=tuple(snakemake.input.runs),
+)
+write_dataset(analysis, snakemake.output[0])
+for depth in analysis["depth"].values:
+    ratio = analysis.sel(depth=depth)
+    log.info(
+        "depth %d: r* = P*/N = %.3g +- %.2g (%d estimates)",
+        depth, ratio["transition_ratio_mean"], ratio["transition_ratio_std"], ratio["n_transitions"],
+    )

@@ -1,0 +1,41 @@
+import numpy as np
+from _entry import start
+
+from basins.data import train_test_arrays
+from basins.io import add_provenance, read_dataset, write_dataset
+from basins.jamming import sweep_jamming, train_size_grid
+from basins.networks import architecture_for, initial_parameters
+from basins.training import resolve_device
+
+log = start(snakemake)
+params, wildcards = snakemake.params, snakemake.wildcards
+seed, depth, width = int(wildcards.seed), int(wildcards.depth), int(wildcards.width)
+dataset = read_dataset(snakemake.input.dataset)
+model = dict(params.model)
+init, init_scale = model.pop("init"), model.pop("init_scale")
+arch = architecture_for(dataset, depth=depth, width=width, **model)
+n_train = train_size_grid(**params.train_sizes)
+members = np.arange(len(n_train))
+log.info("depth %d, width %d: N = %d weights; P from %d to %d", depth, width, arch.n_weights, n_train[0], n_train[-1])
+result = sweep_jamming(
+    arch,
+    *train_test_arrays(dataset),
+    initial_parameters(arch, members, seed=seed, init=init, init_scale=init_scale),
+    n_train,
+    seed=seed,
+    device=params.device,
+    memory_budget_mb=params.memory_budget_mb,
+    checkpoint_path=params.checkpoint,
+    checkpoint_every_s=params.checkpoint_every_s,
+    **params.training,
+)
+result = add_provenance(
+    result,
+    title=f"jamming sweep {wildcards.jamming}, depth {depth}, width {width}, seed {seed}",
+    stage="sweep_jamming",
+    stage_config={"model": params.model, "training": params.training, "train_sizes": params.train_sizes},
+    seed=seed,
+    device=str(resolve_device(params.device)),
+    inputs=(snakemake.input.dataset,),
+)
+write_dataset(result, snakemake.output[0])
