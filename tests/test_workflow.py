@@ -39,6 +39,11 @@ STAGES = (
     "connect_minima",
     "figure_disconnectivity",
     "figure_barriers",
+    "prepare_jamming_data",
+    "sweep_jamming",
+    "analyze_jamming",
+    "figure_jamming",
+    "figure_jamming_gaps",
 )
 RING_STAGES = (
     "relax_ring",
@@ -165,6 +170,25 @@ def test_a_broken_connectivity_group_is_named(tmp_path, members, named):
     assert_dry_run_names(tmp_path, named, connectivity_groups={"broken": members})
 
 
+def tiny_random_sweep(**changes):
+    sweep = yaml.safe_load((ROOT / "config/test.yaml").read_text())["jamming"]["tiny_random"]
+    return {"broken": {**sweep, **changes}}
+
+
+@pytest.mark.parametrize(
+    "changes, named",
+    [
+        ({"networks": [{"depth": 0, "width": 3}]}, "a perceptron (depth 0) has width 0"),
+        ({"networks": [{"depth": 1}]}, "a perceptron (depth 0) has width 0"),
+        ({"networks": [{"depth": 0}, {"depth": 0}]}, "lists a network twice"),
+        ({"train_sizes": {"smallest": 50, "largest": 50, "n_sizes": 3}}, "smallest=50 must be below"),
+        ({"training": {"lr": 0.1, "max_steps": 10, "loss": "mse"}}, "loss"),
+    ],
+)
+def test_a_broken_jamming_sweep_is_named(tmp_path, changes, named):
+    assert_dry_run_names(tmp_path, named, jamming=tiny_random_sweep(**changes))
+
+
 def test_a_ring_can_start_from_points_in_a_netcdf_file(tmp_path):
     start = np.random.default_rng(0).uniform(-np.pi, np.pi, (4, 8))
     points = xr.Dataset(
@@ -206,6 +230,10 @@ def check_values(path, ds):
         assert (connected >= 0).all() and (connected[:, 0] != connected[:, 1]).all()
         assert (ds["barrier"].values[edge] >= 0).all(), path
         assert 0 < ds.attrs["funnel_fraction"] <= 1
+    if "phase" in ds:  # SAT: no point left unsatisfied; UNSAT: some
+        phase, n_unsatisfied = ds["phase"].values, ds["n_unsatisfied"].values
+        assert set(np.unique(phase)) <= {-1, 0, 1}
+        assert (n_unsatisfied[phase == 0] == 0).all() and (n_unsatisfied[phase == 1] > 0).all(), path
 
 
 @pytest.mark.slow
@@ -216,7 +244,7 @@ def test_tiny_study_runs_end_to_end_and_every_result_keeps_the_contract(tiny_stu
     stages = {p.relative_to(results).parts[0] for p in netcdf}
     assert stages == {
         "datasets", "training", "minima", "basins", "rays", "tentacles", "slices", "comparisons", "summary.nc",
-        "oscillators", "flatness", "local_entropy", "connectivity",
+        "oscillators", "flatness", "local_entropy", "connectivity", "jamming",
     }
     for path in netcdf:
         ds = read_dataset(path)
@@ -227,8 +255,9 @@ def test_tiny_study_runs_end_to_end_and_every_result_keeps_the_contract(tiny_stu
     assert shards.sizes["member"] == 24 and int(shards["member"][0]) == 24
     pngs = sorted(results.rglob("*.png"))
     # figures x (experiment, seed) pairs, one comparison, the summary, ring figures x (ring, seed),
-    # the local entropy, the connectivity group's two
-    n_figures = 8 * 5 + 1 + 1 + 3 * 1 + 1 + 2
+    # the local entropy, the connectivity group's two, two per jamming sweep and the digits
+    # sweep's test error
+    n_figures = 8 * 5 + 1 + 1 + 3 * 1 + 1 + 2 + 2 * 2 + 1
     assert len(pngs) == n_figures and len(sorted(results.rglob("*.pdf"))) == n_figures
     for png in pngs:
         width, height = Image.open(png).size
@@ -237,6 +266,10 @@ def test_tiny_study_runs_end_to_end_and_every_result_keeps_the_contract(tiny_stu
     ring = read_dataset(results / "oscillators/basins/tiny_ring/seed1.nc")
     assert set(ring["winding_number"].values) <= {-1, 0, 1}  # the stable states of n = 8, k = 1
     assert int(ring["winding_number"][0]) == 0  # the largest basin
+    # The perceptron (N = 5) fits P = 2 random labels and jams at P = 60, for every seed.
+    perceptron = read_dataset(results / "jamming/tiny_random.nc").isel(network=0)
+    assert (perceptron["phase"].isel(train_size=0) == 0).all() and (perceptron["phase"].isel(train_size=-1) == 1).all()
+    assert np.isfinite(perceptron["transition_ratio"]).all()
     summary = (results / "summary.csv").read_text().splitlines()
     assert len(summary) == 1 + 5 and summary[0].startswith("experiment,")
 

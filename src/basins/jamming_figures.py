@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+import matplotlib.ticker
 import numpy as np
 import seaborn as sns
 import xarray as xr
@@ -49,6 +50,8 @@ def figure_jamming(jamming: xr.Dataset, *, title: str) -> plt.Figure:
         r_star = float(jamming["transition_ratio_mean"].sel(depth=depth))
         if np.isfinite(r_star):
             phase_ax.axvline(r_star, color=colors[depth], ls=":", lw=1)
+    # symlog: the jump at r* and the growth far above it (N_Delta up to P) on one axis
+    phase_ax.set_yscale("symlog", linthresh=0.01)
     phase_ax.set(xscale="log", xlabel="P / N", ylabel=r"$N_\Delta$ / N", title=title)
     phase_ax.plot([], [], ls="none", marker="o", mfc="none", mec="tab:red", label="undecided (budget spent)")
     phase_ax.legend(fontsize=5, loc="upper left")
@@ -91,7 +94,7 @@ def figure_jamming_gaps(jamming: xr.Dataset, *, title: str) -> plt.Figure:
                 shown = density > 0
                 ax.plot(centres[shown], density[shown], ls=style, color=palette[i], marker=".", ms=3, lw=0.8, label=label)
                 if np.isfinite(exponent):
-                    span = centres[centres <= float(cell["delta_fit_upper"])]
+                    span = centres[shown & (centres <= float(cell["delta_fit_upper"]))]
                     ax.plot(span, float(cell["delta_fit_prefactor"]) * span**exponent, color="k", lw=0.6)
         ax.set(xscale="log", yscale="log", xlabel=r"$|\Delta|$", title=f"{side.upper()} side of the transition")
         if drawn:
@@ -125,6 +128,7 @@ def figure_jamming_test_error(jamming: xr.Dataset, *, title: str) -> plt.Figure:
                 label=f"P={sizes[j]}, depth {depth}",
             )
     ax.set(xscale="log", xlabel="N (weights)", ylabel="test error", title=title)
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.legend(fontsize=5)
     fig.tight_layout()
     return fig
