@@ -84,6 +84,15 @@ def test_dry_run_lists_every_stage(config, stages, tmp_path):
         assert f"rule {stage}:" in result.stdout, stage
 
 
+def test_the_slurm_profile_sends_short_jobs_in_batches(tmp_path):
+    result = snakemake(
+        "-n", "--profile", str(ROOT / "profiles/slurm"), "--directory", str(tmp_path),
+        "--configfile", str(ROOT / "config/test.yaml"),
+    )
+    assert "Group job deduplicate_minima" in result.stdout
+    assert "Group job analyze_jamming" in result.stdout
+
+
 def broken_config(tmp_path, edit):
     config = yaml.safe_load((ROOT / "config/test.yaml").read_text())
     edit(config["experiments"]["tiny_teacher"])

@@ -31,3 +31,13 @@ def start(snakemake) -> logging.Logger:
     # Put the traceback of a failing job into its log file too, not only on the console.
     sys.excepthook = log_uncaught
     return log
+
+
+def engine_options(params) -> dict:
+    """Where and how a training-engine job runs: device, memory budget, checkpointing."""
+    return dict(
+        device=params.device,
+        memory_budget_mb=params.memory_budget_mb,
+        checkpoint_path=params.checkpoint,
+        checkpoint_every_s=params.checkpoint_every_s,
+    )

@@ -1,5 +1,5 @@
 import numpy as np
-from _entry import start
+from _entry import engine_options, start
 
 from basins.io import add_provenance, read_starting_points, write_dataset
 from basins.oscillators import KuramotoRing, relax_ring, uniform_phases
@@ -20,10 +20,7 @@ result = relax_ring(
     initial_theta,
     members,
     seed=seed,
-    device=params.device,
-    memory_budget_mb=params.memory_budget_mb,
-    checkpoint_path=params.checkpoint,
-    checkpoint_every_s=params.checkpoint_every_s,
+    **engine_options(params),
     **params.relaxation,
 )
 result = add_provenance(

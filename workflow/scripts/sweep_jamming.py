@@ -1,5 +1,5 @@
 import numpy as np
-from _entry import start
+from _entry import engine_options, start
 
 from basins.data import train_test_arrays
 from basins.io import add_provenance, read_dataset, write_dataset
@@ -23,10 +23,7 @@ result = sweep_jamming(
     initial_parameters(arch, members, seed=seed, init=init, init_scale=init_scale),
     n_train,
     seed=seed,
-    device=params.device,
-    memory_budget_mb=params.memory_budget_mb,
-    checkpoint_path=params.checkpoint,
-    checkpoint_every_s=params.checkpoint_every_s,
+    **engine_options(params),
     **params.training,
 )
 result = add_provenance(

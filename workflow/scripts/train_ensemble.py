@@ -1,5 +1,5 @@
 import numpy as np
-from _entry import start
+from _entry import engine_options, start
 
 from basins.data import train_test_arrays
 from basins.io import add_provenance, read_dataset, read_starting_points, write_dataset
@@ -25,10 +25,7 @@ result = train_ensemble(
     initial_theta,
     members,
     seed=seed,
-    device=params.device,
-    memory_budget_mb=params.memory_budget_mb,
-    checkpoint_path=params.checkpoint,
-    checkpoint_every_s=params.checkpoint_every_s,
+    **engine_options(params),
     **params.training,
 )
 result = add_provenance(
