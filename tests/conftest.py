@@ -1,8 +1,11 @@
+import contextlib
+
 import numpy as np
 import pytest
 import torch
 import xarray as xr
 
+from basins import training
 from basins.data import prepare_dataset, train_test_arrays
 from basins.networks import Architecture, initial_parameters
 
@@ -17,6 +20,27 @@ def tiny_study(tmp_path_factory):
     directory = tmp_path_factory.mktemp("tiny_study")
     snakemake("--cores", "2", "--directory", str(directory), "--configfile", str(ROOT / "config/test.yaml"))
     return directory
+
+
+@pytest.fixture
+def preempted_at():
+    """``with preempted_at(step):`` the engine stops with KeyboardInterrupt when it reaches
+    ``step``, as a job cancelled by the scheduler would."""
+
+    @contextlib.contextmanager
+    def preempt(step):
+        original_report = training._Progress.report
+
+        def report(self, at_step, n_active):
+            if at_step == step:
+                raise KeyboardInterrupt("preempted")
+            original_report(self, at_step, n_active)
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(training._Progress, "report", report)
+            yield
+
+    return preempt
 
 
 @pytest.fixture

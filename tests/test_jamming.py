@@ -3,7 +3,6 @@ import pytest
 import torch
 import xarray as xr
 
-from basins import training as training_module
 from basins.data import prepare_dataset, train_test_arrays
 from basins.jamming import (
     SAT,
@@ -92,25 +91,16 @@ def test_a_member_trains_as_if_alone(random_pool):
     assert together["n_unsatisfied"].values[2] == alone["n_unsatisfied"].values[0]
 
 
-def test_an_interrupted_sweep_resumes_from_its_checkpoint(random_pool, tmp_path, monkeypatch):
+def test_an_interrupted_sweep_resumes_from_its_checkpoint(random_pool, tmp_path, preempted_at):
     arch = Architecture(6, 1, 1, 3, "relu")
     options = dict(max_steps=500, checkpoint_every_s=0.0)
     uninterrupted = run_sweep(arch, random_pool, [3, 10, 60], **options)
     steps = uninterrupted["steps"].values
     assert steps[0] < 300 < steps[2]  # the cut comes after the smallest set is fitted
-    original_report = training_module._Progress.report
-
-    def preempt(self, step, n_active):
-        if step == 300:
-            raise KeyboardInterrupt("preempted")
-        original_report(self, step, n_active)
-
-    monkeypatch.setattr(training_module._Progress, "report", preempt)
     checkpoint = tmp_path / "sweep.pt"
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt), preempted_at(300):
         run_sweep(arch, random_pool, [3, 10, 60], checkpoint_path=checkpoint, **options)
     assert checkpoint.exists()
-    monkeypatch.setattr(training_module._Progress, "report", original_report)
     resumed = run_sweep(arch, random_pool, [3, 10, 60], checkpoint_path=checkpoint, **options)
     xr.testing.assert_equal(resumed.drop_vars("wall_time"), uninterrupted.drop_vars("wall_time"))
 

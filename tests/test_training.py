@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 
-from basins import training as training_module
 from basins.dynamics import GradientFlow, minibatch_indices
 from basins.networks import initial_parameters
 from basins.training import BUDGET, CONVERGED, DIVERGED, train_ensemble
@@ -186,23 +185,14 @@ def test_results_do_not_depend_on_shards_or_chunks(teacher_data, tiny_arch):
     np.testing.assert_allclose(stacked, whole["final_theta"].values, rtol=1e-12)
 
 
-def test_an_interrupted_run_resumes_from_its_checkpoint(teacher_data, tiny_arch, tiny_start, tmp_path, monkeypatch):
+def test_an_interrupted_run_resumes_from_its_checkpoint(teacher_data, tiny_arch, tiny_start, tmp_path, preempted_at):
     theta0, ids = tiny_start
     options = dict(dynamics="adam", lr=0.02, max_steps=80, checkpoint_every_s=0.0)
     uninterrupted = run_engine(tiny_arch, teacher_data, theta0, ids, **options)
     checkpoint = tmp_path / "run.pt"
-    original_report = training_module._Progress.report
-
-    def preempt(self, step, n_active):
-        if step == 37:
-            raise KeyboardInterrupt("preempted")
-        original_report(self, step, n_active)
-
-    monkeypatch.setattr(training_module._Progress, "report", preempt)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt), preempted_at(37):
         run_engine(tiny_arch, teacher_data, theta0, ids, checkpoint_path=checkpoint, **options)
     assert checkpoint.exists()
-    monkeypatch.setattr(training_module._Progress, "report", original_report)
     resumed = run_engine(tiny_arch, teacher_data, theta0, ids, checkpoint_path=checkpoint, **options)
     np.testing.assert_array_equal(resumed["final_theta"].values, uninterrupted["final_theta"].values)
     np.testing.assert_array_equal(resumed["status"].values, uninterrupted["status"].values)

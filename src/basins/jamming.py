@@ -30,6 +30,7 @@ from basins.training import (
     data_tensors,
     descend,
     descent_dataset,
+    energy_and_gradient,
     final_losses,
     network_chunk_size,
     resolve_device,
@@ -59,23 +60,25 @@ class PrefixObjective:
         n_pool = int(n_train.max()) if n_train.numel() else 0
         return dataclasses.replace(self, x=self.x[:n_pool], y=self.y[:n_pool], n_train=n_train)
 
+    def inside(self) -> torch.Tensor:
+        """``(member, sample)``: whether a pool sample is in the member's training set."""
+        return torch.arange(len(self.y), device=self.y.device) < self.n_train.unsqueeze(1)
+
     def per_sample(self, theta: torch.Tensor) -> torch.Tensor:
         """Margins ``(member, sample)``, with samples outside a member's prefix set to +inf."""
-        inside = torch.arange(len(self.y), device=theta.device) < self.n_train.unsqueeze(1)
         member_margins = margins(forward(theta, self.x, self.arch), self.y)
-        return torch.where(inside, member_margins, torch.inf)
+        return torch.where(self.inside(), member_margins, torch.inf)
+
+    def member_losses(self, theta: torch.Tensor) -> torch.Tensor:
+        """Mean loss over each member's own training set, plus ``l2 / 2 |theta|^2``."""
+        per_sample = sample_losses(forward(theta, self.x, self.arch), self.y, loss=self.loss, margin=self.margin)
+        per_sample = torch.where(self.inside(), per_sample, 0.0)
+        return per_sample.sum(1) / self.n_train.to(theta.dtype) + l2_penalty(theta, self.l2)
 
     def __call__(self, theta, batch):
         if batch is not None:
             raise ValueError("the jamming sweep trains full batch; minibatch dynamics are not supported")
-        inside = torch.arange(len(self.y), device=theta.device) < self.n_train.unsqueeze(1)
-        with torch.enable_grad():
-            theta = theta.detach().requires_grad_(True)
-            per_sample = sample_losses(forward(theta, self.x, self.arch), self.y, loss=self.loss, margin=self.margin)
-            per_sample = torch.where(inside, per_sample, 0.0)
-            per_member = per_sample.sum(1) / self.n_train.to(theta.dtype) + l2_penalty(theta, self.l2)
-            (grad,) = torch.autograd.grad(per_member.sum(), theta)
-        return per_member.detach(), grad
+        return energy_and_gradient(self.member_losses, theta)
 
 
 @dataclasses.dataclass(frozen=True)

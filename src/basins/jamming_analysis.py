@@ -115,11 +115,14 @@ def analyze_jamming(
     networks = list(dict.fromkeys((int(r.attrs["depth"]), int(r.attrs["width"])) for r in runs))
     seeds = sorted({int(r.attrs["seed"]) for r in runs})
     sizes = np.unique(np.concatenate([r["n_train"].values for r in runs]))
+    # (network, seed) index of every run
+    placement = [
+        (networks.index((int(r.attrs["depth"]), int(r.attrs["width"]))), seeds.index(int(r.attrs["seed"])))
+        for r in runs
+    ]
     n_weights = np.zeros(len(networks), dtype=np.int64)
     grid = {name: np.full((len(networks), len(sizes), len(seeds)), np.nan) for name in _GRID_VARIABLES}
-    for run in runs:
-        i = networks.index((int(run.attrs["depth"]), int(run.attrs["width"])))
-        k = seeds.index(int(run.attrs["seed"]))
+    for run, (i, k) in zip(runs, placement):
         n_weights[i] = int(run.attrs["n_weights"])
         j = np.searchsorted(sizes, run["n_train"].values)
         for name in _GRID_VARIABLES:
@@ -135,7 +138,7 @@ def analyze_jamming(
     per_depth = [values[np.isfinite(values)] for values in per_depth]
 
     delta_tol = float(runs[0].attrs["delta_tol"])
-    next_to_transition = [_side_deltas(runs, networks, seeds, transition, i) for i in range(len(networks))]
+    next_to_transition = _side_deltas(runs, placement, transition)
     gaps = {
         (i, side, constraint): values
         for i, per_side in enumerate(next_to_transition)
@@ -233,20 +236,17 @@ def _next_to_transition(run, p_star):
     )
 
 
-def _side_deltas(runs, networks, seeds, transition, i):
-    """Delta arrays of network ``i``'s runs next to the transition, per side."""
-    per_side = ([], [])
-    for run in runs:
-        if networks.index((int(run.attrs["depth"]), int(run.attrs["width"]))) != i:
+def _side_deltas(runs, placement, transition):
+    """Per network, the Delta values of its runs next to the transition, pooled per side."""
+    per_side = [([], []) for _ in range(transition.shape[0])]
+    for run, (i, k) in zip(runs, placement):
+        if not np.isfinite(transition[i, k]):
             continue
-        p_star = transition[i, seeds.index(int(run.attrs["seed"]))]
-        if not np.isfinite(p_star):
-            continue
-        for side, member in enumerate(_next_to_transition(run, p_star)):
+        for side, member in enumerate(_next_to_transition(run, transition[i, k])):
             if member is not None:
                 delta = run["delta"].values[member]
-                per_side[side].append(delta[np.isfinite(delta)])
-    return [np.concatenate(d) if d else np.empty(0) for d in per_side]
+                per_side[i][side].append(delta[np.isfinite(delta)])
+    return [[np.concatenate(d) if d else np.empty(0) for d in sides] for sides in per_side]
 
 
 def _log_edges(pooled, n_bins):

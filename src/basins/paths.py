@@ -21,18 +21,9 @@ import numpy as np
 import torch
 
 from basins.flatness import dense_hessians, make_hvp
-from basins.training import DIVERGED, descend
+from basins.training import DIVERGED, descend, energy_and_gradient
 
 Energy = Callable[[torch.Tensor], torch.Tensor]
-
-
-def energy_and_gradient(energy: Energy, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Energies ``(n,)`` and gradients ``(n, param)`` of independent points."""
-    with torch.enable_grad():
-        points = points.detach().requires_grad_(True)
-        values = energy(points)
-        (grad,) = torch.autograd.grad(values.sum(), points)
-    return values.detach(), grad
 
 
 def interpolate_bands(start: np.ndarray, end: np.ndarray, n_images: int) -> np.ndarray:

@@ -57,16 +57,25 @@ def member_losses(theta, x, y, arch, *, loss, margin, l2) -> torch.Tensor:
     return sample_losses(output, y, loss=loss, margin=margin).mean(1) + l2_penalty(theta, l2)
 
 
+def energy_and_gradient(
+    energy: Callable[[torch.Tensor], torch.Tensor], points: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Energies ``(n,)`` and gradients ``(n, param)`` of independent points (rows)."""
+    with torch.enable_grad():
+        points = points.detach().requires_grad_(True)
+        values = energy(points)
+        (grad,) = torch.autograd.grad(values.sum(), points)
+    return values.detach(), grad
+
+
 def make_objective(arch, x, y, *, loss, margin, l2):
     """``objective(theta, batch) -> (loss, grad)``, per member, as :mod:`basins.dynamics` wants."""
 
     def objective(theta, batch):
-        with torch.enable_grad():
-            theta = theta.detach().requires_grad_(True)
-            inputs, labels = (x, y) if batch is None else (x[batch], y[batch])
-            per_member = member_losses(theta, inputs, labels, arch, loss=loss, margin=margin, l2=l2)
-            (grad,) = torch.autograd.grad(per_member.sum(), theta)
-        return per_member.detach(), grad
+        inputs, labels = (x, y) if batch is None else (x[batch], y[batch])
+        return energy_and_gradient(
+            lambda t: member_losses(t, inputs, labels, arch, loss=loss, margin=margin, l2=l2), theta
+        )
 
     return objective
 
