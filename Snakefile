@@ -1,6 +1,7 @@
 # Basins of attraction of neural-network minima: the study's table of contents.
 # Stages: prepare_dataset -> train_ensemble (sharded) -> deduplicate_minima -> analyze_basins
 # -> probe_rays -> measure_tentacles, slice_basins, measure_flatness; compare_dynamics;
+# compare_protocols (flatness of the minima each training protocol reaches);
 # summarize_study -> figures; enumerate_local_entropy; connect_minima (transition states,
 # disconnectivity graphs); prepare_jamming_data -> sweep_jamming -> analyze_jamming (the
 # under- to over-parametrized transition). Each stage is one rule file in workflow/rules and one module in src/basins.
@@ -23,6 +24,7 @@ include: "workflow/rules/connectivity.smk"
 include: "workflow/rules/local_entropy.smk"
 include: "workflow/rules/jamming.smk"
 include: "workflow/rules/comparison.smk"
+include: "workflow/rules/protocols.smk"
 include: "workflow/rules/summary.smk"
 include: "workflow/rules/oscillators.smk"
 include: "workflow/rules/figures.smk"
@@ -42,6 +44,7 @@ localrules:
     figure_summary,
     figure_flatness,
     figure_local_energy,
+    figure_protocols,
     figure_local_entropy,
     figure_disconnectivity,
     figure_barriers,

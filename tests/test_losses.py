@@ -29,3 +29,17 @@ def test_multiclass_margin_and_cross_entropy_match_torch():
 def test_unknown_loss_is_rejected():
     with pytest.raises(ValueError, match="loss='l1'"):
         sample_losses(torch.zeros(1, 1, 1), torch.ones(1), loss="l1")
+
+
+def test_inverse_temperature_of_cross_entropy():
+    output = torch.randn(2, 5, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    y = torch.tensor([0, 3, 1, 1, 2])
+    expected = torch.stack([torch.nn.functional.cross_entropy(3.0 * o, y, reduction="none") for o in output]) / 3.0
+    torch.testing.assert_close(sample_losses(output, y, loss="cross_entropy", beta=3.0), expected)
+    # binary: softplus(-beta m) / beta tends to the perceptron loss relu(-m) as beta grows
+    binary, labels = output[..., :1], torch.tensor([1.0, -1.0, 1.0, 1.0, -1.0], dtype=torch.float64)
+    perceptron = torch.relu(-margins(binary, labels))
+    hot = sample_losses(binary, labels, loss="cross_entropy", beta=1e4)
+    torch.testing.assert_close(hot, perceptron, atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="beta=0"):
+        sample_losses(binary, labels, loss="cross_entropy", beta=0)

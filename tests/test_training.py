@@ -6,7 +6,7 @@ import torch
 
 from basins.dynamics import GradientFlow, minibatch_indices
 from basins.networks import initial_parameters
-from basins.training import BUDGET, CONVERGED, DIVERGED, train_ensemble
+from basins.training import BUDGET, CONVERGED, DIVERGED, beta_at, data_tensors, member_losses, train_ensemble
 
 
 def torch_model(arch, theta):
@@ -28,8 +28,15 @@ def flat_parameters(model):
     return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).numpy()
 
 
-def plain_loop(arch, x, y, theta0, member_ids, *, optimizer, steps, l2, batches=None, step_decay=None, **options):
-    """Train each member alone with torch.optim: the reference the engine must reproduce."""
+def mse(out, y, step):
+    return 0.5 * (out - y) ** 2
+
+
+def plain_loop(
+    arch, x, y, theta0, member_ids, *, optimizer, steps, l2, batches=None, step_decay=None, sample_loss=mse, **options
+):
+    """Train each member alone with torch.optim: the reference the engine must reproduce.
+    ``sample_loss(output, y, step)`` is the loss of step ``step`` (MSE by default)."""
     x, y = torch.as_tensor(x), torch.as_tensor(y, dtype=torch.float64)
     finals = []
     for row, member in enumerate(member_ids):
@@ -41,7 +48,7 @@ def plain_loop(arch, x, y, theta0, member_ids, *, optimizer, steps, l2, batches=
             index = slice(None) if batches is None else batches(member, step)
             opt.zero_grad()
             out = model(x[index])[:, 0]
-            loss = (0.5 * (out - y[index]) ** 2).mean()
+            loss = sample_loss(out, y[index], step).mean()
             loss = loss + 0.5 * l2 * sum((p * p).sum() for p in model.parameters())
             loss.backward()
             opt.step()
@@ -102,6 +109,54 @@ def test_step_decay_is_refused_where_it_has_no_meaning(teacher_data, tiny_arch, 
         run_engine(tiny_arch, teacher_data, theta0, ids, dynamics="fire", lr=0.1, max_steps=5, lr_decay_every=3)
     with pytest.raises(ValueError, match="lr_decay_factor"):
         run_engine(tiny_arch, teacher_data, theta0, ids, dynamics="gd", lr=0.1, max_steps=5, lr_decay_factor=1.5)
+
+
+def test_a_cross_entropy_annealed_in_beta_matches_torch_optim_on_the_same_schedule(teacher_data, tiny_arch, tiny_start):
+    theta0, ids = tiny_start
+    schedule = dict(beta=8.0, beta_start=0.5, beta_ramp_steps=30)
+    result = run_engine(
+        tiny_arch, teacher_data, theta0, ids, loss="cross_entropy", dynamics="gd", lr=0.2, max_steps=45, **schedule
+    )
+
+    def annealed_cross_entropy(out, y, step):
+        beta = 0.5 * 16.0 ** min(step / 30, 1.0)  # geometric from 0.5 to 8 over 30 steps
+        return torch.nn.functional.softplus(-beta * y * out) / beta
+
+    expected = plain_loop(
+        tiny_arch, *teacher_data[:2], theta0, ids, optimizer=torch.optim.SGD, steps=45, l2=1e-3,
+        sample_loss=annealed_cross_entropy, lr=0.2,
+    )
+    np.testing.assert_allclose(result["final_theta"].values, expected, rtol=1e-6, atol=1e-12)
+    assert beta_at(15, **{"ramp_steps" if k == "beta_ramp_steps" else k: v for k, v in schedule.items()}) == pytest.approx(2.0)
+
+
+def test_no_member_converges_while_beta_is_still_ramping(teacher_data, tiny_arch, tiny_start):
+    theta0, ids = tiny_start
+    options = dict(loss="cross_entropy", dynamics="gd", lr=0.1, max_steps=100, grad_tol=1e3)
+    quenched = run_engine(tiny_arch, teacher_data, theta0, ids, beta=4.0, **options)
+    annealed = run_engine(tiny_arch, teacher_data, theta0, ids, beta=4.0, beta_start=0.25, beta_ramp_steps=20, **options)
+    assert (quenched["steps"] == 0).all() and (quenched["status"] == CONVERGED).all()
+    assert (annealed["steps"] == 20).all() and (annealed["status"] == CONVERGED).all()
+    x, y = data_tensors(tiny_arch, *teacher_data[:2])
+    final = torch.as_tensor(annealed["final_theta"].values)
+    on_final_landscape = member_losses(final, x, y, tiny_arch, loss="cross_entropy", margin=1.0, l2=1e-3, beta=4.0)
+    np.testing.assert_allclose(annealed["loss"].values, on_final_landscape.numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(loss="mse", beta=2.0), "beta applies to the cross_entropy loss"),
+        (dict(dynamics="gradient_flow", beta_start=0.5, beta_ramp_steps=10), "stepwise dynamics"),
+        (dict(beta_start=0.5), "beta_ramp_steps is 0"),
+        (dict(beta=-1.0), "must be > 0"),
+    ],
+)
+def test_bad_beta_schedules_are_refused(teacher_data, tiny_arch, tiny_start, options, message):
+    theta0, ids = tiny_start
+    options = dict(loss="cross_entropy", dynamics="gd", lr=0.1, max_steps=5) | options
+    with pytest.raises(ValueError, match=message):
+        run_engine(tiny_arch, teacher_data, theta0, ids, **options)
 
 
 def test_sgd_matches_torch_optim_with_the_same_minibatches(teacher_data, tiny_arch, tiny_start):

@@ -23,6 +23,7 @@ STAGES = (
     "slice_basins",
     "measure_flatness",
     "compare_dynamics",
+    "compare_protocols",
     "summarize_study",
     "figure_basin_sizes",
     "figure_basin_vs_test_error",
@@ -31,6 +32,7 @@ STAGES = (
     "figure_tentacles",
     "figure_basin_slices",
     "figure_dynamics_comparison",
+    "figure_protocols",
     "figure_summary",
     "figure_flatness",
     "figure_local_energy",
@@ -112,6 +114,9 @@ def broken_config(tmp_path, edit):
         (lambda e: e.pop("minima"), "minima"),
         (lambda e: e["training"].update(learning_rate=0.1), "learning_rate"),
         (lambda e: e["ensemble"].update(n_shards=100), "n_shards"),
+        (lambda e: e["training"].update(beta=4.0), "beta applies to the cross_entropy loss"),
+        (lambda e: e["training"].update(loss="cross_entropy", beta_start=0.5), "beta_start needs beta_ramp_steps"),
+        (lambda e: e["training"].update(loss="cross_entropy", beta_ramp_steps=10), "stepwise dynamics"),
     ],
 )
 def test_a_broken_config_fails_before_any_job_and_names_the_key(tmp_path, edit, named):
@@ -177,6 +182,19 @@ def assert_dry_run_names(tmp_path, named, **top_level):
 )
 def test_a_broken_connectivity_group_is_named(tmp_path, members, named):
     assert_dry_run_names(tmp_path, named, connectivity_groups={"broken": members})
+
+
+@pytest.mark.parametrize(
+    "protocols, named",
+    [
+        ({"experiments": ["tiny_teacher", "no_such_experiment"]}, "no_such_experiment"),
+        ({"experiments": ["tiny_teacher", "tiny_mnist1d_classes"]}, "one network on one data set"),
+        ({"experiments": ["tiny_teacher", "tiny_teacher_gd"], "reference_sigma": 0.3}, "reference_sigma=0.3"),
+        ({"experiments": ["tiny_teacher"]}, "experiments"),
+    ],
+)
+def test_a_broken_protocol_comparison_is_named(tmp_path, protocols, named):
+    assert_dry_run_names(tmp_path, named, protocols={"broken": protocols})
 
 
 def tiny_random_sweep(**changes):
@@ -253,7 +271,7 @@ def test_tiny_study_runs_end_to_end_and_every_result_keeps_the_contract(tiny_stu
     stages = {p.relative_to(results).parts[0] for p in netcdf}
     assert stages == {
         "datasets", "training", "minima", "basins", "rays", "tentacles", "slices", "comparisons", "summary.nc",
-        "oscillators", "flatness", "local_entropy", "connectivity", "jamming",
+        "oscillators", "flatness", "local_entropy", "connectivity", "jamming", "protocols",
     }
     for path in netcdf:
         ds = read_dataset(path)
@@ -263,10 +281,10 @@ def test_tiny_study_runs_end_to_end_and_every_result_keeps_the_contract(tiny_stu
     shards = read_dataset(results / "training/tiny_teacher/seed1/shard1.nc")
     assert shards.sizes["member"] == 24 and int(shards["member"][0]) == 24
     pngs = sorted(results.rglob("*.png"))
-    # figures x (experiment, seed) pairs, one comparison, the summary, ring figures x (ring, seed),
-    # the local entropy, the connectivity group's two, two per jamming sweep and the digits
-    # sweep's test error
-    n_figures = 8 * 5 + 1 + 1 + 3 * 1 + 1 + 2 + 2 * 2 + 1
+    # figures x (experiment, seed) pairs, one comparison, one protocol comparison, the summary,
+    # ring figures x (ring, seed), the local entropy, the connectivity group's two, two per
+    # jamming sweep and the digits sweep's test error
+    n_figures = 8 * 5 + 1 + 1 + 1 + 3 * 1 + 1 + 2 + 2 * 2 + 1
     assert len(pngs) == n_figures and len(sorted(results.rglob("*.pdf"))) == n_figures
     for png in pngs:
         width, height = Image.open(png).size

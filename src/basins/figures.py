@@ -239,6 +239,10 @@ def figure_flatness(flatness: xr.Dataset, basins: xr.Dataset, *, title: str) -> 
             ax.errorbar(x, values, yerr=errors, fmt="o", ms=3, capsize=1.5, lw=0.7)
             rho, rho_se = spearman_with_error(x, values)
             ax.set_title(f"Spearman rho = {rho:.2f} ± {rho_se:.2f}", fontsize=7)
+            if not np.any(values):
+                # e.g. a piecewise-linear loss at zero: flatness shows in the local energy only
+                ax.text(0.5, 0.8, "Hessian vanishes at every minimum", transform=ax.transAxes,
+                        ha="center", fontsize=7, color="0.4")
             if other == "basin fraction":
                 ax.set_xscale("log")
             if np.all(values > 0):
@@ -268,10 +272,46 @@ def figure_local_energy(flatness: xr.Dataset, basins: xr.Dataset, *, title: str,
                     label=f"min {minimum}: basin {basins['basin_fraction'].values[minimum]:.3f}")
     fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="test error")
     ax.set_xscale("symlog", linthresh=sigma[sigma > 0].min() if (sigma > 0).any() else 1.0)
+    ax.set_xlim(0, sigma.max() * 1.2)
     ax.set_xlabel("relative perturbation sigma")
     ax.set_ylabel("local energy ΔE (training error)")
     ax.set_title(title, fontsize=8)
     ax.legend(fontsize=5, frameon=False, loc="upper left")
+    sns.despine(fig)
+    return fig
+
+
+def figure_protocols(protocols: xr.Dataset, *, title: str) -> plt.Figure:
+    """Local energy curves of the minima each protocol reaches (member-weighted, with standard
+    errors), and test error against local energy at the reference sigma, minimum by minimum."""
+    set_theme()
+    fig, (curves, scatter) = plt.subplots(1, 2, figsize=(2 * PAPER_SIZE[0], PAPER_SIZE[1]), layout="constrained")
+    sigma = protocols["sigma"].values
+    reference = protocols.attrs["reference_sigma"]
+    palette = sns.color_palette("colorblind", protocols.sizes["experiment"])
+    for i, (name, color) in enumerate(zip(protocols["experiment"].values, palette)):
+        energy, se = protocols["local_energy"].values[i], protocols["local_energy_se"].values[i]
+        curves.plot(sigma, energy, marker="o", ms=2.5, lw=1.0, color=color, label=str(name))
+        curves.fill_between(sigma, energy - se, energy + se, color=color, alpha=0.25, lw=0)
+        mine = protocols["protocol"].values == i
+        scatter.scatter(protocols["pooled_local_energy"].values[mine], protocols["pooled_test_error"].values[mine],
+                        s=4 + 200 * protocols["pooled_basin_fraction"].values[mine], color=color, alpha=0.45, lw=0)
+        at_reference = energy[np.isclose(sigma, reference)][0]
+        scatter.errorbar(at_reference, protocols["test_error"].values[i], yerr=protocols["test_error_se"].values[i],
+                         xerr=se[np.isclose(sigma, reference)][0], color=color, marker="D", ms=5, mec="k",
+                         mew=0.6, capsize=2)
+    curves.axvline(reference, color="0.6", lw=0.6, ls=":")
+    curves.set_xscale("symlog", linthresh=sigma[sigma > 0].min() if (sigma > 0).any() else 1.0)
+    curves.set_xlim(0, sigma.max() * 1.2)
+    curves.set_xlabel("relative perturbation sigma")
+    curves.set_ylabel("local energy ΔE (training error)")
+    curves.legend(fontsize=6, frameon=False, loc="upper left")
+    rho = protocols["rank_correlation"]
+    scatter.set_xlabel(f"ΔE at sigma = {reference:g}")
+    scatter.set_ylabel("test error")
+    scatter.set_title(f"minima (area: basin); ◆ protocol mean; Spearman {float(rho):.2f} ± "
+                      f"{rho.attrs.get('standard_error', np.nan):.2f}", fontsize=7)
+    fig.suptitle(title, fontsize=8)
     sns.despine(fig)
     return fig
 

@@ -50,6 +50,7 @@ DIMS = frozenset(
         "level",
         "network",
         "train_size",
+        "pooled_minimum",
         "seed",
         "depth",
         "side",

@@ -29,14 +29,20 @@ def margins(output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def sample_losses(
-    output: torch.Tensor, y: torch.Tensor, *, loss: str, margin: float = 1.0
+    output: torch.Tensor, y: torch.Tensor, *, loss: str, margin: float = 1.0, beta: float = 1.0
 ) -> torch.Tensor:
     """Per-sample loss ``(member, sample)`` from outputs ``(member, sample, output)``.
 
     ``mse``: 1/2 (f - y)^2 (one-hot targets for several classes); ``hinge``:
     relu(margin - m); ``quadratic_hinge``: 1/2 relu(margin - m)^2, the loss of the jamming
-    literature; ``cross_entropy``: logistic loss softplus(-y f) or softmax cross-entropy.
+    literature; ``cross_entropy``: logistic loss softplus(-beta y f) / beta or softmax
+    cross-entropy of beta f, over beta. The inverse temperature ``beta`` (1: the usual
+    cross-entropy) interpolates from a smooth, nearly linear loss of the margins (small beta)
+    to the perceptron loss relu(-m) (beta -> infinity), the knob of Baldassi, Pittorino and
+    Zecchina (2020) for reaching wide flat minima.
     """
+    if beta <= 0:
+        raise ValueError(f"beta={beta}: the inverse temperature must be positive")
     binary = output.shape[-1] == 1
     if loss == "mse":
         if binary:
@@ -49,10 +55,10 @@ def sample_losses(
         return 0.5 * torch.relu(margin - margins(output, y)) ** 2
     if loss == "cross_entropy":
         if binary:
-            return F.softplus(-y * output[..., 0])
-        return torch.logsumexp(output, -1) - output.gather(
-            -1, y.expand(output.shape[:-1]).unsqueeze(-1)
-        )[..., 0]
+            return F.softplus(-beta * y * output[..., 0]) / beta
+        scaled = beta * output
+        true = scaled.gather(-1, y.expand(output.shape[:-1]).unsqueeze(-1))[..., 0]
+        return (torch.logsumexp(scaled, -1) - true) / beta
     raise ValueError(f"loss={loss!r}; choose one of {LOSSES}")
 
 

@@ -51,10 +51,10 @@ def data_tensors(arch, x, y, *, dtype=torch.float64, device="cpu") -> tuple[torc
     )
 
 
-def member_losses(theta, x, y, arch, *, loss, margin, l2) -> torch.Tensor:
+def member_losses(theta, x, y, arch, *, loss, margin, l2, beta=1.0) -> torch.Tensor:
     """Training loss ``(member,)``: the mean sample loss plus ``l2 / 2 |theta|^2``; differentiable."""
     output = forward(theta, x, arch)
-    return sample_losses(output, y, loss=loss, margin=margin).mean(1) + l2_penalty(theta, l2)
+    return sample_losses(output, y, loss=loss, margin=margin, beta=beta).mean(1) + l2_penalty(theta, l2)
 
 
 def energy_and_gradient(
@@ -68,16 +68,24 @@ def energy_and_gradient(
     return values.detach(), grad
 
 
-def make_objective(arch, x, y, *, loss, margin, l2):
+def make_objective(arch, x, y, *, loss, margin, l2, beta=1.0):
     """``objective(theta, batch) -> (loss, grad)``, per member, as :mod:`basins.dynamics` wants."""
 
     def objective(theta, batch):
         inputs, labels = (x, y) if batch is None else (x[batch], y[batch])
         return energy_and_gradient(
-            lambda t: member_losses(t, inputs, labels, arch, loss=loss, margin=margin, l2=l2), theta
+            lambda t: member_losses(t, inputs, labels, arch, loss=loss, margin=margin, l2=l2, beta=beta), theta
         )
 
     return objective
+
+
+def beta_at(step: int, *, beta: float, beta_start: float, ramp_steps: int) -> float:
+    """Inverse temperature of the cross-entropy after ``step`` steps: geometric from
+    ``beta_start`` to ``beta`` over ``ramp_steps`` steps, then ``beta``."""
+    if step >= ramp_steps:
+        return beta
+    return beta_start * (beta / beta_start) ** (step / ramp_steps)
 
 
 def log_spaced_steps(max_steps: int, n_points: int = 40) -> np.ndarray:
@@ -105,6 +113,9 @@ def train_ensemble(
     batch_size: int | None = None,
     lr_decay_every: int = 0,
     lr_decay_factor: float = 1.0,
+    beta: float = 1.0,
+    beta_start: float | None = None,
+    beta_ramp_steps: int = 0,
     stop_when_satisfied: bool = False,
     rtol: float = 1e-6,
     atol: float = 1e-9,
@@ -146,6 +157,11 @@ def train_ensemble(
     lr_decay_every, lr_decay_factor : int, float
         ``gd``, ``sgd``, ``adam``: multiply the step size by the factor every so many steps
         (0: constant step size).
+    beta, beta_start, beta_ramp_steps : float, float, int
+        ``cross_entropy`` only: its inverse temperature (see :func:`basins.losses.sample_losses`)
+        grows geometrically from ``beta_start`` to ``beta`` over the first ``beta_ramp_steps``
+        steps (a slow ramp anneals, 0 quenches at ``beta``); members converge only on the final
+        landscape, after the ramp. Not for ``gradient_flow``, whose steps are not times.
     stop_when_satisfied : bool
         Also stop a member once every training point has margin >= ``margin``.
     rtol, atol : float
@@ -174,6 +190,8 @@ def train_ensemble(
     check_loss(loss)
     if max_steps <= 0 or grad_tol < 0:
         raise ValueError(f"max_steps={max_steps} must be > 0 and grad_tol={grad_tol} >= 0")
+    beta_start = beta if beta_start is None else beta_start
+    check_beta_schedule(loss, dynamics, beta, beta_start, beta_ramp_steps)
     if initial_theta.shape != (len(member_ids), arch.n_params):
         raise ValueError(
             f"initial_theta has shape {initial_theta.shape}; expected "
@@ -186,7 +204,13 @@ def train_ensemble(
         "train": data_tensors(arch, x_train, y_train, dtype=torch_dtype, device=torch_device),
         "test": data_tensors(arch, x_test, y_test, dtype=torch_dtype, device=torch_device),
     }
-    objective = make_objective(arch, *data["train"], loss=loss, margin=margin, l2=l2)
+    objective = make_objective(arch, *data["train"], loss=loss, margin=margin, l2=l2, beta=beta)
+    annealed = None
+    if beta_ramp_steps:
+        annealed = lambda step: make_objective(  # noqa: E731
+            arch, *data["train"], loss=loss, margin=margin, l2=l2,
+            beta=beta_at(step, beta=beta, beta_start=beta_start, ramp_steps=beta_ramp_steps),
+        )
     satisfied = None
     if stop_when_satisfied:
         x, y = data["train"]
@@ -206,6 +230,8 @@ def train_ensemble(
         lr_decay_factor=lr_decay_factor,
         n_samples=len(y_train),
         satisfied=satisfied,
+        annealed=annealed,
+        anneal_steps=beta_ramp_steps,
         rtol=rtol,
         atol=atol,
         check_every=check_every,
@@ -214,7 +240,7 @@ def train_ensemble(
         device=torch_device,
         dtype=torch_dtype,
         chunk=chunk,
-        run_id=(arch, loss, l2, margin, stop_when_satisfied, dtype),
+        run_id=(arch, loss, l2, margin, beta, beta_start, stop_when_satisfied, dtype),
         checkpoint_path=checkpoint_path,
         checkpoint_every_s=checkpoint_every_s,
         progress_every_s=progress_every_s,
@@ -223,6 +249,18 @@ def train_ensemble(
     with torch.no_grad():
         _evaluate_final(out, arch, data, margin, out["chunk"], as_tensor)
     return _as_dataset(out, member_ids, initial_theta, arch, dynamics)
+
+
+def check_beta_schedule(loss: str, dynamics: str, beta: float, beta_start: float, ramp_steps: int) -> None:
+    """The inverse temperature is the cross-entropy's, and ramps only under stepwise dynamics."""
+    if beta <= 0 or beta_start <= 0 or ramp_steps < 0:
+        raise ValueError(f"beta={beta} and beta_start={beta_start} must be > 0, beta_ramp_steps={ramp_steps} >= 0")
+    if loss != "cross_entropy" and (beta != 1.0 or beta_start != 1.0):
+        raise ValueError(f"beta applies to the cross_entropy loss, not {loss!r}")
+    if ramp_steps and dynamics == "gradient_flow":
+        raise ValueError("beta_ramp_steps needs a stepwise dynamics (gd, sgd, adam, fire), not gradient_flow")
+    if beta_start != beta and not ramp_steps:
+        raise ValueError(f"beta_start={beta_start} differs from beta={beta} but beta_ramp_steps is 0")
 
 
 def descend(
@@ -244,6 +282,8 @@ def descend(
     lr_decay_factor: float = 1.0,
     n_samples: int | None = None,
     satisfied: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    annealed: Callable[[int], Objective] | None = None,
+    anneal_steps: int = 0,
     rtol: float = 1e-6,
     atol: float = 1e-9,
     check_every: int = 100,
@@ -262,7 +302,10 @@ def descend(
     Landscapes that differ between members (each member its own training set) give the
     objective and ``satisfied`` a method ``restricted_to(rows)`` returning the callable for the
     members at those rows of ``initial_theta``; the engine calls it whenever its set of
-    running members changes. ``run_id`` names the landscape for the checkpoint, which is only
+    running members changes. A landscape that moves in time gives ``annealed(step)``, the
+    objective of the first ``anneal_steps`` steps (``objective`` is the final one): the point
+    reached by a step is evaluated on the next step's landscape, and no member converges by
+    its gradient before the landscape has stopped moving. ``run_id`` names the landscape for the checkpoint, which is only
     resumed by the same run. See :func:`train_ensemble` for the
     other options. Returns the per-member arrays (``final_theta``, ``status``, ``steps``,
     ``grad_norm``, ``wall_time``, ``flow_time``, ``loss_history`` at ``history_steps``).
@@ -285,7 +328,7 @@ def descend(
     history_steps = log_spaced_steps(max_steps)
     fingerprint = _run_fingerprint(
         *run_id, initial_theta, member_ids, dynamics, lr, max_steps, grad_tol, momentum,
-        batch_size, rtol, atol, seed, dtype, max_move, lr_decay_every, lr_decay_factor,
+        batch_size, rtol, atol, seed, dtype, max_move, lr_decay_every, lr_decay_factor, anneal_steps,
     )
     out = _load_checkpoint(checkpoint_path, fingerprint) or _empty_results(
         initial_theta, history_steps
@@ -295,6 +338,9 @@ def descend(
     as_tensor = lambda a: torch.as_tensor(np.asarray(a), dtype=dtype, device=device)  # noqa: E731
     progress = _Progress(n_members, progress_every_s)
     last_checkpoint = time.monotonic()
+
+    def landscape(step):
+        return objective if annealed is None or step >= anneal_steps else annealed(step)
 
     def save(live=None):
         if checkpoint_path is not None:
@@ -307,13 +353,13 @@ def descend(
             if live is None:
                 theta = as_tensor(initial_theta[rows])
                 active = torch.as_tensor(rows, device=device)
-                loss_now, grad = restricted(objective, active)(theta, None)
+                loss_now, grad = restricted(landscape(0), active)(theta, None)
                 ids = torch.as_tensor(member_ids[rows], device=device)
                 state = stepper.init_state(theta, grad, ids)
                 step = 0
             else:
                 theta, state, loss_now, grad, active, step = _to_device(live, device)
-            running_objective, running_satisfied = restricted(objective, active), restricted(satisfied, active)
+            running_objective, running_satisfied = restricted(landscape(step), active), restricted(satisfied, active)
             chunk_start = time.monotonic() - out["elapsed"]
             while active.numel():
                 # 1. Classify members from the full-batch loss and gradient at this point.
@@ -322,7 +368,7 @@ def descend(
                     grad_norm = grad.norm(dim=1)
                     bad = ~torch.isfinite(loss_now) | ~torch.isfinite(grad_norm)
                     bad |= theta.abs().amax(1) > divergence_threshold
-                    good = grad_norm <= grad_tol
+                    good = (grad_norm <= grad_tol) & (step >= anneal_steps)
                     if satisfied is not None:
                         good |= running_satisfied(theta)
                     status = torch.where(good, CONVERGED, status)
@@ -353,12 +399,14 @@ def descend(
                     state = {name: value[keep] for name, value in state.items()}
                     loss_now = None if loss_now is None else loss_now[keep]
                     grad = None if grad is None else grad[keep]
-                    running_objective = restricted(objective, active)
+                    running_objective = restricted(landscape(step), active)
                     running_satisfied = restricted(satisfied, active)
                     progress.finished(out["status"][rows_done])
                 if not active.numel():
                     break
                 # 3. One step of the dynamics for the members still running.
+                if step < anneal_steps:
+                    running_objective = restricted(landscape(step + 1), active)
                 theta, state, loss_now, grad = stepper.step(theta, state, loss_now, grad, running_objective)
                 step += 1
                 progress.report(step, active.numel())

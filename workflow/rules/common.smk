@@ -12,6 +12,7 @@ EXPERIMENTS = config["experiments"]
 COMPARISONS = config["comparisons"]
 RINGS = config["oscillators"]
 CONNECTIVITY_GROUPS = config["connectivity_groups"]
+PROTOCOLS = config["protocols"]
 JAMMING = config["jamming"]
 CONNECTED = [
     name for name, experiment in EXPERIMENTS.items() if "connectivity" in experiment
@@ -63,6 +64,22 @@ def check_experiments():
             raise ValueError(
                 f"experiments.{name}.training.batch_size is required with dynamics 'sgd'"
             )
+        check_beta_schedule(f"experiments.{name}.training", training)
+
+
+def check_beta_schedule(where, training):
+    """basins.training.check_beta_schedule on a config section (the Snakefile stays torch-free)."""
+    annealed = training["beta_ramp_steps"] > 0
+    if training["loss"] != "cross_entropy" and (
+        training["beta"] != 1.0 or training["beta_start"] is not None
+    ):
+        raise ValueError(f"{where}: beta applies to the cross_entropy loss only")
+    if annealed and training["dynamics"] == "gradient_flow":
+        raise ValueError(
+            f"{where}.beta_ramp_steps needs a stepwise dynamics (gd, sgd, adam, fire)"
+        )
+    if training["beta_start"] is not None and not annealed:
+        raise ValueError(f"{where}.beta_start needs beta_ramp_steps > 0")
 
 
 def check_comparisons():
@@ -123,6 +140,45 @@ def check_connectivity_groups():
                 )
 
 
+def check_protocols():
+    for name, protocols in PROTOCOLS.items():
+        members = protocols["experiments"]
+        for experiment in members:
+            if experiment not in EXPERIMENTS:
+                raise ValueError(
+                    f"protocols.{name} names experiment {experiment!r}, which is not in "
+                    f"experiments ({', '.join(EXPERIMENTS)})"
+                )
+        first = EXPERIMENTS[members[0]]
+        sigmas = first["flatness"]["sigmas"]
+        if not any(
+            abs(sigma - protocols["reference_sigma"]) < 1e-12 for sigma in sigmas
+        ):
+            raise ValueError(
+                f"protocols.{name}.reference_sigma={protocols['reference_sigma']} is not one of "
+                f"experiments.{members[0]}.flatness.sigmas {sigmas}"
+            )
+        for experiment in members[1:]:
+            other = EXPERIMENTS[experiment]
+            for key in ("dataset", "model"):
+                if other[key] != first[key]:
+                    raise ValueError(
+                        f"protocols.{name}: experiments.{experiment}.{key} differs from "
+                        f"experiments.{members[0]}.{key}; protocols train one network on one data set"
+                    )
+            if other["flatness"]["sigmas"] != sigmas:
+                raise ValueError(
+                    f"protocols.{name}: experiments.{experiment}.flatness.sigmas differ from "
+                    f"{members[0]}'s; local energies are compared on one grid"
+                )
+            missing = set(first["ensemble"]["seeds"]) - set(other["ensemble"]["seeds"])
+            if missing:
+                raise ValueError(
+                    f"protocols.{name}: experiments.{experiment} lacks seeds {sorted(missing)} "
+                    f"of {members[0]}, the first protocol"
+                )
+
+
 def check_local_entropy():
     enumeration = config.get("local_entropy")
     if enumeration and enumeration["n_weights"] % 2 == 0:
@@ -160,6 +216,7 @@ check_jamming()
 check_comparisons()
 check_rings()
 check_connectivity_groups()
+check_protocols()
 check_local_entropy()
 
 
@@ -168,6 +225,7 @@ wildcard_constraints:
     ring="|".join(RINGS) or "no_ring",
     comparison="|".join(COMPARISONS) or "no_comparison",
     group="|".join(CONNECTIVITY_GROUPS) or "no_group",
+    protocols="|".join(PROTOCOLS) or "no_protocols",
     jamming="|".join(JAMMING) or "no_jamming",
     depth=r"\d+",
     width=r"\d+",
@@ -273,6 +331,22 @@ def reference_minima_options(wildcards):
     return minima_options(Namespace(experiment=COMPARISONS[wildcards.comparison][0]))
 
 
+def protocol_seeds():
+    return [
+        (name, seed)
+        for name, protocols in PROTOCOLS.items()
+        for seed in EXPERIMENTS[protocols["experiments"][0]]["ensemble"]["seeds"]
+    ]
+
+
+def protocol_results(stage):
+    """Input function: one stage's result for each experiment of the job's protocols."""
+    return lambda wildcards: [
+        f"results/{stage}/{experiment}/seed{wildcards.seed}.nc"
+        for experiment in PROTOCOLS[wildcards.protocols]["experiments"]
+    ]
+
+
 def connectivity_group_seeds():
     return [
         (name, seed)
@@ -361,6 +435,11 @@ def all_figures():
         for figure in ("disconnectivity", "barriers")
         for ext in ("pdf", "png")
     ]
+    per_protocols = [
+        f"results/figures/protocols/{name}_seed{seed}.{ext}"
+        for name, seed in protocol_seeds()
+        for ext in ("pdf", "png")
+    ]
     enumeration = (
         [f"results/figures/local_entropy/perceptron.{ext}" for ext in ("pdf", "png")]
         if config.get("local_entropy")
@@ -369,6 +448,7 @@ def all_figures():
     return (
         per_experiment
         + per_comparison
+        + per_protocols
         + (summary if EXPERIMENTS else [])
         + per_ring
         + connectivity

@@ -377,3 +377,22 @@ rule figure_jamming_test_error:
         module="jamming_figures",
     script:
         "../scripts/figure.py"
+
+
+rule figure_protocols:
+    input:
+        protocols="results/protocols/{protocols}/seed{seed}.nc",
+        code=package_modules("figures"),
+    output:
+        pdf="results/figures/protocols/{protocols}_seed{seed}.pdf",
+        png=report(
+            "results/figures/protocols/{protocols}_seed{seed}.png",
+            caption="../report/protocols.rst",
+            category="Flatness",
+        ),
+    log:
+        "logs/figure_protocols/{protocols}_seed{seed}.log",
+    conda:
+        "../../envs/basins.yaml"
+    script:
+        "../scripts/figure.py"

@@ -41,3 +41,9 @@ def engine_options(params) -> dict:
         checkpoint_path=params.checkpoint,
         checkpoint_every_s=params.checkpoint_every_s,
     )
+
+
+def landscape_options(training) -> dict:
+    """The keys of an experiment's training section that define its loss landscape (the
+    cross-entropy at its final inverse temperature)."""
+    return {key: training[key] for key in ("loss", "margin", "l2", "beta")}

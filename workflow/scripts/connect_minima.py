@@ -1,6 +1,6 @@
 from functools import partial
 
-from _entry import start
+from _entry import landscape_options, start
 from _rerun import CatalogRerun
 
 from basins.connectivity import connect_minima
@@ -15,7 +15,7 @@ rerun = CatalogRerun(snakemake)
 arch, minima = rerun.arch, rerun.minima
 device = resolve_device(params.device)
 x_train, y_train, x_test, y_test = rerun.data
-loss_options = {key: params.training[key] for key in ("loss", "margin", "l2")}
+loss_options = landscape_options(params.training)
 x, y = data_tensors(arch, x_train, y_train, device=device)
 energy = partial(member_losses, x=x, y=y, arch=arch, **loss_options)
 

@@ -19,7 +19,7 @@ datasets = {
 }
 wildcards = snakemake.wildcards
 subject = next(
-    (wildcards.get(name) for name in ("experiment", "comparison", "ring", "group", "jamming") if name in wildcards.keys()),
+    (wildcards.get(name) for name in ("experiment", "comparison", "protocols", "ring", "group", "jamming") if name in wildcards.keys()),
     None,
 )
 if subject and "seed" in wildcards.keys():

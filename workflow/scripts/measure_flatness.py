@@ -1,6 +1,6 @@
 from functools import partial
 
-from _entry import start
+from _entry import landscape_options, start
 
 from basins.data import train_test_arrays
 from basins.flatness import measure_flatness, network_errors_and_losses
@@ -15,8 +15,8 @@ arch = Architecture.from_json(minima.attrs["architecture"])
 device = resolve_device(params.device)
 x_train, y_train, _, _ = train_test_arrays(read_dataset(snakemake.input.dataset))
 x, y = data_tensors(arch, x_train, y_train, device=device)
-training = params.training
-loss = partial(member_losses, x=x, y=y, arch=arch, loss=training["loss"], margin=training["margin"], l2=training["l2"])
+landscape = landscape_options(params.training)
+loss = partial(member_losses, x=x, y=y, arch=arch, **landscape)
 flatness = measure_flatness(
     minima["theta"].values,
     loss,
@@ -29,7 +29,7 @@ flatness = add_provenance(
     flatness,
     title=f"flatness of the minima of experiment {snakemake.wildcards.experiment}, seed {seed}",
     stage="measure_flatness",
-    stage_config={"flatness": params.flatness, "loss": {k: training[k] for k in ("loss", "margin", "l2")}},
+    stage_config={"flatness": params.flatness, "loss": landscape},
     seed=seed,
     device=str(device),
     inputs=(snakemake.input.minima, snakemake.input.dataset),

@@ -1,0 +1,18 @@
+rule compare_protocols:
+    input:
+        minima=protocol_results("minima"),
+        flatness=protocol_results("flatness"),
+        code=package_modules("protocols", "io"),
+    output:
+        "results/protocols/{protocols}/seed{seed}.nc",
+    log:
+        "logs/compare_protocols/{protocols}/seed{seed}.log",
+    conda:
+        "../../envs/basins.yaml"
+    params:
+        experiments=lambda wildcards: PROTOCOLS[wildcards.protocols]["experiments"],
+        reference_sigma=lambda wildcards: PROTOCOLS[wildcards.protocols][
+            "reference_sigma"
+        ],
+    script:
+        "../scripts/compare_protocols.py"
