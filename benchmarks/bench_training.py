@@ -4,7 +4,7 @@ Trains E members of a d=20, h=16 (by default) one-hidden-layer tanh MLP on P=100
 full-batch gradient descent, by
   (a) a naive loop of ``torch.nn`` modules, each with its own ``torch.optim.SGD``;
   (b) the ``torch.func`` recipe: ``stack_module_state`` + ``functional_call`` + ``vmap(grad)``;
-  (c) ``basins.training.train_ensemble``;
+  (c) ``basins.training.train_ensemble``, and (d) the same with ``compile=True``;
 and reports member-steps/s, GFLOP/s and the fraction of this machine's measured matmul peak.
 
     python benchmarks/bench_training.py                       # the table of the README
@@ -102,7 +102,7 @@ def time_vmap_recipe(arch, theta, x, y, steps, lr, device):
     return time.perf_counter() - start
 
 
-def time_engine(arch, theta, x, y, steps, lr, device, memory_budget_mb=4096):
+def time_engine(arch, theta, x, y, steps, lr, device, memory_budget_mb=4096, compile=False):
     data = (x.cpu().numpy(), y.cpu().numpy(), x[:2].cpu().numpy(), y[:2].cpu().numpy())
     dtype = "float64" if x.dtype == torch.float64 else "float32"
     _sync(device)
@@ -110,13 +110,22 @@ def time_engine(arch, theta, x, y, steps, lr, device, memory_budget_mb=4096):
     train_ensemble(
         arch, *data, theta, np.arange(len(theta)), loss="mse", dynamics="gd", lr=lr,
         max_steps=steps, grad_tol=0.0, device=str(device), dtype=dtype, memory_budget_mb=memory_budget_mb,
-        progress_every_s=1e9,
+        progress_every_s=1e9, compile=compile,
     )
     _sync(device)
     return time.perf_counter() - start
 
 
-METHODS = {"naive_loop": time_naive_loop, "vmap_recipe": time_vmap_recipe, "engine": time_engine}
+def time_compiled_engine(arch, theta, x, y, steps, lr, device, memory_budget_mb=4096):
+    return time_engine(arch, theta, x, y, steps, lr, device, memory_budget_mb, compile=True)
+
+
+METHODS = {
+    "naive_loop": time_naive_loop,
+    "vmap_recipe": time_vmap_recipe,
+    "engine": time_engine,
+    "engine_compiled": time_compiled_engine,
+}
 
 
 def main():
@@ -156,7 +165,7 @@ def main():
             work = min(args.member_steps, args.naive_member_steps) if method == "naive_loop" else args.member_steps
             steps = max(20, work // n_members)
             steps = min(steps, args.max_steps or steps)
-            options = {"memory_budget_mb": args.memory_budget_mb} if method == "engine" else {}
+            options = {"memory_budget_mb": args.memory_budget_mb} if method.startswith("engine") else {}
             timer(arch, theta[: min(n_members, 4)], x, y, 2, 0.01, device, **options)  # warm-up
             try:
                 seconds = timer(arch, theta, x, y, steps, 0.01, device, **options)

@@ -143,6 +143,15 @@ def test_no_member_converges_while_beta_is_still_ramping(teacher_data, tiny_arch
     np.testing.assert_allclose(annealed["loss"].values, on_final_landscape.numpy(), rtol=1e-12)
 
 
+def test_the_compiled_objective_reproduces_eager_autograd(teacher_data, tiny_arch, tiny_start):
+    theta0, ids = tiny_start
+    options = dict(loss="cross_entropy", dynamics="gd", lr=0.2, max_steps=40, beta=8.0, beta_start=0.5, beta_ramp_steps=30)
+    eager = run_engine(tiny_arch, teacher_data, theta0, ids, **options)
+    compiled = run_engine(tiny_arch, teacher_data, theta0, ids, compile=True, **options)
+    np.testing.assert_allclose(compiled["final_theta"].values, eager["final_theta"].values, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(compiled["loss_history"].values, eager["loss_history"].values, rtol=1e-9)
+
+
 @pytest.mark.parametrize(
     "options, message",
     [

@@ -41,7 +41,7 @@ def sample_losses(
     to the perceptron loss relu(-m) (beta -> infinity), the knob of Baldassi, Pittorino and
     Zecchina (2020) for reaching wide flat minima.
     """
-    if beta <= 0:
+    if isinstance(beta, (int, float)) and beta <= 0:  # a tensor beta is the compiled engine's
         raise ValueError(f"beta={beta}: the inverse temperature must be positive")
     binary = output.shape[-1] == 1
     if loss == "mse":
