@@ -337,10 +337,10 @@ def descend(
     members at those rows of ``initial_theta``; the engine calls it whenever its set of
     running members changes. A landscape that moves in time gives ``annealed(step)``, the
     objective of the first ``anneal_steps`` steps (``objective`` is the final one): the point
-    reached by a step is evaluated on the next step's landscape, and no member converges by
-    its gradient before the landscape has stopped moving. ``run_id`` names the landscape for the checkpoint, which is only
-    resumed by the same run. See :func:`train_ensemble` for the
-    other options. Returns the per-member arrays (``final_theta``, ``status``, ``steps``,
+    reached by a step is evaluated on the next step's landscape (as is minibatch SGD's gradient
+    for that step), and no member converges by its gradient before the landscape has stopped
+    moving. ``run_id`` names the landscape for the checkpoint, which is only resumed by the
+    same run. See :func:`train_ensemble` for the other options. Returns the per-member arrays (``final_theta``, ``status``, ``steps``,
     ``grad_norm``, ``wall_time``, ``flow_time``, ``loss_history`` at ``history_steps``).
     """
     stepper = make_stepper(
