@@ -13,7 +13,7 @@ from basins.jamming import (
     sweep_jamming,
     train_size_grid,
 )
-from basins.jamming_analysis import analyze_jamming, fit_small_argument_exponent, transition_size
+from basins.jamming_analysis import analyze_jamming, fit_small_argument_exponent, transition_bracket, transition_size
 from basins.losses import sample_losses
 from basins.networks import Architecture, forward, initial_parameters
 from basins.training import BUDGET, CONVERGED, DIVERGED
@@ -131,17 +131,21 @@ def test_budget_runs_near_zero_are_undecided_not_unsat():
 
 
 @pytest.mark.parametrize(
-    "phases, expected",
+    "phases, expected, bracket",
     [
-        ([SAT, SAT, UNSAT, UNSAT], np.sqrt(2 * 4)),
-        ([SAT, UNSAT, SAT, UNSAT, UNSAT][:4], np.sqrt(2 * 4)),  # one misfit: the best cut still wins
-        ([SAT, UNDECIDED, UNSAT, UNSAT], np.sqrt(1 * 4)),  # undecided runs are ignored
-        ([SAT, SAT, SAT, SAT], np.nan),  # the transition lies beyond the grid
-        ([UNSAT, UNSAT, UNSAT, UNSAT], np.nan),
+        ([SAT, SAT, UNSAT, UNSAT], np.sqrt(2 * 4), (2, 4)),
+        # one misfit: two cuts tie (between 1 and 2, between 4 and 8); P* is their middle and
+        # only known to lie between 1 and 8
+        ([SAT, UNSAT, SAT, UNSAT], np.sqrt(2 * 4), (1, 8)),
+        ([SAT, UNDECIDED, UNSAT, UNSAT], np.sqrt(1 * 4), (1, 4)),  # undecided runs are ignored
+        ([SAT, SAT, SAT, SAT], np.nan, (np.nan, np.nan)),  # the transition lies beyond the grid
+        ([UNSAT, UNSAT, UNSAT, UNSAT], np.nan, (np.nan, np.nan)),
     ],
 )
-def test_transition_size_separates_the_phases(phases, expected):
-    np.testing.assert_allclose(transition_size(np.array([1, 2, 4, 8]), np.array(phases)), expected)
+def test_transition_size_separates_the_phases(phases, expected, bracket):
+    sizes, phases = np.array([1, 2, 4, 8]), np.array(phases)
+    np.testing.assert_allclose(transition_size(sizes, phases), expected)
+    np.testing.assert_allclose(transition_bracket(sizes, phases), bracket)
 
 
 def test_small_argument_exponent_of_a_known_power_law():
@@ -196,6 +200,10 @@ def test_analysis_puts_runs_on_one_grid_and_estimates_r_star_per_depth():
     assert dict(result["phase"].sizes) == {"network": 2, "train_size": 4, "seed": 2}
     np.testing.assert_allclose(result["transition_size"].values, [[np.sqrt(32), np.sqrt(128)], [np.sqrt(128), np.nan]])
     np.testing.assert_allclose(result["transition_ratio"].values, result["transition_size"].values / [[4], [8]])
+    lower, upper = result["transition_ratio_lower"].values, result["transition_ratio_upper"].values
+    ratio, found = result["transition_ratio"].values, np.isfinite(result["transition_ratio"].values)
+    assert (lower[found] < ratio[found]).all() and (ratio[found] < upper[found]).all()
+    assert np.isnan(lower[~found]).all() and np.isnan(upper[~found]).all()
     np.testing.assert_allclose(result["transition_ratio_mean"].sel(depth=0), np.mean([np.sqrt(32), np.sqrt(128)]) / 4)
     assert int(result["n_transitions"].sel(depth=1)) == 1 and np.isnan(result["transition_ratio_std"].sel(depth=1))
     np.testing.assert_array_equal(result["n_undecided"].values, [0, 1])

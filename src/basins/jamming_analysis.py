@@ -31,16 +31,36 @@ def transition_size(n_train: np.ndarray, phase: np.ndarray) -> float:
     runs (UNSAT below it, SAT above it); ties give the geometric middle of the tied range.
     Undecided runs (phase -1) are ignored.
     """
+    found = _best_thresholds(n_train, phase)
+    if found is None:
+        return np.nan
+    sizes, best = found
+    thresholds = np.sqrt(sizes[:-1] * sizes[1:])
+    return float(np.sqrt(thresholds[best[0]] * thresholds[best[-1]]))
+
+
+def transition_bracket(n_train: np.ndarray, phase: np.ndarray) -> tuple[float, float]:
+    """The decided sizes that enclose the best thresholds of :func:`transition_size`: the grid
+    only places P* between them (nan, nan if one phase is missing)."""
+    found = _best_thresholds(n_train, phase)
+    if found is None:
+        return np.nan, np.nan
+    sizes, best = found
+    return float(sizes[best[0]]), float(sizes[best[-1] + 1])
+
+
+def _best_thresholds(n_train, phase):
+    """Sorted decided sizes and the indices of the thresholds between consecutive ones that
+    misclassify the fewest runs; None without both phases."""
     decided = phase >= 0
     sizes, phases = np.asarray(n_train, dtype=float)[decided], np.asarray(phase)[decided]
     if not (phases == SAT).any() or not (phases == UNSAT).any():
-        return np.nan
+        return None
     order = np.argsort(sizes)
     sizes, phases = sizes[order], phases[order]
-    candidates = np.sqrt(sizes[:-1] * sizes[1:])
-    errors = np.array([((phases == UNSAT) & (sizes < t)).sum() + ((phases == SAT) & (sizes > t)).sum() for t in candidates])
-    best = candidates[errors == errors.min()]
-    return float(np.sqrt(best[0] * best[-1]))
+    thresholds = np.sqrt(sizes[:-1] * sizes[1:])
+    errors = np.array([((phases == UNSAT) & (sizes < t)).sum() + ((phases == SAT) & (sizes > t)).sum() for t in thresholds])
+    return sizes, np.flatnonzero(errors == errors.min())
 
 
 class PowerLawFit(NamedTuple):
@@ -102,7 +122,8 @@ def analyze_jamming(
     xarray.Dataset
         Dims ``(network, train_size, seed)``: ``n_unsatisfied``, ``loss``, ``steps``,
         ``status``, ``phase``, ``test_error`` and ``train_error``, with coordinate ``ratio``
-        (P / N); ``(network, seed)``: ``transition_size`` P* and ``transition_ratio`` r*;
+        (P / N); ``(network, seed)``: ``transition_size`` P* and ``transition_ratio`` r*,
+        with the bracket ``transition_ratio_lower`` / ``_upper`` that the P grid allows;
         ``(depth,)``: mean and standard deviation of r* over networks and seeds;
         ``(network, side, constraint, bin)``: densities of |Delta| for satisfied (Delta < 0)
         and unsatisfied points at the runs next to the transition on its SAT and UNSAT
@@ -131,6 +152,9 @@ def analyze_jamming(
     transition = np.array(
         [[transition_size(sizes, phase[i, :, k]) for k in range(len(seeds))] for i in range(len(networks))]
     )
+    bracket = np.array(
+        [[transition_bracket(sizes, phase[i, :, k]) for k in range(len(seeds))] for i in range(len(networks))]
+    ).reshape(len(networks), len(seeds), 2)
     ratio_star = transition / n_weights[:, None]
     depths = np.array(sorted({d for d, _ in networks}))
     network_depth = np.array([d for d, _ in networks])
@@ -169,6 +193,16 @@ def analyze_jamming(
             "phase": (cube, phase, variable_attrs("fitting phase", flag_values="-1 0 1", flag_meanings="undecided sat unsat")),
             "transition_size": (("network", "seed"), transition, variable_attrs("transition P* (nan: one phase missing)")),
             "transition_ratio": (("network", "seed"), ratio_star, variable_attrs("r* = P* / N")),
+            "transition_ratio_lower": (
+                ("network", "seed"),
+                bracket[..., 0] / n_weights[:, None],
+                variable_attrs("largest decided P / N below the best thresholds: r* lies above it"),
+            ),
+            "transition_ratio_upper": (
+                ("network", "seed"),
+                bracket[..., 1] / n_weights[:, None],
+                variable_attrs("smallest decided P / N above the best thresholds: r* lies below it"),
+            ),
             "transition_ratio_mean": ("depth", [_mean(v) for v in per_depth], variable_attrs("mean r* over networks and seeds")),
             "transition_ratio_std": ("depth", [_std(v) for v in per_depth], variable_attrs("standard deviation of r* over networks and seeds")),
             "n_transitions": ("depth", [v.size for v in per_depth], variable_attrs("finite r* estimates")),

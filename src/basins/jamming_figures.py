@@ -57,16 +57,25 @@ def figure_jamming(jamming: xr.Dataset, *, title: str) -> plt.Figure:
     phase_ax.legend(fontsize=5, loc="upper left")
 
     for depth in jamming["depth"].values:
-        estimates = jamming["transition_ratio"].where(jamming["network_depth"] == depth).values.ravel()
-        estimates = estimates[np.isfinite(estimates)]
-        ratio_ax.scatter(np.full(estimates.size, depth), estimates, s=8, color=colors[depth], alpha=0.6, lw=0)
+        at_depth = jamming["network_depth"] == depth
+        estimates, lower, upper = (
+            jamming[name].where(at_depth).values.ravel()
+            for name in ("transition_ratio", "transition_ratio_lower", "transition_ratio_upper")
+        )
+        found = np.isfinite(estimates)
+        # each seed's estimate with the bracket the P grid allows, beside the depth's mean
+        offsets = depth + 0.12 + np.linspace(0, 0.24, max(found.sum(), 1))[: found.sum()]
+        ratio_ax.errorbar(
+            offsets, estimates[found], yerr=(estimates[found] - lower[found], upper[found] - estimates[found]),
+            fmt="o", ms=2.5, color=colors[depth], alpha=0.6, lw=0.6, capsize=0,
+        )
         summary = jamming.sel(depth=depth)
         ratio_ax.errorbar(
             depth, float(summary["transition_ratio_mean"]), yerr=float(summary["transition_ratio_std"]),
             color="k", marker="_", ms=10, capsize=3, lw=1,
         )
     ratio_ax.set(xlabel="depth (hidden layers)", ylabel="r* = P* / N", xticks=jamming["depth"].values)
-    ratio_ax.set_title("transition, mean $\\pm$ sd over seeds", fontsize=7)
+    ratio_ax.set_title("transition per seed (bars: P grid bracket);\nmean $\\pm$ sd over seeds", fontsize=7)
     fig.tight_layout()
     return fig
 
