@@ -6,6 +6,7 @@ import torch
 
 from basins.flatness import (
     dense_hessians,
+    hessian_chunk_size,
     hutchinson_trace,
     lanczos,
     local_energy,
@@ -121,3 +122,23 @@ def test_a_trained_minimum_has_index_zero_and_the_origin_is_a_saddle(tiny_proble
                               max_dense_params=0, sigmas=[0.0, 0.1], n_draws=8)
     np.testing.assert_allclose(sparse["top_eigenvalue"].values, flatness["top_eigenvalue"].values, rtol=1e-8)
     assert "spectrum" not in sparse and int(sparse["index"][-1]) > 0
+
+
+def test_chunks_of_minima_give_the_same_spectra_and_local_energy(tiny_problem):
+    arch, x, y, loss, theta = tiny_problem
+    points = theta.numpy()
+    evaluate = network_errors_and_losses(arch, x, y, member_loss=loss)
+    options = dict(n_top=2, n_lanczos=arch.n_params, n_hutchinson=8, sigmas=[0.0, 0.1], n_draws=8)
+    whole = measure_flatness(points, loss, evaluate, **options)
+    chunked = measure_flatness(points, loss, evaluate, chunk=3, **options)
+    for name in ("spectrum", "exact_trace", "index", "top_eigenvalue", "local_energy", "perturbed_loss"):
+        np.testing.assert_allclose(chunked[name].values, whole[name].values, rtol=1e-8, atol=1e-12, err_msg=name)
+    # an unchunked run draws its probes as before: one chunk of everything is the same run
+    np.testing.assert_array_equal(measure_flatness(points, loss, evaluate, chunk=4, **options)["trace"], whole["trace"])
+
+
+def test_the_hessian_chunk_fits_the_memory_budget():
+    # 500 parameters, dense: 3 x 2 MB of Hessian and 0.3 MB of Lanczos basis per minimum
+    assert hessian_chunk_size(500, dense=True, n_lanczos=40, memory_budget_mb=1024, network_chunk=10**6) == 169
+    assert hessian_chunk_size(500, dense=True, n_lanczos=40, memory_budget_mb=1024, network_chunk=40) == 10
+    assert hessian_chunk_size(10**6, dense=False, n_lanczos=40, memory_budget_mb=1, network_chunk=10**6) == 1

@@ -181,6 +181,7 @@ def measure_flatness(
     n_draws: int = 200,
     seed: int = 0,
     device: str = "cpu",
+    chunk: int | None = None,
 ) -> xr.Dataset:
     """Hessian spectra and local energy of every minimum ``theta (minimum, param)``.
 
@@ -204,6 +205,11 @@ def measure_flatness(
         An eigenvalue counts as negative below ``-index_tolerance * max |eigenvalue|``.
     sigmas, n_draws : list, int
         Relative perturbation sizes and draws per minimum and size of the local energy.
+    chunk : int, optional
+        Minima whose Hessians are worked on at once (all by default); bounds the memory of
+        catalogs with many minima (see :func:`hessian_chunk_size`). The random probes are
+        drawn chunk after chunk, so the stochastic estimates (Hutchinson, stochastic Lanczos)
+        depend on it within their errors; dense spectra and the local energy do not.
 
     Returns
     -------
@@ -220,19 +226,14 @@ def measure_flatness(
     dense = n_params <= max_dense_params
     log.info("%d minima of %d parameters: %s Hessians", n_minima, n_params, "dense" if dense else "Lanczos")
     if n_minima:
-        ritz, _ = lanczos(hvp, torch_theta, max(n_lanczos, n_top), generator=generator)
-        top = ritz.flip(1)[:, :n_top].cpu().numpy()
-        trace, trace_se = (t.cpu().numpy() for t in hutchinson_trace(hvp, torch_theta, n_hutchinson, generator=generator))
-        if dense:
-            spectrum = torch.linalg.eigvalsh(dense_hessians(hvp, torch_theta)).cpu().numpy()
-            nodes, weights = spectrum, np.full(spectrum.shape, 1.0 / n_params)
-        else:
-            runs = [lanczos(hvp, torch_theta, n_lanczos, generator=generator) for _ in range(n_slq)]
-            nodes = torch.cat([values for values, _ in runs], 1).cpu().numpy()
-            weights = torch.cat([w for _, w in runs], 1).cpu().numpy() / n_slq
-        # Ritz values converge to the extreme eigenvalues first, so without the dense spectrum
-        # the count of negative ones is a lower bound on the index.
-        counted = spectrum if dense else ritz.cpu().numpy()
+        chunk = chunk or n_minima
+        parts = [
+            _hessian_measures(hvp, torch_theta[start : start + chunk], n_top=n_top, n_lanczos=n_lanczos,
+                              n_hutchinson=n_hutchinson, n_slq=n_slq, dense=dense, generator=generator)
+            for start in range(0, n_minima, chunk)
+        ]
+        top, trace, trace_se, nodes, weights, counted = (np.concatenate(arrays) for arrays in zip(*parts))
+        spectrum = nodes if dense else None
         index = (counted < -index_tolerance * np.abs(counted).max(1, keepdims=True)).sum(1)
         low, high = float(nodes.min()), float(nodes.max())
         grid = np.linspace(low - 0.05 * (high - low + 1e-12), high + 0.05 * (high - low + 1e-12), n_bins)
@@ -269,6 +270,33 @@ def measure_flatness(
         data_vars["exact_trace"] = per_minimum(spectrum.sum(1), "Hessian trace (dense)")
         coords["mode"] = ("mode", np.arange(n_params), variable_attrs("eigenvalue index, ascending"))
     return xr.Dataset(data_vars, coords=coords, attrs={"hessian": "dense" if dense else "lanczos", "seed": seed})
+
+
+def hessian_chunk_size(n_params: int, *, dense: bool, n_lanczos: int, memory_budget_mb: float, network_chunk: int) -> int:
+    """Minima per chunk of :func:`measure_flatness` within ``memory_budget_mb``: the dense
+    Hessians (with ``eigvalsh``'s copy) or the Lanczos basis, and no more than a quarter of the
+    members the training engine evaluates at once (``network_chunk``: a Hessian-vector
+    product keeps about four gradients' worth of activations)."""
+    per_minimum = 8 * (3 * n_params**2 if dense else 0) + 8 * 2 * n_lanczos * n_params
+    return max(1, min(int(memory_budget_mb * 2**20 // per_minimum), network_chunk // 4))
+
+
+def _hessian_measures(hvp, theta, *, n_top, n_lanczos, n_hutchinson, n_slq, dense, generator):
+    """Top eigenvalues, Hutchinson trace, spectral nodes and weights, and the eigenvalues the
+    index counts, for one chunk of minima."""
+    n_params = theta.shape[1]
+    ritz, _ = lanczos(hvp, theta, max(n_lanczos, n_top), generator=generator)
+    top = ritz.flip(1)[:, :n_top].cpu().numpy()
+    trace, trace_se = (t.cpu().numpy() for t in hutchinson_trace(hvp, theta, n_hutchinson, generator=generator))
+    if dense:
+        spectrum = torch.linalg.eigvalsh(dense_hessians(hvp, theta)).cpu().numpy()
+        return top, trace, trace_se, spectrum, np.full(spectrum.shape, 1.0 / n_params), spectrum
+    runs = [lanczos(hvp, theta, n_lanczos, generator=generator) for _ in range(n_slq)]
+    nodes = torch.cat([values for values, _ in runs], 1).cpu().numpy()
+    weights = torch.cat([w for _, w in runs], 1).cpu().numpy() / n_slq
+    # Ritz values converge to the extreme eigenvalues first, so without the dense spectrum
+    # the count of negative ones is a lower bound on the index.
+    return top, trace, trace_se, nodes, weights, ritz.cpu().numpy()
 
 
 def _orthogonalize(vectors, basis):

@@ -16,5 +16,6 @@ rule measure_flatness:
         flatness=section("flatness"),
         training=section("training"),
         device="cuda" if config["use_gpu"] else "auto",
+        memory_budget_mb=config["memory_budget_mb"],
     script:
         "../scripts/measure_flatness.py"

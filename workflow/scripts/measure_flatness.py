@@ -3,10 +3,10 @@ from functools import partial
 from _entry import landscape_options, start
 
 from basins.data import train_test_arrays
-from basins.flatness import measure_flatness, network_errors_and_losses
+from basins.flatness import hessian_chunk_size, measure_flatness, network_errors_and_losses
 from basins.io import add_provenance, read_dataset, write_dataset
 from basins.networks import Architecture
-from basins.training import data_tensors, member_losses, resolve_device
+from basins.training import data_tensors, member_losses, network_chunk_size, resolve_device
 
 log = start(snakemake)
 params, seed = snakemake.params, int(snakemake.wildcards.seed)
@@ -17,12 +17,21 @@ x_train, y_train, _, _ = train_test_arrays(read_dataset(snakemake.input.dataset)
 x, y = data_tensors(arch, x_train, y_train, device=device)
 landscape = landscape_options(params.training)
 loss = partial(member_losses, x=x, y=y, arch=arch, **landscape)
+chunk = hessian_chunk_size(
+    arch.n_params,
+    dense=arch.n_params <= params.flatness["max_dense_params"],
+    n_lanczos=params.flatness["n_lanczos"],
+    memory_budget_mb=params.memory_budget_mb,
+    network_chunk=network_chunk_size(arch, len(y), params.memory_budget_mb, x.dtype, device),
+)
+log.info("%d minima, Hessians of %d at a time", minima.sizes["minimum"], chunk)
 flatness = measure_flatness(
     minima["theta"].values,
     loss,
     network_errors_and_losses(arch, x, y, member_loss=loss),
     seed=seed,
     device=str(device),
+    chunk=chunk,
     **params.flatness,
 )
 flatness = add_provenance(
