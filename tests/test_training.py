@@ -158,6 +158,7 @@ def test_the_compiled_objective_reproduces_eager_autograd(teacher_data, tiny_arc
         (dict(loss="mse", beta=2.0), "beta applies to the cross_entropy loss"),
         (dict(dynamics="gradient_flow", beta_start=0.5, beta_ramp_steps=10), "stepwise dynamics"),
         (dict(beta_start=0.5), "beta_ramp_steps is 0"),
+        (dict(beta=2.0, beta_ramp_steps=10), "to itself"),
         (dict(beta=-1.0), "must be > 0"),
     ],
 )

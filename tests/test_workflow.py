@@ -116,7 +116,8 @@ def broken_config(tmp_path, edit):
         (lambda e: e["ensemble"].update(n_shards=100), "n_shards"),
         (lambda e: e["training"].update(beta=4.0), "beta applies to the cross_entropy loss"),
         (lambda e: e["training"].update(loss="cross_entropy", beta_start=0.5), "beta_start needs beta_ramp_steps"),
-        (lambda e: e["training"].update(loss="cross_entropy", beta_ramp_steps=10), "stepwise dynamics"),
+        (lambda e: e["training"].update(loss="cross_entropy", beta_start=0.5, beta_ramp_steps=10), "stepwise dynamics"),
+        (lambda e: e["training"].update(loss="cross_entropy", dynamics="gd", beta_ramp_steps=10), "beta_start other than"),
     ],
 )
 def test_a_broken_config_fails_before_any_job_and_names_the_key(tmp_path, edit, named):

@@ -294,6 +294,8 @@ def check_beta_schedule(loss: str, dynamics: str, beta: float, beta_start: float
         raise ValueError("beta_ramp_steps needs a stepwise dynamics (gd, sgd, adam, fire), not gradient_flow")
     if beta_start != beta and not ramp_steps:
         raise ValueError(f"beta_start={beta_start} differs from beta={beta} but beta_ramp_steps is 0")
+    if ramp_steps and beta_start == beta:
+        raise ValueError(f"beta_ramp_steps={ramp_steps} ramps beta from {beta} to itself; set beta_start")
 
 
 def descend(

@@ -80,6 +80,8 @@ def check_beta_schedule(where, training):
         )
     if training["beta_start"] is not None and not annealed:
         raise ValueError(f"{where}.beta_start needs beta_ramp_steps > 0")
+    if annealed and training["beta_start"] in (None, training["beta"]):
+        raise ValueError(f"{where}.beta_ramp_steps needs a beta_start other than beta")
 
 
 def check_comparisons():
