@@ -271,10 +271,7 @@ def figure_local_energy(flatness: xr.Dataset, basins: xr.Dataset, *, title: str,
                     marker="o", ms=2.5, lw=0.9, capsize=1.5, color=cmap(norm(test_error[minimum])),
                     label=f"min {minimum}: basin {basins['basin_fraction'].values[minimum]:.3f}")
     fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="test error")
-    ax.set_xscale("symlog", linthresh=sigma[sigma > 0].min() if (sigma > 0).any() else 1.0)
-    ax.set_xlim(0, sigma.max() * 1.2)
-    ax.set_xlabel("relative perturbation sigma")
-    ax.set_ylabel("local energy ΔE (training error)")
+    _local_energy_axes(ax, sigma)
     ax.set_title(title, fontsize=8)
     ax.legend(fontsize=5, frameon=False, loc="upper left")
     sns.despine(fig)
@@ -288,6 +285,7 @@ def figure_protocols(protocols: xr.Dataset, *, title: str) -> plt.Figure:
     fig, (curves, scatter) = plt.subplots(1, 2, figsize=(2 * PAPER_SIZE[0], PAPER_SIZE[1]), layout="constrained")
     sigma = protocols["sigma"].values
     reference = protocols.attrs["reference_sigma"]
+    at_reference = np.flatnonzero(np.isclose(sigma, reference))[0]
     palette = sns.color_palette("colorblind", protocols.sizes["experiment"])
     for i, (name, color) in enumerate(zip(protocols["experiment"].values, palette)):
         energy, se = protocols["local_energy"].values[i], protocols["local_energy_se"].values[i]
@@ -296,15 +294,10 @@ def figure_protocols(protocols: xr.Dataset, *, title: str) -> plt.Figure:
         mine = protocols["protocol"].values == i
         scatter.scatter(protocols["pooled_local_energy"].values[mine], protocols["pooled_test_error"].values[mine],
                         s=4 + 200 * protocols["pooled_basin_fraction"].values[mine], color=color, alpha=0.45, lw=0)
-        at_reference = energy[np.isclose(sigma, reference)][0]
-        scatter.errorbar(at_reference, protocols["test_error"].values[i], yerr=protocols["test_error_se"].values[i],
-                         xerr=se[np.isclose(sigma, reference)][0], color=color, marker="D", ms=5, mec="k",
-                         mew=0.6, capsize=2)
+        scatter.errorbar(energy[at_reference], protocols["test_error"].values[i], yerr=protocols["test_error_se"].values[i],
+                         xerr=se[at_reference], color=color, marker="D", ms=5, mec="k", mew=0.6, capsize=2)
     curves.axvline(reference, color="0.6", lw=0.6, ls=":")
-    curves.set_xscale("symlog", linthresh=sigma[sigma > 0].min() if (sigma > 0).any() else 1.0)
-    curves.set_xlim(0, sigma.max() * 1.2)
-    curves.set_xlabel("relative perturbation sigma")
-    curves.set_ylabel("local energy ΔE (training error)")
+    _local_energy_axes(curves, sigma)
     curves.legend(fontsize=6, frameon=False, loc="upper left")
     rho = protocols["rank_correlation"]
     scatter.set_xlabel(f"ΔE at sigma = {reference:g}")
@@ -314,6 +307,14 @@ def figure_protocols(protocols: xr.Dataset, *, title: str) -> plt.Figure:
     fig.suptitle(title, fontsize=8)
     sns.despine(fig)
     return fig
+
+
+def _local_energy_axes(ax, sigma):
+    """sigma from 0 on a symlog axis (linear below its smallest nonzero value), delta-E up."""
+    ax.set_xscale("symlog", linthresh=sigma[sigma > 0].min() if (sigma > 0).any() else 1.0)
+    ax.set_xlim(0, sigma.max() * 1.2)
+    ax.set_xlabel("relative perturbation sigma")
+    ax.set_ylabel("local energy ΔE (training error)")
 
 
 def figure_local_entropy(enumeration: xr.Dataset, *, title: str) -> plt.Figure:

@@ -237,12 +237,16 @@ def train_ensemble(
         "train": data_tensors(arch, x_train, y_train, dtype=torch_dtype, device=torch_device),
         "test": data_tensors(arch, x_test, y_test, dtype=torch_dtype, device=torch_device),
     }
-    objective = make_objective(arch, *data["train"], loss=loss, margin=margin, l2=l2, beta=beta, compile=compile)
+    def landscape(inverse_temperature):
+        return make_objective(
+            arch, *data["train"], loss=loss, margin=margin, l2=l2, beta=inverse_temperature, compile=compile
+        )
+
+    objective = landscape(beta)
     annealed = None
     if beta_ramp_steps:
-        annealed = lambda step: make_objective(  # noqa: E731
-            arch, *data["train"], loss=loss, margin=margin, l2=l2, compile=compile,
-            beta=beta_at(step, beta=beta, beta_start=beta_start, ramp_steps=beta_ramp_steps),
+        annealed = lambda step: landscape(  # noqa: E731
+            beta_at(step, beta=beta, beta_start=beta_start, ramp_steps=beta_ramp_steps)
         )
     satisfied = None
     if stop_when_satisfied:
