@@ -318,3 +318,34 @@ def test_tiny_study_runs_end_to_end_and_every_result_keeps_the_contract(tiny_stu
     np.testing.assert_array_equal(before["minimum_of_member"].values, after["minimum_of_member"].values)
     np.testing.assert_array_equal(before["theta"].values, after["theta"].values)
     shutil.rmtree(tmp_path / ".snakemake", ignore_errors=True)
+
+
+def _code_dependencies():
+    """common.smk's code_dependencies, run outside Snakemake on this checkout."""
+    import re
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    source = (ROOT / "workflow/rules/common.smk").read_text()
+    function = re.search(r"^def code_dependencies\(.*?(?=^\S)", source, flags=re.S | re.M).group(0)
+    namespace = {"Path": Path, "workflow": SimpleNamespace(basedir=str(ROOT))}
+    exec(function, namespace)
+    return namespace["code_dependencies"]
+
+
+@pytest.mark.parametrize(
+    "script, stage_module",
+    [("connect_minima", "connectivity"), ("compare_protocols", "protocols"), ("probe_rays", "rays"),
+     ("train_ensemble", "training"), ("figure", "figures")],
+)
+def test_code_dependencies_cover_every_module_the_stage_imports(script, stage_module):
+    """A rule's code inputs hold every package module its stage imports at run time (the
+    two that hand lists missed: connect_minima -> flatness, compare_protocols -> basin_geometry)."""
+    listed = {path.split("/")[-1] for path in _code_dependencies()(script) if "/src/basins/" in path}
+    imported = subprocess.run(
+        [str(BIN / "python"), "-c",
+         f"import sys, basins.{stage_module}; print(' '.join(m for m in sys.modules if m.startswith('basins.')))"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()
+    assert {f"{name.split('.')[1]}.py" for name in imported} <= listed
+    assert f"{stage_module}.py" in listed

@@ -2,7 +2,7 @@ rule analyze_basins:
     input:
         minima="results/minima/{experiment}/seed{seed}.nc",
         shards=training_shards,
-        code=package_modules("basin_geometry", "io"),
+        code=code_dependencies("analyze_basins"),
     output:
         "results/basins/{experiment}/seed{seed}.nc",
     log:
@@ -19,7 +19,7 @@ rule measure_tentacles:
     input:
         basins="results/basins/{experiment}/seed{seed}.nc",
         rays="results/rays/{experiment}/seed{seed}.nc",
-        code=package_modules("basin_geometry", "io"),
+        code=code_dependencies("measure_tentacles"),
     output:
         "results/tentacles/{experiment}/seed{seed}.nc",
     log:

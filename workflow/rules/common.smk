@@ -235,11 +235,34 @@ wildcard_constraints:
     shard=r"\d+",
 
 
-def package_modules(*names):
-    """The package's source files a rule depends on, so editing them reruns it."""
-    return [
-        str(Path(workflow.basedir) / "src" / "basins" / f"{name}.py") for name in names
-    ]
+def code_dependencies(script):
+    """Every source file an entry script imports, transitively: the package's modules and the
+    scripts' shared helpers. Derived from the imports (ast), so editing any file a stage
+    runs reruns it; a rule lists no module by hand."""
+    import ast
+
+    scripts = Path(workflow.basedir) / "workflow" / "scripts"
+    package = Path(workflow.basedir) / "src" / "basins"
+    seen, pending = set(), [scripts / f"{script}.py"]
+    while pending:
+        path = pending.pop()
+        if path in seen or not path.exists():
+            continue
+        seen.add(path)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            for name in names:
+                parts = name.split(".")
+                if parts[0] == "basins" and len(parts) > 1:
+                    pending.append(package / f"{parts[1]}.py")
+                elif len(parts) == 1:
+                    pending.append(scripts / f"{name}.py")
+    return sorted(str(path) for path in seen)
 
 
 def section(name):

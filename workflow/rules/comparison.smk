@@ -2,7 +2,7 @@ rule compare_dynamics:
     input:
         minima=compared_minima,
         dataset=reference_dataset,
-        code=package_modules("comparison", "minima", "io"),
+        code=code_dependencies("compare_dynamics"),
     output:
         "results/comparisons/{comparison}/seed{seed}.nc",
     log:

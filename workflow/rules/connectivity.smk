@@ -2,15 +2,7 @@ rule connect_minima:
     input:
         minima="results/minima/{experiment}/seed{seed}.nc",
         dataset="results/datasets/{experiment}.nc",
-        code=package_modules(
-            "connectivity",
-            "paths",
-            "disconnectivity",
-            "minima",
-            "training",
-            "dynamics",
-            "io",
-        ),
+        code=code_dependencies("connect_minima"),
     output:
         "results/connectivity/{experiment}/seed{seed}.nc",
     log:

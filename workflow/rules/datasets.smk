@@ -1,6 +1,6 @@
 rule prepare_dataset:
     input:
-        code=package_modules("data", "io"),
+        code=code_dependencies("prepare_dataset"),
     output:
         "results/datasets/{experiment}.nc",
     log:

@@ -1,7 +1,7 @@
 rule figure_basin_sizes:
     input:
         basins="results/basins/{experiment}/seed{seed}.nc",
-        code=package_modules("figures"),
+        code=code_dependencies("figure"),
     output:
         pdf="results/figures/basin_sizes/{experiment}_seed{seed}.pdf",
         png=report(
@@ -20,7 +20,7 @@ rule figure_basin_sizes:
 rule figure_basin_vs_test_error:
     input:
         basins="results/basins/{experiment}/seed{seed}.nc",
-        code=package_modules("figures"),
+        code=code_dependencies("figure"),
     output:
         pdf="results/figures/basin_vs_test_error/{experiment}_seed{seed}.pdf",
         png=report(
@@ -39,7 +39,7 @@ rule figure_basin_vs_test_error:
 rule figure_travel_distance:
     input:
         basins="results/basins/{experiment}/seed{seed}.nc",
-        code=package_modules("figures"),
+        code=code_dependencies("figure"),
     output:
         pdf="results/figures/travel_distance/{experiment}_seed{seed}.pdf",
         png=report(
@@ -59,7 +59,7 @@ rule figure_return_probability:
     input:
         rays="results/rays/{experiment}/seed{seed}.nc",
         basins="results/basins/{experiment}/seed{seed}.nc",
-        code=package_modules("figures"),
+        code=code_dependencies("figure"),
     output:
         pdf="results/figures/return_probability/{experiment}_seed{seed}.pdf",
         png=report(
@@ -80,7 +80,7 @@ rule figure_tentacles:
         tentacles="results/tentacles/{experiment}/seed{seed}.nc",
         basins="results/basins/{experiment}/seed{seed}.nc",
         rays="results/rays/{experiment}/seed{seed}.nc",
-        code=package_modules("figures"),
+        code=code_dependencies("figure"),
     output:
         pdf="results/figures/tentacles/{experiment}_seed{seed}.pdf",
         png=report(
@@ -99,7 +99,7 @@ rule figure_tentacles:
 rule figure_basin_slices:
     input:
         slices="results/slices/{experiment}/seed{seed}.nc",
-        code=package_modules("figures"),
+        code=code_dependencies("figure"),
     output:
         pdf="results/figures/basin_slices/{experiment}_seed{seed}.pdf",
         png=report(
@@ -118,7 +118,7 @@ rule figure_basin_slices:
 rule figure_dynamics_comparison:
     input:
         comparison="results/comparisons/{comparison}/seed{seed}.nc",
-        code=package_modules("figures"),
+        code=code_dependencies("figure"),
     output:
         pdf="results/figures/dynamics_comparison/{comparison}_seed{seed}.pdf",
         png=report(
@@ -137,7 +137,7 @@ rule figure_dynamics_comparison:
 rule figure_summary:
     input:
         summary="results/summary.nc",
-        code=package_modules("figures"),
+        code=code_dependencies("figure"),
     output:
         pdf="results/figures/summary/study.pdf",
         png=report(
@@ -156,7 +156,7 @@ rule figure_summary:
 rule figure_winding_distribution:
     input:
         basins="results/oscillators/basins/{ring}/seed{seed}.nc",
-        code=package_modules("figures"),
+        code=code_dependencies("figure"),
     output:
         pdf="results/figures/winding_distribution/{ring}_seed{seed}.pdf",
         png=report(
@@ -176,7 +176,7 @@ rule figure_ring_return_probability:
     input:
         rays="results/oscillators/rays/{ring}/seed{seed}.nc",
         basins="results/oscillators/basins/{ring}/seed{seed}.nc",
-        code=package_modules("figures"),
+        code=code_dependencies("figure"),
     output:
         pdf="results/figures/ring_return_probability/{ring}_seed{seed}.pdf",
         png=report(
@@ -199,7 +199,7 @@ rule figure_ring_tentacles:
         tentacles="results/oscillators/tentacles/{ring}/seed{seed}.nc",
         basins="results/oscillators/basins/{ring}/seed{seed}.nc",
         rays="results/oscillators/rays/{ring}/seed{seed}.nc",
-        code=package_modules("figures"),
+        code=code_dependencies("figure"),
     output:
         pdf="results/figures/ring_tentacles/{ring}_seed{seed}.pdf",
         png=report(
@@ -221,7 +221,7 @@ rule figure_flatness:
     input:
         flatness="results/flatness/{experiment}/seed{seed}.nc",
         basins="results/basins/{experiment}/seed{seed}.nc",
-        code=package_modules("figures"),
+        code=code_dependencies("figure"),
     output:
         pdf="results/figures/flatness/{experiment}_seed{seed}.pdf",
         png=report(
@@ -241,7 +241,7 @@ rule figure_local_energy:
     input:
         flatness="results/flatness/{experiment}/seed{seed}.nc",
         basins="results/basins/{experiment}/seed{seed}.nc",
-        code=package_modules("figures"),
+        code=code_dependencies("figure"),
     output:
         pdf="results/figures/local_energy/{experiment}_seed{seed}.pdf",
         png=report(
@@ -260,7 +260,7 @@ rule figure_local_energy:
 rule figure_local_entropy:
     input:
         enumeration="results/local_entropy/perceptron.nc",
-        code=package_modules("figures"),
+        code=code_dependencies("figure"),
     output:
         pdf="results/figures/local_entropy/perceptron.pdf",
         png=report(
@@ -281,7 +281,7 @@ rule figure_local_entropy:
 rule figure_disconnectivity:
     input:
         connectivity=grouped_connectivity,
-        code=package_modules("figures", "disconnectivity"),
+        code=code_dependencies("figure"),
     output:
         pdf="results/figures/disconnectivity/{group}_seed{seed}.pdf",
         png=report(
@@ -300,7 +300,7 @@ rule figure_disconnectivity:
 rule figure_barriers:
     input:
         connectivity=grouped_connectivity,
-        code=package_modules("figures"),
+        code=code_dependencies("figure"),
     output:
         pdf="results/figures/barriers/{group}_seed{seed}.pdf",
         png=report(
@@ -319,7 +319,7 @@ rule figure_barriers:
 rule figure_jamming:
     input:
         jamming="results/jamming/{jamming}.nc",
-        code=package_modules("jamming_figures", "figures"),
+        code=code_dependencies("figure"),
     output:
         pdf="results/figures/jamming/{jamming}.pdf",
         png=report(
@@ -340,7 +340,7 @@ rule figure_jamming:
 rule figure_jamming_gaps:
     input:
         jamming="results/jamming/{jamming}.nc",
-        code=package_modules("jamming_figures", "figures"),
+        code=code_dependencies("figure"),
     output:
         pdf="results/figures/jamming_gaps/{jamming}.pdf",
         png=report(
@@ -361,7 +361,7 @@ rule figure_jamming_gaps:
 rule figure_jamming_test_error:
     input:
         jamming="results/jamming/{jamming}.nc",
-        code=package_modules("jamming_figures", "figures"),
+        code=code_dependencies("figure"),
     output:
         pdf="results/figures/jamming_test_error/{jamming}.pdf",
         png=report(
@@ -382,7 +382,7 @@ rule figure_jamming_test_error:
 rule figure_protocols:
     input:
         protocols="results/protocols/{protocols}/seed{seed}.nc",
-        code=package_modules("figures"),
+        code=code_dependencies("figure"),
     output:
         pdf="results/figures/protocols/{protocols}_seed{seed}.pdf",
         png=report(

@@ -2,7 +2,7 @@ rule measure_flatness:
     input:
         minima="results/minima/{experiment}/seed{seed}.nc",
         dataset="results/datasets/{experiment}.nc",
-        code=package_modules("flatness", "training", "networks", "losses", "io"),
+        code=code_dependencies("measure_flatness"),
     output:
         "results/flatness/{experiment}/seed{seed}.nc",
     log:

@@ -1,6 +1,6 @@
 rule prepare_jamming_data:
     input:
-        code=package_modules("data", "io"),
+        code=code_dependencies("prepare_dataset"),
     output:
         "results/jamming/datasets/{jamming}_seed{seed}.nc",
     log:
@@ -16,9 +16,7 @@ rule prepare_jamming_data:
 rule sweep_jamming:
     input:
         dataset="results/jamming/datasets/{jamming}_seed{seed}.nc",
-        code=package_modules(
-            "jamming", "training", "dynamics", "networks", "losses", "io"
-        ),
+        code=code_dependencies("sweep_jamming"),
     output:
         "results/jamming/runs/{jamming}/depth{depth}_width{width}_seed{seed}.nc",
     log:
@@ -43,7 +41,7 @@ rule sweep_jamming:
 rule analyze_jamming:
     input:
         runs=jamming_runs,
-        code=package_modules("jamming_analysis", "jamming", "io"),
+        code=code_dependencies("analyze_jamming"),
     output:
         "results/jamming/{jamming}.nc",
     log:

@@ -1,6 +1,6 @@
 rule enumerate_local_entropy:
     input:
-        code=package_modules("local_entropy", "io"),
+        code=code_dependencies("enumerate_local_entropy"),
     output:
         "results/local_entropy/perceptron.nc",
     log:

@@ -2,7 +2,7 @@ rule deduplicate_minima:
     input:
         shards=training_shards,
         dataset="results/datasets/{experiment}.nc",
-        code=package_modules("minima", "io"),
+        code=code_dependencies("deduplicate_minima"),
     output:
         "results/minima/{experiment}/seed{seed}.nc",
     log:

@@ -5,7 +5,7 @@
 rule relax_ring:
     input:
         starting_points=starting_points(RINGS),
-        code=package_modules("oscillators", "training", "dynamics", "io"),
+        code=code_dependencies("relax_ring"),
     output:
         "results/oscillators/relaxation/{ring}/seed{seed}/shard{shard}.nc",
     log:
@@ -30,7 +30,7 @@ rule relax_ring:
 rule classify_twisted_states:
     input:
         shards=ring_shards,
-        code=package_modules("oscillators", "io"),
+        code=code_dependencies("classify_twisted_states"),
     output:
         "results/oscillators/minima/{ring}/seed{seed}.nc",
     log:
@@ -47,7 +47,7 @@ rule analyze_ring_basins:
     input:
         minima="results/oscillators/minima/{ring}/seed{seed}.nc",
         shards=ring_shards,
-        code=package_modules("oscillators", "basin_geometry", "io"),
+        code=code_dependencies("analyze_ring_basins"),
     output:
         "results/oscillators/basins/{ring}/seed{seed}.nc",
     log:
@@ -64,7 +64,7 @@ rule probe_ring_rays:
     input:
         minima="results/oscillators/minima/{ring}/seed{seed}.nc",
         basins="results/oscillators/basins/{ring}/seed{seed}.nc",
-        code=package_modules("rays", "oscillators", "training", "dynamics", "io"),
+        code=code_dependencies("probe_ring_rays"),
     output:
         "results/oscillators/rays/{ring}/seed{seed}.nc",
     log:
@@ -88,7 +88,7 @@ rule measure_ring_tentacles:
     input:
         basins="results/oscillators/basins/{ring}/seed{seed}.nc",
         rays="results/oscillators/rays/{ring}/seed{seed}.nc",
-        code=package_modules("basin_geometry", "io"),
+        code=code_dependencies("measure_tentacles"),
     output:
         "results/oscillators/tentacles/{ring}/seed{seed}.nc",
     log:

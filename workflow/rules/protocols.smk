@@ -2,7 +2,7 @@ rule compare_protocols:
     input:
         minima=protocol_results("minima"),
         flatness=protocol_results("flatness"),
-        code=package_modules("protocols", "io"),
+        code=code_dependencies("compare_protocols"),
     output:
         "results/protocols/{protocols}/seed{seed}.nc",
     log:

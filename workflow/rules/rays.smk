@@ -3,7 +3,7 @@ rule probe_rays:
         minima="results/minima/{experiment}/seed{seed}.nc",
         basins="results/basins/{experiment}/seed{seed}.nc",
         dataset="results/datasets/{experiment}.nc",
-        code=package_modules("rays", "minima", "training", "dynamics", "io"),
+        code=code_dependencies("probe_rays"),
     output:
         "results/rays/{experiment}/seed{seed}.nc",
     log:

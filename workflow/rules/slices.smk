@@ -2,7 +2,7 @@ rule slice_basins:
     input:
         minima="results/minima/{experiment}/seed{seed}.nc",
         dataset="results/datasets/{experiment}.nc",
-        code=package_modules("slices", "minima", "training", "dynamics", "io"),
+        code=code_dependencies("slice_basins"),
     output:
         "results/slices/{experiment}/seed{seed}.nc",
     log:

@@ -11,7 +11,7 @@ rule summarize_study:
             f"results/flatness/{name}/seed{seed}.nc"
             for name, seed in experiment_seeds()
         ],
-        code=package_modules("summary", "basin_geometry", "io"),
+        code=code_dependencies("summarize_study"),
     output:
         netcdf="results/summary.nc",
         csv="results/summary.csv",

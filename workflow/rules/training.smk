@@ -2,7 +2,7 @@ rule train_ensemble:
     input:
         dataset="results/datasets/{experiment}.nc",
         starting_points=starting_points(EXPERIMENTS),
-        code=package_modules("training", "dynamics", "networks", "losses", "io"),
+        code=code_dependencies("train_ensemble"),
     output:
         "results/training/{experiment}/seed{seed}/shard{shard}.nc",
     log:
