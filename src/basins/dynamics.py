@@ -278,8 +278,14 @@ class GradientFlow:
         scale = self.atol + self.rtol * torch.maximum(theta.abs(), candidate.abs())
         error_norm = ((error / scale) ** 2).mean(1).sqrt()
         accept = torch.isfinite(error_norm) & (error_norm <= 1.0) & torch.isfinite(stage_loss)
+        # The flow never raises the loss. Near a minimum an explicit step can sit at its
+        # stability limit, oscillating with an amplitude the error test accepts (~ rtol |theta|),
+        # so the gradient never falls below a tight grad_tol and the budget, not the flow,
+        # ends the run; rejecting steps that raise the loss (beyond round-off) prevents that.
+        accept &= stage_loss <= loss + 1e-12 * loss.abs() + torch.finfo(loss.dtype).tiny
         factor = (0.9 * error_norm.clamp_min(1e-10) ** -0.2).clamp(0.2, 5.0)
         factor = torch.where(torch.isfinite(error_norm), factor, torch.full_like(factor, 0.2))
+        factor = torch.where(accept, factor, factor.clamp_max(0.5))  # a rejected step never grows
         state["time"] = state["time"] + torch.where(accept, h[:, 0], 0.0)
         state["step_size"] = h[:, 0] * factor
         state["steps"] = state["steps"] + 1

@@ -61,9 +61,11 @@ def dense_hessians(hvp: HessianVectorProduct, theta: torch.Tensor) -> torch.Tens
 
 
 def lanczos(
-    hvp: HessianVectorProduct, theta: torch.Tensor, n_iterations: int, *, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ritz values ``(minimum, k)`` (ascending) and their quadrature weights, batched over minima.
+    hvp: HessianVectorProduct, theta: torch.Tensor, n_iterations: int, *, generator: torch.Generator,
+    ritz_vectors: bool = False,
+):
+    """Ritz values ``(minimum, k)`` (ascending) and their quadrature weights, batched over minima
+    (with ``ritz_vectors``, also the Ritz vectors ``(minimum, k, param)``).
 
     Each minimum runs its own Lanczos recursion from a random unit vector, with full
     reorthogonalization; where a Krylov space is exhausted (beta ~ 0) the recursion restarts
@@ -93,8 +95,29 @@ def lanczos(
             fresh = _unit(_orthogonalize(_random_like(theta, generator), basis[:, : j + 1]))
             vector = torch.where(exhausted[:, None], fresh, vector)
     tridiagonal = torch.diag_embed(alpha) + torch.diag_embed(beta[:, :-1], 1) + torch.diag_embed(beta[:, :-1], -1)
-    ritz_values, ritz_vectors = torch.linalg.eigh(tridiagonal)
-    return ritz_values, ritz_vectors[:, 0, :] ** 2
+    ritz_values, eigenvectors = torch.linalg.eigh(tridiagonal)
+    weights = eigenvectors[:, 0, :] ** 2
+    if ritz_vectors:
+        return ritz_values, weights, torch.einsum("mjk,mjp->mkp", eigenvectors, basis)
+    return ritz_values, weights
+
+
+def lowest_eigenpairs(
+    hvp: HessianVectorProduct, theta: torch.Tensor, *, max_dense_params: int, n_lanczos: int,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The lowest Hessian eigenvalue ``(minimum,)`` and its unit eigenvector ``(minimum, param)``.
+
+    Dense ``eigh`` up to ``max_dense_params`` parameters (exact); above it the lowest Ritz pair
+    of ``n_lanczos`` Lanczos iterations (exact once they span the parameters; otherwise the
+    Ritz value bounds the lowest eigenvalue from above, so a negative one is a true saddle
+    direction while a saddle can be missed).
+    """
+    if theta.shape[1] <= max_dense_params:
+        values, vectors = torch.linalg.eigh(dense_hessians(hvp, theta))
+        return values[:, 0], vectors[:, :, 0]
+    values, _, vectors = lanczos(hvp, theta, n_lanczos, generator=generator, ritz_vectors=True)
+    return values[:, 0], _unit(vectors[:, 0])
 
 
 def hutchinson_trace(

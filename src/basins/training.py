@@ -22,14 +22,14 @@ import torch
 import xarray as xr
 
 from basins.dynamics import Objective, make_stepper
+from basins.flatness import lowest_eigenpairs, make_hvp
 from basins.io import variable_attrs
+from basins.labels import BUDGET, CONVERGED, DIVERGED, SADDLE, STATUS_MEANINGS  # noqa: F401 (re-exported)
 from basins.losses import check_loss, l2_penalty, margins, sample_losses
 from basins.networks import Architecture, forward
 
 log = logging.getLogger(__name__)
 
-CONVERGED, BUDGET, DIVERGED = 0, 1, 2
-STATUS_MEANINGS = "converged budget diverged"
 TORCH_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 
@@ -146,6 +146,11 @@ def train_ensemble(
     beta_ramp_steps: int = 0,
     compile: bool = False,
     stop_when_satisfied: bool = False,
+    curvature_tol: float = 1e-6,
+    saddle_kick: float = 1e-2,
+    max_saddle_escapes: int = 3,
+    max_dense_params: int = 600,
+    n_lanczos: int = 60,
     rtol: float = 1e-6,
     atol: float = 1e-9,
     check_every: int = 100,
@@ -196,7 +201,18 @@ def train_ensemble(
         CPU, Triton on CUDA): faster for narrow networks, equal to round-off, and a few seconds
         of compilation per job.
     stop_when_satisfied : bool
-        Also stop a member once every training point has margin >= ``margin``.
+        Also stop a member once every training point has margin >= ``margin``. Such stopping
+        points are not claimed to be minima: they get no saddle check.
+    curvature_tol, saddle_kick, max_saddle_escapes : float, float, int
+        Minima, not saddles: at every member that converged by its gradient the lowest
+        Hessian eigenvalue is computed (:func:`escape_saddles`); below ``-curvature_tol`` the
+        member is kicked along that eigenvector and the same dynamics continues, up to
+        ``max_saddle_escapes`` times; one still at a saddle then ends with status ``SADDLE``.
+        Too large a ``curvature_tol`` lets shallow saddles pass as minima; too small flags the
+        round-off of flat minima (near-zero eigenvalues) as saddles.
+    max_dense_params, n_lanczos : int
+        The lowest eigenpair comes from dense Hessians up to ``max_dense_params`` parameters,
+        else from ``n_lanczos`` Lanczos iterations.
     rtol, atol : float
         Local error tolerances of ``gradient_flow``.
     check_every : int
@@ -217,8 +233,10 @@ def train_ensemble(
     xarray.Dataset
         Dims ``(member, param)`` and ``(member, step)``: ``initial_theta``, ``final_theta``,
         ``loss``, ``train_error``, ``test_error``, ``n_unsatisfied``, ``grad_norm``,
-        ``steps``, ``flow_time``, ``wall_time``, ``status`` (0 converged, 1 budget,
-        2 diverged) and ``loss_history`` at log-spaced steps.
+        ``steps``, ``flow_time``, ``wall_time``, ``status`` (0 converged at a minimum, 1 budget,
+        2 diverged, 3 saddle), ``lowest_eigenvalue`` and ``n_escapes`` (without
+        ``stop_when_satisfied``) and ``loss_history`` at log-spaced steps (of the first run, before
+        any saddle escape).
     """
     check_loss(loss)
     if max_steps <= 0 or grad_tol < 0:
@@ -253,39 +271,111 @@ def train_ensemble(
         x, y = data["train"]
         satisfied = lambda theta: (margins(forward(theta, x, arch), y) < margin).sum(1) == 0  # noqa: E731
     chunk = network_chunk_size(arch, len(y_train), memory_budget_mb, torch_dtype, torch_device)
-    out = descend(
-        objective,
-        initial_theta,
-        member_ids,
-        dynamics=dynamics,
-        lr=lr,
-        max_steps=max_steps,
-        grad_tol=grad_tol,
-        momentum=momentum,
-        batch_size=batch_size,
-        lr_decay_every=lr_decay_every,
-        lr_decay_factor=lr_decay_factor,
-        n_samples=len(y_train),
-        satisfied=satisfied,
-        annealed=annealed,
-        anneal_steps=beta_ramp_steps,
-        rtol=rtol,
-        atol=atol,
-        check_every=check_every,
-        divergence_threshold=divergence_threshold,
-        seed=seed,
-        device=torch_device,
-        dtype=torch_dtype,
-        chunk=chunk,
-        run_id=(arch, loss, l2, margin, beta, beta_start, stop_when_satisfied, dtype, compile),
-        checkpoint_path=checkpoint_path,
-        checkpoint_every_s=checkpoint_every_s,
+    engine = dict(
+        dynamics=dynamics, lr=lr, max_steps=max_steps, grad_tol=grad_tol, momentum=momentum,
+        batch_size=batch_size, lr_decay_every=lr_decay_every, lr_decay_factor=lr_decay_factor,
+        n_samples=len(y_train), satisfied=satisfied, rtol=rtol, atol=atol, check_every=check_every,
+        divergence_threshold=divergence_threshold, seed=seed, device=torch_device, dtype=torch_dtype,
+        chunk=chunk, run_id=(arch, loss, l2, margin, beta, beta_start, stop_when_satisfied, dtype, compile),
         progress_every_s=progress_every_s,
     )
+    out = descend(
+        objective, initial_theta, member_ids, annealed=annealed, anneal_steps=beta_ramp_steps,
+        checkpoint_path=checkpoint_path, checkpoint_every_s=checkpoint_every_s, **engine,
+    )
+    if not stop_when_satisfied:
+        x, y = data["train"]
+        escape_saddles(
+            out, member_ids,
+            continue_from=lambda theta, ids: descend(objective, theta, ids, **engine),
+            energy=lambda t: member_losses(t, x, y, arch, loss=loss, margin=margin, l2=l2, beta=beta),
+            curvature_tol=curvature_tol, saddle_kick=saddle_kick, grad_tol=grad_tol,
+            max_saddle_escapes=max_saddle_escapes, max_dense_params=max_dense_params,
+            n_lanczos=n_lanczos, seed=seed, device=torch_device, dtype=torch_dtype,
+            memory_budget_mb=memory_budget_mb,
+        )
     final_losses(out, objective, as_tensor)
     with torch.no_grad():
         _evaluate_final(out, arch, data, margin, out["chunk"], as_tensor)
     return _as_dataset(out, member_ids, initial_theta, arch, dynamics)
+
+
+def escape_saddles(
+    out: dict,
+    member_ids: np.ndarray,
+    *,
+    continue_from: Callable[[np.ndarray, np.ndarray], dict],
+    energy: Callable[[torch.Tensor], torch.Tensor],
+    curvature_tol: float,
+    saddle_kick: float,
+    grad_tol: float,
+    max_saddle_escapes: int,
+    max_dense_params: int,
+    n_lanczos: int,
+    seed: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    memory_budget_mb: float = 1024.0,
+) -> None:
+    """Make every converged member of :func:`descend`'s ``out`` a minimum, or say it is not.
+
+    A gradient test cannot tell a minimum from a saddle: flows started on a ridge stop on it.
+    At each converged member the lowest Hessian eigenpair of ``energy`` (the final landscape,
+    ``(member, param) -> (member,)``) is computed; where the eigenvalue is below
+    ``-curvature_tol`` the member is moved along the eigenvector (random sign, seeded by
+    ``(seed, member)``) by ``max(saddle_kick, 2 grad_tol / |lambda|)``, capped at 1 (a kick whose
+    quadratic gradient exceeds ``grad_tol``, so the dynamics must move), and
+    ``continue_from(points, member_ids)`` (the same dynamics, a fresh budget) carries it on.
+    After ``max_saddle_escapes`` kicks a member still at a saddle gets status ``SADDLE``.
+
+    Adds ``lowest_eigenvalue`` (at the final point; nan where not converged) and
+    ``n_escapes`` to ``out`` and updates ``final_theta``, ``status``, ``grad_norm``, ``steps``,
+    ``wall_time`` and ``flow_time`` (summed over the continued runs).
+    """
+    if curvature_tol < 0 or saddle_kick <= 0 or max_saddle_escapes < 0:
+        raise ValueError(
+            f"curvature_tol={curvature_tol} must be >= 0, saddle_kick={saddle_kick} > 0 and "
+            f"max_saddle_escapes={max_saddle_escapes} >= 0"
+        )
+    n_members = len(member_ids)
+    out["lowest_eigenvalue"] = np.full(n_members, np.nan)
+    out["n_escapes"] = np.zeros(n_members, dtype=np.int64)
+    hvp = make_hvp(energy)
+    generator = torch.Generator().manual_seed(seed)
+    n_params = out["final_theta"].shape[1]
+    per_member = 8 * (3 * n_params**2 if n_params <= max_dense_params else 2 * n_lanczos * n_params)
+    chunk = max(1, min(out["chunk"], int(memory_budget_mb * 2**20 // per_member)))
+    rows = np.flatnonzero(out["status"] == CONVERGED)
+    for attempt in range(max_saddle_escapes + 1):
+        if not len(rows):
+            break
+        value, vector = np.empty(len(rows)), np.empty((len(rows), n_params))
+        for start in range(0, len(rows), chunk):
+            part = rows[start : start + chunk]
+            theta = torch.as_tensor(out["final_theta"][part], dtype=dtype, device=device)
+            low, direction = lowest_eigenpairs(
+                hvp, theta, max_dense_params=max_dense_params, n_lanczos=n_lanczos, generator=generator
+            )
+            value[start : start + chunk], vector[start : start + chunk] = _np(low), _np(direction)
+        out["lowest_eigenvalue"][rows] = value
+        at_saddle = value < -curvature_tol
+        rows, value, vector = rows[at_saddle], value[at_saddle], vector[at_saddle]
+        if attempt == max_saddle_escapes or not len(rows):
+            out["status"][rows] = SADDLE
+            break
+        log.info("%d members stopped at saddles (lowest eigenvalue down to %.3g): kick %d", len(rows),
+                 value.min(), attempt + 1)
+        sign = np.array([np.random.default_rng([seed, int(member), attempt]).choice([-1.0, 1.0])
+                         for member in member_ids[rows]])
+        kick = np.minimum(np.maximum(saddle_kick, 2 * grad_tol / np.abs(value)), 1.0)
+        continued = continue_from(out["final_theta"][rows] + (sign * kick)[:, None] * vector, member_ids[rows])
+        for name in ("final_theta", "status", "grad_norm"):
+            out[name][rows] = continued[name]
+        for name in ("steps", "wall_time", "flow_time"):
+            out[name][rows] = out[name][rows] + continued[name]
+        out["n_escapes"][rows] += 1
+        out["lowest_eigenvalue"][rows] = np.nan
+        rows = rows[continued["status"] == CONVERGED]
 
 
 def check_beta_schedule(loss: str, dynamics: str, beta: float, beta_start: float, ramp_steps: int) -> None:
@@ -578,7 +668,7 @@ def descent_dataset(out: dict, member_ids: np.ndarray, initial_theta: np.ndarray
         "status": (
             "member",
             out["status"],
-            variable_attrs("stop reason", flag_values="0 1 2", flag_meanings=STATUS_MEANINGS),
+            variable_attrs("stop reason", flag_values="0 1 2 3", flag_meanings=STATUS_MEANINGS),
         ),
         "loss_history": (
             ("member", "step"),
@@ -598,6 +688,17 @@ def _as_dataset(out, member_ids, initial_theta, arch, dynamics):
     result = descent_dataset(out, member_ids, initial_theta, loss_name="training loss including L2")
     result["train_error"] = ("member", out["train_error"], variable_attrs("training error (0-1)"))
     result["test_error"] = ("member", out["test_error"], variable_attrs("test error (0-1)"))
+    if "lowest_eigenvalue" in out:
+        result["lowest_eigenvalue"] = (
+            "member",
+            out["lowest_eigenvalue"],
+            variable_attrs("lowest Hessian eigenvalue at the final point (nan: not converged)"),
+        )
+        result["n_escapes"] = (
+            "member",
+            out["n_escapes"],
+            variable_attrs("kicks along a negative-curvature direction before the final point"),
+        )
     result["n_unsatisfied"] = (
         "member",
         out["n_unsatisfied"].astype(np.int64),
