@@ -15,6 +15,7 @@ from scipy import stats
 
 from basins.io import variable_attrs
 from basins.minima import align_to
+from basins.rays import kaplan_meier_median
 
 
 def wilson_interval(successes: np.ndarray, n: int, z: float = 1.96) -> tuple[np.ndarray, np.ndarray]:
@@ -165,6 +166,7 @@ def measure_tentacles(
     start_distance: np.ndarray,
     minimum_of_member: np.ndarray,
     exit_radius: np.ndarray,
+    exit_observed: np.ndarray,
     probed_minima: np.ndarray,
     *,
     n_bootstrap: int = 200,
@@ -177,48 +179,79 @@ def measure_tentacles(
     start_distance, minimum_of_member : ndarray, shape (member,)
         From :func:`analyze_basins`: each member's distance from its start to the minimum it
         reached (``start_distance``, symmetry-aware), and which minimum that was.
-    exit_radius : ndarray, shape (minimum, direction)
-        First exit radii of the probed minima (:func:`basins.rays.probe_rays`; nan: censored).
+    exit_radius, exit_observed : ndarray, shape (minimum, direction)
+        From :func:`basins.rays.probe_rays`: each ray's exit radius where ``exit_observed``,
+        else the radius it is right-censored at (its exit lies beyond).
     probed_minima : ndarray, shape (minimum,)
         Catalog indices of the rows of ``exit_radius``.
     n_bootstrap, seed : int
-        Bootstrap resamples (members and rays) for the uncertainty of the distance ratio.
+        Bootstrap resamples for the uncertainty of the distance ratio: members and rays (each
+        with its censoring) are resampled together, and the typical exit of each resample is
+        its Kaplan-Meier median; resamples where that median is censored are skipped.
 
     Returns
     -------
     xarray.Dataset
-        Per probed minimum: ``tentacle_fraction``, the fraction of its basin's members that
-        start beyond the median exit radius (near 0 for a compact basin, high for one that
+        Per probed minimum: ``median_exit_radius``, the Kaplan-Meier median exit radius
+        (:func:`basins.rays.kaplan_meier_median`; censored rays stay in the risk set, so rays
+        that never left do not bias it low); ``tentacle_fraction``, the fraction of its
+        basin's members that start beyond it (near 0 for a compact basin, high for one that
         reaches out along thin tentacles; Zhang and Strogatz 2021), with its binomial standard
         error; ``distance_ratio``, median member start distance over median exit radius, with
-        a bootstrap standard error; ``n_members``.
+        a bootstrap standard error and ``n_bootstrap_used``; ``n_members``; and ``reason``,
+        why the fraction and ratio are nan where they are: no members, or a median exit
+        beyond the largest radius probed. Standard errors are nan for fewer than 2 members
+        (one member gives a fraction of 0 or 1 with no spread to estimate).
     """
+    exit_radius, exit_observed = np.asarray(exit_radius, dtype=np.float64), np.asarray(exit_observed)
+    if exit_radius.shape != exit_observed.shape or exit_radius.shape[:1] != np.shape(probed_minima):
+        raise ValueError(f"exit_radius {exit_radius.shape}, exit_observed {exit_observed.shape} and probed_minima "
+                         f"{np.shape(probed_minima)}: give (minimum, direction) twice and (minimum,)")
     rng = np.random.default_rng(seed)
     n = len(probed_minima)
-    fraction, fraction_se, ratio, ratio_se, members = (np.full(n, np.nan) for _ in range(5))
+    median_exit, fraction, fraction_se, ratio, ratio_se = (np.full(n, np.nan) for _ in range(5))
+    members, used = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    reason = np.full(n, "measured", dtype=object)
     for row, minimum in enumerate(probed_minima):
         starts = start_distance[minimum_of_member == minimum]
-        exits = exit_radius[row][np.isfinite(exit_radius[row])]
-        members[row] = len(starts)
-        if len(starts) == 0 or len(exits) == 0:
+        radius, observed = exit_radius[row], exit_observed[row].astype(bool)
+        typical = kaplan_meier_median(radius, observed)
+        median_exit[row], members[row] = typical.median, len(starts)
+        if len(starts) == 0 or typical.censored:
+            reason[row] = "no members" if len(starts) == 0 else "median exit radius beyond the largest radius probed"
             continue
-        typical_exit = np.median(exits)
-        fraction[row] = np.mean(starts > typical_exit)
+        fraction[row] = np.mean(starts > typical.median)
+        ratio[row] = np.median(starts) / typical.median
+        if len(starts) < 2:
+            continue
         fraction_se[row] = np.sqrt(fraction[row] * (1 - fraction[row]) / len(starts))
-        ratio[row] = np.median(starts) / typical_exit
-        resampled = [
-            np.median(rng.choice(starts, len(starts))) / np.median(rng.choice(exits, len(exits)))
-            for _ in range(n_bootstrap)
-        ]
-        ratio_se[row] = np.std(resampled, ddof=1) if n_bootstrap > 1 else np.nan
-    per_minimum = lambda values, *attrs: ("minimum", values, variable_attrs(*attrs))  # noqa: E731
+        # A hand-written loop, not scipy.stats.bootstrap: resamples whose median is censored are skipped.
+        resampled = []
+        for _ in range(n_bootstrap):
+            rays = rng.integers(0, len(radius), len(radius))
+            exit_median = kaplan_meier_median(radius[rays], observed[rays]).median
+            member_median = np.median(rng.choice(starts, len(starts)))
+            if np.isfinite(exit_median):
+                resampled.append(member_median / exit_median)
+        used[row] = len(resampled)
+        ratio_se[row] = np.std(resampled, ddof=1) if len(resampled) > 1 else np.nan
+    per_minimum = lambda values, *attrs, **extra: ("minimum", values, variable_attrs(*attrs, **extra))  # noqa: E731
     return xr.Dataset(
         {
-            "tentacle_fraction": per_minimum(fraction, "members starting beyond the median exit radius"),
-            "tentacle_fraction_se": per_minimum(fraction_se, "standard error of tentacle_fraction"),
-            "distance_ratio": per_minimum(ratio, "median member start distance / median exit radius"),
-            "distance_ratio_se": per_minimum(ratio_se, "bootstrap standard error of distance_ratio"),
-            "n_members": per_minimum(members.astype(np.int64), "members in the basin"),
+            "median_exit_radius": per_minimum(
+                median_exit, "Kaplan-Meier median exit radius", note="nan: beyond the largest radius probed"),
+            "tentacle_fraction": per_minimum(fraction, "members starting beyond the median exit radius",
+                                             note="nan: see reason"),
+            "tentacle_fraction_se": per_minimum(fraction_se, "binomial standard error of tentacle_fraction",
+                                                note="nan: fewer than 2 members, or see reason"),
+            "distance_ratio": per_minimum(ratio, "median member start distance / median exit radius",
+                                          note="nan: see reason"),
+            "distance_ratio_se": per_minimum(ratio_se, "bootstrap standard error of distance_ratio",
+                                             note="nan: fewer than 2 members or 2 usable resamples, or see reason"),
+            "n_bootstrap_used": per_minimum(
+                used, "bootstrap resamples whose median exit radius is defined (used for distance_ratio_se)"),
+            "n_members": per_minimum(members, "members in the basin"),
+            "reason": per_minimum(reason.astype(str), "why tentacle_fraction and distance_ratio are nan, if they are"),
         },
         coords={"minimum": ("minimum", np.asarray(probed_minima), variable_attrs("probed minimum (catalog index)"))},
         attrs={"n_bootstrap": n_bootstrap},

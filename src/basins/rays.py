@@ -1,25 +1,48 @@
 """Stage ``probe_rays``: how far a basin extends from its minimum, direction by direction.
 
 From a minimum, random directions are drawn and starting points placed at a grid of distances
-along each ray; the dynamics is run from each and the return probability p(d) is the fraction
-of rays whose point at distance d comes back (Menck et al. 2013's basin stability as a
-function of shock size). Along each ray the first exit radius is located on the grid and
-refined by bisection; its minimum over directions is the minimal critical shock (Halekotte
-and Feudel 2020).
+along each ray; the dynamics is run from each and ends in one of three outcomes
+(:mod:`basins.labels`): it returned to the minimum, it left (another minimum, or diverged),
+or it was undecided (the budget ran out first). The return probability p(d) is the fraction
+of decided rays whose point at distance d comes back (Menck et al. 2013's basin stability as a
+function of shock size), bracketed by the bounds that count every undecided run as left or as
+returned. Along each ray the first exit radius is located on the grid and refined by
+bisection. An undecided run says nothing about whether the ray left, so exit radii are
+survival data: a ray whose exit was never seen is right-censored at the largest radius it is
+known to return from. Their distribution per minimum is the Kaplan-Meier estimate (Kaplan and
+Meier 1958), which keeps censored rays in the risk set instead of dropping them (dropping
+them biases the median exit low); the smallest observed exit is the minimal critical shock
+(Halekotte and Feudel 2020).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+import functools
+import warnings
+from typing import Callable, NamedTuple
 
 import numpy as np
 import xarray as xr
+from scipy import stats
 
 from basins.io import variable_attrs
+from basins.labels import LEFT, OUTCOME_MEANINGS, OUTCOME_VALUES, RETURNED, UNDECIDED
 
-#: ``returns(starts (point, param), targets (point,)) -> bool (point,)``: run the dynamics from
-#: each start and say whether it reached minimum ``targets[k]``.
-Returns = Callable[[np.ndarray, np.ndarray], np.ndarray]
+#: ``outcomes(starts (point, param), targets (point,)) -> int (point,)``: run the dynamics from
+#: each start and say how the run aimed at minimum ``targets[k]`` ended: ``RETURNED`` (reached
+#: it), ``LEFT`` (reached another minimum or diverged) or ``UNDECIDED`` (neither within the
+#: budget), the values of :mod:`basins.labels`. Any budget escalation happens inside the
+#: callable: an ``UNDECIDED`` it hands back is final for that point.
+Outcomes = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+class KaplanMeierMedian(NamedTuple):
+    """Median of a right-censored sample and its confidence interval (nan: undefined)."""
+
+    median: float  #: smallest radius where the survival estimate is at most 0.5
+    low: float  #: where the lower confidence band first reaches 0.5
+    high: float  #: where the upper confidence band first reaches 0.5 (nan: never, within the data)
+    censored: bool  #: the survival estimate never fell to 0.5: the median lies beyond the data
 
 
 def select_minima_to_probe(basin_fraction: np.ndarray, test_error: np.ndarray, *, n_largest: int) -> np.ndarray:
@@ -37,9 +60,80 @@ def random_directions(n_minima: int, n_directions: int, n_params: int, *, seed: 
     return directions / np.linalg.norm(directions, axis=-1, keepdims=True)
 
 
+def kaplan_meier_median(radius: np.ndarray, observed: np.ndarray, confidence: float = 0.95) -> KaplanMeierMedian:
+    """Kaplan-Meier median of right-censored radii, with a confidence interval.
+
+    Parameters
+    ----------
+    radius : ndarray, shape (direction,)
+        Exit radius of each ray where ``observed``, else the radius it is censored at (the
+        exit lies beyond it). Finite and non-negative.
+    observed : ndarray of bool, shape (direction,)
+        True where the exit was seen, False where the ray is right-censored.
+    confidence : float
+        Level of the pointwise band of the survival function (Greenwood's variance, linear;
+        :meth:`scipy.stats.ecdf`'s default) whose crossings of 0.5 bound the median
+        (Brookmeyer and Crowley 1982). The band is taken as 0 where the estimate is 0 (every
+        ray has left: Greenwood's variance is 0/0 there).
+
+    Returns
+    -------
+    KaplanMeierMedian
+        ``median``: the smallest radius at which the survival estimate S(r) is at most 0.5
+        (for an uncensored sample of even size, the lower of the two middle values, not
+        their average); nan and ``censored`` True where S never falls to 0.5, i.e. the
+        median lies beyond the largest radius in the sample. ``low`` and ``high``: the
+        radii where the lower and upper bands first reach 0.5; nan where a band never does
+        (``high`` is then unbounded within the data; ``low`` nan only when S stays high).
+
+    Examples
+    --------
+    Exits at 1, 3 and 4, one ray censored at 2: S = 3/4 from 1; 2 rays remain at risk at 3,
+    so S = 3/4 * 1/2 = 3/8 from 3, and the median is 3.
+
+    >>> kaplan_meier_median([1.0, 2.0, 3.0, 4.0], [True, False, True, True]).median
+    3.0
+    """
+    return _median_of(*_survival(radius, observed, confidence))
+
+
+def _survival(radius, observed, confidence):
+    """Kaplan-Meier survival: the distinct radii and S(r), its lower and upper band there."""
+    radius, observed = np.asarray(radius, dtype=np.float64), np.asarray(observed)
+    if radius.ndim != 1 or radius.shape != observed.shape or len(radius) == 0:
+        raise ValueError(f"radius {radius.shape} and observed {observed.shape}: give two equal, non-empty 1-d arrays")
+    if not np.isfinite(radius).all() or (radius < 0).any():
+        raise ValueError("radius must be finite and >= 0 (censored rays carry the radius they are censored at; "
+                         "rays files from before censoring was recorded must be re-made by probe_rays)")
+    observed = observed.astype(bool)
+    survival = stats.ecdf(stats.CensoredData(uncensored=radius[observed], right=radius[~observed])).sf
+    with warnings.catch_warnings():  # Greenwood's 0/0 where S = 0, set to 0 below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        band = survival.confidence_interval(confidence)
+    exhausted = survival.probabilities == 0
+    low, high = (np.where(exhausted, 0.0, curve.probabilities) for curve in (band.low, band.high))
+    return survival.quantiles, np.stack([survival.probabilities, low, high])
+
+
+def _median_of(radii, curves):
+    median, low, high = (_first_at_most_half(radii, curve) for curve in curves)
+    return KaplanMeierMedian(median, low, high, censored=bool(np.isnan(median)))
+
+
+def _first_at_most_half(radii, probabilities):
+    below = np.flatnonzero(probabilities <= 0.5)
+    return float(radii[below[0]]) if len(below) else np.nan
+
+
+def _evaluate(radii, curves, at):
+    """The step functions ``curves (curve, radii)`` (right-continuous, 1 before ``radii[0]``) at ``at``."""
+    index = np.searchsorted(radii, at, side="right") - 1
+    return np.where(index >= 0, curves[:, np.maximum(index, 0)], 1.0)
+
+
 def probe_rays(
     centres: np.ndarray,
-    returns: Returns,
+    outcomes: Outcomes,
     *,
     radii: np.ndarray,
     n_directions: int,
@@ -47,22 +141,23 @@ def probe_rays(
     seed: int,
     minimum_ids: np.ndarray | None = None,
 ) -> xr.Dataset:
-    """Return probabilities and first exit radii along random rays from each minimum.
+    """Return probabilities and censored exit radii along random rays from each minimum.
 
     Parameters
     ----------
     centres : ndarray, shape (minimum, param)
         The minima (in the frame the dynamics runs in).
-    returns : callable
-        ``returns(starts, targets)``: runs the dynamics from every start, all at once, and
-        says which came back to minimum ``targets[k]``.
+    outcomes : callable
+        :data:`Outcomes`: runs the dynamics from every start, all at once, and says whether
+        each run returned to minimum ``targets[k]``, left, or is undecided.
     radii : ndarray, shape (radius,)
         Increasing distances along each ray, in parameter units.
     n_directions : int
-        Rays per minimum; the standard error of p(d) is sqrt(p (1 - p) / n_directions).
+        Rays per minimum; the standard error of p(d) is sqrt(p (1 - p) / n_decided).
     n_bisection : int
-        Bisection rounds refining each ray's first exit between the grid radii that bracket
-        it; each halves the bracket and costs one run of the dynamics for all rays.
+        Bisection rounds refining each ray's first exit between the last returning grid radius
+        and the first leaving one; each halves the bracket and costs one run of the dynamics
+        for all rays still refining. An undecided midpoint stops the ray's refinement.
     seed : int
         Seed of the directions.
     minimum_ids : ndarray, optional
@@ -71,11 +166,35 @@ def probe_rays(
     Returns
     -------
     xarray.Dataset
-        ``returned(minimum, direction, radius)`` (1 came back, 0 did not),
-        ``return_probability(minimum, radius)`` with ``return_probability_se``,
-        ``exit_radius(minimum, direction)`` (nan where the ray never left within the grid:
-        censored at the largest radius), and per minimum the ``minimal_exit_radius`` (the
-        minimal critical shock), ``median_exit_radius`` and ``maximal_exit_radius``.
+        ``outcome (minimum, direction, radius)`` (:data:`basins.labels.OUTCOME_VALUES`);
+        ``return_probability (minimum, radius)`` over decided rays with
+        ``return_probability_se`` and the bounds ``return_probability_low`` / ``_high``
+        (undecided counted as left / as returned), ``undecided_fraction (minimum, radius)``
+        and per minimum over all its runs (grid and bisection) ``run_undecided_fraction``;
+        ``exit_radius (minimum, direction)`` with ``exit_observed`` (1: the ray's exit,
+        0: the radius it is right-censored at) and ``censored_fraction (minimum)``; the
+        Kaplan-Meier survival ``exit_survival (minimum, radius)`` with its band
+        ``exit_survival_low`` / ``_high``; per minimum ``median_exit_radius`` with its
+        confidence interval ``median_exit_radius_low`` / ``_high`` and
+        ``median_exit_censored``, ``minimal_exit_radius`` (the minimal critical shock) and
+        ``maximal_exit_radius`` (both over observed exits).
+
+    Notes
+    -----
+    A ray's exit is bracketed by the first grid radius that leaves, provided no undecided
+    radius comes before it; bisection between the last returning radius (0 if none) and it
+    then places the exit at the smallest radius seen to leave. The ray is right-censored
+    instead (the exit is beyond the radius recorded) at
+
+    - the low end of the bracket, where a bisection midpoint is undecided;
+    - the last returning radius before the first undecided grid radius, where that comes
+      before any leaving one; 0 if the very first grid radius is undecided: such a ray
+      stays in the data and carries no information (it leaves the risk set at once) but
+      counts in ``censored_fraction``;
+    - the largest radius, where the ray returns at every grid radius.
+
+    An exit is never placed below a radius the ray is known to return from, and an
+    undecided run is never counted as an exit.
     """
     radii = np.asarray(radii, dtype=np.float64)
     if radii.ndim != 1 or len(radii) == 0 or (radii <= 0).any() or (np.diff(radii) <= 0).any():
@@ -86,74 +205,138 @@ def probe_rays(
     directions = random_directions(n_minima, n_directions, n_params, seed=seed)
     target = np.broadcast_to(np.arange(n_minima)[:, None, None], (n_minima, n_directions, len(radii)))
     starts = centres[:, None, None, :] + radii[None, None, :, None] * directions[:, :, None, :]
-    returned = returns(starts.reshape(-1, n_params), target.reshape(-1)).reshape(target.shape)
-    # Bracket each ray's first exit by the grid: [last radius before it, first radius leaving].
-    left = ~returned
-    has_exit = left.any(axis=2)
-    first_exit = np.where(has_exit, left.argmax(axis=2), len(radii) - 1)
-    high = radii[first_exit]
-    low = np.where(first_exit > 0, radii[np.maximum(first_exit - 1, 0)], 0.0)
-    rays = np.argwhere(has_exit)
+    outcome = _run(outcomes, starts.reshape(-1, n_params), target.reshape(-1)).reshape(target.shape)
+    runs = np.full(n_minima, n_directions * len(radii))
+    undecided_runs = (outcome == UNDECIDED).sum(axis=(1, 2))
+
+    # The grid: bracket each ray's first exit, or censor it (see Notes).
+    n_radii = len(radii)
+    first_left = np.where((outcome == LEFT).any(axis=2), (outcome == LEFT).argmax(axis=2), n_radii)
+    first_undecided = np.where((outcome == UNDECIDED).any(axis=2), (outcome == UNDECIDED).argmax(axis=2), n_radii)
+    observed = first_left < first_undecided
+    last_returned = np.minimum(first_left, first_undecided) - 1  # -1: none before the first non-return
+    low = np.where(last_returned >= 0, radii[np.maximum(last_returned, 0)], 0.0)
+    high = radii[np.minimum(first_left, n_radii - 1)]
+
+    # Bisection of the observed brackets; an undecided midpoint censors the ray at its low end.
+    rays = np.argwhere(observed)
     for _ in range(n_bisection):
         if not len(rays):
             break
         m, d = rays[:, 0], rays[:, 1]
         middle = 0.5 * (low[m, d] + high[m, d])
-        came_back = returns(centres[m] + middle[:, None] * directions[m, d], m)
-        low[m, d] = np.where(came_back, middle, low[m, d])
-        high[m, d] = np.where(came_back, high[m, d], middle)
-    exit_radius = np.where(has_exit, high, np.nan)
+        ended = _run(outcomes, centres[m] + middle[:, None] * directions[m, d], m)
+        runs += np.bincount(m, minlength=n_minima)
+        undecided_runs += np.bincount(m[ended == UNDECIDED], minlength=n_minima)
+        low[m, d] = np.where(ended == RETURNED, middle, low[m, d])
+        high[m, d] = np.where(ended == LEFT, middle, high[m, d])
+        observed[m, d] = ended != UNDECIDED
+        rays = rays[ended != UNDECIDED]
+    exit_radius = np.where(observed, high, low)
     ids = np.arange(n_minima) if minimum_ids is None else np.asarray(minimum_ids)
-    return _as_dataset(returned, exit_radius, radii, n_directions, ids)
+    return _as_dataset(outcome, exit_radius, observed, undecided_runs / runs, radii, ids)
 
 
-def _as_dataset(returned, exit_radius, radii, n_directions, minimum_ids):
-    probability = returned.mean(axis=1)
-    summaries = {
-        "minimal_exit_radius": (np.nanmin, "smallest exit radius (minimal critical shock)"),
-        "median_exit_radius": (np.nanmedian, "median exit radius"),
-        "maximal_exit_radius": (np.nanmax, "largest exit radius"),
-    }
-    per_minimum = {
-        name: (
-            "minimum",
-            np.array([reduce(row) if np.isfinite(row).any() else np.nan for row in exit_radius]),
-            variable_attrs(long_name, "1", note="over rays that left within the grid"),
-        )
-        for name, (reduce, long_name) in summaries.items()
-    }
+def _run(outcomes, starts, targets):
+    ended = np.asarray(outcomes(starts, targets))
+    if ended.dtype == bool:
+        raise TypeError("the outcomes callable returned booleans: return LEFT, RETURNED or UNDECIDED "
+                        "(basins.labels) so that runs out of budget are not counted as leaving")
+    if ended.shape != targets.shape or not np.isin(ended, OUTCOME_VALUES).all():
+        raise ValueError(f"the outcomes callable returned shape {ended.shape}, values {np.unique(ended)}: "
+                         f"give one of {OUTCOME_VALUES} ({OUTCOME_MEANINGS}) per start, shape {targets.shape}")
+    return ended
+
+
+def _probabilities(outcome):
+    """Return probability over decided rays, its standard error and bounds, undecided fraction."""
+    returned, undecided = (outcome == RETURNED).sum(axis=1), (outcome == UNDECIDED).sum(axis=1)
+    n_rays = outcome.shape[1]
+    decided = n_rays - undecided
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = returned / decided
+        se = np.sqrt(p * (1 - p) / decided)
+    return p, se, returned / n_rays, (returned + undecided) / n_rays, undecided / n_rays
+
+
+def _survival_summaries(exit_radius, observed, radii):
+    """Per minimum: the survival curve and its band on ``radii`` (minimum, 3, radius), and the median."""
+    curves, medians = [], []
+    for radius, seen in zip(exit_radius, observed):
+        distinct, survival = _survival(radius, seen, 0.95)
+        curves.append(_evaluate(distinct, survival, radii))
+        medians.append(_median_of(distinct, survival))
+    n_minima = len(exit_radius)
+    return np.array(curves).reshape(n_minima, 3, len(radii)), np.array(medians, dtype=np.float64).reshape(n_minima, 4)
+
+
+def _variable(dims, values, long_name, **extra):
+    return dims, values, variable_attrs(long_name, **extra)
+
+
+def _as_dataset(outcome, exit_radius, observed, run_undecided_fraction, radii, minimum_ids):
+    p, p_se, p_low, p_high, undecided = _probabilities(outcome)
+    curves, medians = _survival_summaries(exit_radius, observed, radii)
+    observed_exits = np.where(observed, exit_radius, np.nan)
+    any_observed = observed.any(axis=1)
+    with warnings.catch_warnings():  # all-nan rows: no exit observed
+        warnings.simplefilter("ignore", RuntimeWarning)
+        minimal, maximal = np.nanmin(observed_exits, axis=1), np.nanmax(observed_exits, axis=1)
+    per_radius = functools.partial(_variable, ("minimum", "radius"))
+    per_minimum = functools.partial(_variable, ("minimum",))
+    per_ray = functools.partial(_variable, ("minimum", "direction"))
+    band = "95 % pointwise Greenwood band"
     return xr.Dataset(
         {
-            "returned": (
+            "outcome": (
                 ("minimum", "direction", "radius"),
-                returned.astype(np.int8),
-                variable_attrs("came back to the minimum", flag_values="0 1", flag_meanings="left returned"),
+                outcome.astype(np.int8),
+                variable_attrs("how the run from this point ended", flag_values=" ".join(map(str, OUTCOME_VALUES)),
+                               flag_meanings=OUTCOME_MEANINGS),
             ),
-            "return_probability": (
-                ("minimum", "radius"),
-                probability,
-                variable_attrs("fraction of rays whose point at this distance returns"),
-            ),
-            "return_probability_se": (
-                ("minimum", "radius"),
-                np.sqrt(probability * (1 - probability) / n_directions),
-                variable_attrs("standard error of return_probability"),
-            ),
-            "exit_radius": (
-                ("minimum", "direction"),
-                exit_radius,
-                variable_attrs("first distance along the ray that does not return (nan: never left)"),
-            ),
-            "censored_fraction": (
-                "minimum",
-                np.isnan(exit_radius).mean(axis=1),
-                variable_attrs("fraction of rays that returned at every grid radius"),
-            ),
-            **per_minimum,
+            "return_probability": per_radius(
+                p, "fraction of decided rays whose point at this distance returns", note="nan: none decided"),
+            "return_probability_se": per_radius(
+                p_se, "binomial standard error of return_probability over decided rays", note="nan: none decided"),
+            "return_probability_low": per_radius(p_low, "return probability counting undecided runs as left"),
+            "return_probability_high": per_radius(p_high, "return probability counting undecided runs as returned"),
+            "undecided_fraction": per_radius(undecided, "fraction of rays whose run at this distance is undecided"),
+            "run_undecided_fraction": per_minimum(
+                run_undecided_fraction, "fraction of all runs (grid and bisection) of the minimum that are undecided"),
+            "exit_radius": per_ray(
+                exit_radius, "first distance seen to leave if exit_observed, else the distance the ray is "
+                "right-censored at (its exit lies beyond)", note="0: undecided at the first grid radius"),
+            "exit_observed": per_ray(
+                observed.astype(np.int8), "whether the ray's exit was observed", flag_values="0 1",
+                flag_meanings="right_censored observed"),
+            "censored_fraction": per_minimum(
+                1 - observed.mean(axis=1), "fraction of rays whose exit was not observed (right-censored)"),
+            "exit_survival": per_radius(
+                curves[:, 0], "Kaplan-Meier probability that a ray's exit lies beyond this distance"),
+            "exit_survival_low": per_radius(curves[:, 1], "lower end of the " + band + " of exit_survival"),
+            "exit_survival_high": per_radius(curves[:, 2], "upper end of the " + band + " of exit_survival"),
+            "median_exit_radius": per_minimum(
+                medians[:, 0], "Kaplan-Meier median exit radius",
+                note="nan: median_exit_censored (beyond the largest radius probed)"),
+            "median_exit_radius_low": per_minimum(
+                medians[:, 1], "lower end of the 95 % confidence interval of median_exit_radius",
+                note="where the lower survival band reaches 0.5; nan: it never does within the radii probed"),
+            "median_exit_radius_high": per_minimum(
+                medians[:, 2], "upper end of the 95 % confidence interval of median_exit_radius",
+                note="where the upper survival band reaches 0.5; nan: it never does within the radii probed "
+                "(the interval is unbounded above)"),
+            "median_exit_censored": per_minimum(
+                medians[:, 3].astype(np.int8), "whether the exit survival stays above 0.5 at every radius probed",
+                flag_values="0 1", flag_meanings="median_observed median_beyond_largest_radius"),
+            "minimal_exit_radius": per_minimum(
+                np.where(any_observed, minimal, np.nan), "smallest observed exit radius (minimal critical shock)",
+                note="nan: no exit observed"),
+            "maximal_exit_radius": per_minimum(
+                np.where(any_observed, maximal, np.nan), "largest observed exit radius", note="nan: no exit observed"),
         },
         coords={
             "minimum": ("minimum", minimum_ids, variable_attrs("probed minimum (catalog index)")),
-            "direction": ("direction", np.arange(n_directions), variable_attrs("ray index")),
+            "direction": ("direction", np.arange(outcome.shape[1]), variable_attrs("ray index")),
             "radius": ("radius", radii, variable_attrs("distance from the minimum along the ray")),
         },
     )

@@ -11,6 +11,7 @@ tentacles = measure_tentacles(
     basins["start_distance"].values,
     basins["minimum_of_member"].values,
     rays["exit_radius"].values,
+    rays["exit_observed"].values.astype(bool),
     rays["minimum"].values,
     seed=int(snakemake.wildcards.seed),
 )
@@ -23,4 +24,4 @@ tentacles = add_provenance(
     inputs=(snakemake.input.basins, snakemake.input.rays),
 )
 write_dataset(tentacles, snakemake.output[0])
-log.info("tentacle fractions: %s", tentacles["tentacle_fraction"].values)
+log.info("tentacle fractions: %s (%s)", tentacles["tentacle_fraction"].values, tentacles["reason"].values.tolist())
