@@ -3,7 +3,15 @@ import pytest
 import torch
 import xarray as xr
 
-from basins.minima import align_to, canonicalize, deduplicate_minima, group_endpoints
+from basins.labels import AT_SADDLE, SADDLE, UNDECIDED_LABEL
+from basins.minima import (
+    align_to,
+    assign_to_catalog,
+    canonicalize,
+    deduplicate_minima,
+    group_endpoints,
+    tolerance_plateau,
+)
 from basins.networks import Architecture, forward, initial_parameters
 from basins.training import BUDGET, CONVERGED
 
@@ -127,8 +135,10 @@ def test_catalog_is_ordered_by_basin_size_and_skips_unconverged_members():
     loss = np.where(which == 0, 0.2, 0.1)
     status = np.array([CONVERGED] * 4 + [BUDGET])
     minima = deduplicate_minima(training_dataset(images, loss, status), arch, PROBES, **TOLERANCES)
-    np.testing.assert_array_equal(minima["minimum_of_member"].values, [1, 0, 0, 1, -1])
+    np.testing.assert_array_equal(minima["minimum_of_member"].values, [1, 0, 0, 1, UNDECIDED_LABEL])
     np.testing.assert_array_equal(minima["n_members"].values, [2, 2])
+    assert float(minima["undecided_fraction"]) == pytest.approx(0.2)
+    assert float(minima["assigned_fraction"]) == pytest.approx(0.8)
     # Equal basin sizes are ordered by loss.
     np.testing.assert_allclose(minima["loss"].values, [0.1, 0.2])
     assert (np.diff(minima["n_minima_at_tolerance"].values) <= 0).all()
@@ -218,4 +228,42 @@ def test_no_converged_member_gives_an_empty_catalog():
     arch = Architecture(n_inputs=2, n_outputs=1, depth=1, width=2)
     data = training_dataset(np.ones((3, 9)), np.zeros(3), np.full(3, BUDGET))
     minima = deduplicate_minima(data, arch, PROBES, **TOLERANCES)
-    assert minima.sizes["minimum"] == 0 and (minima["minimum_of_member"] == -1).all()
+    assert minima.sizes["minimum"] == 0 and (minima["minimum_of_member"] == UNDECIDED_LABEL).all()
+
+
+def test_saddles_are_labelled_not_catalogued():
+    arch = Architecture(n_inputs=2, n_outputs=1, depth=1, width=2)
+    theta = initial_parameters(arch, np.arange(3), seed=1, init="gaussian")
+    data = training_dataset(theta, np.zeros(3), np.array([CONVERGED, SADDLE, BUDGET]))
+    minima = deduplicate_minima(data, arch, PROBES, **TOLERANCES)
+    np.testing.assert_array_equal(minima["minimum_of_member"].values, [0, AT_SADDLE, UNDECIDED_LABEL])
+    assert minima.sizes["minimum"] == 1
+    assert float(minima["saddle_fraction"]) == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize(
+    "counts, on_plateau, widest",
+    [([131, 36, 30, 23, 17, 17, 17], False, (2.0, 10.0)), ([9, 5, 4, 4, 4, 3, 1], True, (0.5, 2.0)),
+     ([4] * 7, True, (0.1, 10.0))],
+)
+def test_tolerance_plateau(counts, on_plateau, widest):
+    assert tolerance_plateau(np.array(counts)) == (on_plateau, *widest)
+
+
+def test_rerunning_catalogued_starts_reproduces_their_labels():
+    """The identity rule: an endpoint a member already reached is assigned that member's
+    minimum, even where single linkage chained the minimum's members far apart."""
+    arch = Architecture(n_inputs=2, n_outputs=1, depth=1, width=2, activation="tanh")
+    base = initial_parameters(arch, np.arange(2), seed=4, init="gaussian")
+    rng = np.random.default_rng(0)
+    which = np.repeat([0, 1], 10)
+    images = np.array([apply_symmetry(base[k], arch, rng) for k in which])
+    # A chain within minimum 0: each link below the tolerances, its ends beyond them.
+    images[:10] += np.linspace(0, 0.25, 10)[:, None] * rng.standard_normal(arch.n_params) / 5
+    loss = np.where(which == 0, 0.2, 0.1)
+    minima = deduplicate_minima(training_dataset(images, loss, np.full(20, CONVERGED)), arch, PROBES,
+                                loss_tol=1.0, function_tol=10.0, dist_tol=0.02)
+    labels = minima["minimum_of_member"].values
+    again = assign_to_catalog(images, loss, images, loss, arch, PROBES, catalog_labels=labels,
+                              loss_tol=1.0, function_tol=10.0, dist_tol=0.02)
+    np.testing.assert_array_equal(again, labels)

@@ -25,11 +25,16 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from basins.io import variable_attrs
+from basins.labels import (
+    AT_SADDLE,
+    CONVERGED,
+    LABEL_MEANINGS,
+    UNASSIGNED,
+    UNDECIDED_LABEL,
+    label_of_status,
+)
 from basins.networks import Architecture, forward
-from basins.training import CONVERGED
-
-UNASSIGNED = -1
-TOLERANCE_FACTORS = (0.1, 0.3, 1.0, 3.0, 10.0)  # ascending, with 1.0: the chosen tolerances
+TOLERANCE_FACTORS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)  # ascending, with 1.0: the chosen tolerances
 CRITERIA = ("function", "function_and_parameters")
 _SEARCH_DIMS = 16
 _ODD_ACTIVATIONS = ("tanh", "erf")
@@ -337,8 +342,10 @@ def deduplicate_minima(
         ``theta(minimum, param)`` (canonical representative: the member of lowest loss),
         ``loss``, ``train_error``, ``test_error``, ``grad_norm``, ``n_members`` per minimum
         (ordered by basin size, largest first, then by loss); ``minimum_of_member(member)``
-        (-1 for members that diverged or ran out of budget); ``n_minima_at_tolerance``, the
-        count with both tolerances scaled by each factor of the ``tolerance`` coordinate.
+        (-1 diverged, -2 stopped at a saddle, -3 budget spent: :mod:`basins.labels`) and the
+        fraction of members of each kind (they add up to 1); ``n_minima_at_tolerance``, the
+        count with both tolerances scaled by each factor of the ``tolerance`` coordinate, and
+        whether the chosen tolerances lie on a plateau of it (:func:`tolerance_plateau`).
     """
     if criterion not in CRITERIA:
         raise ValueError(f"criterion={criterion!r}; choose one of {CRITERIA}")
@@ -378,7 +385,7 @@ def deduplicate_minima(
     ranking = np.lexsort((lowest_loss, -sizes))
     rank_of_group = np.empty_like(ranking)
     rank_of_group[ranking] = np.arange(len(ranking))
-    labels = np.full(training.sizes["member"], UNASSIGNED, dtype=np.int64)
+    labels = label_of_status(training["status"].values)
     labels[converged] = rank_of_group[groups]
     by_group_then_loss = np.lexsort((loss, groups))
     group_starts = np.r_[0, np.flatnonzero(np.diff(groups[by_group_then_loss])) + 1].astype(np.int64)
@@ -387,6 +394,7 @@ def deduplicate_minima(
     canonical_of_member = np.full(training["final_theta"].shape, np.nan)
     canonical_of_member[converged] = canonical
     result = _as_dataset(training, canonical_of_member, labels, representatives, sizes[ranking], swept)
+    result = result.assign(**_plateau_variables(np.asarray(swept)), **_label_fractions(labels))
     return result.assign_attrs(
         criterion=criterion,
         minima_are="solution classes: endpoints grouped by the function they compute"
@@ -396,63 +404,101 @@ def deduplicate_minima(
     )
 
 
-def reached_minimum(
+def assign_to_catalog(
     endpoints: np.ndarray,
     endpoint_loss: np.ndarray,
-    minima_theta: np.ndarray,
-    minima_loss: np.ndarray,
-    targets: np.ndarray,
+    catalog_theta: np.ndarray,
+    catalog_loss: np.ndarray,
     arch: Architecture,
     probe_inputs: np.ndarray,
     *,
+    catalog_labels: np.ndarray | None = None,
     loss_tol: float,
     function_tol: float,
     dist_tol: float,
     criterion: str = "function_and_parameters",
+    n_candidates: int = 16,
 ) -> np.ndarray:
-    """Whether each endpoint is catalogued minimum ``targets[k]``, by the dedup criterion.
+    """Label ``(point,)`` of the catalogued minimum each endpoint is, -1 where none matches.
 
-    ``minima_theta`` are canonical representatives (``theta`` of a ``deduplicate_minima``
-    output); endpoints may be in any symmetry frame.
+    The identity rule of :func:`deduplicate_minima`, applied to new endpoints: an endpoint is a
+    catalogued minimum when it is the same minimum (loss, function and, for isolated minima,
+    symmetry-reduced parameters within the tolerances) as one of the catalogue's points, as
+    single linkage would have joined it. Give the catalogue's *member endpoints* with their
+    ``catalog_labels`` (``minimum_of_member``) and re-running a catalogued start reproduces its
+    label; without labels the points are the minima themselves (label = row). Candidates are
+    the ``n_candidates`` catalogue points nearest in function space, tried nearest first.
+    Points of any symmetry frame; non-finite endpoints get -1.
     """
-    n_minima = len(minima_theta)
-    points = np.concatenate([minima_theta, canonicalize(endpoints, arch)])
+    labels = np.full(len(endpoints), UNASSIGNED, dtype=np.int64)
+    catalog_labels = np.arange(len(catalog_theta)) if catalog_labels is None else np.asarray(catalog_labels)
+    usable = (catalog_labels >= 0) & np.isfinite(catalog_theta).all(axis=1)
+    catalog_theta, catalog_loss, catalog_labels = catalog_theta[usable], catalog_loss[usable], catalog_labels[usable]
+    finite = np.flatnonzero(np.isfinite(endpoints).all(axis=1))
+    if len(catalog_theta) == 0 or len(finite) == 0:
+        return labels
+    n_catalog = len(catalog_theta)
+    points = canonicalize(np.concatenate([catalog_theta, endpoints[finite]]), arch)
     fingerprints = function_fingerprints(points, arch, probe_inputs)
-    loss = np.r_[minima_loss, endpoint_loss]
-    i, j = np.asarray(targets), n_minima + np.arange(len(endpoints))
+    loss = np.r_[catalog_loss, endpoint_loss[finite]]
     same_parameters = None
     if criterion == "function_and_parameters":
         same_parameters = _parameter_check(points, _unit_separation(points, arch), arch, dist_tol)
-    return _same_minimum(i, j, loss, fingerprints, loss_tol, function_tol, same_parameters)
-
-
-def assign_to_catalog(
-    endpoints: np.ndarray,
-    endpoint_loss: np.ndarray,
-    minima_theta: np.ndarray,
-    minima_loss: np.ndarray,
-    arch: Architecture,
-    probe_inputs: np.ndarray,
-    **criterion,
-) -> np.ndarray:
-    """Catalog index ``(point,)`` of the minimum each endpoint is, -1 where none matches.
-
-    Each endpoint is compared with the catalogued minimum nearest in function space, by the
-    criterion of :func:`reached_minimum` (``loss_tol``, ``function_tol``, ``dist_tol``,
-    ``criterion``).
-    """
-    if len(minima_theta) == 0 or len(endpoints) == 0:
-        return np.full(len(endpoints), UNASSIGNED, dtype=np.int64)
-    finite = np.isfinite(endpoints).all(axis=1)
-    labels = np.full(len(endpoints), UNASSIGNED, dtype=np.int64)
-    catalog = function_fingerprints(minima_theta, arch, probe_inputs)
-    nearest = cKDTree(catalog).query(function_fingerprints(endpoints[finite], arch, probe_inputs))[1]
-    matches = reached_minimum(
-        endpoints[finite], endpoint_loss[finite], minima_theta, minima_loss, nearest, arch,
-        probe_inputs, **criterion,
-    )
-    labels[np.flatnonzero(finite)[matches]] = nearest[matches]
+    search = _project(fingerprints)  # a contraction: no candidate within function_tol is lost
+    k = min(n_candidates, n_catalog)
+    _, candidates = cKDTree(search[:n_catalog]).query(search[n_catalog:], k=k)
+    candidates = np.asarray(candidates).reshape(len(finite), k)
+    pending = np.arange(len(finite))
+    for column in range(k):
+        if not len(pending):
+            break
+        i, j = candidates[pending, column], n_catalog + pending
+        match = _same_minimum(i, j, loss, fingerprints, loss_tol, function_tol, same_parameters)
+        labels[finite[pending[match]]] = catalog_labels[i[match]]
+        pending = pending[~match]
     return labels
+
+
+def tolerance_plateau(counts: np.ndarray) -> tuple[bool, float, float]:
+    """Is the minima count on a plateau around the chosen tolerances, and where is the widest one?
+
+    ``counts`` are the counts at :data:`TOLERANCE_FACTORS`. On a plateau means the count at
+    factor 1 equals those at the neighbouring factors (0.5 and 2): the count is then a
+    measurement, not a choice of tolerance. The widest plateau is the longest run of equal
+    counts; its first and last factors are returned.
+    """
+    factors = np.asarray(TOLERANCE_FACTORS)
+    chosen = int(np.flatnonzero(factors == 1.0)[0])
+    on_plateau = bool(counts[chosen - 1] == counts[chosen] == counts[chosen + 1])
+    runs = np.split(np.arange(len(counts)), np.flatnonzero(np.diff(counts)) + 1)
+    widest = max(runs, key=len)
+    return on_plateau, float(factors[widest[0]]), float(factors[widest[-1]])
+
+
+def _plateau_variables(counts):
+    on_plateau, low, high = tolerance_plateau(counts)
+    return {
+        "on_tolerance_plateau": ((), np.int8(on_plateau), variable_attrs(
+            "minima count equal at tolerance factors 0.5, 1 and 2", flag_values="0 1",
+            flag_meanings="no_plateau plateau")),
+        "widest_plateau_low": ((), low, variable_attrs("smallest tolerance factor of the widest plateau")),
+        "widest_plateau_high": ((), high, variable_attrs("largest tolerance factor of the widest plateau")),
+    }
+
+
+def _label_fractions(labels):
+    """Fractions of members per outcome; with the minima's they add up to 1."""
+    n = max(len(labels), 1)
+    names = {
+        "assigned_fraction": (labels >= 0, "members at a catalogued minimum"),
+        "saddle_fraction": (labels == AT_SADDLE, "members stopped at a saddle (never a basin)"),
+        "undecided_fraction": (labels == UNDECIDED_LABEL, "members whose budget ran out"),
+        "diverged_fraction": (labels == UNASSIGNED, "members that diverged"),
+    }
+    fractions = {name: ((), float(mask.sum() / n), variable_attrs(long_name)) for name, (mask, long_name) in names.items()}
+    if not np.isclose(sum(value for _, value, _ in fractions.values()), 1.0) and len(labels):
+        raise ValueError("member outcome fractions do not add up to 1: a label outside the documented values")
+    return fractions
 
 
 def _as_dataset(training, canonical_of_member, labels, representatives, sizes, swept):
@@ -478,7 +524,7 @@ def _as_dataset(training, canonical_of_member, labels, representatives, sizes, s
             "minimum_of_member": (
                 "member",
                 labels,
-                variable_attrs("minimum reached (-1: diverged or not converged)"),
+                variable_attrs("minimum reached, or why none", flag_meanings=LABEL_MEANINGS),
             ),
             "n_minima_at_tolerance": (
                 "tolerance",
