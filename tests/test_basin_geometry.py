@@ -3,7 +3,8 @@ from functools import partial
 import numpy as np
 import pytest
 
-from basins.basin_geometry import analyze_basins, nearest_image_distance, spearman_with_error, wilson_interval
+from basins.basin_geometry import analyze_basins, spearman_with_error, wilson_interval
+from basins.symmetry import nearest_image_distance
 
 
 def test_fractions_and_unassigned_sum_to_one(hand_built_minima):
@@ -75,3 +76,12 @@ def test_start_distance_is_to_the_nearest_symmetric_image():
     basins = analyze_basins(np.array([0]), start, end, np.zeros(1), np.zeros(1), distance=distance)
     assert float(basins["travel_distance"][0]) > 0.1
     assert float(basins["start_distance"][0]) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_a_distance_beyond_the_image_reached_is_refused():
+    """The nearest image is never farther than the image reached (the old unit matching on
+    incoming weights alone broke this for most members)."""
+    start, end = np.zeros((3, 2)), np.ones((3, 2))
+    with pytest.raises(ValueError, match="start_distance exceeds travel_distance"):
+        analyze_basins(np.zeros(3, dtype=int), start, end, np.zeros(1), np.zeros(1),
+                       distance=lambda s, e: np.linalg.norm(e - s, axis=1) * 1.1)

@@ -14,7 +14,6 @@ import xarray as xr
 from scipy import stats
 
 from basins.io import variable_attrs
-from basins.minima import align_to
 from basins.rays import kaplan_meier_median
 
 
@@ -37,18 +36,6 @@ def spearman_with_error(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
         return float("nan"), float("nan")
     rho = stats.spearmanr(a[finite], b[finite]).statistic
     return float(rho), float(1.03 / np.sqrt(n - 3))
-
-
-def nearest_image_distance(start: np.ndarray, end: np.ndarray, arch) -> np.ndarray:
-    """Distance ``(member,)`` from each start to the nearest symmetric image of its end point.
-
-    Images under hidden-unit permutations (and sign flips for odd activations) are searched by
-    Hungarian unit matching (:func:`basins.minima.align_to`); ReLU rescalings are not searched.
-    """
-    distance = np.full(len(start), np.nan)
-    for row in np.flatnonzero(np.isfinite(end).all(axis=1)):
-        distance[row] = np.linalg.norm(start[row] - align_to(start[row], end[row], arch))
-    return distance
 
 
 def analyze_basins(
@@ -75,9 +62,10 @@ def analyze_basins(
         without data (oscillator rings) have none, and give ``n_minima`` instead.
     distance : callable, optional
         ``distance(starts, ends) -> (member,)``, the symmetry-aware distance from each start to
-        the minimum its end point lies on (networks: :func:`nearest_image_distance`; rings:
-        :func:`basins.oscillators.torus_distance`); without it ``start_distance`` equals
-        ``travel_distance``.
+        the minimum its end point lies on (networks: :func:`basins.symmetry.nearest_image_distance`;
+        rings: :func:`basins.oscillators.torus_distance`); without it ``start_distance`` equals
+        ``travel_distance``. A nearest image is never farther than the image reached: a
+        ``start_distance`` above ``travel_distance`` (beyond round-off) is refused.
     confidence_z : float
         Normal quantile of the Wilson intervals (1.96 for 95 %).
 
@@ -107,6 +95,13 @@ def analyze_basins(
     travel[~assigned] = np.nan
     start_distance = travel.copy() if distance is None else distance(initial_theta, final_theta)
     start_distance[~assigned] = np.nan
+    farther = np.flatnonzero(start_distance > travel * (1 + 1e-10) + 1e-12)
+    if len(farther):
+        raise ValueError(
+            f"start_distance exceeds travel_distance for {len(farther)} members (first: member "
+            f"{farther[0]}, {start_distance[farther[0]]:.6g} > {travel[farther[0]]:.6g}): the distance "
+            "function does not return the nearest image; refusing to write it"
+        )
     median, p90 = np.full(n_minima, np.nan), np.full(n_minima, np.nan)
     for minimum in np.flatnonzero(counts):
         distances = start_distance[minimum_of_member == minimum]

@@ -129,7 +129,9 @@ def figure_travel_distance(basins: xr.Dataset, *, title: str, n_largest: int = 8
 
 
 def figure_return_probability(rays: xr.Dataset, basins: xr.Dataset, *, title: str) -> plt.Figure:
-    """Return probability p(d) along random rays for every probed minimum."""
+    """Return probability p(d) along random rays for every probed minimum (among decided runs;
+    the band spans undecided runs counted as left to counted as returned); triangles mark the
+    Kaplan-Meier median exit radius (censored rays kept)."""
     set_theme()
     fig, ax = plt.subplots(figsize=PAPER_SIZE)
     if rays.sizes["minimum"] == 0:
@@ -143,6 +145,8 @@ def figure_return_probability(rays: xr.Dataset, basins: xr.Dataset, *, title: st
             yerr=rays["return_probability_se"].values[row], marker="o", ms=2.5, lw=0.9, capsize=1.5,
             color=color, label=labels[row],
         )
+        ax.fill_between(rays["radius"].values, rays["return_probability_low"].values[row],
+                        rays["return_probability_high"].values[row], color=color, alpha=0.15, lw=0)
         median_exit = float(rays["median_exit_radius"][row])
         if np.isfinite(median_exit):
             ax.plot([median_exit], [0], marker="^", color=color, clip_on=False, ms=5)
@@ -173,9 +177,10 @@ def figure_tentacles(tentacles: xr.Dataset, basins: xr.Dataset, rays: xr.Dataset
         patch_artist=True, boxprops={"facecolor": palette[0], "alpha": 0.6}, flierprops={"ms": 1.5},
         medianprops={"color": "black"},
     )
-    for position, exits in zip(positions, rays["exit_radius"].values):
-        finite = exits[np.isfinite(exits)]
-        ax.plot(np.full(len(finite), position + 0.15), finite, "x", color=palette[3], ms=3)
+    for position, exits, observed in zip(positions, rays["exit_radius"].values, rays["exit_observed"].values):
+        seen, censored = exits[observed == 1], exits[(observed == 0) & (exits > 0)]
+        ax.plot(np.full(len(seen), position + 0.15), seen, "x", color=palette[3], ms=3)
+        ax.plot(np.full(len(censored), position + 0.15), censored, "^", color=palette[3], ms=3, mfc="none")
     names = _minimum_labels(basins, probed, short=True)[0]
     fractions = [
         f"{name}\n{f:.2f}±{se:.2f}" if np.isfinite(f) else f"{name}\n–"
@@ -185,7 +190,7 @@ def figure_tentacles(tentacles: xr.Dataset, basins: xr.Dataset, rays: xr.Dataset
     ax.set_yscale("log")
     ax.set_xlabel(("twisted state" if "winding_number" in basins else "minimum") + " / tentacle fraction")
     ax.set_ylabel("distance from the minimum")
-    ax.set_title(f"{title}\nboxes: member starts; crosses: ray exit radii", fontsize=8)
+    ax.set_title(f"{title}\nboxes: member starts; crosses: ray exits; open triangles: censored rays", fontsize=8)
     sns.despine(fig)
     return fig
 

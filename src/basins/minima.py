@@ -34,10 +34,10 @@ from basins.labels import (
     label_of_status,
 )
 from basins.networks import Architecture, forward
+from basins.symmetry import ODD_ACTIVATIONS, nearest_image_distance
 TOLERANCE_FACTORS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)  # ascending, with 1.0: the chosen tolerances
 CRITERIA = ("function", "function_and_parameters")
 _SEARCH_DIMS = 16
-_ODD_ACTIVATIONS = ("tanh", "erf")
 
 
 def canonicalize(theta: np.ndarray, arch: Architecture) -> np.ndarray:
@@ -48,7 +48,7 @@ def canonicalize(theta: np.ndarray, arch: Architecture) -> np.ndarray:
     unit's incoming weights and bias are scaled to unit norm (the scale moves to the outgoing
     weights). Units are then sorted by a fixed random projection of their incoming weights.
     Near-ties in that sort can split one minimum; ``dist_tol`` absorbs small ones.
-    Linear activations (a continuous GL(n) symmetry) get the permutation step only.
+    Linear activations (a continuous GL(n) symmetry) get the sign and permutation steps only.
     """
     theta = np.array(theta, dtype=np.float64, copy=True)
     layers = list(zip(arch.layer_shapes, arch.layer_slices))
@@ -60,7 +60,7 @@ def canonicalize(theta: np.ndarray, arch: Architecture) -> np.ndarray:
         bias = theta[:, b_in][..., None] if b_in is not None else np.zeros((n_members, width, 1))
         outgoing = theta[:, w_out].reshape(n_members, next_shape[1], width)
         unit = np.concatenate([incoming, bias], axis=2)
-        if arch.activation in _ODD_ACTIVATIONS:
+        if arch.activation in ODD_ACTIVATIONS:
             # The sign of a unit's largest incoming weight: stable unless two weights tie in
             # magnitude (a rule based on sums flips for units whose sum is near zero).
             largest = np.take_along_axis(unit, np.abs(unit).argmax(axis=2)[..., None], axis=2)[..., 0]
@@ -101,7 +101,7 @@ def align_to(reference: np.ndarray, theta: np.ndarray, arch: Architecture) -> np
     et al. 2023), and the next layer's inputs are permuted along.
     """
     aligned = np.array(theta, dtype=np.float64, copy=True)[None]
-    odd = arch.activation in _ODD_ACTIVATIONS
+    odd = arch.activation in ODD_ACTIVATIONS
     for layer in range(arch.depth):
         ref_in, _ = _hidden_units(reference[None], arch, layer)
         own_in, own_out = _hidden_units(aligned, arch, layer)
@@ -258,24 +258,26 @@ def _unit_separation(canonical, arch, chunk=4096):
             gaps = np.linalg.norm(units[:, :, None, :] - units[:, None, :, :], axis=-1)
             width = units.shape[1]
             gaps[:, np.arange(width), np.arange(width)] = np.inf
-            if arch.activation in _ODD_ACTIVATIONS:
+            if arch.activation in ODD_ACTIVATIONS:
                 gaps = np.minimum(gaps, np.linalg.norm(units[:, :, None, :] + units[:, None, :, :], axis=-1))
             separation[start : start + chunk, layer] = gaps.min(axis=(1, 2))
     return separation
 
 
 def _identity_is_optimal(canonical, separation, i, j, arch):
-    """Per pair, a sufficient condition for no unit matching to bring ``j`` closer to ``i``.
+    """Per pair, a sufficient condition for no image of ``j`` to be closer to ``i`` than ``j``.
 
-    If every unit of ``j`` is within half the unit separation of ``i`` from its counterpart,
-    the triangle inequality makes each counterpart the strictly closest match.
+    If every whole unit of ``j`` (incoming weights, bias and outgoing weights) is within half
+    the unit separation of ``i`` (measured on incoming weights, a smaller number) from its
+    counterpart, the triangle inequality makes each counterpart the strictly closest match,
+    for any sign flips too. Rescalings (ReLU) are continuous: never assumed optimal.
     """
+    if arch.activation == "relu":
+        return np.zeros(len(i), dtype=bool)
     optimal = np.ones(len(i), dtype=bool)
     for layer in range(arch.depth):
-        deviation = np.linalg.norm(
-            _hidden_units(canonical[i], arch, layer)[0] - _hidden_units(canonical[j], arch, layer)[0],
-            axis=-1,
-        ).max(axis=1)
+        (in_i, out_i), (in_j, out_j) = _hidden_units(canonical[i], arch, layer), _hidden_units(canonical[j], arch, layer)
+        deviation = np.sqrt(((in_i - in_j) ** 2).sum(-1) + ((out_i - out_j) ** 2).sum(1)).max(axis=1)
         optimal &= 2 * deviation < separation[i, layer]
     return optimal
 
@@ -284,12 +286,12 @@ def _parameter_check(canonical, separation, arch, dist_tol):
     def same_parameters(i, j):
         close = np.linalg.norm(canonical[i] - canonical[j], axis=1) <= dist_tol
         # A near-tie in the canonical sort can order two copies of a minimum differently:
-        # those pairs get the exact check by optimal unit matching.
+        # those pairs get the distance to the nearest image (basins.symmetry).
         doubtful = np.flatnonzero(~close)
         doubtful = doubtful[~_identity_is_optimal(canonical, separation, i[doubtful], j[doubtful], arch)]
-        for pair in doubtful:
-            aligned = align_to(canonical[i[pair]], canonical[j[pair]], arch)
-            close[pair] = np.linalg.norm(canonical[i[pair]] - aligned) <= dist_tol
+        if len(doubtful):
+            distance = nearest_image_distance(canonical[i[doubtful]], canonical[j[doubtful]], arch)
+            close[doubtful] = distance <= dist_tol
         return close
 
     return same_parameters

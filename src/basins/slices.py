@@ -16,9 +16,10 @@ import numpy as np
 import xarray as xr
 
 from basins.io import variable_attrs
+from basins.labels import AT_SADDLE, LABEL_MEANINGS, UNDECIDED_LABEL
 
 #: ``assign(starts (point, param)) -> labels (point,)``: run the dynamics from every start and
-#: give the catalog index of the minimum reached (-1: none).
+#: give the catalog index of the minimum reached, or a negative label (:mod:`basins.labels`).
 Assign = Callable[[np.ndarray], np.ndarray]
 
 PLANE_KINDS = ("random", "through_two_minima")
@@ -104,12 +105,22 @@ def slice_basins(
             "label": (
                 ("plane", "grid_u", "grid_v"),
                 labels.astype(np.int64),
-                variable_attrs("catalog index of the minimum reached (-1: none)"),
+                variable_attrs("catalog index of the minimum reached, or why none", flag_meanings=LABEL_MEANINGS),
             ),
             "boundary_fraction": (
                 "plane",
                 np.array([boundary_fraction(plane_labels) for plane_labels in labels]),
                 variable_attrs("fraction of cells with a differently labelled 4-neighbour"),
+            ),
+            "undecided_fraction": (
+                "plane",
+                (labels == UNDECIDED_LABEL).mean(axis=(1, 2)),
+                variable_attrs("fraction of cells whose run spent every budget (label -3)"),
+            ),
+            "saddle_fraction": (
+                "plane",
+                (labels == AT_SADDLE).mean(axis=(1, 2)),
+                variable_attrs("fraction of cells whose run stopped at a saddle (label -2)"),
             ),
             "basis": (("plane", "axis", "param"), bases, variable_attrs("orthonormal axes of the plane")),
             "scale": ("plane", scales, variable_attrs("half-width of the grid", "1")),

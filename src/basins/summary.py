@@ -25,7 +25,9 @@ def summarize_study(
     Returns
     -------
     xarray.Dataset
-        Along ``experiment``: ``n_minima``, ``unassigned_fraction``, the Spearman correlation
+        Along ``experiment``: ``n_minima``, ``unassigned_fraction`` (of which
+        ``saddle_fraction`` and ``undecided_fraction``), ``on_tolerance_plateau`` (0 flags a
+        minima count that depends on the tolerances), the Spearman correlation
         of basin fraction with test error, and for the probed minima of lowest ("good") and
         highest ("bad") test error their test error, basin fraction and tentacle fraction,
         each with its standard error; ``tentacle_difference`` = good - bad; the Spearman
@@ -51,6 +53,9 @@ def summarize_study(
 _LONG_NAMES = {
     "n_minima": "distinct minima found",
     "unassigned_fraction": "members that reached no minimum",
+    "saddle_fraction": "members stopped at a saddle",
+    "undecided_fraction": "members whose step budget ran out",
+    "on_tolerance_plateau": "1 where the minima count is on a tolerance plateau (else a choice, not a measurement)",
     "rank_correlation": "Spearman correlation of basin fraction and test error",
     "rank_correlation_se": "standard error of rank_correlation",
     "good_test_error": "test error of the best probed minimum",
@@ -91,6 +96,8 @@ def _summarize_one(basins, tentacles):
     row = {
         "n_minima": basins.sizes["minimum"],
         "unassigned_fraction": float(basins["unassigned_fraction"]),
+        **{name: float(basins[name]) if name in basins else np.nan
+           for name in ("saddle_fraction", "undecided_fraction", "on_tolerance_plateau")},
         "rank_correlation": float(correlation),
         "rank_correlation_se": float(correlation.attrs.get("standard_error", np.nan)),
     }

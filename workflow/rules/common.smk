@@ -25,16 +25,18 @@ SHARED_FOR_COMPARISON = {
     "ensemble": None,
     "training": ("loss", "l2", "margin"),
 }
+# Experiments whose basins are measured (rays, tentacles, slices): basin_geometry is set.
+BASIN_GEOMETRY = [
+    name for name, experiment in EXPERIMENTS.items() if experiment["basin_geometry"]
+]
 FIGURES = [
     "basin_sizes",
     "basin_vs_test_error",
     "travel_distance",
-    "return_probability",
-    "tentacles",
-    "basin_slices",
     "flatness",
     "local_energy",
 ]
+BASIN_GEOMETRY_FIGURES = ["return_probability", "tentacles", "basin_slices"]
 RING_FIGURES = [
     "winding_distribution",
     "ring_return_probability",
@@ -65,6 +67,34 @@ def check_experiments():
                 f"experiments.{name}.training.batch_size is required with dynamics 'sgd'"
             )
         check_beta_schedule(f"experiments.{name}.training", training)
+        check_basin_geometry(name, experiment)
+
+
+def check_basin_geometry(name, experiment):
+    """Basins are measured only where the dynamics has basins of attraction on one landscape."""
+    training = experiment["training"]
+    reasons = {
+        "dynamics 'fire' is inertial: where a run ends depends on its velocity, not only on its "
+        "starting point": training["dynamics"] == "fire",
+        "stop_when_satisfied stops runs at the first zero-error point, not at a minimum": training[
+            "stop_when_satisfied"
+        ],
+        "beta_ramp_steps moves the landscape during training, so re-runs from probe points "
+        "would not see the landscape the minima belong to (measure its quench instead)": training[
+            "beta_ramp_steps"
+        ]
+        > 0,
+        "lr_decay_every makes the dynamics depend on time, not only on the point": training[
+            "lr_decay_every"
+        ]
+        > 0,
+    }
+    why = [reason for reason, applies in reasons.items() if applies]
+    if experiment["basin_geometry"] and why:
+        raise ValueError(
+            f"experiments.{name}.basin_geometry: {'; '.join(why)}. Set basin_geometry: false "
+            "(its catalogue, basin fractions, flatness and protocol comparisons stay)"
+        )
 
 
 def check_beta_schedule(where, training):
@@ -427,11 +457,20 @@ def jamming_figures():
     return figures
 
 
+def basin_geometry_seeds():
+    return [(name, seed) for name, seed in experiment_seeds() if name in BASIN_GEOMETRY]
+
+
 def all_figures():
     per_experiment = [
         f"results/figures/{figure}/{name}_seed{seed}.{ext}"
         for name, seed in experiment_seeds()
         for figure in FIGURES
+        for ext in ("pdf", "png")
+    ] + [
+        f"results/figures/{figure}/{name}_seed{seed}.{ext}"
+        for name, seed in basin_geometry_seeds()
+        for figure in BASIN_GEOMETRY_FIGURES
         for ext in ("pdf", "png")
     ]
     per_comparison = [
@@ -474,7 +513,7 @@ def all_figures():
         per_experiment
         + per_comparison
         + per_protocols
-        + (summary if EXPERIMENTS else [])
+        + (summary if BASIN_GEOMETRY else [])
         + per_ring
         + connectivity
         + enumeration

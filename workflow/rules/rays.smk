@@ -3,6 +3,7 @@ rule probe_rays:
         minima="results/minima/{experiment}/seed{seed}.nc",
         basins="results/basins/{experiment}/seed{seed}.nc",
         dataset="results/datasets/{experiment}.nc",
+        shards=training_shards,
         code=code_dependencies("probe_rays"),
     output:
         "results/rays/{experiment}/seed{seed}.nc",
@@ -17,6 +18,7 @@ rule probe_rays:
         rays=section("rays"),
         training=section("training"),
         minima=minima_options,
+        rerun_budget_factors=config["rerun_budget_factors"],
         memory_budget_mb=config["memory_budget_mb"],
         device="cuda" if config["use_gpu"] else "auto",
     script:

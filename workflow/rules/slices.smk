@@ -2,6 +2,7 @@ rule slice_basins:
     input:
         minima="results/minima/{experiment}/seed{seed}.nc",
         dataset="results/datasets/{experiment}.nc",
+        shards=training_shards,
         code=code_dependencies("slice_basins"),
     output:
         "results/slices/{experiment}/seed{seed}.nc",
@@ -16,6 +17,7 @@ rule slice_basins:
         slices=section("slices"),
         training=section("training"),
         minima=minima_options,
+        rerun_budget_factors=config["rerun_budget_factors"],
         memory_budget_mb=config["memory_budget_mb"],
         device="cuda" if config["use_gpu"] else "auto",
     script:

@@ -1,15 +1,15 @@
 rule summarize_study:
     input:
         basins=[
-            f"results/basins/{name}/seed{seed}.nc" for name, seed in experiment_seeds()
+            f"results/basins/{name}/seed{seed}.nc" for name, seed in basin_geometry_seeds()
         ],
         tentacles=[
             f"results/tentacles/{name}/seed{seed}.nc"
-            for name, seed in experiment_seeds()
+            for name, seed in basin_geometry_seeds()
         ],
         flatness=[
             f"results/flatness/{name}/seed{seed}.nc"
-            for name, seed in experiment_seeds()
+            for name, seed in basin_geometry_seeds()
         ],
         code=code_dependencies("summarize_study"),
     output:
@@ -20,6 +20,6 @@ rule summarize_study:
     conda:
         "../../envs/basins.yaml"
     params:
-        labels=[f"{name}/seed{seed}" for name, seed in experiment_seeds()],
+        labels=[f"{name}/seed{seed}" for name, seed in basin_geometry_seeds()],
     script:
         "../scripts/summarize_study.py"

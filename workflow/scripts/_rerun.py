@@ -3,19 +3,22 @@
 import logging
 
 import numpy as np
+import xarray as xr
 
 from basins.data import train_test_arrays
 from basins.io import read_dataset
-from basins.minima import probe_inputs_for
+from basins.labels import STATUS_VALUES
+from basins.minima import assign_to_catalog, probe_inputs_for
 from basins.networks import Architecture
 from basins.rays import probe_rays
-from basins.training import CONVERGED, train_ensemble
+from basins.reruns import run_until_decided
+from basins.training import train_ensemble
 
 log = logging.getLogger("basins.rerun")
 
 
 def matching_options(minima_options, x_train):
-    """The keyword arguments of ``reached_minimum`` / ``assign_to_catalog`` and their probes."""
+    """The keyword arguments of ``assign_to_catalog`` (the dedup criterion) and its probes."""
     matching = dict(minima_options)
     probes = probe_inputs_for(x_train, matching.pop("n_probe"))
     matching.pop("n_neighbors")  # a search setting of deduplication, not part of the criterion
@@ -23,7 +26,11 @@ def matching_options(minima_options, x_train):
 
 
 class CatalogRerun:
-    """The experiment's dynamics, data and minima catalog, as the probing stages need them."""
+    """The experiment's dynamics, data and minima catalogue, as the probing stages need them.
+
+    Endpoints of re-runs are assigned by the catalogue's identity rule: against every
+    catalogued member's endpoint (the training shards), not only the minima's representatives.
+    """
 
     def __init__(self, snakemake):
         params = snakemake.params
@@ -35,20 +42,39 @@ class CatalogRerun:
         self.train_options = dict(
             seed=self.seed, device=params.device, memory_budget_mb=params.memory_budget_mb, **params.training
         )
+        self.budget_factors = list(params.rerun_budget_factors)
+        shards = xr.concat([read_dataset(path) for path in snakemake.input.shards], dim="member").sortby("member")
+        self.catalog_theta = shards["final_theta"].values
+        self.catalog_loss = shards["loss"].values
+        self.catalog_labels = self.minima["minimum_of_member"].sel(member=shards["member"]).values
 
     def run(self, starts):
-        """Final parameters, losses and whether each run converged."""
-        result = train_ensemble(self.arch, *self.data, starts, np.arange(len(starts)), **self.train_options)
-        converged = result["status"].values == CONVERGED
-        log.info("%d starts: %d converged", len(starts), int(converged.sum()))
-        return result["final_theta"].values, result["loss"].values, converged
+        """Final parameters, losses and statuses; runs that spend their budget are run again
+        with larger ones (``rerun_budget_factors``) before they are left undecided."""
+
+        def run_with(points, factor):
+            options = dict(self.train_options, max_steps=int(round(self.train_options["max_steps"] * factor)))
+            result = train_ensemble(self.arch, *self.data, points, np.arange(len(points)), **options)
+            return result["final_theta"].values, result["loss"].values, result["status"].values
+
+        final_theta, loss, status = run_until_decided(run_with, starts, budget_factors=self.budget_factors)
+        counts = dict(zip(("converged", "budget", "diverged", "saddle"), np.bincount(status, minlength=len(STATUS_VALUES))))
+        log.info("%d starts: %s", len(starts), counts)
+        return final_theta, loss, status
+
+    def assign(self, final_theta, loss):
+        """Catalogue label of each endpoint by the identity rule (-1: not catalogued)."""
+        return assign_to_catalog(
+            final_theta, loss, self.catalog_theta, self.catalog_loss, self.arch, self.probes,
+            catalog_labels=self.catalog_labels, **self.matching,
+        )
 
 
-def probe_configured_rays(centres, returns, rays, *, seed, minimum_ids):
+def probe_configured_rays(centres, outcomes, rays, *, seed, minimum_ids):
     """:func:`basins.rays.probe_rays` as a config's ``rays`` section sets it (log-spaced radii)."""
     return probe_rays(
         centres,
-        returns,
+        outcomes,
         radii=np.geomspace(rays["smallest_radius"], rays["largest_radius"], rays["n_radii"]),
         n_directions=rays["n_directions"],
         n_bisection=rays["n_bisection"],

@@ -6,7 +6,9 @@ from _rerun import CatalogRerun
 from basins.connectivity import connect_minima
 from basins.flatness import network_errors_and_losses
 from basins.io import add_provenance, write_dataset
-from basins.minima import align_to, assign_to_catalog, canonicalize
+from basins.labels import CONVERGED
+from basins.minima import assign_to_catalog, canonicalize
+from basins.symmetry import nearest_image
 from basins.training import data_tensors, member_losses, resolve_device
 
 log = start(snakemake)
@@ -22,8 +24,8 @@ energy = partial(member_losses, x=x, y=y, arch=arch, **loss_options)
 
 def descend_from(points):
     """The experiment's own dynamics from each point; endpoints in the catalog's frame."""
-    final_theta, loss, converged = rerun.run(points)
-    return canonicalize(final_theta, arch), loss, converged
+    final_theta, loss, status = rerun.run(points)
+    return canonicalize(final_theta, arch), loss, status == CONVERGED
 
 
 def assign(endpoints, energies, theta, minimum_energy):
@@ -34,7 +36,7 @@ graph = connect_minima(
     minima["theta"].values,
     minima["loss"].values,
     energy,
-    align=partial(align_to, arch=arch),
+    align=lambda reference, theta: nearest_image(reference, theta, arch)[0],
     descend_from=descend_from,
     assign=assign,
     descent_grad_tol=params.training["grad_tol"],

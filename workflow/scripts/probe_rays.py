@@ -2,7 +2,7 @@ from _entry import start
 from _rerun import CatalogRerun, probe_configured_rays
 
 from basins.io import add_provenance, read_dataset, write_dataset
-from basins.minima import reached_minimum
+from basins.reruns import outcomes_of
 from basins.rays import select_minima_to_probe
 from basins.training import resolve_device
 
@@ -18,25 +18,23 @@ chosen = select_minima_to_probe(
 log.info("probing minima %s along %d rays each", chosen.tolist(), rays["n_directions"])
 
 
-def returns(starts, targets):
-    """Run the experiment's own dynamics from every start; did it reach its minimum?"""
-    final_theta, loss, converged = rerun.run(starts)
-    reached = reached_minimum(
-        final_theta, loss, minima["theta"].values, minima["loss"].values, chosen[targets],
-        rerun.arch, rerun.probes, **rerun.matching,
-    )
-    return reached & converged
+def outcomes(starts, targets):
+    """Run the experiment's own dynamics from every start: returned, left or undecided?"""
+    final_theta, loss, status = rerun.run(starts)
+    return outcomes_of(rerun.assign(final_theta, loss), status, chosen[targets])
 
 
-result = probe_configured_rays(minima["theta"].values[chosen], returns, rays, seed=seed, minimum_ids=chosen)
+result = probe_configured_rays(minima["theta"].values[chosen], outcomes, rays, seed=seed, minimum_ids=chosen)
 result = add_provenance(
     result,
     title=f"ray probes of experiment {snakemake.wildcards.experiment}, seed {seed}",
     stage="probe_rays",
-    stage_config={"rays": rays, "training": params.training, "minima": params.minima},
+    stage_config={"rays": rays, "training": params.training, "minima": params.minima,
+                  "rerun_budget_factors": list(params.rerun_budget_factors)},
     seed=seed,
     device=str(resolve_device(params.device)),
-    inputs=(snakemake.input.minima, snakemake.input.basins, snakemake.input.dataset),
+    inputs=(snakemake.input.minima, snakemake.input.basins, snakemake.input.dataset, *snakemake.input.shards),
 )
 write_dataset(result, snakemake.output[0])
-log.info("minimal exit radii: %s", result["minimal_exit_radius"].values)
+log.info("median exit radii (Kaplan-Meier): %s; undecided runs: %s", result["median_exit_radius"].values,
+         result["run_undecided_fraction"].values)

@@ -3,26 +3,25 @@ from _entry import start
 from _rerun import CatalogRerun
 
 from basins.io import add_provenance, write_dataset
-from basins.minima import UNASSIGNED, align_to, assign_to_catalog
+from basins.reruns import labels_of
+from basins.symmetry import nearest_image
 from basins.slices import slice_basins
 from basins.training import resolve_device
 
 log = start(snakemake)
 params = snakemake.params
 rerun = CatalogRerun(snakemake)
-theta, loss = rerun.minima["theta"].values, rerun.minima["loss"].values
+theta = rerun.minima["theta"].values
 # A random plane through the largest basin's minimum, and the plane through the two largest.
 origins, towards = [theta[0]], [None]
 if len(theta) >= 2:
     origins.append(theta[0])
-    towards.append(align_to(theta[0], theta[1], rerun.arch))
+    towards.append(nearest_image(theta[0], theta[1], rerun.arch)[0])
 
 
 def assign(starts):
-    final_theta, final_loss, converged = rerun.run(starts)
-    labels = assign_to_catalog(final_theta, final_loss, theta, loss, rerun.arch, rerun.probes, **rerun.matching)
-    labels[~converged] = UNASSIGNED
-    return labels
+    final_theta, final_loss, status = rerun.run(starts)
+    return labels_of(rerun.assign(final_theta, final_loss), status)
 
 
 slices = slice_basins(np.array(origins), towards, assign, seed=rerun.seed, **params.slices)
@@ -30,10 +29,11 @@ slices = add_provenance(
     slices,
     title=f"basin slices of experiment {snakemake.wildcards.experiment}, seed {rerun.seed}",
     stage="slice_basins",
-    stage_config={"slices": params.slices, "training": params.training, "minima": params.minima},
+    stage_config={"slices": params.slices, "training": params.training, "minima": params.minima,
+                  "rerun_budget_factors": list(params.rerun_budget_factors)},
     seed=rerun.seed,
     device=str(resolve_device(params.device)),
-    inputs=(snakemake.input.minima, snakemake.input.dataset),
+    inputs=(snakemake.input.minima, snakemake.input.dataset, *snakemake.input.shards),
 )
 write_dataset(slices, snakemake.output[0])
 log.info("boundary fractions: %s", slices["boundary_fraction"].values)
