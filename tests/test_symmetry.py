@@ -67,11 +67,11 @@ def best_scale(a_in, a_out, b_in, b_out):
     """Pair cost minimized over c > 0 by a grid on log c, then bounded Brent around the best point."""
 
     def cost(log_c):
-        c = np.exp(log_c)
-        return ((a_in - c * b_in) ** 2).sum() + ((a_out - b_out / c) ** 2).sum()
+        c = np.exp(np.asarray(log_c))[..., None]
+        return ((a_in - c * b_in) ** 2).sum(-1) + ((a_out - b_out / c) ** 2).sum(-1)
 
     grid = np.linspace(-12, 12, 2401)
-    start = grid[np.argmin([cost(u) for u in grid])]
+    start = grid[np.argmin(cost(grid))]
     bounds = (start - 0.02, start + 0.02)
     result = minimize_scalar(cost, bounds=bounds, method="bounded", options={"xatol": 1e-12})
     return min(result.fun, cost(start))
