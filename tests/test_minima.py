@@ -3,9 +3,9 @@ import pytest
 import torch
 import xarray as xr
 
+from basins.symmetry import nearest_image
 from basins.labels import AT_SADDLE, SADDLE, UNDECIDED_LABEL
 from basins.minima import (
-    align_to,
     assign_to_catalog,
     canonicalize,
     deduplicate_minima,
@@ -160,7 +160,7 @@ def test_alignment_undoes_a_permutation_the_canonical_sort_cannot():
     arch = Architecture(n_inputs=2, n_outputs=1, depth=1, width=3, activation="tanh")
     theta = canonicalize(initial_parameters(arch, [0], seed=5, init="gaussian"), arch)[0]
     swapped = apply_symmetry(theta, arch, np.random.default_rng(1))
-    np.testing.assert_allclose(align_to(theta, canonicalize(swapped[None], arch)[0], arch), theta, atol=1e-12)
+    np.testing.assert_allclose(nearest_image(theta, canonicalize(swapped[None], arch)[0], arch)[0], theta, atol=1e-12)
     # A copy whose units were permuted after canonicalization is matched back exactly.
     w_in, b_in = arch.layer_slices[0]
     w_out = arch.layer_slices[1][0]
@@ -169,7 +169,7 @@ def test_alignment_undoes_a_permutation_the_canonical_sort_cannot():
     permuted[w_in] = theta[w_in].reshape(3, 2)[order].ravel()
     permuted[b_in] = theta[b_in][order]
     permuted[w_out] = theta[w_out].reshape(1, 3)[:, order].ravel()
-    np.testing.assert_allclose(align_to(theta, permuted, arch), theta, atol=1e-12)
+    np.testing.assert_allclose(nearest_image(theta, permuted, arch)[0], theta, atol=1e-12)
 
 
 def test_without_parameters_solution_classes_are_grouped_by_function():
@@ -221,7 +221,7 @@ def test_alignment_matches_sign_flips_of_odd_units():
     flipped[w_in] = (theta[w_in].reshape(3, 2) * np.array([[-1.0], [1.0], [-1.0]])).ravel()
     flipped[b_in] = theta[b_in] * [-1, 1, -1]
     flipped[w_out] = theta[w_out] * [-1, 1, -1]
-    np.testing.assert_allclose(align_to(theta, flipped, arch), theta, atol=1e-12)
+    np.testing.assert_allclose(nearest_image(theta, flipped, arch)[0], theta, atol=1e-12)
 
 
 def test_no_converged_member_gives_an_empty_catalog():

@@ -19,7 +19,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 import xarray as xr
-from scipy.optimize import linear_sum_assignment
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
@@ -90,34 +89,6 @@ def _hidden_units(theta, arch, layer):
     return np.concatenate([theta[:, w_in].reshape(n, width, fan_in), bias], axis=2), theta[
         :, w_out
     ].reshape(n, fan_out, width)
-
-
-def align_to(reference: np.ndarray, theta: np.ndarray, arch: Architecture) -> np.ndarray:
-    """``theta`` with its hidden units permuted (and, for odd activations, sign-flipped) to
-    best match ``reference``.
-
-    Layer by layer from the input, units are matched by the Hungarian algorithm on the squared
-    distance of their incoming weights and bias (Kuhn 1955; the weight matching of Ainsworth
-    et al. 2023), and the next layer's inputs are permuted along.
-    """
-    aligned = np.array(theta, dtype=np.float64, copy=True)[None]
-    odd = arch.activation in ODD_ACTIVATIONS
-    for layer in range(arch.depth):
-        ref_in, _ = _hidden_units(reference[None], arch, layer)
-        own_in, own_out = _hidden_units(aligned, arch, layer)
-        cost = ((ref_in[0][:, None, :] - own_in[0][None, :, :]) ** 2).sum(-1)
-        flipped = ((ref_in[0][:, None, :] + own_in[0][None, :, :]) ** 2).sum(-1)
-        sign = np.where(odd & (flipped < cost), -1.0, 1.0)
-        rows, order = linear_sum_assignment(np.where(sign < 0, flipped, cost))
-        sign = sign[rows, order]
-        fan_in, (w_in, b_in) = arch.layer_shapes[layer][0], arch.layer_slices[layer]
-        w_out = arch.layer_slices[layer + 1][0]
-        units = own_in[0][order] * sign[:, None]
-        aligned[0, w_in] = units[:, :fan_in].ravel()
-        if b_in is not None:
-            aligned[0, b_in] = units[:, fan_in]
-        aligned[0, w_out] = (own_out[0][:, order] * sign).ravel()
-    return aligned[0]
 
 
 def function_fingerprints(theta: np.ndarray, arch: Architecture, probe_inputs: np.ndarray) -> np.ndarray:
