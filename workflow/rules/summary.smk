@@ -1,7 +1,8 @@
 rule summarize_study:
     input:
         basins=[
-            f"results/basins/{name}/seed{seed}.nc" for name, seed in basin_geometry_seeds()
+            f"results/basins/{name}/seed{seed}.nc"
+            for name, seed in basin_geometry_seeds()
         ],
         tentacles=[
             f"results/tentacles/{name}/seed{seed}.nc"
