@@ -118,6 +118,8 @@ def broken_config(tmp_path, edit):
         (lambda e: e["training"].update(loss="cross_entropy", beta_start=0.5), "beta_start needs beta_ramp_steps"),
         (lambda e: e["training"].update(loss="cross_entropy", beta_start=0.5, beta_ramp_steps=10), "stepwise dynamics"),
         (lambda e: e["training"].update(loss="cross_entropy", dynamics="gd", beta_ramp_steps=10), "beta_start other than"),
+        (lambda e: e["training"].update(dynamics="fire"), "basin_geometry: dynamics 'fire' is inertial"),
+        (lambda e: e["training"].update(stop_when_satisfied=True), "stop_when_satisfied stops runs"),
     ],
 )
 def test_a_broken_config_fails_before_any_job_and_names_the_key(tmp_path, edit, named):
@@ -238,12 +240,22 @@ def check_values(path, ds):
     """Value ranges every stage output must respect."""
     for name in ("basin_fraction", "train_error", "test_error", "unassigned_fraction",
                  "return_probability", "tentacle_fraction", "censored_fraction", "boundary_fraction",
-                 "agreement", "unmatched_fraction", "good_tentacle_fraction", "bad_tentacle_fraction"):
+                 "agreement", "unmatched_fraction", "good_tentacle_fraction", "bad_tentacle_fraction",
+                 "undecided_fraction", "saddle_fraction", "run_undecided_fraction", "return_probability_low",
+                 "return_probability_high", "exit_survival"):
         if name in ds:
             values = ds[name].values
             assert np.all((values[np.isfinite(values)] >= 0) & (values[np.isfinite(values)] <= 1)), (path, name)
     if "status" in ds:
-        assert set(np.unique(ds["status"].values)) <= {0, 1, 2}
+        assert set(np.unique(ds["status"].values)) <= {0, 1, 2, 3}
+    if "assigned_fraction" in ds:  # every member is at a minimum, a saddle, undecided or diverged
+        parts = ("assigned_fraction", "saddle_fraction", "undecided_fraction", "diverged_fraction")
+        assert sum(float(ds[name]) for name in parts) == pytest.approx(1.0), path
+    if "start_distance" in ds:  # the nearest image is never farther than the image reached
+        start, travel = ds["start_distance"].values, ds["travel_distance"].values
+        assert not np.any(start > travel * (1 + 1e-10) + 1e-12), path
+    if "outcome" in ds:
+        assert set(np.unique(ds["outcome"].values)) <= {0, 1, 2}
     if "minimum_of_member" in ds and ds.sizes.get("minimum", 0):
         assert ds["minimum_of_member"].max() < ds.sizes["minimum"]
     if "unassigned_fraction" in ds and "basin_fraction" in ds:
@@ -285,7 +297,8 @@ def test_tiny_study_runs_end_to_end_and_every_result_keeps_the_contract(tiny_stu
     # figures x (experiment, seed) pairs, one comparison, one protocol comparison, the summary,
     # ring figures x (ring, seed), the local entropy, the connectivity group's two, two per
     # jamming sweep and the digits sweep's test error
-    n_figures = 8 * 5 + 1 + 1 + 1 + 3 * 1 + 1 + 2 + 2 * 2 + 1
+    # (basin geometry figures only for the 3 experiments whose dynamics has basins to probe)
+    n_figures = 5 * 5 + 3 * 3 + 1 + 1 + 1 + 3 * 1 + 1 + 2 + 2 * 2 + 1
     assert len(pngs) == n_figures and len(sorted(results.rglob("*.pdf"))) == n_figures
     for png in pngs:
         width, height = Image.open(png).size
@@ -299,13 +312,20 @@ def test_tiny_study_runs_end_to_end_and_every_result_keeps_the_contract(tiny_stu
     assert (perceptron["phase"].isel(train_size=0) == 0).all() and (perceptron["phase"].isel(train_size=-1) == 1).all()
     assert np.isfinite(perceptron["transition_ratio"]).all()
     summary = (results / "summary.csv").read_text().splitlines()
-    assert len(summary) == 1 + 5 and summary[0].startswith("experiment,")
+    assert len(summary) == 1 + 3 and summary[0].startswith("experiment,")
 
     # The report builds, with a caption for every figure and no reStructuredText errors.
     report = snakemake("--directory", str(tmp_path), "--configfile", str(ROOT / "config/test.yaml"),
                        "--report", str(tmp_path / "report.html"))
     assert (tmp_path / "report.html").stat().st_size > 100_000
     assert "ERROR/" not in report.stdout + report.stderr
+
+    # Re-running catalogued starts reproduces their labels (the identity rule), and the
+    # catalogue holds minima, not saddles.
+    verify = subprocess.run([str(BIN / "python"), "-m", "basins.verify", str(results), "--n-rerun", "48"],
+                            capture_output=True, text=True)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert "| tiny_teacher | 1 |" in verify.stdout
 
     # Rerunning one stage reproduces its output exactly.
     minima = results / "minima/tiny_teacher/seed1.nc"

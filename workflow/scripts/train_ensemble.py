@@ -38,4 +38,4 @@ result = add_provenance(
     inputs=(snakemake.input.dataset, *snakemake.input.starting_points),
 )
 write_dataset(result, snakemake.output[0])
-log.info("status counts (converged, budget, diverged): %s", np.bincount(result.status.values, minlength=3))
+log.info("status counts (converged, budget, diverged, saddle): %s", np.bincount(result.status.values, minlength=4))

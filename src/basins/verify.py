@@ -1,0 +1,126 @@
+"""Check a finished study's basin catalogues against the invariants they must keep.
+
+``python -m basins.verify [results]`` re-reads every experiment's outputs under ``results/``
+(training shards, minima, basins) and reports, per experiment and seed:
+
+- ``reproduced``: the fraction of a sample of catalogued starts whose re-run (the same dynamics,
+  options and member ids, read from the shards' provenance) gets the label the catalogue gave
+  it, by the re-runs' identity rule (:func:`basins.minima.assign_to_catalog`);
+- ``start_above_travel``: members whose nearest-image start distance exceeds the distance to
+  the image they reached (must be 0; ``analyze_basins`` refuses to write any);
+- ``lowest_eigenvalue``: the lowest Hessian eigenvalue over the catalogued minima (their
+  representatives), which must not be negative beyond the experiment's ``curvature_tol``.
+
+Everything it needs is in the result files; no config is read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from basins.data import train_test_arrays
+from basins.io import read_dataset
+from basins.minima import assign_to_catalog, probe_inputs_for
+from basins.networks import Architecture
+from basins.reruns import labels_of
+from basins.training import train_ensemble
+
+log = logging.getLogger(__name__)
+
+
+def check_catalogue(
+    training: xr.Dataset,
+    minima: xr.Dataset,
+    dataset: xr.Dataset,
+    *,
+    training_options: dict,
+    minima_options: dict,
+    seed: int,
+    n_rerun: int = 256,
+) -> dict:
+    """Re-run ``n_rerun`` catalogued starts (evenly spaced member ids) and compare labels.
+
+    Returns ``reproduced`` (fraction), ``n_rerun`` and the ``lowest_eigenvalue`` of the
+    catalogued minima (their representatives' final points).
+    """
+    training = training.sortby("member")
+    arch = Architecture.from_json(training.attrs["architecture"])
+    labels = minima["minimum_of_member"].sel(member=training["member"]).values
+    rows = np.unique(np.linspace(0, training.sizes["member"] - 1, min(n_rerun, training.sizes["member"])).astype(int))
+    matching = dict(minima_options)
+    probes = probe_inputs_for(train_test_arrays(dataset)[0], matching.pop("n_probe"))
+    matching.pop("n_neighbors", None)
+    rerun = train_ensemble(
+        arch, *train_test_arrays(dataset), training["initial_theta"].values[rows], training["member"].values[rows],
+        seed=seed, device="cpu", progress_every_s=1e9, **training_options,
+    )
+    assigned = assign_to_catalog(
+        rerun["final_theta"].values, rerun["loss"].values, training["final_theta"].values, training["loss"].values,
+        arch, probes, catalog_labels=labels, **matching,
+    )
+    again = labels_of(assigned, rerun["status"].values)
+    lowest = np.nan
+    if "lowest_eigenvalue" in training and minima.sizes["minimum"]:
+        lowest = float(training["lowest_eigenvalue"].sel(member=minima["representative"].values).min())
+    return {"reproduced": float(np.mean(again == labels[rows])), "n_rerun": len(rows), "lowest_eigenvalue": lowest}
+
+
+def verify_results(results: Path, *, n_rerun: int = 256) -> list[dict]:
+    """:func:`check_catalogue` and the distance invariant for every experiment under ``results``."""
+    rows = []
+    for minima_path in sorted(results.glob("minima/*/seed*.nc")):
+        experiment, seed_name = minima_path.parent.name, minima_path.stem
+        seed = int(seed_name.removeprefix("seed"))
+        shards = sorted(results.glob(f"training/{experiment}/{seed_name}/shard*.nc"))
+        training = xr.concat([read_dataset(path) for path in shards], dim="member")
+        minima = read_dataset(minima_path)
+        config = json.loads(training.attrs["stage_config"])
+        log.info("%s seed %d: re-running %d catalogued starts", experiment, seed, n_rerun)
+        row = {"experiment": experiment, "seed": seed, "n_minima": minima.sizes["minimum"]}
+        row |= check_catalogue(
+            training, minima, read_dataset(results / f"datasets/{experiment}.nc"),
+            training_options=config["training"], minima_options=json.loads(minima.attrs["stage_config"]),
+            seed=seed, n_rerun=n_rerun,
+        )
+        basins_path = results / f"basins/{experiment}/{seed_name}.nc"
+        if basins_path.exists():
+            basins = read_dataset(basins_path)
+            start, travel = basins["start_distance"].values, basins["travel_distance"].values
+            row["start_above_travel"] = int(np.sum(start > travel * (1 + 1e-10) + 1e-12))
+        row["curvature_tol"] = config["training"].get("curvature_tol", 1e-6)
+        rows.append(row)
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results", nargs="?", default="results", type=Path)
+    parser.add_argument("--n-rerun", type=int, default=256, help="catalogued starts re-run per experiment")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("basins.training").setLevel(logging.WARNING)
+    rows = verify_results(args.results, n_rerun=args.n_rerun)
+    columns = ("experiment", "seed", "n_minima", "n_rerun", "reproduced", "start_above_travel", "lowest_eigenvalue")
+    print("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
+    for row in rows:
+        print("| " + " | ".join(_format(row.get(name, "")) for name in columns) + " |")
+    broken = [row["experiment"] for row in rows if row["reproduced"] < 0.999 or row.get("start_above_travel", 0)
+              or row["lowest_eigenvalue"] < -row["curvature_tol"]]
+    if broken:
+        print(f"invariants broken in: {', '.join(broken)}", file=sys.stderr)
+    return 1 if broken else 0
+
+
+def _format(value):
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
