@@ -261,7 +261,8 @@ class GradientFlow:
 
     def init_state(self, theta, grad, member_ids):
         ones = torch.ones(theta.shape[0], dtype=theta.dtype, device=theta.device)
-        return {"step_size": self.first_step * ones, "time": 0 * ones, "steps": _zeros(theta)}
+        return {"step_size": self.first_step * ones, "time": 0 * ones, "steps": _zeros(theta),
+                "step_cap": float("inf") * ones}
 
     def finished(self, state):
         return state["time"] >= self.max_time
@@ -280,14 +281,18 @@ class GradientFlow:
         accept = torch.isfinite(error_norm) & (error_norm <= 1.0) & torch.isfinite(stage_loss)
         # The flow never raises the loss. Near a minimum an explicit step can sit at its
         # stability limit, oscillating with an amplitude the error test accepts (~ rtol |theta|),
-        # so the gradient never falls below a tight grad_tol and the budget, not the flow,
-        # ends the run; rejecting steps that raise the loss (beyond round-off) prevents that.
-        accept &= stage_loss <= loss + 1e-12 * loss.abs() + torch.finfo(loss.dtype).tiny
+        # so the gradient never falls below a tight grad_tol and the budget, not the flow, ends
+        # the run. A step that raises the loss (beyond round-off) is rejected and caps the step
+        # size at half its length, a learned stability bound that is probed upward slowly.
+        rises = accept & (stage_loss > loss + 1e-12 * loss.abs())
+        accept &= ~rises
+        cap = state.get("step_cap", torch.full_like(h[:, 0], float("inf")))
+        state["step_cap"] = torch.where(rises, 0.5 * h[:, 0], torch.where(accept, 1.1 * cap, cap))
         factor = (0.9 * error_norm.clamp_min(1e-10) ** -0.2).clamp(0.2, 5.0)
         factor = torch.where(torch.isfinite(error_norm), factor, torch.full_like(factor, 0.2))
-        factor = torch.where(accept, factor, factor.clamp_max(0.5))  # a rejected step never grows
+        factor = torch.where(accept, factor, factor.clamp_max(1.0))  # a rejected step never grows
         state["time"] = state["time"] + torch.where(accept, h[:, 0], 0.0)
-        state["step_size"] = h[:, 0] * factor
+        state["step_size"] = torch.minimum(h[:, 0] * factor, state["step_cap"])
         state["steps"] = state["steps"] + 1
         keep = accept.unsqueeze(1)
         theta = torch.where(keep, candidate, theta)
