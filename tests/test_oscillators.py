@@ -9,6 +9,7 @@ from basins.oscillators import (
     KuramotoRing,
     attractor_distance,
     classify_twisted_states,
+    distance_to_twisted_state,
     fit_winding_distribution,
     relax_ring,
     torus_distance,
@@ -108,6 +109,7 @@ def test_every_member_of_a_small_ring_reaches_a_stable_twisted_state(small_ring_
     basins = analyze_basins(
         catalog["minimum_of_member"].values, start, result["final_theta"].values,
         n_minima=catalog.sizes["minimum"], distance=attractor_distance,
+        end_offset=distance_to_twisted_state(result["final_theta"].values, winding_number(result["final_theta"].values)),
     )
     assert float(basins["basin_fraction"].sum()) == pytest.approx(1.0)
     assert "test_error" not in basins

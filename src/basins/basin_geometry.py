@@ -47,6 +47,7 @@ def analyze_basins(
     *,
     n_minima: int | None = None,
     distance: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+    end_offset: np.ndarray | None = None,
     confidence_z: float = 1.96,
 ) -> xr.Dataset:
     """Basin fractions with uncertainties, and member travel distances.
@@ -65,7 +66,11 @@ def analyze_basins(
         the minimum its end point lies on (networks: :func:`basins.symmetry.nearest_image_distance`;
         rings: :func:`basins.oscillators.torus_distance`); without it ``start_distance`` equals
         ``travel_distance``. A nearest image is never farther than the image reached: a
-        ``start_distance`` above ``travel_distance`` (beyond round-off) is refused.
+        ``start_distance`` above ``travel_distance + end_offset`` (beyond round-off) is refused.
+    end_offset : ndarray, shape (member,), optional
+        Where ``distance`` measures to an exact attractor rather than to the end point's images
+        (rings: the twisted-state circle), each end point's distance from that attractor; the
+        triangle inequality then bounds ``start_distance`` by ``travel_distance + end_offset``.
     confidence_z : float
         Normal quantile of the Wilson intervals (1.96 for 95 %).
 
@@ -95,7 +100,8 @@ def analyze_basins(
     travel[~assigned] = np.nan
     start_distance = travel.copy() if distance is None else distance(initial_theta, final_theta)
     start_distance[~assigned] = np.nan
-    farther = np.flatnonzero(start_distance > travel * (1 + 1e-10) + 1e-12)
+    slack = 0.0 if end_offset is None else np.asarray(end_offset, dtype=float)
+    farther = np.flatnonzero(start_distance > (travel + slack) * (1 + 1e-10) + 1e-12)
     if len(farther):
         raise ValueError(
             f"start_distance exceeds travel_distance for {len(farther)} members (first: member "

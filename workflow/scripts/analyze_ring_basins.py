@@ -3,18 +3,28 @@ from _entry import start
 
 from basins.basin_geometry import analyze_basins
 from basins.io import add_provenance, read_dataset, write_dataset
-from basins.oscillators import DISTANCE_CONVENTION, KuramotoRing, attractor_distance, fit_winding_distribution
+from basins.oscillators import (
+    DISTANCE_CONVENTION,
+    KuramotoRing,
+    attractor_distance,
+    distance_to_twisted_state,
+    fit_winding_distribution,
+    winding_number,
+)
 
 log = start(snakemake)
 minima = read_dataset(snakemake.input.minima)
 relaxation = xr.concat([read_dataset(path) for path in snakemake.input.shards], dim="member")
 ring = KuramotoRing.from_json(minima.attrs["ring"])
+final = relaxation["final_theta"].values
 basins = analyze_basins(
     minima["minimum_of_member"].values,
     relaxation["initial_theta"].values,
     relaxation["final_theta"].values,
     n_minima=minima.sizes["minimum"],
     distance=attractor_distance,
+    # start distances are to the exact twisted state, travel distances to where the run stopped
+    end_offset=distance_to_twisted_state(final, winding_number(final)),
     **snakemake.params.basins,
 ).assign_coords(member=relaxation["member"])
 fit = fit_winding_distribution(
