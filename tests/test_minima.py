@@ -244,6 +244,7 @@ def test_saddles_are_labelled_not_catalogued():
 @pytest.mark.parametrize(
     "counts, on_plateau, widest",
     [([131, 36, 30, 23, 17, 17, 17], False, (2.0, 10.0)), ([9, 5, 4, 4, 4, 3, 1], True, (0.5, 2.0)),
+     ([42, 12, 4, 3, 3, 3, 3], True, (1.0, 10.0)), ([9, 8, 4, 4, 3, 1, 1], False, (0.5, 1.0)),
      ([4] * 7, True, (0.1, 10.0))],
 )
 def test_tolerance_plateau(counts, on_plateau, widest):

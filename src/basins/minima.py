@@ -432,19 +432,20 @@ def assign_to_catalog(
     return labels
 
 
-def tolerance_plateau(counts: np.ndarray) -> tuple[bool, float, float]:
-    """Is the minima count on a plateau around the chosen tolerances, and where is the widest one?
+def tolerance_plateau(counts: np.ndarray, *, min_span: float = 4.0) -> tuple[bool, float, float]:
+    """Is the minima count on a plateau at the chosen tolerances, and where is the widest one?
 
     ``counts`` are the counts at :data:`TOLERANCE_FACTORS`. On a plateau means the count at
-    factor 1 equals those at the neighbouring factors (0.5 and 2): the count is then a
-    measurement, not a choice of tolerance. The widest plateau is the longest run of equal
-    counts; its first and last factors are returned.
+    factor 1 is unchanged over a range of factors that contains 1 and spans at least
+    ``min_span`` (e.g. 0.5 to 2, or 1 to 5): the count is then a measurement, not a choice of
+    tolerance. The widest plateau is the longest run of equal counts; its first and last
+    factors are returned.
     """
     factors = np.asarray(TOLERANCE_FACTORS)
-    chosen = int(np.flatnonzero(factors == 1.0)[0])
-    on_plateau = bool(counts[chosen - 1] == counts[chosen] == counts[chosen + 1])
     runs = np.split(np.arange(len(counts)), np.flatnonzero(np.diff(counts)) + 1)
-    widest = max(runs, key=len)
+    chosen = next(run for run in runs if factors[run[0]] <= 1.0 <= factors[run[-1]])
+    on_plateau = bool(factors[chosen[-1]] / factors[chosen[0]] >= min_span)
+    widest = max(runs, key=lambda run: factors[run[-1]] / factors[run[0]])
     return on_plateau, float(factors[widest[0]]), float(factors[widest[-1]])
 
 
@@ -452,7 +453,7 @@ def _plateau_variables(counts):
     on_plateau, low, high = tolerance_plateau(counts)
     return {
         "on_tolerance_plateau": ((), np.int8(on_plateau), variable_attrs(
-            "minima count equal at tolerance factors 0.5, 1 and 2", flag_values="0 1",
+            "minima count unchanged over tolerance factors spanning >= 4 around 1", flag_values="0 1",
             flag_meanings="no_plateau plateau")),
         "widest_plateau_low": ((), low, variable_attrs("smallest tolerance factor of the widest plateau")),
         "widest_plateau_high": ((), high, variable_attrs("largest tolerance factor of the widest plateau")),
