@@ -183,6 +183,8 @@ def network_errors_and_losses(arch, x, y, *, member_loss, chunk: int = 4096):
                 block = torch.as_tensor(points[start : start + chunk], dtype=x.dtype, device=x.device)
                 errors.append((margins(forward(block, x, arch), y) <= 0).to(x.dtype).mean(1).cpu().numpy())
                 losses.append(member_loss(block).cpu().numpy())
+        if not errors:  # no point (an empty catalogue)
+            return np.empty(0), np.empty(0)
         return np.concatenate(errors), np.concatenate(losses)
 
     return evaluate

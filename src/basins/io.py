@@ -154,10 +154,34 @@ def write_dataset(ds: xr.Dataset, path: str | os.PathLike) -> None:
     os.close(handle)
     try:
         ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=encoding)
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def file_mode() -> int:
+    """The mode a plain ``open()`` gives a new file under the process's umask (``0o666 & ~umask``).
+
+    Temporary files from :mod:`tempfile` are private (0600); results renamed from them get
+    this mode instead, as if written in place.
+    """
+    return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    # Linux reports it (since 4.7); elsewhere it can only be read by setting it and setting it
+    # straight back, a window in which another thread's new file would get umask 022.
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
 
 
 def read_dataset(path: str | os.PathLike) -> xr.Dataset:

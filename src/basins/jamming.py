@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from basins.checkpoints import fingerprint_arrays
 from basins.io import variable_attrs
 from basins.losses import check_loss, l2_penalty, margins, sample_losses
 from basins.networks import Architecture, forward
@@ -167,6 +168,8 @@ def sweep_jamming(
         A member whose budget ran out with fewer than ``undecided_fraction * N`` unsatisfied
         points is marked undecided: it may have been about to fit. Undecided members are
         left out of the transition estimate and counted, not silently counted as UNSAT.
+    checkpoint_path, checkpoint_every_s : see :func:`basins.training.train_ensemble`; a
+        checkpoint is resumed only on the same pool (``x_pool``, ``y_pool``) and sizes.
 
     Returns
     -------
@@ -212,6 +215,7 @@ def sweep_jamming(
         dtype=torch_dtype,
         chunk=network_chunk_size(arch, len(y_pool), memory_budget_mb, torch_dtype, torch_device),
         run_id=("jamming", arch, loss, margin, l2, n_train, delta_tol, dtype),
+        data_fingerprint=fingerprint_arrays(x_pool, y_pool),
         checkpoint_path=checkpoint_path,
         checkpoint_every_s=checkpoint_every_s,
         progress_every_s=progress_every_s,

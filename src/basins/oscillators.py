@@ -192,7 +192,8 @@ def relax_ring(
     """Run the dynamics on the ring from every starting state, with the training engine.
 
     The options are those of :func:`basins.training.train_ensemble` (minibatch SGD aside: a
-    ring has no data). Returns the engine's per-member variables, ``loss`` being the energy V.
+    ring has no data: ``ring`` alone defines the landscape, and names it in a checkpoint).
+    Returns the engine's per-member variables, ``loss`` being the energy V.
     """
     if initial_theta.shape != (len(member_ids), ring.n_params):
         raise ValueError(

@@ -91,6 +91,7 @@ def nudged_elastic_band(
     device: str = "cpu",
     chunk: int = 4096,
     checkpoint_path=None,
+    data_fingerprint: str = "",
     progress_every_s: float = 30.0,
 ) -> dict[str, np.ndarray]:
     """Relax straight-line bands from ``start`` to ``end`` (both ``(pair, param)``) into
@@ -114,6 +115,10 @@ def nudged_elastic_band(
     max_move : float
         Longest FIRE step of a band (norm over all its images). FIRE's velocity can build up
         on the band's non-conservative forces; the cap keeps a band from running away.
+    checkpoint_path, data_fingerprint : path, str
+        Checkpoint of the relaxation (:func:`basins.training.descend`); ``energy`` is not
+        part of its name, so pass a hash of the data it reads
+        (:func:`basins.checkpoints.fingerprint_arrays`) with a checkpoint.
 
     Returns
     -------
@@ -149,6 +154,7 @@ def nudged_elastic_band(
             run_id=("nudged_elastic_band", n_images, spring, climbing),
             max_move=max_move,
             checkpoint_path=checkpoint_path,
+            data_fingerprint=data_fingerprint,
             progress_every_s=progress_every_s,
         )
 

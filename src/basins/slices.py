@@ -89,17 +89,17 @@ def slice_basins(
         raise ValueError(f"n_grid={n_grid} must be >= 2 and extent={extent} > 0")
     n_planes, n_params = origins.shape
     coordinates = np.linspace(-1.0, 1.0, n_grid)
-    bases, scales, partners = [], [], []
+    bases, scales, partners = np.empty((n_planes, 2, n_params)), np.empty(n_planes), np.empty(n_planes)
     for plane, (origin, toward) in enumerate(zip(origins, towards)):
-        bases.append(plane_basis(origin, toward, seed=seed + plane))
-        distance = np.nan if toward is None else float(np.linalg.norm(toward - origin))
-        partners.append(distance)
-        scales.append(extent if toward is None else max(extent, 1.25 * distance))
-    bases, scales = np.array(bases), np.array(scales)
+        bases[plane] = plane_basis(origin, toward, seed=seed + plane)
+        partners[plane] = np.nan if toward is None else float(np.linalg.norm(toward - origin))
+        scales[plane] = extent if toward is None else max(extent, 1.25 * partners[plane])
     grid_u, grid_v = np.meshgrid(coordinates, coordinates, indexing="ij")
     offsets = np.stack([grid_u, grid_v], axis=-1)[None] * scales[:, None, None, None]
     starts = origins[:, None, None, :] + np.einsum("pijk,pkn->pijn", offsets, bases)
-    labels = assign(starts.reshape(-1, n_params)).reshape(n_planes, n_grid, n_grid)
+    labels = np.empty((0, n_grid, n_grid), dtype=np.int64)  # no plane (an empty catalogue): no runs
+    if n_planes:
+        labels = assign(starts.reshape(-1, n_params)).reshape(n_planes, n_grid, n_grid)
     return xr.Dataset(
         {
             "label": (
@@ -124,7 +124,7 @@ def slice_basins(
             ),
             "basis": (("plane", "axis", "param"), bases, variable_attrs("orthonormal axes of the plane")),
             "scale": ("plane", scales, variable_attrs("half-width of the grid", "1")),
-            "partner_u": ("plane", np.array(partners), variable_attrs("second minimum's coordinate along axis 0")),
+            "partner_u": ("plane", partners, variable_attrs("second minimum's coordinate along axis 0")),
         },
         coords={
             "plane": ("plane", np.arange(n_planes), variable_attrs("plane index")),

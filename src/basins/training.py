@@ -9,7 +9,6 @@ converged, diverged or spent its budget.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from basins.checkpoints import fingerprint_arrays, load_checkpoint, run_fingerprint, save_checkpoint
 from basins.dynamics import Objective, make_stepper
 from basins.flatness import lowest_eigenpairs, make_hvp
 from basins.io import variable_attrs
@@ -226,7 +226,11 @@ def train_ensemble(
         Members are processed in chunks sized to stay within this working memory.
     checkpoint_path : path, optional
         Where to save progress every ``checkpoint_every_s`` seconds; an existing checkpoint of
-        the same run is resumed from. It is removed once the run is complete.
+        the same run is resumed from: same settings, starting points, training data
+        (``x_train``, ``y_train``), package source code and torch version
+        (:mod:`basins.checkpoints`). Any other checkpoint there is discarded, with a log line
+        saying which of these differ; any edit to ``src/basins`` discards them all. It is
+        removed once the run is complete.
 
     Returns
     -------
@@ -281,7 +285,8 @@ def train_ensemble(
     )
     out = descend(
         objective, initial_theta, member_ids, annealed=annealed, anneal_steps=beta_ramp_steps,
-        checkpoint_path=checkpoint_path, checkpoint_every_s=checkpoint_every_s, **engine,
+        checkpoint_path=checkpoint_path, checkpoint_every_s=checkpoint_every_s,
+        data_fingerprint=fingerprint_arrays(x_train, y_train), **engine,
     )
     if not stop_when_satisfied:
         x, y = data["train"]
@@ -421,6 +426,7 @@ def descend(
     seed: int = 0,
     checkpoint_path: str | os.PathLike | None = None,
     checkpoint_every_s: float = 300.0,
+    data_fingerprint: str = "",
     progress_every_s: float = 30.0,
 ) -> dict:
     """Run the dynamics on any landscape given by its ``objective``; the engine of every stage.
@@ -435,8 +441,11 @@ def descend(
     objective of the first ``anneal_steps`` steps (``objective`` is the final one): the point
     reached by a step is evaluated on the next step's landscape (as is minibatch SGD's gradient
     for that step), and no member converges by its gradient before the landscape has stopped
-    moving. ``run_id`` names the landscape for the checkpoint, which is only resumed by the
-    same run. See :func:`train_ensemble` for the other options. Returns the per-member arrays (``final_theta``, ``status``, ``steps``,
+    moving. ``run_id`` names the landscape for the checkpoint and ``data_fingerprint`` hashes
+    the data its objective reads (:func:`basins.checkpoints.fingerprint_arrays`; empty for a
+    landscape with no data beyond ``run_id``): a checkpoint is only resumed by the same run,
+    on the same data, code and torch version (:mod:`basins.checkpoints`). See
+    :func:`train_ensemble` for the other options. Returns the per-member arrays (``final_theta``, ``status``, ``steps``,
     ``grad_norm``, ``wall_time``, ``flow_time``, ``loss_history`` at ``history_steps``).
     """
     stepper = make_stepper(
@@ -455,9 +464,10 @@ def descend(
     )
     n_members = len(member_ids)
     history_steps = log_spaced_steps(max_steps)
-    fingerprint = _run_fingerprint(
+    fingerprint = run_fingerprint(
         *run_id, initial_theta, member_ids, dynamics, lr, max_steps, grad_tol, momentum,
         batch_size, rtol, atol, seed, dtype, max_move, lr_decay_every, lr_decay_factor, anneal_steps,
+        check_every, divergence_threshold, data=data_fingerprint,
     )
     out = _load_checkpoint(checkpoint_path, fingerprint) or _empty_results(
         initial_theta, history_steps
@@ -713,34 +723,18 @@ def _as_dataset(out, member_ids, initial_theta, arch, dynamics):
     )
 
 
-def _run_fingerprint(*parts) -> str:
-    digest = hashlib.sha256()
-    for part in parts:
-        digest.update(part.tobytes() if isinstance(part, np.ndarray) else repr(part).encode())
-    return digest.hexdigest()
-
-
 def _save_checkpoint(path, fingerprint, out, live):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"fingerprint": fingerprint, "out": out}
+    payload = {"out": out}
     if live is not None:
         theta, state, loss_now, grad, active, step = live
-        payload["live"] = tuple(
-            _to_cpu(value) for value in (theta, state, loss_now, grad, active)
-        ) + (step,)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+        payload["live"] = tuple(_to_cpu(value) for value in (theta, state, loss_now, grad, active)) + (step,)
+    save_checkpoint(path, fingerprint, payload)
     log.info("checkpoint written: %s (members done: %d)", path, int((out["status"] >= 0).sum()))
 
 
 def _load_checkpoint(path, fingerprint):
-    if path is None or not Path(path).exists():
-        return None
-    payload = torch.load(path, weights_only=False)
-    if payload.get("fingerprint") != fingerprint:
-        log.warning("checkpoint %s belongs to another run; starting over", path)
+    payload = load_checkpoint(path, fingerprint)
+    if payload is None:
         return None
     out = payload["out"]
     if "live" in payload:

@@ -1,12 +1,70 @@
 # Config validation, input functions and config look-ups shared by all rule files.
+import difflib
+import math
+import os
+import subprocess
 from argparse import Namespace
 from pathlib import Path
 
+from jsonschema import ValidationError
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-validate(
-    config, workflow.source_path("../schemas/config.schema.yaml"), set_default=True
-)
+
+def check_finite(value, where=""):
+    """No .nan or .inf anywhere: the schema's bounds let them through (nan compares false)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            check_finite(item, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            check_finite(item, f"{where}[{index}]")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(
+            f"{where}={value}: every number in the config must be finite; set a finite value"
+        )
+
+
+def validate_config(schema):
+    """The schema's validation, its error cut to the key path, what was wrong, and for an
+    unknown key the closest valid one (Snakemake's own message prints the whole schema).
+    """
+    try:
+        validate(config, workflow.source_path(schema), set_default=True)
+    except WorkflowError as error:
+        cause = error.__context__
+        if not isinstance(cause, ValidationError):
+            raise
+        raise ValueError(schema_error(cause)) from None
+
+
+def schema_error(error):
+    where = (
+        ".".join(str(part) for part in error.absolute_path) or "the config's top level"
+    )
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = list(error.schema.get("properties", {}))
+        unknown = [key for key in error.instance if key not in allowed]
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hints.append(
+                f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+            )
+        return (
+            f"config: unknown key {', '.join(hints)} in {where}; allowed keys there: "
+            f"{', '.join(allowed)}"
+        )
+    description = (
+        error.schema.get("description") if isinstance(error.schema, dict) else None
+    )
+    return f"config: {where}: {error.message}" + (
+        f" ({' '.join(description.split())})" if description else ""
+    )
+
+
+check_finite(config)
+validate_config("../schemas/config.schema.yaml")
 
 EXPERIMENTS = config["experiments"]
 COMPARISONS = config["comparisons"]
@@ -68,6 +126,52 @@ def check_experiments():
             )
         check_beta_schedule(f"experiments.{name}.training", training)
         check_basin_geometry(name, experiment)
+        check_dataset(
+            f"experiments.{name}.dataset",
+            experiment["dataset"],
+            experiment["dataset"]["n_train"],
+        )
+
+
+# Raw inputs of the real data sets: images of sklearn's digits (8 x 8 pixels) and the
+# mnist1d signals (length 40); mnist1d generates as many samples as asked.
+DIGITS_IMAGES = 1797
+RAW_FEATURES = {"digits": 64, "mnist1d": 40}
+SYNTHETIC_DATASETS = ("random_patterns", "teacher_student", "gaussian_mixture")
+
+
+def check_dataset(where, dataset, n_train):
+    """basins.data.prepare_dataset's checks on a config section, before any job runs."""
+    kind, task, n_features = dataset["kind"], dataset["task"], dataset["n_features"]
+    n_test = dataset["n_test"]
+    if kind in SYNTHETIC_DATASETS and n_features is None:
+        raise ValueError(
+            f"{where}: kind {kind!r} needs n_features (the input dimension); set e.g. n_features: 10"
+        )
+    if kind in (*SYNTHETIC_DATASETS, "two_moons") and task != "binary":
+        raise ValueError(
+            f"{where}.task={task!r}: {kind!r} has two classes only; set task: binary (or leave it out)"
+        )
+    if kind == "two_moons" and n_features not in (None, 2):
+        raise ValueError(
+            f"{where}.n_features={n_features}: two_moons is 2-D; leave n_features out"
+        )
+    if kind in RAW_FEATURES and task not in ("parity", "classes"):
+        raise ValueError(
+            f"{where}.task={task!r}: {kind!r} offers the tasks 'parity' (even vs odd) and 'classes'"
+        )
+    if kind == "digits" and n_train + n_test > DIGITS_IMAGES:
+        raise ValueError(
+            f"{where}: n_train + n_test = {n_train} + {n_test} = {n_train + n_test} exceeds the "
+            f"{DIGITS_IMAGES} images of the digits data set; lower n_train or n_test"
+        )
+    if kind in RAW_FEATURES and n_features is not None:
+        limit = min(RAW_FEATURES[kind], n_train)
+        if n_features > limit:
+            raise ValueError(
+                f"{where}.n_features={n_features}: {kind!r} has {RAW_FEATURES[kind]} raw features "
+                f"and the PCA is fitted on n_train = {n_train} points; choose n_features <= {limit}"
+            )
 
 
 def check_basin_geometry(name, experiment):
@@ -241,6 +345,38 @@ def check_jamming():
                 f"jamming.{name}.train_sizes.smallest={sizes['smallest']} must be below "
                 f"largest={sizes['largest']}"
             )
+        # The pool holds the largest training set (jamming_dataset).
+        check_dataset(f"jamming.{name}.dataset", sweep["dataset"], sizes["largest"])
+
+
+def check_gpu_visible():
+    """use_gpu with jobs run on this machine: fail before the first job if nvidia-smi lists no
+    GPU here (or CUDA_VISIBLE_DEVICES hides them all). Torch-free, so only a first check: each
+    job checks its own machine with torch before it touches a file (compute_options in
+    workflow/scripts/_entry.py), the only check where jobs run elsewhere (a cluster executor:
+    the submit host needs no GPU)."""
+    if not config["use_gpu"] or not workflow.local_exec:
+        return
+    if not any(job.rule.resources.get("gpu") for job in workflow.dag.needrun_jobs()):
+        return
+    found = False
+    if os.environ.get("CUDA_VISIBLE_DEVICES", "0").strip() not in ("", "-1"):
+        try:
+            listed = subprocess.run(
+                ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30
+            )
+            found = listed.returncode == 0 and "GPU" in listed.stdout
+        except (OSError, subprocess.SubprocessError):
+            pass
+    if not found:
+        raise WorkflowError(
+            "use_gpu: true, but the jobs would run on this machine and it shows no NVIDIA GPU "
+            "(nvidia-smi -L); set use_gpu: false, or run with a cluster profile whose jobs get GPU nodes"
+        )
+
+
+onstart:
+    check_gpu_visible()
 
 
 check_experiments()

@@ -15,7 +15,5 @@ rule measure_flatness:
     params:
         flatness=section("flatness"),
         training=section("training"),
-        device="cuda" if config["use_gpu"] else "auto",
-        memory_budget_mb=config["memory_budget_mb"],
     script:
         "../scripts/measure_flatness.py"

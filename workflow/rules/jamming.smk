@@ -31,9 +31,6 @@ rule sweep_jamming:
         training=jamming_section("training"),
         train_sizes=jamming_section("train_sizes"),
         checkpoint="results/checkpoints/jamming/{jamming}/depth{depth}_width{width}_seed{seed}.pt",
-        checkpoint_every_s=config["checkpoint_every_s"],
-        memory_budget_mb=config["memory_budget_mb"],
-        device="cuda" if config["use_gpu"] else "auto",
     script:
         "../scripts/sweep_jamming.py"
 

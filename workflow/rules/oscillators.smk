@@ -20,9 +20,6 @@ rule relax_ring:
         relaxation=ring_section("relaxation"),
         ensemble=ring_section("ensemble"),
         checkpoint="results/checkpoints/oscillators/{ring}/seed{seed}/shard{shard}.pt",
-        checkpoint_every_s=config["checkpoint_every_s"],
-        memory_budget_mb=config["memory_budget_mb"],
-        device="cuda" if config["use_gpu"] else "auto",
     script:
         "../scripts/relax_ring.py"
 
@@ -78,8 +75,6 @@ rule probe_ring_rays:
         rays=ring_section("rays"),
         relaxation=ring_section("relaxation"),
         twisted_states=ring_section("twisted_states"),
-        memory_budget_mb=config["memory_budget_mb"],
-        device="cuda" if config["use_gpu"] else "auto",
     script:
         "../scripts/probe_ring_rays.py"
 

@@ -19,7 +19,5 @@ rule probe_rays:
         training=section("training"),
         minima=minima_options,
         rerun_budget_factors=config["rerun_budget_factors"],
-        memory_budget_mb=config["memory_budget_mb"],
-        device="cuda" if config["use_gpu"] else "auto",
     script:
         "../scripts/probe_rays.py"

@@ -18,7 +18,5 @@ rule slice_basins:
         training=section("training"),
         minima=minima_options,
         rerun_budget_factors=config["rerun_budget_factors"],
-        memory_budget_mb=config["memory_budget_mb"],
-        device="cuda" if config["use_gpu"] else "auto",
     script:
         "../scripts/slice_basins.py"

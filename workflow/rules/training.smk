@@ -17,8 +17,5 @@ rule train_ensemble:
         training=section("training"),
         ensemble=section("ensemble"),
         checkpoint="results/checkpoints/{experiment}/seed{seed}/shard{shard}.pt",
-        checkpoint_every_s=config["checkpoint_every_s"],
-        memory_budget_mb=config["memory_budget_mb"],
-        device="cuda" if config["use_gpu"] else "auto",
     script:
         "../scripts/train_ensemble.py"

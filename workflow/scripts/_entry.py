@@ -33,13 +33,36 @@ def start(snakemake) -> logging.Logger:
     return log
 
 
-def engine_options(params) -> dict:
-    """Where and how a training-engine job runs: device, memory budget, checkpointing."""
+def compute_options(snakemake) -> dict:
+    """Where a job computes and within how much memory: ``device`` (resolved, e.g. "cpu") and
+    ``memory_budget_mb``.
+
+    Read from the config, not from the rule's params: params are a rerun trigger, and these
+    settings change results by round-off at most (chunking never does, the device by
+    round-off), so changing them must not rerun the study. A job that asks for a GPU where
+    there is none fails here, before it reads or writes anything.
+    """
+    from basins.training import resolve_device
+
+    config = snakemake.config
+    device = "cuda" if config["use_gpu"] else "auto"
+    try:
+        device = str(resolve_device(device))
+    except ValueError:
+        raise ValueError(
+            "use_gpu: true, but this job's machine has no CUDA device; set use_gpu: false or "
+            "run the jobs on GPU nodes (a cluster profile)"
+        ) from None
+    return dict(device=device, memory_budget_mb=config["memory_budget_mb"])
+
+
+def engine_options(snakemake) -> dict:
+    """:func:`compute_options` and the checkpointing of a training-engine job (the interval,
+    like them, from the config: it changes no result)."""
     return dict(
-        device=params.device,
-        memory_budget_mb=params.memory_budget_mb,
-        checkpoint_path=params.checkpoint,
-        checkpoint_every_s=params.checkpoint_every_s,
+        compute_options(snakemake),
+        checkpoint_path=snakemake.params.checkpoint,
+        checkpoint_every_s=snakemake.config["checkpoint_every_s"],
     )
 
 

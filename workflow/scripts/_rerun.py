@@ -4,6 +4,7 @@ import logging
 
 import numpy as np
 import xarray as xr
+from _entry import compute_options
 
 from basins.data import train_test_arrays
 from basins.io import read_dataset
@@ -34,14 +35,13 @@ class CatalogRerun:
 
     def __init__(self, snakemake):
         params = snakemake.params
+        self.compute = compute_options(snakemake)
         self.seed = int(snakemake.wildcards.seed)
         self.minima = read_dataset(snakemake.input.minima)
         self.data = train_test_arrays(read_dataset(snakemake.input.dataset))
         self.arch = Architecture.from_json(self.minima.attrs["architecture"])
         self.matching, self.probes = matching_options(params.minima, self.data[0])
-        self.train_options = dict(
-            seed=self.seed, device=params.device, memory_budget_mb=params.memory_budget_mb, **params.training
-        )
+        self.train_options = dict(seed=self.seed, **self.compute, **params.training)
         self.budget_factors = list(params.rerun_budget_factors)
         shards = xr.concat([read_dataset(path) for path in snakemake.input.shards], dim="member").sortby("member")
         self.catalog_theta = shards["final_theta"].values

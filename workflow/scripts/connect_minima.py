@@ -9,13 +9,13 @@ from basins.io import add_provenance, write_dataset
 from basins.labels import CONVERGED
 from basins.minima import assign_to_catalog, canonicalize
 from basins.symmetry import nearest_image
-from basins.training import data_tensors, member_losses, resolve_device
+from basins.training import data_tensors, member_losses
 
 log = start(snakemake)
 params, wildcards = snakemake.params, snakemake.wildcards
 rerun = CatalogRerun(snakemake)
 arch, minima = rerun.arch, rerun.minima
-device = resolve_device(params.device)
+device = rerun.compute["device"]
 x_train, y_train, x_test, y_test = rerun.data
 loss_options = landscape_options(params.training)
 x, y = data_tensors(arch, x_train, y_train, device=device)

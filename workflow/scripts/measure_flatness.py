@@ -1,6 +1,6 @@
 from functools import partial
 
-from _entry import landscape_options, start
+from _entry import compute_options, landscape_options, start
 
 from basins.data import train_test_arrays
 from basins.flatness import hessian_chunk_size, measure_flatness, network_errors_and_losses
@@ -9,10 +9,11 @@ from basins.networks import Architecture
 from basins.training import data_tensors, member_losses, network_chunk_size, resolve_device
 
 log = start(snakemake)
+compute = compute_options(snakemake)
 params, seed = snakemake.params, int(snakemake.wildcards.seed)
 minima = read_dataset(snakemake.input.minima)
 arch = Architecture.from_json(minima.attrs["architecture"])
-device = resolve_device(params.device)
+device = resolve_device(compute["device"])
 x_train, y_train, _, _ = train_test_arrays(read_dataset(snakemake.input.dataset))
 x, y = data_tensors(arch, x_train, y_train, device=device)
 landscape = landscape_options(params.training)
@@ -21,8 +22,8 @@ chunk = hessian_chunk_size(
     arch.n_params,
     dense=arch.n_params <= params.flatness["max_dense_params"],
     n_lanczos=params.flatness["n_lanczos"],
-    memory_budget_mb=params.memory_budget_mb,
-    network_chunk=network_chunk_size(arch, len(y), params.memory_budget_mb, x.dtype, device),
+    memory_budget_mb=compute["memory_budget_mb"],
+    network_chunk=network_chunk_size(arch, len(y), compute["memory_budget_mb"], x.dtype, device),
 )
 log.info("%d minima, Hessians of %d at a time", minima.sizes["minimum"], chunk)
 flatness = measure_flatness(

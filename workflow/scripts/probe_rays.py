@@ -4,7 +4,6 @@ from _rerun import CatalogRerun, probe_configured_rays
 from basins.io import add_provenance, read_dataset, write_dataset
 from basins.reruns import outcomes_of
 from basins.rays import select_minima_to_probe
-from basins.training import resolve_device
 
 log = start(snakemake)
 params, seed = snakemake.params, int(snakemake.wildcards.seed)
@@ -32,7 +31,7 @@ result = add_provenance(
     stage_config={"rays": rays, "training": params.training, "minima": params.minima,
                   "rerun_budget_factors": list(params.rerun_budget_factors)},
     seed=seed,
-    device=str(resolve_device(params.device)),
+    device=rerun.compute["device"],
     inputs=(snakemake.input.minima, snakemake.input.basins, snakemake.input.dataset, *snakemake.input.shards),
 )
 write_dataset(result, snakemake.output[0])

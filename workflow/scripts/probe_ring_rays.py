@@ -1,14 +1,14 @@
 import numpy as np
-from _entry import start
+from _entry import compute_options, start
 from _rerun import probe_configured_rays
 
 from basins.io import add_provenance, read_dataset, write_dataset
 from basins.labels import BUDGET, DIVERGED, LEFT, RETURNED, SADDLE, UNDECIDED
 from basins.oscillators import KuramotoRing, distance_to_twisted_state, relax_ring, winding_number
 from basins.rays import select_minima_to_probe
-from basins.training import resolve_device
 
 log = start(snakemake)
+compute = compute_options(snakemake)
 params, seed = snakemake.params, int(snakemake.wildcards.seed)
 minima = read_dataset(snakemake.input.minima)
 basins = read_dataset(snakemake.input.basins)
@@ -26,8 +26,7 @@ def outcomes(starts, targets):
     A run within tolerance of its target counts as returned even if it spent its budget (as
     the catalogue counts members); one that spent it elsewhere is undecided.
     """
-    result = relax_ring(ring, starts, np.arange(len(starts)), seed=seed, device=params.device,
-                        memory_budget_mb=params.memory_budget_mb, **params.relaxation)
+    result = relax_ring(ring, starts, np.arange(len(starts)), seed=seed, **compute, **params.relaxation)
     final, status = result["final_theta"].values, result["status"].values
     q = minima["winding_number"].values[chosen[targets]]
     close = distance_to_twisted_state(final, q) <= params.twisted_states["tolerance"]
@@ -44,7 +43,7 @@ result = add_provenance(
     stage="probe_ring_rays",
     stage_config={"rays": rays, "relaxation": params.relaxation, "twisted_states": params.twisted_states},
     seed=seed,
-    device=str(resolve_device(params.device)),
+    device=compute["device"],
     inputs=(snakemake.input.minima, snakemake.input.basins),
 )
 write_dataset(result, snakemake.output[0])

@@ -3,9 +3,9 @@ from _entry import engine_options, start
 
 from basins.io import add_provenance, read_starting_points, write_dataset
 from basins.oscillators import KuramotoRing, relax_ring, uniform_phases
-from basins.training import resolve_device
 
 log = start(snakemake)
+options = engine_options(snakemake)
 params, wildcards = snakemake.params, snakemake.wildcards
 seed, shard = int(wildcards.seed), int(wildcards.shard)
 ring = KuramotoRing(**params.ring)
@@ -20,7 +20,7 @@ result = relax_ring(
     initial_theta,
     members,
     seed=seed,
-    **engine_options(params),
+    **options,
     **params.relaxation,
 )
 result = add_provenance(
@@ -29,7 +29,7 @@ result = add_provenance(
     stage="relax_ring",
     stage_config={"ring": params.ring, "relaxation": params.relaxation, "ensemble": params.ensemble},
     seed=seed,
-    device=str(resolve_device(params.device)),
+    device=options["device"],
     inputs=tuple(snakemake.input.starting_points),
 )
 write_dataset(result, snakemake.output[0])

@@ -5,9 +5,9 @@ from basins.data import train_test_arrays
 from basins.io import add_provenance, read_dataset, write_dataset
 from basins.jamming import sweep_jamming, train_size_grid
 from basins.networks import architecture_for, initial_parameters
-from basins.training import resolve_device
 
 log = start(snakemake)
+options = engine_options(snakemake)
 params, wildcards = snakemake.params, snakemake.wildcards
 seed, depth, width = int(wildcards.seed), int(wildcards.depth), int(wildcards.width)
 dataset = read_dataset(snakemake.input.dataset)
@@ -23,7 +23,7 @@ result = sweep_jamming(
     initial_parameters(arch, members, seed=seed, init=init, init_scale=init_scale),
     n_train,
     seed=seed,
-    **engine_options(params),
+    **options,
     **params.training,
 )
 result = add_provenance(
@@ -32,7 +32,7 @@ result = add_provenance(
     stage="sweep_jamming",
     stage_config={"model": params.model, "training": params.training, "train_sizes": params.train_sizes},
     seed=seed,
-    device=str(resolve_device(params.device)),
+    device=options["device"],
     inputs=(snakemake.input.dataset,),
 )
 write_dataset(result, snakemake.output[0])

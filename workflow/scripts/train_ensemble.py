@@ -4,9 +4,10 @@ from _entry import engine_options, start
 from basins.data import train_test_arrays
 from basins.io import add_provenance, read_dataset, read_starting_points, write_dataset
 from basins.networks import architecture_for, initial_parameters
-from basins.training import resolve_device, train_ensemble
+from basins.training import train_ensemble
 
 log = start(snakemake)
+options = engine_options(snakemake)
 params, wildcards = snakemake.params, snakemake.wildcards
 seed, shard = int(wildcards.seed), int(wildcards.shard)
 dataset = read_dataset(snakemake.input.dataset)
@@ -25,7 +26,7 @@ result = train_ensemble(
     initial_theta,
     members,
     seed=seed,
-    **engine_options(params),
+    **options,
     **params.training,
 )
 result = add_provenance(
@@ -34,7 +35,7 @@ result = add_provenance(
     stage="train_ensemble",
     stage_config={"model": params.model, "training": params.training, "ensemble": params.ensemble},
     seed=seed,
-    device=str(resolve_device(params.device)),
+    device=options["device"],
     inputs=(snakemake.input.dataset, *snakemake.input.starting_points),
 )
 write_dataset(result, snakemake.output[0])
