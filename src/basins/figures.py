@@ -21,6 +21,7 @@ import xarray as xr  # noqa: E402
 
 from basins.basin_geometry import spearman_with_error  # noqa: E402
 from basins.disconnectivity import tree_segments  # noqa: E402
+from basins.labels import AT_SADDLE, UNASSIGNED, UNDECIDED_LABEL  # noqa: E402
 from basins.rays import select_minima_to_probe  # noqa: E402
 
 PAPER_SIZE = (3.4, 2.6)  # one column of a two-column paper, inches
@@ -353,20 +354,33 @@ def figure_local_entropy(enumeration: xr.Dataset, *, title: str) -> plt.Figure:
     return fig
 
 
+#: Colours and legend names of the labels of cells that reached no catalogued minimum.
+_NO_MINIMUM = {
+    UNASSIGNED: ((0.8, 0.8, 0.8), "none (diverged or\nuncatalogued)"),
+    AT_SADDLE: ((0.55, 0.0, 0.0), "saddle"),
+    UNDECIDED_LABEL: ((1.0, 0.93, 0.55), "undecided\n(budget spent)"),
+}
+
+
 def figure_basin_slices(slices: xr.Dataset, *, title: str) -> plt.Figure:
     """Each plane's grid of starting points, coloured by the minimum reached."""
     set_theme()
     n_planes = slices.sizes["plane"]
     fig, axes = plt.subplots(
-        1, n_planes, figsize=(PAPER_SIZE[0] * n_planes * 0.8, PAPER_SIZE[1]), squeeze=False, layout="constrained"
+        1, max(n_planes, 1), figsize=(PAPER_SIZE[0] * max(n_planes, 1) * 0.8, PAPER_SIZE[1]), squeeze=False,
+        layout="constrained",
     )
+    if n_planes == 0:
+        _empty(axes[0, 0], "no minimum in the catalogue: no plane to slice")
+        return fig
     labels = slices["label"].values
     found = np.unique(labels[labels >= 0])
     palette = sns.color_palette("colorblind", max(len(found), 1))
     colour_of = {minimum: palette[index % len(palette)] for index, minimum in enumerate(found)}
+    colour_of |= {label: colour for label, (colour, _) in _NO_MINIMUM.items()}
     for plane, ax in zip(range(n_planes), axes[0]):
         scale = float(slices["scale"][plane])
-        image = np.array([[colour_of.get(v, (0.8, 0.8, 0.8)) for v in row] for row in labels[plane]])
+        image = np.array([[colour_of[v] for v in row] for row in labels[plane]])
         ax.imshow(image.transpose(1, 0, 2), origin="lower", extent=(-scale, scale, -scale, scale),
                   interpolation="nearest")
         ax.plot([0], [0], marker="*", color="black", ms=7)
@@ -380,9 +394,9 @@ def figure_basin_slices(slices: xr.Dataset, *, title: str) -> plt.Figure:
         if plane == 0:
             ax.set_ylabel("axis 1 distance")
     handles = [plt.Line2D([], [], ls="", marker="s", color=colour_of[m], label=f"min {m}") for m in found[:8]]
-    if (labels < 0).any():
-        handles.append(plt.Line2D([], [], ls="", marker="s", color=(0.8, 0.8, 0.8), label="none (budget or\nuncatalogued)"))
-    fig.legend(handles=handles, fontsize=5.5, frameon=False, loc="upper right", ncol=1)
+    handles += [plt.Line2D([], [], ls="", marker="s", color=colour, label=name)
+                for label, (colour, name) in _NO_MINIMUM.items() if (labels == label).any()]
+    fig.legend(handles=handles, fontsize=5.5, frameon=False, loc="outside right upper", ncol=1)
     fig.suptitle(title, fontsize=8, y=1.04)
     return fig
 

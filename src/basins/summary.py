@@ -55,6 +55,7 @@ _LONG_NAMES = {
     "unassigned_fraction": "members that reached no minimum",
     "saddle_fraction": "members stopped at a saddle",
     "undecided_fraction": "members whose step budget ran out",
+    "diverged_fraction": "members that diverged",
     "on_tolerance_plateau": "1 where the minima count is on a tolerance plateau (else a choice, not a measurement)",
     "rank_correlation": "Spearman correlation of basin fraction and test error",
     "rank_correlation_se": "standard error of rank_correlation",
@@ -97,7 +98,7 @@ def _summarize_one(basins, tentacles):
         "n_minima": basins.sizes["minimum"],
         "unassigned_fraction": float(basins["unassigned_fraction"]),
         **{name: float(basins[name]) if name in basins else np.nan
-           for name in ("saddle_fraction", "undecided_fraction", "on_tolerance_plateau")},
+           for name in ("saddle_fraction", "undecided_fraction", "diverged_fraction", "on_tolerance_plateau")},
         "rank_correlation": float(correlation),
         "rank_correlation_se": float(correlation.attrs.get("standard_error", np.nan)),
     }

@@ -1,7 +1,5 @@
 import importlib
 
-import matplotlib.pyplot as plt
-import xarray as xr
 from _entry import start
 
 from basins import figures
@@ -28,14 +26,6 @@ if subject and "seed" in wildcards.keys():
     title = f"{subject}, seed {wildcards.seed}"
 else:
     title = subject or snakemake.params.get("title", "all experiments and seeds")
-# Slices of an empty catalogue have no plane: the figure says so (basins.figures.figure_basin_slices
-# cannot draw zero panels; this stop-gap goes once it draws an empty panel as its neighbours do).
-if any(isinstance(ds, xr.Dataset) and ds.sizes.get("plane") == 0 for ds in datasets.values()):
-    fig, ax = plt.subplots(figsize=(4, 2))
-    ax.text(0.5, 0.5, "no minimum in the catalogue: no plane to slice", ha="center", va="center")
-    ax.set_axis_off()
-    ax.set_title(title, fontsize=8)
-else:
-    fig = make_figure(**datasets, title=title)
+fig = make_figure(**datasets, title=title)
 figures.save_figure(fig, snakemake.output.pdf, snakemake.output.png)
 log.info("wrote %s", snakemake.output.png)
