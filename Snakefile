@@ -30,35 +30,8 @@ include: "workflow/rules/oscillators.smk"
 include: "workflow/rules/figures.smk"
 
 
-# Quick jobs run on the submit host rather than as cluster jobs.
-localrules:
-    all,
-    prepare_dataset,
-    figure_basin_sizes,
-    figure_basin_vs_test_error,
-    figure_travel_distance,
-    figure_return_probability,
-    figure_tentacles,
-    figure_basin_slices,
-    figure_dynamics_comparison,
-    figure_summary,
-    figure_flatness,
-    figure_local_energy,
-    figure_protocols,
-    figure_local_entropy,
-    figure_disconnectivity,
-    figure_barriers,
-    figure_jamming,
-    figure_jamming_gaps,
-    figure_jamming_test_error,
-    prepare_jamming_data,
-    figure_winding_distribution,
-    figure_ring_return_probability,
-    figure_ring_tentacles,
-    summarize_study,
-
-
 rule all:
     default_target: True
     input:
         all_figures(),
+    localrule: True

@@ -431,6 +431,14 @@ def code_dependencies(script):
     return sorted(str(path) for path in seen)
 
 
+def engine_resources():
+    """Resources of a job that runs the training engine: the GPU where the study uses one, and
+    its memory budget plus room for the interpreter and torch."""
+    return dict(
+        gpu=1 if config["use_gpu"] else 0, mem_mb=int(config["memory_budget_mb"]) + 1024
+    )
+
+
 def section(name):
     """Input function: one config section of the job's experiment."""
     return lambda wildcards: EXPERIMENTS[wildcards.experiment][name]

@@ -11,8 +11,7 @@ rule connect_minima:
     conda:
         "../../envs/basins.yaml"
     resources:
-        gpu=1 if config["use_gpu"] else 0,
-        mem_mb=int(config["memory_budget_mb"]) + 1024,
+        **engine_resources(),
     params:
         connectivity=section("connectivity"),
         training=section("training"),

@@ -1,3 +1,4 @@
+# A quick job: runs on the submit host, not as a cluster job.
 rule prepare_dataset:
     input:
         code=code_dependencies("prepare_dataset"),
@@ -5,6 +6,7 @@ rule prepare_dataset:
         "results/datasets/{experiment}.nc",
     log:
         "logs/prepare_dataset/{experiment}.log",
+    localrule: True
     conda:
         "../../envs/basins.yaml"
     params:

@@ -1,398 +1,158 @@
-rule figure_basin_sizes:
-    input:
-        basins="results/basins/{experiment}/seed{seed}.nc",
-        code=code_dependencies("figure"),
-    output:
-        pdf="results/figures/basin_sizes/{experiment}_seed{seed}.pdf",
-        png=report(
-            "results/figures/basin_sizes/{experiment}_seed{seed}.png",
-            caption="../report/basin_sizes.rst",
-            category="Basin sizes",
-        ),
-    log:
-        "logs/figure_basin_sizes/{experiment}_seed{seed}.log",
-    conda:
-        "../../envs/basins.yaml"
-    script:
-        "../scripts/figure.py"
+# Figure rules, generated from one table: name -> the figure's named inputs (each a dataset the
+# figure function takes), its file stem (wildcards), its report category and optional params
+# (`figure`: another figure function drawn for it; `module`: a figures module other than
+# basins.figures; `title`). Rule figure_<name> draws results/figures/<name>/<stem>.{pdf,png}
+# with the caption workflow/report/<name>.rst. Adding a figure is one entry here.
+EXPERIMENT, RING = "{experiment}_seed{seed}", "{ring}_seed{seed}"
+FIGURE_TABLE = {
+    "basin_sizes": dict(
+        inputs={"basins": "results/basins/{experiment}/seed{seed}.nc"},
+        stem=EXPERIMENT,
+        category="Basin sizes",
+    ),
+    "basin_vs_test_error": dict(
+        inputs={"basins": "results/basins/{experiment}/seed{seed}.nc"},
+        stem=EXPERIMENT,
+        category="Basin size vs test error",
+    ),
+    "travel_distance": dict(
+        inputs={"basins": "results/basins/{experiment}/seed{seed}.nc"},
+        stem=EXPERIMENT,
+        category="Distance from start to minimum",
+    ),
+    "return_probability": dict(
+        inputs={
+            "rays": "results/rays/{experiment}/seed{seed}.nc",
+            "basins": "results/basins/{experiment}/seed{seed}.nc",
+        },
+        stem=EXPERIMENT,
+        category="Return probability",
+    ),
+    "tentacles": dict(
+        inputs={
+            "tentacles": "results/tentacles/{experiment}/seed{seed}.nc",
+            "basins": "results/basins/{experiment}/seed{seed}.nc",
+            "rays": "results/rays/{experiment}/seed{seed}.nc",
+        },
+        stem=EXPERIMENT,
+        category="Tentacles",
+    ),
+    "basin_slices": dict(
+        inputs={"slices": "results/slices/{experiment}/seed{seed}.nc"},
+        stem=EXPERIMENT,
+        category="Basin slices",
+    ),
+    "dynamics_comparison": dict(
+        inputs={"comparison": "results/comparisons/{comparison}/seed{seed}.nc"},
+        stem="{comparison}_seed{seed}",
+        category="Dynamics comparison",
+    ),
+    "summary": dict(
+        inputs={"summary": "results/summary.nc"}, stem="study", category="Summary"
+    ),
+    "winding_distribution": dict(
+        inputs={"basins": "results/oscillators/basins/{ring}/seed{seed}.nc"},
+        stem=RING,
+        category="Oscillator calibration",
+    ),
+    "ring_return_probability": dict(
+        inputs={
+            "rays": "results/oscillators/rays/{ring}/seed{seed}.nc",
+            "basins": "results/oscillators/basins/{ring}/seed{seed}.nc",
+        },
+        stem=RING,
+        category="Oscillator calibration",
+        params={"figure": "figure_return_probability"},
+    ),
+    "ring_tentacles": dict(
+        inputs={
+            "tentacles": "results/oscillators/tentacles/{ring}/seed{seed}.nc",
+            "basins": "results/oscillators/basins/{ring}/seed{seed}.nc",
+            "rays": "results/oscillators/rays/{ring}/seed{seed}.nc",
+        },
+        stem=RING,
+        category="Oscillator calibration",
+        params={"figure": "figure_tentacles"},
+    ),
+    "flatness": dict(
+        inputs={
+            "flatness": "results/flatness/{experiment}/seed{seed}.nc",
+            "basins": "results/basins/{experiment}/seed{seed}.nc",
+        },
+        stem=EXPERIMENT,
+        category="Flatness",
+    ),
+    "local_energy": dict(
+        inputs={
+            "flatness": "results/flatness/{experiment}/seed{seed}.nc",
+            "basins": "results/basins/{experiment}/seed{seed}.nc",
+        },
+        stem=EXPERIMENT,
+        category="Flatness",
+    ),
+    "local_entropy": dict(
+        inputs={"enumeration": "results/local_entropy/perceptron.nc"},
+        stem="perceptron",
+        category="Flatness",
+        params={"title": "exact enumeration"},
+    ),
+    "disconnectivity": dict(
+        inputs={"connectivity": grouped_connectivity},
+        stem="{group}_seed{seed}",
+        category="Connectivity of minima",
+    ),
+    "barriers": dict(
+        inputs={"connectivity": grouped_connectivity},
+        stem="{group}_seed{seed}",
+        category="Connectivity of minima",
+    ),
+    "jamming": dict(
+        inputs={"jamming": "results/jamming/{jamming}.nc"},
+        stem="{jamming}",
+        category="Jamming transition",
+        params={"module": "jamming_figures"},
+    ),
+    "jamming_gaps": dict(
+        inputs={"jamming": "results/jamming/{jamming}.nc"},
+        stem="{jamming}",
+        category="Jamming transition",
+        params={"module": "jamming_figures"},
+    ),
+    "jamming_test_error": dict(
+        inputs={"jamming": "results/jamming/{jamming}.nc"},
+        stem="{jamming}",
+        category="Jamming transition",
+        params={"module": "jamming_figures"},
+    ),
+    "protocols": dict(
+        inputs={"protocols": "results/protocols/{protocols}/seed{seed}.nc"},
+        stem="{protocols}_seed{seed}",
+        category="Flatness",
+    ),
+}
 
 
-rule figure_basin_vs_test_error:
-    input:
-        basins="results/basins/{experiment}/seed{seed}.nc",
-        code=code_dependencies("figure"),
-    output:
-        pdf="results/figures/basin_vs_test_error/{experiment}_seed{seed}.pdf",
-        png=report(
-            "results/figures/basin_vs_test_error/{experiment}_seed{seed}.png",
-            caption="../report/basin_vs_test_error.rst",
-            category="Basin size vs test error",
-        ),
-    log:
-        "logs/figure_basin_vs_test_error/{experiment}_seed{seed}.log",
-    conda:
-        "../../envs/basins.yaml"
-    script:
-        "../scripts/figure.py"
+for figure_name, figure in FIGURE_TABLE.items():
 
-
-rule figure_travel_distance:
-    input:
-        basins="results/basins/{experiment}/seed{seed}.nc",
-        code=code_dependencies("figure"),
-    output:
-        pdf="results/figures/travel_distance/{experiment}_seed{seed}.pdf",
-        png=report(
-            "results/figures/travel_distance/{experiment}_seed{seed}.png",
-            caption="../report/travel_distance.rst",
-            category="Distance from start to minimum",
-        ),
-    log:
-        "logs/figure_travel_distance/{experiment}_seed{seed}.log",
-    conda:
-        "../../envs/basins.yaml"
-    script:
-        "../scripts/figure.py"
-
-
-rule figure_return_probability:
-    input:
-        rays="results/rays/{experiment}/seed{seed}.nc",
-        basins="results/basins/{experiment}/seed{seed}.nc",
-        code=code_dependencies("figure"),
-    output:
-        pdf="results/figures/return_probability/{experiment}_seed{seed}.pdf",
-        png=report(
-            "results/figures/return_probability/{experiment}_seed{seed}.png",
-            caption="../report/return_probability.rst",
-            category="Return probability",
-        ),
-    log:
-        "logs/figure_return_probability/{experiment}_seed{seed}.log",
-    conda:
-        "../../envs/basins.yaml"
-    script:
-        "../scripts/figure.py"
-
-
-rule figure_tentacles:
-    input:
-        tentacles="results/tentacles/{experiment}/seed{seed}.nc",
-        basins="results/basins/{experiment}/seed{seed}.nc",
-        rays="results/rays/{experiment}/seed{seed}.nc",
-        code=code_dependencies("figure"),
-    output:
-        pdf="results/figures/tentacles/{experiment}_seed{seed}.pdf",
-        png=report(
-            "results/figures/tentacles/{experiment}_seed{seed}.png",
-            caption="../report/tentacles.rst",
-            category="Tentacles",
-        ),
-    log:
-        "logs/figure_tentacles/{experiment}_seed{seed}.log",
-    conda:
-        "../../envs/basins.yaml"
-    script:
-        "../scripts/figure.py"
-
-
-rule figure_basin_slices:
-    input:
-        slices="results/slices/{experiment}/seed{seed}.nc",
-        code=code_dependencies("figure"),
-    output:
-        pdf="results/figures/basin_slices/{experiment}_seed{seed}.pdf",
-        png=report(
-            "results/figures/basin_slices/{experiment}_seed{seed}.png",
-            caption="../report/basin_slices.rst",
-            category="Basin slices",
-        ),
-    log:
-        "logs/figure_basin_slices/{experiment}_seed{seed}.log",
-    conda:
-        "../../envs/basins.yaml"
-    script:
-        "../scripts/figure.py"
-
-
-rule figure_dynamics_comparison:
-    input:
-        comparison="results/comparisons/{comparison}/seed{seed}.nc",
-        code=code_dependencies("figure"),
-    output:
-        pdf="results/figures/dynamics_comparison/{comparison}_seed{seed}.pdf",
-        png=report(
-            "results/figures/dynamics_comparison/{comparison}_seed{seed}.png",
-            caption="../report/dynamics_comparison.rst",
-            category="Dynamics comparison",
-        ),
-    log:
-        "logs/figure_dynamics_comparison/{comparison}_seed{seed}.log",
-    conda:
-        "../../envs/basins.yaml"
-    script:
-        "../scripts/figure.py"
-
-
-rule figure_summary:
-    input:
-        summary="results/summary.nc",
-        code=code_dependencies("figure"),
-    output:
-        pdf="results/figures/summary/study.pdf",
-        png=report(
-            "results/figures/summary/study.png",
-            caption="../report/summary.rst",
-            category="Summary",
-        ),
-    log:
-        "logs/figure_summary/study.log",
-    conda:
-        "../../envs/basins.yaml"
-    script:
-        "../scripts/figure.py"
-
-
-rule figure_winding_distribution:
-    input:
-        basins="results/oscillators/basins/{ring}/seed{seed}.nc",
-        code=code_dependencies("figure"),
-    output:
-        pdf="results/figures/winding_distribution/{ring}_seed{seed}.pdf",
-        png=report(
-            "results/figures/winding_distribution/{ring}_seed{seed}.png",
-            caption="../report/winding_distribution.rst",
-            category="Oscillator calibration",
-        ),
-    log:
-        "logs/figure_winding_distribution/{ring}_seed{seed}.log",
-    conda:
-        "../../envs/basins.yaml"
-    script:
-        "../scripts/figure.py"
-
-
-rule figure_ring_return_probability:
-    input:
-        rays="results/oscillators/rays/{ring}/seed{seed}.nc",
-        basins="results/oscillators/basins/{ring}/seed{seed}.nc",
-        code=code_dependencies("figure"),
-    output:
-        pdf="results/figures/ring_return_probability/{ring}_seed{seed}.pdf",
-        png=report(
-            "results/figures/ring_return_probability/{ring}_seed{seed}.png",
-            caption="../report/ring_return_probability.rst",
-            category="Oscillator calibration",
-        ),
-    log:
-        "logs/figure_ring_return_probability/{ring}_seed{seed}.log",
-    conda:
-        "../../envs/basins.yaml"
-    params:
-        figure="figure_return_probability",
-    script:
-        "../scripts/figure.py"
-
-
-rule figure_ring_tentacles:
-    input:
-        tentacles="results/oscillators/tentacles/{ring}/seed{seed}.nc",
-        basins="results/oscillators/basins/{ring}/seed{seed}.nc",
-        rays="results/oscillators/rays/{ring}/seed{seed}.nc",
-        code=code_dependencies("figure"),
-    output:
-        pdf="results/figures/ring_tentacles/{ring}_seed{seed}.pdf",
-        png=report(
-            "results/figures/ring_tentacles/{ring}_seed{seed}.png",
-            caption="../report/ring_tentacles.rst",
-            category="Oscillator calibration",
-        ),
-    log:
-        "logs/figure_ring_tentacles/{ring}_seed{seed}.log",
-    conda:
-        "../../envs/basins.yaml"
-    params:
-        figure="figure_tentacles",
-    script:
-        "../scripts/figure.py"
-
-
-rule figure_flatness:
-    input:
-        flatness="results/flatness/{experiment}/seed{seed}.nc",
-        basins="results/basins/{experiment}/seed{seed}.nc",
-        code=code_dependencies("figure"),
-    output:
-        pdf="results/figures/flatness/{experiment}_seed{seed}.pdf",
-        png=report(
-            "results/figures/flatness/{experiment}_seed{seed}.png",
-            caption="../report/flatness.rst",
-            category="Flatness",
-        ),
-    log:
-        "logs/figure_flatness/{experiment}_seed{seed}.log",
-    conda:
-        "../../envs/basins.yaml"
-    script:
-        "../scripts/figure.py"
-
-
-rule figure_local_energy:
-    input:
-        flatness="results/flatness/{experiment}/seed{seed}.nc",
-        basins="results/basins/{experiment}/seed{seed}.nc",
-        code=code_dependencies("figure"),
-    output:
-        pdf="results/figures/local_energy/{experiment}_seed{seed}.pdf",
-        png=report(
-            "results/figures/local_energy/{experiment}_seed{seed}.png",
-            caption="../report/local_energy.rst",
-            category="Flatness",
-        ),
-    log:
-        "logs/figure_local_energy/{experiment}_seed{seed}.log",
-    conda:
-        "../../envs/basins.yaml"
-    script:
-        "../scripts/figure.py"
-
-
-rule figure_local_entropy:
-    input:
-        enumeration="results/local_entropy/perceptron.nc",
-        code=code_dependencies("figure"),
-    output:
-        pdf="results/figures/local_entropy/perceptron.pdf",
-        png=report(
-            "results/figures/local_entropy/perceptron.png",
-            caption="../report/local_entropy.rst",
-            category="Flatness",
-        ),
-    log:
-        "logs/figure_local_entropy.log",
-    conda:
-        "../../envs/basins.yaml"
-    params:
-        title="exact enumeration",
-    script:
-        "../scripts/figure.py"
-
-
-rule figure_disconnectivity:
-    input:
-        connectivity=grouped_connectivity,
-        code=code_dependencies("figure"),
-    output:
-        pdf="results/figures/disconnectivity/{group}_seed{seed}.pdf",
-        png=report(
-            "results/figures/disconnectivity/{group}_seed{seed}.png",
-            caption="../report/disconnectivity.rst",
-            category="Connectivity of minima",
-        ),
-    log:
-        "logs/figure_disconnectivity/{group}_seed{seed}.log",
-    conda:
-        "../../envs/basins.yaml"
-    script:
-        "../scripts/figure.py"
-
-
-rule figure_barriers:
-    input:
-        connectivity=grouped_connectivity,
-        code=code_dependencies("figure"),
-    output:
-        pdf="results/figures/barriers/{group}_seed{seed}.pdf",
-        png=report(
-            "results/figures/barriers/{group}_seed{seed}.png",
-            caption="../report/barriers.rst",
-            category="Connectivity of minima",
-        ),
-    log:
-        "logs/figure_barriers/{group}_seed{seed}.log",
-    conda:
-        "../../envs/basins.yaml"
-    script:
-        "../scripts/figure.py"
-
-
-rule figure_jamming:
-    input:
-        jamming="results/jamming/{jamming}.nc",
-        code=code_dependencies("figure"),
-    output:
-        pdf="results/figures/jamming/{jamming}.pdf",
-        png=report(
-            "results/figures/jamming/{jamming}.png",
-            caption="../report/jamming.rst",
-            category="Jamming transition",
-        ),
-    log:
-        "logs/figure_jamming/{jamming}.log",
-    conda:
-        "../../envs/basins.yaml"
-    params:
-        module="jamming_figures",
-    script:
-        "../scripts/figure.py"
-
-
-rule figure_jamming_gaps:
-    input:
-        jamming="results/jamming/{jamming}.nc",
-        code=code_dependencies("figure"),
-    output:
-        pdf="results/figures/jamming_gaps/{jamming}.pdf",
-        png=report(
-            "results/figures/jamming_gaps/{jamming}.png",
-            caption="../report/jamming_gaps.rst",
-            category="Jamming transition",
-        ),
-    log:
-        "logs/figure_jamming_gaps/{jamming}.log",
-    conda:
-        "../../envs/basins.yaml"
-    params:
-        module="jamming_figures",
-    script:
-        "../scripts/figure.py"
-
-
-rule figure_jamming_test_error:
-    input:
-        jamming="results/jamming/{jamming}.nc",
-        code=code_dependencies("figure"),
-    output:
-        pdf="results/figures/jamming_test_error/{jamming}.pdf",
-        png=report(
-            "results/figures/jamming_test_error/{jamming}.png",
-            caption="../report/jamming_test_error.rst",
-            category="Jamming transition",
-        ),
-    log:
-        "logs/figure_jamming_test_error/{jamming}.log",
-    conda:
-        "../../envs/basins.yaml"
-    params:
-        module="jamming_figures",
-    script:
-        "../scripts/figure.py"
-
-
-rule figure_protocols:
-    input:
-        protocols="results/protocols/{protocols}/seed{seed}.nc",
-        code=code_dependencies("figure"),
-    output:
-        pdf="results/figures/protocols/{protocols}_seed{seed}.pdf",
-        png=report(
-            "results/figures/protocols/{protocols}_seed{seed}.png",
-            caption="../report/protocols.rst",
-            category="Flatness",
-        ),
-    log:
-        "logs/figure_protocols/{protocols}_seed{seed}.log",
-    conda:
-        "../../envs/basins.yaml"
-    script:
-        "../scripts/figure.py"
+    rule:
+        name:
+            f"figure_{figure_name}"
+        input:
+            **figure["inputs"],
+            code=code_dependencies("figure"),
+        output:
+            pdf=f"results/figures/{figure_name}/{figure['stem']}.pdf",
+            png=report(
+                f"results/figures/{figure_name}/{figure['stem']}.png",
+                caption=f"../report/{figure_name}.rst",
+                category=figure["category"],
+            ),
+        log:
+            f"logs/figure_{figure_name}/{figure['stem']}.log",
+        localrule: True
+        conda:
+            "../../envs/basins.yaml"
+        params:
+            **figure.get("params", {}),
+        script:
+            "../scripts/figure.py"

@@ -10,8 +10,7 @@ rule measure_flatness:
     conda:
         "../../envs/basins.yaml"
     resources:
-        gpu=1 if config["use_gpu"] else 0,
-        mem_mb=int(config["memory_budget_mb"]) + 1024,
+        **engine_resources(),
     params:
         flatness=section("flatness"),
         training=section("training"),

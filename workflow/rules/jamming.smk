@@ -1,3 +1,4 @@
+# A quick job: runs on the submit host, not as a cluster job.
 rule prepare_jamming_data:
     input:
         code=code_dependencies("prepare_dataset"),
@@ -5,6 +6,7 @@ rule prepare_jamming_data:
         "results/jamming/datasets/{jamming}_seed{seed}.nc",
     log:
         "logs/prepare_jamming_data/{jamming}_seed{seed}.log",
+    localrule: True
     conda:
         "../../envs/basins.yaml"
     params:
@@ -24,8 +26,7 @@ rule sweep_jamming:
     conda:
         "../../envs/basins.yaml"
     resources:
-        gpu=1 if config["use_gpu"] else 0,
-        mem_mb=int(config["memory_budget_mb"]) + 1024,
+        **engine_resources(),
     params:
         model=jamming_section("model"),
         training=jamming_section("training"),

@@ -13,8 +13,7 @@ rule relax_ring:
     conda:
         "../../envs/basins.yaml"
     resources:
-        gpu=1 if config["use_gpu"] else 0,
-        mem_mb=int(config["memory_budget_mb"]) + 1024,
+        **engine_resources(),
     params:
         ring=ring_section("ring"),
         relaxation=ring_section("relaxation"),
@@ -69,8 +68,7 @@ rule probe_ring_rays:
     conda:
         "../../envs/basins.yaml"
     resources:
-        gpu=1 if config["use_gpu"] else 0,
-        mem_mb=int(config["memory_budget_mb"]) + 1024,
+        **engine_resources(),
     params:
         rays=ring_section("rays"),
         relaxation=ring_section("relaxation"),

@@ -12,8 +12,7 @@ rule probe_rays:
     conda:
         "../../envs/basins.yaml"
     resources:
-        gpu=1 if config["use_gpu"] else 0,
-        mem_mb=int(config["memory_budget_mb"]) + 1024,
+        **engine_resources(),
     params:
         rays=section("rays"),
         training=section("training"),

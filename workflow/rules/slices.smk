@@ -11,8 +11,7 @@ rule slice_basins:
     conda:
         "../../envs/basins.yaml"
     resources:
-        gpu=1 if config["use_gpu"] else 0,
-        mem_mb=int(config["memory_budget_mb"]) + 1024,
+        **engine_resources(),
     params:
         slices=section("slices"),
         training=section("training"),

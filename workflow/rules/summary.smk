@@ -1,3 +1,4 @@
+# A quick job: runs on the submit host, not as a cluster job.
 rule summarize_study:
     input:
         basins=[
@@ -18,6 +19,7 @@ rule summarize_study:
         csv="results/summary.csv",
     log:
         "logs/summarize_study.log",
+    localrule: True
     conda:
         "../../envs/basins.yaml"
     params:
