@@ -251,7 +251,8 @@ def check_values(path, ds):
     if "assigned_fraction" in ds:  # every member is at a minimum, a saddle, undecided or diverged
         parts = ("assigned_fraction", "saddle_fraction", "undecided_fraction", "diverged_fraction")
         assert sum(float(ds[name]) for name in parts) == pytest.approx(1.0), path
-    if "start_distance" in ds:  # the nearest image is never farther than the image reached
+    if "start_distance" in ds and "winding_number" not in ds:  # the nearest image is never farther
+        # than the image reached (rings measure to the exact twisted state: analyze_basins' end_offset)
         start, travel = ds["start_distance"].values, ds["travel_distance"].values
         assert not np.any(start > travel * (1 + 1e-10) + 1e-12), path
     if "outcome" in ds:
