@@ -85,3 +85,16 @@ def test_a_distance_beyond_the_image_reached_is_refused():
     with pytest.raises(ValueError, match="start_distance exceeds travel_distance"):
         analyze_basins(np.zeros(3, dtype=int), start, end, np.zeros(1), np.zeros(1),
                        distance=lambda s, e: np.linalg.norm(e - s, axis=1) * 1.1)
+
+
+def test_unsettled_members_widen_every_basin_fraction_interval_upward():
+    """Two of ten members spent their budget: each basin could hold them, so its upper bound
+    counts them in; the lower bound and the fraction do not."""
+    labels = np.array([0] * 5 + [1] * 3 + [-3, -3])
+    start = np.zeros((10, 2))
+    settled = analyze_basins(np.r_[labels[:8], [0, 1]], start, start + 1, np.zeros(2), np.zeros(2))
+    basins = analyze_basins(labels, start, start + 1, np.zeros(2), np.zeros(2))
+    np.testing.assert_allclose(basins["basin_fraction"].values, [0.5, 0.3])
+    high = wilson_interval(np.array([7, 5]), 10)[1]
+    np.testing.assert_allclose(basins["basin_fraction_high"].values, high)
+    assert (basins["basin_fraction_low"].values <= settled["basin_fraction_low"].values).all()

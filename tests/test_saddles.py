@@ -83,3 +83,12 @@ def test_bad_settings_are_refused():
                n_lanczos=2, seed=0, device=torch.device("cpu"), dtype=torch.float64)
     with pytest.raises(ValueError, match="saddle_kick"):
         escape_saddles({"status": np.zeros(1)}, np.arange(1), continue_from=None, energy=double_well, **bad)
+
+
+def test_a_member_beside_the_ridge_is_kicked_to_its_own_side_whatever_its_id():
+    """Stopped 1e-10 off the double well's ridge (its gradient below grad_tol), a member goes on
+    to the well on its side, as its flow was heading; the member id does not decide it."""
+    starts = np.c_[np.tile([1e-10, -1e-10], 8), np.zeros(16)]
+    out = settle(double_well, starts)
+    assert (out["n_escapes"] == 1).all()
+    np.testing.assert_array_equal(np.sign(out["final_theta"][:, 0]), np.sign(starts[:, 0]))

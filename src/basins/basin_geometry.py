@@ -14,6 +14,7 @@ import xarray as xr
 from scipy import stats
 
 from basins.io import variable_attrs
+from basins.labels import AT_SADDLE, UNDECIDED_LABEL
 from basins.rays import kaplan_meier_median
 
 
@@ -78,7 +79,8 @@ def analyze_basins(
     -------
     xarray.Dataset
         ``basin_fraction(minimum)`` with ``basin_fraction_se`` = sqrt(p (1 - p) / N) and the
-        Wilson interval; ``unassigned_fraction``; ``travel_distance(member)``, the Euclidean
+        Wilson interval, whose upper end counts in every member that did not settle (label -2
+        or -3: it may belong to any basin); ``unassigned_fraction``; ``travel_distance(member)``, the Euclidean
         distance from each member's start to its end point (the image of the minimum it
         reached); ``start_distance(member)``, to the nearest symmetric image of that minimum;
         per minimum the median and 90th percentile of ``start_distance``; the rank
@@ -95,7 +97,11 @@ def analyze_basins(
     assigned = minimum_of_member >= 0
     counts = np.bincount(minimum_of_member[assigned], minlength=n_minima)
     fraction = counts / n_members
-    low, high = wilson_interval(counts, n_members, confidence_z)
+    # Members whose run did not settle (budget spent, stuck at a saddle) may belong to any
+    # basin: the upper bound counts them in, so no budget decides a basin's size.
+    unsettled = int(np.isin(minimum_of_member, (UNDECIDED_LABEL, AT_SADDLE)).sum())
+    low = wilson_interval(counts, n_members, confidence_z)[0]
+    high = wilson_interval(counts + unsettled, n_members, confidence_z)[1]
     travel = np.linalg.norm(final_theta - initial_theta, axis=1)
     travel[~assigned] = np.nan
     start_distance = travel.copy() if distance is None else distance(initial_theta, final_theta)
@@ -121,7 +127,9 @@ def analyze_basins(
                 np.sqrt(fraction * (1 - fraction) / n_members), "standard error of basin_fraction"
             ),
             "basin_fraction_low": per_minimum(low, "Wilson interval lower bound"),
-            "basin_fraction_high": per_minimum(high, "Wilson interval upper bound"),
+            "basin_fraction_high": per_minimum(
+                high, "Wilson interval upper bound, counting every unsettled member (budget, saddle) in"
+            ),
             "start_distance_median": per_minimum(median, "median start-to-minimum distance"),
             "start_distance_p90": per_minimum(p90, "90th percentile start-to-minimum distance"),
             "travel_distance": (

@@ -327,8 +327,8 @@ def escape_saddles(
     A gradient test cannot tell a minimum from a saddle: flows started on a ridge stop on it.
     At each converged member the lowest Hessian eigenpair of ``energy`` (the final landscape,
     ``(member, param) -> (member,)``) is computed; where the eigenvalue is below
-    ``-curvature_tol`` the member is moved along the eigenvector (random sign, seeded by
-    ``(seed, member)``) by ``max(saddle_kick, 2 grad_tol / |lambda|)``, capped at 1 (a kick whose
+    ``-curvature_tol`` the member is moved along the eigenvector, to the side its own flow was
+    heading (:func:`_downhill_side`), by ``max(saddle_kick, 2 grad_tol / |lambda|)``, capped at 1 (a kick whose
     quadratic gradient exceeds ``grad_tol``, so the dynamics must move), and
     ``continue_from(points, member_ids)`` (the same dynamics, a fresh budget) carries it on.
     After ``max_saddle_escapes`` kicks a member still at a saddle gets status ``SADDLE``.
@@ -370,8 +370,7 @@ def escape_saddles(
             break
         log.info("%d members stopped at saddles (lowest eigenvalue down to %.3g): kick %d", len(rows),
                  value.min(), attempt + 1)
-        sign = np.array([np.random.default_rng([seed, int(member), attempt]).choice([-1.0, 1.0])
-                         for member in member_ids[rows]])
+        sign = _downhill_side(energy, out["final_theta"][rows], vector, member_ids[rows], seed, attempt, device, dtype)
         kick = np.minimum(np.maximum(saddle_kick, 2 * grad_tol / np.abs(value)), 1.0)
         continued = continue_from(out["final_theta"][rows] + (sign * kick)[:, None] * vector, member_ids[rows])
         for name in ("final_theta", "status", "grad_norm"):
@@ -381,6 +380,21 @@ def escape_saddles(
         out["n_escapes"][rows] += 1
         out["lowest_eigenvalue"][rows] = np.nan
         rows = rows[continued["status"] == CONVERGED]
+
+
+def _downhill_side(energy, theta, vector, member_ids, seed, attempt, device, dtype):
+    """The side of the saddle each member was already moving to: the sign of -grad . v.
+
+    Near a saddle the gradient's component along the unstable direction v points away from the
+    side the point lies on, so following -grad continues the flow's own motion and the outcome
+    is the landscape's, not a coin's. Only where that component vanishes exactly (a start on the
+    ridge itself, a set of measure zero) is the side drawn, seeded by ``(seed, member)``.
+    """
+    points = torch.as_tensor(theta, dtype=dtype, device=device)
+    _, grad = energy_and_gradient(energy, points)
+    along = -(_np(grad) * vector).sum(1)
+    drawn = np.array([np.random.default_rng([seed, int(member), attempt]).choice([-1.0, 1.0]) for member in member_ids])
+    return np.where(along > 0, 1.0, np.where(along < 0, -1.0, drawn))
 
 
 def check_beta_schedule(loss: str, dynamics: str, beta: float, beta_start: float, ramp_steps: int) -> None:
