@@ -248,7 +248,7 @@ def check_values(path, ds):
             assert np.all((values[np.isfinite(values)] >= 0) & (values[np.isfinite(values)] <= 1)), (path, name)
     if "status" in ds:
         assert set(np.unique(ds["status"].values)) <= {0, 1, 2, 3}
-    if "diverged_fraction" in ds and ds["diverged_fraction"].ndim == 0:  # a catalogue's members are at
+    if "assigned_fraction" in ds and ds["assigned_fraction"].ndim == 0:  # a catalogue's members are at
         # a minimum, a saddle, undecided or diverged
         parts = ("assigned_fraction", "saddle_fraction", "undecided_fraction", "diverged_fraction")
         assert sum(float(ds[name]) for name in parts) == pytest.approx(1.0), path
