@@ -34,6 +34,7 @@ from basins.labels import (
 )
 from basins.networks import Architecture, forward
 from basins.symmetry import ODD_ACTIVATIONS, nearest_image_distance
+
 TOLERANCE_FACTORS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)  # ascending, with 1.0: the chosen tolerances
 CRITERIA = ("function", "function_and_parameters")
 _SEARCH_DIMS = 16
@@ -375,6 +376,15 @@ def deduplicate_minima(
         else "isolated minima: endpoints grouped by function and symmetry-reduced parameters",
         n_probe_inputs=len(probe_inputs),
     )
+
+
+def matching_options(minima_options: dict, x_train: np.ndarray) -> tuple[dict, np.ndarray]:
+    """A ``minima`` config section as :func:`assign_to_catalog`'s criterion keywords, and the
+    fingerprint's probe inputs (``n_probe`` of them beside ``x_train``)."""
+    matching = dict(minima_options)
+    probes = probe_inputs_for(x_train, matching.pop("n_probe"))
+    matching.pop("n_neighbors", None)  # a search setting of deduplication, not part of the criterion
+    return matching, probes
 
 
 def assign_to_catalog(

@@ -29,7 +29,7 @@ import xarray as xr
 
 from basins.data import train_test_arrays
 from basins.io import read_dataset
-from basins.minima import assign_to_catalog, probe_inputs_for
+from basins.minima import assign_to_catalog, matching_options
 from basins.networks import Architecture
 from basins.reruns import labels_of
 from basins.training import train_ensemble
@@ -58,9 +58,7 @@ def check_catalogue(
     arch = Architecture.from_json(training.attrs["architecture"])
     labels = minima["minimum_of_member"].sel(member=training["member"]).values
     rows = np.unique(np.linspace(0, training.sizes["member"] - 1, min(n_rerun, training.sizes["member"])).astype(int))
-    matching = dict(minima_options)
-    probes = probe_inputs_for(train_test_arrays(dataset)[0], matching.pop("n_probe"))
-    matching.pop("n_neighbors", None)
+    matching, probes = matching_options(minima_options, train_test_arrays(dataset)[0])
     rerun = train_ensemble(
         arch, *train_test_arrays(dataset), training["initial_theta"].values[rows], training["member"].values[rows],
         seed=seed, device="cpu", progress_every_s=1e9, **training_options,

@@ -9,21 +9,13 @@ from _entry import compute_options
 from basins.data import train_test_arrays
 from basins.io import read_dataset
 from basins.labels import STATUS_VALUES
-from basins.minima import assign_to_catalog, probe_inputs_for
+from basins.minima import assign_to_catalog, matching_options
 from basins.networks import Architecture
 from basins.rays import probe_rays
 from basins.reruns import run_until_decided
 from basins.training import train_ensemble
 
 log = logging.getLogger("basins.rerun")
-
-
-def matching_options(minima_options, x_train):
-    """The keyword arguments of ``assign_to_catalog`` (the dedup criterion) and its probes."""
-    matching = dict(minima_options)
-    probes = probe_inputs_for(x_train, matching.pop("n_probe"))
-    matching.pop("n_neighbors")  # a search setting of deduplication, not part of the criterion
-    return matching, probes
 
 
 class CatalogRerun:

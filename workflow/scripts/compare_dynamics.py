@@ -1,11 +1,10 @@
 import numpy as np
 from _entry import start
-from _rerun import matching_options
 
 from basins.comparison import compare_dynamics
 from basins.data import train_test_arrays
 from basins.io import add_provenance, read_dataset, write_dataset
-from basins.minima import assign_to_catalog
+from basins.minima import assign_to_catalog, matching_options
 from basins.networks import Architecture
 
 log = start(snakemake)
