@@ -242,7 +242,7 @@ def test_depth_zero_has_no_symmetry():
 def align_incoming_only(reference, theta, arch):
     """The alignment the study used before (Hungarian matching on incoming weights and bias only),
     kept here to show the defect it had."""
-    (w_in, b_in), (w_out, _) = arch.layer_slices[0], arch.layer_slices[1]
+    w_in, b_in = arch.layer_slices[0]
     width, fan_in = arch.width, arch.n_inputs
     units = lambda t: np.c_[t[w_in].reshape(width, fan_in), t[b_in]]  # noqa: E731
     cost = ((units(reference)[:, None] - units(theta)[None]) ** 2).sum(-1)
