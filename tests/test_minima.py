@@ -78,16 +78,54 @@ def test_grouping_agrees_with_all_pairs_brute_force(seed, dims):
     loss = which * 0.1 + rng.normal(scale=1e-4, size=150)
     # Two minima at one place but of different loss: the loss window keeps them apart.
     points[which == 7] = centres[0] + rng.normal(scale=0.02, size=((which == 7).sum(), dims))
-    fast = group_endpoints(points, loss, loss_tol=1e-2, function_tol=0.5, n_neighbors=4)
+    fast = group_endpoints(points, loss, loss_tol=1e-2, function_tol=0.5, max_pairs=50)
     assert same_partition(fast, brute_force_groups(points, loss, 1e-2, 0.5))
     assert len(np.unique(fast)) == 8
 
 
-def test_neighbour_limit_does_not_split_a_dense_minimum():
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_grouping_is_exact_single_linkage_on_chains(seed):
+    """Chains of points each within tolerance of the next only, at random spacing, and a
+    parameter check that refuses a random half of the pairs: exact single linkage of the
+    confirmed pairs, which a neighbour-limited search or a cell leader can split."""
+    rng = np.random.default_rng(seed)
+    n = 120
+    points = np.cumsum(rng.uniform(0.05, 0.12, size=(n, 3)), axis=0) * rng.choice([-1, 1], size=3)
+    points = points[rng.permutation(n)]
+    loss = np.zeros(n)
+    refused = {tuple(sorted(pair)) for pair in rng.integers(0, n, size=(3 * n, 2))}
+
+    def same_parameters(i, j):
+        return np.array([(min(a, b), max(a, b)) not in refused for a, b in zip(i, j)], dtype=bool)
+
+    labels = group_endpoints(points, loss, loss_tol=1.0, function_tol=0.25, same_parameters=same_parameters)
+    expected = np.arange(n)
+    for a in range(n):
+        for b in range(a + 1, n):
+            if np.linalg.norm(points[a] - points[b]) <= 0.25 and (a, b) not in refused:
+                expected[expected == expected[b]] = expected[a]
+    assert same_partition(labels, expected)
+
+
+def test_a_dense_minimum_is_one_group_with_few_exact_checks():
     rng = np.random.default_rng(3)
-    points = rng.normal(scale=1e-3, size=(500, 6))
-    labels = group_endpoints(points, np.zeros(500), loss_tol=1e-6, function_tol=0.1, n_neighbors=2)
+    points = rng.normal(scale=1e-3, size=(2000, 6))
+    checked = []
+
+    def same_parameters(i, j):
+        checked.append(len(i))
+        return np.ones(len(i), dtype=bool)
+
+    labels = group_endpoints(points, np.zeros(2000), loss_tol=1e-6, function_tol=0.1,
+                             same_parameters=same_parameters)
     assert len(np.unique(labels)) == 1
+    assert sum(checked) < 2000 * 12  # O(m log m), where all pairs would be ~2e6
+
+
+def test_grouping_starts_from_a_joined_partition():
+    points = np.array([[0.0], [10.0], [20.0]])
+    labels = group_endpoints(points, np.zeros(3), loss_tol=1.0, function_tol=1.0, joined=np.array([0, 0, 1]))
+    assert labels[0] == labels[1] != labels[2]
 
 
 def training_dataset(final_theta, loss, status, member=None):

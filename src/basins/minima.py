@@ -7,11 +7,11 @@ parameters differ by at most ``dist_tol`` once the network's symmetries (hidden-
 permutations; sign flips for odd activations; positive rescaling for ReLU) are factored out.
 The relation is closed transitively (single linkage).
 
-Scale: the fingerprint is invariant under the symmetries, so candidate pairs come from a
-k-nearest-neighbour search in a fixed orthonormal projection of it (a contraction, so no pair
-within tolerance is lost to the projection), costing O(K log K) for K endpoints; only candidates
-are compared exactly. Components split by the neighbour limit are re-joined by comparing their
-representatives.
+Scale: the fingerprint is invariant under the symmetries, so candidate pairs are those within
+``function_tol`` in a fixed orthonormal projection of it (a contraction, so no pair within
+tolerance is lost to the projection), found with a k-d tree. Only pairs whose endpoints are
+still in different components are compared exactly, a few per component per round (Boruvka's
+scheme), so a minimum reached by ``m`` members costs O(m log m) exact checks, not O(m^2).
 """
 
 from __future__ import annotations
@@ -113,82 +113,101 @@ def group_endpoints(
     loss_tol: float,
     function_tol: float,
     same_parameters=None,
-    n_neighbors: int = 16,
+    joined: np.ndarray | None = None,
+    max_pairs: int = 4_000_000,
 ) -> np.ndarray:
     """Labels ``(member,)`` of the connected components of the "same minimum" relation.
 
-    ``same_parameters(i, j) -> bool array`` is the optional exact parameter check of candidate
-    pairs ``i, j`` (index arrays) that already passed the loss and function criteria.
+    Exact single linkage: two endpoints share a label if and only if a chain of confirmed pairs
+    joins them. ``same_parameters(i, j) -> bool array`` is the optional exact parameter check of
+    candidate pairs ``i, j`` (index arrays) that already passed the loss and function criteria.
+    ``joined`` is a partition already known to be joined (labels ``(member,)``; a finer
+    tolerance's result): pairs inside one of its groups are not checked again.
 
-    Endpoints first join the first endpoint of their cell in a grid of side ``function_tol``
-    over the projected fingerprints (one exact check each), so a minimum reached by many
-    members costs little more than one reached by few; the cell leaders are then linked to
-    their ``n_neighbors`` nearest leaders, and components left apart by that limit are
-    re-joined through their representatives.
+    Every pair within ``function_tol`` in a fixed projection of the fingerprints (a contraction,
+    so no pair that can pass is missed) is a candidate, enumerated by ball queries in rows of at
+    most ``max_pairs`` candidates (the memory bound). A candidate is checked only while its two
+    endpoints are in different components, and only one pair per two components at a time, so a
+    minimum reached by many members costs few exact checks.
     """
     n = len(loss)
+    labels = np.arange(n) if joined is None else _components(n, np.arange(n), _first_of_group(joined))
     if n == 0:
-        return np.zeros(0, dtype=np.int64)
+        return labels.astype(np.int64)
 
     def same(i, j):
         return _same_minimum(i, j, loss, fingerprints, loss_tol, function_tol, same_parameters)
 
     search = _project(fingerprints)
-    everyone = np.arange(n)
-    cell = np.unique(np.floor(search / function_tol).astype(np.int64), axis=0, return_inverse=True)[1]
-    leader = _first_of_group(cell.ravel())
-    leader = np.where(same(everyone, leader), leader, everyone)
-    leaders, leader_index = np.unique(leader, return_inverse=True)
-    labels = _linked_components(search[leaders], lambda i, j: same(leaders[i], leaders[j]),
-                                function_tol, n_neighbors)
-    return labels[leader_index]
+    tree = cKDTree(search)
+    n_candidates = tree.query_ball_point(search, function_tol, return_length=True)
+    for rows in _rows_of_at_most(n_candidates, max_pairs):
+        neighbours = tree.query_ball_point(search[rows], function_tol)
+        i = np.repeat(rows, [len(found) for found in neighbours])
+        j = np.concatenate([np.asarray(found, dtype=np.int64) for found in neighbours])
+        later = j > i  # each unordered pair once
+        labels = _link_confirmed(labels, i[later], j[later], same)
+    return labels
+
+
+def _rows_of_at_most(counts, max_pairs):
+    """Consecutive row ranges whose counts add up to at most ``max_pairs`` (one row at least)."""
+    start, total = 0, 0
+    for row, count in enumerate(counts):
+        if total and total + count > max_pairs:
+            yield np.arange(start, row)
+            start, total = row, 0
+        total += count
+    if start < len(counts):
+        yield np.arange(start, len(counts))
+
+
+def _link_confirmed(labels, i, j, same):
+    """``labels`` joined along every candidate pair ``i, j`` that ``same`` confirms.
+
+    Candidates inside one component need no check. Each round checks, for every component, up
+    to ``quota`` of its candidates that still lead out of it (the quota doubles every round), as
+    Boruvka's algorithm does: confirmed ones merge components, so a dense minimum of ``m``
+    endpoints costs O(m log m) checks rather than one per pair; refused ones are dropped, and
+    the doubling bounds the rounds spent between neighbouring minima that stay apart.
+    """
+    n, quota = len(labels), 1
+    while len(i):
+        a, b = labels[i], labels[j]
+        apart = a != b
+        i, j, a = i[apart], j[apart], a[apart]
+        if not len(i):
+            break
+        by_component = np.argsort(a, kind="stable")
+        first_of_component = np.searchsorted(a[by_component], a[by_component], side="left")
+        rank = np.empty(len(a), dtype=np.int64)
+        rank[by_component] = np.arange(len(a)) - first_of_component
+        trial = np.flatnonzero(rank < quota)
+        confirmed = same(i[trial], j[trial])
+        if confirmed.any():
+            everyone = np.arange(n)
+            labels = _components(
+                n, np.r_[everyone, i[trial][confirmed]], np.r_[_first_of_group(labels), j[trial][confirmed]]
+            )
+        untried = np.ones(len(i), dtype=bool)
+        untried[trial] = False
+        i, j, quota = i[untried], j[untried], 2 * quota
+    return labels
 
 
 def _same_minimum(i, j, loss, fingerprints, loss_tol, function_tol, same_parameters=None):
     """The dedup criterion for pairs ``i, j``: loss window, function distance, then (optional)
     the exact parameter check on the pairs that passed both."""
     same = np.abs(loss[i] - loss[j]) <= loss_tol
-    same &= np.linalg.norm(fingerprints[i] - fingerprints[j], axis=1) <= function_tol
+    # Chunks of pairs bound the memory of the fingerprint differences (~128 MB).
+    chunk = max(1, 2**24 // max(1, fingerprints.shape[1]))
+    in_window = np.flatnonzero(same)
+    for start in range(0, len(in_window), chunk):
+        rows = in_window[start : start + chunk]
+        same[rows] = np.linalg.norm(fingerprints[i[rows]] - fingerprints[j[rows]], axis=1) <= function_tol
     if same_parameters is not None and same.any():
         same[same] = same_parameters(i[same], j[same])
     return same
-
-
-def _linked_components(points, same, radius, n_neighbors):
-    """Components of the graph of confirmed pairs among each point's nearest neighbours.
-
-    Rounds repeat on the components' representatives (their first point) until no two of them
-    join, which re-links components that the neighbour limit left apart; every round is a
-    k-nearest-neighbour search, so no round is quadratic in the size of a dense minimum.
-    """
-    labels = np.arange(len(points))
-    representatives = labels
-    while True:
-        def same_representatives(i, j, representatives=representatives):
-            return same(representatives[i], representatives[j])
-
-        merged = _neighbour_components(
-            points[representatives], same_representatives, radius, n_neighbors
-        )
-        labels = merged[labels]
-        if merged.max(initial=-1) + 1 == len(representatives):
-            return labels
-        representatives = np.unique(labels, return_index=True)[1]
-
-
-def _neighbour_components(points, same, radius, n_neighbors, chunk=200_000):
-    n = len(points)
-    k = min(n_neighbors + 1, n)
-    distances, neighbors = cKDTree(points).query(points, k=k, distance_upper_bound=radius)
-    distances, neighbors = distances.reshape(n, k), neighbors.reshape(n, k)
-    rows = np.repeat(np.arange(n), k).reshape(n, k)
-    found = np.isfinite(distances) & (neighbors > rows)  # each unordered pair once
-    i, j = rows[found], neighbors[found]
-    # Chunks bound the memory of comparing fingerprints of many candidate pairs.
-    keep = np.zeros(len(i), dtype=bool)
-    for start in range(0, len(i), chunk):
-        keep[start : start + chunk] = same(i[start : start + chunk], j[start : start + chunk])
-    return _components(n, i[keep], j[keep])
 
 
 def _project(vectors):
@@ -198,15 +217,6 @@ def _project(vectors):
     rng = np.random.default_rng(7)
     basis = np.linalg.qr(rng.standard_normal((vectors.shape[1], _SEARCH_DIMS)))[0]
     return vectors @ basis
-
-
-def _join(labels_a, labels_b):
-    """The finest partition coarser than both (connected components of their union)."""
-    n = len(labels_a)
-    if n == 0:
-        return labels_a
-    everyone = np.arange(n)
-    return _components(n, np.r_[everyone, everyone], np.r_[_first_of_group(labels_a), _first_of_group(labels_b)])
 
 
 def _first_of_group(labels):
@@ -278,7 +288,6 @@ def deduplicate_minima(
     function_tol: float,
     dist_tol: float,
     criterion: str = "function_and_parameters",
-    n_neighbors: int = 16,
 ) -> xr.Dataset:
     """Catalogue the distinct minima reached by the members of an ensemble.
 
@@ -307,9 +316,6 @@ def deduplicate_minima(
         ``function`` groups endpoints into solution classes by what they compute, the right
         notion for non-isolated minima (no L2: the zero-loss set is a manifold);
         ``function_and_parameters`` also requires the parameters to agree (isolated minima).
-    n_neighbors : int
-        Candidate neighbours per endpoint in the search; larger is slower and more robust.
-
     Returns
     -------
     xarray.Dataset
@@ -336,20 +342,21 @@ def deduplicate_minima(
 
     separation = _unit_separation(canonical, arch) if criterion == "function_and_parameters" else None
 
-    def group(factor):
+    def group(factor, joined):
         same_parameters = None
         if criterion == "function_and_parameters":
             same_parameters = _parameter_check(canonical, separation, arch, dist_tol * factor)
         return group_endpoints(
             fingerprints, loss, loss_tol=loss_tol, function_tol=function_tol * factor,
-            same_parameters=same_parameters, n_neighbors=n_neighbors,
+            same_parameters=same_parameters, joined=joined,
         )
 
-    # Factors ascend, and each partition is joined with the finer one before it: a merge
-    # confirmed at a smaller tolerance holds at a larger one, so counts only fall along the sweep.
+    # Factors ascend, and each grouping starts from the one before it: a pair confirmed at a
+    # smaller tolerance passes at a larger one, so this is still exact single linkage at every
+    # factor, counts only fall along the sweep, and no pair is checked twice.
     swept, partition = [], np.arange(len(loss))
     for factor in TOLERANCE_FACTORS:
-        partition = _join(partition, group(factor))
+        partition = group(factor, partition)
         swept.append(len(np.unique(partition)))
         if factor == 1.0:
             groups = partition
@@ -383,7 +390,6 @@ def matching_options(minima_options: dict, x_train: np.ndarray) -> tuple[dict, n
     fingerprint's probe inputs (``n_probe`` of them beside ``x_train``)."""
     matching = dict(minima_options)
     probes = probe_inputs_for(x_train, matching.pop("n_probe"))
-    matching.pop("n_neighbors", None)  # a search setting of deduplication, not part of the criterion
     return matching, probes
 
 
