@@ -262,7 +262,7 @@ def test_a_job_without_its_gpu_fails_before_writing_and_leaves_other_outputs(tmp
         (lambda c: c["experiments"]["tiny"]["training"].update(lr=float("nan")), "experiments.tiny.training.lr=nan"),
         (lambda c: c["experiments"]["tiny"]["training"].update(grad_tol=float("inf")), "training.grad_tol=inf"),
         (lambda c: c["experiments"]["tiny"]["minima"].update(dist_tol=float("-inf")), "minima.dist_tol=-inf"),
-        (lambda c: c.update(rerun_budget_factors=[1, float("nan")]), "rerun_budget_factors[1]=nan"),
+        (lambda c: c.update(budget_factors=[1, float("nan")]), "budget_factors[1]=nan"),
         (lambda c: c["experiments"]["tiny"]["dataset"].update(kind="digits", task="parity", n_train=1000,
                                                                n_test=800, n_features=8),
          "n_train + n_test = 1000 + 800 = 1800 exceeds the 1797 images"),

@@ -6,8 +6,8 @@ import torch
 
 from basins.labels import AT_SADDLE, BUDGET, CONVERGED, DIVERGED, LEFT, RETURNED, SADDLE, UNDECIDED, UNDECIDED_LABEL
 from basins.rays import probe_rays
-from basins.reruns import labels_of, outcomes_of, run_until_decided
-from basins.training import descend, energy_and_gradient
+from basins.reruns import labels_of, outcomes_of
+from basins.training import descend_until_decided, energy_and_gradient
 
 
 def double_well(theta):
@@ -16,15 +16,15 @@ def double_well(theta):
 
 
 def gradient_descent(max_steps):
-    def run(starts, factor):
-        out = descend(
+    def run(starts, budget_factors):
+        out = descend_until_decided(
             lambda theta, batch: energy_and_gradient(double_well, theta), starts, np.arange(len(starts)),
-            dynamics="gd", lr=0.05, max_steps=int(max_steps * factor), grad_tol=1e-8,
+            budget_factors=budget_factors, dynamics="gd", lr=0.05, max_steps=max_steps, grad_tol=1e-8,
             device=torch.device("cpu"), dtype=torch.float64, chunk=256, run_id=("test",), progress_every_s=1e9,
         )
         with torch.no_grad():
             loss = double_well(torch.as_tensor(out["final_theta"])).numpy()
-        return out["final_theta"], loss, out["status"]
+        return out["final_theta"], loss, out["status"], out["steps"]
 
     return run
 
@@ -36,12 +36,23 @@ def which_well(final_theta):
 def test_a_start_near_the_exit_that_runs_out_of_budget_is_undecided_not_an_exit():
     """0.5 % inside the exit radius the flow needs hundreds of steps to leave the ridge."""
     start = np.array([[1.0 - 0.995, 0.0]])  # distance 0.995 from the minimum (1, 0) along -x
-    final, loss, status = run_until_decided(gradient_descent(5), start, budget_factors=(1,))
+    final, loss, status, steps = gradient_descent(5)(start, (1,))
     assert status[0] == BUDGET
     assert outcomes_of(which_well(final), status, np.array([0]))[0] == UNDECIDED
-    final, loss, status = run_until_decided(gradient_descent(5), start, budget_factors=(1, 10, 100, 1000))
+    final, loss, status, steps = gradient_descent(5)(start, (1, 10, 100, 1000))
     assert status[0] == CONVERGED
     assert outcomes_of(which_well(final), status, np.array([0]))[0] == RETURNED
+    assert 50 < steps[0] <= 5000  # the continuations' steps add up, within the cap
+
+
+def test_continuing_gradient_descent_is_the_longer_run():
+    """GD carries no state: a run continued after its budget is the run with the larger one."""
+    starts = np.array([[0.02, 0.3], [-0.5, 1.0], [1e-3, 0.0]])
+    continued, _, status, steps = gradient_descent(10)(starts, (1, 3, 30))
+    once, _, status_once, steps_once = gradient_descent(300)(starts, (1,))
+    np.testing.assert_allclose(continued, once, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(status, status_once)
+    np.testing.assert_array_equal(steps, steps_once)
 
 
 def test_rays_with_a_tiny_budget_are_censored_not_exits():
@@ -52,7 +63,7 @@ def test_rays_with_a_tiny_budget_are_censored_not_exits():
         run = gradient_descent(budget)
 
         def call(starts, targets):
-            final, _, status = run_until_decided(run, starts, budget_factors=(1,))
+            final, _, status, _ = run(starts, (1,))
             return outcomes_of(which_well(final), status, targets)
 
         return call
@@ -75,6 +86,7 @@ def test_outcomes_and_labels_cover_every_status():
     np.testing.assert_array_equal(labels_of(reached, status), [3, 1, UNDECIDED_LABEL, AT_SADDLE, -1])
 
 
-def test_budget_factors_must_increase():
+@pytest.mark.parametrize("factors", [(4, 1), (1, 1), (2, 4), ()])
+def test_budget_factors_must_start_at_one_and_increase(factors):
     with pytest.raises(ValueError, match="budget_factors"):
-        run_until_decided(gradient_descent(5), np.zeros((1, 2)), budget_factors=(4, 1))
+        gradient_descent(5)(np.zeros((1, 2)), factors)

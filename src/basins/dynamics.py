@@ -21,6 +21,17 @@ Objective = Callable[[torch.Tensor, "torch.Tensor | None"], tuple[torch.Tensor, 
 DYNAMICS = ("gradient_flow", "gd", "sgd", "adam", "fire")
 
 
+def energy_and_gradient(
+    energy: Callable[[torch.Tensor], torch.Tensor], points: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Energies ``(n,)`` and gradients ``(n, param)`` of independent points (rows)."""
+    with torch.enable_grad():
+        points = points.detach().requires_grad_(True)
+        values = energy(points)
+        (grad,) = torch.autograd.grad(values.sum(), points)
+    return values.detach(), grad
+
+
 def make_stepper(
     dynamics: str,
     *,

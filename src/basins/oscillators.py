@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,7 +30,7 @@ from basins.training import (
     DIVERGED,
     TORCH_DTYPES,
     chunk_size,
-    descend,
+    descend_until_decided,
     descent_dataset,
     final_losses,
     resolve_device,
@@ -178,6 +179,7 @@ def relax_ring(
     lr: float,
     max_steps: int,
     grad_tol: float,
+    budget_factors: Sequence[float] = (1,),
     rtol: float = 1e-6,
     atol: float = 1e-9,
     momentum: float = 0.0,
@@ -202,10 +204,11 @@ def relax_ring(
     torch_device, torch_dtype = resolve_device(device), TORCH_DTYPES[dtype]
     state_bytes = torch_dtype.itemsize * ring.n_params
     chunk = chunk_size(state_bytes * (4 * ring.coupling_range + 40), state_bytes, memory_budget_mb, torch_device)
-    out = descend(
+    out = descend_until_decided(
         ring.objective,
         initial_theta,
         member_ids,
+        budget_factors=budget_factors,
         dynamics=dynamics,
         lr=lr,
         max_steps=max_steps,

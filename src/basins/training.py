@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +21,13 @@ import torch
 import xarray as xr
 
 from basins.checkpoints import fingerprint_arrays, load_checkpoint, run_fingerprint, save_checkpoint
-from basins.dynamics import Objective, make_stepper
+from basins.dynamics import Objective, energy_and_gradient, make_stepper  # noqa: F401 (re-exported)
 from basins.flatness import lowest_eigenpairs, make_hvp
 from basins.io import variable_attrs
 from basins.labels import BUDGET, CONVERGED, DIVERGED, SADDLE, STATUS_MEANINGS  # noqa: F401 (re-exported)
 from basins.losses import check_loss, l2_penalty, margins, sample_losses
 from basins.networks import Architecture, forward
+from basins.polish import polish_minima
 
 log = logging.getLogger(__name__)
 
@@ -56,17 +57,6 @@ def member_losses(theta, x, y, arch, *, loss, margin, l2, beta=1.0) -> torch.Ten
     """Training loss ``(member,)``: the mean sample loss plus ``l2 / 2 |theta|^2``; differentiable."""
     output = forward(theta, x, arch)
     return sample_losses(output, y, loss=loss, margin=margin, beta=beta).mean(1) + l2_penalty(theta, l2)
-
-
-def energy_and_gradient(
-    energy: Callable[[torch.Tensor], torch.Tensor], points: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Energies ``(n,)`` and gradients ``(n, param)`` of independent points (rows)."""
-    with torch.enable_grad():
-        points = points.detach().requires_grad_(True)
-        values = energy(points)
-        (grad,) = torch.autograd.grad(values.sum(), points)
-    return values.detach(), grad
 
 
 def make_objective(arch, x, y, *, loss, margin, l2, beta=1.0, compile=False):
@@ -135,6 +125,7 @@ def train_ensemble(
     lr: float,
     max_steps: int,
     grad_tol: float,
+    budget_factors: Sequence[float] = (1,),
     l2: float = 0.0,
     margin: float = 1.0,
     momentum: float = 0.0,
@@ -151,6 +142,7 @@ def train_ensemble(
     max_saddle_escapes: int = 3,
     max_dense_params: int = 600,
     n_lanczos: int = 60,
+    newton_steps: int = 8,
     rtol: float = 1e-6,
     atol: float = 1e-9,
     check_every: int = 100,
@@ -184,6 +176,10 @@ def train_ensemble(
         ``lr`` is the step size (the first step for the adaptive gradient flow).
     max_steps : int
         Step budget per member (for ``gradient_flow``: attempted integrator steps).
+    budget_factors : sequence of float
+        A member that spends ``max_steps`` is continued up to ``budget_factors[-1] * max_steps``
+        steps in all, in stages (:func:`descend_until_decided`); one still running then ends
+        with status ``BUDGET``. The same for every continuation after a saddle kick.
     grad_tol : float
         A member has converged when its full-batch gradient norm is at most this. Too large
         stops members on plateaus before the minimum; too small spends the budget on
@@ -213,6 +209,11 @@ def train_ensemble(
     max_dense_params, n_lanczos : int
         The lowest eigenpair comes from dense Hessians up to ``max_dense_params`` parameters,
         else from ``n_lanczos`` Lanczos iterations.
+    newton_steps : int
+        Then up to this many Newton steps on the directions of curvature above
+        ``curvature_tol`` move each converged member onto its minimum, to round-off
+        (:func:`basins.polish.polish_minima`; networks up to ``max_dense_params`` parameters;
+        0: no polish), so that members of one minimum agree whatever ``grad_tol`` was.
     rtol, atol : float
         Local error tolerances of ``gradient_flow``.
     check_every : int
@@ -283,21 +284,31 @@ def train_ensemble(
         chunk=chunk, run_id=(arch, loss, l2, margin, beta, beta_start, stop_when_satisfied, dtype, compile),
         progress_every_s=progress_every_s,
     )
-    out = descend(
-        objective, initial_theta, member_ids, annealed=annealed, anneal_steps=beta_ramp_steps,
+    out = descend_until_decided(
+        objective, initial_theta, member_ids, budget_factors=budget_factors,
+        annealed=annealed, anneal_steps=beta_ramp_steps,
         checkpoint_path=checkpoint_path, checkpoint_every_s=checkpoint_every_s,
         data_fingerprint=fingerprint_arrays(x_train, y_train), **engine,
     )
     if not stop_when_satisfied:
         x, y = data["train"]
+        energy = lambda t: member_losses(t, x, y, arch, loss=loss, margin=margin, l2=l2, beta=beta)  # noqa: E731
         escape_saddles(
             out, member_ids,
-            continue_from=lambda theta, ids: descend(objective, theta, ids, **engine),
-            energy=lambda t: member_losses(t, x, y, arch, loss=loss, margin=margin, l2=l2, beta=beta),
+            continue_from=lambda theta, ids: descend_until_decided(
+                objective, theta, ids, budget_factors=budget_factors, **engine
+            ),
+            energy=energy,
             curvature_tol=curvature_tol, saddle_kick=saddle_kick, grad_tol=grad_tol,
             max_saddle_escapes=max_saddle_escapes, max_dense_params=max_dense_params,
             n_lanczos=n_lanczos, seed=seed, device=torch_device, dtype=torch_dtype,
             memory_budget_mb=memory_budget_mb,
+        )
+        hessian_bytes = 8 * 4 * arch.n_params**2
+        polish_minima(
+            out, energy, curvature_tol=curvature_tol, newton_steps=newton_steps,
+            max_dense_params=max_dense_params, device=torch_device, dtype=torch_dtype,
+            chunk=max(1, min(out["chunk"], int(memory_budget_mb * 2**20 // hessian_bytes))),
         )
     final_losses(out, objective, as_tensor)
     with torch.no_grad():
@@ -578,6 +589,65 @@ def descend(
     return out
 
 
+def descend_until_decided(
+    objective: Objective,
+    initial_theta: np.ndarray,
+    member_ids: np.ndarray,
+    *,
+    budget_factors: Sequence[float] = (1,),
+    **engine,
+) -> dict:
+    """:func:`descend`, with members that spend their budget continued rather than given up.
+
+    A member that ends with status ``BUDGET`` under ``budget_factors[k] * max_steps`` steps is
+    continued from where it stopped for ``(budget_factors[k+1] - budget_factors[k]) * max_steps``
+    more, so its total budget is the next factor's; the last factor is the cap, and what is
+    still undecided then keeps status ``BUDGET`` (censored, never a basin of its own). The
+    continuation runs the rest of the schedule: the annealed landscape (``annealed``) and the
+    step-size decay resume where they were; state the dynamics carries (Adam's moments,
+    momentum, FIRE's velocity) restarts from zero, as after a restart of those methods. The
+    continued runs are not checkpointed. ``steps``, ``wall_time`` and ``flow_time`` add up over
+    the continuations; ``loss_history`` is the first run's.
+    """
+    factors = np.asarray(budget_factors, dtype=float)
+    if len(factors) == 0 or factors[0] != 1 or (np.diff(factors) <= 0).any():
+        raise ValueError(f"budget_factors={list(budget_factors)}: give increasing factors starting at 1")
+    if len(factors) > 1 and hasattr(objective, "restricted_to"):
+        raise ValueError("budget_factors beyond the first need a landscape shared by all members")
+    out = descend(objective, initial_theta, member_ids, **engine)
+    max_steps = engine["max_steps"]
+    for done, factor in zip(factors[:-1], factors[1:]):
+        again = np.flatnonzero(out["status"] == BUDGET)
+        if not len(again):
+            break
+        log.info("%d members spent %g x the step budget: continued to %g x", len(again), done, factor)
+        continued = descend(
+            objective, out["final_theta"][again], member_ids[again],
+            **_continuation(engine, steps_done=int(round(done * max_steps)),
+                            more_steps=int(round((factor - done) * max_steps))),
+        )
+        for name in ("final_theta", "status", "grad_norm"):
+            out[name][again] = continued[name]
+        for name in ("steps", "wall_time", "flow_time"):
+            out[name][again] = out[name][again] + continued[name]
+    return out
+
+
+def _continuation(engine, *, steps_done, more_steps):
+    """:func:`descend`'s options for a run continued after ``steps_done`` steps."""
+    continued = dict(engine, max_steps=more_steps, checkpoint_path=None)
+    every = continued.get("lr_decay_every", 0)
+    if every:
+        continued["lr"] = continued["lr"] * continued.get("lr_decay_factor", 1.0) ** (steps_done // every)
+    annealed, anneal_steps = continued.get("annealed"), continued.get("anneal_steps", 0)
+    if annealed is not None and anneal_steps > steps_done:
+        continued["annealed"] = lambda step: annealed(step + steps_done)
+        continued["anneal_steps"] = anneal_steps - steps_done
+    else:
+        continued["annealed"], continued["anneal_steps"] = None, 0
+    return continued
+
+
 def _never(state):
     return False
 
@@ -722,6 +792,17 @@ def _as_dataset(out, member_ids, initial_theta, arch, dynamics):
             "member",
             out["n_escapes"],
             variable_attrs("kicks along a negative-curvature direction before the final point"),
+        )
+    if "polish_shift" in out:
+        result["polish_shift"] = (
+            "member",
+            out["polish_shift"],
+            variable_attrs("distance moved by the Newton polish (nan: not polished)"),
+        )
+        result["grad_norm_before_polish"] = (
+            "member",
+            out["grad_norm_before_polish"],
+            variable_attrs("gradient norm where the dynamics stopped, before the Newton polish"),
         )
     result["n_unsatisfied"] = (
         "member",

@@ -45,6 +45,7 @@ def check_catalogue(
     training_options: dict,
     minima_options: dict,
     seed: int,
+    budget_factors: list[float] = (1,),
     n_rerun: int = 256,
 ) -> dict:
     """Re-run ``n_rerun`` catalogued starts (evenly spaced member ids) and compare labels.
@@ -61,7 +62,7 @@ def check_catalogue(
     matching, probes = matching_options(minima_options, train_test_arrays(dataset)[0])
     rerun = train_ensemble(
         arch, *train_test_arrays(dataset), training["initial_theta"].values[rows], training["member"].values[rows],
-        seed=seed, device="cpu", progress_every_s=1e9, **training_options,
+        seed=seed, budget_factors=budget_factors, device="cpu", progress_every_s=1e9, **training_options,
     )
     assigned = assign_to_catalog(
         rerun["final_theta"].values, rerun["loss"].values, training["final_theta"].values, training["loss"].values,
@@ -106,7 +107,7 @@ def verify_results(results: Path, *, n_rerun: int = 256) -> list[dict]:
         row |= check_catalogue(
             training, minima, read_dataset(results / f"datasets/{experiment}.nc"),
             training_options=config["training"], minima_options=json.loads(minima.attrs["stage_config"]),
-            seed=seed, n_rerun=n_rerun,
+            seed=seed, budget_factors=config.get("budget_factors", [1]), n_rerun=n_rerun,
         )
         basins_path = results / f"basins/{experiment}/{seed_name}.nc"
         if basins_path.exists():

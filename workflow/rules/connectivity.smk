@@ -16,6 +16,6 @@ rule connect_minima:
         connectivity=section("connectivity"),
         training=section("training"),
         minima=minima_options,
-        rerun_budget_factors=config["rerun_budget_factors"],
+        budget_factors=config["budget_factors"],
     script:
         "../scripts/connect_minima.py"

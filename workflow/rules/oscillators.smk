@@ -18,6 +18,7 @@ rule relax_ring:
         ring=ring_section("ring"),
         relaxation=ring_section("relaxation"),
         ensemble=ring_section("ensemble"),
+        budget_factors=config["budget_factors"],
         checkpoint="results/checkpoints/oscillators/{ring}/seed{seed}/shard{shard}.pt",
     script:
         "../scripts/relax_ring.py"
@@ -73,6 +74,7 @@ rule probe_ring_rays:
         rays=ring_section("rays"),
         relaxation=ring_section("relaxation"),
         twisted_states=ring_section("twisted_states"),
+        budget_factors=config["budget_factors"],
     script:
         "../scripts/probe_ring_rays.py"
 

@@ -17,6 +17,6 @@ rule probe_rays:
         rays=section("rays"),
         training=section("training"),
         minima=minima_options,
-        rerun_budget_factors=config["rerun_budget_factors"],
+        budget_factors=config["budget_factors"],
     script:
         "../scripts/probe_rays.py"

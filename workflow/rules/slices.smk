@@ -16,6 +16,6 @@ rule slice_basins:
         slices=section("slices"),
         training=section("training"),
         minima=minima_options,
-        rerun_budget_factors=config["rerun_budget_factors"],
+        budget_factors=config["budget_factors"],
     script:
         "../scripts/slice_basins.py"

@@ -15,6 +15,7 @@ rule train_ensemble:
         model=section("model"),
         training=section("training"),
         ensemble=section("ensemble"),
+        budget_factors=config["budget_factors"],
         checkpoint="results/checkpoints/{experiment}/seed{seed}/shard{shard}.pt",
     script:
         "../scripts/train_ensemble.py"

@@ -12,7 +12,6 @@ from basins.labels import STATUS_VALUES
 from basins.minima import assign_to_catalog, matching_options
 from basins.networks import Architecture
 from basins.rays import probe_rays
-from basins.reruns import run_until_decided
 from basins.training import train_ensemble
 
 log = logging.getLogger("basins.rerun")
@@ -34,22 +33,20 @@ class CatalogRerun:
         self.arch = Architecture.from_json(self.minima.attrs["architecture"])
         self.matching, self.probes = matching_options(params.minima, self.data[0])
         self.train_options = dict(seed=self.seed, **self.compute, **params.training)
-        self.budget_factors = list(params.rerun_budget_factors)
+        self.budget_factors = list(params.budget_factors)
         shards = xr.concat([read_dataset(path) for path in snakemake.input.shards], dim="member").sortby("member")
         self.catalog_theta = shards["final_theta"].values
         self.catalog_loss = shards["loss"].values
         self.catalog_labels = self.minima["minimum_of_member"].sel(member=shards["member"]).values
 
     def run(self, starts):
-        """Final parameters, losses and statuses; runs that spend their budget are run again
-        with larger ones (``rerun_budget_factors``) before they are left undecided."""
-
-        def run_with(points, factor):
-            options = dict(self.train_options, max_steps=int(round(self.train_options["max_steps"] * factor)))
-            result = train_ensemble(self.arch, *self.data, points, np.arange(len(points)), **options)
-            return result["final_theta"].values, result["loss"].values, result["status"].values
-
-        final_theta, loss, status = run_until_decided(run_with, starts, budget_factors=self.budget_factors)
+        """Final parameters, losses and statuses; runs that spend their budget are continued
+        to larger ones (``budget_factors``) before they are left undecided."""
+        result = train_ensemble(
+            self.arch, *self.data, starts, np.arange(len(starts)), budget_factors=self.budget_factors,
+            **self.train_options,
+        )
+        final_theta, loss, status = (result[name].values for name in ("final_theta", "loss", "status"))
         counts = dict(zip(("converged", "budget", "diverged", "saddle"), np.bincount(status, minlength=len(STATUS_VALUES))))
         log.info("%d starts: %s", len(starts), counts)
         return final_theta, loss, status

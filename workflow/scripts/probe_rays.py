@@ -29,7 +29,7 @@ result = add_provenance(
     title=f"ray probes of experiment {snakemake.wildcards.experiment}, seed {seed}",
     stage="probe_rays",
     stage_config={"rays": rays, "training": params.training, "minima": params.minima,
-                  "rerun_budget_factors": list(params.rerun_budget_factors)},
+                  "budget_factors": list(params.budget_factors)},
     seed=seed,
     device=rerun.compute["device"],
     inputs=(snakemake.input.minima, snakemake.input.basins, snakemake.input.dataset, *snakemake.input.shards),

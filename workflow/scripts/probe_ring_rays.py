@@ -26,7 +26,8 @@ def outcomes(starts, targets):
     A run within tolerance of its target counts as returned even if it spent its budget (as
     the catalogue counts members); one that spent it elsewhere is undecided.
     """
-    result = relax_ring(ring, starts, np.arange(len(starts)), seed=seed, **compute, **params.relaxation)
+    result = relax_ring(ring, starts, np.arange(len(starts)), seed=seed,
+                        budget_factors=list(params.budget_factors), **compute, **params.relaxation)
     final, status = result["final_theta"].values, result["status"].values
     q = minima["winding_number"].values[chosen[targets]]
     close = distance_to_twisted_state(final, q) <= params.twisted_states["tolerance"]

@@ -20,6 +20,7 @@ result = relax_ring(
     initial_theta,
     members,
     seed=seed,
+    budget_factors=list(params.budget_factors),
     **options,
     **params.relaxation,
 )

@@ -31,7 +31,7 @@ slices = add_provenance(
     title=f"basin slices of experiment {snakemake.wildcards.experiment}, seed {rerun.seed}",
     stage="slice_basins",
     stage_config={"slices": params.slices, "training": params.training, "minima": params.minima,
-                  "rerun_budget_factors": list(params.rerun_budget_factors)},
+                  "budget_factors": list(params.budget_factors)},
     seed=rerun.seed,
     device=rerun.compute["device"],
     inputs=(snakemake.input.minima, snakemake.input.dataset, *snakemake.input.shards),

@@ -26,6 +26,7 @@ result = train_ensemble(
     initial_theta,
     members,
     seed=seed,
+    budget_factors=list(params.budget_factors),
     **options,
     **params.training,
 )
@@ -33,7 +34,8 @@ result = add_provenance(
     result,
     title=f"training ensemble of experiment {wildcards.experiment}, seed {seed}, shard {shard}",
     stage="train_ensemble",
-    stage_config={"model": params.model, "training": params.training, "ensemble": params.ensemble},
+    stage_config={"model": params.model, "training": params.training, "ensemble": params.ensemble,
+                  "budget_factors": list(params.budget_factors)},
     seed=seed,
     device=options["device"],
     inputs=(snakemake.input.dataset, *snakemake.input.starting_points),
