@@ -205,7 +205,7 @@ def probe_rays(
     directions = random_directions(n_minima, n_directions, n_params, seed=seed)
     target = np.broadcast_to(np.arange(n_minima)[:, None, None], (n_minima, n_directions, len(radii)))
     starts = centres[:, None, None, :] + radii[None, None, :, None] * directions[:, :, None, :]
-    outcome = _run(outcomes, starts.reshape(-1, n_params), target.reshape(-1)).reshape(target.shape)
+    outcome = run_outcomes(outcomes, starts.reshape(-1, n_params), target.reshape(-1)).reshape(target.shape)
     runs = np.full(n_minima, n_directions * len(radii))
     undecided_runs = (outcome == UNDECIDED).sum(axis=(1, 2))
 
@@ -225,7 +225,7 @@ def probe_rays(
             break
         m, d = rays[:, 0], rays[:, 1]
         middle = 0.5 * (low[m, d] + high[m, d])
-        ended = _run(outcomes, centres[m] + middle[:, None] * directions[m, d], m)
+        ended = run_outcomes(outcomes, centres[m] + middle[:, None] * directions[m, d], m)
         runs += np.bincount(m, minlength=n_minima)
         undecided_runs += np.bincount(m[ended == UNDECIDED], minlength=n_minima)
         low[m, d] = np.where(ended == RETURNED, middle, low[m, d])
@@ -237,7 +237,8 @@ def probe_rays(
     return _as_dataset(outcome, exit_radius, observed, undecided_runs / runs, radii, ids)
 
 
-def _run(outcomes, starts, targets):
+def run_outcomes(outcomes: Outcomes, starts: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """``outcomes(starts, targets)``, refused unless it gives one outcome value per start."""
     ended = np.asarray(outcomes(starts, targets))
     if ended.dtype == bool:
         raise TypeError("the outcomes callable returned booleans: return LEFT, RETURNED or UNDECIDED "
