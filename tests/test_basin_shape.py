@@ -15,7 +15,12 @@ import pytest
 import torch
 
 from basins.basin_geometry import measure_tentacles
-from basins.basin_shape import kaplan_meier_medians, measure_local_thickness, measure_reach, measure_star_shapedness
+from basins.basin_shape import (
+    kaplan_meier_medians,
+    measure_local_thickness,
+    measure_reach,
+    measure_star_shapedness,
+)
 from basins.dynamics import energy_and_gradient
 from basins.labels import LEFT, RETURNED, UNDECIDED
 from basins.planted import ball_and_ring, double_well
@@ -92,8 +97,8 @@ def test_star_shapedness_ranks_the_ring_above_the_ball(n_params):
     (measured 0.66 [0.56, 0.76] in 2-D, 0.65 [0.55, 0.74] in d = 12; ball 0 [0, 0.045])."""
     landscape, (star, *_) = shape_of(n_params)
     ball, ring = landscape.index("ball"), landscape.index("ring")
-    ball_value, ball_low, ball_high = interval(star, "leaving_fraction", ball)
-    ring_value, ring_low, ring_high = interval(star, "leaving_fraction", ring)
+    ball_value, _, ball_high = interval(star, "leaving_fraction", ball)
+    ring_value, ring_low, _ = interval(star, "leaving_fraction", ring)
     assert ball_value == 0 and 0 < ball_high < 0.1
     assert 0.5 < ring_value < 0.85 and ring_low > ball_high
     assert float(star["mean_inside_fraction"].sel(minimum=ball)) == 1.0
@@ -127,7 +132,7 @@ def test_reach_ranks_the_ring_above_the_ball(n_params):
 @pytest.mark.parametrize("n_params", [2, 12])
 def test_the_double_well_scores_as_compact(n_params):
     """Half-spaces: star-shaped (nothing leaves), no re-entry, thicker than the planted ball."""
-    landscape, (star, thickness, reach, _) = shape_of(n_params, "double_well")
+    _, (star, thickness, reach, _) = shape_of(n_params, "double_well")
     _, ball_thickness, _ = interval(shape_of(n_params)[1][1], "median_thickness_ratio", 0)
     for row in range(2):
         value, _, high = interval(star, "leaving_fraction", row)
@@ -155,7 +160,7 @@ def test_with_the_engine_the_statistics_meet_their_known_answer():
     and the same verdicts: ball star-shaped without re-entry, ring leaving and re-entered."""
     landscape = ball_and_ring(2)
     engine = functools.partial(engine_outcomes, landscape)
-    settings = dict(n_starts=150, n_thickness=0, n_bisection=0, seed=1)
+    settings = {"n_starts": 150, "n_thickness": 0, "n_bisection": 0, "seed": 1}
     star, _, reach, _ = measure_shape(landscape, ("ball", "ring"), engine, **settings)
     known_star, _, known_reach, _ = measure_shape(landscape, ("ball", "ring"), functools.partial(
         known_outcomes, landscape), **settings)
@@ -184,7 +189,9 @@ def test_undecided_points_are_censored_never_exits():
     outcome, observed = star["outcome"].values, star["exit_observed"].values.astype(bool)
     assert (outcome == UNDECIDED).any()
     # an exit is observed only where a LEFT point comes before every undecided one
-    first = lambda flags: np.where(flags.any(1), flags.argmax(1), flags.shape[1])  # noqa: E731
+    def first(flags):
+        return np.where(flags.any(1), flags.argmax(1), flags.shape[1])
+
     np.testing.assert_array_equal(observed, first(outcome == LEFT) < first(outcome == UNDECIDED))
     censored = ~observed & (outcome == UNDECIDED).any(1)
     assert censored.any()

@@ -22,6 +22,8 @@ reported with a zero-width interval for lack of data.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import xarray as xr
 from scipy import stats
@@ -120,8 +122,7 @@ def measure_star_shapedness(
         n_left = int(observed[mine].sum())
         leaving[row] = n_left / n_decided
         low[row], high[row] = (float(b) for b in wilson_interval(n_left, n_decided, _z(confidence)))
-    member_var = lambda values, *attrs, **extra: ("member", values, variable_attrs(*attrs, **extra))  # noqa: E731
-    minimum_var = lambda values, *attrs, **extra: ("minimum", values, variable_attrs(*attrs, **extra))  # noqa: E731
+    member_var, minimum_var = functools.partial(_variable, "member"), functools.partial(_variable, "minimum")
     return xr.Dataset(
         {
             "outcome": (("member", "distance"), outcome.astype(np.int8), variable_attrs(
@@ -244,9 +245,8 @@ def measure_local_thickness(
         # inverted_cdf: an order statistic, no interpolation between inf (censored) and a number
         low[row], high[row] = np.quantile(np.median(resampled, axis=1), [(1 - confidence) / 2, (1 + confidence) / 2],
                                           method="inverted_cdf")
-    per_ray = lambda values, *attrs, **extra: (("member", "direction"), values, variable_attrs(*attrs, **extra))  # noqa: E731
-    member_var = lambda values, *attrs, **extra: ("member", values, variable_attrs(*attrs, **extra))  # noqa: E731
-    minimum_var = lambda values, *attrs, **extra: ("minimum", values, variable_attrs(*attrs, **extra))  # noqa: E731
+    per_ray = functools.partial(_variable, ("member", "direction"))
+    member_var, minimum_var = functools.partial(_variable, "member"), functools.partial(_variable, "minimum")
     return xr.Dataset(
         {
             "minimum_of_member": member_var(target, "row of the minimum the member reached"),
@@ -383,7 +383,7 @@ def measure_reach(
         low[row], high[row] = interval.low, interval.high
         if not np.isfinite([low[row], high[row]]).all():
             reason[row] = "some bootstrap resamples have no ray returning at the members' distances: no interval"
-    minimum_var = lambda values, *attrs, **extra: ("minimum", values, variable_attrs(*attrs, **extra))  # noqa: E731
+    minimum_var = functools.partial(_variable, "minimum")
     return xr.Dataset(
         {
             "reach": minimum_var(reach, "share of the basin at its members' distances that rays from the minimum "
@@ -424,6 +424,10 @@ def kaplan_meier_medians(radius: np.ndarray, observed: np.ndarray) -> np.ndarray
     below = survival <= 0.5 + 1e-12
     first = below.argmax(axis=-1)
     return np.where(below.any(axis=-1), np.take_along_axis(radius, first[..., None], -1)[..., 0], np.nan)
+
+
+def _variable(dims, values, long_name, **extra):
+    return dims, values, variable_attrs(long_name, **extra)
 
 
 class _PerMinimum:

@@ -131,8 +131,7 @@ def ball_and_ring(
     if not (0 < fraction < gap_until - fraction and gap_until + fraction < 1):
         raise ValueError(f"fraction={fraction}, gap_until={gap_until}: need 0 < fraction < gap_until - fraction "
                          "and gap_until + fraction < 1 (each zone a positive probability)")
-    radius_at = lambda u: sigma * math.sqrt(-2.0 * math.log1p(-u))  # noqa: E731
-    ridges = (radius_at(fraction), radius_at(gap_until), radius_at(gap_until + fraction))
+    ridges = tuple(sigma * math.sqrt(-2.0 * math.log1p(-u)) for u in (fraction, gap_until, gap_until + fraction))
     widths = (ridges[1] - ridges[0], ridges[2] - ridges[1], outer_width * sigma)
     profile = _RadialProfile(ridges, widths, radial_curvature)
     minima = np.zeros((4, n_params))
