@@ -29,7 +29,7 @@ r >= r_1. Why the zones are the basins, exactly:
 So the basin of each minimum is its zone (times R^{d-2}): the **ball** is the disc
 r < r_1 (in d dimensions a convex cylinder, star-shaped about its minimum at the origin); the
 **ring** is the thin annulus r_2 < r < r_3, whose minimum lies at (r_B^*, 0) and which reaches
-around the disc, up to a distance 2 r_3 from its minimum: a thin curved tentacle, not
+around the disc, up to a distance r_3 + r_B^* from its minimum: a thin curved tentacle, not
 star-shaped. The zones are placed by the 2-D Gaussian radial law u(r) = 1 - exp(-r^2 / 2
 sigma^2), the law of (x_1, x_2) under N(0, sigma^2 I_d) for every d: ridges at
 u = f, u_gap, u_gap + f give basin fractions exactly f (ball), f (ring), u_gap - f (gap, the
