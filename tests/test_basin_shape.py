@@ -65,10 +65,11 @@ def measure_shape(landscape, names, outcomes, *, n_starts=N_STARTS, n_thickness=
     rows = np.array([landscape.index(name) for name in names])
     members = np.isin(label, rows)
     distance = np.linalg.norm(starts - landscape.minima[label], axis=1)
-    star = measure_star_shapedness(starts[members], landscape.minima, label[members], outcomes, n_segment=12)
+    images = landscape.minima[label]  # no symmetry: each member's minimum is its own image
+    star = measure_star_shapedness(starts[members], images[members], label[members], outcomes, n_segment=12)
     probed = np.concatenate([np.flatnonzero(label == row)[:n_thickness] for row in rows])
     thickness = measure_local_thickness(
-        starts[probed], landscape.minima, label[probed], outcomes,
+        starts[probed], images[probed], label[probed], outcomes,
         radii=np.median(distance[members]) * np.geomspace(0.02, 2.0, 12), n_directions=16, n_bisection=5, seed=seed,
     ) if n_thickness else None
     radii = np.linspace(0.025, 1.0, 40) * 1.1 * distance[members].max()  # out beyond the farthest member
@@ -223,8 +224,8 @@ def test_below_min_members_the_summaries_are_nan_with_a_reason():
     landscape = ball_and_ring(2)
     starts = landscape.sample_starts(40, seed=5)
     label = landscape.basin_of(starts)
-    star = measure_star_shapedness(starts, landscape.minima, label, functools.partial(known_outcomes, landscape),
-                                   n_segment=4, min_members=12)
+    star = measure_star_shapedness(starts, landscape.minima[label], label,
+                                   functools.partial(known_outcomes, landscape), n_segment=4, min_members=12)
     few = star["n_members"].values < 12
     assert few.any()
     assert np.isnan(star["leaving_fraction"].values[few]).all()
@@ -240,9 +241,12 @@ def test_bad_input_is_refused():
     landscape = ball_and_ring(2)
     starts = landscape.sample_starts(5, seed=0)
     outcomes = functools.partial(known_outcomes, landscape)
+    images = np.zeros_like(starts)
     with pytest.raises(ValueError, match="assigned members only"):
-        measure_star_shapedness(starts, landscape.minima, np.array([0, 1, -1, 0, 0]), outcomes)
+        measure_star_shapedness(starts, images, np.array([0, 1, -1, 0, 0]), outcomes)
+    with pytest.raises(ValueError, match="minimum_images"):
+        measure_star_shapedness(starts, landscape.minima, np.zeros(5, dtype=int), outcomes)
     with pytest.raises(TypeError, match="booleans"):
-        measure_star_shapedness(starts, landscape.minima, np.zeros(5, dtype=int), lambda p, t: np.ones(len(t), bool))
+        measure_star_shapedness(starts, images, np.zeros(5, dtype=int), lambda p, t: np.ones(len(t), bool))
     with pytest.raises(ValueError, match="ray_outcome"):
         measure_reach(np.ones(5), np.zeros(5, dtype=int), np.zeros((2, 4, 3)), np.arange(1.0, 4.0), np.array([0]))

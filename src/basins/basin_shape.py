@@ -36,7 +36,7 @@ from basins.rays import Outcomes, probe_rays, run_outcomes
 
 def measure_star_shapedness(
     starts: np.ndarray,
-    minima: np.ndarray,
+    minimum_images: np.ndarray,
     minimum_of_member: np.ndarray,
     outcomes: Outcomes,
     *,
@@ -50,10 +50,13 @@ def measure_star_shapedness(
     ----------
     starts : ndarray, shape (member, param)
         The members' starting points (in the frame the dynamics runs in).
-    minima : ndarray, shape (minimum, param)
-        The minima, each the image nearest to its members' starts where symmetries apply.
+    minimum_images : ndarray, shape (member, param)
+        Each member's minimum, as the symmetric image nearest to its start
+        (:func:`basins.symmetry.nearest_images` for networks; ``minima[minimum_of_member]``
+        where the landscape has no symmetry).
     minimum_of_member : ndarray of int, shape (member,)
-        Row of ``minima`` each member reached (>= 0: pass assigned members only).
+        Catalog index of each member's minimum, the target handed to ``outcomes`` (>= 0:
+        pass assigned members only).
     outcomes : callable
         :data:`basins.rays.Outcomes`: runs the dynamics from every point at once and says
         whether it returned to minimum ``targets[k]``, left, or is undecided.
@@ -90,11 +93,10 @@ def measure_star_shapedness(
     and 0.65 [0.55, 0.74] in d = 12. Membership of a segment point depends only on the
     coordinates that decide it, so the contrast does not fade with d (0.72 at d = 48).
     """
-    starts, minima, target = _members(starts, minima, minimum_of_member)
+    starts, origin, target = _members(starts, minimum_images, minimum_of_member)
     if n_segment < 1:
         raise ValueError(f"n_segment={n_segment}: give at least one point per segment")
     position = np.arange(1, n_segment + 1) / (n_segment + 1)
-    origin = minima[target]
     points = origin[:, None, :] + position[None, :, None] * (starts - origin)[:, None, :]
     n_members, n_params = starts.shape
     outcome = run_outcomes(outcomes, points.reshape(-1, n_params), np.repeat(target, n_segment))
@@ -111,10 +113,10 @@ def measure_star_shapedness(
     exit_position = np.where(observed, position[np.minimum(first_left, n_segment - 1)], censored_at)
     segment_decided = observed | (first_undecided == n_segment)
 
-    per_minimum = _by_minimum(len(minima), target, min_members)
-    leaving, low, high, censored, mean_inside = (np.full(len(minima), np.nan) for _ in range(5))
+    per_minimum = _by_minimum(target, min_members)
+    leaving, low, high, censored, mean_inside = (np.full(len(per_minimum.ids), np.nan) for _ in range(5))
     for row in np.flatnonzero(per_minimum.measured):
-        mine = target == row
+        mine = target == per_minimum.ids[row]
         n_decided = int(segment_decided[mine].sum())
         censored[row] = 1 - n_decided / mine.sum()
         mean_inside[row] = np.nanmean(inside[mine]) if np.isfinite(inside[mine]).any() else np.nan
@@ -130,7 +132,7 @@ def measure_star_shapedness(
             "outcome": (("member", "distance"), outcome.astype(np.int8), variable_attrs(
                 "how the run from this point of the segment ended", flag_values=" ".join(map(str, OUTCOME_VALUES)),
                 flag_meanings=OUTCOME_MEANINGS)),
-            "minimum_of_member": member_var(target, "row of the minimum the member reached"),
+            "minimum_of_member": member_var(target, "minimum the member reached (catalog index)"),
             "inside_fraction": member_var(inside, "fraction of the decided segment points that return",
                                           note="nan: none decided"),
             "inside_fraction_low": member_var(returned.sum(1) / n_segment,
@@ -157,7 +159,7 @@ def measure_star_shapedness(
             "member": ("member", np.arange(n_members), variable_attrs("member index (row of starts)")),
             "distance": ("distance", position, variable_attrs(
                 "position along the segment from the minimum to the start, as a fraction of its length")),
-            "minimum": ("minimum", np.arange(len(minima)), variable_attrs("minimum (row of minima)")),
+            "minimum": ("minimum", per_minimum.ids, variable_attrs("minimum with members (catalog index)")),
         },
         attrs={"n_segment": n_segment, "min_members": min_members, "confidence": confidence},
     )
@@ -165,7 +167,7 @@ def measure_star_shapedness(
 
 def measure_local_thickness(
     starts: np.ndarray,
-    minima: np.ndarray,
+    minimum_images: np.ndarray,
     minimum_of_member: np.ndarray,
     outcomes: Outcomes,
     *,
@@ -186,7 +188,7 @@ def measure_local_thickness(
 
     Parameters
     ----------
-    starts, minima, minimum_of_member, outcomes
+    starts, minimum_images, minimum_of_member, outcomes
         As in :func:`measure_star_shapedness`; pass a sample of members (each costs
         ``n_directions * (len(radii) + n_bisection)`` runs).
     radii : ndarray, shape (radius,)
@@ -220,25 +222,25 @@ def measure_local_thickness(
     never exit). Isotropic rays mostly move along directions that decide nothing, so the
     contrast fades with d: at d = 48 ball 0.36 [0.29, 0.50] against ring 0.25 [0.20, 0.29].
     """
-    starts, minima, target = _members(starts, minima, minimum_of_member)
+    starts, origin, target = _members(starts, minimum_images, minimum_of_member)
     rays = probe_rays(
         starts, lambda points, rows: outcomes(points, target[rows]),
         radii=radii, n_directions=n_directions, n_bisection=n_bisection, seed=seed,
     )
     exit_radius = rays["exit_radius"].values
     exit_observed = rays["exit_observed"].values.astype(bool)
-    distance = np.linalg.norm(starts - minima[target], axis=1)
+    distance = np.linalg.norm(starts - origin, axis=1)
     thickness = rays["median_exit_radius"].values
     censored = rays["median_exit_censored"].values.astype(bool)
     ratio = np.where(censored, np.inf, thickness / distance)
 
-    per_minimum = _by_minimum(len(minima), target, min_members)
-    median, low, high = (np.full(len(minima), np.nan) for _ in range(3))
+    per_minimum = _by_minimum(target, min_members)
+    median, low, high = (np.full(len(per_minimum.ids), np.nan) for _ in range(3))
     rng = np.random.default_rng(seed)
     # A hand-written bootstrap, not scipy.stats.bootstrap: rays are resampled within each
     # resampled member (a nested design that scipy's independent-samples resampling lacks).
     for row in np.flatnonzero(per_minimum.measured):
-        mine = np.flatnonzero(target == row)
+        mine = np.flatnonzero(target == per_minimum.ids[row])
         median[row] = np.median(ratio[mine])
         members = rng.choice(mine, size=(n_bootstrap, len(mine)))
         rays_drawn = rng.integers(0, n_directions, size=(n_bootstrap, len(mine), n_directions))
@@ -253,7 +255,7 @@ def measure_local_thickness(
     member_var, minimum_var = functools.partial(_variable, "member"), functools.partial(_variable, "minimum")
     return xr.Dataset(
         {
-            "minimum_of_member": member_var(target, "row of the minimum the member reached"),
+            "minimum_of_member": member_var(target, "minimum the member reached (catalog index)"),
             "distance_to_minimum": member_var(distance, "Euclidean distance from the start to its minimum"),
             "thickness": member_var(thickness, "Kaplan-Meier median exit radius of random rays from the start",
                                     note="nan: beyond the largest radius (thickness_censored)"),
@@ -276,7 +278,7 @@ def measure_local_thickness(
         coords={
             "member": ("member", np.arange(len(starts)), variable_attrs("member index (row of starts)")),
             "direction": ("direction", np.arange(n_directions), variable_attrs("ray index")),
-            "minimum": ("minimum", np.arange(len(minima)), variable_attrs("minimum (row of minima)")),
+            "minimum": ("minimum", per_minimum.ids, variable_attrs("minimum with members (catalog index)")),
         },
         attrs={"n_directions": n_directions, "n_bisection": n_bisection, "seed": seed,
                "n_bootstrap": n_bootstrap, "confidence": confidence, "min_members": min_members},
@@ -437,30 +439,29 @@ def _variable(dims, values, long_name, **extra):
 
 
 class _PerMinimum:
-    """Member counts per minimum and the reason a summary is nan (``measured`` where it is not)."""
+    """The minima with members, their counts, and why a summary is nan (``measured`` where it is not)."""
 
-    def __init__(self, n_members, reason):
-        self.n_members, self.reason = n_members, reason
+    def __init__(self, ids, n_members, reason):
+        self.ids, self.n_members, self.reason = ids, n_members, reason
         self.measured = reason == "measured"
 
 
-def _by_minimum(n_minima, target, min_members):
-    counts = np.bincount(target, minlength=n_minima)
-    reason = np.where(counts >= min_members, "measured",
-                      np.char.add(np.char.add(counts.astype(str), " members, fewer than min_members="),
-                                  str(min_members))).astype(object)
-    return _PerMinimum(counts, reason)
+def _by_minimum(target, min_members):
+    ids, counts = np.unique(target, return_counts=True)
+    reason = np.array(["measured" if n >= min_members else f"{n} members, fewer than min_members={min_members}"
+                       for n in counts], dtype=object)
+    return _PerMinimum(ids, counts, reason)
 
 
-def _members(starts, minima, minimum_of_member):
-    starts, minima = np.asarray(starts, dtype=np.float64), np.asarray(minima, dtype=np.float64)
+def _members(starts, minimum_images, minimum_of_member):
+    starts, images = np.asarray(starts, dtype=np.float64), np.asarray(minimum_images, dtype=np.float64)
     target = np.asarray(minimum_of_member)
-    if starts.ndim != 2 or minima.ndim != 2 or starts.shape[1] != minima.shape[1] or target.shape != starts.shape[:1]:
-        raise ValueError(f"starts {starts.shape}, minima {minima.shape}, minimum_of_member {target.shape}: give "
-                         "(member, param), (minimum, param) and (member,)")
-    if not np.issubdtype(target.dtype, np.integer) or (target < 0).any() or (target >= len(minima)).any():
-        raise ValueError("minimum_of_member must hold rows of minima (0 .. n_minima - 1): pass assigned members only")
-    return starts, minima, target.astype(np.int64)
+    if starts.ndim != 2 or images.shape != starts.shape or target.shape != starts.shape[:1]:
+        raise ValueError(f"starts {starts.shape}, minimum_images {images.shape}, minimum_of_member {target.shape}: "
+                         "give (member, param) twice and (member,)")
+    if not np.issubdtype(target.dtype, np.integer) or (target < 0).any():
+        raise ValueError("minimum_of_member must hold catalog indices >= 0: pass assigned members only")
+    return starts, images, target.astype(np.int64)
 
 
 def _first(flags):
