@@ -11,7 +11,11 @@
 - ``start_above_travel``: members whose nearest-image start distance exceeds the distance to
   the image they reached (must be 0; ``analyze_basins`` refuses to write any);
 - ``lowest_eigenvalue``: the lowest Hessian eigenvalue over the catalogued minima (their
-  representatives), which must not be negative beyond the experiment's ``curvature_tol``.
+  representatives), which must not be negative beyond the experiment's ``curvature_tol``;
+
+and, to read beside them, the catalogue's count at each tolerance factor and whether it has a
+plateau, the members kicked off a saddle, the undecided fraction and the largest Newton-polish
+shift. The table it prints is the README's catalogue reading.
 
 Everything it needs is in the result files; no config is read.
 """
@@ -115,8 +119,23 @@ def verify_results(results: Path, *, n_rerun: int = 256) -> list[dict]:
             start, travel = basins["start_distance"].values, basins["travel_distance"].values
             row["start_above_travel"] = int(np.sum(start > travel * (1 + 1e-10) + 1e-12))
         row["curvature_tol"] = config["training"].get("curvature_tol", 1e-6)
-        rows.append(row)
+        rows.append(row | _catalogue_reading(training, minima))
     return rows
+
+
+def _catalogue_reading(training: xr.Dataset, minima: xr.Dataset) -> dict:
+    """What the catalogue says of itself, for the table beside the checks."""
+    reading = {
+        "count_at_tolerance": " ".join(str(int(n)) for n in minima["n_minima_at_tolerance"].values),
+        "plateau": "yes" if bool(minima["on_tolerance_plateau"]) else "**no**",
+        "undecided": f"{100 * float(minima['undecided_fraction']):.1f} %",
+    }
+    if "n_escapes" in training:
+        reading["kicked_off_saddle"] = f"{int((training['n_escapes'] > 0).sum())} of {training.sizes['member']}"
+    if "polish_shift" in training:
+        shift = training["polish_shift"].values
+        reading["largest_polish_shift"] = float(np.nanmax(shift)) if np.isfinite(shift).any() else np.nan
+    return reading
 
 
 def main(argv=None) -> int:
@@ -127,8 +146,9 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("basins.training").setLevel(logging.WARNING)
     rows = verify_results(args.results, n_rerun=args.n_rerun)
-    columns = ("experiment", "seed", "n_minima", "n_rerun", "reproduced", "reproduced_without_itself",
-               "start_above_travel", "lowest_eigenvalue")
+    columns = ("experiment", "seed", "n_minima", "count_at_tolerance", "plateau", "kicked_off_saddle", "undecided",
+               "largest_polish_shift", "n_rerun", "reproduced", "reproduced_without_itself", "start_above_travel",
+               "lowest_eigenvalue")
     print("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
     for row in rows:
         print("| " + " | ".join(_format(row.get(name, "")) for name in columns) + " |")
