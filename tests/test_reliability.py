@@ -299,6 +299,17 @@ def test_a_config_error_is_one_short_message_naming_key_value_and_fix(tmp_path, 
     assert not (tmp_path / "results").exists()
 
 
+def test_a_yaml_syntax_error_is_placed_by_a_verbose_run(tmp_path):
+    """Snakemake reads --configfile before the workflow and hides the parser's message; the
+    documented way to the line (docs/reliability.md) is the same command with --verbose."""
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("experiments:\n  tiny: {dataset: 1\n  model: 2\n")
+    plain = snakemake("-n", "--configfile", str(broken), cwd=tmp_path, check=False)
+    assert plain.returncode != 0 and "not valid JSON or YAML" in plain.stdout + plain.stderr
+    verbose = snakemake("-n", "--verbose", "--configfile", str(broken), cwd=tmp_path, check=False)
+    assert re.search(rf'in "{re.escape(str(broken))}", line 2, column \d+', verbose.stdout + verbose.stderr)
+
+
 # 5. An experiment whose every member diverges runs through every stage; the outputs say why.
 
 
