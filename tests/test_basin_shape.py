@@ -32,15 +32,6 @@ N_STARTS = 400  # about 80 members each in the ball and the ring (fractions 0.2)
 N_THICKNESS_MEMBERS = 30  # members per basin probed for local thickness (16 rays each)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tensors of a few hundred points: a second thread only adds contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def known_outcomes(landscape, points, targets):
     """The outcome of the gradient flow from each point, by construction of the landscape."""
     return np.where(landscape.basin_of(points) == targets, RETURNED, LEFT).astype(np.int8)

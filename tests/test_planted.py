@@ -12,15 +12,6 @@ from basins.training import descend_until_decided
 LANDSCAPES = [ball_and_ring(2), ball_and_ring(12), double_well(2), double_well(12)]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tensors of a few hundred points: a second thread only adds contention (40x slower on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def gradient_flow(landscape, starts):
     """The engine's gradient flow from ``starts``: the minimum each run reached (-1: none) and its status."""
     out = descend_until_decided(
