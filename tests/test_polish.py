@@ -66,3 +66,52 @@ def test_only_converged_members_of_small_networks_are_polished():
     assert np.isnan(big["polish_shift"]).all()
     none = polish(converged_near_minimum(1e-3), newton_steps=0)
     assert np.isnan(none["polish_shift"]).all()
+
+
+SLOPE = 5e-5  # below grad_tol: a run on this slope "converges" where there is no minimum
+
+
+def slow_slope(theta):
+    """V = a log cosh(x - 3) + y^2 / 2: far left of x = 3 a slope of gradient a and curvature
+    ~ a e^-6 (below curvature_tol: the polish cannot see where it leads); the minimum is (3, 0)."""
+    return SLOPE * torch.log(torch.cosh(theta[:, 0] - 3)) + 0.5 * theta[:, 1] ** 2
+
+
+def settled_on_slow_slope(max_refinements):
+    from basins.training import confirm_minima, descend_until_decided, energy_and_gradient
+
+    engine = dict(dynamics="gradient_flow", lr=1.0, max_steps=2000, device=torch.device("cpu"), dtype=torch.float64,
+                  chunk=16, run_id=("slow slope",), progress_every_s=1e9)
+
+    def run(points, ids, tol):
+        out = descend_until_decided(lambda theta, batch: energy_and_gradient(slow_slope, theta), points, ids,
+                                    grad_tol=tol, **engine)
+        out["lowest_eigenvalue"], out["n_escapes"] = np.full(len(ids), np.nan), np.zeros(len(ids), dtype=int)
+        return _polish_on(out, slow_slope)
+
+    starts = np.array([[-4.0, 0.0], [3.0 + 1e-3, 1e-3]])  # on the slope; next to the minimum
+    ids = np.arange(2)
+    out = run(starts, ids, 1e-4)
+    first_stop = out["final_theta"].copy()
+    confirm_minima(out, ids, refine=run, grad_tol=1e-4, stationary_tol=1e-9, max_refinements=max_refinements)
+    return first_stop, out
+
+
+def _polish_on(out, energy):
+    polish_minima(out, energy, curvature_tol=1e-6, newton_steps=16, max_dense_params=100,
+                  device=torch.device("cpu"), dtype=torch.float64, chunk=16)
+    return out
+
+
+def test_a_run_stopped_on_a_slow_slope_is_continued_to_the_minimum_not_catalogued():
+    first_stop, out = settled_on_slow_slope(max_refinements=2)
+    assert first_stop[0, 0] < 0  # the gradient test stopped it far from any stationary point
+    np.testing.assert_allclose(out["final_theta"], [[3.0, 0.0], [3.0, 0.0]], atol=1e-8)
+    np.testing.assert_array_equal(out["status"], [CONVERGED, CONVERGED])
+    np.testing.assert_array_equal(out["n_refinements"], [1, 0])  # the true minimum needs none
+    assert (out["grad_norm"] <= 1e-9).all()
+
+
+def test_a_run_never_shown_on_a_stationary_point_is_undecided():
+    _, out = settled_on_slow_slope(max_refinements=0)
+    np.testing.assert_array_equal(out["status"], [BUDGET, CONVERGED])

@@ -29,8 +29,9 @@ from basins.labels import CONVERGED
 
 log = logging.getLogger(__name__)
 
-#: Backtracking halvings of a refused Newton step before the member is left where it is.
-_HALVINGS = 4
+#: Backtracking halvings of a refused Newton step before the member is left where it is (a
+#: short enough step along -H^+ g always lowers the gradient norm on the curved directions).
+_HALVINGS = 12
 
 
 def polish_minima(

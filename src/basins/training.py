@@ -142,7 +142,9 @@ def train_ensemble(
     max_saddle_escapes: int = 3,
     max_dense_params: int = 600,
     n_lanczos: int = 60,
-    newton_steps: int = 8,
+    newton_steps: int = 16,
+    stationary_tol: float = 1e-9,
+    max_refinements: int = 2,
     rtol: float = 1e-6,
     atol: float = 1e-9,
     check_every: int = 100,
@@ -214,6 +216,12 @@ def train_ensemble(
         ``curvature_tol`` move each converged member onto its minimum, to round-off
         (:func:`basins.polish.polish_minima`; networks up to ``max_dense_params`` parameters;
         0: no polish), so that members of one minimum agree whatever ``grad_tol`` was.
+    stationary_tol, max_refinements : float, int
+        A converged member is a minimum once its polished gradient norm is at most
+        ``stationary_tol``; others are continued with a tighter gradient test, up to
+        ``max_refinements`` rounds, and then left undecided (:func:`confirm_minima`). Above
+        ``max_dense_params`` parameters there is no polish and the gradient test alone decides
+        (a warning says so).
     rtol, atol : float
         Local error tolerances of ``gradient_flow``.
     check_every : int
@@ -293,27 +301,95 @@ def train_ensemble(
     if not stop_when_satisfied:
         x, y = data["train"]
         energy = lambda t: member_losses(t, x, y, arch, loss=loss, margin=margin, l2=l2, beta=beta)  # noqa: E731
-        escape_saddles(
-            out, member_ids,
-            continue_from=lambda theta, ids: descend_until_decided(
-                objective, theta, ids, budget_factors=budget_factors, **engine
-            ),
-            energy=energy,
-            curvature_tol=curvature_tol, saddle_kick=saddle_kick, grad_tol=grad_tol,
-            max_saddle_escapes=max_saddle_escapes, max_dense_params=max_dense_params,
-            n_lanczos=n_lanczos, seed=seed, device=torch_device, dtype=torch_dtype,
-            memory_budget_mb=memory_budget_mb,
-        )
         hessian_bytes = 8 * 4 * arch.n_params**2
-        polish_minima(
-            out, energy, curvature_tol=curvature_tol, newton_steps=newton_steps,
-            max_dense_params=max_dense_params, device=torch_device, dtype=torch_dtype,
-            chunk=max(1, min(out["chunk"], int(memory_budget_mb * 2**20 // hessian_bytes))),
-        )
+
+        def continue_from(theta, ids, tol):
+            return descend_until_decided(
+                objective, theta, ids, budget_factors=budget_factors, **dict(engine, grad_tol=tol)
+            )
+
+        def settle(run, ids, tol):
+            """Saddles kicked off and continued, then the Newton polish, for the members of ``run``."""
+            escape_saddles(
+                run, ids,
+                continue_from=lambda theta, kicked: continue_from(theta, kicked, tol),
+                energy=energy,
+                curvature_tol=curvature_tol, saddle_kick=saddle_kick, grad_tol=tol,
+                max_saddle_escapes=max_saddle_escapes, max_dense_params=max_dense_params,
+                n_lanczos=n_lanczos, seed=seed, device=torch_device, dtype=torch_dtype,
+                memory_budget_mb=memory_budget_mb,
+            )
+            polish_minima(
+                run, energy, curvature_tol=curvature_tol, newton_steps=newton_steps,
+                max_dense_params=max_dense_params, device=torch_device, dtype=torch_dtype,
+                chunk=max(1, min(run["chunk"], int(memory_budget_mb * 2**20 // hessian_bytes))),
+            )
+            return run
+
+        settle(out, member_ids, grad_tol)
+        if arch.n_params <= max_dense_params and newton_steps > 0:
+            confirm_minima(
+                out, member_ids, refine=lambda theta, ids, tol: settle(continue_from(theta, ids, tol), ids, tol),
+                grad_tol=grad_tol, stationary_tol=stationary_tol, max_refinements=max_refinements,
+            )
+        else:
+            log.warning(
+                "no Newton polish (%d parameters, max_dense_params=%d, newton_steps=%d): minima are "
+                "confirmed by the gradient test at grad_tol alone, and their count can depend on it",
+                arch.n_params, max_dense_params, newton_steps,
+            )
     final_losses(out, objective, as_tensor)
     with torch.no_grad():
         _evaluate_final(out, arch, data, margin, out["chunk"], as_tensor)
     return _as_dataset(out, member_ids, initial_theta, arch, dynamics)
+
+
+def confirm_minima(
+    out: dict,
+    member_ids: np.ndarray,
+    *,
+    refine: Callable[[np.ndarray, np.ndarray, float], dict],
+    grad_tol: float,
+    stationary_tol: float,
+    max_refinements: int,
+) -> None:
+    """Catalogue as minima only members shown to sit on a stationary point.
+
+    A member that passed the gradient test but whose Newton polish did not bring its gradient
+    norm to ``stationary_tol`` (round-off, far below any ``grad_tol``) has not been shown to be
+    at a minimum: the dynamics may only be slow there (a shallow slope on which GD or FIRE
+    crawls, with no stationary point nearby), or the polish may have fallen short in an
+    anharmonic valley. Such members are continued by ``refine(points, member_ids, tol)`` (the
+    same dynamics from where they stopped, with the gradient test tightened to ``tol``, then the
+    saddle check and the polish) with ``tol = grad_tol * 0.01**k`` in round ``k``; after
+    ``max_refinements`` rounds a member still unconfirmed gets status ``BUDGET``: undecided,
+    never a minimum. Adds ``n_refinements`` to ``out``; the other variables of a refined member
+    are its continued run's (``steps``, ``wall_time``, ``flow_time`` and ``n_escapes`` summed).
+    """
+    if not 0 < stationary_tol or max_refinements < 0:
+        raise ValueError(f"stationary_tol={stationary_tol} must be > 0 and max_refinements={max_refinements} >= 0")
+    out["n_refinements"] = np.zeros(len(member_ids), dtype=np.int64)
+
+    def unconfirmed():
+        return np.flatnonzero((out["status"] == CONVERGED) & ~(out["grad_norm"] <= stationary_tol))
+
+    for round_ in range(1, max_refinements + 1):
+        rows = unconfirmed()
+        if not len(rows):
+            break
+        tol = grad_tol * 0.01**round_
+        log.info("%d members not yet on a stationary point (gradient up to %.2g): continued to grad_tol %.2g",
+                 len(rows), out["grad_norm"][rows].max(), tol)
+        refined = refine(out["final_theta"][rows], member_ids[rows], tol)
+        for name in ("final_theta", "status", "grad_norm", "lowest_eigenvalue", "polish_shift", "grad_norm_before_polish"):
+            out[name][rows] = refined[name]
+        for name in ("steps", "wall_time", "flow_time", "n_escapes"):
+            out[name][rows] = out[name][rows] + refined[name]
+        out["n_refinements"][rows] = round_
+    rows = unconfirmed()
+    if len(rows):
+        log.info("%d members still not on a stationary point: undecided (status budget)", len(rows))
+    out["status"][rows] = BUDGET
 
 
 def escape_saddles(
@@ -792,6 +868,12 @@ def _as_dataset(out, member_ids, initial_theta, arch, dynamics):
             "member",
             out["n_escapes"],
             variable_attrs("kicks along a negative-curvature direction before the final point"),
+        )
+    if "n_refinements" in out:
+        result["n_refinements"] = (
+            "member",
+            out["n_refinements"],
+            variable_attrs("rounds continued with a tighter gradient test before the polish confirmed a stationary point"),
         )
     if "polish_shift" in out:
         result["polish_shift"] = (
