@@ -14,7 +14,7 @@ import xarray as xr
 from scipy import stats
 
 from basins.io import variable_attrs
-from basins.labels import AT_SADDLE, UNDECIDED_LABEL
+from basins.labels import AT_SADDLE, LABEL_MEANINGS, UNDECIDED_LABEL
 from basins.rays import kaplan_meier_median
 
 
@@ -56,7 +56,8 @@ def analyze_basins(
     Parameters
     ----------
     minimum_of_member : ndarray, shape (member,)
-        Minimum reached by each member, -1 where none (diverged or out of budget).
+        Minimum reached by each member; negative where none: -1 diverged, -2 stopped at a
+        saddle, -3 undecided (:mod:`basins.labels`).
     initial_theta, final_theta : ndarray, shape (member, param)
         Starting and end points of every member.
     minimum_train_error, minimum_test_error : ndarray, shape (minimum,), optional
@@ -142,7 +143,9 @@ def analyze_basins(
                 start_distance,
                 variable_attrs("distance from start to the nearest symmetric image of its minimum"),
             ),
-            "minimum_of_member": ("member", minimum_of_member, variable_attrs("minimum reached (-1: none)")),
+            "minimum_of_member": (
+                "member", minimum_of_member, variable_attrs("minimum reached, or why none", flag_meanings=LABEL_MEANINGS)
+            ),
             "unassigned_fraction": (
                 (),
                 unassigned,

@@ -12,6 +12,8 @@
   the image they reached (must be 0; ``analyze_basins`` refuses to write any);
 - ``lowest_eigenvalue``: the lowest Hessian eigenvalue over the catalogued minima (their
   representatives), which must not be negative beyond the experiment's ``curvature_tol``;
+- ``off_stationary``: catalogued members (label >= 0) whose polished gradient norm exceeds the
+  experiment's ``stationary_tol`` (must be 0 wherever the Newton polish ran);
 
 and, to read beside them, the catalogue's count at each tolerance factor and whether it has a
 plateau, the members kicked off a saddle, the undecided fraction and the largest Newton-polish
@@ -119,6 +121,10 @@ def verify_results(results: Path, *, n_rerun: int = 256) -> list[dict]:
             start, travel = basins["start_distance"].values, basins["travel_distance"].values
             row["start_above_travel"] = int(np.sum(start > travel * (1 + 1e-10) + 1e-12))
         row["curvature_tol"] = config["training"].get("curvature_tol", 1e-6)
+        if "n_refinements" in training:
+            catalogued = minima["minimum_of_member"].sel(member=training["member"]).values >= 0
+            stationary_tol = config["training"].get("stationary_tol", 1e-9)
+            row["off_stationary"] = int(np.sum(catalogued & ~(training["grad_norm"].values <= stationary_tol)))
         rows.append(row | _catalogue_reading(training, minima))
     return rows
 
@@ -148,12 +154,12 @@ def main(argv=None) -> int:
     rows = verify_results(args.results, n_rerun=args.n_rerun)
     columns = ("experiment", "seed", "n_minima", "count_at_tolerance", "plateau", "kicked_off_saddle", "undecided",
                "largest_polish_shift", "n_rerun", "reproduced", "reproduced_without_itself", "start_above_travel",
-               "lowest_eigenvalue")
+               "off_stationary", "lowest_eigenvalue")
     print("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
     for row in rows:
         print("| " + " | ".join(_format(row.get(name, "")) for name in columns) + " |")
     broken = [row["experiment"] for row in rows if row["reproduced"] < 0.999 or row.get("start_above_travel", 0)
-              or row["lowest_eigenvalue"] < -row["curvature_tol"]]
+              or row["lowest_eigenvalue"] < -row["curvature_tol"] or row.get("off_stationary", 0)]
     if broken:
         print(f"invariants broken in: {', '.join(broken)}", file=sys.stderr)
     return 1 if broken else 0
