@@ -7,6 +7,7 @@ rule analyze_basins:
         "results/basins/{experiment}/seed{seed}.nc",
     log:
         "logs/analyze_basins/{experiment}/seed{seed}.log",
+    priority: 30
     conda:
         "../../envs/basins.yaml"
     params:

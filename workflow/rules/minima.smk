@@ -7,6 +7,7 @@ rule deduplicate_minima:
         "results/minima/{experiment}/seed{seed}.nc",
     log:
         "logs/deduplicate_minima/{experiment}/seed{seed}.log",
+    priority: 20
     conda:
         "../../envs/basins.yaml"
     params:

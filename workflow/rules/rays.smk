@@ -9,6 +9,9 @@ rule probe_rays:
         "results/rays/{experiment}/seed{seed}.nc",
     log:
         "logs/probe_rays/{experiment}/seed{seed}.log",
+    # The chain to the longest jobs (training, catalogue, basins, rays) goes first, so they
+    # do not run alone at the end of a study while cores stand idle.
+    priority: 40
     conda:
         "../../envs/basins.yaml"
     resources:

@@ -8,6 +8,7 @@ rule slice_basins:
         "results/slices/{experiment}/seed{seed}.nc",
     log:
         "logs/slice_basins/{experiment}/seed{seed}.log",
+    priority: 35
     conda:
         "../../envs/basins.yaml"
     resources:

@@ -7,6 +7,7 @@ rule train_ensemble:
         "results/training/{experiment}/seed{seed}/shard{shard}.nc",
     log:
         "logs/train_ensemble/{experiment}/seed{seed}/shard{shard}.log",
+    priority: 10
     conda:
         "../../envs/basins.yaml"
     resources:
