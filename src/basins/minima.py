@@ -11,7 +11,9 @@ Scale: the fingerprint is invariant under the symmetries, so candidate pairs are
 ``function_tol`` in a fixed orthonormal projection of it (a contraction, so no pair within
 tolerance is lost to the projection), found with a k-d tree. Only pairs whose endpoints are
 still in different components are compared exactly, a few per component per round (Boruvka's
-scheme), so a minimum reached by ``m`` members costs O(m log m) exact checks, not O(m^2).
+scheme), so a minimum reached by ``m`` members costs O(m log m) exact checks, not O(m^2); and a
+member whose candidates all lie in its own component (counted, not listed) is not enumerated,
+so a dense minimum's O(m^2) pairs are listed only for its first few rows.
 """
 
 from __future__ import annotations
@@ -141,13 +143,42 @@ def group_endpoints(
     search = _project(fingerprints)
     tree = cKDTree(search)
     n_candidates = tree.query_ball_point(search, function_tol, return_length=True)
+    component_trees = {}
     for rows in _rows_of_at_most(n_candidates, max_pairs):
+        rows = rows[_reach_other_components(rows, labels, search, n_candidates, function_tol, component_trees)]
+        if not len(rows):
+            continue
         neighbours = tree.query_ball_point(search[rows], function_tol)
         i = np.repeat(rows, [len(found) for found in neighbours])
         j = np.concatenate([np.asarray(found, dtype=np.int64) for found in neighbours])
         later = j > i  # each unordered pair once
         labels = _link_confirmed(labels, i[later], j[later], same)
     return labels
+
+
+def _reach_other_components(rows, labels, search, n_candidates, radius, trees):
+    """Which ``rows`` have a candidate outside their own component.
+
+    The others need no enumeration: all their candidate pairs are joined already (in a minimum
+    reached by many members, that is almost every member once its first rows are linked).
+    Decided by counting, which enumerates nothing: candidates among all points against
+    candidates among the component's own points (a k-d tree per component, kept in ``trees``
+    while the component keeps its size).
+    """
+    sizes = np.bincount(labels)
+    first = _first_of_group(labels)
+    for stale in [key for key in trees if first[key[0]] != key[0] or sizes[labels[key[0]]] != key[1]]:
+        del trees[stale]  # a component that has grown since
+    own = np.ones(len(rows), dtype=np.int64)  # a point of its own
+    for label in np.unique(labels[rows]):
+        if sizes[label] == 1:
+            continue
+        here = labels[rows] == label
+        key = (int(first[rows[here][0]]), int(sizes[label]))
+        if key not in trees:
+            trees[key] = cKDTree(search[labels == label])
+        own[here] = trees[key].query_ball_point(search[rows[here]], radius, return_length=True)
+    return n_candidates[rows] > own
 
 
 def _rows_of_at_most(counts, max_pairs):
