@@ -7,6 +7,8 @@ rule prepare_dataset:
     log:
         "logs/prepare_dataset/{experiment}.log",
     localrule: True
+    # The head of the longest chains (training, catalogue, basins, rays): first of all.
+    priority: 50
     conda:
         "../../envs/basins.yaml"
     params:
