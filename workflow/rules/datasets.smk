@@ -6,9 +6,9 @@ rule prepare_dataset:
         "results/datasets/{experiment}.nc",
     log:
         "logs/prepare_dataset/{experiment}.log",
-    localrule: True
     # The head of the longest chains (training, catalogue, basins, rays): first of all.
     priority: 50
+    localrule: True
     conda:
         "../../envs/basins.yaml"
     params:
