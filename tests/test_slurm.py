@@ -89,7 +89,9 @@ def preemption_config(directory):
     teacher = config["experiments"]["tiny_teacher"]
     teacher["ensemble"].update(n_members=1000, n_shards=1)
     teacher["training"].update(max_steps=2000, grad_tol=0.0)
-    config = {"checkpoint_every_s": 1, "memory_budget_mb": 256, "experiments": {"tiny_teacher": teacher}}
+    # One budget: every member runs it out, and no continuation stretches the job 16-fold.
+    config = {"checkpoint_every_s": 1, "memory_budget_mb": 256, "budget_factors": [1],
+              "experiments": {"tiny_teacher": teacher}}
     path = directory / "preemption.yaml"
     path.write_text(yaml.safe_dump(config))
     return path

@@ -681,8 +681,9 @@ def descend_until_decided(
     still undecided then keeps status ``BUDGET`` (censored, never a basin of its own). The
     continuation runs the rest of the schedule: the annealed landscape (``annealed``) and the
     step-size decay resume where they were; state the dynamics carries (Adam's moments,
-    momentum, FIRE's velocity) restarts from zero, as after a restart of those methods. The
-    continued runs are not checkpointed. ``steps``, ``wall_time`` and ``flow_time`` add up over
+    momentum, FIRE's velocity) restarts from zero, as after a restart of those methods. Each
+    continuation is checkpointed beside the first run's checkpoint (``<path>.after<steps>``).
+    ``steps``, ``wall_time`` and ``flow_time`` add up over
     the continuations; ``loss_history`` is the first run's.
     """
     factors = np.asarray(budget_factors, dtype=float)
@@ -711,7 +712,10 @@ def descend_until_decided(
 
 def _continuation(engine, *, steps_done, more_steps):
     """:func:`descend`'s options for a run continued after ``steps_done`` steps."""
-    continued = dict(engine, max_steps=more_steps, checkpoint_path=None)
+    continued = dict(engine, max_steps=more_steps)
+    if engine.get("checkpoint_path") is not None:
+        # Its own checkpoint: the first run's is removed once that run completes.
+        continued["checkpoint_path"] = f"{engine['checkpoint_path']}.after{steps_done}"
     every = continued.get("lr_decay_every", 0)
     if every:
         continued["lr"] = continued["lr"] * continued.get("lr_decay_factor", 1.0) ** (steps_done // every)
