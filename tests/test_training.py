@@ -133,8 +133,10 @@ def test_a_cross_entropy_annealed_in_beta_matches_torch_optim_on_the_same_schedu
 def test_no_member_converges_while_beta_is_still_ramping(teacher_data, tiny_arch, tiny_start):
     theta0, ids = tiny_start
     # grad_tol stops members at once, far from minima; this test is about *when* they may stop,
-    # so the saddle check (which would rightly flag those points) is off.
-    options = dict(loss="cross_entropy", dynamics="gd", lr=0.1, max_steps=100, grad_tol=1e3, curvature_tol=np.inf)
+    # so the saddle check and the confirmation of minima (which would rightly flag those points)
+    # are off.
+    options = dict(loss="cross_entropy", dynamics="gd", lr=0.1, max_steps=100, grad_tol=1e3, curvature_tol=np.inf,
+                   newton_steps=0)
     quenched = run_engine(tiny_arch, teacher_data, theta0, ids, beta=4.0, **options)
     annealed = run_engine(tiny_arch, teacher_data, theta0, ids, beta=4.0, beta_start=0.25, beta_ramp_steps=20, **options)
     assert (quenched["steps"] == 0).all() and (quenched["status"] == CONVERGED).all()
