@@ -129,8 +129,8 @@ def group_endpoints(
     Every pair within ``function_tol`` in a fixed projection of the fingerprints (a contraction,
     so no pair that can pass is missed) is a candidate, enumerated by ball queries in rows of at
     most ``max_pairs`` candidates (the memory bound). A candidate is checked only while its two
-    endpoints are in different components, and only one pair per two components at a time, so a
-    minimum reached by many members costs few exact checks.
+    endpoints are in different components, a few per component per round (:func:`_link_confirmed`),
+    so a minimum reached by many members costs few exact checks.
     """
     n = len(loss)
     labels = np.arange(n) if joined is None else _components(n, np.arange(n), _first_of_group(joined))

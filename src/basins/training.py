@@ -858,38 +858,23 @@ def descent_dataset(out: dict, member_ids: np.ndarray, initial_theta: np.ndarray
     return xr.Dataset(data_vars, coords=coords)
 
 
+#: Per-member records of the saddle check, the confirmation and the Newton polish.
+_MINIMUM_CHECKS = {
+    "lowest_eigenvalue": "lowest Hessian eigenvalue at the final point (nan: not converged)",
+    "n_escapes": "kicks along a negative-curvature direction before the final point",
+    "n_refinements": "rounds continued with a tighter gradient test before the polish confirmed a stationary point",
+    "polish_shift": "distance moved by the Newton polish (nan: not polished)",
+    "grad_norm_before_polish": "gradient norm where the dynamics stopped, before the Newton polish",
+}
+
+
 def _as_dataset(out, member_ids, initial_theta, arch, dynamics):
     result = descent_dataset(out, member_ids, initial_theta, loss_name="training loss including L2")
     result["train_error"] = ("member", out["train_error"], variable_attrs("training error (0-1)"))
     result["test_error"] = ("member", out["test_error"], variable_attrs("test error (0-1)"))
-    if "lowest_eigenvalue" in out:
-        result["lowest_eigenvalue"] = (
-            "member",
-            out["lowest_eigenvalue"],
-            variable_attrs("lowest Hessian eigenvalue at the final point (nan: not converged)"),
-        )
-        result["n_escapes"] = (
-            "member",
-            out["n_escapes"],
-            variable_attrs("kicks along a negative-curvature direction before the final point"),
-        )
-    if "n_refinements" in out:
-        result["n_refinements"] = (
-            "member",
-            out["n_refinements"],
-            variable_attrs("rounds continued with a tighter gradient test before the polish confirmed a stationary point"),
-        )
-    if "polish_shift" in out:
-        result["polish_shift"] = (
-            "member",
-            out["polish_shift"],
-            variable_attrs("distance moved by the Newton polish (nan: not polished)"),
-        )
-        result["grad_norm_before_polish"] = (
-            "member",
-            out["grad_norm_before_polish"],
-            variable_attrs("gradient norm where the dynamics stopped, before the Newton polish"),
-        )
+    for name, long_name in _MINIMUM_CHECKS.items():
+        if name in out:  # absent for stopping points (stop_when_satisfied) and unpolished runs
+            result[name] = ("member", out[name], variable_attrs(long_name))
     result["n_unsatisfied"] = (
         "member",
         out["n_unsatisfied"].astype(np.int64),
