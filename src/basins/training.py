@@ -381,10 +381,8 @@ def confirm_minima(
         log.info("%d members not yet on a stationary point (gradient up to %.2g): continued to grad_tol %.2g",
                  len(rows), out["grad_norm"][rows].max(), tol)
         refined = refine(out["final_theta"][rows], member_ids[rows], tol)
-        for name in ("final_theta", "status", "grad_norm", "lowest_eigenvalue", "polish_shift", "grad_norm_before_polish"):
-            out[name][rows] = refined[name]
-        for name in ("steps", "wall_time", "flow_time", "n_escapes"):
-            out[name][rows] = out[name][rows] + refined[name]
+        _merge_continued(out, rows, refined, also_replaced=("lowest_eigenvalue", "polish_shift", "grad_norm_before_polish"),
+                         also_summed=("n_escapes",))
         out["n_refinements"][rows] = round_
     rows = unconfirmed()
     if len(rows):
@@ -460,10 +458,7 @@ def escape_saddles(
         sign = _downhill_side(energy, out["final_theta"][rows], vector, member_ids[rows], seed, attempt, device, dtype)
         kick = np.minimum(np.maximum(saddle_kick, 2 * grad_tol / np.abs(value)), 1.0)
         continued = continue_from(out["final_theta"][rows] + (sign * kick)[:, None] * vector, member_ids[rows])
-        for name in ("final_theta", "status", "grad_norm"):
-            out[name][rows] = continued[name]
-        for name in ("steps", "wall_time", "flow_time"):
-            out[name][rows] = out[name][rows] + continued[name]
+        _merge_continued(out, rows, continued)
         out["n_escapes"][rows] += 1
         out["lowest_eigenvalue"][rows] = np.nan
         rows = rows[continued["status"] == CONVERGED]
@@ -703,11 +698,17 @@ def descend_until_decided(
             **_continuation(engine, steps_done=int(round(done * max_steps)),
                             more_steps=int(round((factor - done) * max_steps))),
         )
-        for name in ("final_theta", "status", "grad_norm"):
-            out[name][again] = continued[name]
-        for name in ("steps", "wall_time", "flow_time"):
-            out[name][again] = out[name][again] + continued[name]
+        _merge_continued(out, again, continued)
     return out
+
+
+def _merge_continued(out, rows, continued, *, also_replaced=(), also_summed=()):
+    """The members at ``rows`` of ``out`` continued by the run ``continued``: its end point and
+    status replace theirs; steps and times add up."""
+    for name in ("final_theta", "status", "grad_norm", *also_replaced):
+        out[name][rows] = continued[name]
+    for name in ("steps", "wall_time", "flow_time", *also_summed):
+        out[name][rows] = out[name][rows] + continued[name]
 
 
 def _continuation(engine, *, steps_done, more_steps):
