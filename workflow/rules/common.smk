@@ -448,6 +448,15 @@ def section(name):
     return lambda wildcards: EXPERIMENTS[wildcards.experiment][name]
 
 
+def dataset_of_seed(wildcards):
+    """prepare_dataset options of one experiment and seed: ``seed: per_seed`` draws each
+    ensemble seed its own data (replicates over data draws), an integer one shared draw."""
+    dataset = dict(EXPERIMENTS[wildcards.experiment]["dataset"])
+    if dataset["seed"] == "per_seed":
+        dataset["seed"] = int(wildcards.seed)
+    return dataset
+
+
 def minima_options(wildcards):
     """The experiment's minima section with criterion "auto" resolved."""
     experiment = EXPERIMENTS[wildcards.experiment]
@@ -527,7 +536,7 @@ def compared_minima(wildcards):
 
 
 def reference_dataset(wildcards):
-    return f"results/datasets/{COMPARISONS[wildcards.comparison][0]}.nc"
+    return f"results/datasets/{COMPARISONS[wildcards.comparison][0]}/seed{wildcards.seed}.nc"
 
 
 def reference_minima_options(wildcards):
