@@ -38,6 +38,10 @@ STATISTICS = {
 }
 
 
+#: What replicates differ in, by whether each draws its own data.
+REPLICATES_OVER = {True: "data draws and initialization", False: "initialization only"}
+
+
 def fitting_minima(minima: xr.Dataset, flatness: xr.Dataset, *, fit_threshold: float, min_members: int) -> dict:
     """The per-minimum columns of one replicate's minima that enter the answer, and why the
     others do not: ``columns`` (``basin_fraction``, ``test_error``, ``trace``, ``n_members`` of
@@ -110,6 +114,7 @@ def answer_hypothesis(
     replicates: dict[str, list[tuple[int, xr.Dataset, xr.Dataset]]],
     n_params: dict[str, int],
     *,
+    data_redrawn: dict[str, bool] | None = None,
     fit_threshold: float = 0.0,
     min_members: int = 10,
     confidence: float = 0.95,
@@ -124,6 +129,9 @@ def answer_hypothesis(
         Experiment -> ``(seed, minima, flatness)`` of each replicate.
     n_params
         Experiment -> parameter count of its network (the size axis).
+    data_redrawn
+        Experiment -> whether each replicate draws its own data (``dataset.seed: per_seed``)
+        or all share one draw (replicates over initialization only); default: shared.
     fit_threshold, min_members
         A minimum enters when its training error is at most ``fit_threshold`` and at least
         ``min_members`` members reached it.
@@ -133,7 +141,7 @@ def answer_hypothesis(
     Returns
     -------
     xarray.Dataset
-        Along ``row``: ``family``, ``experiment``, ``n_params``, ``statistic``,
+        Along ``row``: ``family``, ``experiment``, ``n_params``, ``replicates_over``, ``statistic``,
         ``expected_sign``, the pooled correlation ``estimate`` with ``low``/``high``, its Fisher
         ``z_stderr`` and between-replicate ``tau``, ``n_replicates`` used, ``n_minima`` counted
         over them, ``verdict`` and ``reason``; along ``(row, replicate)`` each replicate's
@@ -141,6 +149,7 @@ def answer_hypothesis(
         every replicate left out, with its reason.
     """
     rows, excluded = [], []
+    data_redrawn = data_redrawn or {}
     seeds = sorted({seed for runs in replicates.values() for seed, _, _ in runs})
     for family, experiments in families.items():
         for experiment in experiments:
@@ -158,7 +167,8 @@ def answer_hypothesis(
                 low, high = np.tanh(pooled["low"]), np.tanh(pooled["high"])
                 reason = pooled["reason"] if per_replicate else "no replicate entered (see excluded)"
                 rows.append(dict(
-                    family=family, experiment=experiment, n_params=n_params[experiment], statistic=name,
+                    family=family, experiment=experiment, n_params=n_params[experiment],
+                    replicates_over=REPLICATES_OVER[bool(data_redrawn.get(experiment, False))], statistic=name,
                     expected_sign=sign, estimate=float(np.tanh(pooled["estimate"])), low=float(low),
                     high=float(high), z_stderr=pooled["stderr"], tau=pooled["tau"], n_replicates=pooled["k"],
                     n_minima=int(sum(n for n, _ in per_replicate.values())),
@@ -171,7 +181,7 @@ def _as_dataset(rows, excluded, seeds, fit_threshold, min_members, confidence):
     def column(name, dtype=None):
         return np.array([row[name] for row in rows], dtype=dtype)
 
-    text = {"family", "experiment", "statistic", "verdict", "reason"}
+    text = {"family", "experiment", "replicates_over", "statistic", "verdict", "reason"}
     data_vars = {
         name: ("row", column(name, object if name in text else None), variable_attrs(_LONG_NAMES[name]))
         for name in _LONG_NAMES
@@ -202,6 +212,7 @@ _LONG_NAMES = {
     "family": "landscape family",
     "experiment": "experiment (one network size of the family)",
     "n_params": "parameters of the network",
+    "replicates_over": "what differs between replicates: the data draw and the initialization, or the initialization only",
     "statistic": "statistic (x_vs_y: Spearman correlation among fitting minima)",
     "expected_sign": "sign of the statistic the hypothesis expects",
     "estimate": "pooled rank correlation over replicates",
@@ -227,7 +238,7 @@ def answer_markdown(answer: xr.Dataset) -> str:
         f"pooled over replicates ({answer.attrs['pooling']}); {level} % intervals. The verdict comes from "
         "the interval: supported where it excludes 0 on the side the hypothesis expects.",
         "",
-        "| family | experiment | N | statistic | expected | pooled rho | interval | replicates | minima | verdict |",
+        "| family | experiment | N | statistic | expected | pooled rho | interval | replicates (over) | minima | verdict |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in range(answer.sizes["row"]):
@@ -236,7 +247,7 @@ def answer_markdown(answer: xr.Dataset) -> str:
         lines.append(
             f"| {r.family.item()} | {r.experiment.item()} | {int(r.n_params)} | {r.statistic.item()} | "
             f"{'<' if int(r.expected_sign) < 0 else '>'} 0 | {float(r.estimate):+.2f} | {interval} | "
-            f"{int(r.n_replicates)} | {int(r.n_minima)} | {r.verdict.item()} |"
+            f"{int(r.n_replicates)} ({r.replicates_over.item()}) | {int(r.n_minima)} | {r.verdict.item()} |"
         )
     if answer.sizes["excluded"]:
         lines += ["", "Replicates left out:", ""]

@@ -13,7 +13,8 @@ for (experiment, seed), minima_path, flatness_path in zip(
     minima = read_dataset(minima_path)
     replicates.setdefault(experiment, []).append((int(seed), minima, read_dataset(flatness_path)))
     n_params[experiment] = minima.sizes["param"]
-answer = answer_hypothesis(families, replicates, n_params, **options)
+data_redrawn = {name: snakemake.config["experiments"][name]["dataset"]["seed"] == "per_seed" for name in replicates}
+answer = answer_hypothesis(families, replicates, n_params, data_redrawn=data_redrawn, **options)
 answer = add_provenance(
     answer,
     title="the study's answer: basin size, flatness and generalization, pooled over replicates",
