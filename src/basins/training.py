@@ -65,6 +65,7 @@ def train_ensemble(
     beta: float = 1.0,
     beta_start: float | None = None,
     beta_ramp_steps: int = 0,
+    flat_seeking: dict | None = None,
     compile: bool = False,
     stop_when_satisfied: bool = False,
     curvature_tol: float = 1e-6,
@@ -124,6 +125,10 @@ def train_ensemble(
         grows geometrically from ``beta_start`` to ``beta`` over the first ``beta_ramp_steps``
         steps (a slow ramp anneals, 0 quenches at ``beta``); members converge only on the final
         landscape, after the ramp. Not for ``gradient_flow``, whose steps are not times.
+    flat_seeking : dict
+        Options of the ``entropy_gd`` and ``replicated_gd`` dynamics
+        (:mod:`basins.engine.flat_seeking`: coupling and its growth over ``scoping_steps``,
+        then plain descent with ``final_lr``); members converge only after the scoping.
     compile : bool
         Evaluate the loss and gradient through ``torch.compile`` (needs a C++ compiler on the
         CPU, Triton on CUDA): faster for narrow networks, equal to round-off, and a few seconds
@@ -217,14 +222,15 @@ def train_ensemble(
     engine = dict(
         dynamics=dynamics, lr=lr, max_steps=max_steps, grad_tol=grad_tol, momentum=momentum,
         batch_size=batch_size, lr_decay_every=lr_decay_every, lr_decay_factor=lr_decay_factor,
-        n_samples=len(y_train), satisfied=satisfied, rtol=rtol, atol=atol, check_every=check_every,
+        dynamics_options=flat_seeking, n_samples=len(y_train), satisfied=satisfied, rtol=rtol, atol=atol, check_every=check_every,
         divergence_threshold=divergence_threshold, seed=seed, device=torch_device, dtype=torch_dtype,
         chunk=chunk, run_id=(arch, loss, l2, margin, beta, beta_start, stop_when_satisfied, dtype, compile),
         progress_every_s=progress_every_s,
     )
     out = descend_until_decided(
         objective, initial_theta, member_ids, budget_factors=budget_factors,
-        annealed=annealed, anneal_steps=beta_ramp_steps,
+        # No member converges while the landscape or the flat-seeking coupling still moves.
+        annealed=annealed, anneal_steps=max(beta_ramp_steps, (flat_seeking or {}).get("scoping_steps", 0)),
         checkpoint_path=checkpoint_path, checkpoint_every_s=checkpoint_every_s,
         data_fingerprint=fingerprint_arrays(x_train, y_train), **engine,
     )

@@ -126,6 +126,7 @@ def check_experiments():
                 f"experiments.{name}.training.batch_size is required with dynamics 'sgd'"
             )
         check_beta_schedule(f"experiments.{name}.training", training)
+        check_flat_seeking(f"experiments.{name}.training", training)
         check_basin_geometry(name, experiment)
         check_dataset(
             f"experiments.{name}.dataset",
@@ -193,12 +194,42 @@ def check_basin_geometry(name, experiment):
             "lr_decay_every"
         ]
         > 0,
+        "entropy_gd and replicated_gd carry noise or replicas drawn per member, so where a "
+        "run ends is not a function of its starting point alone": training["dynamics"]
+        in ("entropy_gd", "replicated_gd"),
     }
     why = [reason for reason, applies in reasons.items() if applies]
     if experiment["basin_geometry"] and why:
         raise ValueError(
             f"experiments.{name}.basin_geometry: {'; '.join(why)}. Set basin_geometry: false "
             "(its catalogue, basin fractions, flatness and protocol comparisons stay)"
+        )
+
+
+def check_flat_seeking(where, training):
+    """entropy_gd and replicated_gd need their options (and their own keys), others none."""
+    needed = {
+        "entropy_gd": {"inner_lr", "inner_steps", "noise"},
+        "replicated_gd": {"n_replicas", "replica_spread"},
+    }
+    options, dynamics = training["flat_seeking"], training["dynamics"]
+    if dynamics not in needed:
+        if options is not None:
+            raise ValueError(
+                f"{where}.flat_seeking applies to entropy_gd and replicated_gd, not {dynamics}"
+            )
+        return
+    if options is None:
+        raise ValueError(
+            f"{where}.flat_seeking: dynamics {dynamics} needs its options (see the schema)"
+        )
+    missing = needed[dynamics] - set(options)
+    foreign = set(options) & (set().union(*needed.values()) - needed[dynamics])
+    if missing or foreign:
+        raise ValueError(
+            f"{where}.flat_seeking: {dynamics} needs {sorted(needed[dynamics])}"
+            + (f"; missing {sorted(missing)}" if missing else "")
+            + (f"; {sorted(foreign)} belong to the other dynamics" if foreign else "")
         )
 
 

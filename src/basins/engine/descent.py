@@ -50,6 +50,7 @@ def descend(
     batch_size: int | None = None,
     lr_decay_every: int = 0,
     lr_decay_factor: float = 1.0,
+    dynamics_options: dict | None = None,
     n_samples: int | None = None,
     satisfied: Callable[[torch.Tensor], torch.Tensor] | None = None,
     annealed: Callable[[int], Objective] | None = None,
@@ -97,13 +98,16 @@ def descend(
         max_move=max_move,
         lr_decay_every=lr_decay_every,
         lr_decay_factor=lr_decay_factor,
+        **(dynamics_options or {}),
     )
+    if getattr(stepper, "needs_shared_landscape", False) and hasattr(objective, "restricted_to"):
+        raise ValueError(f"dynamics={dynamics!r} needs one landscape shared by all members")
     n_members = len(member_ids)
     history_steps = log_spaced_steps(max_steps)
     fingerprint = run_fingerprint(
         *run_id, initial_theta, member_ids, dynamics, lr, max_steps, grad_tol, momentum,
         batch_size, rtol, atol, seed, dtype, max_move, lr_decay_every, lr_decay_factor, anneal_steps,
-        check_every, divergence_threshold, data=data_fingerprint,
+        check_every, divergence_threshold, sorted((dynamics_options or {}).items()), data=data_fingerprint,
     )
     out = _load_checkpoint(checkpoint_path, fingerprint) or _empty_results(
         initial_theta, history_steps
@@ -260,6 +264,9 @@ def _continuation(engine, *, steps_done, more_steps):
     every = continued.get("lr_decay_every", 0)
     if every:
         continued["lr"] = continued["lr"] * continued.get("lr_decay_factor", 1.0) ** (steps_done // every)
+    if continued.get("dynamics_options"):  # a scheduled dynamics resumes its schedule
+        options = continued["dynamics_options"]
+        continued["dynamics_options"] = dict(options, start_step=options.get("start_step", 0) + steps_done)
     annealed, anneal_steps = continued.get("annealed"), continued.get("anneal_steps", 0)
     if annealed is not None and anneal_steps > steps_done:
         continued["annealed"] = lambda step: annealed(step + steps_done)

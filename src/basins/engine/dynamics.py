@@ -18,7 +18,7 @@ import torch
 
 Objective = Callable[[torch.Tensor, "torch.Tensor | None"], tuple[torch.Tensor, torch.Tensor]]
 
-DYNAMICS = ("gradient_flow", "gd", "sgd", "adam", "fire")
+DYNAMICS = ("gradient_flow", "gd", "sgd", "adam", "fire", "entropy_gd", "replicated_gd")
 
 
 def energy_and_gradient(
@@ -49,9 +49,11 @@ def make_stepper(
     max_move: float = float("inf"),
     lr_decay_every: int = 0,
     lr_decay_factor: float = 1.0,
+    **flat_seeking,
 ):
     """Build the stepper named ``dynamics`` (one of :data:`DYNAMICS`); ``max_move`` caps the
-    length of a FIRE step (as ASE's FIRE does; unlimited by default).
+    length of a FIRE step (as ASE's FIRE does; unlimited by default). ``flat_seeking`` holds the
+    options of ``entropy_gd`` and ``replicated_gd`` (:mod:`basins.engine.flat_seeking`).
 
     ``gd``, ``sgd`` and ``adam`` multiply their step size by ``lr_decay_factor`` every
     ``lr_decay_every`` steps of each member (0: constant), as ``torch.optim.lr_scheduler.StepLR``.
@@ -64,6 +66,8 @@ def make_stepper(
         )
     if lr_decay_every and dynamics not in ("gd", "sgd", "adam"):
         raise ValueError(f"lr_decay_every applies to gd, sgd and adam, not {dynamics!r}")
+    if flat_seeking and dynamics not in ("entropy_gd", "replicated_gd"):
+        raise ValueError(f"options {sorted(flat_seeking)} apply to entropy_gd and replicated_gd, not {dynamics!r}")
     schedule = StepDecay(lr, every=lr_decay_every, factor=lr_decay_factor)
     if dynamics == "gradient_flow":
         return GradientFlow(first_step=lr, rtol=rtol, atol=atol, max_time=max_time)
@@ -86,6 +90,14 @@ def make_stepper(
         return Adam(lr=schedule, betas=betas, eps=eps)
     if dynamics == "fire":
         return Fire(dt=lr, max_move=max_move)
+    if dynamics in ("entropy_gd", "replicated_gd"):
+        from basins.engine.flat_seeking import EntropyGD, ReplicatedGD  # imports this module
+
+        stepper = EntropyGD if dynamics == "entropy_gd" else ReplicatedGD
+        try:
+            return stepper(lr=lr, seed=seed, **flat_seeking)
+        except TypeError as error:
+            raise ValueError(f"dynamics={dynamics!r}: {error}") from None
     raise ValueError(f"dynamics={dynamics!r}; choose one of {DYNAMICS}")
 
 
