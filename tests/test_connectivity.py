@@ -5,6 +5,7 @@ import torch
 from basins.connectivity import connect_minima, neighbour_pairs
 from basins.engine.descent import descend
 from basins.engine.dynamics import energy_and_gradient
+from basins.landscapes import lennard_jones
 from basins.labels import (
     BAND_ENDS_MERGED,
     BAND_TRANSITION_STATES,
@@ -223,3 +224,44 @@ def test_a_band_that_misses_a_narrow_barrier_is_retried_with_more_images():
     saddle = resolved["ts_theta"].values[resolved["is_edge"].values]
     np.testing.assert_allclose(saddle[:, 0], 0.932, atol=2e-3)
     np.testing.assert_allclose(resolved["barrier"].values[resolved["is_edge"].values][0, 1], 0.056, atol=2e-3)
+
+
+def descend_on_lennard_jones(points):
+    """FIRE to gradient norm 1e-6, endpoints centred."""
+    endpoints, energies, converged = descend_on(lennard_jones.energy, lr=1e-2, grad_tol=1e-6)(points)
+    return lennard_jones.canonicalize(endpoints), energies, converged
+
+
+def test_lj7_connection_finds_the_published_minima_and_the_reference_saddles():
+    """The 2-D seven-atom Lennard-Jones cluster (Dellago, Bolhuis and Chandler 1998): from a
+    catalog of C0, C1 and C3, the stage finds C2 and joins all four through index-1 saddles
+    of the table derived independently in :mod:`basins.landscapes.lennard_jones`."""
+    lj = lennard_jones
+    catalogued = [0, 1, 3]
+    graph = connect_minima(
+        lj.MINIMA[catalogued], lj.MINIMUM_ENERGY[catalogued], lj.energy, align=lj.align,
+        descend_from=descend_on_lennard_jones, assign=lj.assign_to_structures, n_neighbors=2, n_images=8,
+        band_dynamics="fire", band_lr=1e-2, band_max_steps=5000, band_force_tol=1e-2, band_climb_tol=0.1,
+        ts_grad_tol=1e-8, trust_radius=0.05, ts_max_steps=300,
+    )
+    # Every published minimum, C2 reached by descent from a saddle.
+    energy = graph["energy"].values
+    np.testing.assert_array_equal(np.sort(np.round(energy, 2)), np.sort(lj.PUBLISHED_MINIMUM_ENERGY))
+    structure = np.abs(energy[:, None] - lj.MINIMUM_ENERGY[None]).argmin(1)
+    np.testing.assert_allclose(energy, lj.MINIMUM_ENERGY[structure], atol=1e-9)
+    np.testing.assert_array_equal(structure[graph["found_by_descent"].values], [2])
+    np.testing.assert_array_equal(graph["pair_outcome"], [PAIR_CONNECTED] * graph.sizes["pair"])
+    # Every edge is a reference saddle between the structures the table names.
+    edges = graph["is_edge"].values
+    assert edges.sum() >= 3 and (graph["ts_index"].values[edges] == 1).all()
+    for ts_energy, joined in zip(graph["ts_energy"].values[edges], graph["connected_minimum"].values[edges]):
+        match = np.flatnonzero(np.abs(lj.REFERENCE_SADDLE_ENERGY - ts_energy) < 1e-6)
+        assert len(match) == 1, f"transition state at {ts_energy} is not in the reference table"
+        np.testing.assert_array_equal(sorted(structure[joined]), lj.REFERENCE_SADDLE_MINIMA[match[0]])
+    # The two ways out of the hexagon: C0-C1 at -11.0373 and C0-C2 at -11.0403.
+    out_of_c0 = {tuple(sorted(structure[j])): e for j, e in zip(graph["connected_minimum"].values[edges],
+                                                              graph["ts_energy"].values[edges]) if 0 in structure[j]}
+    assert out_of_c0.keys() == {(0, 1), (0, 2)}
+    np.testing.assert_allclose([out_of_c0[0, 1], out_of_c0[0, 2]], lj.REFERENCE_SADDLE_ENERGY[[1, 0]], atol=1e-6)
+    # Each higher minimum descends to the hexagon through ever lower minima: one funnel.
+    assert graph.attrs["funnel_fraction"] == 1.0
