@@ -4,6 +4,7 @@ import torch
 
 from basins.connectivity import connect_minima, neighbour_pairs
 from basins.engine.descent import descend
+from basins.io import check_dataset
 from basins.engine.dynamics import energy_and_gradient
 from basins.landscapes import lennard_jones
 from basins.labels import (
@@ -78,6 +79,7 @@ def test_connect_minima_finds_the_saddles_and_the_minima_they_join(muller_brown_
     barrier = graph["barrier"].values
     expected = graph["ts_energy"].values[:, None] - mb.minimum_energy[graph["connected_minimum"].values]
     np.testing.assert_allclose(barrier, expected)
+    check_dataset(graph)  # the dim vocabulary, coordinates, names and units of every result
     # The band's first end's side comes first: on the band 0 -> 1 the saddle near 0 first.
     np.testing.assert_array_equal(graph["connected_minimum"].values[graph["ts_band"].values == 0], [[0, 2], [2, 1]])
 
@@ -146,7 +148,7 @@ def test_a_single_minimum_is_its_own_funnel(muller_brown):
         muller_brown.minima[:1], muller_brown.minimum_energy[:1], muller_brown, align=lambda r, t: t,
         descend_from=lambda points: pytest.fail("nothing to descend from"), assign=None,
     )
-    assert graph.sizes["pair"] == 0 and graph.sizes["ts"] == 0 and graph.attrs["n_edges"] == 0
+    assert graph.sizes["pair"] == 0 and graph.sizes["transition_state"] == 0 and graph.attrs["n_edges"] == 0
     assert graph.attrs["funnel_fraction"] == 1.0
     np.testing.assert_array_equal(graph["superbasin"].isel(level=-1), [0])
 
@@ -179,7 +181,7 @@ def test_a_band_without_a_barrier_is_no_edge_and_merges_ends_that_are_one_minimu
     )
     np.testing.assert_array_equal(graph["band_outcome"], [BAND_ENDS_MERGED])
     np.testing.assert_array_equal(graph["pair_outcome"], [PAIR_MERGED])
-    assert graph.sizes["ts"] == 0 and graph.attrs["n_edges"] == 0
+    assert graph.sizes["transition_state"] == 0 and graph.attrs["n_edges"] == 0
     # One minimum is left; the catalog's second entry is recorded as merged into it.
     np.testing.assert_array_equal(graph["catalog_index"], [0])
     np.testing.assert_array_equal(graph["merged_catalog_index"], [1])

@@ -184,17 +184,18 @@ def connect_minima(
     xarray.Dataset
         Per distinct minimum: ``energy``, ``theta (minimum, param)``, ``catalog_index`` (its row
         in the input, -1 if found by descent), ``found_by_descent``, ``superbasin (level,
-        minimum)``, ``escape_barrier``, ``in_funnel``. Per merged catalog entry: ``merged_catalog_index``,
-        ``merged_energy``, ``merged_into`` (the distinct minimum it is). Per pair:
-        ``minimum_pair (pair, end)`` (input rows), ``aligned_distance``, ``pair_outcome``,
-        ``pair_n_bands``, ``pair_budget_spent``. Per band: ``band_pair``, ``band_end_minimum
-        (band, end)``, ``band_n_images``, ``band_energy (band, image)`` and ``band_arclength``
-        (NaN past the band's images), ``band_status``, ``band_steps``, ``n_band_maxima``,
-        ``band_outcome``. Per refined maximum: ``ts_band``, ``ts_theta (ts, param)``,
-        ``ts_energy``, ``ts_grad_norm``, ``ts_index``, ``ts_converged``, ``connected_minimum (ts,
-        end)``, ``barrier (ts, end)``, ``ts_duplicate_of`` and ``is_edge`` (a verified,
-        first-found transition state between two distinct minima). Attributes
-        ``funnel_fraction``, ``n_edges``, ``n_merged``, ``n_unconnected``, ``n_top_components``.
+        minimum)``, ``escape_barrier``, ``in_funnel``. Per catalog entry merged into another
+        (dim ``merged_minimum``): ``merged_catalog_index``, ``merged_energy``, ``merged_into``
+        (the distinct minimum it is), ``merged_band``. Per pair: ``minimum_pair (pair, end)``
+        (input rows), ``aligned_distance``, ``pair_outcome``, ``pair_n_bands``,
+        ``pair_budget_spent``. Per band: ``band_pair``, ``band_end_minimum (band, end)``,
+        ``band_n_images``, ``band_energy (band, image)`` and ``band_arclength`` (NaN past the
+        band's images), ``band_status``, ``band_steps``, ``n_band_maxima``, ``band_outcome``. Per
+        refined maximum (dim ``transition_state``): ``ts_band``, ``ts_theta``, ``ts_energy``,
+        ``ts_grad_norm``, ``ts_index``, ``ts_converged``, ``connected_minimum (transition_state,
+        end)``, ``barrier``, ``ts_duplicate_of`` and ``is_edge`` (a verified, first-found
+        transition state between two distinct minima). Attributes ``funnel_fraction``,
+        ``n_edges``, ``n_merged``, ``n_unconnected``, ``n_top_components``.
 
     References
     ----------
@@ -454,113 +455,131 @@ def _graph_dataset(pairs, distance, catalog, record, n_levels):
     """The distinct minima, the pairs' outcomes, every band and refined maximum, and the
     disconnectivity graph of the verified transition states."""
     roots = np.array([catalog.root(i) for i in range(len(catalog))], dtype=np.int64)
-    distinct = np.flatnonzero(roots == np.arange(len(catalog)))
+    distinct, merged = np.flatnonzero(roots == np.arange(len(catalog))), np.flatnonzero(roots != np.arange(len(catalog)))
     index = np.full(len(catalog), UNASSIGNED, dtype=np.int64)
     index[distinct] = np.arange(len(distinct))
 
     def final(rows):
+        """Rows of the working catalog as distinct minima, merges resolved."""
         rows = np.asarray(rows, dtype=np.int64)
         return np.where(rows >= 0, index[roots[np.maximum(rows, 0)]], UNASSIGNED)
 
-    energy, n_params = catalog.energy[distinct], catalog.theta.shape[1]
-    ts, bands = record["ts"], record["bands"]
-    ts_energy = np.array([s["energy"] for s in ts], dtype=float)
-    connected = final(np.array([s["connected"] for s in ts], dtype=np.int64).reshape(-1, 2))
-    is_edge = np.array([s["is_edge"] for s in ts], dtype=bool) & (connected[:, 0] != connected[:, 1])
-    duplicate_of = _duplicate_transition_states(connected, ts_energy, is_edge)
-    is_edge &= duplicate_of < 0
-    edges, edge_energy = connected[is_edge], ts_energy[is_edge]
+    energy = catalog.energy[distinct]
+    ts = _transition_state_variables(record["ts"], energy, final, catalog.theta.shape[1])
+    is_edge = ts["is_edge"][1]
+    edges, edge_energy = ts["connected_minimum"][1][is_edge], ts["ts_energy"][1][is_edge]
     levels = _levels(energy, edge_energy, n_levels)
     labels = superbasins(energy, edges, edge_energy, levels)
     fraction, in_funnel = funnel_fraction(energy, edges)
     n_top = len(np.unique(labels[-1][labels[-1] >= 0])) if len(energy) else 0
     outcome = np.array([PAIR_MERGED if catalog.root(a) == catalog.root(b) else
                         PAIR_CONNECTED if catalog.joined(a, b) else PAIR_UNCONNECTED for a, b in pairs], dtype=np.int64)
-    merged = np.flatnonzero(roots != np.arange(len(catalog)))
     _log_outcomes(outcome, record, merged, is_edge, fraction, n_top)
-    barrier = np.where(connected >= 0, ts_energy[:, None] - energy[np.maximum(connected, 0)], np.nan)
+    merged_band = dict((row, band) for row, _, band in catalog.merges)
+    minima = {
+        "energy": _variable("minimum", energy, "energy of the minimum (training loss)"),
+        "theta": _variable(("minimum", "param"), catalog.theta[distinct], "parameters of the minimum (canonical)"),
+        "catalog_index": _variable("minimum", np.where(distinct < catalog.n_input, distinct, UNASSIGNED),
+                                   "row of the minimum in the input catalog (-1: found by descent)"),
+        "found_by_descent": _variable("minimum", distinct >= catalog.n_input,
+                                      "not in the catalog: first reached by a descent from a band or saddle"),
+        "merged_catalog_index": _variable("merged_minimum", np.where(merged < catalog.n_input, merged, UNASSIGNED),
+                                          "catalog row found to be the same minimum as another (-1: found by descent)"),
+        "merged_energy": _variable("merged_minimum", catalog.energy[merged], "its energy"),
+        "merged_into": _variable("merged_minimum", index[roots[merged]], "the distinct minimum it is"),
+        "merged_band": _variable("merged_minimum", np.array([merged_band[row] for row in merged], dtype=np.int64),
+                                 "band whose images all drained to one minimum"),
+        "superbasin": _variable(("level", "minimum"), labels,
+                                "lowest minimum of the superbasin at that level (-1: above the level)"),
+        "escape_barrier": _variable("minimum", escape_barriers(energy, edges, edge_energy),
+                                    "lowest transition state joined to the minimum minus its energy"),
+        "in_funnel": _variable("minimum", in_funnel, "in the monotonic sequence basin of the global minimum"),
+    }
+    connections = {
+        "minimum_pair": _variable(("pair", "end"), pairs, "catalog rows the connection joins"),
+        "aligned_distance": _variable("pair", distance, "parameter distance after symmetry alignment"),
+        "pair_outcome": _variable("pair", outcome, "outcome of the connection", flag_values=[0, 1, 2],
+                                  flag_meanings=PAIR_OUTCOME_MEANINGS),
+        "pair_n_bands": _variable("pair", record["n_bands"], "bands relaxed for the pair, gaps and retries included"),
+        "pair_budget_spent": _variable("pair", record["budget_spent"],
+                                       "max_bands_per_pair reached with gaps left (unconnected)"),
+    }
+    bands = _band_variables(record["bands"], final)
+    coords = {
+        "minimum": ("minimum", np.arange(len(distinct)), variable_attrs("distinct minimum index")),
+        "merged_minimum": ("merged_minimum", np.arange(len(merged)), variable_attrs("catalog entry merged into another minimum")),
+        "pair": ("pair", np.arange(len(pairs)), variable_attrs("pair index")),
+        "band": ("band", np.arange(len(record["bands"])), variable_attrs("band index, in the order relaxed")),
+        "transition_state": ("transition_state", np.arange(len(record["ts"])), variable_attrs("refined band maximum index")),
+        "end": ("end", np.arange(2), variable_attrs("0: first minimum; 1: second")),
+        "image": ("image", np.arange(bands["band_energy"][1].shape[1]), variable_attrs("band image, end images included")),
+        "param": ("param", np.arange(catalog.theta.shape[1]), variable_attrs("parameter index")),
+        "level": ("level", levels, variable_attrs("energy level of the disconnectivity graph")),
+    }
+    attrs = {
+        "funnel_fraction": fraction,
+        "n_edges": int(is_edge.sum()),
+        "n_merged": len(merged),
+        "n_unconnected": int((outcome == PAIR_UNCONNECTED).sum()),
+        "n_top_components": n_top,
+        "barrier_is": "every maximum of every band refined by eigenvector following; an edge is an "
+        "index-1 saddle whose two steepest descents reach distinct minima",
+    }
+    return xr.Dataset({**minima, **connections, **bands, **ts}, coords=coords, attrs=attrs)
+
+
+def _variable(dims, values, *attrs, **extra):
+    return dims, np.asarray(values), variable_attrs(*attrs, **extra)
+
+
+def _band_variables(bands, final):
+    """Per band: its pair, ends, images, energy profile and arclength (NaN past its images),
+    status and outcome."""
     width = max([band["n_images"] + 2 for band in bands], default=2)
-    band_energy = np.full((len(bands), width), np.nan)
-    band_arclength = np.full((len(bands), width), np.nan)
+    energy, arclength = np.full((len(bands), width), np.nan), np.full((len(bands), width), np.nan)
     for row, band in enumerate(bands):
-        band_energy[row, : band["n_images"] + 2] = band["energies"]
+        energy[row, : band["n_images"] + 2] = band["energies"]
         steps = np.linalg.norm(np.diff(band["images"], axis=0), axis=1)
-        band_arclength[row, : band["n_images"] + 2] = np.r_[0.0, np.cumsum(steps)]
-    per = lambda dim, values, *attrs, **extra: (dim, np.asarray(values), variable_attrs(*attrs, **extra))  # noqa: E731
-    band_values = lambda key: np.array([band[key] for band in bands], dtype=np.int64)  # noqa: E731
-    ts_values = lambda key, dtype=float: np.array([s[key] for s in ts], dtype=dtype)  # noqa: E731
-    return xr.Dataset(
-        {
-            "energy": per("minimum", energy, "energy of the minimum (training loss)"),
-            "theta": (("minimum", "param"), catalog.theta[distinct], variable_attrs("parameters of the minimum (canonical)")),
-            "catalog_index": per("minimum", np.where(distinct < catalog.n_input, distinct, UNASSIGNED),
-                                 "row of the minimum in the input catalog (-1: found by descent)"),
-            "found_by_descent": per("minimum", distinct >= catalog.n_input,
-                                    "not in the catalog: first reached by a descent from a band or saddle"),
-            "merged_catalog_index": per("merged", np.where(merged < catalog.n_input, merged, UNASSIGNED),
-                                        "catalog row found to be the same minimum as another (-1: found by descent)"),
-            "merged_energy": per("merged", catalog.energy[merged], "its energy"),
-            "merged_into": per("merged", index[roots[merged]], "the distinct minimum it is"),
-            "merged_band": per("merged", np.array([band for row, _, band in catalog.merges], dtype=np.int64)[
-                np.argsort([row for row, _, _ in catalog.merges])] if len(merged) else np.zeros(0, np.int64),
-                "band whose images all drained to one minimum"),
-            "minimum_pair": (("pair", "end"), pairs, variable_attrs("catalog rows the connection joins")),
-            "aligned_distance": per("pair", distance, "parameter distance after symmetry alignment"),
-            "pair_outcome": per("pair", outcome, "outcome of the connection", flag_values=[0, 1, 2],
-                                flag_meanings=PAIR_OUTCOME_MEANINGS),
-            "pair_n_bands": per("pair", record["n_bands"], "bands relaxed for the pair, gaps and retries included"),
-            "pair_budget_spent": per("pair", record["budget_spent"],
-                                     "max_bands_per_pair reached with gaps left (unconnected)"),
-            "band_pair": per("band", band_values("pair"), "pair the band works for"),
-            "band_end_minimum": (("band", "end"), final(np.array([band["ends"] for band in bands], dtype=np.int64).reshape(-1, 2)),
-                                 variable_attrs("minima at the band's ends")),
-            "band_n_images": per("band", band_values("n_images"), "interior images of the band"),
-            "band_energy": (("band", "image"), band_energy, variable_attrs("energy of the relaxed band's images (NaN: none)")),
-            "band_arclength": (("band", "image"), band_arclength, variable_attrs("distance along the band")),
-            "band_status": per("band", band_values("status"), "band relaxation status",
-                               flag_values=[0, 1, 2], flag_meanings="converged budget diverged"),
-            "band_steps": per("band", band_values("steps"), "band relaxation steps"),
-            "n_band_maxima": per("band", band_values("n_maxima"), "interior local maxima of the band"),
-            "band_outcome": per("band", band_values("outcome"), "what the band showed", flag_values=[0, 1, 2, 3],
-                                flag_meanings=BAND_OUTCOME_MEANINGS),
-            "ts_band": per("ts", ts_values("band", np.int64), "band whose maximum was refined"),
-            "ts_theta": (("ts", "param"), ts_values("theta").reshape(-1, n_params), variable_attrs("transition state parameters")),
-            "ts_energy": per("ts", ts_energy, "energy of the refined maximum"),
-            "ts_grad_norm": per("ts", ts_values("grad_norm"), "gradient norm at it"),
-            "ts_index": per("ts", ts_values("index", np.int64), "negative Hessian eigenvalues at it"),
-            "ts_converged": per("ts", ts_values("converged", bool), "refinement met ts_grad_tol"),
-            "connected_minimum": (("ts", "end"), connected, variable_attrs(
-                "minimum reached by descent from the transition state, band's first end's side first (-1: none)")),
-            "barrier": (("ts", "end"), barrier, variable_attrs("transition state energy minus that minimum's")),
-            "ts_duplicate_of": per("ts", duplicate_of, "earlier transition state it repeats (-1: first found)"),
-            "is_edge": per("ts", is_edge, "verified index-1 saddle between two distinct minima, first found"),
-            "superbasin": (("level", "minimum"), labels,
-                           variable_attrs("lowest minimum of the superbasin at that level (-1: above the level)")),
-            "escape_barrier": per("minimum", escape_barriers(energy, edges, edge_energy),
-                                  "lowest transition state joined to the minimum minus its energy"),
-            "in_funnel": per("minimum", in_funnel, "in the monotonic sequence basin of the global minimum"),
-        },
-        coords={
-            "minimum": ("minimum", np.arange(len(distinct)), variable_attrs("distinct minimum index")),
-            "merged": ("merged", np.arange(len(merged)), variable_attrs("merged catalog entry index")),
-            "pair": ("pair", np.arange(len(pairs)), variable_attrs("pair index")),
-            "band": ("band", np.arange(len(bands)), variable_attrs("band index, in the order relaxed")),
-            "ts": ("ts", np.arange(len(ts)), variable_attrs("refined band maximum index")),
-            "end": ("end", np.arange(2), variable_attrs("0: first minimum; 1: second")),
-            "image": ("image", np.arange(width), variable_attrs("band image, end images included")),
-            "param": ("param", np.arange(n_params), variable_attrs("parameter index")),
-            "level": ("level", levels, variable_attrs("energy level of the disconnectivity graph")),
-        },
-        attrs={
-            "funnel_fraction": fraction,
-            "n_edges": int(is_edge.sum()),
-            "n_merged": len(merged),
-            "n_unconnected": int((outcome == PAIR_UNCONNECTED).sum()),
-            "n_top_components": n_top,
-            "barrier_is": "every maximum of every band refined by eigenvector following; an edge is an "
-            "index-1 saddle whose two steepest descents reach distinct minima",
-        },
-    )
+        arclength[row, : band["n_images"] + 2] = np.r_[0.0, np.cumsum(steps)]
+    values = lambda key: np.array([band[key] for band in bands], dtype=np.int64)  # noqa: E731
+    return {
+        "band_pair": _variable("band", values("pair"), "pair the band works for"),
+        "band_end_minimum": _variable(("band", "end"), final(np.array([b["ends"] for b in bands], dtype=np.int64).reshape(-1, 2)),
+                                      "minima at the band's ends"),
+        "band_n_images": _variable("band", values("n_images"), "interior images of the band"),
+        "band_energy": _variable(("band", "image"), energy, "energy of the relaxed band's images (NaN: none)"),
+        "band_arclength": _variable(("band", "image"), arclength, "distance along the band"),
+        "band_status": _variable("band", values("status"), "band relaxation status", flag_values=[0, 1, 2],
+                                 flag_meanings="converged budget diverged"),
+        "band_steps": _variable("band", values("steps"), "band relaxation steps"),
+        "n_band_maxima": _variable("band", values("n_maxima"), "interior local maxima of the band"),
+        "band_outcome": _variable("band", values("outcome"), "what the band showed", flag_values=[0, 1, 2, 3],
+                                  flag_meanings=BAND_OUTCOME_MEANINGS),
+    }
+
+
+def _transition_state_variables(ts, minimum_energy, final, n_params):
+    """Per refined maximum: where it is, what it is, the minima it joins and whether it is an edge."""
+    values = lambda key, dtype=float: np.array([s[key] for s in ts], dtype=dtype)  # noqa: E731
+    energy = values("energy")
+    connected = final(np.array([s["connected"] for s in ts], dtype=np.int64).reshape(-1, 2))
+    is_edge = values("is_edge", bool) & (connected[:, 0] != connected[:, 1])
+    duplicate_of = _duplicate_transition_states(connected, energy, is_edge)
+    barrier = np.where(connected >= 0, energy[:, None] - minimum_energy[np.maximum(connected, 0)], np.nan)
+    return {
+        "ts_band": _variable("transition_state", values("band", np.int64), "band whose maximum was refined"),
+        "ts_theta": _variable(("transition_state", "param"), values("theta").reshape(-1, n_params), "transition state parameters"),
+        "ts_energy": _variable("transition_state", energy, "energy of the refined maximum"),
+        "ts_grad_norm": _variable("transition_state", values("grad_norm"), "gradient norm at it"),
+        "ts_index": _variable("transition_state", values("index", np.int64), "negative Hessian eigenvalues at it"),
+        "ts_converged": _variable("transition_state", values("converged", bool), "refinement met ts_grad_tol"),
+        "connected_minimum": _variable(("transition_state", "end"), connected, "minimum reached by descent from the transition "
+                                       "state, the band's first end's side first (-1: none)"),
+        "barrier": _variable(("transition_state", "end"), barrier, "transition state energy minus that minimum's"),
+        "ts_duplicate_of": _variable("transition_state", duplicate_of, "earlier transition state it repeats (-1: first found)"),
+        "is_edge": _variable("transition_state", is_edge & (duplicate_of < 0),
+                             "verified index-1 saddle between two distinct minima, first found"),
+    }
 
 
 #: Two verified transition states between the same minima are one when their energies agree to
