@@ -218,7 +218,9 @@ def test_a_band_that_misses_a_narrow_barrier_is_retried_with_more_images():
     np.testing.assert_array_equal(unresolved["band_outcome"], [BAND_UNRESOLVED])
     np.testing.assert_array_equal(unresolved["pair_outcome"], [PAIR_UNCONNECTED])
     assert unresolved.attrs["n_merged"] == 0 and unresolved.attrs["n_edges"] == 0
+    # The image doublings, not the bands, ran out, and the result says so.
     np.testing.assert_array_equal(unresolved["pair_budget_spent"], [False])
+    np.testing.assert_array_equal(unresolved["pair_images_spent"], [True])
     # With doublings allowed, the bands grow until an image falls in the well's basin and the
     # barrier becomes a maximum, refined to the saddle between the two minima.
     resolved = connect_narrow_well(max_image_doublings=4)
@@ -226,6 +228,7 @@ def test_a_band_that_misses_a_narrow_barrier_is_retried_with_more_images():
     assert resolved["band_outcome"].values[-1] == BAND_TRANSITION_STATES
     np.testing.assert_array_equal(resolved["band_n_images"][1:], 2 * resolved["band_n_images"][:-1])
     np.testing.assert_array_equal(resolved["pair_outcome"], [PAIR_CONNECTED])
+    np.testing.assert_array_equal(resolved["pair_images_spent"], [False])
     saddle = resolved["ts_theta"].values[resolved["is_edge"].values]
     np.testing.assert_allclose(saddle[:, 0], 0.932, atol=2e-3)
     np.testing.assert_allclose(resolved["barrier"].values[resolved["is_edge"].values][0, 1], 0.056, atol=2e-3)

@@ -135,7 +135,8 @@ def connect_minima(
     again with twice the images, up to ``max_image_doublings`` times. The same retry follows a
     band whose maxima refine to no verified transition state. A pair neither joined nor merged
     when its budget is spent, or with no gap left to try, is reported unconnected
-    (``pair_outcome``; ``pair_budget_spent`` says which budget ended it).
+    (``pair_outcome``; ``pair_budget_spent`` and ``pair_images_spent`` say which budget ended it,
+    and the log names the pairs).
 
     Parameters
     ----------
@@ -188,14 +189,15 @@ def connect_minima(
         (dim ``merged_minimum``): ``merged_catalog_index``, ``merged_energy``, ``merged_into``
         (the distinct minimum it is), ``merged_band``. Per pair: ``minimum_pair (pair, end)``
         (input rows), ``aligned_distance``, ``pair_outcome``, ``pair_n_bands``,
-        ``pair_budget_spent``. Per band: ``band_pair``, ``band_end_minimum (band, end)``,
-        ``band_n_images``, ``band_energy (band, image)`` and ``band_arclength`` (NaN past the
-        band's images), ``band_status``, ``band_steps``, ``n_band_maxima``, ``band_outcome``. Per
-        refined maximum (dim ``transition_state``): ``ts_band``, ``ts_theta``, ``ts_energy``,
-        ``ts_grad_norm``, ``ts_index``, ``ts_converged``, ``connected_minimum (transition_state,
-        end)``, ``barrier``, ``ts_duplicate_of`` and ``is_edge`` (a verified, first-found
-        transition state between two distinct minima). Attributes ``funnel_fraction``,
-        ``n_edges``, ``n_merged``, ``n_unconnected``, ``n_top_components``.
+        ``pair_budget_spent``, ``pair_images_spent``. Per band: ``band_pair``,
+        ``band_end_minimum (band, end)``, ``band_n_images``, ``band_energy (band, image)`` and
+        ``band_arclength`` (NaN past the band's images), ``band_status``, ``band_steps``,
+        ``n_band_maxima``, ``band_outcome``. Per refined maximum (dim ``transition_state``):
+        ``ts_band``, ``ts_theta``, ``ts_energy``, ``ts_grad_norm``, ``ts_index``,
+        ``ts_converged``, ``connected_minimum (transition_state, end)``, ``barrier``,
+        ``ts_duplicate_of`` and ``is_edge`` (a verified, first-found transition state between
+        two distinct minima). Attributes ``funnel_fraction``, ``n_edges``, ``n_merged``,
+        ``n_unconnected``, ``n_top_components``.
 
     References
     ----------
@@ -295,18 +297,20 @@ def _connect_pairs(pairs, catalog, connector):
     """Rounds of bands, all relaxed together, until no pair has a gap left to try; the bands
     and transition states found, and the bands each pair spent."""
     record = {"bands": [], "ts": [], "n_bands": np.zeros(len(pairs), dtype=np.int64),
-              "budget_spent": np.zeros(len(pairs), dtype=bool)}
+              "budget_spent": np.zeros(len(pairs), dtype=bool), "images_spent": np.zeros(len(pairs), dtype=bool)}
     queue = [(p, int(a), int(b), connector.n_images) for p, (a, b) in enumerate(pairs)]
     while queue:
-        work = []
+        work, planned = [], set()
         for item in queue:
             pair, a, b, _ = item
-            if catalog.joined(a, b):
+            gap = tuple(sorted((catalog.root(a), catalog.root(b))))
+            if catalog.joined(a, b) or gap in planned:  # joined meanwhile, or another band has it
                 continue
             if record["n_bands"][pair] >= connector.max_bands_per_pair:
                 record["budget_spent"][pair] = True
                 continue
             record["n_bands"][pair] += 1
+            planned.add(gap)
             work.append(item)
         if not work:
             break
@@ -315,6 +319,8 @@ def _connect_pairs(pairs, catalog, connector):
         _name_saddle_minima(saddles, catalog, connector)
         _check_bands_without_maxima(bands, catalog, connector)
         queue = [gap for band in bands for gap in _next_gaps(band, saddles, catalog, connector)]
+        for band in bands:
+            record["images_spent"][band["pair"]] |= band["images_spent"]
         record["ts"] += [{**s, "band": s["band"]["id"]} for s in saddles]
         record["bands"] += bands
         log.info("round of %d bands: %d transition states verified, %d gaps to connect next",
@@ -416,15 +422,16 @@ def _next_gaps(band, saddles, catalog, connector):
         band["outcome"] = BAND_ENDS_MERGED if catalog.root(a) == catalog.root(b) else BAND_UNRESOLVED
         # Consecutive images that reach different minima straddle a barrier the band missed.
         chain = [a] + [m for m in band["image_minima"] if m >= 0] + [b]
-    gaps = {}
+    gaps, band["images_spent"] = {}, False
     for s, t in zip(chain[:-1], chain[1:]):
         if s < 0 or t < 0 or catalog.joined(s, t) or (s, t) in gaps:
             continue
-        if {catalog.root(s), catalog.root(t)} == {catalog.root(a), catalog.root(b)}:
-            if band["n_images"] * 2 <= connector.max_images:
-                gaps[s, t] = band["n_images"] * 2
-        else:
+        if {catalog.root(s), catalog.root(t)} != {catalog.root(a), catalog.root(b)}:
             gaps[s, t] = connector.n_images
+        elif band["n_images"] * 2 <= connector.max_images:
+            gaps[s, t] = band["n_images"] * 2
+        else:
+            band["images_spent"] = True
     return [(band["pair"], s, t, n_images) for (s, t), n_images in gaps.items()]
 
 
@@ -503,6 +510,8 @@ def _graph_dataset(pairs, distance, catalog, record, n_levels):
         "pair_n_bands": _variable("pair", record["n_bands"], "bands relaxed for the pair, gaps and retries included"),
         "pair_budget_spent": _variable("pair", record["budget_spent"],
                                        "max_bands_per_pair reached with gaps left (unconnected)"),
+        "pair_images_spent": _variable("pair", record["images_spent"],
+                                       "a band without a verified saddle was not retried: max_image_doublings reached"),
     }
     bands = _band_variables(record["bands"], final)
     coords = {
@@ -608,9 +617,12 @@ def _log_outcomes(outcome, record, merged, is_edge, fraction, n_top):
              "entries merged; funnel fraction %.3f, %d components", (outcome == PAIR_CONNECTED).sum(),
              (outcome == PAIR_MERGED).sum(), (outcome == PAIR_UNCONNECTED).sum(), len(record["bands"]),
              is_edge.sum(), len(merged), fraction, n_top)
-    spent = np.flatnonzero(record["budget_spent"] & (outcome == PAIR_UNCONNECTED))
-    if len(spent):
-        log.warning("pairs %s spent max_bands_per_pair and stay unconnected", spent.tolist())
+    unconnected = outcome == PAIR_UNCONNECTED
+    if unconnected.any():
+        log.warning("pairs %s stay unconnected; max_bands_per_pair spent: %s; max_image_doublings spent: %s; "
+                    "the others ran out of gaps (descents that did not converge)", np.flatnonzero(unconnected).tolist(),
+                    np.flatnonzero(unconnected & record["budget_spent"]).tolist(),
+                    np.flatnonzero(unconnected & record["images_spent"]).tolist())
 
 
 def _levels(minimum_energy, edge_energy, n_levels):
