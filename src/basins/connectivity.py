@@ -214,7 +214,8 @@ def connect_minima(
             f"Hessians up to max_dense_params={max_dense_params}. Raise it (cost ~ param^2 "
             "memory and param Hessian-vector products per step) or use a smaller network."
         )
-    for name, value, low in (("max_image_doublings", max_image_doublings, 0), ("max_bands_per_pair", max_bands_per_pair, 1)):
+    budgets = (("max_image_doublings", max_image_doublings, 0), ("max_bands_per_pair", max_bands_per_pair, 1))
+    for name, value, low in budgets:
         if value < low:
             raise ValueError(f"{name}={value} must be at least {low}")
     connector = _Connector(
@@ -339,9 +340,9 @@ def _relax_bands(work, catalog, connector, *, first_id):
         out = nudged_elastic_band(connector.energy, start, end, n_images=n_images, **connector.band_options)
         for row, k in enumerate(chosen):
             pair, a, b, _ = work[k]
-            bands[k] = {"id": first_id + k, "pair": pair, "ends": (a, b), "n_images": n_images, "images": out["bands"][row],
-                        "energies": out["energies"][row], "status": int(out["status"][row]),
-                        "steps": int(out["steps"][row])}
+            bands[k] = {"id": first_id + k, "pair": pair, "ends": (a, b), "n_images": n_images,
+                        "images": out["bands"][row], "energies": out["energies"][row],
+                        "status": int(out["status"][row]), "steps": int(out["steps"][row])}
     return bands
 
 
@@ -462,7 +463,8 @@ def _graph_dataset(pairs, distance, catalog, record, n_levels):
     """The distinct minima, the pairs' outcomes, every band and refined maximum, and the
     disconnectivity graph of the verified transition states."""
     roots = np.array([catalog.root(i) for i in range(len(catalog))], dtype=np.int64)
-    distinct, merged = np.flatnonzero(roots == np.arange(len(catalog))), np.flatnonzero(roots != np.arange(len(catalog)))
+    is_root = roots == np.arange(len(catalog))
+    distinct, merged = np.flatnonzero(is_root), np.flatnonzero(~is_root)
     index = np.full(len(catalog), UNASSIGNED, dtype=np.int64)
     index[distinct] = np.arange(len(distinct))
 
@@ -516,12 +518,15 @@ def _graph_dataset(pairs, distance, catalog, record, n_levels):
     bands = _band_variables(record["bands"], final)
     coords = {
         "minimum": ("minimum", np.arange(len(distinct)), variable_attrs("distinct minimum index")),
-        "merged_minimum": ("merged_minimum", np.arange(len(merged)), variable_attrs("catalog entry merged into another minimum")),
+        "merged_minimum": ("merged_minimum", np.arange(len(merged)),
+                           variable_attrs("catalog entry merged into another minimum")),
         "pair": ("pair", np.arange(len(pairs)), variable_attrs("pair index")),
         "band": ("band", np.arange(len(record["bands"])), variable_attrs("band index, in the order relaxed")),
-        "transition_state": ("transition_state", np.arange(len(record["ts"])), variable_attrs("refined band maximum index")),
+        "transition_state": ("transition_state", np.arange(len(record["ts"])),
+                             variable_attrs("refined band maximum index")),
         "end": ("end", np.arange(2), variable_attrs("0: first minimum; 1: second")),
-        "image": ("image", np.arange(bands["band_energy"][1].shape[1]), variable_attrs("band image, end images included")),
+        "image": ("image", np.arange(bands["band_energy"][1].shape[1]),
+                  variable_attrs("band image, end images included")),
         "param": ("param", np.arange(catalog.theta.shape[1]), variable_attrs("parameter index")),
         "level": ("level", levels, variable_attrs("energy level of the disconnectivity graph")),
     }
@@ -553,7 +558,7 @@ def _band_variables(bands, final):
     values = lambda key: np.array([band[key] for band in bands], dtype=np.int64)  # noqa: E731
     return {
         "band_pair": _variable("band", values("pair"), "pair the band works for"),
-        "band_end_minimum": _variable(("band", "end"), final(np.array([b["ends"] for b in bands], dtype=np.int64).reshape(-1, 2)),
+        "band_end_minimum": _variable(("band", "end"), final(np.array([b["ends"] for b in bands]).reshape(-1, 2)),
                                       "minima at the band's ends"),
         "band_n_images": _variable("band", values("n_images"), "interior images of the band"),
         "band_energy": _variable(("band", "image"), energy, "energy of the relaxed band's images (NaN: none)"),
@@ -577,15 +582,17 @@ def _transition_state_variables(ts, minimum_energy, final, n_params):
     barrier = np.where(connected >= 0, energy[:, None] - minimum_energy[np.maximum(connected, 0)], np.nan)
     return {
         "ts_band": _variable("transition_state", values("band", np.int64), "band whose maximum was refined"),
-        "ts_theta": _variable(("transition_state", "param"), values("theta").reshape(-1, n_params), "transition state parameters"),
+        "ts_theta": _variable(("transition_state", "param"), values("theta").reshape(-1, n_params),
+                              "transition state parameters"),
         "ts_energy": _variable("transition_state", energy, "energy of the refined maximum"),
         "ts_grad_norm": _variable("transition_state", values("grad_norm"), "gradient norm at it"),
         "ts_index": _variable("transition_state", values("index", np.int64), "negative Hessian eigenvalues at it"),
         "ts_converged": _variable("transition_state", values("converged", bool), "refinement met ts_grad_tol"),
-        "connected_minimum": _variable(("transition_state", "end"), connected, "minimum reached by descent from the transition "
-                                       "state, the band's first end's side first (-1: none)"),
+        "connected_minimum": _variable(("transition_state", "end"), connected, "minimum reached by descent from "
+                                       "the transition state, the band's first end's side first (-1: none)"),
         "barrier": _variable(("transition_state", "end"), barrier, "transition state energy minus that minimum's"),
-        "ts_duplicate_of": _variable("transition_state", duplicate_of, "earlier transition state it repeats (-1: first found)"),
+        "ts_duplicate_of": _variable("transition_state", duplicate_of,
+                                     "earlier transition state it repeats (-1: first found)"),
         "is_edge": _variable("transition_state", is_edge & (duplicate_of < 0),
                              "verified index-1 saddle between two distinct minima, first found"),
     }
