@@ -4,21 +4,31 @@ import torch
 
 from basins.connectivity import connect_minima, neighbour_pairs
 from basins.engine.descent import descend
+from basins.io import add_provenance, check_dataset
 from basins.engine.dynamics import energy_and_gradient
-from basins.labels import CONVERGED
+from basins.landscapes import lennard_jones
+from basins.labels import (
+    BAND_ENDS_MERGED,
+    BAND_TRANSITION_STATES,
+    BAND_UNRESOLVED,
+    CONVERGED,
+    PAIR_CONNECTED,
+    PAIR_MERGED,
+    PAIR_UNCONNECTED,
+)
 
 
-def descend_on_muller_brown(mb):
+def descend_on(potential, lr=1e-3, grad_tol=1e-4):
     """Steepest descent (FIRE) from each point."""
 
     def descend_from(points):
         out = descend(
-            lambda theta, batch: energy_and_gradient(mb, theta), points, np.arange(len(points)),
-            dynamics="fire", lr=1e-3, max_steps=20_000, grad_tol=1e-4, device=torch.device("cpu"),
-            dtype=torch.float64, chunk=64, run_id=("muller_brown",),
+            lambda theta, batch: energy_and_gradient(potential, theta), points, np.arange(len(points)),
+            dynamics="fire", lr=lr, max_steps=20_000, grad_tol=grad_tol, device=torch.device("cpu"),
+            dtype=torch.float64, chunk=64, run_id=("test_connectivity",), progress_every_s=1e9,
         )
         endpoints = out["final_theta"]
-        return endpoints, mb(torch.as_tensor(endpoints)).numpy(), out["status"] == CONVERGED
+        return endpoints, potential(torch.as_tensor(endpoints)).numpy(), out["status"] == CONVERGED
 
     return descend_from
 
@@ -33,11 +43,12 @@ def assign_within(radius):
     return assign
 
 
-def connect_muller_brown(mb, catalogued, **options):
+def connect_muller_brown(mb, catalogued, n_images=12, band_max_steps=20_000, **options):
     return connect_minima(
         mb.minima[catalogued], mb.minimum_energy[catalogued], mb, align=lambda reference, theta: theta,
-        descend_from=descend_on_muller_brown(mb), assign=assign_within(1e-3), n_images=12, spring=100.0, band_dynamics="fire",
-        band_lr=1e-3, band_max_steps=20_000, band_force_tol=1e-3, band_climb_tol=1.0, ts_grad_tol=1e-8, **options,
+        descend_from=descend_on(mb), assign=assign_within(1e-3), spring=100.0, band_dynamics="fire",
+        band_lr=1e-3, band_max_steps=band_max_steps, band_force_tol=1e-3, band_climb_tol=1.0, ts_grad_tol=1e-8, n_images=n_images,
+        **options,
     )
 
 
@@ -46,19 +57,32 @@ def muller_brown_graph(muller_brown):
     return connect_muller_brown(muller_brown, [0, 1, 2], n_neighbors=2, n_levels=20)
 
 
+def edge_table(graph):
+    """``{(minimum, minimum): transition state energy}`` of the graph's edges."""
+    edges = graph["connected_minimum"].values[graph["is_edge"].values]
+    return {tuple(sorted(e)): energy for e, energy in zip(edges.tolist(), graph["ts_energy"].values[graph["is_edge"].values])}
+
+
 def test_connect_minima_finds_the_saddles_and_the_minima_they_join(muller_brown_graph, muller_brown):
     graph, mb = muller_brown_graph, muller_brown
     np.testing.assert_array_equal(graph["minimum_pair"], [[0, 1], [0, 2], [1, 2]])
-    assert graph["is_edge"].all()
-    # The band 0 -> 1 passes minimum 2; its highest saddle joins 0 and 2.
-    joined = [set(row) for row in graph["connected_minimum"].values]
-    assert joined == [{0, 2}, {0, 2}, {1, 2}]
-    np.testing.assert_allclose(graph["ts_energy"], mb.saddle_energy[[0, 0, 1]], atol=1e-6)
+    np.testing.assert_array_equal(graph["pair_outcome"], [PAIR_CONNECTED] * 3)
+    # Every maximum of every band is refined: the band 0 -> 1 passes minimum 2 and shows both
+    # saddles; the other two bands find them again (duplicates, not edges).
     np.testing.assert_array_equal(graph["n_band_maxima"], [2, 1, 1])
-    np.testing.assert_array_equal(graph["ts_index"], [1, 1, 1])
+    np.testing.assert_array_equal(graph["band_outcome"], [BAND_TRANSITION_STATES] * 3)
+    np.testing.assert_array_equal(graph["ts_index"], [1, 1, 1, 1])
+    table = edge_table(graph)
+    assert table.keys() == {(0, 2), (1, 2)}
+    np.testing.assert_allclose([table[0, 2], table[1, 2]], mb.saddle_energy, atol=1e-6)
+    assert graph.attrs["n_edges"] == 2 and (graph["ts_duplicate_of"] >= 0).sum() == 2
     barrier = graph["barrier"].values
     expected = graph["ts_energy"].values[:, None] - mb.minimum_energy[graph["connected_minimum"].values]
     np.testing.assert_allclose(barrier, expected)
+    # The result keeps the NetCDF contract: dim vocabulary, coordinates, names and units.
+    check_dataset(add_provenance(graph, title="Mueller-Brown", stage="connect_minima", stage_config={}))
+    # The band's first end's side comes first: on the band 0 -> 1 the saddle near 0 first.
+    np.testing.assert_array_equal(graph["connected_minimum"].values[graph["ts_band"].values == 0], [[0, 2], [2, 1]])
 
 
 def test_muller_brown_funnel_and_disconnectivity(muller_brown_graph):
@@ -93,9 +117,33 @@ def test_minima_missing_from_the_catalog_are_found_from_the_saddles(muller_brown
     # Only the two deep minima are catalogued; the band between them finds the third.
     graph = connect_muller_brown(muller_brown, [0, 1], n_neighbors=1)
     np.testing.assert_array_equal(graph["found_by_descent"], [False, False, True])
+    np.testing.assert_array_equal(graph["catalog_index"], [0, 1, -1])
     np.testing.assert_allclose(graph["theta"][2], muller_brown.minima[2], atol=1e-3)
-    assert set(graph["connected_minimum"].values[0]) == {0, 2}
-    assert graph.attrs["n_edges"] == 1
+    assert edge_table(graph).keys() == {(0, 2), (1, 2)}
+    assert graph.attrs["n_edges"] == 2
+
+
+def test_the_gaps_a_band_leaves_are_connected_by_bands_of_their_own(muller_brown):
+    # Two images resolve only the saddle 0-2 on the path 0 -> 2 -> 1; the gap 2 -> 1 it leaves
+    # gets a band of its own, which finds the second saddle.
+    # (A band of two images settles slowly; its maximum is near enough the saddle long before.)
+    graph = connect_muller_brown(muller_brown, [0, 1], n_neighbors=1, n_images=2, band_max_steps=2000)
+    np.testing.assert_array_equal(graph["band_end_minimum"], [[0, 1], [2, 1]])
+    np.testing.assert_array_equal(graph["n_band_maxima"], [1, 1])
+    np.testing.assert_array_equal(graph["pair_outcome"], [PAIR_CONNECTED])
+    np.testing.assert_array_equal(graph["pair_n_bands"], [2])
+    table = edge_table(graph)
+    np.testing.assert_allclose([table[0, 2], table[1, 2]], muller_brown.saddle_energy, atol=1e-6)
+
+
+def test_a_spent_budget_leaves_the_pair_unconnected_and_says_so(muller_brown):
+    graph = connect_muller_brown(muller_brown, [0, 1], n_neighbors=1, n_images=2, max_bands_per_pair=1,
+                                 band_max_steps=2000)
+    np.testing.assert_array_equal(graph["pair_outcome"], [PAIR_UNCONNECTED])
+    np.testing.assert_array_equal(graph["pair_budget_spent"], [True])
+    assert graph.attrs["n_unconnected"] == 1 and graph.attrs["n_edges"] == 1
+    # The one saddle found still counts: minima 0 and 2 are one superbasin at the top, 1 apart.
+    np.testing.assert_array_equal(graph["superbasin"].isel(level=-1), [0, 1, 0])
 
 
 def test_a_single_minimum_is_its_own_funnel(muller_brown):
@@ -103,29 +151,125 @@ def test_a_single_minimum_is_its_own_funnel(muller_brown):
         muller_brown.minima[:1], muller_brown.minimum_energy[:1], muller_brown, align=lambda r, t: t,
         descend_from=lambda points: pytest.fail("nothing to descend from"), assign=None,
     )
-    assert graph.sizes["pair"] == 0 and graph.attrs["n_edges"] == 0
+    assert graph.sizes["pair"] == 0 and graph.sizes["transition_state"] == 0 and graph.attrs["n_edges"] == 0
     assert graph.attrs["funnel_fraction"] == 1.0
     np.testing.assert_array_equal(graph["superbasin"].isel(level=-1), [0])
 
 
-def test_networks_too_large_for_dense_hessians_are_refused(muller_brown):
+def test_networks_too_large_for_dense_hessians_and_bad_budgets_are_refused(muller_brown):
     with pytest.raises(ValueError, match="max_dense_params"):
         connect_minima(
             muller_brown.minima, muller_brown.minimum_energy, muller_brown, align=lambda r, t: t,
             descend_from=None, assign=None, max_dense_params=1,
         )
+    with pytest.raises(ValueError, match="max_bands_per_pair"):
+        connect_minima(
+            muller_brown.minima, muller_brown.minimum_energy, muller_brown, align=lambda r, t: t,
+            descend_from=None, assign=None, max_bands_per_pair=0,
+        )
 
 
-def test_a_band_without_a_barrier_joins_its_minima_at_the_higher_energy():
-    def tilted_valley(points):  # a slope along x inside a valley along y: no barrier anywhere
-        return 0.1 * points[:, 0] + points[:, 1] ** 2
+def shallow_valley(points):
+    """A valley along x whose floor rises gently from its one minimum at the origin."""
+    return 0.05 * points[:, 0] ** 2 + points[:, 1] ** 2
 
+
+def test_a_band_without_a_barrier_is_no_edge_and_merges_ends_that_are_one_minimum():
+    # (1, 0) is no minimum: a descent stopped early on the valley floor would leave it there.
     ends = np.array([[0.0, 0.0], [1.0, 0.0]])
     graph = connect_minima(
-        ends, np.array([0.0, 0.1]), tilted_valley, align=lambda r, t: t,
-        descend_from=lambda points: (points, tilted_valley(torch.as_tensor(points)).numpy(), np.zeros(len(points), bool)),
-        assign=None, n_images=4, band_force_tol=1e-6, n_levels=5,
+        ends, shallow_valley(torch.as_tensor(ends)).numpy(), shallow_valley, align=lambda r, t: t,
+        descend_from=descend_on(shallow_valley, lr=0.05, grad_tol=1e-6), assign=assign_within(1e-2),
+        n_images=4, band_force_tol=1e-6, n_levels=5,
     )
-    assert graph["is_barrierless"].all() and not graph["is_edge"].any()
-    np.testing.assert_array_equal(graph["superbasin"].isel(level=-1), [0, 0])
-    np.testing.assert_array_equal(graph["escape_barrier"], [0.1, 0.0])
+    np.testing.assert_array_equal(graph["band_outcome"], [BAND_ENDS_MERGED])
+    np.testing.assert_array_equal(graph["pair_outcome"], [PAIR_MERGED])
+    assert graph.sizes["transition_state"] == 0 and graph.attrs["n_edges"] == 0
+    # One minimum is left; the catalog's second entry is recorded as merged into it.
+    np.testing.assert_array_equal(graph["catalog_index"], [0])
+    np.testing.assert_array_equal(graph["merged_catalog_index"], [1])
+    np.testing.assert_array_equal(graph["merged_into"], [0])
+    np.testing.assert_array_equal(graph["merged_band"], [0])
+    assert graph.attrs["n_merged"] == 1
+    np.testing.assert_array_equal(graph["superbasin"].isel(level=-1), [0])
+
+
+def narrow_well(points):
+    """A slope 0.3 x^2 with a narrow well (width 0.03) near x = 1: a true minimum at x = 0.9946,
+    0.056 below the barrier at x = 0.932 that separates it from the origin."""
+    x, y = points[:, 0], points[:, 1]
+    return 0.3 * x**2 - 0.1 * torch.exp(-((x - 1) ** 2) / (2 * 0.03**2)) + y**2
+
+
+def connect_narrow_well(max_image_doublings):
+    ends = descend_on(narrow_well, lr=1e-3, grad_tol=1e-8)(np.array([[0.1, 0.0], [1.0, 0.0]]))[0]
+    return connect_minima(
+        ends, narrow_well(torch.as_tensor(ends)).numpy(), narrow_well, align=lambda r, t: t,
+        descend_from=descend_on(narrow_well, lr=1e-3, grad_tol=1e-6), assign=assign_within(1e-3),
+        n_images=2, max_image_doublings=max_image_doublings, spring=10.0, band_dynamics="fire", band_lr=1e-3,
+        band_force_tol=1e-4, band_climb_tol=1e-2, ts_grad_tol=1e-9, n_levels=5,
+    )
+
+
+def test_a_band_that_misses_a_narrow_barrier_is_retried_with_more_images():
+    # Two images lie outside the narrow well's basin: the band rises monotonically, but the
+    # descent from just inside the well stays there, so the ends are not merged.
+    unresolved = connect_narrow_well(max_image_doublings=0)
+    np.testing.assert_array_equal(unresolved["band_outcome"], [BAND_UNRESOLVED])
+    np.testing.assert_array_equal(unresolved["pair_outcome"], [PAIR_UNCONNECTED])
+    assert unresolved.attrs["n_merged"] == 0 and unresolved.attrs["n_edges"] == 0
+    # The image doublings, not the bands, ran out, and the result says so.
+    np.testing.assert_array_equal(unresolved["pair_budget_spent"], [False])
+    np.testing.assert_array_equal(unresolved["pair_images_spent"], [True])
+    # With doublings allowed, the bands grow until an image falls in the well's basin and the
+    # barrier becomes a maximum, refined to the saddle between the two minima.
+    resolved = connect_narrow_well(max_image_doublings=4)
+    assert (resolved["band_outcome"].values[:-1] == BAND_UNRESOLVED).all()
+    assert resolved["band_outcome"].values[-1] == BAND_TRANSITION_STATES
+    np.testing.assert_array_equal(resolved["band_n_images"][1:], 2 * resolved["band_n_images"][:-1])
+    np.testing.assert_array_equal(resolved["pair_outcome"], [PAIR_CONNECTED])
+    np.testing.assert_array_equal(resolved["pair_images_spent"], [False])
+    saddle = resolved["ts_theta"].values[resolved["is_edge"].values]
+    np.testing.assert_allclose(saddle[:, 0], 0.932, atol=2e-3)
+    np.testing.assert_allclose(resolved["barrier"].values[resolved["is_edge"].values][0, 1], 0.056, atol=2e-3)
+
+
+def descend_on_lennard_jones(points):
+    """FIRE to gradient norm 1e-6, endpoints centred."""
+    endpoints, energies, converged = descend_on(lennard_jones.energy, lr=1e-2, grad_tol=1e-6)(points)
+    return lennard_jones.canonicalize(endpoints), energies, converged
+
+
+def test_lj7_connection_finds_the_published_minima_and_the_reference_saddles():
+    """The 2-D seven-atom Lennard-Jones cluster (Dellago, Bolhuis and Chandler 1998): from a
+    catalog of C0, C1 and C3, the stage finds C2 and joins all four through index-1 saddles
+    of the table derived independently in :mod:`basins.landscapes.lennard_jones`."""
+    lj = lennard_jones
+    catalogued = [0, 1, 3]
+    graph = connect_minima(
+        lj.MINIMA[catalogued], lj.MINIMUM_ENERGY[catalogued], lj.energy, align=lj.align,
+        descend_from=descend_on_lennard_jones, assign=lj.assign_to_structures, n_neighbors=2, n_images=8,
+        band_dynamics="fire", band_lr=1e-2, band_max_steps=5000, band_force_tol=1e-2, band_climb_tol=0.1,
+        ts_grad_tol=1e-8, trust_radius=0.05, ts_max_steps=300,
+    )
+    # Every published minimum, C2 reached by descent from a saddle.
+    energy = graph["energy"].values
+    np.testing.assert_array_equal(np.sort(np.round(energy, 2)), np.sort(lj.PUBLISHED_MINIMUM_ENERGY))
+    structure = np.abs(energy[:, None] - lj.MINIMUM_ENERGY[None]).argmin(1)
+    np.testing.assert_allclose(energy, lj.MINIMUM_ENERGY[structure], atol=1e-9)
+    np.testing.assert_array_equal(structure[graph["found_by_descent"].values], [2])
+    np.testing.assert_array_equal(graph["pair_outcome"], [PAIR_CONNECTED] * graph.sizes["pair"])
+    # Every edge is a reference saddle between the structures the table names.
+    edges = graph["is_edge"].values
+    assert edges.sum() >= 3 and (graph["ts_index"].values[edges] == 1).all()
+    for ts_energy, joined in zip(graph["ts_energy"].values[edges], graph["connected_minimum"].values[edges]):
+        match = np.flatnonzero(np.abs(lj.REFERENCE_SADDLE_ENERGY - ts_energy) < 1e-6)
+        assert len(match) == 1, f"transition state at {ts_energy} is not in the reference table"
+        np.testing.assert_array_equal(sorted(structure[joined]), lj.REFERENCE_SADDLE_MINIMA[match[0]])
+    # The two ways out of the hexagon: C0-C1 at -11.0373 and C0-C2 at -11.0403.
+    out_of_c0 = {tuple(sorted(structure[j])): e for j, e in zip(graph["connected_minimum"].values[edges],
+                                                              graph["ts_energy"].values[edges]) if 0 in structure[j]}
+    assert out_of_c0.keys() == {(0, 1), (0, 2)}
+    np.testing.assert_allclose([out_of_c0[0, 1], out_of_c0[0, 2]], lj.REFERENCE_SADDLE_ENERGY[[1, 0]], atol=1e-6)
+    # Each higher minimum descends to the hexagon through ever lower minima: one funnel.
+    assert graph.attrs["funnel_fraction"] == 1.0

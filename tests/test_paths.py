@@ -5,6 +5,7 @@ import torch
 from basins.engine.dynamics import energy_and_gradient
 from basins.engine.paths import (
     band_forces,
+    band_maxima,
     count_band_maxima,
     interpolate_bands,
     nudged_elastic_band,
@@ -92,3 +93,17 @@ def test_no_image_climbs_on_a_band_without_a_barrier():
     climbing, _ = band_forces(slope, bands, spring=1.0, climbing=True)
     plain, _ = band_forces(slope, bands, spring=1.0, climbing=False)
     torch.testing.assert_close(climbing, plain)
+
+
+def test_band_maxima_are_the_interior_peaks_of_each_profile():
+    energies = np.array([
+        [0.0, 1.0, 0.5, 2.0, 1.0],  # two peaks: an intermediate minimum between them
+        [0.0, 0.5, 1.0, 1.5, 2.0],  # rises to the end: no barrier
+        [1.0, 2.0, 2.0, 1.0, 0.0],  # a flat top counts once, at its first image
+    ])
+    np.testing.assert_array_equal(band_maxima(energies), [
+        [False, True, False, True, False],
+        [False, False, False, False, False],
+        [False, True, False, False, False],
+    ])
+    np.testing.assert_array_equal(count_band_maxima(energies), [2, 0, 1])

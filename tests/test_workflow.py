@@ -272,6 +272,9 @@ def check_values(path, ds):
         assert (connected >= 0).all() and (connected[:, 0] != connected[:, 1]).all()
         assert (ds["barrier"].values[edge] >= 0).all(), path
         assert 0 < ds.attrs["funnel_fraction"] <= 1
+        # every pair ends connected, merged or unconnected; merged entries name a distinct minimum
+        assert set(np.unique(ds["pair_outcome"].values)) <= {0, 1, 2}, path
+        assert ((ds["merged_into"] >= 0) & (ds["merged_into"] < ds.sizes["minimum"])).all(), path
     if "phase" in ds:  # SAT: no point left unsatisfied; UNSAT: some
         phase, n_unsatisfied = ds["phase"].values, ds["n_unsatisfied"].values
         assert set(np.unique(phase)) <= {-1, 0, 1}

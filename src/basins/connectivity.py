@@ -1,11 +1,16 @@
-"""Stage ``connect_minima``: barriers, transition states and the disconnectivity graph.
+"""Stage ``connect_minima``: transition states, the minima they join, and the disconnectivity graph.
 
 Following the energy-landscape program of Wales (2003) as applied to neural networks by
-Verpoort, Lee and Wales (2020): pairs of catalogued minima are joined by nudged elastic bands
-(:mod:`basins.engine.paths`), each band's highest image is refined to a transition state, and two
-steepest-descent paths from that saddle name the minima it actually connects. Minima and
-transition states give the disconnectivity graph (:mod:`basins.disconnectivity`) and the
-funnel measure.
+Verpoort, Lee and Wales (2020), and the ``connect`` procedure of OPTIM and PATHSAMPLE (Wales
+2002, Mol. Phys. 100, 3285; Trygubenko and Wales 2004): a pair of minima is joined by a nudged
+elastic band (:mod:`basins.engine.paths`); every local maximum of the relaxed band is refined to
+a transition state; steepest descents from each verified index-1 saddle name the two minima it
+joins; the gaps left between consecutive minima along the band are connected in turn, until the
+pair is joined by a path of verified transition states or its budget of bands is spent (then it
+is reported unconnected). A band with no maximum is no edge: descents from its images decide
+whether its two ends are one minimum (merged, and recorded) or the band needs more images.
+Minima found on the way join the graph. Minima and transition states give the disconnectivity
+graph (:mod:`basins.disconnectivity`) and the funnel measure.
 
 Pairs are each minimum's nearest neighbours in the symmetry-aligned distance, plus the edges
 of a minimum spanning tree that keep the graph connected, so the number of bands grows
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import xarray as xr
@@ -24,9 +30,20 @@ from scipy.spatial import cKDTree
 from scipy.spatial.distance import pdist, squareform
 
 from basins.disconnectivity import escape_barriers, funnel_fraction, superbasins
-from basins.engine.paths import Energy, count_band_maxima, nudged_elastic_band, refine_transition_states
+from basins.engine.paths import Energy, band_maxima, nudged_elastic_band, refine_transition_states
 from basins.io import variable_attrs
-from basins.labels import CONVERGED, UNASSIGNED
+from basins.labels import (
+    BAND_ENDS_MERGED,
+    BAND_NO_VERIFIED_SADDLE,
+    BAND_OUTCOME_MEANINGS,
+    BAND_TRANSITION_STATES,
+    BAND_UNRESOLVED,
+    PAIR_CONNECTED,
+    PAIR_MERGED,
+    PAIR_OUTCOME_MEANINGS,
+    PAIR_UNCONNECTED,
+    UNASSIGNED,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +98,8 @@ def connect_minima(
     assign: Assign,
     n_neighbors: int = 2,
     n_images: int = 16,
+    max_image_doublings: int = 2,
+    max_bands_per_pair: int = 8,
     spring: float = 1.0,
     band_dynamics: str = "gd",
     band_lr: float = 0.01,
@@ -98,7 +117,26 @@ def connect_minima(
     device: str = "cpu",
     chunk: int = 4096,
 ) -> xr.Dataset:
-    """Transition states between neighbouring minima and the disconnectivity graph they give.
+    """Connect neighbouring minima through verified transition states, recursively, and draw
+    the disconnectivity graph they give.
+
+    Each pair gets a nudged elastic band. Every interior maximum of the relaxed band is refined
+    by eigenvector following; a refined point is a transition state of the graph (an edge)
+    only if it has exactly one negative Hessian eigenvalue and the two descents from it, a
+    small ``displacement`` to either side along that eigenvector, reach two distinct minima.
+    Walking along the band, the minima so named leave gaps (first end to the first state's
+    near minimum, one state's far minimum to the next one's near minimum, ..., to the second
+    end); each gap not yet joined in the graph gets a band of its own, and so on, until the
+    pair is joined or ``max_bands_per_pair`` bands are spent (OPTIM's ``connect``).
+
+    A band with no maximum is never an edge. Steepest descents from its interior images
+    decide: all reach one minimum, and the two ends are that minimum (merged; a flat valley the
+    catalog split); otherwise the band missed the barrier between two images and is relaxed
+    again with twice the images, up to ``max_image_doublings`` times. The same retry follows a
+    band whose maxima refine to no verified transition state. A pair neither joined nor merged
+    when its budget is spent, or with no gap left to try, is reported unconnected
+    (``pair_outcome``; ``pair_budget_spent`` and ``pair_images_spent`` say which budget ended it,
+    and the log names the pairs).
 
     Parameters
     ----------
@@ -112,16 +150,20 @@ def connect_minima(
         Moves a minimum into the symmetry frame nearest another before the band is built.
     descend_from, assign : callable
         Steepest descent from points, and the catalog's criterion of which minimum an endpoint
-        is. Descents from a transition state that reach an uncatalogued minimum add it to the
-        graph (the ensemble missed it); new minima are not paired further.
+        is. Minima reached that the catalog lacks join the graph (``found_by_descent``).
     n_neighbors : int
         Nearest minima each minimum is joined to.
-    n_images, spring, band_dynamics, band_lr, band_max_steps, band_force_tol, band_climb_tol
+    n_images, max_image_doublings, max_bands_per_pair : int
+        Interior images of a first band; how often a band without a verified transition state is
+        retried with twice the images; bands a pair may spend in all, gaps and retries included.
+        More images resolve barriers closer together; each band costs ``n_images + 2`` energy
+        evaluations per relaxation step.
+    spring, band_dynamics, band_lr, band_max_steps, band_force_tol, band_climb_tol
         The nudged elastic band (:func:`basins.engine.paths.nudged_elastic_band`). Plain gradient
         steps are the default: on network bands FIRE's inertia was seen to carry images far
         uphill (energies 100x the minima's) where gradient steps relaxed the same band
-        smoothly; the band only has to bring its highest image near the saddle, which the
-        refinement then converges to.
+        smoothly; the band only has to bring its maxima near the saddles, which the refinement
+        then converges to.
     ts_grad_tol, ts_max_steps, trust_radius, index_tolerance
         Transition-state refinement (:func:`basins.engine.paths.refine_transition_states`).
     displacement, descent_grad_tol : float
@@ -141,144 +183,453 @@ def connect_minima(
     Returns
     -------
     xarray.Dataset
-        Per pair: ``minimum_pair (pair, end)``, ``aligned_distance``, the relaxed band's
-        ``band_energy (pair, image)`` and ``band_arclength``, ``band_status``,
-        ``n_band_maxima``, the transition state's ``ts_theta (pair, param)``, ``ts_energy``,
-        ``ts_grad_norm``, ``ts_index``, ``ts_converged``, the minima it connects
-        ``connected_minimum (pair, end)`` and the ``barrier (pair, end)`` from each, and
-        ``is_edge`` (a verified transition state between two distinct minima), ``is_barrierless``
-        (a converged band that rises monotonically: its minima join at the higher one's energy). Per minimum:
-        ``energy``, ``superbasin (level, minimum)``, ``in_funnel``. Attributes
-        ``funnel_fraction``, ``n_edges``, ``n_top_components``.
+        Per distinct minimum: ``energy``, ``theta (minimum, param)``, ``catalog_index`` (its row
+        in the input, -1 if found by descent), ``found_by_descent``, ``superbasin (level,
+        minimum)``, ``escape_barrier``, ``in_funnel``. Per catalog entry merged into another
+        (dim ``merged_minimum``): ``merged_catalog_index``, ``merged_energy``, ``merged_into``
+        (the distinct minimum it is), ``merged_band``. Per pair: ``minimum_pair (pair, end)``
+        (input rows), ``aligned_distance``, ``pair_outcome``, ``pair_n_bands``,
+        ``pair_budget_spent``, ``pair_images_spent``. Per band: ``band_pair``,
+        ``band_end_minimum (band, end)``, ``band_n_images``, ``band_energy (band, image)`` and
+        ``band_arclength`` (NaN past the band's images), ``band_status``, ``band_steps``,
+        ``n_band_maxima``, ``band_outcome``. Per refined maximum (dim ``transition_state``):
+        ``ts_band``, ``ts_theta``, ``ts_energy``, ``ts_grad_norm``, ``ts_index``,
+        ``ts_converged``, ``connected_minimum (transition_state, end)``, ``barrier``,
+        ``ts_duplicate_of`` and ``is_edge`` (a verified, first-found transition state between
+        two distinct minima). Attributes ``funnel_fraction``, ``n_edges``, ``n_merged``,
+        ``n_unconnected``, ``n_top_components``.
+
+    References
+    ----------
+    Henkelman, Uberuaga and Jónsson (2000), J. Chem. Phys. 113, 9901 (climbing-image NEB).
+    Wales (2002), Mol. Phys. 100, 3285; Trygubenko and Wales (2004), J. Chem. Phys. 120, 2082
+    (discrete path sampling; recursive connection of minima). Verpoort, Lee and Wales (2020),
+    PNAS 117, 21857 (network loss landscapes).
     """
     theta = np.asarray(theta, dtype=np.float64)
     minimum_energy = np.asarray(minimum_energy, dtype=np.float64)
-    n_minima, n_params = theta.shape
-    if n_params > max_dense_params:
+    if theta.shape[1] > max_dense_params:
         raise ValueError(
-            f"the network has {n_params} parameters; transition-state refinement forms dense "
+            f"the network has {theta.shape[1]} parameters; transition-state refinement forms dense "
             f"Hessians up to max_dense_params={max_dense_params}. Raise it (cost ~ param^2 "
             "memory and param Hessian-vector products per step) or use a smaller network."
         )
+    budgets = (("max_image_doublings", max_image_doublings, 0), ("max_bands_per_pair", max_bands_per_pair, 1))
+    for name, value, low in budgets:
+        if value < low:
+            raise ValueError(f"{name}={value} must be at least {low}")
+    connector = _Connector(
+        energy=energy, align=align, descend_from=descend_from, assign=assign, n_images=n_images,
+        max_images=n_images * 2**max_image_doublings, max_bands_per_pair=max_bands_per_pair,
+        band_options=dict(spring=spring, dynamics=band_dynamics, lr=band_lr, max_steps=band_max_steps,
+                          force_tol=band_force_tol, climb_tol=band_climb_tol, device=device, chunk=chunk),
+        ts_options=dict(grad_tol=ts_grad_tol, max_steps=ts_max_steps, trust_radius=trust_radius,
+                        index_tolerance=index_tolerance, device=device),
+        displacement=displacement, descent_tol=max(descent_grad_tol, ts_grad_tol),
+    )
     pairs, distance = neighbour_pairs(theta, n_neighbors, align)
-    log.info("%d minima, %d pairs to connect", n_minima, len(pairs))
-    ends = np.stack([theta[pairs[:, 0]], np.array([align(theta[a], theta[b]) for a, b in pairs])]) if len(pairs) else np.zeros((2, 0, n_params))
-    band = nudged_elastic_band(
-        energy, ends[0], ends[1], n_images=n_images, spring=spring, dynamics=band_dynamics,
-        lr=band_lr, max_steps=band_max_steps, force_tol=band_force_tol,
-        climb_tol=band_climb_tol, device=device, chunk=chunk,
-    )
-    highest = band["energies"][:, 1:-1].argmax(1) + 1
-    saddle = refine_transition_states(
-        energy, band["bands"][np.arange(len(pairs)), highest], grad_tol=ts_grad_tol,
-        max_steps=ts_max_steps, trust_radius=trust_radius, index_tolerance=index_tolerance, device=device,
-    )
-    log.info("%d of %d bands converged; %d saddles of index 1",
-             (band["status"] == CONVERGED).sum(), len(pairs), (saddle["converged"] & (saddle["index"] == 1)).sum())
-    step = np.maximum(displacement, 10 * max(descent_grad_tol, ts_grad_tol) / np.maximum(np.abs(saddle["lowest_eigenvalue"]), 1e-300))
-    offsets = step[:, None] * saddle["mode"]
-    connected = np.full((len(pairs), 2), UNASSIGNED, dtype=np.int64)
-    found = np.zeros(n_minima, dtype=bool)
-    if len(pairs):
-        sides = np.concatenate([saddle["theta"] + offsets, saddle["theta"] - offsets])
-        labels, theta, minimum_energy, found = _descend_to_minima(sides, theta, minimum_energy, descend_from, assign)
-        connected = labels.reshape(2, -1).T
-    connected = np.where(np.isfinite(saddle["energy"])[:, None], connected, UNASSIGNED)
-    n_minima = len(theta)
-    is_edge = (
-        saddle["converged"] & (saddle["index"] == 1) & (connected >= 0).all(1) & (connected[:, 0] != connected[:, 1])
-    )
-    barrier = np.where(connected >= 0, saddle["energy"][:, None] - minimum_energy[np.maximum(connected, 0)], np.nan)
-    # A converged band that rises monotonically from one minimum to the other has no barrier:
-    # the higher end drains downhill into the lower (flat valleys split by the catalog look so),
-    # so the two join at the higher one's energy.
-    n_maxima = count_band_maxima(band["energies"])
-    barrierless = (band["status"] == CONVERGED) & (n_maxima == 0)
-    edges = np.concatenate([connected[is_edge], pairs[barrierless]])
-    edge_energy = np.r_[saddle["energy"][is_edge], minimum_energy[pairs[barrierless]].max(1)]
-    levels = _levels(minimum_energy, edge_energy, n_levels)
-    labels = superbasins(minimum_energy, edges, edge_energy, levels)
-    fraction, in_funnel = funnel_fraction(minimum_energy, edges)
-    n_top = len(np.unique(labels[-1][labels[-1] >= 0])) if n_minima else 0
-    log.info("%d transition states join distinct minima; funnel fraction %.3f, %d components",
-             is_edge.sum(), fraction, n_top)
-    arclength = np.concatenate(
-        [np.zeros((len(pairs), 1)), np.cumsum(np.linalg.norm(np.diff(band["bands"], axis=1), axis=2), axis=1)], axis=1
-    )
-    per_pair = lambda values, *attrs, **extra: ("pair", values, variable_attrs(*attrs, **extra))  # noqa: E731
-    return xr.Dataset(
-        {
-            "energy": ("minimum", minimum_energy, variable_attrs("energy of the minimum (training loss)")),
-            "theta": (("minimum", "param"), theta, variable_attrs("parameters of the minimum (canonical)")),
-            "found_by_descent": ("minimum", found,
-                                 variable_attrs("not in the catalog: first reached from a transition state")),
-            "minimum_pair": (("pair", "end"), pairs, variable_attrs("minima joined by the band")),
-            "aligned_distance": per_pair(distance, "parameter distance after symmetry alignment"),
-            "band_energy": (("pair", "image"), band["energies"], variable_attrs("energy of the relaxed band's images")),
-            "band_arclength": (("pair", "image"), arclength, variable_attrs("distance along the band")),
-            "band_status": per_pair(band["status"].astype(np.int64), "band relaxation status",
-                                    flag_values=[0, 1, 2], flag_meanings="converged budget diverged"),
-            "band_steps": per_pair(band["steps"].astype(np.int64), "band relaxation steps"),
-            "n_band_maxima": per_pair(n_maxima,
-                                      "local maxima of the band (above 1: intermediate minima)"),
-            "ts_theta": (("pair", "param"), saddle["theta"], variable_attrs("transition state parameters")),
-            "ts_energy": per_pair(saddle["energy"], "energy of the transition state"),
-            "ts_grad_norm": per_pair(saddle["grad_norm"], "gradient norm at the transition state"),
-            "ts_index": per_pair(saddle["index"].astype(np.int64), "negative Hessian eigenvalues at it"),
-            "ts_converged": per_pair(saddle["converged"], "refinement met ts_grad_tol"),
-            "connected_minimum": (("pair", "end"), connected.astype(np.int64),
-                                  variable_attrs("minimum reached by descent from the transition state (-1: none)")),
-            "barrier": (("pair", "end"), barrier, variable_attrs("transition state energy minus that minimum's")),
-            "is_edge": per_pair(is_edge, "verified index-1 saddle between two distinct catalogued minima"),
-            "is_barrierless": per_pair(barrierless, "converged band without a barrier: joined at the higher end"),
-            "superbasin": (("level", "minimum"), labels,
-                           variable_attrs("lowest minimum of the superbasin at that level (-1: above the level)")),
-            "escape_barrier": ("minimum", escape_barriers(minimum_energy, edges, edge_energy),
-                               variable_attrs("lowest transition state joined to the minimum minus its energy")),
-            "in_funnel": ("minimum", in_funnel, variable_attrs("in the monotonic sequence basin of the global minimum")),
-        },
-        coords={
-            "minimum": ("minimum", np.arange(n_minima), variable_attrs("minimum index, by basin size")),
-            "pair": ("pair", np.arange(len(pairs)), variable_attrs("pair index")),
-            "end": ("end", np.arange(2), variable_attrs("0: first minimum of the pair; 1: second")),
-            "image": ("image", np.arange(n_images + 2), variable_attrs("band image, end images included")),
-            "param": ("param", np.arange(n_params), variable_attrs("parameter index")),
-            "level": ("level", levels, variable_attrs("energy level of the disconnectivity graph")),
-        },
-        attrs={
-            "funnel_fraction": fraction,
-            "n_edges": int(is_edge.sum()),
-            "n_barrierless": int(barrierless.sum()),
-            "n_top_components": n_top,
-            "barrier_is": "highest saddle on the band, refined by eigenvector following; the two "
-            "minima it connects are found by steepest descent from it",
-        },
-    )
+    log.info("%d minima, %d pairs to connect", len(theta), len(pairs))
+    catalog = _Catalog(theta, minimum_energy)
+    record = _connect_pairs(pairs, catalog, connector)
+    return _graph_dataset(pairs, distance, catalog, record, n_levels)
 
 
-def _descend_to_minima(points, theta, minimum_energy, descend_from, assign):
-    """Catalog index reached from each point, the catalog grown by the new minima found, and
-    which of its minima are new."""
-    endpoints, energies, converged = descend_from(points)
+@dataclass(frozen=True)
+class _Connector:
+    """The landscape and the settings every band, refinement and descent of a connection uses."""
+
+    energy: Energy
+    align: Align
+    descend_from: Descend
+    assign: Assign
+    n_images: int
+    max_images: int
+    max_bands_per_pair: int
+    band_options: dict
+    ts_options: dict
+    displacement: float
+    descent_tol: float
+
+
+class _Catalog:
+    """The minima known so far (input rows first, then those found by descent), which of them
+    are one minimum (``same``) and which are joined by verified transition states (``joined``):
+    two union-finds over the same rows."""
+
+    def __init__(self, theta, energy):
+        self.theta, self.energy, self.n_input = theta, energy, len(theta)
+        self._same, self._component = list(range(len(theta))), list(range(len(theta)))
+        self.merges = []  # (row, row it is the same minimum as, band)
+
+    def __len__(self):
+        return len(self.theta)
+
+    @staticmethod
+    def _find(parent, i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def root(self, i):
+        return self._find(self._same, int(i)) if i >= 0 else UNASSIGNED
+
+    def joined(self, i, j):
+        return self._find(self._component, self.root(i)) == self._find(self._component, self.root(j))
+
+    def add(self, theta, energy):
+        self.theta, self.energy = np.vstack([self.theta, theta]), np.r_[self.energy, energy]
+        self._same.append(len(self._same))
+        self._component.append(len(self._component))
+        return len(self.theta) - 1
+
+    def join(self, i, j):
+        self._component[self._find(self._component, self.root(i))] = self._find(self._component, self.root(j))
+
+    def merge(self, i, into, band):
+        i, into = self.root(i), self.root(into)
+        if i != into:
+            self.join(i, into)
+            self._same[i] = into
+            self.merges.append((i, into, band))
+
+
+def _connect_pairs(pairs, catalog, connector):
+    """Rounds of bands, all relaxed together, until no pair has a gap left to try; the bands
+    and transition states found, and the bands each pair spent."""
+    record = {"bands": [], "ts": [], "n_bands": np.zeros(len(pairs), dtype=np.int64),
+              "budget_spent": np.zeros(len(pairs), dtype=bool), "images_spent": np.zeros(len(pairs), dtype=bool)}
+    queue = [(p, int(a), int(b), connector.n_images) for p, (a, b) in enumerate(pairs)]
+    while queue:
+        work, planned = [], set()
+        for item in queue:
+            pair, a, b, _ = item
+            gap = tuple(sorted((catalog.root(a), catalog.root(b))))
+            if catalog.joined(a, b) or gap in planned:  # joined meanwhile, or another band has it
+                continue
+            if record["n_bands"][pair] >= connector.max_bands_per_pair:
+                record["budget_spent"][pair] = True
+                continue
+            record["n_bands"][pair] += 1
+            planned.add(gap)
+            work.append(item)
+        if not work:
+            break
+        bands = _relax_bands(work, catalog, connector, first_id=len(record["bands"]))
+        saddles = _refine_band_maxima(bands, connector)
+        _name_saddle_minima(saddles, catalog, connector)
+        _check_bands_without_maxima(bands, catalog, connector)
+        queue = [gap for band in bands for gap in _next_gaps(band, saddles, catalog, connector)]
+        for band in bands:
+            record["images_spent"][band["pair"]] |= band["images_spent"]
+        record["ts"] += [{**s, "band": s["band"]["id"]} for s in saddles]
+        record["bands"] += bands
+        log.info("round of %d bands: %d transition states verified, %d gaps to connect next",
+                 len(bands), sum(s["is_edge"] for s in saddles), len(queue))
+    return record
+
+
+def _relax_bands(work, catalog, connector, *, first_id):
+    """One relaxed band per work item ``(pair, minimum, minimum, n_images)``, relaxed together
+    per number of images."""
+    bands = [None] * len(work)
+    for n_images in sorted({item[3] for item in work}):
+        chosen = [k for k, item in enumerate(work) if item[3] == n_images]
+        start = catalog.theta[[work[k][1] for k in chosen]]
+        end = np.array([connector.align(catalog.theta[work[k][1]], catalog.theta[work[k][2]]) for k in chosen])
+        out = nudged_elastic_band(connector.energy, start, end, n_images=n_images, **connector.band_options)
+        for row, k in enumerate(chosen):
+            pair, a, b, _ = work[k]
+            bands[k] = {"id": first_id + k, "pair": pair, "ends": (a, b), "n_images": n_images,
+                        "images": out["bands"][row], "energies": out["energies"][row],
+                        "status": int(out["status"][row]), "steps": int(out["steps"][row])}
+    return bands
+
+
+def _refine_band_maxima(bands, connector):
+    """Every interior maximum of every band refined by eigenvector following: one record each,
+    in band order."""
+    where = [(band, int(k)) for band in bands for k in np.flatnonzero(band_maxima(band["energies"][None])[0])]
+    for band in bands:
+        band["n_maxima"] = sum(b is band for b, _ in where)
+    if not where:
+        return []
+    refined = refine_transition_states(
+        connector.energy, np.array([band["images"][k] for band, k in where]), **connector.ts_options
+    )
+    saddles = []
+    for row, (band, k) in enumerate(where):
+        tangent = band["images"][k + 1] - band["images"][k - 1]
+        saddles.append({
+            "band": band, "image": k, **{key: value[row] for key, value in refined.items()},
+            # the side of the mode that points along the band, toward its second end
+            "forward": 1.0 if refined["mode"][row] @ tangent >= 0 else -1.0,
+        })
+    return saddles
+
+
+def _name_saddle_minima(saddles, catalog, connector):
+    """The minima each index-1 saddle joins, near end first (``connected``), from descents a
+    displacement along its mode; ``is_edge`` where they are two distinct minima."""
+    for saddle in saddles:
+        saddle["connected"], saddle["is_edge"] = (UNASSIGNED, UNASSIGNED), False
+    verified = [s for s in saddles if s["converged"] and s["index"] == 1 and np.isfinite(s["energy"])]
+    if not verified:
+        return
+    steps = [max(connector.displacement, 10 * connector.descent_tol / max(abs(s["lowest_eigenvalue"]), 1e-300))
+             for s in verified]
+    back = [s["theta"] - s["forward"] * step * s["mode"] for s, step in zip(verified, steps)]
+    ahead = [s["theta"] + s["forward"] * step * s["mode"] for s, step in zip(verified, steps)]
+    labels = _descend_to_minima(np.array(back + ahead), catalog, connector).reshape(2, -1).T
+    for saddle, (near, far) in zip(verified, labels):
+        saddle["connected"] = (near, far)
+        saddle["is_edge"] = bool(near >= 0 and far >= 0 and catalog.root(near) != catalog.root(far))
+        if saddle["is_edge"]:
+            catalog.join(near, far)
+
+
+def _check_bands_without_maxima(bands, catalog, connector):
+    """Bands without a maximum: descents from their interior images and from a displacement
+    inside each end (``image_minima``); the two ends merged where all of them reached one
+    minimum. A minimum whose basin reaches less than ``displacement`` along the band is thus
+    taken for its neighbour's; a wider one keeps its end apart and the band is retried."""
+    flat = [band for band in bands if band["n_maxima"] == 0]
+    if not flat:
+        return
+    points = []
+    for band in flat:
+        images = band["images"]
+        inward = [images[1] - images[0], images[-2] - images[-1]]
+        inward = [step / max(np.linalg.norm(step), 1e-300) * connector.displacement for step in inward]
+        points.append(np.vstack([images[0] + inward[0], images[1:-1], images[-1] + inward[1]]))
+    labels = np.split(_descend_to_minima(np.concatenate(points), catalog, connector), len(flat))
+    for band, reached in zip(flat, labels):
+        band["image_minima"] = [catalog.root(label) for label in reached]
+        if (reached >= 0).all() and len(set(band["image_minima"])) == 1:
+            for end in band["ends"]:
+                catalog.merge(end, band["image_minima"][0], band["id"])
+
+
+def _next_gaps(band, saddles, catalog, connector):
+    """The band's outcome, and the work items it leaves: each gap between consecutive minima
+    along it that the graph does not join yet; the band's own two ends again, with twice the
+    images, where it resolved no barrier between them."""
+    a, b = band["ends"]
+    if band["n_maxima"]:
+        found = sorted((s for s in saddles if s["band"] is band and s["is_edge"]), key=lambda s: s["image"])
+        band["outcome"] = BAND_TRANSITION_STATES if found else BAND_NO_VERIFIED_SADDLE
+        chain = [a] + [m for s in found for m in s["connected"]] + [b]
+    else:
+        band["outcome"] = BAND_ENDS_MERGED if catalog.root(a) == catalog.root(b) else BAND_UNRESOLVED
+        # Consecutive images that reach different minima straddle a barrier the band missed.
+        chain = [a] + [m for m in band["image_minima"] if m >= 0] + [b]
+    gaps, band["images_spent"] = {}, False
+    for s, t in zip(chain[:-1], chain[1:]):
+        if s < 0 or t < 0 or catalog.joined(s, t) or (s, t) in gaps:
+            continue
+        if {catalog.root(s), catalog.root(t)} != {catalog.root(a), catalog.root(b)}:
+            gaps[s, t] = connector.n_images
+        elif band["n_images"] * 2 <= connector.max_images:
+            gaps[s, t] = band["n_images"] * 2
+        else:
+            band["images_spent"] = True
+    return [(band["pair"], s, t, n_images) for (s, t), n_images in gaps.items()]
+
+
+def _descend_to_minima(points, catalog, connector):
+    """Catalog row (of the minimum itself, merges resolved) reached from each point, -1 where
+    the descent did not converge; endpoints the catalog lacks are added to it."""
+    endpoints, energies, converged = connector.descend_from(points)
     labels = np.full(len(points), UNASSIGNED, dtype=np.int64)
     if converged.any():
-        labels[converged] = assign(endpoints[converged], energies[converged], theta, minimum_energy)
-    n_catalogued = len(theta)
+        labels[converged] = connector.assign(endpoints[converged], energies[converged], catalog.theta, catalog.energy)
+    n_before = len(catalog)
     # Each unmatched endpoint becomes a minimum in turn, and the rest are matched against it.
     while True:
         unmatched = np.flatnonzero(converged & (labels == UNASSIGNED))
         if not len(unmatched):
             break
-        first = unmatched[0]
-        theta, minimum_energy = np.vstack([theta, endpoints[first]]), np.r_[minimum_energy, energies[first]]
-        labels[first] = len(theta) - 1
-        rest = unmatched[1:]
+        first, rest = unmatched[0], unmatched[1:]
+        labels[first] = catalog.add(endpoints[first], energies[first])
         if len(rest):
-            match = assign(endpoints[rest], energies[rest], theta[-1:], minimum_energy[-1:])
-            labels[rest[match == 0]] = len(theta) - 1
-    if len(theta) > n_catalogued:
-        log.info("descents from transition states found %d minima not in the catalog", len(theta) - n_catalogued)
-    return labels, theta, minimum_energy, np.arange(len(theta)) >= n_catalogued
+            match = connector.assign(endpoints[rest], energies[rest], catalog.theta[-1:], catalog.energy[-1:])
+            labels[rest[match == 0]] = labels[first]
+    if len(catalog) > n_before:
+        log.info("descents found %d minima not in the catalog", len(catalog) - n_before)
+    return np.array([catalog.root(label) for label in labels], dtype=np.int64)
+
+
+def _graph_dataset(pairs, distance, catalog, record, n_levels):
+    """The distinct minima, the pairs' outcomes, every band and refined maximum, and the
+    disconnectivity graph of the verified transition states."""
+    roots = np.array([catalog.root(i) for i in range(len(catalog))], dtype=np.int64)
+    is_root = roots == np.arange(len(catalog))
+    distinct, merged = np.flatnonzero(is_root), np.flatnonzero(~is_root)
+    index = np.full(len(catalog), UNASSIGNED, dtype=np.int64)
+    index[distinct] = np.arange(len(distinct))
+
+    def final(rows):
+        """Rows of the working catalog as distinct minima, merges resolved."""
+        rows = np.asarray(rows, dtype=np.int64)
+        return np.where(rows >= 0, index[roots[np.maximum(rows, 0)]], UNASSIGNED)
+
+    energy = catalog.energy[distinct]
+    ts = _transition_state_variables(record["ts"], energy, final, catalog.theta.shape[1])
+    is_edge = ts["is_edge"][1]
+    edges, edge_energy = ts["connected_minimum"][1][is_edge], ts["ts_energy"][1][is_edge]
+    levels = _levels(energy, edge_energy, n_levels)
+    labels = superbasins(energy, edges, edge_energy, levels)
+    fraction, in_funnel = funnel_fraction(energy, edges)
+    n_top = len(np.unique(labels[-1][labels[-1] >= 0])) if len(energy) else 0
+    outcome = np.array([PAIR_MERGED if catalog.root(a) == catalog.root(b) else
+                        PAIR_CONNECTED if catalog.joined(a, b) else PAIR_UNCONNECTED for a, b in pairs], dtype=np.int64)
+    _log_outcomes(outcome, record, merged, is_edge, fraction, n_top)
+    merged_band = dict((row, band) for row, _, band in catalog.merges)
+    minima = {
+        "energy": _variable("minimum", energy, "energy of the minimum (training loss)"),
+        "theta": _variable(("minimum", "param"), catalog.theta[distinct], "parameters of the minimum (canonical)"),
+        "catalog_index": _variable("minimum", np.where(distinct < catalog.n_input, distinct, UNASSIGNED),
+                                   "row of the minimum in the input catalog (-1: found by descent)"),
+        "found_by_descent": _variable("minimum", distinct >= catalog.n_input,
+                                      "not in the catalog: first reached by a descent from a band or saddle"),
+        "merged_catalog_index": _variable("merged_minimum", np.where(merged < catalog.n_input, merged, UNASSIGNED),
+                                          "catalog row found to be the same minimum as another (-1: found by descent)"),
+        "merged_energy": _variable("merged_minimum", catalog.energy[merged], "its energy"),
+        "merged_into": _variable("merged_minimum", index[roots[merged]], "the distinct minimum it is"),
+        "merged_band": _variable("merged_minimum", np.array([merged_band[row] for row in merged], dtype=np.int64),
+                                 "band whose images all drained to one minimum"),
+        "superbasin": _variable(("level", "minimum"), labels,
+                                "lowest minimum of the superbasin at that level (-1: above the level)"),
+        "escape_barrier": _variable("minimum", escape_barriers(energy, edges, edge_energy),
+                                    "lowest transition state joined to the minimum minus its energy"),
+        "in_funnel": _variable("minimum", in_funnel, "in the monotonic sequence basin of the global minimum"),
+    }
+    connections = {
+        "minimum_pair": _variable(("pair", "end"), pairs, "catalog rows the connection joins"),
+        "aligned_distance": _variable("pair", distance, "parameter distance after symmetry alignment"),
+        "pair_outcome": _variable("pair", outcome, "outcome of the connection", flag_values=[0, 1, 2],
+                                  flag_meanings=PAIR_OUTCOME_MEANINGS),
+        "pair_n_bands": _variable("pair", record["n_bands"], "bands relaxed for the pair, gaps and retries included"),
+        "pair_budget_spent": _variable("pair", record["budget_spent"],
+                                       "max_bands_per_pair reached with gaps left (unconnected)"),
+        "pair_images_spent": _variable("pair", record["images_spent"],
+                                       "a band without a verified saddle was not retried: max_image_doublings reached"),
+    }
+    bands = _band_variables(record["bands"], final)
+    coords = {
+        "minimum": ("minimum", np.arange(len(distinct)), variable_attrs("distinct minimum index")),
+        "merged_minimum": ("merged_minimum", np.arange(len(merged)),
+                           variable_attrs("catalog entry merged into another minimum")),
+        "pair": ("pair", np.arange(len(pairs)), variable_attrs("pair index")),
+        "band": ("band", np.arange(len(record["bands"])), variable_attrs("band index, in the order relaxed")),
+        "transition_state": ("transition_state", np.arange(len(record["ts"])),
+                             variable_attrs("refined band maximum index")),
+        "end": ("end", np.arange(2), variable_attrs("0: first minimum; 1: second")),
+        "image": ("image", np.arange(bands["band_energy"][1].shape[1]),
+                  variable_attrs("band image, end images included")),
+        "param": ("param", np.arange(catalog.theta.shape[1]), variable_attrs("parameter index")),
+        "level": ("level", levels, variable_attrs("energy level of the disconnectivity graph")),
+    }
+    attrs = {
+        "funnel_fraction": fraction,
+        "n_edges": int(is_edge.sum()),
+        "n_merged": len(merged),
+        "n_unconnected": int((outcome == PAIR_UNCONNECTED).sum()),
+        "n_top_components": n_top,
+        "barrier_is": "every maximum of every band refined by eigenvector following; an edge is an "
+        "index-1 saddle whose two steepest descents reach distinct minima",
+    }
+    return xr.Dataset({**minima, **connections, **bands, **ts}, coords=coords, attrs=attrs)
+
+
+def _variable(dims, values, *attrs, **extra):
+    return dims, np.asarray(values), variable_attrs(*attrs, **extra)
+
+
+def _band_variables(bands, final):
+    """Per band: its pair, ends, images, energy profile and arclength (NaN past its images),
+    status and outcome."""
+    width = max([band["n_images"] + 2 for band in bands], default=2)
+    energy, arclength = np.full((len(bands), width), np.nan), np.full((len(bands), width), np.nan)
+    for row, band in enumerate(bands):
+        energy[row, : band["n_images"] + 2] = band["energies"]
+        steps = np.linalg.norm(np.diff(band["images"], axis=0), axis=1)
+        arclength[row, : band["n_images"] + 2] = np.r_[0.0, np.cumsum(steps)]
+    values = lambda key: np.array([band[key] for band in bands], dtype=np.int64)  # noqa: E731
+    return {
+        "band_pair": _variable("band", values("pair"), "pair the band works for"),
+        "band_end_minimum": _variable(("band", "end"), final(np.array([b["ends"] for b in bands]).reshape(-1, 2)),
+                                      "minima at the band's ends"),
+        "band_n_images": _variable("band", values("n_images"), "interior images of the band"),
+        "band_energy": _variable(("band", "image"), energy, "energy of the relaxed band's images (NaN: none)"),
+        "band_arclength": _variable(("band", "image"), arclength, "distance along the band"),
+        "band_status": _variable("band", values("status"), "band relaxation status", flag_values=[0, 1, 2],
+                                 flag_meanings="converged budget diverged"),
+        "band_steps": _variable("band", values("steps"), "band relaxation steps"),
+        "n_band_maxima": _variable("band", values("n_maxima"), "interior local maxima of the band"),
+        "band_outcome": _variable("band", values("outcome"), "what the band showed", flag_values=[0, 1, 2, 3],
+                                  flag_meanings=BAND_OUTCOME_MEANINGS),
+    }
+
+
+def _transition_state_variables(ts, minimum_energy, final, n_params):
+    """Per refined maximum: where it is, what it is, the minima it joins and whether it is an edge."""
+    values = lambda key, dtype=float: np.array([s[key] for s in ts], dtype=dtype)  # noqa: E731
+    energy = values("energy")
+    connected = final(np.array([s["connected"] for s in ts], dtype=np.int64).reshape(-1, 2))
+    is_edge = values("is_edge", bool) & (connected[:, 0] != connected[:, 1])
+    duplicate_of = _duplicate_transition_states(connected, energy, is_edge)
+    barrier = np.where(connected >= 0, energy[:, None] - minimum_energy[np.maximum(connected, 0)], np.nan)
+    return {
+        "ts_band": _variable("transition_state", values("band", np.int64), "band whose maximum was refined"),
+        "ts_theta": _variable(("transition_state", "param"), values("theta").reshape(-1, n_params),
+                              "transition state parameters"),
+        "ts_energy": _variable("transition_state", energy, "energy of the refined maximum"),
+        "ts_grad_norm": _variable("transition_state", values("grad_norm"), "gradient norm at it"),
+        "ts_index": _variable("transition_state", values("index", np.int64), "negative Hessian eigenvalues at it"),
+        "ts_converged": _variable("transition_state", values("converged", bool), "refinement met ts_grad_tol"),
+        "connected_minimum": _variable(("transition_state", "end"), connected, "minimum reached by descent from "
+                                       "the transition state, the band's first end's side first (-1: none)"),
+        "barrier": _variable(("transition_state", "end"), barrier, "transition state energy minus that minimum's"),
+        "ts_duplicate_of": _variable("transition_state", duplicate_of,
+                                     "earlier transition state it repeats (-1: first found)"),
+        "is_edge": _variable("transition_state", is_edge & (duplicate_of < 0),
+                             "verified index-1 saddle between two distinct minima, first found"),
+    }
+
+
+#: Two verified transition states between the same minima are one when their energies agree to
+#: this relative tolerance (refined to ts_grad_tol, a saddle's energy is exact to ~ts_grad_tol^2).
+SAME_SADDLE_RTOL = 1e-7
+
+
+def _duplicate_transition_states(connected, ts_energy, is_edge):
+    """For each refined maximum, the first earlier edge between the same two minima at the same
+    energy, -1 where none."""
+    duplicate_of = np.full(len(ts_energy), UNASSIGNED, dtype=np.int64)
+    first = {}
+    for k in np.flatnonzero(is_edge):
+        key = tuple(sorted(connected[k]))
+        match = [j for j in first.get(key, []) if np.isclose(ts_energy[j], ts_energy[k], rtol=SAME_SADDLE_RTOL, atol=0)]
+        if match:
+            duplicate_of[k] = match[0]
+        else:
+            first.setdefault(key, []).append(k)
+    return duplicate_of
+
+
+def _log_outcomes(outcome, record, merged, is_edge, fraction, n_top):
+    """The connection's outcome in the log, the pairs a budget left unconnected named."""
+    log.info("%d pairs connected, %d merged, %d unconnected; %d bands; %d transition states; %d catalog "
+             "entries merged; funnel fraction %.3f, %d components", (outcome == PAIR_CONNECTED).sum(),
+             (outcome == PAIR_MERGED).sum(), (outcome == PAIR_UNCONNECTED).sum(), len(record["bands"]),
+             is_edge.sum(), len(merged), fraction, n_top)
+    unconnected = outcome == PAIR_UNCONNECTED
+    if unconnected.any():
+        log.warning("pairs %s stay unconnected; max_bands_per_pair spent: %s; max_image_doublings spent: %s; "
+                    "the others ran out of gaps (descents that did not converge)", np.flatnonzero(unconnected).tolist(),
+                    np.flatnonzero(unconnected & record["budget_spent"]).tolist(),
+                    np.flatnonzero(unconnected & record["images_spent"]).tolist())
 
 
 def _levels(minimum_energy, edge_energy, n_levels):

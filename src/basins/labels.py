@@ -32,6 +32,18 @@ UNDECIDED = 2  #: budget spent (or stuck at a saddle) before either could be sai
 OUTCOME_VALUES = (LEFT, RETURNED, UNDECIDED)
 OUTCOME_MEANINGS = "left returned undecided"
 
+# --- the outcome of connecting two minima (basins.connectivity) ---------------------------
+PAIR_CONNECTED = 0  #: joined by a path of verified transition states
+PAIR_MERGED = 1  #: the two are one minimum (a band without a barrier, images draining to one)
+PAIR_UNCONNECTED = 2  #: neither, when the pair's budget of bands was spent or no gap was left to try
+PAIR_OUTCOME_MEANINGS = "connected merged unconnected"
+#: what one relaxed band showed
+BAND_TRANSITION_STATES = 0  #: at least one maximum refined to a verified transition state
+BAND_NO_VERIFIED_SADDLE = 1  #: maxima, none refined to an index-1 saddle between two minima
+BAND_ENDS_MERGED = 2  #: no maximum, and every image drains to one minimum
+BAND_UNRESOLVED = 3  #: no maximum, but images drain to different minima: more images needed
+BAND_OUTCOME_MEANINGS = "transition_states no_verified_saddle ends_merged unresolved"
+
 # --- the phase of a jamming run (basins.jamming) -------------------------------------------
 SAT = 0  #: every training point ends with margin y f >= 1
 UNSAT = 1  #: some point ends below the margin, at a converged minimum

@@ -23,7 +23,7 @@ x, y = data_tensors(arch, x_train, y_train, device=device)
 energy = partial(member_losses, x=x, y=y, arch=arch, **loss_options)
 # A band is n_images + 2 networks evaluated together: bands per chunk within the memory budget.
 images_per_band = params.connectivity.get("n_images", 16) + 2
-network_chunk = network_chunk_size(arch, len(x_train), rerun.compute["memory_budget_mb"], x.dtype, device)
+network_chunk = network_chunk_size(arch, len(x_train), rerun.compute["memory_budget_mb"], x.dtype, x.device)
 band_chunk = max(1, network_chunk // images_per_band)
 
 

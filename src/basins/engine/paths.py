@@ -181,11 +181,19 @@ def nudged_elastic_band(
     }
 
 
+def band_maxima(energies: np.ndarray) -> np.ndarray:
+    """Which images of each band's energy profile ``(pair, image)`` are interior local maxima
+    (higher than the image before, at least as high as the one after); the end images never are."""
+    here = energies[:, 1:-1]
+    interior = (here > energies[:, :-2]) & (here >= energies[:, 2:])
+    edge = np.zeros((len(energies), 1), dtype=bool)
+    return np.concatenate([edge, interior, edge], axis=1)
+
+
 def count_band_maxima(energies: np.ndarray) -> np.ndarray:
     """Interior local maxima of each band's energy profile ``(pair, image)``; more than one
-    means the path passes intermediate minima."""
-    here = energies[:, 1:-1]
-    return ((here > energies[:, :-2]) & (here >= energies[:, 2:])).sum(1)
+    means the path passes intermediate minima, none that it has no barrier."""
+    return band_maxima(energies).sum(1)
 
 
 def refine_transition_states(

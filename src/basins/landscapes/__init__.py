@@ -5,7 +5,9 @@
 - :mod:`~basins.landscapes.objective`: a network on its data as the engine's objective;
 - :mod:`~basins.landscapes.symmetry`: the symmetry group of a network, canonical forms and
   nearest images;
-- :mod:`~basins.landscapes.planted`: analytic potentials whose basins are known by construction.
+- :mod:`~basins.landscapes.planted`: analytic potentials whose basins are known by construction;
+- :mod:`~basins.landscapes.lennard_jones`: the 2-D seven-atom Lennard-Jones cluster, a standard
+  test landscape with published minima and a table of its transition states.
 
 Imports: landscapes import themselves and the engine's interface (dynamics, devices), never a
 stage (``tests/test_architecture.py``).
