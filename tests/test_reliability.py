@@ -126,7 +126,6 @@ def test_a_jamming_checkpoint_of_another_pool_is_discarded(tmp_path, preempted_a
 # 2. A damaged checkpoint never blocks a rerun; concurrent writers never share a temporary file.
 
 
-@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
 def _slow_quadratic(theta, batch):
     """0.5 |theta|^2: GD at lr 0.01 needs ~700 steps to reach |grad| <= 1e-3 from |theta| ~ 1."""
     return energy_and_gradient(lambda t: 0.5 * (t**2).sum(1), theta)
@@ -167,6 +166,7 @@ def test_a_run_preempted_during_its_budget_continuation_resumes_it(tmp_path, cap
     assert not continuation.exists() and BUDGET not in resumed["status"]
 
 
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
 def test_an_unreadable_checkpoint_is_moved_aside_and_the_run_starts_over(teacher_data, tiny_arch, tiny_start,
                                                                          tmp_path, preempted_at, caplog, damage):
     theta0, ids = tiny_start
