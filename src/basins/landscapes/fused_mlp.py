@@ -44,12 +44,17 @@ class FusedMLPObjective:
         self.arch, self.x, self.y = arch, x, y
         self.loss, self.margin, self.l2, self.beta = loss, margin, l2, beta
         self.shared = _LabelFactors(arch, y, loss, beta, x.dtype)
+        self.workspace = Workspace()
 
     def __call__(self, theta: torch.Tensor, batch: torch.Tensor | None = None):
         if batch is None:
-            return loss_and_gradient(theta, self.x, self.arch, self.shared, margin=self.margin, l2=self.l2)
+            return loss_and_gradient(
+                theta, self.x, self.arch, self.shared, margin=self.margin, l2=self.l2, workspace=self.workspace
+            )
         labels = _LabelFactors(self.arch, self.y[batch], self.loss, self.beta, self.x.dtype)
-        return loss_and_gradient(theta, self.x[batch], self.arch, labels, margin=self.margin, l2=self.l2)
+        return loss_and_gradient(
+            theta, self.x[batch], self.arch, labels, margin=self.margin, l2=self.l2, workspace=self.workspace
+        )
 
 
 class _LabelFactors:
@@ -70,11 +75,14 @@ class _LabelFactors:
             self.one_hot = self.is_true.to(dtype)
 
 
-def loss_and_gradient(theta, x, arch, labels, *, margin, l2):
+def loss_and_gradient(theta, x, arch, labels, *, margin, l2, workspace=None):
     """Losses ``(member,)`` and gradients ``(member, param)``; see :class:`FusedMLPObjective`.
 
     ``x`` is ``(sample, feature)``, shared by all members, or ``(member, sample, feature)``.
+    Activation-sized temporaries are taken from ``workspace`` (a :class:`Workspace`, reused
+    between calls) rather than allocated afresh.
     """
+    workspace = Workspace() if workspace is None else workspace
     n_members = theta.shape[0]
     n_layers = len(arch.layer_shapes)
     weights, biases = [], []
@@ -84,12 +92,12 @@ def loss_and_gradient(theta, x, arch, labels, *, margin, l2):
     # Forward: inputs of every layer, (member, unit, sample); pre-activations where erf needs them.
     inputs, pre_activations = [x if x.dim() == 2 else x.transpose(1, 2)], []
     for layer in range(n_layers):
-        pre = _affine(weights[layer], biases[layer], inputs[-1])
+        pre = _affine(weights[layer], biases[layer], inputs[-1], workspace, layer)
         if layer == n_layers - 1:
             output = pre
         else:
             pre_activations.append(pre)
-            inputs.append(_activate(pre, arch.activation))
+            inputs.append(_activate(pre, arch.activation, workspace, layer))
     sample_loss, delta = _loss_head(output, labels, margin, theta.dtype)
     losses = sample_loss.mean(-1)
     # Backward, output layer to first: delta is d loss / d pre-activation, (member, unit, sample).
@@ -103,7 +111,7 @@ def loss_and_gradient(theta, x, arch, labels, *, margin, l2):
         if biases[layer] is not None:
             grads[2 * layer + 1] = delta.sum(-1)
         if layer:
-            back = _input_gradient(weights[layer], delta)
+            back = _input_gradient(weights[layer], delta, workspace, layer)
             delta = _activation_backward(back, source, pre_activations[layer - 1], arch.activation)
     grad = torch.cat([g for g in grads if g is not None], dim=1)
     if l2:
@@ -112,53 +120,76 @@ def loss_and_gradient(theta, x, arch, labels, *, margin, l2):
     return losses, grad
 
 
-def _affine(weight, bias, source):
+class Workspace:
+    """Named scratch buffers, grown as needed and handed out as contiguous views.
+
+    Fresh activation-sized tensors at every evaluation are what the allocator maps and the
+    kernels page-fault into; one buffer per role, reused, keeps them mapped and in cache.
+    """
+
+    def __init__(self):
+        self.buffers = {}
+
+    def take(self, name, shape, like: torch.Tensor) -> torch.Tensor:
+        size = math.prod(shape)
+        buffer = self.buffers.get(name)
+        if buffer is None or buffer.numel() < size or buffer.dtype != like.dtype or buffer.device != like.device:
+            buffer = self.buffers[name] = torch.empty(size, dtype=like.dtype, device=like.device)
+        return buffer[:size].view(shape)
+
+
+def _affine(weight, bias, source, workspace, layer):
     """``weight @ source + bias`` per member, (member, fan_out, sample)."""
     n_members, fan_out, fan_in = weight.shape
+    n_samples = source.shape[-1] if source.dim() == 3 else source.shape[0]
+    pre = workspace.take(("pre", layer), (n_members, fan_out, n_samples), weight)
     if source.dim() == 2:  # shared inputs (sample, feature): one GEMM for all members' units
-        pre = (weight.reshape(n_members * fan_out, fan_in) @ source.T).view(n_members, fan_out, -1)
-        return pre if bias is None else pre.add_(bias.unsqueeze(-1))
-    if fan_out <= _NARROW and source.device.type == "cpu":
+        torch.mm(weight.reshape(n_members * fan_out, fan_in), source.T, out=pre.view(n_members * fan_out, -1))
+    elif fan_out <= _NARROW and fan_in <= _NARROW and source.device.type == "cpu":
         # A broadcast multiply-sum: on the CPU a batched GEMM of a few rows costs 2-3x more.
-        pre = (weight.unsqueeze(-1) * source.unsqueeze(1)).sum(2)
-        return pre if bias is None else pre.add_(bias.unsqueeze(-1))
-    if bias is None:
-        return torch.bmm(weight, source)
-    return torch.baddbmm(bias.unsqueeze(-1), weight, source)
+        product = workspace.take("product", (n_members, fan_out, fan_in, n_samples), weight)
+        torch.sum(torch.mul(weight.unsqueeze(-1), source.unsqueeze(1), out=product), 2, out=pre)
+    else:
+        torch.bmm(weight, source, out=pre)
+    return pre if bias is None else pre.add_(bias.unsqueeze(-1))
 
 
-def _input_gradient(weight, delta):
+def _input_gradient(weight, delta, workspace, layer):
     """``weight^T @ delta`` per member: the gradient at a layer's inputs, (member, fan_in, sample)."""
-    fan_out = weight.shape[1]
+    n_members, fan_out, fan_in = weight.shape
+    back = workspace.take(("back", layer), (n_members, fan_in, delta.shape[-1]), weight)
     if fan_out == 1:  # an outer product per member
-        return weight.transpose(1, 2) * delta
-    if fan_out <= _NARROW and delta.device.type == "cpu":
-        return (weight.unsqueeze(-1) * delta.unsqueeze(2)).sum(1)
-    return torch.bmm(weight.transpose(1, 2), delta)
+        return torch.mul(weight.transpose(1, 2), delta, out=back)
+    if fan_out <= _NARROW and fan_in <= _NARROW and delta.device.type == "cpu":
+        product = workspace.take("product", (n_members, fan_out, fan_in, delta.shape[-1]), weight)
+        return torch.sum(torch.mul(weight.unsqueeze(-1), delta.unsqueeze(2), out=product), 1, out=back)
+    return torch.bmm(weight.transpose(1, 2), delta, out=back)
+
+
+def _activate(pre, activation, workspace, layer):
+    if activation == "linear":
+        return pre
+    hidden = workspace.take(("hidden", layer), pre.shape, pre)
+    if activation == "tanh":
+        return torch.tanh(pre, out=hidden)
+    if activation == "relu":
+        return torch.clamp_min(pre, 0, out=hidden)
+    return torch.erf(pre, out=hidden)
+
+
+def _activation_backward(grad, output, pre, activation):
+    """d loss / d pre-activation, written over ``grad`` (a workspace buffer)."""
+    if activation == "tanh":
+        return _aten.tanh_backward.grad_input(grad, output, grad_input=grad)
+    if activation == "relu":
+        return _aten.threshold_backward.grad_input(grad, output, 0, grad_input=grad)
+    if activation == "erf":
+        return grad.mul_(torch.exp(-pre * pre).mul_(2 / math.sqrt(math.pi)))
+    return grad
 
 
 # Layers up to this many units are multiplied as broadcast multiply-sums on the CPU.
 _NARROW = 4
-
-
-def _activate(pre, activation):
-    if activation == "tanh":
-        return torch.tanh(pre)
-    if activation == "relu":
-        return torch.relu(pre)
-    if activation == "erf":
-        return torch.erf(pre)
-    return pre
-
-
-def _activation_backward(grad, output, pre, activation):
-    if activation == "tanh":
-        return _aten.tanh_backward(grad, output)
-    if activation == "relu":
-        return _aten.threshold_backward(grad, output, 0)
-    if activation == "erf":
-        return grad * (2 / math.sqrt(math.pi)) * torch.exp(-pre * pre)
-    return grad
 
 
 def _loss_head(output, labels, margin, dtype):
@@ -173,7 +204,8 @@ def _loss_head(output, labels, margin, dtype):
             # softplus(-beta y f) / beta; its derivative in f is -y sigmoid(-beta y f), beta cancels.
             z = labels.minus_beta_y * f
             delta = _aten.softplus_backward(labels.minus_y_over_n.expand_as(z), z, 1.0, 20.0)
-            return torch.nn.functional.softplus(z) / beta, delta.unsqueeze(1)
+            sample_loss = torch.nn.functional.softplus(z)
+            return (sample_loss if beta == 1 else sample_loss / beta), delta.unsqueeze(1)
         shortfall = margin - labels.y * f
         if loss == "hinge":
             delta = _aten.threshold_backward(labels.minus_y_over_n.expand_as(shortfall), shortfall, 0)
