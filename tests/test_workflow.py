@@ -364,11 +364,12 @@ def _code_dependencies():
 def test_code_dependencies_cover_every_module_the_stage_imports(script, stage_module):
     """A rule's code inputs hold every package module its stage imports at run time (the
     two that hand lists missed: connect_minima -> flatness, compare_protocols -> basin_geometry)."""
-    listed = {path.split("/")[-1] for path in _code_dependencies()(script) if "/src/basins/" in path}
+    listed = {path.split("/src/basins/")[1] for path in _code_dependencies()(script) if "/src/basins/" in path}
     imported = subprocess.run(
         [str(BIN / "python"), "-c",
-         f"import sys, basins.{stage_module}; print(' '.join(m for m in sys.modules if m.startswith('basins.')))"],
+         f"import sys, basins.{stage_module}; print(' '.join(m.__file__ for n, m in sys.modules.items() "
+         "if n.startswith('basins.')))"],
         capture_output=True, text=True, check=True,
     ).stdout.split()
-    assert {f"{name.split('.')[1]}.py" for name in imported} <= listed
+    assert {path.split("/src/basins/")[1] for path in imported} <= listed
     assert f"{stage_module}.py" in listed

@@ -202,7 +202,7 @@ def check_basin_geometry(name, experiment):
 
 
 def check_beta_schedule(where, training):
-    """basins.training.check_beta_schedule on a config section (the Snakefile stays torch-free)."""
+    """basins.landscapes.objective.check_beta_schedule on a config section (the Snakefile stays torch-free)."""
     annealed = training["beta_ramp_steps"] > 0
     if training["loss"] != "cross_entropy" and (
         training["beta"] != 1.0 or training["beta_start"] is not None
@@ -424,8 +424,12 @@ def code_dependencies(script):
                 continue
             for name in names:
                 parts = name.split(".")
-                if parts[0] == "basins" and len(parts) > 1:
-                    pending.append(package / f"{parts[1]}.py")
+                if parts[0] == "basins":
+                    # basins.a.b.c: the module a/b.py (or the package a/b/) and the
+                    # packages above it; a trailing name that is no file is an attribute.
+                    for depth in range(1, len(parts) + 1):
+                        folder = package.joinpath(*parts[1:depth])
+                        pending += [folder / "__init__.py", folder.with_suffix(".py")]
                 elif len(parts) == 1:
                     pending.append(scripts / f"{name}.py")
     return sorted(str(path) for path in seen)

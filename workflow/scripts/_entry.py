@@ -55,7 +55,7 @@ def compute_options(snakemake) -> dict:
     round-off), so changing them must not rerun the study. A job that asks for a GPU where
     there is none fails here, before it reads or writes anything.
     """
-    from basins.training import resolve_device
+    from basins.engine.devices import resolve_device
 
     config = snakemake.config
     device = "cuda" if config["use_gpu"] else "auto"
