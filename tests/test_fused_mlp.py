@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from basins.dynamics import energy_and_gradient
+from basins.engine.dynamics import energy_and_gradient
 from basins.landscapes.fused_mlp import FusedMLPObjective
-from basins.losses import LOSSES
-from basins.networks import ACTIVATIONS, Architecture, initial_parameters
-from basins.training import member_losses
+from basins.landscapes.losses import LOSSES
+from basins.landscapes.networks import ACTIVATIONS, Architecture, initial_parameters
+from basins.landscapes.objective import member_losses
 
 
 def problem(n_outputs, *, n_samples=13, n_features=5, seed=0):

@@ -21,8 +21,8 @@ import math
 
 import torch
 
-from basins.losses import check_loss
-from basins.networks import Architecture
+from basins.landscapes.losses import check_loss
+from basins.landscapes.networks import Architecture
 
 _aten = torch.ops.aten
 
