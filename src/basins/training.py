@@ -230,48 +230,85 @@ def train_ensemble(
     )
     if not stop_when_satisfied:
         x, y = data["train"]
-        energy = lambda t: member_losses(t, x, y, arch, loss=loss, margin=margin, l2=l2, beta=beta)  # noqa: E731
-        hessian_bytes = 8 * 4 * arch.n_params**2
-
-        def continue_from(theta, ids, tol):
-            return descend_until_decided(
+        check_minima(
+            out, member_ids,
+            energy=lambda t: member_losses(t, x, y, arch, loss=loss, margin=margin, l2=l2, beta=beta),
+            continue_from=lambda theta, ids, tol: descend_until_decided(
                 objective, theta, ids, budget_factors=budget_factors, **dict(engine, grad_tol=tol)
-            )
-
-        def settle(run, ids, tol):
-            """Saddles kicked off and continued, then the Newton polish, for the members of ``run``."""
-            escape_saddles(
-                run, ids,
-                continue_from=lambda theta, kicked: continue_from(theta, kicked, tol),
-                energy=energy,
-                curvature_tol=curvature_tol, saddle_kick=saddle_kick, grad_tol=tol,
-                max_saddle_escapes=max_saddle_escapes, max_dense_params=max_dense_params,
-                n_lanczos=n_lanczos, seed=seed, device=torch_device, dtype=torch_dtype,
-                memory_budget_mb=memory_budget_mb,
-            )
-            polish_minima(
-                run, energy, curvature_tol=curvature_tol, newton_steps=newton_steps,
-                max_dense_params=max_dense_params, device=torch_device, dtype=torch_dtype,
-                chunk=max(1, min(run["chunk"], int(memory_budget_mb * 2**20 // hessian_bytes))),
-            )
-            return run
-
-        settle(out, member_ids, grad_tol)
-        if arch.n_params <= max_dense_params and newton_steps > 0:
-            confirm_minima(
-                out, member_ids, refine=lambda theta, ids, tol: settle(continue_from(theta, ids, tol), ids, tol),
-                grad_tol=grad_tol, stationary_tol=stationary_tol, max_refinements=max_refinements,
-            )
-        else:
-            log.warning(
-                "no Newton polish (%d parameters, max_dense_params=%d, newton_steps=%d): minima are "
-                "confirmed by the gradient test at grad_tol alone, and their count can depend on it",
-                arch.n_params, max_dense_params, newton_steps,
-            )
+            ),
+            n_params=arch.n_params, grad_tol=grad_tol, curvature_tol=curvature_tol, saddle_kick=saddle_kick,
+            max_saddle_escapes=max_saddle_escapes, max_dense_params=max_dense_params, n_lanczos=n_lanczos,
+            newton_steps=newton_steps, stationary_tol=stationary_tol, max_refinements=max_refinements,
+            seed=seed, device=torch_device, dtype=torch_dtype, memory_budget_mb=memory_budget_mb,
+        )
     final_losses(out, objective, as_tensor)
     with torch.no_grad():
         _evaluate_final(out, arch, data, margin, out["chunk"], as_tensor)
     return _as_dataset(out, member_ids, initial_theta, arch, dynamics)
+
+
+def check_minima(
+    out: dict,
+    member_ids: np.ndarray,
+    *,
+    energy: Callable[[torch.Tensor], torch.Tensor],
+    continue_from: Callable[[np.ndarray, np.ndarray, float], dict],
+    n_params: int,
+    grad_tol: float,
+    curvature_tol: float,
+    saddle_kick: float,
+    max_saddle_escapes: int,
+    max_dense_params: int,
+    n_lanczos: int,
+    newton_steps: int,
+    stationary_tol: float,
+    max_refinements: int,
+    seed: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    memory_budget_mb: float,
+) -> None:
+    """Keep only true minima among the converged members of ``out`` (in place).
+
+    Members at a saddle are kicked off it and continued (:func:`escape_saddles`), converged
+    members are Newton-polished onto their minimum (:func:`basins.engine.polish.polish_minima`)
+    and confirmed stationary, or continued with a tighter gradient test (:func:`confirm_minima`).
+    ``energy`` is the per-member loss, ``continue_from(theta, ids, grad_tol)`` the engine run
+    that continues members. Above ``max_dense_params`` parameters (or with ``newton_steps`` 0)
+    there is no polish, and a warning says the gradient test alone decides.
+    """
+    hessian_bytes = 8 * 4 * n_params**2
+
+    def settle(run, ids, tol):
+        """Saddles kicked off and continued, then the Newton polish, for the members of ``run``."""
+        escape_saddles(
+            run, ids,
+            continue_from=lambda theta, kicked: continue_from(theta, kicked, tol),
+            energy=energy,
+            curvature_tol=curvature_tol, saddle_kick=saddle_kick, grad_tol=tol,
+            max_saddle_escapes=max_saddle_escapes, max_dense_params=max_dense_params,
+            n_lanczos=n_lanczos, seed=seed, device=device, dtype=dtype,
+            memory_budget_mb=memory_budget_mb,
+        )
+        polish_minima(
+            run, energy, curvature_tol=curvature_tol, newton_steps=newton_steps,
+            max_dense_params=max_dense_params, device=device, dtype=dtype,
+            chunk=max(1, min(run["chunk"], int(memory_budget_mb * 2**20 // hessian_bytes))),
+        )
+        return run
+
+    settle(out, member_ids, grad_tol)
+    if n_params <= max_dense_params and newton_steps > 0:
+        confirm_minima(
+            out, member_ids, refine=lambda theta, ids, tol: settle(continue_from(theta, ids, tol), ids, tol),
+            grad_tol=grad_tol, stationary_tol=stationary_tol, max_refinements=max_refinements,
+        )
+    else:
+        log.warning(
+            "no Newton polish (%d parameters, max_dense_params=%d, newton_steps=%d): minima are "
+            "confirmed by the gradient test at grad_tol alone, and their count can depend on it",
+            n_params, max_dense_params, newton_steps,
+        )
 
 
 def confirm_minima(

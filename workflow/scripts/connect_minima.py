@@ -1,5 +1,7 @@
 from functools import partial
 
+import torch
+
 from _entry import landscape_options, start
 from _rerun import CatalogRerun
 
@@ -14,7 +16,7 @@ log = start(snakemake)
 params, wildcards = snakemake.params, snakemake.wildcards
 rerun = CatalogRerun(snakemake)
 arch, minima = rerun.arch, rerun.minima
-device = rerun.compute["device"]
+device = torch.device(rerun.compute["device"])
 x_train, y_train, x_test, y_test = rerun.data
 loss_options = landscape_options(params.training)
 x, y = data_tensors(arch, x_train, y_train, device=device)
