@@ -154,8 +154,9 @@ def autograd_objective(arch, x, y, *, loss, margin, l2, beta=1.0, compile=False)
 
     def objective(theta, batch):
         inputs, labels = (x, y) if batch is None else (x[batch], y[batch])
-        member_loss = lambda t: member_losses(t, inputs, labels, arch, loss=loss, margin=margin, l2=l2, beta=beta)  # noqa: E731
-        return energy_and_gradient(member_loss, theta)
+        return energy_and_gradient(
+            lambda t: member_losses(t, inputs, labels, arch, loss=loss, margin=margin, l2=l2, beta=beta), theta
+        )
 
     return objective
 

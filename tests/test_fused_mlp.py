@@ -41,7 +41,9 @@ def test_loss_and_gradient_equal_autograd(loss, activation, bias, n_outputs):
     options = dict(loss=loss, margin=0.7, l2=1e-2, beta=3.0 if loss == "cross_entropy" else 1.0)
     for depth in (0, 1, 2):
         arch = Architecture(n_inputs=5, n_outputs=n_outputs, depth=depth, width=4, activation=activation, bias=bias)
-        theta = torch.as_tensor(initial_parameters(arch, np.arange(7), seed=depth, init="torch_default", init_scale=2.0))
+        theta = torch.as_tensor(
+            initial_parameters(arch, np.arange(7), seed=depth, init="torch_default", init_scale=2.0)
+        )
         fused = FusedMLPObjective(arch, x, y, **options)(theta, None)
         assert fused[1].shape == theta.shape
         assert_close(fused, autograd_reference(theta, x, y, arch, **options))
