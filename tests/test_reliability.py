@@ -297,7 +297,7 @@ def test_a_job_without_its_gpu_fails_before_writing_and_leaves_other_outputs(tmp
     # --no-hooks skips the check at start, as on a cluster node without the GPU it was promised.
     result = run_workflow(tmp_path, config, "--cores", "1", "--no-hooks", "--until", "train_ensemble", check=False)
     assert result.returncode != 0
-    assert (tmp_path / "results/datasets/tiny.nc").exists()  # another job's valid output stays
+    assert (tmp_path / "results/datasets/tiny/seed1.nc").exists()  # another job's valid output stays
     assert not list((tmp_path / "results").glob("training/**/*.nc"))
     log = next((tmp_path / "logs/train_ensemble").glob("**/*.log")).read_text()
     assert "use_gpu: true, but this job's machine has no CUDA device" in log

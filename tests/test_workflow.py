@@ -286,7 +286,7 @@ def test_tiny_study_runs_end_to_end_and_every_result_keeps_the_contract(tiny_stu
     stages = {p.relative_to(results).parts[0] for p in netcdf}
     assert stages == {
         "datasets", "training", "minima", "basins", "rays", "tentacles", "slices", "comparisons", "summary.nc",
-        "oscillators", "flatness", "local_entropy", "connectivity", "jamming", "protocols",
+        "oscillators", "flatness", "local_entropy", "connectivity", "jamming", "protocols", "answer.nc",
     }
     for path in netcdf:
         ds = read_dataset(path)
@@ -298,10 +298,10 @@ def test_tiny_study_runs_end_to_end_and_every_result_keeps_the_contract(tiny_stu
     pngs = sorted(results.rglob("*.png"))
     # figures x (experiment, seed) pairs, one comparison, one protocol comparison, the summary,
     # ring figures x (ring, seed), the local entropy, the connectivity group's two, two per
-    # jamming sweep and the digits sweep's test error
+    # jamming sweep, the digits sweep's test error and the answer
     # (basin geometry figures only for the 2 (experiment, seed) pairs whose dynamics has basins
     # to probe)
-    n_figures = 5 * 5 + 3 * 2 + 1 + 1 + 1 + 3 * 1 + 1 + 2 + 2 * 2 + 1
+    n_figures = 5 * 5 + 3 * 2 + 1 + 1 + 1 + 3 * 1 + 1 + 2 + 2 * 2 + 1 + 1
     assert len(pngs) == n_figures and len(sorted(results.rglob("*.pdf"))) == n_figures
     for png in pngs:
         width, height = Image.open(png).size
@@ -314,6 +314,10 @@ def test_tiny_study_runs_end_to_end_and_every_result_keeps_the_contract(tiny_stu
     perceptron = read_dataset(results / "jamming/tiny_random.nc").isel(network=0)
     assert (perceptron["phase"].isel(train_size=0) == 0).all() and (perceptron["phase"].isel(train_size=-1) == 1).all()
     assert np.isfinite(perceptron["transition_ratio"]).all()
+    answer = read_dataset(results / "answer.nc")
+    assert set(answer["verdict"].values) <= {"supported", "contradicted", "undecided"}
+    assert list(answer["replicate"].values) == [1, 2] and (answer["experiment"].values == "tiny_mnist1d_classes").all()
+    assert "| tiny | tiny_mnist1d_classes |" in (results / "answer.md").read_text()
     summary = (results / "summary.csv").read_text().splitlines()
     assert len(summary) == 1 + 2 and summary[0].startswith("experiment,")
 

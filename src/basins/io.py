@@ -55,6 +55,9 @@ DIMS = frozenset(
         "depth",
         "side",
         "constraint",
+        "row",
+        "replicate",
+        "excluded",
     }
 )
 

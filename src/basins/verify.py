@@ -111,7 +111,7 @@ def verify_results(results: Path, *, n_rerun: int = 256) -> list[dict]:
         log.info("%s seed %d: re-running %d catalogued starts", experiment, seed, n_rerun)
         row = {"experiment": experiment, "seed": seed, "n_minima": minima.sizes["minimum"]}
         row |= check_catalogue(
-            training, minima, read_dataset(results / f"datasets/{experiment}.nc"),
+            training, minima, read_dataset(results / f"datasets/{experiment}/seed{seed}.nc"),
             training_options=config["training"], minima_options=json.loads(minima.attrs["stage_config"]),
             seed=seed, budget_factors=config.get("budget_factors", [1]), n_rerun=n_rerun,
         )

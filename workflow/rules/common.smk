@@ -71,6 +71,7 @@ COMPARISONS = config["comparisons"]
 RINGS = config["oscillators"]
 CONNECTIVITY_GROUPS = config["connectivity_groups"]
 PROTOCOLS = config["protocols"]
+ANSWER = config["answer"]
 JAMMING = config["jamming"]
 CONNECTED = [
     name for name, experiment in EXPERIMENTS.items() if "connectivity" in experiment
@@ -315,6 +316,28 @@ def check_protocols():
                 )
 
 
+def check_answer():
+    for name, experiments in ANSWER["families"].items():
+        for experiment in experiments:
+            if experiment not in EXPERIMENTS:
+                raise ValueError(
+                    f"answer.families.{name} names experiment {experiment!r}, which is not in "
+                    f"experiments ({', '.join(EXPERIMENTS)})"
+                )
+
+
+def answer_replicates():
+    """(experiment, seed) of every replicate the answer pools, family by family."""
+    experiments = dict.fromkeys(
+        e for family in ANSWER["families"].values() for e in family
+    )
+    return [
+        (name, seed)
+        for name in experiments
+        for seed in EXPERIMENTS[name]["ensemble"]["seeds"]
+    ]
+
+
 def check_local_entropy():
     enumeration = config.get("local_entropy")
     if enumeration and enumeration["n_weights"] % 2 == 0:
@@ -386,6 +409,7 @@ check_rings()
 check_connectivity_groups()
 check_protocols()
 check_local_entropy()
+check_answer()
 
 
 wildcard_constraints:
@@ -446,6 +470,16 @@ def engine_resources():
 def section(name):
     """Input function: one config section of the job's experiment."""
     return lambda wildcards: EXPERIMENTS[wildcards.experiment][name]
+
+
+def dataset_of_seed(wildcards):
+    """prepare_dataset options of one experiment and seed: ``seed: per_seed`` draws each
+    ensemble seed its own data (replicates over data draws), an integer one shared draw.
+    """
+    dataset = dict(EXPERIMENTS[wildcards.experiment]["dataset"])
+    if dataset["seed"] == "per_seed":
+        dataset["seed"] = int(wildcards.seed)
+    return dataset
 
 
 def minima_options(wildcards):
@@ -527,7 +561,7 @@ def compared_minima(wildcards):
 
 
 def reference_dataset(wildcards):
-    return f"results/datasets/{COMPARISONS[wildcards.comparison][0]}.nc"
+    return f"results/datasets/{COMPARISONS[wildcards.comparison][0]}/seed{wildcards.seed}.nc"
 
 
 def reference_minima_options(wildcards):
@@ -666,4 +700,13 @@ def all_figures():
         + connectivity
         + enumeration
         + jamming_figures()
+        + answer_outputs()
     )
+
+
+def answer_outputs():
+    if not ANSWER["families"]:
+        return []
+    return ["results/answer.md"] + [
+        f"results/figures/answer/study.{ext}" for ext in ("pdf", "png")
+    ]
