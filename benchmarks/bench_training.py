@@ -131,13 +131,13 @@ def time_vmap_recipe(arch, theta, x, y, steps, lr, device, *, loss, l2, **_):
     return seconds, vmap(member_loss)(params, buffers).cpu().numpy()
 
 
-def time_engine(arch, theta, x, y, steps, lr, device, *, loss, l2, memory_budget_mb=4096, compile=False):
+def time_engine(arch, theta, x, y, steps, lr, device, *, loss, l2, memory_budget_mb=4096, compile=False, dynamics="gd"):
     data = (x.cpu().numpy(), y.cpu().numpy(), x[:2].cpu().numpy(), y[:2].cpu().numpy())
     dtype = "float64" if x.dtype == torch.float64 else "float32"
     _sync(device)
     start = time.perf_counter()
     result = train_ensemble(
-        arch, *data, theta, np.arange(len(theta)), loss=loss, l2=l2, dynamics="gd", lr=lr,
+        arch, *data, theta, np.arange(len(theta)), loss=loss, l2=l2, dynamics=dynamics, lr=lr,
         max_steps=steps, grad_tol=0.0, device=str(device), dtype=dtype, memory_budget_mb=memory_budget_mb,
         progress_every_s=1e9, compile=compile,
     )
@@ -292,6 +292,10 @@ def main():
     parser.add_argument("--methods", nargs="+", default=list(METHODS)[:4], choices=list(METHODS))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument(
+        "--dynamics", default="gd", help="the engine's dynamics (the other methods run gd only); gradient_flow: "
+        "a step is one attempted integrator step, six evaluations"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args()
@@ -299,6 +303,8 @@ def main():
         torch.set_num_threads(args.threads)
 
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    if args.dynamics != "gd" and not all(method.startswith("engine") for method in args.methods):
+        parser.error(f"--dynamics {args.dynamics} is run by the engine methods only")
     if any(method.startswith("jax") for method in args.methods):
         if device.type != "cpu":
             parser.error("the JAX peer runs on the CPU here")
@@ -311,6 +317,7 @@ def main():
     peak = matmul_peak(device, dtype)
     flops = flops_per_member_step(arch, args.samples)
     problem = {"loss": args.loss, "l2": args.l2}
+    engine_options = {"dynamics": args.dynamics} if args.dynamics != "gd" else {}
     rows = []
     for n_members in args.members:
         theta = initial_parameters(arch, np.arange(n_members), seed=0, init="torch_default")
@@ -321,13 +328,13 @@ def main():
             work = min(args.member_steps, args.naive_member_steps) if method == "naive_loop" else args.member_steps
             steps = max(20, work // n_members)
             plan[method] = min(steps, args.max_steps or steps)
-            options = dict(problem, memory_budget_mb=args.memory_budget_mb)
+            options = dict(problem, memory_budget_mb=args.memory_budget_mb, **engine_options)
             METHODS[method](arch, theta[: min(n_members, 4)], x, y, 2, args.lr, device, **options)  # warm-up
         # Methods interleaved within each round, so a change in the machine's load hits them all.
         seconds, losses = {m: [] for m in methods}, {}
         for _ in range(args.repeats):
             for method in methods:
-                options = dict(problem, memory_budget_mb=args.memory_budget_mb)
+                options = dict(problem, memory_budget_mb=args.memory_budget_mb, **engine_options)
                 try:
                     elapsed, losses[method] = METHODS[method](
                         arch, theta, x, y, plan[method], args.lr, device, **options
@@ -365,11 +372,11 @@ def main():
         "loadavg_before": [round(v, 2) for v in load_before],
         "loadavg_after": [round(v, 2) for v in os.getloadavg()],
         "network": {"d": args.features, "h": args.width, "P": args.samples, "n_weights": arch.n_weights, **problem},
-        "lr": args.lr, "repeats": args.repeats,
+        "lr": args.lr, "repeats": args.repeats, "dynamics": args.dynamics,
     }
     name = f"training_{device.type}_{args.dtype}_h{args.width}"
-    if args.loss != "mse":
-        name += f"_d{args.features}_P{args.samples}_{args.loss}"
+    if args.loss != "mse" or args.dynamics != "gd":
+        name += f"_d{args.features}_P{args.samples}_{args.loss}_{args.dynamics}"
     output = args.output or RESULTS / f"{name}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps({"machine": machine, "rows": rows}, indent=1) + "\n")
