@@ -79,7 +79,8 @@ def compiled_loss_and_gradient(arch, loss, margin, l2):
     """``(theta, x, y, beta) -> (grad, (sum, losses))`` of :func:`member_losses`, by ``torch.compile``.
 
     Inductor fuses the element-wise chain around the GEMMs (activation, its derivative, the
-    loss), which dominates the evaluation of narrow networks on the CPU (2-3x faster at h = 16;
+    loss): 2-3x faster than eager autograd at h = 16 on the CPU, but no faster than the
+    default hand-derived pass (0.5x at the study's shape, 0.6-1.0x at h = 16;
     benchmarks/README.md). Shapes are dynamic and beta is a tensor input, so neither members
     dropping out nor an annealed beta recompiles it. Fused kernels round differently: results
     agree with eager autograd to round-off, not bit for bit.
