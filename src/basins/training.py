@@ -130,9 +130,10 @@ def train_ensemble(
         (:mod:`basins.engine.flat_seeking`: coupling and its growth over ``scoping_steps``,
         then plain descent with ``final_lr``); members converge only after the scoping.
     compile : bool
-        Evaluate the loss and gradient through ``torch.compile`` (needs a C++ compiler on the
-        CPU, Triton on CUDA): faster for narrow networks, equal to round-off, and a few seconds
-        of compilation per job.
+        Evaluate the loss and gradient by autograd through ``torch.compile`` (needs a C++
+        compiler on the CPU, Triton on CUDA) instead of the default hand-derived pass
+        (:mod:`basins.landscapes.fused_mlp`): equal to round-off, a few seconds of compilation
+        per job, and on the CPU no faster than the default (0.5-1.0x; benchmarks/README.md).
     stop_when_satisfied : bool
         Also stop a member once every training point has margin >= ``margin``. Such stopping
         points are not claimed to be minima: they get no saddle check.

@@ -11,6 +11,7 @@ jamming, rings, elastic bands, re-runs) calls this loop; it knows nothing of net
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -141,30 +142,28 @@ def descend(
             running_objective, running_satisfied = restricted(landscape(step), active), restricted(satisfied, active)
             chunk_start = time.monotonic() - out["elapsed"]
             while active.numel():
-                # 1. Classify members from the full-batch loss and gradient at this point.
-                status = torch.full_like(active, -1)
-                if grad is not None:
-                    grad_norm = grad.norm(dim=1)
-                    bad = ~torch.isfinite(loss_now) | ~torch.isfinite(grad_norm)
-                    bad |= theta.abs().amax(1) > divergence_threshold
-                    good = (grad_norm <= grad_tol) & (step >= anneal_steps)
-                    if satisfied is not None:
-                        good |= running_satisfied(theta)
-                    status = torch.where(good, CONVERGED, status)
-                    status = torch.where(bad, DIVERGED, status)
-                else:
-                    grad_norm = torch.full_like(theta[:, 0], float("nan"))
-                    bad = ~torch.isfinite(theta).all(1) | (theta.abs().amax(1) > divergence_threshold)
-                    status = torch.where(bad, DIVERGED, status)
-                over = (step >= max_steps) | getattr(stepper, "finished", _never)(state)
-                status = torch.where((status < 0) & over, BUDGET, status)
-                finished = status >= 0
+                # 1. Classify members from the full-batch loss and gradient at this point. Most
+                # steps stop no member: a test of a few kernels says so first, and the
+                # classification (some twenty kernels) runs only where a member may stop.
+                # No member converges by its gradient while the landscape still moves.
+                tol = grad_tol if step >= anneal_steps else -math.inf
+                over = getattr(stepper, "finished", _never)(state)
+                finished = None
+                if grad is None or satisfied is not None or step >= max_steps or not _none_stops(
+                    theta, loss_now, grad, tol, divergence_threshold, over
+                ):
+                    met = None if satisfied is None or grad is None else running_satisfied(theta)
+                    status, grad_norm = _classify(
+                        theta, loss_now, grad, met, grad_tol=tol, divergence_threshold=divergence_threshold,
+                        over=(step >= max_steps) | over,
+                    )
+                    finished = status >= 0
                 # 2. Record the loss history and the members that stop here.
                 if step in out["history_index"]:
                     if loss_now is None:
                         loss_now, grad = running_objective(theta, None)
                     out["loss_history"][to_numpy(active), out["history_index"][step]] = to_numpy(loss_now)
-                if finished.any():
+                if finished is not None and finished.any():
                     rows_done = to_numpy(active[finished])
                     out["final_theta"][rows_done] = to_numpy(theta[finished])
                     out["status"][rows_done] = to_numpy(status[finished])
@@ -278,6 +277,41 @@ def _continuation(engine, *, steps_done, more_steps):
 
 def _never(state):
     return False
+
+
+def _classify(theta, loss, grad, satisfied, *, grad_tol, divergence_threshold, over):
+    """Status of every member (-1: running) and its gradient norm (nan where not computed):
+    diverged before converged (gradient norm at most ``grad_tol``, or ``satisfied``) before
+    budget spent (``over``)."""
+    status = torch.full((theta.shape[0],), -1, dtype=torch.long, device=theta.device)
+    if grad is not None:
+        grad_norm = grad.norm(dim=1)
+        bad = ~torch.isfinite(loss) | ~torch.isfinite(grad_norm)
+        bad |= theta.abs().amax(1) > divergence_threshold
+        good = grad_norm <= grad_tol
+        if satisfied is not None:
+            good |= satisfied
+        status = torch.where(good, CONVERGED, status)
+    else:
+        grad_norm = torch.full_like(theta[:, 0], float("nan"))
+        bad = ~torch.isfinite(theta).all(1) | (theta.abs().amax(1) > divergence_threshold)
+    status = torch.where(bad, DIVERGED, status)
+    return torch.where((status < 0) & over, BUDGET, status), grad_norm
+
+
+def _none_stops(theta, loss, grad, grad_tol, divergence_threshold, finished) -> bool:
+    """True when no member stops here: every gradient norm above ``grad_tol``, loss and gradient
+    finite, parameters within ``divergence_threshold`` and the stepper not ``finished``. Each
+    condition is the classification's own expression or implies it (a finite sum of loss and
+    gradient norm implies both finite), so a True answer never hides a member that stops."""
+    grad_norm = grad.norm(dim=1)
+    running = (grad_norm > grad_tol) & torch.isfinite(loss + grad_norm)
+    running &= ~(theta.abs().amax(1) > divergence_threshold)
+    if isinstance(finished, torch.Tensor):
+        running &= ~finished
+    elif finished:
+        return False
+    return bool(running.all())
 
 
 def restricted(function, rows: torch.Tensor):

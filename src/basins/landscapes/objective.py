@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from basins.engine.devices import chunk_size
-from basins.engine.dynamics import energy_and_gradient
+from basins.landscapes.fused_mlp import FusedMLPObjective
 from basins.landscapes.losses import l2_penalty, margins, sample_losses
 from basins.landscapes.networks import forward
 
@@ -55,20 +55,21 @@ def member_losses(theta, x, y, arch, *, loss, margin, l2, beta=1.0) -> torch.Ten
 def make_objective(arch, x, y, *, loss, margin, l2, beta=1.0, compile=False):
     """``objective(theta, batch) -> (loss, grad)``, per member, as :mod:`basins.engine.dynamics` wants.
 
-    ``compile`` evaluates it through :func:`compiled_loss_and_gradient` instead of eager autograd.
+    The loss of :func:`member_losses` and its gradient by the hand-derived pass of
+    :class:`basins.landscapes.fused_mlp.FusedMLPObjective` (about 20 kernels an evaluation
+    instead of autograd's ~290 operator calls; equal to autograd to round-off,
+    tests/test_fused_mlp.py). ``compile`` instead evaluates autograd through
+    :func:`compiled_loss_and_gradient`.
     """
-    if compile:
-        gradient = compiled_loss_and_gradient(arch, loss, margin, l2)
-        beta_tensor = torch.tensor(beta, dtype=x.dtype, device=x.device)
+    if not compile:
+        return FusedMLPObjective(arch, x, y, loss=loss, margin=margin, l2=l2, beta=beta)
+    gradient = compiled_loss_and_gradient(arch, loss, margin, l2)
+    beta_tensor = torch.tensor(beta, dtype=x.dtype, device=x.device)
 
     def objective(theta, batch):
         inputs, labels = (x, y) if batch is None else (x[batch], y[batch])
-        if compile:
-            grad, (_, values) = gradient(theta, inputs, labels, beta_tensor)
-            return values, grad
-        return energy_and_gradient(
-            lambda t: member_losses(t, inputs, labels, arch, loss=loss, margin=margin, l2=l2, beta=beta), theta
-        )
+        grad, (_, values) = gradient(theta, inputs, labels, beta_tensor)
+        return values, grad
 
     return objective
 
@@ -78,7 +79,8 @@ def compiled_loss_and_gradient(arch, loss, margin, l2):
     """``(theta, x, y, beta) -> (grad, (sum, losses))`` of :func:`member_losses`, by ``torch.compile``.
 
     Inductor fuses the element-wise chain around the GEMMs (activation, its derivative, the
-    loss), which dominates the evaluation of narrow networks on the CPU (2-3x faster at h = 16;
+    loss): 2-3x faster than eager autograd at h = 16 on the CPU, but no faster than the
+    default hand-derived pass (0.5x at the study's shape, 0.6-1.0x at h = 16;
     benchmarks/README.md). Shapes are dynamic and beta is a tensor input, so neither members
     dropping out nor an annealed beta recompiles it. Fused kernels round differently: results
     agree with eager autograd to round-off, not bit for bit.

@@ -1,0 +1,82 @@
+"""The hand-derived loss and gradient of the MLP objectives against autograd (float64)."""
+
+import numpy as np
+import pytest
+import torch
+
+from basins.engine.dynamics import energy_and_gradient
+from basins.landscapes.fused_mlp import FusedMLPObjective
+from basins.landscapes.losses import LOSSES
+from basins.landscapes.networks import ACTIVATIONS, Architecture, initial_parameters
+from basins.landscapes.objective import member_losses
+
+
+def problem(n_outputs, *, n_samples=13, n_features=5, seed=0):
+    rng = np.random.default_rng(seed)
+    x = torch.as_tensor(rng.standard_normal((n_samples, n_features)))
+    if n_outputs == 1:
+        y = torch.as_tensor(rng.choice([-1.0, 1.0], n_samples))
+    else:
+        y = torch.as_tensor(rng.integers(0, n_outputs, n_samples))
+    return x, y
+
+
+def autograd_reference(theta, x, y, arch, **options):
+    return energy_and_gradient(lambda t: member_losses(t, x, y, arch, **options), theta)
+
+
+def assert_close(fused, reference):
+    for mine, theirs in zip(fused, reference):
+        scale = theirs.abs().max()
+        assert (mine - theirs).abs().max() <= 1e-10 * scale, float((mine - theirs).abs().max() / scale)
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("n_outputs", [1, 3])
+def test_loss_and_gradient_equal_autograd(loss, activation, bias, n_outputs):
+    x, y = problem(n_outputs)
+    # Margins and beta away from their defaults, so every factor of the losses is exercised.
+    options = dict(loss=loss, margin=0.7, l2=1e-2, beta=3.0 if loss == "cross_entropy" else 1.0)
+    for depth in (0, 1, 2):
+        arch = Architecture(n_inputs=5, n_outputs=n_outputs, depth=depth, width=4, activation=activation, bias=bias)
+        theta = torch.as_tensor(
+            initial_parameters(arch, np.arange(7), seed=depth, init="torch_default", init_scale=2.0)
+        )
+        fused = FusedMLPObjective(arch, x, y, **options)(theta, None)
+        assert fused[1].shape == theta.shape
+        assert_close(fused, autograd_reference(theta, x, y, arch, **options))
+
+
+@pytest.mark.parametrize("n_outputs", [1, 3])
+def test_minibatches_of_each_member_equal_autograd(n_outputs):
+    x, y = problem(n_outputs, n_samples=20)
+    arch = Architecture(n_inputs=5, n_outputs=n_outputs, depth=2, width=3, activation="tanh")
+    theta = torch.as_tensor(initial_parameters(arch, np.arange(4), seed=1, init="gaussian"))
+    batch = torch.stack([torch.randperm(20, generator=torch.Generator().manual_seed(i))[:6] for i in range(4)])
+    options = dict(loss="cross_entropy", margin=1.0, l2=1e-3)
+    fused = FusedMLPObjective(arch, x, y, **options)(theta, batch)
+    for member in range(4):
+        rows = batch[member]
+        reference = autograd_reference(theta[member : member + 1], x[rows], y[rows], arch, **options)
+        assert_close((fused[0][member : member + 1], fused[1][member : member + 1]), reference)
+
+
+def test_strongly_misclassified_points_follow_softplus_linear_branch():
+    """softplus(z) is z above z = 20 in torch; its derivative there is exactly 1, as autograd's."""
+    x, y = problem(1)
+    arch = Architecture(n_inputs=5, n_outputs=1, depth=1, width=4, activation="tanh")
+    theta = torch.as_tensor(initial_parameters(arch, np.arange(5), seed=2, init="gaussian", init_scale=30.0))
+    options = dict(loss="cross_entropy", margin=1.0, l2=0.0, beta=8.0)
+    fused = FusedMLPObjective(arch, x, y, **options)(theta, None)
+    assert_close(fused, autograd_reference(theta, x, y, arch, **options))
+
+
+def test_unknown_losses_and_bad_beta_are_refused():
+    x, y = problem(1)
+    arch = Architecture(n_inputs=5, n_outputs=1, depth=1, width=2)
+    with pytest.raises(ValueError, match="loss"):
+        FusedMLPObjective(arch, x, y, loss="l1")
+    with pytest.raises(ValueError, match="beta"):
+        FusedMLPObjective(arch, x, y, loss="cross_entropy", beta=0.0)
