@@ -46,6 +46,7 @@ STAGES = (
     "analyze_jamming",
     "figure_jamming",
     "figure_jamming_gaps",
+    "figure_jamming_cover",
 )
 RING_STAGES = (
     "relax_ring",
@@ -298,10 +299,10 @@ def test_tiny_study_runs_end_to_end_and_every_result_keeps_the_contract(tiny_stu
     pngs = sorted(results.rglob("*.png"))
     # figures x (experiment, seed) pairs, one comparison, one protocol comparison, the summary,
     # ring figures x (ring, seed), the local entropy, the connectivity group's two, two per
-    # jamming sweep and the digits sweep's test error
+    # jamming sweep, the digits sweep's test error and the random sweep's Cover calibration
     # (basin geometry figures only for the 2 (experiment, seed) pairs whose dynamics has basins
     # to probe)
-    n_figures = 5 * 5 + 3 * 2 + 1 + 1 + 1 + 3 * 1 + 1 + 2 + 2 * 2 + 1
+    n_figures = 5 * 5 + 3 * 2 + 1 + 1 + 1 + 3 * 1 + 1 + 2 + 2 * 2 + 1 + 1
     assert len(pngs) == n_figures and len(sorted(results.rglob("*.pdf"))) == n_figures
     for png in pngs:
         width, height = Image.open(png).size

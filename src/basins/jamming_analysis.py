@@ -7,6 +7,10 @@ is compared across depths (Geiger et al. 2019: r* depends little on depth at com
 Next to the transition the distributions of Delta = margin - y f follow power laws at small
 |Delta| (the gaps of satisfied points, the overlaps of unsatisfied ones), whose exponents are
 fitted on log bins.
+
+Calibration: for a perceptron on random patterns (points in general position, random labels)
+the probability that P points are separable is known exactly at every N (Cover 1965), and the
+measured SAT fraction is set beside it with an exact binomial test per P.
 """
 
 from __future__ import annotations
@@ -16,9 +20,10 @@ from typing import NamedTuple
 
 import numpy as np
 import xarray as xr
+from scipy import stats
 
 from basins.io import variable_attrs
-from basins.labels import SAT, UNSAT
+from basins.labels import PHASE_MEANINGS, PHASE_VALUES, SAT, STUCK, UNDECIDED_PHASE, UNSAT
 
 SIDES = ("sat", "unsat")
 CONSTRAINTS = ("satisfied", "unsatisfied")
@@ -29,7 +34,7 @@ def transition_size(n_train: np.ndarray, phase: np.ndarray) -> float:
 
     Among thresholds between consecutive decided sizes, the one that misclassifies the fewest
     runs (UNSAT below it, SAT above it); ties give the geometric middle of the tied range.
-    Undecided runs (phase -1) are ignored.
+    Only SAT and UNSAT runs count: undecided and stuck runs are ignored.
     """
     found = _best_thresholds(n_train, phase)
     if found is None:
@@ -52,7 +57,7 @@ def transition_bracket(n_train: np.ndarray, phase: np.ndarray) -> tuple[float, f
 def _best_thresholds(n_train, phase):
     """Sorted decided sizes and the indices of the thresholds between consecutive ones that
     misclassify the fewest runs; None without both phases."""
-    decided = phase >= 0
+    decided = (np.asarray(phase) == SAT) | (np.asarray(phase) == UNSAT)
     sizes, phases = np.asarray(n_train, dtype=float)[decided], np.asarray(phase)[decided]
     if not (phases == SAT).any() or not (phases == UNSAT).any():
         return None
@@ -61,6 +66,38 @@ def _best_thresholds(n_train, phase):
     thresholds = np.sqrt(sizes[:-1] * sizes[1:])
     errors = np.array([((phases == UNSAT) & (sizes < t)).sum() + ((phases == SAT) & (sizes > t)).sum() for t in thresholds])
     return sizes, np.flatnonzero(errors == errors.min())
+
+
+def cover_sat_probability(n_train: np.ndarray, n_free: int) -> np.ndarray:
+    """Probability that ``n_train`` points in general position with random +-1 labels can be
+    separated by a perceptron with ``n_free`` free parameters (Cover 1965).
+
+    Cover's function counts the separable dichotomies, C(P, N) = 2 sum_{k<N} binom(P-1, k), so
+    P(SAT) = 2^(1-P) sum_{k<N} binom(P-1, k): the probability that a Binomial(P - 1, 1/2)
+    variable is below N. N counts every free parameter: d weights, plus one for the bias
+    (an affine separation in d dimensions is a linear one in d + 1). It is 1 up to P = N,
+    1/2 at P = 2N, and its width in P is of order sqrt(N).
+    """
+    n_train = np.asarray(n_train)
+    if n_free < 1 or np.any(n_train < 1):
+        raise ValueError(f"n_free={n_free} and n_train={n_train}: both must be at least 1")
+    return stats.binom.cdf(n_free - 1, n_train - 1, 0.5)
+
+
+def binomial_agreement(n_sat: np.ndarray, n_decided: np.ndarray, probability: np.ndarray) -> tuple[np.ndarray, float]:
+    """Two-sided exact binomial p-value of ``n_sat`` successes in ``n_decided`` trials at each
+    ``probability``, and the Bonferroni family p-value (the smallest times the number of
+    points tested, at most 1): reject the curve at false-alarm rate alpha when it is below
+    alpha. Bonferroni holds for dependent points too (one seed's nested training sets make
+    its outcomes at different P dependent). Points with no trial are nan and not counted.
+    """
+    n_sat, n_decided, probability = (np.asarray(a) for a in (n_sat, n_decided, probability))
+    p_values = np.full(n_sat.shape, np.nan)
+    for index in zip(*np.nonzero((n_decided > 0) & np.isfinite(probability))):
+        p_values[index] = stats.binomtest(int(n_sat[index]), int(n_decided[index]), float(probability[index])).pvalue
+    tested = np.isfinite(p_values)
+    family = min(1.0, float(p_values[tested].min()) * tested.sum()) if tested.any() else np.nan
+    return p_values, family
 
 
 class PowerLawFit(NamedTuple):
@@ -125,6 +162,12 @@ def analyze_jamming(
         (P / N); ``(network, seed)``: ``transition_size`` P* and ``transition_ratio`` r*,
         with the bracket ``transition_ratio_lower`` / ``_upper`` that the P grid allows;
         ``(depth,)``: mean and standard deviation of r* over networks and seeds;
+        ``(network, train_size)``: runs per phase, ``sat_count``, ``unsat_count``,
+        ``stuck_count`` and ``undecided_count``;
+        ``(network, train_size)``: ``sat_fraction`` (SAT / (SAT + UNSAT)) and, for
+        perceptrons on random patterns, Cover's ``cover_probability`` with the binomial
+        ``cover_p_value`` of the measured SAT count, and per network ``cover_family_p_value``
+        (see :func:`binomial_agreement`); ``n_undecided`` and ``n_stuck`` per network;
         ``(network, side, constraint, bin)``: densities of |Delta| for satisfied (Delta < 0)
         and unsatisfied points at the runs next to the transition on its SAT and UNSAT
         sides, pooled over seeds; ``(network, side, constraint)``: fitted exponents.
@@ -142,13 +185,23 @@ def analyze_jamming(
         for r in runs
     ]
     n_weights = np.zeros(len(networks), dtype=np.int64)
+    n_free = np.zeros(len(networks), dtype=np.int64)
+    on_random_patterns = np.zeros(len(networks), dtype=bool)
     grid = {name: np.full((len(networks), len(sizes), len(seeds)), np.nan) for name in _GRID_VARIABLES}
     for run, (i, k) in zip(runs, placement):
         n_weights[i] = int(run.attrs["n_weights"])
+        n_free[i] = int(run.attrs.get("n_params", run.attrs["n_weights"]))
+        on_random_patterns[i] = run.attrs.get("dataset_kind") == "random_patterns"
         j = np.searchsorted(sizes, run["n_train"].values)
         for name in _GRID_VARIABLES:
             grid[name][i, j, k] = run[name].values
-    phase = np.nan_to_num(grid["phase"], nan=-1).astype(np.int8)
+    phase = np.nan_to_num(grid["phase"], nan=UNDECIDED_PHASE).astype(np.int8)
+    phase_count = {name: (phase == value).sum(2) for name, value in zip(PHASE_MEANINGS.split(), PHASE_VALUES)}
+    n_sat, n_unsat = phase_count["sat"], phase_count["unsat"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sat_fraction = n_sat / (n_sat + n_unsat)
+    perceptrons_on_random_patterns = on_random_patterns & (np.array([d for d, _ in networks]) == 0)
+    cover = _cover_columns(sizes, n_sat, n_sat + n_unsat, n_free=n_free, calibrated=perceptrons_on_random_patterns)
     transition = np.array(
         [[transition_size(sizes, phase[i, :, k]) for k in range(len(seeds))] for i in range(len(networks))]
     )
@@ -190,7 +243,20 @@ def analyze_jamming(
     result = xr.Dataset(
         {
             **{name: (cube, values, _GRID_VARIABLES[name]) for name, values in grid.items() if name != "phase"},
-            "phase": (cube, phase, variable_attrs("fitting phase", flag_values="-1 0 1", flag_meanings="undecided sat unsat")),
+            "phase": (cube, phase, variable_attrs(
+                "fitting phase", flag_values=" ".join(map(str, PHASE_VALUES)), flag_meanings=PHASE_MEANINGS)),
+            **{
+                f"{name}_count": (("network", "train_size"), count, variable_attrs(f"{name} runs (over seeds)"))
+                for name, count in phase_count.items()
+            },
+            "sat_fraction": (("network", "train_size"), sat_fraction, variable_attrs(
+                "SAT runs / (SAT + UNSAT runs): stuck and undecided runs left out")),
+            "cover_probability": (("network", "train_size"), cover["probability"], variable_attrs(
+                "P(SAT) of a perceptron on random patterns (Cover 1965), N = its free parameters; nan for other networks or data")),
+            "cover_p_value": (("network", "train_size"), cover["p_value"], variable_attrs(
+                "two-sided exact binomial p-value of the SAT count against cover_probability")),
+            "cover_family_p_value": ("network", cover["family_p_value"], variable_attrs(
+                "Bonferroni p-value of the SAT fraction against Cover's curve over all P (reject below the false-alarm rate)")),
             "transition_size": (("network", "seed"), transition, variable_attrs("transition P* (nan: one phase missing)")),
             "transition_ratio": (("network", "seed"), ratio_star, variable_attrs("r* = P* / N")),
             "transition_ratio_lower": (
@@ -206,7 +272,10 @@ def analyze_jamming(
             "transition_ratio_mean": ("depth", [_mean(v) for v in per_depth], variable_attrs("mean r* over networks and seeds")),
             "transition_ratio_std": ("depth", [_std(v) for v in per_depth], variable_attrs("standard deviation of r* over networks and seeds")),
             "n_transitions": ("depth", [v.size for v in per_depth], variable_attrs("finite r* estimates")),
-            "n_undecided": ("network", (phase == -1).sum((1, 2)), variable_attrs("undecided runs (budget spent near zero, or diverged)")),
+            "n_undecided": ("network", (phase == UNDECIDED_PHASE).sum((1, 2)), variable_attrs(
+                "undecided runs (step budget spent, or diverged)")),
+            "n_stuck": ("network", (phase == STUCK).sum((1, 2)), variable_attrs(
+                "stuck runs: converged with 0 < N_Delta < stuck_fraction N")),
             "delta_density": (
                 (*side_constraint, "bin"),
                 density,
@@ -230,6 +299,7 @@ def analyze_jamming(
             "network_width": ("network", np.array([w for _, w in networks]), variable_attrs("hidden width")),
             "n_weights": ("network", n_weights, variable_attrs("weights N, biases excluded")),
             "train_size": ("train_size", sizes, variable_attrs("training-set size P")),
+            "n_free": ("network", n_free, variable_attrs("free parameters (weights and biases)")),
             "ratio": (("network", "train_size"), sizes[None, :] / n_weights[:, None], variable_attrs("P / N")),
             "seed": ("seed", np.array(seeds), variable_attrs("seed of data and initialization")),
             "depth": ("depth", depths, variable_attrs("hidden layers")),
@@ -246,6 +316,18 @@ def analyze_jamming(
         delta_tol=delta_tol,
         fit=json.dumps({"n_bins": n_bins, "fit_quantile": fit_quantile, "min_count": min_count}),
     )
+
+
+def _cover_columns(sizes, n_sat, n_decided, *, n_free, calibrated):
+    """Cover's curve, the binomial p-values and the family p-value of the networks that have
+    one (``calibrated``: perceptrons on random patterns); nan elsewhere."""
+    probability = np.full(n_sat.shape, np.nan)
+    p_value = np.full(n_sat.shape, np.nan)
+    family_p_value = np.full(len(n_free), np.nan)
+    for i in np.flatnonzero(calibrated):
+        probability[i] = cover_sat_probability(sizes, int(n_free[i]))
+        p_value[i], family_p_value[i] = binomial_agreement(n_sat[i], n_decided[i], probability[i])
+    return {"probability": probability, "p_value": p_value, "family_p_value": family_p_value}
 
 
 _GRID_VARIABLES = {

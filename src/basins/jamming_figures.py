@@ -9,7 +9,9 @@ import seaborn as sns
 import xarray as xr
 
 from basins.figures import PAPER_SIZE, set_theme
-from basins.labels import UNDECIDED_PHASE
+from basins.jamming_analysis import cover_sat_probability
+from basins.labels import SAT, STUCK, UNDECIDED_PHASE, UNSAT
+from basins.stats import wilson_interval
 
 
 def _depth_colors(jamming):
@@ -37,13 +39,16 @@ def figure_jamming(jamming: xr.Dataset, *, title: str) -> plt.Figure:
         depth, n_weights = int(network["network_depth"]), int(network["n_weights"])
         ratio = network["ratio"].values
         fraction = network["n_unsatisfied"].values / n_weights
-        decided = network["phase"].values != UNDECIDED_PHASE
+        phase = network["phase"].values
+        decided = (phase == SAT) | (phase == UNSAT)
         color, marker = colors[depth], markers[i % len(markers)]
         for k in range(jamming.sizes["seed"]):
             phase_ax.scatter(ratio[decided[:, k]], fraction[decided[:, k], k], s=6, color=color, marker=marker, alpha=0.4, lw=0)
-            phase_ax.scatter(
-                ratio[~decided[:, k]], fraction[~decided[:, k], k], s=14, facecolor="none", edgecolor="tab:red", marker=marker, lw=0.7
-            )
+            for value, edge in ((UNDECIDED_PHASE, "tab:red"), (STUCK, "0.5")):
+                shown = phase[:, k] == value
+                phase_ax.scatter(
+                    ratio[shown], fraction[shown, k], s=14, facecolor="none", edgecolor=edge, marker=marker, lw=0.7
+                )
         mean = np.nanmean(np.where(decided, fraction, np.nan), axis=1)
         phase_ax.plot(ratio, mean, color=color, marker=marker, ms=3, lw=1, label=_network_label(jamming, i))
     for depth in jamming["depth"].values:
@@ -54,6 +59,7 @@ def figure_jamming(jamming: xr.Dataset, *, title: str) -> plt.Figure:
     phase_ax.set_yscale("symlog", linthresh=0.01)
     phase_ax.set(xscale="log", xlabel="P / N", ylabel=r"$N_\Delta$ / N", title=title)
     phase_ax.plot([], [], ls="none", marker="o", mfc="none", mec="tab:red", label="undecided (budget spent)")
+    phase_ax.plot([], [], ls="none", marker="o", mfc="none", mec="0.5", label="stuck (a few points left)")
     phase_ax.legend(fontsize=5, loc="upper left")
 
     for depth in jamming["depth"].values:
@@ -138,6 +144,37 @@ def figure_jamming_test_error(jamming: xr.Dataset, *, title: str) -> plt.Figure:
             )
     ax.set(xscale="log", xlabel="N (weights)", ylabel="test error", title=title)
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.legend(fontsize=5)
+    fig.tight_layout()
+    return fig
+
+
+def figure_jamming_cover(jamming: xr.Dataset, *, title: str) -> plt.Figure:
+    """The calibration: SAT fraction of perceptrons on random patterns against P, with 95 %
+    Wilson intervals over seeds, beside Cover's exact P(SAT) for N free parameters (1965)."""
+    set_theme()
+    fig, ax = plt.subplots(figsize=PAPER_SIZE)
+    calibrated = np.flatnonzero(np.isfinite(jamming["cover_family_p_value"].values))
+    palette = sns.color_palette("colorblind", max(len(calibrated), 1))
+    sizes = jamming["train_size"].values
+    for color, i in zip(palette, calibrated):
+        network = jamming.isel(network=i)
+        n_free = int(network["n_free"])
+        n_sat = network["sat_count"].values
+        n_decided = n_sat + network["unsat_count"].values
+        shown = n_decided > 0
+        low, high = np.array([wilson_interval(k, n) for k, n in zip(n_sat[shown], n_decided[shown])]).T
+        fraction = n_sat[shown] / n_decided[shown]
+        ax.errorbar(
+            sizes[shown] / n_free, fraction, yerr=(fraction - low, high - fraction), fmt="o", ms=3, color=color,
+            capsize=2, lw=0.8, label=f"measured, N={n_free} (family p = {float(network['cover_family_p_value']):.2g})",
+        )
+        dense = np.arange(1, int(sizes.max()) + 1)
+        ax.plot(dense / n_free, cover_sat_probability(dense, n_free), color=color, lw=1, label=f"Cover, N={n_free}")
+    if not len(calibrated):
+        ax.text(0.5, 0.5, "no perceptron on random patterns", ha="center", va="center", transform=ax.transAxes)
+    ax.axvline(2, color="k", ls=":", lw=0.8)
+    ax.set(xlabel="P / N (N: free parameters, bias included)", ylabel="P(SAT)", ylim=(-0.03, 1.03), title=title)
     ax.legend(fontsize=5)
     fig.tight_layout()
     return fig

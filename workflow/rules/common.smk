@@ -591,12 +591,15 @@ def jamming_runs(wildcards):
 
 def jamming_figures():
     """Phase diagram and gap distributions of every sweep; test error vs N where the
-    labels can be learned (for random labels it is 1/2 by construction)."""
+    labels can be learned (for random labels it is 1/2 by construction); the calibration
+    against Cover's count where a perceptron fits random patterns."""
     figures = []
     for name, sweep in JAMMING.items():
         kinds = ["jamming", "jamming_gaps"]
         if sweep["dataset"]["kind"] != "random_patterns":
             kinds.append("jamming_test_error")
+        elif any(network["depth"] == 0 for network in sweep["networks"]):
+            kinds.append("jamming_cover")
         figures += [
             f"results/figures/{kind}/{name}.{ext}"
             for kind in kinds

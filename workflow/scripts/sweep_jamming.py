@@ -26,6 +26,8 @@ result = sweep_jamming(
     **options,
     **params.training,
 )
+# Cover's curve calibrates perceptrons on random patterns (analyze_jamming).
+result = result.assign_attrs(dataset_kind=dataset.attrs["dataset_kind"])
 result = add_provenance(
     result,
     title=f"jamming sweep {wildcards.jamming}, depth {depth}, width {width}, seed {seed}",
