@@ -7,6 +7,8 @@ from basins.data import prepare_dataset, train_test_arrays
 from basins.jamming import (
     PrefixObjective,
     classify_phase,
+    fine_scan_size,
+    fine_train_sizes,
     sweep_jamming,
     train_size_grid,
 )
@@ -312,3 +314,55 @@ def test_a_member_with_its_own_pool_trains_as_if_alone(random_pool):
     np.testing.assert_allclose(together["final_theta"].values[1], alone["final_theta"].values[0], rtol=1e-9, atol=1e-12)
     with pytest.raises(ValueError, match="one per member"):
         sweep_jamming(arch, np.stack([x]), np.stack([y]), *random_pool[2:], theta0, np.array([20, 30]), **options)
+
+
+def test_fine_sizes_split_a_bracket_to_the_resolution_asked():
+    sizes = fine_train_sizes(100, 153, 0.02, at_most=100)
+    assert sizes[0] > 100 and sizes[-1] < 153
+    assert np.all(np.diff(np.log(np.concatenate([[100], sizes, [153]]))) <= np.log(1.02) + 1 / 100)
+    np.testing.assert_array_equal(fine_train_sizes(14, 22, 0.02, at_most=100), np.arange(15, 22))  # every integer
+    assert len(fine_train_sizes(100, 153, 0.02, at_most=5)) == 5
+    grid = np.array([4, 6, 9, 14, 22, 34, 52])
+    assert fine_scan_size(grid, 0.02, intervals=1) == len(fine_train_sizes(34, 52, 0.02, at_most=99))
+    assert fine_scan_size(grid, 0.02) == len(fine_train_sizes(22, 52, 0.02, at_most=99))
+    with pytest.raises(ValueError, match="resolution=0"):
+        fine_train_sizes(1, 2, 0, at_most=3)
+
+
+def test_a_fine_scan_places_the_transition_to_its_resolution(random_pool):
+    perceptron = Architecture(6, 1, 0, 0, "relu")  # 7 free parameters: P* near 14
+    grid = np.array([4, 8, 16, 32, 64])
+    n_fine = fine_scan_size(grid, 0.1)
+    fine_theta = initial_parameters(perceptron, len(grid) + np.arange(n_fine), seed=1, init="orthogonal")
+    result = run_sweep(
+        perceptron, random_pool, grid, dynamics="fire", lr=0.1, fine_resolution=0.1, fine_initial_theta=fine_theta
+    )
+    on_grid, fine = (result.isel(member=result["scan"].values == scan) for scan in (0, 1))
+    np.testing.assert_array_equal(on_grid["n_train"], grid)
+    lower, upper = transition_bracket(grid, on_grid["phase"].values)
+    assert upper / lower == 2 and fine.sizes["member"] > 0
+    assert (fine["n_train"] > lower).all() and (fine["n_train"] < upper).all()
+    np.testing.assert_array_equal(fine["member"], len(grid) + np.arange(fine.sizes["member"]))
+    assert ((result["phase"] == SAT) | (result["phase"] == UNSAT)).all()
+    analysis = analyze_jamming([result.assign_attrs(seed=1)], n_bins=8, min_count=1)
+    assert int(analysis["n_fine"].squeeze()) == fine.sizes["member"]
+    assert analysis.sizes["train_size"] == len(grid)  # the grid holds the grid's members
+    assert 0 < float(analysis["transition_resolution"].squeeze()) <= 0.1 + 1 / lower  # the grid alone: 1
+    with pytest.raises(ValueError, match="fine_initial_theta"):
+        run_sweep(perceptron, random_pool, grid, fine_resolution=0.1)
+
+
+def test_a_member_that_spends_its_budget_is_continued_on_its_own_training_set(random_pool):
+    arch = Architecture(6, 1, 1, 3, "relu")
+    theta0 = initial_parameters(arch, np.arange(3), seed=2, init="orthogonal")
+    sizes = np.array([4, 60, 20])
+    options = dict(lr=0.02, max_steps=100, grad_tol=1e-10, device="cpu", progress_every_s=1e9)
+    once = sweep_jamming(arch, *random_pool, theta0, sizes, **options)
+    spent = once["status"].values == BUDGET
+    assert spent[1] and (once["phase"].values[spent] == UNDECIDED_PHASE).all()
+    continued = sweep_jamming(arch, *random_pool, theta0, sizes, budget_factors=(1, 3), **options)
+    assert (continued["steps"].values[spent] > 100).all() and continued["steps"].values.max() <= 300
+    alone = sweep_jamming(arch, *random_pool, theta0[1:2], sizes[1:2], budget_factors=(1, 3), **options)
+    np.testing.assert_allclose(continued["final_theta"].values[1], alone["final_theta"].values[0], rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match="budget_factors"):
+        sweep_jamming(arch, *random_pool, theta0, sizes, budget_factors=(2, 3), **options)

@@ -33,6 +33,7 @@ from basins.engine.descent import descend, descent_dataset, final_losses, merge_
 from basins.engine.devices import TORCH_DTYPES, resolve_device
 from basins.engine.dynamics import energy_and_gradient
 from basins.io import variable_attrs
+from basins.jamming_analysis import transition_bracket
 from basins.labels import BUDGET, CONVERGED, DIVERGED, PHASE_MEANINGS, PHASE_VALUES, SAT, STUCK, UNDECIDED_PHASE, UNSAT
 from basins.landscapes.losses import check_loss, l2_penalty, margins, sample_losses
 from basins.landscapes.networks import Architecture, forward
@@ -129,6 +130,8 @@ def sweep_jamming(
     lr_decay_factor: float = 1.0,
     delta_tol: float = 1e-6,
     stuck_fraction: float = 0.1,
+    fine_resolution: float = 0.0,
+    fine_initial_theta: np.ndarray | None = None,
     seed: int = 0,
     device: str = "auto",
     dtype: str = "float64",
@@ -183,6 +186,15 @@ def sweep_jamming(
         calls a run UNSAT once N_Delta > 0.1 N, the default here). Stuck members are counted
         and left out of the transition estimate. For the perceptron (a convex loss) a minimum
         of positive loss has N_Delta >= N + 1 in general position, so no member is stuck.
+    fine_resolution, fine_initial_theta : float, ndarray (member, param)
+        The fine scan (0: none). After the grid ``n_train``, the transition is bracketed by
+        the decided grid sizes around the best SAT/UNSAT cut
+        (:func:`basins.jamming_analysis.transition_bracket`), and a second pass fits sizes
+        strictly between them, log-spaced by a factor of at most ``1 + fine_resolution``
+        (:func:`fine_train_sizes`; every integer where that is finer), starting from the rows
+        of ``fine_initial_theta`` (at most that many sizes; :func:`fine_scan_size` says how
+        many one grid interval needs). P* is then known to that resolution. Needs one shared
+        pool.
     checkpoint_path, checkpoint_every_s : see :func:`basins.training.train_ensemble`; a
         checkpoint is resumed only on the same pool (``x_pool``, ``y_pool``) and sizes.
 
@@ -191,9 +203,10 @@ def sweep_jamming(
     xarray.Dataset
         The engine's variables (dims ``(member, param)``, ``(member, step)``) plus, per
         member, ``n_train``, ``ratio`` (P / N), ``n_unsatisfied`` (N_Delta), ``train_error``,
-        ``test_error`` and ``phase`` (:data:`basins.labels.PHASE_VALUES`: 0 SAT, 1 UNSAT,
-        2 stuck, -1 undecided), and ``delta`` ``(member, sample)``: Delta = margin - y f on
-        the member's training points (nan beyond them).
+        ``test_error``, ``phase`` (:data:`basins.labels.PHASE_VALUES`: 0 SAT, 1 UNSAT,
+        2 stuck, -1 undecided) and ``scan`` (0: grid, 1: fine scan; fine members follow the
+        grid's), and ``delta`` ``(member, sample)``: Delta = margin - y f on the member's
+        training points (nan beyond them).
     """
     if loss not in ("quadratic_hinge", "hinge"):
         check_loss(loss)
@@ -218,34 +231,68 @@ def sweep_jamming(
     factors = np.asarray(budget_factors, dtype=float)
     if len(factors) == 0 or factors[0] != 1 or (np.diff(factors) <= 0).any():
         raise ValueError(f"budget_factors={list(budget_factors)}: give increasing factors starting at 1")
+    if fine_resolution < 0 or (fine_resolution > 0 and (per_member or fine_initial_theta is None)):
+        raise ValueError(
+            f"fine_resolution={fine_resolution}: a fine scan (> 0) needs one shared pool and fine_initial_theta"
+        )
     torch_device, torch_dtype = resolve_device(device), TORCH_DTYPES[dtype]
     x, y = data_tensors(arch, x_pool, y_pool, dtype=torch_dtype, device=torch_device)
-    sizes = torch.as_tensor(n_train, device=torch_device)
-    objective = PrefixObjective(arch, x, y, sizes, loss, margin, l2)
-    member_ids = np.arange(len(n_train))
-    out = _descend_until_decided(
-        objective,
-        PrefixSatisfied(objective, delta_tol),
-        initial_theta,
-        member_ids,
-        budget_factors=factors,
-        dynamics=dynamics,
-        lr=lr,
-        lr_decay_every=lr_decay_every,
-        lr_decay_factor=lr_decay_factor,
-        max_steps=max_steps,
-        grad_tol=grad_tol,
-        seed=seed,
-        device=torch_device,
-        dtype=torch_dtype,
-        chunk=network_chunk_size(arch, n_pool, memory_budget_mb, torch_dtype, torch_device),
-        run_id=("jamming", arch, loss, margin, l2, n_train, delta_tol, dtype),
-        data_fingerprint=fingerprint_arrays(x_pool, y_pool),
-        checkpoint_path=checkpoint_path,
-        checkpoint_every_s=checkpoint_every_s,
+    fit = dict(
+        arch=arch, x=x, y=y, x_test=x_test, y_test=y_test, loss=loss, margin=margin, l2=l2, delta_tol=delta_tol,
+        stuck_fraction=stuck_fraction, budget_factors=factors, dynamics=dynamics, lr=lr,
+        lr_decay_every=lr_decay_every, lr_decay_factor=lr_decay_factor, max_steps=max_steps, grad_tol=grad_tol,
+        seed=seed, chunk=network_chunk_size(arch, n_pool, memory_budget_mb, torch_dtype, torch_device),
+        data_fingerprint=fingerprint_arrays(x_pool, y_pool), checkpoint_every_s=checkpoint_every_s,
         progress_every_s=progress_every_s,
     )
-    as_tensor = lambda a: torch.as_tensor(np.asarray(a), dtype=torch_dtype, device=torch_device)  # noqa: E731
+    result = _fit_sizes(n_train, initial_theta, np.arange(len(n_train)), checkpoint_path=checkpoint_path, **fit)
+    scans = [result.assign(scan=("member", np.zeros(len(n_train), dtype=np.int8)))]
+    lower, upper = transition_bracket(n_train, result["phase"].values)
+    if fine_resolution > 0 and np.isfinite(lower):
+        fine = fine_train_sizes(lower, upper, fine_resolution, at_most=len(fine_initial_theta))
+        fine = fine[~np.isin(fine, n_train)]  # a bracket wider than one grid interval holds grid sizes
+        log.info("fine scan: %d sizes between P = %d and %d", fine.size, lower, upper)
+        if fine.size:
+            more = _fit_sizes(
+                fine, np.asarray(fine_initial_theta)[: fine.size], len(n_train) + np.arange(fine.size),
+                checkpoint_path=None if checkpoint_path is None else f"{checkpoint_path}.fine", **fit,
+            )
+            scans.append(more.assign(scan=("member", np.ones(fine.size, dtype=np.int8))))
+    result = xr.concat(scans, dim="member", data_vars="minimal", coords="minimal", compat="override")
+    result["scan"].attrs.update(variable_attrs("pass of the scan", flag_values="0 1", flag_meanings="grid fine"))
+    result = result.assign_coords(sample=("sample", np.arange(n_pool), variable_attrs("pool sample index")))
+    phase = result["phase"].values
+    counts = {name: int((phase == value).sum()) for name, value in zip(PHASE_MEANINGS.split(), PHASE_VALUES)}
+    log.info("phases: %s", ", ".join(f"{count} {name}" for name, count in counts.items()))
+    return result.assign_attrs(
+        architecture=json.dumps(arch.__dict__, sort_keys=True),
+        depth=arch.depth,
+        width=arch.width,
+        n_params=arch.n_params,
+        n_weights=arch.n_weights,
+        loss_function=loss,
+        margin=margin,
+        delta_tol=delta_tol,
+        stuck_fraction=stuck_fraction,
+        budget_factors=json.dumps(factors.tolist()),
+        fine_resolution=fine_resolution,
+        dynamics=dynamics,
+    )
+
+
+def _fit_sizes(
+    n_train, initial_theta, member_ids, *, arch, x, y, x_test, y_test, loss, margin, l2, delta_tol, stuck_fraction,
+    checkpoint_path, **engine,
+) -> xr.Dataset:
+    """One pass of the sweep: members ``member_ids`` fit their ``n_train`` first pool points."""
+    sizes = torch.as_tensor(n_train, device=x.device)
+    objective = PrefixObjective(arch, x, y, sizes, loss, margin, l2)
+    out = _descend_until_decided(
+        objective, PrefixSatisfied(objective, delta_tol), initial_theta, member_ids, device=x.device, dtype=x.dtype,
+        run_id=("jamming", arch, loss, margin, l2, n_train, delta_tol, str(x.dtype)), checkpoint_path=checkpoint_path,
+        **engine,
+    )
+    as_tensor = lambda a: torch.as_tensor(np.asarray(a), dtype=x.dtype, device=x.device)  # noqa: E731
     final_losses(out, objective, as_tensor)
     delta, test_error = _final_margins(out, objective, arch, x_test, y_test, as_tensor)
     result = descent_dataset(out, member_ids, initial_theta, loss_name=f"{loss} training loss")
@@ -253,7 +300,7 @@ def sweep_jamming(
     phase = classify_phase(out["status"], n_unsatisfied, n_weights=arch.n_weights, stuck_fraction=stuck_fraction)
     with np.errstate(invalid="ignore"):
         train_error = np.where(out["status"] == DIVERGED, np.nan, (delta >= margin).sum(1) / n_train)
-    result = result.assign(
+    return result.assign(
         n_train=("member", n_train, variable_attrs("training-set size P")),
         ratio=("member", n_train / arch.n_weights, variable_attrs("P / N (N: weights, biases excluded)")),
         n_unsatisfied=(
@@ -270,21 +317,30 @@ def sweep_jamming(
             variable_attrs("Delta = margin - y f on the member's training points (nan beyond them)"),
         ),
     )
-    result = result.assign_coords(sample=("sample", np.arange(n_pool), variable_attrs("pool sample index")))
-    counts = {name: int((phase == value).sum()) for name, value in zip(PHASE_MEANINGS.split(), PHASE_VALUES)}
-    log.info("phases: %s", ", ".join(f"{count} {name}" for name, count in counts.items()))
-    return result.assign_attrs(
-        architecture=json.dumps(arch.__dict__, sort_keys=True),
-        depth=arch.depth,
-        width=arch.width,
-        n_params=arch.n_params,
-        n_weights=arch.n_weights,
-        loss_function=loss,
-        margin=margin,
-        delta_tol=delta_tol,
-        stuck_fraction=stuck_fraction,
-        budget_factors=json.dumps(factors.tolist()),
-        dynamics=dynamics,
+
+
+def fine_train_sizes(lower: float, upper: float, resolution: float, *, at_most: int) -> np.ndarray:
+    """Integer sizes strictly between ``lower`` and ``upper``, log-spaced so that neighbours
+    differ by a factor of at most about ``1 + resolution`` (every integer where that is finer),
+    thinned evenly to ``at_most`` sizes."""
+    if resolution <= 0 or not 0 < lower < upper:
+        raise ValueError(f"resolution={resolution} > 0 and 0 < lower={lower} < upper={upper} are needed")
+    n_steps = max(int(np.ceil(np.log(upper / lower) / np.log1p(resolution))), 1)
+    sizes = np.unique(np.round(np.geomspace(lower, upper, n_steps + 1)).astype(np.int64))
+    sizes = sizes[(sizes > lower) & (sizes < upper)]
+    if sizes.size > at_most:
+        sizes = sizes[np.unique(np.round(np.linspace(0, sizes.size - 1, at_most)).astype(int))] if at_most else sizes[:0]
+    return sizes
+
+
+def fine_scan_size(n_train: np.ndarray, resolution: float, *, intervals: int = 2) -> int:
+    """Fine-scan sizes needed to resolve the widest span of ``intervals`` consecutive
+    intervals of the grid ``n_train`` to ``resolution`` (the number of starting points a fine
+    scan is given; two intervals: a bracket with one undecided or stuck grid size inside)."""
+    grid = np.unique(np.asarray(n_train))
+    span = min(intervals, len(grid) - 1)
+    return max(
+        (len(fine_train_sizes(a, b, resolution, at_most=b - a)) for a, b in zip(grid[:-span], grid[span:])), default=0
     )
 
 

@@ -160,7 +160,9 @@ def analyze_jamming(
         Dims ``(network, train_size, seed)``: ``n_unsatisfied``, ``loss``, ``steps``,
         ``status``, ``phase``, ``test_error`` and ``train_error``, with coordinate ``ratio``
         (P / N); ``(network, seed)``: ``transition_size`` P* and ``transition_ratio`` r*,
-        with the bracket ``transition_ratio_lower`` / ``_upper`` that the P grid allows;
+        from all the run's members (grid and fine scan), with the bracket
+        ``transition_ratio_lower`` / ``_upper`` of decided sizes around it, its relative
+        width ``transition_resolution`` and ``n_fine``, the fine scan's sizes;
         ``(depth,)``: mean and standard deviation of r* over networks and seeds;
         ``(network, train_size)``: runs per phase, ``sat_count``, ``unsat_count``,
         ``stuck_count`` and ``undecided_count``;
@@ -178,7 +180,9 @@ def analyze_jamming(
         raise ValueError(f"n_bins={n_bins} >= 3, 0 < fit_quantile={fit_quantile} <= 1, min_count={min_count} >= 1")
     networks = list(dict.fromkeys((int(r.attrs["depth"]), int(r.attrs["width"])) for r in runs))
     seeds = sorted({int(r.attrs["seed"]) for r in runs})
-    sizes = np.unique(np.concatenate([r["n_train"].values for r in runs]))
+    # The grid (network, train_size, seed) holds the grid members; the fine scan's sizes differ
+    # between runs and enter the transition and the counts, not the grid.
+    sizes = np.unique(np.concatenate([_grid_members(r)["n_train"].values for r in runs]))
     # (network, seed) index of every run
     placement = [
         (networks.index((int(r.attrs["depth"]), int(r.attrs["width"]))), seeds.index(int(r.attrs["seed"])))
@@ -192,9 +196,10 @@ def analyze_jamming(
         n_weights[i] = int(run.attrs["n_weights"])
         n_free[i] = int(run.attrs.get("n_params", run.attrs["n_weights"]))
         on_random_patterns[i] = run.attrs.get("dataset_kind") == "random_patterns"
-        j = np.searchsorted(sizes, run["n_train"].values)
+        on_grid = _grid_members(run)
+        j = np.searchsorted(sizes, on_grid["n_train"].values)
         for name in _GRID_VARIABLES:
-            grid[name][i, j, k] = run[name].values
+            grid[name][i, j, k] = on_grid[name].values
     phase = np.nan_to_num(grid["phase"], nan=UNDECIDED_PHASE).astype(np.int8)
     phase_count = {name: (phase == value).sum(2) for name, value in zip(PHASE_MEANINGS.split(), PHASE_VALUES)}
     n_sat, n_unsat = phase_count["sat"], phase_count["unsat"]
@@ -202,12 +207,17 @@ def analyze_jamming(
         sat_fraction = n_sat / (n_sat + n_unsat)
     perceptrons_on_random_patterns = on_random_patterns & (np.array([d for d, _ in networks]) == 0)
     cover = _cover_columns(sizes, n_sat, n_sat + n_unsat, n_free=n_free, calibrated=perceptrons_on_random_patterns)
-    transition = np.array(
-        [[transition_size(sizes, phase[i, :, k]) for k in range(len(seeds))] for i in range(len(networks))]
-    )
-    bracket = np.array(
-        [[transition_bracket(sizes, phase[i, :, k]) for k in range(len(seeds))] for i in range(len(networks))]
-    ).reshape(len(networks), len(seeds), 2)
+    # Per network and seed, from all its members (grid and fine scan).
+    transition = np.full((len(networks), len(seeds)), np.nan)
+    bracket = np.full((len(networks), len(seeds), 2), np.nan)
+    n_fine = np.zeros((len(networks), len(seeds)), dtype=np.int64)
+    phase_total = np.zeros((len(networks), len(PHASE_VALUES)), dtype=np.int64)
+    for run, (i, k) in zip(runs, placement):
+        n_train, run_phase = run["n_train"].values, run["phase"].values
+        transition[i, k] = transition_size(n_train, run_phase)
+        bracket[i, k] = transition_bracket(n_train, run_phase)
+        n_fine[i, k] = run.sizes["member"] - _grid_members(run).sizes["member"]
+        phase_total[i] += [(run_phase == value).sum() for value in PHASE_VALUES]
     ratio_star = transition / n_weights[:, None]
     depths = np.array(sorted({d for d, _ in networks}))
     network_depth = np.array([d for d, _ in networks])
@@ -272,10 +282,13 @@ def analyze_jamming(
             "transition_ratio_mean": ("depth", [_mean(v) for v in per_depth], variable_attrs("mean r* over networks and seeds")),
             "transition_ratio_std": ("depth", [_std(v) for v in per_depth], variable_attrs("standard deviation of r* over networks and seeds")),
             "n_transitions": ("depth", [v.size for v in per_depth], variable_attrs("finite r* estimates")),
-            "n_undecided": ("network", (phase == UNDECIDED_PHASE).sum((1, 2)), variable_attrs(
-                "undecided runs (step budget spent, or diverged)")),
-            "n_stuck": ("network", (phase == STUCK).sum((1, 2)), variable_attrs(
-                "stuck runs: converged with 0 < N_Delta < stuck_fraction N")),
+            "transition_resolution": (("network", "seed"), bracket[..., 1] / bracket[..., 0] - 1, variable_attrs(
+                "relative width of the bracket of P*: upper / lower - 1 (after the fine scan, if any)")),
+            "n_fine": (("network", "seed"), n_fine, variable_attrs("sizes of the fine scan")),
+            "n_undecided": ("network", phase_total[:, PHASE_VALUES.index(UNDECIDED_PHASE)], variable_attrs(
+                "undecided runs, grid and fine scan (step budget spent, or diverged)")),
+            "n_stuck": ("network", phase_total[:, PHASE_VALUES.index(STUCK)], variable_attrs(
+                "stuck runs, grid and fine scan: converged with 0 < N_Delta < stuck_fraction N")),
             "delta_density": (
                 (*side_constraint, "bin"),
                 density,
@@ -339,6 +352,11 @@ _GRID_VARIABLES = {
     "test_error": variable_attrs("test error (0-1)"),
     "train_error": variable_attrs("training error (0-1)"),
 }
+
+
+def _grid_members(run):
+    """The members of a sweep on the shared P grid (not the fine scan)."""
+    return run.isel(member=run["scan"].values == 0) if "scan" in run else run
 
 
 def _next_to_transition(run, p_star):

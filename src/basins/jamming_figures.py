@@ -69,7 +69,7 @@ def figure_jamming(jamming: xr.Dataset, *, title: str) -> plt.Figure:
             for name in ("transition_ratio", "transition_ratio_lower", "transition_ratio_upper")
         )
         found = np.isfinite(estimates)
-        # each seed's estimate with the bracket the P grid allows, beside the depth's mean
+        # each seed's estimate with the bracket of decided sizes (grid and fine scan), beside the depth's mean
         offsets = depth + 0.12 + np.linspace(0, 0.24, max(found.sum(), 1))[: found.sum()]
         ratio_ax.errorbar(
             offsets, estimates[found], yerr=(estimates[found] - lower[found], upper[found] - estimates[found]),
@@ -81,7 +81,7 @@ def figure_jamming(jamming: xr.Dataset, *, title: str) -> plt.Figure:
             color="k", marker="_", ms=10, capsize=3, lw=1,
         )
     ratio_ax.set(xlabel="depth (hidden layers)", ylabel="r* = P* / N", xticks=jamming["depth"].values)
-    ratio_ax.set_title("transition per seed (bars: P grid bracket);\nmean $\\pm$ sd over seeds", fontsize=7)
+    ratio_ax.set_title("transition per seed (bars: bracket of decided P,\nfine scan included); mean $\\pm$ sd over seeds", fontsize=7)
     fig.tight_layout()
     return fig
 
