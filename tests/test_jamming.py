@@ -366,3 +366,30 @@ def test_a_member_that_spends_its_budget_is_continued_on_its_own_training_set(ra
     np.testing.assert_allclose(continued["final_theta"].values[1], alone["final_theta"].values[0], rtol=1e-9, atol=1e-12)
     with pytest.raises(ValueError, match="budget_factors"):
         sweep_jamming(arch, *random_pool, theta0, sizes, budget_factors=(2, 3), **options)
+
+
+def test_overlaps_are_measured_in_units_of_the_square_root_of_the_loss():
+    """Geiger et al. scale the overlaps of a run by sqrt(L): overlaps ten times larger (a loss
+    a hundred times larger) give the same distribution; the gaps are left as they are."""
+    phases = [SAT, SAT, UNSAT, UNSAT]
+    runs = [fake_run(0, 0, 4, seed, phases) for seed in (1, 2)]
+    scaled = []
+    for run in runs:
+        delta = run["delta"].values.copy()
+        delta[delta > 0] *= 10
+        scaled.append(run.assign(delta=(("member", "sample"), delta)))
+    options = dict(n_bins=8, fit_quantile=1.0, min_count=1)
+    plain, larger = analyze_jamming(runs, **options), analyze_jamming(scaled, **options)
+    np.testing.assert_allclose(plain["bin"], larger["bin"])
+    overlaps = dict(side="unsat", constraint="unsatisfied")
+    np.testing.assert_allclose(plain["delta_density"].sel(**overlaps), larger["delta_density"].sel(**overlaps))
+    # UNSAT runs with half their points at Delta = 1: L = 1 / 4, every overlap is 1 / sqrt(L) = 2
+    unit = []
+    for run in runs:
+        delta = run["delta"].values.copy()
+        delta[delta > 0] = 1.0
+        unit.append(run.assign(delta=(("member", "sample"), delta)))
+    result = analyze_jamming(unit, **options).sel(network=0, **overlaps)
+    filled = result["delta_density"].values > 0
+    assert filled.sum() == 1
+    assert float(result["bin_lower"][filled][0]) <= 2 <= float(result["bin_upper"][filled][0])

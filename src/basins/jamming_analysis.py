@@ -170,9 +170,10 @@ def analyze_jamming(
         perceptrons on random patterns, Cover's ``cover_probability`` with the binomial
         ``cover_p_value`` of the measured SAT count, and per network ``cover_family_p_value``
         (see :func:`binomial_agreement`); ``n_undecided`` and ``n_stuck`` per network;
-        ``(network, side, constraint, bin)``: densities of |Delta| for satisfied (Delta < 0)
-        and unsatisfied points at the runs next to the transition on its SAT and UNSAT
-        sides, pooled over seeds; ``(network, side, constraint)``: fitted exponents.
+        ``(network, side, constraint, bin)``: densities of the gaps |Delta| of satisfied
+        points (Delta < 0) and of the overlaps Delta / sqrt(L) of unsatisfied ones (L the
+        run's loss, as Geiger et al. scale them) at the runs next to the transition on its
+        SAT and UNSAT sides, pooled over seeds; ``(network, side, constraint)``: fitted exponents.
     """
     if not runs:
         raise ValueError("analyze_jamming needs at least one sweep_jamming run")
@@ -225,12 +226,12 @@ def analyze_jamming(
     per_depth = [values[np.isfinite(values)] for values in per_depth]
 
     delta_tol = float(runs[0].attrs["delta_tol"])
-    next_to_transition = _side_deltas(runs, placement, transition)
+    next_to_transition = _side_constraints(runs, placement, transition, delta_tol)
     gaps = {
         (i, side, constraint): values
         for i, per_side in enumerate(next_to_transition)
-        for side, delta in enumerate(per_side)
-        for constraint, values in enumerate((-delta[delta < 0], delta[delta > delta_tol]))
+        for side, constraints in enumerate(per_side)
+        for constraint, values in enumerate(constraints[:2])
     }
     edges = _log_edges(gaps, n_bins)
     density = np.full((len(networks), 2, 2, n_bins), np.nan)
@@ -244,9 +245,7 @@ def analyze_jamming(
             values, edges, fit_quantile=fit_quantile, min_count=min_count
         )
     fit = dict(zip(PowerLawFit._fields, np.moveaxis(fits, -1, 0)))
-    n_at_margin = np.array(
-        [[((delta >= 0) & (delta <= delta_tol)).sum() for delta in per_side] for per_side in next_to_transition]
-    )
+    n_at_margin = np.array([[constraints[2] for constraints in per_side] for per_side in next_to_transition])
 
     cube = ("network", "train_size", "seed")
     side_constraint = ("network", "side", "constraint")
@@ -317,8 +316,10 @@ def analyze_jamming(
             "seed": ("seed", np.array(seeds), variable_attrs("seed of data and initialization")),
             "depth": ("depth", depths, variable_attrs("hidden layers")),
             "side": ("side", list(SIDES), variable_attrs("side of the transition")),
-            "constraint": ("constraint", list(CONSTRAINTS), variable_attrs("Delta < 0 (gaps) or Delta > delta_tol (overlaps)")),
-            "bin": ("bin", np.sqrt(edges[:-1] * edges[1:]), variable_attrs("|Delta| at the log bin centre")),
+            "constraint": ("constraint", list(CONSTRAINTS), variable_attrs(
+                "gaps -Delta of satisfied points (Delta < 0), or overlaps Delta > delta_tol over sqrt(loss)")),
+            "bin": ("bin", np.sqrt(edges[:-1] * edges[1:]), variable_attrs(
+                "|Delta| (overlaps: Delta / sqrt(loss)) at the log bin centre")),
             "bin_lower": ("bin", edges[:-1], variable_attrs("lower bin edge of |Delta|")),
             "bin_upper": ("bin", edges[1:], variable_attrs("upper bin edge of |Delta|")),
         },
@@ -370,17 +371,35 @@ def _next_to_transition(run, p_star):
     )
 
 
-def _side_deltas(runs, placement, transition):
-    """Per network, the Delta values of its runs next to the transition, pooled per side."""
-    per_side = [([], []) for _ in range(transition.shape[0])]
+def _side_constraints(runs, placement, transition, delta_tol):
+    """Per network and side of the transition, pooled over its runs next to it: the gaps
+    -Delta of satisfied points (Delta < 0), the overlaps Delta > ``delta_tol`` of unsatisfied
+    ones in units of sqrt(L), L = sum_mu relu(Delta_mu)^2 / 2P the run's loss (Geiger et al.
+    2019 and their code nn_jamming: the overlaps shrink with the loss as the transition is
+    approached, the scaled ones do not), and the number of points at the margin."""
+    pooled = [[([], [], 0), ([], [], 0)] for _ in range(transition.shape[0])]
     for run, (i, k) in zip(runs, placement):
         if not np.isfinite(transition[i, k]):
             continue
         for side, member in enumerate(_next_to_transition(run, transition[i, k])):
-            if member is not None:
-                delta = run["delta"].values[member]
-                per_side[i][side].append(delta[np.isfinite(delta)])
-    return [[np.concatenate(d) if d else np.empty(0) for d in sides] for sides in per_side]
+            if member is None:
+                continue
+            delta = run["delta"].values[member]
+            delta = delta[np.isfinite(delta)]
+            gaps, overlaps, at_margin = pooled[i][side]
+            overlap = delta[delta > delta_tol]
+            loss = 0.5 * np.sum(np.clip(delta, 0, None) ** 2) / delta.size
+            gaps.append(-delta[delta < 0])
+            overlaps.append(overlap / np.sqrt(loss) if overlap.size else overlap)
+            pooled[i][side] = (gaps, overlaps, at_margin + int(((delta >= 0) & (delta <= delta_tol)).sum()))
+    return [
+        [(_concatenate(gaps), _concatenate(overlaps), at_margin) for gaps, overlaps, at_margin in sides]
+        for sides in pooled
+    ]
+
+
+def _concatenate(arrays):
+    return np.concatenate(arrays) if arrays else np.empty(0)
 
 
 def _log_edges(pooled, n_bins):

@@ -87,9 +87,9 @@ def figure_jamming(jamming: xr.Dataset, *, title: str) -> plt.Figure:
 
 
 def figure_jamming_gaps(jamming: xr.Dataset, *, title: str) -> plt.Figure:
-    """Densities of |Delta| at the runs next to the transition, SAT side and UNSAT side:
-    gaps of satisfied points (Delta < 0, solid) and overlaps of unsatisfied ones (dashed), with
-    the fitted small-argument power laws."""
+    """Densities at the runs next to the transition, SAT side and UNSAT side: gaps |Delta| of
+    satisfied points (Delta < 0, solid) and overlaps Delta / sqrt(L) of unsatisfied ones
+    (dashed, L the run's loss), with the fitted small-argument power laws."""
     set_theme()
     fig, axes = plt.subplots(1, 2, figsize=(2 * PAPER_SIZE[0], PAPER_SIZE[1]), sharey=True)
     palette = sns.color_palette("colorblind", jamming.sizes["network"])
@@ -111,7 +111,10 @@ def figure_jamming_gaps(jamming: xr.Dataset, *, title: str) -> plt.Figure:
                 if np.isfinite(exponent):
                     span = centres[shown & (centres <= float(cell["delta_fit_upper"]))]
                     ax.plot(span, float(cell["delta_fit_prefactor"]) * span**exponent, color="k", lw=0.6)
-        ax.set(xscale="log", yscale="log", xlabel=r"$|\Delta|$", title=f"{side.upper()} side of the transition")
+        ax.set(
+            xscale="log", yscale="log", xlabel=r"gaps $|\Delta|$; overlaps $\Delta / \sqrt{L}$",
+            title=f"{side.upper()} side of the transition",
+        )
         if drawn:
             ax.legend(fontsize=4.5, loc="lower left")
         else:
