@@ -17,9 +17,8 @@ from basins.jamming_analysis import (
     binomial_agreement,
     cover_sat_probability,
     fit_small_argument_exponent,
-    transition_bracket,
-    transition_size,
 )
+from basins.jamming_transition import transition_bracket, transition_size
 from basins.labels import BUDGET, CONVERGED, DIVERGED, SAT, STUCK, UNDECIDED_PHASE, UNSAT
 from basins.landscapes.losses import sample_losses
 from basins.landscapes.networks import Architecture, forward, initial_parameters
@@ -164,7 +163,15 @@ def test_small_argument_exponent_of_a_known_power_law():
     assert abs(fit.exponent - exponent) < max(3 * fit.stderr, 0.05)
     assert fit.n_bins >= 4 and fit.upper < 1
     np.testing.assert_allclose(fit.prefactor, 1 + exponent, rtol=0.2)
+    assert fit.p_value > 1e-3  # a power law over the whole range: the goodness of fit passes
     assert np.isnan(fit_small_argument_exponent(values[:5], edges, fit_quantile=0.3, min_count=5).exponent)
+    # Two regimes inside the fitted range (density v^-0.4 below 1e-2, v^-1 above): one slope
+    # fits neither, and the goodness of fit says so.
+    low = rng.uniform(size=20000) ** (1 / 0.6) * 1e-2
+    broken = np.concatenate([low, np.exp(rng.uniform(np.log(1e-2), 0, 60000))])
+    edges = np.geomspace(broken.min(), broken.max() * 1.0001, 31)
+    curved = fit_small_argument_exponent(broken, edges, fit_quantile=1.0, min_count=5)
+    assert curved.p_value < 1e-6
 
 
 def fake_run(depth, width, n_weights, seed, phases, sizes=(2, 4, 8, 16)):
@@ -239,7 +246,9 @@ def test_covers_count_at_known_points():
     # Points on a line (d = 1 and a bias: N = 2): 6 of the 8 labelings of 3 points are monotone,
     # hence separable.
     np.testing.assert_allclose(cover_sat_probability(np.array([3]), 2), [0.75])
-    np.testing.assert_allclose(cover_sat_probability(np.array([1, 10, 20, 21]), 10), [1, 1, 0.5, 0.5 - 0.5 * 0.1762], atol=1e-4)
+    # 1 up to P = N, 1/2 at P = 2N, and 1/2 - C(20, 10) / 2^21 one point later
+    expected = [1, 1, 0.5, 0.5 - 0.5 * 0.1762]
+    np.testing.assert_allclose(cover_sat_probability(np.array([1, 10, 20, 21]), 10), expected, atol=1e-4)
     sizes = np.arange(1, 80)
     assert np.all(np.diff(cover_sat_probability(sizes, 21)) <= 0)
     with pytest.raises(ValueError, match="n_free=0"):
@@ -309,7 +318,8 @@ def test_a_member_with_its_own_pool_trains_as_if_alone(random_pool):
     other = rng.permutation(len(y))
     theta0 = initial_parameters(arch, np.arange(2), seed=2, init="orthogonal")
     options = dict(lr=0.02, max_steps=200, grad_tol=1e-10, device="cpu", progress_every_s=1e9)
-    together = sweep_jamming(arch, np.stack([x, x[other]]), np.stack([y, y[other]]), *random_pool[2:], theta0, np.array([20, 30]), **options)
+    pools = np.stack([x, x[other]]), np.stack([y, y[other]])
+    together = sweep_jamming(arch, *pools, *random_pool[2:], theta0, np.array([20, 30]), **options)
     alone = sweep_jamming(arch, x[other], y[other], *random_pool[2:], theta0[1:], np.array([30]), **options)
     np.testing.assert_allclose(together["final_theta"].values[1], alone["final_theta"].values[0], rtol=1e-9, atol=1e-12)
     with pytest.raises(ValueError, match="one per member"):
@@ -363,7 +373,9 @@ def test_a_member_that_spends_its_budget_is_continued_on_its_own_training_set(ra
     continued = sweep_jamming(arch, *random_pool, theta0, sizes, budget_factors=(1, 3), **options)
     assert (continued["steps"].values[spent] > 100).all() and continued["steps"].values.max() <= 300
     alone = sweep_jamming(arch, *random_pool, theta0[1:2], sizes[1:2], budget_factors=(1, 3), **options)
-    np.testing.assert_allclose(continued["final_theta"].values[1], alone["final_theta"].values[0], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(
+        continued["final_theta"].values[1], alone["final_theta"].values[0], rtol=1e-9, atol=1e-12
+    )
     with pytest.raises(ValueError, match="budget_factors"):
         sweep_jamming(arch, *random_pool, theta0, sizes, budget_factors=(2, 3), **options)
 

@@ -33,7 +33,7 @@ from basins.engine.descent import descend, descent_dataset, final_losses, merge_
 from basins.engine.devices import TORCH_DTYPES, resolve_device
 from basins.engine.dynamics import energy_and_gradient
 from basins.io import variable_attrs
-from basins.jamming_analysis import transition_bracket
+from basins.jamming_transition import transition_bracket
 from basins.labels import BUDGET, CONVERGED, DIVERGED, PHASE_MEANINGS, PHASE_VALUES, SAT, STUCK, UNDECIDED_PHASE, UNSAT
 from basins.landscapes.losses import check_loss, l2_penalty, margins, sample_losses
 from basins.landscapes.networks import Architecture, forward
@@ -189,7 +189,7 @@ def sweep_jamming(
     fine_resolution, fine_initial_theta : float, ndarray (member, param)
         The fine scan (0: none). After the grid ``n_train``, the transition is bracketed by
         the decided grid sizes around the best SAT/UNSAT cut
-        (:func:`basins.jamming_analysis.transition_bracket`), and a second pass fits sizes
+        (:func:`basins.jamming_transition.transition_bracket`), and a second pass fits sizes
         strictly between them, log-spaced by a factor of at most ``1 + fine_resolution``
         (:func:`fine_train_sizes`; every integer where that is finer), starting from the rows
         of ``fine_initial_theta`` (at most that many sizes; :func:`fine_scan_size` says how
@@ -329,7 +329,8 @@ def fine_train_sizes(lower: float, upper: float, resolution: float, *, at_most: 
     sizes = np.unique(np.round(np.geomspace(lower, upper, n_steps + 1)).astype(np.int64))
     sizes = sizes[(sizes > lower) & (sizes < upper)]
     if sizes.size > at_most:
-        sizes = sizes[np.unique(np.round(np.linspace(0, sizes.size - 1, at_most)).astype(int))] if at_most else sizes[:0]
+        kept = np.unique(np.round(np.linspace(0, sizes.size - 1, at_most)).astype(int)) if at_most else []
+        sizes = sizes[kept]
     return sizes
 
 

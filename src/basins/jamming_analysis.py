@@ -23,49 +23,11 @@ import xarray as xr
 from scipy import stats
 
 from basins.io import variable_attrs
+from basins.jamming_transition import transition_bracket, transition_size
 from basins.labels import PHASE_MEANINGS, PHASE_VALUES, SAT, STUCK, UNDECIDED_PHASE, UNSAT
 
 SIDES = ("sat", "unsat")
 CONSTRAINTS = ("satisfied", "unsatisfied")
-
-
-def transition_size(n_train: np.ndarray, phase: np.ndarray) -> float:
-    """P* between the SAT and UNSAT runs of one network and seed (nan if one phase is missing).
-
-    Among thresholds between consecutive decided sizes, the one that misclassifies the fewest
-    runs (UNSAT below it, SAT above it); ties give the geometric middle of the tied range.
-    Only SAT and UNSAT runs count: undecided and stuck runs are ignored.
-    """
-    found = _best_thresholds(n_train, phase)
-    if found is None:
-        return np.nan
-    sizes, best = found
-    thresholds = np.sqrt(sizes[:-1] * sizes[1:])
-    return float(np.sqrt(thresholds[best[0]] * thresholds[best[-1]]))
-
-
-def transition_bracket(n_train: np.ndarray, phase: np.ndarray) -> tuple[float, float]:
-    """The decided sizes that enclose the best thresholds of :func:`transition_size`: the grid
-    only places P* between them (nan, nan if one phase is missing)."""
-    found = _best_thresholds(n_train, phase)
-    if found is None:
-        return np.nan, np.nan
-    sizes, best = found
-    return float(sizes[best[0]]), float(sizes[best[-1] + 1])
-
-
-def _best_thresholds(n_train, phase):
-    """Sorted decided sizes and the indices of the thresholds between consecutive ones that
-    misclassify the fewest runs; None without both phases."""
-    decided = (np.asarray(phase) == SAT) | (np.asarray(phase) == UNSAT)
-    sizes, phases = np.asarray(n_train, dtype=float)[decided], np.asarray(phase)[decided]
-    if not (phases == SAT).any() or not (phases == UNSAT).any():
-        return None
-    order = np.argsort(sizes)
-    sizes, phases = sizes[order], phases[order]
-    thresholds = np.sqrt(sizes[:-1] * sizes[1:])
-    errors = np.array([((phases == UNSAT) & (sizes < t)).sum() + ((phases == SAT) & (sizes > t)).sum() for t in thresholds])
-    return sizes, np.flatnonzero(errors == errors.min())
 
 
 def cover_sat_probability(n_train: np.ndarray, n_free: int) -> np.ndarray:
@@ -101,13 +63,15 @@ def binomial_agreement(n_sat: np.ndarray, n_decided: np.ndarray, probability: np
 
 
 class PowerLawFit(NamedTuple):
-    """p(v) = prefactor * v**exponent, fitted on ``n_bins`` log bins below ``upper``."""
+    """p(v) = prefactor * v**exponent, fitted on ``n_bins`` log bins below ``upper``;
+    ``p_value``: chi-square goodness of fit of the power law over those bins."""
 
     exponent: float
     stderr: float
     prefactor: float
     upper: float
     n_bins: int
+    p_value: float
 
 
 def fit_small_argument_exponent(
@@ -119,10 +83,14 @@ def fit_small_argument_exponent(
     ``fit_quantile`` quantile of ``values`` that hold at least ``min_count`` values (a smaller
     quantile probes smaller arguments at fewer counts), each bin weighted by the square root of
     its count (the Poisson error of a log count). All nan where fewer than four bins
-    qualify (the standard error needs residuals).
+    qualify (the standard error needs residuals). The check that the fitted range is a
+    power law: chi^2 = sum_bins count (log density - fit)^2 (the Poisson variance of a log
+    count is 1 / count) against n_bins - 2 degrees of freedom; a small ``p_value`` says the
+    range is curved (two regimes, a cutoff, or the stopping rule's pile-up at small |Delta|),
+    not a power law. Approximate for bins of a few counts.
     """
     values = values[values > 0]
-    failed = PowerLawFit(np.nan, np.nan, np.nan, np.nan, 0)
+    failed = PowerLawFit(np.nan, np.nan, np.nan, np.nan, 0, np.nan)
     if values.size < 3 * min_count:
         return failed
     counts, _ = np.histogram(values, edges)
@@ -132,10 +100,13 @@ def fit_small_argument_exponent(
     use = (edges[1:] <= upper) & (counts >= min_count)
     if use.sum() < 4:
         return failed._replace(n_bins=int(use.sum()))
-    (slope, intercept), cov = np.polyfit(
-        np.log(centres[use]), np.log(density[use]), 1, w=np.sqrt(counts[use]), cov=True
+    log_centres, log_density = np.log(centres[use]), np.log(density[use])
+    (slope, intercept), cov = np.polyfit(log_centres, log_density, 1, w=np.sqrt(counts[use]), cov=True)
+    chi2 = float(np.sum(counts[use] * (log_density - (slope * log_centres + intercept)) ** 2))
+    return PowerLawFit(
+        float(slope), float(np.sqrt(cov[0, 0])), float(np.exp(intercept)), float(upper), int(use.sum()),
+        float(stats.chi2.sf(chi2, use.sum() - 2)),
     )
-    return PowerLawFit(float(slope), float(np.sqrt(cov[0, 0])), float(np.exp(intercept)), float(upper), int(use.sum()))
 
 
 def analyze_jamming(
@@ -261,11 +232,13 @@ def analyze_jamming(
             "sat_fraction": (("network", "train_size"), sat_fraction, variable_attrs(
                 "SAT runs / (SAT + UNSAT runs): stuck and undecided runs left out")),
             "cover_probability": (("network", "train_size"), cover["probability"], variable_attrs(
-                "P(SAT) of a perceptron on random patterns (Cover 1965), N = its free parameters; nan for other networks or data")),
+                "P(SAT) of a perceptron on random patterns (Cover 1965), N = its free parameters; "
+                "nan for other networks or data")),
             "cover_p_value": (("network", "train_size"), cover["p_value"], variable_attrs(
                 "two-sided exact binomial p-value of the SAT count against cover_probability")),
             "cover_family_p_value": ("network", cover["family_p_value"], variable_attrs(
-                "Bonferroni p-value of the SAT fraction against Cover's curve over all P (reject below the false-alarm rate)")),
+                "Bonferroni p-value of the SAT fraction against Cover's curve over all P "
+                "(reject below the false-alarm rate)")),
             "transition_size": (("network", "seed"), transition, variable_attrs("transition P* (nan: one phase missing)")),
             "transition_ratio": (("network", "seed"), ratio_star, variable_attrs("r* = P* / N")),
             "transition_ratio_lower": (
@@ -298,6 +271,8 @@ def analyze_jamming(
             "delta_fit_prefactor": (side_constraint, fit["prefactor"], variable_attrs("prefactor of the fitted power law")),
             "delta_fit_upper": (side_constraint, fit["upper"], variable_attrs("largest |Delta| of the fit range")),
             "delta_fit_bins": (side_constraint, fit["n_bins"].astype(np.int64), variable_attrs("log bins in the fit")),
+            "delta_fit_p_value": (side_constraint, fit["p_value"], variable_attrs(
+                "chi-square goodness of fit of the power law over its range (small: not a power law there)")),
             "n_delta_points": (side_constraint, n_points, variable_attrs("points in the distribution")),
             "n_at_margin": (
                 ("network", "side"),

@@ -82,7 +82,9 @@ def figure_jamming(jamming: xr.Dataset, *, title: str) -> plt.Figure:
             color="k", marker="_", ms=10, capsize=3, lw=1,
         )
     ratio_ax.set(xlabel="depth (hidden layers)", ylabel="r* = P* / N", xticks=jamming["depth"].values)
-    ratio_ax.set_title("transition per seed (bars: bracket of decided P,\nfine scan included); mean $\\pm$ sd over seeds", fontsize=7)
+    ratio_ax.set_title(
+        "transition per seed (bars: bracket of decided P,\nfine scan included); mean $\\pm$ sd over seeds", fontsize=7
+    )
     fig.tight_layout()
     return fig
 
@@ -105,7 +107,10 @@ def figure_jamming_gaps(jamming: xr.Dataset, *, title: str) -> plt.Figure:
                     continue
                 drawn = True
                 exponent, stderr = float(cell["delta_exponent"]), float(cell["delta_exponent_stderr"])
-                fitted = f", slope {exponent:.2f}$\\pm${stderr:.2f}" if np.isfinite(exponent) else ""
+                fit_p = float(cell["delta_fit_p_value"])
+                fitted = ""
+                if np.isfinite(exponent):
+                    fitted = f", slope {exponent:.2f}$\\pm${stderr:.2f} (fit p {fit_p:.2g})"
                 label = f"{_network_label(jamming, i)}, {constraint}{fitted}"
                 shown = density > 0
                 ax.plot(centres[shown], density[shown], ls=style, color=palette[i], marker=".", ms=3, lw=0.8, label=label)
