@@ -49,7 +49,8 @@ def figure_jamming(jamming: xr.Dataset, *, title: str) -> plt.Figure:
                 phase_ax.scatter(
                     ratio[shown], fraction[shown, k], s=14, facecolor="none", edgecolor=edge, marker=marker, lw=0.7
                 )
-        mean = np.nanmean(np.where(decided, fraction, np.nan), axis=1)
+        with np.errstate(invalid="ignore"):  # nan where no seed decided a size
+            mean = np.where(decided, fraction, 0).sum(1) / decided.sum(1)
         phase_ax.plot(ratio, mean, color=color, marker=marker, ms=3, lw=1, label=_network_label(jamming, i))
     for depth in jamming["depth"].values:
         r_star = float(jamming["transition_ratio_mean"].sel(depth=depth))
