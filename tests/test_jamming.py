@@ -7,16 +7,19 @@ from basins.data import prepare_dataset, train_test_arrays
 from basins.jamming import (
     PrefixObjective,
     classify_phase,
+    fine_scan_size,
+    fine_train_sizes,
     sweep_jamming,
     train_size_grid,
 )
 from basins.jamming_analysis import (
     analyze_jamming,
+    binomial_agreement,
+    cover_sat_probability,
     fit_small_argument_exponent,
-    transition_bracket,
-    transition_size,
 )
-from basins.labels import BUDGET, CONVERGED, DIVERGED, SAT, UNDECIDED_PHASE, UNSAT
+from basins.jamming_transition import transition_bracket, transition_size
+from basins.labels import BUDGET, CONVERGED, DIVERGED, SAT, STUCK, UNDECIDED_PHASE, UNSAT
 from basins.landscapes.losses import sample_losses
 from basins.landscapes.networks import Architecture, forward, initial_parameters
 
@@ -125,11 +128,12 @@ def test_bad_sweeps_are_rejected(random_pool):
         run_sweep(arch, random_pool, [3], loss="l1")
 
 
-def test_budget_runs_near_zero_are_undecided_not_unsat():
-    status = np.array([CONVERGED, CONVERGED, BUDGET, BUDGET, DIVERGED])
-    n_unsatisfied = np.array([0, 7, 2, 40, -1])
-    phase = classify_phase(status, n_unsatisfied, n_weights=100, undecided_fraction=0.05)
-    np.testing.assert_array_equal(phase, [SAT, UNSAT, UNDECIDED_PHASE, UNSAT, UNDECIDED_PHASE])
+def test_only_converged_runs_decide_a_phase_and_a_few_unsatisfied_points_are_stuck():
+    status = np.array([CONVERGED, CONVERGED, CONVERGED, CONVERGED, BUDGET, BUDGET, DIVERGED])
+    n_unsatisfied = np.array([0, 9, 10, 40, 2, 40, -1])
+    phase = classify_phase(status, n_unsatisfied, n_weights=100, stuck_fraction=0.1)
+    # a budget never decides: even 40 unsatisfied points at the end of the budget are undecided
+    np.testing.assert_array_equal(phase, [SAT, STUCK, UNSAT, UNSAT, UNDECIDED_PHASE, UNDECIDED_PHASE, UNDECIDED_PHASE])
 
 
 @pytest.mark.parametrize(
@@ -159,7 +163,15 @@ def test_small_argument_exponent_of_a_known_power_law():
     assert abs(fit.exponent - exponent) < max(3 * fit.stderr, 0.05)
     assert fit.n_bins >= 4 and fit.upper < 1
     np.testing.assert_allclose(fit.prefactor, 1 + exponent, rtol=0.2)
+    assert fit.p_value > 1e-3  # a power law over the whole range: the goodness of fit passes
     assert np.isnan(fit_small_argument_exponent(values[:5], edges, fit_quantile=0.3, min_count=5).exponent)
+    # Two regimes inside the fitted range (density v^-0.4 below 1e-2, v^-1 above): one slope
+    # fits neither, and the goodness of fit says so.
+    low = rng.uniform(size=20000) ** (1 / 0.6) * 1e-2
+    broken = np.concatenate([low, np.exp(rng.uniform(np.log(1e-2), 0, 60000))])
+    edges = np.geomspace(broken.min(), broken.max() * 1.0001, 31)
+    curved = fit_small_argument_exponent(broken, edges, fit_quantile=1.0, min_count=5)
+    assert curved.p_value < 1e-6
 
 
 def fake_run(depth, width, n_weights, seed, phases, sizes=(2, 4, 8, 16)):
@@ -209,6 +221,11 @@ def test_analysis_puts_runs_on_one_grid_and_estimates_r_star_per_depth():
     np.testing.assert_allclose(result["transition_ratio_mean"].sel(depth=0), np.mean([np.sqrt(32), np.sqrt(128)]) / 4)
     assert int(result["n_transitions"].sel(depth=1)) == 1 and np.isnan(result["transition_ratio_std"].sel(depth=1))
     np.testing.assert_array_equal(result["n_undecided"].values, [0, 1])
+    counts = sum(result[f"{name}_count"] for name in ("sat", "unsat", "stuck", "undecided"))
+    np.testing.assert_array_equal(counts, 2)  # every seed in one phase
+    np.testing.assert_allclose(result["sat_fraction"].sel(network=0), [1, 1, 0.5, 0])
+    np.testing.assert_allclose(result["sat_fraction"].sel(network=1), [1, 1, 1, 0.5])  # undecided left out
+    assert np.isnan(result["cover_probability"]).all()  # no perceptron on random patterns here
     # Next to the transition: network 0 pools the SAT runs P = 4 and 8 (12 gaps) and the UNSAT
     # runs P = 8 and 16 (half their points overlapping).
     counts = result["n_delta_points"].sel(network=0)
@@ -223,3 +240,168 @@ def test_analysis_puts_runs_on_one_grid_and_estimates_r_star_per_depth():
 def test_analysis_needs_runs():
     with pytest.raises(ValueError, match="at least one"):
         analyze_jamming([])
+
+
+def test_covers_count_at_known_points():
+    # Points on a line (d = 1 and a bias: N = 2): 6 of the 8 labelings of 3 points are monotone,
+    # hence separable.
+    np.testing.assert_allclose(cover_sat_probability(np.array([3]), 2), [0.75])
+    # 1 up to P = N, 1/2 at P = 2N, and 1/2 - C(20, 10) / 2^21 one point later
+    expected = [1, 1, 0.5, 0.5 - 0.5 * 0.1762]
+    np.testing.assert_allclose(cover_sat_probability(np.array([1, 10, 20, 21]), 10), expected, atol=1e-4)
+    sizes = np.arange(1, 80)
+    assert np.all(np.diff(cover_sat_probability(sizes, 21)) <= 0)
+    with pytest.raises(ValueError, match="n_free=0"):
+        cover_sat_probability(sizes, 0)
+
+
+COVER_SIZES = np.array([31, 34, 37, 40, 44, 47, 50, 53])  # around P = 2N = 42, within 2.5 sqrt(N)
+COVER_SEEDS = 60
+
+
+@pytest.fixture(scope="module")
+def cover_analysis():
+    """A perceptron with d = 20 inputs and a bias (N = 21 free parameters) on 60 independent
+    random pattern sets, 8 sizes each: all 480 runs as members of one sweep (a pool per member),
+    analyzed as one run per seed."""
+    arch = Architecture(20, 1, 0, 0, "relu")
+    pools = [
+        train_test_arrays(prepare_dataset(
+            kind="random_patterns", n_train=COVER_SIZES.max(), n_test=1, seed=seed, n_features=20, normalize=True))
+        for seed in range(COVER_SEEDS)
+    ]
+    x_pool, y_pool = (np.repeat(np.stack([pool[k] for pool in pools]), len(COVER_SIZES), axis=0) for k in (0, 1))
+    n_train = np.tile(COVER_SIZES, COVER_SEEDS)
+    theta0 = initial_parameters(arch, np.arange(len(n_train)), seed=0, init="orthogonal")
+    # The perceptron's quadratic hinge is convex, so the dynamics that reaches its minimum does
+    # not change the phase: FIRE decides every member in < 1000 steps, where full-batch Adam
+    # with a decaying step leaves some members near P = 2N undecided after 32000 steps.
+    sweep = sweep_jamming(
+        arch, x_pool, y_pool, *pools[0][2:], theta0, n_train, dynamics="fire", lr=0.1, max_steps=4000,
+        grad_tol=1e-10, budget_factors=(1, 4), device="cpu", progress_every_s=1e9,
+    )
+    per_seed = np.arange(len(n_train)) // len(COVER_SIZES)
+    runs = [
+        sweep.isel(member=per_seed == seed).assign_attrs(seed=seed, dataset_kind="random_patterns")
+        for seed in range(COVER_SEEDS)
+    ]
+    return sweep, analyze_jamming(runs)
+
+
+def test_the_perceptron_is_sat_as_often_as_covers_count_says(cover_analysis):
+    """Calibration against Cover (1965): the SAT fraction of a perceptron on random patterns
+    agrees with P(SAT) = 2^(1-P) sum_{k<N} C(P-1, k) at every P, within binomial sampling error
+    (Bonferroni family false-alarm rate 1e-3), and the same test rejects the curves of two
+    parameters more or fewer (it has the power to fail)."""
+    sweep, analysis = cover_analysis
+    perceptron = analysis.isel(network=0)
+    assert int(perceptron["n_free"]) == 21  # 20 weights and the bias
+    assert int(perceptron["undecided_count"].sum()) == 0  # every run decided...
+    assert int(perceptron["stuck_count"].sum()) == 0  # ...and none stuck (a convex loss)
+    np.testing.assert_allclose(perceptron["cover_probability"], cover_sat_probability(COVER_SIZES, 21))
+    assert float(perceptron["cover_family_p_value"]) > 1e-3
+    n_sat = perceptron["sat_count"].values
+    n_decided = n_sat + perceptron["unsat_count"].values
+    for wrong in (19, 23):
+        assert binomial_agreement(n_sat, n_decided, cover_sat_probability(COVER_SIZES, wrong))[1] < 1e-3
+    # A minimum of positive loss of a convex perceptron balances the forces of its unsatisfied
+    # points, sum_mu Delta_mu y_mu x_mu = 0 (x with a 1 for the bias): in general position that
+    # takes at least N + 1 of them (isostaticity).
+    unsat = sweep["phase"].values == UNSAT
+    assert unsat.sum() > 100 and sweep["n_unsatisfied"].values[unsat].min() >= 22
+
+
+def test_a_member_with_its_own_pool_trains_as_if_alone(random_pool):
+    arch = Architecture(6, 1, 1, 3, "relu")
+    x, y = random_pool[:2]
+    rng = np.random.default_rng(0)
+    other = rng.permutation(len(y))
+    theta0 = initial_parameters(arch, np.arange(2), seed=2, init="orthogonal")
+    options = dict(lr=0.02, max_steps=200, grad_tol=1e-10, device="cpu", progress_every_s=1e9)
+    pools = np.stack([x, x[other]]), np.stack([y, y[other]])
+    together = sweep_jamming(arch, *pools, *random_pool[2:], theta0, np.array([20, 30]), **options)
+    alone = sweep_jamming(arch, x[other], y[other], *random_pool[2:], theta0[1:], np.array([30]), **options)
+    np.testing.assert_allclose(together["final_theta"].values[1], alone["final_theta"].values[0], rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match="one per member"):
+        sweep_jamming(arch, np.stack([x]), np.stack([y]), *random_pool[2:], theta0, np.array([20, 30]), **options)
+
+
+def test_fine_sizes_split_a_bracket_to_the_resolution_asked():
+    sizes = fine_train_sizes(100, 153, 0.02, at_most=100)
+    assert sizes[0] > 100 and sizes[-1] < 153
+    assert np.all(np.diff(np.log(np.concatenate([[100], sizes, [153]]))) <= np.log(1.02) + 1 / 100)
+    np.testing.assert_array_equal(fine_train_sizes(14, 22, 0.02, at_most=100), np.arange(15, 22))  # every integer
+    assert len(fine_train_sizes(100, 153, 0.02, at_most=5)) == 5
+    grid = np.array([4, 6, 9, 14, 22, 34, 52])
+    assert fine_scan_size(grid, 0.02, intervals=1) == len(fine_train_sizes(34, 52, 0.02, at_most=99))
+    assert fine_scan_size(grid, 0.02) == len(fine_train_sizes(22, 52, 0.02, at_most=99))
+    with pytest.raises(ValueError, match="resolution=0"):
+        fine_train_sizes(1, 2, 0, at_most=3)
+
+
+def test_a_fine_scan_places_the_transition_to_its_resolution(random_pool):
+    perceptron = Architecture(6, 1, 0, 0, "relu")  # 7 free parameters: P* near 14
+    grid = np.array([4, 8, 16, 32, 64])
+    n_fine = fine_scan_size(grid, 0.1)
+    fine_theta = initial_parameters(perceptron, len(grid) + np.arange(n_fine), seed=1, init="orthogonal")
+    result = run_sweep(
+        perceptron, random_pool, grid, dynamics="fire", lr=0.1, fine_resolution=0.1, fine_initial_theta=fine_theta
+    )
+    on_grid, fine = (result.isel(member=result["scan"].values == scan) for scan in (0, 1))
+    np.testing.assert_array_equal(on_grid["n_train"], grid)
+    lower, upper = transition_bracket(grid, on_grid["phase"].values)
+    assert upper / lower == 2 and fine.sizes["member"] > 0
+    assert (fine["n_train"] > lower).all() and (fine["n_train"] < upper).all()
+    np.testing.assert_array_equal(fine["member"], len(grid) + np.arange(fine.sizes["member"]))
+    assert ((result["phase"] == SAT) | (result["phase"] == UNSAT)).all()
+    analysis = analyze_jamming([result.assign_attrs(seed=1)], n_bins=8, min_count=1)
+    assert int(analysis["n_fine"].squeeze()) == fine.sizes["member"]
+    assert analysis.sizes["train_size"] == len(grid)  # the grid holds the grid's members
+    assert 0 < float(analysis["transition_resolution"].squeeze()) <= 0.1 + 1 / lower  # the grid alone: 1
+    with pytest.raises(ValueError, match="fine_initial_theta"):
+        run_sweep(perceptron, random_pool, grid, fine_resolution=0.1)
+
+
+def test_a_member_that_spends_its_budget_is_continued_on_its_own_training_set(random_pool):
+    arch = Architecture(6, 1, 1, 3, "relu")
+    theta0 = initial_parameters(arch, np.arange(3), seed=2, init="orthogonal")
+    sizes = np.array([4, 60, 20])
+    options = dict(lr=0.02, max_steps=100, grad_tol=1e-10, device="cpu", progress_every_s=1e9)
+    once = sweep_jamming(arch, *random_pool, theta0, sizes, **options)
+    spent = once["status"].values == BUDGET
+    assert spent[1] and (once["phase"].values[spent] == UNDECIDED_PHASE).all()
+    continued = sweep_jamming(arch, *random_pool, theta0, sizes, budget_factors=(1, 3), **options)
+    assert (continued["steps"].values[spent] > 100).all() and continued["steps"].values.max() <= 300
+    alone = sweep_jamming(arch, *random_pool, theta0[1:2], sizes[1:2], budget_factors=(1, 3), **options)
+    np.testing.assert_allclose(
+        continued["final_theta"].values[1], alone["final_theta"].values[0], rtol=1e-9, atol=1e-12
+    )
+    with pytest.raises(ValueError, match="budget_factors"):
+        sweep_jamming(arch, *random_pool, theta0, sizes, budget_factors=(2, 3), **options)
+
+
+def test_overlaps_are_measured_in_units_of_the_square_root_of_the_loss():
+    """Geiger et al. scale the overlaps of a run by sqrt(L): overlaps ten times larger (a loss
+    a hundred times larger) give the same distribution; the gaps are left as they are."""
+    phases = [SAT, SAT, UNSAT, UNSAT]
+    runs = [fake_run(0, 0, 4, seed, phases) for seed in (1, 2)]
+    scaled = []
+    for run in runs:
+        delta = run["delta"].values.copy()
+        delta[delta > 0] *= 10
+        scaled.append(run.assign(delta=(("member", "sample"), delta)))
+    options = dict(n_bins=8, fit_quantile=1.0, min_count=1)
+    plain, larger = analyze_jamming(runs, **options), analyze_jamming(scaled, **options)
+    np.testing.assert_allclose(plain["bin"], larger["bin"])
+    overlaps = dict(side="unsat", constraint="unsatisfied")
+    np.testing.assert_allclose(plain["delta_density"].sel(**overlaps), larger["delta_density"].sel(**overlaps))
+    # UNSAT runs with half their points at Delta = 1: L = 1 / 4, every overlap is 1 / sqrt(L) = 2
+    unit = []
+    for run in runs:
+        delta = run["delta"].values.copy()
+        delta[delta > 0] = 1.0
+        unit.append(run.assign(delta=(("member", "sample"), delta)))
+    result = analyze_jamming(unit, **options).sel(network=0, **overlaps)
+    filled = result["delta_density"].values > 0
+    assert filled.sum() == 1
+    assert float(result["bin_lower"][filled][0]) <= 2 <= float(result["bin_upper"][filled][0])

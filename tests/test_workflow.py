@@ -12,6 +12,7 @@ from PIL import Image
 from workflow_runner import BIN, ROOT, snakemake
 
 from basins.io import check_dataset, read_dataset
+from basins.labels import PHASE_VALUES, SAT, STUCK, UNSAT
 
 STAGES = (
     "prepare_dataset",
@@ -46,6 +47,7 @@ STAGES = (
     "analyze_jamming",
     "figure_jamming",
     "figure_jamming_gaps",
+    "figure_jamming_cover",
 )
 RING_STAGES = (
     "relax_ring",
@@ -275,10 +277,11 @@ def check_values(path, ds):
         # every pair ends connected, merged or unconnected; merged entries name a distinct minimum
         assert set(np.unique(ds["pair_outcome"].values)) <= {0, 1, 2}, path
         assert ((ds["merged_into"] >= 0) & (ds["merged_into"] < ds.sizes["minimum"])).all(), path
-    if "phase" in ds:  # SAT: no point left unsatisfied; UNSAT: some
+    if "phase" in ds:  # SAT: no point left unsatisfied; UNSAT and stuck: some
         phase, n_unsatisfied = ds["phase"].values, ds["n_unsatisfied"].values
-        assert set(np.unique(phase)) <= {-1, 0, 1}
-        assert (n_unsatisfied[phase == 0] == 0).all() and (n_unsatisfied[phase == 1] > 0).all(), path
+        assert set(np.unique(phase)) <= set(PHASE_VALUES)
+        assert (n_unsatisfied[phase == SAT] == 0).all(), path
+        assert (n_unsatisfied[(phase == UNSAT) | (phase == STUCK)] > 0).all(), path
 
 
 @pytest.mark.slow
@@ -301,10 +304,10 @@ def test_tiny_study_runs_end_to_end_and_every_result_keeps_the_contract(tiny_stu
     pngs = sorted(results.rglob("*.png"))
     # figures x (experiment, seed) pairs, one comparison, one protocol comparison, the summary,
     # ring figures x (ring, seed), the local entropy, the connectivity group's two, two per
-    # jamming sweep, the digits sweep's test error and the answer
+    # jamming sweep, the digits sweep's test error, the random sweep's Cover calibration and the answer
     # (basin geometry figures only for the 2 (experiment, seed) pairs whose dynamics has basins
     # to probe)
-    n_figures = 5 * 5 + 3 * 2 + 1 + 1 + 1 + 3 * 1 + 1 + 2 + 2 * 2 + 1 + 1
+    n_figures = 5 * 5 + 3 * 2 + 1 + 1 + 1 + 3 * 1 + 1 + 2 + 2 * 2 + 1 + 1 + 1
     assert len(pngs) == n_figures and len(sorted(results.rglob("*.pdf"))) == n_figures
     for png in pngs:
         width, height = Image.open(png).size

@@ -7,7 +7,14 @@ a finite fraction N_Delta / N of points stays unsatisfied at a minimum of positi
 
 The sweep over P is run as ensemble members of the training engine: member ``i`` trains on the
 first ``n_train[i]`` points of one shared pool (a nested family of training sets), so one job
-trains a whole row of the phase diagram for one network and seed.
+trains a whole row of the phase diagram for one network and seed. Each member can also have a
+pool of its own (independent data sets as members of one job, as the calibration against
+Cover's count of separable dichotomies wants).
+
+Only a run that *converged* decides its phase: SAT (every point fitted), UNSAT (a minimum of
+positive loss with a finite fraction of points unsatisfied) or stuck (a minimum with a handful
+of unsatisfied points, which Geiger et al. set apart as an optimization failure). A run whose
+step budget ran out is continued to larger budgets and otherwise undecided, whatever its loss.
 """
 
 from __future__ import annotations
@@ -15,30 +22,32 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 import xarray as xr
 
 from basins.engine.checkpoints import fingerprint_arrays
-from basins.engine.descent import descend, descent_dataset, final_losses
+from basins.engine.descent import descend, descent_dataset, final_losses, merge_continued
 from basins.engine.devices import TORCH_DTYPES, resolve_device
 from basins.engine.dynamics import energy_and_gradient
 from basins.io import variable_attrs
-from basins.labels import CONVERGED, DIVERGED, SAT, UNDECIDED_PHASE, UNSAT
+from basins.jamming_transition import transition_bracket
+from basins.labels import BUDGET, CONVERGED, DIVERGED, PHASE_MEANINGS, PHASE_VALUES, SAT, STUCK, UNDECIDED_PHASE, UNSAT
 from basins.landscapes.losses import check_loss, l2_penalty, margins, sample_losses
 from basins.landscapes.networks import Architecture, forward
 from basins.landscapes.objective import data_tensors, network_chunk_size
 
 log = logging.getLogger(__name__)
 
-PHASE_MEANINGS = "undecided sat unsat"
-
 
 @dataclasses.dataclass(frozen=True)
 class PrefixObjective:
     """Loss of each member on its own first ``n_train`` pool points (``restricted_to`` as
-    :func:`basins.engine.descent.descend` wants); the pool is cut to the largest prefix in use."""
+    :func:`basins.engine.descent.descend` wants); the pool is cut to the largest prefix in use.
+    The pool ``x``, ``y`` is shared, ``(sample, feature)``, ``(sample,)``, or one per member,
+    ``(member, sample, feature)``, ``(member, sample)``."""
 
     arch: Architecture
     x: torch.Tensor
@@ -51,11 +60,13 @@ class PrefixObjective:
     def restricted_to(self, rows: torch.Tensor) -> PrefixObjective:
         n_train = self.n_train[rows]
         n_pool = int(n_train.max()) if n_train.numel() else 0
+        if self.y.dim() == 2:  # one pool per member
+            return dataclasses.replace(self, x=self.x[rows, :n_pool], y=self.y[rows, :n_pool], n_train=n_train)
         return dataclasses.replace(self, x=self.x[:n_pool], y=self.y[:n_pool], n_train=n_train)
 
     def inside(self) -> torch.Tensor:
         """``(member, sample)``: whether a pool sample is in the member's training set."""
-        return torch.arange(len(self.y), device=self.y.device) < self.n_train.unsqueeze(1)
+        return torch.arange(self.y.shape[-1], device=self.y.device) < self.n_train.unsqueeze(1)
 
     def per_sample(self, theta: torch.Tensor) -> torch.Tensor:
         """Margins ``(member, sample)``, with samples outside a member's prefix set to +inf."""
@@ -110,6 +121,7 @@ def sweep_jamming(
     lr: float,
     max_steps: int,
     grad_tol: float,
+    budget_factors: Sequence[float] = (1,),
     loss: str = "quadratic_hinge",
     margin: float = 1.0,
     l2: float = 0.0,
@@ -117,7 +129,9 @@ def sweep_jamming(
     lr_decay_every: int = 0,
     lr_decay_factor: float = 1.0,
     delta_tol: float = 1e-6,
-    undecided_fraction: float = 0.05,
+    stuck_fraction: float = 0.1,
+    fine_resolution: float = 0.0,
+    fine_initial_theta: np.ndarray | None = None,
     seed: int = 0,
     device: str = "auto",
     dtype: str = "float64",
@@ -132,14 +146,15 @@ def sweep_jamming(
     ----------
     arch : Architecture
         The network; its weights (biases excluded) are the N of the jamming literature.
-    x_pool, y_pool : ndarray, shapes (sample, feature), (sample,)
-        The nested training sets: member ``i`` sees rows ``0 .. n_train[i] - 1``.
+    x_pool, y_pool : ndarray, shapes (sample, feature), (sample,) or (member, sample, feature), (member, sample)
+        The nested training sets: member ``i`` sees rows ``0 .. n_train[i] - 1`` of the shared
+        pool, or of its own pool (independent data per member).
     x_test, y_test : ndarray
         Held-out points for the test error.
     initial_theta : ndarray, shape (member, param)
         Starting points (orthogonal weights and zero biases in that literature).
     n_train : ndarray of int, shape (member,)
-        Training-set size P of each member, at most ``len(y_pool)``.
+        Training-set size P of each member, at most the pool size.
     loss, margin : str, float
         ``quadratic_hinge`` (1/2 relu(margin - y f)^2) or ``hinge``; a point is satisfied
         once its margin is at least ``margin``, i.e. Delta = margin - y f <= 0.
@@ -150,16 +165,36 @@ def sweep_jamming(
         A member that still has unsatisfied points has jammed once its gradient norm is at
         most this (a minimum of positive loss). Near the transition the relaxation slows
         down critically: too large a tolerance stops members that were still going to fit.
+    budget_factors : sequence of float
+        A member still running after ``max_steps`` steps is continued from where it stopped
+        to ``budget_factors[k] * max_steps`` steps in all (as
+        :func:`basins.engine.descent.descend_until_decided`, each member on its own training
+        set); one still running after the last factor is undecided, whatever its loss: a
+        budget never decides a phase.
     delta_tol : float
         A point counts as satisfied once Delta <= ``delta_tol``. The quadratic hinge's force
         vanishes at Delta = 0, so gradient dynamics approach the margin from above without
         crossing it: with ``delta_tol`` = 0, fitted points would stay "unsatisfied" at
         Delta ~ 1e-8 for ever. Genuinely unsatisfied points of a jammed minimum have Delta of
         order one (a vanishing fraction lies below any small tolerance).
-    undecided_fraction : float
-        A member whose budget ran out with fewer than ``undecided_fraction * N`` unsatisfied
-        points is marked undecided: it may have been about to fit. Undecided members are
-        left out of the transition estimate and counted, not silently counted as UNSAT.
+    stuck_fraction : float
+        A member that converged with ``0 < N_Delta < stuck_fraction * N`` unsatisfied points
+        is stuck, not UNSAT: at the jamming transition N_Delta jumps to a finite fraction of
+        N (Geiger et al. 2019 find N_Delta > 0.4 N on the UNSAT side), and minima with a
+        handful of unsatisfied points are optimization failures (their runs with
+        1 <= N_Delta <= 4 at N = 7854 "encounter numerical precision issues"; their search
+        calls a run UNSAT once N_Delta > 0.1 N, the default here). Stuck members are counted
+        and left out of the transition estimate. For the perceptron (a convex loss) a minimum
+        of positive loss has N_Delta >= N + 1 in general position, so no member is stuck.
+    fine_resolution, fine_initial_theta : float, ndarray (member, param)
+        The fine scan (0: none). After the grid ``n_train``, the transition is bracketed by
+        the decided grid sizes around the best SAT/UNSAT cut
+        (:func:`basins.jamming_transition.transition_bracket`), and a second pass fits sizes
+        strictly between them, log-spaced by a factor of at most ``1 + fine_resolution``
+        (:func:`fine_train_sizes`; every integer where that is finer), starting from the rows
+        of ``fine_initial_theta`` (at most that many sizes; :func:`fine_scan_size` says how
+        many one grid interval needs). P* is then known to that resolution. Needs one shared
+        pool.
     checkpoint_path, checkpoint_every_s : see :func:`basins.training.train_ensemble`; a
         checkpoint is resumed only on the same pool (``x_pool``, ``y_pool``) and sizes.
 
@@ -168,82 +203,67 @@ def sweep_jamming(
     xarray.Dataset
         The engine's variables (dims ``(member, param)``, ``(member, step)``) plus, per
         member, ``n_train``, ``ratio`` (P / N), ``n_unsatisfied`` (N_Delta), ``train_error``,
-        ``test_error`` and ``phase`` (0 SAT, 1 UNSAT, -1 undecided), and ``delta``
-        ``(member, sample)``: Delta = margin - y f on the member's training points (nan
-        beyond them).
+        ``test_error``, ``phase`` (:data:`basins.labels.PHASE_VALUES`: 0 SAT, 1 UNSAT,
+        2 stuck, -1 undecided) and ``scan`` (0: grid, 1: fine scan; fine members follow the
+        grid's), and ``delta`` ``(member, sample)``: Delta = margin - y f on the member's
+        training points (nan beyond them).
     """
     if loss not in ("quadratic_hinge", "hinge"):
         check_loss(loss)
         raise ValueError(f"loss={loss!r}: the jamming sweep uses 'quadratic_hinge' or 'hinge'")
     n_train = np.asarray(n_train, dtype=np.int64)
-    if n_train.ndim != 1 or n_train.min() <= 0 or n_train.max() > len(y_pool):
-        raise ValueError(f"n_train={n_train}: each size must be in 1..{len(y_pool)} (the pool size)")
+    x_pool, y_pool = np.asarray(x_pool), np.asarray(y_pool)
+    per_member = y_pool.ndim == 2
+    if x_pool.ndim != y_pool.ndim + 1 or (per_member and (len(y_pool) != len(n_train) or len(x_pool) != len(n_train))):
+        raise ValueError(
+            f"x_pool {x_pool.shape}, y_pool {y_pool.shape}: give one shared pool (sample, feature), "
+            f"(sample,) or one per member ({len(n_train)}, sample, feature), ({len(n_train)}, sample)"
+        )
+    n_pool = y_pool.shape[-1]
+    if n_train.ndim != 1 or n_train.min() <= 0 or n_train.max() > n_pool:
+        raise ValueError(f"n_train={n_train}: each size must be in 1..{n_pool} (the pool size)")
     if initial_theta.shape != (len(n_train), arch.n_params):
         raise ValueError(
             f"initial_theta has shape {initial_theta.shape}; expected ({len(n_train)}, {arch.n_params})"
         )
-    if not 0 <= undecided_fraction < 1 or delta_tol < 0:
+    if not 0 <= stuck_fraction < 1 or delta_tol < 0:
+        raise ValueError(f"stuck_fraction={stuck_fraction} must be in [0, 1) and delta_tol={delta_tol} >= 0")
+    factors = np.asarray(budget_factors, dtype=float)
+    if len(factors) == 0 or factors[0] != 1 or (np.diff(factors) <= 0).any():
+        raise ValueError(f"budget_factors={list(budget_factors)}: give increasing factors starting at 1")
+    if fine_resolution < 0 or (fine_resolution > 0 and (per_member or fine_initial_theta is None)):
         raise ValueError(
-            f"undecided_fraction={undecided_fraction} must be in [0, 1) and delta_tol={delta_tol} >= 0"
+            f"fine_resolution={fine_resolution}: a fine scan (> 0) needs one shared pool and fine_initial_theta"
         )
     torch_device, torch_dtype = resolve_device(device), TORCH_DTYPES[dtype]
     x, y = data_tensors(arch, x_pool, y_pool, dtype=torch_dtype, device=torch_device)
-    sizes = torch.as_tensor(n_train, device=torch_device)
-    objective = PrefixObjective(arch, x, y, sizes, loss, margin, l2)
-    member_ids = np.arange(len(n_train))
-    out = descend(
-        objective,
-        initial_theta,
-        member_ids,
-        dynamics=dynamics,
-        lr=lr,
-        lr_decay_every=lr_decay_every,
-        lr_decay_factor=lr_decay_factor,
-        max_steps=max_steps,
-        grad_tol=grad_tol,
-        satisfied=PrefixSatisfied(objective, delta_tol),
-        seed=seed,
-        device=torch_device,
-        dtype=torch_dtype,
-        chunk=network_chunk_size(arch, len(y_pool), memory_budget_mb, torch_dtype, torch_device),
-        run_id=("jamming", arch, loss, margin, l2, n_train, delta_tol, dtype),
-        data_fingerprint=fingerprint_arrays(x_pool, y_pool),
-        checkpoint_path=checkpoint_path,
-        checkpoint_every_s=checkpoint_every_s,
+    fit = dict(
+        arch=arch, x=x, y=y, x_test=x_test, y_test=y_test, loss=loss, margin=margin, l2=l2, delta_tol=delta_tol,
+        stuck_fraction=stuck_fraction, budget_factors=factors, dynamics=dynamics, lr=lr,
+        lr_decay_every=lr_decay_every, lr_decay_factor=lr_decay_factor, max_steps=max_steps, grad_tol=grad_tol,
+        seed=seed, chunk=network_chunk_size(arch, n_pool, memory_budget_mb, torch_dtype, torch_device),
+        data_fingerprint=fingerprint_arrays(x_pool, y_pool), checkpoint_every_s=checkpoint_every_s,
         progress_every_s=progress_every_s,
     )
-    as_tensor = lambda a: torch.as_tensor(np.asarray(a), dtype=torch_dtype, device=torch_device)  # noqa: E731
-    final_losses(out, objective, as_tensor)
-    delta, test_error = _final_margins(out, objective, arch, x_test, y_test, as_tensor)
-    result = descent_dataset(out, member_ids, initial_theta, loss_name=f"{loss} training loss")
-    n_unsatisfied = np.where(out["status"] == DIVERGED, -1, (delta > delta_tol).sum(1))
-    phase = classify_phase(out["status"], n_unsatisfied, n_weights=arch.n_weights, undecided_fraction=undecided_fraction)
-    with np.errstate(invalid="ignore"):
-        train_error = np.where(out["status"] == DIVERGED, np.nan, (delta >= margin).sum(1) / n_train)
-    result = result.assign(
-        n_train=("member", n_train, variable_attrs("training-set size P")),
-        ratio=("member", n_train / arch.n_weights, variable_attrs("P / N (N: weights, biases excluded)")),
-        n_unsatisfied=(
-            "member",
-            n_unsatisfied,
-            variable_attrs("unsatisfied training points N_Delta (Delta > delta_tol; -1: diverged)"),
-        ),
-        train_error=("member", train_error, variable_attrs("training error (0-1)")),
-        test_error=("member", test_error, variable_attrs("test error (0-1)")),
-        phase=(
-            "member",
-            phase.astype(np.int8),
-            variable_attrs("fitting phase", flag_values="-1 0 1", flag_meanings=PHASE_MEANINGS),
-        ),
-        delta=(
-            ("member", "sample"),
-            delta,
-            variable_attrs("Delta = margin - y f on the member's training points (nan beyond them)"),
-        ),
-    )
-    result = result.assign_coords(sample=("sample", np.arange(len(y_pool)), variable_attrs("pool sample index")))
-    counts = np.bincount(phase + 1, minlength=3)
-    log.info("phases: %d SAT, %d UNSAT, %d undecided", counts[1], counts[2], counts[0])
+    result = _fit_sizes(n_train, initial_theta, np.arange(len(n_train)), checkpoint_path=checkpoint_path, **fit)
+    scans = [result.assign(scan=("member", np.zeros(len(n_train), dtype=np.int8)))]
+    lower, upper = transition_bracket(n_train, result["phase"].values)
+    if fine_resolution > 0 and np.isfinite(lower):
+        fine = fine_train_sizes(lower, upper, fine_resolution, at_most=len(fine_initial_theta))
+        fine = fine[~np.isin(fine, n_train)]  # a bracket wider than one grid interval holds grid sizes
+        log.info("fine scan: %d sizes between P = %d and %d", fine.size, lower, upper)
+        if fine.size:
+            more = _fit_sizes(
+                fine, np.asarray(fine_initial_theta)[: fine.size], len(n_train) + np.arange(fine.size),
+                checkpoint_path=None if checkpoint_path is None else f"{checkpoint_path}.fine", **fit,
+            )
+            scans.append(more.assign(scan=("member", np.ones(fine.size, dtype=np.int8))))
+    result = xr.concat(scans, dim="member", data_vars="minimal", coords="minimal", compat="override")
+    result["scan"].attrs.update(variable_attrs("pass of the scan", flag_values="0 1", flag_meanings="grid fine"))
+    result = result.assign_coords(sample=("sample", np.arange(n_pool), variable_attrs("pool sample index")))
+    phase = result["phase"].values
+    counts = {name: int((phase == value).sum()) for name, value in zip(PHASE_MEANINGS.split(), PHASE_VALUES)}
+    log.info("phases: %s", ", ".join(f"{count} {name}" for name, count in counts.items()))
     return result.assign_attrs(
         architecture=json.dumps(arch.__dict__, sort_keys=True),
         depth=arch.depth,
@@ -253,26 +273,133 @@ def sweep_jamming(
         loss_function=loss,
         margin=margin,
         delta_tol=delta_tol,
+        stuck_fraction=stuck_fraction,
+        budget_factors=json.dumps(factors.tolist()),
+        fine_resolution=fine_resolution,
         dynamics=dynamics,
     )
 
 
+def _fit_sizes(
+    n_train, initial_theta, member_ids, *, arch, x, y, x_test, y_test, loss, margin, l2, delta_tol, stuck_fraction,
+    checkpoint_path, **engine,
+) -> xr.Dataset:
+    """One pass of the sweep: members ``member_ids`` fit their ``n_train`` first pool points."""
+    sizes = torch.as_tensor(n_train, device=x.device)
+    objective = PrefixObjective(arch, x, y, sizes, loss, margin, l2)
+    out = _descend_until_decided(
+        objective, PrefixSatisfied(objective, delta_tol), initial_theta, member_ids, device=x.device, dtype=x.dtype,
+        run_id=("jamming", arch, loss, margin, l2, n_train, delta_tol, str(x.dtype)), checkpoint_path=checkpoint_path,
+        **engine,
+    )
+    as_tensor = lambda a: torch.as_tensor(np.asarray(a), dtype=x.dtype, device=x.device)  # noqa: E731
+    final_losses(out, objective, as_tensor)
+    delta, test_error = _final_margins(out, objective, arch, x_test, y_test, as_tensor)
+    result = descent_dataset(out, member_ids, initial_theta, loss_name=f"{loss} training loss")
+    n_unsatisfied = np.where(out["status"] == DIVERGED, -1, (delta > delta_tol).sum(1))
+    phase = classify_phase(out["status"], n_unsatisfied, n_weights=arch.n_weights, stuck_fraction=stuck_fraction)
+    with np.errstate(invalid="ignore"):
+        train_error = np.where(out["status"] == DIVERGED, np.nan, (delta >= margin).sum(1) / n_train)
+    return result.assign(
+        n_train=("member", n_train, variable_attrs("training-set size P")),
+        ratio=("member", n_train / arch.n_weights, variable_attrs("P / N (N: weights, biases excluded)")),
+        n_unsatisfied=(
+            "member",
+            n_unsatisfied,
+            variable_attrs("unsatisfied training points N_Delta (Delta > delta_tol; -1: diverged)"),
+        ),
+        train_error=("member", train_error, variable_attrs("training error (0-1)")),
+        test_error=("member", test_error, variable_attrs("test error (0-1)")),
+        phase=("member", phase.astype(np.int8), phase_attrs()),
+        delta=(
+            ("member", "sample"),
+            delta,
+            variable_attrs("Delta = margin - y f on the member's training points (nan beyond them)"),
+        ),
+    )
+
+
+def fine_train_sizes(lower: float, upper: float, resolution: float, *, at_most: int) -> np.ndarray:
+    """Integer sizes strictly between ``lower`` and ``upper``, log-spaced so that neighbours
+    differ by a factor of at most about ``1 + resolution`` (every integer where that is finer),
+    thinned evenly to ``at_most`` sizes."""
+    if resolution <= 0 or not 0 < lower < upper:
+        raise ValueError(f"resolution={resolution} > 0 and 0 < lower={lower} < upper={upper} are needed")
+    n_steps = max(int(np.ceil(np.log(upper / lower) / np.log1p(resolution))), 1)
+    sizes = np.unique(np.round(np.geomspace(lower, upper, n_steps + 1)).astype(np.int64))
+    sizes = sizes[(sizes > lower) & (sizes < upper)]
+    if sizes.size > at_most:
+        kept = np.unique(np.round(np.linspace(0, sizes.size - 1, at_most)).astype(int)) if at_most else []
+        sizes = sizes[kept]
+    return sizes
+
+
+def fine_scan_size(n_train: np.ndarray, resolution: float, *, intervals: int = 2) -> int:
+    """Fine-scan sizes needed to resolve the widest span of ``intervals`` consecutive
+    intervals of the grid ``n_train`` to ``resolution`` (the number of starting points a fine
+    scan is given; two intervals: a bracket with one undecided or stuck grid size inside)."""
+    grid = np.unique(np.asarray(n_train))
+    span = min(intervals, len(grid) - 1)
+    return max(
+        (len(fine_train_sizes(a, b, resolution, at_most=b - a)) for a, b in zip(grid[:-span], grid[span:])), default=0
+    )
+
+
+def phase_attrs() -> dict:
+    """Attributes of a ``phase`` variable (CF flags from :mod:`basins.labels`)."""
+    return variable_attrs(
+        "fitting phase", flag_values=" ".join(map(str, PHASE_VALUES)), flag_meanings=PHASE_MEANINGS
+    )
+
+
 def classify_phase(
-    status: np.ndarray, n_unsatisfied: np.ndarray, *, n_weights: int, undecided_fraction: float
+    status: np.ndarray, n_unsatisfied: np.ndarray, *, n_weights: int, stuck_fraction: float
 ) -> np.ndarray:
-    """SAT (no unsatisfied point), UNSAT (jammed at a minimum, or budget spent far from
-    fitting) or undecided (diverged, or budget spent with fewer than ``undecided_fraction * N``
-    unsatisfied points), per member."""
-    phase = np.where(n_unsatisfied == 0, SAT, UNSAT)
-    near_zero = (status != CONVERGED) & (n_unsatisfied < undecided_fraction * n_weights)
-    phase = np.where((n_unsatisfied > 0) & near_zero, UNDECIDED_PHASE, phase)
-    return np.where(status == DIVERGED, UNDECIDED_PHASE, phase)
+    """Phase per member: of converged members, SAT (no unsatisfied point), stuck (fewer than
+    ``stuck_fraction * n_weights``) or UNSAT; undecided for every member that spent its budget
+    or diverged, whatever its loss."""
+    converged = status == CONVERGED
+    few = n_unsatisfied < stuck_fraction * n_weights
+    decided = np.select([n_unsatisfied == 0, few], [SAT, STUCK], default=UNSAT)
+    return np.where(converged, decided, UNDECIDED_PHASE)
+
+
+def _descend_until_decided(objective, satisfied, initial_theta, member_ids, *, budget_factors, run_id, **engine):
+    """:func:`basins.engine.descent.descend_until_decided` for members that each have their
+    own training set: a continued member keeps its own (the objective restricted to its row).
+
+    Written here because the engine's version continues members on a landscape shared by all.
+    """
+    out = descend(objective, initial_theta, member_ids, satisfied=satisfied, run_id=run_id, **engine)
+    max_steps = engine["max_steps"]
+    for done, factor in zip(budget_factors[:-1], budget_factors[1:]):
+        again = np.flatnonzero(out["status"] == BUDGET)
+        if not len(again):
+            break
+        steps_done, more_steps = int(round(done * max_steps)), int(round((factor - done) * max_steps))
+        log.info("%d members spent %g x the step budget: continued to %g x", len(again), done, factor)
+        continued = dict(engine, max_steps=more_steps)
+        if engine.get("lr_decay_every"):  # the step-size schedule resumes where it was
+            continued["lr"] = engine["lr"] * engine["lr_decay_factor"] ** (steps_done // engine["lr_decay_every"])
+        if engine.get("checkpoint_path") is not None:
+            continued["checkpoint_path"] = f"{engine['checkpoint_path']}.after{steps_done}"
+        rows = torch.as_tensor(again, device=objective.y.device)
+        more = descend(
+            objective.restricted_to(rows),
+            out["final_theta"][again],
+            member_ids[again],
+            satisfied=satisfied.restricted_to(rows),
+            run_id=(*run_id, "after", steps_done),
+            **continued,
+        )
+        merge_continued(out, again, more)
+    return out
 
 
 def _final_margins(out, objective, arch, x_test, y_test, as_tensor):
     """Delta on each member's training points ``(member, sample)`` and the test error."""
     n_members = out["final_theta"].shape[0]
-    delta = np.full((n_members, len(objective.y)), np.nan)
+    delta = np.full((n_members, objective.y.shape[-1]), np.nan)
     test_error = np.full(n_members, np.nan)
     x, y = data_tensors(arch, x_test, y_test, dtype=objective.x.dtype, device=objective.x.device)
     with torch.no_grad():

@@ -7,6 +7,10 @@ is compared across depths (Geiger et al. 2019: r* depends little on depth at com
 Next to the transition the distributions of Delta = margin - y f follow power laws at small
 |Delta| (the gaps of satisfied points, the overlaps of unsatisfied ones), whose exponents are
 fitted on log bins.
+
+Calibration: for a perceptron on random patterns (points in general position, random labels)
+the probability that P points are separable is known exactly at every N (Cover 1965), and the
+measured SAT fraction is set beside it with an exact binomial test per P.
 """
 
 from __future__ import annotations
@@ -16,61 +20,58 @@ from typing import NamedTuple
 
 import numpy as np
 import xarray as xr
+from scipy import stats
 
 from basins.io import variable_attrs
-from basins.labels import SAT, UNSAT
+from basins.jamming_transition import transition_bracket, transition_size
+from basins.labels import PHASE_MEANINGS, PHASE_VALUES, SAT, STUCK, UNDECIDED_PHASE, UNSAT
 
 SIDES = ("sat", "unsat")
 CONSTRAINTS = ("satisfied", "unsatisfied")
 
 
-def transition_size(n_train: np.ndarray, phase: np.ndarray) -> float:
-    """P* between the SAT and UNSAT runs of one network and seed (nan if one phase is missing).
+def cover_sat_probability(n_train: np.ndarray, n_free: int) -> np.ndarray:
+    """Probability that ``n_train`` points in general position with random +-1 labels can be
+    separated by a perceptron with ``n_free`` free parameters (Cover 1965).
 
-    Among thresholds between consecutive decided sizes, the one that misclassifies the fewest
-    runs (UNSAT below it, SAT above it); ties give the geometric middle of the tied range.
-    Undecided runs (phase -1) are ignored.
+    Cover's function counts the separable dichotomies, C(P, N) = 2 sum_{k<N} binom(P-1, k), so
+    P(SAT) = 2^(1-P) sum_{k<N} binom(P-1, k): the probability that a Binomial(P - 1, 1/2)
+    variable is below N. N counts every free parameter: d weights, plus one for the bias
+    (an affine separation in d dimensions is a linear one in d + 1). It is 1 up to P = N,
+    1/2 at P = 2N, and its width in P is of order sqrt(N).
     """
-    found = _best_thresholds(n_train, phase)
-    if found is None:
-        return np.nan
-    sizes, best = found
-    thresholds = np.sqrt(sizes[:-1] * sizes[1:])
-    return float(np.sqrt(thresholds[best[0]] * thresholds[best[-1]]))
+    n_train = np.asarray(n_train)
+    if n_free < 1 or np.any(n_train < 1):
+        raise ValueError(f"n_free={n_free} and n_train={n_train}: both must be at least 1")
+    return stats.binom.cdf(n_free - 1, n_train - 1, 0.5)
 
 
-def transition_bracket(n_train: np.ndarray, phase: np.ndarray) -> tuple[float, float]:
-    """The decided sizes that enclose the best thresholds of :func:`transition_size`: the grid
-    only places P* between them (nan, nan if one phase is missing)."""
-    found = _best_thresholds(n_train, phase)
-    if found is None:
-        return np.nan, np.nan
-    sizes, best = found
-    return float(sizes[best[0]]), float(sizes[best[-1] + 1])
-
-
-def _best_thresholds(n_train, phase):
-    """Sorted decided sizes and the indices of the thresholds between consecutive ones that
-    misclassify the fewest runs; None without both phases."""
-    decided = phase >= 0
-    sizes, phases = np.asarray(n_train, dtype=float)[decided], np.asarray(phase)[decided]
-    if not (phases == SAT).any() or not (phases == UNSAT).any():
-        return None
-    order = np.argsort(sizes)
-    sizes, phases = sizes[order], phases[order]
-    thresholds = np.sqrt(sizes[:-1] * sizes[1:])
-    errors = np.array([((phases == UNSAT) & (sizes < t)).sum() + ((phases == SAT) & (sizes > t)).sum() for t in thresholds])
-    return sizes, np.flatnonzero(errors == errors.min())
+def binomial_agreement(n_sat: np.ndarray, n_decided: np.ndarray, probability: np.ndarray) -> tuple[np.ndarray, float]:
+    """Two-sided exact binomial p-value of ``n_sat`` successes in ``n_decided`` trials at each
+    ``probability``, and the Bonferroni family p-value (the smallest times the number of
+    points tested, at most 1): reject the curve at false-alarm rate alpha when it is below
+    alpha. Bonferroni holds for dependent points too (one seed's nested training sets make
+    its outcomes at different P dependent). Points with no trial are nan and not counted.
+    """
+    n_sat, n_decided, probability = (np.asarray(a) for a in (n_sat, n_decided, probability))
+    p_values = np.full(n_sat.shape, np.nan)
+    for index in zip(*np.nonzero((n_decided > 0) & np.isfinite(probability))):
+        p_values[index] = stats.binomtest(int(n_sat[index]), int(n_decided[index]), float(probability[index])).pvalue
+    tested = np.isfinite(p_values)
+    family = min(1.0, float(p_values[tested].min()) * tested.sum()) if tested.any() else np.nan
+    return p_values, family
 
 
 class PowerLawFit(NamedTuple):
-    """p(v) = prefactor * v**exponent, fitted on ``n_bins`` log bins below ``upper``."""
+    """p(v) = prefactor * v**exponent, fitted on ``n_bins`` log bins below ``upper``;
+    ``p_value``: chi-square goodness of fit of the power law over those bins."""
 
     exponent: float
     stderr: float
     prefactor: float
     upper: float
     n_bins: int
+    p_value: float
 
 
 def fit_small_argument_exponent(
@@ -82,10 +83,14 @@ def fit_small_argument_exponent(
     ``fit_quantile`` quantile of ``values`` that hold at least ``min_count`` values (a smaller
     quantile probes smaller arguments at fewer counts), each bin weighted by the square root of
     its count (the Poisson error of a log count). All nan where fewer than four bins
-    qualify (the standard error needs residuals).
+    qualify (the standard error needs residuals). The check that the fitted range is a
+    power law: chi^2 = sum_bins count (log density - fit)^2 (the Poisson variance of a log
+    count is 1 / count) against n_bins - 2 degrees of freedom; a small ``p_value`` says the
+    range is curved (two regimes, a cutoff, or the stopping rule's pile-up at small |Delta|),
+    not a power law. Approximate for bins of a few counts.
     """
     values = values[values > 0]
-    failed = PowerLawFit(np.nan, np.nan, np.nan, np.nan, 0)
+    failed = PowerLawFit(np.nan, np.nan, np.nan, np.nan, 0, np.nan)
     if values.size < 3 * min_count:
         return failed
     counts, _ = np.histogram(values, edges)
@@ -95,10 +100,13 @@ def fit_small_argument_exponent(
     use = (edges[1:] <= upper) & (counts >= min_count)
     if use.sum() < 4:
         return failed._replace(n_bins=int(use.sum()))
-    (slope, intercept), cov = np.polyfit(
-        np.log(centres[use]), np.log(density[use]), 1, w=np.sqrt(counts[use]), cov=True
+    log_centres, log_density = np.log(centres[use]), np.log(density[use])
+    (slope, intercept), cov = np.polyfit(log_centres, log_density, 1, w=np.sqrt(counts[use]), cov=True)
+    chi2 = float(np.sum(counts[use] * (log_density - (slope * log_centres + intercept)) ** 2))
+    return PowerLawFit(
+        float(slope), float(np.sqrt(cov[0, 0])), float(np.exp(intercept)), float(upper), int(use.sum()),
+        float(stats.chi2.sf(chi2, use.sum() - 2)),
     )
-    return PowerLawFit(float(slope), float(np.sqrt(cov[0, 0])), float(np.exp(intercept)), float(upper), int(use.sum()))
 
 
 def analyze_jamming(
@@ -123,11 +131,20 @@ def analyze_jamming(
         Dims ``(network, train_size, seed)``: ``n_unsatisfied``, ``loss``, ``steps``,
         ``status``, ``phase``, ``test_error`` and ``train_error``, with coordinate ``ratio``
         (P / N); ``(network, seed)``: ``transition_size`` P* and ``transition_ratio`` r*,
-        with the bracket ``transition_ratio_lower`` / ``_upper`` that the P grid allows;
+        from all the run's members (grid and fine scan), with the bracket
+        ``transition_ratio_lower`` / ``_upper`` of decided sizes around it, its relative
+        width ``transition_resolution`` and ``n_fine``, the fine scan's sizes;
         ``(depth,)``: mean and standard deviation of r* over networks and seeds;
-        ``(network, side, constraint, bin)``: densities of |Delta| for satisfied (Delta < 0)
-        and unsatisfied points at the runs next to the transition on its SAT and UNSAT
-        sides, pooled over seeds; ``(network, side, constraint)``: fitted exponents.
+        ``(network, train_size)``: runs per phase, ``sat_count``, ``unsat_count``,
+        ``stuck_count`` and ``undecided_count``;
+        ``(network, train_size)``: ``sat_fraction`` (SAT / (SAT + UNSAT)) and, for
+        perceptrons on random patterns, Cover's ``cover_probability`` with the binomial
+        ``cover_p_value`` of the measured SAT count, and per network ``cover_family_p_value``
+        (see :func:`binomial_agreement`); ``n_undecided`` and ``n_stuck`` per network;
+        ``(network, side, constraint, bin)``: densities of the gaps |Delta| of satisfied
+        points (Delta < 0) and of the overlaps Delta / sqrt(L) of unsatisfied ones (L the
+        run's loss, as Geiger et al. scale them) at the runs next to the transition on its
+        SAT and UNSAT sides, pooled over seeds; ``(network, side, constraint)``: fitted exponents.
     """
     if not runs:
         raise ValueError("analyze_jamming needs at least one sweep_jamming run")
@@ -135,26 +152,44 @@ def analyze_jamming(
         raise ValueError(f"n_bins={n_bins} >= 3, 0 < fit_quantile={fit_quantile} <= 1, min_count={min_count} >= 1")
     networks = list(dict.fromkeys((int(r.attrs["depth"]), int(r.attrs["width"])) for r in runs))
     seeds = sorted({int(r.attrs["seed"]) for r in runs})
-    sizes = np.unique(np.concatenate([r["n_train"].values for r in runs]))
+    # The grid (network, train_size, seed) holds the grid members; the fine scan's sizes differ
+    # between runs and enter the transition and the counts, not the grid.
+    sizes = np.unique(np.concatenate([_grid_members(r)["n_train"].values for r in runs]))
     # (network, seed) index of every run
     placement = [
         (networks.index((int(r.attrs["depth"]), int(r.attrs["width"]))), seeds.index(int(r.attrs["seed"])))
         for r in runs
     ]
     n_weights = np.zeros(len(networks), dtype=np.int64)
+    n_free = np.zeros(len(networks), dtype=np.int64)
+    on_random_patterns = np.zeros(len(networks), dtype=bool)
     grid = {name: np.full((len(networks), len(sizes), len(seeds)), np.nan) for name in _GRID_VARIABLES}
     for run, (i, k) in zip(runs, placement):
         n_weights[i] = int(run.attrs["n_weights"])
-        j = np.searchsorted(sizes, run["n_train"].values)
+        n_free[i] = int(run.attrs.get("n_params", run.attrs["n_weights"]))
+        on_random_patterns[i] = run.attrs.get("dataset_kind") == "random_patterns"
+        on_grid = _grid_members(run)
+        j = np.searchsorted(sizes, on_grid["n_train"].values)
         for name in _GRID_VARIABLES:
-            grid[name][i, j, k] = run[name].values
-    phase = np.nan_to_num(grid["phase"], nan=-1).astype(np.int8)
-    transition = np.array(
-        [[transition_size(sizes, phase[i, :, k]) for k in range(len(seeds))] for i in range(len(networks))]
-    )
-    bracket = np.array(
-        [[transition_bracket(sizes, phase[i, :, k]) for k in range(len(seeds))] for i in range(len(networks))]
-    ).reshape(len(networks), len(seeds), 2)
+            grid[name][i, j, k] = on_grid[name].values
+    phase = np.nan_to_num(grid["phase"], nan=UNDECIDED_PHASE).astype(np.int8)
+    phase_count = {name: (phase == value).sum(2) for name, value in zip(PHASE_MEANINGS.split(), PHASE_VALUES)}
+    n_sat, n_unsat = phase_count["sat"], phase_count["unsat"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sat_fraction = n_sat / (n_sat + n_unsat)
+    perceptrons_on_random_patterns = on_random_patterns & (np.array([d for d, _ in networks]) == 0)
+    cover = _cover_columns(sizes, n_sat, n_sat + n_unsat, n_free=n_free, calibrated=perceptrons_on_random_patterns)
+    # Per network and seed, from all its members (grid and fine scan).
+    transition = np.full((len(networks), len(seeds)), np.nan)
+    bracket = np.full((len(networks), len(seeds), 2), np.nan)
+    n_fine = np.zeros((len(networks), len(seeds)), dtype=np.int64)
+    phase_total = np.zeros((len(networks), len(PHASE_VALUES)), dtype=np.int64)
+    for run, (i, k) in zip(runs, placement):
+        n_train, run_phase = run["n_train"].values, run["phase"].values
+        transition[i, k] = transition_size(n_train, run_phase)
+        bracket[i, k] = transition_bracket(n_train, run_phase)
+        n_fine[i, k] = run.sizes["member"] - _grid_members(run).sizes["member"]
+        phase_total[i] += [(run_phase == value).sum() for value in PHASE_VALUES]
     ratio_star = transition / n_weights[:, None]
     depths = np.array(sorted({d for d, _ in networks}))
     network_depth = np.array([d for d, _ in networks])
@@ -162,12 +197,12 @@ def analyze_jamming(
     per_depth = [values[np.isfinite(values)] for values in per_depth]
 
     delta_tol = float(runs[0].attrs["delta_tol"])
-    next_to_transition = _side_deltas(runs, placement, transition)
+    next_to_transition = _side_constraints(runs, placement, transition, delta_tol)
     gaps = {
         (i, side, constraint): values
         for i, per_side in enumerate(next_to_transition)
-        for side, delta in enumerate(per_side)
-        for constraint, values in enumerate((-delta[delta < 0], delta[delta > delta_tol]))
+        for side, constraints in enumerate(per_side)
+        for constraint, values in enumerate(constraints[:2])
     }
     edges = _log_edges(gaps, n_bins)
     density = np.full((len(networks), 2, 2, n_bins), np.nan)
@@ -181,16 +216,29 @@ def analyze_jamming(
             values, edges, fit_quantile=fit_quantile, min_count=min_count
         )
     fit = dict(zip(PowerLawFit._fields, np.moveaxis(fits, -1, 0)))
-    n_at_margin = np.array(
-        [[((delta >= 0) & (delta <= delta_tol)).sum() for delta in per_side] for per_side in next_to_transition]
-    )
+    n_at_margin = np.array([[constraints[2] for constraints in per_side] for per_side in next_to_transition])
 
     cube = ("network", "train_size", "seed")
     side_constraint = ("network", "side", "constraint")
     result = xr.Dataset(
         {
             **{name: (cube, values, _GRID_VARIABLES[name]) for name, values in grid.items() if name != "phase"},
-            "phase": (cube, phase, variable_attrs("fitting phase", flag_values="-1 0 1", flag_meanings="undecided sat unsat")),
+            "phase": (cube, phase, variable_attrs(
+                "fitting phase", flag_values=" ".join(map(str, PHASE_VALUES)), flag_meanings=PHASE_MEANINGS)),
+            **{
+                f"{name}_count": (("network", "train_size"), count, variable_attrs(f"{name} runs (over seeds)"))
+                for name, count in phase_count.items()
+            },
+            "sat_fraction": (("network", "train_size"), sat_fraction, variable_attrs(
+                "SAT runs / (SAT + UNSAT runs): stuck and undecided runs left out")),
+            "cover_probability": (("network", "train_size"), cover["probability"], variable_attrs(
+                "P(SAT) of a perceptron on random patterns (Cover 1965), N = its free parameters; "
+                "nan for other networks or data")),
+            "cover_p_value": (("network", "train_size"), cover["p_value"], variable_attrs(
+                "two-sided exact binomial p-value of the SAT count against cover_probability")),
+            "cover_family_p_value": ("network", cover["family_p_value"], variable_attrs(
+                "Bonferroni p-value of the SAT fraction against Cover's curve over all P "
+                "(reject below the false-alarm rate)")),
             "transition_size": (("network", "seed"), transition, variable_attrs("transition P* (nan: one phase missing)")),
             "transition_ratio": (("network", "seed"), ratio_star, variable_attrs("r* = P* / N")),
             "transition_ratio_lower": (
@@ -206,7 +254,13 @@ def analyze_jamming(
             "transition_ratio_mean": ("depth", [_mean(v) for v in per_depth], variable_attrs("mean r* over networks and seeds")),
             "transition_ratio_std": ("depth", [_std(v) for v in per_depth], variable_attrs("standard deviation of r* over networks and seeds")),
             "n_transitions": ("depth", [v.size for v in per_depth], variable_attrs("finite r* estimates")),
-            "n_undecided": ("network", (phase == -1).sum((1, 2)), variable_attrs("undecided runs (budget spent near zero, or diverged)")),
+            "transition_resolution": (("network", "seed"), bracket[..., 1] / bracket[..., 0] - 1, variable_attrs(
+                "relative width of the bracket of P*: upper / lower - 1 (after the fine scan, if any)")),
+            "n_fine": (("network", "seed"), n_fine, variable_attrs("sizes of the fine scan")),
+            "n_undecided": ("network", phase_total[:, PHASE_VALUES.index(UNDECIDED_PHASE)], variable_attrs(
+                "undecided runs, grid and fine scan (step budget spent, or diverged)")),
+            "n_stuck": ("network", phase_total[:, PHASE_VALUES.index(STUCK)], variable_attrs(
+                "stuck runs, grid and fine scan: converged with 0 < N_Delta < stuck_fraction N")),
             "delta_density": (
                 (*side_constraint, "bin"),
                 density,
@@ -217,6 +271,8 @@ def analyze_jamming(
             "delta_fit_prefactor": (side_constraint, fit["prefactor"], variable_attrs("prefactor of the fitted power law")),
             "delta_fit_upper": (side_constraint, fit["upper"], variable_attrs("largest |Delta| of the fit range")),
             "delta_fit_bins": (side_constraint, fit["n_bins"].astype(np.int64), variable_attrs("log bins in the fit")),
+            "delta_fit_p_value": (side_constraint, fit["p_value"], variable_attrs(
+                "chi-square goodness of fit of the power law over its range (small: not a power law there)")),
             "n_delta_points": (side_constraint, n_points, variable_attrs("points in the distribution")),
             "n_at_margin": (
                 ("network", "side"),
@@ -230,12 +286,15 @@ def analyze_jamming(
             "network_width": ("network", np.array([w for _, w in networks]), variable_attrs("hidden width")),
             "n_weights": ("network", n_weights, variable_attrs("weights N, biases excluded")),
             "train_size": ("train_size", sizes, variable_attrs("training-set size P")),
+            "n_free": ("network", n_free, variable_attrs("free parameters (weights and biases)")),
             "ratio": (("network", "train_size"), sizes[None, :] / n_weights[:, None], variable_attrs("P / N")),
             "seed": ("seed", np.array(seeds), variable_attrs("seed of data and initialization")),
             "depth": ("depth", depths, variable_attrs("hidden layers")),
             "side": ("side", list(SIDES), variable_attrs("side of the transition")),
-            "constraint": ("constraint", list(CONSTRAINTS), variable_attrs("Delta < 0 (gaps) or Delta > delta_tol (overlaps)")),
-            "bin": ("bin", np.sqrt(edges[:-1] * edges[1:]), variable_attrs("|Delta| at the log bin centre")),
+            "constraint": ("constraint", list(CONSTRAINTS), variable_attrs(
+                "gaps -Delta of satisfied points (Delta < 0), or overlaps Delta > delta_tol over sqrt(loss)")),
+            "bin": ("bin", np.sqrt(edges[:-1] * edges[1:]), variable_attrs(
+                "|Delta| (overlaps: Delta / sqrt(loss)) at the log bin centre")),
             "bin_lower": ("bin", edges[:-1], variable_attrs("lower bin edge of |Delta|")),
             "bin_upper": ("bin", edges[1:], variable_attrs("upper bin edge of |Delta|")),
         },
@@ -246,6 +305,18 @@ def analyze_jamming(
         delta_tol=delta_tol,
         fit=json.dumps({"n_bins": n_bins, "fit_quantile": fit_quantile, "min_count": min_count}),
     )
+
+
+def _cover_columns(sizes, n_sat, n_decided, *, n_free, calibrated):
+    """Cover's curve, the binomial p-values and the family p-value of the networks that have
+    one (``calibrated``: perceptrons on random patterns); nan elsewhere."""
+    probability = np.full(n_sat.shape, np.nan)
+    p_value = np.full(n_sat.shape, np.nan)
+    family_p_value = np.full(len(n_free), np.nan)
+    for i in np.flatnonzero(calibrated):
+        probability[i] = cover_sat_probability(sizes, int(n_free[i]))
+        p_value[i], family_p_value[i] = binomial_agreement(n_sat[i], n_decided[i], probability[i])
+    return {"probability": probability, "p_value": p_value, "family_p_value": family_p_value}
 
 
 _GRID_VARIABLES = {
@@ -259,6 +330,11 @@ _GRID_VARIABLES = {
 }
 
 
+def _grid_members(run):
+    """The members of a sweep on the shared P grid (not the fine scan)."""
+    return run.isel(member=run["scan"].values == 0) if "scan" in run else run
+
+
 def _next_to_transition(run, p_star):
     """Members of one run closest to P* on the SAT side (below) and UNSAT side (above)."""
     sizes, phase = run["n_train"].values, run["phase"].values
@@ -270,17 +346,35 @@ def _next_to_transition(run, p_star):
     )
 
 
-def _side_deltas(runs, placement, transition):
-    """Per network, the Delta values of its runs next to the transition, pooled per side."""
-    per_side = [([], []) for _ in range(transition.shape[0])]
+def _side_constraints(runs, placement, transition, delta_tol):
+    """Per network and side of the transition, pooled over its runs next to it: the gaps
+    -Delta of satisfied points (Delta < 0), the overlaps Delta > ``delta_tol`` of unsatisfied
+    ones in units of sqrt(L), L = sum_mu relu(Delta_mu)^2 / 2P the run's loss (Geiger et al.
+    2019 and their code nn_jamming: the overlaps shrink with the loss as the transition is
+    approached, the scaled ones do not), and the number of points at the margin."""
+    pooled = [[([], [], 0), ([], [], 0)] for _ in range(transition.shape[0])]
     for run, (i, k) in zip(runs, placement):
         if not np.isfinite(transition[i, k]):
             continue
         for side, member in enumerate(_next_to_transition(run, transition[i, k])):
-            if member is not None:
-                delta = run["delta"].values[member]
-                per_side[i][side].append(delta[np.isfinite(delta)])
-    return [[np.concatenate(d) if d else np.empty(0) for d in sides] for sides in per_side]
+            if member is None:
+                continue
+            delta = run["delta"].values[member]
+            delta = delta[np.isfinite(delta)]
+            gaps, overlaps, at_margin = pooled[i][side]
+            overlap = delta[delta > delta_tol]
+            loss = 0.5 * np.sum(np.clip(delta, 0, None) ** 2) / delta.size
+            gaps.append(-delta[delta < 0])
+            overlaps.append(overlap / np.sqrt(loss) if overlap.size else overlap)
+            pooled[i][side] = (gaps, overlaps, at_margin + int(((delta >= 0) & (delta <= delta_tol)).sum()))
+    return [
+        [(_concatenate(gaps), _concatenate(overlaps), at_margin) for gaps, overlaps, at_margin in sides]
+        for sides in pooled
+    ]
+
+
+def _concatenate(arrays):
+    return np.concatenate(arrays) if arrays else np.empty(0)
 
 
 def _log_edges(pooled, n_bins):

@@ -9,7 +9,9 @@ import seaborn as sns
 import xarray as xr
 
 from basins.figures import PAPER_SIZE, set_theme
-from basins.labels import UNDECIDED_PHASE
+from basins.jamming_analysis import cover_sat_probability
+from basins.labels import SAT, STUCK, UNDECIDED_PHASE, UNSAT
+from basins.stats import wilson_interval
 
 
 def _depth_colors(jamming):
@@ -37,14 +39,18 @@ def figure_jamming(jamming: xr.Dataset, *, title: str) -> plt.Figure:
         depth, n_weights = int(network["network_depth"]), int(network["n_weights"])
         ratio = network["ratio"].values
         fraction = network["n_unsatisfied"].values / n_weights
-        decided = network["phase"].values != UNDECIDED_PHASE
+        phase = network["phase"].values
+        decided = (phase == SAT) | (phase == UNSAT)
         color, marker = colors[depth], markers[i % len(markers)]
         for k in range(jamming.sizes["seed"]):
             phase_ax.scatter(ratio[decided[:, k]], fraction[decided[:, k], k], s=6, color=color, marker=marker, alpha=0.4, lw=0)
-            phase_ax.scatter(
-                ratio[~decided[:, k]], fraction[~decided[:, k], k], s=14, facecolor="none", edgecolor="tab:red", marker=marker, lw=0.7
-            )
-        mean = np.nanmean(np.where(decided, fraction, np.nan), axis=1)
+            for value, edge in ((UNDECIDED_PHASE, "tab:red"), (STUCK, "0.5")):
+                shown = phase[:, k] == value
+                phase_ax.scatter(
+                    ratio[shown], fraction[shown, k], s=14, facecolor="none", edgecolor=edge, marker=marker, lw=0.7
+                )
+        with np.errstate(invalid="ignore"):  # nan where no seed decided a size
+            mean = np.where(decided, fraction, 0).sum(1) / decided.sum(1)
         phase_ax.plot(ratio, mean, color=color, marker=marker, ms=3, lw=1, label=_network_label(jamming, i))
     for depth in jamming["depth"].values:
         r_star = float(jamming["transition_ratio_mean"].sel(depth=depth))
@@ -53,7 +59,9 @@ def figure_jamming(jamming: xr.Dataset, *, title: str) -> plt.Figure:
     # symlog: the jump at r* and the growth far above it (N_Delta up to P) on one axis
     phase_ax.set_yscale("symlog", linthresh=0.01)
     phase_ax.set(xscale="log", xlabel="P / N", ylabel=r"$N_\Delta$ / N", title=title)
+    phase_ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     phase_ax.plot([], [], ls="none", marker="o", mfc="none", mec="tab:red", label="undecided (budget spent)")
+    phase_ax.plot([], [], ls="none", marker="o", mfc="none", mec="0.5", label="stuck (a few points left)")
     phase_ax.legend(fontsize=5, loc="upper left")
 
     for depth in jamming["depth"].values:
@@ -63,7 +71,7 @@ def figure_jamming(jamming: xr.Dataset, *, title: str) -> plt.Figure:
             for name in ("transition_ratio", "transition_ratio_lower", "transition_ratio_upper")
         )
         found = np.isfinite(estimates)
-        # each seed's estimate with the bracket the P grid allows, beside the depth's mean
+        # each seed's estimate with the bracket of decided sizes (grid and fine scan), beside the depth's mean
         offsets = depth + 0.12 + np.linspace(0, 0.24, max(found.sum(), 1))[: found.sum()]
         ratio_ax.errorbar(
             offsets, estimates[found], yerr=(estimates[found] - lower[found], upper[found] - estimates[found]),
@@ -75,15 +83,17 @@ def figure_jamming(jamming: xr.Dataset, *, title: str) -> plt.Figure:
             color="k", marker="_", ms=10, capsize=3, lw=1,
         )
     ratio_ax.set(xlabel="depth (hidden layers)", ylabel="r* = P* / N", xticks=jamming["depth"].values)
-    ratio_ax.set_title("transition per seed (bars: P grid bracket);\nmean $\\pm$ sd over seeds", fontsize=7)
+    ratio_ax.set_title(
+        "transition per seed (bars: bracket of decided P,\nfine scan included); mean $\\pm$ sd over seeds", fontsize=7
+    )
     fig.tight_layout()
     return fig
 
 
 def figure_jamming_gaps(jamming: xr.Dataset, *, title: str) -> plt.Figure:
-    """Densities of |Delta| at the runs next to the transition, SAT side and UNSAT side:
-    gaps of satisfied points (Delta < 0, solid) and overlaps of unsatisfied ones (dashed), with
-    the fitted small-argument power laws."""
+    """Densities at the runs next to the transition, SAT side and UNSAT side: gaps |Delta| of
+    satisfied points (Delta < 0, solid) and overlaps Delta / sqrt(L) of unsatisfied ones
+    (dashed, L the run's loss), with the fitted small-argument power laws."""
     set_theme()
     fig, axes = plt.subplots(1, 2, figsize=(2 * PAPER_SIZE[0], PAPER_SIZE[1]), sharey=True)
     palette = sns.color_palette("colorblind", jamming.sizes["network"])
@@ -98,14 +108,20 @@ def figure_jamming_gaps(jamming: xr.Dataset, *, title: str) -> plt.Figure:
                     continue
                 drawn = True
                 exponent, stderr = float(cell["delta_exponent"]), float(cell["delta_exponent_stderr"])
-                fitted = f", slope {exponent:.2f}$\\pm${stderr:.2f}" if np.isfinite(exponent) else ""
+                fit_p = float(cell["delta_fit_p_value"])
+                fitted = ""
+                if np.isfinite(exponent):
+                    fitted = f", slope {exponent:.2f}$\\pm${stderr:.2f} (fit p {fit_p:.2g})"
                 label = f"{_network_label(jamming, i)}, {constraint}{fitted}"
                 shown = density > 0
                 ax.plot(centres[shown], density[shown], ls=style, color=palette[i], marker=".", ms=3, lw=0.8, label=label)
                 if np.isfinite(exponent):
                     span = centres[shown & (centres <= float(cell["delta_fit_upper"]))]
                     ax.plot(span, float(cell["delta_fit_prefactor"]) * span**exponent, color="k", lw=0.6)
-        ax.set(xscale="log", yscale="log", xlabel=r"$|\Delta|$", title=f"{side.upper()} side of the transition")
+        ax.set(
+            xscale="log", yscale="log", xlabel=r"gaps $|\Delta|$; overlaps $\Delta / \sqrt{L}$",
+            title=f"{side.upper()} side of the transition",
+        )
         if drawn:
             ax.legend(fontsize=4.5, loc="lower left")
         else:
@@ -138,6 +154,37 @@ def figure_jamming_test_error(jamming: xr.Dataset, *, title: str) -> plt.Figure:
             )
     ax.set(xscale="log", xlabel="N (weights)", ylabel="test error", title=title)
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.legend(fontsize=5)
+    fig.tight_layout()
+    return fig
+
+
+def figure_jamming_cover(jamming: xr.Dataset, *, title: str) -> plt.Figure:
+    """The calibration: SAT fraction of perceptrons on random patterns against P, with 95 %
+    Wilson intervals over seeds, beside Cover's exact P(SAT) for N free parameters (1965)."""
+    set_theme()
+    fig, ax = plt.subplots(figsize=PAPER_SIZE)
+    calibrated = np.flatnonzero(np.isfinite(jamming["cover_family_p_value"].values))
+    palette = sns.color_palette("colorblind", max(len(calibrated), 1))
+    sizes = jamming["train_size"].values
+    for color, i in zip(palette, calibrated):
+        network = jamming.isel(network=i)
+        n_free = int(network["n_free"])
+        n_sat = network["sat_count"].values
+        n_decided = n_sat + network["unsat_count"].values
+        shown = n_decided > 0
+        low, high = np.array([wilson_interval(k, n) for k, n in zip(n_sat[shown], n_decided[shown])]).T
+        fraction = n_sat[shown] / n_decided[shown]
+        ax.errorbar(
+            sizes[shown] / n_free, fraction, yerr=(fraction - low, high - fraction), fmt="o", ms=3, color=color,
+            capsize=2, lw=0.8, label=f"measured, N={n_free} (family p = {float(network['cover_family_p_value']):.2g})",
+        )
+        dense = np.arange(1, int(sizes.max()) + 1)
+        ax.plot(dense / n_free, cover_sat_probability(dense, n_free), color=color, lw=1, label=f"Cover, N={n_free}")
+    if not len(calibrated):
+        ax.text(0.5, 0.5, "no perceptron on random patterns", ha="center", va="center", transform=ax.transAxes)
+    ax.axvline(2, color="k", ls=":", lw=0.8)
+    ax.set(xlabel="P / N (N: free parameters, bias included)", ylabel="P(SAT)", ylim=(-0.03, 1.03), title=title)
     ax.legend(fontsize=5)
     fig.tight_layout()
     return fig

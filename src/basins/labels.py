@@ -46,9 +46,11 @@ BAND_OUTCOME_MEANINGS = "transition_states no_verified_saddle ends_merged unreso
 
 # --- the phase of a jamming run (basins.jamming) -------------------------------------------
 SAT = 0  #: every training point ends with margin y f >= 1
-UNSAT = 1  #: some point ends below the margin, at a converged minimum
-UNDECIDED_PHASE = -1  #: neither can be said (diverged, or stuck near zero loss)
-PHASE_MEANINGS = "0 SAT, 1 UNSAT, -1 undecided"
+UNSAT = 1  #: converged to a minimum with a finite fraction of the points below the margin
+UNDECIDED_PHASE = -1  #: neither can be said: the step budget ran out first, or diverged
+STUCK = 2  #: converged with a few points below the margin (0 < N_Delta < stuck_fraction N)
+PHASE_VALUES = (UNDECIDED_PHASE, SAT, UNSAT, STUCK)
+PHASE_MEANINGS = "undecided sat unsat stuck"
 
 
 def label_of_status(status):

@@ -380,6 +380,13 @@ def check_local_entropy():
         raise ValueError("local_entropy.radius must not exceed n_weights")
 
 
+def jamming_features(sweep, network):
+    """Input dimension of a network's data: its own n_features (Geiger et al.'s d = h), else
+    the sweep's dataset.n_features; 0 where neither is set (the data set's own features).
+    """
+    return network.get("n_features") or sweep["dataset"]["n_features"] or 0
+
+
 def check_jamming():
     for name, sweep in JAMMING.items():
         networks = [
@@ -399,8 +406,18 @@ def check_jamming():
                 f"jamming.{name}.train_sizes.smallest={sizes['smallest']} must be below "
                 f"largest={sizes['largest']}"
             )
-        # The pool holds the largest training set (jamming_dataset).
-        check_dataset(f"jamming.{name}.dataset", sweep["dataset"], sizes["largest"])
+        # The pool holds the largest training set (jamming_dataset), one per input dimension.
+        for features in sorted(
+            {jamming_features(sweep, network) for network in sweep["networks"]}
+        ):
+            check_dataset(
+                f"jamming.{name}.dataset",
+                {
+                    **sweep["dataset"],
+                    "n_features": features or sweep["dataset"]["n_features"],
+                },
+                sizes["largest"],
+            )
 
 
 def check_gpu_visible():
@@ -450,6 +467,7 @@ wildcard_constraints:
     group="|".join(CONNECTIVITY_GROUPS) or "no_group",
     protocols="|".join(PROTOCOLS) or "no_protocols",
     jamming="|".join(JAMMING) or "no_jamming",
+    features=r"\d+",
     depth=r"\d+",
     width=r"\d+",
     seed=r"\d+",
@@ -636,13 +654,28 @@ def jamming_section(name):
 
 
 def jamming_dataset(wildcards):
-    """prepare_dataset options of one jamming seed: the pool holds the largest train size."""
+    """prepare_dataset options of one jamming seed and input dimension: the pool holds the
+    largest train size."""
     sweep = JAMMING[wildcards.jamming]
     return {
         **sweep["dataset"],
+        "n_features": int(wildcards.features) or sweep["dataset"]["n_features"],
         "n_train": sweep["train_sizes"]["largest"],
         "seed": int(wildcards.seed),
     }
+
+
+def jamming_network_dataset(wildcards):
+    """The pool a sweep job fits: its seed's, in its network's input dimension."""
+    sweep = JAMMING[wildcards.jamming]
+    network = next(
+        network
+        for network in sweep["networks"]
+        if (network["depth"], network["width"])
+        == (int(wildcards.depth), int(wildcards.width))
+    )
+    features = jamming_features(sweep, network)
+    return f"results/jamming/datasets/{wildcards.jamming}_d{features}_seed{wildcards.seed}.nc"
 
 
 def jamming_runs(wildcards):
@@ -656,12 +689,15 @@ def jamming_runs(wildcards):
 
 def jamming_figures():
     """Phase diagram and gap distributions of every sweep; test error vs N where the
-    labels can be learned (for random labels it is 1/2 by construction)."""
+    labels can be learned (for random labels it is 1/2 by construction); the calibration
+    against Cover's count where a perceptron fits random patterns."""
     figures = []
     for name, sweep in JAMMING.items():
         kinds = ["jamming", "jamming_gaps"]
         if sweep["dataset"]["kind"] != "random_patterns":
             kinds.append("jamming_test_error")
+        elif any(network["depth"] == 0 for network in sweep["networks"]):
+            kinds.append("jamming_cover")
         figures += [
             f"results/figures/{kind}/{name}.{ext}"
             for kind in kinds

@@ -124,6 +124,12 @@ FIGURE_TABLE = {
         category="Jamming transition",
         params={"module": "jamming_figures"},
     ),
+    "jamming_cover": dict(
+        inputs={"jamming": "results/jamming/{jamming}.nc"},
+        stem="{jamming}",
+        category="Jamming transition",
+        params={"module": "jamming_figures"},
+    ),
     "jamming_test_error": dict(
         inputs={"jamming": "results/jamming/{jamming}.nc"},
         stem="{jamming}",

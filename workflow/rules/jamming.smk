@@ -3,9 +3,9 @@ rule prepare_jamming_data:
     input:
         code=code_dependencies("prepare_dataset"),
     output:
-        "results/jamming/datasets/{jamming}_seed{seed}.nc",
+        "results/jamming/datasets/{jamming}_d{features}_seed{seed}.nc",
     log:
-        "logs/prepare_jamming_data/{jamming}_seed{seed}.log",
+        "logs/prepare_jamming_data/{jamming}_d{features}_seed{seed}.log",
     localrule: True
     conda:
         "../../envs/basins.yaml"
@@ -17,7 +17,7 @@ rule prepare_jamming_data:
 
 rule sweep_jamming:
     input:
-        dataset="results/jamming/datasets/{jamming}_seed{seed}.nc",
+        dataset=jamming_network_dataset,
         code=code_dependencies("sweep_jamming"),
     output:
         "results/jamming/runs/{jamming}/depth{depth}_width{width}_seed{seed}.nc",

@@ -3,7 +3,7 @@ from _entry import engine_options, start
 
 from basins.data import train_test_arrays
 from basins.io import add_provenance, read_dataset, write_dataset
-from basins.jamming import sweep_jamming, train_size_grid
+from basins.jamming import fine_scan_size, sweep_jamming, train_size_grid
 from basins.landscapes.networks import architecture_for, initial_parameters
 
 log = start(snakemake)
@@ -16,16 +16,22 @@ init, init_scale = model.pop("init"), model.pop("init_scale")
 arch = architecture_for(dataset, depth=depth, width=width, **model)
 n_train = train_size_grid(**params.train_sizes)
 members = np.arange(len(n_train))
+# The fine scan's starting points: enough to split one grid interval to the resolution asked.
+resolution = params.training["fine_resolution"]
+fine_members = len(n_train) + np.arange(fine_scan_size(n_train, resolution) if resolution else 0)
 log.info("depth %d, width %d: N = %d weights; P from %d to %d", depth, width, arch.n_weights, n_train[0], n_train[-1])
 result = sweep_jamming(
     arch,
     *train_test_arrays(dataset),
     initial_parameters(arch, members, seed=seed, init=init, init_scale=init_scale),
     n_train,
+    fine_initial_theta=initial_parameters(arch, fine_members, seed=seed, init=init, init_scale=init_scale),
     seed=seed,
     **options,
     **params.training,
 )
+# Cover's curve calibrates perceptrons on random patterns (analyze_jamming).
+result = result.assign_attrs(dataset_kind=dataset.attrs["dataset_kind"])
 result = add_provenance(
     result,
     title=f"jamming sweep {wildcards.jamming}, depth {depth}, width {width}, seed {seed}",

@@ -1,0 +1,50 @@
+"""Where SAT turns UNSAT: the transition P* of one network and seed from its runs' phases.
+
+Its own module (numpy only) because both the sweep (to place its fine scan) and the analysis
+use it: a change to the analysis then reruns no sweep.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from basins.labels import SAT, UNSAT
+
+
+def transition_size(n_train: np.ndarray, phase: np.ndarray) -> float:
+    """P* between the SAT and UNSAT runs of one network and seed (nan if one phase is missing).
+
+    Among thresholds between consecutive decided sizes, the one that misclassifies the fewest
+    runs (UNSAT below it, SAT above it); ties give the geometric middle of the tied range.
+    Only SAT and UNSAT runs count: undecided and stuck runs are ignored.
+    """
+    found = _best_thresholds(n_train, phase)
+    if found is None:
+        return np.nan
+    sizes, best = found
+    thresholds = np.sqrt(sizes[:-1] * sizes[1:])
+    return float(np.sqrt(thresholds[best[0]] * thresholds[best[-1]]))
+
+
+def transition_bracket(n_train: np.ndarray, phase: np.ndarray) -> tuple[float, float]:
+    """The decided sizes that enclose the best thresholds of :func:`transition_size`: the grid
+    only places P* between them (nan, nan if one phase is missing)."""
+    found = _best_thresholds(n_train, phase)
+    if found is None:
+        return np.nan, np.nan
+    sizes, best = found
+    return float(sizes[best[0]]), float(sizes[best[-1] + 1])
+
+
+def _best_thresholds(n_train, phase):
+    """Sorted decided sizes and the indices of the thresholds between consecutive ones that
+    misclassify the fewest runs; None without both phases."""
+    decided = (np.asarray(phase) == SAT) | (np.asarray(phase) == UNSAT)
+    sizes, phases = np.asarray(n_train, dtype=float)[decided], np.asarray(phase)[decided]
+    if not (phases == SAT).any() or not (phases == UNSAT).any():
+        return None
+    order = np.argsort(sizes)
+    sizes, phases = sizes[order], phases[order]
+    thresholds = np.sqrt(sizes[:-1] * sizes[1:])
+    errors = np.array([((phases == UNSAT) & (sizes < t)).sum() + ((phases == SAT) & (sizes > t)).sum() for t in thresholds])
+    return sizes, np.flatnonzero(errors == errors.min())
