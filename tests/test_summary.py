@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from basins.basin_geometry import analyze_basins, measure_tentacles
+from basins.basin_geometry import analyze_basins, tentacle_index
 from basins.summary import summarize_study
 
 
@@ -12,7 +12,7 @@ def test_summary_picks_the_best_and_worst_probed_minima():
     start = rng.normal(size=(300, 4))
     basins = analyze_basins(labels, start, start + 1.0, np.zeros(4), np.array([0.3, 0.1, 0.2, 0.4]))
     exits = np.array([np.full(8, 0.5), np.full(8, 5.0)])  # minimum 1 (best) reaches far less
-    tentacles = measure_tentacles(basins["start_distance"].values, labels, exits, np.ones_like(exits, bool), np.array([0, 1]))
+    tentacles = tentacle_index(basins["start_distance"].values, labels, exits, np.ones_like(exits, bool), np.array([0, 1]))
     flatness = xr.Dataset({"trace": ("minimum", np.array([3.0, 1.0, 2.0, 4.0]))})  # the flatter, the better
     summary = summarize_study(["a/seed1"], [basins], [tentacles], [flatness])
     assert float(summary["good_test_error"][0]) == pytest.approx(0.1)
