@@ -125,6 +125,7 @@ def check_experiments():
                 f"experiments.{name}.training.batch_size is required with dynamics 'sgd'"
             )
         check_beta_schedule(f"experiments.{name}.training", training)
+        check_tentacles(f"experiments.{name}.tentacles", experiment["tentacles"])
         check_basin_geometry(name, experiment)
         check_dataset(
             f"experiments.{name}.dataset",
@@ -256,6 +257,15 @@ def check_rings():
             raise ValueError(
                 f"oscillators.{name}.rays.smallest_radius must be below largest_radius"
             )
+        check_tentacles(f"oscillators.{name}.tentacles", ring["tentacles"])
+
+
+def check_tentacles(where, tentacles):
+    if tentacles["thickness_smallest"] >= tentacles["thickness_largest"]:
+        raise ValueError(
+            f"{where}.thickness_smallest={tentacles['thickness_smallest']} must be below "
+            f"thickness_largest={tentacles['thickness_largest']}"
+        )
 
 
 def check_connectivity_groups():
