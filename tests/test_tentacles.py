@@ -150,3 +150,15 @@ def test_select_members_draws_without_replacement_within_each_minimum():
     chosen = select_members(labels, np.array([0, 1]), 3, seed=0)
     assert len(set(chosen)) == len(chosen) == 5
     assert (labels[chosen[:3]] == 0).all() and (labels[chosen[3:]] == 1).all()
+
+
+def test_the_output_keeps_the_file_contract(tmp_path):
+    """Dims from the vocabulary, every variable with long_name and units; written and read back."""
+    from basins.io import add_provenance, read_dataset, write_dataset
+
+    _, tentacles = tentacles_of(2)
+    path = tmp_path / "tentacles.nc"
+    write_dataset(add_provenance(tentacles, title="t", stage="measure_tentacles", stage_config={}), path)
+    back = read_dataset(path)
+    np.testing.assert_array_equal(back["reach"].values, tentacles["reach"].values)
+    assert back.attrs["n_star_members"] == 32 and back.attrs["min_members"] == 10

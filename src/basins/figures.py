@@ -258,7 +258,7 @@ def figure_basin_shape(tentacles: xr.Dataset, basins: xr.Dataset, *, title: str)
     star.set_ylim(-0.03, 1.03)
     star.set_xlabel("distance from start to minimum")
     star.set_ylabel("fraction of the segment in the basin")
-    star.set_title(f"star-shapedness: {tentacles.sizes['position']} points per segment, "
+    star.set_title(f"star-shapedness: {tentacles.sizes['distance']} points per segment, "
                    f"up to {tentacles.attrs['n_star_members']} members per minimum", fontsize=7)
     star.legend(fontsize=5, frameon=False, loc="lower left")
     thick.set_yscale("log")

@@ -149,7 +149,7 @@ def measure_tentacles(
         with its interval; the old index ``old_tentacle_fraction``, ``old_distance_ratio``
         (with standard errors) and ``median_exit_radius``. Along ``member`` (the sampled
         members; coordinate: row of the inputs): their minimum, ``distance_to_minimum``,
-        ``segment_outcome (member, position)``, ``inside_fraction``, ``exit_position``,
+        ``segment_outcome (member, distance)`` (distance: fraction of the segment), ``inside_fraction``, ``exit_position``,
         ``exit_observed``; for the first ``n_thickness_members`` per minimum ``thickness``,
         ``thickness_ratio``, ``thickness_censored`` and the rays' ``thickness_exit_radius
         (member, direction)`` (nan for members not probed for thickness).
@@ -241,10 +241,10 @@ def measure_tentacles(
         coords={
             "minimum": ("minimum", probed, variable_attrs("probed minimum (catalog index)")),
             "member": ("member", sample, variable_attrs("sampled member (row of the inputs)")),
-            "position": ("position", star["distance"].values, variable_attrs(
+            "distance": ("distance", star["distance"].values, variable_attrs(
                 "position along the segment from the minimum to the start, as a fraction of its length")),
             "direction": ("direction", np.arange(n_thickness_directions), variable_attrs("thickness ray index")),
-            "thickness_radius": ("thickness_radius", thickness_radii, variable_attrs(
+            "radius": ("radius", thickness_radii, variable_attrs(
                 "radii of the thickness rays from a member's start", units="parameter units")),
         },
     )
@@ -300,7 +300,7 @@ def _member_variables(sample, first, star, thickness, start_distance, n_directio
     variables = {
         "minimum_of_member": member_var(star["minimum_of_member"].values, "minimum the member reached (catalog index)"),
         "distance_to_minimum": member_var(start_distance[sample], "distance from the start to its minimum"),
-        "segment_outcome": (("member", "position"), star["outcome"].values, star["outcome"].attrs),
+        "segment_outcome": (("member", "distance"), star["outcome"].values, star["outcome"].attrs),
         "inside_fraction": star["inside_fraction"].variable,
         "inside_fraction_low": star["inside_fraction_low"].variable,
         "inside_fraction_high": star["inside_fraction_high"].variable,
