@@ -35,7 +35,8 @@ tentacles = measure_tentacles(
     **params.tentacles,
 )
 tentacles = add_provenance(
-    tentacles.assign_coords(member=basins["member"].values[tentacles["member"].values]).assign(
+    tentacles.assign_coords(member=("member", basins["member"].values[tentacles["member"].values],
+                                    tentacles["member"].attrs)).assign(
         winding_number=("minimum", winding[tentacles["minimum"].values], minima["winding_number"].attrs)),
     title=f"basin shape of ring {snakemake.wildcards.ring}, seed {seed}",
     stage=snakemake.rule,

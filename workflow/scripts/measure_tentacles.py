@@ -36,7 +36,8 @@ tentacles = measure_tentacles(
     **snakemake.params.tentacles,
 )
 tentacles = add_provenance(
-    tentacles.assign_coords(member=basins["member"].values[tentacles["member"].values]),
+    tentacles.assign_coords(member=("member", basins["member"].values[tentacles["member"].values],
+                                    tentacles["member"].attrs)),
     title=f"basin shape of experiment {snakemake.wildcards.experiment}, seed {seed}",
     stage=snakemake.rule,
     stage_config={"tentacles": dict(snakemake.params.tentacles), "training": snakemake.params.training,
