@@ -14,4 +14,3 @@ rule analyze_basins:
         basins=section("basins"),
     script:
         "../scripts/analyze_basins.py"
-

@@ -94,7 +94,12 @@ FIGURES = [
     "flatness",
     "local_energy",
 ]
-BASIN_GEOMETRY_FIGURES = ["return_probability", "tentacles", "basin_shape", "basin_slices"]
+BASIN_GEOMETRY_FIGURES = [
+    "return_probability",
+    "tentacles",
+    "basin_shape",
+    "basin_slices",
+]
 RING_FIGURES = [
     "winding_distribution",
     "ring_return_probability",
