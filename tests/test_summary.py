@@ -105,3 +105,12 @@ def test_the_study_level_comparison_pools_experiments():
 def test_mismatched_inputs_are_rejected():
     with pytest.raises(ValueError, match="one entry"):
         summarize_study(["a"], [], [], [])
+
+
+def test_the_summary_keeps_the_file_contract(tmp_path):
+    from basins.io import add_provenance, read_dataset, write_dataset
+
+    summary = summarize_study(["a/seed1"], [basins_of([0.3, 0.1, 0.2, 0.4])],
+                              [tentacles_of([0, 1], [40, 30], [0.3, 0.25], [0.2, 0.7])], [FLATNESS])
+    write_dataset(add_provenance(summary, title="s", stage="summarize_study", stage_config={}), tmp_path / "s.nc")
+    assert list(read_dataset(tmp_path / "s.nc")["statistic"].values) == list(SHAPE_STATISTICS)

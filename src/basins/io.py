@@ -55,6 +55,7 @@ DIMS = frozenset(
         "depth",
         "side",
         "constraint",
+        "statistic",
     }
 )
 
