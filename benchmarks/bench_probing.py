@@ -13,7 +13,16 @@ runs / (probes per second):
 - measure_ring_tentacles: n_probed * (n_star_members * n_segment + n_thickness_members *
   n_thickness_directions * (n_thickness_radii + n_thickness_bisection)) runs.
 
-    python benchmarks/bench_probing.py                     # n = 40 and 83, CPU, one thread
+A network probe is one run of the experiment's training from a point (what the probing
+stages' CatalogRerun does, polish and saddle check included); this times runs from the
+initialization of the default study's experiments (config/config.yaml), the cost of ray and
+thickness points far from any minimum, an upper bound for points near one:
+
+- probe_rays: n_probed * n_directions * (n_radii + n_bisection) runs;
+- measure_tentacles: n_probed * (n_star_members * n_segment + n_thickness_members *
+  n_thickness_directions * (n_thickness_radii + n_thickness_bisection)) runs.
+
+    python benchmarks/bench_probing.py                     # rings n = 40, 83 and three networks, CPU, one thread
 """
 
 from __future__ import annotations
@@ -29,9 +38,12 @@ import numpy as np
 import torch
 import yaml
 
+from basins.data import prepare_dataset, train_test_arrays
+from basins.networks import architecture_for, initial_parameters
 from basins.oscillators import KuramotoRing, relax_ring, twisted_state, uniform_phases, winding_number
 from basins.rays import random_directions
 from basins.ring_reruns import nearest_twisted_images, ring_outcomes
+from basins.training import train_ensemble
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
@@ -57,10 +69,29 @@ def probe_points(ring, rays, n_points, seed=0):
     return {"ray_from_state": on_rays, "segment": on_segments, "ray_from_start": on_thickness_rays}
 
 
+def time_network(name, experiment, n_points, budget_factors):
+    """Seconds to train ``n_points`` members of ``experiment`` from its initialization."""
+    dataset = prepare_dataset(**experiment["dataset"])
+    model = dict(experiment["model"])
+    init, init_scale = model.pop("init"), model.pop("init_scale")
+    arch = architecture_for(dataset, **model)
+    ids = np.arange(n_points)
+    theta = initial_parameters(arch, ids, seed=7, init=init, init_scale=init_scale)
+    began = time.perf_counter()
+    result = train_ensemble(arch, *train_test_arrays(dataset), theta, ids, seed=7, budget_factors=budget_factors,
+                            device="cpu", **experiment["training"])
+    seconds = time.perf_counter() - began
+    return {"experiment": name, "n_params": arch.n_params, "kind": "from_initialization", "probes": n_points,
+            "seconds": round(seconds, 2), "probes_per_s": round(n_points / seconds, 1),
+            "converged_fraction": round(float((result["status"].values == 0).mean()), 3)}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rings", nargs="+", default=["ring40", "ring83"])
+    parser.add_argument("--rings", nargs="*", default=["ring40", "ring83"])
     parser.add_argument("--points", type=int, default=384, help="probe points per kind")
+    parser.add_argument("--experiments", nargs="*", default=["teacher_tanh", "digits_parity_tanh", "digits_ce_quench"])
+    parser.add_argument("--network-points", type=int, default=256, help="probes per network experiment")
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -79,6 +110,13 @@ def main():
                          "seconds": round(seconds, 2), "probes_per_s": round(len(points) / seconds, 1),
                          "returned_fraction": round(float((ended == 1).mean()), 3)})
             print(json.dumps(rows[-1]), flush=True)
+    from snakemake.utils import validate  # the schema's defaults, as the workflow fills them in
+
+    study = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    validate(study, str(ROOT / "workflow/schemas/config.schema.yaml"), set_default=True)
+    for name in args.experiments:
+        rows.append(time_network(name, study["experiments"][name], args.network_points, study["budget_factors"]))
+        print(json.dumps(rows[-1]), flush=True)
     machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                "load_average_1min": round(os.getloadavg()[0], 2),
                "cpu_threads": torch.get_num_threads(), "torch": torch.__version__, "dtype": "float64",
