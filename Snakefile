@@ -27,6 +27,7 @@ include: "workflow/rules/jamming.smk"
 include: "workflow/rules/comparison.smk"
 include: "workflow/rules/protocols.smk"
 include: "workflow/rules/summary.smk"
+include: "workflow/rules/answer.smk"
 include: "workflow/rules/oscillators.smk"
 include: "workflow/rules/figures.smk"
 

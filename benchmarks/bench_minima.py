@@ -20,9 +20,9 @@ import xarray as xr
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial.distance import pdist, squareform
 
+from basins.labels import CONVERGED
+from basins.landscapes.networks import Architecture, initial_parameters
 from basins.minima import canonicalize, deduplicate_minima, function_fingerprints, probe_inputs_for
-from basins.networks import Architecture, initial_parameters
-from basins.training import CONVERGED
 
 RESULTS = Path(__file__).parent / "results"
 

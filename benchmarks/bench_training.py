@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.func import functional_call, grad, stack_module_state, vmap
 
-from basins.networks import Architecture, initial_parameters
+from basins.landscapes.networks import Architecture, initial_parameters
 from basins.training import train_ensemble
 
 RESULTS = Path(__file__).parent / "results"

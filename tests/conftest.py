@@ -5,9 +5,9 @@ import pytest
 import torch
 import xarray as xr
 
-from basins import training
+from basins.engine import descent
 from basins.data import prepare_dataset, train_test_arrays
-from basins.networks import Architecture, initial_parameters
+from basins.landscapes.networks import Architecture, initial_parameters
 
 # Tests use tensors of a few hundred numbers: a second thread only adds overhead, and on a busy
 # machine spinning threads made such tests up to 40 times slower.
@@ -31,7 +31,7 @@ def preempted_at():
 
     @contextlib.contextmanager
     def preempt(step):
-        original_report = training._Progress.report
+        original_report = descent._Progress.report
 
         def report(self, at_step, n_active):
             if at_step == step:
@@ -39,7 +39,7 @@ def preempted_at():
             original_report(self, at_step, n_active)
 
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(training._Progress, "report", report)
+            patch.setattr(descent._Progress, "report", report)
             yield
 
     return preempt

@@ -3,8 +3,9 @@ from functools import partial
 import numpy as np
 import pytest
 
-from basins.basin_geometry import analyze_basins, spearman_with_error, wilson_interval
-from basins.symmetry import nearest_image_distance
+from basins.basin_geometry import analyze_basins
+from basins.landscapes.symmetry import nearest_image_distance
+from basins.stats import spearman_with_error, wilson_interval
 
 
 def test_fractions_and_unassigned_sum_to_one(hand_built_minima):
@@ -59,7 +60,7 @@ def test_double_well_basin_fractions_match_the_known_answer_within_sampling_erro
 
 
 def test_start_distance_is_to_the_nearest_symmetric_image():
-    from basins.networks import Architecture, initial_parameters
+    from basins.landscapes.networks import Architecture, initial_parameters
 
     arch = Architecture(n_inputs=2, n_outputs=1, depth=1, width=3, activation="tanh")
     start = initial_parameters(arch, [0], seed=1, init="gaussian")

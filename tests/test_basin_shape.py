@@ -1,4 +1,4 @@
-"""Basin shape statistics against landscapes whose answer is known (basins.planted).
+"""Basin shape statistics against landscapes whose answer is known (basins.landscapes.planted).
 
 The ball-and-ring landscape has a convex, ball-like basin and a thin ring-shaped basin of the
 same volume; the double well two half-spaces. Every statistic must rank the ring as more
@@ -21,12 +21,12 @@ from basins.basin_shape import (
     measure_reach,
     measure_star_shapedness,
 )
-from basins.dynamics import energy_and_gradient
+from basins.engine.descent import descend_until_decided
+from basins.engine.dynamics import energy_and_gradient
 from basins.labels import LEFT, RETURNED, UNDECIDED
-from basins.planted import ball_and_ring, double_well
+from basins.landscapes.planted import ball_and_ring, double_well
 from basins.rays import kaplan_meier_median, probe_rays
 from basins.reruns import outcomes_of
-from basins.training import descend_until_decided
 
 N_STARTS = 400  # about 80 members each in the ball and the ring (fractions 0.2)
 N_THICKNESS_MEMBERS = 30  # members per basin probed for local thickness (16 rays each)

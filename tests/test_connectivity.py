@@ -3,8 +3,9 @@ import pytest
 import torch
 
 from basins.connectivity import connect_minima, neighbour_pairs
-from basins.paths import energy_and_gradient
-from basins.training import CONVERGED, descend
+from basins.engine.descent import descend
+from basins.engine.dynamics import energy_and_gradient
+from basins.labels import CONVERGED
 
 
 def descend_on_muller_brown(mb):

@@ -33,7 +33,7 @@ def test_figures_render_to_stable_pdf_and_png(make_figure, n_minima, tmp_path):
 def shape_datasets():
     """Rays, basins and measure_tentacles output of the planted ball and ring (small settings)."""
     from basins.labels import LEFT, RETURNED
-    from basins.planted import ball_and_ring
+    from basins.landscapes.planted import ball_and_ring
     from basins.rays import probe_rays
     from basins.tentacles import measure_tentacles
 

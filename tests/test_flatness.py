@@ -4,18 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from basins.flatness import (
-    dense_hessians,
-    hessian_chunk_size,
-    hutchinson_trace,
-    lanczos,
-    local_energy,
-    make_hvp,
-    measure_flatness,
-    network_errors_and_losses,
-)
-from basins.networks import Architecture, initial_parameters
-from basins.training import CONVERGED, member_losses, train_ensemble
+from basins.engine.curvature import dense_hessians, hutchinson_trace, lanczos, make_hvp
+from basins.flatness import hessian_chunk_size, local_energy, measure_flatness
+from basins.labels import CONVERGED
+from basins.landscapes.networks import Architecture, initial_parameters
+from basins.landscapes.objective import member_losses, network_errors_and_losses
+from basins.training import train_ensemble
 
 
 @pytest.fixture

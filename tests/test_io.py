@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from basins.io import add_provenance, check_dataset, read_dataset, read_starting_points, variable_attrs, write_dataset
+from basins.io import (
+    add_provenance,
+    check_dataset,
+    read_dataset,
+    read_starting_points,
+    variable_attrs,
+    write_dataset,
+)
 
 
 def small_dataset():

@@ -5,18 +5,20 @@ import xarray as xr
 
 from basins.data import prepare_dataset, train_test_arrays
 from basins.jamming import (
-    SAT,
-    UNDECIDED,
-    UNSAT,
     PrefixObjective,
     classify_phase,
     sweep_jamming,
     train_size_grid,
 )
-from basins.jamming_analysis import analyze_jamming, fit_small_argument_exponent, transition_bracket, transition_size
-from basins.losses import sample_losses
-from basins.networks import Architecture, forward, initial_parameters
-from basins.training import BUDGET, CONVERGED, DIVERGED
+from basins.jamming_analysis import (
+    analyze_jamming,
+    fit_small_argument_exponent,
+    transition_bracket,
+    transition_size,
+)
+from basins.labels import BUDGET, CONVERGED, DIVERGED, SAT, UNDECIDED_PHASE, UNSAT
+from basins.landscapes.losses import sample_losses
+from basins.landscapes.networks import Architecture, forward, initial_parameters
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +129,7 @@ def test_budget_runs_near_zero_are_undecided_not_unsat():
     status = np.array([CONVERGED, CONVERGED, BUDGET, BUDGET, DIVERGED])
     n_unsatisfied = np.array([0, 7, 2, 40, -1])
     phase = classify_phase(status, n_unsatisfied, n_weights=100, undecided_fraction=0.05)
-    np.testing.assert_array_equal(phase, [SAT, UNSAT, UNDECIDED, UNSAT, UNDECIDED])
+    np.testing.assert_array_equal(phase, [SAT, UNSAT, UNDECIDED_PHASE, UNSAT, UNDECIDED_PHASE])
 
 
 @pytest.mark.parametrize(
@@ -137,7 +139,7 @@ def test_budget_runs_near_zero_are_undecided_not_unsat():
         # one misfit: two cuts tie (between 1 and 2, between 4 and 8); P* is their middle and
         # only known to lie between 1 and 8
         ([SAT, UNSAT, SAT, UNSAT], np.sqrt(2 * 4), (1, 8)),
-        ([SAT, UNDECIDED, UNSAT, UNSAT], np.sqrt(1 * 4), (1, 4)),  # undecided runs are ignored
+        ([SAT, UNDECIDED_PHASE, UNSAT, UNSAT], np.sqrt(1 * 4), (1, 4)),  # undecided runs are ignored
         ([SAT, SAT, SAT, SAT], np.nan, (np.nan, np.nan)),  # the transition lies beyond the grid
         ([UNSAT, UNSAT, UNSAT, UNSAT], np.nan, (np.nan, np.nan)),
     ],
@@ -178,7 +180,7 @@ def fake_run(depth, width, n_weights, seed, phases, sizes=(2, 4, 8, 16)):
             "n_unsatisfied": ("member", n_unsatisfied),
             "loss": ("member", n_unsatisfied / 10),
             "steps": ("member", np.full(len(sizes), 10)),
-            "status": ("member", np.where(np.array(phases) == UNDECIDED, BUDGET, CONVERGED)),
+            "status": ("member", np.where(np.array(phases) == UNDECIDED_PHASE, BUDGET, CONVERGED)),
             "phase": ("member", np.array(phases, dtype=np.int8)),
             "test_error": ("member", np.full(len(sizes), 0.5)),
             "train_error": ("member", n_unsatisfied / sizes),
@@ -194,7 +196,7 @@ def test_analysis_puts_runs_on_one_grid_and_estimates_r_star_per_depth():
         fake_run(0, 0, 4, 1, [SAT, SAT, UNSAT, UNSAT]),
         fake_run(0, 0, 4, 2, [SAT, SAT, SAT, UNSAT]),
         fake_run(1, 3, 8, 1, [SAT, SAT, SAT, UNSAT]),
-        fake_run(1, 3, 8, 2, [SAT, UNDECIDED, SAT, SAT]),
+        fake_run(1, 3, 8, 2, [SAT, UNDECIDED_PHASE, SAT, SAT]),
     ]
     result = analyze_jamming(runs, n_bins=8, fit_quantile=1.0, min_count=1)
     assert dict(result["phase"].sizes) == {"network": 2, "train_size": 4, "seed": 2}

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from basins.losses import margins, sample_losses
+from basins.landscapes.losses import margins, sample_losses
 
 
 def test_binary_losses_by_hand():

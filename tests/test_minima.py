@@ -3,8 +3,9 @@ import pytest
 import torch
 import xarray as xr
 
-from basins.symmetry import nearest_image
-from basins.labels import AT_SADDLE, SADDLE, UNDECIDED_LABEL
+from basins.labels import AT_SADDLE, BUDGET, CONVERGED, SADDLE, UNDECIDED_LABEL
+from basins.landscapes.networks import Architecture, forward, initial_parameters
+from basins.landscapes.symmetry import nearest_image
 from basins.minima import (
     assign_to_catalog,
     canonicalize,
@@ -12,8 +13,6 @@ from basins.minima import (
     group_endpoints,
     tolerance_plateau,
 )
-from basins.networks import Architecture, forward, initial_parameters
-from basins.training import BUDGET, CONVERGED
 
 
 def apply_symmetry(theta, arch, rng):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from basins.networks import Architecture, forward, initial_parameters
+from basins.landscapes.networks import Architecture, forward, initial_parameters
 
 
 @pytest.mark.parametrize("depth, activation, bias", [(0, "tanh", True), (1, "relu", False), (3, "erf", True)])

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from basins.basin_geometry import analyze_basins
+from basins.labels import CONVERGED
 from basins.oscillators import (
     KuramotoRing,
     attractor_distance,
@@ -17,7 +18,6 @@ from basins.oscillators import (
     uniform_phases,
     winding_number,
 )
-from basins.training import CONVERGED
 
 # BASINS_TEST_DEVICE=cuda relaxes the rings on a GPU, as in test_training.
 DEVICE = os.environ.get("BASINS_TEST_DEVICE", "cpu")

@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from basins.paths import (
+from basins.engine.dynamics import energy_and_gradient
+from basins.engine.paths import (
     band_forces,
     count_band_maxima,
-    energy_and_gradient,
     interpolate_bands,
     nudged_elastic_band,
     refine_transition_states,

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from basins.dynamics import energy_and_gradient
+from basins.engine.descent import descend_until_decided
+from basins.engine.dynamics import energy_and_gradient
 from basins.labels import CONVERGED
-from basins.planted import ball_and_ring, double_well
-from basins.training import descend_until_decided
+from basins.landscapes.planted import ball_and_ring, double_well
 
 LANDSCAPES = [ball_and_ring(2), ball_and_ring(12), double_well(2), double_well(12)]
 

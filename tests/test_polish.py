@@ -3,8 +3,8 @@
 import numpy as np
 import torch
 
+from basins.engine.polish import polish_minima
 from basins.labels import BUDGET, CONVERGED
-from basins.polish import polish_minima
 
 CURVATURES = torch.tensor([1e-4, 1.0, 30.0, 0.0], dtype=torch.float64)  # a soft, two stiff, one flat
 
@@ -78,7 +78,9 @@ def slow_slope(theta):
 
 
 def settled_on_slow_slope(max_refinements):
-    from basins.training import confirm_minima, descend_until_decided, energy_and_gradient
+    from basins.training import confirm_minima
+    from basins.engine.descent import descend_until_decided
+    from basins.engine.dynamics import energy_and_gradient
 
     engine = dict(dynamics="gradient_flow", lr=1.0, max_steps=2000, device=torch.device("cpu"), dtype=torch.float64,
                   chunk=16, run_id=("slow slope",), progress_every_s=1e9)

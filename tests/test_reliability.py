@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import stat
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,11 +15,12 @@ import xarray as xr
 import yaml
 from workflow_runner import ROOT, snakemake
 
-from basins import checkpoints
+from basins.engine import checkpoints, descent
+from basins.engine.dynamics import energy_and_gradient
 from basins.io import read_dataset, write_dataset
 from basins.jamming import sweep_jamming
-from basins.labels import DIVERGED
-from basins.networks import Architecture, initial_parameters
+from basins.labels import BUDGET, CONVERGED, DIVERGED
+from basins.landscapes.networks import Architecture, initial_parameters
 from basins.training import train_ensemble
 
 ENGINE = dict(dynamics="adam", lr=0.02, max_steps=80, grad_tol=0.0, loss="mse", l2=1e-3, device="cpu",
@@ -84,12 +86,20 @@ def test_a_checkpoint_of_other_code_is_discarded(teacher_data, tiny_arch, tiny_s
     assert "training data" not in caplog.text and "resuming" not in caplog.text
 
 
-def test_the_source_hash_covers_every_module_of_the_package():
-    package = os.path.dirname(checkpoints.__file__)
-    assert checkpoints.source_fingerprint() == checkpoints.source_fingerprint()  # computed once
-    assert len({name for name in os.listdir(package) if name.endswith(".py")}) > 20
-    checkpoints.source_fingerprint.cache_clear()
-    assert len(checkpoints.source_fingerprint()) == 64
+def test_the_source_hash_covers_every_module_of_the_package(tmp_path):
+    """An edit anywhere in the package, subpackages included, changes the code fingerprint."""
+    package = tmp_path / "basins"
+    shutil.copytree(Path(checkpoints.__file__).parents[1], package, ignore=shutil.ignore_patterns("__pycache__"))
+    assert len(list(package.rglob("*.py"))) > 25
+    before = checkpoints.source_fingerprint(package)
+    assert checkpoints.source_fingerprint(package) == before and len(before) == 64
+    for module in ("training.py", "engine/dynamics.py", "landscapes/networks.py"):
+        checkpoints.source_fingerprint.cache_clear()
+        path = package / module
+        path.write_text(path.read_text() + "# an edit\n")
+        after = checkpoints.source_fingerprint(package)
+        assert after != before, module
+        before = after
 
 
 def test_a_jamming_checkpoint_of_another_pool_is_discarded(tmp_path, preempted_at, caplog):
@@ -117,6 +127,46 @@ def test_a_jamming_checkpoint_of_another_pool_is_discarded(tmp_path, preempted_a
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
+def _slow_quadratic(theta, batch):
+    """0.5 |theta|^2: GD at lr 0.01 needs ~700 steps to reach |grad| <= 1e-3 from |theta| ~ 1."""
+    return energy_and_gradient(lambda t: 0.5 * (t**2).sum(1), theta)
+
+
+def test_a_run_preempted_during_its_budget_continuation_resumes_it(tmp_path, caplog):
+    """Preempted while continuing members that spent the first budget: the rerun redoes the
+    first run (its checkpoint was removed when it completed), resumes the continuation from
+    ``<path>.after<steps>`` and ends exactly as an uninterrupted run."""
+    starts = np.random.default_rng(0).normal(size=(6, 3))
+    starts /= np.linalg.norm(starts, axis=1, keepdims=True)
+    options = dict(
+        dynamics="gd", lr=0.01, max_steps=200, grad_tol=1e-3, budget_factors=(1, 4), device=torch.device("cpu"),
+        dtype=torch.float64, chunk=6, run_id=("quadratic",), checkpoint_every_s=0.0, progress_every_s=0.0,
+    )
+    uninterrupted = descent.descend_until_decided(_slow_quadratic, starts, np.arange(6), **options)
+    assert (uninterrupted["status"] == CONVERGED).all() and (uninterrupted["steps"] > 200).all()
+    checkpoint = tmp_path / "run.pt"
+    report, seen = descent._Progress.report, []
+
+    def preempt_in_the_continuation(self, step, n_active):
+        seen.append(step)
+        if seen.count(100) == 2:  # step 100 of the first run, then of the continuation
+            raise KeyboardInterrupt("preempted")
+        report(self, step, n_active)
+
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        patch.setattr(descent._Progress, "report", preempt_in_the_continuation)
+        descent.descend_until_decided(_slow_quadratic, starts, np.arange(6), checkpoint_path=checkpoint, **options)
+    continuation = tmp_path / "run.pt.after200"
+    assert continuation.exists() and not checkpoint.exists()
+    with caplog.at_level(logging.INFO, logger="basins.engine.descent"):
+        resumed = descent.descend_until_decided(_slow_quadratic, starts, np.arange(6), checkpoint_path=checkpoint,
+                                                **options)
+    assert f"resuming from checkpoint {continuation}" in caplog.text
+    for name in ("final_theta", "status", "steps", "grad_norm"):
+        np.testing.assert_array_equal(resumed[name], uninterrupted[name])
+    assert not continuation.exists() and BUDGET not in resumed["status"]
+
+
 def test_an_unreadable_checkpoint_is_moved_aside_and_the_run_starts_over(teacher_data, tiny_arch, tiny_start,
                                                                          tmp_path, preempted_at, caplog, damage):
     theta0, ids = tiny_start
@@ -247,7 +297,7 @@ def test_a_job_without_its_gpu_fails_before_writing_and_leaves_other_outputs(tmp
     # --no-hooks skips the check at start, as on a cluster node without the GPU it was promised.
     result = run_workflow(tmp_path, config, "--cores", "1", "--no-hooks", "--until", "train_ensemble", check=False)
     assert result.returncode != 0
-    assert (tmp_path / "results/datasets/tiny.nc").exists()  # another job's valid output stays
+    assert (tmp_path / "results/datasets/tiny/seed1.nc").exists()  # another job's valid output stays
     assert not list((tmp_path / "results").glob("training/**/*.nc"))
     log = next((tmp_path / "logs/train_ensemble").glob("**/*.log")).read_text()
     assert "use_gpu: true, but this job's machine has no CUDA device" in log

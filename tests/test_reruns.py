@@ -4,10 +4,21 @@ import numpy as np
 import pytest
 import torch
 
-from basins.labels import AT_SADDLE, BUDGET, CONVERGED, DIVERGED, LEFT, RETURNED, SADDLE, UNDECIDED, UNDECIDED_LABEL
+from basins.engine.descent import descend_until_decided
+from basins.engine.dynamics import energy_and_gradient
+from basins.labels import (
+    AT_SADDLE,
+    BUDGET,
+    CONVERGED,
+    DIVERGED,
+    LEFT,
+    RETURNED,
+    SADDLE,
+    UNDECIDED,
+    UNDECIDED_LABEL,
+)
 from basins.rays import probe_rays
 from basins.reruns import labels_of, outcomes_of
-from basins.training import descend_until_decided, energy_and_gradient
 
 
 def double_well(theta):

@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+from basins.engine.descent import descend
+from basins.engine.dynamics import energy_and_gradient
 from basins.labels import CONVERGED, SADDLE
-from basins.training import descend, energy_and_gradient, escape_saddles
+from basins.training import escape_saddles
 
 
 def double_well(theta):

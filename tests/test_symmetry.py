@@ -5,8 +5,8 @@ import pytest
 from scipy.optimize import linear_sum_assignment, minimize_scalar
 from scipy.special import erf
 
-from basins.networks import Architecture
-from basins.symmetry import image, nearest_image, nearest_image_distance, nearest_images
+from basins.landscapes.networks import Architecture
+from basins.landscapes.symmetry import image, nearest_image, nearest_image_distance, nearest_images
 
 
 def forward(theta, arch, x):

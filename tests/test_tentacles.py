@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from basins.labels import LEFT, RETURNED
-from basins.planted import ball_and_ring, double_well
+from basins.landscapes.planted import ball_and_ring, double_well
 from basins.rays import probe_rays
 from basins.tentacles import far_return_probability, measure_tentacles, select_members
 

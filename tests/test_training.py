@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from basins.dynamics import GradientFlow, minibatch_indices
-from basins.networks import initial_parameters
-from basins.training import BUDGET, CONVERGED, DIVERGED, beta_at, data_tensors, member_losses, train_ensemble
+from basins.engine.dynamics import GradientFlow, minibatch_indices
+from basins.labels import BUDGET, CONVERGED, DIVERGED
+from basins.landscapes.networks import initial_parameters
+from basins.landscapes.objective import beta_at, data_tensors, member_losses
+from basins.training import train_ensemble
 
 
 def torch_model(arch, theta):

@@ -291,7 +291,7 @@ def test_tiny_study_runs_end_to_end_and_every_result_keeps_the_contract(tiny_stu
     stages = {p.relative_to(results).parts[0] for p in netcdf}
     assert stages == {
         "datasets", "training", "minima", "basins", "rays", "tentacles", "slices", "comparisons", "summary.nc",
-        "oscillators", "flatness", "local_entropy", "connectivity", "jamming", "protocols",
+        "oscillators", "flatness", "local_entropy", "connectivity", "jamming", "protocols", "answer.nc",
     }
     for path in netcdf:
         ds = read_dataset(path)
@@ -303,10 +303,10 @@ def test_tiny_study_runs_end_to_end_and_every_result_keeps_the_contract(tiny_stu
     pngs = sorted(results.rglob("*.png"))
     # figures x (experiment, seed) pairs, one comparison, one protocol comparison, the summary,
     # ring figures x (ring, seed), the local entropy, the connectivity group's two, two per
-    # jamming sweep and the digits sweep's test error
+    # jamming sweep, the digits sweep's test error and the answer
     # (basin geometry figures only for the 2 (experiment, seed) pairs whose dynamics has basins
     # to probe)
-    n_figures = 5 * 5 + 4 * 2 + 1 + 1 + 1 + 4 * 1 + 1 + 2 + 2 * 2 + 1
+    n_figures = 5 * 5 + 4 * 2 + 1 + 1 + 1 + 4 * 1 + 1 + 2 + 2 * 2 + 1 + 1
     assert len(pngs) == n_figures and len(sorted(results.rglob("*.pdf"))) == n_figures
     for png in pngs:
         width, height = Image.open(png).size
@@ -319,6 +319,10 @@ def test_tiny_study_runs_end_to_end_and_every_result_keeps_the_contract(tiny_stu
     perceptron = read_dataset(results / "jamming/tiny_random.nc").isel(network=0)
     assert (perceptron["phase"].isel(train_size=0) == 0).all() and (perceptron["phase"].isel(train_size=-1) == 1).all()
     assert np.isfinite(perceptron["transition_ratio"]).all()
+    answer = read_dataset(results / "answer.nc")
+    assert set(answer["verdict"].values) <= {"supported", "contradicted", "undecided"}
+    assert list(answer["replicate"].values) == [1, 2] and (answer["experiment"].values == "tiny_mnist1d_classes").all()
+    assert "| tiny | tiny_mnist1d_classes |" in (results / "answer.md").read_text()
     summary = (results / "summary.csv").read_text().splitlines()
     assert len(summary) == 1 + 2 and summary[0].startswith("experiment,")
 
@@ -369,11 +373,12 @@ def _code_dependencies():
 def test_code_dependencies_cover_every_module_the_stage_imports(script, stage_module):
     """A rule's code inputs hold every package module its stage imports at run time (the
     two that hand lists missed: connect_minima -> flatness, compare_protocols -> basin_geometry)."""
-    listed = {path.split("/")[-1] for path in _code_dependencies()(script) if "/src/basins/" in path}
+    listed = {path.split("/src/basins/")[1] for path in _code_dependencies()(script) if "/src/basins/" in path}
     imported = subprocess.run(
         [str(BIN / "python"), "-c",
-         f"import sys, basins.{stage_module}; print(' '.join(m for m in sys.modules if m.startswith('basins.')))"],
+         f"import sys, basins.{stage_module}; print(' '.join(m.__file__ for n, m in sys.modules.items() "
+         "if n.startswith('basins.')))"],
         capture_output=True, text=True, check=True,
     ).stdout.split()
-    assert {f"{name.split('.')[1]}.py" for name in imported} <= listed
+    assert {path.split("/src/basins/")[1] for path in imported} <= listed
     assert f"{stage_module}.py" in listed

@@ -11,32 +11,11 @@ from collections.abc import Callable
 
 import numpy as np
 import xarray as xr
-from scipy import stats
 
 from basins.io import variable_attrs
 from basins.labels import AT_SADDLE, LABEL_MEANINGS, UNDECIDED_LABEL
 from basins.rays import kaplan_meier_median
-
-
-def wilson_interval(successes: np.ndarray, n: int, z: float = 1.96) -> tuple[np.ndarray, np.ndarray]:
-    """Wilson score interval of a binomial proportion (Wilson 1927); sensible at p near 0 or 1."""
-    if n <= 0:
-        raise ValueError(f"n={n}: an interval needs at least one trial")
-    p = np.asarray(successes, dtype=np.float64) / n
-    centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
-    half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / (1 + z**2 / n)
-    # At p = 0 or 1 the bound is exactly p; clipping removes round-off on the wrong side.
-    return np.clip(centre - half, 0.0, p), np.clip(centre + half, p, 1.0)
-
-
-def spearman_with_error(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """Spearman's rank correlation and its standard error 1.03 / sqrt(n - 3) (Fieller et al. 1957)."""
-    finite = np.isfinite(a) & np.isfinite(b)
-    n = int(finite.sum())
-    if n < 4 or np.ptp(a[finite]) == 0 or np.ptp(b[finite]) == 0:
-        return float("nan"), float("nan")
-    rho = stats.spearmanr(a[finite], b[finite]).statistic
-    return float(rho), float(1.03 / np.sqrt(n - 3))
+from basins.stats import spearman_with_error, wilson_interval
 
 
 def analyze_basins(
@@ -65,7 +44,7 @@ def analyze_basins(
         without data (oscillator rings) have none, and give ``n_minima`` instead.
     distance : callable, optional
         ``distance(starts, ends) -> (member,)``, the symmetry-aware distance from each start to
-        the minimum its end point lies on (networks: :func:`basins.symmetry.nearest_image_distance`;
+        the minimum its end point lies on (networks: :func:`basins.landscapes.symmetry.nearest_image_distance`;
         rings: :func:`basins.oscillators.torus_distance`); without it ``start_distance`` equals
         ``travel_distance``. A nearest image is never farther than the image reached: a
         ``start_distance`` above ``travel_distance + end_offset`` (beyond round-off) is refused.

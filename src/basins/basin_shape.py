@@ -1,7 +1,7 @@
 """Basin shape: a compact head, or a head with thin tentacles that reach far?
 
 Three statistics, each first validated on landscapes whose answer is known
-(:mod:`basins.planted`: a ball-like basin and a thin ring-shaped one of equal volume, in 2-D
+(:mod:`basins.landscapes.planted`: a ball-like basin and a thin ring-shaped one of equal volume, in 2-D
 and in d = 12; a double well), see ``docs/basin_shape.md``:
 
 - **star-shapedness** (:func:`measure_star_shapedness`): is the segment from a member's start
@@ -28,10 +28,10 @@ import numpy as np
 import xarray as xr
 from scipy import stats
 
-from basins.basin_geometry import wilson_interval
 from basins.io import variable_attrs
 from basins.labels import LEFT, OUTCOME_MEANINGS, OUTCOME_VALUES, RETURNED, UNDECIDED
 from basins.rays import Outcomes, probe_rays, run_outcomes
+from basins.stats import wilson_interval
 
 
 def measure_star_shapedness(
@@ -52,7 +52,7 @@ def measure_star_shapedness(
         The members' starting points (in the frame the dynamics runs in).
     minimum_images : ndarray, shape (member, param)
         Each member's minimum, as the symmetric image nearest to its start
-        (:func:`basins.symmetry.nearest_images` for networks; ``minima[minimum_of_member]``
+        (:func:`basins.landscapes.symmetry.nearest_images` for networks; ``minima[minimum_of_member]``
         where the landscape has no symmetry).
     minimum_of_member : ndarray of int, shape (member,)
         Catalog index of each member's minimum, the target handed to ``outcomes`` (>= 0:

@@ -2,7 +2,7 @@
 
 Following the energy-landscape program of Wales (2003) as applied to neural networks by
 Verpoort, Lee and Wales (2020): pairs of catalogued minima are joined by nudged elastic bands
-(:mod:`basins.paths`), each band's highest image is refined to a transition state, and two
+(:mod:`basins.engine.paths`), each band's highest image is refined to a transition state, and two
 steepest-descent paths from that saddle name the minima it actually connects. Minima and
 transition states give the disconnectivity graph (:mod:`basins.disconnectivity`) and the
 funnel measure.
@@ -24,10 +24,9 @@ from scipy.spatial import cKDTree
 from scipy.spatial.distance import pdist, squareform
 
 from basins.disconnectivity import escape_barriers, funnel_fraction, superbasins
+from basins.engine.paths import Energy, count_band_maxima, nudged_elastic_band, refine_transition_states
 from basins.io import variable_attrs
-from basins.minima import UNASSIGNED
-from basins.training import CONVERGED
-from basins.paths import Energy, count_band_maxima, nudged_elastic_band, refine_transition_states
+from basins.labels import CONVERGED, UNASSIGNED
 
 log = logging.getLogger(__name__)
 
@@ -118,13 +117,13 @@ def connect_minima(
     n_neighbors : int
         Nearest minima each minimum is joined to.
     n_images, spring, band_dynamics, band_lr, band_max_steps, band_force_tol, band_climb_tol
-        The nudged elastic band (:func:`basins.paths.nudged_elastic_band`). Plain gradient
+        The nudged elastic band (:func:`basins.engine.paths.nudged_elastic_band`). Plain gradient
         steps are the default: on network bands FIRE's inertia was seen to carry images far
         uphill (energies 100x the minima's) where gradient steps relaxed the same band
         smoothly; the band only has to bring its highest image near the saddle, which the
         refinement then converges to.
     ts_grad_tol, ts_max_steps, trust_radius, index_tolerance
-        Transition-state refinement (:func:`basins.paths.refine_transition_states`).
+        Transition-state refinement (:func:`basins.engine.paths.refine_transition_states`).
     displacement, descent_grad_tol : float
         Distance from a transition state, along its negative-curvature mode, at which the two
         descents start: small enough to stay in the saddle's two valleys. Where the gradient
@@ -135,6 +134,9 @@ def connect_minima(
     n_levels : int
         Energy levels of the disconnectivity graph, from the lowest minimum to above the highest
         transition state.
+    device, chunk
+        Where ``energy``'s tensors live, and the bands relaxed at once (the caller sizes it to
+        its memory budget: a band is ``n_images + 2`` evaluations of ``energy``).
 
     Returns
     -------
@@ -172,7 +174,7 @@ def connect_minima(
         max_steps=ts_max_steps, trust_radius=trust_radius, index_tolerance=index_tolerance, device=device,
     )
     log.info("%d of %d bands converged; %d saddles of index 1",
-             (band["status"] == 0).sum(), len(pairs), (saddle["converged"] & (saddle["index"] == 1)).sum())
+             (band["status"] == CONVERGED).sum(), len(pairs), (saddle["converged"] & (saddle["index"] == 1)).sum())
     step = np.maximum(displacement, 10 * max(descent_grad_tol, ts_grad_tol) / np.maximum(np.abs(saddle["lowest_eigenvalue"]), 1e-300))
     offsets = step[:, None] * saddle["mode"]
     connected = np.full((len(pairs), 2), UNASSIGNED, dtype=np.int64)

@@ -19,10 +19,10 @@ import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
 import xarray as xr  # noqa: E402
 
-from basins.basin_geometry import spearman_with_error  # noqa: E402
 from basins.disconnectivity import tree_segments  # noqa: E402
 from basins.labels import AT_SADDLE, UNASSIGNED, UNDECIDED_LABEL  # noqa: E402
 from basins.rays import select_minima_to_probe  # noqa: E402
+from basins.stats import spearman_with_error  # noqa: E402
 
 PAPER_SIZE = (3.4, 2.6)  # one column of a two-column paper, inches
 

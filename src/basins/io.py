@@ -56,6 +56,9 @@ DIMS = frozenset(
         "side",
         "constraint",
         "statistic",
+        "row",
+        "replicate",
+        "excluded",
     }
 )
 

@@ -20,33 +20,25 @@ import numpy as np
 import torch
 import xarray as xr
 
-from basins.checkpoints import fingerprint_arrays
+from basins.engine.checkpoints import fingerprint_arrays
+from basins.engine.descent import descend, descent_dataset, final_losses
+from basins.engine.devices import TORCH_DTYPES, resolve_device
+from basins.engine.dynamics import energy_and_gradient
 from basins.io import variable_attrs
-from basins.losses import check_loss, l2_penalty, margins, sample_losses
-from basins.networks import Architecture, forward
-from basins.training import (
-    CONVERGED,
-    DIVERGED,
-    TORCH_DTYPES,
-    data_tensors,
-    descend,
-    descent_dataset,
-    energy_and_gradient,
-    final_losses,
-    network_chunk_size,
-    resolve_device,
-)
+from basins.labels import CONVERGED, DIVERGED, SAT, UNDECIDED_PHASE, UNSAT
+from basins.landscapes.losses import check_loss, l2_penalty, margins, sample_losses
+from basins.landscapes.networks import Architecture, forward
+from basins.landscapes.objective import data_tensors, network_chunk_size
 
 log = logging.getLogger(__name__)
 
-SAT, UNSAT, UNDECIDED = 0, 1, -1
 PHASE_MEANINGS = "undecided sat unsat"
 
 
 @dataclasses.dataclass(frozen=True)
 class PrefixObjective:
     """Loss of each member on its own first ``n_train`` pool points (``restricted_to`` as
-    :func:`basins.training.descend` wants); the pool is cut to the largest prefix in use."""
+    :func:`basins.engine.descent.descend` wants); the pool is cut to the largest prefix in use."""
 
     arch: Architecture
     x: torch.Tensor
@@ -273,8 +265,8 @@ def classify_phase(
     unsatisfied points), per member."""
     phase = np.where(n_unsatisfied == 0, SAT, UNSAT)
     near_zero = (status != CONVERGED) & (n_unsatisfied < undecided_fraction * n_weights)
-    phase = np.where((n_unsatisfied > 0) & near_zero, UNDECIDED, phase)
-    return np.where(status == DIVERGED, UNDECIDED, phase)
+    phase = np.where((n_unsatisfied > 0) & near_zero, UNDECIDED_PHASE, phase)
+    return np.where(status == DIVERGED, UNDECIDED_PHASE, phase)
 
 
 def _final_margins(out, objective, arch, x_test, y_test, as_tensor):

@@ -18,7 +18,7 @@ import numpy as np
 import xarray as xr
 
 from basins.io import variable_attrs
-from basins.jamming import SAT, UNSAT
+from basins.labels import SAT, UNSAT
 
 SIDES = ("sat", "unsat")
 CONSTRAINTS = ("satisfied", "unsatisfied")

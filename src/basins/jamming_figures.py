@@ -9,7 +9,7 @@ import seaborn as sns
 import xarray as xr
 
 from basins.figures import PAPER_SIZE, set_theme
-from basins.jamming import UNDECIDED
+from basins.labels import UNDECIDED_PHASE
 
 
 def _depth_colors(jamming):
@@ -37,7 +37,7 @@ def figure_jamming(jamming: xr.Dataset, *, title: str) -> plt.Figure:
         depth, n_weights = int(network["network_depth"]), int(network["n_weights"])
         ratio = network["ratio"].values
         fraction = network["n_unsatisfied"].values / n_weights
-        decided = network["phase"].values != UNDECIDED
+        decided = network["phase"].values != UNDECIDED_PHASE
         color, marker = colors[depth], markers[i % len(markers)]
         for k in range(jamming.sizes["seed"]):
             phase_ax.scatter(ratio[decided[:, k]], fraction[decided[:, k], k], s=6, color=color, marker=marker, alpha=0.4, lw=0)

@@ -32,6 +32,12 @@ UNDECIDED = 2  #: budget spent (or stuck at a saddle) before either could be sai
 OUTCOME_VALUES = (LEFT, RETURNED, UNDECIDED)
 OUTCOME_MEANINGS = "left returned undecided"
 
+# --- the phase of a jamming run (basins.jamming) -------------------------------------------
+SAT = 0  #: every training point ends with margin y f >= 1
+UNSAT = 1  #: some point ends below the margin, at a converged minimum
+UNDECIDED_PHASE = -1  #: neither can be said (diverged, or stuck near zero loss)
+PHASE_MEANINGS = "0 SAT, 1 UNSAT, -1 undecided"
+
 
 def label_of_status(status):
     """The negative label of members that did not converge: -3 budget, -2 saddle, -1 diverged.

@@ -26,16 +26,9 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from basins.io import variable_attrs
-from basins.labels import (
-    AT_SADDLE,
-    CONVERGED,
-    LABEL_MEANINGS,
-    UNASSIGNED,
-    UNDECIDED_LABEL,
-    label_of_status,
-)
-from basins.networks import Architecture, forward
-from basins.symmetry import ODD_ACTIVATIONS, nearest_image_distance
+from basins.labels import AT_SADDLE, CONVERGED, LABEL_MEANINGS, UNASSIGNED, UNDECIDED_LABEL, label_of_status
+from basins.landscapes.networks import Architecture, forward
+from basins.landscapes.symmetry import ODD_ACTIVATIONS, nearest_image_distance
 
 TOLERANCE_FACTORS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)  # ascending, with 1.0: the chosen tolerances
 CRITERIA = ("function", "function_and_parameters")
@@ -299,7 +292,7 @@ def _parameter_check(canonical, separation, arch, dist_tol):
     def same_parameters(i, j):
         close = np.linalg.norm(canonical[i] - canonical[j], axis=1) <= dist_tol
         # A near-tie in the canonical sort can order two copies of a minimum differently:
-        # those pairs get the distance to the nearest image (basins.symmetry).
+        # those pairs get the distance to the nearest image (basins.landscapes.symmetry).
         doubtful = np.flatnonzero(~close)
         doubtful = doubtful[~_identity_is_optimal(canonical, separation, i[doubtful], j[doubtful], arch)]
         if len(doubtful):

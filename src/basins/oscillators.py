@@ -25,16 +25,10 @@ import torch
 import xarray as xr
 from scipy import optimize, special, stats
 
+from basins.engine.descent import descend_until_decided, descent_dataset, final_losses
+from basins.engine.devices import TORCH_DTYPES, chunk_size, resolve_device
 from basins.io import variable_attrs
-from basins.training import (
-    DIVERGED,
-    TORCH_DTYPES,
-    chunk_size,
-    descend_until_decided,
-    descent_dataset,
-    final_losses,
-    resolve_device,
-)
+from basins.labels import DIVERGED
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +76,7 @@ class KuramotoRing:
         return energy, grad
 
     def objective(self, theta: torch.Tensor, batch=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The :mod:`basins.dynamics` objective; there is no data, so no minibatches."""
+        """The :mod:`basins.engine.dynamics` objective; there is no data, so no minibatches."""
         if batch is not None:
             raise ValueError("an oscillator ring has no data to draw minibatches from; use full-batch dynamics")
         return self.energy_and_gradient(theta)

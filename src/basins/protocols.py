@@ -18,8 +18,8 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from basins.basin_geometry import spearman_with_error
 from basins.io import variable_attrs
+from basins.stats import spearman_with_error
 
 
 def compare_protocols(

@@ -1,7 +1,7 @@
 """Re-runs of the dynamics from chosen points (rays, slices, segments): three outcomes, never two.
 
 A re-run that spends its step budget has not left its basin; it is undecided. Undecided runs
-are continued to a larger budget, up to a cap (:func:`basins.training.descend_until_decided`);
+are continued to a larger budget, up to a cap (:func:`basins.engine.descent.descend_until_decided`);
 what is still undecided then stays undecided (censored data), never counted as an exit or as a
 basin of its own.
 """
@@ -10,15 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from basins.labels import (
-    BUDGET,
-    CONVERGED,
-    LEFT,
-    RETURNED,
-    SADDLE,
-    UNDECIDED,
-    label_of_status,
-)
+from basins.labels import BUDGET, CONVERGED, LEFT, RETURNED, SADDLE, UNDECIDED, label_of_status
 
 
 def outcomes_of(reached_label: np.ndarray, status: np.ndarray, targets: np.ndarray) -> np.ndarray:

@@ -19,8 +19,8 @@ import numpy as np
 import xarray as xr
 from scipy import stats
 
-from basins.basin_geometry import spearman_with_error
 from basins.io import variable_attrs
+from basins.stats import spearman_with_error
 
 #: Shape statistics compared between good and bad minima: name -> (how its uncertainty is stored,
 #: the sign of "more tentacled"). ``interval``: ``_low`` / ``_high``; ``se``: ``_se``.

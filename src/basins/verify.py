@@ -35,8 +35,8 @@ import xarray as xr
 
 from basins.data import train_test_arrays
 from basins.io import read_dataset
+from basins.landscapes.networks import Architecture
 from basins.minima import assign_to_catalog, matching_options
-from basins.networks import Architecture
 from basins.reruns import labels_of
 from basins.training import train_ensemble
 
@@ -111,7 +111,7 @@ def verify_results(results: Path, *, n_rerun: int = 256) -> list[dict]:
         log.info("%s seed %d: re-running %d catalogued starts", experiment, seed, n_rerun)
         row = {"experiment": experiment, "seed": seed, "n_minima": minima.sizes["minimum"]}
         row |= check_catalogue(
-            training, minima, read_dataset(results / f"datasets/{experiment}.nc"),
+            training, minima, read_dataset(results / f"datasets/{experiment}/seed{seed}.nc"),
             training_options=config["training"], minima_options=json.loads(minima.attrs["stage_config"]),
             seed=seed, budget_factors=config.get("budget_factors", [1]), n_rerun=n_rerun,
         )

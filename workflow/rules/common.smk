@@ -71,6 +71,7 @@ COMPARISONS = config["comparisons"]
 RINGS = config["oscillators"]
 CONNECTIVITY_GROUPS = config["connectivity_groups"]
 PROTOCOLS = config["protocols"]
+ANSWER = config["answer"]
 JAMMING = config["jamming"]
 CONNECTED = [
     name for name, experiment in EXPERIMENTS.items() if "connectivity" in experiment
@@ -209,7 +210,7 @@ def check_basin_geometry(name, experiment):
 
 
 def check_beta_schedule(where, training):
-    """basins.training.check_beta_schedule on a config section (the Snakefile stays torch-free)."""
+    """basins.landscapes.objective.check_beta_schedule on a config section (the Snakefile stays torch-free)."""
     annealed = training["beta_ramp_steps"] > 0
     if training["loss"] != "cross_entropy" and (
         training["beta"] != 1.0 or training["beta_start"] is not None
@@ -331,6 +332,28 @@ def check_protocols():
                 )
 
 
+def check_answer():
+    for name, experiments in ANSWER["families"].items():
+        for experiment in experiments:
+            if experiment not in EXPERIMENTS:
+                raise ValueError(
+                    f"answer.families.{name} names experiment {experiment!r}, which is not in "
+                    f"experiments ({', '.join(EXPERIMENTS)})"
+                )
+
+
+def answer_replicates():
+    """(experiment, seed) of every replicate the answer pools, family by family."""
+    experiments = dict.fromkeys(
+        e for family in ANSWER["families"].values() for e in family
+    )
+    return [
+        (name, seed)
+        for name in experiments
+        for seed in EXPERIMENTS[name]["ensemble"]["seeds"]
+    ]
+
+
 def check_local_entropy():
     enumeration = config.get("local_entropy")
     if enumeration and enumeration["n_weights"] % 2 == 0:
@@ -402,6 +425,7 @@ check_rings()
 check_connectivity_groups()
 check_protocols()
 check_local_entropy()
+check_answer()
 
 
 wildcard_constraints:
@@ -440,8 +464,12 @@ def code_dependencies(script):
                 continue
             for name in names:
                 parts = name.split(".")
-                if parts[0] == "basins" and len(parts) > 1:
-                    pending.append(package / f"{parts[1]}.py")
+                if parts[0] == "basins":
+                    # basins.a.b.c: the module a/b.py (or the package a/b/) and the
+                    # packages above it; a trailing name that is no file is an attribute.
+                    for depth in range(1, len(parts) + 1):
+                        folder = package.joinpath(*parts[1:depth])
+                        pending += [folder / "__init__.py", folder.with_suffix(".py")]
                 elif len(parts) == 1:
                     pending.append(scripts / f"{name}.py")
     return sorted(str(path) for path in seen)
@@ -458,6 +486,16 @@ def engine_resources():
 def section(name):
     """Input function: one config section of the job's experiment."""
     return lambda wildcards: EXPERIMENTS[wildcards.experiment][name]
+
+
+def dataset_of_seed(wildcards):
+    """prepare_dataset options of one experiment and seed: ``seed: per_seed`` draws each
+    ensemble seed its own data (replicates over data draws), an integer one shared draw.
+    """
+    dataset = dict(EXPERIMENTS[wildcards.experiment]["dataset"])
+    if dataset["seed"] == "per_seed":
+        dataset["seed"] = int(wildcards.seed)
+    return dataset
 
 
 def minima_options(wildcards):
@@ -539,7 +577,7 @@ def compared_minima(wildcards):
 
 
 def reference_dataset(wildcards):
-    return f"results/datasets/{COMPARISONS[wildcards.comparison][0]}.nc"
+    return f"results/datasets/{COMPARISONS[wildcards.comparison][0]}/seed{wildcards.seed}.nc"
 
 
 def reference_minima_options(wildcards):
@@ -678,4 +716,13 @@ def all_figures():
         + connectivity
         + enumeration
         + jamming_figures()
+        + answer_outputs()
     )
+
+
+def answer_outputs():
+    if not ANSWER["families"]:
+        return []
+    return ["results/answer.md"] + [
+        f"results/figures/answer/study.{ext}" for ext in ("pdf", "png")
+    ]

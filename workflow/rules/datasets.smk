@@ -3,15 +3,15 @@ rule prepare_dataset:
     input:
         code=code_dependencies("prepare_dataset"),
     output:
-        "results/datasets/{experiment}.nc",
+        "results/datasets/{experiment}/seed{seed}.nc",
     log:
-        "logs/prepare_dataset/{experiment}.log",
+        "logs/prepare_dataset/{experiment}/seed{seed}.log",
     # The head of the longest chains (training, catalogue, basins, rays): first of all.
     priority: 50
     localrule: True
     conda:
         "../../envs/basins.yaml"
     params:
-        dataset=section("dataset"),
+        dataset=dataset_of_seed,
     script:
         "../scripts/prepare_dataset.py"

@@ -59,6 +59,12 @@ FIGURE_TABLE = {
     "summary": dict(
         inputs={"summary": "results/summary.nc"}, stem="study", category="Summary"
     ),
+    "answer": dict(
+        inputs={"answer": "results/answer.nc"},
+        stem="study",
+        category="1. The answer",
+        params={"module": "answer_figures"},
+    ),
     "winding_distribution": dict(
         inputs={"basins": "results/oscillators/basins/{ring}/seed{seed}.nc"},
         stem=RING,

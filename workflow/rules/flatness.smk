@@ -1,7 +1,7 @@
 rule measure_flatness:
     input:
         minima="results/minima/{experiment}/seed{seed}.nc",
-        dataset="results/datasets/{experiment}.nc",
+        dataset="results/datasets/{experiment}/seed{seed}.nc",
         code=code_dependencies("measure_flatness"),
     output:
         "results/flatness/{experiment}/seed{seed}.nc",

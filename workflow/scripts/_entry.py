@@ -55,7 +55,7 @@ def compute_options(snakemake) -> dict:
     round-off), so changing them must not rerun the study. A job that asks for a GPU where
     there is none fails here, before it reads or writes anything.
     """
-    from basins.training import resolve_device
+    from basins.engine.devices import resolve_device
 
     config = snakemake.config
     device = "cuda" if config["use_gpu"] else "auto"
@@ -83,3 +83,17 @@ def landscape_options(training) -> dict:
     """The keys of an experiment's training section that define its loss landscape (the
     cross-entropy at its final inverse temperature)."""
     return {key: training[key] for key in ("loss", "margin", "l2", "beta")}
+
+
+def shard_starts(snakemake, n_params: int, draw) -> tuple:
+    """This shard's members and their starting points: ``ensemble.initial_points`` when the
+    experiment names a file of them, else ``draw(members)``."""
+    import numpy as np
+
+    from basins.io import read_starting_points
+
+    ensemble, shard = snakemake.params.ensemble, int(snakemake.wildcards.shard)
+    members = np.array_split(np.arange(ensemble["n_members"]), ensemble["n_shards"])[shard]
+    if ensemble["initial_points"]:
+        return members, read_starting_points(ensemble["initial_points"], members, n_params)
+    return members, draw(members)

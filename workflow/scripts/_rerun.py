@@ -9,8 +9,8 @@ from _entry import compute_options
 from basins.data import train_test_arrays
 from basins.io import read_dataset
 from basins.labels import STATUS_VALUES
+from basins.landscapes.networks import Architecture
 from basins.minima import assign_to_catalog, matching_options
-from basins.networks import Architecture
 from basins.rays import probe_rays
 from basins.training import train_ensemble
 

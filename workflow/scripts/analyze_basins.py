@@ -4,8 +4,8 @@ from _entry import start
 
 from basins.basin_geometry import analyze_basins
 from basins.io import add_provenance, read_dataset, write_dataset
-from basins.networks import Architecture
-from basins.symmetry import nearest_images
+from basins.landscapes.networks import Architecture
+from basins.landscapes.symmetry import nearest_images
 
 log = start(snakemake)
 minima = read_dataset(snakemake.input.minima)
@@ -24,7 +24,7 @@ basins = analyze_basins(
 ).assign_coords(member=training["member"])
 basins["start_distance"].attrs["exact"] = (
     "exact nearest image for every member" if exact[np.isfinite(images).all(1)].all()
-    else "an upper bound on the nearest image's distance for some members (basins.symmetry)"
+    else "an upper bound on the nearest image's distance for some members (basins.landscapes.symmetry)"
 )
 # The catalogue's honesty flags travel with the basins to the summary and figures.
 for name in ("on_tolerance_plateau", "saddle_fraction", "undecided_fraction", "diverged_fraction"):

@@ -4,8 +4,8 @@ from _entry import start
 from basins.comparison import compare_dynamics
 from basins.data import train_test_arrays
 from basins.io import add_provenance, read_dataset, write_dataset
+from basins.landscapes.networks import Architecture
 from basins.minima import assign_to_catalog, matching_options
-from basins.networks import Architecture
 
 log = start(snakemake)
 experiments = list(snakemake.params.experiments)

@@ -1,25 +1,30 @@
 from functools import partial
 
+import torch
+
 from _entry import landscape_options, start
 from _rerun import CatalogRerun
 
 from basins.connectivity import connect_minima
-from basins.flatness import network_errors_and_losses
 from basins.io import add_provenance, write_dataset
 from basins.labels import CONVERGED
+from basins.landscapes.objective import data_tensors, member_losses, network_chunk_size, network_errors_and_losses
+from basins.landscapes.symmetry import nearest_image
 from basins.minima import assign_to_catalog, canonicalize
-from basins.symmetry import nearest_image
-from basins.training import data_tensors, member_losses
 
 log = start(snakemake)
 params, wildcards = snakemake.params, snakemake.wildcards
 rerun = CatalogRerun(snakemake)
 arch, minima = rerun.arch, rerun.minima
-device = rerun.compute["device"]
+device = torch.device(rerun.compute["device"])
 x_train, y_train, x_test, y_test = rerun.data
 loss_options = landscape_options(params.training)
 x, y = data_tensors(arch, x_train, y_train, device=device)
 energy = partial(member_losses, x=x, y=y, arch=arch, **loss_options)
+# A band is n_images + 2 networks evaluated together: bands per chunk within the memory budget.
+images_per_band = params.connectivity.get("n_images", 16) + 2
+network_chunk = network_chunk_size(arch, len(x_train), rerun.compute["memory_budget_mb"], x.dtype, device)
+band_chunk = max(1, network_chunk // images_per_band)
 
 
 def descend_from(points):
@@ -41,6 +46,7 @@ graph = connect_minima(
     assign=assign,
     descent_grad_tol=params.training["grad_tol"],
     device=str(device),
+    chunk=band_chunk,
     **params.connectivity,
 )
 x, y = data_tensors(arch, x_test, y_test, device=device)

@@ -3,8 +3,8 @@ from _entry import start
 
 from basins.data import train_test_arrays
 from basins.io import add_provenance, read_dataset, write_dataset
+from basins.landscapes.networks import Architecture
 from basins.minima import deduplicate_minima, probe_inputs_for
-from basins.networks import Architecture
 
 log = start(snakemake)
 training = xr.concat([read_dataset(path) for path in snakemake.input.shards], dim="member")

@@ -3,10 +3,11 @@ from functools import partial
 from _entry import compute_options, landscape_options, start
 
 from basins.data import train_test_arrays
-from basins.flatness import hessian_chunk_size, measure_flatness, network_errors_and_losses
+from basins.engine.devices import resolve_device
+from basins.flatness import hessian_chunk_size, measure_flatness
 from basins.io import add_provenance, read_dataset, write_dataset
-from basins.networks import Architecture
-from basins.training import data_tensors, member_losses, network_chunk_size, resolve_device
+from basins.landscapes.networks import Architecture
+from basins.landscapes.objective import data_tensors, member_losses, network_chunk_size, network_errors_and_losses
 
 log = start(snakemake)
 compute = compute_options(snakemake)

@@ -4,7 +4,7 @@ from _rerun import CatalogRerun
 
 from basins.io import add_provenance, read_dataset, write_dataset
 from basins.reruns import outcomes_of
-from basins.symmetry import nearest_images
+from basins.landscapes.symmetry import nearest_images
 from basins.tentacles import measure_tentacles
 
 log = start(snakemake)

@@ -2,8 +2,8 @@ from _entry import start
 from _rerun import CatalogRerun, probe_configured_rays
 
 from basins.io import add_provenance, read_dataset, write_dataset
-from basins.reruns import outcomes_of
 from basins.rays import select_minima_to_probe
+from basins.reruns import outcomes_of
 
 log = start(snakemake)
 params, seed = snakemake.params, int(snakemake.wildcards.seed)

@@ -1,7 +1,7 @@
 import numpy as np
-from _entry import engine_options, start
+from _entry import engine_options, shard_starts, start
 
-from basins.io import add_provenance, read_starting_points, write_dataset
+from basins.io import add_provenance, write_dataset
 from basins.oscillators import KuramotoRing, relax_ring, uniform_phases
 
 log = start(snakemake)
@@ -9,12 +9,10 @@ options = engine_options(snakemake)
 params, wildcards = snakemake.params, snakemake.wildcards
 seed, shard = int(wildcards.seed), int(wildcards.shard)
 ring = KuramotoRing(**params.ring)
-members = np.array_split(np.arange(params.ensemble["n_members"]), params.ensemble["n_shards"])[shard]
+members, initial_theta = shard_starts(
+    snakemake, ring.n_params, draw=lambda members: uniform_phases(ring.n_oscillators, members, seed=seed)
+)
 log.info("shard %d: members %d..%d of a ring of %d oscillators", shard, members[0], members[-1], ring.n_oscillators)
-if params.ensemble["initial_points"]:
-    initial_theta = read_starting_points(params.ensemble["initial_points"], members, ring.n_params)
-else:
-    initial_theta = uniform_phases(ring.n_oscillators, members, seed=seed)
 result = relax_ring(
     ring,
     initial_theta,

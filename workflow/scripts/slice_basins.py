@@ -2,8 +2,8 @@ from _entry import start
 from _rerun import CatalogRerun
 
 from basins.io import add_provenance, write_dataset
+from basins.landscapes.symmetry import nearest_image
 from basins.reruns import labels_of
-from basins.symmetry import nearest_image
 from basins.slices import slice_basins
 
 log = start(snakemake)

@@ -1,9 +1,9 @@
 import numpy as np
-from _entry import engine_options, start
+from _entry import engine_options, shard_starts, start
 
 from basins.data import train_test_arrays
-from basins.io import add_provenance, read_dataset, read_starting_points, write_dataset
-from basins.networks import architecture_for, initial_parameters
+from basins.io import add_provenance, read_dataset, write_dataset
+from basins.landscapes.networks import architecture_for, initial_parameters
 from basins.training import train_ensemble
 
 log = start(snakemake)
@@ -14,12 +14,11 @@ dataset = read_dataset(snakemake.input.dataset)
 model = dict(params.model)
 init, init_scale = model.pop("init"), model.pop("init_scale")
 arch = architecture_for(dataset, **model)
-members = np.array_split(np.arange(params.ensemble["n_members"]), params.ensemble["n_shards"])[shard]
+members, initial_theta = shard_starts(
+    snakemake, arch.n_params,
+    draw=lambda members: initial_parameters(arch, members, seed=seed, init=init, init_scale=init_scale),
+)
 log.info("shard %d: members %d..%d of a %d-parameter network", shard, members[0], members[-1], arch.n_params)
-if params.ensemble["initial_points"]:
-    initial_theta = read_starting_points(params.ensemble["initial_points"], members, arch.n_params)
-else:
-    initial_theta = initial_parameters(arch, members, seed=seed, init=init, init_scale=init_scale)
 result = train_ensemble(
     arch,
     *train_test_arrays(dataset),

@@ -46,7 +46,7 @@ x_i^2. The hyperplane x_1 = 0 is invariant by symmetry; the basins are the half-
 x_1 > 0 and x_1 < 0 (convex, star-shaped about their minima +-a e_1), fractions exactly 1/2.
 
 Both run on the engine as ``objective = lambda theta, batch: energy_and_gradient(landscape.energy,
-theta)`` (:func:`basins.dynamics.energy_and_gradient`).
+theta)`` (:func:`basins.engine.dynamics.energy_and_gradient`).
 """
 
 from __future__ import annotations

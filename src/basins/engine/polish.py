@@ -23,8 +23,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from basins.dynamics import energy_and_gradient
-from basins.flatness import dense_hessians, make_hvp
+from basins.engine.curvature import dense_hessians, make_hvp
+from basins.engine.dynamics import energy_and_gradient
 from basins.labels import CONVERGED
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def polish_minima(
     dtype: torch.dtype,
     chunk: int,
 ) -> None:
-    """Newton-polish every converged member of :func:`basins.training.descend`'s ``out``.
+    """Newton-polish every converged member of :func:`basins.engine.descent.descend`'s ``out``.
 
     ``energy`` maps ``(member, param) -> (member,)`` (the final landscape). Up to
     ``newton_steps`` steps ``-sum_k (v_k . g / lambda_k) v_k`` over the Hessian eigenpairs with

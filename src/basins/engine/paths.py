@@ -2,7 +2,7 @@
 
 - :func:`nudged_elastic_band`: the climbing-image nudged elastic band (Henkelman, Uberuaga and
   Jónsson 2000) with the improved tangent (Henkelman and Jónsson 2000). The bands of all
-  pairs are the members of the training engine (:func:`basins.training.descend`): one member
+  pairs are the members of the training engine (:func:`basins.engine.descent.descend`): one member
   is one band, its parameters the flattened images, so bands get the engine's chunking,
   per-band stopping, checkpoints and progress output.
 - :func:`refine_transition_states`: eigenvector following (Cerjan and Miller 1981; the step
@@ -20,8 +20,10 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from basins.flatness import dense_hessians, make_hvp
-from basins.training import DIVERGED, descend, energy_and_gradient
+from basins.engine.curvature import dense_hessians, make_hvp
+from basins.engine.descent import descend
+from basins.engine.dynamics import energy_and_gradient
+from basins.labels import DIVERGED
 
 Energy = Callable[[torch.Tensor], torch.Tensor]
 
@@ -116,9 +118,9 @@ def nudged_elastic_band(
         Longest FIRE step of a band (norm over all its images). FIRE's velocity can build up
         on the band's non-conservative forces; the cap keeps a band from running away.
     checkpoint_path, data_fingerprint : path, str
-        Checkpoint of the relaxation (:func:`basins.training.descend`); ``energy`` is not
+        Checkpoint of the relaxation (:func:`basins.engine.descent.descend`); ``energy`` is not
         part of its name, so pass a hash of the data it reads
-        (:func:`basins.checkpoints.fingerprint_arrays`) with a checkpoint.
+        (:func:`basins.engine.checkpoints.fingerprint_arrays`) with a checkpoint.
 
     Returns
     -------

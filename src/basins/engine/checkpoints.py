@@ -4,9 +4,9 @@ A checkpoint is resumed only by the run that wrote it. A run is named by four pa
 separately so that a discarded checkpoint can say why:
 
 - ``run``: the landscape's name (``run_id``), the starting points, member ids and the dynamics
-  settings (:func:`basins.training.descend` lists them);
+  settings (:func:`basins.engine.descent.descend` lists them);
 - ``data``: a content hash of the arrays the objective reads (:func:`fingerprint_arrays`);
-- ``code``: a hash of the package's source, every ``src/basins/*.py`` file
+- ``code``: a hash of the package's source, every ``src/basins/**/*.py`` file
   (:func:`source_fingerprint`). Any edit to the package, even a comment, discards every
   checkpoint: a resumed run never mixes results of two versions of the code;
 - ``torch``: torch's version.
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 PARTS = {
     "run": "run settings (landscape, starting points or dynamics)",
     "data": "training data",
-    "code": "package source code (src/basins/*.py)",
+    "code": "package source code (src/basins/**/*.py)",
     "torch": "torch version",
 }
 
@@ -53,11 +53,12 @@ def fingerprint_arrays(*arrays) -> str:
 
 
 @functools.cache
-def source_fingerprint() -> str:
-    """A hash of every ``.py`` file of the package (names and bytes), computed once per process."""
+def source_fingerprint(package: Path = Path(__file__).parents[1]) -> str:
+    """A hash of every ``.py`` file of the package, subpackages included (paths and bytes),
+    computed once per process."""
     digest = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        digest.update(path.name.encode())
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
 

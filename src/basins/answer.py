@@ -1,0 +1,260 @@
+"""Stage ``answer_hypothesis``: the study's answer, pooled over replicates, with a verdict per row.
+
+The hypothesis: among minima that fit the training set, those with large basins generalize
+better (and are flatter) than those with small basins. For every landscape family and size
+(one experiment each) this stage computes, per replicate (an ensemble seed; with
+``dataset.seed: per_seed`` also a data draw), rank correlations among the *fitting* minima
+(training error at most ``fit_threshold``) that have at least ``min_members`` members:
+
+- ``basin_fraction_vs_test_error`` (the hypothesis expects < 0), over minima and
+  member-weighted (``..._member_weighted``: each minimum weighted by its members);
+- ``hessian_trace_vs_test_error`` (> 0: sharp minima generalize worse) and
+  ``hessian_trace_vs_basin_fraction`` (< 0: large basins are flat).
+
+Correlations are pooled on Fisher's scale over replicates (:func:`basins.stats.pool_replicates`:
+DerSimonian-Laird between-replicate variance, Hartung-Knapp interval) and taken back to a
+correlation. The verdict of a row (``supported`` / ``contradicted`` / ``undecided``) follows
+from its interval alone (:func:`basins.stats.verdict`). Experiments and replicates that cannot
+enter (no tolerance plateau, too few fitting minima) are listed with the reason, never dropped
+silently. Known answers: ``tests/test_stats.py`` (pooling covers planted effects at the
+nominal rate; no effect is undecided at the false-alarm rate) and ``tests/test_answer.py``
+(a planted replicated landscape family).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from basins.io import variable_attrs
+from basins.stats import pool_replicates, spearman_fisher_z, verdict
+
+#: Each statistic: (x variable, y variable, member-weighted, the sign the hypothesis expects).
+STATISTICS = {
+    "basin_fraction_vs_test_error": ("basin_fraction", "test_error", False, -1),
+    "basin_fraction_vs_test_error_member_weighted": ("basin_fraction", "test_error", True, -1),
+    "hessian_trace_vs_test_error": ("trace", "test_error", False, +1),
+    "hessian_trace_vs_basin_fraction": ("trace", "basin_fraction", False, -1),
+}
+
+
+#: What replicates differ in, by whether each draws its own data.
+REPLICATES_OVER = {True: "data draws and initialization", False: "initialization only"}
+
+
+def fitting_minima(minima: xr.Dataset, flatness: xr.Dataset, *, fit_threshold: float, min_members: int) -> dict:
+    """The per-minimum columns of one replicate's minima that enter the answer, and why the
+    others do not: ``columns`` (``basin_fraction``, ``test_error``, ``trace``, ``n_members`` of
+    the fitting minima with at least ``min_members`` members), ``n_fitting``, ``n_counted``
+    and ``reason`` ("" when the replicate enters)."""
+    n_members = minima["n_members"].values
+    total = float(minima.attrs.get("n_members_total", n_members.sum()))
+    fits = minima["train_error"].values <= fit_threshold
+    counted = fits & (n_members >= min_members)
+    columns = {
+        "basin_fraction": n_members[counted] / total,
+        "test_error": minima["test_error"].values[counted],
+        "trace": flatness["trace"].values[counted],
+        "n_members": n_members[counted],
+    }
+    reason = ""
+    if not bool(np.all(minima["on_tolerance_plateau"].values)):
+        reason = "the count of minima is not on a tolerance plateau"
+    elif counted.sum() < 4:
+        reason = (
+            f"{int(counted.sum())} fitting minima with >= {min_members} members "
+            f"({int(fits.sum())} fitting in all): a rank correlation needs 4"
+        )
+    return dict(columns=columns, n_fitting=int(fits.sum()), n_counted=int(counted.sum()), reason=reason)
+
+
+def weighted_spearman_fisher_z(a: np.ndarray, b: np.ndarray, weights: np.ndarray) -> tuple[float, float]:
+    """Spearman's correlation with each pair weighted (a minimum by its members), on Fisher's
+    scale: weighted mid-ranks, weighted Pearson correlation of them, and the standard error
+    1.03 / sqrt(n_eff - 3) at Kish's effective size n_eff = (sum w)^2 / sum w^2 (which never
+    exceeds the number of minima). nan below an effective size of 4."""
+    w = np.asarray(weights, dtype=np.float64)
+    n_eff = w.sum() ** 2 / (w**2).sum() if w.sum() > 0 else 0.0
+    if len(w) < 4 or n_eff <= 4 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan"), float("nan")
+    ra, rb = _weighted_ranks(np.asarray(a, float), w), _weighted_ranks(np.asarray(b, float), w)
+    ma, mb = np.average(ra, weights=w), np.average(rb, weights=w)
+    cov = np.average((ra - ma) * (rb - mb), weights=w)
+    rho = cov / np.sqrt(np.average((ra - ma) ** 2, weights=w) * np.average((rb - mb) ** 2, weights=w))
+    rho = float(np.clip(rho, -1 + 1e-12, 1 - 1e-12))
+    return float(np.arctanh(rho)), float(1.03 / np.sqrt(n_eff - 3))
+
+
+def _weighted_ranks(values, weights):
+    """Mid-ranks of ``values`` when each counts ``weights`` times (ties share their mid-rank)."""
+    order = np.argsort(values, kind="stable")
+    cumulative = np.cumsum(weights[order])
+    ranks = np.empty_like(values)
+    ranks[order] = cumulative - weights[order] / 2
+    for value in np.unique(values):  # ties: the mean of their ranks, weighted
+        tied = values == value
+        if tied.sum() > 1:
+            ranks[tied] = np.average(ranks[tied], weights=weights[tied])
+    return ranks
+
+
+def replicate_statistics(columns: dict) -> dict[str, tuple[float, float]]:
+    """Every statistic of :data:`STATISTICS` on one replicate's columns: ``(z, stderr)``."""
+    out = {}
+    for name, (x, y, weighted, _) in STATISTICS.items():
+        if weighted:
+            out[name] = weighted_spearman_fisher_z(columns[x], columns[y], columns["n_members"])
+        else:
+            out[name] = spearman_fisher_z(columns[x], columns[y])[:2]
+    return out
+
+
+def answer_hypothesis(
+    families: dict[str, list[str]],
+    replicates: dict[str, list[tuple[int, xr.Dataset, xr.Dataset]]],
+    n_params: dict[str, int],
+    *,
+    data_redrawn: dict[str, bool] | None = None,
+    fit_threshold: float = 0.0,
+    min_members: int = 10,
+    confidence: float = 0.95,
+) -> xr.Dataset:
+    """The answer table: one row per family, size (experiment) and statistic.
+
+    Parameters
+    ----------
+    families
+        Family name -> its experiments (one per network size).
+    replicates
+        Experiment -> ``(seed, minima, flatness)`` of each replicate.
+    n_params
+        Experiment -> parameter count of its network (the size axis).
+    data_redrawn
+        Experiment -> whether each replicate draws its own data (``dataset.seed: per_seed``)
+        or all share one draw (replicates over initialization only); default: shared.
+    fit_threshold, min_members
+        A minimum enters when its training error is at most ``fit_threshold`` and at least
+        ``min_members`` members reached it.
+    confidence
+        Of the pooled intervals.
+
+    Returns
+    -------
+    xarray.Dataset
+        Along ``row``: ``family``, ``experiment``, ``n_params``, ``replicates_over``, ``statistic``,
+        ``expected_sign``, the pooled correlation ``estimate`` with ``low``/``high``, its Fisher
+        ``z_stderr`` and between-replicate ``tau``, ``n_replicates`` used, ``n_minima`` counted
+        over them, ``verdict`` and ``reason``; along ``(row, replicate)`` each replicate's
+        correlation ``replicate_estimate`` (nan where it could not enter). Along ``excluded``:
+        every replicate left out, with its reason.
+    """
+    rows, excluded = [], []
+    data_redrawn = data_redrawn or {}
+    seeds = sorted({seed for runs in replicates.values() for seed, _, _ in runs})
+    for family, experiments in families.items():
+        for experiment in experiments:
+            per_replicate = {}
+            for seed, minima, flatness in replicates[experiment]:
+                entry = fitting_minima(minima, flatness, fit_threshold=fit_threshold, min_members=min_members)
+                if entry["reason"]:
+                    excluded.append((experiment, seed, entry["reason"]))
+                    continue
+                per_replicate[seed] = (entry["n_counted"], replicate_statistics(entry["columns"]))
+            for name, (_, _, _, sign) in STATISTICS.items():
+                z = np.array([per_replicate[s][1][name][0] if s in per_replicate else np.nan for s in seeds])
+                se = np.array([per_replicate[s][1][name][1] if s in per_replicate else np.nan for s in seeds])
+                pooled = pool_replicates(z, se, confidence)
+                low, high = np.tanh(pooled["low"]), np.tanh(pooled["high"])
+                reason = pooled["reason"] if per_replicate else "no replicate entered (see excluded)"
+                rows.append(dict(
+                    family=family, experiment=experiment, n_params=n_params[experiment],
+                    replicates_over=REPLICATES_OVER[bool(data_redrawn.get(experiment, False))], statistic=name,
+                    expected_sign=sign, estimate=float(np.tanh(pooled["estimate"])), low=float(low),
+                    high=float(high), z_stderr=pooled["stderr"], tau=pooled["tau"], n_replicates=pooled["k"],
+                    n_minima=int(sum(n for n, _ in per_replicate.values())),
+                    verdict=verdict(low, high, sign), reason=reason, replicate_estimate=np.tanh(z),
+                ))
+    return _as_dataset(rows, excluded, seeds, fit_threshold, min_members, confidence)
+
+
+def _as_dataset(rows, excluded, seeds, fit_threshold, min_members, confidence):
+    def column(name, dtype=None):
+        return np.array([row[name] for row in rows], dtype=dtype)
+
+    text = {"family", "experiment", "replicates_over", "statistic", "verdict", "reason"}
+    data_vars = {
+        name: ("row", column(name, object if name in text else None), variable_attrs(_LONG_NAMES[name]))
+        for name in _LONG_NAMES
+    }
+    data_vars["replicate_estimate"] = (
+        ("row", "replicate"),
+        np.array([row["replicate_estimate"] for row in rows]).reshape(len(rows), len(seeds)),
+        variable_attrs("each replicate's rank correlation (nan: the replicate did not enter)"),
+    )
+    data_vars["excluded_experiment"] = ("excluded", np.array([e for e, _, _ in excluded], dtype=object),
+                                        variable_attrs("experiment of a replicate left out"))
+    data_vars["excluded_seed"] = ("excluded", np.array([s for _, s, _ in excluded], dtype=np.int64),
+                                  variable_attrs("seed of a replicate left out"))
+    data_vars["excluded_reason"] = ("excluded", np.array([r for _, _, r in excluded], dtype=object),
+                                    variable_attrs("why it was left out"))
+    coords = {
+        "row": ("row", np.arange(len(rows)), variable_attrs("row of the answer")),
+        "replicate": ("replicate", np.array(seeds, dtype=np.int64), variable_attrs("ensemble seed")),
+        "excluded": ("excluded", np.arange(len(excluded)), variable_attrs("replicate left out")),
+    }
+    return xr.Dataset(data_vars, coords=coords).assign_attrs(
+        fit_threshold=fit_threshold, min_members=min_members, confidence=confidence,
+        pooling="random effects on Fisher's z: DerSimonian-Laird tau, Hartung-Knapp interval (basins.stats)",
+    )
+
+
+_LONG_NAMES = {
+    "family": "landscape family",
+    "experiment": "experiment (one network size of the family)",
+    "n_params": "parameters of the network",
+    "replicates_over": "what differs between replicates: the data draw and the initialization, or the initialization only",
+    "statistic": "statistic (x_vs_y: Spearman correlation among fitting minima)",
+    "expected_sign": "sign of the statistic the hypothesis expects",
+    "estimate": "pooled rank correlation over replicates",
+    "low": "lower end of the pooled interval",
+    "high": "upper end of the pooled interval",
+    "z_stderr": "standard error of the pooled estimate on Fisher's scale (Hartung-Knapp)",
+    "tau": "between-replicate standard deviation on Fisher's scale (DerSimonian-Laird)",
+    "n_replicates": "replicates pooled",
+    "n_minima": "fitting minima counted, summed over replicates",
+    "verdict": "supported / contradicted / undecided, from the interval",
+    "reason": "why the interval is undefined (empty when it is defined)",
+}
+
+
+def answer_markdown(answer: xr.Dataset) -> str:
+    """The answer as a short Markdown page, every number read from ``answer``."""
+    level = int(round(100 * float(answer.attrs["confidence"])))
+    lines = [
+        "# Does basin size go with generalization? The study's answer",
+        "",
+        f"Rank correlations among minima that fit the training set (training error <= "
+        f"{answer.attrs['fit_threshold']:g}) and were reached by >= {answer.attrs['min_members']} members, "
+        f"pooled over replicates ({answer.attrs['pooling']}); {level} % intervals. The verdict comes from "
+        "the interval: supported where it excludes 0 on the side the hypothesis expects.",
+        "",
+        "| family | experiment | N | statistic | expected | pooled rho | interval | replicates (over) | minima | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in range(answer.sizes["row"]):
+        r = answer.isel(row=row)
+        interval = f"[{float(r.low):+.2f}, {float(r.high):+.2f}]" if np.isfinite(float(r.low)) else str(r.reason.item())
+        lines.append(
+            f"| {r.family.item()} | {r.experiment.item()} | {int(r.n_params)} | {r.statistic.item()} | "
+            f"{'<' if int(r.expected_sign) < 0 else '>'} 0 | {float(r.estimate):+.2f} | {interval} | "
+            f"{int(r.n_replicates)} ({r.replicates_over.item()}) | {int(r.n_minima)} | {r.verdict.item()} |"
+        )
+    if answer.sizes["excluded"]:
+        lines += ["", "Replicates left out:", ""]
+        lines += [
+            f"- {answer.excluded_experiment.values[i]}, seed {int(answer.excluded_seed.values[i])}: "
+            f"{answer.excluded_reason.values[i]}"
+            for i in range(answer.sizes["excluded"])
+        ]
+    return "\n".join(lines) + "\n"
+

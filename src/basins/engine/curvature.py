@@ -1,0 +1,133 @@
+"""Curvature of any landscape, batched over points, through Hessian-vector products only.
+
+``hvp(theta (point, param), vectors (point, param)) -> H v`` per row (forward-over-reverse with
+``torch.func``); from it the dense Hessians of small problems, Lanczos with full
+reorthogonalization (extreme eigenpairs; exact once the Krylov space spans the parameters) and
+Hutchinson's trace estimator. Used by the saddle check and the Newton polish of training, the
+flatness stage and transition-state refinement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+#: ``hvp(theta (minimum, param), vectors (minimum, param)) -> (minimum, param)``: H_m v_m per row.
+HessianVectorProduct = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def make_hvp(member_loss: Callable[[torch.Tensor], torch.Tensor]) -> HessianVectorProduct:
+    """Batched Hessian-vector products of a per-member loss ``(member, param) -> (member,)``.
+
+    Members do not interact, so the Hessian of the summed loss is block-diagonal and one
+    forward-mode derivative of its gradient gives every member's own H v.
+    """
+    gradient = torch.func.grad(lambda theta: member_loss(theta).sum())
+
+    def hvp(theta, vectors):
+        return torch.func.jvp(gradient, (theta,), (vectors,))[1]
+
+    return hvp
+
+
+def dense_hessians(hvp: HessianVectorProduct, theta: torch.Tensor) -> torch.Tensor:
+    """The Hessians ``(minimum, param, param)``, one column of all of them per product."""
+    n_minima, n_params = theta.shape
+    columns = []
+    for j in range(n_params):
+        unit = torch.zeros_like(theta)
+        unit[:, j] = 1.0
+        columns.append(hvp(theta, unit))
+    hessians = torch.stack(columns, dim=2)
+    return 0.5 * (hessians + hessians.transpose(1, 2))  # symmetric up to round-off
+
+
+def lanczos(
+    hvp: HessianVectorProduct, theta: torch.Tensor, n_iterations: int, *, generator: torch.Generator,
+    ritz_vectors: bool = False,
+):
+    """Ritz values ``(minimum, k)`` (ascending) and their quadrature weights, batched over minima
+    (with ``ritz_vectors``, also the Ritz vectors ``(minimum, k, param)``).
+
+    Each minimum runs its own Lanczos recursion from a random unit vector, with full
+    reorthogonalization; where a Krylov space is exhausted (beta ~ 0) the recursion restarts
+    from a fresh orthogonal direction, so after ``n_params`` iterations the Ritz values are the
+    whole spectrum. The weights are the squared first components of the Ritz vectors (the
+    stochastic Lanczos quadrature weights of the starting vector).
+    """
+    n_minima, n_params = theta.shape
+    steps = min(n_iterations, n_params)
+    basis = torch.zeros(n_minima, steps, n_params, dtype=theta.dtype, device=theta.device)
+    alpha = torch.zeros(n_minima, steps, dtype=theta.dtype, device=theta.device)
+    beta = torch.zeros(n_minima, steps, dtype=theta.dtype, device=theta.device)
+    vector = _unit(_random_like(theta, generator))
+    for j in range(steps):
+        basis[:, j] = vector
+        product = hvp(theta, vector)
+        alpha[:, j] = (product * vector).sum(1)
+        product = _orthogonalize(product, basis[:, : j + 1])
+        if j + 1 == steps:
+            break
+        norm = product.norm(dim=1)
+        scale = alpha[:, : j + 1].abs().amax(1).clamp_min(torch.finfo(theta.dtype).tiny)
+        exhausted = norm <= 1e-10 * scale
+        beta[:, j] = torch.where(exhausted, 0.0, norm)
+        vector = product / norm.clamp_min(torch.finfo(theta.dtype).tiny)[:, None]
+        if exhausted.any():
+            fresh = _unit(_orthogonalize(_random_like(theta, generator), basis[:, : j + 1]))
+            vector = torch.where(exhausted[:, None], fresh, vector)
+    tridiagonal = torch.diag_embed(alpha) + torch.diag_embed(beta[:, :-1], 1) + torch.diag_embed(beta[:, :-1], -1)
+    ritz_values, eigenvectors = torch.linalg.eigh(tridiagonal)
+    weights = eigenvectors[:, 0, :] ** 2
+    if ritz_vectors:
+        return ritz_values, weights, torch.einsum("mjk,mjp->mkp", eigenvectors, basis)
+    return ritz_values, weights
+
+
+def lowest_eigenpairs(
+    hvp: HessianVectorProduct, theta: torch.Tensor, *, max_dense_params: int, n_lanczos: int,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The lowest Hessian eigenvalue ``(minimum,)`` and its unit eigenvector ``(minimum, param)``.
+
+    Dense ``eigh`` up to ``max_dense_params`` parameters (exact); above it the lowest Ritz pair
+    of ``n_lanczos`` Lanczos iterations (exact once they span the parameters; otherwise the
+    Ritz value bounds the lowest eigenvalue from above, so a negative one is a true saddle
+    direction while a saddle can be missed).
+    """
+    if theta.shape[1] <= max_dense_params:
+        values, vectors = torch.linalg.eigh(dense_hessians(hvp, theta))
+        return values[:, 0], vectors[:, :, 0]
+    values, _, vectors = lanczos(hvp, theta, n_lanczos, generator=generator, ritz_vectors=True)
+    return values[:, 0], _unit(vectors[:, 0])
+
+
+def hutchinson_trace(
+    hvp: HessianVectorProduct, theta: torch.Tensor, n_probes: int, *, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Trace of each Hessian by Hutchinson's estimator with Rademacher probes; mean and standard error."""
+    if n_probes < 2:
+        raise ValueError(f"n_probes={n_probes}: a standard error needs at least 2 probes")
+    samples = []
+    for _ in range(n_probes):
+        probe = torch.randint(0, 2, theta.shape, generator=generator, device="cpu").to(theta) * 2 - 1
+        samples.append((probe * hvp(theta, probe)).sum(1))
+    samples = torch.stack(samples, dim=1)
+    return samples.mean(1), samples.std(1) / np.sqrt(n_probes)
+
+
+def _orthogonalize(vectors, basis):
+    """Remove the components along ``basis (minimum, k, param)``, twice (Parlett's "twice is enough")."""
+    for _ in range(2):
+        vectors = vectors - torch.einsum("mk,mkp->mp", torch.einsum("mkp,mp->mk", basis, vectors), basis)
+    return vectors
+
+
+def _random_like(theta, generator):
+    return torch.randn(theta.shape, generator=generator, dtype=theta.dtype, device="cpu").to(theta.device)
+
+
+def _unit(vectors):
+    return vectors / vectors.norm(dim=1, keepdim=True)

@@ -1,0 +1,412 @@
+"""The engine's loop: run any dynamics from many starting points at once, until each is decided.
+
+The parameters of all members are one ``(member, param)`` tensor, stepped together; a member
+leaves the computation once it has converged, diverged or spent its budget
+(:func:`descend`), and members that spent it are continued to larger budgets before being
+called undecided (:func:`descend_until_decided`). Runs are chunked, checkpointed and resumed
+bit for bit (:mod:`basins.engine.checkpoints`). Every stage that runs dynamics (training,
+jamming, rings, elastic bands, re-runs) calls this loop; it knows nothing of networks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import xarray as xr
+
+from basins.engine.checkpoints import load_checkpoint, run_fingerprint, save_checkpoint
+from basins.engine.dynamics import Objective, make_stepper
+from basins.io import variable_attrs
+from basins.labels import BUDGET, CONVERGED, DIVERGED, STATUS_MEANINGS
+
+log = logging.getLogger(__name__)
+
+
+def log_spaced_steps(max_steps: int, n_points: int = 40) -> np.ndarray:
+    """Distinct integer steps 0, 1, ..., max_steps spaced evenly in log(1 + step)."""
+    return np.unique(np.round(np.expm1(np.linspace(0, np.log1p(max_steps), n_points)))).astype(int)
+
+
+def descend(
+    objective: Objective,
+    initial_theta: np.ndarray,
+    member_ids: np.ndarray,
+    *,
+    dynamics: str,
+    lr: float,
+    max_steps: int,
+    grad_tol: float,
+    device: torch.device,
+    dtype: torch.dtype,
+    chunk: int,
+    run_id: tuple,
+    momentum: float = 0.0,
+    batch_size: int | None = None,
+    lr_decay_every: int = 0,
+    lr_decay_factor: float = 1.0,
+    n_samples: int | None = None,
+    satisfied: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    annealed: Callable[[int], Objective] | None = None,
+    anneal_steps: int = 0,
+    rtol: float = 1e-6,
+    atol: float = 1e-9,
+    check_every: int = 100,
+    max_move: float = float("inf"),
+    divergence_threshold: float = 1e6,
+    seed: int = 0,
+    checkpoint_path: str | os.PathLike | None = None,
+    checkpoint_every_s: float = 300.0,
+    data_fingerprint: str = "",
+    progress_every_s: float = 30.0,
+) -> dict:
+    """Run the dynamics on any landscape given by its ``objective``; the engine of every stage.
+
+    ``objective(theta, batch) -> (loss (member,), grad (member, param))`` as
+    :mod:`basins.engine.dynamics` wants; ``satisfied(theta) -> bool (member,)`` is an extra stopping
+    test; ``max_move`` caps a FIRE step's length. Members are processed ``chunk`` at a time.
+    Landscapes that differ between members (each member its own training set) give the
+    objective and ``satisfied`` a method ``restricted_to(rows)`` returning the callable for the
+    members at those rows of ``initial_theta``; the engine calls it whenever its set of
+    running members changes. A landscape that moves in time gives ``annealed(step)``, the
+    objective of the first ``anneal_steps`` steps (``objective`` is the final one): the point
+    reached by a step is evaluated on the next step's landscape (as is minibatch SGD's gradient
+    for that step), and no member converges by its gradient before the landscape has stopped
+    moving. ``run_id`` names the landscape for the checkpoint and ``data_fingerprint`` hashes
+    the data its objective reads (:func:`basins.engine.checkpoints.fingerprint_arrays`; empty for a
+    landscape with no data beyond ``run_id``): a checkpoint is only resumed by the same run,
+    on the same data, code and torch version (:mod:`basins.engine.checkpoints`). See
+    :func:`train_ensemble` for the other options. Returns the per-member arrays (``final_theta``, ``status``, ``steps``,
+    ``grad_norm``, ``wall_time``, ``flow_time``, ``loss_history`` at ``history_steps``).
+    """
+    stepper = make_stepper(
+        dynamics,
+        lr=lr,
+        momentum=momentum,
+        batch_size=batch_size,
+        n_samples=n_samples,
+        seed=seed,
+        rtol=rtol,
+        atol=atol,
+        check_every=check_every,
+        max_move=max_move,
+        lr_decay_every=lr_decay_every,
+        lr_decay_factor=lr_decay_factor,
+    )
+    n_members = len(member_ids)
+    history_steps = log_spaced_steps(max_steps)
+    fingerprint = run_fingerprint(
+        *run_id, initial_theta, member_ids, dynamics, lr, max_steps, grad_tol, momentum,
+        batch_size, rtol, atol, seed, dtype, max_move, lr_decay_every, lr_decay_factor, anneal_steps,
+        check_every, divergence_threshold, data=data_fingerprint,
+    )
+    out = _load_checkpoint(checkpoint_path, fingerprint) or _empty_results(
+        initial_theta, history_steps
+    )
+    # The chunk size is kept from a checkpoint so a resumed run splits members the same way.
+    chunk = out.setdefault("chunk", chunk)
+    as_tensor = lambda a: torch.as_tensor(np.asarray(a), dtype=dtype, device=device)  # noqa: E731
+    progress = _Progress(n_members, progress_every_s)
+    last_checkpoint = time.monotonic()
+
+    def landscape(step):
+        return objective if annealed is None or step >= anneal_steps else annealed(step)
+
+    def save(live=None):
+        if checkpoint_path is not None:
+            _save_checkpoint(checkpoint_path, fingerprint, out, live)
+
+    with torch.no_grad():
+        for start in range(out["next_member"], n_members, chunk):
+            rows = np.arange(start, min(start + chunk, n_members))
+            live = out.pop("live", None)
+            if live is None:
+                theta = as_tensor(initial_theta[rows])
+                active = torch.as_tensor(rows, device=device)
+                loss_now, grad = restricted(landscape(0), active)(theta, None)
+                ids = torch.as_tensor(member_ids[rows], device=device)
+                state = stepper.init_state(theta, grad, ids)
+                step = 0
+            else:
+                theta, state, loss_now, grad, active, step = _to_device(live, device)
+            running_objective, running_satisfied = restricted(landscape(step), active), restricted(satisfied, active)
+            chunk_start = time.monotonic() - out["elapsed"]
+            while active.numel():
+                # 1. Classify members from the full-batch loss and gradient at this point.
+                status = torch.full_like(active, -1)
+                if grad is not None:
+                    grad_norm = grad.norm(dim=1)
+                    bad = ~torch.isfinite(loss_now) | ~torch.isfinite(grad_norm)
+                    bad |= theta.abs().amax(1) > divergence_threshold
+                    good = (grad_norm <= grad_tol) & (step >= anneal_steps)
+                    if satisfied is not None:
+                        good |= running_satisfied(theta)
+                    status = torch.where(good, CONVERGED, status)
+                    status = torch.where(bad, DIVERGED, status)
+                else:
+                    grad_norm = torch.full_like(theta[:, 0], float("nan"))
+                    bad = ~torch.isfinite(theta).all(1) | (theta.abs().amax(1) > divergence_threshold)
+                    status = torch.where(bad, DIVERGED, status)
+                over = (step >= max_steps) | getattr(stepper, "finished", _never)(state)
+                status = torch.where((status < 0) & over, BUDGET, status)
+                finished = status >= 0
+                # 2. Record the loss history and the members that stop here.
+                if step in out["history_index"]:
+                    if loss_now is None:
+                        loss_now, grad = running_objective(theta, None)
+                    out["loss_history"][to_numpy(active), out["history_index"][step]] = to_numpy(loss_now)
+                if finished.any():
+                    rows_done = to_numpy(active[finished])
+                    out["final_theta"][rows_done] = to_numpy(theta[finished])
+                    out["status"][rows_done] = to_numpy(status[finished])
+                    out["steps"][rows_done] = step
+                    out["grad_norm"][rows_done] = to_numpy(grad_norm[finished])
+                    out["wall_time"][rows_done] = time.monotonic() - chunk_start
+                    if "time" in state:
+                        out["flow_time"][rows_done] = to_numpy(state["time"][finished])
+                    keep = ~finished
+                    theta, active = theta[keep], active[keep]
+                    state = {name: value[keep] for name, value in state.items()}
+                    loss_now = None if loss_now is None else loss_now[keep]
+                    grad = None if grad is None else grad[keep]
+                    running_objective = restricted(landscape(step), active)
+                    running_satisfied = restricted(satisfied, active)
+                    progress.finished(out["status"][rows_done])
+                if not active.numel():
+                    break
+                # 3. One step of the dynamics for the members still running.
+                if step < anneal_steps:
+                    running_objective = restricted(landscape(step + 1), active)
+                theta, state, loss_now, grad = stepper.step(theta, state, loss_now, grad, running_objective)
+                step += 1
+                progress.report(step, active.numel())
+                if time.monotonic() - last_checkpoint > checkpoint_every_s:
+                    out["elapsed"] = time.monotonic() - chunk_start
+                    save((theta, state, loss_now, grad, active, step))
+                    last_checkpoint = time.monotonic()
+            out["next_member"] = rows[-1] + 1
+            out["elapsed"] = 0.0
+            save()
+    if dynamics == "gd":
+        out["flow_time"] = stepper.lr.total(out["steps"])
+    out["history_steps"] = history_steps
+    if checkpoint_path is not None:
+        Path(checkpoint_path).unlink(missing_ok=True)
+    return out
+
+
+def descend_until_decided(
+    objective: Objective,
+    initial_theta: np.ndarray,
+    member_ids: np.ndarray,
+    *,
+    budget_factors: Sequence[float] = (1,),
+    **engine,
+) -> dict:
+    """:func:`descend`, with members that spend their budget continued rather than given up.
+
+    A member that ends with status ``BUDGET`` under ``budget_factors[k] * max_steps`` steps is
+    continued from where it stopped for ``(budget_factors[k+1] - budget_factors[k]) * max_steps``
+    more, so its total budget is the next factor's; the last factor is the cap, and what is
+    still undecided then keeps status ``BUDGET`` (censored, never a basin of its own). The
+    continuation runs the rest of the schedule: the annealed landscape (``annealed``) and the
+    step-size decay resume where they were; state the dynamics carries (Adam's moments,
+    momentum, FIRE's velocity) restarts from zero, as after a restart of those methods. Each
+    continuation is checkpointed beside the first run's checkpoint (``<path>.after<steps>``).
+    ``steps``, ``wall_time`` and ``flow_time`` add up over
+    the continuations; ``loss_history`` is the first run's.
+    """
+    factors = np.asarray(budget_factors, dtype=float)
+    if len(factors) == 0 or factors[0] != 1 or (np.diff(factors) <= 0).any():
+        raise ValueError(f"budget_factors={list(budget_factors)}: give increasing factors starting at 1")
+    if len(factors) > 1 and hasattr(objective, "restricted_to"):
+        raise ValueError("budget_factors beyond the first need a landscape shared by all members")
+    out = descend(objective, initial_theta, member_ids, **engine)
+    max_steps = engine["max_steps"]
+    for done, factor in zip(factors[:-1], factors[1:]):
+        again = np.flatnonzero(out["status"] == BUDGET)
+        if not len(again):
+            break
+        log.info("%d members spent %g x the step budget: continued to %g x", len(again), done, factor)
+        continued = descend(
+            objective, out["final_theta"][again], member_ids[again],
+            **_continuation(engine, steps_done=int(round(done * max_steps)),
+                            more_steps=int(round((factor - done) * max_steps))),
+        )
+        merge_continued(out, again, continued)
+    return out
+
+
+def merge_continued(out, rows, continued, *, also_replaced=(), also_summed=()):
+    """The members at ``rows`` of ``out`` continued by the run ``continued``: its end point and
+    status replace theirs; steps and times add up."""
+    for name in ("final_theta", "status", "grad_norm", *also_replaced):
+        out[name][rows] = continued[name]
+    for name in ("steps", "wall_time", "flow_time", *also_summed):
+        out[name][rows] = out[name][rows] + continued[name]
+
+
+def _continuation(engine, *, steps_done, more_steps):
+    """:func:`descend`'s options for a run continued after ``steps_done`` steps."""
+    continued = dict(engine, max_steps=more_steps)
+    if engine.get("checkpoint_path") is not None:
+        # Its own checkpoint: the first run's is removed once that run completes.
+        continued["checkpoint_path"] = f"{engine['checkpoint_path']}.after{steps_done}"
+    every = continued.get("lr_decay_every", 0)
+    if every:
+        continued["lr"] = continued["lr"] * continued.get("lr_decay_factor", 1.0) ** (steps_done // every)
+    annealed, anneal_steps = continued.get("annealed"), continued.get("anneal_steps", 0)
+    if annealed is not None and anneal_steps > steps_done:
+        continued["annealed"] = lambda step: annealed(step + steps_done)
+        continued["anneal_steps"] = anneal_steps - steps_done
+    else:
+        continued["annealed"], continued["anneal_steps"] = None, 0
+    return continued
+
+
+def _never(state):
+    return False
+
+
+def restricted(function, rows: torch.Tensor):
+    """``function`` for the members at ``rows`` (see :func:`descend`); shared ones as they are."""
+    if function is not None and hasattr(function, "restricted_to"):
+        return function.restricted_to(rows)
+    return function
+
+
+def to_numpy(tensor):
+    return tensor.detach().cpu().numpy()
+
+
+def _empty_results(initial_theta, history_steps):
+    n_members = initial_theta.shape[0]
+    nan = lambda *shape: np.full(shape, np.nan)  # noqa: E731
+    return {
+        "next_member": 0,
+        "elapsed": 0.0,
+        "final_theta": nan(*initial_theta.shape),
+        "status": np.full(n_members, -1, dtype=np.int8),
+        "steps": np.zeros(n_members, dtype=np.int64),
+        "grad_norm": nan(n_members),
+        "wall_time": nan(n_members),
+        "flow_time": nan(n_members),
+        "loss_history": nan(n_members, len(history_steps)),
+        "history_index": {int(s): i for i, s in enumerate(history_steps)},
+    }
+
+
+def final_losses(out: dict, objective: Objective, as_tensor) -> None:
+    """Add ``loss`` at every final point to :func:`descend`'s output; complete the history."""
+    n_members = out["final_theta"].shape[0]
+    out["loss"] = np.full(n_members, np.nan)
+    with torch.no_grad():
+        for start in range(0, n_members, out["chunk"]):
+            rows = np.arange(start, min(start + out["chunk"], n_members))
+            theta = as_tensor(out["final_theta"][rows])
+            chunk_objective = restricted(objective, torch.as_tensor(rows, device=theta.device))
+            out["loss"][rows] = to_numpy(chunk_objective(theta, None)[0])
+    diverged = out["status"] == DIVERGED
+    out["loss"][diverged] = np.nan
+    # After a member stops, its loss stays where it stopped (nan once diverged).
+    stopped_at = out["steps"][:, None] < out["history_steps"][None, :]
+    out["loss_history"] = np.where(stopped_at, out["loss"][:, None], out["loss_history"])
+
+
+def descent_dataset(out: dict, member_ids: np.ndarray, initial_theta: np.ndarray, *, loss_name: str) -> xr.Dataset:
+    """The variables every run of :func:`descend` writes, dims ``(member, param)`` and ``(member, step)``."""
+    member_param = ("member", "param")
+    data_vars = {
+        "initial_theta": (member_param, initial_theta, variable_attrs("initial parameters")),
+        "final_theta": (member_param, out["final_theta"], variable_attrs("final parameters")),
+        "loss": ("member", out["loss"], variable_attrs(f"final {loss_name}")),
+        "grad_norm": ("member", out["grad_norm"], variable_attrs("final gradient norm")),
+        "steps": ("member", out["steps"], variable_attrs("steps taken")),
+        "flow_time": (
+            "member",
+            out["flow_time"],
+            variable_attrs("gradient-flow time reached (gd: steps x lr; nan: not a flow)"),
+        ),
+        "wall_time": ("member", out["wall_time"], variable_attrs("wall time until stop", "s")),
+        "status": (
+            "member",
+            out["status"],
+            variable_attrs("stop reason", flag_values="0 1 2 3", flag_meanings=STATUS_MEANINGS),
+        ),
+        "loss_history": (
+            ("member", "step"),
+            out["loss_history"],
+            variable_attrs(f"{loss_name}; after a member stops, its final value"),
+        ),
+    }
+    coords = {
+        "member": ("member", np.asarray(member_ids, dtype=np.int64), variable_attrs("member index")),
+        "param": ("param", np.arange(initial_theta.shape[1]), variable_attrs("flat parameter index")),
+        "step": ("step", out["history_steps"], variable_attrs("optimizer step")),
+    }
+    return xr.Dataset(data_vars, coords=coords)
+
+
+def _save_checkpoint(path, fingerprint, out, live):
+    payload = {"out": out}
+    if live is not None:
+        theta, state, loss_now, grad, active, step = live
+        payload["live"] = tuple(_to_cpu(value) for value in (theta, state, loss_now, grad, active)) + (step,)
+    save_checkpoint(path, fingerprint, payload)
+    log.info("checkpoint written: %s (members done: %d)", path, int((out["status"] >= 0).sum()))
+
+
+def _load_checkpoint(path, fingerprint):
+    payload = load_checkpoint(path, fingerprint)
+    if payload is None:
+        return None
+    out = payload["out"]
+    if "live" in payload:
+        out["live"] = payload["live"]
+    log.info("resuming from checkpoint %s at member %d", path, out["next_member"])
+    return out
+
+
+def _to_cpu(value):
+    if isinstance(value, dict):
+        return {name: tensor.cpu() for name, tensor in value.items()}
+    return None if value is None else value.cpu()
+
+
+def _to_device(live, device):
+    moved = []
+    for value in live[:-1]:
+        if isinstance(value, dict):
+            moved.append({name: tensor.to(device) for name, tensor in value.items()})
+        else:
+            moved.append(None if value is None else value.to(device))
+    return (*moved, live[-1])
+
+
+class _Progress:
+    """Log members finished and step rate at most every ``every_s`` seconds."""
+
+    def __init__(self, n_members, every_s):
+        self.n_members, self.every_s = n_members, every_s
+        self.counts = np.zeros(3, dtype=np.int64)
+        self.start = self.last = time.monotonic()
+        self.member_steps = 0
+
+    def finished(self, statuses):
+        self.counts += np.bincount(statuses, minlength=3)[:3]
+
+    def report(self, step, n_active):
+        self.member_steps += n_active
+        now = time.monotonic()
+        if now - self.last < self.every_s:
+            return
+        self.last = now
+        log.info(
+            "step %d: %d running, %d converged, %d budget, %d diverged of %d; %.3g member-steps/s",
+            step, n_active, *self.counts, self.n_members, self.member_steps / (now - self.start),
+        )

@@ -1,0 +1,12 @@
+"""Landscapes: what the engine descends, each with what is known about it.
+
+- :mod:`~basins.landscapes.networks`: architectures, the forward pass, initialization;
+- :mod:`~basins.landscapes.losses`: per-sample losses and the L2 penalty;
+- :mod:`~basins.landscapes.objective`: a network on its data as the engine's objective;
+- :mod:`~basins.landscapes.symmetry`: the symmetry group of a network, canonical forms and
+  nearest images;
+- :mod:`~basins.landscapes.planted`: analytic potentials whose basins are known by construction.
+
+Imports: landscapes import themselves and the engine's interface (dynamics, devices), never a
+stage (``tests/test_architecture.py``).
+"""

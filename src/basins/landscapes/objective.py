@@ -1,0 +1,122 @@
+"""The loss landscape of a network on its training set, as the engine wants it.
+
+``make_objective`` turns an architecture, data and a loss into ``objective(theta, batch) ->
+(loss (member,), grad (member, param))`` (:data:`basins.engine.dynamics.Objective`), each member
+a row of ``theta``; ``member_losses`` is the same loss as a differentiable function, for
+curvature and polish; ``network_chunk_size`` sizes the engine's chunks for a network.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+
+from basins.engine.devices import chunk_size
+from basins.engine.dynamics import energy_and_gradient
+from basins.landscapes.losses import l2_penalty, margins, sample_losses
+from basins.landscapes.networks import forward
+
+
+def network_errors_and_losses(arch, x, y, *, member_loss, chunk: int = 4096):
+    """``errors_and_losses`` of :func:`local_energy` for a network on its training set."""
+
+    def evaluate(points):
+        errors, losses = [], []
+        with torch.no_grad():
+            for start in range(0, len(points), chunk):
+                block = torch.as_tensor(points[start : start + chunk], dtype=x.dtype, device=x.device)
+                errors.append((margins(forward(block, x, arch), y) <= 0).to(x.dtype).mean(1).cpu().numpy())
+                losses.append(member_loss(block).cpu().numpy())
+        if not errors:  # no point (an empty catalogue)
+            return np.empty(0), np.empty(0)
+        return np.concatenate(errors), np.concatenate(losses)
+
+    return evaluate
+
+
+def data_tensors(arch, x, y, *, dtype=torch.float64, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and labels as the losses want them: +-1 labels in ``dtype`` for one output, class
+    indices (long) for several."""
+    labels = dtype if arch.n_outputs == 1 else torch.long
+    return (
+        torch.as_tensor(np.asarray(x), dtype=dtype, device=device),
+        torch.as_tensor(np.asarray(y), dtype=labels, device=device),
+    )
+
+
+def member_losses(theta, x, y, arch, *, loss, margin, l2, beta=1.0) -> torch.Tensor:
+    """Training loss ``(member,)``: the mean sample loss plus ``l2 / 2 |theta|^2``; differentiable."""
+    output = forward(theta, x, arch)
+    return sample_losses(output, y, loss=loss, margin=margin, beta=beta).mean(1) + l2_penalty(theta, l2)
+
+
+def make_objective(arch, x, y, *, loss, margin, l2, beta=1.0, compile=False):
+    """``objective(theta, batch) -> (loss, grad)``, per member, as :mod:`basins.engine.dynamics` wants.
+
+    ``compile`` evaluates it through :func:`compiled_loss_and_gradient` instead of eager autograd.
+    """
+    if compile:
+        gradient = compiled_loss_and_gradient(arch, loss, margin, l2)
+        beta_tensor = torch.tensor(beta, dtype=x.dtype, device=x.device)
+
+    def objective(theta, batch):
+        inputs, labels = (x, y) if batch is None else (x[batch], y[batch])
+        if compile:
+            grad, (_, values) = gradient(theta, inputs, labels, beta_tensor)
+            return values, grad
+        return energy_and_gradient(
+            lambda t: member_losses(t, inputs, labels, arch, loss=loss, margin=margin, l2=l2, beta=beta), theta
+        )
+
+    return objective
+
+
+@functools.cache
+def compiled_loss_and_gradient(arch, loss, margin, l2):
+    """``(theta, x, y, beta) -> (grad, (sum, losses))`` of :func:`member_losses`, by ``torch.compile``.
+
+    Inductor fuses the element-wise chain around the GEMMs (activation, its derivative, the
+    loss), which dominates the evaluation of narrow networks on the CPU (2-3x faster at h = 16;
+    benchmarks/README.md). Shapes are dynamic and beta is a tensor input, so neither members
+    dropping out nor an annealed beta recompiles it. Fused kernels round differently: results
+    agree with eager autograd to round-off, not bit for bit.
+    """
+
+    def total(theta, x, y, beta):
+        losses = member_losses(theta, x, y, arch, loss=loss, margin=margin, l2=l2, beta=beta)
+        return losses.sum(), losses
+
+    return torch.compile(torch.func.grad_and_value(total, has_aux=True), dynamic=True)
+
+
+def beta_at(step: int, *, beta: float, beta_start: float, ramp_steps: int) -> float:
+    """Inverse temperature of the cross-entropy after ``step`` steps: geometric from
+    ``beta_start`` to ``beta`` over ``ramp_steps`` steps, then ``beta``."""
+    if step >= ramp_steps:
+        return beta
+    return beta_start * (beta / beta_start) ** (step / ramp_steps)
+
+
+def check_beta_schedule(loss: str, dynamics: str, beta: float, beta_start: float, ramp_steps: int) -> None:
+    """The inverse temperature is the cross-entropy's, and ramps only under stepwise dynamics."""
+    if beta <= 0 or beta_start <= 0 or ramp_steps < 0:
+        raise ValueError(f"beta={beta} and beta_start={beta_start} must be > 0, beta_ramp_steps={ramp_steps} >= 0")
+    if loss != "cross_entropy" and (beta != 1.0 or beta_start != 1.0):
+        raise ValueError(f"beta applies to the cross_entropy loss, not {loss!r}")
+    if ramp_steps and dynamics == "gradient_flow":
+        raise ValueError("beta_ramp_steps needs a stepwise dynamics (gd, sgd, adam, fire), not gradient_flow")
+    if beta_start != beta and not ramp_steps:
+        raise ValueError(f"beta_start={beta_start} differs from beta={beta} but beta_ramp_steps is 0")
+    if ramp_steps and beta_start == beta:
+        raise ValueError(f"beta_ramp_steps={ramp_steps} ramps beta from {beta} to itself; set beta_start")
+
+
+def network_chunk_size(arch, n_train, memory_budget_mb, dtype, device) -> int:
+    """:func:`chunk_size` for members of ``arch`` evaluated on ``n_train`` samples."""
+    activations = n_train * (arch.width * arch.depth + arch.n_outputs) * 4
+    layer = n_train * max(arch.width, arch.n_outputs)
+    return chunk_size(
+        dtype.itemsize * (arch.n_params * 12 + activations), dtype.itemsize * layer, memory_budget_mb, device
+    )

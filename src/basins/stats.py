@@ -1,0 +1,106 @@
+"""Statistics shared by stages and figures: numpy and scipy only (no torch)."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats
+
+
+def wilson_interval(successes: np.ndarray, n: int, z: float = 1.96) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score interval of a binomial proportion (Wilson 1927); sensible at p near 0 or 1."""
+    if n <= 0:
+        raise ValueError(f"n={n}: an interval needs at least one trial")
+    p = np.asarray(successes, dtype=np.float64) / n
+    centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
+    half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / (1 + z**2 / n)
+    # At p = 0 or 1 the bound is exactly p; clipping removes round-off on the wrong side.
+    return np.clip(centre - half, 0.0, p), np.clip(centre + half, p, 1.0)
+
+
+def spearman_with_error(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Spearman's rank correlation and its standard error 1.03 / sqrt(n - 3) (Fieller et al. 1957)."""
+    finite = np.isfinite(a) & np.isfinite(b)
+    n = int(finite.sum())
+    if n < 4 or np.ptp(a[finite]) == 0 or np.ptp(b[finite]) == 0:
+        return float("nan"), float("nan")
+    rho = stats.spearmanr(a[finite], b[finite]).statistic
+    return float(rho), float(1.03 / np.sqrt(n - 3))
+
+
+def spearman_fisher_z(a: np.ndarray, b: np.ndarray) -> tuple[float, float, int]:
+    """Spearman's rank correlation on Fisher's scale: ``(atanh(rho), 1.03 / sqrt(n - 3), n)``.
+
+    On that scale the estimate is nearly normal with the given standard error (Fieller, Hartley
+    and Pearson 1957), which is what pooling over replicates needs; ``tanh`` takes an estimate
+    or an interval back to a correlation. nan with fewer than 4 finite pairs or a constant side;
+    a perfect correlation is clipped to |rho| = 1 - 1e-12 (finite z).
+    """
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    finite = np.isfinite(a) & np.isfinite(b)
+    n = int(finite.sum())
+    if n < 4 or np.ptp(a[finite]) == 0 or np.ptp(b[finite]) == 0:
+        return float("nan"), float("nan"), n
+    rho = float(np.clip(stats.spearmanr(a[finite], b[finite]).statistic, -1 + 1e-12, 1 - 1e-12))
+    return float(np.arctanh(rho)), float(1.03 / np.sqrt(n - 3)), n
+
+
+#: Verdicts on a hypothesis from an interval of its effect (never typed by hand).
+SUPPORTED, CONTRADICTED, UNDECIDED_VERDICT = "supported", "contradicted", "undecided"
+
+
+def pool_replicates(estimates: np.ndarray, standard_errors: np.ndarray, confidence: float = 0.95) -> dict:
+    """Random-effects pooling of one statistic over independent replicates.
+
+    Each replicate (a data draw and an initialization seed) gives an estimate ``y_i`` with its
+    within-replicate standard error ``s_i``. Replicates may differ by more than ``s_i`` (another
+    data draw is another landscape), so the between-replicate variance ``tau^2`` is estimated
+    (DerSimonian and Laird 1986) and the pooled mean is weighted by ``1 / (s_i^2 + tau^2)``. Its
+    interval is Hartung and Knapp's (2001): the weighted spread of the replicates about the
+    pooled mean with a t quantile on ``k - 1`` degrees of freedom, which keeps nominal coverage
+    with few replicates where the normal interval of DerSimonian-Laird does not (exact when
+    ``tau = 0``). Identical estimates (a discrete statistic) fall back on their own errors, and
+    one replicate gives no interval (nan, with ``reason``): never a zero width.
+
+    Replicates with a non-finite estimate or error are left out and counted (``n_left_out``).
+    Returns ``estimate``, ``stderr``, ``low``, ``high``, ``tau``, ``k`` (replicates used),
+    ``n_left_out`` and ``reason`` ("" when the interval is defined).
+    """
+    y, s = np.asarray(estimates, dtype=np.float64), np.asarray(standard_errors, dtype=np.float64)
+    if y.shape != s.shape or y.ndim != 1:
+        raise ValueError(f"estimates {y.shape} and standard_errors {s.shape} must be equal 1-D shapes")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence={confidence} must lie in (0, 1)")
+    usable = np.isfinite(y) & np.isfinite(s) & (s > 0)
+    y, s = y[usable], s[usable]
+    k = len(y)
+    out = dict(estimate=np.nan, stderr=np.nan, low=np.nan, high=np.nan, tau=np.nan, k=k,
+               n_left_out=int((~usable).sum()), reason="")
+    if k == 0:
+        return dict(out, reason="no replicate with a finite estimate and error")
+    if k == 1:
+        return dict(out, estimate=float(y[0]), reason="one replicate: no between-replicate interval")
+    w = 1 / s**2
+    fixed = (w * y).sum() / w.sum()
+    q = (w * (y - fixed) ** 2).sum()
+    tau2 = max(0.0, (q - (k - 1)) / (w.sum() - (w**2).sum() / w.sum()))
+    w = 1 / (s**2 + tau2)
+    mean = float((w * y).sum() / w.sum())
+    scale = float((w * (y - mean) ** 2).sum() / (k - 1))
+    if np.allclose(y, y[0], rtol=1e-12, atol=0):  # identical estimates: fall back on their errors
+        scale = 1.0
+    stderr = float(np.sqrt(scale / w.sum()))
+    half = stats.t.ppf(0.5 + confidence / 2, k - 1) * stderr
+    return dict(out, estimate=mean, stderr=stderr, low=mean - half, high=mean + half, tau=float(np.sqrt(tau2)))
+
+
+def verdict(low: float, high: float, expected_sign: int) -> str:
+    """``supported`` when the interval excludes 0 on the side the hypothesis expects
+    (``expected_sign`` +1 or -1), ``contradicted`` on the other side, else ``undecided``
+    (also for an undefined interval)."""
+    if expected_sign not in (1, -1):
+        raise ValueError(f"expected_sign={expected_sign} must be +1 or -1")
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return UNDECIDED_VERDICT
+    if low > 0 or high < 0:
+        return SUPPORTED if np.sign(low if low > 0 else high) == expected_sign else CONTRADICTED
+    return UNDECIDED_VERDICT

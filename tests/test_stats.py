@@ -1,0 +1,90 @@
+"""Pooling over replicates against planted effects (known answers), and the verdict rule."""
+
+import numpy as np
+import pytest
+
+from basins.stats import (
+    CONTRADICTED,
+    SUPPORTED,
+    UNDECIDED_VERDICT,
+    pool_replicates,
+    spearman_fisher_z,
+    verdict,
+)
+
+
+def _replicates(rng, k, effect, tau, stderr):
+    """k replicate estimates of a planted effect: between-replicate spread tau, within-replicate
+    errors drawn around ``stderr`` (replicates differ in how well they resolve it)."""
+    s = stderr * rng.uniform(0.5, 1.5, k)
+    return effect + tau * rng.standard_normal(k) + s * rng.standard_normal(k), s
+
+
+@pytest.mark.parametrize("k, tau", [(3, 0.0), (5, 0.1), (10, 0.2)])
+def test_the_pooled_interval_covers_a_planted_effect_at_about_the_nominal_rate(k, tau):
+    rng = np.random.default_rng(k)
+    n_trials, effect = 2000, 0.3
+    covered = 0
+    for _ in range(n_trials):
+        pooled = pool_replicates(*_replicates(rng, k, effect, tau, stderr=0.1))
+        covered += pooled["low"] <= effect <= pooled["high"]
+    # Nominal 95 % (Hartung-Knapp is exact at tau = 0, close to it otherwise).
+    # Binomial sd of the rate over 2000 trials: 0.005.
+    assert 0.925 <= covered / n_trials <= 0.975
+
+
+def test_a_large_planted_effect_is_supported_and_recovered():
+    rng = np.random.default_rng(1)
+    pooled = pool_replicates(*_replicates(rng, 8, -0.5, 0.05, stderr=0.05))
+    assert abs(pooled["estimate"] + 0.5) < 4 * pooled["stderr"]
+    assert verdict(pooled["low"], pooled["high"], expected_sign=-1) == SUPPORTED
+    assert verdict(pooled["low"], pooled["high"], expected_sign=+1) == CONTRADICTED
+
+
+def test_no_effect_is_undecided_at_about_the_false_alarm_rate():
+    rng = np.random.default_rng(2)
+    n_trials = 2000
+    decided = sum(
+        verdict(*(lambda p: (p["low"], p["high"]))(pool_replicates(*_replicates(rng, 5, 0.0, 0.1, 0.1))), -1)
+        != UNDECIDED_VERDICT
+        for _ in range(n_trials)
+    )
+    assert decided / n_trials <= 0.065  # 5 % two-sided, binomial sd 0.005
+
+
+def test_identical_replicates_never_give_a_zero_width():
+    pooled = pool_replicates(np.array([0.2, 0.2, 0.2]), np.array([0.1, 0.1, 0.1]))
+    assert pooled["stderr"] == pytest.approx(0.1 / np.sqrt(3))
+    assert pooled["high"] - pooled["low"] > 0
+
+
+def test_one_replicate_gives_no_interval_and_says_why():
+    pooled = pool_replicates(np.array([0.4, np.nan]), np.array([0.1, 0.1]))
+    assert pooled["k"] == 1 and pooled["n_left_out"] == 1
+    assert np.isnan(pooled["low"]) and "one replicate" in pooled["reason"]
+    assert verdict(pooled["low"], pooled["high"], -1) == UNDECIDED_VERDICT
+
+
+def test_bad_input_is_refused():
+    with pytest.raises(ValueError, match="equal 1-D"):
+        pool_replicates(np.zeros(3), np.ones(2))
+    with pytest.raises(ValueError, match="expected_sign"):
+        verdict(0.1, 0.2, 0)
+
+
+def test_spearman_on_fishers_scale_has_the_sampling_error_it_claims():
+    """Known answer: for bivariate normal data with correlation r, Spearman's rho has
+    population value (6 / pi) asin(r / 2); over many samples atanh(rho) scatters with about
+    1.03 / sqrt(n - 3) (Fieller et al. 1957)."""
+    rng = np.random.default_rng(3)
+    n, r = 40, 0.5
+    cov = [[1, r], [r, 1]]
+    zs = []
+    for _ in range(3000):
+        a, b = rng.multivariate_normal([0, 0], cov, size=n).T
+        z, se, used = spearman_fisher_z(a, b)
+        zs.append(z)
+    assert used == n and se == pytest.approx(1.03 / np.sqrt(n - 3))
+    assert np.std(zs) == pytest.approx(se, rel=0.06)
+    assert np.tanh(np.mean(zs)) == pytest.approx(6 / np.pi * np.arcsin(r / 2), abs=0.02)
+    assert np.isnan(spearman_fisher_z(np.arange(3.0), np.arange(3.0))[0])

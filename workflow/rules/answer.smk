@@ -1,0 +1,25 @@
+# A quick job: runs on the submit host, not as a cluster job.
+rule answer_hypothesis:
+    input:
+        minima=[
+            f"results/minima/{name}/seed{seed}.nc"
+            for name, seed in answer_replicates()
+        ],
+        flatness=[
+            f"results/flatness/{name}/seed{seed}.nc"
+            for name, seed in answer_replicates()
+        ],
+        code=code_dependencies("answer_hypothesis"),
+    output:
+        netcdf="results/answer.nc",
+        markdown="results/answer.md",
+    log:
+        "logs/answer_hypothesis.log",
+    localrule: True
+    conda:
+        "../../envs/basins.yaml"
+    params:
+        replicates=answer_replicates(),
+        answer=config["answer"],
+    script:
+        "../scripts/answer_hypothesis.py"

@@ -1,0 +1,28 @@
+from _entry import start
+
+from basins.answer import answer_hypothesis, answer_markdown
+from basins.io import add_provenance, read_dataset, write_dataset
+
+log = start(snakemake)
+options = dict(snakemake.params.answer)
+families = options.pop("families")
+replicates, n_params = {}, {}
+for (experiment, seed), minima_path, flatness_path in zip(
+    snakemake.params.replicates, snakemake.input.minima, snakemake.input.flatness
+):
+    minima = read_dataset(minima_path)
+    replicates.setdefault(experiment, []).append((int(seed), minima, read_dataset(flatness_path)))
+    n_params[experiment] = minima.sizes["param"]
+data_redrawn = {name: snakemake.config["experiments"][name]["dataset"]["seed"] == "per_seed" for name in replicates}
+answer = answer_hypothesis(families, replicates, n_params, data_redrawn=data_redrawn, **options)
+answer = add_provenance(
+    answer,
+    title="the study's answer: basin size, flatness and generalization, pooled over replicates",
+    stage="answer_hypothesis",
+    stage_config=snakemake.params.answer,
+    inputs=(*snakemake.input.minima, *snakemake.input.flatness),
+)
+write_dataset(answer, snakemake.output.netcdf)
+with open(snakemake.output.markdown, "w") as markdown:
+    markdown.write(answer_markdown(answer))
+log.info("verdicts: %s", dict(zip(answer["statistic"].values, answer["verdict"].values)))
