@@ -65,7 +65,8 @@ def probe_points(ring, rays, n_points, seed=0):
     on_segments = images + fractions * (unwrapped - images)
     distance = np.linalg.norm(unwrapped - images, axis=1, keepdims=True)
     around = random_directions(1, len(members), n, seed=seed + 1)[0]
-    on_thickness_rays = unwrapped + distance * np.exp(rng.uniform(np.log(0.02), np.log(2.0), (len(members), 1))) * around
+    scale = np.exp(rng.uniform(np.log(0.02), np.log(2.0), (len(members), 1)))
+    on_thickness_rays = unwrapped + distance * scale * around
     return {"ray_from_state": on_rays, "segment": on_segments, "ray_from_start": on_thickness_rays}
 
 

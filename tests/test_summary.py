@@ -96,7 +96,8 @@ def test_the_study_level_comparison_pools_experiments():
         basins.append(basins_of([0.1, 0.2, 0.3], seed=seed))
         fraction = rng.uniform(0.1, 0.4, 3)
         tentacles.append(tentacles_of([0, 1, 2], [50, 50, 50], fraction, [0.8, 0.5, 0.2] + rng.normal(0, 0.02, 3)))
-    summary = summarize_study([f"e{k}/seed1" for k in range(4)], basins, tentacles, [FLATNESS.isel(minimum=slice(3))] * 4)
+    summary = summarize_study([f"e{k}/seed1" for k in range(4)], basins, tentacles,
+                              [FLATNESS.isel(minimum=slice(3))] * 4)
     reach = summary["matched_difference"].sel(statistic="reach")
     assert float(reach) == pytest.approx(0.6, abs=0.1)
     assert int(summary["matched_n_minima"].sel(statistic="reach")) == 12

@@ -11,7 +11,7 @@ import logging
 
 import numpy as np
 
-from basins.labels import LEFT, RETURNED, UNDECIDED, BUDGET, DIVERGED, SADDLE
+from basins.labels import BUDGET, DIVERGED, LEFT, RETURNED, SADDLE, UNDECIDED
 from basins.oscillators import KuramotoRing, distance_to_twisted_state, relax_ring, twisted_state, winding_number, wrap
 from basins.rays import Outcomes
 

@@ -73,7 +73,8 @@ def summarize_study(
     """
     if not (len(labels) == len(basins) == len(tentacles) == len(flatness)):
         raise ValueError("labels, basins, tentacles and flatness must have one entry per experiment and seed")
-    rows = [_summarize_one(b, t, match_factor) | _flatness_columns(b, f) for b, t, f in zip(basins, tentacles, flatness)]
+    rows = [_summarize_one(b, t, match_factor) | _flatness_columns(b, f)
+            for b, t, f in zip(basins, tentacles, flatness)]
     names = [name for name in (rows[0].keys() if rows else []) if name != "shape_reason"]
     columns = {name: np.array([row[name] for row in rows], dtype=float) for name in names}
     variables = {name: ("experiment", values, variable_attrs(_long_name(name))) for name, values in columns.items()}
@@ -231,7 +232,8 @@ def _summarize_one(basins, tentacles, match_factor):
     shape["matched"] = float(abs(shape["basin_fraction_log_ratio"]) <= np.log(match_factor))
     for stat in SHAPE_STATISTICS:
         good, bad = shape[f"good_{stat}"], shape[f"bad_{stat}"]
-        se = np.hypot(*[(shape[f"{kind}_{stat}_high"] - shape[f"{kind}_{stat}_low"]) / (2 * _Z) for kind in ("good", "bad")])
+        se = np.hypot(*[(shape[f"{kind}_{stat}_high"] - shape[f"{kind}_{stat}_low"]) / (2 * _Z)
+                        for kind in ("good", "bad")])
         with np.errstate(invalid="ignore"):
             difference = good - bad
         shape[f"{stat}_difference"] = difference

@@ -149,7 +149,8 @@ def measure_tentacles(
         with its interval; the old index ``old_tentacle_fraction``, ``old_distance_ratio``
         (with standard errors) and ``median_exit_radius``. Along ``member`` (the sampled
         members; coordinate: row of the inputs): their minimum, ``distance_to_minimum``,
-        ``segment_outcome (member, distance)`` (distance: fraction of the segment), ``inside_fraction``, ``exit_position``,
+        ``segment_outcome (member, distance)`` (distance: fraction of the segment),
+        ``inside_fraction``, ``exit_position``,
         ``exit_observed``; for the first ``n_thickness_members`` per minimum ``thickness``,
         ``thickness_ratio``, ``thickness_censored`` and the rays' ``thickness_exit_radius
         (member, direction)`` (nan for members not probed for thickness).
@@ -220,7 +221,8 @@ def measure_tentacles(
                              else ("minimum", np.full(len(probed), np.nan), variable_attrs(name)))
     for name in ("tentacle_fraction", "tentacle_fraction_se", "distance_ratio", "distance_ratio_se"):
         variable = old[name].variable.copy()
-        variable.attrs["long_name"] = "old index (shown not to work, docs/basin_shape.md): " + variable.attrs["long_name"]
+        old_name = variable.attrs["long_name"]
+        variable.attrs["long_name"] = f"old index (shown not to work, docs/basin_shape.md): {old_name}"
         per_minimum[f"old_{name}"] = variable
     per_minimum["median_exit_radius"] = old["median_exit_radius"].variable
     reason = _combined_reason(reason, reach["reason"].values, star, thickness, probed)
