@@ -162,3 +162,19 @@ def test_the_output_keeps_the_file_contract(tmp_path):
     back = read_dataset(path)
     np.testing.assert_array_equal(back["reach"].values, tentacles["reach"].values)
     assert back.attrs["n_star_members"] == 32 and back.attrs["min_members"] == 10
+
+
+def test_the_old_index_is_gated_by_min_members_too():
+    landscape = ball_and_ring(2)
+    starts = landscape.sample_starts(60, seed=3)
+    label = landscape.basin_of(starts)
+    distance = np.linalg.norm(starts - landscape.minima[label], axis=1)
+    outcomes = functools.partial(known_outcomes, landscape)
+    rows = np.array([0, 1])
+    rays = probe_rays(landscape.minima[rows], lambda points, k: outcomes(points, rows[k]),
+                      radii=np.geomspace(0.05, 4, 8), n_directions=8, n_bisection=1, seed=0, minimum_ids=rows)
+    tentacles = measure_tentacles(rays, np.bincount(label, minlength=4) / 60, distance, label, starts,
+                                  landscape.minima[label], outcomes, min_members=1000, n_star_members=4,
+                                  n_thickness_members=2, n_thickness_directions=4, n_bootstrap=100)
+    assert np.isnan(tentacles["old_tentacle_fraction"].values).all()
+    assert tentacles.sizes["member"] == 0

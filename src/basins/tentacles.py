@@ -221,6 +221,7 @@ def measure_tentacles(
                              else ("minimum", np.full(len(probed), np.nan), variable_attrs(name)))
     for name in ("tentacle_fraction", "tentacle_fraction_se", "distance_ratio", "distance_ratio_se"):
         variable = old[name].variable.copy()
+        variable.values = np.where(eligible, variable.values, np.nan)  # gated like every statistic
         old_name = variable.attrs["long_name"]
         variable.attrs["long_name"] = f"old index (shown not to work, docs/basin_shape.md): {old_name}"
         per_minimum[f"old_{name}"] = variable
