@@ -6,8 +6,8 @@ distance ~1.6-1.8) from the state, where random rays from the state have long le
 and are reached along thin tentacles. The stage's statistics must say so, with the settings of
 ``config/kuramoto.yaml`` (relaxation, rays, tentacles; schema defaults filled in), not tuned
 ones. The sample is smaller than that config's ensemble (512 initial conditions, not 32 768),
-and only q = 0 is probed (85 s for n = 40, 570 s for n = 83 on a 2-core VM at load average 12,
-about a fifth of that on a quiet core); the
+and only q = 0 is probed (16 s for n = 40 and 183 s for n = 83 on the 2-core VM at load
+average 4.5; 85 s and 570 s at load 12); the
 full-config numbers are in ``docs/basin_shape.md``, from ``snakemake --configfile
 config/kuramoto.yaml``.
 """
