@@ -220,7 +220,7 @@ def figure_basin_shape(tentacles: xr.Dataset, basins: xr.Dataset, *, title: str)
 
     Left: the fraction of the segment from the minimum to the start that lies in the basin
     (1: star-shaped along it). Right: thickness (median exit radius of random rays from the
-    start) over the distance; thicknesses beyond the largest radius drawn at the top edge.
+    start) over the distance; open triangles: beyond the largest radius (a lower bound).
     Legends give each minimum's leaving fraction and median thickness ratio with intervals.
     """
     set_theme()
@@ -239,8 +239,8 @@ def figure_basin_shape(tentacles: xr.Dataset, basins: xr.Dataset, *, title: str)
     colors = plt.get_cmap("viridis")(np.linspace(0, 0.9, len(measured)))
     distance = tentacles["distance_to_minimum"].values
     ratio_all = tentacles["thickness_ratio"].values
-    finite = ratio_all[np.isfinite(ratio_all)]
-    ceiling = 1.5 * finite.max() if len(finite) else 1.0
+    # beyond the largest radius: drawn as a lower bound (open triangle) at largest radius / distance
+    bound = float(tentacles["radius"].values.max()) / distance
     for color, row in zip(colors, np.argsort(rank, kind="stable")):
         minimum = measured[row]
         mine = member_minimum == minimum
@@ -253,19 +253,22 @@ def figure_basin_shape(tentacles: xr.Dataset, basins: xr.Dataset, *, title: str)
         thickness = (f"{float(summary['median_thickness_ratio']):.2g} "
                      f"[{float(summary['median_thickness_ratio_low']):.2g}, "
                      f"{float(summary['median_thickness_ratio_high']):.2g}]")
-        thick.plot(distance[probed], np.where(np.isinf(ratio_all[probed]), ceiling, ratio_all[probed]), "o", ms=2.5,
-                   alpha=0.7, color=color, label=f"{names[row]}: {thickness}")
+        censored = probed & np.isinf(ratio_all)
+        thick.plot(distance[probed & ~censored], ratio_all[probed & ~censored], "o", ms=2.5, alpha=0.7, color=color,
+                   label=f"{names[row]}: {thickness}")
+        thick.plot(distance[censored], bound[censored], "^", ms=3.5, mfc="none", color=color)
     star.set_ylim(-0.03, 1.03)
     star.set_xlabel("distance from start to minimum")
     star.set_ylabel("fraction of the segment in the basin")
-    star.set_title(f"star-shapedness: {tentacles.sizes['distance']} points per segment, "
+    star.set_title(f"star-shapedness: {tentacles.sizes['distance']} points per segment,\n"
                    f"up to {tentacles.attrs['n_star_members']} members per minimum", fontsize=7)
     star.legend(fontsize=5, frameon=False, loc="lower left")
     thick.set_yscale("log")
     thick.set_xlabel("distance from start to minimum")
     thick.set_ylabel("local thickness / distance")
     thick.set_title(f"local thickness: {tentacles.sizes['direction']} rays from each of up to "
-                    f"{tentacles.attrs['n_thickness_members']} starts per minimum", fontsize=7)
+                    f"{tentacles.attrs['n_thickness_members']} starts per minimum\n(open triangles: beyond the "
+                    "largest radius)", fontsize=7)
     thick.legend(fontsize=5, frameon=False, loc="lower left")
     sns.despine(fig)
     fig.suptitle(title, fontsize=8)
