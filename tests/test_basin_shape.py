@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from basins.basin_geometry import measure_tentacles
+from basins.basin_geometry import tentacle_index
 from basins.basin_shape import (
     kaplan_meier_medians,
     measure_local_thickness,
@@ -67,7 +67,7 @@ def measure_shape(landscape, names, outcomes, *, n_starts=N_STARTS, n_thickness=
     rays = probe_rays(landscape.minima[rows], lambda points, k: outcomes(points, rows[k]), radii=radii,
                       n_directions=64, n_bisection=n_bisection, seed=seed, minimum_ids=rows)
     reach = measure_reach(distance, label, rays["outcome"].values, radii, rows, seed=seed)
-    old = measure_tentacles(distance, label, rays["exit_radius"].values, rays["exit_observed"].values, rows)
+    old = tentacle_index(distance, label, rays["exit_radius"].values, rays["exit_observed"].values, rows)
     return star, thickness, reach, old
 
 

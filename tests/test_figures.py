@@ -28,3 +28,39 @@ def test_figures_render_to_stable_pdf_and_png(make_figure, n_minima, tmp_path):
     assert pdf0.read_bytes() == pdf1.read_bytes() and png0.read_bytes() == png1.read_bytes()
     width, height = Image.open(png0).size
     assert width > 300 and height > 200
+
+
+def shape_datasets():
+    """Rays, basins and measure_tentacles output of the planted ball and ring (small settings)."""
+    from basins.labels import LEFT, RETURNED
+    from basins.landscapes.planted import ball_and_ring
+    from basins.rays import probe_rays
+    from basins.tentacles import measure_tentacles
+
+    landscape = ball_and_ring(2)
+    starts = landscape.sample_starts(200, seed=0)
+    label = landscape.basin_of(starts)
+    basins = analyze_basins(label, starts, landscape.minima[label], np.zeros(4), np.array([0.1, 0.3, 0.2, 0.4]))
+
+    def outcomes(points, targets):
+        return np.where(landscape.basin_of(points) == targets, RETURNED, LEFT).astype(np.int8)
+
+    rows = np.array([0, 1, 3])
+    rays = probe_rays(landscape.minima[rows], lambda points, k: outcomes(points, rows[k]),
+                      radii=np.geomspace(0.05, 4, 10), n_directions=16, n_bisection=1, seed=0, minimum_ids=rows)
+    tentacles = measure_tentacles(rays, basins["basin_fraction"].values, basins["start_distance"].values, label,
+                                  starts, landscape.minima[label], outcomes, n_star_members=10, n_segment=6,
+                                  n_thickness_members=5, n_thickness_directions=6, n_bootstrap=100)
+    return rays, basins, tentacles
+
+
+@pytest.mark.parametrize("name", ["basin_shape", "return_probability", "tentacles"])
+def test_shape_figures_render(name, tmp_path):
+    rays, basins, tentacles = shape_datasets()
+    inputs = {"basin_shape": dict(tentacles=tentacles, basins=basins),
+              "return_probability": dict(rays=rays, basins=basins, tentacles=tentacles),
+              "tentacles": dict(tentacles=tentacles, basins=basins, rays=rays)}[name]
+    figures.save_figure(getattr(figures, f"figure_{name}")(**inputs, title="test"), tmp_path / "a.pdf",
+                        tmp_path / "a.png")
+    width, height = Image.open(tmp_path / "a.png").size
+    assert width > 300 and height > 200

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy import special
 
-from basins.basin_geometry import measure_tentacles
+from basins.basin_geometry import tentacle_index
 from basins.labels import LEFT, RETURNED, UNDECIDED
 from basins.rays import kaplan_meier_median, probe_rays, random_directions, select_minima_to_probe
 
@@ -195,7 +195,7 @@ def test_a_compact_basin_has_no_tentacles_and_a_far_reaching_one_has():
     labels = np.r_[np.zeros(100, int), np.ones(100, int)]
     start_distance = np.r_[np.linspace(0.1, 0.9, 100), np.linspace(0.5, 5.0, 100)]
     exit_radius = np.array([np.full(16, 1.0), np.full(16, 1.0)])
-    tentacles = measure_tentacles(start_distance, labels, exit_radius, np.ones((2, 16), bool), np.array([0, 1]),
+    tentacles = tentacle_index(start_distance, labels, exit_radius, np.ones((2, 16), bool), np.array([0, 1]),
                                   n_bootstrap=50)
     assert float(tentacles["tentacle_fraction"][0]) == 0.0
     assert float(tentacles["tentacle_fraction"][1]) == np.mean(np.linspace(0.5, 5.0, 100) > 1.0)
@@ -212,7 +212,7 @@ def test_tentacles_use_the_kaplan_meier_median_and_say_why_they_are_missing():
     observed = np.array([[1, 1, 1, 1, 1, 0, 0, 0], [1, 1, 0, 0, 0, 0, 0, 0], [1] * 8, [1] * 8], bool)
     starts = np.r_[np.arange(10) + 0.5, np.arange(10) + 0.5, 2.0]
     labels = np.r_[np.zeros(10, int), np.ones(10, int), 2]
-    tentacles = measure_tentacles(starts, labels, exit_radius, observed, np.arange(4), n_bootstrap=40)
+    tentacles = tentacle_index(starts, labels, exit_radius, observed, np.arange(4), n_bootstrap=40)
     assert float(tentacles["median_exit_radius"][0]) == 6.0
     assert float(tentacles["tentacle_fraction"][0]) == pytest.approx(0.4)  # 6.5, 7.5, 8.5, 9.5 of 0.5 ... 9.5
     assert float(tentacles["distance_ratio"][0]) == pytest.approx(5.0 / 6.0)
@@ -228,4 +228,4 @@ def test_tentacles_use_the_kaplan_meier_median_and_say_why_they_are_missing():
 
 def test_tentacles_reject_mismatched_rays():
     with pytest.raises(ValueError, match="exit_observed"):
-        measure_tentacles(np.ones(3), np.zeros(3, int), np.ones((1, 4)), np.ones((1, 3), bool), np.array([0]))
+        tentacle_index(np.ones(3), np.zeros(3, int), np.ones((1, 4)), np.ones((1, 3), bool), np.array([0]))

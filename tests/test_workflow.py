@@ -31,6 +31,7 @@ STAGES = (
     "figure_travel_distance",
     "figure_return_probability",
     "figure_tentacles",
+    "figure_basin_shape",
     "figure_basin_slices",
     "figure_dynamics_comparison",
     "figure_protocols",
@@ -58,6 +59,7 @@ RING_STAGES = (
     "figure_winding_distribution",
     "figure_ring_return_probability",
     "figure_ring_tentacles",
+    "figure_ring_basin_shape",
 )
 
 
@@ -242,7 +244,9 @@ def check_values(path, ds):
     """Value ranges every stage output must respect."""
     for name in ("basin_fraction", "train_error", "test_error", "unassigned_fraction",
                  "return_probability", "tentacle_fraction", "censored_fraction", "boundary_fraction",
-                 "agreement", "unmatched_fraction", "good_tentacle_fraction", "bad_tentacle_fraction",
+                 "agreement", "unmatched_fraction", "good_old_tentacle_fraction", "bad_old_tentacle_fraction",
+                 "reach", "leaving_fraction", "far_return_probability", "far_reentry_probability",
+                 "inside_fraction", "good_reach", "bad_reach", "good_leaving_fraction", "bad_leaving_fraction",
                  "undecided_fraction", "saddle_fraction", "run_undecided_fraction", "return_probability_low",
                  "return_probability_high", "exit_survival"):
         if name in ds:
@@ -258,8 +262,9 @@ def check_values(path, ds):
         # than the image reached (rings measure to the exact twisted state: analyze_basins' end_offset)
         start, travel = ds["start_distance"].values, ds["travel_distance"].values
         assert not np.any(start > travel * (1 + 1e-10) + 1e-12), path
-    if "outcome" in ds:
-        assert set(np.unique(ds["outcome"].values)) <= {0, 1, 2}
+    for name in ("outcome", "segment_outcome"):
+        if name in ds:
+            assert set(np.unique(ds[name].values)) <= {0, 1, 2}
     if "minimum_of_member" in ds and ds.sizes.get("minimum", 0):
         assert ds["minimum_of_member"].max() < ds.sizes["minimum"]
     if "unassigned_fraction" in ds and "basin_fraction" in ds:
@@ -307,7 +312,7 @@ def test_tiny_study_runs_end_to_end_and_every_result_keeps_the_contract(tiny_stu
     # jamming sweep, the digits sweep's test error, the random sweep's Cover calibration and the answer
     # (basin geometry figures only for the 2 (experiment, seed) pairs whose dynamics has basins
     # to probe)
-    n_figures = 5 * 5 + 3 * 2 + 1 + 1 + 1 + 3 * 1 + 1 + 2 + 2 * 2 + 1 + 1 + 1
+    n_figures = 5 * 5 + 4 * 2 + 1 + 1 + 1 + 4 * 1 + 1 + 2 + 2 * 2 + 1 + 1 + 1
     assert len(pngs) == n_figures and len(sorted(results.rglob("*.pdf"))) == n_figures
     for png in pngs:
         width, height = Image.open(png).size

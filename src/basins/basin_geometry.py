@@ -153,7 +153,7 @@ def analyze_basins(
     return basins
 
 
-def measure_tentacles(
+def tentacle_index(
     start_distance: np.ndarray,
     minimum_of_member: np.ndarray,
     exit_radius: np.ndarray,
@@ -163,7 +163,13 @@ def measure_tentacles(
     n_bootstrap: int = 200,
     seed: int = 0,
 ) -> xr.Dataset:
-    """Tentacle index of each probed minimum: do its members start beyond where rays leave?
+    """The old tentacle index, kept as a comparison shown not to work (``docs/basin_shape.md``).
+
+    Do a minimum's members start beyond where rays leave? On a high-dimensional
+    initialization shell every start lies far beyond any head, so the fraction is near 1 for
+    a convex basin as well (the planted ball in d = 12: 0.95; d = 24: 1.0, like the ring).
+    The stage ``measure_tentacles`` (:func:`basins.tentacles.measure_tentacles`) reports it
+    beside the statistics that replace it (:mod:`basins.basin_shape`).
 
     Parameters
     ----------

@@ -350,7 +350,7 @@ def measure_reach(
     (convex basins: no ray re-enters); 0.36 [0.21, 0.54] on the planted ring in 2-D and
     0.31 [0.10, 0.64] in d = 12 (only rays whose in-plane part crosses the gap re-enter;
     0.37 [0.10, 0.73] at d = 48). The old tentacle index
-    (:func:`basins.basin_geometry.measure_tentacles`) gives the ball 0.95 and the ring 1.0
+    (:func:`basins.basin_geometry.tentacle_index`) gives the ball 0.95 and the ring 1.0
     in d = 12, both 1.0 in d = 24.
     """
     ray_outcome = np.asarray(ray_outcome)

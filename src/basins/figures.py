@@ -129,10 +129,13 @@ def figure_travel_distance(basins: xr.Dataset, *, title: str, n_largest: int = 8
     return fig
 
 
-def figure_return_probability(rays: xr.Dataset, basins: xr.Dataset, *, title: str) -> plt.Figure:
+def figure_return_probability(rays: xr.Dataset, basins: xr.Dataset, tentacles: xr.Dataset | None = None, *,
+                              title: str) -> plt.Figure:
     """Return probability p(d) along random rays for every probed minimum (among decided runs;
     the band spans undecided runs counted as left to counted as returned); triangles mark the
-    Kaplan-Meier median exit radius (censored rays kept)."""
+    Kaplan-Meier median exit radius (censored rays kept), dashed lines each minimum's basin
+    fraction, and the grey line the shell distance beyond which ``measure_tentacles`` takes
+    p(d)'s far-out level (squares at the right edge, with standard errors)."""
     set_theme()
     fig, ax = plt.subplots(figsize=PAPER_SIZE)
     if rays.sizes["minimum"] == 0:
@@ -140,29 +143,42 @@ def figure_return_probability(rays: xr.Dataset, basins: xr.Dataset, *, title: st
         return fig
     labels, rank = _minimum_labels(basins, rays["minimum"].values)
     colors = plt.get_cmap("viridis")(np.linspace(0, 0.9, rays.sizes["minimum"]))
+    radius = rays["radius"].values
     for color, row in zip(colors, np.argsort(rank, kind="stable")):
+        minimum = rays["minimum"].values[row]
+        fraction = float(basins["basin_fraction"].sel(minimum=minimum))
         ax.errorbar(
-            rays["radius"].values, rays["return_probability"].values[row],
+            radius, rays["return_probability"].values[row],
             yerr=rays["return_probability_se"].values[row], marker="o", ms=2.5, lw=0.9, capsize=1.5,
-            color=color, label=labels[row],
+            color=color, label=f"{labels[row]}, basin {fraction:.3f}",
         )
-        ax.fill_between(rays["radius"].values, rays["return_probability_low"].values[row],
+        ax.fill_between(radius, rays["return_probability_low"].values[row],
                         rays["return_probability_high"].values[row], color=color, alpha=0.15, lw=0)
+        ax.axhline(fraction, color=color, ls="--", lw=0.7)
         median_exit = float(rays["median_exit_radius"][row])
         if np.isfinite(median_exit):
             ax.plot([median_exit], [0], marker="^", color=color, clip_on=False, ms=5)
+        if tentacles is not None and np.isfinite(float(tentacles["far_return_probability"].sel(minimum=minimum))):
+            far = tentacles.sel(minimum=minimum)
+            ax.errorbar([radius[-1] * 1.2], [float(far["far_return_probability"])],
+                        yerr=[float(far["far_return_probability_se"])], marker="s", ms=3, color=color, capsize=1.5,
+                        clip_on=False)
+    if tentacles is not None:
+        ax.axvline(float(tentacles["far_radius"]), color="0.6", lw=0.7)
     ax.set_xscale("log")
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel("distance d from the minimum along a ray")
     ax.set_ylabel("return probability p(d)")
-    ax.set_title(title, fontsize=8)
+    ax.set_title(f"{title}\n{rays.sizes['direction']} rays, {len(radius)} radii {radius[0]:.3g}-{radius[-1]:.3g}; "
+                 "dashed: basin fraction; squares: far-out level", fontsize=7)
     ax.legend(fontsize=5.5, frameon=False, loc="lower left")
     sns.despine(fig)
     return fig
 
 
 def figure_tentacles(tentacles: xr.Dataset, basins: xr.Dataset, rays: xr.Dataset, *, title: str) -> plt.Figure:
-    """Member start distances against first exit radii, for every probed minimum."""
+    """Member start distances against first exit radii, for every probed minimum, labelled with
+    reach (head vs reach) and its joint bootstrap interval."""
     set_theme()
     fig, ax = plt.subplots(figsize=PAPER_SIZE)
     probed = tentacles["minimum"].values
@@ -183,16 +199,79 @@ def figure_tentacles(tentacles: xr.Dataset, basins: xr.Dataset, rays: xr.Dataset
         ax.plot(np.full(len(seen), position + 0.15), seen, "x", color=palette[3], ms=3)
         ax.plot(np.full(len(censored), position + 0.15), censored, "^", color=palette[3], ms=3, mfc="none")
     names = _minimum_labels(basins, probed, short=True)[0]
-    fractions = [
-        f"{name}\n{f:.2f}±{se:.2f}" if np.isfinite(f) else f"{name}\n–"
-        for name, f, se in zip(names, tentacles["tentacle_fraction"].values, tentacles["tentacle_fraction_se"].values)
+    reach = [
+        f"{name}\n{r:.2f} [{low:.2f}, {high:.2f}]" if np.isfinite(r) else f"{name}\n–"
+        for name, r, low, high in zip(names, tentacles["reach"].values, tentacles["reach_low"].values,
+                                      tentacles["reach_high"].values)
     ]
-    ax.set_xticks(positions, fractions, fontsize=6)
+    ax.set_xticks(positions, reach, fontsize=5.5)
     ax.set_yscale("log")
-    ax.set_xlabel(("twisted state" if "winding_number" in basins else "minimum") + " / tentacle fraction")
+    ax.set_xlabel(("twisted state" if "winding_number" in basins else "minimum") + " / reach [95 % interval]")
     ax.set_ylabel("distance from the minimum")
     ax.set_title(f"{title}\nboxes: member starts; crosses: ray exits; open triangles: censored rays", fontsize=8)
     sns.despine(fig)
+    return fig
+
+
+def figure_basin_shape(tentacles: xr.Dataset, basins: xr.Dataset, *, title: str) -> plt.Figure:
+    """Star-shapedness and local thickness of sampled members against their distance to the
+    minimum, one colour per probed minimum with ``min_members`` members (networks: good =
+    lowest test error, bad = highest).
+
+    Left: the fraction of the segment from the minimum to the start that lies in the basin
+    (1: star-shaped along it). Right: thickness (median exit radius of random rays from the
+    start) over the distance; open triangles: beyond the largest radius (a lower bound).
+    Legends give each minimum's leaving fraction and median thickness ratio with intervals.
+    """
+    set_theme()
+    fig, (star, thick) = plt.subplots(1, 2, figsize=(PAPER_SIZE[0] * 2, PAPER_SIZE[1]), layout="constrained")
+    member_minimum = tentacles["minimum_of_member"].values
+    measured = tentacles["minimum"].values[np.isin(tentacles["minimum"].values, member_minimum)]
+    if len(measured) == 0:
+        _empty(star, "no probed minimum with min_members members")
+        _empty(thick, "no probed minimum with min_members members")
+        return fig
+    names, rank = _minimum_labels(basins, measured)
+    if "winding_number" not in basins:
+        best, worst = measured[np.argmin(rank)], measured[np.argmax(rank)]
+        names = [f"{name} ({'good' if m == best else 'bad' if m == worst else 'other'})"
+                 for name, m in zip(names, measured)]
+    colors = plt.get_cmap("viridis")(np.linspace(0, 0.9, len(measured)))
+    distance = tentacles["distance_to_minimum"].values
+    ratio_all = tentacles["thickness_ratio"].values
+    # beyond the largest radius: drawn as a lower bound (open triangle) at largest radius / distance
+    bound = float(tentacles["radius"].values.max()) / distance
+    for color, row in zip(colors, np.argsort(rank, kind="stable")):
+        minimum = measured[row]
+        mine = member_minimum == minimum
+        summary = tentacles.sel(minimum=minimum)
+        leaving = (f"leaving {float(summary['leaving_fraction']):.2f} [{float(summary['leaving_fraction_low']):.2f}, "
+                   f"{float(summary['leaving_fraction_high']):.2f}]")
+        star.plot(distance[mine], tentacles["inside_fraction"].values[mine], "o", ms=2.5, alpha=0.7, color=color,
+                  label=f"{names[row]}: {leaving}")
+        probed = mine & (tentacles["thickness_probed"].values == 1)
+        thickness = (f"{float(summary['median_thickness_ratio']):.2g} "
+                     f"[{float(summary['median_thickness_ratio_low']):.2g}, "
+                     f"{float(summary['median_thickness_ratio_high']):.2g}]")
+        censored = probed & np.isinf(ratio_all)
+        thick.plot(distance[probed & ~censored], ratio_all[probed & ~censored], "o", ms=2.5, alpha=0.7, color=color,
+                   label=f"{names[row]}: {thickness}")
+        thick.plot(distance[censored], bound[censored], "^", ms=3.5, mfc="none", color=color)
+    star.set_ylim(-0.03, 1.03)
+    star.set_xlabel("distance from start to minimum")
+    star.set_ylabel("fraction of the segment in the basin")
+    star.set_title(f"star-shapedness: {tentacles.sizes['distance']} points per segment,\n"
+                   f"up to {tentacles.attrs['n_star_members']} members per minimum", fontsize=7)
+    star.legend(fontsize=5, frameon=False, loc="lower left")
+    thick.set_yscale("log")
+    thick.set_xlabel("distance from start to minimum")
+    thick.set_ylabel("local thickness / distance")
+    thick.set_title(f"local thickness: {tentacles.sizes['direction']} rays from each of up to "
+                    f"{tentacles.attrs['n_thickness_members']} starts per minimum\n(open triangles: beyond the "
+                    "largest radius)", fontsize=7)
+    thick.legend(fontsize=5, frameon=False, loc="lower left")
+    sns.despine(fig)
+    fig.suptitle(title, fontsize=8)
     return fig
 
 
@@ -428,7 +507,8 @@ def figure_dynamics_comparison(comparison: xr.Dataset, *, title: str, n_largest:
 
 
 def figure_summary(summary: xr.Dataset, *, title: str) -> plt.Figure:
-    """The study's answer per experiment: basin size vs test error, tentacles of good vs bad."""
+    """The study's answer per experiment: basin size vs test error, reach of
+    good vs bad minima (only minima with min_members members; absent where fewer qualify), flatness."""
     set_theme()
     fig, (left, right, flat) = plt.subplots(1, 3, figsize=(PAPER_SIZE[0] * 3, PAPER_SIZE[1] * 1.1),
                                             layout="constrained")
@@ -447,15 +527,15 @@ def figure_summary(summary: xr.Dataset, *, title: str) -> plt.Figure:
     left.set_xlabel("rank correlation (basin size, test error)")
     left.set_title("negative: larger basins generalize better", fontsize=7)
     for offset, kind, color in ((-0.12, "good", palette[2]), (0.12, "bad", palette[3])):
-        right.errorbar(summary[f"{kind}_distance_ratio"].values, rows + offset,
-                       xerr=summary[f"{kind}_distance_ratio_se"].values, fmt="o", ms=3, capsize=2, lw=0.8,
-                       color=color, label=f"{kind} minimum ({'lowest' if kind == 'good' else 'highest'} test error)")
-    right.axvline(1, color="0.6", lw=0.6)
-    right.set_xscale("log")
+        value = summary[f"{kind}_reach"].values
+        error = np.vstack([value - summary[f"{kind}_reach_low"].values, summary[f"{kind}_reach_high"].values - value])
+        right.errorbar(value, rows + offset, xerr=error, fmt="o", ms=3, capsize=2, lw=0.8, color=color,
+                       label=f"{kind} minimum ({'lowest' if kind == 'good' else 'highest'} test error)")
+    right.set_xlim(-0.05, 1.05)
     right.set_yticks(rows, [""] * len(rows))
     right.set_ylim(-0.6, len(rows) - 0.4 + 0.8)
-    right.set_xlabel("start distance / exit radius (medians)")
-    right.set_title("> 1: the basin's members start beyond where rays leave it", fontsize=7)
+    right.set_xlabel("reach: share of the basin met only after leaving it")
+    right.set_title("0: star-shaped head; near 1: thin tentacles (95 % intervals)", fontsize=7)
     right.legend(fontsize=5.5, frameon=False, loc="upper center", ncol=2)
     for offset, other, color in ((-0.12, "basin_fraction", palette[0]), (0.12, "test_error", palette[1])):
         flat.errorbar(summary[f"trace_vs_{other}"].values, rows + offset, xerr=summary[f"trace_vs_{other}_se"].values,

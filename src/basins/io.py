@@ -58,6 +58,7 @@ DIMS = frozenset(
         "depth",
         "side",
         "constraint",
+        "statistic",
         "row",
         "replicate",
         "excluded",

@@ -14,18 +14,3 @@ rule analyze_basins:
         basins=section("basins"),
     script:
         "../scripts/analyze_basins.py"
-
-
-rule measure_tentacles:
-    input:
-        basins="results/basins/{experiment}/seed{seed}.nc",
-        rays="results/rays/{experiment}/seed{seed}.nc",
-        code=code_dependencies("measure_tentacles"),
-    output:
-        "results/tentacles/{experiment}/seed{seed}.nc",
-    log:
-        "logs/measure_tentacles/{experiment}/seed{seed}.log",
-    conda:
-        "../../envs/basins.yaml"
-    script:
-        "../scripts/measure_tentacles.py"

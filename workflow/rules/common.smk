@@ -95,11 +95,17 @@ FIGURES = [
     "flatness",
     "local_energy",
 ]
-BASIN_GEOMETRY_FIGURES = ["return_probability", "tentacles", "basin_slices"]
+BASIN_GEOMETRY_FIGURES = [
+    "return_probability",
+    "tentacles",
+    "basin_shape",
+    "basin_slices",
+]
 RING_FIGURES = [
     "winding_distribution",
     "ring_return_probability",
     "ring_tentacles",
+    "ring_basin_shape",
 ]
 
 
@@ -127,6 +133,7 @@ def check_experiments():
             )
         check_beta_schedule(f"experiments.{name}.training", training)
         check_flat_seeking(f"experiments.{name}.training", training)
+        check_tentacles(f"experiments.{name}.tentacles", experiment["tentacles"])
         check_basin_geometry(name, experiment)
         check_dataset(
             f"experiments.{name}.dataset",
@@ -288,6 +295,15 @@ def check_rings():
             raise ValueError(
                 f"oscillators.{name}.rays.smallest_radius must be below largest_radius"
             )
+        check_tentacles(f"oscillators.{name}.tentacles", ring["tentacles"])
+
+
+def check_tentacles(where, tentacles):
+    if tentacles["thickness_smallest"] >= tentacles["thickness_largest"]:
+        raise ValueError(
+            f"{where}.thickness_smallest={tentacles['thickness_smallest']} must be below "
+            f"thickness_largest={tentacles['thickness_largest']}"
+        )
 
 
 def check_connectivity_groups():

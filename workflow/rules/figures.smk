@@ -24,6 +24,7 @@ FIGURE_TABLE = {
         inputs={
             "rays": "results/rays/{experiment}/seed{seed}.nc",
             "basins": "results/basins/{experiment}/seed{seed}.nc",
+            "tentacles": "results/tentacles/{experiment}/seed{seed}.nc",
         },
         stem=EXPERIMENT,
         category="Return probability",
@@ -33,6 +34,14 @@ FIGURE_TABLE = {
             "tentacles": "results/tentacles/{experiment}/seed{seed}.nc",
             "basins": "results/basins/{experiment}/seed{seed}.nc",
             "rays": "results/rays/{experiment}/seed{seed}.nc",
+        },
+        stem=EXPERIMENT,
+        category="Tentacles",
+    ),
+    "basin_shape": dict(
+        inputs={
+            "tentacles": "results/tentacles/{experiment}/seed{seed}.nc",
+            "basins": "results/basins/{experiment}/seed{seed}.nc",
         },
         stem=EXPERIMENT,
         category="Tentacles",
@@ -65,6 +74,7 @@ FIGURE_TABLE = {
         inputs={
             "rays": "results/oscillators/rays/{ring}/seed{seed}.nc",
             "basins": "results/oscillators/basins/{ring}/seed{seed}.nc",
+            "tentacles": "results/oscillators/tentacles/{ring}/seed{seed}.nc",
         },
         stem=RING,
         category="Oscillator calibration",
@@ -79,6 +89,15 @@ FIGURE_TABLE = {
         stem=RING,
         category="Oscillator calibration",
         params={"figure": "figure_tentacles"},
+    ),
+    "ring_basin_shape": dict(
+        inputs={
+            "tentacles": "results/oscillators/tentacles/{ring}/seed{seed}.nc",
+            "basins": "results/oscillators/basins/{ring}/seed{seed}.nc",
+        },
+        stem=RING,
+        category="Oscillator calibration",
+        params={"figure": "figure_basin_shape"},
     ),
     "flatness": dict(
         inputs={

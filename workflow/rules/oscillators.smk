@@ -81,14 +81,23 @@ rule probe_ring_rays:
 
 rule measure_ring_tentacles:
     input:
+        minima="results/oscillators/minima/{ring}/seed{seed}.nc",
         basins="results/oscillators/basins/{ring}/seed{seed}.nc",
         rays="results/oscillators/rays/{ring}/seed{seed}.nc",
-        code=code_dependencies("measure_tentacles"),
+        shards=ring_shards,
+        code=code_dependencies("measure_ring_tentacles"),
     output:
         "results/oscillators/tentacles/{ring}/seed{seed}.nc",
     log:
         "logs/measure_ring_tentacles/{ring}/seed{seed}.log",
     conda:
         "../../envs/basins.yaml"
+    resources:
+        **engine_resources(),
+    params:
+        tentacles=ring_section("tentacles"),
+        relaxation=ring_section("relaxation"),
+        twisted_states=ring_section("twisted_states"),
+        budget_factors=config["budget_factors"],
     script:
-        "../scripts/measure_tentacles.py"
+        "../scripts/measure_ring_tentacles.py"

@@ -17,6 +17,7 @@ rule summarize_study:
     output:
         netcdf="results/summary.nc",
         csv="results/summary.csv",
+        matched="results/summary_matched.csv",
     log:
         "logs/summarize_study.log",
     localrule: True

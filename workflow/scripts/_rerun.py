@@ -35,6 +35,8 @@ class CatalogRerun:
         self.train_options = dict(seed=self.seed, **self.compute, **params.training)
         self.budget_factors = list(params.budget_factors)
         shards = xr.concat([read_dataset(path) for path in snakemake.input.shards], dim="member").sortby("member")
+        self.member = shards["member"].values
+        self.initial_theta = shards["initial_theta"].values
         self.catalog_theta = shards["final_theta"].values
         self.catalog_loss = shards["loss"].values
         self.catalog_labels = self.minima["minimum_of_member"].sel(member=shards["member"]).values

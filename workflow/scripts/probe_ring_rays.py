@@ -3,9 +3,9 @@ from _entry import compute_options, start
 from _rerun import probe_configured_rays
 
 from basins.io import add_provenance, read_dataset, write_dataset
-from basins.labels import BUDGET, DIVERGED, LEFT, RETURNED, SADDLE, UNDECIDED
-from basins.oscillators import KuramotoRing, distance_to_twisted_state, relax_ring, winding_number
+from basins.oscillators import KuramotoRing
 from basins.rays import select_minima_to_probe
+from basins.ring_reruns import ring_outcomes
 
 log = start(snakemake)
 compute = compute_options(snakemake)
@@ -20,21 +20,13 @@ log.info("probing twisted states q = %s along %d rays each", minima["winding_num
          rays["n_directions"])
 
 
-def outcomes(starts, targets):
-    """Relax the ring from every start: did it reach twisted state ``targets[k]``, leave, or spend its budget?
+relax = ring_outcomes(ring, minima["winding_number"].values, tolerance=params.twisted_states["tolerance"],
+                     relaxation=params.relaxation, budget_factors=params.budget_factors, seed=seed, **compute)
 
-    A run within tolerance of its target counts as returned even if it spent its budget (as
-    the catalogue counts members); one that spent it elsewhere is undecided.
-    """
-    result = relax_ring(ring, starts, np.arange(len(starts)), seed=seed,
-                        budget_factors=list(params.budget_factors), **compute, **params.relaxation)
-    final, status = result["final_theta"].values, result["status"].values
-    q = minima["winding_number"].values[chosen[targets]]
-    close = distance_to_twisted_state(final, q) <= params.twisted_states["tolerance"]
-    reached = (winding_number(final) == q) & close & (status != DIVERGED)
-    outcome = np.select([reached, np.isin(status, (BUDGET, SADDLE))], [RETURNED, UNDECIDED], default=LEFT)
-    log.info("%d starts: %d returned, %d undecided", len(starts), int(reached.sum()), int((outcome == UNDECIDED).sum()))
-    return outcome
+
+def outcomes(starts, targets):
+    """Relax the ring from every start: did it reach twisted state ``chosen[targets[k]]``, leave, or spend its budget?"""
+    return relax(starts, chosen[targets])
 
 
 result = probe_configured_rays(minima["theta"].values[chosen], outcomes, rays, seed=seed, minimum_ids=chosen)

@@ -18,5 +18,8 @@ summary = add_provenance(
     inputs=(*snakemake.input.basins, *snakemake.input.tentacles, *snakemake.input.flatness),
 )
 write_dataset(summary, snakemake.output.netcdf)
-summary.to_dataframe().to_csv(snakemake.output.csv, float_format="%.6g")
-log.info("wrote %s and %s", snakemake.output.netcdf, snakemake.output.csv)
+by_experiment = [name for name, variable in summary.data_vars.items() if variable.dims == ("experiment",)]
+summary[by_experiment].to_dataframe().to_csv(snakemake.output.csv, float_format="%.6g")
+matched = [name for name, variable in summary.data_vars.items() if variable.dims == ("statistic",)]
+summary[matched].to_dataframe().to_csv(snakemake.output.matched, float_format="%.6g")
+log.info("wrote %s, %s and %s", snakemake.output.netcdf, snakemake.output.csv, snakemake.output.matched)
