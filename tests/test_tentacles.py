@@ -111,7 +111,9 @@ def test_the_old_index_does_not_tell_them_apart_in_high_dimension():
     assert (old > 0.9).all()
 
 
-def test_below_min_members_the_statistics_are_nan_with_a_reason():
+def _small_ball_and_ring(n_bisection):
+    """60 starts of the planted 2-D ball and ring, and rays from both minima: a sample too small
+    for some per-minimum statistics."""
     landscape = ball_and_ring(2)
     starts = landscape.sample_starts(60, seed=3)
     label = landscape.basin_of(starts)
@@ -119,7 +121,13 @@ def test_below_min_members_the_statistics_are_nan_with_a_reason():
     outcomes = functools.partial(known_outcomes, landscape)
     rows = np.array([0, 1])
     rays = probe_rays(landscape.minima[rows], lambda points, k: outcomes(points, rows[k]),
-                      radii=np.geomspace(0.05, 4, 8), n_directions=8, n_bisection=0, seed=0, minimum_ids=rows)
+                      radii=np.geomspace(0.05, 4, 8), n_directions=8, n_bisection=n_bisection, seed=0,
+                      minimum_ids=rows)
+    return landscape, starts, label, distance, outcomes, rows, rays
+
+
+def test_below_min_members_the_statistics_are_nan_with_a_reason():
+    landscape, starts, label, distance, outcomes, rows, rays = _small_ball_and_ring(n_bisection=0)
     counts = np.bincount(label, minlength=4)[rows]
     min_members = int(counts.max())  # one minimum qualifies, the other not
     tentacles = measure_tentacles(rays, np.bincount(label, minlength=4) / 60, distance, label, starts,
@@ -165,14 +173,7 @@ def test_the_output_keeps_the_file_contract(tmp_path):
 
 
 def test_the_old_index_is_gated_by_min_members_too():
-    landscape = ball_and_ring(2)
-    starts = landscape.sample_starts(60, seed=3)
-    label = landscape.basin_of(starts)
-    distance = np.linalg.norm(starts - landscape.minima[label], axis=1)
-    outcomes = functools.partial(known_outcomes, landscape)
-    rows = np.array([0, 1])
-    rays = probe_rays(landscape.minima[rows], lambda points, k: outcomes(points, rows[k]),
-                      radii=np.geomspace(0.05, 4, 8), n_directions=8, n_bisection=1, seed=0, minimum_ids=rows)
+    landscape, starts, label, distance, outcomes, rows, rays = _small_ball_and_ring(n_bisection=1)
     tentacles = measure_tentacles(rays, np.bincount(label, minlength=4) / 60, distance, label, starts,
                                   landscape.minima[label], outcomes, min_members=1000, n_star_members=4,
                                   n_thickness_members=2, n_thickness_directions=4, n_bootstrap=100)
