@@ -168,13 +168,14 @@ def measure_tentacles(
     labels = np.asarray(minimum_of_member)
     start_distance = np.asarray(start_distance, dtype=np.float64)
     assigned = labels >= 0
-    if not assigned.any():
-        raise ValueError("no member is assigned to a minimum: nothing to measure")
+    if not assigned.any() and len(probed):
+        raise ValueError("minima are probed but no member is assigned to one: the inputs disagree")
     counts = np.bincount(labels[assigned], minlength=len(basin_fraction))[probed]
     eligible = counts >= min_members
     reason = np.array(["measured" if ok else f"{n} members, fewer than min_members={min_members}"
                        for ok, n in zip(eligible, counts)], dtype=object)
-    shell = float(np.median(start_distance[assigned]))
+    # An empty catalogue (every member diverged or undecided) probes nothing: no shell distance.
+    shell = float(np.median(start_distance[assigned])) if assigned.any() else float("nan")
 
     far, far_se, reentry, reentry_se, n_far_rays = far_return_probability(rays["outcome"].values, radii, shell)
     if radii[-1] < shell:
