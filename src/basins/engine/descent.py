@@ -271,7 +271,8 @@ def _continuation(engine, *, steps_done, more_steps):
         continued["annealed"] = lambda step: annealed(step + steps_done)
         continued["anneal_steps"] = anneal_steps - steps_done
     else:
-        continued["annealed"], continued["anneal_steps"] = None, 0
+        # No landscape left to anneal; a scheduled dynamics may still hold convergence back.
+        continued["annealed"], continued["anneal_steps"] = None, max(0, anneal_steps - steps_done)
     return continued
 
 
