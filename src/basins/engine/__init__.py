@@ -4,6 +4,7 @@ It knows nothing of networks, data or stages: a landscape reaches it only as a c
 (``objective(theta, batch) -> (loss, grad)`` or ``energy(theta) -> (n,)``).
 
 - :mod:`~basins.engine.dynamics`: the steppers (gradient flow, GD, SGD, Adam, FIRE);
+- :mod:`~basins.engine.flat_seeking`: Entropy-SGD and replicated GD, which seek wide flat minima;
 - :mod:`~basins.engine.descent`: the loop that runs them until every member is decided;
 - :mod:`~basins.engine.devices`: device, dtypes and chunking within a memory budget;
 - :mod:`~basins.engine.checkpoints`: checkpoints tied to their run, data, code and torch;

@@ -28,11 +28,11 @@ resumes the schedule of a member continued after that many steps. The noise is d
 from a hash of (seed, member, step, draw), so a member's run depends on nothing else (not on
 shards or chunks), as minibatch orders do. Both need one landscape shared by all members.
 
-Known answers (``tests/test_flat_seeking.py``): equal to a plain loop over one member; on a 1-D
-landscape with a narrow deep well and a wide shallow one, both end in the wide well from starts
-whose gradient-descent basin is the narrow one, exactly where gradient flow on F (computed by
-quadrature at the starting coupling) predicts; with a coupling too strong to smooth they end
-where gradient descent does.
+Tested (``tests/test_flat_seeking.py``): equal to plain loops written as the papers'
+algorithms, member by member; runs converge to minima of L; a run continued from a spent budget
+resumes the schedule. Not yet tested: the known answer that on a landscape with a narrow deep
+well and a wide shallow one they end in the wide well where gradient descent ends in the narrow
+one, at the coupling the local free energy predicts (issue #26).
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 - :mod:`~basins.landscapes.networks`: architectures, the forward pass, initialization;
 - :mod:`~basins.landscapes.losses`: per-sample losses and the L2 penalty;
 - :mod:`~basins.landscapes.objective`: a network on its data as the engine's objective;
+- :mod:`~basins.landscapes.fused_mlp`: its loss and gradient by a hand-derived backward pass (the default);
 - :mod:`~basins.landscapes.symmetry`: the symmetry group of a network, canonical forms and
   nearest images;
 - :mod:`~basins.landscapes.planted`: analytic potentials whose basins are known by construction;
