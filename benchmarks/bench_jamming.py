@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import torch
 from basins.data import prepare_dataset, train_test_arrays
 from basins.jamming import sweep_jamming
 from basins.landscapes.networks import Architecture, initial_parameters
+from recording import write_table
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -84,15 +84,12 @@ def main():
             print(json.dumps(rows[-1]), flush=True)
     device = torch.device(args.device)
     machine = {
-        "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
         "cpu_threads": torch.get_num_threads(), "device": args.device,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__, "dtype": "float64", "dynamics": "adam", "memory_budget_mb": args.memory_budget_mb,
     }
     output = args.output or RESULTS / f"jamming_{device.type}_P{args.train_size}.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps({"machine": machine, "rows": rows}, indent=1) + "\n")
-    print(f"wrote {output}")
+    write_table(output, rows, machine)
 
 
 if __name__ == "__main__":

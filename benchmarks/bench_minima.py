@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from scipy.spatial.distance import pdist, squareform
 from basins.labels import CONVERGED
 from basins.landscapes.networks import Architecture, initial_parameters
 from basins.minima import canonicalize, deduplicate_minima, function_fingerprints, probe_inputs_for
+from recording import write_table
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -101,12 +101,9 @@ def main():
             row["agrees_with_brute_force"] = same_partition(labels, reference)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-               "network": {"d": 10, "h": 8, "n_params": arch.n_params}, "probe_inputs": len(probes),
+    machine = {"network": {"d": 10, "h": 8, "n_params": arch.n_params}, "probe_inputs": len(probes),
                "tolerances": tolerances, "noise": args.noise}
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({"machine": machine, "rows": rows}, indent=1) + "\n")
-    print(f"wrote {args.output}")
+    write_table(args.output, rows, machine)
 
 
 if __name__ == "__main__":

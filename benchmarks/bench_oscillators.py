@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 
 from basins.oscillators import KuramotoRing, relax_ring, uniform_phases
+from recording import write_table
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -75,16 +75,13 @@ def main():
         print(json.dumps(rows[-1]), flush=True)
     device = torch.device(args.device)
     machine = {
-        "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
         "cpu_threads": torch.get_num_threads(), "device": args.device,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__, "dtype": "float64", "n_oscillators": args.oscillators, "coupling_range": 1,
         "median_steps_to_converge": typical_steps, "memory_budget_mb": args.memory_budget_mb,
     }
     output = args.output or RESULTS / f"oscillators_{device.type}_n{args.oscillators}.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps({"machine": machine, "rows": rows}, indent=1) + "\n")
-    print(f"wrote {output}")
+    write_table(output, rows, machine)
 
 
 if __name__ == "__main__":

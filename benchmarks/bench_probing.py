@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -44,6 +43,7 @@ from basins.oscillators import KuramotoRing, relax_ring, twisted_state, uniform_
 from basins.rays import random_directions
 from basins.ring_reruns import nearest_twisted_images, ring_outcomes
 from basins.training import train_ensemble
+from recording import write_table
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
@@ -121,14 +121,11 @@ def main():
     for name in args.experiments:
         rows.append(time_network(name, study["experiments"][name], args.network_points, study["budget_factors"]))
         print(json.dumps(rows[-1]), flush=True)
-    machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-               "load_average_1min": round(os.getloadavg()[0], 2),
+    machine = {"load_average_1min": round(os.getloadavg()[0], 2),
                "cpu_threads": torch.get_num_threads(), "torch": torch.__version__, "dtype": "float64",
                "relaxation": "config/kuramoto.yaml", "budget_factors": [1, 4, 16]}
     output = args.output or RESULTS / "probing_cpu.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps({"machine": machine, "rows": rows}, indent=1) + "\n")
-    print(f"wrote {output}")
+    write_table(output, rows, machine)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from basins import training
 from basins.engine.dynamics import energy_and_gradient
 from basins.landscapes.objective import member_losses
 from basins.training import train_ensemble
+from recording import write_table
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -362,7 +363,6 @@ def main():
             rows.append(row)
             print(json.dumps(row), flush=True)
     machine = {
-        "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
         "cpu_model": _cpu_model(), "cpu_count": os.cpu_count(),
         "cpu_threads": torch.get_num_threads(), "device": str(device),
         "memory_budget_mb": args.memory_budget_mb,
@@ -378,9 +378,7 @@ def main():
     if args.loss != "mse" or args.dynamics != "gd":
         name += f"_d{args.features}_P{args.samples}_{args.loss}_{args.dynamics}"
     output = args.output or RESULTS / f"{name}.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps({"machine": machine, "rows": rows}, indent=1) + "\n")
-    print(f"wrote {output}")
+    write_table(output, rows, machine)
 
 
 def _cpu_model():
