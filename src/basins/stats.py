@@ -19,12 +19,21 @@ def wilson_interval(successes: np.ndarray, n: int, z: float = 1.96) -> tuple[np.
 
 def spearman_with_error(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     """Spearman's rank correlation and its standard error 1.03 / sqrt(n - 3) (Fieller et al. 1957)."""
+    rho, n = _finite_spearman(a, b)
+    if np.isnan(rho):
+        return float("nan"), float("nan")
+    return rho, float(1.03 / np.sqrt(n - 3))
+
+
+def _finite_spearman(a, b) -> tuple[float, int]:
+    """Spearman's rho over the pairs where both are finite, and their number; nan with fewer
+    than 4 pairs or a constant side."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     finite = np.isfinite(a) & np.isfinite(b)
     n = int(finite.sum())
     if n < 4 or np.ptp(a[finite]) == 0 or np.ptp(b[finite]) == 0:
-        return float("nan"), float("nan")
-    rho = stats.spearmanr(a[finite], b[finite]).statistic
-    return float(rho), float(1.03 / np.sqrt(n - 3))
+        return float("nan"), n
+    return float(stats.spearmanr(a[finite], b[finite]).statistic), n
 
 
 def spearman_fisher_z(a: np.ndarray, b: np.ndarray) -> tuple[float, float, int]:
@@ -35,12 +44,10 @@ def spearman_fisher_z(a: np.ndarray, b: np.ndarray) -> tuple[float, float, int]:
     or an interval back to a correlation. nan with fewer than 4 finite pairs or a constant side;
     a perfect correlation is clipped to |rho| = 1 - 1e-12 (finite z).
     """
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    finite = np.isfinite(a) & np.isfinite(b)
-    n = int(finite.sum())
-    if n < 4 or np.ptp(a[finite]) == 0 or np.ptp(b[finite]) == 0:
+    rho, n = _finite_spearman(a, b)
+    if np.isnan(rho):
         return float("nan"), float("nan"), n
-    rho = float(np.clip(stats.spearmanr(a[finite], b[finite]).statistic, -1 + 1e-12, 1 - 1e-12))
+    rho = float(np.clip(rho, -1 + 1e-12, 1 - 1e-12))
     return float(np.arctanh(rho)), float(1.03 / np.sqrt(n - 3)), n
 
 
