@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from basins.engine.descent import descend_until_decided
-from basins.engine.dynamics import energy_and_gradient, make_stepper
-from basins.engine.flat_seeking import member_normal
+from basins.engine.dynamics import energy_and_gradient, make_stepper, member_normal
 from basins.labels import CONVERGED, DIVERGED
 
 

@@ -11,6 +11,7 @@ The objective is ``objective(theta, batch) -> (loss (member,), grad (member, par
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import numpy as np
@@ -339,6 +340,21 @@ def minibatch_indices(seed, member_ids, steps, n_samples, batch_size):
     permutation = keys.argsort(dim=1)
     start = (position * batch_size).unsqueeze(1)
     return permutation.gather(1, start + torch.arange(batch_size, device=member_ids.device))
+
+
+def member_normal(seed: int, member_ids: torch.Tensor, counter: torch.Tensor, shape: tuple, dtype) -> torch.Tensor:
+    """Standard normal draws ``(member, *shape)`` from a hash of (seed, member, counter, index):
+    the same numbers for a member whatever else runs beside it (Box-Muller on 53-bit uniforms), as :func:`minibatch_indices` draws its permutations."""
+    size = math.prod(shape)
+    n_pairs = (size + 1) // 2
+    key = _splitmix64(_splitmix64(_splitmix64(torch.full_like(member_ids, seed)) + member_ids) + counter)
+    index = torch.arange(2 * n_pairs, device=member_ids.device)
+    bits = _shift_right(_splitmix64(key.unsqueeze(1) + index.unsqueeze(0)), 11)
+    uniform = (bits.to(torch.float64) + 0.5) * 2.0**-53
+    u1, u2 = uniform[:, :n_pairs], uniform[:, n_pairs:]
+    radius = torch.sqrt(-2 * torch.log(u1))
+    normal = torch.cat([radius * torch.cos(2 * math.pi * u2), radius * torch.sin(2 * math.pi * u2)], 1)
+    return normal[:, :size].reshape(len(member_ids), *shape).to(dtype)
 
 
 def _splitmix64(z: torch.Tensor) -> torch.Tensor:

@@ -41,22 +41,7 @@ import math
 
 import torch
 
-from basins.engine.dynamics import _shift_right, _splitmix64, _zeros
-
-
-def member_normal(seed: int, member_ids: torch.Tensor, counter: torch.Tensor, shape: tuple, dtype) -> torch.Tensor:
-    """Standard normal draws ``(member, *shape)`` from a hash of (seed, member, counter, index):
-    the same numbers for a member whatever else runs beside it (Box-Muller on 53-bit uniforms)."""
-    size = math.prod(shape)
-    n_pairs = (size + 1) // 2
-    key = _splitmix64(_splitmix64(_splitmix64(torch.full_like(member_ids, seed)) + member_ids) + counter)
-    index = torch.arange(2 * n_pairs, device=member_ids.device)
-    bits = _shift_right(_splitmix64(key.unsqueeze(1) + index.unsqueeze(0)), 11)
-    uniform = (bits.to(torch.float64) + 0.5) * 2.0**-53
-    u1, u2 = uniform[:, :n_pairs], uniform[:, n_pairs:]
-    radius = torch.sqrt(-2 * torch.log(u1))
-    normal = torch.cat([radius * torch.cos(2 * math.pi * u2), radius * torch.sin(2 * math.pi * u2)], 1)
-    return normal[:, :size].reshape(len(member_ids), *shape).to(dtype)
+from basins.engine.dynamics import member_normal
 
 
 def _check(**values):
@@ -91,7 +76,7 @@ class _Scoped:
         return self.scoping_step(theta, state, objective)
 
     def _steps(self, theta):
-        return _zeros(theta) + self.start_step
+        return torch.full((theta.shape[0],), self.start_step, dtype=torch.long, device=theta.device)
 
 
 class EntropyGD(_Scoped):
