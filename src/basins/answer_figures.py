@@ -18,7 +18,7 @@ def figure_answer(answer: xr.Dataset, *, title: str) -> plt.Figure:
     set_theme()
     statistics = list(STATISTICS)
     fig, axes = plt.subplots(
-        1, len(statistics), figsize=(len(statistics) * PAPER_SIZE[0] * 0.8, PAPER_SIZE[1]), sharey=True
+        1, len(statistics), figsize=(len(statistics) * PAPER_SIZE[0] * 0.8, PAPER_SIZE[1]), sharex=True, sharey=True
     )
     families = list(dict.fromkeys(answer["family"].values))
     colors = dict(zip(families, sns.color_palette("colorblind", max(1, len(families)))))
@@ -42,6 +42,9 @@ def figure_answer(answer: xr.Dataset, *, title: str) -> plt.Figure:
             for row, n in zip(mine, size):
                 values = answer["replicate_estimate"].values[row]
                 ax.plot(np.full(values.shape, n), values, ".", color=colors[family], alpha=0.4, ms=3)
+        if not np.isfinite(answer["estimate"].values[rows]).any():
+            ax.text(0.5, 0.5, "undefined in every row\n(reasons in answer.md)", ha="center", va="center",
+                    transform=ax.transAxes, fontsize=7)
         ax.set_xscale("log")
         ax.set_ylim(-1.05, 1.05)
         ax.set_xlabel("parameters N")
