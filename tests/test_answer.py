@@ -6,7 +6,14 @@ import pytest
 import xarray as xr
 from scipy import stats
 
-from basins.answer import answer_hypothesis, answer_markdown, weighted_spearman_fisher_z
+from basins.answer import (
+    Replicate,
+    answer_hypothesis,
+    answer_markdown,
+    measurement_spread,
+    replicate_statistics,
+    weighted_spearman_fisher_z,
+)
 from basins.stats import SUPPORTED, UNDECIDED_VERDICT
 
 
@@ -30,12 +37,20 @@ def _replicate(rng, n_minima, effect, *, n_members_total=2000, plateau=True, tra
         coords={"minimum": minimum},
         attrs={"n_members_total": int(members.sum())},
     )
-    return minima, xr.Dataset({"trace": ("minimum", trace)}, coords={"minimum": minimum})
+    flatness = xr.Dataset(
+        {"trace": ("minimum", trace), "trace_se": ("minimum", np.zeros(n_minima))}, coords={"minimum": minimum}
+    )
+    return minima, flatness
+
+
+N_TEST = 100_000  # test errors of the planted landscapes are exact to ~1e-3
 
 
 def _family(effect, n_replicates=6, seed=0, **options):
     rng = np.random.default_rng(seed)
-    replicates = {"planted": [(s, *_replicate(rng, 12, effect, **options)) for s in range(1, n_replicates + 1)]}
+    replicates = {
+        "planted": [Replicate(s, *_replicate(rng, 12, effect, **options), N_TEST) for s in range(1, n_replicates + 1)]
+    }
     return answer_hypothesis({"family": ["planted"]}, replicates, {"planted": 41})
 
 
@@ -64,9 +79,9 @@ def test_replicates_that_cannot_enter_are_listed_with_their_reason():
     rng = np.random.default_rng(2)
     replicates = {
         "planted": [
-            (1, *_replicate(rng, 12, 1.0)),
-            (2, *_replicate(rng, 12, 1.0, plateau=False)),
-            (3, *_replicate(rng, 12, 1.0, train_error=0.1)),
+            Replicate(1, *_replicate(rng, 12, 1.0), N_TEST),
+            Replicate(2, *_replicate(rng, 12, 1.0, plateau=False), N_TEST),
+            Replicate(3, *_replicate(rng, 12, 1.0, train_error=0.1), N_TEST),
         ]
     }
     answer = answer_hypothesis({"family": ["planted"]}, replicates, {"planted": 41}, fit_threshold=0.05)
@@ -93,3 +108,77 @@ def test_the_member_weighted_correlation_with_equal_weights_is_spearmans():
     repeated = stats.spearmanr(np.repeat(a, w), np.repeat(b, w)).statistic
     assert np.tanh(z_weighted) == pytest.approx(repeated, abs=1e-12)
     assert se_weighted > 1.03 / np.sqrt(w.sum() - 3)  # the effective size is below the member count
+
+
+def _columns(n_minima=12, seed=4):
+    rng = np.random.default_rng(seed)
+    return {
+        "basin_fraction": np.sort(rng.dirichlet(np.full(n_minima, 2.0)))[::-1],
+        "test_error": np.linspace(0.10, 0.16, n_minima) + 0.01 * rng.standard_normal(n_minima),
+        "trace": np.exp(rng.standard_normal(n_minima)),
+        "trace_se": np.zeros(n_minima),
+        "n_members": np.ones(n_minima),
+    }
+
+
+def test_measurement_spread_of_test_errors_matches_test_sets_drawn_anew():
+    """Known answer by brute force: the same minima measured on 3000 independent test sets of
+    400 points (each minimum wrong on a point with its own probability, independently of the
+    others); the spread of Spearman's z over those test sets is what measurement_spread must
+    give when member counts and traces are exact."""
+    columns, n_test = _columns(), 400
+    rng = np.random.default_rng(5)
+    truth = columns["test_error"]
+    redrawn = []
+    for _ in range(3000):
+        measured = (rng.random((n_test, len(truth))) < truth).mean(axis=0)
+        redrawn.append(replicate_statistics(dict(columns, test_error=measured))["basin_fraction_vs_test_error"][0])
+    expected = np.std(redrawn, ddof=1)
+    spread = measurement_spread(columns, n_total=10**12, n_test=n_test, n_draws=3000, seed=6)
+    assert spread["basin_fraction_vs_test_error"] == pytest.approx(expected, rel=0.08)
+    assert spread["hessian_trace_vs_basin_fraction"] < 1e-3  # exact traces, counts of 10^12 members
+
+
+def test_measurement_spread_is_wide_when_minima_err_on_the_same_points():
+    """One shared test set: minima wrong on nested sets of points (a point one minimum gets
+    wrong, every minimum with a larger error gets wrong too) rank exactly as their true errors
+    up to ties; the independent redraws of measurement_spread overstate that noise, never
+    understate it."""
+    columns, n_test = _columns(), 400
+    rng = np.random.default_rng(7)
+    redrawn = []
+    for _ in range(2000):
+        u = rng.random(n_test)[:, None]
+        measured = (u < columns["test_error"]).mean(axis=0)
+        redrawn.append(replicate_statistics(dict(columns, test_error=measured))["basin_fraction_vs_test_error"][0])
+    spread = measurement_spread(columns, n_total=10**12, n_test=n_test, seed=8)
+    assert spread["basin_fraction_vs_test_error"] > 2 * np.std(redrawn, ddof=1)
+
+
+def test_measurement_spread_vanishes_with_large_test_sets_and_ensembles_and_counts_members():
+    columns = _columns()
+    small = measurement_spread(columns, n_total=2000, n_test=500, seed=9)
+    large = measurement_spread(columns, n_total=10**12, n_test=10**12, seed=9)
+    for name in small:
+        assert large[name] < 0.01 < small[name], name
+    noisy_traces = measurement_spread(
+        dict(columns, trace_se=columns["trace"]), n_total=10**12, n_test=10**12, seed=9
+    )
+    assert noisy_traces["hessian_trace_vs_basin_fraction"] > 0.1
+
+
+def test_measurement_noise_widens_the_replicate_errors_the_answer_pools():
+    rng = np.random.default_rng(10)
+    runs = [_replicate(rng, 12, 1.0) for _ in range(4)]
+    exact = answer_hypothesis(
+        {"family": ["planted"]}, {"planted": [Replicate(s, *run, N_TEST) for s, run in enumerate(runs, 1)]}, {"planted": 41}
+    )
+    noisy = answer_hypothesis(
+        {"family": ["planted"]}, {"planted": [Replicate(s, *run, 50) for s, run in enumerate(runs, 1)]}, {"planted": 41}
+    )
+    row_exact, row_noisy = _row(exact, "basin_fraction_vs_test_error"), _row(noisy, "basin_fraction_vs_test_error")
+    # member counts of ~2000-member ensembles are noisy in both; 50 test points add much more
+    assert float(row_noisy["measurement_stderr"]) > 2 * float(row_exact["measurement_stderr"]) > 0
+    # each replicate's correlation is unchanged; only its weight and the interval move
+    np.testing.assert_array_equal(row_exact["replicate_estimate"].values, row_noisy["replicate_estimate"].values)
+    assert float(row_noisy["high"]) - float(row_noisy["low"]) > float(row_exact["high"]) - float(row_exact["low"])

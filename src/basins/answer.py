@@ -11,7 +11,9 @@ better (and are flatter) than those with small basins. For every landscape famil
 - ``hessian_trace_vs_test_error`` (> 0: sharp minima generalize worse) and
   ``hessian_trace_vs_basin_fraction`` (< 0: large basins are flat).
 
-Correlations are pooled on Fisher's scale over replicates (:func:`basins.stats.pool_replicates`:
+Each replicate's standard error is the rank correlation's own (1.03 / sqrt(n - 3)) and the
+noise of the numbers it ranks (member counts, test errors on a finite test set, Hutchinson
+traces; :func:`measurement_spread`) in quadrature. Correlations are pooled on Fisher's scale over replicates (:func:`basins.stats.pool_replicates`:
 DerSimonian-Laird between-replicate variance, Hartung-Knapp interval) and taken back to a
 correlation. The verdict of a row (``supported`` / ``contradicted`` / ``undecided``) follows
 from its interval alone (:func:`basins.stats.verdict`). Experiments and replicates that cannot
@@ -22,6 +24,8 @@ nominal rate; no effect is undecided at the false-alarm rate) and ``tests/test_a
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 import xarray as xr
@@ -38,23 +42,36 @@ STATISTICS = {
 }
 
 
+class Replicate(NamedTuple):
+    """One replicate of an experiment: its ensemble ``seed``, catalogue of ``minima``, their
+    ``flatness``, and ``n_test``, the test points behind each minimum's test error."""
+
+    seed: int
+    minima: xr.Dataset
+    flatness: xr.Dataset
+    n_test: int
+
+
 #: What replicates differ in, by whether each draws its own data.
 REPLICATES_OVER = {True: "data draws and initialization", False: "initialization only"}
 
 
 def fitting_minima(minima: xr.Dataset, flatness: xr.Dataset, *, fit_threshold: float, min_members: int) -> dict:
     """The per-minimum columns of one replicate's minima that enter the answer, and why the
-    others do not: ``columns`` (``basin_fraction``, ``test_error``, ``trace``, ``n_members`` of
-    the fitting minima with at least ``min_members`` members), ``n_fitting``, ``n_counted``
-    and ``reason`` ("" when the replicate enters)."""
+    others do not: ``columns`` (``basin_fraction``, ``test_error``, ``trace``, ``trace_se``,
+    ``n_members`` of the fitting minima with at least ``min_members`` members), ``n_total``
+    (members of the ensemble), ``n_fitting``, ``n_counted`` and ``reason`` ("" when the
+    replicate enters)."""
     n_members = minima["n_members"].values
     total = float(minima.attrs.get("n_members_total", n_members.sum()))
     fits = minima["train_error"].values <= fit_threshold
     counted = fits & (n_members >= min_members)
+    trace, trace_se = hessian_trace(flatness)
     columns = {
         "basin_fraction": n_members[counted] / total,
         "test_error": minima["test_error"].values[counted],
-        "trace": flatness["trace"].values[counted],
+        "trace": trace[counted],
+        "trace_se": trace_se[counted],
         "n_members": n_members[counted],
     }
     reason = ""
@@ -65,7 +82,20 @@ def fitting_minima(minima: xr.Dataset, flatness: xr.Dataset, *, fit_threshold: f
             f"{int(counted.sum())} fitting minima with >= {min_members} members "
             f"({int(fits.sum())} fitting in all): a rank correlation needs 4"
         )
-    return dict(columns=columns, n_fitting=int(fits.sum()), n_counted=int(counted.sum()), reason=reason)
+    return dict(
+        columns=columns, n_total=int(total), n_fitting=int(fits.sum()), n_counted=int(counted.sum()), reason=reason
+    )
+
+
+def hessian_trace(flatness: xr.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Each minimum's Hessian trace and its standard error: the exact trace (standard error 0)
+    where the stage computed the dense Hessian, else the Hutchinson estimate and its error."""
+    exact = flatness["exact_trace"].values if "exact_trace" in flatness else np.full(flatness.sizes["minimum"], np.nan)
+    known = np.isfinite(exact)
+    return (
+        np.where(known, exact, flatness["trace"].values),
+        np.where(known, 0.0, flatness["trace_se"].values),
+    )
 
 
 def weighted_spearman_fisher_z(a: np.ndarray, b: np.ndarray, weights: np.ndarray) -> tuple[float, float]:
@@ -109,9 +139,48 @@ def replicate_statistics(columns: dict) -> dict[str, tuple[float, float]]:
     return out
 
 
+def measurement_spread(
+    columns: dict, *, n_total: int, n_test: int, n_draws: int = 400, seed: int = 0
+) -> dict[str, float]:
+    """How far each statistic of :data:`STATISTICS` moves, on Fisher's scale, when the numbers it
+    ranks are measured again: its standard deviation over ``n_draws`` redraws of every minimum's
+    member count (binomial over the ``n_total`` members: the basin fraction and the weight),
+    test error (binomial over the ``n_test`` test points) and Hessian trace (normal with its
+    ``trace_se``, 0 for an exact trace).
+
+    The rank correlation's own standard error treats these numbers as exact; this spread, added
+    in quadrature, brings every measurement noise the study knows of into the replicate's
+    interval. Redraws are independent across minima, while the test errors of one replicate
+    are measured on one shared test set (their errors correlate, and differences between
+    minima are less noisy than that): the spread errs on the wide side. Measurement noise also
+    pulls a correlation towards 0, which can only make a verdict harder. Known answer
+    (``tests/test_answer.py``): for test errors it matches the spread over test sets drawn
+    anew for fixed minima, and it vanishes as the test set and the ensemble grow.
+    """
+    rng = np.random.default_rng(seed)
+    shape = (n_draws, len(columns["basin_fraction"]))
+    counts = rng.binomial(n_total, columns["basin_fraction"], size=shape)
+    draws = {
+        "basin_fraction": counts / n_total,
+        "n_members": counts,
+        "test_error": rng.binomial(n_test, columns["test_error"], size=shape) / n_test,
+        "trace": columns["trace"] + columns["trace_se"] * rng.standard_normal(shape),
+    }
+    out = {}
+    for name, (x, y, weighted, _) in STATISTICS.items():
+        z = np.array([
+            weighted_spearman_fisher_z(draws[x][b], draws[y][b], draws["n_members"][b])[0]
+            if weighted else spearman_fisher_z(draws[x][b], draws[y][b])[0]
+            for b in range(n_draws)
+        ])
+        z = z[np.isfinite(z)]
+        out[name] = float(np.std(z, ddof=1)) if len(z) >= 2 else float("nan")
+    return out
+
+
 def answer_hypothesis(
     families: dict[str, list[str]],
-    replicates: dict[str, list[tuple[int, xr.Dataset, xr.Dataset]]],
+    replicates: dict[str, list[Replicate]],
     n_params: dict[str, int],
     *,
     data_redrawn: dict[str, bool] | None = None,
@@ -126,7 +195,7 @@ def answer_hypothesis(
     families
         Family name -> its experiments (one per network size).
     replicates
-        Experiment -> ``(seed, minima, flatness)`` of each replicate.
+        Experiment -> its replicates.
     n_params
         Experiment -> parameter count of its network (the size axis).
     data_redrawn
@@ -150,20 +219,26 @@ def answer_hypothesis(
     """
     rows, excluded = [], []
     data_redrawn = data_redrawn or {}
-    seeds = sorted({seed for runs in replicates.values() for seed, _, _ in runs})
+    seeds = sorted({replicate.seed for runs in replicates.values() for replicate in runs})
     for family, experiments in families.items():
         for experiment in experiments:
             per_replicate = {}
-            for seed, minima, flatness in replicates[experiment]:
-                entry = fitting_minima(minima, flatness, fit_threshold=fit_threshold, min_members=min_members)
+            for replicate in replicates[experiment]:
+                entry = fitting_minima(
+                    replicate.minima, replicate.flatness, fit_threshold=fit_threshold, min_members=min_members
+                )
                 if entry["reason"]:
-                    excluded.append((experiment, seed, entry["reason"]))
+                    excluded.append((experiment, replicate.seed, entry["reason"]))
                     continue
-                per_replicate[seed] = (entry["n_counted"], replicate_statistics(entry["columns"]))
+                spread = measurement_spread(
+                    entry["columns"], n_total=entry["n_total"], n_test=replicate.n_test, seed=replicate.seed
+                )
+                per_replicate[replicate.seed] = (entry["n_counted"], replicate_statistics(entry["columns"]), spread)
             for name, (_, _, _, sign) in STATISTICS.items():
                 z = np.array([per_replicate[s][1][name][0] if s in per_replicate else np.nan for s in seeds])
-                se = np.array([per_replicate[s][1][name][1] if s in per_replicate else np.nan for s in seeds])
-                pooled = pool_replicates(z, se, confidence)
+                within = np.array([per_replicate[s][1][name][1] if s in per_replicate else np.nan for s in seeds])
+                measured = np.array([per_replicate[s][2][name] if s in per_replicate else np.nan for s in seeds])
+                pooled = pool_replicates(z, np.hypot(within, measured), confidence)
                 low, high = np.tanh(pooled["low"]), np.tanh(pooled["high"])
                 reason = pooled["reason"] if per_replicate else "no replicate entered (see excluded)"
                 rows.append(dict(
@@ -171,7 +246,8 @@ def answer_hypothesis(
                     replicates_over=REPLICATES_OVER[bool(data_redrawn.get(experiment, False))], statistic=name,
                     expected_sign=sign, estimate=float(np.tanh(pooled["estimate"])), low=float(low),
                     high=float(high), z_stderr=pooled["stderr"], tau=pooled["tau"], n_replicates=pooled["k"],
-                    n_minima=int(sum(n for n, _ in per_replicate.values())),
+                    n_minima=int(sum(n for n, _, _ in per_replicate.values())),
+                    measurement_stderr=float(np.sqrt(np.nanmean(measured**2))) if per_replicate else np.nan,
                     verdict=verdict(low, high, sign), reason=reason, replicate_estimate=np.tanh(z),
                 ))
     return _as_dataset(rows, excluded, seeds, fit_threshold, min_members, confidence)
@@ -222,6 +298,8 @@ _LONG_NAMES = {
     "tau": "between-replicate standard deviation on Fisher's scale (DerSimonian-Laird)",
     "n_replicates": "replicates pooled",
     "n_minima": "fitting minima counted, summed over replicates",
+    "measurement_stderr": "root mean square over replicates of the measurement noise's share of a replicate's "
+    "standard error on Fisher's scale (member counts, test errors, Hessian traces measured again)",
     "verdict": "supported / contradicted / undecided, from the interval",
     "reason": "why the interval is undefined (empty when it is defined)",
 }
@@ -235,11 +313,13 @@ def answer_markdown(answer: xr.Dataset) -> str:
         "",
         f"Rank correlations among minima that fit the training set (training error <= "
         f"{answer.attrs['fit_threshold']:g}) and were reached by >= {answer.attrs['min_members']} members, "
-        f"pooled over replicates ({answer.attrs['pooling']}); {level} % intervals. The verdict comes from "
+        f"pooled over replicates ({answer.attrs['pooling']}); {level} % intervals. Each replicate's error "
+        "includes the noise of what it ranks (member counts, test errors on a finite test set, Hessian "
+        "traces), whose share on Fisher's scale is the column `noise`. The verdict comes from "
         "the interval: supported where it excludes 0 on the side the hypothesis expects.",
         "",
-        "| family | experiment | N | statistic | expected | pooled rho | interval | replicates (over) | minima | verdict |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| family | experiment | N | statistic | expected | pooled rho | interval | noise | replicates (over) | minima | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in range(answer.sizes["row"]):
         r = answer.isel(row=row)
@@ -247,6 +327,7 @@ def answer_markdown(answer: xr.Dataset) -> str:
         lines.append(
             f"| {r.family.item()} | {r.experiment.item()} | {int(r.n_params)} | {r.statistic.item()} | "
             f"{'<' if int(r.expected_sign) < 0 else '>'} 0 | {float(r.estimate):+.2f} | {interval} | "
+            f"{float(r.measurement_stderr):.2f} | "
             f"{int(r.n_replicates)} ({r.replicates_over.item()}) | {int(r.n_minima)} | {r.verdict.item()} |"
         )
     if answer.sizes["excluded"]:

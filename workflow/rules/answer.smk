@@ -9,6 +9,10 @@ rule answer_hypothesis:
             f"results/flatness/{name}/seed{seed}.nc"
             for name, seed in answer_replicates()
         ],
+        datasets=[
+            f"results/datasets/{name}/seed{seed}.nc"
+            for name, seed in answer_replicates()
+        ],
         code=code_dependencies("answer_hypothesis"),
     output:
         netcdf="results/answer.nc",

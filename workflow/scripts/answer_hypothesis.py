@@ -1,17 +1,19 @@
 from _entry import start
 
-from basins.answer import answer_hypothesis, answer_markdown
+from basins.answer import Replicate, answer_hypothesis, answer_markdown
 from basins.io import add_provenance, read_dataset, write_dataset
+from basins.data import TEST
 
 log = start(snakemake)
 options = dict(snakemake.params.answer)
 families = options.pop("families")
 replicates, n_params = {}, {}
-for (experiment, seed), minima_path, flatness_path in zip(
-    snakemake.params.replicates, snakemake.input.minima, snakemake.input.flatness
+for (experiment, seed), minima_path, flatness_path, dataset_path in zip(
+    snakemake.params.replicates, snakemake.input.minima, snakemake.input.flatness, snakemake.input.datasets
 ):
     minima = read_dataset(minima_path)
-    replicates.setdefault(experiment, []).append((int(seed), minima, read_dataset(flatness_path)))
+    n_test = int((read_dataset(dataset_path)["split"].values == TEST).sum())
+    replicates.setdefault(experiment, []).append(Replicate(int(seed), minima, read_dataset(flatness_path), n_test))
     n_params[experiment] = minima.sizes["param"]
 data_redrawn = {name: snakemake.config["experiments"][name]["dataset"]["seed"] == "per_seed" for name in replicates}
 answer = answer_hypothesis(families, replicates, n_params, data_redrawn=data_redrawn, **options)
@@ -20,7 +22,7 @@ answer = add_provenance(
     title="the study's answer: basin size, flatness and generalization, pooled over replicates",
     stage="answer_hypothesis",
     stage_config=snakemake.params.answer,
-    inputs=(*snakemake.input.minima, *snakemake.input.flatness),
+    inputs=(*snakemake.input.minima, *snakemake.input.flatness, *snakemake.input.datasets),
 )
 write_dataset(answer, snakemake.output.netcdf)
 with open(snakemake.output.markdown, "w") as markdown:
