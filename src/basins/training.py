@@ -299,7 +299,7 @@ def check_minima(
         )
         polish_minima(
             run, energy, curvature_tol=curvature_tol, newton_steps=newton_steps,
-            max_dense_params=max_dense_params, device=device, dtype=dtype,
+            max_dense_params=max_dense_params, stationary_tol=stationary_tol, device=device, dtype=dtype,
             chunk=max(1, min(run["chunk"], int(memory_budget_mb * 2**20 // hessian_bytes))),
         )
         return run

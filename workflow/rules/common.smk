@@ -77,11 +77,12 @@ CONNECTED = [
     name for name, experiment in EXPERIMENTS.items() if "connectivity" in experiment
 ]
 # What compared experiments must share: the landscape (data, model, loss) and the initial
-# conditions (ensemble); only the dynamics may differ.
+# conditions (ensemble members; they are compared on the seeds they all run); only the
+# dynamics may differ.
 SHARED_FOR_COMPARISON = {
     "dataset": None,
     "model": None,
-    "ensemble": None,
+    "ensemble": ("n_members",),
     "training": ("loss", "l2", "margin"),
 }
 # Experiments whose basins are measured (rays, tentacles, slices): basin_geometry is set.
@@ -611,10 +612,12 @@ def experiment_seeds():
 
 
 def comparison_seeds():
+    """(comparison, seed) for every seed that all of a comparison's experiments run."""
     return [
         (name, seed)
         for name, members in COMPARISONS.items()
         for seed in EXPERIMENTS[members[0]]["ensemble"]["seeds"]
+        if all(seed in EXPERIMENTS[m]["ensemble"]["seeds"] for m in members)
     ]
 
 

@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 #: Backtracking halvings of a refused Newton step before the member is left where it is (a
 #: short enough step along -H^+ g always lowers the gradient norm on the curved directions).
 _HALVINGS = 12
+#: A step from a kept Hessian decomposition that lowers the gradient norm by less than this
+#: factor asks for a new decomposition (fresh ones gain far more near a minimum).
+_SLOW = 10.0
 
 
 def polish_minima(
@@ -41,6 +44,7 @@ def polish_minima(
     curvature_tol: float,
     newton_steps: int,
     max_dense_params: int,
+    stationary_tol: float = 0.0,
     device: torch.device,
     dtype: torch.dtype,
     chunk: int,
@@ -49,7 +53,9 @@ def polish_minima(
 
     ``energy`` maps ``(member, param) -> (member,)`` (the final landscape). Up to
     ``newton_steps`` steps ``-sum_k (v_k . g / lambda_k) v_k`` over the Hessian eigenpairs with
-    ``lambda_k > curvature_tol``. Networks above ``max_dense_params`` parameters are not
+    ``lambda_k > curvature_tol``; a member whose gradient norm is at most ``stationary_tol``
+    stops once a Newton step no longer gains much (it is at the round-off floor: further steps
+    would only trade round-off). Networks above ``max_dense_params`` parameters are not
     polished (their ``polish_shift`` stays nan). Updates ``final_theta``, ``grad_norm`` and
     ``lowest_eigenvalue`` (where ``out`` has it: recomputed at the polished point; a polish that
     would make a minimum a saddle is undone) and adds ``polish_shift`` (distance moved,
@@ -70,7 +76,7 @@ def polish_minima(
     for start in range(0, len(rows), chunk):
         part = rows[start : start + chunk]
         theta = torch.as_tensor(out["final_theta"][part], dtype=dtype, device=device)
-        polished, grad_norm, lowest = (t.cpu().numpy() for t in _newton(energy, hvp, theta, curvature_tol, newton_steps))
+        polished, grad_norm, lowest = (t.cpu().numpy() for t in _newton(energy, hvp, theta, curvature_tol, newton_steps, stationary_tol))
         if "lowest_eigenvalue" in out:
             kept = ~((lowest < -curvature_tol) & (out["lowest_eigenvalue"][part] >= -curvature_tol))
             part, polished, grad_norm, lowest = part[kept], polished[kept], grad_norm[kept], lowest[kept]
@@ -84,23 +90,42 @@ def polish_minima(
                  np.nanmax(out["polish_shift"][rows]))
 
 
-def _newton(energy, hvp, theta, curvature_tol, newton_steps):
-    """Polished points, their gradient norms and lowest Hessian eigenvalues; members leave
-    once a step is refused."""
+def _newton(energy, hvp, theta, curvature_tol, newton_steps, stationary_tol):
+    """Polished points, their gradient norms and lowest Hessian eigenvalues.
+
+    A chord Newton method: a member's Hessian is decomposed anew only when a step from its last
+    decomposition was refused or gained less than a factor :data:`_SLOW` in gradient norm. Over
+    the polish's short distances the Hessian barely changes, so one decomposition serves several
+    steps (each gaining many digits) where a new one per step would cost a dense Hessian each.
+    A member leaves once a step from a Hessian taken at its own point is refused (it then sits
+    on its minimum to round-off, or no Newton step helps), or gains less than :data:`_SLOW` at a
+    gradient norm already at most ``stationary_tol`` (exact Newton steps gain far more until
+    round-off stops them); the decomposition at its point gives its lowest eigenvalue.
+    """
     loss, grad = energy_and_gradient(energy, theta)
-    running = torch.ones(len(theta), dtype=torch.bool, device=theta.device)
+    n_members, n_params = theta.shape
+    values = theta.new_empty((n_members, n_params))
+    vectors = theta.new_empty((n_members, n_params, n_params))
+    flags = dict(dtype=torch.bool, device=theta.device)
+    at_point = torch.zeros(n_members, **flags)  # the kept decomposition was taken at the member's point
+    renew = torch.ones(n_members, **flags)  # a new decomposition before the member's next step
+    running = torch.ones(n_members, **flags)
     for _ in range(newton_steps):
         rows = torch.nonzero(running).flatten()
         if not len(rows):
             break
-        step = _newton_step(dense_hessians(hvp, theta[rows]), grad[rows], curvature_tol)
-        accepted = torch.zeros(len(rows), dtype=torch.bool, device=theta.device)
+        new = rows[renew[rows]]
+        if len(new):
+            values[new], vectors[new] = torch.linalg.eigh(dense_hessians(hvp, theta[new]))
+            at_point[new], renew[new] = True, False
+        fresh = at_point[rows]
+        before = grad[rows].norm(dim=1)
+        step = _newton_step(values[rows], vectors[rows], grad[rows], curvature_tol)
+        accepted = torch.zeros(len(rows), **flags)
         for _ in range(_HALVINGS + 1):
             trial = theta[rows] + step
             trial_loss, trial_grad = energy_and_gradient(energy, trial)
-            better = (trial_grad.norm(dim=1) < grad[rows].norm(dim=1)) & (
-                trial_loss <= loss[rows] + _round_off(loss[rows])
-            )
+            better = (trial_grad.norm(dim=1) < before) & (trial_loss <= loss[rows] + _round_off(loss[rows]))
             better &= ~accepted
             chosen = rows[better]
             theta[chosen], loss[chosen], grad[chosen] = trial[better], trial_loss[better], trial_grad[better]
@@ -108,14 +133,20 @@ def _newton(energy, hvp, theta, curvature_tol, newton_steps):
             if accepted.all():
                 break
             step = step / 2
-        running[rows[~accepted]] = False
-    lowest = torch.linalg.eigvalsh(dense_hessians(hvp, theta))[:, 0]
-    return theta, grad.norm(dim=1), lowest
+        slow = accepted & (grad[rows].norm(dim=1) > before / _SLOW)
+        at_point[rows[accepted]] = False
+        renew[rows[slow | (~accepted & ~fresh)]] = True
+        at_floor = fresh & slow & (grad[rows].norm(dim=1) <= stationary_tol)
+        running[rows[(~accepted & fresh) | at_floor]] = False
+        at_point[rows[at_floor]] = True  # it moved by round-off only: its decomposition stands
+    moved = torch.nonzero(~at_point).flatten()
+    if len(moved):
+        values[moved] = torch.linalg.eigvalsh(dense_hessians(hvp, theta[moved]))
+    return theta, grad.norm(dim=1), values[:, 0]
 
 
-def _newton_step(hessians, grad, curvature_tol):
+def _newton_step(values, vectors, grad, curvature_tol):
     """``-H^+ g`` restricted to the eigenvectors of curvature above ``curvature_tol``."""
-    values, vectors = torch.linalg.eigh(hessians)
     along = torch.einsum("mpk,mp->mk", vectors, grad)
     inverse = torch.where(values > curvature_tol, 1.0 / values.clamp_min(curvature_tol), 0.0)
     return -torch.einsum("mpk,mk->mp", vectors, along * inverse)
