@@ -176,6 +176,19 @@ def test_selection_takes_largest_best_and_worst():
     np.testing.assert_array_equal(chosen, [0, 1, 2])
 
 
+def test_best_and_worst_are_chosen_among_the_eligible_minima():
+    """One-member basins at the extremes of test error are passed over for the best and worst
+    minima whose shape can be measured."""
+    fraction = np.array([0.5, 0.3, 0.1, 0.05, 0.001, 0.001])
+    test_error = np.array([0.2, 0.15, 0.4, 0.3, 0.01, 0.9])
+    eligible = np.array([True, True, True, True, False, False])
+    chosen = select_minima_to_probe(fraction, test_error, n_largest=1, eligible=eligible)
+    np.testing.assert_array_equal(chosen, [0, 1, 2])
+    assert select_minima_to_probe(fraction, test_error, n_largest=1).tolist() == [0, 4, 5]
+    none = select_minima_to_probe(fraction, test_error, n_largest=1, eligible=np.zeros(6, bool))
+    np.testing.assert_array_equal(none, [0])
+
+
 @pytest.mark.parametrize("radii", [[1.0, 0.5], [0.0, 1.0], []])
 def test_bad_radii_are_rejected(radii):
     with pytest.raises(ValueError, match="radii"):

@@ -45,12 +45,23 @@ class KaplanMeierMedian(NamedTuple):
     censored: bool  #: the survival estimate never fell to 0.5: the median lies beyond the data
 
 
-def select_minima_to_probe(basin_fraction: np.ndarray, test_error: np.ndarray, *, n_largest: int) -> np.ndarray:
-    """Indices of the ``n_largest`` basins and of the best and worst minima by test error."""
+def select_minima_to_probe(
+    basin_fraction: np.ndarray, test_error: np.ndarray, *, n_largest: int, eligible: np.ndarray | None = None
+) -> np.ndarray:
+    """Indices of the ``n_largest`` basins and of the best and worst minima by test error
+    among the ``eligible`` ones (default: all).
+
+    The shape statistics of a basin need members (``measure_tentacles``' ``min_members``):
+    best and worst chosen among all minima would mostly be one- or two-member basins, extremes
+    of a noisy test error whose shape cannot be measured, so the probing stages pass the
+    minima with enough members as ``eligible``.
+    """
     if len(basin_fraction) == 0:
         return np.zeros(0, dtype=np.int64)
     largest = np.argsort(-basin_fraction, kind="stable")[:n_largest]
-    extremes = [np.nanargmin(test_error), np.nanargmax(test_error)] if np.isfinite(test_error).any() else []
+    candidates = np.flatnonzero(np.ones(len(basin_fraction), bool) if eligible is None else eligible)
+    candidates = candidates[np.isfinite(test_error[candidates])]
+    extremes = candidates[[np.argmin(test_error[candidates]), np.argmax(test_error[candidates])]] if len(candidates) else []
     return np.unique(np.r_[largest, extremes].astype(np.int64))
 
 

@@ -18,6 +18,9 @@ rule probe_rays:
         **engine_resources(),
     params:
         rays=section("rays"),
+        min_members=lambda wildcards: EXPERIMENTS[wildcards.experiment]["tentacles"][
+            "min_members"
+        ],
         training=section("training"),
         minima=minima_options,
         budget_factors=config["budget_factors"],

@@ -11,8 +11,10 @@ rerun = CatalogRerun(snakemake)
 minima = rerun.minima
 basins = read_dataset(snakemake.input.basins)
 rays = dict(params.rays)
+# Best and worst among the minima whose shape measure_tentacles can measure (min_members).
 chosen = select_minima_to_probe(
-    basins["basin_fraction"].values, basins["test_error"].values, n_largest=rays["n_largest"]
+    basins["basin_fraction"].values, basins["test_error"].values, n_largest=rays["n_largest"],
+    eligible=minima["n_members"].values >= params.min_members,
 )
 log.info("probing minima %s along %d rays each", chosen.tolist(), rays["n_directions"])
 
@@ -28,7 +30,7 @@ result = add_provenance(
     result,
     title=f"ray probes of experiment {snakemake.wildcards.experiment}, seed {seed}",
     stage="probe_rays",
-    stage_config={"rays": rays, "training": params.training, "minima": params.minima,
+    stage_config={"rays": rays, "min_members": params.min_members, "training": params.training, "minima": params.minima,
                   "budget_factors": list(params.budget_factors)},
     seed=seed,
     device=rerun.compute["device"],
