@@ -182,3 +182,73 @@ def test_measurement_noise_widens_the_replicate_errors_the_answer_pools():
     # each replicate's correlation is unchanged; only its weight and the interval move
     np.testing.assert_array_equal(row_exact["replicate_estimate"].values, row_noisy["replicate_estimate"].values)
     assert float(row_noisy["high"]) - float(row_noisy["low"]) > float(row_exact["high"]) - float(row_exact["low"])
+
+
+def _tentacles(minimum_ids, n_members, fraction, reach, *, min_members=10, half_width=0.05):
+    """A measure_tentacles output for the probed minima: reach and leaving fraction with
+    intervals, the far return probabilities with standard errors, thickness ratio."""
+    n = len(minimum_ids)
+    values = {"n_members": ("minimum", np.asarray(n_members)), "basin_fraction": ("minimum", np.asarray(fraction))}
+    for name, value in (("reach", reach), ("leaving_fraction", reach), ("median_thickness_ratio", 1 - np.asarray(reach))):
+        values[name] = ("minimum", np.asarray(value, float))
+        values[f"{name}_low"] = ("minimum", np.asarray(value, float) - half_width)
+        values[f"{name}_high"] = ("minimum", np.asarray(value, float) + half_width)
+    for name in ("far_return_probability", "far_reentry_probability"):
+        values[name] = ("minimum", np.asarray(reach, float) / 2)
+        values[f"{name}_se"] = ("minimum", np.full(n, half_width / 2))
+    return xr.Dataset(values, coords={"minimum": np.asarray(minimum_ids)}, attrs={"min_members": min_members})
+
+
+def _probed_replicate(rng, seed, *, good_reach, bad_reach, fractions=(0.2, 0.15), good_train_error=0.0):
+    minima, flatness = _replicate(rng, 12, 1.0)
+    errors = minima["test_error"].values
+    best, worst = int(np.argmin(errors)), int(np.argmax(errors))
+    minima["n_members"].values[[best, worst]] = 300
+    minima["train_error"].values[best] = good_train_error
+    tentacles = _tentacles([best, worst], [300, 300], list(fractions), [good_reach, bad_reach])
+    return Replicate(seed, minima, flatness, N_TEST, tentacles)
+
+
+def test_good_and_bad_basin_shapes_are_compared_at_matched_size_and_pooled():
+    rng = np.random.default_rng(11)
+    replicates = {"planted": [_probed_replicate(rng, s, good_reach=0.7 + 0.02 * s, bad_reach=0.2) for s in range(1, 5)]}
+    answer = answer_hypothesis({"family": ["planted"]}, replicates, {"planted": 41})
+    reach = _row(answer, "good_minus_bad_reach")
+    assert reach["verdict"].item() == SUPPORTED and int(reach["n_replicates"]) == 4 and int(reach["n_minima"]) == 8
+    assert float(reach["low"]) < 0.55 < float(reach["high"])  # the planted differences 0.52 ... 0.58
+    thickness = _row(answer, "good_minus_bad_median_thickness_ratio")
+    assert thickness["verdict"].item() == SUPPORTED and float(thickness["estimate"]) < 0  # thinner: as expected
+    no_effect = {"planted": [_probed_replicate(rng, s, good_reach=0.4 + 0.05 * (-1) ** s, bad_reach=0.4) for s in range(1, 5)]}
+    assert _row(answer_hypothesis({"family": ["planted"]}, no_effect, {"planted": 41}),
+                "good_minus_bad_reach")["verdict"].item() == UNDECIDED_VERDICT
+
+
+def test_shape_pairs_of_unmatched_size_or_unfit_minima_are_left_out_with_their_reason():
+    rng = np.random.default_rng(12)
+    replicates = {"planted": [
+        _probed_replicate(rng, 1, good_reach=0.8, bad_reach=0.2, fractions=(0.3, 0.05)),
+        _probed_replicate(rng, 2, good_reach=0.8, bad_reach=0.2, good_train_error=0.1),
+        _probed_replicate(rng, 3, good_reach=0.8, bad_reach=0.2),
+    ]}
+    answer = answer_hypothesis({"family": ["planted"]}, replicates, {"planted": 41})
+    reasons = dict(zip(answer["excluded_seed"].values.tolist(), answer["excluded_reason"].values.tolist()))
+    assert "not matched in size" in reasons[1] and "a factor 6" in reasons[1]
+    assert "1 probed fitting minima" in reasons[2]
+    reach = _row(answer, "good_minus_bad_reach")
+    assert int(reach["n_replicates"]) == 1 and "one replicate" in reach["reason"].item()
+    unprobed = answer_hypothesis({"family": ["planted"]}, {"planted": [r._replace(tentacles=None) for r in replicates["planted"]]},
+                                 {"planted": 41})
+    assert _row(unprobed, "good_minus_bad_reach")["reason"].item() == "basins not probed (basin_geometry: false)"
+
+
+def test_the_answer_figure_draws_correlations_and_shape_differences(tmp_path):
+    from basins.answer_figures import figure_answer
+    from basins.figures import save_figure
+
+    rng = np.random.default_rng(13)
+    replicates = {"planted": [_probed_replicate(rng, s, good_reach=0.7, bad_reach=0.2) for s in range(1, 4)]}
+    answer = answer_hypothesis({"family": ["planted"]}, replicates, {"planted": 41})
+    fig = figure_answer(answer, title="planted")
+    assert len([ax for ax in fig.axes if ax.axison]) == 4 + 5
+    save_figure(fig, tmp_path / "answer.pdf", tmp_path / "answer.png")
+    assert (tmp_path / "answer.png").stat().st_size > 0

@@ -32,6 +32,7 @@ import xarray as xr
 
 from basins.io import variable_attrs
 from basins.stats import pool_replicates, spearman_fisher_z, verdict
+from basins.summary import SHAPE_STATISTICS, Z_95, shape_with_interval
 
 #: Each statistic: (x variable, y variable, member-weighted, the sign the hypothesis expects).
 STATISTICS = {
@@ -44,12 +45,14 @@ STATISTICS = {
 
 class Replicate(NamedTuple):
     """One replicate of an experiment: its ensemble ``seed``, catalogue of ``minima``, their
-    ``flatness``, and ``n_test``, the test points behind each minimum's test error."""
+    ``flatness``, ``n_test`` (the test points behind each minimum's test error) and, where its
+    basins were probed, their shape statistics (``tentacles``)."""
 
     seed: int
     minima: xr.Dataset
     flatness: xr.Dataset
     n_test: int
+    tentacles: xr.Dataset | None = None  # measure_tentacles' output where the basins were probed
 
 
 #: What replicates differ in, by whether each draws its own data.
@@ -186,6 +189,7 @@ def answer_hypothesis(
     data_redrawn: dict[str, bool] | None = None,
     fit_threshold: float = 0.0,
     min_members: int = 10,
+    match_factor: float = 2.0,
     confidence: float = 0.95,
 ) -> xr.Dataset:
     """The answer table: one row per family, size (experiment) and statistic.
@@ -204,6 +208,9 @@ def answer_hypothesis(
     fit_threshold, min_members
         A minimum enters when its training error is at most ``fit_threshold`` and at least
         ``min_members`` members reached it.
+    match_factor
+        Good and bad basins enter the shape rows when their basin fractions differ by at most
+        this factor (:func:`good_bad_shape`).
     confidence
         Of the pooled intervals.
 
@@ -222,7 +229,7 @@ def answer_hypothesis(
     seeds = sorted({replicate.seed for runs in replicates.values() for replicate in runs})
     for family, experiments in families.items():
         for experiment in experiments:
-            per_replicate = {}
+            correlations, shapes, probed = {}, {}, False
             for replicate in replicates[experiment]:
                 entry = fitting_minima(
                     replicate.minima, replicate.flatness, fit_threshold=fit_threshold, min_members=min_members
@@ -233,24 +240,95 @@ def answer_hypothesis(
                 spread = measurement_spread(
                     entry["columns"], n_total=entry["n_total"], n_test=replicate.n_test, seed=replicate.seed
                 )
-                per_replicate[replicate.seed] = (entry["n_counted"], replicate_statistics(entry["columns"]), spread)
+                statistics = replicate_statistics(entry["columns"])
+                correlations[replicate.seed] = (
+                    entry["n_counted"], {name: (z, np.hypot(se, spread[name])) for name, (z, se) in statistics.items()},
+                    spread,
+                )
+                if replicate.tentacles is None:
+                    continue
+                probed = True
+                shape, reason = good_bad_shape(
+                    replicate.minima, replicate.tentacles, fit_threshold=fit_threshold, min_members=min_members,
+                    match_factor=match_factor,
+                )
+                if reason:
+                    excluded.append((experiment, replicate.seed, f"shape rows: {reason}"))
+                else:
+                    shapes[replicate.seed] = (2, shape, None)
+            row = dict(family=family, experiment=experiment, n_params=n_params[experiment],
+                       replicates_over=REPLICATES_OVER[bool(data_redrawn.get(experiment, False))])
             for name, (_, _, _, sign) in STATISTICS.items():
-                z = np.array([per_replicate[s][1][name][0] if s in per_replicate else np.nan for s in seeds])
-                within = np.array([per_replicate[s][1][name][1] if s in per_replicate else np.nan for s in seeds])
-                measured = np.array([per_replicate[s][2][name] if s in per_replicate else np.nan for s in seeds])
-                pooled = pool_replicates(z, np.hypot(within, measured), confidence)
-                low, high = np.tanh(pooled["low"]), np.tanh(pooled["high"])
-                reason = pooled["reason"] if per_replicate else "no replicate entered (see excluded)"
-                rows.append(dict(
-                    family=family, experiment=experiment, n_params=n_params[experiment],
-                    replicates_over=REPLICATES_OVER[bool(data_redrawn.get(experiment, False))], statistic=name,
-                    expected_sign=sign, estimate=float(np.tanh(pooled["estimate"])), low=float(low),
-                    high=float(high), z_stderr=pooled["stderr"], tau=pooled["tau"], n_replicates=pooled["k"],
-                    n_minima=int(sum(n for n, _, _ in per_replicate.values())),
-                    measurement_stderr=float(np.sqrt(np.nanmean(measured**2))) if per_replicate else np.nan,
-                    verdict=verdict(low, high, sign), reason=reason, replicate_estimate=np.tanh(z),
-                ))
-    return _as_dataset(rows, excluded, seeds, fit_threshold, min_members, confidence)
+                rows.append(row | _pooled_row(correlations, seeds, name, sign, confidence, np.tanh))
+            for stat, (_, sign) in SHAPE_STATISTICS.items():
+                pooled = _pooled_row(shapes, seeds, stat, sign, confidence, lambda value: value)
+                if not probed:
+                    pooled["reason"] = "basins not probed (basin_geometry: false)"
+                rows.append(row | pooled | {"statistic": f"good_minus_bad_{stat}"})
+    return _as_dataset(rows, excluded, seeds, fit_threshold, min_members, confidence).assign_attrs(
+        match_factor=match_factor
+    )
+
+
+def _pooled_row(per_replicate, seeds, name, sign, confidence, to_scale):
+    """One statistic pooled over the replicates that gave it: ``per_replicate[seed]`` holds
+    (minima behind it, {name: (estimate, standard error)}, measurement spreads or None);
+    ``to_scale`` takes the pooled scale (Fisher's z) back to the reported one."""
+    z = np.array([per_replicate[s][1][name][0] if s in per_replicate else np.nan for s in seeds])
+    se = np.array([per_replicate[s][1][name][1] if s in per_replicate else np.nan for s in seeds])
+    measured = np.array([
+        per_replicate[s][2][name] if s in per_replicate and per_replicate[s][2] is not None else np.nan for s in seeds
+    ])
+    pooled = pool_replicates(z, se, confidence)
+    low, high = float(to_scale(pooled["low"])), float(to_scale(pooled["high"]))
+    return dict(
+        statistic=name, expected_sign=sign, estimate=float(to_scale(pooled["estimate"])), low=low, high=high,
+        z_stderr=pooled["stderr"], tau=pooled["tau"], n_replicates=pooled["k"],
+        n_minima=int(sum(entry[0] for entry in per_replicate.values())),
+        measurement_stderr=float(np.sqrt(np.nanmean(measured**2))) if np.isfinite(measured).any() else np.nan,
+        verdict=verdict(low, high, sign),
+        reason=pooled["reason"] if per_replicate else "no replicate entered (see excluded)",
+        replicate_estimate=to_scale(z),
+    )
+
+
+def good_bad_shape(
+    minima: xr.Dataset, tentacles: xr.Dataset, *, fit_threshold: float, min_members: int, match_factor: float
+) -> tuple[dict[str, tuple[float, float]], str]:
+    """The good - bad difference of every shape statistic (:data:`basins.summary.SHAPE_STATISTICS`)
+    in one replicate, at matched basin fraction, and why there is none.
+
+    Good and bad are the probed minima of lowest and highest test error among those that fit
+    the training set and have at least ``min_members`` members (and the tentacle stage's own
+    ``min_members``). The pair enters only when their basin fractions differ by at most
+    ``match_factor``: a difference between a large and a small basin would confound shape with
+    size. Each difference comes with the standard error of the two statistics' 95 % intervals
+    (``measure_tentacles``: bootstraps over rays and members, binomial errors) in quadrature.
+    Returns ``({statistic: (difference, standard error)}, "")`` or ``({}, reason)``.
+    """
+    probed = tentacles["minimum"].values
+    need = max(min_members, int(tentacles.attrs.get("min_members", 1)))
+    test_error = minima["test_error"].values[probed]
+    rows = np.flatnonzero(
+        (tentacles["n_members"].values >= need) & (minima["train_error"].values[probed] <= fit_threshold)
+        & np.isfinite(test_error)
+    )
+    if len(rows) < 2 or np.ptp(test_error[rows]) == 0:
+        return {}, (f"{len(rows)} probed fitting minima with >= {need} members; good and bad need two of "
+                    "different test error")
+    good, bad = rows[np.argmin(test_error[rows])], rows[np.argmax(test_error[rows])]
+    fraction = tentacles["basin_fraction"].values
+    ratio = fraction[good] / fraction[bad]
+    if abs(np.log(ratio)) > np.log(match_factor):
+        return {}, (f"good and bad basins not matched in size (basin fractions {fraction[good]:.3g} and "
+                    f"{fraction[bad]:.3g}: a factor {max(ratio, 1 / ratio):.3g}, above {match_factor:g})")
+    differences = {}
+    for stat, (kind_of_error, _) in SHAPE_STATISTICS.items():
+        (g, g_low, g_high), (b, b_low, b_high) = (
+            shape_with_interval(tentacles, stat, kind_of_error, index) for index in (good, bad)
+        )
+        differences[stat] = (g - b, float(np.hypot(g_high - g_low, b_high - b_low) / (2 * Z_95)))
+    return differences, ""
 
 
 def _as_dataset(rows, excluded, seeds, fit_threshold, min_members, confidence):
@@ -280,7 +358,7 @@ def _as_dataset(rows, excluded, seeds, fit_threshold, min_members, confidence):
     }
     return xr.Dataset(data_vars, coords=coords).assign_attrs(
         fit_threshold=fit_threshold, min_members=min_members, confidence=confidence,
-        pooling="random effects on Fisher's z: DerSimonian-Laird tau, Hartung-Knapp interval (basins.stats)",
+        pooling="random effects (on Fisher's z for correlations): DerSimonian-Laird tau, Hartung-Knapp interval (basins.stats)",
     )
 
 
@@ -289,13 +367,14 @@ _LONG_NAMES = {
     "experiment": "experiment (one network size of the family)",
     "n_params": "parameters of the network",
     "replicates_over": "what differs between replicates: the data draw and the initialization, or the initialization only",
-    "statistic": "statistic (x_vs_y: Spearman correlation among fitting minima)",
+    "statistic": "statistic (x_vs_y: Spearman correlation among fitting minima; good_minus_bad_<shape statistic>: "
+    "difference between the best and worst probed fitting minima at matched basin fraction)",
     "expected_sign": "sign of the statistic the hypothesis expects",
-    "estimate": "pooled rank correlation over replicates",
+    "estimate": "pooled over replicates: a rank correlation, or a good - bad difference",
     "low": "lower end of the pooled interval",
     "high": "upper end of the pooled interval",
-    "z_stderr": "standard error of the pooled estimate on Fisher's scale (Hartung-Knapp)",
-    "tau": "between-replicate standard deviation on Fisher's scale (DerSimonian-Laird)",
+    "z_stderr": "standard error of the pooled estimate on the pooled scale (Fisher's z for correlations; Hartung-Knapp)",
+    "tau": "between-replicate standard deviation on the pooled scale (DerSimonian-Laird)",
     "n_replicates": "replicates pooled",
     "n_minima": "fitting minima counted, summed over replicates",
     "measurement_stderr": "root mean square over replicates of the measurement noise's share of a replicate's "
@@ -318,7 +397,13 @@ def answer_markdown(answer: xr.Dataset) -> str:
         "traces), whose share on Fisher's scale is the column `noise`. The verdict comes from "
         "the interval: supported where it excludes 0 on the side the hypothesis expects.",
         "",
-        "| family | experiment | N | statistic | expected | pooled rho | interval | noise | replicates (over) | minima | verdict |",
+        "Rows `good_minus_bad_<statistic>` compare the shape of the basins (measure_tentacles; "
+        "docs/basin_shape.md) of the best and the worst probed fitting minima of each replicate, "
+        f"entered only where their basin fractions differ by at most a factor {answer.attrs['match_factor']:g}, "
+        "pooled on the statistic's own scale: > 0 where good basins reach further, leave and re-enter "
+        "more, and are found again further out; < 0 for the thickness ratio (thin tentacles).",
+        "",
+        "| family | experiment | N | statistic | expected | pooled | interval | noise | replicates (over) | minima | verdict |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in range(answer.sizes["row"]):
@@ -327,7 +412,7 @@ def answer_markdown(answer: xr.Dataset) -> str:
         lines.append(
             f"| {r.family.item()} | {r.experiment.item()} | {int(r.n_params)} | {r.statistic.item()} | "
             f"{'<' if int(r.expected_sign) < 0 else '>'} 0 | {float(r.estimate):+.2f} | {interval} | "
-            f"{float(r.measurement_stderr):.2f} | "
+            f"{'' if np.isnan(float(r.measurement_stderr)) else format(float(r.measurement_stderr), '.2f')} | "
             f"{int(r.n_replicates)} ({r.replicates_over.item()}) | {int(r.n_minima)} | {r.verdict.item()} |"
         )
     if answer.sizes["excluded"]:

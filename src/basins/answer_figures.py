@@ -8,49 +8,65 @@ import seaborn as sns
 import xarray as xr
 
 from basins.answer import STATISTICS
+from basins.summary import SHAPE_STATISTICS
 from basins.figures import PAPER_SIZE, set_theme
 
 
 def figure_answer(answer: xr.Dataset, *, title: str) -> plt.Figure:
-    """One panel per statistic: the pooled rank correlation against network size, with its
-    interval, per family, and each replicate's value as a dot; the side the hypothesis expects
-    is shaded."""
+    """Top row, one panel per rank correlation; bottom row, one per good - bad shape difference:
+    the pooled estimate against network size, with its interval, per family, and each
+    replicate's value as a dot; the side the hypothesis expects is shaded."""
     set_theme()
-    statistics = list(STATISTICS)
+    correlations = list(STATISTICS)
+    shapes = [f"good_minus_bad_{name}" for name in SHAPE_STATISTICS]
+    n_columns = max(len(correlations), len(shapes))
     fig, axes = plt.subplots(
-        1, len(statistics), figsize=(len(statistics) * PAPER_SIZE[0] * 0.8, PAPER_SIZE[1]), sharex=True, sharey=True
+        2, n_columns, figsize=(n_columns * PAPER_SIZE[0] * 0.8, 2 * PAPER_SIZE[1]), squeeze=False, layout="constrained"
     )
     families = list(dict.fromkeys(answer["family"].values))
     colors = dict(zip(families, sns.color_palette("colorblind", max(1, len(families)))))
-    for ax, statistic in zip(axes, statistics):
-        sign = STATISTICS[statistic][3]
-        ax.axhspan(0, -1.05 if sign < 0 else 1.05, color="0.92", lw=0)
-        ax.axhline(0, color="0.4", lw=0.6)
-        rows = np.flatnonzero(answer["statistic"].values == statistic)
-        for family in families:
-            mine = rows[answer["family"].values[rows] == family]
-            if not len(mine):
-                continue
-            size = answer["n_params"].values[mine].astype(float)
-            estimate, low, high = (answer[name].values[mine] for name in ("estimate", "low", "high"))
-            defined = np.isfinite(low)
-            ax.errorbar(
-                size[defined], estimate[defined], yerr=[estimate[defined] - low[defined], high[defined] - estimate[defined]],
-                fmt="o", color=colors[family], ms=4, capsize=2, label=family,
-            )
-            ax.plot(size[~defined], estimate[~defined], "o", mfc="none", color=colors[family], ms=4)
-            for row, n in zip(mine, size):
-                values = answer["replicate_estimate"].values[row]
-                ax.plot(np.full(values.shape, n), values, ".", color=colors[family], alpha=0.4, ms=3)
-        if not np.isfinite(answer["estimate"].values[rows]).any():
-            ax.text(0.5, 0.5, "undefined in every row\n(reasons in answer.md)", ha="center", va="center",
-                    transform=ax.transAxes, fontsize=7)
-        ax.set_xscale("log")
-        ax.set_ylim(-1.05, 1.05)
-        ax.set_xlabel("parameters N")
-        ax.set_title(statistic.replace("_vs_", " vs ").replace("_", " "), fontsize=7)
-    axes[0].set_ylabel("rank correlation (pooled)")
+    for row_axes, statistics, is_correlation in ((axes[0], correlations, True), (axes[1], shapes, False)):
+        for ax in row_axes[len(statistics):]:
+            ax.axis("off")
+        for ax, statistic in zip(row_axes, statistics):
+            rows = np.flatnonzero(answer["statistic"].values == statistic)
+            _panel(ax, answer, rows, families, colors, is_correlation)
+            ax.set_title(statistic.replace("_vs_", " vs ").replace("_", " "), fontsize=7)
+        row_axes[0].set_ylabel("rank correlation (pooled)" if is_correlation else "good - bad, matched size (pooled)")
     if families:
-        axes[-1].legend(fontsize=6, frameon=False)
+        axes[0, len(correlations) - 1].legend(fontsize=6, frameon=False)
     fig.suptitle(title, fontsize=8)
     return fig
+
+
+def _panel(ax, answer, rows, families, colors, is_correlation):
+    """One statistic's rows: pooled estimates with intervals, replicate dots, the expected side."""
+    if not len(rows):
+        return
+    sign = int(answer["expected_sign"].values[rows[0]])
+    limit = 1.05 if is_correlation else max(0.05, 1.1 * np.nanmax(np.abs(np.r_[
+        answer["low"].values[rows], answer["high"].values[rows], answer["replicate_estimate"].values[rows].ravel(), 0.0
+    ])))
+    for family in families:
+        mine = rows[answer["family"].values[rows] == family]
+        if not len(mine):
+            continue
+        size = answer["n_params"].values[mine].astype(float)
+        estimate, low, high = (answer[name].values[mine] for name in ("estimate", "low", "high"))
+        defined = np.isfinite(low)
+        ax.errorbar(
+            size[defined], estimate[defined], yerr=[estimate[defined] - low[defined], high[defined] - estimate[defined]],
+            fmt="o", color=colors[family], ms=4, capsize=2, label=family,
+        )
+        ax.plot(size[~defined], estimate[~defined], "o", mfc="none", color=colors[family], ms=4)
+        for row, n in zip(mine, size):
+            values = answer["replicate_estimate"].values[row]
+            ax.plot(np.full(values.shape, n), values, ".", color=colors[family], alpha=0.4, ms=3)
+    if not np.isfinite(answer["estimate"].values[rows]).any():
+        ax.text(0.5, 0.5, "undefined in every row\n(reasons in answer.md)", ha="center", va="center",
+                transform=ax.transAxes, fontsize=7)
+    ax.axhspan(0, -limit if sign < 0 else limit, color="0.92", lw=0, zorder=0)
+    ax.axhline(0, color="0.4", lw=0.6, zorder=0.5)
+    ax.set_xscale("log")
+    ax.set_ylim(-limit, limit)
+    ax.set_xlabel("parameters N")

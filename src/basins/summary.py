@@ -31,7 +31,8 @@ SHAPE_STATISTICS = {
     "far_return_probability": ("se", +1),
     "far_reentry_probability": ("se", +1),
 }
-_Z = float(stats.norm.ppf(0.975))
+#: The normal quantile of the shape statistics' 95 % intervals.
+Z_95 = float(stats.norm.ppf(0.975))
 
 
 def summarize_study(
@@ -226,29 +227,30 @@ def _summarize_one(basins, tentacles, match_factor):
         shape[f"{kind}_basin_fraction"] = float(tentacles["basin_fraction"][index])
         shape[f"{kind}_old_tentacle_fraction"] = float(tentacles["old_tentacle_fraction"][index])
         for stat, (kind_of_error, _) in SHAPE_STATISTICS.items():
-            value, low, high = _with_interval(tentacles, stat, kind_of_error, index)
+            value, low, high = shape_with_interval(tentacles, stat, kind_of_error, index)
             shape[f"{kind}_{stat}"], shape[f"{kind}_{stat}_low"], shape[f"{kind}_{stat}_high"] = value, low, high
     shape["basin_fraction_log_ratio"] = np.log(shape["good_basin_fraction"] / shape["bad_basin_fraction"])
     shape["matched"] = float(abs(shape["basin_fraction_log_ratio"]) <= np.log(match_factor))
     for stat in SHAPE_STATISTICS:
         good, bad = shape[f"good_{stat}"], shape[f"bad_{stat}"]
-        se = np.hypot(*[(shape[f"{kind}_{stat}_high"] - shape[f"{kind}_{stat}_low"]) / (2 * _Z)
+        se = np.hypot(*[(shape[f"{kind}_{stat}_high"] - shape[f"{kind}_{stat}_low"]) / (2 * Z_95)
                         for kind in ("good", "bad")])
         with np.errstate(invalid="ignore"):
             difference = good - bad
         shape[f"{stat}_difference"] = difference
-        shape[f"{stat}_difference_low"], shape[f"{stat}_difference_high"] = difference - _Z * se, difference + _Z * se
+        shape[f"{stat}_difference_low"], shape[f"{stat}_difference_high"] = difference - Z_95 * se, difference + Z_95 * se
         shape[f"{stat}_difference_matched"] = difference if shape["matched"] else np.nan
     return row | shape | {"shape_reason": "measured" if shape["matched"] else
                           f"good and bad basin fractions differ by more than a factor {match_factor}: "
                           "compare with matched_difference"}
 
 
-def _with_interval(tentacles, stat, kind_of_error, index):
+def shape_with_interval(tentacles: xr.Dataset, stat: str, kind_of_error: str, index: int) -> tuple[float, float, float]:
+    """A probed minimum's shape statistic with its 95 % interval (nan where not measured)."""
     if stat not in tentacles:
         return np.nan, np.nan, np.nan
     value = float(tentacles[stat][index])
     if kind_of_error == "se":
         se = float(tentacles[f"{stat}_se"][index])
-        return value, value - _Z * se, value + _Z * se
+        return value, value - Z_95 * se, value + Z_95 * se
     return value, float(tentacles[f"{stat}_low"][index]), float(tentacles[f"{stat}_high"][index])

@@ -13,6 +13,11 @@ rule answer_hypothesis:
             f"results/datasets/{name}/seed{seed}.nc"
             for name, seed in answer_replicates()
         ],
+        tentacles=[
+            f"results/tentacles/{name}/seed{seed}.nc"
+            for name, seed in answer_replicates()
+            if name in BASIN_GEOMETRY
+        ],
         code=code_dependencies("answer_hypothesis"),
     output:
         netcdf="results/answer.nc",

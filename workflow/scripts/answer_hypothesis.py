@@ -8,12 +8,17 @@ log = start(snakemake)
 options = dict(snakemake.params.answer)
 families = options.pop("families")
 replicates, n_params = {}, {}
+# Shape statistics exist for the replicates whose basins were probed, in the order of the rule's list.
+probed = iter(snakemake.input.tentacles)
 for (experiment, seed), minima_path, flatness_path, dataset_path in zip(
     snakemake.params.replicates, snakemake.input.minima, snakemake.input.flatness, snakemake.input.datasets
 ):
     minima = read_dataset(minima_path)
     n_test = int((read_dataset(dataset_path)["split"].values == TEST).sum())
-    replicates.setdefault(experiment, []).append(Replicate(int(seed), minima, read_dataset(flatness_path), n_test))
+    tentacles = read_dataset(next(probed)) if snakemake.config["experiments"][experiment]["basin_geometry"] else None
+    replicates.setdefault(experiment, []).append(
+        Replicate(int(seed), minima, read_dataset(flatness_path), n_test, tentacles)
+    )
     n_params[experiment] = minima.sizes["param"]
 data_redrawn = {name: snakemake.config["experiments"][name]["dataset"]["seed"] == "per_seed" for name in replicates}
 answer = answer_hypothesis(families, replicates, n_params, data_redrawn=data_redrawn, **options)
@@ -22,7 +27,7 @@ answer = add_provenance(
     title="the study's answer: basin size, flatness and generalization, pooled over replicates",
     stage="answer_hypothesis",
     stage_config=snakemake.params.answer,
-    inputs=(*snakemake.input.minima, *snakemake.input.flatness, *snakemake.input.datasets),
+    inputs=(*snakemake.input.minima, *snakemake.input.flatness, *snakemake.input.datasets, *snakemake.input.tentacles),
 )
 write_dataset(answer, snakemake.output.netcdf)
 with open(snakemake.output.markdown, "w") as markdown:
