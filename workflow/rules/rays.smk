@@ -21,6 +21,7 @@ rule probe_rays:
         min_members=lambda wildcards: EXPERIMENTS[wildcards.experiment]["tentacles"][
             "min_members"
         ],
+        fit_threshold=config["answer"]["fit_threshold"],
         training=section("training"),
         minima=minima_options,
         budget_factors=config["budget_factors"],
