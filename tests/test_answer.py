@@ -252,3 +252,8 @@ def test_the_answer_figure_draws_correlations_and_shape_differences(tmp_path):
     assert len([ax for ax in fig.axes if ax.axison]) == 4 + 5
     save_figure(fig, tmp_path / "answer.pdf", tmp_path / "answer.png")
     assert (tmp_path / "answer.png").stat().st_size > 0
+    # a study whose basins were never probed: every shape panel is undefined, and still drawn
+    unprobed = {"planted": [r._replace(tentacles=None) for r in replicates["planted"]]}
+    save_figure(figure_answer(answer_hypothesis({"family": ["planted"]}, unprobed, {"planted": 41}), title="unprobed"),
+                tmp_path / "unprobed.pdf", tmp_path / "unprobed.png")
+    assert (tmp_path / "unprobed.png").stat().st_size > 0

@@ -44,9 +44,10 @@ def _panel(ax, answer, rows, families, colors, is_correlation):
     if not len(rows):
         return
     sign = int(answer["expected_sign"].values[rows[0]])
-    limit = 1.05 if is_correlation else max(0.05, 1.1 * np.nanmax(np.abs(np.r_[
+    finite = lambda values: values[np.isfinite(values)]  # noqa: E731
+    limit = 1.05 if is_correlation else max(0.05, 1.1 * np.max(np.abs(finite(np.r_[
         answer["low"].values[rows], answer["high"].values[rows], answer["replicate_estimate"].values[rows].ravel(), 0.0
-    ])))
+    ]))))
     for family in families:
         mine = rows[answer["family"].values[rows] == family]
         if not len(mine):
@@ -68,5 +69,7 @@ def _panel(ax, answer, rows, families, colors, is_correlation):
     ax.axhspan(0, -limit if sign < 0 else limit, color="0.92", lw=0, zorder=0)
     ax.axhline(0, color="0.4", lw=0.6, zorder=0.5)
     ax.set_xscale("log")
+    sizes = answer["n_params"].values.astype(float)
+    ax.set_xlim(sizes.min() / 1.5, sizes.max() * 1.5)  # also where no row of the panel is defined
     ax.set_ylim(-limit, limit)
     ax.set_xlabel("parameters N")
