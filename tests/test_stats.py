@@ -28,9 +28,11 @@ def test_the_pooled_interval_covers_a_planted_effect_at_about_the_nominal_rate(k
     for _ in range(n_trials):
         pooled = pool_replicates(*_replicates(rng, k, effect, tau, stderr=0.1))
         covered += pooled["low"] <= effect <= pooled["high"]
-    # Nominal 95 % (Hartung-Knapp is exact at tau = 0, close to it otherwise).
-    # Binomial sd of the rate over 2000 trials: 0.005.
-    assert 0.925 <= covered / n_trials <= 0.975
+    # Nominal 95 %: Hartung-Knapp is exact at tau = 0 and close to it otherwise; never taking
+    # it narrower than the normal interval of the replicates' own errors only widens it, most
+    # with few replicates that agree (measured: 98.8 % at k = 3, tau = 0; 94.2 % and 95.1 % at
+    # k = 5 and 10). Binomial sd of the rate over 2000 trials: 0.005.
+    assert 0.935 <= covered / n_trials <= 0.99
 
 
 def test_a_large_planted_effect_is_supported_and_recovered():
@@ -50,6 +52,16 @@ def test_no_effect_is_undecided_at_about_the_false_alarm_rate():
         for _ in range(n_trials)
     )
     assert decided / n_trials <= 0.065  # 5 % two-sided, binomial sd 0.005
+
+
+def test_replicates_that_agree_by_chance_give_no_interval_narrower_than_their_own_errors():
+    """Two replicates at 0.080 and 0.081, each resolved to 0.07: plain Hartung-Knapp would call
+    the effect 0.08 +- 0.01 (t on 1 degree of freedom times their tiny spread); the interval
+    is at least the normal one of their own errors, 1.96 * 0.07 / sqrt(2)."""
+    pooled = pool_replicates(np.array([0.080, 0.081]), np.array([0.07, 0.07]))
+    assert pooled["stderr"] == pytest.approx(0.07 / np.sqrt(2))
+    assert pooled["high"] - pooled["low"] == pytest.approx(2 * 1.95996 * 0.07 / np.sqrt(2), rel=1e-4)
+    assert verdict(pooled["low"], pooled["high"], expected_sign=+1) == UNDECIDED_VERDICT
 
 
 def test_identical_replicates_never_give_a_zero_width():

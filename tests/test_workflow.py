@@ -388,3 +388,12 @@ def test_code_dependencies_cover_every_module_the_stage_imports(script, stage_mo
     ).stdout.split()
     assert {path.split("/src/basins/")[1] for path in imported} <= listed
     assert f"{stage_module}.py" in listed
+
+
+def test_code_dependencies_follow_a_figure_module_imported_by_name():
+    """figure.py imports a rule's ``module`` param (answer_figures, jamming_figures) with
+    importlib, which the import graph cannot see: the rule names it, and editing it reruns
+    the figure."""
+    listed = {path.split("/src/basins/")[-1] for path in _code_dependencies()("figure", modules=["answer_figures"])}
+    assert {"answer_figures.py", "answer.py", "summary.py", "figures.py"} <= listed
+    assert "answer_figures.py" not in {path.split("/src/basins/")[-1] for path in _code_dependencies()("figure")}

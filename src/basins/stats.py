@@ -65,8 +65,11 @@ def pool_replicates(estimates: np.ndarray, standard_errors: np.ndarray, confiden
     interval is Hartung and Knapp's (2001): the weighted spread of the replicates about the
     pooled mean with a t quantile on ``k - 1`` degrees of freedom, which keeps nominal coverage
     with few replicates where the normal interval of DerSimonian-Laird does not (exact when
-    ``tau = 0``). Identical estimates (a discrete statistic) fall back on their own errors, and
-    one replicate gives no interval (nan, with ``reason``): never a zero width.
+    ``tau = 0``), but never narrower than that normal interval (a variant of the correction of
+    Knapp and Hartung 2003; Roever, Knapp and Friede 2015): a few replicates that agree by chance
+    (or a discrete statistic) would otherwise give an interval far narrower than any replicate
+    resolves. ``stderr`` is the wider of the two standard errors. One replicate gives no interval
+    (nan, with ``reason``): never a zero width.
 
     Replicates with a non-finite estimate or error are left out and counted (``n_left_out``).
     Returns ``estimate``, ``stderr``, ``low``, ``high``, ``tau``, ``k`` (replicates used),
@@ -93,10 +96,11 @@ def pool_replicates(estimates: np.ndarray, standard_errors: np.ndarray, confiden
     w = 1 / (s**2 + tau2)
     mean = float((w * y).sum() / w.sum())
     scale = float((w * (y - mean) ** 2).sum() / (k - 1))
-    if np.allclose(y, y[0], rtol=1e-12, atol=0):  # identical estimates: fall back on their errors
-        scale = 1.0
-    stderr = float(np.sqrt(scale / w.sum()))
-    half = stats.t.ppf(0.5 + confidence / 2, k - 1) * stderr
+    # Never narrower than the normal interval the replicates' own errors give.
+    hartung_knapp = stats.t.ppf(0.5 + confidence / 2, k - 1) * np.sqrt(scale / w.sum())
+    normal = stats.norm.ppf(0.5 + confidence / 2) * np.sqrt(1 / w.sum())
+    half = float(max(hartung_knapp, normal))
+    stderr = float(np.sqrt(max(scale, 1.0) / w.sum()))
     return dict(out, estimate=mean, stderr=stderr, low=mean - half, high=mean + half, tau=float(np.sqrt(tau2)))
 
 

@@ -491,15 +491,18 @@ wildcard_constraints:
     shard=r"\d+",
 
 
-def code_dependencies(script):
+def code_dependencies(script, modules=()):
     """Every source file an entry script imports, transitively: the package's modules and the
     scripts' shared helpers. Derived from the imports (ast), so editing any file a stage
-    runs reruns it; a rule lists no module by hand."""
+    runs reruns it; a rule lists no module by hand. ``modules``: package modules the script
+    imports by name at run time (a figure rule's ``module`` param), followed the same way.
+    """
     import ast
 
     scripts = Path(workflow.basedir) / "workflow" / "scripts"
     package = Path(workflow.basedir) / "src" / "basins"
-    seen, pending = set(), [scripts / f"{script}.py"]
+    seen = set()
+    pending = [scripts / f"{script}.py"] + [package / f"{name}.py" for name in modules]
     while pending:
         path = pending.pop()
         if path in seen or not path.exists():

@@ -170,7 +170,9 @@ for figure_name, figure in FIGURE_TABLE.items():
             f"figure_{figure_name}"
         input:
             **figure["inputs"],
-            code=code_dependencies("figure"),
+            code=code_dependencies(
+                "figure", modules=[figure.get("params", {}).get("module", "figures")]
+            ),
         output:
             pdf=f"results/figures/{figure_name}/{figure['stem']}.pdf",
             png=report(
