@@ -494,8 +494,9 @@ wildcard_constraints:
 def code_dependencies(script, modules=()):
     """Every source file an entry script imports, transitively: the package's modules and the
     scripts' shared helpers. Derived from the imports (ast), so editing any file a stage
-    runs reruns it; a rule lists no module by hand. ``modules``: package modules the script
-    imports by name at run time (a figure rule's ``module`` param), followed the same way.
+    runs reruns it; a rule lists no module by hand. Package modules the script imports by
+    name at run time (the ``module`` param of a figure) are passed as ``modules`` and followed
+    the same way.
     """
     import ast
 
