@@ -1,21 +1,27 @@
 """Entropy-SGD and replicated GD (basins.engine.flat_seeking) against plain reference loops,
 and their schedule: scoping, then plain gradient descent to a minimum of the loss itself."""
 
+import functools
 import math
 
 import numpy as np
 import pytest
+import scipy.special
 import torch
 
 from basins.engine.descent import descend_until_decided
 from basins.engine.dynamics import energy_and_gradient, make_stepper, member_normal
 from basins.labels import CONVERGED, DIVERGED
+from basins.landscapes.planted import WellsProfile, narrow_and_wide_wells
+
+PROFILE = WellsProfile()  # a narrow deep well at -1, a wide shallow one at 1.2, weakly confined
+WELLS = narrow_and_wide_wells(profile=PROFILE)  # the same profile along one coordinate
+NARROW, BARRIER, WIDE = PROFILE.critical_points()
 
 
 def _wells(x):
-    """A narrow deep well at -1 and a wide shallow one at 1.2 (plus a weak confinement), in every
-    coordinate."""
-    return (-0.8 * torch.exp(-((x + 1) ** 2) / 0.02) - 0.6 * torch.exp(-((x - 1.2) ** 2) / 1.28) + 0.02 * x**2).sum(1)
+    """The profile in every coordinate (two wells each)."""
+    return PROFILE(x, exp=torch.exp).sum(1)
 
 
 def _objective(theta, batch):
@@ -147,3 +153,257 @@ def test_networks_train_to_confirmed_minima_with_flat_seeking_dynamics(teacher_d
     assert (result["steps"].values >= options["scoping_steps"]).all()
     converged = status == CONVERGED
     assert (result["lowest_eigenvalue"].values[converged] > 0).all()  # checked and polished like any minimum
+
+
+# --- The known answer: a narrow deep well and a wide shallow one (issue #26) -----------------
+# Local entropy (Baldassi et al. 2020; Chaudhari et al. 2017): Entropy-GD descends the local free
+# energy F(x) = -T log integral exp(-(L(x') + gamma/2 (x - x')^2) / T) dx', whose gradient is
+# gamma (x - <x'>), <x'> the mean under that weight: the engine's outer step with mu = <x'>. In 1-D
+# both are quadratures, independent of the engine: they predict where each start ends.
+
+# x', spacing 0.002: 40 points per width sqrt(T / 80) of the narrow well at T = 0.5; for couplings
+# gamma >= 0.4 the weight at the ends is below e^-14 of its peak.
+GRID = np.linspace(-8.0, 8.0, 8001)
+
+
+def _log_weights(x, gamma, temperature, energy):
+    return -(energy[None] + gamma / 2 * (GRID[None] - np.asarray(x, dtype=float)[:, None]) ** 2) / temperature
+
+
+def local_free_energy(x, gamma, temperature, energy=PROFILE(GRID)):
+    """F(x) by the rectangle rule on GRID (spectrally accurate: the integrand is smooth and
+    vanishes at the ends); ``energy`` is L on GRID."""
+    log_weights = _log_weights(x, gamma, temperature, energy)
+    return -temperature * (scipy.special.logsumexp(log_weights, axis=1) + np.log(GRID[1] - GRID[0]))
+
+
+def mean_coupled_point(x, gamma, temperature, energy=PROFILE(GRID)):
+    """<x'> under exp(-(L(x') + gamma/2 (x - x')^2) / T): x - F'(x) / gamma."""
+    weights = scipy.special.softmax(_log_weights(x, gamma, temperature, energy), axis=1)
+    return weights @ GRID
+
+
+def local_entropy_descent(starts, *, lr, coupling, coupling_growth, scoping_steps, temperature):
+    """The engine's scoping phase with the exact gradient of F: x <- x - lr gamma_t (x - <x'>)."""
+    x = np.asarray(starts, dtype=float)
+    for t in range(scoping_steps):
+        gamma = coupling * (1 + coupling_growth) ** t
+        x = x - lr * gamma * (x - mean_coupled_point(x, gamma, temperature))
+    return x
+
+
+def free_energy_minima(gamma, temperature):
+    """The local minima of F on [-2.5, 3] (spacing 0.005): where F' = gamma (x - <x'>) turns from
+    negative to positive."""
+    x = np.linspace(-2.5, 3.0, 1101)
+    slope = x - mean_coupled_point(x, gamma, temperature)
+    return x[1:][(slope[:-1] < 0) & (slope[1:] >= 0)]
+
+
+@functools.cache
+def critical_coupling(temperature, low=0.01, high=100.0):
+    """The coupling gamma_c(T) below which F has one minimum, above it two (bisection in log gamma)."""
+    if len(free_energy_minima(low, temperature)) != 1 or len(free_energy_minima(high, temperature)) != 2:
+        raise ValueError(f"no critical coupling in [{low}, {high}] at T = {temperature}")
+    for _ in range(20):  # to a factor 1 + 1e-5
+        middle = math.sqrt(low * high)
+        low, high = (low, middle) if len(free_energy_minima(middle, temperature)) == 2 else (middle, high)
+    return math.sqrt(low * high)
+
+
+def test_the_quadrature_is_exact_on_a_harmonic_well():
+    """L = k/2 x^2: F = k gamma / (2 (k + gamma)) x^2 + T/2 log((k + gamma) / (2 pi T)), <x'> =
+    gamma x / (k + gamma), at the narrow well's curvature and at the wide one's."""
+    x = np.linspace(-2.0, 2.0, 9)
+    for k, gamma, temperature in [(80.0, 0.5, 0.3), (1.0, 3.0, 0.3), (80.0, 20.0, 0.05)]:
+        exact = k * gamma / (2 * (k + gamma)) * x**2 + temperature / 2 * np.log((k + gamma) / (2 * np.pi * temperature))
+        np.testing.assert_allclose(local_free_energy(x, gamma, temperature, k / 2 * GRID**2), exact, rtol=0, atol=1e-10)
+        np.testing.assert_allclose(mean_coupled_point(x, gamma, temperature, k / 2 * GRID**2), gamma * x / (k + gamma),
+                                   rtol=0, atol=1e-10)
+
+
+def _wells_objective(theta, batch):
+    """L and L' along the one coordinate, the gradient written out (a third of autograd's time)."""
+    return PROFILE(theta[:, 0], exp=torch.exp), PROFILE.slope(theta, exp=torch.exp)
+
+
+def test_the_written_out_gradient_is_autograds():
+    theta = torch.linspace(-3, 3, 601, dtype=torch.float64)[:, None]
+    for mine, autograd in zip(_wells_objective(theta, None), energy_and_gradient(WELLS.energy, theta)):
+        torch.testing.assert_close(mine, autograd, rtol=1e-13, atol=1e-14)
+
+
+def _wells_reached(dynamics, starts, *, lr, max_steps, options=None, seed=0):
+    """The engine from each start (one coordinate): the minimum it converged to, 0 narrow, 1 wide."""
+    anneal_steps = (options or {}).get("scoping_steps", 0)
+    out = descend_until_decided(_wells_objective, starts[:, None], np.arange(len(starts)), dynamics=dynamics, lr=lr,
+                                max_steps=max_steps, grad_tol=1e-8, seed=seed, device=torch.device("cpu"),
+                                dtype=torch.float64, chunk=len(starts), run_id=("wells_1d",), dynamics_options=options,
+                                anneal_steps=anneal_steps, progress_every_s=1e9)
+    assert (out["status"] == CONVERGED).all()
+    return WELLS.minimum_reached(out["final_theta"], dist_tol=1e-4)
+
+
+# The regime of the known answer. At T = 0.5 the narrow well (width sqrt(T / 80) = 0.08) holds
+# exp(0.79 / T) sqrt(2 pi T / 80) of Boltzmann weight, less than a coupling of width sqrt(T / gamma)
+# spreads over the shallow ground beside it once gamma < gamma_c(0.5) = 1.61 (by quadrature): below
+# it F has one minimum, in the wide basin; above it F has a second, which moves into gradient
+# descent's narrow basin and on to the narrow well as gamma grows.
+TEMPERATURE = 0.5
+STARTS = np.linspace(-1.6, -0.7, 37)  # gradient descent's narrow basin is x < x_b = -0.677
+# gamma_t grows by 1.49 over the scoping; lr gamma_0 = 0.5. The outer step is stable: lr F'' <=
+# lr gamma_t k / (k + gamma_t) < 0.8 (k = 80). The exact descent at gamma_0 = gamma_c / 2 carries
+# every start to x >= 1.08 by the end.
+SCOPING = dict(coupling_growth=0.01, scoping_steps=40)
+# The sampled gradient needs an inner chain near equilibrium in exp(-(L(x') + gamma/2 (x - x')^2) / T):
+# started at x in the narrow well, the chain leaves it after ~1.6 time units (Kramers: barrier 0.78,
+# curvatures 80 and -4.3) and relaxes over the rest in 1 / gamma <= 1.3, so 600 steps of 0.01 (6
+# units) per outer step, averaged over the last ~250 (averaging 0.004: weight e^-2.4 on the start).
+# Its step widens the narrow well's variance by 1 / (1 - inner_lr k / 2) = 1.7, which moves mu by
+# 0.025 at most here (against the 2000 finer steps of the test below).
+INNER = dict(inner_lr=0.01, inner_steps=600, averaging=0.004, noise=math.sqrt(2 * TEMPERATURE), final_lr=0.02)
+
+
+def test_local_free_energy_has_one_minimum_below_the_critical_coupling():
+    """Below gamma_c F has one minimum, in the wide basin; a second appears at gamma_c beside the
+    barrier and moves into the narrow basin and on to the narrow well as gamma grows."""
+    gamma_c = critical_coupling(TEMPERATURE)
+    assert gamma_c == pytest.approx(1.61, abs=0.01)
+    for gamma in (0.4, 0.8, 0.99 * gamma_c):
+        (minimum,) = free_energy_minima(gamma, TEMPERATURE)
+        assert minimum > BARRIER
+    sides = [(1.01 * gamma_c, (-0.7, -0.6)), (2 * gamma_c, (-0.96, -0.92)), (5 * gamma_c, (-1.0, -0.97))]
+    for gamma, narrow_side in sides:
+        second, wide = free_energy_minima(gamma, TEMPERATURE)
+        assert narrow_side[0] < second < narrow_side[1] and wide > BARRIER
+    # the same minima from F itself, by its values on a grid
+    x = np.linspace(-2.5, 3.0, 1101)
+    for gamma in (0.8, 3.2):
+        f = local_free_energy(x, gamma, TEMPERATURE)
+        np.testing.assert_allclose(x[1:-1][(f[1:-1] < f[:-2]) & (f[1:-1] < f[2:])],
+                                   free_energy_minima(gamma, TEMPERATURE), atol=0.006)
+
+
+def _entropy_gd_mean(points, gamma, *, n_members=1000, **inner):
+    """The engine's mu from each point, ``n_members`` draws: one outer step of lr = 1 / gamma lands on mu."""
+    stepper = make_stepper("entropy_gd", lr=1 / gamma, coupling=gamma, coupling_growth=0, scoping_steps=1,
+                           noise=math.sqrt(2 * TEMPERATURE), final_lr=0.01, seed=2, **inner)
+    theta = torch.tensor(np.repeat(points, n_members)[:, None])
+    loss, grad = _wells_objective(theta, None)
+    state = stepper.init_state(theta, grad, torch.arange(len(theta)))
+    return stepper.step(theta, state, loss, grad, _wells_objective)[0][:, 0].numpy().reshape(len(points), n_members)
+
+
+@pytest.mark.parametrize("gamma", [0.8, 3.2])
+def test_entropy_gd_steps_along_the_gradient_of_the_local_free_energy(gamma):
+    """A chain long and fine enough (2000 steps of 0.005: 10 time units; the Euler-Maruyama chain
+    widens the narrow well's variance by 1 / (1 - inner_lr k / 2) = 1.25) gives mu = <x'> within 4
+    standard errors over 1000 members (0.02 at gamma_c / 2, 0.005 at 2 gamma_c), from points in the
+    narrow well, on its flank and between the wells. At gamma_c / 2, 30 steps of 0.01 averaged with
+    weight 0.75 (the settings tried first) do not: the chain stays in the well where it began, 8
+    standard errors or more off (at 2 gamma_c the coupling holds the chain near x anyway)."""
+    points = np.array([-1.0, -0.6, 0.3])
+    exact = mean_coupled_point(points, gamma, TEMPERATURE)
+    mu = _entropy_gd_mean(points, gamma, inner_lr=0.005, inner_steps=2000, averaging=0.0025)
+    z = (mu.mean(1) - exact) / (mu.std(1) / math.sqrt(mu.shape[1]))
+    assert (np.abs(z) < 4).all(), z
+    if gamma < critical_coupling(TEMPERATURE):
+        short = _entropy_gd_mean(points, gamma, inner_lr=0.01, inner_steps=30, averaging=0.75)
+        z_short = (short.mean(1) - exact) / (short.std(1) / math.sqrt(short.shape[1]))
+        assert np.abs(z_short).max() > 8, z_short
+
+
+def test_gradient_descent_ends_in_the_narrow_well_from_every_start():
+    assert (WELLS.basin_of(STARTS[:, None]) == WELLS.index("narrow")).all()
+    reached = _wells_reached("gd", STARTS, lr=0.01, max_steps=20_000)
+    assert (reached == WELLS.index("narrow")).all()
+
+
+def _entropy_gd_reached(coupling):
+    options = dict(INNER, coupling=coupling, **SCOPING)
+    return _wells_reached("entropy_gd", STARTS, lr=0.5 / coupling, max_steps=2000, options=options, seed=11)
+
+
+@pytest.mark.parametrize("coupling, well", [(0.8, "wide"), (3.2, "narrow")])
+def test_entropy_gd_ends_in_the_well_the_local_free_energy_predicts(coupling, well):
+    """gamma_0 = 0.8 = gamma_c / 2: F has one minimum, in the wide basin, during the whole scoping
+    (gamma_t <= 1.19 < 1.61), and its exact descent carries every start of gradient descent's
+    narrow basin to the wide well. gamma_0 = 3.2 = 2 gamma_c: F keeps a minimum at the narrow well
+    throughout (x = -0.94 at gamma_0), and every start stays there. The engine agrees for at least
+    33 of the 37 starts (90 %) at gamma_c / 2 and for all at 2 gamma_c. Its gradient is sampled: the
+    outer walk is a noisy descent of F, and a member whose chains stay in the narrow well for a few
+    outer steps running can end the scoping short of x_b. Over five seeds 34-35 of 37 reached the
+    wide well (33-37 in a numpy copy of the dynamics), none at 2 gamma_c; with the 30-step chain
+    of the first settings 17 did, and this test fails."""
+    exact_end = local_entropy_descent(STARTS, lr=0.5 / coupling, coupling=coupling, temperature=TEMPERATURE,
+                                      **SCOPING)
+    predicted = WELLS.basin_of(exact_end[:, None])
+    assert (predicted == WELLS.index(well)).all()
+    reached = _entropy_gd_reached(coupling)
+    assert (reached == predicted).sum() >= (33 if well == "wide" else 37), reached
+
+
+# --- Noiseless replicated GD: a tug of war, not an entropy -----------------------------------
+# The coupling terms sum to zero over replicas (sum_a (w_a - c) = 0), so the centre moves by
+# -lr mean_a L'(w_a), and the whole step is gradient descent on the replicated energy
+# E(w) = sum_a L(w_a) + gamma/2 sum_a |w_a - mean(w)|^2 (its gradient in w_a is L'(w_a) +
+# gamma (w_a - c), the mean's own derivative summing to zero). The robust ensemble's local-entropy
+# term comes from integrating the replicas at temperature T > 0 (Baldassi et al. 2016: the centre's
+# weight is exp(-y F(c) / T)); without noise there is none. What noiseless replicas do instead: each
+# falls into its gradient-descent well while gamma is small; as gamma grows slowly (quasi-static),
+# with a fraction p of replicas in the narrow well at u and 1 - p in the wide well at v, force
+# balance gives L'(u) = gamma (1 - p)(v - u) and -L'(v) = gamma p (v - u). Both forces grow with
+# gamma until one reaches the largest slope its well's flank has (G_n on the narrow well's, G_w on
+# the wide well's): that group is pulled out and joins the other. The wide group gives way first
+# when p / G_w > (1 - p) / G_n, i.e. p > p* = G_w / (G_w + G_n): a steep well holds the ensemble.
+
+
+def tug_of_war_fraction():
+    """p* = G_w / (G_w + G_n), the largest restoring slopes of the two wells' inner flanks."""
+    narrow_flank, wide_flank = np.linspace(NARROW, BARRIER, 20_001), np.linspace(BARRIER, WIDE, 20_001)
+    g_narrow, g_wide = PROFILE.slope(narrow_flank).max(), (-PROFILE.slope(wide_flank)).max()
+    return g_wide / (g_wide + g_narrow)
+
+
+def test_replicated_gd_is_gradient_descent_on_the_replicated_energy():
+    replicas = torch.tensor(np.random.default_rng(4).uniform(-1.5, 1.5, size=(3, 5, 2)))
+    gamma, lr = 0.7, 0.05
+
+    def replicated_energy(w):
+        return _wells(w.reshape(-1, 2)).sum() + gamma / 2 * ((w - w.mean(1, keepdim=True)) ** 2).sum()
+
+    with torch.enable_grad():
+        w = replicas.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(replicated_energy(w), w)
+    stepper = make_stepper("replicated_gd", lr=lr, **dict(REPLICATED, n_replicas=5, coupling=gamma, coupling_growth=0))
+    state = {"replicas": replicas.clone(), "steps": torch.zeros(3, dtype=torch.long), "member_id": torch.arange(3)}
+    centre, state, _, _ = stepper.step(replicas.mean(1), state, None, None, _objective)
+    torch.testing.assert_close(state["replicas"], replicas - lr * grad, rtol=0, atol=1e-13)
+    torch.testing.assert_close(centre, replicas.mean(1) - lr * grad.mean(1), rtol=0, atol=1e-13)
+
+
+# gamma grows from 0.01 (a pull of <= 0.03, below every flank's slope: replicas settle in their
+# wells first) by 0.1 % a step, slowly against the wide well's relaxation (1 / (lr 0.97) ~ 100
+# steps: 10 % a relaxation time), to 10.9 after 7000 steps: past the largest coupling at which a
+# split ensemble of 16 still balances (3.0, one replica in the narrow well; 2.65 for two), with
+# time for the losing group to cross (6000 steps, gamma_end = 4, left two members mid-way); the
+# replicas' gradient descent is stable, lr (80 + gamma) < 2.
+TUG = dict(n_replicas=16, coupling=0.01, coupling_growth=0.001, replica_spread=0.7, scoping_steps=7000,
+           final_lr=0.01)
+
+
+def test_noiseless_replicated_gd_ends_where_the_tug_of_war_predicts():
+    """p* = 0.085 lies between 1 and 2 replicas of 16: a member with 2 of its 16 replicas in the narrow
+    basin ends in the narrow well, though most of its replicas started in the wide one."""
+    p_star = tug_of_war_fraction()
+    assert p_star == pytest.approx(0.0846, abs=5e-4) and 1 / 16 < p_star < 2 / 16
+    starts, ids, seed = np.linspace(-0.8, 1.2, 41), np.arange(41), 5
+    spread = member_normal(seed, torch.as_tensor(ids), torch.zeros(41, dtype=torch.long), (16, 1), torch.float64)
+    replica_starts = starts[:, None] + TUG["replica_spread"] * spread[:, :, 0].numpy()
+    in_narrow = (replica_starts < BARRIER).mean(1)
+    predicted = np.where(in_narrow > p_star, WELLS.index("narrow"), WELLS.index("wide"))
+    reached = _wells_reached("replicated_gd", starts, lr=0.01, max_steps=10_000, options=TUG, seed=seed)
+    np.testing.assert_array_equal(reached, predicted)
+    # The grid covers both sides of p*: members held by a minority of 2-7 replicas in the narrow
+    # well, and members with a single replica there, which the wide majority pulls out.
+    assert ((in_narrow >= 2 / 16) & (in_narrow < 0.5)).sum() >= 5 and (in_narrow == 1 / 16).sum() >= 2

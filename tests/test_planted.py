@@ -7,9 +7,10 @@ import torch
 from basins.engine.descent import descend_until_decided
 from basins.engine.dynamics import energy_and_gradient
 from basins.labels import CONVERGED
-from basins.landscapes.planted import ball_and_ring, double_well
+from basins.landscapes.planted import ball_and_ring, double_well, narrow_and_wide_wells
 
-LANDSCAPES = [ball_and_ring(2), ball_and_ring(12), double_well(2), double_well(12)]
+LANDSCAPES = [ball_and_ring(2), ball_and_ring(12), double_well(2), double_well(12), narrow_and_wide_wells(1),
+              narrow_and_wide_wells(3)]
 
 
 def gradient_flow(landscape, starts):

@@ -4,7 +4,9 @@ Baldassi, Pittorino and Zecchina (2020, "Shaping the learning landscape in neura
 around wide flat minima") argue that the minima that generalize are those inside wide flat
 regions, and that algorithms descending the *local free energy*
 
-    F(x; gamma) = -T log  integral dx' exp(-L(x') / T - gamma / 2 |x - x'|^2)
+    F(x; gamma) = -T log  integral dx' exp(-(L(x') + gamma / 2 |x - x'|^2) / T),
+
+whose gradient is gamma (x - <x'>), <x'> the mean under that weight,
 
 rather than the loss L find them. Two such algorithms, vectorized over members like every
 stepper of :mod:`basins.engine.dynamics` (``init_state`` / ``step``):
@@ -13,11 +15,21 @@ stepper of :mod:`basins.engine.dynamics` (``init_state`` / ``step``):
   gradients. Each outer step runs ``inner_steps`` Langevin steps of x' on
   L(x') + gamma / 2 |x - x'|^2 at temperature ``noise**2 / 2``, averages them exponentially
   (weight ``averaging``) into mu ~ <x'>, and moves x by ``lr * gamma * (x - mu)``, the
-  gradient of F.
+  gradient of F. mu is <x'> only when the chain is at equilibrium: ``inner_steps * inner_lr``
+  well beyond the time it takes to leave the well it starts in, and ``averaging`` a few times
+  ``1 / inner_steps``; a short chain gives the gradient of the well it began in.
 - :class:`ReplicatedGD`: replicated gradient descent, the "robust ensemble" of Baldassi et al.
   (2016 PNAS, 2020): ``n_replicas`` replicas per member, each descending its own loss plus an
   elastic coupling gamma / 2 |w_a - c|^2 to their centre c (their mean); the member's point is
   the centre. Replicas start ``replica_spread`` apart (Gaussian) around the member's start.
+  Without noise this is gradient descent on the replicated energy sum_a L(w_a) + gamma / 2
+  sum_a |w_a - c|^2, and the centre moves by -lr mean_a grad L(w_a). The robust ensemble's
+  local-entropy term, exp(-y F(c) / T) for the centre, comes from replicas at temperature
+  T > 0; these replicas have none (T = 0), and they do not seek wide minima: with a fraction p of
+  them in a steep well and the rest in a shallow one, a slowly growing coupling pulls each group
+  with a force in ratio (1 - p) : p, and the group whose force first exceeds the largest slope G
+  of its well's flank is pulled out; the steep well holds the ensemble unless
+  p < G_shallow / (G_shallow + G_steep).
 
 Both grow the coupling over ``scoping_steps`` steps ("scoping", as in both papers): gamma_t =
 ``coupling`` * (1 + ``coupling_growth``)^t. After them the member continues by plain gradient
@@ -30,9 +42,14 @@ shards or chunks), as minibatch orders do. Both need one landscape shared by all
 
 Tested (``tests/test_flat_seeking.py``): equal to plain loops written as the papers'
 algorithms, member by member; runs converge to minima of L; a run continued from a spent budget
-resumes the schedule. Not yet tested: the known answer that on a landscape with a narrow deep
-well and a wide shallow one they end in the wide well where gradient descent ends in the narrow
-one, at the coupling the local free energy predicts (issue #26).
+resumes the schedule. Known answers on the narrow deep and wide shallow wells
+(:func:`basins.landscapes.planted.narrow_and_wide_wells`), against quadratures of F: at T = 0.5
+F has one minimum, in the wide basin, below gamma_c = 1.61; a long inner chain's mu is <x'>
+within 4 standard errors; from 37 starts where gradient descent ends in the narrow well,
+Entropy-GD (600 inner steps of 0.01) ends in the wide well at gamma_0 = gamma_c / 2 (34 of 37;
+the test asks 33) and in the narrow one at 2 gamma_c (37 of 37), as the exact descent of F does
+for every start. Noiseless replicated GD is gradient descent on the replicated energy, and ends
+where the tug of war above predicts (p* = 0.085; 41 members of 16 replicas, every one).
 """
 
 from __future__ import annotations

@@ -45,7 +45,19 @@ the ball and the ring alike.
 x_i^2. The hyperplane x_1 = 0 is invariant by symmetry; the basins are the half-spaces
 x_1 > 0 and x_1 < 0 (convex, star-shaped about their minima +-a e_1), fractions exactly 1/2.
 
-Both run on the engine as ``objective = lambda theta, batch: energy_and_gradient(landscape.energy,
+**Narrow and wide wells** (:func:`narrow_and_wide_wells`): along x_1 the profile
+
+    L(x) = -a_n exp(-(x - c_n)^2 / w_n) - a_w exp(-(x - c_w)^2 / w_w) + kappa x^2
+
+(the other coordinates harmonic, curvature 1). Defaults: a narrow deep well at x = -0.999
+(a_n = 0.8, c_n = -1, w_n = 0.02: curvature 79.9, L = -0.794) and a wide shallow one at x = 1.151
+(a_w = 0.6, c_w = 1.2, w_w = 1.28: curvature 0.97, L = -0.572), confined by kappa = 0.02. In 1-D
+the basins are the two sides of the one maximum between the wells, x_b = -0.677 (roots of L'
+by Brent's method, to round-off; the flow cannot cross a critical point): x_1 < x_b flows to the
+narrow well, fraction 0.249 under N(0, 1). The known answer for dynamics that seek wide minima
+(``tests/test_flat_seeking.py``).
+
+All three run on the engine as ``objective = lambda theta, batch: energy_and_gradient(landscape.energy,
 theta)`` (:func:`basins.engine.dynamics.energy_and_gradient`).
 """
 
@@ -57,6 +69,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.optimize
 import torch
 
 
@@ -229,3 +242,75 @@ def _double_well_energy(theta, *, separation, stiffness):
 
 def _half_space_basin(points):
     return np.where(points[:, 0] > 0, 0, 1)
+
+
+# --- narrow and wide wells ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WellsProfile:
+    """The 1-D profile L(x) of :func:`narrow_and_wide_wells` (module docstring), for numpy or torch."""
+
+    narrow: tuple[float, float, float] = (0.8, -1.0, 0.02)  #: depth a_n, centre c_n, width w_n
+    wide: tuple[float, float, float] = (0.6, 1.2, 1.28)  #: a_w, c_w, w_w
+    confinement: float = 0.02  #: kappa
+
+    def __call__(self, x, exp=np.exp):
+        """L(x), elementwise; ``exp=torch.exp`` for tensors."""
+        return sum(-a * exp(-((x - c) ** 2) / w) for a, c, w in (self.narrow, self.wide)) + self.confinement * x**2
+
+    def slope(self, x, exp=np.exp):
+        """L'(x), elementwise; ``exp=torch.exp`` for tensors."""
+        wells = sum(2 * a * (x - c) / w * exp(-((x - c) ** 2) / w) for a, c, w in (self.narrow, self.wide))
+        return wells + 2 * self.confinement * x
+
+    def critical_points(self) -> tuple[float, float, float]:
+        """The narrow minimum, the maximum x_b and the wide minimum: the roots of L' (to round-off).
+
+        Raises ``ValueError`` unless L' has exactly these three roots.
+        """
+        (_, c_n, w_n), (_, c_w, _) = self.narrow, self.wide
+        if not c_n + math.sqrt(w_n) < c_w:
+            raise ValueError(f"{self}: the narrow well (centre, width) must lie left of the wide one")
+        # Left of the narrow well and right of the wide one every term of L' has one sign.
+        x = np.linspace(c_n - 3 * math.sqrt(w_n), c_w + 3, 200_001)
+        slope = self.slope(x)
+        roots = [scipy.optimize.brentq(self.slope, x[i], x[i + 1], xtol=1e-16)
+                 for i in np.flatnonzero(np.sign(slope[:-1]) != np.sign(slope[1:]))]
+        if len(roots) != 3:
+            raise ValueError(f"{self}: L' has roots {roots}, not a minimum, a maximum and a minimum")
+        return tuple(roots)
+
+
+def narrow_and_wide_wells(
+    n_params: int = 1, *, profile: WellsProfile = WellsProfile(), sigma: float = 1.0
+) -> PlantedLandscape:
+    """A narrow deep well and a wide shallow one along x_1 (module docstring); basins x_1 < x_b
+    (narrow) and x_1 > x_b (wide), x_b the maximum between them, fractions exact under N(0, sigma^2 I).
+
+    Raises ``ValueError`` when ``profile`` has not exactly one maximum between its two minima.
+    """
+    if n_params < 1:
+        raise ValueError(f"n_params={n_params}: give >= 1")
+    narrow, barrier, wide = profile.critical_points()
+    minima = np.zeros((2, n_params))
+    minima[:, 0] = [narrow, wide]
+    below = 0.5 * math.erfc(-barrier / (sigma * math.sqrt(2)))  # P(x_1 < x_b), x_1 ~ N(0, sigma^2)
+    return PlantedLandscape(
+        name=f"narrow_and_wide_wells_d{n_params}",
+        n_params=n_params,
+        sigma=sigma,
+        minima=minima,
+        minimum_names=("narrow", "wide"),
+        basin_fraction=np.array([below, 1 - below]),
+        energy=functools.partial(_wells_energy, profile=profile),
+        basin_of=functools.partial(_side_of, barrier=barrier),
+    )
+
+
+def _wells_energy(theta, *, profile):
+    return profile(theta[:, 0], exp=torch.exp) + 0.5 * (theta[:, 1:] ** 2).sum(1)
+
+
+def _side_of(points, *, barrier):
+    return np.where(points[:, 0] < barrier, 0, 1)
