@@ -82,18 +82,7 @@ def analyze_basins(
     unsettled = int(np.isin(minimum_of_member, (UNDECIDED_LABEL, AT_SADDLE)).sum())
     low = wilson_interval(counts, n_members, confidence_z)[0]
     high = wilson_interval(counts + unsettled, n_members, confidence_z)[1]
-    travel = np.linalg.norm(final_theta - initial_theta, axis=1)
-    travel[~assigned] = np.nan
-    start_distance = travel.copy() if distance is None else distance(initial_theta, final_theta)
-    start_distance[~assigned] = np.nan
-    slack = 0.0 if end_offset is None else np.asarray(end_offset, dtype=float)
-    farther = np.flatnonzero(start_distance > (travel + slack) * (1 + 1e-10) + 1e-12)
-    if len(farther):
-        raise ValueError(
-            f"start_distance exceeds travel_distance for {len(farther)} members (first: member "
-            f"{farther[0]}, {start_distance[farther[0]]:.6g} > {travel[farther[0]]:.6g}): the distance "
-            "function does not return the nearest image; refusing to write it"
-        )
+    travel, start_distance = _member_distances(initial_theta, final_theta, assigned, distance, end_offset)
     median, p90 = np.full(n_minima, np.nan), np.full(n_minima, np.nan)
     for minimum in np.flatnonzero(counts):
         distances = start_distance[minimum_of_member == minimum]
@@ -152,6 +141,26 @@ def analyze_basins(
         )
     return basins
 
+
+
+def _member_distances(initial_theta, final_theta, assigned, distance, end_offset):
+    """Each member's travel distance (start to end point) and start distance (to the nearest
+    image of its minimum), nan where no minimum was reached. A start distance above the travel
+    distance (plus ``end_offset``, beyond round-off) means the distance function missed the
+    nearest image: refused, never written."""
+    travel = np.linalg.norm(final_theta - initial_theta, axis=1)
+    travel[~assigned] = np.nan
+    start_distance = travel.copy() if distance is None else distance(initial_theta, final_theta)
+    start_distance[~assigned] = np.nan
+    slack = 0.0 if end_offset is None else np.asarray(end_offset, dtype=float)
+    farther = np.flatnonzero(start_distance > (travel + slack) * (1 + 1e-10) + 1e-12)
+    if len(farther):
+        raise ValueError(
+            f"start_distance exceeds travel_distance for {len(farther)} members (first: member "
+            f"{farther[0]}, {start_distance[farther[0]]:.6g} > {travel[farther[0]]:.6g}): the distance "
+            "function does not return the nearest image; refusing to write it"
+        )
+    return travel, start_distance
 
 def tentacle_index(
     start_distance: np.ndarray,

@@ -152,151 +152,45 @@ def analyze_jamming(
         raise ValueError(f"n_bins={n_bins} >= 3, 0 < fit_quantile={fit_quantile} <= 1, min_count={min_count} >= 1")
     networks = list(dict.fromkeys((int(r.attrs["depth"]), int(r.attrs["width"])) for r in runs))
     seeds = sorted({int(r.attrs["seed"]) for r in runs})
-    # The grid (network, train_size, seed) holds the grid members; the fine scan's sizes differ
-    # between runs and enter the transition and the counts, not the grid.
-    sizes = np.unique(np.concatenate([_grid_members(r)["n_train"].values for r in runs]))
     # (network, seed) index of every run
     placement = [
         (networks.index((int(r.attrs["depth"]), int(r.attrs["width"]))), seeds.index(int(r.attrs["seed"])))
         for r in runs
     ]
-    n_weights = np.zeros(len(networks), dtype=np.int64)
-    n_free = np.zeros(len(networks), dtype=np.int64)
-    on_random_patterns = np.zeros(len(networks), dtype=bool)
-    grid = {name: np.full((len(networks), len(sizes), len(seeds)), np.nan) for name in _GRID_VARIABLES}
-    for run, (i, k) in zip(runs, placement):
-        n_weights[i] = int(run.attrs["n_weights"])
-        n_free[i] = int(run.attrs.get("n_params", run.attrs["n_weights"]))
-        on_random_patterns[i] = run.attrs.get("dataset_kind") == "random_patterns"
-        on_grid = _grid_members(run)
-        j = np.searchsorted(sizes, on_grid["n_train"].values)
-        for name in _GRID_VARIABLES:
-            grid[name][i, j, k] = on_grid[name].values
-    phase = np.nan_to_num(grid["phase"], nan=UNDECIDED_PHASE).astype(np.int8)
-    phase_count = {name: (phase == value).sum(2) for name, value in zip(PHASE_MEANINGS.split(), PHASE_VALUES)}
-    n_sat, n_unsat = phase_count["sat"], phase_count["unsat"]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        sat_fraction = n_sat / (n_sat + n_unsat)
-    perceptrons_on_random_patterns = on_random_patterns & (np.array([d for d, _ in networks]) == 0)
-    cover = _cover_columns(sizes, n_sat, n_sat + n_unsat, n_free=n_free, calibrated=perceptrons_on_random_patterns)
-    # Per network and seed, from all its members (grid and fine scan).
-    transition = np.full((len(networks), len(seeds)), np.nan)
-    bracket = np.full((len(networks), len(seeds), 2), np.nan)
-    n_fine = np.zeros((len(networks), len(seeds)), dtype=np.int64)
-    phase_total = np.zeros((len(networks), len(PHASE_VALUES)), dtype=np.int64)
-    for run, (i, k) in zip(runs, placement):
-        n_train, run_phase = run["n_train"].values, run["phase"].values
-        transition[i, k] = transition_size(n_train, run_phase)
-        bracket[i, k] = transition_bracket(n_train, run_phase)
-        n_fine[i, k] = run.sizes["member"] - _grid_members(run).sizes["member"]
-        phase_total[i] += [(run_phase == value).sum() for value in PHASE_VALUES]
-    ratio_star = transition / n_weights[:, None]
-    depths = np.array(sorted({d for d, _ in networks}))
-    network_depth = np.array([d for d, _ in networks])
-    per_depth = [ratio_star[network_depth == d].ravel() for d in depths]
-    per_depth = [values[np.isfinite(values)] for values in per_depth]
-
+    cube = _phase_cube(runs, placement, len(networks), len(seeds))
+    transitions = _transitions(runs, placement, len(networks), len(seeds))
     delta_tol = float(runs[0].attrs["delta_tol"])
-    next_to_transition = _side_constraints(runs, placement, transition, delta_tol)
-    gaps = {
-        (i, side, constraint): values
-        for i, per_side in enumerate(next_to_transition)
-        for side, constraints in enumerate(per_side)
-        for constraint, values in enumerate(constraints[:2])
-    }
-    edges = _log_edges(gaps, n_bins)
-    density = np.full((len(networks), 2, 2, n_bins), np.nan)
-    fits = np.full((len(networks), 2, 2, len(PowerLawFit._fields)), np.nan)
-    n_points = np.zeros((len(networks), 2, 2), dtype=np.int64)
-    for (i, side, constraint), values in gaps.items():
-        n_points[i, side, constraint] = values.size
-        if values.size:
-            density[i, side, constraint] = np.histogram(values, edges)[0] / (values.size * np.diff(edges))
-        fits[i, side, constraint] = fit_small_argument_exponent(
-            values, edges, fit_quantile=fit_quantile, min_count=min_count
-        )
-    fit = dict(zip(PowerLawFit._fields, np.moveaxis(fits, -1, 0)))
-    n_at_margin = np.array([[constraints[2] for constraints in per_side] for per_side in next_to_transition])
-
-    cube = ("network", "train_size", "seed")
-    side_constraint = ("network", "side", "constraint")
+    deltas = _delta_statistics(
+        runs, placement, transitions["transition_size"], len(networks), delta_tol,
+        n_bins=n_bins, fit_quantile=fit_quantile, min_count=min_count,
+    )
+    network_depth = np.array([d for d, _ in networks])
+    ratio_star = transitions["transition_size"] / cube["n_weights"][:, None]
+    depths = np.array(sorted(set(network_depth.tolist())))
     result = xr.Dataset(
         {
-            **{name: (cube, values, _GRID_VARIABLES[name]) for name, values in grid.items() if name != "phase"},
-            "phase": (cube, phase, variable_attrs(
-                "fitting phase", flag_values=" ".join(map(str, PHASE_VALUES)), flag_meanings=PHASE_MEANINGS)),
-            **{
-                f"{name}_count": (("network", "train_size"), count, variable_attrs(f"{name} runs (over seeds)"))
-                for name, count in phase_count.items()
-            },
-            "sat_fraction": (("network", "train_size"), sat_fraction, variable_attrs(
-                "SAT runs / (SAT + UNSAT runs): stuck and undecided runs left out")),
-            "cover_probability": (("network", "train_size"), cover["probability"], variable_attrs(
-                "P(SAT) of a perceptron on random patterns (Cover 1965), N = its free parameters; "
-                "nan for other networks or data")),
-            "cover_p_value": (("network", "train_size"), cover["p_value"], variable_attrs(
-                "two-sided exact binomial p-value of the SAT count against cover_probability")),
-            "cover_family_p_value": ("network", cover["family_p_value"], variable_attrs(
-                "Bonferroni p-value of the SAT fraction against Cover's curve over all P "
-                "(reject below the false-alarm rate)")),
-            "transition_size": (("network", "seed"), transition, variable_attrs("transition P* (nan: one phase missing)")),
-            "transition_ratio": (("network", "seed"), ratio_star, variable_attrs("r* = P* / N")),
-            "transition_ratio_lower": (
-                ("network", "seed"),
-                bracket[..., 0] / n_weights[:, None],
-                variable_attrs("largest decided P / N below the best thresholds: r* lies above it"),
-            ),
-            "transition_ratio_upper": (
-                ("network", "seed"),
-                bracket[..., 1] / n_weights[:, None],
-                variable_attrs("smallest decided P / N above the best thresholds: r* lies below it"),
-            ),
-            "transition_ratio_mean": ("depth", [_mean(v) for v in per_depth], variable_attrs("mean r* over networks and seeds")),
-            "transition_ratio_std": ("depth", [_std(v) for v in per_depth], variable_attrs("standard deviation of r* over networks and seeds")),
-            "n_transitions": ("depth", [v.size for v in per_depth], variable_attrs("finite r* estimates")),
-            "transition_resolution": (("network", "seed"), bracket[..., 1] / bracket[..., 0] - 1, variable_attrs(
-                "relative width of the bracket of P*: upper / lower - 1 (after the fine scan, if any)")),
-            "n_fine": (("network", "seed"), n_fine, variable_attrs("sizes of the fine scan")),
-            "n_undecided": ("network", phase_total[:, PHASE_VALUES.index(UNDECIDED_PHASE)], variable_attrs(
-                "undecided runs, grid and fine scan (step budget spent, or diverged)")),
-            "n_stuck": ("network", phase_total[:, PHASE_VALUES.index(STUCK)], variable_attrs(
-                "stuck runs, grid and fine scan: converged with 0 < N_Delta < stuck_fraction N")),
-            "delta_density": (
-                (*side_constraint, "bin"),
-                density,
-                variable_attrs("density of |Delta| next to the transition, pooled over seeds"),
-            ),
-            "delta_exponent": (side_constraint, fit["exponent"], variable_attrs("fitted small-|Delta| exponent of the density")),
-            "delta_exponent_stderr": (side_constraint, fit["stderr"], variable_attrs("standard error of delta_exponent")),
-            "delta_fit_prefactor": (side_constraint, fit["prefactor"], variable_attrs("prefactor of the fitted power law")),
-            "delta_fit_upper": (side_constraint, fit["upper"], variable_attrs("largest |Delta| of the fit range")),
-            "delta_fit_bins": (side_constraint, fit["n_bins"].astype(np.int64), variable_attrs("log bins in the fit")),
-            "delta_fit_p_value": (side_constraint, fit["p_value"], variable_attrs(
-                "chi-square goodness of fit of the power law over its range (small: not a power law there)")),
-            "n_delta_points": (side_constraint, n_points, variable_attrs("points in the distribution")),
-            "n_at_margin": (
-                ("network", "side"),
-                n_at_margin,
-                variable_attrs("points with 0 <= Delta <= delta_tol (at the margin) next to the transition"),
-            ),
+            **_phase_variables(cube, on_perceptrons=network_depth == 0),
+            **_transition_variables(transitions, ratio_star, cube["n_weights"], network_depth, depths),
+            **_delta_variables(deltas),
         },
         coords={
             "network": ("network", np.arange(len(networks)), variable_attrs("network index")),
             "network_depth": ("network", network_depth, variable_attrs("hidden layers (0: perceptron)")),
             "network_width": ("network", np.array([w for _, w in networks]), variable_attrs("hidden width")),
-            "n_weights": ("network", n_weights, variable_attrs("weights N, biases excluded")),
-            "train_size": ("train_size", sizes, variable_attrs("training-set size P")),
-            "n_free": ("network", n_free, variable_attrs("free parameters (weights and biases)")),
-            "ratio": (("network", "train_size"), sizes[None, :] / n_weights[:, None], variable_attrs("P / N")),
+            "n_weights": ("network", cube["n_weights"], variable_attrs("weights N, biases excluded")),
+            "train_size": ("train_size", cube["sizes"], variable_attrs("training-set size P")),
+            "n_free": ("network", cube["n_free"], variable_attrs("free parameters (weights and biases)")),
+            "ratio": (("network", "train_size"), cube["sizes"][None, :] / cube["n_weights"][:, None],
+                      variable_attrs("P / N")),
             "seed": ("seed", np.array(seeds), variable_attrs("seed of data and initialization")),
             "depth": ("depth", depths, variable_attrs("hidden layers")),
             "side": ("side", list(SIDES), variable_attrs("side of the transition")),
             "constraint": ("constraint", list(CONSTRAINTS), variable_attrs(
                 "gaps -Delta of satisfied points (Delta < 0), or overlaps Delta > delta_tol over sqrt(loss)")),
-            "bin": ("bin", np.sqrt(edges[:-1] * edges[1:]), variable_attrs(
+            "bin": ("bin", np.sqrt(deltas["edges"][:-1] * deltas["edges"][1:]), variable_attrs(
                 "|Delta| (overlaps: Delta / sqrt(loss)) at the log bin centre")),
-            "bin_lower": ("bin", edges[:-1], variable_attrs("lower bin edge of |Delta|")),
-            "bin_upper": ("bin", edges[1:], variable_attrs("upper bin edge of |Delta|")),
+            "bin_lower": ("bin", deltas["edges"][:-1], variable_attrs("lower bin edge of |Delta|")),
+            "bin_upper": ("bin", deltas["edges"][1:], variable_attrs("upper bin edge of |Delta|")),
         },
     )
     return result.assign_attrs(
@@ -305,6 +199,147 @@ def analyze_jamming(
         delta_tol=delta_tol,
         fit=json.dumps({"n_bins": n_bins, "fit_quantile": fit_quantile, "min_count": min_count}),
     )
+
+
+def _phase_cube(runs, placement, n_networks, n_seeds):
+    """The grid members of every run on one ``(network, train_size, seed)`` cube (the fine
+    scan's sizes differ between runs: they enter the transition and the counts, not the cube),
+    with each network's weights, free parameters and whether it is fitted to random patterns."""
+    sizes = np.unique(np.concatenate([_grid_members(r)["n_train"].values for r in runs]))
+    n_weights = np.zeros(n_networks, dtype=np.int64)
+    n_free = np.zeros(n_networks, dtype=np.int64)
+    on_random_patterns = np.zeros(n_networks, dtype=bool)
+    grid = {name: np.full((n_networks, len(sizes), n_seeds), np.nan) for name in _GRID_VARIABLES}
+    for run, (i, k) in zip(runs, placement):
+        n_weights[i] = int(run.attrs["n_weights"])
+        n_free[i] = int(run.attrs.get("n_params", run.attrs["n_weights"]))
+        on_random_patterns[i] = run.attrs.get("dataset_kind") == "random_patterns"
+        on_grid = _grid_members(run)
+        j = np.searchsorted(sizes, on_grid["n_train"].values)
+        for name in _GRID_VARIABLES:
+            grid[name][i, j, k] = on_grid[name].values
+    return dict(grid=grid, sizes=sizes, n_weights=n_weights, n_free=n_free, on_random_patterns=on_random_patterns)
+
+
+def _transitions(runs, placement, n_networks, n_seeds):
+    """Per network and seed, from all its members (grid and fine scan): P*, the bracket of
+    decided sizes around it, the fine scan's size count; per network the runs in each phase."""
+    transition = np.full((n_networks, n_seeds), np.nan)
+    bracket = np.full((n_networks, n_seeds, 2), np.nan)
+    n_fine = np.zeros((n_networks, n_seeds), dtype=np.int64)
+    phase_total = np.zeros((n_networks, len(PHASE_VALUES)), dtype=np.int64)
+    for run, (i, k) in zip(runs, placement):
+        n_train, run_phase = run["n_train"].values, run["phase"].values
+        transition[i, k] = transition_size(n_train, run_phase)
+        bracket[i, k] = transition_bracket(n_train, run_phase)
+        n_fine[i, k] = run.sizes["member"] - _grid_members(run).sizes["member"]
+        phase_total[i] += [(run_phase == value).sum() for value in PHASE_VALUES]
+    return dict(transition_size=transition, bracket=bracket, n_fine=n_fine, phase_total=phase_total)
+
+
+def _delta_statistics(runs, placement, transition, n_networks, delta_tol, *, n_bins, fit_quantile, min_count):
+    """Densities and power-law fits of the gaps and overlaps at the runs next to the transition
+    on its SAT and UNSAT sides, pooled over seeds, on shared log bins."""
+    next_to_transition = _side_constraints(runs, placement, transition, delta_tol)
+    gaps = {
+        (i, side, constraint): values
+        for i, per_side in enumerate(next_to_transition)
+        for side, constraints in enumerate(per_side)
+        for constraint, values in enumerate(constraints[:2])
+    }
+    edges = _log_edges(gaps, n_bins)
+    density = np.full((n_networks, 2, 2, n_bins), np.nan)
+    fits = np.full((n_networks, 2, 2, len(PowerLawFit._fields)), np.nan)
+    n_points = np.zeros((n_networks, 2, 2), dtype=np.int64)
+    for (i, side, constraint), values in gaps.items():
+        n_points[i, side, constraint] = values.size
+        if values.size:
+            density[i, side, constraint] = np.histogram(values, edges)[0] / (values.size * np.diff(edges))
+        fits[i, side, constraint] = fit_small_argument_exponent(
+            values, edges, fit_quantile=fit_quantile, min_count=min_count
+        )
+    return dict(
+        edges=edges, density=density, fit=dict(zip(PowerLawFit._fields, np.moveaxis(fits, -1, 0))), n_points=n_points,
+        n_at_margin=np.array([[constraints[2] for constraints in per_side] for per_side in next_to_transition]),
+    )
+
+
+def _phase_variables(cube, *, on_perceptrons):
+    """The cube's variables, the runs per phase and size, the SAT fraction and Cover's curve."""
+    axes = ("network", "train_size", "seed")
+    phase = np.nan_to_num(cube["grid"]["phase"], nan=UNDECIDED_PHASE).astype(np.int8)
+    phase_count = {name: (phase == value).sum(2) for name, value in zip(PHASE_MEANINGS.split(), PHASE_VALUES)}
+    n_sat, n_unsat = phase_count["sat"], phase_count["unsat"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sat_fraction = n_sat / (n_sat + n_unsat)
+    cover = _cover_columns(
+        cube["sizes"], n_sat, n_sat + n_unsat, n_free=cube["n_free"],
+        calibrated=cube["on_random_patterns"] & on_perceptrons,
+    )
+    return {
+        **{name: (axes, values, _GRID_VARIABLES[name]) for name, values in cube["grid"].items() if name != "phase"},
+        "phase": (axes, phase, variable_attrs(
+            "fitting phase", flag_values=" ".join(map(str, PHASE_VALUES)), flag_meanings=PHASE_MEANINGS)),
+        **{
+            f"{name}_count": (("network", "train_size"), count, variable_attrs(f"{name} runs (over seeds)"))
+            for name, count in phase_count.items()
+        },
+        "sat_fraction": (("network", "train_size"), sat_fraction, variable_attrs(
+            "SAT runs / (SAT + UNSAT runs): stuck and undecided runs left out")),
+        "cover_probability": (("network", "train_size"), cover["probability"], variable_attrs(
+            "P(SAT) of a perceptron on random patterns (Cover 1965), N = its free parameters; "
+            "nan for other networks or data")),
+        "cover_p_value": (("network", "train_size"), cover["p_value"], variable_attrs(
+            "two-sided exact binomial p-value of the SAT count against cover_probability")),
+        "cover_family_p_value": ("network", cover["family_p_value"], variable_attrs(
+            "Bonferroni p-value of the SAT fraction against Cover's curve over all P "
+            "(reject below the false-alarm rate)")),
+    }
+
+
+def _transition_variables(transitions, ratio_star, n_weights, network_depth, depths):
+    """P* and r* per network and seed with their brackets, r* per depth, the phase totals."""
+    bracket, phase_total = transitions["bracket"], transitions["phase_total"]
+    per_depth = [ratio_star[network_depth == d].ravel() for d in depths]
+    per_depth = [values[np.isfinite(values)] for values in per_depth]
+    by_seed = ("network", "seed")
+    return {
+        "transition_size": (by_seed, transitions["transition_size"], variable_attrs("transition P* (nan: one phase missing)")),
+        "transition_ratio": (by_seed, ratio_star, variable_attrs("r* = P* / N")),
+        "transition_ratio_lower": (by_seed, bracket[..., 0] / n_weights[:, None], variable_attrs(
+            "largest decided P / N below the best thresholds: r* lies above it")),
+        "transition_ratio_upper": (by_seed, bracket[..., 1] / n_weights[:, None], variable_attrs(
+            "smallest decided P / N above the best thresholds: r* lies below it")),
+        "transition_ratio_mean": ("depth", [_mean(v) for v in per_depth], variable_attrs("mean r* over networks and seeds")),
+        "transition_ratio_std": ("depth", [_std(v) for v in per_depth], variable_attrs("standard deviation of r* over networks and seeds")),
+        "n_transitions": ("depth", [v.size for v in per_depth], variable_attrs("finite r* estimates")),
+        "transition_resolution": (by_seed, bracket[..., 1] / bracket[..., 0] - 1, variable_attrs(
+            "relative width of the bracket of P*: upper / lower - 1 (after the fine scan, if any)")),
+        "n_fine": (by_seed, transitions["n_fine"], variable_attrs("sizes of the fine scan")),
+        "n_undecided": ("network", phase_total[:, PHASE_VALUES.index(UNDECIDED_PHASE)], variable_attrs(
+            "undecided runs, grid and fine scan (step budget spent, or diverged)")),
+        "n_stuck": ("network", phase_total[:, PHASE_VALUES.index(STUCK)], variable_attrs(
+            "stuck runs, grid and fine scan: converged with 0 < N_Delta < stuck_fraction N")),
+    }
+
+
+def _delta_variables(deltas):
+    """The Delta densities next to the transition and their power-law fits."""
+    axes, fit = ("network", "side", "constraint"), deltas["fit"]
+    return {
+        "delta_density": ((*axes, "bin"), deltas["density"], variable_attrs(
+            "density of |Delta| next to the transition, pooled over seeds")),
+        "delta_exponent": (axes, fit["exponent"], variable_attrs("fitted small-|Delta| exponent of the density")),
+        "delta_exponent_stderr": (axes, fit["stderr"], variable_attrs("standard error of delta_exponent")),
+        "delta_fit_prefactor": (axes, fit["prefactor"], variable_attrs("prefactor of the fitted power law")),
+        "delta_fit_upper": (axes, fit["upper"], variable_attrs("largest |Delta| of the fit range")),
+        "delta_fit_bins": (axes, fit["n_bins"].astype(np.int64), variable_attrs("log bins in the fit")),
+        "delta_fit_p_value": (axes, fit["p_value"], variable_attrs(
+            "chi-square goodness of fit of the power law over its range (small: not a power law there)")),
+        "n_delta_points": (axes, deltas["n_points"], variable_attrs("points in the distribution")),
+        "n_at_margin": (("network", "side"), deltas["n_at_margin"], variable_attrs(
+            "points with 0 <= Delta <= delta_tol (at the margin) next to the transition")),
+    }
 
 
 def _cover_columns(sizes, n_sat, n_decided, *, n_free, calibrated):
