@@ -257,3 +257,43 @@ def test_the_answer_figure_draws_correlations_and_shape_differences(tmp_path):
     save_figure(figure_answer(answer_hypothesis({"family": ["planted"]}, unprobed, {"planted": 41}), title="unprobed"),
                 tmp_path / "unprobed.pdf", tmp_path / "unprobed.png")
     assert (tmp_path / "unprobed.png").stat().st_size > 0
+
+
+def test_a_replicate_with_a_zero_width_shape_interval_leaves_the_row_undecided_and_says_so():
+    """The referee's case: reach differences 0.3, 0.3, 0, 0, 0 where the three zeros are
+    measured with intervals [0, 0] (every ray and member at the resolution limit). Pooling only
+    the two measurable replicates called 0.30 [0.26, 0.34] supported; the row must say that
+    three were left out, and decide nothing."""
+    rng = np.random.default_rng(14)
+    replicates = []
+    for s in range(1, 6):
+        replicate = _probed_replicate(rng, s, good_reach=0.3 if s <= 2 else 0.0, bad_reach=0.0)
+        if s > 2:  # both minima measured at exactly 0, intervals of zero width
+            for name in ("reach", "reach_low", "reach_high"):
+                replicate.tentacles[name].values[:] = 0.0
+        replicates.append(replicate)
+    row = _row(answer_hypothesis({"family": ["planted"]}, {"planted": replicates}, {"planted": 41}),
+               "good_minus_bad_reach")
+    assert row["verdict"].item() == UNDECIDED_VERDICT
+    assert "3 of 5 entering replicates left out" in row["reason"].item()
+
+
+def test_shape_difference_intervals_stay_within_the_possible_values():
+    rng = np.random.default_rng(15)
+    replicates = [_probed_replicate(rng, s, good_reach=0.9 if s == 1 else 0.1, bad_reach=0.5, ) for s in (1, 2)]
+    answer = answer_hypothesis({"family": ["planted"]}, {"planted": replicates}, {"planted": 41})
+    leaving = _row(answer, "good_minus_bad_leaving_fraction")
+    assert -1.0 <= float(leaving["low"]) and float(leaving["high"]) <= 1.0
+    assert float(leaving["high"]) - float(leaving["low"]) == pytest.approx(2.0)  # t on 1 degree of freedom: all of it
+
+
+def test_the_member_weighted_row_says_when_a_few_basins_hold_most_members():
+    rng = np.random.default_rng(16)
+    replicates = []
+    for s in (1, 2):
+        minima, flatness = _replicate(rng, 8, 1.0)
+        minima["n_members"].values[:] = [1000, 900, 10, 10, 10, 10, 10, 10]
+        replicates.append(Replicate(s, minima, flatness, N_TEST))
+    row = _row(answer_hypothesis({"family": ["planted"]}, {"planted": replicates}, {"planted": 41}),
+               "basin_fraction_vs_test_error_member_weighted")
+    assert "effective number of minima (Kish)" in row["reason"].item()

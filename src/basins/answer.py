@@ -31,7 +31,7 @@ import numpy as np
 import xarray as xr
 
 from basins.io import variable_attrs
-from basins.stats import pool_replicates, spearman_fisher_z, verdict
+from basins.stats import UNDECIDED_VERDICT, pool_replicates, spearman_fisher_z, verdict
 from basins.summary import SHAPE_STATISTICS, Z_95, shape_with_interval
 
 #: Each statistic: (x variable, y variable, member-weighted, the sign the hypothesis expects).
@@ -54,6 +54,13 @@ class Replicate(NamedTuple):
     n_test: int
     tentacles: xr.Dataset | None = None  # measure_tentacles' output where the basins were probed
 
+
+#: Possible values of a good - bad difference of a shape statistic that is a fraction or a
+#: probability (the thickness ratio has no upper bound): pooled intervals are clipped to them.
+SHAPE_DIFFERENCE_BOUNDS = {
+    name: (-1.0, 1.0)
+    for name in ("reach", "leaving_fraction", "far_return_probability", "far_reentry_probability")
+}
 
 #: What replicates differ in, by whether each draws its own data.
 REPLICATES_OVER = {True: "data draws and initialization", False: "initialization only"}
@@ -258,10 +265,15 @@ def answer_hypothesis(
                     shapes[replicate.seed] = (2, shape, None)
             row = dict(family=family, experiment=experiment, n_params=n_params[experiment],
                        replicates_over=REPLICATES_OVER[bool(data_redrawn.get(experiment, False))])
-            for name, (_, _, _, sign) in STATISTICS.items():
-                rows.append(row | _pooled_row(correlations, seeds, name, sign, confidence, np.tanh))
+            for name, (_, _, weighted, sign) in STATISTICS.items():
+                pooled = _pooled_row(correlations, seeds, name, sign, confidence, np.tanh)
+                if weighted and correlations and pooled["n_replicates"] == 0:
+                    pooled["reason"] = ("the members' effective number of minima (Kish) is at most 4 in every "
+                                        "replicate: a few basins hold most members")
+                rows.append(row | pooled)
             for stat, (_, sign) in SHAPE_STATISTICS.items():
-                pooled = _pooled_row(shapes, seeds, stat, sign, confidence, lambda value: value)
+                pooled = _pooled_row(shapes, seeds, stat, sign, confidence, lambda value: value,
+                                     bounds=SHAPE_DIFFERENCE_BOUNDS.get(stat, (-np.inf, np.inf)))
                 if not probed:
                     pooled["reason"] = "basins not probed (basin_geometry: false)"
                 rows.append(row | pooled | {"statistic": f"good_minus_bad_{stat}"})
@@ -270,24 +282,37 @@ def answer_hypothesis(
     )
 
 
-def _pooled_row(per_replicate, seeds, name, sign, confidence, to_scale):
+def _pooled_row(per_replicate, seeds, name, sign, confidence, to_scale, bounds=(-np.inf, np.inf)):
     """One statistic pooled over the replicates that gave it: ``per_replicate[seed]`` holds
     (minima behind it, {name: (estimate, standard error)}, measurement spreads or None);
-    ``to_scale`` takes the pooled scale (Fisher's z) back to the reported one."""
+    ``to_scale`` takes the pooled scale (Fisher's z) back to the reported one, whose possible
+    values ``bounds`` clip the interval.
+
+    A replicate that entered but whose estimate or error is not usable (undefined, or an
+    interval of zero width: a measurement at its resolution limit, not an exact one) is left out
+    of the pool; the row then says how many, and its verdict is "undecided": a verdict must not
+    rest on the replicates that happened to be measurable.
+    """
     z = np.array([per_replicate[s][1][name][0] if s in per_replicate else np.nan for s in seeds])
     se = np.array([per_replicate[s][1][name][1] if s in per_replicate else np.nan for s in seeds])
     measured = np.array([
         per_replicate[s][2][name] if s in per_replicate and per_replicate[s][2] is not None else np.nan for s in seeds
     ])
     pooled = pool_replicates(z, se, confidence)
-    low, high = float(to_scale(pooled["low"])), float(to_scale(pooled["high"]))
+    low, high = (float(np.clip(to_scale(pooled[end]), *bounds)) for end in ("low", "high"))
+    entered = np.array([s in per_replicate for s in seeds])
+    unusable = int((entered & ~(np.isfinite(z) & np.isfinite(se) & (se > 0))).sum())
+    reasons = [pooled["reason"] if per_replicate else "no replicate entered (see excluded)"]
+    if unusable:
+        reasons.append(f"{unusable} of {int(entered.sum())} entering replicates left out of the pool "
+                       "(undefined, or an interval of zero width): undecided")
     return dict(
         statistic=name, expected_sign=sign, estimate=float(to_scale(pooled["estimate"])), low=low, high=high,
         z_stderr=pooled["stderr"], tau=pooled["tau"], n_replicates=pooled["k"],
         n_minima=int(sum(entry[0] for entry in per_replicate.values())),
         measurement_stderr=float(np.sqrt(np.nanmean(measured**2))) if np.isfinite(measured).any() else np.nan,
-        verdict=verdict(low, high, sign),
-        reason=pooled["reason"] if per_replicate else "no replicate entered (see excluded)",
+        verdict=UNDECIDED_VERDICT if unusable else verdict(low, high, sign),
+        reason="; ".join(reason for reason in reasons if reason),
         replicate_estimate=to_scale(z),
     )
 
