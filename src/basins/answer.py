@@ -176,13 +176,10 @@ def measurement_spread(
         "test_error": rng.binomial(n_test, columns["test_error"], size=shape) / n_test,
         "trace": columns["trace"] + columns["trace_se"] * rng.standard_normal(shape),
     }
+    redrawn = [replicate_statistics({key: column[b] for key, column in draws.items()}) for b in range(n_draws)]
     out = {}
-    for name, (x, y, weighted, _) in STATISTICS.items():
-        z = np.array([
-            weighted_spearman_fisher_z(draws[x][b], draws[y][b], draws["n_members"][b])[0]
-            if weighted else spearman_fisher_z(draws[x][b], draws[y][b])[0]
-            for b in range(n_draws)
-        ])
+    for name in STATISTICS:
+        z = np.array([statistics[name][0] for statistics in redrawn])
         z = z[np.isfinite(z)]
         out[name] = float(np.std(z, ddof=1)) if len(z) >= 2 else float("nan")
     return out
