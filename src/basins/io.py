@@ -62,6 +62,7 @@ DIMS = frozenset(
         "row",
         "replicate",
         "excluded",
+        "coupling",
     }
 )
 

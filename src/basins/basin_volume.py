@@ -1,0 +1,330 @@
+"""Basin volumes too small to count: thermodynamic integration inside the basin.
+
+As the number of parameters grows, most minima are reached by one member of an ensemble, and
+membership counts can no longer rank basins. The measure of a basin under the distribution
+the initial conditions are drawn from is then estimated as Xu, Frenkel and Liu (2011) and
+Martiniani et al. (2016) measured basins of jammed packings: a random walk confined to the
+basin (every proposed point is checked by running the dynamics from it) samples
+
+    Z(k) = integral over B of mu(z) exp(-k s(z)) dz,   s(z) = |z - z0|^2 / 2,
+
+a spring of strength k pulling toward a point z0 of the basin (a member's start). At a strong
+spring the walk stays near z0 and Z(k) is a Gaussian integral times the fraction of its mass
+that lies in the basin (counted directly from independent draws); d ln Z / dk = -<s>_k, so
+
+    ln mu(B) = ln Z(0) = ln Z(k_max) + integral from 0 to k_max of <s>_k dk.
+
+The walk works in whitened coordinates z, where the initial measure ``mu`` is the standard
+normal (:class:`GaussianMeasure`) or uniform on the torus [-pi, pi)^n (:class:`UniformTorus`,
+Kuramoto phases). The integral runs over t = ln(1 + k), where <s>_k (1 + k) is nearly
+constant at both ends (d / 2 for a Gaussian well, <s>_0 at k = 0), by the trapezoid rule;
+its error is taken as the difference from the rule on every other node.
+
+Uncertainty: each coupling has independent chains, and <s>_k's standard error is the spread
+of their means (autocorrelation included); the reference fraction is binomial; the quadrature
+difference is added to the interval. A walk confined to a basin explores a thin tentacle only
+as well as a random walk finds it: the known-answer tests (``tests/test_basin_volume.py``)
+include a ball with a tentacle to show how much of such a basin the estimate sees.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import numpy as np
+import xarray as xr
+from scipy import special, stats
+
+from basins.io import variable_attrs
+from basins.labels import OUTCOME_MEANINGS, OUTCOME_VALUES, RETURNED, UNDECIDED
+
+log = logging.getLogger(__name__)
+
+#: ``inside(points (n, dim), basins (n,)) -> outcome (n,)``: run the dynamics from each whitened
+#: point and say whether it ends in basin ``basins[k]``: ``RETURNED``, ``LEFT`` or ``UNDECIDED``
+#: (:mod:`basins.labels`).
+Inside = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+#: Target acceptance of the random walk's proposals during burn-in (Gelman et al. 1996 give
+#: 0.23 for Gaussian targets in high dimension; a confined walk accepts less at equal step).
+TARGET_ACCEPTANCE = 0.25
+
+
+class GaussianMeasure:
+    """The standard normal in ``dim`` whitened coordinates (a Gaussian initialization)."""
+
+    def __init__(self, dim: int):
+        self.dim = int(dim)
+
+    def log_density(self, z):
+        return -0.5 * np.sum(z**2, axis=-1)
+
+    def displacement(self, z, centre):
+        return z - centre
+
+    def wrap(self, z):
+        return z
+
+    def log_reference(self, centre, coupling):
+        """ln of the integral of mu(z) exp(-k |z - z0|^2 / 2) over all space."""
+        k = coupling
+        return -0.5 * self.dim * np.log1p(k) - k * np.sum(centre**2, axis=-1) / (2 * (1 + k))
+
+    def sample_reference(self, centre, coupling, n, rng):
+        """Draws from mu(z) exp(-k |z - z0|^2 / 2), normalized: N(k z0 / (1 + k), 1 / (1 + k))."""
+        k = coupling
+        return k * centre / (1 + k) + rng.standard_normal((n, *np.shape(centre))) / np.sqrt(1 + k)
+
+
+class UniformTorus:
+    """The uniform measure on the torus [-pi, pi)^dim (oscillator phases)."""
+
+    def __init__(self, dim: int):
+        self.dim = int(dim)
+
+    def log_density(self, z):
+        return np.zeros(np.shape(z)[:-1])
+
+    def displacement(self, z, centre):
+        return self.wrap(z - centre)
+
+    def wrap(self, z):
+        return np.mod(z + np.pi, 2 * np.pi) - np.pi
+
+    def log_reference(self, centre, coupling):
+        """ln of (2 pi)^-dim times the integral of exp(-k |wrap(z - z0)|^2 / 2) over the torus."""
+        k = coupling
+        per_coordinate = np.sqrt(2 * np.pi / k) * special.erf(np.pi * np.sqrt(k / 2)) / (2 * np.pi)
+        return self.dim * np.log(per_coordinate) + np.zeros(np.shape(centre)[:-1])
+
+    def sample_reference(self, centre, coupling, n, rng):
+        """Draws from the wrapped spring: N(0, 1 / k) truncated to [-pi, pi) per coordinate, about z0."""
+        bound = np.pi * np.sqrt(coupling)
+        step = stats.truncnorm.rvs(-bound, bound, size=(n, *np.shape(centre)), random_state=rng) / np.sqrt(coupling)
+        return self.wrap(centre + step)
+
+
+def coupling_schedule(largest: float, n_couplings: int) -> np.ndarray:
+    """Couplings k from 0 to ``largest``, uniform in ln(1 + k); an odd count (the error estimate
+    compares the trapezoid rule on all nodes with the rule on every other node)."""
+    if largest <= 0 or n_couplings < 3 or n_couplings % 2 == 0:
+        raise ValueError(f"largest={largest}, n_couplings={n_couplings}: give largest > 0 and an odd count >= 3")
+    return np.expm1(np.linspace(0.0, np.log1p(largest), n_couplings))
+
+
+def estimate_basin_measures(
+    inside: Inside,
+    measure: GaussianMeasure | UniformTorus,
+    centres: np.ndarray,
+    *,
+    couplings: np.ndarray,
+    n_chains: int,
+    n_steps: int,
+    n_burn: int,
+    n_reference: int,
+    seed: int,
+    basin_ids: np.ndarray | None = None,
+    confidence_z: float = 1.96,
+) -> xr.Dataset:
+    """ln of each basin's measure under ``measure``, by thermodynamic integration.
+
+    Parameters
+    ----------
+    inside : callable
+        :data:`Inside`; called once per step of the walk with every proposal of every basin,
+        coupling and chain that passed the Metropolis test, and once with the reference draws.
+    measure : GaussianMeasure or UniformTorus
+        The initial measure in whitened coordinates.
+    centres : ndarray, shape (basin, dim)
+        A point of each basin (whitened): the spring's anchor and every chain's start.
+    couplings : ndarray, shape (coupling,)
+        Spring strengths, from 0, increasing; an odd count (:func:`coupling_schedule`).
+    n_chains : int
+        Independent chains per basin and coupling (>= 2): <s>_k's standard error is the spread
+        of their means.
+    n_steps, n_burn : int
+        Steps per chain, of which the first ``n_burn`` adapt the step size and are discarded.
+    n_reference : int
+        Independent draws of the strongest spring's Gaussian counted for the reference fraction.
+    seed : int
+        Seed of the walk and the reference draws.
+
+    Returns
+    -------
+    xarray.Dataset
+        Per ``basin``: ``log_measure`` with ``log_measure_se``, ``log_measure_low`` / ``_high``
+        (the interval, quadrature error included), ``quadrature_error``,
+        ``reference_inside_fraction``, ``undecided_fraction`` (of all runs; an undecided run
+        was rejected as a move, so a non-zero value biases the estimate low); per ``basin`` and
+        ``coupling``: ``mean_spring_energy`` <s>_k with ``_se``, ``acceptance``, ``step_size``.
+    """
+    couplings = _checked_couplings(couplings)
+    centres = np.atleast_2d(np.asarray(centres, dtype=np.float64))
+    if centres.shape[1] != measure.dim:
+        raise ValueError(f"centres have {centres.shape[1]} coordinates, the measure {measure.dim}")
+    if n_chains < 2 or n_burn < 1 or n_steps <= n_burn or n_reference < 1:
+        raise ValueError(f"n_chains={n_chains} (>= 2), n_burn={n_burn} (>= 1), n_steps={n_steps} (> n_burn), "
+                         f"n_reference={n_reference} (>= 1)")
+    rng = np.random.default_rng(seed)
+    inside = _counted(inside, len(centres))
+    reference = _reference_fraction(inside, measure, centres, couplings[-1], n_reference, rng)
+    walk = _walk(inside, measure, centres, couplings, n_chains=n_chains, n_steps=n_steps, n_burn=n_burn, rng=rng)
+    integral, integral_se, quadrature_error = _integrate(couplings, walk["mean"], walk["se"])
+    inside_fraction = reference / n_reference
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_reference_fraction = np.log(inside_fraction)
+        reference_se = np.sqrt((1 - inside_fraction) / (n_reference * inside_fraction))
+    log_measure = measure.log_reference(centres, couplings[-1]) + log_reference_fraction + integral
+    se = np.sqrt(integral_se**2 + reference_se**2)
+    ids = np.arange(len(centres)) if basin_ids is None else np.asarray(basin_ids)
+    return _as_dataset(
+        ids, couplings, walk, log_measure, se, quadrature_error, inside_fraction, inside.undecided_fraction(),
+        confidence_z,
+    )
+
+
+def _checked_couplings(couplings):
+    couplings = np.asarray(couplings, dtype=np.float64)
+    if couplings.ndim != 1 or len(couplings) < 3 or len(couplings) % 2 == 0:
+        raise ValueError(f"couplings {couplings}: give an odd number >= 3 (coupling_schedule)")
+    if couplings[0] != 0 or (np.diff(couplings) <= 0).any():
+        raise ValueError(f"couplings {couplings}: start at 0 and increase")
+    return couplings
+
+
+class _counted:
+    """``inside`` that refuses malformed answers and counts runs and undecided ones per basin."""
+
+    def __init__(self, inside, n_basins):
+        self.inside, self.runs, self.undecided = inside, np.zeros(n_basins), np.zeros(n_basins)
+
+    def __call__(self, points, basins):
+        if len(points) == 0:
+            return np.zeros(0, dtype=np.int8)
+        outcome = np.asarray(self.inside(points, basins))
+        if outcome.dtype == bool:
+            raise TypeError("inside returned booleans: return LEFT, RETURNED or UNDECIDED (basins.labels) so that "
+                            "runs out of budget are not counted as leaving")
+        if outcome.shape != basins.shape or not np.isin(outcome, OUTCOME_VALUES).all():
+            raise ValueError(f"inside returned shape {outcome.shape}, values {np.unique(outcome)}: give one of "
+                             f"{OUTCOME_VALUES} ({OUTCOME_MEANINGS}) per point")
+        self.runs += np.bincount(basins, minlength=len(self.runs))
+        self.undecided += np.bincount(basins[outcome == UNDECIDED], minlength=len(self.runs))
+        return outcome
+
+    def undecided_fraction(self):
+        return self.undecided / np.maximum(self.runs, 1)
+
+
+def _reference_fraction(inside, measure, centres, coupling, n_reference, rng):
+    """Per basin: how many of ``n_reference`` draws of the strongest spring's Gaussian lie in it.
+    An undecided draw counts as outside (the estimate is then low; ``undecided_fraction`` says)."""
+    draws = measure.sample_reference(centres, coupling, n_reference, rng)  # (draw, basin, dim)
+    basins = np.broadcast_to(np.arange(len(centres)), draws.shape[:2])
+    outcome = inside(draws.reshape(-1, measure.dim), basins.reshape(-1)).reshape(basins.shape)
+    inside_count = (outcome == RETURNED).sum(axis=0)
+    if (inside_count == 0).any():
+        raise ValueError(f"no draw of the strongest spring (k = {coupling:g}) fell in basins "
+                         f"{np.flatnonzero(inside_count == 0).tolist()}: raise the largest coupling")
+    return inside_count
+
+
+def _walk(inside, measure, centres, couplings, *, n_chains, n_steps, n_burn, rng):
+    """Random walks confined to each basin under each spring; <s>_k per chain after burn-in."""
+    n_basins, dim = centres.shape
+    shape = (n_basins, len(couplings), n_chains)
+    k = couplings[None, :, None]
+    anchor = np.broadcast_to(centres[:, None, None, :], (*shape, dim))
+    basin = np.broadcast_to(np.arange(n_basins)[:, None, None], shape)
+    z = anchor.copy()
+    log_target = measure.log_density(z) - k * _spring(measure, z, anchor)
+    step = np.broadcast_to(2.38 / np.sqrt(dim * (1 + couplings))[None, :], shape[:2]).copy()
+    kept = n_steps - n_burn
+    energy_sum, accepted_sum = np.zeros((2, *shape)), np.zeros(shape)  # first and second half of the kept steps
+    for t in range(n_steps):
+        proposal = measure.wrap(z + step[..., None, None] * rng.standard_normal(z.shape))
+        proposed_log_target = measure.log_density(proposal) - k * _spring(measure, proposal, anchor)
+        passes = np.log(rng.uniform(size=shape)) < proposed_log_target - log_target
+        moved = np.zeros(shape, dtype=bool)
+        moved[passes] = inside(proposal[passes], basin[passes]) == RETURNED
+        z[moved], log_target[moved] = proposal[moved], proposed_log_target[moved]
+        if t < n_burn:  # Robbins-Monro on ln(step), per basin and coupling; fixed afterwards
+            step *= np.exp((moved.mean(axis=2) - TARGET_ACCEPTANCE) / np.sqrt(1 + t) * 2)
+        else:
+            energy_sum[int(t - n_burn >= kept // 2)] += _spring(measure, z, anchor)
+            accepted_sum += moved
+        if (t + 1) % max(n_steps // 10, 1) == 0:
+            log.info("basin walk: step %d of %d", t + 1, n_steps)
+    chain_means = energy_sum.sum(axis=0) / kept
+    halves = energy_sum / np.array([kept // 2, kept - kept // 2])[:, None, None, None]
+    return {
+        "mean": chain_means.mean(axis=2),
+        "se": chain_means.std(axis=2, ddof=1) / np.sqrt(n_chains),
+        "drift": _drift(halves),
+        "acceptance": accepted_sum.mean(axis=2) / kept,
+        "step": step,
+    }
+
+
+def _drift(halves):
+    """Per basin and coupling: the change of <s>_k from the first to the second half of the kept
+    steps, in units of its standard error over chains (Geweke 1992's check of a burn-in that was
+    too short: the walk still drifting away from its anchor)."""
+    change = halves[1] - halves[0]  # (basin, coupling, chain)
+    se = change.std(axis=2, ddof=1) / np.sqrt(change.shape[2])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(se > 0, change.mean(axis=2) / se, 0.0)
+
+
+def _spring(measure, z, anchor):
+    return 0.5 * np.sum(measure.displacement(z, anchor) ** 2, axis=-1)
+
+
+def _integrate(couplings, mean, se):
+    """Trapezoid rule of <s>_k dk over t = ln(1 + k), its standard error, and the difference
+    from the rule on every other node (the quadrature error)."""
+    t = np.log1p(couplings)
+    integrand, integrand_se = mean * (1 + couplings), se * (1 + couplings)
+    weights = _trapezoid_weights(t)
+    fine = integrand @ weights
+    coarse = integrand[:, ::2] @ _trapezoid_weights(t[::2])
+    return fine, np.sqrt(integrand_se**2 @ weights**2), np.abs(fine - coarse)
+
+
+def _trapezoid_weights(t):
+    spacing = np.diff(t)
+    return 0.5 * (np.r_[spacing, 0.0] + np.r_[0.0, spacing])
+
+
+def _as_dataset(ids, couplings, walk, log_measure, se, quadrature_error, inside_fraction, undecided, z):
+    per_basin = lambda values, name, **extra: (("minimum",), values, variable_attrs(name, **extra))  # noqa: E731
+    per_coupling = lambda values, name, **extra: (("minimum", "coupling"), values, variable_attrs(name, **extra))  # noqa: E731
+    half_width = z * se + quadrature_error
+    return xr.Dataset(
+        {
+            "log_measure": per_basin(log_measure, "ln of the basin's measure under the initial distribution"),
+            "log_measure_se": per_basin(se, "standard error of log_measure (chains and reference draws)"),
+            "log_measure_low": per_basin(log_measure - half_width, "lower end of the interval of log_measure",
+                                         note="z * se + quadrature_error below"),
+            "log_measure_high": per_basin(log_measure + half_width, "upper end of the interval of log_measure"),
+            "quadrature_error": per_basin(
+                quadrature_error, "difference of the trapezoid rule from the rule on every other coupling"),
+            "reference_inside_fraction": per_basin(
+                inside_fraction, "fraction of the strongest spring's Gaussian draws that lie in the basin"),
+            "undecided_fraction": per_basin(
+                undecided, "fraction of the runs of the dynamics that were undecided",
+                note="undecided moves are rejected: a non-zero value biases log_measure low"),
+            "mean_spring_energy": per_coupling(walk["mean"], "<|z - z0|^2 / 2> under the spring, within the basin"),
+            "mean_spring_energy_se": per_coupling(walk["se"], "standard error of mean_spring_energy over chains"),
+            "burn_in_drift": per_coupling(
+                walk["drift"], "change of mean_spring_energy from the first to the second half of the kept steps, "
+                "in standard errors", note="|value| well above 2: burn-in too short (the walk still spreading)"),
+            "acceptance": per_coupling(walk["acceptance"], "fraction of the walk's steps that moved after burn-in"),
+            "step_size": per_coupling(walk["step"], "proposal step of the walk after burn-in (whitened units)"),
+        },
+        coords={
+            "minimum": ("minimum", ids, variable_attrs("basin (catalog index)")),
+            "coupling": ("coupling", couplings, variable_attrs("spring strength k (whitened units)")),
+        },
+    )
