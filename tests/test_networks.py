@@ -60,3 +60,21 @@ def test_an_empty_ensemble_has_empty_outputs():
     arch = Architecture(n_inputs=3, n_outputs=2, depth=2, width=4)
     out = forward(torch.zeros(0, arch.n_params, dtype=torch.float64), torch.zeros(5, 3, dtype=torch.float64), arch)
     assert out.shape == (0, 5, 2)
+
+
+@pytest.mark.parametrize("init", ["gaussian", "kaiming"])
+def test_initial_scales_are_the_spread_of_drawn_parameters(init):
+    from basins.landscapes.networks import initial_scales
+
+    arch = Architecture(n_inputs=5, n_outputs=2, depth=2, width=3, activation="tanh")
+    theta = initial_parameters(arch, np.arange(20000), seed=1, init=init, init_scale=0.7)
+    scales = initial_scales(arch, init=init, init_scale=0.7)
+    np.testing.assert_allclose(theta.std(axis=0), scales, rtol=0.05, atol=1e-12)
+    assert (scales == 0).sum() == 3 + 3 + 2  # the biases
+
+
+def test_initial_scales_refuse_non_gaussian_initializations():
+    from basins.landscapes.networks import initial_scales
+
+    with pytest.raises(ValueError, match="product of Gaussians"):
+        initial_scales(Architecture(n_inputs=2, n_outputs=1, depth=1, width=2, activation="tanh"), init="orthogonal")

@@ -276,3 +276,35 @@ def test_bad_shapes_are_rejected_with_the_fix():
         nearest_image(np.zeros(13), np.full(13, np.nan), arch)
     with pytest.raises(ValueError, match="per hidden layer"):
         image(np.zeros(13), arch, [], [])
+
+
+def _brute_force_orbit(theta, arch, decimals=8):
+    """Distinct images of theta under every element of the one-layer group, enumerated."""
+    from basins.landscapes.symmetry import _signed_permutations, image
+
+    orders, signs = _signed_permutations(arch.width)
+    if arch.activation not in ("tanh", "erf", "linear"):
+        orders, signs = np.unique(orders, axis=0), np.ones((len(np.unique(orders, axis=0)), arch.width))
+    images = image(np.broadcast_to(theta, (len(orders), len(theta))), arch, [orders], [signs])
+    return len(np.unique(np.round(images, decimals), axis=0))
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_orbit_size_matches_enumerating_the_group(activation):
+    from basins.landscapes.symmetry import group_order, orbit_size
+
+    arch = Architecture(n_inputs=3, n_outputs=1, depth=1, width=4, activation=activation)
+    rng = np.random.default_rng(0)
+    generic = rng.standard_normal(arch.n_params)
+    assert orbit_size(generic, arch) == group_order(arch) == _brute_force_orbit(generic, arch)
+    # Coinciding units: units 1 and 2 equal (up to sign for tanh), unit 3 dead (all zero).
+    incoming, outgoing = arch.layer_slices[0], arch.layer_slices[1][0]
+    special = generic.copy()
+    w = special[incoming[0]].reshape(4, 3)
+    b = special[incoming[1]]
+    v = special[outgoing].reshape(1, 4)
+    sign = -1.0 if activation == "tanh" else 1.0
+    w[2], b[2], v[0, 2] = sign * w[1], sign * b[1], sign * v[0, 1]
+    w[3], b[3], v[0, 3] = 0.0, 0.0, 0.0
+    special[incoming[0]], special[incoming[1]], special[outgoing] = w.ravel(), b, v.ravel()
+    assert orbit_size(special, arch) == _brute_force_orbit(special, arch) < group_order(arch)

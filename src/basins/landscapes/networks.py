@@ -155,6 +155,21 @@ def initial_parameters(
     return theta
 
 
+def initial_scales(arch: Architecture, *, init: str, init_scale: float = 1.0) -> np.ndarray:
+    """Standard deviation of each parameter under :func:`initial_parameters` ``(param,)``, for
+    the Gaussian initializations (independent coordinates); biases, drawn as zero, have 0.
+
+    The initial measure is then the standard normal in ``z = theta / scale`` on the weights.
+    """
+    if init not in ("gaussian", "kaiming"):
+        raise ValueError(f"init={init!r}: the initial measure is a product of Gaussians only for 'gaussian' and "
+                         "'kaiming' (orthogonal and uniform initializations are not)")
+    scales = np.zeros(arch.n_params)
+    for (fan_in, _), (w_slice, _) in zip(arch.layer_shapes, arch.layer_slices):
+        scales[w_slice] = init_scale * np.sqrt((1.0 if init == "gaussian" else 2.0) / fan_in)
+    return scales
+
+
 def _draw_weight(rng, fan_in, fan_out, init, scale):
     if init == "gaussian":
         return rng.standard_normal((fan_out, fan_in)) * scale / np.sqrt(fan_in)

@@ -422,3 +422,51 @@ def _input_side_start(references, thetas, arch):
         _compose(orders, factors, layer, step_order, np.take_along_axis(factor, step_order[..., None], -1)[..., 0])
         current = image(thetas, arch, orders, factors)
     return orders, factors
+
+
+def group_order(arch: Architecture) -> int:
+    """Elements of the dynamics' discrete symmetry group: each hidden layer's permutations, times
+    its sign flips for odd activations (ReLU's rescalings are not symmetries of an L2-regularized
+    loss, nor of the Gaussian initial measure, so its group is the permutations)."""
+    per_layer = math.factorial(arch.width) * (2**arch.width if arch.activation in ODD_ACTIVATIONS else 1)
+    return per_layer**arch.depth
+
+
+def orbit_size(theta: np.ndarray, arch: Architecture, *, atol: float = 1e-8) -> int:
+    """How many distinct points the group (:func:`group_order`) maps ``theta`` to: the order
+    divided by the stabilizer's, whose elements permute (and flip) units that coincide.
+
+    A minimum's catalogue basin (all its images) has this many times the measure of the basin of
+    one image, when the initial measure is invariant under the group. One hidden layer: units
+    equal up to sign (within ``atol``, incoming weights, bias and outgoing weights together)
+    form classes of m, each contributing m! to the stabilizer (and 2^m for units that are all
+    zero, odd activations). Deeper networks: only generic points (no two units of a layer with
+    equal incoming weights and bias, up to sign), whose stabilizer is trivial; others refused.
+    """
+    theta = np.asarray(theta, dtype=np.float64)
+    if theta.shape != (arch.n_params,):
+        raise ValueError(f"theta has shape {theta.shape}; the architecture has {arch.n_params} parameters")
+    if arch.depth == 0:
+        return 1
+    if arch.depth == 1:
+        incoming, outgoing = _units(theta, arch, 0)
+        return group_order(arch) // _stabilizer_order(np.concatenate([incoming, outgoing], axis=-1), arch, atol)
+    for layer in range(arch.depth):
+        if _stabilizer_order(_units(theta, arch, layer)[0], arch, atol) != 1:
+            raise ValueError(f"layer {layer} has units that coincide (up to sign) within {atol}: the orbit size of "
+                             "such a point is only computed for one hidden layer")
+    return group_order(arch)
+
+
+def _stabilizer_order(units, arch, atol):
+    """Group elements fixing ``units (unit, feature)``: the product of m! over classes of units
+    equal (up to sign, for odd activations), times 2^m for a class of zero units (odd)."""
+    odd = arch.activation in ODD_ACTIVATIONS
+    unassigned, order = list(range(len(units))), 1
+    while unassigned:
+        first = unassigned[0]
+        same = [j for j in unassigned if np.allclose(units[j], units[first], atol=atol, rtol=0)
+                or (odd and np.allclose(units[j], -units[first], atol=atol, rtol=0))]
+        order *= math.factorial(len(same)) * (2 ** len(same) if odd and np.allclose(units[first], 0, atol=atol, rtol=0) else 1)
+        unassigned = [j for j in unassigned if j not in same]
+    return order
