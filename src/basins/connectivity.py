@@ -88,7 +88,7 @@ def neighbour_pairs(theta: np.ndarray, n_neighbors: int, align: Align) -> tuple[
     return pairs, np.array([aligned[tuple(p)] for p in pairs])
 
 
-# Long only by its signature and numpydoc docstring (89 lines); the body is ~15 lines.
+# Long only by its signature and numpydoc docstring (89 lines); the body is ~20 lines.
 def connect_minima(
     theta: np.ndarray,
     minimum_energy: np.ndarray,

@@ -109,7 +109,7 @@ def train_size_grid(smallest: int, largest: int, n_sizes: int) -> np.ndarray:
     return np.unique(np.round(np.geomspace(smallest, largest, n_sizes)).astype(np.int64))
 
 
-# Long only by its signature and numpydoc docstring, one keyword per config key; the body is ~40 lines.
+# Long only by its signature and numpydoc docstring, one keyword per config key; the body is ~35 lines.
 def sweep_jamming(
     arch: Architecture,
     x_pool: np.ndarray,
