@@ -77,51 +77,16 @@ def analyze_basins(
     assigned = minimum_of_member >= 0
     counts = np.bincount(minimum_of_member[assigned], minlength=n_minima)
     fraction = counts / n_members
-    # Members whose run did not settle (budget spent, stuck at a saddle) may belong to any
-    # basin: the upper bound counts them in, so no budget decides a basin's size.
-    unsettled = int(np.isin(minimum_of_member, (UNDECIDED_LABEL, AT_SADDLE)).sum())
-    low = wilson_interval(counts, n_members, confidence_z)[0]
-    high = wilson_interval(counts + unsettled, n_members, confidence_z)[1]
+    low, high = _fraction_interval(minimum_of_member, counts, n_members, confidence_z)
     travel, start_distance = _member_distances(initial_theta, final_theta, assigned, distance, end_offset)
-    median, p90 = np.full(n_minima, np.nan), np.full(n_minima, np.nan)
-    for minimum in np.flatnonzero(counts):
-        distances = start_distance[minimum_of_member == minimum]
-        median[minimum], p90[minimum] = np.median(distances), np.quantile(distances, 0.9)
-    unassigned = 1 - assigned.mean()
-    per_minimum = lambda values, *attrs: ("minimum", values, variable_attrs(*attrs))  # noqa: E731
+    median, p90 = _start_distance_quantiles(minimum_of_member, start_distance, counts, n_minima)
     basins = xr.Dataset(
         {
-            "basin_fraction": per_minimum(fraction, "fraction of initial conditions reaching it"),
-            "basin_fraction_se": per_minimum(
-                np.sqrt(fraction * (1 - fraction) / n_members), "standard error of basin_fraction"
-            ),
-            "basin_fraction_low": per_minimum(low, "Wilson interval lower bound"),
-            "basin_fraction_high": per_minimum(
-                high, "Wilson interval upper bound, counting every unsettled member (budget, saddle) in"
-            ),
-            "start_distance_median": per_minimum(median, "median start-to-minimum distance"),
-            "start_distance_p90": per_minimum(p90, "90th percentile start-to-minimum distance"),
-            "travel_distance": (
-                "member",
-                travel,
-                variable_attrs("distance from start to end point (nan: unassigned)"),
-            ),
-            "start_distance": (
-                "member",
-                start_distance,
-                variable_attrs("distance from start to the nearest symmetric image of its minimum"),
-            ),
-            "minimum_of_member": (
-                "member", minimum_of_member, variable_attrs("minimum reached, or why none", flag_meanings=LABEL_MEANINGS)
-            ),
-            "unassigned_fraction": (
-                (),
-                unassigned,
-                variable_attrs(
-                    "fraction of members with no minimum",
-                    standard_error=float(np.sqrt(unassigned * (1 - unassigned) / n_members)),
-                ),
-            ),
+            **_fraction_variables(fraction, low, high, n_members),
+            "start_distance_median": _per_minimum(median, "median start-to-minimum distance"),
+            "start_distance_p90": _per_minimum(p90, "90th percentile start-to-minimum distance"),
+            **_member_variables(travel, start_distance, minimum_of_member),
+            "unassigned_fraction": _unassigned_fraction(assigned, n_members),
         },
         coords={
             "minimum": ("minimum", np.arange(n_minima), variable_attrs("minimum index, by basin size")),
@@ -130,17 +95,83 @@ def analyze_basins(
         attrs={"n_members_total": n_members, "confidence_z": confidence_z},
     )
     if has_errors:
-        test_error = np.asarray(minimum_test_error, dtype=float)
-        rho, rho_se = spearman_with_error(fraction, test_error)
-        basins["train_error"] = per_minimum(minimum_train_error, "training error of the minimum")
-        basins["test_error"] = per_minimum(test_error, "test error of the minimum")
-        basins["rank_correlation_fraction_test_error"] = (
-            (),
-            rho,
-            variable_attrs("Spearman correlation of basin fraction and test error", standard_error=rho_se),
-        )
+        _add_errors(basins, fraction, minimum_train_error, minimum_test_error)
     return basins
 
+
+def _per_minimum(values, *attrs):
+    return "minimum", values, variable_attrs(*attrs)
+
+
+def _fraction_interval(minimum_of_member, counts, n_members, confidence_z):
+    """Wilson interval of each basin fraction; its upper end counts every unsettled member in."""
+    # Members whose run did not settle (budget spent, stuck at a saddle) may belong to any
+    # basin: the upper bound counts them in, so no budget decides a basin's size.
+    unsettled = int(np.isin(minimum_of_member, (UNDECIDED_LABEL, AT_SADDLE)).sum())
+    low = wilson_interval(counts, n_members, confidence_z)[0]
+    high = wilson_interval(counts + unsettled, n_members, confidence_z)[1]
+    return low, high
+
+
+def _start_distance_quantiles(minimum_of_member, start_distance, counts, n_minima):
+    """Median and 90th percentile of the start distances of each minimum's members (nan: none)."""
+    median, p90 = np.full(n_minima, np.nan), np.full(n_minima, np.nan)
+    for minimum in np.flatnonzero(counts):
+        distances = start_distance[minimum_of_member == minimum]
+        median[minimum], p90[minimum] = np.median(distances), np.quantile(distances, 0.9)
+    return median, p90
+
+
+def _fraction_variables(fraction, low, high, n_members):
+    return {
+        "basin_fraction": _per_minimum(fraction, "fraction of initial conditions reaching it"),
+        "basin_fraction_se": _per_minimum(
+            np.sqrt(fraction * (1 - fraction) / n_members), "standard error of basin_fraction"
+        ),
+        "basin_fraction_low": _per_minimum(low, "Wilson interval lower bound"),
+        "basin_fraction_high": _per_minimum(
+            high, "Wilson interval upper bound, counting every unsettled member (budget, saddle) in"
+        ),
+    }
+
+
+def _member_variables(travel, start_distance, minimum_of_member):
+    return {
+        "travel_distance": ("member", travel, variable_attrs("distance from start to end point (nan: unassigned)")),
+        "start_distance": (
+            "member",
+            start_distance,
+            variable_attrs("distance from start to the nearest symmetric image of its minimum"),
+        ),
+        "minimum_of_member": (
+            "member", minimum_of_member, variable_attrs("minimum reached, or why none", flag_meanings=LABEL_MEANINGS)
+        ),
+    }
+
+
+def _unassigned_fraction(assigned, n_members):
+    unassigned = 1 - assigned.mean()
+    return (
+        (),
+        unassigned,
+        variable_attrs(
+            "fraction of members with no minimum",
+            standard_error=float(np.sqrt(unassigned * (1 - unassigned) / n_members)),
+        ),
+    )
+
+
+def _add_errors(basins, fraction, minimum_train_error, minimum_test_error):
+    """The minima's errors and the rank correlation of basin fraction with test error (in place)."""
+    test_error = np.asarray(minimum_test_error, dtype=float)
+    rho, rho_se = spearman_with_error(fraction, test_error)
+    basins["train_error"] = _per_minimum(minimum_train_error, "training error of the minimum")
+    basins["test_error"] = _per_minimum(test_error, "test error of the minimum")
+    basins["rank_correlation_fraction_test_error"] = (
+        (),
+        rho,
+        variable_attrs("Spearman correlation of basin fraction and test error", standard_error=rho_se),
+    )
 
 
 def _member_distances(initial_theta, final_theta, assigned, distance, end_offset):

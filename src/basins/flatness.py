@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -130,33 +131,60 @@ def measure_flatness(
     dense = n_params <= max_dense_params
     log.info("%d minima of %d parameters: %s Hessians", n_minima, n_params, "dense" if dense else "Lanczos")
     if n_minima:
-        chunk = chunk or n_minima
-        parts = [
-            _hessian_measures(hvp, torch_theta[start : start + chunk], n_top=n_top, n_lanczos=n_lanczos,
-                              n_hutchinson=n_hutchinson, n_slq=n_slq, dense=dense, generator=generator)
-            for start in range(0, n_minima, chunk)
-        ]
-        top, trace, trace_se, nodes, weights, counted = (np.concatenate(arrays) for arrays in zip(*parts))
-        spectrum = nodes if dense else None
-        index = (counted < -index_tolerance * np.abs(counted).max(1, keepdims=True)).sum(1)
-        low, high = float(nodes.min()), float(nodes.max())
-        grid = np.linspace(low - 0.05 * (high - low + 1e-12), high + 0.05 * (high - low + 1e-12), n_bins)
-        density = spectral_density(nodes, weights, grid, width=max(2 * (grid[1] - grid[0]), 1e-12))
+        hessians = _hessian_summary(
+            hvp, torch_theta, chunk=chunk or n_minima, n_top=n_top, n_lanczos=n_lanczos, n_hutchinson=n_hutchinson,
+            n_slq=n_slq, dense=dense, generator=generator, index_tolerance=index_tolerance, n_bins=n_bins,
+        )
         energy = local_energy(theta, errors_and_losses, np.asarray(sigmas), n_draws=n_draws, seed=seed)
     else:
-        top, trace, trace_se, index = np.zeros((0, n_top)), np.zeros(0), np.zeros(0), np.zeros(0, dtype=int)
-        grid, density = np.zeros(n_bins), np.zeros((0, n_bins))
-        spectrum = np.zeros((0, n_params))
+        hessians = _HessianSummary(
+            top=np.zeros((0, n_top)), trace=np.zeros(0), trace_se=np.zeros(0), index=np.zeros(0, dtype=int),
+            grid=np.zeros(n_bins), density=np.zeros((0, n_bins)), spectrum=np.zeros((0, n_params)),
+        )
         energy = {name: np.zeros((0, len(sigmas))) for name in ("error", "error_se", "loss", "loss_se", "local_energy")}
+    return _flatness_dataset(hessians, energy, n_minima=n_minima, n_top=n_top, n_params=n_params, sigmas=sigmas,
+                             dense=dense, seed=seed)
+
+
+class _HessianSummary(NamedTuple):
+    """Per minimum: top eigenvalues, Hutchinson trace, index, spectral density on ``grid`` and,
+    with dense Hessians, the spectrum (None otherwise)."""
+
+    top: np.ndarray
+    trace: np.ndarray
+    trace_se: np.ndarray
+    index: np.ndarray
+    grid: np.ndarray
+    density: np.ndarray
+    spectrum: np.ndarray | None
+
+
+def _hessian_summary(hvp, theta, *, chunk, n_top, n_lanczos, n_hutchinson, n_slq, dense, generator, index_tolerance,
+                     n_bins) -> _HessianSummary:
+    """The Hessian measures of every minimum, ``chunk`` minima at a time."""
+    parts = [
+        _hessian_measures(hvp, theta[start : start + chunk], n_top=n_top, n_lanczos=n_lanczos,
+                          n_hutchinson=n_hutchinson, n_slq=n_slq, dense=dense, generator=generator)
+        for start in range(0, len(theta), chunk)
+    ]
+    top, trace, trace_se, nodes, weights, counted = (np.concatenate(arrays) for arrays in zip(*parts))
+    index = (counted < -index_tolerance * np.abs(counted).max(1, keepdims=True)).sum(1)
+    low, high = float(nodes.min()), float(nodes.max())
+    grid = np.linspace(low - 0.05 * (high - low + 1e-12), high + 0.05 * (high - low + 1e-12), n_bins)
+    density = spectral_density(nodes, weights, grid, width=max(2 * (grid[1] - grid[0]), 1e-12))
+    return _HessianSummary(top, trace, trace_se, index, grid, density, nodes if dense else None)
+
+
+def _flatness_dataset(hessians, energy, *, n_minima, n_top, n_params, sigmas, dense, seed):
     per_minimum = lambda values, *attrs: ("minimum", values, variable_attrs(*attrs))  # noqa: E731
     per_sigma = lambda values, *attrs: (("minimum", "sigma"), values, variable_attrs(*attrs))  # noqa: E731
     data_vars = dict(
-        top_eigenvalue=(("minimum", "eigen"), top, variable_attrs("largest Hessian eigenvalues (Lanczos)")),
-        trace=per_minimum(trace, "Hessian trace (Hutchinson)"),
-        trace_se=per_minimum(trace_se, "standard error of trace"),
-        index=per_minimum(np.asarray(index, dtype=np.int64),
+        top_eigenvalue=(("minimum", "eigen"), hessians.top, variable_attrs("largest Hessian eigenvalues (Lanczos)")),
+        trace=per_minimum(hessians.trace, "Hessian trace (Hutchinson)"),
+        trace_se=per_minimum(hessians.trace_se, "standard error of trace"),
+        index=per_minimum(np.asarray(hessians.index, dtype=np.int64),
                           "negative Hessian eigenvalues" + ("" if dense else " (negative Ritz values: a lower bound)")),
-        spectral_density=(("minimum", "bin"), density, variable_attrs("Hessian spectral density")),
+        spectral_density=(("minimum", "bin"), hessians.density, variable_attrs("Hessian spectral density")),
         local_energy=per_sigma(energy["local_energy"], "training error increase under perturbation (delta-E)"),
         perturbed_error=per_sigma(energy["error"], "mean training error of perturbed minima"),
         perturbed_error_se=per_sigma(energy["error_se"], "standard error of perturbed_error"),
@@ -166,10 +194,11 @@ def measure_flatness(
     coords = {
         "minimum": ("minimum", np.arange(n_minima), variable_attrs("minimum index, by basin size")),
         "eigen": ("eigen", np.arange(n_top), variable_attrs("rank of eigenvalue, largest first")),
-        "bin": ("bin", grid, variable_attrs("eigenvalue")),
+        "bin": ("bin", hessians.grid, variable_attrs("eigenvalue")),
         "sigma": ("sigma", np.asarray(sigmas, dtype=np.float64), variable_attrs("relative perturbation size")),
     }
     if dense:
+        spectrum = hessians.spectrum
         data_vars["spectrum"] = (("minimum", "mode"), spectrum, variable_attrs("Hessian eigenvalues, ascending"))
         data_vars["exact_trace"] = per_minimum(spectrum.sum(1), "Hessian trace (dense)")
         coords["mode"] = ("mode", np.arange(n_params), variable_attrs("eigenvalue index, ascending"))

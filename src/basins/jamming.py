@@ -109,6 +109,7 @@ def train_size_grid(smallest: int, largest: int, n_sizes: int) -> np.ndarray:
     return np.unique(np.round(np.geomspace(smallest, largest, n_sizes)).astype(np.int64))
 
 
+# Long only by its signature and numpydoc docstring, one keyword per config key; the body is ~35 lines.
 def sweep_jamming(
     arch: Architecture,
     x_pool: np.ndarray,
@@ -208,6 +209,47 @@ def sweep_jamming(
         grid's), and ``delta`` ``(member, sample)``: Delta = margin - y f on the member's
         training points (nan beyond them).
     """
+    n_train, x_pool, y_pool, factors = _checked_sweep_inputs(
+        arch, x_pool, y_pool, initial_theta, n_train, loss=loss, stuck_fraction=stuck_fraction, delta_tol=delta_tol,
+        budget_factors=budget_factors, fine_resolution=fine_resolution, fine_initial_theta=fine_initial_theta,
+    )
+    n_pool = y_pool.shape[-1]
+    torch_device, torch_dtype = resolve_device(device), TORCH_DTYPES[dtype]
+    x, y = data_tensors(arch, x_pool, y_pool, dtype=torch_dtype, device=torch_device)
+    fit = dict(
+        arch=arch, x=x, y=y, x_test=x_test, y_test=y_test, loss=loss, margin=margin, l2=l2, delta_tol=delta_tol,
+        stuck_fraction=stuck_fraction, budget_factors=factors, dynamics=dynamics, lr=lr,
+        lr_decay_every=lr_decay_every, lr_decay_factor=lr_decay_factor, max_steps=max_steps, grad_tol=grad_tol,
+        seed=seed, chunk=network_chunk_size(arch, n_pool, memory_budget_mb, torch_dtype, torch_device),
+        data_fingerprint=fingerprint_arrays(x_pool, y_pool), checkpoint_every_s=checkpoint_every_s,
+        progress_every_s=progress_every_s,
+    )
+    result = _fit_sizes(n_train, initial_theta, np.arange(len(n_train)), checkpoint_path=checkpoint_path, **fit)
+    scans = [result.assign(scan=("member", np.zeros(len(n_train), dtype=np.int8)))]
+    scans += _fine_scan(n_train, result["phase"].values, fine_resolution, fine_initial_theta, checkpoint_path, fit)
+    result = _joined_scans(scans, n_pool)
+    _log_phases(result["phase"].values)
+    return result.assign_attrs(
+        architecture=json.dumps(arch.__dict__, sort_keys=True),
+        depth=arch.depth,
+        width=arch.width,
+        n_params=arch.n_params,
+        n_weights=arch.n_weights,
+        loss_function=loss,
+        margin=margin,
+        delta_tol=delta_tol,
+        stuck_fraction=stuck_fraction,
+        budget_factors=json.dumps(factors.tolist()),
+        fine_resolution=fine_resolution,
+        dynamics=dynamics,
+    )
+
+
+def _checked_sweep_inputs(
+    arch, x_pool, y_pool, initial_theta, n_train, *, loss, stuck_fraction, delta_tol, budget_factors, fine_resolution,
+    fine_initial_theta,
+):
+    """``n_train``, the pool and ``budget_factors`` as arrays, once :func:`sweep_jamming` can run them."""
     if loss not in ("quadratic_hinge", "hinge"):
         check_loss(loss)
         raise ValueError(f"loss={loss!r}: the jamming sweep uses 'quadratic_hinge' or 'hinge'")
@@ -235,49 +277,37 @@ def sweep_jamming(
         raise ValueError(
             f"fine_resolution={fine_resolution}: a fine scan (> 0) needs one shared pool and fine_initial_theta"
         )
-    torch_device, torch_dtype = resolve_device(device), TORCH_DTYPES[dtype]
-    x, y = data_tensors(arch, x_pool, y_pool, dtype=torch_dtype, device=torch_device)
-    fit = dict(
-        arch=arch, x=x, y=y, x_test=x_test, y_test=y_test, loss=loss, margin=margin, l2=l2, delta_tol=delta_tol,
-        stuck_fraction=stuck_fraction, budget_factors=factors, dynamics=dynamics, lr=lr,
-        lr_decay_every=lr_decay_every, lr_decay_factor=lr_decay_factor, max_steps=max_steps, grad_tol=grad_tol,
-        seed=seed, chunk=network_chunk_size(arch, n_pool, memory_budget_mb, torch_dtype, torch_device),
-        data_fingerprint=fingerprint_arrays(x_pool, y_pool), checkpoint_every_s=checkpoint_every_s,
-        progress_every_s=progress_every_s,
+    return n_train, x_pool, y_pool, factors
+
+
+def _fine_scan(n_train, grid_phase, fine_resolution, fine_initial_theta, checkpoint_path, fit) -> list[xr.Dataset]:
+    """The fine scan's pass (:func:`sweep_jamming`) inside the bracket of the transition the
+    grid's phases place; none without a fine scan, a bracket or a size left to fit."""
+    lower, upper = transition_bracket(n_train, grid_phase)
+    if not (fine_resolution > 0 and np.isfinite(lower)):
+        return []
+    fine = fine_train_sizes(lower, upper, fine_resolution, at_most=len(fine_initial_theta))
+    fine = fine[~np.isin(fine, n_train)]  # a bracket wider than one grid interval holds grid sizes
+    log.info("fine scan: %d sizes between P = %d and %d", fine.size, lower, upper)
+    if not fine.size:
+        return []
+    more = _fit_sizes(
+        fine, np.asarray(fine_initial_theta)[: fine.size], len(n_train) + np.arange(fine.size),
+        checkpoint_path=None if checkpoint_path is None else f"{checkpoint_path}.fine", **fit,
     )
-    result = _fit_sizes(n_train, initial_theta, np.arange(len(n_train)), checkpoint_path=checkpoint_path, **fit)
-    scans = [result.assign(scan=("member", np.zeros(len(n_train), dtype=np.int8)))]
-    lower, upper = transition_bracket(n_train, result["phase"].values)
-    if fine_resolution > 0 and np.isfinite(lower):
-        fine = fine_train_sizes(lower, upper, fine_resolution, at_most=len(fine_initial_theta))
-        fine = fine[~np.isin(fine, n_train)]  # a bracket wider than one grid interval holds grid sizes
-        log.info("fine scan: %d sizes between P = %d and %d", fine.size, lower, upper)
-        if fine.size:
-            more = _fit_sizes(
-                fine, np.asarray(fine_initial_theta)[: fine.size], len(n_train) + np.arange(fine.size),
-                checkpoint_path=None if checkpoint_path is None else f"{checkpoint_path}.fine", **fit,
-            )
-            scans.append(more.assign(scan=("member", np.ones(fine.size, dtype=np.int8))))
+    return [more.assign(scan=("member", np.ones(fine.size, dtype=np.int8)))]
+
+
+def _joined_scans(scans, n_pool):
+    """The grid's and the fine scan's members in one dataset, with the pool's sample coordinate."""
     result = xr.concat(scans, dim="member", data_vars="minimal", coords="minimal", compat="override")
     result["scan"].attrs.update(variable_attrs("pass of the scan", flag_values="0 1", flag_meanings="grid fine"))
-    result = result.assign_coords(sample=("sample", np.arange(n_pool), variable_attrs("pool sample index")))
-    phase = result["phase"].values
+    return result.assign_coords(sample=("sample", np.arange(n_pool), variable_attrs("pool sample index")))
+
+
+def _log_phases(phase):
     counts = {name: int((phase == value).sum()) for name, value in zip(PHASE_MEANINGS.split(), PHASE_VALUES)}
     log.info("phases: %s", ", ".join(f"{count} {name}" for name, count in counts.items()))
-    return result.assign_attrs(
-        architecture=json.dumps(arch.__dict__, sort_keys=True),
-        depth=arch.depth,
-        width=arch.width,
-        n_params=arch.n_params,
-        n_weights=arch.n_weights,
-        loss_function=loss,
-        margin=margin,
-        delta_tol=delta_tol,
-        stuck_fraction=stuck_fraction,
-        budget_factors=json.dumps(factors.tolist()),
-        fine_resolution=fine_resolution,
-        dynamics=dynamics,
-    )
 
 
 def _fit_sizes(

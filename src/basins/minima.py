@@ -351,11 +351,7 @@ def deduplicate_minima(
         count with both tolerances scaled by each factor of the ``tolerance`` coordinate, and
         whether the chosen tolerances lie on a plateau of it (:func:`tolerance_plateau`).
     """
-    if criterion not in CRITERIA:
-        raise ValueError(f"criterion={criterion!r}; choose one of {CRITERIA}")
-    for name, value in (("loss_tol", loss_tol), ("function_tol", function_tol), ("dist_tol", dist_tol)):
-        if not value > 0:
-            raise ValueError(f"{name}={value} must be positive")
+    _check_tolerances(criterion, loss_tol=loss_tol, function_tol=function_tol, dist_tol=dist_tol)
     # Members in a fixed order (by member index), so shard order cannot change the result.
     training = training.sortby("member")
     converged = training["status"].values == CONVERGED
@@ -363,39 +359,13 @@ def deduplicate_minima(
     canonical = canonicalize(training["final_theta"].values[converged], arch)
     fingerprints = function_fingerprints(canonical, arch, probe_inputs)
     loss = training["loss"].values[converged]
-
-    separation = _unit_separation(canonical, arch) if criterion == "function_and_parameters" else None
-
-    def group(factor, joined):
-        same_parameters = None
-        if criterion == "function_and_parameters":
-            same_parameters = _parameter_check(canonical, separation, arch, dist_tol * factor)
-        return group_endpoints(
-            fingerprints, loss, loss_tol=loss_tol, function_tol=function_tol * factor,
-            same_parameters=same_parameters, joined=joined,
-        )
-
-    # Factors ascend, and each grouping starts from the one before it: a pair confirmed at a
-    # smaller tolerance passes at a larger one, so this is still exact single linkage at every
-    # factor, counts only fall along the sweep, and no pair is checked twice.
-    swept, partition = [], np.arange(len(loss))
-    for factor in TOLERANCE_FACTORS:
-        partition = group(factor, partition)
-        swept.append(len(np.unique(partition)))
-        if factor == 1.0:
-            groups = partition
-    sizes = np.bincount(groups) if len(groups) else np.zeros(0, dtype=np.int64)
-    lowest_loss = np.full(len(sizes), np.inf)
-    np.minimum.at(lowest_loss, groups, loss)
-    ranking = np.lexsort((lowest_loss, -sizes))
-    rank_of_group = np.empty_like(ranking)
-    rank_of_group[ranking] = np.arange(len(ranking))
+    group = _grouping(canonical, fingerprints, loss, arch, criterion=criterion, loss_tol=loss_tol,
+                      function_tol=function_tol, dist_tol=dist_tol)
+    groups, swept = _sweep_tolerances(group, len(loss))
+    sizes, ranking, rank_of_group = _rank_by_size(groups, loss)
     labels = label_of_status(training["status"].values)
     labels[converged] = rank_of_group[groups]
-    by_group_then_loss = np.lexsort((loss, groups))
-    group_starts = np.r_[0, np.flatnonzero(np.diff(groups[by_group_then_loss])) + 1].astype(np.int64)
-    lowest_member = by_group_then_loss[group_starts] if len(groups) else groups
-    representatives = np.flatnonzero(converged)[lowest_member[ranking]]
+    representatives = np.flatnonzero(converged)[_lowest_loss_members(groups, loss)[ranking]]
     canonical_of_member = np.full(training["final_theta"].shape, np.nan)
     canonical_of_member[converged] = canonical
     result = _as_dataset(training, canonical_of_member, labels, representatives, sizes[ranking], swept)
@@ -407,6 +377,65 @@ def deduplicate_minima(
         else "isolated minima: endpoints grouped by function and symmetry-reduced parameters",
         n_probe_inputs=len(probe_inputs),
     )
+
+
+def _check_tolerances(criterion, **tolerances):
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion={criterion!r}; choose one of {CRITERIA}")
+    for name, value in tolerances.items():
+        if not value > 0:
+            raise ValueError(f"{name}={value} must be positive")
+
+
+def _grouping(canonical, fingerprints, loss, arch, *, criterion, loss_tol, function_tol, dist_tol):
+    """``group(factor, joined)``: :func:`group_endpoints` with ``function_tol`` and ``dist_tol``
+    scaled by ``factor``, starting from the partition ``joined``."""
+    separation = _unit_separation(canonical, arch) if criterion == "function_and_parameters" else None
+
+    def group(factor, joined):
+        same_parameters = None
+        if criterion == "function_and_parameters":
+            same_parameters = _parameter_check(canonical, separation, arch, dist_tol * factor)
+        return group_endpoints(
+            fingerprints, loss, loss_tol=loss_tol, function_tol=function_tol * factor,
+            same_parameters=same_parameters, joined=joined,
+        )
+
+    return group
+
+
+def _sweep_tolerances(group, n_points):
+    """The grouping at factor 1 of :data:`TOLERANCE_FACTORS`, and the count of groups at each
+    factor; ``group(factor, joined)`` groups the points starting from the partition ``joined``."""
+    # Factors ascend, and each grouping starts from the one before it: a pair confirmed at a
+    # smaller tolerance passes at a larger one, so this is still exact single linkage at every
+    # factor, counts only fall along the sweep, and no pair is checked twice.
+    swept, partition = [], np.arange(n_points)
+    for factor in TOLERANCE_FACTORS:
+        partition = group(factor, partition)
+        swept.append(len(np.unique(partition)))
+        if factor == 1.0:
+            groups = partition
+    return groups, swept
+
+
+def _rank_by_size(groups, loss):
+    """Sizes of the groups, the groups in rank order (largest first, then lowest loss) and the
+    rank of each group."""
+    sizes = np.bincount(groups) if len(groups) else np.zeros(0, dtype=np.int64)
+    lowest_loss = np.full(len(sizes), np.inf)
+    np.minimum.at(lowest_loss, groups, loss)
+    ranking = np.lexsort((lowest_loss, -sizes))
+    rank_of_group = np.empty_like(ranking)
+    rank_of_group[ranking] = np.arange(len(ranking))
+    return sizes, ranking, rank_of_group
+
+
+def _lowest_loss_members(groups, loss):
+    """The point of lowest loss in each group, by group."""
+    by_group_then_loss = np.lexsort((loss, groups))
+    group_starts = np.r_[0, np.flatnonzero(np.diff(groups[by_group_then_loss])) + 1].astype(np.int64)
+    return by_group_then_loss[group_starts] if len(groups) else groups
 
 
 def matching_options(minima_options: dict, x_train: np.ndarray) -> tuple[dict, np.ndarray]:

@@ -10,6 +10,7 @@ points (:func:`confirm_minima`), and errors on the training and test sets are re
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -41,6 +42,7 @@ from basins.landscapes.objective import (
 log = logging.getLogger(__name__)
 
 
+# Long only by its signature and numpydoc docstring, one keyword per config key; the body is ~50 lines.
 def train_ensemble(
     arch: Architecture,
     x_train: np.ndarray,
@@ -187,16 +189,9 @@ def train_ensemble(
         ``stop_when_satisfied``) and ``loss_history`` at log-spaced steps (of the first run, before
         any saddle escape).
     """
-    check_loss(loss)
-    if max_steps <= 0 or grad_tol < 0:
-        raise ValueError(f"max_steps={max_steps} must be > 0 and grad_tol={grad_tol} >= 0")
     beta_start = beta if beta_start is None else beta_start
-    check_beta_schedule(loss, dynamics, beta, beta_start, beta_ramp_steps)
-    if initial_theta.shape != (len(member_ids), arch.n_params):
-        raise ValueError(
-            f"initial_theta has shape {initial_theta.shape}; expected "
-            f"({len(member_ids)}, {arch.n_params}) for {len(member_ids)} members of this network"
-        )
+    _check_run(arch, initial_theta, member_ids, loss=loss, dynamics=dynamics, max_steps=max_steps, grad_tol=grad_tol,
+               beta=beta, beta_start=beta_start, beta_ramp_steps=beta_ramp_steps)
     torch_device = resolve_device(device)
     torch_dtype = TORCH_DTYPES[dtype]
     as_tensor = lambda a: torch.as_tensor(np.asarray(a), dtype=torch_dtype, device=torch_device)  # noqa: E731
@@ -204,26 +199,17 @@ def train_ensemble(
         "train": data_tensors(arch, x_train, y_train, dtype=torch_dtype, device=torch_device),
         "test": data_tensors(arch, x_test, y_test, dtype=torch_dtype, device=torch_device),
     }
-    def landscape(inverse_temperature):
-        return make_objective(
-            arch, *data["train"], loss=loss, margin=margin, l2=l2, beta=inverse_temperature, compile=compile
-        )
-
-    objective = landscape(beta)
-    annealed = None
-    if beta_ramp_steps:
-        annealed = lambda step: landscape(  # noqa: E731
-            beta_at(step, beta=beta, beta_start=beta_start, ramp_steps=beta_ramp_steps)
-        )
-    satisfied = None
-    if stop_when_satisfied:
-        x, y = data["train"]
-        satisfied = lambda theta: (margins(forward(theta, x, arch), y) < margin).sum(1) == 0  # noqa: E731
+    objective, annealed = _training_landscape(
+        arch, data["train"], loss=loss, margin=margin, l2=l2, beta=beta, beta_start=beta_start,
+        beta_ramp_steps=beta_ramp_steps, compile=compile,
+    )
     chunk = network_chunk_size(arch, len(y_train), memory_budget_mb, torch_dtype, torch_device)
     engine = dict(
         dynamics=dynamics, lr=lr, max_steps=max_steps, grad_tol=grad_tol, momentum=momentum,
         batch_size=batch_size, lr_decay_every=lr_decay_every, lr_decay_factor=lr_decay_factor,
-        dynamics_options=flat_seeking, n_samples=len(y_train), satisfied=satisfied, rtol=rtol, atol=atol, check_every=check_every,
+        dynamics_options=flat_seeking, n_samples=len(y_train),
+        satisfied=_margins_met(arch, data["train"], margin) if stop_when_satisfied else None,
+        rtol=rtol, atol=atol, check_every=check_every,
         divergence_threshold=divergence_threshold, seed=seed, device=torch_device, dtype=torch_dtype,
         chunk=chunk, run_id=(arch, loss, l2, margin, beta, beta_start, stop_when_satisfied, dtype, compile),
         progress_every_s=progress_every_s,
@@ -252,6 +238,40 @@ def train_ensemble(
     with torch.no_grad():
         _evaluate_final(out, arch, data, margin, out["chunk"], as_tensor)
     return _as_dataset(out, member_ids, initial_theta, arch, dynamics)
+
+
+def _check_run(arch, initial_theta, member_ids, *, loss, dynamics, max_steps, grad_tol, beta, beta_start, beta_ramp_steps):
+    """Refuse a loss, budget, beta schedule or starting points that :func:`train_ensemble` cannot run."""
+    check_loss(loss)
+    if max_steps <= 0 or grad_tol < 0:
+        raise ValueError(f"max_steps={max_steps} must be > 0 and grad_tol={grad_tol} >= 0")
+    check_beta_schedule(loss, dynamics, beta, beta_start, beta_ramp_steps)
+    if initial_theta.shape != (len(member_ids), arch.n_params):
+        raise ValueError(
+            f"initial_theta has shape {initial_theta.shape}; expected "
+            f"({len(member_ids)}, {arch.n_params}) for {len(member_ids)} members of this network"
+        )
+
+
+def _training_landscape(arch, train, *, loss, margin, l2, beta, beta_start, beta_ramp_steps, compile):
+    """The training objective at ``beta``, and ``annealed(step)`` on the ramp from ``beta_start``
+    (None without a ramp)."""
+
+    def landscape(inverse_temperature):
+        return make_objective(arch, *train, loss=loss, margin=margin, l2=l2, beta=inverse_temperature, compile=compile)
+
+    annealed = None
+    if beta_ramp_steps:
+        annealed = lambda step: landscape(  # noqa: E731
+            beta_at(step, beta=beta, beta_start=beta_start, ramp_steps=beta_ramp_steps)
+        )
+    return landscape(beta), annealed
+
+
+def _margins_met(arch, train, margin):
+    """``satisfied(theta)``: every training point has margin >= ``margin``."""
+    x, y = train
+    return lambda theta: (margins(forward(theta, x, arch), y) < margin).sum(1) == 0
 
 
 def check_minima(
@@ -404,23 +424,15 @@ def escape_saddles(
     n_members = len(member_ids)
     out["lowest_eigenvalue"] = np.full(n_members, np.nan)
     out["n_escapes"] = np.zeros(n_members, dtype=np.int64)
-    hvp = make_hvp(energy)
-    generator = torch.Generator().manual_seed(seed)
-    n_params = out["final_theta"].shape[1]
-    per_member = 8 * (3 * n_params**2 if n_params <= max_dense_params else 2 * n_lanczos * n_params)
-    chunk = max(1, min(out["chunk"], int(memory_budget_mb * 2**20 // per_member)))
+    lowest_eigenpairs_at = _LowestEigenpairs(
+        make_hvp(energy), torch.Generator().manual_seed(seed), max_dense_params=max_dense_params, n_lanczos=n_lanczos,
+        chunk=_eigenpair_chunk(out, max_dense_params, n_lanczos, memory_budget_mb), device=device, dtype=dtype,
+    )
     rows = np.flatnonzero(out["status"] == CONVERGED)
     for attempt in range(max_saddle_escapes + 1):
         if not len(rows):
             break
-        value, vector = np.empty(len(rows)), np.empty((len(rows), n_params))
-        for start in range(0, len(rows), chunk):
-            part = rows[start : start + chunk]
-            theta = torch.as_tensor(out["final_theta"][part], dtype=dtype, device=device)
-            low, direction = lowest_eigenpairs(
-                hvp, theta, max_dense_params=max_dense_params, n_lanczos=n_lanczos, generator=generator
-            )
-            value[start : start + chunk], vector[start : start + chunk] = to_numpy(low), to_numpy(direction)
+        value, vector = lowest_eigenpairs_at(out["final_theta"][rows])
         out["lowest_eigenvalue"][rows] = value
         at_saddle = value < -curvature_tol
         rows, value, vector = rows[at_saddle], value[at_saddle], vector[at_saddle]
@@ -429,13 +441,56 @@ def escape_saddles(
             break
         log.info("%d members stopped at saddles (lowest eigenvalue down to %.3g): kick %d", len(rows),
                  value.min(), attempt + 1)
-        sign = _downhill_side(energy, out["final_theta"][rows], vector, member_ids[rows], seed, attempt, device, dtype)
-        kick = np.minimum(np.maximum(saddle_kick, 2 * grad_tol / np.abs(value)), 1.0)
-        continued = continue_from(out["final_theta"][rows] + (sign * kick)[:, None] * vector, member_ids[rows])
+        kicked = _kicked_off_saddles(
+            energy, out["final_theta"][rows], value, vector, member_ids[rows], saddle_kick=saddle_kick,
+            grad_tol=grad_tol, seed=seed, attempt=attempt, device=device, dtype=dtype,
+        )
+        continued = continue_from(kicked, member_ids[rows])
         merge_continued(out, rows, continued)
         out["n_escapes"][rows] += 1
         out["lowest_eigenvalue"][rows] = np.nan
         rows = rows[continued["status"] == CONVERGED]
+
+
+def _eigenpair_chunk(out, max_dense_params, n_lanczos, memory_budget_mb):
+    """Members whose lowest eigenpair is computed at once within ``memory_budget_mb``: dense
+    Hessians (with ``eigh``'s copies) or the Lanczos basis."""
+    n_params = out["final_theta"].shape[1]
+    per_member = 8 * (3 * n_params**2 if n_params <= max_dense_params else 2 * n_lanczos * n_params)
+    return max(1, min(out["chunk"], int(memory_budget_mb * 2**20 // per_member)))
+
+
+@dataclasses.dataclass(frozen=True)
+class _LowestEigenpairs:
+    """``(points (member, param)) -> (value (member,), vector (member, param))``: the lowest
+    Hessian eigenpair at each point, ``chunk`` points at a time, drawing from one ``generator``."""
+
+    hvp: Callable
+    generator: torch.Generator
+    max_dense_params: int
+    n_lanczos: int
+    chunk: int
+    device: torch.device
+    dtype: torch.dtype
+
+    def __call__(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        value, vector = np.empty(len(points)), np.empty(points.shape)
+        for start in range(0, len(points), self.chunk):
+            theta = torch.as_tensor(points[start : start + self.chunk], dtype=self.dtype, device=self.device)
+            low, direction = lowest_eigenpairs(
+                self.hvp, theta, max_dense_params=self.max_dense_params, n_lanczos=self.n_lanczos,
+                generator=self.generator,
+            )
+            value[start : start + self.chunk], vector[start : start + self.chunk] = to_numpy(low), to_numpy(direction)
+        return value, vector
+
+
+def _kicked_off_saddles(energy, theta, value, vector, member_ids, *, saddle_kick, grad_tol, seed, attempt, device, dtype):
+    """Points at saddles moved along their unstable eigenvector ``vector`` (eigenvalue ``value``)
+    to their downhill side, by ``max(saddle_kick, 2 grad_tol / |value|)`` capped at 1."""
+    sign = _downhill_side(energy, theta, vector, member_ids, seed, attempt, device, dtype)
+    kick = np.minimum(np.maximum(saddle_kick, 2 * grad_tol / np.abs(value)), 1.0)
+    return theta + (sign * kick)[:, None] * vector
 
 
 def _downhill_side(energy, theta, vector, member_ids, seed, attempt, device, dtype):

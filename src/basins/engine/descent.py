@@ -10,6 +10,7 @@ jamming, rings, elastic bands, re-runs) calls this loop; it knows nothing of net
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -34,6 +35,7 @@ def log_spaced_steps(max_steps: int, n_points: int = 40) -> np.ndarray:
     return np.unique(np.round(np.expm1(np.linspace(0, np.log1p(max_steps), n_points)))).astype(int)
 
 
+# Over 80 lines only by its 30 keyword options and their docstring; the body is ~35 lines.
 def descend(
     objective: Objective,
     initial_theta: np.ndarray,
@@ -87,120 +89,187 @@ def descend(
     ``grad_norm``, ``wall_time``, ``flow_time``, ``loss_history`` at ``history_steps``).
     """
     stepper = make_stepper(
-        dynamics,
-        lr=lr,
-        momentum=momentum,
-        batch_size=batch_size,
-        n_samples=n_samples,
-        seed=seed,
-        rtol=rtol,
-        atol=atol,
-        check_every=check_every,
-        max_move=max_move,
-        lr_decay_every=lr_decay_every,
-        lr_decay_factor=lr_decay_factor,
-        **(dynamics_options or {}),
+        dynamics, lr=lr, momentum=momentum, batch_size=batch_size, n_samples=n_samples, seed=seed, rtol=rtol,
+        atol=atol, check_every=check_every, max_move=max_move, lr_decay_every=lr_decay_every,
+        lr_decay_factor=lr_decay_factor, **(dynamics_options or {}),
     )
     if getattr(stepper, "needs_shared_landscape", False) and hasattr(objective, "restricted_to"):
         raise ValueError(f"dynamics={dynamics!r} needs one landscape shared by all members")
-    n_members = len(member_ids)
     history_steps = log_spaced_steps(max_steps)
     fingerprint = run_fingerprint(
         *run_id, initial_theta, member_ids, dynamics, lr, max_steps, grad_tol, momentum,
         batch_size, rtol, atol, seed, dtype, max_move, lr_decay_every, lr_decay_factor, anneal_steps,
         check_every, divergence_threshold, sorted((dynamics_options or {}).items()), data=data_fingerprint,
     )
-    out = _load_checkpoint(checkpoint_path, fingerprint) or _empty_results(
-        initial_theta, history_steps
-    )
+    out = _load_checkpoint(checkpoint_path, fingerprint) or _empty_results(initial_theta, history_steps)
     # The chunk size is kept from a checkpoint so a resumed run splits members the same way.
     chunk = out.setdefault("chunk", chunk)
-    as_tensor = lambda a: torch.as_tensor(np.asarray(a), dtype=dtype, device=device)  # noqa: E731
-    progress = _Progress(n_members, progress_every_s)
-    last_checkpoint = time.monotonic()
-
-    def landscape(step):
-        return objective if annealed is None or step >= anneal_steps else annealed(step)
-
-    def save(live=None):
-        if checkpoint_path is not None:
-            _save_checkpoint(checkpoint_path, fingerprint, out, live)
-
+    landscape = _Landscape(objective, satisfied, annealed, anneal_steps)
+    stopping = _StoppingRule(grad_tol, max_steps, anneal_steps, divergence_threshold)
+    checkpoints = _Checkpoints(checkpoint_path, fingerprint, checkpoint_every_s)
+    progress = _Progress(len(member_ids), progress_every_s)
     with torch.no_grad():
-        for start in range(out["next_member"], n_members, chunk):
-            rows = np.arange(start, min(start + chunk, n_members))
-            live = out.pop("live", None)
-            if live is None:
-                theta = as_tensor(initial_theta[rows])
-                active = torch.as_tensor(rows, device=device)
-                loss_now, grad = restricted(landscape(0), active)(theta, None)
-                ids = torch.as_tensor(member_ids[rows], device=device)
-                state = stepper.init_state(theta, grad, ids)
-                step = 0
-            else:
-                theta, state, loss_now, grad, active, step = _to_device(live, device)
-            running_objective, running_satisfied = restricted(landscape(step), active), restricted(satisfied, active)
-            chunk_start = time.monotonic() - out["elapsed"]
-            while active.numel():
-                # 1. Classify members from the full-batch loss and gradient at this point. Most
-                # steps stop no member: a test of a few kernels says so first, and the
-                # classification (some twenty kernels) runs only where a member may stop.
-                # No member converges by its gradient while the landscape still moves.
-                tol = grad_tol if step >= anneal_steps else -math.inf
-                over = getattr(stepper, "finished", _never)(state)
-                finished = None
-                if grad is None or satisfied is not None or step >= max_steps or not _none_stops(
-                    theta, loss_now, grad, tol, divergence_threshold, over
-                ):
-                    met = None if satisfied is None or grad is None else running_satisfied(theta)
-                    status, grad_norm = _classify(
-                        theta, loss_now, grad, met, grad_tol=tol, divergence_threshold=divergence_threshold,
-                        over=(step >= max_steps) | over,
-                    )
-                    finished = status >= 0
-                # 2. Record the loss history and the members that stop here.
-                if step in out["history_index"]:
-                    if loss_now is None:
-                        loss_now, grad = running_objective(theta, None)
-                    out["loss_history"][to_numpy(active), out["history_index"][step]] = to_numpy(loss_now)
-                if finished is not None and finished.any():
-                    rows_done = to_numpy(active[finished])
-                    out["final_theta"][rows_done] = to_numpy(theta[finished])
-                    out["status"][rows_done] = to_numpy(status[finished])
-                    out["steps"][rows_done] = step
-                    out["grad_norm"][rows_done] = to_numpy(grad_norm[finished])
-                    out["wall_time"][rows_done] = time.monotonic() - chunk_start
-                    if "time" in state:
-                        out["flow_time"][rows_done] = to_numpy(state["time"][finished])
-                    keep = ~finished
-                    theta, active = theta[keep], active[keep]
-                    state = {name: value[keep] for name, value in state.items()}
-                    loss_now = None if loss_now is None else loss_now[keep]
-                    grad = None if grad is None else grad[keep]
-                    running_objective = restricted(landscape(step), active)
-                    running_satisfied = restricted(satisfied, active)
-                    progress.finished(out["status"][rows_done])
-                if not active.numel():
-                    break
-                # 3. One step of the dynamics for the members still running.
-                if step < anneal_steps:
-                    running_objective = restricted(landscape(step + 1), active)
-                theta, state, loss_now, grad = stepper.step(theta, state, loss_now, grad, running_objective)
-                step += 1
-                progress.report(step, active.numel())
-                if time.monotonic() - last_checkpoint > checkpoint_every_s:
-                    out["elapsed"] = time.monotonic() - chunk_start
-                    save((theta, state, loss_now, grad, active, step))
-                    last_checkpoint = time.monotonic()
+        for start in range(out["next_member"], len(member_ids), chunk):
+            rows = np.arange(start, min(start + chunk, len(member_ids)))
+            members = _chunk_members(out.pop("live", None), landscape, stepper, initial_theta[rows], rows,
+                                     member_ids[rows], device, dtype)
+            _run_members(out, members, stepper, landscape, stopping, checkpoints, progress)
             out["next_member"] = rows[-1] + 1
             out["elapsed"] = 0.0
-            save()
+            checkpoints.save(out)
     if dynamics == "gd":
         out["flow_time"] = stepper.lr.total(out["steps"])
     out["history_steps"] = history_steps
-    if checkpoint_path is not None:
-        Path(checkpoint_path).unlink(missing_ok=True)
+    checkpoints.remove()
     return out
+
+
+@dataclasses.dataclass(frozen=True)
+class _Landscape:
+    """What the members of :func:`descend` see: the objective at each step (``annealed`` before
+    ``anneal_steps``) and the extra stopping test ``satisfied``."""
+
+    objective: Objective
+    satisfied: Callable[[torch.Tensor], torch.Tensor] | None
+    annealed: Callable[[int], Objective] | None
+    anneal_steps: int
+
+    def at(self, step: int) -> Objective:
+        return self.objective if self.annealed is None or step >= self.anneal_steps else self.annealed(step)
+
+    def for_members(self, step: int, active: torch.Tensor) -> tuple:
+        """The objective at ``step`` and ``satisfied``, for the members at rows ``active``."""
+        return restricted(self.at(step), active), restricted(self.satisfied, active)
+
+
+@dataclasses.dataclass
+class _Members:
+    """The running members of one chunk: their points, the stepper's state, loss and gradient
+    at the points (None where not evaluated), their rows and the step they reached."""
+
+    theta: torch.Tensor
+    state: dict
+    loss: torch.Tensor | None
+    grad: torch.Tensor | None
+    active: torch.Tensor
+    step: int
+
+    def keep(self, kept: torch.Tensor) -> None:
+        self.theta, self.active = self.theta[kept], self.active[kept]
+        self.state = {name: value[kept] for name, value in self.state.items()}
+        self.loss = None if self.loss is None else self.loss[kept]
+        self.grad = None if self.grad is None else self.grad[kept]
+
+    def as_checkpoint(self) -> tuple:
+        return self.theta, self.state, self.loss, self.grad, self.active, self.step
+
+
+def _chunk_members(live, landscape, stepper, initial_theta, rows, member_ids, device, dtype):
+    """The members at ``rows``: as a checkpoint left them (``live``), else at step 0 with their
+    loss, gradient and the stepper's first state."""
+    if live is not None:
+        return _Members(*_to_device(live, device))
+    theta = torch.as_tensor(np.asarray(initial_theta), dtype=dtype, device=device)
+    active = torch.as_tensor(rows, device=device)
+    loss, grad = restricted(landscape.at(0), active)(theta, None)
+    state = stepper.init_state(theta, grad, torch.as_tensor(member_ids, device=device))
+    return _Members(theta, state, loss, grad, active, 0)
+
+
+def _run_members(out, members, stepper, landscape, stopping, checkpoints, progress):
+    """Step the ``members`` of one chunk until each has stopped, recording them in ``out``."""
+    running_objective, running_satisfied = landscape.for_members(members.step, members.active)
+    chunk_start = time.monotonic() - out["elapsed"]
+    while members.active.numel():
+        # 1. Classify members from the full-batch loss and gradient at this point.
+        status, grad_norm = stopping.classify(members, stepper, running_satisfied, landscape.satisfied is not None)
+        # 2. Record the loss history and the members that stop here.
+        if members.step in out["history_index"]:
+            if members.loss is None:
+                members.loss, members.grad = running_objective(members.theta, None)
+            out["loss_history"][to_numpy(members.active), out["history_index"][members.step]] = to_numpy(members.loss)
+        finished = None if status is None else status >= 0
+        if finished is not None and finished.any():
+            rows_done = _record_stopped(out, members, finished, status, grad_norm, chunk_start)
+            members.keep(~finished)
+            running_objective, running_satisfied = landscape.for_members(members.step, members.active)
+            progress.finished(out["status"][rows_done])
+        if not members.active.numel():
+            break
+        # 3. One step of the dynamics for the members still running.
+        if members.step < landscape.anneal_steps:
+            running_objective = restricted(landscape.at(members.step + 1), members.active)
+        members.theta, members.state, members.loss, members.grad = stepper.step(
+            members.theta, members.state, members.loss, members.grad, running_objective
+        )
+        members.step += 1
+        progress.report(members.step, members.active.numel())
+        checkpoints.save_when_due(out, members, chunk_start)
+
+
+@dataclasses.dataclass(frozen=True)
+class _StoppingRule:
+    """When a member of :func:`descend` stops: diverged, converged (gradient norm at most
+    ``grad_tol`` once the landscape stopped moving, or ``satisfied``) or budget spent."""
+
+    grad_tol: float
+    max_steps: int
+    anneal_steps: int
+    divergence_threshold: float
+
+    def classify(self, members, stepper, satisfied, tests_satisfied):
+        """Status (-1: running) and gradient norm of every member, or ``(None, None)`` where
+        no member stops here. Most steps stop no member: a test of a few kernels says so
+        first, and the classification (some twenty kernels) runs only where one may stop."""
+        theta, loss, grad, step = members.theta, members.loss, members.grad, members.step
+        # No member converges by its gradient while the landscape still moves.
+        tol = self.grad_tol if step >= self.anneal_steps else -math.inf
+        over = getattr(stepper, "finished", _never)(members.state)
+        if grad is None or tests_satisfied or step >= self.max_steps or not _none_stops(
+            theta, loss, grad, tol, self.divergence_threshold, over
+        ):
+            met = None if not tests_satisfied or grad is None else satisfied(theta)
+            return _classify(
+                theta, loss, grad, met, grad_tol=tol, divergence_threshold=self.divergence_threshold,
+                over=(step >= self.max_steps) | over,
+            )
+        return None, None
+
+
+def _record_stopped(out, members, finished, status, grad_norm, chunk_start):
+    """Write the members that ``finished`` into ``out``; their rows."""
+    rows_done = to_numpy(members.active[finished])
+    out["final_theta"][rows_done] = to_numpy(members.theta[finished])
+    out["status"][rows_done] = to_numpy(status[finished])
+    out["steps"][rows_done] = members.step
+    out["grad_norm"][rows_done] = to_numpy(grad_norm[finished])
+    out["wall_time"][rows_done] = time.monotonic() - chunk_start
+    if "time" in members.state:
+        out["flow_time"][rows_done] = to_numpy(members.state["time"][finished])
+    return rows_done
+
+
+class _Checkpoints:
+    """Saves a run's progress to ``path`` (nowhere when None) at the end of every chunk, and
+    within a chunk at most every ``every_s`` seconds."""
+
+    def __init__(self, path, fingerprint, every_s):
+        self.path, self.fingerprint, self.every_s = path, fingerprint, every_s
+        self.last = time.monotonic()
+
+    def save(self, out, members=None):
+        if self.path is not None:
+            _save_checkpoint(self.path, self.fingerprint, out, None if members is None else members.as_checkpoint())
+
+    def save_when_due(self, out, members, chunk_start):
+        if time.monotonic() - self.last > self.every_s:
+            out["elapsed"] = time.monotonic() - chunk_start
+            self.save(out, members)
+            self.last = time.monotonic()
+
+    def remove(self):
+        if self.path is not None:
+            Path(self.path).unlink(missing_ok=True)
 
 
 def descend_until_decided(
