@@ -142,3 +142,14 @@ def test_the_whole_space_has_measure_one():
         )
         assert abs(result["log_measure"].values.mean()) < 0.2
         assert _covered(result, 0.0).mean() >= 0.8
+
+
+@pytest.mark.parametrize("measure", [GaussianMeasure(4), UniformTorus(4)], ids=["gaussian", "torus"])
+def test_the_free_spring_energy_is_the_mean_over_the_springs_own_draws(measure):
+    # The closed form that replaces the Gaussian integral, against the sampler it describes.
+    centre = np.array([[0.5, -1.0, 2.5, 0.1]])
+    rng = np.random.default_rng(7)
+    for coupling in (1e-3, 0.5, 4.0, 300.0):
+        draws = measure.sample_reference(centre, coupling, 200_000, rng)
+        sampled = 0.5 * np.sum(measure.displacement(draws, centre) ** 2, axis=-1).mean()
+        assert measure.free_spring_energy(centre, [coupling])[0, 0] == pytest.approx(sampled, rel=0.01)

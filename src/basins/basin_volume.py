@@ -14,11 +14,18 @@ that lies in the basin (counted directly from independent draws); d ln Z / dk = 
 
     ln mu(B) = ln Z(0) = ln Z(k_max) + integral from 0 to k_max of <s>_k dk.
 
+The same identity for the whole space (Z = 1 at k = 0) removes the Gaussian integral: with
+<s>_k,free the spring energy without the basin (known in closed form),
+
+    ln mu(B) = ln p(k_max) + integral from 0 to k_max of (<s>_k - <s>_k,free) dk,
+
+where p(k_max) is the fraction of the strongest spring's mass in the basin; the integrand
+vanishes where the basin holds the spring's whole mass, so no large cancellation is left.
+
 The walk works in whitened coordinates z, where the initial measure ``mu`` is the standard
 normal (:class:`GaussianMeasure`) or uniform on the torus [-pi, pi)^n (:class:`UniformTorus`,
-Kuramoto phases). The integral runs over t = ln(1 + k), where <s>_k (1 + k) is nearly
-constant at both ends (d / 2 for a Gaussian well, <s>_0 at k = 0), by the trapezoid rule;
-its error is taken as the difference from the rule on every other node.
+Kuramoto phases). The integral runs over t = ln(1 + k) by Simpson's rule; its error is taken
+as the difference from the trapezoid rule.
 
 Uncertainty: each coupling has independent chains, and <s>_k's standard error is the spread
 of their means (autocorrelation included); the reference fraction is binomial; the quadrature
@@ -34,7 +41,7 @@ from typing import Callable
 
 import numpy as np
 import xarray as xr
-from scipy import special, stats
+from scipy import integrate, special, stats
 
 from basins.io import variable_attrs
 from basins.labels import OUTCOME_MEANINGS, OUTCOME_VALUES, RETURNED, UNDECIDED
@@ -66,10 +73,11 @@ class GaussianMeasure:
     def wrap(self, z):
         return z
 
-    def log_reference(self, centre, coupling):
-        """ln of the integral of mu(z) exp(-k |z - z0|^2 / 2) over all space."""
-        k = coupling
-        return -0.5 * self.dim * np.log1p(k) - k * np.sum(centre**2, axis=-1) / (2 * (1 + k))
+    def free_spring_energy(self, centre, couplings):
+        """<s>_k without the basin ``(basin, coupling)``: under N(k z0 / (1 + k), 1 / (1 + k)),
+        (d / (1 + k) + |z0|^2 / (1 + k)^2) / 2."""
+        scale = 1.0 / (1.0 + np.asarray(couplings))
+        return 0.5 * (self.dim * scale + np.sum(centre**2, axis=-1)[:, None] * scale**2)
 
     def sample_reference(self, centre, coupling, n, rng):
         """Draws from mu(z) exp(-k |z - z0|^2 / 2), normalized: N(k z0 / (1 + k), 1 / (1 + k))."""
@@ -92,11 +100,15 @@ class UniformTorus:
     def wrap(self, z):
         return np.mod(z + np.pi, 2 * np.pi) - np.pi
 
-    def log_reference(self, centre, coupling):
-        """ln of (2 pi)^-dim times the integral of exp(-k |wrap(z - z0)|^2 / 2) over the torus."""
-        k = coupling
-        per_coordinate = np.sqrt(2 * np.pi / k) * special.erf(np.pi * np.sqrt(k / 2)) / (2 * np.pi)
-        return self.dim * np.log(per_coordinate) + np.zeros(np.shape(centre)[:-1])
+    def free_spring_energy(self, centre, couplings):
+        """<s>_k without the basin ``(basin, coupling)``: dim / 2 times the variance of N(0, 1 / k)
+        truncated to [-pi, pi) (pi^2 / 3 at k = 0, the uniform's)."""
+        k = np.asarray(couplings, dtype=np.float64)
+        b = np.pi * np.sqrt(k)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            truncated = (1 - 2 * b * stats.norm.pdf(b) / special.erf(b / np.sqrt(2))) / k
+        variance = np.where(k < 1e-6, np.pi**2 / 3 * (1 - np.pi**2 * k / 15), truncated)  # series near k = 0
+        return np.broadcast_to(0.5 * self.dim * variance, (len(centre), len(k)))
 
     def sample_reference(self, centre, coupling, n, rng):
         """Draws from the wrapped spring: N(0, 1 / k) truncated to [-pi, pi) per coordinate, about z0."""
@@ -106,8 +118,7 @@ class UniformTorus:
 
 
 def coupling_schedule(largest: float, n_couplings: int) -> np.ndarray:
-    """Couplings k from 0 to ``largest``, uniform in ln(1 + k); an odd count (the error estimate
-    compares the trapezoid rule on all nodes with the rule on every other node)."""
+    """Couplings k from 0 to ``largest``, uniform in ln(1 + k); an odd count (Simpson's rule)."""
     if largest <= 0 or n_couplings < 3 or n_couplings % 2 == 0:
         raise ValueError(f"largest={largest}, n_couplings={n_couplings}: give largest > 0 and an odd count >= 3")
     return np.expm1(np.linspace(0.0, np.log1p(largest), n_couplings))
@@ -170,12 +181,13 @@ def estimate_basin_measures(
     inside = _counted(inside, len(centres))
     reference = _reference_fraction(inside, measure, centres, couplings[-1], n_reference, rng)
     walk = _walk(inside, measure, centres, couplings, n_chains=n_chains, n_steps=n_steps, n_burn=n_burn, rng=rng)
-    integral, integral_se, quadrature_error = _integrate(couplings, walk["mean"], walk["se"])
+    excess = walk["mean"] - measure.free_spring_energy(centres, couplings)
+    integral, integral_se, quadrature_error = _integrate(couplings, excess, walk["se"])
     inside_fraction = reference / n_reference
     with np.errstate(divide="ignore", invalid="ignore"):
         log_reference_fraction = np.log(inside_fraction)
         reference_se = np.sqrt((1 - inside_fraction) / (n_reference * inside_fraction))
-    log_measure = measure.log_reference(centres, couplings[-1]) + log_reference_fraction + integral
+    log_measure = log_reference_fraction + integral
     se = np.sqrt(integral_se**2 + reference_se**2)
     ids = np.arange(len(centres)) if basin_ids is None else np.asarray(basin_ids)
     return _as_dataset(
@@ -281,20 +293,16 @@ def _spring(measure, z, anchor):
     return 0.5 * np.sum(measure.displacement(z, anchor) ** 2, axis=-1)
 
 
-def _integrate(couplings, mean, se):
-    """Trapezoid rule of <s>_k dk over t = ln(1 + k), its standard error, and the difference
-    from the rule on every other node (the quadrature error)."""
+def _integrate(couplings, excess, se):
+    """Simpson's rule of the excess <s>_k - <s>_k,free dk over t = ln(1 + k), its standard
+    error, and its difference from the trapezoid rule (the quadrature error; conservative, the
+    trapezoid's error being the larger by far on a smooth integrand)."""
     t = np.log1p(couplings)
-    integrand, integrand_se = mean * (1 + couplings), se * (1 + couplings)
-    weights = _trapezoid_weights(t)
-    fine = integrand @ weights
-    coarse = integrand[:, ::2] @ _trapezoid_weights(t[::2])
-    return fine, np.sqrt(integrand_se**2 @ weights**2), np.abs(fine - coarse)
-
-
-def _trapezoid_weights(t):
-    spacing = np.diff(t)
-    return 0.5 * (np.r_[spacing, 0.0] + np.r_[0.0, spacing])
+    integrand, integrand_se = excess * (1 + couplings), se * (1 + couplings)
+    simpson = integrate.simpson(np.eye(len(t)), x=t, axis=1)  # the rule's weights per node
+    trapezoid = integrate.trapezoid(np.eye(len(t)), x=t, axis=1)
+    value = integrand @ simpson
+    return value, np.sqrt(integrand_se**2 @ simpson**2), np.abs(value - integrand @ trapezoid)
 
 
 def _as_dataset(ids, couplings, walk, log_measure, se, quadrature_error, inside_fraction, undecided, z):
@@ -309,7 +317,7 @@ def _as_dataset(ids, couplings, walk, log_measure, se, quadrature_error, inside_
                                          note="z * se + quadrature_error below"),
             "log_measure_high": per_basin(log_measure + half_width, "upper end of the interval of log_measure"),
             "quadrature_error": per_basin(
-                quadrature_error, "difference of the trapezoid rule from the rule on every other coupling"),
+                quadrature_error, "difference of Simpson's rule from the trapezoid rule over the couplings"),
             "reference_inside_fraction": per_basin(
                 inside_fraction, "fraction of the strongest spring's Gaussian draws that lie in the basin"),
             "undecided_fraction": per_basin(
