@@ -1,6 +1,6 @@
 # Basins of attraction of neural-network minima: the study's table of contents.
 # Stages: prepare_dataset -> train_ensemble (sharded) -> deduplicate_minima -> analyze_basins
-# -> probe_rays -> measure_tentacles, slice_basins, measure_flatness; compare_dynamics;
+# -> probe_rays -> measure_tentacles, slice_basins, measure_flatness; estimate_basin_sizes; compare_dynamics;
 # compare_protocols (flatness of the minima each training protocol reaches);
 # summarize_study -> figures; enumerate_local_entropy; connect_minima (transition states,
 # disconnectivity graphs); prepare_jamming_data -> sweep_jamming -> analyze_jamming (the
@@ -19,6 +19,7 @@ include: "workflow/rules/minima.smk"
 include: "workflow/rules/basins.smk"
 include: "workflow/rules/rays.smk"
 include: "workflow/rules/tentacles.smk"
+include: "workflow/rules/basin_sizes.smk"
 include: "workflow/rules/slices.smk"
 include: "workflow/rules/flatness.smk"
 include: "workflow/rules/connectivity.smk"

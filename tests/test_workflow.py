@@ -79,8 +79,8 @@ def test_rule_files_are_snakefmt_formatted():
     "config, stages",
     [
         ("config/config.yaml", STAGES + RING_STAGES),
-        ("config/paper.yaml", STAGES + RING_STAGES),
-        ("config/test.yaml", STAGES + RING_STAGES),
+        ("config/paper.yaml", STAGES + RING_STAGES + ("estimate_basin_sizes",)),
+        ("config/test.yaml", STAGES + RING_STAGES + ("estimate_basin_sizes",)),
         ("config/kuramoto.yaml", RING_STAGES),
     ],
 )
@@ -124,6 +124,8 @@ def broken_config(tmp_path, edit):
         (lambda e: e["training"].update(loss="cross_entropy", dynamics="gd", beta_ramp_steps=10), "beta_start other than"),
         (lambda e: e["training"].update(dynamics="fire"), "basin_geometry: dynamics 'fire' is inertial"),
         (lambda e: e["training"].update(stop_when_satisfied=True), "stop_when_satisfied stops runs"),
+        (lambda e: e["model"].update(init="orthogonal"), "basin_sizes: model.init='orthogonal'"),
+        (lambda e: e["basin_sizes"].update(n_couplings=4), "n_couplings=4 must be odd"),
     ],
 )
 def test_a_broken_config_fails_before_any_job_and_names_the_key(tmp_path, edit, named):

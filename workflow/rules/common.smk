@@ -89,6 +89,9 @@ SHARED_FOR_COMPARISON = {
 BASIN_GEOMETRY = [
     name for name, experiment in EXPERIMENTS.items() if experiment["basin_geometry"]
 ]
+BASIN_SIZES = [
+    name for name, experiment in EXPERIMENTS.items() if "basin_sizes" in experiment
+]
 FIGURES = [
     "basin_sizes",
     "basin_vs_test_error",
@@ -136,6 +139,7 @@ def check_experiments():
         check_flat_seeking(f"experiments.{name}.training", training)
         check_tentacles(f"experiments.{name}.tentacles", experiment["tentacles"])
         check_basin_geometry(name, experiment)
+        check_basin_sizes(name, experiment)
         check_dataset(
             f"experiments.{name}.dataset",
             experiment["dataset"],
@@ -211,6 +215,31 @@ def check_basin_geometry(name, experiment):
         raise ValueError(
             f"experiments.{name}.basin_geometry: {'; '.join(why)}. Set basin_geometry: false "
             "(its catalogue, basin fractions, flatness and protocol comparisons stay)"
+        )
+
+
+def check_basin_sizes(name, experiment):
+    """Basin sizes need basins (basin_geometry) and an initial measure of independent Gaussians."""
+    if "basin_sizes" not in experiment:
+        return
+    where = f"experiments.{name}.basin_sizes"
+    if not experiment["basin_geometry"]:
+        raise ValueError(
+            f"{where}: needs basin_geometry: true (its dynamics must have basins)"
+        )
+    if experiment["model"]["init"] not in ("gaussian", "kaiming"):
+        raise ValueError(
+            f"{where}: model.init={experiment['model']['init']!r}; the walk needs an initial "
+            "measure of independent Gaussians ('gaussian' or 'kaiming')"
+        )
+    sizes = experiment["basin_sizes"]
+    if sizes["n_couplings"] % 2 == 0:
+        raise ValueError(
+            f"{where}.n_couplings={sizes['n_couplings']} must be odd (Simpson's rule)"
+        )
+    if sizes["n_burn"] >= sizes["n_steps"]:
+        raise ValueError(
+            f"{where}.n_burn={sizes['n_burn']} must be below n_steps={sizes['n_steps']}"
         )
 
 
@@ -761,6 +790,11 @@ def all_figures():
         for figure in RING_FIGURES
         for ext in ("pdf", "png")
     ]
+    basin_sizes = [
+        f"results/basin_sizes/{name}/seed{seed}.nc"
+        for name, seed in experiment_seeds()
+        if name in BASIN_SIZES
+    ]
     connectivity = [
         f"results/connectivity/{name}/seed{seed}.nc"
         for name, seed in experiment_seeds()
@@ -788,6 +822,7 @@ def all_figures():
         + (summary if BASIN_GEOMETRY else [])
         + per_ring
         + connectivity
+        + basin_sizes
         + enumeration
         + jamming_figures()
         + answer_outputs()

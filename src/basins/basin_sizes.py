@@ -1,0 +1,165 @@
+"""Stage ``estimate_basin_sizes``: basin fractions beyond counting, checked against counts.
+
+A catalogued minimum stands for all its symmetric images, and its basin fraction (members
+reaching it over members) is the initial measure of the union of their basins. The
+thermodynamic integration of :mod:`basins.basin_volume` measures the basin of one image: the
+one a member of the minimum reached, anchored at that member's start. Where the initial
+measure is invariant under the symmetry group (Gaussian weights, zero biases; the dynamics
+equivariant), every image's basin has the same measure, so the fraction is the orbit size
+(:func:`basins.landscapes.symmetry.orbit_size`) times it.
+
+Two kinds of minima are measured: the ``n_largest`` basins, whose counts are precise (the
+check of the estimate against counting, on every run), and up to ``n_small`` minima that fit
+the training set but have fewer than ``min_members`` members, drawn at random: the ones
+counts cannot rank.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import numpy as np
+import xarray as xr
+
+from basins.basin_volume import GaussianMeasure, coupling_schedule, estimate_basin_measures
+from basins.io import variable_attrs
+from basins.labels import LEFT, RETURNED
+from basins.landscapes.networks import Architecture
+from basins.landscapes.symmetry import orbit_size
+from basins.reruns import outcomes_of
+from basins.stats import wilson_interval
+
+log = logging.getLogger(__name__)
+
+#: ``run(theta (point, param)) -> (final_theta, catalogue label, status)``: the experiment's
+#: dynamics from each point, its endpoint assigned by the catalogue's identity rule.
+Run = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+def select_minima_to_measure(
+    n_members: np.ndarray, train_error: np.ndarray, *, n_largest: int, n_small: int, min_members: int,
+    fit_threshold: float, seed: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the ``n_largest`` basins and of up to ``n_small`` fitting minima with fewer
+    than ``min_members`` members (drawn at random, not picked by any statistic), and whether each
+    is one of the small ones."""
+    n_members = np.asarray(n_members)
+    largest = np.argsort(-n_members, kind="stable")[:n_largest]
+    small = np.flatnonzero((n_members < min_members) & (np.asarray(train_error) <= fit_threshold))
+    small = np.random.default_rng(seed).permutation(small)[:n_small]
+    chosen = np.r_[largest, np.setdiff1d(small, largest)].astype(np.int64)
+    return chosen, np.isin(chosen, small) & ~np.isin(chosen, largest)
+
+
+def estimate_basin_sizes(
+    run: Run,
+    arch: Architecture,
+    scales: np.ndarray,
+    labels: np.ndarray,
+    initial_theta: np.ndarray,
+    final_theta: np.ndarray,
+    minima: np.ndarray,
+    small: np.ndarray,
+    *,
+    image_tol: float,
+    largest_coupling: float,
+    n_couplings: int,
+    n_chains: int,
+    n_steps: int,
+    n_burn: int,
+    n_reference: int,
+    seed: int,
+    confidence_z: float = 1.96,
+) -> xr.Dataset:
+    """Each minimum's basin fraction by thermodynamic integration, beside its count.
+
+    Parameters
+    ----------
+    run : callable
+        :data:`Run`.
+    arch : Architecture
+    scales : ndarray, shape (param,)
+        Standard deviation of each parameter at initialization (0: drawn as 0, e.g. biases),
+        :func:`basins.landscapes.networks.initial_scales`.
+    labels, initial_theta, final_theta : ndarray, shapes (member,), (member, param) x 2
+        The catalogue's members: minimum reached (negative: none), start and endpoint.
+    minima, small : ndarray, shape (minimum,)
+        Catalogue indices to measure, and which are small (:func:`select_minima_to_measure`).
+    image_tol : float
+        A re-run is in the anchor's image basin when it reaches the anchor's minimum (catalogue
+        rule) within this Euclidean distance of the anchor member's endpoint, no other image.
+    largest_coupling, n_couplings, n_chains, n_steps, n_burn, n_reference, seed :
+        The thermodynamic integration (:func:`basins.basin_volume.estimate_basin_measures`).
+
+    Returns
+    -------
+    xarray.Dataset
+        :func:`~basins.basin_volume.estimate_basin_measures`' variables (``log_measure`` is one
+        image's basin) and per ``minimum``: ``orbit_size``, ``log_basin_fraction`` with
+        ``_low`` / ``_high`` (orbit size times the image's measure), ``n_members`` and the count
+        fraction's ln with its Wilson interval ``log_count_fraction_low`` / ``_high``,
+        ``is_small``, ``anchor_member``; ``count_disagreement``: the estimate minus the count in
+        combined standard errors, for the largest minima (nan for the small ones).
+    """
+    support = scales > 0
+    anchors = np.array([np.flatnonzero(labels == m)[0] for m in minima], dtype=np.int64)
+    anchor_end = final_theta[anchors]
+    if np.abs(initial_theta[anchors][:, ~support]).max(initial=0.0) > 0:
+        raise ValueError("members' starts have non-zero parameters where the initial measure has none: "
+                         "the scales do not describe these starts")
+
+    def inside(z, basins):
+        theta = np.zeros((len(z), arch.n_params))
+        theta[:, support] = z * scales[support]
+        reached, label, status = run(theta)
+        outcome = outcomes_of(label, status, minima[basins])
+        other_image = np.linalg.norm(reached - anchor_end[basins], axis=1) > image_tol
+        return np.where((outcome == RETURNED) & other_image, LEFT, outcome).astype(np.int8)
+
+    result = estimate_basin_measures(
+        inside, GaussianMeasure(int(support.sum())), initial_theta[anchors][:, support] / scales[support],
+        couplings=coupling_schedule(largest_coupling, n_couplings), n_chains=n_chains, n_steps=n_steps,
+        n_burn=n_burn, n_reference=n_reference, seed=seed, basin_ids=minima, confidence_z=confidence_z,
+    )
+    orbits = np.array([orbit_size(theta, arch) for theta in anchor_end], dtype=np.int64)
+    counts = np.array([(labels == m).sum() for m in minima])
+    return _with_counts(result, orbits, counts, len(labels), small, anchors, confidence_z)
+
+
+def _with_counts(result, orbits, counts, n_total, small, anchors, z):
+    log_orbit = np.log(orbits)
+    low, high = wilson_interval(counts, n_total, z)
+    count_se = np.sqrt((1 - counts / n_total) / np.maximum(counts, 1))  # delta method on ln(n / N)
+    estimate = result["log_measure"].values + log_orbit
+    with np.errstate(divide="ignore", invalid="ignore"):
+        disagreement = np.where(
+            small, np.nan, (estimate - np.log(counts / n_total)) / np.hypot(result["log_measure_se"].values, count_se)
+        )
+    per_minimum = lambda values, name, **extra: (("minimum",), values, variable_attrs(name, **extra))  # noqa: E731
+    result = result.assign(
+        orbit_size=per_minimum(orbits, "distinct symmetric images of the minimum (group order / stabilizer)"),
+        log_basin_fraction=per_minimum(estimate, "ln of the basin fraction: ln orbit_size + log_measure"),
+        log_basin_fraction_low=per_minimum(result["log_measure_low"].values + log_orbit, "lower end of its interval"),
+        log_basin_fraction_high=per_minimum(result["log_measure_high"].values + log_orbit, "upper end of its interval"),
+        n_members=per_minimum(counts, "members of the ensemble that reached the minimum"),
+        log_count_fraction=per_minimum(np.log(counts / n_total), "ln of the counted basin fraction"),
+        log_count_fraction_low=per_minimum(np.log(low), "ln of the lower end of its Wilson interval"),
+        log_count_fraction_high=per_minimum(np.log(high), "ln of the upper end of its Wilson interval"),
+        count_disagreement=per_minimum(
+            disagreement, "log_basin_fraction - log_count_fraction in combined standard errors",
+            note="the check against counting; nan for the small minima, whose counts cannot rank them"),
+        is_small=per_minimum(small.astype(np.int8), "whether the minimum was measured as one counts cannot rank",
+                             flag_values="0 1", flag_meanings="largest small"),
+        anchor_member=per_minimum(anchors, "member whose start anchors the walk (its endpoint is the image measured)"),
+    )
+    _check_invariants(result)
+    return result
+
+
+def _check_invariants(result):
+    """Refuse a result that says a basin holds more than the whole space."""
+    too_large = result["log_basin_fraction_low"].values > 0
+    if too_large.any():
+        raise ValueError(f"minima {result['minimum'].values[too_large].tolist()}: the interval of the basin "
+                         "fraction lies above 1; the walk did not equilibrate (raise n_steps and n_burn)")

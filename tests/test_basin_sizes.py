@@ -1,0 +1,92 @@
+"""Stage estimate_basin_sizes: one image's basin times the orbit size is the counted fraction."""
+
+import numpy as np
+import pytest
+
+from basins.basin_sizes import estimate_basin_sizes, select_minima_to_measure
+from basins.labels import BUDGET, CONVERGED
+from basins.landscapes.networks import Architecture, initial_parameters, initial_scales
+from basins.landscapes.symmetry import _signed_permutations, group_order, image
+
+ARCH = Architecture(n_inputs=2, n_outputs=1, depth=1, width=2, activation="tanh")
+WALK = dict(largest_coupling=100.0, n_couplings=17, n_chains=4, n_steps=600, n_burn=300, n_reference=64)
+
+
+def _orbit(theta):
+    orders, signs = _signed_permutations(ARCH.width)
+    return image(np.broadcast_to(theta, (len(orders), len(theta))), ARCH, [orders], [signs])
+
+
+def _nearest_image_dynamics(minimum):
+    """Equivariant 'dynamics' whose one minimum attracts everything: each start ends on the image
+    of ``minimum`` nearest to it. The images' basins are Voronoi cells that the group maps onto
+    each other, so each holds 1 / orbit of the Gaussian initial measure, and the catalogue's
+    basin (all images) everything."""
+    images = _orbit(minimum)
+
+    def run(theta):
+        nearest = np.argmin(((theta[:, None, :] - images[None]) ** 2).sum(axis=-1), axis=1)
+        return images[nearest], np.zeros(len(theta), dtype=np.int64), np.full(len(theta), CONVERGED)
+
+    return run
+
+
+def test_one_image_holds_one_orbit_th_of_a_basin_that_holds_everything():
+    minimum = np.random.default_rng(0).standard_normal(ARCH.n_params)
+    run = _nearest_image_dynamics(minimum)
+    starts = initial_parameters(ARCH, np.arange(40), seed=1, init="gaussian")
+    final, labels, _ = run(starts)
+
+    result = estimate_basin_sizes(
+        run, ARCH, initial_scales(ARCH, init="gaussian"), labels, starts, final, np.array([0]), np.array([False]),
+        image_tol=1e-6, seed=2, **WALK,
+    )
+
+    assert int(result["orbit_size"][0]) == group_order(ARCH) == 8
+    assert float(result["log_count_fraction"][0]) == 0.0
+    # ln mu(one image) = -ln 8 = -2.08; the fraction ln 1 = 0 lies in the interval.
+    assert float(result["log_measure"][0]) == pytest.approx(-np.log(8), abs=0.5)
+    assert float(result["log_basin_fraction_low"][0]) <= 0.0 <= float(result["log_basin_fraction_high"][0])
+    assert abs(float(result["count_disagreement"][0])) < 3
+
+
+def test_runs_out_of_budget_are_undecided_and_other_images_are_left():
+    minimum = np.random.default_rng(0).standard_normal(ARCH.n_params)
+    converged = _nearest_image_dynamics(minimum)
+
+    def run(theta):  # every third run spends its budget
+        final, labels, status = converged(theta)
+        status[::3] = BUDGET
+        return final, labels, status
+
+    starts = initial_parameters(ARCH, np.arange(40), seed=1, init="gaussian")
+    final, labels, _ = converged(starts)
+    result = estimate_basin_sizes(
+        run, ARCH, initial_scales(ARCH, init="gaussian"), labels, starts, final, np.array([0]), np.array([False]),
+        image_tol=1e-6, seed=2, **{**WALK, "n_steps": 40, "n_burn": 20},
+    )
+    assert 0.2 < float(result["undecided_fraction"][0]) < 0.45
+
+
+def test_starts_the_scales_do_not_describe_are_refused():
+    minimum = np.random.default_rng(0).standard_normal(ARCH.n_params)
+    run = _nearest_image_dynamics(minimum)
+    starts = initial_parameters(ARCH, np.arange(10), seed=1, init="torch_default")  # non-zero biases
+    final, labels, _ = run(starts)
+    with pytest.raises(ValueError, match="scales do not describe"):
+        estimate_basin_sizes(run, ARCH, initial_scales(ARCH, init="gaussian"), labels, starts, final, np.array([0]),
+                             np.array([False]), image_tol=1e-6, seed=2, **WALK)
+
+
+def test_the_small_minima_are_fitting_ones_below_min_members_drawn_not_picked():
+    n_members = np.array([50, 30, 3, 2, 1, 1, 1])
+    train_error = np.array([0.0, 0.1, 0.0, 0.2, 0.0, 0.0, 0.0])
+    chosen, small = select_minima_to_measure(
+        n_members, train_error, n_largest=2, n_small=2, min_members=5, fit_threshold=0.0, seed=3
+    )
+    assert chosen[:2].tolist() == [0, 1] and not small[:2].any()
+    assert set(chosen[2:]) <= {2, 4, 5, 6} and small[2:].all() and len(chosen) == 4
+    again, _ = select_minima_to_measure(
+        n_members, train_error, n_largest=2, n_small=2, min_members=5, fit_threshold=0.0, seed=3
+    )
+    assert np.array_equal(chosen, again)
