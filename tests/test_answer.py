@@ -297,3 +297,25 @@ def test_the_member_weighted_row_says_when_a_few_basins_hold_most_members():
     row = _row(answer_hypothesis({"family": ["planted"]}, {"planted": replicates}, {"planted": 41}),
                "basin_fraction_vs_test_error_member_weighted")
     assert "effective number of minima (Kish)" in row["reason"].item()
+
+
+def test_the_sensitivity_table_repeats_the_answer_at_each_choice_of_thresholds():
+    from basins.answer import answer_sensitivity
+
+    rng = np.random.default_rng(5)
+    replicates = {
+        "planted": [Replicate(s, *_replicate(rng, 12, 1.0, train_error=0.01 * (s - 1)), N_TEST) for s in range(1, 5)]
+    }
+    families, n_params = {"family": ["planted"]}, {"planted": 41}
+    table = answer_sensitivity(families, replicates, n_params, fit_thresholds=[0.0, 0.015],
+                               min_members_options=[10, 10_000])
+    answer = answer_hypothesis(families, replicates, n_params, fit_threshold=0.015, min_members=10).merge(table)
+
+    row = _row(answer, "basin_fraction_vs_test_error")
+    # Setting 2 is the configured one: identical to the answer's own row.
+    assert float(row["sensitivity_estimate"][2]) == float(row["estimate"])
+    assert int(row["sensitivity_n_replicates"][2]) == 2  # seeds 1 and 2 fit within 0.015
+    assert int(row["sensitivity_n_replicates"][0]) == 1  # only seed 1 fits exactly
+    assert int(row["sensitivity_n_minima"][1]) == 0 and int(row["sensitivity_n_minima"][3]) == 0  # no basin that large
+    page = answer_markdown(answer)
+    assert "Sensitivity to the thresholds" in page and "fit <= 0.015, >= 10 members" in page

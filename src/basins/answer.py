@@ -279,6 +279,41 @@ def answer_hypothesis(
     )
 
 
+def answer_sensitivity(
+    families: dict[str, list[str]],
+    replicates: dict[str, list[Replicate]],
+    n_params: dict[str, int],
+    *,
+    fit_thresholds: list[float],
+    min_members_options: list[int],
+    **options,
+) -> xr.Dataset:
+    """The answer's rows again at every combination of ``fit_thresholds`` and
+    ``min_members_options`` (the thresholds a reader could have chosen instead), along
+    ``setting``: ``estimate``, ``low``, ``high``, ``verdict``, ``n_minima``, ``n_replicates``
+    per ``(row, setting)``, rows in :func:`answer_hypothesis`' order; ``options`` are its
+    other keywords. The probed (shape) minima stay the ones chosen at the configured thresholds.
+    """
+    settings = [(fit, members) for fit in fit_thresholds for members in min_members_options]
+    tables = [
+        answer_hypothesis(families, replicates, n_params, fit_threshold=fit, min_members=members, **options)
+        for fit, members in settings
+    ]
+    names = ("estimate", "low", "high", "verdict", "n_minima", "n_replicates")
+    return xr.Dataset(
+        {f"sensitivity_{name}": (("row", "setting"), np.stack([table[name].values for table in tables], axis=1),
+                                 variable_attrs(f"{_LONG_NAMES[name]}, at each setting of the thresholds"))
+         for name in names},
+        coords={
+            "setting": ("setting", np.arange(len(settings)), variable_attrs("a choice of the thresholds")),
+            "setting_fit_threshold": ("setting", np.array([fit for fit, _ in settings], dtype=np.float64),
+                                      variable_attrs("fit_threshold of the setting")),
+            "setting_min_members": ("setting", np.array([members for _, members in settings], dtype=np.int64),
+                                    variable_attrs("min_members of the setting")),
+        },
+    )
+
+
 def _pooled_row(per_replicate, seeds, name, sign, confidence, to_scale, bounds=(-np.inf, np.inf)):
     """One statistic pooled over the replicates that gave it: ``per_replicate[seed]`` holds
     (minima behind it, {name: (estimate, standard error)}, measurement spreads or None);
@@ -437,6 +472,8 @@ def answer_markdown(answer: xr.Dataset) -> str:
             f"{'' if np.isnan(float(r.measurement_stderr)) else format(float(r.measurement_stderr), '.2f')} | "
             f"{int(r.n_replicates)} ({r.replicates_over.item()}) | {int(r.n_minima)} | {r.verdict.item()} |"
         )
+    if "setting" in answer.dims:
+        lines += _sensitivity_lines(answer)
     if answer.sizes["excluded"]:
         lines += ["", "Replicates left out:", ""]
         lines += [
@@ -446,3 +483,29 @@ def answer_markdown(answer: xr.Dataset) -> str:
         ]
     return "\n".join(lines) + "\n"
 
+
+def _sensitivity_lines(answer):
+    settings = [
+        f"fit <= {float(fit):.3g}, >= {int(members)} members"
+        for fit, members in zip(answer["setting_fit_threshold"].values, answer["setting_min_members"].values)
+    ]
+    lines = [
+        "",
+        "Sensitivity to the thresholds: every row again with other choices of `fit_threshold` and "
+        "`min_members` (each cell: pooled estimate, interval, verdict; minima counted over replicates). "
+        "The verdict is the one at the configured thresholds above: among several settings one may be "
+        "decided by chance, and a row whose sign changes across them is fragile.",
+        "",
+        "| experiment | statistic | " + " | ".join(settings) + " |",
+        "|---|---|" + "---|" * len(settings),
+    ]
+    for row in range(answer.sizes["row"]):
+        r = answer.isel(row=row)
+        cells = []
+        for k in range(answer.sizes["setting"]):
+            low, high = float(r.sensitivity_low[k]), float(r.sensitivity_high[k])
+            interval = f" [{low:+.2f}, {high:+.2f}]" if np.isfinite(low) else ""
+            cells.append(f"{float(r.sensitivity_estimate[k]):+.2f}{interval} {r.sensitivity_verdict.values[k]} "
+                         f"({int(r.sensitivity_n_minima[k])})")
+        lines.append(f"| {r.experiment.item()} | {r.statistic.item()} | " + " | ".join(cells) + " |")
+    return lines

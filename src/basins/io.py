@@ -63,6 +63,7 @@ DIMS = frozenset(
         "replicate",
         "excluded",
         "coupling",
+        "setting",
     }
 )
 

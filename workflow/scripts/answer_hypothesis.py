@@ -1,6 +1,6 @@
 from _entry import start
 
-from basins.answer import Replicate, answer_hypothesis, answer_markdown
+from basins.answer import Replicate, answer_hypothesis, answer_markdown, answer_sensitivity
 from basins.io import add_provenance, read_dataset, write_dataset
 from basins.data import TEST
 
@@ -21,7 +21,14 @@ for (experiment, seed), minima_path, flatness_path, dataset_path in zip(
     )
     n_params[experiment] = minima.sizes["param"]
 data_redrawn = {name: snakemake.config["experiments"][name]["dataset"]["seed"] == "per_seed" for name in replicates}
+sensitivity = options.pop("sensitivity")
 answer = answer_hypothesis(families, replicates, n_params, data_redrawn=data_redrawn, **options)
+if sensitivity["fit_threshold"] and sensitivity["min_members"]:
+    others = {key: value for key, value in options.items() if key not in ("fit_threshold", "min_members")}
+    answer = answer.merge(answer_sensitivity(
+        families, replicates, n_params, data_redrawn=data_redrawn, fit_thresholds=sensitivity["fit_threshold"],
+        min_members_options=sensitivity["min_members"], **others,
+    ))
 answer = add_provenance(
     answer,
     title="the study's answer: basin size, flatness and generalization, pooled over replicates",
