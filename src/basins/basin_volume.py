@@ -44,7 +44,8 @@ import xarray as xr
 from scipy import integrate, special, stats
 
 from basins.io import variable_attrs
-from basins.labels import OUTCOME_MEANINGS, OUTCOME_VALUES, RETURNED, UNDECIDED
+from basins.labels import RETURNED, UNDECIDED
+from basins.rays import run_outcomes
 
 log = logging.getLogger(__name__)
 
@@ -214,13 +215,7 @@ class _counted:
     def __call__(self, points, basins):
         if len(points) == 0:
             return np.zeros(0, dtype=np.int8)
-        outcome = np.asarray(self.inside(points, basins))
-        if outcome.dtype == bool:
-            raise TypeError("inside returned booleans: return LEFT, RETURNED or UNDECIDED (basins.labels) so that "
-                            "runs out of budget are not counted as leaving")
-        if outcome.shape != basins.shape or not np.isin(outcome, OUTCOME_VALUES).all():
-            raise ValueError(f"inside returned shape {outcome.shape}, values {np.unique(outcome)}: give one of "
-                             f"{OUTCOME_VALUES} ({OUTCOME_MEANINGS}) per point")
+        outcome = run_outcomes(self.inside, points, basins)
         self.runs += np.bincount(basins, minlength=len(self.runs))
         self.undecided += np.bincount(basins[outcome == UNDECIDED], minlength=len(self.runs))
         return outcome
