@@ -90,3 +90,19 @@ def test_the_small_minima_are_fitting_ones_below_min_members_drawn_not_picked():
         n_members, train_error, n_largest=2, n_small=2, min_members=5, fit_threshold=0.0, seed=3
     )
     assert np.array_equal(chosen, again)
+
+
+def test_an_estimate_above_the_whole_space_is_dropped_with_its_reason_and_the_others_kept():
+    import xarray as xr
+
+    from basins.basin_sizes import _check_invariants
+
+    names = ("log_measure", "log_measure_low", "log_measure_high", "log_basin_fraction", "log_basin_fraction_low",
+             "log_basin_fraction_high", "count_disagreement")
+    result = xr.Dataset({name: ("minimum", np.array([-1.0, 0.5])) for name in names})
+    result["reason"] = ("minimum", np.array(["", ""], dtype=object))
+
+    checked = _check_invariants(result)
+
+    assert "did not equilibrate" in checked["reason"].values[1] and checked["reason"].values[0] == ""
+    assert all(np.isnan(checked[name].values[1]) and checked[name].values[0] == -1.0 for name in names)

@@ -126,6 +126,7 @@ def broken_config(tmp_path, edit):
         (lambda e: e["training"].update(stop_when_satisfied=True), "stop_when_satisfied stops runs"),
         (lambda e: e["model"].update(init="orthogonal"), "basin_sizes: model.init='orthogonal'"),
         (lambda e: e["basin_sizes"].update(n_couplings=4), "n_couplings=4 must be odd"),
+        (lambda e: e["training"].update(l2=0.0), "basin_sizes: needs training.l2 > 0"),
     ],
 )
 def test_a_broken_config_fails_before_any_job_and_names_the_key(tmp_path, edit, named):
@@ -300,6 +301,7 @@ def test_tiny_study_runs_end_to_end_and_every_result_keeps_the_contract(tiny_stu
     assert stages == {
         "datasets", "training", "minima", "basins", "rays", "tentacles", "slices", "comparisons", "summary.nc",
         "oscillators", "flatness", "local_entropy", "connectivity", "jamming", "protocols", "answer.nc",
+        "basin_sizes",
     }
     for path in netcdf:
         ds = read_dataset(path)
@@ -328,6 +330,9 @@ def test_tiny_study_runs_end_to_end_and_every_result_keeps_the_contract(tiny_stu
     assert (perceptron["phase"].isel(train_size=0) == 0).all() and (perceptron["phase"].isel(train_size=-1) == 1).all()
     assert np.isfinite(perceptron["transition_ratio"]).all()
     answer = read_dataset(results / "answer.nc")
+    sizes = read_dataset(results / "basin_sizes/tiny_teacher/seed1.nc")
+    assert (sizes["orbit_size"] == 8).all() and (sizes["log_basin_fraction_low"] <= 0).all()
+    assert set(answer["sensitivity_verdict"].values.ravel()) <= {"supported", "contradicted", "undecided"}
     assert set(answer["verdict"].values) <= {"supported", "contradicted", "undecided"}
     assert list(answer["replicate"].values) == [1, 2] and (answer["experiment"].values == "tiny_mnist1d_classes").all()
     assert "| tiny | tiny_mnist1d_classes |" in (results / "answer.md").read_text()

@@ -122,7 +122,8 @@ def estimate_basin_sizes(
         couplings=coupling_schedule(largest_coupling, n_couplings), n_chains=n_chains, n_steps=n_steps,
         n_burn=n_burn, n_reference=n_reference, seed=seed, basin_ids=minima, confidence_z=confidence_z,
     )
-    orbits = np.array([orbit_size(theta, arch) for theta in anchor_end], dtype=np.int64)
+    # Units closer than image_tol are one image to the re-runs, so to the orbit too.
+    orbits = np.array([orbit_size(theta, arch, atol=image_tol) for theta in anchor_end], dtype=np.int64)
     counts = np.array([(labels == m).sum() for m in minima])
     return _with_counts(result, orbits, counts, len(labels), small, anchors, confidence_z)
 
@@ -132,9 +133,10 @@ def _with_counts(result, orbits, counts, n_total, small, anchors, z):
     low, high = wilson_interval(counts, n_total, z)
     count_se = np.sqrt((1 - counts / n_total) / np.maximum(counts, 1))  # delta method on ln(n / N)
     estimate = result["log_measure"].values + log_orbit
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):  # counts of 0 and estimates without a reference
         disagreement = np.where(
-            small, np.nan, (estimate - np.log(counts / n_total)) / np.hypot(result["log_measure_se"].values, count_se)
+            small, np.nan, (estimate - np.log(counts / n_total))
+            / np.sqrt(result["log_measure_se"].values ** 2 + (result["quadrature_error"].values / z) ** 2 + count_se**2)
         )
     per_minimum = lambda values, name, **extra: (("minimum",), values, variable_attrs(name, **extra))  # noqa: E731
     result = result.assign(
@@ -153,13 +155,20 @@ def _with_counts(result, orbits, counts, n_total, small, anchors, z):
                              flag_values="0 1", flag_meanings="largest small"),
         anchor_member=per_minimum(anchors, "member whose start anchors the walk (its endpoint is the image measured)"),
     )
-    _check_invariants(result)
-    return result
+    return _check_invariants(result)
 
 
 def _check_invariants(result):
-    """Refuse a result that says a basin holds more than the whole space."""
-    too_large = result["log_basin_fraction_low"].values > 0
-    if too_large.any():
-        raise ValueError(f"minima {result['minimum'].values[too_large].tolist()}: the interval of the basin "
-                         "fraction lies above 1; the walk did not equilibrate (raise n_steps and n_burn)")
+    """No estimate where its interval says the basin holds more than the whole space (the walk
+    did not equilibrate): nan, with the reason; the other minima keep theirs."""
+    impossible = result["log_basin_fraction_low"].values > 0
+    if not impossible.any():
+        return result
+    reason = result["reason"].values.copy()
+    reason[impossible] = "the interval of the basin fraction lies above 1: the walk did not equilibrate " \
+        "(raise n_steps and n_burn)"
+    result = result.assign(reason=(("minimum",), reason, result["reason"].attrs))
+    for name in ("log_measure", "log_measure_low", "log_measure_high", "log_basin_fraction",
+                 "log_basin_fraction_low", "log_basin_fraction_high", "count_disagreement"):
+        result[name] = result[name].where(~xr.DataArray(impossible, dims="minimum"))
+    return result

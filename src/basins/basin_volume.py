@@ -168,7 +168,8 @@ def estimate_basin_measures(
         Per ``basin``: ``log_measure`` with ``log_measure_se``, ``log_measure_low`` / ``_high``
         (the interval, quadrature error included), ``quadrature_error``,
         ``reference_inside_fraction``, ``undecided_fraction`` (of all runs; an undecided run
-        was rejected as a move, so a non-zero value biases the estimate low); per ``basin`` and
+        was rejected as a move, so a non-zero value biases the estimate low), ``reason`` (why a
+        basin has no estimate: nan); per ``basin`` and
         ``coupling``: ``mean_spring_energy`` <s>_k with ``_se``, ``acceptance``, ``step_size``.
     """
     couplings = _checked_couplings(couplings)
@@ -190,11 +191,14 @@ def estimate_basin_measures(
         reference_se = np.sqrt((1 - inside_fraction) / (n_reference * inside_fraction))
     log_measure = log_reference_fraction + integral
     se = np.sqrt(integral_se**2 + reference_se**2)
+    reason = np.where(reference == 0, f"no draw of the strongest spring (k = {couplings[-1]:g}) fell in the basin: "
+                      "raise largest_coupling", "").astype(object)
+    log_measure[reference == 0] = np.nan
     ids = np.arange(len(centres)) if basin_ids is None else np.asarray(basin_ids)
     return _as_dataset(
         ids, couplings, walk, log_measure, se, quadrature_error, inside_fraction, inside.undecided_fraction(),
         confidence_z,
-    )
+    ).assign(reason=(("minimum",), reason, variable_attrs("why the basin has no estimate (empty: it has one)")))
 
 
 def _checked_couplings(couplings):
@@ -226,15 +230,12 @@ class _counted:
 
 def _reference_fraction(inside, measure, centres, coupling, n_reference, rng):
     """Per basin: how many of ``n_reference`` draws of the strongest spring's Gaussian lie in it.
-    An undecided draw counts as outside (the estimate is then low; ``undecided_fraction`` says)."""
+    An undecided draw counts as outside (the estimate is then low; ``undecided_fraction`` says);
+    a basin none of whose draws lies in it gets no estimate (``reason``), the others keep theirs."""
     draws = measure.sample_reference(centres, coupling, n_reference, rng)  # (draw, basin, dim)
     basins = np.broadcast_to(np.arange(len(centres)), draws.shape[:2])
     outcome = inside(draws.reshape(-1, measure.dim), basins.reshape(-1)).reshape(basins.shape)
-    inside_count = (outcome == RETURNED).sum(axis=0)
-    if (inside_count == 0).any():
-        raise ValueError(f"no draw of the strongest spring (k = {coupling:g}) fell in basins "
-                         f"{np.flatnonzero(inside_count == 0).tolist()}: raise the largest coupling")
-    return inside_count
+    return (outcome == RETURNED).sum(axis=0)
 
 
 def _walk(inside, measure, centres, couplings, *, n_chains, n_steps, n_burn, rng):

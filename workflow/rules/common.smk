@@ -232,6 +232,11 @@ def check_basin_sizes(name, experiment):
             f"{where}: model.init={experiment['model']['init']!r}; the walk needs an initial "
             "measure of independent Gaussians ('gaussian' or 'kaiming')"
         )
+    if experiment["training"]["l2"] <= 0:
+        raise ValueError(
+            f"{where}: needs training.l2 > 0; without weight decay minima lie along flat "
+            "valleys, and a re-run that ends further along its valley would count as leaving"
+        )
     sizes = experiment["basin_sizes"]
     if sizes["n_couplings"] % 2 == 0:
         raise ValueError(
