@@ -16,7 +16,6 @@ counts cannot rank.
 
 from __future__ import annotations
 
-import logging
 from typing import Callable
 
 import numpy as np
@@ -30,7 +29,6 @@ from basins.landscapes.symmetry import orbit_size
 from basins.reruns import outcomes_of
 from basins.stats import wilson_interval
 
-log = logging.getLogger(__name__)
 
 #: ``run(theta (point, param)) -> (final_theta, catalogue label, status)``: the experiment's
 #: dynamics from each point, its endpoint assigned by the catalogue's identity rule.
