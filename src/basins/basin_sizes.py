@@ -131,9 +131,11 @@ def _with_counts(result, orbits, counts, n_total, small, anchors, z):
     low, high = wilson_interval(counts, n_total, z)
     count_se = np.sqrt((1 - counts / n_total) / np.maximum(counts, 1))  # delta method on ln(n / N)
     estimate = result["log_measure"].values + log_orbit
+    with np.errstate(divide="ignore"):  # a minimum no member reached: ln 0
+        log_count = np.log(counts / n_total)
     with np.errstate(divide="ignore", invalid="ignore"):  # counts of 0 and estimates without a reference
         disagreement = np.where(
-            small, np.nan, (estimate - np.log(counts / n_total))
+            small, np.nan, (estimate - log_count)
             / np.sqrt(result["log_measure_se"].values ** 2 + (result["quadrature_error"].values / z) ** 2 + count_se**2)
         )
     per_minimum = lambda values, name, **extra: (("minimum",), values, variable_attrs(name, **extra))  # noqa: E731
@@ -143,7 +145,7 @@ def _with_counts(result, orbits, counts, n_total, small, anchors, z):
         log_basin_fraction_low=per_minimum(result["log_measure_low"].values + log_orbit, "lower end of its interval"),
         log_basin_fraction_high=per_minimum(result["log_measure_high"].values + log_orbit, "upper end of its interval"),
         n_members=per_minimum(counts, "members of the ensemble that reached the minimum"),
-        log_count_fraction=per_minimum(np.log(counts / n_total), "ln of the counted basin fraction"),
+        log_count_fraction=per_minimum(log_count, "ln of the counted basin fraction"),
         log_count_fraction_low=per_minimum(np.log(low), "ln of the lower end of its Wilson interval"),
         log_count_fraction_high=per_minimum(np.log(high), "ln of the upper end of its Wilson interval"),
         count_disagreement=per_minimum(
