@@ -55,9 +55,16 @@ SLURM_OPTIONS = (
 )
 
 
+# A hung Slurm run fails its test instead of holding CI until the job limit.
+SLURM_RUN_TIMEOUT_S = 1200
+
+
 def slurm_snakemake(directory, *args):
     """The tiny study submitted through the test cluster's Slurm."""
-    return snakemake("--directory", str(directory), "--configfile", str(ROOT / "config/test.yaml"), *SLURM_OPTIONS, *args)
+    return snakemake(
+        "--directory", str(directory), "--configfile", str(ROOT / "config/test.yaml"), *SLURM_OPTIONS, *args,
+        slurm=True, timeout=SLURM_RUN_TIMEOUT_S,
+    )
 
 
 def assert_same_results(directory, reference):
@@ -117,7 +124,8 @@ def test_a_cancelled_training_job_resumes_from_its_checkpoint(slurm_cluster, tmp
     assert submitted.wait(timeout=300) != 0 and not (tmp_path / shard).exists()
     assert checkpoint.exists()
 
-    snakemake("--directory", str(tmp_path), *SLURM_OPTIONS, "--rerun-incomplete", *options)
+    snakemake("--directory", str(tmp_path), *SLURM_OPTIONS, "--rerun-incomplete", *options,
+              slurm=True, timeout=SLURM_RUN_TIMEOUT_S)
     log = (tmp_path / "logs/train_ensemble/tiny_teacher/seed1/shard0.log").read_text()
     assert "resuming from checkpoint" in log
     assert not checkpoint.exists()  # removed once the run is complete

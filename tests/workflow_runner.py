@@ -29,13 +29,20 @@ def _without_a_slurm_controller() -> str:
 _NO_SLURM = _without_a_slurm_controller()
 
 
-def snakemake(*args, cwd=ROOT, check=True):
+def snakemake(*args, cwd=ROOT, check=True, slurm=False, timeout=None):
+    """Snakemake on the repository's Snakefile; ``slurm=True`` keeps the real ``scontrol`` on PATH.
+
+    A Slurm run with the failing ``scontrol`` waits for its jobs forever, so a run that submits
+    to Slurm must say so; ``timeout`` (seconds) turns any hang into a failure.
+    """
+    path = os.environ.get("PATH", "") if slurm else _NO_SLURM + os.pathsep + os.environ.get("PATH", "")
     result = subprocess.run(
         [str(BIN / "snakemake"), "--snakefile", str(ROOT / "Snakefile"), *args],
         cwd=cwd,
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "PATH": _NO_SLURM + os.pathsep + os.environ.get("PATH", "")},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "PATH": path},
+        timeout=timeout,
     )
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
