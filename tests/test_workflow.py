@@ -43,6 +43,8 @@ STAGES = (
     "connect_minima",
     "figure_disconnectivity",
     "figure_barriers",
+    "compare_connectivity",
+    "figure_connectivity_comparison",
     "prepare_jamming_data",
     "sweep_jamming",
     "analyze_jamming",
@@ -312,11 +314,11 @@ def test_tiny_study_runs_end_to_end_and_every_result_keeps_the_contract(tiny_stu
     assert shards.sizes["member"] == 24 and int(shards["member"][0]) == 24
     pngs = sorted(results.rglob("*.png"))
     # figures x (experiment, seed) pairs, one comparison, one protocol comparison, the summary,
-    # ring figures x (ring, seed), the local entropy, the connectivity group's two, two per
+    # ring figures x (ring, seed), the local entropy, the connectivity group's three, two per
     # jamming sweep, the digits sweep's test error, the random sweep's Cover calibration and the answer
     # (basin geometry figures only for the 2 (experiment, seed) pairs whose dynamics has basins
     # to probe)
-    n_figures = 5 * 5 + 4 * 2 + 1 + 1 + 1 + 4 * 1 + 1 + 2 + 2 * 2 + 1 + 1 + 1
+    n_figures = 5 * 5 + 4 * 2 + 1 + 1 + 1 + 4 * 1 + 1 + 3 + 2 * 2 + 1 + 1 + 1
     assert len(pngs) == n_figures and len(sorted(results.rglob("*.pdf"))) == n_figures
     for png in pngs:
         width, height = Image.open(png).size
@@ -333,6 +335,10 @@ def test_tiny_study_runs_end_to_end_and_every_result_keeps_the_contract(tiny_stu
     sizes = read_dataset(results / "basin_sizes/tiny_teacher/seed1.nc")
     assert (sizes["orbit_size"] == 8).all() and (sizes["log_basin_fraction_low"] <= 0).all()
     assert set(answer["sensitivity_verdict"].values.ravel()) <= {"supported", "contradicted", "undecided"}
+    graphs = read_dataset(results / "connectivity/groups/tiny_moons_graphs.nc")
+    assert graphs.sizes["experiment"] == 1 and graphs.sizes["pair"] == 0
+    assert graphs["value"].sel(statistic="n_minima").item() == read_dataset(
+        results / "connectivity/tiny_moons/seed1.nc").sizes["minimum"]
     assert set(answer["verdict"].values) <= {"supported", "contradicted", "undecided"}
     assert list(answer["replicate"].values) == [1, 2] and (answer["experiment"].values == "tiny_mnist1d_classes").all()
     assert "| tiny | tiny_mnist1d_classes |" in (results / "answer.md").read_text()

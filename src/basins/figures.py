@@ -622,3 +622,47 @@ def figure_barriers(connectivity: list[xr.Dataset], *, title: str) -> plt.Figure
     sns.despine(fig)
     fig.suptitle(title, fontsize=8)
     return fig
+
+
+#: The graph statistics drawn by :func:`figure_connectivity_comparison`, with their axis labels.
+_COMPARED_STATISTICS = {
+    "n_minima": "distinct minima",
+    "funnel_fraction": "funnel fraction",
+    "median_escape_barrier": "median escape barrier",
+}
+
+
+def figure_connectivity_comparison(comparison: xr.Dataset, *, title: str) -> plt.Figure:
+    """Per statistic of the graphs, every seed's value per experiment and the seeds' mean, with
+    each pair's permutation-test verdict beneath."""
+    set_theme()
+    experiments = comparison["experiment"].values
+    fig, axes = plt.subplots(1, len(_COMPARED_STATISTICS), layout="constrained",
+                             figsize=(PAPER_SIZE[0] * 0.8 * len(_COMPARED_STATISTICS), PAPER_SIZE[1] * 1.3))
+    labels = [f"{name}\nP = {n_train}, depth {depth}, N = {n_params}" for name, n_train, depth, n_params in zip(
+        experiments, comparison["n_train"].values, comparison["depth"].values, comparison["n_params"].values)]
+    for ax, (statistic, label) in zip(axes, _COMPARED_STATISTICS.items()):
+        values = comparison["value"].sel(statistic=statistic).values  # (experiment, seed)
+        for position, seed_values in enumerate(values):
+            shown = seed_values[np.isfinite(seed_values)]
+            ax.plot(np.full(len(shown), position) + np.linspace(-0.12, 0.12, len(shown)), shown, "o", ms=3.5,
+                    alpha=0.8, color=f"C{position}")
+        means = comparison["mean"].sel(statistic=statistic).values
+        ax.hlines(means, np.arange(len(means)) - 0.25, np.arange(len(means)) + 0.25, colors="0.2", lw=1.2,
+                  label="mean over seeds")
+        if statistic == "median_escape_barrier" and np.nanmin(values, initial=np.inf) > 0:
+            ax.set_yscale("log")
+        ax.set_xticks(np.arange(len(experiments)), labels, fontsize=5, rotation=20, ha="right")
+        ax.set_xlim(-0.6, len(experiments) - 0.4)
+        ax.set_ylabel(label)
+        rows = comparison.sel(statistic=statistic)
+        verdicts = [f"{first} vs {second}: {difference:+.3g}, p = {p:.2g}, {verdict.split(' (')[0]}"
+                    for first, second, difference, p, verdict in zip(
+                        rows["first"].values, rows["second"].values, rows["difference"].values,
+                        rows["p_value"].values, rows["verdict"].values)]
+        ax.set_title("\n".join(verdicts), fontsize=4.5, loc="left")
+    axes[0].legend(fontsize=5, frameon=False)
+    sns.despine(fig)
+    n_seeds = comparison.sizes["seed"]
+    fig.suptitle(f"{title}: {n_seeds} seed{'s' if n_seeds > 1 else ''}", fontsize=8)
+    return fig

@@ -64,6 +64,7 @@ DIMS = frozenset(
         "excluded",
         "coupling",
         "setting",
+        "barrier",
     }
 )
 

@@ -705,6 +705,15 @@ def grouped_connectivity(wildcards):
     ]
 
 
+def group_graphs_over_seeds(wildcards):
+    """Input function: every seed's graph of every experiment of a connectivity group."""
+    return [
+        f"results/connectivity/{experiment}/seed{seed}.nc"
+        for experiment in CONNECTIVITY_GROUPS[wildcards.group]
+        for seed in EXPERIMENTS[experiment]["ensemble"]["seeds"]
+    ]
+
+
 def jamming_section(name):
     """Input function: one config section of the job's jamming sweep."""
     return lambda wildcards: JAMMING[wildcards.jamming][name]
@@ -800,16 +809,24 @@ def all_figures():
         for name, seed in experiment_seeds()
         if name in BASIN_SIZES
     ]
-    connectivity = [
-        f"results/connectivity/{name}/seed{seed}.nc"
-        for name, seed in experiment_seeds()
-        if name in CONNECTED
-    ] + [
-        f"results/figures/{figure}/{name}_seed{seed}.{ext}"
-        for name, seed in connectivity_group_seeds()
-        for figure in ("disconnectivity", "barriers")
-        for ext in ("pdf", "png")
-    ]
+    connectivity = (
+        [
+            f"results/connectivity/{name}/seed{seed}.nc"
+            for name, seed in experiment_seeds()
+            if name in CONNECTED
+        ]
+        + [
+            f"results/figures/{figure}/{name}_seed{seed}.{ext}"
+            for name, seed in connectivity_group_seeds()
+            for figure in ("disconnectivity", "barriers")
+            for ext in ("pdf", "png")
+        ]
+        + [
+            f"results/figures/connectivity_comparison/{name}.{ext}"
+            for name in CONNECTIVITY_GROUPS
+            for ext in ("pdf", "png")
+        ]
+    )
     per_protocols = [
         f"results/figures/protocols/{name}_seed{seed}.{ext}"
         for name, seed in protocol_seeds()

@@ -19,3 +19,20 @@ rule connect_minima:
         budget_factors=config["budget_factors"],
     script:
         "../scripts/connect_minima.py"
+
+
+rule compare_connectivity:
+    input:
+        graphs=group_graphs_over_seeds,
+        code=code_dependencies("compare_connectivity"),
+    output:
+        "results/connectivity/groups/{group}.nc",
+    log:
+        "logs/compare_connectivity/{group}.log",
+    conda:
+        "../../envs/basins.yaml"
+    params:
+        experiments=lambda wildcards: CONNECTIVITY_GROUPS[wildcards.group],
+        alpha=0.05,
+    script:
+        "../scripts/compare_connectivity.py"

@@ -131,6 +131,11 @@ FIGURE_TABLE = {
         stem="{group}_seed{seed}",
         category="Connectivity of minima",
     ),
+    "connectivity_comparison": dict(
+        inputs={"comparison": "results/connectivity/groups/{group}.nc"},
+        stem="{group}",
+        category="Connectivity of minima",
+    ),
     "jamming": dict(
         inputs={"jamming": "results/jamming/{jamming}.nc"},
         stem="{jamming}",
