@@ -84,6 +84,8 @@ def test_rule_files_are_snakefmt_formatted():
         ("config/paper.yaml", STAGES + RING_STAGES + ("estimate_basin_sizes",)),
         ("config/test.yaml", STAGES + RING_STAGES + ("estimate_basin_sizes",)),
         ("config/kuramoto.yaml", RING_STAGES),
+        ("config/connectivity.yaml", ("train_ensemble", "connect_minima", "compare_connectivity",
+                                      "figure_connectivity_comparison")),
     ],
 )
 def test_dry_run_lists_every_stage(config, stages, tmp_path):
