@@ -193,7 +193,7 @@ def _member_distances(initial_theta, final_theta, assigned, distance, end_offset
         )
     return travel, start_distance
 
-def tentacle_index(
+def tentacle_index(  # long by its docstring: why the index fails, kept for comparison
     start_distance: np.ndarray,
     minimum_of_member: np.ndarray,
     exit_radius: np.ndarray,

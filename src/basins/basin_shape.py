@@ -34,7 +34,7 @@ from basins.rays import Outcomes, probe_rays, run_outcomes
 from basins.stats import wilson_interval
 
 
-def measure_star_shapedness(
+def measure_star_shapedness(  # long by its docstring: the resolution caveat and known answers
     starts: np.ndarray,
     minimum_images: np.ndarray,
     minimum_of_member: np.ndarray,
@@ -181,7 +181,7 @@ def _leaving_fractions(per_minimum, target, segment_decided, observed, inside, c
     return leaving, low, high, censored, mean_inside
 
 
-def measure_local_thickness(
+def measure_local_thickness(  # long by its docstring: the bootstrap design and known answers
     starts: np.ndarray,
     minimum_images: np.ndarray,
     minimum_of_member: np.ndarray,
@@ -308,7 +308,7 @@ def _median_thickness_ratios(per_minimum, target, ratio, exit_radius, exit_obser
     return median, low, high
 
 
-def measure_reach(
+def measure_reach(  # long by its docstring: the estimator, its grid limits and known answers
     member_distance: np.ndarray,
     minimum_of_member: np.ndarray,
     ray_outcome: np.ndarray,

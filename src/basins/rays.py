@@ -142,7 +142,7 @@ def _evaluate(radii, curves, at):
     return np.where(index >= 0, curves[:, np.maximum(index, 0)], 1.0)
 
 
-def probe_rays(
+def probe_rays(  # long by its docstring: the censoring rules are the contract
     centres: np.ndarray,
     outcomes: Outcomes,
     *,

@@ -73,7 +73,7 @@ def far_return_probability(ray_outcome: np.ndarray, radii: np.ndarray, far_radiu
     return (*results, n_rays)
 
 
-def measure_tentacles(
+def measure_tentacles(  # long by its docstring: 17 options, each a cost or resolution trade-off
     rays: xr.Dataset,
     basin_fraction: np.ndarray,
     start_distance: np.ndarray,
