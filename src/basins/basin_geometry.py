@@ -193,7 +193,7 @@ def _member_distances(initial_theta, final_theta, assigned, distance, end_offset
         )
     return travel, start_distance
 
-def tentacle_index(
+def tentacle_index(  # long by its docstring: why the index fails, kept for comparison
     start_distance: np.ndarray,
     minimum_of_member: np.ndarray,
     exit_radius: np.ndarray,
@@ -262,16 +262,7 @@ def tentacle_index(
         if len(starts) < 2:
             continue
         fraction_se[row] = np.sqrt(fraction[row] * (1 - fraction[row]) / len(starts))
-        # A hand-written loop, not scipy.stats.bootstrap: resamples whose median is censored are skipped.
-        resampled = []
-        for _ in range(n_bootstrap):
-            rays = rng.integers(0, len(radius), len(radius))
-            exit_median = kaplan_meier_median(radius[rays], observed[rays]).median
-            member_median = np.median(rng.choice(starts, len(starts)))
-            if np.isfinite(exit_median):
-                resampled.append(member_median / exit_median)
-        used[row] = len(resampled)
-        ratio_se[row] = np.std(resampled, ddof=1) if len(resampled) > 1 else np.nan
+        ratio_se[row], used[row] = _distance_ratio_se(starts, radius, observed, n_bootstrap, rng)
     per_minimum = lambda values, *attrs, **extra: ("minimum", values, variable_attrs(*attrs, **extra))  # noqa: E731
     return xr.Dataset(
         {
@@ -293,3 +284,16 @@ def tentacle_index(
         coords={"minimum": ("minimum", np.asarray(probed_minima), variable_attrs("probed minimum (catalog index)"))},
         attrs={"n_bootstrap": n_bootstrap},
     )
+
+
+def _distance_ratio_se(starts, radius, observed, n_bootstrap, rng):
+    """Bootstrap standard error of the distance ratio (members and rays resampled), and resamples used."""
+    # A hand-written loop, not scipy.stats.bootstrap: resamples whose median is censored are skipped.
+    resampled = []
+    for _ in range(n_bootstrap):
+        rays = rng.integers(0, len(radius), len(radius))
+        exit_median = kaplan_meier_median(radius[rays], observed[rays]).median
+        member_median = np.median(rng.choice(starts, len(starts)))
+        if np.isfinite(exit_median):
+            resampled.append(member_median / exit_median)
+    return (np.std(resampled, ddof=1) if len(resampled) > 1 else np.nan), len(resampled)

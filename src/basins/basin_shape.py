@@ -34,7 +34,7 @@ from basins.rays import Outcomes, probe_rays, run_outcomes
 from basins.stats import wilson_interval
 
 
-def measure_star_shapedness(
+def measure_star_shapedness(  # long by its docstring: the resolution caveat and known answers
     starts: np.ndarray,
     minimum_images: np.ndarray,
     minimum_of_member: np.ndarray,
@@ -97,11 +97,61 @@ def measure_star_shapedness(
     if n_segment < 1:
         raise ValueError(f"n_segment={n_segment}: give at least one point per segment")
     position = np.arange(1, n_segment + 1) / (n_segment + 1)
+    outcome = _segment_outcomes(outcomes, starts, origin, target, position)
+    returned, undecided = (outcome == RETURNED), (outcome == UNDECIDED)
+    inside, observed, exit_position, segment_decided = _segment_exits(outcome, position)
+    per_minimum = _by_minimum(target, min_members)
+    leaving, low, high, censored, mean_inside = _leaving_fractions(
+        per_minimum, target, segment_decided, observed, inside, confidence)
+    return xr.Dataset(
+        {
+            "outcome": (("member", "distance"), outcome.astype(np.int8), variable_attrs(
+                "how the run from this point of the segment ended", flag_values=" ".join(map(str, OUTCOME_VALUES)),
+                flag_meanings=OUTCOME_MEANINGS)),
+            "minimum_of_member": _member_var(target, "minimum the member reached (catalog index)"),
+            "inside_fraction": _member_var(inside, "fraction of the decided segment points that return",
+                                           note="nan: none decided"),
+            "inside_fraction_low": _member_var(returned.sum(1) / n_segment,
+                                               "inside_fraction counting undecided points as left"),
+            "inside_fraction_high": _member_var((returned | undecided).sum(1) / n_segment,
+                                                "inside_fraction counting undecided points as returned"),
+            "exit_position": _member_var(
+                exit_position, "first segment point seen to leave if exit_observed, else where the segment is "
+                "right-censored (1: every point returns)", note="fraction of the way from the minimum to the start"),
+            "exit_observed": _member_var(observed.astype(np.int8), "whether the segment was seen to leave the basin",
+                                         flag_values="0 1", flag_meanings="right_censored observed"),
+            "n_members": _minimum_var(per_minimum.n_members, "members of the minimum"),
+            "leaving_fraction": _minimum_var(
+                leaving, "fraction of members whose segment is seen to leave the basin, among decided segments",
+                note="0: star-shaped at the resolution of the segment points; nan: see reason"),
+            "leaving_fraction_low": _minimum_var(low, f"lower end of the {confidence:.0%} Wilson interval"),
+            "leaving_fraction_high": _minimum_var(high, f"upper end of the {confidence:.0%} Wilson interval"),
+            "censored_member_fraction": _minimum_var(
+                censored, "fraction of members whose segment is undecided before any exit"),
+            "mean_inside_fraction": _minimum_var(mean_inside, "mean over members of inside_fraction"),
+            "reason": _reason_var(per_minimum),
+        },
+        coords={
+            "member": _member_coordinate(len(starts)),
+            "distance": ("distance", position, variable_attrs(
+                "position along the segment from the minimum to the start, as a fraction of its length")),
+            "minimum": _minimum_coordinate(per_minimum),
+        },
+        attrs={"n_segment": n_segment, "min_members": min_members, "confidence": confidence},
+    )
+
+
+def _segment_outcomes(outcomes, starts, origin, target, position):
+    """Outcome (member, point) of runs from the points at ``position`` along each minimum-to-start segment."""
     points = origin[:, None, :] + position[None, :, None] * (starts - origin)[:, None, :]
     n_members, n_params = starts.shape
-    outcome = run_outcomes(outcomes, points.reshape(-1, n_params), np.repeat(target, n_segment))
-    outcome = outcome.reshape(n_members, n_segment)
+    outcome = run_outcomes(outcomes, points.reshape(-1, n_params), np.repeat(target, len(position)))
+    return outcome.reshape(n_members, len(position))
 
+
+def _segment_exits(outcome, position):
+    """Per segment: inside fraction, exit seen, exit (or censoring) position, and whether it is decided."""
+    n_segment = len(position)
     returned, left, undecided = (outcome == RETURNED), (outcome == LEFT), (outcome == UNDECIDED)
     decided = n_segment - undecided.sum(1)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -111,10 +161,12 @@ def measure_star_shapedness(
     observed = first_left < first_undecided
     censored_at = np.where(first_undecided < n_segment, np.r_[0.0, position][first_undecided], 1.0)
     exit_position = np.where(observed, position[np.minimum(first_left, n_segment - 1)], censored_at)
-    segment_decided = observed | (first_undecided == n_segment)
+    return inside, observed, exit_position, observed | (first_undecided == n_segment)
 
-    per_minimum = _by_minimum(target, min_members)
-    leaving, low, high, censored, mean_inside = (np.full(len(per_minimum.ids), np.nan) for _ in range(5))
+
+def _leaving_fractions(per_minimum, target, segment_decided, observed, inside, confidence):
+    """Per minimum: leaving fraction with its Wilson interval, censored fraction, mean inside fraction."""
+    leaving, low, high, censored, mean_inside = _nans(len(per_minimum.ids), 5)
     for row in np.flatnonzero(per_minimum.measured):
         mine = target == per_minimum.ids[row]
         n_decided = int(segment_decided[mine].sum())
@@ -126,46 +178,10 @@ def measure_star_shapedness(
         n_left = int(observed[mine].sum())
         leaving[row] = n_left / n_decided
         low[row], high[row] = (float(b) for b in wilson_interval(n_left, n_decided, _z(confidence)))
-    member_var, minimum_var = functools.partial(_variable, "member"), functools.partial(_variable, "minimum")
-    return xr.Dataset(
-        {
-            "outcome": (("member", "distance"), outcome.astype(np.int8), variable_attrs(
-                "how the run from this point of the segment ended", flag_values=" ".join(map(str, OUTCOME_VALUES)),
-                flag_meanings=OUTCOME_MEANINGS)),
-            "minimum_of_member": member_var(target, "minimum the member reached (catalog index)"),
-            "inside_fraction": member_var(inside, "fraction of the decided segment points that return",
-                                          note="nan: none decided"),
-            "inside_fraction_low": member_var(returned.sum(1) / n_segment,
-                                              "inside_fraction counting undecided points as left"),
-            "inside_fraction_high": member_var((returned | undecided).sum(1) / n_segment,
-                                               "inside_fraction counting undecided points as returned"),
-            "exit_position": member_var(
-                exit_position, "first segment point seen to leave if exit_observed, else where the segment is "
-                "right-censored (1: every point returns)", note="fraction of the way from the minimum to the start"),
-            "exit_observed": member_var(observed.astype(np.int8), "whether the segment was seen to leave the basin",
-                                        flag_values="0 1", flag_meanings="right_censored observed"),
-            "n_members": minimum_var(per_minimum.n_members, "members of the minimum"),
-            "leaving_fraction": minimum_var(
-                leaving, "fraction of members whose segment is seen to leave the basin, among decided segments",
-                note="0: star-shaped at the resolution of the segment points; nan: see reason"),
-            "leaving_fraction_low": minimum_var(low, f"lower end of the {confidence:.0%} Wilson interval"),
-            "leaving_fraction_high": minimum_var(high, f"upper end of the {confidence:.0%} Wilson interval"),
-            "censored_member_fraction": minimum_var(
-                censored, "fraction of members whose segment is undecided before any exit"),
-            "mean_inside_fraction": minimum_var(mean_inside, "mean over members of inside_fraction"),
-            "reason": minimum_var(per_minimum.reason.astype(str), "why the summaries are nan, if they are"),
-        },
-        coords={
-            "member": ("member", np.arange(n_members), variable_attrs("member index (row of starts)")),
-            "distance": ("distance", position, variable_attrs(
-                "position along the segment from the minimum to the start, as a fraction of its length")),
-            "minimum": ("minimum", per_minimum.ids, variable_attrs("minimum with members (catalog index)")),
-        },
-        attrs={"n_segment": n_segment, "min_members": min_members, "confidence": confidence},
-    )
+    return leaving, low, high, censored, mean_inside
 
 
-def measure_local_thickness(
+def measure_local_thickness(  # long by its docstring: the bootstrap design and known answers
     starts: np.ndarray,
     minimum_images: np.ndarray,
     minimum_of_member: np.ndarray,
@@ -233,9 +249,47 @@ def measure_local_thickness(
     thickness = rays["median_exit_radius"].values
     censored = rays["median_exit_censored"].values.astype(bool)
     ratio = np.where(censored, np.inf, thickness / distance)
-
     per_minimum = _by_minimum(target, min_members)
-    median, low, high = (np.full(len(per_minimum.ids), np.nan) for _ in range(3))
+    median, low, high = _median_thickness_ratios(
+        per_minimum, target, ratio, exit_radius, exit_observed, distance,
+        n_directions=n_directions, n_bootstrap=n_bootstrap, confidence=confidence, seed=seed)
+    per_ray = functools.partial(_variable, ("member", "direction"))
+    return xr.Dataset(
+        {
+            "minimum_of_member": _member_var(target, "minimum the member reached (catalog index)"),
+            "distance_to_minimum": _member_var(distance, "Euclidean distance from the start to its minimum"),
+            "thickness": _member_var(thickness, "Kaplan-Meier median exit radius of random rays from the start",
+                                     note="nan: beyond the largest radius (thickness_censored)"),
+            "thickness_censored": _member_var(censored.astype(np.int8), "whether the median exit lies beyond the "
+                                              "largest radius probed", flag_values="0 1",
+                                              flag_meanings="observed beyond_largest_radius"),
+            "thickness_ratio": _member_var(ratio, "thickness / distance_to_minimum", note="inf: thickness_censored"),
+            "exit_radius": per_ray(exit_radius, "exit radius of the ray from the start if exit_observed, else the "
+                                   "radius it is right-censored at"),
+            "exit_observed": per_ray(exit_observed.astype(np.int8), "whether the ray's exit was observed",
+                                     flag_values="0 1", flag_meanings="right_censored observed"),
+            "n_members": _minimum_var(per_minimum.n_members, "members probed"),
+            "median_thickness_ratio": _minimum_var(median, "median over members of thickness_ratio",
+                                                   note="small: thin tentacles; nan: see reason"),
+            "median_thickness_ratio_low": _minimum_var(low, f"lower end of its {confidence:.0%} bootstrap interval "
+                                                       "(members and their rays resampled)"),
+            "median_thickness_ratio_high": _minimum_var(high, f"upper end of its {confidence:.0%} bootstrap interval"),
+            "reason": _reason_var(per_minimum),
+        },
+        coords={
+            "member": _member_coordinate(len(starts)),
+            "direction": ("direction", np.arange(n_directions), variable_attrs("ray index")),
+            "minimum": _minimum_coordinate(per_minimum),
+        },
+        attrs={"n_directions": n_directions, "n_bisection": n_bisection, "seed": seed,
+               "n_bootstrap": n_bootstrap, "confidence": confidence, "min_members": min_members},
+    )
+
+
+def _median_thickness_ratios(per_minimum, target, ratio, exit_radius, exit_observed, distance, *,
+                             n_directions, n_bootstrap, confidence, seed):
+    """Per minimum: median thickness ratio and its bootstrap interval (members, then their rays, resampled)."""
+    median, low, high = _nans(len(per_minimum.ids), 3)
     rng = np.random.default_rng(seed)
     # A hand-written bootstrap, not scipy.stats.bootstrap: rays are resampled within each
     # resampled member (a nested design that scipy's independent-samples resampling lacks).
@@ -251,41 +305,10 @@ def measure_local_thickness(
         # inverted_cdf: an order statistic, no interpolation between inf (censored) and a number
         low[row], high[row] = np.quantile(np.median(resampled, axis=1), [(1 - confidence) / 2, (1 + confidence) / 2],
                                           method="inverted_cdf")
-    per_ray = functools.partial(_variable, ("member", "direction"))
-    member_var, minimum_var = functools.partial(_variable, "member"), functools.partial(_variable, "minimum")
-    return xr.Dataset(
-        {
-            "minimum_of_member": member_var(target, "minimum the member reached (catalog index)"),
-            "distance_to_minimum": member_var(distance, "Euclidean distance from the start to its minimum"),
-            "thickness": member_var(thickness, "Kaplan-Meier median exit radius of random rays from the start",
-                                    note="nan: beyond the largest radius (thickness_censored)"),
-            "thickness_censored": member_var(censored.astype(np.int8), "whether the median exit lies beyond the "
-                                             "largest radius probed", flag_values="0 1",
-                                             flag_meanings="observed beyond_largest_radius"),
-            "thickness_ratio": member_var(ratio, "thickness / distance_to_minimum", note="inf: thickness_censored"),
-            "exit_radius": per_ray(exit_radius, "exit radius of the ray from the start if exit_observed, else the "
-                                   "radius it is right-censored at"),
-            "exit_observed": per_ray(exit_observed.astype(np.int8), "whether the ray's exit was observed",
-                                     flag_values="0 1", flag_meanings="right_censored observed"),
-            "n_members": minimum_var(per_minimum.n_members, "members probed"),
-            "median_thickness_ratio": minimum_var(median, "median over members of thickness_ratio",
-                                                  note="small: thin tentacles; nan: see reason"),
-            "median_thickness_ratio_low": minimum_var(low, f"lower end of its {confidence:.0%} bootstrap interval "
-                                                      "(members and their rays resampled)"),
-            "median_thickness_ratio_high": minimum_var(high, f"upper end of its {confidence:.0%} bootstrap interval"),
-            "reason": minimum_var(per_minimum.reason.astype(str), "why the summaries are nan, if they are"),
-        },
-        coords={
-            "member": ("member", np.arange(len(starts)), variable_attrs("member index (row of starts)")),
-            "direction": ("direction", np.arange(n_directions), variable_attrs("ray index")),
-            "minimum": ("minimum", per_minimum.ids, variable_attrs("minimum with members (catalog index)")),
-        },
-        attrs={"n_directions": n_directions, "n_bisection": n_bisection, "seed": seed,
-               "n_bootstrap": n_bootstrap, "confidence": confidence, "min_members": min_members},
-    )
+    return median, low, high
 
 
-def measure_reach(
+def measure_reach(  # long by its docstring: the estimator, its grid limits and known answers
     member_distance: np.ndarray,
     minimum_of_member: np.ndarray,
     ray_outcome: np.ndarray,
@@ -353,21 +376,17 @@ def measure_reach(
     (:func:`basins.basin_geometry.tentacle_index`) gives the ball 0.95 and the ring 1.0
     in d = 12, both 1.0 in d = 24.
     """
-    ray_outcome = np.asarray(ray_outcome)
-    radii = np.asarray(radii, dtype=np.float64)
-    probed_minima = np.asarray(probed_minima)
-    if ray_outcome.ndim != 3 or ray_outcome.shape[0] != len(probed_minima) or ray_outcome.shape[2] != len(radii):
-        raise ValueError(f"ray_outcome {ray_outcome.shape}, radii {radii.shape}, probed_minima "
-                         f"{probed_minima.shape}: give (minimum, direction, radius), (radius,) and (minimum,)")
+    ray_outcome, radii, probed_minima = _ray_grid(ray_outcome, radii, probed_minima)
+    member_distance, minimum_of_member = np.asarray(member_distance), np.asarray(minimum_of_member)
     returned, head, known = _ray_states(ray_outcome)
     step = radii[-1] - radii[-2] if len(radii) > 1 else radii[-1]
     n = len(probed_minima)
-    reach, low, high, p_mean, s_mean, ambiguous = (np.full(n, np.nan) for _ in range(6))
+    reach, low, high, p_mean, s_mean, ambiguous = _nans(n, 6)
     n_members, n_beyond = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
     reentering = ((ray_outcome == RETURNED) & (np.cumsum(ray_outcome == LEFT, axis=2) > 0)).any(axis=2).sum(1)
     reason = np.full(n, "measured", dtype=object)
     for row, minimum in enumerate(probed_minima):
-        distance = np.asarray(member_distance)[np.asarray(minimum_of_member) == minimum]
+        distance = member_distance[minimum_of_member == minimum]
         within = distance <= radii[-1] + step
         n_members[row], n_beyond[row] = len(distance), int((~within).sum())
         returned_points = (ray_outcome[row] == RETURNED).sum()
@@ -377,43 +396,58 @@ def measure_reach(
                            + (f" ({n_beyond[row]} beyond the largest radius)" if n_beyond[row] else ""))
             continue
         bins = np.abs(distance[within, None] - radii[None, :]).argmin(axis=1)
-        rays = np.arange(ray_outcome.shape[1])
         statistic = _reach_statistic(returned[row], head[row], known[row], len(radii))
-        value, p_mean[row], s_mean[row] = statistic(rays, bins, parts=True)
-        if not np.isfinite(value):
-            reason[row] = "no ray returns at the members' distances (more rays, or a finer grid)"
-            continue
-        reach[row] = value
-        interval = stats.bootstrap(
-            (rays, bins), statistic, n_resamples=n_bootstrap, confidence_level=confidence,
-            method="percentile", vectorized=True, axis=-1, rng=np.random.default_rng([seed, row]),
-        ).confidence_interval
-        low[row], high[row] = interval.low, interval.high
-        if not np.isfinite([low[row], high[row]]).all():
-            reason[row] = "some bootstrap resamples have no ray returning at the members' distances: no interval"
-    minimum_var = functools.partial(_variable, "minimum")
+        reach[row], low[row], high[row], p_mean[row], s_mean[row], reason[row] = _reach_with_interval(
+            statistic, ray_outcome.shape[1], bins, n_bootstrap=n_bootstrap, confidence=confidence, seed=[seed, row])
     return xr.Dataset(
         {
-            "reach": minimum_var(reach, "share of the basin at its members' distances that rays from the minimum "
-                                 "reach only after leaving it", note="0: star-shaped; near 1: thin tentacles; "
-                                 "nan: see reason"),
-            "reach_low": minimum_var(low, f"lower end of the {confidence:.0%} joint bootstrap interval "
-                                     "(rays and members)"),
-            "reach_high": minimum_var(high, f"upper end of the {confidence:.0%} joint bootstrap interval"),
-            "return_probability_at_members": minimum_var(p_mean, "mean over members of the return probability "
-                                                         "p(d) at their distance"),
-            "head_probability_at_members": minimum_var(s_mean, "mean over members of the probability that a ray "
-                                                       "has not left the basin before their distance"),
-            "n_members": minimum_var(n_members, "members of the minimum"),
-            "n_members_beyond_radii": minimum_var(n_beyond, "members farther than the ray grid reaches (not used)"),
-            "n_rays_reentering": minimum_var(reentering, "rays that return at some radius after having left"),
-            "ambiguous_fraction": minimum_var(ambiguous, "fraction of returned ray points whose connection to the "
-                                              "head is unknown (an undecided point first); left out"),
-            "reason": minimum_var(reason.astype(str), "why reach or its interval is nan, if they are"),
+            "reach": _minimum_var(reach, "share of the basin at its members' distances that rays from the minimum "
+                                  "reach only after leaving it", note="0: star-shaped; near 1: thin tentacles; "
+                                  "nan: see reason"),
+            "reach_low": _minimum_var(low, f"lower end of the {confidence:.0%} joint bootstrap interval "
+                                      "(rays and members)"),
+            "reach_high": _minimum_var(high, f"upper end of the {confidence:.0%} joint bootstrap interval"),
+            "return_probability_at_members": _minimum_var(p_mean, "mean over members of the return probability "
+                                                          "p(d) at their distance"),
+            "head_probability_at_members": _minimum_var(s_mean, "mean over members of the probability that a ray "
+                                                        "has not left the basin before their distance"),
+            "n_members": _minimum_var(n_members, "members of the minimum"),
+            "n_members_beyond_radii": _minimum_var(n_beyond, "members farther than the ray grid reaches (not used)"),
+            "n_rays_reentering": _minimum_var(reentering, "rays that return at some radius after having left"),
+            "ambiguous_fraction": _minimum_var(ambiguous, "fraction of returned ray points whose connection to the "
+                                               "head is unknown (an undecided point first); left out"),
+            "reason": _minimum_var(reason.astype(str), "why reach or its interval is nan, if they are"),
         },
         coords={"minimum": ("minimum", probed_minima, variable_attrs("probed minimum (catalog index)"))},
         attrs={"n_bootstrap": n_bootstrap, "confidence": confidence, "min_members": min_members, "seed": seed},
     )
+
+
+def _ray_grid(ray_outcome, radii, probed_minima):
+    ray_outcome = np.asarray(ray_outcome)
+    radii = np.asarray(radii, dtype=np.float64)
+    probed_minima = np.asarray(probed_minima)
+    if ray_outcome.ndim != 3 or ray_outcome.shape[0] != len(probed_minima) or ray_outcome.shape[2] != len(radii):
+        raise ValueError(f"ray_outcome {ray_outcome.shape}, radii {radii.shape}, probed_minima "
+                         f"{probed_minima.shape}: give (minimum, direction, radius), (radius,) and (minimum,)")
+    return ray_outcome, radii, probed_minima
+
+
+def _reach_with_interval(statistic, n_rays, bins, *, n_bootstrap, confidence, seed):
+    """One minimum's reach, its bootstrap interval, mean p and S at the members, and why any is nan."""
+    rays = np.arange(n_rays)
+    value, p_mean, s_mean = statistic(rays, bins, parts=True)
+    if not np.isfinite(value):
+        why = "no ray returns at the members' distances (more rays, or a finer grid)"
+        return np.nan, np.nan, np.nan, p_mean, s_mean, why
+    interval = stats.bootstrap(
+        (rays, bins), statistic, n_resamples=n_bootstrap, confidence_level=confidence,
+        method="percentile", vectorized=True, axis=-1, rng=np.random.default_rng(seed),
+    ).confidence_interval
+    reason = "measured"
+    if not np.isfinite([interval.low, interval.high]).all():
+        reason = "some bootstrap resamples have no ray returning at the members' distances: no interval"
+    return value, interval.low, interval.high, p_mean, s_mean, reason
 
 
 def kaplan_meier_medians(radius: np.ndarray, observed: np.ndarray) -> np.ndarray:
@@ -436,6 +470,26 @@ def kaplan_meier_medians(radius: np.ndarray, observed: np.ndarray) -> np.ndarray
 
 def _variable(dims, values, long_name, **extra):
     return dims, values, variable_attrs(long_name, **extra)
+
+
+_member_var = functools.partial(_variable, "member")
+_minimum_var = functools.partial(_variable, "minimum")
+
+
+def _nans(n, count):
+    return (np.full(n, np.nan) for _ in range(count))
+
+
+def _member_coordinate(n_members):
+    return "member", np.arange(n_members), variable_attrs("member index (row of starts)")
+
+
+def _minimum_coordinate(per_minimum):
+    return "minimum", per_minimum.ids, variable_attrs("minimum with members (catalog index)")
+
+
+def _reason_var(per_minimum):
+    return _minimum_var(per_minimum.reason.astype(str), "why the summaries are nan, if they are")
 
 
 class _PerMinimum:

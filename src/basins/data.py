@@ -76,40 +76,49 @@ def prepare_dataset(
     _check_sizes(n_train=n_train, n_test=n_test)
     rng = np.random.default_rng(seed)
     n_total = n_train + n_test
+    split = np.r_[np.full(n_train, TRAIN), np.full(n_test, TEST)]
     if kind in ("random_patterns", "teacher_student", "gaussian_mixture"):
-        if task != "binary":
-            raise ValueError(f"task={task!r}: the synthetic data set {kind!r} only has task 'binary'")
-        if n_features is None or n_features <= 0:
-            raise ValueError(f"n_features={n_features!r}: {kind!r} needs a positive input dimension")
-        if kind == "random_patterns":
-            x, y = _random_patterns(rng, n_total, n_features, input_distribution)
-        elif kind == "teacher_student":
-            x, y = _teacher_student(rng, n_total, n_features, teacher_width)
-        else:
-            x, y = _gaussian_mixture(rng, n_total, n_features, cluster_separation)
-        split = np.r_[np.full(n_train, TRAIN), np.full(n_test, TEST)]
+        x, y = _synthetic(kind, rng, n_total, task=task, n_features=n_features, input_distribution=input_distribution,
+                          teacher_width=teacher_width, cluster_separation=cluster_separation)
         n_classes = 2
     elif kind == "two_moons":
         if task != "binary" or n_features not in (None, 2):
             raise ValueError(f"task={task!r}, n_features={n_features!r}: 'two_moons' is 2-D and binary")
         x, y = _two_moons(n_total, noise, seed)
-        split = np.r_[np.full(n_train, TRAIN), np.full(n_test, TEST)]
         n_classes = 2
     elif kind in ("digits", "mnist1d"):
-        if task not in ("parity", "classes"):
-            raise ValueError(f"task={task!r}: {kind!r} offers the tasks 'parity' and 'classes'")
-        pixels, digit = _load_digits(n_total) if kind == "digits" else _load_mnist1d(n_total, seed)
-        order = rng.permutation(len(digit))[:n_total]
-        pixels, digit = pixels[order], digit[order]
-        split = np.r_[np.full(n_train, TRAIN), np.full(n_test, TEST)]
-        x = _standardize_and_project(pixels, split == TRAIN, n_features, seed)
-        y = np.where(digit % 2 == 0, 1, -1) if task == "parity" else digit
-        n_classes = 2 if task == "parity" else 10
+        x, y, n_classes = _real_digits(kind, rng, split, task=task, n_features=n_features, seed=seed)
     else:
         raise ValueError(f"kind={kind!r} is not a data set; choose one of {DATASET_KINDS}")
     if normalize:
         x = x * np.sqrt(x.shape[1]) / np.linalg.norm(x, axis=1, keepdims=True)
     return _as_dataset(x, y, split, n_classes=n_classes, kind=kind)
+
+
+def _synthetic(kind, rng, n_total, *, task, n_features, input_distribution, teacher_width, cluster_separation):
+    """Inputs and +-1 labels of one of the synthetic kinds drawn with ``rng``."""
+    if task != "binary":
+        raise ValueError(f"task={task!r}: the synthetic data set {kind!r} only has task 'binary'")
+    if n_features is None or n_features <= 0:
+        raise ValueError(f"n_features={n_features!r}: {kind!r} needs a positive input dimension")
+    if kind == "random_patterns":
+        return _random_patterns(rng, n_total, n_features, input_distribution)
+    if kind == "teacher_student":
+        return _teacher_student(rng, n_total, n_features, teacher_width)
+    return _gaussian_mixture(rng, n_total, n_features, cluster_separation)
+
+
+def _real_digits(kind, rng, split, *, task, n_features, seed):
+    """Inputs, labels and number of classes of a random subset of ``digits`` or ``mnist1d``."""
+    if task not in ("parity", "classes"):
+        raise ValueError(f"task={task!r}: {kind!r} offers the tasks 'parity' and 'classes'")
+    n_total = len(split)
+    pixels, digit = _load_digits(n_total) if kind == "digits" else _load_mnist1d(n_total, seed)
+    order = rng.permutation(len(digit))[:n_total]
+    pixels, digit = pixels[order], digit[order]
+    x = _standardize_and_project(pixels, split == TRAIN, n_features, seed)
+    y = np.where(digit % 2 == 0, 1, -1) if task == "parity" else digit
+    return x, y, 2 if task == "parity" else 10
 
 
 def _check_sizes(**sizes: int) -> None:

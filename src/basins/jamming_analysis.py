@@ -150,13 +150,7 @@ def analyze_jamming(
         raise ValueError("analyze_jamming needs at least one sweep_jamming run")
     if n_bins < 3 or not 0 < fit_quantile <= 1 or min_count < 1:
         raise ValueError(f"n_bins={n_bins} >= 3, 0 < fit_quantile={fit_quantile} <= 1, min_count={min_count} >= 1")
-    networks = list(dict.fromkeys((int(r.attrs["depth"]), int(r.attrs["width"])) for r in runs))
-    seeds = sorted({int(r.attrs["seed"]) for r in runs})
-    # (network, seed) index of every run
-    placement = [
-        (networks.index((int(r.attrs["depth"]), int(r.attrs["width"]))), seeds.index(int(r.attrs["seed"])))
-        for r in runs
-    ]
+    networks, seeds, placement = _place_runs(runs)
     cube = _phase_cube(runs, placement, len(networks), len(seeds))
     transitions = _transitions(runs, placement, len(networks), len(seeds))
     delta_tol = float(runs[0].attrs["delta_tol"])
@@ -173,25 +167,7 @@ def analyze_jamming(
             **_transition_variables(transitions, ratio_star, cube["n_weights"], network_depth, depths),
             **_delta_variables(deltas),
         },
-        coords={
-            "network": ("network", np.arange(len(networks)), variable_attrs("network index")),
-            "network_depth": ("network", network_depth, variable_attrs("hidden layers (0: perceptron)")),
-            "network_width": ("network", np.array([w for _, w in networks]), variable_attrs("hidden width")),
-            "n_weights": ("network", cube["n_weights"], variable_attrs("weights N, biases excluded")),
-            "train_size": ("train_size", cube["sizes"], variable_attrs("training-set size P")),
-            "n_free": ("network", cube["n_free"], variable_attrs("free parameters (weights and biases)")),
-            "ratio": (("network", "train_size"), cube["sizes"][None, :] / cube["n_weights"][:, None],
-                      variable_attrs("P / N")),
-            "seed": ("seed", np.array(seeds), variable_attrs("seed of data and initialization")),
-            "depth": ("depth", depths, variable_attrs("hidden layers")),
-            "side": ("side", list(SIDES), variable_attrs("side of the transition")),
-            "constraint": ("constraint", list(CONSTRAINTS), variable_attrs(
-                "gaps -Delta of satisfied points (Delta < 0), or overlaps Delta > delta_tol over sqrt(loss)")),
-            "bin": ("bin", np.sqrt(deltas["edges"][:-1] * deltas["edges"][1:]), variable_attrs(
-                "|Delta| (overlaps: Delta / sqrt(loss)) at the log bin centre")),
-            "bin_lower": ("bin", deltas["edges"][:-1], variable_attrs("lower bin edge of |Delta|")),
-            "bin_upper": ("bin", deltas["edges"][1:], variable_attrs("upper bin edge of |Delta|")),
-        },
+        coords=_jamming_coordinates(networks, network_depth, seeds, depths, cube, deltas["edges"]),
     )
     return result.assign_attrs(
         loss_function=runs[0].attrs["loss_function"],
@@ -199,6 +175,40 @@ def analyze_jamming(
         delta_tol=delta_tol,
         fit=json.dumps({"n_bins": n_bins, "fit_quantile": fit_quantile, "min_count": min_count}),
     )
+
+
+def _place_runs(runs):
+    """The distinct (depth, width) networks in order of appearance, the sorted seeds, and each run's
+    (network, seed) index."""
+    networks = list(dict.fromkeys((int(r.attrs["depth"]), int(r.attrs["width"])) for r in runs))
+    seeds = sorted({int(r.attrs["seed"]) for r in runs})
+    placement = [
+        (networks.index((int(r.attrs["depth"]), int(r.attrs["width"]))), seeds.index(int(r.attrs["seed"])))
+        for r in runs
+    ]
+    return networks, seeds, placement
+
+
+def _jamming_coordinates(networks, network_depth, seeds, depths, cube, edges):
+    return {
+        "network": ("network", np.arange(len(networks)), variable_attrs("network index")),
+        "network_depth": ("network", network_depth, variable_attrs("hidden layers (0: perceptron)")),
+        "network_width": ("network", np.array([w for _, w in networks]), variable_attrs("hidden width")),
+        "n_weights": ("network", cube["n_weights"], variable_attrs("weights N, biases excluded")),
+        "train_size": ("train_size", cube["sizes"], variable_attrs("training-set size P")),
+        "n_free": ("network", cube["n_free"], variable_attrs("free parameters (weights and biases)")),
+        "ratio": (("network", "train_size"), cube["sizes"][None, :] / cube["n_weights"][:, None],
+                  variable_attrs("P / N")),
+        "seed": ("seed", np.array(seeds), variable_attrs("seed of data and initialization")),
+        "depth": ("depth", depths, variable_attrs("hidden layers")),
+        "side": ("side", list(SIDES), variable_attrs("side of the transition")),
+        "constraint": ("constraint", list(CONSTRAINTS), variable_attrs(
+            "gaps -Delta of satisfied points (Delta < 0), or overlaps Delta > delta_tol over sqrt(loss)")),
+        "bin": ("bin", np.sqrt(edges[:-1] * edges[1:]), variable_attrs(
+            "|Delta| (overlaps: Delta / sqrt(loss)) at the log bin centre")),
+        "bin_lower": ("bin", edges[:-1], variable_attrs("lower bin edge of |Delta|")),
+        "bin_upper": ("bin", edges[1:], variable_attrs("upper bin edge of |Delta|")),
+    }
 
 
 def _phase_cube(runs, placement, n_networks, n_seeds):

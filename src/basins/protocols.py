@@ -50,6 +50,23 @@ def compare_protocols(
     """
     if not (len(experiments) == len(minima) == len(flatness)) or not experiments:
         raise ValueError("experiments, minima and flatness need one entry per protocol, and at least one")
+    sigmas, reference = _common_sigma_grid(experiments, flatness, reference_sigma)
+    per_protocol = [_typical_minimum(catalog, measured) for catalog, measured in zip(minima, flatness)]
+    stacked = {name: np.stack([row[name] for row in per_protocol]) for name in per_protocol[0]}
+    pooled_energy = np.concatenate([m["local_energy"].values[:, reference] for m in flatness])
+    return xr.Dataset(
+        {**_per_protocol_variables(stacked), **_pooled_minimum_variables(minima, pooled_energy)},
+        coords={
+            "experiment": ("experiment", np.asarray(experiments, dtype=object), variable_attrs("protocol")),
+            "sigma": ("sigma", sigmas, variable_attrs("relative perturbation size")),
+            "pooled_minimum": ("pooled_minimum", np.arange(len(pooled_energy)), variable_attrs("minimum of any protocol")),
+        },
+        attrs={"reference_sigma": float(sigmas[reference])},
+    )
+
+
+def _common_sigma_grid(experiments, flatness, reference_sigma):
+    """The perturbation sizes every protocol was measured at, and the index of ``reference_sigma`` on them."""
     sigmas = flatness[0]["sigma"].values
     for name, measured in zip(experiments, flatness):
         if not np.array_equal(measured["sigma"].values, sigmas):
@@ -60,64 +77,63 @@ def compare_protocols(
     matches = np.flatnonzero(np.isclose(sigmas, reference_sigma))
     if not len(matches):
         raise ValueError(f"reference_sigma={reference_sigma} is not on the local energy grid {sigmas}")
-    per_protocol = [_typical_minimum(catalog, measured) for catalog, measured in zip(minima, flatness)]
-    stacked = {name: np.stack([row[name] for row in per_protocol]) for name in per_protocol[0]}
-    pooled_energy = np.concatenate([m["local_energy"].values[:, matches[0]] for m in flatness])
+    return sigmas, matches[0]
+
+
+def _per_protocol_variables(stacked):
+    per_experiment = lambda name, *attrs: ("experiment", stacked[name], variable_attrs(*attrs))  # noqa: E731
+    return {
+        "local_energy": (
+            ("experiment", "sigma"),
+            stacked["local_energy"],
+            variable_attrs("training error increase under perturbation (delta-E), member-weighted"),
+        ),
+        "local_energy_se": (
+            ("experiment", "sigma"),
+            stacked["local_energy_se"],
+            variable_attrs("standard error of local_energy"),
+        ),
+        "test_error": per_experiment("test_error", "test error (0-1), member-weighted"),
+        "test_error_se": per_experiment("test_error_se", "standard error of test_error"),
+        "train_error": per_experiment("train_error", "training error (0-1), member-weighted"),
+        "weight_norm": per_experiment("weight_norm", "Euclidean norm of the parameters, member-weighted"),
+        "top_eigenvalue": per_experiment(
+            "top_eigenvalue", "largest Hessian eigenvalue of the protocol's own loss, member-weighted"
+        ),
+        "assigned_fraction": per_experiment("assigned_fraction", "members that reached a catalogued minimum"),
+    }
+
+
+def _pooled_minimum_variables(minima, pooled_energy):
+    """Every catalogued minimum of every protocol, and the rank correlation of its flatness and test error."""
     pooled_test_error = np.concatenate([c["test_error"].values for c in minima])
     rho, rho_se = spearman_with_error(pooled_energy, pooled_test_error)
-    per_experiment = lambda name, *attrs: ("experiment", stacked[name], variable_attrs(*attrs))  # noqa: E731
-    return xr.Dataset(
-        {
-            "local_energy": (
-                ("experiment", "sigma"),
-                stacked["local_energy"],
-                variable_attrs("training error increase under perturbation (delta-E), member-weighted"),
+    return {
+        "protocol": (
+            "pooled_minimum",
+            np.concatenate([np.full(c.sizes["minimum"], i) for i, c in enumerate(minima)]),
+            variable_attrs("index of the protocol (experiment) that reached this minimum"),
+        ),
+        "pooled_basin_fraction": (
+            "pooled_minimum",
+            np.concatenate([c["n_members"].values / c.sizes["member"] for c in minima]),
+            variable_attrs("fraction of the protocol's members that reached this minimum"),
+        ),
+        "pooled_test_error": ("pooled_minimum", pooled_test_error, variable_attrs("test error of this minimum")),
+        "pooled_local_energy": (
+            "pooled_minimum",
+            pooled_energy,
+            variable_attrs("delta-E of this minimum at reference_sigma"),
+        ),
+        "rank_correlation": (
+            (),
+            rho,
+            variable_attrs(
+                "Spearman correlation of local energy at reference_sigma and test error, pooled minima",
+                standard_error=rho_se,
             ),
-            "local_energy_se": (
-                ("experiment", "sigma"),
-                stacked["local_energy_se"],
-                variable_attrs("standard error of local_energy"),
-            ),
-            "test_error": per_experiment("test_error", "test error (0-1), member-weighted"),
-            "test_error_se": per_experiment("test_error_se", "standard error of test_error"),
-            "train_error": per_experiment("train_error", "training error (0-1), member-weighted"),
-            "weight_norm": per_experiment("weight_norm", "Euclidean norm of the parameters, member-weighted"),
-            "top_eigenvalue": per_experiment(
-                "top_eigenvalue", "largest Hessian eigenvalue of the protocol's own loss, member-weighted"
-            ),
-            "assigned_fraction": per_experiment("assigned_fraction", "members that reached a catalogued minimum"),
-            "protocol": (
-                "pooled_minimum",
-                np.concatenate([np.full(c.sizes["minimum"], i) for i, c in enumerate(minima)]),
-                variable_attrs("index of the protocol (experiment) that reached this minimum"),
-            ),
-            "pooled_basin_fraction": (
-                "pooled_minimum",
-                np.concatenate([c["n_members"].values / c.sizes["member"] for c in minima]),
-                variable_attrs("fraction of the protocol's members that reached this minimum"),
-            ),
-            "pooled_test_error": ("pooled_minimum", pooled_test_error, variable_attrs("test error of this minimum")),
-            "pooled_local_energy": (
-                "pooled_minimum",
-                pooled_energy,
-                variable_attrs("delta-E of this minimum at reference_sigma"),
-            ),
-            "rank_correlation": (
-                (),
-                rho,
-                variable_attrs(
-                    "Spearman correlation of local energy at reference_sigma and test error, pooled minima",
-                    standard_error=rho_se,
-                ),
-            ),
-        },
-        coords={
-            "experiment": ("experiment", np.asarray(experiments, dtype=object), variable_attrs("protocol")),
-            "sigma": ("sigma", sigmas, variable_attrs("relative perturbation size")),
-            "pooled_minimum": ("pooled_minimum", np.arange(len(pooled_energy)), variable_attrs("minimum of any protocol")),
-        },
-        attrs={"reference_sigma": float(sigmas[matches[0]])},
-    )
+        ),
+    }
 
 
 def _typical_minimum(catalog: xr.Dataset, measured: xr.Dataset) -> dict[str, np.ndarray]:

@@ -142,7 +142,7 @@ def _evaluate(radii, curves, at):
     return np.where(index >= 0, curves[:, np.maximum(index, 0)], 1.0)
 
 
-def probe_rays(
+def probe_rays(  # long by its docstring: the censoring rules are the contract
     centres: np.ndarray,
     outcomes: Outcomes,
     *,
@@ -217,10 +217,18 @@ def probe_rays(
     target = np.broadcast_to(np.arange(n_minima)[:, None, None], (n_minima, n_directions, len(radii)))
     starts = centres[:, None, None, :] + radii[None, None, :, None] * directions[:, :, None, :]
     outcome = run_outcomes(outcomes, starts.reshape(-1, n_params), target.reshape(-1)).reshape(target.shape)
-    runs = np.full(n_minima, n_directions * len(radii))
-    undecided_runs = (outcome == UNDECIDED).sum(axis=(1, 2))
+    observed, low, high = _grid_brackets(outcome, radii)
+    bisection_runs, bisection_undecided = _bisect_brackets(outcomes, centres, directions, observed, low, high,
+                                                           n_bisection)
+    runs = n_directions * len(radii) + bisection_runs
+    undecided_runs = (outcome == UNDECIDED).sum(axis=(1, 2)) + bisection_undecided
+    exit_radius = np.where(observed, high, low)
+    ids = np.arange(n_minima) if minimum_ids is None else np.asarray(minimum_ids)
+    return _as_dataset(outcome, exit_radius, observed, undecided_runs / runs, radii, ids)
 
-    # The grid: bracket each ray's first exit, or censor it (see Notes).
+
+def _grid_brackets(outcome, radii):
+    """Each ray's first exit bracketed on the grid, or where it is censored (see probe_rays' Notes)."""
     n_radii = len(radii)
     first_left = np.where((outcome == LEFT).any(axis=2), (outcome == LEFT).argmax(axis=2), n_radii)
     first_undecided = np.where((outcome == UNDECIDED).any(axis=2), (outcome == UNDECIDED).argmax(axis=2), n_radii)
@@ -228,8 +236,16 @@ def probe_rays(
     last_returned = np.minimum(first_left, first_undecided) - 1  # -1: none before the first non-return
     low = np.where(last_returned >= 0, radii[np.maximum(last_returned, 0)], 0.0)
     high = radii[np.minimum(first_left, n_radii - 1)]
+    return observed, low, high
 
-    # Bisection of the observed brackets; an undecided midpoint censors the ray at its low end.
+
+def _bisect_brackets(outcomes, centres, directions, observed, low, high, n_bisection):
+    """Narrow the observed brackets in place; an undecided midpoint censors the ray at its low end.
+
+    Returns the runs spent per minimum and how many of them were undecided.
+    """
+    n_minima = len(centres)
+    runs, undecided_runs = np.zeros(n_minima, dtype=np.int64), np.zeros(n_minima, dtype=np.int64)
     rays = np.argwhere(observed)
     for _ in range(n_bisection):
         if not len(rays):
@@ -243,9 +259,7 @@ def probe_rays(
         high[m, d] = np.where(ended == LEFT, middle, high[m, d])
         observed[m, d] = ended != UNDECIDED
         rays = rays[ended != UNDECIDED]
-    exit_radius = np.where(observed, high, low)
-    ids = np.arange(n_minima) if minimum_ids is None else np.asarray(minimum_ids)
-    return _as_dataset(outcome, exit_radius, observed, undecided_runs / runs, radii, ids)
+    return runs, undecided_runs
 
 
 def run_outcomes(outcomes: Outcomes, starts: np.ndarray, targets: np.ndarray) -> np.ndarray:

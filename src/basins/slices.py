@@ -89,11 +89,7 @@ def slice_basins(
         raise ValueError(f"n_grid={n_grid} must be >= 2 and extent={extent} > 0")
     n_planes, n_params = origins.shape
     coordinates = np.linspace(-1.0, 1.0, n_grid)
-    bases, scales, partners = np.empty((n_planes, 2, n_params)), np.empty(n_planes), np.empty(n_planes)
-    for plane, (origin, toward) in enumerate(zip(origins, towards)):
-        bases[plane] = plane_basis(origin, toward, seed=seed + plane)
-        partners[plane] = np.nan if toward is None else float(np.linalg.norm(toward - origin))
-        scales[plane] = extent if toward is None else max(extent, 1.25 * partners[plane])
+    bases, scales, partners = _plane_frames(origins, towards, extent=extent, seed=seed)
     grid_u, grid_v = np.meshgrid(coordinates, coordinates, indexing="ij")
     offsets = np.stack([grid_u, grid_v], axis=-1)[None] * scales[:, None, None, None]
     starts = origins[:, None, None, :] + np.einsum("pijk,pkn->pijn", offsets, bases)
@@ -102,26 +98,7 @@ def slice_basins(
         labels = assign(starts.reshape(-1, n_params)).reshape(n_planes, n_grid, n_grid)
     return xr.Dataset(
         {
-            "label": (
-                ("plane", "grid_u", "grid_v"),
-                labels.astype(np.int64),
-                variable_attrs("catalog index of the minimum reached, or why none", flag_meanings=LABEL_MEANINGS),
-            ),
-            "boundary_fraction": (
-                "plane",
-                np.array([boundary_fraction(plane_labels) for plane_labels in labels]),
-                variable_attrs("fraction of cells with a differently labelled 4-neighbour"),
-            ),
-            "undecided_fraction": (
-                "plane",
-                (labels == UNDECIDED_LABEL).mean(axis=(1, 2)),
-                variable_attrs("fraction of cells whose run spent every budget (label -3)"),
-            ),
-            "saddle_fraction": (
-                "plane",
-                (labels == AT_SADDLE).mean(axis=(1, 2)),
-                variable_attrs("fraction of cells whose run stopped at a saddle (label -2)"),
-            ),
+            **_label_variables(labels),
             "basis": (("plane", "axis", "param"), bases, variable_attrs("orthonormal axes of the plane")),
             "scale": ("plane", scales, variable_attrs("half-width of the grid", "1")),
             "partner_u": ("plane", partners, variable_attrs("second minimum's coordinate along axis 0")),
@@ -134,3 +111,39 @@ def slice_basins(
             "param": ("param", np.arange(n_params), variable_attrs("flat parameter index")),
         },
     )
+
+
+def _plane_frames(origins, towards, *, extent, seed):
+    """Per plane: its basis, the grid's half-width, and the second minimum's distance (nan: none)."""
+    n_planes, n_params = origins.shape
+    bases, scales, partners = np.empty((n_planes, 2, n_params)), np.empty(n_planes), np.empty(n_planes)
+    for plane, (origin, toward) in enumerate(zip(origins, towards)):
+        bases[plane] = plane_basis(origin, toward, seed=seed + plane)
+        partners[plane] = np.nan if toward is None else float(np.linalg.norm(toward - origin))
+        scales[plane] = extent if toward is None else max(extent, 1.25 * partners[plane])
+    return bases, scales, partners
+
+
+def _label_variables(labels):
+    return {
+        "label": (
+            ("plane", "grid_u", "grid_v"),
+            labels.astype(np.int64),
+            variable_attrs("catalog index of the minimum reached, or why none", flag_meanings=LABEL_MEANINGS),
+        ),
+        "boundary_fraction": (
+            "plane",
+            np.array([boundary_fraction(plane_labels) for plane_labels in labels]),
+            variable_attrs("fraction of cells with a differently labelled 4-neighbour"),
+        ),
+        "undecided_fraction": (
+            "plane",
+            (labels == UNDECIDED_LABEL).mean(axis=(1, 2)),
+            variable_attrs("fraction of cells whose run spent every budget (label -3)"),
+        ),
+        "saddle_fraction": (
+            "plane",
+            (labels == AT_SADDLE).mean(axis=(1, 2)),
+            variable_attrs("fraction of cells whose run stopped at a saddle (label -2)"),
+        ),
+    }

@@ -73,7 +73,7 @@ def far_return_probability(ray_outcome: np.ndarray, radii: np.ndarray, far_radiu
     return (*results, n_rays)
 
 
-def measure_tentacles(
+def measure_tentacles(  # long by its docstring: 17 options, each a cost or resolution trade-off
     rays: xr.Dataset,
     basin_fraction: np.ndarray,
     start_distance: np.ndarray,
@@ -168,16 +168,11 @@ def measure_tentacles(
     labels = np.asarray(minimum_of_member)
     start_distance = np.asarray(start_distance, dtype=np.float64)
     assigned = labels >= 0
-    if not assigned.any() and len(probed):
-        raise ValueError("minima are probed but no member is assigned to one: the inputs disagree")
-    counts = np.bincount(labels[assigned], minlength=len(basin_fraction))[probed]
-    eligible = counts >= min_members
-    reason = np.array(["measured" if ok else f"{n} members, fewer than min_members={min_members}"
-                       for ok, n in zip(eligible, counts)], dtype=object)
+    counts, eligible, reason = _gate_minima(labels, probed, len(basin_fraction), min_members)
     # An empty catalogue (every member diverged or undecided) probes nothing: no shell distance.
     shell = float(np.median(start_distance[assigned])) if assigned.any() else float("nan")
 
-    far, far_se, reentry, reentry_se, n_far_rays = far_return_probability(rays["outcome"].values, radii, shell)
+    far = far_return_probability(rays["outcome"].values, radii, shell)
     if radii[-1] < shell:
         reason[eligible] = (f"the rays end at {radii[-1]:.4g}, inside the shell distance {shell:.4g}: "
                             "raise rays.largest_radius")
@@ -189,8 +184,7 @@ def measure_tentacles(
     star = measure_star_shapedness(starts[sample], minimum_images[sample], labels[sample],
                                    outcomes if len(sample) else _no_runs,
                                    n_segment=n_segment, min_members=1, confidence=confidence)
-    first = np.concatenate([np.flatnonzero(labels[sample] == m)[:n_thickness_members] for m in probed[eligible]]
-                           ).astype(np.int64) if eligible.any() else np.zeros(0, dtype=np.int64)
+    first = _first_of_each(labels[sample], probed[eligible], n_thickness_members)
     thickness_radii = shell * np.geomspace(thickness_smallest, thickness_largest, n_thickness_radii)
     thickness = measure_local_thickness(
         starts[sample[first]], minimum_images[sample[first]], labels[sample[first]], outcomes, radii=thickness_radii,
@@ -201,34 +195,9 @@ def measure_tentacles(
     old = tentacle_index(start_distance, labels, rays["exit_radius"].values, rays["exit_observed"].values.astype(bool),
                          probed, seed=seed)
 
-    per_minimum = {}
-    gate = functools.partial(_gated, eligible)
-    per_minimum["far_return_probability"] = gate(far, "fraction of decided ray points beyond far_radius that "
-                                                 "return (each ray weighted once)", note="nan: see reason")
-    per_minimum["far_return_probability_se"] = gate(far_se, "standard error of far_return_probability (spread "
-                                                    "over rays)")
-    per_minimum["far_reentry_probability"] = gate(reentry, "part of far_return_probability met after the ray had "
-                                                  "left the basin at a smaller radius")
-    per_minimum["far_reentry_probability_se"] = gate(reentry_se, "standard error of far_reentry_probability")
-    per_minimum["n_far_rays"] = ("minimum", n_far_rays, variable_attrs("rays with a decided point beyond far_radius"))
-    for name in ("reach", "reach_low", "reach_high", "return_probability_at_members", "head_probability_at_members",
-                 "n_members_beyond_radii", "n_rays_reentering", "ambiguous_fraction"):
-        per_minimum[name] = reach[name].variable
-    for name in ("leaving_fraction", "leaving_fraction_low", "leaving_fraction_high", "censored_member_fraction",
-                 "mean_inside_fraction"):
-        per_minimum[name] = _on_probed(star[name], probed)
-    for name in ("median_thickness_ratio", "median_thickness_ratio_low", "median_thickness_ratio_high"):
-        per_minimum[name] = (_on_probed(thickness[name], probed) if thickness is not None
-                             else ("minimum", np.full(len(probed), np.nan), variable_attrs(name)))
-    for name in ("tentacle_fraction", "tentacle_fraction_se", "distance_ratio", "distance_ratio_se"):
-        variable = old[name].variable.copy()
-        variable.values = np.where(eligible, variable.values, np.nan)  # gated like every statistic
-        old_name = variable.attrs["long_name"]
-        variable.attrs["long_name"] = f"old index (shown not to work, docs/basin_shape.md): {old_name}"
-        per_minimum[f"old_{name}"] = variable
-    per_minimum["median_exit_radius"] = old["median_exit_radius"].variable
+    per_minimum = {**_far_variables(eligible, *far), **_shape_variables(probed, reach, star, thickness),
+                   **_old_index_variables(old, eligible)}
     reason = _combined_reason(reason, reach["reason"].values, star, thickness, probed)
-
     member_vars = _member_variables(sample, first, star, thickness, start_distance, n_thickness_directions)
     dataset = xr.Dataset(
         {
@@ -242,15 +211,7 @@ def measure_tentacles(
                                                      units="parameter units")),
             **member_vars,
         },
-        coords={
-            "minimum": ("minimum", probed, variable_attrs("probed minimum (catalog index)")),
-            "member": ("member", sample, variable_attrs("sampled member (row of the inputs)")),
-            "distance": ("distance", star["distance"].values, variable_attrs(
-                "position along the segment from the minimum to the start, as a fraction of its length")),
-            "direction": ("direction", np.arange(n_thickness_directions), variable_attrs("thickness ray index")),
-            "radius": ("radius", thickness_radii, variable_attrs(
-                "radii of the thickness rays from a member's start", units="parameter units")),
-        },
+        coords=_tentacle_coordinates(probed, sample, star, n_thickness_directions, thickness_radii),
     )
     return dataset.assign_attrs(
         min_members=min_members, n_star_members=n_star_members, n_segment=n_segment,
@@ -262,12 +223,84 @@ def measure_tentacles(
     )
 
 
+def _gate_minima(labels, probed, n_minima, min_members):
+    """Members of each probed minimum, whether that is enough for statistics, and the reason if not."""
+    assigned = labels >= 0
+    if not assigned.any() and len(probed):
+        raise ValueError("minima are probed but no member is assigned to one: the inputs disagree")
+    counts = np.bincount(labels[assigned], minlength=n_minima)[probed]
+    eligible = counts >= min_members
+    reason = np.array(["measured" if ok else f"{n} members, fewer than min_members={min_members}"
+                       for ok, n in zip(eligible, counts)], dtype=object)
+    return counts, eligible, reason
+
+
+def _first_of_each(labels, minima, n_per_minimum):
+    """Positions of the first ``n_per_minimum`` entries of ``labels`` equal to each of ``minima``."""
+    if not len(minima):
+        return np.zeros(0, dtype=np.int64)
+    return np.concatenate([np.flatnonzero(labels == m)[:n_per_minimum] for m in minima]).astype(np.int64)
+
+
 def _no_runs(points, targets):
     return np.zeros(len(targets), dtype=np.int8)
 
 
 def _gated(eligible, values, long_name, **extra):
     return "minimum", np.where(eligible, values, np.nan), variable_attrs(long_name, **extra)
+
+
+def _far_variables(eligible, far, far_se, reentry, reentry_se, n_far_rays):
+    gate = functools.partial(_gated, eligible)
+    return {
+        "far_return_probability": gate(far, "fraction of decided ray points beyond far_radius that return (each "
+                                       "ray weighted once)", note="nan: see reason"),
+        "far_return_probability_se": gate(far_se, "standard error of far_return_probability (spread over rays)"),
+        "far_reentry_probability": gate(reentry, "part of far_return_probability met after the ray had left the "
+                                        "basin at a smaller radius"),
+        "far_reentry_probability_se": gate(reentry_se, "standard error of far_reentry_probability"),
+        "n_far_rays": ("minimum", n_far_rays, variable_attrs("rays with a decided point beyond far_radius")),
+    }
+
+
+def _shape_variables(probed, reach, star, thickness):
+    """Reach, star-shapedness and thickness summaries, on every probed minimum."""
+    variables = {}
+    for name in ("reach", "reach_low", "reach_high", "return_probability_at_members", "head_probability_at_members",
+                 "n_members_beyond_radii", "n_rays_reentering", "ambiguous_fraction"):
+        variables[name] = reach[name].variable
+    for name in ("leaving_fraction", "leaving_fraction_low", "leaving_fraction_high", "censored_member_fraction",
+                 "mean_inside_fraction"):
+        variables[name] = _on_probed(star[name], probed)
+    for name in ("median_thickness_ratio", "median_thickness_ratio_low", "median_thickness_ratio_high"):
+        variables[name] = (_on_probed(thickness[name], probed) if thickness is not None
+                           else ("minimum", np.full(len(probed), np.nan), variable_attrs(name)))
+    return variables
+
+
+def _old_index_variables(old, eligible):
+    """The old tentacle index's statistics, renamed ``old_`` and gated like every statistic."""
+    variables = {}
+    for name in ("tentacle_fraction", "tentacle_fraction_se", "distance_ratio", "distance_ratio_se"):
+        variable = old[name].variable.copy()
+        variable.values = np.where(eligible, variable.values, np.nan)
+        old_name = variable.attrs["long_name"]
+        variable.attrs["long_name"] = f"old index (shown not to work, docs/basin_shape.md): {old_name}"
+        variables[f"old_{name}"] = variable
+    variables["median_exit_radius"] = old["median_exit_radius"].variable
+    return variables
+
+
+def _tentacle_coordinates(probed, sample, star, n_thickness_directions, thickness_radii):
+    return {
+        "minimum": ("minimum", probed, variable_attrs("probed minimum (catalog index)")),
+        "member": ("member", sample, variable_attrs("sampled member (row of the inputs)")),
+        "distance": ("distance", star["distance"].values, variable_attrs(
+            "position along the segment from the minimum to the start, as a fraction of its length")),
+        "direction": ("direction", np.arange(n_thickness_directions), variable_attrs("thickness ray index")),
+        "radius": ("radius", thickness_radii, variable_attrs(
+            "radii of the thickness rays from a member's start", units="parameter units")),
+    }
 
 
 def _on_probed(variable, probed):

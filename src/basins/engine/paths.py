@@ -15,6 +15,7 @@ differentiable torch function, so networks and analytic test potentials share th
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -133,52 +134,56 @@ def nudged_elastic_band(
     if spring <= 0:
         raise ValueError(f"spring={spring} must be positive")
     initial = interpolate_bands(np.asarray(start, float), np.asarray(end, float), n_images)
-    n_pairs, n_total, n_params = initial.shape
-
-    def relax(bands, climbing, tol):
-        def objective(flat_bands, batch):
-            force, energies = band_forces(
-                energy, flat_bands.view(-1, n_total, n_params), spring=spring, climbing=climbing
-            )
-            return energies[:, 1:-1].amax(1), -force.reshape(flat_bands.shape)
-
-        return descend(
-            objective,
-            bands.reshape(n_pairs, n_total * n_params),
-            np.arange(n_pairs),
-            dynamics=dynamics,
-            lr=lr,
-            max_steps=max_steps,
-            grad_tol=tol,
-            device=torch.device(device),
-            dtype=torch.float64,
-            chunk=chunk,
-            run_id=("nudged_elastic_band", n_images, spring, climbing),
-            max_move=max_move,
-            checkpoint_path=checkpoint_path,
-            data_fingerprint=data_fingerprint,
+    relax = functools.partial(
+        _relax_bands, energy, band_shape=initial.shape, spring=spring, n_images=n_images,
+        descent_options=dict(
+            dynamics=dynamics, lr=lr, max_steps=max_steps, device=torch.device(device), chunk=chunk,
+            max_move=max_move, checkpoint_path=checkpoint_path, data_fingerprint=data_fingerprint,
             progress_every_s=progress_every_s,
-        )
-
+        ),
+    )
     # The image climbs only once the plain band is near its path: climbing from a straight
     # line can run up a slope that the relaxed band would have bent away from.
-    settled = relax(initial, False, climb_tol)
-    out = relax(settled["final_theta"], True, force_tol)
+    settled = relax(initial, climbing=False, tol=climb_tol)
+    out = relax(settled["final_theta"], climbing=True, tol=force_tol)
     out["steps"] = out["steps"] + settled["steps"]
     out["status"] = np.where(settled["status"] == DIVERGED, DIVERGED, out["status"])
-    bands = out["final_theta"].reshape(n_pairs, n_total, n_params)
-    energies = np.zeros((0, n_total))
-    if n_pairs:
-        with torch.no_grad():
-            energies = energy(torch.as_tensor(bands.reshape(-1, n_params), device=device)).view(n_pairs, n_total)
-            energies = energies.cpu().numpy()
+    bands = out["final_theta"].reshape(initial.shape)
     return {
         "bands": bands,
-        "energies": energies,
+        "energies": _band_energies(energy, bands, device),
         "status": out["status"],
         "steps": out["steps"],
         "force_norm": out["grad_norm"],
     }
+
+
+def _relax_bands(energy, bands, *, band_shape, climbing, tol, spring, n_images, descent_options):
+    """One run of the descent engine on the band forces; a band is one member, its images flattened."""
+    n_pairs, n_total, n_params = band_shape
+
+    def objective(flat_bands, batch):
+        force, energies = band_forces(energy, flat_bands.view(-1, n_total, n_params), spring=spring, climbing=climbing)
+        return energies[:, 1:-1].amax(1), -force.reshape(flat_bands.shape)
+
+    return descend(
+        objective,
+        bands.reshape(n_pairs, n_total * n_params),
+        np.arange(n_pairs),
+        grad_tol=tol,
+        dtype=torch.float64,
+        run_id=("nudged_elastic_band", n_images, spring, climbing),
+        **descent_options,
+    )
+
+
+def _band_energies(energy, bands, device):
+    n_pairs, n_total, n_params = bands.shape
+    if not n_pairs:
+        return np.zeros((0, n_total))
+    with torch.no_grad():
+        energies = energy(torch.as_tensor(bands.reshape(-1, n_params), device=device)).view(n_pairs, n_total)
+        return energies.cpu().numpy()
 
 
 def band_maxima(energies: np.ndarray) -> np.ndarray:
@@ -237,10 +242,7 @@ def refine_transition_states(
     points = torch.as_tensor(np.array(theta, dtype=np.float64), device=device)
     n_points, n_params = points.shape
     if n_points == 0:
-        empty = np.zeros(0)
-        return dict(theta=np.zeros((0, n_params)), energy=empty, grad_norm=empty, index=empty.astype(np.int64),
-                    converged=empty.astype(bool), steps=empty.astype(np.int64), mode=np.zeros((0, n_params)),
-                    lowest_eigenvalue=empty)
+        return _no_transition_states(n_params)
     hvp = make_hvp(energy)
     steps = np.zeros(n_points, dtype=np.int64)
     converged = np.zeros(n_points, dtype=bool)
@@ -254,16 +256,32 @@ def refine_transition_states(
         active, grad = active[~done], grad[~done]
         if not active.numel() or iteration == max_steps:
             break
-        eigenvalues, eigenvectors = torch.linalg.eigh(dense_hessians(hvp, points[active]))
-        g = torch.einsum("npk,np->nk", eigenvectors, grad)
-        size = 2 * g / (eigenvalues.abs() + torch.sqrt(eigenvalues**2 + 4 * g**2)).clamp_min(1e-300)
-        direction = torch.ones_like(size)
-        direction[:, 1:] = -1.0  # uphill along the lowest mode, downhill along the rest
-        step = torch.einsum("npk,nk->np", eigenvectors, direction * size)
-        length = step.norm(dim=1, keepdim=True)
-        step = step * (trust_radius / length.clamp_min(trust_radius))
-        points[active] = points[active] + step
+        points[active] = points[active] + _eigenvector_following_step(hvp, points[active], grad, trust_radius)
         steps[active.cpu().numpy()] += 1
+    return _transition_states(energy, hvp, points, index_tolerance, converged=converged, steps=steps)
+
+
+def _no_transition_states(n_params):
+    empty = np.zeros(0)
+    return dict(theta=np.zeros((0, n_params)), energy=empty, grad_norm=empty, index=empty.astype(np.int64),
+                converged=empty.astype(bool), steps=empty.astype(np.int64), mode=np.zeros((0, n_params)),
+                lowest_eigenvalue=empty)
+
+
+def _eigenvector_following_step(hvp, points, grad, trust_radius):
+    """Uphill along the lowest Hessian eigenvector, downhill along the rest, capped at ``trust_radius``."""
+    eigenvalues, eigenvectors = torch.linalg.eigh(dense_hessians(hvp, points))
+    g = torch.einsum("npk,np->nk", eigenvectors, grad)
+    size = 2 * g / (eigenvalues.abs() + torch.sqrt(eigenvalues**2 + 4 * g**2)).clamp_min(1e-300)
+    direction = torch.ones_like(size)
+    direction[:, 1:] = -1.0
+    step = torch.einsum("npk,nk->np", eigenvectors, direction * size)
+    length = step.norm(dim=1, keepdim=True)
+    return step * (trust_radius / length.clamp_min(trust_radius))
+
+
+def _transition_states(energy, hvp, points, index_tolerance, *, converged, steps):
+    """The points with their energy, gradient norm, Morse index and lowest mode."""
     values, grad = energy_and_gradient(energy, points)
     eigenvalues, eigenvectors = torch.linalg.eigh(dense_hessians(hvp, points))
     scale = eigenvalues.abs().amax(1, keepdim=True)
@@ -278,4 +296,3 @@ def refine_transition_states(
         "mode": eigenvectors[:, :, 0].cpu().numpy(),
         "lowest_eigenvalue": eigenvalues[:, 0].cpu().numpy(),
     }
-
