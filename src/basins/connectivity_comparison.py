@@ -119,11 +119,12 @@ def compare_connectivity(
     seeds = sorted({seed for per_seed in graphs.values() for seed in per_seed})
     values = _seed_values(graphs, experiments, seeds)
     barriers = _pooled_barriers(graphs, experiments, seeds)
+    n_params = [_n_params(graphs[name]) for name in experiments]
     pairs = list(itertools.combinations(range(len(experiments)), 2))
     result = xr.Dataset(
         {
-            **_experiment_variables(graphs, experiments, values),
-            **_pair_variables(graphs, experiments, pairs, values, alpha),
+            **_experiment_variables(graphs, experiments, values, n_params),
+            **_pair_variables(experiments, pairs, values, n_params, alpha),
             "escape_barrier": barriers,
         },
         coords={
@@ -149,7 +150,7 @@ def _seed_values(graphs, experiments, seeds):
     return values
 
 
-def _experiment_variables(graphs, experiments, values):
+def _experiment_variables(graphs, experiments, values, n_params):
     dims = ("experiment", "statistic")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # an all-nan or one-seed slice gives nan, as meant
@@ -165,18 +166,16 @@ def _experiment_variables(graphs, experiments, values):
     for attribute, meaning in (("n_train", "training points"), ("depth", "hidden layers"), ("width", "hidden units")):
         variables[attribute] = ("experiment", [_one_value(graphs[name], attribute) for name in experiments],
                                 variable_attrs(meaning))
-    variables["n_params"] = ("experiment", [_n_params(graphs[name]) for name in experiments],
-                             variable_attrs("parameters of the network"))
+    variables["n_params"] = ("experiment", n_params, variable_attrs("parameters of the network"))
     return variables
 
 
-def _pair_variables(graphs, experiments, pairs, values, alpha):
-    n_params = [_n_params(graphs[name]) for name in experiments]
+def _pair_variables(experiments, pairs, values, n_params, alpha):
+    matched = [n_params[a] == n_params[b] for a, b in pairs]
     shape = (len(pairs), len(GRAPH_STATISTICS))
     difference, p_value, smallest = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, np.nan)
     verdict = np.full(shape, "", dtype=object)
     for row, (a, b) in enumerate(pairs):
-        matched = n_params[a] == n_params[b]
         for column in range(len(GRAPH_STATISTICS)):
             first, second = (_finite(values[index, :, column]) for index in (a, b))
             if not len(first) or not len(second):
@@ -184,14 +183,13 @@ def _pair_variables(graphs, experiments, pairs, values, alpha):
                 continue
             difference[row, column] = second.mean() - first.mean()
             p_value[row, column], smallest[row, column] = permutation_p_value(first, second)
-            verdict[row, column] = _verdict(p_value[row, column], smallest[row, column], alpha, matched,
+            verdict[row, column] = _verdict(p_value[row, column], smallest[row, column], alpha, matched[row],
                                             (n_params[a], n_params[b]))
     dims = ("pair", "statistic")
     return {
         "first": ("pair", [experiments[a] for a, _ in pairs], variable_attrs("experiment compared")),
         "second": ("pair", [experiments[b] for _, b in pairs], variable_attrs("experiment it is compared with")),
-        "matched_parameters": ("pair", [n_params[a] == n_params[b] for a, b in pairs],
-                               variable_attrs("the two networks have the same number of parameters")),
+        "matched_parameters": ("pair", matched, variable_attrs("the two networks have the same number of parameters")),
         "difference": (dims, difference, variable_attrs("mean of second minus mean of first")),
         "p_value": (dims, p_value, variable_attrs("exact two-sided permutation p-value over seeds")),
         "smallest_p_value": (dims, smallest, variable_attrs("least p-value these numbers of seeds can give")),
