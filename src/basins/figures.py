@@ -634,7 +634,7 @@ _COMPARED_STATISTICS = {
 
 def figure_connectivity_comparison(comparison: xr.Dataset, *, title: str) -> plt.Figure:
     """Per statistic of the graphs, every seed's value per experiment and the seeds' mean, with
-    each pair's permutation-test verdict beneath."""
+    each pair's permutation-test verdict above the panel."""
     set_theme()
     experiments = comparison["experiment"].values
     fig, axes = plt.subplots(1, len(_COMPARED_STATISTICS), layout="constrained",
