@@ -10,7 +10,7 @@ from scipy import stats
 from basins.connectivity_comparison import compare_connectivity, graph_statistics, permutation_p_value
 
 
-def fake_graph(n_minima, *, funnel=1.0, n_params=25, barrier=0.01, n_train=32, depth=1, width=6):
+def fake_graph(n_minima, *, funnel=1.0, n_params=25, barrier=0.01, n_train=32, depth=1, width=6, data_seed=0):
     """A connect_minima result with the variables and attributes the comparison reads."""
     return xr.Dataset(
         {
@@ -18,7 +18,7 @@ def fake_graph(n_minima, *, funnel=1.0, n_params=25, barrier=0.01, n_train=32, d
             "escape_barrier": ("minimum", np.full(n_minima, barrier) if n_minima > 1 else np.full(1, np.nan)),
         },
         attrs={"funnel_fraction": funnel, "n_edges": n_minima - 1, "n_unconnected": 0, "n_merged": 0,
-               "n_train": n_train, "depth": depth, "width": width},
+               "n_train": n_train, "depth": depth, "width": width, "data_seed": data_seed},
     )
 
 
@@ -97,3 +97,14 @@ def test_the_stage_refuses_impossible_numbers_and_mixed_networks():
 def test_a_group_of_one_experiment_has_its_summaries_and_no_pairs():
     result = compare_connectivity({"a": {1: fake_graph(2), 2: fake_graph(3)}})
     assert result.sizes["pair"] == 0 and result["mean"].sel(statistic="n_minima").item() == 2.5
+
+
+def test_the_comparison_says_whether_its_seeds_are_data_draws():
+    one_draw = {name: {seed: fake_graph(2) for seed in (1, 2, 3)} for name in ("a", "b")}
+    per_seed = {name: {seed: fake_graph(2, data_seed=seed) for seed in (1, 2, 3)} for name in ("a", "b")}
+    mixed = {"a": one_draw["a"], "b": per_seed["b"]}
+    assert compare_connectivity(one_draw).attrs["replicates"].startswith("initialization only")
+    assert compare_connectivity(per_seed).attrs["replicates"].startswith("data draws and initialization")
+    assert compare_connectivity(mixed).attrs["replicates"].startswith("mixed")
+    assert compare_connectivity({"a": {1: fake_graph(2, data_seed=1)}}).attrs["replicates"].startswith("nothing")
+    assert compare_connectivity(per_seed)["data_seed"].values.tolist() == [[1, 2, 3], [1, 2, 3]]

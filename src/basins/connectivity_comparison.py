@@ -96,7 +96,7 @@ def compare_connectivity(
     graphs : dict
         Experiment name -> seed -> its ``connect_minima`` dataset (with ``theta``, the
         ``escape_barrier`` of every minimum and the attributes ``funnel_fraction``, ``n_edges``,
-        ``n_unconnected``, ``n_merged``, ``n_train``, ``depth``, ``width``). In the order the
+        ``n_unconnected``, ``n_merged``, ``n_train``, ``data_seed``, ``depth``, ``width``). In the order the
         group lists them; every ordered pair (first, later) is compared (none for a group of one).
     alpha : float
         Level of the permutation test's verdict.
@@ -106,7 +106,9 @@ def compare_connectivity(
     xarray.Dataset
         ``value (experiment, seed, statistic)`` (nan where an experiment lacks the seed);
         ``mean``, ``sd``, ``least``, ``largest``, ``n_seeds`` per ``(experiment, statistic)``;
-        ``escape_barrier (experiment, seed, barrier)``; per experiment ``n_params``, ``n_train``,
+        ``escape_barrier (experiment, seed, barrier)``; ``data_seed (experiment, seed)``, the
+        draw of each graph's training set, and the attribute ``replicates`` saying what the
+        seeds vary (:func:`replicates_of`); per experiment ``n_params``, ``n_train``,
         ``depth``, ``width``; per ``pair``: ``first``, ``second``, ``matched_parameters``, and per
         ``(pair, statistic)`` ``difference`` (second minus first), ``p_value``,
         ``smallest_p_value`` and ``verdict``.
@@ -121,11 +123,14 @@ def compare_connectivity(
     barriers = _pooled_barriers(graphs, experiments, seeds)
     n_params = [_n_params(graphs[name]) for name in experiments]
     pairs = list(itertools.combinations(range(len(experiments)), 2))
+    data_seeds = _data_seeds(graphs, experiments, seeds)
     result = xr.Dataset(
         {
             **_experiment_variables(graphs, experiments, values, n_params),
             **_pair_variables(experiments, pairs, values, n_params, alpha),
             "escape_barrier": barriers,
+            "data_seed": (("experiment", "seed"), data_seeds,
+                          variable_attrs("seed of the graph's training set (-1: no graph)")),
         },
         coords={
             "experiment": ("experiment", experiments, variable_attrs("experiment of the group")),
@@ -135,6 +140,7 @@ def compare_connectivity(
             "barrier": ("barrier", np.arange(barriers[1].shape[-1]), variable_attrs("minimum of a graph")),
         },
         attrs={"alpha": alpha, "test": "exact two-sided permutation test of the difference of the seed means",
+               "replicates": replicates_of(data_seeds),
                "statistics": "; ".join(f"{name}: {meaning}" for name, meaning in GRAPH_STATISTICS.items())},
     )
     _check_invariants(result)
@@ -148,6 +154,29 @@ def _seed_values(graphs, experiments, seeds):
         for seed, graph in graphs[name].items():
             values[i, seeds.index(seed)] = list(graph_statistics(graph).values())
     return values
+
+
+def _data_seeds(graphs, experiments, seeds):
+    data_seeds = np.full((len(experiments), len(seeds)), -1, dtype=np.int64)
+    for i, name in enumerate(experiments):
+        for seed, graph in graphs[name].items():
+            data_seeds[i, seeds.index(seed)] = int(graph.attrs["data_seed"])
+    return data_seeds
+
+
+def replicates_of(data_seeds: np.ndarray) -> str:
+    """What the seeds of a group replicate, from each graph's training-set seed ``(experiment,
+    seed)`` (-1: no graph): nothing with one seed each, data draws and initialization when every experiment's seeds draw
+    distinct training sets, initialization alone when each experiment has one training set. The
+    latter compares those training sets' landscapes: a difference found then may be that draw's."""
+    drawn = [row[row >= 0] for row in np.asarray(data_seeds)]
+    if all(len(row) <= 1 for row in drawn):
+        return "nothing: one seed per experiment"
+    if all(len(np.unique(row)) == len(row) > 1 for row in drawn):
+        return "data draws and initialization (each seed its own training set)"
+    if all(len(np.unique(row)) == 1 for row in drawn):
+        return "initialization only (one training set per experiment: a difference may be that draw's)"
+    return "mixed: some experiments draw a training set per seed, others share one"
 
 
 def _experiment_variables(graphs, experiments, values, n_params):

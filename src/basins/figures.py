@@ -664,5 +664,6 @@ def figure_connectivity_comparison(comparison: xr.Dataset, *, title: str) -> plt
     axes[0].legend(fontsize=5, frameon=False)
     sns.despine(fig)
     n_seeds = comparison.sizes["seed"]
-    fig.suptitle(f"{title}: {n_seeds} seed{'s' if n_seeds > 1 else ''}", fontsize=8)
+    replicates = comparison.attrs["replicates"].split(" (")[0]
+    fig.suptitle(f"{title}: {n_seeds} seed{'s' if n_seeds > 1 else ''}, replicating {replicates}", fontsize=8)
     return fig

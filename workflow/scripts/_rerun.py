@@ -29,7 +29,9 @@ class CatalogRerun:
         self.compute = compute_options(snakemake)
         self.seed = int(snakemake.wildcards.seed)
         self.minima = read_dataset(snakemake.input.minima)
-        self.data = train_test_arrays(read_dataset(snakemake.input.dataset))
+        dataset = read_dataset(snakemake.input.dataset)
+        self.data = train_test_arrays(dataset)
+        self.data_seed = int(dataset.attrs["seed"])  # the draw of the training set
         self.arch = Architecture.from_json(self.minima.attrs["architecture"])
         self.matching, self.probes = matching_options(params.minima, self.data[0])
         self.train_options = dict(seed=self.seed, **self.compute, **params.training)

@@ -57,6 +57,7 @@ graph = add_provenance(
     graph.assign_attrs(
         experiment=wildcards.experiment,
         n_train=len(x_train),
+        data_seed=rerun.data_seed,
         depth=arch.depth,
         width=arch.width,
     ),
