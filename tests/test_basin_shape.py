@@ -44,7 +44,7 @@ def engine_outcomes(landscape, points, targets):
         budget_factors=(1, 4), dynamics="gradient_flow", lr=0.05, max_steps=500, grad_tol=1e-6,
         device=torch.device("cpu"), dtype=torch.float64, chunk=8192, run_id=(landscape.name,), progress_every_s=1e9,
     )
-    return outcomes_of(landscape.minimum_reached(out["final_theta"], dist_tol=1e-3), out["status"], targets)
+    return outcomes_of(landscape.minimum_reached(out.final_theta, dist_tol=1e-3), out.status, targets)
 
 
 def measure_shape(landscape, names, outcomes, *, n_starts=N_STARTS, n_thickness=N_THICKNESS_MEMBERS, n_bisection=5,

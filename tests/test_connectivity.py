@@ -27,8 +27,8 @@ def descend_on(potential, lr=1e-3, grad_tol=1e-4):
             dynamics="fire", lr=lr, max_steps=20_000, grad_tol=grad_tol, device=torch.device("cpu"),
             dtype=torch.float64, chunk=64, run_id=("test_connectivity",), progress_every_s=1e9,
         )
-        endpoints = out["final_theta"]
-        return endpoints, potential(torch.as_tensor(endpoints)).numpy(), out["status"] == CONVERGED
+        endpoints = out.final_theta
+        return endpoints, potential(torch.as_tensor(endpoints)).numpy(), out.status == CONVERGED
 
     return descend_from
 

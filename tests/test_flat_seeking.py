@@ -104,22 +104,22 @@ def test_runs_end_at_a_minimum_of_the_loss_and_continue_their_schedule(dynamics,
                   device=torch.device("cpu"), dtype=torch.float64, chunk=6, run_id=("wells",),
                   dynamics_options=dict(options), anneal_steps=options["scoping_steps"], progress_every_s=1e9)
     long = descend_until_decided(_objective, starts, np.arange(6), max_steps=4000, **engine)
-    assert (long["status"] == CONVERGED).all() and (long["steps"] >= options["scoping_steps"]).all()
-    ends = long["final_theta"][:, 0]
+    assert (long.status == CONVERGED).all() and (long.steps >= options["scoping_steps"]).all()
+    ends = long.final_theta[:, 0]
     assert np.all(np.isclose(ends, -1, atol=0.05) | np.isclose(ends, 1.18, atol=0.05)), ends
     staged = descend_until_decided(_objective, starts, np.arange(6), max_steps=1000, budget_factors=(1, 4), **engine)
-    np.testing.assert_allclose(staged["final_theta"], long["final_theta"], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(staged.final_theta, long.final_theta, rtol=0, atol=1e-12)
     # A budget that ends inside the scoping: the continuation still holds convergence back and
     # resumes the coupling schedule. Replicas restart around the centre (state restarts, as
     # Adam's moments do), so replicated runs end at the same minima, not bit for bit.
     early = descend_until_decided(_objective, starts, np.arange(6), max_steps=25, budget_factors=(1, 2, 40, 160),
                                   **engine)
-    assert (early["status"] == CONVERGED).all() and (early["steps"] >= options["scoping_steps"]).all()
+    assert (early.status == CONVERGED).all() and (early.steps >= options["scoping_steps"]).all()
     if dynamics == "entropy_gd":  # no state beyond the point: the same run
-        np.testing.assert_allclose(early["final_theta"], long["final_theta"], rtol=0, atol=1e-12)
-        np.testing.assert_array_equal(early["steps"], long["steps"])
+        np.testing.assert_allclose(early.final_theta, long.final_theta, rtol=0, atol=1e-12)
+        np.testing.assert_array_equal(early.steps, long.steps)
     else:
-        np.testing.assert_allclose(early["final_theta"], long["final_theta"], rtol=0, atol=1e-6)
+        np.testing.assert_allclose(early.final_theta, long.final_theta, rtol=0, atol=1e-6)
 
 
 def test_bad_options_are_refused():
@@ -240,8 +240,8 @@ def _wells_reached(dynamics, starts, *, lr, max_steps, options=None, seed=0):
                                 max_steps=max_steps, grad_tol=1e-8, seed=seed, device=torch.device("cpu"),
                                 dtype=torch.float64, chunk=len(starts), run_id=("wells_1d",), dynamics_options=options,
                                 anneal_steps=anneal_steps, progress_every_s=1e9)
-    assert (out["status"] == CONVERGED).all()
-    return WELLS.minimum_reached(out["final_theta"], dist_tol=1e-4)
+    assert (out.status == CONVERGED).all()
+    return WELLS.minimum_reached(out.final_theta, dist_tol=1e-4)
 
 
 # The regime of the known answer. At T = 0.5 the narrow well (width sqrt(T / 80) = 0.08) holds

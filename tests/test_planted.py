@@ -20,7 +20,7 @@ def gradient_flow(landscape, starts):
         budget_factors=(1, 4), dynamics="gradient_flow", lr=0.05, max_steps=500, grad_tol=1e-6,
         device=torch.device("cpu"), dtype=torch.float64, chunk=4096, run_id=(landscape.name,), progress_every_s=1e9,
     )
-    return landscape.minimum_reached(out["final_theta"], dist_tol=1e-3), out["status"]
+    return landscape.minimum_reached(out.final_theta, dist_tol=1e-3), out.status
 
 
 @pytest.mark.parametrize("landscape", LANDSCAPES, ids=lambda landscape: landscape.name)

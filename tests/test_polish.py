@@ -25,47 +25,46 @@ def converged_near_minimum(grad_tol, n=5, seed=0):
     return {"final_theta": theta, "status": np.full(n, CONVERGED, dtype=np.int8), "grad_norm": np.full(n, grad_tol)}
 
 
-def polish(out, **options):
+def polish(stopped, **options):
     options = dict(curvature_tol=1e-6, newton_steps=8, max_dense_params=100, device=torch.device("cpu"),
                    dtype=torch.float64, chunk=3) | options
-    polish_minima(out, quadratic, **options)
-    return out
+    return polish_minima(stopped["final_theta"], stopped["grad_norm"], stopped["status"], quadratic, **options)
 
 
 def test_polish_lands_on_the_minimum_and_leaves_flat_directions_alone():
     for grad_tol in (1e-3, 1e-5):
-        out = converged_near_minimum(grad_tol)
-        flat_before = out["final_theta"][:, 3].copy()
-        polish(out)
-        np.testing.assert_allclose(out["final_theta"][:, :3], 1.0, rtol=0, atol=1e-10)
-        np.testing.assert_array_equal(out["final_theta"][:, 3], flat_before)
-        assert (out["grad_norm"] < 1e-12).all()
-        assert (out["polish_shift"] > 0).all()
-        np.testing.assert_array_equal(out["grad_norm_before_polish"], grad_tol)
+        stopped = converged_near_minimum(grad_tol)
+        before = stopped["final_theta"].copy()
+        polished = polish(stopped)
+        np.testing.assert_allclose(polished.final_theta[:, :3], 1.0, rtol=0, atol=1e-10)
+        np.testing.assert_array_equal(polished.final_theta[:, 3], before[:, 3])
+        assert (polished.grad_norm < 1e-12).all()
+        assert (polished.shift > 0).all()
+        np.testing.assert_array_equal(stopped["final_theta"], before)  # the stopping points are left as they are
+        np.testing.assert_array_equal(stopped["grad_norm"], grad_tol)
 
 
 def test_members_of_one_minimum_agree_whatever_grad_tol_was():
     loose, tight = polish(converged_near_minimum(1e-3, seed=1)), polish(converged_near_minimum(1e-7, seed=2))
-    np.testing.assert_allclose(loose["final_theta"][:, :3], tight["final_theta"][:, :3], rtol=0, atol=1e-10)
+    np.testing.assert_allclose(loose.final_theta[:, :3], tight.final_theta[:, :3], rtol=0, atol=1e-10)
 
 
 def test_below_the_curvature_tolerance_a_direction_is_not_polished():
-    out = polish(converged_near_minimum(1e-3), curvature_tol=1e-3)  # the soft axis now counts as flat
-    np.testing.assert_allclose(np.abs(out["final_theta"][:, 0] - 1), 0.5 * 1e-3 / 1e-4)
-    np.testing.assert_allclose(out["final_theta"][:, 1:3], 1.0, rtol=0, atol=1e-10)
+    polished = polish(converged_near_minimum(1e-3), curvature_tol=1e-3)  # the soft axis now counts as flat
+    np.testing.assert_allclose(np.abs(polished.final_theta[:, 0] - 1), 0.5 * 1e-3 / 1e-4)
+    np.testing.assert_allclose(polished.final_theta[:, 1:3], 1.0, rtol=0, atol=1e-10)
 
 
 def test_only_converged_members_of_small_networks_are_polished():
-    out = converged_near_minimum(1e-3)
-    out["status"][0] = BUDGET
-    before = out["final_theta"].copy()
-    polish(out)
-    np.testing.assert_array_equal(out["final_theta"][0], before[0])
-    assert np.isnan(out["polish_shift"][0]) and not np.isnan(out["polish_shift"][1:]).any()
+    stopped = converged_near_minimum(1e-3)
+    stopped["status"][0] = BUDGET
+    polished = polish(stopped)
+    np.testing.assert_array_equal(polished.final_theta[0], stopped["final_theta"][0])
+    assert np.isnan(polished.shift[0]) and not np.isnan(polished.shift[1:]).any()
     big = polish(converged_near_minimum(1e-3), max_dense_params=3)
-    assert np.isnan(big["polish_shift"]).all()
+    assert np.isnan(big.shift).all()
     none = polish(converged_near_minimum(1e-3), newton_steps=0)
-    assert np.isnan(none["polish_shift"]).all()
+    assert np.isnan(none.shift).all()
 
 
 SLOPE = 5e-5  # below grad_tol: a run on this slope "converges" where there is no minimum
@@ -78,7 +77,9 @@ def slow_slope(theta):
 
 
 def settled_on_slow_slope(max_refinements):
-    from basins.training import confirm_minima
+    """Gradient flow on :func:`slow_slope`, polished and confirmed: the first stopping points,
+    the confirmed run and its checks."""
+    from basins.training import confirm_minima, polish_run
     from basins.engine.descent import descend_until_decided
     from basins.engine.dynamics import energy_and_gradient
 
@@ -88,32 +89,27 @@ def settled_on_slow_slope(max_refinements):
     def run(points, ids, tol):
         out = descend_until_decided(lambda theta, batch: energy_and_gradient(slow_slope, theta), points, ids,
                                     grad_tol=tol, **engine)
-        out["lowest_eigenvalue"], out["n_escapes"] = np.full(len(ids), np.nan), np.zeros(len(ids), dtype=int)
-        return _polish_on(out, slow_slope)
+        return polish_run(out, slow_slope, lowest_eigenvalue=np.full(len(ids), np.nan),
+                          n_escapes=np.zeros(len(ids), dtype=int), curvature_tol=1e-6, newton_steps=16,
+                          max_dense_params=100, device=torch.device("cpu"), dtype=torch.float64, chunk=16)
 
     starts = np.array([[-4.0, 0.0], [3.0 + 1e-3, 1e-3]])  # on the slope; next to the minimum
     ids = np.arange(2)
-    out = run(starts, ids, 1e-4)
-    first_stop = out["final_theta"].copy()
-    confirm_minima(out, ids, refine=run, grad_tol=1e-4, stationary_tol=1e-9, max_refinements=max_refinements)
-    return first_stop, out
-
-
-def _polish_on(out, energy):
-    polish_minima(out, energy, curvature_tol=1e-6, newton_steps=16, max_dense_params=100,
-                  device=torch.device("cpu"), dtype=torch.float64, chunk=16)
-    return out
+    first, checks = run(starts, ids, 1e-4)
+    out, checks = confirm_minima(first, checks, ids, refine=run, grad_tol=1e-4, stationary_tol=1e-9,
+                                 max_refinements=max_refinements)
+    return first.final_theta, out, checks  # confirm_minima leaves the first run as it was
 
 
 def test_a_run_stopped_on_a_slow_slope_is_continued_to_the_minimum_not_catalogued():
-    first_stop, out = settled_on_slow_slope(max_refinements=2)
+    first_stop, out, checks = settled_on_slow_slope(max_refinements=2)
     assert first_stop[0, 0] < 0  # the gradient test stopped it far from any stationary point
-    np.testing.assert_allclose(out["final_theta"], [[3.0, 0.0], [3.0, 0.0]], atol=1e-8)
-    np.testing.assert_array_equal(out["status"], [CONVERGED, CONVERGED])
-    np.testing.assert_array_equal(out["n_refinements"], [1, 0])  # the true minimum needs none
-    assert (out["grad_norm"] <= 1e-9).all()
+    np.testing.assert_allclose(out.final_theta, [[3.0, 0.0], [3.0, 0.0]], atol=1e-8)
+    np.testing.assert_array_equal(out.status, [CONVERGED, CONVERGED])
+    np.testing.assert_array_equal(checks.n_refinements, [1, 0])  # the true minimum needs none
+    assert (out.grad_norm <= 1e-9).all()
 
 
 def test_a_run_never_shown_on_a_stationary_point_is_undecided():
-    _, out = settled_on_slow_slope(max_refinements=0)
-    np.testing.assert_array_equal(out["status"], [BUDGET, CONVERGED])
+    _, out, _ = settled_on_slow_slope(max_refinements=0)
+    np.testing.assert_array_equal(out.status, [BUDGET, CONVERGED])

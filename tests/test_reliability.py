@@ -142,7 +142,7 @@ def test_a_run_preempted_during_its_budget_continuation_resumes_it(tmp_path, cap
         dtype=torch.float64, chunk=6, run_id=("quadratic",), checkpoint_every_s=0.0, progress_every_s=0.0,
     )
     uninterrupted = descent.descend_until_decided(_slow_quadratic, starts, np.arange(6), **options)
-    assert (uninterrupted["status"] == CONVERGED).all() and (uninterrupted["steps"] > 200).all()
+    assert (uninterrupted.status == CONVERGED).all() and (uninterrupted.steps > 200).all()
     checkpoint = tmp_path / "run.pt"
     report, seen = descent._Progress.report, []
 
@@ -162,8 +162,8 @@ def test_a_run_preempted_during_its_budget_continuation_resumes_it(tmp_path, cap
                                                 **options)
     assert f"resuming from checkpoint {continuation}" in caplog.text
     for name in ("final_theta", "status", "steps", "grad_norm"):
-        np.testing.assert_array_equal(resumed[name], uninterrupted[name])
-    assert not continuation.exists() and BUDGET not in resumed["status"]
+        np.testing.assert_array_equal(getattr(resumed, name), getattr(uninterrupted, name))
+    assert not continuation.exists() and BUDGET not in resumed.status
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])

@@ -34,8 +34,8 @@ def gradient_descent(max_steps):
             device=torch.device("cpu"), dtype=torch.float64, chunk=256, run_id=("test",), progress_every_s=1e9,
         )
         with torch.no_grad():
-            loss = double_well(torch.as_tensor(out["final_theta"])).numpy()
-        return out["final_theta"], loss, out["status"], out["steps"]
+            loss = double_well(torch.as_tensor(out.final_theta)).numpy()
+        return out.final_theta, loss, out.status, out.steps
 
     return run
 

@@ -33,36 +33,37 @@ def settle(energy, starts, *, dynamics="gd", max_saddle_escapes=3, curvature_tol
         dynamics=dynamics, lr=0.05, max_steps=20_000, grad_tol=1e-8, device=torch.device("cpu"),
         dtype=torch.float64, chunk=64, run_id=("test",), progress_every_s=1e9, **options,
     )
+    """The engine's run from ``starts`` through the saddle check: the run, the lowest Hessian
+    eigenvalue at each end and the escapes."""
     out = descend(objective_of(energy), starts, ids, **engine)
-    escape_saddles(
+    return escape_saddles(
         out, ids, continue_from=lambda theta, members: descend(objective_of(energy), theta, members, **engine),
         energy=energy, curvature_tol=curvature_tol, saddle_kick=1e-2, grad_tol=1e-8,
         max_saddle_escapes=max_saddle_escapes, max_dense_params=10, n_lanczos=2, seed=0,
         device=torch.device("cpu"), dtype=torch.float64,
     )
-    return out
 
 
 def test_flows_started_on_the_ridge_stop_at_the_saddle_without_the_check():
     ridge = np.c_[np.zeros(8), np.linspace(-2, 2, 8)]
-    out = settle(double_well, ridge, max_saddle_escapes=0)
-    np.testing.assert_allclose(out["final_theta"], 0.0, atol=1e-6)
-    assert (out["status"] == SADDLE).all()
-    np.testing.assert_allclose(out["lowest_eigenvalue"], -4.0, rtol=1e-6)  # V_xx(0) = -4
+    out, lowest_eigenvalue, _ = settle(double_well, ridge, max_saddle_escapes=0)
+    np.testing.assert_allclose(out.final_theta, 0.0, atol=1e-6)
+    assert (out.status == SADDLE).all()
+    np.testing.assert_allclose(lowest_eigenvalue, -4.0, rtol=1e-6)  # V_xx(0) = -4
 
 
 @pytest.mark.parametrize("dynamics", ["gd", "gradient_flow", "adam"])
 def test_the_double_well_catalogues_only_its_two_minima(dynamics):
     starts = np.r_[np.c_[np.zeros(8), np.linspace(-2, 2, 8)], np.random.default_rng(1).uniform(-2, 2, (24, 2))]
-    out = settle(double_well, starts, dynamics=dynamics)
-    assert (out["status"] == CONVERGED).all()
-    np.testing.assert_allclose(np.abs(out["final_theta"][:, 0]), 1.0, atol=1e-6)
-    np.testing.assert_allclose(out["final_theta"][:, 1], 0.0, atol=1e-6)
-    np.testing.assert_allclose(out["lowest_eigenvalue"], 2.0, rtol=1e-5)  # V_yy = 2 < V_xx(1) = 8
+    out, lowest_eigenvalue, n_escapes = settle(double_well, starts, dynamics=dynamics)
+    assert (out.status == CONVERGED).all()
+    np.testing.assert_allclose(np.abs(out.final_theta[:, 0]), 1.0, atol=1e-6)
+    np.testing.assert_allclose(out.final_theta[:, 1], 0.0, atol=1e-6)
+    np.testing.assert_allclose(lowest_eigenvalue, 2.0, rtol=1e-5)  # V_yy = 2 < V_xx(1) = 8
     on_ridge = np.arange(8)
-    assert (out["n_escapes"][on_ridge] == 1).all() and (out["n_escapes"][8:] == 0).all()
+    assert (n_escapes[on_ridge] == 1).all() and (n_escapes[8:] == 0).all()
     # The kick's sign is seeded per member: the ridge starts split between the two wells.
-    assert 0 < (out["final_theta"][on_ridge, 0] > 0).sum() < 8
+    assert 0 < (out.final_theta[on_ridge, 0] > 0).sum() < 8
 
 
 def test_a_degenerate_saddle_is_not_catalogued_as_a_minimum():
@@ -72,11 +73,11 @@ def test_a_degenerate_saddle_is_not_catalogued_as_a_minimum():
     lets them; whatever the engine reports converged must be one of the three minima."""
     angles = np.r_[(np.arange(36) + 0.5) * 2 * np.pi / 36, [0.0, 2 * np.pi / 3, 4 * np.pi / 3]]
     starts = 0.5 * np.c_[np.cos(angles), np.sin(angles)]
-    out = settle(monkey_saddle_bowl, starts)
-    converged = out["status"] == CONVERGED
-    radius = np.linalg.norm(out["final_theta"][converged], axis=1)
+    out, lowest_eigenvalue, _ = settle(monkey_saddle_bowl, starts)
+    converged = out.status == CONVERGED
+    radius = np.linalg.norm(out.final_theta[converged], axis=1)
     np.testing.assert_allclose(radius, 0.75, atol=1e-6)
-    assert (out["lowest_eigenvalue"][converged] > 0).all()
+    assert (lowest_eigenvalue[converged] > 0).all()
     assert converged[:36].all()  # every off-separatrix start reaches a minimum
 
 
@@ -84,13 +85,13 @@ def test_bad_settings_are_refused():
     bad = dict(curvature_tol=1e-6, saddle_kick=0.0, grad_tol=1e-8, max_saddle_escapes=1, max_dense_params=2,
                n_lanczos=2, seed=0, device=torch.device("cpu"), dtype=torch.float64)
     with pytest.raises(ValueError, match="saddle_kick"):
-        escape_saddles({"status": np.zeros(1)}, np.arange(1), continue_from=None, energy=double_well, **bad)
+        escape_saddles(None, np.arange(1), continue_from=None, energy=double_well, **bad)
 
 
 def test_a_member_beside_the_ridge_is_kicked_to_its_own_side_whatever_its_id():
     """Stopped 1e-10 off the double well's ridge (its gradient below grad_tol), a member goes on
     to the well on its side, as its flow was heading; the member id does not decide it."""
     starts = np.c_[np.tile([1e-10, -1e-10], 8), np.zeros(16)]
-    out = settle(double_well, starts)
-    assert (out["n_escapes"] == 1).all()
-    np.testing.assert_array_equal(np.sign(out["final_theta"][:, 0]), np.sign(starts[:, 0]))
+    out, _, n_escapes = settle(double_well, starts)
+    assert (n_escapes == 1).all()
+    np.testing.assert_array_equal(np.sign(out.final_theta[:, 0]), np.sign(starts[:, 0]))

@@ -29,7 +29,7 @@ import torch
 import xarray as xr
 
 from basins.engine.checkpoints import fingerprint_arrays
-from basins.engine.descent import descend, descent_dataset, final_losses, merge_continued
+from basins.engine.descent import descend, descent_dataset, merge_continued, with_final_losses
 from basins.engine.devices import TORCH_DTYPES, resolve_device
 from basins.engine.dynamics import energy_and_gradient
 from basins.io import variable_attrs
@@ -323,13 +323,13 @@ def _fit_sizes(
         **engine,
     )
     as_tensor = lambda a: torch.as_tensor(np.asarray(a), dtype=x.dtype, device=x.device)  # noqa: E731
-    final_losses(out, objective, as_tensor)
+    out = with_final_losses(out, objective, as_tensor)
     delta, test_error = _final_margins(out, objective, arch, x_test, y_test, as_tensor)
     result = descent_dataset(out, member_ids, initial_theta, loss_name=f"{loss} training loss")
-    n_unsatisfied = np.where(out["status"] == DIVERGED, -1, (delta > delta_tol).sum(1))
-    phase = classify_phase(out["status"], n_unsatisfied, n_weights=arch.n_weights, stuck_fraction=stuck_fraction)
+    n_unsatisfied = np.where(out.status == DIVERGED, -1, (delta > delta_tol).sum(1))
+    phase = classify_phase(out.status, n_unsatisfied, n_weights=arch.n_weights, stuck_fraction=stuck_fraction)
     with np.errstate(invalid="ignore"):
-        train_error = np.where(out["status"] == DIVERGED, np.nan, (delta >= margin).sum(1) / n_train)
+        train_error = np.where(out.status == DIVERGED, np.nan, (delta >= margin).sum(1) / n_train)
     return result.assign(
         n_train=("member", n_train, variable_attrs("training-set size P")),
         ratio=("member", n_train / arch.n_weights, variable_attrs("P / N (N: weights, biases excluded)")),
@@ -403,7 +403,7 @@ def _descend_until_decided(objective, satisfied, initial_theta, member_ids, *, b
     out = descend(objective, initial_theta, member_ids, satisfied=satisfied, run_id=run_id, **engine)
     max_steps = engine["max_steps"]
     for done, factor in zip(budget_factors[:-1], budget_factors[1:]):
-        again = np.flatnonzero(out["status"] == BUDGET)
+        again = np.flatnonzero(out.status == BUDGET)
         if not len(again):
             break
         steps_done, more_steps = int(round(done * max_steps)), int(round((factor - done) * max_steps))
@@ -416,31 +416,31 @@ def _descend_until_decided(objective, satisfied, initial_theta, member_ids, *, b
         rows = torch.as_tensor(again, device=objective.y.device)
         more = descend(
             objective.restricted_to(rows),
-            out["final_theta"][again],
+            out.final_theta[again],
             member_ids[again],
             satisfied=satisfied.restricted_to(rows),
             run_id=(*run_id, "after", steps_done),
             **continued,
         )
-        merge_continued(out, again, more)
+        out = merge_continued(out, again, more)
     return out
 
 
 def _final_margins(out, objective, arch, x_test, y_test, as_tensor):
     """Delta on each member's training points ``(member, sample)`` and the test error."""
-    n_members = out["final_theta"].shape[0]
+    n_members = out.final_theta.shape[0]
     delta = np.full((n_members, objective.y.shape[-1]), np.nan)
     test_error = np.full(n_members, np.nan)
     x, y = data_tensors(arch, x_test, y_test, dtype=objective.x.dtype, device=objective.x.device)
     with torch.no_grad():
-        for start in range(0, n_members, out["chunk"]):
-            rows = np.arange(start, min(start + out["chunk"], n_members))
-            theta = as_tensor(out["final_theta"][rows])
+        for start in range(0, n_members, out.chunk):
+            rows = np.arange(start, min(start + out.chunk, n_members))
+            theta = as_tensor(out.final_theta[rows])
             chunk = objective.restricted_to(torch.as_tensor(rows, device=theta.device))
             member_delta = objective.margin - chunk.per_sample(theta)
             delta[rows, : member_delta.shape[1]] = member_delta.cpu().numpy()
             test_error[rows] = (margins(forward(theta, x, arch), y) <= 0).to(theta.dtype).mean(1).cpu().numpy()
     delta[np.isneginf(delta)] = np.nan  # outside the member's prefix
-    diverged = out["status"] == DIVERGED
+    diverged = out.status == DIVERGED
     delta[diverged], test_error[diverged] = np.nan, np.nan
     return delta, test_error

@@ -25,7 +25,7 @@ import torch
 import xarray as xr
 from scipy import optimize, special, stats
 
-from basins.engine.descent import descend_until_decided, descent_dataset, final_losses
+from basins.engine.descent import descend_until_decided, descent_dataset, with_final_losses
 from basins.engine.devices import TORCH_DTYPES, chunk_size, resolve_device
 from basins.io import variable_attrs
 from basins.labels import DIVERGED
@@ -219,7 +219,7 @@ def relax_ring(
         checkpoint_every_s=checkpoint_every_s,
         progress_every_s=progress_every_s,
     )
-    final_losses(out, ring.objective, lambda a: torch.as_tensor(a, dtype=torch_dtype, device=torch_device))
+    out = with_final_losses(out, ring.objective, lambda a: torch.as_tensor(a, dtype=torch_dtype, device=torch_device))
     result = descent_dataset(out, member_ids, initial_theta, loss_name="energy V")
     return result.assign_attrs(
         ring=json.dumps(ring.__dict__, sort_keys=True),

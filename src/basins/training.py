@@ -22,7 +22,15 @@ import xarray as xr
 
 from basins.engine.checkpoints import fingerprint_arrays
 from basins.engine.curvature import lowest_eigenpairs, make_hvp
-from basins.engine.descent import descend_until_decided, descent_dataset, final_losses, merge_continued, to_numpy
+from basins.engine.descent import (
+    Descent,
+    descend_until_decided,
+    descent_dataset,
+    merge_continued,
+    to_numpy,
+    with_final_losses,
+    with_rows,
+)
 from basins.engine.devices import TORCH_DTYPES, resolve_device
 from basins.engine.dynamics import energy_and_gradient
 from basins.engine.polish import polish_minima
@@ -221,9 +229,10 @@ def train_ensemble(
         checkpoint_path=checkpoint_path, checkpoint_every_s=checkpoint_every_s,
         data_fingerprint=fingerprint_arrays(x_train, y_train), **engine,
     )
+    checks = None
     if not stop_when_satisfied:
         x, y = data["train"]
-        check_minima(
+        out, checks = check_minima(
             out, member_ids,
             energy=lambda t: member_losses(t, x, y, arch, loss=loss, margin=margin, l2=l2, beta=beta),
             continue_from=lambda theta, ids, tol: descend_until_decided(
@@ -234,10 +243,10 @@ def train_ensemble(
             newton_steps=newton_steps, stationary_tol=stationary_tol, max_refinements=max_refinements,
             seed=seed, device=torch_device, dtype=torch_dtype, memory_budget_mb=memory_budget_mb,
         )
-    final_losses(out, objective, as_tensor)
+    out = with_final_losses(out, objective, as_tensor)
     with torch.no_grad():
-        _evaluate_final(out, arch, data, margin, out["chunk"], as_tensor)
-    return _as_dataset(out, member_ids, initial_theta, arch, dynamics)
+        errors = _final_errors(out, arch, data, margin, as_tensor)
+    return _as_dataset(out, checks, errors, member_ids, initial_theta, arch, dynamics)
 
 
 def _check_run(arch, initial_theta, member_ids, *, loss, dynamics, max_steps, grad_tol, beta, beta_start, beta_ramp_steps):
@@ -274,12 +283,32 @@ def _margins_met(arch, train, margin):
     return lambda theta: (margins(forward(theta, x, arch), y) < margin).sum(1) == 0
 
 
+@dataclasses.dataclass(frozen=True)
+class MinimumChecks:
+    """Per-member records ``(member,)`` of :func:`check_minima` (their meanings:
+    :data:`_MINIMUM_CHECKS`); ``n_refinements`` is None where no confirmation ran."""
+
+    lowest_eigenvalue: np.ndarray
+    n_escapes: np.ndarray
+    polish_shift: np.ndarray
+    grad_norm_before_polish: np.ndarray
+    n_refinements: np.ndarray | None = None
+
+    def merged(self, rows: np.ndarray, continued: MinimumChecks) -> MinimumChecks:
+        """These records with the members at ``rows`` continued by ``continued``: its records
+        replace theirs, their escapes add up."""
+        replaced = {name: with_rows(getattr(self, name), rows, getattr(continued, name))
+                    for name in ("lowest_eigenvalue", "polish_shift", "grad_norm_before_polish")}
+        n_escapes = with_rows(self.n_escapes, rows, self.n_escapes[rows] + continued.n_escapes)
+        return dataclasses.replace(self, **replaced, n_escapes=n_escapes)
+
+
 def check_minima(
-    out: dict,
+    out: Descent,
     member_ids: np.ndarray,
     *,
     energy: Callable[[torch.Tensor], torch.Tensor],
-    continue_from: Callable[[np.ndarray, np.ndarray, float], dict],
+    continue_from: Callable[[np.ndarray, np.ndarray, float], Descent],
     n_params: int,
     grad_tol: float,
     curvature_tol: float,
@@ -294,8 +323,9 @@ def check_minima(
     device: torch.device,
     dtype: torch.dtype,
     memory_budget_mb: float,
-) -> None:
-    """Keep only true minima among the converged members of ``out`` (in place).
+) -> tuple[Descent, MinimumChecks]:
+    """Keep only true minima among the converged members of the run ``out``: the run checked,
+    and the checks' records.
 
     Members at a saddle are kicked off it and continued (:func:`escape_saddles`), converged
     members are Newton-polished onto their minimum (:func:`basins.engine.polish.polish_minima`)
@@ -308,7 +338,7 @@ def check_minima(
 
     def settle(run, ids, tol):
         """Saddles kicked off and continued, then the Newton polish, for the members of ``run``."""
-        escape_saddles(
+        run, lowest_eigenvalue, n_escapes = escape_saddles(
             run, ids,
             continue_from=lambda theta, kicked: continue_from(theta, kicked, tol),
             energy=energy,
@@ -317,36 +347,50 @@ def check_minima(
             n_lanczos=n_lanczos, seed=seed, device=device, dtype=dtype,
             memory_budget_mb=memory_budget_mb,
         )
-        polish_minima(
-            run, energy, curvature_tol=curvature_tol, newton_steps=newton_steps,
-            max_dense_params=max_dense_params, stationary_tol=stationary_tol, device=device, dtype=dtype,
-            chunk=max(1, min(run["chunk"], int(memory_budget_mb * 2**20 // hessian_bytes))),
+        return polish_run(
+            run, energy, lowest_eigenvalue=lowest_eigenvalue, n_escapes=n_escapes, curvature_tol=curvature_tol,
+            newton_steps=newton_steps, max_dense_params=max_dense_params, stationary_tol=stationary_tol,
+            device=device, dtype=dtype, chunk=max(1, min(run.chunk, int(memory_budget_mb * 2**20 // hessian_bytes))),
         )
-        return run
 
-    settle(out, member_ids, grad_tol)
+    out, checks = settle(out, member_ids, grad_tol)
     if n_params <= max_dense_params and newton_steps > 0:
-        confirm_minima(
-            out, member_ids, refine=lambda theta, ids, tol: settle(continue_from(theta, ids, tol), ids, tol),
+        return confirm_minima(
+            out, checks, member_ids, refine=lambda theta, ids, tol: settle(continue_from(theta, ids, tol), ids, tol),
             grad_tol=grad_tol, stationary_tol=stationary_tol, max_refinements=max_refinements,
         )
-    else:
-        log.warning(
-            "no Newton polish (%d parameters, max_dense_params=%d, newton_steps=%d): minima are "
-            "confirmed by the gradient test at grad_tol alone, and their count can depend on it",
-            n_params, max_dense_params, newton_steps,
-        )
+    log.warning(
+        "no Newton polish (%d parameters, max_dense_params=%d, newton_steps=%d): minima are "
+        "confirmed by the gradient test at grad_tol alone, and their count can depend on it",
+        n_params, max_dense_params, newton_steps,
+    )
+    return out, checks
+
+
+def polish_run(
+    run: Descent, energy: Callable[[torch.Tensor], torch.Tensor], *, lowest_eigenvalue: np.ndarray,
+    n_escapes: np.ndarray, **polish,
+) -> tuple[Descent, MinimumChecks]:
+    """The run ``run`` Newton-polished by :func:`basins.engine.polish.polish_minima` (which
+    takes the options ``polish``), and the records of its checks, given those of the saddle
+    check (:func:`escape_saddles`)."""
+    polished = polish_minima(
+        run.final_theta, run.grad_norm, run.status, energy, lowest_eigenvalue=lowest_eigenvalue, **polish
+    )
+    checks = MinimumChecks(polished.lowest_eigenvalue, n_escapes, polished.shift, run.grad_norm)
+    return dataclasses.replace(run, final_theta=polished.final_theta, grad_norm=polished.grad_norm), checks
 
 
 def confirm_minima(
-    out: dict,
+    out: Descent,
+    checks: MinimumChecks,
     member_ids: np.ndarray,
     *,
-    refine: Callable[[np.ndarray, np.ndarray, float], dict],
+    refine: Callable[[np.ndarray, np.ndarray, float], tuple[Descent, MinimumChecks]],
     grad_tol: float,
     stationary_tol: float,
     max_refinements: int,
-) -> None:
+) -> tuple[Descent, MinimumChecks]:
     """Catalogue as minima only members shown to sit on a stationary point.
 
     A member that passed the gradient test but whose Newton polish did not bring its gradient
@@ -357,38 +401,39 @@ def confirm_minima(
     same dynamics from where they stopped, with the gradient test tightened to ``tol``, then the
     saddle check and the polish) with ``tol = grad_tol * 0.01**k`` in round ``k``; after
     ``max_refinements`` rounds a member still unconfirmed gets status ``BUDGET``: undecided,
-    never a minimum. Adds ``n_refinements`` to ``out``; the other variables of a refined member
-    are its continued run's (``steps``, ``wall_time``, ``flow_time`` and ``n_escapes`` summed).
+    never a minimum. ``refine`` returns the continued run and its :class:`MinimumChecks`.
+    Returns the run and the ``checks`` with ``n_refinements``; the other variables of a refined
+    member are its continued run's (``steps``, ``wall_time``, ``flow_time`` and ``n_escapes``
+    summed).
     """
     if not 0 < stationary_tol or max_refinements < 0:
         raise ValueError(f"stationary_tol={stationary_tol} must be > 0 and max_refinements={max_refinements} >= 0")
-    out["n_refinements"] = np.zeros(len(member_ids), dtype=np.int64)
+    n_refinements = np.zeros(len(member_ids), dtype=np.int64)
 
-    def unconfirmed():
-        return np.flatnonzero((out["status"] == CONVERGED) & ~(out["grad_norm"] <= stationary_tol))
+    def unconfirmed(run):
+        return np.flatnonzero((run.status == CONVERGED) & ~(run.grad_norm <= stationary_tol))
 
     for round_ in range(1, max_refinements + 1):
-        rows = unconfirmed()
+        rows = unconfirmed(out)
         if not len(rows):
             break
         tol = grad_tol * 0.01**round_
         log.info("%d members not yet on a stationary point (gradient up to %.2g): continued to grad_tol %.2g",
-                 len(rows), out["grad_norm"][rows].max(), tol)
-        refined = refine(out["final_theta"][rows], member_ids[rows], tol)
-        merge_continued(out, rows, refined, also_replaced=("lowest_eigenvalue", "polish_shift", "grad_norm_before_polish"),
-                         also_summed=("n_escapes",))
-        out["n_refinements"][rows] = round_
-    rows = unconfirmed()
+                 len(rows), out.grad_norm[rows].max(), tol)
+        refined, refined_checks = refine(out.final_theta[rows], member_ids[rows], tol)
+        out, checks = merge_continued(out, rows, refined), checks.merged(rows, refined_checks)
+        n_refinements[rows] = round_
+    rows = unconfirmed(out)
     if len(rows):
         log.info("%d members still not on a stationary point: undecided (status budget)", len(rows))
-    out["status"][rows] = BUDGET
+    return out.with_status(rows, BUDGET), dataclasses.replace(checks, n_refinements=n_refinements)
 
 
 def escape_saddles(
-    out: dict,
+    out: Descent,
     member_ids: np.ndarray,
     *,
-    continue_from: Callable[[np.ndarray, np.ndarray], dict],
+    continue_from: Callable[[np.ndarray, np.ndarray], Descent],
     energy: Callable[[torch.Tensor], torch.Tensor],
     curvature_tol: float,
     saddle_kick: float,
@@ -400,8 +445,8 @@ def escape_saddles(
     device: torch.device,
     dtype: torch.dtype,
     memory_budget_mb: float = 1024.0,
-) -> None:
-    """Make every converged member of :func:`descend`'s ``out`` a minimum, or say it is not.
+) -> tuple[Descent, np.ndarray, np.ndarray]:
+    """Make every converged member of the run ``out`` a minimum, or say it is not.
 
     A gradient test cannot tell a minimum from a saddle: flows started on a ridge stop on it.
     At each converged member the lowest Hessian eigenpair of ``energy`` (the final landscape,
@@ -412,9 +457,9 @@ def escape_saddles(
     ``continue_from(points, member_ids)`` (the same dynamics, a fresh budget) carries it on.
     After ``max_saddle_escapes`` kicks a member still at a saddle gets status ``SADDLE``.
 
-    Adds ``lowest_eigenvalue`` (at the final point; nan where not converged) and
-    ``n_escapes`` to ``out`` and updates ``final_theta``, ``status``, ``grad_norm``, ``steps``,
-    ``wall_time`` and ``flow_time`` (summed over the continued runs).
+    Returns the run with new ``final_theta``, ``status``, ``grad_norm``, ``steps``,
+    ``wall_time`` and ``flow_time`` (summed over the continued runs), the lowest eigenvalue at
+    each final point (nan where not converged) and each member's number of escapes.
     """
     if curvature_tol < 0 or saddle_kick <= 0 or max_saddle_escapes < 0:
         raise ValueError(
@@ -422,42 +467,43 @@ def escape_saddles(
             f"max_saddle_escapes={max_saddle_escapes} >= 0"
         )
     n_members = len(member_ids)
-    out["lowest_eigenvalue"] = np.full(n_members, np.nan)
-    out["n_escapes"] = np.zeros(n_members, dtype=np.int64)
+    lowest_eigenvalue = np.full(n_members, np.nan)
+    n_escapes = np.zeros(n_members, dtype=np.int64)
     lowest_eigenpairs_at = _LowestEigenpairs(
         make_hvp(energy), torch.Generator().manual_seed(seed), max_dense_params=max_dense_params, n_lanczos=n_lanczos,
         chunk=_eigenpair_chunk(out, max_dense_params, n_lanczos, memory_budget_mb), device=device, dtype=dtype,
     )
-    rows = np.flatnonzero(out["status"] == CONVERGED)
+    rows = np.flatnonzero(out.status == CONVERGED)
     for attempt in range(max_saddle_escapes + 1):
         if not len(rows):
             break
-        value, vector = lowest_eigenpairs_at(out["final_theta"][rows])
-        out["lowest_eigenvalue"][rows] = value
+        value, vector = lowest_eigenpairs_at(out.final_theta[rows])
+        lowest_eigenvalue[rows] = value
         at_saddle = value < -curvature_tol
         rows, value, vector = rows[at_saddle], value[at_saddle], vector[at_saddle]
         if attempt == max_saddle_escapes or not len(rows):
-            out["status"][rows] = SADDLE
+            out = out.with_status(rows, SADDLE)
             break
         log.info("%d members stopped at saddles (lowest eigenvalue down to %.3g): kick %d", len(rows),
                  value.min(), attempt + 1)
         kicked = _kicked_off_saddles(
-            energy, out["final_theta"][rows], value, vector, member_ids[rows], saddle_kick=saddle_kick,
+            energy, out.final_theta[rows], value, vector, member_ids[rows], saddle_kick=saddle_kick,
             grad_tol=grad_tol, seed=seed, attempt=attempt, device=device, dtype=dtype,
         )
         continued = continue_from(kicked, member_ids[rows])
-        merge_continued(out, rows, continued)
-        out["n_escapes"][rows] += 1
-        out["lowest_eigenvalue"][rows] = np.nan
-        rows = rows[continued["status"] == CONVERGED]
+        out = merge_continued(out, rows, continued)
+        n_escapes[rows] += 1
+        lowest_eigenvalue[rows] = np.nan
+        rows = rows[continued.status == CONVERGED]
+    return out, lowest_eigenvalue, n_escapes
 
 
 def _eigenpair_chunk(out, max_dense_params, n_lanczos, memory_budget_mb):
     """Members whose lowest eigenpair is computed at once within ``memory_budget_mb``: dense
     Hessians (with ``eigh``'s copies) or the Lanczos basis."""
-    n_params = out["final_theta"].shape[1]
+    n_params = out.final_theta.shape[1]
     per_member = 8 * (3 * n_params**2 if n_params <= max_dense_params else 2 * n_lanczos * n_params)
-    return max(1, min(out["chunk"], int(memory_budget_mb * 2**20 // per_member)))
+    return max(1, min(out.chunk, int(memory_budget_mb * 2**20 // per_member)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -508,24 +554,25 @@ def _downhill_side(energy, theta, vector, member_ids, seed, attempt, device, dty
     return np.where(along > 0, 1.0, np.where(along < 0, -1.0, drawn))
 
 
-def _evaluate_final(out, arch, data, margin, chunk, as_tensor):
-    """Loss, errors and unsatisfied points of every final point, chunk by chunk."""
-    n_members = out["final_theta"].shape[0]
-    for name in ("train_error", "test_error", "n_unsatisfied"):
-        out[name] = np.full(n_members, np.nan)
-    for start in range(0, n_members, chunk):
-        rows = slice(start, start + chunk)
-        theta = as_tensor(out["final_theta"][rows])
+def _final_errors(out, arch, data, margin, as_tensor):
+    """Training and test errors and unsatisfied training points of every final point of the
+    run ``out``, chunk by chunk."""
+    n_members = out.final_theta.shape[0]
+    errors = {name: np.full(n_members, np.nan) for name in ("train_error", "test_error", "n_unsatisfied")}
+    for start in range(0, n_members, out.chunk):
+        rows = slice(start, start + out.chunk)
+        theta = as_tensor(out.final_theta[rows])
         for split in ("train", "test"):
             x, y = data[split]
             member_margins = margins(forward(theta, x, arch), y)
-            out[f"{split}_error"][rows] = to_numpy((member_margins <= 0).to(theta.dtype).mean(1))
+            errors[f"{split}_error"][rows] = to_numpy((member_margins <= 0).to(theta.dtype).mean(1))
             if split == "train":
-                out["n_unsatisfied"][rows] = to_numpy((member_margins < margin).sum(1))
-    diverged = out["status"] == DIVERGED
+                errors["n_unsatisfied"][rows] = to_numpy((member_margins < margin).sum(1))
+    diverged = out.status == DIVERGED
     for name in ("train_error", "test_error"):
-        out[name][diverged] = np.nan
-    out["n_unsatisfied"][diverged] = -1
+        errors[name][diverged] = np.nan
+    errors["n_unsatisfied"][diverged] = -1
+    return errors
 
 
 #: Per-member records of the saddle check, the confirmation and the Newton polish.
@@ -538,16 +585,17 @@ _MINIMUM_CHECKS = {
 }
 
 
-def _as_dataset(out, member_ids, initial_theta, arch, dynamics):
+def _as_dataset(out, checks, errors, member_ids, initial_theta, arch, dynamics):
     result = descent_dataset(out, member_ids, initial_theta, loss_name="training loss including L2")
-    result["train_error"] = ("member", out["train_error"], variable_attrs("training error (0-1)"))
-    result["test_error"] = ("member", out["test_error"], variable_attrs("test error (0-1)"))
+    result["train_error"] = ("member", errors["train_error"], variable_attrs("training error (0-1)"))
+    result["test_error"] = ("member", errors["test_error"], variable_attrs("test error (0-1)"))
     for name, long_name in _MINIMUM_CHECKS.items():
-        if name in out:  # absent for stopping points (stop_when_satisfied) and unpolished runs
-            result[name] = ("member", out[name], variable_attrs(long_name))
+        # No checks for stopping points (stop_when_satisfied), no n_refinements for unpolished runs.
+        if checks is not None and getattr(checks, name) is not None:
+            result[name] = ("member", getattr(checks, name), variable_attrs(long_name))
     result["n_unsatisfied"] = (
         "member",
-        out["n_unsatisfied"].astype(np.int64),
+        errors["n_unsatisfied"].astype(np.int64),
         variable_attrs("training points with margin below the loss margin (-1: diverged)"),
     )
     return result.assign_attrs(

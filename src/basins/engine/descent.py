@@ -68,7 +68,7 @@ def descend(
     checkpoint_every_s: float = 300.0,
     data_fingerprint: str = "",
     progress_every_s: float = 30.0,
-) -> dict:
+) -> Descent:
     """Run the dynamics on any landscape given by its ``objective``; the engine of every stage.
 
     ``objective(theta, batch) -> (loss (member,), grad (member, param))`` as
@@ -85,8 +85,8 @@ def descend(
     the data its objective reads (:func:`basins.engine.checkpoints.fingerprint_arrays`; empty for a
     landscape with no data beyond ``run_id``): a checkpoint is only resumed by the same run,
     on the same data, code and torch version (:mod:`basins.engine.checkpoints`). See
-    :func:`train_ensemble` for the other options. Returns the per-member arrays (``final_theta``, ``status``, ``steps``,
-    ``grad_norm``, ``wall_time``, ``flow_time``, ``loss_history`` at ``history_steps``).
+    :func:`train_ensemble` for the other options. Returns where each member ended, a
+    :class:`Descent` (its ``loss`` is None until :func:`with_final_losses`).
     """
     stepper = make_stepper(
         dynamics, lr=lr, momentum=momentum, batch_size=batch_size, n_samples=n_samples, seed=seed, rtol=rtol,
@@ -101,27 +101,61 @@ def descend(
         batch_size, rtol, atol, seed, dtype, max_move, lr_decay_every, lr_decay_factor, anneal_steps,
         check_every, divergence_threshold, sorted((dynamics_options or {}).items()), data=data_fingerprint,
     )
-    out = _load_checkpoint(checkpoint_path, fingerprint) or _empty_results(initial_theta, history_steps)
+    record = _load_checkpoint(checkpoint_path, fingerprint) or _empty_record(initial_theta, history_steps)
     # The chunk size is kept from a checkpoint so a resumed run splits members the same way.
-    chunk = out.setdefault("chunk", chunk)
+    chunk = record.setdefault("chunk", chunk)
     landscape = _Landscape(objective, satisfied, annealed, anneal_steps)
     stopping = _StoppingRule(grad_tol, max_steps, anneal_steps, divergence_threshold)
     checkpoints = _Checkpoints(checkpoint_path, fingerprint, checkpoint_every_s)
     progress = _Progress(len(member_ids), progress_every_s)
     with torch.no_grad():
-        for start in range(out["next_member"], len(member_ids), chunk):
+        for start in range(record["next_member"], len(member_ids), chunk):
             rows = np.arange(start, min(start + chunk, len(member_ids)))
-            members = _chunk_members(out.pop("live", None), landscape, stepper, initial_theta[rows], rows,
+            members = _chunk_members(record.pop("live", None), landscape, stepper, initial_theta[rows], rows,
                                      member_ids[rows], device, dtype)
-            _run_members(out, members, stepper, landscape, stopping, checkpoints, progress)
-            out["next_member"] = rows[-1] + 1
-            out["elapsed"] = 0.0
-            checkpoints.save(out)
-    if dynamics == "gd":
-        out["flow_time"] = stepper.lr.total(out["steps"])
-    out["history_steps"] = history_steps
+            _run_members(record, members, stepper, landscape, stopping, checkpoints, progress)
+            record["next_member"] = rows[-1] + 1
+            record["elapsed"] = 0.0
+            checkpoints.save(record)
     checkpoints.remove()
-    return out
+    flow_time = stepper.lr.total(record["steps"]) if dynamics == "gd" else record["flow_time"]
+    return Descent(
+        **{name: record[name] for name in _RECORDED}, flow_time=flow_time, history_steps=history_steps, chunk=chunk
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Descent:
+    """Where each member of a run of :func:`descend` ended; arrays are ``(member,)`` unless noted.
+
+    ``final_theta (member, param)`` is the end point, ``status`` why the member stopped
+    (:mod:`basins.labels`), ``steps`` the steps it took, ``grad_norm`` its gradient norm there,
+    ``wall_time`` the seconds it ran, ``flow_time`` the gradient-flow time it reached (gd: steps
+    x lr; nan where the dynamics is not a flow), ``loss_history (member, step)`` the loss at
+    ``history_steps (step,)`` (nan after the member stopped, until :func:`with_final_losses`),
+    ``chunk`` the number of members run at once and ``loss`` the loss at ``final_theta`` (None
+    until :func:`with_final_losses`). Nothing changes a run: :func:`merge_continued`,
+    :meth:`with_status` and :func:`with_final_losses` return a new one.
+    """
+
+    final_theta: np.ndarray
+    status: np.ndarray
+    steps: np.ndarray
+    grad_norm: np.ndarray
+    wall_time: np.ndarray
+    flow_time: np.ndarray
+    loss_history: np.ndarray
+    history_steps: np.ndarray
+    chunk: int
+    loss: np.ndarray | None = None
+
+    def with_status(self, rows: np.ndarray, status: int) -> Descent:
+        """This run with the members at ``rows`` given ``status``."""
+        return dataclasses.replace(self, status=with_rows(self.status, rows, status))
+
+
+#: The arrays of a :class:`Descent` that :func:`descend` records member by member.
+_RECORDED = ("final_theta", "status", "steps", "grad_norm", "wall_time", "loss_history")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,24 +210,25 @@ def _chunk_members(live, landscape, stepper, initial_theta, rows, member_ids, de
     return _Members(theta, state, loss, grad, active, 0)
 
 
-def _run_members(out, members, stepper, landscape, stopping, checkpoints, progress):
-    """Step the ``members`` of one chunk until each has stopped, recording them in ``out``."""
+def _run_members(record, members, stepper, landscape, stopping, checkpoints, progress):
+    """Step the ``members`` of one chunk until each has stopped, recording them in ``record``."""
     running_objective, running_satisfied = landscape.for_members(members.step, members.active)
-    chunk_start = time.monotonic() - out["elapsed"]
+    chunk_start = time.monotonic() - record["elapsed"]
     while members.active.numel():
         # 1. Classify members from the full-batch loss and gradient at this point.
         status, grad_norm = stopping.classify(members, stepper, running_satisfied, landscape.satisfied is not None)
         # 2. Record the loss history and the members that stop here.
-        if members.step in out["history_index"]:
+        if members.step in record["history_index"]:
             if members.loss is None:
                 members.loss, members.grad = running_objective(members.theta, None)
-            out["loss_history"][to_numpy(members.active), out["history_index"][members.step]] = to_numpy(members.loss)
+            column = record["history_index"][members.step]
+            record["loss_history"][to_numpy(members.active), column] = to_numpy(members.loss)
         finished = None if status is None else status >= 0
         if finished is not None and finished.any():
-            rows_done = _record_stopped(out, members, finished, status, grad_norm, chunk_start)
+            rows_done = _record_stopped(record, members, finished, status, grad_norm, chunk_start)
             members.keep(~finished)
             running_objective, running_satisfied = landscape.for_members(members.step, members.active)
-            progress.finished(out["status"][rows_done])
+            progress.finished(record["status"][rows_done])
         if not members.active.numel():
             break
         # 3. One step of the dynamics for the members still running.
@@ -204,7 +239,7 @@ def _run_members(out, members, stepper, landscape, stopping, checkpoints, progre
         )
         members.step += 1
         progress.report(members.step, members.active.numel())
-        checkpoints.save_when_due(out, members, chunk_start)
+        checkpoints.save_when_due(record, members, chunk_start)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -236,16 +271,16 @@ class _StoppingRule:
         return None, None
 
 
-def _record_stopped(out, members, finished, status, grad_norm, chunk_start):
-    """Write the members that ``finished`` into ``out``; their rows."""
+def _record_stopped(record, members, finished, status, grad_norm, chunk_start):
+    """Write the members that ``finished`` into ``record``; their rows."""
     rows_done = to_numpy(members.active[finished])
-    out["final_theta"][rows_done] = to_numpy(members.theta[finished])
-    out["status"][rows_done] = to_numpy(status[finished])
-    out["steps"][rows_done] = members.step
-    out["grad_norm"][rows_done] = to_numpy(grad_norm[finished])
-    out["wall_time"][rows_done] = time.monotonic() - chunk_start
+    record["final_theta"][rows_done] = to_numpy(members.theta[finished])
+    record["status"][rows_done] = to_numpy(status[finished])
+    record["steps"][rows_done] = members.step
+    record["grad_norm"][rows_done] = to_numpy(grad_norm[finished])
+    record["wall_time"][rows_done] = time.monotonic() - chunk_start
     if "time" in members.state:
-        out["flow_time"][rows_done] = to_numpy(members.state["time"][finished])
+        record["flow_time"][rows_done] = to_numpy(members.state["time"][finished])
     return rows_done
 
 
@@ -257,14 +292,14 @@ class _Checkpoints:
         self.path, self.fingerprint, self.every_s = path, fingerprint, every_s
         self.last = time.monotonic()
 
-    def save(self, out, members=None):
+    def save(self, record, members=None):
         if self.path is not None:
-            _save_checkpoint(self.path, self.fingerprint, out, None if members is None else members.as_checkpoint())
+            _save_checkpoint(self.path, self.fingerprint, record, None if members is None else members.as_checkpoint())
 
-    def save_when_due(self, out, members, chunk_start):
+    def save_when_due(self, record, members, chunk_start):
         if time.monotonic() - self.last > self.every_s:
-            out["elapsed"] = time.monotonic() - chunk_start
-            self.save(out, members)
+            record["elapsed"] = time.monotonic() - chunk_start
+            self.save(record, members)
             self.last = time.monotonic()
 
     def remove(self):
@@ -279,7 +314,7 @@ def descend_until_decided(
     *,
     budget_factors: Sequence[float] = (1,),
     **engine,
-) -> dict:
+) -> Descent:
     """:func:`descend`, with members that spend their budget continued rather than given up.
 
     A member that ends with status ``BUDGET`` under ``budget_factors[k] * max_steps`` steps is
@@ -301,26 +336,35 @@ def descend_until_decided(
     out = descend(objective, initial_theta, member_ids, **engine)
     max_steps = engine["max_steps"]
     for done, factor in zip(factors[:-1], factors[1:]):
-        again = np.flatnonzero(out["status"] == BUDGET)
+        again = np.flatnonzero(out.status == BUDGET)
         if not len(again):
             break
         log.info("%d members spent %g x the step budget: continued to %g x", len(again), done, factor)
         continued = descend(
-            objective, out["final_theta"][again], member_ids[again],
+            objective, out.final_theta[again], member_ids[again],
             **_continuation(engine, steps_done=int(round(done * max_steps)),
                             more_steps=int(round((factor - done) * max_steps))),
         )
-        merge_continued(out, again, continued)
+        out = merge_continued(out, again, continued)
     return out
 
 
-def merge_continued(out, rows, continued, *, also_replaced=(), also_summed=()):
-    """The members at ``rows`` of ``out`` continued by the run ``continued``: its end point and
-    status replace theirs; steps and times add up."""
-    for name in ("final_theta", "status", "grad_norm", *also_replaced):
-        out[name][rows] = continued[name]
-    for name in ("steps", "wall_time", "flow_time", *also_summed):
-        out[name][rows] = out[name][rows] + continued[name]
+def merge_continued(out: Descent, rows: np.ndarray, continued: Descent) -> Descent:
+    """The run ``out`` with its members at ``rows`` continued by the run ``continued``: its end
+    point, status and gradient norm replace theirs; steps and times add up. The rest (the loss
+    history among them) stays ``out``'s."""
+    replaced = {name: with_rows(getattr(out, name), rows, getattr(continued, name))
+                for name in ("final_theta", "status", "grad_norm")}
+    summed = {name: with_rows(getattr(out, name), rows, getattr(out, name)[rows] + getattr(continued, name))
+              for name in ("steps", "wall_time", "flow_time")}
+    return dataclasses.replace(out, **replaced, **summed)
+
+
+def with_rows(values: np.ndarray, rows: np.ndarray, new) -> np.ndarray:
+    """A copy of ``values`` with ``new`` at ``rows``."""
+    changed = values.copy()
+    changed[rows] = new
+    return changed
 
 
 def _continuation(engine, *, steps_done, more_steps):
@@ -395,7 +439,8 @@ def to_numpy(tensor):
     return tensor.detach().cpu().numpy()
 
 
-def _empty_results(initial_theta, history_steps):
+def _empty_record(initial_theta, history_steps):
+    """What :func:`descend` records and checkpoints before any member has run."""
     n_members = initial_theta.shape[0]
     nan = lambda *shape: np.full(shape, np.nan)  # noqa: E731
     return {
@@ -412,75 +457,76 @@ def _empty_results(initial_theta, history_steps):
     }
 
 
-def final_losses(out: dict, objective: Objective, as_tensor) -> None:
-    """Add ``loss`` at every final point to :func:`descend`'s output; complete the history."""
-    n_members = out["final_theta"].shape[0]
-    out["loss"] = np.full(n_members, np.nan)
+def with_final_losses(out: Descent, objective: Objective, as_tensor) -> Descent:
+    """The run ``out`` with its ``loss`` at every final point, and its history completed."""
+    n_members = out.final_theta.shape[0]
+    loss = np.full(n_members, np.nan)
     with torch.no_grad():
-        for start in range(0, n_members, out["chunk"]):
-            rows = np.arange(start, min(start + out["chunk"], n_members))
-            theta = as_tensor(out["final_theta"][rows])
+        for start in range(0, n_members, out.chunk):
+            rows = np.arange(start, min(start + out.chunk, n_members))
+            theta = as_tensor(out.final_theta[rows])
             chunk_objective = restricted(objective, torch.as_tensor(rows, device=theta.device))
-            out["loss"][rows] = to_numpy(chunk_objective(theta, None)[0])
-    diverged = out["status"] == DIVERGED
-    out["loss"][diverged] = np.nan
+            loss[rows] = to_numpy(chunk_objective(theta, None)[0])
+    loss[out.status == DIVERGED] = np.nan
     # After a member stops, its loss stays where it stopped (nan once diverged).
-    stopped_at = out["steps"][:, None] < out["history_steps"][None, :]
-    out["loss_history"] = np.where(stopped_at, out["loss"][:, None], out["loss_history"])
+    stopped_at = out.steps[:, None] < out.history_steps[None, :]
+    return dataclasses.replace(out, loss=loss, loss_history=np.where(stopped_at, loss[:, None], out.loss_history))
 
 
-def descent_dataset(out: dict, member_ids: np.ndarray, initial_theta: np.ndarray, *, loss_name: str) -> xr.Dataset:
+def descent_dataset(out: Descent, member_ids: np.ndarray, initial_theta: np.ndarray, *, loss_name: str) -> xr.Dataset:
     """The variables every run of :func:`descend` writes, dims ``(member, param)`` and ``(member, step)``."""
+    if out.loss is None:
+        raise ValueError("the run has no final loss yet: pass it through with_final_losses first")
     member_param = ("member", "param")
     data_vars = {
         "initial_theta": (member_param, initial_theta, variable_attrs("initial parameters")),
-        "final_theta": (member_param, out["final_theta"], variable_attrs("final parameters")),
-        "loss": ("member", out["loss"], variable_attrs(f"final {loss_name}")),
-        "grad_norm": ("member", out["grad_norm"], variable_attrs("final gradient norm")),
-        "steps": ("member", out["steps"], variable_attrs("steps taken")),
+        "final_theta": (member_param, out.final_theta, variable_attrs("final parameters")),
+        "loss": ("member", out.loss, variable_attrs(f"final {loss_name}")),
+        "grad_norm": ("member", out.grad_norm, variable_attrs("final gradient norm")),
+        "steps": ("member", out.steps, variable_attrs("steps taken")),
         "flow_time": (
             "member",
-            out["flow_time"],
+            out.flow_time,
             variable_attrs("gradient-flow time reached (gd: steps x lr; nan: not a flow)"),
         ),
-        "wall_time": ("member", out["wall_time"], variable_attrs("wall time until stop", "s")),
+        "wall_time": ("member", out.wall_time, variable_attrs("wall time until stop", "s")),
         "status": (
             "member",
-            out["status"],
+            out.status,
             variable_attrs("stop reason", flag_values="0 1 2 3", flag_meanings=STATUS_MEANINGS),
         ),
         "loss_history": (
             ("member", "step"),
-            out["loss_history"],
+            out.loss_history,
             variable_attrs(f"{loss_name}; after a member stops, its final value"),
         ),
     }
     coords = {
         "member": ("member", np.asarray(member_ids, dtype=np.int64), variable_attrs("member index")),
         "param": ("param", np.arange(initial_theta.shape[1]), variable_attrs("flat parameter index")),
-        "step": ("step", out["history_steps"], variable_attrs("optimizer step")),
+        "step": ("step", out.history_steps, variable_attrs("optimizer step")),
     }
     return xr.Dataset(data_vars, coords=coords)
 
 
-def _save_checkpoint(path, fingerprint, out, live):
-    payload = {"out": out}
+def _save_checkpoint(path, fingerprint, record, live):
+    payload = {"out": record}  # the key basins.engine.checkpoints looks for
     if live is not None:
         theta, state, loss_now, grad, active, step = live
         payload["live"] = tuple(_to_cpu(value) for value in (theta, state, loss_now, grad, active)) + (step,)
     save_checkpoint(path, fingerprint, payload)
-    log.info("checkpoint written: %s (members done: %d)", path, int((out["status"] >= 0).sum()))
+    log.info("checkpoint written: %s (members done: %d)", path, int((record["status"] >= 0).sum()))
 
 
 def _load_checkpoint(path, fingerprint):
     payload = load_checkpoint(path, fingerprint)
     if payload is None:
         return None
-    out = payload["out"]
+    record = payload["out"]
     if "live" in payload:
-        out["live"] = payload["live"]
-    log.info("resuming from checkpoint %s at member %d", path, out["next_member"])
-    return out
+        record["live"] = payload["live"]
+    log.info("resuming from checkpoint %s at member %d", path, record["next_member"])
+    return record
 
 
 def _to_cpu(value):

@@ -145,16 +145,14 @@ def nudged_elastic_band(
     # The image climbs only once the plain band is near its path: climbing from a straight
     # line can run up a slope that the relaxed band would have bent away from.
     settled = relax(initial, climbing=False, tol=climb_tol)
-    out = relax(settled["final_theta"], climbing=True, tol=force_tol)
-    out["steps"] = out["steps"] + settled["steps"]
-    out["status"] = np.where(settled["status"] == DIVERGED, DIVERGED, out["status"])
-    bands = out["final_theta"].reshape(initial.shape)
+    climbed = relax(settled.final_theta, climbing=True, tol=force_tol)
+    bands = climbed.final_theta.reshape(initial.shape)
     return {
         "bands": bands,
         "energies": _band_energies(energy, bands, device),
-        "status": out["status"],
-        "steps": out["steps"],
-        "force_norm": out["grad_norm"],
+        "status": np.where(settled.status == DIVERGED, DIVERGED, climbed.status),
+        "steps": climbed.steps + settled.steps,
+        "force_norm": climbed.grad_norm,
     }
 
 

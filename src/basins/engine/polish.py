@@ -17,6 +17,7 @@ quadratic the polish lands on the minimum in one step (tests/test_polish.py).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 
@@ -37,10 +38,25 @@ _HALVINGS = 12
 _SLOW = 10.0
 
 
+@dataclasses.dataclass(frozen=True)
+class Polished:
+    """Points after :func:`polish_minima`, ``(member, param)``, and per member ``(member,)``
+    their gradient norm, lowest Hessian eigenvalue (None where none was given) and the
+    distance the polish moved them (nan: not polished)."""
+
+    final_theta: np.ndarray
+    grad_norm: np.ndarray
+    lowest_eigenvalue: np.ndarray | None
+    shift: np.ndarray
+
+
 def polish_minima(
-    out: dict,
+    final_theta: np.ndarray,
+    grad_norm: np.ndarray,
+    status: np.ndarray,
     energy: Callable[[torch.Tensor], torch.Tensor],
     *,
+    lowest_eigenvalue: np.ndarray | None = None,
     curvature_tol: float,
     newton_steps: int,
     max_dense_params: int,
@@ -48,46 +64,50 @@ def polish_minima(
     device: torch.device,
     dtype: torch.dtype,
     chunk: int,
-) -> None:
-    """Newton-polish every converged member of :func:`basins.engine.descent.descend`'s ``out``.
+) -> Polished:
+    """Newton-polish every converged member of a run (:class:`basins.engine.descent.Descent`).
 
-    ``energy`` maps ``(member, param) -> (member,)`` (the final landscape). Up to
+    ``final_theta (member, param)``, ``grad_norm`` and ``status`` are where the members
+    stopped; ``energy`` maps ``(member, param) -> (member,)`` (the final landscape). Up to
     ``newton_steps`` steps ``-sum_k (v_k . g / lambda_k) v_k`` over the Hessian eigenpairs with
     ``lambda_k > curvature_tol``; a member whose gradient norm is at most ``stationary_tol``
     stops once a Newton step no longer gains much (it is at the round-off floor: further steps
     would only trade round-off). Networks above ``max_dense_params`` parameters are not
-    polished (their ``polish_shift`` stays nan). Updates ``final_theta``, ``grad_norm`` and
-    ``lowest_eigenvalue`` (where ``out`` has it: recomputed at the polished point; a polish that
-    would make a minimum a saddle is undone) and adds ``polish_shift`` (distance moved,
-    ``(member,)``) and ``grad_norm_before_polish``.
+    polished (their ``shift`` stays nan). Where ``lowest_eigenvalue`` is given it is recomputed
+    at the polished points, and a polish that would make a minimum a saddle is undone. The
+    inputs are left as they are.
     """
     if newton_steps < 0 or curvature_tol < 0:
         raise ValueError(f"newton_steps={newton_steps} and curvature_tol={curvature_tol} must be >= 0")
-    n_members, n_params = out["final_theta"].shape
-    out["polish_shift"] = np.full(n_members, np.nan)
-    out["grad_norm_before_polish"] = out["grad_norm"].copy()
+    n_members, n_params = final_theta.shape
+    polished = Polished(
+        final_theta.copy(), grad_norm.copy(), None if lowest_eigenvalue is None else lowest_eigenvalue.copy(),
+        np.full(n_members, np.nan),
+    )
     if newton_steps == 0:
-        return
+        return polished
     if n_params > max_dense_params:
         log.info("no Newton polish: %d parameters > max_dense_params=%d", n_params, max_dense_params)
-        return
+        return polished
     hvp = make_hvp(energy)
-    rows = np.flatnonzero(out["status"] == CONVERGED)
+    rows = np.flatnonzero(status == CONVERGED)
     for start in range(0, len(rows), chunk):
         part = rows[start : start + chunk]
-        theta = torch.as_tensor(out["final_theta"][part], dtype=dtype, device=device)
-        polished, grad_norm, lowest = (t.cpu().numpy() for t in _newton(energy, hvp, theta, curvature_tol, newton_steps, stationary_tol))
-        if "lowest_eigenvalue" in out:
-            kept = ~((lowest < -curvature_tol) & (out["lowest_eigenvalue"][part] >= -curvature_tol))
-            part, polished, grad_norm, lowest = part[kept], polished[kept], grad_norm[kept], lowest[kept]
-            out["lowest_eigenvalue"][part] = lowest
-        out["polish_shift"][part] = np.linalg.norm(polished - out["final_theta"][part], axis=1)
-        out["final_theta"][part] = polished
-        out["grad_norm"][part] = grad_norm
+        theta = torch.as_tensor(final_theta[part], dtype=dtype, device=device)
+        newton = _newton(energy, hvp, theta, curvature_tol, newton_steps, stationary_tol)
+        moved, norm, lowest = (t.cpu().numpy() for t in newton)
+        if lowest_eigenvalue is not None:
+            kept = ~((lowest < -curvature_tol) & (lowest_eigenvalue[part] >= -curvature_tol))
+            part, moved, norm, lowest = part[kept], moved[kept], norm[kept], lowest[kept]
+            polished.lowest_eigenvalue[part] = lowest
+        polished.shift[part] = np.linalg.norm(moved - final_theta[part], axis=1)
+        polished.final_theta[part] = moved
+        polished.grad_norm[part] = norm
     if len(rows):
         log.info("Newton polish of %d minima: gradient norm median %.2g -> %.2g, moved up to %.3g",
-                 len(rows), np.median(out["grad_norm_before_polish"][rows]), np.median(out["grad_norm"][rows]),
-                 np.nanmax(out["polish_shift"][rows]))
+                 len(rows), np.median(grad_norm[rows]), np.median(polished.grad_norm[rows]),
+                 np.nanmax(polished.shift[rows]))
+    return polished
 
 
 def _newton(energy, hvp, theta, curvature_tol, newton_steps, stationary_tol):
