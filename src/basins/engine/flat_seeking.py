@@ -58,9 +58,9 @@ well, Entropy-GD (600 inner steps of 0.01) ends in the wide well at gamma_0 = ga
 37; the test asks 33) and in the narrow one at 2 gamma_c (37 of 37), as the exact descent of F
 does for every start. Replicated GD at T = 0.5 (64 replicas, 3000 steps of 0.01) does the same
 from the same starts, as the descent of F over its schedule predicts: 37 of 37 in the wide well
-at gamma_c / 2 (the test asks 36) and 37 of 37 in the narrow one at 2 gamma_c (over five seeds
-37 and 37 every time; with 16 replicas, a centre at T / 16, 5-12 of 37 cross F's barrier at
-2 gamma_c); without noise it ends 0 of 37 in the wide well at gamma_c / 2. Noiseless replicated
+at gamma_c / 2 (the test asks 36) and 37 of 37 in the narrow one at 2 gamma_c, on five more
+seeds too (the centre is at T / y: with 16 replicas 5-12 of 37 cross F's barrier at 2 gamma_c,
+with 32 0-1); without noise it ends 0 of 37 in the wide well at gamma_c / 2. Noiseless replicated
 GD is gradient descent on the replicated energy, and ends where the tug of war above predicts
 (p* = 0.085; 41 members of 16 replicas, every one).
 """
