@@ -66,11 +66,17 @@ def test_entropy_gd_is_the_plain_algorithm_of_chaudhari_et_al():
         torch.testing.assert_close(engine[row : row + 1], x, rtol=1e-12, atol=1e-12)
 
 
-def test_replicated_gd_is_replicas_coupled_to_their_centre():
+@pytest.mark.parametrize("noise, lr", [(0.0, 0.05), (0.3, 0.01)])
+def test_replicated_gd_is_replicas_coupled_to_their_centre(noise, lr):
+    """One member at a time: each replica takes a Langevin step at T = noise^2 / 2 on its loss plus
+    the coupling to the replicas' mean, with the same noise draws (counter t + 1; 0 drew the spread).
+    With noise, lr = 0.01 keeps the step stable in the narrow well (lr 80 < 2); at 0.05 it is not, and
+    it amplifies the rounding of sqrt(2 T lr) against the engine's noise sqrt(lr) to 5e-7."""
     theta0 = torch.tensor([[-0.7, 0.3], [0.1, -1.4]], dtype=torch.float64)
     ids = torch.tensor([0, 5])
-    engine = _run(make_stepper("replicated_gd", lr=0.05, seed=2, **REPLICATED), theta0, ids, 60)
-    o = REPLICATED
+    options = dict(REPLICATED, noise=noise) if noise else REPLICATED  # noise 0: the default, unset
+    engine = _run(make_stepper("replicated_gd", lr=lr, seed=2, **options), theta0, ids, 60)
+    o, temperature = REPLICATED, noise**2 / 2
     for row, member in enumerate(ids):
         spread = member_normal(2, member.view(1), torch.zeros(1, dtype=torch.long), (4, 2), theta0.dtype)[0]
         replicas = theta0[row] + o["replica_spread"] * spread
@@ -79,7 +85,9 @@ def test_replicated_gd_is_replicas_coupled_to_their_centre():
             if t < o["scoping_steps"]:
                 gamma = o["coupling"] * (1 + o["coupling_growth"]) ** t
                 centre = replicas.mean(0, keepdim=True)
-                replicas = replicas - 0.05 * (_objective(replicas, None)[1] + gamma * (replicas - centre))
+                replicas = replicas - lr * (_objective(replicas, None)[1] + gamma * (replicas - centre))
+                xi = member_normal(2, member.view(1), torch.tensor([t + 1]), (4, 2), x.dtype)[0]
+                replicas = replicas + math.sqrt(2 * temperature * lr) * xi
                 x = replicas.mean(0, keepdim=True)
             else:
                 x = x - o["final_lr"] * _objective(x, None)[1]
@@ -129,6 +137,8 @@ def test_bad_options_are_refused():
         make_stepper("gd", lr=0.1, coupling=1.0)
     with pytest.raises(ValueError, match="coupling=-1"):
         make_stepper("replicated_gd", lr=0.1, **dict(REPLICATED, coupling=-1))
+    with pytest.raises(ValueError, match="noise=-0.1"):
+        make_stepper("replicated_gd", lr=0.1, **dict(REPLICATED, noise=-0.1))
 
 
 @pytest.mark.parametrize(
@@ -407,3 +417,43 @@ def test_noiseless_replicated_gd_ends_where_the_tug_of_war_predicts():
     # The grid covers both sides of p*: members held by a minority of 2-7 replicas in the narrow
     # well, and members with a single replica there, which the wide majority pulls out.
     assert ((in_narrow >= 2 / 16) & (in_narrow < 0.5)).sum() >= 5 and (in_narrow == 1 / 16).sum() >= 2
+
+
+# --- Noisy replicated GD: the robust ensemble's local entropy (issue #26) ----------------------
+# y replicas at temperature T, each coupled to a centre c by gamma/2 |w_a - c|^2: integrating them
+# out gives c the weight prod_a integral exp(-(L(w_a) + gamma/2 (w_a - c)^2) / T) dw_a =
+# exp(-y F(c) / T) (Baldassi et al. 2016), F the local free energy of Entropy-GD above. The engine's
+# centre is the replicas' mean: a free centre integrated out leaves the replicas the replicated
+# energy (sum_a (w_a - c)^2 = sum_a (w_a - mean)^2 + y (mean - c)^2), whose Langevin step moves the
+# mean by -lr mean_a L'(w_a) plus noise at temperature T / y. With the replicas equilibrated around
+# the centre (each as if coupled to a fixed c, up to 1 / y), mean_a L'(w_a) = <L'(x')> =
+# gamma (c - <x'>) = F'(c) (at equilibrium <L'(x') + gamma (x' - c)> = 0): the centre descends F
+# with step lr, Entropy-GD's outer step, at temperature T / y. The prediction is the exact descent
+# of F over the same schedule (sampled every 10 steps: the same flow, lr F'' <= 0.1 gamma_t < 0.5).
+# Replicas start within replica_spread of the start, in the narrow well, which holds them ~1.6 time
+# units (Kramers; 160 steps of 0.01, against 3000); at c = -1 and gamma = gamma_c / 2 a third of
+# the coupled weight lies beyond x_b (21 of 64 replicas). The centre, at T / y = 0.008, crosses F's
+# barrier at 2 gamma_c (0.087; y dF / T = 11) rarely. lr = 0.01 keeps the replicas' step stable in
+# the narrow well (lr (80 + gamma) < 2) and, as Entropy-GD's inner step, widens its variance by 1.7.
+NOISY = dict(n_replicas=64, replica_spread=0.3, noise=math.sqrt(2 * TEMPERATURE), final_lr=0.02,
+             coupling_growth=1.33e-4, scoping_steps=3000)  # gamma_t grows by 1.49, as in SCOPING
+
+
+
+@pytest.mark.parametrize("coupling, well", [(0.8, "wide"), (3.2, "narrow")])
+def test_noisy_replicated_gd_ends_in_the_well_the_local_free_energy_predicts(coupling, well):
+    """gamma_0 = gamma_c / 2: the descent of F over the schedule (30 time units) carries every start
+    of gradient descent's narrow basin to the wide well; gamma_0 = 2 gamma_c: F's minimum at the
+    narrow well keeps every start. The engine (64 replicas at T = 0.5) agrees for at least 36 of 37
+    at gamma_c / 2 and for all at 2 gamma_c; over five more seeds it ended 37 of 37 and 0 of 37 in
+    the wide well. The replicas carry the entropy: with noise 0 the same run is a tug of war won by
+    the narrow well, 0 of 37 reach the wide well at gamma_c / 2, and this test fails. The centre's
+    temperature is T / y: with 16 replicas 5-12 of 37 cross F's barrier at 2 gamma_c, with 32 0-1."""
+    growth = (1 + NOISY["coupling_growth"]) ** 10 - 1
+    exact_end = local_entropy_descent(STARTS, lr=0.1, coupling=coupling, coupling_growth=growth, scoping_steps=300,
+                                      temperature=TEMPERATURE)
+    predicted = WELLS.basin_of(exact_end[:, None])
+    assert (predicted == WELLS.index(well)).all()
+    reached = _wells_reached("replicated_gd", STARTS, lr=0.01, max_steps=6000, options=dict(NOISY, coupling=coupling),
+                             seed=11)
+    assert (reached == predicted).sum() >= (36 if well == "wide" else 37), reached

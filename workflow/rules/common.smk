@@ -249,10 +249,11 @@ def check_basin_sizes(name, experiment):
 
 
 def check_flat_seeking(where, training):
-    """entropy_gd and replicated_gd need their options (and their own keys), others none."""
+    """entropy_gd and replicated_gd need their options (and their own keys), others none.
+    Both name their temperature (noise): replicated_gd without it does not seek flat minima."""
     needed = {
         "entropy_gd": {"inner_lr", "inner_steps", "noise"},
-        "replicated_gd": {"n_replicas", "replica_spread"},
+        "replicated_gd": {"n_replicas", "replica_spread", "noise"},
     }
     options, dynamics = training["flat_seeking"], training["dynamics"]
     if dynamics not in needed:
