@@ -18,13 +18,13 @@ from basins.labels import (
 )
 
 
-def descend_on(potential, lr=1e-3, grad_tol=1e-4):
-    """Steepest descent (FIRE) from each point."""
+def descend_on(potential, lr=1e-3, grad_tol=1e-4, dynamics="fire"):
+    """Descent (FIRE, or another dynamics) from each point."""
 
-    def descend_from(points):
+    def descend_from(points, tolerance=None):
         out = descend(
             lambda theta, batch: energy_and_gradient(potential, theta), points, np.arange(len(points)),
-            dynamics="fire", lr=lr, max_steps=20_000, grad_tol=grad_tol, device=torch.device("cpu"),
+            dynamics=dynamics, lr=lr, max_steps=20_000, grad_tol=tolerance or grad_tol, device=torch.device("cpu"),
             dtype=torch.float64, chunk=64, run_id=("test_connectivity",), progress_every_s=1e9,
         )
         endpoints = out.final_theta
@@ -149,7 +149,7 @@ def test_a_spent_budget_leaves_the_pair_unconnected_and_says_so(muller_brown):
 def test_a_single_minimum_is_its_own_funnel(muller_brown):
     graph = connect_minima(
         muller_brown.minima[:1], muller_brown.minimum_energy[:1], muller_brown, align=lambda r, t: t,
-        descend_from=lambda points: pytest.fail("nothing to descend from"), assign=None,
+        descend_from=lambda points, tolerance: pytest.fail("nothing to descend from"), assign=None,
     )
     assert graph.sizes["pair"] == 0 and graph.sizes["transition_state"] == 0 and graph.attrs["n_edges"] == 0
     assert graph.attrs["funnel_fraction"] == 1.0
@@ -234,9 +234,36 @@ def test_a_band_that_misses_a_narrow_barrier_is_retried_with_more_images():
     np.testing.assert_allclose(resolved["barrier"].values[resolved["is_edge"].values][0, 1], 0.056, atol=2e-3)
 
 
-def descend_on_lennard_jones(points):
-    """FIRE to gradient norm 1e-6, endpoints centred."""
-    endpoints, energies, converged = descend_on(lennard_jones.energy, lr=1e-2, grad_tol=1e-6)(points)
+def tilted_washboard(points, depth=1e-4, period=40.0):
+    """Minima near x = k period, saddles near (k + 1/2) period, each step down by depth / 2: a
+    landscape as flat as a network's near its saddles (curvature at the saddle -1.2e-7)."""
+    x, y = points[:, 0], points[:, 1]
+    return depth * (1 - torch.cos(2 * np.pi * x / period) - 0.5 * x / period + y**2 / period**2)
+
+
+def test_descents_from_a_flat_saddle_reach_the_minima_it_joins():
+    # The true graph: one saddle near x = 19.5 joins the minima near 0.5 and 40.5. The gradient
+    # a displacement of 0.01 from that saddle is ~1e-9, far below the descents' tolerance 1e-5;
+    # moving further out instead (40 units, as the stage once did) lands beyond both minima.
+    descend_from = descend_on(tilted_washboard, lr=1.0, grad_tol=1e-12, dynamics="gradient_flow")
+    ends = descend_from(np.array([[0.0, 0.0], [40.0, 0.0]]))[0]
+    graph = connect_minima(
+        ends, tilted_washboard(torch.as_tensor(ends)).numpy(), tilted_washboard, align=lambda r, t: t,
+        descend_from=descend_on(tilted_washboard, lr=1.0, grad_tol=1e-5, dynamics="gradient_flow"),
+        assign=assign_within(0.04), descent_grad_tol=1e-5, n_images=8, band_dynamics="fire", band_lr=0.4,
+        band_force_tol=2.5e-9, band_climb_tol=2.5e-8, ts_grad_tol=2.5e-12, spring=6e-7, trust_radius=4.0,
+        n_levels=5,
+    )
+    np.testing.assert_array_equal(graph["pair_outcome"], [PAIR_CONNECTED])
+    assert graph.attrs["n_edges"] == 1 and graph.sizes["minimum"] == 2 and graph.attrs["funnel_fraction"] == 1
+    edge = graph["is_edge"].values
+    np.testing.assert_allclose(graph["ts_theta"].values[edge][0], [19.49, 0.0], atol=0.05)
+    np.testing.assert_array_equal(np.sort(graph["connected_minimum"].values[edge][0]), [0, 1])
+
+
+def descend_on_lennard_jones(points, tolerance=None):
+    """FIRE to gradient norm 1e-6 (or ``tolerance``), endpoints centred."""
+    endpoints, energies, converged = descend_on(lennard_jones.energy, lr=1e-2, grad_tol=1e-6)(points, tolerance)
     return lennard_jones.canonicalize(endpoints), energies, converged
 
 

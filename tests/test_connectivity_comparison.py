@@ -85,6 +85,17 @@ def test_missing_seeds_are_nan_not_zero_and_one_seed_has_no_spread():
     assert np.isnan(graph_statistics(fake_graph(1))["median_escape_barrier"])
 
 
+def test_a_statistic_some_graphs_lack_is_censored_not_tested_on_the_rest():
+    # Testing the barriers of the graphs that have one would select them: the most funnelled
+    # graphs (one minimum) would silently leave the comparison.
+    graphs = {"a": {seed: fake_graph(3, barrier=0.01 * seed) for seed in range(1, 5)},
+              "b": {seed: fake_graph(1 if seed < 3 else 2) for seed in range(1, 5)}}
+    row = compare_connectivity(graphs).sel(pair=0)
+    assert row["verdict"].sel(statistic="median_escape_barrier").item().startswith("censored: 2 graphs")
+    assert np.isnan(row["p_value"].sel(statistic="median_escape_barrier").item())
+    assert row["verdict"].sel(statistic="n_minima").item() == "differs"
+
+
 def test_the_stage_refuses_impossible_numbers_and_mixed_networks():
     with pytest.raises(ValueError, match="funnel fractions outside"):
         compare_connectivity({"a": {1: fake_graph(2, funnel=1.5)}, "b": {1: fake_graph(2)}})

@@ -49,9 +49,10 @@ log = logging.getLogger(__name__)
 
 #: ``align(reference (param,), theta (param,)) -> theta`` in the symmetry frame nearest the reference.
 Align = Callable[[np.ndarray, np.ndarray], np.ndarray]
-#: ``descend_from(points (n, param)) -> (endpoints, energies, converged)``: steepest descent from
-#: each point; endpoints in the catalog's canonical frame.
-Descend = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
+#: ``descend_from(points (n, param), grad_tol) -> (endpoints, energies, converged)``: steepest
+#: descent from each point, stopped at gradient norm ``grad_tol`` (None: the descent's own
+#: tolerance); endpoints in the catalog's canonical frame.
+Descend = Callable[[np.ndarray, float | None], tuple[np.ndarray, np.ndarray, np.ndarray]]
 #: ``assign(endpoints, energies, minima_theta, minima_energy) -> (n,)``: the minimum each endpoint
 #: is, by the catalog's own criterion, -1 where none.
 Assign = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
@@ -136,8 +137,9 @@ def connect_minima(
     again with twice the images, up to ``max_image_doublings`` times. The same retry follows a
     band whose maxima refine to no verified transition state. A pair neither joined nor merged
     when its budget is spent, or with no gap left to try, is reported unconnected
-    (``pair_outcome``; ``pair_budget_spent`` and ``pair_images_spent`` say which budget ended it,
-    and the log names the pairs).
+    (``pair_outcome``; ``pair_budget_spent``, ``pair_images_spent`` and ``pair_descent_undecided``
+    say which budget ended it, and the log names the pairs). A pair whose gap another pair's
+    band is trying waits for that band's outcome and is tried again if it is still apart.
 
     Parameters
     ----------
@@ -169,9 +171,12 @@ def connect_minima(
         Transition-state refinement (:func:`basins.engine.paths.refine_transition_states`).
     displacement, descent_grad_tol : float
         Distance from a transition state, along its negative-curvature mode, at which the two
-        descents start: small enough to stay in the saddle's two valleys. Where the gradient
-        there would not reach 10 x the descent's own stopping tolerance ``descent_grad_tol``,
-        the distance is raised until it does, so no descent stops before it starts.
+        descents start: small enough to stay in the saddle's two valleys, and never raised. On
+        a flat saddle (curvature lambda) the gradient there, about |lambda| x ``displacement``,
+        can lie below the descents' own stopping tolerance ``descent_grad_tol``; those descents
+        are then stopped at a tenth of it instead, so none stops before it starts. (Raising the
+        distance instead carried descents past the near minimum: at lambda = -5e-5 and a
+        tolerance of 1e-5 it reached 2, beyond a minimum 0.7 away.)
     max_dense_params : int
         Refinement forms dense Hessians; larger networks are refused with this limit named.
     n_levels : int
@@ -190,7 +195,7 @@ def connect_minima(
         (dim ``merged_minimum``): ``merged_catalog_index``, ``merged_energy``, ``merged_into``
         (the distinct minimum it is), ``merged_band``. Per pair: ``minimum_pair (pair, end)``
         (input rows), ``aligned_distance``, ``pair_outcome``, ``pair_n_bands``,
-        ``pair_budget_spent``, ``pair_images_spent``. Per band: ``band_pair``,
+        ``pair_budget_spent``, ``pair_images_spent``, ``pair_descent_undecided``. Per band: ``band_pair``,
         ``band_end_minimum (band, end)``, ``band_n_images``, ``band_energy (band, image)`` and
         ``band_arclength`` (NaN past the band's images), ``band_status``, ``band_steps``,
         ``n_band_maxima``, ``band_outcome``. Per refined maximum (dim ``transition_state``):
@@ -305,14 +310,18 @@ def _connect_pairs(pairs, catalog, connector):
     """Rounds of bands, all relaxed together, until no pair has a gap left to try; the bands
     and transition states found, and the bands each pair spent."""
     record = {"bands": [], "ts": [], "n_bands": np.zeros(len(pairs), dtype=np.int64),
-              "budget_spent": np.zeros(len(pairs), dtype=bool), "images_spent": np.zeros(len(pairs), dtype=bool)}
+              "budget_spent": np.zeros(len(pairs), dtype=bool), "images_spent": np.zeros(len(pairs), dtype=bool),
+              "descent_undecided": np.zeros(len(pairs), dtype=bool)}
     queue = [(p, int(a), int(b), connector.n_images) for p, (a, b) in enumerate(pairs)]
     while queue:
-        work, planned = [], set()
+        work, planned, deferred = [], set(), []
         for item in queue:
             pair, a, b, _ = item
             gap = tuple(sorted((catalog.root(a), catalog.root(b))))
-            if catalog.joined(a, b) or gap in planned:  # joined meanwhile, or another band has it
+            if catalog.joined(a, b):
+                continue
+            if gap in planned:  # another pair's band has it this round: try again after it
+                deferred.append(item)
                 continue
             if record["n_bands"][pair] >= connector.max_bands_per_pair:
                 record["budget_spent"][pair] = True
@@ -326,9 +335,12 @@ def _connect_pairs(pairs, catalog, connector):
         saddles = _refine_band_maxima(bands, connector)
         _name_saddle_minima(saddles, catalog, connector)
         _check_bands_without_maxima(bands, catalog, connector)
-        queue = [gap for band in bands for gap in _next_gaps(band, saddles, catalog, connector)]
+        queue = [gap for band in bands for gap in _next_gaps(band, saddles, catalog, connector)] + deferred
         for band in bands:
             record["images_spent"][band["pair"]] |= band["images_spent"]
+        for saddle in saddles:  # a verified saddle whose descent spent its budget names no minimum
+            if saddle["converged"] and saddle["index"] == 1 and UNASSIGNED in saddle["connected"]:
+                record["descent_undecided"][saddle["band"]["pair"]] = True
         record["ts"] += [{**s, "band": s["band"]["id"]} for s in saddles]
         record["bands"] += bands
         log.info("round of %d bands: %d transition states verified, %d gaps to connect next",
@@ -383,16 +395,25 @@ def _name_saddle_minima(saddles, catalog, connector):
     verified = [s for s in saddles if s["converged"] and s["index"] == 1 and np.isfinite(s["energy"])]
     if not verified:
         return
-    steps = [max(connector.displacement, 10 * connector.descent_tol / max(abs(s["lowest_eigenvalue"]), 1e-300))
-             for s in verified]
-    back = [s["theta"] - s["forward"] * step * s["mode"] for s, step in zip(verified, steps)]
-    ahead = [s["theta"] + s["forward"] * step * s["mode"] for s, step in zip(verified, steps)]
-    labels = _descend_to_minima(np.array(back + ahead), catalog, connector).reshape(2, -1).T
+    step = connector.displacement
+    back = [s["theta"] - s["forward"] * step * s["mode"] for s in verified]
+    ahead = [s["theta"] + s["forward"] * step * s["mode"] for s in verified]
+    grad_tol = _tolerance_below_start(min(abs(s["lowest_eigenvalue"]) for s in verified) * step, connector.descent_tol)
+    labels = _descend_to_minima(np.array(back + ahead), catalog, connector, grad_tol).reshape(2, -1).T
     for saddle, (near, far) in zip(verified, labels):
         saddle["connected"] = (near, far)
         saddle["is_edge"] = bool(near >= 0 and far >= 0 and catalog.root(near) != catalog.root(far))
         if saddle["is_edge"]:
             catalog.join(near, far)
+
+
+def _tolerance_below_start(start_gradient, descent_tol, floor=1e-13):
+    """The gradient norm at which descents that start at gradient ``start_gradient`` stop: their
+    own tolerance (None), or a tenth of the start's where that is below it (not below ``floor``,
+    round-off's, in units of the energy per unit distance)."""
+    if start_gradient >= 10 * descent_tol:
+        return None
+    return max(0.1 * start_gradient, floor)
 
 
 def _check_bands_without_maxima(bands, catalog, connector):
@@ -443,10 +464,13 @@ def _next_gaps(band, saddles, catalog, connector):
     return [(band["pair"], s, t, n_images) for (s, t), n_images in gaps.items()]
 
 
-def _descend_to_minima(points, catalog, connector):
+def _descend_to_minima(points, catalog, connector, grad_tol=None):
     """Catalog row (of the minimum itself, merges resolved) reached from each point, -1 where
     the descent did not converge; endpoints the catalog lacks are added to it."""
-    endpoints, energies, converged = connector.descend_from(points)
+    endpoints, energies, converged = connector.descend_from(points, grad_tol)
+    if not converged.all():
+        log.warning("%d of %d descents did not converge: their minima are unknown (-1)", int((~converged).sum()),
+                    len(points))
     labels = np.full(len(points), UNASSIGNED, dtype=np.int64)
     if converged.any():
         labels[converged] = connector.assign(endpoints[converged], energies[converged], catalog.theta, catalog.energy)
@@ -553,6 +577,9 @@ def _pair_variables(pairs, distance, outcome, record):
                                        "max_bands_per_pair reached with gaps left (unconnected)"),
         "pair_images_spent": _variable("pair", record["images_spent"],
                                        "a band without a verified saddle was not retried: max_image_doublings reached"),
+        "pair_descent_undecided": _variable(
+            "pair", record["descent_undecided"],
+            "a descent from a verified transition state of the pair's bands spent its budget (its minimum unknown)"),
     }
 
 
@@ -656,9 +683,10 @@ def _log_outcomes(outcome, record, merged, is_edge, fraction, n_top):
     unconnected = outcome == PAIR_UNCONNECTED
     if unconnected.any():
         log.warning("pairs %s stay unconnected; max_bands_per_pair spent: %s; max_image_doublings spent: %s; "
-                    "the others ran out of gaps (descents that did not converge)", np.flatnonzero(unconnected).tolist(),
+                    "a descent from a transition state undecided: %s", np.flatnonzero(unconnected).tolist(),
                     np.flatnonzero(unconnected & record["budget_spent"]).tolist(),
-                    np.flatnonzero(unconnected & record["images_spent"]).tolist())
+                    np.flatnonzero(unconnected & record["images_spent"]).tolist(),
+                    np.flatnonzero(unconnected & record["descent_undecided"]).tolist())
 
 
 def _levels(minimum_energy, edge_energy, n_levels):

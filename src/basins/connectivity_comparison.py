@@ -207,8 +207,11 @@ def _pair_variables(experiments, pairs, values, n_params, alpha):
     for row, (a, b) in enumerate(pairs):
         for column in range(len(GRAPH_STATISTICS)):
             first, second = (_finite(values[index, :, column]) for index in (a, b))
-            if not len(first) or not len(second):
-                verdict[row, column] = "no value"
+            censored = sum(_n_graphs(values[index]) - len(kept) for index, kept in ((a, first), (b, second)))
+            if censored:
+                # A graph with one minimum or no transition state has no escape barrier; testing
+                # the others alone would select the graphs that have one.
+                verdict[row, column] = f"censored: {censored} graphs have no value (one minimum or no transition state)"
                 continue
             difference[row, column] = second.mean() - first.mean()
             p_value[row, column], smallest[row, column] = permutation_p_value(first, second)
@@ -222,7 +225,7 @@ def _pair_variables(experiments, pairs, values, n_params, alpha):
         "difference": (dims, difference, variable_attrs("mean of second minus mean of first")),
         "p_value": (dims, p_value, variable_attrs("exact two-sided permutation p-value over seeds")),
         "smallest_p_value": (dims, smallest, variable_attrs("least p-value these numbers of seeds can give")),
-        "verdict": (dims, verdict.astype(str), variable_attrs("differs / undecided / confounded / no value")),
+        "verdict": (dims, verdict.astype(str), variable_attrs("differs / undecided / confounded / censored")),
     }
 
 
@@ -260,6 +263,11 @@ def _n_params(per_seed):
     if len(sizes) != 1:
         raise ValueError(f"the seeds of one experiment have networks of {sorted(sizes)} parameters")
     return int(sizes.pop())
+
+
+def _n_graphs(values):
+    """Seeds with a graph, from one experiment's ``(seed, statistic)`` values."""
+    return int(np.isfinite(values).any(axis=1).sum())
 
 
 def _finite(values):

@@ -43,12 +43,13 @@ class CatalogRerun:
         self.catalog_loss = shards["loss"].values
         self.catalog_labels = self.minima["minimum_of_member"].sel(member=shards["member"]).values
 
-    def run(self, starts):
+    def run(self, starts, **dynamics):
         """Final parameters, losses and statuses; runs that spend their budget are continued
-        to larger ones (``budget_factors``) before they are left undecided."""
+        to larger ones (``budget_factors``) before they are left undecided. ``dynamics``
+        replaces training options of the experiment's own (another dynamics, a tolerance)."""
         result = train_ensemble(
             self.arch, *self.data, starts, np.arange(len(starts)), budget_factors=self.budget_factors,
-            **self.train_options,
+            **{**self.train_options, **dynamics},
         )
         final_theta, loss, status = (result[name].values for name in ("final_theta", "loss", "status"))
         counts = dict(zip(("converged", "budget", "diverged", "saddle"), np.bincount(status, minlength=len(STATUS_VALUES))))
