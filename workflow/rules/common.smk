@@ -82,7 +82,9 @@ CONNECTED = [
 SHARED_FOR_COMPARISON = {
     "dataset": None,
     "model": None,
-    "ensemble": ("n_members",),
+    # Member i starts from the same point in every experiment (it depends on seed and i alone),
+    # so ensembles of different sizes are compared on the members they share.
+    "ensemble": ("initial_points",),
     "training": ("loss", "l2", "margin"),
 }
 # Experiments whose basins are measured (rays, tentacles, slices): basin_geometry is set.

@@ -10,6 +10,9 @@ from basins.minima import assign_to_catalog, matching_options
 log = start(snakemake)
 experiments = list(snakemake.params.experiments)
 catalogs = [read_dataset(path).sortby("member") for path in snakemake.input.minima]
+# The members every experiment ran (the smallest ensemble's: member i starts alike in all).
+shared = sorted(set.intersection(*(set(catalog["member"].values.tolist()) for catalog in catalogs)))
+log.info("compared on the %d members all of %s ran", len(shared), experiments)
 reference = catalogs[0]
 arch = Architecture.from_json(reference.attrs["architecture"])
 matching, probes = matching_options(
@@ -24,13 +27,13 @@ maps = [np.arange(reference.sizes["minimum"])] + [
     for catalog in catalogs[1:]
 ]
 comparison = compare_dynamics(
-    np.stack([catalog["minimum_of_member"].values for catalog in catalogs]),
+    np.stack([catalog["minimum_of_member"].sel(member=shared).values for catalog in catalogs]),
     maps,
     experiments,
     reference.sizes["minimum"],
 )
 comparison = add_provenance(
-    comparison,
+    comparison.assign_attrs(n_members_compared=len(shared)),
     title=f"dynamics comparison {snakemake.wildcards.comparison}, seed {snakemake.wildcards.seed}",
     stage="compare_dynamics",
     stage_config={"experiments": experiments, "minima": snakemake.params.minima},
