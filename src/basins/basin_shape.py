@@ -34,6 +34,7 @@ from basins.rays import Outcomes, probe_rays, run_outcomes
 from basins.stats import wilson_interval
 
 
+# Over 80 lines only by its signature and numpydoc docstring (59 lines); the body is 46.
 def measure_star_shapedness(  # long by its docstring: the resolution caveat and known answers
     starts: np.ndarray,
     minimum_images: np.ndarray,
@@ -181,6 +182,7 @@ def _leaving_fractions(per_minimum, target, segment_decided, observed, inside, c
     return leaving, low, high, censored, mean_inside
 
 
+# Over 80 lines only by its signature and numpydoc docstring (57 lines); the body is 46.
 def measure_local_thickness(  # long by its docstring: the bootstrap design and known answers
     starts: np.ndarray,
     minimum_images: np.ndarray,
@@ -308,6 +310,7 @@ def _median_thickness_ratios(per_minimum, target, ratio, exit_radius, exit_obser
     return median, low, high
 
 
+# Over 80 lines only by its signature and numpydoc docstring (68 lines); the body is 45.
 def measure_reach(  # long by its docstring: the estimator, its grid limits and known answers
     member_distance: np.ndarray,
     minimum_of_member: np.ndarray,
