@@ -27,20 +27,10 @@ network_chunk = network_chunk_size(arch, len(x_train), rerun.compute["memory_bud
 band_chunk = max(1, network_chunk // images_per_band)
 
 
-# The minima a transition state joins are those its steepest-descent paths reach (Murrell and
-# Laidler's definition, which OPTIM follows): gradient flow integrated with error control, not
-# the experiment's own dynamics, whose inertia (FIRE) or step can carry a run past the near
-# minimum and which crawled along flat valleys for 16 budgets without converging.
-STEEPEST_DESCENT = dict(dynamics="gradient_flow", lr=0.01, rtol=1e-6, atol=1e-9, momentum=0.0, batch_size=None,
-                        lr_decay_every=0, flat_seeking=None, beta_start=None, beta_ramp_steps=0,
-                        stop_when_satisfied=False)
-
-
 def descend_from(points, grad_tol=None):
-    """Steepest descent from each point, to ``grad_tol`` (None: the experiment's); endpoints in
-    the catalog's frame."""
-    tolerance = {} if grad_tol is None else {"grad_tol": grad_tol}
-    final_theta, loss, status = rerun.run(points, **STEEPEST_DESCENT, **tolerance)
+    """The experiment's own dynamics from each point, to gradient norm ``grad_tol`` (None: the
+    experiment's); endpoints in the catalog's frame."""
+    final_theta, loss, status = rerun.run(points, **({} if grad_tol is None else {"grad_tol": grad_tol}))
     return canonicalize(final_theta, arch), loss, status == CONVERGED
 
 
