@@ -252,7 +252,8 @@ def check_basin_sizes(name, experiment):
 
 def check_flat_seeking(where, training):
     """entropy_gd and replicated_gd need their options (and their own keys), others none.
-    Both name their temperature (noise): replicated_gd without it does not seek flat minima."""
+    Both name their temperature (noise): replicated_gd without it does not seek flat minima.
+    """
     needed = {
         "entropy_gd": {"inner_lr", "inner_steps", "noise"},
         "replicated_gd": {"n_replicas", "replica_spread", "noise"},
