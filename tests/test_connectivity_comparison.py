@@ -94,6 +94,10 @@ def test_a_statistic_some_graphs_lack_is_censored_not_tested_on_the_rest():
     assert row["verdict"].sel(statistic="median_escape_barrier").item().startswith("censored: 2 graphs")
     assert np.isnan(row["p_value"].sel(statistic="median_escape_barrier").item())
     assert row["verdict"].sel(statistic="n_minima").item() == "differs"
+    # Networks of different sizes stay confounded, censored or not.
+    graphs["b"] = {seed: fake_graph(1, n_params=30) for seed in range(1, 5)}
+    row = compare_connectivity(graphs).sel(pair=0)
+    assert row["verdict"].sel(statistic="median_escape_barrier").item().startswith("confounded: 25 vs 30")
 
 
 def test_the_stage_refuses_impossible_numbers_and_mixed_networks():

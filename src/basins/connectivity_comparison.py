@@ -211,7 +211,8 @@ def _pair_variables(experiments, pairs, values, n_params, alpha):
             if censored:
                 # A graph with one minimum or no transition state has no escape barrier; testing
                 # the others alone would select the graphs that have one.
-                verdict[row, column] = f"censored: {censored} graphs have no value (one minimum or no transition state)"
+                verdict[row, column] = (_confounded(n_params[a], n_params[b]) if not matched[row] else
+                                        f"censored: {censored} graphs have no value (one minimum or no transition state)")
                 continue
             difference[row, column] = second.mean() - first.mean()
             p_value[row, column], smallest[row, column] = permutation_p_value(first, second)
@@ -229,9 +230,13 @@ def _pair_variables(experiments, pairs, values, n_params, alpha):
     }
 
 
+def _confounded(first_params, second_params):
+    return f"confounded: {first_params} vs {second_params} parameters"
+
+
 def _verdict(p_value, smallest, alpha, matched, n_params):
     if not matched:
-        return f"confounded: {n_params[0]} vs {n_params[1]} parameters"
+        return _confounded(*n_params)
     if p_value <= alpha:
         return "differs"
     if smallest > alpha:
