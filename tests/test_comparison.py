@@ -18,6 +18,13 @@ def test_agreement_and_fractions_by_hand():
     np.testing.assert_allclose(result["unmatched_fraction"].values, [0, 1 / 6])
     total = result["basin_fraction"].sum("minimum") + result["unmatched_fraction"]
     assert (total <= 1).all()
+    # Paired change of minimum 0: members' indicators go 1 1 0 0 0 1 -> 1 0 0 0 0 0.
+    change = np.array([0, -1, 0, 0, 0, -1])
+    assert result["basin_fraction_change"].values[1, 0] == pytest.approx(change.mean())
+    assert result["basin_fraction_change_se"].values[1, 0] == pytest.approx(change.std(ddof=1) / np.sqrt(6))
+    np.testing.assert_array_equal(result["basin_fraction_change"].values[0], [0, 0])
+    np.testing.assert_allclose(result["basin_fraction_change"].values,
+                               result["basin_fraction"].values - result["basin_fraction"].values[:1])
 
 
 def test_mismatched_shapes_are_rejected():

@@ -42,7 +42,10 @@ def compare_dynamics(
         this dynamics that reached the same minimum, with its binomial standard error;
         ``basin_fraction(experiment, minimum)`` over the reference catalog;
         ``unmatched_fraction(experiment)``: members that reached a minimum the reference
-        never found.
+        never found; ``basin_fraction_change(experiment, minimum)``, this dynamics' fraction
+        minus the reference's, with its paired standard error over the same members
+        (``basin_fraction_change_se``: the spread of each member's change of indicator, so
+        members both dynamics send to the minimum cancel).
     """
     labels = np.asarray(minimum_of_member)
     if labels.ndim != 2 or labels.shape[0] != len(catalog_maps) or len(experiments) != labels.shape[0]:
@@ -64,6 +67,7 @@ def compare_dynamics(
     n_members = labels.shape[1]
     fraction = np.stack([np.bincount(m[m >= 0], minlength=n_reference_minima) / n_members for m in mapped])
     unmatched = ((labels >= 0) & (mapped < 0)).mean(axis=1)
+    change, change_se = _paired_change(mapped, n_reference_minima)
     return xr.Dataset(
         {
             "agreement": ("experiment", agreement, variable_attrs("members reaching the reference's minimum")),
@@ -78,6 +82,10 @@ def compare_dynamics(
                 unmatched,
                 variable_attrs("members reaching a minimum outside the reference catalog"),
             ),
+            "basin_fraction_change": (("experiment", "minimum"), change,
+                                      variable_attrs("basin fraction minus the reference's, same members")),
+            "basin_fraction_change_se": (("experiment", "minimum"), change_se,
+                                         variable_attrs("paired standard error of basin_fraction_change")),
         },
         coords={
             "experiment": ("experiment", np.asarray(experiments, dtype=object), variable_attrs("experiment")),
@@ -85,3 +93,14 @@ def compare_dynamics(
         },
         attrs={"reference_experiment": experiments[0]},
     )
+
+
+def _paired_change(mapped, n_minima):
+    """Per experiment and reference minimum, the mean over members of the change of "reaches
+    it" from the reference (row 0) to the experiment, and its standard error over members."""
+    reaches = mapped[:, :, None] == np.arange(n_minima)[None, None, :]  # (experiment, member, minimum)
+    difference = reaches.astype(float) - reaches[:1].astype(float)
+    n_members = mapped.shape[1]
+    if n_members < 2:
+        return difference.mean(axis=1), np.full(difference.shape[::2], np.nan)
+    return difference.mean(axis=1), difference.std(axis=1, ddof=1) / np.sqrt(n_members)
