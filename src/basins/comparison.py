@@ -67,7 +67,7 @@ def compare_dynamics(
     n_members = labels.shape[1]
     fraction = np.stack([np.bincount(m[m >= 0], minlength=n_reference_minima) / n_members for m in mapped])
     unmatched = ((labels >= 0) & (mapped < 0)).mean(axis=1)
-    change, change_se = _paired_change(mapped, n_reference_minima)
+    change = fraction - fraction[:1]
     return xr.Dataset(
         {
             "agreement": ("experiment", agreement, variable_attrs("members reaching the reference's minimum")),
@@ -84,7 +84,7 @@ def compare_dynamics(
             ),
             "basin_fraction_change": (("experiment", "minimum"), change,
                                       variable_attrs("basin fraction minus the reference's, same members")),
-            "basin_fraction_change_se": (("experiment", "minimum"), change_se,
+            "basin_fraction_change_se": (("experiment", "minimum"), _paired_change_se(mapped, n_reference_minima),
                                          variable_attrs("paired standard error of basin_fraction_change")),
         },
         coords={
@@ -95,12 +95,12 @@ def compare_dynamics(
     )
 
 
-def _paired_change(mapped, n_minima):
-    """Per experiment and reference minimum, the mean over members of the change of "reaches
-    it" from the reference (row 0) to the experiment, and its standard error over members."""
-    reaches = mapped[:, :, None] == np.arange(n_minima)[None, None, :]  # (experiment, member, minimum)
-    difference = reaches.astype(float) - reaches[:1].astype(float)
+def _paired_change_se(mapped, n_minima):
+    """Per experiment and reference minimum, the standard error over members of the change of
+    "reaches it" from the reference (row 0) to the experiment."""
+    reaches = (mapped[:, :, None] == np.arange(n_minima)[None, None, :]).astype(float)  # (experiment, member, minimum)
+    difference = reaches - reaches[:1]
     n_members = mapped.shape[1]
     if n_members < 2:
-        return difference.mean(axis=1), np.full(difference.shape[::2], np.nan)
-    return difference.mean(axis=1), difference.std(axis=1, ddof=1) / np.sqrt(n_members)
+        return np.full(difference.shape[::2], np.nan)
+    return difference.std(axis=1, ddof=1) / np.sqrt(n_members)

@@ -166,9 +166,10 @@ def _data_seeds(graphs, experiments, seeds):
 
 def replicates_of(data_seeds: np.ndarray) -> str:
     """What the seeds of a group replicate, from each graph's training-set seed ``(experiment,
-    seed)`` (-1: no graph): nothing with one seed each, data draws and initialization when every experiment's seeds draw
-    distinct training sets, initialization alone when each experiment has one training set. The
-    latter compares those training sets' landscapes: a difference found then may be that draw's."""
+    seed)`` (-1: no graph): nothing with one seed each; data draws and initialization when every
+    experiment's seeds draw distinct training sets; initialization alone when each experiment
+    has one training set, which compares those training sets' landscapes: a difference found
+    then may be that draw's."""
     drawn = [row[row >= 0] for row in np.asarray(data_seeds)]
     if all(len(row) <= 1 for row in drawn):
         return "nothing: one seed per experiment"
@@ -211,8 +212,8 @@ def _pair_variables(experiments, pairs, values, n_params, alpha):
             if censored:
                 # A graph with one minimum or no transition state has no escape barrier; testing
                 # the others alone would select the graphs that have one.
-                verdict[row, column] = (_confounded(n_params[a], n_params[b]) if not matched[row] else
-                                        f"censored: {censored} graphs have no value (one minimum or no transition state)")
+                censored_verdict = f"censored: {censored} graphs have no value (one minimum or no transition state)"
+                verdict[row, column] = censored_verdict if matched[row] else _confounded(n_params[a], n_params[b])
                 continue
             difference[row, column] = second.mean() - first.mean()
             p_value[row, column], smallest[row, column] = permutation_p_value(first, second)

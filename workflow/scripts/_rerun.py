@@ -43,13 +43,13 @@ class CatalogRerun:
         self.catalog_loss = shards["loss"].values
         self.catalog_labels = self.minima["minimum_of_member"].sel(member=shards["member"]).values
 
-    def run(self, starts, **dynamics):
+    def run(self, starts, **overrides):
         """Final parameters, losses and statuses; runs that spend their budget are continued
-        to larger ones (``budget_factors``) before they are left undecided. ``dynamics``
-        replaces training options of the experiment's own (another dynamics, a tolerance)."""
+        to larger ones (``budget_factors``) before they are left undecided. ``overrides``
+        replace options of the experiment's training (a tighter ``grad_tol``)."""
         result = train_ensemble(
             self.arch, *self.data, starts, np.arange(len(starts)), budget_factors=self.budget_factors,
-            **{**self.train_options, **dynamics},
+            **{**self.train_options, **overrides},
         )
         final_theta, loss, status = (result[name].values for name in ("final_theta", "loss", "status"))
         counts = dict(zip(("converged", "budget", "diverged", "saddle"), np.bincount(status, minlength=len(STATUS_VALUES))))
