@@ -1,8 +1,11 @@
-# Figure rules, generated from one table: name -> the figure's named inputs (each a dataset the
-# figure function takes), its file stem (wildcards), its report category and optional params
-# (`figure`: another figure function drawn for it; `module`: a figures module other than
-# basins.figures; `title`). Rule figure_<name> draws results/figures/<name>/<stem>.{pdf,png}
-# with the caption workflow/report/<name>.rst. Adding a figure is one entry here.
+# Figure rules, generated from two tables. FIGURE_TABLE: name -> the figure's named inputs (each
+# a dataset the figure function takes), its file stem (wildcards), its report category and
+# optional params (`figure`: another figure function drawn for it; `module`: a figures module
+# other than basins.figures; `title`). FIGURE_SETS: figures of one stem drawn by one job, rule
+# figures_<set> (a job's imports cost more than drawing a figure, so the figures of one subject
+# share them); every other figure has its own rule figure_<name>. Either way the figure is
+# results/figures/<name>/<stem>.{pdf,png} with the caption workflow/report/<name>.rst. Adding
+# a figure is one entry in FIGURE_TABLE (and in a set, where it belongs to one).
 EXPERIMENT, RING = "{experiment}_seed{seed}", "{ring}_seed{seed}"
 FIGURE_TABLE = {
     "basin_sizes": dict(
@@ -168,29 +171,58 @@ FIGURE_TABLE = {
 }
 
 
-for figure_name, figure in FIGURE_TABLE.items():
+FIGURE_SETS = {
+    "basins": FIGURES,
+    "basin_geometry": BASIN_GEOMETRY_FIGURES,
+    "rings": RING_FIGURES,
+    "connectivity": ["disconnectivity", "barriers"],
+    "jamming": ["jamming", "jamming_gaps"],
+}
+FIGURE_JOBS = {f"figures_{name}": members for name, members in FIGURE_SETS.items()} | {
+    f"figure_{name}": [name]
+    for name in FIGURE_TABLE
+    if not any(name in members for members in FIGURE_SETS.values())
+}
+
+
+def figure_job(members):
+    """Inputs, outputs and params of the job that draws the figures ``members`` (one stem)."""
+    (stem,) = {FIGURE_TABLE[name]["stem"] for name in members}
+    inputs, modules, outputs, drawn = {}, set(), {}, {}
+    for name in members:
+        figure = FIGURE_TABLE[name]
+        for key, path in figure["inputs"].items():
+            if inputs.setdefault(key, path) != path:
+                raise ValueError(f"figure {name}: input {key!r} differs within its set")
+        params = figure.get("params", {})
+        modules.add(params.get("module", "figures"))
+        outputs[f"{name}_pdf"] = f"results/figures/{name}/{stem}.pdf"
+        outputs[f"{name}_png"] = report(
+            f"results/figures/{name}/{stem}.png",
+            caption=f"../report/{name}.rst",
+            category=figure["category"],
+        )
+        drawn[name] = dict(params, inputs=list(figure["inputs"]))
+    return inputs, sorted(modules), outputs, stem, drawn
+
+
+for job_name, members in FIGURE_JOBS.items():
+    inputs, modules, outputs, stem, drawn = figure_job(members)
 
     rule:
         name:
-            f"figure_{figure_name}"
+            job_name
         input:
-            **figure["inputs"],
-            code=code_dependencies(
-                "figure", modules=[figure.get("params", {}).get("module", "figures")]
-            ),
+            **inputs,
+            code=code_dependencies("figure", modules=modules),
         output:
-            pdf=f"results/figures/{figure_name}/{figure['stem']}.pdf",
-            png=report(
-                f"results/figures/{figure_name}/{figure['stem']}.png",
-                caption=f"../report/{figure_name}.rst",
-                category=figure["category"],
-            ),
+            **outputs,
         log:
-            f"logs/figure_{figure_name}/{figure['stem']}.log",
+            f"logs/{job_name}/{stem}.log",
         localrule: True
         conda:
             "../../envs/basins.yaml"
         params:
-            **figure.get("params", {}),
+            figures=drawn,
         script:
             "../scripts/figure.py"
