@@ -83,6 +83,16 @@ def interval(dataset, name, row):
         float(dataset[f"{name}_high"].sel(minimum=row))
 
 
+def assert_no_reentry(reach, row, n_rays=64):
+    """Reach exactly 0, its interval [0, the Wilson bound of 0 re-entering rays of n_rays, over p]:
+    no resample sees a re-entry, yet 0 of 64 rays does not rule out a few percent."""
+    assert int(reach["n_rays_reentering"].sel(minimum=row)) == 0
+    value, low, high = interval(reach, "reach", row)
+    z2 = 1.959963984540054**2
+    bound = z2 / (n_rays + z2) / float(reach["return_probability_at_members"].sel(minimum=row))
+    assert value == 0 and low == 0 and high == pytest.approx(min(1.0, bound), rel=1e-9)
+
+
 @pytest.mark.parametrize("n_params", [2, 12])
 def test_star_shapedness_ranks_the_ring_above_the_ball(n_params):
     """Ball: no segment leaves (convex). Ring: chords beyond ~61 degrees of arc leave the annulus
@@ -110,12 +120,12 @@ def test_local_thickness_ranks_the_ring_as_thinner(n_params):
 
 @pytest.mark.parametrize("n_params", [2, 12])
 def test_reach_ranks_the_ring_above_the_ball(n_params):
-    """No ray re-enters the convex ball: reach exactly 0. Rays re-enter the ring on its far side:
-    measured 0.36 [0.21, 0.54] in 2-D (20 of 64 rays re-enter), 0.31 [0.10, 0.64] in d = 12 (10)."""
+    """No ray re-enters the convex ball: reach exactly 0, interval up to the Wilson bound of 0 of
+    64 rays. Rays re-enter the ring on its far side: measured 0.36 [0.21, 0.54] in 2-D (20 of 64
+    rays re-enter), 0.31 [0.10, 0.64] in d = 12 (10), each above the ball's upper bound."""
     landscape, (_, _, reach, _) = shape_of(n_params)
     ball, ring = landscape.index("ball"), landscape.index("ring")
-    assert interval(reach, "reach", ball) == (0.0, 0.0, 0.0)
-    assert int(reach["n_rays_reentering"].sel(minimum=ball)) == 0
+    assert_no_reentry(reach, ball)
     ring_value, ring_low, ring_high = interval(reach, "reach", ring)
     assert ring_low > 0.05 and ring_low < ring_value < ring_high
     assert int(reach["n_rays_reentering"].sel(minimum=ring)) >= 5
@@ -129,7 +139,7 @@ def test_the_double_well_scores_as_compact(n_params):
     for row in range(2):
         value, _, high = interval(star, "leaving_fraction", row)
         assert value == 0 and high < 0.05
-        assert interval(reach, "reach", row) == (0.0, 0.0, 0.0)
+        assert_no_reentry(reach, row)
         assert float(thickness["median_thickness_ratio"].sel(minimum=row)) > ball_thickness
 
 

@@ -398,10 +398,11 @@ def measure_reach(  # long by its docstring: the estimator, its grid limits and 
             reason[row] = (f"{within.sum()} members within the ray radii, fewer than min_members={min_members}"
                            + (f" ({n_beyond[row]} beyond the largest radius)" if n_beyond[row] else ""))
             continue
-        bins = np.abs(distance[within, None] - radii[None, :]).argmin(axis=1)
+        positions = grid_positions(distance[within], radii)
         statistic = _reach_statistic(returned[row], head[row], known[row], len(radii))
         reach[row], low[row], high[row], p_mean[row], s_mean[row], reason[row] = _reach_with_interval(
-            statistic, ray_outcome.shape[1], bins, n_bootstrap=n_bootstrap, confidence=confidence, seed=[seed, row])
+            statistic, ray_outcome.shape[1], positions, n_bootstrap=n_bootstrap, confidence=confidence,
+            seed=[seed, row])
     return xr.Dataset(
         {
             "reach": _minimum_var(reach, "share of the basin at its members' distances that rays from the minimum "
@@ -436,21 +437,54 @@ def _ray_grid(ray_outcome, radii, probed_minima):
     return ray_outcome, radii, probed_minima
 
 
-def _reach_with_interval(statistic, n_rays, bins, *, n_bootstrap, confidence, seed):
-    """One minimum's reach, its bootstrap interval, mean p and S at the members, and why any is nan."""
+def grid_positions(distance: np.ndarray, radii: np.ndarray) -> np.ndarray:
+    """Fractional positions of ``distance`` on the grid ``radii``, linear in log radius.
+
+    Position ``k + w`` lies between ``radii[k]`` and ``radii[k + 1]``, a fraction ``w`` of the
+    way in log radius; distances outside the grid take the nearest end. A quantity known on
+    the grid is read at a distance by weighting its values at ``k`` and ``k + 1`` by ``1 - w``
+    and ``w`` (:func:`_grid_weights`), so a member between two radii is not moved onto either.
+    """
+    radii = np.asarray(radii, dtype=np.float64)
+    return np.interp(np.log(np.asarray(distance, dtype=np.float64)), np.log(radii), np.arange(len(radii)))
+
+
+def _grid_weights(positions, n_radii):
+    """Weight of every grid radius in reading a grid quantity at ``positions`` ``(..., member)``,
+    summed over members: ``(..., radius)``."""
+    lower = np.minimum(np.floor(positions).astype(np.int64), n_radii - 1)
+    upper_share = positions - lower
+    weights = np.zeros(positions.shape[:-1] + (n_radii,))
+    index = np.indices(positions.shape)[:-1]
+    np.add.at(weights, (*index, lower), 1.0 - upper_share)
+    np.add.at(weights, (*index, np.minimum(lower + 1, n_radii - 1)), upper_share)
+    return weights
+
+
+def _reach_with_interval(statistic, n_rays, positions, *, n_bootstrap, confidence, seed):
+    """One minimum's reach, its interval, mean p and S at the members, and why any is nan.
+
+    The interval is the percentile bootstrap's, widened where needed to the Wilson interval of
+    the re-entered share p - S as a proportion of ``n_rays``, divided by p: when no ray (or
+    every ray) re-enters, every resample agrees and the bootstrap interval has zero width,
+    though 0 of 64 rays allows a re-entered share of up to about 6 %.
+    """
     rays = np.arange(n_rays)
-    value, p_mean, s_mean = statistic(rays, bins, parts=True)
+    value, p_mean, s_mean = statistic(rays, positions, parts=True)
     if not np.isfinite(value):
         why = "no ray returns at the members' distances (more rays, or a finer grid)"
         return np.nan, np.nan, np.nan, p_mean, s_mean, why
     interval = stats.bootstrap(
-        (rays, bins), statistic, n_resamples=n_bootstrap, confidence_level=confidence,
+        (rays, positions), statistic, n_resamples=n_bootstrap, confidence_level=confidence,
         method="percentile", vectorized=True, axis=-1, rng=np.random.default_rng(seed),
     ).confidence_interval
-    reason = "measured"
     if not np.isfinite([interval.low, interval.high]).all():
         reason = "some bootstrap resamples have no ray returning at the members' distances: no interval"
-    return value, interval.low, interval.high, p_mean, s_mean, reason
+        return value, interval.low, interval.high, p_mean, s_mean, reason
+    share_low, share_high = (float(bound) for bound in wilson_interval((p_mean - s_mean) * n_rays, n_rays, _z(confidence)))
+    low = max(0.0, min(interval.low, share_low / p_mean))
+    high = min(1.0, max(interval.high, share_high / p_mean))
+    return value, low, high, p_mean, s_mean, "measured"
 
 
 def kaplan_meier_medians(radius: np.ndarray, observed: np.ndarray) -> np.ndarray:
@@ -544,15 +578,13 @@ def _reach_statistic(returned, head, known, n_radii):
     """``statistic(rays, bins)``: reach from ray indices and member grid bins (batched on axis -1)."""
     returned, head, known = (a.astype(np.float64) for a in (returned, head, known))
 
-    def statistic(rays, bins, axis=-1, parts=False):
-        rays, bins = np.asarray(rays), np.asarray(bins)
-        batch = rays.shape[:-1]
+    def statistic(rays, positions, axis=-1, parts=False):
+        rays, positions = np.asarray(rays), np.asarray(positions)
         with np.errstate(invalid="ignore", divide="ignore"):
             n_known = known[rays].sum(-2)  # (batch, radius)
             p = returned[rays].sum(-2) / n_known
             s = head[rays].sum(-2) / n_known
-        members = np.zeros(batch + (n_radii,))  # members per grid radius, per resample
-        np.add.at(members, (*np.indices(bins.shape)[:-1], bins), 1.0)
+        members = _grid_weights(positions, n_radii)  # members per grid radius, interpolated, per resample
         usable = n_known > 0
         weight = np.where(usable, members, 0.0)
         with np.errstate(invalid="ignore", divide="ignore"):

@@ -36,6 +36,7 @@ from basins.basin_shape import measure_local_thickness, measure_reach, measure_s
 from basins.io import variable_attrs
 from basins.labels import LEFT, RETURNED, UNDECIDED
 from basins.rays import Outcomes
+from basins.stats import wilson_interval
 
 
 def select_members(minimum_of_member: np.ndarray, minima: np.ndarray, n_per_minimum: int, *, seed) -> np.ndarray:
@@ -50,8 +51,11 @@ def far_return_probability(ray_outcome: np.ndarray, radii: np.ndarray, far_radiu
     """Return probability of the rays at radii >= ``far_radius``, with its standard error.
 
     Points of one ray are not independent, so each ray counts once: its share of decided far
-    points that return, averaged over the rays with any (standard error: their spread over
-    sqrt(rays)). Returns ``(p, p_se, reentry, reentry_se, n_rays)`` per minimum, ``reentry``
+    points that return, averaged over the rays with any. The standard error is their spread
+    over sqrt(rays), but never below the binomial one at the Agresti-Coull centre
+    ``(x + z^2/2) / (n + z^2)`` (a share in [0, 1] with mean p varies by at most p (1 - p)):
+    when no ray (or every ray) returns, the spread is 0, though 0 of 64 rays allows a few
+    percent. Returns ``(p, p_se, reentry, reentry_se, n_rays)`` per minimum, ``reentry``
     counting only returns after the ray had left the basin at a smaller radius.
     """
     far = np.asarray(radii) >= far_radius
@@ -67,10 +71,17 @@ def far_return_probability(ray_outcome: np.ndarray, radii: np.ndarray, far_radiu
     results = []
     for values in (per_ray, per_ray_reentry):
         mean = np.array([np.mean(v[np.isfinite(v)]) if np.isfinite(v).any() else np.nan for v in values])
-        se = np.array([np.std(v[np.isfinite(v)], ddof=1) / np.sqrt(n) if n > 1 else np.nan
-                       for v, n in zip(values, n_rays)])
-        results += [mean, se]
+        spread = np.array([np.std(v[np.isfinite(v)], ddof=1) / np.sqrt(n) if n > 1 else np.nan
+                           for v, n in zip(values, n_rays)])
+        results += [mean, np.fmax(spread, _binomial_se_floor(mean, n_rays))]
     return (*results, n_rays)
+
+
+def _binomial_se_floor(mean, n, z=1.96):
+    """Binomial standard error of ``mean`` over ``n`` trials at the Agresti-Coull centre; nan where n < 2."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        centre = (mean * n + z**2 / 2) / (n + z**2)
+        return np.where(n > 1, np.sqrt(centre * (1 - centre) / n), np.nan)
 
 
 # Over 80 lines only by its signature and numpydoc docstring (90 lines); the body is 58.
@@ -253,15 +264,30 @@ def _gated(eligible, values, long_name, **extra):
 
 def _far_variables(eligible, far, far_se, reentry, reentry_se, n_far_rays):
     gate = functools.partial(_gated, eligible)
-    return {
+    se_note = "spread over rays, never below the binomial standard error at the Agresti-Coull centre"
+    variables = {
         "far_return_probability": gate(far, "fraction of decided ray points beyond far_radius that return (each "
                                        "ray weighted once)", note="nan: see reason"),
-        "far_return_probability_se": gate(far_se, "standard error of far_return_probability (spread over rays)"),
+        "far_return_probability_se": gate(far_se, "standard error of far_return_probability", note=se_note),
         "far_reentry_probability": gate(reentry, "part of far_return_probability met after the ray had left the "
                                         "basin at a smaller radius"),
-        "far_reentry_probability_se": gate(reentry_se, "standard error of far_reentry_probability"),
+        "far_reentry_probability_se": gate(reentry_se, "standard error of far_reentry_probability", note=se_note),
         "n_far_rays": ("minimum", n_far_rays, variable_attrs("rays with a decided point beyond far_radius")),
     }
+    # Wilson intervals of the rays' count: not of zero width where no ray (or every ray) returns.
+    for name, mean in (("far_return_probability", far), ("far_reentry_probability", reentry)):
+        low, high = _wilson_of_rays(mean, n_far_rays)
+        variables[f"{name}_low"] = gate(low, f"lower end of the 95 % Wilson interval of {name} (rays as trials)")
+        variables[f"{name}_high"] = gate(high, f"upper end of the 95 % Wilson interval of {name}")
+    return variables
+
+
+def _wilson_of_rays(mean, n_rays):
+    """Wilson 95 % bounds of ``mean`` read as a proportion of ``n_rays`` trials; nan where there is none."""
+    low, high = np.full(len(mean), np.nan), np.full(len(mean), np.nan)
+    for row in np.flatnonzero(np.isfinite(mean) & (n_rays > 0)):
+        low[row], high[row] = wilson_interval(mean[row] * n_rays[row], int(n_rays[row]))
+    return low, high
 
 
 def _shape_variables(probed, reach, star, thickness):
