@@ -310,7 +310,7 @@ def _median_thickness_ratios(per_minimum, target, ratio, exit_radius, exit_obser
     return median, low, high
 
 
-# Over 80 lines only by its signature and numpydoc docstring (68 lines); the body is 45.
+# Over 80 lines only by its signature and numpydoc docstring (72 lines); the body is 46.
 def measure_reach(  # long by its docstring: the estimator, its grid limits and known answers
     member_distance: np.ndarray,
     minimum_of_member: np.ndarray,
@@ -357,7 +357,8 @@ def measure_reach(  # long by its docstring: the estimator, its grid limits and 
         Members (within the grid) a minimum needs; below it reach is nan with a reason.
     n_bootstrap, confidence, seed
         Percentile interval from a joint bootstrap (:func:`scipy.stats.bootstrap`) over the
-        minimum's rays and its members.
+        minimum's rays and its members, widened where needed to the Wilson interval of the
+        re-entered share p - S over p (:func:`_reach_with_interval`).
 
     Returns
     -------
@@ -371,12 +372,15 @@ def measure_reach(  # long by its docstring: the estimator, its grid limits and 
 
     Notes
     -----
+    p(d_i) and S(d_i) are read at each member's own distance, interpolated linearly in log
+    radius between the grid radii around it (:func:`grid_positions`).
+
     Known answers (``tests/test_basin_shape.py``, 64 rays to 1.1 times the farthest
-    member, 40 radii): 0 with interval [0, 0] on the planted ball and on the double well
-    (convex basins: no ray re-enters); 0.36 [0.21, 0.54] on the planted ring in 2-D and
-    0.31 [0.10, 0.64] in d = 12 (only rays whose in-plane part crosses the gap re-enter;
-    0.37 [0.10, 0.73] at d = 48). The old tentacle index
-    (:func:`basins.basin_geometry.tentacle_index`) gives the ball 0.95 and the ring 1.0
+    member, 40 radii): exactly 0 on the planted ball and on the double well (convex basins:
+    no ray re-enters), its interval [0, the Wilson bound of 0 of 64 rays over p]; 0.36
+    [0.21, 0.54] on the planted ring in 2-D and 0.31 [0.10, 0.64] in d = 12 (only rays whose
+    in-plane part crosses the gap re-enter; 0.37 [0.10, 0.73] at d = 48). The old tentacle
+    index (:func:`basins.basin_geometry.tentacle_index`) gives the ball 0.95 and the ring 1.0
     in d = 12, both 1.0 in d = 24.
     """
     ray_outcome, radii, probed_minima = _ray_grid(ray_outcome, radii, probed_minima)
@@ -481,7 +485,8 @@ def _reach_with_interval(statistic, n_rays, positions, *, n_bootstrap, confidenc
     if not np.isfinite([interval.low, interval.high]).all():
         reason = "some bootstrap resamples have no ray returning at the members' distances: no interval"
         return value, interval.low, interval.high, p_mean, s_mean, reason
-    share_low, share_high = (float(bound) for bound in wilson_interval((p_mean - s_mean) * n_rays, n_rays, _z(confidence)))
+    share = wilson_interval((p_mean - s_mean) * n_rays, n_rays, _z(confidence))
+    share_low, share_high = (float(bound) for bound in share)
     low = max(0.0, min(interval.low, share_low / p_mean))
     high = min(1.0, max(interval.high, share_high / p_mean))
     return value, low, high, p_mean, s_mean, "measured"
@@ -575,7 +580,8 @@ def _ray_states(outcome):
 
 
 def _reach_statistic(returned, head, known, n_radii):
-    """``statistic(rays, bins)``: reach from ray indices and member grid bins (batched on axis -1)."""
+    """``statistic(rays, positions)``: reach from ray indices and the members' fractional grid
+    positions (:func:`grid_positions`), batched on axis -1."""
     returned, head, known = (a.astype(np.float64) for a in (returned, head, known))
 
     def statistic(rays, positions, axis=-1, parts=False):
