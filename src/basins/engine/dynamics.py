@@ -312,7 +312,11 @@ class GradientFlow:
         accept &= ~rises
         cap = state.get("step_cap", torch.full_like(h[:, 0], float("inf")))
         state["step_cap"] = torch.where(rises, 0.5 * h[:, 0], torch.where(accept, 1.1 * cap, cap))
-        factor = (0.9 * error_norm.clamp_min(1e-10) ** -0.2).clamp(0.2, 5.0)
+        # error^-1/5 as exp(-log / 5), not pow: ATen computes the last, partial SIMD vector of an
+        # element-wise op with the scalar function, and on some CPUs (AVX2 AMD EPYC) scalar and
+        # vector pow round differently, so a member's step, hence its bits, would depend on its
+        # position in the chunk (shard invariance, tests/test_oscillators.py). exp and log agree.
+        factor = (0.9 * torch.exp(-0.2 * torch.log(error_norm.clamp_min(1e-10)))).clamp(0.2, 5.0)
         factor = torch.where(torch.isfinite(error_norm), factor, torch.full_like(factor, 0.2))
         factor = torch.where(accept, factor, factor.clamp_max(1.0))  # a rejected step never grows
         state["time"] = state["time"] + torch.where(accept, h[:, 0], 0.0)
