@@ -113,6 +113,9 @@ RING_FIGURES = [
     "ring_tentacles",
     "ring_basin_shape",
 ]
+CONNECTIVITY_FIGURES = ["disconnectivity", "barriers"]
+# Every sweep's; the test error or Cover's curve is added by the sweep's kind (jamming_figures).
+JAMMING_FIGURES = ["jamming", "jamming_gaps"]
 
 
 def check_experiments():
@@ -763,7 +766,7 @@ def jamming_figures():
     against Cover's count where a perceptron fits random patterns."""
     figures = []
     for name, sweep in JAMMING.items():
-        kinds = ["jamming", "jamming_gaps"]
+        kinds = list(JAMMING_FIGURES)
         if sweep["dataset"]["kind"] != "random_patterns":
             kinds.append("jamming_test_error")
         elif any(network["depth"] == 0 for network in sweep["networks"]):
@@ -822,7 +825,7 @@ def all_figures():
         + [
             f"results/figures/{figure}/{name}_seed{seed}.{ext}"
             for name, seed in connectivity_group_seeds()
-            for figure in ("disconnectivity", "barriers")
+            for figure in CONNECTIVITY_FIGURES
             for ext in ("pdf", "png")
         ]
         + [

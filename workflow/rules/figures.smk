@@ -175,8 +175,8 @@ FIGURE_SETS = {
     "basins": FIGURES,
     "basin_geometry": BASIN_GEOMETRY_FIGURES,
     "rings": RING_FIGURES,
-    "connectivity": ["disconnectivity", "barriers"],
-    "jamming": ["jamming", "jamming_gaps"],
+    "connectivity": CONNECTIVITY_FIGURES,
+    "jamming": JAMMING_FIGURES,
 }
 FIGURE_JOBS = {f"figures_{name}": members for name, members in FIGURE_SETS.items()} | {
     f"figure_{name}": [name]
