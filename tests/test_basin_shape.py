@@ -27,6 +27,7 @@ from basins.labels import LEFT, RETURNED, UNDECIDED
 from basins.landscapes.planted import ball_and_ring, double_well
 from basins.rays import kaplan_meier_median, probe_rays
 from basins.reruns import outcomes_of
+from shape_checks import assert_no_reentry, interval
 
 N_STARTS = 400  # about 80 members each in the ball and the ring (fractions 0.2)
 N_THICKNESS_MEMBERS = 30  # members per basin probed for local thickness (16 rays each)
@@ -76,21 +77,6 @@ def shape_of(n_params, landscape="ball_and_ring"):
     planted = ball_and_ring(n_params) if landscape == "ball_and_ring" else double_well(n_params)
     names = ("ball", "ring") if landscape == "ball_and_ring" else ("right", "left")
     return planted, measure_shape(planted, names, functools.partial(known_outcomes, planted))
-
-
-def interval(dataset, name, row):
-    return float(dataset[name].sel(minimum=row)), float(dataset[f"{name}_low"].sel(minimum=row)), \
-        float(dataset[f"{name}_high"].sel(minimum=row))
-
-
-def assert_no_reentry(reach, row, n_rays=64):
-    """Reach exactly 0, its interval [0, the Wilson bound of 0 re-entering rays of n_rays, over p]:
-    no resample sees a re-entry, yet 0 of 64 rays does not rule out a few percent."""
-    assert int(reach["n_rays_reentering"].sel(minimum=row)) == 0
-    value, low, high = interval(reach, "reach", row)
-    z2 = 1.959963984540054**2
-    bound = z2 / (n_rays + z2) / float(reach["return_probability_at_members"].sel(minimum=row))
-    assert value == 0 and low == 0 and high == pytest.approx(min(1.0, bound), rel=1e-9)
 
 
 @pytest.mark.parametrize("n_params", [2, 12])

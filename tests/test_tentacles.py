@@ -18,6 +18,7 @@ from basins.labels import LEFT, RETURNED
 from basins.landscapes.planted import ball_and_ring, double_well
 from basins.rays import probe_rays
 from basins.tentacles import far_return_probability, measure_tentacles, select_members
+from shape_checks import assert_no_reentry, interval
 
 N_STARTS = 400  # about 80 members each in the ball and the ring (fractions 0.2)
 
@@ -46,23 +47,12 @@ def tentacles_of(n_params, landscape="ball_and_ring", seed=0):
                                       seed=seed)
 
 
-def values(dataset, name, row):
-    return tuple(float(dataset[f"{name}{suffix}"].sel(minimum=row)) for suffix in ("", "_low", "_high"))
-
-
-def assert_no_reentry(tentacles, row):
-    """Reach 0 with interval [0, high]: no ray re-enters, and 0 of 64 rays bounds it from above
-    only by the Wilson bound over p (tests/test_basin_shape.py checks the bound exactly)."""
-    value, low, high = values(tentacles, "reach", row)
-    assert value == 0 and low == 0 and 0 < high < 0.25
-
-
 def difference_excludes_zero(dataset, name, tentacled, compact, confidence=0.95):
     """Whether the interval of (tentacled - compact), from the two percentile intervals as normal
     standard errors, excludes 0 on the tentacled side."""
     z = 1.959963984540054
-    t, t_low, t_high = values(dataset, name, tentacled)
-    c, c_low, c_high = values(dataset, name, compact)
+    t, t_low, t_high = interval(dataset, name, tentacled)
+    c, c_low, c_high = interval(dataset, name, compact)
     se = np.hypot((t_high - t_low) / (2 * z), (c_high - c_low) / (2 * z)) if np.isfinite(c_high) else np.inf
     return (t - c) - z * se > 0 if name != "median_thickness_ratio" else (c - t) - z * se > 0
 
@@ -105,9 +95,9 @@ def test_at_the_default_studys_settings_star_shapedness_and_far_reentry_still_te
     tentacles = measure_tentacles(rays, fraction, distance, label, starts, planted.minima[label], outcomes,
                                   seed=seed, **tentacle_config)
     ball, ring = rows
-    assert values(tentacles, "leaving_fraction", ring)[1] > values(tentacles, "leaving_fraction", ball)[2]
+    assert interval(tentacles, "leaving_fraction", ring)[1] > interval(tentacles, "leaving_fraction", ball)[2]
     assert float(tentacles["far_reentry_probability"].sel(minimum=ball)) == 0
-    assert values(tentacles, "far_reentry_probability", ring)[1] > 0
+    assert interval(tentacles, "far_reentry_probability", ring)[1] > 0
 
 
 @pytest.mark.parametrize("n_params", [2, 12])
@@ -116,21 +106,21 @@ def test_every_statistic_ranks_the_ring_as_tentacled(n_params):
     ball, ring = landscape.index("ball"), landscape.index("ring")
     assert (tentacles["reason"].values == "measured").all()
     # star-shapedness: no segment leaves the convex ball; chords leave the annulus
-    assert values(tentacles, "leaving_fraction", ball)[0] == 0
-    assert values(tentacles, "leaving_fraction", ring)[1] > values(tentacles, "leaving_fraction", ball)[2]
+    assert interval(tentacles, "leaving_fraction", ball)[0] == 0
+    assert interval(tentacles, "leaving_fraction", ring)[1] > interval(tentacles, "leaving_fraction", ball)[2]
     # reach: exactly 0 for the ball (no ray re-enters; its interval reaches up to what 0 of 64
     # rays allows); the ring's interval excludes 0
     assert_no_reentry(tentacles, ball)
-    assert values(tentacles, "reach", ring)[1] > 0.03
+    assert interval(tentacles, "reach", ring)[1] > 0.03
     # local thickness: the ring is thinner than it is far from its minimum, and thinner than the ball
-    assert values(tentacles, "median_thickness_ratio", ring)[0] < 0.3
+    assert interval(tentacles, "median_thickness_ratio", ring)[0] < 0.3
     assert difference_excludes_zero(tentacles, "median_thickness_ratio", ring, ball)
     # far out (beyond the shell distance) only the ring is met after the ray had left it: the
     # ball's 0 has an interval reaching up to what 0 of its rays allows, the ring's excludes 0
-    ball_reentry, ball_low, ball_high = values(tentacles, "far_reentry_probability", ball)
+    ball_reentry, ball_low, ball_high = interval(tentacles, "far_reentry_probability", ball)
     assert ball_reentry == 0 and ball_low == 0 and ball_high > 0
     assert float(tentacles["far_reentry_probability_se"].sel(minimum=ball)) > 0
-    assert values(tentacles, "far_reentry_probability", ring)[1] > 0
+    assert interval(tentacles, "far_reentry_probability", ring)[1] > 0
 
 
 def test_in_two_dimensions_only_the_ring_is_met_beyond_the_shell():
@@ -150,11 +140,11 @@ def test_in_two_dimensions_only_the_ring_is_met_beyond_the_shell():
 def test_the_double_well_scores_as_compact(n_params):
     _, tentacles = tentacles_of(n_params, "double_well")
     for row in range(2):
-        assert values(tentacles, "leaving_fraction", row)[0] == 0
-        assert values(tentacles, "leaving_fraction", row)[2] < 0.15
+        assert interval(tentacles, "leaving_fraction", row)[0] == 0
+        assert interval(tentacles, "leaving_fraction", row)[2] < 0.15
         assert_no_reentry(tentacles, row)
         assert float(tentacles["far_reentry_probability"].sel(minimum=row)) == 0
-        assert values(tentacles, "median_thickness_ratio", row)[1] > 1  # thicker than it is far
+        assert interval(tentacles, "median_thickness_ratio", row)[1] > 1  # thicker than it is far
 
 
 def test_the_old_index_does_not_tell_them_apart_in_high_dimension():
