@@ -119,7 +119,11 @@ def test_every_statistic_ranks_the_ring_as_tentacled(n_params):
     # ball's 0 has an interval reaching up to what 0 of its rays allows, the ring's excludes 0
     ball_reentry, ball_low, ball_high = interval(tentacles, "far_reentry_probability", ball)
     assert ball_reentry == 0 and ball_low == 0 and ball_high > 0
-    assert float(tentacles["far_reentry_probability_se"].sel(minimum=ball)) > 0
+    # 0 of n rays: the standard error is the binomial one at the Agresti-Coull centre (z^2/2) / (n + z^2)
+    n, z2 = int(tentacles["n_far_rays"].sel(minimum=ball)), 1.96**2
+    centre = z2 / 2 / (n + z2)
+    assert float(tentacles["far_reentry_probability_se"].sel(minimum=ball)) == pytest.approx(
+        np.sqrt(centre * (1 - centre) / n), rel=1e-12)
     assert interval(tentacles, "far_reentry_probability", ring)[1] > 0
 
 
