@@ -47,23 +47,44 @@ def test_train_size_grid_is_log_spaced_distinct_integers():
         train_size_grid(5, 5, 3)
 
 
-def test_the_prefix_objective_is_each_members_own_mean_loss(random_pool):
+@pytest.mark.parametrize("loss", ["quadratic_hinge", "hinge", "cross_entropy", "mse"])
+def test_the_prefix_objective_is_each_members_own_mean_loss(random_pool, loss):
     arch = Architecture(6, 1, 1, 4, "relu")
     x, y = (torch.as_tensor(a, dtype=torch.float64) for a in random_pool[:2])
     theta = torch.as_tensor(initial_parameters(arch, np.arange(3), seed=0, init="kaiming"))
     sizes = torch.tensor([5, 80, 17])
-    objective = PrefixObjective(arch, x, y, sizes, "quadratic_hinge", 1.0)
-    loss, grad = objective(theta, None)
+    objective = PrefixObjective(arch, x, y, sizes, loss, 1.0, l2=0.01)
+    loss_values, grad = objective(theta, None)
     for row, size in enumerate(sizes.tolist()):
         alone = theta[row : row + 1].clone().requires_grad_(True)
-        expected = sample_losses(forward(alone, x[:size], arch), y[:size], loss="quadratic_hinge").mean()
+        expected = sample_losses(forward(alone, x[:size], arch), y[:size], loss=loss).mean()
+        expected = expected + 0.005 * (alone * alone).sum()
         expected.backward()
-        torch.testing.assert_close(loss[row], expected.detach())
-        torch.testing.assert_close(grad[row], alone.grad[0])
+        torch.testing.assert_close(loss_values[row], expected.detach(), rtol=1e-12, atol=0)
+        torch.testing.assert_close(grad[row], alone.grad[0], rtol=1e-10, atol=1e-14)
     # Restricted to some members, the pool is cut to their largest prefix.
     subset = objective.restricted_to(torch.tensor([2, 0]))
     assert len(subset.y) == 17
-    torch.testing.assert_close(subset(theta[[2, 0]], None)[0], loss[[2, 0]])
+    torch.testing.assert_close(subset(theta[[2, 0]], None)[0], loss_values[[2, 0]], rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("loss", ["quadratic_hinge", "cross_entropy"])
+def test_the_prefix_objective_with_a_pool_per_member_and_several_classes_equals_autograd(loss):
+    """Each member its own pool (Cover's calibration) and three outputs (class indices): the
+    hand-derived pass equals autograd of member_losses."""
+    arch = Architecture(5, 3, 2, 3, "tanh")
+    generator = torch.Generator().manual_seed(4)
+    x = torch.randn(4, 30, 5, dtype=torch.float64, generator=generator)
+    y = torch.randint(0, 3, (4, 30), generator=generator)
+    theta = torch.as_tensor(initial_parameters(arch, np.arange(4), seed=2, init="gaussian"))
+    objective = PrefixObjective(arch, x, y, torch.tensor([30, 4, 11, 19]), loss, 1.0, l2=0.003)
+    loss_values, grad = objective(theta, None)
+    for row in range(4):
+        alone = theta[row : row + 1].clone().requires_grad_(True)
+        expected = objective.restricted_to(torch.tensor([row])).member_losses(alone)[0]
+        expected.backward()
+        torch.testing.assert_close(loss_values[row], expected.detach(), rtol=1e-12, atol=0)
+        torch.testing.assert_close(grad[row], alone.grad[0], rtol=1e-10, atol=1e-14)
 
 
 def test_far_below_the_transition_every_point_is_fitted_and_far_above_some_stay_unsatisfied(random_pool):

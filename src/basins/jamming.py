@@ -20,6 +20,7 @@ step budget ran out is continued to larger budgets and otherwise undecided, what
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 from collections.abc import Sequence
@@ -31,10 +32,10 @@ import xarray as xr
 from basins.engine.checkpoints import fingerprint_arrays
 from basins.engine.descent import descend, descent_dataset, merge_continued, with_final_losses
 from basins.engine.devices import TORCH_DTYPES, resolve_device
-from basins.engine.dynamics import energy_and_gradient
 from basins.io import variable_attrs
 from basins.jamming_transition import transition_bracket
 from basins.labels import BUDGET, CONVERGED, DIVERGED, PHASE_MEANINGS, PHASE_VALUES, SAT, STUCK, UNDECIDED_PHASE, UNSAT
+from basins.landscapes.fused_mlp import LabelFactors, Workspace, loss_and_gradient
 from basins.landscapes.losses import check_loss, l2_penalty, margins, sample_losses
 from basins.landscapes.networks import Architecture, forward
 from basins.landscapes.objective import data_tensors, network_chunk_size
@@ -56,6 +57,8 @@ class PrefixObjective:
     loss: str
     margin: float
     l2: float = 0.0
+    # Scratch buffers of the fused pass, shared by the restricted copies (one run at a time).
+    workspace: Workspace = dataclasses.field(default_factory=Workspace, compare=False, repr=False)
 
     def restricted_to(self, rows: torch.Tensor) -> PrefixObjective:
         n_train = self.n_train[rows]
@@ -80,9 +83,19 @@ class PrefixObjective:
         return per_sample.sum(1) / self.n_train.to(theta.dtype) + l2_penalty(theta, self.l2)
 
     def __call__(self, theta, batch):
+        """Loss and gradient of :meth:`member_losses` by the hand-derived pass of
+        :mod:`basins.landscapes.fused_mlp` (each member's mean over its own prefix as a weighted
+        sum over the pool), equal to autograd of :meth:`member_losses` to round-off."""
         if batch is not None:
             raise ValueError("the jamming sweep trains full batch; minibatch dynamics are not supported")
-        return energy_and_gradient(self.member_losses, theta)
+        return loss_and_gradient(
+            theta, self.x, self.arch, self._labels, margin=self.margin, l2=self.l2, workspace=self.workspace
+        )
+
+    @functools.cached_property
+    def _labels(self) -> LabelFactors:
+        weights = self.inside().to(self.x.dtype) / self.n_train.to(self.x.dtype).unsqueeze(1)
+        return LabelFactors(self.arch, self.y, self.loss, 1.0, self.x.dtype, sample_weights=weights)
 
 
 @dataclasses.dataclass(frozen=True)

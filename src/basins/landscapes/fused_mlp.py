@@ -46,7 +46,7 @@ class FusedMLPObjective:
             raise ValueError(f"beta={beta}: the inverse temperature must be positive")
         self.arch, self.x, self.y = arch, x, y
         self.loss, self.margin, self.l2, self.beta = loss, margin, l2, beta
-        self.shared = _LabelFactors(arch, y, loss, beta, x.dtype)
+        self.shared = LabelFactors(arch, y, loss, beta, x.dtype)
         self.workspace = Workspace()
 
     def __call__(self, theta: torch.Tensor, batch: torch.Tensor | None = None):
@@ -54,28 +54,47 @@ class FusedMLPObjective:
             return loss_and_gradient(
                 theta, self.x, self.arch, self.shared, margin=self.margin, l2=self.l2, workspace=self.workspace
             )
-        labels = _LabelFactors(self.arch, self.y[batch], self.loss, self.beta, self.x.dtype)
+        labels = LabelFactors(self.arch, self.y[batch], self.loss, self.beta, self.x.dtype)
         return loss_and_gradient(
             theta, self.x[batch], self.arch, labels, margin=self.margin, l2=self.l2, workspace=self.workspace
         )
 
 
-class _LabelFactors:
-    """Labels ``(sample,)`` or ``(member, sample)`` as the loss's backward pass uses them."""
+class LabelFactors:
+    """Labels ``(sample,)`` or ``(member, sample)`` as the loss's backward pass uses them.
 
-    def __init__(self, arch, y, loss, beta, dtype):
+    The loss is the mean over samples, or, where ``sample_weights (member, sample)`` is given,
+    each member's weighted sum (rows summing to one, zero for samples outside a member's
+    training set: :class:`basins.jamming.PrefixObjective`'s nested training sets).
+    """
+
+    def __init__(self, arch, y, loss, beta, dtype, sample_weights=None):
         self.loss, self.beta, self.n_samples = loss, beta, y.shape[-1]
+        self.sample_weights = sample_weights
         if arch.n_outputs == 1:
             self.y = y  # +-1
             # d loss / d output of the mean over samples, up to the loss's own factor:
             # mse (f - y) / n; hinges and cross-entropy -y / n times their derivative in the margin.
-            self.minus_y_over_n = -y / self.n_samples
+            self.minus_y_over_n = self.per_sample(-y)
             self.minus_beta_y = -beta * y
         else:
             classes = torch.arange(arch.n_outputs, device=y.device)
             self.index = y.unsqueeze(-2)  # (..., 1, sample)
             self.is_true = classes[:, None] == self.index  # (..., class, sample)
             self.one_hot = self.is_true.to(dtype)
+
+    def per_sample(self, values):
+        """``values (..., sample)`` times each sample's weight in the mean: 1 / n, or its weight."""
+        if self.sample_weights is None:
+            return values / self.n_samples
+        weights = self.sample_weights if values.dim() < 3 else self.sample_weights.unsqueeze(-2)
+        return values * weights
+
+    def mean(self, sample_loss):
+        """The mean ``(member,)`` of ``sample_loss (member, sample)`` over each member's samples."""
+        if self.sample_weights is None:
+            return sample_loss.mean(-1)
+        return (sample_loss * self.sample_weights).sum(-1)
 
 
 def loss_and_gradient(theta, x, arch, labels, *, margin, l2, workspace=None):
@@ -102,7 +121,7 @@ def loss_and_gradient(theta, x, arch, labels, *, margin, l2, workspace=None):
             pre_activations.append(pre)
             inputs.append(_activate(pre, arch.activation, workspace, layer))
     sample_loss, delta = _loss_head(output, labels, margin, theta.dtype)
-    losses = sample_loss.mean(-1)
+    losses = labels.mean(sample_loss)
     # Backward, output layer to first: delta is d loss / d pre-activation, (member, unit, sample).
     grads = [None] * (2 * n_layers)
     for layer in reversed(range(n_layers)):
@@ -197,12 +216,12 @@ _NARROW = 4
 
 def _loss_head(output, labels, margin, dtype):
     """Per-sample losses ``(member, sample)`` and d mean-loss / d output ``(member, output, sample)``."""
-    loss, beta, n = labels.loss, labels.beta, labels.n_samples
+    loss, beta = labels.loss, labels.beta
     if output.shape[1] == 1:
         f = output[:, 0]
         if loss == "mse":
             residual = f - labels.y
-            return 0.5 * residual**2, (residual / n).unsqueeze(1)
+            return 0.5 * residual**2, labels.per_sample(residual).unsqueeze(1)
         if loss == "cross_entropy":
             # softplus(-beta y f) / beta; its derivative in f is -y sigmoid(-beta y f), beta cancels.
             z = labels.minus_beta_y * f
@@ -219,12 +238,12 @@ def _loss_head(output, labels, margin, dtype):
     one_hot = labels.one_hot
     if loss == "mse":
         residual = output - one_hot
-        return 0.5 * (residual**2).sum(1), residual / n
+        return 0.5 * (residual**2).sum(1), labels.per_sample(residual)
     if loss == "cross_entropy":
         scaled = beta * output
         true = scaled.gather(1, labels.index.expand(output.shape[0], 1, -1))[:, 0]
         sample_loss = (torch.logsumexp(scaled, 1) - true) / beta
-        return sample_loss, (torch.softmax(scaled, 1) - one_hot) / n
+        return sample_loss, labels.per_sample(torch.softmax(scaled, 1) - one_hot)
     # Crammer-Singer margin: the true output minus the largest other; autograd splits the
     # gradient of a max evenly between tied outputs, and so does this.
     true = output.gather(1, labels.index.expand(output.shape[0], 1, -1))
@@ -238,5 +257,5 @@ def _loss_head(output, labels, margin, dtype):
     else:
         active = torch.relu(shortfall)
         sample_loss, slope = 0.5 * active**2, -active
-    delta = (slope / n).unsqueeze(1) * (one_hot - tied / tied.sum(1, keepdim=True))
+    delta = labels.per_sample(slope).unsqueeze(1) * (one_hot - tied / tied.sum(1, keepdim=True))
     return sample_loss, delta
