@@ -5,7 +5,7 @@ import pytest
 
 from basins.basin_geometry import analyze_basins
 from basins.landscapes.symmetry import nearest_image_distance
-from basins.stats import spearman_with_error, wilson_interval
+from basins.stats import binomial_standard_error, spearman_with_error, wilson_interval
 
 
 def test_fractions_and_unassigned_sum_to_one(hand_built_minima):
@@ -30,6 +30,15 @@ def test_wilson_interval_brackets_the_estimate_and_stays_in_the_unit_interval():
     assert (low <= p).all() and (p <= high).all() and (low >= 0).all() and (high <= 1).all()
     # Known value: 50 of 100 at z = 1.96 gives (0.4038, 0.5962).
     assert low[2] == pytest.approx(0.4038, abs=1e-4) and high[2] == pytest.approx(0.5962, abs=1e-4)
+
+
+def test_the_binomial_standard_error_is_never_zero_and_tends_to_the_plain_one():
+    n = np.array([64, 64, 10_000, 1])
+    se = binomial_standard_error(np.array([0.0, 1.0, 0.3, 0.5]), n)
+    centre = 1.96**2 / 2 / (64 + 1.96**2)  # 0 of 64 at the Wilson centre
+    assert se[0] == pytest.approx(np.sqrt(centre * (1 - centre) / 64), rel=1e-12) and se[1] == pytest.approx(se[0])
+    assert se[2] == pytest.approx(np.sqrt(0.3 * 0.7 / 10_000), rel=1e-3)
+    assert np.isnan(se[3])  # one trial: no standard error
 
 
 def test_rank_correlation_of_a_monotone_relation_is_one():

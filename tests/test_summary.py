@@ -49,6 +49,19 @@ def test_good_and_bad_are_the_extremes_among_minima_with_enough_members():
     assert float(summary["trace_vs_test_error"][0]) == pytest.approx(1.0)
 
 
+def test_the_good_bad_difference_reads_the_intervals_at_their_file_s_confidence():
+    """The same intervals stored as 90 % ones: the difference's standard error is larger by
+    z_0.975 / z_0.95, and each minimum's reported interval is a 95 % one built from it."""
+    basins = basins_of([0.3, 0.1, 0.2, 0.4])
+    tentacles = tentacles_of([0, 1], [40, 30], [0.3, 0.25], [0.2, 0.7])
+    at_95, at_90 = (summarize_study(["a/seed1"], [basins], [files], [FLATNESS])
+                    for files in (tentacles, tentacles.assign_attrs(confidence=0.9)))
+    widths = [float(summary["reach_difference_high"][0] - summary["reach_difference_low"][0]) for summary in (at_95, at_90)]
+    assert widths[1] / widths[0] == pytest.approx(1.959963984540054 / 1.6448536269514722)
+    assert float(at_90["good_reach_high"][0] - at_90["good_reach"][0]) == pytest.approx(0.05 * 1.959963984540054 / 1.6448536269514722)
+    assert float(at_95["good_reach_high"][0] - at_95["good_reach"][0]) == pytest.approx(0.05)  # stored, as it is
+
+
 def test_unmatched_basins_get_no_stratified_difference():
     basins = basins_of([0.3, 0.1, 0.2, 0.4])
     tentacles = tentacles_of([0, 1], [40, 30], [0.6, 0.05], [0.2, 0.7])  # a factor 12 apart

@@ -32,7 +32,7 @@ import xarray as xr
 
 from basins.io import variable_attrs
 from basins.stats import UNDECIDED_VERDICT, pool_replicates, spearman_fisher_z, verdict
-from basins.summary import SHAPE_STATISTICS, Z_95, shape_with_interval
+from basins.summary import SHAPE_STATISTICS, shape_standard_error
 
 #: Each statistic: (x variable, y variable, member-weighted, the sign the hypothesis expects).
 STATISTICS = {
@@ -360,8 +360,9 @@ def good_bad_shape(
     the training set and have at least ``min_members`` members (and the tentacle stage's own
     ``min_members``). The pair enters only when their basin fractions differ by at most
     ``match_factor``: a difference between a large and a small basin would confound shape with
-    size. Each difference comes with the standard error of the two statistics' 95 % intervals
-    (``measure_tentacles``: bootstraps over rays and members, binomial errors) in quadrature.
+    size. Each difference comes with the two statistics' standard errors in quadrature
+    (:func:`basins.summary.shape_standard_error`: stored, or from ``measure_tentacles``'
+    intervals at their own confidence).
     Returns ``({statistic: (difference, standard error)}, "")`` or ``({}, reason)``.
     """
     probed = tentacles["minimum"].values
@@ -382,10 +383,8 @@ def good_bad_shape(
                     f"{fraction[bad]:.3g}: a factor {max(ratio, 1 / ratio):.3g}, above {match_factor:g})")
     differences = {}
     for stat, (kind_of_error, _) in SHAPE_STATISTICS.items():
-        (g, g_low, g_high), (b, b_low, b_high) = (
-            shape_with_interval(tentacles, stat, kind_of_error, index) for index in (good, bad)
-        )
-        differences[stat] = (g - b, float(np.hypot(g_high - g_low, b_high - b_low) / (2 * Z_95)))
+        (g, b), standard_errors = shape_standard_error(tentacles, stat, kind_of_error, np.array([good, bad]))
+        differences[stat] = (float(g - b), float(np.hypot(*standard_errors)))
     return differences, ""
 
 

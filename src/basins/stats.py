@@ -17,6 +17,15 @@ def wilson_interval(successes: np.ndarray, n: int, z: float = 1.96) -> tuple[np.
     return np.clip(centre - half, 0.0, p), np.clip(centre + half, p, 1.0)
 
 
+def binomial_standard_error(p: np.ndarray, n: np.ndarray, z: float = 1.96) -> np.ndarray:
+    """Binomial standard error of a proportion ``p`` of ``n`` trials, taken at the centre of its
+    Wilson interval (Agresti-Coull), so it is never 0 at p = 0 or 1; nan where n < 2."""
+    p, n = np.asarray(p, dtype=np.float64), np.asarray(n, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        centre = (p * n + z**2 / 2) / (n + z**2)
+        return np.where(n > 1, np.sqrt(centre * (1 - centre) / n), np.nan)
+
+
 def spearman_with_error(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     """Spearman's rank correlation and its standard error 1.03 / sqrt(n - 3) (Fieller et al. 1957)."""
     rho, n = _finite_spearman(a, b)

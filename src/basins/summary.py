@@ -222,7 +222,7 @@ def _qualifying_minima(basins, tentacles):
         badness[-1] = badness[-1] / badness[-1].max()
         log_fraction.append(np.log(tentacle["basin_fraction"].values[rows]))
         for name, (kind_of_error, _) in SHAPE_STATISTICS.items():
-            value, se = _with_standard_error(tentacle, name, kind_of_error, rows)
+            value, se = shape_standard_error(tentacle, name, kind_of_error, rows)
             values[name].append(value)
             errors[name].append(se)
     join = lambda parts: np.concatenate(parts) if parts else np.zeros(0)  # noqa: E731
@@ -230,7 +230,7 @@ def _qualifying_minima(basins, tentacles):
             {name: join(parts) for name, parts in errors.items()}, join(badness), join(log_fraction))
 
 
-def _with_standard_error(tentacle, stat, kind_of_error, rows):
+def shape_standard_error(tentacle: xr.Dataset, stat: str, kind_of_error: str, rows: np.ndarray) -> tuple:
     """A statistic at the given rows and its standard error: stored, or half its interval's width over
     the normal quantile of the file's ``confidence`` (nan where not measured)."""
     if stat not in tentacle:
@@ -312,21 +312,20 @@ def _summarize_one(basins, tentacles, match_factor):
         reason = (f"{len(rows)} probed minima with >= min_members={minimum} members; need two of different test "
                   "error")
         return row | shape | {"shape_reason": reason}
-    for kind, index in (("good", rows[np.argmin(test_error)]), ("bad", rows[np.argmax(test_error)])):
+    good, bad = rows[np.argmin(test_error)], rows[np.argmax(test_error)]
+    for kind, index in (("good", good), ("bad", bad)):
         shape[f"{kind}_test_error"] = float(basins["test_error"].sel(minimum=tentacles["minimum"].values[index]))
         shape[f"{kind}_basin_fraction"] = float(tentacles["basin_fraction"][index])
         shape[f"{kind}_old_tentacle_fraction"] = float(tentacles["old_tentacle_fraction"][index])
         for stat, (kind_of_error, _) in SHAPE_STATISTICS.items():
-            value, low, high = shape_with_interval(tentacles, stat, kind_of_error, index)
+            value, low, high = _shape_with_interval(tentacles, stat, kind_of_error, index)
             shape[f"{kind}_{stat}"], shape[f"{kind}_{stat}_low"], shape[f"{kind}_{stat}_high"] = value, low, high
     shape["basin_fraction_log_ratio"] = np.log(shape["good_basin_fraction"] / shape["bad_basin_fraction"])
     shape["matched"] = float(abs(shape["basin_fraction_log_ratio"]) <= np.log(match_factor))
     for stat in SHAPE_STATISTICS:
-        good, bad = shape[f"good_{stat}"], shape[f"bad_{stat}"]
-        se = np.hypot(*[(shape[f"{kind}_{stat}_high"] - shape[f"{kind}_{stat}_low"]) / (2 * Z_95)
-                        for kind in ("good", "bad")])
+        se = np.hypot(*shape_standard_error(tentacles, stat, SHAPE_STATISTICS[stat][0], np.array([good, bad]))[1])
         with np.errstate(invalid="ignore"):
-            difference = good - bad
+            difference = shape[f"good_{stat}"] - shape[f"bad_{stat}"]
         shape[f"{stat}_difference"] = difference
         shape[f"{stat}_difference_low"], shape[f"{stat}_difference_high"] = difference - Z_95 * se, difference + Z_95 * se
         shape[f"{stat}_difference_matched"] = difference if shape["matched"] else np.nan
@@ -335,12 +334,13 @@ def _summarize_one(basins, tentacles, match_factor):
                           "compare with matched_difference"}
 
 
-def shape_with_interval(tentacles: xr.Dataset, stat: str, kind_of_error: str, index: int) -> tuple[float, float, float]:
-    """A probed minimum's shape statistic with its 95 % interval (nan where not measured)."""
+def _shape_with_interval(tentacles: xr.Dataset, stat: str, kind_of_error: str, index: int) -> tuple[float, float, float]:
+    """A probed minimum's shape statistic with its 95 % interval (nan where not measured): the stored
+    interval where the file's are 95 % ones (Wilson and bootstrap intervals are not symmetric),
+    else value +- 1.96 standard errors (:func:`shape_standard_error`)."""
     if stat not in tentacles:
         return np.nan, np.nan, np.nan
-    value = float(tentacles[stat][index])
-    if kind_of_error == "se":
-        se = float(tentacles[f"{stat}_se"][index])
-        return value, value - Z_95 * se, value + Z_95 * se
-    return value, float(tentacles[f"{stat}_low"][index]), float(tentacles[f"{stat}_high"][index])
+    if kind_of_error != "se" and float(tentacles.attrs.get("confidence", 0.95)) == 0.95:
+        return tuple(float(tentacles[name][index]) for name in (stat, f"{stat}_low", f"{stat}_high"))
+    value, se = (float(v[0]) for v in shape_standard_error(tentacles, stat, kind_of_error, np.array([index])))
+    return value, value - Z_95 * se, value + Z_95 * se

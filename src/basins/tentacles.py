@@ -36,7 +36,7 @@ from basins.basin_shape import measure_local_thickness, measure_reach, measure_s
 from basins.io import variable_attrs
 from basins.labels import LEFT, RETURNED, UNDECIDED
 from basins.rays import Outcomes
-from basins.stats import wilson_interval
+from basins.stats import binomial_standard_error, wilson_interval
 
 
 def select_members(minimum_of_member: np.ndarray, minima: np.ndarray, n_per_minimum: int, *, seed) -> np.ndarray:
@@ -73,15 +73,8 @@ def far_return_probability(ray_outcome: np.ndarray, radii: np.ndarray, far_radiu
         mean = np.array([np.mean(v[np.isfinite(v)]) if np.isfinite(v).any() else np.nan for v in values])
         spread = np.array([np.std(v[np.isfinite(v)], ddof=1) / np.sqrt(n) if n > 1 else np.nan
                            for v, n in zip(values, n_rays)])
-        results += [mean, np.fmax(spread, _binomial_se_floor(mean, n_rays))]
+        results += [mean, np.fmax(spread, binomial_standard_error(mean, n_rays))]
     return (*results, n_rays)
-
-
-def _binomial_se_floor(mean, n, z=1.96):
-    """Binomial standard error of ``mean`` over ``n`` trials at the Agresti-Coull centre; nan where n < 2."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        centre = (mean * n + z**2 / 2) / (n + z**2)
-        return np.where(n > 1, np.sqrt(centre * (1 - centre) / n), np.nan)
 
 
 # Over 80 lines only by its signature and numpydoc docstring (90 lines); the body is 58.
