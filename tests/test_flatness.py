@@ -43,6 +43,21 @@ def test_dense_hessians_are_each_members_own(tiny_problem):
         torch.testing.assert_close(hessians[row], expected, rtol=1e-10, atol=1e-12)
 
 
+def test_dense_hessians_by_blocks_of_columns_and_of_a_linear_loss(teacher_data):
+    """Columns in blocks smaller than the parameters give the same Hessians (cross-entropy, biases);
+    a loss linear in the parameters has none."""
+    arch = Architecture(n_inputs=3, n_outputs=1, depth=1, width=3, activation="tanh", bias=True)
+    x, y = (torch.as_tensor(a, dtype=torch.float64) for a in teacher_data[:2])
+    loss = partial(member_losses, x=x, y=torch.sign(y), arch=arch, loss="cross_entropy", margin=1.0, l2=1e-3)
+    theta = torch.as_tensor(initial_parameters(arch, np.arange(3), seed=5, init="gaussian"))
+    whole = dense_hessians(make_hvp(loss), theta)
+    expected = torch.autograd.functional.hessian(lambda t: loss(t[None])[0], theta[1])
+    torch.testing.assert_close(whole[1], expected, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(dense_hessians(make_hvp(loss), theta, block=4), whole, rtol=1e-12, atol=1e-14)
+    linear = dense_hessians(make_hvp(lambda t: t @ torch.arange(1.0, 4.0, dtype=t.dtype)), torch.ones(2, 3))
+    torch.testing.assert_close(linear, torch.zeros(2, 3, 3))
+
+
 def test_lanczos_gives_the_dense_spectrum_and_its_top_first(tiny_problem):
     _, _, _, loss, theta = tiny_problem
     hvp = make_hvp(loss)

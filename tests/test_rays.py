@@ -4,7 +4,7 @@ from scipy import special
 
 from basins.basin_geometry import tentacle_index
 from basins.labels import LEFT, RETURNED, UNDECIDED
-from basins.rays import kaplan_meier_median, probe_rays, random_directions, select_minima_to_probe
+from basins.rays import kaplan_meier_median, probe_rays, random_directions, ray_radii, select_minima_to_probe
 
 
 def double_well_outcomes(starts, targets):
@@ -242,3 +242,14 @@ def test_tentacles_use_the_kaplan_meier_median_and_say_why_they_are_missing():
 def test_tentacles_reject_mismatched_rays():
     with pytest.raises(ValueError, match="exit_observed"):
         tentacle_index(np.ones(3), np.zeros(3, int), np.ones((1, 4)), np.ones((1, 3), bool), np.array([0]))
+
+
+def test_the_ray_grid_is_log_spaced_to_the_largest_radius_then_even_to_the_farthest():
+    radii = ray_radii(0.3, 11.0, 10, farthest=19.5, n_far_radii=3)
+    np.testing.assert_allclose(radii[:10], np.geomspace(0.3, 11.0, 10))
+    np.testing.assert_allclose(radii[10:], [11.0 + 8.5 / 3, 11.0 + 17 / 3, 19.5])
+    np.testing.assert_array_equal(ray_radii(0.3, 11.0, 10), np.geomspace(0.3, 11.0, 10))  # no far radii
+    with pytest.raises(ValueError, match="farthest_radius > largest_radius=11.0"):
+        ray_radii(0.3, 11.0, 10, farthest=10.0, n_far_radii=2)
+    with pytest.raises(ValueError, match="smallest=12"):
+        ray_radii(12.0, 11.0, 10)

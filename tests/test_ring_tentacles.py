@@ -31,7 +31,7 @@ from basins.oscillators import (
     uniform_phases,
     winding_number,
 )
-from basins.rays import probe_rays
+from basins.rays import probe_rays, ray_radii
 from basins.ring_reruns import nearest_twisted_images, ring_outcomes
 from basins.tentacles import measure_tentacles
 
@@ -70,8 +70,9 @@ def q0_tentacles(name):
                              budget_factors=budget_factors, seed=SEED)
     rays_config = ring_config["rays"]
     rays = probe_rays(minima["theta"].values[q0], lambda points, k: outcomes(points, q0[k]),
-                      radii=np.geomspace(rays_config["smallest_radius"], rays_config["largest_radius"],
-                                         rays_config["n_radii"]),
+                      radii=ray_radii(rays_config["smallest_radius"], rays_config["largest_radius"],
+                                      rays_config["n_radii"], farthest=rays_config.get("farthest_radius"),
+                                      n_far_radii=rays_config["n_far_radii"]),
                       n_directions=rays_config["n_directions"], n_bisection=rays_config["n_bisection"], seed=SEED,
                       minimum_ids=q0)
     images, unwrapped = nearest_twisted_images(starts, winding[labels.clip(0)])

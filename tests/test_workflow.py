@@ -137,6 +137,7 @@ def test_a_broken_config_fails_before_any_job_and_names_the_key(tmp_path, edit, 
         (lambda r: r["ring"].update(n_oscillators=2), "n_oscillators"),
         (lambda r: r["relaxation"].update(dynamics="sgd"), "dynamics"),
         (lambda r: r["twisted_states"].update(tolerance=0), "tolerance"),
+        (lambda r: r.setdefault("rays", {}).update(n_far_radii=2), "n_far_radii=2 needs farthest_radius"),
     ],
 )
 def test_a_broken_ring_is_named(tmp_path, edit, named):

@@ -3,7 +3,7 @@
 Wide flat minima are the literature's explanation of generalization (Baldassi, Pittorino and
 Zecchina 2020); this stage puts their flatness beside basin size and test error. Everything is
 batched over minima: the Hessian of each minimum's training loss is only touched through
-Hessian-vector products (forward-over-reverse with ``torch.func``), for all minima at once.
+Hessian-vector products (:func:`basins.engine.curvature.make_hvp`), for all minima at once.
 
 - ``top_eigenvalues`` by Lanczos with full reorthogonalization (exact once the Krylov space
   spans the parameters);

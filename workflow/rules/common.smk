@@ -126,11 +126,7 @@ def check_experiments():
             experiment["training"],
             experiment["rays"],
         )
-        if rays["smallest_radius"] >= rays["largest_radius"]:
-            raise ValueError(
-                f"experiments.{name}.rays.smallest_radius={rays['smallest_radius']} must be "
-                f"below largest_radius={rays['largest_radius']}"
-            )
+        check_rays(f"experiments.{name}.rays", rays)
         if ensemble["n_shards"] > ensemble["n_members"]:
             raise ValueError(
                 f"experiments.{name}.ensemble.n_shards={ensemble['n_shards']} exceeds "
@@ -333,11 +329,25 @@ def check_rings():
             raise ValueError(
                 f"oscillators.{name}.ensemble.n_shards exceeds n_members; every shard needs a member"
             )
-        if ring["rays"]["smallest_radius"] >= ring["rays"]["largest_radius"]:
-            raise ValueError(
-                f"oscillators.{name}.rays.smallest_radius must be below largest_radius"
-            )
+        check_rays(f"oscillators.{name}.rays", ring["rays"])
         check_tentacles(f"oscillators.{name}.tentacles", ring["tentacles"])
+
+
+def check_rays(where, rays):
+    """The ray grid of basins.rays.ray_radii: log-spaced radii, then optional far ones."""
+    if rays["smallest_radius"] >= rays["largest_radius"]:
+        raise ValueError(
+            f"{where}.smallest_radius={rays['smallest_radius']} must be below "
+            f"largest_radius={rays['largest_radius']}"
+        )
+    if (
+        rays["n_far_radii"]
+        and not rays.get("farthest_radius", 0) > rays["largest_radius"]
+    ):
+        raise ValueError(
+            f"{where}.n_far_radii={rays['n_far_radii']} needs farthest_radius above "
+            f"largest_radius={rays['largest_radius']}"
+        )
 
 
 def check_tentacles(where, tentacles):

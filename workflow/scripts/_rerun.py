@@ -11,7 +11,7 @@ from basins.io import read_dataset
 from basins.labels import STATUS_VALUES
 from basins.landscapes.networks import Architecture
 from basins.minima import assign_to_catalog, matching_options
-from basins.rays import probe_rays
+from basins.rays import probe_rays, ray_radii
 from basins.training import train_ensemble
 
 log = logging.getLogger("basins.rerun")
@@ -65,11 +65,12 @@ class CatalogRerun:
 
 
 def probe_configured_rays(centres, outcomes, rays, *, seed, minimum_ids):
-    """:func:`basins.rays.probe_rays` as a config's ``rays`` section sets it (log-spaced radii)."""
+    """:func:`basins.rays.probe_rays` as a config's ``rays`` section sets it (:func:`basins.rays.ray_radii`)."""
     return probe_rays(
         centres,
         outcomes,
-        radii=np.geomspace(rays["smallest_radius"], rays["largest_radius"], rays["n_radii"]),
+        radii=ray_radii(rays["smallest_radius"], rays["largest_radius"], rays["n_radii"],
+                        farthest=rays.get("farthest_radius"), n_far_radii=rays["n_far_radii"]),
         n_directions=rays["n_directions"],
         n_bisection=rays["n_bisection"],
         seed=seed,

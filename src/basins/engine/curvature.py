@@ -1,7 +1,7 @@
 """Curvature of any landscape, batched over points, through Hessian-vector products only.
 
-``hvp(theta (point, param), vectors (point, param)) -> H v`` per row (forward-over-reverse with
-``torch.func``); from it the dense Hessians of small problems, Lanczos with full
+``hvp(theta (point, param), vectors (point, param)) -> H v`` per row (reverse-over-reverse
+autograd); from it the dense Hessians of small problems, Lanczos with full
 reorthogonalization (extreme eigenpairs; exact once the Krylov space spans the parameters) and
 Hutchinson's trace estimator. Used by the saddle check and the Newton polish of training, the
 flatness stage and transition-state refinement.
@@ -21,29 +21,38 @@ HessianVectorProduct = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 def make_hvp(member_loss: Callable[[torch.Tensor], torch.Tensor]) -> HessianVectorProduct:
     """Batched Hessian-vector products of a per-member loss ``(member, param) -> (member,)``.
 
-    Members do not interact, so the Hessian of the summed loss is block-diagonal and one
-    forward-mode derivative of its gradient gives every member's own H v.
+    Members do not interact, so the Hessian of the summed loss is block-diagonal: the gradient
+    of ``sum_m g_m . v_m`` is every member's own H v. Plain double-backward autograd, not
+    ``torch.func``'s forward-over-reverse: under ``torch.func`` transforms some element-wise ops
+    (``softplus``, ``pow``) run Python decompositions whose first call imports ``torch._dynamo``
+    (about 2 s in every job that takes a Hessian, for equal products up to round-off).
     """
-    gradient = torch.func.grad(lambda theta: member_loss(theta).sum())
 
     def hvp(theta, vectors):
-        return torch.func.jvp(gradient, (theta,), (vectors,))[1]
+        with torch.enable_grad():
+            point = theta.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(member_loss(point).sum(), point, create_graph=True)
+            if not grad.requires_grad:  # a loss linear in theta: no curvature
+                return torch.zeros_like(theta)
+            # A scalar to differentiate: grad_outputs= would import sympy (0.7 s) on first use.
+            (product,) = torch.autograd.grad((grad * vectors).sum(), point, allow_unused=True)
+        return torch.zeros_like(theta) if product is None else product.detach()
 
     return hvp
 
 
 def dense_hessians(hvp: HessianVectorProduct, theta: torch.Tensor, *, block: int = 64) -> torch.Tensor:
-    """The Hessians ``(minimum, param, param)``: ``block`` columns of all of them per batched
-    product (``torch.func.vmap`` over unit vectors), so a small network's whole Hessian costs
-    one call instead of one per parameter."""
+    """The Hessians ``(minimum, param, param)``: ``block`` columns of all of them per product, as
+    ``block`` copies of every point, each with its own unit vector (the points do not interact),
+    so a small network's whole Hessian costs one call instead of one per parameter."""
     n_minima, n_params = theta.shape
-    products = torch.func.vmap(hvp, in_dims=(None, 0))
     basis = torch.eye(n_params, dtype=theta.dtype, device=theta.device)
-    columns = [
-        products(theta, basis[start : start + block, None, :].expand(-1, n_minima, -1))
-        for start in range(0, n_params, block)
-    ]
-    hessians = torch.cat(columns).permute(1, 2, 0)  # (column, minimum, row) -> (minimum, row, column)
+    columns = []
+    for start in range(0, n_params, block):
+        units = basis[start : start + block]
+        copies = theta.repeat_interleave(len(units), dim=0)  # (minimum x column, param)
+        columns.append(hvp(copies, units.repeat(n_minima, 1)).view(n_minima, len(units), n_params))
+    hessians = torch.cat(columns, dim=1).transpose(1, 2)  # (minimum, column, row) -> (minimum, row, column)
     return 0.5 * (hessians + hessians.transpose(1, 2))  # symmetric up to round-off
 
 
