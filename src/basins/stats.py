@@ -11,7 +11,7 @@ def wilson_interval(successes: np.ndarray, n: int, z: float = 1.96) -> tuple[np.
     if n <= 0:
         raise ValueError(f"n={n}: an interval needs at least one trial")
     p = np.asarray(successes, dtype=np.float64) / n
-    centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
+    centre = _wilson_centre(p, n, z)
     half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / (1 + z**2 / n)
     # At p = 0 or 1 the bound is exactly p; clipping removes round-off on the wrong side.
     return np.clip(centre - half, 0.0, p), np.clip(centre + half, p, 1.0)
@@ -22,8 +22,13 @@ def binomial_standard_error(p: np.ndarray, n: np.ndarray, z: float = 1.96) -> np
     Wilson interval (Agresti-Coull), so it is never 0 at p = 0 or 1; nan where n < 2."""
     p, n = np.asarray(p, dtype=np.float64), np.asarray(n, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        centre = (p * n + z**2 / 2) / (n + z**2)
+        centre = _wilson_centre(p, n, z)
         return np.where(n > 1, np.sqrt(centre * (1 - centre) / n), np.nan)
+
+
+def _wilson_centre(p, n, z):
+    """Centre of the Wilson interval of a proportion ``p`` of ``n`` trials (Agresti and Coull's point)."""
+    return (p + z**2 / (2 * n)) / (1 + z**2 / n)
 
 
 def spearman_with_error(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
