@@ -195,6 +195,49 @@ def test_small_argument_exponent_of_a_known_power_law():
     assert curved.p_value < 1e-6
 
 
+def test_the_fit_floor_cuts_off_a_pile_up_below_the_resolution():
+    """A power law above 1e-6 plus values piled up below it (a stopping rule's, or round-off):
+    fitted from the smallest value the pile-up bends the range; from the floor up the
+    exponent is recovered, and raising the floor tenfold leaves it within errors."""
+    rng = np.random.default_rng(1)
+    exponent = -0.4
+    law = 1e-6 + rng.uniform(size=40000) ** (1 / (1 + exponent))
+    pile_up = rng.uniform(1e-9, 1e-6, size=4000)
+    values = np.concatenate([law, pile_up])
+    edges = np.geomspace(1e-9, values.max() * 1.0001, 46)
+    options = dict(fit_quantile=0.3, min_count=5)
+    bent = fit_small_argument_exponent(values, edges, **options)
+    assert bent.p_value < 1e-6 and abs(bent.exponent - exponent) > 0.1
+    fit = fit_small_argument_exponent(values, edges, floor=1e-6, **options)
+    assert fit.lower == 1e-6 and fit.n_bins >= 4
+    assert abs(fit.exponent - exponent) < max(3 * fit.stderr, 0.05) and fit.p_value > 1e-3
+    raised = fit_small_argument_exponent(values, edges, floor=1e-5, **options)
+    assert raised.n_bins < fit.n_bins
+    assert abs(raised.exponent - fit.exponent) < 3 * np.hypot(raised.stderr, fit.stderr)
+
+
+def test_delta_statistics_do_not_follow_round_off_below_the_margin():
+    """Delta below the margin tolerance is at the margin: moving it by round-off (as two fresh
+    runs of one sweep do, by ~1e-8) changes no bin, density or fit."""
+    phases = [SAT, SAT, UNSAT, UNSAT]
+    plain = [fake_run(0, 0, 4, seed, phases, sizes=(8, 16, 32, 64)) for seed in (1, 2, 3)]
+
+    def with_margin_point(run, value):  # one point per member at the margin, satisfied side
+        delta = run["delta"].values.copy()
+        delta[:, 0] = value
+        return run.assign(delta=(("member", "sample"), delta))
+
+    runs = [with_margin_point(run, -7e-9) for run in plain]
+    moved = [with_margin_point(run, -3e-9) for run in plain]
+    options = dict(n_bins=8, fit_quantile=1.0, min_count=1)
+    first, second = analyze_jamming(runs, **options), analyze_jamming(moved, **options)
+    np.testing.assert_array_equal(first["bin_lower"], second["bin_lower"])
+    assert float(first["bin_lower"][0]) == 1e-6  # the runs' delta_tol
+    for name in ("delta_density", "delta_exponent", "delta_exponent_raised_floor", "n_delta_points", "n_at_margin"):
+        np.testing.assert_array_equal(first[name], second[name])
+    assert (first["n_at_margin"].sel(network=0) > 0).all()
+
+
 def fake_run(depth, width, n_weights, seed, phases, sizes=(2, 4, 8, 16)):
     """A sweep_jamming output with chosen phases; Delta on SAT runs in (-1, 0), on UNSAT runs
     half the points positive."""

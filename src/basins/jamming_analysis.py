@@ -63,25 +63,32 @@ def binomial_agreement(n_sat: np.ndarray, n_decided: np.ndarray, probability: np
 
 
 class PowerLawFit(NamedTuple):
-    """p(v) = prefactor * v**exponent, fitted on ``n_bins`` log bins below ``upper``;
-    ``p_value``: chi-square goodness of fit of the power law over those bins."""
+    """p(v) = prefactor * v**exponent, fitted on ``n_bins`` log bins above ``lower`` and below
+    ``upper``; ``p_value``: chi-square goodness of fit of the power law over those bins."""
 
     exponent: float
     stderr: float
     prefactor: float
+    lower: float
     upper: float
     n_bins: int
     p_value: float
 
 
+# The exponent is refitted with the floor raised this much: a floor inside the power-law range
+# leaves it unchanged (within errors), one set by the resolution or the stopping rule does not.
+FLOOR_CHECK_FACTOR = 10.0
+
+
 def fit_small_argument_exponent(
-    values: np.ndarray, edges: np.ndarray, *, fit_quantile: float, min_count: int
+    values: np.ndarray, edges: np.ndarray, *, fit_quantile: float, min_count: int, floor: float = 0.0
 ) -> PowerLawFit:
     """Exponent ``a`` of a density p(v) ~ v^a at small ``v`` > 0, with its standard error.
 
-    Least squares of log density on log bin centre over the log bins below the
-    ``fit_quantile`` quantile of ``values`` that hold at least ``min_count`` values (a smaller
-    quantile probes smaller arguments at fewer counts), each bin weighted by the square root of
+    Least squares of log density on log bin centre over the log bins that lie above ``floor``
+    (the smallest argument resolved: below it values are round-off or the stopping rule's) and
+    below the ``fit_quantile`` quantile of ``values`` and hold at least ``min_count`` values (a
+    smaller quantile probes smaller arguments at fewer counts), each bin weighted by the square root of
     its count (the Poisson error of a log count). All nan where fewer than four bins
     qualify (the standard error needs residuals). The check that the fitted range is a
     power law: chi^2 = sum_bins count (log density - fit)^2 (the Poisson variance of a log
@@ -90,21 +97,21 @@ def fit_small_argument_exponent(
     not a power law. Approximate for bins of a few counts.
     """
     values = values[values > 0]
-    failed = PowerLawFit(np.nan, np.nan, np.nan, np.nan, 0, np.nan)
+    failed = PowerLawFit(np.nan, np.nan, np.nan, floor, np.nan, 0, np.nan)
     if values.size < 3 * min_count:
         return failed
     counts, _ = np.histogram(values, edges)
     centres = np.sqrt(edges[:-1] * edges[1:])
     density = counts / (values.size * np.diff(edges))
     upper = np.quantile(values, fit_quantile)
-    use = (edges[1:] <= upper) & (counts >= min_count)
+    use = (edges[:-1] >= floor * (1 - 1e-12)) & (edges[1:] <= upper) & (counts >= min_count)
     if use.sum() < 4:
         return failed._replace(n_bins=int(use.sum()))
     log_centres, log_density = np.log(centres[use]), np.log(density[use])
     (slope, intercept), cov = np.polyfit(log_centres, log_density, 1, w=np.sqrt(counts[use]), cov=True)
     chi2 = float(np.sum(counts[use] * (log_density - (slope * log_centres + intercept)) ** 2))
     return PowerLawFit(
-        float(slope), float(np.sqrt(cov[0, 0])), float(np.exp(intercept)), float(upper), int(use.sum()),
+        float(slope), float(np.sqrt(cov[0, 0])), float(np.exp(intercept)), float(floor), float(upper), int(use.sum()),
         float(stats.chi2.sf(chi2, use.sum() - 2)),
     )
 
@@ -249,7 +256,9 @@ def _transitions(runs, placement, n_networks, n_seeds):
 
 def _delta_statistics(runs, placement, transition, n_networks, delta_tol, *, n_bins, fit_quantile, min_count):
     """Densities and power-law fits of the gaps and overlaps at the runs next to the transition
-    on its SAT and UNSAT sides, pooled over seeds, on shared log bins."""
+    on its SAT and UNSAT sides, pooled over seeds, on shared log bins from the floor |Delta| =
+    ``delta_tol`` up (smaller |Delta| are at the margin: their size is the stopping rule's and
+    round-off's). Each fit is repeated with the floor raised ``FLOOR_CHECK_FACTOR`` times."""
     next_to_transition = _side_constraints(runs, placement, transition, delta_tol)
     gaps = {
         (i, side, constraint): values
@@ -257,19 +266,25 @@ def _delta_statistics(runs, placement, transition, n_networks, delta_tol, *, n_b
         for side, constraints in enumerate(per_side)
         for constraint, values in enumerate(constraints[:2])
     }
-    edges = _log_edges(gaps, n_bins)
+    edges = _log_edges(gaps, n_bins, floor=delta_tol)
+    floor = edges[0]
     density = np.full((n_networks, 2, 2, n_bins), np.nan)
     fits = np.full((n_networks, 2, 2, len(PowerLawFit._fields)), np.nan)
+    raised = np.full((n_networks, 2, 2, len(PowerLawFit._fields)), np.nan)
     n_points = np.zeros((n_networks, 2, 2), dtype=np.int64)
     for (i, side, constraint), values in gaps.items():
         n_points[i, side, constraint] = values.size
         if values.size:
             density[i, side, constraint] = np.histogram(values, edges)[0] / (values.size * np.diff(edges))
-        fits[i, side, constraint] = fit_small_argument_exponent(
-            values, edges, fit_quantile=fit_quantile, min_count=min_count
+        options = dict(fit_quantile=fit_quantile, min_count=min_count)
+        fits[i, side, constraint] = fit_small_argument_exponent(values, edges, floor=floor, **options)
+        raised[i, side, constraint] = fit_small_argument_exponent(
+            values, edges, floor=floor * FLOOR_CHECK_FACTOR, **options
         )
     return dict(
-        edges=edges, density=density, fit=dict(zip(PowerLawFit._fields, np.moveaxis(fits, -1, 0))), n_points=n_points,
+        edges=edges, density=density, n_points=n_points,
+        fit=dict(zip(PowerLawFit._fields, np.moveaxis(fits, -1, 0))),
+        raised_floor_fit=dict(zip(PowerLawFit._fields, np.moveaxis(raised, -1, 0))),
         n_at_margin=np.array([[constraints[2] for constraints in per_side] for per_side in next_to_transition]),
     )
 
@@ -335,20 +350,27 @@ def _transition_variables(transitions, ratio_star, n_weights, network_depth, dep
 
 def _delta_variables(deltas):
     """The Delta densities next to the transition and their power-law fits."""
-    axes, fit = ("network", "side", "constraint"), deltas["fit"]
+    axes, fit, raised = ("network", "side", "constraint"), deltas["fit"], deltas["raised_floor_fit"]
     return {
         "delta_density": ((*axes, "bin"), deltas["density"], variable_attrs(
             "density of |Delta| next to the transition, pooled over seeds")),
         "delta_exponent": (axes, fit["exponent"], variable_attrs("fitted small-|Delta| exponent of the density")),
         "delta_exponent_stderr": (axes, fit["stderr"], variable_attrs("standard error of delta_exponent")),
         "delta_fit_prefactor": (axes, fit["prefactor"], variable_attrs("prefactor of the fitted power law")),
+        "delta_fit_lower": (axes, fit["lower"], variable_attrs(
+            "smallest |Delta| of the fit range: delta_tol, below which Delta is at the margin")),
         "delta_fit_upper": (axes, fit["upper"], variable_attrs("largest |Delta| of the fit range")),
         "delta_fit_bins": (axes, fit["n_bins"].astype(np.int64), variable_attrs("log bins in the fit")),
         "delta_fit_p_value": (axes, fit["p_value"], variable_attrs(
             "chi-square goodness of fit of the power law over its range (small: not a power law there)")),
-        "n_delta_points": (axes, deltas["n_points"], variable_attrs("points in the distribution")),
+        "delta_exponent_raised_floor": (axes, raised["exponent"], variable_attrs(
+            f"delta_exponent refitted above {FLOOR_CHECK_FACTOR:g} times its floor: the plateau check "
+            "(a floor inside the power law leaves the exponent unchanged within errors)")),
+        "delta_exponent_raised_floor_stderr": (axes, raised["stderr"], variable_attrs(
+            "standard error of delta_exponent_raised_floor")),
+        "n_delta_points": (axes, deltas["n_points"], variable_attrs("points with |Delta| > delta_tol in the distribution")),
         "n_at_margin": (("network", "side"), deltas["n_at_margin"], variable_attrs(
-            "points with 0 <= Delta <= delta_tol (at the margin) next to the transition")),
+            "points with |Delta| <= delta_tol (at the margin) next to the transition")),
     }
 
 
@@ -393,10 +415,12 @@ def _next_to_transition(run, p_star):
 
 def _side_constraints(runs, placement, transition, delta_tol):
     """Per network and side of the transition, pooled over its runs next to it: the gaps
-    -Delta of satisfied points (Delta < 0), the overlaps Delta > ``delta_tol`` of unsatisfied
-    ones in units of sqrt(L), L = sum_mu relu(Delta_mu)^2 / 2P the run's loss (Geiger et al.
-    2019 and their code nn_jamming: the overlaps shrink with the loss as the transition is
-    approached, the scaled ones do not), and the number of points at the margin."""
+    -Delta > ``delta_tol`` of satisfied points, the overlaps Delta > ``delta_tol`` of
+    unsatisfied ones in units of sqrt(L), L = sum_mu relu(Delta_mu)^2 / 2P the run's loss
+    (Geiger et al. 2019 and their code nn_jamming: the overlaps shrink with the loss as the
+    transition is approached, the scaled ones do not), and the number of points at the margin,
+    |Delta| <= ``delta_tol`` (a SAT run stops as its last point crosses ``delta_tol``, and a
+    converged Delta is known to about 1e-8: below the tolerance a gap's size is not measured)."""
     pooled = [[([], [], 0), ([], [], 0)] for _ in range(transition.shape[0])]
     for run, (i, k) in zip(runs, placement):
         if not np.isfinite(transition[i, k]):
@@ -409,9 +433,9 @@ def _side_constraints(runs, placement, transition, delta_tol):
             gaps, overlaps, at_margin = pooled[i][side]
             overlap = delta[delta > delta_tol]
             loss = 0.5 * np.sum(np.clip(delta, 0, None) ** 2) / delta.size
-            gaps.append(-delta[delta < 0])
+            gaps.append(-delta[delta < -delta_tol])
             overlaps.append(overlap / np.sqrt(loss) if overlap.size else overlap)
-            pooled[i][side] = (gaps, overlaps, at_margin + int(((delta >= 0) & (delta <= delta_tol)).sum()))
+            pooled[i][side] = (gaps, overlaps, at_margin + int((np.abs(delta) <= delta_tol).sum()))
     return [
         [(_concatenate(gaps), _concatenate(overlaps), at_margin) for gaps, overlaps, at_margin in sides]
         for sides in pooled
@@ -422,14 +446,16 @@ def _concatenate(arrays):
     return np.concatenate(arrays) if arrays else np.empty(0)
 
 
-def _log_edges(pooled, n_bins):
+def _log_edges(pooled, n_bins, *, floor):
+    """Log bins from ``floor`` (if positive, else the smallest value) to the largest value:
+    a fixed floor keeps the bins, and so the fits, from following the round-off of the
+    smallest |Delta| between runs."""
     values = np.concatenate([v for v in pooled.values()] + [np.empty(0)])
     values = values[values > 0]
     if values.size == 0:
-        return np.geomspace(1e-6, 1.0, n_bins + 1)
-    low, high = values.min(), values.max()
-    if high <= low:
-        high = low * 10
+        return np.geomspace(floor if floor > 0 else 1e-6, 1.0, n_bins + 1)
+    low = floor if floor > 0 else values.min()
+    high = max(values.max(), low * 10)
     return np.geomspace(low, high * (1 + 1e-9), n_bins + 1)
 
 

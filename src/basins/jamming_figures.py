@@ -108,15 +108,16 @@ def figure_jamming_gaps(jamming: xr.Dataset, *, title: str) -> plt.Figure:
                     continue
                 drawn = True
                 exponent, stderr = float(cell["delta_exponent"]), float(cell["delta_exponent_stderr"])
-                fit_p = float(cell["delta_fit_p_value"])
+                fit_p, raised = float(cell["delta_fit_p_value"]), float(cell["delta_exponent_raised_floor"])
                 fitted = ""
                 if np.isfinite(exponent):
-                    fitted = f", slope {exponent:.2f}$\\pm${stderr:.2f} (fit p {fit_p:.2g})"
+                    fitted = f", slope {exponent:.2f}$\\pm${stderr:.2f} (fit p {fit_p:.2g}; floor x10: {raised:.2f})"
                 label = f"{_network_label(jamming, i)}, {constraint}{fitted}"
                 shown = density > 0
                 ax.plot(centres[shown], density[shown], ls=style, color=palette[i], marker=".", ms=3, lw=0.8, label=label)
                 if np.isfinite(exponent):
-                    span = centres[shown & (centres <= float(cell["delta_fit_upper"]))]
+                    in_range = (centres >= float(cell["delta_fit_lower"])) & (centres <= float(cell["delta_fit_upper"]))
+                    span = centres[shown & in_range]
                     ax.plot(span, float(cell["delta_fit_prefactor"]) * span**exponent, color="k", lw=0.6)
         ax.set(
             xscale="log", yscale="log", xlabel=r"gaps $|\Delta|$; overlaps $\Delta / \sqrt{L}$",
