@@ -20,11 +20,17 @@ def test_agreement_and_fractions_by_hand():
     assert (total <= 1).all()
     # Paired change of minimum 0: members' indicators go 1 1 0 0 0 1 -> 1 0 0 0 0 0.
     change = np.array([0, -1, 0, 0, 0, -1])
-    assert result["basin_fraction_change"].values[1, 0] == pytest.approx(change.mean())
-    assert result["basin_fraction_change_se"].values[1, 0] == pytest.approx(change.std(ddof=1) / np.sqrt(6))
-    np.testing.assert_array_equal(result["basin_fraction_change"].values[0], [0, 0])
-    np.testing.assert_allclose(result["basin_fraction_change"].values,
+    from_flow = result.sel(baseline="flow")
+    assert from_flow["basin_fraction_change"].values[1, 0] == pytest.approx(change.mean())
+    assert from_flow["basin_fraction_change_se"].values[1, 0] == pytest.approx(change.std(ddof=1) / np.sqrt(6))
+    np.testing.assert_array_equal(from_flow["basin_fraction_change"].values[0], [0, 0])
+    np.testing.assert_allclose(from_flow["basin_fraction_change"].values,
                                result["basin_fraction"].values - result["basin_fraction"].values[:1])
+    # Any experiment is a baseline (a control): the change is antisymmetric, its error symmetric.
+    changes, errors = result["basin_fraction_change"].values, result["basin_fraction_change_se"].values
+    np.testing.assert_allclose(changes, -changes.transpose(1, 0, 2))
+    np.testing.assert_allclose(errors, errors.transpose(1, 0, 2))
+    assert result.sel(experiment="flow", baseline="gd")["basin_fraction_change"].values[0] == pytest.approx(-change.mean())
 
 
 def test_mismatched_shapes_are_rejected():

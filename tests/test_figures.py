@@ -64,3 +64,19 @@ def test_shape_figures_render(name, tmp_path):
                         tmp_path / "a.png")
     width, height = Image.open(tmp_path / "a.png").size
     assert width > 300 and height > 200
+
+
+def test_dynamics_comparison_draws_fractions_and_paired_changes(tmp_path):
+    from basins.comparison import compare_dynamics
+
+    rng = np.random.default_rng(0)
+    names = ["net", "net_gd", "net_entropy", "net_langevin"]
+    labels = rng.integers(-1, 3, size=(len(names), 40))
+    comparison = compare_dynamics(labels, [np.arange(3)] * len(names), names, n_reference_minima=3)
+    figure = figures.figure_dynamics_comparison(comparison, title="test")
+    heatmap = figure.axes[1]
+    assert [t.get_text() for t in heatmap.get_xticklabels()] == ["reference", "gd", "entropy", "langevin"]
+    change = comparison.sel(experiment="net_entropy", baseline="net_langevin", minimum=0)
+    assert f"{float(change['basin_fraction_change']):+.2f}" in [t.get_text().split("\n")[0] for t in heatmap.texts]
+    figures.save_figure(figure, tmp_path / "c.pdf", tmp_path / "c.png")
+    assert figures._without_shared_prefix(["x_adam", "x_anneal"]) == ["adam", "anneal"]

@@ -42,10 +42,12 @@ def compare_dynamics(
         this dynamics that reached the same minimum, with its binomial standard error;
         ``basin_fraction(experiment, minimum)`` over the reference catalog;
         ``unmatched_fraction(experiment)``: members that reached a minimum the reference
-        never found; ``basin_fraction_change(experiment, minimum)``, this dynamics' fraction
-        minus the reference's, with its paired standard error over the same members
-        (``basin_fraction_change_se``: the spread of each member's change of indicator, so
-        members both dynamics send to the minimum cancel).
+        never found; ``basin_fraction_change(experiment, baseline, minimum)``, this dynamics'
+        fraction minus the baseline dynamics' (any of the experiments: the reference, or a
+        control such as plain Langevin dynamics at a flat-seeking run's temperature), with its
+        paired standard error over the same members (``basin_fraction_change_se``: the spread
+        of each member's change of indicator, so members both dynamics send to the minimum
+        cancel; a noisy dynamics' own randomness is in that spread, member by member).
     """
     labels = np.asarray(minimum_of_member)
     if labels.ndim != 2 or labels.shape[0] != len(catalog_maps) or len(experiments) != labels.shape[0]:
@@ -67,7 +69,7 @@ def compare_dynamics(
     n_members = labels.shape[1]
     fraction = np.stack([np.bincount(m[m >= 0], minlength=n_reference_minima) / n_members for m in mapped])
     unmatched = ((labels >= 0) & (mapped < 0)).mean(axis=1)
-    change = fraction - fraction[:1]
+    change = fraction[:, None, :] - fraction[None, :, :]  # (experiment, baseline, minimum)
     return xr.Dataset(
         {
             "agreement": ("experiment", agreement, variable_attrs("members reaching the reference's minimum")),
@@ -82,13 +84,16 @@ def compare_dynamics(
                 unmatched,
                 variable_attrs("members reaching a minimum outside the reference catalog"),
             ),
-            "basin_fraction_change": (("experiment", "minimum"), change,
-                                      variable_attrs("basin fraction minus the reference's, same members")),
-            "basin_fraction_change_se": (("experiment", "minimum"), _paired_change_se(mapped, n_reference_minima),
-                                         variable_attrs("paired standard error of basin_fraction_change")),
+            "basin_fraction_change": (("experiment", "baseline", "minimum"), change,
+                                      variable_attrs("basin fraction minus the baseline's, same members")),
+            "basin_fraction_change_se": (
+                ("experiment", "baseline", "minimum"), _paired_change_se(mapped, n_reference_minima),
+                variable_attrs("paired standard error of basin_fraction_change")),
         },
         coords={
             "experiment": ("experiment", np.asarray(experiments, dtype=object), variable_attrs("experiment")),
+            "baseline": ("baseline", np.asarray(experiments, dtype=object), variable_attrs(
+                "experiment the change is taken from")),
             "minimum": ("minimum", np.arange(n_reference_minima), variable_attrs("reference catalog index")),
         },
         attrs={"reference_experiment": experiments[0]},
@@ -96,11 +101,11 @@ def compare_dynamics(
 
 
 def _paired_change_se(mapped, n_minima):
-    """Per experiment and reference minimum, the standard error over members of the change of
-    "reaches it" from the reference (row 0) to the experiment."""
+    """Per experiment, baseline and reference minimum, the standard error over members of the
+    change of "reaches it" from the baseline to the experiment."""
     reaches = (mapped[:, :, None] == np.arange(n_minima)[None, None, :]).astype(float)  # (experiment, member, minimum)
-    difference = reaches - reaches[:1]
-    n_members = mapped.shape[1]
+    n_experiments, n_members = mapped.shape
     if n_members < 2:
-        return np.full(difference.shape[::2], np.nan)
-    return difference.std(axis=1, ddof=1) / np.sqrt(n_members)
+        return np.full((n_experiments, n_experiments, n_minima), np.nan)
+    difference = reaches[:, None] - reaches[None, :]  # (experiment, baseline, member, minimum)
+    return difference.std(axis=2, ddof=1) / np.sqrt(n_members)

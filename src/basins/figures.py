@@ -481,12 +481,18 @@ def figure_basin_slices(slices: xr.Dataset, *, title: str) -> plt.Figure:
 
 
 def figure_dynamics_comparison(comparison: xr.Dataset, *, title: str, n_largest: int = 8) -> plt.Figure:
-    """Basin fractions of the reference catalog's largest minima under each dynamics."""
+    """Basin fractions of the reference catalog's largest minima under each dynamics (left), and
+    the paired change of the largest basin's fraction between every two dynamics (right: row
+    minus column, with its standard error; a flat-seeking dynamics against its control, plain
+    Langevin at its temperature, says what the local entropy adds to the noise)."""
     set_theme()
-    fig, ax = plt.subplots(figsize=(PAPER_SIZE[0] * 1.3, PAPER_SIZE[1]))
+    fig, (ax, pairs) = plt.subplots(
+        1, 2, figsize=(PAPER_SIZE[0] * 2.4, PAPER_SIZE[1] * 1.1), width_ratios=(1.3, 1), layout="constrained"
+    )
     shown = comparison["basin_fraction"].isel(minimum=slice(0, n_largest))
     if shown.sizes["minimum"] == 0:
         _empty(ax, "the reference found no minimum")
+        _empty(pairs, "the reference found no minimum")
         return fig
     table = shown.to_dataframe().reset_index()
     labels = {
@@ -500,10 +506,32 @@ def figure_dynamics_comparison(comparison: xr.Dataset, *, title: str, n_largest:
     sns.barplot(table, x="minimum", y="basin_fraction", hue="dynamics", ax=ax, palette="colorblind")
     ax.set_xlabel(f"minimum of {comparison.attrs['reference_experiment']} (by basin size)")
     ax.set_ylabel("basin fraction")
-    ax.set_title(title, fontsize=8)
     ax.legend(fontsize=5.5, frameon=False, title=None)
+    _largest_basin_changes(pairs, comparison.isel(minimum=0))
+    fig.suptitle(title, fontsize=8)
     sns.despine(fig)
     return fig
+
+
+def _largest_basin_changes(ax, largest: xr.Dataset) -> None:
+    """Annotated matrix of the paired change of one minimum's basin fraction, row minus column."""
+    change, error = largest["basin_fraction_change"].values, largest["basin_fraction_change_se"].values
+    names = _without_shared_prefix([str(name) for name in largest["experiment"].values])
+    annotations = np.vectorize(lambda c, e: "" if c == 0 and e == 0 else f"{c:+.2f}\n±{e:.2f}")(change, np.nan_to_num(error))
+    sns.heatmap(change, ax=ax, cmap="vlag", center=0, vmin=-1, vmax=1, annot=annotations, fmt="",
+                annot_kws={"fontsize": 4.5}, xticklabels=names, yticklabels=names, cbar_kws={"shrink": 0.7})
+    ax.tick_params(labelsize=5)
+    ax.set_xlabel("baseline")
+    ax.set_ylabel("dynamics")
+    ax.set_title(f"largest basin (minimum {int(largest['minimum'])}): paired change, row - column", fontsize=6)
+
+
+def _without_shared_prefix(names: list[str]) -> list[str]:
+    """Experiment names without the prefix they share ("reference" for the one that is all prefix)."""
+    prefix = os.path.commonprefix(names) if len(names) > 1 else ""
+    if prefix not in names:  # whole words only: adam and anneal share "a", not a name
+        prefix = prefix[: prefix.rfind("_") + 1]
+    return [name[len(prefix):].lstrip("_") or "reference" for name in names]
 
 
 def figure_summary(summary: xr.Dataset, *, title: str) -> plt.Figure:
