@@ -49,6 +49,7 @@ RING_STAGES = (
     "analyze_ring_basins",
     "probe_ring_rays",
     "measure_ring_tentacles",
+    "summarize_rings",
     "figures_rings",
 )
 

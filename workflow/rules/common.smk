@@ -860,6 +860,7 @@ def all_figures():
         + per_protocols
         + (summary if BASIN_GEOMETRY else [])
         + per_ring
+        + (["results/oscillators/calibration.md"] if RINGS else [])
         + connectivity
         + basin_sizes
         + enumeration

@@ -101,3 +101,28 @@ rule measure_ring_tentacles:
         budget_factors=config["budget_factors"],
     script:
         "../scripts/measure_ring_tentacles.py"
+
+
+rule summarize_rings:
+    input:
+        basins=[
+            f"results/oscillators/basins/{name}/seed{seed}.nc"
+            for name, seed in ring_seeds()
+        ],
+        tentacles=[
+            f"results/oscillators/tentacles/{name}/seed{seed}.nc"
+            for name, seed in ring_seeds()
+        ],
+        code=code_dependencies("summarize_rings"),
+    output:
+        netcdf="results/oscillators/calibration.nc",
+        markdown="results/oscillators/calibration.md",
+    log:
+        "logs/summarize_rings.log",
+    localrule: True
+    conda:
+        "../../envs/basins.yaml"
+    params:
+        labels=[f"{name}/seed{seed}" for name, seed in ring_seeds()],
+    script:
+        "../scripts/summarize_rings.py"

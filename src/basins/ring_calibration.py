@@ -1,0 +1,154 @@
+"""Stage ``summarize_rings``: the calibration table of the Kuramoto rings, read from the run.
+
+The basin measurements are trusted on networks only after they reproduce what is known of the
+twisted states of rings of identical Kuramoto oscillators (Wiley, Strogatz and Girvan 2006;
+Zhang and Strogatz 2021). This stage collects, per ring and seed, the numbers that make that
+comparison from the outputs of ``analyze_ring_basins`` and ``measure_ring_tentacles``: p(0) and
+the fits of p(q) (Gaussian, with width sigma = (2c)^-1/2 growing as sqrt(n); exponential,
+rejected), and the shape statistics of the q = 0 basin (start distance against exit radius,
+reach, leaving fraction, thickness ratio, return probability beyond the initialization shell
+against the basin fraction). It writes them as a dataset and as the Markdown table the README
+quotes, so no number of that table is typed by hand.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import xarray as xr
+
+from basins.io import variable_attrs
+
+#: The twisted state whose basin is tabulated (the in-phase state, the largest basin).
+WINDING = 0
+
+
+def ring_calibration(labels: list[str], basins: list[xr.Dataset], tentacles: list[xr.Dataset]) -> xr.Dataset:
+    """One row per ring and seed (``labels``, e.g. ``ring83/seed1``) of the calibration numbers.
+
+    ``basins`` are ``analyze_ring_basins`` outputs (basin fractions per twisted state, the fits
+    of p(q) on dim ``fit``), ``tentacles`` the ``measure_ring_tentacles`` outputs of the same
+    rings and seeds. A ring whose q = 0 state was not probed gets nan shape statistics.
+    """
+    if not (len(labels) == len(basins) == len(tentacles)):
+        raise ValueError(f"{len(labels)} labels, {len(basins)} basin and {len(tentacles)} tentacle files: one each per ring")
+    rows = [_row(b, t) for b, t in zip(basins, tentacles)]
+    names = list(rows[0]) if rows else []
+    return xr.Dataset(
+        {name: ("ring", np.array([row[name] for row in rows]), variable_attrs(_DESCRIPTIONS[name])) for name in names},
+        coords={"ring": ("ring", np.asarray(labels, dtype=object), variable_attrs("ring and seed"))},
+        attrs={"winding_number": WINDING, "confidence": float(tentacles[0].attrs["confidence"]) if tentacles else np.nan},
+    )
+
+
+def _row(basins: xr.Dataset, tentacles: xr.Dataset) -> dict:
+    n_oscillators = _ring_size(basins)
+    state = basins.isel(minimum=int(np.flatnonzero(basins["winding_number"].values == WINDING)[0]))
+    fits = {str(kind): basins.sel(fit=kind) for kind in basins["fit"].values}
+    gaussian, exponential = fits["gaussian"], fits["exponential"]
+    row = {
+        "n_oscillators": n_oscillators,
+        "n_members": int(basins.attrs["n_members_total"]),
+        "p0": float(state["basin_fraction"]),
+        "p0_se": float(state["basin_fraction_se"]),
+        "gaussian_rate": float(gaussian["rate"]),
+        "gaussian_rate_se": float(gaussian["rate_se"]),
+        "gaussian_p_value": float(gaussian["p_value"]),
+        "gaussian_dof": int(gaussian["chi_square_dof"]),
+        "exponential_rate": float(exponential["rate"]),
+        "exponential_rate_se": float(exponential["rate_se"]),
+        "exponential_p_value": float(exponential["p_value"]),
+        "sigma_over_sqrt_n": float((2 * gaussian["rate"]) ** -0.5 / np.sqrt(n_oscillators)),
+        "start_distance_median": float(state["start_distance_median"]),
+    }
+    probed = np.flatnonzero(tentacles["winding_number"].values == WINDING)
+    shape = tentacles.isel(minimum=int(probed[0])) if probed.size else None
+    for name in _SHAPE:
+        row[name] = float(shape[name]) if shape is not None else np.nan
+    row["far_radius"] = float(tentacles["far_radius"])
+    row["farthest_ray_radius"] = float(np.max(tentacles.attrs["ray_radii"]))
+    row["distance_ratio"] = row["start_distance_median"] / row["median_exit_radius"]
+    return row
+
+
+def _ring_size(basins: xr.Dataset) -> int:
+    return int(json.loads(basins.attrs["ring"])["n_oscillators"])
+
+
+_SHAPE = (
+    "basin_fraction", "median_exit_radius", "reach", "reach_low", "reach_high", "leaving_fraction",
+    "leaving_fraction_low", "leaving_fraction_high", "median_thickness_ratio", "median_thickness_ratio_low",
+    "median_thickness_ratio_high", "far_return_probability", "far_return_probability_se",
+)
+
+_DESCRIPTIONS = {
+    "n_oscillators": "oscillators n",
+    "n_members": "initial conditions",
+    "p0": "basin fraction of the q = 0 state",
+    "p0_se": "standard error of p0",
+    "gaussian_rate": "c of the Gaussian fit p(q) ~ exp(-c q^2)",
+    "gaussian_rate_se": "standard error of gaussian_rate",
+    "gaussian_p_value": "chi-square goodness of fit of the Gaussian",
+    "gaussian_dof": "degrees of freedom of that chi-square",
+    "exponential_rate": "c of the exponential fit p(q) ~ exp(-c |q|)",
+    "exponential_rate_se": "standard error of exponential_rate",
+    "exponential_p_value": "chi-square goodness of fit of the exponential",
+    "sigma_over_sqrt_n": "Gaussian width sigma = (2c)^-1/2 over sqrt(n): constant if sigma grows as sqrt(n)",
+    "start_distance_median": "median distance of the q = 0 basin's members from their state (rad)",
+    "basin_fraction": "basin fraction of the q = 0 state (tentacle stage's count)",
+    "median_exit_radius": "Kaplan-Meier median radius at which rays from the q = 0 state leave its basin (rad)",
+    "reach": "share of the q = 0 basin at its members' distances that rays reach only after leaving it",
+    "reach_low": "lower confidence bound of reach",
+    "reach_high": "upper confidence bound of reach",
+    "leaving_fraction": "members whose segment to the q = 0 state leaves its basin",
+    "leaving_fraction_low": "lower confidence bound of leaving_fraction",
+    "leaving_fraction_high": "upper confidence bound of leaving_fraction",
+    "median_thickness_ratio": "median over members of local thickness / distance to the state",
+    "median_thickness_ratio_low": "lower confidence bound of median_thickness_ratio",
+    "median_thickness_ratio_high": "upper confidence bound of median_thickness_ratio",
+    "far_return_probability": "return probability of ray points beyond the initialization shell",
+    "far_return_probability_se": "standard error of far_return_probability",
+    "far_radius": "the initialization shell: median start distance of all members (rad)",
+    "farthest_ray_radius": "largest ray radius (rad)",
+    "distance_ratio": "start_distance_median / median_exit_radius",
+}
+
+
+def calibration_markdown(calibration: xr.Dataset) -> str:
+    """The calibration table in Markdown, one row per ring and seed."""
+    confidence = f"{100 * calibration.attrs['confidence']:.0f} %"
+    header = (
+        "| ring | initial conditions | p(0) | Gaussian fit c (chi-square p, dof) | exponential fit c (chi-square p) "
+        "| sigma / sqrt(n) | q = 0: median start distance / median exit radius | q = 0: reach "
+        "| q = 0: leaving fraction | q = 0: thickness ratio | q = 0: p(d) beyond the shell (rays to) "
+        "| q = 0: basin fraction |\n" + "|---" * 12 + "|\n"
+    )
+    lines = []
+    for label in calibration["ring"].values:
+        r = {name: value.item() for name, value in calibration.sel(ring=label).data_vars.items()}
+        lines.append(
+            f"| {label} | {r['n_members']} | {r['p0']:.4f} +- {r['p0_se']:.4f} "
+            f"| {r['gaussian_rate']:.4f} +- {r['gaussian_rate_se']:.4f} ({_p(r['gaussian_p_value'])}, {r['gaussian_dof']}) "
+            f"| {r['exponential_rate']:.3f} +- {r['exponential_rate_se']:.3f} ({_p(r['exponential_p_value'])}) "
+            f"| {r['sigma_over_sqrt_n']:.3f} "
+            f"| {r['start_distance_median']:.2f} / {r['median_exit_radius']:.2f} rad = {r['distance_ratio']:.2f} "
+            f"| {_interval(r, 'reach')} | {_interval(r, 'leaving_fraction')} "
+            f"| {_interval(r, 'median_thickness_ratio', digits=3)} "
+            f"| {r['far_return_probability']:.2f} +- {r['far_return_probability_se']:.2f} "
+            f"({r['far_radius']:.1f}-{r['farthest_ray_radius']:.1f} rad) | {r['basin_fraction']:.3f} |"
+        )
+    return (
+        header + "\n".join(lines) + "\n\n"
+        f"Intervals in brackets: {confidence}; +- one standard error. sigma = (2c)^-1/2 is the width of "
+        "the Gaussian. p(d) beyond the shell is read at the ray radii beyond the members' median start "
+        "distance; a tentacled basin is re-entered there about as often as its basin fraction.\n"
+    )
+
+
+def _interval(row: dict, name: str, digits: int = 2) -> str:
+    return f"{row[name]:.{digits}f} [{row[name + '_low']:.{digits}f}, {row[name + '_high']:.{digits}f}]"
+
+
+def _p(value: float) -> str:
+    return "< 1e-300" if value < 1e-300 else f"{value:.2g}"

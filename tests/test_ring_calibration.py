@@ -1,0 +1,62 @@
+import json
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from basins.ring_calibration import calibration_markdown, ring_calibration
+
+
+def ring_files(n_oscillators, *, probed_windings=(1, 0)):
+    """analyze_ring_basins- and measure_ring_tentacles-shaped outputs with known numbers; q = 0 is
+    not the first state of either file, so the table must find it by winding number."""
+    windings = np.array([1, 0, -1])
+    basins = xr.Dataset(
+        {
+            "winding_number": ("minimum", windings),
+            "basin_fraction": ("minimum", [0.2, 0.5, 0.3]),
+            "basin_fraction_se": ("minimum", [0.01, 0.02, 0.01]),
+            "start_distance_median": ("minimum", [9.0, 8.0, 9.5]),
+            "rate": ("fit", [0.25, 1.1]),
+            "rate_se": ("fit", [0.01, 0.02]),
+            "p_value": ("fit", [0.4, 1e-320]),
+            "chi_square_dof": ("fit", [5, 7]),
+        },
+        coords={"fit": ["gaussian", "exponential"]},
+        attrs={"n_members_total": 1000, "ring": json.dumps({"n_oscillators": n_oscillators, "coupling_range": 1})},
+    )
+    shape = {
+        "basin_fraction": 0.5, "median_exit_radius": 4.0, "reach": 0.3, "reach_low": 0.1, "reach_high": 0.5,
+        "leaving_fraction": 0.8, "leaving_fraction_low": 0.6, "leaving_fraction_high": 0.9,
+        "median_thickness_ratio": 0.05, "median_thickness_ratio_low": 0.03, "median_thickness_ratio_high": 0.08,
+        "far_return_probability": 0.45, "far_return_probability_se": 0.05,
+    }
+    probed = np.array(probed_windings)
+    tentacles = xr.Dataset(
+        {"winding_number": ("minimum", probed), "far_radius": ((), 8.5)}
+        | {name: ("minimum", np.where(probed == 0, value, -1.0)) for name, value in shape.items()},
+        attrs={"confidence": 0.95, "ray_radii": np.array([0.3, 1.0, 8.0, 12.0])},
+    )
+    return basins, tentacles
+
+
+def test_the_table_reads_the_q0_state_and_derives_the_gaussian_width():
+    first, second = ring_files(40), ring_files(83)
+    calibration = ring_calibration(["ring40/seed1", "ring83/seed1"], [first[0], second[0]], [first[1], second[1]])
+    row = calibration.sel(ring="ring83/seed1")
+    assert float(row["p0"]) == 0.5 and float(row["p0_se"]) == 0.02
+    np.testing.assert_allclose(float(row["sigma_over_sqrt_n"]), (2 * 0.25) ** -0.5 / np.sqrt(83))
+    assert float(row["reach"]) == 0.3 and float(row["far_return_probability"]) == 0.45
+    np.testing.assert_allclose(float(row["distance_ratio"]), 8.0 / 4.0)
+    assert float(row["farthest_ray_radius"]) == 12.0
+    table = calibration_markdown(calibration)
+    assert "| ring83/seed1 | 1000 | 0.5000 +- 0.0200 |" in table
+    assert "(< 1e-300)" in table and "0.30 [0.10, 0.50]" in table and "(8.5-12.0 rad)" in table
+
+
+def test_an_unprobed_q0_state_gets_nan_shape_and_mismatched_inputs_are_refused():
+    basins, tentacles = ring_files(40, probed_windings=(1, -1))
+    row = ring_calibration(["ring40/seed1"], [basins], [tentacles]).sel(ring="ring40/seed1")
+    assert float(row["p0"]) == 0.5 and np.isnan(float(row["reach"]))
+    with pytest.raises(ValueError, match="one each per ring"):
+        ring_calibration(["a", "b"], [basins], [tentacles])
