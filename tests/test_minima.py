@@ -305,3 +305,15 @@ def test_rerunning_catalogued_starts_reproduces_their_labels():
     again = assign_to_catalog(images, loss, images, loss, arch, PROBES, catalog_labels=labels,
                               loss_tol=1.0, function_tol=10.0, dist_tol=0.02)
     np.testing.assert_array_equal(again, labels)
+
+
+def test_the_representative_is_the_first_member_within_round_off_of_the_lowest_loss():
+    from basins.minima import _lowest_loss_members
+
+    groups = np.array([1, 0, 1, 0, 1])
+    ulp = np.spacing(0.25)
+    loss = np.array([0.25 + 2 * ulp, 0.5, 0.25, 0.5 - 1e-3, 0.3])
+    # group 0: 0.5 - 1e-3 is lower by far more than round-off; group 1: members 0 and 2 tie
+    # within round-off, and the first of them is chosen, whichever is lower by two ulps
+    np.testing.assert_array_equal(_lowest_loss_members(groups, loss), [3, 0])
+    np.testing.assert_array_equal(_lowest_loss_members(groups[:0], loss[:0]), [])

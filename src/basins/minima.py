@@ -343,7 +343,7 @@ def deduplicate_minima(
     Returns
     -------
     xarray.Dataset
-        ``theta(minimum, param)`` (canonical representative: the member of lowest loss),
+        ``theta(minimum, param)`` (canonical representative: the member of lowest loss, the first of those within round-off of it),
         ``loss``, ``train_error``, ``test_error``, ``grad_norm``, ``n_members`` per minimum
         (ordered by basin size, largest first, then by loss); ``minimum_of_member(member)``
         (-1 diverged, -2 stopped at a saddle, -3 budget spent: :mod:`basins.labels`) and the
@@ -432,10 +432,17 @@ def _rank_by_size(groups, loss):
 
 
 def _lowest_loss_members(groups, loss):
-    """The point of lowest loss in each group, by group."""
-    by_group_then_loss = np.lexsort((loss, groups))
-    group_starts = np.r_[0, np.flatnonzero(np.diff(groups[by_group_then_loss])) + 1].astype(np.int64)
-    return by_group_then_loss[group_starts] if len(groups) else groups
+    """The point of lowest loss in each group, by group: the first (lowest index) of the points
+    within round-off of the group's lowest loss, so that runs agreeing to round-off pick the
+    same one (polished members of one minimum differ in loss by a few ulps)."""
+    if not len(groups):
+        return groups
+    lowest = np.full(groups.max() + 1, np.inf)
+    np.minimum.at(lowest, groups, loss)
+    tied = loss <= lowest[groups] + 64 * np.finfo(float).eps * (1 + np.abs(lowest[groups]))
+    by_group_then_index = np.lexsort((np.arange(len(groups)), ~tied, groups))
+    group_starts = np.r_[0, np.flatnonzero(np.diff(groups[by_group_then_index])) + 1].astype(np.int64)
+    return by_group_then_index[group_starts]
 
 
 def matching_options(minima_options: dict, x_train: np.ndarray) -> tuple[dict, np.ndarray]:
