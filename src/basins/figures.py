@@ -517,7 +517,8 @@ def _largest_basin_changes(ax, largest: xr.Dataset) -> None:
     """Annotated matrix of the paired change of one minimum's basin fraction, row minus column."""
     change, error = largest["basin_fraction_change"].values, largest["basin_fraction_change_se"].values
     names = _without_shared_prefix([str(name) for name in largest["experiment"].values])
-    annotations = np.vectorize(lambda c, e: "" if c == 0 and e == 0 else f"{c:+.2f}\n±{e:.2f}")(change, np.nan_to_num(error))
+    text = np.vectorize(lambda c, e: "" if c == 0 and e == 0 else f"{c:+.2f}\n±{e:.2f}")
+    annotations = text(change, np.nan_to_num(error))
     sns.heatmap(change, ax=ax, cmap="vlag", center=0, vmin=-1, vmax=1, annot=annotations, fmt="",
                 annot_kws={"fontsize": 4.5}, xticklabels=names, yticklabels=names, cbar_kws={"shrink": 0.7})
     ax.tick_params(labelsize=5)

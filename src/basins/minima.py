@@ -343,7 +343,8 @@ def deduplicate_minima(
     Returns
     -------
     xarray.Dataset
-        ``theta(minimum, param)`` (canonical representative: the member of lowest loss, the first of those within round-off of it),
+        ``theta(minimum, param)`` (canonical representative: the member of lowest loss, the
+        first of those within round-off of it),
         ``loss``, ``train_error``, ``test_error``, ``grad_norm``, ``n_members`` per minimum
         (ordered by basin size, largest first, then by loss); ``minimum_of_member(member)``
         (-1 diverged, -2 stopped at a saddle, -3 budget spent: :mod:`basins.labels`) and the

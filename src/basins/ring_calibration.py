@@ -32,13 +32,18 @@ def ring_calibration(labels: list[str], basins: list[xr.Dataset], tentacles: lis
     rings and seeds. A ring whose q = 0 state was not probed gets nan shape statistics.
     """
     if not (len(labels) == len(basins) == len(tentacles)):
-        raise ValueError(f"{len(labels)} labels, {len(basins)} basin and {len(tentacles)} tentacle files: one each per ring")
+        raise ValueError(
+            f"{len(labels)} labels, {len(basins)} basin and {len(tentacles)} tentacle files: one each per ring"
+        )
     rows = [_row(b, t) for b, t in zip(basins, tentacles)]
     names = list(rows[0]) if rows else []
     return xr.Dataset(
         {name: ("ring", np.array([row[name] for row in rows]), variable_attrs(_DESCRIPTIONS[name])) for name in names},
         coords={"ring": ("ring", np.asarray(labels, dtype=object), variable_attrs("ring and seed"))},
-        attrs={"winding_number": WINDING, "confidence": float(tentacles[0].attrs["confidence"]) if tentacles else np.nan},
+        attrs={
+            "winding_number": WINDING,
+            "confidence": float(tentacles[0].attrs["confidence"]) if tentacles else np.nan,
+        },
     )
 
 
