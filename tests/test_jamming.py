@@ -6,6 +6,7 @@ import xarray as xr
 from basins.data import prepare_dataset, train_test_arrays
 from basins.jamming import (
     PrefixObjective,
+    PrefixSatisfied,
     classify_phase,
     fine_scan_size,
     fine_train_sizes,
@@ -85,6 +86,25 @@ def test_the_prefix_objective_with_a_pool_per_member_and_several_classes_equals_
         expected.backward()
         torch.testing.assert_close(loss_values[row], expected.detach(), rtol=1e-12, atol=0)
         torch.testing.assert_close(grad[row], alone.grad[0], rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("loss", ["quadratic_hinge", "hinge"])
+def test_the_satisfied_test_rules_members_out_by_their_loss_exactly(random_pool, loss):
+    """Members whose loss exceeds what every Delta <= delta_tol allows skip the forward pass;
+    the outcome is the one of reading every Delta, member by member (here with members on
+    both sides, and some just inside the loss bound yet not satisfied)."""
+    arch = Architecture(6, 1, 1, 4, "relu")
+    x, y = (torch.as_tensor(a, dtype=torch.float64) for a in random_pool[:2])
+    scales = torch.tensor([1e-3, 0.05, 0.3, 1.0, 3.0, 10.0], dtype=torch.float64).repeat_interleave(4)
+    theta = torch.as_tensor(initial_parameters(arch, np.arange(24), seed=1, init="kaiming")) * scales[:, None]
+    objective = PrefixObjective(arch, x, y, torch.arange(24) % 7 + 3, loss, 1.0, l2=0.002)
+    satisfied = PrefixSatisfied(objective, delta_tol=1.2)
+    every_delta = (objective.margin - objective.per_sample(theta) <= 1.2).all(1)
+    met = satisfied(theta, objective(theta, None)[0])
+    torch.testing.assert_close(met, every_delta)
+    assert every_delta.any() and not every_delta.all()
+    data_loss = objective(theta, None)[0] - 0.001 * (theta * theta).sum(1)
+    assert (data_loss[~every_delta] <= satisfied._loss_bound()).any()  # the forward pass decided these
 
 
 def test_far_below_the_transition_every_point_is_fitted_and_far_above_some_stay_unsatisfied(random_pool):

@@ -100,7 +100,12 @@ class PrefixObjective:
 
 @dataclasses.dataclass(frozen=True)
 class PrefixSatisfied:
-    """``satisfied(theta)``: every point of the member's prefix has Delta <= ``delta_tol``."""
+    """``satisfied(theta, loss)``: every point of the member's prefix has Delta <= ``delta_tol``.
+
+    A member with every Delta <= ``delta_tol`` has a data loss (its mean over the prefix) of at
+    most ``delta_tol`` (hinge) or ``delta_tol^2 / 2`` (quadratic hinge); members above that
+    bound are not satisfied, and the forward pass that reads every Delta runs only where some
+    member is below it (most steps have none)."""
 
     objective: PrefixObjective
     delta_tol: float
@@ -108,8 +113,21 @@ class PrefixSatisfied:
     def restricted_to(self, rows: torch.Tensor) -> PrefixSatisfied:
         return PrefixSatisfied(self.objective.restricted_to(rows), self.delta_tol)
 
-    def __call__(self, theta):
-        return (self.objective.margin - self.objective.per_sample(theta) <= self.delta_tol).all(1)
+    def __call__(self, theta, loss):
+        candidate = self._data_loss(theta, loss) <= self._loss_bound()
+        if not candidate.any():
+            return candidate
+        rows = torch.nonzero(candidate).flatten()
+        met = self.objective.margin - self.objective.restricted_to(rows).per_sample(theta[rows]) <= self.delta_tol
+        return candidate.index_put((rows,), met.all(1))
+
+    def _data_loss(self, theta, loss):
+        return loss - l2_penalty(theta, self.objective.l2) if self.objective.l2 else loss
+
+    def _loss_bound(self) -> float:
+        """The largest data loss a satisfied member can have, with room for round-off."""
+        bound = {"hinge": self.delta_tol, "quadratic_hinge": 0.5 * self.delta_tol**2}[self.objective.loss]
+        return bound * (1 + 1e-6) + 1e-300
 
 
 def train_size_grid(smallest: int, largest: int, n_sizes: int) -> np.ndarray:

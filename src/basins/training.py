@@ -278,9 +278,9 @@ def _training_landscape(arch, train, *, loss, margin, l2, beta, beta_start, beta
 
 
 def _margins_met(arch, train, margin):
-    """``satisfied(theta)``: every training point has margin >= ``margin``."""
+    """``satisfied(theta, loss)``: every training point has margin >= ``margin``."""
     x, y = train
-    return lambda theta: (margins(forward(theta, x, arch), y) < margin).sum(1) == 0
+    return lambda theta, loss: (margins(forward(theta, x, arch), y) < margin).sum(1) == 0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -55,7 +55,7 @@ def descend(
     lr_decay_factor: float = 1.0,
     dynamics_options: dict | None = None,
     n_samples: int | None = None,
-    satisfied: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    satisfied: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     annealed: Callable[[int], Objective] | None = None,
     anneal_steps: int = 0,
     rtol: float = 1e-6,
@@ -72,8 +72,8 @@ def descend(
     """Run the dynamics on any landscape given by its ``objective``; the engine of every stage.
 
     ``objective(theta, batch) -> (loss (member,), grad (member, param))`` as
-    :mod:`basins.engine.dynamics` wants; ``satisfied(theta) -> bool (member,)`` is an extra stopping
-    test; ``max_move`` caps a FIRE step's length. Members are processed ``chunk`` at a time.
+    :mod:`basins.engine.dynamics` wants; ``satisfied(theta, loss) -> bool (member,)`` is an extra
+    stopping test (given the members' losses at ``theta`` too, which can rule members out cheaply); ``max_move`` caps a FIRE step's length. Members are processed ``chunk`` at a time.
     Landscapes that differ between members (each member its own training set) give the
     objective and ``satisfied`` a method ``restricted_to(rows)`` returning the callable for the
     members at those rows of ``initial_theta``; the engine calls it whenever its set of
@@ -164,7 +164,7 @@ class _Landscape:
     ``anneal_steps``) and the extra stopping test ``satisfied``."""
 
     objective: Objective
-    satisfied: Callable[[torch.Tensor], torch.Tensor] | None
+    satisfied: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None
     annealed: Callable[[int], Objective] | None
     anneal_steps: int
 
@@ -263,7 +263,7 @@ class _StoppingRule:
         if grad is None or tests_satisfied or step >= self.max_steps or not _none_stops(
             theta, loss, grad, tol, self.divergence_threshold, over
         ):
-            met = None if not tests_satisfied or grad is None else satisfied(theta)
+            met = None if not tests_satisfied or grad is None else satisfied(theta, loss)
             return _classify(
                 theta, loss, grad, met, grad_tol=tol, divergence_threshold=self.divergence_threshold,
                 over=(step >= self.max_steps) | over,
