@@ -125,6 +125,12 @@ def test_an_over_parametrized_network_fits_what_the_perceptron_cannot(random_poo
     assert network.n_weights == 112
     result = run_sweep(network, random_pool, [40])
     assert result["phase"].values[0] == SAT and result["train_error"].values[0] == 0
+    # its distance from the loss's kinks, read from the stored point by brute force
+    theta = torch.as_tensor(result["final_theta"].values)
+    x = torch.as_tensor(random_pool[0][:40])
+    w, b = network.layer_slices[0]
+    pre = x @ theta[0, w].view(16, 6).T + theta[0, b]
+    assert float(result["kink_distance"].values[0]) == pytest.approx(float(pre.abs().min()), rel=1e-12)
 
 
 def test_a_member_trains_as_if_alone(random_pool):
@@ -280,6 +286,7 @@ def fake_run(depth, width, n_weights, seed, phases, sizes=(2, 4, 8, 16)):
             "phase": ("member", np.array(phases, dtype=np.int8)),
             "test_error": ("member", np.full(len(sizes), 0.5)),
             "train_error": ("member", n_unsatisfied / sizes),
+            "kink_distance": ("member", np.where(np.array(phases) == UNDECIDED_PHASE, 1e-9, 0.1)),
             "delta": (("member", "sample"), delta),
         },
         coords={"member": member[1]},

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from basins.landscapes.networks import Architecture, forward, initial_parameters
+from basins.landscapes.networks import Architecture, forward, initial_parameters, smallest_hidden_preactivation
 
 
 @pytest.mark.parametrize("depth, activation, bias", [(0, "tanh", True), (1, "relu", False), (3, "erf", True)])
@@ -78,3 +78,29 @@ def test_initial_scales_refuse_non_gaussian_initializations():
 
     with pytest.raises(ValueError, match="product of Gaussians"):
         initial_scales(Architecture(n_inputs=2, n_outputs=1, depth=1, width=2, activation="tanh"), init="orthogonal")
+
+
+def test_the_smallest_hidden_preactivation_by_brute_force_and_on_a_kink():
+    arch = Architecture(3, 1, 2, 4, "relu")
+    theta = torch.as_tensor(initial_parameters(arch, np.arange(5), seed=0, init="kaiming"))
+    x = torch.randn(7, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    expected = []
+    for member in theta:
+        (w1, b1), (w2, b2) = [
+            (member[w].view(fan_out, fan_in), member[b])
+            for (fan_in, fan_out), (w, b) in list(zip(arch.layer_shapes, arch.layer_slices))[:2]
+        ]
+        first = x @ w1.T + b1
+        second = torch.relu(first) @ w2.T + b2
+        expected.append(min(first.abs().min(), second.abs().min()))
+    torch.testing.assert_close(smallest_hidden_preactivation(theta, x, arch), torch.stack(expected))
+    # A first-layer unit put exactly on its kink at sample 2; rows of nan (outside a member's
+    # training set) are skipped, so hiding sample 2 from member 0 takes it off the kink again.
+    w_slice, b_slice = arch.layer_slices[0]
+    theta[:, b_slice.start] = -(theta[:, w_slice.start : w_slice.start + 3] @ x[2])
+    on_kink = smallest_hidden_preactivation(theta, x, arch)
+    assert (on_kink < 1e-15).all()
+    hidden = x.expand(5, -1, -1).clone()
+    hidden[0, 2] = torch.nan
+    assert smallest_hidden_preactivation(theta, hidden, arch)[0] > 1e-6
+    assert torch.isinf(smallest_hidden_preactivation(theta[:, :4], x, Architecture(3, 1, 0, 0, "relu"))).all()

@@ -37,7 +37,7 @@ from basins.jamming_transition import transition_bracket
 from basins.labels import BUDGET, CONVERGED, DIVERGED, PHASE_MEANINGS, PHASE_VALUES, SAT, STUCK, UNDECIDED_PHASE, UNSAT
 from basins.landscapes.fused_mlp import LabelFactors, Workspace, loss_and_gradient
 from basins.landscapes.losses import check_loss, l2_penalty, margins, sample_losses
-from basins.landscapes.networks import Architecture, forward
+from basins.landscapes.networks import Architecture, forward, smallest_hidden_preactivation
 from basins.landscapes.objective import data_tensors, network_chunk_size
 
 log = logging.getLogger(__name__)
@@ -356,6 +356,7 @@ def _fit_sizes(
     as_tensor = lambda a: torch.as_tensor(np.asarray(a), dtype=x.dtype, device=x.device)  # noqa: E731
     out = with_final_losses(out, objective, as_tensor)
     delta, test_error = _final_margins(out, objective, arch, x_test, y_test, as_tensor)
+    kink_distance = _kink_distances(out, objective, arch, as_tensor)
     result = descent_dataset(out, member_ids, initial_theta, loss_name=f"{loss} training loss")
     n_unsatisfied = np.where(out.status == DIVERGED, -1, (delta > delta_tol).sum(1))
     phase = classify_phase(out.status, n_unsatisfied, n_weights=arch.n_weights, stuck_fraction=stuck_fraction)
@@ -372,6 +373,10 @@ def _fit_sizes(
         train_error=("member", train_error, variable_attrs("training error (0-1)")),
         test_error=("member", test_error, variable_attrs("test error (0-1)")),
         phase=("member", phase.astype(np.int8), phase_attrs()),
+        kink_distance=("member", kink_distance, variable_attrs(
+            "smallest |pre-activation| of a hidden unit on the member's training points: near 0 the run "
+            "ends on a kink of the ReLU network's loss, where it is not differentiable and the gradient "
+            "of a minimum need not vanish (the gradient test cannot decide such a run)")),
         delta=(
             ("member", "sample"),
             delta,
@@ -455,6 +460,22 @@ def _descend_until_decided(objective, satisfied, initial_theta, member_ids, *, b
         )
         out = merge_continued(out, again, more)
     return out
+
+
+def _kink_distances(out, objective, arch, as_tensor):
+    """:func:`basins.landscapes.networks.smallest_hidden_preactivation` of each member's final
+    point on its own training points (nan for diverged members)."""
+    n_members = out.final_theta.shape[0]
+    distance = np.full(n_members, np.nan)
+    with torch.no_grad():
+        for start in range(0, n_members, out.chunk):
+            rows = np.arange(start, min(start + out.chunk, n_members))
+            chunk = objective.restricted_to(torch.as_tensor(rows, device=objective.x.device))
+            x = chunk.x if chunk.x.dim() == 3 else chunk.x.expand(len(rows), -1, -1)
+            x = torch.where(chunk.inside().unsqueeze(-1), x, torch.nan)
+            distance[rows] = smallest_hidden_preactivation(as_tensor(out.final_theta[rows]), x, arch).cpu().numpy()
+    distance[out.status == DIVERGED] = np.nan
+    return distance
 
 
 def _final_margins(out, objective, arch, x_test, y_test, as_tensor):

@@ -136,8 +136,8 @@ def analyze_jamming(
     -------
     xarray.Dataset
         Dims ``(network, train_size, seed)``: ``n_unsatisfied``, ``loss``, ``steps``,
-        ``status``, ``phase``, ``test_error`` and ``train_error``, with coordinate ``ratio``
-        (P / N); ``(network, seed)``: ``transition_size`` P* and ``transition_ratio`` r*,
+        ``status``, ``phase``, ``test_error``, ``train_error`` and ``kink_distance``, with
+        coordinate ``ratio`` (P / N); ``(network, seed)``: ``transition_size`` P* and ``transition_ratio`` r*,
         from all the run's members (grid and fine scan), with the bracket
         ``transition_ratio_lower`` / ``_upper`` of decided sizes around it, its relative
         width ``transition_resolution`` and ``n_fine``, the fine scan's sizes;
@@ -394,6 +394,8 @@ _GRID_VARIABLES = {
     "phase": variable_attrs("fitting phase"),
     "test_error": variable_attrs("test error (0-1)"),
     "train_error": variable_attrs("training error (0-1)"),
+    "kink_distance": variable_attrs(
+        "smallest |pre-activation| of a hidden unit on the training points (near 0: the run ends on a ReLU kink)"),
 }
 
 

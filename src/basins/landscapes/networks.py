@@ -125,6 +125,26 @@ def forward(theta: torch.Tensor, x: torch.Tensor, arch: Architecture) -> torch.T
 _NARROW = 4
 
 
+def smallest_hidden_preactivation(theta: torch.Tensor, x: torch.Tensor, arch: Architecture) -> torch.Tensor:
+    """Per member ``(member,)``, the smallest |pre-activation| of any hidden unit on any input
+    row of ``x`` (``(sample, feature)``, or one set per member ``(member, sample, feature)``;
+    rows of +-inf or nan are skipped): how close a point lies to a kink of a ReLU network's loss,
+    where the loss is not differentiable and a minimum's gradient need not vanish. +inf
+    without hidden layers."""
+    hidden = x if x.dim() == 3 else x.unsqueeze(0).expand(theta.shape[0], -1, -1)
+    valid = torch.isfinite(hidden).all(-1)
+    hidden = torch.where(valid.unsqueeze(-1), hidden, 0.0)
+    smallest = torch.full((theta.shape[0],), torch.inf, dtype=theta.dtype, device=theta.device)
+    for (fan_in, fan_out), (w_slice, b_slice) in list(zip(arch.layer_shapes, arch.layer_slices))[:-1]:
+        pre = torch.einsum("msi,moi->mso", hidden, theta[:, w_slice].view(-1, fan_out, fan_in))
+        if b_slice is not None:
+            pre = pre + theta[:, b_slice].unsqueeze(1)
+        magnitude = torch.where(valid.unsqueeze(-1), pre.abs(), torch.inf)
+        smallest = torch.minimum(smallest, magnitude.flatten(1).min(1).values)
+        hidden = activate(pre, arch.activation)
+    return smallest
+
+
 def initial_parameters(
     arch: Architecture,
     member_ids: np.ndarray,
