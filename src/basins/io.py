@@ -65,6 +65,7 @@ DIMS = frozenset(
         "coupling",
         "setting",
         "barrier",
+        "ring",
     }
 )
 
