@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from basins.io import check_dataset
+from basins.io import add_provenance, check_dataset
 from basins.ring_calibration import calibration_markdown, ring_calibration
 
 
@@ -44,7 +44,7 @@ def ring_files(n_oscillators, *, probed_windings=(1, 0)):
 def test_the_table_reads_the_q0_state_and_derives_the_gaussian_width():
     first, second = ring_files(40), ring_files(83)
     calibration = ring_calibration(["ring40/seed1", "ring83/seed1"], [first[0], second[0]], [first[1], second[1]])
-    check_dataset(calibration)  # what write_dataset insists on
+    check_dataset(add_provenance(calibration, title="test", stage="summarize_rings", stage_config={}, inputs=()))
     row = calibration.sel(ring="ring83/seed1")
     assert float(row["p0"]) == 0.5 and float(row["p0_se"]) == 0.02
     np.testing.assert_allclose(float(row["sigma_over_sqrt_n"]), (2 * 0.25) ** -0.5 / np.sqrt(83))
