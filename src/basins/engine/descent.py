@@ -73,7 +73,8 @@ def descend(
 
     ``objective(theta, batch) -> (loss (member,), grad (member, param))`` as
     :mod:`basins.engine.dynamics` wants; ``satisfied(theta, loss) -> bool (member,)`` is an extra
-    stopping test (given the members' losses at ``theta`` too, which can rule members out cheaply); ``max_move`` caps a FIRE step's length. Members are processed ``chunk`` at a time.
+    stopping test (given the members' losses at ``theta`` too, which can rule members out
+    cheaply); ``max_move`` caps a FIRE step's length. Members are processed ``chunk`` at a time.
     Landscapes that differ between members (each member its own training set) give the
     objective and ``satisfied`` a method ``restricted_to(rows)`` returning the callable for the
     members at those rows of ``initial_theta``; the engine calls it whenever its set of
