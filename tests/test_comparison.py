@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from basins.comparison import compare_dynamics
+from basins.io import add_provenance, check_dataset
 
 
 def test_agreement_and_fractions_by_hand():
@@ -31,6 +32,7 @@ def test_agreement_and_fractions_by_hand():
     np.testing.assert_allclose(changes, -changes.transpose(1, 0, 2))
     np.testing.assert_allclose(errors, errors.transpose(1, 0, 2))
     assert result.sel(experiment="flow", baseline="gd")["basin_fraction_change"].values[0] == pytest.approx(-change.mean())
+    check_dataset(add_provenance(result, title="test", stage="compare_dynamics", stage_config={}, inputs=()))
 
 
 def test_mismatched_shapes_are_rejected():

@@ -66,6 +66,7 @@ DIMS = frozenset(
         "setting",
         "barrier",
         "ring",
+        "baseline",
     }
 )
 
