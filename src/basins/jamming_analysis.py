@@ -368,7 +368,8 @@ def _delta_variables(deltas):
             "(a floor inside the power law leaves the exponent unchanged within errors)")),
         "delta_exponent_raised_floor_stderr": (axes, raised["stderr"], variable_attrs(
             "standard error of delta_exponent_raised_floor")),
-        "n_delta_points": (axes, deltas["n_points"], variable_attrs("points with |Delta| > delta_tol in the distribution")),
+        "n_delta_points": (axes, deltas["n_points"], variable_attrs(
+            "points with |Delta| > delta_tol in the distribution")),
         "n_at_margin": (("network", "side"), deltas["n_at_margin"], variable_attrs(
             "points with |Delta| <= delta_tol (at the margin) next to the transition")),
     }

@@ -134,7 +134,8 @@ def calibration_markdown(calibration: xr.Dataset) -> str:
         r = {name: value.item() for name, value in calibration.sel(ring=label).data_vars.items()}
         lines.append(
             f"| {label} | {r['n_members']} | {r['p0']:.4f} +- {r['p0_se']:.4f} "
-            f"| {r['gaussian_rate']:.4f} +- {r['gaussian_rate_se']:.4f} ({_p(r['gaussian_p_value'])}, {r['gaussian_dof']}) "
+            f"| {r['gaussian_rate']:.4f} +- {r['gaussian_rate_se']:.4f} "
+            f"({_p(r['gaussian_p_value'])}, {r['gaussian_dof']}) "
             f"| {r['exponential_rate']:.3f} +- {r['exponential_rate_se']:.3f} ({_p(r['exponential_p_value'])}) "
             f"| {r['sigma_over_sqrt_n']:.3f} "
             f"| {r['start_distance_median']:.2f} / {r['median_exit_radius']:.2f} rad = {r['distance_ratio']:.2f} "
