@@ -62,3 +62,6 @@ def test_an_unprobed_q0_state_gets_nan_shape_and_mismatched_inputs_are_refused()
     assert float(row["p0"]) == 0.5 and np.isnan(float(row["reach"]))
     with pytest.raises(ValueError, match="one each per ring"):
         ring_calibration(["a", "b"], [basins], [tentacles])
+    unreached = basins.assign(winding_number=("minimum", [1, 2, -1]))
+    with pytest.raises(ValueError, match="reached the q = 0 state"):
+        ring_calibration(["ring40/seed1"], [unreached], [tentacles])

@@ -49,7 +49,10 @@ def ring_calibration(labels: list[str], basins: list[xr.Dataset], tentacles: lis
 
 def _row(basins: xr.Dataset, tentacles: xr.Dataset) -> dict:
     n_oscillators = _ring_size(basins)
-    state = basins.isel(minimum=int(np.flatnonzero(basins["winding_number"].values == WINDING)[0]))
+    reached = np.flatnonzero(basins["winding_number"].values == WINDING)
+    if not reached.size:
+        raise ValueError(f"no initial condition of the ring with n = {n_oscillators} reached the q = {WINDING} state")
+    state = basins.isel(minimum=int(reached[0]))
     fits = {str(kind): basins.sel(fit=kind) for kind in basins["fit"].values}
     gaussian, exponential = fits["gaussian"], fits["exponential"]
     row = {
