@@ -39,3 +39,19 @@ def test_agreement_and_fractions_by_hand():
 def test_mismatched_shapes_are_rejected():
     with pytest.raises(ValueError, match="expected"):
         compare_dynamics(np.zeros((2, 3), int), [np.arange(1)], ["a", "b"], n_reference_minima=1)
+
+
+def test_the_reference_basin_size_each_member_reaches_by_hand():
+    reference = np.array([0, 0, 1, 1, -1, 0])
+    other = np.array([1, 0, 0, 2, 0, -1])  # its 0 is the reference's 1, its 2 is unknown to it
+    sizes = np.array([0.7, 0.2])  # the reference's basins over its whole ensemble
+    result = compare_dynamics(np.stack([reference, other]), [np.arange(2), np.array([1, 0, -1])],
+                              ["flow", "gd"], n_reference_minima=2, reference_basin_fraction=sizes)
+    # per member: flow 0.7 0.7 0.2 0.2 nan 0.7; gd 0.7 0.2 0.2 0 0.2 nan (its 2: never found, 0)
+    np.testing.assert_allclose(result["reached_basin_size"].values, [2.5 / 5, 1.3 / 5])
+    paired = np.array([0.0, 0.2 - 0.7, 0.0, 0.0 - 0.2])  # members 0-3, assigned under both
+    change = result["reached_basin_size_change"].sel(experiment="gd", baseline="flow")
+    assert float(change) == pytest.approx(paired.mean())
+    se = result["reached_basin_size_change_se"].sel(experiment="gd", baseline="flow")
+    assert float(se) == pytest.approx(paired.std(ddof=1) / 2)
+    assert float(result["reached_basin_size_change"].sel(experiment="flow", baseline="flow")) == 0

@@ -19,6 +19,7 @@ def compare_dynamics(
     catalog_maps: list[np.ndarray],
     experiments: list[str],
     n_reference_minima: int,
+    reference_basin_fraction: np.ndarray | None = None,
 ) -> xr.Dataset:
     """Per-member agreement and basin fractions of several dynamics on one landscape.
 
@@ -34,6 +35,10 @@ def compare_dynamics(
         Experiment names, reference first.
     n_reference_minima : int
         Size of the reference catalog.
+    reference_basin_fraction : ndarray, shape (minimum,), optional
+        The reference's basin fraction of each of its minima over its whole ensemble (not only
+        the compared members); given, each member is scored by the size of the reference basin
+        of the minimum it reached (0 for a minimum the reference never found).
 
     Returns
     -------
@@ -47,7 +52,12 @@ def compare_dynamics(
         control such as plain Langevin dynamics at a flat-seeking run's temperature), with its
         paired standard error over the same members (``basin_fraction_change_se``: the spread
         of each member's change of indicator, so members both dynamics send to the minimum
-        cancel; a noisy dynamics' own randomness is in that spread, member by member).
+        cancel; a noisy dynamics' own randomness is in that spread, member by member); with
+        ``reference_basin_fraction``, ``reached_basin_size(experiment)``, the mean over members
+        of the reference basin fraction of the minimum each reached (how large, under the
+        reference dynamics, the basins this dynamics ends in are), and its paired change
+        ``reached_basin_size_change(experiment, baseline)`` with ``_se``, over the members
+        both assigned.
     """
     labels = np.asarray(minimum_of_member)
     if labels.ndim != 2 or labels.shape[0] != len(catalog_maps) or len(experiments) != labels.shape[0]:
@@ -70,8 +80,10 @@ def compare_dynamics(
     fraction = np.stack([np.bincount(m[m >= 0], minlength=n_reference_minima) / n_members for m in mapped])
     unmatched = ((labels >= 0) & (mapped < 0)).mean(axis=1)
     change = fraction[:, None, :] - fraction[None, :, :]  # (experiment, baseline, minimum)
+    sizes = {} if reference_basin_fraction is None else _reached_basin_sizes(labels, mapped, reference_basin_fraction)
     return xr.Dataset(
         {
+            **sizes,
             "agreement": ("experiment", agreement, variable_attrs("members reaching the reference's minimum")),
             "agreement_se": ("experiment", agreement_se, variable_attrs("standard error of agreement")),
             "basin_fraction": (
@@ -109,3 +121,31 @@ def _paired_change_se(mapped, n_minima):
         return np.full((n_experiments, n_experiments, n_minima), np.nan)
     difference = reaches[:, None] - reaches[None, :]  # (experiment, baseline, member, minimum)
     return difference.std(axis=2, ddof=1) / np.sqrt(n_members)
+
+
+def _reached_basin_sizes(labels, mapped, reference_basin_fraction):
+    """Per member the reference basin fraction of the minimum it reached (nan: no minimum), its
+    mean per experiment and the paired changes between experiments with their errors."""
+    fraction = np.asarray(reference_basin_fraction, dtype=float)
+    size = np.where(mapped >= 0, fraction[np.maximum(mapped, 0)], 0.0)
+    size[labels < 0] = np.nan  # (experiment, member)
+    n_experiments = len(size)
+    change = np.full((n_experiments, n_experiments), np.nan)
+    change_se = np.full((n_experiments, n_experiments), np.nan)
+    for row in range(n_experiments):
+        for base in range(n_experiments):
+            paired = size[row] - size[base]
+            paired = paired[np.isfinite(paired)]
+            if paired.size:
+                change[row, base] = paired.mean()
+            if paired.size > 1:
+                change_se[row, base] = paired.std(ddof=1) / np.sqrt(paired.size)
+    pair = ("experiment", "baseline")
+    return {
+        "reached_basin_size": ("experiment", np.nanmean(size, axis=1), variable_attrs(
+            "mean over members of the reference basin fraction of the minimum reached")),
+        "reached_basin_size_change": (pair, change, variable_attrs(
+            "reached_basin_size minus the baseline's, paired over members both assigned")),
+        "reached_basin_size_change_se": (pair, change_se, variable_attrs(
+            "paired standard error of reached_basin_size_change")),
+    }

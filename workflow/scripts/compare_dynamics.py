@@ -31,6 +31,8 @@ comparison = compare_dynamics(
     maps,
     experiments,
     reference.sizes["minimum"],
+    # each reference basin's size over the reference's whole ensemble, not only the shared members
+    reference_basin_fraction=reference["n_members"].values / reference.sizes["member"],
 )
 comparison = add_provenance(
     comparison.assign_attrs(n_members_compared=len(shared)),
