@@ -116,11 +116,7 @@ def _paired_change_se(mapped, n_minima):
     """Per experiment, baseline and reference minimum, the standard error over members of the
     change of "reaches it" from the baseline to the experiment."""
     reaches = (mapped[:, :, None] == np.arange(n_minima)[None, None, :]).astype(float)  # (experiment, member, minimum)
-    n_experiments, n_members = mapped.shape
-    if n_members < 2:
-        return np.full((n_experiments, n_experiments, n_minima), np.nan)
-    difference = reaches[:, None] - reaches[None, :]  # (experiment, baseline, member, minimum)
-    return difference.std(axis=2, ddof=1) / np.sqrt(n_members)
+    return _paired_changes(reaches)[1]
 
 
 def _reached_basin_sizes(labels, mapped, reference_basin_fraction):
@@ -129,17 +125,7 @@ def _reached_basin_sizes(labels, mapped, reference_basin_fraction):
     fraction = np.asarray(reference_basin_fraction, dtype=float)
     size = np.where(mapped >= 0, fraction[np.maximum(mapped, 0)], 0.0)
     size[labels < 0] = np.nan  # (experiment, member)
-    n_experiments = len(size)
-    change = np.full((n_experiments, n_experiments), np.nan)
-    change_se = np.full((n_experiments, n_experiments), np.nan)
-    for row in range(n_experiments):
-        for base in range(n_experiments):
-            paired = size[row] - size[base]
-            paired = paired[np.isfinite(paired)]
-            if paired.size:
-                change[row, base] = paired.mean()
-            if paired.size > 1:
-                change_se[row, base] = paired.std(ddof=1) / np.sqrt(paired.size)
+    change, change_se = _paired_changes(size)
     pair = ("experiment", "baseline")
     return {
         "reached_basin_size": ("experiment", np.nanmean(size, axis=1), variable_attrs(
@@ -149,3 +135,19 @@ def _reached_basin_sizes(labels, mapped, reference_basin_fraction):
         "reached_basin_size_change_se": (pair, change_se, variable_attrs(
             "paired standard error of reached_basin_size_change")),
     }
+
+
+def _paired_changes(values):
+    """Mean and standard error over members of ``values[experiment] - values[baseline]``, from
+    ``values (experiment, member, ...)``, over the members where both are finite (nan: none,
+    or for the error fewer than two): ``(experiment, baseline, ...)`` each."""
+    difference = values[:, None] - values[None, :]  # (experiment, baseline, member, ...)
+    finite = np.isfinite(difference)
+    count = finite.sum(axis=2)
+    filled = np.where(finite, difference, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = filled.sum(axis=2) / count
+        spread = np.where(finite, difference - np.expand_dims(mean, 2), 0.0)
+        variance = (spread**2).sum(axis=2) / (count - 1)
+        error = np.sqrt(variance / count)
+    return np.where(count > 0, mean, np.nan), np.where(count > 1, error, np.nan)
