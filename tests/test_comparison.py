@@ -55,3 +55,48 @@ def test_the_reference_basin_size_each_member_reaches_by_hand():
     se = result["reached_basin_size_change_se"].sel(experiment="gd", baseline="flow")
     assert float(se) == pytest.approx(paired.std(ddof=1) / 2)
     assert float(result["reached_basin_size_change"].sel(experiment="flow", baseline="flow")) == 0
+
+
+def test_noise_draws_are_averaged_within_each_start_by_hand():
+    reference = np.array([0, 0, 1, 1])
+    # A noisy dynamics ran each of the 4 starts twice; draw 1 of start 3 ended unassigned.
+    noisy = np.array([[0, 1, 1, 0],
+                      [0, 0, 1, -1]])
+    result = compare_dynamics([reference, noisy], [np.arange(2)] * 2, ["flow", "langevin"], n_reference_minima=2)
+    assert result["n_draws"].values.tolist() == [1, 2]
+    # per start, the fraction of draws reaching minimum 0: 1, 0.5, 0, 0.5
+    np.testing.assert_allclose(result["basin_fraction"].sel(experiment="langevin").values, [2 / 4, 1.5 / 4])
+    change = np.array([1, 0.5, 0, 0.5]) - np.array([1, 1, 0, 0])
+    paired = result.sel(experiment="langevin", baseline="flow", minimum=0)
+    assert float(paired["basin_fraction_change"]) == pytest.approx(change.mean())
+    assert float(paired["basin_fraction_change_se"]) == pytest.approx(change.std(ddof=1) / 2)
+    # agreement per start over the assigned draws: 1, 0.5, 1, 0 (start 3: its one assigned draw missed)
+    agree = np.array([1, 0.5, 1, 0])
+    assert float(result["agreement"].sel(experiment="langevin")) == pytest.approx(agree.mean())
+    assert float(result["agreement_se"].sel(experiment="langevin")) == pytest.approx(agree.std(ddof=1) / 2)
+    assert float(result["unmatched_fraction"].sel(experiment="langevin")) == 0
+
+
+def test_identical_draws_change_nothing_and_more_draws_shrink_the_noise():
+    rng = np.random.default_rng(3)
+    n_starts = 400
+    reference = rng.integers(0, 2, n_starts)
+    one = rng.integers(0, 2, n_starts)
+    single = compare_dynamics([reference, one], [np.arange(2)] * 2, ["a", "b"], 2, np.array([0.6, 0.4]))
+    repeated = compare_dynamics([reference, np.stack([one] * 3)], [np.arange(2)] * 2, ["a", "b"], 2,
+                                np.array([0.6, 0.4]))
+    for name in ("basin_fraction", "basin_fraction_change", "basin_fraction_change_se", "agreement",
+                 "reached_basin_size", "reached_basin_size_change_se"):
+        np.testing.assert_allclose(repeated[name].values, single[name].values, err_msg=name)
+    # Known answer: every start reaches minimum 0 with probability 0.3 under the noisy dynamics,
+    # independently per draw; with 16 draws a start's share has variance 0.21 / 16.
+    draws = (rng.random((16, n_starts)) > 0.3).astype(int)
+    noisy = compare_dynamics([reference, draws], [np.arange(2)] * 2, ["a", "b"], 2)
+    fraction = noisy["basin_fraction"].sel(experiment="b", minimum=0)
+    assert abs(float(fraction) - 0.3) < 4 * np.sqrt(0.21 / 16 / n_starts)
+    few = compare_dynamics([reference, draws[:1]], [np.arange(2)] * 2, ["a", "b"], 2)
+    se = {name: float(result["basin_fraction_change_se"].sel(experiment="b", baseline="a", minimum=0))
+          for name, result in (("many", noisy), ("one", few))}
+    # the reference's own spread (0.25) stays; the noisy side's falls from 0.21 to 0.21 / 16
+    assert se["many"] == pytest.approx(np.sqrt((0.25 + 0.21 / 16) / n_starts), rel=0.15)
+    assert se["one"] == pytest.approx(np.sqrt((0.25 + 0.21) / n_starts), rel=0.15)

@@ -111,6 +111,7 @@ def broken_config(tmp_path, edit):
         (lambda e: e.pop("minima"), "minima"),
         (lambda e: e["training"].update(learning_rate=0.1), "learning_rate"),
         (lambda e: e["ensemble"].update(n_shards=100), "n_shards"),
+        (lambda e: e["ensemble"].update(noise_draws=2), "gradient_flow without noise runs every draw"),
         (lambda e: e["training"].update(beta=4.0), "beta applies to the cross_entropy loss"),
         (lambda e: e["training"].update(loss="cross_entropy", beta_start=0.5), "beta_start needs beta_ramp_steps"),
         (lambda e: e["training"].update(loss="cross_entropy", beta_start=0.5, beta_ramp_steps=10), "stepwise dynamics"),
@@ -304,13 +305,21 @@ def test_tiny_study_runs_end_to_end_and_every_result_keeps_the_contract(tiny_stu
         check_values(path, ds)
     shards = read_dataset(results / "training/tiny_teacher/seed1/shard1.nc")
     assert shards.sizes["member"] == 24 and int(shards["member"][0]) == 24
+    # Langevin's second shard is the second noise draw: the same 24 starts, other member ids
+    draws = [read_dataset(results / f"training/tiny_teacher_langevin/seed1/shard{k}.nc") for k in (0, 1)]
+    assert draws[1]["member"].values.tolist() == list(range(24, 48))
+    np.testing.assert_array_equal(draws[0]["initial_theta"].values, draws[1]["initial_theta"].values)
+    reference_starts = read_dataset(results / "training/tiny_teacher/seed1/shard0.nc")["initial_theta"].values
+    np.testing.assert_array_equal(draws[0]["initial_theta"].values, reference_starts)
+    comparison = read_dataset(results / "comparisons/tiny_dynamics/seed1.nc")
+    assert comparison["n_draws"].values.tolist() == [1, 1, 2] and comparison.attrs["n_starts_compared"] == 24
     pngs = sorted(results.rglob("*.png"))
     # figures x (experiment, seed) pairs, one comparison, one protocol comparison, the summary,
     # ring figures x (ring, seed), the local entropy, the connectivity group's three, two per
     # jamming sweep, the digits sweep's test error, the random sweep's Cover calibration and the answer
     # (basin geometry figures only for the 2 (experiment, seed) pairs whose dynamics has basins
     # to probe)
-    n_figures = 5 * 5 + 4 * 2 + 1 + 1 + 1 + 4 * 1 + 1 + 3 + 2 * 2 + 1 + 1 + 1
+    n_figures = 5 * 6 + 4 * 2 + 1 + 1 + 1 + 4 * 1 + 1 + 3 + 2 * 2 + 1 + 1 + 1
     assert len(pngs) == n_figures and len(sorted(results.rglob("*.pdf"))) == n_figures
     for png in pngs:
         width, height = Image.open(png).size

@@ -15,19 +15,23 @@ from basins.io import variable_attrs
 
 
 def compare_dynamics(
-    minimum_of_member: np.ndarray,
+    minimum_of_member,
     catalog_maps: list[np.ndarray],
     experiments: list[str],
     n_reference_minima: int,
     reference_basin_fraction: np.ndarray | None = None,
 ) -> xr.Dataset:
-    """Per-member agreement and basin fractions of several dynamics on one landscape.
+    """Per-start agreement and basin fractions of several dynamics on one landscape.
 
     Parameters
     ----------
-    minimum_of_member : ndarray, shape (experiment, member)
+    minimum_of_member : sequence of ndarray, each (start,) or (draw, start)
         Each experiment's own minimum labels (-1: none) for the same initial conditions; the
-        first experiment is the reference.
+        first experiment is the reference. A noisy dynamics (Langevin, Entropy-GD, replicated
+        GD, SGD) may run every start several times with independent noise: its rows are those
+        draws, and every statistic averages a start's draws before it averages over starts,
+        so each start is one independent unit and its draws shrink the noise's share of the
+        error.
     catalog_maps : list of ndarray
         For each experiment, the reference-catalog index of each of its minima (-1: not in the
         reference catalog); the identity for the reference itself.
@@ -37,117 +41,130 @@ def compare_dynamics(
         Size of the reference catalog.
     reference_basin_fraction : ndarray, shape (minimum,), optional
         The reference's basin fraction of each of its minima over its whole ensemble (not only
-        the compared members); given, each member is scored by the size of the reference basin
-        of the minimum it reached (0 for a minimum the reference never found).
+        the compared starts); given, each run is scored by the size of the reference basin of
+        the minimum it reached (0 for a minimum the reference never found).
 
     Returns
     -------
     xarray.Dataset
-        ``agreement(experiment)``: fraction of members assigned under both the reference and
-        this dynamics that reached the same minimum, with its binomial standard error;
-        ``basin_fraction(experiment, minimum)`` over the reference catalog;
-        ``unmatched_fraction(experiment)``: members that reached a minimum the reference
-        never found; ``basin_fraction_change(experiment, baseline, minimum)``, this dynamics'
-        fraction minus the baseline dynamics' (any of the experiments: the reference, or a
-        control such as plain Langevin dynamics at a flat-seeking run's temperature), with its
-        paired standard error over the same members (``basin_fraction_change_se``: the spread
-        of each member's change of indicator, so members both dynamics send to the minimum
-        cancel; a noisy dynamics' own randomness is in that spread, member by member); with
-        ``reference_basin_fraction``, ``reached_basin_size(experiment)``, the mean over members
-        of the reference basin fraction of the minimum each reached (how large, under the
-        reference dynamics, the basins this dynamics ends in are), and its paired change
-        ``reached_basin_size_change(experiment, baseline)`` with ``_se``, over the members
-        both assigned.
+        ``n_draws(experiment)``; ``agreement(experiment)``: over the starts, the fraction of
+        (draw, reference draw) pairs assigned under both that reached the same minimum, with
+        its standard error over starts; ``basin_fraction(experiment, minimum)`` over the
+        reference catalog (a start counts with the fraction of its draws that reached the
+        minimum); ``unmatched_fraction(experiment)``: runs that reached a minimum the
+        reference never found; ``basin_fraction_change(experiment, baseline, minimum)``, this
+        dynamics' fraction minus the baseline dynamics' (any of the experiments: the
+        reference, or a control such as plain Langevin dynamics at a flat-seeking run's
+        temperature), with its paired standard error over the same starts
+        (``basin_fraction_change_se``: the spread of each start's change, so starts both
+        dynamics send to the minimum cancel; a noisy dynamics' own randomness is in that
+        spread, start by start); with ``reference_basin_fraction``,
+        ``reached_basin_size(experiment)``, the mean over starts of the reference basin
+        fraction of the minimum reached (how large, under the reference dynamics, the basins
+        this dynamics ends in are), and its paired change
+        ``reached_basin_size_change(experiment, baseline)`` with ``_se``, over the starts both
+        assigned.
     """
-    labels = np.asarray(minimum_of_member)
-    if labels.ndim != 2 or labels.shape[0] != len(catalog_maps) or len(experiments) != labels.shape[0]:
+    labels = [np.atleast_2d(np.asarray(own)) for own in minimum_of_member]
+    n_starts = {own.shape[1] for own in labels}
+    if len(labels) != len(catalog_maps) or len(experiments) != len(labels) or len(n_starts) != 1:
         raise ValueError(
-            f"minimum_of_member has shape {labels.shape}; expected (experiment, member) with "
-            f"{len(experiments)} experiments and one catalog map each"
+            f"minimum_of_member has shapes {[own.shape for own in labels]}; expected (draw, start) "
+            f"with the same starts for {len(experiments)} experiments and one catalog map each"
         )
-    mapped = np.stack(
-        [np.where(own >= 0, mapping[np.maximum(own, 0)], -1) if len(mapping) else np.full_like(own, -1)
-         for own, mapping in zip(labels, catalog_maps)]
-    )
-    reference = mapped[0]
-    agreement, agreement_se = np.full(len(experiments), np.nan), np.full(len(experiments), np.nan)
-    for row, other in enumerate(mapped):
-        both = (labels[0] >= 0) & (labels[row] >= 0)
-        if both.any():
-            agreement[row] = np.mean(other[both] == reference[both])
-            agreement_se[row] = np.sqrt(agreement[row] * (1 - agreement[row]) / both.sum())
-    n_members = labels.shape[1]
-    fraction = np.stack([np.bincount(m[m >= 0], minlength=n_reference_minima) / n_members for m in mapped])
-    unmatched = ((labels >= 0) & (mapped < 0)).mean(axis=1)
-    change = fraction[:, None, :] - fraction[None, :, :]  # (experiment, baseline, minimum)
+    mapped = [np.where(own >= 0, mapping[np.maximum(own, 0)], -1) if len(mapping) else np.full_like(own, -1)
+              for own, mapping in zip(labels, catalog_maps)]
+    minima = np.arange(n_reference_minima)
+    # (experiment, start, minimum): the fraction of a start's draws that reached each minimum
+    reaches = np.stack([(runs[:, :, None] == minima).mean(axis=0) for runs in mapped])
+    agreement, agreement_se = _agreement(labels, mapped)
+    unmatched = np.array([((own >= 0) & (runs < 0)).mean() for own, runs in zip(labels, mapped)])
+    change, change_se = _paired_changes(reaches)  # (experiment, baseline, minimum)
     sizes = {} if reference_basin_fraction is None else _reached_basin_sizes(labels, mapped, reference_basin_fraction)
     return xr.Dataset(
         {
             **sizes,
-            "agreement": ("experiment", agreement, variable_attrs("members reaching the reference's minimum")),
-            "agreement_se": ("experiment", agreement_se, variable_attrs("standard error of agreement")),
+            "n_draws": ("experiment", [len(own) for own in labels], variable_attrs(
+                "runs of each start with independent noise")),
+            "agreement": ("experiment", agreement, variable_attrs("runs reaching the reference's minimum")),
+            "agreement_se": ("experiment", agreement_se, variable_attrs("standard error of agreement over starts")),
             "basin_fraction": (
                 ("experiment", "minimum"),
-                fraction,
+                reaches.mean(axis=1),
                 variable_attrs("fraction of initial conditions reaching the reference minimum"),
             ),
             "unmatched_fraction": (
                 "experiment",
                 unmatched,
-                variable_attrs("members reaching a minimum outside the reference catalog"),
+                variable_attrs("runs reaching a minimum outside the reference catalog"),
             ),
             "basin_fraction_change": (("experiment", "baseline", "minimum"), change,
-                                      variable_attrs("basin fraction minus the baseline's, same members")),
-            "basin_fraction_change_se": (
-                ("experiment", "baseline", "minimum"), _paired_change_se(mapped, n_reference_minima),
-                variable_attrs("paired standard error of basin_fraction_change")),
+                                      variable_attrs("basin fraction minus the baseline's, same starts")),
+            "basin_fraction_change_se": (("experiment", "baseline", "minimum"), change_se,
+                                         variable_attrs("paired standard error of basin_fraction_change")),
         },
         coords={
             "experiment": ("experiment", np.asarray(experiments, dtype=object), variable_attrs("experiment")),
             "baseline": ("baseline", np.asarray(experiments, dtype=object), variable_attrs(
                 "experiment the change is taken from")),
-            "minimum": ("minimum", np.arange(n_reference_minima), variable_attrs("reference catalog index")),
+            "minimum": ("minimum", minima, variable_attrs("reference catalog index")),
         },
         attrs={"reference_experiment": experiments[0]},
     )
 
 
-def _paired_change_se(mapped, n_minima):
-    """Per experiment, baseline and reference minimum, the standard error over members of the
-    change of "reaches it" from the baseline to the experiment."""
-    reaches = (mapped[:, :, None] == np.arange(n_minima)[None, None, :]).astype(float)  # (experiment, member, minimum)
-    return _paired_changes(reaches)[1]
+def _agreement(labels, mapped):
+    """Per experiment, the mean over starts of the fraction of its (draw, reference draw) pairs,
+    both assigned, that reached the same minimum, and its standard error over starts."""
+    assigned_reference, reference = labels[0] >= 0, mapped[0]
+    per_start = []
+    for own, runs in zip(labels, mapped):
+        both = (own >= 0)[:, None, :] & assigned_reference[None, :, :]  # (draw, reference draw, start)
+        same = (runs[:, None, :] == reference[None, :, :]) & both
+        with np.errstate(invalid="ignore", divide="ignore"):
+            per_start.append(same.sum(axis=(0, 1)) / both.sum(axis=(0, 1)))
+    return _mean_and_error(np.stack(per_start), axis=1)
 
 
 def _reached_basin_sizes(labels, mapped, reference_basin_fraction):
-    """Per member the reference basin fraction of the minimum it reached (nan: no minimum), its
-    mean per experiment and the paired changes between experiments with their errors."""
+    """Per start the mean over its assigned draws of the reference basin fraction of the minimum
+    reached (nan: none assigned), its mean per experiment and the paired changes between
+    experiments with their errors."""
     fraction = np.asarray(reference_basin_fraction, dtype=float)
-    size = np.where(mapped >= 0, fraction[np.maximum(mapped, 0)], 0.0)
-    size[labels < 0] = np.nan  # (experiment, member)
+    per_start = []
+    for own, runs in zip(labels, mapped):
+        size = np.where(runs >= 0, fraction[np.maximum(runs, 0)], 0.0)
+        size[own < 0] = np.nan  # (draw, start)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            per_start.append(np.nansum(size, axis=0) / np.isfinite(size).sum(axis=0))
+    size = np.stack(per_start)  # (experiment, start)
     change, change_se = _paired_changes(size)
     pair = ("experiment", "baseline")
     return {
-        "reached_basin_size": ("experiment", np.nanmean(size, axis=1), variable_attrs(
-            "mean over members of the reference basin fraction of the minimum reached")),
+        "reached_basin_size": ("experiment", _mean_and_error(size, axis=1)[0], variable_attrs(
+            "mean over starts of the reference basin fraction of the minimum reached")),
         "reached_basin_size_change": (pair, change, variable_attrs(
-            "reached_basin_size minus the baseline's, paired over members both assigned")),
+            "reached_basin_size minus the baseline's, paired over starts both assigned")),
         "reached_basin_size_change_se": (pair, change_se, variable_attrs(
             "paired standard error of reached_basin_size_change")),
     }
 
 
 def _paired_changes(values):
-    """Mean and standard error over members of ``values[experiment] - values[baseline]``, from
-    ``values (experiment, member, ...)``, over the members where both are finite (nan: none,
-    or for the error fewer than two): ``(experiment, baseline, ...)`` each."""
-    difference = values[:, None] - values[None, :]  # (experiment, baseline, member, ...)
-    finite = np.isfinite(difference)
-    count = finite.sum(axis=2)
-    filled = np.where(finite, difference, 0.0)
+    """Mean and standard error over starts of ``values[experiment] - values[baseline]``, from
+    ``values (experiment, start, ...)``, over the starts where both are finite:
+    ``(experiment, baseline, ...)`` each."""
+    return _mean_and_error(values[:, None] - values[None, :], axis=2)
+
+
+def _mean_and_error(values, axis):
+    """Mean and standard error of the mean along ``axis`` over the finite entries (nan where
+    there are none, or for the error fewer than two)."""
+    finite = np.isfinite(values)
+    count = finite.sum(axis=axis)
+    filled = np.where(finite, values, 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = filled.sum(axis=2) / count
-        spread = np.where(finite, difference - np.expand_dims(mean, 2), 0.0)
-        variance = (spread**2).sum(axis=2) / (count - 1)
-        error = np.sqrt(variance / count)
+        mean = filled.sum(axis=axis) / count
+        spread = np.where(finite, values - np.expand_dims(mean, axis), 0.0)
+        error = np.sqrt((spread**2).sum(axis=axis) / (count - 1) / count)
     return np.where(count > 0, mean, np.nan), np.where(count > 1, error, np.nan)

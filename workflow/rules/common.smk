@@ -132,6 +132,11 @@ def check_experiments():
                 f"experiments.{name}.ensemble.n_shards={ensemble['n_shards']} exceeds "
                 f"n_members={ensemble['n_members']}; every shard needs a member"
             )
+        if ensemble["noise_draws"] > 1 and not noisy_dynamics(training):
+            raise ValueError(
+                f"experiments.{name}.ensemble.noise_draws={ensemble['noise_draws']}: "
+                f"{training['dynamics']} without noise runs every draw of a start alike"
+            )
         if training["dynamics"] == "sgd" and training["batch_size"] is None:
             raise ValueError(
                 f"experiments.{name}.training.batch_size is required with dynamics 'sgd'"
@@ -278,6 +283,13 @@ def check_flat_seeking(where, training):
         )
 
 
+def noisy_dynamics(training):
+    """Whether a run depends on more than its start: SGD's minibatches, or the Langevin noise
+    of entropy_gd and replicated_gd."""
+    options = training["flat_seeking"] or {}
+    return training["dynamics"] == "sgd" or options.get("noise", 0) > 0
+
+
 def check_beta_schedule(where, training):
     """basins.landscapes.objective.check_beta_schedule on a config section (the Snakefile stays torch-free)."""
     annealed = training["beta_ramp_steps"] > 0
@@ -328,6 +340,10 @@ def check_rings():
         if ring["ensemble"]["n_shards"] > ring["ensemble"]["n_members"]:
             raise ValueError(
                 f"oscillators.{name}.ensemble.n_shards exceeds n_members; every shard needs a member"
+            )
+        if ring["ensemble"]["noise_draws"] > 1:
+            raise ValueError(
+                f"oscillators.{name}.ensemble.noise_draws: a ring relaxes without noise"
             )
         check_rays(f"oscillators.{name}.rays", ring["rays"])
         check_tentacles(f"oscillators.{name}.tentacles", ring["tentacles"])

@@ -11,6 +11,9 @@ rule compare_dynamics:
         "../../envs/basins.yaml"
     params:
         experiments=lambda wildcards: COMPARISONS[wildcards.comparison],
+        ensembles=lambda wildcards: [
+            EXPERIMENTS[name]["ensemble"] for name in COMPARISONS[wildcards.comparison]
+        ],
         minima=reference_minima_options,
     script:
         "../scripts/compare_dynamics.py"

@@ -87,13 +87,17 @@ def landscape_options(training) -> dict:
 
 def shard_starts(snakemake, n_params: int, draw) -> tuple:
     """This shard's members and their starting points: ``ensemble.initial_points`` when the
-    experiment names a file of them, else ``draw(members)``."""
+    experiment names a file of them, else ``draw(starts)``. With ``noise_draws`` the members
+    are ``draw * n_members + start``: every start runs once per noise draw, and member ids
+    (which seed the noise) differ between the draws."""
     import numpy as np
 
     from basins.io import read_starting_points
 
     ensemble, shard = snakemake.params.ensemble, int(snakemake.wildcards.shard)
-    members = np.array_split(np.arange(ensemble["n_members"]), ensemble["n_shards"])[shard]
+    n_starts = ensemble["n_members"]
+    members = np.array_split(np.arange(n_starts * ensemble["noise_draws"]), ensemble["n_shards"])[shard]
+    starts = members % n_starts
     if ensemble["initial_points"]:
-        return members, read_starting_points(ensemble["initial_points"], members, n_params)
-    return members, draw(members)
+        return members, read_starting_points(ensemble["initial_points"], starts, n_params)
+    return members, draw(starts)

@@ -10,9 +10,15 @@ from basins.minima import assign_to_catalog, matching_options
 log = start(snakemake)
 experiments = list(snakemake.params.experiments)
 catalogs = [read_dataset(path).sortby("member") for path in snakemake.input.minima]
-# The members every experiment ran (the smallest ensemble's: member i starts alike in all).
-shared = sorted(set.intersection(*(set(catalog["member"].values.tolist()) for catalog in catalogs)))
-log.info("compared on the %d members all of %s ran", len(shared), experiments)
+# The starts every experiment ran (the smallest ensemble's: start i is alike in all), each
+# experiment's members as (noise draw, start): member = draw * n_members + start.
+n_shared = min(ensemble["n_members"] for ensemble in snakemake.params.ensembles)
+runs = [
+    catalog["minimum_of_member"].values.reshape(ensemble["noise_draws"], ensemble["n_members"])[:, :n_shared]
+    for catalog, ensemble in zip(catalogs, snakemake.params.ensembles)
+]
+log.info("compared on the %d starts all of %s ran (noise draws: %s)", n_shared, experiments,
+         [len(draws) for draws in runs])
 reference = catalogs[0]
 arch = Architecture.from_json(reference.attrs["architecture"])
 matching, probes = matching_options(
@@ -27,7 +33,7 @@ maps = [np.arange(reference.sizes["minimum"])] + [
     for catalog in catalogs[1:]
 ]
 comparison = compare_dynamics(
-    np.stack([catalog["minimum_of_member"].sel(member=shared).values for catalog in catalogs]),
+    runs,
     maps,
     experiments,
     reference.sizes["minimum"],
@@ -35,7 +41,7 @@ comparison = compare_dynamics(
     reference_basin_fraction=reference["n_members"].values / reference.sizes["member"],
 )
 comparison = add_provenance(
-    comparison.assign_attrs(n_members_compared=len(shared)),
+    comparison.assign_attrs(n_starts_compared=n_shared),
     title=f"dynamics comparison {snakemake.wildcards.comparison}, seed {snakemake.wildcards.seed}",
     stage="compare_dynamics",
     stage_config={"experiments": experiments, "minima": snakemake.params.minima},
