@@ -100,3 +100,21 @@ def test_identical_draws_change_nothing_and_more_draws_shrink_the_noise():
     # the reference's own spread (0.25) stays; the noisy side's falls from 0.21 to 0.21 / 16
     assert se["many"] == pytest.approx(np.sqrt((0.25 + 0.21 / 16) / n_starts), rel=0.15)
     assert se["one"] == pytest.approx(np.sqrt((0.25 + 0.21) / n_starts), rel=0.15)
+
+
+def test_the_markdown_table_reads_every_number_from_the_comparison():
+    from basins.comparison import comparison_markdown
+
+    reference = np.array([0, 0, 1, 1, 0, 0])
+    noisy = np.array([[0, 1, 1, 0, 0, 0], [1, 1, 1, -1, 0, 0]])
+    result = compare_dynamics([reference, noisy], [np.arange(2)] * 2, ["net", "net_langevin"], 2,
+                              np.array([0.6, 0.4]))
+    table = comparison_markdown(result)
+    row = next(line for line in table.splitlines() if line.startswith("| langevin |"))
+    langevin = result.sel(experiment="net_langevin")
+    assert f"| 2 | {float(langevin.agreement):.2f} +- {float(langevin.agreement_se):.2f} |" in row
+    assert f"{float(langevin.basin_fraction.sel(minimum=0)):.2f}" in row
+    change = result.sel(experiment="net_langevin", baseline="net", minimum=0)
+    expected = f"{float(change.basin_fraction_change):+.2f} +- {float(change.basin_fraction_change_se):.2f}"
+    assert expected in table.split("reached basin size, row")[0]
+    assert "| reference | 1 |" in table and "6 starts compared" in table

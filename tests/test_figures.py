@@ -79,4 +79,4 @@ def test_dynamics_comparison_draws_fractions_and_paired_changes(tmp_path):
     change = comparison.sel(experiment="net_entropy", baseline="net_langevin", minimum=0)
     assert f"{float(change['basin_fraction_change']):+.2f}" in [t.get_text().split("\n")[0] for t in heatmap.texts]
     figures.save_figure(figure, tmp_path / "c.pdf", tmp_path / "c.png")
-    assert figures._without_shared_prefix(["x_adam", "x_anneal"]) == ["adam", "anneal"]
+    assert figures.dynamics_names(["x_adam", "x_anneal"]) == ["adam", "anneal"]

@@ -8,6 +8,8 @@ ask whether both dynamics carried it to the same minimum.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import xarray as xr
 
@@ -109,7 +111,7 @@ def compare_dynamics(
                 "experiment the change is taken from")),
             "minimum": ("minimum", minima, variable_attrs("reference catalog index")),
         },
-        attrs={"reference_experiment": experiments[0]},
+        attrs={"reference_experiment": experiments[0], "n_starts_compared": labels[0].shape[1]},
     )
 
 
@@ -168,3 +170,51 @@ def _mean_and_error(values, axis):
         spread = np.where(finite, values - np.expand_dims(mean, axis), 0.0)
         error = np.sqrt((spread**2).sum(axis=axis) / (count - 1) / count)
     return np.where(count > 0, mean, np.nan), np.where(count > 1, error, np.nan)
+
+
+def dynamics_names(names: list[str]) -> list[str]:
+    """Experiment names without the prefix they share ("reference" for the one that is all prefix)."""
+    prefix = os.path.commonprefix(names) if len(names) > 1 else ""
+    if prefix not in names:  # whole words only: adam and anneal share "a", not a name
+        prefix = prefix[: prefix.rfind("_") + 1]
+    return [name[len(prefix):].lstrip("_") or "reference" for name in names]
+
+
+def comparison_markdown(comparison: xr.Dataset) -> str:
+    """The dynamics comparison in Markdown: one row per dynamics, then the paired changes of the
+    reference's largest basin (and of the reached basin size) between every two dynamics."""
+    names = dynamics_names([str(name) for name in comparison["experiment"].values])
+    largest = comparison.isel(minimum=0)
+    sized = "reached_basin_size" in comparison
+    lines = [
+        f"Reference: {comparison.attrs['reference_experiment']}; {comparison.attrs['n_starts_compared']} "
+        "starts compared (a noisy dynamics' draws of a start averaged first); +- one standard error over "
+        "starts. Largest basin: the reference catalogue's minimum 0.",
+        "",
+        "| dynamics | noise draws | agreement with the reference | unmatched | largest basin"
+        + (" | reached basin size |" if sized else " |"),
+        "|---|---|---|---|---" + ("|---|" if sized else "|"),
+    ]
+    for row, name in enumerate(names):
+        r = comparison.isel(experiment=row)
+        lines.append(
+            f"| {name} | {int(r.n_draws)} | {float(r.agreement):.2f} +- {float(r.agreement_se):.2f} "
+            f"| {float(r.unmatched_fraction):.2f} | {float(largest.basin_fraction[row]):.2f} |"
+            + (f" {float(r.reached_basin_size):.3f} |" if sized else "")
+        )
+    lines += _change_matrix("Paired change of the largest basin's fraction, row - column",
+                            largest.basin_fraction_change.values, largest.basin_fraction_change_se.values, names)
+    if sized:
+        lines += _change_matrix("Paired change of the reached basin size, row - column",
+                                comparison.reached_basin_size_change.values,
+                                comparison.reached_basin_size_change_se.values, names, digits=3)
+    return "\n".join(lines) + "\n"
+
+
+def _change_matrix(title, change, error, names, digits=2):
+    lines = ["", f"{title}:", "", "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for row, name in enumerate(names):
+        cells = ["" if row == column else f"{change[row, column]:+.{digits}f} +- {error[row, column]:.{digits}f}"
+                 for column in range(len(names))]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines

@@ -19,6 +19,7 @@ import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
 import xarray as xr  # noqa: E402
 
+from basins.comparison import dynamics_names  # noqa: E402
 from basins.disconnectivity import tree_segments  # noqa: E402
 from basins.labels import AT_SADDLE, UNASSIGNED, UNDECIDED_LABEL  # noqa: E402
 from basins.rays import select_minima_to_probe  # noqa: E402
@@ -516,7 +517,7 @@ def figure_dynamics_comparison(comparison: xr.Dataset, *, title: str, n_largest:
 def _largest_basin_changes(ax, largest: xr.Dataset) -> None:
     """Annotated matrix of the paired change of one minimum's basin fraction, row minus column."""
     change, error = largest["basin_fraction_change"].values, largest["basin_fraction_change_se"].values
-    names = _without_shared_prefix([str(name) for name in largest["experiment"].values])
+    names = dynamics_names([str(name) for name in largest["experiment"].values])
     text = np.vectorize(lambda c, e: "" if c == 0 and e == 0 else f"{c:+.2f}\n±{e:.2f}")
     annotations = text(change, np.nan_to_num(error))
     sns.heatmap(change, ax=ax, cmap="vlag", center=0, vmin=-1, vmax=1, annot=annotations, fmt="",
@@ -525,14 +526,6 @@ def _largest_basin_changes(ax, largest: xr.Dataset) -> None:
     ax.set_xlabel("baseline")
     ax.set_ylabel("dynamics")
     ax.set_title(f"largest basin (minimum {int(largest['minimum'])}): paired change, row - column", fontsize=6)
-
-
-def _without_shared_prefix(names: list[str]) -> list[str]:
-    """Experiment names without the prefix they share ("reference" for the one that is all prefix)."""
-    prefix = os.path.commonprefix(names) if len(names) > 1 else ""
-    if prefix not in names:  # whole words only: adam and anneal share "a", not a name
-        prefix = prefix[: prefix.rfind("_") + 1]
-    return [name[len(prefix):].lstrip("_") or "reference" for name in names]
 
 
 def figure_summary(summary: xr.Dataset, *, title: str) -> plt.Figure:

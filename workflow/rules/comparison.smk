@@ -4,7 +4,8 @@ rule compare_dynamics:
         dataset=reference_dataset,
         code=code_dependencies("compare_dynamics"),
     output:
-        "results/comparisons/{comparison}/seed{seed}.nc",
+        netcdf="results/comparisons/{comparison}/seed{seed}.nc",
+        markdown="results/comparisons/{comparison}/seed{seed}.md",
     log:
         "logs/compare_dynamics/{comparison}/seed{seed}.log",
     conda:

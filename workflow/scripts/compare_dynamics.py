@@ -1,7 +1,7 @@
 import numpy as np
 from _entry import start
 
-from basins.comparison import compare_dynamics
+from basins.comparison import compare_dynamics, comparison_markdown
 from basins.data import train_test_arrays
 from basins.io import add_provenance, read_dataset, write_dataset
 from basins.landscapes.networks import Architecture
@@ -41,12 +41,14 @@ comparison = compare_dynamics(
     reference_basin_fraction=reference["n_members"].values / reference.sizes["member"],
 )
 comparison = add_provenance(
-    comparison.assign_attrs(n_starts_compared=n_shared),
+    comparison,
     title=f"dynamics comparison {snakemake.wildcards.comparison}, seed {snakemake.wildcards.seed}",
     stage="compare_dynamics",
     stage_config={"experiments": experiments, "minima": snakemake.params.minima},
     seed=int(snakemake.wildcards.seed),
     inputs=tuple(snakemake.input.minima),
 )
-write_dataset(comparison, snakemake.output[0])
+write_dataset(comparison, snakemake.output.netcdf)
+with open(snakemake.output.markdown, "w") as table:
+    table.write(comparison_markdown(comparison))
 log.info("agreement with %s: %s", experiments[0], dict(zip(experiments, comparison["agreement"].values)))
