@@ -17,8 +17,9 @@ def test_agreement_and_fractions_by_hand():
     assert float(result["agreement"][1]) == pytest.approx(0.5)
     np.testing.assert_allclose(result["basin_fraction"].values, [[3 / 6, 2 / 6], [1 / 6, 3 / 6]])
     np.testing.assert_allclose(result["unmatched_fraction"].values, [0, 1 / 6])
-    total = result["basin_fraction"].sum("minimum") + result["unmatched_fraction"]
-    assert (total <= 1).all()
+    np.testing.assert_allclose(result["unassigned_fraction"].values, [1 / 6, 1 / 6])
+    total = result["basin_fraction"].sum("minimum") + result["unmatched_fraction"] + result["unassigned_fraction"]
+    np.testing.assert_allclose(total.values, 1.0)
     # Paired change of minimum 0: members' indicators go 1 1 0 0 0 1 -> 1 0 0 0 0 0.
     change = np.array([0, -1, 0, 0, 0, -1])
     from_flow = result.sel(baseline="flow")
@@ -75,6 +76,7 @@ def test_noise_draws_are_averaged_within_each_start_by_hand():
     assert float(result["agreement"].sel(experiment="langevin")) == pytest.approx(agree.mean())
     assert float(result["agreement_se"].sel(experiment="langevin")) == pytest.approx(agree.std(ddof=1) / 2)
     assert float(result["unmatched_fraction"].sel(experiment="langevin")) == 0
+    assert float(result["unassigned_fraction"].sel(experiment="langevin")) == pytest.approx(1 / 8)
 
 
 def test_identical_draws_change_nothing_and_more_draws_shrink_the_noise():

@@ -54,7 +54,11 @@ def compare_dynamics(
         its standard error over starts; ``basin_fraction(experiment, minimum)`` over the
         reference catalog (a start counts with the fraction of its draws that reached the
         minimum); ``unmatched_fraction(experiment)``: runs that reached a minimum the
-        reference never found; ``basin_fraction_change(experiment, baseline, minimum)``, this
+        reference never found; ``unassigned_fraction(experiment)``: runs with no minimum
+        (diverged, stopped at a saddle, or undecided on their budget), which count as reaching
+        none of the minima in ``basin_fraction`` and its changes and are left out of
+        ``agreement`` and ``reached_basin_size`` (the three add up to 1 with the basin
+        fractions, checked); ``basin_fraction_change(experiment, baseline, minimum)``, this
         dynamics' fraction minus the baseline dynamics' (any of the experiments: the
         reference, or a control such as plain Langevin dynamics at a flat-seeking run's
         temperature), with its paired standard error over the same starts
@@ -81,6 +85,10 @@ def compare_dynamics(
     reaches = np.stack([(runs[:, :, None] == minima).mean(axis=0) for runs in mapped])
     agreement, agreement_se = _agreement(labels, mapped)
     unmatched = np.array([((own >= 0) & (runs < 0)).mean() for own, runs in zip(labels, mapped)])
+    unassigned = np.array([(own < 0).mean() for own in labels])
+    total = reaches.mean(axis=1).sum(axis=1) + unmatched + unassigned
+    if not np.allclose(total, 1.0, rtol=0, atol=1e-12):
+        raise AssertionError(f"basin, unmatched and unassigned fractions add up to {total}, not 1")
     change, change_se = _paired_changes(reaches)  # (experiment, baseline, minimum)
     sizes = {} if reference_basin_fraction is None else _reached_basin_sizes(labels, mapped, reference_basin_fraction)
     return xr.Dataset(
@@ -100,6 +108,8 @@ def compare_dynamics(
                 unmatched,
                 variable_attrs("runs reaching a minimum outside the reference catalog"),
             ),
+            "unassigned_fraction": ("experiment", unassigned, variable_attrs(
+                "runs with no minimum: diverged, at a saddle, or undecided")),
             "basin_fraction_change": (("experiment", "baseline", "minimum"), change,
                                       variable_attrs("basin fraction minus the baseline's, same starts")),
             "basin_fraction_change_se": (("experiment", "baseline", "minimum"), change_se,
@@ -191,15 +201,16 @@ def comparison_markdown(comparison: xr.Dataset) -> str:
         "starts compared (a noisy dynamics' draws of a start averaged first); +- one standard error over "
         "starts. Largest basin: the reference catalogue's minimum 0.",
         "",
-        "| dynamics | noise draws | agreement with the reference | unmatched | largest basin"
+        "| dynamics | noise draws | agreement with the reference | unmatched | no minimum | largest basin"
         + (" | reached basin size |" if sized else " |"),
-        "|---|---|---|---|---" + ("|---|" if sized else "|"),
+        "|---|---|---|---|---|---" + ("|---|" if sized else "|"),
     ]
     for row, name in enumerate(names):
         r = comparison.isel(experiment=row)
         lines.append(
             f"| {name} | {int(r.n_draws)} | {float(r.agreement):.2f} +- {float(r.agreement_se):.2f} "
-            f"| {float(r.unmatched_fraction):.2f} | {float(largest.basin_fraction[row]):.2f} |"
+            f"| {float(r.unmatched_fraction):.2f} | {float(r.unassigned_fraction):.2f} "
+            f"| {float(largest.basin_fraction[row]):.2f} |"
             + (f" {float(r.reached_basin_size):.3f} |" if sized else "")
         )
     lines += _change_matrix("Paired change of the largest basin's fraction, row - column",

@@ -497,10 +497,10 @@ def figure_dynamics_comparison(comparison: xr.Dataset, *, title: str, n_largest:
         return fig
     table = shown.to_dataframe().reset_index()
     labels = {
-        str(name): f"{name}: agree {a:.2f}±{se:.2f}, unmatched {u:.2f}"
-        for name, a, se, u in zip(
-            comparison["experiment"].values, comparison["agreement"].values,
-            comparison["agreement_se"].values, comparison["unmatched_fraction"].values,
+        str(name): f"{name}: agree {a:.2f}±{se:.2f}, unmatched {u:.2f}, no minimum {n:.2f}"
+        for name, a, se, u, n in zip(
+            comparison["experiment"].values, comparison["agreement"].values, comparison["agreement_se"].values,
+            comparison["unmatched_fraction"].values, comparison["unassigned_fraction"].values,
         )
     }
     table["dynamics"] = table["experiment"].astype(str).map(labels)
@@ -520,7 +520,8 @@ def _largest_basin_changes(ax, largest: xr.Dataset) -> None:
     names = dynamics_names([str(name) for name in largest["experiment"].values])
     text = np.vectorize(lambda c, e: "" if c == 0 and e == 0 else f"{c:+.2f}\n±{e:.2f}")
     annotations = text(change, np.nan_to_num(error))
-    sns.heatmap(change, ax=ax, cmap="vlag", center=0, vmin=-1, vmax=1, annot=annotations, fmt="",
+    scale = max(0.05, float(np.nanmax(np.abs(change))))  # the changes' own range, so small ones show
+    sns.heatmap(change, ax=ax, cmap="vlag", center=0, vmin=-scale, vmax=scale, annot=annotations, fmt="",
                 annot_kws={"fontsize": 4.5}, xticklabels=names, yticklabels=names, cbar_kws={"shrink": 0.7})
     ax.tick_params(labelsize=5)
     ax.set_xlabel("baseline")
