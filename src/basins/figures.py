@@ -496,10 +496,11 @@ def figure_dynamics_comparison(comparison: xr.Dataset, *, title: str, n_largest:
         _empty(pairs, "the reference found no minimum")
         return fig
     table = shown.to_dataframe().reset_index()
+    names = [str(name) for name in comparison["experiment"].values]
     labels = {
-        str(name): f"{name}: agree {a:.2f}±{se:.2f}, unmatched {u:.2f}, no minimum {n:.2f}"
-        for name, a, se, u, n in zip(
-            comparison["experiment"].values, comparison["agreement"].values, comparison["agreement_se"].values,
+        name: f"{short}: agree {a:.2f}±{se:.2f}, unmatched {u:.2f}, no minimum {n:.2f}"
+        for name, short, a, se, u, n in zip(
+            names, dynamics_names(names), comparison["agreement"].values, comparison["agreement_se"].values,
             comparison["unmatched_fraction"].values, comparison["unassigned_fraction"].values,
         )
     }
@@ -507,7 +508,8 @@ def figure_dynamics_comparison(comparison: xr.Dataset, *, title: str, n_largest:
     sns.barplot(table, x="minimum", y="basin_fraction", hue="dynamics", ax=ax, palette="colorblind")
     ax.set_xlabel(f"minimum of {comparison.attrs['reference_experiment']} (by basin size)")
     ax.set_ylabel("basin fraction")
-    ax.legend(fontsize=5.5, frameon=False, title=None)
+    ax.set_ylim(0, 1.8 * max(float(shown.max()), 0.01))  # room above the bars for the legend
+    ax.legend(fontsize=5.5, frameon=False, title=None, loc="upper right")
     _largest_basin_changes(pairs, comparison.isel(minimum=0))
     fig.suptitle(title, fontsize=8)
     sns.despine(fig)
