@@ -1,3 +1,5 @@
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -181,6 +183,25 @@ def test_only_converged_runs_decide_a_phase_and_a_few_unsatisfied_points_are_stu
     phase = classify_phase(status, n_unsatisfied, n_weights=100, stuck_fraction=0.1)
     # a budget never decides: even 40 unsatisfied points at the end of the budget are undecided
     np.testing.assert_array_equal(phase, [SAT, STUCK, UNSAT, UNSAT, UNDECIDED_PHASE, UNDECIDED_PHASE, UNDECIDED_PHASE])
+    # a dead network (constant output) with many unsatisfied points failed, it did not jam
+    dead = np.array([False, False, False, True, True, False, False])
+    phase = classify_phase(status, n_unsatisfied, n_weights=100, stuck_fraction=0.1, dead=dead)
+    np.testing.assert_array_equal(phase, [SAT, STUCK, UNSAT, STUCK, UNDECIDED_PHASE, UNDECIDED_PHASE, UNDECIDED_PHASE])
+
+
+def test_a_network_whose_hidden_layer_is_off_on_every_point_is_dead_and_a_live_one_is_not(random_pool):
+    from basins.jamming import PrefixObjective, _dead_networks
+
+    x, y = random_pool[:2]
+    arch = Architecture(n_inputs=x.shape[1], n_outputs=1, depth=2, width=3, activation="relu")
+    theta = initial_parameters(arch, np.arange(2), seed=0, init="orthogonal")
+    first_weights, first_bias = arch.layer_slices[0]
+    theta[1, first_weights], theta[1, first_bias] = 0.0, -1.0  # layer 1 off everywhere: the output is constant
+    objective = PrefixObjective(arch, torch.as_tensor(x), torch.as_tensor(y, dtype=torch.float64),
+                                torch.tensor([20, 20]), "quadratic_hinge", 1.0)
+    out = SimpleNamespace(final_theta=theta, chunk=2, status=np.array([CONVERGED, CONVERGED]))
+    dead = _dead_networks(out, objective, arch, torch.as_tensor)
+    np.testing.assert_array_equal(dead, [False, True])
 
 
 @pytest.mark.parametrize(

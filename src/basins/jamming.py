@@ -357,9 +357,12 @@ def _fit_sizes(
     out = with_final_losses(out, objective, as_tensor)
     delta, test_error = _final_margins(out, objective, arch, x_test, y_test, as_tensor)
     kink_distance = _kink_distances(out, objective, arch, as_tensor)
+    dead = _dead_networks(out, objective, arch, as_tensor)
     result = descent_dataset(out, member_ids, initial_theta, loss_name=f"{loss} training loss")
     n_unsatisfied = np.where(out.status == DIVERGED, -1, (delta > delta_tol).sum(1))
-    phase = classify_phase(out.status, n_unsatisfied, n_weights=arch.n_weights, stuck_fraction=stuck_fraction)
+    phase = classify_phase(
+        out.status, n_unsatisfied, n_weights=arch.n_weights, stuck_fraction=stuck_fraction, dead=dead
+    )
     with np.errstate(invalid="ignore"):
         train_error = np.where(out.status == DIVERGED, np.nan, (delta >= margin).sum(1) / n_train)
     return result.assign(
@@ -373,6 +376,9 @@ def _fit_sizes(
         train_error=("member", train_error, variable_attrs("training error (0-1)")),
         test_error=("member", test_error, variable_attrs("test error (0-1)")),
         phase=("member", phase.astype(np.int8), phase_attrs()),
+        dead_network=("member", dead.astype(np.int8), variable_attrs(
+            "1: the network's output is the same on every training point (a hidden layer is off on all "
+            "of them), an optimization failure counted as stuck, never UNSAT")),
         kink_distance=("member", kink_distance, variable_attrs(
             "smallest |pre-activation| of a hidden unit on the member's training points: near 0 the run "
             "ends on a kink of the ReLU network's loss, where it is not differentiable and the gradient "
@@ -419,14 +425,22 @@ def phase_attrs() -> dict:
 
 
 def classify_phase(
-    status: np.ndarray, n_unsatisfied: np.ndarray, *, n_weights: int, stuck_fraction: float
+    status: np.ndarray,
+    n_unsatisfied: np.ndarray,
+    *,
+    n_weights: int,
+    stuck_fraction: float,
+    dead: np.ndarray | None = None,
 ) -> np.ndarray:
     """Phase per member: of converged members, SAT (no unsatisfied point), stuck (fewer than
-    ``stuck_fraction * n_weights``) or UNSAT; undecided for every member that spent its budget
-    or diverged, whatever its loss."""
+    ``stuck_fraction * n_weights``, or a dead network: ``dead``, its output the same on every
+    training point) or UNSAT; undecided for every member that spent its budget or diverged,
+    whatever its loss."""
     converged = status == CONVERGED
-    few = n_unsatisfied < stuck_fraction * n_weights
-    decided = np.select([n_unsatisfied == 0, few], [SAT, STUCK], default=UNSAT)
+    failed = n_unsatisfied < stuck_fraction * n_weights
+    if dead is not None:
+        failed = failed | dead
+    decided = np.select([n_unsatisfied == 0, failed], [SAT, STUCK], default=UNSAT)
     return np.where(converged, decided, UNDECIDED_PHASE)
 
 
@@ -476,6 +490,25 @@ def _kink_distances(out, objective, arch, as_tensor):
             distance[rows] = smallest_hidden_preactivation(as_tensor(out.final_theta[rows]), x, arch).cpu().numpy()
     distance[out.status == DIVERGED] = np.nan
     return distance
+
+
+def _dead_networks(out, objective, arch, as_tensor):
+    """Per member, whether its final network gives every one of its training points the same
+    output, bit for bit: a hidden layer that is off on every point passes on exact zeros, so the
+    output is the last layers' biases alone (no tolerance is involved; a live network giving
+    exactly equal outputs on different points has measure zero). False for diverged members."""
+    n_members = out.final_theta.shape[0]
+    dead = np.zeros(n_members, dtype=bool)
+    with torch.no_grad():
+        for start in range(0, n_members, out.chunk):
+            rows = np.arange(start, min(start + out.chunk, n_members))
+            chunk = objective.restricted_to(torch.as_tensor(rows, device=objective.x.device))
+            output = forward(as_tensor(out.final_theta[rows]), chunk.x, arch)  # (member, sample, output)
+            inside = chunk.inside().unsqueeze(-1)
+            highest = torch.where(inside, output, -torch.inf).amax(1)
+            lowest = torch.where(inside, output, torch.inf).amin(1)
+            dead[rows] = (highest == lowest).all(-1).cpu().numpy()
+    return dead & (out.status != DIVERGED)
 
 
 def _final_margins(out, objective, arch, x_test, y_test, as_tensor):
