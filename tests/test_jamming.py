@@ -1,5 +1,3 @@
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 import torch
@@ -183,25 +181,26 @@ def test_only_converged_runs_decide_a_phase_and_a_few_unsatisfied_points_are_stu
     phase = classify_phase(status, n_unsatisfied, n_weights=100, stuck_fraction=0.1)
     # a budget never decides: even 40 unsatisfied points at the end of the budget are undecided
     np.testing.assert_array_equal(phase, [SAT, STUCK, UNSAT, UNSAT, UNDECIDED_PHASE, UNDECIDED_PHASE, UNDECIDED_PHASE])
-    # a dead network (constant output) with many unsatisfied points failed, it did not jam
-    dead = np.array([False, False, False, True, True, False, False])
-    phase = classify_phase(status, n_unsatisfied, n_weights=100, stuck_fraction=0.1, dead=dead)
+    # 40 unsatisfied points of which 35 are silenced leave 5 the network sees: a failure, not jamming
+    silenced = np.array([0, 0, 0, 35, 35, 0, -1])
+    phase = classify_phase(status, n_unsatisfied, n_weights=100, stuck_fraction=0.1, n_silenced=silenced)
     np.testing.assert_array_equal(phase, [SAT, STUCK, UNSAT, STUCK, UNDECIDED_PHASE, UNDECIDED_PHASE, UNDECIDED_PHASE])
 
 
-def test_a_network_whose_hidden_layer_is_off_on_every_point_is_dead_and_a_live_one_is_not(random_pool):
-    from basins.jamming import PrefixObjective, _dead_networks
+def test_an_input_is_silenced_where_a_hidden_layer_is_off_on_it():
+    from basins.landscapes.networks import silenced_inputs
 
-    x, y = random_pool[:2]
-    arch = Architecture(n_inputs=x.shape[1], n_outputs=1, depth=2, width=3, activation="relu")
-    theta = initial_parameters(arch, np.arange(2), seed=0, init="orthogonal")
-    first_weights, first_bias = arch.layer_slices[0]
-    theta[1, first_weights], theta[1, first_bias] = 0.0, -1.0  # layer 1 off everywhere: the output is constant
-    objective = PrefixObjective(arch, torch.as_tensor(x), torch.as_tensor(y, dtype=torch.float64),
-                                torch.tensor([20, 20]), "quadratic_hinge", 1.0)
-    out = SimpleNamespace(final_theta=theta, chunk=2, status=np.array([CONVERGED, CONVERGED]))
-    dead = _dead_networks(out, objective, arch, torch.as_tensor)
-    np.testing.assert_array_equal(dead, [False, True])
+    arch = Architecture(n_inputs=1, n_outputs=1, depth=2, width=2, activation="relu")
+    # layer 1: units relu(x) and relu(x - 1); layer 2: units relu(h1 - h2 - 0.5) and relu(-h1)
+    theta = torch.tensor([[1.0, 1.0, 0.0, -1.0, 1.0, -1.0, -1.0, 0.0, -0.5, 0.0, 1.0, 1.0, 0.0]])
+    x = torch.tensor([[-1.0], [0.25], [0.75], [2.0], [torch.nan]])
+    # x = -1: layer 1 off; 0.25: layer 2 off (h1 - h2 - 0.5 < 0, -h1 < 0); 0.75: alive; 2: h1 - h2 = 1, alive
+    np.testing.assert_array_equal(silenced_inputs(theta, x, arch).numpy(), [[True, True, False, False, False]])
+    # Brute force: a silenced input's output is the output bias, and no weight moves it.
+    for row, is_silenced in zip(x[:4], [True, True, False, False]):
+        point = theta.clone().requires_grad_(True)
+        (gradient,) = torch.autograd.grad(forward(point, row.unsqueeze(0), arch).sum(), point)
+        assert (gradient[0, :-1].abs().sum() == 0) == is_silenced
 
 
 @pytest.mark.parametrize(

@@ -37,7 +37,7 @@ from basins.jamming_transition import transition_bracket
 from basins.labels import BUDGET, CONVERGED, DIVERGED, PHASE_MEANINGS, PHASE_VALUES, SAT, STUCK, UNDECIDED_PHASE, UNSAT
 from basins.landscapes.fused_mlp import LabelFactors, Workspace, loss_and_gradient
 from basins.landscapes.losses import check_loss, l2_penalty, margins, sample_losses
-from basins.landscapes.networks import Architecture, forward, smallest_hidden_preactivation
+from basins.landscapes.networks import Architecture, forward, silenced_inputs, smallest_hidden_preactivation
 from basins.landscapes.objective import data_tensors, network_chunk_size
 
 log = logging.getLogger(__name__)
@@ -357,11 +357,13 @@ def _fit_sizes(
     out = with_final_losses(out, objective, as_tensor)
     delta, test_error = _final_margins(out, objective, arch, x_test, y_test, as_tensor)
     kink_distance = _kink_distances(out, objective, arch, as_tensor)
-    dead = _dead_networks(out, objective, arch, as_tensor)
+    silenced = _silenced(out, objective, arch, as_tensor)
     result = descent_dataset(out, member_ids, initial_theta, loss_name=f"{loss} training loss")
-    n_unsatisfied = np.where(out.status == DIVERGED, -1, (delta > delta_tol).sum(1))
+    unsatisfied = delta > delta_tol
+    n_unsatisfied = np.where(out.status == DIVERGED, -1, unsatisfied.sum(1))
+    n_silenced = np.where(out.status == DIVERGED, -1, (unsatisfied & silenced).sum(1))
     phase = classify_phase(
-        out.status, n_unsatisfied, n_weights=arch.n_weights, stuck_fraction=stuck_fraction, dead=dead
+        out.status, n_unsatisfied, n_weights=arch.n_weights, stuck_fraction=stuck_fraction, n_silenced=n_silenced
     )
     with np.errstate(invalid="ignore"):
         train_error = np.where(out.status == DIVERGED, np.nan, (delta >= margin).sum(1) / n_train)
@@ -376,9 +378,9 @@ def _fit_sizes(
         train_error=("member", train_error, variable_attrs("training error (0-1)")),
         test_error=("member", test_error, variable_attrs("test error (0-1)")),
         phase=("member", phase.astype(np.int8), phase_attrs()),
-        dead_network=("member", dead.astype(np.int8), variable_attrs(
-            "1: the network's output is the same on every training point (a hidden layer is off on all "
-            "of them), an optimization failure counted as stuck, never UNSAT")),
+        n_silenced_unsatisfied=("member", n_silenced, variable_attrs(
+            "unsatisfied points on which a hidden layer is off: they get the output biases alone and "
+            "move no weight, so they count toward stuck, never toward UNSAT (-1: diverged)")),
         kink_distance=("member", kink_distance, variable_attrs(
             "smallest |pre-activation| of a hidden unit on the member's training points: near 0 the run "
             "ends on a kink of the ReLU network's loss, where it is not differentiable and the gradient "
@@ -430,16 +432,17 @@ def classify_phase(
     *,
     n_weights: int,
     stuck_fraction: float,
-    dead: np.ndarray | None = None,
+    n_silenced: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Phase per member: of converged members, SAT (no unsatisfied point), stuck (fewer than
-    ``stuck_fraction * n_weights``, or a dead network: ``dead``, its output the same on every
-    training point) or UNSAT; undecided for every member that spent its budget or diverged,
-    whatever its loss."""
+    """Phase per member: of converged members, SAT (no unsatisfied point), stuck or UNSAT;
+    undecided for every member that spent its budget or diverged, whatever its loss. Stuck:
+    fewer than ``stuck_fraction * n_weights`` unsatisfied points that the network still sees,
+    i.e. not counting the ``n_silenced`` ones on which a hidden layer is off (a jammed minimum
+    balances the forces of its unsatisfied points; a silenced point exerts none on any weight,
+    so leaving it unsatisfied is a dead-ReLU failure, not jamming)."""
     converged = status == CONVERGED
-    failed = n_unsatisfied < stuck_fraction * n_weights
-    if dead is not None:
-        failed = failed | dead
+    seen = n_unsatisfied if n_silenced is None else n_unsatisfied - n_silenced
+    failed = seen < stuck_fraction * n_weights
     decided = np.select([n_unsatisfied == 0, failed], [SAT, STUCK], default=UNSAT)
     return np.where(converged, decided, UNDECIDED_PHASE)
 
@@ -492,23 +495,21 @@ def _kink_distances(out, objective, arch, as_tensor):
     return distance
 
 
-def _dead_networks(out, objective, arch, as_tensor):
-    """Per member, whether its final network gives every one of its training points the same
-    output, bit for bit: a hidden layer that is off on every point passes on exact zeros, so the
-    output is the last layers' biases alone (no tolerance is involved; a live network giving
-    exactly equal outputs on different points has measure zero). False for diverged members."""
+def _silenced(out, objective, arch, as_tensor):
+    """:func:`basins.landscapes.networks.silenced_inputs` of each member's final point on its own
+    training points ``(member, sample)`` (False beyond them and for diverged members)."""
     n_members = out.final_theta.shape[0]
-    dead = np.zeros(n_members, dtype=bool)
+    silenced = np.zeros((n_members, objective.y.shape[-1]), dtype=bool)
     with torch.no_grad():
         for start in range(0, n_members, out.chunk):
             rows = np.arange(start, min(start + out.chunk, n_members))
             chunk = objective.restricted_to(torch.as_tensor(rows, device=objective.x.device))
-            output = forward(as_tensor(out.final_theta[rows]), chunk.x, arch)  # (member, sample, output)
-            inside = chunk.inside().unsqueeze(-1)
-            highest = torch.where(inside, output, -torch.inf).amax(1)
-            lowest = torch.where(inside, output, torch.inf).amin(1)
-            dead[rows] = (highest == lowest).all(-1).cpu().numpy()
-    return dead & (out.status != DIVERGED)
+            x = chunk.x if chunk.x.dim() == 3 else chunk.x.expand(len(rows), -1, -1)
+            x = torch.where(chunk.inside().unsqueeze(-1), x, torch.nan)
+            member_silenced = silenced_inputs(as_tensor(out.final_theta[rows]), x, arch).cpu().numpy()
+            silenced[rows, : member_silenced.shape[1]] = member_silenced
+    silenced[out.status == DIVERGED] = False
+    return silenced
 
 
 def _final_margins(out, objective, arch, x_test, y_test, as_tensor):

@@ -131,18 +131,44 @@ def smallest_hidden_preactivation(theta: torch.Tensor, x: torch.Tensor, arch: Ar
     rows of +-inf or nan are skipped): how close a point lies to a kink of a ReLU network's loss,
     where the loss is not differentiable and a minimum's gradient need not vanish. +inf
     without hidden layers."""
+    valid, layers = _hidden_preactivations(theta, x, arch)
+    smallest = torch.full((theta.shape[0],), torch.inf, dtype=theta.dtype, device=theta.device)
+    for pre in layers:
+        magnitude = torch.where(valid.unsqueeze(-1), pre.abs(), torch.inf)
+        smallest = torch.minimum(smallest, magnitude.flatten(1).min(1).values)
+    return smallest
+
+
+def silenced_inputs(theta: torch.Tensor, x: torch.Tensor, arch: Architecture) -> torch.Tensor:
+    """Per member and input row ``(member, sample)``: whether some hidden layer of a ReLU network
+    is off on that row (every unit's pre-activation <= 0). Such a row reaches the output as exact
+    zeros, so every such row gets the same output (the last layers' biases) and the loss's
+    gradient on it moves no weight: no small change of the weights can fit it. False for rows
+    of +-inf or nan and without hidden layers."""
+    valid, layers = _hidden_preactivations(theta, x, arch)
+    silenced = torch.zeros(valid.shape, dtype=torch.bool, device=theta.device)
+    for pre in layers:
+        silenced |= (activate(pre, arch.activation) == 0).all(-1)
+    return silenced & valid
+
+
+def _hidden_preactivations(theta, x, arch):
+    """The rows that are finite ``(member, sample)`` and a generator of each hidden layer's
+    pre-activations ``(member, sample, unit)`` (the real network, layer by layer)."""
     hidden = x if x.dim() == 3 else x.unsqueeze(0).expand(theta.shape[0], -1, -1)
     valid = torch.isfinite(hidden).all(-1)
     hidden = torch.where(valid.unsqueeze(-1), hidden, 0.0)
-    smallest = torch.full((theta.shape[0],), torch.inf, dtype=theta.dtype, device=theta.device)
-    for (fan_in, fan_out), (w_slice, b_slice) in list(zip(arch.layer_shapes, arch.layer_slices))[:-1]:
-        pre = torch.einsum("msi,moi->mso", hidden, theta[:, w_slice].view(-1, fan_out, fan_in))
-        if b_slice is not None:
-            pre = pre + theta[:, b_slice].unsqueeze(1)
-        magnitude = torch.where(valid.unsqueeze(-1), pre.abs(), torch.inf)
-        smallest = torch.minimum(smallest, magnitude.flatten(1).min(1).values)
-        hidden = activate(pre, arch.activation)
-    return smallest
+
+    def layers():
+        current = hidden
+        for (fan_in, fan_out), (w_slice, b_slice) in list(zip(arch.layer_shapes, arch.layer_slices))[:-1]:
+            pre = torch.einsum("msi,moi->mso", current, theta[:, w_slice].view(-1, fan_out, fan_in))
+            if b_slice is not None:
+                pre = pre + theta[:, b_slice].unsqueeze(1)
+            yield pre
+            current = activate(pre, arch.activation)
+
+    return valid, layers()
 
 
 def initial_parameters(
