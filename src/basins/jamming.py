@@ -482,15 +482,10 @@ def _descend_until_decided(objective, satisfied, initial_theta, member_ids, *, b
 def _kink_distances(out, objective, arch, as_tensor):
     """:func:`basins.landscapes.networks.smallest_hidden_preactivation` of each member's final
     point on its own training points (nan for diverged members)."""
-    n_members = out.final_theta.shape[0]
-    distance = np.full(n_members, np.nan)
+    distance = np.full(out.final_theta.shape[0], np.nan)
     with torch.no_grad():
-        for start in range(0, n_members, out.chunk):
-            rows = np.arange(start, min(start + out.chunk, n_members))
-            chunk = objective.restricted_to(torch.as_tensor(rows, device=objective.x.device))
-            x = chunk.x if chunk.x.dim() == 3 else chunk.x.expand(len(rows), -1, -1)
-            x = torch.where(chunk.inside().unsqueeze(-1), x, torch.nan)
-            distance[rows] = smallest_hidden_preactivation(as_tensor(out.final_theta[rows]), x, arch).cpu().numpy()
+        for rows, theta, x in _own_training_inputs(out, objective, as_tensor):
+            distance[rows] = smallest_hidden_preactivation(theta, x, arch).cpu().numpy()
     distance[out.status == DIVERGED] = np.nan
     return distance
 
@@ -498,18 +493,24 @@ def _kink_distances(out, objective, arch, as_tensor):
 def _silenced(out, objective, arch, as_tensor):
     """:func:`basins.landscapes.networks.silenced_inputs` of each member's final point on its own
     training points ``(member, sample)`` (False beyond them and for diverged members)."""
-    n_members = out.final_theta.shape[0]
-    silenced = np.zeros((n_members, objective.y.shape[-1]), dtype=bool)
+    silenced = np.zeros((out.final_theta.shape[0], objective.y.shape[-1]), dtype=bool)
     with torch.no_grad():
-        for start in range(0, n_members, out.chunk):
-            rows = np.arange(start, min(start + out.chunk, n_members))
-            chunk = objective.restricted_to(torch.as_tensor(rows, device=objective.x.device))
-            x = chunk.x if chunk.x.dim() == 3 else chunk.x.expand(len(rows), -1, -1)
-            x = torch.where(chunk.inside().unsqueeze(-1), x, torch.nan)
-            member_silenced = silenced_inputs(as_tensor(out.final_theta[rows]), x, arch).cpu().numpy()
+        for rows, theta, x in _own_training_inputs(out, objective, as_tensor):
+            member_silenced = silenced_inputs(theta, x, arch).cpu().numpy()
             silenced[rows, : member_silenced.shape[1]] = member_silenced
     silenced[out.status == DIVERGED] = False
     return silenced
+
+
+def _own_training_inputs(out, objective, as_tensor):
+    """Chunk by chunk, the members' rows, final points and their own training inputs
+    ``(member, sample, feature)`` (nan beyond each member's prefix)."""
+    n_members = out.final_theta.shape[0]
+    for start in range(0, n_members, out.chunk):
+        rows = np.arange(start, min(start + out.chunk, n_members))
+        chunk = objective.restricted_to(torch.as_tensor(rows, device=objective.x.device))
+        x = chunk.x if chunk.x.dim() == 3 else chunk.x.expand(len(rows), -1, -1)
+        yield rows, as_tensor(out.final_theta[rows]), torch.where(chunk.inside().unsqueeze(-1), x, torch.nan)
 
 
 def _final_margins(out, objective, arch, x_test, y_test, as_tensor):
