@@ -82,8 +82,8 @@ CONNECTED = [
 SHARED_FOR_COMPARISON = {
     "dataset": None,
     "model": None,
-    # Member i starts from the same point in every experiment (it depends on seed and i alone),
-    # so ensembles of different sizes are compared on the members they share.
+    # Start i is the same point in every experiment (it depends on seed and i alone), so
+    # ensembles of different sizes are compared on the starts they share (noise draws may differ).
     "ensemble": ("initial_points",),
     "training": ("loss", "l2", "margin"),
 }
