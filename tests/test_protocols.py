@@ -101,3 +101,28 @@ def test_the_protocol_figure_renders(two_protocols, tmp_path):
     figures.save_figure(figures.figure_protocols(result, title="test"), tmp_path / "a.pdf", tmp_path / "a.png")
     width, height = Image.open(tmp_path / "a.png").size
     assert width > 300 and height > 200
+
+
+def test_the_runs_of_one_start_are_one_cluster_in_the_errors():
+    # 6 starts reaching minima 0 0 0 1 1 2; a noisy dynamics ran each start 3 times and, here,
+    # every draw reached the start's minimum: the same information as one run per start.
+    labels = np.array([0, 0, 0, 1, 1, 2])
+    energy = [[0.0, 0.0, 0.01, 0.1], [0.0, 0.02, 0.05, 0.3], [0.0, 0.03, 0.2, 0.6]]
+    measured = flatness(energy, 0.0)
+
+    def catalog_of(members):
+        counts = np.bincount(members, minlength=3)
+        one = catalog(counts, [0.1, 0.2, 0.4], np.eye(3), len(members))
+        return one.assign(minimum_of_member=("member", members))
+
+    once = compare_protocols(["once"], [catalog_of(labels)], [measured], reference_sigma=0.1)
+    thrice = compare_protocols(["thrice"], [catalog_of(np.tile(labels, 3))], [measured], reference_sigma=0.1,
+                               n_starts=[6])
+    for name in ("local_energy", "local_energy_se", "test_error", "test_error_se"):
+        np.testing.assert_allclose(thrice[name].values, once[name].values, err_msg=name)
+    # by hand, one run per start: the spread over starts divided by their number
+    errors = np.array([0.1, 0.1, 0.1, 0.2, 0.2, 0.4])
+    assert float(once["test_error_se"][0]) == pytest.approx(np.sqrt(((errors - errors.mean()) ** 2).sum()) / 6)
+    # counted as 18 independent runs, the error would be sqrt(3) times smaller
+    independent = compare_protocols(["18"], [catalog_of(np.tile(labels, 3))], [measured], reference_sigma=0.1)
+    assert float(independent["test_error_se"][0]) == pytest.approx(float(once["test_error_se"][0]) / np.sqrt(3))

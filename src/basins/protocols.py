@@ -23,7 +23,12 @@ from basins.stats import spearman_with_error
 
 
 def compare_protocols(
-    experiments: list[str], minima: list[xr.Dataset], flatness: list[xr.Dataset], *, reference_sigma: float
+    experiments: list[str],
+    minima: list[xr.Dataset],
+    flatness: list[xr.Dataset],
+    *,
+    reference_sigma: float,
+    n_starts: list[int] | None = None,
 ) -> xr.Dataset:
     """Member-weighted flatness and test error of each protocol's minima.
 
@@ -36,12 +41,17 @@ def compare_protocols(
         measured on one grid of perturbation sizes.
     reference_sigma : float
         The perturbation size, on that grid, at which minima are compared one by one.
+    n_starts : list of int, optional
+        Each experiment's number of starts (``ensemble.n_members``) when a noisy dynamics ran every
+        start several times (member = draw * n_starts + start): the runs of one start are then
+        one cluster in the standard errors (None: every member its own start).
 
     Returns
     -------
     xarray.Dataset
         ``(experiment, sigma)``: ``local_energy`` and its standard error ``local_energy_se``
-        (draw noise of the perturbations plus the sampling of minima by members);
+        (draw noise of the perturbations plus the sampling of minima by the starts, the runs
+        of one start clustered);
         ``(experiment,)``: ``test_error``, ``train_error``, ``weight_norm``,
         ``top_eigenvalue`` (of each protocol's own loss) and ``assigned_fraction``;
         ``(pooled_minimum,)``: every catalogued minimum of every protocol with its ``protocol``,
@@ -51,7 +61,9 @@ def compare_protocols(
     if not (len(experiments) == len(minima) == len(flatness)) or not experiments:
         raise ValueError("experiments, minima and flatness need one entry per protocol, and at least one")
     sigmas, reference = _common_sigma_grid(experiments, flatness, reference_sigma)
-    per_protocol = [_typical_minimum(catalog, measured) for catalog, measured in zip(minima, flatness)]
+    n_starts = n_starts or [catalog.sizes["member"] for catalog in minima]
+    per_protocol = [_typical_minimum(catalog, measured, starts)
+                    for catalog, measured, starts in zip(minima, flatness, n_starts)]
     stacked = {name: np.stack([row[name] for row in per_protocol]) for name in per_protocol[0]}
     pooled_energy = np.concatenate([m["local_energy"].values[:, reference] for m in flatness])
     return xr.Dataset(
@@ -136,7 +148,7 @@ def _pooled_minimum_variables(minima, pooled_energy):
     }
 
 
-def _typical_minimum(catalog: xr.Dataset, measured: xr.Dataset) -> dict[str, np.ndarray]:
+def _typical_minimum(catalog: xr.Dataset, measured: xr.Dataset, n_starts: int) -> dict[str, np.ndarray]:
     """Member-weighted averages over one protocol's catalog, with standard errors."""
     n_members = catalog.sizes["member"]
     counts = catalog["n_members"].values.astype(np.float64)
@@ -150,18 +162,29 @@ def _typical_minimum(catalog: xr.Dataset, measured: xr.Dataset) -> dict[str, np.
     energy = measured["local_energy"].values
     mean_energy = weights @ energy
     # Two sources of noise: the finite draws of perturbations at each minimum (one set per
-    # minimum, shared by its members), and which minima the members happened to reach.
+    # minimum, shared by its members), and which minima the starts happened to reach.
     draw_variance = (weights**2) @ measured["perturbed_error_se"].values ** 2
-    sampling_variance = weights @ (energy - mean_energy) ** 2 / n_assigned
     test_error = catalog["test_error"].values
     mean_test_error = weights @ test_error
+    labels, starts = catalog["minimum_of_member"].values, catalog["member"].values % n_starts
     return dict(
         local_energy=mean_energy,
-        local_energy_se=np.sqrt(draw_variance + sampling_variance),
+        local_energy_se=np.sqrt(draw_variance + _clustered_variance(energy, mean_energy, labels, starts)),
         test_error=mean_test_error,
-        test_error_se=np.sqrt(weights @ (test_error - mean_test_error) ** 2 / n_assigned),
+        test_error_se=np.sqrt(_clustered_variance(test_error, mean_test_error, labels, starts)),
         train_error=weights @ catalog["train_error"].values,
         weight_norm=weights @ np.linalg.norm(catalog["theta"].values, axis=1),
         top_eigenvalue=weights @ measured["top_eigenvalue"].values[:, 0],
         assigned_fraction=n_assigned / n_members,
     )
+
+
+def _clustered_variance(value, mean, labels, starts):
+    """Variance of the mean over assigned runs of ``value[label]`` (per minimum, ``(minimum,
+    ...)``), the runs of one start summed before squaring (the cluster-robust variance of a
+    mean; with one run per start, the spread over runs divided by their number)."""
+    assigned = labels >= 0
+    residual = value[labels[assigned]] - mean  # (run, ...)
+    per_start = np.zeros((starts.max() + 1, *residual.shape[1:]))
+    np.add.at(per_start, starts[assigned], residual)
+    return (per_start**2).sum(axis=0) / assigned.sum() ** 2

@@ -14,5 +14,9 @@ rule compare_protocols:
         reference_sigma=lambda wildcards: PROTOCOLS[wildcards.protocols][
             "reference_sigma"
         ],
+        n_starts=lambda wildcards: [
+            EXPERIMENTS[name]["ensemble"]["n_members"]
+            for name in PROTOCOLS[wildcards.protocols]["experiments"]
+        ],
     script:
         "../scripts/compare_protocols.py"

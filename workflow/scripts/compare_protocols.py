@@ -11,6 +11,7 @@ comparison = compare_protocols(
     [read_dataset(path) for path in snakemake.input.minima],
     [read_dataset(path) for path in snakemake.input.flatness],
     reference_sigma=params.reference_sigma,
+    n_starts=list(params.n_starts),
 )
 comparison = add_provenance(
     comparison,
