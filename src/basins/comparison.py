@@ -9,6 +9,7 @@ ask whether both dynamics carried it to the same minimum.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import numpy as np
 import xarray as xr
@@ -17,7 +18,7 @@ from basins.io import variable_attrs
 
 
 def compare_dynamics(
-    minimum_of_member,
+    minimum_of_member: Sequence[np.ndarray],
     catalog_maps: list[np.ndarray],
     experiments: list[str],
     n_reference_minima: int,
