@@ -24,7 +24,7 @@ import torch
 
 from basins.data import prepare_dataset, train_test_arrays
 from basins.jamming import sweep_jamming
-from basins.landscapes.networks import Architecture, initial_parameters
+from basins.landscapes.architecture import Architecture, initial_parameters
 from recording import write_table
 
 RESULTS = Path(__file__).parent / "results"

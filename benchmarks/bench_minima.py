@@ -20,7 +20,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial.distance import pdist, squareform
 
 from basins.labels import CONVERGED
-from basins.landscapes.networks import Architecture, initial_parameters
+from basins.landscapes.architecture import Architecture, initial_parameters
 from basins.minima import canonicalize, deduplicate_minima, function_fingerprints, probe_inputs_for
 from recording import write_table
 

@@ -38,7 +38,7 @@ import torch
 import yaml
 
 from basins.data import prepare_dataset, train_test_arrays
-from basins.landscapes.networks import architecture_for, initial_parameters
+from basins.landscapes.architecture import architecture_for, initial_parameters
 from basins.oscillators import KuramotoRing, relax_ring, twisted_state, uniform_phases, winding_number
 from basins.rays import random_directions
 from basins.ring_reruns import nearest_twisted_images, ring_outcomes

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, stack_module_state, vmap
 
-from basins.landscapes.networks import Architecture, initial_parameters
+from basins.landscapes.architecture import Architecture, initial_parameters
 from basins import training
 from basins.engine.dynamics import energy_and_gradient
 from basins.landscapes.objective import member_losses

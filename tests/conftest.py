@@ -7,7 +7,7 @@ import xarray as xr
 
 from basins.engine import descent
 from basins.data import prepare_dataset, train_test_arrays
-from basins.landscapes.networks import Architecture, initial_parameters
+from basins.landscapes.architecture import Architecture, initial_parameters
 
 # Tests use tensors of a few hundred numbers: a second thread only adds overhead, and on a busy
 # machine spinning threads made such tests up to 40 times slower.

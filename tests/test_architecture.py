@@ -5,7 +5,8 @@
 - landscapes (``basins/landscapes``) import themselves, the engine's interface, ``labels`` and
   ``io``, never a stage;
 - ``labels`` and ``stats`` import no other module of the package and never torch;
-- figure modules and the summary never load torch (a figure job needs none of it).
+- figure modules, the summary and the basin geometry (with the architectures and symmetry group
+  it reads) never load torch: those jobs need none of it, and importing it costs each ~2.5 s.
 """
 
 import ast
@@ -62,7 +63,11 @@ def test_labels_and_stats_stand_alone(module):
 
 
 @pytest.mark.parametrize(
-    "module", ["basins.labels", "basins.stats", "basins.figures", "basins.jamming_figures", "basins.summary"]
+    "module",
+    [
+        "basins.labels", "basins.stats", "basins.figures", "basins.jamming_figures", "basins.summary",
+        "basins.basin_geometry", "basins.landscapes.architecture", "basins.landscapes.symmetry",
+    ],
 )
 def test_figures_and_statistics_never_load_torch(module):
     loaded = subprocess.run(

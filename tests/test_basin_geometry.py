@@ -69,7 +69,7 @@ def test_double_well_basin_fractions_match_the_known_answer_within_sampling_erro
 
 
 def test_start_distance_is_to_the_nearest_symmetric_image():
-    from basins.landscapes.networks import Architecture, initial_parameters
+    from basins.landscapes.architecture import Architecture, initial_parameters
 
     arch = Architecture(n_inputs=2, n_outputs=1, depth=1, width=3, activation="tanh")
     start = initial_parameters(arch, [0], seed=1, init="gaussian")

@@ -5,7 +5,7 @@ import pytest
 
 from basins.basin_sizes import estimate_basin_sizes, select_minima_to_measure
 from basins.labels import BUDGET, CONVERGED
-from basins.landscapes.networks import Architecture, initial_parameters, initial_scales
+from basins.landscapes.architecture import Architecture, initial_parameters, initial_scales
 from basins.landscapes.symmetry import _signed_permutations, group_order, image
 
 ARCH = Architecture(n_inputs=2, n_outputs=1, depth=1, width=2, activation="tanh")

@@ -7,7 +7,7 @@ import torch
 from basins.engine.curvature import dense_hessians, hutchinson_trace, lanczos, make_hvp
 from basins.flatness import hessian_chunk_size, local_energy, measure_flatness
 from basins.labels import CONVERGED
-from basins.landscapes.networks import Architecture, initial_parameters
+from basins.landscapes.architecture import Architecture, initial_parameters
 from basins.landscapes.objective import member_losses, network_errors_and_losses
 from basins.training import train_ensemble
 

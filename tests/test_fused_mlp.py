@@ -7,7 +7,7 @@ import torch
 from basins.engine.dynamics import energy_and_gradient
 from basins.landscapes.fused_mlp import FusedMLPObjective
 from basins.landscapes.losses import LOSSES
-from basins.landscapes.networks import ACTIVATIONS, Architecture, initial_parameters
+from basins.landscapes.architecture import ACTIVATIONS, Architecture, initial_parameters
 from basins.landscapes.objective import member_losses
 
 

@@ -22,7 +22,8 @@ from basins.jamming_analysis import (
 from basins.jamming_transition import transition_bracket, transition_size
 from basins.labels import BUDGET, CONVERGED, DIVERGED, SAT, STUCK, UNDECIDED_PHASE, UNSAT
 from basins.landscapes.losses import sample_losses
-from basins.landscapes.networks import Architecture, forward, initial_parameters
+from basins.landscapes.architecture import Architecture, initial_parameters
+from basins.landscapes.networks import forward
 
 
 @pytest.fixture(scope="module")

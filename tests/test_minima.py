@@ -4,7 +4,8 @@ import torch
 import xarray as xr
 
 from basins.labels import AT_SADDLE, BUDGET, CONVERGED, SADDLE, UNDECIDED_LABEL
-from basins.landscapes.networks import Architecture, forward, initial_parameters
+from basins.landscapes.architecture import Architecture, initial_parameters
+from basins.landscapes.networks import forward
 from basins.landscapes.symmetry import nearest_image
 from basins.minima import (
     assign_to_catalog,

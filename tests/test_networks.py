@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from basins.landscapes.networks import Architecture, forward, initial_parameters, smallest_hidden_preactivation
+from basins.landscapes.architecture import Architecture, initial_parameters
+from basins.landscapes.networks import forward, smallest_hidden_preactivation
 
 
 @pytest.mark.parametrize("depth, activation, bias", [(0, "tanh", True), (1, "relu", False), (3, "erf", True)])
@@ -64,7 +65,7 @@ def test_an_empty_ensemble_has_empty_outputs():
 
 @pytest.mark.parametrize("init", ["gaussian", "kaiming"])
 def test_initial_scales_are_the_spread_of_drawn_parameters(init):
-    from basins.landscapes.networks import initial_scales
+    from basins.landscapes.architecture import initial_scales
 
     arch = Architecture(n_inputs=5, n_outputs=2, depth=2, width=3, activation="tanh")
     theta = initial_parameters(arch, np.arange(20000), seed=1, init=init, init_scale=0.7)
@@ -74,7 +75,7 @@ def test_initial_scales_are_the_spread_of_drawn_parameters(init):
 
 
 def test_initial_scales_refuse_non_gaussian_initializations():
-    from basins.landscapes.networks import initial_scales
+    from basins.landscapes.architecture import initial_scales
 
     with pytest.raises(ValueError, match="product of Gaussians"):
         initial_scales(Architecture(n_inputs=2, n_outputs=1, depth=1, width=2, activation="tanh"), init="orthogonal")

@@ -20,7 +20,7 @@ from basins.engine.dynamics import energy_and_gradient
 from basins.io import read_dataset, write_dataset
 from basins.jamming import sweep_jamming
 from basins.labels import BUDGET, CONVERGED, DIVERGED
-from basins.landscapes.networks import Architecture, initial_parameters
+from basins.landscapes.architecture import Architecture, initial_parameters
 from basins.training import train_ensemble
 
 ENGINE = dict(dynamics="adam", lr=0.02, max_steps=80, grad_tol=0.0, loss="mse", l2=1e-3, device="cpu",

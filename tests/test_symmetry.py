@@ -5,7 +5,7 @@ import pytest
 from scipy.optimize import linear_sum_assignment, minimize_scalar
 from scipy.special import erf
 
-from basins.landscapes.networks import Architecture
+from basins.landscapes.architecture import Architecture
 from basins.landscapes.symmetry import image, nearest_image, nearest_image_distance, nearest_images
 
 

@@ -6,7 +6,7 @@ import torch
 
 from basins.engine.dynamics import GradientFlow, minibatch_indices
 from basins.labels import BUDGET, CONVERGED, DIVERGED
-from basins.landscapes.networks import initial_parameters
+from basins.landscapes.architecture import initial_parameters
 from basins.landscapes.objective import beta_at, data_tensors, member_losses
 from basins.training import train_ensemble
 

@@ -24,7 +24,7 @@ import xarray as xr
 from basins.basin_volume import GaussianMeasure, coupling_schedule, estimate_basin_measures
 from basins.io import variable_attrs
 from basins.labels import LEFT, RETURNED
-from basins.landscapes.networks import Architecture
+from basins.landscapes.architecture import Architecture
 from basins.landscapes.symmetry import orbit_size
 from basins.reruns import outcomes_of
 from basins.stats import wilson_interval
@@ -79,7 +79,7 @@ def estimate_basin_sizes(
     arch : Architecture
     scales : ndarray, shape (param,)
         Standard deviation of each parameter at initialization (0: drawn as 0, e.g. biases),
-        :func:`basins.landscapes.networks.initial_scales`.
+        :func:`basins.landscapes.architecture.initial_scales`.
     labels, initial_theta, final_theta : ndarray, shapes (member,), (member, param) x 2
         The catalogue's members: minimum reached (negative: none), start and endpoint.
     minima, small : ndarray, shape (minimum,)

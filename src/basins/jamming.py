@@ -37,7 +37,8 @@ from basins.jamming_transition import transition_bracket
 from basins.labels import BUDGET, CONVERGED, DIVERGED, PHASE_MEANINGS, PHASE_VALUES, SAT, STUCK, UNDECIDED_PHASE, UNSAT
 from basins.landscapes.fused_mlp import LabelFactors, Workspace, loss_and_gradient
 from basins.landscapes.losses import check_loss, l2_penalty, margins, sample_losses
-from basins.landscapes.networks import Architecture, forward, silenced_inputs, smallest_hidden_preactivation
+from basins.landscapes.architecture import Architecture
+from basins.landscapes.networks import forward, silenced_inputs, smallest_hidden_preactivation
 from basins.landscapes.objective import data_tensors, network_chunk_size
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,8 @@ from scipy.spatial import cKDTree
 
 from basins.io import variable_attrs
 from basins.labels import AT_SADDLE, CONVERGED, LABEL_MEANINGS, UNASSIGNED, UNDECIDED_LABEL, label_of_status
-from basins.landscapes.networks import Architecture, forward
+from basins.landscapes.architecture import Architecture
+from basins.landscapes.networks import forward
 from basins.landscapes.symmetry import ODD_ACTIVATIONS, nearest_image_distance
 
 TOLERANCE_FACTORS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)  # ascending, with 1.0: the chosen tolerances

@@ -37,7 +37,8 @@ from basins.engine.polish import polish_minima
 from basins.io import variable_attrs
 from basins.labels import BUDGET, CONVERGED, DIVERGED, SADDLE
 from basins.landscapes.losses import check_loss, margins
-from basins.landscapes.networks import Architecture, forward
+from basins.landscapes.architecture import Architecture
+from basins.landscapes.networks import forward
 from basins.landscapes.objective import (
     beta_at,
     check_beta_schedule,
@@ -108,7 +109,7 @@ def train_ensemble(
         Data ``(sample, feature)`` and labels ``(sample,)``: +-1 for binary tasks (one output),
         class indices otherwise.
     initial_theta : ndarray, shape (member, param)
-        Starting points (see :func:`basins.landscapes.networks.initial_parameters`, or points chosen by
+        Starting points (see :func:`basins.landscapes.architecture.initial_parameters`, or points chosen by
         the basin stage).
     member_ids : ndarray, shape (member,)
         Global member indices; they seed the minibatch order, so results do not depend on

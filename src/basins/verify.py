@@ -35,7 +35,7 @@ import xarray as xr
 
 from basins.data import train_test_arrays
 from basins.io import read_dataset
-from basins.landscapes.networks import Architecture
+from basins.landscapes.architecture import Architecture
 from basins.minima import assign_to_catalog, matching_options
 from basins.reruns import labels_of
 from basins.training import train_ensemble

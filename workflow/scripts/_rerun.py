@@ -9,7 +9,7 @@ from _entry import compute_options
 from basins.data import train_test_arrays
 from basins.io import read_dataset
 from basins.labels import STATUS_VALUES
-from basins.landscapes.networks import Architecture
+from basins.landscapes.architecture import Architecture
 from basins.minima import assign_to_catalog, matching_options
 from basins.rays import probe_rays, ray_radii
 from basins.training import train_ensemble

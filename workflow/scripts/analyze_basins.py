@@ -4,7 +4,7 @@ from _entry import start
 
 from basins.basin_geometry import analyze_basins
 from basins.io import add_provenance, read_dataset, write_dataset
-from basins.landscapes.networks import Architecture
+from basins.landscapes.architecture import Architecture
 from basins.landscapes.symmetry import nearest_images
 
 log = start(snakemake)

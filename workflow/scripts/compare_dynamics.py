@@ -4,7 +4,7 @@ from _entry import start
 from basins.comparison import compare_dynamics, comparison_markdown
 from basins.data import train_test_arrays
 from basins.io import add_provenance, read_dataset, write_dataset
-from basins.landscapes.networks import Architecture
+from basins.landscapes.architecture import Architecture
 from basins.minima import assign_to_catalog, matching_options
 
 log = start(snakemake)

@@ -3,7 +3,7 @@ from _entry import start
 
 from basins.data import train_test_arrays
 from basins.io import add_provenance, read_dataset, write_dataset
-from basins.landscapes.networks import Architecture
+from basins.landscapes.architecture import Architecture
 from basins.minima import deduplicate_minima, probe_inputs_for
 
 log = start(snakemake)

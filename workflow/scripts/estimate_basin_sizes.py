@@ -3,7 +3,7 @@ from _rerun import CatalogRerun
 
 from basins.basin_sizes import estimate_basin_sizes, select_minima_to_measure
 from basins.io import add_provenance, write_dataset
-from basins.landscapes.networks import initial_scales
+from basins.landscapes.architecture import initial_scales
 
 log = start(snakemake)
 params, seed = snakemake.params, int(snakemake.wildcards.seed)

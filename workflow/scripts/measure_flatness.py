@@ -6,7 +6,7 @@ from basins.data import train_test_arrays
 from basins.engine.devices import resolve_device
 from basins.flatness import hessian_chunk_size, measure_flatness
 from basins.io import add_provenance, read_dataset, write_dataset
-from basins.landscapes.networks import Architecture
+from basins.landscapes.architecture import Architecture
 from basins.landscapes.objective import data_tensors, member_losses, network_chunk_size, network_errors_and_losses
 
 log = start(snakemake)

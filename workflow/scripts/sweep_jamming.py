@@ -4,7 +4,7 @@ from _entry import engine_options, start
 from basins.data import train_test_arrays
 from basins.io import add_provenance, read_dataset, write_dataset
 from basins.jamming import fine_scan_size, sweep_jamming, train_size_grid
-from basins.landscapes.networks import architecture_for, initial_parameters
+from basins.landscapes.architecture import architecture_for, initial_parameters
 
 log = start(snakemake)
 options = engine_options(snakemake)

@@ -3,7 +3,7 @@ from _entry import engine_options, shard_starts, start
 
 from basins.data import train_test_arrays
 from basins.io import add_provenance, read_dataset, write_dataset
-from basins.landscapes.networks import architecture_for, initial_parameters
+from basins.landscapes.architecture import architecture_for, initial_parameters
 from basins.training import train_ensemble
 
 log = start(snakemake)

@@ -1,6 +1,7 @@
 """Landscapes: what the engine descends, each with what is known about it.
 
-- :mod:`~basins.landscapes.networks`: architectures, the forward pass, initialization;
+- :mod:`~basins.landscapes.architecture`: network shapes and initial parameters (no torch);
+- :mod:`~basins.landscapes.networks`: the forward pass of a whole ensemble;
 - :mod:`~basins.landscapes.losses`: per-sample losses and the L2 penalty;
 - :mod:`~basins.landscapes.objective`: a network on its data as the engine's objective;
 - :mod:`~basins.landscapes.fused_mlp`: its loss and gradient by a hand-derived backward pass (the default);

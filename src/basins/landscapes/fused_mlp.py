@@ -2,7 +2,7 @@
 
 The same function as :func:`basins.landscapes.objective.member_losses` (the mean sample loss of
 :func:`basins.landscapes.losses.sample_losses` plus ``l2 / 2 |theta|^2``) and its gradient, for
-every architecture, loss and activation of :mod:`basins.landscapes.networks` and
+every architecture, loss and activation of :mod:`basins.landscapes.architecture` and
 :mod:`basins.landscapes.losses`. Autograd records and replays about 290 operator calls per step
 of a tiny network (d = 8, h = 4, P = 60), whose dispatch is most of an evaluation there (2.2 ms
 against 0.75 ms written out by hand, 256 members, one thread); the backward pass written out is
@@ -25,7 +25,7 @@ import math
 import torch
 
 from basins.landscapes.losses import check_loss
-from basins.landscapes.networks import Architecture
+from basins.landscapes.architecture import Architecture
 
 _aten = torch.ops.aten
 

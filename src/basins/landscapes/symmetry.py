@@ -38,7 +38,7 @@ import math
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from basins.landscapes.networks import Architecture
+from basins.landscapes.architecture import Architecture
 
 ODD_ACTIVATIONS = ("tanh", "erf", "linear")
 _LIMIT_RTOL = 1e-13  # excess over the infimum allowed where it is only reached in a limit
@@ -52,7 +52,7 @@ def image(theta: np.ndarray, arch: Architecture, permutations, factors) -> np.nd
     Parameters
     ----------
     theta : ndarray, shape (..., param)
-        Flat parameter vectors (layout of :class:`basins.landscapes.networks.Architecture`).
+        Flat parameter vectors (layout of :class:`basins.landscapes.architecture.Architecture`).
     arch : Architecture
     permutations : sequence of ``arch.depth`` int arrays, shape (..., width)
         Per hidden layer: unit ``i`` of the image is unit ``permutations[l][i]`` of ``theta``.
