@@ -84,7 +84,7 @@ def train_ensemble(
     max_saddle_escapes: int = 3,
     max_dense_params: int = 600,
     n_lanczos: int = 60,
-    newton_steps: int = 16,
+    newton_steps: int = 64,
     stationary_tol: float = 1e-9,
     max_refinements: int = 2,
     rtol: float = 1e-6,

@@ -10,7 +10,7 @@ rule answer_hypothesis:
             for name, seed in answer_replicates()
         ],
         datasets=[
-            f"results/datasets/{name}/seed{seed}.nc"
+            dataset_file(Namespace(experiment=name, seed=seed))
             for name, seed in answer_replicates()
         ],
         tentacles=[

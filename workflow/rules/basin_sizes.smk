@@ -6,7 +6,7 @@
 rule estimate_basin_sizes:
     input:
         minima="results/minima/{experiment}/seed{seed}.nc",
-        dataset="results/datasets/{experiment}/seed{seed}.nc",
+        dataset=dataset_file,
         shards=training_shards,
         code=code_dependencies("estimate_basin_sizes"),
     output:

@@ -619,6 +619,21 @@ def dataset_of_seed(wildcards):
     return dataset
 
 
+def dataset_file(wildcards):
+    """The data set file of one experiment and seed. Experiments that draw the same data set
+    (equal prepare_dataset options for that seed) read one file, that of the first of them in
+    the config that runs the seed: it is prepared once, and stages that compare experiments
+    read their data from one file."""
+    options = dataset_of_seed(wildcards)
+    owner = next(
+        name
+        for name, experiment in EXPERIMENTS.items()
+        if int(wildcards.seed) in experiment["ensemble"]["seeds"]
+        and dataset_of_seed(Namespace(experiment=name, seed=wildcards.seed)) == options
+    )
+    return f"results/datasets/{owner}/seed{wildcards.seed}.nc"
+
+
 def minima_options(wildcards):
     """The experiment's minima section with criterion "auto" resolved."""
     experiment = EXPERIMENTS[wildcards.experiment]
@@ -700,7 +715,9 @@ def compared_minima(wildcards):
 
 
 def reference_dataset(wildcards):
-    return f"results/datasets/{COMPARISONS[wildcards.comparison][0]}/seed{wildcards.seed}.nc"
+    return dataset_file(
+        Namespace(experiment=COMPARISONS[wildcards.comparison][0], seed=wildcards.seed)
+    )
 
 
 def reference_minima_options(wildcards):

@@ -1,7 +1,7 @@
 rule connect_minima:
     input:
         minima="results/minima/{experiment}/seed{seed}.nc",
-        dataset="results/datasets/{experiment}/seed{seed}.nc",
+        dataset=dataset_file,
         shards=training_shards,
         code=code_dependencies("connect_minima"),
     output:

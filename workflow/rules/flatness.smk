@@ -1,7 +1,7 @@
 rule measure_flatness:
     input:
         minima="results/minima/{experiment}/seed{seed}.nc",
-        dataset="results/datasets/{experiment}/seed{seed}.nc",
+        dataset=dataset_file,
         code=code_dependencies("measure_flatness"),
     output:
         "results/flatness/{experiment}/seed{seed}.nc",

@@ -1,7 +1,7 @@
 rule deduplicate_minima:
     input:
         shards=training_shards,
-        dataset="results/datasets/{experiment}/seed{seed}.nc",
+        dataset=dataset_file,
         code=code_dependencies("deduplicate_minima"),
     output:
         "results/minima/{experiment}/seed{seed}.nc",

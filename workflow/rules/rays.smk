@@ -2,7 +2,7 @@ rule probe_rays:
     input:
         minima="results/minima/{experiment}/seed{seed}.nc",
         basins="results/basins/{experiment}/seed{seed}.nc",
-        dataset="results/datasets/{experiment}/seed{seed}.nc",
+        dataset=dataset_file,
         shards=training_shards,
         code=code_dependencies("probe_rays"),
     output:

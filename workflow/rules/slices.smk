@@ -1,7 +1,7 @@
 rule slice_basins:
     input:
         minima="results/minima/{experiment}/seed{seed}.nc",
-        dataset="results/datasets/{experiment}/seed{seed}.nc",
+        dataset=dataset_file,
         shards=training_shards,
         code=code_dependencies("slice_basins"),
     output:

@@ -7,7 +7,7 @@ rule measure_tentacles:
         minima="results/minima/{experiment}/seed{seed}.nc",
         basins="results/basins/{experiment}/seed{seed}.nc",
         rays="results/rays/{experiment}/seed{seed}.nc",
-        dataset="results/datasets/{experiment}/seed{seed}.nc",
+        dataset=dataset_file,
         shards=training_shards,
         code=code_dependencies("measure_tentacles"),
     output:

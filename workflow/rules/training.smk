@@ -1,6 +1,6 @@
 rule train_ensemble:
     input:
-        dataset="results/datasets/{experiment}/seed{seed}.nc",
+        dataset=dataset_file,
         starting_points=starting_points(EXPERIMENTS),
         code=code_dependencies("train_ensemble"),
     output:
