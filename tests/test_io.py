@@ -7,6 +7,7 @@ import xarray as xr
 from basins.io import (
     add_provenance,
     check_dataset,
+    provenance_inputs,
     read_dataset,
     read_starting_points,
     variable_attrs,
@@ -44,6 +45,13 @@ def test_round_trip_keeps_values_and_provenance(tmp_path):
 def test_contract_breaches_are_named(breach, message):
     with pytest.raises(ValueError, match=message):
         check_dataset(breach(small_dataset()))
+
+
+def test_the_inputs_a_stage_recorded_are_read_back():
+    inputs = ("results/datasets/a/seed1.nc", "results/training/b/seed1/shard0.nc")
+    ds = add_provenance(small_dataset(), title="t", stage="s", stage_config={}, inputs=inputs)
+    assert provenance_inputs(ds) == list(inputs)
+    assert provenance_inputs(add_provenance(small_dataset(), title="t", stage="s", stage_config={})) == []
 
 
 def test_a_failed_write_leaves_no_file(tmp_path):

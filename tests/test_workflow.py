@@ -83,6 +83,14 @@ def test_dry_run_lists_every_stage(config, stages, tmp_path):
         assert f"rule {stage}:" in result.stdout, stage
 
 
+def test_experiments_with_the_same_data_set_share_one_file(tmp_path):
+    # tiny_teacher, tiny_teacher_gd and tiny_teacher_langevin draw one teacher-student set.
+    result = snakemake("-n", "--directory", str(tmp_path), "--configfile", str(ROOT / "config/test.yaml"))
+    assert "output: results/datasets/tiny_teacher/seed1.nc" in result.stdout
+    assert "results/datasets/tiny_teacher_gd/" not in result.stdout
+    assert "results/datasets/tiny_teacher_langevin/" not in result.stdout
+
+
 def test_the_slurm_profile_sends_short_jobs_in_batches(tmp_path):
     result = snakemake(
         "-n", "--profile", str(ROOT / "profiles/slurm"), "--directory", str(tmp_path),

@@ -135,6 +135,14 @@ def add_provenance(
     return ds.assign_attrs(attrs)
 
 
+def provenance_inputs(ds: xr.Dataset) -> list[str]:
+    """The input files :func:`add_provenance` recorded in ``ds``'s history, as the stage named
+    them (relative to the workflow's directory)."""
+    history = ds.attrs.get("history", "")
+    stage, _, rest = history.partition("(")
+    return rest.removesuffix(")").split(", ") if rest else []
+
+
 def check_dataset(ds: xr.Dataset) -> None:
     """Raise ``ValueError`` naming the first breach of the NetCDF contract in ``ds``."""
     unknown = set(ds.dims) - DIMS

@@ -34,7 +34,7 @@ import numpy as np
 import xarray as xr
 
 from basins.data import train_test_arrays
-from basins.io import read_dataset
+from basins.io import provenance_inputs, read_dataset
 from basins.landscapes.architecture import Architecture
 from basins.minima import assign_to_catalog, matching_options
 from basins.reruns import labels_of
@@ -111,7 +111,7 @@ def verify_results(results: Path, *, n_rerun: int = 256) -> list[dict]:
         log.info("%s seed %d: re-running %d catalogued starts", experiment, seed, n_rerun)
         row = {"experiment": experiment, "seed": seed, "n_minima": minima.sizes["minimum"]}
         row |= check_catalogue(
-            training, minima, read_dataset(results / f"datasets/{experiment}/seed{seed}.nc"),
+            training, minima, read_dataset(_dataset_of(training, results)),
             training_options=config["training"], minima_options=json.loads(minima.attrs["stage_config"]),
             seed=seed, budget_factors=config.get("budget_factors", [1]), n_rerun=n_rerun,
         )
@@ -127,6 +127,12 @@ def verify_results(results: Path, *, n_rerun: int = 256) -> list[dict]:
             row["off_stationary"] = int(np.sum(catalogued & ~(training["grad_norm"].values <= stationary_tol)))
         rows.append(row | _catalogue_reading(training, minima))
     return rows
+
+
+def _dataset_of(training: xr.Dataset, results: Path) -> Path:
+    """The data set file the training stage read (experiments with the same data set share one)."""
+    (path,) = [name for name in provenance_inputs(training) if Path(name).parent.parent.name == "datasets"]
+    return results.parent / path
 
 
 def _catalogue_reading(training: xr.Dataset, minima: xr.Dataset) -> dict:
