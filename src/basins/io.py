@@ -139,7 +139,7 @@ def provenance_inputs(ds: xr.Dataset) -> list[str]:
     """The input files :func:`add_provenance` recorded in ``ds``'s history, as the stage named
     them (relative to the workflow's directory)."""
     history = ds.attrs.get("history", "")
-    stage, _, rest = history.partition("(")
+    _, _, rest = history.partition("(")
     return rest.removesuffix(")").split(", ") if rest else []
 
 
