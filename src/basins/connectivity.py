@@ -103,7 +103,7 @@ def connect_minima(
     max_image_doublings: int = 2,
     max_bands_per_pair: int = 8,
     spring: float = 1.0,
-    band_dynamics: str = "fire",
+    band_dynamics: str = "gd",
     band_lr: float = 0.01,
     band_max_steps: int = 20000,
     band_force_tol: float = 1e-3,
