@@ -622,14 +622,18 @@ def dataset_of_seed(wildcards):
 def dataset_file(wildcards):
     """The data set file of one experiment and seed. Experiments that draw the same data set
     (equal prepare_dataset options for that seed) read one file, that of the first of them in
-    the config that runs the seed: it is prepared once, and stages that compare experiments
-    read their data from one file."""
+    the config that runs the seed (its own where none does): it is prepared once, and stages
+    that compare experiments read their data from one file."""
     options = dataset_of_seed(wildcards)
     owner = next(
-        name
-        for name, experiment in EXPERIMENTS.items()
-        if int(wildcards.seed) in experiment["ensemble"]["seeds"]
-        and dataset_of_seed(Namespace(experiment=name, seed=wildcards.seed)) == options
+        (
+            name
+            for name, experiment in EXPERIMENTS.items()
+            if int(wildcards.seed) in experiment["ensemble"]["seeds"]
+            and dataset_of_seed(Namespace(experiment=name, seed=wildcards.seed))
+            == options
+        ),
+        wildcards.experiment,
     )
     return f"results/datasets/{owner}/seed{wildcards.seed}.nc"
 
