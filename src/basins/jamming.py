@@ -503,15 +503,22 @@ def _silenced(out, objective, arch, as_tensor):
     return silenced
 
 
-def _own_training_inputs(out, objective, as_tensor):
-    """Chunk by chunk, the members' rows, final points and their own training inputs
-    ``(member, sample, feature)`` (nan beyond each member's prefix)."""
+def _member_chunks(out, objective, as_tensor):
+    """Chunk by chunk, the members' rows, their final points and the objective restricted to them."""
     n_members = out.final_theta.shape[0]
     for start in range(0, n_members, out.chunk):
         rows = np.arange(start, min(start + out.chunk, n_members))
-        chunk = objective.restricted_to(torch.as_tensor(rows, device=objective.x.device))
+        yield rows, as_tensor(out.final_theta[rows]), objective.restricted_to(
+            torch.as_tensor(rows, device=objective.x.device)
+        )
+
+
+def _own_training_inputs(out, objective, as_tensor):
+    """Chunk by chunk, the members' rows, final points and their own training inputs
+    ``(member, sample, feature)`` (nan beyond each member's prefix)."""
+    for rows, theta, chunk in _member_chunks(out, objective, as_tensor):
         x = chunk.x if chunk.x.dim() == 3 else chunk.x.expand(len(rows), -1, -1)
-        yield rows, as_tensor(out.final_theta[rows]), torch.where(chunk.inside().unsqueeze(-1), x, torch.nan)
+        yield rows, theta, torch.where(chunk.inside().unsqueeze(-1), x, torch.nan)
 
 
 def _final_margins(out, objective, arch, x_test, y_test, as_tensor):
@@ -521,10 +528,7 @@ def _final_margins(out, objective, arch, x_test, y_test, as_tensor):
     test_error = np.full(n_members, np.nan)
     x, y = data_tensors(arch, x_test, y_test, dtype=objective.x.dtype, device=objective.x.device)
     with torch.no_grad():
-        for start in range(0, n_members, out.chunk):
-            rows = np.arange(start, min(start + out.chunk, n_members))
-            theta = as_tensor(out.final_theta[rows])
-            chunk = objective.restricted_to(torch.as_tensor(rows, device=theta.device))
+        for rows, theta, chunk in _member_chunks(out, objective, as_tensor):
             member_delta = objective.margin - chunk.per_sample(theta)
             delta[rows, : member_delta.shape[1]] = member_delta.cpu().numpy()
             test_error[rows] = (margins(forward(theta, x, arch), y) <= 0).to(theta.dtype).mean(1).cpu().numpy()

@@ -3,9 +3,9 @@
 The parameters of ``M`` networks live in one tensor ``theta`` of shape ``(member, param)``;
 each row is the flat concatenation, layer by layer, of the weight matrix ``(fan_out, fan_in)``
 (row-major, as ``torch.nn.Linear.weight``) and then the bias (:mod:`basins.landscapes.architecture`,
-with the initial parameters). A forward pass is one GEMM for the
-first layer (the inputs are shared by all members) and one batched matmul per further layer,
-so there is no Python loop over members.
+with the initial parameters). A forward pass is one GEMM for the first layer (the inputs are
+shared by all members) and one batched matmul per further layer, so there is no Python loop
+over members.
 """
 
 from __future__ import annotations
