@@ -293,13 +293,13 @@ class GradientFlow:
 
     def step(self, theta, state, loss, grad, objective):
         h = torch.minimum(state["step_size"], self.max_time - state["time"]).unsqueeze(1)
-        slopes = [-grad]
+        gradients = [grad]  # the slopes are minus these
         for row in _DP_A[1:]:
-            stage = theta + h * sum(a * k for a, k in zip(row, slopes) if a != 0.0)
+            stage = torch.addcmul(theta, h, _combination(row, gradients), value=-1.0)
             stage_loss, stage_grad = objective(stage, None)
-            slopes.append(-stage_grad)
+            gradients.append(stage_grad)
         candidate = stage  # the last stage is the 5th-order solution
-        error = h * sum(e * k for e, k in zip(_DP_ERROR, slopes) if e != 0.0)
+        error = h * _combination(_DP_ERROR, gradients)  # up to sign, which the norm ignores
         scale = self.atol + self.rtol * torch.maximum(theta.abs(), candidate.abs())
         error_norm = ((error / scale) ** 2).mean(1).sqrt()
         accept = torch.isfinite(error_norm) & (error_norm <= 1.0) & torch.isfinite(stage_loss)
@@ -327,6 +327,17 @@ class GradientFlow:
         loss = torch.where(accept, stage_loss, loss)
         grad = torch.where(keep, stage_grad, grad)
         return theta, state, loss, grad
+
+
+def _combination(coefficients, tensors):
+    """``sum(c * t)`` over the non-zero coefficients, one kernel a term (a step's ~100 kernels
+    are most of its cost for small ensembles)."""
+    terms = [(c, t) for c, t in zip(coefficients, tensors) if c != 0.0]
+    (c, t), rest = terms[0], terms[1:]
+    total = torch.mul(t, c)
+    for c, t in rest:
+        total.add_(t, alpha=c)
+    return total
 
 
 def minibatch_indices(seed, member_ids, steps, n_samples, batch_size):
