@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 import torch
 
+from basins.engine.curvature import dense_hessians, make_hvp
 from basins.engine.dynamics import energy_and_gradient
-from basins.landscapes.fused_mlp import FusedMLPObjective
+from basins.landscapes.fused_mlp import FusedMLPObjective, has_hand_derived_hessian, hessians
 from basins.landscapes.losses import LOSSES
 from basins.landscapes.architecture import ACTIVATIONS, Architecture, initial_parameters
-from basins.landscapes.objective import member_losses
+from basins.landscapes.objective import NetworkLoss, member_losses
 
 
 def problem(n_outputs, *, n_samples=13, n_features=5, seed=0):
@@ -80,3 +81,42 @@ def test_unknown_losses_and_bad_beta_are_refused():
         FusedMLPObjective(arch, x, y, loss="l1")
     with pytest.raises(ValueError, match="beta"):
         FusedMLPObjective(arch, x, y, loss="cross_entropy", beta=0.0)
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("depth", [0, 1])
+def test_hand_derived_hessians_equal_autograd(loss, activation, bias, depth):
+    x, y = problem(1)
+    options = dict(loss=loss, margin=0.7, l2=1e-2, beta=3.0 if loss == "cross_entropy" else 1.0)
+    arch = Architecture(n_inputs=5, n_outputs=1, depth=depth, width=4, activation=activation, bias=bias)
+    theta = torch.as_tensor(initial_parameters(arch, np.arange(6), seed=depth, init="torch_default", init_scale=2.0))
+    mine = hessians(theta, x, y, arch, **options)
+    reference = dense_hessians(make_hvp(lambda t: member_losses(t, x, y, arch, **options)), theta)
+    assert mine.shape == (6, arch.n_params, arch.n_params)
+    scale = reference.abs().max()
+    assert (mine - reference).abs().max() <= 1e-10 * scale, float((mine - reference).abs().max() / scale)
+
+
+def test_hessians_refuse_networks_they_do_not_cover():
+    x, y = problem(3)
+    for arch in (Architecture(n_inputs=5, n_outputs=3, depth=1, width=2), Architecture(n_inputs=5, n_outputs=1, depth=2, width=2)):
+        assert not has_hand_derived_hessian(arch)
+        with pytest.raises(ValueError, match="Hessian"):
+            hessians(torch.zeros(1, arch.n_params, dtype=torch.float64), x, y, arch, loss="mse")
+
+
+def test_the_curvature_code_takes_a_network_loss_own_derivatives():
+    """Gradients always, dense Hessians where they are written out; equal to autograd's."""
+    x, y = problem(1)
+    options = dict(loss="cross_entropy", margin=1.0, l2=1e-2)
+    for depth, hand_derived in ((1, True), (2, False)):
+        arch = Architecture(n_inputs=5, n_outputs=1, depth=depth, width=3)
+        theta = torch.as_tensor(initial_parameters(arch, np.arange(4), seed=0, init="gaussian"))
+        network_loss = NetworkLoss(arch, x, y, **options)
+        hvp = make_hvp(network_loss)
+        assert (hvp.dense is not None) == hand_derived
+        plain = lambda t: member_losses(t, x, y, arch, **options)  # noqa: E731
+        assert torch.allclose(dense_hessians(hvp, theta), dense_hessians(make_hvp(plain), theta), rtol=0, atol=1e-12)
+        assert_close(energy_and_gradient(network_loss, theta), autograd_reference(theta, x, y, arch, **options))

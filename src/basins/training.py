@@ -40,11 +40,11 @@ from basins.landscapes.losses import check_loss, margins
 from basins.landscapes.architecture import Architecture
 from basins.landscapes.networks import forward
 from basins.landscapes.objective import (
+    NetworkLoss,
     beta_at,
     check_beta_schedule,
     data_tensors,
     make_objective,
-    member_losses,
     network_chunk_size,
 )
 
@@ -235,7 +235,7 @@ def train_ensemble(
         x, y = data["train"]
         out, checks = check_minima(
             out, member_ids,
-            energy=lambda t: member_losses(t, x, y, arch, loss=loss, margin=margin, l2=l2, beta=beta),
+            energy=NetworkLoss(arch, x, y, loss=loss, margin=margin, l2=l2, beta=beta),
             continue_from=lambda theta, ids, tol: descend_until_decided(
                 objective, theta, ids, budget_factors=budget_factors, **dict(engine, grad_tol=tol)
             ),

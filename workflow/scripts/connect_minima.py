@@ -8,7 +8,7 @@ from _rerun import CatalogRerun
 from basins.connectivity import connect_minima
 from basins.io import add_provenance, write_dataset
 from basins.labels import CONVERGED
-from basins.landscapes.objective import data_tensors, member_losses, network_chunk_size, network_errors_and_losses
+from basins.landscapes.objective import NetworkLoss, data_tensors, member_losses, network_chunk_size, network_errors_and_losses
 from basins.landscapes.symmetry import nearest_image
 from basins.minima import assign_to_catalog, canonicalize
 
@@ -20,7 +20,7 @@ device = torch.device(rerun.compute["device"])
 x_train, y_train, x_test, y_test = rerun.data
 loss_options = landscape_options(params.training)
 x, y = data_tensors(arch, x_train, y_train, device=device)
-energy = partial(member_losses, x=x, y=y, arch=arch, **loss_options)
+energy = NetworkLoss(arch, x, y, **loss_options)
 # A band is n_images + 2 networks evaluated together: bands per chunk within the memory budget.
 images_per_band = params.connectivity.get("n_images", 16) + 2
 network_chunk = network_chunk_size(arch, len(x_train), rerun.compute["memory_budget_mb"], x.dtype, x.device)

@@ -1,5 +1,3 @@
-from functools import partial
-
 from _entry import compute_options, landscape_options, start
 
 from basins.data import train_test_arrays
@@ -7,7 +5,7 @@ from basins.engine.devices import resolve_device
 from basins.flatness import hessian_chunk_size, measure_flatness
 from basins.io import add_provenance, read_dataset, write_dataset
 from basins.landscapes.architecture import Architecture
-from basins.landscapes.objective import data_tensors, member_losses, network_chunk_size, network_errors_and_losses
+from basins.landscapes.objective import NetworkLoss, data_tensors, network_chunk_size, network_errors_and_losses
 
 log = start(snakemake)
 compute = compute_options(snakemake)
@@ -18,7 +16,7 @@ device = resolve_device(compute["device"])
 x_train, y_train, _, _ = train_test_arrays(read_dataset(snakemake.input.dataset))
 x, y = data_tensors(arch, x_train, y_train, device=device)
 landscape = landscape_options(params.training)
-loss = partial(member_losses, x=x, y=y, arch=arch, **landscape)
+loss = NetworkLoss(arch, x, y, **landscape)
 chunk = hessian_chunk_size(
     arch.n_params,
     dense=arch.n_params <= params.flatness["max_dense_params"],

@@ -3,7 +3,7 @@
 ``hvp(theta (point, param), vectors (point, param)) -> H v`` per row (reverse-over-reverse
 autograd); from it the dense Hessians of small problems, Lanczos with full
 reorthogonalization (extreme eigenpairs; exact once the Krylov space spans the parameters) and
-Hutchinson's trace estimator. Used by the saddle check and the Newton polish of training, the
+Hutchinson's trace estimator (a loss with hand-derived Hessians gives its dense ones itself). Used by the saddle check and the Newton polish of training, the
 flatness stage and transition-state refinement.
 """
 
@@ -38,13 +38,20 @@ def make_hvp(member_loss: Callable[[torch.Tensor], torch.Tensor]) -> HessianVect
             (product,) = torch.autograd.grad((grad * vectors).sum(), point, allow_unused=True)
         return torch.zeros_like(theta) if product is None else product.detach()
 
+    hvp.dense = getattr(member_loss, "hessians", None)  # a hand-derived dense Hessian, if any
     return hvp
 
 
 def dense_hessians(hvp: HessianVectorProduct, theta: torch.Tensor, *, block: int = 64) -> torch.Tensor:
-    """The Hessians ``(minimum, param, param)``: ``block`` columns of all of them per product, as
-    ``block`` copies of every point, each with its own unit vector (the points do not interact),
-    so a small network's whole Hessian costs one call instead of one per parameter."""
+    """The Hessians ``(minimum, param, param)``: the loss's own hand-derived ones where
+    :func:`make_hvp` found them (``member_loss.hessians``, e.g.
+    :class:`basins.landscapes.objective.NetworkLoss`), else ``block`` columns of all of them per
+    product, as ``block`` copies of every point, each with its own unit vector (the points do
+    not interact), so a small network's whole Hessian costs one call instead of one per parameter."""
+    own = getattr(hvp, "dense", None)
+    if own is not None:
+        hessians = own(theta)
+        return 0.5 * (hessians + hessians.transpose(1, 2))
     n_minima, n_params = theta.shape
     basis = torch.eye(n_params, dtype=theta.dtype, device=theta.device)
     columns = []

@@ -25,7 +25,12 @@ DYNAMICS = ("gradient_flow", "gd", "sgd", "adam", "fire", "entropy_gd", "replica
 def energy_and_gradient(
     energy: Callable[[torch.Tensor], torch.Tensor], points: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Energies ``(n,)`` and gradients ``(n, param)`` of independent points (rows)."""
+    """Energies ``(n,)`` and gradients ``(n, param)`` of independent points (rows): by the
+    energy's own ``loss_and_gradient`` where it has one (a hand-derived pass, e.g.
+    :class:`basins.landscapes.objective.NetworkLoss`), else by autograd."""
+    own = getattr(energy, "loss_and_gradient", None)
+    if own is not None:
+        return own(points)
     with torch.enable_grad():
         points = points.detach().requires_grad_(True)
         values = energy(points)

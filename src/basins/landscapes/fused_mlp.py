@@ -313,3 +313,104 @@ def _loss_head(output, labels, margin, dtype):
         sample_loss, slope = 0.5 * active**2, -active
     delta = labels.per_sample(slope).unsqueeze(1) * (one_hot - tied / tied.sum(1, keepdim=True))
     return sample_loss, delta
+
+
+def has_hand_derived_hessian(arch: Architecture) -> bool:
+    """:func:`hessians` covers networks with one output and at most one hidden layer."""
+    return arch.n_outputs == 1 and arch.depth <= 1
+
+
+def hessians(theta, x, y, arch, *, loss, margin=1.0, l2=0.0, beta=1.0):
+    """Dense Hessians ``(member, param, param)`` of the mean sample loss plus ``l2 / 2 |theta|^2``
+    (:func:`basins.landscapes.objective.member_losses`), written out for the networks of
+    :func:`has_hand_derived_hessian`.
+
+    With ``f`` the output on a sample, ``l'`` and ``l''`` the loss's derivatives in ``f``:
+    ``H = mean_s (l'' J_s J_s^T + l' d^2 f_s) + l2 I``. The Gauss-Newton part is one batched
+    GEMM over the Jacobian ``J (member, sample, param)``; ``d^2 f`` couples only the incoming
+    weights and bias of a hidden unit with each other (through the activation's second
+    derivative) and with that unit's outgoing weight. Autograd's double backward costs one
+    Hessian-vector product per parameter; this costs about two of them in all (and agrees with
+    autograd to round-off: tests/test_fused_mlp.py).
+    """
+    if not has_hand_derived_hessian(arch):
+        raise ValueError(f"no hand-derived Hessian for {arch}: one output and depth <= 1 only")
+    n_members, n_params = theta.shape
+    n_samples = x.shape[0]
+    inputs = torch.cat([x, x.new_ones(n_samples, 1)], 1) if arch.bias else x  # (sample, fan_in [+ 1])
+    if arch.depth == 0:
+        (w_slice, b_slice), = arch.layer_slices
+        output = theta[:, w_slice] @ x.T + (theta[:, b_slice] if arch.bias else 0.0)
+        _, curvature = _loss_derivatives(output, y, loss, margin, beta, n_samples)
+        hess = inputs.T @ (curvature.unsqueeze(-1) * inputs)  # (member, param, param): inputs are the Jacobian
+        return hess + l2 * torch.eye(n_params, dtype=theta.dtype, device=theta.device)
+    ((w_in, b_in), (w_out, b_out)) = arch.layer_slices
+    width, fan_in = arch.width, arch.n_inputs
+    weights_in = theta[:, w_in].view(n_members, width, fan_in)
+    pre = weights_in @ x.T + (theta[:, b_in].unsqueeze(-1) if arch.bias else 0.0)  # (member, unit, sample)
+    hidden, slope, bend = _activation_derivatives(pre, arch.activation)
+    weights_out = theta[:, w_out]  # (member, unit)
+    output = (weights_out.unsqueeze(-1) * hidden).sum(1) + (theta[:, b_out] if arch.bias else 0.0)
+    gradient, curvature = _loss_derivatives(output, y, loss, margin, beta, n_samples)
+    # The Jacobian of the output, (member, sample, param), in the parameters' own order.
+    jacobian = theta.new_zeros(n_members, n_samples, n_params)
+    unit_slope = (weights_out.unsqueeze(-1) * slope).transpose(1, 2)  # d f / d pre, (member, sample, unit)
+    jacobian[:, :, w_in] = (unit_slope.unsqueeze(-1) * x[None, :, None, :]).reshape(n_members, n_samples, -1)
+    jacobian[:, :, w_out] = hidden.transpose(1, 2)
+    if arch.bias:
+        jacobian[:, :, b_in] = unit_slope
+        jacobian[:, :, b_out] = 1.0
+    hess = jacobian.transpose(1, 2) @ (curvature.unsqueeze(-1) * jacobian)
+    # The output's own curvature, weighted by l': per unit, its incoming weights and bias
+    # (indices `incoming`) with each other and with its outgoing weight (`outgoing`).
+    incoming, outgoing = _unit_parameters(arch, theta.device)
+    weighted_bend = gradient.unsqueeze(1) * weights_out.unsqueeze(-1) * bend  # (member, unit, sample)
+    block = (weighted_bend.unsqueeze(-1) * inputs).transpose(2, 3) @ inputs  # (member, unit, in, in)
+    cross = (gradient.unsqueeze(1) * slope) @ inputs  # (member, unit, in)
+    rows, columns = incoming.unsqueeze(-1), incoming.unsqueeze(-2)
+    hess[:, rows, columns] += block
+    hess[:, incoming, outgoing.unsqueeze(-1)] += cross
+    hess[:, outgoing.unsqueeze(-1), incoming] += cross
+    hess.diagonal(dim1=1, dim2=2).add_(l2)
+    return hess
+
+
+def _unit_parameters(arch, device):
+    """Per hidden unit, the indices of its incoming weights and bias ``(unit, fan_in [+ 1])`` and
+    of its outgoing weight ``(unit,)``."""
+    ((w_in, b_in), (w_out, _)) = arch.layer_slices
+    incoming = torch.arange(w_in.start, w_in.stop, device=device).view(arch.width, arch.n_inputs)
+    if arch.bias:
+        incoming = torch.cat([incoming, torch.arange(b_in.start, b_in.stop, device=device).unsqueeze(1)], 1)
+    return incoming, torch.arange(w_out.start, w_out.stop, device=device)
+
+
+def _activation_derivatives(pre, activation):
+    """The activation of ``pre`` and its first and second derivatives."""
+    if activation == "tanh":
+        value = torch.tanh(pre)
+        slope = 1 - value * value
+        return value, slope, -2 * value * slope
+    if activation == "erf":
+        slope = torch.exp(-pre * pre) * (2 / math.sqrt(math.pi))
+        return torch.erf(pre), slope, -2 * pre * slope
+    if activation == "relu":  # autograd's convention: slope 0 at the kink
+        return torch.relu(pre), (pre > 0).to(pre.dtype), torch.zeros_like(pre)
+    return pre, torch.ones_like(pre), torch.zeros_like(pre)
+
+
+def _loss_derivatives(output, y, loss, margin, beta, n_samples):
+    """First and second derivatives ``(member, sample)`` of the mean sample loss in each output."""
+    if loss == "mse":
+        first, second = output - y, torch.ones_like(output)
+    elif loss == "cross_entropy":  # softplus(-beta y f) / beta
+        s = torch.sigmoid(-beta * y * output)
+        first, second = -y * s, beta * s * (1 - s)
+    else:
+        shortfall = margin - y * output
+        active = (shortfall > 0).to(output.dtype)
+        if loss == "hinge":
+            first, second = -y * active, torch.zeros_like(output)
+        else:  # quadratic_hinge
+            first, second = -y * torch.relu(shortfall), active
+    return first / n_samples, second / n_samples

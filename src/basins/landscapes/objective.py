@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from basins.engine.devices import chunk_size
-from basins.landscapes.fused_mlp import FusedMLPObjective
+from basins.landscapes.fused_mlp import FusedMLPObjective, has_hand_derived_hessian, hessians
 from basins.landscapes.losses import l2_penalty, margins, sample_losses
 from basins.landscapes.networks import forward
 
@@ -44,6 +44,36 @@ def data_tensors(arch, x, y, *, dtype=torch.float64, device="cpu") -> tuple[torc
         torch.as_tensor(np.asarray(x), dtype=dtype, device=device),
         torch.as_tensor(np.asarray(y), dtype=labels, device=device),
     )
+
+
+class NetworkLoss:
+    """The training loss ``(member, param) -> (member,)`` of :func:`member_losses` on fixed data:
+    the ``energy`` of the curvature code (saddle checks, polish, flatness, transition states).
+
+    ``loss_and_gradient`` is the hand-derived pass of the training engine
+    (:class:`basins.landscapes.fused_mlp.FusedMLPObjective`;
+    :func:`basins.engine.dynamics.energy_and_gradient` takes it instead of autograd), and
+    ``hessians`` the dense Hessian by :func:`basins.landscapes.fused_mlp.hessians` where that
+    covers the network (one output, at most one hidden layer), else None (Hessian-vector
+    products of autograd then build it: :func:`basins.engine.curvature.dense_hessians`).
+    """
+
+    def __init__(self, arch, x, y, *, loss, margin, l2, beta=1.0):
+        self.arch, self.x, self.y = arch, x, y
+        self.options = dict(loss=loss, margin=margin, l2=l2, beta=beta)
+        self.fused = FusedMLPObjective(arch, x, y, **self.options)
+
+    def __call__(self, theta: torch.Tensor) -> torch.Tensor:
+        return member_losses(theta, self.x, self.y, self.arch, **self.options)
+
+    def loss_and_gradient(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.fused(theta, None)
+
+    @property
+    def hessians(self):
+        if not has_hand_derived_hessian(self.arch):
+            return None
+        return functools.partial(hessians, x=self.x, y=self.y, arch=self.arch, **self.options)
 
 
 def member_losses(theta, x, y, arch, *, loss, margin, l2, beta=1.0) -> torch.Tensor:
