@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from basins.engine.dynamics import GradientFlow, minibatch_indices
+from basins.engine.dynamics import INTEGRATORS, GradientFlow, make_stepper, minibatch_indices
 from basins.labels import BUDGET, CONVERGED, DIVERGED
 from basins.landscapes.architecture import initial_parameters
 from basins.landscapes.objective import beta_at, data_tensors, member_losses
@@ -219,6 +219,52 @@ def test_gradient_flow_follows_the_analytic_solution_of_a_quadratic():
         theta, state, loss, grad = flow.step(theta, state, loss, grad, objective)
     expected = torch.exp(-eigenvalues * 2.0) * theta0
     torch.testing.assert_close(theta, expected, rtol=1e-7, atol=1e-10)
+
+
+class StiffQuadratic:
+    """L = 1/2 theta^T A theta per member, A with curvatures from 1e-3 to 1e3 in a rotated
+    basis: theta(t) = exp(-A t) theta0, and the explicit integrator's steps are held at ~2e-3."""
+
+    def __init__(self):
+        rotation, _ = torch.linalg.qr(torch.randn(4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
+        self.matrix = rotation @ torch.diag(torch.tensor([1e-3, 1e-1, 1e1, 1e3], dtype=torch.float64)) @ rotation.T
+
+    def __call__(self, theta, batch):
+        grad = theta @ self.matrix
+        return 0.5 * (theta * grad).sum(1), grad
+
+    def hessians(self, theta):
+        return self.matrix.expand(theta.shape[0], -1, -1).clone()
+
+    def flow(self, theta0, time):
+        return theta0 @ torch.linalg.matrix_exp(-self.matrix * time)
+
+
+@pytest.mark.parametrize("integrator", INTEGRATORS)
+def test_each_integrator_follows_a_stiff_quadratic_flow(integrator):
+    objective = StiffQuadratic()
+    theta0 = torch.tensor([[1.0, -2.0, 0.5, 0.2], [0.3, 0.1, -1.0, 2.0]], dtype=torch.float64)
+    stepper = make_stepper("gradient_flow", lr=1e-3, rtol=1e-6, atol=1e-9, max_time=20.0, integrator=integrator)
+    theta, (loss, grad) = theta0.clone(), objective(theta0, None)
+    state = stepper.init_state(theta, grad, torch.arange(2))
+    while not stepper.finished(state).all():
+        theta, state, loss, grad = stepper.step(theta, state, loss, grad, objective)
+    # Local errors of ~1e-6 per step (rtol x |theta|) add up over the path: a few 1e-6 at the end.
+    torch.testing.assert_close(theta, objective.flow(theta0, 20.0), rtol=0, atol=2e-5)
+    # The explicit method needs about 20 / (2.5e-3) steps; the L-stable one steps by accuracy.
+    assert (state["steps"] < 500).all() if integrator == "rosenbrock" else (state["steps"] > 5000).all()
+
+
+def test_the_rosenbrock_integrator_needs_hessians_and_gradient_flow():
+    stepper = make_stepper("gradient_flow", lr=0.1, integrator="rosenbrock")
+    theta = torch.zeros(1, 2, dtype=torch.float64)
+    state = stepper.init_state(theta, theta, torch.arange(1))
+    with pytest.raises(ValueError, match="Hessians"):
+        stepper.step(theta, state, theta[:, 0], theta, lambda t, batch: (t.sum(1), t))
+    with pytest.raises(ValueError, match="integrator"):
+        make_stepper("gd", lr=0.1, integrator="rosenbrock")
+    with pytest.raises(ValueError, match="integrator"):
+        make_stepper("gradient_flow", lr=0.1, integrator="euler")
 
 
 def test_gradient_flow_reaches_the_minimum_tiny_step_gd_reaches(teacher_data, tiny_arch, tiny_start):

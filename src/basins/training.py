@@ -89,6 +89,7 @@ def train_ensemble(
     max_refinements: int = 2,
     rtol: float = 1e-6,
     atol: float = 1e-9,
+    integrator: str = "dormand_prince",
     check_every: int = 100,
     divergence_threshold: float = 1e6,
     seed: int = 0,
@@ -171,6 +172,10 @@ def train_ensemble(
         (a warning says so).
     rtol, atol : float
         Local error tolerances of ``gradient_flow``.
+    integrator : {"dormand_prince", "rosenbrock"}
+        How ``gradient_flow`` is integrated: explicit Dormand-Prince 5(4), or the L-stable
+        Rosenbrock triple for stiff landscapes (:class:`basins.engine.dynamics.RosenbrockFlow`;
+        networks with hand-derived Hessians: one output, at most one hidden layer).
     check_every : int
         ``sgd`` only: steps between full-batch convergence checks.
     divergence_threshold : float
@@ -216,7 +221,7 @@ def train_ensemble(
     engine = dict(
         dynamics=dynamics, lr=lr, max_steps=max_steps, grad_tol=grad_tol, momentum=momentum,
         batch_size=batch_size, lr_decay_every=lr_decay_every, lr_decay_factor=lr_decay_factor,
-        dynamics_options=flat_seeking, n_samples=len(y_train),
+        dynamics_options=_dynamics_options(flat_seeking, integrator), n_samples=len(y_train),
         satisfied=_margins_met(arch, data["train"], margin) if stop_when_satisfied else None,
         rtol=rtol, atol=atol, check_every=check_every,
         divergence_threshold=divergence_threshold, seed=seed, device=torch_device, dtype=torch_dtype,
@@ -248,6 +253,15 @@ def train_ensemble(
     with torch.no_grad():
         errors = _final_errors(out, arch, data, margin, as_tensor)
     return _as_dataset(out, checks, errors, member_ids, initial_theta, arch, dynamics)
+
+
+def _dynamics_options(flat_seeking, integrator):
+    """The stepper's own options; the default integrator is left out, so the runs (and
+    checkpoints) of gradient flow by Dormand-Prince keep their fingerprint."""
+    options = dict(flat_seeking or {})
+    if integrator != "dormand_prince":
+        options["integrator"] = integrator
+    return options or None
 
 
 def _check_run(arch, initial_theta, member_ids, *, loss, dynamics, max_steps, grad_tol, beta, beta_start, beta_ramp_steps):

@@ -20,6 +20,9 @@ import torch
 Objective = Callable[[torch.Tensor, "torch.Tensor | None"], tuple[torch.Tensor, torch.Tensor]]
 
 DYNAMICS = ("gradient_flow", "gd", "sgd", "adam", "fire", "entropy_gd", "replicated_gd")
+#: How ``gradient_flow`` is integrated: explicit Dormand-Prince 5(4) (:class:`GradientFlow`) or
+#: the stiff Rosenbrock triple (:class:`RosenbrockFlow`).
+INTEGRATORS = ("dormand_prince", "rosenbrock")
 
 
 def energy_and_gradient(
@@ -55,9 +58,11 @@ def make_stepper(
     max_move: float = float("inf"),
     lr_decay_every: int = 0,
     lr_decay_factor: float = 1.0,
+    integrator: str = "dormand_prince",
     **flat_seeking,
 ):
-    """Build the stepper named ``dynamics`` (one of :data:`DYNAMICS`); ``max_move`` caps the
+    """Build the stepper named ``dynamics`` (one of :data:`DYNAMICS`; ``gradient_flow`` by one of
+    the :data:`INTEGRATORS`); ``max_move`` caps the
     length of a FIRE step (as ASE's FIRE does; unlimited by default). ``flat_seeking`` holds the
     options of ``entropy_gd`` and ``replicated_gd`` (:mod:`basins.engine.flat_seeking`).
 
@@ -76,7 +81,12 @@ def make_stepper(
         raise ValueError(f"options {sorted(flat_seeking)} apply to entropy_gd and replicated_gd, not {dynamics!r}")
     schedule = StepDecay(lr, every=lr_decay_every, factor=lr_decay_factor)
     if dynamics == "gradient_flow":
-        return GradientFlow(first_step=lr, rtol=rtol, atol=atol, max_time=max_time)
+        if integrator not in INTEGRATORS:
+            raise ValueError(f"integrator={integrator!r}; choose one of {INTEGRATORS}")
+        flow = GradientFlow if integrator == "dormand_prince" else RosenbrockFlow
+        return flow(first_step=lr, rtol=rtol, atol=atol, max_time=max_time)
+    if integrator != "dormand_prince":
+        raise ValueError(f"integrator={integrator!r} applies to gradient_flow, not {dynamics!r}")
     if dynamics == "gd":
         return GradientDescent(lr=schedule, momentum=momentum)
     if dynamics == "sgd":
@@ -296,6 +306,9 @@ class GradientFlow:
     def finished(self, state):
         return state["time"] >= self.max_time
 
+    #: Order of the error estimate: the step size scales as error^(-1/order).
+    error_order = 5
+
     def step(self, theta, state, loss, grad, objective):
         h = torch.minimum(state["step_size"], self.max_time - state["time"]).unsqueeze(1)
         gradients = [grad]  # the slopes are minus these
@@ -303,8 +316,12 @@ class GradientFlow:
             stage = torch.addcmul(theta, h, _combination(row, gradients), value=-1.0)
             stage_loss, stage_grad = objective(stage, None)
             gradients.append(stage_grad)
-        candidate = stage  # the last stage is the 5th-order solution
-        error = h * _combination(_DP_ERROR, gradients)  # up to sign, which the norm ignores
+        # The last stage is the 5th-order solution; the error is up to sign, which the norm ignores.
+        error = h * _combination(_DP_ERROR, gradients)
+        return self._accept_or_reject(theta, state, loss, grad, h, stage, stage_loss, stage_grad, error)
+
+    def _accept_or_reject(self, theta, state, loss, grad, h, candidate, stage_loss, stage_grad, error):
+        """Take each member's ``candidate`` step or leave it where it was, and set its next step size."""
         scale = self.atol + self.rtol * torch.maximum(theta.abs(), candidate.abs())
         error_norm = ((error / scale) ** 2).mean(1).sqrt()
         accept = torch.isfinite(error_norm) & (error_norm <= 1.0) & torch.isfinite(stage_loss)
@@ -321,7 +338,8 @@ class GradientFlow:
         # element-wise op with the scalar function, and on some CPUs (AVX2 AMD EPYC) scalar and
         # vector pow round differently, so a member's step, hence its bits, would depend on its
         # position in the chunk (shard invariance, tests/test_oscillators.py). exp and log agree.
-        factor = (0.9 * torch.exp(-0.2 * torch.log(error_norm.clamp_min(1e-10)))).clamp(0.2, 5.0)
+        exponent = -1.0 / self.error_order
+        factor = (0.9 * torch.exp(exponent * torch.log(error_norm.clamp_min(1e-10)))).clamp(0.2, 5.0)
         factor = torch.where(torch.isfinite(error_norm), factor, torch.full_like(factor, 0.2))
         factor = torch.where(accept, factor, factor.clamp_max(1.0))  # a rejected step never grows
         state["time"] = state["time"] + torch.where(accept, h[:, 0], 0.0)
@@ -332,6 +350,51 @@ class GradientFlow:
         loss = torch.where(accept, stage_loss, loss)
         grad = torch.where(keep, stage_grad, grad)
         return theta, state, loss, grad
+
+
+class RosenbrockFlow(GradientFlow):
+    """Gradient flow by the modified Rosenbrock triple of Shampine and Reichelt (1997), the
+    method of MATLAB's ``ode23s``: L-stable, second order, with a third-order error estimate.
+
+    Gradient flows are stiff wherever the Hessian's eigenvalues span decades (long valleys,
+    plateaus next to a minimum): an explicit step is held below about 2 / (largest curvature)
+    by stability, so crossing a valley whose floor has curvature 1e-4 takes ~1e4 steps of
+    :class:`GradientFlow`. Here each step solves with ``W = I + h d H`` (``H`` the Hessian at
+    the step's start, d = 1 / (2 + sqrt 2)), so the step size is set by the local error alone
+    (same error test, loss test and step-size rules as :class:`GradientFlow`). A step costs two
+    gradients, one dense Hessian and an LU factorization per member: for networks with a few
+    hundred parameters and a hand-derived Hessian (``objective.hessians``, e.g.
+    :class:`basins.landscapes.fused_mlp.FusedMLPObjective`).
+    """
+
+    error_order = 3
+    _d = 1.0 / (2.0 + math.sqrt(2.0))
+    _e32 = 6.0 + math.sqrt(2.0)
+
+    def step(self, theta, state, loss, grad, objective):
+        hessians = getattr(objective, "hessians", None)
+        if hessians is None:
+            raise ValueError("the rosenbrock integrator needs the objective's dense Hessians (objective.hessians)")
+        h = torch.minimum(state["step_size"], self.max_time - state["time"]).unsqueeze(1)
+        matrix = hessians(theta).mul_((h * self._d).unsqueeze(-1))
+        matrix.diagonal(dim1=1, dim2=2).add_(1.0)
+        # A singular W (a step across a strongly negative curvature) gives non-finite slopes:
+        # the error test then rejects the step and shrinks it.
+        factors, pivots, _ = torch.linalg.lu_factor_ex(matrix)
+
+        def solve(rhs):
+            return torch.linalg.lu_solve(factors, pivots, rhs.unsqueeze(-1)).squeeze(-1)
+
+        f0 = -grad
+        k1 = solve(f0)
+        _, g1 = objective(theta + 0.5 * h * k1, None)
+        f1 = -g1
+        k2 = solve(f1 - k1) + k1
+        candidate = theta + h * k2
+        stage_loss, stage_grad = objective(candidate, None)
+        k3 = solve(-stage_grad - self._e32 * (k2 - f1) - 2.0 * (k1 - f0))
+        error = (h / 6.0) * (k1 - 2.0 * k2 + k3)
+        return self._accept_or_reject(theta, state, loss, grad, h, candidate, stage_loss, stage_grad, error)
 
 
 def _combination(coefficients, tensors):

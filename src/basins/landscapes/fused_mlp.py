@@ -22,6 +22,7 @@ float64; measured: 4e-16 absolute).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -50,6 +51,16 @@ class FusedMLPObjective:
         self.loss, self.margin, self.l2, self.beta = loss, margin, l2, beta
         self.shared = LabelFactors(arch, y, loss, beta, x.dtype)
         self.workspace = Workspace()
+
+    @property
+    def hessians(self):
+        """``theta -> (member, param, param)``: the dense Hessians on all samples (:func:`hessians`),
+        or None where they are not written out (:func:`has_hand_derived_hessian`)."""
+        if not has_hand_derived_hessian(self.arch):
+            return None
+        return functools.partial(
+            hessians, x=self.x, y=self.y, arch=self.arch, loss=self.loss, margin=self.margin, l2=self.l2, beta=self.beta
+        )
 
     def __call__(self, theta: torch.Tensor, batch: torch.Tensor | None = None):
         if batch is None:

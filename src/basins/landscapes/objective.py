@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from basins.engine.devices import chunk_size
-from basins.landscapes.fused_mlp import FusedMLPObjective, has_hand_derived_hessian, hessians
+from basins.landscapes.fused_mlp import FusedMLPObjective
 from basins.landscapes.losses import l2_penalty, margins, sample_losses
 from basins.landscapes.networks import forward
 
@@ -71,9 +71,7 @@ class NetworkLoss:
 
     @property
     def hessians(self):
-        if not has_hand_derived_hessian(self.arch):
-            return None
-        return functools.partial(hessians, x=self.x, y=self.y, arch=self.arch, **self.options)
+        return self.fused.hessians
 
 
 def member_losses(theta, x, y, arch, *, loss, margin, l2, beta=1.0) -> torch.Tensor:
