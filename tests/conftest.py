@@ -14,6 +14,36 @@ from basins.landscapes.architecture import Architecture, initial_parameters
 torch.set_num_threads(1)
 
 
+#: The tests that share the session's tiny study (its run is minutes) and the Slurm test cluster
+#: (one per machine): one xdist worker runs them all, first, while the others share the rest.
+TINY_STUDY_TESTS = ("tests/test_slurm.py::", "tests/test_workflow.py::test_tiny_study_")
+
+
+def _uses_the_tiny_study(nodeid: str) -> bool:
+    return nodeid.startswith(TINY_STUDY_TESTS)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The tiny study's tests first, so that their worker starts them at once instead of
+    running them alone at the end of the session."""
+    items.sort(key=lambda item: not _uses_the_tiny_study(item.nodeid))
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """Tests spread one by one over the workers, except the tiny study's, which go together.
+
+    (xdist's own ``--dist=loadgroup`` marks groups by renaming node ids, which pytest 9
+    no longer allows: its groups were split across workers and the tiny study ran twice.)
+    """
+    from xdist.scheduler import LoadScopeScheduling
+
+    class TinyStudyInOneWorker(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            return "tiny_study" if _uses_the_tiny_study(nodeid) else nodeid
+
+    return TinyStudyInOneWorker(config, log)
+
+
 @pytest.fixture(scope="session")
 def tiny_study(tmp_path_factory):
     """The tiny study (config/test.yaml) run once, locally; its directory."""

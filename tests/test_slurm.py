@@ -18,9 +18,6 @@ import xarray as xr
 import yaml
 from workflow_runner import BIN, ROOT, snakemake
 
-# One worker runs this module (one test cluster per machine) and the local tiny study it compares with.
-pytestmark = pytest.mark.xdist_group("tiny_study")
-
 SLURM_SCRIPTS = ROOT / "tests" / "slurm"
 # Values that legitimately differ between two runs of the same computation.
 RUN_DEPENDENT = {"wall_time"}

@@ -297,7 +297,6 @@ def check_values(path, ds):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("tiny_study")  # the worker that runs it holds the one tiny study
 def test_tiny_study_runs_end_to_end_and_every_result_keeps_the_contract(tiny_study):
     tmp_path = tiny_study
     results = tmp_path / "results"
