@@ -3,8 +3,9 @@
 ``hvp(theta (point, param), vectors (point, param)) -> H v`` per row (reverse-over-reverse
 autograd); from it the dense Hessians of small problems, Lanczos with full
 reorthogonalization (extreme eigenpairs; exact once the Krylov space spans the parameters) and
-Hutchinson's trace estimator (a loss with hand-derived Hessians gives its dense ones itself). Used by the saddle check and the Newton polish of training, the
-flatness stage and transition-state refinement.
+Hutchinson's trace estimator (a loss with hand-derived Hessians gives its dense ones itself).
+Used by the saddle check and the Newton polish of training, the flatness stage and
+transition-state refinement.
 """
 
 from __future__ import annotations

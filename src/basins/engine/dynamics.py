@@ -374,7 +374,8 @@ class RosenbrockFlow(GradientFlow):
     def step(self, theta, state, loss, grad, objective):
         hessians = getattr(objective, "hessians", None)
         if hessians is None:
-            raise ValueError("the rosenbrock integrator needs the objective's dense Hessians (objective.hessians)")
+            raise ValueError("the rosenbrock integrator needs the objective's dense Hessians "
+                             "(objective.hessians: networks with one output and at most one hidden layer)")
         h = torch.minimum(state["step_size"], self.max_time - state["time"]).unsqueeze(1)
         matrix = hessians(theta).mul_((h * self._d).unsqueeze(-1))
         matrix.diagonal(dim1=1, dim2=2).add_(1.0)

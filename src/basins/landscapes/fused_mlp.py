@@ -59,7 +59,8 @@ class FusedMLPObjective:
         if not has_hand_derived_hessian(self.arch):
             return None
         return functools.partial(
-            hessians, x=self.x, y=self.y, arch=self.arch, loss=self.loss, margin=self.margin, l2=self.l2, beta=self.beta
+            hessians, x=self.x, y=self.y, arch=self.arch, loss=self.loss, margin=self.margin, l2=self.l2,
+            beta=self.beta,
         )
 
     def __call__(self, theta: torch.Tensor, batch: torch.Tensor | None = None):
@@ -214,7 +215,8 @@ def _member_weight_gradient(delta, source, out, workspace):
         torch.mul(delta.unsqueeze(2), source.unsqueeze(1), out=product)
         torch.sum(product, -1, out=out)
     else:
-        out.copy_(torch.bmm(delta, source.transpose(1, 2), out=workspace.take("weight_grad", out.shape, delta)))
+        products = workspace.take("weight_grad", out.shape, delta)
+        out.copy_(torch.bmm(delta, source.transpose(1, 2), out=products))
 
 
 def _shared_input_weight_gradient(delta, source, out, workspace):
@@ -353,7 +355,8 @@ def hessians(theta, x, y, arch, *, loss, margin=1.0, l2=0.0, beta=1.0):
         (w_slice, b_slice), = arch.layer_slices
         output = theta[:, w_slice] @ x.T + (theta[:, b_slice] if arch.bias else 0.0)
         _, curvature = _loss_derivatives(output, y, loss, margin, beta, n_samples)
-        hess = inputs.T @ (curvature.unsqueeze(-1) * inputs)  # (member, param, param): inputs are the Jacobian
+        # The inputs (with a 1 for the bias) are the output's Jacobian: (member, param, param).
+        hess = inputs.T @ (curvature.unsqueeze(-1) * inputs)
         return hess + l2 * torch.eye(n_params, dtype=theta.dtype, device=theta.device)
     ((w_in, b_in), (w_out, b_out)) = arch.layer_slices
     width, fan_in = arch.width, arch.n_inputs
