@@ -23,29 +23,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
-from basins.data import prepare_dataset, train_test_arrays
+from basins.data import train_test_arrays
 from basins.engine.dynamics import INTEGRATORS
-from basins.landscapes.architecture import architecture_for, initial_parameters
 from basins.training import train_ensemble
 from recording import write_table
+from study_experiments import default_study, landscape_and_starts
 
-ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
-
-
-def landscape_and_starts(experiment, n_starts, seed=1):
-    """Data, architecture and ``n_starts`` starting points of an experiment (its seed-1 draw)."""
-    options = dict(experiment["dataset"])
-    if options["seed"] == "per_seed":
-        options["seed"] = seed
-    dataset = prepare_dataset(**options)
-    model = dict(experiment["model"])
-    init, init_scale = model.pop("init"), model.pop("init_scale")
-    arch = architecture_for(dataset, **model)
-    ids = np.arange(n_starts)
-    return dataset, arch, ids, initial_parameters(arch, ids, seed=seed, init=init, init_scale=init_scale)
 
 
 def run(name, experiment, n_starts, budget_factors):
@@ -79,10 +64,7 @@ def main():
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    from snakemake.utils import validate  # the schema's defaults, as the workflow fills them in
-
-    study = yaml.safe_load((ROOT / "config/config.yaml").read_text())
-    validate(study, str(ROOT / "workflow/schemas/config.schema.yaml"), set_default=True)
+    study = default_study()
     rows = [row for name in args.experiments
             for row in run(name, study["experiments"][name], args.starts, study["budget_factors"])]
     machine = {"load_average_1min": round(os.getloadavg()[0], 2), "cpu_threads": torch.get_num_threads(),

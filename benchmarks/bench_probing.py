@@ -37,13 +37,13 @@ import numpy as np
 import torch
 import yaml
 
-from basins.data import prepare_dataset, train_test_arrays
-from basins.landscapes.architecture import architecture_for, initial_parameters
+from basins.data import train_test_arrays
 from basins.oscillators import KuramotoRing, relax_ring, twisted_state, uniform_phases, winding_number
 from basins.rays import random_directions
 from basins.ring_reruns import nearest_twisted_images, ring_outcomes
 from basins.training import train_ensemble
 from recording import write_table
+from study_experiments import default_study, landscape_and_starts
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
@@ -72,15 +72,7 @@ def probe_points(ring, rays, n_points, seed=0):
 
 def time_network(name, experiment, n_points, budget_factors):
     """Seconds to train ``n_points`` members of ``experiment`` from its initialization."""
-    options = dict(experiment["dataset"])
-    if options["seed"] == "per_seed":  # each ensemble seed its own draw: take seed 1's
-        options["seed"] = 1
-    dataset = prepare_dataset(**options)
-    model = dict(experiment["model"])
-    init, init_scale = model.pop("init"), model.pop("init_scale")
-    arch = architecture_for(dataset, **model)
-    ids = np.arange(n_points)
-    theta = initial_parameters(arch, ids, seed=7, init=init, init_scale=init_scale)
+    dataset, arch, ids, theta = landscape_and_starts(experiment, n_points, data_seed=1, start_seed=7)
     began = time.perf_counter()
     result = train_ensemble(arch, *train_test_arrays(dataset), theta, ids, seed=7, budget_factors=budget_factors,
                             device="cpu", **experiment["training"])
@@ -114,10 +106,7 @@ def main():
                          "seconds": round(seconds, 2), "probes_per_s": round(len(points) / seconds, 3),
                          "returned_fraction": round(float((ended == 1).mean()), 3)})
             print(json.dumps(rows[-1]), flush=True)
-    from snakemake.utils import validate  # the schema's defaults, as the workflow fills them in
-
-    study = yaml.safe_load((ROOT / "config/config.yaml").read_text())
-    validate(study, str(ROOT / "workflow/schemas/config.schema.yaml"), set_default=True)
+    study = default_study()
     for name in args.experiments:
         rows.append(time_network(name, study["experiments"][name], args.network_points, study["budget_factors"]))
         print(json.dumps(rows[-1]), flush=True)
