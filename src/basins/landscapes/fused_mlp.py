@@ -357,7 +357,8 @@ def hessians(theta, x, y, arch, *, loss, margin=1.0, l2=0.0, beta=1.0):
         _, curvature = _loss_derivatives(output, y, loss, margin, beta, n_samples)
         # The inputs (with a 1 for the bias) are the output's Jacobian: (member, param, param).
         hess = inputs.T @ (curvature.unsqueeze(-1) * inputs)
-        return hess + l2 * torch.eye(n_params, dtype=theta.dtype, device=theta.device)
+        hess.diagonal(dim1=1, dim2=2).add_(l2)
+        return hess
     ((w_in, b_in), (w_out, b_out)) = arch.layer_slices
     width, fan_in = arch.width, arch.n_inputs
     weights_in = theta[:, w_in].view(n_members, width, fan_in)
