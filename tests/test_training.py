@@ -6,8 +6,9 @@ import torch
 
 from basins.engine.dynamics import INTEGRATORS, GradientFlow, make_stepper, minibatch_indices
 from basins.labels import BUDGET, CONVERGED, DIVERGED
-from basins.landscapes.architecture import initial_parameters
-from basins.landscapes.objective import beta_at, data_tensors, member_losses
+from basins import training
+from basins.landscapes.architecture import Architecture, initial_parameters
+from basins.landscapes.objective import beta_at, data_tensors, make_objective, member_losses
 from basins.training import train_ensemble
 
 
@@ -265,6 +266,32 @@ def test_the_rosenbrock_integrator_needs_hessians_and_gradient_flow():
         make_stepper("gd", lr=0.1, integrator="rosenbrock")
     with pytest.raises(ValueError, match="integrator"):
         make_stepper("gradient_flow", lr=0.1, integrator="euler")
+
+
+def test_continued_members_follow_the_same_flow_by_the_stiff_integrator(teacher_data, tiny_arch, monkeypatch):
+    # One Newton step leaves every member short of a stationary point: all are continued with a
+    # tightened gradient test (confirm_minima), by Rosenbrock, or by Dormand-Prince as the run.
+    ids = np.arange(6)
+    theta0 = initial_parameters(tiny_arch, ids, seed=3, init="gaussian")
+    options = dict(dynamics="gradient_flow", lr=0.1, max_steps=3000, budget_factors=(1,), grad_tol=1e-3, newton_steps=1,
+                   l2=1e-2, rtol=1e-4, atol=1e-7)
+    stiff = run_engine(tiny_arch, teacher_data, theta0, ids, **options)
+    monkeypatch.setattr(training, "_continuation_integrator", lambda dynamics, integrator, objective: integrator)
+    explicit = run_engine(tiny_arch, teacher_data, theta0, ids, **options)
+    assert (stiff["n_refinements"] > 0).all()
+    both = ((stiff["status"] == CONVERGED) & (explicit["status"] == CONVERGED)).values
+    assert both.all()
+    np.testing.assert_allclose(stiff["final_theta"].values[both], explicit["final_theta"].values[both], atol=1e-6)
+    assert stiff["steps"].sum() < explicit["steps"].sum() / 2
+
+
+def test_only_gradient_flow_with_hessians_continues_by_the_stiff_integrator(teacher_data):
+    x, y = data_tensors(Architecture(3, 1, 1, 3, "tanh"), *teacher_data[:2], dtype=torch.float64, device="cpu")
+    for depth, dynamics, expected in [(1, "gradient_flow", "rosenbrock"), (2, "gradient_flow", "dormand_prince"),
+                                      (1, "fire", "dormand_prince")]:
+        arch = Architecture(3, 1, depth, 3, "tanh")
+        objective = make_objective(arch, x, y, loss="mse", margin=1.0, l2=1e-3)
+        assert training._continuation_integrator(dynamics, "dormand_prince", objective) == expected
 
 
 def test_gradient_flow_reaches_the_minimum_tiny_step_gd_reaches(teacher_data, tiny_arch, tiny_start):
