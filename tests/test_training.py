@@ -268,6 +268,13 @@ def test_the_rosenbrock_integrator_needs_hessians_and_gradient_flow():
         make_stepper("gradient_flow", lr=0.1, integrator="euler")
 
 
+def test_a_rosenbrock_run_that_spends_its_budget_is_continued(teacher_data, tiny_arch, tiny_start):
+    theta0, ids = tiny_start
+    out = run_engine(tiny_arch, teacher_data, theta0, ids, dynamics="gradient_flow", integrator="rosenbrock", lr=0.1,
+                     max_steps=10, budget_factors=(1, 4), grad_tol=1e-8)
+    assert (out["status"] == BUDGET).all() and (out["steps"] == 40).all()
+
+
 def test_continued_members_follow_the_same_flow_by_the_stiff_integrator(teacher_data, tiny_arch, monkeypatch):
     # One Newton step leaves every member short of a stationary point: all are continued with a
     # tightened gradient test (confirm_minima), by Rosenbrock, or by Dormand-Prince as the run.

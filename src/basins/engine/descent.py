@@ -23,7 +23,7 @@ import torch
 import xarray as xr
 
 from basins.engine.checkpoints import load_checkpoint, run_fingerprint, save_checkpoint
-from basins.engine.dynamics import Objective, make_stepper
+from basins.engine.dynamics import FLAT_SEEKING, Objective, make_stepper
 from basins.io import variable_attrs
 from basins.labels import BUDGET, CONVERGED, DIVERGED, STATUS_MEANINGS
 
@@ -377,7 +377,7 @@ def _continuation(engine, *, steps_done, more_steps):
     every = continued.get("lr_decay_every", 0)
     if every:
         continued["lr"] = continued["lr"] * continued.get("lr_decay_factor", 1.0) ** (steps_done // every)
-    if continued.get("dynamics_options"):  # a scheduled dynamics resumes its schedule
+    if continued.get("dynamics") in FLAT_SEEKING:  # a scheduled dynamics resumes its schedule
         options = continued["dynamics_options"]
         continued["dynamics_options"] = dict(options, start_step=options.get("start_step", 0) + steps_done)
     annealed, anneal_steps = continued.get("annealed"), continued.get("anneal_steps", 0)

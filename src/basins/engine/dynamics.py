@@ -20,6 +20,9 @@ import torch
 Objective = Callable[[torch.Tensor, "torch.Tensor | None"], tuple[torch.Tensor, torch.Tensor]]
 
 DYNAMICS = ("gradient_flow", "gd", "sgd", "adam", "fire", "entropy_gd", "replicated_gd")
+#: The flat-seeking dynamics (:mod:`basins.engine.flat_seeking`): their options and their
+#: schedule (``start_step``) are their own.
+FLAT_SEEKING = ("entropy_gd", "replicated_gd")
 #: How ``gradient_flow`` is integrated: explicit Dormand-Prince 5(4) (:class:`GradientFlow`) or
 #: the stiff Rosenbrock triple (:class:`RosenbrockFlow`).
 INTEGRATORS = ("dormand_prince", "rosenbrock")
@@ -77,7 +80,7 @@ def make_stepper(
         )
     if lr_decay_every and dynamics not in ("gd", "sgd", "adam"):
         raise ValueError(f"lr_decay_every applies to gd, sgd and adam, not {dynamics!r}")
-    if flat_seeking and dynamics not in ("entropy_gd", "replicated_gd"):
+    if flat_seeking and dynamics not in FLAT_SEEKING:
         raise ValueError(f"options {sorted(flat_seeking)} apply to entropy_gd and replicated_gd, not {dynamics!r}")
     schedule = StepDecay(lr, every=lr_decay_every, factor=lr_decay_factor)
     if dynamics == "gradient_flow":
@@ -106,7 +109,7 @@ def make_stepper(
         return Adam(lr=schedule, betas=betas, eps=eps)
     if dynamics == "fire":
         return Fire(dt=lr, max_move=max_move)
-    if dynamics in ("entropy_gd", "replicated_gd"):
+    if dynamics in FLAT_SEEKING:
         from basins.engine.flat_seeking import EntropyGD, ReplicatedGD  # imports this module
 
         stepper = EntropyGD if dynamics == "entropy_gd" else ReplicatedGD
