@@ -292,6 +292,17 @@ def test_continued_members_follow_the_same_flow_by_the_stiff_integrator(teacher_
     assert stiff["steps"].sum() < explicit["steps"].sum() / 2
 
 
+def test_a_gradient_flow_that_spends_its_budget_is_continued_by_the_stiff_integrator(teacher_data, tiny_arch, tiny_start):
+    theta0, ids = tiny_start
+    options = dict(dynamics="gradient_flow", lr=0.1, grad_tol=1e-6, l2=1e-2, rtol=1e-4, atol=1e-7)
+    explicit = run_engine(tiny_arch, teacher_data, theta0, ids, max_steps=20000, **options)
+    continued = run_engine(tiny_arch, teacher_data, theta0, ids, max_steps=20, budget_factors=(1, 100), **options)
+    assert (explicit["steps"] > 20).all()  # every member spends the first budget
+    assert (explicit["status"] == CONVERGED).all() and (continued["status"] == CONVERGED).all()
+    np.testing.assert_allclose(continued["final_theta"], explicit["final_theta"], atol=1e-6)
+    assert continued["steps"].sum() < explicit["steps"].sum() / 2
+
+
 def test_only_gradient_flow_with_hessians_continues_by_the_stiff_integrator(teacher_data):
     x, y = data_tensors(Architecture(3, 1, 1, 3, "tanh"), *teacher_data[:2], dtype=torch.float64, device="cpu")
     for depth, dynamics, expected in [(1, "gradient_flow", "rosenbrock"), (2, "gradient_flow", "dormand_prince"),

@@ -228,8 +228,11 @@ def train_ensemble(
         chunk=chunk, run_id=(arch, loss, l2, margin, beta, beta_start, stop_when_satisfied, dtype, compile),
         progress_every_s=progress_every_s,
     )
+    # Members that passed the gradient test, or spent the step budget without passing it, are
+    # continued by the stiff integrator where there is one (_continuation_integrator).
+    stiff = dict(dynamics_options=_dynamics_options(flat_seeking, _continuation_integrator(dynamics, integrator, objective)))
     out = descend_until_decided(
-        objective, initial_theta, member_ids, budget_factors=budget_factors,
+        objective, initial_theta, member_ids, budget_factors=budget_factors, continued_by=stiff,
         # No member converges while the landscape or the flat-seeking coupling still moves.
         annealed=annealed, anneal_steps=max(beta_ramp_steps, (flat_seeking or {}).get("scoping_steps", 0)),
         checkpoint_path=checkpoint_path, checkpoint_every_s=checkpoint_every_s,
@@ -242,10 +245,7 @@ def train_ensemble(
             out, member_ids,
             energy=NetworkLoss(arch, x, y, loss=loss, margin=margin, l2=l2, beta=beta),
             continue_from=lambda theta, ids, tol: descend_until_decided(
-                objective, theta, ids, budget_factors=budget_factors, **dict(
-                    engine, grad_tol=tol,
-                    dynamics_options=_dynamics_options(flat_seeking, _continuation_integrator(dynamics, integrator, objective)),
-                )
+                objective, theta, ids, budget_factors=budget_factors, **dict(engine, grad_tol=tol, **stiff)
             ),
             n_params=arch.n_params, grad_tol=grad_tol, curvature_tol=curvature_tol, saddle_kick=saddle_kick,
             max_saddle_escapes=max_saddle_escapes, max_dense_params=max_dense_params, n_lanczos=n_lanczos,
@@ -269,8 +269,9 @@ def _dynamics_options(flat_seeking, integrator):
 
 def _continuation_integrator(dynamics, integrator, objective):
     """How gradient flow continues members that already passed the gradient test (saddle
-    escapes, and members whose polish fell short of a stationary point, tightened): the
-    L-stable Rosenbrock integrator wherever the objective writes out its Hessians.
+    escapes, and members whose polish fell short of a stationary point, tightened) or spent the
+    step budget: the L-stable Rosenbrock integrator wherever the objective writes out its
+    Hessians.
 
     Such members crawl along directions of curvature 1e-4 or less beside stiff ones, where the
     explicit integrator's steps are held down by stability (a digits member took 5 800 of them

@@ -314,6 +314,7 @@ def descend_until_decided(
     member_ids: np.ndarray,
     *,
     budget_factors: Sequence[float] = (1,),
+    continued_by: dict | None = None,
     **engine,
 ) -> Descent:
     """:func:`descend`, with members that spend their budget continued rather than given up.
@@ -327,7 +328,8 @@ def descend_until_decided(
     momentum, FIRE's velocity) restarts from zero, as after a restart of those methods. Each
     continuation is checkpointed beside the first run's checkpoint (``<path>.after<steps>``).
     ``steps``, ``wall_time`` and ``flow_time`` add up over
-    the continuations; ``loss_history`` is the first run's.
+    the continuations; ``loss_history`` is the first run's. ``continued_by`` replaces engine
+    options in the continuations (e.g. a stiff integrator of the same flow).
     """
     factors = np.asarray(budget_factors, dtype=float)
     if len(factors) == 0 or factors[0] != 1 or (np.diff(factors) <= 0).any():
@@ -343,7 +345,7 @@ def descend_until_decided(
         log.info("%d members spent %g x the step budget: continued to %g x", len(again), done, factor)
         continued = descend(
             objective, out.final_theta[again], member_ids[again],
-            **_continuation(engine, steps_done=int(round(done * max_steps)),
+            **_continuation(dict(engine, **(continued_by or {})), steps_done=int(round(done * max_steps)),
                             more_steps=int(round((factor - done) * max_steps))),
         )
         out = merge_continued(out, again, continued)
