@@ -28,6 +28,7 @@ STAGES = (
     "summarize_study",
     "figures_basins",
     "figures_basin_geometry",
+    "figure_basin_slices",
     "figure_dynamics_comparison",
     "figure_protocols",
     "figure_summary",

@@ -105,7 +105,6 @@ BASIN_GEOMETRY_FIGURES = [
     "return_probability",
     "tentacles",
     "basin_shape",
-    "basin_slices",
 ]
 RING_FIGURES = [
     "winding_distribution",
@@ -144,6 +143,12 @@ def check_experiments():
         check_beta_schedule(f"experiments.{name}.training", training)
         check_flat_seeking(f"experiments.{name}.training", training)
         check_tentacles(f"experiments.{name}.tentacles", experiment["tentacles"])
+        unknown = set(experiment["slices"].get("seeds", [])) - set(ensemble["seeds"])
+        if unknown:
+            raise ValueError(
+                f"experiments.{name}.slices.seeds: {sorted(unknown)} not among the ensemble's "
+                f"seeds {ensemble['seeds']}"
+            )
         check_basin_geometry(name, experiment)
         check_basin_sizes(name, experiment)
         check_dataset(
@@ -830,18 +835,35 @@ def basin_geometry_seeds():
     return [(name, seed) for name, seed in experiment_seeds() if name in BASIN_GEOMETRY]
 
 
-def all_figures():
-    per_experiment = [
-        f"results/figures/{figure}/{name}_seed{seed}.{ext}"
-        for name, seed in experiment_seeds()
-        for figure in FIGURES
-        for ext in ("pdf", "png")
-    ] + [
-        f"results/figures/{figure}/{name}_seed{seed}.{ext}"
+def slice_seeds():
+    """(experiment, seed) of the basins sliced: the slices section's seeds, or every seed."""
+    return [
+        (name, seed)
         for name, seed in basin_geometry_seeds()
-        for figure in BASIN_GEOMETRY_FIGURES
-        for ext in ("pdf", "png")
+        if seed in EXPERIMENTS[name]["slices"].get("seeds", [seed])
     ]
+
+
+def all_figures():
+    per_experiment = (
+        [
+            f"results/figures/{figure}/{name}_seed{seed}.{ext}"
+            for name, seed in experiment_seeds()
+            for figure in FIGURES
+            for ext in ("pdf", "png")
+        ]
+        + [
+            f"results/figures/{figure}/{name}_seed{seed}.{ext}"
+            for name, seed in basin_geometry_seeds()
+            for figure in BASIN_GEOMETRY_FIGURES
+            for ext in ("pdf", "png")
+        ]
+        + [
+            f"results/figures/basin_slices/{name}_seed{seed}.{ext}"
+            for name, seed in slice_seeds()
+            for ext in ("pdf", "png")
+        ]
+    )
     per_comparison = [
         f"results/figures/dynamics_comparison/{name}_seed{seed}.{ext}"
         for name, seed in comparison_seeds()
