@@ -92,6 +92,19 @@ def test_experiments_with_the_same_data_set_share_one_file(tmp_path):
     assert "results/datasets/tiny_teacher_langevin/" not in result.stdout
 
 
+def test_only_the_seeds_named_in_slices_are_sliced(tmp_path):
+    config = yaml.safe_load((ROOT / "config/test.yaml").read_text())
+    for experiment in config["experiments"].values():  # the protocols compare tiny_teacher's seeds
+        experiment["ensemble"]["seeds"] = [1, 2]
+    config["experiments"]["tiny_teacher"]["slices"]["seeds"] = [2]
+    path = tmp_path / "two_seeds.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = snakemake("-n", "--directory", str(tmp_path), "--configfile", str(path))
+    assert "results/slices/tiny_teacher/seed2.nc" in result.stdout
+    assert "results/slices/tiny_teacher/seed1.nc" not in result.stdout
+    assert "results/tentacles/tiny_teacher/seed1.nc" in result.stdout
+
+
 def test_the_slurm_profile_sends_short_jobs_in_batches(tmp_path):
     result = snakemake(
         "-n", "--profile", str(ROOT / "profiles/slurm"), "--directory", str(tmp_path),
@@ -130,6 +143,7 @@ def broken_config(tmp_path, edit):
         (lambda e: e["model"].update(init="orthogonal"), "basin_sizes: model.init='orthogonal'"),
         (lambda e: e["basin_sizes"].update(n_couplings=4), "n_couplings=4 must be odd"),
         (lambda e: e["training"].update(l2=0.0), "basin_sizes: needs training.l2 > 0"),
+        (lambda e: e["slices"].update(seeds=[7]), "slices.seeds: [7] not among the ensemble's seeds"),
     ],
 )
 def test_a_broken_config_fails_before_any_job_and_names_the_key(tmp_path, edit, named):

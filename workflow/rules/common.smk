@@ -614,6 +614,13 @@ def section(name):
     return lambda wildcards: EXPERIMENTS[wildcards.experiment][name]
 
 
+def slicing_options(wildcards):
+    """slice_basins options of one experiment: its slices section less the seeds it names
+    (which seeds are sliced does not change a slice)."""
+    slices = EXPERIMENTS[wildcards.experiment]["slices"]
+    return {key: value for key, value in slices.items() if key != "seeds"}
+
+
 def dataset_of_seed(wildcards):
     """prepare_dataset options of one experiment and seed: ``seed: per_seed`` draws each
     ensemble seed its own data (replicates over data draws), an integer one shared draw.

@@ -14,7 +14,7 @@ rule slice_basins:
     resources:
         **engine_resources(),
     params:
-        slices=section("slices"),
+        slices=slicing_options,
         training=section("training"),
         minima=minima_options,
         budget_factors=config["budget_factors"],
