@@ -3,11 +3,15 @@
 import numpy as np
 import pytest
 
+from scipy import stats
+
 from basins.stats import (
     CONTRADICTED,
     SUPPORTED,
     UNDECIDED_VERDICT,
+    mid_ranks,
     pool_replicates,
+    rank_correlation,
     spearman_fisher_z,
     verdict,
 )
@@ -100,3 +104,16 @@ def test_spearman_on_fishers_scale_has_the_sampling_error_it_claims():
     assert np.std(zs) == pytest.approx(se, rel=0.06)
     assert np.tanh(np.mean(zs)) == pytest.approx(6 / np.pi * np.arcsin(r / 2), abs=0.02)
     assert np.isnan(spearman_fisher_z(np.arange(3.0), np.arange(3.0))[0])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_rank_correlation_is_spearmans_rho_with_ties_and_weights(seed):
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 6, size=25).astype(float)  # many ties
+    b = a + rng.normal(0, 2, size=25)
+    b[::4] = b[1]  # ties on the other side too
+    assert rank_correlation(a, b) == pytest.approx(stats.spearmanr(a, b).statistic, abs=1e-12)
+    weights = rng.integers(1, 5, size=25)
+    repeated = stats.spearmanr(np.repeat(a, weights), np.repeat(b, weights)).statistic
+    assert rank_correlation(a, b, weights) == pytest.approx(repeated, abs=1e-12)
+    np.testing.assert_allclose(mid_ranks(a), stats.rankdata(a) - 0.5)

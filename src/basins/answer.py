@@ -31,7 +31,7 @@ import numpy as np
 import xarray as xr
 
 from basins.io import variable_attrs
-from basins.stats import UNDECIDED_VERDICT, pool_replicates, spearman_fisher_z, verdict
+from basins.stats import UNDECIDED_VERDICT, pool_replicates, rank_correlation, spearman_fisher_z, verdict
 from basins.summary import SHAPE_STATISTICS, shape_standard_error
 
 #: Each statistic: (x variable, y variable, member-weighted, the sign the hypothesis expects).
@@ -117,25 +117,8 @@ def weighted_spearman_fisher_z(a: np.ndarray, b: np.ndarray, weights: np.ndarray
     n_eff = w.sum() ** 2 / (w**2).sum() if w.sum() > 0 else 0.0
     if len(w) < 4 or n_eff <= 4 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return float("nan"), float("nan")
-    ra, rb = _weighted_ranks(np.asarray(a, float), w), _weighted_ranks(np.asarray(b, float), w)
-    ma, mb = np.average(ra, weights=w), np.average(rb, weights=w)
-    cov = np.average((ra - ma) * (rb - mb), weights=w)
-    rho = cov / np.sqrt(np.average((ra - ma) ** 2, weights=w) * np.average((rb - mb) ** 2, weights=w))
-    rho = float(np.clip(rho, -1 + 1e-12, 1 - 1e-12))
+    rho = float(np.clip(rank_correlation(a, b, w), -1 + 1e-12, 1 - 1e-12))
     return float(np.arctanh(rho)), float(1.03 / np.sqrt(n_eff - 3))
-
-
-def _weighted_ranks(values, weights):
-    """Mid-ranks of ``values`` when each counts ``weights`` times (ties share their mid-rank)."""
-    order = np.argsort(values, kind="stable")
-    cumulative = np.cumsum(weights[order])
-    ranks = np.empty_like(values)
-    ranks[order] = cumulative - weights[order] / 2
-    for value in np.unique(values):  # ties: the mean of their ranks, weighted
-        tied = values == value
-        if tied.sum() > 1:
-            ranks[tied] = np.average(ranks[tied], weights=weights[tied])
-    return ranks
 
 
 def replicate_statistics(columns: dict) -> dict[str, tuple[float, float]]:

@@ -47,7 +47,36 @@ def _finite_spearman(a, b) -> tuple[float, int]:
     n = int(finite.sum())
     if n < 4 or np.ptp(a[finite]) == 0 or np.ptp(b[finite]) == 0:
         return float("nan"), n
-    return float(stats.spearmanr(a[finite], b[finite]).statistic), n
+    return rank_correlation(a[finite], b[finite]), n
+
+
+def mid_ranks(values: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """Ranks of ``values`` with each counting ``weights`` times (1 each by default): a value's
+    rank is the weight of the values below it plus half the weight of its tie group, so tied
+    values share the mid-rank of their group (half less than scipy's ``rankdata`` with weights
+    1: rank correlations are unchanged)."""
+    values = np.asarray(values, dtype=np.float64)
+    weights = np.ones(len(values)) if weights is None else np.asarray(weights, dtype=np.float64)
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    group = np.cumsum(np.concatenate(([True], ordered[1:] != ordered[:-1]))) - 1  # tie group, sorted order
+    group_weight = np.bincount(group, weights=weights[order])
+    below = np.cumsum(group_weight) - group_weight
+    ranks = np.empty(len(values))
+    ranks[order] = (below + group_weight / 2)[group]
+    return ranks
+
+
+def rank_correlation(a: np.ndarray, b: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """Spearman's rho: the (weighted) Pearson correlation of the (weighted) mid-ranks; equal
+    to ``scipy.stats.spearmanr`` without weights, and with integer weights to its value on the
+    pairs repeated that often (``tests/test_stats.py``), at a few percent of its cost (the
+    answer computes it thousands of times)."""
+    w = np.ones(len(a)) if weights is None else np.asarray(weights, dtype=np.float64)
+    ra, rb = mid_ranks(a, w), mid_ranks(b, w)
+    ra -= np.dot(w, ra) / w.sum()
+    rb -= np.dot(w, rb) / w.sum()
+    return float(np.sum(w * ra * rb) / np.sqrt(np.sum(w * ra**2) * np.sum(w * rb**2)))
 
 
 def spearman_fisher_z(a: np.ndarray, b: np.ndarray) -> tuple[float, float, int]:
