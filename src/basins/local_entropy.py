@@ -69,12 +69,13 @@ def walsh_hadamard(values: np.ndarray) -> np.ndarray:
 
 
 def krawtchouk(n_weights: int, distance: int, weight: np.ndarray) -> np.ndarray:
-    """K_d(x) = sum_j (-1)^j C(x, j) C(N - x, d - j): the transform of the distance-d shell."""
-    weight = np.asarray(weight, dtype=np.int64)
-    total = np.zeros(weight.shape, dtype=np.float64)
-    for j in range(distance + 1):
-        total += (-1) ** j * _binomial(weight, j) * _binomial(n_weights - weight, distance - j)
-    return total
+    """K_d(x) = sum_j (-1)^j C(x, j) C(N - x, d - j): the transform of the distance-d shell.
+
+    It depends on the weight x = 0..N alone: tabulated in exact integers, then looked up.
+    """
+    table = [sum((-1) ** j * comb(x, j) * comb(n_weights - x, distance - j) for j in range(distance + 1))
+             for x in range(n_weights + 1)]
+    return np.asarray(table, dtype=np.float64)[np.asarray(weight, dtype=np.int64)]
 
 
 def neighbour_counts(codes: np.ndarray, n_weights: int) -> np.ndarray:
@@ -138,12 +139,3 @@ def enumerate_local_entropy(
         attrs={"n_weights": n_weights, "radius": radius, "seed": seed,
                "local_entropy": "log(count) / n_weights; the bound is log C(N, d) / N"},
     )
-
-
-def _binomial(n: np.ndarray, k: int) -> np.ndarray:
-    """C(n, k) elementwise for integer arrays n >= 0 (0 where k > n)."""
-    n = np.asarray(n, dtype=np.float64)
-    result = np.ones_like(n)
-    for i in range(k):
-        result *= (n - i) / (i + 1)
-    return np.where(n >= k, np.rint(result), 0.0)
