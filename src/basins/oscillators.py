@@ -67,12 +67,18 @@ class KuramotoRing:
         """``V`` per member and its gradient ``(member, oscillator)``; the flow is ``-grad``."""
         energy = torch.zeros_like(theta[:, 0])
         grad = torch.zeros_like(theta)
+        n = self.n_oscillators
         for shift in range(1, self.coupling_range + 1):
-            # Pair (i, i + shift): -cos(theta_{i+shift} - theta_i) pulls on both ends.
-            difference = torch.roll(theta, -shift, dims=1) - theta
+            # Pair (i, i + shift): -cos(theta_{i+shift} - theta_i) pulls on both ends. Written
+            # with slices around the ring (torch.roll copies through a concatenation: 8x slower).
+            difference = torch.empty_like(theta)
+            torch.sub(theta[:, shift:], theta[:, : n - shift], out=difference[:, : n - shift])
+            torch.sub(theta[:, :shift], theta[:, n - shift :], out=difference[:, n - shift :])
             energy = energy - torch.cos(difference).sum(1)
             pull = torch.sin(difference)
-            grad = grad - pull + torch.roll(pull, shift, dims=1)
+            grad -= pull
+            grad[:, shift:] += pull[:, : n - shift]  # oscillator i is pulled by pair (i - shift, i)
+            grad[:, :shift] += pull[:, n - shift :]
         return energy, grad
 
     def objective(self, theta: torch.Tensor, batch=None) -> tuple[torch.Tensor, torch.Tensor]:
