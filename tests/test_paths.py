@@ -76,6 +76,29 @@ def test_band_forces_leave_the_end_images_fixed_and_invert_the_climber_along_the
         torch.testing.assert_close(force[0, image], perpendicular)
 
 
+def double_well(points):
+    """(x^2 - 1)^2 + y^2: minima at (+-1, 0), a saddle at the origin, 1 above them."""
+    return (points[:, 0] ** 2 - 1) ** 2 + points[:, 1] ** 2
+
+
+def test_bands_fire_leaves_at_the_budget_are_relaxed_again_by_gradient_steps():
+    ends = dict(start=np.array([[-1.0, 0.0], [-1.0, 0.0]]), end=np.array([[1.0, 0.0], [0.9, 0.3]]))
+    options = dict(n_images=8, spring=1.0, lr=0.05, max_steps=800, force_tol=1e-4)
+    # FIRE converges here: the fallback changes nothing.
+    fire, both = (nudged_elastic_band(double_well, **ends, dynamics=d, **options) for d in ("fire", "fire_then_gd"))
+    assert (fire["status"] == 0).all() and not both["fell_back"].any()
+    np.testing.assert_array_equal(both["bands"], fire["bands"])
+    # FIRE held to steps of 1e-9 leaves both bands at the budget; gradient steps then relax them
+    # from their straight lines, to the bands gradient steps alone give, over the saddle.
+    held = dict(options, max_move=1e-9)
+    stuck, gd, rescued = (nudged_elastic_band(double_well, **ends, dynamics=d, **held) for d in ("fire", "gd", "fire_then_gd"))
+    assert (stuck["status"] == 1).all() and (gd["status"] == 0).all()
+    assert rescued["fell_back"].all() and (rescued["status"] == 0).all()
+    np.testing.assert_array_equal(rescued["bands"], gd["bands"])
+    np.testing.assert_array_equal(rescued["steps"], stuck["steps"] + gd["steps"])
+    np.testing.assert_allclose(rescued["energies"].max(1), 1.0, atol=1e-4)
+
+
 def test_bad_band_options_are_refused(muller_brown):
     with pytest.raises(ValueError, match="dynamics"):
         nudged_elastic_band(muller_brown, muller_brown.minima[:1], muller_brown.minima[1:2], dynamics="adam")

@@ -198,6 +198,7 @@ def connect_minima(
         ``pair_budget_spent``, ``pair_images_spent``, ``pair_descent_undecided``. Per band: ``band_pair``,
         ``band_end_minimum (band, end)``, ``band_n_images``, ``band_energy (band, image)`` and
         ``band_arclength`` (NaN past the band's images), ``band_status``, ``band_steps``,
+        ``band_fell_back``,
         ``n_band_maxima``, ``band_outcome``. Per refined maximum (dim ``transition_state``):
         ``ts_band``, ``ts_theta``, ``ts_energy``, ``ts_grad_norm``, ``ts_index``,
         ``ts_converged``, ``connected_minimum (transition_state, end)``, ``barrier``,
@@ -361,7 +362,8 @@ def _relax_bands(work, catalog, connector, *, first_id):
             pair, a, b, _ = work[k]
             bands[k] = {"id": first_id + k, "pair": pair, "ends": (a, b), "n_images": n_images,
                         "images": out["bands"][row], "energies": out["energies"][row],
-                        "status": int(out["status"][row]), "steps": int(out["steps"][row])}
+                        "status": int(out["status"][row]), "steps": int(out["steps"][row]),
+                        "fell_back": int(out["fell_back"][row])}
     return bands
 
 
@@ -622,6 +624,8 @@ def _band_variables(bands, final):
         "band_status": _variable("band", values("status"), "band relaxation status", flag_values=[0, 1, 2],
                                  flag_meanings="converged budget diverged"),
         "band_steps": _variable("band", values("steps"), "band relaxation steps"),
+        "band_fell_back": _variable("band", values("fell_back"), "relaxed again by gradient steps after FIRE "
+                                    "left it at the budget (band_dynamics fire_then_gd)"),
         "n_band_maxima": _variable("band", values("n_maxima"), "interior local maxima of the band"),
         "band_outcome": _variable("band", values("outcome"), "what the band showed", flag_values=[0, 1, 2, 3],
                                   flag_meanings=BAND_OUTCOME_MEANINGS),

@@ -16,6 +16,7 @@ differentiable torch function, so networks and analytic test potentials share th
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 
 import numpy as np
@@ -24,7 +25,13 @@ import torch
 from basins.engine.curvature import dense_hessians, make_hvp
 from basins.engine.descent import descend
 from basins.engine.dynamics import energy_and_gradient
-from basins.labels import DIVERGED
+from basins.labels import BUDGET, DIVERGED
+
+log = logging.getLogger(__name__)
+
+#: How a band relaxes: FIRE, gradient steps, or FIRE with the bands it leaves at the budget
+#: relaxed again from their straight line by gradient steps.
+BAND_DYNAMICS = ("fire", "gd", "fire_then_gd")
 
 Energy = Callable[[torch.Tensor], torch.Tensor]
 
@@ -108,8 +115,11 @@ def nudged_elastic_band(
         Spring constant along the band (energy / distance^2). It sets the image spacing, not
         the converged path; stiffer springs need smaller steps.
     dynamics, lr, max_steps : str, float, int
-        The engine's optimizer on the band forces (FIRE, the usual choice for NEB, or ``gd``)
-        with its step size and budget.
+        The engine's optimizer on the band forces (:data:`BAND_DYNAMICS`: FIRE, the usual
+        choice for NEB, ``gd``, or ``fire_then_gd``: FIRE, and the bands it leaves at the
+        budget relaxed again from their straight line by gradient steps, FIRE's speed where it
+        converges and gradient steps' robustness where it does not) with its step size and
+        budget (each, where one falls back to the other).
     force_tol : float
         A band has converged when the norm of its force, over all images, is at most this.
     climb_tol : float
@@ -127,12 +137,31 @@ def nudged_elastic_band(
     -------
     dict
         ``bands (pair, image, param)`` including the end images, ``energies (pair, image)``,
-        ``status`` (0 converged, 1 budget, 2 diverged), ``steps`` and ``force_norm`` per pair.
+        ``status`` (0 converged, 1 budget, 2 diverged), ``steps`` (summed over the two
+        dynamics where one fell back), ``force_norm`` and ``fell_back`` (relaxed again by
+        gradient steps) per pair.
     """
-    if dynamics not in ("fire", "gd"):
-        raise ValueError(f"dynamics={dynamics!r}: a band is relaxed with 'fire' or 'gd'")
+    if dynamics not in BAND_DYNAMICS:
+        raise ValueError(f"dynamics={dynamics!r}: a band is relaxed with one of {BAND_DYNAMICS}")
     if spring <= 0:
         raise ValueError(f"spring={spring} must be positive")
+    if dynamics == "fire_then_gd":
+        band = functools.partial(
+            nudged_elastic_band, energy, n_images=n_images, spring=spring, lr=lr, max_steps=max_steps,
+            force_tol=force_tol, climb_tol=climb_tol, max_move=max_move, device=device, chunk=chunk,
+            data_fingerprint=data_fingerprint, progress_every_s=progress_every_s,
+        )
+        out = band(start, end, dynamics="fire", checkpoint_path=checkpoint_path)
+        again = np.flatnonzero(out["status"] == BUDGET)
+        if len(again):
+            log.info("%d of %d bands left at the budget by FIRE: relaxed again by gradient steps", len(again), len(start))
+            slow = band(np.asarray(start)[again], np.asarray(end)[again], dynamics="gd",
+                        checkpoint_path=None if checkpoint_path is None else f"{checkpoint_path}.gd")
+            for key in ("bands", "energies", "status", "force_norm"):
+                out[key][again] = slow[key]
+            out["steps"][again] += slow["steps"]
+            out["fell_back"][again] = True
+        return out
     initial = interpolate_bands(np.asarray(start, float), np.asarray(end, float), n_images)
     relax = functools.partial(
         _relax_bands, energy, band_shape=initial.shape, spring=spring, n_images=n_images,
@@ -153,6 +182,7 @@ def nudged_elastic_band(
         "status": np.where(settled.status == DIVERGED, DIVERGED, climbed.status),
         "steps": climbed.steps + settled.steps,
         "force_norm": climbed.grad_norm,
+        "fell_back": np.zeros(len(bands), dtype=bool),
     }
 
 
