@@ -91,7 +91,9 @@ def test_bands_fire_leaves_at_the_budget_are_relaxed_again_by_gradient_steps():
     # FIRE held to steps of 1e-9 leaves both bands at the budget; gradient steps then relax them
     # from their straight lines, to the bands gradient steps alone give, over the saddle.
     held = dict(options, max_move=1e-9)
-    stuck, gd, rescued = (nudged_elastic_band(double_well, **ends, dynamics=d, **held) for d in ("fire", "gd", "fire_then_gd"))
+    stuck, gd, rescued = (
+        nudged_elastic_band(double_well, **ends, dynamics=d, **held) for d in ("fire", "gd", "fire_then_gd")
+    )
     assert (stuck["status"] == 1).all() and (gd["status"] == 0).all()
     assert rescued["fell_back"].all() and (rescued["status"] == 0).all()
     np.testing.assert_array_equal(rescued["bands"], gd["bands"])

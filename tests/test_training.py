@@ -292,7 +292,9 @@ def test_continued_members_follow_the_same_flow_by_the_stiff_integrator(teacher_
     assert stiff["steps"].sum() < explicit["steps"].sum() / 2
 
 
-def test_a_gradient_flow_that_spends_its_budget_is_continued_by_the_stiff_integrator(teacher_data, tiny_arch, tiny_start):
+def test_a_gradient_flow_that_spends_its_budget_is_continued_by_the_stiff_integrator(
+    teacher_data, tiny_arch, tiny_start
+):
     theta0, ids = tiny_start
     options = dict(dynamics="gradient_flow", lr=0.1, grad_tol=1e-6, l2=1e-2, rtol=1e-4, atol=1e-7)
     explicit = run_engine(tiny_arch, teacher_data, theta0, ids, max_steps=20000, **options)

@@ -230,7 +230,8 @@ def train_ensemble(
     )
     # Members that passed the gradient test, or spent the step budget without passing it, are
     # continued by the stiff integrator where there is one (_continuation_integrator).
-    stiff = dict(dynamics_options=_dynamics_options(flat_seeking, _continuation_integrator(dynamics, integrator, objective)))
+    stiff_integrator = _continuation_integrator(dynamics, integrator, objective)
+    stiff = dict(dynamics_options=_dynamics_options(flat_seeking, stiff_integrator))
     out = descend_until_decided(
         objective, initial_theta, member_ids, budget_factors=budget_factors, continued_by=stiff,
         # No member converges while the landscape or the flat-seeking coupling still moves.

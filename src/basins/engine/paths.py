@@ -154,7 +154,8 @@ def nudged_elastic_band(
         out = band(start, end, dynamics="fire", checkpoint_path=checkpoint_path)
         again = np.flatnonzero(out["status"] == BUDGET)
         if len(again):
-            log.info("%d of %d bands left at the budget by FIRE: relaxed again by gradient steps", len(again), len(start))
+            log.info("%d of %d bands left at the budget by FIRE: relaxed again by gradient steps",
+                     len(again), len(start))
             slow = band(np.asarray(start)[again], np.asarray(end)[again], dynamics="gd",
                         checkpoint_path=None if checkpoint_path is None else f"{checkpoint_path}.gd")
             for key in ("bands", "energies", "status", "force_norm"):
