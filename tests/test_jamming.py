@@ -517,3 +517,28 @@ def test_overlaps_are_measured_in_units_of_the_square_root_of_the_loss():
     filled = result["delta_density"].values > 0
     assert filled.sum() == 1
     assert float(result["bin_lower"][filled][0]) <= 2 <= float(result["bin_upper"][filled][0])
+
+
+def test_the_quasi_newton_finish_decides_what_a_frozen_adam_left_and_as_a_converged_descent_would(random_pool):
+    """Known answer: the perceptron's quadratic hinge is convex, so its phase at each P does not
+    depend on the dynamics that reaches the minimum. Adam with a step that halves every 100
+    steps freezes short of it (members end on their budget, undecided); the finish decides them,
+    each as FIRE run to convergence decides it."""
+    arch = Architecture(6, 1, 0, 0, "relu")
+    sizes = np.array([6, 10, 12, 14, 16, 20, 30, 60])
+    frozen = dict(dynamics="adam", lr=0.01, lr_decay_every=100, lr_decay_factor=0.5, max_steps=1000)
+    unfinished = run_sweep(arch, random_pool, sizes, **frozen)
+    spent = unfinished["status"].values == BUDGET
+    assert spent.sum() >= 3 and (unfinished["phase"].values[spent] == UNDECIDED_PHASE).all()
+    assert (unfinished["finish_iterations"].values == 0).all()
+    finished = run_sweep(arch, random_pool, sizes, finish_iterations=500, **frozen)
+    reference = run_sweep(arch, random_pool, sizes, dynamics="fire", lr=0.1, max_steps=20000)
+    assert (reference["status"].values == CONVERGED).all()
+    assert (finished["status"].values == CONVERGED).all()
+    np.testing.assert_array_equal(finished["phase"].values, reference["phase"].values)
+    assert {SAT, UNSAT} <= set(finished["phase"].values.tolist())
+    assert ((finished["finish_iterations"].values > 0) == spent).all()
+    # the members that converged within the budget are untouched
+    np.testing.assert_array_equal(finished["final_theta"].values[~spent], unfinished["final_theta"].values[~spent])
+    with pytest.raises(ValueError, match="finish_iterations=-1"):
+        run_sweep(arch, random_pool, sizes, finish_iterations=-1)

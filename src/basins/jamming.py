@@ -30,7 +30,8 @@ import torch
 import xarray as xr
 
 from basins.engine.checkpoints import fingerprint_arrays
-from basins.engine.descent import descend, descent_dataset, merge_continued, with_final_losses
+from basins.engine.descent import descend, descent_dataset, merge_continued, with_final_losses, with_rows
+from basins.engine.quasi_newton import finish_by_quasi_newton
 from basins.engine.devices import TORCH_DTYPES, resolve_device
 from basins.io import variable_attrs
 from basins.jamming_transition import transition_bracket
@@ -165,6 +166,8 @@ def sweep_jamming(
     stuck_fraction: float = 0.1,
     fine_resolution: float = 0.0,
     fine_initial_theta: np.ndarray | None = None,
+    finish_iterations: int = 0,
+    max_dense_params: int = 4096,
     seed: int = 0,
     device: str = "auto",
     dtype: str = "float64",
@@ -204,6 +207,16 @@ def sweep_jamming(
         :func:`basins.engine.descent.descend_until_decided`, each member on its own training
         set); one still running after the last factor is undecided, whatever its loss: a
         budget never decides a phase.
+    finish_iterations, max_dense_params : int
+        Members still running after the last budget are handed to L-BFGS for up to
+        ``finish_iterations`` iterations on their own training set, then to Newton steps
+        (dense Hessians, up to ``max_dense_params`` parameters):
+        :func:`basins.engine.quasi_newton.finish_by_quasi_newton` (0: no finish). Adam's
+        decaying step freezes members short of a smooth minimum (the perceptron's at gradient
+        norms 1e-5 to 1e-3); the finish takes them there, and the gradient test (or every point
+        satisfied) then decides them. It decides nothing itself: a member the finish leaves above
+        ``grad_tol`` (a ReLU network on a kink of its loss) stays undecided, where it stopped or
+        where the finish lowered its loss.
     delta_tol : float
         A point counts as satisfied once Delta <= ``delta_tol``. The quadratic hinge's force
         vanishes at Delta = 0, so gradient dynamics approach the margin from above without
@@ -237,13 +250,14 @@ def sweep_jamming(
         The engine's variables (dims ``(member, param)``, ``(member, step)``) plus, per
         member, ``n_train``, ``ratio`` (P / N), ``n_unsatisfied`` (N_Delta), ``train_error``,
         ``test_error``, ``phase`` (:data:`basins.labels.PHASE_VALUES`: 0 SAT, 1 UNSAT,
-        2 stuck, -1 undecided) and ``scan`` (0: grid, 1: fine scan; fine members follow the
-        grid's), and ``delta`` ``(member, sample)``: Delta = margin - y f on the member's
+        2 stuck, -1 undecided), ``finish_iterations`` (0: not finished) and ``scan`` (0: grid,
+        1: fine scan; fine members follow the grid's), and ``delta`` ``(member, sample)``: Delta = margin - y f on the member's
         training points (nan beyond them).
     """
     n_train, x_pool, y_pool, factors = _checked_sweep_inputs(
         arch, x_pool, y_pool, initial_theta, n_train, loss=loss, stuck_fraction=stuck_fraction, delta_tol=delta_tol,
         budget_factors=budget_factors, fine_resolution=fine_resolution, fine_initial_theta=fine_initial_theta,
+        finish_iterations=finish_iterations,
     )
     n_pool = y_pool.shape[-1]
     torch_device, torch_dtype = resolve_device(device), TORCH_DTYPES[dtype]
@@ -252,7 +266,8 @@ def sweep_jamming(
         arch=arch, x=x, y=y, x_test=x_test, y_test=y_test, loss=loss, margin=margin, l2=l2, delta_tol=delta_tol,
         stuck_fraction=stuck_fraction, budget_factors=factors, dynamics=dynamics, lr=lr,
         lr_decay_every=lr_decay_every, lr_decay_factor=lr_decay_factor, max_steps=max_steps, grad_tol=grad_tol,
-        seed=seed, chunk=network_chunk_size(arch, n_pool, memory_budget_mb, torch_dtype, torch_device),
+        finish_iterations=finish_iterations, max_dense_params=max_dense_params, seed=seed,
+        chunk=network_chunk_size(arch, n_pool, memory_budget_mb, torch_dtype, torch_device),
         data_fingerprint=fingerprint_arrays(x_pool, y_pool), checkpoint_every_s=checkpoint_every_s,
         progress_every_s=progress_every_s,
     )
@@ -272,6 +287,7 @@ def sweep_jamming(
         delta_tol=delta_tol,
         stuck_fraction=stuck_fraction,
         budget_factors=json.dumps(factors.tolist()),
+        finish_iterations=finish_iterations,
         fine_resolution=fine_resolution,
         dynamics=dynamics,
     )
@@ -279,7 +295,7 @@ def sweep_jamming(
 
 def _checked_sweep_inputs(
     arch, x_pool, y_pool, initial_theta, n_train, *, loss, stuck_fraction, delta_tol, budget_factors, fine_resolution,
-    fine_initial_theta,
+    fine_initial_theta, finish_iterations,
 ):
     """``n_train``, the pool and ``budget_factors`` as arrays, once :func:`sweep_jamming` can run them."""
     if loss not in ("quadratic_hinge", "hinge"):
@@ -300,8 +316,11 @@ def _checked_sweep_inputs(
         raise ValueError(
             f"initial_theta has shape {initial_theta.shape}; expected ({len(n_train)}, {arch.n_params})"
         )
-    if not 0 <= stuck_fraction < 1 or delta_tol < 0:
-        raise ValueError(f"stuck_fraction={stuck_fraction} must be in [0, 1) and delta_tol={delta_tol} >= 0")
+    if not 0 <= stuck_fraction < 1 or delta_tol < 0 or finish_iterations < 0:
+        raise ValueError(
+            f"stuck_fraction={stuck_fraction} must be in [0, 1), delta_tol={delta_tol} and "
+            f"finish_iterations={finish_iterations} >= 0"
+        )
     factors = np.asarray(budget_factors, dtype=float)
     if len(factors) == 0 or factors[0] != 1 or (np.diff(factors) <= 0).any():
         raise ValueError(f"budget_factors={list(budget_factors)}: give increasing factors starting at 1")
@@ -344,15 +363,20 @@ def _log_phases(phase):
 
 def _fit_sizes(
     n_train, initial_theta, member_ids, *, arch, x, y, x_test, y_test, loss, margin, l2, delta_tol, stuck_fraction,
-    checkpoint_path, **engine,
+    checkpoint_path, finish_iterations, max_dense_params, **engine,
 ) -> xr.Dataset:
     """One pass of the sweep: members ``member_ids`` fit their ``n_train`` first pool points."""
     sizes = torch.as_tensor(n_train, device=x.device)
     objective = PrefixObjective(arch, x, y, sizes, loss, margin, l2)
+    satisfied = PrefixSatisfied(objective, delta_tol)
     out = _descend_until_decided(
-        objective, PrefixSatisfied(objective, delta_tol), initial_theta, member_ids, device=x.device, dtype=x.dtype,
+        objective, satisfied, initial_theta, member_ids, device=x.device, dtype=x.dtype,
         run_id=("jamming", arch, loss, margin, l2, n_train, delta_tol, str(x.dtype)), checkpoint_path=checkpoint_path,
         **engine,
+    )
+    out, iterations = _finished(
+        out, objective, satisfied, max_iterations=finish_iterations, grad_tol=engine["grad_tol"],
+        max_dense_params=max_dense_params,
     )
     as_tensor = lambda a: torch.as_tensor(np.asarray(a), dtype=x.dtype, device=x.device)  # noqa: E731
     out = with_final_losses(out, objective, as_tensor)
@@ -379,6 +403,8 @@ def _fit_sizes(
         train_error=("member", train_error, variable_attrs("training error (0-1)")),
         test_error=("member", test_error, variable_attrs("test error (0-1)")),
         phase=("member", phase.astype(np.int8), phase_attrs()),
+        finish_iterations=("member", iterations, variable_attrs(
+            "L-BFGS iterations of the quasi-Newton finish after the step budget (0: not finished)")),
         n_silenced_unsatisfied=("member", n_silenced, variable_attrs(
             "unsatisfied points on which a hidden layer is off: they get the output biases alone and "
             "move no weight, so they count toward stuck, never toward UNSAT (-1: diverged)")),
@@ -478,6 +504,34 @@ def _descend_until_decided(objective, satisfied, initial_theta, member_ids, *, b
         )
         out = merge_continued(out, again, more)
     return out
+
+
+def _finished(out, objective, satisfied, *, max_iterations, grad_tol, max_dense_params):
+    """``out`` with its members still running after the budget moved by the quasi-Newton finish
+    (:func:`sweep_jamming`), and the L-BFGS iterations of each member (0: not finished). Those at a
+    gradient norm of at most ``grad_tol``, or with every point satisfied, have converged."""
+    rows = np.flatnonzero(out.status == BUDGET) if max_iterations else np.array([], dtype=np.int64)
+    iterations = np.zeros(len(out.status), dtype=np.int64)
+    if not len(rows):
+        return out, iterations
+    device, dtype = objective.x.device, objective.x.dtype
+    member_energy = lambda i: objective.restricted_to(torch.as_tensor(rows[i : i + 1], device=device)).member_losses  # noqa: E731
+    finished = finish_by_quasi_newton(
+        out.final_theta[rows], member_energy, max_iterations=max_iterations, grad_tol=grad_tol,
+        max_dense_params=max_dense_params, device=device, dtype=dtype,
+    )
+    as_tensor = lambda a: torch.as_tensor(a, dtype=dtype, device=device)  # noqa: E731
+    met = satisfied.restricted_to(torch.as_tensor(rows, device=device))(
+        as_tensor(finished.final_theta), as_tensor(finished.loss)
+    ).cpu().numpy()
+    decided = (finished.grad_norm <= grad_tol) | met
+    iterations[rows] = finished.iterations
+    out = dataclasses.replace(
+        out, final_theta=with_rows(out.final_theta, rows, finished.final_theta),
+        grad_norm=with_rows(out.grad_norm, rows, finished.grad_norm),
+    )
+    log.info("quasi-Newton finish decided %d of %d members that spent their budget", int(decided.sum()), len(rows))
+    return out.with_status(rows[decided], CONVERGED), iterations
 
 
 def _kink_distances(out, objective, arch, as_tensor):
