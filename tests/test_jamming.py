@@ -7,6 +7,7 @@ from basins.data import prepare_dataset, train_test_arrays
 from basins.jamming import (
     PrefixObjective,
     PrefixSatisfied,
+    check_nested_phases,
     classify_phase,
     fine_scan_size,
     fine_train_sizes,
@@ -542,3 +543,27 @@ def test_the_quasi_newton_finish_decides_what_a_frozen_adam_left_and_as_a_conver
     np.testing.assert_array_equal(finished["final_theta"].values[~spent], unfinished["final_theta"].values[~spent])
     with pytest.raises(ValueError, match="finish_iterations=-1"):
         run_sweep(arch, random_pool, sizes, finish_iterations=-1)
+
+
+def test_a_perceptron_unsat_below_a_size_it_fits_is_refused():
+    sizes = np.array([10, 20, 30, 40, 25])
+    check_nested_phases(sizes, np.array([SAT, SAT, UNSAT, UNSAT, SAT]))  # consistent, fine scan last
+    check_nested_phases(sizes, np.array([SAT, UNDECIDED_PHASE, SAT, UNSAT, UNDECIDED_PHASE]))
+    with pytest.raises(RuntimeError, match=r"UNSAT at P = \[20, 25\] below SAT at P = 30"):
+        check_nested_phases(sizes, np.array([SAT, UNSAT, SAT, UNSAT, UNSAT]))
+
+
+def test_gaps_come_from_sat_runs_the_dynamics_decided_not_the_finish():
+    """The SAT side's gaps are where a run's own dynamics stopped: a SAT run next to P* that the
+    quasi-Newton finish decided is skipped for the next one below it; on the UNSAT side a
+    finished run is a minimum like any other and counts."""
+    phases = [SAT, SAT, SAT, UNSAT]
+    runs = [fake_run(0, 0, 4, seed, phases, sizes=(8, 16, 32, 64)) for seed in (1, 2)]
+    finished = [run.assign(finish_iterations=("member", np.array([0, 0, 7, 9]))) for run in runs]
+    options = dict(n_bins=8, fit_quantile=1.0, min_count=1)
+    plain, skipped = analyze_jamming(runs, **options), analyze_jamming(finished, **options)
+    gaps = dict(side="sat", constraint="satisfied", network=0)
+    assert int(plain["n_delta_points"].sel(**gaps)) == 2 * 32  # both seeds' P = 32 runs
+    assert int(skipped["n_delta_points"].sel(**gaps)) == 2 * 16  # their P = 16 runs instead
+    overlaps = dict(side="unsat", network=0)
+    np.testing.assert_array_equal(plain["n_delta_points"].sel(**overlaps), skipped["n_delta_points"].sel(**overlaps))

@@ -276,6 +276,8 @@ def sweep_jamming(
     scans += _fine_scan(n_train, result["phase"].values, fine_resolution, fine_initial_theta, checkpoint_path, fit)
     result = _joined_scans(scans, n_pool)
     _log_phases(result["phase"].values)
+    if arch.depth == 0 and y_pool.ndim == 1 and l2 == 0:
+        check_nested_phases(result["n_train"].values, result["phase"].values)
     return result.assign_attrs(
         architecture=json.dumps(arch.__dict__, sort_keys=True),
         depth=arch.depth,
@@ -444,6 +446,23 @@ def fine_scan_size(n_train: np.ndarray, resolution: float, *, intervals: int = 2
     return max(
         (len(fine_train_sizes(a, b, resolution, at_most=b - a)) for a, b in zip(grid[:-span], grid[span:])), default=0
     )
+
+
+def check_nested_phases(n_train: np.ndarray, phase: np.ndarray) -> None:
+    """Refuse the decided phases of a perceptron on nested training sets that contradict each other.
+
+    The perceptron's loss is convex, so a converged run is at the global minimum: SAT says its
+    first P points are fitted with every margin met, which then holds for every smaller prefix
+    of the same pool, and UNSAT says no weights meet them, nor for any larger prefix. An UNSAT
+    size below a SAT size is a wrong decision (a tolerance or a stopping rule deciding), never
+    data. Undecided runs say nothing and are skipped."""
+    largest_sat = n_train[phase == SAT].max(initial=0)
+    contradicted = (phase == UNSAT) & (n_train < largest_sat)
+    if contradicted.any():
+        raise RuntimeError(
+            f"perceptron on nested training sets: UNSAT at P = {sorted(n_train[contradicted].tolist())} "
+            f"below SAT at P = {largest_sat}; a convex loss cannot do that, so a phase was decided wrongly"
+        )
 
 
 def phase_attrs() -> dict:

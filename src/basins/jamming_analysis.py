@@ -406,9 +406,13 @@ def _grid_members(run):
 
 
 def _next_to_transition(run, p_star):
-    """Members of one run closest to P* on the SAT side (below) and UNSAT side (above)."""
+    """Members of one run closest to P* on the SAT side (below) and UNSAT side (above). A SAT
+    run's gaps say where its dynamics stopped, so the SAT side skips runs the quasi-Newton
+    finish decided (its line search stops wherever the margins are met, not as the last point
+    crosses one); an UNSAT run's overlaps are those of its minimum, however it was reached."""
     sizes, phase = run["n_train"].values, run["phase"].values
-    sat = np.flatnonzero((phase == SAT) & (sizes < p_star))
+    finished = run["finish_iterations"].values > 0 if "finish_iterations" in run else np.zeros(sizes.size, bool)
+    sat = np.flatnonzero((phase == SAT) & (sizes < p_star) & ~finished)
     unsat = np.flatnonzero((phase == UNSAT) & (sizes > p_star))
     return (
         sat[np.argmax(sizes[sat])] if sat.size else None,
