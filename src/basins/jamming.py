@@ -30,7 +30,7 @@ import torch
 import xarray as xr
 
 from basins.engine.checkpoints import fingerprint_arrays
-from basins.engine.descent import descend, descent_dataset, merge_continued, with_final_losses, with_rows
+from basins.engine.descent import descend_until_decided, descent_dataset, with_final_losses, with_rows
 from basins.engine.quasi_newton import finish_by_quasi_newton
 from basins.engine.devices import TORCH_DTYPES, resolve_device
 from basins.io import variable_attrs
@@ -371,8 +371,8 @@ def _fit_sizes(
     sizes = torch.as_tensor(n_train, device=x.device)
     objective = PrefixObjective(arch, x, y, sizes, loss, margin, l2)
     satisfied = PrefixSatisfied(objective, delta_tol)
-    out = _descend_until_decided(
-        objective, satisfied, initial_theta, member_ids, device=x.device, dtype=x.dtype,
+    out = descend_until_decided(
+        objective, initial_theta, member_ids, satisfied=satisfied, device=x.device, dtype=x.dtype,
         run_id=("jamming", arch, loss, margin, l2, n_train, delta_tol, str(x.dtype)), checkpoint_path=checkpoint_path,
         **engine,
     )
@@ -491,38 +491,6 @@ def classify_phase(
     failed = seen < stuck_fraction * n_weights
     decided = np.select([n_unsatisfied == 0, failed], [SAT, STUCK], default=UNSAT)
     return np.where(converged, decided, UNDECIDED_PHASE)
-
-
-def _descend_until_decided(objective, satisfied, initial_theta, member_ids, *, budget_factors, run_id, **engine):
-    """:func:`basins.engine.descent.descend_until_decided` for members that each have their
-    own training set: a continued member keeps its own (the objective restricted to its row).
-
-    Written here because the engine's version continues members on a landscape shared by all.
-    """
-    out = descend(objective, initial_theta, member_ids, satisfied=satisfied, run_id=run_id, **engine)
-    max_steps = engine["max_steps"]
-    for done, factor in zip(budget_factors[:-1], budget_factors[1:]):
-        again = np.flatnonzero(out.status == BUDGET)
-        if not len(again):
-            break
-        steps_done, more_steps = int(round(done * max_steps)), int(round((factor - done) * max_steps))
-        log.info("%d members spent %g x the step budget: continued to %g x", len(again), done, factor)
-        continued = dict(engine, max_steps=more_steps)
-        if engine.get("lr_decay_every"):  # the step-size schedule resumes where it was
-            continued["lr"] = engine["lr"] * engine["lr_decay_factor"] ** (steps_done // engine["lr_decay_every"])
-        if engine.get("checkpoint_path") is not None:
-            continued["checkpoint_path"] = f"{engine['checkpoint_path']}.after{steps_done}"
-        rows = torch.as_tensor(again, device=objective.y.device)
-        more = descend(
-            objective.restricted_to(rows),
-            out.final_theta[again],
-            member_ids[again],
-            satisfied=satisfied.restricted_to(rows),
-            run_id=(*run_id, "after", steps_done),
-            **continued,
-        )
-        out = merge_continued(out, again, more)
-    return out
 
 
 def _finished(out, objective, satisfied, *, max_iterations, grad_tol, max_dense_params):

@@ -329,13 +329,13 @@ def descend_until_decided(
     continuation is checkpointed beside the first run's checkpoint (``<path>.after<steps>``).
     ``steps``, ``wall_time`` and ``flow_time`` add up over
     the continuations; ``loss_history`` is the first run's. ``continued_by`` replaces engine
-    options in the continuations (e.g. a stiff integrator of the same flow).
+    options in the continuations (e.g. a stiff integrator of the same flow). Members with
+    landscapes of their own (an objective and ``satisfied`` with ``restricted_to``, as the
+    jamming sweep's training sets) are continued each on its own.
     """
     factors = np.asarray(budget_factors, dtype=float)
     if len(factors) == 0 or factors[0] != 1 or (np.diff(factors) <= 0).any():
         raise ValueError(f"budget_factors={list(budget_factors)}: give increasing factors starting at 1")
-    if len(factors) > 1 and hasattr(objective, "restricted_to"):
-        raise ValueError("budget_factors beyond the first need a landscape shared by all members")
     out = descend(objective, initial_theta, member_ids, **engine)
     max_steps = engine["max_steps"]
     for done, factor in zip(factors[:-1], factors[1:]):
@@ -343,10 +343,11 @@ def descend_until_decided(
         if not len(again):
             break
         log.info("%d members spent %g x the step budget: continued to %g x", len(again), done, factor)
+        rows = torch.as_tensor(again, device=engine["device"])  # members with landscapes of their own keep them
         continued = descend(
-            objective, out.final_theta[again], member_ids[again],
-            **_continuation(dict(engine, **(continued_by or {})), steps_done=int(round(done * max_steps)),
-                            more_steps=int(round((factor - done) * max_steps))),
+            restricted(objective, rows), out.final_theta[again], member_ids[again],
+            **_continuation(dict(engine, **(continued_by or {}), satisfied=restricted(engine.get("satisfied"), rows)),
+                            steps_done=int(round(done * max_steps)), more_steps=int(round((factor - done) * max_steps))),
         )
         out = merge_continued(out, again, continued)
     return out
