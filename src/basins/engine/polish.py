@@ -104,7 +104,7 @@ def polish_minima(
         polished.final_theta[part] = moved
         polished.grad_norm[part] = norm
     if len(rows):
-        log.info("Newton polish of %d minima: gradient norm median %.2g -> %.2g, moved up to %.3g",
+        log.info("Newton polish of %d points: gradient norm median %.2g -> %.2g, moved up to %.3g",
                  len(rows), np.median(grad_norm[rows]), np.median(polished.grad_norm[rows]),
                  np.nanmax(polished.shift[rows]))
     return polished
