@@ -392,6 +392,10 @@ def _fit_sizes(
     phase = classify_phase(
         out.status, n_unsatisfied, n_weights=arch.n_weights, stuck_fraction=stuck_fraction, n_silenced=n_silenced
     )
+    rescaled = np.zeros(len(phase), dtype=bool)
+    if l2 == 0:  # with a penalty, the witness would leave the minimum the phase is about
+        rescaled = _sat_by_rescaling(out, objective, arch, delta, delta_tol, as_tensor)
+    phase[rescaled] = SAT
     with np.errstate(invalid="ignore"):
         train_error = np.where(out.status == DIVERGED, np.nan, (delta >= margin).sum(1) / n_train)
     return result.assign(
@@ -405,6 +409,10 @@ def _fit_sizes(
         train_error=("member", train_error, variable_attrs("training error (0-1)")),
         test_error=("member", test_error, variable_attrs("test error (0-1)")),
         phase=("member", phase.astype(np.int8), phase_attrs()),
+        sat_by_rescaling=("member", rescaled, variable_attrs(
+            "SAT shown by a witness: every training point is classified right (y f > 0) where the run "
+            "stopped, so the output layer scaled by margin / min(y f) meets every margin (checked); "
+            "delta and n_unsatisfied stay those where the run stopped")),
         finish_iterations=("member", iterations, variable_attrs(
             "L-BFGS iterations of the quasi-Newton finish after the step budget (0: not finished)")),
         n_silenced_unsatisfied=("member", n_silenced, variable_attrs(
@@ -519,6 +527,39 @@ def _finished(out, objective, satisfied, *, max_iterations, grad_tol, max_dense_
     )
     log.info("quasi-Newton finish decided %d of %d members that spent their budget", int(decided.sum()), len(rows))
     return out.with_status(rows[decided], CONVERGED), iterations
+
+
+def _sat_by_rescaling(out, objective, arch, delta, delta_tol, as_tensor):
+    """Members whose training set is fitted by their end point's output layer rescaled.
+
+    The output is linear in the last layer's weights and bias, so scaling them by c scales every
+    margin y f by c: where every training point has y f > 0, c = margin / min(y f) meets every
+    margin exactly. That is a witness of SAT (the training set can be fitted), whatever the run's
+    status, exact rather than a tolerance: a run approaching the margins from above (the
+    quadratic hinge's force vanishes there) can crawl at Delta ~ 1e-5 for ever, undecided or
+    near-stationary. It never contradicts a converged UNSAT minimum, where scaling the output
+    cannot lower the loss, so some unsatisfied point has y f <= 0. Each witness is checked by a
+    forward pass; the rescaled points are not stored.
+    """
+    with np.errstate(invalid="ignore"):
+        smallest = objective.margin - np.nanmax(delta, axis=1)  # smallest y f on the training set
+    candidate = (out.status != DIVERGED) & (smallest > 0) & (np.nanmax(delta, axis=1) > delta_tol)
+    rows = np.flatnonzero(candidate)
+    if not len(rows):
+        return candidate
+    theta = as_tensor(out.final_theta[rows]).clone()
+    scale = as_tensor(objective.margin / smallest[rows] * (1 + 1e-9)).unsqueeze(1)
+    for part in arch.layer_slices[-1]:
+        if part is not None:
+            theta[:, part] *= scale
+    with torch.no_grad():
+        met = (objective.restricted_to(torch.as_tensor(rows, device=theta.device)).per_sample(theta)
+               >= objective.margin - delta_tol).all(1).cpu().numpy()
+    witnessed = np.zeros_like(candidate)
+    witnessed[rows[met]] = True
+    if witnessed.any():
+        log.info("%d members fit every training point once their output layer is rescaled: SAT", int(witnessed.sum()))
+    return witnessed
 
 
 def _kink_distances(out, objective, arch, as_tensor):

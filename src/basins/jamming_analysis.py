@@ -409,10 +409,15 @@ def _next_to_transition(run, p_star):
     """Members of one run closest to P* on the SAT side (below) and UNSAT side (above). A SAT
     run's gaps say where its dynamics stopped, so the SAT side skips runs the quasi-Newton
     finish decided (its line search stops wherever the margins are met, not as the last point
-    crosses one); an UNSAT run's overlaps are those of its minimum, however it was reached."""
+    crosses one) and runs shown SAT by a rescaled output layer (some of their points were
+    still unsatisfied); an UNSAT run's overlaps are those of its minimum, however reached."""
     sizes, phase = run["n_train"].values, run["phase"].values
-    finished = run["finish_iterations"].values > 0 if "finish_iterations" in run else np.zeros(sizes.size, bool)
-    sat = np.flatnonzero((phase == SAT) & (sizes < p_star) & ~finished)
+    elsewhere = np.zeros(sizes.size, bool)  # decided where the dynamics did not stop
+    if "finish_iterations" in run:
+        elsewhere |= run["finish_iterations"].values > 0
+    if "sat_by_rescaling" in run:
+        elsewhere |= run["sat_by_rescaling"].values.astype(bool)
+    sat = np.flatnonzero((phase == SAT) & (sizes < p_star) & ~elsewhere)
     unsat = np.flatnonzero((phase == UNSAT) & (sizes > p_star))
     return (
         sat[np.argmax(sizes[sat])] if sat.size else None,
