@@ -530,7 +530,7 @@ def test_the_quasi_newton_finish_decides_what_a_frozen_adam_left_and_as_a_conver
     frozen = dict(dynamics="adam", lr=0.01, lr_decay_every=100, lr_decay_factor=0.5, max_steps=1000)
     unfinished = run_sweep(arch, random_pool, sizes, **frozen)
     spent = unfinished["status"].values == BUDGET
-    open_ = spent & ~unfinished["sat_by_rescaling"].values  # not already SAT by a rescaled output
+    open_ = spent & (unfinished["output_scale"].values == 1)  # not already SAT by a rescaled output
     assert open_.sum() >= 2 and (unfinished["phase"].values[open_] == UNDECIDED_PHASE).all()
     assert (unfinished["finish_iterations"].values == 0).all()
     finished = run_sweep(arch, random_pool, sizes, finish_iterations=500, **frozen)
@@ -573,18 +573,28 @@ def test_gaps_come_from_sat_runs_the_dynamics_decided_not_the_finish():
 def test_a_run_crawling_to_the_margins_is_sat_by_its_rescaled_output_layer(random_pool):
     """Known answer: a network that classifies every training point right (y f > 0) fits them
     all once its output layer is scaled up (the output is linear in it). A run stopped by a
-    tiny budget short of the margins, with every point classified right, is SAT by that witness;
-    the perceptron far above P = 2N (convex, converged to a minimum of positive loss with
-    misclassified points) stays UNSAT, and nothing is witnessed where some point is misclassified."""
+    tiny budget short of the margins, with every point classified right, is SAT by that witness,
+    which replaces its end point; the perceptron far above P = 2N (convex, converged to a minimum
+    of positive loss with misclassified points) stays UNSAT, and nothing is witnessed where some
+    point is misclassified."""
     arch = Architecture(6, 1, 1, 8, "relu")
-    short = run_sweep(arch, random_pool, [10], lr=0.02, max_steps=200)
-    delta = short["delta"].values[0]
-    assert short["status"].values[0] == BUDGET and np.nanmax(delta) > 1e-6 and np.nanmax(delta) < 1
-    assert bool(short["sat_by_rescaling"].values[0]) and short["phase"].values[0] == SAT
-    assert short["n_unsatisfied"].values[0] > 0  # counted where the run stopped
+    options = dict(lr=0.02, max_steps=200)
+    short = run_sweep(arch, random_pool, [10], **options)
+    scale = float(short["output_scale"].values[0])
+    assert short["status"].values[0] == BUDGET and 1 < scale < 2 and short["phase"].values[0] == SAT
+    assert short["n_unsatisfied"].values[0] == 0 and np.nanmax(short["delta"].values[0]) <= 1e-6
+    assert float(short["loss"].values[0]) == 0.0
+    end = short["final_theta"].values[0].copy()  # the run's own end point, as the attribute says
+    for part in arch.layer_slices[-1]:
+        end[part] /= scale
+    theta0 = initial_parameters(arch, np.arange(1), seed=1, init="orthogonal")
+    plain = sweep_jamming(arch, *random_pool, theta0, np.array([10]), grad_tol=1e-10, device="cpu",
+                          progress_every_s=1e9, seed=1, l2=1e-12, **options)  # a penalty: no witness
+    np.testing.assert_allclose(end, plain["final_theta"].values[0], rtol=1e-6, atol=1e-9)
+    assert plain["output_scale"].values[0] == 1 and plain["phase"].values[0] == UNDECIDED_PHASE
     perceptron = run_sweep(Architecture(6, 1, 0, 0, "relu"), random_pool, [60], dynamics="fire", lr=0.1,
                            max_steps=20000)
-    assert perceptron["phase"].values[0] == UNSAT and not perceptron["sat_by_rescaling"].values[0]
+    assert perceptron["phase"].values[0] == UNSAT and perceptron["output_scale"].values[0] == 1
     assert np.nanmax(perceptron["delta"].values[0]) >= 1  # a misclassified point: no witness
     early = run_sweep(arch, random_pool, [60], lr=0.02, max_steps=5)
-    assert np.nanmax(early["delta"].values[0]) >= 1 and not early["sat_by_rescaling"].values[0]
+    assert np.nanmax(early["delta"].values[0]) >= 1 and early["output_scale"].values[0] == 1

@@ -14,7 +14,9 @@ Cover's count of separable dichotomies wants).
 Only a run that *converged* decides its phase: SAT (every point fitted), UNSAT (a minimum of
 positive loss with a finite fraction of points unsatisfied) or stuck (a minimum with a handful
 of unsatisfied points, which Geiger et al. set apart as an optimization failure). A run whose
-step budget ran out is continued to larger budgets and otherwise undecided, whatever its loss.
+step budget ran out is continued to larger budgets, then finished by quasi-Newton steps, and
+otherwise undecided, whatever its loss. A run that classifies every training point right is SAT
+whatever its status: its rescaled output layer is a witness that meets every margin.
 """
 
 from __future__ import annotations
@@ -250,8 +252,9 @@ def sweep_jamming(
         The engine's variables (dims ``(member, param)``, ``(member, step)``) plus, per
         member, ``n_train``, ``ratio`` (P / N), ``n_unsatisfied`` (N_Delta), ``train_error``,
         ``test_error``, ``phase`` (:data:`basins.labels.PHASE_VALUES`: 0 SAT, 1 UNSAT,
-        2 stuck, -1 undecided), ``finish_iterations`` (0: not finished) and ``scan`` (0: grid,
-        1: fine scan; fine members follow the grid's), and ``delta`` ``(member, sample)``: Delta = margin - y f on the member's
+        2 stuck, -1 undecided), ``output_scale`` (SAT by the rescaled output layer,
+        :func:`_rescaled_to_sat`; 1: not rescaled), ``finish_iterations`` (0: not finished)
+        and ``scan`` (0: grid, 1: fine scan; fine members follow the grid's), and ``delta`` ``(member, sample)``: Delta = margin - y f on the member's
         training points (nan beyond them).
     """
     n_train, x_pool, y_pool, factors = _checked_sweep_inputs(
@@ -381,8 +384,13 @@ def _fit_sizes(
         max_dense_params=max_dense_params,
     )
     as_tensor = lambda a: torch.as_tensor(np.asarray(a), dtype=x.dtype, device=x.device)  # noqa: E731
-    out = with_final_losses(out, objective, as_tensor)
     delta, test_error = _final_margins(out, objective, arch, x_test, y_test, as_tensor)
+    scale = np.ones(len(n_train))
+    if l2 == 0:  # with a penalty, the witness would leave the minimum the phase is about
+        out, scale = _rescaled_to_sat(out, objective, arch, delta, delta_tol, as_tensor)
+        if (scale != 1).any():
+            delta, test_error = _final_margins(out, objective, arch, x_test, y_test, as_tensor)
+    out = with_final_losses(out, objective, as_tensor)
     kink_distance = _kink_distances(out, objective, arch, as_tensor)
     silenced = _silenced(out, objective, arch, as_tensor)
     result = descent_dataset(out, member_ids, initial_theta, loss_name=f"{loss} training loss")
@@ -392,10 +400,7 @@ def _fit_sizes(
     phase = classify_phase(
         out.status, n_unsatisfied, n_weights=arch.n_weights, stuck_fraction=stuck_fraction, n_silenced=n_silenced
     )
-    rescaled = np.zeros(len(phase), dtype=bool)
-    if l2 == 0:  # with a penalty, the witness would leave the minimum the phase is about
-        rescaled = _sat_by_rescaling(out, objective, arch, delta, delta_tol, as_tensor)
-    phase[rescaled] = SAT
+    phase[scale != 1] = SAT  # whatever the status: the witness meets every margin
     with np.errstate(invalid="ignore"):
         train_error = np.where(out.status == DIVERGED, np.nan, (delta >= margin).sum(1) / n_train)
     return result.assign(
@@ -409,10 +414,11 @@ def _fit_sizes(
         train_error=("member", train_error, variable_attrs("training error (0-1)")),
         test_error=("member", test_error, variable_attrs("test error (0-1)")),
         phase=("member", phase.astype(np.int8), phase_attrs()),
-        sat_by_rescaling=("member", rescaled, variable_attrs(
-            "SAT shown by a witness: every training point is classified right (y f > 0) where the run "
-            "stopped, so the output layer scaled by margin / min(y f) meets every margin (checked); "
-            "delta and n_unsatisfied stay those where the run stopped")),
+        output_scale=("member", scale, variable_attrs(
+            "factor the output layer (weights and bias) was scaled by after the run, 1 where it was not: "
+            "every training point was classified right (y f > 0) where the run stopped, so scaling by "
+            "margin / min(y f) meets every margin, a witness of SAT (checked); final_theta, loss and "
+            "delta are the witness's, the run's own end point is final_theta with that layer divided by it")),
         finish_iterations=("member", iterations, variable_attrs(
             "L-BFGS iterations of the quasi-Newton finish after the step budget (0: not finished)")),
         n_silenced_unsatisfied=("member", n_silenced, variable_attrs(
@@ -529,8 +535,9 @@ def _finished(out, objective, satisfied, *, max_iterations, grad_tol, max_dense_
     return out.with_status(rows[decided], CONVERGED), iterations
 
 
-def _sat_by_rescaling(out, objective, arch, delta, delta_tol, as_tensor):
-    """Members whose training set is fitted by their end point's output layer rescaled.
+def _rescaled_to_sat(out, objective, arch, delta, delta_tol, as_tensor):
+    """``out`` with the output layer of each member whose training set it classifies right, but
+    not yet with every margin met, scaled to meet them all, and the factor of each member.
 
     The output is linear in the last layer's weights and bias, so scaling them by c scales every
     margin y f by c: where every training point has y f > 0, c = margin / min(y f) meets every
@@ -539,27 +546,28 @@ def _sat_by_rescaling(out, objective, arch, delta, delta_tol, as_tensor):
     quadratic hinge's force vanishes there) can crawl at Delta ~ 1e-5 for ever, undecided or
     near-stationary. It never contradicts a converged UNSAT minimum, where scaling the output
     cannot lower the loss, so some unsatisfied point has y f <= 0. Each witness is checked by a
-    forward pass; the rescaled points are not stored.
+    forward pass before it replaces the end point.
     """
+    scale = np.ones(len(out.status))
     with np.errstate(invalid="ignore"):
-        smallest = objective.margin - np.nanmax(delta, axis=1)  # smallest y f on the training set
-    candidate = (out.status != DIVERGED) & (smallest > 0) & (np.nanmax(delta, axis=1) > delta_tol)
-    rows = np.flatnonzero(candidate)
+        worst = np.nanmax(delta, axis=1)  # margin - the smallest y f on the training set
+    rows = np.flatnonzero((out.status != DIVERGED) & (worst > delta_tol) & (worst < objective.margin))
     if not len(rows):
-        return candidate
+        return out, scale
+    factor = objective.margin / (objective.margin - worst[rows]) * (1 + 1e-9)
     theta = as_tensor(out.final_theta[rows]).clone()
-    scale = as_tensor(objective.margin / smallest[rows] * (1 + 1e-9)).unsqueeze(1)
     for part in arch.layer_slices[-1]:
         if part is not None:
-            theta[:, part] *= scale
+            theta[:, part] *= as_tensor(factor).unsqueeze(1)
     with torch.no_grad():
         met = (objective.restricted_to(torch.as_tensor(rows, device=theta.device)).per_sample(theta)
                >= objective.margin - delta_tol).all(1).cpu().numpy()
-    witnessed = np.zeros_like(candidate)
-    witnessed[rows[met]] = True
-    if witnessed.any():
-        log.info("%d members fit every training point once their output layer is rescaled: SAT", int(witnessed.sum()))
-    return witnessed
+    scale[rows[met]] = factor[met]
+    theta, rows = theta[torch.as_tensor(met, device=theta.device)], rows[met]
+    if len(rows):
+        log.info("%d members fit every training point once their output layer is rescaled: SAT", len(rows))
+    final_theta = with_rows(out.final_theta, rows, theta.cpu().numpy())
+    return dataclasses.replace(out, final_theta=final_theta), scale
 
 
 def _kink_distances(out, objective, arch, as_tensor):
