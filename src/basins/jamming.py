@@ -254,7 +254,8 @@ def sweep_jamming(
         ``test_error``, ``phase`` (:data:`basins.labels.PHASE_VALUES`: 0 SAT, 1 UNSAT,
         2 stuck, -1 undecided), ``output_scale`` (SAT by the rescaled output layer,
         :func:`_rescaled_to_sat`; 1: not rescaled), ``finish_iterations`` (0: not finished)
-        and ``scan`` (0: grid, 1: fine scan; fine members follow the grid's), and ``delta`` ``(member, sample)``: Delta = margin - y f on the member's
+        and ``scan`` (0: grid, 1: fine scan; fine members follow the grid's), and ``delta``
+        ``(member, sample)``: Delta = margin - y f on the member's
         training points (nan beyond them).
     """
     n_train, x_pool, y_pool, factors = _checked_sweep_inputs(
@@ -326,9 +327,7 @@ def _checked_sweep_inputs(
             f"stuck_fraction={stuck_fraction} must be in [0, 1), delta_tol={delta_tol} and "
             f"finish_iterations={finish_iterations} >= 0"
         )
-    factors = np.asarray(budget_factors, dtype=float)
-    if len(factors) == 0 or factors[0] != 1 or (np.diff(factors) <= 0).any():
-        raise ValueError(f"budget_factors={list(budget_factors)}: give increasing factors starting at 1")
+    factors = np.asarray(budget_factors, dtype=float)  # checked by descend_until_decided
     if fine_resolution < 0 or (fine_resolution > 0 and (per_member or fine_initial_theta is None)):
         raise ValueError(
             f"fine_resolution={fine_resolution}: a fine scan (> 0) needs one shared pool and fine_initial_theta"
@@ -379,11 +378,11 @@ def _fit_sizes(
         run_id=("jamming", arch, loss, margin, l2, n_train, delta_tol, str(x.dtype)), checkpoint_path=checkpoint_path,
         **engine,
     )
+    as_tensor = lambda a: torch.as_tensor(np.asarray(a), dtype=x.dtype, device=x.device)  # noqa: E731
     out, iterations = _finished(
-        out, objective, satisfied, max_iterations=finish_iterations, grad_tol=engine["grad_tol"],
+        out, objective, satisfied, as_tensor, max_iterations=finish_iterations, grad_tol=engine["grad_tol"],
         max_dense_params=max_dense_params,
     )
-    as_tensor = lambda a: torch.as_tensor(np.asarray(a), dtype=x.dtype, device=x.device)  # noqa: E731
     delta, test_error = _final_margins(out, objective, arch, x_test, y_test, as_tensor)
     scale = np.ones(len(n_train))
     if l2 == 0:  # with a penalty, the witness would leave the minimum the phase is about
@@ -507,7 +506,7 @@ def classify_phase(
     return np.where(converged, decided, UNDECIDED_PHASE)
 
 
-def _finished(out, objective, satisfied, *, max_iterations, grad_tol, max_dense_params):
+def _finished(out, objective, satisfied, as_tensor, *, max_iterations, grad_tol, max_dense_params):
     """``out`` with its members still running after the budget moved by the quasi-Newton finish
     (:func:`sweep_jamming`), and the L-BFGS iterations of each member (0: not finished). Those at a
     gradient norm of at most ``grad_tol``, or with every point satisfied, have converged."""
@@ -515,13 +514,15 @@ def _finished(out, objective, satisfied, *, max_iterations, grad_tol, max_dense_
     iterations = np.zeros(len(out.status), dtype=np.int64)
     if not len(rows):
         return out, iterations
-    device, dtype = objective.x.device, objective.x.dtype
-    member_energy = lambda i: objective.restricted_to(torch.as_tensor(rows[i : i + 1], device=device)).member_losses  # noqa: E731
+    device = objective.x.device
+
+    def member_energy(i):
+        return objective.restricted_to(torch.as_tensor(rows[i : i + 1], device=device)).member_losses
+
     finished = finish_by_quasi_newton(
         out.final_theta[rows], member_energy, max_iterations=max_iterations, grad_tol=grad_tol,
-        max_dense_params=max_dense_params, device=device, dtype=dtype,
+        max_dense_params=max_dense_params, device=device, dtype=objective.x.dtype,
     )
-    as_tensor = lambda a: torch.as_tensor(a, dtype=dtype, device=device)  # noqa: E731
     met = satisfied.restricted_to(torch.as_tensor(rows, device=device))(
         as_tensor(finished.final_theta), as_tensor(finished.loss)
     ).cpu().numpy()

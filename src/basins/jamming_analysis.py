@@ -409,7 +409,8 @@ def _next_to_transition(run, p_star):
     """Members of one run closest to P* on the SAT side (below) and UNSAT side (above). A SAT
     run's gaps say where its dynamics stopped, so the SAT side skips runs the quasi-Newton
     finish decided (its line search stops wherever the margins are met, not as the last point
-    crosses one) and runs shown SAT by a rescaled output layer (their gaps are the scaling's); an UNSAT run's overlaps are those of its minimum, however reached."""
+    crosses one) and runs shown SAT by a rescaled output layer (their gaps are the scaling's);
+    an UNSAT run's overlaps are those of its minimum, however reached."""
     sizes, phase = run["n_train"].values, run["phase"].values
     elsewhere = np.zeros(sizes.size, bool)  # decided where the dynamics did not stop
     if "finish_iterations" in run:

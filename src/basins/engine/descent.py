@@ -344,10 +344,11 @@ def descend_until_decided(
             break
         log.info("%d members spent %g x the step budget: continued to %g x", len(again), done, factor)
         rows = torch.as_tensor(again, device=engine["device"])  # members with landscapes of their own keep them
+        options = dict(engine, **(continued_by or {}), satisfied=restricted(engine.get("satisfied"), rows))
         continued = descend(
             restricted(objective, rows), out.final_theta[again], member_ids[again],
-            **_continuation(dict(engine, **(continued_by or {}), satisfied=restricted(engine.get("satisfied"), rows)),
-                            steps_done=int(round(done * max_steps)), more_steps=int(round((factor - done) * max_steps))),
+            **_continuation(options, steps_done=int(round(done * max_steps)),
+                            more_steps=int(round((factor - done) * max_steps))),
         )
         out = merge_continued(out, again, continued)
     return out
