@@ -85,15 +85,16 @@ def finish_by_quasi_newton(
         energy = member_energy(row)
         point, iterations = _lbfgs(energy, torch.as_tensor(theta[row], dtype=dtype, device=device),
                                    max_iterations=max_iterations, grad_tol=grad_tol)
-        loss, grad = energy_and_gradient(energy, point.unsqueeze(0))
+        _, grad = energy_and_gradient(energy, point.unsqueeze(0))
         polished = polish_minima(
             point.unsqueeze(0).cpu().numpy(), grad.norm(dim=1).cpu().numpy(), np.array([CONVERGED]), energy,
             curvature_tol=0.0, newton_steps=_NEWTON_STEPS, max_dense_params=max_dense_params, device=device,
             dtype=dtype, chunk=1,
         )
-        loss, grad = energy_and_gradient(energy, torch.as_tensor(polished.final_theta, dtype=dtype, device=device))
+        with torch.no_grad():  # the polish returns the gradient norm at its point, not the loss
+            loss = energy(torch.as_tensor(polished.final_theta, dtype=dtype, device=device))
         finished.final_theta[row] = polished.final_theta[0]
-        finished.loss[row], finished.grad_norm[row] = float(loss[0]), float(grad.norm())
+        finished.loss[row], finished.grad_norm[row] = float(loss[0]), float(polished.grad_norm[0])
         finished.iterations[row] = iterations
     if len(theta):
         log.info("quasi-Newton finish of %d members: %d at a gradient norm <= %g", len(theta),
