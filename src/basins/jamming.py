@@ -210,15 +210,16 @@ def sweep_jamming(
         set); one still running after the last factor is undecided, whatever its loss: a
         budget never decides a phase.
     finish_iterations, max_dense_params : int
-        Members still running after the last budget are handed to L-BFGS for up to
-        ``finish_iterations`` iterations on their own training set, then to Newton steps
-        (dense Hessians, up to ``max_dense_params`` parameters):
-        :func:`basins.engine.quasi_newton.finish_by_quasi_newton` (0: no finish). Adam's
-        decaying step freezes members short of a smooth minimum (the perceptron's at gradient
+        Members still running after the last budget are handed to BFGS with a weak-Wolfe line
+        search (which crosses the kinks of a ReLU network's loss; L-BFGS above
+        ``max_dense_params`` parameters) for up to ``finish_iterations`` iterations on their own
+        training set, then to Newton steps (dense Hessians, up to ``max_dense_params``
+        parameters): :func:`basins.engine.quasi_newton.finish_by_quasi_newton` (0: no finish).
+        Adam's decaying step freezes members short of a minimum (the perceptron's at gradient
         norms 1e-5 to 1e-3); the finish takes them there, and the gradient test (or every point
         satisfied) then decides them. It decides nothing itself: a member the finish leaves above
-        ``grad_tol`` (a ReLU network on a kink of its loss) stays undecided, where it stopped or
-        where the finish lowered its loss.
+        ``grad_tol`` (still descending, or at a minimum on a kink) stays undecided, where it
+        stopped or where the finish lowered its loss.
     delta_tol : float
         A point counts as satisfied once Delta <= ``delta_tol``. The quadratic hinge's force
         vanishes at Delta = 0, so gradient dynamics approach the margin from above without
@@ -419,7 +420,7 @@ def _fit_sizes(
             "margin / min(y f) meets every margin, a witness of SAT (checked); final_theta, loss and "
             "delta are the witness's, the run's own end point is final_theta with that layer divided by it")),
         finish_iterations=("member", iterations, variable_attrs(
-            "L-BFGS iterations of the quasi-Newton finish after the step budget (0: not finished)")),
+            "BFGS iterations of the quasi-Newton finish after the step budget (0: not finished)")),
         n_silenced_unsatisfied=("member", n_silenced, variable_attrs(
             "unsatisfied points on which a hidden layer is off: they get the output biases alone and "
             "move no weight, so they count toward stuck, never toward UNSAT (-1: diverged)")),
@@ -508,7 +509,7 @@ def classify_phase(
 
 def _finished(out, objective, satisfied, as_tensor, *, max_iterations, grad_tol, max_dense_params):
     """``out`` with its members still running after the budget moved by the quasi-Newton finish
-    (:func:`sweep_jamming`), and the L-BFGS iterations of each member (0: not finished). Those at a
+    (:func:`sweep_jamming`), and the BFGS iterations of each member (0: not finished). Those at a
     gradient norm of at most ``grad_tol``, or with every point satisfied, have converged."""
     rows = np.flatnonzero(out.status == BUDGET) if max_iterations else np.array([], dtype=np.int64)
     iterations = np.zeros(len(out.status), dtype=np.int64)
@@ -517,7 +518,7 @@ def _finished(out, objective, satisfied, as_tensor, *, max_iterations, grad_tol,
     device = objective.x.device
 
     def member_energy(i):
-        return objective.restricted_to(torch.as_tensor(rows[i : i + 1], device=device)).member_losses
+        return _MemberLoss(objective.restricted_to(torch.as_tensor(rows[i : i + 1], device=device)))
 
     finished = finish_by_quasi_newton(
         out.final_theta[rows], member_energy, max_iterations=max_iterations, grad_tol=grad_tol,
@@ -534,6 +535,20 @@ def _finished(out, objective, satisfied, as_tensor, *, max_iterations, grad_tol,
     )
     log.info("quasi-Newton finish decided %d of %d members that spent their budget", int(decided.sum()), len(rows))
     return out.with_status(rows[decided], CONVERGED), iterations
+
+
+@dataclasses.dataclass(frozen=True)
+class _MemberLoss:
+    """One member's loss as the engine's energies are called, with the fused gradient pass
+    (:meth:`PrefixObjective.__call__`) as its ``loss_and_gradient``."""
+
+    objective: PrefixObjective
+
+    def __call__(self, theta: torch.Tensor) -> torch.Tensor:
+        return self.objective.member_losses(theta)
+
+    def loss_and_gradient(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.objective(theta, None)
 
 
 def _rescaled_to_sat(out, objective, arch, delta, delta_tol, as_tensor):

@@ -1,20 +1,31 @@
-"""Quasi-Newton finish: members that spent their step budget, driven to a stationary point if a
-smooth one is near.
+"""Quasi-Newton finish: members that spent their step budget, driven to a stationary point if
+one is near.
 
 First-order dynamics with a decaying step (Adam as the jamming literature runs it) can freeze
 short of a minimum: the step has shrunk to nothing while the gradient is still far above the
-test's tolerance. The finish hands such a member to L-BFGS with a strong-Wolfe line search on
-the member's own loss, then to the Newton polish (:func:`basins.engine.polish.polish_minima`)
-for the last digits. Where the loss is smooth near the member (a convex piecewise-quadratic
-loss, a tanh network) both converge fast and the gradient test then decides the member as it
-would have decided it at the end of its budget. Where the loss is not differentiable (the kinks
-of a ReLU network) neither reaches the tolerance and the member stays where the finish left it,
-undecided: the finish never decides anything itself, and a point it returns has a loss no
-higher than where the member stood.
+test's tolerance. The finish hands such a member to BFGS on the member's own loss, then to the
+Newton polish (:func:`basins.engine.polish.polish_minima`) for the last digits; the gradient
+test then decides the member as it would have decided it at the end of its budget. The finish
+never decides anything itself, and a point it returns has a loss no higher than where the
+member stood.
 
-Known answer: a perceptron on random patterns, where Adam froze at gradient norms 1e-5 to
-1e-3, ends at machine-zero loss (SAT) or at a minimum of positive loss with a gradient norm of
-round-off (tests/test_quasi_newton.py, tests/test_jamming.py).
+The loss of a ReLU network is piecewise smooth: its gradient jumps across the kinks where a
+hidden unit switches on a training point. A strong-Wolfe line search (L-BFGS as usually run)
+asks for a small directional derivative at the step, which a kink across the line does not
+have, so it stops on the first kink it meets, on a slope that is still descending. BFGS with
+the weak-Wolfe line search of Lewis and Overton (2013, Math. Program. 141, 135: bisection and
+doubling, accepting any point of sufficient decrease whose directional derivative has risen
+by a fraction) steps across kinks and is their method for nonsmooth functions; it keeps the
+full inverse-Hessian approximation, which stays useful where the gradient jumps (dense, so
+below ``max_dense_params`` parameters; above it L-BFGS with the strong-Wolfe search of torch).
+Where the minimum itself lies on a kink no gradient vanishes and the member stays undecided.
+
+Known answers: Rosenbrock's function (1, 1) to round-off; on |x| + y^2 (minimum on a kink) the
+loss falls to the kink and the gradient test is never passed; a perceptron on random patterns,
+where Adam froze at gradient norms 1e-5 to 1e-3, ends at machine-zero loss (SAT) or at a
+minimum of positive loss with a gradient norm of round-off; a ReLU valley whose floor is a kink
+running down to a smooth minimum, where strong-Wolfe L-BFGS stalls on the kink and BFGS reaches
+the minimum (tests/test_quasi_newton.py, tests/test_jamming.py).
 """
 
 from __future__ import annotations
@@ -35,14 +46,19 @@ log = logging.getLogger(__name__)
 #: Directions the L-BFGS memory keeps (the problems finished here have at most a few thousand
 #: parameters; 50 pairs cost nothing beside the loss evaluations).
 _HISTORY = 50
-#: Newton steps after L-BFGS: from where L-BFGS stops, a handful reaches round-off.
+#: Newton steps after BFGS: from where BFGS stops, a handful reaches round-off.
 _NEWTON_STEPS = 30
+#: Loss evaluations one weak-Wolfe line search may spend (Lewis and Overton's bisections and
+#: doublings); a search that finds no point in them ends the member's BFGS run.
+_LINE_SEARCH_EVALUATIONS = 60
+#: Weak-Wolfe constants: sufficient decrease, and the fraction the slope must rise by.
+_ARMIJO, _CURVATURE = 1e-4, 0.9
 
 
 @dataclasses.dataclass(frozen=True)
 class Finished:
     """Points after :func:`finish_by_quasi_newton` ``(member, param)`` and per member their
-    loss, gradient norm and the L-BFGS iterations spent."""
+    loss, gradient norm and the (L-)BFGS iterations spent."""
 
     final_theta: np.ndarray
     loss: np.ndarray
@@ -60,7 +76,7 @@ def finish_by_quasi_newton(
     device: torch.device,
     dtype: torch.dtype,
 ) -> Finished:
-    """Run L-BFGS, then Newton steps, from each row of ``theta``.
+    """Run BFGS (L-BFGS above ``max_dense_params``), then Newton steps, from each row of ``theta``.
 
     Parameters
     ----------
@@ -70,12 +86,13 @@ def finish_by_quasi_newton(
         ``member_energy(i)`` is the loss of member ``i``, a map ``(1, param) -> (1,)`` (each
         member may have a landscape of its own, as the jamming sweep's training sets are).
     max_iterations : int
-        L-BFGS iterations per member (each one or a few loss evaluations).
+        BFGS iterations per member (each one or a few loss evaluations).
     grad_tol : float
-        L-BFGS stops below a tenth of this gradient norm; the Newton polish then takes the
+        BFGS stops below a tenth of this gradient norm; the Newton polish then takes the
         gradient to round-off where the Hessian is regular.
     max_dense_params : int
-        The Newton polish builds dense Hessians; above this many parameters it is skipped.
+        BFGS and the Newton polish keep dense matrices of this size squared; above this many
+        parameters L-BFGS replaces BFGS and the polish is skipped.
     """
     if max_iterations <= 0 or grad_tol < 0:
         raise ValueError(f"max_iterations={max_iterations} must be > 0 and grad_tol={grad_tol} >= 0")
@@ -83,8 +100,9 @@ def finish_by_quasi_newton(
                         np.zeros(len(theta), dtype=np.int64))
     for row in range(len(theta)):
         energy = member_energy(row)
-        point, iterations = _lbfgs(energy, torch.as_tensor(theta[row], dtype=dtype, device=device),
-                                   max_iterations=max_iterations, grad_tol=grad_tol)
+        quasi_newton = _bfgs if theta.shape[1] <= max_dense_params else _lbfgs
+        point, iterations = quasi_newton(energy, torch.as_tensor(theta[row], dtype=dtype, device=device),
+                                         max_iterations=max_iterations, grad_tol=grad_tol)
         _, grad = energy_and_gradient(energy, point.unsqueeze(0))
         polished = polish_minima(
             point.unsqueeze(0).cpu().numpy(), grad.norm(dim=1).cpu().numpy(), np.array([CONVERGED]), energy,
@@ -100,6 +118,60 @@ def finish_by_quasi_newton(
         log.info("quasi-Newton finish of %d members: %d at a gradient norm <= %g", len(theta),
                  int((finished.grad_norm <= grad_tol).sum()), grad_tol)
     return finished
+
+
+def _bfgs(energy, start, *, max_iterations, grad_tol):
+    """The end point of BFGS with a weak-Wolfe line search from ``start`` ``(param,)`` and its
+    iteration count. It stops at a gradient norm below ``grad_tol / 10``, after
+    ``max_iterations``, or where the line search finds no step (on a kink it cannot cross, or at
+    round-off); every accepted step lowers the loss."""
+    theta = start.clone()
+    loss, grad = _loss_and_gradient(energy, theta)
+    inverse_hessian = torch.eye(len(theta), dtype=theta.dtype, device=theta.device)
+    iterations = 0
+    while iterations < max_iterations and float(grad.norm()) > grad_tol / 10:
+        direction = -(inverse_hessian @ grad)
+        step = _weak_wolfe(energy, theta, loss, grad, direction)
+        if step is None:
+            break
+        new_theta, new_loss, new_grad = step
+        s, y = new_theta - theta, new_grad - grad
+        curvature = float(s @ y)
+        if curvature > 0:  # the weak-Wolfe condition makes this hold; round-off may not
+            rho = 1.0 / curvature
+            left = torch.eye(len(theta), dtype=theta.dtype, device=theta.device) - rho * torch.outer(s, y)
+            inverse_hessian = left @ inverse_hessian @ left.T + rho * torch.outer(s, s)
+        theta, loss, grad = new_theta, new_loss, new_grad
+        iterations += 1
+    return theta, iterations
+
+
+def _weak_wolfe(energy, theta, loss, grad, direction):
+    """Lewis and Overton's inexact line search: a step t along ``direction`` with sufficient
+    decrease and a slope risen to at least ``_CURVATURE`` of the initial one, by doubling until
+    the decrease fails and bisecting after; ``(theta, loss, grad)`` there, or None where
+    ``direction`` does not descend or no such step is found."""
+    slope = float(grad @ direction)
+    if not slope < 0:
+        return None
+    low, high, t = 0.0, float("inf"), 1.0
+    for _ in range(_LINE_SEARCH_EVALUATIONS):
+        trial = theta + t * direction
+        trial_loss, trial_grad = _loss_and_gradient(energy, trial)
+        if not trial_loss <= loss + _ARMIJO * t * slope:  # nan counts as too high
+            high = t
+        elif float(trial_grad @ direction) < _CURVATURE * slope:
+            low = t
+        else:
+            return trial, trial_loss, trial_grad
+        t = 2.0 * low if high == float("inf") else 0.5 * (low + high)
+    return None
+
+
+def _loss_and_gradient(energy, theta):
+    """Loss (a float) and gradient ``(param,)`` of ``energy`` at one point ``(param,)``."""
+    loss, grad = energy_and_gradient(energy, theta.unsqueeze(0))
+    return float(loss[0]), grad[0]
 
 
 def _lbfgs(energy, start, *, max_iterations, grad_tol):
