@@ -1,10 +1,14 @@
 import numpy as np
 import pytest
+import xarray as xr
 from scipy import special
 
 from basins.basin_geometry import tentacle_index
 from basins.labels import LEFT, RETURNED, UNDECIDED
-from basins.rays import kaplan_meier_median, probe_rays, random_directions, ray_radii, select_minima_to_probe
+from basins.landscapes.planted import ball_and_ring
+from basins.rays import (
+    kaplan_meier_median, probe_first_exits, probe_rays, random_directions, ray_radii, select_minima_to_probe,
+)
 
 
 def double_well_outcomes(starts, targets):
@@ -253,3 +257,26 @@ def test_the_ray_grid_is_log_spaced_to_the_largest_radius_then_even_to_the_farth
         ray_radii(0.3, 11.0, 10, farthest=10.0, n_far_radii=2)
     with pytest.raises(ValueError, match="smallest=12"):
         ray_radii(12.0, 11.0, 10)
+
+
+def test_first_exits_alone_are_those_of_the_whole_grid_at_fewer_runs():
+    """probe_first_exits skips the grid past each ray's first non-return: exits, censoring and
+    the survival summaries equal probe_rays', including rays censored by an undecided run."""
+    landscape = ball_and_ring(6)
+
+    def outcomes(points, targets):  # undecided in a shell, so that some rays are censored early
+        radius = np.linalg.norm(points - landscape.minima[targets], axis=1)
+        ended = np.where(landscape.basin_of(points) == targets, RETURNED, LEFT)
+        return np.where((radius > 0.3) & (radius < 0.35), UNDECIDED, ended).astype(np.int8)
+
+    centres = landscape.minima
+    options = dict(radii=np.geomspace(0.05, 4.0, 12), n_directions=40, n_bisection=3, seed=7)
+    whole, first = probe_rays(centres, outcomes, **options), probe_first_exits(centres, outcomes, **options)
+    for name in first.data_vars:
+        if name not in ("n_runs", "run_undecided_fraction"):
+            xr.testing.assert_identical(first[name], whole[name])
+    assert (first["exit_observed"] == 1).any()
+    censored_early = (first["exit_observed"] == 0) & (first["exit_radius"] < options["radii"][-1])
+    assert censored_early.any()  # an undecided run censored these before the last radius
+    grid_runs = 40 * 12 + 40 * 3  # an upper bound: every ray to the last radius, every bisection
+    assert (first["n_runs"] < grid_runs).all()

@@ -30,7 +30,7 @@ from scipy import stats
 
 from basins.io import variable_attrs
 from basins.labels import LEFT, OUTCOME_MEANINGS, OUTCOME_VALUES, RETURNED, UNDECIDED
-from basins.rays import Outcomes, probe_rays, run_outcomes
+from basins.rays import Outcomes, probe_first_exits, run_outcomes
 from basins.stats import wilson_interval
 
 
@@ -199,22 +199,23 @@ def measure_local_thickness(  # long by its docstring: the bootstrap design and 
 ) -> xr.Dataset:
     """How far the basin extends around each member's start, against the start's distance.
 
-    From every start, ``n_directions`` random rays are probed (:func:`basins.rays.probe_rays`
-    with the start as centre and the member's own minimum as target); the member's
+    From every start, ``n_directions`` random rays are probed up to their first exit
+    (:func:`basins.rays.probe_first_exits` with the start as centre and the member's own
+    minimum as target); the member's
     thickness is the Kaplan-Meier median of their censored exit radii, and its
     ``thickness_ratio`` that thickness over the start's distance to the minimum.
 
     Parameters
     ----------
     starts, minimum_images, minimum_of_member, outcomes
-        As in :func:`measure_star_shapedness`; pass a sample of members (each costs
-        ``n_directions * (len(radii) + n_bisection)`` runs).
+        As in :func:`measure_star_shapedness`; pass a sample of members (each costs at most
+        ``n_directions * (len(radii) + n_bisection)`` runs: a ray stops at its first exit).
     radii : ndarray, shape (radius,)
         Increasing distances along each ray from the start. Their largest value bounds what
         can be said: a member whose median exit lies beyond it has ``thickness_ratio`` inf
         (``thickness_censored``).
     n_directions, n_bisection, seed
-        As in :func:`basins.rays.probe_rays`.
+        As in :func:`basins.rays.probe_first_exits`.
     min_members : int
         Members a minimum needs for its summary; below it the summary is nan with a reason.
     n_bootstrap, confidence
@@ -241,7 +242,7 @@ def measure_local_thickness(  # long by its docstring: the bootstrap design and 
     contrast fades with d: at d = 48 ball 0.36 [0.29, 0.50] against ring 0.25 [0.20, 0.29].
     """
     starts, origin, target = _members(starts, minimum_images, minimum_of_member)
-    rays = probe_rays(
+    rays = probe_first_exits(
         starts, lambda points, rows: outcomes(points, target[rows]),
         radii=radii, n_directions=n_directions, n_bisection=n_bisection, seed=seed,
     )

@@ -225,11 +225,7 @@ def probe_rays(  # long by its docstring: the censoring rules are the contract
     An exit is never placed below a radius the ray is known to return from, and an
     undecided run is never counted as an exit.
     """
-    radii = np.asarray(radii, dtype=np.float64)
-    if radii.ndim != 1 or len(radii) == 0 or (radii <= 0).any() or (np.diff(radii) <= 0).any():
-        raise ValueError(f"radii={radii}: give positive, strictly increasing distances")
-    if n_directions <= 0 or n_bisection < 0:
-        raise ValueError(f"n_directions={n_directions} must be > 0 and n_bisection={n_bisection} >= 0")
+    radii = _checked_grid(radii, n_directions, n_bisection)
     n_minima, n_params = centres.shape
     directions = random_directions(n_minima, n_directions, n_params, seed=seed)
     target = np.broadcast_to(np.arange(n_minima)[:, None, None], (n_minima, n_directions, len(radii)))
@@ -243,6 +239,70 @@ def probe_rays(  # long by its docstring: the censoring rules are the contract
     exit_radius = np.where(observed, high, low)
     ids = np.arange(n_minima) if minimum_ids is None else np.asarray(minimum_ids)
     return _as_dataset(outcome, exit_radius, observed, undecided_runs / runs, radii, ids)
+
+
+def probe_first_exits(
+    centres: np.ndarray,
+    outcomes: Outcomes,
+    *,
+    radii: np.ndarray,
+    n_directions: int,
+    n_bisection: int,
+    seed: int,
+    minimum_ids: np.ndarray | None = None,
+) -> xr.Dataset:
+    """Each ray's first exit, as :func:`probe_rays` finds it, without the rest of the grid.
+
+    The grid is run radius by radius, each time only for the rays that returned from every
+    smaller radius: a ray's first exit (and where it is censored) depends on nothing beyond its
+    first radius that does not return, so the runs past it are skipped (about half of them on
+    the default study's thickness rays). The directions, the runs up to each ray's first
+    non-return and the bisection are those of :func:`probe_rays` with the same arguments, so
+    ``exit_radius``, ``exit_observed``, the survival curve and the median exit radius are its
+    values; ``outcome`` and p(d), which need the whole grid, are not returned.
+    """
+    radii = _checked_grid(radii, n_directions, n_bisection)
+    n_minima, n_params = centres.shape
+    directions = random_directions(n_minima, n_directions, n_params, seed=seed)
+    first_non_return = np.full((n_minima, n_directions), len(radii))
+    first_outcome = np.full((n_minima, n_directions), RETURNED, dtype=np.int8)
+    runs, undecided_runs = np.zeros(n_minima, dtype=np.int64), np.zeros(n_minima, dtype=np.int64)
+    for k, radius in enumerate(radii):
+        m, d = np.nonzero(first_non_return == len(radii))
+        if not len(m):
+            break
+        ended = run_outcomes(outcomes, centres[m] + radius * directions[m, d], m)
+        runs += np.bincount(m, minlength=n_minima)
+        undecided_runs += np.bincount(m[ended == UNDECIDED], minlength=n_minima)
+        stopped = ended != RETURNED
+        first_non_return[m[stopped], d[stopped]] = k
+        first_outcome[m[stopped], d[stopped]] = ended[stopped]
+    # The grid as probe_rays would see it up to each ray's first non-return; cells past it do
+    # not change the brackets, so they are filled with that outcome.
+    past = np.arange(len(radii)) >= first_non_return[..., None]
+    outcome = np.where(past, first_outcome[..., None], RETURNED)
+    observed, low, high = _grid_brackets(outcome, radii)
+    bisection_runs, bisection_undecided = _bisect_brackets(outcomes, centres, directions, observed, low, high,
+                                                           n_bisection)
+    exit_radius = np.where(observed, high, low)
+    ids = np.arange(n_minima) if minimum_ids is None else np.asarray(minimum_ids)
+    return xr.Dataset(
+        {**_exit_variables(exit_radius, observed, radii),
+         "run_undecided_fraction": _variable(
+             ("minimum",), (undecided_runs + bisection_undecided) / (runs + bisection_runs),
+             "fraction of the runs (grid up to each ray's first non-return, and bisection) that are undecided"),
+         "n_runs": _variable(("minimum",), runs + bisection_runs, "runs of the dynamics spent on the minimum's rays")},
+        coords=_ray_coordinates(ids, n_directions, radii),
+    )
+
+
+def _checked_grid(radii, n_directions, n_bisection):
+    radii = np.asarray(radii, dtype=np.float64)
+    if radii.ndim != 1 or len(radii) == 0 or (radii <= 0).any() or (np.diff(radii) <= 0).any():
+        raise ValueError(f"radii={radii}: give positive, strictly increasing distances")
+    if n_directions <= 0 or n_bisection < 0:
+        raise ValueError(f"n_directions={n_directions} must be > 0 and n_bisection={n_bisection} >= 0")
+    return radii
 
 
 def _grid_brackets(outcome, radii):
@@ -320,16 +380,7 @@ def _variable(dims, values, long_name, **extra):
 
 def _as_dataset(outcome, exit_radius, observed, run_undecided_fraction, radii, minimum_ids):
     p, p_se, p_low, p_high, undecided = _probabilities(outcome)
-    curves, medians = _survival_summaries(exit_radius, observed, radii)
-    observed_exits = np.where(observed, exit_radius, np.nan)
-    any_observed = observed.any(axis=1)
-    with warnings.catch_warnings():  # all-nan rows: no exit observed
-        warnings.simplefilter("ignore", RuntimeWarning)
-        minimal, maximal = np.nanmin(observed_exits, axis=1), np.nanmax(observed_exits, axis=1)
     per_radius = functools.partial(_variable, ("minimum", "radius"))
-    per_minimum = functools.partial(_variable, ("minimum",))
-    per_ray = functools.partial(_variable, ("minimum", "direction"))
-    band = "95 % pointwise Greenwood band"
     return xr.Dataset(
         {
             "outcome": (
@@ -345,42 +396,64 @@ def _as_dataset(outcome, exit_radius, observed, run_undecided_fraction, radii, m
             "return_probability_low": per_radius(p_low, "return probability counting undecided runs as left"),
             "return_probability_high": per_radius(p_high, "return probability counting undecided runs as returned"),
             "undecided_fraction": per_radius(undecided, "fraction of rays whose run at this distance is undecided"),
-            "run_undecided_fraction": per_minimum(
-                run_undecided_fraction, "fraction of all runs (grid and bisection) of the minimum that are undecided"),
-            "exit_radius": per_ray(
-                exit_radius, "first distance seen to leave if exit_observed, else the distance the ray is "
-                "right-censored at (its exit lies beyond)", note="0: undecided at the first grid radius"),
-            "exit_observed": per_ray(
-                observed.astype(np.int8), "whether the ray's exit was observed", flag_values="0 1",
-                flag_meanings="right_censored observed"),
-            "censored_fraction": per_minimum(
-                1 - observed.mean(axis=1), "fraction of rays whose exit was not observed (right-censored)"),
-            "exit_survival": per_radius(
-                curves[:, 0], "Kaplan-Meier probability that a ray's exit lies beyond this distance"),
-            "exit_survival_low": per_radius(curves[:, 1], "lower end of the " + band + " of exit_survival"),
-            "exit_survival_high": per_radius(curves[:, 2], "upper end of the " + band + " of exit_survival"),
-            "median_exit_radius": per_minimum(
-                medians[:, 0], "Kaplan-Meier median exit radius",
-                note="nan: median_exit_censored (beyond the largest radius probed)"),
-            "median_exit_radius_low": per_minimum(
-                medians[:, 1], "lower end of the 95 % confidence interval of median_exit_radius",
-                note="where the lower survival band reaches 0.5; nan: it never does within the radii probed"),
-            "median_exit_radius_high": per_minimum(
-                medians[:, 2], "upper end of the 95 % confidence interval of median_exit_radius",
-                note="where the upper survival band reaches 0.5; nan: it never does within the radii probed "
-                "(the interval is unbounded above)"),
-            "median_exit_censored": per_minimum(
-                medians[:, 3].astype(np.int8), "whether the exit survival stays above 0.5 at every radius probed",
-                flag_values="0 1", flag_meanings="median_observed median_beyond_largest_radius"),
-            "minimal_exit_radius": per_minimum(
-                np.where(any_observed, minimal, np.nan), "smallest observed exit radius (minimal critical shock)",
-                note="nan: no exit observed"),
-            "maximal_exit_radius": per_minimum(
-                np.where(any_observed, maximal, np.nan), "largest observed exit radius", note="nan: no exit observed"),
+            "run_undecided_fraction": _variable(
+                ("minimum",), run_undecided_fraction,
+                "fraction of all runs (grid and bisection) of the minimum that are undecided"),
+            **_exit_variables(exit_radius, observed, radii),
         },
-        coords={
-            "minimum": ("minimum", minimum_ids, variable_attrs("probed minimum (catalog index)")),
-            "direction": ("direction", np.arange(outcome.shape[1]), variable_attrs("ray index")),
-            "radius": ("radius", radii, variable_attrs("distance from the minimum along the ray")),
-        },
+        coords=_ray_coordinates(minimum_ids, outcome.shape[1], radii),
     )
+
+
+def _exit_variables(exit_radius, observed, radii):
+    """The variables of a ray dataset that come from the rays' censored first exits."""
+    curves, medians = _survival_summaries(exit_radius, observed, radii)
+    observed_exits = np.where(observed, exit_radius, np.nan)
+    any_observed = observed.any(axis=1)
+    with warnings.catch_warnings():  # all-nan rows: no exit observed
+        warnings.simplefilter("ignore", RuntimeWarning)
+        minimal, maximal = np.nanmin(observed_exits, axis=1), np.nanmax(observed_exits, axis=1)
+    per_radius = functools.partial(_variable, ("minimum", "radius"))
+    per_minimum = functools.partial(_variable, ("minimum",))
+    per_ray = functools.partial(_variable, ("minimum", "direction"))
+    band = "95 % pointwise Greenwood band"
+    return {
+        "exit_radius": per_ray(
+            exit_radius, "first distance seen to leave if exit_observed, else the distance the ray is "
+            "right-censored at (its exit lies beyond)", note="0: undecided at the first grid radius"),
+        "exit_observed": per_ray(
+            observed.astype(np.int8), "whether the ray's exit was observed", flag_values="0 1",
+            flag_meanings="right_censored observed"),
+        "censored_fraction": per_minimum(
+            1 - observed.mean(axis=1), "fraction of rays whose exit was not observed (right-censored)"),
+        "exit_survival": per_radius(
+            curves[:, 0], "Kaplan-Meier probability that a ray's exit lies beyond this distance"),
+        "exit_survival_low": per_radius(curves[:, 1], "lower end of the " + band + " of exit_survival"),
+        "exit_survival_high": per_radius(curves[:, 2], "upper end of the " + band + " of exit_survival"),
+        "median_exit_radius": per_minimum(
+            medians[:, 0], "Kaplan-Meier median exit radius",
+            note="nan: median_exit_censored (beyond the largest radius probed)"),
+        "median_exit_radius_low": per_minimum(
+            medians[:, 1], "lower end of the 95 % confidence interval of median_exit_radius",
+            note="where the lower survival band reaches 0.5; nan: it never does within the radii probed"),
+        "median_exit_radius_high": per_minimum(
+            medians[:, 2], "upper end of the 95 % confidence interval of median_exit_radius",
+            note="where the upper survival band reaches 0.5; nan: it never does within the radii probed "
+            "(the interval is unbounded above)"),
+        "median_exit_censored": per_minimum(
+            medians[:, 3].astype(np.int8), "whether the exit survival stays above 0.5 at every radius probed",
+            flag_values="0 1", flag_meanings="median_observed median_beyond_largest_radius"),
+        "minimal_exit_radius": per_minimum(
+            np.where(any_observed, minimal, np.nan), "smallest observed exit radius (minimal critical shock)",
+            note="nan: no exit observed"),
+        "maximal_exit_radius": per_minimum(
+            np.where(any_observed, maximal, np.nan), "largest observed exit radius", note="nan: no exit observed"),
+    }
+
+
+def _ray_coordinates(minimum_ids, n_directions, radii):
+    return {
+        "minimum": ("minimum", minimum_ids, variable_attrs("probed minimum (catalog index)")),
+        "direction": ("direction", np.arange(n_directions), variable_attrs("ray index")),
+        "radius": ("radius", radii, variable_attrs("distance from the minimum along the ray")),
+    }
