@@ -71,13 +71,9 @@ def default_study_settings():
     return experiment["rays"], {key: value for key, value in experiment["tentacles"].items() if key != "min_members"}
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3, 4])
-def test_at_the_default_studys_settings_star_shapedness_and_far_reentry_still_tell_them_apart(seed):
-    """The default study probes networks more cheaply than the stage defaults (10 ray radii, 16
-    star members of 8 points, 8 x 8 thickness rays). There, in d = 12, the ring's leaving
-    fraction lies above the ball's interval and only the ring is re-entered far out, seed after
-    seed; reach and thickness are not resolved at these settings (an independent referee: 5 and 3
-    of 8 seeds), which docs/basin_shape.md says."""
+def tentacles_at_default_study_settings(seed):
+    """measure_tentacles on the planted ball and ring in d = 12, with the ray and tentacle
+    settings the default study probes networks with; the landscape and the stage's result."""
     rays_config, tentacle_config = default_study_settings()
     planted = ball_and_ring(12)
     starts = planted.sample_starts(N_STARTS, seed=seed)
@@ -92,12 +88,35 @@ def test_at_the_default_studys_settings_star_shapedness_and_far_reentry_still_te
                       n_directions=rays_config["n_directions"], n_bisection=rays_config["n_bisection"], seed=seed,
                       minimum_ids=rows)
     fraction = np.bincount(label, minlength=len(planted.minima)) / N_STARTS
-    tentacles = measure_tentacles(rays, fraction, distance, label, starts, planted.minima[label], outcomes,
-                                  seed=seed, **tentacle_config)
-    ball, ring = rows
+    return planted, measure_tentacles(rays, fraction, distance, label, starts, planted.minima[label], outcomes,
+                                      seed=seed, **tentacle_config)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_at_the_default_studys_settings_star_shapedness_and_far_reentry_still_tell_them_apart(seed):
+    """The default study probes networks more cheaply than the stage defaults (10 ray radii, 16
+    star members of 8 points, 16 x 16 thickness rays of 8 radii). There, in d = 12, the ring's
+    leaving fraction lies above the ball's interval and only the ring is re-entered far out,
+    seed after seed; reach is not resolved at these settings (6 of seeds 1-8: it is limited by
+    the basin's members, not the probes), which docs/basin_shape.md says."""
+    planted, tentacles = tentacles_at_default_study_settings(seed)
+    ball, ring = planted.index("ball"), planted.index("ring")
     assert interval(tentacles, "leaving_fraction", ring)[1] > interval(tentacles, "leaving_fraction", ball)[2]
     assert float(tentacles["far_reentry_probability"].sel(minimum=ball)) == 0
     assert interval(tentacles, "far_reentry_probability", ring)[1] > 0
+
+
+def test_at_the_default_studys_settings_thickness_tells_them_apart_in_seven_of_eight_draws():
+    """Thickness at the default study's 16 members x 16 rays: the ring is thinner than 0.3 of its
+    distance and thinner than the ball, intervals apart, in 7 of seeds 1-8 (8 x 8, the earlier
+    setting, resolved 3 of 8; the stage defaults 7 of 8)."""
+    resolved = 0
+    for seed in range(1, 9):
+        planted, tentacles = tentacles_at_default_study_settings(seed)
+        ball, ring = planted.index("ball"), planted.index("ring")
+        resolved += bool(interval(tentacles, "median_thickness_ratio", ring)[0] < 0.3
+                         and difference_excludes_zero(tentacles, "median_thickness_ratio", ring, ball))
+    assert resolved >= 7
 
 
 @pytest.mark.parametrize("n_params", [2, 12])
