@@ -257,9 +257,9 @@ def test_the_fit_floor_cuts_off_a_pile_up_below_the_resolution():
     bent = fit_small_argument_exponent(values, edges, **options)
     assert bent.p_value < 1e-6 and abs(bent.exponent - exponent) > 0.1
     fit = fit_small_argument_exponent(values, edges, floor=1e-6, **options)
-    assert fit.lower == 1e-6 and fit.n_bins >= 4
+    assert 1e-6 <= fit.lower < 1e-6 * (edges[1] / edges[0]) and fit.n_bins >= 4  # the first bin above the floor
     assert abs(fit.exponent - exponent) < max(3 * fit.stderr, 0.05) and fit.p_value > 1e-3
-    raised = fit_small_argument_exponent(values, edges, floor=1e-5, **options)
+    raised = fit_small_argument_exponent(values, edges, floor=10 * fit.lower, **options)
     assert raised.n_bins < fit.n_bins
     assert abs(raised.exponent - fit.exponent) < 3 * np.hypot(raised.stderr, fit.stderr)
 
@@ -598,3 +598,18 @@ def test_a_run_crawling_to_the_margins_is_sat_by_its_rescaled_output_layer(rando
     assert np.nanmax(perceptron["delta"].values[0]) >= 1  # a misclassified point: no witness
     early = run_sweep(arch, random_pool, [60], lr=0.02, max_steps=5)
     assert np.nanmax(early["delta"].values[0]) >= 1 and early["output_scale"].values[0] == 1
+
+
+def test_the_raised_floor_refit_starts_above_the_fits_own_range():
+    """Gaps uniform in (0, 1) populate no bin near the floor delta_tol = 1e-6, so a refit from
+    ten times that floor would repeat the fit; the check refits from ten times the lower end of
+    the fit's own range, a shorter range with an exponent of its own (flat density: both near 0)."""
+    phases = [SAT, SAT, UNSAT, UNSAT]
+    runs = [fake_run(0, 0, 4, seed, phases, sizes=(256, 512, 1024, 2048)) for seed in (1, 2, 3)]
+    result = analyze_jamming(runs, n_bins=30, fit_quantile=1.0, min_count=3)
+    fitted = result["delta_exponent"].sel(network=0, side="sat", constraint="satisfied")
+    lower = float(result["delta_fit_lower"].sel(network=0, side="sat", constraint="satisfied"))
+    raised = result["delta_exponent_raised_floor"].sel(network=0, side="sat", constraint="satisfied")
+    assert lower > 100 * float(result["bin_lower"][0])  # the fit starts far above the floor
+    assert np.isfinite(raised) and float(raised) != float(fitted)
+    assert abs(float(fitted)) < 0.3 and abs(float(raised)) < 0.3

@@ -63,8 +63,9 @@ def binomial_agreement(n_sat: np.ndarray, n_decided: np.ndarray, probability: np
 
 
 class PowerLawFit(NamedTuple):
-    """p(v) = prefactor * v**exponent, fitted on ``n_bins`` log bins above ``lower`` and below
-    ``upper``; ``p_value``: chi-square goodness of fit of the power law over those bins."""
+    """p(v) = prefactor * v**exponent, fitted on ``n_bins`` log bins from ``lower`` (the lower
+    edge of the lowest bin used; the floor where no fit was made) to ``upper``; ``p_value``:
+    chi-square goodness of fit of the power law over those bins."""
 
     exponent: float
     stderr: float
@@ -75,8 +76,10 @@ class PowerLawFit(NamedTuple):
     p_value: float
 
 
-# The exponent is refitted with the floor raised this much: a floor inside the power-law range
-# leaves it unchanged (within errors), one set by the resolution or the stopping rule does not.
+# The exponent is refitted from this many times the lower end of its own range (not of the floor:
+# a fit whose lowest populated bin lies far above the floor would lose nothing): a range inside
+# the power law gives the same exponent within errors, one bent by the resolution or the
+# stopping rule does not; too few bins left for a refit is a range too short to be checked.
 FLOOR_CHECK_FACTOR = 10.0
 
 
@@ -111,7 +114,8 @@ def fit_small_argument_exponent(
     (slope, intercept), cov = np.polyfit(log_centres, log_density, 1, w=np.sqrt(counts[use]), cov=True)
     chi2 = float(np.sum(counts[use] * (log_density - (slope * log_centres + intercept)) ** 2))
     return PowerLawFit(
-        float(slope), float(np.sqrt(cov[0, 0])), float(np.exp(intercept)), float(floor), float(upper), int(use.sum()),
+        float(slope), float(np.sqrt(cov[0, 0])), float(np.exp(intercept)), float(edges[:-1][use][0]), float(upper),
+        int(use.sum()),
         float(stats.chi2.sf(chi2, use.sum() - 2)),
     )
 
@@ -258,7 +262,7 @@ def _delta_statistics(runs, placement, transition, n_networks, delta_tol, *, n_b
     """Densities and power-law fits of the gaps and overlaps at the runs next to the transition
     on its SAT and UNSAT sides, pooled over seeds, on shared log bins from the floor |Delta| =
     ``delta_tol`` up (smaller |Delta| are at the margin: their size is the stopping rule's and
-    round-off's). Each fit is repeated with the floor raised ``FLOOR_CHECK_FACTOR`` times."""
+    round-off's). Each fit is repeated from ``FLOOR_CHECK_FACTOR`` times the lower end of its range."""
     next_to_transition = _side_constraints(runs, placement, transition, delta_tol)
     gaps = {
         (i, side, constraint): values
@@ -277,10 +281,12 @@ def _delta_statistics(runs, placement, transition, n_networks, delta_tol, *, n_b
         if values.size:
             density[i, side, constraint] = np.histogram(values, edges)[0] / (values.size * np.diff(edges))
         options = dict(fit_quantile=fit_quantile, min_count=min_count)
-        fits[i, side, constraint] = fit_small_argument_exponent(values, edges, floor=floor, **options)
-        raised[i, side, constraint] = fit_small_argument_exponent(
-            values, edges, floor=floor * FLOOR_CHECK_FACTOR, **options
-        )
+        fit = fit_small_argument_exponent(values, edges, floor=floor, **options)
+        fits[i, side, constraint] = fit
+        if fit.n_bins >= 4:
+            raised[i, side, constraint] = fit_small_argument_exponent(
+                values, edges, floor=fit.lower * FLOOR_CHECK_FACTOR, **options
+            )
     return dict(
         edges=edges, density=density, n_points=n_points,
         fit=dict(zip(PowerLawFit._fields, np.moveaxis(fits, -1, 0))),
@@ -358,14 +364,16 @@ def _delta_variables(deltas):
         "delta_exponent_stderr": (axes, fit["stderr"], variable_attrs("standard error of delta_exponent")),
         "delta_fit_prefactor": (axes, fit["prefactor"], variable_attrs("prefactor of the fitted power law")),
         "delta_fit_lower": (axes, fit["lower"], variable_attrs(
-            "smallest |Delta| of the fit range: delta_tol, below which Delta is at the margin")),
+            "smallest |Delta| of the fit range: the lower edge of its lowest bin (at least delta_tol, "
+            "below which Delta is at the margin)")),
         "delta_fit_upper": (axes, fit["upper"], variable_attrs("largest |Delta| of the fit range")),
         "delta_fit_bins": (axes, fit["n_bins"].astype(np.int64), variable_attrs("log bins in the fit")),
         "delta_fit_p_value": (axes, fit["p_value"], variable_attrs(
             "chi-square goodness of fit of the power law over its range (small: not a power law there)")),
         "delta_exponent_raised_floor": (axes, raised["exponent"], variable_attrs(
-            f"delta_exponent refitted above {FLOOR_CHECK_FACTOR:g} times its floor: the plateau check "
-            "(a floor inside the power law leaves the exponent unchanged within errors)")),
+            f"delta_exponent refitted from {FLOOR_CHECK_FACTOR:g} times the lower end of its range: the "
+            "plateau check (a range inside the power law gives the exponent within errors; nan: fewer than "
+            "4 bins left, a range too short to be checked)")),
         "delta_exponent_raised_floor_stderr": (axes, raised["stderr"], variable_attrs(
             "standard error of delta_exponent_raised_floor")),
         "n_delta_points": (axes, deltas["n_points"], variable_attrs(
