@@ -8,10 +8,12 @@ from basins.io import add_provenance, check_dataset
 from basins.engine.dynamics import energy_and_gradient
 from basins.landscapes import lennard_jones
 from basins.labels import (
+    BAND_DIVERGED,
     BAND_ENDS_MERGED,
     BAND_TRANSITION_STATES,
     BAND_UNRESOLVED,
     CONVERGED,
+    DIVERGED,
     PAIR_CONNECTED,
     PAIR_MERGED,
     PAIR_UNCONNECTED,
@@ -300,3 +302,25 @@ def test_lj7_connection_finds_the_published_minima_and_the_reference_saddles():
     np.testing.assert_allclose([out_of_c0[0, 1], out_of_c0[0, 2]], lj.REFERENCE_SADDLE_ENERGY[[1, 0]], atol=1e-6)
     # Each higher minimum descends to the hexagon through ever lower minima: one funnel.
     assert graph.attrs["funnel_fraction"] == 1.0
+
+
+def test_a_diverged_band_is_neither_refined_nor_drained_and_its_pair_stays_unconnected():
+    """LJ7 bands relaxed by gradient steps too long for its repulsive cores blow the cluster
+    apart. Such a band's maxima and images say nothing about the landscape: refined and drained
+    they made an edge at energy ~0 and dozens of spurious "minima" (an independent referee).
+    Now its ends are tried again with more images until those are spent, and the pair is
+    reported unconnected: no edge, no catalogue entry but the published structures."""
+    lj = lennard_jones
+    graph = connect_minima(
+        lj.MINIMA[[0, 1, 3]], lj.MINIMUM_ENERGY[[0, 1, 3]], lj.energy, align=lj.align,
+        descend_from=descend_on_lennard_jones, assign=lj.assign_to_structures, n_neighbors=1, n_images=8,
+        band_dynamics="gd", band_lr=1e-2, band_max_steps=2000, band_force_tol=1e-2, band_climb_tol=0.1,
+        ts_grad_tol=1e-8, trust_radius=0.05, ts_max_steps=300,
+    )
+    diverged = graph["band_status"].values == DIVERGED
+    assert diverged.sum() >= 3
+    np.testing.assert_array_equal(graph["band_outcome"].values[diverged], BAND_DIVERGED)
+    assert not np.isin(graph["ts_band"].values, np.flatnonzero(diverged)).any()
+    assert not graph["is_edge"].values.any()
+    np.testing.assert_array_equal(np.round(graph["energy"].values, 2), lj.PUBLISHED_MINIMUM_ENERGY[[0, 1, 3]])
+    np.testing.assert_array_equal(graph["pair_outcome"], [PAIR_UNCONNECTED] * graph.sizes["pair"])

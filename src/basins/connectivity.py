@@ -33,11 +33,13 @@ from basins.disconnectivity import escape_barriers, funnel_fraction, superbasins
 from basins.engine.paths import Energy, band_maxima, nudged_elastic_band, refine_transition_states
 from basins.io import variable_attrs
 from basins.labels import (
+    BAND_DIVERGED,
     BAND_ENDS_MERGED,
     BAND_NO_VERIFIED_SADDLE,
     BAND_OUTCOME_MEANINGS,
     BAND_TRANSITION_STATES,
     BAND_UNRESOLVED,
+    DIVERGED,
     PAIR_CONNECTED,
     PAIR_MERGED,
     PAIR_OUTCOME_MEANINGS,
@@ -369,8 +371,10 @@ def _relax_bands(work, catalog, connector, *, first_id):
 
 def _refine_band_maxima(bands, connector):
     """Every interior maximum of every band refined by eigenvector following: one record each,
-    in band order."""
-    where = [(band, int(k)) for band in bands for k in np.flatnonzero(band_maxima(band["energies"][None])[0])]
+    in band order. A diverged band's images are wherever the relaxation blew them, so its maxima
+    are not refined (nor its images drained: :func:`_check_bands_without_maxima`)."""
+    usable = [band for band in bands if band["status"] != DIVERGED]
+    where = [(band, int(k)) for band in usable for k in np.flatnonzero(band_maxima(band["energies"][None])[0])]
     for band in bands:
         band["n_maxima"] = sum(b is band for b, _ in where)
     if not where:
@@ -423,7 +427,7 @@ def _check_bands_without_maxima(bands, catalog, connector):
     inside each end (``image_minima``); the two ends merged where all of them reached one
     minimum. A minimum whose basin reaches less than ``displacement`` along the band is thus
     taken for its neighbour's; a wider one keeps its end apart and the band is retried."""
-    flat = [band for band in bands if band["n_maxima"] == 0]
+    flat = [band for band in bands if band["n_maxima"] == 0 and band["status"] != DIVERGED]
     if not flat:
         return
     points = []
@@ -445,7 +449,10 @@ def _next_gaps(band, saddles, catalog, connector):
     along it that the graph does not join yet; the band's own two ends again, with twice the
     images, where it resolved no barrier between them."""
     a, b = band["ends"]
-    if band["n_maxima"]:
+    if band["status"] == DIVERGED:
+        band["outcome"] = BAND_DIVERGED
+        chain = [a, b]  # its ends again, with more images (shorter springs, smaller steps)
+    elif band["n_maxima"]:
         found = sorted((s for s in saddles if s["band"] is band and s["is_edge"]), key=lambda s: s["image"])
         band["outcome"] = BAND_TRANSITION_STATES if found else BAND_NO_VERIFIED_SADDLE
         chain = [a] + [m for s in found for m in s["connected"]] + [b]
@@ -627,7 +634,7 @@ def _band_variables(bands, final):
         "band_fell_back": _variable("band", values("fell_back"), "relaxed again by gradient steps after FIRE "
                                     "left it at the budget (band_dynamics fire_then_gd)"),
         "n_band_maxima": _variable("band", values("n_maxima"), "interior local maxima of the band"),
-        "band_outcome": _variable("band", values("outcome"), "what the band showed", flag_values=[0, 1, 2, 3],
+        "band_outcome": _variable("band", values("outcome"), "what the band showed", flag_values=[0, 1, 2, 3, 4],
                                   flag_meanings=BAND_OUTCOME_MEANINGS),
     }
 

@@ -42,7 +42,8 @@ BAND_TRANSITION_STATES = 0  #: at least one maximum refined to a verified transi
 BAND_NO_VERIFIED_SADDLE = 1  #: maxima, none refined to an index-1 saddle between two minima
 BAND_ENDS_MERGED = 2  #: no maximum, and every image drains to one minimum
 BAND_UNRESOLVED = 3  #: no maximum, but images drain to different minima: more images needed
-BAND_OUTCOME_MEANINGS = "transition_states no_verified_saddle ends_merged unresolved"
+BAND_DIVERGED = 4  #: the relaxation diverged: its images say nothing, the ends are tried again
+BAND_OUTCOME_MEANINGS = "transition_states no_verified_saddle ends_merged unresolved diverged"
 
 # --- the phase of a jamming run (basins.jamming) -------------------------------------------
 SAT = 0  #: every training point ends with margin y f >= 1

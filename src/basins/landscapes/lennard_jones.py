@@ -22,15 +22,21 @@ lie inside any relative index tolerance. Instead
   structure, not one of its 7! x 2 x (rotations) copies.
 
 The transition states between the four structures (:data:`REFERENCE_SADDLES`) were derived for
-this module, independently of the connection code (no band, no eigenvector following): Powell's
-hybrid method on the gradient (``scipy.optimize.root``; Hessian analytic, or differences of the
-analytic gradient) from 5700 random points (the four minima perturbed, and points between aligned
-pairs of them, perturbed), kept when the gradient norm is below 1e-8 and the Hessian has exactly
-one negative eigenvalue besides the three zero modes; each was quenched (L-BFGS) from 1e-2 along
-its negative mode on either side to name the two structures it joins. ``tests/test_lennard_jones.py`` re-checks every
-entry from its coordinates. Dellago, Bolhuis and Chandler locate the transition states of the
-rearrangements they sample but we could not check their values; the lowest two here, C0-C1 at
--11.037 and C0-C2 at -11.040, are the ways out of the hexagon.
+this module, independently of the connection code (no band, no eigenvector following), by two
+searches. Powell's hybrid method on the gradient (``scipy.optimize.root``; Hessian analytic, or
+differences of the analytic gradient) from 5700 random points (the four minima perturbed, and
+points between aligned pairs of them, perturbed) found 9; an independent referee's gentlest-ascent
+search (45 starts from each minimum, two seeds; session 21) confirmed those 9 and found 8 more below -10.4
+(C1-C2 at -10.898, C2-C2 -10.883, C1-C1 -10.841, -10.552, -10.403, C1-C2 -10.547, C0-C2 -10.455,
+C2-C3 -10.413), each polished here by the same root finder. Entries are kept when the gradient
+norm is below 1e-8 and the Hessian has exactly one negative eigenvalue besides the three zero
+modes; each was quenched (L-BFGS) from 1e-2 along its negative mode on either side to name the
+two structures it joins. ``tests/test_lennard_jones.py`` re-checks every entry from its
+coordinates. Dellago, Bolhuis and Chandler locate the transition states of the rearrangements
+they sample, but we could not check their values (no copy of their table was reachable here):
+the table is this module's, not a published one. Both searches agree that the lowest two,
+C0-C1 at -11.037 and C0-C2 at -11.040, are the ways out of the hexagon, and neither found a
+direct C0-C3 saddle below -10.4.
 """
 
 from __future__ import annotations
@@ -47,15 +53,21 @@ DIMENSION = 2
 PUBLISHED_MINIMUM_ENERGY = np.array([-12.53, -11.50, -11.48, -11.40])
 
 
-#: Index-1 saddles of LJ7 (2-D) below -10.4 found by the search described above, ascending:
+#: Index-1 saddles of LJ7 (2-D) below -10.4 found by the two searches described above, ascending:
 #: their energies (to 1e-8), the structures (rows of MINIMA) their two descents reach (equal:
 #: a degenerate rearrangement, two copies of one structure), and their coordinates (centred,
-#: rounded to 1e-9; gradient norm < 1e-8 before rounding). The search is not proven exhaustive.
+#: rounded to 1e-9; gradient norm < 1e-8 before rounding). Not proven exhaustive.
 REFERENCE_SADDLE_ENERGY = np.array(
-    [-11.04025290, -11.03733448, -10.93522342, -10.91978916, -10.80730445, -10.79874588, -10.79803943, -10.77139919,
-     -10.48265698]
+    [
+        -11.04025290, -11.03733448, -10.93522342, -10.91978916, -10.89848533, -10.88257484, -10.84132249,
+        -10.80730445, -10.79874588, -10.79803943, -10.77139919, -10.55154963, -10.54689217, -10.48265698,
+        -10.45467535, -10.41279601, -10.40310612
+    ]
 )
-REFERENCE_SADDLE_MINIMA = np.array([[0, 2], [0, 1], [1, 1], [1, 2], [1, 2], [1, 1], [2, 3], [2, 3], [1, 3]])
+REFERENCE_SADDLE_MINIMA = np.array(
+    [[0, 2], [0, 1], [1, 1], [1, 2], [1, 2], [2, 2], [1, 1], [1, 2], [1, 1], [2, 3], [2, 3], [1, 1], [1, 2], [1, 3],
+     [0, 2], [2, 3], [1, 1]]
+)
 REFERENCE_SADDLES = np.array(
     [
         [-0.596733791, 0.904871392, 0.321341564, -0.987391964, 0.166230981, 0.099469871, 0.506171882,
@@ -66,6 +78,12 @@ REFERENCE_SADDLES = np.array(
          -0.437987692, -0.099531845, 1.176431753, 0.715700254, 0.382938058, 0.390836076, -0.711418001],
         [-0.246688082, 0.213145418, -1.347351368, 0.235182126, -0.781487728, -0.754294157, 1.467678909,
          -0.611484382, -0.293168238, 1.309778866, 0.847173061, 0.320137412, 0.353843447, -0.712465282],
+        [-0.295345773, 0.053503609, -1.362031170, 0.324035586, -1.026321899, -0.769086938, 1.549609479,
+         -0.403465523, -0.100363807, 1.136314822, 0.756528401, 0.385174696, 0.477924770, -0.726476252],
+        [0.827974546, 0.368759485, -0.105414025, -0.210035787, -0.600848598, -1.197181384, -0.199111754,
+         0.884239739, 0.537219156, -1.102573704, -1.205083846, -0.228136188, 0.745264521, 1.484927840],
+        [-0.335694737, 0.451713872, -1.328199086, -0.043548858, -0.829859819, -1.037950864, 1.276296542,
+         -0.612346703, 0.273358363, 1.388948003, 0.783156966, 0.392474941, 0.160941770, -0.539290391],
         [0.854842964, 0.680771906, 0.384437967, -0.331877910, -0.516449849, -0.982783828, -0.262476257,
          0.568751562, 0.505473822, -1.443480556, -1.162568931, -0.079106489, 0.196740284, 1.587725315],
         [-0.510006157, 0.401194245, -1.541632877, -0.030430131, -0.644196064, -0.701926076, 1.489395982,
@@ -74,8 +92,18 @@ REFERENCE_SADDLES = np.array(
          -0.573084582, 0.579530406, -1.456982664, 0.380213472, 0.109168345, -0.729822119, 0.256847646],
         [0.085352486, 1.316782617, -1.033196395, 1.247395501, -0.348054966, -0.791311254, 0.763442936,
          -0.731052244, 0.260221536, -1.731938328, 0.690508445, 0.376041634, -0.418274042, 0.314082073],
+        [-0.339349148, 0.337091025, -1.415638930, 0.047855399, -0.623741875, -0.747486977, 1.241592436,
+         -1.233330538, -0.057305726, 1.415287876, 0.743305958, 0.628718507, 0.451137284, -0.448135292],
+        [-0.386746668, 0.166966478, -1.497429422, 0.259201574, -1.018566606, -0.756121133, 1.836588880,
+         0.003496728, 0.243013347, 1.089140960, 0.724912453, 0.080300703, 0.098228015, -0.842985311],
         [-0.130395163, 1.241214097, -1.234442833, 1.051586410, 0.190873514, -0.664305507, 1.292175965,
          -0.486080463, -0.180256692, -1.714861430, 0.583970351, 0.382977532, -0.521925142, 0.189469361],
+        [-0.336825682, 0.824180105, 0.674208935, -1.163628269, 0.161831253, -0.169748266, -0.373304321,
+         1.941947733, -0.955651697, -0.110104754, -0.445247297, -1.107851529, 1.274988809, -0.214795021],
+        [1.134030041, 1.087754086, 0.131550325, -0.561659755, -0.857920364, -1.090796279, 0.155497657,
+         0.550796616, 0.095168753, -1.679606123, -0.827735568, 0.026668818, 0.169409156, 1.666842636],
+        [-0.192768794, 0.526657695, -1.911572112, -0.778993657, -0.875693933, -0.356858114, 1.338705678,
+         -0.662662131, 0.494225103, 1.409608293, 0.916855575, 0.373632087, 0.230248483, -0.511384173],
     ]
 )
 #: C0..C3 located for this module (quenches from 300 random starts, then BFGS to gradient norm
