@@ -334,3 +334,46 @@ def test_the_measurement_spread_is_not_set_by_redraws_whose_ranks_line_up_perfec
     assert robust_spread(z) == pytest.approx(0.4, rel=0.05)  # the standard deviation of normal draws
     z[:100] = 14.2  # 2.5 % at the clip
     assert robust_spread(z) == pytest.approx(0.4, rel=0.1) and np.std(z) > 5 * robust_spread(z)
+
+
+def _latent_replicate(rng, n_minima, rho, n_test, n_members_total=1024):
+    """One replicate drawn as the study measures it: latent normal pairs (u, v) with correlation
+    ``rho``; basin fractions a softmax of 0.6 u, counted over ``n_members_total`` members; test
+    errors 0.15 + 0.02 v, measured on ``n_test`` points. Basin fraction and true test error then
+    have Spearman correlation 6 / pi asin(rho / 2) in the population."""
+    u, v = rng.multivariate_normal([0, 0], [[1, rho], [rho, 1]], size=n_minima).T
+    fraction = np.exp(0.6 * u) / np.exp(0.6 * u).sum()
+    minimum = ("minimum", np.arange(n_minima))
+    minima = xr.Dataset(
+        {"n_members": ("minimum", rng.multinomial(n_members_total, fraction)),
+         "train_error": ("minimum", np.zeros(n_minima)),
+         "test_error": ("minimum", rng.binomial(n_test, 0.15 + 0.02 * v) / n_test),
+         "on_tolerance_plateau": ((), True)},
+        coords={"minimum": minimum}, attrs={"n_members_total": n_members_total},
+    )
+    flatness = xr.Dataset({"trace": ("minimum", rng.random(n_minima)), "trace_se": ("minimum", np.zeros(n_minima))},
+                          coords={"minimum": minimum})
+    return minima, flatness
+
+
+@pytest.mark.parametrize("rho", [-0.6, 0.0])
+def test_through_the_stage_the_interval_covers_a_planted_correlation_and_no_effect_stays_undecided(rho):
+    """The whole stage (answer_hypothesis: counts, measurement noise, pooling) on 40 simulated
+    studies of 4 replicates x 7 minima: the basin-size row's interval covers the population
+    Spearman correlation at about the nominal rate or above (an independent referee measured
+    0.995 over 200 studies of this design, 0.95 with 10 x 10), and with no effect few studies
+    are decided."""
+    rng = np.random.default_rng(21)
+    truth = 6 / np.pi * np.arcsin(rho / 2)
+    covered, decided, estimates = 0, 0, []
+    for _ in range(40):
+        replicates = {"planted": [Replicate(s, *_latent_replicate(rng, 7, rho, N_TEST), N_TEST) for s in range(1, 5)]}
+        row = _row(answer_hypothesis({"family": ["planted"]}, replicates, {"planted": 41}, min_members=5),
+                   "basin_fraction_vs_test_error")
+        covered += float(row["low"]) <= truth <= float(row["high"])
+        decided += row["verdict"].item() != "undecided"
+        estimates.append(float(row["estimate"]))
+    assert covered >= 36  # 90 % of 40
+    assert abs(np.mean(estimates) - truth) < 0.1  # recovered (seed 21: 39 of 40 covered, mean -0.575)
+    if rho == 0:
+        assert decided <= 4
