@@ -335,9 +335,12 @@ def _connect_pairs(pairs, catalog, connector):
         if not work:
             break
         bands = _relax_bands(work, catalog, connector, first_id=len(record["bands"]))
-        saddles = _refine_band_maxima(bands, connector)
+        # A diverged band's images are wherever the relaxation blew them: neither its maxima are
+        # refined nor its images drained (_next_gaps tries its ends again).
+        relaxed = [band for band in bands if band["status"] != DIVERGED]
+        saddles = _refine_band_maxima(relaxed, connector)
         _name_saddle_minima(saddles, catalog, connector)
-        _check_bands_without_maxima(bands, catalog, connector)
+        _check_bands_without_maxima(relaxed, catalog, connector)
         queue = [gap for band in bands for gap in _next_gaps(band, saddles, catalog, connector)] + deferred
         for band in bands:
             record["images_spent"][band["pair"]] |= band["images_spent"]
@@ -365,16 +368,14 @@ def _relax_bands(work, catalog, connector, *, first_id):
             bands[k] = {"id": first_id + k, "pair": pair, "ends": (a, b), "n_images": n_images,
                         "images": out["bands"][row], "energies": out["energies"][row],
                         "status": int(out["status"][row]), "steps": int(out["steps"][row]),
-                        "fell_back": int(out["fell_back"][row])}
+                        "fell_back": int(out["fell_back"][row]), "n_maxima": 0}
     return bands
 
 
 def _refine_band_maxima(bands, connector):
     """Every interior maximum of every band refined by eigenvector following: one record each,
-    in band order. A diverged band's images are wherever the relaxation blew them, so its maxima
-    are not refined (nor its images drained: :func:`_check_bands_without_maxima`)."""
-    usable = [band for band in bands if band["status"] != DIVERGED]
-    where = [(band, int(k)) for band in usable for k in np.flatnonzero(band_maxima(band["energies"][None])[0])]
+    in band order."""
+    where = [(band, int(k)) for band in bands for k in np.flatnonzero(band_maxima(band["energies"][None])[0])]
     for band in bands:
         band["n_maxima"] = sum(b is band for b, _ in where)
     if not where:
@@ -427,7 +428,7 @@ def _check_bands_without_maxima(bands, catalog, connector):
     inside each end (``image_minima``); the two ends merged where all of them reached one
     minimum. A minimum whose basin reaches less than ``displacement`` along the band is thus
     taken for its neighbour's; a wider one keeps its end apart and the band is retried."""
-    flat = [band for band in bands if band["n_maxima"] == 0 and band["status"] != DIVERGED]
+    flat = [band for band in bands if band["n_maxima"] == 0]
     if not flat:
         return
     points = []

@@ -10,7 +10,7 @@ It knows nothing of networks, data or stages: a landscape reaches it only as a c
 - :mod:`~basins.engine.checkpoints`: checkpoints tied to their run, data, code and torch;
 - :mod:`~basins.engine.curvature`: Hessian-vector products, Lanczos, Hutchinson;
 - :mod:`~basins.engine.polish`: Newton polish of endpoints onto their minimum;
-- :mod:`~basins.engine.quasi_newton`: L-BFGS and Newton finish of members left on their budget;
+- :mod:`~basins.engine.quasi_newton`: BFGS (weak-Wolfe) and Newton finish of members left on their budget;
 - :mod:`~basins.engine.paths`: elastic bands and transition-state refinement.
 
 Imports: the engine imports only itself, :mod:`basins.labels` and :mod:`basins.io`
