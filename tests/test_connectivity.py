@@ -186,7 +186,11 @@ def test_a_band_without_a_barrier_is_no_edge_and_merges_ends_that_are_one_minimu
     )
     np.testing.assert_array_equal(graph["band_outcome"], [BAND_ENDS_MERGED])
     np.testing.assert_array_equal(graph["pair_outcome"], [PAIR_MERGED])
-    assert graph.sizes["transition_state"] == 0 and graph.attrs["n_edges"] == 0
+    # The image next to (1, 0) lies below it, so that end segment is searched, but the valley
+    # has no saddle: what it refines is no edge.
+    np.testing.assert_array_equal(graph["ts_from_end_segment"], [True])
+    assert not graph["is_edge"].any() and graph.attrs["n_edges"] == 0
+    assert graph["ts_index"].values[0] != 1 or not graph["ts_converged"].values[0]
     # One minimum is left; the catalog's second entry is recorded as merged into it.
     np.testing.assert_array_equal(graph["catalog_index"], [0])
     np.testing.assert_array_equal(graph["merged_catalog_index"], [1])
@@ -203,20 +207,53 @@ def narrow_well(points):
     return 0.3 * x**2 - 0.1 * torch.exp(-((x - 1) ** 2) / (2 * 0.03**2)) + y**2
 
 
-def connect_narrow_well(max_image_doublings):
+def connect_narrow_well(max_image_doublings, **options):
     ends = descend_on(narrow_well, lr=1e-3, grad_tol=1e-8)(np.array([[0.1, 0.0], [1.0, 0.0]]))[0]
     return connect_minima(
         ends, narrow_well(torch.as_tensor(ends)).numpy(), narrow_well, align=lambda r, t: t,
         descend_from=descend_on(narrow_well, lr=1e-3, grad_tol=1e-6), assign=assign_within(1e-3),
         n_images=2, max_image_doublings=max_image_doublings, spring=10.0, band_dynamics="fire", band_lr=1e-3,
-        band_force_tol=1e-4, band_climb_tol=1e-2, ts_grad_tol=1e-9, n_levels=5,
+        band_force_tol=1e-4, band_climb_tol=1e-2, ts_grad_tol=1e-9, n_levels=5, **options,
     )
+
+
+def assert_narrow_well_saddle(graph):
+    """The one edge is the known saddle at x = 0.932, 0.056 above the narrow well's minimum."""
+    assert graph.attrs["n_edges"] == 1
+    saddle = graph["ts_theta"].values[graph["is_edge"].values]
+    np.testing.assert_allclose(saddle[:, 0], 0.932, atol=2e-3)
+    np.testing.assert_allclose(graph["barrier"].values[graph["is_edge"].values][0, 1], 0.056, atol=2e-3)
+
+
+def test_a_barrier_inside_an_end_segment_is_found_from_the_segment():
+    # The two images lie outside the narrow well's basin and the band rises monotonically, but
+    # the image next to the well lies below its minimum: the segment between them holds the
+    # barrier, found at once, without more images.
+    graph = connect_narrow_well(max_image_doublings=0)
+    np.testing.assert_array_equal(graph["n_band_maxima"], [0])
+    np.testing.assert_array_equal(graph["n_band_end_peaks"], [1])
+    np.testing.assert_array_equal(graph["band_outcome"], [BAND_TRANSITION_STATES])
+    np.testing.assert_array_equal(graph["pair_outcome"], [PAIR_CONNECTED])
+    np.testing.assert_array_equal(graph["ts_from_end_segment"], [True])
+    assert_narrow_well_saddle(graph)
+
+
+def test_a_minimum_narrower_than_the_displacement_is_not_merged_into_its_neighbour():
+    # Every descent from the band drains to the origin's minimum, the one from a displacement
+    # 0.1 inside the narrow well too (its basin reaches 0.063 toward the origin); the descent
+    # from the well's minimum itself stays there, so the two are not one minimum.
+    graph = connect_narrow_well(max_image_doublings=0, end_segment_points=0, displacement=0.1)
+    np.testing.assert_array_equal(graph["band_merge_refused"], [True])
+    np.testing.assert_array_equal(graph["band_outcome"], [BAND_UNRESOLVED])
+    np.testing.assert_array_equal(graph["pair_outcome"], [PAIR_UNCONNECTED])
+    assert graph.attrs["n_merged"] == 0 and graph.sizes["minimum"] == 2
 
 
 def test_a_band_that_misses_a_narrow_barrier_is_retried_with_more_images():
     # Two images lie outside the narrow well's basin: the band rises monotonically, but the
-    # descent from just inside the well stays there, so the ends are not merged.
-    unresolved = connect_narrow_well(max_image_doublings=0)
+    # descent from just inside the well stays there, so the ends are not merged. (End segments
+    # not searched: with them the barrier is found at once, as above.)
+    unresolved = connect_narrow_well(max_image_doublings=0, end_segment_points=0)
     np.testing.assert_array_equal(unresolved["band_outcome"], [BAND_UNRESOLVED])
     np.testing.assert_array_equal(unresolved["pair_outcome"], [PAIR_UNCONNECTED])
     assert unresolved.attrs["n_merged"] == 0 and unresolved.attrs["n_edges"] == 0
@@ -225,15 +262,13 @@ def test_a_band_that_misses_a_narrow_barrier_is_retried_with_more_images():
     np.testing.assert_array_equal(unresolved["pair_images_spent"], [True])
     # With doublings allowed, the bands grow until an image falls in the well's basin and the
     # barrier becomes a maximum, refined to the saddle between the two minima.
-    resolved = connect_narrow_well(max_image_doublings=4)
+    resolved = connect_narrow_well(max_image_doublings=4, end_segment_points=0)
     assert (resolved["band_outcome"].values[:-1] == BAND_UNRESOLVED).all()
     assert resolved["band_outcome"].values[-1] == BAND_TRANSITION_STATES
     np.testing.assert_array_equal(resolved["band_n_images"][1:], 2 * resolved["band_n_images"][:-1])
     np.testing.assert_array_equal(resolved["pair_outcome"], [PAIR_CONNECTED])
     np.testing.assert_array_equal(resolved["pair_images_spent"], [False])
-    saddle = resolved["ts_theta"].values[resolved["is_edge"].values]
-    np.testing.assert_allclose(saddle[:, 0], 0.932, atol=2e-3)
-    np.testing.assert_allclose(resolved["barrier"].values[resolved["is_edge"].values][0, 1], 0.056, atol=2e-3)
+    assert_narrow_well_saddle(resolved)
 
 
 def tilted_washboard(points, depth=1e-4, period=40.0):

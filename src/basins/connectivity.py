@@ -30,7 +30,7 @@ from scipy.spatial import cKDTree
 from scipy.spatial.distance import pdist, squareform
 
 from basins.disconnectivity import escape_barriers, funnel_fraction, superbasins
-from basins.engine.paths import Energy, band_maxima, nudged_elastic_band, refine_transition_states
+from basins.engine.paths import Energy, band_maxima, end_segment_peaks, nudged_elastic_band, refine_transition_states
 from basins.io import variable_attrs
 from basins.labels import (
     BAND_DIVERGED,
@@ -110,6 +110,7 @@ def connect_minima(
     band_max_steps: int = 20000,
     band_force_tol: float = 1e-3,
     band_climb_tol: float = 1e-2,
+    end_segment_points: int = 8,
     ts_grad_tol: float = 1e-6,
     ts_max_steps: int = 200,
     trust_radius: float = 0.1,
@@ -125,7 +126,10 @@ def connect_minima(
     the disconnectivity graph they give.
 
     Each pair gets a nudged elastic band. Every interior maximum of the relaxed band is refined
-    by eigenvector following; a refined point is a transition state of the graph (an edge)
+    by eigenvector following, and so is the highest point of each end segment whose inner image
+    lies below its end minimum (energy rises away from a minimum, so that segment holds a
+    maximum the images missed: a barrier closer to the minimum than the image spacing). A
+    refined point is a transition state of the graph (an edge)
     only if it has exactly one negative Hessian eigenvalue and the two descents from it, a
     small ``displacement`` to either side along that eigenvector, reach two distinct minima.
     Walking along the band, the minima so named leave gaps (first end to the first state's
@@ -133,10 +137,12 @@ def connect_minima(
     end); each gap not yet joined in the graph gets a band of its own, and so on, until the
     pair is joined or ``max_bands_per_pair`` bands are spent (OPTIM's ``connect``).
 
-    A band with no maximum is never an edge. Steepest descents from its interior images
-    decide: all reach one minimum, and the two ends are that minimum (merged; a flat valley the
-    catalog split); otherwise the band missed the barrier between two images and is relaxed
-    again with twice the images, up to ``max_image_doublings`` times. The same retry follows a
+    A band with no maximum (and no verified saddle from its end segments) is never an edge.
+    Steepest descents from its interior images decide: all reach one minimum, and the two ends
+    are that minimum (merged; a flat valley the catalog split), unless an end is a minimum of
+    its own (the descent from it stays there: a basin narrower than the displacement, never
+    merged); otherwise the band missed the barrier between two images and is relaxed again
+    with twice the images, up to ``max_image_doublings`` times. The same retry follows a
     band whose maxima refine to no verified transition state. A pair neither joined nor merged
     when its budget is spent, or with no gap left to try, is reported unconnected
     (``pair_outcome``; ``pair_budget_spent``, ``pair_images_spent`` and ``pair_descent_undecided``
@@ -169,6 +175,9 @@ def connect_minima(
         uphill (energies 100x the minima's) where gradient steps relaxed the same band
         smoothly; the band only has to bring its maxima near the saddles, which the refinement
         then converges to.
+    end_segment_points : int
+        Evenly spaced points of an end segment whose inner image lies below its end, the
+        highest of which is refined (0: end segments are not searched).
     ts_grad_tol, ts_max_steps, trust_radius, index_tolerance
         Transition-state refinement (:func:`basins.engine.paths.refine_transition_states`).
     displacement, descent_grad_tol : float
@@ -201,8 +210,8 @@ def connect_minima(
         ``band_end_minimum (band, end)``, ``band_n_images``, ``band_energy (band, image)`` and
         ``band_arclength`` (NaN past the band's images), ``band_status``, ``band_steps``,
         ``band_fell_back``,
-        ``n_band_maxima``, ``band_outcome``. Per refined maximum (dim ``transition_state``):
-        ``ts_band``, ``ts_theta``, ``ts_energy``, ``ts_grad_norm``, ``ts_index``,
+        ``n_band_maxima``, ``n_band_end_peaks``, ``band_outcome``, ``band_merge_refused``. Per
+        refined maximum (dim ``transition_state``): ``ts_band``, ``ts_from_end_segment``, ``ts_theta``, ``ts_energy``, ``ts_grad_norm``, ``ts_index``,
         ``ts_converged``, ``connected_minimum (transition_state, end)``, ``barrier``,
         ``ts_duplicate_of`` and ``is_edge`` (a verified, first-found transition state between
         two distinct minima). Attributes ``funnel_fraction``, ``n_edges``, ``n_merged``,
@@ -218,10 +227,11 @@ def connect_minima(
     theta = np.asarray(theta, dtype=np.float64)
     minimum_energy = np.asarray(minimum_energy, dtype=np.float64)
     _check_connection(theta, max_dense_params=max_dense_params, max_image_doublings=max_image_doublings,
-                      max_bands_per_pair=max_bands_per_pair)
+                      max_bands_per_pair=max_bands_per_pair, end_segment_points=end_segment_points)
     connector = _Connector(
         energy=energy, align=align, descend_from=descend_from, assign=assign, n_images=n_images,
         max_images=n_images * 2**max_image_doublings, max_bands_per_pair=max_bands_per_pair,
+        end_segment_points=end_segment_points,
         band_options=dict(spring=spring, dynamics=band_dynamics, lr=band_lr, max_steps=band_max_steps,
                           force_tol=band_force_tol, climb_tol=band_climb_tol, device=device, chunk=chunk),
         ts_options=dict(grad_tol=ts_grad_tol, max_steps=ts_max_steps, trust_radius=trust_radius,
@@ -235,7 +245,7 @@ def connect_minima(
     return _graph_dataset(pairs, distance, catalog, record, n_levels)
 
 
-def _check_connection(theta, *, max_dense_params, max_image_doublings, max_bands_per_pair):
+def _check_connection(theta, *, max_dense_params, max_image_doublings, max_bands_per_pair, end_segment_points):
     """Refuse a network too large for dense Hessians, or budgets below their least value."""
     if theta.shape[1] > max_dense_params:
         raise ValueError(
@@ -243,7 +253,8 @@ def _check_connection(theta, *, max_dense_params, max_image_doublings, max_bands
             f"Hessians up to max_dense_params={max_dense_params}. Raise it (cost ~ param^2 "
             "memory and param Hessian-vector products per step) or use a smaller network."
         )
-    budgets = (("max_image_doublings", max_image_doublings, 0), ("max_bands_per_pair", max_bands_per_pair, 1))
+    budgets = (("max_image_doublings", max_image_doublings, 0), ("max_bands_per_pair", max_bands_per_pair, 1),
+               ("end_segment_points", end_segment_points, 0))
     for name, value, low in budgets:
         if value < low:
             raise ValueError(f"{name}={value} must be at least {low}")
@@ -260,6 +271,7 @@ class _Connector:
     n_images: int
     max_images: int
     max_bands_per_pair: int
+    end_segment_points: int
     band_options: dict
     ts_options: dict
     displacement: float
@@ -340,7 +352,9 @@ def _connect_pairs(pairs, catalog, connector):
         relaxed = [band for band in bands if band["status"] != DIVERGED]
         saddles = _refine_band_maxima(relaxed, connector)
         _name_saddle_minima(saddles, catalog, connector)
-        _check_bands_without_maxima(relaxed, catalog, connector)
+        joined = {id(s["band"]) for s in saddles if s["is_edge"]}
+        _check_bands_without_maxima([b for b in relaxed if not b["n_maxima"] and id(b) not in joined], catalog,
+                                    connector)
         queue = [gap for band in bands for gap in _next_gaps(band, saddles, catalog, connector)] + deferred
         for band in bands:
             record["images_spent"][band["pair"]] |= band["images_spent"]
@@ -368,26 +382,34 @@ def _relax_bands(work, catalog, connector, *, first_id):
             bands[k] = {"id": first_id + k, "pair": pair, "ends": (a, b), "n_images": n_images,
                         "images": out["bands"][row], "energies": out["energies"][row],
                         "status": int(out["status"][row]), "steps": int(out["steps"][row]),
-                        "fell_back": int(out["fell_back"][row]), "n_maxima": 0}
+                        "fell_back": int(out["fell_back"][row]), "n_maxima": 0, "n_end_peaks": 0,
+                        "merge_refused": False}
     return bands
 
 
 def _refine_band_maxima(bands, connector):
-    """Every interior maximum of every band refined by eigenvector following: one record each,
-    in band order."""
-    where = [(band, int(k)) for band in bands for k in np.flatnonzero(band_maxima(band["energies"][None])[0])]
+    """Every interior maximum of every band, then the highest point of every end segment that
+    must hold one, refined by eigenvector following: one record each, in band order."""
+    starts = []  # (band, position along it in images, point, the band's direction there)
     for band in bands:
-        band["n_maxima"] = sum(b is band for b, _ in where)
-    if not where:
+        images = band["images"]
+        maxima = np.flatnonzero(band_maxima(band["energies"][None])[0])
+        band["n_maxima"] = len(maxima)
+        starts += [(band, float(k), images[k], images[k + 1] - images[k - 1]) for k in maxima]
+    peaks = end_segment_peaks(connector.energy, [band["images"] for band in bands],
+                              [band["energies"] for band in bands], connector.end_segment_points,
+                              connector.ts_options["device"])
+    for row, position, point, tangent in peaks:
+        bands[row]["n_end_peaks"] += 1
+        starts.append((bands[row], position, point, tangent))
+    if not starts:
         return []
-    refined = refine_transition_states(
-        connector.energy, np.array([band["images"][k] for band, k in where]), **connector.ts_options
-    )
+    refined = refine_transition_states(connector.energy, np.array([s[2] for s in starts]), **connector.ts_options)
     saddles = []
-    for row, (band, k) in enumerate(where):
-        tangent = band["images"][k + 1] - band["images"][k - 1]
+    for row, (band, position, _, tangent) in enumerate(starts):
         saddles.append({
-            "band": band, "image": k, **{key: value[row] for key, value in refined.items()},
+            "band": band, "image": position, "from_end_segment": not position.is_integer(),
+            **{key: value[row] for key, value in refined.items()},
             # the side of the mode that points along the band, toward its second end
             "forward": 1.0 if refined["mode"][row] @ tangent >= 0 else -1.0,
         })
@@ -423,12 +445,13 @@ def _tolerance_below_start(start_gradient, descent_tol, floor=1e-13):
     return max(0.1 * start_gradient, floor)
 
 
-def _check_bands_without_maxima(bands, catalog, connector):
-    """Bands without a maximum: descents from their interior images and from a displacement
+def _check_bands_without_maxima(flat, catalog, connector):
+    """Bands without a barrier: descents from their interior images and from a displacement
     inside each end (``image_minima``); the two ends merged where all of them reached one
-    minimum. A minimum whose basin reaches less than ``displacement`` along the band is thus
-    taken for its neighbour's; a wider one keeps its end apart and the band is retried."""
-    flat = [band for band in bands if band["n_maxima"] == 0]
+    minimum, unless an end is a minimum of its own. A basin that reaches less than
+    ``displacement`` along the band drains into its neighbour's; the descent from the end
+    itself tells such a minimum (it stays) from a catalog entry on a valley's floor (it moves
+    on): the first is never merged (``merge_refused``) and its band is retried."""
     if not flat:
         return
     points = []
@@ -436,13 +459,23 @@ def _check_bands_without_maxima(bands, catalog, connector):
         images = band["images"]
         inward = [images[1] - images[0], images[-2] - images[-1]]
         inward = [step / max(np.linalg.norm(step), 1e-300) * connector.displacement for step in inward]
-        points.append(np.vstack([images[0] + inward[0], images[1:-1], images[-1] + inward[1]]))
+        points.append(np.vstack([images[0] + inward[0], images[1:-1], images[-1] + inward[1], images[0], images[-1]]))
     labels = np.split(_descend_to_minima(np.concatenate(points), catalog, connector), len(flat))
     for band, reached in zip(flat, labels):
-        band["image_minima"] = [catalog.root(label) for label in reached]
-        if (reached >= 0).all() and len(set(band["image_minima"])) == 1:
-            for end in band["ends"]:
-                catalog.merge(end, band["image_minima"][0], band["id"])
+        drained, from_ends = reached[:-2], reached[-2:]
+        band["image_minima"] = [catalog.root(label) for label in drained]
+        if not ((drained >= 0).all() and len(set(band["image_minima"])) == 1):
+            continue
+        target = band["image_minima"][0]
+        own = [end for end, stays in zip(band["ends"], from_ends) if catalog.root(end) not in (target, UNASSIGNED)
+               and stays == catalog.root(end)]
+        if own:
+            band["merge_refused"] = True
+            log.info("band %d drains to minimum %d, but its end %s is a minimum of its own: not merged, retried",
+                     band["id"], target, own)
+            continue
+        for end in band["ends"]:
+            catalog.merge(end, target, band["id"])
 
 
 def _next_gaps(band, saddles, catalog, connector):
@@ -453,7 +486,7 @@ def _next_gaps(band, saddles, catalog, connector):
     if band["status"] == DIVERGED:
         band["outcome"] = BAND_DIVERGED
         chain = [a, b]  # its ends again, with more images (shorter springs, smaller steps)
-    elif band["n_maxima"]:
+    elif band["n_maxima"] or any(s["band"] is band and s["is_edge"] for s in saddles):
         found = sorted((s for s in saddles if s["band"] is band and s["is_edge"]), key=lambda s: s["image"])
         band["outcome"] = BAND_TRANSITION_STATES if found else BAND_NO_VERIFIED_SADDLE
         chain = [a] + [m for s in found for m in s["connected"]] + [b]
@@ -635,6 +668,10 @@ def _band_variables(bands, final):
         "band_fell_back": _variable("band", values("fell_back"), "relaxed again by gradient steps after FIRE "
                                     "left it at the budget (band_dynamics fire_then_gd)"),
         "n_band_maxima": _variable("band", values("n_maxima"), "interior local maxima of the band"),
+        "n_band_end_peaks": _variable("band", values("n_end_peaks"), "end segments whose highest point was "
+                                      "refined: the image next to that end lies below it"),
+        "band_merge_refused": _variable("band", values("merge_refused").astype(bool), "its images drained to one "
+                                        "minimum, but an end is a minimum of its own (its descent stays): not merged"),
         "band_outcome": _variable("band", values("outcome"), "what the band showed", flag_values=[0, 1, 2, 3, 4],
                                   flag_meanings=BAND_OUTCOME_MEANINGS),
     }
@@ -650,6 +687,8 @@ def _transition_state_variables(ts, minimum_energy, final, n_params):
     barrier = np.where(connected >= 0, energy[:, None] - minimum_energy[np.maximum(connected, 0)], np.nan)
     return {
         "ts_band": _variable("transition_state", values("band", np.int64), "band whose maximum was refined"),
+        "ts_from_end_segment": _variable("transition_state", values("from_end_segment", bool),
+                                         "refined from the highest point of an end segment, not an image"),
         "ts_theta": _variable(("transition_state", "param"), values("theta").reshape(-1, n_params),
                               "transition state parameters"),
         "ts_energy": _variable("transition_state", energy, "energy of the refined maximum"),

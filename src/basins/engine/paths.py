@@ -8,6 +8,8 @@
 - :func:`refine_transition_states`: eigenvector following (Cerjan and Miller 1981; the step
   of Wales, *Energy Landscapes*, 2003, sec. 6.2) from each band's highest image to a stationary
   point with exactly one negative Hessian eigenvalue, on dense Hessians.
+- :func:`end_segment_peaks`: the maxima a band's end segments must hold where the image next to
+  an end lies below it (a barrier closer to a minimum than the image spacing).
 
 Every function sees the landscape only through ``energy(points (n, param)) -> (n,)``, a
 differentiable torch function, so networks and analytic test potentials share the code.
@@ -228,6 +230,35 @@ def count_band_maxima(energies: np.ndarray) -> np.ndarray:
     """Interior local maxima of each band's energy profile ``(pair, image)``; more than one
     means the path passes intermediate minima, none that it has no barrier."""
     return band_maxima(energies).sum(1)
+
+
+def end_segment_peaks(
+    energy: Energy, images: list[np.ndarray], energies: list[np.ndarray], n_points: int, device: str = "cpu"
+) -> list[tuple[int, float, np.ndarray, np.ndarray]]:
+    """Maxima that a band's end segment must hold but its images miss.
+
+    Energy rises away from a minimum in every direction, so where the image next to an end
+    lies below that end, the straight segment between them rises and falls again: it holds a
+    maximum (the barrier of a basin narrower than the image spacing). For each such segment of
+    each band (``images[b] (image, param)`` with its ``energies[b]``, end images included) the
+    highest of ``n_points`` evenly spaced interior points is returned as ``(band, position,
+    point, tangent)``: ``position`` in units of the band's images (between 0 and 1, or between
+    the last two images), ``tangent`` the segment's direction toward the band's second end.
+    """
+    segments = []
+    for band, (path, profile) in enumerate(zip(images, energies)):
+        last = len(profile) - 1
+        if profile[1] < profile[0]:
+            segments.append((band, 0, path[0], path[1]))
+        if profile[last - 1] < profile[last]:
+            segments.append((band, last - 1, path[last - 1], path[last]))
+    if not segments or n_points < 1:
+        return []
+    fraction = np.arange(1, n_points + 1) / (n_points + 1)
+    points = np.stack([start + fraction[:, None] * (end - start) for _, _, start, end in segments])
+    highest = _band_energies(energy, points, device).argmax(1)
+    return [(band, first + fraction[k], points[row, k], end - start)
+            for row, ((band, first, start, end), k) in enumerate(zip(segments, highest))]
 
 
 def refine_transition_states(
