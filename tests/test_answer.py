@@ -12,6 +12,7 @@ from basins.answer import (
     answer_markdown,
     measurement_spread,
     replicate_statistics,
+    robust_spread,
     weighted_spearman_fisher_z,
 )
 from basins.stats import SUPPORTED, UNDECIDED_VERDICT
@@ -137,6 +138,31 @@ def test_measurement_spread_of_test_errors_matches_test_sets_drawn_anew():
     spread = measurement_spread(columns, n_total=10**12, n_test=n_test, n_draws=3000, seed=6)
     assert spread["basin_fraction_vs_test_error"] == pytest.approx(expected, rel=0.08)
     assert spread["hessian_trace_vs_basin_fraction"] < 1e-3  # exact traces, counts of 10^12 members
+
+
+def test_measurement_spread_of_member_counts_includes_minima_entering_and_leaving_at_the_cut():
+    """Known answer by brute force: 3000 ensembles of 1000 members drawn anew from fixed basin
+    fractions, half the minima expected near the cut of 10 members; each ensemble's
+    correlation over the minima it lets in. measurement_spread from the true columns, with
+    the cut, gives that spread; redrawing only a fixed set of minima (no cut) understates it."""
+    rng = np.random.default_rng(12)
+    n_total, cut = 1000, 10
+    fraction = np.r_[np.linspace(0.007, 0.013, 6), np.linspace(0.03, 0.12, 6)]
+    test_error = 0.2 - 0.01 * np.log(fraction) + 0.01 * rng.standard_normal(len(fraction))
+    columns = {"basin_fraction": fraction, "test_error": test_error, "trace": rng.random(len(fraction)),
+               "trace_se": np.zeros(len(fraction)), "n_members": fraction * n_total}
+    redrawn = []
+    for _ in range(3000):
+        counts = rng.binomial(n_total, fraction)
+        enters = counts >= cut
+        measured = {key: value[enters] for key, value in dict(columns, basin_fraction=counts / n_total).items()}
+        redrawn.append(replicate_statistics(measured)["basin_fraction_vs_test_error"][0])
+    redrawn = np.array(redrawn)
+    expected = robust_spread(redrawn[np.isfinite(redrawn)])
+    spread = measurement_spread(columns, n_total=n_total, n_test=10**12, min_members=cut, n_draws=3000, seed=13)
+    assert spread["basin_fraction_vs_test_error"] == pytest.approx(expected, rel=0.1)
+    fixed = measurement_spread(columns, n_total=n_total, n_test=10**12, n_draws=3000, seed=13)
+    assert fixed["basin_fraction_vs_test_error"] < 0.8 * expected
 
 
 def test_measurement_spread_is_wide_when_minima_err_on_the_same_points():

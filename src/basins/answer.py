@@ -13,7 +13,7 @@ better (and are flatter) than those with small basins. For every landscape famil
 
 Each replicate's standard error is the rank correlation's own (1.03 / sqrt(n - 3)) and the
 noise of the numbers it ranks (member counts, test errors on a finite test set, Hutchinson
-traces; :func:`measurement_spread`) in quadrature. Correlations are pooled on Fisher's scale over replicates (:func:`basins.stats.pool_replicates`:
+traces, and which minima reach ``min_members``; :func:`measurement_spread`) in quadrature. Correlations are pooled on Fisher's scale over replicates (:func:`basins.stats.pool_replicates`:
 DerSimonian-Laird between-replicate variance, Hartung-Knapp interval) and taken back to a
 correlation. The verdict of a row (``supported`` / ``contradicted`` / ``undecided``) follows
 from its interval alone (:func:`basins.stats.verdict`). Experiments and replicates that cannot
@@ -69,7 +69,8 @@ REPLICATES_OVER = {True: "data draws and initialization", False: "initialization
 def fitting_minima(minima: xr.Dataset, flatness: xr.Dataset, *, fit_threshold: float, min_members: int) -> dict:
     """The per-minimum columns of one replicate's minima that enter the answer, and why the
     others do not: ``columns`` (``basin_fraction``, ``test_error``, ``trace``, ``trace_se``,
-    ``n_members`` of the fitting minima with at least ``min_members`` members), ``n_total``
+    ``n_members`` of the fitting minima with at least ``min_members`` members), ``candidates``
+    (the same of every fitting minimum: those a remeasured ensemble could let in), ``n_total``
     (members of the ensemble), ``n_fitting``, ``n_counted`` and ``reason`` ("" when the
     replicate enters)."""
     n_members = minima["n_members"].values
@@ -77,13 +78,17 @@ def fitting_minima(minima: xr.Dataset, flatness: xr.Dataset, *, fit_threshold: f
     fits = minima["train_error"].values <= fit_threshold
     counted = fits & (n_members >= min_members)
     trace, trace_se = hessian_trace(flatness)
-    columns = {
-        "basin_fraction": n_members[counted] / total,
-        "test_error": minima["test_error"].values[counted],
-        "trace": trace[counted],
-        "trace_se": trace_se[counted],
-        "n_members": n_members[counted],
-    }
+
+    def columns_of(rows):
+        return {
+            "basin_fraction": n_members[rows] / total,
+            "test_error": minima["test_error"].values[rows],
+            "trace": trace[rows],
+            "trace_se": trace_se[rows],
+            "n_members": n_members[rows],
+        }
+
+    columns = columns_of(counted)
     reason = ""
     if not bool(np.all(minima["on_tolerance_plateau"].values)):
         reason = "the count of minima is not on a tolerance plateau"
@@ -92,9 +97,8 @@ def fitting_minima(minima: xr.Dataset, flatness: xr.Dataset, *, fit_threshold: f
             f"{int(counted.sum())} fitting minima with >= {min_members} members "
             f"({int(fits.sum())} fitting in all): a rank correlation needs 4"
         )
-    return dict(
-        columns=columns, n_total=int(total), n_fitting=int(fits.sum()), n_counted=int(counted.sum()), reason=reason
-    )
+    return dict(columns=columns, candidates=columns_of(fits), n_total=int(total), n_fitting=int(fits.sum()),
+                n_counted=int(counted.sum()), reason=reason)
 
 
 def hessian_trace(flatness: xr.Dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -133,22 +137,27 @@ def replicate_statistics(columns: dict) -> dict[str, tuple[float, float]]:
 
 
 def measurement_spread(
-    columns: dict, *, n_total: int, n_test: int, n_draws: int = 400, seed: int = 0
+    columns: dict, *, n_total: int, n_test: int, min_members: int = 0, n_draws: int = 400, seed: int = 0
 ) -> dict[str, float]:
     """How far each statistic of :data:`STATISTICS` moves, on Fisher's scale, when the numbers it
     ranks are measured again: its spread (:func:`robust_spread`) over ``n_draws`` redraws of every minimum's
     member count (binomial over the ``n_total`` members: the basin fraction and the weight),
     test error (binomial over the ``n_test`` test points) and Hessian trace (normal with its
-    ``trace_se``, 0 for an exact trace).
+    ``trace_se``, 0 for an exact trace). ``columns`` hold every minimum that could enter; in each
+    redraw those with at least ``min_members`` members do, so minima near the cut entering and
+    leaving are part of the spread (redraws with fewer than 4 entering give no correlation and
+    are left out).
 
     The rank correlation's own standard error treats these numbers as exact; this spread, added
     in quadrature, brings every measurement noise the study knows of into the replicate's
     interval. Redraws are independent across minima, while the test errors of one replicate
     are measured on one shared test set (their errors correlate, and differences between
     minima are less noisy than that): the spread errs on the wide side. Measurement noise also
-    pulls a correlation towards 0, which can only make a verdict harder. Known answer
+    pulls a correlation towards 0, which can only make a verdict harder. Known answers
     (``tests/test_answer.py``): for test errors it matches the spread over test sets drawn
-    anew for fixed minima, and it vanishes as the test set and the ensemble grow.
+    anew for fixed minima; for member counts, with minima near ``min_members``, the spread
+    over ensembles drawn anew, selection included; it vanishes as the test set and the
+    ensemble grow.
     """
     rng = np.random.default_rng(seed)
     shape = (n_draws, len(columns["basin_fraction"]))
@@ -159,7 +168,9 @@ def measurement_spread(
         "test_error": rng.binomial(n_test, columns["test_error"], size=shape) / n_test,
         "trace": columns["trace"] + columns["trace_se"] * rng.standard_normal(shape),
     }
-    redrawn = [replicate_statistics({key: column[b] for key, column in draws.items()}) for b in range(n_draws)]
+    enters = counts >= min_members
+    redrawn = [replicate_statistics({key: column[b][enters[b]] for key, column in draws.items()})
+               for b in range(n_draws)]
     out = {}
     for name in STATISTICS:
         z = np.array([statistics[name][0] for statistics in redrawn])
@@ -234,9 +245,8 @@ def answer_hypothesis(
                 if entry["reason"]:
                     excluded.append((experiment, replicate.seed, entry["reason"]))
                     continue
-                spread = measurement_spread(
-                    entry["columns"], n_total=entry["n_total"], n_test=replicate.n_test, seed=replicate.seed
-                )
+                spread = measurement_spread(entry["candidates"], n_total=entry["n_total"], n_test=replicate.n_test,
+                                            min_members=min_members, seed=replicate.seed)
                 statistics = replicate_statistics(entry["columns"])
                 correlations[replicate.seed] = (
                     entry["n_counted"], {name: (z, np.hypot(se, spread[name])) for name, (z, se) in statistics.items()},
