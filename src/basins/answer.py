@@ -437,7 +437,8 @@ _LONG_NAMES = {
     "n_replicates": "replicates pooled",
     "n_minima": "fitting minima counted, summed over replicates",
     "measurement_stderr": "root mean square over replicates of the measurement noise's share of a replicate's "
-    "standard error on Fisher's scale (member counts, test errors, Hessian traces measured again)",
+    "standard error on Fisher's scale (member counts, test errors, Hessian traces measured again, minima "
+    "let in at the member cut)",
     "verdict": "supported / contradicted / undecided, from the interval",
     "reason": "why the interval is undefined (empty when it is defined)",
 }
@@ -453,8 +454,15 @@ def answer_markdown(answer: xr.Dataset) -> str:
         f"{answer.attrs['fit_threshold']:g}) and were reached by >= {answer.attrs['min_members']} members, "
         f"pooled over replicates ({answer.attrs['pooling']}); {level} % intervals. Each replicate's error "
         "includes the noise of what it ranks (member counts, test errors on a finite test set, Hessian "
-        "traces), whose share on Fisher's scale is the column `noise`. The verdict comes from "
-        "the interval: supported where it excludes 0 on the side the hypothesis expects.",
+        "traces, and which minima reach the member cut), whose share on Fisher's scale is the column "
+        "`noise`. The verdict comes from the interval: supported where it excludes 0 on the side the "
+        "hypothesis expects.",
+        "",
+        "Basin size, in every `basin_fraction` row, is the share of the experiment's ensemble (members "
+        "started from its initialization distribution and run by its own dynamics) that reached the "
+        "minimum: a Monte Carlo estimate of the basin's probability under that distribution (binomial "
+        "error), not its volume. The Hessian trace is exact where the flatness stage formed the dense "
+        "Hessian, else Hutchinson's estimate with its error.",
         "",
         "Rows `good_minus_bad_<statistic>` compare the shape of the basins (measure_tentacles; "
         "docs/basin_shape.md) of the best and the worst probed fitting minima of each replicate, "
