@@ -17,6 +17,7 @@ from basins.jamming import (
 from basins.jamming_analysis import (
     analyze_jamming,
     binomial_agreement,
+    cover_free_parameters,
     cover_sat_probability,
     fit_small_argument_exponent,
 )
@@ -368,6 +369,38 @@ def test_covers_count_at_known_points():
         cover_sat_probability(sizes, 0)
 
 
+def simulated_capacity_brackets(rng, n_free, sizes, n_seeds):
+    """Each seed's largest SAT and smallest UNSAT size on ``sizes`` for nested random pattern
+    sets: the first P at which a pool stops being separable is drawn from Cover's curve
+    (P(SAT at P) = P(that P is larger))."""
+    sizes = np.asarray(sizes, dtype=float)
+    trial = np.arange(1, 10 * int(sizes.max()))
+    sat_probability = cover_sat_probability(trial, n_free)
+    largest_sat, smallest_unsat = [], []
+    for u in rng.random(n_seeds):
+        capacity = trial[np.argmax(sat_probability < u)]
+        largest_sat.append(sizes[sizes < capacity].max(initial=0))
+        smallest_unsat.append(sizes[sizes >= capacity].min(initial=np.inf))
+    return np.array(largest_sat, float), np.array(smallest_unsat, float)
+
+
+def test_the_fitted_free_parameters_cover_the_true_count_at_their_level():
+    """Known answer: 200 simulated studies of 3 seeds on a 15 % grid, as the default sweep's
+    perceptron is run, N = 30: the 95 % interval holds 30 in about 95 % of them (seed 0: 96 %
+    over 300), about 8 parameters wide; 60 seeds narrow it."""
+    rng = np.random.default_rng(0)
+    grid = np.unique(np.round(16 * 1.15 ** np.arange(14)).astype(int))
+    fits = np.array([cover_free_parameters(*simulated_capacity_brackets(rng, 30, grid, 3)) for _ in range(200)])
+    assert ((fits[:, 1] <= 30) & (30 <= fits[:, 2])).mean() >= 0.9
+    wide = np.median(fits[:, 2] - fits[:, 1])
+    many = cover_free_parameters(*simulated_capacity_brackets(rng, 30, grid, 60))
+    assert many[1] <= 30 <= many[2] and many[2] - many[1] < wide / 2
+    # all SAT: nothing bounds N from above
+    assert np.isinf(cover_free_parameters(np.array([98.0]), np.array([np.inf]))[2])
+    with pytest.raises(ValueError, match="below its smallest UNSAT"):
+        cover_free_parameters(np.array([40.0]), np.array([30.0]))
+
+
 COVER_SIZES = np.array([31, 34, 37, 40, 44, 47, 50, 53])  # around P = 2N = 42, within 2.5 sqrt(N)
 COVER_SEEDS = 60
 
@@ -417,6 +450,10 @@ def test_the_perceptron_is_sat_as_often_as_covers_count_says(cover_analysis):
     n_decided = n_sat + perceptron["unsat_count"].values
     for wrong in (19, 23):
         assert binomial_agreement(n_sat, n_decided, cover_sat_probability(COVER_SIZES, wrong))[1] < 1e-3
+    # The seeds' SAT/UNSAT brackets fix N by maximum likelihood: the interval holds 21, and
+    # not the curves rejected above.
+    low, high = (float(perceptron[f"cover_fitted_free_parameters_{end}"]) for end in ("low", "high"))
+    assert 19 < low <= 21 <= high < 23
     # A minimum of positive loss of a convex perceptron balances the forces of its unsatisfied
     # points, sum_mu Delta_mu y_mu x_mu = 0 (x with a 1 for the bias): in general position that
     # takes at least N + 1 of them (isostaticity).

@@ -46,6 +46,42 @@ def cover_sat_probability(n_train: np.ndarray, n_free: int) -> np.ndarray:
     return stats.binom.cdf(n_free - 1, n_train - 1, 0.5)
 
 
+def cover_free_parameters(
+    largest_sat: np.ndarray, smallest_unsat: np.ndarray, *, confidence: float = 0.95
+) -> tuple[float, float, float]:
+    """The free-parameter count N that Cover's curve gives the runs of perceptrons on random
+    patterns by maximum likelihood, and its likelihood-ratio interval: what the SAT/UNSAT
+    phases fix N to, so their power to tell a wrong N shows as the interval's width.
+
+    Each seed's training sets are nested (the first P points of one pool), so its runs say
+    only that the first P at which its pool stops being separable lies above its largest SAT
+    size a and at or below its smallest UNSAT size b; that has probability F_N(a) - F_N(b),
+    with F_N Cover's P(SAT) (:func:`cover_sat_probability`; F(a) = 1 without a SAT run, a = 0,
+    and F(b) = 0 without an UNSAT run, b = inf). The log-likelihood summed over seeds is
+    profiled over every N from 1 to four times the largest size; the interval holds the N
+    within chi2_1(confidence) / 2 of its maximum. Returns ``(N, low, high)``; ``N`` nan and
+    ``high`` inf when no UNSAT run bounds N from above.
+    """
+    a, b = np.asarray(largest_sat, dtype=float), np.asarray(smallest_unsat, dtype=float)
+    if a.shape != b.shape or not a.size or np.any(a >= b):
+        raise ValueError("each seed needs its largest SAT size below its smallest UNSAT size")
+    candidates = np.arange(1, int(4 * np.nanmax(np.r_[a, b[np.isfinite(b)]])) + 2)
+
+    def sat_probability(sizes, n_free):
+        known = (sizes >= 1) & np.isfinite(sizes)
+        values = np.where(sizes < 1, 1.0, 0.0)
+        values[known] = cover_sat_probability(sizes[known].astype(np.int64), n_free)
+        return values
+
+    with np.errstate(divide="ignore"):
+        log_likelihood = np.array([np.log(sat_probability(a, n) - sat_probability(b, n)).sum() for n in candidates])
+    inside = candidates[log_likelihood >= log_likelihood.max() - stats.chi2.ppf(confidence, 1) / 2]
+    best = candidates[np.argmax(log_likelihood)]
+    if best == candidates[-1] or not np.isfinite(b).any():  # the likelihood rises to a plateau in N
+        return float("nan"), float(inside.min()), float("inf")
+    return float(best), float(inside.min()), float(inside.max())
+
+
 def binomial_agreement(n_sat: np.ndarray, n_decided: np.ndarray, probability: np.ndarray) -> tuple[np.ndarray, float]:
     """Two-sided exact binomial p-value of ``n_sat`` successes in ``n_decided`` trials at each
     ``probability``, and the Bonferroni family p-value (the smallest times the number of
@@ -174,7 +210,7 @@ def analyze_jamming(
     depths = np.array(sorted(set(network_depth.tolist())))
     result = xr.Dataset(
         {
-            **_phase_variables(cube, on_perceptrons=network_depth == 0),
+            **_phase_variables(cube, transitions["capacity"], on_perceptrons=network_depth == 0),
             **_transition_variables(transitions, ratio_star, cube["n_weights"], network_depth, depths),
             **_delta_variables(deltas),
         },
@@ -249,13 +285,16 @@ def _transitions(runs, placement, n_networks, n_seeds):
     bracket = np.full((n_networks, n_seeds, 2), np.nan)
     n_fine = np.zeros((n_networks, n_seeds), dtype=np.int64)
     phase_total = np.zeros((n_networks, len(PHASE_VALUES)), dtype=np.int64)
+    capacity = np.full((n_networks, n_seeds, 2), [0.0, np.inf])  # largest SAT, smallest UNSAT size
     for run, (i, k) in zip(runs, placement):
         n_train, run_phase = run["n_train"].values, run["phase"].values
         transition[i, k] = transition_size(n_train, run_phase)
         bracket[i, k] = transition_bracket(n_train, run_phase)
+        sizes = n_train.astype(float)
+        capacity[i, k] = (sizes[run_phase == SAT].max(initial=0), sizes[run_phase == UNSAT].min(initial=np.inf))
         n_fine[i, k] = run.sizes["member"] - _grid_members(run).sizes["member"]
         phase_total[i] += [(run_phase == value).sum() for value in PHASE_VALUES]
-    return dict(transition_size=transition, bracket=bracket, n_fine=n_fine, phase_total=phase_total)
+    return dict(transition_size=transition, bracket=bracket, n_fine=n_fine, phase_total=phase_total, capacity=capacity)
 
 
 def _delta_statistics(runs, placement, transition, n_networks, delta_tol, *, n_bins, fit_quantile, min_count):
@@ -295,7 +334,7 @@ def _delta_statistics(runs, placement, transition, n_networks, delta_tol, *, n_b
     )
 
 
-def _phase_variables(cube, *, on_perceptrons):
+def _phase_variables(cube, capacity, *, on_perceptrons):
     """The cube's variables, the runs per phase and size, the SAT fraction and Cover's curve."""
     axes = ("network", "train_size", "seed")
     phase = np.nan_to_num(cube["grid"]["phase"], nan=UNDECIDED_PHASE).astype(np.int8)
@@ -304,7 +343,7 @@ def _phase_variables(cube, *, on_perceptrons):
     with np.errstate(invalid="ignore", divide="ignore"):
         sat_fraction = n_sat / (n_sat + n_unsat)
     cover = _cover_columns(
-        cube["sizes"], n_sat, n_sat + n_unsat, n_free=cube["n_free"],
+        cube["sizes"], n_sat, n_sat + n_unsat, capacity, n_free=cube["n_free"],
         calibrated=cube["on_random_patterns"] & on_perceptrons,
     )
     return {
@@ -325,6 +364,11 @@ def _phase_variables(cube, *, on_perceptrons):
         "cover_family_p_value": ("network", cover["family_p_value"], variable_attrs(
             "Bonferroni p-value of the SAT fraction against Cover's curve over all P "
             "(reject below the false-alarm rate)")),
+        **{f"cover_fitted_free_parameters{suffix}": ("network", cover["fitted"][:, k], variable_attrs(
+            f"{what} of the free parameters that Cover's curve gives the seeds' SAT/UNSAT brackets "
+            "(maximum likelihood, nested training sets; cover_free_parameters)"))
+           for k, (suffix, what) in enumerate((("", "estimate"), ("_low", "95 % interval, lower end"),
+                                               ("_high", "95 % interval, upper end")))},
     }
 
 
@@ -383,16 +427,21 @@ def _delta_variables(deltas):
     }
 
 
-def _cover_columns(sizes, n_sat, n_decided, *, n_free, calibrated):
-    """Cover's curve, the binomial p-values and the family p-value of the networks that have
-    one (``calibrated``: perceptrons on random patterns); nan elsewhere."""
+def _cover_columns(sizes, n_sat, n_decided, capacity, *, n_free, calibrated):
+    """Cover's curve, the binomial p-values, the family p-value and the fitted free parameters
+    (from each seed's ``capacity`` bracket) of the networks that have one (``calibrated``:
+    perceptrons on random patterns); nan elsewhere."""
     probability = np.full(n_sat.shape, np.nan)
     p_value = np.full(n_sat.shape, np.nan)
     family_p_value = np.full(len(n_free), np.nan)
+    fitted = np.full((len(n_free), 3), np.nan)
     for i in np.flatnonzero(calibrated):
         probability[i] = cover_sat_probability(sizes, int(n_free[i]))
         p_value[i], family_p_value[i] = binomial_agreement(n_sat[i], n_decided[i], probability[i])
-    return {"probability": probability, "p_value": p_value, "family_p_value": family_p_value}
+        seeds = (capacity[i, :, 0] > 0) | np.isfinite(capacity[i, :, 1])  # a seed with a decided run
+        if seeds.any():
+            fitted[i] = cover_free_parameters(capacity[i, seeds, 0], capacity[i, seeds, 1])
+    return {"probability": probability, "p_value": p_value, "family_p_value": family_p_value, "fitted": fitted}
 
 
 _GRID_VARIABLES = {

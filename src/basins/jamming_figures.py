@@ -160,6 +160,14 @@ def figure_jamming_test_error(jamming: xr.Dataset, *, title: str) -> plt.Figure:
     return fig
 
 
+def _fitted_free_parameters(network: xr.Dataset) -> str:
+    """The free parameters the SAT/UNSAT brackets fix, as a legend's words ("" where not fitted)."""
+    if "cover_fitted_free_parameters_low" not in network:
+        return ""
+    low, high = (float(network[f"cover_fitted_free_parameters_{end}"]) for end in ("low", "high"))
+    return f"; fitted N in [{low:.0f}, {high:.0f}]" if np.isfinite(low) else ""
+
+
 def figure_jamming_cover(jamming: xr.Dataset, *, title: str) -> plt.Figure:
     """The calibration: SAT fraction of perceptrons on random patterns against P, with 95 %
     Wilson intervals over seeds, beside Cover's exact P(SAT) for N free parameters (1965)."""
@@ -178,7 +186,8 @@ def figure_jamming_cover(jamming: xr.Dataset, *, title: str) -> plt.Figure:
         fraction = n_sat[shown] / n_decided[shown]
         ax.errorbar(
             sizes[shown] / n_free, fraction, yerr=(fraction - low, high - fraction), fmt="o", ms=3, color=color,
-            capsize=2, lw=0.8, label=f"measured, N={n_free} (family p = {float(network['cover_family_p_value']):.2g})",
+            capsize=2, lw=0.8, label=f"measured, N={n_free} (family p = {float(network['cover_family_p_value']):.2g}"
+            f"{_fitted_free_parameters(network)})",
         )
         dense = np.arange(1, int(sizes.max()) + 1)
         ax.plot(dense / n_free, cover_sat_probability(dense, n_free), color=color, lw=1, label=f"Cover, N={n_free}")
