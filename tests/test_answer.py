@@ -347,6 +347,18 @@ def test_the_sensitivity_table_repeats_the_answer_at_each_choice_of_thresholds()
     assert int(row["sensitivity_n_minima"][1]) == 0 and int(row["sensitivity_n_minima"][3]) == 0  # no basin that large
     page = answer_markdown(answer)
     assert "Sensitivity to the thresholds" in page and "fit <= 0.015, >= 10 members" in page
+    assert str(row["sensitivity_agreement"].item()) in ("stable", "verdict changes", "sign changes")
+    assert "across thresholds" in page
+
+
+def test_threshold_agreement_says_where_the_sign_or_the_verdict_rests_on_the_thresholds():
+    from basins.answer import threshold_agreement
+
+    estimates = np.array([[0.2, 0.3, np.nan], [0.2, -0.1, 0.4], [0.5, 0.6, 0.7], [np.nan, np.nan, np.nan]])
+    verdicts = np.array([["undecided"] * 3, ["undecided"] * 3, ["supported", "undecided", "supported"],
+                         ["undecided"] * 3])
+    np.testing.assert_array_equal(threshold_agreement(estimates, verdicts),
+                                  ["stable", "sign changes", "verdict changes", "none"])
 
 
 def test_the_measurement_spread_is_not_set_by_redraws_whose_ranks_line_up_perfectly():

@@ -303,10 +303,16 @@ def answer_sensitivity(
         for fit, members in settings
     ]
     names = ("estimate", "low", "high", "verdict", "n_minima", "n_replicates")
+    columns = {name: np.stack([table[name].values for table in tables], axis=1) for name in names}
     return xr.Dataset(
-        {f"sensitivity_{name}": (("row", "setting"), np.stack([table[name].values for table in tables], axis=1),
-                                 variable_attrs(f"{_LONG_NAMES[name]}, at each setting of the thresholds"))
-         for name in names},
+        {
+            **{f"sensitivity_{name}": (("row", "setting"), values,
+                                       variable_attrs(f"{_LONG_NAMES[name]}, at each setting of the thresholds"))
+               for name, values in columns.items()},
+            "sensitivity_agreement": ("row", threshold_agreement(columns["estimate"], columns["verdict"]),
+                                      variable_attrs("whether the settings agree: stable, verdict changes, sign "
+                                                     "changes, or none (no setting has an estimate)")),
+        },
         coords={
             "setting": ("setting", np.arange(len(settings)), variable_attrs("a choice of the thresholds")),
             "setting_fit_threshold": ("setting", np.array([fit for fit, _ in settings], dtype=np.float64),
@@ -315,6 +321,24 @@ def answer_sensitivity(
                                     variable_attrs("min_members of the setting")),
         },
     )
+
+
+def threshold_agreement(estimates: np.ndarray, verdicts: np.ndarray) -> np.ndarray:
+    """Per row of ``(row, setting)`` estimates and verdicts, whether the settings that give an
+    estimate agree: "sign changes" where estimates of both signs occur, else "verdict changes"
+    where the verdicts differ, else "stable"; "none" where no setting gives an estimate. A row
+    that is not stable rests on the choice of thresholds, whatever its verdict."""
+    out = []
+    for estimate, verdict in zip(estimates, verdicts):
+        finite = np.isfinite(estimate)
+        signs = set(np.sign(estimate[finite]).tolist())
+        if not finite.any():
+            out.append("none")
+        elif {-1.0, 1.0} <= signs:
+            out.append("sign changes")
+        else:
+            out.append("verdict changes" if len(set(verdict[finite].tolist())) > 1 else "stable")
+    return np.array(out)
 
 
 def _pooled_row(per_replicate, seeds, name, sign, confidence, to_scale, bounds=(-np.inf, np.inf)):
@@ -470,8 +494,9 @@ def answer_markdown(answer: xr.Dataset) -> str:
         "pooled on the statistic's own scale: > 0 where good basins reach further, leave and re-enter "
         "more, and are found again further out; < 0 for the thickness ratio (thin tentacles).",
         "",
-        "| family | experiment | N | statistic | expected | pooled | interval | noise | replicates (over) | minima | verdict |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| family | experiment | N | statistic | expected | pooled | interval | noise | replicates (over) | minima | verdict |"
+        + (" across thresholds |" if "sensitivity_agreement" in answer else ""),
+        "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if "sensitivity_agreement" in answer else ""),
     ]
     for row in range(answer.sizes["row"]):
         r = answer.isel(row=row)
@@ -481,6 +506,7 @@ def answer_markdown(answer: xr.Dataset) -> str:
             f"{'<' if int(r.expected_sign) < 0 else '>'} 0 | {float(r.estimate):+.2f} | {interval} | "
             f"{'' if np.isnan(float(r.measurement_stderr)) else format(float(r.measurement_stderr), '.2f')} | "
             f"{int(r.n_replicates)} ({r.replicates_over.item()}) | {int(r.n_minima)} | {r.verdict.item()} |"
+            + (f" {r.sensitivity_agreement.item()} |" if "sensitivity_agreement" in answer else "")
         )
     if "setting" in answer.dims:
         lines += _sensitivity_lines(answer)
@@ -504,7 +530,8 @@ def _sensitivity_lines(answer):
         "Sensitivity to the thresholds: every row again with other choices of `fit_threshold` and "
         "`min_members` (each cell: pooled estimate, interval, verdict; minima counted over replicates). "
         "The verdict is the one at the configured thresholds above: among several settings one may be "
-        "decided by chance, and a row whose sign changes across them is fragile.",
+        "decided by chance, and a row whose sign changes across them is fragile (the column `across "
+        "thresholds` of the table above).",
         "",
         "| experiment | statistic | " + " | ".join(settings) + " |",
         "|---|---|" + "---|" * len(settings),
