@@ -209,9 +209,9 @@ def connect_minima(
         ``pair_budget_spent``, ``pair_images_spent``, ``pair_descent_undecided``. Per band: ``band_pair``,
         ``band_end_minimum (band, end)``, ``band_n_images``, ``band_energy (band, image)`` and
         ``band_arclength`` (NaN past the band's images), ``band_status``, ``band_steps``,
-        ``band_fell_back``,
-        ``n_band_maxima``, ``n_band_end_peaks``, ``band_outcome``, ``band_merge_refused``. Per
-        refined maximum (dim ``transition_state``): ``ts_band``, ``ts_from_end_segment``, ``ts_theta``, ``ts_energy``, ``ts_grad_norm``, ``ts_index``,
+        ``band_fell_back``, ``n_band_maxima``, ``n_band_end_peaks``, ``band_outcome``,
+        ``band_merge_refused``. Per refined maximum (dim ``transition_state``): ``ts_band``,
+        ``ts_from_end_segment``, ``ts_theta``, ``ts_energy``, ``ts_grad_norm``, ``ts_index``,
         ``ts_converged``, ``connected_minimum (transition_state, end)``, ``barrier``,
         ``ts_duplicate_of`` and ``is_edge`` (a verified, first-found transition state between
         two distinct minima). Attributes ``funnel_fraction``, ``n_edges``, ``n_merged``,
@@ -352,8 +352,9 @@ def _connect_pairs(pairs, catalog, connector):
         relaxed = [band for band in bands if band["status"] != DIVERGED]
         saddles = _refine_band_maxima(relaxed, connector)
         _name_saddle_minima(saddles, catalog, connector)
-        joined = {id(s["band"]) for s in saddles if s["is_edge"]}
-        _check_bands_without_maxima([b for b in relaxed if not b["n_maxima"] and id(b) not in joined], catalog,
+        # Bands with neither an interior maximum nor an edge from an end segment: drained.
+        with_edge = {id(s["band"]) for s in saddles if s["is_edge"]}
+        _check_bands_without_maxima([b for b in relaxed if not b["n_maxima"] and id(b) not in with_edge], catalog,
                                     connector)
         queue = [gap for band in bands for gap in _next_gaps(band, saddles, catalog, connector)] + deferred
         for band in bands:
