@@ -271,6 +271,47 @@ def test_a_band_that_misses_a_narrow_barrier_is_retried_with_more_images():
     assert_narrow_well_saddle(resolved)
 
 
+def shoulder(points):
+    """One minimum, at the origin; f_x = x (x - 1)^2 >= 0 for x > 0, so (1, 0) is a flat
+    inflection (a shoulder), not a minimum, and there is no saddle anywhere."""
+    x, y = points[:, 0], points[:, 1]
+    return x**4 / 4 - 2 * x**3 / 3 + x**2 / 2 + y**2
+
+
+@pytest.mark.parametrize("shoulder_x", [1.0, 1.0009])
+def test_a_catalog_entry_on_a_shoulder_gives_no_edge(shoulder_x):
+    # The end segment toward the shoulder refines to a point of gradient 5e-7 and curvature
+    # -1.4e-3, "index 1", whose descents name the two entries; it lies 1e-10 below the
+    # shoulder, and a transition state lies above both minima it joins, so it is no edge (an
+    # independent referee's case). The shoulder stays where its own descent leaves it: apart.
+    ends = np.array([[0.0, 0.0], [shoulder_x, 0.0]])
+    graph = connect_minima(
+        ends, shoulder(torch.as_tensor(ends)).numpy(), shoulder, align=lambda r, t: t,
+        descend_from=descend_on(shoulder, lr=0.05, grad_tol=1e-6), assign=assign_within(1e-2),
+        n_images=4, band_force_tol=1e-6, n_levels=5,
+    )
+    assert graph.attrs["n_edges"] == 0 and graph.attrs["n_merged"] == 0
+    np.testing.assert_array_equal(graph["pair_outcome"], [PAIR_UNCONNECTED])
+
+
+def test_one_saddle_found_twice_is_one_edge_whatever_minima_its_descents_named():
+    from basins.connectivity import _duplicate_transition_states
+
+    # Saddles 0 and 1 are one point up to the symmetry x -> -x, named to other minima (a kick off
+    # a higher saddle on the way down); saddle 2 has their energy but lies elsewhere; saddle 3
+    # repeats saddle 2's minima at its energy.
+    theta = np.array([[1.0, 2.0], [-1.0, -2.0], [5.0, 0.0], [5.0, 1e-3]])
+    energy = np.array([0.3, 0.3, 0.3, 0.3])
+    connected = np.array([[0, 3], [2, 3], [1, 4], [4, 1]])
+
+    def same_point(reference, other):
+        nearest = min((other, -other), key=lambda image: np.linalg.norm(image - reference))
+        return np.linalg.norm(nearest - reference) <= 1e-2
+
+    np.testing.assert_array_equal(
+        _duplicate_transition_states(connected, energy, np.ones(4, bool), theta, same_point), [-1, 0, -1, 2])
+
+
 def tilted_washboard(points, depth=1e-4, period=40.0):
     """Minima near x = k period, saddles near (k + 1/2) period, each step down by depth / 2: a
     landscape as flat as a network's near its saddles (curvature at the saddle -1.2e-7)."""

@@ -242,7 +242,12 @@ def connect_minima(
     log.info("%d minima, %d pairs to connect", len(theta), len(pairs))
     catalog = _Catalog(theta, minimum_energy)
     record = _connect_pairs(pairs, catalog, connector)
-    return _graph_dataset(pairs, distance, catalog, record, n_levels)
+
+    def same_point(reference, theta):
+        """Two refined saddles closer, up to symmetry, than the descents' displacement are one."""
+        return np.linalg.norm(align(reference, theta) - reference) <= displacement
+
+    return _graph_dataset(pairs, distance, catalog, record, n_levels, same_point)
 
 
 def _check_connection(theta, *, max_dense_params, max_image_doublings, max_bands_per_pair, end_segment_points):
@@ -419,7 +424,7 @@ def _refine_band_maxima(bands, connector):
 
 def _name_saddle_minima(saddles, catalog, connector):
     """The minima each index-1 saddle joins, near end first (``connected``), from descents a
-    displacement along its mode; ``is_edge`` where they are two distinct minima."""
+    displacement along its mode; ``is_edge`` where they are two distinct minima, both below it."""
     for saddle in saddles:
         saddle["connected"], saddle["is_edge"] = (UNASSIGNED, UNASSIGNED), False
     verified = [s for s in saddles if s["converged"] and s["index"] == 1 and np.isfinite(s["energy"])]
@@ -433,6 +438,12 @@ def _name_saddle_minima(saddles, catalog, connector):
     for saddle, (near, far) in zip(verified, labels):
         saddle["connected"] = (near, far)
         saddle["is_edge"] = bool(near >= 0 and far >= 0 and catalog.root(near) != catalog.root(far))
+        # A transition state lies above both minima it joins; one that does not sits on a shoulder
+        # (a catalog entry that is no minimum), whatever its gradient and index say.
+        if saddle["is_edge"] and not saddle["energy"] > catalog.energy[[near, far]].max():
+            log.warning("a verified saddle at energy %.10g is not above both minima it joins (%d, %d): no edge",
+                        saddle["energy"], near, far)
+            saddle["is_edge"] = False
         if saddle["is_edge"]:
             catalog.join(near, far)
 
@@ -534,7 +545,7 @@ def _descend_to_minima(points, catalog, connector, grad_tol=None):
     return np.array([catalog.root(label) for label in labels], dtype=np.int64)
 
 
-def _graph_dataset(pairs, distance, catalog, record, n_levels):
+def _graph_dataset(pairs, distance, catalog, record, n_levels, same_point):
     """The distinct minima, the pairs' outcomes, every band and refined maximum, and the
     disconnectivity graph of the verified transition states."""
     distinct, merged, index, roots = _distinct_minima(catalog)
@@ -545,7 +556,7 @@ def _graph_dataset(pairs, distance, catalog, record, n_levels):
         return np.where(rows >= 0, index[roots[np.maximum(rows, 0)]], UNASSIGNED)
 
     energy = catalog.energy[distinct]
-    ts = _transition_state_variables(record["ts"], energy, final, catalog.theta.shape[1])
+    ts = _transition_state_variables(record["ts"], energy, final, catalog.theta.shape[1], same_point)
     is_edge = ts["is_edge"][1]
     edges, edge_energy = ts["connected_minimum"][1][is_edge], ts["ts_energy"][1][is_edge]
     levels = _levels(energy, edge_energy, n_levels)
@@ -678,20 +689,27 @@ def _band_variables(bands, final):
     }
 
 
-def _transition_state_variables(ts, minimum_energy, final, n_params):
+def _transition_state_variables(ts, minimum_energy, final, n_params, same_point):
     """Per refined maximum: where it is, what it is, the minima it joins and whether it is an edge."""
     values = lambda key, dtype=float: np.array([s[key] for s in ts], dtype=dtype)  # noqa: E731
     energy = values("energy")
     connected = final(np.array([s["connected"] for s in ts], dtype=np.int64).reshape(-1, 2))
     is_edge = values("is_edge", bool) & (connected[:, 0] != connected[:, 1])
-    duplicate_of = _duplicate_transition_states(connected, energy, is_edge)
+    theta = values("theta").reshape(-1, n_params)
+    duplicate_of = _duplicate_transition_states(connected, energy, is_edge, theta, same_point)
+    named_otherwise = np.array([k_dup >= 0 and sorted(connected[k]) != sorted(connected[k_dup])
+                                for k, k_dup in enumerate(duplicate_of)], dtype=bool)
+    for k in np.flatnonzero(named_otherwise):
+        log.warning("transition state %d is %d found again, its descents naming minima %s instead of %s: which "
+                    "minima this saddle joins is not decided by the landscape alone (a descent stopped at a "
+                    "saddle and was kicked off it)", k, duplicate_of[k], connected[k].tolist(),
+                    connected[duplicate_of[k]].tolist())
     barrier = np.where(connected >= 0, energy[:, None] - minimum_energy[np.maximum(connected, 0)], np.nan)
     return {
         "ts_band": _variable("transition_state", values("band", np.int64), "band whose maximum was refined"),
         "ts_from_end_segment": _variable("transition_state", values("from_end_segment", bool),
                                          "refined from the highest point of an end segment, not an image"),
-        "ts_theta": _variable(("transition_state", "param"), values("theta").reshape(-1, n_params),
-                              "transition state parameters"),
+        "ts_theta": _variable(("transition_state", "param"), theta, "transition state parameters"),
         "ts_energy": _variable("transition_state", energy, "energy of the refined maximum"),
         "ts_grad_norm": _variable("transition_state", values("grad_norm"), "gradient norm at it"),
         "ts_index": _variable("transition_state", values("index", np.int64), "negative Hessian eigenvalues at it"),
@@ -701,31 +719,36 @@ def _transition_state_variables(ts, minimum_energy, final, n_params):
         "barrier": _variable(("transition_state", "end"), barrier, "transition state energy minus that minimum's"),
         "ts_duplicate_of": _variable("transition_state", duplicate_of,
                                      "earlier transition state it repeats (-1: first found)"),
+        "ts_duplicate_named_otherwise": _variable(
+            "transition_state", named_otherwise,
+            "a repeat of an earlier transition state whose descents named other minima (kick-dependent)"),
         "is_edge": _variable("transition_state", is_edge & (duplicate_of < 0),
                              "verified index-1 saddle between two distinct minima, first found"),
     }
 
 
-#: Two verified transition states between the same minima are one when their energies agree to
-#: this relative tolerance. A saddle refined to gradient g lies ~g / |lambda| from the true one,
-#: its energy off by ~g^2 / (2 |lambda|) (lambda its negative eigenvalue): ~1e-7 relative at the
-#: flattest saddles of the default study, near this tolerance, though repeats found there agree
-#: to 5e-10 (an independent referee, session 21); a tolerance per pair from g and lambda is open.
+#: Two verified transition states are one when their energies agree to this relative tolerance
+#: and they join the same minima or lie within the descents' displacement of each other up to
+#: symmetry (the same saddle, whose descents a kick off a higher saddle sent to other minima). A
+#: saddle refined to gradient g lies ~g / |lambda| from the true one, its energy off by
+#: ~g^2 / (2 |lambda|) (lambda its negative eigenvalue): ~1e-7 relative at the flattest saddles of
+#: the default study, near this tolerance, though repeats found there agree to 5e-10 (an
+#: independent referee, session 21); a tolerance per pair from g and lambda is open.
 SAME_SADDLE_RTOL = 1e-7
 
 
-def _duplicate_transition_states(connected, ts_energy, is_edge):
-    """For each refined maximum, the first earlier edge between the same two minima at the same
-    energy, -1 where none."""
+def _duplicate_transition_states(connected, ts_energy, is_edge, theta, same_point):
+    """For each refined maximum, the first earlier edge at the same energy that joins the same
+    two minima or is the same point up to symmetry (``same_point``), -1 where none."""
     duplicate_of = np.full(len(ts_energy), UNASSIGNED, dtype=np.int64)
-    first = {}
+    first = []
     for k in np.flatnonzero(is_edge):
-        key = tuple(sorted(connected[k]))
-        match = [j for j in first.get(key, []) if np.isclose(ts_energy[j], ts_energy[k], rtol=SAME_SADDLE_RTOL, atol=0)]
+        match = [j for j in first if np.isclose(ts_energy[j], ts_energy[k], rtol=SAME_SADDLE_RTOL, atol=0)
+                 and (sorted(connected[j]) == sorted(connected[k]) or same_point(theta[j], theta[k]))]
         if match:
             duplicate_of[k] = match[0]
         else:
-            first.setdefault(key, []).append(k)
+            first.append(k)
     return duplicate_of
 
 
