@@ -13,7 +13,8 @@ better (and are flatter) than those with small basins. For every landscape famil
 
 Each replicate's standard error is the rank correlation's own (1.03 / sqrt(n - 3)) and the
 noise of the numbers it ranks (member counts, test errors on a finite test set, Hutchinson
-traces, and which minima reach ``min_members``; :func:`measurement_spread`) in quadrature. Correlations are pooled on Fisher's scale over replicates (:func:`basins.stats.pool_replicates`:
+traces, and which minima reach ``min_members``; :func:`measurement_spread`) in quadrature.
+Correlations are pooled on Fisher's scale over replicates (:func:`basins.stats.pool_replicates`:
 DerSimonian-Laird between-replicate variance, Hartung-Knapp interval) and taken back to a
 correlation. The verdict of a row (``supported`` / ``contradicted`` / ``undecided``) follows
 from its interval alone (:func:`basins.stats.verdict`). Experiments and replicates that cannot
