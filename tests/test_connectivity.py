@@ -30,7 +30,8 @@ def descend_on(potential, lr=1e-3, grad_tol=1e-4, dynamics="fire"):
             dtype=torch.float64, chunk=64, run_id=("test_connectivity",), progress_every_s=1e9,
         )
         endpoints = out.final_theta
-        return endpoints, potential(torch.as_tensor(endpoints)).numpy(), out.status == CONVERGED
+        kicked = np.zeros(len(points), dtype=bool)  # no saddle escapes in these descents
+        return endpoints, potential(torch.as_tensor(endpoints)).numpy(), out.status == CONVERGED, kicked
 
     return descend_from
 
@@ -341,8 +342,31 @@ def test_descents_from_a_flat_saddle_reach_the_minima_it_joins():
 
 def descend_on_lennard_jones(points, tolerance=None):
     """FIRE to gradient norm 1e-6 (or ``tolerance``), endpoints centred."""
-    endpoints, energies, converged = descend_on(lennard_jones.energy, lr=1e-2, grad_tol=1e-6)(points, tolerance)
-    return lennard_jones.canonicalize(endpoints), energies, converged
+    endpoints, energies, converged, kicked = descend_on(lennard_jones.energy, lr=1e-2, grad_tol=1e-6)(points, tolerance)
+    return lennard_jones.canonicalize(endpoints), energies, converged, kicked
+
+
+def test_an_edge_whose_descent_was_kicked_off_a_saddle_says_so(muller_brown):
+    # A descent that stopped at a higher saddle and was moved off it reached its minimum by the
+    # kick's choice: the transition state records it (here every descent from the first band's
+    # saddles is declared kicked, the others not).
+    plain = descend_on(muller_brown)
+    calls = []
+
+    def descend_from(points, tolerance=None):
+        endpoints, energies, converged, _ = plain(points, tolerance)
+        calls.append(len(points))
+        return endpoints, energies, converged, np.full(len(points), len(calls) == 1)
+
+    mb = muller_brown
+    graph = connect_minima(
+        mb.minima[[0, 1, 2]], mb.minimum_energy[[0, 1, 2]], mb, align=lambda reference, theta: theta,
+        descend_from=descend_from, assign=assign_within(1e-3), spring=100.0, band_dynamics="fire", band_lr=1e-3,
+        band_force_tol=1e-3, band_climb_tol=1.0, ts_grad_tol=1e-8, n_images=12, n_levels=20,
+    )
+    verified = (graph["ts_index"].values == 1) & graph["ts_converged"].values
+    assert graph["ts_descent_kicked"].values[verified].all()  # one round: the first call named them all
+    assert not graph["ts_descent_kicked"].values[~verified].any()
 
 
 def test_lj7_connection_finds_the_published_minima_and_the_reference_saddles():

@@ -51,10 +51,12 @@ log = logging.getLogger(__name__)
 
 #: ``align(reference (param,), theta (param,)) -> theta`` in the symmetry frame nearest the reference.
 Align = Callable[[np.ndarray, np.ndarray], np.ndarray]
-#: ``descend_from(points (n, param), grad_tol) -> (endpoints, energies, converged)``: steepest
-#: descent from each point, stopped at gradient norm ``grad_tol`` (None: the descent's own
-#: tolerance); endpoints in the catalog's canonical frame.
-Descend = Callable[[np.ndarray, float | None], tuple[np.ndarray, np.ndarray, np.ndarray]]
+#: ``descend_from(points (n, param), grad_tol) -> (endpoints, energies, converged, kicked)``:
+#: steepest descent from each point, stopped at gradient norm ``grad_tol`` (None: the descent's
+#: own tolerance); endpoints in the catalog's canonical frame; ``kicked`` where the descent
+#: stopped at a saddle and was moved off it (then the kick, not the landscape alone, chose the
+#: minimum reached).
+Descend = Callable[[np.ndarray, float | None], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
 #: ``assign(endpoints, energies, minima_theta, minima_energy) -> (n,)``: the minimum each endpoint
 #: is, by the catalog's own criterion, -1 where none.
 Assign = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
@@ -213,9 +215,11 @@ def connect_minima(
         ``band_merge_refused``. Per refined maximum (dim ``transition_state``): ``ts_band``,
         ``ts_from_end_segment``, ``ts_theta``, ``ts_energy``, ``ts_grad_norm``, ``ts_index``,
         ``ts_converged``, ``connected_minimum (transition_state, end)``, ``barrier``,
-        ``ts_duplicate_of`` and ``is_edge`` (a verified, first-found transition state between
-        two distinct minima). Attributes ``funnel_fraction``, ``n_edges``, ``n_merged``,
-        ``n_unconnected``, ``n_top_components``.
+        ``ts_descent_kicked``, ``ts_duplicate_of``, ``ts_duplicate_named_otherwise`` and
+        ``is_edge`` (a verified, first-found transition state between two distinct minima).
+        Attributes ``funnel_fraction``, ``n_edges``, ``n_merged``, ``n_unconnected``,
+        ``n_top_components``, ``n_kicked_edges`` (edges one of whose minima a kick off a higher
+        saddle chose: ``ts_descent_kicked``).
 
     References
     ----------
@@ -426,7 +430,7 @@ def _name_saddle_minima(saddles, catalog, connector):
     """The minima each index-1 saddle joins, near end first (``connected``), from descents a
     displacement along its mode; ``is_edge`` where they are two distinct minima, both below it."""
     for saddle in saddles:
-        saddle["connected"], saddle["is_edge"] = (UNASSIGNED, UNASSIGNED), False
+        saddle["connected"], saddle["is_edge"], saddle["kicked"] = (UNASSIGNED, UNASSIGNED), False, False
     verified = [s for s in saddles if s["converged"] and s["index"] == 1 and np.isfinite(s["energy"])]
     if not verified:
         return
@@ -434,9 +438,9 @@ def _name_saddle_minima(saddles, catalog, connector):
     back = [s["theta"] - s["forward"] * step * s["mode"] for s in verified]
     ahead = [s["theta"] + s["forward"] * step * s["mode"] for s in verified]
     grad_tol = _tolerance_below_start(min(abs(s["lowest_eigenvalue"]) for s in verified) * step, connector.descent_tol)
-    labels = _descend_to_minima(np.array(back + ahead), catalog, connector, grad_tol).reshape(2, -1).T
-    for saddle, (near, far) in zip(verified, labels):
-        saddle["connected"] = (near, far)
+    labels, kicked = _descend_to_minima(np.array(back + ahead), catalog, connector, grad_tol)
+    for saddle, (near, far), kick in zip(verified, labels.reshape(2, -1).T, kicked.reshape(2, -1).any(0)):
+        saddle["connected"], saddle["kicked"] = (near, far), bool(kick)
         saddle["is_edge"] = bool(near >= 0 and far >= 0 and catalog.root(near) != catalog.root(far))
         # A transition state lies above both minima it joins; one that does not sits on a shoulder
         # (a catalog entry that is no minimum), whatever its gradient and index say.
@@ -472,7 +476,7 @@ def _check_bands_without_maxima(flat, catalog, connector):
         inward = [images[1] - images[0], images[-2] - images[-1]]
         inward = [step / max(np.linalg.norm(step), 1e-300) * connector.displacement for step in inward]
         points.append(np.vstack([images[0] + inward[0], images[1:-1], images[-1] + inward[1], images[0], images[-1]]))
-    labels = np.split(_descend_to_minima(np.concatenate(points), catalog, connector), len(flat))
+    labels = np.split(_descend_to_minima(np.concatenate(points), catalog, connector)[0], len(flat))
     for band, reached in zip(flat, labels):
         drained, from_ends = reached[:-2], reached[-2:]
         band["image_minima"] = [catalog.root(label) for label in drained]
@@ -521,8 +525,9 @@ def _next_gaps(band, saddles, catalog, connector):
 
 def _descend_to_minima(points, catalog, connector, grad_tol=None):
     """Catalog row (of the minimum itself, merges resolved) reached from each point, -1 where
-    the descent did not converge; endpoints the catalog lacks are added to it."""
-    endpoints, energies, converged = connector.descend_from(points, grad_tol)
+    the descent did not converge, and whether a kick off a saddle was taken on the way;
+    endpoints the catalog lacks are added to it."""
+    endpoints, energies, converged, kicked = connector.descend_from(points, grad_tol)
     if not converged.all():
         log.warning("%d of %d descents did not converge: their minima are unknown (-1)", int((~converged).sum()),
                     len(points))
@@ -542,7 +547,7 @@ def _descend_to_minima(points, catalog, connector, grad_tol=None):
             labels[rest[match == 0]] = labels[first]
     if len(catalog) > n_before:
         log.info("descents found %d minima not in the catalog", len(catalog) - n_before)
-    return np.array([catalog.root(label) for label in labels], dtype=np.int64)
+    return np.array([catalog.root(label) for label in labels], dtype=np.int64), np.asarray(kicked, dtype=bool)
 
 
 def _graph_dataset(pairs, distance, catalog, record, n_levels, same_point):
@@ -576,6 +581,7 @@ def _graph_dataset(pairs, distance, catalog, record, n_levels, same_point):
     attrs = {
         "funnel_fraction": fraction,
         "n_edges": int(is_edge.sum()),
+        "n_kicked_edges": int((is_edge & ts["ts_descent_kicked"][1]).sum()),
         "n_merged": len(merged),
         "n_unconnected": int((outcome == PAIR_UNCONNECTED).sum()),
         "n_top_components": n_top,
@@ -719,6 +725,9 @@ def _transition_state_variables(ts, minimum_energy, final, n_params, same_point)
         "barrier": _variable(("transition_state", "end"), barrier, "transition state energy minus that minimum's"),
         "ts_duplicate_of": _variable("transition_state", duplicate_of,
                                      "earlier transition state it repeats (-1: first found)"),
+        "ts_descent_kicked": _variable(
+            "transition_state", values("kicked", bool),
+            "a descent from it stopped at a higher saddle and was kicked off it: the kick chose that minimum"),
         "ts_duplicate_named_otherwise": _variable(
             "transition_state", named_otherwise,
             "a repeat of an earlier transition state whose descents named other minima (kick-dependent)"),

@@ -47,6 +47,11 @@ class CatalogRerun:
         """Final parameters, losses and statuses; runs that spend their budget are continued
         to larger ones (``budget_factors``) before they are left undecided. ``overrides``
         replace options of the experiment's training (a tighter ``grad_tol``)."""
+        return self.run_counting_kicks(starts, **overrides)[:3]
+
+    def run_counting_kicks(self, starts, **overrides):
+        """:meth:`run`'s results and each run's kicks off a saddle (where a run stopped at a
+        saddle, the kick's side, not the landscape alone, chose the minimum it went on to)."""
         result = train_ensemble(
             self.arch, *self.data, starts, np.arange(len(starts)), budget_factors=self.budget_factors,
             **{**self.train_options, **overrides},
@@ -54,7 +59,8 @@ class CatalogRerun:
         final_theta, loss, status = (result[name].values for name in ("final_theta", "loss", "status"))
         counts = dict(zip(("converged", "budget", "diverged", "saddle"), np.bincount(status, minlength=len(STATUS_VALUES))))
         log.info("%d starts: %s", len(starts), counts)
-        return final_theta, loss, status
+        kicks = result["n_escapes"].values if "n_escapes" in result else np.zeros(len(starts), dtype=np.int64)
+        return final_theta, loss, status, kicks
 
     def assign(self, final_theta, loss):
         """Catalogue label of each endpoint by the identity rule (-1: not catalogued)."""

@@ -29,9 +29,10 @@ band_chunk = max(1, network_chunk // images_per_band)
 
 def descend_from(points, grad_tol=None):
     """The experiment's own dynamics from each point, to gradient norm ``grad_tol`` (None: the
-    experiment's); endpoints in the catalog's frame."""
-    final_theta, loss, status = rerun.run(points, **({} if grad_tol is None else {"grad_tol": grad_tol}))
-    return canonicalize(final_theta, arch), loss, status == CONVERGED
+    experiment's); endpoints in the catalog's frame, and whether a kick off a saddle was taken."""
+    final_theta, loss, status, kicks = rerun.run_counting_kicks(
+        points, **({} if grad_tol is None else {"grad_tol": grad_tol}))
+    return canonicalize(final_theta, arch), loss, status == CONVERGED, kicks > 0
 
 
 def assign(endpoints, energies, theta, minimum_energy):
