@@ -705,6 +705,8 @@ def _transition_state_variables(ts, minimum_energy, final, n_params, same_point)
     duplicate_of = _duplicate_transition_states(connected, energy, is_edge, theta, same_point)
     named_otherwise = np.array([k_dup >= 0 and sorted(connected[k]) != sorted(connected[k_dup])
                                 for k, k_dup in enumerate(duplicate_of)], dtype=bool)
+    kicked = values("kicked", bool)
+    kicked[duplicate_of[(duplicate_of >= 0) & kicked]] = True  # found again with a kick: the same saddle
     for k in np.flatnonzero(named_otherwise):
         log.warning("transition state %d is %d found again, its descents naming minima %s instead of %s: which "
                     "minima this saddle joins is not decided by the landscape alone (a descent stopped at a "
@@ -726,8 +728,8 @@ def _transition_state_variables(ts, minimum_energy, final, n_params, same_point)
         "ts_duplicate_of": _variable("transition_state", duplicate_of,
                                      "earlier transition state it repeats (-1: first found)"),
         "ts_descent_kicked": _variable(
-            "transition_state", values("kicked", bool),
-            "a descent from it stopped at a higher saddle and was kicked off it: the kick chose that minimum"),
+            "transition_state", kicked, "a descent from it, or from a repeat of it, stopped at a higher saddle and "
+            "was kicked off it: the kick, not the landscape alone, chose that minimum"),
         "ts_duplicate_named_otherwise": _variable(
             "transition_state", named_otherwise,
             "a repeat of an earlier transition state whose descents named other minima (kick-dependent)"),
