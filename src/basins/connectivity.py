@@ -483,7 +483,7 @@ def _check_bands_without_maxima(flat, catalog, connector):
         if not ((drained >= 0).all() and len(set(band["image_minima"])) == 1):
             continue
         target = band["image_minima"][0]
-        own = [end for end, stays in zip(band["ends"], from_ends) if catalog.root(end) not in (target, UNASSIGNED)
+        own = [end for end, stays in zip(band["ends"], from_ends) if catalog.root(end) != target
                and stays == catalog.root(end)]
         if own:
             band["merge_refused"] = True
@@ -499,11 +499,11 @@ def _next_gaps(band, saddles, catalog, connector):
     along it that the graph does not join yet; the band's own two ends again, with twice the
     images, where it resolved no barrier between them."""
     a, b = band["ends"]
+    found = sorted((s for s in saddles if s["band"] is band and s["is_edge"]), key=lambda s: s["image"])
     if band["status"] == DIVERGED:
         band["outcome"] = BAND_DIVERGED
         chain = [a, b]  # its ends again, with more images (shorter springs, smaller steps)
-    elif band["n_maxima"] or any(s["band"] is band and s["is_edge"] for s in saddles):
-        found = sorted((s for s in saddles if s["band"] is band and s["is_edge"]), key=lambda s: s["image"])
+    elif band["n_maxima"] or found:
         band["outcome"] = BAND_TRANSITION_STATES if found else BAND_NO_VERIFIED_SADDLE
         chain = [a] + [m for s in found for m in s["connected"]] + [b]
     else:
