@@ -79,6 +79,9 @@ def test_connect_minima_finds_the_saddles_and_the_minima_they_join(muller_brown_
     assert table.keys() == {(0, 2), (1, 2)}
     np.testing.assert_allclose([table[0, 2], table[1, 2]], mb.saddle_energy, atol=1e-6)
     assert graph.attrs["n_edges"] == 2 and (graph["ts_duplicate_of"] >= 0).sum() == 2
+    assert graph.attrs["n_refused_not_minima"] == 0 and graph.attrs["n_displacement_sensitive_edges"] == 0
+    np.testing.assert_array_equal(graph["connected_minimum_checked"].values[graph["is_edge"].values],
+                                  graph["connected_minimum"].values[graph["is_edge"].values])
     barrier = graph["barrier"].values
     expected = graph["ts_energy"].values[:, None] - mb.minimum_energy[graph["connected_minimum"].values]
     np.testing.assert_allclose(barrier, expected)
@@ -402,6 +405,8 @@ def test_lj7_connection_finds_the_published_minima_and_the_reference_saddles():
     np.testing.assert_allclose([out_of_c0[0, 1], out_of_c0[0, 2]], lj.REFERENCE_SADDLE_ENERGY[[1, 0]], atol=1e-6)
     # Each higher minimum descends to the hexagon through ever lower minima: one funnel.
     assert graph.attrs["funnel_fraction"] == 1.0
+    # Every entry is a minimum, and no edge's minima change when its descents start closer.
+    assert graph.attrs["n_refused_not_minima"] == 0 and graph.attrs["n_displacement_sensitive_edges"] == 0
 
 
 def test_a_diverged_band_is_neither_refined_nor_drained_and_its_pair_stays_unconnected():
@@ -424,3 +429,84 @@ def test_a_diverged_band_is_neither_refined_nor_drained_and_its_pair_stays_uncon
     assert not graph["is_edge"].values.any()
     np.testing.assert_array_equal(np.round(graph["energy"].values, 2), lj.PUBLISHED_MINIMUM_ENERGY[[0, 1, 3]])
     np.testing.assert_array_equal(graph["pair_outcome"], [PAIR_UNCONNECTED] * graph.sizes["pair"])
+
+
+def tilted_double_well(points):
+    """Minima near (+-1, 0), the left one the lower, an index-1 saddle near the origin between
+    them: the stationary points of 4 x (x^2 - 1) + 1/4 = 0 on y = 0."""
+    x, y = points[:, 0], points[:, 1]
+    return (x**2 - 1) ** 2 + x / 4 + y**2
+
+
+def test_a_catalog_entry_that_is_a_saddle_is_refused_and_the_minima_it_sat_between_are_joined():
+    # An independent referee's catalog: the two minima and the saddle between them. Before this
+    # check the saddle entered the graph as a "minimum" that no band could join (pair
+    # unconnected, funnel 2/3); its Hessian has one negative eigenvalue, so it is refused.
+    stationary = np.sort(np.roots([4.0, 0.0, -4.0, 0.25]).real)
+    entries = np.stack([stationary, np.zeros(3)], axis=1)
+    graph = connect_minima(
+        entries, tilted_double_well(torch.as_tensor(entries)).numpy(), tilted_double_well, align=lambda r, t: t,
+        descend_from=descend_on(tilted_double_well, lr=0.05, grad_tol=1e-8), assign=assign_within(1e-2),
+        n_images=6, band_force_tol=1e-6, ts_grad_tol=1e-10, n_levels=5,
+    )
+    np.testing.assert_array_equal(graph["refused_catalog_index"], [1])
+    np.testing.assert_array_equal(graph["refused_morse_index"], [1])
+    np.testing.assert_allclose(graph["refused_lowest_eigenvalue"], 12 * stationary[1] ** 2 - 4)
+    assert graph.attrs["n_refused_not_minima"] == 1
+    # The graph is the two minima, counted in the input's rows, joined over the saddle.
+    np.testing.assert_array_equal(graph["catalog_index"], [0, 2])
+    np.testing.assert_array_equal(graph["minimum_pair"], [[0, 2]])
+    np.testing.assert_array_equal(graph["pair_outcome"], [PAIR_CONNECTED])
+    assert graph.attrs["n_edges"] == 1 and graph.attrs["funnel_fraction"] == 1.0
+    saddle_energy = tilted_double_well(torch.as_tensor(entries[1:2])).numpy()
+    np.testing.assert_allclose(graph["ts_energy"].values[graph["is_edge"].values], saddle_energy, atol=1e-12)
+    check_dataset(add_provenance(graph, title="double well", stage="connect_minima", stage_config={}))
+
+
+#: Tilt that puts the steepest-descent path of ``ridge_landscape``'s saddle 1.4e-12 off the ridge
+#: it runs into (found by bisection): descents from 1e-2 along the mode cross to y > 0, those
+#: from 1e-4 stay at y < 0, the side of the zero-displacement limit.
+RIDGE_TILT = -5.75672e-4
+
+
+def ridge_landscape(points, tilt=RIDGE_TILT):
+    """A saddle at about the origin, its descent to x < 0 ending at a minimum near (-2, 0) and to
+    x > 0 running along y = 0 into a ridge (the transverse curvature 0.02 at the saddle turns
+    negative past x ~ 1), which splits it between minima near (2, +-1.7): a valley-ridge
+    inflection, where which minimum a descent reaches hangs on where it starts."""
+    x, y = points[:, 0], points[:, 1]
+    transverse = 0.02 - 4 * (torch.sigmoid(4 * (x - 1)) - torch.sigmoid(torch.tensor(-4.0, dtype=x.dtype)))
+    return x**4 / 16 - x**2 / 2 + transverse * y**2 / 2 + y**4 / 4 + 0.05 * x**2 * y + tilt * y
+
+
+def test_an_edge_whose_minima_depend_on_the_descents_displacement_is_flagged():
+    descend_from = descend_on(ridge_landscape, lr=1e-2, grad_tol=1e-6, dynamics="gd")
+    minima = descend_from(np.array([[-2.0, 0.0], [2.0, 1.5], [2.0, -1.5]]))[0]
+    energy = ridge_landscape(torch.as_tensor(minima)).numpy()
+
+    def connect(**options):
+        return connect_minima(
+            minima[:2], energy[:2], ridge_landscape, align=lambda r, t: t, descend_from=descend_from,
+            assign=assign_within(1e-3), n_images=8, band_lr=0.05, band_force_tol=1e-3, ts_grad_tol=1e-12, n_levels=5,
+            **options)
+
+    graph = connect()
+    edge = graph["is_edge"].values
+    assert graph.attrs["n_edges"] >= 1 and graph.attrs["n_displacement_sensitive_edges"] == 1
+    sensitive = graph["ts_displacement_sensitive"].values
+    assert (sensitive <= edge).all() and sensitive.sum() == 1
+    # From the saddle between (-2, 0) and (2, 1.7) the displacement's descents name those two;
+    # from 1e-4 the far one is the minimum near (2, -1.7), which the graph lacks (-2).
+    k = np.flatnonzero(sensitive)[0]
+    near_far = graph["connected_minimum"].values[k]
+    assert sorted(graph["theta"].values[near_far, 0].round()) == [-2, 2]
+    checked = graph["connected_minimum_checked"].values[k]
+    assert sorted(checked.tolist()) == sorted([-2, int(np.flatnonzero(graph["theta"].values[:, 0] < 0)[0])])
+    # Without the check nothing is flagged and nothing checked.
+    unchecked = connect(check_displacement=0.0)
+    assert unchecked.attrs["n_displacement_sensitive_edges"] == 0
+    assert (unchecked["connected_minimum_checked"].values == -1).all()
+    np.testing.assert_array_equal(unchecked["connected_minimum"], graph["connected_minimum"])
+    # A check displacement equal to the displacement checks nothing: refused.
+    with pytest.raises(ValueError, match="check_displacement"):
+        connect(check_displacement=1e-2)

@@ -30,7 +30,14 @@ from scipy.spatial import cKDTree
 from scipy.spatial.distance import pdist, squareform
 
 from basins.disconnectivity import escape_barriers, funnel_fraction, superbasins
-from basins.engine.paths import Energy, band_maxima, end_segment_peaks, nudged_elastic_band, refine_transition_states
+from basins.engine.paths import (
+    Energy,
+    band_maxima,
+    end_segment_peaks,
+    nudged_elastic_band,
+    refine_transition_states,
+    stationary_point_index,
+)
 from basins.io import variable_attrs
 from basins.labels import (
     BAND_DIVERGED,
@@ -48,6 +55,9 @@ from basins.labels import (
 )
 
 log = logging.getLogger(__name__)
+
+#: A check descent's endpoint that is a minimum the graph lacks (check descents add none).
+NOT_IN_GRAPH = -2
 
 #: ``align(reference (param,), theta (param,)) -> theta`` in the symmetry frame nearest the reference.
 Align = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -118,6 +128,7 @@ def connect_minima(
     trust_radius: float = 0.1,
     index_tolerance: float = 1e-6,
     displacement: float = 1e-2,
+    check_displacement: float = 1e-4,
     descent_grad_tol: float = 0.0,
     max_dense_params: int = 2000,
     n_levels: int = 40,
@@ -190,6 +201,12 @@ def connect_minima(
         are then stopped at a tenth of it instead, so none stops before it starts. (Raising the
         distance instead carried descents past the near minimum: at lambda = -5e-5 and a
         tolerance of 1e-5 it reached 2, beyond a minimum 0.7 away.)
+    check_displacement : float
+        The descents from every verified saddle are run again from this distance (0: not):
+        steepest descent from a saddle is defined in the limit of zero displacement, so a
+        saddle whose minima differ at the two distances is named by the descents' start, not
+        the landscape alone (``ts_displacement_sensitive``; it stays an edge, as named at
+        ``displacement``, and is counted in ``n_displacement_sensitive_edges``).
     max_dense_params : int
         Refinement forms dense Hessians; larger networks are refused with this limit named.
     n_levels : int
@@ -198,6 +215,11 @@ def connect_minima(
     device, chunk
         Where ``energy``'s tensors live, and the bands relaxed at once (the caller sizes it to
         its memory budget: a band is ``n_images + 2`` evaluations of ``energy``).
+
+    Catalog entries that are no minimum (a Morse index above 0 in their dense Hessian, by
+    ``index_tolerance``) are refused: left out of the graph, listed (dim ``refused_minimum``:
+    ``refused_catalog_index``, ``refused_morse_index``, ``refused_lowest_eigenvalue``) and
+    logged.
 
     Returns
     -------
@@ -215,11 +237,13 @@ def connect_minima(
         ``band_merge_refused``. Per refined maximum (dim ``transition_state``): ``ts_band``,
         ``ts_from_end_segment``, ``ts_theta``, ``ts_energy``, ``ts_grad_norm``, ``ts_index``,
         ``ts_converged``, ``connected_minimum (transition_state, end)``, ``barrier``,
-        ``ts_descent_kicked``, ``ts_duplicate_of``, ``ts_duplicate_named_otherwise`` and
+        ``ts_descent_kicked``, ``connected_minimum_checked (transition_state, end)`` (from
+        ``check_displacement``), ``ts_displacement_sensitive``, ``ts_duplicate_of``, ``ts_duplicate_named_otherwise`` and
         ``is_edge`` (a verified, first-found transition state between two distinct minima).
         Attributes ``funnel_fraction``, ``n_edges``, ``n_merged``, ``n_unconnected``,
         ``n_top_components``, ``n_kicked_edges`` (edges one of whose minima a kick off a higher
-        saddle chose: ``ts_descent_kicked``).
+        saddle chose: ``ts_descent_kicked``), ``n_displacement_sensitive_edges``,
+        ``n_refused_not_minima``.
 
     References
     ----------
@@ -231,7 +255,8 @@ def connect_minima(
     theta = np.asarray(theta, dtype=np.float64)
     minimum_energy = np.asarray(minimum_energy, dtype=np.float64)
     _check_connection(theta, max_dense_params=max_dense_params, max_image_doublings=max_image_doublings,
-                      max_bands_per_pair=max_bands_per_pair, end_segment_points=end_segment_points)
+                      max_bands_per_pair=max_bands_per_pair, end_segment_points=end_segment_points,
+                      displacement=displacement, check_displacement=check_displacement)
     connector = _Connector(
         energy=energy, align=align, descend_from=descend_from, assign=assign, n_images=n_images,
         max_images=n_images * 2**max_image_doublings, max_bands_per_pair=max_bands_per_pair,
@@ -240,22 +265,62 @@ def connect_minima(
                           force_tol=band_force_tol, climb_tol=band_climb_tol, device=device, chunk=chunk),
         ts_options=dict(grad_tol=ts_grad_tol, max_steps=ts_max_steps, trust_radius=trust_radius,
                         index_tolerance=index_tolerance, device=device),
-        displacement=displacement, descent_tol=max(descent_grad_tol, ts_grad_tol),
+        displacement=displacement, check_displacement=check_displacement,
+        descent_tol=max(descent_grad_tol, ts_grad_tol),
     )
-    pairs, distance = neighbour_pairs(theta, n_neighbors, align)
-    log.info("%d minima, %d pairs to connect", len(theta), len(pairs))
-    catalog = _Catalog(theta, minimum_energy)
+    kept, refused = _minima_of_catalog(energy, theta, index_tolerance=index_tolerance, device=device)
+    pairs, distance = neighbour_pairs(theta[kept], n_neighbors, align)
+    log.info("%d minima, %d pairs to connect", len(kept), len(pairs))
+    catalog = _Catalog(theta[kept], minimum_energy[kept])
     record = _connect_pairs(pairs, catalog, connector)
 
     def same_point(reference, theta):
         """Two refined saddles closer, up to symmetry, than the descents' displacement are one."""
         return np.linalg.norm(align(reference, theta) - reference) <= displacement
 
-    return _graph_dataset(pairs, distance, catalog, record, n_levels, same_point)
+    graph = _graph_dataset(pairs, distance, catalog, record, n_levels, same_point)
+    return _in_input_rows(graph, kept, refused)
 
 
-def _check_connection(theta, *, max_dense_params, max_image_doublings, max_bands_per_pair, end_segment_points):
-    """Refuse a network too large for dense Hessians, or budgets below their least value."""
+def _minima_of_catalog(energy, theta, *, index_tolerance, device, max_bytes=2**28):
+    """Rows of the catalog that are minima (Morse index 0 in the dense Hessian), and the Morse
+    index and lowest eigenvalue of the others, which the graph refuses."""
+    rows_per_chunk = max(1, max_bytes // (8 * max(theta.shape[1], 1) ** 2))
+    checked = [stationary_point_index(energy, theta[i:i + rows_per_chunk], index_tolerance=index_tolerance,
+                                      device=device) for i in range(0, len(theta), rows_per_chunk)]
+    morse_index = np.concatenate([c["index"] for c in checked]) if checked else np.zeros(0, dtype=np.int64)
+    lowest = np.concatenate([c["lowest_eigenvalue"] for c in checked]) if checked else np.zeros(0)
+    not_minimum = np.flatnonzero(morse_index > 0)
+    if len(not_minimum):
+        log.warning("catalog rows %s are no minima (Morse index %s, lowest eigenvalue %s): left out of the graph",
+                    not_minimum.tolist(), morse_index[not_minimum].tolist(),
+                    np.array2string(lowest[not_minimum], precision=3))
+    refused = {
+        "refused_catalog_index": _variable("refused_minimum", not_minimum, "catalog row that is no minimum (left out)"),
+        "refused_morse_index": _variable("refused_minimum", morse_index[not_minimum],
+                                         "negative Hessian eigenvalues at it (index_tolerance)"),
+        "refused_lowest_eigenvalue": _variable("refused_minimum", lowest[not_minimum], "its lowest Hessian eigenvalue"),
+    }
+    return np.flatnonzero(morse_index == 0), refused
+
+
+def _in_input_rows(graph, kept, refused):
+    """The graph with its catalog rows counted in the input catalog (refused rows included)."""
+    def to_input(rows):
+        return np.where(rows >= 0, kept[np.maximum(rows, 0)], rows) if len(kept) else rows
+
+    for name in ("catalog_index", "merged_catalog_index", "minimum_pair"):
+        graph[name] = graph[name].copy(data=to_input(graph[name].values))
+    graph = graph.assign(refused)
+    graph = graph.assign_coords(refused_minimum=("refused_minimum", np.arange(graph.sizes.get("refused_minimum", 0)),
+                                         variable_attrs("catalog entry refused: no minimum")))
+    return graph.assign_attrs(n_refused_not_minima=int(graph.sizes.get("refused_minimum", 0)))
+
+
+def _check_connection(theta, *, max_dense_params, max_image_doublings, max_bands_per_pair, end_segment_points,
+                      displacement, check_displacement):
+    """Refuse a network too large for dense Hessians, budgets below their least value, or a
+    check displacement that is not a second, distinct distance."""
     if theta.shape[1] > max_dense_params:
         raise ValueError(
             f"the network has {theta.shape[1]} parameters; transition-state refinement forms dense "
@@ -267,6 +332,9 @@ def _check_connection(theta, *, max_dense_params, max_image_doublings, max_bands
     for name, value, low in budgets:
         if value < low:
             raise ValueError(f"{name}={value} must be at least {low}")
+    if not displacement > 0 or check_displacement < 0 or check_displacement == displacement:
+        raise ValueError(f"displacement={displacement} must be positive, and check_displacement="
+                         f"{check_displacement} 0 (no check) or another positive distance")
 
 
 @dataclass(frozen=True)
@@ -284,6 +352,7 @@ class _Connector:
     band_options: dict
     ts_options: dict
     displacement: float
+    check_displacement: float
     descent_tol: float
 
 
@@ -428,18 +497,21 @@ def _refine_band_maxima(bands, connector):
 
 def _name_saddle_minima(saddles, catalog, connector):
     """The minima each index-1 saddle joins, near end first (``connected``), from descents a
-    displacement along its mode; ``is_edge`` where they are two distinct minima, both below it."""
+    displacement along its mode; ``is_edge`` where they are two distinct minima, both below it.
+    The descents again from ``check_displacement`` (``checked``; NOT_IN_GRAPH where one reaches a
+    minimum the graph lacks, which the check does not add)."""
     for saddle in saddles:
-        saddle["connected"], saddle["is_edge"], saddle["kicked"] = (UNASSIGNED, UNASSIGNED), False, False
+        saddle["connected"] = saddle["checked"] = (UNASSIGNED, UNASSIGNED)
+        saddle["is_edge"], saddle["kicked"] = False, False
     verified = [s for s in saddles if s["converged"] and s["index"] == 1 and np.isfinite(s["energy"])]
     if not verified:
         return
-    step = connector.displacement
-    back = [s["theta"] - s["forward"] * step * s["mode"] for s in verified]
-    ahead = [s["theta"] + s["forward"] * step * s["mode"] for s in verified]
-    grad_tol = _tolerance_below_start(min(abs(s["lowest_eigenvalue"]) for s in verified) * step, connector.descent_tol)
-    labels, kicked = _descend_to_minima(np.array(back + ahead), catalog, connector, grad_tol)
-    for saddle, (near, far), kick in zip(verified, labels.reshape(2, -1).T, kicked.reshape(2, -1).any(0)):
+    labels, kicked = _descents_along_modes(verified, connector.displacement, catalog, connector, add_new=True)
+    if connector.check_displacement > 0:
+        checked, _ = _descents_along_modes(verified, connector.check_displacement, catalog, connector, add_new=False)
+        for saddle, pair in zip(verified, checked):
+            saddle["checked"] = tuple(pair)
+    for saddle, (near, far), kick in zip(verified, labels, kicked):
         saddle["connected"], saddle["kicked"] = (near, far), bool(kick)
         saddle["is_edge"] = bool(near >= 0 and far >= 0 and catalog.root(near) != catalog.root(far))
         # A transition state lies above both minima it joins; one that does not sits on a shoulder
@@ -450,6 +522,16 @@ def _name_saddle_minima(saddles, catalog, connector):
             saddle["is_edge"] = False
         if saddle["is_edge"]:
             catalog.join(near, far)
+
+
+def _descents_along_modes(saddles, step, catalog, connector, *, add_new):
+    """Minima (near, far) reached by descents ``step`` to either side of each saddle along its
+    mode, and whether a kick off a higher saddle was taken on either side."""
+    back = [s["theta"] - s["forward"] * step * s["mode"] for s in saddles]
+    ahead = [s["theta"] + s["forward"] * step * s["mode"] for s in saddles]
+    grad_tol = _tolerance_below_start(min(abs(s["lowest_eigenvalue"]) for s in saddles) * step, connector.descent_tol)
+    labels, kicked = _descend_to_minima(np.array(back + ahead), catalog, connector, grad_tol, add_new=add_new)
+    return labels.reshape(2, -1).T, kicked.reshape(2, -1).any(0)
 
 
 def _tolerance_below_start(start_gradient, descent_tol, floor=1e-13):
@@ -523,10 +605,10 @@ def _next_gaps(band, saddles, catalog, connector):
     return [(band["pair"], s, t, n_images) for (s, t), n_images in gaps.items()]
 
 
-def _descend_to_minima(points, catalog, connector, grad_tol=None):
+def _descend_to_minima(points, catalog, connector, grad_tol=None, *, add_new=True):
     """Catalog row (of the minimum itself, merges resolved) reached from each point, -1 where
     the descent did not converge, and whether a kick off a saddle was taken on the way;
-    endpoints the catalog lacks are added to it."""
+    endpoints the catalog lacks are added to it (``add_new``), else labelled NOT_IN_GRAPH."""
     endpoints, energies, converged, kicked = connector.descend_from(points, grad_tol)
     if not converged.all():
         log.warning("%d of %d descents did not converge: their minima are unknown (-1)", int((~converged).sum()),
@@ -534,6 +616,10 @@ def _descend_to_minima(points, catalog, connector, grad_tol=None):
     labels = np.full(len(points), UNASSIGNED, dtype=np.int64)
     if converged.any():
         labels[converged] = connector.assign(endpoints[converged], energies[converged], catalog.theta, catalog.energy)
+    if not add_new:
+        labels[converged & (labels == UNASSIGNED)] = NOT_IN_GRAPH
+        return np.array([catalog.root(label) if label >= 0 else label for label in labels], dtype=np.int64), \
+            np.asarray(kicked, dtype=bool)
     n_before = len(catalog)
     # Each unmatched endpoint becomes a minimum in turn, and the rest are matched against it.
     while True:
@@ -582,6 +668,7 @@ def _graph_dataset(pairs, distance, catalog, record, n_levels, same_point):
         "funnel_fraction": fraction,
         "n_edges": int(is_edge.sum()),
         "n_kicked_edges": int((is_edge & ts["ts_descent_kicked"][1]).sum()),
+        "n_displacement_sensitive_edges": int((is_edge & ts["ts_displacement_sensitive"][1]).sum()),
         "n_merged": len(merged),
         "n_unconnected": int((outcome == PAIR_UNCONNECTED).sum()),
         "n_top_components": n_top,
@@ -707,6 +794,13 @@ def _transition_state_variables(ts, minimum_energy, final, n_params, same_point)
                                 for k, k_dup in enumerate(duplicate_of)], dtype=bool)
     kicked = values("kicked", bool)
     kicked[duplicate_of[(duplicate_of >= 0) & kicked]] = True  # found again with a kick: the same saddle
+    checked = np.array([s["checked"] for s in ts], dtype=np.int64).reshape(-1, 2)
+    checked = np.where(checked == NOT_IN_GRAPH, NOT_IN_GRAPH, final(checked))
+    sensitive = is_edge & (checked != UNASSIGNED).all(1) & (checked != connected).any(1)
+    for k in np.flatnonzero(sensitive):
+        log.warning("transition state %d: its descents name minima %s from the displacement and %s from the check "
+                    "displacement (-2: a minimum the graph lacks): which minima it joins depends on where the "
+                    "descents start", k, connected[k].tolist(), checked[k].tolist())
     for k in np.flatnonzero(named_otherwise):
         log.warning("transition state %d is %d found again, its descents naming minima %s instead of %s: which "
                     "minima this saddle joins is not decided by the landscape alone (a descent stopped at a "
@@ -725,6 +819,12 @@ def _transition_state_variables(ts, minimum_energy, final, n_params, same_point)
         "connected_minimum": _variable(("transition_state", "end"), connected, "minimum reached by descent from "
                                        "the transition state, the band's first end's side first (-1: none)"),
         "barrier": _variable(("transition_state", "end"), barrier, "transition state energy minus that minimum's"),
+        "connected_minimum_checked": _variable(
+            ("transition_state", "end"), checked, "minimum reached by descent from check_displacement (-1: none or "
+            "not checked; -2: a minimum the graph lacks)"),
+        "ts_displacement_sensitive": _variable(
+            "transition_state", sensitive, "an edge whose minima differ when its descents start at "
+            "check_displacement: named by where the descents start, not the landscape alone"),
         "ts_duplicate_of": _variable("transition_state", duplicate_of,
                                      "earlier transition state it repeats (-1: first found)"),
         "ts_descent_kicked": _variable(

@@ -50,6 +50,7 @@ DIMS = frozenset(
         "band",
         "transition_state",
         "merged_minimum",
+        "refused_minimum",
         "level",
         "network",
         "train_size",

@@ -8,6 +8,7 @@
 - :func:`refine_transition_states`: eigenvector following (Cerjan and Miller 1981; the step
   of Wales, *Energy Landscapes*, 2003, sec. 6.2) from each band's highest image to a stationary
   point with exactly one negative Hessian eigenvalue, on dense Hessians.
+- :func:`stationary_point_index`: a point's Morse index from its dense Hessian (0 at a minimum).
 - :func:`end_segment_peaks`: the maxima a band's end segments must hold where the image next to
   an end lies below it (a barrier closer to a minimum than the image spacing).
 
@@ -318,7 +319,8 @@ def refine_transition_states(
             break
         points[active] = points[active] + _eigenvector_following_step(hvp, points[active], grad, trust_radius)
         steps[active.cpu().numpy()] += 1
-    return _transition_states(energy, hvp, points, index_tolerance, converged=converged, steps=steps)
+    refined = stationary_point_index(energy, points, index_tolerance=index_tolerance, device=device)
+    return {**refined, "converged": converged, "steps": steps}
 
 
 def _no_transition_states(n_params):
@@ -340,19 +342,25 @@ def _eigenvector_following_step(hvp, points, grad, trust_radius):
     return step * (trust_radius / length.clamp_min(trust_radius))
 
 
-def _transition_states(energy, hvp, points, index_tolerance, *, converged, steps):
-    """The points with their energy, gradient norm, Morse index and lowest mode."""
+def stationary_point_index(
+    energy: Energy, theta: np.ndarray | torch.Tensor, *, index_tolerance: float = 1e-6, device: str = "cpu"
+) -> dict[str, np.ndarray]:
+    """Each point of ``theta (point, param)`` with its energy, gradient norm, Morse index
+    (Hessian eigenvalues below ``-index_tolerance * max |eigenvalue|``), lowest eigenvalue and
+    its unit eigenvector (``mode``), from dense Hessians: a minimum has index 0, a transition
+    state 1."""
+    points = torch.as_tensor(theta, dtype=torch.float64, device=device)
+    if not len(points):
+        return {key: value for key, value in _no_transition_states(points.shape[1]).items()
+                if key not in ("converged", "steps")}
     values, grad = energy_and_gradient(energy, points)
-    eigenvalues, eigenvectors = torch.linalg.eigh(dense_hessians(hvp, points))
+    eigenvalues, eigenvectors = torch.linalg.eigh(dense_hessians(make_hvp(energy), points))
     scale = eigenvalues.abs().amax(1, keepdim=True)
-    index = (eigenvalues < -index_tolerance * scale).sum(1)
     return {
         "theta": points.cpu().numpy(),
         "energy": values.cpu().numpy(),
         "grad_norm": grad.norm(dim=1).cpu().numpy(),
-        "index": index.cpu().numpy(),
-        "converged": converged,
-        "steps": steps,
+        "index": (eigenvalues < -index_tolerance * scale).sum(1).cpu().numpy(),
         "mode": eigenvectors[:, :, 0].cpu().numpy(),
         "lowest_eigenvalue": eigenvalues[:, 0].cpu().numpy(),
     }
