@@ -349,6 +349,11 @@ def test_the_sensitivity_table_repeats_the_answer_at_each_choice_of_thresholds()
     assert "Sensitivity to the thresholds" in page and "fit <= 0.015, >= 10 members" in page
     assert str(row["sensitivity_agreement"].item()) in ("stable", "verdict changes", "sign changes")
     assert "across thresholds" in page
+    # Shape rows of basins never probed are measured at no setting: in the answer's table with
+    # their reason and a dash, not repeated as a row of "nan" in the sensitivity table.
+    main_table, sensitivity_table = page.split("Sensitivity to the thresholds")
+    assert "| good_minus_bad_reach | > 0 | — | basins not probed" in main_table
+    assert "good_minus_bad_reach" not in sensitivity_table and "nan" not in page
 
 
 def test_threshold_agreement_says_where_the_sign_or_the_verdict_rests_on_the_thresholds():

@@ -504,7 +504,7 @@ def answer_markdown(answer: xr.Dataset) -> str:
         interval = f"[{float(r.low):+.2f}, {float(r.high):+.2f}]" if np.isfinite(float(r.low)) else str(r.reason.item())
         lines.append(
             f"| {r.family.item()} | {r.experiment.item()} | {int(r.n_params)} | {r.statistic.item()} | "
-            f"{'<' if int(r.expected_sign) < 0 else '>'} 0 | {float(r.estimate):+.2f} | {interval} | "
+            f"{'<' if int(r.expected_sign) < 0 else '>'} 0 | {_signed(float(r.estimate))} | {interval} | "
             f"{'' if np.isnan(float(r.measurement_stderr)) else format(float(r.measurement_stderr), '.2f')} | "
             f"{int(r.n_replicates)} ({r.replicates_over.item()}) | {int(r.n_minima)} | {r.verdict.item()} |"
             + (f" {r.sensitivity_agreement.item()} |" if "sensitivity_agreement" in answer else "")
@@ -521,6 +521,11 @@ def answer_markdown(answer: xr.Dataset) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _signed(value):
+    """A pooled estimate as answer.md prints it: signed, two decimals; a dash where undefined."""
+    return f"{value:+.2f}" if np.isfinite(value) else "—"
+
+
 def _sensitivity_lines(answer):
     settings = [
         f"fit <= {float(fit):.3g}, >= {int(members)} members"
@@ -532,18 +537,21 @@ def _sensitivity_lines(answer):
         "`min_members` (each cell: pooled estimate, interval, verdict; minima counted over replicates). "
         "The verdict is the one at the configured thresholds above: among several settings one may be "
         "decided by chance, and a row whose sign changes across them is fragile (the column `across "
-        "thresholds` of the table above).",
+        "thresholds` of the table above). Rows measured at no setting (their reason in the table "
+        "above) are not repeated.",
         "",
         "| experiment | statistic | " + " | ".join(settings) + " |",
         "|---|---|" + "---|" * len(settings),
     ]
     for row in range(answer.sizes["row"]):
         r = answer.isel(row=row)
+        if not (r.sensitivity_n_minima.values > 0).any():
+            continue
         cells = []
         for k in range(answer.sizes["setting"]):
             low, high = float(r.sensitivity_low[k]), float(r.sensitivity_high[k])
             interval = f" [{low:+.2f}, {high:+.2f}]" if np.isfinite(low) else ""
-            cells.append(f"{float(r.sensitivity_estimate[k]):+.2f}{interval} {r.sensitivity_verdict.values[k]} "
+            cells.append(f"{_signed(float(r.sensitivity_estimate[k]))}{interval} {r.sensitivity_verdict.values[k]} "
                          f"({int(r.sensitivity_n_minima[k])})")
         lines.append(f"| {r.experiment.item()} | {r.statistic.item()} | " + " | ".join(cells) + " |")
     return lines

@@ -71,5 +71,7 @@ def _panel(ax, answer, rows, families, colors, is_correlation):
     ax.set_xscale("log")
     sizes = answer["n_params"].values.astype(float)
     ax.set_xlim(sizes.min() / 1.5, sizes.max() * 1.5)  # also where no row of the panel is defined
+    ax.set_xticks(np.unique(sizes), [f"{n:g}" for n in np.unique(sizes)])  # the sizes run, nothing between
+    ax.minorticks_off()
     ax.set_ylim(-limit, limit)
     ax.set_xlabel("parameters N")
