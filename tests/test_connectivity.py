@@ -501,6 +501,7 @@ def test_an_edge_whose_minima_depend_on_the_descents_displacement_is_flagged():
     near_far = graph["connected_minimum"].values[k]
     assert sorted(graph["theta"].values[near_far, 0].round()) == [-2, 2]
     checked = graph["connected_minimum_checked"].values[k]
+    assert float(graph["ts_check_displacement"][k]) == 1e-4  # refined to 1e-12 at curvature ~ -1: as configured
     assert sorted(checked.tolist()) == sorted([-2, int(np.flatnonzero(graph["theta"].values[:, 0] < 0)[0])])
     # Without the check nothing is flagged and nothing checked.
     unchecked = connect(check_displacement=0.0)
@@ -510,3 +511,23 @@ def test_an_edge_whose_minima_depend_on_the_descents_displacement_is_flagged():
     # A check displacement equal to the displacement checks nothing: refused.
     with pytest.raises(ValueError, match="check_displacement"):
         connect(check_displacement=1e-2)
+
+
+def test_a_saddle_is_checked_only_where_its_mode_outweighs_its_leftover_gradient():
+    from types import SimpleNamespace
+
+    from basins.connectivity import MODE_DOMINANCE, _check_displacements
+
+    # Refined to gradient g at curvature lambda: from delta along the mode the gradient is about
+    # |lambda| delta; below MODE_DOMINANCE g the leftover gradient steers both descents (on the
+    # default study's moons_shallow, two saddles at g ~ 5e-7 and 9e-7 sent both check descents
+    # to one minimum). The check moves out to MODE_DOMINANCE g / |lambda|, up to half the
+    # displacement; beyond that the saddle is not checked.
+    saddles = [{"grad_norm": 1e-12, "lowest_eigenvalue": -1.0}, {"grad_norm": 1e-7, "lowest_eigenvalue": -1e-3},
+               {"grad_norm": 9e-7, "lowest_eigenvalue": -1e-3}]
+    connector = SimpleNamespace(check_displacement=1e-4, displacement=1e-2)
+    checkable, step = _check_displacements(saddles, connector)
+    np.testing.assert_array_equal(checkable, [True, True, False])
+    np.testing.assert_allclose(step, [1e-4, MODE_DOMINANCE * 1e-4, MODE_DOMINANCE * 9e-4])
+    off = SimpleNamespace(check_displacement=0.0, displacement=1e-2)
+    assert not _check_displacements(saddles, off)[0].any()

@@ -206,7 +206,10 @@ def connect_minima(
         steepest descent from a saddle is defined in the limit of zero displacement, so a
         saddle whose minima differ at the two distances is named by the descents' start, not
         the landscape alone (``ts_displacement_sensitive``; it stays an edge, as named at
-        ``displacement``, and is counted in ``n_displacement_sensitive_edges``).
+        ``displacement``, and is counted in ``n_displacement_sensitive_edges``). Where the
+        mode's gradient there would not outweigh the saddle's leftover gradient by
+        :data:`MODE_DOMINANCE`, the check starts further out, up to half ``displacement``;
+        a saddle that needs more is not checked (``ts_check_displacement`` NaN).
     max_dense_params : int
         Refinement forms dense Hessians; larger networks are refused with this limit named.
     n_levels : int
@@ -238,7 +241,7 @@ def connect_minima(
         ``ts_from_end_segment``, ``ts_theta``, ``ts_energy``, ``ts_grad_norm``, ``ts_index``,
         ``ts_converged``, ``connected_minimum (transition_state, end)``, ``barrier``,
         ``ts_descent_kicked``, ``connected_minimum_checked (transition_state, end)`` (from
-        ``check_displacement``), ``ts_displacement_sensitive``, ``ts_duplicate_of``, ``ts_duplicate_named_otherwise`` and
+        ``check_displacement``), ``ts_check_displacement``, ``ts_displacement_sensitive``, ``ts_duplicate_of``, ``ts_duplicate_named_otherwise`` and
         ``is_edge`` (a verified, first-found transition state between two distinct minima).
         Attributes ``funnel_fraction``, ``n_edges``, ``n_merged``, ``n_unconnected``,
         ``n_top_components``, ``n_kicked_edges`` (edges one of whose minima a kick off a higher
@@ -502,15 +505,19 @@ def _name_saddle_minima(saddles, catalog, connector):
     minimum the graph lacks, which the check does not add)."""
     for saddle in saddles:
         saddle["connected"] = saddle["checked"] = (UNASSIGNED, UNASSIGNED)
+        saddle["check_step"] = np.nan
         saddle["is_edge"], saddle["kicked"] = False, False
     verified = [s for s in saddles if s["converged"] and s["index"] == 1 and np.isfinite(s["energy"])]
     if not verified:
         return
-    labels, kicked = _descents_along_modes(verified, connector.displacement, catalog, connector, add_new=True)
-    if connector.check_displacement > 0:
-        checked, _ = _descents_along_modes(verified, connector.check_displacement, catalog, connector, add_new=False)
-        for saddle, pair in zip(verified, checked):
-            saddle["checked"] = tuple(pair)
+    labels, kicked = _descents_along_modes(verified, np.full(len(verified), connector.displacement), catalog,
+                                           connector, add_new=True)
+    checkable, check_step = _check_displacements(verified, connector)
+    if checkable.any():
+        checked, _ = _descents_along_modes([s for s, c in zip(verified, checkable) if c], check_step[checkable],
+                                           catalog, connector, add_new=False)
+        for saddle, pair, step in zip([s for s, c in zip(verified, checkable) if c], checked, check_step[checkable]):
+            saddle["checked"], saddle["check_step"] = tuple(pair), step
     for saddle, (near, far), kick in zip(verified, labels, kicked):
         saddle["connected"], saddle["kicked"] = (near, far), bool(kick)
         saddle["is_edge"] = bool(near >= 0 and far >= 0 and catalog.root(near) != catalog.root(far))
@@ -524,12 +531,31 @@ def _name_saddle_minima(saddles, catalog, connector):
             catalog.join(near, far)
 
 
-def _descents_along_modes(saddles, step, catalog, connector, *, add_new):
-    """Minima (near, far) reached by descents ``step`` to either side of each saddle along its
-    mode, and whether a kick off a higher saddle was taken on either side."""
-    back = [s["theta"] - s["forward"] * step * s["mode"] for s in saddles]
-    ahead = [s["theta"] + s["forward"] * step * s["mode"] for s in saddles]
-    grad_tol = _tolerance_below_start(min(abs(s["lowest_eigenvalue"]) for s in saddles) * step, connector.descent_tol)
+#: A descent started a distance delta along the mode of a saddle (curvature lambda) refined to
+#: gradient g follows the mode only where |lambda| delta exceeds g by this factor; closer in, the
+#: leftover gradient of the refinement, not the mode, sets where both descents go.
+MODE_DOMINANCE = 10.0
+
+
+def _check_displacements(saddles, connector):
+    """Which saddles the second descents can check, and from how far: ``check_displacement``,
+    or further out where the mode must dominate the saddle's leftover gradient
+    (:data:`MODE_DOMINANCE`), but never beyond half the first ``displacement`` (then the check
+    says nothing the first descents did not, and the saddle is not checked)."""
+    if connector.check_displacement <= 0:
+        return np.zeros(len(saddles), dtype=bool), np.full(len(saddles), np.nan)
+    step = np.array([max(connector.check_displacement,
+                         MODE_DOMINANCE * s["grad_norm"] / max(abs(s["lowest_eigenvalue"]), 1e-300)) for s in saddles])
+    return step <= connector.displacement / 2, step
+
+
+def _descents_along_modes(saddles, steps, catalog, connector, *, add_new):
+    """Minima (near, far) reached by descents ``steps`` (one per saddle) to either side of each
+    saddle along its mode, and whether a kick off a higher saddle was taken on either side."""
+    back = [s["theta"] - s["forward"] * step * s["mode"] for s, step in zip(saddles, steps)]
+    ahead = [s["theta"] + s["forward"] * step * s["mode"] for s, step in zip(saddles, steps)]
+    grad_tol = _tolerance_below_start(min(abs(s["lowest_eigenvalue"]) * step for s, step in zip(saddles, steps)),
+                                      connector.descent_tol)
     labels, kicked = _descend_to_minima(np.array(back + ahead), catalog, connector, grad_tol, add_new=add_new)
     return labels.reshape(2, -1).T, kicked.reshape(2, -1).any(0)
 
@@ -822,6 +848,9 @@ def _transition_state_variables(ts, minimum_energy, final, n_params, same_point)
         "connected_minimum_checked": _variable(
             ("transition_state", "end"), checked, "minimum reached by descent from check_displacement (-1: none or "
             "not checked; -2: a minimum the graph lacks)"),
+        "ts_check_displacement": _variable(
+            "transition_state", values("check_step"), "distance of the check descents: check_displacement, or "
+            "further where the saddle's leftover gradient needs it (NaN: not checked)"),
         "ts_displacement_sensitive": _variable(
             "transition_state", sensitive, "an edge whose minima differ when its descents start at "
             "check_displacement: named by where the descents start, not the landscape alone"),
