@@ -463,9 +463,9 @@ def test_a_catalog_entry_that_is_a_saddle_is_refused_and_the_minima_it_sat_betwe
     check_dataset(add_provenance(graph, title="double well", stage="connect_minima", stage_config={}))
 
 
-#: Tilt that puts the steepest-descent path of ``ridge_landscape``'s saddle 1.4e-12 off the ridge
-#: it runs into (found by bisection): descents from 1e-2 along the mode cross to y > 0, those
-#: from 1e-4 stay at y < 0, the side of the zero-displacement limit.
+#: Tilt of ``ridge_landscape``, found by bisection, at which the descents (GD, step 1e-2) from
+#: 1e-2 along its saddle's mode cross to y > 0 and those from 1e-3 to 1e-6 stay at y < 0: the
+#: smaller the displacement, the nearer the zero-displacement limit.
 RIDGE_TILT = -5.75672e-4
 
 

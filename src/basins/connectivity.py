@@ -241,7 +241,8 @@ def connect_minima(
         ``ts_from_end_segment``, ``ts_theta``, ``ts_energy``, ``ts_grad_norm``, ``ts_index``,
         ``ts_converged``, ``connected_minimum (transition_state, end)``, ``barrier``,
         ``ts_descent_kicked``, ``connected_minimum_checked (transition_state, end)`` (from
-        ``check_displacement``), ``ts_check_displacement``, ``ts_displacement_sensitive``, ``ts_duplicate_of``, ``ts_duplicate_named_otherwise`` and
+        ``check_displacement``), ``ts_check_displacement``, ``ts_displacement_sensitive``,
+        ``ts_duplicate_of``, ``ts_duplicate_named_otherwise`` and
         ``is_edge`` (a verified, first-found transition state between two distinct minima).
         Attributes ``funnel_fraction``, ``n_edges``, ``n_merged``, ``n_unconnected``,
         ``n_top_components``, ``n_kicked_edges`` (edges one of whose minima a kick off a higher
@@ -323,7 +324,7 @@ def _in_input_rows(graph, kept, refused):
 def _check_connection(theta, *, max_dense_params, max_image_doublings, max_bands_per_pair, end_segment_points,
                       displacement, check_displacement):
     """Refuse a network too large for dense Hessians, budgets below their least value, or a
-    check displacement that is not a second, distinct distance."""
+    check displacement that is not a second distance, well inside the first."""
     if theta.shape[1] > max_dense_params:
         raise ValueError(
             f"the network has {theta.shape[1]} parameters; transition-state refinement forms dense "
@@ -335,9 +336,10 @@ def _check_connection(theta, *, max_dense_params, max_image_doublings, max_bands
     for name, value, low in budgets:
         if value < low:
             raise ValueError(f"{name}={value} must be at least {low}")
-    if not displacement > 0 or check_displacement < 0 or check_displacement == displacement:
+    if not displacement > 0 or not 0 <= check_displacement <= displacement / 2:
         raise ValueError(f"displacement={displacement} must be positive, and check_displacement="
-                         f"{check_displacement} 0 (no check) or another positive distance")
+                         f"{check_displacement} 0 (no check) or at most half of it (a distance the "
+                         "first descents do not start from)")
 
 
 @dataclass(frozen=True)
@@ -513,10 +515,10 @@ def _name_saddle_minima(saddles, catalog, connector):
     labels, kicked = _descents_along_modes(verified, np.full(len(verified), connector.displacement), catalog,
                                            connector, add_new=True)
     checkable, check_step = _check_displacements(verified, connector)
-    if checkable.any():
-        checked, _ = _descents_along_modes([s for s, c in zip(verified, checkable) if c], check_step[checkable],
-                                           catalog, connector, add_new=False)
-        for saddle, pair, step in zip([s for s, c in zip(verified, checkable) if c], checked, check_step[checkable]):
+    to_check = [saddle for saddle, can in zip(verified, checkable) if can]
+    if to_check:
+        checked, _ = _descents_along_modes(to_check, check_step[checkable], catalog, connector, add_new=False)
+        for saddle, pair, step in zip(to_check, checked, check_step[checkable]):
             saddle["checked"], saddle["check_step"] = tuple(pair), step
     for saddle, (near, far), kick in zip(verified, labels, kicked):
         saddle["connected"], saddle["kicked"] = (near, far), bool(kick)
