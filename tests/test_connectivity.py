@@ -1,3 +1,5 @@
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -348,6 +350,35 @@ def descend_on_lennard_jones(points, tolerance=None):
     endpoints, energies, converged, kicked = descend_on(lennard_jones.energy, lr=1e-2, grad_tol=1e-6)(points, tolerance)
     return lennard_jones.canonicalize(endpoints), energies, converged, kicked
 
+
+
+def descend_on_lennard_jones_3d(points, tolerance=None):
+    """FIRE to gradient norm 1e-6 (or ``tolerance``) on LJ7 in space, endpoints centred."""
+    endpoints, energies, converged, kicked = descend_on(lennard_jones.energy_3d, lr=1e-2, grad_tol=1e-6)(
+        points, tolerance)
+    return lennard_jones.canonicalize(endpoints, 3), energies, converged, kicked
+
+
+def test_lj7_in_three_dimensions_the_stage_reproduces_the_published_saddles():
+    """Seven Lennard-Jones atoms in space: from a catalog of the four minima the stage joins
+    them through exactly the three published transition states (IBM topography-searcher's LJ7
+    example), each between the published pair of minima, energies to the five decimals given."""
+    lj = lennard_jones
+    graph = connect_minima(
+        lj.MINIMA_3D, lj.MINIMUM_ENERGY_3D, lj.energy_3d, align=lj.align_3d, descend_from=descend_on_lennard_jones_3d,
+        assign=functools.partial(lj.assign_to_structures, dimension=3), n_neighbors=2, n_images=8,
+        band_dynamics="fire", band_lr=1e-2, band_max_steps=5000, band_force_tol=1e-2, band_climb_tol=0.1,
+        ts_grad_tol=1e-8, trust_radius=0.05, ts_max_steps=300,
+    )
+    np.testing.assert_allclose(graph["energy"], lj.PUBLISHED_MINIMUM_ENERGY_3D, atol=6e-6)
+    np.testing.assert_array_equal(graph["pair_outcome"], [PAIR_CONNECTED] * graph.sizes["pair"])
+    edges = graph["is_edge"].values
+    joined = map(tuple, np.sort(graph["connected_minimum"].values[edges], axis=1))
+    found = sorted(zip(graph["ts_energy"].values[edges].round(5), joined))
+    published = sorted(zip(lj.PUBLISHED_SADDLE_ENERGY_3D, map(tuple, lj.PUBLISHED_SADDLE_MINIMA_3D)))
+    assert [minima for _, minima in found] == [minima for _, minima in published]
+    np.testing.assert_allclose([e for e, _ in found], [e for e, _ in published], atol=1e-5)
+    assert graph.attrs["funnel_fraction"] == 1.0 and graph.attrs["n_displacement_sensitive_edges"] == 0
 
 def test_an_edge_whose_descent_was_kicked_off_a_saddle_says_so(muller_brown):
     # A descent that stopped at a higher saddle and was moved off it reached its minimum by the

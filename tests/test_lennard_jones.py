@@ -1,5 +1,6 @@
-"""The LJ7 (2-D) test landscape: its published minima, the derived saddle table, alignment and
-the structure identity rule, each checked independently of the connection code."""
+"""The LJ7 test landscapes: in 2-D its published minima, the derived saddle table, alignment and
+the structure identity rule; in 3-D its published minima and alignment; each checked
+independently of the connection code."""
 
 import itertools
 
@@ -103,3 +104,40 @@ def test_structures_are_recognised_in_any_copy_and_unknown_ones_are_not():
         lj.assign_to_structures(lj.MINIMA[2:3], lj.MINIMUM_ENERGY[2:3], lj.MINIMA[[0, 1, 3]], lj.MINIMUM_ENERGY[[0, 1, 3]]),
         [-1],
     )
+
+
+def random_copy_3d(x, seed):
+    """The same configuration in space, atoms permuted, rotated, reflected and shifted."""
+    rng = np.random.default_rng(seed)
+    rotation, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    atoms = x.reshape(lj.N_ATOMS, 3)[rng.permutation(lj.N_ATOMS)] @ (rotation @ np.diag([1, 1, -1])).T
+    return (atoms + rng.normal(size=3)).ravel()
+
+
+def test_in_three_dimensions_the_minima_are_the_published_ones():
+    energy = lj.energy_3d(torch.as_tensor(lj.MINIMA_3D)).numpy()
+    np.testing.assert_allclose(energy, lj.MINIMUM_ENERGY_3D, atol=1e-7)
+    np.testing.assert_allclose(energy, lj.PUBLISHED_MINIMUM_ENERGY_3D, atol=6e-6)  # published to 5-6 decimals
+    points = torch.as_tensor(lj.MINIMA_3D)
+    _, grad = energy_and_gradient(lj.energy_3d, points)
+    assert grad.abs().max() < 1e-6
+    for eigenvalues in np.linalg.eigvalsh(dense_hessians(make_hvp(lj.energy_3d), points).numpy()):
+        # six zero modes (three translations, three rotations), fifteen positive curvatures
+        assert np.abs(eigenvalues[:6]).max() < 1e-5 and eigenvalues[6] > 0.5
+
+
+def test_in_three_dimensions_align_undoes_a_copy_and_finds_the_brute_force_optimum():
+    for k, minimum in enumerate(lj.MINIMA_3D):
+        np.testing.assert_allclose(lj.align_3d(minimum, random_copy_3d(minimum, seed=k)), minimum, atol=1e-8)
+    reference, theta = lj.MINIMA_3D[0], random_copy_3d(lj.MINIMA_3D[1], seed=7)
+    target = lj.canonicalize(reference[None], 3)[0].reshape(lj.N_ATOMS, 3)
+    moving = lj.canonicalize(theta[None], 3)[0].reshape(lj.N_ATOMS, 3)
+    brute_force = np.inf
+    for order in itertools.permutations(range(lj.N_ATOMS)):
+        permuted = moving[list(order)]
+        u, _, vt = np.linalg.svd(permuted.T @ target)
+        brute_force = min(brute_force, np.linalg.norm(permuted @ (u @ vt) - target))
+    assert np.linalg.norm(lj.align_3d(reference, theta) - reference) == pytest.approx(brute_force, abs=1e-8)
+    labels = lj.assign_to_structures(np.array([random_copy_3d(m, seed=20 + k) for k, m in enumerate(lj.MINIMA_3D)]),
+                                     lj.MINIMUM_ENERGY_3D, lj.MINIMA_3D, lj.MINIMUM_ENERGY_3D, dimension=3)
+    np.testing.assert_array_equal(labels, [0, 1, 2, 3])

@@ -1,4 +1,4 @@
-"""The two-dimensional seven-atom Lennard-Jones cluster (LJ7 in 2-D): a standard test landscape.
+"""The seven-atom Lennard-Jones cluster (LJ7) in two and three dimensions: standard test landscapes.
 
 Seven atoms in the plane, pair potential 4 (r^-12 - r^-6) in reduced units (epsilon = sigma =
 1, no cut-off); a configuration is a point of R^14, ``(x_1, y_1, ..., x_7, y_7)``. Dellago,
@@ -37,6 +37,12 @@ they sample, but we could not check their values (no copy of their table was rea
 the table is this module's, not a published one. Both searches agree that the lowest two,
 C0-C1 at -11.037 and C0-C2 at -11.040, are the ways out of the hexagon, and neither found a
 direct C0-C3 saddle below -10.4.
+
+The same seven atoms in three dimensions (:func:`energy_3d`, :func:`align_3d`; ``dimension=3``
+elsewhere) are the landscape whose saddles *are* published: its four minima and the three
+transition states that join them (:data:`PUBLISHED_MINIMUM_ENERGY_3D`,
+:data:`PUBLISHED_SADDLE_ENERGY_3D`), which the connection stage reproduces in
+``tests/test_connectivity.py``.
 """
 
 from __future__ import annotations
@@ -124,37 +130,79 @@ MINIMA = np.array(
 MINIMUM_ENERGY = np.array([-12.53486652, -11.50129112, -11.47690703, -11.40341863])
 
 
-def energy(points: torch.Tensor) -> torch.Tensor:
-    """Lennard-Jones energy ``(n,)`` of configurations ``(n, 14)``, differentiable."""
-    atoms = points.reshape(len(points), N_ATOMS, DIMENSION)
+# --- The same cluster in three dimensions: seven atoms in space, a point of R^21 ---------------
+#: Energies of its four minima: the pentagonal bipyramid (global minimum, -16.505384; Wales and
+#: Doye 1997, J. Phys. Chem. A 101, 5111), the capped octahedron, the tricapped tetrahedron and
+#: the bicapped trigonal bipyramid, as published with IBM's topography-searcher (its LJ7 example's
+#: ``expected_output/min.data``, commit 189a948; five decimals).
+PUBLISHED_MINIMUM_ENERGY_3D = np.array([-16.505384, -15.93504, -15.59321, -15.53306])
+#: Its transition states published in the same place (``ts.data``): energies, and the minima they
+#: join (rows of MINIMA_3D). The three join the capped octahedron to each of the others; they are
+#: the ones a connection of the four minima needs, not every saddle of the cluster.
+PUBLISHED_SADDLE_ENERGY_3D = np.array([-15.44473, -15.31986, -15.28342])
+PUBLISHED_SADDLE_MINIMA_3D = np.array([[0, 1], [1, 2], [1, 3]])
+#: The four minima located for this module (BFGS from 400 random compact starts to gradient norm
+#: < 1e-9; coordinates rounded to 1e-9), centre of mass at the origin, in the order above.
+MINIMA_3D = np.array(
+    [
+        [-0.400318581, -0.244262185, 0.833313582, 0.781508050, 0.377109845, -0.401701181, 0.230784962,
+         -0.523686387, -0.042636138, -0.230784962, 0.523686387, 0.042636138, -0.133778980, 0.018114672,
+         -0.946628517, -0.864188006, -0.365914362, -0.183347417, 0.616777517, 0.214952030, 0.698363534],
+        [0.805990563, -0.230570607, 0.368642811, -0.473222947, 0.078284308, -0.505037930, 0.235349770,
+         -0.778906297, -0.420233959, -0.289421102, -0.402578149, 0.489180908, 0.098525809, 0.627684654,
+         0.285370533, -0.999766990, 0.456726080, 0.405727016, 0.622544898, 0.249360011, -0.623649380],
+        [-0.311902475, -0.677171661, 0.133454243, 0.024638934, 0.209110495, 0.727544068, 0.418174613,
+         0.052711510, -0.315525255, 0.739963184, -0.622563269, 0.509583653, -0.386803354, -0.390230623,
+         -0.944938761, -0.655118715, 0.349272531, -0.149942708, 0.171047814, 1.078871017, 0.039824759],
+        [-0.283708430, -0.652538129, -0.193935717, 0.442334858, 0.204733199, -0.100075714, 0.325230642,
+         0.668711182, 0.907582115, 0.353450510, -0.354585897, -1.061129817, 0.213550460, -0.440536189,
+         0.782638614, -0.478156007, 0.318064404, -0.722773133, -0.572702035, 0.256151431, 0.387693653],
+    ]
+)
+#: Their energies to 1e-8.
+MINIMUM_ENERGY_3D = np.array([-16.50538417, -15.93504306, -15.59321094, -15.53306005])
+
+
+def energy(points: torch.Tensor, dimension: int = DIMENSION) -> torch.Tensor:
+    """Lennard-Jones energy ``(n,)`` of configurations ``(n, 7 dimension)``, differentiable."""
+    atoms = points.reshape(len(points), N_ATOMS, dimension)
     first, second = torch.triu_indices(N_ATOMS, N_ATOMS, offset=1, device=points.device)
     r2 = ((atoms[:, first] - atoms[:, second]) ** 2).sum(-1)
     inverse6 = r2.reciprocal() ** 3
     return 4 * (inverse6 * inverse6 - inverse6).sum(1)
 
 
-def canonicalize(points: np.ndarray) -> np.ndarray:
-    """Configurations ``(n, 14)`` with their centre of mass at the origin."""
-    atoms = np.asarray(points, dtype=np.float64).reshape(len(points), N_ATOMS, DIMENSION)
+def energy_3d(points: torch.Tensor) -> torch.Tensor:
+    """:func:`energy` of the cluster in three dimensions, configurations ``(n, 21)``."""
+    return energy(points, dimension=3)
+
+
+def canonicalize(points: np.ndarray, dimension: int = DIMENSION) -> np.ndarray:
+    """Configurations ``(n, 7 dimension)`` with their centre of mass at the origin."""
+    atoms = np.asarray(points, dtype=np.float64).reshape(len(points), N_ATOMS, dimension)
     return (atoms - atoms.mean(1, keepdims=True)).reshape(len(points), -1)
 
 
-def align(reference: np.ndarray, theta: np.ndarray, *, n_starts: int = 24, n_rounds: int = 10) -> np.ndarray:
-    """``theta (14,)`` permuted, rotated, reflected and translated onto the centred reference.
+def align(
+    reference: np.ndarray, theta: np.ndarray, *, dimension: int = DIMENSION, n_starts: int = 24, n_rounds: int = 10
+) -> np.ndarray:
+    """``theta`` permuted, rotated, reflected and translated onto the centred reference.
 
     Alternates the best permutation for a fixed orientation (Hungarian assignment,
     ``scipy.optimize.linear_sum_assignment``) with the best orthogonal map for a fixed
     permutation (Procrustes: SVD of the cross-covariance), from ``n_starts`` initial rotations
-    of each handedness; the closest result wins. A local search, as OPTIM's ``minpermdist``;
-    ``tests/test_lennard_jones.py`` compares it with brute force over all 7! permutations.
+    of each handedness (evenly spaced angles in the plane; in three dimensions rotations drawn
+    at random with a fixed seed); the closest result wins. A local search, as OPTIM's
+    ``minpermdist``; ``tests/test_lennard_jones.py`` compares it with brute force over all 7!
+    permutations.
     """
-    target = canonicalize(np.asarray(reference)[None])[0].reshape(N_ATOMS, DIMENSION)
-    moving = canonicalize(np.asarray(theta)[None])[0].reshape(N_ATOMS, DIMENSION)
+    target = canonicalize(np.asarray(reference)[None], dimension)[0].reshape(N_ATOMS, dimension)
+    moving = canonicalize(np.asarray(theta)[None], dimension)[0].reshape(N_ATOMS, dimension)
     best, best_distance = moving, np.inf
-    for mirror in (1.0, -1.0):
-        for angle in np.linspace(0.0, 2 * np.pi, n_starts, endpoint=False):
-            c, s = np.cos(angle), np.sin(angle)
-            current = moving @ np.array([[c, -s], [s, c]]).T * [1.0, mirror]
+    mirror = np.diag([1.0] * (dimension - 1) + [-1.0])
+    for start in _initial_rotations(dimension, n_starts):
+        for orientation in (start, start @ mirror):
+            current = moving @ orientation.T
             for _ in range(n_rounds):
                 cost = ((target[:, None] - current[None]) ** 2).sum(-1)
                 _, order = linear_sum_assignment(cost)
@@ -167,9 +215,27 @@ def align(reference: np.ndarray, theta: np.ndarray, *, n_starts: int = 24, n_rou
     return best.ravel()
 
 
-def structure_fingerprint(points: np.ndarray) -> np.ndarray:
+def align_3d(reference: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    """:func:`align` in three dimensions."""
+    return align(reference, theta, dimension=3, n_starts=48)
+
+
+def _initial_rotations(dimension, n_starts):
+    """Starting rotations of :func:`align`: evenly spaced in the plane, seeded draws in space."""
+    if dimension == 2:
+        angles = np.linspace(0.0, 2 * np.pi, n_starts, endpoint=False)
+        return [np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]) for a in angles]
+    rotations = []
+    for gaussian in np.random.default_rng(0).normal(size=(n_starts, dimension, dimension)):
+        q, r = np.linalg.qr(gaussian)
+        q = q * np.sign(np.diag(r))
+        rotations.append(q if np.linalg.det(q) > 0 else -q)
+    return rotations
+
+
+def structure_fingerprint(points: np.ndarray, dimension: int = DIMENSION) -> np.ndarray:
     """Sorted pair distances ``(n, 21)``: the same for every copy of a structure."""
-    atoms = np.asarray(points, dtype=np.float64).reshape(len(points), N_ATOMS, DIMENSION)
+    atoms = np.asarray(points, dtype=np.float64).reshape(len(points), N_ATOMS, dimension)
     return np.sort([pdist(a) for a in atoms], axis=1)
 
 
@@ -181,6 +247,7 @@ def assign_to_structures(
     *,
     energy_tol: float = 1e-6,
     distance_tol: float = 1e-3,
+    dimension: int = DIMENSION,
 ) -> np.ndarray:
     """Index ``(n,)`` of the catalogued minimum whose structure each endpoint has, -1 where none.
 
@@ -193,7 +260,8 @@ def assign_to_structures(
     if not len(minima) or not len(endpoints):
         return labels
     same_energy = np.abs(np.asarray(energies)[:, None] - np.asarray(minimum_energy)[None]) <= energy_tol
-    gap = np.abs(structure_fingerprint(endpoints)[:, None] - structure_fingerprint(minima)[None]).max(-1)
+    gap = np.abs(structure_fingerprint(endpoints, dimension)[:, None]
+                 - structure_fingerprint(minima, dimension)[None]).max(-1)
     same = same_energy & (gap <= distance_tol)
     found = same.any(1)
     labels[found] = np.where(same, -gap, -np.inf)[found].argmax(1)
