@@ -239,6 +239,7 @@ def connect_minima(
         ``band_fell_back``, ``n_band_maxima``, ``n_band_end_peaks``, ``band_outcome``,
         ``band_merge_refused``. Per refined maximum (dim ``transition_state``): ``ts_band``,
         ``ts_from_end_segment``, ``ts_theta``, ``ts_energy``, ``ts_grad_norm``, ``ts_index``,
+        ``ts_lowest_eigenvalue``,
         ``ts_converged``, ``connected_minimum (transition_state, end)``, ``barrier``,
         ``ts_descent_kicked``, ``connected_minimum_checked (transition_state, end)`` (from
         ``check_displacement``), ``ts_check_displacement``, ``ts_displacement_sensitive``,
@@ -843,6 +844,8 @@ def _transition_state_variables(ts, minimum_energy, final, n_params, same_point)
         "ts_energy": _variable("transition_state", energy, "energy of the refined maximum"),
         "ts_grad_norm": _variable("transition_state", values("grad_norm"), "gradient norm at it"),
         "ts_index": _variable("transition_state", values("index", np.int64), "negative Hessian eigenvalues at it"),
+        "ts_lowest_eigenvalue": _variable("transition_state", values("lowest_eigenvalue"),
+                                          "lowest Hessian eigenvalue at it (the curvature along its mode)"),
         "ts_converged": _variable("transition_state", values("converged", bool), "refinement met ts_grad_tol"),
         "connected_minimum": _variable(("transition_state", "end"), connected, "minimum reached by descent from "
                                        "the transition state, the band's first end's side first (-1: none)"),
