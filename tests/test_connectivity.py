@@ -562,3 +562,26 @@ def test_a_saddle_is_checked_only_where_its_mode_outweighs_its_leftover_gradient
     np.testing.assert_allclose(step, [1e-4, MODE_DOMINANCE * 1e-4, MODE_DOMINANCE * 9e-4])
     off = SimpleNamespace(check_displacement=0.0, displacement=1e-2)
     assert not _check_displacements(saddles, off)[0].any()
+
+
+def test_a_flat_saddle_is_refined_on_until_its_mode_outweighs_its_leftover_gradient():
+    from basins.connectivity import MODE_DOMINANCE
+
+    # The washboard's saddle (curvature -2.5e-6) met at the refinement's tolerance 2e-8 keeps a
+    # gradient of 1.2e-9, five times the mode's 1e-4 out (2.5e-10): descents from there would
+    # follow the leftover gradient. Refined on, it is a saddle the check can start next to.
+    descend_from = descend_on(tilted_washboard, lr=1.0, grad_tol=1e-12, dynamics="gradient_flow")
+    ends = descend_from(np.array([[0.0, 0.0], [40.0, 0.0]]))[0]
+    graph = connect_minima(
+        ends, tilted_washboard(torch.as_tensor(ends)).numpy(), tilted_washboard, align=lambda r, t: t,
+        descend_from=descend_on(tilted_washboard, lr=1.0, grad_tol=1e-5, dynamics="gradient_flow"),
+        assign=assign_within(0.04), descent_grad_tol=1e-5, n_images=8, band_dynamics="fire", band_lr=0.4,
+        band_force_tol=2.5e-9, band_climb_tol=2.5e-8, ts_grad_tol=2e-8, spring=6e-7, trust_radius=4.0, n_levels=5,
+    )
+    edge = graph["is_edge"].values
+    assert graph.attrs["n_edges"] == 1
+    curvature, gradient = graph["ts_lowest_eigenvalue"].values[edge][0], graph["ts_grad_norm"].values[edge][0]
+    assert gradient * MODE_DOMINANCE <= abs(curvature) * 1e-4
+    assert float(graph["ts_check_displacement"].values[edge][0]) == 1e-4
+    np.testing.assert_array_equal(graph["connected_minimum_checked"].values[edge][0],
+                                  graph["connected_minimum"].values[edge][0])

@@ -490,6 +490,7 @@ def _refine_band_maxima(bands, connector):
     if not starts:
         return []
     refined = refine_transition_states(connector.energy, np.array([s[2] for s in starts]), **connector.ts_options)
+    refined = _polish_flat_saddles(refined, connector)
     saddles = []
     for row, (band, position, _, tangent) in enumerate(starts):
         saddles.append({
@@ -499,6 +500,32 @@ def _refine_band_maxima(bands, connector):
             "forward": 1.0 if refined["mode"][row] @ tangent >= 0 else -1.0,
         })
     return saddles
+
+
+def _polish_flat_saddles(refined, connector, floor=1e-13):
+    """Index-1 saddles whose leftover gradient g would steer the descents from them (|lambda|
+    times the shorter descent displacement below :data:`MODE_DOMINANCE` g) refined on, to a
+    gradient that lets the mode dominate (not below ``floor``, round-off's); each keeps the
+    closer of its two refinements. A flat saddle (lambda ~ -5e-5) met at the refinement's
+    tolerance 1e-6 otherwise sent both descents where the leftover gradient pointed."""
+    shortest = connector.check_displacement or connector.displacement
+    target = np.maximum(np.abs(refined["lowest_eigenvalue"]) * shortest / MODE_DOMINANCE, floor)
+    flat = np.flatnonzero(refined["converged"] & (refined["index"] == 1) & (refined["grad_norm"] > target))
+    if not len(flat):
+        return refined
+    options = {**connector.ts_options, "grad_tol": float(target[flat].min())}
+    again = refine_transition_states(connector.energy, refined["theta"][flat], **options)
+    moved = np.linalg.norm(again["theta"] - refined["theta"][flat], axis=1)
+    # the same saddle (within the descents' displacement), still index 1, and closer to it
+    better = (again["index"] == 1) & (again["grad_norm"] < refined["grad_norm"][flat]) & (
+        moved <= connector.displacement)
+    log.info("%d flat saddles refined on: gradient %s -> %s", len(flat),
+             np.array2string(refined["grad_norm"][flat], precision=1), np.array2string(again["grad_norm"], precision=1))
+    polished = {key: value.copy() for key, value in refined.items()}
+    for key in ("theta", "energy", "grad_norm", "mode", "lowest_eigenvalue"):
+        polished[key][flat[better]] = again[key][better]
+    polished["steps"][flat] += again["steps"]
+    return polished
 
 
 def _name_saddle_minima(saddles, catalog, connector):
