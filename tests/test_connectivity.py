@@ -320,24 +320,29 @@ def test_one_saddle_found_twice_is_one_edge_whatever_minima_its_descents_named()
 
 def tilted_washboard(points, depth=1e-4, period=40.0):
     """Minima near x = k period, saddles near (k + 1/2) period, each step down by depth / 2: a
-    landscape as flat as a network's near its saddles (curvature at the saddle -1.2e-7)."""
+    landscape as flat as a network's near its saddles (curvature at the saddle -2.5e-6)."""
     x, y = points[:, 0], points[:, 1]
     return depth * (1 - torch.cos(2 * np.pi * x / period) - 0.5 * x / period + y**2 / period**2)
 
 
-def test_descents_from_a_flat_saddle_reach_the_minima_it_joins():
-    # The true graph: one saddle near x = 19.5 joins the minima near 0.5 and 40.5. The gradient
-    # a displacement of 0.01 from that saddle is ~1e-9, far below the descents' tolerance 1e-5;
-    # moving further out instead (40 units, as the stage once did) lands beyond both minima.
+def connect_washboard(ts_grad_tol):
+    """The washboard's two minima near 0.5 and 40.5, connected with descents stopped at 1e-5."""
     descend_from = descend_on(tilted_washboard, lr=1.0, grad_tol=1e-12, dynamics="gradient_flow")
     ends = descend_from(np.array([[0.0, 0.0], [40.0, 0.0]]))[0]
-    graph = connect_minima(
+    return connect_minima(
         ends, tilted_washboard(torch.as_tensor(ends)).numpy(), tilted_washboard, align=lambda r, t: t,
         descend_from=descend_on(tilted_washboard, lr=1.0, grad_tol=1e-5, dynamics="gradient_flow"),
         assign=assign_within(0.04), descent_grad_tol=1e-5, n_images=8, band_dynamics="fire", band_lr=0.4,
-        band_force_tol=2.5e-9, band_climb_tol=2.5e-8, ts_grad_tol=2.5e-12, spring=6e-7, trust_radius=4.0,
+        band_force_tol=2.5e-9, band_climb_tol=2.5e-8, ts_grad_tol=ts_grad_tol, spring=6e-7, trust_radius=4.0,
         n_levels=5,
     )
+
+
+def test_descents_from_a_flat_saddle_reach_the_minima_it_joins():
+    # The true graph: one saddle near x = 19.5 joins the minima near 0.5 and 40.5. The gradient
+    # a displacement of 0.01 from that saddle is ~2.5e-8, far below the descents' tolerance 1e-5;
+    # moving further out instead (40 units, as the stage once did) lands beyond both minima.
+    graph = connect_washboard(ts_grad_tol=2.5e-12)
     np.testing.assert_array_equal(graph["pair_outcome"], [PAIR_CONNECTED])
     assert graph.attrs["n_edges"] == 1 and graph.sizes["minimum"] == 2 and graph.attrs["funnel_fraction"] == 1
     edge = graph["is_edge"].values
@@ -570,14 +575,7 @@ def test_a_flat_saddle_is_refined_on_until_its_mode_outweighs_its_leftover_gradi
     # The washboard's saddle (curvature -2.5e-6) met at the refinement's tolerance 2e-8 keeps a
     # gradient of 1.2e-9, five times the mode's 1e-4 out (2.5e-10): descents from there would
     # follow the leftover gradient. Refined on, it is a saddle the check can start next to.
-    descend_from = descend_on(tilted_washboard, lr=1.0, grad_tol=1e-12, dynamics="gradient_flow")
-    ends = descend_from(np.array([[0.0, 0.0], [40.0, 0.0]]))[0]
-    graph = connect_minima(
-        ends, tilted_washboard(torch.as_tensor(ends)).numpy(), tilted_washboard, align=lambda r, t: t,
-        descend_from=descend_on(tilted_washboard, lr=1.0, grad_tol=1e-5, dynamics="gradient_flow"),
-        assign=assign_within(0.04), descent_grad_tol=1e-5, n_images=8, band_dynamics="fire", band_lr=0.4,
-        band_force_tol=2.5e-9, band_climb_tol=2.5e-8, ts_grad_tol=2e-8, spring=6e-7, trust_radius=4.0, n_levels=5,
-    )
+    graph = connect_washboard(ts_grad_tol=2e-8)
     edge = graph["is_edge"].values
     assert graph.attrs["n_edges"] == 1
     curvature, gradient = graph["ts_lowest_eigenvalue"].values[edge][0], graph["ts_grad_norm"].values[edge][0]
