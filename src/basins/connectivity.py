@@ -202,11 +202,13 @@ def connect_minima(
         distance instead carried descents past the near minimum: at lambda = -5e-5 and a
         tolerance of 1e-5 it reached 2, beyond a minimum 0.7 away.)
     check_displacement : float
-        The descents from every verified saddle are run again from this distance (0: not):
-        steepest descent from a saddle is defined in the limit of zero displacement, so a
-        saddle whose minima differ at the two distances is named by the descents' start, not
-        the landscape alone (``ts_displacement_sensitive``; it stays an edge, as named at
-        ``displacement``, and is counted in ``n_displacement_sensitive_edges``). Where the
+        The descents from every verified saddle are run again from this distance (0: not): a
+        saddle whose minima differ at the two distances is named by where its descents start
+        (``ts_displacement_sensitive``; it stays an edge, as named at ``displacement``, and is
+        counted in ``n_displacement_sensitive_edges``). The descents are ``descend_from``'s,
+        the experiment's own dynamics: for steepest descent the smaller distance is the nearer
+        the zero-displacement limit that defines the saddle's minima; for an inertial dynamics
+        (FIRE) a flag may be that dynamics' own sensitivity to its start. Where the
         mode's gradient there would not outweigh the saddle's leftover gradient by
         :data:`MODE_DOMINANCE`, the check starts further out, up to half ``displacement``;
         a saddle that needs more is not checked (``ts_check_displacement`` NaN).
@@ -247,7 +249,8 @@ def connect_minima(
         ``is_edge`` (a verified, first-found transition state between two distinct minima).
         Attributes ``funnel_fraction``, ``n_edges``, ``n_merged``, ``n_unconnected``,
         ``n_top_components``, ``n_kicked_edges`` (edges one of whose minima a kick off a higher
-        saddle chose: ``ts_descent_kicked``), ``n_displacement_sensitive_edges``,
+        saddle chose: ``ts_descent_kicked``), ``n_displacement_sensitive_edges``, ``n_unchecked_edges``
+        (edges whose check was skipped or whose check descents did not both converge),
         ``n_refused_not_minima``.
 
     References
@@ -725,6 +728,8 @@ def _graph_dataset(pairs, distance, catalog, record, n_levels, same_point):
         "n_edges": int(is_edge.sum()),
         "n_kicked_edges": int((is_edge & ts["ts_descent_kicked"][1]).sum()),
         "n_displacement_sensitive_edges": int((is_edge & ts["ts_displacement_sensitive"][1]).sum()),
+        # an edge whose check was skipped, or whose check descents did not both converge, is unchecked
+        "n_unchecked_edges": int((is_edge & (ts["connected_minimum_checked"][1] == UNASSIGNED).any(1)).sum()),
         "n_merged": len(merged),
         "n_unconnected": int((outcome == PAIR_UNCONNECTED).sum()),
         "n_top_components": n_top,
@@ -853,6 +858,10 @@ def _transition_state_variables(ts, minimum_energy, final, n_params, same_point)
     checked = np.array([s["checked"] for s in ts], dtype=np.int64).reshape(-1, 2)
     checked = np.where(checked == NOT_IN_GRAPH, NOT_IN_GRAPH, final(checked))
     sensitive = is_edge & (checked != UNASSIGNED).all(1) & (checked != connected).any(1)
+    undecided = is_edge & (values("check_step") > 0) & (checked == UNASSIGNED).any(1)
+    if undecided.any():
+        log.warning("transition states %s: a check descent did not converge, so their edges are unchecked",
+                    np.flatnonzero(undecided).tolist())
     for k in np.flatnonzero(sensitive):
         log.warning("transition state %d: its descents name minima %s from the displacement and %s from the check "
                     "displacement (-2: a minimum the graph lacks): which minima it joins depends on where the "
