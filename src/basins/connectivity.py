@@ -59,11 +59,17 @@ log = logging.getLogger(__name__)
 #: A check descent's endpoint that is a minimum the graph lacks (check descents add none).
 NOT_IN_GRAPH = -2
 
+#: A descent started a distance delta along the mode of a saddle (curvature lambda) refined to
+#: gradient g follows the mode only where |lambda| delta exceeds g by this factor; closer in, the
+#: leftover gradient of the refinement, not the mode, sets where both descents go.
+MODE_DOMINANCE = 10.0
+
 #: ``align(reference (param,), theta (param,)) -> theta`` in the symmetry frame nearest the reference.
 Align = Callable[[np.ndarray, np.ndarray], np.ndarray]
 #: ``descend_from(points (n, param), grad_tol) -> (endpoints, energies, converged, kicked)``:
-#: steepest descent from each point, stopped at gradient norm ``grad_tol`` (None: the descent's
-#: own tolerance); endpoints in the catalog's canonical frame; ``kicked`` where the descent
+#: descent from each point (the experiment's dynamics, steepest or not), stopped at gradient
+#: norm ``grad_tol`` (None: the descent's own tolerance); endpoints in the catalog's canonical
+#: frame; ``kicked`` where the descent
 #: stopped at a saddle and was moved off it (then the kick, not the landscape alone, chose the
 #: minimum reached).
 Descend = Callable[[np.ndarray, float | None], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
@@ -562,12 +568,6 @@ def _name_saddle_minima(saddles, catalog, connector):
             saddle["is_edge"] = False
         if saddle["is_edge"]:
             catalog.join(near, far)
-
-
-#: A descent started a distance delta along the mode of a saddle (curvature lambda) refined to
-#: gradient g follows the mode only where |lambda| delta exceeds g by this factor; closer in, the
-#: leftover gradient of the refinement, not the mode, sets where both descents go.
-MODE_DOMINANCE = 10.0
 
 
 def _check_displacements(saddles, connector):
