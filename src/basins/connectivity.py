@@ -69,9 +69,8 @@ Align = Callable[[np.ndarray, np.ndarray], np.ndarray]
 #: ``descend_from(points (n, param), grad_tol) -> (endpoints, energies, converged, kicked)``:
 #: descent from each point (the experiment's dynamics, steepest or not), stopped at gradient
 #: norm ``grad_tol`` (None: the descent's own tolerance); endpoints in the catalog's canonical
-#: frame; ``kicked`` where the descent
-#: stopped at a saddle and was moved off it (then the kick, not the landscape alone, chose the
-#: minimum reached).
+#: frame; ``kicked`` where the descent stopped at a saddle and was moved off it (then the kick,
+#: not the landscape alone, chose the minimum reached).
 Descend = Callable[[np.ndarray, float | None], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
 #: ``assign(endpoints, energies, minima_theta, minima_energy) -> (n,)``: the minimum each endpoint
 #: is, by the catalog's own criterion, -1 where none.
