@@ -510,6 +510,13 @@ def _refine_band_maxima(bands, connector):
     return saddles
 
 
+def _mode_dominant_distance(grad_norm, curvature):
+    """How far along its mode from a saddle refined to gradient ``grad_norm`` (curvature along
+    the mode ``curvature``) a descent must start for the mode's gradient to outweigh the leftover
+    one by :data:`MODE_DOMINANCE`."""
+    return MODE_DOMINANCE * np.asarray(grad_norm) / np.maximum(np.abs(curvature), 1e-300)
+
+
 def _polish_flat_saddles(refined, connector, floor=1e-13):
     """Index-1 saddles whose leftover gradient g would steer the descents from them (|lambda|
     times the shorter descent displacement below :data:`MODE_DOMINANCE` g) refined on, to a
@@ -517,11 +524,13 @@ def _polish_flat_saddles(refined, connector, floor=1e-13):
     closer of its two refinements. A flat saddle (lambda ~ -5e-5) met at the refinement's
     tolerance 1e-6 otherwise sent both descents where the leftover gradient pointed."""
     shortest = connector.check_displacement or connector.displacement
-    target = np.maximum(np.abs(refined["lowest_eigenvalue"]) * shortest / MODE_DOMINANCE, floor)
-    flat = np.flatnonzero(refined["converged"] & (refined["index"] == 1) & (refined["grad_norm"] > target))
+    flat = np.flatnonzero(refined["converged"] & (refined["index"] == 1) & (refined["grad_norm"] > floor) & (
+        _mode_dominant_distance(refined["grad_norm"], refined["lowest_eigenvalue"]) > shortest))
     if not len(flat):
         return refined
-    options = {**connector.ts_options, "grad_tol": float(target[flat].min())}
+    # the gradient at which that distance is the shortest displacement
+    target = np.abs(refined["lowest_eigenvalue"][flat]) * shortest / MODE_DOMINANCE
+    options = {**connector.ts_options, "grad_tol": float(max(target.min(), floor))}
     again = refine_transition_states(connector.energy, refined["theta"][flat], **options)
     moved = np.linalg.norm(again["theta"] - refined["theta"][flat], axis=1)
     # the same saddle (within the descents' displacement), still index 1, and closer to it
@@ -551,10 +560,10 @@ def _name_saddle_minima(saddles, catalog, connector):
     labels, kicked = _descents_along_modes(verified, np.full(len(verified), connector.displacement), catalog,
                                            connector, add_new=True)
     checkable, check_step = _check_displacements(verified, connector)
-    to_check = [saddle for saddle, can in zip(verified, checkable) if can]
+    to_check, steps = [saddle for saddle, can in zip(verified, checkable) if can], check_step[checkable]
     if to_check:
-        checked, _ = _descents_along_modes(to_check, check_step[checkable], catalog, connector, add_new=False)
-        for saddle, pair, step in zip(to_check, checked, check_step[checkable]):
+        checked, _ = _descents_along_modes(to_check, steps, catalog, connector, add_new=False)
+        for saddle, pair, step in zip(to_check, checked, steps):
             saddle["checked"], saddle["check_step"] = tuple(pair), step
     for saddle, (near, far), kick in zip(verified, labels, kicked):
         saddle["connected"], saddle["kicked"] = (near, far), bool(kick)
@@ -576,8 +585,8 @@ def _check_displacements(saddles, connector):
     says nothing the first descents did not, and the saddle is not checked)."""
     if connector.check_displacement <= 0:
         return np.zeros(len(saddles), dtype=bool), np.full(len(saddles), np.nan)
-    step = np.array([max(connector.check_displacement,
-                         MODE_DOMINANCE * s["grad_norm"] / max(abs(s["lowest_eigenvalue"]), 1e-300)) for s in saddles])
+    step = np.maximum(connector.check_displacement, _mode_dominant_distance(
+        [s["grad_norm"] for s in saddles], [s["lowest_eigenvalue"] for s in saddles]))
     return step <= connector.displacement / 2, step
 
 
@@ -674,12 +683,18 @@ def _descend_to_minima(points, catalog, connector, grad_tol=None, *, add_new=Tru
     labels = np.full(len(points), UNASSIGNED, dtype=np.int64)
     if converged.any():
         labels[converged] = connector.assign(endpoints[converged], energies[converged], catalog.theta, catalog.energy)
-    if not add_new:
+    if add_new:
+        _add_unmatched(labels, converged, endpoints, energies, catalog, connector)
+    else:
         labels[converged & (labels == UNASSIGNED)] = NOT_IN_GRAPH
-        return np.array([catalog.root(label) if label >= 0 else label for label in labels], dtype=np.int64), \
-            np.asarray(kicked, dtype=bool)
+    return (np.array([catalog.root(label) if label >= 0 else label for label in labels], dtype=np.int64),
+            np.asarray(kicked, dtype=bool))
+
+
+def _add_unmatched(labels, converged, endpoints, energies, catalog, connector):
+    """Converged endpoints no catalogued minimum matches join the catalog, ``labels`` updated:
+    each unmatched endpoint becomes a minimum in turn, and the rest are matched against it."""
     n_before = len(catalog)
-    # Each unmatched endpoint becomes a minimum in turn, and the rest are matched against it.
     while True:
         unmatched = np.flatnonzero(converged & (labels == UNASSIGNED))
         if not len(unmatched):
@@ -691,7 +706,6 @@ def _descend_to_minima(points, catalog, connector, grad_tol=None, *, add_new=Tru
             labels[rest[match == 0]] = labels[first]
     if len(catalog) > n_before:
         log.info("descents found %d minima not in the catalog", len(catalog) - n_before)
-    return np.array([catalog.root(label) for label in labels], dtype=np.int64), np.asarray(kicked, dtype=bool)
 
 
 def _graph_dataset(pairs, distance, catalog, record, n_levels, same_point):

@@ -47,6 +47,8 @@ transition states that join them (:data:`PUBLISHED_MINIMUM_ENERGY_3D`,
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
@@ -220,17 +222,19 @@ def align_3d(reference: np.ndarray, theta: np.ndarray) -> np.ndarray:
     return align(reference, theta, dimension=3, n_starts=48)
 
 
+@functools.lru_cache(maxsize=None)
 def _initial_rotations(dimension, n_starts):
-    """Starting rotations of :func:`align`: evenly spaced in the plane, seeded draws in space."""
+    """Starting rotations of :func:`align`: evenly spaced in the plane, seeded draws in space
+    (the same on every call, so drawn once)."""
     if dimension == 2:
         angles = np.linspace(0.0, 2 * np.pi, n_starts, endpoint=False)
-        return [np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]) for a in angles]
+        return tuple(np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]) for a in angles)
     rotations = []
     for gaussian in np.random.default_rng(0).normal(size=(n_starts, dimension, dimension)):
         q, r = np.linalg.qr(gaussian)
         q = q * np.sign(np.diag(r))
         rotations.append(q if np.linalg.det(q) > 0 else -q)
-    return rotations
+    return tuple(rotations)
 
 
 def structure_fingerprint(points: np.ndarray, dimension: int = DIMENSION) -> np.ndarray:
