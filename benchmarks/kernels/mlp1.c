@@ -1,0 +1,220 @@
+/* Loss and gradient of every member's one-hidden-layer, one-output network, member by member.
+
+   A prototype of issue #25's fused kernel, measured by benchmarks/bench_kernel.py and not used
+   by the engine yet. The same function as basins.landscapes.fused_mlp.loss_and_gradient (the
+   benchmark checks they agree to round-off) for depth 1, one output, shared inputs, all
+   samples, tanh, relu or linear units. Each member's forward and backward pass runs over its
+   own hidden units, vectorized along the samples (inputs stored feature-major, so a sweep over
+   samples is contiguous), its activations in a per-thread scratch of (h + 2) x P doubles that
+   stays in cache. The transcendental functions are polynomials the compiler vectorizes (exp
+   after range reduction, log on [1/2, 1] by the atanh series) to about one ulp: libm's scalar
+   calls cost more than the arithmetic. Members are independent: a member's result does not
+   depend on which others share the call (shard invariance). */
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+enum { LOSS_MSE = 0, LOSS_HINGE = 1, LOSS_QUADRATIC_HINGE = 2, LOSS_CROSS_ENTROPY = 3 };
+enum { ACT_TANH = 0, ACT_RELU = 1, ACT_LINEAR = 2 };
+
+/* exp(x), clamped to [-708, 709] (exp(-708) ~ 3e-308, exp(709) ~ 8e307: the sigmoid and the
+   losses only need it to saturate there). Range reduction x = k ln 2 + r, |r| <= ln 2 / 2, k
+   rounded by the 1.5 * 2^52 shift (k lands in the low mantissa bits, 2^k is built from them);
+   the Taylor polynomial of degree 13 (truncation < 5e-18 relative) in Estrin's scheme. Written
+   without branches, type-punning unions or libm calls, so that loops over it vectorize
+   (1 ns a value against libm's 5-7, within 4.3e-16 relative of it). */
+static inline double exp_vec(double x) {
+    const double log2e = 1.4426950408889634, ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
+    x = x < -708.0 ? -708.0 : x;
+    x = x > 709.0 ? 709.0 : x;
+    double shifted = x * log2e + 0x1.8p52;   /* k in the low mantissa bits */
+    double k = shifted - 0x1.8p52;
+    double r = (x - k * ln2_hi) - k * ln2_lo;
+    double r2 = r * r, r4 = r2 * r2, r8 = r4 * r4;
+    double c01 = 1.0 + r, c23 = 0.5 + r * (1.0 / 6.0), c45 = 1.0 / 24.0 + r * (1.0 / 120.0),
+           c67 = 1.0 / 720.0 + r * (1.0 / 5040.0), c89 = 1.0 / 40320.0 + r * (1.0 / 362880.0),
+           c1011 = 1.0 / 3628800.0 + r * (1.0 / 39916800.0), c1213 = 1.0 / 479001600.0 + r * (1.0 / 6227020800.0);
+    double c03 = c01 + r2 * c23, c47 = c45 + r2 * c67, c811 = c89 + r2 * c1011;
+    double p = (c03 + r4 * c47) + r8 * (c811 + r4 * c1213);
+    uint64_t bits; memcpy(&bits, &shifted, 8);
+    uint64_t sbits = (bits + 1023) << 52; double scale; memcpy(&scale, &sbits, 8);
+    return p * scale;
+}
+/* log(v) for v in [1/2, 1]: 2 atanh(s), s = (v - 1) / (v + 1), |s| <= 1/3; the odd series to
+   s^35 (truncation < 2e-18). */
+static inline double log_half_to_one(double v) {
+    double s = (v - 1.0) / (v + 1.0), s2 = s * s;
+    double p = 1.0 / 35.0;
+    p = p * s2 + 1.0 / 33.0;
+    p = p * s2 + 1.0 / 31.0;
+    p = p * s2 + 1.0 / 29.0;
+    p = p * s2 + 1.0 / 27.0;
+    p = p * s2 + 1.0 / 25.0;
+    p = p * s2 + 1.0 / 23.0;
+    p = p * s2 + 1.0 / 21.0;
+    p = p * s2 + 1.0 / 19.0;
+    p = p * s2 + 1.0 / 17.0;
+    p = p * s2 + 1.0 / 15.0;
+    p = p * s2 + 1.0 / 13.0;
+    p = p * s2 + 1.0 / 11.0;
+    p = p * s2 + 1.0 / 9.0;
+    p = p * s2 + 1.0 / 7.0;
+    p = p * s2 + 1.0 / 5.0;
+    p = p * s2 + 1.0 / 3.0;
+    p = p * s2 + 1.0;
+    return 2.0 * s * p;
+}
+
+static inline double sigmoid_vec(double z) { return 1.0 / (1.0 + exp_vec(-z)); }
+
+/* One member: loss (if wanted) and gradient (n_params) from theta (n_params).
+   xt: (d, P) inputs, feature-major; y: (P) labels +-1 (targets for mse).
+   scratch: (h + 2) * P doubles. */
+static double member(const double *theta, double *grad, int64_t d, int64_t h, int64_t P,
+                     const double *xt, const double *y, int loss, int activation, int bias,
+                     double margin, double beta, double l2, int want_loss, double *scratch) {
+    const double *w1 = theta, *b1 = theta + h * d;
+    const double *w2 = b1 + (bias ? h : 0);
+    const double b2 = bias ? w2[h] : 0.0;
+    double *gw1 = grad, *gb1 = grad + h * d;
+    double *gw2 = gb1 + (bias ? h : 0);
+    double *hidden = scratch, *out = scratch + h * P, *delta = out + P;
+    const double inv_p = 1.0 / (double)P;
+
+    for (int64_t j = 0; j < h; j++) {
+        double *a = hidden + j * P;
+        const double bj = bias ? b1[j] : 0.0;
+        const double *wrow = w1 + j * d;
+#pragma omp simd
+        for (int64_t s = 0; s < P; s++) a[s] = bj;
+        for (int64_t k = 0; k < d; k++) {
+            const double w = wrow[k], *xk = xt + k * P;
+#pragma omp simd
+            for (int64_t s = 0; s < P; s++) a[s] += w * xk[s];
+        }
+    }
+    /* one long loop over every unit's samples: independent iterations keep the polynomial's
+       latency hidden (a loop of P alone is too short to) */
+    const int64_t hp = h * P;
+    if (activation == ACT_TANH) {
+#pragma omp simd
+        for (int64_t i = 0; i < hp; i++) hidden[i] = 2.0 * sigmoid_vec(2.0 * hidden[i]) - 1.0;
+    } else if (activation == ACT_RELU) {
+#pragma omp simd
+        for (int64_t i = 0; i < hp; i++) hidden[i] = hidden[i] > 0.0 ? hidden[i] : 0.0;
+    }
+#pragma omp simd
+    for (int64_t s = 0; s < P; s++) out[s] = b2;
+    for (int64_t j = 0; j < h; j++) {
+        const double *a = hidden + j * P, wj = w2[j];
+#pragma omp simd
+        for (int64_t s = 0; s < P; s++) out[s] += wj * a[s];
+    }
+
+    double total = 0.0;
+    if (loss == LOSS_MSE) {
+#pragma omp simd reduction(+ : total)
+        for (int64_t s = 0; s < P; s++) {
+            double r = out[s] - y[s];
+            total += 0.5 * r * r;
+            delta[s] = r * inv_p;
+        }
+    } else if (loss == LOSS_CROSS_ENTROPY) {
+        /* softplus(z) / beta with z = -beta y f; d / d f = -y sigmoid(z). softplus(z) =
+           relu(z) - log sigmoid(|z|), and sigmoid(|z|) = max(s, 1 - s) lies in [1/2, 1]. */
+#pragma omp simd reduction(+ : total)
+        for (int64_t s = 0; s < P; s++) {
+            double z = -beta * y[s] * out[s];
+            double sg = sigmoid_vec(z);
+            if (want_loss) {
+                double upper = sg > 1.0 - sg ? sg : 1.0 - sg;
+                total += (z > 0.0 ? z : 0.0) - log_half_to_one(upper);
+            }
+            delta[s] = -y[s] * sg * inv_p;
+        }
+        total /= beta;
+    } else {
+#pragma omp simd reduction(+ : total)
+        for (int64_t s = 0; s < P; s++) {
+            double shortfall = margin - y[s] * out[s];
+            double active = shortfall > 0.0 ? shortfall : 0.0;
+            if (loss == LOSS_HINGE) {
+                total += active;
+                delta[s] = shortfall > 0.0 ? -y[s] * inv_p : 0.0;
+            } else {
+                total += 0.5 * active * active;
+                delta[s] = -y[s] * active * inv_p;
+            }
+        }
+    }
+    total *= inv_p;
+
+    double gb2 = 0.0;
+#pragma omp simd reduction(+ : gb2)
+    for (int64_t s = 0; s < P; s++) gb2 += delta[s];
+    for (int64_t j = 0; j < h; j++) {
+        double *a = hidden + j * P;
+        const double wj = w2[j];
+        double g = 0.0;
+#pragma omp simd reduction(+ : g)
+        for (int64_t s = 0; s < P; s++) g += delta[s] * a[s];
+        gw2[j] = g;
+        /* d loss / d pre-activation, written over the activation */
+        if (activation == ACT_TANH) {
+#pragma omp simd
+            for (int64_t s = 0; s < P; s++) a[s] = delta[s] * wj * (1.0 - a[s] * a[s]);
+        } else if (activation == ACT_RELU) {
+#pragma omp simd
+            for (int64_t s = 0; s < P; s++) a[s] = a[s] > 0.0 ? delta[s] * wj : 0.0;
+        } else {
+#pragma omp simd
+            for (int64_t s = 0; s < P; s++) a[s] = delta[s] * wj;
+        }
+        double gb = 0.0;
+#pragma omp simd reduction(+ : gb)
+        for (int64_t s = 0; s < P; s++) gb += a[s];
+        if (bias) gb1[j] = gb;
+        for (int64_t k = 0; k < d; k++) {
+            const double *xk = xt + k * P;
+            double gk = 0.0;
+#pragma omp simd reduction(+ : gk)
+            for (int64_t s = 0; s < P; s++) gk += a[s] * xk[s];
+            gw1[j * d + k] = gk;
+        }
+    }
+    if (bias) gw2[h] = gb2;
+
+    const int64_t n_params = h * d + h + (bias ? h + 1 : 0);
+    double square = 0.0;
+    if (l2 != 0.0) {
+        for (int64_t i = 0; i < n_params; i++) {
+            square += theta[i] * theta[i];
+            grad[i] += l2 * theta[i];
+        }
+    }
+    return want_loss ? total + 0.5 * l2 * square : 0.0;
+}
+
+/* Every member: losses (n_members; untouched unless want_loss) and grads (n_members, n_params).
+   scratch: n_threads * (h + 2) * P doubles. */
+void mlp1_loss_and_gradient(int64_t n_members, const double *theta, double *losses, double *grads,
+                            int64_t d, int64_t h, int64_t P, const double *xt, const double *y,
+                            int loss, int activation, int bias, double margin, double beta,
+                            double l2, int want_loss, int n_threads, double *scratch) {
+    const int64_t n_params = h * d + h + (bias ? h + 1 : 0);
+#pragma omp parallel for num_threads(n_threads) schedule(static)
+    for (int64_t m = 0; m < n_members; m++) {
+#ifdef _OPENMP
+        double *mine = scratch + (int64_t)omp_get_thread_num() * (h + 2) * P;
+#else
+        double *mine = scratch;
+#endif
+        double value = member(theta + m * n_params, grads + m * n_params, d, h, P, xt, y, loss,
+                              activation, bias, margin, beta, l2, want_loss, mine);
+        if (want_loss) losses[m] = value;
+    }
+}
