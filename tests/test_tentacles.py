@@ -94,11 +94,12 @@ def tentacles_at_default_study_settings(seed):
 
 @pytest.mark.parametrize("seed", range(1, 9))
 def test_at_the_default_studys_settings_star_shapedness_reach_and_far_reentry_tell_them_apart(seed):
-    """The default study probes networks more cheaply than the stage defaults (128 rays on 10
-    radii, 16 star members of 8 points, 16 x 16 thickness rays of 8 radii). There, in d = 12,
-    the ring's leaving fraction lies above the ball's interval, the ring's reach interval
-    excludes the ball's exact 0, and only the ring is re-entered far out, seed after seed (reach:
-    32 of seeds 1-32 with 128 rays; 64 rays, the setting until session 24, resolved 6 of 8)."""
+    """The default study probes networks with more rays than the stage defaults and shorter
+    segments (128 rays on 10 radii, 32 star members of 8 points, 32 x 16 thickness rays of 8
+    radii). There, in d = 12, the ring's leaving fraction lies above the ball's interval, the
+    ring's reach interval excludes the ball's exact 0, and only the ring is re-entered far out,
+    seed after seed (reach: 64 of seeds 1-64 with 128 rays; 64 rays, the setting until session
+    24, resolved 6 of 8)."""
     planted, tentacles = tentacles_at_default_study_settings(seed)
     ball, ring = planted.index("ball"), planted.index("ring")
     assert interval(tentacles, "leaving_fraction", ring)[1] > interval(tentacles, "leaving_fraction", ball)[2]
@@ -109,17 +110,19 @@ def test_at_the_default_studys_settings_star_shapedness_reach_and_far_reentry_te
     assert interval(tentacles, "far_reentry_probability", ring)[1] > 0
 
 
-def test_at_the_default_studys_settings_thickness_tells_them_apart_in_seven_of_eight_draws():
-    """Thickness at the default study's 16 members x 16 rays: the ring is thinner than 0.3 of its
-    distance and thinner than the ball, intervals apart, in 7 of seeds 1-8 (8 x 8, the earlier
-    setting, resolved 3 of 8; the stage defaults 7 of 8)."""
+def test_at_the_default_studys_settings_thickness_tells_them_apart_in_most_draws():
+    """Thickness at the default study's 32 members x 16 rays: the ring is thinner than 0.3 of its
+    distance and thinner than the ball, intervals apart, in at least 14 of seeds 1-16. Its power
+    there is about 0.95 (61 of seeds 1-64; an independent referee), so 14 of 16 fails about 4 %
+    of the time by chance; at 16 x 16, the setting until session 24 (power about 0.72, 46 of 64),
+    seeds 1-16 resolve 12 and the test fails."""
     resolved = 0
-    for seed in range(1, 9):
+    for seed in range(1, 17):
         planted, tentacles = tentacles_at_default_study_settings(seed)
         ball, ring = planted.index("ball"), planted.index("ring")
         resolved += bool(interval(tentacles, "median_thickness_ratio", ring)[0] < 0.3
                          and difference_excludes_zero(tentacles, "median_thickness_ratio", ring, ball))
-    assert resolved >= 7
+    assert resolved >= 14
 
 
 @pytest.mark.parametrize("n_params", [2, 12])
