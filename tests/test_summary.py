@@ -62,6 +62,21 @@ def test_the_good_bad_difference_reads_the_intervals_at_their_file_s_confidence(
     assert float(at_95["good_reach_high"][0] - at_95["good_reach"][0]) == pytest.approx(0.05)  # stored, as it is
 
 
+def test_a_far_probability_keeps_its_file_s_wilson_interval():
+    """Far return and re-entry probabilities come with Wilson intervals in the tentacles file;
+    the summary reports those, not value +- 1.96 se, which can fall below 0 (referee, #19)."""
+    basins = basins_of([0.3, 0.1, 0.2, 0.4])
+    tentacles = tentacles_of([0, 1], [40, 30], [0.3, 0.25], [0.02, 0.7], reach_halfwidth=0.1)
+    tentacles["far_reentry_probability_low"] = ("minimum", np.array([0.008, 0.6]))
+    tentacles["far_reentry_probability_high"] = ("minimum", np.array([0.067, 0.8]))
+    summary = summarize_study(["a/seed1"], [basins], [tentacles], [FLATNESS])
+    # minimum 0 (test error 0.3) is the bad one: its stored interval, though 0.02 - 0.1 < 0
+    assert float(summary["bad_far_reentry_probability_low"][0]) == pytest.approx(0.008)
+    assert float(summary["bad_far_reentry_probability_high"][0]) == pytest.approx(0.067)
+    # without stored bounds, value +- 1.96 se as before
+    assert float(summary["bad_far_return_probability_low"][0]) == pytest.approx(0.02 - 1.959963984540054 * 0.1 / 1.96)
+
+
 def test_unmatched_basins_get_no_stratified_difference():
     basins = basins_of([0.3, 0.1, 0.2, 0.4])
     tentacles = tentacles_of([0, 1], [40, 30], [0.6, 0.05], [0.2, 0.7])  # a factor 12 apart

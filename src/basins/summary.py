@@ -336,11 +336,12 @@ def _summarize_one(basins, tentacles, match_factor):
 
 def _shape_with_interval(tentacles: xr.Dataset, stat: str, kind_of_error: str, index: int) -> tuple[float, float, float]:
     """A probed minimum's shape statistic with its 95 % interval (nan where not measured): the stored
-    interval where the file's are 95 % ones (Wilson and bootstrap intervals are not symmetric),
-    else value +- 1.96 standard errors (:func:`shape_standard_error`)."""
+    interval where the file has one at 95 % (Wilson and bootstrap intervals are not symmetric,
+    and stay within what a fraction can be), else value +- 1.96 standard errors
+    (:func:`shape_standard_error`)."""
     if stat not in tentacles:
         return np.nan, np.nan, np.nan
-    if kind_of_error != "se" and float(tentacles.attrs.get("confidence", 0.95)) == 0.95:
+    if f"{stat}_low" in tentacles and float(tentacles.attrs.get("confidence", 0.95)) == 0.95:
         return tuple(float(tentacles[name][index]) for name in (stat, f"{stat}_low", f"{stat}_high"))
     value, se = (float(v[0]) for v in shape_standard_error(tentacles, stat, kind_of_error, np.array([index])))
     return value, value - Z_95 * se, value + Z_95 * se
