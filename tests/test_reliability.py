@@ -87,13 +87,14 @@ def test_a_checkpoint_of_other_code_is_discarded(teacher_data, tiny_arch, tiny_s
 
 
 def test_the_source_hash_covers_every_module_of_the_package(tmp_path):
-    """An edit anywhere in the package, subpackages included, changes the code fingerprint."""
+    """An edit anywhere in the package, subpackages and C sources included, changes the code
+    fingerprint."""
     package = tmp_path / "basins"
     shutil.copytree(Path(checkpoints.__file__).parents[1], package, ignore=shutil.ignore_patterns("__pycache__"))
     assert len(list(package.rglob("*.py"))) > 25
     before = checkpoints.source_fingerprint(package)
     assert checkpoints.source_fingerprint(package) == before and len(before) == 64
-    for module in ("training.py", "engine/dynamics.py", "landscapes/networks.py"):
+    for module in ("training.py", "engine/dynamics.py", "landscapes/networks.py", "landscapes/native_mlp.c"):
         checkpoints.source_fingerprint.cache_clear()
         path = package / module
         path.write_text(path.read_text() + "# an edit\n")

@@ -564,9 +564,10 @@ wildcard_constraints:
 
 
 def code_dependencies(script, modules=()):
-    """Every source file an entry script imports, transitively: the package's modules and the
-    scripts' shared helpers. Derived from the imports (ast), so editing any file a stage
-    runs reruns it; a rule lists no module by hand. Package modules the script imports by
+    """Every source file an entry script imports, transitively: the package's modules (with
+    the C source a module compiles, its namesake ``.c``) and the scripts' shared helpers.
+    Derived from the imports (ast), so editing any file a stage runs reruns it; a rule lists
+    no module by hand. Package modules the script imports by
     name at run time (the ``module`` param of a figure) are passed as ``modules`` and followed
     the same way.
     """
@@ -581,6 +582,8 @@ def code_dependencies(script, modules=()):
         if path in seen or not path.exists():
             continue
         seen.add(path)
+        if path.with_suffix(".c").exists():
+            seen.add(path.with_suffix(".c"))
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module and not node.level:
                 names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]

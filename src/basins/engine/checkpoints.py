@@ -6,7 +6,7 @@ separately so that a discarded checkpoint can say why:
 - ``run``: the landscape's name (``run_id``), the starting points, member ids and the dynamics
   settings (:func:`basins.engine.descent.descend` lists them);
 - ``data``: a content hash of the arrays the objective reads (:func:`fingerprint_arrays`);
-- ``code``: a hash of the package's source, every ``src/basins/**/*.py`` file
+- ``code``: a hash of the package's source, every ``src/basins/**/*.py`` and ``*.c`` file
   (:func:`source_fingerprint`). Any edit to the package, even a comment, discards every
   checkpoint: a resumed run never mixes results of two versions of the code;
 - ``torch``: torch's version.
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 PARTS = {
     "run": "run settings (landscape, starting points or dynamics)",
     "data": "training data",
-    "code": "package source code (src/basins/**/*.py)",
+    "code": "package source code (src/basins/**/*.py, *.c)",
     "torch": "torch version",
 }
 
@@ -54,10 +54,10 @@ def fingerprint_arrays(*arrays) -> str:
 
 @functools.cache
 def source_fingerprint(package: Path = Path(__file__).parents[1]) -> str:
-    """A hash of every ``.py`` file of the package, subpackages included (paths and bytes),
-    computed once per process."""
+    """A hash of every ``.py`` and ``.c`` file of the package, subpackages included (paths and
+    bytes), computed once per process."""
     digest = hashlib.sha256()
-    for path in sorted(package.rglob("*.py")):
+    for path in sorted([*package.rglob("*.py"), *package.rglob("*.c")]):
         digest.update(path.relative_to(package).as_posix().encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()

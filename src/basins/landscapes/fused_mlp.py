@@ -27,6 +27,7 @@ import math
 
 import torch
 
+from basins.landscapes import native_mlp
 from basins.landscapes.losses import check_loss
 from basins.landscapes.architecture import Architecture
 
@@ -40,7 +41,9 @@ class FusedMLPObjective:
     indices (long) for several. ``batch`` is ``None`` (all samples) or ``(member, batch_size)``
     sample indices, one minibatch per member; the loss is the mean over the samples used.
     Constants of the data (labels turned into the loss's factors, one-hot targets) are made once
-    here, not at every evaluation.
+    here, not at every evaluation. Full-batch evaluations of the networks the C kernel covers
+    (:func:`basins.landscapes.native_mlp.covers`: the study's one-hidden-layer, one-output
+    networks in float64 on the CPU) run in it.
     """
 
     def __init__(self, arch: Architecture, x, y, *, loss: str, margin: float = 1.0, l2: float = 0.0, beta=1.0):
@@ -51,6 +54,7 @@ class FusedMLPObjective:
         self.loss, self.margin, self.l2, self.beta = loss, margin, l2, beta
         self.shared = LabelFactors(arch, y, loss, beta, x.dtype)
         self.workspace = Workspace()
+        self.native = native_mlp.kernel_for(arch, x, y, loss=loss, margin=margin, l2=l2, beta=beta)
 
     @property
     def hessians(self):
@@ -64,6 +68,8 @@ class FusedMLPObjective:
         )
 
     def __call__(self, theta: torch.Tensor, batch: torch.Tensor | None = None):
+        if batch is None and self.native is not None:
+            return self.native(theta)
         if batch is None:
             return loss_and_gradient(
                 theta, self.x, self.arch, self.shared, margin=self.margin, l2=self.l2, workspace=self.workspace

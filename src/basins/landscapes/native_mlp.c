@@ -1,22 +1,21 @@
 /* Loss and gradient of every member's one-hidden-layer, one-output network, member by member.
 
-   A prototype of issue #25's fused kernel, measured by benchmarks/bench_kernel.py and not used
-   by the engine yet. The same function as basins.landscapes.fused_mlp.loss_and_gradient (the
-   benchmark checks they agree to round-off) for depth 1, one output, shared inputs, all
-   samples, tanh, relu or linear units. Each member's forward and backward pass runs over its
-   own hidden units, vectorized along the samples (inputs stored feature-major, so a sweep over
-   samples is contiguous), its activations in a per-thread scratch of (h + 2) x P doubles that
-   stays in cache. The transcendental functions are polynomials the compiler vectorizes (exp
-   after range reduction, log on [1/2, 1] by the atanh series) to about one ulp: libm's scalar
-   calls cost more than the arithmetic. Members are independent: a member's result does not
-   depend on which others share the call (shard invariance). */
+   The engine's objective for these networks in float64 on the CPU (basins.landscapes.native_mlp
+   compiles and loads it; basins.landscapes.fused_mlp.FusedMLPObjective calls it): the same
+   function as fused_mlp.loss_and_gradient (tests/test_native_mlp.py: equal to round-off) for
+   one hidden layer, one output, shared inputs, all samples, tanh, relu or linear units. Each
+   member's forward and backward pass runs over its own hidden units, vectorized along the
+   samples (inputs stored feature-major, so a sweep over samples is contiguous), its
+   activations in a scratch of (h + 2) x P doubles that stays in cache. The transcendental
+   functions are polynomials the compiler vectorizes (exp after range reduction, log on
+   [1/2, 1] by the atanh series) to about one ulp: libm's scalar calls cost more than the
+   arithmetic. Members are independent: a member's result does not depend on which others
+   share the call (shard invariance); callers split members between threads. Only OpenMP's
+   SIMD pragmas are used (-fopenmp-simd), no OpenMP runtime beside torch's. */
 
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 enum { LOSS_MSE = 0, LOSS_HINGE = 1, LOSS_QUADRATIC_HINGE = 2, LOSS_CROSS_ENTROPY = 3 };
 enum { ACT_TANH = 0, ACT_RELU = 1, ACT_LINEAR = 2 };
@@ -71,12 +70,12 @@ static inline double log_half_to_one(double v) {
 
 static inline double sigmoid_vec(double z) { return 1.0 / (1.0 + exp_vec(-z)); }
 
-/* One member: loss (if wanted) and gradient (n_params) from theta (n_params).
+/* One member: loss and gradient (n_params) from theta (n_params).
    xt: (d, P) inputs, feature-major; y: (P) labels +-1 (targets for mse).
    scratch: (h + 2) * P doubles. */
 static double member(const double *theta, double *grad, int64_t d, int64_t h, int64_t P,
                      const double *xt, const double *y, int loss, int activation, int bias,
-                     double margin, double beta, double l2, int want_loss, double *scratch) {
+                     double margin, double beta, double l2, double *scratch) {
     const double *w1 = theta, *b1 = theta + h * d;
     const double *w2 = b1 + (bias ? h : 0);
     const double b2 = bias ? w2[h] : 0.0;
@@ -130,10 +129,8 @@ static double member(const double *theta, double *grad, int64_t d, int64_t h, in
         for (int64_t s = 0; s < P; s++) {
             double z = -beta * y[s] * out[s];
             double sg = sigmoid_vec(z);
-            if (want_loss) {
-                double upper = sg > 1.0 - sg ? sg : 1.0 - sg;
-                total += (z > 0.0 ? z : 0.0) - log_half_to_one(upper);
-            }
+            double upper = sg > 1.0 - sg ? sg : 1.0 - sg;
+            total += (z > 0.0 ? z : 0.0) - log_half_to_one(upper);
             delta[s] = -y[s] * sg * inv_p;
         }
         total /= beta;
@@ -198,25 +195,17 @@ static double member(const double *theta, double *grad, int64_t d, int64_t h, in
             grad[i] += l2 * theta[i];
         }
     }
-    return want_loss ? total + 0.5 * l2 * square : 0.0;
+    return total + 0.5 * l2 * square;
 }
 
-/* Every member: losses (n_members; untouched unless want_loss) and grads (n_members, n_params).
-   scratch: n_threads * (h + 2) * P doubles. */
-void mlp1_loss_and_gradient(int64_t n_members, const double *theta, double *losses, double *grads,
-                            int64_t d, int64_t h, int64_t P, const double *xt, const double *y,
-                            int loss, int activation, int bias, double margin, double beta,
-                            double l2, int want_loss, int n_threads, double *scratch) {
+/* Members first to first + n_members - 1: losses (n_members) and grads (n_members, n_params).
+   scratch: (h + 2) * P doubles. */
+void native_mlp_loss_and_gradient(int64_t n_members, const double *theta, double *losses, double *grads,
+                                  int64_t d, int64_t h, int64_t P, const double *xt, const double *y,
+                                  int loss, int activation, int bias, double margin, double beta,
+                                  double l2, double *scratch) {
     const int64_t n_params = h * d + h + (bias ? h + 1 : 0);
-#pragma omp parallel for num_threads(n_threads) schedule(static)
-    for (int64_t m = 0; m < n_members; m++) {
-#ifdef _OPENMP
-        double *mine = scratch + (int64_t)omp_get_thread_num() * (h + 2) * P;
-#else
-        double *mine = scratch;
-#endif
-        double value = member(theta + m * n_params, grads + m * n_params, d, h, P, xt, y, loss,
-                              activation, bias, margin, beta, l2, want_loss, mine);
-        if (want_loss) losses[m] = value;
-    }
+    for (int64_t m = 0; m < n_members; m++)
+        losses[m] = member(theta + m * n_params, grads + m * n_params, d, h, P, xt, y, loss,
+                           activation, bias, margin, beta, l2, scratch);
 }

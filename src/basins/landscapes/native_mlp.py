@@ -1,0 +1,205 @@
+"""The study's one-hidden-layer networks' loss and gradient by a compiled C kernel.
+
+:class:`basins.landscapes.fused_mlp.FusedMLPObjective` evaluates the networks it covers
+(:func:`covers`: one hidden layer of tanh, relu or linear units, one output, float64 on the CPU,
+all samples) with ``native_mlp.c`` instead of torch's kernels: one pass per member over its own
+units, vectorized along the samples, with an exp the compiler vectorizes; 1.6-2.8x torch's
+hand-derived pass per member-evaluation at the study's shapes (benchmarks/README.md, "C
+kernel"), equal to it to round-off (tests/test_native_mlp.py).
+
+The kernel is compiled on first use with the system's C compiler (``$CC``, else ``cc``) into a
+cache folder (``$BASINS_NATIVE_CACHE``, else ``$XDG_CACHE_HOME/basins`` or ``~/.cache/basins``),
+one library per source, compiler, flags and CPU (``-march=native`` code runs only on the CPU
+it was built for: nodes of a cluster that share a home folder build their own). Without a
+working compiler, or with ``BASINS_NATIVE=0``, the torch pass is used, with one log line saying
+so. Members are split between torch's threads (``torch.get_num_threads()``; ctypes releases the
+GIL), each member computed whole by one thread, so a member's result does not depend on which
+others share the call.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import platform
+import subprocess
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_suffix(".c")
+#: Set to "0" to use torch's pass everywhere (the kernel's reference in tests and benchmarks).
+SWITCH = "BASINS_NATIVE"
+LOSS_CODES = {"mse": 0, "hinge": 1, "quadratic_hinge": 2, "cross_entropy": 3}
+ACTIVATION_CODES = {"tanh": 0, "relu": 1, "linear": 2}
+#: Tried in order: the first set the compiler accepts is used. -fno-math-errno lets the
+#: compiler vectorize around the few libm calls left; -fopenmp-simd honours the SIMD pragmas
+#: (vectorized reductions) without linking an OpenMP runtime beside torch's.
+FLAG_SETS = (
+    ("-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno"),
+    ("-O3", "-fopenmp-simd", "-fno-math-errno"),
+    ("-O2",),
+)
+#: Fewer members than this per thread are not worth a thread's hand-off (~50 us).
+MEMBERS_PER_THREAD = 32
+
+
+def covers(arch, x: torch.Tensor, loss: str, beta) -> bool:
+    """Whether the kernel computes this network's objective: one hidden layer of tanh, relu or
+    linear units, one output, shared float64 inputs on the CPU, a fixed inverse temperature."""
+    return (
+        arch.depth == 1
+        and arch.n_outputs == 1
+        and arch.activation in ACTIVATION_CODES
+        and loss in LOSS_CODES
+        and x.dim() == 2
+        and x.dtype == torch.float64
+        and x.device.type == "cpu"
+        and isinstance(beta, (int, float))
+    )
+
+
+class NativeMLP:
+    """``theta (member, param) -> (loss (member,), grad (member, param))`` by the C kernel, on all
+    samples of ``(x, y)`` (``x (sample, feature)``, ``y (sample,)`` +-1, float64, CPU)."""
+
+    def __init__(self, library, arch, x, y, *, loss, margin, l2, beta):
+        self.library, self.arch = library, arch
+        self.n_features, self.width, self.n_samples = x.shape[1], arch.width, x.shape[0]
+        self.xt = x.T.contiguous()  # feature-major: a unit's sweep over samples is contiguous
+        self.y = y.to(torch.float64).contiguous()
+        self.settings = (
+            LOSS_CODES[loss], ACTIVATION_CODES[arch.activation], int(arch.bias),
+            float(margin), float(beta), float(l2),
+        )
+        self.scratch = {}
+
+    def __call__(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if theta.dtype != torch.float64 or theta.device.type != "cpu" or theta.shape[1] != self.arch.n_params:
+            raise ValueError(f"theta {tuple(theta.shape)} {theta.dtype} on {theta.device}: the kernel "
+                             f"takes float64 (member, {self.arch.n_params}) on the CPU")
+        theta = theta.contiguous()
+        losses, grads = torch.empty(theta.shape[0], dtype=torch.float64), torch.empty_like(theta)
+        blocks = _blocks(theta.shape[0], torch.get_num_threads())
+        if len(blocks) == 1:
+            self._block(theta, losses, grads, *blocks[0], 0)
+        else:
+            list(_pool(len(blocks)).map(lambda args: self._block(theta, losses, grads, *args),
+                                        [(*block, index) for index, block in enumerate(blocks)]))
+        return losses, grads
+
+    def _block(self, theta, losses, grads, first, stop, thread):
+        scratch = self._scratch(thread)
+        size = 8  # bytes of a double
+        n_params = theta.shape[1]
+        self.library.native_mlp_loss_and_gradient(
+            stop - first, theta.data_ptr() + first * n_params * size, losses.data_ptr() + first * size,
+            grads.data_ptr() + first * n_params * size, self.n_features, self.width, self.n_samples,
+            self.xt.data_ptr(), self.y.data_ptr(), *self.settings, scratch.data_ptr(),
+        )
+
+    def _scratch(self, thread):
+        if thread not in self.scratch:
+            self.scratch[thread] = torch.empty((self.width + 2) * self.n_samples, dtype=torch.float64)
+        return self.scratch[thread]
+
+
+def kernel_for(arch, x, y, *, loss, margin, l2, beta) -> NativeMLP | None:
+    """The kernel for this objective, or None where it does not cover it (:func:`covers`) or no
+    library could be built (:func:`library`)."""
+    if not covers(arch, x, loss, beta):
+        return None
+    compiled = library()
+    return None if compiled is None else NativeMLP(compiled, arch, x, y, loss=loss, margin=margin, l2=l2, beta=beta)
+
+
+@functools.cache
+def library() -> ctypes.CDLL | None:
+    """The compiled kernel, built on first use (cached across processes); None where
+    ``BASINS_NATIVE=0`` or no flag set of :data:`FLAG_SETS` compiles."""
+    if os.environ.get(SWITCH, "1") == "0":
+        log.info("%s=0: network objectives by torch's pass", SWITCH)
+        return None
+    compiler = os.environ.get("CC", "cc")
+    errors = []
+    for flags in FLAG_SETS:
+        try:
+            return _load(_built(compiler, flags))
+        except (OSError, subprocess.CalledProcessError) as error:
+            errors.append(f"{' '.join(flags)}: {_first_line(error)}")
+    log.warning("the C kernel of the network objective could not be built with %r (%s): torch's "
+                "pass is used (slower, same results to round-off)", compiler, "; ".join(errors))
+    return None
+
+
+def _built(compiler: str, flags: tuple) -> Path:
+    """The library for ``flags``, compiled into the cache unless it is there already."""
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=True).stdout
+    key = hashlib.sha256("\0".join([SOURCE.read_text(), compiler, version, *flags, _cpu_identity()]).encode())
+    target = _cache_folder() / f"native_mlp-{key.hexdigest()[:20]}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Built under a name of this process's own, then renamed: jobs starting together each build
+    # and the last rename wins, never a half-written library.
+    handle, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=".so")
+    os.close(handle)
+    try:
+        subprocess.run([compiler, *flags, "-shared", "-fPIC", "-o", partial, str(SOURCE)],
+                       capture_output=True, text=True, check=True)
+        os.replace(partial, target)
+    finally:
+        Path(partial).unlink(missing_ok=True)
+    log.info("compiled the network objective's C kernel: %s", target)
+    return target
+
+
+def _load(path: Path) -> ctypes.CDLL:
+    compiled = ctypes.CDLL(str(path))
+    pointer, integer, real, flag = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_int
+    compiled.native_mlp_loss_and_gradient.argtypes = [
+        integer, pointer, pointer, pointer, integer, integer, integer, pointer, pointer,
+        flag, flag, flag, real, real, real, pointer,
+    ]
+    compiled.native_mlp_loss_and_gradient.restype = None
+    return compiled
+
+
+def _cache_folder() -> Path:
+    if "BASINS_NATIVE_CACHE" in os.environ:
+        return Path(os.environ["BASINS_NATIVE_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "basins"
+
+
+def _cpu_identity() -> str:
+    """The CPU's model and instruction-set flags (Linux), else what platform knows of it."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    wanted = [line for line in lines if line.split(":")[0].strip() in ("model name", "flags", "Features")]
+    return platform.machine() + platform.processor() + "".join(sorted(set(wanted)))
+
+
+def _first_line(error) -> str:
+    text = getattr(error, "stderr", None) or str(error)
+    return text.strip().splitlines()[0] if text.strip() else type(error).__name__
+
+
+def _blocks(n_members: int, n_threads: int) -> list[tuple[int, int]]:
+    """Contiguous (first, stop) blocks of members, one per thread used."""
+    n_blocks = max(1, min(n_threads, n_members // MEMBERS_PER_THREAD))
+    edges = [n_members * index // n_blocks for index in range(n_blocks + 1)]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+@functools.cache
+def _pool(n_threads: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(n_threads, thread_name_prefix="native_mlp")

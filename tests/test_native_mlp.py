@@ -1,0 +1,129 @@
+"""The C kernel of the one-hidden-layer networks' objective against torch's hand-derived pass."""
+
+import logging
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from basins.landscapes import native_mlp
+from basins.landscapes.architecture import Architecture, initial_parameters
+from basins.landscapes.fused_mlp import FusedMLPObjective, loss_and_gradient
+
+if native_mlp.library() is None:
+    # CI and the study run the kernel: there a missing compiler is a failure, not a skip.
+    if os.environ.get("CI"):
+        raise RuntimeError("the native kernel did not build on CI (see the log line above)")
+    pytest.skip("no C compiler: the network objective runs torch's pass", allow_module_level=True)
+
+
+def problem(*, n_samples=37, n_features=6, seed=0):
+    rng = np.random.default_rng(seed)
+    x = torch.as_tensor(rng.standard_normal((n_samples, n_features)))
+    return x, torch.as_tensor(rng.choice([-1.0, 1.0], n_samples))
+
+
+def torch_pass(objective, theta):
+    return loss_and_gradient(theta, objective.x, objective.arch, objective.shared, margin=objective.margin,
+                             l2=objective.l2, workspace=objective.workspace)
+
+
+@pytest.mark.parametrize("loss", sorted(native_mlp.LOSS_CODES))
+@pytest.mark.parametrize("activation", sorted(native_mlp.ACTIVATION_CODES))
+@pytest.mark.parametrize("bias", [True, False])
+def test_the_kernel_equals_torch_s_pass(loss, activation, bias):
+    x, y = problem()
+    arch = Architecture(n_inputs=6, n_outputs=1, depth=1, width=5, activation=activation, bias=bias)
+    options = dict(loss=loss, margin=0.7, l2=1e-2, beta=3.0 if loss == "cross_entropy" else 1.0)
+    objective = FusedMLPObjective(arch, x, y, **options)
+    assert objective.native is not None
+    # Large weights too: saturated units and sigmoids far in their tails.
+    theta = torch.as_tensor(initial_parameters(arch, np.arange(50), seed=1, init="torch_default", init_scale=6.0))
+    for mine, theirs in zip(objective(theta, None), torch_pass(objective, theta)):
+        assert mine.shape == theirs.shape
+        scale = theirs.abs().max()
+        assert (mine - theirs).abs().max() <= 1e-13 * scale, float((mine - theirs).abs().max() / scale)
+
+
+def test_a_member_s_result_does_not_depend_on_the_others_or_the_threads():
+    """Shard invariance: a member's loss and gradient are the same bits alone, in a block of
+    others, and with the members split between threads."""
+    x, y = problem(n_samples=61)
+    arch = Architecture(n_inputs=6, n_outputs=1, depth=1, width=7, activation="tanh")
+    objective = FusedMLPObjective(arch, x, y, loss="cross_entropy", margin=1.0, l2=1e-2)
+    theta = torch.as_tensor(initial_parameters(arch, np.arange(300), seed=2, init="gaussian"))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        assert len(native_mlp._blocks(len(theta), 3)) == 3
+        split_losses, split_grads = objective(theta, None)
+        torch.set_num_threads(1)
+        whole_losses, whole_grads = objective(theta, None)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(split_losses, whole_losses) and torch.equal(split_grads, whole_grads)
+    for rows in (slice(117, 118), slice(100, 140), torch.arange(len(theta) - 1, -1, -1)):
+        losses, grads = objective(theta[rows], None)
+        assert torch.equal(losses, whole_losses[rows]) and torch.equal(grads, whole_grads[rows])
+
+
+@pytest.mark.parametrize(
+    "arch, dtype, beta",
+    [(Architecture(6, 1, 2, 4, "tanh"), torch.float64, 1.0), (Architecture(6, 1, 1, 4, "erf"), torch.float64, 1.0),
+     (Architecture(6, 3, 1, 4, "tanh"), torch.float64, 1.0), (Architecture(6, 1, 1, 4, "tanh"), torch.float32, 1.0),
+     (Architecture(6, 1, 1, 4, "tanh"), torch.float64, torch.tensor(2.0))],
+)
+def test_networks_the_kernel_does_not_cover_run_torch_s_pass(arch, dtype, beta):
+    x, y = problem()
+    if arch.n_outputs > 1:
+        y = (y > 0).long()
+    objective = FusedMLPObjective(arch, x.to(dtype), y if arch.n_outputs > 1 else y.to(dtype),
+                                  loss="cross_entropy", beta=beta)
+    assert objective.native is None
+
+
+def test_minibatches_run_torch_s_pass():
+    x, y = problem()
+    arch = Architecture(6, 1, 1, 4, "tanh")
+    objective = FusedMLPObjective(arch, x, y, loss="mse")
+    theta = torch.as_tensor(initial_parameters(arch, np.arange(3), seed=0, init="gaussian"))
+    batch = torch.tensor([[0, 1, 2], [3, 4, 5], [6, 7, 8]])
+    losses, _ = objective(theta, batch)
+    expected = torch.stack([objective(theta[i : i + 1], None)[0][0] for i in range(3)])
+    assert not torch.allclose(losses, expected)  # each member's own three samples, not all
+
+
+def test_the_library_is_built_once_and_kept_in_its_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("BASINS_NATIVE_CACHE", str(tmp_path))
+    native_mlp.library.cache_clear()
+    try:
+        assert native_mlp.library() is not None
+        (built,) = tmp_path.glob("native_mlp-*.so")
+        stamp = built.stat().st_mtime_ns
+        native_mlp.library.cache_clear()
+        assert native_mlp.library() is not None
+        assert [path.name for path in tmp_path.iterdir()] == [built.name] and built.stat().st_mtime_ns == stamp
+    finally:
+        native_mlp.library.cache_clear()
+
+
+@pytest.mark.parametrize("setting", [{"BASINS_NATIVE": "0"}, {"CC": "no-such-compiler"}])
+def test_without_the_kernel_the_objective_is_torch_s_pass(setting, tmp_path, monkeypatch, caplog):
+    """Switched off, or with no compiler, the objective falls back to torch's pass (logged)."""
+    monkeypatch.setenv("BASINS_NATIVE_CACHE", str(tmp_path))
+    for name, value in setting.items():
+        monkeypatch.setenv(name, value)
+    x, y = problem()
+    arch = Architecture(6, 1, 1, 4, "tanh")
+    native_mlp.library.cache_clear()
+    try:
+        with caplog.at_level(logging.INFO, logger="basins.landscapes.native_mlp"):
+            objective = FusedMLPObjective(arch, x, y, loss="cross_entropy", l2=1e-2)
+        assert objective.native is None and not list(tmp_path.iterdir())
+        assert ("BASINS_NATIVE=0" if "BASINS_NATIVE" in setting else "no-such-compiler") in caplog.text
+        theta = torch.as_tensor(initial_parameters(arch, np.arange(4), seed=0, init="gaussian"))
+        for mine, theirs in zip(objective(theta, None), torch_pass(objective, theta)):
+            assert torch.equal(mine, theirs)
+    finally:
+        native_mlp.library.cache_clear()
