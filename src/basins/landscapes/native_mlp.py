@@ -3,9 +3,10 @@
 :class:`basins.landscapes.fused_mlp.FusedMLPObjective` evaluates the networks it covers
 (:func:`covers`: one hidden layer of tanh, relu or linear units, one output, float64 on the CPU,
 all samples) with ``native_mlp.c`` instead of torch's kernels: one pass per member over its own
-units, vectorized along the samples, with an exp the compiler vectorizes; 1.6-2.8x torch's
-hand-derived pass per member-evaluation at the study's shapes (benchmarks/README.md, "C
-kernel"), equal to it to round-off (tests/test_native_mlp.py).
+units, vectorized along the samples, with an exp the compiler vectorizes; 1.5-3.2x torch's
+hand-derived pass per member-evaluation at the study's shapes and 256-1024 members, 4.6-11x at
+16 (benchmarks/README.md, "One objective evaluation in C"), equal to it to round-off
+(tests/test_native_mlp.py).
 
 The kernel is compiled on first use with the system's C compiler (``$CC``, else ``cc``) into a
 cache folder (``$BASINS_NATIVE_CACHE``, else ``$XDG_CACHE_HOME/basins`` or ``~/.cache/basins``),
