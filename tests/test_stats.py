@@ -117,3 +117,39 @@ def test_rank_correlation_is_spearmans_rho_with_ties_and_weights(seed):
     repeated = stats.spearmanr(np.repeat(a, weights), np.repeat(b, weights)).statistic
     assert rank_correlation(a, b, weights) == pytest.approx(repeated, abs=1e-12)
     np.testing.assert_allclose(mid_ranks(a), stats.rankdata(a) - 0.5)
+
+
+def test_a_perfect_rank_correlation_is_taken_halfway_to_the_next_attainable_value():
+    """Four minima in perfect order: rho = 1 is the end of Spearman's discrete scale (the next
+    value below it, one swap of neighbours, is 0.8); it is taken at 0.9, not at |z| ~ 14."""
+    from basins.stats import perfect_rank_correlation, spearman_fisher_z
+
+    a = np.array([0.1, 0.2, 0.3, 0.4])
+    one_swap = stats.spearmanr(a, [1, 2, 4, 3]).statistic
+    assert one_swap == pytest.approx(0.8)
+    assert perfect_rank_correlation(4) == pytest.approx((1 + one_swap) / 2)
+    for order, sign in (([1, 2, 3, 4], 1), ([4, 3, 2, 1], -1)):
+        z, se, n = spearman_fisher_z(a, np.array(order, dtype=float))
+        assert np.tanh(z) == pytest.approx(sign * 0.9) and n == 4 and se == pytest.approx(1.03)
+    # Interior values are untouched.
+    z, _, _ = spearman_fisher_z(a, np.array([1.0, 2.0, 4.0, 3.0]))
+    assert np.tanh(z) == pytest.approx(0.8)
+
+
+def test_one_perfectly_ordered_replicate_does_not_decide_the_pooled_correlation():
+    """Pooled over five replicates, four with no correlation (n = 20) and one of four minima in
+    perfect order, the estimate stays within the replicates' range on the correlation scale
+    (with z at 14.2 the one replicate pulled the pooled value to about +0.9 with DerSimonian-
+    Laird's near-equal weights)."""
+    from basins.stats import pool_replicates, spearman_fisher_z
+
+    rng = np.random.default_rng(5)
+    estimates, errors = [], []
+    for _ in range(4):
+        z, se, _ = spearman_fisher_z(rng.normal(size=20), rng.normal(size=20))
+        estimates.append(z), errors.append(se)
+    z, se, _ = spearman_fisher_z(np.arange(4.0), np.arange(4.0))
+    estimates.append(z), errors.append(se)
+    pooled = pool_replicates(np.array(estimates), np.array(errors))
+    assert np.tanh(min(estimates)) <= np.tanh(pooled["estimate"]) <= 0.9
+    assert np.tanh(pooled["estimate"]) < 0.5

@@ -85,13 +85,33 @@ def spearman_fisher_z(a: np.ndarray, b: np.ndarray) -> tuple[float, float, int]:
     On that scale the estimate is nearly normal with the given standard error (Fieller, Hartley
     and Pearson 1957), which is what pooling over replicates needs; ``tanh`` takes an estimate
     or an interval back to a correlation. nan with fewer than 4 finite pairs or a constant side;
-    a perfect correlation is clipped to |rho| = 1 - 1e-12 (finite z).
+    a perfect correlation is taken at :func:`perfect_rank_correlation` (finite z).
     """
     rho, n = _finite_spearman(a, b)
     if np.isnan(rho):
         return float("nan"), float("nan"), n
-    rho = float(np.clip(rho, -1 + 1e-12, 1 - 1e-12))
-    return float(np.arctanh(rho)), float(1.03 / np.sqrt(n - 3)), n
+    return fisher_z(rho, n), float(1.03 / np.sqrt(n - 3)), n
+
+
+def perfect_rank_correlation(n: float) -> float:
+    """The value a perfect rank correlation of ``n`` pairs is taken at: halfway between 1 and
+    the largest Spearman correlation below 1 that ``n`` untied pairs can show, 1 - 12 / (n (n^2 -
+    1)) (one swap of neighbours), i.e. 1 - 6 / (n (n^2 - 1)): 0.9 for 4 pairs, 0.95 for 5.
+
+    A continuity correction, as adding a half to a count of zero before taking its logarithm:
+    rho = 1 is the end of a discrete scale, not an infinitely precise estimate, and taken at
+    face value (atanh(1 - 1e-12) = 14.2, with the standard error of an interior value, ~1) one
+    replicate of four perfectly ordered minima outweighed every other replicate's estimate in
+    the pooled mean (the default study's sensitivity table: +0.93 from replicates between -0.3
+    and +0.7)."""
+    return 1.0 - 6.0 / (n * (n * n - 1.0))
+
+
+def fisher_z(rho: float, n: float) -> float:
+    """``atanh(rho)``, a perfect rank correlation of ``n`` pairs taken at
+    :func:`perfect_rank_correlation` (no finite sample measures |rho| = 1 exactly)."""
+    bound = perfect_rank_correlation(n)
+    return float(np.arctanh(np.clip(rho, -bound, bound)))
 
 
 #: Verdicts on a hypothesis from an interval of its effect (never typed by hand).
