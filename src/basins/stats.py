@@ -102,8 +102,8 @@ def perfect_rank_correlation(n: float) -> float:
     rho = 1 is the end of a discrete scale, not an infinitely precise estimate, and taken at
     face value (atanh(1 - 1e-12) = 14.2, with the standard error of an interior value, ~1) one
     replicate of four perfectly ordered minima outweighed every other replicate's estimate in
-    the pooled mean (the default study's sensitivity table: +0.93 from replicates between -0.3
-    and +0.7)."""
+    the pooled mean (a cell of the default study's sensitivity table, session 25: +0.93 [-0.99,
+    +1.00]; -0.03 [-0.33, +0.28] with this rule)."""
     return 1.0 - 6.0 / (n * (n * n - 1.0))
 
 
