@@ -67,6 +67,36 @@ def test_only_converged_members_of_small_networks_are_polished():
     assert np.isnan(none.shift).all()
 
 
+
+def test_curved_members_step_by_cholesky_and_saddles_by_eigenvectors_to_the_same_rule():
+    """Where every curvature exceeds curvature_tol the step is -H^-1 g (a Cholesky solve); a
+    member at a saddle keeps its falling direction, as the eigenvector step leaves it alone;
+    both report their true lowest eigenvalue."""
+    import basins.engine.polish as polish_module
+
+    def double_well(theta):
+        """Two stiff axes and a double well along the third: minima at z = +-1 (curvature 2), a
+        maximum at z = 0 (curvature -1)."""
+        z = theta[:, 2]
+        return 0.5 * (1e-3 * (theta[:, 0] - 1) ** 2 + 30.0 * (theta[:, 1] - 1) ** 2) + z**4 / 4 - z**2 / 2
+
+    start = np.array([[1.3, 0.9, 1.01], [1.3, 0.9, 0.05]])  # next to a minimum; next to the saddle
+    renewed = []
+    original = polish_module._Decompositions.renew
+    polish_module._Decompositions.renew = lambda self, rows, hess: (renewed.append(self), original(self, rows, hess))[1]
+    try:
+        polished = polish_minima(start, np.full(2, 1e-3), np.full(2, CONVERGED, dtype=np.int8), double_well,
+                                 lowest_eigenvalue=np.full(2, np.nan),
+                                 curvature_tol=1e-6, newton_steps=16, max_dense_params=100,
+                                 device=torch.device("cpu"), dtype=torch.float64, chunk=2)
+    finally:
+        polish_module._Decompositions.renew = original
+    np.testing.assert_allclose(polished.final_theta[0], 1.0, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(polished.final_theta[1, :2], 1.0, rtol=0, atol=1e-12)
+    assert polished.final_theta[1, 2] == start[1, 2]  # the saddle's falling direction is left alone
+    np.testing.assert_allclose(polished.lowest_eigenvalue, [1e-3, 3 * 0.05**2 - 1], rtol=1e-9)
+    assert renewed[0].by_eigenvalues.tolist() == [False, True]  # Cholesky for the minimum only
+
 SLOPE = 5e-5  # below grad_tol: a run on this slope "converges" where there is no minimum
 
 

@@ -121,11 +121,15 @@ def _newton(energy, hvp, theta, curvature_tol, newton_steps, stationary_tol):
     on its minimum to round-off, or no Newton step helps), or gains less than :data:`_SLOW` at a
     gradient norm already at most ``stationary_tol`` (exact Newton steps gain far more until
     round-off stops them); the decomposition at its point gives its lowest eigenvalue.
+
+    Where every eigenvalue of a Hessian exceeds ``curvature_tol`` (a minimum with weight decay:
+    nearly every member) the step is -H^-1 g by a Cholesky factor, 7x cheaper than the
+    eigendecomposition at 161 parameters and the same step; only the others are decomposed
+    (:class:`_Decompositions`), and the lowest eigenvalue is then computed once, at the end.
     """
     loss, grad = energy_and_gradient(energy, theta)
-    n_members, n_params = theta.shape
-    values = theta.new_empty((n_members, n_params))
-    vectors = theta.new_empty((n_members, n_params, n_params))
+    n_members = theta.shape[0]
+    decompositions = _Decompositions(theta, curvature_tol)
     flags = dict(dtype=torch.bool, device=theta.device)
     at_point = torch.zeros(n_members, **flags)  # the kept decomposition was taken at the member's point
     renew = torch.ones(n_members, **flags)  # a new decomposition before the member's next step
@@ -136,11 +140,11 @@ def _newton(energy, hvp, theta, curvature_tol, newton_steps, stationary_tol):
             break
         new = rows[renew[rows]]
         if len(new):
-            values[new], vectors[new] = torch.linalg.eigh(dense_hessians(hvp, theta[new]))
+            decompositions.renew(new, dense_hessians(hvp, theta[new]))
             at_point[new], renew[new] = True, False
         fresh = at_point[rows]
         before = grad[rows].norm(dim=1)
-        step = _newton_step(values[rows], vectors[rows], grad[rows], curvature_tol)
+        step = decompositions.newton_step(rows, grad[rows])
         accepted = torch.zeros(len(rows), **flags)
         for _ in range(_HALVINGS + 1):
             trial = theta[rows] + step
@@ -159,17 +163,54 @@ def _newton(energy, hvp, theta, curvature_tol, newton_steps, stationary_tol):
         at_floor = fresh & slow & (grad[rows].norm(dim=1) <= stationary_tol)
         running[rows[(~accepted & fresh) | at_floor]] = False
         at_point[rows[at_floor]] = True  # it moved by round-off only: its decomposition stands
-    moved = torch.nonzero(~at_point).flatten()
-    if len(moved):
-        values[moved] = torch.linalg.eigvalsh(dense_hessians(hvp, theta[moved]))
-    return theta, grad.norm(dim=1), values[:, 0]
+    unknown = torch.nonzero(~(at_point & decompositions.by_eigenvalues)).flatten()
+    if len(unknown):
+        decompositions.lowest[unknown] = torch.linalg.eigvalsh(dense_hessians(hvp, theta[unknown]))[:, 0]
+    return theta, grad.norm(dim=1), decompositions.lowest
 
 
-def _newton_step(values, vectors, grad, curvature_tol):
-    """``-H^+ g`` restricted to the eigenvectors of curvature above ``curvature_tol``."""
-    along = torch.einsum("mpk,mp->mk", vectors, grad)
-    inverse = torch.where(values > curvature_tol, 1.0 / values.clamp_min(curvature_tol), 0.0)
-    return -torch.einsum("mpk,mk->mp", vectors, along * inverse)
+class _Decompositions:
+    """Each member's kept Hessian decomposition for :func:`_newton`: a Cholesky factor where
+    every eigenvalue exceeds ``curvature_tol``, else the eigendecomposition (whose lowest
+    eigenvalue is kept in ``lowest``)."""
+
+    def __init__(self, theta: torch.Tensor, curvature_tol: float):
+        n_members, n_params = theta.shape
+        self.curvature_tol = curvature_tol
+        self.factors = theta.new_empty((n_members, n_params, n_params))  # Cholesky factor or eigenvectors
+        self.values = theta.new_empty((n_members, n_params))
+        self.lowest = theta.new_full((n_members,), torch.nan)
+        self.by_eigenvalues = torch.zeros(n_members, dtype=torch.bool, device=theta.device)
+
+    def renew(self, rows: torch.Tensor, hessians: torch.Tensor) -> None:
+        """Decompose the Hessians ``(row, param, param)`` of members ``rows``."""
+        identity = torch.eye(hessians.shape[-1], dtype=hessians.dtype, device=hessians.device)
+        _, above = torch.linalg.cholesky_ex(hessians - self.curvature_tol * identity)
+        factor, failed = torch.linalg.cholesky_ex(hessians)
+        curved = (above == 0) & (failed == 0)  # every eigenvalue above curvature_tol
+        self.factors[rows[curved]] = factor[curved]
+        self.by_eigenvalues[rows] = ~curved
+        rest = rows[~curved]
+        if len(rest):
+            self.values[rest], self.factors[rest] = torch.linalg.eigh(hessians[~curved])
+            self.lowest[rest] = self.values[rest, 0]
+
+    def newton_step(self, rows: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """``-H^+ g`` for members ``rows``, restricted to the eigenvectors of curvature above
+        ``curvature_tol`` (all of them where the factor is Cholesky's)."""
+        step = torch.empty_like(grad)
+        eigen = self.by_eigenvalues[rows]
+        if (~eigen).any():
+            cholesky = rows[~eigen]
+            factor = self.factors[cholesky]  # two triangular solves: batched, 6x faster than cholesky_solve
+            half = torch.linalg.solve_triangular(factor, grad[~eigen].unsqueeze(-1), upper=False)
+            step[~eigen] = -torch.linalg.solve_triangular(factor.mT, half, upper=True).squeeze(-1)
+        if eigen.any():
+            vectors, values = self.factors[rows[eigen]], self.values[rows[eigen]]
+            along = torch.einsum("mpk,mp->mk", vectors, grad[eigen])
+            inverse = torch.where(values > self.curvature_tol, 1.0 / values.clamp_min(self.curvature_tol), 0.0)
+            step[eigen] = -torch.einsum("mpk,mk->mp", vectors, along * inverse)
+        return step
 
 
 def _round_off(loss):
