@@ -42,6 +42,7 @@ from basins.landscapes.fused_mlp import LabelFactors, Workspace, loss_and_gradie
 from basins.landscapes.losses import check_loss, l2_penalty, margins, sample_losses
 from basins.landscapes.architecture import Architecture
 from basins.landscapes.networks import forward, silenced_inputs, smallest_hidden_preactivation
+from basins.landscapes.relu_kinks import SMOOTH_LOSSES, certify_kink_minimum
 from basins.landscapes.objective import data_tensors, network_chunk_size
 
 log = logging.getLogger(__name__)
@@ -218,8 +219,10 @@ def sweep_jamming(
         Adam's decaying step freezes members short of a minimum (the perceptron's at gradient
         norms 1e-5 to 1e-3); the finish takes them there, and the gradient test (or every point
         satisfied) then decides them. It decides nothing itself: a member the finish leaves above
-        ``grad_tol`` (still descending, or at a minimum on a kink) stays undecided, where it
-        stopped or where the finish lowered its loss.
+        ``grad_tol`` stays undecided, where it stopped or where the finish lowered its loss,
+        unless it sits on kinks of a one-hidden-layer ReLU network where
+        :func:`basins.landscapes.relu_kinks.certify_kink_minimum` certifies a minimum (the
+        gradient jumps there and need not vanish; the Clarke stationarity measure replaces it).
     delta_tol : float
         A point counts as satisfied once Delta <= ``delta_tol``. The quadratic hinge's force
         vanishes at Delta = 0, so gradient dynamics approach the margin from above without
@@ -384,6 +387,7 @@ def _fit_sizes(
         out, objective, satisfied, as_tensor, max_iterations=finish_iterations, grad_tol=engine["grad_tol"],
         max_dense_params=max_dense_params,
     )
+    out, kinks = _on_kinks(out, objective, grad_tol=engine["grad_tol"], examined=iterations > 0)
     delta, test_error = _final_margins(out, objective, arch, x_test, y_test, as_tensor)
     scale = np.ones(len(n_train))
     if l2 == 0:  # with a penalty, the witness would leave the minimum the phase is about
@@ -421,6 +425,16 @@ def _fit_sizes(
             "delta are the witness's, the run's own end point is final_theta with that layer divided by it")),
         finish_iterations=("member", iterations, variable_attrs(
             "BFGS iterations of the quasi-Newton finish after the step budget (0: not finished)")),
+        n_active_kinks=("member", kinks.n_active, variable_attrs(
+            "ReLU kinks a member the quasi-Newton finish left undecided sits on (one hidden layer; "
+            "basins.landscapes.relu_kinks): where its multipliers certify a minimum on them, status is "
+            "converged and grad_norm is the Clarke stationarity measure there (0: not on kinks, or not examined)")),
+        kink_multiplier_margin=("member", kinks.margin, variable_attrs(
+            "smallest of s_k, 1 - s_k over the active kinks' multipliers, -1 with a concave kink: > 0 with "
+            "a Clarke stationarity measure <= grad_tol certifies a minimum (nan: not examined or no kinks)")),
+        kink_reduced_lowest_eigenvalue=("member", kinks.reduced_lowest_eigenvalue, variable_attrs(
+            "lowest eigenvalue of the loss's Hessian on the active kinks' subspace, ReLU rescalings taken out "
+            "(> 0: a strict minimum along them; nan: not examined or no kinks)")),
         n_silenced_unsatisfied=("member", n_silenced, variable_attrs(
             "unsatisfied points on which a hidden layer is off: they get the output biases alone and "
             "move no weight, so they count toward stuck, never toward UNSAT (-1: diverged)")),
@@ -535,6 +549,57 @@ def _finished(out, objective, satisfied, as_tensor, *, max_iterations, grad_tol,
     )
     log.info("quasi-Newton finish decided %d of %d members that spent their budget", int(decided.sum()), len(rows))
     return out.with_status(rows[decided], CONVERGED), iterations
+
+
+@dataclasses.dataclass(frozen=True)
+class _KinkRecords:
+    """Per member, what :func:`_on_kinks` found (see the variables of :func:`_fit_sizes`)."""
+
+    n_active: np.ndarray
+    margin: np.ndarray
+    reduced_lowest_eigenvalue: np.ndarray
+
+
+def _on_kinks(out, objective, *, grad_tol, examined):
+    """``out`` with the members the finish examined (``examined``) but left undecided, and that sit
+    on kinks of a one-hidden-layer ReLU network, judged by
+    :func:`basins.landscapes.relu_kinks.certify_kink_minimum` on their own training set: a
+    certified member is moved onto its kinks (a shift of the size of its kink distances, the loss
+    not raised) and converged, its ``grad_norm`` the Clarke stationarity measure."""
+    n_members = len(out.status)
+    records = _KinkRecords(np.zeros(n_members, dtype=np.int64), np.full(n_members, np.nan), np.full(n_members, np.nan))
+    arch = objective.arch
+    if not (arch.depth == 1 and arch.activation == "relu" and arch.n_outputs == 1 and objective.loss in SMOOTH_LOSSES):
+        return out, records
+    rows = np.flatnonzero(examined & (out.status == BUDGET))
+    certified, points, norms = [], [], []
+    for row in rows:
+        n_train = int(objective.n_train[row])
+        x = objective.x[row] if objective.x.dim() == 3 else objective.x
+        y = objective.y[row] if objective.y.dim() == 2 else objective.y
+        found = certify_kink_minimum(
+            out.final_theta[row], x[:n_train].cpu().numpy(), y[:n_train].cpu().numpy(), arch, loss=objective.loss,
+            margin=objective.margin, l2=objective.l2, grad_tol=grad_tol,
+        )
+        records.n_active[row], records.margin[row] = found.n_active, found.multiplier_margin
+        records.reduced_lowest_eigenvalue[row] = found.reduced_lowest_eigenvalue
+        if found.certified:
+            certified.append(row)
+            points.append(found.theta)
+            norms.append(found.subgradient_norm)
+        elif found.n_active:
+            log.info("member %d on %d kinks, not certified: %s", row, found.n_active, found.reason)
+    if rows.size:
+        log.info("kink certificate: %d of %d undecided members certified at a minimum on ReLU kinks",
+                 len(certified), len(rows))
+    if not certified:
+        return out, records
+    certified = np.asarray(certified)
+    out = dataclasses.replace(
+        out, final_theta=with_rows(out.final_theta, certified, np.stack(points)),
+        grad_norm=with_rows(out.grad_norm, certified, np.asarray(norms)),
+    )
+    return out.with_status(certified, CONVERGED), records
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,128 @@
+"""Minima on ReLU kinks: the Clarke stationarity measure, its multipliers, and runs certified by it."""
+
+import numpy as np
+import pytest
+import torch
+
+from basins.data import prepare_dataset, train_test_arrays
+from basins.jamming import sweep_jamming
+from basins.labels import CONVERGED, UNSAT
+from basins.landscapes.architecture import Architecture, initial_parameters
+from basins.landscapes.losses import sample_losses
+from basins.landscapes.networks import forward
+from basins.landscapes.relu_kinks import (
+    _KinkedLoss,
+    _kink_gradients,
+    _null_space,
+    _rescalings,
+    active_kinks,
+    certify_kink_minimum,
+    clarke_stationarity,
+)
+
+KINKS = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])  # two kink normals in three parameters
+
+
+@pytest.mark.parametrize(
+    "gradient, convexity, norm, multipliers, certified",
+    [
+        ([-0.3, -0.6, 0.0], [1.0, 1.0], 0.0, [0.3, 0.6], True),  # 0 inside the subdifferential
+        ([0.3, -0.6, 0.0], [1.0, 1.0], 0.3, [-0.3, 0.6], False),  # the first kink would need s < 0
+        ([-1.5, -0.6, 0.0], [1.0, 1.0], 0.5, [1.5, 0.6], False),  # ... s > 1
+        ([0.3, -0.6, 0.0], [-1.0, 1.0], 0.0, [0.3, 0.6], False),  # stationary, but a concave kink
+        ([-0.3, -0.6, 0.2], [1.0, 1.0], 0.2, [0.3, 0.6], False),  # a slope along the kinks
+    ],
+)
+def test_clarke_stationarity_of_hand_made_subgradients(gradient, convexity, norm, multipliers, certified):
+    found_norm, found_multipliers, margin = clarke_stationarity(np.array(gradient), KINKS, np.array(convexity))
+    assert found_norm == pytest.approx(norm, abs=1e-12)
+    np.testing.assert_allclose(found_multipliers, multipliers, atol=1e-12)
+    assert (margin > 0 and found_norm <= 1e-10) == certified
+
+
+def test_a_multiplier_within_round_off_of_the_boundary_is_no_margin():
+    _, _, margin = clarke_stationarity(np.array([-1e-17, -0.6, 0.0]), KINKS, np.ones(2))
+    assert margin == 0.0
+
+
+def test_an_active_set_needs_a_gap():
+    distances = torch.tensor([[1e-14, 3e-7], [2e-12, 1.0]])
+    np.testing.assert_array_equal(active_kinks(distances, reach=1e-10, gap=100), [[True, False], [True, False]])
+    assert active_kinks(distances, reach=1e-8, gap=100) is None  # 3e-7 lies within 100 x 1e-8
+    np.testing.assert_array_equal(active_kinks(distances, reach=1e-6, gap=100), [[True, True], [True, False]])
+    with pytest.raises(ValueError):
+        active_kinks(distances, reach=1e-6, gap=1.0)
+
+
+ARCH = Architecture(4, 1, 1, 4, "relu", True)
+
+
+@pytest.fixture(scope="module")
+def kinked_runs():
+    """Two UNSAT sizes of a d = h = 4 ReLU network on random labels, which BFGS leaves on kinks."""
+    data = prepare_dataset(kind="random_patterns", n_train=80, n_test=5, seed=3, n_features=4, normalize=True)
+    pool = train_test_arrays(data)
+    n_train = np.array([60, 80])
+    theta0 = initial_parameters(ARCH, np.arange(2), seed=3, init="orthogonal")
+    sweep = sweep_jamming(ARCH, *pool, theta0, n_train, seed=3, lr=0.01, lr_decay_every=500, lr_decay_factor=0.5,
+                          max_steps=1000, grad_tol=1e-10, finish_iterations=300, device="cpu", progress_every_s=1e9)
+    return sweep, pool
+
+
+def member_loss(theta, x, y):
+    """The real network's mean quadratic hinge loss ``(point,)`` at points ``(point, param)``."""
+    return sample_losses(forward(torch.as_tensor(theta), torch.as_tensor(x), ARCH), torch.as_tensor(y, dtype=torch.float64),
+                         loss="quadratic_hinge").mean(1)
+
+
+def test_runs_left_on_kinks_are_certified_minima_and_brute_force_agrees(kinked_runs):
+    sweep, (x_pool, y_pool, _, _) = kinked_runs
+    assert (sweep["status"].values == CONVERGED).all() and (sweep["phase"].values == UNSAT).all()
+    assert (sweep["n_active_kinks"].values > 0).all() and (sweep["kink_multiplier_margin"].values > 0).all()
+    assert (sweep["grad_norm"].values <= 1e-10).all()  # the Clarke measure; the gradient itself jumps there
+    assert (sweep["kink_reduced_lowest_eigenvalue"].values > 0).all()
+    generator = np.random.default_rng(0)
+    for member, n_train in enumerate(sweep["n_train"].values):
+        x, y = x_pool[:n_train], y_pool[:n_train]
+        point = sweep["final_theta"].values[member]
+        at_point = float(member_loss(point[None], x, y)[0])
+        directions = generator.normal(size=(4000, ARCH.n_params))
+        directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+        median_rise = []
+        for radius in (1e-7, 1e-5, 1e-3):
+            rise = member_loss(point + radius * directions, x, y).numpy() - at_point
+            assert rise.min() > 64 * np.finfo(float).eps * (1 + at_point)  # no direction descends
+            median_rise.append(np.median(rise))
+        # It rises linearly (x 100 per factor 100 in radius), as off kinks only: a smooth minimum rises as r^2.
+        assert 50 < median_rise[2] / median_rise[1] < 200 and 50 < median_rise[1] / median_rise[0] < 200
+
+
+def test_a_point_moved_along_its_kinks_is_refused_unpolished_and_polished_back(kinked_runs):
+    sweep, (x_pool, y_pool, _, _) = kinked_runs
+    n_train = int(sweep["n_train"].values[0])
+    x, y = x_pool[:n_train], y_pool[:n_train]
+    minimum = sweep["final_theta"].values[0]
+    objective = _KinkedLoss(ARCH, torch.as_tensor(x), torch.as_tensor(y, dtype=torch.float64), "quadratic_hinge", 1.0, 0.0)
+    active = objective.active(torch.as_tensor(minimum), reach=1e-10, gap=100)
+    samples, units = torch.nonzero(active, as_tuple=True)
+    constraints = _kink_gradients(torch.as_tensor(x), ARCH, samples, units)
+    tangent = _null_space(torch.cat([constraints, _rescalings(torch.as_tensor(minimum), ARCH)])).numpy()
+    moved = minimum + 1e-3 * tangent[:, 0]  # still on the same kinks, no longer at the minimum
+    options = dict(loss="quadratic_hinge", grad_tol=1e-10)
+    refused = certify_kink_minimum(moved, x, y, ARCH, newton_steps=0, **options)
+    assert not refused.certified and refused.subgradient_norm > 1e-6
+    back = certify_kink_minimum(moved, x, y, ARCH, **options)
+    assert back.certified
+    np.testing.assert_allclose(back.loss, float(member_loss(minimum[None], x, y)[0]), rtol=1e-12)
+
+
+def test_a_point_off_every_kink_is_left_to_the_gradient_test(kinked_runs):
+    _, (x_pool, y_pool, _, _) = kinked_runs
+    start = initial_parameters(ARCH, np.arange(1), seed=5, init="orthogonal")[0]
+    found = certify_kink_minimum(start, x_pool[:60], y_pool[:60], ARCH, loss="quadratic_hinge", grad_tol=1e-10)
+    assert not found.certified and found.n_active == 0 and found.reason == "on no kink"
+    with pytest.raises(ValueError):
+        certify_kink_minimum(start, x_pool[:60], y_pool[:60], ARCH, loss="hinge", grad_tol=1e-10)
+    with pytest.raises(ValueError):
+        certify_kink_minimum(start, x_pool[:60], y_pool[:60], Architecture(4, 1, 2, 4, "relu", True),
+                             loss="quadratic_hinge", grad_tol=1e-10)
