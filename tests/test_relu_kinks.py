@@ -126,3 +126,7 @@ def test_a_point_off_every_kink_is_left_to_the_gradient_test(kinked_runs):
     with pytest.raises(ValueError):
         certify_kink_minimum(start, x_pool[:60], y_pool[:60], Architecture(4, 1, 2, 4, "relu", True),
                              loss="quadratic_hinge", grad_tol=1e-10)
+    wide = Architecture(4, 1, 1, 200, "relu", True)  # 1201 parameters: dense Hessians too large
+    with pytest.raises(ValueError):
+        certify_kink_minimum(np.zeros(wide.n_params), x_pool[:60], y_pool[:60], wide, loss="quadratic_hinge",
+                             grad_tol=1e-10)

@@ -42,7 +42,7 @@ from basins.landscapes.fused_mlp import LabelFactors, Workspace, loss_and_gradie
 from basins.landscapes.losses import check_loss, l2_penalty, margins, sample_losses
 from basins.landscapes.architecture import Architecture
 from basins.landscapes.networks import forward, silenced_inputs, smallest_hidden_preactivation
-from basins.landscapes.relu_kinks import SMOOTH_LOSSES, certify_kink_minimum
+from basins.landscapes.relu_kinks import MAX_PARAMS as KINK_MAX_PARAMS, SMOOTH_LOSSES, certify_kink_minimum
 from basins.landscapes.objective import data_tensors, network_chunk_size
 
 log = logging.getLogger(__name__)
@@ -572,6 +572,10 @@ def _on_kinks(out, objective, *, grad_tol, examined):
     if not (arch.depth == 1 and arch.activation == "relu" and arch.n_outputs == 1 and objective.loss in SMOOTH_LOSSES):
         return out, records
     rows = np.flatnonzero(examined & (out.status == BUDGET))
+    if rows.size and arch.n_params > KINK_MAX_PARAMS:
+        log.info("%d undecided members not examined for minima on kinks: %d parameters > %d", rows.size,
+                 arch.n_params, KINK_MAX_PARAMS)
+        return out, records
     certified, points, norms = [], [], []
     for row in rows:
         n_train = int(objective.n_train[row])

@@ -54,6 +54,9 @@ SMOOTH_LOSSES = ("quadratic_hinge", "mse", "cross_entropy")
 REACHES = tuple(10.0**-k for k in range(12, 2, -1))
 #: On the kinks after the polish: active kinks this many times closer than any other.
 _ON_KINK = 1e-6
+#: The polish takes dense Hessians by autograd, one backward pass per parameter: beyond this
+#: many parameters (config/paper.yaml's N ~ 2000) it would take minutes a member on a CPU.
+MAX_PARAMS = 1000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,6 +157,8 @@ def certify_kink_minimum(
     _check_network(arch)
     if loss not in SMOOTH_LOSSES:
         raise ValueError(f"loss={loss!r}: the kink certificate needs a loss smooth in the output, one of {SMOOTH_LOSSES}")
+    if arch.n_params > MAX_PARAMS:
+        raise ValueError(f"{arch.n_params} parameters: the kink certificate's dense Hessians go to {MAX_PARAMS}")
     x = torch.as_tensor(x, dtype=torch.float64)
     y = torch.as_tensor(y, dtype=torch.float64)
     start = torch.as_tensor(theta, dtype=torch.float64).clone()
