@@ -176,7 +176,8 @@ def analyze_jamming(
     -------
     xarray.Dataset
         Dims ``(network, train_size, seed)``: ``n_unsatisfied``, ``loss``, ``steps``,
-        ``status``, ``phase``, ``test_error``, ``train_error`` and ``kink_distance``, with
+        ``status``, ``phase``, ``test_error``, ``train_error``, ``kink_distance`` and
+        ``n_active_kinks``, with
         coordinate ``ratio`` (P / N); ``(network, seed)``: ``transition_size`` P* and ``transition_ratio`` r*,
         from all the run's members (grid and fine scan), with the bracket
         ``transition_ratio_lower`` / ``_upper`` of decided sizes around it, its relative
@@ -273,8 +274,8 @@ def _phase_cube(runs, placement, n_networks, n_seeds):
         on_random_patterns[i] = run.attrs.get("dataset_kind") == "random_patterns"
         on_grid = _grid_members(run)
         j = np.searchsorted(sizes, on_grid["n_train"].values)
-        for name in _GRID_VARIABLES:
-            grid[name][i, j, k] = on_grid[name].values
+        for name in _GRID_VARIABLES:  # runs of sweeps before the kink certificate were examined on none
+            grid[name][i, j, k] = on_grid[name].values if name in on_grid or name != "n_active_kinks" else 0
     return dict(grid=grid, sizes=sizes, n_weights=n_weights, n_free=n_free, on_random_patterns=on_random_patterns)
 
 
@@ -454,6 +455,9 @@ _GRID_VARIABLES = {
     "train_error": variable_attrs("training error (0-1)"),
     "kink_distance": variable_attrs(
         "smallest |pre-activation| of a hidden unit on the training points (near 0: the run ends on a ReLU kink)"),
+    "n_active_kinks": variable_attrs(
+        "ReLU kinks an undecided run was examined on (basins.landscapes.relu_kinks; with status converged: a "
+        "minimum certified there; 0: not examined or on no kink)"),
 }
 
 
