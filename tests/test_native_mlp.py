@@ -46,6 +46,28 @@ def test_the_kernel_equals_torch_s_pass(loss, activation, bias):
         assert (mine - theirs).abs().max() <= 1e-13 * scale, float((mine - theirs).abs().max() / scale)
 
 
+
+@pytest.mark.parametrize("loss", ["quadratic_hinge", "hinge", "mse"])
+def test_each_member_s_mean_over_its_own_prefix_equals_the_jamming_sweep_s_torch_pass(loss):
+    """The jamming sweep's members fit nested prefixes of one pool: the kernel with ``sizes``
+    equals torch's pass with each member's prefix as sample weights."""
+    from basins.jamming import PrefixObjective
+
+    x, y = problem(n_samples=41)
+    arch = Architecture(n_inputs=6, n_outputs=1, depth=1, width=5, activation="relu", bias=True)
+    sizes = torch.tensor([1, 7, 20, 41, 33])
+    objective = PrefixObjective(arch, x, y, sizes, loss, 1.0, l2=1e-3)
+    assert objective._native is not None
+    theta = torch.as_tensor(initial_parameters(arch, np.arange(5), seed=2, init="orthogonal"))
+    reference = loss_and_gradient(theta, x, arch, objective._labels, margin=1.0, l2=1e-3, workspace=objective.workspace)
+    for mine, theirs in zip(objective(theta, None), reference):
+        assert (mine - theirs).abs().max() <= 1e-13 * theirs.abs().max()
+    kernel = objective._native
+    with pytest.raises(ValueError):
+        kernel(theta, torch.tensor([0, 7, 20, 41, 33]))
+    with pytest.raises(ValueError):
+        kernel(theta, torch.tensor([1, 7, 20, 42, 33]))
+
 def test_a_member_s_result_does_not_depend_on_the_others_or_the_threads():
     """Shard invariance: a member's loss and gradient are the same bits alone, in a block of
     others, and with the members split between threads."""

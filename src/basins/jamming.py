@@ -38,6 +38,7 @@ from basins.engine.devices import TORCH_DTYPES, resolve_device
 from basins.io import variable_attrs
 from basins.jamming_transition import transition_bracket
 from basins.labels import BUDGET, CONVERGED, DIVERGED, PHASE_MEANINGS, PHASE_VALUES, SAT, STUCK, UNDECIDED_PHASE, UNSAT
+from basins.landscapes import native_mlp
 from basins.landscapes.fused_mlp import LabelFactors, Workspace, loss_and_gradient
 from basins.landscapes.losses import check_loss, l2_penalty, margins, sample_losses
 from basins.landscapes.architecture import Architecture
@@ -88,14 +89,27 @@ class PrefixObjective:
         return per_sample.sum(1) / self.n_train.to(theta.dtype) + l2_penalty(theta, self.l2)
 
     def __call__(self, theta, batch):
-        """Loss and gradient of :meth:`member_losses` by the hand-derived pass of
-        :mod:`basins.landscapes.fused_mlp` (each member's mean over its own prefix as a weighted
-        sum over the pool), equal to autograd of :meth:`member_losses` to round-off."""
+        """Loss and gradient of :meth:`member_losses` by the C kernel of
+        :mod:`basins.landscapes.native_mlp` where it covers the network (one hidden layer, one
+        shared pool: 5x the torch pass at the default sweep's depth-1 shape), else by the
+        hand-derived pass of :mod:`basins.landscapes.fused_mlp` (each member's mean over its own
+        prefix as a weighted sum over the pool); both equal autograd of :meth:`member_losses` to
+        round-off."""
         if batch is not None:
             raise ValueError("the jamming sweep trains full batch; minibatch dynamics are not supported")
+        if self._native is not None:
+            return self._native(theta, self.n_train)
         return loss_and_gradient(
             theta, self.x, self.arch, self._labels, margin=self.margin, l2=self.l2, workspace=self.workspace
         )
+
+    @functools.cached_property
+    def _native(self):
+        """The C kernel over nested prefixes of one shared pool, where it covers the network
+        (:mod:`basins.landscapes.native_mlp`; equal to the torch pass to round-off), else None."""
+        if self.y.dim() != 1:
+            return None
+        return native_mlp.kernel_for(self.arch, self.x, self.y, loss=self.loss, margin=self.margin, l2=self.l2, beta=1.0)
 
     @functools.cached_property
     def _labels(self) -> LabelFactors:

@@ -70,12 +70,12 @@ static inline double log_half_to_one(double v) {
 
 static inline double sigmoid_vec(double z) { return 1.0 / (1.0 + exp_vec(-z)); }
 
-/* One member: loss and gradient (n_params) from theta (n_params).
-   xt: (d, P) inputs, feature-major; y: (P) labels +-1 (targets for mse).
+/* One member: loss and gradient (n_params) from theta (n_params), its mean over the first P
+   samples. xt: (d, stride) inputs, feature-major; y: (>= P) labels +-1 (targets for mse).
    scratch: (h + 2) * P doubles. */
 static double member(const double *theta, double *grad, int64_t d, int64_t h, int64_t P,
-                     const double *xt, const double *y, int loss, int activation, int bias,
-                     double margin, double beta, double l2, double *scratch) {
+                     int64_t stride, const double *xt, const double *y, int loss, int activation,
+                     int bias, double margin, double beta, double l2, double *scratch) {
     const double *w1 = theta, *b1 = theta + h * d;
     const double *w2 = b1 + (bias ? h : 0);
     const double b2 = bias ? w2[h] : 0.0;
@@ -91,7 +91,7 @@ static double member(const double *theta, double *grad, int64_t d, int64_t h, in
 #pragma omp simd
         for (int64_t s = 0; s < P; s++) a[s] = bj;
         for (int64_t k = 0; k < d; k++) {
-            const double w = wrow[k], *xk = xt + k * P;
+            const double w = wrow[k], *xk = xt + k * stride;
 #pragma omp simd
             for (int64_t s = 0; s < P; s++) a[s] += w * xk[s];
         }
@@ -178,7 +178,7 @@ static double member(const double *theta, double *grad, int64_t d, int64_t h, in
         for (int64_t s = 0; s < P; s++) gb += a[s];
         if (bias) gb1[j] = gb;
         for (int64_t k = 0; k < d; k++) {
-            const double *xk = xt + k * P;
+            const double *xk = xt + k * stride;
             double gk = 0.0;
 #pragma omp simd reduction(+ : gk)
             for (int64_t s = 0; s < P; s++) gk += a[s] * xk[s];
@@ -198,14 +198,15 @@ static double member(const double *theta, double *grad, int64_t d, int64_t h, in
     return total + 0.5 * l2 * square;
 }
 
-/* Members first to first + n_members - 1: losses (n_members) and grads (n_members, n_params).
-   scratch: (h + 2) * P doubles. */
+/* Members first to first + n_members - 1: losses (n_members) and grads (n_members, n_params),
+   each the mean over its first sizes[m] of the P samples (all P where sizes is NULL: the
+   jamming sweep's members fit nested prefixes of one pool). scratch: (h + 2) * P doubles. */
 void native_mlp_loss_and_gradient(int64_t n_members, const double *theta, double *losses, double *grads,
                                   int64_t d, int64_t h, int64_t P, const double *xt, const double *y,
-                                  int loss, int activation, int bias, double margin, double beta,
-                                  double l2, double *scratch) {
+                                  const int64_t *sizes, int loss, int activation, int bias,
+                                  double margin, double beta, double l2, double *scratch) {
     const int64_t n_params = h * d + h + (bias ? h + 1 : 0);
     for (int64_t m = 0; m < n_members; m++)
-        losses[m] = member(theta + m * n_params, grads + m * n_params, d, h, P, xt, y, loss,
-                           activation, bias, margin, beta, l2, scratch);
+        losses[m] = member(theta + m * n_params, grads + m * n_params, d, h, sizes ? sizes[m] : P, P,
+                           xt, y, loss, activation, bias, margin, beta, l2, scratch);
 }

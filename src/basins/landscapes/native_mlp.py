@@ -82,28 +82,36 @@ class NativeMLP:
         )
         self.scratch = {}
 
-    def __call__(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, theta: torch.Tensor, sizes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss and gradient of every member; with ``sizes (member,)``, member ``i``'s mean over
+        the first ``sizes[i]`` samples only (nested prefixes of the inputs, as the jamming sweep's
+        members fit)."""
         if theta.dtype != torch.float64 or theta.device.type != "cpu" or theta.shape[1] != self.arch.n_params:
             raise ValueError(f"theta {tuple(theta.shape)} {theta.dtype} on {theta.device}: the kernel "
                              f"takes float64 (member, {self.arch.n_params}) on the CPU")
+        if sizes is not None:
+            sizes = torch.as_tensor(sizes, dtype=torch.int64).contiguous()
+            if sizes.shape != (theta.shape[0],) or not bool(((sizes >= 1) & (sizes <= self.n_samples)).all()):
+                raise ValueError(f"sizes must be one count in 1..{self.n_samples} per member")
         theta = theta.contiguous()
         losses, grads = torch.empty(theta.shape[0], dtype=torch.float64), torch.empty_like(theta)
         blocks = _blocks(theta.shape[0], torch.get_num_threads())
         if len(blocks) == 1:
-            self._block(theta, losses, grads, *blocks[0], 0)
+            self._block(theta, sizes, losses, grads, *blocks[0], 0)
         else:
-            list(_pool(len(blocks)).map(lambda args: self._block(theta, losses, grads, *args),
+            list(_pool(len(blocks)).map(lambda args: self._block(theta, sizes, losses, grads, *args),
                                         [(*block, index) for index, block in enumerate(blocks)]))
         return losses, grads
 
-    def _block(self, theta, losses, grads, first, stop, thread):
+    def _block(self, theta, sizes, losses, grads, first, stop, thread):
         scratch = self._scratch(thread)
-        size = 8  # bytes of a double
+        size = 8  # bytes of a double and of an int64
         n_params = theta.shape[1]
         self.library.native_mlp_loss_and_gradient(
             stop - first, theta.data_ptr() + first * n_params * size, losses.data_ptr() + first * size,
             grads.data_ptr() + first * n_params * size, self.n_features, self.width, self.n_samples,
-            self.xt.data_ptr(), self.y.data_ptr(), *self.settings, scratch.data_ptr(),
+            self.xt.data_ptr(), self.y.data_ptr(), None if sizes is None else sizes.data_ptr() + first * size,
+            *self.settings, scratch.data_ptr(),
         )
 
     def _scratch(self, thread):
@@ -166,7 +174,7 @@ def _load(path: Path) -> ctypes.CDLL:
     compiled = ctypes.CDLL(str(path))
     pointer, integer, real, flag = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_int
     compiled.native_mlp_loss_and_gradient.argtypes = [
-        integer, pointer, pointer, pointer, integer, integer, integer, pointer, pointer,
+        integer, pointer, pointer, pointer, integer, integer, integer, pointer, pointer, pointer,
         flag, flag, flag, real, real, real, pointer,
     ]
     compiled.native_mlp_loss_and_gradient.restype = None
