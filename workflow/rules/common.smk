@@ -854,17 +854,27 @@ def slice_seeds():
     ]
 
 
+def figure_seeds(pairs):
+    """The (experiment, seed) pairs whose per-seed pictures are drawn: the experiment's
+    figures.seeds, or every seed."""
+    return [
+        (name, seed)
+        for name, seed in pairs
+        if seed in EXPERIMENTS[name]["figures"].get("seeds", [seed])
+    ]
+
+
 def all_figures():
     per_experiment = (
         [
             f"results/figures/{figure}/{name}_seed{seed}.{ext}"
-            for name, seed in experiment_seeds()
+            for name, seed in figure_seeds(experiment_seeds())
             for figure in FIGURES
             for ext in ("pdf", "png")
         ]
         + [
             f"results/figures/{figure}/{name}_seed{seed}.{ext}"
-            for name, seed in basin_geometry_seeds()
+            for name, seed in figure_seeds(basin_geometry_seeds())
             for figure in BASIN_GEOMETRY_FIGURES
             for ext in ("pdf", "png")
         ]
