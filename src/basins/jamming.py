@@ -605,8 +605,8 @@ def _on_kinks(out, objective, *, grad_tol, examined):
             certified.append(row)
             points.append(found.theta)
             norms.append(found.subgradient_norm)
-        elif found.n_active:
-            log.info("member %d on %d kinks, not certified: %s", row, found.n_active, found.reason)
+        else:
+            log.info("member %d (P = %d) not certified on kinks: %s", row, n_train, found.reason)
     if rows.size:
         log.info("kink certificate: %d of %d undecided members certified at a minimum on ReLU kinks",
                  len(certified), len(rows))
