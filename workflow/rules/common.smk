@@ -933,8 +933,13 @@ def all_figures():
         if config.get("local_entropy")
         else []
     )
+    # Every seed's basin analysis, also where no figure of that seed is drawn (figure_seeds).
+    basin_analyses = [
+        f"results/basins/{name}/seed{seed}.nc" for name, seed in experiment_seeds()
+    ]
     return (
         per_experiment
+        + basin_analyses
         + per_comparison
         + per_protocols
         + (summary if BASIN_GEOMETRY else [])
