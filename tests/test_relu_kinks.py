@@ -130,3 +130,28 @@ def test_a_point_off_every_kink_is_left_to_the_gradient_test(kinked_runs):
     with pytest.raises(ValueError):
         certify_kink_minimum(np.zeros(wide.n_params), x_pool[:60], y_pool[:60], wide, loss="quadratic_hinge",
                              grad_tol=1e-10)
+
+
+def test_a_saddle_along_the_kinks_is_refused(kinked_runs):
+    """A referee's construction: a certified minimum with one more hidden unit, on at every
+    point, output weight 0, incoming weights orthogonal to sum_s l'_s x_s. The loss, its
+    subgradients and the multipliers are unchanged, but the Hessian block (v, w) of that unit is
+    [[+, g], [g, 0]] with g != 0: a saddle, which only the second-order test along the kinks sees."""
+    sweep, (x_pool, y_pool, _, _) = kinked_runs
+    n_train = int(sweep["n_train"].values[0])
+    x, y = x_pool[:n_train], y_pool[:n_train]
+    point = sweep["final_theta"].values[0]
+    (w_in, b_in), (w_out, b_out) = ARCH.layer_slices
+    weights, biases = point[w_in].reshape(ARCH.width, ARCH.n_inputs), point[b_in]
+    output = np.maximum(x @ weights.T + biases, 0) @ point[w_out] + point[b_out]
+    force = -y * np.maximum(1 - y * output, 0) / n_train  # dL/df per point
+    pull = force @ x
+    extra = np.random.default_rng(1).normal(size=ARCH.n_inputs)
+    extra -= pull * (extra @ pull) / (pull @ pull)
+    extra /= np.linalg.norm(extra)
+    wider = Architecture(4, 1, 1, ARCH.width + 1, "relu", True)
+    saddle = np.concatenate([np.vstack([weights, extra]).ravel(), np.append(biases, np.abs(x @ extra).max() + 1.0),
+                             np.append(point[w_out], 0.0), point[b_out]])
+    found = certify_kink_minimum(saddle, x, y, wider, loss="quadratic_hinge", grad_tol=1e-10)
+    assert found.multiplier_margin > 0 and found.subgradient_norm <= 1e-10  # first order: as the minimum
+    assert found.reduced_lowest_eigenvalue < 0 and not found.certified and "saddle" in found.reason

@@ -448,7 +448,11 @@ def _fit_sizes(
             "a Clarke stationarity measure <= grad_tol certifies a minimum (nan: not examined or no kinks)")),
         kink_reduced_lowest_eigenvalue=("member", kinks.reduced_lowest_eigenvalue, variable_attrs(
             "lowest eigenvalue of the loss's Hessian on the active kinks' subspace, ReLU rescalings taken out "
-            "(> 0: a strict minimum along them; nan: not examined or no kinks)")),
+            "(> 0: a strict minimum along them; negative beyond round-off: a saddle, not certified; nan: not "
+            "examined or no kinks)")),
+        kink_shift=("member", kinks.shift, variable_attrs(
+            "distance the kink certificate moved the member onto its kinks and along them (the loss not "
+            "raised; nan: not examined)")),
         n_silenced_unsatisfied=("member", n_silenced, variable_attrs(
             "unsatisfied points on which a hidden layer is off: they get the output biases alone and "
             "move no weight, so they count toward stuck, never toward UNSAT (-1: diverged)")),
@@ -569,19 +573,20 @@ def _finished(out, objective, satisfied, as_tensor, *, max_iterations, grad_tol,
 class _KinkRecords:
     """Per member, what :func:`_on_kinks` found (see the variables of :func:`_fit_sizes`)."""
 
-    n_active: np.ndarray
     margin: np.ndarray
     reduced_lowest_eigenvalue: np.ndarray
+    shift: np.ndarray
+    n_active: np.ndarray
 
 
 def _on_kinks(out, objective, *, grad_tol, examined):
     """``out`` with the members the finish examined (``examined``) but left undecided, and that sit
     on kinks of a one-hidden-layer ReLU network, judged by
     :func:`basins.landscapes.relu_kinks.certify_kink_minimum` on their own training set: a
-    certified member is moved onto its kinks (a shift of the size of its kink distances, the loss
-    not raised) and converged, its ``grad_norm`` the Clarke stationarity measure."""
+    certified member is moved onto its kinks and polished along them (``kink_shift``, the loss not
+    raised) and converged, its ``grad_norm`` the Clarke stationarity measure."""
     n_members = len(out.status)
-    records = _KinkRecords(np.zeros(n_members, dtype=np.int64), np.full(n_members, np.nan), np.full(n_members, np.nan))
+    records = _KinkRecords(*(np.full(n_members, np.nan) for _ in range(3)), n_active=np.zeros(n_members, dtype=np.int64))
     arch = objective.arch
     if not (arch.depth == 1 and arch.activation == "relu" and arch.n_outputs == 1 and objective.loss in SMOOTH_LOSSES):
         return out, records
@@ -600,7 +605,7 @@ def _on_kinks(out, objective, *, grad_tol, examined):
             margin=objective.margin, l2=objective.l2, grad_tol=grad_tol,
         )
         records.n_active[row], records.margin[row] = found.n_active, found.multiplier_margin
-        records.reduced_lowest_eigenvalue[row] = found.reduced_lowest_eigenvalue
+        records.reduced_lowest_eigenvalue[row], records.shift[row] = found.reduced_lowest_eigenvalue, found.shift
         if found.certified:
             certified.append(row)
             points.append(found.theta)

@@ -22,11 +22,14 @@ Newton-polished on it: ``L`` restricted to ``M`` is ``L_0``, smooth. There the m
 solve ``grad L_0 + sum s_k c_k grad z_k = 0``. Where every active kink is convex (``c_k > 0``:
 the loss bends up across it) and every ``s_k`` lies strictly inside (0, 1), the directional
 derivative in any direction that leaves ``M`` is positive (``c_k (relu(q) - s_k q) > 0`` for
-``q != 0``): the loss grows linearly off the kinks and the point is a minimum up to the second
-order along ``M``, whose reduced Hessian (the ReLU rescalings ``(a w, a c, v / a)`` of each unit
-taken out where there is no weight decay: they leave the loss unchanged) is reported. A concave
-kink (``c_k < 0``) always leaves a descending side; a multiplier on the box's boundary leaves a
-direction of zero slope: neither is certified.
+``q != 0``): the loss grows linearly off the kinks. Along ``M`` the point is stationary, and a
+minimum where the reduced Hessian (the ReLU rescalings ``(a w, a c, v / a)`` of each unit taken
+out where there is no weight decay: they leave the loss unchanged) has no negative eigenvalue
+beyond round-off; an independent referee built a certified-looking saddle (a unit on at every
+point with output weight 0) that only this second-order test refuses. A concave kink
+(``c_k < 0``) always leaves a descending side; a multiplier on the box's boundary leaves a
+direction of zero slope: neither is certified. A flat direction (an eigenvalue within
+round-off of 0) is not decided beyond the second order.
 
 Known answers (tests/test_relu_kinks.py): the bounded least squares and the multiplier rule on
 hand-made subgradients; runs of the jamming stage that BFGS left on kinks, certified, then
@@ -54,6 +57,10 @@ SMOOTH_LOSSES = ("quadratic_hinge", "mse", "cross_entropy")
 REACHES = tuple(10.0**-k for k in range(12, 2, -1))
 #: On the kinks after the polish: active kinks this many times closer than any other.
 _ON_KINK = 1e-6
+#: Relative to the reduced Hessian's largest |eigenvalue|: curvatures below this in size are
+#: flat (round-off of a flat direction reaches 1e-12), more negative ones make a saddle, and
+#: Newton steps leave directions below it alone.
+_FLAT = 1e-8
 #: The polish takes dense Hessians by autograd, one backward pass per parameter: beyond this
 #: many parameters (config/paper.yaml's N ~ 2000) it would take minutes a member on a CPU.
 MAX_PARAMS = 1000
@@ -70,7 +77,9 @@ class KinkCertificate:
     signs (> 0: every kink convex and every multiplier strictly inside; nan without kinks);
     ``reduced_lowest_eigenvalue``: lowest eigenvalue of the Hessian on ``M`` (rescalings taken
     out without weight decay); ``certified``: a minimum to first order off ``M`` and a
-    stationary point on it, with ``subgradient_norm <= grad_tol``; ``reason``: why not.
+    stationary point on it with no negative curvature along it (beyond round-off: :data:`_FLAT`),
+    with ``subgradient_norm <= grad_tol``; ``reason``: why not; ``shift``: how far the point
+    moved from the start.
     """
 
     theta: np.ndarray
@@ -81,6 +90,7 @@ class KinkCertificate:
     reduced_lowest_eigenvalue: float
     certified: bool
     reason: str
+    shift: float = 0.0
 
 
 def kink_distances(theta: torch.Tensor, x: torch.Tensor, arch: Architecture) -> torch.Tensor:
@@ -190,15 +200,16 @@ def _certify_on(start, active, objective, *, grad_tol, newton_steps) -> KinkCert
         return _refused(point, objective, np.nan, len(samples), "kink gradients linearly dependent")
     point = point - torch.linalg.pinv(constraints) @ _preactivations(point, x, arch)[samples, units]
     tangent = _null_space(constraints if objective.l2 else torch.cat([constraints, _rescalings(point, arch)]))
-    lowest = np.nan
+    lowest, largest = np.nan, np.nan
     for iteration in range(newton_steps + 1):
         gradient, hessian = objective.gradient(point, active), objective.hessian(point, active)
         values, vectors = torch.linalg.eigh(tangent.T @ hessian @ tangent)
-        lowest = float(values[0])
+        lowest, largest = float(values[0]), float(values.abs().max())
         if iteration == newton_steps:
             break
         along = tangent.T @ gradient
-        step = -tangent @ (vectors @ torch.where(values > 0, (vectors.T @ along) / values.clamp_min(1e-300), 0.0))
+        curved = values > _FLAT * largest
+        step = -tangent @ (vectors @ torch.where(curved, (vectors.T @ along) / values.clamp_min(1e-300), 0.0))
         moved = _accepted_step(objective, point, active, step, float(along.norm()), tangent)
         if moved is None:
             break
@@ -213,13 +224,16 @@ def _certify_on(start, active, objective, *, grad_tol, newton_steps) -> KinkCert
         return _refused(point, objective, norm, len(samples), "the polish came close to another kink")
     if float(objective(point)) > float(objective(start)) + 64 * np.finfo(float).eps * (1 + float(objective(start))):
         return _refused(point, objective, norm, len(samples), "the point on the kinks has a higher loss than the start")
-    certified = first_order > 0 and norm <= grad_tol
+    saddle = lowest < -_FLAT * largest
+    certified = first_order > 0 and norm <= grad_tol and not saddle
     reason = "" if certified else (
         "a concave kink or a multiplier outside (0, 1): not a minimum" if not first_order > 0
-        else f"Clarke stationarity measure {norm:.2g} above grad_tol"
+        else f"Clarke stationarity measure {norm:.2g} above grad_tol" if norm > grad_tol
+        else f"negative curvature {lowest:.2g} along the kinks: a saddle"
     )
     return KinkCertificate(
-        point.numpy(), float(objective(point)), norm, len(samples), first_order, lowest, certified, reason
+        point.numpy(), float(objective(point)), norm, len(samples), first_order, lowest, certified, reason,
+        float((point - start).norm()),
     )
 
 
