@@ -103,7 +103,7 @@ def test_a_point_moved_along_its_kinks_is_refused_unpolished_and_polished_back(k
     x, y = x_pool[:n_train], y_pool[:n_train]
     minimum = sweep["final_theta"].values[0]
     objective = _KinkedLoss(ARCH, torch.as_tensor(x), torch.as_tensor(y, dtype=torch.float64), "quadratic_hinge", 1.0, 0.0)
-    active = objective.active(torch.as_tensor(minimum), reach=1e-10, gap=100)
+    active = active_kinks(objective.felt_distances(torch.as_tensor(minimum)), reach=1e-10, gap=100)
     samples, units = torch.nonzero(active, as_tuple=True)
     constraints = _kink_gradients(torch.as_tensor(x), ARCH, samples, units)
     tangent = _null_space(torch.cat([constraints, _rescalings(torch.as_tensor(minimum), ARCH)])).numpy()

@@ -173,9 +173,10 @@ def certify_kink_minimum(
     y = torch.as_tensor(y, dtype=torch.float64)
     start = torch.as_tensor(theta, dtype=torch.float64).clone()
     objective = _KinkedLoss(arch, x, y, loss, margin, l2)
+    distances = objective.felt_distances(start)
     attempts, tried = [], []
     for reach in sorted(reaches):
-        active = objective.active(start, reach=reach, gap=gap)
+        active = active_kinks(distances, reach=reach, gap=gap)
         if active is None or not active.any() or any(torch.equal(active, done) for done in tried):
             continue
         tried.append(active)
@@ -185,7 +186,7 @@ def certify_kink_minimum(
     if attempts:
         return attempts[0]
     norm = float(objective.gradient(start, None).norm())
-    on_none = bool(objective.felt_distances(start).min() > max(reaches))
+    on_none = bool(distances.min() > max(reaches))
     reason = "on no kink" if on_none else "no unambiguous set of active kinks"
     return _refused(start, objective, norm, 0, reason)
 
@@ -215,14 +216,14 @@ def _certify_on(start, active, objective, *, grad_tol, newton_steps) -> KinkCert
             break
         point = moved
     convexity = objective.unit_output_derivative(point, active)[samples, units]
-    norm, _, first_order = clarke_stationarity(
-        objective.gradient(point, active).numpy(), constraints.numpy(), convexity.numpy()
-    )
+    # ``gradient`` is the last iteration's, at ``point`` (the loop ends before moving it again).
+    norm, _, first_order = clarke_stationarity(gradient.numpy(), constraints.numpy(), convexity.numpy())
     distances = objective.felt_distances(point)
     nearest_other = distances[~active].min().clamp_max(1.0) if (~active).any() else 1.0
     if distances[active].max() > _ON_KINK * nearest_other:
         return _refused(point, objective, norm, len(samples), "the polish came close to another kink")
-    if float(objective(point)) > float(objective(start)) + 64 * np.finfo(float).eps * (1 + float(objective(start))):
+    loss = float(objective(point))
+    if loss > _raised_by_round_off(float(objective(start))):
         return _refused(point, objective, norm, len(samples), "the point on the kinks has a higher loss than the start")
     saddle = lowest < -_FLAT * largest
     certified = first_order > 0 and norm <= grad_tol and not saddle
@@ -232,7 +233,7 @@ def _certify_on(start, active, objective, *, grad_tol, newton_steps) -> KinkCert
         else f"negative curvature {lowest:.2g} along the kinks: a saddle"
     )
     return KinkCertificate(
-        point.numpy(), float(objective(point)), norm, len(samples), first_order, lowest, certified, reason,
+        point.numpy(), loss, norm, len(samples), first_order, lowest, certified, reason,
         float((point - start).norm()),
     )
 
@@ -260,10 +261,6 @@ class _KinkedLoss:
         output = hidden @ theta[w_out] + (theta[b_out] if b_out is not None else 0.0)
         per_sample = sample_losses(output.view(1, -1, 1), self.y, loss=self.loss, margin=self.margin)[0]
         return per_sample.mean() + l2_penalty(theta, self.l2), output
-
-    def active(self, theta, *, reach, gap):
-        """:func:`active_kinks` among the kinks the loss feels (:meth:`felt_distances`)."""
-        return active_kinks(self.felt_distances(theta), reach=reach, gap=gap)
 
     def felt_distances(self, theta):
         """:func:`kink_distances`, +inf on points whose loss and its derivative vanish (a
@@ -297,12 +294,17 @@ def _accepted_step(objective, point, active, step, before, tangent):
     loss = float(objective(point, active))
     for _ in range(30):
         trial = point + step
-        if float(objective(trial, active)) <= loss + 64 * np.finfo(float).eps * (1 + abs(loss)) and float(
+        if float(objective(trial, active)) <= _raised_by_round_off(loss) and float(
             (tangent.T @ objective.gradient(trial, active)).norm()
         ) < before:
             return trial
         step = step / 2
     return None
+
+
+def _raised_by_round_off(loss: float) -> float:
+    """The largest loss that is ``loss`` up to round-off (64 ulps of it, and of 1)."""
+    return loss + 64 * np.finfo(float).eps * (1 + abs(loss))
 
 
 def _refused(point, objective, norm, n_active, reason):
