@@ -24,7 +24,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from basins.engine.curvature import dense_hessians, make_hvp
+from basins.engine.curvature import cholesky_solve, dense_hessians, make_hvp
 from basins.engine.dynamics import energy_and_gradient
 from basins.labels import CONVERGED
 
@@ -201,10 +201,7 @@ class _Decompositions:
         step = torch.empty_like(grad)
         eigen = self.by_eigenvalues[rows]
         if (~eigen).any():
-            cholesky = rows[~eigen]
-            factor = self.factors[cholesky]  # two triangular solves: batched, 6x faster than cholesky_solve
-            half = torch.linalg.solve_triangular(factor, grad[~eigen].unsqueeze(-1), upper=False)
-            step[~eigen] = -torch.linalg.solve_triangular(factor.mT, half, upper=True).squeeze(-1)
+            step[~eigen] = -cholesky_solve(self.factors[rows[~eigen]], grad[~eigen])
         if eigen.any():
             vectors, values = self.factors[rows[eigen]], self.values[rows[eigen]]
             along = torch.einsum("mpk,mp->mk", vectors, grad[eigen])
