@@ -11,10 +11,9 @@ from basins.landscapes.architecture import Architecture, initial_parameters
 from basins.landscapes.losses import sample_losses
 from basins.landscapes.networks import forward
 from basins.landscapes.relu_kinks import (
+    _forward,
     _KinkedLoss,
-    _kink_gradients,
-    _null_space,
-    _rescalings,
+    _multipliers,
     active_kinks,
     certify_kink_minimum,
     clarke_stationarity,
@@ -104,9 +103,7 @@ def test_a_point_moved_along_its_kinks_is_refused_unpolished_and_polished_back(k
     minimum = sweep["final_theta"].values[0]
     objective = _KinkedLoss(ARCH, torch.as_tensor(x), torch.as_tensor(y, dtype=torch.float64), "quadratic_hinge", 1.0, 0.0)
     active = active_kinks(objective.felt_distances(torch.as_tensor(minimum)), reach=1e-10, gap=100)
-    samples, units = torch.nonzero(active, as_tuple=True)
-    constraints = _kink_gradients(torch.as_tensor(x), ARCH, samples, units)
-    tangent = _null_space(torch.cat([constraints, _rescalings(torch.as_tensor(minimum), ARCH)])).numpy()
+    tangent = objective.along_kinks(torch.as_tensor(minimum), active)[-1].numpy()
     moved = minimum + 1e-3 * tangent[:, 0]  # still on the same kinks, no longer at the minimum
     options = dict(loss="quadratic_hinge", grad_tol=1e-10)
     refused = certify_kink_minimum(moved, x, y, ARCH, newton_steps=0, **options)
@@ -124,7 +121,7 @@ def test_a_point_off_every_kink_is_left_to_the_gradient_test(kinked_runs):
     with pytest.raises(ValueError):
         certify_kink_minimum(start, x_pool[:60], y_pool[:60], ARCH, loss="hinge", grad_tol=1e-10)
     with pytest.raises(ValueError):
-        certify_kink_minimum(start, x_pool[:60], y_pool[:60], Architecture(4, 1, 2, 4, "relu", True),
+        certify_kink_minimum(start, x_pool[:60], y_pool[:60], Architecture(4, 1, 1, 4, "tanh", True),
                              loss="quadratic_hinge", grad_tol=1e-10)
     wide = Architecture(4, 1, 1, 200, "relu", True)  # 1201 parameters: dense Hessians too large
     with pytest.raises(ValueError):
@@ -155,3 +152,93 @@ def test_a_saddle_along_the_kinks_is_refused(kinked_runs):
     found = certify_kink_minimum(saddle, x, y, wider, loss="quadratic_hinge", grad_tol=1e-10)
     assert found.multiplier_margin > 0 and found.subgradient_norm <= 1e-10  # first order: as the minimum
     assert found.reduced_lowest_eigenvalue < 0 and not found.certified and "saddle" in found.reason
+
+
+DEEP = Architecture(4, 1, 2, 4, "relu", True)
+
+
+def member_loss_of(arch, theta, x, y):
+    return sample_losses(forward(torch.as_tensor(theta), torch.as_tensor(x), arch),
+                         torch.as_tensor(y, dtype=torch.float64), loss="quadratic_hinge").mean(1)
+
+
+def test_a_minimum_carried_into_two_hidden_layers_is_certified_and_brute_force_agrees(kinked_runs):
+    """A certified one-layer minimum passed through a second layer that is on at every point
+    (identity weights, bias 10, the output's bias shifted back): the same function, now with
+    the extra layer's weights free. The certificate must handle two layers' Jacobians,
+    rescalings and felt kinks; the brute force is the known answer."""
+    sweep, (x_pool, y_pool, _, _) = kinked_runs
+    (w_in, b_in), (w_out, b_out) = ARCH.layer_slices
+    generator = np.random.default_rng(2)
+    for member, n_train in enumerate(sweep["n_train"].values):
+        x, y = x_pool[:n_train], y_pool[:n_train]
+        shallow = sweep["final_theta"].values[member]
+        deep = np.concatenate([shallow[w_in], shallow[b_in], np.eye(4).ravel(), np.full(4, 10.0), shallow[w_out],
+                               shallow[b_out] - 10.0 * shallow[w_out].sum(keepdims=True)])
+        at_point = float(member_loss_of(DEEP, deep[None], x, y)[0])
+        assert at_point == pytest.approx(float(member_loss(shallow[None], x, y)[0]), rel=1e-13)
+        found = certify_kink_minimum(deep, x, y, DEEP, loss="quadratic_hinge", grad_tol=1e-10)
+        assert found.certified and found.n_active == sweep["n_active_kinks"].values[member]
+        directions = generator.normal(size=(4000, DEEP.n_params))
+        directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+        rises = [member_loss_of(DEEP, found.theta + radius * directions, x, y).numpy() - found.loss
+                 for radius in (1e-7, 1e-5)]
+        assert min(rise.min() for rise in rises) > 64 * np.finfo(float).eps * (1 + at_point)
+        assert 50 < np.median(rises[1]) / np.median(rises[0]) < 200  # linear: off kinks only
+
+
+@pytest.fixture(scope="module")
+def on_curved_kinks():
+    """A random two-layer network moved onto three second-layer kinks (curved: z = W2 relu(W1 x
+    + b1) + b2 is bilinear in the weights) and two first-layer kinks, on five points."""
+    data = prepare_dataset(kind="random_patterns", n_train=30, n_test=5, seed=4, n_features=4, normalize=True)
+    x, y, _, _ = train_test_arrays(data)
+    theta = torch.as_tensor(initial_parameters(DEEP, np.arange(1), seed=4, init="orthogonal")[0])
+    theta = theta + 0.2 * torch.as_tensor(np.random.default_rng(4).normal(size=DEEP.n_params))  # biases off 0
+    objective = _KinkedLoss(DEEP, torch.as_tensor(x), torch.as_tensor(y, dtype=torch.float64), "quadratic_hinge", 1.0, 0.0)
+    distances = objective.felt_distances(theta)
+    # Points whose first layer is off share their second-layer kinks (z = b2 on all of them): left out.
+    first_layer_off = (_forward(theta, objective.x, DEEP)[0][0] <= 0).all(1)
+    active, taken = torch.zeros_like(distances, dtype=torch.bool), set(torch.nonzero(first_layer_off)[:, 0].tolist())
+    n_off = len(taken)
+    for layer, count in ((1, 3), (0, 2)):  # the nearest kinks, each on a point of its own
+        for flat in torch.argsort(distances[layer].flatten()).tolist():
+            sample, unit = divmod(flat, DEEP.width)
+            if sample not in taken and len(taken) < n_off + count + (3 if layer == 0 else 0):
+                active[layer, sample, unit] = True
+                taken.add(sample)
+    return objective, objective.onto_kinks(theta, active), active
+
+
+def test_onto_kinks_reaches_curved_kinks(on_curved_kinks):
+    objective, point, active = on_curved_kinks
+    distances = objective.felt_distances(point)
+    assert active.sum() == 5 and active[1].sum() == 3
+    assert distances[active].max() < 1e-14 and distances[~active].min() > 1e-3
+
+
+def test_the_hessian_along_curved_kinks_is_the_second_difference_along_them(on_curved_kinks):
+    """The loss along curves on M (each point moved back onto the kinks) bends as the tangent
+    projection of the Hessian of L^s, s the multipliers; L_0's Hessian misses M's curvature."""
+    objective, point, active = on_curved_kinks
+    along, gradient, constraints, convexity, tangent = objective.along_kinks(point, active)
+    reduced = tangent.T @ objective.hessian(point, active, _multipliers(gradient, constraints, convexity)) @ tangent
+    without_curvature = tangent.T @ objective.hessian(point, active) @ tangent
+    step = 1e-4
+    for direction in tangent.T[:12]:
+        ahead, behind = (objective.onto_kinks(point + sign * step * direction, active) for sign in (1, -1))
+        second_difference = (float(objective(ahead)) - 2 * float(objective(point)) + float(objective(behind))) / step**2
+        coordinates = tangent.T @ direction
+        assert second_difference == pytest.approx(float(coordinates @ reduced @ coordinates), abs=1e-5)
+    assert (without_curvature - reduced).abs().max() > 1e-3
+
+
+def test_a_point_with_kinks_in_two_layers_is_not_covered(on_curved_kinks):
+    objective, point, active = on_curved_kinks
+    nested = active.clone()
+    sample = int(torch.nonzero(active[1])[0, 0])
+    nested[0, sample, int(objective.felt_distances(point)[0, sample].argmin())] = True  # its kinks in both layers
+    on_both = objective.onto_kinks(point, nested)
+    found = certify_kink_minimum(on_both.numpy(), objective.x.numpy(), objective.y.numpy(), DEEP,
+                                 loss="quadratic_hinge", grad_tol=1e-10)
+    assert not found.certified and "two layers" in found.reason

@@ -234,7 +234,7 @@ def sweep_jamming(
         norms 1e-5 to 1e-3); the finish takes them there, and the gradient test (or every point
         satisfied) then decides them. It decides nothing itself: a member the finish leaves above
         ``grad_tol`` stays undecided, where it stopped or where the finish lowered its loss,
-        unless it sits on kinks of a one-hidden-layer ReLU network where
+        unless it sits on kinks of a ReLU network where
         :func:`basins.landscapes.relu_kinks.certify_kink_minimum` certifies a minimum (the
         gradient jumps there and need not vanish; the Clarke stationarity measure replaces it).
     delta_tol : float
@@ -440,14 +440,14 @@ def _fit_sizes(
         finish_iterations=("member", iterations, variable_attrs(
             "BFGS iterations of the quasi-Newton finish after the step budget (0: not finished)")),
         n_active_kinks=("member", kinks.n_active, variable_attrs(
-            "ReLU kinks a member the quasi-Newton finish left undecided sits on (one hidden layer; "
+            "ReLU kinks a member the quasi-Newton finish left undecided sits on ("
             "basins.landscapes.relu_kinks): where its multipliers certify a minimum on them, status is "
             "converged and grad_norm is the Clarke stationarity measure there (0: not on kinks, or not examined)")),
         kink_multiplier_margin=("member", kinks.margin, variable_attrs(
             "smallest of s_k, 1 - s_k over the active kinks' multipliers, -1 with a concave kink: > 0 with "
             "a Clarke stationarity measure <= grad_tol certifies a minimum (nan: not examined or no kinks)")),
         kink_reduced_lowest_eigenvalue=("member", kinks.reduced_lowest_eigenvalue, variable_attrs(
-            "lowest eigenvalue of the loss's Hessian on the active kinks' subspace, ReLU rescalings taken out "
+            "lowest eigenvalue of the loss's Hessian along the active kinks' manifold, ReLU rescalings taken out "
             "(> 0: a strict minimum along them; negative beyond round-off: a saddle, not certified; nan: not "
             "examined or no kinks)")),
         kink_shift=("member", kinks.shift, variable_attrs(
@@ -581,14 +581,14 @@ class _KinkRecords:
 
 def _on_kinks(out, objective, *, grad_tol, examined):
     """``out`` with the members the finish examined (``examined``) but left undecided, and that sit
-    on kinks of a one-hidden-layer ReLU network, judged by
+    on kinks of a ReLU network, judged by
     :func:`basins.landscapes.relu_kinks.certify_kink_minimum` on their own training set: a
     certified member is moved onto its kinks and polished along them (``kink_shift``, the loss not
     raised) and converged, its ``grad_norm`` the Clarke stationarity measure."""
     n_members = len(out.status)
     records = _KinkRecords(*(np.full(n_members, np.nan) for _ in range(3)), n_active=np.zeros(n_members, dtype=np.int64))
     arch = objective.arch
-    if not (arch.depth == 1 and arch.activation == "relu" and arch.n_outputs == 1 and objective.loss in SMOOTH_LOSSES):
+    if not (arch.depth >= 1 and arch.activation == "relu" and arch.n_outputs == 1 and objective.loss in SMOOTH_LOSSES):
         return out, records
     rows = np.flatnonzero(examined & (out.status == BUDGET))
     if rows.size and arch.n_params > KINK_MAX_PARAMS:

@@ -1,41 +1,53 @@
-"""Minima of a one-hidden-layer ReLU network's loss that sit on kinks.
+"""Minima of a ReLU network's loss that sit on kinks.
 
-A hidden unit's pre-activation ``z = w . x_s + c`` on a training point ``s`` is linear in the
-parameters, and the loss is not differentiable where it vanishes: its gradient jumps across that
-hyperplane (a *kink*). Descent methods stop on kinks (BFGS's line search lands on them and cannot
-cross), and a minimum there need not have a vanishing gradient, so the gradient test cannot
-decide such a run. Near a point where the kinks ``K`` (within ``reach`` of it, every other kink
-at least ``gap`` times further) are active, the loss is
+A hidden unit's pre-activation ``z`` on a training point (layer ``l``, unit ``u``, point ``s``)
+is a smooth function of the parameters wherever the units below it are off their own kinks on
+that point, and the loss is not differentiable where it vanishes: its gradient jumps across that
+surface (a *kink*). First-layer kinks are hyperplanes (``z = w . x_s + c``); deeper ones are
+curved. Descent methods stop on kinks (BFGS's line search lands on them and cannot cross), and
+a minimum there need not have a vanishing gradient, so the gradient test cannot decide such a
+run. Near a point where the kinks ``K`` are active (within ``reach`` of it, every other kink at
+least ``gap`` times further) and no training point has active kinks in two layers,
 
-    L(theta) = L_0(theta) + sum_k c_k relu(q_k) + o(|theta - theta_0|),   q_k = grad z_k . (theta - theta_0),
+    L(theta_0 + v) = L(theta_0) + grad L_0 . v + sum_k c_k relu(a_k . v) + o(|v|),
 
-with ``L_0`` smooth (each active unit's output taken as 0) and ``c_k = dL/dh`` the loss's
-derivative in that unit's output on that point. Its Clarke subdifferential is
-``{grad L_0 + sum_k s_k c_k grad z_k : s in [0, 1]^K}`` when the ``grad z_k`` are linearly
-independent (then the ``z_k`` serve as local coordinates and the 2^K orthants are the loss's
-smooth pieces). The stationarity measure of nonsmooth optimization is its smallest element's
-norm (bounded least squares); it replaces the gradient norm of the smooth test.
+with ``L_0`` smooth (each active unit's output taken as 0 on its point), ``a_k = grad z_k`` and
+``c_k = dL/dh`` the loss's derivative in that unit's output on that point (one number: nothing
+above an active kink is on a kink of its point). Its Clarke subdifferential is
+``{grad L_0 + sum_k s_k c_k a_k : s in [0, 1]^K}`` when the ``a_k`` are linearly independent
+(then the ``z_k`` serve as local coordinates and the 2^K orthants are the loss's smooth
+pieces). The stationarity measure of nonsmooth optimization is its smallest element's norm
+(bounded least squares); it replaces the gradient norm of the smooth test. A point with active
+kinks in two layers composes two ReLUs, whose first-order model is not of this form: it is not
+covered (refused). A kink whose point has zero loss derivative, or a layer above it off on that
+point, changes nothing nearby: it is not *felt* and never active.
 
 Certificate (:func:`certify_kink_minimum`). The point is first moved onto the kinks' common
-subspace ``M = {z_k = 0}`` (a least-squares step of the size of the kink distances) and
-Newton-polished on it: ``L`` restricted to ``M`` is ``L_0``, smooth. There the multipliers ``s``
-solve ``grad L_0 + sum s_k c_k grad z_k = 0``. Where every active kink is convex (``c_k > 0``:
-the loss bends up across it) and every ``s_k`` lies strictly inside (0, 1), the directional
-derivative in any direction that leaves ``M`` is positive (``c_k (relu(q) - s_k q) > 0`` for
-``q != 0``): the loss grows linearly off the kinks. Along ``M`` the point is stationary, and a
-minimum where the reduced Hessian (the ReLU rescalings ``(a w, a c, v / a)`` of each unit taken
-out where there is no weight decay: they leave the loss unchanged) has no negative eigenvalue
-beyond round-off; an independent referee built a certified-looking saddle (a unit on at every
-point with output weight 0) that only this second-order test refuses. A concave kink
-(``c_k < 0``) always leaves a descending side; a multiplier on the box's boundary leaves a
-direction of zero slope: neither is certified. A flat direction (an eigenvalue within
-round-off of 0) is not decided beyond the second order.
+manifold ``M = {z_k = 0}`` (Gauss-Newton steps of the size of the kink distances; one step for
+the first layer's flat kinks) and Newton-polished along it. On ``M`` the loss equals ``L^s``,
+the network with each active unit's ReLU replaced on its point by the line ``s_k z``, for every
+``s``; with ``s`` the multipliers (``grad L^s = grad L_0 + sum s_k c_k a_k`` normal to nothing:
+least squares), the Hessian of ``L`` along ``M`` is the tangent projection of the Hessian of
+``L^s`` (``M``'s curvature enters through the ``s_k z_k`` terms; on the first layer's flat
+kinks they vanish along ``M``). Where every active kink is convex (``c_k > 0``: the loss bends up
+across it) and every ``s_k`` lies strictly inside (0, 1), the directional derivative in any
+direction that leaves ``M`` is positive (``c_k (relu(q) - s_k q) > 0`` for ``q != 0``): the loss
+grows linearly off the kinks. Along ``M`` the point is stationary, and a minimum where the
+reduced Hessian (the ReLU rescalings ``(a w, a c, v / a)`` of each hidden unit taken out where
+there is no weight decay: they leave the loss unchanged) has no negative eigenvalue beyond
+round-off; an independent referee built a certified-looking saddle (a unit on at every point
+with output weight 0) that only this second-order test refuses. A concave kink (``c_k < 0``)
+always leaves a descending side; a multiplier on the box's boundary leaves a direction of zero
+slope: neither is certified. A flat direction (an eigenvalue within round-off of 0) is not
+decided beyond the second order.
 
 Known answers (tests/test_relu_kinks.py): the bounded least squares and the multiplier rule on
-hand-made subgradients; runs of the jamming stage that BFGS left on kinks, certified, then
-checked by brute force (the loss rises along thousands of random directions at radii 1e-7 to
-1e-3); the same points moved along ``M`` come back under the polish and are refused without it;
-an active set without a gap is refused.
+hand-made subgradients; runs of the jamming stage that BFGS left on kinks, one and two hidden
+layers, certified, then checked by brute force (the loss rises along thousands of random
+directions at radii 1e-7 to 1e-3, linearly); the same points moved along ``M`` come back under
+the polish and are refused without it; the reduced Hessian on a curved ``M`` against second
+differences of the loss along curves on ``M``; an active set without a gap is refused, one
+with a point's kinks in two layers too.
 """
 
 from __future__ import annotations
@@ -61,6 +73,8 @@ _ON_KINK = 1e-6
 #: flat (round-off of a flat direction reaches 1e-12), more negative ones make a saddle, and
 #: Newton steps leave directions below it alone.
 _FLAT = 1e-8
+#: Gauss-Newton steps onto curved kinks (each one squares the distance: 1e-4 -> 1e-8 -> 1e-16).
+_PROJECTION_STEPS = 8
 #: The polish takes dense Hessians by autograd, one backward pass per parameter: beyond this
 #: many parameters (config/paper.yaml's N ~ 2000) it would take minutes a member on a CPU.
 MAX_PARAMS = 1000
@@ -70,12 +84,12 @@ MAX_PARAMS = 1000
 class KinkCertificate:
     """What :func:`certify_kink_minimum` found at one point.
 
-    ``theta``: the point polished on the kinks' subspace (the start where there was no active
+    ``theta``: the point polished on the kinks' manifold (the start where there was no active
     set); ``loss`` there; ``subgradient_norm``: the smallest element of the Clarke
     subdifferential there (the gradient norm off kinks); ``n_active``: active kinks;
     ``multiplier_margin``: the smallest of ``s_k``, ``1 - s_k`` and of the convexities ``c_k``'s
     signs (> 0: every kink convex and every multiplier strictly inside; nan without kinks);
-    ``reduced_lowest_eigenvalue``: lowest eigenvalue of the Hessian on ``M`` (rescalings taken
+    ``reduced_lowest_eigenvalue``: lowest eigenvalue of the Hessian along ``M`` (rescalings taken
     out without weight decay); ``certified``: a minimum to first order off ``M`` and a
     stationary point on it with no negative curvature along it (beyond round-off: :data:`_FLAT`),
     with ``subgradient_norm <= grad_tol``; ``reason``: why not; ``shift``: how far the point
@@ -94,17 +108,17 @@ class KinkCertificate:
 
 
 def kink_distances(theta: torch.Tensor, x: torch.Tensor, arch: Architecture) -> torch.Tensor:
-    """Distance in parameter space from ``theta (param,)`` to each kink hyperplane
-    ``z_{s,unit} = 0``, ``(sample, unit)``: ``|z| / |grad z|``."""
+    """Distance in parameter space from ``theta (param,)`` to each kink ``z_{layer, s, unit} =
+    0``, ``(layer, sample, unit)``, to first order: ``|z| / |grad z|``."""
     _check_network(arch)
-    pre = _preactivations(theta, x, arch)
-    return pre.abs() / _kink_gradient_norms(x, arch).unsqueeze(1)
+    pre, _ = _forward(theta, x, arch)
+    return pre.abs() / _preactivation_jacobian(theta, x, arch).norm(dim=-1)
 
 
 def active_kinks(distances: torch.Tensor, *, reach: float, gap: float) -> torch.Tensor | None:
-    """The kinks within ``reach`` ``(sample, unit)``, or None where the set is ambiguous: some
-    kink lies between ``reach`` and ``gap * reach`` (then a point could as well be read as on it
-    or off it)."""
+    """The kinks within ``reach`` (a mask shaped as ``distances``), or None where the set is
+    ambiguous: some kink lies between ``reach`` and ``gap * reach`` (then a point could as well
+    be read as on it or off it)."""
     if not (reach > 0 and gap > 1):
         raise ValueError(f"reach={reach} must be > 0 and gap={gap} > 1")
     active = distances <= reach
@@ -159,11 +173,11 @@ def certify_kink_minimum(
 
     Each of ``reaches`` whose active set is unambiguous (:func:`active_kinks` with ``gap``) and
     differs from the smaller ones' is tried in turn: the point is moved onto those kinks,
-    polished by up to ``newton_steps`` Newton steps on their subspace (0: only moved onto it) and
-    judged there. The first certified point is returned, else the first attempt's refusal. Each
-    attempt judges its own end point exactly, so trying several sets can certify a minimum that
-    is there, never one that is not. A certified point never has a higher loss than ``theta``
-    (beyond round-off)."""
+    polished by up to ``newton_steps`` Newton steps along their manifold (0: only moved onto
+    it) and judged there. The first certified point is returned, else the first attempt's
+    refusal. Each attempt judges its own end point exactly, so trying several sets can certify a
+    minimum that is there, never one that is not. A certified point never has a higher loss than
+    ``theta`` (beyond round-off)."""
     _check_network(arch)
     if loss not in SMOOTH_LOSSES:
         raise ValueError(f"loss={loss!r}: the kink certificate needs a loss smooth in the output, one of {SMOOTH_LOSSES}")
@@ -192,39 +206,37 @@ def certify_kink_minimum(
 
 
 def _certify_on(start, active, objective, *, grad_tol, newton_steps) -> KinkCertificate:
-    """:func:`certify_kink_minimum` with the active kinks ``active (sample, unit)``."""
-    x, arch = objective.x, objective.arch
-    point = start.clone()
-    samples, units = torch.nonzero(active, as_tuple=True)
-    constraints = _kink_gradients(x, arch, samples, units)  # (kink, param)
-    if torch.linalg.matrix_rank(constraints) < len(samples):
-        return _refused(point, objective, np.nan, len(samples), "kink gradients linearly dependent")
-    point = point - torch.linalg.pinv(constraints) @ _preactivations(point, x, arch)[samples, units]
-    tangent = _null_space(constraints if objective.l2 else torch.cat([constraints, _rescalings(point, arch)]))
-    lowest, largest = np.nan, np.nan
+    """:func:`certify_kink_minimum` with the active kinks ``active (layer, sample, unit)``."""
+    n_active = int(active.sum())
+    if (active.any(2).sum(0) > 1).any():
+        return _refused(start, objective, np.nan, n_active, "a training point with active kinks in two layers: not covered")
+    if torch.linalg.matrix_rank(objective.kink_gradients(start, active)) < n_active:
+        return _refused(start, objective, np.nan, n_active, "kink gradients linearly dependent")
+    point = objective.onto_kinks(start, active)
+    lowest = np.nan
     for iteration in range(newton_steps + 1):
-        gradient, hessian = objective.gradient(point, active), objective.hessian(point, active)
-        values, vectors = torch.linalg.eigh(tangent.T @ hessian @ tangent)
+        along, gradient, constraints, convexity, tangent = objective.along_kinks(point, active)
+        multipliers = _multipliers(gradient, constraints, convexity)
+        reduced = tangent.T @ objective.hessian(point, active, multipliers) @ tangent
+        values, vectors = torch.linalg.eigh(reduced)
         lowest, largest = float(values[0]), float(values.abs().max())
         if iteration == newton_steps:
             break
-        along = tangent.T @ gradient
         curved = values > _FLAT * largest
         step = -tangent @ (vectors @ torch.where(curved, (vectors.T @ along) / values.clamp_min(1e-300), 0.0))
-        moved = _accepted_step(objective, point, active, step, float(along.norm()), tangent)
+        moved = _accepted_step(objective, point, active, step, float(along.norm()))
         if moved is None:
             break
         point = moved
-    convexity = objective.unit_output_derivative(point, active)[samples, units]
-    # ``gradient`` is the last iteration's, at ``point`` (the loop ends before moving it again).
+    # ``gradient``, ``constraints`` and ``convexity`` are the last iteration's, at ``point``.
     norm, _, first_order = clarke_stationarity(gradient.numpy(), constraints.numpy(), convexity.numpy())
     distances = objective.felt_distances(point)
     nearest_other = distances[~active].min().clamp_max(1.0) if (~active).any() else 1.0
     if distances[active].max() > _ON_KINK * nearest_other:
-        return _refused(point, objective, norm, len(samples), "the polish came close to another kink")
+        return _refused(point, objective, norm, n_active, "the polish came close to another kink")
     loss = float(objective(point))
     if loss > _raised_by_round_off(float(objective(start))):
-        return _refused(point, objective, norm, len(samples), "the point on the kinks has a higher loss than the start")
+        return _refused(point, objective, norm, n_active, "the point on the kinks has a higher loss than the start")
     saddle = lowest < -_FLAT * largest
     certified = first_order > 0 and norm <= grad_tol and not saddle
     reason = "" if certified else (
@@ -233,15 +245,22 @@ def _certify_on(start, active, objective, *, grad_tol, newton_steps) -> KinkCert
         else f"negative curvature {lowest:.2g} along the kinks: a saddle"
     )
     return KinkCertificate(
-        point.numpy(), loss, norm, len(samples), first_order, lowest, certified, reason,
-        float((point - start).norm()),
+        point.numpy(), loss, norm, n_active, first_order, lowest, certified, reason, float((point - start).norm()),
     )
+
+
+def _multipliers(gradient, constraints, convexity) -> torch.Tensor:
+    """``s`` of ``grad L_0 + sum_k s_k c_k a_k = 0`` by least squares: with them ``grad L^s``
+    has no component across the kinks."""
+    columns = (constraints * convexity.unsqueeze(1)).T
+    return torch.linalg.lstsq(columns, -gradient.unsqueeze(1), driver="gelsd").solution[:, 0]
 
 
 @dataclasses.dataclass(frozen=True)
 class _KinkedLoss:
-    """The mean loss of one network with the slopes of the active kinks set to 0 (``L_0`` of the
-    module; off the active kinks it is the loss itself)."""
+    """The mean loss of one network with the active kinks' units on their points replaced by
+    lines of given slopes (0: ``L_0`` of the module; off the active kinks it is the loss
+    itself)."""
 
     arch: Architecture
     x: torch.Tensor
@@ -250,52 +269,85 @@ class _KinkedLoss:
     margin: float
     l2: float
 
-    def __call__(self, theta: torch.Tensor, active: torch.Tensor | None = None) -> torch.Tensor:
-        return self._value(theta, active)[0]
+    def __call__(self, theta: torch.Tensor, active: torch.Tensor | None = None, slopes=None) -> torch.Tensor:
+        return self._value(theta, active, slopes)[0]
 
-    def _value(self, theta, active):
-        (w_in, b_in), (w_out, b_out) = self.arch.layer_slices
-        pre = _preactivations(theta, self.x, self.arch)
-        on = pre > 0 if active is None else (pre > 0) & ~active
-        hidden = torch.where(on, pre, 0.0)
-        output = hidden @ theta[w_out] + (theta[b_out] if b_out is not None else 0.0)
+    def _value(self, theta, active, slopes):
+        _, output = _forward(theta, self.x, self.arch, active, slopes)
         per_sample = sample_losses(output.view(1, -1, 1), self.y, loss=self.loss, margin=self.margin)[0]
         return per_sample.mean() + l2_penalty(theta, self.l2), output
 
     def felt_distances(self, theta):
-        """:func:`kink_distances`, +inf on points whose loss and its derivative vanish (a
-        quadratic hinge's satisfied points): their kinks do not change the loss."""
-        felt = (self.output_derivative(theta, None) != 0).unsqueeze(1)
-        return torch.where(felt, kink_distances(theta, self.x, self.arch), torch.inf)
+        """:func:`kink_distances`, +inf on the kinks that are not felt: on points whose loss and
+        its derivative vanish (a quadratic hinge's satisfied points), and below a layer that is
+        off on the point (every unit beyond the largest reach on its off side)."""
+        pre, _ = _forward(theta, self.x, self.arch)
+        distances = pre.abs() / _preactivation_jacobian(theta, self.x, self.arch).norm(dim=-1)
+        layer_off = ((pre < 0) & (distances > max(REACHES))).all(2)  # (layer, sample)
+        off_above = torch.flip(torch.cumsum(torch.flip(layer_off.int(), [0]), 0), [0]) - layer_off.int() > 0
+        felt = (self.output_derivative(theta) != 0).unsqueeze(0) & ~off_above
+        return torch.where(felt.unsqueeze(2), distances, torch.inf)
 
-    def gradient(self, theta, active):
+    def gradient(self, theta, active, slopes=None):
         variable = theta.clone().requires_grad_(True)
-        return torch.autograd.grad(self(variable, active), variable)[0]
+        return torch.autograd.grad(self(variable, active, slopes), variable)[0]
 
-    def hessian(self, theta, active):
-        return torch.autograd.functional.hessian(lambda t: self(t, active), theta)
+    def hessian(self, theta, active, multipliers=None):
+        """Hessian of ``L^s``, ``s`` the ``multipliers`` of the active kinks in their order."""
+        return torch.autograd.functional.hessian(lambda t: self(t, active, _slopes(active, multipliers)), theta)
 
-    def output_derivative(self, theta, active):
+    def kink_gradients(self, theta, active):
+        """``a_k = grad z_k`` of the active kinks ``(kink, param)``."""
+        return _preactivation_jacobian(theta, self.x, self.arch, active)[active]
+
+    def onto_kinks(self, theta, active):
+        """``theta`` moved onto the active kinks' manifold by Gauss-Newton steps (least-squares
+        steps, the smallest move to first order), until the kink distances stop shrinking."""
+        best, nearest = theta, torch.inf
+        for _ in range(_PROJECTION_STEPS + 1):
+            pre, _ = _forward(theta, self.x, self.arch, active)
+            constraints = self.kink_gradients(theta, active)
+            distance = float((pre[active].abs() / constraints.norm(dim=1)).max())
+            if not distance < nearest:
+                break
+            best, nearest = theta, distance
+            theta = theta - torch.linalg.lstsq(constraints, pre[active].unsqueeze(1), driver="gelsd").solution[:, 0]
+        return best
+
+    def along_kinks(self, theta, active):
+        """At ``theta`` on the active kinks: the gradient along them in an orthonormal basis of
+        their tangent space (ReLU rescalings taken out without weight decay), ``grad L_0``, the
+        kink gradients ``a_k``, the convexities ``c_k`` and that basis ``(param, dim)``."""
+        gradient, constraints = self.gradient(theta, active), self.kink_gradients(theta, active)
+        convexity = self.unit_output_derivative(theta, active)[active]
+        tangent = _null_space(constraints if self.l2 else torch.cat([constraints, _rescalings(theta, self.arch)]))
+        return tangent.T @ gradient, gradient, constraints, convexity, tangent
+
+    def output_derivative(self, theta, active=None):
         """``dL/df (sample,)``: the loss's derivative in the network's output on each sample."""
-        value, output = self._value(theta.detach(), active)
+        _, output = self._value(theta.detach(), active, None)
         output = output.detach().requires_grad_(True)
         per_sample = sample_losses(output.view(1, -1, 1), self.y, loss=self.loss, margin=self.margin)[0]
         return torch.autograd.grad(per_sample.mean(), output)[0]
 
     def unit_output_derivative(self, theta, active):
-        """``dL/dh (sample, unit)``: the loss's derivative in each hidden unit's output."""
-        (_, _), (w_out, _) = self.arch.layer_slices
-        return self.output_derivative(theta, active).unsqueeze(1) * theta[w_out].detach().unsqueeze(0)
+        """``dL/dh (layer, sample, unit)``: the loss's derivative in each hidden unit's output on
+        each sample (``L_0``'s: the active units' outputs 0)."""
+        arch = self.arch
+        nudge = torch.zeros(arch.depth, len(self.x), arch.width, dtype=theta.dtype, requires_grad=True)
+        _, output = _forward(theta.detach(), self.x, arch, active, nudge=nudge)
+        per_sample = sample_losses(output.view(1, -1, 1), self.y, loss=self.loss, margin=self.margin)[0]
+        return torch.autograd.grad(per_sample.mean(), nudge)[0]
 
 
-def _accepted_step(objective, point, active, step, before, tangent):
-    """``point + step`` (halved until it lowers the gradient along ``M`` without raising the loss
-    beyond round-off), or None where no halving does."""
+def _accepted_step(objective, point, active, step, before):
+    """``point + step`` moved back onto the kinks (halved until it lowers the gradient along
+    them without raising the loss beyond round-off), or None where no halving does."""
     loss = float(objective(point, active))
     for _ in range(30):
-        trial = point + step
+        trial = objective.onto_kinks(point + step, active)
         if float(objective(trial, active)) <= _raised_by_round_off(loss) and float(
-            (tangent.T @ objective.gradient(trial, active)).norm()
+            objective.along_kinks(trial, active)[0].norm()
         ) < before:
             return trial
         step = step / 2
@@ -312,46 +364,63 @@ def _refused(point, objective, norm, n_active, reason):
 
 
 def _check_network(arch: Architecture) -> None:
-    if arch.depth != 1 or arch.n_outputs != 1 or arch.activation != "relu":
-        raise ValueError(f"{arch}: the kink certificate covers one-hidden-layer ReLU networks with one output")
+    if arch.depth < 1 or arch.n_outputs != 1 or arch.activation != "relu":
+        raise ValueError(f"{arch}: the kink certificate covers ReLU networks with hidden layers and one output")
 
 
-def _preactivations(theta: torch.Tensor, x: torch.Tensor, arch: Architecture) -> torch.Tensor:
-    """Hidden pre-activations ``(sample, unit)`` of one network."""
-    (w_in, b_in), _ = arch.layer_slices
-    pre = x @ theta[w_in].view(arch.width, arch.n_inputs).T
-    return pre + theta[b_in] if b_in is not None else pre
+def _slopes(active, multipliers):
+    """The active kinks' slopes ``(layer, sample, unit)`` (0 elsewhere), from ``multipliers``
+    in the active kinks' order (None: all 0)."""
+    slopes = torch.zeros(active.shape, dtype=torch.float64)
+    if multipliers is not None:
+        slopes[active] = multipliers
+    return slopes
 
 
-def _kink_gradient_norms(x: torch.Tensor, arch: Architecture) -> torch.Tensor:
-    """``|grad z|`` per sample: the input, with a 1 for the bias."""
-    return torch.sqrt((x * x).sum(1) + (1.0 if arch.bias else 0.0))
+def _forward(theta, x, arch, active=None, slopes=None, nudge=None):
+    """Pre-activations ``(layer, sample, unit)`` and outputs ``(sample,)`` of one network whose
+    units on the ``active (layer, sample, unit)`` kinks are lines of ``slopes`` (0 where None),
+    every other unit a ReLU; ``nudge`` (shaped as the pre-activations) is added to each hidden
+    layer's output, to read the loss's derivative in it."""
+    hidden, pre = x, []
+    layers = list(zip(arch.layer_shapes, arch.layer_slices))
+    for layer, ((fan_in, fan_out), (w_slice, b_slice)) in enumerate(layers):
+        z = hidden @ theta[w_slice].view(fan_out, fan_in).T
+        if b_slice is not None:
+            z = z + theta[b_slice]
+        if layer == len(layers) - 1:
+            return (torch.stack(pre) if pre else z.new_empty(0)), z[:, 0]
+        pre.append(z)
+        hidden = torch.relu(z)
+        if active is not None:
+            hidden = torch.where(active[layer], (0.0 if slopes is None else slopes[layer]) * z, hidden)
+        if nudge is not None:
+            hidden = hidden + nudge[layer]
 
 
-def _kink_gradients(x, arch, samples, units) -> torch.Tensor:
-    """``grad z`` of the kinks ``(samples[k], units[k])``, ``(kink, param)``: the input in the
-    unit's incoming weights, 1 at its bias."""
-    (w_in, b_in), _ = arch.layer_slices
-    rows = torch.zeros(len(samples), arch.n_params, dtype=x.dtype)
-    index = torch.arange(len(samples))
-    for feature in range(arch.n_inputs):
-        rows[index, w_in.start + units * arch.n_inputs + feature] = x[samples, feature]
-    if b_in is not None:
-        rows[index, b_in.start + units] = 1.0
-    return rows
+def _preactivation_jacobian(theta, x, arch, active=None):
+    """``grad z`` of every hidden pre-activation ``(layer, sample, unit, param)`` (of ``L_0``'s
+    network where ``active`` is given), by forward-mode differentiation."""
+    return torch.func.jacfwd(lambda t: _forward(t, x, arch, active)[0])(theta)
 
 
 def _rescalings(theta: torch.Tensor, arch: Architecture) -> torch.Tensor:
-    """Per hidden unit ``(unit, param)``, the tangent of ``(a w, a c, v / a)`` at ``a = 1``: a
-    direction along which the loss without weight decay does not change."""
-    (w_in, b_in), (w_out, _) = arch.layer_slices
-    rows = torch.zeros(arch.width, arch.n_params, dtype=theta.dtype)
-    incoming = theta[w_in].view(arch.width, arch.n_inputs)
-    for unit in range(arch.width):
-        rows[unit, w_in.start + unit * arch.n_inputs : w_in.start + (unit + 1) * arch.n_inputs] = incoming[unit]
-        if b_in is not None:
-            rows[unit, b_in.start + unit] = theta[b_in][unit]
-        rows[unit, w_out.start + unit] = -theta[w_out][unit]
+    """Per hidden unit ``(layer * unit, param)``, the tangent of ``(a w, a c, v / a)`` at ``a =
+    1`` (its incoming weights and bias times ``a``, its outgoing weights over ``a``): a direction
+    along which the loss without weight decay does not change."""
+    rows = torch.zeros(arch.depth * arch.width, arch.n_params, dtype=theta.dtype)
+    slices, shapes = arch.layer_slices, arch.layer_shapes
+    for layer in range(arch.depth):
+        (w_in, b_in), (w_out, _) = slices[layer], slices[layer + 1]
+        (fan_in, width), (_, fan_out) = shapes[layer], shapes[layer + 1]
+        for unit in range(width):
+            row = rows[layer * arch.width + unit]
+            incoming = slice(w_in.start + unit * fan_in, w_in.start + (unit + 1) * fan_in)
+            row[incoming] = theta[incoming]
+            if b_in is not None:
+                row[b_in.start + unit] = theta[b_in.start + unit]
+            outgoing = w_out.start + unit + width * torch.arange(fan_out)  # column ``unit`` of (fan_out, width)
+            row[outgoing] = -theta[outgoing]
     return rows
 
 
