@@ -119,6 +119,7 @@ def _columns(n_minima=12, seed=4):
         "trace": np.exp(rng.standard_normal(n_minima)),
         "trace_se": np.zeros(n_minima),
         "n_members": np.ones(n_minima),
+        "loss": rng.random(n_minima),
     }
 
 
@@ -277,7 +278,7 @@ def test_the_answer_figure_draws_correlations_and_shape_differences(tmp_path):
     replicates = {"planted": [_probed_replicate(rng, s, good_reach=0.7, bad_reach=0.2) for s in range(1, 4)]}
     answer = answer_hypothesis({"family": ["planted"]}, replicates, {"planted": 41})
     fig = figure_answer(answer, title="planted")
-    assert len([ax for ax in fig.axes if ax.axison]) == 4 + 5
+    assert len([ax for ax in fig.axes if ax.axison]) == 4 + 3 + 5  # plain, at fixed loss, shapes
     save_figure(fig, tmp_path / "answer.pdf", tmp_path / "answer.png")
     assert (tmp_path / "answer.png").stat().st_size > 0
     # a study whose basins were never probed: every shape panel is undefined, and still drawn
@@ -420,3 +421,44 @@ def test_through_the_stage_the_interval_covers_a_planted_correlation_and_no_effe
     assert abs(np.mean(estimates) - truth) < 0.1  # recovered (seed 21: 39 of 40 covered, mean -0.575)
     if rho == 0:
         assert decided <= 4
+
+
+def _confounded_replicate(rng, n_minima, direct, n_test=N_TEST, n_members_total=4096):
+    """Minima whose loss sets both basin size and test error: deeper minima (lower loss w)
+    have larger basins (softmax of -w) and lower test errors; ``direct`` adds a link of basin
+    size to test error of its own (through u, independent of w)."""
+    w, u, noise = rng.standard_normal((3, n_minima))
+    fraction = np.exp(-(w + 0.5 * u)) / np.exp(-(w + 0.5 * u)).sum()
+    test_error = 0.15 + 0.02 * (w + direct * u + 0.3 * noise)
+    minimum = ("minimum", np.arange(n_minima))
+    minima = xr.Dataset(
+        {"n_members": ("minimum", rng.multinomial(n_members_total, fraction)),
+         "train_error": ("minimum", np.zeros(n_minima)),
+         "test_error": ("minimum", rng.binomial(n_test, np.clip(test_error, 0, 1)) / n_test),
+         "loss": ("minimum", 0.1 + 0.01 * w),
+         "on_tolerance_plateau": ((), True)},
+        coords={"minimum": minimum}, attrs={"n_members_total": n_members_total},
+    )
+    flatness = xr.Dataset({"trace": ("minimum", rng.random(n_minima)), "trace_se": ("minimum", np.zeros(n_minima))},
+                          coords={"minimum": minimum})
+    return minima, flatness
+
+
+def test_a_correlation_carried_by_the_loss_alone_is_undecided_at_fixed_loss():
+    """Known answer: basin size and test error both follow the loss at the minimum and nothing
+    else. The plain row finds the (real, but indirect) correlation; at fixed loss nothing is
+    left, and over 20 planted studies the interval covers 0 at about the nominal rate or above.
+    With a direct link added, the row at fixed loss finds it."""
+    rng = np.random.default_rng(31)
+    plain_decided, covered, estimates = 0, 0, []
+    for _ in range(20):
+        replicates = {"planted": [Replicate(s, *_confounded_replicate(rng, 10, 0.0), N_TEST) for s in range(1, 6)]}
+        answer = answer_hypothesis({"family": ["planted"]}, replicates, {"planted": 41}, min_members=5)
+        plain_decided += _row(answer, "basin_fraction_vs_test_error")["verdict"].item() == SUPPORTED
+        fixed = _row(answer, "basin_fraction_vs_test_error_at_fixed_loss")
+        covered += float(fixed["low"]) <= 0 <= float(fixed["high"])
+        estimates.append(float(fixed["estimate"]))
+    assert plain_decided >= 18 and covered >= 18 and abs(np.mean(estimates)) < 0.1
+    direct = {"planted": [Replicate(s, *_confounded_replicate(rng, 10, 1.0), N_TEST) for s in range(1, 6)]}
+    answer = answer_hypothesis({"family": ["planted"]}, direct, {"planted": 41}, min_members=5)
+    assert _row(answer, "basin_fraction_vs_test_error_at_fixed_loss")["verdict"].item() == SUPPORTED

@@ -10,6 +10,7 @@ from basins.stats import (
     SUPPORTED,
     UNDECIDED_VERDICT,
     mid_ranks,
+    partial_spearman_fisher_z,
     pool_replicates,
     rank_correlation,
     spearman_fisher_z,
@@ -153,3 +154,18 @@ def test_one_perfectly_ordered_replicate_does_not_decide_the_pooled_correlation(
     pooled = pool_replicates(np.array(estimates), np.array(errors))
     assert np.tanh(min(estimates)) <= np.tanh(pooled["estimate"]) <= 0.9
     assert np.tanh(pooled["estimate"]) < 0.5
+
+
+def test_the_partial_rank_correlation_removes_a_common_cause_and_nothing_else():
+    rng = np.random.default_rng(3)
+    control = rng.standard_normal(3000)
+    a, b = control + rng.standard_normal(3000), control + rng.standard_normal(3000)
+    z, se, n = partial_spearman_fisher_z(a, b, control)
+    assert abs(np.tanh(z)) < 3 * se and n == 3000 and se == pytest.approx(1.03 / np.sqrt(2996))
+    assert stats.spearmanr(a, b)[0] > 0.4  # the plain correlation is the common cause's
+    linked = a + rng.standard_normal(3000)  # a link of its own, and a control unrelated to it
+    unrelated = rng.standard_normal(3000)
+    assert np.tanh(partial_spearman_fisher_z(a, linked, unrelated)[0]) == pytest.approx(
+        stats.spearmanr(a, linked)[0], abs=0.02)
+    assert np.isnan(partial_spearman_fisher_z(a[:4], b[:4], control[:4])[0])
+    assert np.isnan(partial_spearman_fisher_z(control, control, control)[0])  # nothing left once it is held

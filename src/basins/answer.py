@@ -9,7 +9,15 @@ better (and are flatter) than those with small basins. For every landscape famil
 - ``basin_fraction_vs_test_error`` (the hypothesis expects < 0), over minima and
   member-weighted (``..._member_weighted``: each minimum weighted by its members);
 - ``hessian_trace_vs_test_error`` (> 0: sharp minima generalize worse) and
-  ``hessian_trace_vs_basin_fraction`` (< 0: large basins are flat).
+  ``hessian_trace_vs_basin_fraction`` (< 0: large basins are flat);
+- each of the three unweighted ones again at fixed loss (``..._at_fixed_loss``: the partial
+  rank correlation given the loss at the minimum, :func:`basins.stats.partial_spearman_fisher_z`).
+  Fitting minima still differ in their loss (weight decay, the margin of the cross-entropy),
+  and a deeper minimum can have both a larger basin and a smaller trace or test error: a plain
+  correlation of the two then measures their common link to depth (an independent referee
+  found this at N = 161, session 25). Known answer (``tests/test_answer.py``): planted
+  replicates where basin size and test error both follow the loss and nothing else are
+  decided by the plain row and undecided by this one.
 
 Each replicate's standard error is the rank correlation's own (1.03 / sqrt(n - 3)) and the
 noise of the numbers it ranks (member counts, test errors on a finite test set, Hutchinson
@@ -32,15 +40,27 @@ import numpy as np
 import xarray as xr
 
 from basins.io import variable_attrs
-from basins.stats import UNDECIDED_VERDICT, fisher_z, pool_replicates, rank_correlation, spearman_fisher_z, verdict
+from basins.stats import (
+    UNDECIDED_VERDICT,
+    fisher_z,
+    partial_spearman_fisher_z,
+    pool_replicates,
+    rank_correlation,
+    spearman_fisher_z,
+    verdict,
+)
 from basins.summary import SHAPE_STATISTICS, shape_standard_error
 
-#: Each statistic: (x variable, y variable, member-weighted, the sign the hypothesis expects).
+#: Each statistic: (x variable, y variable, member-weighted, the sign the hypothesis expects,
+#: the variable held fixed or None).
 STATISTICS = {
-    "basin_fraction_vs_test_error": ("basin_fraction", "test_error", False, -1),
-    "basin_fraction_vs_test_error_member_weighted": ("basin_fraction", "test_error", True, -1),
-    "hessian_trace_vs_test_error": ("trace", "test_error", False, +1),
-    "hessian_trace_vs_basin_fraction": ("trace", "basin_fraction", False, -1),
+    "basin_fraction_vs_test_error": ("basin_fraction", "test_error", False, -1, None),
+    "basin_fraction_vs_test_error_member_weighted": ("basin_fraction", "test_error", True, -1, None),
+    "hessian_trace_vs_test_error": ("trace", "test_error", False, +1, None),
+    "hessian_trace_vs_basin_fraction": ("trace", "basin_fraction", False, -1, None),
+    "basin_fraction_vs_test_error_at_fixed_loss": ("basin_fraction", "test_error", False, -1, "loss"),
+    "hessian_trace_vs_test_error_at_fixed_loss": ("trace", "test_error", False, +1, "loss"),
+    "hessian_trace_vs_basin_fraction_at_fixed_loss": ("trace", "basin_fraction", False, -1, "loss"),
 }
 
 
@@ -70,7 +90,8 @@ REPLICATES_OVER = {True: "data draws and initialization", False: "initialization
 def fitting_minima(minima: xr.Dataset, flatness: xr.Dataset, *, fit_threshold: float, min_members: int) -> dict:
     """The per-minimum columns of one replicate's minima that enter the answer, and why the
     others do not: ``columns`` (``basin_fraction``, ``test_error``, ``trace``, ``trace_se``,
-    ``n_members`` of the fitting minima with at least ``min_members`` members), ``candidates``
+    ``n_members``, ``loss`` (nan where the catalogue has none) of the fitting minima with at
+    least ``min_members`` members), ``candidates``
     (the same of every fitting minimum: those a remeasured ensemble could let in), ``n_total``
     (members of the ensemble), ``n_fitting``, ``n_counted`` and ``reason`` ("" when the
     replicate enters)."""
@@ -79,6 +100,7 @@ def fitting_minima(minima: xr.Dataset, flatness: xr.Dataset, *, fit_threshold: f
     fits = minima["train_error"].values <= fit_threshold
     counted = fits & (n_members >= min_members)
     trace, trace_se = hessian_trace(flatness)
+    loss = minima["loss"].values if "loss" in minima else np.full(len(n_members), np.nan)
 
     def columns_of(rows):
         return {
@@ -87,6 +109,7 @@ def fitting_minima(minima: xr.Dataset, flatness: xr.Dataset, *, fit_threshold: f
             "trace": trace[rows],
             "trace_se": trace_se[rows],
             "n_members": n_members[rows],
+            "loss": loss[rows],
         }
 
     columns = columns_of(counted)
@@ -128,9 +151,12 @@ def weighted_spearman_fisher_z(a: np.ndarray, b: np.ndarray, weights: np.ndarray
 def replicate_statistics(columns: dict) -> dict[str, tuple[float, float]]:
     """Every statistic of :data:`STATISTICS` on one replicate's columns: ``(z, stderr)``."""
     out = {}
-    for name, (x, y, weighted, _) in STATISTICS.items():
+    for name, (x, y, weighted, _, control) in STATISTICS.items():
         if weighted:
             out[name] = weighted_spearman_fisher_z(columns[x], columns[y], columns["n_members"])
+        elif control:  # nan where the catalogue records no such variable
+            held = columns.get(control, np.full(len(columns[x]), np.nan))
+            out[name] = partial_spearman_fisher_z(columns[x], columns[y], held)[:2]
         else:
             out[name] = spearman_fisher_z(columns[x], columns[y])[:2]
     return out
@@ -168,6 +194,8 @@ def measurement_spread(
         "test_error": rng.binomial(n_test, columns["test_error"], size=shape) / n_test,
         "trace": columns["trace"] + columns["trace_se"] * rng.standard_normal(shape),
     }
+    if "loss" in columns:
+        draws["loss"] = np.broadcast_to(columns["loss"], shape)  # computed, not sampled: exact
     enters = counts >= min_members
     redrawn = [replicate_statistics({key: column[b][enters[b]] for key, column in draws.items()})
                for b in range(n_draws)]
@@ -266,7 +294,7 @@ def answer_hypothesis(
                     shapes[replicate.seed] = (2, shape, None)
             row = dict(family=family, experiment=experiment, n_params=n_params[experiment],
                        replicates_over=REPLICATES_OVER[bool(data_redrawn.get(experiment, False))])
-            for name, (_, _, weighted, sign) in STATISTICS.items():
+            for name, (_, _, weighted, sign, _) in STATISTICS.items():
                 pooled = _pooled_row(correlations, seeds, name, sign, confidence, np.tanh)
                 if weighted and correlations and pooled["n_replicates"] == 0:
                     pooled["reason"] = ("the members' effective number of minima (Kish) is at most 4 in every "
@@ -488,6 +516,12 @@ def answer_markdown(answer: xr.Dataset) -> str:
         "minimum: a Monte Carlo estimate of the basin's probability under that distribution (binomial "
         "error), not its volume. The Hessian trace is exact where the flatness stage formed the dense "
         "Hessian, else Hutchinson's estimate with its error.",
+        "",
+        "Rows `..._at_fixed_loss` are the same rank correlations with the loss at the minimum held "
+        "fixed (partial rank correlation: the ranks of both variables regressed on the loss's): fitting "
+        "minima still differ in their loss, and where deeper minima have both larger basins and lower "
+        "test errors or traces, the plain row measures that common link to depth; the row at fixed "
+        "loss what is left beyond it.",
         "",
         "Rows `good_minus_bad_<statistic>` compare the shape of the basins (measure_tentacles; "
         "docs/basin_shape.md) of the best and the worst probed fitting minima of each replicate, "

@@ -13,28 +13,33 @@ from basins.figures import PAPER_SIZE, set_theme
 
 
 def figure_answer(answer: xr.Dataset, *, title: str) -> plt.Figure:
-    """Top row, one panel per rank correlation; bottom row, one per good - bad shape difference:
-    the pooled estimate against network size, with its interval, per family, and each
-    replicate's value as a dot; the side the hypothesis expects is shaded."""
+    """One panel per statistic, a row per kind: the rank correlations, the same at fixed loss,
+    and the good - bad shape differences: the pooled estimate against network size, with its
+    interval, per family, and each replicate's value as a dot; the side the hypothesis expects
+    is shaded."""
     set_theme()
-    correlations = list(STATISTICS)
-    shapes = [f"good_minus_bad_{name}" for name in SHAPE_STATISTICS]
-    n_columns = max(len(correlations), len(shapes))
+    kinds = (
+        ([name for name, spec in STATISTICS.items() if spec[-1] is None], True, "rank correlation (pooled)"),
+        ([name for name, spec in STATISTICS.items() if spec[-1] is not None], True, "at fixed loss (pooled)"),
+        ([f"good_minus_bad_{name}" for name in SHAPE_STATISTICS], False, "good - bad, matched size (pooled)"),
+    )
+    n_columns = max(len(statistics) for statistics, _, _ in kinds)
     fig, axes = plt.subplots(
-        2, n_columns, figsize=(n_columns * PAPER_SIZE[0] * 0.8, 2 * PAPER_SIZE[1]), squeeze=False, layout="constrained"
+        len(kinds), n_columns, figsize=(n_columns * PAPER_SIZE[0] * 0.8, len(kinds) * PAPER_SIZE[1]), squeeze=False,
+        layout="constrained",
     )
     families = list(dict.fromkeys(answer["family"].values))
     colors = dict(zip(families, sns.color_palette("colorblind", max(1, len(families)))))
-    for row_axes, statistics, is_correlation in ((axes[0], correlations, True), (axes[1], shapes, False)):
+    for row_axes, (statistics, is_correlation, label) in zip(axes, kinds):
         for ax in row_axes[len(statistics):]:
             ax.axis("off")
         for ax, statistic in zip(row_axes, statistics):
             rows = np.flatnonzero(answer["statistic"].values == statistic)
             _panel(ax, answer, rows, families, colors, is_correlation)
             ax.set_title(statistic.replace("_vs_", " vs ").replace("_", " "), fontsize=7)
-        row_axes[0].set_ylabel("rank correlation (pooled)" if is_correlation else "good - bad, matched size (pooled)")
+        row_axes[0].set_ylabel(label)
     if families:
-        axes[0, len(correlations) - 1].legend(fontsize=6, frameon=False)
+        axes[0, len(kinds[0][0]) - 1].legend(fontsize=6, frameon=False)
     fig.suptitle(title, fontsize=8)
     return fig
 

@@ -93,6 +93,30 @@ def spearman_fisher_z(a: np.ndarray, b: np.ndarray) -> tuple[float, float, int]:
     return fisher_z(rho, n), float(1.03 / np.sqrt(n - 3)), n
 
 
+def partial_spearman_fisher_z(a: np.ndarray, b: np.ndarray, control: np.ndarray) -> tuple[float, float, int]:
+    """Spearman's correlation of ``a`` and ``b`` at fixed ``control``, on Fisher's scale:
+    ``(atanh(rho), 1.03 / sqrt(n - 4), n)`` over the triples where all three are finite.
+
+    The partial rank correlation: the mid-ranks of ``a`` and ``b`` each regressed (least
+    squares, with an intercept) on those of ``control``, and the Pearson correlation of what
+    is left; one controlled variable costs one more degree of freedom in the standard error.
+    Where ``a`` and ``b`` follow ``control`` and nothing else, it is near 0 while their plain
+    correlation is not; where ``control`` is unrelated to both, it is their plain correlation
+    (``tests/test_stats.py``). nan with fewer than 5 triples or a constant variable."""
+    a, b, control = (np.asarray(v, dtype=np.float64) for v in (a, b, control))
+    finite = np.isfinite(a) & np.isfinite(b) & np.isfinite(control)
+    n = int(finite.sum())
+    if n < 5 or min(np.ptp(v[finite]) for v in (a, b, control)) == 0:
+        return float("nan"), float("nan"), n
+    design = np.column_stack([np.ones(n), mid_ranks(control[finite])])
+    left = [rank - design @ np.linalg.lstsq(design, rank, rcond=None)[0]
+            for rank in (mid_ranks(a[finite]), mid_ranks(b[finite]))]
+    scale = np.sqrt(np.sum(left[0] ** 2) * np.sum(left[1] ** 2))
+    if not scale > 1e-12 * n**3:  # a side wholly set by the control: nothing left to correlate
+        return float("nan"), float("nan"), n
+    return fisher_z(float(np.sum(left[0] * left[1]) / scale), n), float(1.03 / np.sqrt(n - 4)), n
+
+
 def perfect_rank_correlation(n: float) -> float:
     """The value a perfect rank correlation of ``n`` pairs is taken at: halfway between 1 and
     the largest Spearman correlation below 1 that ``n`` untied pairs can show, 1 - 12 / (n (n^2 -
