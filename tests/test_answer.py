@@ -33,6 +33,7 @@ def _replicate(rng, n_minima, effect, *, n_members_total=2000, plateau=True, tra
             "n_members": ("minimum", members),
             "train_error": ("minimum", np.full(n_minima, train_error)),
             "test_error": ("minimum", test_error),
+            "loss": ("minimum", np.linspace(0.1, 0.2, n_minima)),  # by index: unrelated to the draws
             "on_tolerance_plateau": ((), plateau),
         },
         coords={"minimum": minimum},
@@ -462,3 +463,18 @@ def test_a_correlation_carried_by_the_loss_alone_is_undecided_at_fixed_loss():
     direct = {"planted": [Replicate(s, *_confounded_replicate(rng, 10, 1.0), N_TEST) for s in range(1, 6)]}
     answer = answer_hypothesis({"family": ["planted"]}, direct, {"planted": 41}, min_members=5)
     assert _row(answer, "basin_fraction_vs_test_error_at_fixed_loss")["verdict"].item() == SUPPORTED
+
+
+def test_a_replicate_of_four_minima_enters_the_plain_rows_and_is_listed_out_of_those_at_fixed_loss():
+    """Four minima give a rank correlation but no partial one (it needs five): known before
+    measuring, so the replicate is left out of the rows at fixed loss with its reason, and
+    those rows are decided by the others, as the plain rows are with it."""
+    rng = np.random.default_rng(6)
+    replicates = {"planted": [Replicate(s, *_replicate(rng, 12, 1.0), N_TEST) for s in range(1, 6)]
+                  + [Replicate(6, *_replicate(rng, 4, 1.0), N_TEST)]}
+    answer = answer_hypothesis({"family": ["planted"]}, replicates, {"planted": 41})
+    plain, fixed = _row(answer, "basin_fraction_vs_test_error"), _row(answer, "basin_fraction_vs_test_error_at_fixed_loss")
+    assert int(plain["n_replicates"]) == 6 and int(fixed["n_replicates"]) == 5
+    assert fixed["verdict"].item() == SUPPORTED and int(fixed["n_minima"]) == 60
+    reasons = dict(zip(answer["excluded_seed"].values.tolist(), answer["excluded_reason"].values.tolist()))
+    assert set(reasons) == {6} and "partial rank correlation needs 5" in reasons[6]

@@ -41,6 +41,7 @@ import xarray as xr
 
 from basins.io import variable_attrs
 from basins.stats import (
+    PARTIAL_MIN_PAIRS,
     UNDECIDED_VERDICT,
     fisher_z,
     partial_spearman_fisher_z,
@@ -281,6 +282,10 @@ def answer_hypothesis(
                     entry["n_counted"], {name: (z, np.hypot(se, spread[name])) for name, (z, se) in statistics.items()},
                     spread,
                 )
+                if entry["n_counted"] < PARTIAL_MIN_PAIRS:
+                    excluded.append((experiment, replicate.seed, (
+                        f"rows at fixed loss: {entry['n_counted']} fitting minima with >= {min_members} members: "
+                        f"a partial rank correlation needs {PARTIAL_MIN_PAIRS}")))
                 if replicate.tentacles is None:
                     continue
                 probed = True
@@ -294,8 +299,12 @@ def answer_hypothesis(
                     shapes[replicate.seed] = (2, shape, None)
             row = dict(family=family, experiment=experiment, n_params=n_params[experiment],
                        replicates_over=REPLICATES_OVER[bool(data_redrawn.get(experiment, False))])
-            for name, (_, _, weighted, sign, _) in STATISTICS.items():
-                pooled = _pooled_row(correlations, seeds, name, sign, confidence, np.tanh)
+            for name, (_, _, weighted, sign, control) in STATISTICS.items():
+                # Too few minima for a partial correlation is known before it is measured: such a
+                # replicate is left out of these rows (listed above), not an unmeasurable one.
+                entering = {seed: entry for seed, entry in correlations.items()
+                            if not control or entry[0] >= PARTIAL_MIN_PAIRS}
+                pooled = _pooled_row(entering, seeds, name, sign, confidence, np.tanh)
                 if weighted and correlations and pooled["n_replicates"] == 0:
                     pooled["reason"] = ("the members' effective number of minima (Kish) is at most 4 in every "
                                         "replicate: a few basins hold most members")

@@ -93,6 +93,10 @@ def spearman_fisher_z(a: np.ndarray, b: np.ndarray) -> tuple[float, float, int]:
     return fisher_z(rho, n), float(1.03 / np.sqrt(n - 3)), n
 
 
+#: Triples a partial rank correlation with one controlled variable needs.
+PARTIAL_MIN_PAIRS = 5
+
+
 def partial_spearman_fisher_z(a: np.ndarray, b: np.ndarray, control: np.ndarray) -> tuple[float, float, int]:
     """Spearman's correlation of ``a`` and ``b`` at fixed ``control``, on Fisher's scale:
     ``(atanh(rho), 1.03 / sqrt(n - 4), n)`` over the triples where all three are finite.
@@ -106,7 +110,7 @@ def partial_spearman_fisher_z(a: np.ndarray, b: np.ndarray, control: np.ndarray)
     a, b, control = (np.asarray(v, dtype=np.float64) for v in (a, b, control))
     finite = np.isfinite(a) & np.isfinite(b) & np.isfinite(control)
     n = int(finite.sum())
-    if n < 5 or min(np.ptp(v[finite]) for v in (a, b, control)) == 0:
+    if n < PARTIAL_MIN_PAIRS or min(np.ptp(v[finite]) for v in (a, b, control)) == 0:
         return float("nan"), float("nan"), n
     design = np.column_stack([np.ones(n), mid_ranks(control[finite])])
     left = [rank - design @ np.linalg.lstsq(design, rank, rcond=None)[0]
