@@ -12,6 +12,7 @@ from basins.landscapes.losses import sample_losses
 from basins.landscapes.networks import forward
 from basins.landscapes.relu_kinks import (
     _forward,
+    _preactivation_jacobian,
     _KinkedLoss,
     _multipliers,
     active_kinks,
@@ -242,3 +243,16 @@ def test_a_point_with_kinks_in_two_layers_is_not_covered(on_curved_kinks):
     found = certify_kink_minimum(on_both.numpy(), objective.x.numpy(), objective.y.numpy(), DEEP,
                                  loss="quadratic_hinge", grad_tol=1e-10)
     assert not found.certified and "two layers" in found.reason
+
+
+def test_the_preactivation_jacobian_is_forward_mode_differentiation():
+    """The chain-rule Jacobian of every hidden pre-activation against torch's forward-mode
+    autodiff of the same network, three hidden layers, with and without active units."""
+    arch = Architecture(3, 1, 3, 5, "relu", True)
+    generator = np.random.default_rng(8)
+    theta = torch.as_tensor(generator.normal(size=arch.n_params))
+    x = torch.as_tensor(generator.normal(size=(7, 3)))
+    active = torch.as_tensor(generator.random((3, 7, 5)) < 0.2)
+    for mask in (None, active):
+        expected = torch.func.jacfwd(lambda t: _forward(t, x, arch, mask)[0])(theta)
+        torch.testing.assert_close(_preactivation_jacobian(theta, x, arch, mask), expected, rtol=1e-12, atol=1e-12)

@@ -294,24 +294,28 @@ class _KinkedLoss:
 
     def hessian(self, theta, active, multipliers=None):
         """Hessian of ``L^s``, ``s`` the ``multipliers`` of the active kinks in their order."""
-        return torch.autograd.functional.hessian(lambda t: self(t, active, _slopes(active, multipliers)), theta)
+        return torch.autograd.functional.hessian(
+            lambda t: self(t, active, _slopes(active, multipliers)), theta, vectorize=True
+        )
 
     def kink_gradients(self, theta, active):
         """``a_k = grad z_k`` of the active kinks ``(kink, param)``."""
-        return _preactivation_jacobian(theta, self.x, self.arch, active)[active]
+        x, on_them = _their_points(self.x, active)
+        return _preactivation_jacobian(theta, x, self.arch, on_them)[on_them]
 
     def onto_kinks(self, theta, active):
         """``theta`` moved onto the active kinks' manifold by Gauss-Newton steps (least-squares
         steps, the smallest move to first order), until the kink distances stop shrinking."""
         best, nearest = theta, torch.inf
+        x, on_them = _their_points(self.x, active)
         for _ in range(_PROJECTION_STEPS + 1):
-            pre, _ = _forward(theta, self.x, self.arch, active)
-            constraints = self.kink_gradients(theta, active)
-            distance = float((pre[active].abs() / constraints.norm(dim=1)).max())
+            pre, _ = _forward(theta, x, self.arch, on_them)
+            constraints = _preactivation_jacobian(theta, x, self.arch, on_them)[on_them]
+            distance = float((pre[on_them].abs() / constraints.norm(dim=1)).max())
             if not distance < nearest:
                 break
             best, nearest = theta, distance
-            theta = theta - torch.linalg.lstsq(constraints, pre[active].unsqueeze(1), driver="gelsd").solution[:, 0]
+            theta = theta - torch.linalg.lstsq(constraints, pre[on_them].unsqueeze(1), driver="gelsd").solution[:, 0]
         return best
 
     def along_kinks(self, theta, active):
@@ -398,10 +402,35 @@ def _forward(theta, x, arch, active=None, slopes=None, nudge=None):
             hidden = hidden + nudge[layer]
 
 
+def _their_points(x, active):
+    """The training points with active kinks ``(point, feature)`` and the active mask on them
+    alone (a kink's pre-activation depends on its own point only; same order of the kinks)."""
+    points = active.any(2).any(0)
+    return x[points], active[:, points]
+
+
 def _preactivation_jacobian(theta, x, arch, active=None):
     """``grad z`` of every hidden pre-activation ``(layer, sample, unit, param)`` (of ``L_0``'s
-    network where ``active`` is given), by forward-mode differentiation."""
-    return torch.func.jacfwd(lambda t: _forward(t, x, arch, active)[0])(theta)
+    network where ``active`` is given: those units' outputs 0 on their points), layer by layer
+    by the chain rule: a layer's own weights and bias enter as its input and 1, the layers below
+    through its weights times the slopes (0 or 1) of the units below. Equal to forward-mode
+    differentiation of :func:`_forward` (``tests/test_relu_kinks.py``), without its cost."""
+    n_points, n_params = len(x), arch.n_params
+    hidden, hidden_jacobian, jacobians = x, None, []
+    for layer, ((fan_in, fan_out), (w_slice, b_slice)) in enumerate(list(zip(arch.layer_shapes, arch.layer_slices))[:-1]):
+        weight = theta[w_slice].view(fan_out, fan_in)
+        units = torch.arange(fan_out).unsqueeze(1)
+        jacobian = torch.zeros(n_points, fan_out, n_params, dtype=theta.dtype)
+        jacobian[:, units, w_slice.start + units * fan_in + torch.arange(fan_in)] = hidden.unsqueeze(1)
+        if b_slice is not None:
+            jacobian[:, units[:, 0], b_slice.start + units[:, 0]] = 1.0
+        if hidden_jacobian is not None:
+            jacobian += torch.einsum("ui,sip->sup", weight, hidden_jacobian)
+        jacobians.append(jacobian)
+        pre = hidden @ weight.T + (theta[b_slice] if b_slice is not None else 0.0)
+        on = pre > 0 if active is None else (pre > 0) & ~active[layer]
+        hidden, hidden_jacobian = torch.where(on, pre, 0.0), on.unsqueeze(2) * jacobian
+    return torch.stack(jacobians)
 
 
 def _rescalings(theta: torch.Tensor, arch: Architecture) -> torch.Tensor:
