@@ -10,6 +10,7 @@ from basins.answer import (
     Replicate,
     answer_hypothesis,
     answer_markdown,
+    fitting_minima,
     measurement_spread,
     replicate_statistics,
     robust_spread,
@@ -121,6 +122,7 @@ def _columns(n_minima=12, seed=4):
         "trace_se": np.zeros(n_minima),
         "n_members": np.ones(n_minima),
         "loss": rng.random(n_minima),
+        "data_loss": rng.random(n_minima),
     }
 
 
@@ -279,7 +281,7 @@ def test_the_answer_figure_draws_correlations_and_shape_differences(tmp_path):
     replicates = {"planted": [_probed_replicate(rng, s, good_reach=0.7, bad_reach=0.2) for s in range(1, 4)]}
     answer = answer_hypothesis({"family": ["planted"]}, replicates, {"planted": 41})
     fig = figure_answer(answer, title="planted")
-    assert len([ax for ax in fig.axes if ax.axison]) == 4 + 3 + 5  # plain, at fixed loss, shapes
+    assert len([ax for ax in fig.axes if ax.axison]) == 4 + 3 + 3 + 5  # plain, at fixed (data) loss, shapes
     save_figure(fig, tmp_path / "answer.pdf", tmp_path / "answer.png")
     assert (tmp_path / "answer.png").stat().st_size > 0
     # a study whose basins were never probed: every shape panel is undefined, and still drawn
@@ -478,3 +480,22 @@ def test_a_replicate_of_four_minima_enters_the_plain_rows_and_is_listed_out_of_t
     assert fixed["verdict"].item() == SUPPORTED and int(fixed["n_minima"]) == 60
     reasons = dict(zip(answer["excluded_seed"].values.tolist(), answer["excluded_reason"].values.tolist()))
     assert set(reasons) == {6} and "partial rank correlation needs 5" in reasons[6]
+
+
+def test_the_data_loss_is_the_loss_less_its_weight_decay_and_both_are_held_fixed_in_rows_of_their_own():
+    """The same planted replicates with the loss's weight-decay term made of the weights' norm:
+    the data loss the rows at fixed data loss hold is the loss less l2 / 2 |theta|^2, exactly."""
+    rng = np.random.default_rng(7)
+    replicates = []
+    for seed in range(1, 6):
+        minima, flatness = _replicate(rng, 12, 1.0)
+        theta = rng.standard_normal((12, 5))
+        data_loss = 0.2 + 0.01 * rng.standard_normal(12)
+        minima = minima.assign(theta=(("minimum", "param"), theta), loss=("minimum", data_loss + 0.05 * (theta**2).sum(1)))
+        replicates.append(Replicate(seed, minima, flatness, N_TEST, l2=0.1))
+    entry = fitting_minima(replicates[-1].minima, replicates[-1].flatness, fit_threshold=0.0, min_members=10, l2=0.1)
+    np.testing.assert_allclose(entry["columns"]["data_loss"], data_loss, rtol=1e-12)
+    answer = answer_hypothesis({"family": ["planted"]}, {"planted": replicates}, {"planted": 41})
+    for statistic in ("basin_fraction_vs_test_error_at_fixed_loss", "basin_fraction_vs_test_error_at_fixed_data_loss"):
+        row = _row(answer, statistic)
+        assert int(row["n_replicates"]) == 5 and row["verdict"].item() == SUPPORTED, statistic

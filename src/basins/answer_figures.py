@@ -7,20 +7,21 @@ import numpy as np
 import seaborn as sns
 import xarray as xr
 
-from basins.answer import STATISTICS
+from basins.answer import CONTROLS, STATISTICS
 from basins.summary import SHAPE_STATISTICS
 from basins.figures import PAPER_SIZE, set_theme
 
 
 def figure_answer(answer: xr.Dataset, *, title: str) -> plt.Figure:
-    """One panel per statistic, a row per kind: the rank correlations, the same at fixed loss,
-    and the good - bad shape differences: the pooled estimate against network size, with its
+    """One panel per statistic, a row per kind: the rank correlations, the same at fixed loss
+    and at fixed data loss, and the good - bad shape differences: the pooled estimate against network size, with its
     interval, per family, and each replicate's value as a dot; the side the hypothesis expects
     is shaded."""
     set_theme()
     kinds = (
         ([name for name, spec in STATISTICS.items() if spec[-1] is None], True, "rank correlation (pooled)"),
-        ([name for name, spec in STATISTICS.items() if spec[-1] is not None], True, "at fixed loss (pooled)"),
+        *(([name for name, spec in STATISTICS.items() if spec[-1] == control], True, f"{label} (pooled)")
+          for control, label in CONTROLS.items()),
         ([f"good_minus_bad_{name}" for name in SHAPE_STATISTICS], False, "good - bad, matched size (pooled)"),
     )
     n_columns = max(len(statistics) for statistics, _, _ in kinds)

@@ -448,8 +448,9 @@ def _fit_sizes(
             "a Clarke stationarity measure <= grad_tol certifies a minimum (nan: not examined or no kinks)")),
         kink_reduced_lowest_eigenvalue=("member", kinks.reduced_lowest_eigenvalue, variable_attrs(
             "lowest eigenvalue of the loss's Hessian along the active kinks' manifold, ReLU rescalings taken out "
-            "(> 0: a strict minimum along them; negative beyond round-off: a saddle, not certified; nan: not "
-            "examined or no kinks)")),
+            "(above 1e-8 of the largest: a strict minimum along them to second order; within +-1e-8 of the "
+            "largest: flat, certified but not decided beyond the second order; below: a saddle, not certified; "
+            "nan: not examined or no kinks)")),
         kink_shift=("member", kinks.shift, variable_attrs(
             "distance the kink certificate moved the member onto its kinks and along them (the loss not "
             "raised; nan: not examined)")),

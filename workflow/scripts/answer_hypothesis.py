@@ -17,7 +17,8 @@ for (experiment, seed), minima_path, flatness_path, dataset_path in zip(
     n_test = int((read_dataset(dataset_path)["split"].values == TEST).sum())
     tentacles = read_dataset(next(probed)) if snakemake.config["experiments"][experiment]["basin_geometry"] else None
     replicates.setdefault(experiment, []).append(
-        Replicate(int(seed), minima, read_dataset(flatness_path), n_test, tentacles)
+        Replicate(int(seed), minima, read_dataset(flatness_path), n_test, tentacles,
+                  l2=float(snakemake.config["experiments"][experiment]["training"].get("l2", 0.0)))
     )
     n_params[experiment] = minima.sizes["param"]
 data_redrawn = {name: snakemake.config["experiments"][name]["dataset"]["seed"] == "per_seed" for name in replicates}
