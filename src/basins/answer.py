@@ -307,8 +307,8 @@ def answer_hypothesis(
                 )
                 if entry["n_counted"] < PARTIAL_MIN_PAIRS:
                     excluded.append((experiment, replicate.seed, (
-                        f"rows at fixed (data) loss: {entry['n_counted']} fitting minima with >= {min_members} members: "
-                        f"a partial rank correlation needs {PARTIAL_MIN_PAIRS}")))
+                        f"rows at fixed (data) loss: {entry['n_counted']} fitting minima with >= {min_members} "
+                        f"members: a partial rank correlation needs {PARTIAL_MIN_PAIRS}")))
                 if replicate.tentacles is None:
                     continue
                 probed = True

@@ -14,9 +14,9 @@ from basins.figures import PAPER_SIZE, set_theme
 
 def figure_answer(answer: xr.Dataset, *, title: str) -> plt.Figure:
     """One panel per statistic, a row per kind: the rank correlations, the same at fixed loss
-    and at fixed data loss, and the good - bad shape differences: the pooled estimate against network size, with its
-    interval, per family, and each replicate's value as a dot; the side the hypothesis expects
-    is shaded."""
+    and at fixed data loss, and the good - bad shape differences: the pooled estimate against
+    network size, with its interval, per family, and each replicate's value as a dot; the side
+    the hypothesis expects is shaded."""
     set_theme()
     kinds = (
         ([name for name, spec in STATISTICS.items() if spec[-1] is None], True, "rank correlation (pooled)"),

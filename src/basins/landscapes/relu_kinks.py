@@ -209,7 +209,8 @@ def _certify_on(start, active, objective, *, grad_tol, newton_steps) -> KinkCert
     """:func:`certify_kink_minimum` with the active kinks ``active (layer, sample, unit)``."""
     n_active = int(active.sum())
     if (active.any(2).sum(0) > 1).any():
-        return _refused(start, objective, np.nan, n_active, "a training point with active kinks in two layers: not covered")
+        reason = "a training point with active kinks in two layers: not covered"
+        return _refused(start, objective, np.nan, n_active, reason)
     if torch.linalg.matrix_rank(objective.kink_gradients(start, active)) < n_active:
         return _refused(start, objective, np.nan, n_active, "kink gradients linearly dependent")
     point = objective.onto_kinks(start, active)
@@ -417,7 +418,8 @@ def _preactivation_jacobian(theta, x, arch, active=None):
     differentiation of :func:`_forward` (``tests/test_relu_kinks.py``), without its cost."""
     n_points, n_params = len(x), arch.n_params
     hidden, hidden_jacobian, jacobians = x, None, []
-    for layer, ((fan_in, fan_out), (w_slice, b_slice)) in enumerate(list(zip(arch.layer_shapes, arch.layer_slices))[:-1]):
+    hidden_layers = list(zip(arch.layer_shapes, arch.layer_slices))[:-1]
+    for layer, ((fan_in, fan_out), (w_slice, b_slice)) in enumerate(hidden_layers):
         weight = theta[w_slice].view(fan_out, fan_in)
         units = torch.arange(fan_out).unsqueeze(1)
         jacobian = torch.zeros(n_points, fan_out, n_params, dtype=theta.dtype)
