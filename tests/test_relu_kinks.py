@@ -13,6 +13,7 @@ from basins.landscapes.networks import forward
 from basins.landscapes.relu_kinks import (
     _forward,
     _preactivation_jacobian,
+    _same_kinks,
     _KinkedLoss,
     _multipliers,
     active_kinks,
@@ -256,3 +257,23 @@ def test_the_preactivation_jacobian_is_forward_mode_differentiation():
     for mask in (None, active):
         expected = torch.func.jacfwd(lambda t: _forward(t, x, arch, mask)[0])(theta)
         torch.testing.assert_close(_preactivation_jacobian(theta, x, arch, mask), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_kinks_shared_by_points_whose_first_layer_is_off_count_once(on_curved_kinks):
+    """On every point whose first layer is off, a second-layer unit's pre-activation is its bias:
+    with that bias at 0 all those points sit on one kink surface (identical gradients, the
+    referee's "linearly dependent" refusals). They are merged into one kink of summed
+    convexity: the certificate reaches a verdict on them instead of refusing the set."""
+    objective, point, _ = on_curved_kinks
+    (_, _), (_, b_2), _ = DEEP.layer_slices
+    shared = point + 1e-3 * torch.as_tensor(np.random.default_rng(9).normal(size=DEEP.n_params))  # off its kinks
+    shared[b_2.start] = 0.0  # unit 0 of the second layer: z = 0 on every silenced point
+    silenced = (_forward(shared, objective.x, DEEP)[0][0] < -1e-3).all(1)
+    assert silenced.sum() >= 2
+    active = torch.zeros(DEEP.depth, len(objective.x), DEEP.width, dtype=torch.bool)
+    active[1, silenced, 0] = True
+    groups = _same_kinks(objective.kink_gradients(shared, active), active)
+    assert groups.max() == 0  # one surface
+    found = certify_kink_minimum(shared.numpy(), objective.x.numpy(), objective.y.numpy(), DEEP,
+                                 loss="quadratic_hinge", grad_tol=1e-10, reaches=(1e-12,))
+    assert found.n_active == int(silenced.sum()) and "linearly dependent" not in found.reason

@@ -16,7 +16,8 @@ with ``L_0`` smooth (each active unit's output taken as 0 on its point), ``a_k =
 above an active kink is on a kink of its point). Its Clarke subdifferential is
 ``{grad L_0 + sum_k s_k c_k a_k : s in [0, 1]^K}`` when the ``a_k`` are linearly independent
 (then the ``z_k`` serve as local coordinates and the 2^K orthants are the loss's smooth
-pieces). The stationarity measure of nonsmooth optimization is its smallest element's norm
+pieces; kinks of one unit with the same gradient, ``z = b`` on all points whose layers below
+are off, are one surface and count once with their ``c_k`` summed). The stationarity measure of nonsmooth optimization is its smallest element's norm
 (bounded least squares); it replaces the gradient norm of the smooth test. A point with active
 kinks in two layers composes two ReLUs, whose first-order model is not of this form: it is not
 covered (refused). A kink whose point has zero loss derivative, or a layer above it off on that
@@ -211,13 +212,15 @@ def _certify_on(start, active, objective, *, grad_tol, newton_steps) -> KinkCert
     if (active.any(2).sum(0) > 1).any():
         reason = "a training point with active kinks in two layers: not covered"
         return _refused(start, objective, np.nan, n_active, reason)
-    if torch.linalg.matrix_rank(objective.kink_gradients(start, active)) < n_active:
+    groups = _same_kinks(objective.kink_gradients(start, active), active)
+    if torch.linalg.matrix_rank(_once(objective.kink_gradients(start, active), groups)) <= groups.max():
         return _refused(start, objective, np.nan, n_active, "kink gradients linearly dependent")
     point = objective.onto_kinks(start, active)
     lowest = np.nan
     for iteration in range(newton_steps + 1):
         along, gradient, constraints, convexity, tangent = objective.along_kinks(point, active)
-        multipliers = _multipliers(gradient, constraints, convexity)
+        constraints, convexity = _once(constraints, groups), _summed(convexity, groups)
+        multipliers = _multipliers(gradient, constraints, convexity)[groups]
         reduced = tangent.T @ objective.hessian(point, active, multipliers) @ tangent
         values, vectors = torch.linalg.eigh(reduced)
         lowest, largest = float(values[0]), float(values.abs().max())
@@ -229,7 +232,8 @@ def _certify_on(start, active, objective, *, grad_tol, newton_steps) -> KinkCert
         if moved is None:
             break
         point = moved
-    # ``gradient``, ``constraints`` and ``convexity`` are the last iteration's, at ``point``.
+    # ``gradient``, ``constraints`` and ``convexity`` are the last iteration's, at ``point``, one
+    # row per kink surface.
     norm, _, first_order = clarke_stationarity(gradient.numpy(), constraints.numpy(), convexity.numpy())
     distances = objective.felt_distances(point)
     nearest_other = distances[~active].min().clamp_max(1.0) if (~active).any() else 1.0
@@ -248,6 +252,28 @@ def _certify_on(start, active, objective, *, grad_tol, newton_steps) -> KinkCert
     return KinkCertificate(
         point.numpy(), loss, norm, n_active, first_order, lowest, certified, reason, float((point - start).norm()),
     )
+
+
+def _same_kinks(constraints, active) -> torch.Tensor:
+    """Each active kink's surface ``(kink,)``: kinks of one unit whose pre-activations have the
+    same gradient are one surface and count once, their convexities summed (``z = b`` on every
+    point whose layers below are all off, or repeated training points: the same function of the
+    parameters, so ``sum_k c_k relu(a . v) = (sum_k c_k) relu(a . v)``)."""
+    layer, _, unit = torch.nonzero(active, as_tuple=True)
+    keys = torch.cat([torch.stack([layer, unit], 1).to(constraints.dtype), constraints], 1)
+    return torch.unique(keys, dim=0, return_inverse=True)[1]
+
+
+def _once(rows, groups) -> torch.Tensor:
+    """One of the identical ``rows (kink, param)`` of each surface of ``groups``."""
+    once = torch.zeros(int(groups.max()) + 1, rows.shape[1], dtype=rows.dtype)
+    once[groups] = rows
+    return once
+
+
+def _summed(values, groups) -> torch.Tensor:
+    """``values (kink,)`` summed over each surface of ``groups``."""
+    return torch.zeros(int(groups.max()) + 1, dtype=values.dtype).index_add_(0, groups, values)
 
 
 def _multipliers(gradient, constraints, convexity) -> torch.Tensor:
