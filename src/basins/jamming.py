@@ -43,7 +43,7 @@ from basins.landscapes.fused_mlp import LabelFactors, Workspace, loss_and_gradie
 from basins.landscapes.losses import check_loss, l2_penalty, margins, sample_losses
 from basins.landscapes.architecture import Architecture
 from basins.landscapes.networks import forward, silenced_inputs, smallest_hidden_preactivation
-from basins.landscapes.relu_kinks import MAX_PARAMS as KINK_MAX_PARAMS, SMOOTH_LOSSES, certify_kink_minimum
+from basins.landscapes.relu_kinks import MAX_PARAMS as KINK_MAX_PARAMS, certify_kink_minimum, covers as kink_certificate_covers
 from basins.landscapes.objective import data_tensors, network_chunk_size
 
 log = logging.getLogger(__name__)
@@ -589,7 +589,7 @@ def _on_kinks(out, objective, *, grad_tol, examined):
     n_members = len(out.status)
     records = _KinkRecords(*(np.full(n_members, np.nan) for _ in range(3)), n_active=np.zeros(n_members, dtype=np.int64))
     arch = objective.arch
-    if not (arch.depth >= 1 and arch.activation == "relu" and arch.n_outputs == 1 and objective.loss in SMOOTH_LOSSES):
+    if not kink_certificate_covers(arch, objective.loss):
         return out, records
     rows = np.flatnonzero(examined & (out.status == BUDGET))
     if rows.size and arch.n_params > KINK_MAX_PARAMS:

@@ -180,7 +180,7 @@ def certify_kink_minimum(
     minimum that is there, never one that is not. A certified point never has a higher loss than
     ``theta`` (beyond round-off)."""
     _check_network(arch)
-    if loss not in SMOOTH_LOSSES:
+    if not covers(arch, loss):
         raise ValueError(f"loss={loss!r}: the kink certificate needs a loss smooth in the output, one of {SMOOTH_LOSSES}")
     if arch.n_params > MAX_PARAMS:
         raise ValueError(f"{arch.n_params} parameters: the kink certificate's dense Hessians go to {MAX_PARAMS}")
@@ -394,8 +394,15 @@ def _refused(point, objective, norm, n_active, reason):
     return KinkCertificate(point.numpy(), float(objective(point)), norm, n_active, np.nan, np.nan, False, reason)
 
 
+def covers(arch: Architecture, loss: str | None = None) -> bool:
+    """Whether the certificate applies to networks ``arch`` (ReLU, hidden layers, one output)
+    and, where given, to ``loss`` (one of :data:`SMOOTH_LOSSES`)."""
+    network = arch.depth >= 1 and arch.n_outputs == 1 and arch.activation == "relu"
+    return network and (loss is None or loss in SMOOTH_LOSSES)
+
+
 def _check_network(arch: Architecture) -> None:
-    if arch.depth < 1 or arch.n_outputs != 1 or arch.activation != "relu":
+    if not covers(arch):
         raise ValueError(f"{arch}: the kink certificate covers ReLU networks with hidden layers and one output")
 
 
