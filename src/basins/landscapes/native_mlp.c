@@ -70,6 +70,95 @@ static inline double log_half_to_one(double v) {
 
 static inline double sigmoid_vec(double z) { return 1.0 / (1.0 + exp_vec(-z)); }
 
+/* a[s] = b + sum_k w[k] xt[k][s]: one unit's pre-activations. Eight (then four, then one)
+   features a pass: one load and store of a[] per pass, where a pass per feature chains each
+   pass's loads to the last one's stores (store-forwarding latency, 14 % of the pass at h = 16). */
+static inline void preactivation_row(const double *w, double b, const double *xt, int64_t stride,
+                                     int64_t d, int64_t P, double *a) {
+#pragma omp simd
+    for (int64_t s = 0; s < P; s++) a[s] = b;
+    int64_t k = 0;
+    for (; k + 8 <= d; k += 8) {
+        const double *x0 = xt + k * stride, *x1 = x0 + stride, *x2 = x1 + stride, *x3 = x2 + stride,
+                     *x4 = x3 + stride, *x5 = x4 + stride, *x6 = x5 + stride, *x7 = x6 + stride;
+        const double w0 = w[k], w1 = w[k + 1], w2 = w[k + 2], w3 = w[k + 3], w4 = w[k + 4],
+                     w5 = w[k + 5], w6 = w[k + 6], w7 = w[k + 7];
+#pragma omp simd
+        for (int64_t s = 0; s < P; s++)
+            a[s] += ((w0 * x0[s] + w1 * x1[s]) + (w2 * x2[s] + w3 * x3[s])) +
+                    ((w4 * x4[s] + w5 * x5[s]) + (w6 * x6[s] + w7 * x7[s]));
+    }
+    for (; k + 4 <= d; k += 4) {
+        const double *x0 = xt + k * stride, *x1 = x0 + stride, *x2 = x1 + stride, *x3 = x2 + stride;
+        const double w0 = w[k], w1 = w[k + 1], w2 = w[k + 2], w3 = w[k + 3];
+#pragma omp simd
+        for (int64_t s = 0; s < P; s++) a[s] += (w0 * x0[s] + w1 * x1[s]) + (w2 * x2[s] + w3 * x3[s]);
+    }
+    for (; k < d; k++) {
+        const double *x0 = xt + k * stride, w0 = w[k];
+#pragma omp simd
+        for (int64_t s = 0; s < P; s++) a[s] += w0 * x0[s];
+    }
+}
+
+/* out[s] = b + sum_j w[j] hidden[j][s]: the network's output, four units a pass (as above). */
+static inline void output_row(const double *hidden, const double *w, double b, int64_t h, int64_t P,
+                              double *out) {
+#pragma omp simd
+    for (int64_t s = 0; s < P; s++) out[s] = b;
+    int64_t j = 0;
+    for (; j + 4 <= h; j += 4) {
+        const double *a0 = hidden + j * P, *a1 = a0 + P, *a2 = a1 + P, *a3 = a2 + P;
+        const double w0 = w[j], w1 = w[j + 1], w2 = w[j + 2], w3 = w[j + 3];
+#pragma omp simd
+        for (int64_t s = 0; s < P; s++) out[s] += (w0 * a0[s] + w1 * a1[s]) + (w2 * a2[s] + w3 * a3[s]);
+    }
+    for (; j < h; j++) {
+        const double *a0 = hidden + j * P, w0 = w[j];
+#pragma omp simd
+        for (int64_t s = 0; s < P; s++) out[s] += w0 * a0[s];
+    }
+}
+
+/* out[k] = sum_s back[s] xt[k][s] for k < d: one row of the first layer's weight gradient.
+   Eight (then four, then one) features at a time share each pass over the samples: their
+   independent accumulators keep the FMA units busy, where one dot product at a time is a
+   chain of dependent additions (latency-bound: half of the whole pass's time at h = 16). */
+static inline void weight_gradient_row(const double *back, const double *xt, int64_t stride,
+                                       int64_t d, int64_t P, double *out) {
+    int64_t k = 0;
+    for (; k + 8 <= d; k += 8) {
+        const double *x0 = xt + k * stride, *x1 = x0 + stride, *x2 = x1 + stride, *x3 = x2 + stride,
+                     *x4 = x3 + stride, *x5 = x4 + stride, *x6 = x5 + stride, *x7 = x6 + stride;
+        double g0 = 0.0, g1 = 0.0, g2 = 0.0, g3 = 0.0, g4 = 0.0, g5 = 0.0, g6 = 0.0, g7 = 0.0;
+#pragma omp simd reduction(+ : g0, g1, g2, g3, g4, g5, g6, g7)
+        for (int64_t s = 0; s < P; s++) {
+            const double v = back[s];
+            g0 += v * x0[s]; g1 += v * x1[s]; g2 += v * x2[s]; g3 += v * x3[s];
+            g4 += v * x4[s]; g5 += v * x5[s]; g6 += v * x6[s]; g7 += v * x7[s];
+        }
+        out[k] = g0; out[k + 1] = g1; out[k + 2] = g2; out[k + 3] = g3;
+        out[k + 4] = g4; out[k + 5] = g5; out[k + 6] = g6; out[k + 7] = g7;
+    }
+    for (; k + 4 <= d; k += 4) {
+        const double *x0 = xt + k * stride, *x1 = x0 + stride, *x2 = x1 + stride, *x3 = x2 + stride;
+        double g0 = 0.0, g1 = 0.0, g2 = 0.0, g3 = 0.0;
+#pragma omp simd reduction(+ : g0, g1, g2, g3)
+        for (int64_t s = 0; s < P; s++) {
+            const double v = back[s];
+            g0 += v * x0[s]; g1 += v * x1[s]; g2 += v * x2[s]; g3 += v * x3[s];
+        }
+        out[k] = g0; out[k + 1] = g1; out[k + 2] = g2; out[k + 3] = g3;
+    }
+    for (; k < d; k++) {
+        const double *x0 = xt + k * stride;
+        double g0 = 0.0;
+#pragma omp simd reduction(+ : g0)
+        for (int64_t s = 0; s < P; s++) g0 += back[s] * x0[s];
+        out[k] = g0;
+    }
+}
+
 /* One member: loss and gradient (n_params) from theta (n_params), its mean over the first P
    samples. xt: (d, stride) inputs, feature-major; y: (>= P) labels +-1 (targets for mse).
    scratch: (h + 2) * P doubles. */
@@ -84,18 +173,7 @@ static double member(const double *theta, double *grad, int64_t d, int64_t h, in
     double *hidden = scratch, *out = scratch + h * P, *delta = out + P;
     const double inv_p = 1.0 / (double)P;
 
-    for (int64_t j = 0; j < h; j++) {
-        double *a = hidden + j * P;
-        const double bj = bias ? b1[j] : 0.0;
-        const double *wrow = w1 + j * d;
-#pragma omp simd
-        for (int64_t s = 0; s < P; s++) a[s] = bj;
-        for (int64_t k = 0; k < d; k++) {
-            const double w = wrow[k], *xk = xt + k * stride;
-#pragma omp simd
-            for (int64_t s = 0; s < P; s++) a[s] += w * xk[s];
-        }
-    }
+    for (int64_t j = 0; j < h; j++) preactivation_row(w1 + j * d, bias ? b1[j] : 0.0, xt, stride, d, P, hidden + j * P);
     /* one long loop over every unit's samples: independent iterations keep the polynomial's
        latency hidden (a loop of P alone is too short to) */
     const int64_t hp = h * P;
@@ -106,13 +184,7 @@ static double member(const double *theta, double *grad, int64_t d, int64_t h, in
 #pragma omp simd
         for (int64_t i = 0; i < hp; i++) hidden[i] = hidden[i] > 0.0 ? hidden[i] : 0.0;
     }
-#pragma omp simd
-    for (int64_t s = 0; s < P; s++) out[s] = b2;
-    for (int64_t j = 0; j < h; j++) {
-        const double *a = hidden + j * P, wj = w2[j];
-#pragma omp simd
-        for (int64_t s = 0; s < P; s++) out[s] += wj * a[s];
-    }
+    output_row(hidden, w2, b2, h, P, out);
 
     double total = 0.0;
     if (loss == LOSS_MSE) {
@@ -158,32 +230,37 @@ static double member(const double *theta, double *grad, int64_t d, int64_t h, in
     for (int64_t j = 0; j < h; j++) {
         double *a = hidden + j * P;
         const double wj = w2[j];
-        double g = 0.0;
-#pragma omp simd reduction(+ : g)
-        for (int64_t s = 0; s < P; s++) g += delta[s] * a[s];
-        gw2[j] = g;
-        /* d loss / d pre-activation, written over the activation */
+        /* the output weight's gradient and d loss / d pre-activation (written over the
+           activation) and its sum, the bias gradient, in one pass */
+        double g = 0.0, gb = 0.0;
         if (activation == ACT_TANH) {
-#pragma omp simd
-            for (int64_t s = 0; s < P; s++) a[s] = delta[s] * wj * (1.0 - a[s] * a[s]);
+#pragma omp simd reduction(+ : g, gb)
+            for (int64_t s = 0; s < P; s++) {
+                const double act = a[s], back = delta[s] * wj * (1.0 - act * act);
+                g += delta[s] * act;
+                gb += back;
+                a[s] = back;
+            }
         } else if (activation == ACT_RELU) {
-#pragma omp simd
-            for (int64_t s = 0; s < P; s++) a[s] = a[s] > 0.0 ? delta[s] * wj : 0.0;
+#pragma omp simd reduction(+ : g, gb)
+            for (int64_t s = 0; s < P; s++) {
+                const double act = a[s], back = act > 0.0 ? delta[s] * wj : 0.0;
+                g += delta[s] * act;
+                gb += back;
+                a[s] = back;
+            }
         } else {
-#pragma omp simd
-            for (int64_t s = 0; s < P; s++) a[s] = delta[s] * wj;
+#pragma omp simd reduction(+ : g, gb)
+            for (int64_t s = 0; s < P; s++) {
+                const double back = delta[s] * wj;
+                g += delta[s] * a[s];
+                gb += back;
+                a[s] = back;
+            }
         }
-        double gb = 0.0;
-#pragma omp simd reduction(+ : gb)
-        for (int64_t s = 0; s < P; s++) gb += a[s];
+        gw2[j] = g;
         if (bias) gb1[j] = gb;
-        for (int64_t k = 0; k < d; k++) {
-            const double *xk = xt + k * stride;
-            double gk = 0.0;
-#pragma omp simd reduction(+ : gk)
-            for (int64_t s = 0; s < P; s++) gk += a[s] * xk[s];
-            gw1[j * d + k] = gk;
-        }
+        weight_gradient_row(a, xt, stride, d, P, gw1 + j * d);
     }
     if (bias) gw2[h] = gb2;
 
