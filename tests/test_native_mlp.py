@@ -68,6 +68,22 @@ def test_each_member_s_mean_over_its_own_prefix_equals_the_jamming_sweep_s_torch
     with pytest.raises(ValueError):
         kernel(theta, torch.tensor([1, 7, 20, 42, 33]))
 
+
+def test_a_member_s_prefix_result_does_not_depend_on_the_longer_prefixes_beside_it():
+    """Members run eight to a group through the group's longest prefix: the samples beyond a
+    member's own weigh nothing, to the bit (alone, beside longer ones, in another lane)."""
+    x, y = problem(n_samples=45)
+    arch = Architecture(n_inputs=6, n_outputs=1, depth=1, width=5, activation="relu", bias=True)
+    kernel = native_mlp.kernel_for(arch, x, y, loss="quadratic_hinge", margin=1.0, l2=0.0, beta=1.0)
+    theta = torch.as_tensor(initial_parameters(arch, np.arange(11), seed=3, init="orthogonal"))
+    sizes = torch.tensor([3, 45, 17, 29, 45, 1, 38, 9, 45, 22, 13])
+    losses, grads = kernel(theta, sizes)
+    for row in range(len(theta)):
+        alone = kernel(theta[row : row + 1], sizes[row : row + 1])
+        assert torch.equal(alone[0], losses[row : row + 1]) and torch.equal(alone[1], grads[row : row + 1])
+    flipped = kernel(theta.flip(0), sizes.flip(0))
+    assert torch.equal(flipped[0], losses.flip(0)) and torch.equal(flipped[1], grads.flip(0))
+
 def test_a_member_s_result_does_not_depend_on_the_others_or_the_threads():
     """Shard invariance: a member's loss and gradient are the same bits alone, in a block of
     others, and with the members split between threads."""

@@ -1,17 +1,16 @@
-/* Loss and gradient of every member's one-hidden-layer, one-output network, member by member.
+/* Loss and gradient of every member's one-hidden-layer, one-output network, eight members at a time.
 
    The engine's objective for these networks in float64 on the CPU (basins.landscapes.native_mlp
    compiles and loads it; basins.landscapes.fused_mlp.FusedMLPObjective calls it): the same
    function as fused_mlp.loss_and_gradient (tests/test_native_mlp.py: equal to round-off) for
-   one hidden layer, one output, shared inputs, all samples, tanh, relu or linear units. Each
-   member's forward and backward pass runs over its own hidden units, vectorized along the
-   samples (inputs stored feature-major, so a sweep over samples is contiguous), its
-   activations in a scratch of (h + 2) x P doubles that stays in cache. The transcendental
-   functions are polynomials the compiler vectorizes (exp after range reduction, log on
-   [1/2, 1] by the atanh series) to about one ulp: libm's scalar calls cost more than the
-   arithmetic. Members are independent: a member's result does not depend on which others
-   share the call (shard invariance); callers split members between threads. Only OpenMP's
-   SIMD pragmas are used (-fopenmp-simd), no OpenMP runtime beside torch's. */
+   one hidden layer, one output, shared inputs, all samples or each member's own prefix of them,
+   tanh, relu or linear units. Members run one per SIMD lane (see lane_group), through the
+   samples a block at a time; a group's parameters and gradients (2 x 8 x n_params doubles)
+   stay in cache. The transcendental functions are polynomials the compiler vectorizes (exp
+   after range reduction, log on [1/2, 1] by the atanh series) to about one ulp: libm's scalar
+   calls cost more than the arithmetic. A member's result does not depend on which others share
+   the call (shard invariance); callers split members between threads. Only OpenMP's SIMD
+   pragmas are used (-fopenmp-simd), no OpenMP runtime beside torch's. */
 
 #include <math.h>
 #include <stdint.h>
@@ -70,220 +69,186 @@ static inline double log_half_to_one(double v) {
 
 static inline double sigmoid_vec(double z) { return 1.0 / (1.0 + exp_vec(-z)); }
 
-/* a[s] = b + sum_k w[k] xt[k][s]: one unit's pre-activations. Eight (then four, then one)
-   features a pass: one load and store of a[] per pass, where a pass per feature chains each
-   pass's loads to the last one's stores (store-forwarding latency, 14 % of the pass at h = 16). */
-static inline void preactivation_row(const double *w, double b, const double *xt, int64_t stride,
-                                     int64_t d, int64_t P, double *a) {
-#pragma omp simd
-    for (int64_t s = 0; s < P; s++) a[s] = b;
-    int64_t k = 0;
-    for (; k + 8 <= d; k += 8) {
-        const double *x0 = xt + k * stride, *x1 = x0 + stride, *x2 = x1 + stride, *x3 = x2 + stride,
-                     *x4 = x3 + stride, *x5 = x4 + stride, *x6 = x5 + stride, *x7 = x6 + stride;
-        const double w0 = w[k], w1 = w[k + 1], w2 = w[k + 2], w3 = w[k + 3], w4 = w[k + 4],
-                     w5 = w[k + 5], w6 = w[k + 6], w7 = w[k + 7];
-#pragma omp simd
-        for (int64_t s = 0; s < P; s++)
-            a[s] += ((w0 * x0[s] + w1 * x1[s]) + (w2 * x2[s] + w3 * x3[s])) +
-                    ((w4 * x4[s] + w5 * x5[s]) + (w6 * x6[s] + w7 * x7[s]));
-    }
-    for (; k + 4 <= d; k += 4) {
-        const double *x0 = xt + k * stride, *x1 = x0 + stride, *x2 = x1 + stride, *x3 = x2 + stride;
-        const double w0 = w[k], w1 = w[k + 1], w2 = w[k + 2], w3 = w[k + 3];
-#pragma omp simd
-        for (int64_t s = 0; s < P; s++) a[s] += (w0 * x0[s] + w1 * x1[s]) + (w2 * x2[s] + w3 * x3[s]);
-    }
-    for (; k < d; k++) {
-        const double *x0 = xt + k * stride, w0 = w[k];
-#pragma omp simd
-        for (int64_t s = 0; s < P; s++) a[s] += w0 * x0[s];
-    }
-}
+/* Eight members at a time, one per SIMD lane: every operation below is a vertical one over
+   the eight (a vector of GCC's vector extensions, split by the compiler into what the CPU has:
+   one AVX-512 register, two AVX2 ones, or scalars), so a member's arithmetic is the same
+   whichever lane it runs in and whichever members share its group (shard invariance), and no
+   sum ends in a horizontal reduction or a partial vector: with one member a lane, the sums
+   over samples are plain vector additions. */
+enum { LANES = 8 };
+typedef double lanes __attribute__((vector_size(LANES * sizeof(double)), aligned(sizeof(double))));
 
-/* out[s] = b + sum_j w[j] hidden[j][s]: the network's output, four units a pass (as above). */
-static inline void output_row(const double *hidden, const double *w, double b, int64_t h, int64_t P,
-                              double *out) {
-#pragma omp simd
-    for (int64_t s = 0; s < P; s++) out[s] = b;
-    int64_t j = 0;
-    for (; j + 4 <= h; j += 4) {
-        const double *a0 = hidden + j * P, *a1 = a0 + P, *a2 = a1 + P, *a3 = a2 + P;
-        const double w0 = w[j], w1 = w[j + 1], w2 = w[j + 2], w3 = w[j + 3];
-#pragma omp simd
-        for (int64_t s = 0; s < P; s++) out[s] += (w0 * a0[s] + w1 * a1[s]) + (w2 * a2[s] + w3 * a3[s]);
-    }
-    for (; j < h; j++) {
-        const double *a0 = hidden + j * P, w0 = w[j];
-#pragma omp simd
-        for (int64_t s = 0; s < P; s++) out[s] += w0 * a0[s];
-    }
-}
+static inline lanes broadcast(double value) { return (lanes){0} + value; }
 
-/* out[k] = sum_s back[s] xt[k][s] for k < d: one row of the first layer's weight gradient.
-   Eight (then four, then one) features at a time share each pass over the samples: their
-   independent accumulators keep the FMA units busy, where one dot product at a time is a
-   chain of dependent additions (latency-bound: half of the whole pass's time at h = 16). */
-static inline void weight_gradient_row(const double *back, const double *xt, int64_t stride,
-                                       int64_t d, int64_t P, double *out) {
-    int64_t k = 0;
-    for (; k + 8 <= d; k += 8) {
-        const double *x0 = xt + k * stride, *x1 = x0 + stride, *x2 = x1 + stride, *x3 = x2 + stride,
-                     *x4 = x3 + stride, *x5 = x4 + stride, *x6 = x5 + stride, *x7 = x6 + stride;
-        double g0 = 0.0, g1 = 0.0, g2 = 0.0, g3 = 0.0, g4 = 0.0, g5 = 0.0, g6 = 0.0, g7 = 0.0;
-#pragma omp simd reduction(+ : g0, g1, g2, g3, g4, g5, g6, g7)
-        for (int64_t s = 0; s < P; s++) {
-            const double v = back[s];
-            g0 += v * x0[s]; g1 += v * x1[s]; g2 += v * x2[s]; g3 += v * x3[s];
-            g4 += v * x4[s]; g5 += v * x5[s]; g6 += v * x6[s]; g7 += v * x7[s];
-        }
-        out[k] = g0; out[k + 1] = g1; out[k + 2] = g2; out[k + 3] = g3;
-        out[k + 4] = g4; out[k + 5] = g5; out[k + 6] = g6; out[k + 7] = g7;
-    }
-    for (; k + 4 <= d; k += 4) {
-        const double *x0 = xt + k * stride, *x1 = x0 + stride, *x2 = x1 + stride, *x3 = x2 + stride;
-        double g0 = 0.0, g1 = 0.0, g2 = 0.0, g3 = 0.0;
-#pragma omp simd reduction(+ : g0, g1, g2, g3)
-        for (int64_t s = 0; s < P; s++) {
-            const double v = back[s];
-            g0 += v * x0[s]; g1 += v * x1[s]; g2 += v * x2[s]; g3 += v * x3[s];
-        }
-        out[k] = g0; out[k + 1] = g1; out[k + 2] = g2; out[k + 3] = g3;
-    }
-    for (; k < d; k++) {
-        const double *x0 = xt + k * stride;
-        double g0 = 0.0;
-#pragma omp simd reduction(+ : g0)
-        for (int64_t s = 0; s < P; s++) g0 += back[s] * x0[s];
-        out[k] = g0;
-    }
-}
-
-/* One member: loss and gradient (n_params) from theta (n_params), its mean over the first P
-   samples. xt: (d, stride) inputs, feature-major; y: (>= P) labels +-1 (targets for mse).
-   scratch: (h + 2) * P doubles. */
-static double member(const double *theta, double *grad, int64_t d, int64_t h, int64_t P,
-                     int64_t stride, const double *xt, const double *y, int loss, int activation,
-                     int bias, double margin, double beta, double l2, double *scratch) {
-    const double *w1 = theta, *b1 = theta + h * d;
-    const double *w2 = b1 + (bias ? h : 0);
-    const double b2 = bias ? w2[h] : 0.0;
-    double *gw1 = grad, *gb1 = grad + h * d;
-    double *gw2 = gb1 + (bias ? h : 0);
-    double *hidden = scratch, *out = scratch + h * P, *delta = out + P;
-    const double inv_p = 1.0 / (double)P;
-
-    for (int64_t j = 0; j < h; j++) preactivation_row(w1 + j * d, bias ? b1[j] : 0.0, xt, stride, d, P, hidden + j * P);
-    /* one long loop over every unit's samples: independent iterations keep the polynomial's
-       latency hidden (a loop of P alone is too short to) */
-    const int64_t hp = h * P;
-    if (activation == ACT_TANH) {
-#pragma omp simd
-        for (int64_t i = 0; i < hp; i++) hidden[i] = 2.0 * sigmoid_vec(2.0 * hidden[i]) - 1.0;
-    } else if (activation == ACT_RELU) {
-#pragma omp simd
-        for (int64_t i = 0; i < hp; i++) hidden[i] = hidden[i] > 0.0 ? hidden[i] : 0.0;
-    }
-    output_row(hidden, w2, b2, h, P, out);
-
-    double total = 0.0;
+/* The loss of one sample in every lane and, in *slope, its derivative in the output. */
+static inline lanes sample_loss(lanes out, double label, int loss, double margin, double beta, lanes *slope) {
+    double f[LANES], value[LANES], derivative[LANES];
+    memcpy(f, &out, sizeof out);
     if (loss == LOSS_MSE) {
-#pragma omp simd reduction(+ : total)
-        for (int64_t s = 0; s < P; s++) {
-            double r = out[s] - y[s];
-            total += 0.5 * r * r;
-            delta[s] = r * inv_p;
+#pragma omp simd
+        for (int l = 0; l < LANES; l++) {
+            const double r = f[l] - label;
+            value[l] = 0.5 * r * r;
+            derivative[l] = r;
         }
     } else if (loss == LOSS_CROSS_ENTROPY) {
         /* softplus(z) / beta with z = -beta y f; d / d f = -y sigmoid(z). softplus(z) =
            relu(z) - log sigmoid(|z|), and sigmoid(|z|) = max(s, 1 - s) lies in [1/2, 1]. */
-#pragma omp simd reduction(+ : total)
-        for (int64_t s = 0; s < P; s++) {
-            double z = -beta * y[s] * out[s];
-            double sg = sigmoid_vec(z);
-            double upper = sg > 1.0 - sg ? sg : 1.0 - sg;
-            total += (z > 0.0 ? z : 0.0) - log_half_to_one(upper);
-            delta[s] = -y[s] * sg * inv_p;
+#pragma omp simd
+        for (int l = 0; l < LANES; l++) {
+            const double z = -beta * label * f[l], sg = sigmoid_vec(z);
+            const double upper = sg > 1.0 - sg ? sg : 1.0 - sg;
+            value[l] = ((z > 0.0 ? z : 0.0) - log_half_to_one(upper)) / beta;
+            derivative[l] = -label * sg;
         }
-        total /= beta;
-    } else if (loss == LOSS_HINGE) { /* one loop per hinge: a branch inside keeps gcc from vectorizing */
-#pragma omp simd reduction(+ : total)
-        for (int64_t s = 0; s < P; s++) {
-            double shortfall = margin - y[s] * out[s];
-            total += shortfall > 0.0 ? shortfall : 0.0;
-            delta[s] = shortfall > 0.0 ? -y[s] * inv_p : 0.0;
+    } else if (loss == LOSS_HINGE) {
+#pragma omp simd
+        for (int l = 0; l < LANES; l++) {
+            const double shortfall = margin - label * f[l];
+            value[l] = shortfall > 0.0 ? shortfall : 0.0;
+            derivative[l] = shortfall > 0.0 ? -label : 0.0;
         }
     } else {
-#pragma omp simd reduction(+ : total)
-        for (int64_t s = 0; s < P; s++) {
-            double shortfall = margin - y[s] * out[s];
-            double active = shortfall > 0.0 ? shortfall : 0.0;
-            total += 0.5 * active * active;
-            delta[s] = -y[s] * active * inv_p;
+#pragma omp simd
+        for (int l = 0; l < LANES; l++) {
+            const double shortfall = margin - label * f[l], active = shortfall > 0.0 ? shortfall : 0.0;
+            value[l] = 0.5 * active * active;
+            derivative[l] = -label * active;
         }
     }
-    total *= inv_p;
-
-    double gb2 = 0.0;
-#pragma omp simd reduction(+ : gb2)
-    for (int64_t s = 0; s < P; s++) gb2 += delta[s];
-    for (int64_t j = 0; j < h; j++) {
-        double *a = hidden + j * P;
-        const double wj = w2[j];
-        /* the output weight's gradient and d loss / d pre-activation (written over the
-           activation) and its sum, the bias gradient, in one pass */
-        double g = 0.0, gb = 0.0;
-        if (activation == ACT_TANH) {
-#pragma omp simd reduction(+ : g, gb)
-            for (int64_t s = 0; s < P; s++) {
-                const double act = a[s], back = delta[s] * wj * (1.0 - act * act);
-                g += delta[s] * act;
-                gb += back;
-                a[s] = back;
-            }
-        } else if (activation == ACT_RELU) {
-#pragma omp simd reduction(+ : g, gb)
-            for (int64_t s = 0; s < P; s++) {
-                const double act = a[s], back = act > 0.0 ? delta[s] * wj : 0.0;
-                g += delta[s] * act;
-                gb += back;
-                a[s] = back;
-            }
-        } else {
-#pragma omp simd reduction(+ : g, gb)
-            for (int64_t s = 0; s < P; s++) {
-                const double back = delta[s] * wj;
-                g += delta[s] * a[s];
-                gb += back;
-                a[s] = back;
-            }
-        }
-        gw2[j] = g;
-        if (bias) gb1[j] = gb;
-        weight_gradient_row(a, xt, stride, d, P, gw1 + j * d);
-    }
-    if (bias) gw2[h] = gb2;
-
-    const int64_t n_params = h * d + h + (bias ? h + 1 : 0);
-    double square = 0.0;
-    if (l2 != 0.0) {
-        for (int64_t i = 0; i < n_params; i++) {
-            square += theta[i] * theta[i];
-            grad[i] += l2 * theta[i];
-        }
-    }
-    return total + 0.5 * l2 * square;
+    memcpy(slope, derivative, sizeof *slope);
+    lanes result;
+    memcpy(&result, value, sizeof result);
+    return result;
 }
 
-/* Members first to first + n_members - 1: losses (n_members) and grads (n_members, n_params),
-   each the mean over its first sizes[m] of the P samples (all P where sizes is NULL: the
-   jamming sweep's members fit nested prefixes of one pool). scratch: (h + 2) * P doubles. */
-void native_mlp_loss_and_gradient(int64_t n_members, const double *theta, double *losses, double *grads,
-                                  int64_t d, int64_t h, int64_t P, const double *xt, const double *y,
-                                  const int64_t *sizes, int loss, int activation, int bias,
-                                  double margin, double beta, double l2, double *scratch) {
+/* Samples a pass: each weight is loaded once for BLOCK samples, each gradient row loaded and
+   stored once for them, and the BLOCK x h activations go through one loop (independent
+   iterations hide the exp polynomial's latency). Inputs are padded to a multiple of BLOCK, so
+   every member's samples are grouped alike whoever shares its group. */
+enum { BLOCK = 4 };
+
+/* Samples a pass (callers pad the inputs to a multiple of it). */
+int64_t native_mlp_sample_block(void) { return BLOCK; }
+
+/* Doubles of scratch a call needs: the group's parameters and gradients (n_params lanes
+   each) and a block's activations (BLOCK x h lanes). */
+int64_t native_mlp_scratch_doubles(int64_t d, int64_t h, int bias) {
     const int64_t n_params = h * d + h + (bias ? h + 1 : 0);
-    for (int64_t m = 0; m < n_members; m++)
-        losses[m] = member(theta + m * n_params, grads + m * n_params, d, h, sizes ? sizes[m] : P, P,
-                           xt, y, loss, activation, bias, margin, beta, l2, scratch);
+    return (2 * n_params + BLOCK * h) * LANES;
+}
+
+/* The units' activations, one vector at a time: each lane through the same instructions
+   wherever it sits (a loop over all count x LANES values could be peeled or given a scalar
+   tail by the compiler, and a member's bits would depend on its lane). */
+static inline void activate(lanes *z, int64_t count, int activation) {
+    for (int64_t i = 0; i < count; i++) {
+        double v[LANES];
+        memcpy(v, z + i, sizeof v);
+        if (activation == ACT_TANH) {
+#pragma omp simd
+            for (int l = 0; l < LANES; l++) v[l] = 2.0 * sigmoid_vec(2.0 * v[l]) - 1.0;
+        } else if (activation == ACT_RELU) {
+#pragma omp simd
+            for (int l = 0; l < LANES; l++) v[l] = v[l] > 0.0 ? v[l] : 0.0;
+        }
+        memcpy(z + i, v, sizeof v);
+    }
+}
+
+/* Members first .. first + n - 1 (n <= LANES; lanes beyond n repeat the last member and are
+   dropped): losses (n) and grads (n, n_params), member m's the mean over its first sizes[m]
+   samples (all P where sizes is NULL). x: (padded, d) inputs, sample-major, y: (padded,)
+   labels, padded with finite values to a multiple of BLOCK samples (they weigh 0). */
+static void lane_group(int64_t n, const double *theta, double *losses, double *grads, int64_t d, int64_t h,
+                       int64_t P, const double *x, const double *y, const int64_t *sizes, int loss,
+                       int activation, int bias, double margin, double beta, double l2, lanes *scratch) {
+    const int64_t n_params = h * d + h + (bias ? h + 1 : 0);
+    lanes *params = scratch, *grad = scratch + n_params, *hidden = grad + n_params;
+    const lanes *w1 = params, *b1 = params + h * d, *w2 = b1 + (bias ? h : 0), *b2 = w2 + h;
+    lanes *gw1 = grad, *gb1 = grad + h * d, *gw2 = gb1 + (bias ? h : 0), *gb2 = gw2 + h;
+
+    double column[LANES], weight[LANES];
+    int64_t count[LANES], longest = 0;
+    for (int l = 0; l < LANES; l++) {
+        const int64_t m = l < n ? l : n - 1;
+        count[l] = sizes ? sizes[m] : P;
+        longest = count[l] > longest ? count[l] : longest;
+        weight[l] = 1.0 / (double)count[l];
+    }
+    for (int64_t i = 0; i < n_params; i++) {
+        for (int l = 0; l < LANES; l++) column[l] = theta[(l < n ? l : n - 1) * n_params + i];
+        memcpy(params + i, column, sizeof column);
+        grad[i] = broadcast(0.0);
+    }
+
+    lanes total = broadcast(0.0);
+    for (int64_t s0 = 0; s0 < longest; s0 += BLOCK) {
+        const double *xs[BLOCK];
+        for (int b = 0; b < BLOCK; b++) xs[b] = x + (s0 + b) * d;
+        for (int64_t j = 0; j < h; j++) {
+            const lanes *row = w1 + j * d;
+            lanes z[BLOCK];
+            for (int b = 0; b < BLOCK; b++) z[b] = bias ? b1[j] : broadcast(0.0);
+            for (int64_t k = 0; k < d; k++)
+                for (int b = 0; b < BLOCK; b++) z[b] += row[k] * xs[b][k];
+            for (int b = 0; b < BLOCK; b++) hidden[b * h + j] = z[b];
+        }
+        activate(hidden, BLOCK * h, activation);
+        lanes delta[BLOCK];
+        for (int b = 0; b < BLOCK; b++) {
+            lanes out = bias ? *b2 : broadcast(0.0);
+            for (int64_t j = 0; j < h; j++) out += w2[j] * hidden[b * h + j];
+            lanes slope, share;
+            const lanes value = sample_loss(out, y[s0 + b], loss, margin, beta, &slope);
+            /* each lane's mean over its own samples: later samples weigh 0 */
+            double in[LANES];
+            for (int l = 0; l < LANES; l++) in[l] = s0 + b < count[l] ? weight[l] : 0.0;
+            memcpy(&share, in, sizeof share);
+            total += value * share;
+            delta[b] = slope * share;
+        }
+        if (bias) *gb2 += (delta[0] + delta[1]) + (delta[2] + delta[3]);
+        for (int64_t j = 0; j < h; j++) {
+            lanes back[BLOCK], act[BLOCK];
+            for (int b = 0; b < BLOCK; b++) {
+                act[b] = hidden[b * h + j];
+                back[b] = delta[b] * w2[j];
+                if (activation == ACT_TANH) back[b] *= 1.0 - act[b] * act[b];
+                else if (activation == ACT_RELU) back[b] *= -__builtin_convertvector(act[b] > 0.0, lanes);
+            }
+            gw2[j] += (delta[0] * act[0] + delta[1] * act[1]) + (delta[2] * act[2] + delta[3] * act[3]);
+            if (bias) gb1[j] += (back[0] + back[1]) + (back[2] + back[3]);
+            lanes *row = gw1 + j * d;
+            for (int64_t k = 0; k < d; k++)
+                row[k] += (back[0] * xs[0][k] + back[1] * xs[1][k]) + (back[2] * xs[2][k] + back[3] * xs[3][k]);
+        }
+    }
+    if (l2 != 0.0) {
+        lanes square = broadcast(0.0);
+        for (int64_t i = 0; i < n_params; i++) {
+            square += params[i] * params[i];
+            grad[i] += l2 * params[i];
+        }
+        total += 0.5 * l2 * square;
+    }
+    double result[LANES];
+    memcpy(result, &total, sizeof total);
+    for (int64_t m = 0; m < n; m++) losses[m] = result[m];
+    for (int64_t i = 0; i < n_params; i++) {
+        memcpy(column, grad + i, sizeof column);
+        for (int64_t m = 0; m < n; m++) grads[m * n_params + i] = column[m];
+    }
+}
+
+void native_mlp_loss_and_gradient(int64_t n_members, const double *theta, double *losses, double *grads,
+                      int64_t d, int64_t h, int64_t P, const double *x, const double *y,
+                      const int64_t *sizes, int loss, int activation, int bias,
+                      double margin, double beta, double l2, double *scratch) {
+    const int64_t n_params = h * d + h + (bias ? h + 1 : 0);
+    for (int64_t m = 0; m < n_members; m += LANES) {
+        const int64_t n = n_members - m < LANES ? n_members - m : LANES;
+        lane_group(n, theta + m * n_params, losses + m, grads + m * n_params, d, h, P, x, y,
+                   sizes ? sizes + m : NULL, loss, activation, bias, margin, beta, l2, (lanes *)scratch);
+    }
 }

@@ -2,11 +2,10 @@
 
 :class:`basins.landscapes.fused_mlp.FusedMLPObjective` evaluates the networks it covers
 (:func:`covers`: one hidden layer of tanh, relu or linear units, one output, float64 on the CPU,
-all samples) with ``native_mlp.c`` instead of torch's kernels: one pass per member over its own
-units, vectorized along the samples, with an exp the compiler vectorizes; 1.5-3.2x torch's
-hand-derived pass per member-evaluation at the study's shapes and 256-1024 members, 4.6-11x at
-16 (benchmarks/README.md, "One objective evaluation in C"), equal to it to round-off
-(tests/test_native_mlp.py).
+all samples) with ``native_mlp.c`` instead of torch's kernels: eight members at a time, one per
+SIMD lane, through the samples four at a time, with an exp the compiler vectorizes (timings
+against torch's hand-derived pass: benchmarks/README.md, "One objective evaluation in C"),
+equal to it to round-off (tests/test_native_mlp.py).
 
 The kernel is compiled on first use with the system's C compiler (``$CC``, else ``cc``) into a
 cache folder (``$BASINS_NATIVE_CACHE``, else ``$XDG_CACHE_HOME/basins`` or ``~/.cache/basins``),
@@ -74,8 +73,13 @@ class NativeMLP:
     def __init__(self, library, arch, x, y, *, loss, margin, l2, beta):
         self.library, self.arch = library, arch
         self.n_features, self.width, self.n_samples = x.shape[1], arch.width, x.shape[0]
-        self.xt = x.T.contiguous()  # feature-major: a unit's sweep over samples is contiguous
-        self.y = y.to(torch.float64).contiguous()
+        # The kernel reads samples a block at a time: padded ones (inputs 0, label 1) weigh 0.
+        padded = -(-self.n_samples // library.native_mlp_sample_block()) * library.native_mlp_sample_block()
+        self.x = torch.zeros(padded, self.n_features, dtype=torch.float64)
+        self.x[: self.n_samples] = x
+        self.y = torch.ones(padded, dtype=torch.float64)
+        self.y[: self.n_samples] = y
+        self.scratch_doubles = library.native_mlp_scratch_doubles(self.n_features, self.width, int(arch.bias))
         self.settings = (
             LOSS_CODES[loss], ACTIVATION_CODES[arch.activation], int(arch.bias),
             float(margin), float(beta), float(l2),
@@ -110,13 +114,13 @@ class NativeMLP:
         self.library.native_mlp_loss_and_gradient(
             stop - first, theta.data_ptr() + first * n_params * size, losses.data_ptr() + first * size,
             grads.data_ptr() + first * n_params * size, self.n_features, self.width, self.n_samples,
-            self.xt.data_ptr(), self.y.data_ptr(), None if sizes is None else sizes.data_ptr() + first * size,
+            self.x.data_ptr(), self.y.data_ptr(), None if sizes is None else sizes.data_ptr() + first * size,
             *self.settings, scratch.data_ptr(),
         )
 
     def _scratch(self, thread):
         if thread not in self.scratch:
-            self.scratch[thread] = torch.empty((self.width + 2) * self.n_samples, dtype=torch.float64)
+            self.scratch[thread] = torch.empty(self.scratch_doubles, dtype=torch.float64)
         return self.scratch[thread]
 
 
@@ -178,6 +182,10 @@ def _load(path: Path) -> ctypes.CDLL:
         flag, flag, flag, real, real, real, pointer,
     ]
     compiled.native_mlp_loss_and_gradient.restype = None
+    compiled.native_mlp_scratch_doubles.argtypes = [integer, integer, flag]
+    compiled.native_mlp_scratch_doubles.restype = integer
+    compiled.native_mlp_sample_block.argtypes = []
+    compiled.native_mlp_sample_block.restype = integer
     return compiled
 
 
