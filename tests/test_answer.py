@@ -16,7 +16,7 @@ from basins.answer import (
     robust_spread,
     weighted_spearman_fisher_z,
 )
-from basins.stats import SUPPORTED, UNDECIDED_VERDICT
+from basins.stats import PARTIAL_MIN_PAIRS, SUPPORTED, UNDECIDED_VERDICT
 
 
 def _replicate(rng, n_minima, effect, *, n_members_total=2000, plateau=True, train_error=0.0):
@@ -467,19 +467,19 @@ def test_a_correlation_carried_by_the_loss_alone_is_undecided_at_fixed_loss():
     assert _row(answer, "basin_fraction_vs_test_error_at_fixed_loss")["verdict"].item() == SUPPORTED
 
 
-def test_a_replicate_of_four_minima_enters_the_plain_rows_and_is_listed_out_of_those_at_fixed_loss():
-    """Four minima give a rank correlation but no partial one (it needs five): known before
+def test_a_replicate_of_six_minima_enters_the_plain_rows_and_is_listed_out_of_those_at_fixed_loss():
+    """Six minima give a rank correlation but no partial one (it needs seven): known before
     measuring, so the replicate is left out of the rows at fixed loss with its reason, and
     those rows are decided by the others, as the plain rows are with it."""
     rng = np.random.default_rng(6)
     replicates = {"planted": [Replicate(s, *_replicate(rng, 12, 1.0), N_TEST) for s in range(1, 6)]
-                  + [Replicate(6, *_replicate(rng, 4, 1.0), N_TEST)]}
+                  + [Replicate(6, *_replicate(rng, PARTIAL_MIN_PAIRS - 1, 1.0), N_TEST)]}
     answer = answer_hypothesis({"family": ["planted"]}, replicates, {"planted": 41})
     plain, fixed = _row(answer, "basin_fraction_vs_test_error"), _row(answer, "basin_fraction_vs_test_error_at_fixed_loss")
     assert int(plain["n_replicates"]) == 6 and int(fixed["n_replicates"]) == 5
     assert fixed["verdict"].item() == SUPPORTED and int(fixed["n_minima"]) == 60
     reasons = dict(zip(answer["excluded_seed"].values.tolist(), answer["excluded_reason"].values.tolist()))
-    assert set(reasons) == {6} and "partial rank correlation needs 5" in reasons[6]
+    assert set(reasons) == {6} and f"partial rank correlation needs {PARTIAL_MIN_PAIRS}" in reasons[6]
 
 
 def test_the_data_loss_is_the_loss_less_its_weight_decay_and_both_are_held_fixed_in_rows_of_their_own():

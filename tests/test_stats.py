@@ -161,11 +161,51 @@ def test_the_partial_rank_correlation_removes_a_common_cause_and_nothing_else():
     control = rng.standard_normal(3000)
     a, b = control + rng.standard_normal(3000), control + rng.standard_normal(3000)
     z, se, n = partial_spearman_fisher_z(a, b, control)
-    assert abs(np.tanh(z)) < 3 * se and n == 3000 and se == pytest.approx(1.03 / np.sqrt(2996))
+    assert abs(np.tanh(z)) < 3 * se and n == 3000 and se == pytest.approx(1.03 / np.sqrt(2994))
     assert stats.spearmanr(a, b)[0] > 0.4  # the plain correlation is the common cause's
     linked = a + rng.standard_normal(3000)  # a link of its own, and a control unrelated to it
     unrelated = rng.standard_normal(3000)
     assert np.tanh(partial_spearman_fisher_z(a, linked, unrelated)[0]) == pytest.approx(
         stats.spearmanr(a, linked)[0], abs=0.02)
-    assert np.isnan(partial_spearman_fisher_z(a[:4], b[:4], control[:4])[0])
+    assert np.isnan(partial_spearman_fisher_z(a[:6], b[:6], control[:6])[0])  # PARTIAL_MIN_PAIRS
     assert np.isnan(partial_spearman_fisher_z(control, control, control)[0])  # nothing left once it is held
+
+
+def _pooled_partial_decisions(rng, link_a, link_b, *, direct, design, n_studies=200, n_replicates=6, n=20):
+    """Share of studies (``n_replicates`` replicates of ``n`` minima each, pooled) whose
+    partial rank correlation at fixed ``c`` is decided, with ``a = link_a(c) + noise + direct
+    * shared`` and ``b`` alike: a false decision rate where ``direct`` is 0, power elsewhere."""
+    decided = 0
+    for _ in range(n_studies):
+        estimates, errors = [], []
+        for _ in range(n_replicates):
+            c, shared = rng.standard_normal(n), rng.standard_normal(n)
+            a = link_a(c) + 0.3 * rng.standard_normal(n) + direct * shared
+            b = link_b(c) + 0.3 * rng.standard_normal(n) + direct * shared
+            z, se, _ = design(a, b, c)
+            estimates.append(z), errors.append(se)
+        pooled = pool_replicates(np.array(estimates), np.array(errors))
+        decided += pooled["low"] > 0 or pooled["high"] < 0
+    return decided / n_studies
+
+
+def _linear_partial(a, b, c):
+    """The partial rank correlation with the control's ranks alone in the design (sessions 26-27)."""
+    n = len(a)
+    design = np.column_stack([np.ones(n), stats.rankdata(c)])
+    left = [r - design @ np.linalg.lstsq(design, r, rcond=None)[0] for r in (stats.rankdata(a), stats.rankdata(b))]
+    rho = np.sum(left[0] * left[1]) / np.sqrt(np.sum(left[0] ** 2) * np.sum(left[1] ** 2))
+    return np.arctanh(rho), 1.03 / np.sqrt(n - 4), n
+
+
+def test_the_partial_rank_correlation_removes_a_threshold_like_common_cause_that_a_linear_one_leaves():
+    """Both variables follow the control through links that are monotone but far from linear
+    in ranks (a step, and a line that stops rising): the linear design decides a third of the
+    pooled studies, the monotone one about its nominal 5 %, and a direct link is still found."""
+    rng = np.random.default_rng(11)
+    step, capped = (lambda c: 2.0 * (c > 0)), (lambda c: 3.0 * np.minimum(c, 0.3))
+    assert _pooled_partial_decisions(rng, step, capped, direct=0.0, design=_linear_partial) > 0.2
+    assert _pooled_partial_decisions(rng, step, capped, direct=0.0, design=partial_spearman_fisher_z) < 0.09
+    assert _pooled_partial_decisions(rng, step, capped, direct=0.7, design=partial_spearman_fisher_z) > 0.9
+    linear = lambda c: c  # noqa: E731
+    assert _pooled_partial_decisions(rng, linear, linear, direct=0.0, design=partial_spearman_fisher_z) < 0.09
