@@ -127,6 +127,7 @@ static inline lanes sample_loss(lanes out, double label, int loss, double margin
    iterations hide the exp polynomial's latency). Inputs are padded to a multiple of BLOCK, so
    every member's samples are grouped alike whoever shares its group. */
 enum { BLOCK = 4 };
+_Static_assert(BLOCK == 4, "lane_group's sums over a block are written out for four samples");
 
 /* Samples a pass (callers pad the inputs to a multiple of it). */
 int64_t native_mlp_sample_block(void) { return BLOCK; }
@@ -241,10 +242,14 @@ static void lane_group(int64_t n, const double *theta, double *losses, double *g
     }
 }
 
+/* Members 0 .. n_members - 1, eight at a time: losses (n_members) and grads (n_members,
+   n_params), each the mean over its first sizes[m] of the P samples (all P where sizes is NULL:
+   the jamming sweep's members fit nested prefixes of one pool). x, y: padded to a multiple of
+   BLOCK samples (see lane_group); scratch: native_mlp_scratch_doubles(d, h, bias) doubles. */
 void native_mlp_loss_and_gradient(int64_t n_members, const double *theta, double *losses, double *grads,
-                      int64_t d, int64_t h, int64_t P, const double *x, const double *y,
-                      const int64_t *sizes, int loss, int activation, int bias,
-                      double margin, double beta, double l2, double *scratch) {
+                                  int64_t d, int64_t h, int64_t P, const double *x, const double *y,
+                                  const int64_t *sizes, int loss, int activation, int bias,
+                                  double margin, double beta, double l2, double *scratch) {
     const int64_t n_params = h * d + h + (bias ? h + 1 : 0);
     for (int64_t m = 0; m < n_members; m += LANES) {
         const int64_t n = n_members - m < LANES ? n_members - m : LANES;
