@@ -43,6 +43,7 @@ nominal rate; no effect is undecided at the false-alarm rate) and ``tests/test_a
 
 from __future__ import annotations
 
+import logging
 from typing import NamedTuple
 
 import numpy as np
@@ -60,6 +61,8 @@ from basins.stats import (
     verdict,
 )
 from basins.summary import SHAPE_STATISTICS, shape_standard_error
+
+log = logging.getLogger(__name__)
 
 #: Each statistic: (x variable, y variable, member-weighted, the sign the hypothesis expects,
 #: the variable held fixed or None).
@@ -360,10 +363,10 @@ def answer_sensitivity(
     other keywords. The probed (shape) minima stay the ones chosen at the configured thresholds.
     """
     settings = [(fit, members) for fit in fit_thresholds for members in min_members_options]
-    tables = [
-        answer_hypothesis(families, replicates, n_params, fit_threshold=fit, min_members=members, **options)
-        for fit, members in settings
-    ]
+    tables = []
+    for index, (fit, members) in enumerate(settings, start=1):
+        log.info("sensitivity: setting %d of %d (fit_threshold %g, min_members %d)", index, len(settings), fit, members)
+        tables.append(answer_hypothesis(families, replicates, n_params, fit_threshold=fit, min_members=members, **options))
     names = ("estimate", "low", "high", "verdict", "n_minima", "n_replicates")
     columns = {name: np.stack([table[name].values for table in tables], axis=1) for name in names}
     return xr.Dataset(

@@ -123,7 +123,8 @@ def partial_spearman_fisher_z(a: np.ndarray, b: np.ndarray, control: np.ndarray)
     held = mid_ranks(control[finite])
     ranks = [mid_ranks(a[finite]), mid_ranks(b[finite])]
     design = np.column_stack([np.ones(n), held, *(monotone_fit(rank, held) for rank in ranks)])
-    left = [rank - design @ np.linalg.lstsq(design, rank, rcond=None)[0] for rank in ranks]
+    sides = np.column_stack(ranks)
+    left = (sides - design @ np.linalg.lstsq(design, sides, rcond=None)[0]).T
     scale = np.sqrt(np.sum(left[0] ** 2) * np.sum(left[1] ** 2))
     if not scale > 1e-12 * n**3:  # a side wholly set by the control: nothing left to correlate
         return float("nan"), float("nan"), n

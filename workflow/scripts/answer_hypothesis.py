@@ -23,6 +23,8 @@ for (experiment, seed), minima_path, flatness_path, dataset_path in zip(
     n_params[experiment] = minima.sizes["param"]
 data_redrawn = {name: snakemake.config["experiments"][name]["dataset"]["seed"] == "per_seed" for name in replicates}
 sensitivity = options.pop("sensitivity")
+log.info("answer over %d replicates of %d experiments (each statistic redrawn with its measurement noise)",
+         sum(map(len, replicates.values())), len(replicates))
 answer = answer_hypothesis(families, replicates, n_params, data_redrawn=data_redrawn, **options)
 if sensitivity["fit_threshold"] and sensitivity["min_members"]:
     others = {key: value for key, value in options.items() if key not in ("fit_threshold", "min_members")}
