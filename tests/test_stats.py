@@ -9,6 +9,7 @@ from basins.stats import (
     CONTRADICTED,
     SUPPORTED,
     UNDECIDED_VERDICT,
+    fisher_z,
     mid_ranks,
     partial_spearman_fisher_z,
     pool_replicates,
@@ -171,41 +172,60 @@ def test_the_partial_rank_correlation_removes_a_common_cause_and_nothing_else():
     assert np.isnan(partial_spearman_fisher_z(control, control, control)[0])  # nothing left once it is held
 
 
-def _pooled_partial_decisions(rng, link_a, link_b, *, direct, design, n_studies=200, n_replicates=6, n=20):
-    """Share of studies (``n_replicates`` replicates of ``n`` minima each, pooled) whose
-    partial rank correlation at fixed ``c`` is decided, with ``a = link_a(c) + noise + direct
-    * shared`` and ``b`` alike: a false decision rate where ``direct`` is 0, power elsewhere."""
+def _pooled_partial_decisions(rng, link, *, direct, design, n_studies=200, sizes=(21, 18, 21, 17, 7, 28, 15)):
+    """Share of studies (replicates of the default study's N = 161 sizes, pooled) whose partial
+    rank correlation of ``a`` and ``b`` at fixed ``c`` is decided, with ``a = link(c) + e1`` and
+    ``b = -link(c) + direct * a + e2`` (a session-27 referee's model): a false decision rate where
+    ``direct`` is 0, power elsewhere. A replicate left with nothing to correlate (nan) makes its
+    study undecided, as in the answer (``basins.answer``)."""
     decided = 0
     for _ in range(n_studies):
         estimates, errors = [], []
-        for _ in range(n_replicates):
-            c, shared = rng.standard_normal(n), rng.standard_normal(n)
-            a = link_a(c) + 0.3 * rng.standard_normal(n) + direct * shared
-            b = link_b(c) + 0.3 * rng.standard_normal(n) + direct * shared
+        for n in sizes:
+            c = rng.standard_normal(n)
+            a = link(c) + rng.standard_normal(n)
+            b = -link(c) + direct * a + rng.standard_normal(n)
             z, se, _ = design(a, b, c)
             estimates.append(z), errors.append(se)
+        if not np.isfinite(estimates).all():
+            continue
         pooled = pool_replicates(np.array(estimates), np.array(errors))
         decided += pooled["low"] > 0 or pooled["high"] < 0
     return decided / n_studies
 
 
 def _linear_partial(a, b, c):
-    """The partial rank correlation with the control's ranks alone in the design (sessions 26-27)."""
+    """The partial rank correlation with a line in the control's ranks (sessions 26-27)."""
     n = len(a)
     design = np.column_stack([np.ones(n), stats.rankdata(c)])
     left = [r - design @ np.linalg.lstsq(design, r, rcond=None)[0] for r in (stats.rankdata(a), stats.rankdata(b))]
     rho = np.sum(left[0] * left[1]) / np.sqrt(np.sum(left[0] ** 2) * np.sum(left[1] ** 2))
-    return np.arctanh(rho), 1.03 / np.sqrt(n - 4), n
+    return fisher_z(float(rho), n), 1.03 / np.sqrt(n - 4), n
 
 
-def test_the_partial_rank_correlation_removes_a_threshold_like_common_cause_that_a_linear_one_leaves():
-    """Both variables follow the control through links that are monotone but far from linear
-    in ranks (a step, and a line that stops rising): the linear design decides a third of the
-    pooled studies, the monotone one about its nominal 5 %, and a direct link is still found."""
+def test_the_partial_rank_correlation_removes_saturating_and_convex_common_causes_that_a_line_leaves():
+    """Both variables follow the control through links far from linear in ranks, tanh and exp
+    (a session-27 referee's model): a line in the control's ranks decides a fifth or more of the
+    pooled studies without any direct link, the spline about its nominal 5 % or less; a direct
+    link beside the tanh one is found at least as often as with the line."""
     rng = np.random.default_rng(11)
-    step, capped = (lambda c: 2.0 * (c > 0)), (lambda c: 3.0 * np.minimum(c, 0.3))
-    assert _pooled_partial_decisions(rng, step, capped, direct=0.0, design=_linear_partial) > 0.2
-    assert _pooled_partial_decisions(rng, step, capped, direct=0.0, design=partial_spearman_fisher_z) < 0.09
-    assert _pooled_partial_decisions(rng, step, capped, direct=0.7, design=partial_spearman_fisher_z) > 0.9
-    linear = lambda c: c  # noqa: E731
-    assert _pooled_partial_decisions(rng, linear, linear, direct=0.0, design=partial_spearman_fisher_z) < 0.09
+    saturating, convex = (lambda c: 2.0 * np.tanh(2 * c)), (lambda c: np.exp(1.5 * c))
+    for link in (saturating, convex):
+        assert _pooled_partial_decisions(rng, link, direct=0.0, design=_linear_partial) > 0.12
+        assert _pooled_partial_decisions(rng, link, direct=0.0, design=partial_spearman_fisher_z) < 0.09
+    assert (_pooled_partial_decisions(rng, saturating, direct=0.5, design=partial_spearman_fisher_z)
+            >= _pooled_partial_decisions(rng, saturating, direct=0.5, design=_linear_partial) - 0.05)
+
+
+def test_the_partial_rank_correlation_is_defined_where_a_side_follows_the_control_but_for_one_swap():
+    """A fit of each side's own monotone shape (this function's first version, session 28) was
+    exact there and left nothing to correlate (an independent referee); the fixed spline is not.
+    A side whose ranks are the control's exactly is wholly set by it: nan."""
+    rng = np.random.default_rng(4)
+    for n in (7, 20):
+        control = np.arange(n, dtype=np.float64)
+        swapped = control.copy()
+        swapped[[2, 3]] = swapped[[3, 2]]
+        z, se, _ = partial_spearman_fisher_z(swapped, rng.standard_normal(n), control)
+        assert np.isfinite(z) and se == pytest.approx(1.03 / np.sqrt(n - 6))
+        assert np.isnan(partial_spearman_fisher_z(control * 2.0, rng.standard_normal(n), control)[0])

@@ -21,10 +21,10 @@ better (and are flatter) than those with small basins. For every landscape famil
   a sharpness measure, so holding the full loss fixed partly holds the norm fixed, and holding
   the data loss fixed leaves it free (the session-27 referee: the default study's trace-basin
   size row is undecided with the one, supported with the other); both are reported. The ranks
-  are regressed on the control's ranks and on monotone fits of each side to them, so a common
-  link that saturates or steps is removed too (linear regression on the ranks alone, sessions
-  26-27, left 19-23 % of simulated studies without any direct link decided under tanh or exp
-  links; this one 2.5-2.8 %, nominal 5 %). Known answers (``tests/test_answer.py``,
+  are regressed on a linear spline of the control's ranks (two bends), so a common link that
+  saturates, grows convexly or turns back is removed too (a line in ranks, sessions 26-27, left
+  18-26 % of simulated studies without any direct link decided under tanh or exp links; the
+  spline 3-5 %, nominal 5 %; a sharp step only partly). Known answers (``tests/test_answer.py``,
   ``tests/test_stats.py``): planted replicates where basin size and test error both follow the
   loss and nothing else are decided by the plain row and undecided by this one.
 
@@ -554,9 +554,9 @@ def answer_markdown(answer: xr.Dataset) -> str:
         "Hessian, else Hutchinson's estimate with its error.",
         "",
         "Rows `..._at_fixed_loss` are the same rank correlations with the loss at the minimum held "
-        "fixed (partial rank correlation: the ranks of both variables regressed on the loss's ranks and "
-        "on monotone fits of each to them, so a link through the loss that saturates or steps is held "
-        "fixed too; at least 7 minima a replicate), rows "
+        "fixed (partial rank correlation: the ranks of both variables regressed on a linear spline of the "
+        "loss's ranks with two bends, so a link through the loss that saturates, grows convexly or turns "
+        "back is held fixed too; at least 7 minima a replicate), rows "
         "`..._at_fixed_data_loss` with the loss less its weight-decay term held fixed: fitting minima "
         "still differ in their loss, and where deeper minima have both larger basins and lower test "
         "errors or traces, the plain row measures that common link to depth. The weight-decay term "
