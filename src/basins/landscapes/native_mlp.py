@@ -74,7 +74,8 @@ class NativeMLP:
         self.library, self.arch = library, arch
         self.n_features, self.width, self.n_samples = x.shape[1], arch.width, x.shape[0]
         # The kernel reads samples a block at a time: padded ones (inputs 0, label 1) weigh 0.
-        padded = -(-self.n_samples // library.native_mlp_sample_block()) * library.native_mlp_sample_block()
+        block = library.native_mlp_sample_block()
+        padded = -(-self.n_samples // block) * block
         self.x = torch.zeros(padded, self.n_features, dtype=torch.float64)
         self.x[: self.n_samples] = x
         self.y = torch.ones(padded, dtype=torch.float64)
