@@ -197,8 +197,10 @@ def measurement_spread(
     test error (binomial over the ``n_test`` test points) and Hessian trace (normal with its
     ``trace_se``, 0 for an exact trace). ``columns`` hold every minimum that could enter; in each
     redraw those with at least ``min_members`` members do, so minima near the cut entering and
-    leaving are part of the spread (redraws with fewer than 4 entering give no correlation and
-    are left out).
+    leaving are part of the spread (redraws that give a statistic no value are left out of its
+    spread: fewer than 4 entering, fewer than :data:`basins.stats.PARTIAL_MIN_PAIRS` for the
+    rows at fixed loss, or a side whose ranks the control's spline sets exactly; a session-28
+    referee noted the spread then comes from the other redraws only).
 
     The rank correlation's own standard error treats these numbers as exact; this spread, added
     in quadrature, brings every measurement noise the study knows of into the replicate's
