@@ -110,8 +110,9 @@ def partial_spearman_fisher_z(a: np.ndarray, b: np.ndarray, control: np.ndarray)
     standard error); the result is the Pearson correlation of what is left. A common link need
     not be linear in ranks: one that saturates, grows convexly or turns back (a deeper minimum
     generalizing better up to a point) leaves a correlation that a line in the control's ranks
-    does not remove, and the spline's bends do. Known answers (``tests/test_stats.py``, 400
-    pooled studies of 7 replicates of the default study's sizes, no direct link): tanh, exp
+    does not remove, and the spline's bends do. Known answers (docs/method.md's simulation, 400
+    pooled studies of 7 replicates of the default study's sizes, no direct link; the tanh and
+    exp cases, a one-swap side and an ordered one in ``tests/test_stats.py``): tanh, exp
     and U-shaped links decided in 3-5 % of studies (a line in ranks: 18-26 % and 94 %), linear
     ones 5 %; a direct link found as often as with the line, more often beside a nonlinear
     link. A sharp step is only partly removed (17 % against 53 %). A fit of each side's own
