@@ -113,9 +113,10 @@ def partial_spearman_fisher_z(a: np.ndarray, b: np.ndarray, control: np.ndarray)
     does not remove, and the spline's bends do. Known answers (docs/method.md's simulation, 400
     pooled studies of 7 replicates of the default study's sizes, no direct link; the tanh and
     exp cases, a one-swap side and an ordered one in ``tests/test_stats.py``): tanh, exp
-    and U-shaped links decided in 3-5 % of studies (a line in ranks: 18-26 % and 94 %), linear
-    ones 5 %; a direct link found as often as with the line, more often beside a nonlinear
-    link. A sharp step is only partly removed (17 % against 53 %). A fit of each side's own
+    and z^2 - 1 links decided in 3-5 % of studies (a line in ranks: 18-26 % and 94 %), linear
+    ones 5 %; a direct link beside a nonlinear link found more often than with the line. A
+    sharp step, stronger U-shaped links and larger studies leak (a small bias of one sign stays
+    at any n: docs/method.md). A fit of each side's own
     monotone shape (session 28's first version) is exact whenever a side's ranks follow the
     control's but for one reversed run, leaving nothing to correlate in up to 70 % of small
     replicates under a strong link (an independent referee); a fixed design is exact only where
