@@ -84,6 +84,7 @@ def test_a_member_s_prefix_result_does_not_depend_on_the_longer_prefixes_beside_
     flipped = kernel(theta.flip(0), sizes.flip(0))
     assert torch.equal(flipped[0], losses.flip(0)) and torch.equal(flipped[1], grads.flip(0))
 
+
 def test_a_member_s_result_does_not_depend_on_the_others_or_the_threads():
     """Shard invariance: a member's loss and gradient are the same bits alone, in a block of
     others, and with the members split between threads."""

@@ -116,13 +116,12 @@ def partial_spearman_fisher_z(a: np.ndarray, b: np.ndarray, control: np.ndarray)
     and z^2 - 1 links decided in 3-5 % of studies (a line in ranks: 18-26 % and 94 %), linear
     ones 5 %; a direct link beside a nonlinear link found more often than with the line. A
     sharp step, stronger U-shaped links and larger studies leak (a small bias of one sign stays
-    at any n: docs/method.md). A fit of each side's own
-    monotone shape (session 28's first version) is exact whenever a side's ranks follow the
-    control's but for one reversed run, leaving nothing to correlate in up to 70 % of small
-    replicates under a strong link (an independent referee); a fixed design is exact only where
-    a side's ranks are a spline of the control's. nan with fewer than
-    :data:`PARTIAL_MIN_PAIRS` triples, a constant variable, or a side wholly set by the
-    control."""
+    at any n: docs/method.md). A fit of each side's own monotone shape (session 28's first
+    version) is exact whenever a side's ranks follow the control's but for one reversed run,
+    leaving nothing to correlate in up to 70 % of small replicates under a strong link (an
+    independent referee); a fixed design is exact only where a side's ranks are a spline of the
+    control's. nan with fewer than :data:`PARTIAL_MIN_PAIRS` triples, a constant variable, or a
+    side wholly set by the control."""
     a, b, control = (np.asarray(v, dtype=np.float64) for v in (a, b, control))
     finite = np.isfinite(a) & np.isfinite(b) & np.isfinite(control)
     n = int(finite.sum())

@@ -129,14 +129,16 @@ static inline lanes sample_loss(lanes out, double label, int loss, double margin
 enum { BLOCK = 4 };
 _Static_assert(BLOCK == 4, "lane_group's sums over a block are written out for four samples");
 
+/* Parameters of one member: first layer's weights and biases, then the output's. */
+static inline int64_t parameter_count(int64_t d, int64_t h, int bias) { return h * d + h + (bias ? h + 1 : 0); }
+
 /* Samples a pass (callers pad the inputs to a multiple of it). */
 int64_t native_mlp_sample_block(void) { return BLOCK; }
 
 /* Doubles of scratch a call needs: the group's parameters and gradients (n_params lanes
    each) and a block's activations (BLOCK x h lanes). */
 int64_t native_mlp_scratch_doubles(int64_t d, int64_t h, int bias) {
-    const int64_t n_params = h * d + h + (bias ? h + 1 : 0);
-    return (2 * n_params + BLOCK * h) * LANES;
+    return (2 * parameter_count(d, h, bias) + BLOCK * h) * LANES;
 }
 
 /* The units' activations, one vector at a time: each lane through the same instructions
@@ -164,7 +166,7 @@ static inline void activate(lanes *z, int64_t count, int activation) {
 static void lane_group(int64_t n, const double *theta, double *losses, double *grads, int64_t d, int64_t h,
                        int64_t P, const double *x, const double *y, const int64_t *sizes, int loss,
                        int activation, int bias, double margin, double beta, double l2, lanes *scratch) {
-    const int64_t n_params = h * d + h + (bias ? h + 1 : 0);
+    const int64_t n_params = parameter_count(d, h, bias);
     lanes *params = scratch, *grad = scratch + n_params, *hidden = grad + n_params;
     const lanes *w1 = params, *b1 = params + h * d, *w2 = b1 + (bias ? h : 0), *b2 = w2 + h;
     lanes *gw1 = grad, *gb1 = grad + h * d, *gw2 = gb1 + (bias ? h : 0), *gb2 = gw2 + h;
@@ -250,7 +252,7 @@ void native_mlp_loss_and_gradient(int64_t n_members, const double *theta, double
                                   int64_t d, int64_t h, int64_t P, const double *x, const double *y,
                                   const int64_t *sizes, int loss, int activation, int bias,
                                   double margin, double beta, double l2, double *scratch) {
-    const int64_t n_params = h * d + h + (bias ? h + 1 : 0);
+    const int64_t n_params = parameter_count(d, h, bias);
     for (int64_t m = 0; m < n_members; m += LANES) {
         const int64_t n = n_members - m < LANES ? n_members - m : LANES;
         lane_group(n, theta + m * n_params, losses + m, grads + m * n_params, d, h, P, x, y,
