@@ -7,6 +7,7 @@ import xarray as xr
 from scipy import stats
 
 from basins.answer import (
+    MEASUREMENT_REDRAWS,
     Replicate,
     answer_hypothesis,
     answer_markdown,
@@ -480,6 +481,25 @@ def test_a_replicate_of_six_minima_enters_the_plain_rows_and_is_listed_out_of_th
     assert fixed["verdict"].item() == SUPPORTED and int(fixed["n_minima"]) == 60
     reasons = dict(zip(answer["excluded_seed"].values.tolist(), answer["excluded_reason"].values.tolist()))
     assert set(reasons) == {6} and f"partial rank correlation needs {PARTIAL_MIN_PAIRS}" in reasons[6]
+
+
+def test_the_answer_counts_the_redraws_behind_each_measurement_spread():
+    """Replicates of seven minima, one of them at the member cut: in about half the redraws of
+    the measurement spread it falls below the cut, leaving six, which the rows at fixed loss
+    cannot use and the plain rows can. The answer says how many redraws each spread rests on."""
+    rng = np.random.default_rng(8)
+    replicates = []
+    for seed in range(1, 4):
+        minima, flatness = _replicate(rng, PARTIAL_MIN_PAIRS, 1.0)
+        members = minima["n_members"].values.copy()
+        members[0] = 10  # min_members
+        minima = minima.assign(n_members=("minimum", members)).assign_attrs(n_members_total=int(members.sum()))
+        replicates.append(Replicate(seed, minima, flatness, N_TEST))
+    answer = answer_hypothesis({"family": ["planted"]}, {"planted": replicates}, {"planted": 41})
+    plain = _row(answer, "basin_fraction_vs_test_error")["measurement_redraws"].values
+    fixed = _row(answer, "basin_fraction_vs_test_error_at_fixed_loss")["measurement_redraws"].values
+    assert (plain == MEASUREMENT_REDRAWS).all()
+    assert ((0.2 * MEASUREMENT_REDRAWS < fixed) & (fixed < 0.8 * MEASUREMENT_REDRAWS)).all(), fixed
 
 
 def test_the_data_loss_is_the_loss_less_its_weight_decay_and_both_are_held_fixed_in_rows_of_their_own():

@@ -21,10 +21,13 @@ better (and are flatter) than those with small basins. For every landscape famil
   a sharpness measure, so holding the full loss fixed partly holds the norm fixed, and holding
   the data loss fixed leaves it free (the session-27 referee: the default study's trace-basin
   size row is undecided with the one, supported with the other); both are reported. The ranks
-  are regressed on a linear spline of the control's ranks (two bends), so a common link that
-  saturates, grows convexly or turns back is removed too (a line in ranks, sessions 26-27, left
-  18-26 % of simulated studies without any direct link decided under tanh or exp links; the
-  spline 3-5 %, nominal 5 %; a sharp step only partly). Known answers (``tests/test_answer.py``,
+  are regressed on a linear spline of the control's ranks (two bends) and what is left is
+  differenced between neighbours in the control's order, so a common link that saturates, grows
+  convexly or turns back is removed too, the more completely the more minima (a line in ranks,
+  sessions 26-27, left 18-26 % of simulated studies without any direct link decided under tanh
+  or exp links; the spline alone, session 28, 3-12 % at the study's sizes and up to 87 % in
+  larger studies; with the differences 1-4 %, nominal 5 %, strong U-shaped links and steps
+  only partly: docs/method.md). Known answers (``tests/test_answer.py``,
   ``tests/test_stats.py``): planted replicates where basin size and test error both follow the
   loss and nothing else are decided by the plain row and undecided by this one.
 
@@ -188,8 +191,12 @@ def replicate_statistics(columns: dict) -> dict[str, tuple[float, float]]:
     return out
 
 
+#: Redraws of every minimum's measured numbers behind a replicate's measurement spread.
+MEASUREMENT_REDRAWS = 400
+
+
 def measurement_spread(
-    columns: dict, *, n_total: int, n_test: int, min_members: int = 0, n_draws: int = 400, seed: int = 0
+    columns: dict, *, n_total: int, n_test: int, min_members: int = 0, n_draws: int = MEASUREMENT_REDRAWS, seed: int = 0
 ) -> dict[str, float]:
     """How far each statistic of :data:`STATISTICS` moves, on Fisher's scale, when the numbers it
     ranks are measured again: its spread (:func:`robust_spread`) over ``n_draws`` redraws of every minimum's
@@ -199,8 +206,9 @@ def measurement_spread(
     redraw those with at least ``min_members`` members do, so minima near the cut entering and
     leaving are part of the spread (redraws that give a statistic no value are left out of its
     spread: fewer than 4 entering, fewer than :data:`basins.stats.PARTIAL_MIN_PAIRS` for the
-    rows at fixed loss, or a side whose ranks the control's spline sets exactly; a session-28
-    referee noted the spread then comes from the other redraws only).
+    rows at fixed loss, or a side whose ranks the control's spline sets exactly; the spread then
+    comes from the other redraws only, and the answer records how many gave one:
+    :func:`redrawn_statistics`).
 
     The rank correlation's own standard error treats these numbers as exact; this spread, added
     in quadrature, brings every measurement noise the study knows of into the replicate's
@@ -213,6 +221,16 @@ def measurement_spread(
     over ensembles drawn anew, selection included; it vanishes as the test set and the
     ensemble grow.
     """
+    return spread_of_redraws(redrawn_statistics(
+        columns, n_total=n_total, n_test=n_test, min_members=min_members, n_draws=n_draws, seed=seed
+    ))
+
+
+def redrawn_statistics(
+    columns: dict, *, n_total: int, n_test: int, min_members: int = 0, n_draws: int = MEASUREMENT_REDRAWS, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """Each statistic of :data:`STATISTICS` on Fisher's scale over ``n_draws`` redraws of what
+    it ranks (nan where a redraw gives it no value); the redraws of :func:`measurement_spread`."""
     rng = np.random.default_rng(seed)
     shape = (n_draws, len(columns["basin_fraction"]))
     counts = rng.binomial(n_total, columns["basin_fraction"], size=shape)
@@ -228,12 +246,13 @@ def measurement_spread(
     enters = counts >= min_members
     redrawn = [replicate_statistics({key: column[b][enters[b]] for key, column in draws.items()})
                for b in range(n_draws)]
-    out = {}
-    for name in STATISTICS:
-        z = np.array([statistics[name][0] for statistics in redrawn])
-        z = z[np.isfinite(z)]
-        out[name] = robust_spread(z) if len(z) >= 2 else float("nan")
-    return out
+    return {name: np.array([statistics[name][0] for statistics in redrawn]) for name in STATISTICS}
+
+
+def spread_of_redraws(redrawn: dict[str, np.ndarray]) -> dict[str, float]:
+    """:func:`robust_spread` of each statistic over the redraws that gave it a value (nan below two)."""
+    return {name: robust_spread(z[np.isfinite(z)]) if np.isfinite(z).sum() >= 2 else float("nan")
+            for name, z in redrawn.items()}
 
 
 def robust_spread(z: np.ndarray) -> float:
@@ -287,7 +306,9 @@ def answer_hypothesis(
         ``expected_sign``, the pooled correlation ``estimate`` with ``low``/``high``, its Fisher
         ``z_stderr`` and between-replicate ``tau``, ``n_replicates`` used, ``n_minima`` counted
         over them, ``verdict`` and ``reason``; along ``(row, replicate)`` each replicate's
-        correlation ``replicate_estimate`` (nan where it could not enter). Along ``excluded``:
+        correlation ``replicate_estimate`` (nan where it could not enter) and
+        ``measurement_redraws``, how many of its measurement spread's redraws gave it a value.
+        Along ``excluded``:
         every replicate left out, with its reason.
     """
     rows, excluded = [], []
@@ -304,12 +325,18 @@ def answer_hypothesis(
                 if entry["reason"]:
                     excluded.append((experiment, replicate.seed, entry["reason"]))
                     continue
-                spread = measurement_spread(entry["candidates"], n_total=entry["n_total"], n_test=replicate.n_test,
-                                            min_members=min_members, seed=replicate.seed)
+                redrawn = redrawn_statistics(entry["candidates"], n_total=entry["n_total"], n_test=replicate.n_test,
+                                             min_members=min_members, seed=replicate.seed)
+                spread = spread_of_redraws(redrawn)
+                used = {name: int(np.isfinite(z).sum()) for name, z in redrawn.items()}
+                short = {name: count for name, count in used.items() if count < MEASUREMENT_REDRAWS}
+                if short:
+                    log.info("%s seed %d: measurement spreads from fewer redraws than %d: %s", experiment,
+                             replicate.seed, MEASUREMENT_REDRAWS, short)
                 statistics = replicate_statistics(entry["columns"])
                 correlations[replicate.seed] = (
                     entry["n_counted"], {name: (z, np.hypot(se, spread[name])) for name, (z, se) in statistics.items()},
-                    spread,
+                    spread, used,
                 )
                 if entry["n_counted"] < PARTIAL_MIN_PAIRS:
                     excluded.append((experiment, replicate.seed, (
@@ -325,7 +352,7 @@ def answer_hypothesis(
                 if reason:
                     excluded.append((experiment, replicate.seed, f"shape rows: {reason}"))
                 else:
-                    shapes[replicate.seed] = (2, shape, None)
+                    shapes[replicate.seed] = (2, shape, None, None)
             row = dict(family=family, experiment=experiment, n_params=n_params[experiment],
                        replicates_over=REPLICATES_OVER[bool(data_redrawn.get(experiment, False))])
             for name, (_, _, weighted, sign, control) in STATISTICS.items():
@@ -410,7 +437,8 @@ def threshold_agreement(estimates: np.ndarray, verdicts: np.ndarray) -> np.ndarr
 
 def _pooled_row(per_replicate, seeds, name, sign, confidence, to_scale, bounds=(-np.inf, np.inf)):
     """One statistic pooled over the replicates that gave it: ``per_replicate[seed]`` holds
-    (minima behind it, {name: (estimate, standard error)}, measurement spreads or None);
+    (minima behind it, {name: (estimate, standard error)}, measurement spreads and the number
+    of redraws behind each, or None and None);
     ``to_scale`` takes the pooled scale (Fisher's z) back to the reported one, whose possible
     values ``bounds`` clip the interval.
 
@@ -421,9 +449,9 @@ def _pooled_row(per_replicate, seeds, name, sign, confidence, to_scale, bounds=(
     """
     z = np.array([per_replicate[s][1][name][0] if s in per_replicate else np.nan for s in seeds])
     se = np.array([per_replicate[s][1][name][1] if s in per_replicate else np.nan for s in seeds])
-    measured = np.array([
-        per_replicate[s][2][name] if s in per_replicate and per_replicate[s][2] is not None else np.nan for s in seeds
-    ])
+    measured, redraws = (np.array([
+        per_replicate[s][k][name] if s in per_replicate and per_replicate[s][k] is not None else np.nan for s in seeds
+    ]) for k in (2, 3))
     pooled = pool_replicates(z, se, confidence)
     low, high = (float(np.clip(to_scale(pooled[end]), *bounds)) for end in ("low", "high"))
     entered = np.array([s in per_replicate for s in seeds])
@@ -439,7 +467,7 @@ def _pooled_row(per_replicate, seeds, name, sign, confidence, to_scale, bounds=(
         measurement_stderr=float(np.sqrt(np.nanmean(measured**2))) if np.isfinite(measured).any() else np.nan,
         verdict=UNDECIDED_VERDICT if unusable else verdict(low, high, sign),
         reason="; ".join(reason for reason in reasons if reason),
-        replicate_estimate=to_scale(z),
+        replicate_estimate=to_scale(z), measurement_redraws=redraws,
     )
 
 
@@ -494,6 +522,12 @@ def _as_dataset(rows, excluded, seeds, fit_threshold, min_members, confidence):
         ("row", "replicate"),
         np.array([row["replicate_estimate"] for row in rows]).reshape(len(rows), len(seeds)),
         variable_attrs("each replicate's rank correlation (nan: the replicate did not enter)"),
+    )
+    data_vars["measurement_redraws"] = (
+        ("row", "replicate"),
+        np.array([row["measurement_redraws"] for row in rows]).reshape(len(rows), len(seeds)),
+        variable_attrs("redraws of what the replicate's statistic ranks that gave it a value, out of the "
+                       f"measurement spread's {MEASUREMENT_REDRAWS} (nan: no spread, or the replicate did not enter)"),
     )
     data_vars["excluded_experiment"] = ("excluded", np.array([e for e, _, _ in excluded], dtype=object),
                                         variable_attrs("experiment of a replicate left out"))
@@ -557,8 +591,9 @@ def answer_markdown(answer: xr.Dataset) -> str:
         "",
         "Rows `..._at_fixed_loss` are the same rank correlations with the loss at the minimum held "
         "fixed (partial rank correlation: the ranks of both variables regressed on a linear spline of the "
-        "loss's ranks with two bends, so a link through the loss that saturates, grows convexly or turns "
-        "back is held fixed too; at least 7 minima a replicate), rows "
+        "loss's ranks with two bends, and what is left differenced between neighbours in the loss's order, "
+        "so a link through the loss that saturates, grows convexly or turns back is held fixed too; at "
+        "least 7 minima a replicate), rows "
         "`..._at_fixed_data_loss` with the loss less its weight-decay term held fixed: fitting minima "
         "still differ in their loss, and where deeper minima have both larger basins and lower test "
         "errors or traces, the plain row measures that common link to depth. The weight-decay term "
