@@ -15,6 +15,7 @@ from basins.answer import (
     measurement_spread,
     replicate_statistics,
     robust_spread,
+    statistics_of_rows,
     weighted_spearman_fisher_z,
 )
 from basins.stats import PARTIAL_MIN_PAIRS, SUPPORTED, UNDECIDED_VERDICT
@@ -125,6 +126,26 @@ def _columns(n_minima=12, seed=4):
         "loss": rng.random(n_minima),
         "data_loss": rng.random(n_minima),
     }
+
+
+def test_the_redraws_computed_together_equal_each_redraw_computed_alone():
+    """Invariant: the measurement spread's redraws are computed together, each over the minima
+    it lets in (``statistics_of_rows``); every row equals :func:`replicate_statistics` on its
+    own entering minima, a nan (a trace not measured) and rows with too few minima included."""
+    rng = np.random.default_rng(21)
+    n_rows, n_minima = 60, 14
+    columns = {key: rng.random((n_rows, n_minima)) for key in ("basin_fraction", "test_error", "trace")}
+    columns["trace"][:, 3] = np.nan
+    columns["n_members"] = rng.integers(1, 100, (n_rows, n_minima))
+    for control in ("loss", "data_loss"):
+        columns[control] = np.broadcast_to(rng.random(n_minima), (n_rows, n_minima))
+    entering = rng.random((n_rows, n_minima)) < np.linspace(0.2, 0.9, n_rows)[:, None]
+    together = statistics_of_rows(columns, entering)
+    for row in range(n_rows):
+        alone = replicate_statistics({key: value[row][entering[row]] for key, value in columns.items()})
+        for name, (z, _) in alone.items():
+            assert together[name][row] == pytest.approx(z, abs=1e-12, nan_ok=True), (name, row)
+    assert all(np.isfinite(z).any() and np.isnan(z).any() for z in together.values())
 
 
 def test_measurement_spread_of_test_errors_matches_test_sets_drawn_anew():

@@ -58,9 +58,11 @@ from basins.stats import (
     UNDECIDED_VERDICT,
     fisher_z,
     partial_spearman_fisher_z,
+    partial_spearman_fisher_z_rows,
     pool_replicates,
     rank_correlation,
     spearman_fisher_z,
+    spearman_fisher_z_rows,
     verdict,
 )
 from basins.summary import SHAPE_STATISTICS, shape_standard_error
@@ -170,11 +172,21 @@ def weighted_spearman_fisher_z(a: np.ndarray, b: np.ndarray, weights: np.ndarray
     scale: weighted mid-ranks, weighted Pearson correlation of them, and the standard error
     1.03 / sqrt(n_eff - 3) at Kish's effective size n_eff = (sum w)^2 / sum w^2 (which never
     exceeds the number of minima). nan below an effective size of 4."""
-    w = np.asarray(weights, dtype=np.float64)
-    n_eff = w.sum() ** 2 / (w**2).sum() if w.sum() > 0 else 0.0
-    if len(w) < 4 or n_eff <= 4 or np.ptp(a) == 0 or np.ptp(b) == 0:
-        return float("nan"), float("nan")
-    return fisher_z(rank_correlation(a, b, w), n_eff), float(1.03 / np.sqrt(n_eff - 3))
+    z, stderr = weighted_spearman_fisher_z_rows(*(np.asarray(v, dtype=np.float64)[None] for v in (a, b, weights)))
+    return float(z[0]), float(stderr[0])
+
+
+def weighted_spearman_fisher_z_rows(a: np.ndarray, b: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`weighted_spearman_fisher_z` of each row of ``(row, pair)`` arrays: ``(z, stderr)``,
+    each ``(row,)``; pairs of weight 0 do not enter (they count towards no minimum number)."""
+    weights = np.asarray(weights, dtype=np.float64)  # member counts: their squares overflow integers
+    total = weights.sum(-1)
+    entering = weights > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        n_eff = np.where(total > 0, total**2 / (weights**2).sum(-1), 0.0)
+        rho = rank_correlation(np.where(entering, a, 0.0), np.where(entering, b, 0.0), weights)
+        usable = (entering.sum(-1) >= 4) & (n_eff > 4) & np.isfinite(rho)  # a constant side: no rho
+        return np.where(usable, fisher_z(rho, n_eff), np.nan), np.where(usable, 1.03 / np.sqrt(n_eff - 3), np.nan)
 
 
 def replicate_statistics(columns: dict) -> dict[str, tuple[float, float]]:
@@ -188,6 +200,22 @@ def replicate_statistics(columns: dict) -> dict[str, tuple[float, float]]:
             out[name] = partial_spearman_fisher_z(columns[x], columns[y], held)[:2]
         else:
             out[name] = spearman_fisher_z(columns[x], columns[y])[:2]
+    return out
+
+
+def statistics_of_rows(columns: dict, entering: np.ndarray) -> dict[str, np.ndarray]:
+    """Every statistic of :data:`STATISTICS` on Fisher's scale for each row of ``(row, minimum)``
+    columns over the minima ``entering`` it (redraws letting in different minima, computed
+    together): the values :func:`replicate_statistics` gives each row's entering minima."""
+    out = {}
+    for name, (x, y, weighted, _, control) in STATISTICS.items():
+        if weighted:
+            out[name] = weighted_spearman_fisher_z_rows(columns[x], columns[y], columns["n_members"] * entering)[0]
+        elif control:  # nan where the catalogue records no such variable
+            held = columns[control][0] if control in columns else np.full(entering.shape[1], np.nan)
+            out[name] = partial_spearman_fisher_z_rows(columns[x], columns[y], held, entering)[0]
+        else:
+            out[name] = spearman_fisher_z_rows(columns[x], columns[y], entering)[0]
     return out
 
 
@@ -243,10 +271,7 @@ def redrawn_statistics(
     for control in CONTROLS:  # computed, not sampled: exact
         if control in columns:
             draws[control] = np.broadcast_to(columns[control], shape)
-    enters = counts >= min_members
-    redrawn = [replicate_statistics({key: column[b][enters[b]] for key, column in draws.items()})
-               for b in range(n_draws)]
-    return {name: np.array([statistics[name][0] for statistics in redrawn]) for name in STATISTICS}
+    return statistics_of_rows(draws, counts >= min_members)
 
 
 def spread_of_redraws(redrawn: dict[str, np.ndarray]) -> dict[str, float]:

@@ -51,32 +51,41 @@ def _finite_spearman(a, b) -> tuple[float, int]:
 
 
 def mid_ranks(values: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-    """Ranks of ``values`` with each counting ``weights`` times (1 each by default): a value's
-    rank is the weight of the values below it plus half the weight of its tie group, so tied
-    values share the mid-rank of their group (half less than scipy's ``rankdata`` with weights
-    1: rank correlations are unchanged)."""
+    """Ranks of ``values`` along the last axis (each row of a 2-D array on its own), each value
+    counting ``weights`` times (1 each by default): a value's rank is the weight of the values
+    below it plus half the weight of its tie group, so tied values share the mid-rank of their
+    group (half less than scipy's ``rankdata`` with weights 1: rank correlations are unchanged)."""
     values = np.asarray(values, dtype=np.float64)
-    weights = np.ones(len(values)) if weights is None else np.asarray(weights, dtype=np.float64)
-    order = np.argsort(values, kind="stable")
-    ordered = values[order]
-    group = np.cumsum(np.concatenate(([True], ordered[1:] != ordered[:-1]))) - 1  # tie group, sorted order
-    group_weight = np.bincount(group, weights=weights[order])
-    below = np.cumsum(group_weight) - group_weight
-    ranks = np.empty(len(values))
-    ranks[order] = (below + group_weight / 2)[group]
+    weights = np.broadcast_to(np.ones(1) if weights is None else np.asarray(weights, dtype=np.float64), values.shape)
+    order = np.argsort(values, axis=-1, kind="stable")
+    ordered = np.take_along_axis(values, order, -1)
+    ordered_weights = np.take_along_axis(weights, order, -1)
+    through = np.cumsum(ordered_weights, axis=-1)  # weight up to and including each sorted value
+    starts = np.ones(values.shape, dtype=bool)
+    starts[..., 1:] = ordered[..., 1:] != ordered[..., :-1]
+    ends = np.ones(values.shape, dtype=bool)
+    ends[..., :-1] = starts[..., 1:]
+    # Spread over each tie group the weight below it and the weight through its end.
+    group_below = np.maximum.accumulate(np.where(starts, through - ordered_weights, -np.inf), axis=-1)
+    group_through = np.flip(np.minimum.accumulate(np.flip(np.where(ends, through, np.inf), -1), axis=-1), -1)
+    ranks = np.empty(values.shape)
+    np.put_along_axis(ranks, order, (group_below + group_through) / 2, -1)
     return ranks
 
 
-def rank_correlation(a: np.ndarray, b: np.ndarray, weights: np.ndarray | None = None) -> float:
+def rank_correlation(a: np.ndarray, b: np.ndarray, weights: np.ndarray | None = None) -> float | np.ndarray:
     """Spearman's rho: the (weighted) Pearson correlation of the (weighted) mid-ranks; equal
     to ``scipy.stats.spearmanr`` without weights, and with integer weights to its value on the
     pairs repeated that often (``tests/test_stats.py``), at about a fifth of its cost (the
-    answer computes it thousands of times)."""
-    w = np.ones(len(a)) if weights is None else np.asarray(weights, dtype=np.float64)
+    answer computes it thousands of times). Along the last axis: rows of 2-D arrays give one
+    correlation each."""
+    w = np.broadcast_to(np.ones(1) if weights is None else np.asarray(weights, dtype=np.float64), np.shape(a))
     ra, rb = mid_ranks(a, w), mid_ranks(b, w)
-    ra -= np.dot(w, ra) / w.sum()
-    rb -= np.dot(w, rb) / w.sum()
-    return float(np.sum(w * ra * rb) / np.sqrt(np.sum(w * ra**2) * np.sum(w * rb**2)))
+    total = w.sum(-1, keepdims=True)
+    ra -= (w * ra).sum(-1, keepdims=True) / total
+    rb -= (w * rb).sum(-1, keepdims=True) / total
+    rho = (w * ra * rb).sum(-1) / np.sqrt((w * ra**2).sum(-1) * (w * rb**2).sum(-1))
+    return float(rho) if rho.ndim == 0 else rho
 
 
 def spearman_fisher_z(a: np.ndarray, b: np.ndarray) -> tuple[float, float, int]:
@@ -87,10 +96,28 @@ def spearman_fisher_z(a: np.ndarray, b: np.ndarray) -> tuple[float, float, int]:
     or an interval back to a correlation. nan with fewer than 4 finite pairs or a constant side;
     a perfect correlation is taken at :func:`perfect_rank_correlation` (finite z).
     """
-    rho, n = _finite_spearman(a, b)
-    if np.isnan(rho):
-        return float("nan"), float("nan"), n
-    return fisher_z(rho, n), float(1.03 / np.sqrt(n - 3)), n
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    z, stderr = spearman_fisher_z_rows(a[None], b[None])
+    return float(z[0]), float(stderr[0]), int((np.isfinite(a) & np.isfinite(b)).sum())
+
+
+def spearman_fisher_z_rows(a: np.ndarray, b: np.ndarray, entering: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`spearman_fisher_z` of each row of ``a`` and ``b`` ``(row, pair)`` over the pairs
+    ``entering`` (all by default) where both are finite: ``(z, stderr)``, each ``(row,)``."""
+    entering = _finite_entering(entering, a, b)
+    n = entering.sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = rank_correlation(np.where(entering, a, 0.0), np.where(entering, b, 0.0), entering)
+        usable = (n >= 4) & np.isfinite(rho)  # a constant side: no correlation
+        return np.where(usable, fisher_z(rho, n), np.nan), np.where(usable, 1.03 / np.sqrt(n - 3), np.nan)
+
+
+def _finite_entering(entering, *values):
+    """``entering`` (all by default) where every one of ``values`` is finite: 0/1 weights."""
+    keep = np.ones(np.shape(values[0]), dtype=bool) if entering is None else np.asarray(entering, dtype=bool)
+    for value in values:
+        keep = keep & np.isfinite(value)
+    return keep.astype(np.float64)
 
 
 #: Triples a partial rank correlation needs: four columns in its design (see
@@ -129,22 +156,44 @@ def partial_spearman_fisher_z(a: np.ndarray, b: np.ndarray, control: np.ndarray)
     (its ranks a spline of the control's, e.g. equal to them); a side that follows the
     control's order but for one swap is defined."""
     a, b, control = (np.asarray(v, dtype=np.float64) for v in (a, b, control))
-    finite = np.isfinite(a) & np.isfinite(b) & np.isfinite(control)
-    n = int(finite.sum())
-    if n < PARTIAL_MIN_PAIRS or min(np.ptp(v[finite]) for v in (a, b, control)) == 0:
-        return float("nan"), float("nan"), n
-    order = np.argsort(control[finite], kind="stable")
-    scale_position = mid_ranks(control[finite])[order] / n
-    design = np.column_stack([np.ones(n), scale_position,
-                              *(np.maximum(scale_position - knot, 0.0) for knot in PARTIAL_KNOTS)])
-    sides = np.column_stack([mid_ranks(a[finite])[order], mid_ranks(b[finite])[order]])
-    left = sides - design @ np.linalg.lstsq(design, sides, rcond=None)[0]
-    steps = np.diff(left, axis=0).T
-    scale = np.sqrt(np.sum(steps[0] ** 2) * np.sum(steps[1] ** 2))
-    if not scale > 1e-12 * n**3:  # a side wholly set by the control: nothing left to correlate
-        return float("nan"), float("nan"), n
-    rho = float(np.sum(steps[0] * steps[1]) / scale)
-    return fisher_z(rho, n), float(1.03 * np.sqrt(DIFFERENCING_VARIANCE_FACTOR / (n - 5))), n
+    z, stderr = partial_spearman_fisher_z_rows(a[None], b[None], control)
+    return float(z[0]), float(stderr[0]), int((np.isfinite(a) & np.isfinite(b) & np.isfinite(control)).sum())
+
+
+def partial_spearman_fisher_z_rows(
+    a: np.ndarray, b: np.ndarray, control: np.ndarray, entering: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`partial_spearman_fisher_z` of each row of ``a`` and ``b`` ``(row, triple)`` at one
+    ``control`` ``(triple,)``, over the triples ``entering`` (all by default) where all three
+    are finite: ``(z, stderr)``, each ``(row,)``. Each row's triples are packed to the front in
+    the control's order (the rest weigh nothing), so that rows letting in different triples are
+    computed together."""
+    entering = _finite_entering(entering, a, b, np.broadcast_to(control, np.shape(a))) > 0
+    order = np.argsort(control, kind="stable")
+    entering = entering[:, order]
+    pack = np.argsort(~entering, axis=-1, kind="stable")  # entering first, in the control's order
+    n = entering.sum(-1)
+    slots = np.arange(a.shape[-1]) < n[:, None]  # (row, position): holds an entering triple
+    weight = slots.astype(np.float64)
+
+    def packed(values):
+        return np.where(slots, np.take_along_axis(np.broadcast_to(values, a.shape)[:, order], pack, -1), 0.0)
+
+    scale_position = mid_ranks(packed(control), weight) / np.maximum(n, 1)[:, None]
+    design = weight[..., None] * np.stack(
+        [np.ones(a.shape), scale_position, *(np.maximum(scale_position - knot, 0.0) for knot in PARTIAL_KNOTS)], -1
+    )
+    sides = weight[..., None] * np.stack([mid_ranks(packed(a), weight), mid_ranks(packed(b), weight)], -1)
+    left = sides - design @ (np.linalg.pinv(design) @ sides)  # least squares, one row at a time
+    steps = np.diff(left, axis=-2) * slots[:, 1:, None]  # neighbours' differences, within each row
+    scale = np.sqrt(np.sum(steps[..., 0] ** 2, -1) * np.sum(steps[..., 1] ** 2, -1))
+    held = packed(control)
+    control_varies = np.where(slots, held, -np.inf).max(-1) > np.where(slots, held, np.inf).min(-1)
+    # A side wholly set by the control leaves nothing to correlate.
+    usable = (n >= PARTIAL_MIN_PAIRS) & (scale > 1e-12 * n**3) & np.isfinite(scale) & control_varies
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = np.where(usable, fisher_z(np.sum(steps[..., 0] * steps[..., 1], -1) / scale, n), np.nan)
+        return z, np.where(usable, 1.03 * np.sqrt(DIFFERENCING_VARIANCE_FACTOR / (n - 5)), np.nan)
 
 
 def perfect_rank_correlation(n: float) -> float:
@@ -161,11 +210,12 @@ def perfect_rank_correlation(n: float) -> float:
     return 1.0 - 6.0 / (n * (n * n - 1.0))
 
 
-def fisher_z(rho: float, n: float) -> float:
+def fisher_z(rho: float | np.ndarray, n: float) -> float | np.ndarray:
     """``atanh(rho)``, a perfect rank correlation of ``n`` pairs taken at
     :func:`perfect_rank_correlation` (no finite sample measures |rho| = 1 exactly)."""
     bound = perfect_rank_correlation(n)
-    return float(np.arctanh(np.clip(rho, -bound, bound)))
+    z = np.arctanh(np.clip(rho, -bound, bound))
+    return float(z) if np.ndim(z) == 0 else z
 
 
 #: Verdicts on a hypothesis from an interval of its effect (never typed by hand).
