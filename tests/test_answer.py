@@ -14,7 +14,10 @@ from basins.answer import (
     fitting_minima,
     measurement_spread,
     replicate_statistics,
+    redrawn_statistics,
     robust_spread,
+    spread_of_redraws,
+    spread_upper_bound,
     statistics_of_rows,
     weighted_spearman_fisher_z,
 )
@@ -146,6 +149,20 @@ def test_the_redraws_computed_together_equal_each_redraw_computed_alone():
         for name, (z, _) in alone.items():
             assert together[name][row] == pytest.approx(z, abs=1e-12, nan_ok=True), (name, row)
     assert all(np.isfinite(z).any() and np.isnan(z).any() for z in together.values())
+
+
+def test_the_spreads_monte_carlo_error_matches_its_scatter_over_redraw_seeds():
+    """Known answer by brute force: the spread's Monte Carlo error from batches of one set of
+    redraws (what :func:`spread_upper_bound` adds twice) against the scatter of the spread over
+    40 independent sets of redraws."""
+    columns = _columns()
+    spreads, bounds = [], []
+    for seed in range(40):
+        redrawn = redrawn_statistics(columns, n_total=2000, n_test=500, n_draws=2000, seed=seed)
+        spreads.append(spread_of_redraws(redrawn)["basin_fraction_vs_test_error"])
+        bounds.append(spread_upper_bound(redrawn)["basin_fraction_vs_test_error"])
+    error_from_batches = np.mean(np.subtract(bounds, spreads)) / 2
+    assert error_from_batches == pytest.approx(np.std(spreads, ddof=1), rel=0.35)
 
 
 def test_measurement_spread_of_test_errors_matches_test_sets_drawn_anew():

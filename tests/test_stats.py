@@ -256,6 +256,20 @@ def test_the_partial_rank_correlation_has_the_sampling_error_it_claims():
         assert 0.85 < np.nanstd(z) / np.nanmedian(se) < 1.02 and np.isnan(z).mean() < 0.01  # rare exact spline fits
 
 
+def test_the_partial_rank_correlation_does_not_depend_on_the_order_of_the_triples():
+    """Neighbours in the control's order are the same whatever order the triples come in; with
+    tied controls they would not be (a session-29 referee: z moved by 0.5 between input orders),
+    so ties give nan, as an empty input does."""
+    rng = np.random.default_rng(14)
+    a, b, control = rng.standard_normal((3, 20))
+    z = partial_spearman_fisher_z(a, b, control)[0]
+    for _ in range(5):
+        order = rng.permutation(20)
+        assert partial_spearman_fisher_z(a[order], b[order], control[order])[0] == pytest.approx(z, abs=1e-12)
+    assert np.isnan(partial_spearman_fisher_z(a, b, np.round(control))[0])
+    assert np.isnan(partial_spearman_fisher_z([], [], [])[0])
+
+
 def test_the_partial_rank_correlation_is_defined_where_a_side_follows_the_control_but_for_one_swap():
     """A fit of each side's own monotone shape (this function's first version, session 28) was
     exact there and left nothing to correlate (an independent referee); the fixed spline and

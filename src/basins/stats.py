@@ -134,7 +134,8 @@ def partial_spearman_fisher_z(a: np.ndarray, b: np.ndarray, control: np.ndarray)
     """Spearman's correlation of ``a`` and ``b`` at fixed ``control``, on Fisher's scale:
     ``(atanh(rho), 1.03 sqrt(1.5 / (n - 5)), n)`` over the triples where all three are finite.
 
-    Two steps take out a common link of any smooth shape. The mid-ranks of ``a`` and ``b`` are
+    Two steps take out a common link that varies slowly on the scale of the minima's spacing in
+    the control (see below for what leaks). The mid-ranks of ``a`` and ``b`` are
     each regressed (least squares) on a linear spline of the control's rank scale ``u``
     (mid-rank / n: an intercept, ``u`` and ``(u - k)_+`` at the knots :data:`PARTIAL_KNOTS`),
     which removes most of a link at a few minima; what it leaves is a smooth function of the
@@ -147,14 +148,19 @@ def partial_spearman_fisher_z(a: np.ndarray, b: np.ndarray, control: np.ndarray)
     differences' bias vanishes as neighbours close up. Known answers (docs/method.md's
     simulations and ``tests/test_stats.py``): without a direct link, linear, tanh, exp, cubic,
     moderate U- and V-shaped, sine and bump links of the control are decided in 1-4 % of pooled
-    studies of the default study's sizes (the spline alone 3-12 %) and every link tried in 0-6 %
-    of studies of 8 replicates of 100 minima (up to 87 %); strong U-shaped links and steps still
-    leak at 20 minima a replicate. Without a link the spread of z is 0.90-0.99 times the
-    standard error at n = 7-200. The price is power where the link is linear in ranks (a direct
+    studies of the default study's sizes (the spline alone 3-12 %) and every one of these links
+    in 0-6 % of studies of 8 replicates of 100 minima (up to 87 %); strong U-shaped links and
+    steps still leak at 20 minima a replicate, and links that oscillate on the minima's spacing
+    (sin(6z): 27 % at the study's sizes, 11 % at 8 x 100; a session-29 referee) at any size.
+    Without a link the spread of z is 0.90-0.99 times the standard error at n = 7-200 with
+    noise of one size, up to 1.2 times with noise that grows with the control (the pooled
+    interval, from the replicates' own scatter, absorbs it). The price is power where the link is linear in ranks (a direct
     slope of 0.5 found in 87 % instead of 94 % of studies). nan with fewer than
-    :data:`PARTIAL_MIN_PAIRS` triples, a constant variable, or a side wholly set by the control
-    (its ranks a spline of the control's, e.g. equal to them); a side that follows the
-    control's order but for one swap is defined."""
+    :data:`PARTIAL_MIN_PAIRS` triples, a constant variable, ties in the control (the order of
+    tied triples, and with it the differences, would be the input's: the losses of distinct
+    minima do not tie), or a side wholly set by the control (its ranks a spline of the
+    control's, e.g. equal to them); a side that follows the control's order but for one swap is
+    defined. Invariant under any reordering of the triples (tests/test_stats.py)."""
     a, b, control = (np.asarray(v, dtype=np.float64) for v in (a, b, control))
     z, stderr = partial_spearman_fisher_z_rows(a[None], b[None], control)
     return float(z[0]), float(stderr[0]), int((np.isfinite(a) & np.isfinite(b) & np.isfinite(control)).sum())
@@ -168,6 +174,8 @@ def partial_spearman_fisher_z_rows(
     are finite: ``(z, stderr)``, each ``(row,)``. Each row's triples are packed to the front in
     the control's order (the rest weigh nothing), so that rows letting in different triples are
     computed together."""
+    if np.shape(a)[-1] == 0:
+        return np.full(len(a), np.nan), np.full(len(a), np.nan)
     entering = _finite_entering(entering, a, b, np.broadcast_to(control, np.shape(a))) > 0
     order = np.argsort(control, kind="stable")
     entering = entering[:, order]
@@ -188,9 +196,10 @@ def partial_spearman_fisher_z_rows(
     steps = np.diff(left, axis=-2) * slots[:, 1:, None]  # neighbours' differences, within each row
     scale = np.sqrt(np.sum(steps[..., 0] ** 2, -1) * np.sum(steps[..., 1] ** 2, -1))
     held = packed(control)
-    control_varies = np.where(slots, held, -np.inf).max(-1) > np.where(slots, held, np.inf).min(-1)
+    # Tied controls leave their triples' order, and so their differences, to the input's order.
+    tied = np.any((held[:, 1:] == held[:, :-1]) & slots[:, 1:], -1)
     # A side wholly set by the control leaves nothing to correlate.
-    usable = (n >= PARTIAL_MIN_PAIRS) & (scale > 1e-12 * n**3) & np.isfinite(scale) & control_varies
+    usable = (n >= PARTIAL_MIN_PAIRS) & (scale > 1e-12 * n**3) & np.isfinite(scale) & ~tied
     with np.errstate(invalid="ignore", divide="ignore"):
         z = np.where(usable, fisher_z(np.sum(steps[..., 0] * steps[..., 1], -1) / scale, n), np.nan)
         return z, np.where(usable, 1.03 * np.sqrt(DIFFERENCING_VARIANCE_FACTOR / (n - 5)), np.nan)
