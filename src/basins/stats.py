@@ -101,7 +101,9 @@ def spearman_fisher_z(a: np.ndarray, b: np.ndarray) -> tuple[float, float, int]:
     return float(z[0]), float(stderr[0]), int((np.isfinite(a) & np.isfinite(b)).sum())
 
 
-def spearman_fisher_z_rows(a: np.ndarray, b: np.ndarray, entering: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def spearman_fisher_z_rows(
+    a: np.ndarray, b: np.ndarray, entering: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """:func:`spearman_fisher_z` of each row of ``a`` and ``b`` ``(row, pair)`` over the pairs
     ``entering`` (all by default) where both are finite: ``(z, stderr)``, each ``(row,)``."""
     entering = _finite_entering(entering, a, b)
@@ -154,13 +156,13 @@ def partial_spearman_fisher_z(a: np.ndarray, b: np.ndarray, control: np.ndarray)
     (sin(6z): 27 % at the study's sizes, 11 % at 8 x 100; a session-29 referee) at any size.
     Without a link the spread of z is 0.90-0.99 times the standard error at n = 7-200 with
     noise of one size, up to 1.2 times with noise that grows with the control (the pooled
-    interval, from the replicates' own scatter, absorbs it). The price is power where the link is linear in ranks (a direct
-    slope of 0.5 found in 87 % instead of 94 % of studies). nan with fewer than
-    :data:`PARTIAL_MIN_PAIRS` triples, a constant variable, ties in the control (the order of
-    tied triples, and with it the differences, would be the input's: the losses of distinct
-    minima do not tie), or a side wholly set by the control (its ranks a spline of the
-    control's, e.g. equal to them); a side that follows the control's order but for one swap is
-    defined. Invariant under any reordering of the triples (tests/test_stats.py)."""
+    interval, from the replicates' own scatter, absorbs it). The price is power where the link
+    is linear in ranks (a direct slope of 0.5 found in 87 % instead of 94 % of studies). nan
+    with fewer than :data:`PARTIAL_MIN_PAIRS` triples, a constant variable, ties in the control
+    (the order of tied triples, and with it the differences, would be the input's: the losses
+    of distinct minima do not tie), or a side wholly set by the control (its ranks a spline of
+    the control's, e.g. equal to them); a side that follows the control's order but for one
+    swap is defined. Invariant under any reordering of the triples (tests/test_stats.py)."""
     a, b, control = (np.asarray(v, dtype=np.float64) for v in (a, b, control))
     z, stderr = partial_spearman_fisher_z_rows(a[None], b[None], control)
     return float(z[0]), float(stderr[0]), int((np.isfinite(a) & np.isfinite(b) & np.isfinite(control)).sum())
