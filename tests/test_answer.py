@@ -9,6 +9,7 @@ from scipy import stats
 from basins.answer import (
     MEASUREMENT_REDRAWS,
     Replicate,
+    _leave_one_out_verdicts,
     answer_hypothesis,
     answer_markdown,
     fitting_minima,
@@ -74,6 +75,19 @@ def test_a_planted_effect_is_supported_in_every_statistic():
         assert int(row["n_replicates"]) == 6 and int(row["n_minima"]) == 72
         assert float(row["low"]) <= float(row["estimate"]) <= float(row["high"])
     assert float(_row(answer, "basin_fraction_vs_test_error")["estimate"]) < -0.5
+
+
+def test_the_answer_pools_without_each_replicate_in_turn():
+    """A planted effect in every replicate is supported by every leave-one-out pool; in five
+    replicates of which one is far out, the pool without it decides and the others do not."""
+    answer = _family(effect=1.0)
+    row = _row(answer, "basin_fraction_vs_test_error")
+    assert int(row["leave_one_out_subsets"]) == 6 and int(row["leave_one_out_agreeing"]) == 6
+    assert "| 6 of 6 agree |" in answer_markdown(answer)
+    z, se = np.array([1.2, 0.2, 0.25, 0.15, 0.2]), np.full(5, 0.15)
+    held_out = _leave_one_out_verdicts(z, se, +1, 0.95, np.tanh, (-1.0, 1.0))
+    assert held_out == [SUPPORTED] + [UNDECIDED_VERDICT] * 4
+    assert _leave_one_out_verdicts(z[:2], se[:2], +1, 0.95, np.tanh, (-1.0, 1.0)) == []
 
 
 def test_no_effect_is_undecided():
