@@ -499,8 +499,7 @@ def _pooled_row(per_replicate, seeds, name, sign, confidence, to_scale, bounds=(
     measured, redraws = (np.array([
         per_replicate[s][k][name] if s in per_replicate and per_replicate[s][k] is not None else np.nan for s in seeds
     ]) for k in (2, 3))
-    pooled = pool_replicates(z, se, confidence)
-    low, high = (float(np.clip(to_scale(pooled[end]), *bounds)) for end in ("low", "high"))
+    pooled, low, high = _pooled_interval(z, se, confidence, to_scale, bounds)
     entered = np.array([s in per_replicate for s in seeds])
     unusable = int((entered & ~(np.isfinite(z) & np.isfinite(se) & (se > 0))).sum())
     reasons = [pooled["reason"] if per_replicate else "no replicate entered (see excluded)"]
@@ -523,17 +522,24 @@ def _pooled_row(per_replicate, seeds, name, sign, confidence, to_scale, bounds=(
 def _leave_one_out_verdicts(z, se, sign, confidence, to_scale, bounds) -> list[str]:
     """The verdicts of the row pooled without each usable replicate in turn (none below three):
     a verdict that one replicate carries is not the replicates' common answer (the session-29
-    referee: the study's one decided row at fixed data loss holds in 2 of its 7 subsets)."""
+    referee: the study's one decided row at fixed data loss held in 2 of its 7 subsets)."""
     usable = np.flatnonzero(np.isfinite(z) & np.isfinite(se) & (se > 0))
     if len(usable) < 3:
         return []
     verdicts = []
     for left_out in usable:
         kept = usable[usable != left_out]
-        pooled = pool_replicates(z[kept], se[kept], confidence)
-        low, high = (float(np.clip(to_scale(pooled[end]), *bounds)) for end in ("low", "high"))
+        _, low, high = _pooled_interval(z[kept], se[kept], confidence, to_scale, bounds)
         verdicts.append(verdict(low, high, sign))
     return verdicts
+
+
+def _pooled_interval(z, se, confidence, to_scale, bounds):
+    """:func:`basins.stats.pool_replicates` of ``z`` and ``se``, and its interval taken back to
+    the reported scale by ``to_scale`` and clipped to ``bounds``: ``(pooled, low, high)``."""
+    pooled = pool_replicates(z, se, confidence)
+    low, high = (float(np.clip(to_scale(pooled[end]), *bounds)) for end in ("low", "high"))
+    return pooled, low, high
 
 
 def good_bad_shape(

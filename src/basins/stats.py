@@ -33,21 +33,21 @@ def _wilson_centre(p, n, z):
 
 def spearman_with_error(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     """Spearman's rank correlation and its standard error 1.03 / sqrt(n - 3) (Fieller et al. 1957)."""
-    rho, n = _finite_spearman(a, b)
-    if np.isnan(rho):
+    rho, n = _spearman_rows(np.asarray(a, dtype=np.float64)[None], np.asarray(b, dtype=np.float64)[None])
+    if np.isnan(rho[0]):
         return float("nan"), float("nan")
-    return rho, float(1.03 / np.sqrt(n - 3))
+    return float(rho[0]), float(1.03 / np.sqrt(n[0] - 3))
 
 
-def _finite_spearman(a, b) -> tuple[float, int]:
-    """Spearman's rho over the pairs where both are finite, and their number; nan with fewer
-    than 4 pairs or a constant side."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    finite = np.isfinite(a) & np.isfinite(b)
-    n = int(finite.sum())
-    if n < 4 or np.ptp(a[finite]) == 0 or np.ptp(b[finite]) == 0:
-        return float("nan"), n
-    return rank_correlation(a[finite], b[finite]), n
+def _spearman_rows(a, b, entering=None) -> tuple[np.ndarray, np.ndarray]:
+    """Spearman's rho of each row of ``a`` and ``b`` over the pairs ``entering`` (all by
+    default) where both are finite, and their number; nan with fewer than 4 pairs or a constant
+    side."""
+    entering = _finite_entering(entering, a, b)
+    n = entering.sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = rank_correlation(np.where(entering, a, 0.0), np.where(entering, b, 0.0), entering)
+    return np.where((n >= 4) & np.isfinite(rho), rho, np.nan), n
 
 
 def mid_ranks(values: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
@@ -106,11 +106,9 @@ def spearman_fisher_z_rows(
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`spearman_fisher_z` of each row of ``a`` and ``b`` ``(row, pair)`` over the pairs
     ``entering`` (all by default) where both are finite: ``(z, stderr)``, each ``(row,)``."""
-    entering = _finite_entering(entering, a, b)
-    n = entering.sum(-1)
+    rho, n = _spearman_rows(a, b, entering)
+    usable = np.isfinite(rho)
     with np.errstate(invalid="ignore", divide="ignore"):
-        rho = rank_correlation(np.where(entering, a, 0.0), np.where(entering, b, 0.0), entering)
-        usable = (n >= 4) & np.isfinite(rho)  # a constant side: no correlation
         return np.where(usable, fisher_z(rho, n), np.nan), np.where(usable, 1.03 / np.sqrt(n - 3), np.nan)
 
 
@@ -189,7 +187,8 @@ def partial_spearman_fisher_z_rows(
     def packed(values):
         return np.where(slots, np.take_along_axis(np.broadcast_to(values, a.shape)[:, order], pack, -1), 0.0)
 
-    scale_position = mid_ranks(packed(control), weight) / np.maximum(n, 1)[:, None]
+    held = packed(control)
+    scale_position = mid_ranks(held, weight) / np.maximum(n, 1)[:, None]
     design = weight[..., None] * np.stack(
         [np.ones(a.shape), scale_position, *(np.maximum(scale_position - knot, 0.0) for knot in PARTIAL_KNOTS)], -1
     )
@@ -197,7 +196,6 @@ def partial_spearman_fisher_z_rows(
     left = sides - design @ (np.linalg.pinv(design) @ sides)  # least squares, one row at a time
     steps = np.diff(left, axis=-2) * slots[:, 1:, None]  # neighbours' differences, within each row
     scale = np.sqrt(np.sum(steps[..., 0] ** 2, -1) * np.sum(steps[..., 1] ** 2, -1))
-    held = packed(control)
     # Tied controls leave their triples' order, and so their differences, to the input's order.
     tied = np.any((held[:, 1:] == held[:, :-1]) & slots[:, 1:], -1)
     # A side wholly set by the control leaves nothing to correlate.
