@@ -143,3 +143,44 @@ def test_a_run_stopped_on_a_slow_slope_is_continued_to_the_minimum_not_catalogue
 def test_a_run_never_shown_on_a_stationary_point_is_undecided():
     _, out, _ = settled_on_slow_slope(max_refinements=0)
     np.testing.assert_array_equal(out.status, [BUDGET, CONVERGED])
+
+
+def test_the_cholesky_screen_sorts_matrices_by_their_lowest_eigenvalue_and_leaves_them_as_they_were():
+    from basins.engine.curvature import all_eigenvalues_above
+
+    rng = np.random.default_rng(4)
+    rotations = torch.as_tensor(np.linalg.qr(rng.normal(size=(6, 5, 5)))[0])
+    lowest = torch.tensor([-1.0, -1e-3, -1e-7, 1e-7, 1e-3, 2.0], dtype=torch.float64)
+    spectra = torch.cat([lowest[:, None], torch.linspace(3, 7, 4, dtype=torch.float64).expand(6, 4)], 1)
+    matrices = rotations @ torch.diag_embed(spectra) @ rotations.mT
+    before = matrices.clone()
+    assert all_eigenvalues_above(matrices, -1e-6).tolist() == [False, False, True, True, True, True]
+    assert all_eigenvalues_above(matrices, 1e-6).tolist() == [False, False, False, False, True, True]
+    assert torch.equal(matrices, before)  # shifted in place and restored bit for bit
+
+
+def test_an_eigenvalue_the_saddle_check_left_unknown_is_computed():
+    """nan given for a converged member (the saddle check showed only that its eigenvalues lie
+    above -curvature_tol) is computed: at the polished point, at the start where the polish
+    ends on a saddle (which the rule then compares), and where there is no polish."""
+    from basins.engine.curvature import lowest_eigenpairs, make_hvp
+
+    def double_well(theta):  # minima at z = +-1 (curvatures 1 and 2), a maximum in z at z = 0
+        return 0.5 * theta[:, 0] ** 2 + theta[:, 1] ** 4 / 4 - theta[:, 1] ** 2 / 2
+
+    starts = np.array([[0.01, 1.001], [0.01, 0.05]])  # next to a minimum; on the ridge z ~ 0
+    stopped = dict(grad_norm=np.full(2, 1e-3), status=np.full(2, CONVERGED, dtype=np.int8))
+    options = dict(lowest_eigenvalue=np.full(2, np.nan), curvature_tol=1e-6, max_dense_params=100,
+                   device=torch.device("cpu"), dtype=torch.float64, chunk=2)
+    polished = polish_minima(starts, **stopped, energy=double_well, newton_steps=8, **options)
+    np.testing.assert_allclose(polished.final_theta, [[0.0, 1.0], [0.0, 0.05]], atol=1e-12)
+    np.testing.assert_allclose(polished.lowest_eigenvalue, [1.0, 3 * 0.05**2 - 1], rtol=1e-9)
+    unpolished = polish_minima(starts, **stopped, energy=double_well, newton_steps=0, **options)
+    np.testing.assert_allclose(unpolished.lowest_eigenvalue, [1.0, 3 * 0.05**2 - 1], rtol=1e-5)
+    # The screened check itself: nan above -curvature_tol, the eigenpair of eigh below it.
+    points = torch.tensor([[0.0, 1.0], [0.3, 0.1]], dtype=torch.float64)
+    value, vector = lowest_eigenpairs(make_hvp(double_well), points, max_dense_params=10, n_lanczos=2,
+                                      generator=torch.Generator(), known_above=1e-6)
+    assert np.isnan(value[0].item()) and torch.isnan(vector[0]).all()
+    np.testing.assert_allclose(value[1].item(), 3 * 0.1**2 - 1, rtol=1e-12)
+    np.testing.assert_allclose(vector[1].abs().numpy(), [0.0, 1.0], atol=1e-12)

@@ -50,6 +50,10 @@ from basins.landscapes.objective import (
 
 log = logging.getLogger(__name__)
 
+#: Each continuation after a kick off a saddle tests the gradient this much tighter than the last
+#: (:func:`escape_saddles`).
+ESCAPE_TIGHTENING = 0.1
+
 
 # Long only by its signature and numpydoc docstring, one keyword per config key; the body is ~50 lines.
 def train_ensemble(
@@ -228,8 +232,9 @@ def train_ensemble(
         chunk=chunk, run_id=(arch, loss, l2, margin, beta, beta_start, stop_when_satisfied, dtype, compile),
         progress_every_s=progress_every_s,
     )
-    # Members that passed the gradient test, or spent the step budget without passing it, are
-    # continued by the stiff integrator where there is one (_continuation_integrator).
+    # Members that spent the step budget, or passed the gradient test short of a stationary
+    # point, are continued by the stiff integrator where there is one (_continuation_integrator);
+    # members kicked off a saddle fall away from it by the run's own integrator first.
     stiff_integrator = _continuation_integrator(dynamics, integrator, objective)
     stiff = dict(dynamics_options=_dynamics_options(flat_seeking, stiff_integrator))
     out = descend_until_decided(
@@ -247,6 +252,9 @@ def train_ensemble(
             energy=NetworkLoss(arch, x, y, loss=loss, margin=margin, l2=l2, beta=beta),
             continue_from=lambda theta, ids, tol: descend_until_decided(
                 objective, theta, ids, budget_factors=budget_factors, **dict(engine, grad_tol=tol, **stiff)
+            ),
+            escape_from=lambda theta, ids, tol: descend_until_decided(
+                objective, theta, ids, budget_factors=budget_factors, continued_by=stiff, **dict(engine, grad_tol=tol)
             ),
             n_params=arch.n_params, grad_tol=grad_tol, curvature_tol=curvature_tol, saddle_kick=saddle_kick,
             max_saddle_escapes=max_saddle_escapes, max_dense_params=max_dense_params, n_lanczos=n_lanczos,
@@ -269,15 +277,18 @@ def _dynamics_options(flat_seeking, integrator):
 
 
 def _continuation_integrator(dynamics, integrator, objective):
-    """How gradient flow continues members that already passed the gradient test (saddle
-    escapes, and members whose polish fell short of a stationary point, tightened) or spent the
-    step budget: the L-stable Rosenbrock integrator wherever the objective writes out its
-    Hessians.
+    """How gradient flow continues members that spent the step budget, or passed the gradient
+    test short of a stationary point (continued with the test tightened): the L-stable
+    Rosenbrock integrator wherever the objective writes out its Hessians.
 
     Such members crawl along directions of curvature 1e-4 or less beside stiff ones, where the
     explicit integrator's steps are held down by stability (a digits member took 5 800 of them
     at 0.2k member-steps/s). Both integrate the same flow to its limit (the endpoints of both
-    are polished onto the same minima; tests/test_training.py).
+    are polished onto the same minima; tests/test_training.py). Members kicked off a saddle are
+    not crawling: they fall away from it along its unstable direction, where a Rosenbrock step
+    (a dense Hessian and its factorization a member) costs far more than the explicit steps it
+    saves (4x the time at N = 161, 5x at N = 401 in session 30's runs of the digits replicates);
+    they are continued by the run's own integrator, and by this one only once they spend a budget.
     """
     if dynamics == "gradient_flow" and getattr(objective, "hessians", None) is not None:
         return "rosenbrock"
@@ -344,6 +355,7 @@ def check_minima(
     *,
     energy: Callable[[torch.Tensor], torch.Tensor],
     continue_from: Callable[[np.ndarray, np.ndarray, float], Descent],
+    escape_from: Callable[[np.ndarray, np.ndarray, float], Descent] | None = None,
     n_params: int,
     grad_tol: float,
     curvature_tol: float,
@@ -366,7 +378,8 @@ def check_minima(
     members are Newton-polished onto their minimum (:func:`basins.engine.polish.polish_minima`)
     and confirmed stationary, or continued with a tighter gradient test (:func:`confirm_minima`).
     ``energy`` is the per-member loss, ``continue_from(theta, ids, grad_tol)`` the engine run
-    that continues members. Above ``max_dense_params`` parameters (or with ``newton_steps`` 0)
+    that continues members, ``escape_from`` (the same signature; ``continue_from`` where not
+    given) the one that carries members kicked off a saddle. Above ``max_dense_params`` parameters (or with ``newton_steps`` 0)
     there is no polish, and a warning says the gradient test alone decides.
     """
     hessian_bytes = 8 * 4 * n_params**2
@@ -375,7 +388,7 @@ def check_minima(
         """Saddles kicked off and continued, then the Newton polish, for the members of ``run``."""
         run, lowest_eigenvalue, n_escapes = escape_saddles(
             run, ids,
-            continue_from=lambda theta, kicked: continue_from(theta, kicked, tol),
+            continue_from=escape_from or continue_from,
             energy=energy,
             curvature_tol=curvature_tol, saddle_kick=saddle_kick, grad_tol=tol,
             max_saddle_escapes=max_saddle_escapes, max_dense_params=max_dense_params,
@@ -468,7 +481,7 @@ def escape_saddles(
     out: Descent,
     member_ids: np.ndarray,
     *,
-    continue_from: Callable[[np.ndarray, np.ndarray], Descent],
+    continue_from: Callable[[np.ndarray, np.ndarray, float], Descent],
     energy: Callable[[torch.Tensor], torch.Tensor],
     curvature_tol: float,
     saddle_kick: float,
@@ -489,12 +502,22 @@ def escape_saddles(
     ``-curvature_tol`` the member is moved along the eigenvector, to the side its own flow was
     heading (:func:`_downhill_side`), by ``max(saddle_kick, 2 grad_tol / |lambda|)``, capped at 1 (a kick whose
     quadratic gradient exceeds ``grad_tol``, so the dynamics must move), and
-    ``continue_from(points, member_ids)`` (the same dynamics, a fresh budget) carries it on.
-    After ``max_saddle_escapes`` kicks a member still at a saddle gets status ``SADDLE``.
+    ``continue_from(points, member_ids, tol)`` (the same dynamics, a fresh budget, the gradient
+    test at ``tol``) carries it on. After ``max_saddle_escapes`` kicks a member still at a saddle
+    gets status ``SADDLE``.
+
+    The first continuation tests at ``grad_tol``; each later one tightens it tenfold. A member
+    found at a saddle again after a kick has stopped where the flow is slow rather than where it
+    ends: at N = 401 (the digits replicates, width 40) a third of the members kept stopping on
+    shallow saddles (lowest eigenvalue -2e-4 to -4e-6, among a hidden layer's small units) after
+    24 kicks at a fixed ``grad_tol``; the tighter test lets the flow, not the tolerance, decide
+    where they end. Kicks shrink with it (``2 tol / |lambda|``).
 
     Returns the run with new ``final_theta``, ``status``, ``grad_norm``, ``steps``,
     ``wall_time`` and ``flow_time`` (summed over the continued runs), the lowest eigenvalue at
-    each final point (nan where not converged) and each member's number of escapes.
+    each final point (nan where not converged, and where the dense Hessian's Cholesky factor
+    showed every eigenvalue above ``-curvature_tol``: the polish computes it at the polished
+    point) and each member's number of escapes.
     """
     if curvature_tol < 0 or saddle_kick <= 0 or max_saddle_escapes < 0:
         raise ValueError(
@@ -507,6 +530,7 @@ def escape_saddles(
     lowest_eigenpairs_at = _LowestEigenpairs(
         make_hvp(energy), torch.Generator().manual_seed(seed), max_dense_params=max_dense_params, n_lanczos=n_lanczos,
         chunk=_eigenpair_chunk(out, max_dense_params, n_lanczos, memory_budget_mb), device=device, dtype=dtype,
+        known_above=curvature_tol,
     )
     rows = np.flatnonzero(out.status == CONVERGED)
     for attempt in range(max_saddle_escapes + 1):
@@ -521,11 +545,12 @@ def escape_saddles(
             break
         log.info("%d members stopped at saddles (lowest eigenvalue down to %.3g): kick %d", len(rows),
                  value.min(), attempt + 1)
+        tol = grad_tol * ESCAPE_TIGHTENING**attempt
         kicked = _kicked_off_saddles(
             energy, out.final_theta[rows], value, vector, member_ids[rows], saddle_kick=saddle_kick,
-            grad_tol=grad_tol, seed=seed, attempt=attempt, device=device, dtype=dtype,
+            grad_tol=tol, seed=seed, attempt=attempt, device=device, dtype=dtype,
         )
-        continued = continue_from(kicked, member_ids[rows])
+        continued = continue_from(kicked, member_ids[rows], tol)
         out = merge_continued(out, rows, continued)
         n_escapes[rows] += 1
         lowest_eigenvalue[rows] = np.nan
@@ -544,7 +569,8 @@ def _eigenpair_chunk(out, max_dense_params, n_lanczos, memory_budget_mb):
 @dataclasses.dataclass(frozen=True)
 class _LowestEigenpairs:
     """``(points (member, param)) -> (value (member,), vector (member, param))``: the lowest
-    Hessian eigenpair at each point, ``chunk`` points at a time, drawing from one ``generator``."""
+    Hessian eigenpair at each point, ``chunk`` points at a time, drawing from one ``generator``
+    (nan where a dense Hessian is shown to have every eigenvalue above ``-known_above``)."""
 
     hvp: Callable
     generator: torch.Generator
@@ -553,6 +579,7 @@ class _LowestEigenpairs:
     chunk: int
     device: torch.device
     dtype: torch.dtype
+    known_above: float | None = None
 
     def __call__(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         value, vector = np.empty(len(points)), np.empty(points.shape)
@@ -560,7 +587,7 @@ class _LowestEigenpairs:
             theta = torch.as_tensor(points[start : start + self.chunk], dtype=self.dtype, device=self.device)
             low, direction = lowest_eigenpairs(
                 self.hvp, theta, max_dense_params=self.max_dense_params, n_lanczos=self.n_lanczos,
-                generator=self.generator,
+                generator=self.generator, known_above=self.known_above,
             )
             value[start : start + self.chunk], vector[start : start + self.chunk] = to_numpy(low), to_numpy(direction)
         return value, vector

@@ -24,7 +24,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from basins.engine.curvature import cholesky_solve, dense_hessians, make_hvp
+from basins.engine.curvature import all_eigenvalues_above, cholesky_solve, dense_hessians, make_hvp
 from basins.engine.dynamics import energy_and_gradient
 from basins.labels import CONVERGED
 
@@ -74,8 +74,10 @@ def polish_minima(
     stops once a Newton step no longer gains much (it is at the round-off floor: further steps
     would only trade round-off). Networks above ``max_dense_params`` parameters are not
     polished (their ``shift`` stays nan). Where ``lowest_eigenvalue`` is given it is recomputed
-    at the polished points, and a polish that would make a minimum a saddle is undone. The
-    inputs are left as they are.
+    at the polished points, and a polish that would make a minimum a saddle is undone; a nan
+    there (not computed: the saddle check of training leaves it so where a Cholesky factor
+    showed every eigenvalue above ``-curvature_tol``) is computed where that rule needs it and
+    where the point is not polished. The inputs are left as they are.
     """
     if newton_steps < 0 or curvature_tol < 0:
         raise ValueError(f"newton_steps={newton_steps} and curvature_tol={curvature_tol} must be >= 0")
@@ -84,20 +86,23 @@ def polish_minima(
         final_theta.copy(), grad_norm.copy(), None if lowest_eigenvalue is None else lowest_eigenvalue.copy(),
         np.full(n_members, np.nan),
     )
-    if newton_steps == 0:
-        return polished
     if n_params > max_dense_params:
         log.info("no Newton polish: %d parameters > max_dense_params=%d", n_params, max_dense_params)
         return polished
     hvp = make_hvp(energy)
     rows = np.flatnonzero(status == CONVERGED)
+    if newton_steps == 0:
+        return _with_lowest_eigenvalues(polished, rows, hvp, device=device, dtype=dtype, chunk=chunk)
     for start in range(0, len(rows), chunk):
         part = rows[start : start + chunk]
         theta = torch.as_tensor(final_theta[part], dtype=dtype, device=device)
         newton = _newton(energy, hvp, theta, curvature_tol, newton_steps, stationary_tol)
         moved, norm, lowest = (t.cpu().numpy() for t in newton)
         if lowest_eigenvalue is not None:
-            kept = ~((lowest < -curvature_tol) & (lowest_eigenvalue[part] >= -curvature_tol))
+            before = _known_where_needed(lowest_eigenvalue[part], lowest < -curvature_tol, final_theta[part], hvp,
+                                         device=device, dtype=dtype)
+            polished.lowest_eigenvalue[part] = before
+            kept = ~((lowest < -curvature_tol) & (before >= -curvature_tol))
             part, moved, norm, lowest = part[kept], moved[kept], norm[kept], lowest[kept]
             polished.lowest_eigenvalue[part] = lowest
         polished.shift[part] = np.linalg.norm(moved - final_theta[part], axis=1)
@@ -107,6 +112,29 @@ def polish_minima(
         log.info("Newton polish of %d points: gradient norm median %.2g -> %.2g, moved up to %.3g",
                  len(rows), np.median(grad_norm[rows]), np.median(polished.grad_norm[rows]),
                  np.nanmax(polished.shift[rows]))
+    return _with_lowest_eigenvalues(polished, rows, hvp, device=device, dtype=dtype, chunk=chunk)
+
+
+def _known_where_needed(lowest, needed, points, hvp, *, device, dtype):
+    """The lowest eigenvalues ``lowest`` with their nan computed at ``points`` where ``needed``."""
+    lowest = lowest.copy()
+    rows = np.flatnonzero(needed & np.isnan(lowest))
+    if len(rows):
+        theta = torch.as_tensor(points[rows], dtype=dtype, device=device)
+        lowest[rows] = torch.linalg.eigvalsh(dense_hessians(hvp, theta))[:, 0].cpu().numpy()
+    return lowest
+
+
+def _with_lowest_eigenvalues(polished, rows, hvp, *, device, dtype, chunk):
+    """``polished`` with the lowest Hessian eigenvalue computed where it is nan among ``rows``
+    (where lowest eigenvalues are kept at all)."""
+    if polished.lowest_eigenvalue is None:
+        return polished
+    unknown = rows[np.isnan(polished.lowest_eigenvalue[rows])]
+    for start in range(0, len(unknown), chunk):
+        part = unknown[start : start + chunk]
+        theta = torch.as_tensor(polished.final_theta[part], dtype=dtype, device=device)
+        polished.lowest_eigenvalue[part] = torch.linalg.eigvalsh(dense_hessians(hvp, theta))[:, 0].cpu().numpy()
     return polished
 
 
@@ -184,10 +212,9 @@ class _Decompositions:
 
     def renew(self, rows: torch.Tensor, hessians: torch.Tensor) -> None:
         """Decompose the Hessians ``(row, param, param)`` of members ``rows``."""
-        identity = torch.eye(hessians.shape[-1], dtype=hessians.dtype, device=hessians.device)
-        _, above = torch.linalg.cholesky_ex(hessians - self.curvature_tol * identity)
+        above = all_eigenvalues_above(hessians, self.curvature_tol)
         factor, failed = torch.linalg.cholesky_ex(hessians)
-        curved = (above == 0) & (failed == 0)  # every eigenvalue above curvature_tol
+        curved = above & (failed == 0)  # every eigenvalue above curvature_tol
         self.factors[rows[curved]] = factor[curved]
         self.by_eigenvalues[rows] = ~curved
         rest = rows[~curved]
@@ -200,6 +227,8 @@ class _Decompositions:
         ``curvature_tol`` (all of them where the factor is Cholesky's)."""
         step = torch.empty_like(grad)
         eigen = self.by_eigenvalues[rows]
+        if len(rows) == len(self.factors) and not eigen.any():  # every member: no gathered copy of the factors
+            return -cholesky_solve(self.factors, grad)
         if (~eigen).any():
             step[~eigen] = -cholesky_solve(self.factors[rows[~eigen]], grad[~eigen])
         if eigen.any():
