@@ -139,3 +139,39 @@ def test_members_kicked_off_a_saddle_are_carried_by_the_escape_run_and_refined_o
     np.testing.assert_allclose(np.abs(checked.final_theta), [[1.0, 0.0]] * 6, atol=1e-12)
     np.testing.assert_allclose(checks.lowest_eigenvalue, 2.0, rtol=1e-9)  # computed by the polish
 
+
+
+def test_a_member_stopped_again_on_a_wide_slow_ridge_is_carried_off_by_a_tighter_gradient_test(monkeypatch):
+    """V = 1e-2 cos(x / 10): the gradient is below grad_tol = 2e-3 everywhere and the curvature
+    negative for |x| < 5 pi, so a flow stops at once on the ridge, and each kick (capped at 1)
+    moves it by 1. At a fixed gradient test it is still on the ridge after three kicks: a
+    saddle, undecided. With the test tightened tenfold per kick the flow itself carries it, from
+    x = 3 (gradient 3e-4 > 2e-4), down toward the minimum at 10 pi, stopping once its gradient
+    falls below the last test (sin(x / 10) = 0.2)."""
+    from basins import training
+
+    def wide_ridge(theta):
+        return 1e-2 * torch.cos(theta[:, 0] / 10)
+
+    engine = dict(dynamics="gd", lr=1000.0, max_steps=20_000, device=torch.device("cpu"), dtype=torch.float64,
+                  chunk=8, run_id=("wide ridge",), progress_every_s=1e9)
+    starts, ids = np.array([[1.0], [-1.0]]), np.arange(2)
+
+    def checked():
+        out = descend(objective_of(wide_ridge), starts, ids, grad_tol=2e-3, **engine)
+        assert (out.status == CONVERGED).all() and np.array_equal(out.final_theta, starts)  # stopped at once
+        return escape_saddles(
+            out, ids, energy=wide_ridge, curvature_tol=1e-6, saddle_kick=1e-2, grad_tol=2e-3, max_saddle_escapes=3,
+            continue_from=lambda theta, members, tol: descend(objective_of(wide_ridge), theta, members,
+                                                              **dict(engine, grad_tol=tol)),
+            max_dense_params=10, n_lanczos=1, seed=0, device=torch.device("cpu"), dtype=torch.float64,
+        )
+
+    out, _, n_escapes = checked()
+    assert (out.status == CONVERGED).all() and (n_escapes == 2).all()
+    reached = out.final_theta[:, 0] * np.sign(starts[:, 0])  # past the test's threshold, short of the minimum
+    assert ((10 * (np.pi - np.arcsin(0.2)) <= reached) & (reached < 10 * np.pi)).all()
+    monkeypatch.setattr(training, "ESCAPE_TIGHTENING", 1.0)
+    out, _, n_escapes = checked()
+    assert (out.status == SADDLE).all() and (n_escapes == 3).all()
+    np.testing.assert_allclose(out.final_theta[:, 0], 4 * np.sign(starts[:, 0]), atol=1e-12)

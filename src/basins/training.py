@@ -156,8 +156,9 @@ def train_ensemble(
     curvature_tol, saddle_kick, max_saddle_escapes : float, float, int
         Minima, not saddles: at every member that converged by its gradient the lowest
         Hessian eigenvalue is computed (:func:`escape_saddles`); below ``-curvature_tol`` the
-        member is kicked along that eigenvector and the same dynamics continues, up to
-        ``max_saddle_escapes`` times; one still at a saddle then ends with status ``SADDLE``.
+        member is kicked along that eigenvector and the same dynamics continues (its gradient
+        test tightened tenfold at each kick after the first), up to ``max_saddle_escapes``
+        times; one still at a saddle then ends with status ``SADDLE``.
         Too large a ``curvature_tol`` lets shallow saddles pass as minima; too small flags the
         round-off of flat minima (near-zero eigenvalues) as saddles.
     max_dense_params, n_lanczos : int
