@@ -380,8 +380,9 @@ def check_minima(
     and confirmed stationary, or continued with a tighter gradient test (:func:`confirm_minima`).
     ``energy`` is the per-member loss, ``continue_from(theta, ids, grad_tol)`` the engine run
     that continues members, ``escape_from`` (the same signature; ``continue_from`` where not
-    given) the one that carries members kicked off a saddle. Above ``max_dense_params`` parameters (or with ``newton_steps`` 0)
-    there is no polish, and a warning says the gradient test alone decides.
+    given) the one that carries members kicked off a saddle. Above ``max_dense_params``
+    parameters (or with ``newton_steps`` 0) there is no polish, and a warning says the gradient
+    test alone decides.
     """
     hessian_bytes = 8 * 4 * n_params**2
 
@@ -509,7 +510,7 @@ def escape_saddles(
 
     The first continuation tests at ``grad_tol``; each later one tightens it tenfold. A member
     found at a saddle again after a kick has stopped where the flow is slow rather than where it
-    ends: at N = 401 (the digits replicates, width 40) a third of the members kept stopping on
+    ends: at N = 401 (the digits replicates, width 40) a fifth of the members kept stopping on
     shallow saddles (lowest eigenvalue -2e-4 to -4e-6, among a hidden layer's small units) after
     24 kicks at a fixed ``grad_tol``; the tighter test lets the flow, not the tolerance, decide
     where they end. Kicks shrink with it (``2 tol / |lambda|``).
