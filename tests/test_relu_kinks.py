@@ -1,5 +1,7 @@
 """Minima on ReLU kinks: the Clarke stationarity measure, its multipliers, and runs certified by it."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -235,15 +237,26 @@ def test_the_hessian_along_curved_kinks_is_the_second_difference_along_them(on_c
     assert (without_curvature - reduced).abs().max() > 1e-3
 
 
-def test_a_point_with_kinks_in_two_layers_is_not_covered(on_curved_kinks):
-    objective, point, active = on_curved_kinks
-    nested = active.clone()
-    sample = int(torch.nonzero(active[1])[0, 0])
-    nested[0, sample, int(objective.felt_distances(point)[0, sample].argmin())] = True  # its kinks in both layers
-    on_both = objective.onto_kinks(point, nested)
-    found = certify_kink_minimum(on_both.numpy(), objective.x.numpy(), objective.y.numpy(), DEEP,
-                                 loss="quadratic_hinge", grad_tol=1e-10)
-    assert not found.certified and "two layers" in found.reason
+def test_a_jammed_minimum_with_kinks_in_two_layers_is_certified_and_brute_force_agrees():
+    """Depth 2 (d = h = 9, N = 190), random labels, P = 520: the run of the default sweep (seed 1)
+    that Adam and BFGS left undecided (gradient 0.10), carried by a softplus-smoothing homotopy
+    (beta 1e3 -> 1e7, session 30's probe) onto 55 kinks, three of its points with kinks in both
+    layers: certified with each lower kink's convexity taken through the active units above it.
+    The brute force is the known answer: the loss rises along every random direction, linearly."""
+    data = prepare_dataset(kind="random_patterns", n_train=520, n_test=10, seed=1, n_features=9, normalize=True)
+    x, y, _, _ = train_test_arrays(data)
+    arch = Architecture(9, 1, 2, 9, "relu", True)
+    theta = np.load(Path(__file__).parent / "data" / "depth2_jammed_on_two_layers_of_kinks.npy")
+    found = certify_kink_minimum(theta, x, y, arch, loss="quadratic_hinge", grad_tol=1e-10)
+    assert found.certified and found.n_active == 55 and found.subgradient_norm < 1e-12
+    objective = _KinkedLoss(arch, torch.as_tensor(x), torch.as_tensor(y, dtype=torch.float64), "quadratic_hinge", 1.0, 0.0)
+    active = objective.felt_distances(torch.as_tensor(found.theta)) < 1e-9
+    assert int((active.any(2).sum(0) > 1).sum()) == 3  # points with kinks in both layers
+    directions = np.random.default_rng(3).normal(size=(3000, arch.n_params))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    rises = [member_loss_of(arch, found.theta + radius * directions, x, y).numpy() - found.loss for radius in (1e-7, 1e-5)]
+    assert min(rise.min() for rise in rises) > 64 * np.finfo(float).eps
+    assert 50 < np.median(rises[1]) / np.median(rises[0]) < 200  # linear: off kinks only
 
 
 def test_the_preactivation_jacobian_is_forward_mode_differentiation():

@@ -209,17 +209,15 @@ def certify_kink_minimum(
 def _certify_on(start, active, objective, *, grad_tol, newton_steps) -> KinkCertificate:
     """:func:`certify_kink_minimum` with the active kinks ``active (layer, sample, unit)``."""
     n_active = int(active.sum())
-    if (active.any(2).sum(0) > 1).any():
-        reason = "a training point with active kinks in two layers: not covered"
-        return _refused(start, objective, np.nan, n_active, reason)
     groups = _same_kinks(objective.kink_gradients(start, active), active)
     if torch.linalg.matrix_rank(_once(objective.kink_gradients(start, active), groups)) <= groups.max():
         return _refused(start, objective, np.nan, n_active, "kink gradients linearly dependent")
     point = objective.onto_kinks(start, active)
     lowest = np.nan
     for iteration in range(newton_steps + 1):
-        along, gradient, constraints, convexity, tangent = objective.along_kinks(point, active)
-        constraints, convexity = _once(constraints, groups), _summed(convexity, groups)
+        along, gradient, constraints, _, tangent = objective.along_kinks(point, active)
+        constraints = _once(constraints, groups)
+        convexity = objective.effective_convexity(point, active, groups, gradient, constraints)
         multipliers = _multipliers(gradient, constraints, convexity)[groups]
         reduced = tangent.T @ objective.hessian(point, active, multipliers) @ tangent
         values, vectors = torch.linalg.eigh(reduced)
@@ -354,6 +352,32 @@ class _KinkedLoss:
         tangent = _null_space(constraints if self.l2 else torch.cat([constraints, _rescalings(theta, self.arch)]))
         return tangent.T @ gradient, gradient, constraints, convexity, tangent
 
+    def effective_convexity(self, theta, active, groups, gradient, constraints):
+        """The convexities ``(surface,)`` of the active kinks' surfaces (``groups``; ``constraints``
+        one row a surface), each unit's derivative in its output with the active units above it
+        lines of their multipliers' slopes, found from the top layer down.
+
+        A kink whose point has active kinks in layers above it enters those units' pre-activations
+        through ``relu``: in the coordinates ``q' = q + (dz/dh) relu(q_below)`` of each layer (a
+        piecewise linear change of variables, one to one) the first-order model is again a sum of
+        ``c relu(q')`` terms, with ``c`` of a lower kink its ``L^s`` derivative: ``L_0``'s plus
+        what reaches the loss through the active units above, ``sum (dz_above / dh) s c_above``.
+        Where no point has kinks in two layers these are ``L_0``'s convexities.
+        """
+        layers = torch.nonzero(active, as_tuple=True)[0]
+        surface_layer = torch.zeros(int(groups.max()) + 1, dtype=layers.dtype).index_copy_(0, groups, layers)
+        products = torch.linalg.lstsq(constraints.T, -gradient.unsqueeze(1), driver="gelsd").solution[:, 0]  # s c
+        convexity = torch.zeros_like(products)
+        multipliers = torch.zeros_like(products)
+        for layer in reversed(range(self.arch.depth)):
+            here = surface_layer == layer
+            if not here.any():
+                continue
+            derivative = _summed(self.unit_output_derivative(theta, active, _slopes(active, multipliers[groups]))[active], groups)
+            convexity[here] = derivative[here]
+            multipliers[here] = products[here] / derivative[here]
+        return convexity
+
     def output_derivative(self, theta, active=None):
         """``dL/df (sample,)``: the loss's derivative in the network's output on each sample."""
         _, output = self._value(theta.detach(), active, None)
@@ -361,12 +385,12 @@ class _KinkedLoss:
         per_sample = sample_losses(output.view(1, -1, 1), self.y, loss=self.loss, margin=self.margin)[0]
         return torch.autograd.grad(per_sample.mean(), output)[0]
 
-    def unit_output_derivative(self, theta, active):
+    def unit_output_derivative(self, theta, active, slopes=None):
         """``dL/dh (layer, sample, unit)``: the loss's derivative in each hidden unit's output on
-        each sample (``L_0``'s: the active units' outputs 0)."""
+        each sample (``L^s``'s: the active units lines of ``slopes``, 0 where None: ``L_0``'s)."""
         arch = self.arch
         nudge = torch.zeros(arch.depth, len(self.x), arch.width, dtype=theta.dtype, requires_grad=True)
-        _, output = _forward(theta.detach(), self.x, arch, active, nudge=nudge)
+        _, output = _forward(theta.detach(), self.x, arch, active, slopes, nudge=nudge)
         per_sample = sample_losses(output.view(1, -1, 1), self.y, loss=self.loss, margin=self.margin)[0]
         return torch.autograd.grad(per_sample.mean(), nudge)[0]
 
