@@ -7,20 +7,22 @@ surface (a *kink*). First-layer kinks are hyperplanes (``z = w . x_s + c``); dee
 curved. Descent methods stop on kinks (BFGS's line search lands on them and cannot cross), and
 a minimum there need not have a vanishing gradient, so the gradient test cannot decide such a
 run. Near a point where the kinks ``K`` are active (within ``reach`` of it, every other kink at
-least ``gap`` times further) and no training point has active kinks in two layers,
+least ``gap`` times further),
 
     L(theta_0 + v) = L(theta_0) + grad L_0 . v + sum_k c_k relu(a_k . v) + o(|v|),
 
 with ``L_0`` smooth (each active unit's output taken as 0 on its point), ``a_k = grad z_k`` and
-``c_k = dL/dh`` the loss's derivative in that unit's output on that point (one number: nothing
-above an active kink is on a kink of its point). Its Clarke subdifferential is
+``c_k = dL/dh`` the loss's derivative in that unit's output on that point. Where a point has
+active kinks in several layers this holds in the coordinates ``q' = q + (dz/dh) relu(q_below)``
+of each layer (on each orthant of the lower ``q`` a linear change of variables, one to one),
+with a lower kink's ``c_k`` its derivative through the active units above it as lines of their
+slopes ``s`` (:meth:`_KinkedLoss.effective_convexity`, found from the top layer down). Its
+Clarke subdifferential (in those coordinates) is
 ``{grad L_0 + sum_k s_k c_k a_k : s in [0, 1]^K}`` when the ``a_k`` are linearly independent
 (then the ``z_k`` serve as local coordinates and the 2^K orthants are the loss's smooth
 pieces; kinks of one unit with the same gradient, ``z = b`` on all points whose layers below
 are off, are one surface and count once with their ``c_k`` summed). The stationarity measure of nonsmooth optimization is its smallest element's norm
-(bounded least squares); it replaces the gradient norm of the smooth test. A point with active
-kinks in two layers composes two ReLUs, whose first-order model is not of this form: it is not
-covered (refused). A kink whose point has zero loss derivative, or a layer above it off on that
+(bounded least squares); it replaces the gradient norm of the smooth test. A kink whose point has zero loss derivative, or a layer above it off on that
 point, changes nothing nearby: it is not *felt* and never active.
 
 Certificate (:func:`certify_kink_minimum`). The point is first moved onto the kinks' common
@@ -47,8 +49,8 @@ hand-made subgradients; runs of the jamming stage that BFGS left on kinks, one a
 layers, certified, then checked by brute force (the loss rises along thousands of random
 directions at radii 1e-7 to 1e-3, linearly); the same points moved along ``M`` come back under
 the polish and are refused without it; the reduced Hessian on a curved ``M`` against second
-differences of the loss along curves on ``M``; an active set without a gap is refused, one
-with a point's kinks in two layers too.
+differences of the loss along curves on ``M``; an active set without a gap is refused; a
+depth-2 jammed minimum with three points on kinks in both layers, certified and brute-forced.
 """
 
 from __future__ import annotations
@@ -373,7 +375,8 @@ class _KinkedLoss:
             here = surface_layer == layer
             if not here.any():
                 continue
-            derivative = _summed(self.unit_output_derivative(theta, active, _slopes(active, multipliers[groups]))[active], groups)
+            slopes = _slopes(active, multipliers[groups])
+            derivative = _summed(self.unit_output_derivative(theta, active, slopes)[active], groups)
             convexity[here] = derivative[here]
             multipliers[here] = products[here] / derivative[here]
         return convexity
