@@ -259,6 +259,29 @@ def test_a_jammed_minimum_with_kinks_in_two_layers_is_certified_and_brute_force_
     assert 50 < np.median(rises[1]) / np.median(rises[0]) < 200  # linear: off kinks only
 
 
+def test_a_kink_surface_shared_with_a_point_on_a_lower_kink_is_not_merged():
+    """The session-30 referee's counterexample (2-2-2-1 ReLU network, MSE, 42 points): a
+    layer-2 unit's kink z = b on two points, one of them also on a layer-1 kink, where z = b +
+    w relu(q_1). Merged into one surface their convexities summed hid the one point's negative
+    part and a non-minimum was certified; the loss falls linearly along the layer-1 kink's
+    normal (the known answer, brute force). Kept apart, the set is refused."""
+    stored = np.load(Path(__file__).parent / "data" / "merged_kink_surface_not_a_minimum.npz")
+    arch = Architecture(2, 1, 2, 2, "relu", True)
+    theta, x, y = stored["theta"], stored["x"], stored["y"]
+    found = certify_kink_minimum(theta, x, y, arch, loss="mse", grad_tol=1e-10)
+    assert not found.certified and "linearly dependent" in found.reason
+    w_in, b_in = arch.layer_slices[0]
+    normal = np.zeros(arch.n_params)
+    normal[w_in.start : w_in.start + 2], normal[b_in.start] = x[0], 1.0  # grad z of layer 1, unit 0, point 0
+
+    def loss(point):
+        output = forward(torch.as_tensor(point)[None], torch.as_tensor(x), arch)[0, :, 0].numpy()
+        return 0.5 * np.mean((output - y) ** 2)
+
+    falls = [loss(theta + step * normal / normal.dot(normal)) - loss(theta) for step in (1e-8, 1e-7, 1e-6)]
+    assert max(falls) < 0 and falls[2] / falls[0] == pytest.approx(100, rel=1e-2)  # linearly
+
+
 def test_the_preactivation_jacobian_is_forward_mode_differentiation():
     """The chain-rule Jacobian of every hidden pre-activation against torch's forward-mode
     autodiff of the same network, three hidden layers, with and without active units."""

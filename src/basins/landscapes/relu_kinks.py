@@ -259,8 +259,14 @@ def _same_kinks(constraints, active) -> torch.Tensor:
     same gradient are one surface and count once, their convexities summed (``z = b`` on every
     point whose layers below are all off, or repeated training points: the same function of the
     parameters, so ``sum_k c_k relu(a . v) = (sum_k c_k) relu(a . v)``)."""
-    layer, _, unit = torch.nonzero(active, as_tuple=True)
-    keys = torch.cat([torch.stack([layer, unit], 1).to(constraints.dtype), constraints], 1)
+    layer, sample, unit = torch.nonzero(active, as_tuple=True)
+    # A kink whose point has active kinks in a layer below is its own surface: there z = b +
+    # (dz/dh) relu(q_below), not the others' z = b, and its convexity must not be summed with
+    # theirs (an independent referee certified a non-minimum so, session 30). Its gradient then
+    # repeats theirs, and the set is refused as linearly dependent.
+    below = (torch.cumsum(active.any(2).int(), 0) - active.any(2).int())[layer, sample] > 0
+    own = torch.where(below, sample, -1)
+    keys = torch.cat([torch.stack([layer, unit, own], 1).to(constraints.dtype), constraints], 1)
     return torch.unique(keys, dim=0, return_inverse=True)[1]
 
 
