@@ -21,9 +21,12 @@ Clarke subdifferential (in those coordinates) is
 ``{grad L_0 + sum_k s_k c_k a_k : s in [0, 1]^K}`` when the ``a_k`` are linearly independent
 (then the ``z_k`` serve as local coordinates and the 2^K orthants are the loss's smooth
 pieces; kinks of one unit with the same gradient, ``z = b`` on all points whose layers below
-are off, are one surface and count once with their ``c_k`` summed). The stationarity measure of nonsmooth optimization is its smallest element's norm
-(bounded least squares); it replaces the gradient norm of the smooth test. A kink whose point has zero loss derivative, or a layer above it off on that
-point, changes nothing nearby: it is not *felt* and never active.
+are off, are one surface and count once with their ``c_k`` summed, but for a kink whose point
+has active kinks below it, where ``z = b + (dz/dh) relu(q_below)``: it stays its own). The
+stationarity measure of nonsmooth optimization is its smallest element's norm (bounded least
+squares); it replaces the gradient norm of the smooth test. A kink whose point has zero loss
+derivative, or a layer above it off on that point, changes nothing nearby: it is not *felt*
+and never active.
 
 Certificate (:func:`certify_kink_minimum`). The point is first moved onto the kinks' common
 manifold ``M = {z_k = 0}`` (Gauss-Newton steps of the size of the kink distances; one step for
@@ -50,7 +53,9 @@ layers, certified, then checked by brute force (the loss rises along thousands o
 directions at radii 1e-7 to 1e-3, linearly); the same points moved along ``M`` come back under
 the polish and are refused without it; the reduced Hessian on a curved ``M`` against second
 differences of the loss along curves on ``M``; an active set without a gap is refused; a
-depth-2 jammed minimum with three points on kinks in both layers, certified and brute-forced.
+depth-2 jammed minimum with three points on kinks in both layers, certified and brute-forced;
+a unit's ``z = b`` kinks merged with one over a lower kink, which certified a non-minimum
+(session-30 referee), kept apart and refused.
 """
 
 from __future__ import annotations
