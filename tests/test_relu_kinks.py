@@ -17,7 +17,7 @@ from basins.landscapes.relu_kinks import (
     _preactivation_jacobian,
     _same_kinks,
     _KinkedLoss,
-    _multipliers,
+    _once,
     active_kinks,
     certify_kink_minimum,
     clarke_stationarity,
@@ -225,8 +225,10 @@ def test_the_hessian_along_curved_kinks_is_the_second_difference_along_them(on_c
     """The loss along curves on M (each point moved back onto the kinks) bends as the tangent
     projection of the Hessian of L^s, s the multipliers; L_0's Hessian misses M's curvature."""
     objective, point, active = on_curved_kinks
-    along, gradient, constraints, convexity, tangent = objective.along_kinks(point, active)
-    reduced = tangent.T @ objective.hessian(point, active, _multipliers(gradient, constraints, convexity)) @ tangent
+    _, gradient, constraints, _, tangent = objective.along_kinks(point, active)
+    groups = _same_kinks(constraints, active)
+    _, multipliers = objective.convexities_and_multipliers(point, active, groups, gradient, _once(constraints, groups))
+    reduced = tangent.T @ objective.hessian(point, active, multipliers[groups]) @ tangent
     without_curvature = tangent.T @ objective.hessian(point, active) @ tangent
     step = 1e-4
     for direction in tangent.T[:12]:

@@ -356,7 +356,7 @@ def check_minima(
     *,
     energy: Callable[[torch.Tensor], torch.Tensor],
     continue_from: Callable[[np.ndarray, np.ndarray, float], Descent],
-    escape_from: Callable[[np.ndarray, np.ndarray, float], Descent] | None = None,
+    escape_from: Callable[[np.ndarray, np.ndarray, float], Descent],
     n_params: int,
     grad_tol: float,
     curvature_tol: float,
@@ -379,8 +379,8 @@ def check_minima(
     members are Newton-polished onto their minimum (:func:`basins.engine.polish.polish_minima`)
     and confirmed stationary, or continued with a tighter gradient test (:func:`confirm_minima`).
     ``energy`` is the per-member loss, ``continue_from(theta, ids, grad_tol)`` the engine run
-    that continues members, ``escape_from`` (the same signature; ``continue_from`` where not
-    given) the one that carries members kicked off a saddle. Above ``max_dense_params``
+    that continues members, ``escape_from`` (the same signature) the one that carries members
+    kicked off a saddle. Above ``max_dense_params``
     parameters (or with ``newton_steps`` 0) there is no polish, and a warning says the gradient
     test alone decides.
     """
@@ -390,7 +390,7 @@ def check_minima(
         """Saddles kicked off and continued, then the Newton polish, for the members of ``run``."""
         run, lowest_eigenvalue, n_escapes = escape_saddles(
             run, ids,
-            continue_from=escape_from or continue_from,
+            continue_from=escape_from,
             energy=energy,
             curvature_tol=curvature_tol, saddle_kick=saddle_kick, grad_tol=tol,
             max_saddle_escapes=max_saddle_escapes, max_dense_params=max_dense_params,

@@ -115,13 +115,18 @@ def polish_minima(
     return _with_lowest_eigenvalues(polished, rows, hvp, device=device, dtype=dtype, chunk=chunk)
 
 
+def _lowest_eigenvalues(hvp, theta):
+    """The lowest eigenvalue ``(member,)`` of each member's dense Hessian at ``theta``."""
+    return torch.linalg.eigvalsh(dense_hessians(hvp, theta))[:, 0]
+
+
 def _known_where_needed(lowest, needed, points, hvp, *, device, dtype):
     """The lowest eigenvalues ``lowest`` with their nan computed at ``points`` where ``needed``."""
     lowest = lowest.copy()
     rows = np.flatnonzero(needed & np.isnan(lowest))
     if len(rows):
         theta = torch.as_tensor(points[rows], dtype=dtype, device=device)
-        lowest[rows] = torch.linalg.eigvalsh(dense_hessians(hvp, theta))[:, 0].cpu().numpy()
+        lowest[rows] = _lowest_eigenvalues(hvp, theta).cpu().numpy()
     return lowest
 
 
@@ -134,7 +139,7 @@ def _with_lowest_eigenvalues(polished, rows, hvp, *, device, dtype, chunk):
     for start in range(0, len(unknown), chunk):
         part = unknown[start : start + chunk]
         theta = torch.as_tensor(polished.final_theta[part], dtype=dtype, device=device)
-        polished.lowest_eigenvalue[part] = torch.linalg.eigvalsh(dense_hessians(hvp, theta))[:, 0].cpu().numpy()
+        polished.lowest_eigenvalue[part] = _lowest_eigenvalues(hvp, theta).cpu().numpy()
     return polished
 
 
@@ -193,7 +198,7 @@ def _newton(energy, hvp, theta, curvature_tol, newton_steps, stationary_tol):
         at_point[rows[at_floor]] = True  # it moved by round-off only: its decomposition stands
     unknown = torch.nonzero(~(at_point & decompositions.by_eigenvalues)).flatten()
     if len(unknown):
-        decompositions.lowest[unknown] = torch.linalg.eigvalsh(dense_hessians(hvp, theta[unknown]))[:, 0]
+        decompositions.lowest[unknown] = _lowest_eigenvalues(hvp, theta[unknown])
     return theta, grad.norm(dim=1), decompositions.lowest
 
 

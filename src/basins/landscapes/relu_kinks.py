@@ -16,7 +16,7 @@ with ``L_0`` smooth (each active unit's output taken as 0 on its point), ``a_k =
 active kinks in several layers this holds in the coordinates ``q' = q + (dz/dh) relu(q_below)``
 of each layer (on each orthant of the lower ``q`` a linear change of variables, one to one),
 with a lower kink's ``c_k`` its derivative through the active units above it as lines of their
-slopes ``s`` (:meth:`_KinkedLoss.effective_convexity`, found from the top layer down). Its
+slopes ``s`` (:meth:`_KinkedLoss.convexities_and_multipliers`, found from the top layer down). Its
 Clarke subdifferential (in those coordinates) is
 ``{grad L_0 + sum_k s_k c_k a_k : s in [0, 1]^K}`` when the ``a_k`` are linearly independent
 (then the ``z_k`` serve as local coordinates and the 2^K orthants are the loss's smooth
@@ -224,8 +224,8 @@ def _certify_on(start, active, objective, *, grad_tol, newton_steps) -> KinkCert
     for iteration in range(newton_steps + 1):
         along, gradient, constraints, _, tangent = objective.along_kinks(point, active)
         constraints = _once(constraints, groups)
-        convexity = objective.effective_convexity(point, active, groups, gradient, constraints)
-        multipliers = _multipliers(gradient, constraints, convexity)[groups]
+        convexity, multipliers = objective.convexities_and_multipliers(point, active, groups, gradient, constraints)
+        multipliers = multipliers[groups]
         reduced = tangent.T @ objective.hessian(point, active, multipliers) @ tangent
         values, vectors = torch.linalg.eigh(reduced)
         lowest, largest = float(values[0]), float(values.abs().max())
@@ -285,13 +285,6 @@ def _once(rows, groups) -> torch.Tensor:
 def _summed(values, groups) -> torch.Tensor:
     """``values (kink,)`` summed over each surface of ``groups``."""
     return torch.zeros(int(groups.max()) + 1, dtype=values.dtype).index_add_(0, groups, values)
-
-
-def _multipliers(gradient, constraints, convexity) -> torch.Tensor:
-    """``s`` of ``grad L_0 + sum_k s_k c_k a_k = 0`` by least squares: with them ``grad L^s``
-    has no component across the kinks."""
-    columns = (constraints * convexity.unsqueeze(1)).T
-    return torch.linalg.lstsq(columns, -gradient.unsqueeze(1), driver="gelsd").solution[:, 0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -365,9 +358,10 @@ class _KinkedLoss:
         tangent = _null_space(constraints if self.l2 else torch.cat([constraints, _rescalings(theta, self.arch)]))
         return tangent.T @ gradient, gradient, constraints, convexity, tangent
 
-    def effective_convexity(self, theta, active, groups, gradient, constraints):
-        """The convexities ``(surface,)`` of the active kinks' surfaces (``groups``; ``constraints``
-        one row a surface), each unit's derivative in its output with the active units above it
+    def convexities_and_multipliers(self, theta, active, groups, gradient, constraints):
+        """The convexities ``c`` and multipliers ``s`` ``(surface,)`` of the active kinks' surfaces
+        (``groups``; ``constraints`` one row a surface): ``grad L_0 + sum s c a = 0`` by least
+        squares, each ``c`` the unit's derivative in its output with the active units above it
         lines of their multipliers' slopes, found from the top layer down.
 
         A kink whose point has active kinks in layers above it enters those units' pre-activations
@@ -390,7 +384,7 @@ class _KinkedLoss:
             derivative = _summed(self.unit_output_derivative(theta, active, slopes)[active], groups)
             convexity[here] = derivative[here]
             multipliers[here] = products[here] / derivative[here]
-        return convexity
+        return convexity, multipliers
 
     def output_derivative(self, theta, active=None):
         """``dL/df (sample,)``: the loss's derivative in the network's output on each sample."""
