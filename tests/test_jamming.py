@@ -176,6 +176,32 @@ def test_bad_sweeps_are_rejected(random_pool):
         run_sweep(arch, random_pool, [3], loss="mse")
     with pytest.raises(ValueError, match="loss='l1'"):
         run_sweep(arch, random_pool, [3], loss="l1")
+    with pytest.raises(ValueError, match="increasing positive inverse smoothing scales"):
+        run_sweep(arch, random_pool, [3], homotopy_betas=[1e4, 1e3])
+    with pytest.raises(ValueError, match="newton_steps=0"):
+        run_sweep(arch, random_pool, [3], homotopy_betas=[1e3], homotopy_newton_steps=0)
+
+
+def test_a_member_the_certificate_refuses_is_judged_again_at_the_homotopy_end():
+    """The sweep's judgement of one undecided member on kinks (``_judged_on_kinks``): the
+    depth-2 jammed minimum of tests/data displaced by 1e-7 (off its kinks' clean set, as BFGS
+    leaves such runs) is refused where it stands, and certified at the homotopy's end, no
+    higher in loss; without a schedule it stays refused."""
+    from pathlib import Path
+
+    from basins.jamming import _judged_on_kinks
+
+    data = prepare_dataset(kind="random_patterns", n_train=520, n_test=10, seed=1, n_features=9, normalize=True)
+    x, y, _, _ = train_test_arrays(data)
+    arch = Architecture(9, 1, 2, 9, "relu", True)
+    theta = np.load(Path(__file__).parent / "data" / "depth2_jammed_on_two_layers_of_kinks.npy")
+    start = theta + 1e-7 * np.random.default_rng(0).normal(size=arch.n_params)
+    judge = dict(loss="quadratic_hinge", margin=1.0, l2=0.0, grad_tol=1e-10, homotopy_newton_steps=30)
+    refused, homotopy = _judged_on_kinks(start, x, y, arch, homotopy_betas=(), **judge)
+    assert not refused.certified and homotopy is None
+    found, homotopy = _judged_on_kinks(start, x, y, arch, homotopy_betas=(1e6, 1e7, 1e8), **judge)
+    assert found.certified and found.n_active == 55 and homotopy.iterations.sum() > 0
+    assert found.loss <= homotopy.start_loss
 
 
 def test_only_converged_runs_decide_a_phase_and_a_few_unsatisfied_points_are_stuck():

@@ -25,6 +25,7 @@ import dataclasses
 import functools
 import json
 import logging
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -43,7 +44,10 @@ from basins.landscapes.fused_mlp import LabelFactors, Workspace, loss_and_gradie
 from basins.landscapes.losses import check_loss, l2_penalty, margins, sample_losses
 from basins.landscapes.architecture import Architecture
 from basins.landscapes.networks import forward, silenced_inputs, smallest_hidden_preactivation
-from basins.landscapes.relu_kinks import MAX_PARAMS as KINK_MAX_PARAMS, certify_kink_minimum, covers as kink_certificate_covers
+from basins.landscapes.relu_kinks import MAX_PARAMS as KINK_MAX_PARAMS, KinkCertificate, certify_kink_minimum
+from basins.landscapes.relu_kinks import covers as kink_certificate_covers
+from basins.landscapes.softplus_homotopy import HomotopyEnd, follow_softplus_homotopy
+from basins.landscapes.softplus_homotopy import check_schedule as check_homotopy_schedule
 from basins.landscapes.objective import data_tensors, network_chunk_size
 
 log = logging.getLogger(__name__)
@@ -185,6 +189,8 @@ def sweep_jamming(
     fine_initial_theta: np.ndarray | None = None,
     finish_iterations: int = 0,
     max_dense_params: int = 4096,
+    homotopy_betas: Sequence[float] = (),
+    homotopy_newton_steps: int = 100,
     seed: int = 0,
     device: str = "auto",
     dtype: str = "float64",
@@ -237,6 +243,14 @@ def sweep_jamming(
         unless it sits on kinks of a ReLU network where
         :func:`basins.landscapes.relu_kinks.certify_kink_minimum` certifies a minimum (the
         gradient jumps there and need not vanish; the Clarke stationarity measure replaces it).
+    homotopy_betas, homotopy_newton_steps : sequence of float, int
+        Where the certificate refuses the finish's end point (not on a clean set of kinks: BFGS
+        stopped short of the kinks' right proportions), the softplus-smoothing homotopy
+        (:func:`basins.landscapes.softplus_homotopy.follow_softplus_homotopy`: every hidden ReLU
+        smoothed on the scale 1 / beta, damped Newton steps at each beta in turn, up to
+        ``homotopy_newton_steps`` each) proposes another point, and the certificate judges that
+        one, held to the end point's loss; certified, it replaces the end point, else the member
+        stays undecided (empty: no homotopy). It decides nothing itself.
     delta_tol : float
         A point counts as satisfied once Delta <= ``delta_tol``. The quadratic hinge's force
         vanishes at Delta = 0, so gradient dynamics approach the margin from above without
@@ -281,6 +295,8 @@ def sweep_jamming(
         budget_factors=budget_factors, fine_resolution=fine_resolution, fine_initial_theta=fine_initial_theta,
         finish_iterations=finish_iterations,
     )
+    if len(homotopy_betas):
+        check_homotopy_schedule(homotopy_betas, homotopy_newton_steps)
     n_pool = y_pool.shape[-1]
     torch_device, torch_dtype = resolve_device(device), TORCH_DTYPES[dtype]
     x, y = data_tensors(arch, x_pool, y_pool, dtype=torch_dtype, device=torch_device)
@@ -289,6 +305,7 @@ def sweep_jamming(
         stuck_fraction=stuck_fraction, budget_factors=factors, dynamics=dynamics, lr=lr,
         lr_decay_every=lr_decay_every, lr_decay_factor=lr_decay_factor, max_steps=max_steps, grad_tol=grad_tol,
         finish_iterations=finish_iterations, max_dense_params=max_dense_params, seed=seed,
+        homotopy_betas=tuple(homotopy_betas), homotopy_newton_steps=homotopy_newton_steps,
         chunk=network_chunk_size(arch, n_pool, memory_budget_mb, torch_dtype, torch_device),
         data_fingerprint=fingerprint_arrays(x_pool, y_pool), checkpoint_every_s=checkpoint_every_s,
         progress_every_s=progress_every_s,
@@ -385,7 +402,7 @@ def _log_phases(phase):
 
 def _fit_sizes(
     n_train, initial_theta, member_ids, *, arch, x, y, x_test, y_test, loss, margin, l2, delta_tol, stuck_fraction,
-    checkpoint_path, finish_iterations, max_dense_params, **engine,
+    checkpoint_path, finish_iterations, max_dense_params, homotopy_betas, homotopy_newton_steps, **engine,
 ) -> xr.Dataset:
     """One pass of the sweep: members ``member_ids`` fit their ``n_train`` first pool points."""
     sizes = torch.as_tensor(n_train, device=x.device)
@@ -401,7 +418,10 @@ def _fit_sizes(
         out, objective, satisfied, as_tensor, max_iterations=finish_iterations, grad_tol=engine["grad_tol"],
         max_dense_params=max_dense_params,
     )
-    out, kinks = _on_kinks(out, objective, grad_tol=engine["grad_tol"], examined=iterations > 0)
+    out, kinks = _on_kinks(
+        out, objective, grad_tol=engine["grad_tol"], examined=iterations > 0, homotopy_betas=homotopy_betas,
+        homotopy_newton_steps=homotopy_newton_steps,
+    )
     delta, test_error = _final_margins(out, objective, arch, x_test, y_test, as_tensor)
     scale = np.ones(len(n_train))
     if l2 == 0:  # with a penalty, the witness would leave the minimum the phase is about
@@ -452,8 +472,15 @@ def _fit_sizes(
             "largest: flat, certified but not decided beyond the second order; below: a saddle, not certified; "
             "nan: not examined or no kinks)")),
         kink_shift=("member", kinks.shift, variable_attrs(
-            "distance the kink certificate moved the member onto its kinks and along them (the loss not "
-            "raised; nan: not examined)")),
+            "distance the kink certificate moved the member onto its kinks and along them, from the quasi-Newton "
+            "finish's end point (through the softplus homotopy where only its end point was certified; the loss "
+            "not raised; nan: not examined)")),
+        homotopy_iterations=("member", kinks.homotopy_iterations, variable_attrs(
+            "Newton iterations of the softplus homotopy (basins.landscapes.softplus_homotopy), all betas, run where "
+            "the kink certificate refused the finish's end point (0: not run); converged with a nonzero count: "
+            "certified at the homotopy's end point")),
+        homotopy_grad_norm=("member", kinks.homotopy_grad_norm, variable_attrs(
+            "gradient norm of the softplus-smoothed loss at the homotopy's end, at its last beta (nan: not run)")),
         n_silenced_unsatisfied=("member", n_silenced, variable_attrs(
             "unsatisfied points on which a hidden layer is off: they get the output biases alone and "
             "move no weight, so they count toward stuck, never toward UNSAT (-1: diverged)")),
@@ -578,16 +605,25 @@ class _KinkRecords:
     reduced_lowest_eigenvalue: np.ndarray
     shift: np.ndarray
     n_active: np.ndarray
+    homotopy_iterations: np.ndarray
+    homotopy_grad_norm: np.ndarray
+
+    @classmethod
+    def empty(cls, n_members: int) -> _KinkRecords:
+        nan, zero = np.full(n_members, np.nan), np.zeros(n_members, dtype=np.int64)
+        return cls(nan, nan.copy(), nan.copy(), zero, zero.copy(), nan.copy())
 
 
-def _on_kinks(out, objective, *, grad_tol, examined):
+def _on_kinks(out, objective, *, grad_tol, examined, homotopy_betas=(), homotopy_newton_steps=100):
     """``out`` with the members the finish examined (``examined``) but left undecided, and that sit
     on kinks of a ReLU network, judged by
-    :func:`basins.landscapes.relu_kinks.certify_kink_minimum` on their own training set: a
-    certified member is moved onto its kinks and polished along them (``kink_shift``, the loss not
-    raised) and converged, its ``grad_norm`` the Clarke stationarity measure."""
+    :func:`basins.landscapes.relu_kinks.certify_kink_minimum` on their own training set (where it
+    refuses the finish's end point, again at the end of the softplus homotopy from there,
+    :func:`_judged_on_kinks`): a certified member is moved onto its kinks and polished along them
+    (``kink_shift``, the loss not raised) and converged, its ``grad_norm`` the Clarke
+    stationarity measure."""
     n_members = len(out.status)
-    records = _KinkRecords(*(np.full(n_members, np.nan) for _ in range(3)), n_active=np.zeros(n_members, dtype=np.int64))
+    records = _KinkRecords.empty(n_members)
     arch = objective.arch
     if not kink_certificate_covers(arch, objective.loss):
         return out, records
@@ -601,18 +637,21 @@ def _on_kinks(out, objective, *, grad_tol, examined):
         n_train = int(objective.n_train[row])
         x = objective.x[row] if objective.x.dim() == 3 else objective.x
         y = objective.y[row] if objective.y.dim() == 2 else objective.y
-        found = certify_kink_minimum(
-            out.final_theta[row], x[:n_train].cpu().numpy(), y[:n_train].cpu().numpy(), arch, loss=objective.loss,
-            margin=objective.margin, l2=objective.l2, grad_tol=grad_tol,
+        found, homotopy = _judged_on_kinks(
+            out.final_theta[row], x[:n_train].cpu().numpy(), y[:n_train].cpu().numpy(), objective.arch,
+            loss=objective.loss, margin=objective.margin, l2=objective.l2, grad_tol=grad_tol,
+            homotopy_betas=homotopy_betas, homotopy_newton_steps=homotopy_newton_steps, member=row,
         )
         records.n_active[row], records.margin[row] = found.n_active, found.multiplier_margin
-        records.reduced_lowest_eigenvalue[row], records.shift[row] = found.reduced_lowest_eigenvalue, found.shift
+        records.reduced_lowest_eigenvalue[row] = found.reduced_lowest_eigenvalue
+        records.shift[row] = np.linalg.norm(found.theta - out.final_theta[row])
+        if homotopy is not None:
+            records.homotopy_iterations[row] = homotopy.iterations.sum()
+            records.homotopy_grad_norm[row] = homotopy.grad_norm[-1]
         if found.certified:
             certified.append(row)
             points.append(found.theta)
             norms.append(found.subgradient_norm)
-        else:
-            log.info("member %d (P = %d) not certified on kinks: %s", row, n_train, found.reason)
     if rows.size:
         log.info("kink certificate: %d of %d undecided members certified at a minimum on ReLU kinks",
                  len(certified), len(rows))
@@ -624,6 +663,35 @@ def _on_kinks(out, objective, *, grad_tol, examined):
         grad_norm=with_rows(out.grad_norm, certified, np.asarray(norms)),
     )
     return out.with_status(certified, CONVERGED), records
+
+
+def _judged_on_kinks(
+    theta, x, y, arch, *, loss, margin, l2, grad_tol, homotopy_betas, homotopy_newton_steps, member=-1,
+) -> tuple[KinkCertificate, HomotopyEnd | None]:
+    """The kink certificate of one member's end point ``theta (param,)`` on its training set
+    ``x``, ``y``; where it refuses and ``homotopy_betas`` are given, the certificate of the
+    softplus homotopy's end point from there
+    (:func:`basins.landscapes.softplus_homotopy.follow_softplus_homotopy`), held to ``theta``'s
+    loss, if it certifies it (else the first refusal); and the homotopy's end (None: not run).
+    Which point is kept is the certificate's decision alone: the homotopy only proposes one."""
+    certify = functools.partial(certify_kink_minimum, x=x, y=y, arch=arch, loss=loss, margin=margin, l2=l2,
+                                grad_tol=grad_tol)
+    found = certify(theta)
+    if found.certified or not len(homotopy_betas):
+        if not found.certified:
+            log.info("member %d (P = %d) not certified on kinks: %s", member, len(y), found.reason)
+        return found, None
+    start = time.perf_counter()
+    homotopy = follow_softplus_homotopy(theta, x, y, arch, loss=loss, margin=margin, l2=l2, betas=homotopy_betas,
+                                        newton_steps=homotopy_newton_steps)
+    again = certify(homotopy.theta, no_higher_than=homotopy.start_loss)
+    log.info(
+        "member %d (P = %d) not certified on kinks at the finish's end point (%s); softplus homotopy (%.1f s, Newton "
+        "iterations %s, smooth gradient norms %s): %s", member, len(y), found.reason, time.perf_counter() - start,
+        homotopy.iterations.tolist(), np.array2string(homotopy.grad_norm, precision=2),
+        f"certified, {again.n_active} kinks, loss {again.loss:.8g}" if again.certified else f"not certified: {again.reason}",
+    )
+    return (again if again.certified else found), homotopy
 
 
 @dataclasses.dataclass(frozen=True)

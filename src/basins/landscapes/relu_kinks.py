@@ -175,6 +175,7 @@ def certify_kink_minimum(
     reaches: tuple[float, ...] = REACHES,
     gap: float = 100.0,
     newton_steps: int = 16,
+    no_higher_than: float | None = None,
 ) -> KinkCertificate:
     """Whether ``theta (param,)`` sits next to a minimum of the mean ``loss`` over ``x (sample,
     feature)``, ``y (sample,)`` (plus ``l2 / 2 |theta|^2``) on ReLU kinks: see the module.
@@ -185,7 +186,9 @@ def certify_kink_minimum(
     it) and judged there. The first certified point is returned, else the first attempt's
     refusal. Each attempt judges its own end point exactly, so trying several sets can certify a
     minimum that is there, never one that is not. A certified point never has a higher loss than
-    ``theta`` (beyond round-off)."""
+    ``theta``, or than ``no_higher_than`` where given (beyond round-off: a candidate proposed
+    by :mod:`basins.landscapes.softplus_homotopy` is held to the loss of the point it started
+    from)."""
     _check_network(arch)
     if not covers(arch, loss):
         raise ValueError(f"loss={loss!r}: the kink certificate needs a loss smooth in the output, one of {SMOOTH_LOSSES}")
@@ -195,6 +198,7 @@ def certify_kink_minimum(
     y = torch.as_tensor(y, dtype=torch.float64)
     start = torch.as_tensor(theta, dtype=torch.float64).clone()
     objective = _KinkedLoss(arch, x, y, loss, margin, l2)
+    bound = _raised_by_round_off(float(objective(start)) if no_higher_than is None else no_higher_than)
     distances = objective.felt_distances(start)
     attempts, tried = [], []
     for reach in sorted(reaches):
@@ -202,7 +206,7 @@ def certify_kink_minimum(
         if active is None or not active.any() or any(torch.equal(active, done) for done in tried):
             continue
         tried.append(active)
-        attempts.append(_certify_on(start, active, objective, grad_tol=grad_tol, newton_steps=newton_steps))
+        attempts.append(_certify_on(start, active, objective, grad_tol=grad_tol, newton_steps=newton_steps, bound=bound))
         if attempts[-1].certified:
             return attempts[-1]
     if attempts:
@@ -213,8 +217,9 @@ def certify_kink_minimum(
     return _refused(start, objective, norm, 0, reason)
 
 
-def _certify_on(start, active, objective, *, grad_tol, newton_steps) -> KinkCertificate:
-    """:func:`certify_kink_minimum` with the active kinks ``active (layer, sample, unit)``."""
+def _certify_on(start, active, objective, *, grad_tol, newton_steps, bound) -> KinkCertificate:
+    """:func:`certify_kink_minimum` with the active kinks ``active (layer, sample, unit)``, the
+    loss at most ``bound``."""
     n_active = int(active.sum())
     groups = _same_kinks(objective.kink_gradients(start, active), active)
     if torch.linalg.matrix_rank(_once(objective.kink_gradients(start, active), groups)) <= groups.max():
@@ -245,8 +250,9 @@ def _certify_on(start, active, objective, *, grad_tol, newton_steps) -> KinkCert
     if distances[active].max() > _ON_KINK * nearest_other:
         return _refused(point, objective, norm, n_active, "the polish came close to another kink")
     loss = float(objective(point))
-    if loss > _raised_by_round_off(float(objective(start))):
-        return _refused(point, objective, norm, n_active, "the point on the kinks has a higher loss than the start")
+    if loss > bound:
+        return _refused(point, objective, norm, n_active, "the point on the kinks has a higher loss than allowed "
+                        "(the start's, or the finish's end point's for the homotopy's candidate)")
     saddle = lowest < -_FLAT * largest
     certified = first_order > 0 and norm <= grad_tol and not saddle
     reason = "" if certified else (
@@ -447,11 +453,12 @@ def _slopes(active, multipliers):
     return slopes
 
 
-def _forward(theta, x, arch, active=None, slopes=None, nudge=None):
+def _forward(theta, x, arch, active=None, slopes=None, nudge=None, activation=torch.relu):
     """Pre-activations ``(layer, sample, unit)`` and outputs ``(sample,)`` of one network whose
     units on the ``active (layer, sample, unit)`` kinks are lines of ``slopes`` (0 where None),
-    every other unit a ReLU; ``nudge`` (shaped as the pre-activations) is added to each hidden
-    layer's output, to read the loss's derivative in it."""
+    every other unit a ReLU (or ``activation``: the softplus homotopy's smoothed ReLU);
+    ``nudge`` (shaped as the pre-activations) is added to each hidden layer's output, to read
+    the loss's derivative in it."""
     hidden, pre = x, []
     layers = list(zip(arch.layer_shapes, arch.layer_slices))
     for layer, ((fan_in, fan_out), (w_slice, b_slice)) in enumerate(layers):
@@ -461,7 +468,7 @@ def _forward(theta, x, arch, active=None, slopes=None, nudge=None):
         if layer == len(layers) - 1:
             return (torch.stack(pre) if pre else z.new_empty(0)), z[:, 0]
         pre.append(z)
-        hidden = torch.relu(z)
+        hidden = activation(z)
         if active is not None:
             hidden = torch.where(active[layer], (0.0 if slopes is None else slopes[layer]) * z, hidden)
         if nudge is not None:
