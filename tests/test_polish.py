@@ -26,7 +26,7 @@ def converged_near_minimum(grad_tol, n=5, seed=0):
 
 
 def polish(stopped, **options):
-    options = dict(curvature_tol=1e-6, newton_steps=8, max_dense_params=100, device=torch.device("cpu"),
+    options = dict(curvature_tol=1e-6, newton_steps=8, max_dense_params=100, stationary_tol=1e-12, device=torch.device("cpu"),
                    dtype=torch.float64, chunk=3) | options
     return polish_minima(stopped["final_theta"], stopped["grad_norm"], stopped["status"], quadratic, **options)
 
@@ -50,9 +50,13 @@ def test_members_of_one_minimum_agree_whatever_grad_tol_was():
 
 
 def test_below_the_curvature_tolerance_a_direction_is_not_polished():
-    polished = polish(converged_near_minimum(1e-3), curvature_tol=1e-3)  # the soft axis now counts as flat
-    np.testing.assert_allclose(np.abs(polished.final_theta[:, 0] - 1), 0.5 * 1e-3 / 1e-4)
-    np.testing.assert_allclose(polished.final_theta[:, 1:3], 1.0, rtol=0, atol=1e-10)
+    """The soft axis counted flat: the polish does not step along it, so the gradient along it
+    stays and no member reaches a stationary point: all are returned where they stopped."""
+    stopped = converged_near_minimum(1e-3)
+    polished = polish(stopped, curvature_tol=1e-3)
+    np.testing.assert_array_equal(polished.final_theta, stopped["final_theta"])
+    assert np.isnan(polished.shift).all()
+    np.testing.assert_array_equal(polished.grad_norm, stopped["grad_norm"])
 
 
 def test_only_converged_members_of_small_networks_are_polished():
@@ -70,8 +74,8 @@ def test_only_converged_members_of_small_networks_are_polished():
 
 def test_curved_members_step_by_cholesky_and_saddles_by_eigenvectors_to_the_same_rule():
     """Where every curvature exceeds curvature_tol the step is -H^-1 g (a Cholesky solve); a
-    member at a saddle keeps its falling direction, as the eigenvector step leaves it alone;
-    both report their true lowest eigenvalue."""
+    member next to a saddle is decomposed by eigenvectors (and returned: its step cannot reach a
+    stationary point); both report their true lowest eigenvalue."""
     import basins.engine.polish as polish_module
 
     def double_well(theta):
@@ -87,13 +91,14 @@ def test_curved_members_step_by_cholesky_and_saddles_by_eigenvectors_to_the_same
     try:
         polished = polish_minima(start, np.full(2, 1e-3), np.full(2, CONVERGED, dtype=np.int8), double_well,
                                  lowest_eigenvalue=np.full(2, np.nan),
-                                 curvature_tol=1e-6, newton_steps=16, max_dense_params=100,
+                                 curvature_tol=1e-6, newton_steps=16, max_dense_params=100, stationary_tol=1e-12,
                                  device=torch.device("cpu"), dtype=torch.float64, chunk=2)
     finally:
         polish_module._Decompositions.renew = original
     np.testing.assert_allclose(polished.final_theta[0], 1.0, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(polished.final_theta[1, :2], 1.0, rtol=0, atol=1e-12)
-    assert polished.final_theta[1, 2] == start[1, 2]  # the saddle's falling direction is left alone
+    # Next to the saddle the eigenvector step leaves the falling direction alone, and the point
+    # it reaches is not stationary: the member is returned where it stopped, for the flow.
+    np.testing.assert_array_equal(polished.final_theta[1], start[1])
     np.testing.assert_allclose(polished.lowest_eigenvalue, [1e-3, 3 * 0.05**2 - 1], rtol=1e-9)
     assert renewed[0].by_eigenvalues.tolist() == [False, True]  # Cholesky for the minimum only
 
@@ -106,29 +111,34 @@ def slow_slope(theta):
     return SLOPE * torch.log(torch.cosh(theta[:, 0] - 3)) + 0.5 * theta[:, 1] ** 2
 
 
-def settled_on_slow_slope(max_refinements):
-    """Gradient flow on :func:`slow_slope`, polished and confirmed: the first stopping points,
-    the confirmed run and its checks."""
+def settled_by_flow(landscape, starts, max_refinements):
+    """Gradient flow on ``landscape`` from ``starts``, polished and confirmed: the first
+    stopping points, the confirmed run and its checks."""
     from basins.training import confirm_minima, polish_run
     from basins.engine.descent import descend_until_decided
     from basins.engine.dynamics import energy_and_gradient
 
     engine = dict(dynamics="gradient_flow", lr=1.0, max_steps=2000, device=torch.device("cpu"), dtype=torch.float64,
-                  chunk=16, run_id=("slow slope",), progress_every_s=1e9)
+                  chunk=16, run_id=(landscape.__name__,), progress_every_s=1e9)
 
     def run(points, ids, tol):
-        out = descend_until_decided(lambda theta, batch: energy_and_gradient(slow_slope, theta), points, ids,
+        out = descend_until_decided(lambda theta, batch: energy_and_gradient(landscape, theta), points, ids,
                                     grad_tol=tol, **engine)
-        return polish_run(out, slow_slope, lowest_eigenvalue=np.full(len(ids), np.nan),
+        return polish_run(out, landscape, lowest_eigenvalue=np.full(len(ids), np.nan),
                           n_escapes=np.zeros(len(ids), dtype=int), curvature_tol=1e-6, newton_steps=16,
-                          max_dense_params=100, device=torch.device("cpu"), dtype=torch.float64, chunk=16)
+                          max_dense_params=100, stationary_tol=1e-9, device=torch.device("cpu"), dtype=torch.float64,
+                          chunk=16)
 
-    starts = np.array([[-4.0, 0.0], [3.0 + 1e-3, 1e-3]])  # on the slope; next to the minimum
-    ids = np.arange(2)
+    ids = np.arange(len(starts))
     first, checks = run(starts, ids, 1e-4)
     out, checks = confirm_minima(first, checks, ids, refine=run, grad_tol=1e-4, stationary_tol=1e-9,
                                  max_refinements=max_refinements)
     return first.final_theta, out, checks  # confirm_minima leaves the first run as it was
+
+
+def settled_on_slow_slope(max_refinements):
+    starts = np.array([[-4.0, 0.0], [3.0 + 1e-3, 1e-3]])  # on the slope; next to the minimum
+    return settled_by_flow(slow_slope, starts, max_refinements)
 
 
 def test_a_run_stopped_on_a_slow_slope_is_continued_to_the_minimum_not_catalogued():
@@ -143,6 +153,36 @@ def test_a_run_stopped_on_a_slow_slope_is_continued_to_the_minimum_not_catalogue
 def test_a_run_never_shown_on_a_stationary_point_is_undecided():
     _, out, _ = settled_on_slow_slope(max_refinements=0)
     np.testing.assert_array_equal(out.status, [BUDGET, CONVERGED])
+
+
+WELL_DEPTH = 1e-4  # a shallow landscape: the gradient is below grad_tol over much of it
+
+
+def two_wells(theta):
+    """V = eps (-exp(-x^2 / 2) - 2 exp(-(x - 3)^2 / 2)): a minimum at x = 0.083 (well A), a
+    deeper one at x = 2.98 (well B), the barrier between them near x = 1.1. From x = -0.93,
+    left of A, where V is convex but its curvature small, the flow runs right into A; a full
+    Newton step overshoots far past B, and its halvings land in B's well."""
+    x = theta[:, 0]
+    return WELL_DEPTH * (-torch.exp(-(x**2) / 2) - 2 * torch.exp(-((x - 3) ** 2) / 2))
+
+
+def test_a_polish_that_would_jump_into_another_well_returns_the_member_and_the_flow_decides():
+    from basins.engine.dynamics import energy_and_gradient
+
+    start = np.array([[-0.93]])
+    grad_norm = energy_and_gradient(two_wells, torch.as_tensor(start))[1].norm(dim=1).numpy()
+    assert grad_norm[0] < 1e-4  # the gradient test stops the flow here
+    options = dict(curvature_tol=1e-6, newton_steps=16, max_dense_params=10, stationary_tol=1e-9,
+                   device=torch.device("cpu"), dtype=torch.float64, chunk=1)
+    damped = polish_minima(start, grad_norm, np.array([CONVERGED]), two_wells, newton_region_only=False, **options)
+    np.testing.assert_allclose(damped.final_theta[0, 0], 2.9825, atol=1e-4)  # the optimizer's finish: well B
+    polished = polish_minima(start, grad_norm, np.array([CONVERGED]), two_wells, **options)
+    np.testing.assert_array_equal(polished.final_theta, start)  # outside Newton's region: returned
+    assert np.isnan(polished.shift[0])
+    _, out, checks = settled_by_flow(two_wells, start, max_refinements=2)
+    np.testing.assert_allclose(out.final_theta[0, 0], 0.0832, atol=1e-4)  # the flow's own minimum, well A
+    assert out.status[0] == CONVERGED and checks.n_refinements[0] >= 1 and out.grad_norm[0] <= 1e-9
 
 
 def test_the_cholesky_screen_sorts_matrices_by_their_lowest_eigenvalue_and_leaves_them_as_they_were():
@@ -161,8 +201,8 @@ def test_the_cholesky_screen_sorts_matrices_by_their_lowest_eigenvalue_and_leave
 
 def test_an_eigenvalue_the_saddle_check_left_unknown_is_computed():
     """nan given for a converged member (the saddle check showed only that its eigenvalues lie
-    above -curvature_tol) is computed: at the polished point, at the start where the polish
-    ends on a saddle (which the rule then compares), and where there is no polish."""
+    above -curvature_tol) is computed: at the polished point, at the start of a member the
+    polish returns (on the ridge, a gradient along its falling direction), and where there is no polish."""
     from basins.engine.curvature import lowest_eigenpairs, make_hvp
 
     def double_well(theta):  # minima at z = +-1 (curvatures 1 and 2), a maximum in z at z = 0
@@ -171,9 +211,9 @@ def test_an_eigenvalue_the_saddle_check_left_unknown_is_computed():
     starts = np.array([[0.01, 1.001], [0.01, 0.05]])  # next to a minimum; on the ridge z ~ 0
     stopped = dict(grad_norm=np.full(2, 1e-3), status=np.full(2, CONVERGED, dtype=np.int8))
     options = dict(lowest_eigenvalue=np.full(2, np.nan), curvature_tol=1e-6, max_dense_params=100,
-                   device=torch.device("cpu"), dtype=torch.float64, chunk=2)
+                   stationary_tol=1e-12, device=torch.device("cpu"), dtype=torch.float64, chunk=2)
     polished = polish_minima(starts, **stopped, energy=double_well, newton_steps=8, **options)
-    np.testing.assert_allclose(polished.final_theta, [[0.0, 1.0], [0.0, 0.05]], atol=1e-12)
+    np.testing.assert_allclose(polished.final_theta, [[0.0, 1.0], [0.01, 0.05]], atol=1e-12)  # the ridge's: returned
     np.testing.assert_allclose(polished.lowest_eigenvalue, [1.0, 3 * 0.05**2 - 1], rtol=1e-9)
     unpolished = polish_minima(starts, **stopped, energy=double_well, newton_steps=0, **options)
     np.testing.assert_allclose(unpolished.lowest_eigenvalue, [1.0, 3 * 0.05**2 - 1], rtol=1e-5)

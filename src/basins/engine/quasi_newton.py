@@ -106,7 +106,9 @@ def finish_by_quasi_newton(
         _, grad = energy_and_gradient(energy, point.unsqueeze(0))
         polished = polish_minima(
             point.unsqueeze(0).cpu().numpy(), grad.norm(dim=1).cpu().numpy(), np.array([CONVERGED]), energy,
-            curvature_tol=0.0, newton_steps=_NEWTON_STEPS, max_dense_params=max_dense_params, device=device,
+            curvature_tol=0.0, newton_steps=_NEWTON_STEPS, max_dense_params=max_dense_params,
+            stationary_tol=0.0, newton_region_only=False,  # an optimizer's finish: any minimum it reaches will do
+            device=device,
             dtype=dtype, chunk=1,
         )
         with torch.no_grad():  # the polish returns the gradient norm at its point, not the loss
