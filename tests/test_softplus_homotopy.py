@@ -28,7 +28,8 @@ def jammed():
 
 
 def active_kinks_at(theta, x, y):
-    objective = _KinkedLoss(DEEP, torch.as_tensor(x), torch.as_tensor(y, dtype=torch.float64), "quadratic_hinge", 1.0, 0.0)
+    x, y = torch.as_tensor(x), torch.as_tensor(y, dtype=torch.float64)
+    objective = _KinkedLoss(DEEP, x, y, "quadratic_hinge", 1.0, 0.0)
     return objective.felt_distances(torch.as_tensor(theta)) < 1e-6
 
 
@@ -60,7 +61,8 @@ def test_the_smooth_loss_and_its_gradient_tend_to_the_relu_ones_away_from_kinks(
         value = smooth_loss(variable, x, y, DEEP, beta=beta, loss="quadratic_hinge")
         return float(value.detach()), torch.autograd.grad(value, variable)[0]
 
-    errors = [(abs(value - relu_loss), float((gradient - relu_gradient).norm())) for value, gradient in map(smooth, (1e2, 1e3, 1e6))]
+    errors = [(abs(value - relu_loss), float((gradient - relu_gradient).norm()))
+              for value, gradient in map(smooth, (1e2, 1e3, 1e6))]
     assert errors[0][0] > errors[1][0] > 1e-6 and errors[0][1] > errors[1][1] > 1e-6
     assert errors[2][0] < 1e-14 and errors[2][1] < 1e-13
     assert smooth(np.inf)[0] == pytest.approx(relu_loss, rel=1e-14)
@@ -73,7 +75,8 @@ def test_a_jammed_minimum_displaced_off_its_kinks_is_carried_back(jammed):
     x, y, minimum = jammed
     start = minimum.theta + 1e-6 * np.random.default_rng(0).normal(size=DEEP.n_params)
     assert not certify_kink_minimum(start, x, y, DEEP, loss="quadratic_hinge", grad_tol=1e-10).certified
-    end = follow_softplus_homotopy(start, x, y, DEEP, loss="quadratic_hinge", betas=(1e5, 1e6, 1e7, 1e8), newton_steps=30)
+    end = follow_softplus_homotopy(start, x, y, DEEP, loss="quadratic_hinge", betas=(1e5, 1e6, 1e7, 1e8),
+                                   newton_steps=30)
     assert (end.iterations < 30).all() and end.end_loss < end.start_loss
     found = certify_kink_minimum(end.theta, x, y, DEEP, loss="quadratic_hinge", grad_tol=1e-10,
                                  no_higher_than=end.start_loss)

@@ -285,10 +285,12 @@ def sweep_jamming(
         member, ``n_train``, ``ratio`` (P / N), ``n_unsatisfied`` (N_Delta), ``train_error``,
         ``test_error``, ``phase`` (:data:`basins.labels.PHASE_VALUES`: 0 SAT, 1 UNSAT,
         2 stuck, -1 undecided), ``output_scale`` (SAT by the rescaled output layer,
-        :func:`_rescaled_to_sat`; 1: not rescaled), ``finish_iterations`` (0: not finished)
-        and ``scan`` (0: grid, 1: fine scan; fine members follow the grid's), and ``delta``
-        ``(member, sample)``: Delta = margin - y f on the member's
-        training points (nan beyond them).
+        :func:`_rescaled_to_sat`; 1: not rescaled), ``finish_iterations`` (0: not finished),
+        the kink certificate's ``n_active_kinks``, ``kink_multiplier_margin``,
+        ``kink_reduced_lowest_eigenvalue``, ``kink_shift`` and the homotopy's
+        ``homotopy_iterations`` (0: not run), ``homotopy_grad_norm``, and ``scan`` (0: grid,
+        1: fine scan; fine members follow the grid's), and ``delta`` ``(member, sample)``:
+        Delta = margin - y f on the member's training points (nan beyond them).
     """
     n_train, x_pool, y_pool, factors = _checked_sweep_inputs(
         arch, x_pool, y_pool, initial_theta, n_train, loss=loss, stuck_fraction=stuck_fraction, delta_tol=delta_tol,
@@ -689,7 +691,8 @@ def _judged_on_kinks(
         "member %d (P = %d) not certified on kinks at the finish's end point (%s); softplus homotopy (%.1f s, Newton "
         "iterations %s, smooth gradient norms %s): %s", member, len(y), found.reason, time.perf_counter() - start,
         homotopy.iterations.tolist(), np.array2string(homotopy.grad_norm, precision=2),
-        f"certified, {again.n_active} kinks, loss {again.loss:.8g}" if again.certified else f"not certified: {again.reason}",
+        f"certified, {again.n_active} kinks, loss {again.loss:.8g}" if again.certified
+        else f"not certified: {again.reason}",
     )
     return (again if again.certified else found), homotopy
 

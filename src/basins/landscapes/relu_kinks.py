@@ -206,7 +206,9 @@ def certify_kink_minimum(
         if active is None or not active.any() or any(torch.equal(active, done) for done in tried):
             continue
         tried.append(active)
-        attempts.append(_certify_on(start, active, objective, grad_tol=grad_tol, newton_steps=newton_steps, bound=bound))
+        attempts.append(
+            _certify_on(start, active, objective, grad_tol=grad_tol, newton_steps=newton_steps, bound=bound)
+        )
         if attempts[-1].certified:
             return attempts[-1]
     if attempts:
