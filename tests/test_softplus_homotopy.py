@@ -1,6 +1,7 @@
 """The softplus-smoothing homotopy: softplus_beta tends to relu, and its end points as the kink
 certificate judges them (a jammed minimum displaced off its kinks carried back; non-minima refused)."""
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,15 @@ import torch
 from basins.data import prepare_dataset, train_test_arrays
 from basins.landscapes.architecture import Architecture
 from basins.landscapes.relu_kinks import _KinkedLoss, certify_kink_minimum
-from basins.landscapes.softplus_homotopy import follow_softplus_homotopy, smooth_loss, softplus_relu
+from basins.landscapes.softplus_homotopy import (
+    _GaugeFixed,
+    _incoming_norms,
+    _predicted,
+    _value_and_gradient,
+    follow_softplus_homotopy,
+    smooth_loss,
+    softplus_relu,
+)
 
 DEEP = Architecture(9, 1, 2, 9, "relu", True)
 
@@ -83,6 +92,39 @@ def test_a_jammed_minimum_displaced_off_its_kinks_is_carried_back(jammed):
     assert found.certified and found.n_active == 55
     assert found.loss == pytest.approx(minimum.loss, abs=1e-8)
     assert torch.equal(active_kinks_at(found.theta, x, y), active_kinks_at(minimum.theta, x, y))
+
+
+def test_the_tangent_predictor_lands_next_to_the_next_minimum(jammed):
+    """From the smoothed minimum at beta = 1e6 next to the jammed minimum, the tangent predictor
+    in u = 1 / beta (each active kink's z is logit(s) u to first order) lands where the
+    gradient at beta = 1e7 is a thousand times smaller than where it started."""
+    x, y, minimum = jammed
+    at_1e6 = torch.as_tensor(follow_softplus_homotopy(minimum.theta, x, y, DEEP, loss="quadratic_hinge", betas=(1e6,),
+                                                      newton_steps=30).theta)
+    smoothed = functools.partial(smooth_loss, x=torch.as_tensor(x), y=torch.as_tensor(y, dtype=torch.float64),
+                                 arch=DEEP, loss="quadratic_hinge")
+    gauge = _GaugeFixed(DEEP, _incoming_norms(at_1e6, DEEP))
+    predicted = _predicted(smoothed, at_1e6, gauge, 1e6, 1e7)
+    norms = [float(_value_and_gradient(functools.partial(smoothed, beta=1e7), point)[1].norm())
+             for point in (at_1e6, predicted)]
+    assert norms[1] < 1e-3 * norms[0]
+
+
+def test_the_gauge_leaves_the_relu_network_unchanged(jammed):
+    """Rescaling each hidden unit to given incoming norms (layer by layer) is a ReLU symmetry:
+    the norms are met and the ReLU loss is the same to round-off."""
+    x, y, minimum = jammed
+    theta = torch.as_tensor(minimum.theta)
+    generator = np.random.default_rng(5)
+    norms = [norm * torch.as_tensor(generator.uniform(0.5, 2, size=norm.shape))
+             for norm in _incoming_norms(theta, DEEP)]
+    moved = _GaugeFixed(DEEP, norms)(theta)
+    for found, wanted in zip(_incoming_norms(moved, DEEP), norms):
+        torch.testing.assert_close(found, wanted, rtol=1e-14, atol=0)
+    relu = functools.partial(smooth_loss, x=torch.as_tensor(x), y=torch.as_tensor(y, dtype=torch.float64), arch=DEEP,
+                             beta=np.inf, loss="quadratic_hinge")
+    assert float(relu(moved)) == pytest.approx(float(relu(theta)), rel=1e-13)
+    assert float((moved - theta).norm()) > 1.0
 
 
 def test_an_unconverged_homotopy_end_is_refused(jammed):

@@ -37,9 +37,10 @@ point as it judges any other (it certifies a minimum that is there, never one th
 Known answers (tests/test_softplus_homotopy.py): softplus_beta tends to relu (loss and gradient
 away from kinks, within ``log(2) / beta`` everywhere); a certified depth-2 jammed minimum
 (N = 190, P = 520, 55 kinks in two layers) displaced by 1e-6 off its kinks (refused there) is
-carried back to the same kinks and loss (to 1e-8); a start from which the homotopy is not let
-converge, and a satisfiable training set, end at points the certificate refuses; a candidate
-above the loss it is held to is refused.
+carried back to the same kinks and loss (to 1e-8); the tangent predictor from beta = 1e6 to 1e7
+there lowers the gradient at 1e7 a thousandfold; the gauge leaves the ReLU loss unchanged; a
+start from which the homotopy is not let converge, and a satisfiable training set, end at
+points the certificate refuses; a candidate above the loss it is held to is refused.
 """
 
 from __future__ import annotations
