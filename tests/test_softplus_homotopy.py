@@ -134,6 +134,8 @@ def test_an_unconverged_homotopy_end_is_refused(jammed):
     start = minimum.theta + 0.05 * np.random.default_rng(1).normal(size=DEEP.n_params)
     end = follow_softplus_homotopy(start, x, y, DEEP, loss="quadratic_hinge", betas=(1e3, 1e8), newton_steps=2)
     assert end.grad_norm[-1] > 1e-6
+    # The first beta spent its steps off its minimum: the path is lost, the larger beta not run.
+    assert end.betas.tolist() == [1e3] and end.iterations.tolist() == [2]
     assert not certify_kink_minimum(end.theta, x, y, DEEP, loss="quadratic_hinge", grad_tol=1e-10).certified
 
 
