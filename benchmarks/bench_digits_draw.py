@@ -1,0 +1,65 @@
+"""One replicate of the answer's digits task at any width, timed and profiled: what one draw of a
+larger network (N = 401 at width 40) would cost the study.
+
+Trains ``--members`` networks of one hidden tanh layer on a data set the default study prepared
+(``results/datasets/digits_parity_tanh/seed<k>.nc``), with the default study's training section
+(cross-entropy, L2 1e-2, gradient flow, grad_tol 1e-4), on one thread, as the study's
+``train_ensemble`` job would, and prints the wall time, the statuses, the number of distinct
+minima (by loss) and the functions that took the time.
+
+    python benchmarks/bench_digits_draw.py results/datasets/digits_parity_tanh/seed1.nc --width 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import logging
+import pstats
+import time
+
+import numpy as np
+import torch
+
+from basins.data import train_test_arrays
+from basins.io import read_dataset
+from basins.landscapes.architecture import architecture_for, initial_parameters
+from basins.training import train_ensemble
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("dataset", help="a digits parity data set of the default study")
+    parser.add_argument("--width", type=int, default=40)
+    parser.add_argument("--members", type=int, default=1024)
+    parser.add_argument("--seed", type=int, default=1, help="seed of the initial conditions")
+    parser.add_argument("--output", help="write the training result here (netCDF)")
+    parser.add_argument("--top", type=int, default=25, help="functions listed by their own time")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    dataset = read_dataset(args.dataset)
+    arch = architecture_for(dataset, depth=1, width=args.width, activation="tanh", bias=True)
+    members = np.arange(args.members)
+    starts = initial_parameters(arch, members, seed=args.seed, init="gaussian", init_scale=1.0)
+    profile = cProfile.Profile()
+    started = time.perf_counter()
+    profile.enable()
+    result = train_ensemble(
+        arch, *train_test_arrays(dataset), starts, members, seed=args.seed, budget_factors=[1, 4, 16],
+        loss="cross_entropy", l2=1e-2, dynamics="gradient_flow", lr=0.1, rtol=1e-4, atol=1e-7, max_steps=3000,
+        grad_tol=1e-4, device="cpu", memory_budget_mb=1024,
+    )
+    profile.disable()
+    wall = time.perf_counter() - started
+    converged = result.status.values == 0
+    distinct = len(np.unique(np.round(result.loss.values[converged], 7)))
+    print(f"N = {arch.n_params}, {args.members} members: {wall:.1f} s; statuses (converged, budget, diverged, "
+          f"saddle) {np.bincount(result.status.values, minlength=4).tolist()}; {distinct} distinct minima by loss")
+    if args.output:
+        result.to_netcdf(args.output)
+    pstats.Stats(profile).sort_stats("tottime").print_stats(args.top)
+
+
+if __name__ == "__main__":
+    main()
