@@ -13,10 +13,10 @@ rescalings) are left alone: along them there is no single minimum to move to. A 
 step is kept only where it changes the loss as the quadratic model predicts, never a shortened
 one. A member whose step from a Hessian at its own point fails that test, above the round-off
 floor, has stopped where a polish would decide which minimum it reaches: it is returned where
-it stopped and the flow carries it on (:func:`basins.training.confirm_minima`). Known answers (tests/test_polish.py): on a quadratic
-the polish lands on the minimum in one step; on a landscape where a damped Newton step jumps
-past the flow's minimum into another well, the member is returned and the flow takes it to its
-own minimum.
+it stopped and the flow carries it on (:func:`basins.training.confirm_minima`). Known answers
+(tests/test_polish.py): on a quadratic the polish lands on the minimum in one step; on two
+wells, where halved Newton steps jump past the flow's minimum into the other well, the member
+is returned and the flow takes it to its own minimum.
 """
 
 from __future__ import annotations
@@ -284,8 +284,9 @@ class _Decompositions:
 
         A member's first decomposition is screened (``H - curvature_tol I`` has a Cholesky
         factor: every eigenvalue above ``curvature_tol``); a later one of a member so shown
-        factors ``H`` alone, one factorization instead of two (a member renews 13 times on
-        average at N = 401, where the factorizations were 40 % of the polish). Over the polish's
+        factors ``H`` alone, one factorization instead of two (the damped polish of session 30
+        renewed a member 13 times on average at N = 401, its factorizations 40 % of its
+        time). Over the polish's
         moves its lowest eigenvalue stays above ``curvature_tol`` (1.8e-4 median against 1e-6
         there); where ``H`` has no factor any more it is eigendecomposed, and every polished
         member's lowest eigenvalue is computed at its end point (:func:`_newton`).
