@@ -272,8 +272,9 @@ class _Decompositions:
     def __init__(self, theta: torch.Tensor, curvature_tol: float):
         n_members, n_params = theta.shape
         self.curvature_tol = curvature_tol
-        # Cholesky factor or eigenvectors; identities until decomposed (harmless in the all-member solve)
-        self.factors = torch.eye(n_params, dtype=theta.dtype, device=theta.device).repeat(n_members, 1, 1)
+        # Cholesky factor or eigenvectors; every member's is written by its first renewal, before
+        # any solve reads it (the all-member solve included)
+        self.factors = theta.new_empty((n_members, n_params, n_params))
         self.values = theta.new_empty((n_members, n_params))
         self.lowest = theta.new_full((n_members,), torch.nan)
         self.by_eigenvalues = torch.zeros(n_members, dtype=torch.bool, device=theta.device)
