@@ -326,6 +326,33 @@ def test_shape_pairs_of_unmatched_size_or_unfit_minima_are_left_out_with_their_r
     assert _row(unprobed, "good_minus_bad_reach")["reason"].item() == "basins not probed (basin_geometry: false)"
 
 
+def test_good_and_bad_are_the_matched_pair_when_the_best_and_worst_are_not():
+    """Four probed fitting minima: the best and the worst differ 6-fold in basin size and do not
+    enter; the matched pair of most different test errors does, with its own difference."""
+    rng = np.random.default_rng(13)
+    replicates = []
+    for seed in range(1, 4):
+        minima, flatness = _replicate(rng, 12, 1.0)
+        order = np.argsort(minima["test_error"].values)
+        probed = order[[0, 3, 8, 11]]  # best, two in between, worst
+        minima["n_members"].values[probed] = 300
+        tentacles = _tentacles(probed, [300] * 4, [0.3, 0.2, 0.12, 0.05], [0.9, 0.6 + 0.01 * seed, 0.1, 0.0])
+        replicates.append(Replicate(seed, minima, flatness, N_TEST, tentacles))
+    answer = answer_hypothesis({"family": ["planted"]}, {"planted": replicates}, {"planted": 41})
+    reach = _row(answer, "good_minus_bad_reach")
+    assert int(reach["n_replicates"]) == 3 and int(reach["n_minima"]) == 6
+    # Within a factor 2 are the pairs (0.3, 0.2) and (0.2, 0.12): the one whose test errors
+    # differ more is good and bad.
+    differences = reach["replicate_estimate"].values[np.isfinite(reach["replicate_estimate"].values)]
+    for seed, difference in zip(range(1, 4), differences):
+        minima = replicates[seed - 1].minima
+        probed = replicates[seed - 1].tentacles["minimum"].values
+        errors = minima["test_error"].values[probed]
+        first, second = errors[1] - errors[0], errors[2] - errors[1]
+        expected = 0.9 - (0.6 + 0.01 * seed) if first > second else (0.6 + 0.01 * seed) - 0.1
+        assert difference == pytest.approx(expected)
+
+
 def test_the_answer_figure_draws_correlations_and_shape_differences(tmp_path):
     from basins.answer_figures import figure_answer
     from basins.figures import save_figure

@@ -7,7 +7,8 @@ from basins.basin_geometry import tentacle_index
 from basins.labels import LEFT, RETURNED, UNDECIDED
 from basins.landscapes.planted import ball_and_ring
 from basins.rays import (
-    kaplan_meier_median, probe_first_exits, probe_rays, random_directions, ray_radii, select_minima_to_probe,
+    good_and_bad, kaplan_meier_median, probe_first_exits, probe_rays, random_directions, ray_radii,
+    select_minima_to_probe,
 )
 
 
@@ -191,6 +192,48 @@ def test_best_and_worst_are_chosen_among_the_eligible_minima():
     assert select_minima_to_probe(fraction, test_error, n_largest=1).tolist() == [0, 4, 5]
     none = select_minima_to_probe(fraction, test_error, n_largest=1, eligible=np.zeros(6, bool))
     np.testing.assert_array_equal(none, [0])
+
+
+def _good_and_bad_by_every_pair(fraction, test_error, candidates, match_factor):
+    """The good and bad pair by a plain loop over every pair: the known answer."""
+    best, best_key = None, None
+    for i in candidates:
+        for j in candidates:
+            matched = max(fraction[i], fraction[j]) <= match_factor * min(fraction[i], fraction[j])
+            if i < j and matched and test_error[i] != test_error[j]:
+                key = (abs(test_error[i] - test_error[j]), fraction[i] + fraction[j])
+                if best_key is None or key > best_key:
+                    best, best_key = (i, j), key
+    if best is None:
+        return None
+    return tuple(sorted(best, key=lambda k: test_error[k]))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_good_and_bad_are_the_pair_matched_in_size_whose_test_errors_differ_most(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 12))
+    fraction = rng.dirichlet(np.ones(n))
+    test_error = np.round(rng.uniform(0.1, 0.3, n), 2)  # rounded: ties occur
+    candidates = np.flatnonzero(rng.random(n) < 0.8)
+    expected = _good_and_bad_by_every_pair(fraction, test_error, candidates, 2.0)
+    pair = good_and_bad(fraction, test_error, candidates, match_factor=2.0)
+    if expected is not None:
+        assert pair is not None and pair.matched and (pair.good, pair.bad) == expected
+    elif len(candidates) >= 2 and np.ptp(test_error[candidates]) > 0:
+        assert not pair.matched
+        assert test_error[pair.good] == test_error[candidates].min() and test_error[pair.bad] == test_error[candidates].max()
+    else:
+        assert pair is None
+
+
+def test_good_and_bad_probed_are_the_matched_pair_not_the_extremes():
+    """The best and the worst basins differ 20-fold in size; the two matched ones are probed."""
+    fraction = np.array([0.40, 0.02, 0.20, 0.14, 0.24])
+    test_error = np.array([0.15, 0.05, 0.12, 0.20, 0.30])
+    chosen = select_minima_to_probe(fraction, test_error, n_largest=1, match_factor=2.0)
+    np.testing.assert_array_equal(chosen, [0, 2, 4])  # largest, good (0.12), bad (0.30)
+    assert good_and_bad(fraction, test_error, np.arange(5), match_factor=2.0) == (2, 4, True)
 
 
 @pytest.mark.parametrize("radii", [[1.0, 0.5], [0.0, 1.0], []])

@@ -66,6 +66,7 @@ from basins.stats import (
     spearman_fisher_z_rows,
     verdict,
 )
+from basins.rays import good_and_bad
 from basins.summary import SHAPE_STATISTICS, shape_standard_error
 
 log = logging.getLogger(__name__)
@@ -548,34 +549,32 @@ def good_bad_shape(
     """The good - bad difference of every shape statistic (:data:`basins.summary.SHAPE_STATISTICS`)
     in one replicate, at matched basin fraction, and why there is none.
 
-    Good and bad are the probed minima of lowest and highest test error among those that fit
-    the training set and have at least ``min_members`` members (and the tentacle stage's own
-    ``min_members``). The pair enters only when their basin fractions differ by at most
-    ``match_factor``: a difference between a large and a small basin would confound shape with
-    size. Each difference comes with the two statistics' standard errors in quadrature
-    (:func:`basins.summary.shape_standard_error`: stored, or from ``measure_tentacles``'
-    intervals at their own confidence).
+    Good and bad (:func:`basins.rays.good_and_bad`) are, among the probed minima that fit the
+    training set and have at least ``min_members`` members (and the tentacle stage's own
+    ``min_members``), the pair whose basin fractions differ by at most ``match_factor`` and
+    whose test errors differ most: a difference between a large and a small basin would
+    confound shape with size. Each difference comes with the two statistics' standard errors
+    in quadrature (:func:`basins.summary.shape_standard_error`: stored, or from
+    ``measure_tentacles``' intervals at their own confidence).
     Returns ``({statistic: (difference, standard error)}, "")`` or ``({}, reason)``.
     """
     probed = tentacles["minimum"].values
     need = max(min_members, int(tentacles.attrs.get("min_members", 1)))
     test_error = minima["test_error"].values[probed]
-    rows = np.flatnonzero(
-        (tentacles["n_members"].values >= need) & (minima["train_error"].values[probed] <= fit_threshold)
-        & np.isfinite(test_error)
-    )
-    if len(rows) < 2 or np.ptp(test_error[rows]) == 0:
+    fraction = tentacles["basin_fraction"].values
+    rows = np.flatnonzero((tentacles["n_members"].values >= need) & (minima["train_error"].values[probed] <= fit_threshold))
+    pair = good_and_bad(fraction, test_error, rows, match_factor=match_factor)
+    if pair is None:
         return {}, (f"{len(rows)} probed fitting minima with >= {need} members; good and bad need two of "
                     "different test error")
-    good, bad = rows[np.argmin(test_error[rows])], rows[np.argmax(test_error[rows])]
-    fraction = tentacles["basin_fraction"].values
-    ratio = fraction[good] / fraction[bad]
-    if abs(np.log(ratio)) > np.log(match_factor):
-        return {}, (f"good and bad basins not matched in size (basin fractions {fraction[good]:.3g} and "
-                    f"{fraction[bad]:.3g}: a factor {max(ratio, 1 / ratio):.3g}, above {match_factor:g})")
+    if not pair.matched:
+        ratio = fraction[pair.good] / fraction[pair.bad]
+        return {}, (f"good and bad basins not matched in size (no two of the {len(rows)} probed fitting minima "
+                    f"within a factor {match_factor:g}; best and worst: basin fractions {fraction[pair.good]:.3g} "
+                    f"and {fraction[pair.bad]:.3g}, a factor {max(ratio, 1 / ratio):.3g})")
     differences = {}
     for stat, (kind_of_error, _) in SHAPE_STATISTICS.items():
-        (g, b), standard_errors = shape_standard_error(tentacles, stat, kind_of_error, np.array([good, bad]))
+        (g, b), standard_errors = shape_standard_error(tentacles, stat, kind_of_error, np.array(pair.indices))
         differences[stat] = (float(g - b), float(np.hypot(*standard_errors)))
     return differences, ""
 
@@ -623,7 +622,7 @@ _LONG_NAMES = {
     "n_params": "parameters of the network",
     "replicates_over": "what differs between replicates: the data draw and the initialization, or the initialization only",
     "statistic": "statistic (x_vs_y: Spearman correlation among fitting minima; good_minus_bad_<shape statistic>: "
-    "difference between the best and worst probed fitting minima at matched basin fraction)",
+    "difference between the two probed fitting minima, matched in basin fraction, whose test errors differ most)",
     "expected_sign": "sign of the statistic the hypothesis expects",
     "estimate": "pooled over replicates: a rank correlation, or a good - bad difference",
     "low": "lower end of the pooled interval",
@@ -676,9 +675,10 @@ def answer_markdown(answer: xr.Dataset) -> str:
         "holds the norm fixed, the data loss leaves it free, and neither control is the neutral one.",
         "",
         "Rows `good_minus_bad_<statistic>` compare the shape of the basins (measure_tentacles; "
-        "docs/basin_shape.md) of the best and the worst probed fitting minima of each replicate, "
-        f"entered only where their basin fractions differ by at most a factor {answer.attrs['match_factor']:g}, "
-        "pooled on the statistic's own scale: > 0 where good basins reach further, leave and re-enter "
+        "docs/basin_shape.md) of a good and a bad minimum of each replicate: among the probed fitting "
+        f"minima whose basin fractions differ by at most a factor {answer.attrs['match_factor']:g}, the pair "
+        "whose test errors differ most (probe_rays chose them so, from basin fractions and test errors "
+        "alone), pooled on the statistic's own scale: > 0 where good basins reach further, leave and re-enter "
         "more, and are found again further out; < 0 for the thickness ratio (thin tentacles).",
         "",
         "| family | experiment | N | statistic | expected | pooled | interval | noise | replicates (over) | minima | verdict "

@@ -63,10 +63,12 @@ class KaplanMeierMedian(NamedTuple):
 
 
 def select_minima_to_probe(
-    basin_fraction: np.ndarray, test_error: np.ndarray, *, n_largest: int, eligible: np.ndarray | None = None
+    basin_fraction: np.ndarray, test_error: np.ndarray, *, n_largest: int, eligible: np.ndarray | None = None,
+    match_factor: float = np.inf,
 ) -> np.ndarray:
-    """Indices of the ``n_largest`` basins and of the best and worst minima by test error
-    among the ``eligible`` ones (default: all).
+    """Indices of the ``n_largest`` basins and of the good and bad minima among the ``eligible``
+    ones (default: all): :func:`good_and_bad`, matched in basin fraction within ``match_factor``
+    where a pair is (default: the best and worst by test error).
 
     The shape statistics of a basin need members (``measure_tentacles``' ``min_members``):
     best and worst chosen among all minima would mostly be one- or two-member basins, extremes
@@ -77,9 +79,51 @@ def select_minima_to_probe(
         return np.zeros(0, dtype=np.int64)
     largest = np.argsort(-basin_fraction, kind="stable")[:n_largest]
     candidates = np.flatnonzero(np.ones(len(basin_fraction), bool) if eligible is None else eligible)
-    candidates = candidates[np.isfinite(test_error[candidates])]
-    extremes = candidates[[np.argmin(test_error[candidates]), np.argmax(test_error[candidates])]] if len(candidates) else []
-    return np.unique(np.r_[largest, extremes].astype(np.int64))
+    pair = good_and_bad(basin_fraction, test_error, candidates, match_factor=match_factor)
+    return np.unique(np.r_[largest, pair.indices if pair else []].astype(np.int64))
+
+
+class GoodAndBad(NamedTuple):
+    """Two minima compared for the hypothesis: ``good`` of lower test error than ``bad``."""
+
+    good: int
+    bad: int
+    matched: bool  #: their basin fractions differ by at most the match factor
+
+    @property
+    def indices(self) -> list[int]:
+        return [self.good, self.bad]
+
+
+def good_and_bad(
+    basin_fraction: np.ndarray, test_error: np.ndarray, candidates: np.ndarray, *, match_factor: float
+) -> GoodAndBad | None:
+    """The good and the bad minimum among ``candidates`` (indices into both arrays).
+
+    Among the pairs whose basin fractions differ by at most ``match_factor`` (shape is compared
+    at matched size: a large basin against a small one would confound shape with size), the
+    one whose test errors differ most (ties: the larger basins); where no such pair has
+    different test errors, the best and the worst by test error, not ``matched``. None where no
+    two candidates of finite and different test errors exist. The choice reads basin fractions
+    and test errors only, never the shape statistics it is then used to compare.
+    """
+    candidates = np.asarray(candidates, dtype=np.int64)
+    candidates = candidates[np.isfinite(test_error[candidates]) & (basin_fraction[candidates] > 0)]
+    if len(candidates) < 2 or np.ptp(test_error[candidates]) == 0:
+        return None
+    first, second = np.triu_indices(len(candidates), k=1)
+    a, b = candidates[first], candidates[second]
+    gap = np.abs(test_error[a] - test_error[b])
+    within = (np.abs(np.log(basin_fraction[a] / basin_fraction[b])) <= np.log(match_factor)) & (gap > 0)
+    if within.any():
+        best = np.lexsort((-(basin_fraction[a] + basin_fraction[b])[within], -gap[within]))[0]
+        pair = (a[within][best], b[within][best])
+        matched = True
+    else:
+        pair = (candidates[np.argmin(test_error[candidates])], candidates[np.argmax(test_error[candidates])])
+        matched = False  # a matched pair of different test errors would be among those above
+    good, bad = sorted(pair, key=lambda index: test_error[index])
+    return GoodAndBad(int(good), int(bad), matched)
 
 
 def random_directions(n_minima: int, n_directions: int, n_params: int, *, seed: int) -> np.ndarray:

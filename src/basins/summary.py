@@ -1,10 +1,12 @@
 """Stage ``summarize_study``: the study's answer, experiment by experiment, in one table.
 
 For every experiment and seed: how basin size goes with test error (rank correlation); how the
-basins of its best and worst minima are shaped (``measure_tentacles``: reach, star-shapedness,
-local thickness, the return probability far out), with the difference good - bad and its
-interval, and whether the two basins are of matched size; and whether flat minima (small
-Hessian trace) are the ones with large basins and low test error. Across the study, a
+basins of its good and bad minima are shaped (``measure_tentacles``: reach, star-shapedness,
+local thickness, the return probability far out; good and bad by :func:`basins.rays.good_and_bad`,
+the probed pair matched in basin fraction whose test errors differ most, else the best and the
+worst), with the difference good - bad and its interval, and whether the two basins are of
+matched size; and whether flat minima (small Hessian trace) are the ones with large basins and
+low test error. Across the study, a
 regression of each shape statistic on the minima's test-error rank and log basin fraction
 compares good and bad minima at matched basin fraction (:func:`compare_at_matched_size`), with
 the scatter of the minima and each one's own measurement error in its interval.
@@ -21,6 +23,7 @@ import xarray as xr
 from scipy import stats
 
 from basins.io import variable_attrs
+from basins.rays import good_and_bad
 from basins.stats import spearman_with_error
 
 #: Shape statistics compared between good and bad minima: name -> (how its uncertainty is stored,
@@ -254,8 +257,9 @@ def _long_name(name):
         return _LONG_NAMES[name]
     for kind in ("good", "bad"):
         if name.startswith(f"{kind}_"):
-            return f"{name[len(kind) + 1:].replace('_', ' ')} of the {kind} minimum (lowest / highest test error " \
-                   "among probed minima with >= min_members members)"
+            return f"{name[len(kind) + 1:].replace('_', ' ')} of the {kind} minimum (lower / higher test error " \
+                   "of the pair of probed minima with >= min_members members, matched in basin fraction, whose " \
+                   "test errors differ most; else the best / worst)"
     return name.replace("_", " ") + " (good - bad)" if "difference" in name else name.replace("_", " ")
 
 
@@ -306,13 +310,14 @@ def _summarize_one(basins, tentacles, match_factor):
                   for suffix in ("", "_low", "_high", "_matched")})
     shape.update(basin_fraction_log_ratio=np.nan, matched=np.nan)
     rows = _qualifying(tentacles)
-    test_error = basins["test_error"].sel(minimum=tentacles["minimum"].values[rows]).values
-    if len(rows) < 2 or not np.isfinite(test_error).all() or np.ptp(test_error) == 0:
+    test_error = basins["test_error"].sel(minimum=tentacles["minimum"].values).values
+    pair = good_and_bad(tentacles["basin_fraction"].values, test_error, rows, match_factor=match_factor)
+    if pair is None:
         minimum = int(tentacles.attrs.get("min_members", 1))
         reason = (f"{len(rows)} probed minima with >= min_members={minimum} members; need two of different test "
                   "error")
         return row | shape | {"shape_reason": reason}
-    good, bad = rows[np.argmin(test_error)], rows[np.argmax(test_error)]
+    good, bad = pair.indices
     for kind, index in (("good", good), ("bad", bad)):
         shape[f"{kind}_test_error"] = float(basins["test_error"].sel(minimum=tentacles["minimum"].values[index]))
         shape[f"{kind}_basin_fraction"] = float(tentacles["basin_fraction"][index])

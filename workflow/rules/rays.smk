@@ -22,6 +22,7 @@ rule probe_rays:
             "min_members"
         ],
         fit_threshold=config["answer"]["fit_threshold"],
+        match_factor=config["answer"]["match_factor"],
         training=section("training"),
         minima=minima_options,
         budget_factors=config["budget_factors"],

@@ -25,5 +25,6 @@ rule summarize_study:
         "../../envs/basins.yaml"
     params:
         labels=[f"{name}/seed{seed}" for name, seed in basin_geometry_seeds()],
+        match_factor=config["answer"]["match_factor"],
     script:
         "../scripts/summarize_study.py"

@@ -11,11 +11,13 @@ rerun = CatalogRerun(snakemake)
 minima = rerun.minima
 basins = read_dataset(snakemake.input.basins)
 rays = dict(params.rays)
-# Best and worst among the minima whose shape measure_tentacles can measure (min_members) and
-# that fit the training set: the hypothesis's good and bad minima (the answer's fit_threshold).
+# Good and bad among the minima whose shape measure_tentacles can measure (min_members) and
+# that fit the training set (the answer's fit_threshold): the hypothesis's terms, matched in
+# basin fraction as the answer compares them (its match_factor).
 chosen = select_minima_to_probe(
     basins["basin_fraction"].values, basins["test_error"].values, n_largest=rays["n_largest"],
     eligible=(minima["n_members"].values >= params.min_members) & (minima["train_error"].values <= params.fit_threshold),
+    match_factor=params.match_factor,
 )
 log.info("probing minima %s along %d rays each", chosen.tolist(), rays["n_directions"])
 
@@ -31,7 +33,8 @@ result = add_provenance(
     result,
     title=f"ray probes of experiment {snakemake.wildcards.experiment}, seed {seed}",
     stage="probe_rays",
-    stage_config={"rays": rays, "min_members": params.min_members, "fit_threshold": params.fit_threshold, "training": params.training, "minima": params.minima,
+    stage_config={"rays": rays, "min_members": params.min_members, "fit_threshold": params.fit_threshold,
+                  "match_factor": params.match_factor, "training": params.training, "minima": params.minima,
                   "budget_factors": list(params.budget_factors)},
     seed=seed,
     device=rerun.compute["device"],

@@ -9,12 +9,13 @@ summary = summarize_study(
     [read_dataset(path) for path in snakemake.input.basins],
     [read_dataset(path) for path in snakemake.input.tentacles],
     [read_dataset(path) for path in snakemake.input.flatness],
+    match_factor=snakemake.params.match_factor,
 )
 summary = add_provenance(
     summary,
     title="summary of the study",
     stage="summarize_study",
-    stage_config={"experiments": list(snakemake.params.labels)},
+    stage_config={"experiments": list(snakemake.params.labels), "match_factor": snakemake.params.match_factor},
     inputs=(*snakemake.input.basins, *snakemake.input.tentacles, *snakemake.input.flatness),
 )
 write_dataset(summary, snakemake.output.netcdf)
