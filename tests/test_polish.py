@@ -1,6 +1,9 @@
 """Newton polish: endpoints land on their minimum, whatever gradient tolerance stopped them."""
 
+import functools
+
 import numpy as np
+import pytest
 import torch
 
 from basins.engine.polish import polish_minima
@@ -167,22 +170,63 @@ def two_wells(theta):
     return WELL_DEPTH * (-torch.exp(-(x**2) / 2) - 2 * torch.exp(-((x - 3) ** 2) / 2))
 
 
+def wide_wells(theta):
+    """V = eps (-exp(-x^2 / 2) - 2 exp(-(x - 4)^2 / 8)): a shallow minimum at x = 0.377, a deeper
+    one at x = 3.997 in a wider well, the barrier between them at x = 1.333."""
+    x = theta[:, 0]
+    return WELL_DEPTH * (-torch.exp(-(x**2) / 2) - 2 * torch.exp(-((x - 4) ** 2) / 8))
+
+
+POLISH_OPTIONS = dict(curvature_tol=1e-6, newton_steps=16, max_dense_params=10, stationary_tol=1e-9,
+                      device=torch.device("cpu"), dtype=torch.float64)
+
+
 def test_a_polish_that_would_jump_into_another_well_returns_the_member_and_the_flow_decides():
     from basins.engine.dynamics import energy_and_gradient
 
     start = np.array([[-0.93]])
     grad_norm = energy_and_gradient(two_wells, torch.as_tensor(start))[1].norm(dim=1).numpy()
     assert grad_norm[0] < 1e-4  # the gradient test stops the flow here
-    options = dict(curvature_tol=1e-6, newton_steps=16, max_dense_params=10, stationary_tol=1e-9,
-                   device=torch.device("cpu"), dtype=torch.float64, chunk=1)
-    damped = polish_minima(start, grad_norm, np.array([CONVERGED]), two_wells, newton_region_only=False, **options)
+    damped = polish_minima(start, grad_norm, np.array([CONVERGED]), two_wells, newton_region_only=False, chunk=1,
+                           **POLISH_OPTIONS)
     np.testing.assert_allclose(damped.final_theta[0, 0], 2.9825, atol=1e-4)  # the optimizer's finish: well B
-    polished = polish_minima(start, grad_norm, np.array([CONVERGED]), two_wells, **options)
+    polished = polish_minima(start, grad_norm, np.array([CONVERGED]), two_wells, chunk=1, **POLISH_OPTIONS)
     np.testing.assert_array_equal(polished.final_theta, start)  # outside Newton's region: returned
     assert np.isnan(polished.shift[0])
     _, out, checks = settled_by_flow(two_wells, start, max_refinements=2)
     np.testing.assert_allclose(out.final_theta[0, 0], 0.0832, atol=1e-4)  # the flow's own minimum, well A
     assert out.status[0] == CONVERGED and checks.n_refinements[0] >= 1 and out.grad_norm[0] <= 1e-9
+
+
+@pytest.mark.parametrize(
+    "landscape, starts, flow_minimum, other_minimum",
+    [
+        # Found by the session-32 referee: from here each full Newton step changes the loss as
+        # modelled (0.84-1.18 of g.s/2) and lands in well B, past the barrier near x = 1.1.
+        (two_wells, [-0.88, -0.87, -0.86, -0.85], 0.0832, 2.9825),
+        (wide_wells, [-0.80, -0.79, -0.78, -0.77, -0.76], 0.3770, 3.9973),
+    ],
+)
+def test_a_full_step_as_modelled_into_another_well_is_not_kept(landscape, starts, flow_minimum, other_minimum):
+    """The known answer, the flow's own minimum (left of the barrier: the flow from x < 0 runs
+    right into the shallow well), against steps the per-step model test alone would keep."""
+    from basins.engine import polish
+    from basins.engine.dynamics import energy_and_gradient
+
+    start = np.array(starts)[:, None]
+    grad_norm = energy_and_gradient(landscape, torch.as_tensor(start))[1].norm(dim=1).numpy()
+    converged = np.full(len(start), CONVERGED)
+    everywhere = functools.partial(torch.ones, dtype=torch.bool)
+    with pytest.MonkeyPatch.context() as patch:  # without the bowl check: the test can fail
+        patch.setattr(polish, "_in_its_own_bowl", lambda energy, hvp, first, *rest: everywhere(len(first)))
+        unchecked = polish_minima(start, grad_norm, converged, landscape, chunk=len(start), **POLISH_OPTIONS)
+    np.testing.assert_allclose(unchecked.final_theta[:, 0], other_minimum, atol=1e-3)
+    polished = polish_minima(start, grad_norm, converged, landscape, chunk=len(start), **POLISH_OPTIONS)
+    assert np.isnan(polished.shift).all()
+    np.testing.assert_array_equal(polished.final_theta, start)
+    _, out, _ = settled_by_flow(landscape, start, max_refinements=2)
+    np.testing.assert_allclose(out.final_theta[:, 0], flow_minimum, atol=1e-3)
+    assert (out.status == CONVERGED).all()
 
 
 def test_the_cholesky_screen_sorts_matrices_by_their_lowest_eigenvalue_and_leaves_them_as_they_were():
