@@ -13,14 +13,17 @@ from basins.landscapes.architecture import Architecture, initial_parameters
 from basins.landscapes.losses import sample_losses
 from basins.landscapes.networks import forward
 from basins.landscapes.relu_kinks import (
-    _forward,
-    _preactivation_jacobian,
-    _same_kinks,
     _KinkedLoss,
     _once,
+    _preactivation_jacobian,
+    _same_kinks,
+    _unit_norms,
     active_kinks,
+    balancing_factors,
     certify_kink_minimum,
     clarke_stationarity,
+    kinked_forward,
+    rescaled,
 )
 
 KINKS = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])  # two kink normals in three parameters
@@ -156,6 +159,29 @@ def test_a_saddle_along_the_kinks_is_refused(kinked_runs):
     found = certify_kink_minimum(saddle, x, y, wider, loss="quadratic_hinge", grad_tol=1e-10)
     assert found.multiplier_margin > 0 and found.subgradient_norm <= 1e-10  # first order: as the minimum
     assert found.reduced_lowest_eigenvalue < 0 and not found.certified and "saddle" in found.reason
+    # The same network with another unit rescaled (the session-32 referee: at a = 1e4 its
+    # Hessian's largest eigenvalue grew by a^2 and the saddle passed as flat, and certified).
+    for scale in (1e4, 1e5):
+        factor = torch.ones(wider.width, dtype=torch.float64)
+        factor[1] = 1 / scale
+        same = rescaled(torch.as_tensor(saddle), wider, [factor]).numpy()
+        assert float(member_loss_of(wider, same[None], x, y)[0]) == pytest.approx(found.loss, rel=1e-12)
+        again = certify_kink_minimum(same, x, y, wider, loss="quadratic_hinge", grad_tol=1e-10)
+        assert not again.certified and "saddle" in again.reason
+        assert again.reduced_lowest_eigenvalue == pytest.approx(found.reduced_lowest_eigenvalue, rel=1e-6)
+
+
+def test_balancing_gives_the_same_network_with_equal_norms_in_and_out():
+    rng = np.random.default_rng(5)
+    theta = torch.as_tensor(rng.normal(size=DEEP.n_params))
+    factors = balancing_factors(theta, DEEP)
+    balanced = rescaled(theta, DEEP, factors)
+    x = torch.as_tensor(rng.normal(size=(20, DEEP.n_inputs)))
+    torch.testing.assert_close(forward(balanced[None], x, DEEP), forward(theta[None], x, DEEP), rtol=1e-12, atol=1e-12)
+    for layer in range(DEEP.depth):
+        incoming, outgoing = _unit_norms(balanced, DEEP, layer)
+        torch.testing.assert_close(incoming, outgoing, rtol=1e-10, atol=0.0)
+    torch.testing.assert_close(rescaled(balanced, DEEP, [1 / f for f in factors]), theta, rtol=1e-12, atol=1e-12)
 
 
 DEEP = Architecture(4, 1, 2, 4, "relu", True)
@@ -202,7 +228,7 @@ def on_curved_kinks():
     objective = _KinkedLoss(DEEP, torch.as_tensor(x), torch.as_tensor(y, dtype=torch.float64), "quadratic_hinge", 1.0, 0.0)
     distances = objective.felt_distances(theta)
     # Points whose first layer is off share their second-layer kinks (z = b2 on all of them): left out.
-    first_layer_off = (_forward(theta, objective.x, DEEP)[0][0] <= 0).all(1)
+    first_layer_off = (kinked_forward(theta, objective.x, DEEP)[0][0] <= 0).all(1)
     active, taken = torch.zeros_like(distances, dtype=torch.bool), set(torch.nonzero(first_layer_off)[:, 0].tolist())
     n_off = len(taken)
     for layer, count in ((1, 3), (0, 2)):  # the nearest kinks, each on a point of its own
@@ -298,7 +324,7 @@ def test_the_preactivation_jacobian_is_forward_mode_differentiation():
     x = torch.as_tensor(generator.normal(size=(7, 3)))
     active = torch.as_tensor(generator.random((3, 7, 5)) < 0.2)
     for mask in (None, active):
-        expected = torch.func.jacfwd(lambda t: _forward(t, x, arch, mask)[0])(theta)
+        expected = torch.func.jacfwd(lambda t: kinked_forward(t, x, arch, mask)[0])(theta)
         torch.testing.assert_close(_preactivation_jacobian(theta, x, arch, mask), expected, rtol=1e-12, atol=1e-12)
 
 
@@ -311,7 +337,7 @@ def test_kinks_shared_by_points_whose_first_layer_is_off_count_once(on_curved_ki
     (_, _), (_, b_2), _ = DEEP.layer_slices
     shared = point + 1e-3 * torch.as_tensor(np.random.default_rng(9).normal(size=DEEP.n_params))  # off its kinks
     shared[b_2.start] = 0.0  # unit 0 of the second layer: z = 0 on every silenced point
-    silenced = (_forward(shared, objective.x, DEEP)[0][0] < -1e-3).all(1)
+    silenced = (kinked_forward(shared, objective.x, DEEP)[0][0] < -1e-3).all(1)
     assert silenced.sum() >= 2
     active = torch.zeros(DEEP.depth, len(objective.x), DEEP.width, dtype=torch.bool)
     active[1, silenced, 0] = True

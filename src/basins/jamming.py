@@ -469,10 +469,11 @@ def _fit_sizes(
             "smallest of s_k, 1 - s_k over the active kinks' multipliers, -1 with a concave kink: > 0 with "
             "a Clarke stationarity measure <= grad_tol certifies a minimum (nan: not examined or no kinks)")),
         kink_reduced_lowest_eigenvalue=("member", kinks.reduced_lowest_eigenvalue, variable_attrs(
-            "lowest eigenvalue of the loss's Hessian along the active kinks' manifold, ReLU rescalings taken out "
-            "(above 1e-8 of the largest: a strict minimum along them to second order; within +-1e-8 of the "
-            "largest: flat, certified but not decided beyond the second order; below: a saddle, not certified; "
-            "nan: not examined or no kinks)")),
+            "lowest eigenvalue of the loss's Hessian along the active kinks' manifold at the point balanced (each "
+            "hidden unit's incoming and outgoing norms equal), ReLU rescalings taken out (above 1e-8 of the "
+            "largest: a strict minimum along them to second order; within +-1e-8 of the largest: flat, certified "
+            "only where the loss falls along no flat direction at the probes (1e-6, 1e-4, 1e-2 either way, back on "
+            "the kinks); below: a saddle, not certified; nan: not examined or no kinks)")),
         kink_shift=("member", kinks.shift, variable_attrs(
             "distance the kink certificate moved the member onto its kinks and along them, from the quasi-Newton "
             "finish's end point (through the softplus homotopy where only its end point was certified; the loss "

@@ -44,8 +44,14 @@ there is no weight decay: they leave the loss unchanged) has no negative eigenva
 round-off; an independent referee built a certified-looking saddle (a unit on at every point
 with output weight 0) that only this second-order test refuses. A concave kink (``c_k < 0``)
 always leaves a descending side; a multiplier on the box's boundary leaves a direction of zero
-slope: neither is certified. A flat direction (an eigenvalue within round-off of 0) is not
-decided beyond the second order.
+slope: neither is certified. Without weight decay the point is judged balanced (each hidden
+unit rescaled so that its incoming and outgoing norms are equal: the same network), since a
+unit's rescaling moves the Hessian's eigenvalues apart by its square and would let a saddle
+pass as flat against the largest one (the session-32 referee, at a = 1e4). Second order says
+nothing along a flat direction (an eigenvalue within 1e-8 of the largest): the loss is probed
+along each, back on the kinks, at distances 1e-6, 1e-4 and 1e-2 either way, and a fall refuses
+the point; where none falls it is certified, with that evidence (not a proof) beyond second
+order.
 
 Known answers (tests/test_relu_kinks.py): the bounded least squares and the multiplier rule on
 hand-made subgradients; runs of the jamming stage that BFGS left on kinks, one and two hidden
@@ -55,7 +61,9 @@ the polish and are refused without it; the reduced Hessian on a curved ``M`` aga
 differences of the loss along curves on ``M``; an active set without a gap is refused; a
 depth-2 jammed minimum with three points on kinks in both layers, certified and brute-forced;
 a unit's ``z = b`` kinks merged with one over a lower kink, which certified a non-minimum
-(session-30 referee), kept apart and refused.
+(session-30 referee), kept apart and refused; the saddle with another unit rescaled by 1e4 and
+1e5 (session-32 referee), refused; a minimum whose redundant linear layer makes exact flat
+directions (the two-layer case above), certified, and brute force agrees.
 """
 
 from __future__ import annotations
@@ -81,6 +89,8 @@ _ON_KINK = 1e-6
 #: flat (round-off of a flat direction reaches 1e-12), more negative ones make a saddle, and
 #: Newton steps leave directions below it alone.
 _FLAT = 1e-8
+#: Distances at which the flat directions of the reduced Hessian are probed (:func:`_descends_along`).
+_FLAT_PROBES = (1e-6, 1e-4, 1e-2)
 #: Gauss-Newton steps onto curved kinks (each one squares the distance: 1e-4 -> 1e-8 -> 1e-16).
 _PROJECTION_STEPS = 8
 #: The polish takes dense Hessians by autograd, one backward pass per parameter: beyond this
@@ -99,7 +109,8 @@ class KinkCertificate:
     signs (> 0: every kink convex and every multiplier strictly inside; nan without kinks);
     ``reduced_lowest_eigenvalue``: lowest eigenvalue of the Hessian along ``M`` (rescalings taken
     out without weight decay); ``certified``: a minimum to first order off ``M`` and a
-    stationary point on it with no negative curvature along it (beyond round-off: :data:`_FLAT`),
+    stationary point on it with no negative curvature along it (beyond round-off: :data:`_FLAT`;
+    along flat directions the loss probed, :func:`_descends_along`),
     with ``subgradient_norm <= grad_tol``; ``reason``: why not; ``shift``: how far the point
     moved from the start.
     """
@@ -119,7 +130,7 @@ def kink_distances(theta: torch.Tensor, x: torch.Tensor, arch: Architecture) -> 
     """Distance in parameter space from ``theta (param,)`` to each kink ``z_{layer, s, unit} =
     0``, ``(layer, sample, unit)``, to first order: ``|z| / |grad z|``."""
     _check_network(arch)
-    pre, _ = _forward(theta, x, arch)
+    pre, _ = kinked_forward(theta, x, arch)
     return pre.abs() / _preactivation_jacobian(theta, x, arch).norm(dim=-1)
 
 
@@ -197,6 +208,23 @@ def certify_kink_minimum(
     x = torch.as_tensor(x, dtype=torch.float64)
     y = torch.as_tensor(y, dtype=torch.float64)
     start = torch.as_tensor(theta, dtype=torch.float64).clone()
+    # Without weight decay each hidden unit's rescaling leaves the loss as it is but scales the
+    # Hessian's eigenvalues apart (by a^2: the session-32 referee had a saddle certified as flat
+    # after one unit was rescaled by 1e4). The point is judged balanced, a scale of its own
+    # orbit; the certified point is given back in the start's scales.
+    factors = None if l2 else balancing_factors(start, arch)
+    start = start if factors is None else rescaled(start, arch, factors)
+    found = _certified_in_these_scales(start, x, y, arch, loss=loss, margin=margin, l2=l2, grad_tol=grad_tol,
+                                       reaches=reaches, gap=gap, newton_steps=newton_steps, no_higher_than=no_higher_than)
+    if factors is None:
+        return found
+    back = rescaled(torch.as_tensor(found.theta), arch, [1 / factor for factor in factors])
+    return dataclasses.replace(found, theta=back.numpy())
+
+
+def _certified_in_these_scales(start, x, y, arch, *, loss, margin, l2, grad_tol, reaches, gap, newton_steps,
+                               no_higher_than) -> KinkCertificate:
+    """:func:`certify_kink_minimum` at ``start`` as given."""
     objective = _KinkedLoss(arch, x, y, loss, margin, l2)
     bound = _raised_by_round_off(float(objective(start)) if no_higher_than is None else no_higher_than)
     distances = objective.felt_distances(start)
@@ -256,7 +284,9 @@ def _certify_on(start, active, objective, *, grad_tol, newton_steps, bound) -> K
         return _refused(point, objective, norm, n_active, "the point on the kinks has a higher loss than allowed "
                         "(the start's, or the finish's end point's for the homotopy's candidate)")
     saddle = lowest < -_FLAT * largest
-    certified = first_order > 0 and norm <= grad_tol and not saddle
+    flat = tangent @ vectors[:, values.abs() <= _FLAT * largest]
+    descending = not saddle and _descends_along(objective, point, active, flat, loss)
+    certified = first_order > 0 and norm <= grad_tol and not saddle and not descending
     # Every test that fails is named: above grad_tol the multipliers' margin is within its own
     # uncertainty (clarke_stationarity), so the measure, not the margin, says why.
     failed = [
@@ -264,11 +294,33 @@ def _certify_on(start, active, objective, *, grad_tol, newton_steps, bound) -> K
         "no multiplier margin (a concave kink, a multiplier outside (0, 1), or a margin within its "
         "uncertainty)" if not first_order > 0 else "",
         f"negative curvature {lowest:.2g} along the kinks: a saddle" if saddle else "",
+        f"the loss falls along the kinks in a flat direction (curvature within {_FLAT:g} of {largest:.2g}): a "
+        "saddle beyond the second order" if descending else "",
     ]
     reason = "" if certified else "not a minimum: " + "; ".join(part for part in failed if part)
     return KinkCertificate(
         point.numpy(), loss, norm, n_active, first_order, lowest, certified, reason, float((point - start).norm()),
     )
+
+
+def _descends_along(objective, point, active, directions, loss) -> bool:
+    """Whether the loss falls below ``loss`` (beyond round-off) at a point of the kinks' manifold
+    near ``point`` along any of the flat ``directions (param, k)`` of the reduced Hessian: each
+    probed at :data:`_FLAT_PROBES` distances either way, moved back onto the kinks.
+
+    Second order says nothing along a flat direction (an exact one: the loss does not change
+    along a linear layer's redundant weights, tests/test_relu_kinks.py; or one whose first
+    change is at fourth order, as at a jamming run's minimum the session-32 referee found). The
+    probes decide only where they find the loss falling; none falling is evidence, not proof,
+    of a minimum beyond the second order."""
+    floor = loss - 64 * np.finfo(float).eps * (1 + abs(loss))
+    for direction in directions.T:
+        for distance in _FLAT_PROBES:
+            for sign in (1.0, -1.0):
+                probe = objective.onto_kinks(point + sign * distance * direction, active)
+                if float(objective(probe)) < floor:
+                    return True
+    return False
 
 
 def _same_kinks(constraints, active) -> torch.Tensor:
@@ -316,7 +368,7 @@ class _KinkedLoss:
         return self._value(theta, active, slopes)[0]
 
     def _value(self, theta, active, slopes):
-        _, output = _forward(theta, self.x, self.arch, active, slopes)
+        _, output = kinked_forward(theta, self.x, self.arch, active, slopes)
         per_sample = sample_losses(output.view(1, -1, 1), self.y, loss=self.loss, margin=self.margin)[0]
         return per_sample.mean() + l2_penalty(theta, self.l2), output
 
@@ -324,7 +376,7 @@ class _KinkedLoss:
         """:func:`kink_distances`, +inf on the kinks that are not felt: on points whose loss and
         its derivative vanish (a quadratic hinge's satisfied points), and below a layer that is
         off on the point (every unit beyond the largest reach on its off side)."""
-        pre, _ = _forward(theta, self.x, self.arch)
+        pre, _ = kinked_forward(theta, self.x, self.arch)
         distances = pre.abs() / _preactivation_jacobian(theta, self.x, self.arch).norm(dim=-1)
         layer_off = ((pre < 0) & (distances > max(REACHES))).all(2)  # (layer, sample)
         off_above = torch.flip(torch.cumsum(torch.flip(layer_off.int(), [0]), 0), [0]) - layer_off.int() > 0
@@ -352,7 +404,7 @@ class _KinkedLoss:
         best, nearest = theta, torch.inf
         x, on_them = _their_points(self.x, active)
         for _ in range(_PROJECTION_STEPS + 1):
-            pre, _ = _forward(theta, x, self.arch, on_them)
+            pre, _ = kinked_forward(theta, x, self.arch, on_them)
             constraints = _preactivation_jacobian(theta, x, self.arch, on_them)[on_them]
             distance = float((pre[on_them].abs() / constraints.norm(dim=1)).max())
             if not distance < nearest:
@@ -367,7 +419,7 @@ class _KinkedLoss:
         kink gradients ``a_k``, the convexities ``c_k`` and that basis ``(param, dim)``."""
         gradient, constraints = self.gradient(theta, active), self.kink_gradients(theta, active)
         convexity = self.unit_output_derivative(theta, active)[active]
-        tangent = _null_space(constraints if self.l2 else torch.cat([constraints, _rescalings(theta, self.arch)]))
+        tangent = null_space(constraints if self.l2 else torch.cat([constraints, _rescalings(theta, self.arch)]))
         return tangent.T @ gradient, gradient, constraints, convexity, tangent
 
     def convexities_and_multipliers(self, theta, active, groups, gradient, constraints):
@@ -410,7 +462,7 @@ class _KinkedLoss:
         each sample (``L^s``'s: the active units lines of ``slopes``, 0 where None: ``L_0``'s)."""
         arch = self.arch
         nudge = torch.zeros(arch.depth, len(self.x), arch.width, dtype=theta.dtype, requires_grad=True)
-        _, output = _forward(theta.detach(), self.x, arch, active, slopes, nudge=nudge)
+        _, output = kinked_forward(theta.detach(), self.x, arch, active, slopes, nudge=nudge)
         per_sample = sample_losses(output.view(1, -1, 1), self.y, loss=self.loss, margin=self.margin)[0]
         return torch.autograd.grad(per_sample.mean(), nudge)[0]
 
@@ -459,7 +511,7 @@ def _slopes(active, multipliers):
     return slopes
 
 
-def _forward(theta, x, arch, active=None, slopes=None, nudge=None, activation=torch.relu):
+def kinked_forward(theta, x, arch, active=None, slopes=None, nudge=None, activation=torch.relu):
     """Pre-activations ``(layer, sample, unit)`` and outputs ``(sample,)`` of one network whose
     units on the ``active (layer, sample, unit)`` kinks are lines of ``slopes`` (0 where None),
     every other unit a ReLU (or ``activation``: the softplus homotopy's smoothed ReLU);
@@ -493,7 +545,7 @@ def _preactivation_jacobian(theta, x, arch, active=None):
     network where ``active`` is given: those units' outputs 0 on their points), layer by layer
     by the chain rule: a layer's own weights and bias enter as its input and 1, the layers below
     through its weights times the slopes (0 or 1) of the units below. Equal to forward-mode
-    differentiation of :func:`_forward` (``tests/test_relu_kinks.py``), without its cost."""
+    differentiation of :func:`kinked_forward` (``tests/test_relu_kinks.py``), without its cost."""
     n_points, n_params = len(x), arch.n_params
     hidden, hidden_jacobian, jacobians = x, None, []
     hidden_layers = list(zip(arch.layer_shapes, arch.layer_slices))[:-1]
@@ -533,7 +585,51 @@ def _rescalings(theta: torch.Tensor, arch: Architecture) -> torch.Tensor:
     return rows
 
 
-def _null_space(rows: torch.Tensor) -> torch.Tensor:
+def balancing_factors(theta: torch.Tensor, arch: Architecture, *, sweeps: int = 200) -> list[torch.Tensor]:
+    """Per hidden layer, each unit's factor ``a`` ``(unit,)`` such that :func:`rescaled` gives the
+    same network with every hidden unit's incoming weights and bias as long as its outgoing
+    weights (a unit with either zero keeps a = 1). Layer by layer, repeated until no factor
+    changes beyond round-off: a unit's outgoing weights are the next layer's incoming ones."""
+    factors = [torch.ones(arch.width, dtype=theta.dtype) for _ in range(arch.depth)]
+    current = theta.clone()
+    for _ in range(sweeps):
+        largest_change = 0.0
+        for layer in range(arch.depth):
+            incoming, outgoing = _unit_norms(current, arch, layer)
+            usable = (incoming > 0) & (outgoing > 0)
+            change = torch.where(usable, (outgoing / incoming.where(usable, 1.0)).sqrt(), 1.0)
+            one_layer = [change if k == layer else torch.ones_like(change) for k in range(arch.depth)]
+            current = rescaled(current, arch, one_layer)
+            factors[layer] = factors[layer] * change
+            largest_change = max(largest_change, float((change.log().abs()).max()))
+        if largest_change <= 1e-13:
+            break
+    return factors
+
+
+def rescaled(theta: torch.Tensor, arch: Architecture, factors: list[torch.Tensor]) -> torch.Tensor:
+    """``theta`` with each hidden unit's incoming weights and bias times its factor and its
+    outgoing weights over it (``factors``: one ``(unit,)`` a hidden layer): the same ReLU network."""
+    theta = theta.clone()
+    for layer, factor in enumerate(factors):
+        (w_in, b_in), (w_out, _) = arch.layer_slices[layer], arch.layer_slices[layer + 1]
+        (fan_in, width), (_, fan_out) = arch.layer_shapes[layer], arch.layer_shapes[layer + 1]
+        theta[w_in] = (theta[w_in].view(width, fan_in) * factor.unsqueeze(1)).flatten()
+        if b_in is not None:
+            theta[b_in] = theta[b_in] * factor
+        theta[w_out] = (theta[w_out].view(fan_out, width) / factor).flatten()
+    return theta
+
+
+def _unit_norms(theta, arch, layer):
+    """The incoming (weights and bias) and outgoing weights' norms ``(unit,)`` of a hidden layer."""
+    (w_in, b_in), (w_out, _) = arch.layer_slices[layer], arch.layer_slices[layer + 1]
+    (fan_in, width), (_, fan_out) = arch.layer_shapes[layer], arch.layer_shapes[layer + 1]
+    incoming = (theta[w_in].view(width, fan_in) ** 2).sum(1) + (theta[b_in] ** 2 if b_in is not None else 0.0)
+    return incoming.sqrt(), theta[w_out].view(fan_out, width).norm(dim=0)
+
+
+def null_space(rows: torch.Tensor) -> torch.Tensor:
     """An orthonormal basis ``(param, dim)`` of the directions orthogonal to every row."""
     _, singular, vh = torch.linalg.svd(rows, full_matrices=True)
     rank = int((singular > singular.max() * rows.shape[1] * torch.finfo(rows.dtype).eps).sum())

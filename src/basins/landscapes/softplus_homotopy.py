@@ -55,7 +55,7 @@ import torch.nn.functional as F
 
 from basins.landscapes.architecture import Architecture
 from basins.landscapes.losses import l2_penalty, sample_losses
-from basins.landscapes.relu_kinks import _forward, _null_space
+from basins.landscapes.relu_kinks import kinked_forward, null_space
 
 #: softplus is taken as linear beyond beta z = 40 (torch's threshold): its error there, e^-40
 #: / beta, is below float64's resolution of z.
@@ -103,7 +103,7 @@ def smooth_loss(
     (sample,)`` with every hidden ReLU replaced by :func:`softplus_relu` (plus ``l2 / 2
     |theta|^2``); ``beta`` = inf: the ReLU network's own."""
     activation = torch.relu if beta == np.inf else functools.partial(softplus_relu, beta=beta)
-    _, output = _forward(theta, x, arch, activation=activation)
+    _, output = kinked_forward(theta, x, arch, activation=activation)
     per_sample = sample_losses(output.view(1, -1, 1), y, loss=loss, margin=margin)[0]
     return per_sample.mean() + l2_penalty(theta, l2)
 
@@ -244,7 +244,7 @@ def _across_rescalings(point, gauge):
     (weight decay), or those along the gauge ``|in_u| = const`` (across the ReLU rescalings, which
     change each ``|in_u|``: a step along it moves the norms only to second order, so the gauge's
     rescaling back changes the smoothed loss only to second order too)."""
-    return torch.eye(len(point), dtype=point.dtype) if gauge is None else _null_space(gauge.normals(point))
+    return torch.eye(len(point), dtype=point.dtype) if gauge is None else null_space(gauge.normals(point))
 
 
 def _solved(energy, point, basis, vector):
