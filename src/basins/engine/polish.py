@@ -288,8 +288,9 @@ def _in_its_own_bowl(energy, hvp, start, start_loss, end, end_loss):
         previous = here
     falls &= end_loss <= previous + round_off
     rise = 0.5 * (displacement * hvp(end, displacement)).sum(1)
-    change, resolved = start_loss - end_loss, rise.abs() > _MODEL_RESOLVED * round_off
-    modelled = torch.where(resolved, (change - rise).abs() <= _MODEL_AGREEMENT * rise.abs(), change <= round_off)
+    # Where the model's rise is below the loss's resolution, only a change beyond it can disagree.
+    change, resolution = start_loss - end_loss, _MODEL_RESOLVED * round_off
+    modelled = (change - rise).abs() <= torch.maximum(_MODEL_AGREEMENT * rise.abs(), resolution)
     return falls & modelled
 
 
