@@ -185,7 +185,7 @@ def certify_kink_minimum(
     grad_tol: float,
     reaches: tuple[float, ...] = REACHES,
     gap: float = 100.0,
-    newton_steps: int = 16,
+    newton_steps: int = 64,
     no_higher_than: float | None = None,
 ) -> KinkCertificate:
     """Whether ``theta (param,)`` sits next to a minimum of the mean ``loss`` over ``x (sample,
@@ -194,7 +194,9 @@ def certify_kink_minimum(
     Each of ``reaches`` whose active set is unambiguous (:func:`active_kinks` with ``gap``) and
     differs from the smaller ones' is tried in turn: the point is moved onto those kinks,
     polished by up to ``newton_steps`` Newton steps along their manifold (0: only moved onto
-    it) and judged there. The first certified point is returned, else the first attempt's
+    it; the polish stops earlier where no step lowers the loss any more: 16, the default until
+    session 32, left a homotopy's end point that 32 certify at a Clarke measure of 2e-7, per the
+    session-32 referee) and judged there. The first certified point is returned, else the first attempt's
     refusal. Each attempt judges its own end point exactly, so trying several sets can certify a
     minimum that is there, never one that is not. A certified point never has a higher loss than
     ``theta``, or than ``no_higher_than`` where given (beyond round-off: a candidate proposed
