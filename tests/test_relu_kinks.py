@@ -346,3 +346,26 @@ def test_kinks_shared_by_points_whose_first_layer_is_off_count_once(on_curved_ki
     found = certify_kink_minimum(shared.numpy(), objective.x.numpy(), objective.y.numpy(), DEEP,
                                  loss="quadratic_hinge", grad_tol=1e-10, reaches=(1e-12,))
     assert found.n_active == int(silenced.sum()) and "linearly dependent" not in found.reason
+
+
+class _QuarticAlongFirstAxis:
+    """A stand-in for the kinked loss on its manifold: ``sign * theta_0^4``, already on its kinks."""
+
+    def __init__(self, sign):
+        self.sign = sign
+
+    def __call__(self, theta):
+        return self.sign * theta[0] ** 4
+
+    def onto_kinks(self, theta, active):
+        return theta
+
+
+@pytest.mark.parametrize("sign, descends", [(-1.0, True), (1.0, False)])
+def test_a_flat_direction_is_probed_beyond_the_second_order(sign, descends):
+    """Flat to second order at 0 either way; the probes find the quartic's fall, and none where
+    it rises (the known answer)."""
+    from basins.landscapes.relu_kinks import _descends_along
+
+    flat = torch.eye(3, dtype=torch.float64)[:, :2]  # the first axis and a truly flat one
+    assert _descends_along(_QuarticAlongFirstAxis(sign), torch.zeros(3, dtype=torch.float64), None, flat, 0.0) is descends
