@@ -274,8 +274,10 @@ def _in_its_own_bowl(energy, hvp, start, start_loss, end, end_loss):
     barrier, where the loss happens to have fallen by the model's amount: on the known answer
     two wells (tests/test_polish.py) from x = -0.88 ... -0.85, on asymmetric Gaussian wells and on
     Mueller-Brown's surface (111 of 18 021 polished members of the session-32 referee's 1-D scan
-    were so put on another minimum than the flow's). Neither test alone proves the flow from
-    ``start`` ends at ``end``; a member that fails either is returned to the flow, which decides."""
+    were so put on another minimum than the flow's; none with this check). Together they prove
+    nothing either: on Mueller-Brown's surface one of the referee's eight crossings passes both
+    (the segment falls all along, as the far minimum's model predicts, while the flow curves to
+    another). A member that fails either is returned to the flow, which decides."""
     if not len(start):
         return torch.ones(0, dtype=torch.bool, device=start.device)
     displacement = start - end
