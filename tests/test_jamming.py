@@ -20,6 +20,7 @@ from basins.jamming_analysis import (
     cover_free_parameters,
     cover_sat_probability,
     fit_small_argument_exponent,
+    mean_transition_interval,
 )
 from basins.jamming_transition import transition_bracket, transition_size
 from basins.labels import BUDGET, CONVERGED, DIVERGED, SAT, STUCK, UNDECIDED_PHASE, UNSAT
@@ -676,3 +677,32 @@ def test_the_raised_floor_refit_starts_above_the_fits_own_range():
     assert lower > 100 * float(result["bin_lower"][0])  # the fit starts far above the floor
     assert np.isfinite(raised) and float(raised) != float(fitted)
     assert abs(float(fitted)) < 0.3 and abs(float(raised)) < 0.3
+
+
+@pytest.mark.parametrize("scatter", [0.02, 0.1, 0.3])
+def test_the_mean_transition_interval_covers_the_true_mean_with_brackets_and_scatter(scatter):
+    """The known answer: three seeds' r* drawn around 2.5, each read off a log grid of sizes 15 %
+    apart (a random offset per sweep) as its bracket and geometric midpoint. The interval covers
+    2.5 in at least 95 % of 2000 sweeps; the estimates' t-interval alone misses far more often
+    where the scatter is small against the grid (all seeds in one bracket: zero width)."""
+    from scipy import stats
+
+    rng = np.random.default_rng(int(scatter * 1000))
+    covered, t_covered = 0, 0
+    for _ in range(2000):
+        true = 2.5 + scatter * rng.standard_normal(3)
+        offset = rng.uniform(0, np.log(1.15))
+        below = np.exp(offset + np.floor((np.log(true) - offset) / np.log(1.15)) * np.log(1.15))
+        lower, upper = below, below * 1.15
+        estimate = np.sqrt(lower * upper)
+        low, high = mean_transition_interval(estimate, lower, upper)
+        covered += low <= 2.5 <= high
+        half = stats.t.ppf(0.975, 2) * estimate.std(ddof=1) / np.sqrt(3)
+        t_covered += estimate.mean() - half <= 2.5 <= estimate.mean() + half
+    assert covered / 2000 >= 0.95
+    if scatter == 0.02:
+        assert t_covered / 2000 < 0.8
+
+
+def test_the_mean_transition_interval_needs_two_seeds():
+    assert np.isnan(mean_transition_interval([2.5], [2.3], [2.7])).all()

@@ -182,7 +182,9 @@ def analyze_jamming(
         from all the run's members (grid and fine scan), with the bracket
         ``transition_ratio_lower`` / ``_upper`` of decided sizes around it, its relative
         width ``transition_resolution`` and ``n_fine``, the fine scan's sizes;
-        ``(depth,)``: mean and standard deviation of r* over networks and seeds;
+        ``(depth,)``: mean and standard deviation of r* over networks and seeds, the mean's
+        interval ``transition_ratio_low`` / ``_high`` (:func:`mean_transition_interval`) and
+        ``n_transitions_missing``, the seeds without r*;
         ``(network, train_size)``: runs per phase, ``sat_count``, ``unsat_count``,
         ``stuck_count`` and ``undecided_count``;
         ``(network, train_size)``: ``sat_fraction`` (SAT / (SAT + UNSAT)) and, for
@@ -376,19 +378,32 @@ def _phase_variables(cube, capacity, *, on_perceptrons):
 def _transition_variables(transitions, ratio_star, n_weights, network_depth, depths):
     """P* and r* per network and seed with their brackets, r* per depth, the phase totals."""
     bracket, phase_total = transitions["bracket"], transitions["phase_total"]
-    per_depth = [ratio_star[network_depth == d].ravel() for d in depths]
-    per_depth = [values[np.isfinite(values)] for values in per_depth]
+    lower, upper = bracket[..., 0] / n_weights[:, None], bracket[..., 1] / n_weights[:, None]
+    everywhere = [ratio_star[network_depth == d].ravel() for d in depths]
+    decided = [np.isfinite(values) for values in everywhere]
+    per_depth = [values[keep] for values, keep in zip(everywhere, decided)]
+    brackets = [(lower[network_depth == d].ravel()[keep], upper[network_depth == d].ravel()[keep])
+                for d, keep in zip(depths, decided)]
+    interval = np.array([mean_transition_interval(r, low, high) for r, (low, high) in zip(per_depth, brackets)])
     by_seed = ("network", "seed")
     return {
         "transition_size": (by_seed, transitions["transition_size"], variable_attrs("transition P* (nan: one phase missing)")),
         "transition_ratio": (by_seed, ratio_star, variable_attrs("r* = P* / N")),
-        "transition_ratio_lower": (by_seed, bracket[..., 0] / n_weights[:, None], variable_attrs(
+        "transition_ratio_lower": (by_seed, lower, variable_attrs(
             "largest decided P / N below the best thresholds: r* lies above it")),
-        "transition_ratio_upper": (by_seed, bracket[..., 1] / n_weights[:, None], variable_attrs(
+        "transition_ratio_upper": (by_seed, upper, variable_attrs(
             "smallest decided P / N above the best thresholds: r* lies below it")),
         "transition_ratio_mean": ("depth", [_mean(v) for v in per_depth], variable_attrs("mean r* over networks and seeds")),
-        "transition_ratio_std": ("depth", [_std(v) for v in per_depth], variable_attrs("standard deviation of r* over networks and seeds")),
+        "transition_ratio_std": ("depth", [_std(v) for v in per_depth], variable_attrs(
+            "standard deviation of r* over networks and seeds (their scatter only: see transition_ratio_low)")),
+        "transition_ratio_low": ("depth", interval[:, 0], variable_attrs(
+            "95 % interval of the mean r* over the seeds with one, their brackets and scatter both in it "
+            "(mean_transition_interval; nan below two; seeds without r* are not in it: n_transitions_missing)")),
+        "transition_ratio_high": ("depth", interval[:, 1], variable_attrs("upper end of that interval")),
         "n_transitions": ("depth", [v.size for v in per_depth], variable_attrs("finite r* estimates")),
+        "n_transitions_missing": ("depth", [int((~keep).sum()) for keep in decided], variable_attrs(
+            "networks and seeds with no r* (a phase not reached, or undecided runs where it would be): "
+            "censored, not in the mean nor its interval")),
         "transition_resolution": (by_seed, bracket[..., 1] / bracket[..., 0] - 1, variable_attrs(
             "relative width of the bracket of P*: upper / lower - 1 (after the fine scan, if any)")),
         "n_fine": (by_seed, transitions["n_fine"], variable_attrs("sizes of the fine scan")),
@@ -397,6 +412,26 @@ def _transition_variables(transitions, ratio_star, n_weights, network_depth, dep
         "n_stuck": ("network", phase_total[:, PHASE_VALUES.index(STUCK)], variable_attrs(
             "stuck runs, grid and fine scan: converged with 0 < N_Delta < stuck_fraction N")),
     }
+
+
+def mean_transition_interval(
+    ratio: np.ndarray, lower: np.ndarray, upper: np.ndarray, confidence: float = 0.95
+) -> tuple[float, float]:
+    """An interval for the mean transition over seeds from each seed's estimate ``ratio`` and the
+    bracket ``lower`` < r* < ``upper`` its decided sizes leave (the grid's and fine scan's
+    resolution, which is no random error and does not shrink with seeds).
+
+    Whatever each seed's r* is within its bracket, their mean lies between ``mean(lower)`` and
+    ``mean(upper)``; the seeds' scatter around the mean of the seeds' distribution adds Student's
+    ``t * s / sqrt(n)`` (``s`` the estimates' standard deviation) to either end. (nan, nan) for
+    fewer than two seeds. Known answer (tests/test_jamming.py): seeds drawn around a known mean and
+    read off a grid of sizes 15 % apart, the interval covers that mean in at least the nominal
+    share of simulated sweeps, where the estimates' t-interval alone does not."""
+    ratio, lower, upper = (np.asarray(a, dtype=float) for a in (ratio, lower, upper))
+    if ratio.size < 2:
+        return np.nan, np.nan
+    half = stats.t.ppf(0.5 + confidence / 2, ratio.size - 1) * ratio.std(ddof=1) / np.sqrt(ratio.size)
+    return float(lower.mean() - half), float(upper.mean() + half)
 
 
 def _delta_variables(deltas):

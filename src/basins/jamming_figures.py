@@ -27,7 +27,8 @@ def _network_label(jamming, i):
 
 def figure_jamming(jamming: xr.Dataset, *, title: str) -> plt.Figure:
     """N_Delta / N against P / N for every network (seeds as dots, their mean as a line), and
-    the transition r* = P*/N per depth with its seed scatter."""
+    the transition r* = P*/N per depth: each seed's with its bracket, the mean with its 95 %
+    interval (:func:`basins.jamming_analysis.mean_transition_interval`)."""
     set_theme()
     fig, (phase_ax, ratio_ax) = plt.subplots(
         1, 2, figsize=(2 * PAPER_SIZE[0], PAPER_SIZE[1]), gridspec_kw={"width_ratios": [2, 1]}
@@ -78,13 +79,14 @@ def figure_jamming(jamming: xr.Dataset, *, title: str) -> plt.Figure:
             fmt="o", ms=2.5, color=colors[depth], alpha=0.6, lw=0.6, capsize=0,
         )
         summary = jamming.sel(depth=depth)
-        ratio_ax.errorbar(
-            depth, float(summary["transition_ratio_mean"]), yerr=float(summary["transition_ratio_std"]),
-            color="k", marker="_", ms=10, capsize=3, lw=1,
-        )
+        mean = float(summary["transition_ratio_mean"])
+        low, high = (float(summary.get(name, np.nan)) for name in ("transition_ratio_low", "transition_ratio_high"))
+        interval = [[mean - low], [high - mean]] if np.isfinite([low, high]).all() else None
+        ratio_ax.errorbar(depth, mean, yerr=interval, color="k", marker="_", ms=10, capsize=3, lw=1)
     ratio_ax.set(xlabel="depth (hidden layers)", ylabel="r* = P* / N", xticks=jamming["depth"].values)
     ratio_ax.set_title(
-        "transition per seed (bars: bracket of decided P,\nfine scan included); mean $\\pm$ sd over seeds", fontsize=7
+        "transition per seed (bars: bracket of decided P,\nfine scan included); mean with its 95 % interval\n"
+        "(brackets and seed scatter; seeds without r* left out)", fontsize=7
     )
     fig.tight_layout()
     return fig

@@ -18,8 +18,9 @@ for depth in analysis["depth"].values:
     ratio = analysis.sel(depth=depth)
     at_depth = analysis.isel(network=analysis["network_depth"].values == depth)
     log.info(
-        "depth %d: r* = P*/N = %.3g +- %.2g (%d estimates), bracket of P* at most %.3g wide (relative); "
-        "%d stuck, %d undecided runs",
-        depth, ratio["transition_ratio_mean"], ratio["transition_ratio_std"], ratio["n_transitions"],
+        "depth %d: r* = P*/N = %.3g, 95 %% interval [%.3g, %.3g] (%d estimates, sd %.2g; %d without one), bracket "
+        "of P* at most %.3g wide (relative); %d stuck, %d undecided runs",
+        depth, ratio["transition_ratio_mean"], ratio["transition_ratio_low"], ratio["transition_ratio_high"],
+        ratio["n_transitions"], ratio["transition_ratio_std"], ratio["n_transitions_missing"],
         at_depth["transition_resolution"].max(), at_depth["n_stuck"].sum(), at_depth["n_undecided"].sum(),
     )
