@@ -97,10 +97,12 @@ def preemption_config(directory):
     """One long training job (grad_tol 0: every member runs its whole budget), checkpointing every second."""
     config = yaml.safe_load((ROOT / "config/test.yaml").read_text())
     teacher = config["experiments"]["tiny_teacher"]
-    # ~15 s of training here: the cancel, a fraction of a second after the first checkpoint (1 s
-    # in), comes long before the end even on a machine several times faster.
+    # ~15-20 s of training here: the cancel, a fraction of a second after the first checkpoint (1 s
+    # in), comes long before the end even on a machine several times faster. (2 000 steps took
+    # 1.3 s once the objective ran in C, and a cancel landing after the descent had removed its
+    # checkpoint, before the shard was written, failed the test: session 32.)
     teacher["ensemble"].update(n_members=200, n_shards=1)
-    teacher["training"].update(max_steps=2000, grad_tol=0.0)
+    teacher["training"].update(max_steps=30000, grad_tol=0.0)
     # One budget: every member runs it out, and no continuation stretches the job 16-fold.
     config = {"checkpoint_every_s": 1, "memory_budget_mb": 256, "budget_factors": [1],
               "experiments": {"tiny_teacher": teacher}}
