@@ -55,7 +55,7 @@ import torch.nn.functional as F
 
 from basins.landscapes.architecture import Architecture
 from basins.landscapes.losses import l2_penalty, sample_losses
-from basins.landscapes.relu_kinks import kinked_forward, null_space
+from basins.landscapes.relu_kinks import kinked_forward, null_space, rescaled
 
 #: softplus is taken as linear beyond beta z = 40 (torch's threshold): its error there, e^-40
 #: / beta, is below float64's resolution of z.
@@ -288,15 +288,11 @@ class _GaugeFixed:
     norms: list
 
     def __call__(self, theta: torch.Tensor) -> torch.Tensor:
-        theta = theta.clone()
         for layer, wanted in enumerate(self.norms):
+            # A layer's rescaling changes the next layer's incoming norms: one layer at a time.
             factor = wanted / _incoming_norms(theta, self.arch)[layer].clamp_min(1e-300)
-            (w_in, b_in), (w_out, _) = self.arch.layer_slices[layer], self.arch.layer_slices[layer + 1]
-            (fan_in, width), (_, fan_out) = self.arch.layer_shapes[layer], self.arch.layer_shapes[layer + 1]
-            theta[w_in] = (theta[w_in].view(width, fan_in) * factor.unsqueeze(1)).flatten()
-            if b_in is not None:
-                theta[b_in] = theta[b_in] * factor
-            theta[w_out] = (theta[w_out].view(fan_out, width) / factor).flatten()
+            theta = rescaled(theta, self.arch, [factor if k == layer else torch.ones_like(factor)
+                                                for k in range(len(self.norms))])
         return theta
 
     def normals(self, theta: torch.Tensor) -> torch.Tensor:
