@@ -353,6 +353,23 @@ def test_good_and_bad_are_the_matched_pair_when_the_best_and_worst_are_not():
         assert difference == pytest.approx(expected)
 
 
+def test_a_replicate_too_small_for_a_rank_correlation_still_enters_the_shape_rows():
+    """Only the probed pair fits the training set: no rank correlation (it needs 4 minima), but
+    the shape rows need a matched pair only (the session-32 referee found them gated by the
+    correlation's rule)."""
+    rng = np.random.default_rng(14)
+    replicates = [_probed_replicate(rng, s, good_reach=0.6, bad_reach=0.2 + 0.01 * s) for s in range(1, 4)]
+    for replicate in replicates:
+        probed = replicate.tentacles["minimum"].values
+        others = np.setdiff1d(np.arange(replicate.minima.sizes["minimum"]), probed)
+        replicate.minima["train_error"].values[others] = 0.1
+    answer = answer_hypothesis({"family": ["planted"]}, {"planted": replicates}, {"planted": 41})
+    assert int(_row(answer, "good_minus_bad_reach")["n_replicates"]) == 3
+    assert int(_row(answer, "basin_fraction_vs_test_error")["n_replicates"]) == 0
+    reasons = answer["excluded_reason"].values.tolist()
+    assert sum("a rank correlation needs 4" in reason for reason in reasons) == 3
+
+
 def test_the_answer_figure_draws_correlations_and_shape_differences(tmp_path):
     from basins.answer_figures import figure_answer
     from basins.figures import save_figure

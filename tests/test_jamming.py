@@ -198,11 +198,13 @@ def test_a_member_the_certificate_refuses_is_judged_again_at_the_homotopy_end():
     theta = np.load(Path(__file__).parent / "data" / "depth2_jammed_on_two_layers_of_kinks.npy")
     start = theta + 1e-7 * np.random.default_rng(0).normal(size=arch.n_params)
     judge = dict(loss="quadratic_hinge", margin=1.0, l2=0.0, grad_tol=1e-10, homotopy_newton_steps=30)
-    refused, homotopy = _judged_on_kinks(start, x, y, arch, homotopy_betas=(), **judge)
-    assert not refused.certified and homotopy is None
-    found, homotopy = _judged_on_kinks(start, x, y, arch, homotopy_betas=(1e6, 1e7, 1e8), **judge)
+    refused, homotopy, verdict = _judged_on_kinks(start, x, y, arch, homotopy_betas=(), **judge)
+    assert not refused.certified and homotopy is None and verdict == f"finish's end point: {refused.reason}"
+    found, homotopy, verdict = _judged_on_kinks(start, x, y, arch, homotopy_betas=(1e6, 1e7, 1e8), **judge)
     assert found.certified and found.n_active == 55 and homotopy.iterations.sum() > 0
-    assert found.loss <= homotopy.start_loss
+    assert found.loss <= homotopy.start_loss and verdict == "certified at the softplus homotopy's end point"
+    _, _, verdict = _judged_on_kinks(start, x, y, arch, homotopy_betas=(1e6,), **judge | {"homotopy_newton_steps": 1})
+    assert verdict.startswith("finish's end point: ") and "; homotopy's end point: " in verdict
 
 
 def test_only_converged_runs_decide_a_phase_and_a_few_unsatisfied_points_are_stuck():
@@ -679,30 +681,43 @@ def test_the_raised_floor_refit_starts_above_the_fits_own_range():
     assert abs(float(fitted)) < 0.3 and abs(float(raised)) < 0.3
 
 
-@pytest.mark.parametrize("scatter", [0.02, 0.1, 0.3])
-def test_the_mean_transition_interval_covers_the_true_mean_with_brackets_and_scatter(scatter):
-    """The known answer: three seeds' r* drawn around 2.5, each read off a log grid of sizes 15 %
-    apart (a random offset per sweep) as its bracket and geometric midpoint. The interval covers
-    2.5 in at least 95 % of 2000 sweeps; the estimates' t-interval alone misses far more often
-    where the scatter is small against the grid (all seeds in one bracket: zero width)."""
+def _simulated_coverage(scatter, offset, rng, n_sweeps=2000):
+    """Coverage of 2.5, the known mean, by :func:`mean_transition_interval` and by the estimates'
+    t-interval alone, over sweeps of three seeds drawn around it and read off a log grid of
+    sizes 15 % apart (``offset``: the grid's phase, None for a random one each sweep)."""
     from scipy import stats
 
-    rng = np.random.default_rng(int(scatter * 1000))
     covered, t_covered = 0, 0
-    for _ in range(2000):
+    for _ in range(n_sweeps):
         true = 2.5 + scatter * rng.standard_normal(3)
-        offset = rng.uniform(0, np.log(1.15))
-        below = np.exp(offset + np.floor((np.log(true) - offset) / np.log(1.15)) * np.log(1.15))
-        lower, upper = below, below * 1.15
+        phase = rng.uniform(0, np.log(1.15)) if offset is None else offset
+        lower = np.exp(phase + np.floor((np.log(true) - phase) / np.log(1.15)) * np.log(1.15))
+        upper = lower * 1.15
         estimate = np.sqrt(lower * upper)
         low, high = mean_transition_interval(estimate, lower, upper)
         covered += low <= 2.5 <= high
         half = stats.t.ppf(0.975, 2) * estimate.std(ddof=1) / np.sqrt(3)
         t_covered += estimate.mean() - half <= 2.5 <= estimate.mean() + half
-    assert covered / 2000 >= 0.95
+    return covered / n_sweeps, t_covered / n_sweeps
+
+
+@pytest.mark.parametrize("scatter", [0.02, 0.1, 0.3])
+def test_the_mean_transition_interval_covers_the_true_mean_with_brackets_and_scatter(scatter):
+    """The known answer, 2.5, covered in at least 95 % of 2000 simulated sweeps at a random grid
+    phase and at the worst one, a grid size just above the mean (all three seeds in the bracket
+    above it one sweep in ten: without the brackets' spread the interval then has no width from
+    the scatter and misses; the session-32 referee's 92 % on Cover's perceptron). The estimates'
+    t-interval alone misses far more often where the scatter is small against the grid."""
+    rng = np.random.default_rng(int(scatter * 1000))
+    covered, t_covered = _simulated_coverage(scatter, None, rng)
+    assert covered >= 0.95
     if scatter == 0.02:
-        assert t_covered / 2000 < 0.8
+        assert t_covered < 0.8
+    worst, _ = _simulated_coverage(scatter, np.log(2.51) % np.log(1.15), rng)
+    assert worst >= 0.95
 
 
-def test_the_mean_transition_interval_needs_two_seeds():
+def test_the_mean_transition_interval_needs_two_seeds_and_a_censored_seed_leaves_it_open_above():
     assert np.isnan(mean_transition_interval([2.5], [2.3], [2.7])).all()
+    low, high = mean_transition_interval([2.5, 2.6, np.nan], [2.3, 2.4, 1.6], [2.7, 2.8, np.inf])
+    assert np.isfinite(low) and low < (2.3 + 2.4 + 1.6) / 3 and high == np.inf

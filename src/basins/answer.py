@@ -370,6 +370,17 @@ def answer_hypothesis(
                     replicate.minima, replicate.flatness, fit_threshold=fit_threshold, min_members=min_members,
                     l2=replicate.l2,
                 )
+                probed |= replicate.tentacles is not None
+                if replicate.tentacles is not None and bool(np.all(replicate.minima["on_tolerance_plateau"].values)):
+                    # The shape rows need a matched pair, not the rank correlation's four minima.
+                    shape, reason = good_bad_shape(
+                        replicate.minima, replicate.tentacles, fit_threshold=fit_threshold, min_members=min_members,
+                        match_factor=match_factor,
+                    )
+                    if reason:
+                        excluded.append((experiment, replicate.seed, f"shape rows: {reason}"))
+                    else:
+                        shapes[replicate.seed] = (2, shape, None, None)
                 if entry["reason"]:
                     excluded.append((experiment, replicate.seed, entry["reason"]))
                     continue
@@ -390,17 +401,6 @@ def answer_hypothesis(
                     excluded.append((experiment, replicate.seed, (
                         f"rows at fixed (data) loss: {entry['n_counted']} fitting minima with >= {min_members} "
                         f"members: a partial rank correlation needs {PARTIAL_MIN_PAIRS}")))
-                if replicate.tentacles is None:
-                    continue
-                probed = True
-                shape, reason = good_bad_shape(
-                    replicate.minima, replicate.tentacles, fit_threshold=fit_threshold, min_members=min_members,
-                    match_factor=match_factor,
-                )
-                if reason:
-                    excluded.append((experiment, replicate.seed, f"shape rows: {reason}"))
-                else:
-                    shapes[replicate.seed] = (2, shape, None, None)
             row = dict(family=family, experiment=experiment, n_params=n_params[experiment],
                        replicates_over=REPLICATES_OVER[bool(data_redrawn.get(experiment, False))])
             for name, (_, _, weighted, sign, control) in STATISTICS.items():

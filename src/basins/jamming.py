@@ -484,6 +484,9 @@ def _fit_sizes(
             "certified at the homotopy's end point")),
         homotopy_grad_norm=("member", kinks.homotopy_grad_norm, variable_attrs(
             "gradient norm of the softplus-smoothed loss at the homotopy's end, at its last beta (nan: not run)")),
+        kink_verdict=("member", kinks.verdict.astype(str), variable_attrs(
+            "the kink certificate's verdict in words: where it certified, and where it refused why, at the "
+            "finish's end point and at the softplus homotopy's (empty: not examined)")),
         n_silenced_unsatisfied=("member", n_silenced, variable_attrs(
             "unsatisfied points on which a hidden layer is off: they get the output biases alone and "
             "move no weight, so they count toward stuck, never toward UNSAT (-1: diverged)")),
@@ -610,11 +613,12 @@ class _KinkRecords:
     n_active: np.ndarray
     homotopy_iterations: np.ndarray
     homotopy_grad_norm: np.ndarray
+    verdict: np.ndarray
 
     @classmethod
     def empty(cls, n_members: int) -> _KinkRecords:
         nan, zero = np.full(n_members, np.nan), np.zeros(n_members, dtype=np.int64)
-        return cls(nan, nan.copy(), nan.copy(), zero, zero.copy(), nan.copy())
+        return cls(nan, nan.copy(), nan.copy(), zero, zero.copy(), nan.copy(), np.full(n_members, "", dtype=object))
 
 
 def _on_kinks(out, objective, *, grad_tol, examined, homotopy_betas=(), homotopy_newton_steps=100):
@@ -640,7 +644,7 @@ def _on_kinks(out, objective, *, grad_tol, examined, homotopy_betas=(), homotopy
         n_train = int(objective.n_train[row])
         x = objective.x[row] if objective.x.dim() == 3 else objective.x
         y = objective.y[row] if objective.y.dim() == 2 else objective.y
-        found, homotopy = _judged_on_kinks(
+        found, homotopy, records.verdict[row] = _judged_on_kinks(
             out.final_theta[row], x[:n_train].cpu().numpy(), y[:n_train].cpu().numpy(), objective.arch,
             loss=objective.loss, margin=objective.margin, l2=objective.l2, grad_tol=grad_tol,
             homotopy_betas=homotopy_betas, homotopy_newton_steps=homotopy_newton_steps, member=row,
@@ -670,20 +674,22 @@ def _on_kinks(out, objective, *, grad_tol, examined, homotopy_betas=(), homotopy
 
 def _judged_on_kinks(
     theta, x, y, arch, *, loss, margin, l2, grad_tol, homotopy_betas, homotopy_newton_steps, member=-1,
-) -> tuple[KinkCertificate, HomotopyEnd | None]:
+) -> tuple[KinkCertificate, HomotopyEnd | None, str]:
     """The kink certificate of one member's end point ``theta (param,)`` on its training set
     ``x``, ``y``; where it refuses and ``homotopy_betas`` are given, the certificate of the
     softplus homotopy's end point from there
     (:func:`basins.landscapes.softplus_homotopy.follow_softplus_homotopy`), held to ``theta``'s
-    loss, if it certifies it (else the first refusal); and the homotopy's end (None: not run).
+    loss, if it certifies it (else the first refusal); the homotopy's end (None: not run); and
+    the verdict in words, with each refusal's reason where both points were refused.
     Which point is kept is the certificate's decision alone: the homotopy only proposes one."""
     certify = functools.partial(certify_kink_minimum, x=x, y=y, arch=arch, loss=loss, margin=margin, l2=l2,
                                 grad_tol=grad_tol)
     found = certify(theta)
+    verdict = "certified at the finish's end point" if found.certified else f"finish's end point: {found.reason}"
     if found.certified or not len(homotopy_betas):
         if not found.certified:
             log.info("member %d (P = %d) not certified on kinks: %s", member, len(y), found.reason)
-        return found, None
+        return found, None, verdict
     start = time.perf_counter()
     homotopy = follow_softplus_homotopy(theta, x, y, arch, loss=loss, margin=margin, l2=l2, betas=homotopy_betas,
                                         newton_steps=homotopy_newton_steps)
@@ -695,7 +701,9 @@ def _judged_on_kinks(
         f"certified, {again.n_active} kinks, loss {again.loss:.8g}" if again.certified
         else f"not certified: {again.reason}",
     )
-    return (again if again.certified else found), homotopy
+    if again.certified:
+        return again, homotopy, "certified at the softplus homotopy's end point"
+    return found, homotopy, f"{verdict}; homotopy's end point: {again.reason}"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -379,12 +379,15 @@ def _transition_variables(transitions, ratio_star, n_weights, network_depth, dep
     """P* and r* per network and seed with their brackets, r* per depth, the phase totals."""
     bracket, phase_total = transitions["bracket"], transitions["phase_total"]
     lower, upper = bracket[..., 0] / n_weights[:, None], bracket[..., 1] / n_weights[:, None]
+    # A seed without r* is still bounded: above its largest SAT size, below its smallest UNSAT one.
+    bounds = np.where(np.isfinite(bracket), bracket, transitions["capacity"]) / n_weights[:, None, None]
     everywhere = [ratio_star[network_depth == d].ravel() for d in depths]
     decided = [np.isfinite(values) for values in everywhere]
     per_depth = [values[keep] for values, keep in zip(everywhere, decided)]
-    brackets = [(lower[network_depth == d].ravel()[keep], upper[network_depth == d].ravel()[keep])
-                for d, keep in zip(depths, decided)]
-    interval = np.array([mean_transition_interval(r, low, high) for r, (low, high) in zip(per_depth, brackets)])
+    interval = np.array([
+        mean_transition_interval(r, bounds[network_depth == d, :, 0].ravel(), bounds[network_depth == d, :, 1].ravel())
+        for r, d in zip(everywhere, depths)
+    ])
     by_seed = ("network", "seed")
     return {
         "transition_size": (by_seed, transitions["transition_size"], variable_attrs("transition P* (nan: one phase missing)")),
@@ -397,13 +400,14 @@ def _transition_variables(transitions, ratio_star, n_weights, network_depth, dep
         "transition_ratio_std": ("depth", [_std(v) for v in per_depth], variable_attrs(
             "standard deviation of r* over networks and seeds (their scatter only: see transition_ratio_low)")),
         "transition_ratio_low": ("depth", interval[:, 0], variable_attrs(
-            "95 % interval of the mean r* over the seeds with one, their brackets and scatter both in it "
-            "(mean_transition_interval; nan below two; seeds without r* are not in it: n_transitions_missing)")),
-        "transition_ratio_high": ("depth", interval[:, 1], variable_attrs("upper end of that interval")),
+            "95 % interval of the mean r* over seeds, every seed's bracket and the seeds' scatter in it, seeds "
+            "without r* by their SAT/UNSAT bounds (mean_transition_interval; nan below two estimates)")),
+        "transition_ratio_high": ("depth", interval[:, 1], variable_attrs(
+            "upper end of that interval (inf: a seed without r* has no UNSAT size above its SAT ones)")),
         "n_transitions": ("depth", [v.size for v in per_depth], variable_attrs("finite r* estimates")),
         "n_transitions_missing": ("depth", [int((~keep).sum()) for keep in decided], variable_attrs(
             "networks and seeds with no r* (a phase not reached, or undecided runs where it would be): "
-            "censored, not in the mean nor its interval")),
+            "not in transition_ratio_mean; in its interval by their bounds")),
         "transition_resolution": (by_seed, bracket[..., 1] / bracket[..., 0] - 1, variable_attrs(
             "relative width of the bracket of P*: upper / lower - 1 (after the fine scan, if any)")),
         "n_fine": (by_seed, transitions["n_fine"], variable_attrs("sizes of the fine scan")),
@@ -417,20 +421,29 @@ def _transition_variables(transitions, ratio_star, n_weights, network_depth, dep
 def mean_transition_interval(
     ratio: np.ndarray, lower: np.ndarray, upper: np.ndarray, confidence: float = 0.95
 ) -> tuple[float, float]:
-    """An interval for the mean transition over seeds from each seed's estimate ``ratio`` and the
-    bracket ``lower`` < r* < ``upper`` its decided sizes leave (the grid's and fine scan's
-    resolution, which is no random error and does not shrink with seeds).
+    """An interval for the mean transition over seeds from each seed's estimate ``ratio`` (nan:
+    the seed has none) and the bounds ``lower`` < r* < ``upper`` its decided sizes leave (the
+    grid's and fine scan's resolution, no random error: it does not shrink with seeds; for a seed
+    without an estimate its largest SAT and smallest UNSAT size, ``upper`` inf where none).
 
-    Whatever each seed's r* is within its bracket, their mean lies between ``mean(lower)`` and
-    ``mean(upper)``; the seeds' scatter around the mean of the seeds' distribution adds Student's
-    ``t * s / sqrt(n)`` (``s`` the estimates' standard deviation) to either end. (nan, nan) for
-    fewer than two seeds. Known answer (tests/test_jamming.py): seeds drawn around a known mean and
-    read off a grid of sizes 15 % apart, the interval covers that mean in at least the nominal
-    share of simulated sweeps, where the estimates' t-interval alone does not."""
+    Whatever each seed's r* is within its bounds, their mean lies between ``mean(lower)`` and
+    ``mean(upper)`` (inf where a seed is bounded only from below: censored seeds are not left
+    out, which would bias the mean and lose coverage); the seeds' scatter adds Student's
+    ``t s / sqrt(n)`` to either end, ``s`` from the ``n`` estimates with the brackets' own spread
+    added, ``s^2 = var(ratio) + mean(width^2) / 12`` (seeds whose transitions fall in one bracket
+    show no scatter at all, however far apart they lie in it). (nan, nan) for fewer than two
+    estimates. Known answers (tests/test_jamming.py): seeds drawn around a known mean and read off
+    a log grid of sizes 15 % apart cover it in at least the nominal share of simulated sweeps at
+    every grid offset, where the estimates' t-interval alone does not; a censored seed makes the
+    interval unbounded above. The session-32 referee found the interval without the brackets'
+    spread covering Cover's perceptron transition in 92 % of sweeps at the study's grid."""
     ratio, lower, upper = (np.asarray(a, dtype=float) for a in (ratio, lower, upper))
-    if ratio.size < 2:
+    decided = np.isfinite(ratio)
+    if decided.sum() < 2:
         return np.nan, np.nan
-    half = stats.t.ppf(0.5 + confidence / 2, ratio.size - 1) * ratio.std(ddof=1) / np.sqrt(ratio.size)
+    width = upper[decided] - lower[decided]
+    spread = np.sqrt(ratio[decided].var(ddof=1) + np.mean(width**2) / 12)
+    half = stats.t.ppf(0.5 + confidence / 2, decided.sum() - 1) * spread / np.sqrt(decided.sum())
     return float(lower.mean() - half), float(upper.mean() + half)
 
 
