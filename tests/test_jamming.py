@@ -364,6 +364,14 @@ def test_analysis_puts_runs_on_one_grid_and_estimates_r_star_per_depth():
     np.testing.assert_allclose(result["transition_ratio_mean"].sel(depth=0), np.mean([np.sqrt(32), np.sqrt(128)]) / 4)
     assert int(result["n_transitions"].sel(depth=1)) == 1 and np.isnan(result["transition_ratio_std"].sel(depth=1))
     np.testing.assert_array_equal(result["n_undecided"].values, [0, 1])
+    # depth 0: both seeds' brackets in the interval; depth 1: one estimate, one seed open above
+    assert result["transition_ratio_low"].sel(depth=0) < 1 < 4 < result["transition_ratio_high"].sel(depth=0)
+    assert np.isnan(result["transition_ratio_low"].sel(depth=1)) and int(result["n_transitions_missing"].sel(depth=1)) == 1
+    # a network that did not run a seed has no missing transition there, and no bound
+    third = analyze_jamming([*runs, fake_run(0, 0, 4, 3, [SAT, SAT, SAT, UNSAT])], n_bins=8, fit_quantile=1.0,
+                            min_count=1)
+    assert int(third["n_transitions_missing"].sel(depth=0)) == 0 and np.isfinite(third["transition_ratio_high"].sel(depth=0))
+    assert int(third["n_transitions_missing"].sel(depth=1)) == 1  # depth 1 ran no seed 3
     counts = sum(result[f"{name}_count"] for name in ("sat", "unsat", "stuck", "undecided"))
     np.testing.assert_array_equal(counts, 2)  # every seed in one phase
     np.testing.assert_allclose(result["sat_fraction"].sel(network=0), [1, 1, 0.5, 0])

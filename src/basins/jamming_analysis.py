@@ -289,7 +289,9 @@ def _transitions(runs, placement, n_networks, n_seeds):
     n_fine = np.zeros((n_networks, n_seeds), dtype=np.int64)
     phase_total = np.zeros((n_networks, len(PHASE_VALUES)), dtype=np.int64)
     capacity = np.full((n_networks, n_seeds, 2), [0.0, np.inf])  # largest SAT, smallest UNSAT size
+    present = np.zeros((n_networks, n_seeds), dtype=bool)  # a network need not run every seed
     for run, (i, k) in zip(runs, placement):
+        present[i, k] = True
         n_train, run_phase = run["n_train"].values, run["phase"].values
         transition[i, k] = transition_size(n_train, run_phase)
         bracket[i, k] = transition_bracket(n_train, run_phase)
@@ -297,7 +299,8 @@ def _transitions(runs, placement, n_networks, n_seeds):
         capacity[i, k] = (sizes[run_phase == SAT].max(initial=0), sizes[run_phase == UNSAT].min(initial=np.inf))
         n_fine[i, k] = run.sizes["member"] - _grid_members(run).sizes["member"]
         phase_total[i] += [(run_phase == value).sum() for value in PHASE_VALUES]
-    return dict(transition_size=transition, bracket=bracket, n_fine=n_fine, phase_total=phase_total, capacity=capacity)
+    return dict(transition_size=transition, bracket=bracket, n_fine=n_fine, phase_total=phase_total, capacity=capacity,
+                present=present)
 
 
 def _delta_statistics(runs, placement, transition, n_networks, delta_tol, *, n_bins, fit_quantile, min_count):
@@ -384,9 +387,11 @@ def _transition_variables(transitions, ratio_star, n_weights, network_depth, dep
     everywhere = [ratio_star[network_depth == d].ravel() for d in depths]
     decided = [np.isfinite(values) for values in everywhere]
     per_depth = [values[keep] for values, keep in zip(everywhere, decided)]
+    ran = [transitions["present"][network_depth == d].ravel() for d in depths]
     interval = np.array([
-        mean_transition_interval(r, bounds[network_depth == d, :, 0].ravel(), bounds[network_depth == d, :, 1].ravel())
-        for r, d in zip(everywhere, depths)
+        mean_transition_interval(r[run], bounds[network_depth == d, :, 0].ravel()[run],
+                                 bounds[network_depth == d, :, 1].ravel()[run])
+        for r, d, run in zip(everywhere, depths, ran)
     ])
     by_seed = ("network", "seed")
     return {
@@ -405,7 +410,7 @@ def _transition_variables(transitions, ratio_star, n_weights, network_depth, dep
         "transition_ratio_high": ("depth", interval[:, 1], variable_attrs(
             "upper end of that interval (inf: a seed without r* has no UNSAT size above its SAT ones)")),
         "n_transitions": ("depth", [v.size for v in per_depth], variable_attrs("finite r* estimates")),
-        "n_transitions_missing": ("depth", [int((~keep).sum()) for keep in decided], variable_attrs(
+        "n_transitions_missing": ("depth", [int((~keep & run).sum()) for keep, run in zip(decided, ran)], variable_attrs(
             "networks and seeds with no r* (a phase not reached, or undecided runs where it would be): "
             "not in transition_ratio_mean; in its interval by their bounds")),
         "transition_resolution": (by_seed, bracket[..., 1] / bracket[..., 0] - 1, variable_attrs(
