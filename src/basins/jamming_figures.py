@@ -86,7 +86,7 @@ def figure_jamming(jamming: xr.Dataset, *, title: str) -> plt.Figure:
     ratio_ax.set(xlabel="depth (hidden layers)", ylabel="r* = P* / N", xticks=jamming["depth"].values)
     ratio_ax.set_title(
         "transition per seed (bars: bracket of decided P,\nfine scan included); mean with its 95 % interval\n"
-        "(brackets and seed scatter; seeds without r* left out)", fontsize=7
+        "(brackets and seed scatter; none where it is open above)", fontsize=7
     )
     fig.tight_layout()
     return fig
