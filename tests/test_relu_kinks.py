@@ -17,13 +17,13 @@ from basins.landscapes.relu_kinks import (
     _once,
     _preactivation_jacobian,
     _same_kinks,
-    _unit_norms,
     active_kinks,
     balancing_factors,
     certify_kink_minimum,
     clarke_stationarity,
     kinked_forward,
     rescaled,
+    unit_norms,
 )
 
 KINKS = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])  # two kink normals in three parameters
@@ -179,7 +179,7 @@ def test_balancing_gives_the_same_network_with_equal_norms_in_and_out():
     x = torch.as_tensor(rng.normal(size=(20, DEEP.n_inputs)))
     torch.testing.assert_close(forward(balanced[None], x, DEEP), forward(theta[None], x, DEEP), rtol=1e-12, atol=1e-12)
     for layer in range(DEEP.depth):
-        incoming, outgoing = _unit_norms(balanced, DEEP, layer)
+        incoming, outgoing = unit_norms(balanced, DEEP, layer)
         torch.testing.assert_close(incoming, outgoing, rtol=1e-10, atol=0.0)
     torch.testing.assert_close(rescaled(balanced, DEEP, [1 / f for f in factors]), theta, rtol=1e-12, atol=1e-12)
 

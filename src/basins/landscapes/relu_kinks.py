@@ -315,7 +315,7 @@ def _descends_along(objective, point, active, directions, loss) -> bool:
     change is at fourth order, as at a jamming run's minimum the session-32 referee found). The
     probes decide only where they find the loss falling; none falling is evidence, not proof,
     of a minimum beyond the second order."""
-    floor = loss - 64 * np.finfo(float).eps * (1 + abs(loss))
+    floor = loss - _round_off(loss)
     for direction in directions.T:
         for distance in _FLAT_PROBES:
             for sign in (1.0, -1.0):
@@ -484,8 +484,13 @@ def _accepted_step(objective, point, active, step, before):
 
 
 def _raised_by_round_off(loss: float) -> float:
-    """The largest loss that is ``loss`` up to round-off (64 ulps of it, and of 1)."""
-    return loss + 64 * np.finfo(float).eps * (1 + abs(loss))
+    """The largest loss that is ``loss`` up to round-off."""
+    return loss + _round_off(loss)
+
+
+def _round_off(loss: float) -> float:
+    """Loss changes this small are round-off (64 ulps of the loss, and of 1)."""
+    return 64 * np.finfo(float).eps * (1 + abs(loss))
 
 
 def _refused(point, objective, norm, n_active, reason):
@@ -597,11 +602,10 @@ def balancing_factors(theta: torch.Tensor, arch: Architecture, *, sweeps: int = 
     for _ in range(sweeps):
         largest_change = 0.0
         for layer in range(arch.depth):
-            incoming, outgoing = _unit_norms(current, arch, layer)
+            incoming, outgoing = unit_norms(current, arch, layer)
             usable = (incoming > 0) & (outgoing > 0)
             change = torch.where(usable, (outgoing / incoming.where(usable, 1.0)).sqrt(), 1.0)
-            one_layer = [change if k == layer else torch.ones_like(change) for k in range(arch.depth)]
-            current = rescaled(current, arch, one_layer)
+            current = rescaled_layer(current, arch, layer, change)
             factors[layer] = factors[layer] * change
             largest_change = max(largest_change, float((change.log().abs()).max()))
         if largest_change <= 1e-13:
@@ -612,18 +616,24 @@ def balancing_factors(theta: torch.Tensor, arch: Architecture, *, sweeps: int = 
 def rescaled(theta: torch.Tensor, arch: Architecture, factors: list[torch.Tensor]) -> torch.Tensor:
     """``theta`` with each hidden unit's incoming weights and bias times its factor and its
     outgoing weights over it (``factors``: one ``(unit,)`` a hidden layer): the same ReLU network."""
-    theta = theta.clone()
     for layer, factor in enumerate(factors):
-        (w_in, b_in), (w_out, _) = arch.layer_slices[layer], arch.layer_slices[layer + 1]
-        (fan_in, width), (_, fan_out) = arch.layer_shapes[layer], arch.layer_shapes[layer + 1]
-        theta[w_in] = (theta[w_in].view(width, fan_in) * factor.unsqueeze(1)).flatten()
-        if b_in is not None:
-            theta[b_in] = theta[b_in] * factor
-        theta[w_out] = (theta[w_out].view(fan_out, width) / factor).flatten()
+        theta = rescaled_layer(theta, arch, layer, factor)
     return theta
 
 
-def _unit_norms(theta, arch, layer):
+def rescaled_layer(theta: torch.Tensor, arch: Architecture, layer: int, factor: torch.Tensor) -> torch.Tensor:
+    """:func:`rescaled` with the units of hidden layer ``layer`` alone, by ``factor (unit,)``."""
+    theta = theta.clone()
+    (w_in, b_in), (w_out, _) = arch.layer_slices[layer], arch.layer_slices[layer + 1]
+    (fan_in, width), (_, fan_out) = arch.layer_shapes[layer], arch.layer_shapes[layer + 1]
+    theta[w_in] = (theta[w_in].view(width, fan_in) * factor.unsqueeze(1)).flatten()
+    if b_in is not None:
+        theta[b_in] = theta[b_in] * factor
+    theta[w_out] = (theta[w_out].view(fan_out, width) / factor).flatten()
+    return theta
+
+
+def unit_norms(theta: torch.Tensor, arch: Architecture, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The incoming (weights and bias) and outgoing weights' norms ``(unit,)`` of a hidden layer."""
     (w_in, b_in), (w_out, _) = arch.layer_slices[layer], arch.layer_slices[layer + 1]
     (fan_in, width), (_, fan_out) = arch.layer_shapes[layer], arch.layer_shapes[layer + 1]

@@ -55,7 +55,7 @@ import torch.nn.functional as F
 
 from basins.landscapes.architecture import Architecture
 from basins.landscapes.losses import l2_penalty, sample_losses
-from basins.landscapes.relu_kinks import kinked_forward, null_space, rescaled
+from basins.landscapes.relu_kinks import kinked_forward, null_space, rescaled_layer, unit_norms
 
 #: softplus is taken as linear beyond beta z = 40 (torch's threshold): its error there, e^-40
 #: / beta, is below float64's resolution of z.
@@ -290,9 +290,8 @@ class _GaugeFixed:
     def __call__(self, theta: torch.Tensor) -> torch.Tensor:
         for layer, wanted in enumerate(self.norms):
             # A layer's rescaling changes the next layer's incoming norms: one layer at a time.
-            factor = wanted / _incoming_norms(theta, self.arch)[layer].clamp_min(1e-300)
-            theta = rescaled(theta, self.arch, [factor if k == layer else torch.ones_like(factor)
-                                                for k in range(len(self.norms))])
+            factor = wanted / unit_norms(theta, self.arch, layer)[0].clamp_min(1e-300)
+            theta = rescaled_layer(theta, self.arch, layer, factor)
         return theta
 
     def normals(self, theta: torch.Tensor) -> torch.Tensor:
@@ -312,8 +311,4 @@ class _GaugeFixed:
 
 def _incoming_norms(theta, arch) -> list:
     """Per hidden layer, each unit's incoming weights' and bias's norm ``(unit,)``."""
-    norms = []
-    for (fan_in, width), (w_in, b_in) in list(zip(arch.layer_shapes, arch.layer_slices))[:-1]:
-        squares = (theta[w_in].view(width, fan_in) ** 2).sum(1)
-        norms.append((squares + (theta[b_in] ** 2 if b_in is not None else 0.0)).sqrt())
-    return norms
+    return [unit_norms(theta, arch, layer)[0] for layer in range(arch.depth)]
