@@ -52,10 +52,12 @@ from typing import NamedTuple
 
 import numpy as np
 import xarray as xr
+from scipy import stats
 
 from basins.io import variable_attrs
 from basins.stats import (
     PARTIAL_MIN_PAIRS,
+    least_squares_coefficient,
     UNDECIDED_VERDICT,
     fisher_z,
     partial_spearman_fisher_z,
@@ -364,7 +366,7 @@ def answer_hypothesis(
     seeds = sorted({replicate.seed for runs in replicates.values() for replicate in runs})
     for family, experiments in families.items():
         for experiment in experiments:
-            correlations, shapes, probed = {}, {}, False
+            correlations, shapes, probed, shape_minima, pairs = {}, {}, False, {}, {}
             for replicate in replicates[experiment]:
                 entry = fitting_minima(
                     replicate.minima, replicate.flatness, fit_threshold=fit_threshold, min_members=min_members,
@@ -377,10 +379,13 @@ def answer_hypothesis(
                         replicate.minima, replicate.tentacles, fit_threshold=fit_threshold, min_members=min_members,
                         match_factor=match_factor,
                     )
+                    shape_minima[replicate.seed] = probed_fitting_minima(
+                        replicate.minima, replicate.tentacles, fit_threshold=fit_threshold, min_members=min_members)
                     if reason:
                         excluded.append((experiment, replicate.seed, f"shape rows: {reason}"))
                     else:
-                        shapes[replicate.seed] = (2, shape, None, None)
+                        shapes[replicate.seed] = (2, shape["differences"], None, None)
+                        pairs[replicate.seed] = shape["log_fractions"]
                 if entry["reason"]:
                     excluded.append((experiment, replicate.seed, entry["reason"]))
                     continue
@@ -414,8 +419,10 @@ def answer_hypothesis(
                                         "replicate: a few basins hold most members")
                 rows.append(row | pooled)
             for stat, (_, sign) in SHAPE_STATISTICS.items():
+                correction = size_correction(shape_minima, pairs, stat, seeds, match_factor=match_factor,
+                                             confidence=confidence)
                 pooled = _pooled_row(shapes, seeds, stat, sign, confidence, lambda value: value,
-                                     bounds=SHAPE_DIFFERENCE_BOUNDS.get(stat, (-np.inf, np.inf)))
+                                     bounds=SHAPE_DIFFERENCE_BOUNDS.get(stat, (-np.inf, np.inf)), correction=correction)
                 if not probed:
                     pooled["reason"] = "basins not probed (basin_geometry: false)"
                 rows.append(row | pooled | {"statistic": f"good_minus_bad_{stat}"})
@@ -483,12 +490,14 @@ def threshold_agreement(estimates: np.ndarray, verdicts: np.ndarray) -> np.ndarr
     return np.array(out)
 
 
-def _pooled_row(per_replicate, seeds, name, sign, confidence, to_scale, bounds=(-np.inf, np.inf)):
+def _pooled_row(per_replicate, seeds, name, sign, confidence, to_scale, bounds=(-np.inf, np.inf), correction=None):
     """One statistic pooled over the replicates that gave it: ``per_replicate[seed]`` holds
     (minima behind it, {name: (estimate, standard error)}, measurement spreads and the number
     of redraws behind each, or None and None);
     ``to_scale`` takes the pooled scale (Fisher's z) back to the reported one, whose possible
-    values ``bounds`` clip the interval.
+    values ``bounds`` clip the interval. A shape row's :class:`SizeCorrection` (``correction``)
+    corrects each replicate's difference for the basin sizes of its pair; one that could not be
+    made leaves the row undecided, with its reason.
 
     A replicate that entered but whose estimate or error is not usable (undefined, or an
     interval of zero width: a measurement at its resolution limit, not an exact one) is left out
@@ -500,15 +509,20 @@ def _pooled_row(per_replicate, seeds, name, sign, confidence, to_scale, bounds=(
     measured, redraws = (np.array([
         per_replicate[s][k][name] if s in per_replicate and per_replicate[s][k] is not None else np.nan for s in seeds
     ]) for k in (2, 3))
-    pooled, low, high = _pooled_interval(z, se, confidence, to_scale, bounds)
+    pooled, low, high = _pooled_interval(z, se, confidence, to_scale, bounds, correction)
     entered = np.array([s in per_replicate for s in seeds])
     unusable = int((entered & ~(np.isfinite(z) & np.isfinite(se) & (se > 0))).sum())
     reasons = [pooled["reason"] if per_replicate else "no replicate entered (see excluded)"]
     if unusable:
         reasons.append(f"{unusable} of {int(entered.sum())} entering replicates left out of the pool "
                        "(undefined, or an interval of zero width): undecided")
-    row_verdict = UNDECIDED_VERDICT if unusable else verdict(low, high, sign)
-    held_out = _leave_one_out_verdicts(z, se, sign, confidence, to_scale, bounds)
+    uncorrected = correction is not None and bool(correction.reason)
+    if uncorrected:
+        reasons.append(correction.reason)
+    row_verdict = UNDECIDED_VERDICT if unusable or uncorrected else verdict(low, high, sign)
+    held_out = _leave_one_out_verdicts(z, se, sign, confidence, to_scale, bounds, correction)
+    if correction is not None:
+        z = correction.corrected(z)
     return dict(
         statistic=name, expected_sign=sign, estimate=float(to_scale(pooled["estimate"])), low=low, high=high,
         z_stderr=pooled["stderr"], tau=pooled["tau"], n_replicates=pooled["k"],
@@ -517,10 +531,13 @@ def _pooled_row(per_replicate, seeds, name, sign, confidence, to_scale, bounds=(
         verdict=row_verdict, reason="; ".join(reason for reason in reasons if reason),
         leave_one_out_agreeing=sum(held == row_verdict for held in held_out), leave_one_out_subsets=len(held_out),
         replicate_estimate=to_scale(z), measurement_redraws=redraws,
+        size_slope=correction.slope if correction is not None else np.nan,
+        size_slope_half_width=correction.half_width if correction is not None else np.nan,
+        size_correction=pooled["size_correction"],
     )
 
 
-def _leave_one_out_verdicts(z, se, sign, confidence, to_scale, bounds) -> list[str]:
+def _leave_one_out_verdicts(z, se, sign, confidence, to_scale, bounds, correction=None) -> list[str]:
     """The verdicts of the row pooled without each usable replicate in turn (none below three):
     a verdict that one replicate carries is not the replicates' common answer (the session-29
     referee: the study's one decided row at fixed data loss held in 2 of its 7 subsets)."""
@@ -530,42 +547,68 @@ def _leave_one_out_verdicts(z, se, sign, confidence, to_scale, bounds) -> list[s
     verdicts = []
     for left_out in usable:
         kept = usable[usable != left_out]
-        _, low, high = _pooled_interval(z[kept], se[kept], confidence, to_scale, bounds)
+        _, low, high = _pooled_interval(z[kept], se[kept], confidence, to_scale, bounds,
+                                        correction and correction._replace(log_ratio=correction.log_ratio[kept]))
         verdicts.append(verdict(low, high, sign))
     return verdicts
 
 
-def _pooled_interval(z, se, confidence, to_scale, bounds):
+def _pooled_interval(z, se, confidence, to_scale, bounds, correction=None):
     """:func:`basins.stats.pool_replicates` of ``z`` and ``se``, and its interval taken back to
-    the reported scale by ``to_scale`` and clipped to ``bounds``: ``(pooled, low, high)``."""
-    pooled = pool_replicates(z, se, confidence)
+    the reported scale by ``to_scale`` and clipped to ``bounds``: ``(pooled, low, high)``.
+
+    With a :class:`SizeCorrection`, ``z`` is corrected first, and the interval widened by the
+    slope's own uncertainty: the slope is one number shared by every replicate, so its error
+    moves the pooled estimate by the pool's weighted mean log size ratio times it, which the
+    scatter of the replicates cannot show (the two half-widths add in quadrature).
+    ``pooled["size_correction"]``: what the correction moved the pooled estimate by (nan
+    without one).
+    """
+    pooled = pool_replicates(correction.corrected(z) if correction is not None else z, se, confidence)
+    pooled["size_correction"] = np.nan
+    if correction is not None and "weights" in pooled:
+        imbalance = float(np.sum(pooled["weights"] * np.nan_to_num(correction.log_ratio)))
+        pooled["size_correction"] = 0.0 - correction.slope * imbalance  # never -0
+        half = np.hypot((pooled["high"] - pooled["low"]) / 2, abs(imbalance) * correction.half_width)
+        pooled["low"], pooled["high"] = pooled["estimate"] - half, pooled["estimate"] + half
     low, high = (float(np.clip(to_scale(pooled[end]), *bounds)) for end in ("low", "high"))
     return pooled, low, high
 
 
+def probed_fitting_minima(minima: xr.Dataset, tentacles: xr.Dataset, *, fit_threshold: float,
+                          min_members: int) -> ProbedMinima:
+    """The probed minima the shape rows may use: fitting the training set (training error at
+    most ``fit_threshold``) and reached by at least ``min_members`` members (and the tentacle
+    stage's own ``min_members``)."""
+    need = max(min_members, int(tentacles.attrs.get("min_members", 1)))
+    probed = tentacles["minimum"].values
+    rows = np.flatnonzero((tentacles["n_members"].values >= need)
+                          & (minima["train_error"].values[probed] <= fit_threshold))
+    return ProbedMinima(tentacles, minima["test_error"].values[probed], rows, need)
+
+
 def good_bad_shape(
     minima: xr.Dataset, tentacles: xr.Dataset, *, fit_threshold: float, min_members: int, match_factor: float
-) -> tuple[dict[str, tuple[float, float]], str]:
+) -> tuple[dict, str]:
     """The good - bad difference of every shape statistic (:data:`basins.summary.SHAPE_STATISTICS`)
     in one replicate, at matched basin fraction, and why there is none.
 
     Good and bad (:func:`basins.rays.good_and_bad`) are, among the probed minima that fit the
-    training set and have at least ``min_members`` members (and the tentacle stage's own
-    ``min_members``), the pair whose basin fractions differ by at most ``match_factor`` and
+    training set and have at least ``min_members`` members (:func:`probed_fitting_minima`),
+    the pair whose basin fractions differ by at most ``match_factor`` and
     whose test errors differ most: a difference between a large and a small basin would
     confound shape with size. Each difference comes with the two statistics' standard errors
     in quadrature (:func:`basins.summary.shape_standard_error`: stored, or from
     ``measure_tentacles``' intervals at their own confidence).
-    Returns ``({statistic: (difference, standard error)}, "")`` or ``({}, reason)``.
+    Returns ``({"differences": {statistic: (difference, standard error)}, "log_fractions":
+    (good, bad)}, "")`` or ``({}, reason)``; the log basin fractions serve
+    :func:`size_correction`.
     """
-    probed = tentacles["minimum"].values
-    need = max(min_members, int(tentacles.attrs.get("min_members", 1)))
-    test_error = minima["test_error"].values[probed]
-    fraction = tentacles["basin_fraction"].values
-    rows = np.flatnonzero((tentacles["n_members"].values >= need) & (minima["train_error"].values[probed] <= fit_threshold))
-    pair = good_and_bad(fraction, test_error, rows, match_factor=match_factor)
+    candidates = probed_fitting_minima(minima, tentacles, fit_threshold=fit_threshold, min_members=min_members)
+    fraction, rows = tentacles["basin_fraction"].values, candidates.rows
+    pair = good_and_bad(fraction, candidates.test_error, rows, match_factor=match_factor)
     if pair is None:
-        return {}, (f"{len(rows)} probed fitting minima with >= {need} members; good and bad need two of "
+        return {}, (f"{len(rows)} probed fitting minima with >= {candidates.need} members; good and bad need two of "
                     "different test error")
     if not pair.matched:
         ratio = fraction[pair.good] / fraction[pair.bad]
@@ -576,7 +619,114 @@ def good_bad_shape(
     for stat, (kind_of_error, _) in SHAPE_STATISTICS.items():
         (g, b), standard_errors = shape_standard_error(tentacles, stat, kind_of_error, np.array(pair.indices))
         differences[stat] = (float(g - b), float(np.hypot(*standard_errors)))
-    return differences, ""
+    return {"differences": differences, "log_fractions": tuple(np.log(fraction[pair.indices]))}, ""
+
+
+class ProbedMinima(NamedTuple):
+    """A replicate's probed minima that fit the training set and have enough members: their
+    ``rows`` in ``tentacles``, and every probed minimum's ``test_error`` (by row)."""
+
+    tentacles: xr.Dataset
+    test_error: np.ndarray
+    rows: np.ndarray
+    need: int  # the member cut applied
+
+
+class SizeCorrection(NamedTuple):
+    """What corrects one shape row for the basin sizes of its pairs (:func:`size_correction`)."""
+
+    log_ratio: np.ndarray  # per replicate: log(good / bad basin fraction); nan where no pair
+    slope: float  # of the statistic on log basin fraction
+    half_width: float  # of the slope's interval at the answer's confidence
+    n_minima: int  # behind the slope
+    reason: str  # why the correction could not be made ("" where it was)
+
+    def corrected(self, difference: np.ndarray) -> np.ndarray:
+        """Each replicate's good - bad difference less what its pair's size ratio explains."""
+        return difference - self.slope * self.log_ratio
+
+
+def size_correction(probed: dict[int, ProbedMinima], pairs: dict[int, tuple[float, float]], stat: str,
+                    seeds: list[int], *, match_factor: float, confidence: float) -> SizeCorrection:
+    """The correction of the good - bad differences of ``stat`` for the sizes left unequal by
+    the matching (bias-corrected matching, Abadie and Imbens 2011).
+
+    Matched within a factor ``match_factor``, a pair's basins still differ in size, and the
+    shape statistics grow with basin size (the session-32 referee: the good basin was the
+    smaller in 4 of 5 pairs, and the thickness ratio and far return probability rise by 0.09
+    and 0.11 per unit log basin fraction, a bias of -0.02 to -0.03). The slope of ``stat`` on
+    log basin fraction is measured within replicates (one intercept each) with the minima's
+    test-error rank (0 best .. 1 worst within the replicate) held fixed, so that goodness
+    itself is not taken for size, over the probed fitting minima (``probed``) whose basin
+    fractions lie within a factor ``match_factor`` of the range the pairs span: the slope
+    where the pairs are, since the statistics need not be straight in log basin fraction over
+    all sizes. Each difference is then corrected by the slope times its pair's log size ratio
+    (``pairs``: the good and the bad log basin fraction of each replicate). The slope's
+    interval is Student-t on its residual degrees of freedom with HC3 and the minima's own
+    measurement errors (:func:`basins.stats.least_squares_coefficient`).
+
+    The correction is refused, with its ``reason`` (and the row left undecided), where the
+    slope is not measured (too few minima, sizes or test-error ranks that do not vary within
+    replicates) or the straight line is rejected: a quadratic term in log basin fraction whose
+    interval excludes 0, or one that cannot be checked. Where every pair is exactly matched no
+    slope is needed.
+    """
+    log_ratio = np.array([pairs[s][0] - pairs[s][1] if s in pairs else np.nan for s in seeds])
+    if not np.any(np.nan_to_num(log_ratio)):
+        return SizeCorrection(log_ratio, 0.0, 0.0, 0, "")
+    ends = np.array(list(pairs.values()))
+    window = (ends.min() - np.log(match_factor), ends.max() + np.log(match_factor))
+    kind_of_error = SHAPE_STATISTICS[stat][0]
+    blocks = []
+    for minima in probed.values():
+        value, se = shape_standard_error(minima.tentacles, stat, kind_of_error, minima.rows)
+        log_fraction = np.log(minima.tentacles["basin_fraction"].values[minima.rows])
+        keep = (np.isfinite(value) & np.isfinite(se) & (log_fraction >= window[0]) & (log_fraction <= window[1])
+                & np.isfinite(minima.test_error[minima.rows]))
+        test_error = minima.test_error[minima.rows][keep]
+        if keep.sum() >= 2 and np.ptp(test_error) > 0:
+            badness = stats.rankdata(test_error) - 1
+            blocks.append((log_fraction[keep], badness / badness.max(), value[keep], se[keep]))
+    n_minima = sum(len(block[0]) for block in blocks)
+    quantile = lambda dof: stats.t.ppf(0.5 + confidence / 2, dof)  # noqa: E731
+    slope = _within_replicate_fit(blocks, quadratic=False)
+    if slope is None or not np.isfinite(slope[1]):
+        return SizeCorrection(log_ratio, 0.0, 0.0, n_minima, (
+            f"size imbalance of the pairs not corrected: the slope on log basin fraction is not measured ({n_minima} "
+            f"probed fitting minima near the pairs' sizes, in {len(blocks)} replicates with two or more of "
+            "different test error)"))
+    curvature = _within_replicate_fit(blocks, quadratic=True)
+    if curvature is None or not np.isfinite(curvature[1]):
+        reason = f"size imbalance of the pairs not corrected: too few minima ({n_minima}) to check its straight line"
+    elif abs(curvature[0]) > quantile(curvature[2]) * curvature[1]:
+        reason = (f"size imbalance of the pairs not corrected: the statistic is not straight in log basin fraction "
+                  f"near the pairs' sizes (quadratic term {curvature[0]:+.3g} +- {curvature[1]:.2g})")
+    else:
+        reason = ""
+    return SizeCorrection(log_ratio, slope[0] if not reason else 0.0,
+                          quantile(slope[2]) * slope[1] if not reason else 0.0, n_minima, reason)
+
+
+def _within_replicate_fit(blocks, *, quadratic: bool) -> tuple[float, float, int] | None:
+    """The last coefficient of ``stat ~ replicate + badness + log fraction (+ its centred
+    square)`` over ``blocks`` (one per replicate: log fractions, badness, values, standard
+    errors): ``(value, standard error, dof)``, or None where the design is not of full rank or
+    leaves no degree of freedom."""
+    if not blocks:
+        return None
+    log_fraction = np.concatenate([block[0] for block in blocks])
+    columns = [np.concatenate([np.full(len(block[0]), float(i == j)) for j, block in enumerate(blocks)])
+               for i in range(len(blocks))]
+    columns += [np.concatenate([block[1] for block in blocks]), log_fraction]
+    if quadratic:
+        columns.append((log_fraction - log_fraction.mean()) ** 2)
+    design = np.column_stack(columns)
+    if len(log_fraction) <= design.shape[1] or np.linalg.matrix_rank(design) < design.shape[1]:
+        return None
+    value, scatter, measurement, dof = least_squares_coefficient(
+        design, np.concatenate([block[2] for block in blocks]), np.concatenate([block[3] for block in blocks]),
+        design.shape[1] - 1)
+    return value, float(np.hypot(scatter, measurement)), dof
 
 
 def _as_dataset(rows, excluded, seeds, fit_threshold, min_members, confidence):
@@ -637,7 +787,13 @@ _LONG_NAMES = {
     "verdict": "supported / contradicted / undecided, from the interval",
     "leave_one_out_agreeing": "pooled without one replicate at a time: subsets whose verdict is the row's",
     "leave_one_out_subsets": "pooled without one replicate at a time: subsets (one per usable replicate; 0 below three)",
-    "reason": "why the interval is undefined (empty when it is defined)",
+    "reason": "why the interval is undefined or the row undecided whatever its interval (empty when neither)",
+    "size_slope": "shape rows: slope of the statistic on log basin fraction near the pairs' sizes, within "
+    "replicates at fixed test-error rank, that corrects each pair's difference for its log size ratio "
+    "(0 where not needed or refused; nan for correlations)",
+    "size_slope_half_width": "shape rows: half-width of the size slope's interval (Student-t; it widens the pooled "
+    "interval by the pool's weighted mean log size ratio times it)",
+    "size_correction": "shape rows: what the size correction moved the pooled estimate by (nan for correlations)",
 }
 
 
@@ -679,7 +835,12 @@ def answer_markdown(answer: xr.Dataset) -> str:
         f"minima whose basin fractions differ by at most a factor {answer.attrs['match_factor']:g}, the pair "
         "whose test errors differ most (probe_rays chose them so, from basin fractions and test errors "
         "alone), pooled on the statistic's own scale: > 0 where good basins reach further, leave and re-enter "
-        "more, and are found again further out; < 0 for the thickness ratio (thin tentacles).",
+        "more, and are found again further out; < 0 for the thickness ratio (thin tentacles). Matched pairs "
+        "still differ in size, and the shape statistics grow with size: each pair's difference is corrected "
+        "by the statistic's slope on log basin fraction times the pair's log size ratio (bias-corrected "
+        "matching; the slope measured within replicates at fixed test-error rank, among the probed fitting "
+        "minima near the pairs' sizes), and the slope's own uncertainty widens the interval; a row whose "
+        "slope is not measured or whose straight line is rejected is undecided (`size corrections` below).",
         "",
         "| family | experiment | N | statistic | expected | pooled | interval | noise | replicates (over) | minima | verdict "
         "| leave one out |" + (" across thresholds |" if "sensitivity_agreement" in answer else ""),
@@ -695,6 +856,7 @@ def answer_markdown(answer: xr.Dataset) -> str:
             f"{int(r.n_replicates)} ({r.replicates_over.item()}) | {int(r.n_minima)} | {r.verdict.item()} | "
             f"{_leave_one_out_cell(r)} |" + (f" {r.sensitivity_agreement.item()} |" if "sensitivity_agreement" in answer else "")
         )
+    lines += _size_correction_lines(answer)
     if "setting" in answer.dims:
         lines += _sensitivity_lines(answer)
     if answer.sizes["excluded"]:
@@ -705,6 +867,22 @@ def answer_markdown(answer: xr.Dataset) -> str:
             for i in range(answer.sizes["excluded"])
         ]
     return "\n".join(lines) + "\n"
+
+
+def _size_correction_lines(answer) -> list[str]:
+    """Per shape row that pooled a pair: the size slope with its interval and what it moved the estimate by."""
+    lines = []
+    for row in range(answer.sizes["row"]):
+        r = answer.isel(row=row)
+        if not np.isfinite(float(r.size_correction)):
+            continue
+        slope, half = float(r.size_slope), float(r.size_slope_half_width)
+        refused = "size imbalance of the pairs not corrected" in r.reason.item()
+        lines.append(f"- {r.experiment.item()}, {r.statistic.item()}: "
+                     + ("refused (reason in the table)" if refused else
+                        f"slope {slope:+.3f} +- {half:.3f} per unit log basin fraction, moved the pooled estimate by "
+                        f"{float(r.size_correction):+.3f}"))
+    return ["", "Size corrections of the shape rows:", "", *lines] if lines else []
 
 
 def _leave_one_out_cell(row) -> str:

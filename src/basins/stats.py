@@ -249,7 +249,8 @@ def pool_replicates(estimates: np.ndarray, standard_errors: np.ndarray, confiden
 
     Replicates with a non-finite estimate or error are left out and counted (``n_left_out``).
     Returns ``estimate``, ``stderr``, ``low``, ``high``, ``tau``, ``k`` (replicates used),
-    ``n_left_out`` and ``reason`` ("" when the interval is defined).
+    ``n_left_out``, ``reason`` ("" when the interval is defined) and, where an estimate exists,
+    ``weights``: each replicate's weight in it (summing to 1; 0 for those left out).
     """
     y, s = np.asarray(estimates, dtype=np.float64), np.asarray(standard_errors, dtype=np.float64)
     if y.shape != s.shape or y.ndim != 1:
@@ -264,7 +265,8 @@ def pool_replicates(estimates: np.ndarray, standard_errors: np.ndarray, confiden
     if k == 0:
         return dict(out, reason="no replicate with a finite estimate and error")
     if k == 1:
-        return dict(out, estimate=float(y[0]), reason="one replicate: no between-replicate interval")
+        return dict(out, estimate=float(y[0]), weights=usable.astype(float),
+                    reason="one replicate: no between-replicate interval")
     w = 1 / s**2
     fixed = (w * y).sum() / w.sum()
     q = (w * (y - fixed) ** 2).sum()
@@ -277,7 +279,10 @@ def pool_replicates(estimates: np.ndarray, standard_errors: np.ndarray, confiden
     normal = stats.norm.ppf(0.5 + confidence / 2) * np.sqrt(1 / w.sum())
     half = float(max(hartung_knapp, normal))
     stderr = float(np.sqrt(max(scale, 1.0) / w.sum()))
-    return dict(out, estimate=mean, stderr=stderr, low=mean - half, high=mean + half, tau=float(np.sqrt(tau2)))
+    weights = np.zeros(len(usable))
+    weights[usable] = w / w.sum()
+    return dict(out, estimate=mean, stderr=stderr, low=mean - half, high=mean + half, tau=float(np.sqrt(tau2)),
+                weights=weights)
 
 
 def verdict(low: float, high: float, expected_sign: int) -> str:
@@ -291,3 +296,28 @@ def verdict(low: float, high: float, expected_sign: int) -> str:
     if low > 0 or high < 0:
         return SUPPORTED if np.sign(low if low > 0 else high) == expected_sign else CONTRADICTED
     return UNDECIDED_VERDICT
+
+
+def least_squares_coefficient(design: np.ndarray, y: np.ndarray, standard_error: np.ndarray,
+                              column: int) -> tuple[float, float, float, int]:
+    """One coefficient of the ordinary least squares fit ``y ~ design``, with two parts of its
+    standard error: ``(value, scatter, measurement, dof)``.
+
+    ``scatter`` is the heteroskedasticity-robust HC3 standard error (MacKinnon and White 1985:
+    residuals over one less their leverage); ``measurement`` adds each row's own independent
+    error ``standard_error`` through the coefficient's weights w (the coefficient is sum_i w_i
+    y_i, so sqrt(sum_i w_i^2 se_i^2)). The residuals carry the measurement errors too, so their
+    sum in quadrature errs on the wide side; with few residual degrees of freedom the residuals
+    alone can fall far short of the measured errors (issue #19). ``dof`` = rows - columns; the
+    caller takes a Student-t quantile on it. The design must have full column rank.
+    """
+    inverse = np.linalg.inv(design.T @ design)
+    weight = inverse @ design.T  # each row: a coefficient's weights on the rows of y
+    coef = weight @ y
+    residual = y - design @ coef
+    leverage = np.einsum("ij,jk,ik->i", design, inverse, design)
+    with np.errstate(divide="ignore", invalid="ignore"):  # leverage 1 (no residual left): nan
+        meat = design.T @ (design * (residual / (1 - leverage))[:, None] ** 2)
+    scatter = float(np.sqrt((inverse @ meat @ inverse)[column, column]))
+    measurement = float(np.sqrt(np.sum(weight[column] ** 2 * standard_error**2)))
+    return float(coef[column]), scatter, measurement, len(y) - design.shape[1]

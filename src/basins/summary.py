@@ -24,7 +24,7 @@ from scipy import stats
 
 from basins.io import variable_attrs
 from basins.rays import good_and_bad
-from basins.stats import spearman_with_error
+from basins.stats import least_squares_coefficient, spearman_with_error
 
 #: Shape statistics compared between good and bad minima: name -> (how its uncertainty is stored,
 #: the sign of "more tentacled"). ``interval``: ``_low`` / ``_high``; ``se``: ``_se``.
@@ -168,17 +168,8 @@ def compare_at_matched_size(statistic: dict, badness: np.ndarray, log_basin_frac
             reason[row] = (f"{int(keep.sum())} qualifying minima with a finite value and standard error (need "
                            f"{min_rows}, with both good and bad ones and differing basin fractions)")
             continue
-        inverse = np.linalg.inv(design.T @ design)
-        weight = inverse @ design.T  # each row: the coefficient's weights on the minima
-        coef = weight @ y[keep]
-        residual = y[keep] - design @ coef
-        leverage = np.einsum("ij,jk,ik->i", design, inverse, design)
-        with np.errstate(divide="ignore", invalid="ignore"):  # leverage 1 (no residual left): nan
-            meat = design.T @ (design * (residual / (1 - leverage))[:, None] ** 2)
-        difference[row] = -coef[1]
-        scatter[row] = np.sqrt((inverse @ meat @ inverse)[1, 1])
-        measurement[row] = np.sqrt(np.sum(weight[1] ** 2 * se[keep] ** 2))
-        dof[row] = keep.sum() - 3
+        coef, scatter[row], measurement[row], dof[row] = least_squares_coefficient(design, y[keep], se[keep], 1)
+        difference[row] = -coef
         if dof[row] < 1:
             reason[row] = f"{int(keep.sum())} minima for 3 coefficients: no residual degrees of freedom for an interval"
     total = np.hypot(scatter, measurement)
