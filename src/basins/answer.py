@@ -419,10 +419,13 @@ def answer_hypothesis(
                                         "replicate: a few basins hold most members")
                 rows.append(row | pooled)
             for stat, (_, sign) in SHAPE_STATISTICS.items():
-                correction = size_correction(shape_minima, pairs, stat, seeds, match_factor=match_factor,
-                                             confidence=confidence)
+                def correct(kept, stat=stat):  # from the replicates kept (all, or all but one)
+                    return size_correction({s: m for s, m in shape_minima.items() if s in kept},
+                                           {s: p for s, p in pairs.items() if s in kept}, stat, seeds,
+                                           match_factor=match_factor, confidence=confidence)
+
                 pooled = _pooled_row(shapes, seeds, stat, sign, confidence, lambda value: value,
-                                     bounds=SHAPE_DIFFERENCE_BOUNDS.get(stat, (-np.inf, np.inf)), correction=correction)
+                                     bounds=SHAPE_DIFFERENCE_BOUNDS.get(stat, (-np.inf, np.inf)), correct=correct)
                 if not probed:
                     pooled["reason"] = "basins not probed (basin_geometry: false)"
                 rows.append(row | pooled | {"statistic": f"good_minus_bad_{stat}"})
@@ -490,14 +493,15 @@ def threshold_agreement(estimates: np.ndarray, verdicts: np.ndarray) -> np.ndarr
     return np.array(out)
 
 
-def _pooled_row(per_replicate, seeds, name, sign, confidence, to_scale, bounds=(-np.inf, np.inf), correction=None):
+def _pooled_row(per_replicate, seeds, name, sign, confidence, to_scale, bounds=(-np.inf, np.inf), correct=None):
     """One statistic pooled over the replicates that gave it: ``per_replicate[seed]`` holds
     (minima behind it, {name: (estimate, standard error)}, measurement spreads and the number
     of redraws behind each, or None and None);
     ``to_scale`` takes the pooled scale (Fisher's z) back to the reported one, whose possible
-    values ``bounds`` clip the interval. A shape row's :class:`SizeCorrection` (``correction``)
-    corrects each replicate's difference for the basin sizes of its pair; one that could not be
-    made leaves the row undecided, with its reason.
+    values ``bounds`` clip the interval. A shape row's ``correct(seeds kept)`` gives the
+    :class:`SizeCorrection` measured on those replicates, which corrects each replicate's
+    difference for the basin sizes of its pair (measured anew without each replicate left
+    out); one that could not be made leaves the row undecided, with its reason.
 
     A replicate that entered but whose estimate or error is not usable (undefined, or an
     interval of zero width: a measurement at its resolution limit, not an exact one) is left out
@@ -509,6 +513,7 @@ def _pooled_row(per_replicate, seeds, name, sign, confidence, to_scale, bounds=(
     measured, redraws = (np.array([
         per_replicate[s][k][name] if s in per_replicate and per_replicate[s][k] is not None else np.nan for s in seeds
     ]) for k in (2, 3))
+    correction = correct(set(seeds)) if correct is not None else None
     pooled, low, high = _pooled_interval(z, se, confidence, to_scale, bounds, correction)
     entered = np.array([s in per_replicate for s in seeds])
     unusable = int((entered & ~(np.isfinite(z) & np.isfinite(se) & (se > 0))).sum())
@@ -520,7 +525,8 @@ def _pooled_row(per_replicate, seeds, name, sign, confidence, to_scale, bounds=(
     if uncorrected:
         reasons.append(correction.reason)
     row_verdict = UNDECIDED_VERDICT if unusable or uncorrected else verdict(low, high, sign)
-    held_out = _leave_one_out_verdicts(z, se, sign, confidence, to_scale, bounds, correction)
+    held_out = _leave_one_out_verdicts(z, se, sign, confidence, to_scale, bounds,
+                                       correct and (lambda kept: correct({seeds[i] for i in kept})))
     if correction is not None:
         z = correction.corrected(z)
     return dict(
@@ -533,11 +539,12 @@ def _pooled_row(per_replicate, seeds, name, sign, confidence, to_scale, bounds=(
         replicate_estimate=to_scale(z), measurement_redraws=redraws,
         size_slope=correction.slope if correction is not None else np.nan,
         size_slope_half_width=correction.half_width if correction is not None else np.nan,
+        size_slope_minima=correction.n_minima if correction is not None else -1,
         size_correction=pooled["size_correction"],
     )
 
 
-def _leave_one_out_verdicts(z, se, sign, confidence, to_scale, bounds, correction=None) -> list[str]:
+def _leave_one_out_verdicts(z, se, sign, confidence, to_scale, bounds, correct=None) -> list[str]:
     """The verdicts of the row pooled without each usable replicate in turn (none below three):
     a verdict that one replicate carries is not the replicates' common answer (the session-29
     referee: the study's one decided row at fixed data loss held in 2 of its 7 subsets)."""
@@ -547,9 +554,10 @@ def _leave_one_out_verdicts(z, se, sign, confidence, to_scale, bounds, correctio
     verdicts = []
     for left_out in usable:
         kept = usable[usable != left_out]
+        correction = correct(kept) if correct is not None else None
         _, low, high = _pooled_interval(z[kept], se[kept], confidence, to_scale, bounds,
                                         correction and correction._replace(log_ratio=correction.log_ratio[kept]))
-        verdicts.append(verdict(low, high, sign))
+        verdicts.append(UNDECIDED_VERDICT if correction is not None and correction.reason else verdict(low, high, sign))
     return verdicts
 
 
@@ -658,9 +666,10 @@ def size_correction(probed: dict[int, ProbedMinima], pairs: dict[int, tuple[floa
     log basin fraction is measured within replicates (one intercept each) with the minima's
     test-error rank (0 best .. 1 worst within the replicate) held fixed, so that goodness
     itself is not taken for size, over the probed fitting minima (``probed``) whose basin
-    fractions lie within a factor ``match_factor`` of the range the pairs span: the slope
-    where the pairs are, since the statistics need not be straight in log basin fraction over
-    all sizes. Each difference is then corrected by the slope times its pair's log size ratio
+    fractions lie within a factor ``match_factor`` of their own replicate's pair: the slope
+    where each pair is, since the statistics need not be straight in log basin fraction over
+    all sizes (a window around all the pairs together let the session-33 referee's two large
+    basins, three log units from their own pairs, carry a chord's slope). Each difference is then corrected by the slope times its pair's log size ratio
     (``pairs``: the good and the bad log basin fraction of each replicate). The slope's
     interval is Student-t on its residual degrees of freedom with HC3 and the minima's own
     measurement errors (:func:`basins.stats.least_squares_coefficient`).
@@ -674,14 +683,15 @@ def size_correction(probed: dict[int, ProbedMinima], pairs: dict[int, tuple[floa
     log_ratio = np.array([pairs[s][0] - pairs[s][1] if s in pairs else np.nan for s in seeds])
     if not np.any(np.nan_to_num(log_ratio)):
         return SizeCorrection(log_ratio, 0.0, 0.0, 0, "")
-    ends = np.array(list(pairs.values()))
-    window = (ends.min() - np.log(match_factor), ends.max() + np.log(match_factor))
     kind_of_error = SHAPE_STATISTICS[stat][0]
     blocks = []
-    for minima in probed.values():
+    for seed, minima in probed.items():
+        if seed not in pairs:
+            continue
         value, se = shape_standard_error(minima.tentacles, stat, kind_of_error, minima.rows)
         log_fraction = np.log(minima.tentacles["basin_fraction"].values[minima.rows])
-        keep = (np.isfinite(value) & np.isfinite(se) & (log_fraction >= window[0]) & (log_fraction <= window[1])
+        low, high = min(pairs[seed]) - np.log(match_factor), max(pairs[seed]) + np.log(match_factor)
+        keep = (np.isfinite(value) & np.isfinite(se) & (log_fraction >= low) & (log_fraction <= high)
                 & np.isfinite(minima.test_error[minima.rows]))
         test_error = minima.test_error[minima.rows][keep]
         if keep.sum() >= 2 and np.ptp(test_error) > 0:
@@ -693,8 +703,8 @@ def size_correction(probed: dict[int, ProbedMinima], pairs: dict[int, tuple[floa
     if slope is None or not np.isfinite(slope[1]):
         return SizeCorrection(log_ratio, 0.0, 0.0, n_minima, (
             f"size imbalance of the pairs not corrected: the slope on log basin fraction is not measured ({n_minima} "
-            f"probed fitting minima near the pairs' sizes, in {len(blocks)} replicates with two or more of "
-            "different test error)"))
+            f"probed fitting minima within a factor {match_factor:g} of their replicate's pair, in {len(blocks)} "
+            "replicates with two or more of different test error)"))
     curvature = _within_replicate_fit(blocks, quadratic=True)
     if curvature is None or not np.isfinite(curvature[1]):
         reason = f"size imbalance of the pairs not corrected: too few minima ({n_minima}) to check its straight line"
@@ -741,7 +751,8 @@ def _as_dataset(rows, excluded, seeds, fit_threshold, min_members, confidence):
     data_vars["replicate_estimate"] = (
         ("row", "replicate"),
         np.array([row["replicate_estimate"] for row in rows]).reshape(len(rows), len(seeds)),
-        variable_attrs("each replicate's rank correlation (nan: the replicate did not enter)"),
+        variable_attrs("each replicate's rank correlation, or its good - bad difference corrected for its pair's size "
+                       "ratio (shape rows) (nan: the replicate did not enter)"),
     )
     data_vars["measurement_redraws"] = (
         ("row", "replicate"),
@@ -794,6 +805,7 @@ _LONG_NAMES = {
     "size_slope_half_width": "shape rows: half-width of the size slope's interval (Student-t; it widens the pooled "
     "interval by the pool's weighted mean log size ratio times it)",
     "size_correction": "shape rows: what the size correction moved the pooled estimate by (nan for correlations)",
+    "size_slope_minima": "shape rows: probed fitting minima behind the size slope (-1 for correlations)",
 }
 
 
@@ -880,8 +892,8 @@ def _size_correction_lines(answer) -> list[str]:
         refused = "size imbalance of the pairs not corrected" in r.reason.item()
         lines.append(f"- {r.experiment.item()}, {r.statistic.item()}: "
                      + ("refused (reason in the table)" if refused else
-                        f"slope {slope:+.3f} +- {half:.3f} per unit log basin fraction, moved the pooled estimate by "
-                        f"{float(r.size_correction):+.3f}"))
+                        f"slope {slope:+.3f} +- {half:.3f} per unit log basin fraction from "
+                        f"{int(r.size_slope_minima)} minima, moved the pooled estimate by {float(r.size_correction):+.3f}"))
     return ["", "Size corrections of the shape rows:", "", *lines] if lines else []
 
 

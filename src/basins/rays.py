@@ -64,23 +64,40 @@ class KaplanMeierMedian(NamedTuple):
 
 def select_minima_to_probe(
     basin_fraction: np.ndarray, test_error: np.ndarray, *, n_largest: int, eligible: np.ndarray | None = None,
-    match_factor: float = np.inf,
+    match_factor: float = np.inf, n_size_neighbours: int = 0,
 ) -> np.ndarray:
     """Indices of the ``n_largest`` basins and of the good and bad minima among the ``eligible``
     ones (default: all): :func:`good_and_bad`, matched in basin fraction within ``match_factor``
-    where a pair is (default: the best and worst by test error).
+    where a pair is (default: the best and worst by test error); with a matched pair, also up to
+    ``n_size_neighbours`` other eligible minima whose basin fractions lie within
+    ``match_factor`` of the pair's, nearest in log basin fraction to the pair's middle.
 
     The shape statistics of a basin need members (``measure_tentacles``' ``min_members``):
     best and worst chosen among all minima would mostly be one- or two-member basins, extremes
     of a noisy test error whose shape cannot be measured, so the probing stages pass the
-    minima with enough members as ``eligible``.
+    minima with enough members as ``eligible``. The neighbours in size measure how the shape
+    statistics change with basin size where the pair is, which corrects the pair's difference
+    for the sizes the matching left unequal (:func:`basins.answer.size_correction`). Every
+    choice reads basin fractions and test errors only.
     """
     if len(basin_fraction) == 0:
         return np.zeros(0, dtype=np.int64)
+    if n_size_neighbours < 0:
+        raise ValueError(f"n_size_neighbours={n_size_neighbours} must be >= 0")
     largest = np.argsort(-basin_fraction, kind="stable")[:n_largest]
     candidates = np.flatnonzero(np.ones(len(basin_fraction), bool) if eligible is None else eligible)
     pair = good_and_bad(basin_fraction, test_error, candidates, match_factor=match_factor)
-    return np.unique(np.r_[largest, pair.indices if pair else []].astype(np.int64))
+    neighbours = []
+    if pair is not None and pair.matched and n_size_neighbours:
+        ends = np.log(basin_fraction[pair.indices])
+        others = candidates[~np.isin(candidates, pair.indices) & (basin_fraction[candidates] > 0)
+                            & np.isfinite(test_error[candidates])]
+        log_fraction = np.log(basin_fraction[others])
+        near = others[(log_fraction >= ends.min() - np.log(match_factor))
+                      & (log_fraction <= ends.max() + np.log(match_factor))]
+        distance = np.abs(np.log(basin_fraction[near]) - ends.mean())
+        neighbours = near[np.argsort(distance, kind="stable")[:n_size_neighbours]]
+    return np.unique(np.r_[largest, pair.indices if pair else [], neighbours].astype(np.int64))
 
 
 class GoodAndBad(NamedTuple):

@@ -17,7 +17,7 @@ rays = dict(params.rays)
 chosen = select_minima_to_probe(
     basins["basin_fraction"].values, basins["test_error"].values, n_largest=rays["n_largest"],
     eligible=(minima["n_members"].values >= params.min_members) & (minima["train_error"].values <= params.fit_threshold),
-    match_factor=params.match_factor,
+    match_factor=params.match_factor, n_size_neighbours=rays["n_size_neighbours"],
 )
 log.info("probing minima %s along %d rays each", chosen.tolist(), rays["n_directions"])
 
