@@ -576,6 +576,14 @@ def _rescalings(theta: torch.Tensor, arch: Architecture) -> torch.Tensor:
     """Per hidden unit ``(layer * unit, param)``, the tangent of ``(a w, a c, v / a)`` at ``a =
     1`` (its incoming weights and bias times ``a``, its outgoing weights over ``a``): a direction
     along which the loss without weight decay does not change."""
+    return unit_rows(theta, arch, outgoing=-1.0)
+
+
+def unit_rows(theta: torch.Tensor, arch: Architecture, *, outgoing: float) -> torch.Tensor:
+    """Per hidden unit ``(layer * unit, param)``: the unit's incoming weights and bias in their
+    places and its outgoing weights times ``outgoing``, zero elsewhere. With ``outgoing = -1``
+    the tangent of the unit's rescaling (:func:`_rescalings`); with 0 the gradient of half its
+    incoming norm squared."""
     rows = torch.zeros(arch.depth * arch.width, arch.n_params, dtype=theta.dtype)
     slices, shapes = arch.layer_slices, arch.layer_shapes
     for layer in range(arch.depth):
@@ -587,8 +595,9 @@ def _rescalings(theta: torch.Tensor, arch: Architecture) -> torch.Tensor:
             row[incoming] = theta[incoming]
             if b_in is not None:
                 row[b_in.start + unit] = theta[b_in.start + unit]
-            outgoing = w_out.start + unit + width * torch.arange(fan_out)  # column ``unit`` of (fan_out, width)
-            row[outgoing] = -theta[outgoing]
+            if outgoing:
+                out = w_out.start + unit + width * torch.arange(fan_out)  # column ``unit`` of (fan_out, width)
+                row[out] = outgoing * theta[out]
     return rows
 
 

@@ -55,7 +55,7 @@ import torch.nn.functional as F
 
 from basins.landscapes.architecture import Architecture
 from basins.landscapes.losses import l2_penalty, sample_losses
-from basins.landscapes.relu_kinks import kinked_forward, null_space, rescaled_layer, unit_norms
+from basins.landscapes.relu_kinks import kinked_forward, null_space, rescaled_layer, unit_norms, unit_rows
 
 #: softplus is taken as linear beyond beta z = 40 (torch's threshold): its error there, e^-40
 #: / beta, is below float64's resolution of z.
@@ -297,16 +297,7 @@ class _GaugeFixed:
     def normals(self, theta: torch.Tensor) -> torch.Tensor:
         """``(unit, param)``: each hidden unit's incoming weights and bias in their places, the
         gradient of ``|in_u|^2 / 2``."""
-        rows = torch.zeros(self.arch.depth * self.arch.width, len(theta), dtype=theta.dtype)
-        for layer in range(self.arch.depth):
-            (w_in, b_in), (fan_in, width) = self.arch.layer_slices[layer], self.arch.layer_shapes[layer]
-            for unit in range(width):
-                row = rows[layer * self.arch.width + unit]
-                incoming = slice(w_in.start + unit * fan_in, w_in.start + (unit + 1) * fan_in)
-                row[incoming] = theta[incoming]
-                if b_in is not None:
-                    row[b_in.start + unit] = theta[b_in.start + unit]
-        return rows
+        return unit_rows(theta, self.arch, outgoing=0.0)
 
 
 def _incoming_norms(theta, arch) -> list:
