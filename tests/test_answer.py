@@ -323,7 +323,10 @@ def test_shape_pairs_of_unmatched_size_or_unfit_minima_are_left_out_with_their_r
     assert int(reach["n_replicates"]) == 1 and "one replicate" in reach["reason"].item()
     unprobed = answer_hypothesis({"family": ["planted"]}, {"planted": [r._replace(tentacles=None) for r in replicates["planted"]]},
                                  {"planted": 41})
-    assert _row(unprobed, "good_minus_bad_reach")["reason"].item() == "basins not probed (basin_geometry: false)"
+    unprobed_reach = _row(unprobed, "good_minus_bad_reach")
+    assert unprobed_reach["reason"].item() == "basins not probed (basin_geometry: false)"
+    # No pair, nothing corrected: no slope, rather than a measured-looking 0.
+    assert np.isnan(float(unprobed_reach["size_slope"])) and int(unprobed_reach["size_slope_minima"]) == -1
 
 
 def test_good_and_bad_are_the_matched_pair_when_the_best_and_worst_are_not():

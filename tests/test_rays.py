@@ -236,18 +236,18 @@ def test_good_and_bad_probed_are_the_matched_pair_not_the_extremes():
     assert good_and_bad(fraction, test_error, np.arange(5), match_factor=2.0) == (2, 4, True)
 
 
-def test_neighbours_in_size_of_the_matched_pair_are_probed_nearest_first():
-    """Besides the pair (0.20, 0.24), the eligible minima within a factor 2 of it, nearest in
-    log basin fraction to its middle first: 0.14, then 0.40; 0.02 is too small to tell the
+def test_neighbours_in_size_of_the_matched_pair_are_probed_farthest_first():
+    """Besides the pair (0.20, 0.24), the eligible minima within a factor 2 of it, farthest in
+    log basin fraction from its middle first: 0.40, then 0.14; 0.02 is too small to tell the
     slope where the pair is."""
     fraction = np.array([0.40, 0.02, 0.20, 0.14, 0.24])
     test_error = np.array([0.15, 0.05, 0.12, 0.20, 0.30])
     probe = lambda n, **options: select_minima_to_probe(  # noqa: E731
         fraction, test_error, n_largest=0, match_factor=2.0, n_size_neighbours=n, **options).tolist()
     assert probe(0) == [2, 4]
-    assert probe(1) == [2, 3, 4]
+    assert probe(1) == [0, 2, 4]
     assert probe(2) == probe(3) == [0, 2, 3, 4]
-    assert probe(3, eligible=np.array([True, True, True, False, True])) == [0, 2, 4]
+    assert probe(3, eligible=np.array([True, True, True, True, False])) == [0, 2, 3]  # pair (0.20, 0.14)
     # No matched pair (every basin a factor 3 from the next): no neighbours either.
     assert select_minima_to_probe(np.array([0.6, 0.2, 0.06]), np.array([0.1, 0.2, 0.3]), n_largest=0,
                                   match_factor=2.0, n_size_neighbours=2).tolist() == [0, 2]

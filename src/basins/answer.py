@@ -655,7 +655,7 @@ class SizeCorrection(NamedTuple):
 
 
 def size_correction(probed: dict[int, ProbedMinima], pairs: dict[int, tuple[float, float]], stat: str,
-                    seeds: list[int], *, match_factor: float, confidence: float) -> SizeCorrection:
+                    seeds: list[int], *, match_factor: float, confidence: float) -> SizeCorrection | None:
     """The correction of the good - bad differences of ``stat`` for the sizes left unequal by
     the matching (bias-corrected matching, Abadie and Imbens 2011).
 
@@ -678,8 +678,17 @@ def size_correction(probed: dict[int, ProbedMinima], pairs: dict[int, tuple[floa
     slope is not measured (too few minima, sizes or test-error ranks that do not vary within
     replicates) or the straight line is rejected: a quadratic term in log basin fraction whose
     interval excludes 0, or one that cannot be checked. Where every pair is exactly matched no
-    slope is needed.
+    slope is needed; where no replicate has a pair there is nothing to correct (None).
+
+    One slope serves pairs at different sizes: where the statistic is curved in log basin
+    fraction and the pairs sit at different sizes, it is a chord between them, and a pair
+    where the statistic is flat is corrected by the steeper slope of the others (the session-33
+    referee: a convex floor or a logistic truth with no effect gave corrected estimates +0.017
+    and +0.022 on the default run's layout, with one-sided false alarms 2.2 % and 2.7 % against
+    2.5 % nominal; the quadratic check seldom sees it).
     """
+    if not pairs:
+        return None
     log_ratio = np.array([pairs[s][0] - pairs[s][1] if s in pairs else np.nan for s in seeds])
     if not np.any(np.nan_to_num(log_ratio)):
         return SizeCorrection(log_ratio, 0.0, 0.0, 0, "")
