@@ -669,8 +669,9 @@ def size_correction(probed: dict[int, ProbedMinima], pairs: dict[int, tuple[floa
     fractions lie within a factor ``match_factor`` of their own replicate's pair: the slope
     where each pair is, since the statistics need not be straight in log basin fraction over
     all sizes (a window around all the pairs together let the session-33 referee's two large
-    basins, three log units from their own pairs, carry a chord's slope). Each difference is then corrected by the slope times its pair's log size ratio
-    (``pairs``: the good and the bad log basin fraction of each replicate). The slope's
+    basins, three log units from their own pairs, carry a chord's slope). Each difference is
+    then corrected by the slope times its pair's log size ratio (``pairs``: the good and the
+    bad log basin fraction of each replicate). The slope's
     interval is Student-t on its residual degrees of freedom with HC3 and the minima's own
     measurement errors (:func:`basins.stats.least_squares_coefficient`).
 
