@@ -69,7 +69,7 @@ from basins.stats import (
     verdict,
 )
 from basins.rays import good_and_bad
-from basins.summary import SHAPE_STATISTICS, shape_standard_error
+from basins.summary import SHAPE_STATISTICS, shape_standard_error, test_error_badness
 
 log = logging.getLogger(__name__)
 
@@ -705,8 +705,7 @@ def size_correction(probed: dict[int, ProbedMinima], pairs: dict[int, tuple[floa
                 & np.isfinite(minima.test_error[minima.rows]))
         test_error = minima.test_error[minima.rows][keep]
         if keep.sum() >= 2 and np.ptp(test_error) > 0:
-            badness = stats.rankdata(test_error) - 1
-            blocks.append((log_fraction[keep], badness / badness.max(), value[keep], se[keep]))
+            blocks.append((log_fraction[keep], test_error_badness(test_error), value[keep], se[keep]))
     n_minima = sum(len(block[0]) for block in blocks)
     quantile = lambda dof: stats.t.ppf(0.5 + confidence / 2, dof)  # noqa: E731
     slope = _within_replicate_fit(blocks, quadratic=False)

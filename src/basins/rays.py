@@ -95,10 +95,9 @@ def select_minima_to_probe(
         others = candidates[~np.isin(candidates, pair.indices) & (basin_fraction[candidates] > 0)
                             & np.isfinite(test_error[candidates])]
         log_fraction = np.log(basin_fraction[others])
-        near = others[(log_fraction >= ends.min() - np.log(match_factor))
-                      & (log_fraction <= ends.max() + np.log(match_factor))]
-        distance = np.abs(np.log(basin_fraction[near]) - ends.mean())
-        neighbours = near[np.argsort(-distance, kind="stable")[:n_size_neighbours]]
+        near = (log_fraction >= ends.min() - np.log(match_factor)) & (log_fraction <= ends.max() + np.log(match_factor))
+        distance = np.abs(log_fraction[near] - ends.mean())
+        neighbours = others[near][np.argsort(-distance, kind="stable")[:n_size_neighbours]]
     return np.unique(np.r_[largest, pair.indices if pair else [], neighbours].astype(np.int64))
 
 

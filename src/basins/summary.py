@@ -212,8 +212,7 @@ def _qualifying_minima(basins, tentacles):
         test_error = basin["test_error"].sel(minimum=tentacle["minimum"].values[rows]).values
         if len(rows) < 2 or not np.isfinite(test_error).all() or np.ptp(test_error) == 0:
             continue
-        badness.append(stats.rankdata(test_error, method="average") - 1)
-        badness[-1] = badness[-1] / badness[-1].max()
+        badness.append(test_error_badness(test_error))
         log_fraction.append(np.log(tentacle["basin_fraction"].values[rows]))
         for name, (kind_of_error, _) in SHAPE_STATISTICS.items():
             value, se = shape_standard_error(tentacle, name, kind_of_error, rows)
@@ -222,6 +221,13 @@ def _qualifying_minima(basins, tentacles):
     join = lambda parts: np.concatenate(parts) if parts else np.zeros(0)  # noqa: E731
     return ({name: join(parts) for name, parts in values.items()},
             {name: join(parts) for name, parts in errors.items()}, join(badness), join(log_fraction))
+
+
+def test_error_badness(test_error: np.ndarray) -> np.ndarray:
+    """Each minimum's test-error rank among ``test_error`` scaled to [0, 1] (0: the best, 1: the
+    worst; ties share their mean rank). The test errors must not all be equal."""
+    rank = stats.rankdata(test_error, method="average") - 1
+    return rank / rank.max()
 
 
 def shape_standard_error(tentacle: xr.Dataset, stat: str, kind_of_error: str, rows: np.ndarray) -> tuple:
