@@ -182,6 +182,20 @@ def test_catalog_is_ordered_by_basin_size_and_skips_unconverged_members():
     assert (np.diff(minima["n_minima_at_tolerance"].values) <= 0).all()
 
 
+def test_the_tolerance_sweep_scales_the_loss_window_too():
+    """Copies of one network whose recorded losses lie 0.8 loss windows apart: one minimum at
+    the chosen tolerances (a chain), four once the loss window is halved, as the sweep must
+    show; with the function and parameter tolerances alone scaled it would count one throughout."""
+    arch = Architecture(n_inputs=2, n_outputs=1, depth=1, width=2, activation="tanh")
+    theta = np.repeat(initial_parameters(arch, [0], seed=4, init="gaussian"), 4, axis=0)
+    loss = 0.1 + np.arange(4) * 8e-7
+    options = dict(loss_tol=1e-6, function_tol=1e-6, dist_tol=1e-6)
+    minima = deduplicate_minima(training_dataset(theta, loss, np.full(4, CONVERGED)), arch, PROBES, **options)
+    assert minima.sizes["minimum"] == 1
+    counts = dict(zip(minima["tolerance"].values, minima["n_minima_at_tolerance"].values))
+    assert [counts[f] for f in (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)] == [4, 4, 4, 1, 1, 1, 1]
+
+
 def test_assignment_does_not_depend_on_shard_order():
     arch = Architecture(n_inputs=2, n_outputs=1, depth=1, width=3, activation="tanh")
     theta = initial_parameters(arch, np.arange(30), seed=1, init="gaussian")

@@ -350,7 +350,8 @@ def deduplicate_minima(
         (ordered by basin size, largest first, then by loss); ``minimum_of_member(member)``
         (-1 diverged, -2 stopped at a saddle, -3 budget spent: :mod:`basins.labels`) and the
         fraction of members of each kind (they add up to 1); ``n_minima_at_tolerance``, the
-        count with both tolerances scaled by each factor of the ``tolerance`` coordinate, and
+        count with every tolerance (``loss_tol``, ``function_tol``, ``dist_tol``) scaled by each
+        factor of the ``tolerance`` coordinate, and
         whether the chosen tolerances lie on a plateau of it (:func:`tolerance_plateau`).
     """
     _check_tolerances(criterion, loss_tol=loss_tol, function_tol=function_tol, dist_tol=dist_tol)
@@ -390,8 +391,8 @@ def _check_tolerances(criterion, **tolerances):
 
 
 def _grouping(canonical, fingerprints, loss, arch, *, criterion, loss_tol, function_tol, dist_tol):
-    """``group(factor, joined)``: :func:`group_endpoints` with ``function_tol`` and ``dist_tol``
-    scaled by ``factor``, starting from the partition ``joined``."""
+    """``group(factor, joined)``: :func:`group_endpoints` with ``loss_tol``, ``function_tol`` and
+    ``dist_tol`` scaled by ``factor``, starting from the partition ``joined``."""
     separation = _unit_separation(canonical, arch) if criterion == "function_and_parameters" else None
 
     def group(factor, joined):
@@ -399,7 +400,7 @@ def _grouping(canonical, fingerprints, loss, arch, *, criterion, loss_tol, funct
         if criterion == "function_and_parameters":
             same_parameters = _parameter_check(canonical, separation, arch, dist_tol * factor)
         return group_endpoints(
-            fingerprints, loss, loss_tol=loss_tol, function_tol=function_tol * factor,
+            fingerprints, loss, loss_tol=loss_tol * factor, function_tol=function_tol * factor,
             same_parameters=same_parameters, joined=joined,
         )
 
@@ -581,7 +582,7 @@ def _as_dataset(training, canonical_of_member, labels, representatives, sizes, s
             "n_minima_at_tolerance": (
                 "tolerance",
                 np.asarray(swept, dtype=np.int64),
-                variable_attrs("number of minima with function_tol and dist_tol scaled by the factor"),
+                variable_attrs("number of minima with every tolerance scaled by the factor"),
             ),
         },
         coords={
@@ -591,7 +592,7 @@ def _as_dataset(training, canonical_of_member, labels, representatives, sizes, s
             "tolerance": (
                 "tolerance",
                 np.asarray(TOLERANCE_FACTORS),
-                variable_attrs("factor multiplying function_tol and dist_tol in the sweep"),
+                variable_attrs("factor multiplying loss_tol, function_tol and dist_tol in the sweep"),
             ),
         },
         attrs={
