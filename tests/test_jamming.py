@@ -544,6 +544,9 @@ def test_a_fine_scan_places_the_transition_to_its_resolution(random_pool):
     analysis = analyze_jamming([result.assign_attrs(seed=1)], n_bins=8, min_count=1)
     assert int(analysis["n_fine"].squeeze()) == fine.sizes["member"]
     assert analysis.sizes["train_size"] == len(grid)  # the grid holds the grid's members
+    # ... and the fine scan's members are kept beside it, member by member, for the figure
+    for name in ("n_train", "n_unsatisfied", "phase"):
+        np.testing.assert_array_equal(analysis[f"fine_{name}"].squeeze(), fine[name].values.astype(float))
     assert 0 < float(analysis["transition_resolution"].squeeze()) <= 0.1 + 1 / lower  # the grid alone: 1
     with pytest.raises(ValueError, match="fine_initial_theta"):
         run_sweep(perceptron, random_pool, grid, fine_resolution=0.1)

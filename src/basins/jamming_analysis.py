@@ -182,6 +182,8 @@ def analyze_jamming(
         from all the run's members (grid and fine scan), with the bracket
         ``transition_ratio_lower`` / ``_upper`` of decided sizes around it, its relative
         width ``transition_resolution`` and ``n_fine``, the fine scan's sizes;
+        ``(network, seed, fine)``: the fine scan's members, ``fine_n_train``,
+        ``fine_n_unsatisfied`` and ``fine_phase`` (nan past a run's last one);
         ``(depth,)``: mean and standard deviation of r* over networks and seeds, the mean's
         interval ``transition_ratio_low`` / ``_high`` (:func:`mean_transition_interval`) and
         ``n_transitions_missing``, the seeds without r*;
@@ -290,6 +292,12 @@ def _transitions(runs, placement, n_networks, n_seeds):
     phase_total = np.zeros((n_networks, len(PHASE_VALUES)), dtype=np.int64)
     capacity = np.full((n_networks, n_seeds, 2), [0.0, np.inf])  # largest SAT, smallest UNSAT size
     present = np.zeros((n_networks, n_seeds), dtype=bool)  # a network need not run every seed
+    fine_members = [_fine_members(run) for run in runs]
+    n_fine_max = max([1] + [len(f["n_train"]) for f in fine_members])  # one slot at least: no empty dimension
+    fine = {name: np.full((n_networks, n_seeds, n_fine_max), np.nan) for name in ("n_train", "n_unsatisfied", "phase")}
+    for run, (i, k), members in zip(runs, placement, fine_members):
+        for name, values in members.items():
+            fine[name][i, k, : len(values)] = values
     for run, (i, k) in zip(runs, placement):
         present[i, k] = True
         n_train, run_phase = run["n_train"].values, run["phase"].values
@@ -300,7 +308,13 @@ def _transitions(runs, placement, n_networks, n_seeds):
         n_fine[i, k] = run.sizes["member"] - _grid_members(run).sizes["member"]
         phase_total[i] += [(run_phase == value).sum() for value in PHASE_VALUES]
     return dict(transition_size=transition, bracket=bracket, n_fine=n_fine, phase_total=phase_total, capacity=capacity,
-                present=present)
+                present=present, fine=fine)
+
+
+def _fine_members(run):
+    """The fine scan's members of one run (not on the shared grid): size, N_Delta and phase."""
+    members = run.isel(member=run["scan"].values != 0) if "scan" in run else run.isel(member=[])
+    return {name: members[name].values.astype(float) for name in ("n_train", "n_unsatisfied", "phase")}
 
 
 def _delta_statistics(runs, placement, transition, n_networks, delta_tol, *, n_bins, fit_quantile, min_count):
@@ -416,6 +430,14 @@ def _transition_variables(transitions, ratio_star, n_weights, network_depth, dep
         "transition_resolution": (by_seed, bracket[..., 1] / bracket[..., 0] - 1, variable_attrs(
             "relative width of the bracket of P*: upper / lower - 1 (after the fine scan, if any)")),
         "n_fine": (by_seed, transitions["n_fine"], variable_attrs("sizes of the fine scan")),
+        **{
+            f"fine_{name}": ((*by_seed, "fine"), transitions["fine"][name], variable_attrs(description))
+            for name, description in (
+                ("n_train", "training-set size P of the fine scan's members (nan: no such member)"),
+                ("n_unsatisfied", "N_Delta of the fine scan's members (nan: no such member)"),
+                ("phase", f"phase of the fine scan's members ({PHASE_MEANINGS}: {PHASE_VALUES}; nan: no such member)"),
+            )
+        },
         "n_undecided": ("network", phase_total[:, PHASE_VALUES.index(UNDECIDED_PHASE)], variable_attrs(
             "undecided runs, grid and fine scan (step budget spent, or diverged)")),
         "n_stuck": ("network", phase_total[:, PHASE_VALUES.index(STUCK)], variable_attrs(

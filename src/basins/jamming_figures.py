@@ -26,9 +26,9 @@ def _network_label(jamming, i):
 
 
 def figure_jamming(jamming: xr.Dataset, *, title: str) -> plt.Figure:
-    """N_Delta / N against P / N for every network (seeds as dots, their mean as a line), and
-    the transition r* = P*/N per depth: each seed's with its bracket, the mean with its 95 %
-    interval (:func:`basins.jamming_analysis.mean_transition_interval`)."""
+    """N_Delta / N against P / N for every network (each seed's grid and fine-scan runs as dots,
+    the grid's mean as a line), and the transition r* = P*/N per depth: each seed's with its
+    bracket, the mean with its 95 % interval (:func:`basins.jamming_analysis.mean_transition_interval`)."""
     set_theme()
     fig, (phase_ax, ratio_ax) = plt.subplots(
         1, 2, figsize=(2 * PAPER_SIZE[0], PAPER_SIZE[1]), gridspec_kw={"width_ratios": [2, 1]}
@@ -44,12 +44,10 @@ def figure_jamming(jamming: xr.Dataset, *, title: str) -> plt.Figure:
         decided = (phase == SAT) | (phase == UNSAT)
         color, marker = colors[depth], markers[i % len(markers)]
         for k in range(jamming.sizes["seed"]):
-            phase_ax.scatter(ratio[decided[:, k]], fraction[decided[:, k], k], s=6, color=color, marker=marker, alpha=0.4, lw=0)
-            for value, edge in ((UNDECIDED_PHASE, "tab:red"), (STUCK, "0.5")):
-                shown = phase[:, k] == value
-                phase_ax.scatter(
-                    ratio[shown], fraction[shown, k], s=14, facecolor="none", edgecolor=edge, marker=marker, lw=0.7
-                )
+            _scatter_runs(phase_ax, ratio, fraction[:, k], phase[:, k], color, marker)
+        # the fine scan's sizes differ between seeds: marked as the grid's, not in the mean line
+        _scatter_runs(phase_ax, network["fine_n_train"].values / n_weights,
+                      network["fine_n_unsatisfied"].values / n_weights, network["fine_phase"].values, color, marker)
         with np.errstate(invalid="ignore"):  # nan where no seed decided a size
             mean = np.where(decided, fraction, 0).sum(1) / decided.sum(1)
         phase_ax.plot(ratio, mean, color=color, marker=marker, ms=3, lw=1, label=_network_label(jamming, i))
@@ -90,6 +88,16 @@ def figure_jamming(jamming: xr.Dataset, *, title: str) -> plt.Figure:
     )
     fig.tight_layout()
     return fig
+
+
+def _scatter_runs(ax, ratio, fraction, phase, color, marker):
+    """Runs at P / N ``ratio`` with N_Delta / N ``fraction``: decided ones as dots, undecided and
+    stuck ones as open markers (red, grey); nan phases (no run) are not drawn."""
+    decided = (phase == SAT) | (phase == UNSAT)
+    ax.scatter(ratio[decided], fraction[decided], s=6, color=color, marker=marker, alpha=0.4, lw=0)
+    for value, edge in ((UNDECIDED_PHASE, "tab:red"), (STUCK, "0.5")):
+        shown = phase == value
+        ax.scatter(ratio[shown], fraction[shown], s=14, facecolor="none", edgecolor=edge, marker=marker, lw=0.7)
 
 
 def figure_jamming_gaps(jamming: xr.Dataset, *, title: str) -> plt.Figure:
