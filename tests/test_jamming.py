@@ -22,6 +22,7 @@ from basins.jamming_analysis import (
     fit_small_argument_exponent,
     mean_transition_interval,
 )
+from basins.io import DIMS
 from basins.jamming_transition import transition_bracket, transition_size
 from basins.labels import BUDGET, CONVERGED, DIVERGED, SAT, STUCK, UNDECIDED_PHASE, UNSAT
 from basins.landscapes.losses import sample_losses
@@ -547,6 +548,7 @@ def test_a_fine_scan_places_the_transition_to_its_resolution(random_pool):
     # ... and the fine scan's members are kept beside it, member by member, for the figure
     for name in ("n_train", "n_unsatisfied", "phase"):
         np.testing.assert_array_equal(analysis[f"fine_{name}"].squeeze(), fine[name].values.astype(float))
+    assert set(analysis.dims) <= DIMS and set(analysis.dims) <= set(analysis.coords)  # the stages' contract
     assert 0 < float(analysis["transition_resolution"].squeeze()) <= 0.1 + 1 / lower  # the grid alone: 1
     with pytest.raises(ValueError, match="fine_initial_theta"):
         run_sweep(perceptron, random_pool, grid, fine_resolution=0.1)

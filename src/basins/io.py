@@ -68,6 +68,7 @@ DIMS = frozenset(
         "barrier",
         "ring",
         "baseline",
+        "fine_member",
     }
 )
 

@@ -182,7 +182,7 @@ def analyze_jamming(
         from all the run's members (grid and fine scan), with the bracket
         ``transition_ratio_lower`` / ``_upper`` of decided sizes around it, its relative
         width ``transition_resolution`` and ``n_fine``, the fine scan's sizes;
-        ``(network, seed, fine)``: the fine scan's members, ``fine_n_train``,
+        ``(network, seed, fine_member)``: the fine scan's members, ``fine_n_train``,
         ``fine_n_unsatisfied`` and ``fine_phase`` (nan past a run's last one);
         ``(depth,)``: mean and standard deviation of r* over networks and seeds, the mean's
         interval ``transition_ratio_low`` / ``_high`` (:func:`mean_transition_interval`) and
@@ -219,7 +219,11 @@ def analyze_jamming(
             **_transition_variables(transitions, ratio_star, cube["n_weights"], network_depth, depths),
             **_delta_variables(deltas),
         },
-        coords=_jamming_coordinates(networks, network_depth, seeds, depths, cube, deltas["edges"]),
+        coords={
+            **_jamming_coordinates(networks, network_depth, seeds, depths, cube, deltas["edges"]),
+            "fine_member": ("fine_member", np.arange(transitions["fine"]["n_train"].shape[-1]),
+                            variable_attrs("a fine-scan member of a run, in the run's order")),
+        },
     )
     return result.assign_attrs(
         loss_function=runs[0].attrs["loss_function"],
@@ -431,7 +435,7 @@ def _transition_variables(transitions, ratio_star, n_weights, network_depth, dep
             "relative width of the bracket of P*: upper / lower - 1 (after the fine scan, if any)")),
         "n_fine": (by_seed, transitions["n_fine"], variable_attrs("sizes of the fine scan")),
         **{
-            f"fine_{name}": ((*by_seed, "fine"), transitions["fine"][name], variable_attrs(description))
+            f"fine_{name}": ((*by_seed, "fine_member"), transitions["fine"][name], variable_attrs(description))
             for name, description in (
                 ("n_train", "training-set size P of the fine scan's members (nan: no such member)"),
                 ("n_unsatisfied", "N_Delta of the fine scan's members (nan: no such member)"),
