@@ -4,6 +4,7 @@ import torch
 import xarray as xr
 
 from basins.data import prepare_dataset, train_test_arrays
+from basins.io import DIMS
 from basins.jamming import (
     PrefixObjective,
     PrefixSatisfied,
@@ -22,7 +23,6 @@ from basins.jamming_analysis import (
     fit_small_argument_exponent,
     mean_transition_interval,
 )
-from basins.io import DIMS
 from basins.jamming_transition import transition_bracket, transition_size
 from basins.labels import BUDGET, CONVERGED, DIVERGED, SAT, STUCK, UNDECIDED_PHASE, UNSAT
 from basins.landscapes.losses import sample_losses

@@ -271,7 +271,7 @@ def _phase_cube(runs, placement, n_networks, n_seeds):
     """The grid members of every run on one ``(network, train_size, seed)`` cube (the fine
     scan's sizes differ between runs: they enter the transition and the counts, not the cube),
     with each network's weights, free parameters and whether it is fitted to random patterns."""
-    sizes = np.unique(np.concatenate([_grid_members(r)["n_train"].values for r in runs]))
+    sizes = np.unique(np.concatenate([_scan_members(r, fine=False)["n_train"].values for r in runs]))
     n_weights = np.zeros(n_networks, dtype=np.int64)
     n_free = np.zeros(n_networks, dtype=np.int64)
     on_random_patterns = np.zeros(n_networks, dtype=bool)
@@ -280,7 +280,7 @@ def _phase_cube(runs, placement, n_networks, n_seeds):
         n_weights[i] = int(run.attrs["n_weights"])
         n_free[i] = int(run.attrs.get("n_params", run.attrs["n_weights"]))
         on_random_patterns[i] = run.attrs.get("dataset_kind") == "random_patterns"
-        on_grid = _grid_members(run)
+        on_grid = _scan_members(run, fine=False)
         j = np.searchsorted(sizes, on_grid["n_train"].values)
         for name in _GRID_VARIABLES:  # runs of sweeps before the kink certificate were examined on none
             grid[name][i, j, k] = on_grid[name].values if name in on_grid or name != "n_active_kinks" else 0
@@ -296,29 +296,22 @@ def _transitions(runs, placement, n_networks, n_seeds):
     phase_total = np.zeros((n_networks, len(PHASE_VALUES)), dtype=np.int64)
     capacity = np.full((n_networks, n_seeds, 2), [0.0, np.inf])  # largest SAT, smallest UNSAT size
     present = np.zeros((n_networks, n_seeds), dtype=bool)  # a network need not run every seed
-    fine_members = [_fine_members(run) for run in runs]
-    n_fine_max = max([1] + [len(f["n_train"]) for f in fine_members])  # one slot at least: no empty dimension
-    fine = {name: np.full((n_networks, n_seeds, n_fine_max), np.nan) for name in ("n_train", "n_unsatisfied", "phase")}
+    fine_members = [_scan_members(run, fine=True) for run in runs]
+    n_fine_max = max([1] + [f.sizes["member"] for f in fine_members])  # one slot at least: no empty dimension
+    fine = {name: np.full((n_networks, n_seeds, n_fine_max), np.nan) for name in _FINE_VARIABLES}
     for run, (i, k), members in zip(runs, placement, fine_members):
-        for name, values in members.items():
-            fine[name][i, k, : len(values)] = values
-    for run, (i, k) in zip(runs, placement):
         present[i, k] = True
+        n_fine[i, k] = members.sizes["member"]
+        for name in _FINE_VARIABLES:
+            fine[name][i, k, : n_fine[i, k]] = members[name].values
         n_train, run_phase = run["n_train"].values, run["phase"].values
         transition[i, k] = transition_size(n_train, run_phase)
         bracket[i, k] = transition_bracket(n_train, run_phase)
         sizes = n_train.astype(float)
         capacity[i, k] = (sizes[run_phase == SAT].max(initial=0), sizes[run_phase == UNSAT].min(initial=np.inf))
-        n_fine[i, k] = run.sizes["member"] - _grid_members(run).sizes["member"]
         phase_total[i] += [(run_phase == value).sum() for value in PHASE_VALUES]
     return dict(transition_size=transition, bracket=bracket, n_fine=n_fine, phase_total=phase_total, capacity=capacity,
                 present=present, fine=fine)
-
-
-def _fine_members(run):
-    """The fine scan's members of one run (not on the shared grid): size, N_Delta and phase."""
-    members = run.isel(member=run["scan"].values != 0) if "scan" in run else run.isel(member=[])
-    return {name: members[name].values.astype(float) for name in ("n_train", "n_unsatisfied", "phase")}
 
 
 def _delta_statistics(runs, placement, transition, n_networks, delta_tol, *, n_bins, fit_quantile, min_count):
@@ -524,6 +517,9 @@ def _cover_columns(sizes, n_sat, n_decided, capacity, *, n_free, calibrated):
     return {"probability": probability, "p_value": p_value, "family_p_value": family_p_value, "fitted": fitted}
 
 
+#: What the analysis keeps of each fine-scan member (its sizes differ between runs: not on the grid).
+_FINE_VARIABLES = ("n_train", "n_unsatisfied", "phase")
+
 _GRID_VARIABLES = {
     "n_unsatisfied": variable_attrs("unsatisfied training points N_Delta (-1: diverged)"),
     "loss": variable_attrs("final training loss"),
@@ -540,9 +536,11 @@ _GRID_VARIABLES = {
 }
 
 
-def _grid_members(run):
-    """The members of a sweep on the shared P grid (not the fine scan)."""
-    return run.isel(member=run["scan"].values == 0) if "scan" in run else run
+def _scan_members(run, *, fine: bool):
+    """The members of a sweep on the shared P grid, or (``fine``) those of its fine scan; runs
+    written before the fine scan have the grid's only."""
+    on_fine_scan = run["scan"].values != 0 if "scan" in run else np.zeros(run.sizes["member"], bool)
+    return run.isel(member=on_fine_scan == fine)
 
 
 def _next_to_transition(run, p_star):
