@@ -2,12 +2,15 @@
 larger network (N = 401 at width 40) would cost the study.
 
 Trains ``--members`` networks of one hidden tanh layer on a data set the default study prepared
-(``results/datasets/digits_parity_tanh/seed<k>.nc``), with the default study's training section
-(cross-entropy, L2 1e-2, gradient flow, grad_tol 1e-4), on one thread, as the study's
-``train_ensemble`` job would, and prints the wall time, the statuses, the number of distinct
-minima (by loss) and the functions that took the time.
+(``results/datasets/digits_parity_tanh/seed<k>.nc``), or on the same draw generated here
+(``--draw k``: 60 training digits, PCA to 8, as the study's ``prepare_dataset`` makes it), with
+the default study's training section (cross-entropy, L2 1e-2, gradient flow, grad_tol 1e-4), on
+one thread (or ``--device cuda``), as the study's ``train_ensemble`` job would, and prints the
+wall time, the statuses, the number of distinct minima (by loss) and the functions that took the
+time.
 
     python benchmarks/bench_digits_draw.py results/datasets/digits_parity_tanh/seed1.nc --width 40
+    python benchmarks/bench_digits_draw.py --draw 1 --width 40 --members 4096 --device cuda
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import time
 import numpy as np
 import torch
 
-from basins.data import train_test_arrays
+from basins.data import prepare_dataset, train_test_arrays
 from basins.io import read_dataset
 from basins.landscapes.architecture import architecture_for, initial_parameters
 from basins.training import train_ensemble
@@ -29,16 +32,23 @@ from basins.training import train_ensemble
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("dataset", help="a digits parity data set of the default study")
+    parser.add_argument("dataset", nargs="?", help="a digits parity data set of the default study")
+    parser.add_argument("--draw", type=int, help="instead, generate the study's digits parity draw of this seed")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--memory-budget-mb", type=float, default=1024)
     parser.add_argument("--width", type=int, default=40)
     parser.add_argument("--members", type=int, default=1024)
     parser.add_argument("--seed", type=int, default=1, help="seed of the initial conditions")
     parser.add_argument("--output", help="write the training result here (netCDF)")
     parser.add_argument("--top", type=int, default=25, help="functions listed by their own time")
     args = parser.parse_args()
+    if (args.dataset is None) == (args.draw is None):
+        parser.error("give a data set file or --draw, not both")
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    dataset = read_dataset(args.dataset)
+    dataset = read_dataset(args.dataset) if args.dataset else prepare_dataset(
+        kind="digits", task="parity", n_train=60, n_test=1737, n_features=8, seed=args.draw
+    )
     arch = architecture_for(dataset, depth=1, width=args.width, activation="tanh", bias=True)
     members = np.arange(args.members)
     starts = initial_parameters(arch, members, seed=args.seed, init="gaussian", init_scale=1.0)
@@ -48,7 +58,7 @@ def main() -> None:
     result = train_ensemble(
         arch, *train_test_arrays(dataset), starts, members, seed=args.seed, budget_factors=[1, 4, 16],
         loss="cross_entropy", l2=1e-2, dynamics="gradient_flow", lr=0.1, rtol=1e-4, atol=1e-7, max_steps=3000,
-        grad_tol=1e-4, device="cpu", memory_budget_mb=1024,
+        grad_tol=1e-4, device=args.device, memory_budget_mb=args.memory_budget_mb,
     )
     profile.disable()
     wall = time.perf_counter() - started

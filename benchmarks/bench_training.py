@@ -16,9 +16,10 @@ Every method's final losses are compared with the engine's (``loss_rel_diff``).
 
     python benchmarks/bench_training.py                       # the table of the README
     python benchmarks/bench_training.py --width 128 --members 256 1024
-    python benchmarks/bench_training.py --device cuda --dtype float32
+    python benchmarks/bench_training.py --device cuda --methods vmap_recipe engine jax jax_manual
 
-JAX (``pip install -e .[bench]``) is needed only for the ``jax*`` methods.
+JAX (``pip install -e .[bench]``; on a GPU, a CUDA build of jaxlib) is needed only for the
+``jax*`` methods; on CUDA the peer runs on the same GPU as the torch methods.
 """
 
 from __future__ import annotations
@@ -172,15 +173,20 @@ def time_engine_autograd(arch, theta, x, y, steps, lr, device, **options):
 _JAX_CACHE = {}
 
 
-def _jax():
-    """Import JAX once, with two XLA host devices (one per core) and float64 enabled."""
+def _jax(platform="cpu"):
+    """Import JAX once for ``platform`` ("cpu": one XLA host device per core; "gpu": JAX's CUDA
+    backend, allocating as it goes so torch keeps its memory), float64 enabled, and float32
+    matrix products in full float32 as torch's (no TF32)."""
     if "jax" not in _JAX_CACHE:
         flags = os.environ.get("XLA_FLAGS", "")
         if "xla_force_host_platform_device_count" not in flags:
             os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={os.cpu_count()}"
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+        os.environ.setdefault("JAX_PLATFORMS", platform if platform == "cpu" else "cuda")
         import jax
 
         jax.config.update("jax_enable_x64", True)
+        jax.config.update("jax_default_matmul_precision", "highest")
         _JAX_CACHE["jax"] = jax
     return _JAX_CACHE["jax"]
 
@@ -247,6 +253,7 @@ def time_jax(arch, theta, x, y, steps, lr, device, *, loss, l2, n_devices=1, man
         x_np, y_np = jax.device_put(x_np, shared), jax.device_put(y_np, shared)
     else:
         params = tuple(jax.device_put(p) for p in params)
+        x_np, y_np = jax.device_put(x_np), jax.device_put(y_np)
     key = (loss, l2, lr, manual)
     run = _JAX_CACHE.setdefault(key, _jax_descent(loss, l2, lr, manual))
     jax.block_until_ready(run(params, x_np, y_np, 1))  # compiled for these shapes, not timed
@@ -307,9 +314,11 @@ def main():
     if args.dynamics != "gd" and not all(method.startswith("engine") for method in args.methods):
         parser.error(f"--dynamics {args.dynamics} is run by the engine methods only")
     if any(method.startswith("jax") for method in args.methods):
-        if device.type != "cpu":
-            parser.error("the JAX peer runs on the CPU here")
-        _jax()
+        if device.type not in ("cpu", "cuda"):
+            parser.error(f"the JAX peer runs on the CPU or CUDA, not {device.type}")
+        if device.type == "cuda" and any(method.endswith("_2dev") for method in args.methods):
+            parser.error("the *_2dev methods split members over the CPU's cores; on CUDA run jax and jax_manual")
+        _jax("cpu" if device.type == "cpu" else "gpu")
     load_before = os.getloadavg()
     arch = Architecture(n_inputs=args.features, n_outputs=1, depth=1, width=args.width, activation="tanh")
     generator = torch.Generator().manual_seed(0)
