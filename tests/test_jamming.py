@@ -554,6 +554,78 @@ def test_a_fine_scan_places_the_transition_to_its_resolution(random_pool):
         run_sweep(perceptron, random_pool, grid, fine_resolution=0.1)
 
 
+def test_fine_passes_narrow_the_bracket_until_the_resolution_is_met(random_pool):
+    """Known answer: a perceptron's phases on nested training sets are monotone (convex loss), so
+    each pass must land strictly inside the bracket every member before it leaves, and the passes
+    stop at the first bracket within the resolution (or at the last pass)."""
+    perceptron = Architecture(6, 1, 0, 0, "relu")
+    grid, per_pass, passes = np.array([4, 8, 16, 32, 64]), 2, 4
+    fine_theta = initial_parameters(perceptron, len(grid) + np.arange(passes * per_pass), seed=1, init="orthogonal")
+    result = run_sweep(perceptron, random_pool, grid, dynamics="fire", lr=0.1, fine_resolution=0.1,
+                       fine_initial_theta=fine_theta, fine_passes=passes)
+    scan, sizes, phase = result["scan"].values, result["n_train"].values, result["phase"].values
+    ran = int(scan.max())
+    assert ran >= 2  # two sizes a pass cannot split 8..16 to 10 % at once
+    for k in range(1, ran + 1):
+        lower, upper = transition_bracket(sizes[scan < k], phase[scan < k])
+        assert upper / lower - 1 > 0.1  # a pass runs only while the resolution is not met
+        inside = sizes[scan == k]
+        assert 0 < inside.size <= per_pass and (inside > lower).all() and (inside < upper).all()
+        # pass k starts from its own rows of fine_initial_theta
+        assert set(result["member"].values[scan == k]) <= set(len(grid) + (k - 1) * per_pass + np.arange(per_pass))
+    lower, upper = transition_bracket(sizes, phase)
+    met = upper / lower - 1 <= 0.1 or upper - lower <= 1
+    assert result.attrs["fine_resolution_met"] == int(met)
+    assert met or ran == passes  # stopped short of the resolution only by spending the passes
+    analysis = analyze_jamming([result.assign_attrs(seed=1)], n_bins=8, min_count=1)
+    assert int(analysis["fine_resolution_met"].squeeze()) == int(met)
+    np.testing.assert_array_equal(analysis["fine_scan"].squeeze()[: int(analysis["n_fine"].squeeze())], scan[scan > 0])
+    with pytest.raises(ValueError, match="fine_passes"):
+        run_sweep(perceptron, random_pool, grid, fine_resolution=0.1, fine_initial_theta=fine_theta[:3], fine_passes=2)
+
+
+def test_a_fine_pass_left_undecided_is_fitted_again_from_other_starting_points(monkeypatch):
+    """The second pass refits the sizes whose members all came out undecided, from the next
+    rows of the starting points, and the third splits the bracket they leave to the resolution."""
+    import basins.jamming as jamming
+
+    calls = []
+
+    def fake_fit(n_train, initial_theta, member_ids, **_):
+        calls.append((np.asarray(n_train).copy(), np.asarray(member_ids).copy()))
+        phase = np.where(n_train < 13.5, SAT, UNSAT) if len(calls) > 1 else np.full(len(n_train), UNDECIDED_PHASE)
+        return xr.Dataset({"phase": ("member", phase), "n_train": ("member", n_train)},
+                          coords={"member": member_ids})
+
+    monkeypatch.setattr(jamming, "_fit_sizes", fake_fit)
+    grid = np.array([4, 8, 16, 32])
+    scans = jamming._fine_scans(grid, np.array([SAT, SAT, UNSAT, UNSAT]), 0.1, np.zeros((9, 7)), 3, None, {})
+    assert len(scans) == 3  # pass 1 undecided; pass 2 refits; pass 3 splits what pass 2 left
+    np.testing.assert_array_equal(calls[0][0], calls[1][0])  # the same sizes ...
+    np.testing.assert_array_equal(calls[1][1], len(grid) + 3 + np.arange(len(calls[1][1])))  # ... new starts
+    np.testing.assert_array_equal([s["scan"].values[0] for s in scans], [1, 2, 3])
+    sizes = np.concatenate([grid, *(c[0] for c in calls)])
+    phases = np.concatenate([[SAT, SAT, UNSAT, UNSAT], *(s["phase"].values for s in scans)])
+    assert transition_bracket(sizes, phases) == (13, 14) and jamming._resolution_met(sizes, phases, 0.1)
+
+
+def test_silenced_unsatisfied_points_count_and_the_analysis_shows_r_star_without_them():
+    """Geiger et al.'s rule counts every unsatisfied point; the analysis also gives r* with UNSAT
+    runs that the network sees fewer than stuck_fraction N of their points set apart."""
+    status = np.array([CONVERGED] * 3)
+    # 40 unsatisfied points of 100 weights, 35 of them silenced: UNSAT under Geiger's rule
+    np.testing.assert_array_equal(classify_phase(status, np.array([0, 9, 40]), n_weights=100, stuck_fraction=0.1),
+                                  [SAT, STUCK, UNSAT])
+    run = fake_run(0, 0, 4, 1, [SAT, SAT, UNSAT, UNSAT])
+    silenced = np.where(run["phase"].values == UNSAT, run["n_unsatisfied"].values, 0)
+    silenced[3] = 0  # P = 16: every point seen, jammed; P = 8: every unsatisfied point silenced
+    run = run.assign(n_silenced_unsatisfied=("member", silenced)).assign_attrs(stuck_fraction=0.1)
+    result = analyze_jamming([run], n_bins=8, fit_quantile=1.0, min_count=1)
+    np.testing.assert_allclose(result["transition_size"].squeeze(), np.sqrt(4 * 8))
+    np.testing.assert_allclose(result["transition_ratio_silenced_apart"].squeeze(), np.sqrt(4 * 16) / 4)
+    assert int(result["n_unsat_silenced"].squeeze()) == 1
+
+
 def test_a_member_that_spends_its_budget_is_continued_on_its_own_training_set(random_pool):
     arch = Architecture(6, 1, 1, 3, "relu")
     theta0 = initial_parameters(arch, np.arange(3), seed=2, init="orthogonal")

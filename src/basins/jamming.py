@@ -187,6 +187,7 @@ def sweep_jamming(
     stuck_fraction: float = 0.1,
     fine_resolution: float = 0.0,
     fine_initial_theta: np.ndarray | None = None,
+    fine_passes: int = 1,
     finish_iterations: int = 0,
     max_dense_params: int = 4096,
     homotopy_betas: Sequence[float] = (),
@@ -263,18 +264,24 @@ def sweep_jamming(
         N (Geiger et al. 2019 find N_Delta > 0.4 N on the UNSAT side), and minima with a
         handful of unsatisfied points are optimization failures (their runs with
         1 <= N_Delta <= 4 at N = 7854 "encounter numerical precision issues"; their search
-        calls a run UNSAT once N_Delta > 0.1 N, the default here). Stuck members are counted
+        calls a run UNSAT once N_Delta > 0.1 N, the default here). Silenced unsatisfied points
+        (a hidden layer off on them) count in N_Delta, as in their rule. Stuck members are counted
         and left out of the transition estimate. For the perceptron (a convex loss) a minimum
         of positive loss has N_Delta >= N + 1 in general position, so no member is stuck.
-    fine_resolution, fine_initial_theta : float, ndarray (member, param)
+    fine_resolution, fine_initial_theta, fine_passes : float, ndarray (member, param), int
         The fine scan (0: none). After the grid ``n_train``, the transition is bracketed by
-        the decided grid sizes around the best SAT/UNSAT cut
-        (:func:`basins.jamming_transition.transition_bracket`), and a second pass fits sizes
+        the decided sizes around the best SAT/UNSAT cut
+        (:func:`basins.jamming_transition.transition_bracket`), and a pass fits sizes
         strictly between them, log-spaced by a factor of at most ``1 + fine_resolution``
-        (:func:`fine_train_sizes`; every integer where that is finer), starting from the rows
-        of ``fine_initial_theta`` (at most that many sizes; :func:`fine_scan_size` says how
-        many one grid interval needs). P* is then known to that resolution. Needs one shared
-        pool.
+        (:func:`fine_train_sizes`; every integer where that is finer). Passes repeat, each
+        bracketing anew with every decided member so far, until the bracket is at most
+        ``fine_resolution`` wide (upper / lower - 1), no size is left between its ends, or
+        ``fine_passes`` passes ran; a pass whose members all came out stuck or undecided
+        leaves the bracket as it was, so the next fits those sizes again from other starting
+        points. Pass k starts from rows ``k * m .. (k + 1) * m - 1`` of ``fine_initial_theta``
+        (``m`` = its rows / ``fine_passes``, the most sizes a pass fits; :func:`fine_scan_size`
+        says how many one grid interval needs). The result's ``fine_resolution_met`` attribute
+        says whether the resolution was reached. Needs one shared pool.
     checkpoint_path, checkpoint_every_s : see :func:`basins.training.train_ensemble`; a
         checkpoint is resumed only on the same pool (``x_pool``, ``y_pool``) and sizes.
 
@@ -295,7 +302,7 @@ def sweep_jamming(
     n_train, x_pool, y_pool, factors = _checked_sweep_inputs(
         arch, x_pool, y_pool, initial_theta, n_train, loss=loss, stuck_fraction=stuck_fraction, delta_tol=delta_tol,
         budget_factors=budget_factors, fine_resolution=fine_resolution, fine_initial_theta=fine_initial_theta,
-        finish_iterations=finish_iterations,
+        fine_passes=fine_passes, finish_iterations=finish_iterations,
     )
     if len(homotopy_betas):
         check_homotopy_schedule(homotopy_betas, homotopy_newton_steps)
@@ -314,7 +321,8 @@ def sweep_jamming(
     )
     result = _fit_sizes(n_train, initial_theta, np.arange(len(n_train)), checkpoint_path=checkpoint_path, **fit)
     scans = [result.assign(scan=("member", np.zeros(len(n_train), dtype=np.int8)))]
-    scans += _fine_scan(n_train, result["phase"].values, fine_resolution, fine_initial_theta, checkpoint_path, fit)
+    scans += _fine_scans(n_train, result["phase"].values, fine_resolution, fine_initial_theta, fine_passes,
+                         checkpoint_path, fit)
     result = _joined_scans(scans, n_pool)
     _log_phases(result["phase"].values)
     if arch.depth == 0 and y_pool.ndim == 1 and l2 == 0:
@@ -332,13 +340,15 @@ def sweep_jamming(
         budget_factors=json.dumps(factors.tolist()),
         finish_iterations=finish_iterations,
         fine_resolution=fine_resolution,
+        fine_passes=fine_passes,
+        fine_resolution_met=int(_resolution_met(result["n_train"].values, result["phase"].values, fine_resolution)),
         dynamics=dynamics,
     )
 
 
 def _checked_sweep_inputs(
     arch, x_pool, y_pool, initial_theta, n_train, *, loss, stuck_fraction, delta_tol, budget_factors, fine_resolution,
-    fine_initial_theta, finish_iterations,
+    fine_initial_theta, fine_passes, finish_iterations,
 ):
     """``n_train``, the pool and ``budget_factors`` as arrays, once :func:`sweep_jamming` can run them."""
     if loss not in ("quadratic_hinge", "hinge"):
@@ -369,31 +379,54 @@ def _checked_sweep_inputs(
         raise ValueError(
             f"fine_resolution={fine_resolution}: a fine scan (> 0) needs one shared pool and fine_initial_theta"
         )
+    if fine_passes < 1 or (fine_resolution > 0 and len(fine_initial_theta) % fine_passes):
+        raise ValueError(
+            f"fine_passes={fine_passes} must be >= 1 and divide the rows of fine_initial_theta "
+            f"({0 if fine_initial_theta is None else len(fine_initial_theta)}): each pass its own starting points"
+        )
     return n_train, x_pool, y_pool, factors
 
 
-def _fine_scan(n_train, grid_phase, fine_resolution, fine_initial_theta, checkpoint_path, fit) -> list[xr.Dataset]:
-    """The fine scan's pass (:func:`sweep_jamming`) inside the bracket of the transition the
-    grid's phases place; none without a fine scan, a bracket or a size left to fit."""
-    lower, upper = transition_bracket(n_train, grid_phase)
-    if not (fine_resolution > 0 and np.isfinite(lower)):
+def _fine_scans(
+    n_train, grid_phase, fine_resolution, fine_initial_theta, fine_passes, checkpoint_path, fit
+) -> list[xr.Dataset]:
+    """The fine scan's passes (:func:`sweep_jamming`), each inside the bracket of the transition
+    that every decided member so far places; none without a fine scan or a bracket."""
+    if not fine_resolution > 0:
         return []
-    fine = fine_train_sizes(lower, upper, fine_resolution, at_most=len(fine_initial_theta))
-    fine = fine[~np.isin(fine, n_train)]  # a bracket wider than one grid interval holds grid sizes
-    log.info("fine scan: %d sizes between P = %d and %d", fine.size, lower, upper)
-    if not fine.size:
-        return []
-    more = _fit_sizes(
-        fine, np.asarray(fine_initial_theta)[: fine.size], len(n_train) + np.arange(fine.size),
-        checkpoint_path=None if checkpoint_path is None else f"{checkpoint_path}.fine", **fit,
-    )
-    return [more.assign(scan=("member", np.ones(fine.size, dtype=np.int8)))]
+    per_pass = len(fine_initial_theta) // fine_passes
+    sizes, phases, scans = np.asarray(n_train), np.asarray(grid_phase), []
+    for k in range(fine_passes):
+        lower, upper = transition_bracket(sizes, phases)
+        if not np.isfinite(lower) or _resolution_met(sizes, phases, fine_resolution):
+            break
+        fine = fine_train_sizes(lower, upper, fine_resolution, at_most=per_pass)
+        fine = fine[~np.isin(fine, n_train)]  # a bracket wider than one grid interval holds grid sizes
+        log.info("fine scan, pass %d: %d sizes between P = %d and %d", k + 1, fine.size, lower, upper)
+        if not fine.size:
+            break
+        rows = k * per_pass + np.arange(fine.size)
+        suffix = ".fine" if k == 0 else f".fine{k + 1}"
+        more = _fit_sizes(
+            fine, np.asarray(fine_initial_theta)[rows], len(n_train) + rows,
+            checkpoint_path=None if checkpoint_path is None else f"{checkpoint_path}{suffix}", **fit,
+        )
+        scans.append(more.assign(scan=("member", np.full(fine.size, k + 1, dtype=np.int8))))
+        sizes, phases = np.concatenate([sizes, fine]), np.concatenate([phases, more["phase"].values])
+    return scans
+
+
+def _resolution_met(n_train, phase, resolution) -> bool:
+    """Whether the decided sizes bracket the transition to ``resolution`` (upper / lower - 1),
+    or to one training point where that is coarser; False without a bracket."""
+    lower, upper = transition_bracket(n_train, phase)
+    return bool(np.isfinite(lower) and (upper / lower - 1 <= resolution or upper - lower <= 1))
 
 
 def _joined_scans(scans, n_pool):
     """The grid's and the fine scan's members in one dataset, with the pool's sample coordinate."""
     result = xr.concat(scans, dim="member", data_vars="minimal", coords="minimal", compat="override")
-    result["scan"].attrs.update(variable_attrs("pass of the scan", flag_values="0 1", flag_meanings="grid fine"))
+    result["scan"].attrs.update(variable_attrs("pass of the scan: 0 the grid, k >= 1 the fine scan's k-th pass"))
     return result.assign_coords(sample=("sample", np.arange(n_pool), variable_attrs("pool sample index")))
 
 
@@ -437,9 +470,9 @@ def _fit_sizes(
     unsatisfied = delta > delta_tol
     n_unsatisfied = np.where(out.status == DIVERGED, -1, unsatisfied.sum(1))
     n_silenced = np.where(out.status == DIVERGED, -1, (unsatisfied & silenced).sum(1))
-    phase = classify_phase(
-        out.status, n_unsatisfied, n_weights=arch.n_weights, stuck_fraction=stuck_fraction, n_silenced=n_silenced
-    )
+    # Geiger et al.'s rule: silenced points count as unsatisfied (analyze_jamming also reports
+    # the transition with runs left with fewer than stuck_fraction N seen points set apart).
+    phase = classify_phase(out.status, n_unsatisfied, n_weights=arch.n_weights, stuck_fraction=stuck_fraction)
     phase[scale != 1] = SAT  # whatever the status: the witness meets every margin
     with np.errstate(invalid="ignore"):
         train_error = np.where(out.status == DIVERGED, np.nan, (delta >= margin).sum(1) / n_train)
@@ -489,7 +522,8 @@ def _fit_sizes(
             "finish's end point and at the softplus homotopy's (empty: not examined)")),
         n_silenced_unsatisfied=("member", n_silenced, variable_attrs(
             "unsatisfied points on which a hidden layer is off: they get the output biases alone and "
-            "move no weight, so they count toward stuck, never toward UNSAT (-1: diverged)")),
+            "move no weight; counted in N_Delta (Geiger et al.'s rule), and set apart in analyze_jamming's "
+            "transition_ratio_silenced_apart (-1: diverged)")),
         kink_distance=("member", kink_distance, variable_attrs(
             "smallest |pre-activation| of a hidden unit on the member's training points: near 0 the run "
             "ends on a kink of the ReLU network's loss, where it is not differentiable and the gradient "

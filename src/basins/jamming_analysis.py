@@ -291,6 +291,9 @@ def _transitions(runs, placement, n_networks, n_seeds):
     """Per network and seed, from all its members (grid and fine scan): P*, the bracket of
     decided sizes around it, the fine scan's size count; per network the runs in each phase."""
     transition = np.full((n_networks, n_seeds), np.nan)
+    silenced_apart = np.full((n_networks, n_seeds), np.nan)
+    resolution_met = np.full((n_networks, n_seeds), np.nan)
+    n_silenced_unsat = np.zeros(n_networks, dtype=np.int64)
     bracket = np.full((n_networks, n_seeds, 2), np.nan)
     n_fine = np.zeros((n_networks, n_seeds), dtype=np.int64)
     phase_total = np.zeros((n_networks, len(PHASE_VALUES)), dtype=np.int64)
@@ -303,15 +306,33 @@ def _transitions(runs, placement, n_networks, n_seeds):
         present[i, k] = True
         n_fine[i, k] = members.sizes["member"]
         for name in _FINE_VARIABLES:
-            fine[name][i, k, : n_fine[i, k]] = members[name].values
+            if name in members:  # runs written before the fine scan have no scan variable
+                fine[name][i, k, : n_fine[i, k]] = members[name].values
         n_train, run_phase = run["n_train"].values, run["phase"].values
         transition[i, k] = transition_size(n_train, run_phase)
         bracket[i, k] = transition_bracket(n_train, run_phase)
+        alternative = _silenced_set_apart(run)
+        silenced_apart[i, k] = transition_size(n_train, alternative)
+        n_silenced_unsat[i] += int(((run_phase == UNSAT) & (alternative == STUCK)).sum())
+        resolution_met[i, k] = run.attrs.get("fine_resolution_met", np.nan)
         sizes = n_train.astype(float)
         capacity[i, k] = (sizes[run_phase == SAT].max(initial=0), sizes[run_phase == UNSAT].min(initial=np.inf))
         phase_total[i] += [(run_phase == value).sum() for value in PHASE_VALUES]
     return dict(transition_size=transition, bracket=bracket, n_fine=n_fine, phase_total=phase_total, capacity=capacity,
-                present=present, fine=fine)
+                present=present, fine=fine, silenced_apart=silenced_apart, n_silenced_unsat=n_silenced_unsat,
+                resolution_met=resolution_met)
+
+
+def _silenced_set_apart(run):
+    """The run's phases with UNSAT members that fewer than ``stuck_fraction`` N unsatisfied points
+    the network still sees (the others silenced: a hidden layer off on them) called stuck, the
+    rule sweeps before session 35 applied; the sweep's own phases count every point (Geiger et al.)."""
+    phase = run["phase"].values
+    if "n_silenced_unsatisfied" not in run:
+        return phase
+    seen = run["n_unsatisfied"].values - run["n_silenced_unsatisfied"].values
+    dead = seen < float(run.attrs["stuck_fraction"]) * int(run.attrs["n_weights"])
+    return np.where((phase == UNSAT) & dead, STUCK, phase)
 
 
 def _delta_statistics(runs, placement, transition, n_networks, delta_tol, *, n_bins, fit_quantile, min_count):
@@ -426,13 +447,28 @@ def _transition_variables(transitions, ratio_star, n_weights, network_depth, dep
             "not in transition_ratio_mean; in its interval by their bounds")),
         "transition_resolution": (by_seed, bracket[..., 1] / bracket[..., 0] - 1, variable_attrs(
             "relative width of the bracket of P*: upper / lower - 1 (after the fine scan, if any)")),
-        "n_fine": (by_seed, transitions["n_fine"], variable_attrs("sizes of the fine scan")),
+        "n_fine": (by_seed, transitions["n_fine"], variable_attrs("sizes of the fine scan, all passes")),
+        "fine_resolution_met": (by_seed, transitions["resolution_met"], variable_attrs(
+            "1 where the fine scan's passes bracketed P* to fine_resolution (or to one point), 0 where they "
+            "stopped short (passes spent, or no size left), nan: the run records neither")),
+        "transition_ratio_silenced_apart": (by_seed, transitions["silenced_apart"] / n_weights[:, None], variable_attrs(
+            "r* with UNSAT runs that leave fewer than stuck_fraction N unsatisfied points the network sees (the rest "
+            "silenced: a hidden layer off on them) set apart as stuck: the dependence of r* on counting "
+            "dead-ReLU points")),
+        "transition_ratio_silenced_apart_mean": ("depth", [
+            _mean(values[np.isfinite(values)])
+            for values in ((transitions["silenced_apart"] / n_weights[:, None])[network_depth == d].ravel()
+                           for d in depths)
+        ], variable_attrs("mean of transition_ratio_silenced_apart over networks and seeds")),
+        "n_unsat_silenced": ("network", transitions["n_silenced_unsat"], variable_attrs(
+            "UNSAT runs, grid and fine scan, that transition_ratio_silenced_apart sets apart")),
         **{
             f"fine_{name}": ((*by_seed, "fine_member"), transitions["fine"][name], variable_attrs(description))
             for name, description in (
                 ("n_train", "training-set size P of the fine scan's members (nan: no such member)"),
                 ("n_unsatisfied", "N_Delta of the fine scan's members (nan: no such member)"),
                 ("phase", f"phase of the fine scan's members ({PHASE_MEANINGS}: {PHASE_VALUES}; nan: no such member)"),
+                ("scan", "pass of the fine scan each member was fitted in (1, 2, ...; nan: no such member)"),
             )
         },
         "n_undecided": ("network", phase_total[:, PHASE_VALUES.index(UNDECIDED_PHASE)], variable_attrs(
@@ -518,7 +554,7 @@ def _cover_columns(sizes, n_sat, n_decided, capacity, *, n_free, calibrated):
 
 
 #: What the analysis keeps of each fine-scan member (its sizes differ between runs: not on the grid).
-_FINE_VARIABLES = ("n_train", "n_unsatisfied", "phase")
+_FINE_VARIABLES = ("n_train", "n_unsatisfied", "phase", "scan")
 
 _GRID_VARIABLES = {
     "n_unsatisfied": variable_attrs("unsatisfied training points N_Delta (-1: diverged)"),

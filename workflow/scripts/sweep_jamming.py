@@ -16,9 +16,9 @@ init, init_scale = model.pop("init"), model.pop("init_scale")
 arch = architecture_for(dataset, depth=depth, width=width, **model)
 n_train = train_size_grid(**params.train_sizes)
 members = np.arange(len(n_train))
-# The fine scan's starting points: enough to split one grid interval to the resolution asked.
-resolution = params.training["fine_resolution"]
-fine_members = len(n_train) + np.arange(fine_scan_size(n_train, resolution) if resolution else 0)
+# The fine scan's starting points: each pass enough to split one grid interval to the resolution asked.
+resolution, passes = params.training["fine_resolution"], params.training["fine_passes"]
+fine_members = len(n_train) + np.arange(passes * fine_scan_size(n_train, resolution) if resolution else 0)
 log.info("depth %d, width %d: N = %d weights; P from %d to %d", depth, width, arch.n_weights, n_train[0], n_train[-1])
 result = sweep_jamming(
     arch,
