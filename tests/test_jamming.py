@@ -499,6 +499,31 @@ def test_the_perceptron_is_sat_as_often_as_covers_count_says(cover_analysis):
     assert unsat.sum() > 100 and sweep["n_unsatisfied"].values[unsat].min() >= 22
 
 
+def test_the_cover_figure_draws_every_seeds_capacity_bracket(cover_analysis):
+    """Each seed's bracket (largest SAT, smallest UNSAT size, from all its runs) is one segment
+    of the figure, at heights spread evenly over (0, 1)."""
+    from matplotlib.collections import LineCollection
+
+    from basins.jamming_figures import figure_jamming_cover
+
+    sweep, analysis = cover_analysis
+    perceptron = analysis.isel(network=0)
+    lower, upper = perceptron["largest_sat_size"].values, perceptron["smallest_unsat_size"].values
+    per_seed = np.arange(sweep.sizes["member"]) // len(COVER_SIZES)
+    for seed in (0, 7, 59):
+        run = sweep.isel(member=per_seed == seed)
+        sizes, phase = run["n_train"].values, run["phase"].values
+        assert lower[seed] == sizes[phase == SAT].max(initial=0)
+        assert upper[seed] == sizes[phase == UNSAT].astype(float).min(initial=np.inf)
+    figure = figure_jamming_cover(analysis, title="Cover")
+    (brackets,) = [c for c in figure.axes[0].collections
+                   if isinstance(c, LineCollection) and c.get_label().startswith("seeds' capacity brackets")]
+    segments = brackets.get_segments()
+    assert len(segments) == COVER_SEEDS
+    heights = np.sort([segment[0, 1] for segment in segments])
+    np.testing.assert_allclose(heights, (np.arange(COVER_SEEDS) + 0.5) / COVER_SEEDS)
+
+
 def test_a_member_with_its_own_pool_trains_as_if_alone(random_pool):
     arch = Architecture(6, 1, 1, 3, "relu")
     x, y = random_pool[:2]
@@ -764,6 +789,27 @@ def test_the_raised_floor_refit_starts_above_the_fits_own_range():
     assert lower > 100 * float(result["bin_lower"][0])  # the fit starts far above the floor
     assert np.isfinite(raised) and float(raised) != float(fitted)
     assert abs(float(fitted)) < 0.3 and abs(float(raised)) < 0.3
+
+
+def test_the_power_law_verdict_passes_a_power_law_and_fails_a_bent_one():
+    """Known answers: densities v^(-1/2) (v = u^2) pass in about 1 - alpha of draws; the same
+    with a floor spread below 1e-4 (flat there, bent above: a stopping rule's pile-up) always
+    fails; 200 points in (0.5, 1) leave too few bins for the refit: not checkable."""
+    from basins.jamming_analysis import FLOOR_CHECK_FACTOR, power_law_verdict
+
+    edges = np.geomspace(1e-6, 1, 31)
+
+    def verdict(values):
+        fit = fit_small_argument_exponent(values, edges, fit_quantile=0.3, min_count=3, floor=1e-6)
+        raised = fit_small_argument_exponent(values, edges, fit_quantile=0.3, min_count=3,
+                                             floor=fit.lower * FLOOR_CHECK_FACTOR)
+        return float(power_law_verdict(fit._asdict(), raised._asdict()))
+
+    rng = np.random.default_rng(0)
+    power_law = [verdict(rng.random(20000) ** 2) for _ in range(40)]
+    bent = [verdict(rng.random(20000) ** 2 + 1e-4 * rng.random(20000)) for _ in range(40)]
+    assert np.mean(power_law) >= 0.85 and np.mean(bent) == 0
+    assert np.isnan(verdict(0.5 + 0.5 * rng.random(200)))
 
 
 def _simulated_coverage(scatter, offset, rng, n_sweeps=2000):

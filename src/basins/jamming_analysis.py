@@ -447,6 +447,11 @@ def _transition_variables(transitions, ratio_star, n_weights, network_depth, dep
             "not in transition_ratio_mean; in its interval by their bounds")),
         "transition_resolution": (by_seed, bracket[..., 1] / bracket[..., 0] - 1, variable_attrs(
             "relative width of the bracket of P*: upper / lower - 1 (after the fine scan, if any)")),
+        "largest_sat_size": (by_seed, transitions["capacity"][..., 0], variable_attrs(
+            "largest SAT training-set size of the run, grid and fine scan (0: none)")),
+        "smallest_unsat_size": (by_seed, transitions["capacity"][..., 1], variable_attrs(
+            "smallest UNSAT training-set size of the run, grid and fine scan (inf: none); for a perceptron on "
+            "nested random patterns its capacity lies above largest_sat_size and at most here")),
         "n_fine": (by_seed, transitions["n_fine"], variable_attrs("sizes of the fine scan, all passes")),
         "fine_resolution_met": (by_seed, transitions["resolution_met"], variable_attrs(
             "1 where the fine scan's passes bracketed P* to fine_resolution (or to one point), 0 where they "
@@ -529,11 +534,27 @@ def _delta_variables(deltas):
             "4 bins left, a range too short to be checked)")),
         "delta_exponent_raised_floor_stderr": (axes, raised["stderr"], variable_attrs(
             "standard error of delta_exponent_raised_floor")),
+        "delta_fit_passed": (axes, power_law_verdict(fit, raised), variable_attrs(
+            "1: the fit range is a power law by both checks (goodness of fit p >= 0.05, and the raised-floor "
+            "refit's exponent within 2 combined standard errors); 0: one check fails; nan: not checkable "
+            "(no fit, or too few bins for the refit)")),
         "n_delta_points": (axes, deltas["n_points"], variable_attrs(
             "points with |Delta| > delta_tol in the distribution")),
         "n_at_margin": (("network", "side"), deltas["n_at_margin"], variable_attrs(
             "points with |Delta| <= delta_tol (at the margin) next to the transition")),
     }
+
+
+def power_law_verdict(fit: dict, raised: dict, *, alpha: float = 0.05, z: float = 2.0) -> np.ndarray:
+    """Whether each fitted range is a power law (1), is not (0), or cannot be told (nan): the
+    chi-square goodness of fit must not reject it at ``alpha``, and the refit from a raised floor
+    (:data:`FLOOR_CHECK_FACTOR`) must give the same exponent within ``z`` combined standard
+    errors. A fit without a refit (fewer than 4 bins) is not checkable, whatever its p-value."""
+    exponent, stderr, p_value = (np.asarray(fit[name], dtype=float) for name in ("exponent", "stderr", "p_value"))
+    refit, refit_stderr = (np.asarray(raised[name], dtype=float) for name in ("exponent", "stderr"))
+    checkable = np.isfinite(exponent) & np.isfinite(refit) & np.isfinite(p_value)
+    agree = np.abs(exponent - refit) <= z * np.sqrt(stderr**2 + refit_stderr**2)
+    return np.where(checkable, ((p_value >= alpha) & agree).astype(float), np.nan)
 
 
 def _cover_columns(sizes, n_sat, n_decided, capacity, *, n_free, calibrated):

@@ -178,9 +178,26 @@ def _fitted_free_parameters(network: xr.Dataset) -> str:
     return f"; fitted N in [{low:.0f}, {high:.0f}]" if np.isfinite(low) else ""
 
 
+def _capacity_brackets(ax, network: xr.Dataset, n_free: int, color) -> None:
+    """Each seed's capacity bracket (largest SAT to smallest UNSAT size, grid and fine scan) as a
+    segment at its survival plotting position 1 - (i - 1/2) / n, i its rank by bracket: on nested
+    training sets P(SAT at P) is the probability that the capacity exceeds P, so the segments
+    scatter about Cover's curve where it holds."""
+    if "largest_sat_size" not in network:
+        return
+    lower, upper = network["largest_sat_size"].values, network["smallest_unsat_size"].values
+    seen = (lower > 0) | np.isfinite(upper)
+    lower, upper = lower[seen], np.where(np.isfinite(upper[seen]), upper[seen], lower[seen])
+    order = np.argsort(lower + upper, kind="stable")
+    height = 1 - (np.arange(order.size) + 0.5) / max(order.size, 1)
+    ax.hlines(height, lower[order] / n_free, upper[order] / n_free, color=color, lw=2, alpha=0.45,
+              label=f"seeds' capacity brackets (grid and fine scan), N={n_free}")
+
+
 def figure_jamming_cover(jamming: xr.Dataset, *, title: str) -> plt.Figure:
     """The calibration: SAT fraction of perceptrons on random patterns against P, with 95 %
-    Wilson intervals over seeds, beside Cover's exact P(SAT) for N free parameters (1965)."""
+    Wilson intervals over seeds, beside Cover's exact P(SAT) for N free parameters (1965), and
+    each seed's capacity bracket from all its runs (the fine scan's sizes too)."""
     set_theme()
     fig, ax = plt.subplots(figsize=PAPER_SIZE)
     calibrated = np.flatnonzero(np.isfinite(jamming["cover_family_p_value"].values))
@@ -201,6 +218,7 @@ def figure_jamming_cover(jamming: xr.Dataset, *, title: str) -> plt.Figure:
         )
         dense = np.arange(1, int(sizes.max()) + 1)
         ax.plot(dense / n_free, cover_sat_probability(dense, n_free), color=color, lw=1, label=f"Cover, N={n_free}")
+        _capacity_brackets(ax, network, n_free, color)
     if not len(calibrated):
         ax.text(0.5, 0.5, "no perceptron on random patterns", ha="center", va="center", transform=ax.transAxes)
     ax.axvline(2, color="k", ls=":", lw=0.8)
