@@ -620,6 +620,34 @@ def test_the_data_loss_is_the_loss_less_its_weight_decay_and_both_are_held_fixed
         assert int(row["n_replicates"]) == 5 and row["verdict"].item() == SUPPORTED, statistic
 
 
+def test_a_trace_that_measures_the_weights_norm_is_held_fixed_by_the_weight_norm_row():
+    """Known answer: trace and test error both grow with |theta|^2 and share no other link (the
+    session-34 referee's reading of the N = 401 row): the plain trace row is decided (> 0), the
+    row at fixed weight norm is not; with a direct link planted on top, the fixed-norm row finds it."""
+    rng = np.random.default_rng(11)
+
+    def family(direct):
+        replicates = []
+        for seed in range(1, 9):
+            minima, flatness = _replicate(rng, 16, 0.0)
+            theta = rng.standard_normal((16, 6)) * rng.uniform(0.5, 2.0, (16, 1))
+            norm = (theta**2).sum(1)
+            sharp = rng.standard_normal(16)
+            test_error = 0.1 + 0.01 * np.log(norm) + direct * 0.01 * sharp + 0.002 * rng.standard_normal(16)
+            trace = norm * np.exp(direct * sharp + 0.3 * rng.standard_normal(16))  # noise of its own
+            minima = minima.assign(theta=(("minimum", "param"), theta), test_error=("minimum", test_error))
+            flatness = flatness.assign(trace=("minimum", trace))
+            replicates.append(Replicate(seed, minima, flatness, N_TEST))
+        return answer_hypothesis({"family": ["planted"]}, {"planted": replicates}, {"planted": 41})
+
+    confounded = family(direct=0.0)
+    assert _row(confounded, "hessian_trace_vs_test_error")["verdict"].item() == SUPPORTED
+    held = _row(confounded, "hessian_trace_vs_test_error_at_fixed_weight_norm")
+    assert held["verdict"].item() == UNDECIDED_VERDICT and int(held["n_replicates"]) == 8
+    direct = family(direct=1.0)
+    assert _row(direct, "hessian_trace_vs_test_error_at_fixed_weight_norm")["verdict"].item() == SUPPORTED
+
+
 def _sized_replicate(rng, *, slope, effect, curvature=0.0, noise=0.02, log_ratio=-0.5, n_middle=2):
     """A replicate whose probed fitting minima have a shape statistic (the far return
     probability) planted as ``slope * log fraction + curvature * log fraction^2 + effect *

@@ -20,7 +20,9 @@ better (and are flatter) than those with small basins. For every landscape famil
   loss to hold fixed is not neutral: the weight-decay term grows with the weights' norm, itself
   a sharpness measure, so holding the full loss fixed partly holds the norm fixed, and holding
   the data loss fixed leaves it free (the session-27 referee: the default study's trace-basin
-  size row is undecided with the one, supported with the other); both are reported. The ranks
+  size row is undecided with the one, supported with the other); both are reported, and
+  ``hessian_trace_vs_test_error_at_fixed_weight_norm`` holds ``|theta|^2`` itself fixed (the
+  session-34 referee: at N = 401 the plain trace row ranks with the squared norm +0.92). The ranks
   are regressed on a linear spline of the control's ranks (two bends) and what is left is
   differenced between neighbours in the control's order, so a common link that saturates, grows
   convexly or turns back is removed too, the more completely the more minima (a line in ranks,
@@ -86,10 +88,13 @@ STATISTICS = {
     "basin_fraction_vs_test_error_at_fixed_data_loss": ("basin_fraction", "test_error", False, -1, "data_loss"),
     "hessian_trace_vs_test_error_at_fixed_data_loss": ("trace", "test_error", False, +1, "data_loss"),
     "hessian_trace_vs_basin_fraction_at_fixed_data_loss": ("trace", "basin_fraction", False, -1, "data_loss"),
+    # The trace grows with the weights' norm (copies of a hidden feature change the trace, not the
+    # function): held fixed, what is left is sharpness at equal norm.
+    "hessian_trace_vs_test_error_at_fixed_weight_norm": ("trace", "test_error", False, +1, "weight_norm"),
 }
 
 #: The variables a partial correlation can hold fixed, as the answer's rows name them.
-CONTROLS = {"loss": "at fixed loss", "data_loss": "at fixed data loss"}
+CONTROLS = {"loss": "at fixed loss", "data_loss": "at fixed data loss", "weight_norm": "at fixed weight norm"}
 
 
 class Replicate(NamedTuple):
@@ -121,8 +126,9 @@ def fitting_minima(
 ) -> dict:
     """The per-minimum columns of one replicate's minima that enter the answer, and why the
     others do not: ``columns`` (``basin_fraction``, ``test_error``, ``trace``, ``trace_se``,
-    ``n_members``, ``loss`` and ``data_loss``, the loss less ``l2 / 2 |theta|^2`` (nan where the
-    catalogue has no loss or no parameters), of the fitting minima with at least
+    ``n_members``, ``loss``, ``data_loss``, the loss less ``l2 / 2 |theta|^2``, and
+    ``weight_norm``, ``|theta|^2`` (nan where the catalogue has no loss or no parameters), of the
+    fitting minima with at least
     ``min_members`` members), ``candidates``
     (the same of every fitting minimum: those a remeasured ensemble could let in), ``n_total``
     (members of the ensemble), ``n_fitting``, ``n_counted`` and ``reason`` ("" when the
@@ -134,7 +140,8 @@ def fitting_minima(
     trace, trace_se = hessian_trace(flatness)
     loss = minima["loss"].values if "loss" in minima else np.full(len(n_members), np.nan)
     # The weights' norm is unchanged by the symmetries the catalogue's canonical point factors out.
-    data_loss = loss - 0.5 * l2 * (minima["theta"].values ** 2).sum(1) if "theta" in minima else np.nan * loss
+    weight_norm = (minima["theta"].values ** 2).sum(1) if "theta" in minima else np.nan * loss
+    data_loss = loss - 0.5 * l2 * weight_norm
 
     def columns_of(rows):
         return {
@@ -145,6 +152,7 @@ def fitting_minima(
             "n_members": n_members[rows],
             "loss": loss[rows],
             "data_loss": data_loss[rows],
+            "weight_norm": weight_norm[rows],
         }
 
     columns = columns_of(counted)
@@ -404,8 +412,8 @@ def answer_hypothesis(
                 )
                 if entry["n_counted"] < PARTIAL_MIN_PAIRS:
                     excluded.append((experiment, replicate.seed, (
-                        f"rows at fixed (data) loss: {entry['n_counted']} fitting minima with >= {min_members} "
-                        f"members: a partial rank correlation needs {PARTIAL_MIN_PAIRS}")))
+                        f"rows at a fixed loss, data loss or weight norm: {entry['n_counted']} fitting minima "
+                        f"with >= {min_members} members: a partial rank correlation needs {PARTIAL_MIN_PAIRS}")))
             row = dict(family=family, experiment=experiment, n_params=n_params[experiment],
                        replicates_over=REPLICATES_OVER[bool(data_redrawn.get(experiment, False))])
             for name, (_, _, weighted, sign, control) in STATISTICS.items():
@@ -849,7 +857,10 @@ def answer_markdown(answer: xr.Dataset) -> str:
         "still differ in their loss, and where deeper minima have both larger basins and lower test "
         "errors or traces, the plain row measures that common link to depth. The weight-decay term "
         "grows with the weights' norm, itself a sharpness measure: the full loss held fixed partly "
-        "holds the norm fixed, the data loss leaves it free, and neither control is the neutral one.",
+        "holds the norm fixed, the data loss leaves it free, and neither control is the neutral one. "
+        "`hessian_trace_vs_test_error_at_fixed_weight_norm` holds the squared weight norm |theta|^2 "
+        "fixed: the trace grows with the weights' norm, and with weight decay so does the loss, so a "
+        "plain trace row can measure the norm, not sharpness.",
         "",
         "Rows `good_minus_bad_<statistic>` compare the shape of the basins (measure_tentacles; "
         "docs/basin_shape.md) of a good and a bad minimum of each replicate: among the probed fitting "
