@@ -13,8 +13,8 @@ from basins.figures import PAPER_SIZE, set_theme
 
 
 def figure_answer(answer: xr.Dataset, *, title: str) -> plt.Figure:
-    """One panel per statistic, a row per kind: the rank correlations, the same at fixed loss
-    and at fixed data loss, and the good - bad shape differences: the pooled estimate against
+    """One panel per statistic, a row per kind: the rank correlations, the same with each control
+    of :data:`basins.answer.CONTROLS` held fixed, and the good - bad shape differences: the pooled estimate against
     network size, with its interval, per family, and each replicate's value as a dot; the side
     the hypothesis expects is shaded."""
     set_theme()
