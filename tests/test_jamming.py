@@ -517,7 +517,7 @@ def test_the_cover_figure_draws_every_seeds_capacity_bracket(cover_analysis):
         assert upper[seed] == sizes[phase == UNSAT].astype(float).min(initial=np.inf)
     figure = figure_jamming_cover(analysis, title="Cover")
     (brackets,) = [c for c in figure.axes[0].collections
-                   if isinstance(c, LineCollection) and c.get_label().startswith("seeds' capacity brackets")]
+                   if isinstance(c, LineCollection) and c.get_label() == "each seed's capacity bracket"]
     segments = brackets.get_segments()
     assert len(segments) == COVER_SEEDS
     heights = np.sort([segment[0, 1] for segment in segments])

@@ -60,7 +60,7 @@ def figure_jamming(jamming: xr.Dataset, *, title: str) -> plt.Figure:
     phase_ax.set(xscale="log", xlabel="P / N", ylabel=r"$N_\Delta$ / N", title=title)
     phase_ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     phase_ax.plot([], [], ls="none", marker="o", mfc="none", mec="tab:red", label="undecided (budget spent)")
-    phase_ax.plot([], [], ls="none", marker="o", mfc="none", mec="0.5", label="stuck (few points left, or silenced)")
+    phase_ax.plot([], [], ls="none", marker="o", mfc="none", mec="0.5", label="stuck (few points left: N_Delta < stuck_fraction N)")
     phase_ax.legend(fontsize=5, loc="upper left")
 
     for depth in jamming["depth"].values:
@@ -175,7 +175,7 @@ def _fitted_free_parameters(network: xr.Dataset) -> str:
     if "cover_fitted_free_parameters_low" not in network:
         return ""
     low, high = (float(network[f"cover_fitted_free_parameters_{end}"]) for end in ("low", "high"))
-    return f"; fitted N in [{low:.0f}, {high:.0f}]" if np.isfinite(low) else ""
+    return f"; N in [{low:.0f}, {high:.0f}]" if np.isfinite(low) else ""
 
 
 def _capacity_brackets(ax, network: xr.Dataset, n_free: int, color) -> None:
@@ -191,7 +191,7 @@ def _capacity_brackets(ax, network: xr.Dataset, n_free: int, color) -> None:
     order = np.argsort(lower + upper, kind="stable")
     height = 1 - (np.arange(order.size) + 0.5) / max(order.size, 1)
     ax.hlines(height, lower[order] / n_free, upper[order] / n_free, color=color, lw=2, alpha=0.45,
-              label=f"seeds' capacity brackets (grid and fine scan), N={n_free}")
+              label="each seed's capacity bracket")
 
 
 def figure_jamming_cover(jamming: xr.Dataset, *, title: str) -> plt.Figure:
@@ -213,7 +213,7 @@ def figure_jamming_cover(jamming: xr.Dataset, *, title: str) -> plt.Figure:
         fraction = n_sat[shown] / n_decided[shown]
         ax.errorbar(
             sizes[shown] / n_free, fraction, yerr=(fraction - low, high - fraction), fmt="o", ms=3, color=color,
-            capsize=2, lw=0.8, label=f"measured, N={n_free} (family p = {float(network['cover_family_p_value']):.2g}"
+            capsize=2, lw=0.8, label=f"measured (p = {float(network['cover_family_p_value']):.2g}"
             f"{_fitted_free_parameters(network)})",
         )
         dense = np.arange(1, int(sizes.max()) + 1)
@@ -223,6 +223,6 @@ def figure_jamming_cover(jamming: xr.Dataset, *, title: str) -> plt.Figure:
         ax.text(0.5, 0.5, "no perceptron on random patterns", ha="center", va="center", transform=ax.transAxes)
     ax.axvline(2, color="k", ls=":", lw=0.8)
     ax.set(xlabel="P / N (N: free parameters, bias included)", ylabel="P(SAT)", ylim=(-0.03, 1.03), title=title)
-    ax.legend(fontsize=5)
+    ax.legend(fontsize=5, loc="lower left")  # the plateau above and the tail to the right hold the data
     fig.tight_layout()
     return fig
