@@ -7,6 +7,7 @@ import xarray as xr
 from scipy import stats
 
 from basins.answer import (
+    CONTROLS,
     MEASUREMENT_REDRAWS,
     Replicate,
     _leave_one_out_verdicts,
@@ -142,6 +143,7 @@ def _columns(n_minima=12, seed=4):
         "n_members": np.ones(n_minima),
         "loss": rng.random(n_minima),
         "data_loss": rng.random(n_minima),
+        "weight_norm": rng.random(n_minima),
     }
 
 
@@ -154,7 +156,7 @@ def test_the_redraws_computed_together_equal_each_redraw_computed_alone():
     columns = {key: rng.random((n_rows, n_minima)) for key in ("basin_fraction", "test_error", "trace")}
     columns["trace"][:, 3] = np.nan
     columns["n_members"] = rng.integers(1, 100, (n_rows, n_minima))
-    for control in ("loss", "data_loss"):
+    for control in CONTROLS:
         columns[control] = np.broadcast_to(rng.random(n_minima), (n_rows, n_minima))
     entering = rng.random((n_rows, n_minima)) < np.linspace(0.2, 0.9, n_rows)[:, None]
     together = statistics_of_rows(columns, entering)
@@ -381,7 +383,7 @@ def test_the_answer_figure_draws_correlations_and_shape_differences(tmp_path):
     replicates = {"planted": [_probed_replicate(rng, s, good_reach=0.7, bad_reach=0.2) for s in range(1, 4)]}
     answer = answer_hypothesis({"family": ["planted"]}, replicates, {"planted": 41})
     fig = figure_answer(answer, title="planted")
-    assert len([ax for ax in fig.axes if ax.axison]) == 4 + 3 + 3 + 5  # plain, at fixed (data) loss, shapes
+    assert len([ax for ax in fig.axes if ax.axison]) == 4 + 3 + 3 + 1 + 5  # plain, fixed (data) loss, norm, shapes
     save_figure(fig, tmp_path / "answer.pdf", tmp_path / "answer.png")
     assert (tmp_path / "answer.png").stat().st_size > 0
     # a study whose basins were never probed: every shape panel is undefined, and still drawn
