@@ -536,8 +536,9 @@ def _delta_variables(deltas):
             "standard error of delta_exponent_raised_floor")),
         "delta_fit_passed": (axes, power_law_verdict(fit, raised), variable_attrs(
             "1: the fit range is a power law by both checks (goodness of fit p >= 0.05, and the raised-floor "
-            "refit's exponent within 2 combined standard errors); 0: one check fails; nan: not checkable "
-            "(no fit, or too few bins for the refit)")),
+            "refit's exponent within 2 combined standard errors); 0: one check fails (the goodness of fit "
+            "alone where the range is too short for the refit); nan: not checkable (no fit, or a fit the "
+            "goodness of fit does not reject on too few bins for the refit)")),
         "n_delta_points": (axes, deltas["n_points"], variable_attrs(
             "points with |Delta| > delta_tol in the distribution")),
         "n_at_margin": (("network", "side"), deltas["n_at_margin"], variable_attrs(
@@ -549,12 +550,16 @@ def power_law_verdict(fit: dict, raised: dict, *, alpha: float = 0.05, z: float 
     """Whether each fitted range is a power law (1), is not (0), or cannot be told (nan): the
     chi-square goodness of fit must not reject it at ``alpha``, and the refit from a raised floor
     (:data:`FLOOR_CHECK_FACTOR`) must give the same exponent within ``z`` combined standard
-    errors. A fit without a refit (fewer than 4 bins) is not checkable, whatever its p-value."""
+    errors. A fit the goodness of fit rejects fails whatever its range; one it does not reject
+    but too short for the refit (fewer than 4 bins) is not checkable."""
     exponent, stderr, p_value = (np.asarray(fit[name], dtype=float) for name in ("exponent", "stderr", "p_value"))
     refit, refit_stderr = (np.asarray(raised[name], dtype=float) for name in ("exponent", "stderr"))
-    checkable = np.isfinite(exponent) & np.isfinite(refit) & np.isfinite(p_value)
+    fitted = np.isfinite(exponent) & np.isfinite(p_value)
+    refitted = fitted & np.isfinite(refit)
     agree = np.abs(exponent - refit) <= z * np.sqrt(stderr**2 + refit_stderr**2)
-    return np.where(checkable, ((p_value >= alpha) & agree).astype(float), np.nan)
+    fails = (fitted & (p_value < alpha)) | (refitted & ~agree)
+    passes = refitted & (p_value >= alpha) & agree
+    return np.where(fails, 0.0, np.where(passes, 1.0, np.nan))
 
 
 def _cover_columns(sizes, n_sat, n_decided, capacity, *, n_free, calibrated):
