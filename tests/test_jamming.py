@@ -254,6 +254,17 @@ def test_transition_size_separates_the_phases(phases, expected, bracket):
     np.testing.assert_allclose(transition_bracket(sizes, phases), bracket)
 
 
+def test_a_size_fitted_twice_is_one_place_not_a_cut():
+    """The referee's case (session 35): two decided runs at P = 398 must not offer a threshold
+    between them; P* lies between 348 and 398."""
+    sizes, phases = np.array([204, 348, 398, 398, 455]), np.array([SAT, SAT, UNSAT, UNSAT, UNSAT])
+    assert transition_size(sizes, phases) == pytest.approx(np.sqrt(348 * 398))
+    assert transition_bracket(sizes, phases) == (348, 398)
+    # the same size SAT once and UNSAT once: the cut misclassifies one of them, on either side
+    assert transition_bracket(np.array([300, 398, 398, 455]), np.array([SAT, SAT, UNSAT, UNSAT])) == (300, 455)
+    assert np.isnan(transition_size(np.array([398, 398]), np.array([SAT, UNSAT])))
+
+
 def test_small_argument_exponent_of_a_known_power_law():
     rng = np.random.default_rng(0)
     exponent = -0.4  # p(v) = 0.6 v^-0.4 on (0, 1): v = U^(1 / 0.6)
@@ -632,6 +643,26 @@ def test_a_fine_pass_left_undecided_is_fitted_again_from_other_starting_points(m
     sizes = np.concatenate([grid, *(c[0] for c in calls)])
     phases = np.concatenate([[SAT, SAT, UNSAT, UNSAT], *(s["phase"].values for s in scans)])
     assert transition_bracket(sizes, phases) == (13, 14) and jamming._resolution_met(sizes, phases, 0.1)
+
+
+def test_a_stuck_grid_size_inside_the_bracket_is_fitted_again_and_a_decided_one_is_not(monkeypatch):
+    """The referee's case (session 35): a bracket whose only splitting size is a stuck grid size
+    must not end the passes unresolved; the fine scan refits it, never a decided size."""
+    import basins.jamming as jamming
+
+    calls = []
+
+    def fake_fit(n_train, initial_theta, member_ids, **_):
+        calls.append(np.asarray(n_train).copy())
+        phase = np.where(n_train < 11.5, SAT, UNSAT)
+        return xr.Dataset({"phase": ("member", phase), "n_train": ("member", n_train)}, coords={"member": member_ids})
+
+    monkeypatch.setattr(jamming, "_fit_sizes", fake_fit)
+    grid, phases = np.array([4, 10, 11, 12, 32]), np.array([SAT, SAT, STUCK, UNSAT, UNSAT])
+    scans = jamming._fine_scans(grid, phases, 0.1, np.zeros((4, 7)), 2, None, {})
+    assert len(calls) == 1 and calls[0].tolist() == [11]  # 10..12's only split, stuck on the grid
+    sizes = np.concatenate([grid, calls[0]])
+    assert jamming._resolution_met(sizes, np.concatenate([phases, scans[0]["phase"].values]), 0.1)
 
 
 def test_silenced_unsatisfied_points_count_and_the_analysis_shows_r_star_without_them():

@@ -341,7 +341,10 @@ def sweep_jamming(
         finish_iterations=finish_iterations,
         fine_resolution=fine_resolution,
         fine_passes=fine_passes,
-        fine_resolution_met=int(_resolution_met(result["n_train"].values, result["phase"].values, fine_resolution)),
+        fine_resolution_met=(  # nan: no fine scan asked for
+            float(_resolution_met(result["n_train"].values, result["phase"].values, fine_resolution))
+            if fine_resolution > 0 else np.nan
+        ),
         dynamics=dynamics,
     )
 
@@ -401,7 +404,9 @@ def _fine_scans(
         if not np.isfinite(lower) or _resolution_met(sizes, phases, fine_resolution):
             break
         fine = fine_train_sizes(lower, upper, fine_resolution, at_most=per_pass)
-        fine = fine[~np.isin(fine, n_train)]  # a bracket wider than one grid interval holds grid sizes
+        # A bracket wider than one interval holds sizes fitted before: decided ones are not
+        # fitted again, stuck or undecided ones are, from new starting points.
+        fine = fine[~np.isin(fine, sizes[(phases == SAT) | (phases == UNSAT)])]
         log.info("fine scan, pass %d: %d sizes between P = %d and %d", k + 1, fine.size, lower, upper)
         if not fine.size:
             break
@@ -596,10 +601,10 @@ def classify_phase(
 ) -> np.ndarray:
     """Phase per member: of converged members, SAT (no unsatisfied point), stuck or UNSAT;
     undecided for every member that spent its budget or diverged, whatever its loss. Stuck:
-    fewer than ``stuck_fraction * n_weights`` unsatisfied points that the network still sees,
-    i.e. not counting the ``n_silenced`` ones on which a hidden layer is off (a jammed minimum
-    balances the forces of its unsatisfied points; a silenced point exerts none on any weight,
-    so leaving it unsatisfied is a dead-ReLU failure, not jamming)."""
+    fewer than ``stuck_fraction * n_weights`` unsatisfied points (Geiger et al.'s rule, which
+    the sweep applies). With ``n_silenced`` the ones on which a hidden layer is off are not
+    counted: the dead-ReLU reading that :mod:`basins.jamming_analysis` reports beside it (a
+    silenced point exerts no force on any weight)."""
     converged = status == CONVERGED
     seen = n_unsatisfied if n_silenced is None else n_unsatisfied - n_silenced
     failed = seen < stuck_fraction * n_weights

@@ -37,14 +37,14 @@ def transition_bracket(n_train: np.ndarray, phase: np.ndarray) -> tuple[float, f
 
 
 def _best_thresholds(n_train, phase):
-    """Sorted decided sizes and the indices of the thresholds between consecutive ones that
-    misclassify the fewest runs; None without both phases."""
+    """The distinct decided sizes, sorted, and the indices of the thresholds between consecutive
+    ones that misclassify the fewest runs (a size fitted twice, as the fine scan's passes may,
+    is one place, not a cut); None without both phases or two distinct sizes."""
     decided = (np.asarray(phase) == SAT) | (np.asarray(phase) == UNSAT)
     sizes, phases = np.asarray(n_train, dtype=float)[decided], np.asarray(phase)[decided]
-    if not (phases == SAT).any() or not (phases == UNSAT).any():
+    distinct = np.unique(sizes)
+    if not (phases == SAT).any() or not (phases == UNSAT).any() or distinct.size < 2:
         return None
-    order = np.argsort(sizes)
-    sizes, phases = sizes[order], phases[order]
-    thresholds = np.sqrt(sizes[:-1] * sizes[1:])
+    thresholds = np.sqrt(distinct[:-1] * distinct[1:])
     errors = np.array([((phases == UNSAT) & (sizes < t)).sum() + ((phases == SAT) & (sizes > t)).sum() for t in thresholds])
-    return sizes, np.flatnonzero(errors == errors.min())
+    return distinct, np.flatnonzero(errors == errors.min())
