@@ -324,9 +324,10 @@ def _transitions(runs, placement, n_networks, n_seeds):
 
 
 def _silenced_set_apart(run):
-    """The run's phases with UNSAT members that fewer than ``stuck_fraction`` N unsatisfied points
-    the network still sees (the others silenced: a hidden layer off on them) called stuck, the
-    rule sweeps before session 35 applied; the sweep's own phases count every point (Geiger et al.)."""
+    """The run's phases with the UNSAT members that leave fewer than ``stuck_fraction`` N
+    unsatisfied points the network still sees (the others silenced: a hidden layer off on them)
+    called stuck, the rule sweeps applied before session 35; the sweep's own phases count every
+    point (Geiger et al.)."""
     phase = run["phase"].values
     if "n_silenced_unsatisfied" not in run:
         return phase
