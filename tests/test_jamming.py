@@ -9,7 +9,6 @@ from basins.jamming import (
     PrefixObjective,
     PrefixSatisfied,
     check_nested_phases,
-    classify_phase,
     fine_scan_size,
     fine_train_sizes,
     sweep_jamming,
@@ -23,7 +22,7 @@ from basins.jamming_analysis import (
     fit_small_argument_exponent,
     mean_transition_interval,
 )
-from basins.jamming_transition import transition_bracket, transition_size
+from basins.jamming_transition import classify_phase, transition_bracket, transition_size
 from basins.labels import BUDGET, CONVERGED, DIVERGED, SAT, STUCK, UNDECIDED_PHASE, UNSAT
 from basins.landscapes.losses import sample_losses
 from basins.landscapes.architecture import Architecture, initial_parameters
@@ -642,7 +641,7 @@ def test_a_fine_pass_left_undecided_is_fitted_again_from_other_starting_points(m
     np.testing.assert_array_equal([s["scan"].values[0] for s in scans], [1, 2, 3])
     sizes = np.concatenate([grid, *(c[0] for c in calls)])
     phases = np.concatenate([[SAT, SAT, UNSAT, UNSAT], *(s["phase"].values for s in scans)])
-    assert transition_bracket(sizes, phases) == (13, 14) and jamming._resolution_met(sizes, phases, 0.1)
+    assert transition_bracket(sizes, phases) == (13, 14) and jamming._resolution_met(13, 14, 0.1)
 
 
 def test_a_stuck_grid_size_inside_the_bracket_is_fitted_again_and_a_decided_one_is_not(monkeypatch):
@@ -662,7 +661,8 @@ def test_a_stuck_grid_size_inside_the_bracket_is_fitted_again_and_a_decided_one_
     scans = jamming._fine_scans(grid, phases, 0.1, np.zeros((4, 7)), 2, None, {})
     assert len(calls) == 1 and calls[0].tolist() == [11]  # 10..12's only split, stuck on the grid
     sizes = np.concatenate([grid, calls[0]])
-    assert jamming._resolution_met(sizes, np.concatenate([phases, scans[0]["phase"].values]), 0.1)
+    assert jamming._resolution_met(
+        *transition_bracket(sizes, np.concatenate([phases, scans[0]["phase"].values])), 0.1)
 
 
 def test_silenced_unsatisfied_points_count_and_the_analysis_shows_r_star_without_them():

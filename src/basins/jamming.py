@@ -37,8 +37,8 @@ from basins.engine.descent import descend_until_decided, descent_dataset, with_f
 from basins.engine.quasi_newton import finish_by_quasi_newton
 from basins.engine.devices import TORCH_DTYPES, resolve_device
 from basins.io import variable_attrs
-from basins.jamming_transition import transition_bracket
-from basins.labels import BUDGET, CONVERGED, DIVERGED, PHASE_MEANINGS, PHASE_VALUES, SAT, STUCK, UNDECIDED_PHASE, UNSAT
+from basins.jamming_transition import classify_phase, transition_bracket
+from basins.labels import BUDGET, CONVERGED, DIVERGED, PHASE_MEANINGS, PHASE_VALUES, SAT, UNSAT
 from basins.landscapes import native_mlp
 from basins.landscapes.fused_mlp import LabelFactors, Workspace, loss_and_gradient
 from basins.landscapes.losses import check_loss, l2_penalty, margins, sample_losses
@@ -342,7 +342,8 @@ def sweep_jamming(
         fine_resolution=fine_resolution,
         fine_passes=fine_passes,
         fine_resolution_met=(  # nan: no fine scan asked for
-            float(_resolution_met(result["n_train"].values, result["phase"].values, fine_resolution))
+            float(_resolution_met(*transition_bracket(result["n_train"].values, result["phase"].values),
+                                  fine_resolution))
             if fine_resolution > 0 else np.nan
         ),
         dynamics=dynamics,
@@ -401,7 +402,7 @@ def _fine_scans(
     sizes, phases, scans = np.asarray(n_train), np.asarray(grid_phase), []
     for k in range(fine_passes):
         lower, upper = transition_bracket(sizes, phases)
-        if not np.isfinite(lower) or _resolution_met(sizes, phases, fine_resolution):
+        if not np.isfinite(lower) or _resolution_met(lower, upper, fine_resolution):
             break
         fine = fine_train_sizes(lower, upper, fine_resolution, at_most=per_pass)
         # A bracket wider than one interval holds sizes fitted before: decided ones are not
@@ -421,10 +422,10 @@ def _fine_scans(
     return scans
 
 
-def _resolution_met(n_train, phase, resolution) -> bool:
-    """Whether the decided sizes bracket the transition to ``resolution`` (upper / lower - 1),
-    or to one training point where that is coarser; False without a bracket."""
-    lower, upper = transition_bracket(n_train, phase)
+def _resolution_met(lower: float, upper: float, resolution: float) -> bool:
+    """Whether the bracket ``lower`` .. ``upper`` of the transition (:func:`transition_bracket`)
+    is ``resolution`` wide (upper / lower - 1) or one training point wide where that is coarser;
+    False without a bracket (nan)."""
     return bool(np.isfinite(lower) and (upper / lower - 1 <= resolution or upper - lower <= 1))
 
 
@@ -589,27 +590,6 @@ def phase_attrs() -> dict:
     return variable_attrs(
         "fitting phase", flag_values=" ".join(map(str, PHASE_VALUES)), flag_meanings=PHASE_MEANINGS
     )
-
-
-def classify_phase(
-    status: np.ndarray,
-    n_unsatisfied: np.ndarray,
-    *,
-    n_weights: int,
-    stuck_fraction: float,
-    n_silenced: np.ndarray | None = None,
-) -> np.ndarray:
-    """Phase per member: of converged members, SAT (no unsatisfied point), stuck or UNSAT;
-    undecided for every member that spent its budget or diverged, whatever its loss. Stuck:
-    fewer than ``stuck_fraction * n_weights`` unsatisfied points (Geiger et al.'s rule, which
-    the sweep applies). With ``n_silenced`` the ones on which a hidden layer is off are not
-    counted: the dead-ReLU reading that :mod:`basins.jamming_analysis` reports beside it (a
-    silenced point exerts no force on any weight)."""
-    converged = status == CONVERGED
-    seen = n_unsatisfied if n_silenced is None else n_unsatisfied - n_silenced
-    failed = seen < stuck_fraction * n_weights
-    decided = np.select([n_unsatisfied == 0, failed], [SAT, STUCK], default=UNSAT)
-    return np.where(converged, decided, UNDECIDED_PHASE)
 
 
 def _finished(out, objective, satisfied, as_tensor, *, max_iterations, grad_tol, max_dense_params):

@@ -23,7 +23,7 @@ import xarray as xr
 from scipy import stats
 
 from basins.io import variable_attrs
-from basins.jamming_transition import transition_bracket, transition_size
+from basins.jamming_transition import classify_phase, transition_bracket, transition_size
 from basins.labels import PHASE_MEANINGS, PHASE_VALUES, SAT, STUCK, UNDECIDED_PHASE, UNSAT
 
 SIDES = ("sat", "unsat")
@@ -324,16 +324,17 @@ def _transitions(runs, placement, n_networks, n_seeds):
 
 
 def _silenced_set_apart(run):
-    """The run's phases with the UNSAT members that leave fewer than ``stuck_fraction`` N
-    unsatisfied points the network still sees (the others silenced: a hidden layer off on them)
-    called stuck, the rule sweeps applied before session 35; the sweep's own phases count every
-    point (Geiger et al.)."""
+    """The run's phases with the UNSAT members that :func:`classify_phase` calls stuck once the
+    silenced points are not counted (the rule sweeps applied before session 35); the sweep's own
+    phases count every point (Geiger et al.), and its other decisions (a SAT witness) stand."""
     phase = run["phase"].values
     if "n_silenced_unsatisfied" not in run:
         return phase
-    seen = run["n_unsatisfied"].values - run["n_silenced_unsatisfied"].values
-    dead = seen < float(run.attrs["stuck_fraction"]) * int(run.attrs["n_weights"])
-    return np.where((phase == UNSAT) & dead, STUCK, phase)
+    without_silenced = classify_phase(
+        run["status"].values, run["n_unsatisfied"].values, n_weights=int(run.attrs["n_weights"]),
+        stuck_fraction=float(run.attrs["stuck_fraction"]), n_silenced=run["n_silenced_unsatisfied"].values,
+    )
+    return np.where((phase == UNSAT) & (without_silenced == STUCK), STUCK, phase)
 
 
 def _delta_statistics(runs, placement, transition, n_networks, delta_tol, *, n_bins, fit_quantile, min_count):

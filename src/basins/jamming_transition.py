@@ -1,14 +1,16 @@
-"""Where SAT turns UNSAT: the transition P* of one network and seed from its runs' phases.
+"""Where SAT turns UNSAT: each run's phase, and the transition P* of one network and seed from
+its runs' phases.
 
-Its own module (numpy only) because both the sweep (to place its fine scan) and the analysis
-use it: a change to the analysis then reruns no sweep.
+Its own module (numpy only) because both the sweep (to decide phases and place its fine scan)
+and the analysis (to read them again with silenced points set apart) use it: a change to the
+analysis then reruns no sweep.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from basins.labels import SAT, UNSAT
+from basins.labels import CONVERGED, SAT, STUCK, UNDECIDED_PHASE, UNSAT
 
 
 def transition_size(n_train: np.ndarray, phase: np.ndarray) -> float:
@@ -48,3 +50,24 @@ def _best_thresholds(n_train, phase):
     thresholds = np.sqrt(distinct[:-1] * distinct[1:])
     errors = np.array([((phases == UNSAT) & (sizes < t)).sum() + ((phases == SAT) & (sizes > t)).sum() for t in thresholds])
     return distinct, np.flatnonzero(errors == errors.min())
+
+
+def classify_phase(
+    status: np.ndarray,
+    n_unsatisfied: np.ndarray,
+    *,
+    n_weights: int,
+    stuck_fraction: float,
+    n_silenced: np.ndarray | None = None,
+) -> np.ndarray:
+    """Phase per member: of converged members, SAT (no unsatisfied point), stuck or UNSAT;
+    undecided for every member that spent its budget or diverged, whatever its loss. Stuck:
+    fewer than ``stuck_fraction * n_weights`` unsatisfied points (Geiger et al.'s rule, which
+    the sweep applies). With ``n_silenced`` the ones on which a hidden layer is off are not
+    counted: the dead-ReLU reading that :mod:`basins.jamming_analysis` reports beside it (a
+    silenced point exerts no force on any weight)."""
+    converged = status == CONVERGED
+    seen = n_unsatisfied if n_silenced is None else n_unsatisfied - n_silenced
+    failed = seen < stuck_fraction * n_weights
+    decided = np.select([n_unsatisfied == 0, failed], [SAT, STUCK], default=UNSAT)
+    return np.where(converged, decided, UNDECIDED_PHASE)
