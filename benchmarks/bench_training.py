@@ -6,7 +6,9 @@ study's own shape with ``--features 8 --width 4 --samples 60 --loss cross_entrop
   (a) a naive loop of ``torch.nn`` modules, each with its own ``torch.optim.SGD``;
   (b) the ``torch.func`` recipe: ``stack_module_state`` + ``functional_call`` + ``vmap(grad)``;
   (c) ``basins.training.train_ensemble``, and (d) the same with ``compile=True``; ``engine_autograd``
-      is (c) with the objective it had before the hand-derived pass (autograd of ``member_losses``);
+      is (c) with the objective it had before the hand-derived pass (autograd of ``member_losses``),
+      ``engine_stepwise`` (c) stepping one step at a time (on a GPU the engine runs its steps in
+      captured windows, :mod:`basins.engine.windows`);
   (e) a JAX peer written as an expert would: ``jax.vmap(jax.grad(loss))`` over members, the
       whole descent in one jitted ``lax.fori_loop``; ``jax_2dev`` splits the members over two
       XLA host devices (one per core), ``jax_manual`` is the same loop with a hand-written
@@ -16,7 +18,7 @@ Every method's final losses are compared with the engine's (``loss_rel_diff``).
 
     python benchmarks/bench_training.py                       # the table of the README
     python benchmarks/bench_training.py --width 128 --members 256 1024
-    python benchmarks/bench_training.py --device cuda --methods vmap_recipe engine jax jax_manual
+    python benchmarks/bench_training.py --device cuda --methods vmap_recipe engine engine_stepwise jax jax_manual
 
 JAX (``pip install -e .[bench]``; on a GPU, a CUDA build of jaxlib) is needed only for the
 ``jax*`` methods; on CUDA the peer runs on the same GPU as the torch methods.
@@ -40,6 +42,7 @@ from torch.func import functional_call, grad, stack_module_state, vmap
 
 from basins.landscapes.architecture import Architecture, initial_parameters
 from basins import training
+from basins.engine import descent
 from basins.engine.dynamics import energy_and_gradient
 from basins.landscapes.objective import member_losses
 from basins.training import train_ensemble
@@ -145,6 +148,13 @@ def time_engine(arch, theta, x, y, steps, lr, device, *, loss, l2, memory_budget
     )
     _sync(device)
     return time.perf_counter() - start, result["loss"].values
+
+
+def time_engine_stepwise(arch, theta, x, y, steps, lr, device, **options):
+    """The engine stepping one step at a time, as before its windows (a GPU's default now): the
+    windows' speed-up, in one run. On the CPU the engine steps so anyway."""
+    with mock.patch.object(descent, "_windowed", lambda *args: False):
+        return time_engine(arch, theta, x, y, steps, lr, device, **options)
 
 
 def time_compiled_engine(arch, theta, x, y, steps, lr, device, **options):
@@ -268,6 +278,7 @@ METHODS = {
     "engine": time_engine,
     "engine_compiled": time_compiled_engine,
     "engine_autograd": time_engine_autograd,
+    "engine_stepwise": time_engine_stepwise,
     "jax": time_jax,
     "jax_2dev": lambda *args, **options: time_jax(*args, n_devices=2, **options),
     "jax_manual": lambda *args, **options: time_jax(*args, manual=True, **options),

@@ -57,16 +57,17 @@ def tiny_study(tmp_path_factory):
 @pytest.fixture
 def preempted_at():
     """``with preempted_at(step):`` the engine stops with KeyboardInterrupt when it reaches
-    ``step``, as a job cancelled by the scheduler would."""
+    ``step`` (on a GPU, at the end of the window that reaches it), as a job cancelled by the
+    scheduler would."""
 
     @contextlib.contextmanager
     def preempt(step):
         original_report = descent._Progress.report
 
-        def report(self, at_step, n_active):
-            if at_step == step:
+        def report(self, at_step, n_active, n_steps=1):
+            if at_step - n_steps < step <= at_step:
                 raise KeyboardInterrupt("preempted")
-            original_report(self, at_step, n_active)
+            original_report(self, at_step, n_active, n_steps)
 
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(descent._Progress, "report", report)

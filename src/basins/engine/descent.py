@@ -24,6 +24,7 @@ import xarray as xr
 
 from basins.engine.checkpoints import load_checkpoint, run_fingerprint, save_checkpoint
 from basins.engine.dynamics import FLAT_SEEKING, Objective, make_stepper
+from basins.engine.windows import MaskedSteps, is_capture_safe
 from basins.io import variable_attrs
 from basins.labels import BUDGET, CONVERGED, DIVERGED, STATUS_MEANINGS
 
@@ -68,6 +69,7 @@ def descend(
     checkpoint_every_s: float = 300.0,
     data_fingerprint: str = "",
     progress_every_s: float = 30.0,
+    windowed: bool | None = None,
 ) -> Descent:
     """Run the dynamics on any landscape given by its ``objective``; the engine of every stage.
 
@@ -85,7 +87,10 @@ def descend(
     moving. ``run_id`` names the landscape for the checkpoint and ``data_fingerprint`` hashes
     the data its objective reads (:func:`basins.engine.checkpoints.fingerprint_arrays`; empty for a
     landscape with no data beyond ``run_id``): a checkpoint is only resumed by the same run,
-    on the same data, code and torch version (:mod:`basins.engine.checkpoints`). See
+    on the same data, code and torch version (:mod:`basins.engine.checkpoints`). ``windowed``
+    runs the steps between two recorded steps with the stopping test as a mask, captured as a
+    CUDA graph on a GPU (:mod:`basins.engine.windows`); None (the default) does so on CUDA
+    wherever the dynamics and the objective allow a capture. See
     :func:`train_ensemble` for the other options. Returns where each member ended, a
     :class:`Descent` (its ``loss`` is None until :func:`with_final_losses`).
     """
@@ -97,15 +102,16 @@ def descend(
     if getattr(stepper, "needs_shared_landscape", False) and hasattr(objective, "restricted_to"):
         raise ValueError(f"dynamics={dynamics!r} needs one landscape shared by all members")
     history_steps = log_spaced_steps(max_steps)
+    landscape = _Landscape(objective, satisfied, annealed, anneal_steps)
+    windowed = _windowed(windowed, stepper, landscape, device)
     fingerprint = run_fingerprint(
         *run_id, initial_theta, member_ids, dynamics, lr, max_steps, grad_tol, momentum,
         batch_size, rtol, atol, seed, dtype, max_move, lr_decay_every, lr_decay_factor, anneal_steps,
-        check_every, divergence_threshold, sorted((dynamics_options or {}).items()), data=data_fingerprint,
+        check_every, divergence_threshold, sorted((dynamics_options or {}).items()), windowed, data=data_fingerprint,
     )
     record = _load_checkpoint(checkpoint_path, fingerprint) or _empty_record(initial_theta, history_steps)
     # The chunk size is kept from a checkpoint so a resumed run splits members the same way.
     chunk = record.setdefault("chunk", chunk)
-    landscape = _Landscape(objective, satisfied, annealed, anneal_steps)
     stopping = _StoppingRule(grad_tol, max_steps, anneal_steps, divergence_threshold)
     checkpoints = _Checkpoints(checkpoint_path, fingerprint, checkpoint_every_s)
     progress = _Progress(len(member_ids), progress_every_s)
@@ -114,7 +120,7 @@ def descend(
             rows = np.arange(start, min(start + chunk, len(member_ids)))
             members = _chunk_members(record.pop("live", None), landscape, stepper, initial_theta[rows], rows,
                                      member_ids[rows], device, dtype)
-            _run_members(record, members, stepper, landscape, stopping, checkpoints, progress)
+            _run_members(record, members, stepper, landscape, stopping, checkpoints, progress, windowed)
             record["next_member"] = rows[-1] + 1
             record["elapsed"] = 0.0
             checkpoints.save(record)
@@ -211,10 +217,12 @@ def _chunk_members(live, landscape, stepper, initial_theta, rows, member_ids, de
     return _Members(theta, state, loss, grad, active, 0)
 
 
-def _run_members(record, members, stepper, landscape, stopping, checkpoints, progress):
-    """Step the ``members`` of one chunk until each has stopped, recording them in ``record``."""
+def _run_members(record, members, stepper, landscape, stopping, checkpoints, progress, windowed):
+    """Step the ``members`` of one chunk until each has stopped, recording them in ``record``;
+    ``windowed``: many steps at a time where the landscape has stopped moving."""
     running_objective, running_satisfied = landscape.for_members(members.step, members.active)
     chunk_start = time.monotonic() - record["elapsed"]
+    window = None
     while members.active.numel():
         # 1. Classify members from the full-batch loss and gradient at this point.
         status, grad_norm = stopping.classify(members, stepper, running_satisfied, landscape.satisfied is not None)
@@ -232,15 +240,55 @@ def _run_members(record, members, stepper, landscape, stopping, checkpoints, pro
             progress.finished(record["status"][rows_done])
         if not members.active.numel():
             break
-        # 3. One step of the dynamics for the members still running.
-        if members.step < landscape.anneal_steps:
-            running_objective = restricted(landscape.at(members.step + 1), members.active)
-        members.theta, members.state, members.loss, members.grad = stepper.step(
-            members.theta, members.state, members.loss, members.grad, running_objective
-        )
-        members.step += 1
-        progress.report(members.step, members.active.numel())
+        # 3. The dynamics for the members still running: a window of steps, or one step.
+        n_steps = _window_length(record, members.step, stopping) if windowed else 0
+        n_running = members.active.numel()
+        if n_steps and members.step >= landscape.anneal_steps:
+            if window is None or not window.holds(members.theta):
+                window = MaskedSteps(
+                    members.theta, members.state, members.loss, members.grad, members.step, stepper=stepper,
+                    objective=running_objective, stops=stopping.masked(stepper),
+                    capture=is_capture_safe(stepper, running_objective),
+                )
+            window.run(n_steps)
+            if _take_window(record, members, window, n_steps, chunk_start, progress):
+                running_objective, running_satisfied = landscape.for_members(members.step, members.active)
+            progress.report(members.step, n_running, n_steps)
+        else:
+            if members.step < landscape.anneal_steps:
+                running_objective = restricted(landscape.at(members.step + 1), members.active)
+            members.theta, members.state, members.loss, members.grad = stepper.step(
+                members.theta, members.state, members.loss, members.grad, running_objective
+            )
+            members.step += 1
+            progress.report(members.step, n_running)
         checkpoints.save_when_due(record, members, chunk_start)
+
+
+#: Most steps in one window: the loop logs progress and writes checkpoints between windows.
+MAX_WINDOW_STEPS = 1000
+
+
+def _window_length(record, step, stopping):
+    """Steps from ``step`` to the next step the loop must see: a recorded loss or the budget."""
+    later = [recorded for recorded in record["history_index"] if recorded > step]
+    return min([stopping.max_steps, step + MAX_WINDOW_STEPS, *later]) - step
+
+
+def _take_window(record, members, window, n_steps, chunk_start, progress):
+    """The ``members`` where the ``window`` left them, those that stopped in it recorded (at
+    the window's end time) and dropped; True where some stopped, so the running set changed."""
+    members.theta, members.state, members.loss, members.grad = window.theta, window.state, window.loss, window.grad
+    members.step += n_steps
+    stopped = ~window.running
+    if not bool(stopped.any()):
+        return False
+    rows_done = _record_stopped(
+        record, members, stopped, window.status, window.grad_norm, chunk_start, steps=window.stop_step
+    )
+    members.keep(~stopped)
+    progress.finished(record["status"][rows_done])
+    return True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -271,13 +319,39 @@ class _StoppingRule:
             )
         return None, None
 
+    def masked(self, stepper):
+        """``stops(theta, loss, grad, state) -> (status, grad_norm)``: :meth:`classify` of every
+        member as a window runs it (:mod:`basins.engine.windows`), with the landscape settled
+        and the budget not yet reached, on the device alone."""
+        over = getattr(stepper, "finished", _never)
 
-def _record_stopped(record, members, finished, status, grad_norm, chunk_start):
-    """Write the members that ``finished`` into ``record``; their rows."""
+        def stops(theta, loss, grad, state):
+            return _classify(theta, loss, grad, None, grad_tol=self.grad_tol,
+                             divergence_threshold=self.divergence_threshold, over=over(state))
+
+        return stops
+
+
+def _windowed(windowed, stepper, landscape, device):
+    """Whether :func:`descend` steps in windows: where asked, else on CUDA wherever the
+    dynamics and the objective allow a capture. Members with an extra stopping test
+    (``satisfied``) step one at a time: its members are chosen on the host."""
+    possible = getattr(stepper, "capture_safe", False) and landscape.satisfied is None
+    if windowed is None:
+        return possible and torch.device(device).type == "cuda" and is_capture_safe(stepper, landscape.objective)
+    if windowed and not possible:
+        raise ValueError("windowed=True needs dynamics that step on the device alone (gd, adam, fire, "
+                         "gradient_flow by dormand_prince) and no satisfied test")
+    return bool(windowed)
+
+
+def _record_stopped(record, members, finished, status, grad_norm, chunk_start, steps=None):
+    """Write the members that ``finished`` into ``record`` (at the members' step, or at their
+    own ``steps (member,)``); their rows."""
     rows_done = to_numpy(members.active[finished])
     record["final_theta"][rows_done] = to_numpy(members.theta[finished])
     record["status"][rows_done] = to_numpy(status[finished])
-    record["steps"][rows_done] = members.step
+    record["steps"][rows_done] = members.step if steps is None else to_numpy(steps[finished])
     record["grad_norm"][rows_done] = to_numpy(grad_norm[finished])
     record["wall_time"][rows_done] = time.monotonic() - chunk_start
     if "time" in members.state:
@@ -562,8 +636,8 @@ class _Progress:
     def finished(self, statuses):
         self.counts += np.bincount(statuses, minlength=3)[:3]
 
-    def report(self, step, n_active):
-        self.member_steps += n_active
+    def report(self, step, n_active, n_steps=1):
+        self.member_steps += n_active * n_steps
         now = time.monotonic()
         if now - self.last < self.every_s:
             return

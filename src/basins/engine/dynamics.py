@@ -146,6 +146,10 @@ class StepDecay:
 class GradientDescent:
     """Full-batch gradient descent, with heavy-ball momentum as ``torch.optim.SGD``."""
 
+    #: A step runs on the device alone (no value read back, no data-dependent shape): the
+    #: engine may capture it (:mod:`basins.engine.windows`).
+    capture_safe = True
+
     def __init__(self, *, lr: StepDecay, momentum: float = 0.0):
         self.lr, self.momentum = lr, momentum
 
@@ -197,6 +201,10 @@ class MinibatchSGD:
 class Adam:
     """Adam (Kingma and Ba 2015), the same arithmetic as ``torch.optim.Adam``."""
 
+    #: A step runs on the device alone (no value read back, no data-dependent shape): the
+    #: engine may capture it (:mod:`basins.engine.windows`).
+    capture_safe = True
+
     def __init__(self, *, lr, betas=(0.9, 0.999), eps=1e-8):
         self.lr, self.betas, self.eps = lr, betas, eps
 
@@ -224,6 +232,10 @@ class Adam:
 
 class Fire:
     """FIRE (Bitzek et al. 2006): damped dynamics with adaptive step, per member."""
+
+    #: A step runs on the device alone (no value read back, no data-dependent shape): the
+    #: engine may capture it (:mod:`basins.engine.windows`).
+    capture_safe = True
 
     n_min, f_inc, f_dec, alpha_start, f_alpha = 5, 1.1, 0.5, 0.1, 0.99
 
@@ -297,6 +309,9 @@ class GradientFlow:
     definition does (fixed-step optimizers can jump across basin boundaries). Smaller
     tolerances follow the flow more closely at more gradient evaluations per unit time.
     """
+
+    #: A step runs on the device alone: the engine may capture it (:mod:`basins.engine.windows`).
+    capture_safe = True
 
     def __init__(self, *, first_step, rtol=1e-6, atol=1e-9, max_time=float("inf")):
         if rtol <= 0 or atol <= 0:
@@ -380,6 +395,8 @@ class RosenbrockFlow(GradientFlow):
     """
 
     error_order = 3
+    #: The factorisation picks LU for the members whose W is indefinite, on the host.
+    capture_safe = False
     _d = 1.0 / (2.0 + math.sqrt(2.0))
     _e32 = 6.0 + math.sqrt(2.0)
 

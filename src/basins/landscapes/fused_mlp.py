@@ -57,6 +57,12 @@ class FusedMLPObjective:
         self.native = native_mlp.kernel_for(arch, x, y, loss=loss, margin=margin, l2=l2, beta=beta)
 
     @property
+    def capture_safe(self) -> bool:
+        """True where a full-batch evaluation runs on the device alone (the torch pass; the C
+        kernel is the CPU's), so the engine may capture it (:mod:`basins.engine.windows`)."""
+        return self.native is None
+
+    @property
     def hessians(self):
         """``theta -> (member, param, param)``: the dense Hessians on all samples (:func:`hessians`),
         or None where they are not written out (:func:`has_hand_derived_hessian`)."""
@@ -266,7 +272,14 @@ def _activate(pre, activation, workspace, layer):
 
 
 def _minus_one(like):
-    return torch.tensor(-1.0, dtype=like.dtype, device=like.device)
+    return _constant(-1.0, like.dtype, like.device)
+
+
+@functools.cache
+def _constant(value, dtype, device):
+    """A device scalar made once: making it at each evaluation copies it from the host, which a
+    captured step cannot do."""
+    return torch.tensor(value, dtype=dtype, device=device)
 
 
 def _activation_backward(grad, output, pre, activation):
