@@ -106,6 +106,7 @@ def test_the_satisfied_test_rules_members_out_by_their_loss_exactly(random_pool,
     every_delta = (objective.margin - objective.per_sample(theta) <= 1.2).all(1)
     met = satisfied(theta, objective(theta, None)[0])
     torch.testing.assert_close(met, every_delta)
+    torch.testing.assert_close(satisfied.every_member(theta, objective(theta, None)[0]), every_delta)
     assert every_delta.any() and not every_delta.all()
     data_loss = objective(theta, None)[0] - 0.001 * (theta * theta).sum(1)
     assert (data_loss[~every_delta] <= satisfied._loss_bound()).any()  # the forward pass decided these

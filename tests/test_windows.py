@@ -147,3 +147,28 @@ def test_an_interrupted_windowed_run_resumes_from_its_checkpoint(tmp_path, preem
     np.testing.assert_array_equal(resumed.steps, uninterrupted.steps)
     np.testing.assert_array_equal(resumed.status, uninterrupted.status)
     assert not checkpoint.exists()
+
+
+def test_windows_reproduce_the_jamming_sweeps_descent():
+    # Adam on nested prefixes of random patterns, each member its own training set, stopped
+    # by the satisfied test (every Delta <= delta_tol) at small P and by the gradient or the
+    # budget at large P: the windows run the test on every member (every_member) and must
+    # stop each member where the step-by-step loop's host-side test does.
+    from basins.data import prepare_dataset, train_test_arrays
+    from basins.jamming import PrefixObjective, PrefixSatisfied
+
+    x, y = train_test_arrays(prepare_dataset(kind="random_patterns", n_train=80, n_test=5, seed=3, n_features=6,
+                                             normalize=True))[:2]
+    arch = Architecture(6, 1, 1, 6, "relu")
+    sizes = np.repeat([4, 10, 20, 35, 50, 80], 4)
+    objective = PrefixObjective(arch, torch.as_tensor(x, device=DEVICE), torch.as_tensor(y, device=DEVICE),
+                                torch.as_tensor(sizes, device=DEVICE), "quadratic_hinge", 1.0)
+    satisfied = PrefixSatisfied(objective, delta_tol=1e-6)
+    starts = initial_parameters(arch, np.arange(len(sizes)), seed=1, init="orthogonal")
+    options = dict(dynamics="adam", lr=0.02, max_steps=2000, grad_tol=1e-8, satisfied=satisfied, chunk=10)
+    windowed, plain = (run(objective, starts, windowed, **options) for windowed in (True, False))
+    np.testing.assert_array_equal(windowed.status, plain.status)
+    np.testing.assert_array_equal(windowed.steps, plain.steps)
+    assert (plain.steps < 2000).sum() > 8 and len(np.unique(plain.steps)) > 8
+    assert (plain.status == BUDGET).any()
+    np.testing.assert_allclose(windowed.final_theta, plain.final_theta, rtol=1e-6, atol=1e-10)

@@ -70,6 +70,12 @@ class PrefixObjective:
     # Scratch buffers of the fused pass, shared by the restricted copies (one run at a time).
     workspace: Workspace = dataclasses.field(default_factory=Workspace, compare=False, repr=False)
 
+    @property
+    def capture_safe(self) -> bool:
+        """True where an evaluation runs on the device alone (the torch pass; the C kernel is
+        the CPU's), so the engine may capture it (:mod:`basins.engine.windows`)."""
+        return self._native is None
+
     def restricted_to(self, rows: torch.Tensor) -> PrefixObjective:
         n_train = self.n_train[rows]
         n_pool = int(n_train.max()) if n_train.numel() else 0
@@ -143,6 +149,17 @@ class PrefixSatisfied:
         rows = torch.nonzero(candidate).flatten()
         met = self.objective.margin - self.objective.restricted_to(rows).per_sample(theta[rows]) <= self.delta_tol
         return candidate.index_put((rows,), met.all(1))
+
+    @property
+    def capture_safe(self) -> bool:
+        return self.objective.capture_safe
+
+    def every_member(self, theta, loss):
+        """The same test with every member's Deltas read, none chosen on the host: the form a
+        captured window runs (:mod:`basins.engine.windows`; one forward pass a step)."""
+        candidate = self._data_loss(theta, loss) <= self._loss_bound()
+        met = (self.objective.margin - self.objective.per_sample(theta) <= self.delta_tol).all(1)
+        return candidate & met
 
     def _data_loss(self, theta, loss):
         return loss - l2_penalty(theta, self.objective.l2) if self.objective.l2 else loss

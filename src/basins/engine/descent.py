@@ -76,7 +76,8 @@ def descend(
     ``objective(theta, batch) -> (loss (member,), grad (member, param))`` as
     :mod:`basins.engine.dynamics` wants; ``satisfied(theta, loss) -> bool (member,)`` is an extra
     stopping test (given the members' losses at ``theta`` too, which can rule members out
-    cheaply); ``max_move`` caps a FIRE step's length. Members are processed ``chunk`` at a time.
+    cheaply; its method ``every_member``, where it has one, gives the same answer without
+    choosing members on the host, so that a window can run it); ``max_move`` caps a FIRE step's length. Members are processed ``chunk`` at a time.
     Landscapes that differ between members (each member its own training set) give the
     objective and ``satisfied`` a method ``restricted_to(rows)`` returning the callable for the
     members at those rows of ``initial_theta``; the engine calls it whenever its set of
@@ -247,8 +248,8 @@ def _run_members(record, members, stepper, landscape, stopping, checkpoints, pro
             if window is None or not window.holds(members.theta):
                 window = MaskedSteps(
                     members.theta, members.state, members.loss, members.grad, members.step, stepper=stepper,
-                    objective=running_objective, stops=stopping.masked(stepper),
-                    capture=is_capture_safe(stepper, running_objective),
+                    objective=running_objective, stops=stopping.masked(stepper, running_satisfied),
+                    capture=is_capture_safe(stepper, running_objective, running_satisfied),
                 )
             window.run(n_steps)
             if _take_window(record, members, window, n_steps, chunk_start, progress):
@@ -319,14 +320,16 @@ class _StoppingRule:
             )
         return None, None
 
-    def masked(self, stepper):
+    def masked(self, stepper, satisfied=None):
         """``stops(theta, loss, grad, state) -> (status, grad_norm)``: :meth:`classify` of every
         member as a window runs it (:mod:`basins.engine.windows`), with the landscape settled
-        and the budget not yet reached, on the device alone."""
+        and the budget not yet reached, on the device alone (``satisfied`` by its
+        ``every_member`` form)."""
         over = getattr(stepper, "finished", _never)
 
         def stops(theta, loss, grad, state):
-            return _classify(theta, loss, grad, None, grad_tol=self.grad_tol,
+            met = None if satisfied is None else satisfied.every_member(theta, loss)
+            return _classify(theta, loss, grad, met, grad_tol=self.grad_tol,
                              divergence_threshold=self.divergence_threshold, over=over(state))
 
         return stops
@@ -334,14 +337,17 @@ class _StoppingRule:
 
 def _windowed(windowed, stepper, landscape, device):
     """Whether :func:`descend` steps in windows: where asked, else on CUDA wherever the
-    dynamics and the objective allow a capture. Members with an extra stopping test
-    (``satisfied``) step one at a time: its members are chosen on the host."""
-    possible = getattr(stepper, "capture_safe", False) and landscape.satisfied is None
+    dynamics, the objective and the extra stopping test (``satisfied``) allow a capture. A
+    ``satisfied`` test without an ``every_member`` form (its members chosen on the host) steps
+    one step at a time."""
+    satisfied = landscape.satisfied
+    possible = getattr(stepper, "capture_safe", False) and (satisfied is None or hasattr(satisfied, "every_member"))
     if windowed is None:
-        return possible and torch.device(device).type == "cuda" and is_capture_safe(stepper, landscape.objective)
+        return (possible and torch.device(device).type == "cuda"
+                and is_capture_safe(stepper, landscape.objective, satisfied))
     if windowed and not possible:
         raise ValueError("windowed=True needs dynamics that step on the device alone (gd, adam, fire, "
-                         "gradient_flow by dormand_prince) and no satisfied test")
+                         "gradient_flow by dormand_prince) and a satisfied test with an every_member form")
     return bool(windowed)
 
 

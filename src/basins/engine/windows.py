@@ -28,10 +28,12 @@ REPLAYS_BETWEEN_CHECKS = 64
 MIN_CAPTURED_STEPS = 3
 
 
-def is_capture_safe(stepper, objective) -> bool:
-    """True where a step of ``stepper`` on ``objective`` runs on the device alone: no value read
-    back to the host, no shape that depends on the data (both say so by ``capture_safe``)."""
-    return getattr(stepper, "capture_safe", False) and getattr(objective, "capture_safe", False)
+def is_capture_safe(stepper, objective, satisfied=None) -> bool:
+    """True where a step of ``stepper`` on ``objective``, with the extra stopping test
+    ``satisfied`` (None: none), runs on the device alone: no value read back to the host, no
+    shape that depends on the data (each says so by ``capture_safe``)."""
+    parts = (stepper, objective) if satisfied is None else (stepper, objective, satisfied)
+    return all(getattr(part, "capture_safe", False) for part in parts)
 
 
 class MaskedSteps:
