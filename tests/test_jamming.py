@@ -677,10 +677,19 @@ def test_silenced_unsatisfied_points_count_and_the_analysis_shows_r_star_without
     silenced = np.where(run["phase"].values == UNSAT, run["n_unsatisfied"].values, 0)
     silenced[3] = 0  # P = 16: every point seen, jammed; P = 8: every unsatisfied point silenced
     run = run.assign(n_silenced_unsatisfied=("member", silenced)).assign_attrs(stuck_fraction=0.1)
-    result = analyze_jamming([run], n_bins=8, fit_quantile=1.0, min_count=1)
-    np.testing.assert_allclose(result["transition_size"].squeeze(), np.sqrt(4 * 8))
-    np.testing.assert_allclose(result["transition_ratio_silenced_apart"].squeeze(), np.sqrt(4 * 16) / 4)
+    # A second seed with nothing silenced: its transition is the same on both readings.
+    other = fake_run(0, 0, 4, 2, [SAT, SAT, UNSAT, UNSAT])
+    other = other.assign(n_silenced_unsatisfied=("member", np.zeros(4, dtype=int))).assign_attrs(stuck_fraction=0.1)
+    result = analyze_jamming([run, other], n_bins=8, fit_quantile=1.0, min_count=1)
+    np.testing.assert_allclose(result["transition_size"].squeeze(), [np.sqrt(4 * 8)] * 2)
+    np.testing.assert_allclose(result["transition_ratio_silenced_apart"].squeeze(), [np.sqrt(4 * 16) / 4,
+                                                                                     np.sqrt(4 * 8) / 4])
     assert int(result["n_unsat_silenced"].squeeze()) == 1
+    # The set-apart reading's interval is the counted one's rule on its own brackets: seed 1
+    # between P = 4 and 16 (P = 8 set apart), seed 2 between 4 and 8; N = 4.
+    expected = mean_transition_interval(np.array([2.0, np.sqrt(32) / 4]), np.array([1.0, 1.0]), np.array([4.0, 2.0]))
+    np.testing.assert_allclose([float(result["transition_ratio_silenced_apart_low"].squeeze()),
+                                float(result["transition_ratio_silenced_apart_high"].squeeze())], expected)
 
 
 def test_a_member_that_spends_its_budget_is_continued_on_its_own_training_set(random_pool):

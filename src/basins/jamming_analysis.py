@@ -292,6 +292,7 @@ def _transitions(runs, placement, n_networks, n_seeds):
     decided sizes around it, the fine scan's size count; per network the runs in each phase."""
     transition = np.full((n_networks, n_seeds), np.nan)
     silenced_apart = np.full((n_networks, n_seeds), np.nan)
+    silenced_apart_bounds = np.full((n_networks, n_seeds, 2), np.nan)
     resolution_met = np.full((n_networks, n_seeds), np.nan)
     n_silenced_unsat = np.zeros(n_networks, dtype=np.int64)
     bracket = np.full((n_networks, n_seeds, 2), np.nan)
@@ -313,14 +314,26 @@ def _transitions(runs, placement, n_networks, n_seeds):
         bracket[i, k] = transition_bracket(n_train, run_phase)
         alternative = _silenced_set_apart(run)
         silenced_apart[i, k] = transition_size(n_train, alternative)
+        silenced_apart_bounds[i, k] = _bounds(n_train, alternative)
         n_silenced_unsat[i] += int(((run_phase == UNSAT) & (alternative == STUCK)).sum())
         resolution_met[i, k] = run.attrs.get("fine_resolution_met", np.nan)
-        sizes = n_train.astype(float)
-        capacity[i, k] = (sizes[run_phase == SAT].max(initial=0), sizes[run_phase == UNSAT].min(initial=np.inf))
+        capacity[i, k] = _capacity(n_train, run_phase)
         phase_total[i] += [(run_phase == value).sum() for value in PHASE_VALUES]
     return dict(transition_size=transition, bracket=bracket, n_fine=n_fine, phase_total=phase_total, capacity=capacity,
                 present=present, fine=fine, silenced_apart=silenced_apart, n_silenced_unsat=n_silenced_unsat,
-                resolution_met=resolution_met)
+                resolution_met=resolution_met, silenced_apart_bounds=silenced_apart_bounds)
+
+
+def _capacity(n_train, phase):
+    """The largest SAT and the smallest UNSAT size (0 and inf where there is none)."""
+    sizes = n_train.astype(float)
+    return sizes[phase == SAT].max(initial=0), sizes[phase == UNSAT].min(initial=np.inf)
+
+
+def _bounds(n_train, phase):
+    """The sizes P* lies between: its bracket, or, with no P*, the capacity's bounds."""
+    bracket = np.asarray(transition_bracket(n_train, phase), dtype=float)
+    return np.where(np.isfinite(bracket), bracket, _capacity(n_train, phase))
 
 
 def _silenced_set_apart(run):
@@ -422,11 +435,12 @@ def _transition_variables(transitions, ratio_star, n_weights, network_depth, dep
     decided = [np.isfinite(values) for values in everywhere]
     per_depth = [values[keep] for values, keep in zip(everywhere, decided)]
     ran = [transitions["present"][network_depth == d].ravel() for d in depths]
-    interval = np.array([
-        mean_transition_interval(r[run], bounds[network_depth == d, :, 0].ravel()[run],
-                                 bounds[network_depth == d, :, 1].ravel()[run])
-        for r, d, run in zip(everywhere, depths, ran)
-    ])
+    interval = _depth_intervals(ratio_star, bounds, network_depth, depths, transitions["present"])
+    silenced_ratio = transitions["silenced_apart"] / n_weights[:, None]
+    silenced_interval = _depth_intervals(
+        silenced_ratio, transitions["silenced_apart_bounds"] / n_weights[:, None, None], network_depth, depths,
+        transitions["present"],
+    )
     by_seed = ("network", "seed")
     return {
         "transition_size": (by_seed, transitions["transition_size"], variable_attrs("transition P* (nan: one phase missing)")),
@@ -463,10 +477,12 @@ def _transition_variables(transitions, ratio_star, n_weights, network_depth, dep
             "silenced: a hidden layer off on them) set apart as stuck: the dependence of r* on counting "
             "dead-ReLU points")),
         "transition_ratio_silenced_apart_mean": ("depth", [
-            _mean(values[np.isfinite(values)])
-            for values in ((transitions["silenced_apart"] / n_weights[:, None])[network_depth == d].ravel()
-                           for d in depths)
+            _mean(values[np.isfinite(values)]) for values in (silenced_ratio[network_depth == d].ravel() for d in depths)
         ], variable_attrs("mean of transition_ratio_silenced_apart over networks and seeds")),
+        "transition_ratio_silenced_apart_low": ("depth", silenced_interval[:, 0], variable_attrs(
+            "95 % interval of the mean of transition_ratio_silenced_apart over seeds, as transition_ratio_low")),
+        "transition_ratio_silenced_apart_high": ("depth", silenced_interval[:, 1], variable_attrs(
+            "upper end of that interval")),
         "n_unsat_silenced": ("network", transitions["n_silenced_unsat"], variable_attrs(
             "UNSAT runs, grid and fine scan, that transition_ratio_silenced_apart sets apart")),
         **{
@@ -485,6 +501,15 @@ def _transition_variables(transitions, ratio_star, n_weights, network_depth, dep
     }
 
 
+def _depth_intervals(ratio, bounds, network_depth, depths, present):
+    """:func:`mean_transition_interval` per depth, over the networks and seeds that ran."""
+    return np.array([
+        mean_transition_interval(ratio[network_depth == d].ravel()[run], bounds[network_depth == d, :, 0].ravel()[run],
+                                 bounds[network_depth == d, :, 1].ravel()[run])
+        for d, run in ((d, present[network_depth == d].ravel()) for d in depths)
+    ])
+
+
 def mean_transition_interval(
     ratio: np.ndarray, lower: np.ndarray, upper: np.ndarray, confidence: float = 0.95
 ) -> tuple[float, float]:
@@ -499,7 +524,7 @@ def mean_transition_interval(
     ``t s / sqrt(n)`` to either end, ``s`` from the ``n`` estimates with the brackets' own spread
     added, ``s^2 = var(ratio) + mean(width^2) / 12`` (seeds whose transitions fall in one bracket
     show no scatter at all, however far apart they lie in it). (nan, nan) for fewer than two
-    estimates. Known answers (tests/test_jamming.py): seeds drawn around a known mean and read off
+    estimates; the lower end is cut at 0. Known answers (tests/test_jamming.py): seeds drawn around a known mean and read off
     a log grid of sizes 15 % apart cover it in at least the nominal share of simulated sweeps at
     every grid offset, where the estimates' t-interval alone does not; a censored seed makes the
     interval unbounded above. The session-32 referee found the interval without the brackets'
@@ -511,7 +536,7 @@ def mean_transition_interval(
     width = upper[decided] - lower[decided]
     spread = np.sqrt(ratio[decided].var(ddof=1) + np.mean(width**2) / 12)
     half = stats.t.ppf(0.5 + confidence / 2, decided.sum() - 1) * spread / np.sqrt(decided.sum())
-    return float(lower.mean() - half), float(upper.mean() + half)
+    return max(float(lower.mean() - half), 0.0), float(upper.mean() + half)  # no r* is negative
 
 
 def _delta_variables(deltas):

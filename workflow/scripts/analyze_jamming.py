@@ -24,3 +24,8 @@ for depth in analysis["depth"].values:
         ratio["n_transitions"], ratio["transition_ratio_std"], ratio["n_transitions_missing"],
         at_depth["transition_resolution"].max(), at_depth["n_stuck"].sum(), at_depth["n_undecided"].sum(),
     )
+    log.info(
+        "depth %d, UNSAT runs with silenced points set apart: r* = %.3g, 95 %% interval [%.3g, %.3g]",
+        depth, ratio["transition_ratio_silenced_apart_mean"], ratio["transition_ratio_silenced_apart_low"],
+        ratio["transition_ratio_silenced_apart_high"],
+    )
