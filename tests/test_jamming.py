@@ -21,6 +21,7 @@ from basins.jamming_analysis import (
     cover_sat_probability,
     fit_small_argument_exponent,
     mean_transition_interval,
+    seed_jackknife_stderr,
 )
 from basins.jamming_transition import classify_phase, transition_bracket, transition_size
 from basins.labels import BUDGET, CONVERGED, DIVERGED, SAT, STUCK, UNDECIDED_PHASE, UNSAT
@@ -898,3 +899,37 @@ def test_the_mean_transition_interval_needs_two_seeds_and_a_censored_seed_leaves
     assert np.isnan(mean_transition_interval([2.5], [2.3], [2.7])).all()
     low, high = mean_transition_interval([2.5, 2.6, np.nan], [2.3, 2.4, 1.6], [2.7, 2.8, np.inf])
     assert np.isfinite(low) and low < (2.3 + 2.4 + 1.6) / 3 and high == np.inf
+
+
+def _power_law_draws(exponent, size, generator):
+    """``size`` values with density ~ v^exponent on (0, 1)."""
+    return generator.uniform(size=size) ** (1 / (exponent + 1))
+
+
+def test_the_seed_jackknife_gives_the_seeds_scatter_and_only_that():
+    # Known answers: ten seeds drawn from one power law (v^-0.5) give a jackknife error close to
+    # the pooled fit's own (Poisson) standard error; ten seeds whose exponents spread over
+    # -0.2 ... -0.8 give an error near the scatter of the pooled estimate over such seed sets,
+    # far above the fit's own.
+    generator = np.random.default_rng(4)
+    edges = np.geomspace(1e-4, 1, 31)
+    options = dict(fit_quantile=0.5, min_count=3)
+
+    def exponent(values):
+        return fit_small_argument_exponent(values, edges, **options).exponent
+
+    def seed_sets(exponents):
+        return [_power_law_draws(a, 600, generator) for a in exponents]
+
+    same = seed_sets([-0.5] * 10)
+    own = fit_small_argument_exponent(np.concatenate(same), edges, **options).stderr
+    assert 0.4 < seed_jackknife_stderr(same, exponent) / own < 2.5
+    spread = np.linspace(-0.2, -0.8, 10)
+    apart = seed_sets(spread)
+    jackknife = seed_jackknife_stderr(apart, exponent)
+    own = fit_small_argument_exponent(np.concatenate(apart), edges, **options).stderr
+    # The pooled exponent's scatter over independent draws of ten seeds with random exponents.
+    pooled = [exponent(np.concatenate(seed_sets(generator.choice(spread, 10)))) for _ in range(40)]
+    assert jackknife > 3 * own
+    assert 0.4 < jackknife / np.std(pooled, ddof=1) < 2.5
+    assert np.isnan(seed_jackknife_stderr(same[:1], exponent))

@@ -356,18 +356,20 @@ def _delta_statistics(runs, placement, transition, n_networks, delta_tol, *, n_b
     ``delta_tol`` up (smaller |Delta| are at the margin: their size is the stopping rule's and
     round-off's). Each fit is repeated from ``FLOOR_CHECK_FACTOR`` times the lower end of its range."""
     next_to_transition = _side_constraints(runs, placement, transition, delta_tol)
-    gaps = {
-        (i, side, constraint): values
+    by_seed = {
+        (i, side, constraint): per_seed
         for i, per_side in enumerate(next_to_transition)
         for side, constraints in enumerate(per_side)
-        for constraint, values in enumerate(constraints[:2])
+        for constraint, per_seed in enumerate(constraints[:2])
     }
+    gaps = {key: _concatenate(per_seed) for key, per_seed in by_seed.items()}
     edges = _log_edges(gaps, n_bins, floor=delta_tol)
     floor = edges[0]
     density = np.full((n_networks, 2, 2, n_bins), np.nan)
     fits = np.full((n_networks, 2, 2, len(PowerLawFit._fields)), np.nan)
     raised = np.full((n_networks, 2, 2, len(PowerLawFit._fields)), np.nan)
     n_points = np.zeros((n_networks, 2, 2), dtype=np.int64)
+    seed_stderr = np.full((n_networks, 2, 2), np.nan)
     for (i, side, constraint), values in gaps.items():
         n_points[i, side, constraint] = values.size
         if values.size:
@@ -375,16 +377,40 @@ def _delta_statistics(runs, placement, transition, n_networks, delta_tol, *, n_b
         options = dict(fit_quantile=fit_quantile, min_count=min_count)
         fit = fit_small_argument_exponent(values, edges, floor=floor, **options)
         fits[i, side, constraint] = fit
+        seed_stderr[i, side, constraint] = seed_jackknife_stderr(
+            by_seed[i, side, constraint],
+            lambda pooled: fit_small_argument_exponent(pooled, edges, floor=floor, **options).exponent,
+        )
         if fit.n_bins >= 4:
             raised[i, side, constraint] = fit_small_argument_exponent(
                 values, edges, floor=fit.lower * FLOOR_CHECK_FACTOR, **options
             )
     return dict(
-        edges=edges, density=density, n_points=n_points,
+        edges=edges, density=density, n_points=n_points, seed_stderr=seed_stderr,
         fit=dict(zip(PowerLawFit._fields, np.moveaxis(fits, -1, 0))),
         raised_floor_fit=dict(zip(PowerLawFit._fields, np.moveaxis(raised, -1, 0))),
         n_at_margin=np.array([[constraints[2] for constraints in per_side] for per_side in next_to_transition]),
     )
+
+
+def seed_jackknife_stderr(per_seed: list[np.ndarray], estimate) -> float:
+    """Jackknife standard error over seeds of ``estimate(pooled values)``: the estimate
+    refitted with each seed's values left out, ``sqrt((n - 1) / n sum (e_k - mean e)^2)`` over
+    the ``n`` seeds. It holds the seeds' scatter, which a fit of the pooled values (its
+    standard error from the counts alone) does not: seeds whose runs differ (their transitions,
+    their minima) widen it. nan below two seeds or where a leave-one-out estimate is nan. With
+    three seeds it rests on two degrees of freedom (a rough scale, not a precise error).
+    Known answers (tests/test_jamming.py): seeds drawn from one power law give about the fit's
+    own standard error; seeds with exponents apart give their scatter."""
+    if len(per_seed) < 2:
+        return np.nan
+    estimates = np.array([
+        estimate(_concatenate([values for j, values in enumerate(per_seed) if j != k])) for k in range(len(per_seed))
+    ])
+    if not np.isfinite(estimates).all():
+        return np.nan
+    n = len(per_seed)
+    return float(np.sqrt((n - 1) / n * np.sum((estimates - estimates.mean()) ** 2)))
 
 
 def _phase_variables(cube, capacity, *, on_perceptrons):
@@ -546,7 +572,11 @@ def _delta_variables(deltas):
         "delta_density": ((*axes, "bin"), deltas["density"], variable_attrs(
             "density of |Delta| next to the transition, pooled over seeds")),
         "delta_exponent": (axes, fit["exponent"], variable_attrs("fitted small-|Delta| exponent of the density")),
-        "delta_exponent_stderr": (axes, fit["stderr"], variable_attrs("standard error of delta_exponent")),
+        "delta_exponent_stderr": (axes, fit["stderr"], variable_attrs(
+            "standard error of delta_exponent from the pooled counts (the seeds' scatter not in it)")),
+        "delta_exponent_seed_stderr": (axes, deltas["seed_stderr"], variable_attrs(
+            "jackknife standard error of delta_exponent over seeds (seed_jackknife_stderr: each seed left out "
+            "in turn; the seeds' scatter; nan below two seeds)")),
         "delta_fit_prefactor": (axes, fit["prefactor"], variable_attrs("prefactor of the fitted power law")),
         "delta_fit_lower": (axes, fit["lower"], variable_attrs(
             "smallest |Delta| of the fit range: the lower edge of its lowest bin (at least delta_tol, "
@@ -653,15 +683,15 @@ def _next_to_transition(run, p_star):
 
 
 def _side_constraints(runs, placement, transition, delta_tol):
-    """Per network and side of the transition, pooled over its runs next to it: the gaps
-    -Delta > ``delta_tol`` of satisfied points, the overlaps Delta > ``delta_tol`` of
+    """Per network and side of the transition, from its runs next to it (a list of arrays, one
+    a seed, for each kind): the gaps -Delta > ``delta_tol`` of satisfied points, the overlaps Delta > ``delta_tol`` of
     unsatisfied ones in units of sqrt(L), L = sum_mu relu(Delta_mu)^2 / 2P the run's loss
     (Geiger et al. 2019 and their code nn_jamming: the overlaps shrink with the loss as the
     transition is approached, the scaled ones do not), and the number of points at the margin,
     |Delta| <= ``delta_tol`` (a SAT run stops as its last point crosses ``delta_tol``, and a
     converged Delta is known to about 1e-8: below the tolerance a gap's size is not measured)."""
     pooled = [[([], [], 0), ([], [], 0)] for _ in range(transition.shape[0])]
-    for run, (i, k) in zip(runs, placement):
+    for run, (i, k) in zip(runs, placement):  # one run per network and seed
         if not np.isfinite(transition[i, k]):
             continue
         for side, member in enumerate(_next_to_transition(run, transition[i, k])):
@@ -675,10 +705,7 @@ def _side_constraints(runs, placement, transition, delta_tol):
             gaps.append(-delta[delta < -delta_tol])
             overlaps.append(overlap / np.sqrt(loss) if overlap.size else overlap)
             pooled[i][side] = (gaps, overlaps, at_margin + int((np.abs(delta) <= delta_tol).sum()))
-    return [
-        [(_concatenate(gaps), _concatenate(overlaps), at_margin) for gaps, overlaps, at_margin in sides]
-        for sides in pooled
-    ]
+    return pooled
 
 
 def _concatenate(arrays):
