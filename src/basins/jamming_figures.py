@@ -119,9 +119,11 @@ def figure_jamming_gaps(jamming: xr.Dataset, *, title: str) -> plt.Figure:
                 drawn = True
                 exponent, stderr = float(cell["delta_exponent"]), float(cell["delta_exponent_stderr"])
                 fit_p, raised = float(cell["delta_fit_p_value"]), float(cell["delta_exponent_raised_floor"])
+                seeds = float(cell["delta_exponent_seed_stderr"])
                 fitted = ""
                 if np.isfinite(exponent):
-                    fitted = f", slope {exponent:.2f}$\\pm${stderr:.2f} (fit p {fit_p:.2g}; floor x10: {raised:.2f})"
+                    fitted = (f", slope {exponent:.2f}$\\pm${stderr:.2f}, seeds $\\pm${seeds:.2f} "
+                              f"(fit p {fit_p:.2g}; floor x10: {raised:.2f})")
                 label = f"{_network_label(jamming, i)}, {constraint}{fitted}"
                 shown = density > 0
                 ax.plot(centres[shown], density[shown], ls=style, color=palette[i], marker=".", ms=3, lw=0.8, label=label)
