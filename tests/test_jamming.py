@@ -286,6 +286,23 @@ def test_small_argument_exponent_of_a_known_power_law():
     assert curved.p_value < 1e-6
 
 
+def test_the_exponent_is_unbiased_and_its_interval_covers_at_the_nominal_rate():
+    # Known answer at the sweep's sample sizes (~300 values in the fit range): power laws
+    # v^a on (0, 1) for a = -0.8 ... 0, 200 draws each. The least squares this replaced were
+    # biased by -0.05 to -0.12 and covered in 51-79 % (session-35 referee).
+    rng = np.random.default_rng(7)
+    edges = np.geomspace(1e-6, 10, 31)
+    for exponent in (-0.8, -0.5, -0.2, 0.0):
+        fits = [fit_small_argument_exponent(rng.uniform(size=1000) ** (1 / (1 + exponent)), edges, fit_quantile=0.3,
+                                            min_count=3, floor=1e-6) for _ in range(200)]
+        estimates = np.array([fit.exponent for fit in fits])
+        errors = np.array([fit.stderr for fit in fits])
+        assert abs(estimates.mean() - exponent) < 0.03
+        assert 0.9 <= np.mean(np.abs(estimates - exponent) <= 2 * errors) <= 0.99
+        assert 0.8 < estimates.std() / errors.mean() < 1.25
+        assert 0.88 <= np.mean([fit.p_value >= 0.05 for fit in fits]) <= 0.99  # the goodness of fit's own rate
+
+
 def test_the_fit_floor_cuts_off_a_pile_up_below_the_resolution():
     """A power law above 1e-6 plus values piled up below it (a stopping rule's, or round-off):
     fitted from the smallest value the pile-up bends the range; from the floor up the
@@ -851,7 +868,14 @@ def test_the_power_law_verdict_passes_a_power_law_and_fails_a_bent_one():
     rng = np.random.default_rng(0)
     power_law = [verdict(rng.random(20000) ** 2) for _ in range(40)]
     bent = [verdict(rng.random(20000) ** 2 + 1e-4 * rng.random(20000)) for _ in range(40)]
-    assert np.mean(power_law) >= 0.85 and np.mean(bent) == 0
+    assert np.mean(power_law) >= 0.8 and np.mean(bent) == 0
+    # At the sweep's sizes (~300 values in range): a power law passes in about 90 % of draws (two
+    # tests at 5 %); a broken one, v^-0.2 below 1e-3 and v^-0.7 above, in about a third (a
+    # limit of the data, stated in docs/method.md; with the refit's errors taken as independent
+    # it passed in ~60 %).
+    small = [verdict(rng.random(1000) ** 2) for _ in range(200)]
+    broken = [verdict(_broken_power_law(1000, rng)) for _ in range(200)]
+    assert 0.82 <= np.nanmean(small) <= 0.97 and np.nanmean(broken) <= 0.5
     assert np.isnan(verdict(0.5 + 0.5 * rng.random(200)))
     # A short range the goodness of fit rejects fails; one it does not reject is not checkable.
     short = {"exponent": [-1.0, -1.0], "stderr": [0.1, 0.1], "p_value": [0.001, 0.5]}
@@ -933,3 +957,13 @@ def test_the_seed_jackknife_gives_the_seeds_scatter_and_only_that():
     assert jackknife > 3 * own
     assert 0.4 < jackknife / np.std(pooled, ddof=1) < 2.5
     assert np.isnan(seed_jackknife_stderr(same[:1], exponent))
+
+
+def _broken_power_law(size, rng, bend=1e-3):
+    """Values on (0, 1) with density ~ v^-0.2 below ``bend`` and ~ v^-0.7 above (continuous)."""
+    values = np.empty(0)
+    while values.size < size:
+        draws = rng.uniform(size=size) ** (1 / 0.3)  # v^-0.7
+        kept = np.where(draws < bend, (draws / bend) ** 0.5, 1.0) > rng.uniform(size=size)
+        values = np.concatenate([values, draws[kept]])
+    return values[:size]
