@@ -21,6 +21,8 @@ from basins.jamming_analysis import (
     cover_sat_probability,
     fit_small_argument_exponent,
     mean_transition_interval,
+    power_law_on_range,
+    seed_agreement_p_value,
     seed_jackknife_stderr,
 )
 from basins.jamming_transition import classify_phase, transition_bracket, transition_size
@@ -298,9 +300,16 @@ def test_the_exponent_is_unbiased_and_its_interval_covers_at_the_nominal_rate():
         estimates = np.array([fit.exponent for fit in fits])
         errors = np.array([fit.stderr for fit in fits])
         assert abs(estimates.mean() - exponent) < 0.03
-        assert 0.9 <= np.mean(np.abs(estimates - exponent) <= 2 * errors) <= 0.99
+        assert 0.9 <= np.mean(np.abs(estimates - exponent) <= 2 * errors)
         assert 0.8 < estimates.std() / errors.mean() < 1.25
         assert 0.88 <= np.mean([fit.p_value >= 0.05 for fit in fits]) <= 0.99  # the goodness of fit's own rate
+    # ~90 values in range, where choosing the range's first bin by its count steepened the fit by
+    # 0.03-0.3 (session-36 referee) until the range started one bin above it.
+    for exponent in (-0.8, -0.3, 0.0):
+        fits = [fit_small_argument_exponent(rng.uniform(size=300) ** (1 / (1 + exponent)), edges, fit_quantile=0.3,
+                                            min_count=3, floor=1e-6) for _ in range(300)]
+        estimates = np.array([fit.exponent for fit in fits])
+        assert abs(np.nanmean(estimates) - exponent) < 0.04
 
 
 def test_the_fit_floor_cuts_off_a_pile_up_below_the_resolution():
@@ -317,7 +326,8 @@ def test_the_fit_floor_cuts_off_a_pile_up_below_the_resolution():
     bent = fit_small_argument_exponent(values, edges, **options)
     assert bent.p_value < 1e-6 and abs(bent.exponent - exponent) > 0.1
     fit = fit_small_argument_exponent(values, edges, floor=1e-6, **options)
-    assert 1e-6 <= fit.lower < 1e-6 * (edges[1] / edges[0]) and fit.n_bins >= 4  # the first bin above the floor
+    # The range starts one bin above the first populated bin above the floor.
+    assert fit.lower == pytest.approx(edges[edges >= 1e-6][1]) and fit.n_bins >= 4
     assert abs(fit.exponent - exponent) < max(3 * fit.stderr, 0.05) and fit.p_value > 1e-3
     raised = fit_small_argument_exponent(values, edges, floor=10 * fit.lower, **options)
     assert raised.n_bins < fit.n_bins
@@ -870,12 +880,11 @@ def test_the_power_law_verdict_passes_a_power_law_and_fails_a_bent_one():
     bent = [verdict(rng.random(20000) ** 2 + 1e-4 * rng.random(20000)) for _ in range(40)]
     assert np.mean(power_law) >= 0.8 and np.mean(bent) == 0
     # At the sweep's sizes (~300 values in range): a power law passes in about 90 % of draws (two
-    # tests at 5 %); a broken one, v^-0.2 below 1e-3 and v^-0.7 above, in about a third (a
-    # limit of the data, stated in docs/method.md; with the refit's errors taken as independent
-    # it passed in ~60 %).
+    # tests at 5 %); a broken one, v^-0.2 below 1e-3 and v^-0.7 above, in about half (a limit
+    # of the data, stated in docs/method.md; session 35's verdict passed it in 83-94 %).
     small = [verdict(rng.random(1000) ** 2) for _ in range(200)]
     broken = [verdict(_broken_power_law(1000, rng)) for _ in range(200)]
-    assert 0.82 <= np.nanmean(small) <= 0.97 and np.nanmean(broken) <= 0.5
+    assert 0.82 <= np.nanmean(small) <= 0.97 and np.nanmean(broken) <= 0.65
     assert np.isnan(verdict(0.5 + 0.5 * rng.random(200)))
     # A short range the goodness of fit rejects fails; one it does not reject is not checkable.
     short = {"exponent": [-1.0, -1.0], "stderr": [0.1, 0.1], "p_value": [0.001, 0.5]}
@@ -939,8 +948,8 @@ def test_the_seed_jackknife_gives_the_seeds_scatter_and_only_that():
     edges = np.geomspace(1e-4, 1, 31)
     options = dict(fit_quantile=0.5, min_count=3)
 
-    def exponent(values):
-        return fit_small_argument_exponent(values, edges, **options).exponent
+    def exponent(values):  # on one range, as the analysis refits each leave-one-out pool
+        return power_law_on_range(values, 1e-3, 0.3)[0]
 
     def seed_sets(exponents):
         return [_power_law_draws(a, 600, generator) for a in exponents]
@@ -967,3 +976,22 @@ def _broken_power_law(size, rng, bend=1e-3):
         kept = np.where(draws < bend, (draws / bend) ** 0.5, 1.0) > rng.uniform(size=size)
         values = np.concatenate([values, draws[kept]])
     return values[:size]
+
+
+def test_seeds_with_different_exponents_are_told_apart():
+    # Known answers: three seeds of one law give p < 0.05 in about 5 % of draws; seeds with
+    # exponents -0.8, -0.5 and -0.2 (150 values each), which a pooled fit would pass as one
+    # law, are told apart in nearly every draw; and the verdict fails such a mixture.
+    from basins.jamming_analysis import power_law_verdict
+
+    rng = np.random.default_rng(5)
+    same = [seed_agreement_p_value([rng.uniform(size=150) ** 2 for _ in range(3)], 1e-4, 0.3) for _ in range(400)]
+    apart = [seed_agreement_p_value([rng.uniform(size=150) ** (1 / (1 + a)) for a in (-0.8, -0.5, -0.2)], 1e-4, 0.3)
+             for _ in range(50)]
+    assert 0.02 <= np.mean(np.array(same) < 0.05) <= 0.09
+    assert np.mean(np.array(apart) < 0.05) >= 0.95
+    assert np.isnan(seed_agreement_p_value([rng.uniform(size=150)], 1e-4, 0.3))  # one seed
+    fit = {"exponent": [-0.5], "stderr": [0.05], "p_value": [0.5]}
+    raised = {"exponent": [-0.5], "stderr": [0.07]}
+    np.testing.assert_array_equal(power_law_verdict(fit, raised, [0.001]), [0.0])
+    np.testing.assert_array_equal(power_law_verdict(fit, raised, [np.nan]), [1.0])
