@@ -105,7 +105,8 @@ def figure_jamming_gaps(jamming: xr.Dataset, *, title: str) -> plt.Figure:
     satisfied points (Delta < 0, solid) and overlaps Delta / sqrt(L) of unsatisfied ones
     (dashed, L the run's loss), with the fitted small-argument power laws."""
     set_theme()
-    fig, axes = plt.subplots(1, 2, figsize=(2 * PAPER_SIZE[0], PAPER_SIZE[1]), sharey=True)
+    # The legends (one line per fit, with its errors and checks) go below the panels.
+    fig, axes = plt.subplots(1, 2, figsize=(2 * PAPER_SIZE[0], 1.7 * PAPER_SIZE[1]), sharey=True)
     palette = sns.color_palette("colorblind", jamming.sizes["network"])
     centres = jamming["bin"].values
     for ax, side in zip(axes, jamming["side"].values):
@@ -136,7 +137,7 @@ def figure_jamming_gaps(jamming: xr.Dataset, *, title: str) -> plt.Figure:
             title=f"{side.upper()} side of the transition",
         )
         if drawn:
-            ax.legend(fontsize=4.5, loc="lower left")
+            ax.legend(fontsize=4.5, loc="upper left", bbox_to_anchor=(-0.15, -0.22), frameon=False)
         else:
             ax.text(0.5, 0.5, "no run on this side", ha="center", va="center", transform=ax.transAxes)
     axes[0].set_ylabel("density")
