@@ -24,7 +24,7 @@ python3 -c "import torch, jax; print('torch', torch.__version__, torch.cuda.get_
 if wanted tests; then
     step "engine tests on CUDA"
     BASINS_TEST_DEVICE=cuda timeout 200 python3 -m pytest -q -p no:cacheprovider -n 4 \
-        tests/test_windows.py tests/test_training.py tests/test_networks.py tests/test_oscillators.py \
+        tests/test_windows.py tests/test_fused_mlp.py tests/test_training.py tests/test_networks.py tests/test_oscillators.py \
         > "$out/tests.log" 2>&1
     passed=$?
     grep -E "^(FAILED|ERROR|E  )|passed|failed" "$out/tests.log" | tail -40

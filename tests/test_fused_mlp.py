@@ -1,15 +1,27 @@
 """The hand-derived loss and gradient of the MLP objectives against autograd (float64)."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
 
 from basins.engine.curvature import dense_hessians, make_hvp
 from basins.engine.dynamics import energy_and_gradient
-from basins.landscapes.fused_mlp import FusedMLPObjective, has_hand_derived_hessian, hessians
+from basins.landscapes.fused_mlp import (
+    FusedMLPObjective,
+    LabelFactors,
+    has_hand_derived_hessian,
+    hessians,
+    loss_and_gradient,
+)
 from basins.landscapes.losses import LOSSES
 from basins.landscapes.architecture import ACTIVATIONS, Architecture, initial_parameters
 from basins.landscapes.objective import NetworkLoss, member_losses
+
+
+# BASINS_TEST_DEVICE=cuda runs the torch pass's test on a GPU.
+DEVICE = os.environ.get("BASINS_TEST_DEVICE", "cpu")
 
 
 def problem(n_outputs, *, n_samples=13, n_features=5, seed=0):
@@ -47,6 +59,22 @@ def test_loss_and_gradient_equal_autograd(loss, activation, bias, n_outputs):
         )
         fused = FusedMLPObjective(arch, x, y, **options)(theta, None)
         assert fused[1].shape == theta.shape
+        assert_close(fused, autograd_reference(theta, x, y, arch, **options))
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_the_torch_pass_of_one_output_networks_equals_autograd(activation):
+    # The networks the C kernel serves on the CPU (one output), by the torch pass itself: below
+    # the output unit the backward pass keeps f'(z) delta and applies the output weights to the
+    # small results (never forming their outer product with delta). BASINS_TEST_DEVICE=cuda runs
+    # it on a GPU, where tanh is ATen's own (one kernel) instead of 2 sigmoid(2 z) - 1.
+    x, y = (t.to(DEVICE) for t in problem(1))
+    options = dict(loss="cross_entropy", margin=0.7, l2=1e-2, beta=3.0)
+    for depth in (1, 2, 3):
+        arch = Architecture(n_inputs=5, n_outputs=1, depth=depth, width=6, activation=activation)
+        theta = torch.as_tensor(initial_parameters(arch, np.arange(9), seed=depth, init="gaussian"), device=DEVICE)
+        labels = LabelFactors(arch, y, options["loss"], options["beta"], x.dtype)
+        fused = loss_and_gradient(theta, x, arch, labels, margin=0.7, l2=1e-2)
         assert_close(fused, autograd_reference(theta, x, y, arch, **options))
 
 

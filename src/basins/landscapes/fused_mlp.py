@@ -12,7 +12,11 @@ Activations are kept in the (member, unit, sample) layout: every reduction (over
 the loss and the bias gradients) then runs along contiguous memory, the first layer is one GEMM
 over all members' units (inputs shared; the bias added by the GEMM itself), and deeper layers are
 batched GEMMs (on the CPU, broadcast multiply-sums where a layer has a few units). Each layer's
-gradient is written straight into its columns of the result. Activation-sized temporaries come
+gradient is written straight into its columns of the result. Below a layer of one unit (the
+output of a one-output network) the backward pass never forms the (member, unit, sample)
+outer product of that unit's weights with its delta: the activation's derivative multiplies
+the delta directly (broadcast) and the weights scale the small results (weight and bias
+gradients, the next layer's weights), two passes over the activations fewer. Activation-sized temporaries come
 from a :class:`Workspace` reused between calls. The transcendental functions are most of an
 evaluation's time at the study's shapes, so each is computed once: tanh as 2 sigmoid(2 z) - 1
 (ATen's float64 tanh costs 2-3x a sigmoid on the CPU), the logistic loss and its derivative from
@@ -141,8 +145,8 @@ def loss_and_gradient(theta, x, arch, labels, *, margin, l2, workspace=None):
     inputs, pre_activations = [x if x.dim() == 2 else x.transpose(1, 2)], []
     for layer in range(n_layers):
         hidden = layer < n_layers - 1
-        # tanh is computed as 2 sigmoid(2 z) - 1 (_activate): the layer then makes 2 z at once.
-        scale = 2.0 if hidden and arch.activation == "tanh" else 1.0
+        # On the CPU tanh is computed as 2 sigmoid(2 z) - 1 (_activate): the layer makes 2 z at once.
+        scale = 2.0 if hidden and arch.activation == "tanh" and theta.device.type == "cpu" else 1.0
         pre = _affine(weights[layer], biases[layer], inputs[-1], workspace, layer, scale)
         if not hidden:
             output = pre
@@ -155,6 +159,11 @@ def loss_and_gradient(theta, x, arch, labels, *, margin, l2, workspace=None):
     # Each layer's gradients are written into their columns of one (member, param) tensor: a
     # fresh one, as callers keep gradients of several evaluations (the stages of a step).
     grad = torch.empty_like(theta)
+    # The true d loss / d pre-activation is ``unit_scale * delta`` (unit_scale (member, unit, 1),
+    # None: 1): below a layer of one unit, w_h delta_p f'(z_hp) is kept as f'(z_hp) delta_p with
+    # the factor w_h applied to the small results, so the (member, unit, sample) outer product
+    # w_h delta_p is never written (two passes over the activations fewer).
+    unit_scale = None
     for layer in reversed(range(n_layers)):
         source = inputs[layer]
         w_slice, b_slice = arch.layer_slices[layer]
@@ -163,11 +172,23 @@ def loss_and_gradient(theta, x, arch, labels, *, margin, l2, workspace=None):
             _shared_input_weight_gradient(delta, source, weight_grad, workspace)
         else:
             _member_weight_gradient(delta, source, weight_grad, workspace)
+        if unit_scale is not None:
+            weight_grad.mul_(unit_scale)
         if b_slice is not None:
             torch.sum(delta, -1, out=grad[:, b_slice])
+            if unit_scale is not None:
+                grad[:, b_slice].mul_(unit_scale[..., 0])
         if layer:
-            back = _input_gradient(weights[layer], delta, workspace, layer)
-            delta = _activation_backward(back, source, pre_activations[layer - 1], arch.activation)
+            weight = weights[layer] if unit_scale is None else weights[layer] * unit_scale
+            pre = pre_activations[layer - 1]
+            if weight.shape[1] == 1 and arch.activation != "linear":
+                back = workspace.take(("back", layer), source.shape, source)
+                delta = _activation_backward(delta, source, pre, arch.activation, out=back)
+                unit_scale = weight.transpose(1, 2)
+            else:
+                back = _input_gradient(weight, delta, workspace, layer)
+                delta = _activation_backward(back, source, pre, arch.activation)
+                unit_scale = None
     if l2:
         losses = losses + 0.5 * l2 * (theta * theta).sum(-1)
         grad = grad.add_(theta, alpha=l2)
@@ -258,12 +279,15 @@ def _input_gradient(weight, delta, workspace, layer):
 
 
 def _activate(pre, activation, workspace, layer):
-    """The activation of ``pre``; for tanh, ``pre`` holds twice the pre-activation (_affine's
-    ``scale``) and tanh z = 2 sigmoid(2 z) - 1, 2-3x faster than ATen's tanh in float64 on the
-    CPU and within 4e-16 of it (the absolute error of the sigmoid; |tanh| <= 1 still holds)."""
+    """The activation of ``pre``; for tanh on the CPU, ``pre`` holds twice the pre-activation
+    (_affine's ``scale``) and tanh z = 2 sigmoid(2 z) - 1, 2-3x faster than ATen's tanh in
+    float64 there and within 4e-16 of it (the absolute error of the sigmoid; |tanh| <= 1 still
+    holds); on a GPU ATen's tanh, one pass over the activations instead of two."""
     if activation == "linear":
         return pre
     hidden = workspace.take(("hidden", layer), pre.shape, pre)
+    if activation == "tanh" and pre.device.type != "cpu":  # one kernel, the pass memory-bound
+        return torch.tanh(pre, out=hidden)
     if activation == "tanh":
         return torch.add(_minus_one(pre), torch.sigmoid(pre, out=hidden), alpha=2, out=hidden)
     if activation == "relu":
@@ -282,14 +306,16 @@ def _constant(value, dtype, device):
     return torch.tensor(value, dtype=dtype, device=device)
 
 
-def _activation_backward(grad, output, pre, activation):
-    """d loss / d pre-activation, written over ``grad`` (a workspace buffer)."""
+def _activation_backward(grad, output, pre, activation, out=None):
+    """d loss / d pre-activation, written into ``out`` (a workspace buffer of ``output``'s shape,
+    where ``grad`` broadcasts to it), else over ``grad``."""
+    out = grad if out is None else out
     if activation == "tanh":
-        return _aten.tanh_backward.grad_input(grad, output, grad_input=grad)
+        return _aten.tanh_backward.grad_input(grad, output, grad_input=out)
     if activation == "relu":
-        return _aten.threshold_backward.grad_input(grad, output, 0, grad_input=grad)
+        return _aten.threshold_backward.grad_input(grad, output, 0, grad_input=out)
     if activation == "erf":
-        return grad.mul_(torch.exp(-pre * pre).mul_(2 / math.sqrt(math.pi)))
+        return torch.mul(grad, torch.exp(-pre * pre).mul_(2 / math.sqrt(math.pi)), out=out)
     return grad
 
 
