@@ -62,19 +62,23 @@ def test_loss_and_gradient_equal_autograd(loss, activation, bias, n_outputs):
         assert_close(fused, autograd_reference(theta, x, y, arch, **options))
 
 
+@pytest.mark.parametrize("scale_below_one_unit", [True, False])
 @pytest.mark.parametrize("activation", ACTIVATIONS)
-def test_the_torch_pass_of_one_output_networks_equals_autograd(activation):
-    # The networks the C kernel serves on the CPU (one output), by the torch pass itself: below
-    # the output unit the backward pass keeps f'(z) delta and applies the output weights to the
-    # small results (never forming their outer product with delta). BASINS_TEST_DEVICE=cuda runs
-    # it on a GPU, where tanh is ATen's own (one kernel) instead of 2 sigmoid(2 z) - 1.
+def test_the_torch_pass_of_one_output_networks_equals_autograd(activation, scale_below_one_unit):
+    # The networks the C kernel serves on the CPU (one output), by the torch pass itself, both
+    # ways: below the output unit the backward pass keeps f'(z) delta and applies the output
+    # weights to the small results (never forming their outer product with delta; a GPU's
+    # default), or forms it (the CPU's). BASINS_TEST_DEVICE=cuda runs it on a GPU, where tanh is
+    # ATen's own (one kernel) instead of 2 sigmoid(2 z) - 1.
     x, y = (t.to(DEVICE) for t in problem(1))
     options = dict(loss="cross_entropy", margin=0.7, l2=1e-2, beta=3.0)
     for depth in (1, 2, 3):
         arch = Architecture(n_inputs=5, n_outputs=1, depth=depth, width=6, activation=activation)
         theta = torch.as_tensor(initial_parameters(arch, np.arange(9), seed=depth, init="gaussian"), device=DEVICE)
         labels = LabelFactors(arch, y, options["loss"], options["beta"], x.dtype)
-        fused = loss_and_gradient(theta, x, arch, labels, margin=0.7, l2=1e-2)
+        fused = loss_and_gradient(
+            theta, x, arch, labels, margin=0.7, l2=1e-2, scale_below_one_unit=scale_below_one_unit
+        )
         assert_close(fused, autograd_reference(theta, x, y, arch, **options))
 
 

@@ -39,8 +39,8 @@ class Quadratics:
 
 def run(objective, starts, windowed, **options):
     engine = dict(
-        dynamics="gd", lr=0.1, max_steps=400, grad_tol=1e-6, device=DEVICE, dtype=torch.float64, chunk=64, run_id=("windows",),
-        progress_every_s=1e9, windowed=windowed,
+        dynamics="gd", lr=0.1, max_steps=400, grad_tol=1e-6, device=DEVICE, dtype=torch.float64, chunk=64,
+        run_id=("windows",), progress_every_s=1e9, windowed=windowed,
     )
     return descend(objective, starts, np.arange(len(starts)), **{**engine, **options})
 

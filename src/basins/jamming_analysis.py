@@ -710,7 +710,9 @@ def _delta_variables(deltas):
     }
 
 
-def power_law_verdict(fit: dict, raised: dict, seed_p_value=np.nan, *, alpha: float = 0.05, z: float = 2.0) -> np.ndarray:
+def power_law_verdict(
+    fit: dict, raised: dict, seed_p_value=np.nan, *, alpha: float = 0.05, z: float = 2.0
+) -> np.ndarray:
     """Whether each fitted range is a power law (1), is not (0), or cannot be told (nan): the
     chi-square goodness of fit must not reject it at ``alpha``, and the refit from a raised floor
     (:data:`FLOOR_CHECK_FACTOR`) must give the same exponent within ``z`` standard errors of

@@ -12,11 +12,11 @@ Activations are kept in the (member, unit, sample) layout: every reduction (over
 the loss and the bias gradients) then runs along contiguous memory, the first layer is one GEMM
 over all members' units (inputs shared; the bias added by the GEMM itself), and deeper layers are
 batched GEMMs (on the CPU, broadcast multiply-sums where a layer has a few units). Each layer's
-gradient is written straight into its columns of the result. Below a layer of one unit (the
-output of a one-output network) the backward pass never forms the (member, unit, sample)
-outer product of that unit's weights with its delta: the activation's derivative multiplies
-the delta directly (broadcast) and the weights scale the small results (weight and bias
-gradients, the next layer's weights), two passes over the activations fewer. Activation-sized temporaries come
+gradient is written straight into its columns of the result. On a GPU, below a layer of one
+unit (the output of a one-output network) the backward pass never forms the (member, unit,
+sample) outer product of that unit's weights with its delta: the activation's derivative
+multiplies the delta directly (broadcast) and the weights scale the small results (weight and
+bias gradients, the next layer's weights), two passes over the activations fewer. Activation-sized temporaries come
 from a :class:`Workspace` reused between calls. The transcendental functions are most of an
 evaluation's time at the study's shapes, so each is computed once: tanh as 2 sigmoid(2 z) - 1
 (ATen's float64 tanh costs 2-3x a sigmoid on the CPU), the logistic loss and its derivative from
@@ -127,13 +127,19 @@ class LabelFactors:
         return (sample_loss * self.sample_weights).sum(-1)
 
 
-def loss_and_gradient(theta, x, arch, labels, *, margin, l2, workspace=None):
+def loss_and_gradient(theta, x, arch, labels, *, margin, l2, workspace=None, scale_below_one_unit=None):
     """Losses ``(member,)`` and gradients ``(member, param)``; see :class:`FusedMLPObjective`.
 
     ``x`` is ``(sample, feature)``, shared by all members, or ``(member, sample, feature)``.
     Activation-sized temporaries are taken from ``workspace`` (a :class:`Workspace`, reused
-    between calls) rather than allocated afresh.
+    between calls) rather than allocated afresh. ``scale_below_one_unit``: below a layer of one
+    unit, keep the activation's derivative times that unit's delta and scale the small results
+    by its weights instead of forming their outer product (module docstring); None: on a GPU,
+    where the passes it saves are the step's time (on the CPU it gains 0-7 % and would move
+    results by round-off, which the jamming sweep's marginal runs feel: session 36).
     """
+    if scale_below_one_unit is None:
+        scale_below_one_unit = theta.device.type != "cpu"
     workspace = Workspace() if workspace is None else workspace
     n_members = theta.shape[0]
     n_layers = len(arch.layer_shapes)
@@ -181,7 +187,7 @@ def loss_and_gradient(theta, x, arch, labels, *, margin, l2, workspace=None):
         if layer:
             weight = weights[layer] if unit_scale is None else weights[layer] * unit_scale
             pre = pre_activations[layer - 1]
-            if weight.shape[1] == 1 and arch.activation != "linear":
+            if scale_below_one_unit and weight.shape[1] == 1 and arch.activation != "linear":
                 back = workspace.take(("back", layer), source.shape, source)
                 delta = _activation_backward(delta, source, pre, arch.activation, out=back)
                 unit_scale = weight.transpose(1, 2)
