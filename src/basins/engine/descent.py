@@ -77,7 +77,8 @@ def descend(
     :mod:`basins.engine.dynamics` wants; ``satisfied(theta, loss) -> bool (member,)`` is an extra
     stopping test (given the members' losses at ``theta`` too, which can rule members out
     cheaply; its method ``every_member``, where it has one, gives the same answer without
-    choosing members on the host, so that a window can run it); ``max_move`` caps a FIRE step's length. Members are processed ``chunk`` at a time.
+    choosing members on the host, so that a window can run it); ``max_move`` caps a FIRE step's
+    length. Members are processed ``chunk`` at a time.
     Landscapes that differ between members (each member its own training set) give the
     objective and ``satisfied`` a method ``restricted_to(rows)`` returning the callable for the
     members at those rows of ``initial_theta``; the engine calls it whenever its set of
@@ -91,7 +92,7 @@ def descend(
     on the same data, code and torch version (:mod:`basins.engine.checkpoints`). ``windowed``
     runs the steps between two recorded steps with the stopping test as a mask, captured as a
     CUDA graph on a GPU (:mod:`basins.engine.windows`); None (the default) does so on CUDA
-    wherever the dynamics and the objective allow a capture. See
+    wherever the dynamics, the objective and ``satisfied`` allow a capture. See
     :func:`train_ensemble` for the other options. Returns where each member ended, a
     :class:`Descent` (its ``loss`` is None until :func:`with_final_losses`).
     """
