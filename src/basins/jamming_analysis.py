@@ -635,9 +635,9 @@ def mean_transition_interval(
     ``t s / sqrt(n)`` to either end, ``s`` from the ``n`` estimates with the brackets' own spread
     added, ``s^2 = var(ratio) + mean(width^2) / 12`` (seeds whose transitions fall in one bracket
     show no scatter at all, however far apart they lie in it). (nan, nan) for fewer than two
-    estimates; the lower end is cut at 0. Known answers (tests/test_jamming.py): seeds drawn around a known mean and read off
-    a log grid of sizes 15 % apart cover it in at least the nominal share of simulated sweeps at
-    every grid offset, where the estimates' t-interval alone does not; a censored seed makes the
+    estimates; the lower end is cut at 0. Known answers (tests/test_jamming.py): seeds drawn
+    around a known mean and read off a log grid of sizes 15 % apart cover it in at least the
+    nominal share of simulated sweeps at every grid offset, where the estimates' t-interval alone does not; a censored seed makes the
     interval unbounded above. The session-32 referee found the interval without the brackets'
     spread covering Cover's perceptron transition in 92 % of sweeps at the study's grid."""
     ratio, lower, upper = (np.asarray(a, dtype=float) for a in (ratio, lower, upper))
