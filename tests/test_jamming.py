@@ -994,4 +994,16 @@ def test_seeds_with_different_exponents_are_told_apart():
     fit = {"exponent": [-0.5], "stderr": [0.05], "p_value": [0.5]}
     raised = {"exponent": [-0.5], "stderr": [0.07]}
     np.testing.assert_array_equal(power_law_verdict(fit, raised, [0.001]), [0.0])
-    np.testing.assert_array_equal(power_law_verdict(fit, raised, [np.nan]), [1.0])
+    np.testing.assert_array_equal(power_law_verdict(fit, raised, [np.nan]), [1.0])  # one seed in the range
+    # Several seeds in the range, too few values to compare them (one seed of 200 values at -0.8
+    # beside two of 9 at -0.1; a referee's case): not checkable, never a pass.
+    lower, upper = 1e-4, 0.1
+    seeds = [_truncated_power_law(a, n, lower, upper, rng) for a, n in ((-0.8, 200), (-0.1, 9), (-0.1, 9))]
+    assert np.isnan(seed_agreement_p_value(seeds, lower, upper))
+    assert np.isnan(power_law_verdict(fit, raised, [np.nan], [True])[0])
+
+
+def _truncated_power_law(exponent, size, lower, upper, rng):
+    """``size`` values with density ~ v^exponent on [lower, upper] (inverse transform)."""
+    b = exponent + 1
+    return lower * np.exp(np.log1p(rng.random(size) * np.expm1(b * np.log(upper / lower))) / b)

@@ -449,6 +449,8 @@ def _delta_statistics(runs, placement, transition, n_networks, delta_tol, *, n_b
     n_points = np.zeros((n_networks, 2, 2), dtype=np.int64)
     seed_stderr = np.full((n_networks, 2, 2), np.nan)
     seed_p = np.full((n_networks, 2, 2), np.nan)
+    # Seeds in the range whose agreement cannot be tested (fewer than two with enough values).
+    seeds_untested = np.zeros((n_networks, 2, 2), dtype=bool)
     for (i, side, constraint), values in gaps.items():
         n_points[i, side, constraint] = values.size
         if values.size:
@@ -463,12 +465,14 @@ def _delta_statistics(runs, placement, transition, n_networks, delta_tol, *, n_b
                 in_range, lambda pooled: power_law_on_range(pooled, fit.lower, fit.upper)[0]
             )
             seed_p[i, side, constraint] = seed_agreement_p_value(in_range, fit.lower, fit.upper)
+            seeds_untested[i, side, constraint] = len(in_range) > 1 and np.isnan(seed_p[i, side, constraint])
         if fit.n_bins >= 4:
             raised[i, side, constraint] = fit_small_argument_exponent(
                 values, edges, floor=fit.lower * FLOOR_CHECK_FACTOR, **options
             )
     return dict(
         edges=edges, density=density, n_points=n_points, seed_stderr=seed_stderr, seed_p_value=seed_p,
+        seeds_untested=seeds_untested,
         fit=dict(zip(PowerLawFit._fields, np.moveaxis(fits, -1, 0))),
         raised_floor_fit=dict(zip(PowerLawFit._fields, np.moveaxis(raised, -1, 0))),
         n_at_margin=np.array([[constraints[2] for constraints in per_side] for per_side in next_to_transition]),
@@ -697,12 +701,13 @@ def _delta_variables(deltas):
             "4 bins left, a range too short to be checked)")),
         "delta_exponent_raised_floor_stderr": (axes, raised["stderr"], variable_attrs(
             "standard error of delta_exponent_raised_floor")),
-        "delta_fit_passed": (axes, power_law_verdict(fit, raised, deltas["seed_p_value"]), variable_attrs(
+        "delta_fit_passed": (axes, power_law_verdict(fit, raised, deltas["seed_p_value"], deltas["seeds_untested"]),
+                             variable_attrs(
             "1: the fit range is a power law by every check (goodness of fit p >= 0.05, the raised-floor "
             "refit's exponent within 2 standard errors of the nested difference, the seeds not told apart: "
-            "delta_seed_p_value >= 0.05 or nan); 0: one check fails (the goodness of fit or the seeds alone "
-            "where the range is too short for the refit); nan: not checkable (no fit, or a fit no check "
-            "rejects on too few bins for the refit)")),
+            "delta_seed_p_value >= 0.05, or one seed alone in the range); 0: one check fails (the goodness of "
+            "fit or the seeds alone where the range is too short for the refit); nan: not checkable (no fit, a "
+            "fit no check rejects on too few bins for the refit, or seeds in the range too few to compare)")),
         "n_delta_points": (axes, deltas["n_points"], variable_attrs(
             "points with |Delta| > delta_tol in the distribution")),
         "n_at_margin": (("network", "side"), deltas["n_at_margin"], variable_attrs(
@@ -711,7 +716,7 @@ def _delta_variables(deltas):
 
 
 def power_law_verdict(
-    fit: dict, raised: dict, seed_p_value=np.nan, *, alpha: float = 0.05, z: float = 2.0
+    fit: dict, raised: dict, seed_p_value=np.nan, seeds_untested=False, *, alpha: float = 0.05, z: float = 2.0
 ) -> np.ndarray:
     """Whether each fitted range is a power law (1), is not (0), or cannot be told (nan): the
     chi-square goodness of fit must not reject it at ``alpha``, and the refit from a raised floor
@@ -720,7 +725,9 @@ def power_law_verdict(
     estimates the difference has variance stderr_refit^2 - stderr^2 (Hausman 1978), not their
     sum (which let a bent range pass far more often: a session-35 referee's point). Where the
     seeds' exponents on the range are told apart (``seed_p_value`` < ``alpha``,
-    :func:`seed_agreement_p_value`) the pooled density is a mixture and fails too. A fit the
+    :func:`seed_agreement_p_value`) the pooled density is a mixture and fails too; where
+    several seeds share the range but too few have the values to compare them
+    (``seeds_untested``), it cannot pass (one seed's law could carry the fit). A fit the
     goodness of fit rejects fails whatever its range; one it does not reject but too short for
     the refit (fewer than 4 bins) is not checkable. Known answers (tests/test_jamming.py): a
     power law passes in ~90 % of draws (two tests at 5 %), a broken one (v^-0.2 below 1e-3,
@@ -733,7 +740,7 @@ def power_law_verdict(
     agree = np.abs(exponent - refit) <= z * np.sqrt(np.abs(refit_stderr**2 - stderr**2))
     seeds_differ = fitted & (np.asarray(seed_p_value, dtype=float) < alpha)  # nan compares False
     fails = (fitted & (p_value < alpha)) | (refitted & ~agree) | seeds_differ
-    passes = refitted & (p_value >= alpha) & agree & ~seeds_differ
+    passes = refitted & (p_value >= alpha) & agree & ~seeds_differ & ~np.asarray(seeds_untested, dtype=bool)
     return np.where(fails, 0.0, np.where(passes, 1.0, np.nan))
 
 
