@@ -392,7 +392,9 @@ def _transitions(runs, placement, n_networks, n_seeds):
         bracket[i, k] = transition_bracket(n_train, run_phase)
         alternative = _silenced_set_apart(run)
         silenced_apart[i, k] = transition_size(n_train, alternative)
-        silenced_apart_bounds[i, k] = _bounds(n_train, alternative)
+        silenced_apart_bounds[i, k] = _bounds(
+            transition_bracket(n_train, alternative), _capacity(n_train, alternative)
+        )
         n_silenced_unsat[i] += int(((run_phase == UNSAT) & (alternative == STUCK)).sum())
         resolution_met[i, k] = run.attrs.get("fine_resolution_met", np.nan)
         capacity[i, k] = _capacity(n_train, run_phase)
@@ -408,10 +410,12 @@ def _capacity(n_train, phase):
     return sizes[phase == SAT].max(initial=0), sizes[phase == UNSAT].min(initial=np.inf)
 
 
-def _bounds(n_train, phase):
-    """The sizes P* lies between: its bracket, or, with no P*, the capacity's bounds."""
-    bracket = np.asarray(transition_bracket(n_train, phase), dtype=float)
-    return np.where(np.isfinite(bracket), bracket, _capacity(n_train, phase))
+def _bounds(bracket, capacity):
+    """The sizes P* lies between: its ``bracket`` (:func:`transition_bracket`), or, with no P*,
+    the ``capacity``'s (:func:`_capacity`): above the largest SAT size, below the smallest UNSAT
+    one. Elementwise over any leading dimensions."""
+    bracket = np.asarray(bracket, dtype=float)
+    return np.where(np.isfinite(bracket), bracket, capacity)
 
 
 def _silenced_set_apart(run):
@@ -545,7 +549,7 @@ def _transition_variables(transitions, ratio_star, n_weights, network_depth, dep
     bracket, phase_total = transitions["bracket"], transitions["phase_total"]
     lower, upper = bracket[..., 0] / n_weights[:, None], bracket[..., 1] / n_weights[:, None]
     # A seed without r* is still bounded: above its largest SAT size, below its smallest UNSAT one.
-    bounds = np.where(np.isfinite(bracket), bracket, transitions["capacity"]) / n_weights[:, None, None]
+    bounds = _bounds(bracket, transitions["capacity"]) / n_weights[:, None, None]
     everywhere = [ratio_star[network_depth == d].ravel() for d in depths]
     decided = [np.isfinite(values) for values in everywhere]
     per_depth = [values[keep] for values, keep in zip(everywhere, decided)]
@@ -592,7 +596,8 @@ def _transition_variables(transitions, ratio_star, n_weights, network_depth, dep
             "silenced: a hidden layer off on them) set apart as stuck: the dependence of r* on counting "
             "dead-ReLU points")),
         "transition_ratio_silenced_apart_mean": ("depth", [
-            _mean(values[np.isfinite(values)]) for values in (silenced_ratio[network_depth == d].ravel() for d in depths)
+            _mean(values[np.isfinite(values)])
+            for values in (silenced_ratio[network_depth == d].ravel() for d in depths)
         ], variable_attrs("mean of transition_ratio_silenced_apart over networks and seeds")),
         "transition_ratio_silenced_apart_low": ("depth", silenced_interval[:, 0], variable_attrs(
             "95 % interval of the mean of transition_ratio_silenced_apart over seeds, as transition_ratio_low")),
@@ -641,9 +646,10 @@ def mean_transition_interval(
     show no scatter at all, however far apart they lie in it). (nan, nan) for fewer than two
     estimates; the lower end is cut at 0. Known answers (tests/test_jamming.py): seeds drawn
     around a known mean and read off a log grid of sizes 15 % apart cover it in at least the
-    nominal share of simulated sweeps at every grid offset, where the estimates' t-interval alone does not; a censored seed makes the
-    interval unbounded above. The session-32 referee found the interval without the brackets'
-    spread covering Cover's perceptron transition in 92 % of sweeps at the study's grid."""
+    nominal share of simulated sweeps at every grid offset, where the estimates' t-interval
+    alone does not; a censored seed makes the interval unbounded above. The session-32 referee
+    found the interval without the brackets' spread covering Cover's perceptron transition in
+    92 % of sweeps at the study's grid."""
     ratio, lower, upper = (np.asarray(a, dtype=float) for a in (ratio, lower, upper))
     decided = np.isfinite(ratio)
     if decided.sum() < 2:

@@ -60,7 +60,8 @@ def figure_jamming(jamming: xr.Dataset, *, title: str) -> plt.Figure:
     phase_ax.set(xscale="log", xlabel="P / N", ylabel=r"$N_\Delta$ / N", title=title)
     phase_ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     phase_ax.plot([], [], ls="none", marker="o", mfc="none", mec="tab:red", label="undecided (budget spent)")
-    phase_ax.plot([], [], ls="none", marker="o", mfc="none", mec="0.5", label="stuck (few points left: N_Delta < stuck_fraction N)")
+    phase_ax.plot([], [], ls="none", marker="o", mfc="none", mec="0.5",
+                  label="stuck (few points left: N_Delta < stuck_fraction N)")
     phase_ax.legend(fontsize=5, loc="upper left")
 
     for depth in jamming["depth"].values:

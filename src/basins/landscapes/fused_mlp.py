@@ -16,11 +16,11 @@ gradient is written straight into its columns of the result. On a GPU, below a l
 unit (the output of a one-output network) the backward pass never forms the (member, unit,
 sample) outer product of that unit's weights with its delta: the activation's derivative
 multiplies the delta directly (broadcast) and the weights scale the small results (weight and
-bias gradients, the next layer's weights), two passes over the activations fewer. Activation-sized temporaries come
-from a :class:`Workspace` reused between calls. The transcendental functions are most of an
-evaluation's time at the study's shapes, so each is computed once: tanh as 2 sigmoid(2 z) - 1
-(ATen's float64 tanh costs 2-3x a sigmoid on the CPU), the logistic loss and its derivative from
-one sigmoid. Results agree with autograd to round-off (tests/test_fused_mlp.py: 1e-10 relative,
+bias gradients, the next layer's weights), two passes over the activations fewer.
+Activation-sized temporaries come from a :class:`Workspace` reused between calls. The
+transcendental functions are most of an evaluation's time at the study's shapes, so each is
+computed once: tanh as 2 sigmoid(2 z) - 1 on the CPU (ATen's float64 tanh costs 2-3x a sigmoid
+there), the logistic loss and its derivative from one sigmoid. Results agree with autograd to round-off (tests/test_fused_mlp.py: 1e-10 relative,
 float64; measured: 4e-16 absolute).
 """
 
@@ -151,8 +151,8 @@ def loss_and_gradient(theta, x, arch, labels, *, margin, l2, workspace=None, sca
     inputs, pre_activations = [x if x.dim() == 2 else x.transpose(1, 2)], []
     for layer in range(n_layers):
         hidden = layer < n_layers - 1
-        # On the CPU tanh is computed as 2 sigmoid(2 z) - 1 (_activate): the layer makes 2 z at once.
-        scale = 2.0 if hidden and arch.activation == "tanh" and theta.device.type == "cpu" else 1.0
+        # Where tanh is 2 sigmoid(2 z) - 1 (_activate), the layer makes 2 z at once.
+        scale = 2.0 if hidden and arch.activation == "tanh" and _tanh_by_sigmoid(theta.device) else 1.0
         pre = _affine(weights[layer], biases[layer], inputs[-1], workspace, layer, scale)
         if not hidden:
             output = pre
@@ -292,13 +292,19 @@ def _activate(pre, activation, workspace, layer):
     if activation == "linear":
         return pre
     hidden = workspace.take(("hidden", layer), pre.shape, pre)
-    if activation == "tanh" and pre.device.type != "cpu":  # one kernel, the pass memory-bound
-        return torch.tanh(pre, out=hidden)
-    if activation == "tanh":
+    if activation == "tanh" and _tanh_by_sigmoid(pre.device):
         return torch.add(_minus_one(pre), torch.sigmoid(pre, out=hidden), alpha=2, out=hidden)
+    if activation == "tanh":  # one kernel: the pass is memory-bound
+        return torch.tanh(pre, out=hidden)
     if activation == "relu":
         return torch.clamp_min(pre, 0, out=hidden)
     return torch.erf(pre, out=hidden)
+
+
+def _tanh_by_sigmoid(device: torch.device) -> bool:
+    """Whether tanh is computed as 2 sigmoid(2 z) - 1 (on the CPU; :func:`_activate`), so that
+    the layer before it makes 2 z."""
+    return device.type == "cpu"
 
 
 def _minus_one(like):
