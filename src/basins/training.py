@@ -237,7 +237,9 @@ def train_ensemble(
     # point, are continued by the stiff integrator where there is one (_continuation_integrator);
     # members kicked off a saddle fall away from it by the run's own integrator first.
     stiff_integrator = _continuation_integrator(dynamics, integrator, objective)
-    stiff = dict(dynamics_options=_dynamics_options(flat_seeking, stiff_integrator))
+    stiff = dict(dynamics_options=_dynamics_options(
+        flat_seeking, stiff_integrator, block_low_rank=stiff_integrator == "rosenbrock" and arch.n_params > max_dense_params
+    ))
     out = descend_until_decided(
         objective, initial_theta, member_ids, budget_factors=budget_factors, continued_by=stiff,
         # No member converges while the landscape or the flat-seeking coupling still moves.
@@ -268,12 +270,16 @@ def train_ensemble(
     return _as_dataset(out, checks, errors, member_ids, initial_theta, arch, dynamics)
 
 
-def _dynamics_options(flat_seeking, integrator):
+def _dynamics_options(flat_seeking, integrator, *, block_low_rank=False):
     """The stepper's own options; the default integrator is left out, so the runs (and
-    checkpoints) of gradient flow by Dormand-Prince keep their fingerprint."""
+    checkpoints) of gradient flow by Dormand-Prince keep their fingerprint, and so is
+    ``block_low_rank`` where false (Rosenbrock's Hessians as blocks plus low rank: networks
+    above ``max_dense_params`` parameters)."""
     options = dict(flat_seeking or {})
     if integrator != "dormand_prince":
         options["integrator"] = integrator
+    if block_low_rank:
+        options["block_low_rank"] = True
     return options or None
 
 
@@ -380,11 +386,13 @@ def check_minima(
     and confirmed stationary, or continued with a tighter gradient test (:func:`confirm_minima`).
     ``energy`` is the per-member loss, ``continue_from(theta, ids, grad_tol)`` the engine run
     that continues members, ``escape_from`` (the same signature) the one that carries members
-    kicked off a saddle. Above ``max_dense_params``
-    parameters (or with ``newton_steps`` 0) there is no polish, and a warning says the gradient
+    kicked off a saddle. Above ``max_dense_params`` parameters the Hessians are taken as blocks
+    plus low rank where ``energy`` gives them so (``energy.block_low_rank_hessians``:
+    one-hidden-layer, one-output networks; exact, :mod:`basins.engine.block_low_rank`);
+    otherwise (or with ``newton_steps`` 0) there is no polish, and a warning says the gradient
     test alone decides.
     """
-    hessian_bytes = 8 * 4 * n_params**2
+    hessian_bytes = 4 * _hessian_bytes(energy, n_params, max_dense_params)
 
     def settle(run, ids, tol):
         """Saddles kicked off and continued, then the Newton polish, for the members of ``run``."""
@@ -404,13 +412,13 @@ def check_minima(
         )
 
     out, checks = settle(out, member_ids, grad_tol)
-    if n_params <= max_dense_params and newton_steps > 0:
+    if (n_params <= max_dense_params or _has_block_low_rank(energy)) and newton_steps > 0:
         return confirm_minima(
             out, checks, member_ids, refine=lambda theta, ids, tol: settle(continue_from(theta, ids, tol), ids, tol),
             grad_tol=grad_tol, stationary_tol=stationary_tol, max_refinements=max_refinements,
         )
     log.warning(
-        "no Newton polish (%d parameters, max_dense_params=%d, newton_steps=%d): minima are "
+        "no Newton polish (%d parameters, max_dense_params=%d, no block Hessians, newton_steps=%d): minima are "
         "confirmed by the gradient test at grad_tol alone, and their count can depend on it",
         n_params, max_dense_params, newton_steps,
     )
@@ -531,7 +539,7 @@ def escape_saddles(
     n_escapes = np.zeros(n_members, dtype=np.int64)
     lowest_eigenpairs_at = _LowestEigenpairs(
         make_hvp(energy), torch.Generator().manual_seed(seed), max_dense_params=max_dense_params, n_lanczos=n_lanczos,
-        chunk=_eigenpair_chunk(out, max_dense_params, n_lanczos, memory_budget_mb), device=device, dtype=dtype,
+        chunk=_eigenpair_chunk(out, energy, max_dense_params, n_lanczos, memory_budget_mb), device=device, dtype=dtype,
         known_above=curvature_tol,
     )
     rows = np.flatnonzero(out.status == CONVERGED)
@@ -560,12 +568,26 @@ def escape_saddles(
     return out, lowest_eigenvalue, n_escapes
 
 
-def _eigenpair_chunk(out, max_dense_params, n_lanczos, memory_budget_mb):
-    """Members whose lowest eigenpair is computed at once within ``memory_budget_mb``: dense
-    Hessians (with ``eigh``'s copies) or the Lanczos basis."""
+def _eigenpair_chunk(out, energy, max_dense_params, n_lanczos, memory_budget_mb):
+    """Members whose lowest eigenpair is computed at once within ``memory_budget_mb``."""
     n_params = out.final_theta.shape[1]
-    per_member = 8 * (3 * n_params**2 if n_params <= max_dense_params else 2 * n_lanczos * n_params)
+    lanczos = n_params > max_dense_params and not _has_block_low_rank(energy)
+    # the Lanczos basis, or a Hessian with eigh's copies
+    per_member = 8 * 2 * n_lanczos * n_params if lanczos else 3 * _hessian_bytes(energy, n_params, max_dense_params)
     return max(1, min(out.chunk, int(memory_budget_mb * 2**20 // per_member)))
+
+
+def _has_block_low_rank(energy):
+    return getattr(energy, "block_low_rank_hessians", None) is not None
+
+
+def _hessian_bytes(energy, n_params, max_dense_params):
+    """Bytes of a member's Hessian: dense up to ``max_dense_params`` parameters (and where the
+    loss gives no other form), above it as blocks plus low rank (Jacobian-sized:
+    :mod:`basins.engine.block_low_rank`)."""
+    if n_params > max_dense_params and _has_block_low_rank(energy):
+        return 8 * n_params * (energy.x.shape[0] + 1)
+    return 8 * n_params**2
 
 
 @dataclasses.dataclass(frozen=True)

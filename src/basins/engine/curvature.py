@@ -40,6 +40,8 @@ def make_hvp(member_loss: Callable[[torch.Tensor], torch.Tensor]) -> HessianVect
         return torch.zeros_like(theta) if product is None else product.detach()
 
     hvp.dense = getattr(member_loss, "hessians", None)  # a hand-derived dense Hessian, if any
+    # ... and the same Hessians as blocks plus low rank (basins.engine.block_low_rank), if any
+    hvp.block_low_rank = getattr(member_loss, "block_low_rank_hessians", None)
     return hvp
 
 
@@ -114,16 +116,23 @@ def lowest_eigenpairs(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The lowest Hessian eigenvalue ``(minimum,)`` and its unit eigenvector ``(minimum, param)``.
 
-    Dense ``eigh`` up to ``max_dense_params`` parameters (exact); above it the lowest Ritz pair
-    of ``n_lanczos`` Lanczos iterations (exact once they span the parameters; otherwise the
-    Ritz value bounds the lowest eigenvalue from above, so a negative one is a true saddle
+    Dense ``eigh`` up to ``max_dense_params`` parameters (exact). Above it, where the loss
+    gives its Hessians as blocks plus low rank (``hvp.block_low_rank``: one-hidden-layer,
+    one-output networks), their count of eigenvalues below ``-c`` and, where there are any,
+    bisection and inverse iteration (:class:`basins.engine.block_low_rank.BlockLowRankHessians`:
+    exact up to round-off, no direction missed). Otherwise the lowest Ritz pair of
+    ``n_lanczos`` Lanczos iterations (exact once they span the parameters; otherwise the Ritz
+    value bounds the lowest eigenvalue from above, so a negative one is a true saddle
     direction while a saddle can be missed).
 
-    With ``known_above = c`` (dense Hessians only) a point whose ``H + c I`` has a Cholesky
-    factor, every eigenvalue above ``-c``, is not decomposed: its value and vector are nan. The
-    saddle check needs eigenpairs only below ``-c``; the factorization costs about a fifteenth
-    of ``eigh`` at 161 parameters.
+    With ``known_above = c`` (dense or block Hessians) a point shown to have every eigenvalue
+    above ``-c`` (``H + c I`` has a Cholesky factor; no eigenvalue counted below ``-c``) is not
+    decomposed: its value and vector are nan. The saddle check needs eigenpairs only below
+    ``-c``; the factorization costs about a fifteenth of ``eigh`` at 161 parameters.
     """
+    structured = getattr(hvp, "block_low_rank", None)
+    if theta.shape[1] > max_dense_params and structured is not None:
+        return _lowest_block_low_rank_eigenpairs(structured(theta), generator=generator, known_above=known_above)
     if theta.shape[1] <= max_dense_params:
         hessians = dense_hessians(hvp, theta)
         values = theta.new_full(theta.shape[:1], torch.nan)
@@ -137,6 +146,36 @@ def lowest_eigenpairs(
         return values, vectors
     values, _, vectors = lanczos(hvp, theta, n_lanczos, generator=generator, ritz_vectors=True)
     return values[:, 0], _unit(vectors[:, 0])
+
+
+def _lowest_block_low_rank_eigenpairs(hessians, *, generator, known_above):
+    below = torch.ones(hessians.n_members, dtype=torch.bool, device=hessians.diagonal.device)
+    if known_above is not None:
+        below = hessians.count_below(torch.full_like(hessians.diagonal[:, 0], -known_above)) >= 1
+    values = hessians.diagonal.new_full((hessians.n_members,), torch.nan)
+    vectors = torch.full(hessians.factors.shape[:2], torch.nan, dtype=values.dtype, device=values.device)
+    if below.any():
+        values[below], vectors[below] = hessians.select(below).lowest_eigenpairs(generator=generator)
+    return values, vectors
+
+
+def lowest_eigenvalues(
+    hvp: HessianVectorProduct, theta: torch.Tensor, *, max_dense_params: int, generator: torch.Generator
+) -> torch.Tensor:
+    """The lowest Hessian eigenvalue ``(minimum,)``: dense ``eigvalsh`` up to
+    ``max_dense_params`` parameters, above it from the loss's blocks plus low rank (as
+    :func:`lowest_eigenpairs`; their bisection brackets it to 1e-3 relative, and the value is a
+    Rayleigh quotient, never below the true one)."""
+    structured = getattr(hvp, "block_low_rank", None)
+    if theta.shape[1] > max_dense_params and structured is not None:
+        return structured(theta).lowest_eigenpairs(generator=generator)[0]
+    return torch.linalg.eigvalsh(dense_hessians(hvp, theta))[:, 0]
+
+
+def has_curvature_above_dense(hvp: HessianVectorProduct) -> bool:
+    """Whether the loss of ``hvp`` gives its Hessians without writing them out (blocks plus low
+    rank), so that curvature beyond ``max_dense_params`` parameters is exact."""
+    return getattr(hvp, "block_low_rank", None) is not None
 
 
 def hutchinson_trace(

@@ -24,13 +24,17 @@ land past the barrier (two landscapes), the same.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections.abc import Callable
 
 import numpy as np
 import torch
 
-from basins.engine.curvature import all_eigenvalues_above, cholesky_solve, dense_hessians, make_hvp
+from basins.engine.block_low_rank import ShiftedHessians
+from basins.engine.curvature import (
+    all_eigenvalues_above, cholesky_solve, dense_hessians, has_curvature_above_dense, lowest_eigenvalues, make_hvp,
+)
 from basins.engine.dynamics import energy_and_gradient
 from basins.labels import CONVERGED
 
@@ -92,8 +96,10 @@ def polish_minima(
     taken only where the quadratic model holds, and a member that leaves Newton's region above
     ``stationary_tol`` is returned unpolished (``shift`` nan), so that the flow, not the polish,
     decides which minimum it reaches; without it (an optimizer's finish) refused steps are
-    halved until they lower the gradient norm. Networks above ``max_dense_params`` parameters are not
-    polished (their ``shift`` stays nan). Where ``lowest_eigenvalue`` is given it is recomputed
+    halved until they lower the gradient norm. Above ``max_dense_params`` parameters the
+    Hessians come as blocks plus low rank where the loss gives them so
+    (:class:`_BlockLowRankDecompositions`); other networks that large are not polished (their
+    ``shift`` stays nan). Where ``lowest_eigenvalue`` is given it is recomputed
     at the polished points, and a polish that would make a minimum a saddle is undone; a nan
     there (not computed: the saddle check of training leaves it so where a Cholesky factor
     showed every eigenvalue above ``-curvature_tol``) is computed where that rule needs it and
@@ -106,23 +112,33 @@ def polish_minima(
         final_theta.copy(), grad_norm.copy(), None if lowest_eigenvalue is None else lowest_eigenvalue.copy(),
         np.full(n_members, np.nan),
     )
-    if n_params > max_dense_params:
+    hvp = make_hvp(energy)
+    dense = n_params <= max_dense_params
+    if not dense and not has_curvature_above_dense(hvp):
         log.info("no Newton polish: %d parameters > max_dense_params=%d", n_params, max_dense_params)
         return polished
-    hvp = make_hvp(energy)
+    # Inverse iteration's start vectors (blocks plus low rank): a fixed seed, for reproducible round-off.
+    lowest_of = functools.partial(
+        lowest_eigenvalues, hvp, max_dense_params=max_dense_params, generator=torch.Generator().manual_seed(0)
+    )
+    decompositions = (
+        functools.partial(_Decompositions, hvp=hvp) if dense
+        else functools.partial(_BlockLowRankDecompositions, hessians_of=hvp.block_low_rank)
+    )
     rows = np.flatnonzero(status == CONVERGED)
     if newton_steps == 0:
-        return _with_lowest_eigenvalues(polished, rows, hvp, device=device, dtype=dtype, chunk=chunk)
+        return _with_lowest_eigenvalues(polished, rows, lowest_of, device=device, dtype=dtype, chunk=chunk)
     for start in range(0, len(rows), chunk):
         part = rows[start : start + chunk]
         theta = torch.as_tensor(final_theta[part], dtype=dtype, device=device)
-        newton = _newton(energy, hvp, theta, curvature_tol, newton_steps, stationary_tol, newton_region_only)
+        newton = _newton(energy, hvp, decompositions(theta, curvature_tol), lowest_of, theta, newton_steps,
+                         stationary_tol, newton_region_only)
         moved, norm, lowest, inside = (t.cpu().numpy() for t in newton)
         kept = inside
         if lowest_eigenvalue is not None:
             saddle = inside & (lowest < -curvature_tol)
-            before = _known_where_needed(lowest_eigenvalue[part], saddle, final_theta[part], hvp, device=device,
-                                         dtype=dtype)
+            before = _known_where_needed(lowest_eigenvalue[part], saddle, final_theta[part], lowest_of,
+                                         device=device, dtype=dtype)
             kept = inside & ~(saddle & (before >= -curvature_tol))
             polished.lowest_eigenvalue[part] = np.where(kept, lowest, before)
         part, moved, norm = part[kept], moved[kept], norm[kept]
@@ -135,25 +151,20 @@ def polish_minima(
                  "%d outside Newton's region returned", len(rows), np.median(grad_norm[rows]),
                  np.median(polished.grad_norm[rows]), np.isfinite(shifts).sum(),
                  np.nanmax(shifts) if np.isfinite(shifts).any() else 0.0, np.isnan(shifts).sum())
-    return _with_lowest_eigenvalues(polished, rows, hvp, device=device, dtype=dtype, chunk=chunk)
+    return _with_lowest_eigenvalues(polished, rows, lowest_of, device=device, dtype=dtype, chunk=chunk)
 
 
-def _lowest_eigenvalues(hvp, theta):
-    """The lowest eigenvalue ``(member,)`` of each member's dense Hessian at ``theta``."""
-    return torch.linalg.eigvalsh(dense_hessians(hvp, theta))[:, 0]
-
-
-def _known_where_needed(lowest, needed, points, hvp, *, device, dtype):
+def _known_where_needed(lowest, needed, points, lowest_of, *, device, dtype):
     """The lowest eigenvalues ``lowest`` with their nan computed at ``points`` where ``needed``."""
     lowest = lowest.copy()
     rows = np.flatnonzero(needed & np.isnan(lowest))
     if len(rows):
         theta = torch.as_tensor(points[rows], dtype=dtype, device=device)
-        lowest[rows] = _lowest_eigenvalues(hvp, theta).cpu().numpy()
+        lowest[rows] = lowest_of(theta).cpu().numpy()
     return lowest
 
 
-def _with_lowest_eigenvalues(polished, rows, hvp, *, device, dtype, chunk):
+def _with_lowest_eigenvalues(polished, rows, lowest_of, *, device, dtype, chunk):
     """``polished`` with the lowest Hessian eigenvalue computed where it is nan among ``rows``
     (where lowest eigenvalues are kept at all)."""
     if polished.lowest_eigenvalue is None:
@@ -162,11 +173,11 @@ def _with_lowest_eigenvalues(polished, rows, hvp, *, device, dtype, chunk):
     for start in range(0, len(unknown), chunk):
         part = unknown[start : start + chunk]
         theta = torch.as_tensor(polished.final_theta[part], dtype=dtype, device=device)
-        polished.lowest_eigenvalue[part] = _lowest_eigenvalues(hvp, theta).cpu().numpy()
+        polished.lowest_eigenvalue[part] = lowest_of(theta).cpu().numpy()
     return polished
 
 
-def _newton(energy, hvp, theta, curvature_tol, newton_steps, stationary_tol, newton_region_only):
+def _newton(energy, hvp, decompositions, lowest_of, theta, newton_steps, stationary_tol, newton_region_only):
     """Polished points, their gradient norms and lowest Hessian eigenvalues, and whether each
     was polished (else it is returned where it started).
 
@@ -196,7 +207,6 @@ def _newton(energy, hvp, theta, curvature_tol, newton_steps, stationary_tol, new
     loss, grad = energy_and_gradient(energy, theta)
     start_loss, start_norm = loss.clone(), grad.norm(dim=1)
     n_members = theta.shape[0]
-    decompositions = _Decompositions(theta, curvature_tol)
     flags = dict(dtype=torch.bool, device=theta.device)
     at_point = torch.zeros(n_members, **flags)  # the kept decomposition was taken at the member's point
     renew = torch.ones(n_members, **flags)  # a new decomposition before the member's next step
@@ -207,7 +217,7 @@ def _newton(energy, hvp, theta, curvature_tol, newton_steps, stationary_tol, new
             break
         new = rows[renew[rows]]
         if len(new):
-            decompositions.renew(new, dense_hessians(hvp, theta[new]))
+            decompositions.renew(new, theta[new])
             at_point[new], renew[new] = True, False
         fresh = at_point[rows]
         before = grad[rows].norm(dim=1)
@@ -239,7 +249,7 @@ def _newton(energy, hvp, theta, curvature_tol, newton_steps, stationary_tol, new
     theta[~inside] = start[~inside]
     unknown = torch.nonzero(inside & ~(at_point & decompositions.by_eigenvalues)).flatten()
     if len(unknown):
-        decompositions.lowest[unknown] = _lowest_eigenvalues(hvp, theta[unknown])
+        decompositions.lowest[unknown] = lowest_of(theta[unknown])
     lowest = torch.where(inside, decompositions.lowest, torch.nan)  # returned: its caller's to compute
     return theta, torch.where(inside, grad.norm(dim=1), start_norm), lowest, inside
 
@@ -316,9 +326,9 @@ class _Decompositions:
     every eigenvalue exceeds ``curvature_tol``, else the eigendecomposition (whose lowest
     eigenvalue is kept in ``lowest``)."""
 
-    def __init__(self, theta: torch.Tensor, curvature_tol: float):
+    def __init__(self, theta: torch.Tensor, curvature_tol: float, *, hvp):
         n_members, n_params = theta.shape
-        self.curvature_tol = curvature_tol
+        self.curvature_tol, self.hvp = curvature_tol, hvp
         # Cholesky factor or eigenvectors; every member's is written by its first renewal, before
         # any solve reads it (the all-member solve included)
         self.factors = theta.new_empty((n_members, n_params, n_params))
@@ -327,8 +337,8 @@ class _Decompositions:
         self.by_eigenvalues = torch.zeros(n_members, dtype=torch.bool, device=theta.device)
         self.shown_curved = torch.zeros(n_members, dtype=torch.bool, device=theta.device)
 
-    def renew(self, rows: torch.Tensor, hessians: torch.Tensor) -> None:
-        """Decompose the Hessians ``(row, param, param)`` of members ``rows``.
+    def renew(self, rows: torch.Tensor, theta: torch.Tensor) -> None:
+        """Decompose the Hessians of members ``rows`` at their points ``theta (row, param)``.
 
         A member's first decomposition is screened (``H - curvature_tol I`` has a Cholesky
         factor: every eigenvalue above ``curvature_tol``); a later one of a member so shown
@@ -339,6 +349,7 @@ class _Decompositions:
         there); where ``H`` has no factor any more it is eigendecomposed, and every polished
         member's lowest eigenvalue is computed at its end point (:func:`_newton`).
         """
+        hessians = dense_hessians(self.hvp, theta)
         factor, failed = torch.linalg.cholesky_ex(hessians)
         curved = (failed == 0) & self.shown_curved[rows]
         screen = (failed == 0) & ~self.shown_curved[rows]
@@ -377,6 +388,38 @@ class _Decompositions:
             inverse = torch.where(values > self.curvature_tol, 1.0 / values.clamp_min(self.curvature_tol), 0.0)
             step[eigen] = -torch.einsum("mpk,mk->mp", vectors, along * inverse)
         return step
+
+
+class _BlockLowRankDecompositions:
+    """:class:`_Decompositions` for Hessians given as blocks plus low rank (``hessians_of(theta)
+    ->`` :class:`basins.engine.block_low_rank.BlockLowRankHessians`): each member's factored
+    ``H`` (Woodbury) where no eigenvalue is counted at or below ``curvature_tol``. A member with
+    one there (a flat or negative direction) gets no step (nan, refused by the step's test):
+    without its flat eigenvectors the polish cannot leave them alone, so the flow carries it on
+    (:func:`basins.training.confirm_minima`). ``by_eigenvalues`` stays false: every lowest
+    eigenvalue is computed at the end (:func:`_newton`)."""
+
+    def __init__(self, theta: torch.Tensor, curvature_tol: float, *, hessians_of):
+        self.curvature_tol, self.hessians_of = curvature_tol, hessians_of
+        n_members = theta.shape[0]
+        self.factors: ShiftedHessians | None = None  # every member's, written by its first renewal
+        self.curved = torch.zeros(n_members, dtype=torch.bool, device=theta.device)
+        self.lowest = theta.new_full((n_members,), torch.nan)
+        self.by_eigenvalues = torch.zeros(n_members, dtype=torch.bool, device=theta.device)
+
+    def renew(self, rows: torch.Tensor, theta: torch.Tensor) -> None:
+        """Factor the Hessians of members ``rows`` at their points ``theta (row, param)``."""
+        hessians = self.hessians_of(theta)
+        self.curved[rows] = hessians.count_below(torch.full_like(theta[:, 0], self.curvature_tol)) == 0
+        factors = hessians.shifted(torch.zeros_like(theta[:, 0]))
+        if self.factors is None:
+            self.factors = factors.allocated(len(self.curved))
+        self.factors.put(rows, factors)
+
+    def newton_step(self, rows: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """``-H^-1 g`` for members ``rows`` (nan where not curved)."""
+        step = -self.factors.select(rows).solve(grad)
+        return torch.where(self.curved[rows].unsqueeze(1), step, torch.nan)
 
 
 def _round_off(loss):

@@ -31,6 +31,7 @@ import math
 
 import torch
 
+from basins.engine.block_low_rank import BlockLowRankHessians
 from basins.landscapes import native_mlp
 from basins.landscapes.losses import check_loss
 from basins.landscapes.architecture import Architecture
@@ -70,10 +71,19 @@ class FusedMLPObjective:
     def hessians(self):
         """``theta -> (member, param, param)``: the dense Hessians on all samples (:func:`hessians`),
         or None where they are not written out (:func:`has_hand_derived_hessian`)."""
+        return self._on_all_samples(hessians)
+
+    @property
+    def block_low_rank_hessians(self):
+        """``theta ->`` :class:`basins.engine.block_low_rank.BlockLowRankHessians`: the same
+        Hessians as blocks plus low rank (:func:`block_low_rank_hessians`), or None."""
+        return self._on_all_samples(block_low_rank_hessians)
+
+    def _on_all_samples(self, function):
         if not has_hand_derived_hessian(self.arch):
             return None
         return functools.partial(
-            hessians, x=self.x, y=self.y, arch=self.arch, loss=self.loss, margin=self.margin, l2=self.l2,
+            function, x=self.x, y=self.y, arch=self.arch, loss=self.loss, margin=self.margin, l2=self.l2,
             beta=self.beta,
         )
 
@@ -405,6 +415,60 @@ def hessians(theta, x, y, arch, *, loss, margin=1.0, l2=0.0, beta=1.0):
     """
     if not has_hand_derived_hessian(arch):
         raise ValueError(f"no hand-derived Hessian for {arch}: one output and depth <= 1 only")
+    jacobian, curvature, unit_terms = _hessian_terms(theta, x, y, arch, loss, margin, beta)
+    if unit_terms is None:  # the inputs (with a 1 for the bias), shared by every member
+        inputs = jacobian[0]
+        hess = inputs.T @ (curvature.unsqueeze(-1) * inputs)
+    else:
+        hess = jacobian.transpose(1, 2) @ (curvature.unsqueeze(-1) * jacobian)
+        # The output's own curvature, weighted by l': per unit, its incoming weights and bias
+        # (indices `incoming`) with each other and with its outgoing weight (`outgoing`).
+        incoming, outgoing, block, cross = unit_terms
+        rows, columns = incoming.unsqueeze(-1), incoming.unsqueeze(-2)
+        hess[:, rows, columns] += block
+        hess[:, incoming, outgoing.unsqueeze(-1)] += cross
+        hess[:, outgoing.unsqueeze(-1), incoming] += cross
+    hess.diagonal(dim1=1, dim2=2).add_(l2)
+    return hess
+
+
+def block_low_rank_hessians(theta, x, y, arch, *, loss, margin=1.0, l2=0.0, beta=1.0) -> BlockLowRankHessians:
+    """The Hessians of :func:`hessians` as blocks plus low rank
+    (:class:`basins.engine.block_low_rank.BlockLowRankHessians`), never written out: per hidden
+    unit one block over its incoming weights, bias and outgoing weight (the output's curvature
+    weighted by l', plus ``l2``), the output bias alone (``l2``), and the Gauss-Newton term
+    ``J^T diag(l'') J`` of rank at most the number of samples."""
+    if not has_hand_derived_hessian(arch):
+        raise ValueError(f"no hand-derived Hessian for {arch}: one output and depth <= 1 only")
+    n_members, n_params = theta.shape
+    jacobian, curvature, unit_terms = _hessian_terms(theta, x, y, arch, loss, margin, beta)
+    if unit_terms is None:  # no hidden layer: every parameter is its own 0-sized block's rest
+        groups = torch.zeros((0, 1), dtype=torch.long, device=theta.device)
+        blocks = theta.new_zeros((n_members, 0, 1, 1))
+    else:
+        incoming, outgoing, block, cross = unit_terms
+        groups = torch.cat([incoming, outgoing.unsqueeze(1)], 1)  # (unit, fan_in [+ 1] + 1)
+        k = groups.shape[1]
+        blocks = theta.new_zeros((n_members, arch.width, k, k))
+        blocks[:, :, : k - 1, : k - 1] = block
+        blocks[:, :, : k - 1, k - 1] = cross
+        blocks[:, :, k - 1, : k - 1] = cross
+        blocks.diagonal(dim1=2, dim2=3).add_(l2)
+    in_groups = torch.zeros(n_params, dtype=torch.bool, device=theta.device)
+    in_groups[groups.flatten()] = True
+    rest = torch.nonzero(~in_groups).flatten()
+    return BlockLowRankHessians.from_parts(
+        groups=groups, blocks=blocks, rest=rest, rest_diagonal=theta.new_full((n_members, len(rest)), l2),
+        jacobian=jacobian, curvature=curvature,
+    )
+
+
+def _hessian_terms(theta, x, y, arch, loss, margin, beta):
+    """The output's Jacobian ``(member, sample, param)`` and the loss's curvature ``l''``
+    ``(member, sample)``, and for a hidden layer (else None) each unit's parameter indices
+    (:func:`_unit_parameters`) with the output's own curvature weighted by l': ``block
+    (member, unit, in, in)`` among its incoming weights and bias, ``cross (member, unit, in)``
+    between them and its outgoing weight."""
     n_members, n_params = theta.shape
     n_samples = x.shape[0]
     inputs = torch.cat([x, x.new_ones(n_samples, 1)], 1) if arch.bias else x  # (sample, fan_in [+ 1])
@@ -412,10 +476,8 @@ def hessians(theta, x, y, arch, *, loss, margin=1.0, l2=0.0, beta=1.0):
         (w_slice, b_slice), = arch.layer_slices
         output = theta[:, w_slice] @ x.T + (theta[:, b_slice] if arch.bias else 0.0)
         _, curvature = _loss_derivatives(output, y, loss, margin, beta, n_samples)
-        # The inputs (with a 1 for the bias) are the output's Jacobian: (member, param, param).
-        hess = inputs.T @ (curvature.unsqueeze(-1) * inputs)
-        hess.diagonal(dim1=1, dim2=2).add_(l2)
-        return hess
+        # The inputs (with a 1 for the bias) are the output's Jacobian.
+        return inputs.expand(n_members, -1, -1), curvature, None
     ((w_in, b_in), (w_out, b_out)) = arch.layer_slices
     width, fan_in = arch.width, arch.n_inputs
     weights_in = theta[:, w_in].view(n_members, width, fan_in)
@@ -432,19 +494,11 @@ def hessians(theta, x, y, arch, *, loss, margin=1.0, l2=0.0, beta=1.0):
     if arch.bias:
         jacobian[:, :, b_in] = unit_slope
         jacobian[:, :, b_out] = 1.0
-    hess = jacobian.transpose(1, 2) @ (curvature.unsqueeze(-1) * jacobian)
-    # The output's own curvature, weighted by l': per unit, its incoming weights and bias
-    # (indices `incoming`) with each other and with its outgoing weight (`outgoing`).
     incoming, outgoing = _unit_parameters(arch, theta.device)
     weighted_bend = gradient.unsqueeze(1) * weights_out.unsqueeze(-1) * bend  # (member, unit, sample)
     block = (weighted_bend.unsqueeze(-1) * inputs).transpose(2, 3) @ inputs  # (member, unit, in, in)
     cross = (gradient.unsqueeze(1) * slope) @ inputs  # (member, unit, in)
-    rows, columns = incoming.unsqueeze(-1), incoming.unsqueeze(-2)
-    hess[:, rows, columns] += block
-    hess[:, incoming, outgoing.unsqueeze(-1)] += cross
-    hess[:, outgoing.unsqueeze(-1), incoming] += cross
-    hess.diagonal(dim1=1, dim2=2).add_(l2)
-    return hess
+    return jacobian, curvature, (incoming, outgoing, block, cross)
 
 
 def _unit_parameters(arch, device):

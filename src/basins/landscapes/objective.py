@@ -73,6 +73,10 @@ class NetworkLoss:
     def hessians(self):
         return self.fused.hessians
 
+    @property
+    def block_low_rank_hessians(self):
+        return self.fused.block_low_rank_hessians
+
 
 def member_losses(theta, x, y, arch, *, loss, margin, l2, beta=1.0) -> torch.Tensor:
     """Training loss ``(member,)``: the mean sample loss plus ``l2 / 2 |theta|^2``; differentiable."""
