@@ -11,6 +11,7 @@ time.
 
     python benchmarks/bench_digits_draw.py results/datasets/digits_parity_tanh/seed1.nc --width 40
     python benchmarks/bench_digits_draw.py --draw 1 --width 40 --members 4096 --device cuda
+    python benchmarks/bench_digits_draw.py --draw 1 --width 400 --members 32   # N = 4001: blocks plus low rank
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=40)
     parser.add_argument("--members", type=int, default=1024)
     parser.add_argument("--seed", type=int, default=1, help="seed of the initial conditions")
+    parser.add_argument("--max-dense-params", type=int, default=600,
+                        help="dense Hessians up to this many parameters, blocks plus low rank above (the study's default)")
     parser.add_argument("--output", help="write the training result here (netCDF)")
     parser.add_argument("--top", type=int, default=25, help="functions listed by their own time")
     args = parser.parse_args()
@@ -58,7 +61,7 @@ def main() -> None:
     result = train_ensemble(
         arch, *train_test_arrays(dataset), starts, members, seed=args.seed, budget_factors=[1, 4, 16],
         loss="cross_entropy", l2=1e-2, dynamics="gradient_flow", lr=0.1, rtol=1e-4, atol=1e-7, max_steps=3000,
-        grad_tol=1e-4, device=args.device, memory_budget_mb=args.memory_budget_mb,
+        grad_tol=1e-4, device=args.device, memory_budget_mb=args.memory_budget_mb, max_dense_params=args.max_dense_params,
     )
     profile.disable()
     wall = time.perf_counter() - started
