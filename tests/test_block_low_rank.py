@@ -66,7 +66,7 @@ def test_counts_solves_products_and_lowest_pairs_equal_dense_linear_algebra(seed
         residual = (dense @ solved.unsqueeze(-1)).squeeze(-1) - shift * solved - v
         size = (values - shift).abs().amax(1) * solved.norm(dim=1)
         assert (residual.norm(dim=1) <= 1e-12 * size).all()
-    lowest, vector = structured.lowest_eigenpairs(generator=g)
+    lowest, vector = structured.lowest_eigenpairs()
     width = values[:, -1] - values[:, 0]
     assert ((lowest - values[:, 0]).abs() <= 1e-9 * width).all()
     assert (lowest >= values[:, 0] - 1e-12 * width).all()  # a Rayleigh quotient: never below
@@ -74,6 +74,9 @@ def test_counts_solves_products_and_lowest_pairs_equal_dense_linear_algebra(seed
     assert (residual.norm(dim=1) <= 1e-6 * width).all()
     simple = (values[:, 1] - values[:, 0]) > 1e-3 * width
     assert ((vector * vectors[:, :, 0]).sum(1).abs()[simple] > 1 - 1e-9).all()
+    # A member's pair does not depend on the members beside it (shards, chunks).
+    alone, alone_vector = structured.select(torch.tensor([2])).lowest_eigenpairs()
+    assert torch.allclose(alone, lowest[2:3], rtol=1e-13) and torch.allclose(alone_vector, vector[2:3], atol=1e-10)
 
 
 def test_a_shift_on_an_eigenvalue_of_the_blocks_is_moved_off_it():

@@ -159,14 +159,16 @@ class BlockLowRankHessians:
         """``(member,)``: how many eigenvalues of each Hessian lie below ``shift (member,)``."""
         return self.shifted(shift).count_below()
 
-    def lowest_eigenpairs(self, *, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def lowest_eigenpairs(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The lowest eigenvalue ``(member,)`` and a unit eigenvector ``(member, param)``.
 
         Bisection on :meth:`count_below` between a lower bound (``min D`` less the negative
         curvatures' weight) and the lowest diagonal entry of ``H`` (a Rayleigh quotient) to a
         bracket :data:`_RELATIVE` wide, then inverse iteration with the shift below the
         bracket; the value is the Rayleigh quotient of the vector, which lies above the true
-        lowest eigenvalue and within the bracket's width of it for a simple eigenvalue.
+        lowest eigenvalue and within the bracket's width of it for a simple eigenvalue. Every
+        member's inverse iteration starts from one fixed random vector (rotated coordinates), so
+        a member's result does not depend on the members beside it (shards, chunks).
         """
         scale = self.scale()
         floor = _ABSOLUTE * scale
@@ -186,7 +188,8 @@ class BlockLowRankHessians:
             low = torch.where(open_ & ~below, middle, low)
         shift = low - (high - low) - floor
         factored = self.shifted(shift)
-        vector = torch.randn(self.diagonal.shape, generator=generator, dtype=self.diagonal.dtype).to(self.diagonal.device)
+        start = torch.randn(self.diagonal.shape[1], generator=torch.Generator().manual_seed(0), dtype=self.diagonal.dtype)
+        vector = start.to(self.diagonal.device).expand_as(self.diagonal)
         for _ in range(_INVERSE_ITERATIONS):
             vector = factored.solve_rotated(vector)
             vector = vector / vector.norm(dim=1, keepdim=True)

@@ -132,7 +132,7 @@ def lowest_eigenpairs(
     """
     structured = getattr(hvp, "block_low_rank", None)
     if theta.shape[1] > max_dense_params and structured is not None:
-        return _lowest_block_low_rank_eigenpairs(structured(theta), generator=generator, known_above=known_above)
+        return _lowest_block_low_rank_eigenpairs(structured(theta), known_above=known_above)
     if theta.shape[1] <= max_dense_params:
         hessians = dense_hessians(hvp, theta)
         values = theta.new_full(theta.shape[:1], torch.nan)
@@ -148,27 +148,25 @@ def lowest_eigenpairs(
     return values[:, 0], _unit(vectors[:, 0])
 
 
-def _lowest_block_low_rank_eigenpairs(hessians, *, generator, known_above):
+def _lowest_block_low_rank_eigenpairs(hessians, *, known_above):
     below = torch.ones(hessians.n_members, dtype=torch.bool, device=hessians.diagonal.device)
     if known_above is not None:
         below = hessians.count_below(torch.full_like(hessians.diagonal[:, 0], -known_above)) >= 1
     values = hessians.diagonal.new_full((hessians.n_members,), torch.nan)
     vectors = torch.full(hessians.factors.shape[:2], torch.nan, dtype=values.dtype, device=values.device)
     if below.any():
-        values[below], vectors[below] = hessians.select(below).lowest_eigenpairs(generator=generator)
+        values[below], vectors[below] = hessians.select(below).lowest_eigenpairs()
     return values, vectors
 
 
-def lowest_eigenvalues(
-    hvp: HessianVectorProduct, theta: torch.Tensor, *, max_dense_params: int, generator: torch.Generator
-) -> torch.Tensor:
+def lowest_eigenvalues(hvp: HessianVectorProduct, theta: torch.Tensor, *, max_dense_params: int) -> torch.Tensor:
     """The lowest Hessian eigenvalue ``(minimum,)``: dense ``eigvalsh`` up to
     ``max_dense_params`` parameters, above it from the loss's blocks plus low rank (as
     :func:`lowest_eigenpairs`; their bisection brackets it to 1e-3 relative, and the value is a
     Rayleigh quotient, never below the true one)."""
     structured = getattr(hvp, "block_low_rank", None)
     if theta.shape[1] > max_dense_params and structured is not None:
-        return structured(theta).lowest_eigenpairs(generator=generator)[0]
+        return structured(theta).lowest_eigenpairs()[0]
     return torch.linalg.eigvalsh(dense_hessians(hvp, theta))[:, 0]
 
 

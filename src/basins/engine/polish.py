@@ -117,10 +117,7 @@ def polish_minima(
     if not dense and not has_curvature_above_dense(hvp):
         log.info("no Newton polish: %d parameters > max_dense_params=%d", n_params, max_dense_params)
         return polished
-    # Inverse iteration's start vectors (blocks plus low rank): a fixed seed, for reproducible round-off.
-    lowest_of = functools.partial(
-        lowest_eigenvalues, hvp, max_dense_params=max_dense_params, generator=torch.Generator().manual_seed(0)
-    )
+    lowest_of = functools.partial(lowest_eigenvalues, hvp, max_dense_params=max_dense_params)
     decompositions = (
         functools.partial(_Decompositions, hvp=hvp) if dense
         else functools.partial(_BlockLowRankDecompositions, hessians_of=hvp.block_low_rank)
