@@ -84,6 +84,7 @@ def polish_minima(
     device: torch.device,
     dtype: torch.dtype,
     chunk: int,
+    dense_chunk: int | None = None,
 ) -> Polished:
     """Newton-polish every converged member of a run (:class:`basins.engine.descent.Descent`).
 
@@ -98,7 +99,10 @@ def polish_minima(
     decides which minimum it reaches; without it (an optimizer's finish) refused steps are
     halved until they lower the gradient norm. Above ``max_dense_params`` parameters the
     Hessians come as blocks plus low rank where the loss gives them so
-    (:class:`_BlockLowRankDecompositions`); other networks that large are not polished (their
+    (:class:`_BlockLowRankDecompositions`), ``chunk`` members at a time; members with an
+    eigenvalue at most ``curvature_tol`` (flat directions, which the polish leaves alone along
+    the dense Hessian's eigenvectors) are then polished with dense Hessians where the loss writes
+    them out (``dense_chunk`` at a time); other networks that large are not polished (their
     ``shift`` stays nan). Where ``lowest_eigenvalue`` is given it is recomputed
     at the polished points, and a polish that would make a minimum a saddle is undone; a nan
     there (not computed: the saddle check of training leaves it so where a Cholesky factor
@@ -125,11 +129,13 @@ def polish_minima(
     rows = np.flatnonzero(status == CONVERGED)
     if newton_steps == 0:
         return _with_lowest_eigenvalues(polished, rows, lowest_of, device=device, dtype=dtype, chunk=chunk)
-    for start in range(0, len(rows), chunk):
-        part = rows[start : start + chunk]
+
+    def polish_part(part, make_decompositions):
+        """Polish members ``part`` into ``polished``; those whose decomposition could not step
+        them (a flat direction, blocks plus low rank) are returned."""
         theta = torch.as_tensor(final_theta[part], dtype=dtype, device=device)
-        newton = _newton(energy, hvp, decompositions(theta, curvature_tol), lowest_of, theta, newton_steps,
-                         stationary_tol, newton_region_only)
+        decomposed = make_decompositions(theta, curvature_tol)
+        newton = _newton(energy, hvp, decomposed, lowest_of, theta, newton_steps, stationary_tol, newton_region_only)
         moved, norm, lowest, inside = (t.cpu().numpy() for t in newton)
         kept = inside
         if lowest_eigenvalue is not None:
@@ -138,10 +144,21 @@ def polish_minima(
                                          device=device, dtype=dtype)
             kept = inside & ~(saddle & (before >= -curvature_tol))
             polished.lowest_eigenvalue[part] = np.where(kept, lowest, before)
+        flat = part[decomposed.flat.cpu().numpy()]
         part, moved, norm = part[kept], moved[kept], norm[kept]
         polished.shift[part] = np.linalg.norm(moved - final_theta[part], axis=1)
         polished.final_theta[part] = moved
         polished.grad_norm[part] = norm
+        return flat
+
+    flat = [polish_part(rows[start : start + chunk], decompositions) for start in range(0, len(rows), chunk)]
+    flat = np.concatenate(flat) if flat else rows[:0]
+    if len(flat) and hvp.dense is not None:
+        # Their flat directions are left alone by the dense polish's eigenvectors.
+        log.info("%d members with an eigenvalue at most curvature_tol: polished with dense Hessians", len(flat))
+        dense_chunk = dense_chunk or chunk
+        for start in range(0, len(flat), dense_chunk):
+            polish_part(flat[start : start + dense_chunk], functools.partial(_Decompositions, hvp=hvp))
     if len(rows):
         shifts = polished.shift[rows]
         log.info("Newton polish of %d points: gradient norm median %.2g -> %.2g, %d polished (moved up to %.3g), "
@@ -333,6 +350,7 @@ class _Decompositions:
         self.lowest = theta.new_full((n_members,), torch.nan)
         self.by_eigenvalues = torch.zeros(n_members, dtype=torch.bool, device=theta.device)
         self.shown_curved = torch.zeros(n_members, dtype=torch.bool, device=theta.device)
+        self.flat = torch.zeros(n_members, dtype=torch.bool, device=theta.device)  # every member stepped
 
     def renew(self, rows: torch.Tensor, theta: torch.Tensor) -> None:
         """Decompose the Hessians of members ``rows`` at their points ``theta (row, param)``.
@@ -391,16 +409,17 @@ class _BlockLowRankDecompositions:
     """:class:`_Decompositions` for Hessians given as blocks plus low rank (``hessians_of(theta)
     ->`` :class:`basins.engine.block_low_rank.BlockLowRankHessians`): each member's factored
     ``H`` (Woodbury) where no eigenvalue is counted at or below ``curvature_tol``. A member with
-    one there (a flat or negative direction) gets no step (nan, refused by the step's test):
-    without its flat eigenvectors the polish cannot leave them alone, so the flow carries it on
-    (:func:`basins.training.confirm_minima`). ``by_eigenvalues`` stays false: every lowest
-    eigenvalue is computed at the end (:func:`_newton`)."""
+    one there (a flat or negative direction) gets no step (nan, refused by the step's test) and
+    is marked ``flat``: without its flat eigenvectors these factors cannot leave them alone
+    (:func:`polish_minima` polishes it with dense Hessians). ``by_eigenvalues`` stays false:
+    every lowest eigenvalue is computed at the end (:func:`_newton`)."""
 
     def __init__(self, theta: torch.Tensor, curvature_tol: float, *, hessians_of):
         self.curvature_tol, self.hessians_of = curvature_tol, hessians_of
         n_members = theta.shape[0]
         self.factors: ShiftedHessians | None = None  # every member's, written by its first renewal
         self.curved = torch.zeros(n_members, dtype=torch.bool, device=theta.device)
+        self.flat = torch.zeros(n_members, dtype=torch.bool, device=theta.device)
         self.lowest = theta.new_full((n_members,), torch.nan)
         self.by_eigenvalues = torch.zeros(n_members, dtype=torch.bool, device=theta.device)
 
@@ -408,6 +427,7 @@ class _BlockLowRankDecompositions:
         """Factor the Hessians of members ``rows`` at their points ``theta (row, param)``."""
         hessians = self.hessians_of(theta)
         self.curved[rows] = hessians.count_below(torch.full_like(theta[:, 0], self.curvature_tol)) == 0
+        self.flat[rows] |= ~self.curved[rows]
         factors = hessians.shifted(torch.zeros_like(theta[:, 0]))
         if self.factors is None:
             self.factors = factors.allocated(len(self.curved))
