@@ -21,7 +21,7 @@ import torch
 import xarray as xr
 
 from basins.engine.checkpoints import fingerprint_arrays
-from basins.engine.curvature import lowest_eigenpairs, make_hvp
+from basins.engine.curvature import block_low_rank_of, lowest_eigenpairs, make_hvp
 from basins.engine.descent import (
     Descent,
     descend_until_decided,
@@ -237,9 +237,8 @@ def train_ensemble(
     # point, are continued by the stiff integrator where there is one (_continuation_integrator);
     # members kicked off a saddle fall away from it by the run's own integrator first.
     stiff_integrator = _continuation_integrator(dynamics, integrator, objective)
-    stiff = dict(dynamics_options=_dynamics_options(
-        flat_seeking, stiff_integrator, block_low_rank=stiff_integrator == "rosenbrock" and arch.n_params > max_dense_params
-    ))
+    block_low_rank = stiff_integrator == "rosenbrock" and arch.n_params > max_dense_params
+    stiff = dict(dynamics_options=_dynamics_options(flat_seeking, stiff_integrator, block_low_rank=block_low_rank))
     out = descend_until_decided(
         objective, initial_theta, member_ids, budget_factors=budget_factors, continued_by=stiff,
         # No member converges while the landscape or the flat-seeking coupling still moves.
@@ -579,7 +578,7 @@ def _eigenpair_chunk(out, energy, max_dense_params, n_lanczos, memory_budget_mb)
 
 
 def _has_block_low_rank(energy):
-    return getattr(energy, "block_low_rank_hessians", None) is not None
+    return block_low_rank_of(energy) is not None
 
 
 def _hessian_bytes(energy, n_params, max_dense_params):

@@ -86,10 +86,12 @@ class BlockLowRankHessians:
         once); ``jacobian (member, sample, param)``, ``curvature (member, sample)``."""
         n_members, n_samples, n_params = jacobian.shape
         order = torch.cat([groups.flatten(), rest])
-        if order.numel() != n_params or not torch.equal(order.sort().values, torch.arange(n_params, device=order.device)):
+        every_once = torch.equal(order.sort().values, torch.arange(n_params, device=order.device))
+        if order.numel() != n_params or not every_once:
             raise ValueError(f"groups and rest must hold each of the {n_params} parameters once")
         values, vectors = torch.linalg.eigh(blocks)  # (member, block, k), (member, block, k, k)
-        scaled = jacobian.transpose(1, 2) * curvature.abs().sqrt().unsqueeze(1)  # J^T |C|^(1/2): (member, param, sample)
+        # J^T |C|^(1/2): (member, param, sample)
+        scaled = jacobian.transpose(1, 2) * curvature.abs().sqrt().unsqueeze(1)
         in_blocks = vectors.transpose(-1, -2) @ scaled[:, groups]  # (member, block, k, sample)
         factors = torch.cat([in_blocks.flatten(1, 2), scaled[:, rest]], 1)
         diagonal = torch.cat([values.flatten(1), rest_diagonal], 1)
@@ -122,7 +124,8 @@ class BlockLowRankHessians:
         """``(member, param)`` in the parameters' order -> rotated coordinates (``Q^T v``)."""
         n_blocks, k = self.vectors.shape[1:3]
         ordered = vectors[:, self.order]
-        in_blocks = (self.vectors.transpose(-1, -2) @ ordered[:, : n_blocks * k].reshape(len(vectors), n_blocks, k, 1)).flatten(1)
+        in_blocks = ordered[:, : n_blocks * k].reshape(len(vectors), n_blocks, k, 1)
+        in_blocks = (self.vectors.transpose(-1, -2) @ in_blocks).flatten(1)
         return torch.cat([in_blocks, ordered[:, n_blocks * k :]], 1)
 
     def unrotate(self, rotated: torch.Tensor) -> torch.Tensor:
@@ -153,7 +156,8 @@ class BlockLowRankHessians:
         target = torch.as_tensor(shift, dtype=self.diagonal.dtype, device=self.diagonal.device).expand(self.n_members)
         shift = self._off_the_diagonal(target)
         inverse = 1.0 / (self.diagonal - shift.unsqueeze(1))
-        capacitance = torch.diag_embed(self.signs) + self.factors.transpose(1, 2) @ (inverse.unsqueeze(-1) * self.factors)
+        weighted = inverse.unsqueeze(-1) * self.factors
+        capacitance = torch.diag_embed(self.signs) + self.factors.transpose(1, 2) @ weighted
         return ShiftedHessians(self, shift, target, inverse, capacitance)
 
     def _off_the_diagonal(self, shift):
@@ -208,7 +212,8 @@ class BlockLowRankHessians:
             low = torch.where(open_ & ~below, middle, low)
         shift = low - (high - low) - floor
         factored = self.shifted(shift)
-        start = torch.randn(self.diagonal.shape[1], generator=torch.Generator().manual_seed(0), dtype=self.diagonal.dtype)
+        fixed = torch.Generator().manual_seed(0)
+        start = torch.randn(self.diagonal.shape[1], generator=fixed, dtype=self.diagonal.dtype)
         vector = start.to(self.diagonal.device).expand_as(self.diagonal)
         for _ in range(_INVERSE_ITERATIONS):
             vector = factored.solve_rotated(vector)

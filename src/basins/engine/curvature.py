@@ -40,9 +40,14 @@ def make_hvp(member_loss: Callable[[torch.Tensor], torch.Tensor]) -> HessianVect
         return torch.zeros_like(theta) if product is None else product.detach()
 
     hvp.dense = getattr(member_loss, "hessians", None)  # a hand-derived dense Hessian, if any
-    # ... and the same Hessians as blocks plus low rank (basins.engine.block_low_rank), if any
-    hvp.block_low_rank = getattr(member_loss, "block_low_rank_hessians", None)
+    hvp.block_low_rank = block_low_rank_of(member_loss)
     return hvp
+
+
+def block_low_rank_of(member_loss) -> Callable | None:
+    """``theta ->`` :class:`basins.engine.block_low_rank.BlockLowRankHessians`: the loss's own
+    Hessians as blocks plus low rank (``member_loss.block_low_rank_hessians``), or None."""
+    return getattr(member_loss, "block_low_rank_hessians", None)
 
 
 def dense_hessians(hvp: HessianVectorProduct, theta: torch.Tensor, *, block: int = 64) -> torch.Tensor:
