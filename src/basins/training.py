@@ -162,19 +162,22 @@ def train_ensemble(
         Too large a ``curvature_tol`` lets shallow saddles pass as minima; too small flags the
         round-off of flat minima (near-zero eigenvalues) as saddles.
     max_dense_params, n_lanczos : int
-        The lowest eigenpair comes from dense Hessians up to ``max_dense_params`` parameters,
-        else from ``n_lanczos`` Lanczos iterations.
+        The lowest eigenpair comes from dense Hessians up to ``max_dense_params`` parameters;
+        above it, for networks of one hidden layer and one output, from their Hessians as blocks
+        plus low rank (exact: :mod:`basins.engine.block_low_rank`), else from ``n_lanczos``
+        Lanczos iterations.
     newton_steps : int
         Then up to this many Newton steps on the directions of curvature above
         ``curvature_tol`` move each converged member onto its minimum, to round-off
-        (:func:`basins.engine.polish.polish_minima`; networks up to ``max_dense_params`` parameters;
-        0: no polish), so that members of one minimum agree whatever ``grad_tol`` was.
+        (:func:`basins.engine.polish.polish_minima`; networks up to ``max_dense_params`` parameters
+        and, above it, those with block Hessians; 0: no polish), so that members of one minimum
+        agree whatever ``grad_tol`` was.
     stationary_tol, max_refinements : float, int
         A converged member is a minimum once its polished gradient norm is at most
         ``stationary_tol``; others are continued with a tighter gradient test, up to
-        ``max_refinements`` rounds, and then left undecided (:func:`confirm_minima`). Above
-        ``max_dense_params`` parameters there is no polish and the gradient test alone decides
-        (a warning says so).
+        ``max_refinements`` rounds, and then left undecided (:func:`confirm_minima`). Where
+        there is no polish (above ``max_dense_params`` parameters without block Hessians) the
+        gradient test alone decides (a warning says so).
     rtol, atol : float
         Local error tolerances of ``gradient_flow``.
     integrator : {"dormand_prince", "rosenbrock"}
@@ -237,7 +240,8 @@ def train_ensemble(
     # point, are continued by the stiff integrator where there is one (_continuation_integrator);
     # members kicked off a saddle fall away from it by the run's own integrator first.
     stiff_integrator = _continuation_integrator(dynamics, integrator, objective)
-    block_low_rank = stiff_integrator == "rosenbrock" and arch.n_params > max_dense_params
+    block_low_rank = stiff_integrator == "rosenbrock" and _curvature_form(objective, arch.n_params,
+                                                                           max_dense_params) == "blocks"
     stiff = dict(dynamics_options=_dynamics_options(flat_seeking, stiff_integrator, block_low_rank=block_low_rank))
     out = descend_until_decided(
         objective, initial_theta, member_ids, budget_factors=budget_factors, continued_by=stiff,
@@ -391,7 +395,8 @@ def check_minima(
     otherwise (or with ``newton_steps`` 0) there is no polish, and a warning says the gradient
     test alone decides.
     """
-    hessian_bytes = 4 * _hessian_bytes(energy, n_params, max_dense_params)
+    form = _curvature_form(energy, n_params, max_dense_params)
+    hessian_bytes = 4 * _hessian_bytes(energy, n_params, form)
 
     def settle(run, ids, tol):
         """Saddles kicked off and continued, then the Newton polish, for the members of ``run``."""
@@ -412,7 +417,7 @@ def check_minima(
         )
 
     out, checks = settle(out, member_ids, grad_tol)
-    if (n_params <= max_dense_params or _has_block_low_rank(energy)) and newton_steps > 0:
+    if form != "lanczos" and newton_steps > 0:
         return confirm_minima(
             out, checks, member_ids, refine=lambda theta, ids, tol: settle(continue_from(theta, ids, tol), ids, tol),
             grad_tol=grad_tol, stationary_tol=stationary_tol, max_refinements=max_refinements,
@@ -571,21 +576,25 @@ def escape_saddles(
 def _eigenpair_chunk(out, energy, max_dense_params, n_lanczos, memory_budget_mb):
     """Members whose lowest eigenpair is computed at once within ``memory_budget_mb``."""
     n_params = out.final_theta.shape[1]
-    lanczos = n_params > max_dense_params and not _has_block_low_rank(energy)
+    form = _curvature_form(energy, n_params, max_dense_params)
     # the Lanczos basis, or a Hessian with eigh's copies
-    per_member = 8 * 2 * n_lanczos * n_params if lanczos else 3 * _hessian_bytes(energy, n_params, max_dense_params)
+    per_member = 8 * 2 * n_lanczos * n_params if form == "lanczos" else 3 * _hessian_bytes(energy, n_params, form)
     return max(1, min(out.chunk, int(memory_budget_mb * 2**20 // per_member)))
 
 
-def _has_block_low_rank(energy):
-    return block_low_rank_of(energy) is not None
+def _curvature_form(loss, n_params, max_dense_params):
+    """How the saddle check, polish and continuations take the Hessians of ``loss``: ``dense``
+    up to ``max_dense_params`` parameters, above it ``blocks`` (plus low rank) where the loss
+    gives them, else ``lanczos`` (and no polish)."""
+    if n_params <= max_dense_params:
+        return "dense"
+    return "blocks" if block_low_rank_of(loss) is not None else "lanczos"
 
 
-def _hessian_bytes(energy, n_params, max_dense_params):
-    """Bytes of a member's Hessian: dense up to ``max_dense_params`` parameters (and where the
-    loss gives no other form), above it as blocks plus low rank (Jacobian-sized:
-    :mod:`basins.engine.block_low_rank`)."""
-    if n_params > max_dense_params and _has_block_low_rank(energy):
+def _hessian_bytes(energy, n_params, form):
+    """Bytes of a member's Hessian in the curvature ``form`` (:func:`_curvature_form`): dense, or
+    blocks plus low rank (Jacobian-sized: :mod:`basins.engine.block_low_rank`)."""
+    if form == "blocks":
         # the Jacobian and its rotated copies: a peak of 4.6 of these measured at N = 4001, P = 60
         return 2 * 8 * n_params * (energy.x.shape[0] + 1)
     return 8 * n_params**2

@@ -277,5 +277,5 @@ class ShiftedHessians:
         return first - self.inverse * (factors @ correction).squeeze(-1)
 
     def solve(self, rhs: torch.Tensor) -> torch.Tensor:
-        """``(H - shift I)^-1 rhs`` per member, ``(member, param)`` in the parameters' order."""
+        """``(H - target I)^-1 rhs`` per member, ``(member, param)`` in the parameters' order."""
         return self.hessians.unrotate(self.solve_rotated(self.hessians.rotate(rhs)))

@@ -135,8 +135,8 @@ def lowest_eigenpairs(
     decomposed: its value and vector are nan. The saddle check needs eigenpairs only below
     ``-c``; the factorization costs about a fifteenth of ``eigh`` at 161 parameters.
     """
-    structured = getattr(hvp, "block_low_rank", None)
-    if theta.shape[1] > max_dense_params and structured is not None:
+    structured = blocks_in_place_of_dense(hvp, theta.shape[1], max_dense_params)
+    if structured is not None:
         return _lowest_block_low_rank_eigenpairs(structured(theta), known_above=known_above)
     if theta.shape[1] <= max_dense_params:
         hessians = dense_hessians(hvp, theta)
@@ -169,16 +169,18 @@ def lowest_eigenvalues(hvp: HessianVectorProduct, theta: torch.Tensor, *, max_de
     ``max_dense_params`` parameters, above it from the loss's blocks plus low rank (as
     :func:`lowest_eigenpairs`; their bisection brackets it to 1e-3 relative, and the value is a
     Rayleigh quotient, never below the true one)."""
-    structured = getattr(hvp, "block_low_rank", None)
-    if theta.shape[1] > max_dense_params and structured is not None:
+    structured = blocks_in_place_of_dense(hvp, theta.shape[1], max_dense_params)
+    if structured is not None:
         return structured(theta).lowest_eigenpairs()[0]
     return torch.linalg.eigvalsh(dense_hessians(hvp, theta))[:, 0]
 
 
-def has_curvature_above_dense(hvp: HessianVectorProduct) -> bool:
-    """Whether the loss of ``hvp`` gives its Hessians without writing them out (blocks plus low
-    rank), so that curvature beyond ``max_dense_params`` parameters is exact."""
-    return getattr(hvp, "block_low_rank", None) is not None
+def blocks_in_place_of_dense(hvp: HessianVectorProduct, n_params: int, max_dense_params: int) -> Callable | None:
+    """The loss's Hessians as blocks plus low rank (``theta ->``
+    :class:`basins.engine.block_low_rank.BlockLowRankHessians`) where they take the place of
+    dense ones: above ``max_dense_params`` parameters, for a loss that gives them; else None."""
+    structured = getattr(hvp, "block_low_rank", None)
+    return structured if n_params > max_dense_params else None
 
 
 def hutchinson_trace(

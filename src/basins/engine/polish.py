@@ -33,7 +33,7 @@ import torch
 
 from basins.engine.block_low_rank import ShiftedHessians
 from basins.engine.curvature import (
-    all_eigenvalues_above, cholesky_solve, dense_hessians, has_curvature_above_dense, lowest_eigenvalues, make_hvp,
+    all_eigenvalues_above, blocks_in_place_of_dense, cholesky_solve, dense_hessians, lowest_eigenvalues, make_hvp,
 )
 from basins.engine.dynamics import energy_and_gradient
 from basins.labels import CONVERGED
@@ -117,14 +117,14 @@ def polish_minima(
         np.full(n_members, np.nan),
     )
     hvp = make_hvp(energy)
-    dense = n_params <= max_dense_params
-    if not dense and not has_curvature_above_dense(hvp):
+    structured = blocks_in_place_of_dense(hvp, n_params, max_dense_params)
+    if n_params > max_dense_params and structured is None:
         log.info("no Newton polish: %d parameters > max_dense_params=%d", n_params, max_dense_params)
         return polished
     lowest_of = functools.partial(lowest_eigenvalues, hvp, max_dense_params=max_dense_params)
     decompositions = (
-        functools.partial(_Decompositions, hvp=hvp) if dense
-        else functools.partial(_BlockLowRankDecompositions, hessians_of=hvp.block_low_rank)
+        functools.partial(_Decompositions, hvp=hvp) if structured is None
+        else functools.partial(_BlockLowRankDecompositions, hessians_of=structured)
     )
     rows = np.flatnonzero(status == CONVERGED)
     if newton_steps == 0:

@@ -413,8 +413,6 @@ def hessians(theta, x, y, arch, *, loss, margin=1.0, l2=0.0, beta=1.0):
     Hessian-vector product per parameter; this costs about two of them in all (and agrees with
     autograd to round-off: tests/test_fused_mlp.py).
     """
-    if not has_hand_derived_hessian(arch):
-        raise ValueError(f"no hand-derived Hessian for {arch}: one output and depth <= 1 only")
     jacobian, curvature, unit_terms = _hessian_terms(theta, x, y, arch, loss, margin, beta)
     if unit_terms is None:  # the inputs (with a 1 for the bias), shared by every member
         inputs = jacobian[0]
@@ -438,11 +436,9 @@ def block_low_rank_hessians(theta, x, y, arch, *, loss, margin=1.0, l2=0.0, beta
     unit one block over its incoming weights, bias and outgoing weight (the output's curvature
     weighted by l', plus ``l2``), the output bias alone (``l2``), and the Gauss-Newton term
     ``J^T diag(l'') J`` of rank at most the number of samples."""
-    if not has_hand_derived_hessian(arch):
-        raise ValueError(f"no hand-derived Hessian for {arch}: one output and depth <= 1 only")
     n_members, n_params = theta.shape
     jacobian, curvature, unit_terms = _hessian_terms(theta, x, y, arch, loss, margin, beta)
-    if unit_terms is None:  # no hidden layer: every parameter is its own 0-sized block's rest
+    if unit_terms is None:  # no hidden layer, no blocks: every parameter in the rest (l2)
         groups = torch.zeros((0, 1), dtype=torch.long, device=theta.device)
         blocks = theta.new_zeros((n_members, 0, 1, 1))
     else:
@@ -468,7 +464,9 @@ def _hessian_terms(theta, x, y, arch, loss, margin, beta):
     ``(member, sample)``, and for a hidden layer (else None) each unit's parameter indices
     (:func:`_unit_parameters`) with the output's own curvature weighted by l': ``block
     (member, unit, in, in)`` among its incoming weights and bias, ``cross (member, unit, in)``
-    between them and its outgoing weight."""
+    between them and its outgoing weight (networks of :func:`has_hand_derived_hessian` only)."""
+    if not has_hand_derived_hessian(arch):
+        raise ValueError(f"no hand-derived Hessian for {arch}: one output and depth <= 1 only")
     n_members, n_params = theta.shape
     n_samples = x.shape[0]
     inputs = torch.cat([x, x.new_ones(n_samples, 1)], 1) if arch.bias else x  # (sample, fan_in [+ 1])
