@@ -37,6 +37,17 @@ class Quadratics:
         return Quadratics(self.curvature[rows])
 
 
+class WithoutCompiledLoop:
+    """``objective`` without its loop in C (tests/test_native_steps.py tests that one), so that
+    the windows here are :class:`MaskedSteps` on the CPU too."""
+
+    def __init__(self, objective):
+        self.objective, self.capture_safe = objective, objective.capture_safe
+
+    def __call__(self, theta, batch=None):
+        return self.objective(theta, batch)
+
+
 def run(objective, starts, windowed, **options):
     engine = dict(
         dynamics="gd", lr=0.1, max_steps=400, grad_tol=1e-6, device=DEVICE, dtype=torch.float64, chunk=64,
@@ -80,7 +91,7 @@ def test_windows_reproduce_the_step_by_step_loop(dynamics, lr):
     generator = np.random.default_rng(0)
     x, y = generator.normal(size=(30, 3)), np.sign(generator.normal(size=30))
     x_t, y_t = data_tensors(arch, x, y, dtype=torch.float64, device=DEVICE)
-    objective = make_objective(arch, x_t, y_t, loss="mse", margin=1.0, l2=0.01)
+    objective = WithoutCompiledLoop(make_objective(arch, x_t, y_t, loss="mse", margin=1.0, l2=0.01))
     starts = initial_parameters(arch, np.arange(40), seed=1, init="gaussian")
     options = dict(dynamics=dynamics, lr=lr, max_steps=3000, grad_tol=1e-5, chunk=16)
     windowed, plain = (run(objective, starts, windowed, **options) for windowed in (True, False))

@@ -24,7 +24,7 @@ import xarray as xr
 
 from basins.engine.checkpoints import load_checkpoint, run_fingerprint, save_checkpoint
 from basins.engine.dynamics import FLAT_SEEKING, Objective, make_stepper
-from basins.engine.windows import MaskedSteps, is_capture_safe
+from basins.engine.windows import CompiledSteps, MaskedSteps, is_capture_safe
 from basins.io import variable_attrs
 from basins.labels import BUDGET, CONVERGED, DIVERGED, STATUS_MEANINGS
 
@@ -90,9 +90,12 @@ def descend(
     the data its objective reads (:func:`basins.engine.checkpoints.fingerprint_arrays`; empty for a
     landscape with no data beyond ``run_id``): a checkpoint is only resumed by the same run,
     on the same data, code and torch version (:mod:`basins.engine.checkpoints`). ``windowed``
-    runs the steps between two recorded steps with the stopping test as a mask, captured as a
-    CUDA graph on a GPU (:mod:`basins.engine.windows`); None (the default) does so on CUDA
-    wherever the dynamics, the objective and ``satisfied`` allow a capture. See
+    runs the steps between two recorded steps with the stopping test as a mask
+    (:mod:`basins.engine.windows`): in the objective's own compiled loop where it has one for
+    the dynamics (the C kernel's networks on the CPU, gd and Dormand-Prince gradient flow),
+    else captured as a CUDA graph on a GPU; None (the default) does so wherever the objective
+    has such a loop, and on CUDA wherever the dynamics, the objective and ``satisfied`` allow a
+    capture. See
     :func:`train_ensemble` for the other options. Returns where each member ended, a
     :class:`Descent` (its ``loss`` is None until :func:`with_final_losses`).
     """
@@ -105,7 +108,8 @@ def descend(
         raise ValueError(f"dynamics={dynamics!r} needs one landscape shared by all members")
     history_steps = log_spaced_steps(max_steps)
     landscape = _Landscape(objective, satisfied, annealed, anneal_steps)
-    windowed = _windowed(windowed, stepper, landscape, device)
+    stopping = _StoppingRule(grad_tol, max_steps, anneal_steps, divergence_threshold)
+    windowed = _windowed(windowed, stepper, landscape, device, stopping)
     fingerprint = run_fingerprint(
         *run_id, initial_theta, member_ids, dynamics, lr, max_steps, grad_tol, momentum,
         batch_size, rtol, atol, seed, dtype, max_move, lr_decay_every, lr_decay_factor, anneal_steps,
@@ -114,7 +118,6 @@ def descend(
     record = _load_checkpoint(checkpoint_path, fingerprint) or _empty_record(initial_theta, history_steps)
     # The chunk size is kept from a checkpoint so a resumed run splits members the same way.
     chunk = record.setdefault("chunk", chunk)
-    stopping = _StoppingRule(grad_tol, max_steps, anneal_steps, divergence_threshold)
     checkpoints = _Checkpoints(checkpoint_path, fingerprint, checkpoint_every_s)
     progress = _Progress(len(member_ids), progress_every_s)
     with torch.no_grad():
@@ -247,11 +250,7 @@ def _run_members(record, members, stepper, landscape, stopping, checkpoints, pro
         n_running = members.active.numel()
         if n_steps and members.step >= landscape.anneal_steps:
             if window is None or not window.holds(members.theta):
-                window = MaskedSteps(
-                    members.theta, members.state, members.loss, members.grad, members.step, stepper=stepper,
-                    objective=running_objective, stops=stopping.masked(stepper, running_satisfied),
-                    capture=is_capture_safe(stepper, running_objective, running_satisfied),
-                )
+                window = _open_window(members, stepper, running_objective, running_satisfied, stopping)
             window.run(n_steps)
             if _take_window(record, members, window, n_steps, chunk_start, progress):
                 running_objective, running_satisfied = landscape.for_members(members.step, members.active)
@@ -265,6 +264,20 @@ def _run_members(record, members, stepper, landscape, stopping, checkpoints, pro
             members.step += 1
             progress.report(members.step, n_running)
         checkpoints.save_when_due(record, members, chunk_start)
+
+
+def _open_window(members, stepper, objective, satisfied, stopping):
+    """A window for the ``members``: the objective's compiled loop for this stepper where it
+    has one (:class:`CompiledSteps`), else :class:`MaskedSteps` (captured where it can be)."""
+    compiled = stopping.compiled_steps(stepper, objective, satisfied)
+    if compiled is not None:
+        return CompiledSteps(members.theta, members.state, members.loss, members.grad, members.step,
+                             run_steps=compiled)
+    return MaskedSteps(
+        members.theta, members.state, members.loss, members.grad, members.step, stepper=stepper,
+        objective=objective, stops=stopping.masked(stepper, satisfied),
+        capture=is_capture_safe(stepper, objective, satisfied),
+    )
 
 
 #: Most steps in one window: the loop logs progress and writes checkpoints between windows.
@@ -335,17 +348,28 @@ class _StoppingRule:
 
         return stops
 
+    def compiled_steps(self, stepper, objective, satisfied=None):
+        """The objective's compiled loop of ``stepper`` with this rule as its stopping test
+        (``objective.compiled_steps``, :class:`basins.engine.windows.CompiledSteps`), or None
+        where it has none or an extra stopping test ``satisfied`` applies."""
+        offer = getattr(objective, "compiled_steps", None)
+        if offer is None or satisfied is not None:
+            return None
+        return offer(stepper, grad_tol=self.grad_tol, divergence_threshold=self.divergence_threshold)
 
-def _windowed(windowed, stepper, landscape, device):
-    """Whether :func:`descend` steps in windows: where asked, else on CUDA wherever the
+
+def _windowed(windowed, stepper, landscape, device, stopping):
+    """Whether :func:`descend` steps in windows: where asked, else wherever the objective has a
+    compiled loop of the dynamics (the C kernel's networks on the CPU) and on CUDA wherever the
     dynamics, the objective and the extra stopping test (``satisfied``) allow a capture. A
     ``satisfied`` test without an ``every_member`` form (its members chosen on the host) steps
     one step at a time."""
     satisfied = landscape.satisfied
     possible = getattr(stepper, "capture_safe", False) and (satisfied is None or hasattr(satisfied, "every_member"))
     if windowed is None:
-        return (possible and torch.device(device).type == "cuda"
-                and is_capture_safe(stepper, landscape.objective, satisfied))
+        compiled = stopping.compiled_steps(stepper, landscape.objective, satisfied) is not None
+        return compiled or (possible and torch.device(device).type == "cuda"
+                            and is_capture_safe(stepper, landscape.objective, satisfied))
     if windowed and not possible:
         raise ValueError("windowed=True needs dynamics that step on the device alone (gd, adam, fire, "
                          "gradient_flow by dormand_prince) and a satisfied test with an every_member form")

@@ -163,6 +163,13 @@ class GradientDescent:
     def init_state(self, theta, grad, member_ids):
         return {"velocity": torch.zeros_like(theta), "steps": _zeros(theta)}
 
+    def compiled_form(self) -> tuple[str, dict] | None:
+        """``("gd", {"lr": ...})`` for a compiled loop of this stepper (an objective's own,
+        :mod:`basins.engine.windows`): constant step size, no momentum; else None."""
+        if self.momentum != 0.0 or self.lr.every:
+            return None
+        return "gd", {"lr": self.lr.lr}
+
     def step(self, theta, state, loss, grad, objective):
         update = _momentum(state, grad, self.momentum)
         theta = theta - self.lr(state["steps"], theta.dtype) * update
@@ -336,6 +343,15 @@ class GradientFlow:
     #: Order of the error estimate: the step size scales as error^(-1/order).
     error_order = 5
 
+    def compiled_form(self) -> tuple[str, dict] | None:
+        """``("dormand_prince", {...})``: what a compiled loop of this stepper needs (an
+        objective's own, :mod:`basins.engine.windows`): the tableau, its error weights and the
+        tolerances; the step-size rules are :meth:`_accept_or_reject`'s."""
+        return "dormand_prince", {
+            "tableau": _DP_A[1:], "error_weights": _DP_ERROR, "rtol": self.rtol, "atol": self.atol,
+            "max_time": self.max_time, "error_exponent": -1.0 / self.error_order,
+        }
+
     def step(self, theta, state, loss, grad, objective):
         h = torch.minimum(state["step_size"], self.max_time - state["time"]).unsqueeze(1)
         gradients = [grad]  # the slopes are minus these
@@ -407,6 +423,9 @@ class RosenbrockFlow(GradientFlow):
     error_order = 3
     #: The factorisation picks LU for the members whose W is indefinite, on the host.
     capture_safe = False
+
+    def compiled_form(self) -> None:
+        return None  # no compiled loop solves with Hessians
     _d = 1.0 / (2.0 + math.sqrt(2.0))
     _e32 = 6.0 + math.sqrt(2.0)
 

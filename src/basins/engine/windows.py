@@ -13,6 +13,14 @@ compare the two loops on the CPU.
 A member's arithmetic is the step-by-step loop's; only the batch differs (members that stopped
 stay in it until the window ends), so statuses and steps are the same and points agree to the
 round-off of kernels whose blocking depends on the batch size (tests/test_windows.py).
+
+An objective may run a window itself, as a compiled loop (``objective.compiled_steps(stepper,
+grad_tol=, divergence_threshold=)``, :class:`CompiledSteps`): the C kernel of the study's
+one-hidden-layer networks steps gd and Dormand-Prince gradient flow so on the CPU, each member's
+parameters held in cache through the window (:mod:`basins.landscapes.native_mlp`). gd there
+reproduces the torch loop to round-off; the adaptive flow's step sizes pass on the last bits of
+exp, log and sums rounded otherwise, so its members end on the same minima, a few steps apart
+where the flow ends at its stability limit (tests/test_native_steps.py).
 """
 
 from __future__ import annotations
@@ -109,6 +117,40 @@ class MaskedSteps:
         for name, value in state.items():
             _copy_where(self.running, value, self.state[name])
         self.step.add_(1)
+
+
+class CompiledSteps:
+    """The window of :class:`MaskedSteps` run by a compiled loop the objective offers for this
+    stepper (``objective.compiled_steps``; the C kernel of the study's networks on the CPU:
+    :mod:`basins.landscapes.native_mlp`): the same steps, stopping test and outputs, with no
+    torch kernel launched between two recorded steps. ``run_steps(theta, loss, grad, state,
+    status, stop_step, grad_norm, first_step, n_steps)`` advances the buffers in place.
+    """
+
+    def __init__(self, theta, state, loss, grad, step: int, *, run_steps: Callable):
+        if loss is None or grad is None:
+            raise ValueError("a window starts from members with their loss and gradient evaluated")
+        self.theta, self.loss, self.grad = theta.contiguous().clone(), loss.contiguous().clone(), grad.contiguous().clone()
+        self.state = {name: value.contiguous().clone() for name, value in state.items()}
+        n_members = theta.shape[0]
+        self.status = torch.full((n_members,), -1, dtype=torch.long)
+        self.stop_step = torch.zeros(n_members, dtype=torch.long)
+        self.grad_norm = torch.full((n_members,), float("nan"), dtype=theta.dtype)
+        self.step, self.run_steps = step, run_steps
+
+    @property
+    def running(self) -> torch.Tensor:
+        return self.status < 0
+
+    def holds(self, theta: torch.Tensor) -> bool:
+        """True where ``theta`` is this window's own buffer (the members have not changed)."""
+        return theta is self.theta
+
+    def run(self, n_steps: int) -> None:
+        """Step every running member ``n_steps`` times (fewer where all have stopped)."""
+        self.run_steps(self.theta, self.loss, self.grad, self.state, self.status, self.stop_step, self.grad_norm,
+                       self.step, n_steps)
+        self.step += n_steps
 
 
 def _copy_where(running, new, buffer):

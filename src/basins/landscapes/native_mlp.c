@@ -1,4 +1,5 @@
-/* Loss and gradient of every member's one-hidden-layer, one-output network, eight members at a time.
+/* Loss and gradient of every member's one-hidden-layer, one-output network, eight members at a
+   time; and the engine's gd and Dormand-Prince steps on them, many at a time (at the end).
 
    The engine's objective for these networks in float64 on the CPU (basins.landscapes.native_mlp
    compiles and loads it; basins.landscapes.fused_mlp.FusedMLPObjective calls it): the same
@@ -159,36 +160,60 @@ static inline void activate(lanes *z, int64_t count, int activation) {
     }
 }
 
-/* Members first .. first + n - 1 (n <= LANES; lanes beyond n repeat the last member and are
-   dropped): losses (n) and grads (n, n_params), member m's the mean over its first sizes[m]
-   samples (all P where sizes is NULL). x: (padded, d) inputs, sample-major, y: (padded,)
-   labels, padded with finite values to a multiple of BLOCK samples (they weigh 0). */
-static void lane_group(int64_t n, const double *theta, double *losses, double *grads, int64_t d, int64_t h,
-                       int64_t P, const double *x, const double *y, const int64_t *sizes, int loss,
-                       int activation, int bias, double margin, double beta, double l2, lanes *scratch) {
-    const int64_t n_params = parameter_count(d, h, bias);
-    lanes *params = scratch, *grad = scratch + n_params, *hidden = grad + n_params;
+/* A network and its data as every entry point takes them (see native_mlp_loss_and_gradient). */
+typedef struct {
+    int64_t d, h, P, n_params;
+    const double *x, *y;
+    int loss, activation, bias;
+    double margin, beta, l2;
+} network;
+
+/* Each lane's samples: its count, the weight 1 / count of each, and the longest count. */
+typedef struct {
+    int64_t count[LANES], longest;
+    double weight[LANES];
+} lane_samples;
+
+static lane_samples all_samples(int64_t P) {
+    lane_samples samples = {.longest = P};
+    for (int l = 0; l < LANES; l++) {
+        samples.count[l] = P;
+        samples.weight[l] = 1.0 / (double)P;
+    }
+    return samples;
+}
+
+/* Rows first .. first + n - 1 of a (rows, width) array as width lanes (lanes beyond n repeat
+   the last row, so every lane computes finite, discarded values), and back. */
+static void gather(int64_t n, const double *rows, int64_t width, lanes *out) {
+    double column[LANES];
+    for (int64_t i = 0; i < width; i++) {
+        for (int l = 0; l < LANES; l++) column[l] = rows[(l < n ? l : n - 1) * width + i];
+        memcpy(out + i, column, sizeof column);
+    }
+}
+
+static void scatter(int64_t n, const lanes *in, int64_t width, double *rows) {
+    double column[LANES];
+    for (int64_t i = 0; i < width; i++) {
+        memcpy(column, in + i, sizeof column);
+        for (int64_t m = 0; m < n; m++) rows[m * width + i] = column[m];
+    }
+}
+
+/* Every lane's loss (returned) and gradient (grad, n_params lanes) at params: the mean over
+   each lane's own samples of the sample loss, plus l2 / 2 |params|^2. hidden: BLOCK x h lanes. */
+static lanes evaluate(const network *net, const lanes *params, lanes *grad, lanes *hidden, const lane_samples *samples) {
+    const int64_t d = net->d, h = net->h, n_params = net->n_params;
+    const int bias = net->bias, activation = net->activation;
     const lanes *w1 = params, *b1 = params + h * d, *w2 = b1 + (bias ? h : 0), *b2 = w2 + h;
     lanes *gw1 = grad, *gb1 = grad + h * d, *gw2 = gb1 + (bias ? h : 0), *gb2 = gw2 + h;
-
-    double column[LANES], weight[LANES];
-    int64_t count[LANES], longest = 0;
-    for (int l = 0; l < LANES; l++) {
-        const int64_t m = l < n ? l : n - 1;
-        count[l] = sizes ? sizes[m] : P;
-        longest = count[l] > longest ? count[l] : longest;
-        weight[l] = 1.0 / (double)count[l];
-    }
-    for (int64_t i = 0; i < n_params; i++) {
-        for (int l = 0; l < LANES; l++) column[l] = theta[(l < n ? l : n - 1) * n_params + i];
-        memcpy(params + i, column, sizeof column);
-        grad[i] = broadcast(0.0);
-    }
+    for (int64_t i = 0; i < n_params; i++) grad[i] = broadcast(0.0);
 
     lanes total = broadcast(0.0);
-    for (int64_t s0 = 0; s0 < longest; s0 += BLOCK) {
+    for (int64_t s0 = 0; s0 < samples->longest; s0 += BLOCK) {
         const double *xs[BLOCK];
-        for (int b = 0; b < BLOCK; b++) xs[b] = x + (s0 + b) * d;
+        for (int b = 0; b < BLOCK; b++) xs[b] = net->x + (s0 + b) * d;
         for (int64_t j = 0; j < h; j++) {
             const lanes *row = w1 + j * d;
             lanes z[BLOCK];
@@ -203,10 +228,10 @@ static void lane_group(int64_t n, const double *theta, double *losses, double *g
             lanes out = bias ? *b2 : broadcast(0.0);
             for (int64_t j = 0; j < h; j++) out += w2[j] * hidden[b * h + j];
             lanes slope, share;
-            const lanes value = sample_loss(out, y[s0 + b], loss, margin, beta, &slope);
+            const lanes value = sample_loss(out, net->y[s0 + b], net->loss, net->margin, net->beta, &slope);
             /* each lane's mean over its own samples: later samples weigh 0 */
             double in[LANES];
-            for (int l = 0; l < LANES; l++) in[l] = s0 + b < count[l] ? weight[l] : 0.0;
+            for (int l = 0; l < LANES; l++) in[l] = s0 + b < samples->count[l] ? samples->weight[l] : 0.0;
             memcpy(&share, in, sizeof share);
             total += value * share;
             delta[b] = slope * share;
@@ -227,35 +252,281 @@ static void lane_group(int64_t n, const double *theta, double *losses, double *g
                 row[k] += (back[0] * xs[0][k] + back[1] * xs[1][k]) + (back[2] * xs[2][k] + back[3] * xs[3][k]);
         }
     }
-    if (l2 != 0.0) {
+    if (net->l2 != 0.0) {
         lanes square = broadcast(0.0);
         for (int64_t i = 0; i < n_params; i++) {
             square += params[i] * params[i];
-            grad[i] += l2 * params[i];
+            grad[i] += net->l2 * params[i];
         }
-        total += 0.5 * l2 * square;
+        total += 0.5 * net->l2 * square;
     }
-    double result[LANES];
-    memcpy(result, &total, sizeof total);
-    for (int64_t m = 0; m < n; m++) losses[m] = result[m];
-    for (int64_t i = 0; i < n_params; i++) {
-        memcpy(column, grad + i, sizeof column);
-        for (int64_t m = 0; m < n; m++) grads[m * n_params + i] = column[m];
-    }
+    return total;
+}
+
+static network network_of(int64_t d, int64_t h, int64_t P, const double *x, const double *y, int loss,
+                          int activation, int bias, double margin, double beta, double l2) {
+    return (network){.d = d, .h = h, .P = P, .n_params = parameter_count(d, h, bias), .x = x, .y = y,
+                     .loss = loss, .activation = activation, .bias = bias, .margin = margin, .beta = beta,
+                     .l2 = l2};
 }
 
 /* Members 0 .. n_members - 1, eight at a time: losses (n_members) and grads (n_members,
    n_params), each the mean over its first sizes[m] of the P samples (all P where sizes is NULL:
-   the jamming sweep's members fit nested prefixes of one pool). x, y: padded to a multiple of
-   BLOCK samples (see lane_group); scratch: native_mlp_scratch_doubles(d, h, bias) doubles. */
+   the jamming sweep's members fit nested prefixes of one pool). x: (padded, d) inputs,
+   sample-major, y: (padded,) labels, padded with finite values to a multiple of BLOCK samples
+   (they weigh 0); scratch: native_mlp_scratch_doubles(d, h, bias) doubles. */
 void native_mlp_loss_and_gradient(int64_t n_members, const double *theta, double *losses, double *grads,
                                   int64_t d, int64_t h, int64_t P, const double *x, const double *y,
                                   const int64_t *sizes, int loss, int activation, int bias,
                                   double margin, double beta, double l2, double *scratch) {
-    const int64_t n_params = parameter_count(d, h, bias);
+    const network net = network_of(d, h, P, x, y, loss, activation, bias, margin, beta, l2);
+    lanes *params = (lanes *)scratch, *grad = params + net.n_params, *hidden = grad + net.n_params;
     for (int64_t m = 0; m < n_members; m += LANES) {
         const int64_t n = n_members - m < LANES ? n_members - m : LANES;
-        lane_group(n, theta + m * n_params, losses + m, grads + m * n_params, d, h, P, x, y,
-                   sizes ? sizes + m : NULL, loss, activation, bias, margin, beta, l2, (lanes *)scratch);
+        lane_samples samples = all_samples(P);
+        if (sizes) {
+            samples.longest = 0;
+            for (int l = 0; l < LANES; l++) {
+                samples.count[l] = sizes[m + (l < n ? l : n - 1)];
+                samples.weight[l] = 1.0 / (double)samples.count[l];
+                samples.longest = samples.count[l] > samples.longest ? samples.count[l] : samples.longest;
+            }
+        }
+        gather(n, theta + m * net.n_params, net.n_params, params);
+        const lanes total = evaluate(&net, params, grad, hidden, &samples);
+        scatter(n, &total, 1, losses + m);
+        scatter(n, grad, net.n_params, grads + m * net.n_params);
+    }
+}
+
+/* ---- Steps in C: the engine's windows (basins.engine.windows) for gd and gradient flow ----
+
+   A window runs n_steps steps of the engine's loop for each member, with the loop's stopping
+   test before every step as a mask (basins.engine.descent._classify): a member that stops keeps
+   its point, loss, gradient and state, and its status, step and gradient norm are written out.
+   Each member's arithmetic is its own lane's (shard invariance); a group of eight leaves the
+   window early once all of its members have stopped. The arithmetic mirrors the torch steppers
+   (GradientDescent, GradientFlow in basins.engine.dynamics) to round-off: the same operations,
+   rounded where torch fuses and where it does not as the compiler chooses
+   (tests/test_native_steps.py compares them member by member). */
+
+/* Status codes of basins.labels. */
+enum { RUNNING = -1, CONVERGED = 0, BUDGET = 1, DIVERGED = 2 };
+
+/* The stopping test of basins.engine.descent._classify for every lane: diverged (loss or
+   gradient norm not finite, or a parameter beyond divergence_threshold) before converged
+   (gradient norm at most grad_tol) before budget spent (over[l]). */
+static void classify(const lanes *params, lanes loss, const lanes *grad, int64_t n_params, double grad_tol,
+                     double divergence_threshold, const int *over, int *status, double *norm) {
+    lanes squares = broadcast(0.0);
+    double largest[LANES] = {0}, values[LANES], losses[LANES];
+    for (int64_t i = 0; i < n_params; i++) {
+        squares += grad[i] * grad[i];
+        memcpy(values, params + i, sizeof values);
+#pragma omp simd
+        for (int l = 0; l < LANES; l++) {
+            const double size = fabs(values[l]);
+            largest[l] = size > largest[l] ? size : largest[l];
+        }
+    }
+    memcpy(norm, &squares, sizeof squares);
+    memcpy(losses, &loss, sizeof loss);
+    for (int l = 0; l < LANES; l++) {
+        norm[l] = sqrt(norm[l]);
+        const int bad = !isfinite(losses[l]) || !isfinite(norm[l]) || largest[l] > divergence_threshold;
+        status[l] = bad ? DIVERGED : norm[l] <= grad_tol ? CONVERGED : over[l] ? BUDGET : RUNNING;
+    }
+}
+
+/* The lanes of `running` that stop (status >= 0) are recorded in the window's outputs and stop
+   running; returns how many of the first n lanes still run. */
+static int record_stops(int64_t n, const int *status, const double *norm, int64_t step, int *running,
+                        int64_t *status_out, int64_t *step_out, double *norm_out) {
+    int still = 0;
+    for (int64_t l = 0; l < n; l++) {
+        if (running[l] && status[l] >= 0) {
+            status_out[l] = status[l];
+            step_out[l] = step;
+            norm_out[l] = norm[l];
+            running[l] = 0;
+        }
+        still += running[l];
+    }
+    return still;
+}
+
+/* A lanes vector with new's values in the running lanes and old's elsewhere. */
+static inline lanes select_running(const int *running, lanes new, lanes old) {
+    double a[LANES], b[LANES];
+    memcpy(a, &new, sizeof a);
+    memcpy(b, &old, sizeof b);
+    for (int l = 0; l < LANES; l++) a[l] = running[l] ? a[l] : b[l];
+    memcpy(&new, a, sizeof a);
+    return new;
+}
+
+/* Doubles of scratch a window needs: the point, a trial point and seven gradients (the
+   Dormand-Prince stages; gd uses one), n_params lanes each, and a block's activations. */
+int64_t native_mlp_steps_scratch_doubles(int64_t d, int64_t h, int bias) {
+    return (9 * parameter_count(d, h, bias) + BLOCK * h) * LANES;
+}
+
+/* n_steps of full-batch gradient descent theta <- theta - lr grad (constant lr, no momentum)
+   for members 0 .. n_members - 1, from first_step on. theta (n_members, n_params), losses,
+   grads: where the members start, with their loss and gradient there; overwritten with where
+   they end. status (-1 on entry), stop_step, grad_norm (n_members): the outcome of those that
+   stop in the window. steps (n_members): each member's step count, advanced with it. */
+void native_mlp_gd_steps(int64_t n_members, double *theta, double *losses, double *grads, int64_t *steps,
+                         int64_t *status, int64_t *stop_step, double *grad_norm, int64_t first_step,
+                         int64_t n_steps, double lr, double grad_tol, double divergence_threshold,
+                         int64_t d, int64_t h, int64_t P, const double *x, const double *y, int loss,
+                         int activation, int bias, double margin, double beta, double l2, double *scratch) {
+    const network net = network_of(d, h, P, x, y, loss, activation, bias, margin, beta, l2);
+    const int64_t n_params = net.n_params;
+    const lane_samples samples = all_samples(P);
+    lanes *params = (lanes *)scratch, *grad = params + n_params, *hidden = grad + 8 * n_params;
+    const int never[LANES] = {0};
+    for (int64_t m = 0; m < n_members; m += LANES) {
+        const int64_t n = n_members - m < LANES ? n_members - m : LANES;
+        int running[LANES], lane_status[LANES];
+        double norm[LANES];
+        lanes loss_now;
+        for (int l = 0; l < LANES; l++) running[l] = l < n;
+        gather(n, theta + m * n_params, n_params, params);
+        gather(n, grads + m * n_params, n_params, grad);
+        gather(n, losses + m, 1, &loss_now);
+        for (int64_t s = 0; s < n_steps; s++) {
+            classify(params, loss_now, grad, n_params, grad_tol, divergence_threshold, never, lane_status, norm);
+            if (!record_stops(n, lane_status, norm, first_step + s, running, status + m, stop_step + m, grad_norm + m))
+                break;
+            for (int64_t i = 0; i < n_params; i++) params[i] = select_running(running, params[i] - lr * grad[i], params[i]);
+            /* a stopped lane's point is unchanged, so its loss and gradient come out as they were */
+            loss_now = evaluate(&net, params, grad, hidden, &samples);
+            for (int64_t l = 0; l < n; l++) steps[m + l] += running[l];
+        }
+        scatter(n, params, n_params, theta + m * n_params);
+        scatter(n, grad, n_params, grads + m * n_params);
+        scatter(n, &loss_now, 1, losses + m);
+    }
+}
+
+/* Dormand-Prince 5(4) gradient flow with a step size per member, as GradientFlow.step and
+   _accept_or_reject (basins.engine.dynamics): tableau a (6 rows of up to 6 coefficients,
+   row k the stage k + 2's, zero-padded) and error weights e (7); the error test
+   RMS(error / (atol + rtol max(|theta|, |candidate|))) <= 1, the loss test (a step that raises
+   the loss beyond 1e-12 relative is rejected and caps the step size at half its length, the cap
+   growing 1.1x a step accepted), the step factor 0.9 error^error_exponent (-1/5) in [0.2, 5] (at
+   most 1 after a rejection). step_size, time, step_cap (float) and steps (int64) (n_members): the stepper's
+   state, advanced in place; a member whose time reaches max_time has spent its budget. The
+   other arguments as native_mlp_gd_steps'. */
+void native_mlp_dormand_prince_steps(int64_t n_members, double *theta, double *losses, double *grads,
+                                     double *step_size, double *time, double *step_cap, int64_t *steps,
+                                     int64_t *status, int64_t *stop_step, double *grad_norm, int64_t first_step,
+                                     int64_t n_steps, const double *a, const double *e, double error_exponent,
+                                     double rtol, double atol, double max_time, double grad_tol, double divergence_threshold,
+                                     int64_t d, int64_t h, int64_t P, const double *x, const double *y, int loss,
+                                     int activation, int bias, double margin, double beta, double l2,
+                                     double *scratch) {
+    enum { STAGES = 7 };
+    const network net = network_of(d, h, P, x, y, loss, activation, bias, margin, beta, l2);
+    const int64_t n_params = net.n_params;
+    const lane_samples samples = all_samples(P);
+    lanes *params = (lanes *)scratch, *stage = params + n_params, *slopes = stage + n_params,
+          *hidden = slopes + STAGES * n_params;
+    for (int64_t m = 0; m < n_members; m += LANES) {
+        const int64_t n = n_members - m < LANES ? n_members - m : LANES;
+        int running[LANES], lane_status[LANES], over[LANES];
+        double norm[LANES], hs[LANES], t[LANES], cap[LANES], size[LANES];
+        lanes loss_now, stage_loss = broadcast(0.0);
+        for (int l = 0; l < LANES; l++) running[l] = l < n;
+        gather(n, theta + m * n_params, n_params, params);
+        gather(n, grads + m * n_params, n_params, slopes);
+        gather(n, losses + m, 1, &loss_now);
+        for (int l = 0; l < LANES; l++) {
+            const int64_t member = m + (l < n ? l : n - 1);
+            size[l] = step_size[member];
+            t[l] = time[member];
+            cap[l] = step_cap[member];
+        }
+        for (int64_t s = 0; s < n_steps; s++) {
+            for (int l = 0; l < LANES; l++) over[l] = t[l] >= max_time;
+            classify(params, loss_now, slopes, n_params, grad_tol, divergence_threshold, over, lane_status, norm);
+            if (!record_stops(n, lane_status, norm, first_step + s, running, status + m, stop_step + m, grad_norm + m))
+                break;
+            for (int l = 0; l < LANES; l++) hs[l] = size[l] < max_time - t[l] ? size[l] : max_time - t[l];
+            lanes step;
+            memcpy(&step, hs, sizeof step);
+            /* stages 2 .. 7: stage = params - h sum_j a_kj grad_j; the last is the candidate */
+            for (int k = 1; k < STAGES; k++) {
+                const double *row = a + (k - 1) * (STAGES - 1);
+                for (int64_t i = 0; i < n_params; i++) {
+                    lanes combination = broadcast(0.0);
+                    int first = 1;
+                    for (int j = 0; j < k; j++) {
+                        if (row[j] == 0.0) continue;
+                        combination = first ? slopes[j * n_params + i] * row[j] : combination + slopes[j * n_params + i] * row[j];
+                        first = 0;
+                    }
+                    stage[i] = params[i] - step * combination;
+                }
+                stage_loss = evaluate(&net, stage, slopes + k * n_params, hidden, &samples);
+            }
+            /* error = h sum_j e_j grad_j, measured against atol + rtol max(|theta|, |candidate|) */
+            lanes squares = broadcast(0.0);
+            for (int64_t i = 0; i < n_params; i++) {
+                lanes combination = broadcast(0.0);
+                int first = 1;
+                for (int j = 0; j < STAGES; j++) {
+                    if (e[j] == 0.0) continue;
+                    combination = first ? slopes[j * n_params + i] * e[j] : combination + slopes[j * n_params + i] * e[j];
+                    first = 0;
+                }
+                double p[LANES], c[LANES], q[LANES];
+                memcpy(p, params + i, sizeof p);
+                memcpy(c, stage + i, sizeof c);
+#pragma omp simd
+                for (int l = 0; l < LANES; l++) {
+                    const double ap = fabs(p[l]), ac = fabs(c[l]);
+                    q[l] = atol + rtol * (ap > ac ? ap : ac);
+                }
+                lanes scale, ratio;
+                memcpy(&scale, q, sizeof scale);
+                ratio = step * combination / scale;
+                squares += ratio * ratio;
+            }
+            double error_norm[LANES], candidate_loss[LANES], old_loss[LANES];
+            int accept[LANES];
+            memcpy(error_norm, &squares, sizeof squares);
+            memcpy(candidate_loss, &stage_loss, sizeof stage_loss);
+            memcpy(old_loss, &loss_now, sizeof loss_now);
+            for (int l = 0; l < LANES; l++) {
+                const double en = sqrt(error_norm[l] / (double)n_params);
+                accept[l] = isfinite(en) && en <= 1.0 && isfinite(candidate_loss[l]);
+                const int rises = accept[l] && candidate_loss[l] > old_loss[l] + 1e-12 * fabs(old_loss[l]);
+                accept[l] = accept[l] && !rises && running[l];
+                double factor = 0.9 * exp(error_exponent * log(en > 1e-10 ? en : 1e-10));
+                factor = factor < 0.2 ? 0.2 : factor > 5.0 ? 5.0 : factor;
+                factor = isfinite(en) ? factor : 0.2;
+                factor = accept[l] ? factor : (factor < 1.0 ? factor : 1.0);
+                if (!running[l]) continue;
+                cap[l] = rises ? 0.5 * hs[l] : accept[l] ? 1.1 * cap[l] : cap[l];
+                t[l] += accept[l] ? hs[l] : 0.0;
+                size[l] = hs[l] * factor < cap[l] ? hs[l] * factor : cap[l];
+            }
+            for (int64_t i = 0; i < n_params; i++) {
+                params[i] = select_running(accept, stage[i], params[i]);
+                slopes[i] = select_running(accept, slopes[(STAGES - 1) * n_params + i], slopes[i]);
+            }
+            loss_now = select_running(accept, stage_loss, loss_now);
+            for (int64_t l = 0; l < n; l++) steps[m + l] += running[l];
+        }
+        scatter(n, params, n_params, theta + m * n_params);
+        scatter(n, slopes, n_params, grads + m * n_params);
+        scatter(n, &loss_now, 1, losses + m);
+        for (int64_t l = 0; l < n; l++) {
+            step_size[m + l] = size[l];
+            time[m + l] = t[l];
+            step_cap[m + l] = cap[l];
+        }
     }
 }

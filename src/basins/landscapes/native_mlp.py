@@ -5,7 +5,10 @@
 all samples) with ``native_mlp.c`` instead of torch's kernels: eight members at a time, one per
 SIMD lane, through the samples four at a time, with an exp the compiler vectorizes (timings
 against torch's hand-derived pass: benchmarks/README.md, "One objective evaluation in C"),
-equal to it to round-off (tests/test_native_mlp.py).
+equal to it to round-off (tests/test_native_mlp.py). The kernel also runs the engine's windows
+of gd and Dormand-Prince gradient flow as loops in C (:meth:`NativeMLP.compiled_steps`,
+:mod:`basins.engine.windows`): no torch kernel between two recorded steps, each group of eight
+members' parameters in cache through the window (tests/test_native_steps.py).
 
 The kernel is compiled on first use with the system's C compiler (``$CC``, else ``cc``) into a
 cache folder (``$BASINS_NATIVE_CACHE``, else ``$XDG_CACHE_HOME/basins`` or ``~/.cache/basins``),
@@ -119,10 +122,74 @@ class NativeMLP:
             *self.settings, scratch.data_ptr(),
         )
 
-    def _scratch(self, thread):
-        if thread not in self.scratch:
-            self.scratch[thread] = torch.empty(self.scratch_doubles, dtype=torch.float64)
+    def _scratch(self, thread, doubles=None):
+        doubles = doubles or self.scratch_doubles
+        if thread not in self.scratch or self.scratch[thread].numel() < doubles:
+            self.scratch[thread] = torch.empty(doubles, dtype=torch.float64)
         return self.scratch[thread]
+
+    def compiled_steps(self, form: tuple[str, dict] | None, *, grad_tol: float, divergence_threshold: float):
+        """The engine's window (:class:`basins.engine.windows.CompiledSteps`) of the stepper whose
+        :meth:`compiled_form` is ``form``, as a loop in C: ``run(theta, loss, grad, state, status,
+        stop_step, grad_norm, first_step, n_steps)`` steps the members in place, the loop's
+        stopping test (gradient norm at most ``grad_tol``, divergence beyond
+        ``divergence_threshold``) as a mask before every step. None where the kernel has no loop
+        for it (gd with a constant step size and Dormand-Prince gradient flow have one)."""
+        if form is None or form[0] not in ("gd", "dormand_prince"):
+            return None
+        name, options = form
+        if name == "gd":
+            arguments = (float(options["lr"]),)
+            state_names, tensors = ("steps",), ()
+        else:
+            tableau = torch.zeros(len(options["tableau"]), len(options["tableau"]), dtype=torch.float64)
+            for row, coefficients in enumerate(options["tableau"]):
+                tableau[row, : len(coefficients)] = torch.tensor(coefficients, dtype=torch.float64)
+            weights = torch.tensor(options["error_weights"], dtype=torch.float64)
+            if tableau.shape != (6, 6) or weights.shape != (7,):
+                raise ValueError("the kernel's loop integrates the seven-stage Dormand-Prince tableau only")
+            tensors = (tableau, weights)  # kept alive with the runner
+            arguments = (tableau.data_ptr(), weights.data_ptr(), *(float(options[key]) for key in (
+                "error_exponent", "rtol", "atol", "max_time")))
+            state_names = ("step_size", "time", "step_cap", "steps")
+        function = getattr(self.library, f"native_mlp_{name}_steps")
+        doubles = self.library.native_mlp_steps_scratch_doubles(self.n_features, self.width, int(self.arch.bias))
+        network = (self.n_features, self.width, self.n_samples, self.x.data_ptr(), self.y.data_ptr(), *self.settings)
+        settings = (float(grad_tol), float(divergence_threshold))
+
+        def block(theta, loss, grad, state, outcome, first_step, n_steps, first, stop, thread):
+            rows = [theta, loss, grad, *(state[key] for key in state_names), *outcome]
+            pointers = [row.data_ptr() + first * row.stride(0) * row.element_size() for row in rows]
+            function(stop - first, *pointers[:3], *pointers[3:-3], *pointers[-3:], first_step, n_steps, *arguments,
+                     *settings, *network, self._scratch(thread, doubles).data_ptr())
+
+        def run(theta, loss, grad, state, status, stop_step, grad_norm, first_step, n_steps):
+            _check_buffers(theta, self.arch.n_params, loss, grad, *(state[key] for key in state_names),
+                           status, stop_step, grad_norm)
+            outcome = (status, stop_step, grad_norm)
+            blocks = _blocks(theta.shape[0], torch.get_num_threads())
+            jobs = [(theta, loss, grad, state, outcome, int(first_step), int(n_steps), *blocks[index], index)
+                    for index in range(len(blocks))]
+            if len(jobs) == 1:
+                block(*jobs[0])
+            else:
+                list(_pool(len(jobs)).map(lambda job: block(*job), jobs))
+
+        run.tableau = tensors  # the C loop reads them through their pointers
+        return run
+
+
+def _check_buffers(theta, n_params, *rows):
+    """The window's buffers as the C loop reads them: contiguous CPU tensors with one row per
+    member (``theta`` and the gradient ``(member, n_params)``), float64 or int64 (step counts,
+    statuses, stop steps)."""
+    n_members = theta.shape[0]
+    for tensor in (theta, *rows):
+        shape_ok = tensor.shape in ((n_members,), (n_members, n_params))
+        if not (shape_ok and tensor.is_contiguous() and tensor.device.type == "cpu"
+                and tensor.dtype in (torch.float64, torch.int64)):
+            raise ValueError(f"a buffer {tuple(tensor.shape)} {tensor.dtype} on {tensor.device}: the C loop "
+                             f"takes contiguous float64/int64 (member[, {n_params}]) rows on the CPU")
 
 
 def kernel_for(arch, x, y, *, loss, margin, l2, beta) -> NativeMLP | None:
@@ -185,6 +252,15 @@ def _load(path: Path) -> ctypes.CDLL:
     compiled.native_mlp_loss_and_gradient.restype = None
     compiled.native_mlp_scratch_doubles.argtypes = [integer, integer, flag]
     compiled.native_mlp_scratch_doubles.restype = integer
+    network = [integer, integer, integer, pointer, pointer, flag, flag, flag, real, real, real, pointer]
+    compiled.native_mlp_gd_steps.argtypes = [integer, *[pointer] * 7, integer, integer, real, real, real, *network]
+    compiled.native_mlp_gd_steps.restype = None
+    compiled.native_mlp_dormand_prince_steps.argtypes = [
+        integer, *[pointer] * 10, integer, integer, pointer, pointer, real, real, real, real, real, real, *network,
+    ]
+    compiled.native_mlp_dormand_prince_steps.restype = None
+    compiled.native_mlp_steps_scratch_doubles.argtypes = [integer, integer, flag]
+    compiled.native_mlp_steps_scratch_doubles.restype = integer
     compiled.native_mlp_sample_block.argtypes = []
     compiled.native_mlp_sample_block.restype = integer
     return compiled

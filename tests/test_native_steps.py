@@ -1,0 +1,163 @@
+"""The engine's windows as loops in C (native_mlp.c: gd and Dormand-Prince gradient flow).
+
+The reference is the torch steppers' step-by-step loop (``windowed=False``), member by member:
+gd must reproduce it to round-off (the same statuses and step counts, points to 1e-12); the
+adaptive gradient flow too while its step sizes are set by accuracy (100 steps: points to
+1e-8), and to the precision of its stopping rule where a run ends at the stability limit
+(statuses equal, points within grad_tol / curvature, losses to 1e-9). A member's result must
+not depend on which others share its lane group or chunk (shard invariance), and a stopped
+member must stay where it stopped.
+"""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from basins.engine.descent import descend
+from basins.engine.dynamics import make_stepper
+from basins.engine.windows import CompiledSteps
+from basins.labels import BUDGET, CONVERGED, DIVERGED
+from basins.landscapes import native_mlp
+from basins.landscapes.architecture import Architecture, initial_parameters
+from basins.landscapes.objective import data_tensors, make_objective
+
+if native_mlp.library() is None:
+    if os.environ.get("CI"):
+        raise RuntimeError("the native kernel did not build on CI (see the log line above)")
+    pytest.skip("no C compiler: the network objective runs torch's pass", allow_module_level=True)
+
+N_MEMBERS = 40
+
+
+def network(loss="mse", activation="tanh", bias=True, l2=0.01):
+    arch = Architecture(n_inputs=3, n_outputs=1, depth=1, width=4, activation=activation, bias=bias)
+    generator = np.random.default_rng(0)
+    x, y = generator.normal(size=(30, 3)), np.sign(generator.normal(size=30))
+    x_t, y_t = data_tensors(arch, x, y, dtype=torch.float64, device="cpu")
+    objective = make_objective(arch, x_t, y_t, loss=loss, margin=1.0, l2=l2)
+    return objective, initial_parameters(arch, np.arange(N_MEMBERS), seed=1, init="gaussian")
+
+
+def run(objective, starts, windowed, **options):
+    engine = dict(
+        dynamics="gd", lr=0.3, max_steps=3000, grad_tol=1e-5, device="cpu", dtype=torch.float64, chunk=16,
+        run_id=("native steps",), progress_every_s=1e9, windowed=windowed,
+    )
+    return descend(objective, starts, np.arange(len(starts)), **{**engine, **options})
+
+
+def test_the_compiled_loop_is_the_default_for_the_kernel_s_networks():
+    objective, _ = network()
+    stops = dict(grad_tol=1e-5, divergence_threshold=1e6)
+    assert objective.compiled_steps(make_stepper("gd", lr=0.1), **stops) is not None
+    assert objective.compiled_steps(make_stepper("gradient_flow", lr=0.1), **stops) is not None
+    # No loop in C for these: momentum, a decaying step size, Adam, the Rosenbrock integrator.
+    assert objective.compiled_steps(make_stepper("gd", lr=0.1, momentum=0.9), **stops) is None
+    assert objective.compiled_steps(make_stepper("gd", lr=0.1, lr_decay_every=5, lr_decay_factor=0.5), **stops) is None
+    assert objective.compiled_steps(make_stepper("adam", lr=0.1), **stops) is None
+    assert objective.compiled_steps(make_stepper("gradient_flow", lr=0.1, integrator="rosenbrock"), **stops) is None
+
+
+@pytest.mark.parametrize("loss, activation, bias", [("mse", "tanh", True), ("cross_entropy", "tanh", True),
+                                                    ("quadratic_hinge", "tanh", False), ("mse", "relu", True)])
+def test_gradient_descent_in_c_reproduces_the_step_by_step_loop(loss, activation, bias):
+    # Members converge at many different steps, some spend the budget (the ReLU networks all of
+    # it, stepping across kinks): statuses and step counts equal, points, gradient norms and loss
+    # histories to round-off.
+    objective, starts = network(loss, activation, bias)
+    compiled, plain = (run(objective, starts, windowed) for windowed in (None, False))
+    np.testing.assert_array_equal(compiled.status, plain.status)
+    np.testing.assert_array_equal(compiled.steps, plain.steps)
+    if activation == "tanh":
+        assert len(np.unique(plain.steps)) > 5 and (plain.status == CONVERGED).any()
+    np.testing.assert_allclose(compiled.final_theta, plain.final_theta, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(compiled.grad_norm, plain.grad_norm, rtol=1e-10)
+    np.testing.assert_allclose(compiled.loss_history, plain.loss_history, rtol=1e-12)
+
+
+def test_gradient_descent_in_c_diverges_where_the_step_by_step_loop_does():
+    objective, starts = network()
+    starts = starts * np.linspace(0.5, 6.0, N_MEMBERS)[:, None]  # large weights: some run away
+    options = dict(lr=1.5, max_steps=400, divergence_threshold=30.0)
+    compiled, plain = (run(objective, starts, windowed, **options) for windowed in (None, False))
+    assert (plain.status == DIVERGED).sum() >= 3 and (plain.status != DIVERGED).any()
+    np.testing.assert_array_equal(compiled.status, plain.status)
+    np.testing.assert_array_equal(compiled.steps, plain.steps)
+
+
+def test_gradient_flow_in_c_follows_the_step_by_step_loop_while_accuracy_sets_the_steps():
+    # 100 steps from the starts: every step size, acceptance and point the torch integrator's,
+    # up to the round-off its adaptive step sizes pass on (exp, log and sums rounded alike only
+    # to the last bits).
+    objective, starts = network()
+    options = dict(dynamics="gradient_flow", lr=0.05, max_steps=100, grad_tol=1e-3)
+    compiled, plain = (run(objective, starts, windowed, **options) for windowed in (None, False))
+    assert (plain.status == BUDGET).all()
+    np.testing.assert_array_equal(compiled.status, plain.status)
+    np.testing.assert_allclose(compiled.final_theta, plain.final_theta, rtol=1e-8, atol=1e-9)
+    np.testing.assert_allclose(compiled.flow_time, plain.flow_time, rtol=1e-8)
+
+
+def test_gradient_flow_in_c_ends_every_member_where_the_step_by_step_loop_does():
+    # Run to convergence, where explicit steps sit at their stability limit and the round-off
+    # of the step sizes changes how many steps a member takes: the same statuses, and every
+    # member ends on the same minimum, within what the stopping rule resolves (|grad| <= 1e-5
+    # at curvature >= l2 = 0.01: 1e-3), with the same loss (to |grad| 1e-3 = 1e-8).
+    objective, starts = network()
+    options = dict(dynamics="gradient_flow", lr=0.05, grad_tol=1e-5)
+    compiled, plain = (run(objective, starts, windowed, **options) for windowed in (None, False))
+    np.testing.assert_array_equal(compiled.status, plain.status)
+    assert (plain.status == CONVERGED).sum() > N_MEMBERS // 2
+    converged = plain.status == CONVERGED
+    np.testing.assert_allclose(compiled.final_theta[converged], plain.final_theta[converged], atol=1e-3)
+    assert np.abs(compiled.steps - plain.steps).max() <= 0.01 * plain.steps.max()
+    losses = [objective(torch.as_tensor(out.final_theta[converged]), None)[0].numpy() for out in (compiled, plain)]
+    np.testing.assert_allclose(*losses, rtol=0, atol=1e-8)
+
+
+@pytest.mark.parametrize("dynamics, lr", [("gd", 0.3), ("gradient_flow", 0.05)])
+def test_a_member_s_run_in_c_does_not_depend_on_the_members_beside_it(dynamics, lr):
+    objective, starts = network()
+    options = dict(dynamics=dynamics, lr=lr, max_steps=600)
+    whole = run(objective, starts, None, chunk=N_MEMBERS, **options)
+    alone = [run(objective, starts[rows], None, chunk=5, **options) for rows in (slice(0, 13), slice(13, None))]
+    for name in ("final_theta", "status", "steps", "grad_norm", "flow_time"):
+        np.testing.assert_array_equal(getattr(whole, name), np.concatenate([getattr(out, name) for out in alone]))
+
+
+@pytest.mark.parametrize("dynamics", ["gd", "gradient_flow"])
+def test_a_member_stopped_in_c_stays_where_it_stopped(dynamics):
+    # Member 1 starts at a stationary point of its landscape (all weights 0: tanh(0) = 0 and a
+    # zero output layer, MSE on labels of mean 0 up to l2): its gradient norm there is below the
+    # test, so the window records it at its first step and leaves it there.
+    objective, starts = network(l2=0.0)
+    theta = torch.as_tensor(starts[:2]).clone()
+    theta[1] = 0.0
+    loss, grad = objective(theta, None)
+    stepper = make_stepper(dynamics, lr=0.05)
+    state = stepper.init_state(theta, grad, None)
+    tol = float(grad[1].norm()) * 1.5
+    assert float(grad[0].norm()) > tol
+    window = CompiledSteps(theta, state, loss, grad, 7,
+                           run_steps=objective.compiled_steps(stepper, grad_tol=tol, divergence_threshold=1e6))
+    window.run(5)
+    assert window.running.tolist() == [True, False]
+    assert window.status.tolist() == [-1, CONVERGED] and window.stop_step.tolist() == [0, 7]
+    assert torch.equal(window.theta[1], theta[1]) and torch.equal(window.grad[1], grad[1])
+    assert not torch.equal(window.theta[0], theta[0])
+    assert window.state["steps"].tolist() == [5, 0] and window.step == 12
+
+
+def test_an_interrupted_run_in_c_resumes_from_its_checkpoint(tmp_path, preempted_at):
+    objective, starts = network()
+    options = dict(dynamics="gradient_flow", lr=0.05, max_steps=800, checkpoint_every_s=0.0)
+    uninterrupted = run(objective, starts, None, **options)
+    checkpoint = tmp_path / "run.pt"
+    with pytest.raises(KeyboardInterrupt), preempted_at(300):
+        run(objective, starts, None, checkpoint_path=checkpoint, **options)
+    assert checkpoint.exists()
+    resumed = run(objective, starts, None, checkpoint_path=checkpoint, **options)
+    for name in ("final_theta", "status", "steps", "flow_time"):
+        np.testing.assert_array_equal(getattr(resumed, name), getattr(uninterrupted, name))
