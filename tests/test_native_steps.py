@@ -161,3 +161,19 @@ def test_an_interrupted_run_in_c_resumes_from_its_checkpoint(tmp_path, preempted
     resumed = run(objective, starts, None, checkpoint_path=checkpoint, **options)
     for name in ("final_theta", "status", "steps", "flow_time"):
         np.testing.assert_array_equal(getattr(resumed, name), getattr(uninterrupted, name))
+
+
+def test_the_c_loop_refuses_buffers_it_cannot_read():
+    objective, starts = network()
+    theta = torch.as_tensor(starts[:4]).clone()
+    loss, grad = objective(theta, None)
+    stepper = make_stepper("gd", lr=0.1)
+    run_steps = objective.compiled_steps(stepper, grad_tol=1e-5, divergence_threshold=1e6)
+    state = stepper.init_state(theta, grad, None)
+    outcome = (torch.full((4,), -1), torch.zeros(4, dtype=torch.long), torch.zeros(4, dtype=torch.float64))
+    with pytest.raises(ValueError, match="int64"):
+        run_steps(theta, loss, grad, state, outcome[0].to(torch.int32), *outcome[1:], 0, 3)
+    with pytest.raises(ValueError, match="contiguous"):
+        run_steps(theta.t().contiguous().t(), loss, grad, state, *outcome, 0, 3)
+    run_steps(theta, loss, grad, state, *outcome, 0, 3)  # as the window gives them
+    assert state["steps"].tolist() == [3] * 4

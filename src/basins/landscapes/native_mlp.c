@@ -384,7 +384,8 @@ void native_mlp_gd_steps(int64_t n_members, double *theta, double *losses, doubl
     const network net = network_of(d, h, P, x, y, loss, activation, bias, margin, beta, l2);
     const int64_t n_params = net.n_params;
     const lane_samples samples = all_samples(P);
-    lanes *params = (lanes *)scratch, *grad = params + n_params, *hidden = grad + 8 * n_params;
+    /* the layout of native_mlp_steps_scratch_doubles: nine vectors of n_params lanes, then a block */
+    lanes *params = (lanes *)scratch, *grad = params + n_params, *hidden = params + 9 * n_params;
     const int never[LANES] = {0};
     for (int64_t m = 0; m < n_members; m += LANES) {
         const int64_t n = n_members - m < LANES ? n_members - m : LANES;
@@ -408,6 +409,14 @@ void native_mlp_gd_steps(int64_t n_members, double *theta, double *losses, doubl
         scatter(n, grad, n_params, grads + m * n_params);
         scatter(n, &loss_now, 1, losses + m);
     }
+}
+
+/* sum_j weights[j] rows[j * stride] over the non-zero weights (the stages' slopes). */
+static inline lanes weighted_sum(const double *weights, int count, const lanes *rows, int64_t stride) {
+    lanes total = broadcast(0.0);
+    for (int j = 0; j < count; j++)
+        if (weights[j] != 0.0) total += rows[j * stride] * weights[j];
+    return total;
 }
 
 /* Dormand-Prince 5(4) gradient flow with a step size per member, as GradientFlow.step and
@@ -458,29 +467,14 @@ void native_mlp_dormand_prince_steps(int64_t n_members, double *theta, double *l
             memcpy(&step, hs, sizeof step);
             /* stages 2 .. 7: stage = params - h sum_j a_kj grad_j; the last is the candidate */
             for (int k = 1; k < STAGES; k++) {
-                const double *row = a + (k - 1) * (STAGES - 1);
-                for (int64_t i = 0; i < n_params; i++) {
-                    lanes combination = broadcast(0.0);
-                    int first = 1;
-                    for (int j = 0; j < k; j++) {
-                        if (row[j] == 0.0) continue;
-                        combination = first ? slopes[j * n_params + i] * row[j] : combination + slopes[j * n_params + i] * row[j];
-                        first = 0;
-                    }
-                    stage[i] = params[i] - step * combination;
-                }
+                for (int64_t i = 0; i < n_params; i++)
+                    stage[i] = params[i] - step * weighted_sum(a + (k - 1) * (STAGES - 1), k, slopes + i, n_params);
                 stage_loss = evaluate(&net, stage, slopes + k * n_params, hidden, &samples);
             }
             /* error = h sum_j e_j grad_j, measured against atol + rtol max(|theta|, |candidate|) */
             lanes squares = broadcast(0.0);
             for (int64_t i = 0; i < n_params; i++) {
-                lanes combination = broadcast(0.0);
-                int first = 1;
-                for (int j = 0; j < STAGES; j++) {
-                    if (e[j] == 0.0) continue;
-                    combination = first ? slopes[j * n_params + i] * e[j] : combination + slopes[j * n_params + i] * e[j];
-                    first = 0;
-                }
+                const lanes combination = weighted_sum(e, STAGES, slopes + i, n_params);
                 double p[LANES], c[LANES], q[LANES];
                 memcpy(p, params + i, sizeof p);
                 memcpy(c, stage + i, sizeof c);

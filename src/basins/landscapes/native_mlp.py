@@ -157,19 +157,20 @@ class NativeMLP:
         network = (self.n_features, self.width, self.n_samples, self.x.data_ptr(), self.y.data_ptr(), *self.settings)
         settings = (float(grad_tol), float(divergence_threshold))
 
-        def block(theta, loss, grad, state, outcome, first_step, n_steps, first, stop, thread):
-            rows = [theta, loss, grad, *(state[key] for key in state_names), *outcome]
+        def block(rows, first_step, n_steps, first, stop, thread):
             pointers = [row.data_ptr() + first * row.stride(0) * row.element_size() for row in rows]
-            function(stop - first, *pointers[:3], *pointers[3:-3], *pointers[-3:], first_step, n_steps, *arguments,
-                     *settings, *network, self._scratch(thread, doubles).data_ptr())
+            function(stop - first, *pointers, first_step, n_steps, *arguments, *settings, *network,
+                     self._scratch(thread, doubles).data_ptr())
 
         def run(theta, loss, grad, state, status, stop_step, grad_norm, first_step, n_steps):
-            _check_buffers(theta, self.arch.n_params, loss, grad, *(state[key] for key in state_names),
-                           status, stop_step, grad_norm)
-            outcome = (status, stop_step, grad_norm)
+            real, count = torch.float64, torch.int64
+            buffers = [(theta, real), (loss, real), (grad, real),
+                       *((state[key], count if key == "steps" else real) for key in state_names),
+                       (status, count), (stop_step, count), (grad_norm, real)]
+            _check_buffers(buffers, self.arch.n_params)
+            rows = [tensor for tensor, _ in buffers]
             blocks = _blocks(theta.shape[0], torch.get_num_threads())
-            jobs = [(theta, loss, grad, state, outcome, int(first_step), int(n_steps), *blocks[index], index)
-                    for index in range(len(blocks))]
+            jobs = [(rows, int(first_step), int(n_steps), *blocks[index], index) for index in range(len(blocks))]
             if len(jobs) == 1:
                 block(*jobs[0])
             else:
@@ -179,17 +180,16 @@ class NativeMLP:
         return run
 
 
-def _check_buffers(theta, n_params, *rows):
-    """The window's buffers as the C loop reads them: contiguous CPU tensors with one row per
-    member (``theta`` and the gradient ``(member, n_params)``), float64 or int64 (step counts,
-    statuses, stop steps)."""
-    n_members = theta.shape[0]
-    for tensor in (theta, *rows):
-        shape_ok = tensor.shape in ((n_members,), (n_members, n_params))
-        if not (shape_ok and tensor.is_contiguous() and tensor.device.type == "cpu"
-                and tensor.dtype in (torch.float64, torch.int64)):
+def _check_buffers(buffers, n_params):
+    """The window's buffers, ``(tensor, dtype)`` pairs, as the C loop reads them: contiguous CPU
+    tensors of that dtype with one row per member (the point and the gradient ``(member,
+    n_params)``)."""
+    n_members = buffers[0][0].shape[0]
+    for tensor, dtype in buffers:
+        if not (tensor.shape in ((n_members,), (n_members, n_params)) and tensor.is_contiguous()
+                and tensor.device.type == "cpu" and tensor.dtype == dtype):
             raise ValueError(f"a buffer {tuple(tensor.shape)} {tensor.dtype} on {tensor.device}: the C loop "
-                             f"takes contiguous float64/int64 (member[, {n_params}]) rows on the CPU")
+                             f"takes contiguous {dtype} (member[, {n_params}]) rows on the CPU")
 
 
 def kernel_for(arch, x, y, *, loss, margin, l2, beta) -> NativeMLP | None:
