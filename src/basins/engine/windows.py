@@ -18,9 +18,10 @@ An objective may run a window itself, as a compiled loop (``objective.compiled_s
 grad_tol=, divergence_threshold=)``, :class:`CompiledSteps`): the C kernel of the study's
 one-hidden-layer networks steps gd and Dormand-Prince gradient flow so on the CPU, each member's
 parameters held in cache through the window (:mod:`basins.landscapes.native_mlp`). gd there
-reproduces the torch loop to round-off; the adaptive flow's step sizes pass on the last bits of
+reproduces the torch loop bit for bit; the adaptive flow's step sizes pass on the last bits of
 exp, log and sums rounded otherwise, so its members end on the same minima, a few steps apart
-where the flow ends at its stability limit (tests/test_native_steps.py).
+where the flow ends at its stability limit (so a member whose budget falls between the two
+step counts can end undecided in one and converged in the other; tests/test_native_steps.py).
 """
 
 from __future__ import annotations

@@ -306,9 +306,11 @@ void native_mlp_loss_and_gradient(int64_t n_members, const double *theta, double
    its point, loss, gradient and state, and its status, step and gradient norm are written out.
    Each member's arithmetic is its own lane's (shard invariance); a group of eight leaves the
    window early once all of its members have stopped. The arithmetic mirrors the torch steppers
-   (GradientDescent, GradientFlow in basins.engine.dynamics) to round-off: the same operations,
-   rounded where torch fuses and where it does not as the compiler chooses
-   (tests/test_native_steps.py compares them member by member). */
+   (GradientDescent, GradientFlow in basins.engine.dynamics): gd's bit for bit (its update
+   rounded as torch rounds it, below), the flow's to round-off (its exp, log and sums round in
+   their last bits otherwise than torch's, and the step-size control passes those bits on);
+   tests/test_native_steps.py compares them member by member. The stopping test's gradient norm
+   sums its squares in another order than torch's norm (round-off in the recorded norm). */
 
 /* Status codes of basins.labels. */
 enum { RUNNING = -1, CONVERGED = 0, BUDGET = 1, DIVERGED = 2 };
@@ -385,7 +387,8 @@ void native_mlp_gd_steps(int64_t n_members, double *theta, double *losses, doubl
     const int64_t n_params = net.n_params;
     const lane_samples samples = all_samples(P);
     /* the layout of native_mlp_steps_scratch_doubles: nine vectors of n_params lanes, then a block */
-    lanes *params = (lanes *)scratch, *grad = params + n_params, *hidden = params + 9 * n_params;
+    lanes *params = (lanes *)scratch, *grad = params + n_params, *move = grad + n_params,
+          *hidden = params + 9 * n_params;
     const int never[LANES] = {0};
     for (int64_t m = 0; m < n_members; m += LANES) {
         const int64_t n = n_members - m < LANES ? n_members - m : LANES;
@@ -400,7 +403,12 @@ void native_mlp_gd_steps(int64_t n_members, double *theta, double *losses, doubl
             classify(params, loss_now, grad, n_params, grad_tol, divergence_threshold, never, lane_status, norm);
             if (!record_stops(n, lane_status, norm, first_step + s, running, status + m, stop_step + m, grad_norm + m))
                 break;
-            for (int64_t i = 0; i < n_params; i++) params[i] = select_running(running, params[i] - lr * grad[i], params[i]);
+            /* theta - lr grad rounded twice, as torch's two kernels round it: the products go
+               through memory (the barrier), so the compiler cannot fuse them into the
+               subtractions (one rounding, the last bits of an FMA differ) */
+            for (int64_t i = 0; i < n_params; i++) move[i] = lr * grad[i];
+            __asm__ volatile("" ::: "memory");
+            for (int64_t i = 0; i < n_params; i++) params[i] = select_running(running, params[i] - move[i], params[i]);
             /* a stopped lane's point is unchanged, so its loss and gradient come out as they were */
             loss_now = evaluate(&net, params, grad, hidden, &samples);
             for (int64_t l = 0; l < n; l++) steps[m + l] += running[l];
