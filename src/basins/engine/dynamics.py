@@ -423,11 +423,11 @@ class RosenbrockFlow(GradientFlow):
     error_order = 3
     #: The factorisation picks LU for the members whose W is indefinite, on the host.
     capture_safe = False
+    _d = 1.0 / (2.0 + math.sqrt(2.0))
+    _e32 = 6.0 + math.sqrt(2.0)
 
     def compiled_form(self) -> None:
         return None  # no compiled loop solves with Hessians
-    _d = 1.0 / (2.0 + math.sqrt(2.0))
-    _e32 = 6.0 + math.sqrt(2.0)
 
     def __init__(self, *, block_low_rank: bool = False, **flow):
         super().__init__(**flow)
