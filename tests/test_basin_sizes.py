@@ -1,10 +1,11 @@
-"""Stage estimate_basin_sizes: one image's basin times the orbit size is the counted fraction."""
+"""Stages estimate_basin_sizes and estimate_ring_basin_sizes: one image's basin times the orbit size
+is the counted fraction; a twisted state's basin on the torus is its counted fraction."""
 
 import numpy as np
 import pytest
 
-from basins.basin_sizes import estimate_basin_sizes, select_minima_to_measure
-from basins.labels import BUDGET, CONVERGED
+from basins.basin_sizes import estimate_basin_sizes, estimate_ring_basin_sizes, select_minima_to_measure
+from basins.labels import BUDGET, CONVERGED, LEFT, RETURNED
 from basins.landscapes.architecture import Architecture, initial_parameters, initial_scales
 from basins.landscapes.symmetry import _signed_permutations, group_order, image
 
@@ -106,3 +107,37 @@ def test_an_estimate_above_the_whole_space_is_dropped_with_its_reason_and_the_ot
 
     assert "did not equilibrate" in checked["reason"].values[1] and checked["reason"].values[0] == ""
     assert all(np.isnan(checked[name].values[1]) and checked[name].values[0] == -1.0 for name in names)
+
+
+def _torus_box_outcomes(half_width):
+    """Ring-shaped 'dynamics' with a known basin: a point returns to twisted state 0 when its first
+    two phases lie within ``half_width`` of 0, and leaves otherwise; its measure under the uniform
+    phases is (half_width / pi)^2."""
+
+    def outcomes(points, targets):
+        inside = (np.abs(points[:, :2]) < half_width).all(axis=1)
+        return np.where(inside & (targets == 0), RETURNED, LEFT).astype(np.int8)
+
+    return outcomes
+
+
+def test_a_ring_state_s_basin_is_measured_on_the_torus_against_its_count():
+    outcomes = _torus_box_outcomes(np.pi / 3)
+    starts = np.random.default_rng(1).uniform(-np.pi, np.pi, (4000, 6))
+    labels = np.where(outcomes(starts, np.zeros(len(starts), dtype=np.int64)) == RETURNED, 0, 1)
+
+    result = estimate_ring_basin_sizes(outcomes, labels, starts, np.array([0]), seed=2, **WALK)
+
+    truth = 2 * np.log(1 / 3)  # -2.20
+    assert int(result["orbit_size"][0]) == 1 and not result["is_small"].values.any()
+    assert float(result["log_count_fraction"][0]) == pytest.approx(truth, abs=0.2)  # 4 standard errors
+    assert float(result["log_basin_fraction_low"][0]) <= truth <= float(result["log_basin_fraction_high"][0])
+    assert float(result["log_basin_fraction"][0]) == pytest.approx(truth, abs=0.5)
+    assert abs(float(result["count_disagreement"][0])) < 3
+
+
+def test_a_ring_state_no_member_reached_is_refused():
+    outcomes = _torus_box_outcomes(np.pi / 3)
+    starts = np.random.default_rng(1).uniform(-np.pi, np.pi, (50, 6))
+    with pytest.raises(ValueError, match="no member reached catalogue minima \\[1\\]"):
+        estimate_ring_basin_sizes(outcomes, np.zeros(50, dtype=np.int64), starts, np.array([0, 1]), seed=2, **WALK)

@@ -65,3 +65,39 @@ def test_an_unprobed_q0_state_gets_nan_shape_and_mismatched_inputs_are_refused()
     unreached = basins.assign(winding_number=("minimum", [1, 2, -1]))
     with pytest.raises(ValueError, match="reached the q = 0 state"):
         ring_calibration(["ring40/seed1"], [unreached], [tentacles])
+
+
+def basin_size_file(estimates, disagreements):
+    """estimate_ring_basin_sizes-shaped output: states q = 0 and 2 of one ring."""
+    estimates = np.asarray(estimates, dtype=float)
+    return xr.Dataset(
+        {
+            "winding_number": ("minimum", [0, 2]),
+            "n_members": ("minimum", [9000, 230]),
+            "log_count_fraction": ("minimum", [-0.6, -4.9]),
+            "log_count_fraction_low": ("minimum", [-0.62, -5.0]),
+            "log_count_fraction_high": ("minimum", [-0.58, -4.8]),
+            "log_basin_fraction": ("minimum", estimates),
+            "log_basin_fraction_low": ("minimum", estimates - 0.3),
+            "log_basin_fraction_high": ("minimum", estimates + 0.3),
+            "count_disagreement": ("minimum", disagreements),
+            "reference_inside_fraction": ("minimum", [0.9, 0.7]),
+            "undecided_fraction": ("minimum", [0.0, 0.001]),
+            "reason": ("minimum", np.array(["", ""], dtype=object)),
+            "burn_in_drift": (("minimum", "coupling"), [[0.5, -2.5, 1.0], [0.1, 0.2, -0.3]]),
+        }
+    )
+
+
+def test_measured_basin_sizes_are_tabulated_beside_their_counts():
+    basins, tentacles = ring_files(16)
+    calibration = ring_calibration(["ring16/seed1"], [basins], [tentacles], ["ring16/seed1"],
+                                   [basin_size_file([-0.7, -4.2], [-0.4, 3.1])])
+    check_dataset(add_provenance(calibration, title="test", stage="summarize_rings", stage_config={}, inputs=()))
+    assert calibration.sizes["measured_state"] == 2
+    assert calibration["largest_burn_in_drift"].values.tolist() == [2.5, 0.3]
+    table = calibration_markdown(calibration)
+    assert "| ring16/seed1 | 2 | 230 | -4.90 [-5.00, -4.80] | -4.20 [-4.50, -3.90] | +3.1 | 0.70 |" in table
+    assert "1 of 2 estimates lie within two combined standard errors of their counts" in table
+    plain = calibration_markdown(ring_calibration(["ring16/seed1"], [basins], [tentacles]))
+    assert "thermodynamic integration" not in plain

@@ -72,8 +72,8 @@ def test_rule_files_are_snakefmt_formatted():
     [
         ("config/config.yaml", STAGES + RING_STAGES),
         ("config/paper.yaml", STAGES + RING_STAGES + ("estimate_basin_sizes",)),
-        ("config/test.yaml", STAGES + RING_STAGES + ("estimate_basin_sizes",)),
-        ("config/kuramoto.yaml", RING_STAGES),
+        ("config/test.yaml", STAGES + RING_STAGES + ("estimate_basin_sizes", "estimate_ring_basin_sizes")),
+        ("config/kuramoto.yaml", RING_STAGES + ("estimate_ring_basin_sizes",)),
         ("config/connectivity.yaml", ("train_ensemble", "connect_minima", "compare_connectivity",
                                       "figure_connectivity_comparison")),
     ],
@@ -163,6 +163,8 @@ def test_a_broken_config_fails_before_any_job_and_names_the_key(tmp_path, edit, 
         (lambda r: r["relaxation"].update(dynamics="sgd"), "dynamics"),
         (lambda r: r["twisted_states"].update(tolerance=0), "tolerance"),
         (lambda r: r.setdefault("rays", {}).update(n_far_radii=2), "n_far_radii=2 needs farthest_radius"),
+        (lambda r: r["basin_sizes"].update(n_couplings=4), "basin_sizes.n_couplings=4 must be odd"),
+        (lambda r: r["basin_sizes"].pop("winding_numbers"), "winding_numbers"),
     ],
 )
 def test_a_broken_ring_is_named(tmp_path, edit, named):
@@ -352,6 +354,12 @@ def test_tiny_study_runs_end_to_end_and_every_result_keeps_the_contract(tiny_stu
     ring = read_dataset(results / "oscillators/basins/tiny_ring/seed1.nc")
     assert set(ring["winding_number"].values) <= {-1, 0, 1}  # the stable states of n = 8, k = 1
     assert int(ring["winding_number"][0]) == 0  # the largest basin
+    ring_sizes = read_dataset(results / "oscillators/basin_sizes/tiny_ring/seed1.nc")
+    assert ring_sizes["winding_number"].values.tolist() == [0] and (ring_sizes["orbit_size"] == 1).all()
+    ring_minima = read_dataset(results / "oscillators/minima/tiny_ring/seed1.nc")
+    assert ring_sizes["n_members"].values.tolist() == ring_minima["n_members"].values[
+        ring_minima["winding_number"].values == 0].tolist()
+    assert "| tiny_ring/seed1 | 0 |" in (results / "oscillators/calibration.md").read_text()
     # The perceptron (N = 5) fits P = 2 random labels and jams at P = 60, for every seed.
     perceptron = read_dataset(results / "jamming/tiny_random.nc").isel(network=0)
     assert (perceptron["phase"].isel(train_size=0) == 0).all() and (perceptron["phase"].isel(train_size=-1) == 1).all()

@@ -37,6 +37,7 @@ DIMS = frozenset(
         "alpha",
         "distance",
         "winding",
+        "measured_state",
         "class",
         "bin",
         "plane",

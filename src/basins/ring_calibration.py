@@ -7,8 +7,10 @@ comparison from the outputs of ``analyze_ring_basins`` and ``measure_ring_tentac
 the fits of p(q) (Gaussian, with width sigma = (2c)^-1/2 growing as sqrt(n); exponential,
 rejected), and the shape statistics of the q = 0 basin (start distance against exit radius,
 reach, leaving fraction, thickness ratio, return probability beyond the initialization shell
-against the basin fraction). It writes them as a dataset and as the Markdown table the README
-quotes, so no number of that table is typed by hand.
+against the basin fraction), and, for rings with a ``basin_sizes`` section, each measured twisted
+state's basin fraction by thermodynamic integration (``estimate_ring_basin_sizes``) beside its
+count. It writes them as a dataset and as the Markdown tables the README quotes, so no number
+of those tables is typed by hand.
 """
 
 from __future__ import annotations
@@ -24,26 +26,53 @@ from basins.io import variable_attrs
 WINDING = 0
 
 
-def ring_calibration(labels: list[str], basins: list[xr.Dataset], tentacles: list[xr.Dataset]) -> xr.Dataset:
+def ring_calibration(
+    labels: list[str], basins: list[xr.Dataset], tentacles: list[xr.Dataset],
+    basin_size_labels: list[str] = (), basin_sizes: list[xr.Dataset] = (),
+) -> xr.Dataset:
     """One row per ring and seed (``labels``, e.g. ``ring83/seed1``) of the calibration numbers.
 
     ``basins`` are ``analyze_ring_basins`` outputs (basin fractions per twisted state, the fits
     of p(q) on dim ``fit``), ``tentacles`` the ``measure_ring_tentacles`` outputs of the same
     rings and seeds. A ring whose q = 0 state was not probed gets nan shape statistics.
+    ``basin_sizes`` are ``estimate_ring_basin_sizes`` outputs of the rings and seeds
+    ``basin_size_labels``: one row each of their twisted states on dim ``measured_state``.
     """
+    if len(basin_size_labels) != len(basin_sizes):
+        raise ValueError(f"{len(basin_size_labels)} labels for {len(basin_sizes)} basin size files")
     if not (len(labels) == len(basins) == len(tentacles)):
         raise ValueError(
             f"{len(labels)} labels, {len(basins)} basin and {len(tentacles)} tentacle files: one each per ring"
         )
     rows = [_row(b, t) for b, t in zip(basins, tentacles)]
     names = list(rows[0]) if rows else []
-    return xr.Dataset(
+    calibration = xr.Dataset(
         {name: ("ring", np.array([row[name] for row in rows]), variable_attrs(_DESCRIPTIONS[name])) for name in names},
         coords={"ring": ("ring", np.asarray(labels, dtype=object), variable_attrs("ring and seed"))},
         attrs={
             "winding_number": WINDING,
             "confidence": float(tentacles[0].attrs["confidence"]) if tentacles else np.nan,
         },
+    )
+    return calibration.merge(_measured_states(basin_size_labels, basin_sizes))
+
+
+def _measured_states(labels, basin_sizes) -> xr.Dataset:
+    """Every measured twisted state's estimated and counted ln basin fraction, one row each."""
+    rows = [
+        {"ring_of_state": label, **{_RENAMED.get(name, name): state[name].item() for name in _MEASURED},
+         "largest_burn_in_drift": float(np.abs(state["burn_in_drift"]).max())}
+        for label, sizes in zip(labels, basin_sizes)
+        for state in (sizes.isel(minimum=index) for index in range(sizes.sizes["minimum"]))
+    ]
+    names = ("ring_of_state", *(_RENAMED.get(name, name) for name in _MEASURED), "largest_burn_in_drift")
+    return xr.Dataset(
+        {
+            name: ("measured_state", np.array([row[name] for row in rows], dtype=object if name in _TEXT else None),
+                   variable_attrs(_DESCRIPTIONS[name]))
+            for name in names
+        },
+        coords={"measured_state": ("measured_state", np.arange(len(rows)), variable_attrs("measured twisted state"))},
     )
 
 
@@ -90,7 +119,29 @@ _SHAPE = (
     "median_thickness_ratio_high", "far_return_probability", "far_return_probability_se",
 )
 
+_MEASURED = (
+    "winding_number", "n_members", "log_count_fraction", "log_count_fraction_low", "log_count_fraction_high",
+    "log_basin_fraction", "log_basin_fraction_low", "log_basin_fraction_high", "count_disagreement",
+    "reference_inside_fraction", "undecided_fraction", "reason",
+)
+_TEXT = ("ring_of_state", "reason")
+_RENAMED = {"n_members": "members_of_state"}  # n_members is the ring's own (per ring and seed)
+
 _DESCRIPTIONS = {
+    "ring_of_state": "ring and seed of the measured twisted state",
+    "winding_number": "winding number q of the measured twisted state",
+    "members_of_state": "initial conditions that reached the measured state",
+    "log_count_fraction": "ln of the state's counted basin fraction",
+    "log_count_fraction_low": "ln of the lower end of its Wilson interval",
+    "log_count_fraction_high": "ln of the upper end of its Wilson interval",
+    "log_basin_fraction": "ln of the basin fraction by thermodynamic integration (estimate_ring_basin_sizes)",
+    "log_basin_fraction_low": "lower end of its interval",
+    "log_basin_fraction_high": "upper end of its interval",
+    "count_disagreement": "log_basin_fraction - log_count_fraction in combined standard errors",
+    "reference_inside_fraction": "share of the strongest spring's draws that relaxed to the state",
+    "undecided_fraction": "share of the walk's runs that were undecided (rejected moves: biases the estimate low)",
+    "reason": "why the state has no estimate (empty: it has one)",
+    "largest_burn_in_drift": "largest |burn_in_drift| over the couplings (a weak check of equilibration)",
     "n_oscillators": "oscillators n",
     "n_members": "initial conditions",
     "p0": "basin fraction of the q = 0 state",
@@ -133,8 +184,9 @@ def calibration_markdown(calibration: xr.Dataset) -> str:
         "| q = 0: basin fraction |\n" + "|---" * 12 + "|\n"
     )
     lines = []
+    per_ring = calibration[[name for name, value in calibration.data_vars.items() if "ring" in value.dims]]
     for label in calibration["ring"].values:
-        r = {name: value.item() for name, value in calibration.sel(ring=label).data_vars.items()}
+        r = {name: value.item() for name, value in per_ring.sel(ring=label).data_vars.items()}
         lines.append(
             f"| {label} | {r['n_members']} | {r['p0']:.4f} +- {r['p0_se']:.4f} "
             f"| {r['gaussian_rate']:.4f} +- {r['gaussian_rate_se']:.4f} "
@@ -152,6 +204,35 @@ def calibration_markdown(calibration: xr.Dataset) -> str:
         f"Intervals in brackets: {confidence}; +- one standard error. sigma = (2c)^-1/2 is the width of "
         "the Gaussian. p(d) beyond the shell is read at the ray radii beyond the members' median start "
         "distance; a tentacled basin is re-entered there about as often as its basin fraction.\n"
+        + _measured_states_markdown(calibration)
+    )
+
+
+def _measured_states_markdown(calibration: xr.Dataset) -> str:
+    """The thermodynamic integration against counts, one row per measured twisted state."""
+    if not calibration.sizes.get("measured_state"):
+        return ""
+    lines = []
+    per_state = calibration[[name for name, value in calibration.data_vars.items() if "measured_state" in value.dims]]
+    for index in range(calibration.sizes["measured_state"]):
+        r = {name: value.item() for name, value in per_state.isel(measured_state=index).data_vars.items()}
+        estimate = (f"{r['log_basin_fraction']:.2f} [{r['log_basin_fraction_low']:.2f}, "
+                    f"{r['log_basin_fraction_high']:.2f}]" if np.isfinite(r["log_basin_fraction"]) else
+                    f"none: {r['reason']}")
+        lines.append(
+            f"| {r['ring_of_state']} | {r['winding_number']} | {r['members_of_state']} "
+            f"| {r['log_count_fraction']:.2f} [{r['log_count_fraction_low']:.2f}, {r['log_count_fraction_high']:.2f}] "
+            f"| {estimate} | {r['count_disagreement']:+.1f} | {r['reference_inside_fraction']:.2f} "
+            f"| {r['undecided_fraction']:.4f} | {r['largest_burn_in_drift']:.1f} |"
+        )
+    agree = np.abs(calibration["count_disagreement"].values.astype(float)) <= 2
+    return (
+        "\nBasin fractions by thermodynamic integration (stage estimate_ring_basin_sizes) against counts:\n\n"
+        "| ring | q | members | ln p, counted | ln p, estimated | difference (combined SE) | strongest spring's "
+        "draws inside | undecided runs | largest burn-in drift |\n" + "|---" * 9 + "|\n"
+        + "\n".join(lines) + "\n\n"
+        f"{int(agree.sum())} of {len(agree)} estimates lie within two combined standard errors of their counts. "
+        "Intervals: the count's Wilson interval; the estimate's chains, reference draws and quadrature error.\n"
     )
 
 

@@ -248,7 +248,11 @@ def check_basin_sizes(name, experiment):
             f"{where}: needs training.l2 > 0; without weight decay minima lie along flat "
             "valleys, and a re-run that ends further along its valley would count as leaving"
         )
-    sizes = experiment["basin_sizes"]
+    check_basin_walk(where, experiment["basin_sizes"])
+
+
+def check_basin_walk(where, sizes):
+    """The walk of basins.basin_volume: Simpson's rule over the couplings, a burn-in to discard."""
     if sizes["n_couplings"] % 2 == 0:
         raise ValueError(
             f"{where}.n_couplings={sizes['n_couplings']} must be odd (Simpson's rule)"
@@ -352,6 +356,8 @@ def check_rings():
             )
         check_rays(f"oscillators.{name}.rays", ring["rays"])
         check_tentacles(f"oscillators.{name}.tentacles", ring["tentacles"])
+        if "basin_sizes" in ring:
+            check_basin_walk(f"oscillators.{name}.basin_sizes", ring["basin_sizes"])
 
 
 def check_rays(where, rays):

@@ -103,6 +103,29 @@ rule measure_ring_tentacles:
         "../scripts/measure_ring_tentacles.py"
 
 
+rule estimate_ring_basin_sizes:
+    input:
+        minima="results/oscillators/minima/{ring}/seed{seed}.nc",
+        shards=ring_shards,
+        code=code_dependencies("estimate_ring_basin_sizes"),
+    output:
+        "results/oscillators/basin_sizes/{ring}/seed{seed}.nc",
+    log:
+        "logs/estimate_ring_basin_sizes/{ring}/seed{seed}.log",
+    priority: 40
+    conda:
+        "../../envs/basins.yaml"
+    resources:
+        **engine_resources(),
+    params:
+        basin_sizes=ring_section("basin_sizes"),
+        relaxation=ring_section("relaxation"),
+        twisted_states=ring_section("twisted_states"),
+        budget_factors=config["budget_factors"],
+    script:
+        "../scripts/estimate_ring_basin_sizes.py"
+
+
 rule summarize_rings:
     input:
         basins=[
@@ -112,6 +135,11 @@ rule summarize_rings:
         tentacles=[
             f"results/oscillators/tentacles/{name}/seed{seed}.nc"
             for name, seed in ring_seeds()
+        ],
+        basin_sizes=[
+            f"results/oscillators/basin_sizes/{name}/seed{seed}.nc"
+            for name, seed in ring_seeds()
+            if "basin_sizes" in RINGS[name]
         ],
         code=code_dependencies("summarize_rings"),
     output:
@@ -124,5 +152,10 @@ rule summarize_rings:
         "../../envs/basins.yaml"
     params:
         labels=[f"{name}/seed{seed}" for name, seed in ring_seeds()],
+        basin_size_labels=[
+            f"{name}/seed{seed}"
+            for name, seed in ring_seeds()
+            if "basin_sizes" in RINGS[name]
+        ],
     script:
         "../scripts/summarize_rings.py"
