@@ -60,6 +60,28 @@ def test_a_half_space_far_out_in_the_tail():
     assert _covered(result, truth).mean() >= 0.8
 
 
+def test_a_walk_too_short_to_spread_shows_it_in_its_halves():
+    # The half-space again: 100 steps leave ln mu ~4 nats low, and the estimate from the second
+    # half of the kept steps exceeds the first half's by more than noise (~2 se) in every walk;
+    # 2000 steps are unbiased and their halves agree within noise.
+    dim, threshold = 12, 3.0
+    direction = np.eye(dim)[0]
+    centres = np.repeat((threshold + 0.5) * direction[None], 10, axis=0)
+    truth = stats.norm.logsf(threshold)
+
+    def measure(n_steps, n_burn):
+        return estimate_basin_measures(
+            lambda z, basin: _outcome(z @ direction >= threshold), GaussianMeasure(dim), centres, seed=2,
+            **{**WALK, "n_steps": n_steps, "n_burn": n_burn},
+        )
+
+    short, long = measure(100, 20), measure(2000, 1000)
+    assert short["log_measure"].values.mean() < truth - 2
+    assert (short["log_measure_half_drift"] > 2 * short["log_measure_se"]).all()
+    assert abs(long["log_measure"].values.mean() - truth) < 0.3
+    assert abs(long["log_measure_half_drift"].values.mean()) < 2 * 2 * long["log_measure_se"].values.mean() / np.sqrt(10)
+
+
 def test_a_box_on_the_torus_of_phases():
     # Uniform phases on [-pi, pi)^8; the box |wrap(z - c)| <= 1 has measure (1 / pi)^8 = e^-9.2,
     # centred across the seam at pi so that wrapping is exercised.

@@ -183,8 +183,9 @@ def estimate_basin_measures(
     inside = _counted(inside, len(centres))
     reference = _reference_fraction(inside, measure, centres, couplings[-1], n_reference, rng)
     walk = _walk(inside, measure, centres, couplings, n_chains=n_chains, n_steps=n_steps, n_burn=n_burn, rng=rng)
-    excess = walk["mean"] - measure.free_spring_energy(centres, couplings)
-    integral, integral_se, quadrature_error = _integrate(couplings, excess, walk["se"])
+    free = measure.free_spring_energy(centres, couplings)
+    integral, integral_se, quadrature_error = _integrate(couplings, walk["mean"] - free, walk["se"])
+    first_half, second_half = (_integrate(couplings, half - free, walk["se"])[0] for half in walk["half_means"])
     inside_fraction = reference / n_reference
     with np.errstate(divide="ignore", invalid="ignore"):
         log_reference_fraction = np.log(inside_fraction)
@@ -198,7 +199,13 @@ def estimate_basin_measures(
     return _as_dataset(
         ids, couplings, walk, log_measure, se, quadrature_error, inside_fraction, inside.undecided_fraction(),
         confidence_z,
-    ).assign(reason=(("minimum",), reason, variable_attrs("why the basin has no estimate (empty: it has one)")))
+    ).assign(
+        reason=(("minimum",), reason, variable_attrs("why the basin has no estimate (empty: it has one)")),
+        log_measure_half_drift=(("minimum",), second_half - first_half, variable_attrs(
+            "log_measure from the second half of the kept steps minus from the first half", "nats",
+            note="a walk still spreading through its basin gives a positive value, and log_measure is then low; "
+                 "noise alone spreads it by about 2 log_measure_se")),
+    )
 
 
 def _checked_couplings(couplings):
@@ -270,6 +277,7 @@ def _walk(inside, measure, centres, couplings, *, n_chains, n_steps, n_burn, rng
         "mean": chain_means.mean(axis=2),
         "se": chain_means.std(axis=2, ddof=1) / np.sqrt(n_chains),
         "drift": _drift(halves),
+        "half_means": halves.mean(axis=3),  # (half, basin, coupling)
         "acceptance": accepted_sum.mean(axis=2) / kept,
         "step": step,
     }

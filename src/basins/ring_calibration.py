@@ -122,7 +122,7 @@ _SHAPE = (
 _MEASURED = (
     "winding_number", "n_members", "log_count_fraction", "log_count_fraction_low", "log_count_fraction_high",
     "log_basin_fraction", "log_basin_fraction_low", "log_basin_fraction_high", "count_disagreement",
-    "reference_inside_fraction", "undecided_fraction", "reason",
+    "reference_inside_fraction", "undecided_fraction", "log_measure_half_drift", "reason",
 )
 _TEXT = ("ring_of_state", "reason")
 _RENAMED = {"n_members": "members_of_state"}  # n_members is the ring's own (per ring and seed)
@@ -141,6 +141,7 @@ _DESCRIPTIONS = {
     "reference_inside_fraction": "share of the strongest spring's draws that relaxed to the state",
     "undecided_fraction": "share of the walk's runs that were undecided (rejected moves: biases the estimate low)",
     "reason": "why the state has no estimate (empty: it has one)",
+    "log_measure_half_drift": "the estimate from the second half of the walks' kept steps minus from the first (nats)",
     "largest_burn_in_drift": "largest |burn_in_drift| over the couplings (a weak check of equilibration)",
     "n_oscillators": "oscillators n",
     "n_members": "initial conditions",
@@ -223,16 +224,19 @@ def _measured_states_markdown(calibration: xr.Dataset) -> str:
             f"| {r['ring_of_state']} | {r['winding_number']} | {r['members_of_state']} "
             f"| {r['log_count_fraction']:.2f} [{r['log_count_fraction_low']:.2f}, {r['log_count_fraction_high']:.2f}] "
             f"| {estimate} | {r['count_disagreement']:+.1f} | {r['reference_inside_fraction']:.2f} "
-            f"| {r['undecided_fraction']:.4f} | {r['largest_burn_in_drift']:.1f} |"
+            f"| {r['undecided_fraction']:.4f} | {r['log_measure_half_drift']:+.2f} | {r['largest_burn_in_drift']:.1f} |"
         )
     agree = np.abs(calibration["count_disagreement"].values.astype(float)) <= 2
     return (
         "\nBasin fractions by thermodynamic integration (stage estimate_ring_basin_sizes) against counts:\n\n"
         "| ring | q | members | ln p, counted | ln p, estimated | difference (combined SE) | strongest spring's "
-        "draws inside | undecided runs | largest burn-in drift |\n" + "|---" * 9 + "|\n"
+        "draws inside | undecided runs | second half - first half (nats) | largest burn-in drift |\n"
+        + "|---" * 10 + "|\n"
         + "\n".join(lines) + "\n\n"
         f"{int(agree.sum())} of {len(agree)} estimates lie within two combined standard errors of their counts. "
-        "Intervals: the count's Wilson interval; the estimate's chains, reference draws and quadrature error.\n"
+        "Intervals: the count's Wilson interval; the estimate's chains, reference draws and quadrature error. "
+        "A walk still spreading through its basin estimates more from the second half of its steps than from "
+        "the first, and too little from both: walks that are too short bias the estimate low, never high.\n"
     )
 
 
