@@ -71,7 +71,7 @@ def test_rule_files_are_snakefmt_formatted():
     "config, stages",
     [
         ("config/config.yaml", STAGES + RING_STAGES),
-        ("config/paper.yaml", STAGES + RING_STAGES + ("estimate_basin_sizes",)),
+        ("config/paper.yaml", STAGES + RING_STAGES + ("estimate_basin_sizes", "estimate_ring_basin_sizes")),
         ("config/test.yaml", STAGES + RING_STAGES + ("estimate_basin_sizes", "estimate_ring_basin_sizes")),
         ("config/kuramoto.yaml", RING_STAGES + ("estimate_ring_basin_sizes",)),
         ("config/connectivity.yaml", ("train_ensemble", "connect_minima", "compare_connectivity",
