@@ -175,3 +175,11 @@ def test_the_free_spring_energy_is_the_mean_over_the_springs_own_draws(measure):
         draws = measure.sample_reference(centre, coupling, 200_000, rng)
         sampled = 0.5 * np.sum(measure.displacement(draws, centre) ** 2, axis=-1).mean()
         assert measure.free_spring_energy(centre, [coupling])[0, 0] == pytest.approx(sampled, rel=0.01)
+
+
+def test_the_torus_free_spring_energy_is_continuous_where_its_series_takes_over():
+    # Below k = 1e-6 a series replaces the closed form, whose difference cancels there: both sides
+    # of the switch agree (its slope is -2 pi^2 / 15 relative, not -pi^2 / 15).
+    torus = UniformTorus(3)
+    below, above = torus.free_spring_energy(np.zeros((1, 3)), [0.999e-6, 1.001e-6])[0]
+    assert below == pytest.approx(above, rel=1e-7)  # the slope moves it by 3e-9 between them, the old series by 7e-7

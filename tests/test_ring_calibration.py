@@ -99,6 +99,11 @@ def test_measured_basin_sizes_are_tabulated_beside_their_counts():
     assert calibration["largest_burn_in_drift"].values.tolist() == [2.5, 0.3]
     table = calibration_markdown(calibration)
     assert "| ring16/seed1 | 2 | 230 | -4.90 [-5.00, -4.80] | -4.20 [-4.50, -3.90] | +3.1 | 0.70 | 0.0010 | +0.90 | 0.3 |" in table
-    assert "1 of 2 estimates lie within two combined standard errors of their counts" in table
+    assert "1 of 2 estimates lie within two combined standard errors of their counts; states without an estimate: 0." in table
+    unmeasured = basin_size_file([-0.7, np.nan], [-0.4, np.nan])
+    table = calibration_markdown(ring_calibration(["ring16/seed1"], [basins], [tentacles], ["ring16/seed1"],
+                                                  [unmeasured.assign(reason=("minimum", np.array(["", "no draw"],
+                                                                                                  dtype=object)))]))
+    assert "| none: no draw |" in table and "1 of 1 estimates" in table and "states without an estimate: 1." in table
     plain = calibration_markdown(ring_calibration(["ring16/seed1"], [basins], [tentacles]))
     assert "thermodynamic integration" not in plain

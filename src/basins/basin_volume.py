@@ -108,7 +108,7 @@ class UniformTorus:
         b = np.pi * np.sqrt(k)
         with np.errstate(divide="ignore", invalid="ignore"):
             truncated = (1 - 2 * b * stats.norm.pdf(b) / special.erf(b / np.sqrt(2))) / k
-        variance = np.where(k < 1e-6, np.pi**2 / 3 * (1 - np.pi**2 * k / 15), truncated)  # series near k = 0
+        variance = np.where(k < 1e-6, np.pi**2 / 3 * (1 - 2 * np.pi**2 * k / 15), truncated)  # series near k = 0
         return np.broadcast_to(0.5 * self.dim * variance, (len(centre), len(k)))
 
     def sample_reference(self, centre, coupling, n, rng):

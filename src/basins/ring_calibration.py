@@ -226,17 +226,19 @@ def _measured_states_markdown(calibration: xr.Dataset) -> str:
             f"| {estimate} | {r['count_disagreement']:+.1f} | {r['reference_inside_fraction']:.2f} "
             f"| {r['undecided_fraction']:.4f} | {r['log_measure_half_drift']:+.2f} | {r['largest_burn_in_drift']:.1f} |"
         )
-    agree = np.abs(calibration["count_disagreement"].values.astype(float)) <= 2
+    disagreement = calibration["count_disagreement"].values.astype(float)
+    estimated = np.isfinite(disagreement)
     return (
         "\nBasin fractions by thermodynamic integration (stage estimate_ring_basin_sizes) against counts:\n\n"
         "| ring | q | members | ln p, counted | ln p, estimated | difference (combined SE) | strongest spring's "
         "draws inside | undecided runs | second half - first half (nats) | largest burn-in drift |\n"
         + "|---" * 10 + "|\n"
         + "\n".join(lines) + "\n\n"
-        f"{int(agree.sum())} of {len(agree)} estimates lie within two combined standard errors of their counts. "
-        "Intervals: the count's Wilson interval; the estimate's chains, reference draws and quadrature error. "
-        "A walk still spreading through its basin estimates more from the second half of its steps than from "
-        "the first, and too little from both: walks that are too short bias the estimate low, never high.\n"
+        f"{int((np.abs(disagreement[estimated]) <= 2).sum())} of {int(estimated.sum())} estimates lie within two "
+        f"combined standard errors of their counts; states without an estimate: {int((~estimated).sum())}. "
+        "Intervals: the count's Wilson interval; the estimate's chains, reference draws and quadrature error, "
+        "not the bias of walks too short (low; docs/method.md): their length is checked by a plateau in n_steps. "
+        "The halves' difference flags gross under-equilibration only.\n"
     )
 
 
