@@ -47,7 +47,7 @@ def ring_calibration(
     rows = [_row(b, t) for b, t in zip(basins, tentacles)]
     names = list(rows[0]) if rows else []
     calibration = xr.Dataset(
-        {name: ("ring", np.array([row[name] for row in rows]), variable_attrs(_DESCRIPTIONS[name])) for name in names},
+        _columns("ring", rows, names),
         coords={"ring": ("ring", np.asarray(labels, dtype=object), variable_attrs("ring and seed"))},
         attrs={
             "winding_number": WINDING,
@@ -67,13 +67,18 @@ def _measured_states(labels, basin_sizes) -> xr.Dataset:
     ]
     names = ("ring_of_state", *(_RENAMED.get(name, name) for name in _MEASURED), "largest_burn_in_drift")
     return xr.Dataset(
-        {
-            name: ("measured_state", np.array([row[name] for row in rows], dtype=object if name in _TEXT else None),
-                   variable_attrs(_DESCRIPTIONS[name]))
-            for name in names
-        },
+        _columns("measured_state", rows, names),
         coords={"measured_state": ("measured_state", np.arange(len(rows)), variable_attrs("measured twisted state"))},
     )
+
+
+def _columns(dim, rows, names):
+    """The ``rows`` (dicts) as one described variable per name along ``dim``."""
+    return {
+        name: (dim, np.array([row[name] for row in rows], dtype=object if name in _TEXT else None),
+               variable_attrs(_DESCRIPTIONS[name]))
+        for name in names
+    }
 
 
 def _row(basins: xr.Dataset, tentacles: xr.Dataset) -> dict:

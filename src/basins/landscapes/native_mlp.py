@@ -106,12 +106,8 @@ class NativeMLP:
                 raise ValueError(f"sizes must be one count in 1..{self.n_samples} per member")
         theta = theta.contiguous()
         losses, grads = torch.empty(theta.shape[0], dtype=torch.float64), torch.empty_like(theta)
-        blocks = _blocks(theta.shape[0], torch.get_num_threads())
-        if len(blocks) == 1:
-            self._block(theta, sizes, losses, grads, *blocks[0], 0)
-        else:
-            list(_pool(len(blocks)).map(lambda args: self._block(theta, sizes, losses, grads, *args),
-                                        [(*block, index) for index, block in enumerate(blocks)]))
+        _split(theta.shape[0],
+               lambda first, stop, thread: self._block(theta, sizes, losses, grads, first, stop, thread))
         return losses, grads
 
     def _block(self, theta, sizes, losses, grads, first, stop, thread):
@@ -162,7 +158,7 @@ class NativeMLP:
 
         def block(rows, first_step, n_steps, first, stop, thread):
             pointers = [row.data_ptr() + first * row.stride(0) * row.element_size() for row in rows]
-            function(stop - first, *pointers, first_step, n_steps, *arguments, *settings, *network,
+            function(stop - first, *pointers, int(first_step), int(n_steps), *arguments, *settings, *network,
                      self._scratch(thread, doubles).data_ptr())
 
         def run(theta, loss, grad, state, status, stop_step, grad_norm, first_step, n_steps):
@@ -172,12 +168,7 @@ class NativeMLP:
                        (status, count), (stop_step, count), (grad_norm, real)]
             _check_buffers(buffers, self.arch.n_params)
             rows = [tensor for tensor, _ in buffers]
-            blocks = _blocks(theta.shape[0], torch.get_num_threads())
-            jobs = [(rows, int(first_step), int(n_steps), *blocks[index], index) for index in range(len(blocks))]
-            if len(jobs) == 1:
-                block(*jobs[0])
-            else:
-                list(_pool(len(jobs)).map(lambda job: block(*job), jobs))
+            _split(theta.shape[0], lambda first, stop, thread: block(rows, first_step, n_steps, first, stop, thread))
 
         run.tableau = tensors  # the C loop reads them through their pointers
         return run
@@ -288,6 +279,16 @@ def _cpu_identity() -> str:
 def _first_line(error) -> str:
     text = getattr(error, "stderr", None) or str(error)
     return text.strip().splitlines()[0] if text.strip() else type(error).__name__
+
+
+def _split(n_members: int, work) -> None:
+    """``work(first, stop, thread)`` on contiguous blocks of the members, one per thread used:
+    in this thread where there is one block, else on the pool."""
+    blocks = _blocks(n_members, torch.get_num_threads())
+    if len(blocks) == 1:
+        work(*blocks[0], 0)
+    else:
+        list(_pool(len(blocks)).map(lambda index: work(*blocks[index], index), range(len(blocks))))
 
 
 def _blocks(n_members: int, n_threads: int) -> list[tuple[int, int]]:
