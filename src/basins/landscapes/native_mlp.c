@@ -20,113 +20,97 @@
 enum { LOSS_MSE = 0, LOSS_HINGE = 1, LOSS_QUADRATIC_HINGE = 2, LOSS_CROSS_ENTROPY = 3 };
 enum { ACT_TANH = 0, ACT_RELU = 1, ACT_LINEAR = 2 };
 
-/* exp(x), clamped to [-708, 709] (exp(-708) ~ 3e-308, exp(709) ~ 8e307: the sigmoid and the
-   losses only need it to saturate there). Range reduction x = k ln 2 + r, |r| <= ln 2 / 2, k
-   rounded by the 1.5 * 2^52 shift (k lands in the low mantissa bits, 2^k is built from them);
-   the Taylor polynomial of degree 13 (truncation < 5e-18 relative) in Estrin's scheme. Written
-   without branches, type-punning unions or libm calls, so that loops over it vectorize
-   (1 ns a value against libm's 5-7, within 4.3e-16 relative of it). */
-static inline double exp_vec(double x) {
-    const double log2e = 1.4426950408889634, ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
-    x = x < -708.0 ? -708.0 : x;
-    x = x > 709.0 ? 709.0 : x;
-    double shifted = x * log2e + 0x1.8p52;   /* k in the low mantissa bits */
-    double k = shifted - 0x1.8p52;
-    double r = (x - k * ln2_hi) - k * ln2_lo;
-    double r2 = r * r, r4 = r2 * r2, r8 = r4 * r4;
-    double c01 = 1.0 + r, c23 = 0.5 + r * (1.0 / 6.0), c45 = 1.0 / 24.0 + r * (1.0 / 120.0),
-           c67 = 1.0 / 720.0 + r * (1.0 / 5040.0), c89 = 1.0 / 40320.0 + r * (1.0 / 362880.0),
-           c1011 = 1.0 / 3628800.0 + r * (1.0 / 39916800.0), c1213 = 1.0 / 479001600.0 + r * (1.0 / 6227020800.0);
-    double c03 = c01 + r2 * c23, c47 = c45 + r2 * c67, c811 = c89 + r2 * c1011;
-    double p = (c03 + r4 * c47) + r8 * (c811 + r4 * c1213);
-    uint64_t bits; memcpy(&bits, &shifted, 8);
-    uint64_t sbits = (bits + 1023) << 52; double scale; memcpy(&scale, &sbits, 8);
-    return p * scale;
-}
-/* log(v) for v in [1/2, 1]: 2 atanh(s), s = (v - 1) / (v + 1), |s| <= 1/3; the odd series to
-   s^35 (truncation < 2e-18). */
-static inline double log_half_to_one(double v) {
-    double s = (v - 1.0) / (v + 1.0), s2 = s * s;
-    double p = 1.0 / 35.0;
-    p = p * s2 + 1.0 / 33.0;
-    p = p * s2 + 1.0 / 31.0;
-    p = p * s2 + 1.0 / 29.0;
-    p = p * s2 + 1.0 / 27.0;
-    p = p * s2 + 1.0 / 25.0;
-    p = p * s2 + 1.0 / 23.0;
-    p = p * s2 + 1.0 / 21.0;
-    p = p * s2 + 1.0 / 19.0;
-    p = p * s2 + 1.0 / 17.0;
-    p = p * s2 + 1.0 / 15.0;
-    p = p * s2 + 1.0 / 13.0;
-    p = p * s2 + 1.0 / 11.0;
-    p = p * s2 + 1.0 / 9.0;
-    p = p * s2 + 1.0 / 7.0;
-    p = p * s2 + 1.0 / 5.0;
-    p = p * s2 + 1.0 / 3.0;
-    p = p * s2 + 1.0;
-    return 2.0 * s * p;
-}
-
-static inline double sigmoid_vec(double z) { return 1.0 / (1.0 + exp_vec(-z)); }
-
 /* LANES members at a time, one per SIMD lane: every operation below is a vertical one over
    them (a vector of GCC's vector extensions, split by the compiler into what the CPU has:
    one AVX-512 or AVX2 register, or scalars), so a member's arithmetic is the same
    whichever lane it runs in and whichever members share its group (shard invariance), and no
    sum ends in a horizontal reduction or a partial vector: with one member a lane, the sums
-   over samples are plain vector additions. */
+   over samples are plain vector additions. The functions take and return whole vectors: a
+   vector taken apart into an array of doubles and put back comes back through memory, two
+   half-width stores and a full-width load that AVX2 CPUs cannot forward (it cost the kernel
+   half its time on one). */
 #if defined(__AVX512F__)
 enum { LANES = 8 };
 #else
 /* Without AVX-512 a vector of eight doubles is two or four registers, and the blocks' sums
-   spill: four lanes, one AVX2 register, run the study's shape 1.4x faster on an AVX2 VM. */
+   spill: four lanes, one AVX2 register. */
 enum { LANES = 4 };
 #endif
 typedef double lanes __attribute__((vector_size(LANES * sizeof(double)), aligned(sizeof(double))));
+/* The lanes' bits, and the masks comparisons of lanes give (all ones where true). */
+typedef int64_t lane_bits __attribute__((vector_size(LANES * sizeof(double)), aligned(sizeof(double))));
 
 static inline lanes broadcast(double value) { return (lanes){0} + value; }
 
+/* yes where mask is set, else no: `mask ? yes : no` lane by lane. */
+static inline lanes select(lane_bits mask, lanes yes, lanes no) {
+    return (lanes)((mask & (lane_bits)yes) | (~mask & (lane_bits)no));
+}
+
+static inline lanes positive_part(lanes v) { return select(v > 0.0, v, broadcast(0.0)); }
+
+/* exp(x), clamped to [-708, 709] (exp(-708) ~ 3e-308, exp(709) ~ 8e307: the sigmoid and the
+   losses only need it to saturate there). Range reduction x = k ln 2 + r, |r| <= ln 2 / 2, k
+   rounded by the 1.5 * 2^52 shift (k lands in the low mantissa bits, 2^k is built from them);
+   the Taylor polynomial of degree 13 (truncation < 5e-18 relative) in Estrin's scheme. No
+   branches or libm calls (1 ns a value against libm's 5-7, within 4.3e-16 relative of it). */
+static inline lanes exp_lanes(lanes x) {
+    const double log2e = 1.4426950408889634, ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
+    x = select(x < -708.0, broadcast(-708.0), x);
+    x = select(x > 709.0, broadcast(709.0), x);
+    const lanes shifted = x * log2e + 0x1.8p52; /* k in the low mantissa bits */
+    const lanes k = shifted - 0x1.8p52;
+    const lanes r = (x - k * ln2_hi) - k * ln2_lo;
+    const lanes r2 = r * r, r4 = r2 * r2, r8 = r4 * r4;
+    const lanes c01 = 1.0 + r, c23 = 0.5 + r * (1.0 / 6.0), c45 = 1.0 / 24.0 + r * (1.0 / 120.0),
+                c67 = 1.0 / 720.0 + r * (1.0 / 5040.0), c89 = 1.0 / 40320.0 + r * (1.0 / 362880.0),
+                c1011 = 1.0 / 3628800.0 + r * (1.0 / 39916800.0),
+                c1213 = 1.0 / 479001600.0 + r * (1.0 / 6227020800.0);
+    const lanes c03 = c01 + r2 * c23, c47 = c45 + r2 * c67, c811 = c89 + r2 * c1011;
+    const lanes p = (c03 + r4 * c47) + r8 * (c811 + r4 * c1213);
+    const lanes scale = (lanes)(((lane_bits)shifted + 1023) << 52);
+    return p * scale;
+}
+
+/* log(v) for v in [1/2, 1]: 2 atanh(s), s = (v - 1) / (v + 1), |s| <= 1/3; the odd series to
+   s^35 (truncation < 2e-18). */
+static inline lanes log_half_to_one(lanes v) {
+    const lanes s = (v - 1.0) / (v + 1.0), s2 = s * s;
+    lanes p = broadcast(1.0 / 35.0);
+    for (int odd = 33; odd >= 1; odd -= 2) p = p * s2 + 1.0 / odd;
+    return 2.0 * s * p;
+}
+
+static inline lanes sigmoid_lanes(lanes z) { return 1.0 / (1.0 + exp_lanes(-z)); }
+
 /* The loss of one sample in every lane and, in *slope, its derivative in the output. */
 static inline lanes sample_loss(lanes out, double label, int loss, double margin, double beta, lanes *slope) {
-    double f[LANES], value[LANES], derivative[LANES];
-    memcpy(f, &out, sizeof out);
     if (loss == LOSS_MSE) {
-#pragma omp simd
-        for (int l = 0; l < LANES; l++) {
-            const double r = f[l] - label;
-            value[l] = 0.5 * r * r;
-            derivative[l] = r;
-        }
-    } else if (loss == LOSS_CROSS_ENTROPY) {
+        const lanes r = out - label;
+        *slope = r;
+        return 0.5 * r * r;
+    }
+    if (loss == LOSS_CROSS_ENTROPY) {
         /* softplus(z) / beta with z = -beta y f; d / d f = -y sigmoid(z). softplus(z) =
            relu(z) - log sigmoid(|z|), and sigmoid(|z|) = max(s, 1 - s) lies in [1/2, 1]. */
-#pragma omp simd
-        for (int l = 0; l < LANES; l++) {
-            const double z = -beta * label * f[l], sg = sigmoid_vec(z);
-            const double upper = sg > 1.0 - sg ? sg : 1.0 - sg;
-            value[l] = ((z > 0.0 ? z : 0.0) - log_half_to_one(upper)) / beta;
-            derivative[l] = -label * sg;
-        }
-    } else if (loss == LOSS_HINGE) {
-#pragma omp simd
-        for (int l = 0; l < LANES; l++) {
-            const double shortfall = margin - label * f[l];
-            value[l] = shortfall > 0.0 ? shortfall : 0.0;
-            derivative[l] = shortfall > 0.0 ? -label : 0.0;
-        }
-    } else {
-#pragma omp simd
-        for (int l = 0; l < LANES; l++) {
-            const double shortfall = margin - label * f[l], active = shortfall > 0.0 ? shortfall : 0.0;
-            value[l] = 0.5 * active * active;
-            derivative[l] = -label * active;
-        }
+        const lanes z = -beta * label * out, sg = sigmoid_lanes(z);
+        *slope = -label * sg;
+        return (positive_part(z) - log_half_to_one(select(sg > 1.0 - sg, sg, 1.0 - sg))) / beta;
     }
-    memcpy(slope, derivative, sizeof *slope);
-    lanes result;
-    memcpy(&result, value, sizeof result);
-    return result;
+    const lanes shortfall = margin - label * out, active = positive_part(shortfall);
+    if (loss == LOSS_HINGE) {
+        *slope = select(shortfall > 0.0, broadcast(-label), broadcast(0.0));
+        return active;
+    }
+    *slope = -label * active; /* quadratic hinge */
+    return 0.5 * active * active;
+}
+
+/* A unit's activation. */
+static inline lanes activate(lanes z, int activation) {
+    if (activation == ACT_TANH) return 2.0 * sigmoid_lanes(2.0 * z) - 1.0;
+    if (activation == ACT_RELU) return positive_part(z);
+    return z;
 }
 
 /* Samples a pass: each weight is loaded once for BLOCK samples, each gradient row loaded and
@@ -148,24 +132,6 @@ int64_t native_mlp_scratch_doubles(int64_t d, int64_t h, int bias) {
     return (2 * parameter_count(d, h, bias) + BLOCK * h) * LANES;
 }
 
-/* The units' activations, one vector at a time: each lane through the same instructions
-   wherever it sits (a loop over all count x LANES values could be peeled or given a scalar
-   tail by the compiler, and a member's bits would depend on its lane). */
-static inline void activate(lanes *z, int64_t count, int activation) {
-    for (int64_t i = 0; i < count; i++) {
-        double v[LANES];
-        memcpy(v, z + i, sizeof v);
-        if (activation == ACT_TANH) {
-#pragma omp simd
-            for (int l = 0; l < LANES; l++) v[l] = 2.0 * sigmoid_vec(2.0 * v[l]) - 1.0;
-        } else if (activation == ACT_RELU) {
-#pragma omp simd
-            for (int l = 0; l < LANES; l++) v[l] = v[l] > 0.0 ? v[l] : 0.0;
-        }
-        memcpy(z + i, v, sizeof v);
-    }
-}
-
 /* A network and its data as every entry point takes them (see native_mlp_loss_and_gradient). */
 typedef struct {
     int64_t d, h, P, n_params;
@@ -176,17 +142,13 @@ typedef struct {
 
 /* Each lane's samples: its count, the weight 1 / count of each, and the longest count. */
 typedef struct {
-    int64_t count[LANES], longest;
-    double weight[LANES];
+    lane_bits count;
+    lanes weight;
+    int64_t longest;
 } lane_samples;
 
 static lane_samples all_samples(int64_t P) {
-    lane_samples samples = {.longest = P};
-    for (int l = 0; l < LANES; l++) {
-        samples.count[l] = P;
-        samples.weight[l] = 1.0 / (double)P;
-    }
-    return samples;
+    return (lane_samples){.count = (lane_bits){0} + P, .weight = broadcast(1.0 / (double)P), .longest = P};
 }
 
 /* Rows first .. first + n - 1 of a (rows, width) array as width lanes (lanes beyond n repeat
@@ -220,25 +182,26 @@ static lanes evaluate(const network *net, const lanes *params, lanes *grad, lane
     for (int64_t s0 = 0; s0 < samples->longest; s0 += BLOCK) {
         const double *xs[BLOCK];
         for (int b = 0; b < BLOCK; b++) xs[b] = net->x + (s0 + b) * d;
+        lanes out[BLOCK];
+        for (int b = 0; b < BLOCK; b++) out[b] = bias ? *b2 : broadcast(0.0);
         for (int64_t j = 0; j < h; j++) {
             const lanes *row = w1 + j * d;
             lanes z[BLOCK];
             for (int b = 0; b < BLOCK; b++) z[b] = bias ? b1[j] : broadcast(0.0);
             for (int64_t k = 0; k < d; k++)
                 for (int b = 0; b < BLOCK; b++) z[b] += row[k] * xs[b][k];
-            for (int b = 0; b < BLOCK; b++) hidden[b * h + j] = z[b];
+            for (int b = 0; b < BLOCK; b++) {
+                const lanes unit = activate(z[b], activation);
+                hidden[b * h + j] = unit;
+                out[b] += w2[j] * unit;
+            }
         }
-        activate(hidden, BLOCK * h, activation);
         lanes delta[BLOCK];
         for (int b = 0; b < BLOCK; b++) {
-            lanes out = bias ? *b2 : broadcast(0.0);
-            for (int64_t j = 0; j < h; j++) out += w2[j] * hidden[b * h + j];
-            lanes slope, share;
-            const lanes value = sample_loss(out, net->y[s0 + b], net->loss, net->margin, net->beta, &slope);
+            lanes slope;
+            const lanes value = sample_loss(out[b], net->y[s0 + b], net->loss, net->margin, net->beta, &slope);
             /* each lane's mean over its own samples: later samples weigh 0 */
-            double in[LANES];
-            for (int l = 0; l < LANES; l++) in[l] = s0 + b < samples->count[l] ? samples->weight[l] : 0.0;
-            memcpy(&share, in, sizeof share);
+            const lanes share = select(s0 + b < samples->count, samples->weight, broadcast(0.0));
             total += value * share;
             delta[b] = slope * share;
         }
@@ -293,9 +256,10 @@ void native_mlp_loss_and_gradient(int64_t n_members, const double *theta, double
         if (sizes) {
             samples.longest = 0;
             for (int l = 0; l < LANES; l++) {
-                samples.count[l] = sizes[m + (l < n ? l : n - 1)];
-                samples.weight[l] = 1.0 / (double)samples.count[l];
-                samples.longest = samples.count[l] > samples.longest ? samples.count[l] : samples.longest;
+                const int64_t count = sizes[m + (l < n ? l : n - 1)];
+                samples.count[l] = count;
+                samples.weight[l] = 1.0 / (double)count;
+                samples.longest = count > samples.longest ? count : samples.longest;
             }
         }
         gather(n, theta + m * net.n_params, net.n_params, params);
