@@ -49,6 +49,10 @@ static inline lanes select(lane_bits mask, lanes yes, lanes no) {
 
 static inline lanes positive_part(lanes v) { return select(v > 0.0, v, broadcast(0.0)); }
 
+static inline lanes absolute(lanes v) { return (lanes)((lane_bits)v & INT64_MAX); }
+
+static inline lanes larger(lanes a, lanes b) { return select(a > b, a, b); }
+
 /* exp(x), clamped to [-708, 709] (exp(-708) ~ 3e-308, exp(709) ~ 8e307: the sigmoid and the
    losses only need it to saturate there). Range reduction x = k ln 2 + r, |r| <= ln 2 / 2, k
    rounded by the 1.5 * 2^52 shift (k lands in the low mantissa bits, 2^k is built from them);
@@ -95,7 +99,7 @@ static inline lanes sample_loss(lanes out, double label, int loss, double margin
            relu(z) - log sigmoid(|z|), and sigmoid(|z|) = max(s, 1 - s) lies in [1/2, 1]. */
         const lanes z = -beta * label * out, sg = sigmoid_lanes(z);
         *slope = -label * sg;
-        return (positive_part(z) - log_half_to_one(select(sg > 1.0 - sg, sg, 1.0 - sg))) / beta;
+        return (positive_part(z) - log_half_to_one(larger(sg, 1.0 - sg))) / beta;
     }
     const lanes shortfall = margin - label * out, active = positive_part(shortfall);
     if (loss == LOSS_HINGE) {
@@ -290,22 +294,14 @@ enum { RUNNING = -1, CONVERGED = 0, BUDGET = 1, DIVERGED = 2 };
    (gradient norm at most grad_tol) before budget spent (over[l]). */
 static void classify(const lanes *params, lanes loss, const lanes *grad, int64_t n_params, double grad_tol,
                      double divergence_threshold, const int *over, int *status, double *norm) {
-    lanes squares = broadcast(0.0);
-    double largest[LANES] = {0}, values[LANES], losses[LANES];
+    lanes squares = broadcast(0.0), largest = broadcast(0.0);
     for (int64_t i = 0; i < n_params; i++) {
         squares += grad[i] * grad[i];
-        memcpy(values, params + i, sizeof values);
-#pragma omp simd
-        for (int l = 0; l < LANES; l++) {
-            const double size = fabs(values[l]);
-            largest[l] = size > largest[l] ? size : largest[l];
-        }
+        largest = larger(absolute(params[i]), largest);
     }
-    memcpy(norm, &squares, sizeof squares);
-    memcpy(losses, &loss, sizeof loss);
     for (int l = 0; l < LANES; l++) {
-        norm[l] = sqrt(norm[l]);
-        const int bad = !isfinite(losses[l]) || !isfinite(norm[l]) || largest[l] > divergence_threshold;
+        norm[l] = sqrt(squares[l]);
+        const int bad = !isfinite(loss[l]) || !isfinite(norm[l]) || largest[l] > divergence_threshold;
         status[l] = bad ? DIVERGED : norm[l] <= grad_tol ? CONVERGED : over[l] ? BUDGET : RUNNING;
     }
 }
@@ -327,14 +323,11 @@ static int record_stops(int64_t n, const int *status, const double *norm, int64_
     return still;
 }
 
-/* A lanes vector with new's values in the running lanes and old's elsewhere. */
-static inline lanes select_running(const int *running, lanes new, lanes old) {
-    double a[LANES], b[LANES];
-    memcpy(a, &new, sizeof a);
-    memcpy(b, &old, sizeof b);
-    for (int l = 0; l < LANES; l++) a[l] = running[l] ? a[l] : b[l];
-    memcpy(&new, a, sizeof a);
-    return new;
+/* The mask of the lanes whose flag is set. */
+static inline lane_bits mask_of(const int *flags) {
+    lane_bits mask;
+    for (int l = 0; l < LANES; l++) mask[l] = flags[l] ? -1 : 0;
+    return mask;
 }
 
 /* Doubles of scratch a window needs: the point, a trial point and seven gradients (the
@@ -378,7 +371,8 @@ void native_mlp_gd_steps(int64_t n_members, double *theta, double *losses, doubl
                subtractions (one rounding, the last bits of an FMA differ) */
             for (int64_t i = 0; i < n_params; i++) move[i] = lr * grad[i];
             __asm__ volatile("" ::: "memory");
-            for (int64_t i = 0; i < n_params; i++) params[i] = select_running(running, params[i] - move[i], params[i]);
+            const lane_bits moving = mask_of(running);
+            for (int64_t i = 0; i < n_params; i++) params[i] = select(moving, params[i] - move[i], params[i]);
             /* a stopped lane's point is unchanged, so its loss and gradient come out as they were */
             loss_now = evaluate(&net, params, grad, hidden, &samples);
             for (int64_t l = 0; l < n; l++) steps[m + l] += running[l];
@@ -442,7 +436,7 @@ void native_mlp_dormand_prince_steps(int64_t n_members, double *theta, double *l
                 break;
             for (int l = 0; l < LANES; l++) hs[l] = size[l] < max_time - t[l] ? size[l] : max_time - t[l];
             lanes step;
-            memcpy(&step, hs, sizeof step);
+            for (int l = 0; l < LANES; l++) step[l] = hs[l];
             /* stages 2 .. 7: stage = params - h sum_j a_kj grad_j; the last is the candidate */
             for (int k = 1; k < STAGES; k++) {
                 for (int64_t i = 0; i < n_params; i++)
@@ -453,28 +447,15 @@ void native_mlp_dormand_prince_steps(int64_t n_members, double *theta, double *l
             lanes squares = broadcast(0.0);
             for (int64_t i = 0; i < n_params; i++) {
                 const lanes combination = weighted_sum(e, STAGES, slopes + i, n_params);
-                double p[LANES], c[LANES], q[LANES];
-                memcpy(p, params + i, sizeof p);
-                memcpy(c, stage + i, sizeof c);
-#pragma omp simd
-                for (int l = 0; l < LANES; l++) {
-                    const double ap = fabs(p[l]), ac = fabs(c[l]);
-                    q[l] = atol + rtol * (ap > ac ? ap : ac);
-                }
-                lanes scale, ratio;
-                memcpy(&scale, q, sizeof scale);
-                ratio = step * combination / scale;
+                const lanes scale = atol + rtol * larger(absolute(params[i]), absolute(stage[i]));
+                const lanes ratio = step * combination / scale;
                 squares += ratio * ratio;
             }
-            double error_norm[LANES], candidate_loss[LANES], old_loss[LANES];
             int accept[LANES];
-            memcpy(error_norm, &squares, sizeof squares);
-            memcpy(candidate_loss, &stage_loss, sizeof stage_loss);
-            memcpy(old_loss, &loss_now, sizeof loss_now);
             for (int l = 0; l < LANES; l++) {
-                const double en = sqrt(error_norm[l] / (double)n_params);
-                accept[l] = isfinite(en) && en <= 1.0 && isfinite(candidate_loss[l]);
-                const int rises = accept[l] && candidate_loss[l] > old_loss[l] + 1e-12 * fabs(old_loss[l]);
+                const double en = sqrt(squares[l] / (double)n_params);
+                accept[l] = isfinite(en) && en <= 1.0 && isfinite(stage_loss[l]);
+                const int rises = accept[l] && stage_loss[l] > loss_now[l] + 1e-12 * fabs(loss_now[l]);
                 accept[l] = accept[l] && !rises && running[l];
                 double factor = 0.9 * exp(error_exponent * log(en > 1e-10 ? en : 1e-10));
                 factor = factor < 0.2 ? 0.2 : factor > 5.0 ? 5.0 : factor;
@@ -485,11 +466,12 @@ void native_mlp_dormand_prince_steps(int64_t n_members, double *theta, double *l
                 t[l] += accept[l] ? hs[l] : 0.0;
                 size[l] = hs[l] * factor < cap[l] ? hs[l] * factor : cap[l];
             }
+            const lane_bits accepted = mask_of(accept);
             for (int64_t i = 0; i < n_params; i++) {
-                params[i] = select_running(accept, stage[i], params[i]);
-                slopes[i] = select_running(accept, slopes[(STAGES - 1) * n_params + i], slopes[i]);
+                params[i] = select(accepted, stage[i], params[i]);
+                slopes[i] = select(accepted, slopes[(STAGES - 1) * n_params + i], slopes[i]);
             }
-            loss_now = select_running(accept, stage_loss, loss_now);
+            loss_now = select(accepted, stage_loss, loss_now);
             for (int64_t l = 0; l < n; l++) steps[m + l] += running[l];
         }
         scatter(n, params, n_params, theta + m * n_params);
