@@ -21,6 +21,7 @@ basins that reach across the whole torus.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -39,6 +40,40 @@ from basins.stats import wilson_interval
 #: ``run(theta (point, param)) -> (final_theta, catalogue label, status)``: the experiment's
 #: dynamics from each point, its endpoint assigned by the catalogue's identity rule.
 Run = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class BasinWalk:
+    """The thermodynamic integration's settings, for networks and rings alike (the config's
+    ``basin_sizes`` walk options, schema ``$defs/basin_walk``): springs up to
+    ``largest_coupling`` in ``n_couplings`` steps (:func:`basins.basin_volume.coupling_schedule`),
+    ``n_chains`` chains of ``n_steps`` Metropolis steps, the first ``n_burn`` discarded, and
+    ``n_reference`` draws of the strongest spring's Gaussian for the reference basin
+    (:func:`basins.basin_volume.estimate_basin_measures`)."""
+
+    largest_coupling: float
+    n_couplings: int
+    n_chains: int
+    n_steps: int
+    n_burn: int
+    n_reference: int
+
+    def measure(self, inside, measure, centres, members, whitened_starts, *, seed, basin_ids,
+                confidence_z) -> xr.Dataset:
+        """:func:`~basins.basin_volume.estimate_basin_measures` with these settings; its chains start
+        among the whitened starts of up to :data:`BASIN_SAMPLES` of each basin's ``members`` (a list
+        of member indices per basin, drawn at random), draws of the initial measure inside it."""
+        rng = np.random.default_rng([seed, 1])  # a stream of its own beside the walk's
+        samples = [whitened_starts[rng.permutation(own)[:BASIN_SAMPLES]] for own in members]
+        return estimate_basin_measures(
+            inside, measure, centres, couplings=coupling_schedule(self.largest_coupling, self.n_couplings),
+            n_chains=self.n_chains, n_steps=self.n_steps, n_burn=self.n_burn, n_reference=self.n_reference,
+            seed=seed, basin_ids=basin_ids, confidence_z=confidence_z, basin_samples=samples,
+        )
+
+
+#: Members' starts per basin the walk's chains may start at (each re-run once to check it).
+BASIN_SAMPLES = 256
 
 
 def select_minima_to_measure(
@@ -67,12 +102,7 @@ def estimate_basin_sizes(
     small: np.ndarray,
     *,
     image_tol: float,
-    largest_coupling: float,
-    n_couplings: int,
-    n_chains: int,
-    n_steps: int,
-    n_burn: int,
-    n_reference: int,
+    walk: BasinWalk,
     seed: int,
     confidence_z: float = 1.96,
 ) -> xr.Dataset:
@@ -93,8 +123,9 @@ def estimate_basin_sizes(
     image_tol : float
         A re-run is in the anchor's image basin when it reaches the anchor's minimum (catalogue
         rule) within this Euclidean distance of the anchor member's endpoint, no other image.
-    largest_coupling, n_couplings, n_chains, n_steps, n_burn, n_reference, seed :
-        The thermodynamic integration (:func:`basins.basin_volume.estimate_basin_measures`).
+    walk : BasinWalk
+    seed : int
+        Of the walk's proposals and reference draws.
 
     Returns
     -------
@@ -109,7 +140,7 @@ def estimate_basin_sizes(
     support = scales > 0
     anchors = np.array([np.flatnonzero(labels == m)[0] for m in minima], dtype=np.int64)
     anchor_end = final_theta[anchors]
-    if np.abs(initial_theta[anchors][:, ~support]).max(initial=0.0) > 0:
+    if np.abs(initial_theta[:, ~support]).max(initial=0.0) > 0:
         raise ValueError("members' starts have non-zero parameters where the initial measure has none: "
                          "the scales do not describe these starts")
 
@@ -121,10 +152,12 @@ def estimate_basin_sizes(
         other_image = np.linalg.norm(reached - anchor_end[basins], axis=1) > image_tol
         return np.where((outcome == RETURNED) & other_image, LEFT, outcome).astype(np.int8)
 
-    result = estimate_basin_measures(
-        inside, GaussianMeasure(int(support.sum())), initial_theta[anchors][:, support] / scales[support],
-        couplings=coupling_schedule(largest_coupling, n_couplings), n_chains=n_chains, n_steps=n_steps,
-        n_burn=n_burn, n_reference=n_reference, seed=seed, basin_ids=minima, confidence_z=confidence_z,
+    whitened = initial_theta[:, support] / scales[support]
+    same_image = [np.flatnonzero((labels == m) & (np.linalg.norm(final_theta - end, axis=1) <= image_tol))
+                  for m, end in zip(minima, anchor_end)]
+    result = walk.measure(
+        inside, GaussianMeasure(int(support.sum())), whitened[anchors], same_image, whitened,
+        seed=seed, basin_ids=minima, confidence_z=confidence_z,
     )
     # Units closer than image_tol are one image to the re-runs, so to the orbit too.
     orbits = np.array([orbit_size(theta, arch, atol=image_tol) for theta in anchor_end], dtype=np.int64)
@@ -138,12 +171,7 @@ def estimate_ring_basin_sizes(
     initial_theta: np.ndarray,
     minima: np.ndarray,
     *,
-    largest_coupling: float,
-    n_couplings: int,
-    n_chains: int,
-    n_steps: int,
-    n_burn: int,
-    n_reference: int,
+    walk: BasinWalk,
     seed: int,
     confidence_z: float = 1.96,
 ) -> xr.Dataset:
@@ -163,8 +191,9 @@ def estimate_ring_basin_sizes(
         The catalogue's members: twisted state reached (catalogue index; negative: none) and start.
     minima : ndarray, shape (minimum,)
         Catalogue indices to measure; each must have a member (its start anchors the walk).
-    largest_coupling, n_couplings, n_chains, n_steps, n_burn, n_reference, seed :
-        The thermodynamic integration (:func:`basins.basin_volume.estimate_basin_measures`).
+    walk : BasinWalk
+    seed : int
+        Of the walk's proposals and reference draws.
 
     Returns
     -------
@@ -178,10 +207,11 @@ def estimate_ring_basin_sizes(
         raise ValueError(f"no member reached catalogue minima {unreached}: no start to anchor their walks")
     anchors = np.array([np.flatnonzero(labels == m)[0] for m in minima], dtype=np.int64)
     torus = UniformTorus(initial_theta.shape[1])
-    result = estimate_basin_measures(
-        lambda z, basins: outcomes(z, minima[basins]), torus, torus.wrap(initial_theta[anchors]),
-        couplings=coupling_schedule(largest_coupling, n_couplings), n_chains=n_chains, n_steps=n_steps,
-        n_burn=n_burn, n_reference=n_reference, seed=seed, basin_ids=minima, confidence_z=confidence_z,
+    whitened = torus.wrap(initial_theta)
+    result = walk.measure(
+        lambda z, basins: outcomes(z, minima[basins]), torus, whitened[anchors],
+        [np.flatnonzero(labels == m) for m in minima], whitened, seed=seed, basin_ids=minima,
+        confidence_z=confidence_z,
     )
     counts = np.array([(labels == m).sum() for m in minima])
     return _with_counts(result, np.ones(len(minima), dtype=np.int64), counts, len(labels),

@@ -28,7 +28,12 @@ Kuramoto phases). The integral runs over t = ln(1 + k) by Simpson's rule; its er
 as the difference from the trapezoid rule.
 
 Uncertainty: each coupling has independent chains, and <s>_k's standard error is the spread
-of their means (autocorrelation included); the reference fraction is binomial; the quadrature
+of their means (autocorrelation included). Chains that all start at z0 share the bias of walks
+too short to spread through the basin, and their spread does not show it. Where draws of mu
+inside the basin are at hand (members' starts that reached it: the walk's own target at k = 0),
+each spring's chains start among them, resampled by the spring's weight exp(-k s(z))
+(``basin_samples``): weak springs' chains begin spread over the basin, where a long walk would
+be, strong springs' near z0; the reference fraction is binomial; the quadrature
 difference is added to the interval. A walk confined to a basin explores a thin tentacle only
 as well as a random walk finds it: the known-answer tests (``tests/test_basin_volume.py``)
 include a ball with a tentacle to show how much of such a basin the estimate sees.
@@ -138,6 +143,7 @@ def estimate_basin_measures(
     seed: int,
     basin_ids: np.ndarray | None = None,
     confidence_z: float = 1.96,
+    basin_samples: list[np.ndarray] | None = None,
 ) -> xr.Dataset:
     """ln of each basin's measure under ``measure``, by thermodynamic integration.
 
@@ -161,6 +167,15 @@ def estimate_basin_measures(
         Independent draws of the strongest spring's Gaussian counted for the reference fraction.
     seed : int
         Seed of the walk and the reference draws.
+    basin_ids : ndarray, shape (basin,), optional
+        The basins' labels in the output (default 0, 1, ...).
+    confidence_z : float
+        Standard errors in the interval's half-width (beside the quadrature error).
+    basin_samples : list of ndarray, shapes (sample, dim), optional
+        Per basin, draws of ``measure`` inside it (whitened). Each is checked by ``inside``
+        first (one that does not return is dropped); the chains of coupling k start at draws
+        among them and the centre, drawn with weights exp(-k s(z)) (sampling-importance
+        resampling of the spring's target). Default: every chain at its basin's centre.
 
     Returns
     -------
@@ -169,7 +184,8 @@ def estimate_basin_measures(
         (the interval, quadrature error included), ``quadrature_error``,
         ``reference_inside_fraction``, ``undecided_fraction`` (of all runs; an undecided run
         was rejected as a move, so a non-zero value biases the estimate low), ``reason`` (why a
-        basin has no estimate: nan); per ``basin`` and
+        basin has no estimate: nan), ``basin_samples`` (draws used; 0 where none were given);
+        per ``basin`` and
         ``coupling``: ``mean_spring_energy`` <s>_k with ``_se``, ``acceptance``, ``step_size``.
     """
     couplings = _checked_couplings(couplings)
@@ -181,8 +197,10 @@ def estimate_basin_measures(
                          f"n_reference={n_reference} (>= 1)")
     rng = np.random.default_rng(seed)
     inside = _counted(inside, len(centres))
+    samples = _checked_samples(inside, measure, centres, basin_samples)
     reference = _reference_fraction(inside, measure, centres, couplings[-1], n_reference, rng)
-    walk = _walk(inside, measure, centres, couplings, n_chains=n_chains, n_steps=n_steps, n_burn=n_burn, rng=rng)
+    starts = _chain_starts(measure, centres, samples, couplings, n_chains, rng)
+    walk = _walk(inside, measure, centres, starts, couplings, n_steps=n_steps, n_burn=n_burn, rng=rng)
     free = measure.free_spring_energy(centres, couplings)
     integral, integral_se, quadrature_error = _integrate(couplings, walk["mean"] - free, walk["se"])
     first_half, second_half = (_integrate(couplings, half - free, walk["se"])[0] for half in walk["half_means"])
@@ -201,6 +219,8 @@ def estimate_basin_measures(
         confidence_z,
     ).assign(
         reason=(("minimum",), reason, variable_attrs("why the basin has no estimate (empty: it has one)")),
+        basin_samples=(("minimum",), np.array([len(own) - 1 for own in samples]), variable_attrs(
+            "draws of the initial measure inside the basin that the chains started among (beside the centre)")),
         log_measure_half_drift=(("minimum",), second_half - first_half, variable_attrs(
             "log_measure from the second half of the kept steps minus from the first half", "nats",
             note="a walk still spreading through its basin gives a positive value, and log_measure is then low; "
@@ -245,14 +265,45 @@ def _reference_fraction(inside, measure, centres, coupling, n_reference, rng):
     return (outcome == RETURNED).sum(axis=0)
 
 
-def _walk(inside, measure, centres, couplings, *, n_chains, n_steps, n_burn, rng):
-    """Random walks confined to each basin under each spring; <s>_k per chain after burn-in."""
-    n_basins, dim = centres.shape
+def _checked_samples(inside, measure, centres, basin_samples):
+    """Per basin, its centre and the given draws whose runs return to it ``(sample, dim)``."""
+    if basin_samples is None:
+        return [centre[None] for centre in centres]
+    if len(basin_samples) != len(centres):
+        raise ValueError(f"basin_samples has {len(basin_samples)} entries for {len(centres)} basins")
+    samples = [measure.wrap(np.asarray(own, dtype=np.float64).reshape(-1, measure.dim)) for own in basin_samples]
+    basins = np.repeat(np.arange(len(centres)), [len(own) for own in samples])
+    returns = inside(np.concatenate(samples), basins) == RETURNED
+    if not returns.all():
+        log.warning("%d of %d basin samples did not return to their basin: dropped", (~returns).sum(), returns.size)
+    kept = np.split(returns, np.cumsum([len(own) for own in samples])[:-1])
+    return [np.concatenate([centre[None], own[keep]]) for centre, own, keep in zip(centres, samples, kept)]
+
+
+def _chain_starts(measure, centres, samples, couplings, n_chains, rng):
+    """Each chain's start ``(basin, coupling, chain, dim)``: draws among the basin's samples with
+    weights exp(-k s(z)), the spring's density relative to mu (with the centre alone: the centre)."""
+    starts = np.empty((len(centres), len(couplings), n_chains, measure.dim))
+    for basin, (centre, own) in enumerate(zip(centres, samples)):
+        if len(own) == 1:  # the centre alone (no random draw: the walk's stream stays as it was)
+            starts[basin] = centre
+            continue
+        energy = _spring(measure, own, centre)
+        for index, k in enumerate(couplings):
+            weight = np.exp(-k * (energy - energy.min()))
+            starts[basin, index] = own[rng.choice(len(own), size=n_chains, p=weight / weight.sum())]
+    return starts
+
+
+def _walk(inside, measure, centres, starts, couplings, *, n_steps, n_burn, rng):
+    """Random walks confined to each basin under each spring, from ``starts (basin, coupling,
+    chain, dim)``; <s>_k per chain after burn-in."""
+    n_basins, _, n_chains, dim = starts.shape
     shape = (n_basins, len(couplings), n_chains)
     k = couplings[None, :, None]
     anchor = np.broadcast_to(centres[:, None, None, :], (*shape, dim))
     basin = np.broadcast_to(np.arange(n_basins)[:, None, None], shape)
-    z = anchor.copy()
+    z = starts.copy()
     log_target = measure.log_density(z) - k * _spring(measure, z, anchor)
     step = np.broadcast_to(2.38 / np.sqrt(dim * (1 + couplings))[None, :], shape[:2]).copy()
     kept = n_steps - n_burn

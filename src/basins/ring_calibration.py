@@ -127,7 +127,7 @@ _SHAPE = (
 _MEASURED = (
     "winding_number", "n_members", "log_count_fraction", "log_count_fraction_low", "log_count_fraction_high",
     "log_basin_fraction", "log_basin_fraction_low", "log_basin_fraction_high", "count_disagreement",
-    "reference_inside_fraction", "undecided_fraction", "log_measure_half_drift", "reason",
+    "reference_inside_fraction", "undecided_fraction", "log_measure_half_drift", "basin_samples", "reason",
 )
 _TEXT = ("ring_of_state", "reason")
 _RENAMED = {"n_members": "members_of_state"}  # n_members is the ring's own (per ring and seed)
@@ -148,6 +148,7 @@ _DESCRIPTIONS = {
     "reason": "why the state has no estimate (empty: it has one)",
     "log_measure_half_drift": "the estimate from the second half of the walks' kept steps minus from the first (nats)",
     "largest_burn_in_drift": "largest |burn_in_drift| over the couplings (a weak check of equilibration)",
+    "basin_samples": "members' starts the walk's chains started among (0: all at the anchor)",
     "n_oscillators": "oscillators n",
     "n_members": "initial conditions",
     "p0": "basin fraction of the q = 0 state",
@@ -229,15 +230,17 @@ def _measured_states_markdown(calibration: xr.Dataset) -> str:
             f"| {r['ring_of_state']} | {r['winding_number']} | {r['members_of_state']} "
             f"| {r['log_count_fraction']:.2f} [{r['log_count_fraction_low']:.2f}, {r['log_count_fraction_high']:.2f}] "
             f"| {estimate} | {r['count_disagreement']:+.1f} | {r['reference_inside_fraction']:.2f} "
-            f"| {r['undecided_fraction']:.4f} | {r['log_measure_half_drift']:+.2f} | {r['largest_burn_in_drift']:.1f} |"
+            f"| {r['undecided_fraction']:.4f} | {r['log_measure_half_drift']:+.2f} | {r['largest_burn_in_drift']:.1f} "
+            f"| {r['basin_samples']} |"
         )
     disagreement = calibration["count_disagreement"].values.astype(float)
     estimated = np.isfinite(disagreement)
     return (
         "\nBasin fractions by thermodynamic integration (stage estimate_ring_basin_sizes) against counts:\n\n"
         "| ring | q | members | ln p, counted | ln p, estimated | difference (combined SE) | strongest spring's "
-        "draws inside | undecided runs | second half - first half (nats) | largest burn-in drift |\n"
-        + "|---" * 10 + "|\n"
+        "draws inside | undecided runs | second half - first half (nats) | largest burn-in drift "
+        "| chains started among |\n"
+        + "|---" * 11 + "|\n"
         + "\n".join(lines) + "\n\n"
         f"{int((np.abs(disagreement[estimated]) <= 2).sum())} of {int(estimated.sum())} estimates lie within two "
         f"combined standard errors of their counts; states without an estimate: {int((~estimated).sum())}. "

@@ -1,7 +1,7 @@
 from _entry import start
 from _rerun import CatalogRerun
 
-from basins.basin_sizes import estimate_basin_sizes, select_minima_to_measure
+from basins.basin_sizes import BasinWalk, estimate_basin_sizes, select_minima_to_measure
 from basins.io import add_provenance, write_dataset
 from basins.landscapes.architecture import initial_scales
 
@@ -26,7 +26,7 @@ def run(theta):
 result = estimate_basin_sizes(
     run, rerun.arch, initial_scales(rerun.arch, init=params.model["init"], init_scale=params.model["init_scale"]),
     rerun.catalog_labels, rerun.initial_theta, rerun.catalog_theta, chosen, small,
-    image_tol=params.minima["dist_tol"], seed=seed, **sizes,
+    image_tol=params.minima["dist_tol"], walk=BasinWalk(**sizes), seed=seed,
 )
 result = add_provenance(
     result,

@@ -2,7 +2,7 @@ import numpy as np
 import xarray as xr
 from _entry import compute_options, start
 
-from basins.basin_sizes import estimate_ring_basin_sizes
+from basins.basin_sizes import BasinWalk, estimate_ring_basin_sizes
 from basins.io import add_provenance, read_dataset, write_dataset
 from basins.oscillators import KuramotoRing
 from basins.ring_reruns import ring_outcomes
@@ -26,7 +26,8 @@ log.info("measuring the basins of the twisted states q = %s", wanted.tolist())
 outcomes = ring_outcomes(ring, catalogued, tolerance=params.twisted_states["tolerance"],
                          relaxation=params.relaxation, budget_factors=params.budget_factors, seed=seed, **compute)
 result = estimate_ring_basin_sizes(
-    outcomes, minima["minimum_of_member"].values, relaxation["initial_theta"].values, chosen, seed=seed, **sizes
+    outcomes, minima["minimum_of_member"].values, relaxation["initial_theta"].values, chosen, walk=BasinWalk(**sizes),
+    seed=seed,
 )
 result = add_provenance(
     result.assign(winding_number=("minimum", wanted, minima["winding_number"].attrs)).assign_attrs(
