@@ -31,9 +31,9 @@ Uncertainty: each coupling has independent chains, and <s>_k's standard error is
 of their means (autocorrelation included). Chains that all start at z0 share the bias of walks
 too short to spread through the basin, and their spread does not show it. Where draws of mu
 inside the basin are at hand (members' starts that reached it: the walk's own target at k = 0),
-each spring's chains start among them, resampled by the spring's weight exp(-k s(z))
-(``basin_samples``): weak springs' chains begin spread over the basin, where a long walk would
-be, strong springs' near z0; the reference fraction is binomial; the quadrature
+each spring's chains start among them, resampled by the spring's weight exp(-k s(z)), where
+enough of them carry that weight (``basin_samples``, :data:`MIN_EFFECTIVE_SAMPLES`): weak
+springs' chains begin spread over the basin, where a long walk would be, strong springs' at z0; the reference fraction is binomial; the quadrature
 difference is added to the interval. A walk confined to a basin explores a thin tentacle only
 as well as a random walk finds it: the known-answer tests (``tests/test_basin_volume.py``)
 include a ball with a tentacle to show how much of such a basin the estimate sees.
@@ -180,7 +180,9 @@ def estimate_basin_measures(
         Per basin, draws of ``measure`` inside it (whitened). Each is checked by ``inside``
         first (one that does not return is dropped); the chains of coupling k start at draws
         among them and the centre, drawn with weights exp(-k s(z)) (sampling-importance
-        resampling of the spring's target). Default: every chain at its basin's centre.
+        resampling of the spring's target), where the weights' effective sample size is at
+        least :data:`MIN_EFFECTIVE_SAMPLES` per chain, else at the centre. Default: every chain
+        at its basin's centre.
 
     Returns
     -------
@@ -287,7 +289,8 @@ def _checked_samples(inside, measure, centres, basin_samples):
 
 def _chain_starts(measure, centres, samples, couplings, n_chains, rng):
     """Each chain's start ``(basin, coupling, chain, dim)``: draws among the basin's samples with
-    weights exp(-k s(z)), the spring's density relative to mu (with the centre alone: the centre)."""
+    weights exp(-k s(z)), the spring's density relative to mu, where enough samples carry them;
+    else (and with the centre alone) the centre."""
     starts = np.empty((len(centres), len(couplings), n_chains, measure.dim))
     for basin, (centre, own) in enumerate(zip(centres, samples)):
         if len(own) == 1:  # the centre alone (no random draw: the walk's stream stays as it was)
