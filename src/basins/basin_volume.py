@@ -33,10 +33,11 @@ too short to spread through the basin, and their spread does not show it. Where 
 inside the basin are at hand (members' starts that reached it: the walk's own target at k = 0),
 each spring's chains start among them, resampled by the spring's weight exp(-k s(z)), where
 enough of them carry that weight (``basin_samples``, :data:`MIN_EFFECTIVE_SAMPLES`): weak
-springs' chains begin spread over the basin, where a long walk would be, strong springs' at z0; the reference fraction is binomial; the quadrature
-difference is added to the interval. A walk confined to a basin explores a thin tentacle only
-as well as a random walk finds it: the known-answer tests (``tests/test_basin_volume.py``)
-include a ball with a tentacle to show how much of such a basin the estimate sees.
+springs' chains begin spread over the basin, where a long walk would be, strong springs' at z0.
+The reference fraction is binomial; the quadrature difference is added to the interval. A
+walk confined to a basin explores a thin tentacle only as well as a random walk finds it: the
+known-answer tests (``tests/test_basin_volume.py``) include a ball with a tentacle to show how
+much of such a basin the estimate sees.
 """
 
 from __future__ import annotations
