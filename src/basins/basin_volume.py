@@ -227,8 +227,8 @@ def estimate_basin_measures(
         confidence_z,
     ).assign(
         reason=(("minimum",), reason, variable_attrs("why the basin has no estimate (empty: it has one)")),
-        basin_samples=(("minimum",), np.array([len(own) - 1 for own in samples]), variable_attrs(
-            "draws of the initial measure inside the basin that the chains started among (beside the centre)")),
+        basin_samples=(("minimum",), np.array([_off_centre(measure, own) for own in samples]), variable_attrs(
+            "draws of the initial measure inside the basin, away from its centre, that the chains started among")),
         log_measure_half_drift=(("minimum",), second_half - first_half, variable_attrs(
             "log_measure from the second half of the kept steps minus from the first half", "nats",
             note="a walk still spreading through its basin gives a positive value, and log_measure is then low; "
@@ -286,6 +286,12 @@ def _checked_samples(inside, measure, centres, basin_samples):
         log.warning("%d of %d basin samples did not return to their basin: dropped", (~returns).sum(), returns.size)
     kept = np.split(returns, np.cumsum([len(own) for own in samples])[:-1])
     return [np.concatenate([centre[None], own[keep]]) for centre, own, keep in zip(centres, samples, kept)]
+
+
+def _off_centre(measure, own):
+    """How many of a basin's samples ``own`` (its centre first) lie away from the centre (the
+    anchor member's own start may be among them)."""
+    return int(np.count_nonzero(np.abs(measure.displacement(own[1:], own[0])).max(axis=-1, initial=0.0) > 0))
 
 
 def _chain_starts(measure, centres, samples, couplings, n_chains, rng):
