@@ -61,8 +61,10 @@ log = logging.getLogger(__name__)
 Inside = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 #: Chains start among a basin's samples at a spring whose resampling weights have an effective
-#: sample size of at least this many per chain, else at the anchor: where few samples carry the
-#: weight the starts lie in the tail of the spring's target, further out than its bulk.
+#: sample size of at least this many per chain, else at the anchor: where one to three samples
+#: carry the weight, the chains start at those few points and their spread understates the
+#: standard error (docs/method.md, session 40's referee; the gate goes once the interval counts
+#: chains that share a start as one).
 MIN_EFFECTIVE_SAMPLES = 4
 
 #: Target acceptance of the random walk's proposals during burn-in (Gelman et al. 1996 give
