@@ -5,13 +5,12 @@
    compiles and loads it; basins.landscapes.fused_mlp.FusedMLPObjective calls it): the same
    function as fused_mlp.loss_and_gradient (tests/test_native_mlp.py: equal to round-off) for
    one hidden layer, one output, shared inputs, all samples or each member's own prefix of them,
-   tanh, relu or linear units. Members run one per SIMD lane (see lane_group), through the
+   tanh, relu or linear units. Members run one per SIMD lane (see LANES), through the
    samples a block at a time; a group's parameters and gradients (2 x LANES x n_params doubles)
    stay in cache. The transcendental functions are polynomials the compiler vectorizes (exp
    after range reduction, log on [1/2, 1] by the atanh series) to about one ulp: libm's scalar
    calls cost more than the arithmetic. A member's result does not depend on which others share
-   the call (shard invariance); callers split members between threads. Only OpenMP's SIMD
-   pragmas are used (-fopenmp-simd), no OpenMP runtime beside torch's. */
+   the call (shard invariance); callers split members between threads. */
 
 #include <math.h>
 #include <stdint.h>
@@ -122,7 +121,7 @@ static inline lanes activate(lanes z, int activation) {
    iterations hide the exp polynomial's latency). Inputs are padded to a multiple of BLOCK, so
    every member's samples are grouped alike whoever shares its group. */
 enum { BLOCK = 4 };
-_Static_assert(BLOCK == 4, "lane_group's sums over a block are written out for four samples");
+_Static_assert(BLOCK == 4, "evaluate's sums over a block are written out for four samples");
 
 /* Parameters of one member: first layer's weights and biases, then the output's. */
 static inline int64_t parameter_count(int64_t d, int64_t h, int bias) { return h * d + h + (bias ? h + 1 : 0); }

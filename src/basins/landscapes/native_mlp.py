@@ -43,14 +43,14 @@ SWITCH = "BASINS_NATIVE"
 LOSS_CODES = {"mse": 0, "hinge": 1, "quadratic_hinge": 2, "cross_entropy": 3}
 ACTIVATION_CODES = {"tanh": 0, "relu": 1, "linear": 2}
 #: Tried in order: the first set the compiler accepts is used. -fno-math-errno lets the
-#: compiler vectorize around the few libm calls left; -fopenmp-simd honours the SIMD pragmas
-#: (vectorized reductions) without linking an OpenMP runtime beside torch's;
-#: -fno-trapping-math lets gcc turn exp's clamps into selects, without which it does not
-#: vectorize the exp at all where AVX-512's masks are missing (AVX2: 1.4x at the study's
-#: shape). None of them changes a value: no reassociation, no finite-math assumptions.
+#: compiler vectorize around the few libm calls left (the step loops' sqrt, exp, log);
+#: -fno-trapping-math lets it schedule the kernel's comparisons and selects without guarding
+#: floating-point exceptions (session 39, before the math took whole vectors: without it gcc
+#: computed every exp with scalar instructions on AVX2). Neither changes a value: no
+#: reassociation, no finite-math assumptions.
 FLAG_SETS = (
-    ("-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math"),
-    ("-O3", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math"),
+    ("-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math"),
+    ("-O3", "-fno-math-errno", "-fno-trapping-math"),
     ("-O2",),
 )
 #: Fewer members than this per thread are not worth a thread's hand-off (~50 us).
