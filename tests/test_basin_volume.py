@@ -111,14 +111,21 @@ def test_chains_started_among_draws_inside_the_basin_cut_the_bias_of_walks_too_s
 
 
 def test_basin_samples_whose_runs_do_not_return_are_dropped():
+    # The second sample lies outside, the third's run is undecided (beyond |z_0| = 4, where the
+    # walk never goes): both are dropped, and the check's runs are not the walk's, so the
+    # undecided one does not enter undecided_fraction.
     dim = 4
     centres = np.zeros((1, dim))
-    samples = np.array([[0.1, 0, 0, 0], [5.0, 0, 0, 0], [-0.2, 0, 0, 0]])  # the second lies outside
+    samples = np.array([[0.1, 0, 0, 0], [2.0, 0, 0, 0], [6.0, 0, 0, 0], [-0.2, 0, 0, 0]])
+
+    def inside(z, basin):
+        return np.where(np.abs(z[:, 0]) > 4.0, UNDECIDED, _outcome(np.abs(z[:, 0]) < 1.0)).astype(np.int8)
+
     result = estimate_basin_measures(
-        lambda z, basin: _outcome(np.abs(z[:, 0]) < 1.0), GaussianMeasure(dim), centres, seed=1,
-        basin_samples=[samples], **{**WALK, "n_steps": 40, "n_burn": 20},
+        inside, GaussianMeasure(dim), centres, seed=1, basin_samples=[samples], **{**WALK, "n_steps": 40, "n_burn": 20},
     )
     assert int(result["basin_samples"][0]) == 2
+    assert float(result["undecided_fraction"][0]) == 0.0
 
 
 def test_a_box_on_the_torus_of_phases():

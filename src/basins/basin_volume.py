@@ -206,8 +206,8 @@ def estimate_basin_measures(
         raise ValueError(f"n_chains={n_chains} (>= 2), n_burn={n_burn} (>= 1), n_steps={n_steps} (> n_burn), "
                          f"n_reference={n_reference} (>= 1)")
     rng = np.random.default_rng(seed)
+    samples = _checked_samples(inside, measure, centres, basin_samples)  # not runs of the walk: uncounted
     inside = _counted(inside, len(centres))
-    samples = _checked_samples(inside, measure, centres, basin_samples)
     reference = _reference_fraction(inside, measure, centres, couplings[-1], n_reference, rng)
     starts = _chain_starts(measure, centres, samples, couplings, n_chains, rng)
     walk = _walk(inside, measure, centres, starts, couplings, n_steps=n_steps, n_burn=n_burn, rng=rng)
@@ -282,8 +282,8 @@ def _checked_samples(inside, measure, centres, basin_samples):
     if len(basin_samples) != len(centres):
         raise ValueError(f"basin_samples has {len(basin_samples)} entries for {len(centres)} basins")
     samples = [measure.wrap(np.asarray(own, dtype=np.float64).reshape(-1, measure.dim)) for own in basin_samples]
-    basins = np.repeat(np.arange(len(centres)), [len(own) for own in samples])
-    returns = inside(np.concatenate(samples), basins) == RETURNED
+    points, basins = np.concatenate(samples), np.repeat(np.arange(len(centres)), [len(own) for own in samples])
+    returns = run_outcomes(inside, points, basins) == RETURNED if len(points) else np.ones(0, dtype=bool)
     if not returns.all():
         log.warning("%d of %d basin samples did not return to their basin: dropped", (~returns).sum(), returns.size)
     kept = np.split(returns, np.cumsum([len(own) for own in samples])[:-1])
