@@ -87,8 +87,8 @@ def test_chains_started_among_draws_inside_the_basin_cut_the_bias_of_walks_too_s
     # ln -3.45: the sum of uniform phases is uniform mod 2 pi), where isotropic steps spread
     # slowly: 2000-step walks whose chains all start at the anchor come out ~1.9 nats low with
     # intervals that miss (the session-39 referee's set). Started among 256 uniform draws inside
-    # the slab (as members' starts that reached a basin are), resampled by each spring's weight
-    # where enough draws carry it, the same walks are ~0.7 nats low and most intervals cover.
+    # the slab (as members' starts that reached a basin are), resampled by each spring's weight,
+    # the same walks are ~0.85 nats low and most intervals cover (20 of 24).
     dim, width, n_basins, n_samples = 8, 0.1, 24, 256
     torus = UniformTorus(dim)
     in_slab = lambda z: np.abs(torus.wrap(z.sum(axis=-1))) < width  # noqa: E731
@@ -108,6 +108,32 @@ def test_chains_started_among_draws_inside_the_basin_cut_the_bias_of_walks_too_s
     assert spread["log_measure"].values.mean() > anchored["log_measure"].values.mean() + 0.8
     assert abs(spread["log_measure"].values.mean() - truth) < 1.0 and _covered(spread, truth).mean() >= 0.6
     assert (spread["basin_samples"] == n_samples).all() and (anchored["basin_samples"] == 0).all()
+
+
+def test_chains_that_share_a_start_count_once_in_the_standard_error():
+    # Eight chains at two starts, four at each, whose means are those of their start (walks too
+    # short to forget it): two independent values, not eight. The spread of the two clusters'
+    # sums (CR1) gives the standard error of a mean of two draws, 1 for -1 and +1, on
+    # one degree of freedom; the chains' own spread would give 0.38 on seven. With every chain at
+    # its own start both are the chains' spread; with every chain at one start (the anchor) only
+    # the chains' spread is left (the shared bias of limit 1 in docs/method.md).
+    from basins.basin_volume import _clustered_se
+
+    means = np.array([[[-1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0]]])
+    se, dof, clusters = _clustered_se(means, np.array([[[3, 3, 3, 3, 9, 9, 9, 9]]]))
+    assert se[0, 0] == pytest.approx(1.0) and dof[0, 0] == 1 and clusters[0, 0] == 2
+    spread = np.random.default_rng(0).standard_normal((1, 1, 8))
+    for start_ids, expected_dof in ((np.arange(8)[None, None], 7), (np.zeros((1, 1, 8), dtype=int), 7)):
+        se, dof, _ = _clustered_se(spread, start_ids)
+        assert se[0, 0] == pytest.approx(spread.std(ddof=1) / np.sqrt(8)) and dof[0, 0] == expected_dof
+
+
+def test_the_interval_widens_to_students_t_at_few_degrees_of_freedom():
+    from basins.basin_volume import interval_quantile
+
+    assert interval_quantile(1.96, 1.0) == pytest.approx(stats.t.ppf(stats.norm.cdf(1.96), 1))  # 12.7
+    assert interval_quantile(1.96, 10.0) == pytest.approx(2.23, abs=0.01)
+    assert interval_quantile(1.96, np.inf) == 1.96 and interval_quantile(1.96, np.nan) == 1.96
 
 
 def test_basin_samples_whose_runs_do_not_return_are_dropped():

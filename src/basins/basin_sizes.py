@@ -27,7 +27,9 @@ from typing import Callable
 import numpy as np
 import xarray as xr
 
-from basins.basin_volume import GaussianMeasure, UniformTorus, coupling_schedule, estimate_basin_measures
+from basins.basin_volume import (
+    GaussianMeasure, UniformTorus, coupling_schedule, estimate_basin_measures, interval_quantile,
+)
 from basins.io import variable_attrs
 from basins.labels import LEFT, RETURNED
 from basins.landscapes.architecture import Architecture
@@ -223,12 +225,15 @@ def _with_counts(result, orbits, counts, n_total, small, anchors, z):
     low, high = wilson_interval(counts, n_total, z)
     count_se = np.sqrt((1 - counts / n_total) / np.maximum(counts, 1))  # delta method on ln(n / N)
     estimate = result["log_measure"].values + log_orbit
+    # the walk's se widened as its interval is (Student's t at its dof), so that |disagreement| > z
+    # says what the intervals say
+    walk_se = result["log_measure_se"].values * interval_quantile(z, result["log_measure_dof"].values) / z
     with np.errstate(divide="ignore"):  # a minimum no member reached: ln 0
         log_count = np.log(counts / n_total)
     with np.errstate(divide="ignore", invalid="ignore"):  # counts of 0 and estimates without a reference
         disagreement = np.where(
             small, np.nan, (estimate - log_count)
-            / np.sqrt(result["log_measure_se"].values ** 2 + (result["quadrature_error"].values / z) ** 2 + count_se**2)
+            / np.sqrt(walk_se**2 + (result["quadrature_error"].values / z) ** 2 + count_se**2)
         )
     per_minimum = lambda values, name, **extra: (("minimum",), values, variable_attrs(name, **extra))  # noqa: E731
     result = result.assign(

@@ -31,10 +31,14 @@ Uncertainty: each coupling has independent chains, and <s>_k's standard error is
 of their means (autocorrelation included). Chains that all start at z0 share the bias of walks
 too short to spread through the basin, and their spread does not show it. Where draws of mu
 inside the basin are at hand (members' starts that reached it: the walk's own target at k = 0),
-each spring's chains start among them, resampled by the spring's weight exp(-k s(z)), where
-enough of them carry that weight (``basin_samples``, :data:`MIN_EFFECTIVE_SAMPLES`): weak
-springs' chains begin spread over the basin, where a long walk would be, strong springs' at z0.
-The reference fraction is binomial; the quadrature difference is added to the interval. A
+each spring's chains start among them, resampled by the spring's weight exp(-k s(z))
+(``basin_samples``): weak springs' chains begin spread over the basin, where a long walk would
+be, strong springs' near z0. Chains that start at the same draw are one cluster: <s>_k's
+standard error is cluster-robust (the spread of the clusters' sums, which is the importance
+sampling error of the few draws that carry a spring's weight), with one degree of freedom fewer
+than its clusters, and the interval of ln mu uses Student's t at the degrees of freedom of the
+sum over springs (Welch-Satterthwaite). The reference fraction is binomial; the quadrature
+difference is added to the interval. A
 walk confined to a basin explores a thin tentacle only as well as a random walk finds it: the
 known-answer tests (``tests/test_basin_volume.py``) include a ball with a tentacle to show how
 much of such a basin the estimate sees.
@@ -59,13 +63,6 @@ log = logging.getLogger(__name__)
 #: point and say whether it ends in basin ``basins[k]``: ``RETURNED``, ``LEFT`` or ``UNDECIDED``
 #: (:mod:`basins.labels`).
 Inside = Callable[[np.ndarray, np.ndarray], np.ndarray]
-
-#: Chains start among a basin's samples at a spring whose resampling weights have an effective
-#: sample size of at least this many per chain, else at the anchor: where one to three samples
-#: carry the weight, the chains start at those few points and their spread understates the
-#: standard error (docs/method.md, session 40's referee; the gate goes once the interval counts
-#: chains that share a start as one).
-MIN_EFFECTIVE_SAMPLES = 4
 
 #: Target acceptance of the random walk's proposals during burn-in (Gelman et al. 1996 give
 #: 0.23 for Gaussian targets in high dimension; a confined walk accepts less at equal step).
@@ -183,20 +180,21 @@ def estimate_basin_measures(
         Per basin, draws of ``measure`` inside it (whitened). Each is checked by ``inside``
         first (one that does not return is dropped); the chains of coupling k start at draws
         among them and the centre, drawn with weights exp(-k s(z)) (sampling-importance
-        resampling of the spring's target), where the weights' effective sample size is at
-        least :data:`MIN_EFFECTIVE_SAMPLES` per chain, else at the centre. Default: every chain
-        at its basin's centre.
+        resampling of the spring's target); chains that share a draw count as one in the
+        standard error. Default: every chain at its basin's centre.
 
     Returns
     -------
     xarray.Dataset
-        Per ``basin``: ``log_measure`` with ``log_measure_se``, ``log_measure_low`` / ``_high``
-        (the interval, quadrature error included), ``quadrature_error``,
+        Per ``basin``: ``log_measure`` with ``log_measure_se``, its ``log_measure_dof``,
+        ``log_measure_low`` / ``_high`` (the interval: Student's t at ``log_measure_dof`` with
+        the two-sided level of ``confidence_z``, quadrature error included), ``quadrature_error``,
         ``reference_inside_fraction``, ``undecided_fraction`` (of all runs; an undecided run
         was rejected as a move, so a non-zero value biases the estimate low), ``reason`` (why a
         basin has no estimate: nan), ``basin_samples`` (draws used; 0 where none were given);
         per ``basin`` and
-        ``coupling``: ``mean_spring_energy`` <s>_k with ``_se``, ``acceptance``, ``step_size``.
+        ``coupling``: ``mean_spring_energy`` <s>_k with ``_se``, ``start_clusters`` (distinct
+        starts of its chains), ``acceptance``, ``step_size``.
     """
     couplings = _checked_couplings(couplings)
     centres = np.atleast_2d(np.asarray(centres, dtype=np.float64))
@@ -212,20 +210,24 @@ def estimate_basin_measures(
     starts = _chain_starts(measure, centres, samples, couplings, n_chains, rng)
     walk = _walk(inside, measure, centres, starts, couplings, n_steps=n_steps, n_burn=n_burn, rng=rng)
     free = measure.free_spring_energy(centres, couplings)
-    integral, integral_se, quadrature_error = _integrate(couplings, walk["mean"] - free, walk["se"])
-    first_half, second_half = (_integrate(couplings, half - free, walk["se"])[0] for half in walk["half_means"])
+    integral, integral_se, integral_dof, quadrature_error = _integrate(
+        couplings, walk["mean"] - free, walk["se"], walk["dof"])
+    first_half, second_half = (_integrate(couplings, half - free, walk["se"], walk["dof"])[0]
+                               for half in walk["half_means"])
     inside_fraction = reference / n_reference
     with np.errstate(divide="ignore", invalid="ignore"):
         log_reference_fraction = np.log(inside_fraction)
         reference_se = np.sqrt((1 - inside_fraction) / (n_reference * inside_fraction))
     log_measure = log_reference_fraction + integral
     se = np.sqrt(integral_se**2 + reference_se**2)
+    with np.errstate(divide="ignore", invalid="ignore"):  # the reference's binomial error: infinite dof
+        dof = se**4 / (integral_se**4 / integral_dof)
     reason = np.where(reference == 0, f"no draw of the strongest spring (k = {couplings[-1]:g}) fell in the basin: "
                       "raise largest_coupling", "").astype(object)
     log_measure[reference == 0] = np.nan
     ids = np.arange(len(centres)) if basin_ids is None else np.asarray(basin_ids)
     return _as_dataset(
-        ids, couplings, walk, log_measure, se, quadrature_error, inside_fraction, inside.undecided_fraction(),
+        ids, couplings, walk, log_measure, se, dof, quadrature_error, inside_fraction, inside.undecided_fraction(),
         confidence_z,
     ).assign(
         reason=(("minimum",), reason, variable_attrs("why the basin has no estimate (empty: it has one)")),
@@ -297,27 +299,26 @@ def _off_centre(measure, own):
 
 
 def _chain_starts(measure, centres, samples, couplings, n_chains, rng):
-    """Each chain's start ``(basin, coupling, chain, dim)``: draws among the basin's samples with
-    weights exp(-k s(z)), the spring's density relative to mu, where enough samples carry them;
-    else (and with the centre alone) the centre."""
-    starts = np.empty((len(centres), len(couplings), n_chains, measure.dim))
+    """Each chain's start ``(basin, coupling, chain, dim)``, drawn among the basin's samples (its
+    centre first) with weights exp(-k s(z)), the spring's density relative to mu, and which
+    sample it is ``(basin, coupling, chain)`` (0: the centre)."""
+    which = np.zeros((len(centres), len(couplings), n_chains), dtype=np.int64)
     for basin, (centre, own) in enumerate(zip(centres, samples)):
         if len(own) == 1:  # the centre alone (no random draw: the walk's stream stays as it was)
-            starts[basin] = centre
             continue
         energy = _spring(measure, own, centre)
         for index, k in enumerate(couplings):
             weight = np.exp(-k * (energy - energy.min()))
-            if weight.sum() ** 2 < MIN_EFFECTIVE_SAMPLES * n_chains * (weight**2).sum():
-                starts[basin, index] = centre  # too few samples carry the spring's weight
-            else:
-                starts[basin, index] = own[rng.choice(len(own), size=n_chains, p=weight / weight.sum())]
-    return starts
+            which[basin, index] = rng.choice(len(own), size=n_chains, p=weight / weight.sum())
+    starts = np.stack([own[chosen] for own, chosen in zip(samples, which)])
+    return starts, which
 
 
 def _walk(inside, measure, centres, starts, couplings, *, n_steps, n_burn, rng):
     """Random walks confined to each basin under each spring, from ``starts (basin, coupling,
-    chain, dim)``; <s>_k per chain after burn-in."""
+    chain, dim)`` and which sample each is ``(basin, coupling, chain)``; <s>_k per chain after
+    burn-in."""
+    starts, start_ids = starts
     n_basins, _, n_chains, dim = starts.shape
     shape = (n_basins, len(couplings), n_chains)
     k = couplings[None, :, None]
@@ -344,14 +345,38 @@ def _walk(inside, measure, centres, starts, couplings, *, n_steps, n_burn, rng):
             log.info("basin walk: step %d of %d", t + 1, n_steps)
     chain_means = energy_sum.sum(axis=0) / kept
     halves = energy_sum / np.array([kept // 2, kept - kept // 2])[:, None, None, None]
+    se, dof, clusters = _clustered_se(chain_means, start_ids)
     return {
         "mean": chain_means.mean(axis=2),
-        "se": chain_means.std(axis=2, ddof=1) / np.sqrt(n_chains),
+        "se": se,
+        "dof": dof,
+        "clusters": clusters,
         "drift": _drift(halves),
         "half_means": halves.mean(axis=3),  # (half, basin, coupling)
         "acceptance": accepted_sum.mean(axis=2) / kept,
         "step": step,
     }
+
+
+def _clustered_se(chain_means, start_ids):
+    """Per basin and coupling: the standard error of the mean of ``chain_means (basin, coupling,
+    chain)`` counting chains that share a start (``start_ids``) as one cluster (CR1: the spread of
+    the clusters' summed deviations, times G / (G - 1)), its degrees of freedom G - 1, and G.
+    Chains that share a start share its offset from the spring's target, which their own spread
+    does not show; with distinct starts this is the chains' spread, ddof 1. One cluster (every
+    chain at the anchor) leaves only the chains' spread: the shared bias of limit 1."""
+    n_chains = chain_means.shape[-1]
+    se, dof, clusters = (np.empty(chain_means.shape[:-1]) for _ in range(3))
+    for index in np.ndindex(se.shape):
+        means = chain_means[index]
+        cluster = np.unique(start_ids[index], return_inverse=True)[1]
+        g = clusters[index] = cluster.max() + 1
+        if g == 1:
+            se[index], dof[index] = means.std(ddof=1) / np.sqrt(n_chains), n_chains - 1
+        else:
+            sums = np.bincount(cluster, weights=means - means.mean())
+            se[index], dof[index] = np.sqrt(g / (g - 1) * np.sum(sums**2)) / n_chains, g - 1
+    return se, dof, clusters
 
 
 def _drift(halves):
@@ -368,28 +393,42 @@ def _spring(measure, z, anchor):
     return 0.5 * np.sum(measure.displacement(z, anchor) ** 2, axis=-1)
 
 
-def _integrate(couplings, excess, se):
+def _integrate(couplings, excess, se, dof):
     """Simpson's rule of the excess <s>_k - <s>_k,free dk over t = ln(1 + k), its standard
-    error, and its difference from the trapezoid rule (the quadrature error; conservative, the
-    trapezoid's error being the larger by far on a smooth integrand)."""
+    error with its Welch-Satterthwaite degrees of freedom (from each coupling's ``dof``), and
+    its difference from the trapezoid rule (the quadrature error; conservative, the trapezoid's
+    error being the larger by far on a smooth integrand)."""
     t = np.log1p(couplings)
     integrand, integrand_se = excess * (1 + couplings), se * (1 + couplings)
     simpson = integrate.simpson(np.eye(len(t)), x=t, axis=1)  # the rule's weights per node
     trapezoid = integrate.trapezoid(np.eye(len(t)), x=t, axis=1)
     value = integrand @ simpson
-    return value, np.sqrt(integrand_se**2 @ simpson**2), np.abs(value - integrand @ trapezoid)
+    variances = integrand_se**2 * simpson**2
+    with np.errstate(divide="ignore", invalid="ignore"):  # every spring's chains without spread
+        total_dof = variances.sum(axis=-1) ** 2 / np.sum(variances**2 / dof, axis=-1)
+    return value, np.sqrt(variances.sum(axis=-1)), total_dof, np.abs(value - integrand @ trapezoid)
 
 
-def _as_dataset(ids, couplings, walk, log_measure, se, quadrature_error, inside_fraction, undecided, z):
+def interval_quantile(confidence_z, dof):
+    """Student's t quantile at ``dof`` with the two-sided level that ``confidence_z`` has for a
+    normal (infinite or undefined dof: ``confidence_z`` itself)."""
+    dof = np.asarray(dof, dtype=np.float64)
+    quantile = stats.t.ppf(stats.norm.cdf(confidence_z), np.where(np.isfinite(dof) & (dof > 0), dof, 1.0))
+    return np.where(np.isfinite(dof) & (dof > 0), quantile, confidence_z)
+
+
+def _as_dataset(ids, couplings, walk, log_measure, se, dof, quadrature_error, inside_fraction, undecided, z):
     per_basin = lambda values, name, **extra: (("minimum",), values, variable_attrs(name, **extra))  # noqa: E731
     per_coupling = lambda values, name, **extra: (("minimum", "coupling"), values, variable_attrs(name, **extra))  # noqa: E731
-    half_width = z * se + quadrature_error
+    half_width = interval_quantile(z, dof) * se + quadrature_error
     return xr.Dataset(
         {
             "log_measure": per_basin(log_measure, "ln of the basin's measure under the initial distribution"),
             "log_measure_se": per_basin(se, "standard error of log_measure (chains and reference draws)"),
+            "log_measure_dof": per_basin(
+                dof, "degrees of freedom of log_measure_se (Welch-Satterthwaite over the couplings' clusters)"),
             "log_measure_low": per_basin(log_measure - half_width, "lower end of the interval of log_measure",
-                                         note="z * se + quadrature_error below"),
+                                         note="t(log_measure_dof) * se + quadrature_error below"),
             "log_measure_high": per_basin(log_measure + half_width, "upper end of the interval of log_measure"),
             "quadrature_error": per_basin(
                 quadrature_error, "difference of Simpson's rule from the trapezoid rule over the couplings"),
@@ -399,7 +438,10 @@ def _as_dataset(ids, couplings, walk, log_measure, se, quadrature_error, inside_
                 undecided, "fraction of the runs of the dynamics that were undecided",
                 note="undecided moves are rejected: a non-zero value biases log_measure low"),
             "mean_spring_energy": per_coupling(walk["mean"], "<|z - z0|^2 / 2> under the spring, within the basin"),
-            "mean_spring_energy_se": per_coupling(walk["se"], "standard error of mean_spring_energy over chains"),
+            "mean_spring_energy_se": per_coupling(
+                walk["se"], "standard error of mean_spring_energy over chains",
+                note="cluster-robust: chains that start at the same draw count as one"),
+            "start_clusters": per_coupling(walk["clusters"], "distinct starts of the coupling's chains"),
             "burn_in_drift": per_coupling(
                 walk["drift"], "change of mean_spring_energy from the first to the second half of the kept steps, "
                 "in standard errors", note="|value| well above 2: burn-in too short (the walk still spreading)"),

@@ -126,7 +126,7 @@ _SHAPE = (
 
 _MEASURED = (
     "winding_number", "n_members", "log_count_fraction", "log_count_fraction_low", "log_count_fraction_high",
-    "log_basin_fraction", "log_basin_fraction_low", "log_basin_fraction_high", "count_disagreement",
+    "log_basin_fraction", "log_basin_fraction_low", "log_basin_fraction_high", "log_measure_dof", "count_disagreement",
     "reference_inside_fraction", "undecided_fraction", "log_measure_half_drift", "basin_samples", "reason",
 )
 _TEXT = ("ring_of_state", "reason")
@@ -142,6 +142,7 @@ _DESCRIPTIONS = {
     "log_basin_fraction": "ln of the basin fraction by thermodynamic integration (estimate_ring_basin_sizes)",
     "log_basin_fraction_low": "lower end of its interval",
     "log_basin_fraction_high": "upper end of its interval",
+    "log_measure_dof": "degrees of freedom of the estimate's standard error (its interval is Student's t at them)",
     "count_disagreement": "log_basin_fraction - log_count_fraction in combined standard errors",
     "reference_inside_fraction": "share of the strongest spring's draws that relaxed to the state",
     "undecided_fraction": "share of the walk's runs that were undecided (rejected moves: biases the estimate low)",
@@ -229,7 +230,7 @@ def _measured_states_markdown(calibration: xr.Dataset) -> str:
         lines.append(
             f"| {r['ring_of_state']} | {r['winding_number']} | {r['members_of_state']} "
             f"| {r['log_count_fraction']:.2f} [{r['log_count_fraction_low']:.2f}, {r['log_count_fraction_high']:.2f}] "
-            f"| {estimate} | {r['count_disagreement']:+.1f} | {r['reference_inside_fraction']:.2f} "
+            f"| {estimate} | {r['log_measure_dof']:.0f} | {r['count_disagreement']:+.1f} | {r['reference_inside_fraction']:.2f} "
             f"| {r['undecided_fraction']:.4f} | {r['log_measure_half_drift']:+.2f} | {r['largest_burn_in_drift']:.1f} "
             f"| {r['basin_samples']} |"
         )
@@ -237,14 +238,15 @@ def _measured_states_markdown(calibration: xr.Dataset) -> str:
     estimated = np.isfinite(disagreement)
     return (
         "\nBasin fractions by thermodynamic integration (stage estimate_ring_basin_sizes) against counts:\n\n"
-        "| ring | q | members | ln p, counted | ln p, estimated | difference (combined SE) | strongest spring's "
+        "| ring | q | members | ln p, counted | ln p, estimated | dof | difference (combined SE) | strongest spring's "
         "draws inside | undecided runs | second half - first half (nats) | largest burn-in drift "
         "| chains started among |\n"
-        + "|---" * 11 + "|\n"
+        + "|---" * 12 + "|\n"
         + "\n".join(lines) + "\n\n"
         f"{int((np.abs(disagreement[estimated]) <= 2).sum())} of {int(estimated.sum())} estimates lie within two "
         f"combined standard errors of their counts; states without an estimate: {int((~estimated).sum())}. "
-        "Intervals: the count's Wilson interval; the estimate's chains, reference draws and quadrature error, "
+        "Intervals: the count's Wilson interval; the estimate's chains (chains that share a start count once; "
+        "Student's t at dof), reference draws and quadrature error, "
         "not the bias of walks too short (low; docs/method.md): their length is checked by a plateau in n_steps. "
         "The halves' difference flags gross under-equilibration only.\n"
     )
