@@ -42,6 +42,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1, help="seed of the initial conditions")
     parser.add_argument("--max-dense-params", type=int, default=600,
                         help="dense Hessians up to this many parameters, blocks plus low rank above (the study's default)")
+    parser.add_argument("--integrator", default="dormand_prince", help="how gradient flow is integrated")
+    parser.add_argument("--rtol", type=float, default=1e-4, help="the flow's relative local error (the study's 1e-4)")
     parser.add_argument("--output", help="write the training result here (netCDF)")
     parser.add_argument("--top", type=int, default=25, help="functions listed by their own time")
     args = parser.parse_args()
@@ -60,8 +62,9 @@ def main() -> None:
     profile.enable()
     result = train_ensemble(
         arch, *train_test_arrays(dataset), starts, members, seed=args.seed, budget_factors=[1, 4, 16],
-        loss="cross_entropy", l2=1e-2, dynamics="gradient_flow", lr=0.1, rtol=1e-4, atol=1e-7, max_steps=3000,
+        loss="cross_entropy", l2=1e-2, dynamics="gradient_flow", lr=0.1, rtol=args.rtol, atol=1e-7, max_steps=3000,
         grad_tol=1e-4, device=args.device, memory_budget_mb=args.memory_budget_mb, max_dense_params=args.max_dense_params,
+        integrator=args.integrator,
     )
     profile.disable()
     wall = time.perf_counter() - started

@@ -230,7 +230,10 @@ class StiffQuadratic:
         rotation, _ = torch.linalg.qr(torch.randn(4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
         self.matrix = rotation @ torch.diag(torch.tensor([1e-3, 1e-1, 1e1, 1e3], dtype=torch.float64)) @ rotation.T
 
+    evaluations = 0  # gradients per member
+
     def __call__(self, theta, batch):
+        self.evaluations += theta.shape[0] / 2  # the test's two members
         grad = theta @ self.matrix
         return 0.5 * (theta * grad).sum(1), grad
 
@@ -252,8 +255,36 @@ def test_each_integrator_follows_a_stiff_quadratic_flow(integrator):
         theta, state, loss, grad = stepper.step(theta, state, loss, grad, objective)
     # Local errors of ~1e-6 per step (rtol x |theta|) add up over the path: a few 1e-6 at the end.
     torch.testing.assert_close(theta, objective.flow(theta0, 20.0), rtol=0, atol=2e-5)
-    # The explicit method needs about 20 / (2.5e-3) steps; the L-stable one steps by accuracy.
-    assert (state["steps"] < 500).all() if integrator == "rosenbrock" else (state["steps"] > 5000).all()
+    # Dormand-Prince needs about 20 / (2.5e-3) steps of six gradients; the L-stable triple steps by
+    # accuracy; the Chebyshev method's steps are stable up to ~0.65 s^2 / 1e3 with s gradients.
+    steps, evaluations = state["steps"], objective.evaluations
+    if integrator == "dormand_prince":
+        assert (steps > 5000).all() and evaluations > 30_000
+    elif integrator == "rosenbrock":
+        assert (steps < 500).all()
+    else:
+        assert evaluations < 6_000, evaluations
+
+
+def test_a_chebyshev_step_of_a_member_does_not_depend_on_the_members_beside_it():
+    # Members far apart on a quartic take different stage counts (their curvatures differ by
+    # 1e4); each, run alone, ends bit for bit where it ends among the others (shards, chunks).
+    objective = lambda theta, batch: ((theta**4).sum(1) / 4, theta**3)  # noqa: E731
+    theta0 = torch.tensor([[3.0, -0.02, 1.0], [0.05, 0.3, -0.01], [10.0, 2.0, 0.4]], dtype=torch.float64)
+    stepper = make_stepper("gradient_flow", lr=1e-3, rtol=1e-4, atol=1e-9, max_time=50.0, integrator="chebyshev")
+
+    def run(rows):
+        theta, (loss, grad) = theta0[rows].clone(), objective(theta0[rows], None)
+        state = stepper.init_state(theta, grad, torch.as_tensor(rows))
+        for _ in range(40):
+            theta, state, loss, grad = stepper.step(theta, state, loss, grad, objective)
+        return theta, state["time"]
+
+    together, time = run([0, 1, 2])
+    assert len(set(time.tolist())) == 3 and (together.abs() < theta0.abs()).all()
+    for row in range(3):
+        alone, _ = run([row])
+        assert torch.equal(alone[0], together[row])
 
 
 def test_the_rosenbrock_integrator_needs_hessians_and_gradient_flow():

@@ -180,10 +180,11 @@ def train_ensemble(
         gradient test alone decides (a warning says so).
     rtol, atol : float
         Local error tolerances of ``gradient_flow``.
-    integrator : {"dormand_prince", "rosenbrock"}
-        How ``gradient_flow`` is integrated: explicit Dormand-Prince 5(4), or the L-stable
+    integrator : {"dormand_prince", "rosenbrock", "chebyshev"}
+        How ``gradient_flow`` is integrated: explicit Dormand-Prince 5(4), the L-stable
         Rosenbrock triple for stiff landscapes (:class:`basins.engine.dynamics.RosenbrockFlow`;
-        networks with hand-derived Hessians: one output, at most one hidden layer).
+        networks with hand-derived Hessians: one output, at most one hidden layer), or the
+        stabilized explicit Runge-Kutta-Chebyshev method (:class:`basins.engine.dynamics.ChebyshevFlow`).
     check_every : int
         ``sgd`` only: steps between full-batch convergence checks.
     divergence_threshold : float
