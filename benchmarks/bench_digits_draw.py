@@ -12,6 +12,8 @@ time.
     python benchmarks/bench_digits_draw.py results/datasets/digits_parity_tanh/seed1.nc --width 40
     python benchmarks/bench_digits_draw.py --draw 1 --width 40 --members 4096 --device cuda
     python benchmarks/bench_digits_draw.py --draw 1 --width 400 --members 32   # N = 4001: blocks plus low rank
+    python benchmarks/bench_digits_draw.py --draw 12 --seed 12 --members 512 --max-dense-params 200 \
+        --integrator chebyshev --against dp.nc    # endpoints against a run written by --output dp.nc
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ def main() -> None:
     parser.add_argument("--integrator", default="dormand_prince", help="how gradient flow is integrated")
     parser.add_argument("--rtol", type=float, default=1e-4, help="the flow's relative local error (the study's 1e-4)")
     parser.add_argument("--output", help="write the training result here (netCDF)")
+    parser.add_argument("--against", help="a run of the same draw and seed (its --output) to compare endpoints with")
     parser.add_argument("--top", type=int, default=25, help="functions listed by their own time")
     args = parser.parse_args()
     if (args.dataset is None) == (args.draw is None):
@@ -74,7 +77,20 @@ def main() -> None:
           f"saddle) {np.bincount(result.status.values, minlength=4).tolist()}; {distinct} distinct minima by loss")
     if args.output:
         result.to_netcdf(args.output)
+    if args.against:
+        print(endpoints_compared(read_dataset(args.against), result))
     pstats.Stats(profile).sort_stats("tottime").print_stats(args.top)
+
+
+def endpoints_compared(before, after) -> str:
+    """How many members that converged in both runs end at the same point (within dist_tol 0.1, the
+    study's) and at the same loss (to 1e-7: the same minimum or a symmetric image of it)."""
+    both = (before.status.values == 0) & (after.status.values == 0)
+    distance = np.linalg.norm(before.final_theta.values - after.final_theta.values, axis=1)[both]
+    same_loss = np.abs(before.loss.values - after.loss.values)[both] < 1e-7
+    return (f"against {len(both)} members, {both.sum()} converged in both: {(distance < 0.1).sum()} at the same point, "
+            f"{same_loss.sum()} at the same loss; mean test error {before.test_error.values[both].mean():.4f} "
+            f"-> {after.test_error.values[both].mean():.4f}")
 
 
 if __name__ == "__main__":
