@@ -529,8 +529,10 @@ class ChebyshevFlow(GradientFlow):
         ones still running are a leading slice."""
         order = torch.argsort(stages, descending=True, stable=True)
         theta, slope, h, stages = theta[order], slope[order], h[order], stages[order]
-        first, mu, nu, mu_slope, a_prev = (
-            torch.as_tensor(table[stages.cpu().numpy()], dtype=theta.dtype, device=theta.device)
+        counts = stages.cpu().numpy()
+        first, mu, nu, mu_slope, a_prev = (  # the columns of the stages taken only
+            torch.as_tensor(table[counts] if table.ndim == 1 else table[counts, : counts[0] + 1],
+                            dtype=theta.dtype, device=theta.device)
             for table in _chebyshev_tables(self.max_stages)
         )
         running = [int(count) for count in torch.bincount(stages, minlength=self.max_stages + 1).flip(0).cumsum(0).flip(0)]
