@@ -287,6 +287,34 @@ def test_a_chebyshev_step_of_a_member_does_not_depend_on_the_members_beside_it()
         assert torch.equal(alone[0], together[row])
 
 
+def test_the_chebyshev_curvature_estimate_finds_a_stiffness_that_grows_in_another_direction():
+    # The session-41 referee's landscape: L = 0.01 x + 5 z^2 + c(x) |y|^2 / 2, c rising from 1 to
+    # 1000 as x drifts past -1 (t ~ 100). The Hessian is block-diagonal, so a power iteration on
+    # gradient differences alone stays in z's block (curvature 10) and its estimate at 1/80 of the
+    # top: the flow then crawls by rejected steps (20 520 attempts). Mixing a fresh direction into
+    # the vector every step finds y's curvature again.
+    def objective(theta, batch):
+        x, z, y = theta[:, 0], theta[:, 1], theta[:, 2:]
+        sigmoid = torch.sigmoid(-(x + 1) / 0.1)
+        c, slope = 1 + 999 * sigmoid, -9990 * sigmoid * (1 - sigmoid)
+        yy = (y**2).sum(1)
+        grad = torch.cat([(0.01 + 0.5 * slope * yy)[:, None], (10 * z)[:, None], c[:, None] * y], 1)
+        return 0.01 * x + 5 * z**2 + 0.5 * c * yy, grad
+
+    theta = torch.tensor([[0.0, 1.0, 1.0, -0.5, 0.3], [0.2, -0.7, 0.1, 0.9, 2.0]], dtype=torch.float64)
+    stepper = make_stepper("gradient_flow", lr=1e-3, rtol=1e-4, atol=1e-7, max_time=150.0, integrator="chebyshev")
+    loss, grad = objective(theta, None)
+    state = stepper.init_state(theta, grad, torch.arange(2))
+    low = attempts = 0
+    while not stepper.finished(state).all():
+        top = torch.maximum(1 + 999 * torch.sigmoid(-(theta[:, 0] + 1) / 0.1), torch.tensor(10.0, dtype=torch.float64))
+        theta, state, loss, grad = stepper.step(theta, state, loss, grad, objective)
+        low += int((stepper.spectral_safety * state["spectral_radius"] < top).sum())
+        attempts += 2
+    assert attempts < 1000 and low < 0.05 * attempts
+    assert theta[:, 0].max() < -1.0 and theta[:, 2:].abs().max() < 1e-6  # past the rise; y decayed
+
+
 def test_the_rosenbrock_integrator_needs_hessians_and_gradient_flow():
     stepper = make_stepper("gradient_flow", lr=0.1, integrator="rosenbrock")
     theta = torch.zeros(1, 2, dtype=torch.float64)
