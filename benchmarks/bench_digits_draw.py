@@ -83,14 +83,16 @@ def main() -> None:
 
 
 def endpoints_compared(before, after) -> str:
-    """How many members that converged in both runs end at the same point (within dist_tol 0.1, the
+    """How many members end with another status (converged, budget, diverged, saddle), and of
+    those that converged in both runs how many end at the same point (within dist_tol 0.1, the
     study's) and at the same loss (to 1e-7: the same minimum or a symmetric image of it)."""
     both = (before.status.values == 0) & (after.status.values == 0)
+    other_status = int((before.status.values != after.status.values).sum())
     distance = np.linalg.norm(before.final_theta.values - after.final_theta.values, axis=1)[both]
     same_loss = np.abs(before.loss.values - after.loss.values)[both] < 1e-7
-    return (f"against {len(both)} members, {both.sum()} converged in both: {(distance < 0.1).sum()} at the same point, "
-            f"{same_loss.sum()} at the same loss; mean test error {before.test_error.values[both].mean():.4f} "
-            f"-> {after.test_error.values[both].mean():.4f}")
+    return (f"against {len(both)} members: {other_status} with another status; {both.sum()} converged in both, "
+            f"{(distance < 0.1).sum()} at the same point, {same_loss.sum()} at the same loss; mean test error "
+            f"{before.test_error.values[both].mean():.4f} -> {after.test_error.values[both].mean():.4f}")
 
 
 if __name__ == "__main__":
