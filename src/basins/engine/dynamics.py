@@ -475,14 +475,18 @@ class ChebyshevFlow(GradientFlow):
     which Chebyshev methods are built. An explicit Runge-Kutta step is held below about 3 /
     (largest curvature) by stability (Dormand-Prince: 3.3 for 6 gradients); ``s`` Chebyshev
     stages are stable up to about 0.65 s^2, so along plateaus and valleys, where the flow is
-    slow beside stiff directions (the digits networks at N = 401: Dormand-Prince's steps sit at
-    its stability limit, curvature 0.36 against the floor's 1e-4), a step of s gradients goes
-    about 0.65 s^2 / 3.3 times as far as s / 6 Dormand-Prince steps. Each member takes
+    slow beside stiff directions (the digits networks at N = 401: Dormand-Prince's steps sit
+    near its stability limit, curvature 0.36 against the floor's 1e-4), a step of s gradients
+    goes about 0.65 s^2 / 3.3 times as far as s / 6 Dormand-Prince steps. Each member takes
     ``s = 1 + floor(sqrt(1 + 1.54 h rho))`` stages (at most :attr:`max_stages`), rho its
     largest curvature from a power iteration on gradient differences, warm-started at every
-    step (one gradient a step; :attr:`power_iterations` at the first). The error estimate is
-    RKC's, 0.8 (y_n - y_n+1) + 0.4 h (f_n + f_n+1), second order (step size ~ error^-1/3);
-    error, loss and step-size tests are :class:`GradientFlow`'s.
+    step from the last vector with :attr:`power_mixing` of a fresh direction (one gradient a
+    step; :attr:`power_iterations` at the first): a step costs s + 1 gradients. The error
+    estimate is RKC's, 0.8 (y_n - y_n+1) + 0.4 h (f_n + f_n+1), the error of the second-order
+    solution it propagates (step size ~ error^-1/3), so its rtol is looser than
+    Dormand-Prince's, which propagates its fifth-order solution (docs/method.md: about
+    Dormand-Prince's at 10-100 times the rtol); error, loss and step-size tests are
+    :class:`GradientFlow`'s.
     """
 
     error_order = 3
