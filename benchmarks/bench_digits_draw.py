@@ -48,6 +48,7 @@ def main() -> None:
     parser.add_argument("--rtol", type=float, default=1e-4, help="the flow's relative local error (the study's 1e-4)")
     parser.add_argument("--output", help="write the training result here (netCDF)")
     parser.add_argument("--against", help="a run of the same draw and seed (its --output) to compare endpoints with")
+    parser.add_argument("--profile-output", help="write the profile's statistics here (pstats), for their callers")
     parser.add_argument("--top", type=int, default=25, help="functions listed by their own time")
     args = parser.parse_args()
     if (args.dataset is None) == (args.draw is None):
@@ -79,6 +80,8 @@ def main() -> None:
         result.to_netcdf(args.output)
     if args.against:
         print(endpoints_compared(read_dataset(args.against), result))
+    if args.profile_output:
+        profile.dump_stats(args.profile_output)
     pstats.Stats(profile).sort_stats("tottime").print_stats(args.top)
 
 

@@ -351,6 +351,21 @@ def test_continued_members_follow_the_same_flow_by_the_stiff_integrator(teacher_
     assert stiff["steps"].sum() < explicit["steps"].sum() / 2
 
 
+def test_a_chebyshev_run_continues_its_members_itself_to_rosenbrocks_points(teacher_data, tiny_arch, monkeypatch):
+    # Every member is continued with a tightened gradient test (one Newton step leaves it short),
+    # by the run's own Chebyshev integrator, or by Rosenbrock as a Dormand-Prince run would be.
+    ids = np.arange(6)
+    theta0 = initial_parameters(tiny_arch, ids, seed=3, init="gaussian")
+    options = dict(dynamics="gradient_flow", integrator="chebyshev", lr=0.1, max_steps=3000, budget_factors=(1,),
+                   grad_tol=1e-3, newton_steps=1, l2=1e-2, rtol=1e-5, atol=1e-7)
+    own = run_engine(tiny_arch, teacher_data, theta0, ids, **options)
+    monkeypatch.setattr(training, "_continuation_integrator", lambda dynamics, integrator, objective: "rosenbrock")
+    stiff = run_engine(tiny_arch, teacher_data, theta0, ids, **options)
+    assert (own["n_refinements"] > 0).all()
+    assert (own["status"] == CONVERGED).all() and (stiff["status"] == CONVERGED).all()
+    np.testing.assert_allclose(own["final_theta"].values, stiff["final_theta"].values, atol=1e-6)
+
+
 def test_a_gradient_flow_that_spends_its_budget_is_continued_by_the_stiff_integrator(
     teacher_data, tiny_arch, tiny_start
 ):
@@ -366,11 +381,13 @@ def test_a_gradient_flow_that_spends_its_budget_is_continued_by_the_stiff_integr
 
 def test_only_gradient_flow_with_hessians_continues_by_the_stiff_integrator(teacher_data):
     x, y = data_tensors(Architecture(3, 1, 1, 3, "tanh"), *teacher_data[:2], dtype=torch.float64, device="cpu")
-    for depth, dynamics, expected in [(1, "gradient_flow", "rosenbrock"), (2, "gradient_flow", "dormand_prince"),
-                                      (1, "fire", "dormand_prince")]:
+    for depth, dynamics, integrator, expected in [
+        (1, "gradient_flow", "dormand_prince", "rosenbrock"), (2, "gradient_flow", "dormand_prince", "dormand_prince"),
+        (1, "fire", "dormand_prince", "dormand_prince"), (1, "gradient_flow", "chebyshev", "chebyshev"),
+    ]:
         arch = Architecture(3, 1, depth, 3, "tanh")
         objective = make_objective(arch, x, y, loss="mse", margin=1.0, l2=1e-3)
-        assert training._continuation_integrator(dynamics, "dormand_prince", objective) == expected
+        assert training._continuation_integrator(dynamics, integrator, objective) == expected
 
 
 def test_gradient_flow_reaches_the_minimum_tiny_step_gd_reaches(teacher_data, tiny_arch, tiny_start):

@@ -290,18 +290,22 @@ def _dynamics_options(flat_seeking, integrator, *, block_low_rank=False):
 def _continuation_integrator(dynamics, integrator, objective):
     """How gradient flow continues members that spent the step budget, or passed the gradient
     test short of a stationary point (continued with the test tightened): the L-stable
-    Rosenbrock integrator wherever the objective writes out its Hessians.
+    Rosenbrock integrator wherever the objective writes out its Hessians, unless the run's own
+    integrator is Runge-Kutta-Chebyshev, which continues them itself.
 
-    Such members crawl along directions of curvature 1e-4 or less beside stiff ones, where the
-    explicit integrator's steps are held down by stability (a digits member took 5 800 of them
-    at 0.2k member-steps/s). Both integrate the same flow to its limit (the endpoints of both
-    are polished onto the same minima; tests/test_training.py). Members kicked off a saddle are
-    not crawling: they fall away from it along its unstable direction, where a Rosenbrock step
-    (a dense Hessian and its factorization a member) costs far more than the explicit steps it
-    saves (4x the time at N = 161, 5x at N = 401 in session 30's runs of the digits replicates);
-    they are continued by the run's own integrator, and by this one only once they spend a budget.
+    Such members crawl along directions of curvature 1e-4 or less beside stiff ones, where
+    Dormand-Prince's steps are held down by stability (a digits member took 5 800 of them at
+    0.2k member-steps/s). Both integrate the same flow to its limit (the endpoints of both are
+    polished onto the same minima; tests/test_training.py). Chebyshev's stages follow the
+    stiffness at one gradient each, where each Rosenbrock step factors a Hessian: at N = 401
+    (digits draw 1, 512 members) its continuations ended every member at Rosenbrock's point, the
+    draw 118 -> 93 s (benchmarks/README.md). Members kicked off a saddle are not crawling: they
+    fall away from it along its unstable direction, where a Rosenbrock step (a dense Hessian and
+    its factorization a member) costs far more than the explicit steps it saves (4x the time at
+    N = 161, 5x at N = 401 in session 30's runs of the digits replicates); they are continued by
+    the run's own integrator, and by this one only once they spend a budget.
     """
-    if dynamics == "gradient_flow" and getattr(objective, "hessians", None) is not None:
+    if dynamics == "gradient_flow" and integrator != "chebyshev" and getattr(objective, "hessians", None) is not None:
         return "rosenbrock"
     return integrator
 
