@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from basins.engine.descent import descend
-from basins.engine.dynamics import make_stepper
+from basins.engine.dynamics import ChebyshevFlow, _chebyshev_tables, make_stepper
 from basins.engine.windows import CompiledSteps
 from basins.labels import BUDGET, CONVERGED, DIVERGED
 from basins.landscapes import native_mlp
@@ -180,3 +180,51 @@ def test_the_c_loop_refuses_buffers_it_cannot_read():
         run_steps(theta.t().contiguous().t(), loss, grad, state, *outcome, 0, 3)
     run_steps(theta, loss, grad, state, *outcome, 0, 3)  # as the window gives them
     assert state["steps"].tolist() == [3] * 4
+
+
+def _torch_stages(objective, theta, slope, h, stages):
+    """ChebyshevFlow's stages by its torch recursion (the kernel's reference)."""
+    stepper = make_stepper("gradient_flow", lr=0.1, integrator="chebyshev")
+    return stepper._stages(theta, slope, h, stages, lambda points: objective(points, None)[1])
+
+
+@pytest.mark.parametrize("loss, activation", [("mse", "tanh"), ("cross_entropy", "tanh"), ("hinge", "relu")])
+def test_chebyshev_stages_in_c_follow_the_torch_recursion(loss, activation):
+    objective, starts = network(loss=loss, activation=activation)
+    theta = torch.as_tensor(starts)
+    slope = -objective(theta, None)[1]
+    generator = torch.Generator().manual_seed(0)
+    stages = torch.randint(1, 40, (len(theta),), generator=generator)
+    h = 0.05 * stages.to(torch.float64) ** 2 * torch.rand(len(theta), generator=generator, dtype=torch.float64)
+    stepper = make_stepper("gradient_flow", lr=0.1, integrator="chebyshev")
+    in_c = stepper._stages(theta, slope, h, stages, None, objective.chebyshev_stages)
+    reference = _torch_stages(objective, theta, slope, h, stages)
+    # The same arithmetic; only the gradient's round-off differs (summed in another order).
+    np.testing.assert_allclose(in_c.numpy(), reference.numpy(), rtol=1e-12, atol=1e-13)
+    assert not torch.equal(in_c, theta)
+
+
+def test_chebyshev_stages_in_c_of_a_member_do_not_depend_on_the_members_beside_it():
+    objective, starts = network()
+    theta = torch.as_tensor(starts)
+    slope = -objective(theta, None)[1]
+    stages = torch.arange(len(theta)) % 7 + 1
+    h = torch.full((len(theta),), 0.5, dtype=torch.float64)
+    tables = _chebyshev_tables(ChebyshevFlow.max_stages)
+    together = objective.chebyshev_stages(theta, slope, h, stages, tables)
+    for member in (0, 5, 13):
+        alone = objective.chebyshev_stages(theta[member : member + 1], slope[member : member + 1],
+                                           h[member : member + 1], stages[member : member + 1], tables)
+        assert torch.equal(alone[0], together[member])
+
+
+def test_a_chebyshev_run_with_stages_in_c_ends_where_the_torch_stages_end(monkeypatch):
+    objective, starts = network(loss="cross_entropy")
+    options = dict(dynamics="gradient_flow", dynamics_options={"integrator": "chebyshev"}, lr=0.1, rtol=1e-5, atol=1e-9,
+                   max_steps=2000)
+    in_c = run(objective, starts, None, **options)
+    monkeypatch.setattr(type(objective), "chebyshev_stages", property(lambda self: None))
+    in_torch = run(objective, starts, None, **options)
+    np.testing.assert_array_equal(in_c.status, in_torch.status)
+    assert (in_c.status == CONVERGED).all()
+    np.testing.assert_allclose(in_c.final_theta, in_torch.final_theta, atol=1e-8)

@@ -62,6 +62,22 @@ def test_below_the_curvature_tolerance_a_direction_is_not_polished():
     np.testing.assert_array_equal(polished.grad_norm, stopped["grad_norm"])
 
 
+def test_a_member_whose_gradient_lies_along_directions_left_alone_stops_stepping(monkeypatch):
+    """The soft axis counted flat holds gradient 5e-4 > stationary_tol that no step touches:
+    each member stops once a step from its own Hessian gains nothing, not after newton_steps
+    fresh eigendecompositions, and is returned as before."""
+    from basins.engine import polish as polish_module
+
+    renewed = []
+    renew = polish_module._Decompositions.renew
+    monkeypatch.setattr(polish_module._Decompositions, "renew",
+                        lambda self, rows, theta: (renewed.extend(rows.tolist()), renew(self, rows, theta))[1])
+    stopped = converged_near_minimum(1e-3)
+    polished = polish(stopped, curvature_tol=1e-3, newton_steps=40, chunk=5)  # rows: the members
+    assert np.isnan(polished.shift).all()
+    assert max(np.bincount(renewed)) <= 3
+
+
 def test_only_converged_members_of_small_networks_are_polished():
     stopped = converged_near_minimum(1e-3)
     stopped["status"][0] = BUDGET

@@ -529,18 +529,24 @@ class ChebyshevFlow(GradientFlow):
         h = torch.minimum(state["step_size"], self.max_time - state["time"])
         h = torch.minimum(h, ((self.max_stages - 1) ** 2 - 1) / (1.54 * rho.clamp_min(1e-300)))
         stages = 1 + torch.floor(torch.sqrt(1.0 + 1.54 * h * rho)).clamp_max(self.max_stages - 1).to(torch.long)
-        candidate = self._stages(theta, -grad, h, stages, gradient_only)
+        candidate = self._stages(theta, -grad, h, stages, gradient_only, getattr(objective, "chebyshev_stages", None))
         stage_loss, stage_grad = objective(candidate, None)
         h = h.unsqueeze(1)
         error = 0.8 * (theta - candidate) - 0.4 * h * (grad + stage_grad)
         return self._accept_or_reject(theta, state, loss, grad, h, candidate, stage_loss, stage_grad, error)
 
-    def _stages(self, theta, slope, h, stages, gradient_only):
+    def _stages(self, theta, slope, h, stages, gradient_only, in_c=None):
         """``Y_s`` of each member's ``s = stages`` (RKC's recursion; members whose s is reached
         keep their result while the others go on). Members run sorted by s, most first, so the
-        ones still running are a leading slice."""
+        ones still running are a leading slice, and a SIMD group of the C kernel's stages
+        (``in_c``, where the objective has them: the recursion without a torch kernel between
+        two gradients) holds members of like s."""
         order = torch.argsort(stages, descending=True, stable=True)
         theta, slope, h, stages = theta[order], slope[order], h[order], stages[order]
+        if in_c is not None:
+            result = torch.empty_like(theta)
+            result[order] = in_c(theta, slope, h, stages, _chebyshev_tables(self.max_stages))
+            return result
         counts = stages.cpu().numpy()
         first, mu, nu, mu_slope, a_prev = (  # the columns of the stages taken only
             torch.as_tensor(table[counts] if table.ndim == 1 else table[counts, : counts[0] + 1],

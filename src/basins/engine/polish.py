@@ -248,7 +248,11 @@ def _newton(energy, hvp, decompositions, lowest_of, theta, newton_steps, station
         at_point[chosen] = False
         renew[rows[slow | (~taken & ~fresh)]] = True
         at_floor = fresh & slow & (grad[rows].norm(dim=1) <= stationary_tol)
-        running[rows[(~taken & fresh) | at_floor]] = False
+        # Steps leave the gradient along flat directions as it is (to first order): where that
+        # part alone exceeds stationary_tol no further step can get there (at N = 401, digits
+        # draw 1, 43 of 44 such members ran out of steps, 800 dense eigendecompositions).
+        stuck = fresh & slow & (decompositions.left_alone[rows] > stationary_tol)
+        running[rows[(~taken & fresh) | at_floor | stuck]] = False
         at_point[rows[at_floor]] = True  # it moved by round-off only: its decomposition stands
     # Above stationary_tol (stopped by a refused step, or still stepping): returned.
     inside = grad.norm(dim=1) <= stationary_tol if newton_region_only else torch.ones_like(running)
@@ -351,6 +355,8 @@ class _Decompositions:
         self.by_eigenvalues = torch.zeros(n_members, dtype=torch.bool, device=theta.device)
         self.shown_curved = torch.zeros(n_members, dtype=torch.bool, device=theta.device)
         self.flat = torch.zeros(n_members, dtype=torch.bool, device=theta.device)  # every member stepped
+        # the norm of the gradient's part along the eigenvectors a member's last step left alone
+        self.left_alone = theta.new_zeros(n_members)
 
     def renew(self, rows: torch.Tensor, theta: torch.Tensor) -> None:
         """Decompose the Hessians of members ``rows`` at their points ``theta (row, param)``.
@@ -400,8 +406,10 @@ class _Decompositions:
         if eigen.any():
             vectors, values = self.factors[rows[eigen]], self.values[rows[eigen]]
             along = torch.einsum("mpk,mp->mk", vectors, grad[eigen])
-            inverse = torch.where(values > self.curvature_tol, 1.0 / values.clamp_min(self.curvature_tol), 0.0)
+            kept = values > self.curvature_tol
+            inverse = torch.where(kept, 1.0 / values.clamp_min(self.curvature_tol), 0.0)
             step[eigen] = -torch.einsum("mpk,mk->mp", vectors, along * inverse)
+            self.left_alone[rows[eigen]] = torch.where(kept, 0.0, along).norm(dim=1)
         return step
 
 
@@ -422,6 +430,7 @@ class _BlockLowRankDecompositions:
         self.flat = torch.zeros(n_members, dtype=torch.bool, device=theta.device)
         self.lowest = theta.new_full((n_members,), torch.nan)
         self.by_eigenvalues = torch.zeros(n_members, dtype=torch.bool, device=theta.device)
+        self.left_alone = theta.new_zeros(n_members)  # flat members are not stepped at all
 
     def renew(self, rows: torch.Tensor, theta: torch.Tensor) -> None:
         """Factor the Hessians of members ``rows`` at their points ``theta (row, param)``."""

@@ -77,6 +77,13 @@ class FusedMLPObjective:
         return self.native.compiled_steps(form, grad_tol=grad_tol, divergence_threshold=divergence_threshold)
 
     @property
+    def chebyshev_stages(self):
+        """A Runge-Kutta-Chebyshev step's stages in the C kernel
+        (:meth:`basins.landscapes.native_mlp.NativeMLP.chebyshev_stages`), or None where the
+        kernel does not cover this network."""
+        return None if self.native is None else self.native.chebyshev_stages
+
+    @property
     def hessians(self):
         """``theta -> (member, param, param)``: the dense Hessians on all samples (:func:`hessians`),
         or None where they are not written out (:func:`has_hand_derived_hessian`)."""

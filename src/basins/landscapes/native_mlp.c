@@ -483,3 +483,90 @@ void native_mlp_dormand_prince_steps(int64_t n_members, double *theta, double *l
         }
     }
 }
+
+/* Doubles of scratch the Chebyshev stages need: the start, its slope, three stage points, a
+   gradient and two products, n_params lanes each, and a block's activations. */
+int64_t native_mlp_chebyshev_scratch_doubles(int64_t d, int64_t h, int bias) {
+    return (8 * parameter_count(d, h, bias) + BLOCK * h) * LANES;
+}
+
+/* The stages of a damped Runge-Kutta-Chebyshev step, as ChebyshevFlow._stages
+   (basins.engine.dynamics): for members 0 .. n_members - 1 (LANES at a time), from theta with
+   slope = -grad (n_members, n_params), step h and stage count stages (n_members),
+   Y_1 = theta + h first[s] slope and for j = 2 .. s
+       Y_j = mu Y_(j-1) + nu Y_(j-2) + (1 - mu - nu) theta + h mu~ (-grad(Y_(j-1)) - a_(j-1) slope)
+   with mu, nu, mu~, a_(j-1) the tables' [s, j] (rows of width table_width); Y_s is written to
+   out. A lane whose s is reached keeps its Y_s while its group goes on (callers group members
+   of like s). The products and sums are rounded one at a time in torch's order (the products
+   go through memory: no fused multiply-add), so a stage is the torch recursion's to the
+   gradient's round-off. */
+void native_mlp_chebyshev_stages(int64_t n_members, const double *theta, const double *slope, const double *h,
+                                 const int64_t *stages, const double *first, const double *mu, const double *nu,
+                                 const double *mu_slope, const double *a_prev, int64_t table_width, double *out,
+                                 int64_t d, int64_t h_units, int64_t P, const double *x, const double *y, int loss,
+                                 int activation, int bias, double margin, double beta, double l2, double *scratch) {
+    const network net = network_of(d, h_units, P, x, y, loss, activation, bias, margin, beta, l2);
+    const int64_t n_params = net.n_params;
+    const lane_samples samples = all_samples(P);
+    lanes *start = (lanes *)scratch, *down = start + n_params, *older = down + n_params, *previous = older + n_params,
+          *next = previous + n_params, *grad = next + n_params, *product = grad + n_params,
+          *other = product + n_params, *hidden = other + n_params;
+    for (int64_t m = 0; m < n_members; m += LANES) {
+        const int64_t n = n_members - m < LANES ? n_members - m : LANES;
+        int64_t count[LANES], most = 1;
+        lanes step, first_move;
+        for (int l = 0; l < LANES; l++) {
+            const int64_t member = m + (l < n ? l : n - 1);
+            count[l] = stages[member];
+            most = count[l] > most ? count[l] : most;
+            step[l] = h[member];
+            first_move[l] = h[member] * first[count[l]];
+        }
+        gather(n, theta + m * n_params, n_params, start);
+        gather(n, slope + m * n_params, n_params, down);
+        for (int64_t i = 0; i < n_params; i++) {
+            older[i] = start[i];
+            next[i] = first_move * down[i];
+        }
+        __asm__ volatile("" ::: "memory");
+        for (int64_t i = 0; i < n_params; i++) previous[i] = start[i] + next[i];
+        for (int64_t j = 2; j <= most; j++) {
+            lanes m_j, n_j, rest, move, a_j;
+            int taking[LANES];
+            for (int l = 0; l < LANES; l++) {
+                const int64_t at = count[l] * table_width + j;
+                taking[l] = j <= count[l];
+                m_j[l] = taking[l] ? mu[at] : 0.0;
+                n_j[l] = taking[l] ? nu[at] : 0.0;
+                a_j[l] = taking[l] ? a_prev[at] : 0.0;
+                move[l] = step[l] * (taking[l] ? mu_slope[at] : 0.0);
+                rest[l] = (1.0 - m_j[l]) - n_j[l];
+            }
+            const lane_bits active = mask_of(taking);
+            evaluate(&net, previous, grad, hidden, &samples);
+            /* torch's order: ((mu Y1 + nu Y2) + rest theta) + move ((-grad) - a slope) */
+            for (int64_t i = 0; i < n_params; i++) {
+                next[i] = m_j * previous[i];
+                product[i] = n_j * older[i];
+                other[i] = a_j * down[i];
+            }
+            __asm__ volatile("" ::: "memory");
+            for (int64_t i = 0; i < n_params; i++) {
+                next[i] = next[i] + product[i];
+                grad[i] = -grad[i] - other[i];
+                product[i] = rest * start[i];
+            }
+            __asm__ volatile("" ::: "memory");
+            for (int64_t i = 0; i < n_params; i++) {
+                next[i] = next[i] + product[i];
+                other[i] = move * grad[i];
+            }
+            __asm__ volatile("" ::: "memory");
+            for (int64_t i = 0; i < n_params; i++) {
+                older[i] = previous[i];
+                previous[i] = select(active, next[i] + other[i], previous[i]);
+            }
+        }
+        scatter(n, previous, n_params, out + m * n_params);
+    }
+}

@@ -127,6 +127,37 @@ class NativeMLP:
             self.scratch[thread] = torch.empty(doubles, dtype=torch.float64)
         return self.scratch[thread]
 
+    def chebyshev_stages(self, theta: torch.Tensor, slope: torch.Tensor, h: torch.Tensor, stages: torch.Tensor,
+                         tables: tuple) -> torch.Tensor:
+        """The last stage ``Y_s (member, param)`` of each member's damped Runge-Kutta-Chebyshev
+        step from ``theta`` with ``slope = -grad`` (:meth:`basins.engine.dynamics.ChebyshevFlow._stages`),
+        step ``h (member,)``, ``stages (member,)`` and ``tables`` (``first [s]``, then ``mu``,
+        ``nu``, ``mu~``, ``a_(j-1)`` ``[s, j]``, float64), every stage in C. Members of a SIMD
+        group run to the group's largest stage count: callers order them by it."""
+        first, *square = (torch.as_tensor(table, dtype=torch.float64).contiguous() for table in tables)
+        if any(table.shape != (len(first), len(first)) for table in square) or int(stages.max()) >= len(first):
+            raise ValueError(f"the tables must be (s,) and (s, s) for stage counts up to {len(first) - 1}")
+        theta, slope = theta.contiguous(), slope.contiguous()
+        h = h.to(torch.float64).contiguous()
+        stages = stages.to(torch.int64).contiguous()
+        _check_buffers([(theta, torch.float64), (slope, torch.float64), (h, torch.float64), (stages, torch.int64)],
+                       self.arch.n_params)
+        out = torch.empty_like(theta)
+        doubles = self.library.native_mlp_chebyshev_scratch_doubles(self.n_features, self.width, int(self.arch.bias))
+        network = (self.n_features, self.width, self.n_samples, self.x.data_ptr(), self.y.data_ptr(), *self.settings)
+
+        def block(first_member, stop, thread):
+            def at(tensor):
+                return tensor.data_ptr() + first_member * tensor.stride(0) * tensor.element_size()
+
+            self.library.native_mlp_chebyshev_stages(
+                stop - first_member, at(theta), at(slope), at(h), at(stages), *(t.data_ptr() for t in (first, *square)),
+                len(first), at(out), *network, self._scratch(thread, doubles).data_ptr(),
+            )
+
+        _split(theta.shape[0], block)
+        return out
+
     def compiled_steps(self, form: tuple[str, dict] | None, *, grad_tol: float, divergence_threshold: float):
         """The engine's window (:class:`basins.engine.windows.CompiledSteps`) of the stepper whose
         :meth:`compiled_form` is ``form``, as a loop in C: ``run(theta, loss, grad, state, status,
@@ -255,6 +286,10 @@ def _load(path: Path) -> ctypes.CDLL:
     compiled.native_mlp_dormand_prince_steps.restype = None
     compiled.native_mlp_steps_scratch_doubles.argtypes = [integer, integer, flag]
     compiled.native_mlp_steps_scratch_doubles.restype = integer
+    compiled.native_mlp_chebyshev_stages.argtypes = [integer, *[pointer] * 9, integer, pointer, *network]
+    compiled.native_mlp_chebyshev_stages.restype = None
+    compiled.native_mlp_chebyshev_scratch_doubles.argtypes = [integer, integer, flag]
+    compiled.native_mlp_chebyshev_scratch_doubles.restype = integer
     compiled.native_mlp_sample_block.argtypes = []
     compiled.native_mlp_sample_block.restype = integer
     return compiled
