@@ -1,5 +1,6 @@
 /* Loss and gradient of every member's one-hidden-layer, one-output network, eight (AVX-512) or
-   four members at a time; and the engine's gd and Dormand-Prince steps on them, many at a time (at the end).
+   four members at a time; and the engine's gd and Dormand-Prince steps on them, many at a time, and
+   the stages of a Runge-Kutta-Chebyshev step (at the end).
 
    The engine's objective for these networks in float64 on the CPU (basins.landscapes.native_mlp
    compiles and loads it; basins.landscapes.fused_mlp.FusedMLPObjective calls it): the same

@@ -8,7 +8,8 @@ against torch's hand-derived pass: benchmarks/README.md, "One objective evaluati
 equal to it to round-off (tests/test_native_mlp.py). The kernel also runs the engine's windows
 of gd and Dormand-Prince gradient flow as loops in C (:meth:`NativeMLP.compiled_steps`,
 :mod:`basins.engine.windows`): no torch kernel between two recorded steps, each group of
-members' parameters in cache through the window (tests/test_native_steps.py).
+members' parameters in cache through the window, and the stages of a Runge-Kutta-Chebyshev
+step (:meth:`NativeMLP.chebyshev_stages`: no torch kernel between two stages) (tests/test_native_steps.py).
 
 The kernel is compiled on first use with the system's C compiler (``$CC``, else ``cc``) into a
 cache folder (``$BASINS_NATIVE_CACHE``, else ``$XDG_CACHE_HOME/basins`` or ``~/.cache/basins``),
