@@ -61,9 +61,9 @@ def test_a_half_space_far_out_in_the_tail():
 
 
 def test_a_walk_too_short_to_spread_shows_it_in_its_halves():
-    # The half-space again: 100 steps leave ln mu ~4 nats low, and the estimate from the second
-    # half of the kept steps exceeds the first half's by more than noise (~2 se) in every walk;
-    # 2000 steps are unbiased and their halves agree within noise.
+    # The half-space again, by the random walk alone: 100 steps leave ln mu ~4 nats low, and the
+    # estimate from the second half of the kept steps exceeds the first half's by more than noise
+    # (~2 se) in every walk; 2000 steps are unbiased and their halves agree within noise.
     dim, threshold = 12, 3.0
     direction = np.eye(dim)[0]
     centres = np.repeat((threshold + 0.5) * direction[None], 10, axis=0)
@@ -72,7 +72,7 @@ def test_a_walk_too_short_to_spread_shows_it_in_its_halves():
     def measure(n_steps, n_burn):
         return estimate_basin_measures(
             lambda z, basin: _outcome(z @ direction >= threshold), GaussianMeasure(dim), centres, seed=2,
-            **{**WALK, "n_steps": n_steps, "n_burn": n_burn},
+            **{**WALK, "n_steps": n_steps, "n_burn": n_burn}, independent_share=0.0,
         )
 
     short, long = measure(100, 20), measure(2000, 1000)
@@ -82,13 +82,15 @@ def test_a_walk_too_short_to_spread_shows_it_in_its_halves():
     assert abs(long["log_measure_half_drift"].values.mean()) < 2 * 2 * long["log_measure_se"].values.mean() / np.sqrt(10)
 
 
-def test_chains_started_among_draws_inside_the_basin_cut_the_bias_of_walks_too_short():
+def test_fresh_draws_of_the_spring_reach_the_whole_slab_that_random_walks_from_the_anchor_miss():
     # A thin slab of the torus across its diagonal, |wrap(sum z)| < 0.1 in d = 8 (measure 0.1 / pi,
     # ln -3.45: the sum of uniform phases is uniform mod 2 pi), where isotropic steps spread
-    # slowly: 2000-step walks whose chains all start at the anchor come out ~1.9 nats low with
-    # intervals that miss (the session-39 referee's set). Started among 256 uniform draws inside
-    # the slab (as members' starts that reached a basin are), resampled by each spring's weight,
-    # the same walks are ~0.85 nats low and most intervals cover (20 of 24).
+    # slowly and the slab's sheets sum z = 2 pi m (one set on the torus) hold their own minima of
+    # the spring, 2.5 above the anchor's: random walks whose chains all start at the anchor come
+    # out ~1.9 nats low with intervals that miss (the session-39 referee's set), and started among
+    # 256 uniform draws inside the slab (as members' starts that reached a basin are), resampled
+    # by each spring's weight, still ~0.85 low. A fifth of the proposals drawn afresh from each
+    # spring's own target (the default) reach every sheet: both unbiased, the intervals covering.
     dim, width, n_basins, n_samples = 8, 0.1, 24, 256
     torus = UniformTorus(dim)
     in_slab = lambda z: np.abs(torus.wrap(z.sum(axis=-1))) < width  # noqa: E731
@@ -97,16 +99,17 @@ def test_chains_started_among_draws_inside_the_basin_cut_the_bias_of_walks_too_s
     centres, samples = draws[:n_basins], draws[n_basins:].reshape(n_basins, n_samples, dim)
     truth = np.log(width / np.pi)
 
-    def measure(basin_samples):
+    def measure(basin_samples, **share):
         return estimate_basin_measures(
             lambda z, basin: _outcome(in_slab(z)), torus, centres, couplings=coupling_schedule(100.0, 17), n_chains=8,
-            n_steps=2000, n_burn=500, n_reference=1000, seed=3, basin_samples=basin_samples,
+            n_steps=2000, n_burn=500, n_reference=1000, seed=3, basin_samples=basin_samples, **share,
         )
 
+    walked = measure(None, independent_share=0.0)
+    assert walked["log_measure"].values.mean() < truth - 1.3 and _covered(walked, truth).mean() <= 0.25
     anchored, spread = measure(None), measure(list(samples))
-    assert anchored["log_measure"].values.mean() < truth - 1.3 and _covered(anchored, truth).mean() <= 0.25
-    assert spread["log_measure"].values.mean() > anchored["log_measure"].values.mean() + 0.8
-    assert abs(spread["log_measure"].values.mean() - truth) < 1.0 and _covered(spread, truth).mean() >= 0.6
+    for result in (anchored, spread):
+        assert abs(result["log_measure"].values.mean() - truth) < 0.3 and _covered(result, truth).mean() >= 0.85
     assert (spread["basin_samples"] == n_samples).all() and (anchored["basin_samples"] == 0).all()
 
 
@@ -243,7 +246,7 @@ def test_the_free_spring_energy_is_the_mean_over_the_springs_own_draws(measure):
     # The closed form that replaces the Gaussian integral, against the sampler it describes.
     centre = np.array([[0.5, -1.0, 2.5, 0.1]])
     rng = np.random.default_rng(7)
-    for coupling in (1e-3, 0.5, 4.0, 300.0):
+    for coupling in (0.0, 1e-3, 0.5, 4.0, 300.0):  # k = 0: the measure itself
         draws = measure.sample_reference(centre, coupling, 200_000, rng)
         sampled = 0.5 * np.sum(measure.displacement(draws, centre) ** 2, axis=-1).mean()
         assert measure.free_spring_energy(centre, [coupling])[0, 0] == pytest.approx(sampled, rel=0.01)

@@ -67,6 +67,10 @@ Inside = Callable[[np.ndarray, np.ndarray], np.ndarray]
 #: Target acceptance of the random walk's proposals during burn-in (Gelman et al. 1996 give
 #: 0.23 for Gaussian targets in high dimension; a confined walk accepts less at equal step).
 TARGET_ACCEPTANCE = 0.25
+#: Share of the walk's proposals drawn afresh from the spring's own target without the basin
+#: (mu(z) exp(-k s(z)), exactly; taken wherever it falls inside): the moves that reach the parts
+#: of a basin a random walk from the anchor does not (planted slabs: see the module).
+INDEPENDENT_SHARE = 0.2
 
 
 class GaussianMeasure:
@@ -90,10 +94,15 @@ class GaussianMeasure:
         scale = 1.0 / (1.0 + np.asarray(couplings))
         return 0.5 * (self.dim * scale + np.sum(centre**2, axis=-1)[:, None] * scale**2)
 
+    def sample_spring(self, centres, couplings, rng):
+        """One draw a row from mu(z) exp(-k |z - z0|^2 / 2), normalized, at its own centre
+        ``(point, dim)`` and coupling ``(point,)``: N(k z0 / (1 + k), 1 / (1 + k))."""
+        k = np.asarray(couplings, dtype=np.float64)[:, None]
+        return k * centres / (1 + k) + rng.standard_normal(np.shape(centres)) / np.sqrt(1 + k)
+
     def sample_reference(self, centre, coupling, n, rng):
-        """Draws from mu(z) exp(-k |z - z0|^2 / 2), normalized: N(k z0 / (1 + k), 1 / (1 + k))."""
-        k = coupling
-        return k * centre / (1 + k) + rng.standard_normal((n, *np.shape(centre))) / np.sqrt(1 + k)
+        """``n`` draws ``(draw, basin, dim)`` of the spring at ``coupling`` about each ``centre``."""
+        return _reference_draws(self, centre, coupling, n, rng)
 
 
 class UniformTorus:
@@ -121,11 +130,29 @@ class UniformTorus:
         variance = np.where(k < 1e-6, np.pi**2 / 3 * (1 - 2 * np.pi**2 * k / 15), truncated)  # series near k = 0
         return np.broadcast_to(0.5 * self.dim * variance, (len(centre), len(k)))
 
+    def sample_spring(self, centres, couplings, rng):
+        """One draw a row from the wrapped spring exp(-k s(z)) at its own centre ``(point, dim)``
+        and coupling ``(point,)``: N(0, 1 / k) truncated to [-pi, pi) per coordinate about z0
+        (by its inverse distribution function), the uniform at k = 0."""
+        k = np.broadcast_to(np.asarray(couplings, dtype=np.float64)[:, None], np.shape(centres))
+        uniform = rng.uniform(size=np.shape(centres))
+        bound = np.pi * np.sqrt(k)
+        low, high = special.ndtr(-bound), special.ndtr(bound)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            step = np.where(k > 0, special.ndtri(low + uniform * (high - low)) / np.sqrt(k), np.pi * (2 * uniform - 1))
+        return self.wrap(centres + step)
+
     def sample_reference(self, centre, coupling, n, rng):
-        """Draws from the wrapped spring: N(0, 1 / k) truncated to [-pi, pi) per coordinate, about z0."""
-        bound = np.pi * np.sqrt(coupling)
-        step = stats.truncnorm.rvs(-bound, bound, size=(n, *np.shape(centre)), random_state=rng) / np.sqrt(coupling)
-        return self.wrap(centre + step)
+        """``n`` draws ``(draw, basin, dim)`` of the spring at ``coupling`` about each ``centre``."""
+        return _reference_draws(self, centre, coupling, n, rng)
+
+
+def _reference_draws(measure, centre, coupling, n, rng):
+    """``n`` draws ``(draw, basin, dim)`` of ``measure``'s spring at one ``coupling`` about each
+    ``centre (basin, dim)`` (:meth:`GaussianMeasure.sample_spring`)."""
+    centres = np.broadcast_to(np.asarray(centre, dtype=np.float64), (n, *np.shape(centre)))
+    flat = centres.reshape(-1, centres.shape[-1])
+    return measure.sample_spring(flat, np.full(len(flat), float(coupling)), rng).reshape(centres.shape)
 
 
 def coupling_schedule(largest: float, n_couplings: int) -> np.ndarray:
@@ -149,6 +176,7 @@ def estimate_basin_measures(
     basin_ids: np.ndarray | None = None,
     confidence_z: float = 1.96,
     basin_samples: list[np.ndarray] | None = None,
+    independent_share: float = INDEPENDENT_SHARE,
 ) -> xr.Dataset:
     """ln of each basin's measure under ``measure``, by thermodynamic integration.
 
@@ -182,6 +210,10 @@ def estimate_basin_measures(
         among them and the centre, drawn with weights exp(-k s(z)) (sampling-importance
         resampling of the spring's target); chains that share a draw count as one in the
         standard error. Default: every chain at its basin's centre.
+    independent_share : float
+        Share of each chain's proposals drawn from its spring's target without the basin
+        (independence Metropolis-Hastings: such a draw is taken wherever it lies inside), the
+        others a random walk's; 0 for the random walk alone.
 
     Returns
     -------
@@ -200,15 +232,16 @@ def estimate_basin_measures(
     centres = np.atleast_2d(np.asarray(centres, dtype=np.float64))
     if centres.shape[1] != measure.dim:
         raise ValueError(f"centres have {centres.shape[1]} coordinates, the measure {measure.dim}")
-    if n_chains < 2 or n_burn < 1 or n_steps <= n_burn or n_reference < 1:
+    if n_chains < 2 or n_burn < 1 or n_steps <= n_burn or n_reference < 1 or not 0 <= independent_share < 1:
         raise ValueError(f"n_chains={n_chains} (>= 2), n_burn={n_burn} (>= 1), n_steps={n_steps} (> n_burn), "
-                         f"n_reference={n_reference} (>= 1)")
+                         f"n_reference={n_reference} (>= 1), independent_share={independent_share} (in [0, 1))")
     rng = np.random.default_rng(seed)
     samples = _checked_samples(inside, measure, centres, basin_samples)  # not runs of the walk: uncounted
     inside = _counted(inside, len(centres))
     reference = _reference_fraction(inside, measure, centres, couplings[-1], n_reference, rng)
     starts = _chain_starts(measure, centres, samples, couplings, n_chains, rng)
-    walk = _walk(inside, measure, centres, starts, couplings, n_steps=n_steps, n_burn=n_burn, rng=rng)
+    walk = _walk(inside, measure, centres, starts, couplings, n_steps=n_steps, n_burn=n_burn, rng=rng,
+                 independent_share=independent_share)
     free = measure.free_spring_energy(centres, couplings)
     integral, integral_se, integral_dof, quadrature_error = _integrate(
         couplings, walk["mean"] - free, walk["se"], walk["dof"])
@@ -314,10 +347,17 @@ def _chain_starts(measure, centres, samples, couplings, n_chains, rng):
     return starts, which
 
 
-def _walk(inside, measure, centres, starts, couplings, *, n_steps, n_burn, rng):
-    """Random walks confined to each basin under each spring, from ``starts (basin, coupling,
-    chain, dim)`` and which sample each is ``(basin, coupling, chain)``; <s>_k per chain after
-    burn-in."""
+def _walk(inside, measure, centres, starts, couplings, *, n_steps, n_burn, rng, independent_share):
+    """Walks confined to each basin under each spring, from ``starts (basin, coupling, chain,
+    dim)`` and which sample each is ``(basin, coupling, chain)``; <s>_k per chain after burn-in.
+
+    Each proposal is, with probability ``independent_share``, a fresh draw of the spring's
+    target without the basin, mu(z) exp(-k s(z)): its Metropolis-Hastings ratio is 1, so it is
+    taken wherever the dynamics put it inside; else a random walk's step, taken by Metropolis'
+    test and the dynamics. Each kernel leaves the confined target invariant, so their mixture
+    does. The random walk explores near where a chain is; the fresh draws reach every part of
+    the basin the spring weighs, at the rate of its mass there (from mu(B) at k = 0 to the
+    reference fraction at the strongest spring)."""
     starts, start_ids = starts
     n_basins, _, n_chains, dim = starts.shape
     shape = (n_basins, len(couplings), n_chains)
@@ -329,15 +369,20 @@ def _walk(inside, measure, centres, starts, couplings, *, n_steps, n_burn, rng):
     step = np.broadcast_to(2.38 / np.sqrt(dim * (1 + couplings))[None, :], shape[:2]).copy()
     kept = n_steps - n_burn
     energy_sum, accepted_sum = np.zeros((2, *shape)), np.zeros(shape)  # first and second half of the kept steps
+    every_coupling = np.broadcast_to(k, shape)
     for t in range(n_steps):
         proposal = measure.wrap(z + step[..., None, None] * rng.standard_normal(z.shape))
+        fresh = rng.uniform(size=shape) < independent_share
+        proposal[fresh] = measure.sample_spring(anchor[fresh], every_coupling[fresh], rng)
         proposed_log_target = measure.log_density(proposal) - k * _spring(measure, proposal, anchor)
-        passes = np.log(rng.uniform(size=shape)) < proposed_log_target - log_target
+        passes = fresh | (np.log(rng.uniform(size=shape)) < proposed_log_target - log_target)
         moved = np.zeros(shape, dtype=bool)
         moved[passes] = inside(proposal[passes], basin[passes]) == RETURNED
         z[moved], log_target[moved] = proposal[moved], proposed_log_target[moved]
-        if t < n_burn:  # Robbins-Monro on ln(step), per basin and coupling; fixed afterwards
-            step *= np.exp((moved.mean(axis=2) - TARGET_ACCEPTANCE) / np.sqrt(1 + t) * 2)
+        if t < n_burn:  # Robbins-Monro on ln(step) from the random walk's moves, per basin and coupling
+            walked = ~fresh
+            rate = (moved & walked).sum(axis=2) / np.maximum(walked.sum(axis=2), 1)
+            step *= np.exp((rate - TARGET_ACCEPTANCE) / np.sqrt(1 + t) * 2)
         else:
             energy_sum[int(t - n_burn >= kept // 2)] += _spring(measure, z, anchor)
             accepted_sum += moved
