@@ -394,6 +394,7 @@ class _Decompositions:
         ``curvature_tol`` (all of them where the factor is Cholesky's)."""
         step = torch.empty_like(grad)
         eigen = self.by_eigenvalues[rows]
+        self.left_alone[rows] = 0.0  # a member now factored by Cholesky leaves nothing alone
         cholesky = rows[~eigen]
         if 3 * len(cholesky) > len(self.factors):
             # Solving every member's system reads each factor once; gathering a third of them
