@@ -89,8 +89,8 @@ def test_fresh_draws_of_the_spring_reach_the_whole_slab_that_random_walks_from_t
     # the spring, 2.5 above the anchor's: random walks whose chains all start at the anchor come
     # out ~1.9 nats low with intervals that miss (the session-39 referee's set), and started among
     # 256 uniform draws inside the slab (as members' starts that reached a basin are), resampled
-    # by each spring's weight, still ~0.85 low. Two fifths of the proposals drawn afresh from
-    # each spring's own target (the default) reach every sheet: both unbiased, the intervals covering.
+    # by each spring's weight, still ~0.85 low. A fifth of the proposals drawn afresh from each
+    # spring's own target (the default) reach every sheet: both unbiased, the intervals covering.
     dim, width, n_basins, n_samples = 8, 0.1, 24, 256
     torus = UniformTorus(dim)
     in_slab = lambda z: np.abs(torus.wrap(z.sum(axis=-1))) < width  # noqa: E731
