@@ -110,6 +110,12 @@ def test_fresh_draws_of_the_spring_reach_the_whole_slab_that_random_walks_from_t
     anchored, spread = measure(None), measure(list(samples))
     for result in (anchored, spread):
         assert abs(result["log_measure"].values.mean() - truth) < 0.3 and _covered(result, truth).mean() >= 0.85
+    # The free spring's fresh draws are draws of the measure: their share inside counts it directly
+    # (~3 200 draws a basin, ~100 inside).
+    by_draws = anchored["log_measure_by_draws"].values
+    held = (anchored["log_measure_by_draws_low"].values <= truth) & (truth <= anchored["log_measure_by_draws_high"].values)
+    assert abs(by_draws.mean() - truth) < 0.1 and held.mean() >= 0.85
+    assert (anchored["fresh_draws"].sel(coupling=0.0) > 3000).all()
     assert (spread["basin_samples"] == n_samples).all() and (anchored["basin_samples"] == 0).all()
 
 

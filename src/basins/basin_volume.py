@@ -63,6 +63,7 @@ from scipy import integrate, special, stats
 from basins.io import variable_attrs
 from basins.labels import RETURNED, UNDECIDED
 from basins.rays import run_outcomes
+from basins.stats import wilson_interval
 
 log = logging.getLogger(__name__)
 
@@ -381,6 +382,9 @@ def _walk(inside, measure, centres, starts, couplings, *, n_steps, n_burn, rng, 
     step = np.broadcast_to(2.38 / np.sqrt(dim * (1 + couplings))[None, :], shape[:2]).copy()
     kept = n_steps - n_burn
     energy_sum, accepted_sum = np.zeros((2, *shape)), np.zeros(shape)  # first and second half of the kept steps
+    # Fresh draws are independent of the chains' states: every one, burn-in's too, is a draw of
+    # the spring's target, and the share inside estimates that target's mass in the basin.
+    fresh_draws, fresh_inside = np.zeros(shape[:2]), np.zeros(shape[:2])
     every_coupling = np.broadcast_to(k, shape)
     for t in range(n_steps):
         proposal = measure.wrap(z + step[..., None, None] * rng.standard_normal(z.shape))
@@ -391,6 +395,8 @@ def _walk(inside, measure, centres, starts, couplings, *, n_steps, n_burn, rng, 
         moved = np.zeros(shape, dtype=bool)
         moved[passes] = inside(proposal[passes], basin[passes]) == RETURNED
         z[moved], log_target[moved] = proposal[moved], proposed_log_target[moved]
+        fresh_draws += fresh.sum(axis=2)
+        fresh_inside += (fresh & moved).sum(axis=2)
         if t < n_burn:  # Robbins-Monro on ln(step) from the random walk's moves, per basin and coupling
             walked = ~fresh
             rate = (moved & walked).sum(axis=2) / np.maximum(walked.sum(axis=2), 1)
@@ -412,6 +418,28 @@ def _walk(inside, measure, centres, starts, couplings, *, n_steps, n_burn, rng, 
         "half_means": halves.mean(axis=3),  # (half, basin, coupling)
         "acceptance": accepted_sum.mean(axis=2) / kept,
         "step": step,
+        "fresh_draws": fresh_draws,
+        "fresh_inside": fresh_inside,
+    }
+
+
+def _measure_by_draws(inside, draws, z, per_basin):
+    """ln of each basin's measure from the fresh draws of the free spring (the initial measure
+    itself) that fell inside, ``inside`` of ``draws`` per basin, with its Wilson interval: a check
+    of the integration by plain counting, where the basin is large enough to be hit (no hit:
+    the low end is -inf and the high end an upper bound)."""
+    fraction, low, high = (np.full(len(draws), np.nan) for _ in range(3))
+    for basin, (hits, n) in enumerate(zip(inside, draws)):
+        if n > 0:
+            fraction[basin] = hits / n
+            low[basin], high[basin] = wilson_interval(hits, int(n), z)
+    with np.errstate(divide="ignore"):
+        logs = [np.log(values) for values in (fraction, low, high)]
+    return {
+        "log_measure_by_draws": per_basin(logs[0], "ln of the share of the free spring's fresh draws inside the basin",
+                                          note="a count of draws of the initial measure, beside log_measure"),
+        "log_measure_by_draws_low": per_basin(logs[1], "lower end of the Wilson interval of log_measure_by_draws"),
+        "log_measure_by_draws_high": per_basin(logs[2], "upper end of the Wilson interval of log_measure_by_draws"),
     }
 
 
@@ -506,6 +534,12 @@ def _as_dataset(ids, couplings, walk, log_measure, se, dof, quadrature_error, in
             "acceptance": per_coupling(walk["acceptance"], "fraction of the walk's steps that moved after burn-in",
                                        note="random-walk steps and fresh draws of the spring together"),
             "step_size": per_coupling(walk["step"], "proposal step of the walk after burn-in (whitened units)"),
+            "fresh_draws": per_coupling(walk["fresh_draws"], "fresh draws of the spring's target proposed"),
+            "fresh_inside_fraction": per_coupling(
+                walk["fresh_inside"] / np.maximum(walk["fresh_draws"], 1),
+                "fraction of the fresh draws of the spring's target that lie in the basin",
+                note="at coupling 0 an estimate of the basin's measure independent of the integration"),
+            **_measure_by_draws(walk["fresh_inside"][:, 0], walk["fresh_draws"][:, 0], z, per_basin),
         },
         coords={
             "minimum": ("minimum", ids, variable_attrs("basin (catalog index)")),
