@@ -239,7 +239,10 @@ def estimate_basin_measures(
         basin has no estimate: nan), ``basin_samples`` (draws used; 0 where none were given);
         per ``basin`` and
         ``coupling``: ``mean_spring_energy`` <s>_k with ``_se``, ``start_clusters`` (distinct
-        starts of its chains), ``acceptance``, ``step_size``.
+        starts of its chains), ``acceptance``, ``step_size``, ``fresh_draws`` and
+        ``fresh_inside_fraction``; per ``basin`` ``log_measure_by_draws`` with its Wilson
+        interval (``_low``, ``_high``): the basin counted by the free spring's fresh draws,
+        which are draws of ``measure`` itself.
     """
     couplings = _checked_couplings(couplings)
     centres = np.atleast_2d(np.asarray(centres, dtype=np.float64))
