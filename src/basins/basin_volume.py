@@ -539,7 +539,7 @@ def _as_dataset(ids, couplings, walk, log_measure, se, dof, quadrature_error, in
             "step_size": per_coupling(walk["step"], "proposal step of the walk after burn-in (whitened units)"),
             "fresh_draws": per_coupling(walk["fresh_draws"], "fresh draws of the spring's target proposed"),
             "fresh_inside_fraction": per_coupling(
-                walk["fresh_inside"] / np.maximum(walk["fresh_draws"], 1),
+                np.where(walk["fresh_draws"] > 0, walk["fresh_inside"] / np.maximum(walk["fresh_draws"], 1), np.nan),
                 "fraction of the fresh draws of the spring's target that lie in the basin",
                 note="at coupling 0 an estimate of the basin's measure independent of the integration"),
             **_measure_by_draws(walk["fresh_inside"][:, 0], walk["fresh_draws"][:, 0], z, per_basin),
