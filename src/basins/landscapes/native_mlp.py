@@ -113,13 +113,10 @@ class NativeMLP:
 
     def _block(self, theta, sizes, losses, grads, first, stop, thread):
         scratch = self._scratch(thread)
-        size = 8  # bytes of a double and of an int64
-        n_params = theta.shape[1]
         self.library.native_mlp_loss_and_gradient(
-            stop - first, theta.data_ptr() + first * n_params * size, losses.data_ptr() + first * size,
-            grads.data_ptr() + first * n_params * size, self.n_features, self.width, self.n_samples,
-            self.x.data_ptr(), self.y.data_ptr(), None if sizes is None else sizes.data_ptr() + first * size,
-            *self.settings, scratch.data_ptr(),
+            stop - first, _row_pointer(theta, first), _row_pointer(losses, first), _row_pointer(grads, first),
+            self.n_features, self.width, self.n_samples, self.x.data_ptr(), self.y.data_ptr(),
+            None if sizes is None else _row_pointer(sizes, first), *self.settings, scratch.data_ptr(),
         )
 
     def _scratch(self, thread, doubles=None):
@@ -148,12 +145,10 @@ class NativeMLP:
         network = (self.n_features, self.width, self.n_samples, self.x.data_ptr(), self.y.data_ptr(), *self.settings)
 
         def block(first_member, stop, thread):
-            def at(tensor):
-                return tensor.data_ptr() + first_member * tensor.stride(0) * tensor.element_size()
-
+            rows = (_row_pointer(tensor, first_member) for tensor in (theta, slope, h, stages))
             self.library.native_mlp_chebyshev_stages(
-                stop - first_member, at(theta), at(slope), at(h), at(stages), *(t.data_ptr() for t in (first, *square)),
-                len(first), at(out), *network, self._scratch(thread, doubles).data_ptr(),
+                stop - first_member, *rows, *(t.data_ptr() for t in (first, *square)),
+                len(first), _row_pointer(out, first_member), *network, self._scratch(thread, doubles).data_ptr(),
             )
 
         _split(theta.shape[0], block)
@@ -189,7 +184,7 @@ class NativeMLP:
         settings = (float(grad_tol), float(divergence_threshold))
 
         def block(rows, first_step, n_steps, first, stop, thread):
-            pointers = [row.data_ptr() + first * row.stride(0) * row.element_size() for row in rows]
+            pointers = [_row_pointer(row, first) for row in rows]
             function(stop - first, *pointers, int(first_step), int(n_steps), *arguments, *settings, *network,
                      self._scratch(thread, doubles).data_ptr())
 
@@ -204,6 +199,11 @@ class NativeMLP:
 
         run.tableau = tensors  # the C loop reads them through their pointers
         return run
+
+
+def _row_pointer(tensor: torch.Tensor, row: int) -> int:
+    """The address of row ``row`` of a contiguous tensor with one row per member."""
+    return tensor.data_ptr() + row * tensor.stride(0) * tensor.element_size()
 
 
 def _check_buffers(buffers, n_params):
