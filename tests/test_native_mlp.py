@@ -1,4 +1,5 @@
-"""The C kernel of the one-hidden-layer networks' objective against torch's hand-derived pass."""
+"""The C kernel of the networks' objective (one output, one or more hidden layers) against torch's
+hand-derived pass."""
 
 import logging
 import os
@@ -32,9 +33,10 @@ def torch_pass(objective, theta):
 @pytest.mark.parametrize("loss", sorted(native_mlp.LOSS_CODES))
 @pytest.mark.parametrize("activation", sorted(native_mlp.ACTIVATION_CODES))
 @pytest.mark.parametrize("bias", [True, False])
-def test_the_kernel_equals_torch_s_pass(loss, activation, bias):
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_the_kernel_equals_torch_s_pass(loss, activation, bias, depth):
     x, y = problem()
-    arch = Architecture(n_inputs=6, n_outputs=1, depth=1, width=5, activation=activation, bias=bias)
+    arch = Architecture(n_inputs=6, n_outputs=1, depth=depth, width=5, activation=activation, bias=bias)
     options = dict(loss=loss, margin=0.7, l2=1e-2, beta=3.0 if loss == "cross_entropy" else 1.0)
     objective = FusedMLPObjective(arch, x, y, **options)
     assert objective.native is not None
@@ -47,14 +49,14 @@ def test_the_kernel_equals_torch_s_pass(loss, activation, bias):
 
 
 
-@pytest.mark.parametrize("loss", ["quadratic_hinge", "hinge", "mse"])
-def test_each_member_s_mean_over_its_own_prefix_equals_the_jamming_sweep_s_torch_pass(loss):
+@pytest.mark.parametrize("loss, depth", [("quadratic_hinge", 1), ("hinge", 1), ("mse", 1), ("quadratic_hinge", 2)])
+def test_each_member_s_mean_over_its_own_prefix_equals_the_jamming_sweep_s_torch_pass(loss, depth):
     """The jamming sweep's members fit nested prefixes of one pool: the kernel with ``sizes``
     equals torch's pass with each member's prefix as sample weights."""
     from basins.jamming import PrefixObjective
 
     x, y = problem(n_samples=41)
-    arch = Architecture(n_inputs=6, n_outputs=1, depth=1, width=5, activation="relu", bias=True)
+    arch = Architecture(n_inputs=6, n_outputs=1, depth=depth, width=5, activation="relu", bias=True)
     sizes = torch.tensor([1, 7, 20, 41, 33])
     objective = PrefixObjective(arch, x, y, sizes, loss, 1.0, l2=1e-3)
     assert objective._native is not None
@@ -69,11 +71,12 @@ def test_each_member_s_mean_over_its_own_prefix_equals_the_jamming_sweep_s_torch
         kernel(theta, torch.tensor([1, 7, 20, 42, 33]))
 
 
-def test_a_member_s_prefix_result_does_not_depend_on_the_longer_prefixes_beside_it():
+@pytest.mark.parametrize("depth", [1, 2])
+def test_a_member_s_prefix_result_does_not_depend_on_the_longer_prefixes_beside_it(depth):
     """Members run eight to a group through the group's longest prefix: the samples beyond a
     member's own weigh nothing, to the bit (alone, beside longer ones, in another lane)."""
     x, y = problem(n_samples=45)
-    arch = Architecture(n_inputs=6, n_outputs=1, depth=1, width=5, activation="relu", bias=True)
+    arch = Architecture(n_inputs=6, n_outputs=1, depth=depth, width=5, activation="relu", bias=True)
     kernel = native_mlp.kernel_for(arch, x, y, loss="quadratic_hinge", margin=1.0, l2=0.0, beta=1.0)
     theta = torch.as_tensor(initial_parameters(arch, np.arange(11), seed=3, init="orthogonal"))
     sizes = torch.tensor([3, 45, 17, 29, 45, 1, 38, 9, 45, 22, 13])
@@ -85,11 +88,12 @@ def test_a_member_s_prefix_result_does_not_depend_on_the_longer_prefixes_beside_
     assert torch.equal(flipped[0], losses.flip(0)) and torch.equal(flipped[1], grads.flip(0))
 
 
-def test_a_member_s_result_does_not_depend_on_the_others_or_the_threads():
+@pytest.mark.parametrize("depth", [1, 3])
+def test_a_member_s_result_does_not_depend_on_the_others_or_the_threads(depth):
     """Shard invariance: a member's loss and gradient are the same bits alone, in a block of
     others, and with the members split between threads."""
     x, y = problem(n_samples=61)
-    arch = Architecture(n_inputs=6, n_outputs=1, depth=1, width=7, activation="tanh")
+    arch = Architecture(n_inputs=6, n_outputs=1, depth=depth, width=7, activation="tanh")
     objective = FusedMLPObjective(arch, x, y, loss="cross_entropy", margin=1.0, l2=1e-2)
     theta = torch.as_tensor(initial_parameters(arch, np.arange(300), seed=2, init="gaussian"))
     threads = torch.get_num_threads()
@@ -109,7 +113,7 @@ def test_a_member_s_result_does_not_depend_on_the_others_or_the_threads():
 
 @pytest.mark.parametrize(
     "arch, dtype, beta",
-    [(Architecture(6, 1, 2, 4, "tanh"), torch.float64, 1.0), (Architecture(6, 1, 1, 4, "erf"), torch.float64, 1.0),
+    [(Architecture(6, 1, 0, 0, "tanh"), torch.float64, 1.0), (Architecture(6, 1, 1, 4, "erf"), torch.float64, 1.0),
      (Architecture(6, 3, 1, 4, "tanh"), torch.float64, 1.0), (Architecture(6, 1, 1, 4, "tanh"), torch.float32, 1.0),
      (Architecture(6, 1, 1, 4, "tanh"), torch.float64, torch.tensor(2.0))],
 )

@@ -31,8 +31,8 @@ if native_mlp.library() is None:
 N_MEMBERS = 40
 
 
-def network(loss="mse", activation="tanh", bias=True, l2=0.01):
-    arch = Architecture(n_inputs=3, n_outputs=1, depth=1, width=4, activation=activation, bias=bias)
+def network(loss="mse", activation="tanh", bias=True, l2=0.01, depth=1):
+    arch = Architecture(n_inputs=3, n_outputs=1, depth=depth, width=4, activation=activation, bias=bias)
     generator = np.random.default_rng(0)
     x, y = generator.normal(size=(30, 3)), np.sign(generator.normal(size=30))
     x_t, y_t = data_tensors(arch, x, y, dtype=torch.float64, device="cpu")
@@ -60,19 +60,20 @@ def test_the_compiled_loop_is_the_default_for_the_kernel_s_networks():
     assert objective.compiled_steps(make_stepper("gradient_flow", lr=0.1, integrator="rosenbrock"), **stops) is None
 
 
-@pytest.mark.parametrize("loss, activation, bias", [("mse", "tanh", True), ("cross_entropy", "tanh", True),
-                                                    ("quadratic_hinge", "tanh", False), ("mse", "relu", True)])
-def test_gradient_descent_in_c_reproduces_the_step_by_step_loop(loss, activation, bias):
+@pytest.mark.parametrize("loss, activation, bias, depth", [
+    ("mse", "tanh", True, 1), ("cross_entropy", "tanh", True, 1), ("quadratic_hinge", "tanh", False, 1),
+    ("mse", "relu", True, 1), ("mse", "tanh", True, 2), ("quadratic_hinge", "relu", True, 3)])
+def test_gradient_descent_in_c_reproduces_the_step_by_step_loop(loss, activation, bias, depth):
     # Members converge at many different steps, some spend the budget (the ReLU networks all of
     # it, stepping across kinks): statuses, step counts, points and loss histories bit for bit
     # (theta - lr grad rounded twice, as torch's two kernels round it: an FMA's one rounding
     # differs in the last bits, which the dynamics can amplify into another outcome); gradient
     # norms to the round-off of their sums' order.
-    objective, starts = network(loss, activation, bias)
+    objective, starts = network(loss, activation, bias, depth=depth)
     compiled, plain = (run(objective, starts, windowed) for windowed in (None, False))
     np.testing.assert_array_equal(compiled.status, plain.status)
     np.testing.assert_array_equal(compiled.steps, plain.steps)
-    if activation == "tanh":
+    if activation == "tanh" and depth == 1:  # the deeper networks spend the 3000 steps
         assert len(np.unique(plain.steps)) > 5 and (plain.status == CONVERGED).any()
     np.testing.assert_array_equal(compiled.final_theta, plain.final_theta)
     np.testing.assert_array_equal(compiled.loss_history, plain.loss_history)

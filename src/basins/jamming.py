@@ -100,8 +100,8 @@ class PrefixObjective:
 
     def __call__(self, theta, batch):
         """Loss and gradient of :meth:`member_losses` by the C kernel of
-        :mod:`basins.landscapes.native_mlp` where it covers the network (one hidden layer, one
-        shared pool: 5x the torch pass at the default sweep's depth-1 shape), else by the
+        :mod:`basins.landscapes.native_mlp` where it covers the network (hidden layers, one
+        shared pool: 3-5x the torch pass at the default sweep's depth-1 and depth-2 shapes), else by the
         hand-derived pass of :mod:`basins.landscapes.fused_mlp` (each member's mean over its own
         prefix as a weighted sum over the pool); both equal autograd of :meth:`member_losses` to
         round-off."""

@@ -16,7 +16,7 @@ round-off of kernels whose blocking depends on the batch size (tests/test_window
 
 An objective may run a window itself, as a compiled loop (``objective.compiled_steps(stepper,
 grad_tol=, divergence_threshold=)``, :class:`CompiledSteps`): the C kernel of the study's
-one-hidden-layer networks steps gd and Dormand-Prince gradient flow so on the CPU, each member's
+networks steps gd and Dormand-Prince gradient flow so on the CPU, each member's
 parameters held in cache through the window (:mod:`basins.landscapes.native_mlp`). gd there
 reproduces the torch loop bit for bit; the adaptive flow's step sizes pass on the last bits of
 exp, log and sums rounded otherwise, so its members end on the same minima, a few steps apart

@@ -47,8 +47,8 @@ class FusedMLPObjective:
     sample indices, one minibatch per member; the loss is the mean over the samples used.
     Constants of the data (labels turned into the loss's factors, one-hot targets) are made once
     here, not at every evaluation. Full-batch evaluations of the networks the C kernel covers
-    (:func:`basins.landscapes.native_mlp.covers`: the study's one-hidden-layer, one-output
-    networks in float64 on the CPU) run in it.
+    (:func:`basins.landscapes.native_mlp.covers`: the study's one-output networks with hidden
+    layers, in float64 on the CPU) run in it.
     """
 
     def __init__(self, arch: Architecture, x, y, *, loss: str, margin: float = 1.0, l2: float = 0.0, beta=1.0):

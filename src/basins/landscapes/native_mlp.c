@@ -1,12 +1,13 @@
-/* Loss and gradient of every member's one-hidden-layer, one-output network, eight (AVX-512) or
+/* Loss and gradient of every member's one-output network of one or more hidden layers, eight (AVX-512) or
    four members at a time; and the engine's gd and Dormand-Prince steps on them, many at a time, and
    the stages of a Runge-Kutta-Chebyshev step (at the end).
 
    The engine's objective for these networks in float64 on the CPU (basins.landscapes.native_mlp
    compiles and loads it; basins.landscapes.fused_mlp.FusedMLPObjective calls it): the same
    function as fused_mlp.loss_and_gradient (tests/test_native_mlp.py: equal to round-off) for
-   one hidden layer, one output, shared inputs, all samples or each member's own prefix of them,
-   tanh, relu or linear units. Members run one per SIMD lane (see LANES), through the
+   hidden layers of equal width (one: the study's networks, a pass written for it; more: the
+   jamming sweep's and the deeper experiments', layer by layer), one output, shared inputs, all
+   samples or each member's own prefix of them, tanh, relu or linear units. Members run one per SIMD lane (see LANES), through the
    samples a block at a time; a group's parameters and gradients (2 x LANES x n_params doubles)
    stay in cache. The transcendental functions are polynomials the compiler vectorizes (exp
    after range reduction, log on [1/2, 1] by the atanh series) to about one ulp: libm's scalar
@@ -124,21 +125,29 @@ static inline lanes activate(lanes z, int activation) {
 enum { BLOCK = 4 };
 _Static_assert(BLOCK == 4, "evaluate's sums over a block are written out for four samples");
 
-/* Parameters of one member: first layer's weights and biases, then the output's. */
-static inline int64_t parameter_count(int64_t d, int64_t h, int bias) { return h * d + h + (bias ? h + 1 : 0); }
+/* Parameters of `depth` hidden layers of h units on d inputs and one output, with biases or
+   without, in basins.landscapes.architecture's order: each layer's (fan_out, fan_in) weights,
+   then its biases. */
+static inline int64_t parameter_count(int64_t d, int64_t h, int64_t depth, int bias) {
+    return h * d + (depth - 1) * h * h + h + (bias ? depth * h + 1 : 0);
+}
+
+/* Activation lanes a block needs: one layer's (one hidden layer), else every layer's and two
+   layers' backward deltas. */
+static inline int64_t activation_lanes(int64_t h, int64_t depth) { return BLOCK * h * (depth == 1 ? 1 : depth + 2); }
 
 /* Samples a pass (callers pad the inputs to a multiple of it). */
 int64_t native_mlp_sample_block(void) { return BLOCK; }
 
 /* Doubles of scratch a call needs: the group's parameters and gradients (n_params lanes
    each) and a block's activations (BLOCK x h lanes). */
-int64_t native_mlp_scratch_doubles(int64_t d, int64_t h, int bias) {
-    return (2 * parameter_count(d, h, bias) + BLOCK * h) * LANES;
+int64_t native_mlp_scratch_doubles(int64_t d, int64_t h, int64_t depth, int bias) {
+    return (2 * parameter_count(d, h, depth, bias) + activation_lanes(h, depth)) * LANES;
 }
 
 /* A network and its data as every entry point takes them (see native_mlp_loss_and_gradient). */
 typedef struct {
-    int64_t d, h, P, n_params;
+    int64_t d, h, depth, P, n_params;
     const double *x, *y;
     int loss, activation, bias;
     double margin, beta, l2;
@@ -173,14 +182,46 @@ static void scatter(int64_t n, const lanes *in, int64_t width, double *rows) {
     }
 }
 
-/* Every lane's loss (returned) and gradient (grad, n_params lanes) at params: the mean over
-   each lane's own samples of the sample loss, plus l2 / 2 |params|^2. hidden: BLOCK x h lanes. */
-static lanes evaluate(const network *net, const lanes *params, lanes *grad, lanes *hidden, const lane_samples *samples) {
-    const int64_t d = net->d, h = net->h, n_params = net->n_params;
+/* The slope of a unit's activation, from its value act. */
+static inline lanes activation_slope(lanes act, int activation) {
+    if (activation == ACT_TANH) return 1.0 - act * act;
+    if (activation == ACT_RELU) return -__builtin_convertvector(act > 0.0, lanes);
+    return broadcast(1.0);
+}
+
+/* The block of samples s0 .. s0 + BLOCK - 1 at outputs out: total plus the lanes' loss over
+   them, added sample by sample (each sample weighing its lane's 1 / count, later samples 0: each
+   lane's mean over its own samples), and in delta the loss's derivative in each output. */
+static inline lanes block_loss(const network *net, const lanes *out, int64_t s0, const lane_samples *samples,
+                               lanes total, lanes *delta) {
+    for (int b = 0; b < BLOCK; b++) {
+        lanes slope;
+        const lanes value = sample_loss(out[b], net->y[s0 + b], net->loss, net->margin, net->beta, &slope);
+        const lanes share = select(s0 + b < samples->count, samples->weight, broadcast(0.0));
+        total += value * share;
+        delta[b] = slope * share;
+    }
+    return total;
+}
+
+/* l2 / 2 |params|^2 added to the loss (returned) and its gradient to grad. */
+static lanes weight_decay(const network *net, const lanes *params, lanes *grad, lanes total) {
+    if (net->l2 == 0.0) return total;
+    lanes square = broadcast(0.0);
+    for (int64_t i = 0; i < net->n_params; i++) {
+        square += params[i] * params[i];
+        grad[i] += net->l2 * params[i];
+    }
+    return total + 0.5 * net->l2 * square;
+}
+
+/* Loss and gradient of a network of one hidden layer (see evaluate). hidden: BLOCK x h lanes. */
+static lanes evaluate_one_layer(const network *net, const lanes *params, lanes *grad, lanes *hidden,
+                                const lane_samples *samples) {
+    const int64_t d = net->d, h = net->h;
     const int bias = net->bias, activation = net->activation;
     const lanes *w1 = params, *b1 = params + h * d, *w2 = b1 + (bias ? h : 0), *b2 = w2 + h;
     lanes *gw1 = grad, *gb1 = grad + h * d, *gw2 = gb1 + (bias ? h : 0), *gb2 = gw2 + h;
-    for (int64_t i = 0; i < n_params; i++) grad[i] = broadcast(0.0);
 
     lanes total = broadcast(0.0);
     for (int64_t s0 = 0; s0 < samples->longest; s0 += BLOCK) {
@@ -201,22 +242,14 @@ static lanes evaluate(const network *net, const lanes *params, lanes *grad, lane
             }
         }
         lanes delta[BLOCK];
-        for (int b = 0; b < BLOCK; b++) {
-            lanes slope;
-            const lanes value = sample_loss(out[b], net->y[s0 + b], net->loss, net->margin, net->beta, &slope);
-            /* each lane's mean over its own samples: later samples weigh 0 */
-            const lanes share = select(s0 + b < samples->count, samples->weight, broadcast(0.0));
-            total += value * share;
-            delta[b] = slope * share;
-        }
+        total = block_loss(net, out, s0, samples, total, delta);
         if (bias) *gb2 += (delta[0] + delta[1]) + (delta[2] + delta[3]);
         for (int64_t j = 0; j < h; j++) {
             lanes back[BLOCK], act[BLOCK];
             for (int b = 0; b < BLOCK; b++) {
                 act[b] = hidden[b * h + j];
                 back[b] = delta[b] * w2[j];
-                if (activation == ACT_TANH) back[b] *= 1.0 - act[b] * act[b];
-                else if (activation == ACT_RELU) back[b] *= -__builtin_convertvector(act[b] > 0.0, lanes);
+                if (activation != ACT_LINEAR) back[b] *= activation_slope(act[b], activation);
             }
             gw2[j] += (delta[0] * act[0] + delta[1] * act[1]) + (delta[2] * act[2] + delta[3] * act[3]);
             if (bias) gb1[j] += (back[0] + back[1]) + (back[2] + back[3]);
@@ -225,20 +258,121 @@ static lanes evaluate(const network *net, const lanes *params, lanes *grad, lane
                 row[k] += (back[0] * xs[0][k] + back[1] * xs[1][k]) + (back[2] * xs[2][k] + back[3] * xs[3][k]);
         }
     }
-    if (net->l2 != 0.0) {
-        lanes square = broadcast(0.0);
-        for (int64_t i = 0; i < n_params; i++) {
-            square += params[i] * params[i];
-            grad[i] += net->l2 * params[i];
+    return total;
+}
+
+/* Where layer `layer` (0 .. depth; depth is the output) starts in the parameters: its weights,
+   then its biases. */
+static inline int64_t layer_offset(const network *net, int64_t layer) {
+    if (layer == 0) return 0;
+    const int64_t bias = net->bias ? net->h : 0;
+    return net->h * net->d + bias + (layer - 1) * (net->h * net->h + bias);
+}
+
+/* units[b * h + j] = act(bias_j + sum_k weights[j, k] source[b * h + k]) for a block: one
+   hidden layer after the first, from the one below (h x h weights). */
+static void layer_forward(const lanes *weights, const lanes *biases, const lanes *source, int64_t h, int activation,
+                          lanes *units) {
+    for (int64_t j = 0; j < h; j++) {
+        const lanes *row = weights + j * h;
+        lanes z[BLOCK];
+        for (int b = 0; b < BLOCK; b++) z[b] = biases ? biases[j] : broadcast(0.0);
+        for (int64_t k = 0; k < h; k++)
+            for (int b = 0; b < BLOCK; b++) z[b] += row[k] * source[b * h + k];
+        for (int b = 0; b < BLOCK; b++) units[b * h + j] = activate(z[b], activation);
+    }
+}
+
+/* Loss and gradient of a network of depth >= 2 hidden layers of h units (see evaluate), the
+   same passes layer by layer: work holds every layer's activations of a block (depth x BLOCK x
+   h lanes) and two layers' backward deltas (BLOCK x h each). */
+static lanes evaluate_layers(const network *net, const lanes *params, lanes *grad, lanes *work,
+                             const lane_samples *samples) {
+    const int64_t d = net->d, h = net->h, depth = net->depth, layer_lanes = BLOCK * h;
+    const int bias = net->bias, activation = net->activation;
+    lanes *back = work + depth * layer_lanes, *below = back + layer_lanes;
+    const lanes *w_out = params + layer_offset(net, depth), *last = work + (depth - 1) * layer_lanes;
+    lanes *gw_out = grad + layer_offset(net, depth);
+
+    lanes total = broadcast(0.0);
+    for (int64_t s0 = 0; s0 < samples->longest; s0 += BLOCK) {
+        const double *xs[BLOCK];
+        for (int b = 0; b < BLOCK; b++) xs[b] = net->x + (s0 + b) * d;
+        /* the first layer, from the shared inputs */
+        for (int64_t j = 0; j < h; j++) {
+            const lanes *row = params + j * d;
+            lanes z[BLOCK];
+            for (int b = 0; b < BLOCK; b++) z[b] = bias ? params[h * d + j] : broadcast(0.0);
+            for (int64_t k = 0; k < d; k++)
+                for (int b = 0; b < BLOCK; b++) z[b] += row[k] * xs[b][k];
+            for (int b = 0; b < BLOCK; b++) work[b * h + j] = activate(z[b], activation);
         }
-        total += 0.5 * net->l2 * square;
+        for (int64_t layer = 1; layer < depth; layer++) {
+            const lanes *weights = params + layer_offset(net, layer);
+            layer_forward(weights, bias ? weights + h * h : NULL, work + (layer - 1) * layer_lanes, h, activation,
+                          work + layer * layer_lanes);
+        }
+        lanes out[BLOCK], delta[BLOCK];
+        for (int b = 0; b < BLOCK; b++) {
+            out[b] = bias ? w_out[h] : broadcast(0.0);
+            for (int64_t j = 0; j < h; j++) out[b] += w_out[j] * last[b * h + j];
+        }
+        total = block_loss(net, out, s0, samples, total, delta);
+        /* the output layer's gradient, and the last hidden layer's deltas */
+        if (bias) gw_out[h] += (delta[0] + delta[1]) + (delta[2] + delta[3]);
+        for (int64_t j = 0; j < h; j++) {
+            const lanes *act = last + j;
+            gw_out[j] += (delta[0] * act[0] + delta[1] * act[h]) + (delta[2] * act[2 * h] + delta[3] * act[3 * h]);
+            for (int b = 0; b < BLOCK; b++) back[b * h + j] = delta[b] * w_out[j] * activation_slope(act[b * h], activation);
+        }
+        /* hidden layers depth - 1 .. 1: their weights' gradient, then the deltas of the layer below */
+        for (int64_t layer = depth - 1; layer >= 1; layer--) {
+            const lanes *weights = params + layer_offset(net, layer), *source = work + (layer - 1) * layer_lanes;
+            lanes *g_weights = grad + layer_offset(net, layer);
+            for (int64_t j = 0; j < h; j++) {
+                const lanes *delta_j = back + j;
+                if (bias) g_weights[h * h + j] += (delta_j[0] + delta_j[h]) + (delta_j[2 * h] + delta_j[3 * h]);
+                for (int64_t k = 0; k < h; k++)
+                    g_weights[j * h + k] += (delta_j[0] * source[k] + delta_j[h] * source[h + k])
+                                            + (delta_j[2 * h] * source[2 * h + k] + delta_j[3 * h] * source[3 * h + k]);
+            }
+            for (int b = 0; b < BLOCK; b++)
+                for (int64_t k = 0; k < h; k++) {
+                    lanes sum = broadcast(0.0);
+                    for (int64_t j = 0; j < h; j++) sum += back[b * h + j] * weights[j * h + k];
+                    below[b * h + k] = sum * activation_slope(source[b * h + k], activation);
+                }
+            lanes *swap = back;
+            back = below;
+            below = swap;
+        }
+        /* the first layer's gradient, from the shared inputs */
+        for (int64_t j = 0; j < h; j++) {
+            const lanes *delta_j = back + j;
+            if (bias) grad[h * d + j] += (delta_j[0] + delta_j[h]) + (delta_j[2 * h] + delta_j[3 * h]);
+            lanes *row = grad + j * d;
+            for (int64_t k = 0; k < d; k++)
+                row[k] += (delta_j[0] * xs[0][k] + delta_j[h] * xs[1][k])
+                          + (delta_j[2 * h] * xs[2][k] + delta_j[3 * h] * xs[3][k]);
+        }
     }
     return total;
 }
 
-static network network_of(int64_t d, int64_t h, int64_t P, const double *x, const double *y, int loss,
-                          int activation, int bias, double margin, double beta, double l2) {
-    return (network){.d = d, .h = h, .P = P, .n_params = parameter_count(d, h, bias), .x = x, .y = y,
+/* Every lane's loss (returned) and gradient (grad, n_params lanes) at params: the mean over
+   each lane's own samples of the sample loss, plus l2 / 2 |params|^2. work: activation_lanes
+   (h, depth) lanes. */
+static lanes evaluate(const network *net, const lanes *params, lanes *grad, lanes *work, const lane_samples *samples) {
+    for (int64_t i = 0; i < net->n_params; i++) grad[i] = broadcast(0.0);
+    const lanes total = net->depth == 1 ? evaluate_one_layer(net, params, grad, work, samples)
+                                        : evaluate_layers(net, params, grad, work, samples);
+    return weight_decay(net, params, grad, total);
+}
+
+static network network_of(int64_t d, int64_t h, int64_t depth, int64_t P, const double *x, const double *y,
+                          int loss, int activation, int bias, double margin, double beta, double l2) {
+    return (network){.d = d, .h = h, .depth = depth, .P = P, .n_params = parameter_count(d, h, depth, bias),
+                     .x = x, .y = y,
                      .loss = loss, .activation = activation, .bias = bias, .margin = margin, .beta = beta,
                      .l2 = l2};
 }
@@ -247,12 +381,12 @@ static network network_of(int64_t d, int64_t h, int64_t P, const double *x, cons
    n_params), each the mean over its first sizes[m] of the P samples (all P where sizes is NULL:
    the jamming sweep's members fit nested prefixes of one pool). x: (padded, d) inputs,
    sample-major, y: (padded,) labels, padded with finite values to a multiple of BLOCK samples
-   (they weigh 0); scratch: native_mlp_scratch_doubles(d, h, bias) doubles. */
+   (they weigh 0); scratch: native_mlp_scratch_doubles(d, h, depth, bias) doubles. */
 void native_mlp_loss_and_gradient(int64_t n_members, const double *theta, double *losses, double *grads,
-                                  int64_t d, int64_t h, int64_t P, const double *x, const double *y,
+                                  int64_t d, int64_t h, int64_t depth, int64_t P, const double *x, const double *y,
                                   const int64_t *sizes, int loss, int activation, int bias,
                                   double margin, double beta, double l2, double *scratch) {
-    const network net = network_of(d, h, P, x, y, loss, activation, bias, margin, beta, l2);
+    const network net = network_of(d, h, depth, P, x, y, loss, activation, bias, margin, beta, l2);
     lanes *params = (lanes *)scratch, *grad = params + net.n_params, *hidden = grad + net.n_params;
     for (int64_t m = 0; m < n_members; m += LANES) {
         const int64_t n = n_members - m < LANES ? n_members - m : LANES;
@@ -332,8 +466,8 @@ static inline lane_bits mask_of(const int *flags) {
 
 /* Doubles of scratch a window needs: the point, a trial point and seven gradients (the
    Dormand-Prince stages; gd uses one), n_params lanes each, and a block's activations. */
-int64_t native_mlp_steps_scratch_doubles(int64_t d, int64_t h, int bias) {
-    return (9 * parameter_count(d, h, bias) + BLOCK * h) * LANES;
+int64_t native_mlp_steps_scratch_doubles(int64_t d, int64_t h, int64_t depth, int bias) {
+    return (9 * parameter_count(d, h, depth, bias) + activation_lanes(h, depth)) * LANES;
 }
 
 /* n_steps of full-batch gradient descent theta <- theta - lr grad (constant lr, no momentum)
@@ -344,9 +478,9 @@ int64_t native_mlp_steps_scratch_doubles(int64_t d, int64_t h, int bias) {
 void native_mlp_gd_steps(int64_t n_members, double *theta, double *losses, double *grads, int64_t *steps,
                          int64_t *status, int64_t *stop_step, double *grad_norm, int64_t first_step,
                          int64_t n_steps, double lr, double grad_tol, double divergence_threshold,
-                         int64_t d, int64_t h, int64_t P, const double *x, const double *y, int loss,
+                         int64_t d, int64_t h, int64_t depth, int64_t P, const double *x, const double *y, int loss,
                          int activation, int bias, double margin, double beta, double l2, double *scratch) {
-    const network net = network_of(d, h, P, x, y, loss, activation, bias, margin, beta, l2);
+    const network net = network_of(d, h, depth, P, x, y, loss, activation, bias, margin, beta, l2);
     const int64_t n_params = net.n_params;
     const lane_samples samples = all_samples(P);
     /* the layout of native_mlp_steps_scratch_doubles: nine vectors of n_params lanes, then a block */
@@ -405,11 +539,11 @@ void native_mlp_dormand_prince_steps(int64_t n_members, double *theta, double *l
                                      int64_t *status, int64_t *stop_step, double *grad_norm, int64_t first_step,
                                      int64_t n_steps, const double *a, const double *e, double error_exponent,
                                      double rtol, double atol, double max_time, double grad_tol, double divergence_threshold,
-                                     int64_t d, int64_t h, int64_t P, const double *x, const double *y, int loss,
+                                     int64_t d, int64_t h, int64_t depth, int64_t P, const double *x, const double *y, int loss,
                                      int activation, int bias, double margin, double beta, double l2,
                                      double *scratch) {
     enum { STAGES = 7 };
-    const network net = network_of(d, h, P, x, y, loss, activation, bias, margin, beta, l2);
+    const network net = network_of(d, h, depth, P, x, y, loss, activation, bias, margin, beta, l2);
     const int64_t n_params = net.n_params;
     const lane_samples samples = all_samples(P);
     lanes *params = (lanes *)scratch, *stage = params + n_params, *slopes = stage + n_params,
@@ -487,8 +621,8 @@ void native_mlp_dormand_prince_steps(int64_t n_members, double *theta, double *l
 
 /* Doubles of scratch the Chebyshev stages need: the start, its slope, three stage points, a
    gradient and two products, n_params lanes each, and a block's activations. */
-int64_t native_mlp_chebyshev_scratch_doubles(int64_t d, int64_t h, int bias) {
-    return (8 * parameter_count(d, h, bias) + BLOCK * h) * LANES;
+int64_t native_mlp_chebyshev_scratch_doubles(int64_t d, int64_t h, int64_t depth, int bias) {
+    return (8 * parameter_count(d, h, depth, bias) + activation_lanes(h, depth)) * LANES;
 }
 
 /* The stages of a damped Runge-Kutta-Chebyshev step, as ChebyshevFlow._stages
@@ -504,9 +638,9 @@ int64_t native_mlp_chebyshev_scratch_doubles(int64_t d, int64_t h, int bias) {
 void native_mlp_chebyshev_stages(int64_t n_members, const double *theta, const double *slope, const double *h,
                                  const int64_t *stages, const double *first, const double *mu, const double *nu,
                                  const double *mu_slope, const double *a_prev, int64_t table_width, double *out,
-                                 int64_t d, int64_t h_units, int64_t P, const double *x, const double *y, int loss,
+                                 int64_t d, int64_t h_units, int64_t depth, int64_t P, const double *x, const double *y, int loss,
                                  int activation, int bias, double margin, double beta, double l2, double *scratch) {
-    const network net = network_of(d, h_units, P, x, y, loss, activation, bias, margin, beta, l2);
+    const network net = network_of(d, h_units, depth, P, x, y, loss, activation, bias, margin, beta, l2);
     const int64_t n_params = net.n_params;
     const lane_samples samples = all_samples(P);
     lanes *start = (lanes *)scratch, *down = start + n_params, *older = down + n_params, *previous = older + n_params,

@@ -1,7 +1,7 @@
-"""The study's one-hidden-layer networks' loss and gradient by a compiled C kernel.
+"""The study's networks' loss and gradient by a compiled C kernel.
 
 :class:`basins.landscapes.fused_mlp.FusedMLPObjective` evaluates the networks it covers
-(:func:`covers`: one hidden layer of tanh, relu or linear units, one output, float64 on the CPU,
+(:func:`covers`: hidden layers of tanh, relu or linear units, one output, float64 on the CPU,
 all samples) with ``native_mlp.c`` instead of torch's kernels: eight members at a time (four
 without AVX-512), one per SIMD lane, through the samples four at a time, with an exp the compiler vectorizes (timings
 against torch's hand-derived pass: benchmarks/README.md, "One objective evaluation in C"),
@@ -59,10 +59,10 @@ MEMBERS_PER_THREAD = 32
 
 
 def covers(arch, x: torch.Tensor, loss: str, beta) -> bool:
-    """Whether the kernel computes this network's objective: one hidden layer of tanh, relu or
-    linear units, one output, shared float64 inputs on the CPU, a fixed inverse temperature."""
+    """Whether the kernel computes this network's objective: one or more hidden layers of tanh,
+    relu or linear units (a perceptron, depth 0, runs torch's pass), one output, shared float64 inputs on the CPU, a fixed inverse temperature."""
     return (
-        arch.depth == 1
+        arch.depth >= 1
         and arch.n_outputs == 1
         and arch.activation in ACTIVATION_CODES
         and loss in LOSS_CODES
@@ -87,7 +87,7 @@ class NativeMLP:
         self.x[: self.n_samples] = x
         self.y = torch.ones(padded, dtype=torch.float64)
         self.y[: self.n_samples] = y
-        self.scratch_doubles = library.native_mlp_scratch_doubles(self.n_features, self.width, int(arch.bias))
+        self.scratch_doubles = library.native_mlp_scratch_doubles(self.n_features, self.width, arch.depth, int(arch.bias))
         self.settings = (
             LOSS_CODES[loss], ACTIVATION_CODES[arch.activation], int(arch.bias),
             float(margin), float(beta), float(l2),
@@ -115,7 +115,7 @@ class NativeMLP:
         scratch = self._scratch(thread)
         self.library.native_mlp_loss_and_gradient(
             stop - first, _row_pointer(theta, first), _row_pointer(losses, first), _row_pointer(grads, first),
-            self.n_features, self.width, self.n_samples, self.x.data_ptr(), self.y.data_ptr(),
+            self.n_features, self.width, self.arch.depth, self.n_samples, self.x.data_ptr(), self.y.data_ptr(),
             None if sizes is None else _row_pointer(sizes, first), *self.settings, scratch.data_ptr(),
         )
 
@@ -141,8 +141,8 @@ class NativeMLP:
         _check_buffers([(theta, torch.float64), (slope, torch.float64), (h, torch.float64), (stages, torch.int64)],
                        self.arch.n_params)
         out = torch.empty_like(theta)
-        doubles = self.library.native_mlp_chebyshev_scratch_doubles(self.n_features, self.width, int(self.arch.bias))
-        network = (self.n_features, self.width, self.n_samples, self.x.data_ptr(), self.y.data_ptr(), *self.settings)
+        doubles = self.library.native_mlp_chebyshev_scratch_doubles(self.n_features, self.width, self.arch.depth, int(self.arch.bias))
+        network = (self.n_features, self.width, self.arch.depth, self.n_samples, self.x.data_ptr(), self.y.data_ptr(), *self.settings)
 
         def block(first_member, stop, thread):
             rows = (_row_pointer(tensor, first_member) for tensor in (theta, slope, h, stages))
@@ -179,8 +179,8 @@ class NativeMLP:
                 "error_exponent", "rtol", "atol", "max_time")))
             state_names = ("step_size", "time", "step_cap", "steps")
         function = getattr(self.library, f"native_mlp_{name}_steps")
-        doubles = self.library.native_mlp_steps_scratch_doubles(self.n_features, self.width, int(self.arch.bias))
-        network = (self.n_features, self.width, self.n_samples, self.x.data_ptr(), self.y.data_ptr(), *self.settings)
+        doubles = self.library.native_mlp_steps_scratch_doubles(self.n_features, self.width, self.arch.depth, int(self.arch.bias))
+        network = (self.n_features, self.width, self.arch.depth, self.n_samples, self.x.data_ptr(), self.y.data_ptr(), *self.settings)
         settings = (float(grad_tol), float(divergence_threshold))
 
         def block(rows, first_step, n_steps, first, stop, thread):
@@ -272,24 +272,24 @@ def _load(path: Path) -> ctypes.CDLL:
     compiled = ctypes.CDLL(str(path))
     pointer, integer, real, flag = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_int
     compiled.native_mlp_loss_and_gradient.argtypes = [
-        integer, pointer, pointer, pointer, integer, integer, integer, pointer, pointer, pointer,
+        integer, pointer, pointer, pointer, integer, integer, integer, integer, pointer, pointer, pointer,
         flag, flag, flag, real, real, real, pointer,
     ]
     compiled.native_mlp_loss_and_gradient.restype = None
-    compiled.native_mlp_scratch_doubles.argtypes = [integer, integer, flag]
+    compiled.native_mlp_scratch_doubles.argtypes = [integer, integer, integer, flag]
     compiled.native_mlp_scratch_doubles.restype = integer
-    network = [integer, integer, integer, pointer, pointer, flag, flag, flag, real, real, real, pointer]
+    network = [integer, integer, integer, integer, pointer, pointer, flag, flag, flag, real, real, real, pointer]
     compiled.native_mlp_gd_steps.argtypes = [integer, *[pointer] * 7, integer, integer, real, real, real, *network]
     compiled.native_mlp_gd_steps.restype = None
     compiled.native_mlp_dormand_prince_steps.argtypes = [
         integer, *[pointer] * 10, integer, integer, pointer, pointer, real, real, real, real, real, real, *network,
     ]
     compiled.native_mlp_dormand_prince_steps.restype = None
-    compiled.native_mlp_steps_scratch_doubles.argtypes = [integer, integer, flag]
+    compiled.native_mlp_steps_scratch_doubles.argtypes = [integer, integer, integer, flag]
     compiled.native_mlp_steps_scratch_doubles.restype = integer
     compiled.native_mlp_chebyshev_stages.argtypes = [integer, *[pointer] * 9, integer, pointer, *network]
     compiled.native_mlp_chebyshev_stages.restype = None
-    compiled.native_mlp_chebyshev_scratch_doubles.argtypes = [integer, integer, flag]
+    compiled.native_mlp_chebyshev_scratch_doubles.argtypes = [integer, integer, integer, flag]
     compiled.native_mlp_chebyshev_scratch_doubles.restype = integer
     compiled.native_mlp_sample_block.argtypes = []
     compiled.native_mlp_sample_block.restype = integer
