@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from basins.basin_volume import GaussianMeasure, UniformTorus, coupling_schedule, estimate_basin_measures
+from basins.basin_volume import (
+    MIN_CHECK_HITS, GaussianMeasure, UniformTorus, _check_by_fresh_draws, coupling_schedule, estimate_basin_measures,
+)
 from basins.labels import LEFT, RETURNED, UNDECIDED
 
 WALK = dict(couplings=coupling_schedule(1e3, 17), n_chains=8, n_steps=600, n_burn=300, n_reference=200)
@@ -135,6 +137,56 @@ def test_fresh_draws_of_the_spring_measure_a_slab_that_winds_round_the_torus():
         n_steps=2000, n_burn=500, n_reference=1000, seed=3,
     )
     assert abs(result["log_measure"].values.mean() - truth) < 0.4 and _covered(result, truth).mean() >= 0.85
+
+
+def test_the_integration_agrees_with_the_fresh_draws_spring_by_spring_where_the_walk_is_sampled():
+    # The Gaussian tail of the test above (2000 steps, unbiased): at every spring whose fresh draws
+    # land inside often enough, ln of their share and the integration's ln of the spring's mass
+    # in the basin differ by about a standard normal; at the free spring the integration's value
+    # is log_measure itself.
+    dim, threshold = 12, 3.0
+    direction = np.eye(dim)[0]
+    centres = np.repeat((threshold + 0.5) * direction[None], 10, axis=0)
+    result = estimate_basin_measures(
+        lambda z, basin: _outcome(z @ direction >= threshold), GaussianMeasure(dim), centres, seed=2,
+        **{**WALK, "n_steps": 2000, "n_burn": 1000},
+    )
+    np.testing.assert_allclose(result["log_inside_by_walk"].isel(coupling=0), result["log_measure"], atol=1e-9)
+    disagreement = result["draws_disagreement"].values
+    compared = np.isfinite(disagreement)
+    assert (compared.sum(axis=1) >= 10).all() and (compared.sum(axis=1) == result["draws_check_couplings"]).all()
+    assert not compared[:, 0].any()  # e^-6.6 of ~3 200 draws: too few inside to compare
+    assert 0.5 < np.sqrt(np.mean(disagreement[compared] ** 2)) < 1.6
+    assert result["draws_check_failed"].sum() <= 1
+
+
+def test_the_check_by_fresh_draws_holds_its_level_and_flags_a_walk_off_by_half_a_nat():
+    # Synthetic springs with a known share of their target inside, ln p(k) from -5 to 0: the
+    # walk's ln p(k) with its standard error, the fresh draws binomial. Consistent, the check
+    # flags at its level (Bonferroni: about 5 %); the walk 0.5 nats low at every spring
+    # (a bias of the integral from the weak springs) is flagged where the draws resolve it; a
+    # spring with fewer than MIN_CHECK_HITS draws inside is not compared.
+    rng = np.random.default_rng(11)
+    n_basins, couplings, n_draws = 2000, 9, 2000
+    log_share = np.linspace(-5.0, 0.0, couplings)
+    walk_se = np.full((n_basins, couplings), 0.05)
+    walk_se[:, -1] = 0.0  # the integral from the strongest spring to itself
+    reference_se = np.full(n_basins, 0.03)
+    reference = log_share[-1] + reference_se * rng.standard_normal(n_basins)
+    partial = log_share - log_share[-1] + walk_se * rng.standard_normal((n_basins, couplings))
+    hits = rng.binomial(n_draws, np.exp(log_share), size=(n_basins, couplings)).astype(float)
+    draws = np.full((n_basins, couplings), float(n_draws))
+
+    def check(offset):
+        partials = (partial + offset, walk_se, np.full((n_basins, couplings), np.inf))
+        return _check_by_fresh_draws(reference, reference_se, partials, np.zeros(n_basins), hits, draws, 1.96)
+
+    consistent, low = check(0.0), check(np.r_[np.full(couplings - 1, -0.5), 0.0])
+    assert np.mean(consistent["draws_check"] > consistent["draws_check_threshold"]) < 0.06  # 0.046 at 20 000
+    assert np.mean(low["draws_check"] > low["draws_check_threshold"]) > 0.95
+    few = hits < MIN_CHECK_HITS
+    assert few.any() and np.isnan(consistent["draws_disagreement"][few]).all()
+    assert (consistent["draws_check_couplings"] == (~few).sum(axis=1)).all()
 
 
 def test_chains_that_share_a_start_count_once_in_the_standard_error():

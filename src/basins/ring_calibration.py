@@ -127,7 +127,8 @@ _SHAPE = (
 _MEASURED = (
     "winding_number", "n_members", "log_count_fraction", "log_count_fraction_low", "log_count_fraction_high",
     "log_basin_fraction", "log_basin_fraction_low", "log_basin_fraction_high", "log_measure_dof", "count_disagreement",
-    "reference_inside_fraction", "undecided_fraction", "log_measure_half_drift", "basin_samples", "reason",
+    "reference_inside_fraction", "undecided_fraction", "log_measure_half_drift", "basin_samples", "draws_check",
+    "draws_check_threshold", "reason",
 )
 _TEXT = ("ring_of_state", "reason")
 _RENAMED = {"n_members": "members_of_state"}  # n_members is the ring's own (per ring and seed)
@@ -148,6 +149,8 @@ _DESCRIPTIONS = {
     "undecided_fraction": "share of the walk's runs that were undecided (rejected moves: biases the estimate low)",
     "reason": "why the state has no estimate (empty: it has one)",
     "log_measure_half_drift": "the estimate from the second half of the walks' kept steps minus from the first (nats)",
+    "draws_check": "largest disagreement of the integration with the springs' fresh draws (standard errors)",
+    "draws_check_threshold": "the level draws_check is held to (Bonferroni over the springs compared)",
     "largest_burn_in_drift": "largest |burn_in_drift| over the couplings (a weak check of equilibration)",
     "basin_samples": "members' starts the walk's chains started among (0: all at the anchor)",
     "n_oscillators": "oscillators n",
@@ -232,7 +235,7 @@ def _measured_states_markdown(calibration: xr.Dataset) -> str:
             f"| {r['log_count_fraction']:.2f} [{r['log_count_fraction_low']:.2f}, {r['log_count_fraction_high']:.2f}] "
             f"| {estimate} | {r['log_measure_dof']:.0f} | {r['count_disagreement']:+.1f} | {r['reference_inside_fraction']:.2f} "
             f"| {r['undecided_fraction']:.4f} | {r['log_measure_half_drift']:+.2f} | {r['largest_burn_in_drift']:.1f} "
-            f"| {r['basin_samples']} |"
+            f"| {r['basin_samples']} | {r['draws_check']:.1f} / {r['draws_check_threshold']:.1f} |"
         )
     disagreement = calibration["count_disagreement"].values.astype(float)
     estimated = np.isfinite(disagreement)
@@ -240,15 +243,17 @@ def _measured_states_markdown(calibration: xr.Dataset) -> str:
         "\nBasin fractions by thermodynamic integration (stage estimate_ring_basin_sizes) against counts:\n\n"
         "| ring | q | members | ln p, counted | ln p, estimated | dof | difference (combined SE) | strongest spring's "
         "draws inside | undecided runs | second half - first half (nats) | largest burn-in drift "
-        "| chains started among |\n"
-        + "|---" * 12 + "|\n"
+        "| chains started among | fresh draws' check (largest / level) |\n"
+        + "|---" * 13 + "|\n"
         + "\n".join(lines) + "\n\n"
         f"{int((np.abs(disagreement[estimated]) <= 2).sum())} of {int(estimated.sum())} estimates lie within two "
         f"combined standard errors of their counts; states without an estimate: {int((~estimated).sum())}. "
         "Intervals: the count's Wilson interval; the estimate's chains (chains that share a start count once; "
         "Student's t at dof), reference draws and quadrature error, "
         "not the bias of walks too short (low; docs/method.md): their length is checked by a plateau in n_steps. "
-        "The halves' difference flags gross under-equilibration only.\n"
+        "The halves' difference flags gross under-equilibration only; the fresh draws' check (the integration "
+        "against the share of each spring's fresh draws inside, in standard errors) only where the draws hit "
+        "the basin.\n"
     )
 
 

@@ -40,5 +40,6 @@ result = add_provenance(
     inputs=(snakemake.input.minima, snakemake.input.dataset, *snakemake.input.shards),
 )
 write_dataset(result, snakemake.output[0])
-log.info("ln basin fraction, estimated: %s; counted: %s", result["log_basin_fraction"].values.round(2),
-         result["log_count_fraction"].values.round(2))
+log.info("ln basin fraction, estimated: %s; counted: %s; flagged by the fresh draws' check: %d of %d",
+         result["log_basin_fraction"].values.round(2), result["log_count_fraction"].values.round(2),
+         int(result["draws_check_failed"].sum()), result.sizes["minimum"])
