@@ -53,10 +53,13 @@ def test_the_compiled_loop_is_the_default_for_the_kernel_s_networks():
     stops = dict(grad_tol=1e-5, divergence_threshold=1e6)
     assert objective.compiled_steps(make_stepper("gd", lr=0.1), **stops) is not None
     assert objective.compiled_steps(make_stepper("gradient_flow", lr=0.1), **stops) is not None
-    # No loop in C for these: momentum, a decaying step size, Adam, the Rosenbrock integrator.
+    assert objective.compiled_steps(make_stepper("adam", lr=0.1, lr_decay_every=5, lr_decay_factor=0.5),
+                                    **stops) is not None
+    # No loop in C for these: momentum, gd's decaying step size, the Rosenbrock integrator, an
+    # extra stopping test on a network's objective (the jamming sweep's objective has its own).
     assert objective.compiled_steps(make_stepper("gd", lr=0.1, momentum=0.9), **stops) is None
     assert objective.compiled_steps(make_stepper("gd", lr=0.1, lr_decay_every=5, lr_decay_factor=0.5), **stops) is None
-    assert objective.compiled_steps(make_stepper("adam", lr=0.1), **stops) is None
+    assert objective.compiled_steps(make_stepper("gd", lr=0.1), satisfied=lambda theta, loss: loss < 0, **stops) is None
     assert objective.compiled_steps(make_stepper("gradient_flow", lr=0.1, integrator="rosenbrock"), **stops) is None
 
 
@@ -121,7 +124,57 @@ def test_gradient_flow_in_c_ends_every_member_where_the_step_by_step_loop_does()
     np.testing.assert_allclose(*losses, rtol=0, atol=1e-8)
 
 
-@pytest.mark.parametrize("dynamics, lr", [("gd", 0.3), ("gradient_flow", 0.05)])
+@pytest.mark.parametrize("depth, activation, loss", [(1, "tanh", "mse"), (2, "tanh", "cross_entropy"),
+                                                    (1, "relu", "mse")])
+@pytest.mark.parametrize("decay", [{}, {"lr_decay_every": 50, "lr_decay_factor": 0.5}])
+def test_adam_in_c_follows_the_step_by_step_loop(depth, activation, loss, decay):
+    # 300 steps, no member stopping: every point and loss the torch stepper's to round-off (the
+    # bias corrections' powers are libm's in C, torch's own vector or scalar ones in its loop:
+    # their last bits differ, and the dynamics pass them on; 6e-16 to 1.5e-11 relative here).
+    objective, starts = network(loss, activation, depth=depth)
+    options = dict(dynamics="adam", lr=0.02, max_steps=300, grad_tol=0.0, **decay)
+    compiled, plain = (run(objective, starts, windowed, **options) for windowed in (None, False))
+    assert (plain.status == BUDGET).all() and (compiled.status == BUDGET).all()
+    np.testing.assert_allclose(compiled.final_theta, plain.final_theta, rtol=0, atol=1e-9 * np.abs(plain.final_theta).max())
+    np.testing.assert_allclose(compiled.loss_history, plain.loss_history, rtol=1e-10)
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+def test_the_jamming_sweep_s_adam_in_c_stops_each_member_by_its_own_prefix_and_satisfied_test(depth):
+    # The sweep's descent (Adam with a decaying step on nested prefixes, stopped by every Delta
+    # <= delta_tol) as a loop in C: a member reported converged meets the satisfied test or the
+    # gradient test at its end point, one that spent the budget meets neither. Against the
+    # step-by-step loop the same statuses for nearly every member (ReLU networks carry the
+    # powers' round-off into a few members' stopping steps).
+    from basins.data import prepare_dataset, train_test_arrays
+    from basins.jamming import PrefixObjective, PrefixSatisfied
+
+    x, y = (torch.as_tensor(a) for a in train_test_arrays(prepare_dataset(
+        kind="random_patterns", n_train=80, n_test=5, seed=3, n_features=6, normalize=True))[:2])
+    arch = Architecture(6, 1, depth, 6, "relu")
+    sizes = torch.as_tensor(np.repeat([4, 10, 20, 35, 50, 80], 4))
+    objective = PrefixObjective(arch, x, y, sizes, "quadratic_hinge", 1.0)
+    satisfied = PrefixSatisfied(objective, delta_tol=1e-6)
+    starts = initial_parameters(arch, np.arange(len(sizes)), seed=1, init="orthogonal")
+    options = dict(dynamics="adam", lr=0.02, lr_decay_every=300, lr_decay_factor=0.5, max_steps=2000, grad_tol=1e-8,
+                   satisfied=satisfied, chunk=10)
+    assert objective.compiled_steps(make_stepper("adam", lr=0.02), grad_tol=1e-8, divergence_threshold=1e6,
+                                    satisfied=satisfied) is not None
+    compiled, plain = (run(objective, starts, windowed, **options) for windowed in (None, False))
+    end = torch.as_tensor(compiled.final_theta)
+    loss, grad = objective(end, None)
+    met = satisfied(end, loss).numpy() | (grad.norm(dim=1) <= 1e-8).numpy()
+    converged = compiled.status == CONVERGED
+    assert converged.sum() > 8 and (compiled.status == BUDGET).any()
+    assert met[converged].all() and not met[compiled.status == BUDGET].any()
+    assert (compiled.status == plain.status).mean() >= 0.9
+    assert (compiled.steps == plain.steps).mean() >= 0.75
+    same = (compiled.steps == plain.steps) & converged & (plain.status == CONVERGED)
+    assert same.sum() >= 8
+    np.testing.assert_allclose(compiled.final_theta[same], plain.final_theta[same], atol=1e-6)
+
+
+@pytest.mark.parametrize("dynamics, lr", [("gd", 0.3), ("gradient_flow", 0.05), ("adam", 0.02)])
 def test_a_member_s_run_in_c_does_not_depend_on_the_members_beside_it(dynamics, lr):
     objective, starts = network()
     options = dict(dynamics=dynamics, lr=lr, max_steps=600)
@@ -131,7 +184,7 @@ def test_a_member_s_run_in_c_does_not_depend_on_the_members_beside_it(dynamics, 
         np.testing.assert_array_equal(getattr(whole, name), np.concatenate([getattr(out, name) for out in alone]))
 
 
-@pytest.mark.parametrize("dynamics", ["gd", "gradient_flow"])
+@pytest.mark.parametrize("dynamics", ["gd", "gradient_flow", "adam"])
 def test_a_member_stopped_in_c_stays_where_it_stopped(dynamics):
     # Member 1 starts at a stationary point of its landscape (all weights 0: tanh(0) = 0 and a
     # zero output layer, MSE on labels of mean 0 up to l2): its gradient norm there is below the
@@ -154,9 +207,10 @@ def test_a_member_stopped_in_c_stays_where_it_stopped(dynamics):
     assert window.state["steps"].tolist() == [5, 0] and window.step == 12
 
 
-def test_an_interrupted_run_in_c_resumes_from_its_checkpoint(tmp_path, preempted_at):
+@pytest.mark.parametrize("dynamics, lr", [("gradient_flow", 0.05), ("adam", 0.02)])
+def test_an_interrupted_run_in_c_resumes_from_its_checkpoint(tmp_path, preempted_at, dynamics, lr):
     objective, starts = network()
-    options = dict(dynamics="gradient_flow", lr=0.05, max_steps=800, checkpoint_every_s=0.0)
+    options = dict(dynamics=dynamics, lr=lr, max_steps=800, checkpoint_every_s=0.0)
     uninterrupted = run(objective, starts, None, **options)
     checkpoint = tmp_path / "run.pt"
     with pytest.raises(KeyboardInterrupt), preempted_at(300):

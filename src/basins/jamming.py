@@ -76,6 +76,21 @@ class PrefixObjective:
         the CPU's), so the engine may capture it (:mod:`basins.engine.windows`)."""
         return self._native is None
 
+    def compiled_steps(self, stepper, *, grad_tol: float, divergence_threshold: float, satisfied=None):
+        """The engine's steps of ``stepper`` as a loop in the C kernel, each member on its own
+        prefix, with ``satisfied`` (a :class:`PrefixSatisfied` of this objective, or None) as a
+        stopping test in the loop (:meth:`basins.landscapes.native_mlp.NativeMLP.compiled_steps`);
+        None where the kernel does not cover the network or has no loop for the stepper."""
+        form = getattr(stepper, "compiled_form", lambda: None)()
+        if self._native is None or form is None:
+            return None
+        if satisfied is not None and not torch.equal(satisfied.objective.n_train, self.n_train):
+            raise ValueError("the satisfied test belongs to another set of members than the objective")
+        return self._native.compiled_steps(
+            form, grad_tol=grad_tol, divergence_threshold=divergence_threshold, sizes=self.n_train,
+            delta_tol=None if satisfied is None else satisfied.delta_tol,
+        )
+
     def restricted_to(self, rows: torch.Tensor) -> PrefixObjective:
         n_train = self.n_train[rows]
         n_pool = int(n_train.max()) if n_train.numel() else 0

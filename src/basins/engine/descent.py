@@ -349,13 +349,14 @@ class _StoppingRule:
         return stops
 
     def compiled_steps(self, stepper, objective, satisfied=None):
-        """The objective's compiled loop of ``stepper`` with this rule as its stopping test
-        (``objective.compiled_steps``, :class:`basins.engine.windows.CompiledSteps`), or None
-        where it has none or an extra stopping test ``satisfied`` applies."""
+        """The objective's compiled loop of ``stepper`` with this rule and the extra stopping
+        test ``satisfied`` (None: none) as its stopping test (``objective.compiled_steps``,
+        :class:`basins.engine.windows.CompiledSteps`), or None where it has none."""
         offer = getattr(objective, "compiled_steps", None)
-        if offer is None or satisfied is not None:
+        if offer is None:
             return None
-        return offer(stepper, grad_tol=self.grad_tol, divergence_threshold=self.divergence_threshold)
+        return offer(stepper, grad_tol=self.grad_tol, divergence_threshold=self.divergence_threshold,
+                     satisfied=satisfied)
 
 
 def _windowed(windowed, stepper, landscape, device, stopping):

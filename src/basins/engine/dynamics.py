@@ -233,6 +233,13 @@ class Adam:
             "steps": _zeros(theta),
         }
 
+    def compiled_form(self) -> tuple[str, dict]:
+        """``("adam", {...})``: what a compiled loop of this stepper needs (an objective's own,
+        :mod:`basins.engine.windows`): the step size and its decay, the betas and eps."""
+        beta1, beta2 = self.betas
+        return "adam", {"lr": self.lr.lr, "every": self.lr.every, "factor": self.lr.factor,
+                        "beta1": beta1, "beta2": beta2, "eps": self.eps}
+
     def step(self, theta, state, loss, grad, objective):
         beta1, beta2 = self.betas
         lr = self.lr(state["steps"], theta.dtype)

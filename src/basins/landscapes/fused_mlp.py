@@ -67,12 +67,13 @@ class FusedMLPObjective:
         kernel is the CPU's), so the engine may capture it (:mod:`basins.engine.windows`)."""
         return self.native is None
 
-    def compiled_steps(self, stepper, *, grad_tol: float, divergence_threshold: float):
+    def compiled_steps(self, stepper, *, grad_tol: float, divergence_threshold: float, satisfied=None):
         """The engine's steps of ``stepper`` as a loop in the C kernel (gd with a constant step
-        size, Dormand-Prince gradient flow: :meth:`basins.landscapes.native_mlp.NativeMLP.compiled_steps`),
-        or None where the kernel does not cover this network or that stepper."""
+        size, Adam, Dormand-Prince gradient flow: :meth:`basins.landscapes.native_mlp.NativeMLP.compiled_steps`),
+        or None where the kernel does not cover this network or that stepper, or an extra
+        stopping test ``satisfied`` applies (the jamming sweep's objective has its own)."""
         form = getattr(stepper, "compiled_form", lambda: None)()
-        if self.native is None or form is None:
+        if self.native is None or form is None or satisfied is not None:
             return None
         return self.native.compiled_steps(form, grad_tol=grad_tol, divergence_threshold=divergence_threshold)
 

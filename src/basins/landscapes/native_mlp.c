@@ -164,6 +164,21 @@ static lane_samples all_samples(int64_t P) {
     return (lane_samples){.count = (lane_bits){0} + P, .weight = broadcast(1.0 / (double)P), .longest = P};
 }
 
+/* The samples of the lanes of members m .. m + n - 1: all P where sizes is NULL, else each its
+   member's first sizes[member] (lanes beyond n repeat the last member's). */
+static lane_samples samples_of(const int64_t *sizes, int64_t m, int64_t n, int64_t P) {
+    lane_samples samples = all_samples(P);
+    if (!sizes) return samples;
+    samples.longest = 0;
+    for (int l = 0; l < LANES; l++) {
+        const int64_t count = sizes[m + (l < n ? l : n - 1)];
+        samples.count[l] = count;
+        samples.weight[l] = 1.0 / (double)count;
+        samples.longest = count > samples.longest ? count : samples.longest;
+    }
+    return samples;
+}
+
 /* Rows first .. first + n - 1 of a (rows, width) array as width lanes (lanes beyond n repeat
    the last row, so every lane computes finite, discarded values), and back. */
 static void gather(int64_t n, const double *rows, int64_t width, lanes *out) {
@@ -191,15 +206,19 @@ static inline lanes activation_slope(lanes act, int activation) {
 
 /* The block of samples s0 .. s0 + BLOCK - 1 at outputs out: total plus the lanes' loss over
    them, added sample by sample (each sample weighing its lane's 1 / count, later samples 0: each
-   lane's mean over its own samples), and in delta the loss's derivative in each output. */
+   lane's mean over its own samples), and in delta the loss's derivative in each output. Where
+   shortfall is given, each lane's largest margin - y f over its own samples so far. */
 static inline lanes block_loss(const network *net, const lanes *out, int64_t s0, const lane_samples *samples,
-                               lanes total, lanes *delta) {
+                               lanes total, lanes *delta, lanes *shortfall) {
     for (int b = 0; b < BLOCK; b++) {
         lanes slope;
-        const lanes value = sample_loss(out[b], net->y[s0 + b], net->loss, net->margin, net->beta, &slope);
-        const lanes share = select(s0 + b < samples->count, samples->weight, broadcast(0.0));
+        const double label = net->y[s0 + b];
+        const lanes value = sample_loss(out[b], label, net->loss, net->margin, net->beta, &slope);
+        const lane_bits own = s0 + b < samples->count;
+        const lanes share = select(own, samples->weight, broadcast(0.0));
         total += value * share;
         delta[b] = slope * share;
+        if (shortfall) *shortfall = select(own, larger(net->margin - label * out[b], *shortfall), *shortfall);
     }
     return total;
 }
@@ -217,7 +236,7 @@ static lanes weight_decay(const network *net, const lanes *params, lanes *grad, 
 
 /* Loss and gradient of a network of one hidden layer (see evaluate). hidden: BLOCK x h lanes. */
 static lanes evaluate_one_layer(const network *net, const lanes *params, lanes *grad, lanes *hidden,
-                                const lane_samples *samples) {
+                                const lane_samples *samples, lanes *shortfall) {
     const int64_t d = net->d, h = net->h;
     const int bias = net->bias, activation = net->activation;
     const lanes *w1 = params, *b1 = params + h * d, *w2 = b1 + (bias ? h : 0), *b2 = w2 + h;
@@ -242,7 +261,7 @@ static lanes evaluate_one_layer(const network *net, const lanes *params, lanes *
             }
         }
         lanes delta[BLOCK];
-        total = block_loss(net, out, s0, samples, total, delta);
+        total = block_loss(net, out, s0, samples, total, delta, shortfall);
         if (bias) *gb2 += (delta[0] + delta[1]) + (delta[2] + delta[3]);
         for (int64_t j = 0; j < h; j++) {
             lanes back[BLOCK], act[BLOCK];
@@ -287,7 +306,7 @@ static void layer_forward(const lanes *weights, const lanes *biases, const lanes
    same passes layer by layer: work holds every layer's activations of a block (depth x BLOCK x
    h lanes) and two layers' backward deltas (BLOCK x h each). */
 static lanes evaluate_layers(const network *net, const lanes *params, lanes *grad, lanes *work,
-                             const lane_samples *samples) {
+                             const lane_samples *samples, lanes *shortfall) {
     const int64_t d = net->d, h = net->h, depth = net->depth, layer_lanes = BLOCK * h;
     const int bias = net->bias, activation = net->activation;
     lanes *back = work + depth * layer_lanes, *below = back + layer_lanes;
@@ -317,7 +336,7 @@ static lanes evaluate_layers(const network *net, const lanes *params, lanes *gra
             out[b] = bias ? w_out[h] : broadcast(0.0);
             for (int64_t j = 0; j < h; j++) out[b] += w_out[j] * last[b * h + j];
         }
-        total = block_loss(net, out, s0, samples, total, delta);
+        total = block_loss(net, out, s0, samples, total, delta, shortfall);
         /* the output layer's gradient, and the last hidden layer's deltas */
         if (bias) gw_out[h] += (delta[0] + delta[1]) + (delta[2] + delta[3]);
         for (int64_t j = 0; j < h; j++) {
@@ -360,12 +379,15 @@ static lanes evaluate_layers(const network *net, const lanes *params, lanes *gra
 }
 
 /* Every lane's loss (returned) and gradient (grad, n_params lanes) at params: the mean over
-   each lane's own samples of the sample loss, plus l2 / 2 |params|^2. work: activation_lanes
-   (h, depth) lanes. */
-static lanes evaluate(const network *net, const lanes *params, lanes *grad, lanes *work, const lane_samples *samples) {
+   each lane's own samples of the sample loss, plus l2 / 2 |params|^2; where shortfall is given,
+   each lane's largest margin - y f over its own samples (the jamming sweep's satisfied test).
+   work: activation_lanes(h, depth) lanes. */
+static lanes evaluate(const network *net, const lanes *params, lanes *grad, lanes *work, const lane_samples *samples,
+                      lanes *shortfall) {
     for (int64_t i = 0; i < net->n_params; i++) grad[i] = broadcast(0.0);
-    const lanes total = net->depth == 1 ? evaluate_one_layer(net, params, grad, work, samples)
-                                        : evaluate_layers(net, params, grad, work, samples);
+    if (shortfall) *shortfall = broadcast(-INFINITY);
+    const lanes total = net->depth == 1 ? evaluate_one_layer(net, params, grad, work, samples, shortfall)
+                                        : evaluate_layers(net, params, grad, work, samples, shortfall);
     return weight_decay(net, params, grad, total);
 }
 
@@ -390,18 +412,9 @@ void native_mlp_loss_and_gradient(int64_t n_members, const double *theta, double
     lanes *params = (lanes *)scratch, *grad = params + net.n_params, *hidden = grad + net.n_params;
     for (int64_t m = 0; m < n_members; m += LANES) {
         const int64_t n = n_members - m < LANES ? n_members - m : LANES;
-        lane_samples samples = all_samples(P);
-        if (sizes) {
-            samples.longest = 0;
-            for (int l = 0; l < LANES; l++) {
-                const int64_t count = sizes[m + (l < n ? l : n - 1)];
-                samples.count[l] = count;
-                samples.weight[l] = 1.0 / (double)count;
-                samples.longest = count > samples.longest ? count : samples.longest;
-            }
-        }
+        const lane_samples samples = samples_of(sizes, m, n, P);
         gather(n, theta + m * net.n_params, net.n_params, params);
-        const lanes total = evaluate(&net, params, grad, hidden, &samples);
+        const lanes total = evaluate(&net, params, grad, hidden, &samples, NULL);
         scatter(n, &total, 1, losses + m);
         scatter(n, grad, net.n_params, grads + m * net.n_params);
     }
@@ -425,9 +438,10 @@ enum { RUNNING = -1, CONVERGED = 0, BUDGET = 1, DIVERGED = 2 };
 
 /* The stopping test of basins.engine.descent._classify for every lane: diverged (loss or
    gradient norm not finite, or a parameter beyond divergence_threshold) before converged
-   (gradient norm at most grad_tol) before budget spent (over[l]). */
+   (gradient norm at most grad_tol, or met[l] where met is given: the satisfied test) before
+   budget spent (over[l]). */
 static void classify(const lanes *params, lanes loss, const lanes *grad, int64_t n_params, double grad_tol,
-                     double divergence_threshold, const int *over, int *status, double *norm) {
+                     double divergence_threshold, const int *over, const int *met, int *status, double *norm) {
     lanes squares = broadcast(0.0), largest = broadcast(0.0);
     for (int64_t i = 0; i < n_params; i++) {
         squares += grad[i] * grad[i];
@@ -436,7 +450,8 @@ static void classify(const lanes *params, lanes loss, const lanes *grad, int64_t
     for (int l = 0; l < LANES; l++) {
         norm[l] = sqrt(squares[l]);
         const int bad = !isfinite(loss[l]) || !isfinite(norm[l]) || largest[l] > divergence_threshold;
-        status[l] = bad ? DIVERGED : norm[l] <= grad_tol ? CONVERGED : over[l] ? BUDGET : RUNNING;
+        const int good = norm[l] <= grad_tol || (met && met[l]);
+        status[l] = bad ? DIVERGED : good ? CONVERGED : over[l] ? BUDGET : RUNNING;
     }
 }
 
@@ -470,34 +485,58 @@ int64_t native_mlp_steps_scratch_doubles(int64_t d, int64_t h, int64_t depth, in
     return (9 * parameter_count(d, h, depth, bias) + activation_lanes(h, depth)) * LANES;
 }
 
+/* The satisfied test of the jamming sweep (basins.jamming.PrefixSatisfied) where delta_tol is
+   not NaN: every one of a lane's own samples has margin - y f <= delta_tol, from the largest
+   shortfall evaluate found (met[l]); NULL where there is no such test. */
+static const int *satisfied(double delta_tol, lanes shortfall, int *met) {
+    if (isnan(delta_tol)) return NULL;
+    for (int l = 0; l < LANES; l++) met[l] = shortfall[l] <= delta_tol;
+    return met;
+}
+
+/* A group's largest shortfall at params where the satisfied test applies (its loss and gradient
+   are given, so they go to spare, n_params lanes), else nothing. */
+static lanes shortfall_at(const network *net, const lanes *params, lanes *spare, lanes *hidden,
+                          const lane_samples *samples, double delta_tol) {
+    lanes shortfall = broadcast(INFINITY);
+    if (!isnan(delta_tol)) evaluate(net, params, spare, hidden, samples, &shortfall);
+    return shortfall;
+}
+
 /* n_steps of full-batch gradient descent theta <- theta - lr grad (constant lr, no momentum)
    for members 0 .. n_members - 1, from first_step on. theta (n_members, n_params), losses,
    grads: where the members start, with their loss and gradient there; overwritten with where
    they end. status (-1 on entry), stop_step, grad_norm (n_members): the outcome of those that
-   stop in the window. steps (n_members): each member's step count, advanced with it. */
+   stop in the window. steps (n_members): each member's step count, advanced with it. sizes
+   (n_members or NULL): each member's own first samples (native_mlp_loss_and_gradient);
+   delta_tol: the satisfied test's (NaN: none), a member that meets it converges. */
 void native_mlp_gd_steps(int64_t n_members, double *theta, double *losses, double *grads, int64_t *steps,
                          int64_t *status, int64_t *stop_step, double *grad_norm, int64_t first_step,
                          int64_t n_steps, double lr, double grad_tol, double divergence_threshold,
+                         const int64_t *sizes, double delta_tol,
                          int64_t d, int64_t h, int64_t depth, int64_t P, const double *x, const double *y, int loss,
                          int activation, int bias, double margin, double beta, double l2, double *scratch) {
     const network net = network_of(d, h, depth, P, x, y, loss, activation, bias, margin, beta, l2);
     const int64_t n_params = net.n_params;
-    const lane_samples samples = all_samples(P);
+    const int tracking = !isnan(delta_tol);
     /* the layout of native_mlp_steps_scratch_doubles: nine vectors of n_params lanes, then a block */
-    lanes *params = (lanes *)scratch, *grad = params + n_params, *move = grad + n_params,
+    lanes *params = (lanes *)scratch, *grad = params + n_params, *move = grad + n_params, *spare = move + n_params,
           *hidden = params + 9 * n_params;
     const int never[LANES] = {0};
     for (int64_t m = 0; m < n_members; m += LANES) {
         const int64_t n = n_members - m < LANES ? n_members - m : LANES;
-        int running[LANES], lane_status[LANES];
+        const lane_samples samples = samples_of(sizes, m, n, P);
+        int running[LANES], lane_status[LANES], met[LANES];
         double norm[LANES];
         lanes loss_now;
         for (int l = 0; l < LANES; l++) running[l] = l < n;
         gather(n, theta + m * n_params, n_params, params);
         gather(n, grads + m * n_params, n_params, grad);
         gather(n, losses + m, 1, &loss_now);
+        lanes shortfall = shortfall_at(&net, params, spare, hidden, &samples, delta_tol);
         for (int64_t s = 0; s < n_steps; s++) {
-            classify(params, loss_now, grad, n_params, grad_tol, divergence_threshold, never, lane_status, norm);
+            classify(params, loss_now, grad, n_params, grad_tol, divergence_threshold, never,
+                     satisfied(delta_tol, shortfall, met), lane_status, norm);
             if (!record_stops(n, lane_status, norm, first_step + s, running, status + m, stop_step + m, grad_norm + m))
                 break;
             /* theta - lr grad rounded twice, as torch's two kernels round it: the products go
@@ -508,11 +547,105 @@ void native_mlp_gd_steps(int64_t n_members, double *theta, double *losses, doubl
             const lane_bits moving = mask_of(running);
             for (int64_t i = 0; i < n_params; i++) params[i] = select(moving, params[i] - move[i], params[i]);
             /* a stopped lane's point is unchanged, so its loss and gradient come out as they were */
-            loss_now = evaluate(&net, params, grad, hidden, &samples);
+            loss_now = evaluate(&net, params, grad, hidden, &samples, tracking ? &shortfall : NULL);
             for (int64_t l = 0; l < n; l++) steps[m + l] += running[l];
         }
         scatter(n, params, n_params, theta + m * n_params);
         scatter(n, grad, n_params, grads + m * n_params);
+        scatter(n, &loss_now, 1, losses + m);
+    }
+}
+
+/* n_steps of full-batch Adam (basins.engine.dynamics.Adam, torch.optim.Adam's arithmetic), as
+   native_mlp_gd_steps steps gd: exp_avg, exp_avg_sq (n_members, n_params) and steps
+   (n_members) are the stepper's state, advanced in place; the step size lr * lr_factor ^
+   (steps // lr_every) (lr_every 0: constant). Every product and sum is rounded one at a time in
+   torch's order (through memory: no fused multiply-add); the bias corrections' powers are
+   libm's, whose last bits may differ from torch's, so a run follows torch's to round-off. */
+void native_mlp_adam_steps(int64_t n_members, double *theta, double *losses, double *grads, double *exp_avg,
+                           double *exp_avg_sq, int64_t *steps, int64_t *status, int64_t *stop_step, double *grad_norm,
+                           int64_t first_step, int64_t n_steps, double lr, int64_t lr_every, double lr_factor,
+                           double beta1, double beta2, double eps, double grad_tol, double divergence_threshold,
+                           const int64_t *sizes, double delta_tol,
+                           int64_t d, int64_t h, int64_t depth, int64_t P, const double *x, const double *y, int loss,
+                           int activation, int bias, double margin, double beta, double l2, double *scratch) {
+    const network net = network_of(d, h, depth, P, x, y, loss, activation, bias, margin, beta, l2);
+    const int64_t n_params = net.n_params;
+    const int tracking = !isnan(delta_tol);
+    lanes *params = (lanes *)scratch, *grad = params + n_params, *first = grad + n_params, *second = first + n_params,
+          *one = second + n_params, *other = one + n_params, *spare = other + n_params,
+          *hidden = params + 9 * n_params;
+    const int never[LANES] = {0};
+    const double keep1 = 1.0 - beta1, keep2 = 1.0 - beta2;
+    for (int64_t m = 0; m < n_members; m += LANES) {
+        const int64_t n = n_members - m < LANES ? n_members - m : LANES;
+        const lane_samples samples = samples_of(sizes, m, n, P);
+        int running[LANES], lane_status[LANES], met[LANES];
+        int64_t count[LANES];
+        double norm[LANES];
+        lanes loss_now;
+        for (int l = 0; l < LANES; l++) {
+            running[l] = l < n;
+            count[l] = steps[m + (l < n ? l : n - 1)];
+        }
+        gather(n, theta + m * n_params, n_params, params);
+        gather(n, grads + m * n_params, n_params, grad);
+        gather(n, exp_avg + m * n_params, n_params, first);
+        gather(n, exp_avg_sq + m * n_params, n_params, second);
+        gather(n, losses + m, 1, &loss_now);
+        lanes shortfall = shortfall_at(&net, params, spare, hidden, &samples, delta_tol);
+        for (int64_t s = 0; s < n_steps; s++) {
+            classify(params, loss_now, grad, n_params, grad_tol, divergence_threshold, never,
+                     satisfied(delta_tol, shortfall, met), lane_status, norm);
+            if (!record_stops(n, lane_status, norm, first_step + s, running, status + m, stop_step + m, grad_norm + m))
+                break;
+            lanes size, correction2;
+            for (int l = 0; l < LANES; l++) {
+                const double rate = lr_every ? lr * pow(lr_factor, (double)(count[l] / lr_every)) : lr;
+                const double t = (double)(count[l] + 1);
+                size[l] = rate / (1.0 - pow(beta1, t));
+                correction2[l] = sqrt(1.0 - pow(beta2, t));
+            }
+            /* exp_avg = beta1 exp_avg + (1 - beta1) grad; exp_avg_sq = beta2 exp_avg_sq + ((1 - beta2) grad) grad */
+            for (int64_t i = 0; i < n_params; i++) {
+                one[i] = beta1 * first[i];
+                other[i] = keep1 * grad[i];
+            }
+            __asm__ volatile("" ::: "memory");
+            for (int64_t i = 0; i < n_params; i++) {
+                one[i] = one[i] + other[i];
+                other[i] = keep2 * grad[i];
+            }
+            __asm__ volatile("" ::: "memory");
+            const lane_bits moving = mask_of(running);
+            for (int64_t i = 0; i < n_params; i++) {
+                first[i] = select(moving, one[i], first[i]);
+                other[i] = other[i] * grad[i];
+                one[i] = beta2 * second[i];
+            }
+            __asm__ volatile("" ::: "memory");
+            for (int64_t i = 0; i < n_params; i++) second[i] = select(moving, one[i] + other[i], second[i]);
+            /* theta - ((lr / bias_correction1) exp_avg) / (sqrt(exp_avg_sq) / sqrt(bias_correction2) + eps) */
+            for (int64_t i = 0; i < n_params; i++)
+                for (int l = 0; l < LANES; l++) one[i][l] = sqrt(second[i][l]);
+            for (int64_t i = 0; i < n_params; i++) {
+                one[i] = one[i] / correction2;
+                other[i] = size * first[i];
+            }
+            __asm__ volatile("" ::: "memory");
+            for (int64_t i = 0; i < n_params; i++) one[i] = one[i] + eps;
+            __asm__ volatile("" ::: "memory");
+            for (int64_t i = 0; i < n_params; i++) other[i] = other[i] / one[i];
+            __asm__ volatile("" ::: "memory");
+            for (int64_t i = 0; i < n_params; i++) params[i] = select(moving, params[i] - other[i], params[i]);
+            loss_now = evaluate(&net, params, grad, hidden, &samples, tracking ? &shortfall : NULL);
+            for (int l = 0; l < LANES; l++) count[l] += running[l];
+            for (int64_t l = 0; l < n; l++) steps[m + l] += running[l];
+        }
+        scatter(n, params, n_params, theta + m * n_params);
+        scatter(n, grad, n_params, grads + m * n_params);
+        scatter(n, first, n_params, exp_avg + m * n_params);
+        scatter(n, second, n_params, exp_avg_sq + m * n_params);
         scatter(n, &loss_now, 1, losses + m);
     }
 }
@@ -533,23 +666,24 @@ static inline lanes weighted_sum(const double *weights, int count, const lanes *
    growing 1.1x a step accepted), the step factor 0.9 error^error_exponent (-1/5) in [0.2, 5] (at
    most 1 after a rejection). step_size, time, step_cap (float) and steps (int64) (n_members): the stepper's
    state, advanced in place; a member whose time reaches max_time has spent its budget. The
-   other arguments as native_mlp_gd_steps'. */
+   other arguments as native_mlp_gd_steps' (no satisfied test: a member's shortfall would have to
+   follow its accepted stages). */
 void native_mlp_dormand_prince_steps(int64_t n_members, double *theta, double *losses, double *grads,
                                      double *step_size, double *time, double *step_cap, int64_t *steps,
                                      int64_t *status, int64_t *stop_step, double *grad_norm, int64_t first_step,
                                      int64_t n_steps, const double *a, const double *e, double error_exponent,
                                      double rtol, double atol, double max_time, double grad_tol, double divergence_threshold,
-                                     int64_t d, int64_t h, int64_t depth, int64_t P, const double *x, const double *y, int loss,
+                                     const int64_t *sizes, int64_t d, int64_t h, int64_t depth, int64_t P, const double *x, const double *y, int loss,
                                      int activation, int bias, double margin, double beta, double l2,
                                      double *scratch) {
     enum { STAGES = 7 };
     const network net = network_of(d, h, depth, P, x, y, loss, activation, bias, margin, beta, l2);
     const int64_t n_params = net.n_params;
-    const lane_samples samples = all_samples(P);
     lanes *params = (lanes *)scratch, *stage = params + n_params, *slopes = stage + n_params,
           *hidden = slopes + STAGES * n_params;
     for (int64_t m = 0; m < n_members; m += LANES) {
         const int64_t n = n_members - m < LANES ? n_members - m : LANES;
+        const lane_samples samples = samples_of(sizes, m, n, P);
         int running[LANES], lane_status[LANES], over[LANES];
         double norm[LANES], hs[LANES], t[LANES], cap[LANES], size[LANES];
         lanes loss_now, stage_loss = broadcast(0.0);
@@ -565,7 +699,7 @@ void native_mlp_dormand_prince_steps(int64_t n_members, double *theta, double *l
         }
         for (int64_t s = 0; s < n_steps; s++) {
             for (int l = 0; l < LANES; l++) over[l] = t[l] >= max_time;
-            classify(params, loss_now, slopes, n_params, grad_tol, divergence_threshold, over, lane_status, norm);
+            classify(params, loss_now, slopes, n_params, grad_tol, divergence_threshold, over, NULL, lane_status, norm);
             if (!record_stops(n, lane_status, norm, first_step + s, running, status + m, stop_step + m, grad_norm + m))
                 break;
             for (int l = 0; l < LANES; l++) hs[l] = size[l] < max_time - t[l] ? size[l] : max_time - t[l];
@@ -575,7 +709,7 @@ void native_mlp_dormand_prince_steps(int64_t n_members, double *theta, double *l
             for (int k = 1; k < STAGES; k++) {
                 for (int64_t i = 0; i < n_params; i++)
                     stage[i] = params[i] - step * weighted_sum(a + (k - 1) * (STAGES - 1), k, slopes + i, n_params);
-                stage_loss = evaluate(&net, stage, slopes + k * n_params, hidden, &samples);
+                stage_loss = evaluate(&net, stage, slopes + k * n_params, hidden, &samples, NULL);
             }
             /* error = h sum_j e_j grad_j, measured against atol + rtol max(|theta|, |candidate|) */
             lanes squares = broadcast(0.0);
@@ -678,7 +812,7 @@ void native_mlp_chebyshev_stages(int64_t n_members, const double *theta, const d
                 rest[l] = (1.0 - m_j[l]) - n_j[l];
             }
             const lane_bits active = mask_of(taking);
-            evaluate(&net, previous, grad, hidden, &samples);
+            evaluate(&net, previous, grad, hidden, &samples, NULL);
             /* torch's order: ((mu Y1 + nu Y2) + rest theta) + move ((-grad) - a slope) */
             for (int64_t i = 0; i < n_params; i++) {
                 next[i] = m_j * previous[i];

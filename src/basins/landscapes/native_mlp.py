@@ -102,9 +102,7 @@ class NativeMLP:
             raise ValueError(f"theta {tuple(theta.shape)} {theta.dtype} on {theta.device}: the kernel "
                              f"takes float64 (member, {self.arch.n_params}) on the CPU")
         if sizes is not None:
-            sizes = torch.as_tensor(sizes, dtype=torch.int64).contiguous()
-            if sizes.shape != (theta.shape[0],) or not bool(((sizes >= 1) & (sizes <= self.n_samples)).all()):
-                raise ValueError(f"sizes must be one count in 1..{self.n_samples} per member")
+            sizes = self._checked_sizes(sizes, theta.shape[0])
         theta = theta.contiguous()
         losses, grads = torch.empty(theta.shape[0], dtype=torch.float64), torch.empty_like(theta)
         _split(theta.shape[0],
@@ -154,39 +152,35 @@ class NativeMLP:
         _split(theta.shape[0], block)
         return out
 
-    def compiled_steps(self, form: tuple[str, dict] | None, *, grad_tol: float, divergence_threshold: float):
+    def compiled_steps(self, form: tuple[str, dict] | None, *, grad_tol: float, divergence_threshold: float,
+                       sizes: torch.Tensor | None = None, delta_tol: float | None = None):
         """The engine's window (:class:`basins.engine.windows.CompiledSteps`) of the stepper whose
         :meth:`compiled_form` is ``form``, as a loop in C: ``run(theta, loss, grad, state, status,
         stop_step, grad_norm, first_step, n_steps)`` steps the members in place, the loop's
         stopping test (gradient norm at most ``grad_tol``, divergence beyond
-        ``divergence_threshold``) as a mask before every step. None where the kernel has no loop
-        for it (gd with a constant step size and Dormand-Prince gradient flow have one)."""
-        if form is None or form[0] not in ("gd", "dormand_prince"):
+        ``divergence_threshold``) as a mask before every step. ``sizes (member,)``: each member's
+        loss over its own first samples (:meth:`__call__`); ``delta_tol``: the jamming sweep's
+        satisfied test too (every own sample's margin - y f at most it: converged). None where
+        the kernel has no loop for it (gd with a constant step size, Adam and Dormand-Prince
+        gradient flow have one; the flow without the satisfied test)."""
+        if form is None or form[0] not in _STEP_LOOPS or (form[0] == "dormand_prince" and delta_tol is not None):
             return None
         name, options = form
-        if name == "gd":
-            arguments = (float(options["lr"]),)
-            state_names, tensors = ("steps",), ()
-        else:
-            tableau = torch.zeros(len(options["tableau"]), len(options["tableau"]), dtype=torch.float64)
-            for row, coefficients in enumerate(options["tableau"]):
-                tableau[row, : len(coefficients)] = torch.tensor(coefficients, dtype=torch.float64)
-            weights = torch.tensor(options["error_weights"], dtype=torch.float64)
-            if tableau.shape != (6, 6) or weights.shape != (7,):
-                raise ValueError("the kernel's loop integrates the seven-stage Dormand-Prince tableau only")
-            tensors = (tableau, weights)  # kept alive with the runner
-            arguments = (tableau.data_ptr(), weights.data_ptr(), *(float(options[key]) for key in (
-                "error_exponent", "rtol", "atol", "max_time")))
-            state_names = ("step_size", "time", "step_cap", "steps")
+        arguments, state_names, tensors = _STEP_LOOPS[name](options)
         function = getattr(self.library, f"native_mlp_{name}_steps")
-        doubles = self.library.native_mlp_steps_scratch_doubles(self.n_features, self.width, self.arch.depth, int(self.arch.bias))
-        network = (self.n_features, self.width, self.arch.depth, self.n_samples, self.x.data_ptr(), self.y.data_ptr(), *self.settings)
-        settings = (float(grad_tol), float(divergence_threshold))
+        doubles = self.library.native_mlp_steps_scratch_doubles(
+            self.n_features, self.width, self.arch.depth, int(self.arch.bias))
+        network = (self.n_features, self.width, self.arch.depth, self.n_samples, self.x.data_ptr(), self.y.data_ptr(),
+                   *self.settings)
+        if sizes is not None:
+            sizes = self._checked_sizes(sizes, len(sizes))
+        satisfied = () if name == "dormand_prince" else (float("nan") if delta_tol is None else float(delta_tol),)
 
         def block(rows, first_step, n_steps, first, stop, thread):
             pointers = [_row_pointer(row, first) for row in rows]
-            function(stop - first, *pointers, int(first_step), int(n_steps), *arguments, *settings, *network,
-                     self._scratch(thread, doubles).data_ptr())
+            own = None if sizes is None else _row_pointer(sizes, first)
+            function(stop - first, *pointers, int(first_step), int(n_steps), *arguments, float(grad_tol),
+                     float(divergence_threshold), own, *satisfied, *network, self._scratch(thread, doubles).data_ptr())
 
         def run(theta, loss, grad, state, status, stop_step, grad_norm, first_step, n_steps):
             real, count = torch.float64, torch.int64
@@ -194,11 +188,50 @@ class NativeMLP:
                        *((state[key], count if key == "steps" else real) for key in state_names),
                        (status, count), (stop_step, count), (grad_norm, real)]
             _check_buffers(buffers, self.arch.n_params)
+            if sizes is not None and len(sizes) != theta.shape[0]:
+                raise ValueError(f"{len(sizes)} sample counts for {theta.shape[0]} members")
             rows = [tensor for tensor, _ in buffers]
             _split(theta.shape[0], lambda first, stop, thread: block(rows, first_step, n_steps, first, stop, thread))
 
         run.tableau = tensors  # the C loop reads them through their pointers
         return run
+
+    def _checked_sizes(self, sizes, n_members: int) -> torch.Tensor:
+        """Each member's sample count as contiguous int64, checked to lie in 1 .. n_samples."""
+        sizes = torch.as_tensor(sizes, dtype=torch.int64).contiguous()
+        if sizes.shape != (n_members,) or not bool(((sizes >= 1) & (sizes <= self.n_samples)).all()):
+            raise ValueError(f"sizes must be one count in 1..{self.n_samples} per member")
+        return sizes
+
+
+def _gd_loop(options):
+    """gd's arguments after the window's (the step size), its state's buffers, tensors to keep."""
+    return (float(options["lr"]),), ("steps",), ()
+
+
+def _adam_loop(options):
+    """Adam's: the step size, its decay (every, factor), betas and eps."""
+    arguments = (float(options["lr"]), int(options["every"]), float(options["factor"]),
+                 *(float(options[key]) for key in ("beta1", "beta2", "eps")))
+    return arguments, ("exp_avg", "exp_avg_sq", "steps"), ()
+
+
+def _dormand_prince_loop(options):
+    """Dormand-Prince's: the tableau and error weights (kept alive with the runner), the error
+    exponent, the tolerances and the time budget."""
+    tableau = torch.zeros(len(options["tableau"]), len(options["tableau"]), dtype=torch.float64)
+    for row, coefficients in enumerate(options["tableau"]):
+        tableau[row, : len(coefficients)] = torch.tensor(coefficients, dtype=torch.float64)
+    weights = torch.tensor(options["error_weights"], dtype=torch.float64)
+    if tableau.shape != (6, 6) or weights.shape != (7,):
+        raise ValueError("the kernel's loop integrates the seven-stage Dormand-Prince tableau only")
+    arguments = (tableau.data_ptr(), weights.data_ptr(), *(float(options[key]) for key in (
+        "error_exponent", "rtol", "atol", "max_time")))
+    return arguments, ("step_size", "time", "step_cap", "steps"), (tableau, weights)
+
+
+#: The step loops in C, by the name of the stepper's compiled form.
+_STEP_LOOPS = {"gd": _gd_loop, "adam": _adam_loop, "dormand_prince": _dormand_prince_loop}
 
 
 def _row_pointer(tensor: torch.Tensor, row: int) -> int:
@@ -279,10 +312,15 @@ def _load(path: Path) -> ctypes.CDLL:
     compiled.native_mlp_scratch_doubles.argtypes = [integer, integer, integer, flag]
     compiled.native_mlp_scratch_doubles.restype = integer
     network = [integer, integer, integer, integer, pointer, pointer, flag, flag, flag, real, real, real, pointer]
-    compiled.native_mlp_gd_steps.argtypes = [integer, *[pointer] * 7, integer, integer, real, real, real, *network]
+    stops = [real, real, pointer]  # grad_tol, divergence_threshold, sizes
+    compiled.native_mlp_gd_steps.argtypes = [integer, *[pointer] * 7, integer, integer, real, *stops, real, *network]
     compiled.native_mlp_gd_steps.restype = None
+    compiled.native_mlp_adam_steps.argtypes = [
+        integer, *[pointer] * 9, integer, integer, real, integer, real, real, real, real, *stops, real, *network,
+    ]
+    compiled.native_mlp_adam_steps.restype = None
     compiled.native_mlp_dormand_prince_steps.argtypes = [
-        integer, *[pointer] * 10, integer, integer, pointer, pointer, real, real, real, real, real, real, *network,
+        integer, *[pointer] * 10, integer, integer, pointer, pointer, real, real, real, real, *stops, *network,
     ]
     compiled.native_mlp_dormand_prince_steps.restype = None
     compiled.native_mlp_steps_scratch_doubles.argtypes = [integer, integer, integer, flag]
