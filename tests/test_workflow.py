@@ -166,6 +166,7 @@ def test_a_broken_config_fails_before_any_job_and_names_the_key(tmp_path, edit, 
         (lambda r: r["basin_sizes"].update(n_couplings=4), "basin_sizes.n_couplings=4 must be odd"),
         (lambda r: r["basin_sizes"].pop("winding_numbers"), "winding_numbers"),
         (lambda r: r["basin_sizes"].update(n_stepz=3), "'n_stepz' was unexpected"),
+        (lambda r: r["basin_sizes"].update(independent_share=1.0), "independent_share"),
     ],
 )
 def test_a_broken_ring_is_named(tmp_path, edit, named):

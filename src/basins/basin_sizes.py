@@ -28,7 +28,7 @@ import numpy as np
 import xarray as xr
 
 from basins.basin_volume import (
-    GaussianMeasure, UniformTorus, coupling_schedule, estimate_basin_measures, interval_quantile,
+    INDEPENDENT_SHARE, GaussianMeasure, UniformTorus, coupling_schedule, estimate_basin_measures, interval_quantile,
 )
 from basins.io import variable_attrs
 from basins.labels import LEFT, RETURNED
@@ -49,8 +49,9 @@ class BasinWalk:
     """The thermodynamic integration's settings, for networks and rings alike (the config's
     ``basin_sizes`` walk options, schema ``$defs/basin_walk``): springs up to
     ``largest_coupling`` in ``n_couplings`` steps (:func:`basins.basin_volume.coupling_schedule`),
-    ``n_chains`` chains of ``n_steps`` Metropolis steps, the first ``n_burn`` discarded, and
-    ``n_reference`` draws of the strongest spring's Gaussian for the reference basin
+    ``n_chains`` chains of ``n_steps`` Metropolis steps, the first ``n_burn`` discarded,
+    ``n_reference`` draws of the strongest spring's Gaussian for the reference basin, and the
+    ``independent_share`` of proposals drawn afresh from each spring's target
     (:func:`basins.basin_volume.estimate_basin_measures`)."""
 
     largest_coupling: float
@@ -59,6 +60,7 @@ class BasinWalk:
     n_steps: int
     n_burn: int
     n_reference: int
+    independent_share: float = INDEPENDENT_SHARE
 
     def measure(self, inside, measure, centres, members, whitened_starts, *, seed, basin_ids,
                 confidence_z) -> xr.Dataset:
@@ -71,6 +73,7 @@ class BasinWalk:
             inside, measure, centres, couplings=coupling_schedule(self.largest_coupling, self.n_couplings),
             n_chains=self.n_chains, n_steps=self.n_steps, n_burn=self.n_burn, n_reference=self.n_reference,
             seed=seed, basin_ids=basin_ids, confidence_z=confidence_z, basin_samples=samples,
+            independent_share=self.independent_share,
         )
 
 
