@@ -16,9 +16,11 @@ round-off of kernels whose blocking depends on the batch size (tests/test_window
 
 An objective may run a window itself, as a compiled loop (``objective.compiled_steps(stepper,
 grad_tol=, divergence_threshold=)``, :class:`CompiledSteps`): the C kernel of the study's
-networks steps gd and Dormand-Prince gradient flow so on the CPU, each member's
-parameters held in cache through the window (:mod:`basins.landscapes.native_mlp`). gd there
-reproduces the torch loop bit for bit; the adaptive flow's step sizes pass on the last bits of
+networks steps gd, Adam and Dormand-Prince gradient flow so on the CPU, each member's
+parameters held in cache through the window (:mod:`basins.landscapes.native_mlp`; the jamming
+sweep's members each on their own prefix, with its satisfied test in the loop). gd there
+reproduces the torch loop bit for bit; Adam to round-off (the bias corrections' powers are
+libm's); the adaptive flow's step sizes pass on the last bits of
 exp, log and sums rounded otherwise, so its members end on the same minima, a few steps apart
 where the flow ends at its stability limit (so a member whose budget falls between the two
 step counts can end undecided in one and converged in the other; tests/test_native_steps.py).

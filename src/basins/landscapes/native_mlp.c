@@ -1,5 +1,5 @@
 /* Loss and gradient of every member's one-output network of one or more hidden layers, eight (AVX-512) or
-   four members at a time; and the engine's gd and Dormand-Prince steps on them, many at a time, and
+   four members at a time; and the engine's gd, Adam and Dormand-Prince steps on them, many at a time, and
    the stages of a Runge-Kutta-Chebyshev step (at the end).
 
    The engine's objective for these networks in float64 on the CPU (basins.landscapes.native_mlp

@@ -6,7 +6,7 @@ all samples) with ``native_mlp.c`` instead of torch's kernels: eight members at 
 without AVX-512), one per SIMD lane, through the samples four at a time, with an exp the compiler vectorizes (timings
 against torch's hand-derived pass: benchmarks/README.md, "One objective evaluation in C"),
 equal to it to round-off (tests/test_native_mlp.py). The kernel also runs the engine's windows
-of gd and Dormand-Prince gradient flow as loops in C (:meth:`NativeMLP.compiled_steps`,
+of gd, Adam and Dormand-Prince gradient flow as loops in C (:meth:`NativeMLP.compiled_steps`,
 :mod:`basins.engine.windows`): no torch kernel between two recorded steps, each group of
 members' parameters in cache through the window, and the stages of a Runge-Kutta-Chebyshev
 step (:meth:`NativeMLP.chebyshev_stages`: no torch kernel between two stages) (tests/test_native_steps.py).
