@@ -284,9 +284,9 @@ def estimate_basin_measures(
     se = np.sqrt(integral_se**2 + reference_se**2)
     with np.errstate(divide="ignore", invalid="ignore"):  # the reference's binomial error: infinite dof
         dof = se**4 / (integral_se**4 / integral_dof)
-    check = _check_by_fresh_draws(
-        log_reference_fraction, reference_se, _partial_integrals(couplings, walk["mean"] - free, walk["se"], walk["dof"]),
-        quadrature_error, walk["fresh_inside"], walk["fresh_draws"], confidence_z)
+    partials = _partial_integrals(couplings, walk["mean"] - free, walk["se"], walk["dof"])
+    check = _check_by_fresh_draws(log_reference_fraction, reference_se, partials, quadrature_error,
+                                  walk["fresh_inside"], walk["fresh_draws"], confidence_z)
     reason = np.where(reference == 0, f"no draw of the strongest spring (k = {couplings[-1]:g}) fell in the basin: "
                       "raise largest_coupling", "").astype(object)
     log_measure[reference == 0] = np.nan
@@ -443,7 +443,7 @@ def _walk(inside, measure, centres, starts, couplings, *, n_steps, n_burn, rng, 
     }
 
 
-def _measure_by_draws(inside, draws, z, per_basin):
+def _measure_by_draws(inside, draws, z):
     """ln of each basin's measure from the fresh draws of the free spring (the initial measure
     itself) that fell inside, ``inside`` of ``draws`` per basin, with its Wilson interval: a check
     of the integration by plain counting, where the basin is large enough to be hit (no hit:
@@ -456,10 +456,10 @@ def _measure_by_draws(inside, draws, z, per_basin):
     with np.errstate(divide="ignore"):
         logs = [np.log(values) for values in (fraction, low, high)]
     return {
-        "log_measure_by_draws": per_basin(logs[0], "ln of the share of the free spring's fresh draws inside the basin",
+        "log_measure_by_draws": _per_basin(logs[0], "ln of the share of the free spring's fresh draws inside the basin",
                                           note="a count of draws of the initial measure, beside log_measure"),
-        "log_measure_by_draws_low": per_basin(logs[1], "lower end of the Wilson interval of log_measure_by_draws"),
-        "log_measure_by_draws_high": per_basin(logs[2], "upper end of the Wilson interval of log_measure_by_draws"),
+        "log_measure_by_draws_low": _per_basin(logs[1], "lower end of the Wilson interval of log_measure_by_draws"),
+        "log_measure_by_draws_high": _per_basin(logs[2], "upper end of the Wilson interval of log_measure_by_draws"),
     }
 
 
@@ -513,27 +513,25 @@ def _check_by_fresh_draws(log_reference, reference_se, partials, quadrature_erro
 
 
 def _check_variables(check):
-    per_basin = lambda values, name, **extra: (("minimum",), values, variable_attrs(name, **extra))  # noqa: E731
-    per_coupling = lambda values, name, **extra: (("minimum", "coupling"), values, variable_attrs(name, **extra))  # noqa: E731
     return {
-        "log_inside_by_walk": per_coupling(
+        "log_inside_by_walk": _per_coupling(
             check["log_inside_by_walk"], "ln of the spring's target mass inside the basin, by the integration",
             note="ln reference fraction + the integral from the coupling to the strongest spring; "
                  "compare ln fresh_inside_fraction"),
-        "draws_disagreement": per_coupling(
+        "draws_disagreement": _per_coupling(
             check["draws_disagreement"], "log_inside_by_walk - ln fresh_inside_fraction in combined standard errors",
             note=f"nan where fewer than {MIN_CHECK_HITS} fresh draws fell inside"),
-        "draws_check": per_basin(check["draws_check"], "largest |draws_disagreement| over the couplings compared",
+        "draws_check": _per_basin(check["draws_check"], "largest |draws_disagreement| over the couplings compared",
                                  note="above draws_check_threshold: draws_check_failed"),
-        "draws_check_failed": per_basin(
+        "draws_check_failed": _per_basin(
             (check["draws_check"] > check["draws_check_threshold"]).astype(np.int8),
             "whether the integration disagrees with the fresh draws beyond draws_check_threshold",
             flag_values="0 1", flag_meanings="agrees disagrees",
             note="a flag beside the estimate, not a refusal: about one well-sampled basin in 20 is flagged too"),
-        "draws_check_threshold": per_basin(
+        "draws_check_threshold": _per_basin(
             check["draws_check_threshold"], "the interval's two-sided level split between the couplings compared "
             "(Bonferroni), as a standard normal quantile"),
-        "draws_check_couplings": per_basin(check["draws_check_couplings"], "couplings compared with the fresh draws"),
+        "draws_check_couplings": _per_basin(check["draws_check_couplings"], "couplings compared with the fresh draws"),
     }
 
 
@@ -596,44 +594,52 @@ def interval_quantile(confidence_z, dof):
     return np.where(np.isfinite(dof) & (dof > 0), quantile, confidence_z)
 
 
+def _per_basin(values, name, **extra):
+    """An output variable with one value per basin."""
+    return ("minimum",), values, variable_attrs(name, **extra)
+
+
+def _per_coupling(values, name, **extra):
+    """An output variable with one value per basin and coupling."""
+    return ("minimum", "coupling"), values, variable_attrs(name, **extra)
+
+
 def _as_dataset(ids, couplings, walk, log_measure, se, dof, quadrature_error, inside_fraction, undecided, z):
-    per_basin = lambda values, name, **extra: (("minimum",), values, variable_attrs(name, **extra))  # noqa: E731
-    per_coupling = lambda values, name, **extra: (("minimum", "coupling"), values, variable_attrs(name, **extra))  # noqa: E731
     half_width = interval_quantile(z, dof) * se + quadrature_error
     return xr.Dataset(
         {
-            "log_measure": per_basin(log_measure, "ln of the basin's measure under the initial distribution"),
-            "log_measure_se": per_basin(se, "standard error of log_measure (chains and reference draws)"),
-            "log_measure_dof": per_basin(
+            "log_measure": _per_basin(log_measure, "ln of the basin's measure under the initial distribution"),
+            "log_measure_se": _per_basin(se, "standard error of log_measure (chains and reference draws)"),
+            "log_measure_dof": _per_basin(
                 dof, "degrees of freedom of log_measure_se (Welch-Satterthwaite over the couplings' clusters)"),
-            "log_measure_low": per_basin(log_measure - half_width, "lower end of the interval of log_measure",
+            "log_measure_low": _per_basin(log_measure - half_width, "lower end of the interval of log_measure",
                                          note="t(log_measure_dof) * se + quadrature_error below"),
-            "log_measure_high": per_basin(log_measure + half_width, "upper end of the interval of log_measure"),
-            "quadrature_error": per_basin(
+            "log_measure_high": _per_basin(log_measure + half_width, "upper end of the interval of log_measure"),
+            "quadrature_error": _per_basin(
                 quadrature_error, "difference of Simpson's rule from the trapezoid rule over the couplings"),
-            "reference_inside_fraction": per_basin(
+            "reference_inside_fraction": _per_basin(
                 inside_fraction, "fraction of the strongest spring's Gaussian draws that lie in the basin"),
-            "undecided_fraction": per_basin(
+            "undecided_fraction": _per_basin(
                 undecided, "fraction of the runs of the dynamics that were undecided",
                 note="undecided moves are rejected: a non-zero value biases log_measure low where the runs lie "
                      "inside the basin (fresh draws of the springs, run wherever they fall, count too)"),
-            "mean_spring_energy": per_coupling(walk["mean"], "<|z - z0|^2 / 2> under the spring, within the basin"),
-            "mean_spring_energy_se": per_coupling(
+            "mean_spring_energy": _per_coupling(walk["mean"], "<|z - z0|^2 / 2> under the spring, within the basin"),
+            "mean_spring_energy_se": _per_coupling(
                 walk["se"], "standard error of mean_spring_energy over chains",
                 note="cluster-robust: chains that start at the same draw count as one"),
-            "start_clusters": per_coupling(walk["clusters"], "distinct starts of the coupling's chains"),
-            "burn_in_drift": per_coupling(
+            "start_clusters": _per_coupling(walk["clusters"], "distinct starts of the coupling's chains"),
+            "burn_in_drift": _per_coupling(
                 walk["drift"], "change of mean_spring_energy from the first to the second half of the kept steps, "
                 "in standard errors", note="|value| well above 2: burn-in too short (the walk still spreading)"),
-            "acceptance": per_coupling(walk["acceptance"], "fraction of the walk's steps that moved after burn-in",
+            "acceptance": _per_coupling(walk["acceptance"], "fraction of the walk's steps that moved after burn-in",
                                        note="random-walk steps and fresh draws of the spring together"),
-            "step_size": per_coupling(walk["step"], "proposal step of the walk after burn-in (whitened units)"),
-            "fresh_draws": per_coupling(walk["fresh_draws"], "fresh draws of the spring's target proposed"),
-            "fresh_inside_fraction": per_coupling(
+            "step_size": _per_coupling(walk["step"], "proposal step of the walk after burn-in (whitened units)"),
+            "fresh_draws": _per_coupling(walk["fresh_draws"], "fresh draws of the spring's target proposed"),
+            "fresh_inside_fraction": _per_coupling(
                 np.where(walk["fresh_draws"] > 0, walk["fresh_inside"] / np.maximum(walk["fresh_draws"], 1), np.nan),
                 "fraction of the fresh draws of the spring's target that lie in the basin",
                 note="at coupling 0 an estimate of the basin's measure independent of the integration"),
-            **_measure_by_draws(walk["fresh_inside"][:, 0], walk["fresh_draws"][:, 0], z, per_basin),
+            **_measure_by_draws(walk["fresh_inside"][:, 0], walk["fresh_draws"][:, 0], z),
         },
         coords={
             "minimum": ("minimum", ids, variable_attrs("basin (catalog index)")),

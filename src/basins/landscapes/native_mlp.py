@@ -60,7 +60,8 @@ MEMBERS_PER_THREAD = 32
 
 def covers(arch, x: torch.Tensor, loss: str, beta) -> bool:
     """Whether the kernel computes this network's objective: one or more hidden layers of tanh,
-    relu or linear units (a perceptron, depth 0, runs torch's pass), one output, shared float64 inputs on the CPU, a fixed inverse temperature."""
+    relu or linear units (a perceptron, depth 0, runs torch's pass), one output, shared float64
+    inputs on the CPU, a fixed inverse temperature."""
     return (
         arch.depth >= 1
         and arch.n_outputs == 1
@@ -87,7 +88,8 @@ class NativeMLP:
         self.x[: self.n_samples] = x
         self.y = torch.ones(padded, dtype=torch.float64)
         self.y[: self.n_samples] = y
-        self.scratch_doubles = library.native_mlp_scratch_doubles(self.n_features, self.width, arch.depth, int(arch.bias))
+        self.scratch_doubles = library.native_mlp_scratch_doubles(
+            self.n_features, self.width, arch.depth, int(arch.bias))
         self.settings = (
             LOSS_CODES[loss], ACTIVATION_CODES[arch.activation], int(arch.bias),
             float(margin), float(beta), float(l2),
@@ -139,8 +141,10 @@ class NativeMLP:
         _check_buffers([(theta, torch.float64), (slope, torch.float64), (h, torch.float64), (stages, torch.int64)],
                        self.arch.n_params)
         out = torch.empty_like(theta)
-        doubles = self.library.native_mlp_chebyshev_scratch_doubles(self.n_features, self.width, self.arch.depth, int(self.arch.bias))
-        network = (self.n_features, self.width, self.arch.depth, self.n_samples, self.x.data_ptr(), self.y.data_ptr(), *self.settings)
+        doubles = self.library.native_mlp_chebyshev_scratch_doubles(
+            self.n_features, self.width, self.arch.depth, int(self.arch.bias))
+        network = (self.n_features, self.width, self.arch.depth, self.n_samples, self.x.data_ptr(), self.y.data_ptr(),
+                   *self.settings)
 
         def block(first_member, stop, thread):
             rows = (_row_pointer(tensor, first_member) for tensor in (theta, slope, h, stages))
