@@ -8,6 +8,8 @@ from basins.engine.curvature import dense_hessians, hutchinson_trace, lanczos, m
 from basins.flatness import hessian_chunk_size, local_energy, measure_flatness
 from basins.labels import CONVERGED
 from basins.landscapes.architecture import Architecture, initial_parameters
+from basins.landscapes.losses import margins
+from basins.landscapes.networks import forward
 from basins.landscapes.objective import member_losses, network_errors_and_losses
 from basins.training import train_ensemble
 
@@ -97,8 +99,7 @@ def test_local_energy_starts_at_zero_and_grows_with_the_perturbation(teacher_dat
     trained = train_ensemble(arch, *teacher_data, start, np.arange(3), loss="mse", dynamics="gd", lr=0.5,
                              max_steps=3000, grad_tol=1e-6, l2=1e-3, device="cpu", progress_every_s=1e9)
     x, y = (torch.as_tensor(a, dtype=torch.float64) for a in teacher_data[:2])
-    loss = partial(member_losses, x=x, y=y, arch=arch, loss="mse", margin=1.0, l2=1e-3)
-    evaluate = network_errors_and_losses(arch, x, y, member_loss=loss)
+    evaluate = network_errors_and_losses(arch, x, y, loss="mse", margin=1.0, l2=1e-3)
     sigmas = np.array([0.0, 0.05, 0.3, 1.0])
     energy = local_energy(trained["final_theta"].values, evaluate, sigmas, n_draws=300, seed=0)
     np.testing.assert_array_equal(energy["local_energy"][:, 0], 0.0)
@@ -119,7 +120,7 @@ def test_a_trained_minimum_has_index_zero_and_the_origin_is_a_saddle(tiny_proble
     assert len(converged) >= 2
     # The origin is a critical point of a bias-free tanh net, and a saddle once the data pull.
     points = np.vstack([converged, np.zeros((1, arch.n_params))])
-    evaluate = network_errors_and_losses(arch, x, y, member_loss=loss)
+    evaluate = network_errors_and_losses(arch, x, y, loss="mse", margin=1.0, l2=1e-2)
     flatness = measure_flatness(points, loss, evaluate, n_top=3, n_hutchinson=16, sigmas=[0.0, 0.1], n_draws=8)
     np.testing.assert_array_equal(flatness["index"].values[:-1], 0)
     assert int(flatness["index"][-1]) > 0
@@ -136,7 +137,7 @@ def test_a_trained_minimum_has_index_zero_and_the_origin_is_a_saddle(tiny_proble
 def test_chunks_of_minima_give_the_same_spectra_and_local_energy(tiny_problem):
     arch, x, y, loss, theta = tiny_problem
     points = theta.numpy()
-    evaluate = network_errors_and_losses(arch, x, y, member_loss=loss)
+    evaluate = network_errors_and_losses(arch, x, y, loss="mse", margin=1.0, l2=1e-3)
     options = dict(n_top=2, n_lanczos=arch.n_params, n_hutchinson=8, sigmas=[0.0, 0.1], n_draws=8)
     whole = measure_flatness(points, loss, evaluate, **options)
     chunked = measure_flatness(points, loss, evaluate, chunk=3, **options)
@@ -144,6 +145,19 @@ def test_chunks_of_minima_give_the_same_spectra_and_local_energy(tiny_problem):
         np.testing.assert_allclose(chunked[name].values, whole[name].values, rtol=1e-8, atol=1e-12, err_msg=name)
     # an unchunked run draws its probes as before: one chunk of everything is the same run
     np.testing.assert_array_equal(measure_flatness(points, loss, evaluate, chunk=4, **options)["trace"], whole["trace"])
+
+
+@pytest.mark.parametrize("loss, beta", [("mse", 1.0), ("cross_entropy", 3.0), ("quadratic_hinge", 1.0)])
+def test_errors_and_losses_are_the_member_losses_from_one_forward_pass(tiny_problem, loss, beta):
+    # The same operations as member_losses and the margins' sign: the same bits.
+    arch, x, y, _, theta = tiny_problem
+    points = np.vstack([theta.numpy(), 3.0 * theta.numpy()])
+    options = dict(loss=loss, margin=1.0, l2=1e-3, beta=beta)
+    errors, losses = network_errors_and_losses(arch, x, y, **options)(points)
+    block = torch.as_tensor(points)
+    np.testing.assert_array_equal(losses, member_losses(block, x, y, arch, **options).numpy())
+    np.testing.assert_array_equal(errors, (margins(forward(block, x, arch), y) <= 0).double().mean(1).numpy())
+    assert 0 < errors.max() and errors.min() < 1
 
 
 def test_the_hessian_chunk_fits_the_memory_budget():

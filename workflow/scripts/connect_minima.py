@@ -1,4 +1,3 @@
-from functools import partial
 
 import torch
 
@@ -8,7 +7,7 @@ from _rerun import CatalogRerun
 from basins.connectivity import connect_minima
 from basins.io import add_provenance, write_dataset
 from basins.labels import CONVERGED
-from basins.landscapes.objective import NetworkLoss, data_tensors, member_losses, network_chunk_size, network_errors_and_losses
+from basins.landscapes.objective import NetworkLoss, data_tensors, network_chunk_size, network_errors_and_losses
 from basins.landscapes.symmetry import nearest_image
 from basins.minima import assign_to_catalog, canonicalize
 
@@ -52,8 +51,7 @@ graph = connect_minima(
     **params.connectivity,
 )
 x, y = data_tensors(arch, x_test, y_test, device=device)
-test_loss = partial(member_losses, x=x, y=y, arch=arch, **loss_options)
-test_error, _ = network_errors_and_losses(arch, x, y, member_loss=test_loss)(graph["theta"].values)
+test_error, _ = network_errors_and_losses(arch, x, y, **loss_options)(graph["theta"].values)
 graph["test_error"] = ("minimum", test_error, {"long_name": "test error of the minimum", "units": "1"})
 graph = add_provenance(
     graph.assign_attrs(

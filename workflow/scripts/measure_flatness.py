@@ -28,7 +28,7 @@ log.info("%d minima, Hessians of %d at a time", minima.sizes["minimum"], chunk)
 flatness = measure_flatness(
     minima["theta"].values,
     loss,
-    network_errors_and_losses(arch, x, y, member_loss=loss),
+    network_errors_and_losses(arch, x, y, **landscape),
     seed=seed,
     device=str(device),
     chunk=chunk,

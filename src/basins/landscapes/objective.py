@@ -19,16 +19,20 @@ from basins.landscapes.losses import l2_penalty, margins, sample_losses
 from basins.landscapes.networks import forward
 
 
-def network_errors_and_losses(arch, x, y, *, member_loss, chunk: int = 4096):
-    """``errors_and_losses`` of :func:`local_energy` for a network on its training set."""
+def network_errors_and_losses(arch, x, y, *, loss, margin, l2, beta=1.0, chunk: int = 4096):
+    """``errors_and_losses`` of :func:`basins.flatness.local_energy` for a network on data ``x``,
+    ``y``: each point's error and its loss as :func:`member_losses` computes it (the same
+    operations, so the same bits), from one forward pass."""
 
     def evaluate(points):
         errors, losses = [], []
         with torch.no_grad():
             for start in range(0, len(points), chunk):
                 block = torch.as_tensor(points[start : start + chunk], dtype=x.dtype, device=x.device)
-                errors.append((margins(forward(block, x, arch), y) <= 0).to(x.dtype).mean(1).cpu().numpy())
-                losses.append(member_loss(block).cpu().numpy())
+                output = forward(block, x, arch)
+                errors.append((margins(output, y) <= 0).to(x.dtype).mean(1).cpu().numpy())
+                member_loss = sample_losses(output, y, loss=loss, margin=margin, beta=beta).mean(1)
+                losses.append((member_loss + l2_penalty(block, l2)).cpu().numpy())
         if not errors:  # no point (an empty catalogue)
             return np.empty(0), np.empty(0)
         return np.concatenate(errors), np.concatenate(losses)
