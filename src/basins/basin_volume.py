@@ -483,12 +483,13 @@ def _check_by_fresh_draws(log_reference, reference_se, partials, quadrature_erro
 
     A fresh draw of spring k is a draw of mu(z) exp(-k s(z)) without the basin, so the share of
     them inside estimates Z_k(basin) / Z_k(free), whose ln the integration gives too: ln of the
-    reference fraction plus the integral from k to the strongest spring. The two are independent
-    (the draws decide no move's energy), so at every coupling with at least
-    :data:`MIN_CHECK_HITS` draws inside their difference in combined standard errors (the walk's
-    widened to Student's t as its interval is, the quadrature error added as in it, the share's
-    binomial by the delta method) is about standard normal where the walk has sampled its
-    basin. Its largest size over the couplings compared is held to the interval's two-sided level
+    reference fraction plus the integral from k to the strongest spring. At every coupling with
+    at least :data:`MIN_CHECK_HITS` draws inside their difference in combined standard errors
+    (the walk's widened to Student's t as its interval is, the quadrature error added as in it,
+    the share's binomial by the delta method) is about standard normal where the walk has
+    sampled its basin, or narrower: the walk takes the draws that land inside, which correlates
+    the two positively (a draw in a far part raises both), and the combined error, which
+    ignores that, makes the test conservative. Its largest size over the couplings compared is held to the interval's two-sided level
     split between them (Bonferroni): a walk that has not spread through its basin, or has missed
     a piece of it the draws hit, fails the check. The check flags, it does not refuse: it sees
     only basins the draws hit, and there the walk takes the same draws (see the module for what
