@@ -30,6 +30,14 @@ def test_wilson_interval_brackets_the_estimate_and_stays_in_the_unit_interval():
     assert (low <= p).all() and (p <= high).all() and (low >= 0).all() and (high <= 1).all()
     # Known value: 50 of 100 at z = 1.96 gives (0.4038, 0.5962).
     assert low[2] == pytest.approx(0.4038, abs=1e-4) and high[2] == pytest.approx(0.5962, abs=1e-4)
+    # One trial count per proportion: each the interval of its own count.
+    trials = np.array([100, 10, 3000])
+    per_count = wilson_interval(np.array([50, 5, 1500]), trials)
+    for index, n in enumerate(trials):
+        single = wilson_interval(np.array([50, 5, 1500])[index], int(n))
+        assert per_count[0][index] == single[0] and per_count[1][index] == single[1]
+    with pytest.raises(ValueError, match="at least one trial"):
+        wilson_interval(np.array([1, 0]), np.array([3, 0]))
 
 
 def test_the_binomial_standard_error_is_never_zero_and_tends_to_the_plain_one():

@@ -449,10 +449,9 @@ def _measure_by_draws(inside, draws, z):
     of the integration by plain counting, where the basin is large enough to be hit (no hit:
     the low end is -inf and the high end an upper bound)."""
     fraction, low, high = (np.full(len(draws), np.nan) for _ in range(3))
-    for basin, (hits, n) in enumerate(zip(inside, draws)):
-        if n > 0:
-            fraction[basin] = hits / n
-            low[basin], high[basin] = wilson_interval(hits, int(n), z)
+    drawn = draws > 0
+    fraction[drawn] = inside[drawn] / draws[drawn]
+    low[drawn], high[drawn] = wilson_interval(inside[drawn], draws[drawn], z)
     with np.errstate(divide="ignore"):
         logs = [np.log(values) for values in (fraction, low, high)]
     return {

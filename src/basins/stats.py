@@ -6,9 +6,11 @@ import numpy as np
 from scipy import stats
 
 
-def wilson_interval(successes: np.ndarray, n: int, z: float = 1.96) -> tuple[np.ndarray, np.ndarray]:
-    """Wilson score interval of a binomial proportion (Wilson 1927); sensible at p near 0 or 1."""
-    if n <= 0:
+def wilson_interval(successes: np.ndarray, n, z: float = 1.96) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score interval of a binomial proportion (Wilson 1927); sensible at p near 0 or 1.
+    ``n``: the trials, one count or one per proportion."""
+    n = np.asarray(n, dtype=np.float64)
+    if (n <= 0).any():
         raise ValueError(f"n={n}: an interval needs at least one trial")
     p = np.asarray(successes, dtype=np.float64) / n
     centre = _wilson_centre(p, n, z)
