@@ -21,8 +21,8 @@ from basins.landscapes.networks import forward
 
 def network_errors_and_losses(arch, x, y, *, loss, margin, l2, beta=1.0, chunk: int = 4096):
     """``errors_and_losses`` of :func:`basins.flatness.local_energy` for a network on data ``x``,
-    ``y``: each point's error and its loss as :func:`member_losses` computes it (the same
-    operations, so the same bits), from one forward pass."""
+    ``y``: each point's error and its loss (:func:`losses_of_outputs`, as :func:`member_losses`),
+    from one forward pass."""
 
     def evaluate(points):
         errors, losses = [], []
@@ -31,8 +31,8 @@ def network_errors_and_losses(arch, x, y, *, loss, margin, l2, beta=1.0, chunk: 
                 block = torch.as_tensor(points[start : start + chunk], dtype=x.dtype, device=x.device)
                 output = forward(block, x, arch)
                 errors.append((margins(output, y) <= 0).to(x.dtype).mean(1).cpu().numpy())
-                member_loss = sample_losses(output, y, loss=loss, margin=margin, beta=beta).mean(1)
-                losses.append((member_loss + l2_penalty(block, l2)).cpu().numpy())
+                losses.append(losses_of_outputs(output, block, y, loss=loss, margin=margin, l2=l2, beta=beta)
+                              .cpu().numpy())
         if not errors:  # no point (an empty catalogue)
             return np.empty(0), np.empty(0)
         return np.concatenate(errors), np.concatenate(losses)
@@ -84,7 +84,11 @@ class NetworkLoss:
 
 def member_losses(theta, x, y, arch, *, loss, margin, l2, beta=1.0) -> torch.Tensor:
     """Training loss ``(member,)``: the mean sample loss plus ``l2 / 2 |theta|^2``; differentiable."""
-    output = forward(theta, x, arch)
+    return losses_of_outputs(forward(theta, x, arch), theta, y, loss=loss, margin=margin, l2=l2, beta=beta)
+
+
+def losses_of_outputs(output, theta, y, *, loss, margin, l2, beta=1.0) -> torch.Tensor:
+    """:func:`member_losses` from the networks' ``output`` on the data (the forward pass done)."""
     return sample_losses(output, y, loss=loss, margin=margin, beta=beta).mean(1) + l2_penalty(theta, l2)
 
 
