@@ -8,11 +8,13 @@ from scipy import stats
 from basins.stats import (
     CONTRADICTED,
     PARTIAL_KNOTS,
+    PARTIAL_MIN_PAIRS,
     SUPPORTED,
     UNDECIDED_VERDICT,
     fisher_z,
     mid_ranks,
     partial_spearman_fisher_z,
+    partial_spearman_fisher_z_rows,
     pool_replicates,
     rank_correlation,
     spearman_fisher_z,
@@ -283,3 +285,39 @@ def test_the_partial_rank_correlation_is_defined_where_a_side_follows_the_contro
         z, se, _ = partial_spearman_fisher_z(swapped, rng.standard_normal(n), control)
         assert np.isfinite(z) and se == pytest.approx(1.03 * np.sqrt(1.5 / (n - 5)))
         assert np.isnan(partial_spearman_fisher_z(control * 2.0, rng.standard_normal(n), control)[0])
+
+
+def test_the_partial_rank_correlation_of_many_rows_equals_each_row_fitted_on_its_own():
+    """Rows letting in different triples are fitted together (normal equations, one batched
+    solve): each row's z equals the one-row function on that row's entering triples, whose fit
+    is the same spline by least squares (np.linalg.lstsq), to round-off."""
+    rng = np.random.default_rng(21)
+    n_rows, n = 40, 15
+    a, b = rng.standard_normal((2, n_rows, n))
+    control = rng.standard_normal(n)
+    entering = rng.random((n_rows, n)) < 0.7
+    z, se = partial_spearman_fisher_z_rows(a, b, control, entering)
+    for row in range(n_rows):
+        keep = entering[row]
+        alone = _partial_z_by_lstsq(a[row, keep], b[row, keep], control[keep])
+        if keep.sum() < PARTIAL_MIN_PAIRS:
+            assert np.isnan(z[row]) and np.isnan(alone)
+        else:
+            assert z[row] == pytest.approx(alone, abs=1e-12)
+            assert se[row] == pytest.approx(1.03 * np.sqrt(1.5 / (keep.sum() - 5)))
+            assert z[row] == pytest.approx(partial_spearman_fisher_z(a[row, keep], b[row, keep], control[keep])[0],
+                                           abs=1e-12)
+
+
+def _partial_z_by_lstsq(a, b, control):
+    """The partial rank correlation's recipe written out for one row of untied values."""
+    n = len(a)
+    if n < PARTIAL_MIN_PAIRS:
+        return np.nan
+    order = np.argsort(control)
+    u = (np.argsort(np.argsort(control[order])) + 0.5) / n
+    design = np.stack([np.ones(n), u, *(np.maximum(u - knot, 0.0) for knot in PARTIAL_KNOTS)], -1)
+    sides = np.stack([mid_ranks(a[order]), mid_ranks(b[order])], -1)
+    left = sides - design @ np.linalg.lstsq(design, sides, rcond=None)[0]
+    steps = np.diff(left, axis=0)
+    return fisher_z(np.sum(steps[:, 0] * steps[:, 1]) / np.sqrt(np.sum(steps[:, 0] ** 2) * np.sum(steps[:, 1] ** 2)), n)

@@ -23,7 +23,6 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 import xarray as xr
-from scipy import stats
 
 from basins.io import variable_attrs
 from basins.labels import LEFT, OUTCOME_MEANINGS, OUTCOME_VALUES, RETURNED, UNDECIDED
@@ -196,6 +195,8 @@ def _survival(radius, observed, confidence):
         raise ValueError("radius must be finite and >= 0 (censored rays carry the radius they are censored at; "
                          "rays files from before censoring was recorded must be re-made by probe_rays)")
     observed = observed.astype(bool)
+    from scipy import stats  # here, not at the top: a second of import for the stages that never call it
+
     survival = stats.ecdf(stats.CensoredData(uncensored=radius[observed], right=radius[~observed])).sf
     with warnings.catch_warnings():  # Greenwood's 0/0 where S = 0, set to 0 below
         warnings.simplefilter("ignore", RuntimeWarning)

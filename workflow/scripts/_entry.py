@@ -4,6 +4,7 @@ Snakemake drops PYTHONPATH in ``--sdm conda`` jobs, so where ``basins`` is not i
 the job's environment the checkout's ``src/`` is put on the path instead.
 """
 
+import gc
 import logging
 import sys
 from pathlib import Path
@@ -31,7 +32,20 @@ def start(snakemake) -> logging.Logger:
 
     # Put the traceback of a failing job into its log file too, not only on the console.
     sys.excepthook = log_uncaught
+    _spare_collections_of_imports()
     return log
+
+
+def _spare_collections_of_imports() -> None:
+    """Keep the objects the imports made (torch's ~10^6) out of every later garbage collection.
+
+    Called once the entry script's imports are done. The collection at interpreter exit
+    otherwise walks them all: 0.4-0.5 s of each torch job (medians of 8 starts, 1.93 against
+    1.53 s for ``import torch``), a few minutes of job-seconds over the default study's ~260
+    jobs. Reference counting still frees them; only reference cycles among them are never
+    collected, which a process about to exit does not need.
+    """
+    gc.freeze()
 
 
 def _use_declared_threads(threads: int) -> None:

@@ -36,7 +36,6 @@ import itertools
 import math
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from basins.landscapes.architecture import Architecture
 
@@ -253,6 +252,10 @@ def _assign(cost):
             orders[start : start + step] = candidates[best]
             totals[start : start + step] = sums[np.arange(len(best)), best]
     else:
+        # Imported here: scipy.optimize costs half a second of every job's start, and small
+        # networks never come here.
+        from scipy.optimize import linear_sum_assignment
+
         for row, matrix in enumerate(flat):
             orders[row] = linear_sum_assignment(matrix)[1]
             totals[row] = matrix[np.arange(n), orders[row]].sum()
