@@ -82,6 +82,29 @@ def test_a_walk_too_short_to_spread_shows_it_in_its_halves():
     assert (short["log_measure_half_drift"] > 2 * short["log_measure_se"]).all()
     assert abs(long["log_measure"].values.mean() - truth) < 0.3
     assert abs(long["log_measure_half_drift"].values.mean()) < 2 * 2 * long["log_measure_se"].values.mean() / np.sqrt(10)
+    # Pooled over the ten walks, the plateau check flags the short ones (score ~15) and not the long.
+    assert short["plateau_check_failed"] == 1 and short["plateau_score"] > 5 and short["plateau_basins"] == 10
+    assert long["plateau_check_failed"] == 0 and (short["half_drift_score"] > 2).all()
+
+
+def test_the_half_drift_score_is_standard_normal_where_the_walks_are_at_equilibrium():
+    """The plateau check's null: a ball the walk samples without bias (as in the first test),
+    its drift's standard error from the chains' own differences between their halves. Over 100
+    stages of 20 walks (session 44) the basins' scores had mean 0.01 and spread 0.99, the pooled
+    score spread 0.96 and 4 stages flagged at 5 %; here 10 stages, 200 walks."""
+    dim, radius = 10, 1.0
+    centre = _typical_point(dim)
+    centres = np.repeat(centre[None], 20, axis=0)
+    results = [
+        estimate_basin_measures(lambda z, basin: _outcome(np.sum((z - centres[basin]) ** 2, axis=-1) <= radius**2),
+                                GaussianMeasure(dim), centres, seed=seed, **WALK)
+        for seed in range(10)
+    ]
+    scores = np.concatenate([result["half_drift_score"].values for result in results])
+    assert abs(scores.mean()) < 0.2 and 0.85 < scores.std() < 1.15
+    pooled = np.array([float(result["plateau_score"]) for result in results])
+    assert np.allclose(pooled, [r["half_drift_score"].values.sum() / np.sqrt(20) for r in results])
+    assert sum(int(result["plateau_check_failed"]) for result in results) <= 2
 
 
 def test_fresh_draws_of_the_spring_reach_the_whole_slab_that_random_walks_from_the_anchor_miss():
@@ -109,7 +132,11 @@ def test_fresh_draws_of_the_spring_reach_the_whole_slab_that_random_walks_from_t
 
     walked = measure(None, independent_share=0.0)
     assert walked["log_measure"].values.mean() < truth - 1.3 and _covered(walked, truth).mean() <= 0.25
+    # Flagged by the walks' plateau check (score ~9 over 24 walks), not by the fresh draws' check,
+    # which the random walk alone does not make.
+    assert walked["plateau_check_failed"] == 1 and walked["draws_check_failed"].sum() == 0
     anchored, spread = measure(None), measure(list(samples))
+    assert anchored["plateau_check_failed"] == 0
     for result in (anchored, spread):
         assert abs(result["log_measure"].values.mean() - truth) < 0.3 and _covered(result, truth).mean() >= 0.85
     # The free spring's fresh draws are draws of the measure: their share inside counts it directly

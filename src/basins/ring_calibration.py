@@ -61,11 +61,12 @@ def _measured_states(labels, basin_sizes) -> xr.Dataset:
     """Every measured twisted state's estimated and counted ln basin fraction, one row each."""
     rows = [
         {"ring_of_state": label, **{_RENAMED.get(name, name): state[name].item() for name in _MEASURED},
-         "largest_burn_in_drift": float(np.abs(state["burn_in_drift"]).max())}
+         "largest_burn_in_drift": float(np.abs(state["burn_in_drift"]).max()),
+         "plateau_score": float(sizes["plateau_score"])}
         for label, sizes in zip(labels, basin_sizes)
         for state in (sizes.isel(minimum=index) for index in range(sizes.sizes["minimum"]))
     ]
-    names = ("ring_of_state", *(_RENAMED.get(name, name) for name in _MEASURED), "largest_burn_in_drift")
+    names = ("ring_of_state", *(_RENAMED.get(name, name) for name in _MEASURED), "largest_burn_in_drift", "plateau_score")
     return xr.Dataset(
         _columns("measured_state", rows, names),
         coords={"measured_state": ("measured_state", np.arange(len(rows)), variable_attrs("measured twisted state"))},
@@ -127,8 +128,8 @@ _SHAPE = (
 _MEASURED = (
     "winding_number", "n_members", "log_count_fraction", "log_count_fraction_low", "log_count_fraction_high",
     "log_basin_fraction", "log_basin_fraction_low", "log_basin_fraction_high", "log_measure_dof", "count_disagreement",
-    "reference_inside_fraction", "undecided_fraction", "log_measure_half_drift", "basin_samples", "draws_check",
-    "draws_check_threshold", "reason",
+    "reference_inside_fraction", "undecided_fraction", "log_measure_half_drift", "half_drift_score", "basin_samples",
+    "draws_check", "draws_check_threshold", "reason",
 )
 _TEXT = ("ring_of_state", "reason")
 _RENAMED = {"n_members": "members_of_state"}  # n_members is the ring's own (per ring and seed)
@@ -149,6 +150,8 @@ _DESCRIPTIONS = {
     "undecided_fraction": "share of the walk's runs that were undecided (rejected moves: biases the estimate low)",
     "reason": "why the state has no estimate (empty: it has one)",
     "log_measure_half_drift": "the estimate from the second half of the walks' kept steps minus from the first (nats)",
+    "half_drift_score": "log_measure_half_drift over its standard error, as a standard normal quantile",
+    "plateau_score": "the walks' plateau score of the state's stage (ring and seed): standard normal at equilibrium",
     "draws_check": "largest disagreement of the integration with the springs' fresh draws (standard errors)",
     "draws_check_threshold": "the level draws_check is held to (Bonferroni over the springs compared)",
     "largest_burn_in_drift": "largest |burn_in_drift| over the couplings (a weak check of equilibration)",
@@ -234,7 +237,8 @@ def _measured_states_markdown(calibration: xr.Dataset) -> str:
             f"| {r['ring_of_state']} | {r['winding_number']} | {r['members_of_state']} "
             f"| {r['log_count_fraction']:.2f} [{r['log_count_fraction_low']:.2f}, {r['log_count_fraction_high']:.2f}] "
             f"| {estimate} | {r['log_measure_dof']:.0f} | {r['count_disagreement']:+.1f} | {r['reference_inside_fraction']:.2f} "
-            f"| {r['undecided_fraction']:.4f} | {r['log_measure_half_drift']:+.2f} | {r['largest_burn_in_drift']:.1f} "
+            f"| {r['undecided_fraction']:.4f} | {r['log_measure_half_drift']:+.2f} ({r['half_drift_score']:+.1f}) "
+            f"| {r['plateau_score']:+.1f} | {r['largest_burn_in_drift']:.1f} "
             f"| {r['basin_samples']} | {r['draws_check']:.1f} / {r['draws_check_threshold']:.1f} |"
         )
     disagreement = calibration["count_disagreement"].values.astype(float)
@@ -242,18 +246,19 @@ def _measured_states_markdown(calibration: xr.Dataset) -> str:
     return (
         "\nBasin fractions by thermodynamic integration (stage estimate_ring_basin_sizes) against counts:\n\n"
         "| ring | q | members | ln p, counted | ln p, estimated | dof | difference (combined SE) | strongest spring's "
-        "draws inside | undecided runs | second half - first half (nats) | largest burn-in drift "
-        "| chains started among | fresh draws' check (largest / level) |\n"
-        + "|---" * 13 + "|\n"
+        "draws inside | undecided runs | second half - first half (nats; score) | walks' plateau score (stage) "
+        "| largest burn-in drift | chains started among | fresh draws' check (largest / level) |\n"
+        + "|---" * 14 + "|\n"
         + "\n".join(lines) + "\n\n"
         f"{int((np.abs(disagreement[estimated]) <= 2).sum())} of {int(estimated.sum())} estimates lie within two "
         f"combined standard errors of their counts; states without an estimate: {int((~estimated).sum())}. "
         "Intervals: the count's Wilson interval; the estimate's chains (chains that share a start count once; "
         "Student's t at dof), reference draws and quadrature error, "
-        "not the bias of walks too short (low; docs/method.md): their length is checked by a plateau in n_steps. "
-        "The halves' difference flags gross under-equilibration only; the fresh draws' check (the integration "
-        "against the share of each spring's fresh draws inside, in standard errors) only where the draws hit "
-        "the basin.\n"
+        "not the bias of walks too short (low; docs/method.md). The halves' difference, over its standard error "
+        "as a normal score, flags gross under-equilibration of one walk; the walks' plateau score pools the "
+        "scores of a stage's states (Stouffer: standard normal at equilibrium, beyond +-1.96 the walks are "
+        "too short); the fresh draws' check (the integration against the share of each spring's fresh draws "
+        "inside, in standard errors) only where the draws hit the basin.\n"
     )
 
 
