@@ -5,7 +5,8 @@ import pytest
 from scipy import stats
 
 from basins.basin_volume import (
-    MIN_CHECK_HITS, GaussianMeasure, UniformTorus, _check_by_fresh_draws, coupling_schedule, estimate_basin_measures,
+    MIN_CHECK_HITS, PLATEAU_DRIFTING, PLATEAU_REACHED, PLATEAU_UNCHECKED, GaussianMeasure, UniformTorus,
+    _check_by_fresh_draws, _plateau_check, coupling_schedule, estimate_basin_measures,
 )
 from basins.labels import LEFT, RETURNED, UNDECIDED
 
@@ -105,6 +106,27 @@ def test_the_half_drift_score_is_standard_normal_where_the_walks_are_at_equilibr
     pooled = np.array([float(result["plateau_score"]) for result in results])
     assert np.allclose(pooled, [r["half_drift_score"].values.sum() / np.sqrt(20) for r in results])
     assert sum(int(result["plateau_check_failed"]) for result in results) <= 2
+
+
+def test_the_plateau_check_scores_only_walks_that_moved_and_basins_with_an_estimate():
+    """Chains that never move have halves equal to round-off (drift and its error ~1e-16 where the
+    kept steps are odd: an independent referee found such walks scored as noise and the stage
+    read as a plateau); basins without an estimate are not scored either, and a stage with no
+    basin scored is unchecked, not a plateau."""
+    drift_se = np.array([0.5, 1e-16, 0.5, 0.4])
+    drift = np.array([1.5, 1.3e-16, 2.0, 0.1])
+    integral_se = np.array([0.3, 0.2, 0.3, 0.25])
+    estimated = np.array([True, True, False, True])
+    check = _plateau_check(drift, drift_se, np.full(4, 30.0), integral_se, estimated, 1.96)
+    scored = np.isfinite(check["score"])
+    assert scored.tolist() == [True, False, False, True] and check["basins"] == 2
+    expected = stats.norm.isf(stats.t.sf(np.array([3.0, 0.25]), 30.0))
+    assert check["score"][scored] == pytest.approx(expected)
+    assert check["pooled"] == pytest.approx(expected.sum() / np.sqrt(2)) and check["verdict"] == PLATEAU_DRIFTING
+    assert _plateau_check(drift[3:], drift_se[3:], np.full(1, 30.0), integral_se[3:], estimated[3:], 1.96)[
+        "verdict"] == PLATEAU_REACHED
+    unchecked = _plateau_check(drift[1:3], drift_se[1:3], np.full(2, 30.0), integral_se[1:3], estimated[1:3], 1.96)
+    assert unchecked["verdict"] == PLATEAU_UNCHECKED and np.isnan(unchecked["pooled"]) and unchecked["basins"] == 0
 
 
 def test_fresh_draws_of_the_spring_reach_the_whole_slab_that_random_walks_from_the_anchor_miss():

@@ -213,7 +213,7 @@ def figure_jamming_cover(jamming: xr.Dataset, *, title: str) -> plt.Figure:
         n_sat = network["sat_count"].values
         n_decided = n_sat + network["unsat_count"].values
         shown = n_decided > 0
-        low, high = np.array([wilson_interval(k, n) for k, n in zip(n_sat[shown], n_decided[shown])]).T
+        low, high = wilson_interval(n_sat[shown], n_decided[shown])
         fraction = n_sat[shown] / n_decided[shown]
         ax.errorbar(
             sizes[shown] / n_free, fraction, yerr=(fraction - low, high - fraction), fmt="o", ms=3, color=color,

@@ -278,8 +278,8 @@ def _far_variables(eligible, far, far_se, reentry, reentry_se, n_far_rays):
 def _wilson_of_rays(mean, n_rays):
     """Wilson 95 % bounds of ``mean`` read as a proportion of ``n_rays`` trials; nan where there is none."""
     low, high = np.full(len(mean), np.nan), np.full(len(mean), np.nan)
-    for row in np.flatnonzero(np.isfinite(mean) & (n_rays > 0)):
-        low[row], high[row] = wilson_interval(mean[row] * n_rays[row], int(n_rays[row]))
+    rows = np.isfinite(mean) & (n_rays > 0)
+    low[rows], high[rows] = wilson_interval(mean[rows] * n_rays[rows], n_rays[rows])
     return low, high
 
 
