@@ -315,7 +315,7 @@ def _partial_z_by_lstsq(a, b, control):
     if n < PARTIAL_MIN_PAIRS:
         return np.nan
     order = np.argsort(control)
-    u = (np.argsort(np.argsort(control[order])) + 0.5) / n
+    u = (np.arange(n) + 0.5) / n  # the sorted, untied control's mid-ranks over n
     design = np.stack([np.ones(n), u, *(np.maximum(u - knot, 0.0) for knot in PARTIAL_KNOTS)], -1)
     sides = np.stack([mid_ranks(a[order]), mid_ranks(b[order])], -1)
     left = sides - design @ np.linalg.lstsq(design, sides, rcond=None)[0]
