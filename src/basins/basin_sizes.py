@@ -51,7 +51,8 @@ class BasinWalk:
     ``largest_coupling`` in ``n_couplings`` steps (:func:`basins.basin_volume.coupling_schedule`),
     ``n_chains`` chains of ``n_steps`` Metropolis steps, the first ``n_burn`` discarded,
     ``n_reference`` draws of the strongest spring's Gaussian for the reference basin, and the
-    ``independent_share`` of proposals drawn afresh from each spring's target
+    ``independent_share`` of proposals drawn afresh from each spring's target, and whether the
+    walks' length is checked by a second estimate from walks half as long (``half_length_walk``)
     (:func:`basins.basin_volume.estimate_basin_measures`)."""
 
     largest_coupling: float
@@ -61,6 +62,7 @@ class BasinWalk:
     n_burn: int
     n_reference: int
     independent_share: float = INDEPENDENT_SHARE
+    half_length_walk: bool = True
 
     def measure(self, inside, measure, centres, members, whitened_starts, *, seed, basin_ids,
                 confidence_z) -> xr.Dataset:
@@ -73,7 +75,7 @@ class BasinWalk:
             inside, measure, centres, couplings=coupling_schedule(self.largest_coupling, self.n_couplings),
             n_chains=self.n_chains, n_steps=self.n_steps, n_burn=self.n_burn, n_reference=self.n_reference,
             seed=seed, basin_ids=basin_ids, confidence_z=confidence_z, basin_samples=samples,
-            independent_share=self.independent_share,
+            independent_share=self.independent_share, half_length_walk=self.half_length_walk,
         )
 
 

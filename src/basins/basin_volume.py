@@ -212,6 +212,7 @@ def estimate_basin_measures(
     confidence_z: float = 1.96,
     basin_samples: list[np.ndarray] | None = None,
     independent_share: float = INDEPENDENT_SHARE,
+    half_length_walk: bool = False,
 ) -> xr.Dataset:
     """ln of each basin's measure under ``measure``, by thermodynamic integration.
 
@@ -249,6 +250,11 @@ def estimate_basin_measures(
         Share of each chain's proposals drawn from its spring's target without the basin
         (independence Metropolis-Hastings: such a draw is taken wherever it lies inside), the
         others a random walk's; 0 for the random walk alone.
+    half_length_walk : bool
+        Check the walks' length by a second, independent estimate with walks half as long
+        (``n_steps // 2``, ``n_burn // 2``; about half the cost again): the stage's plateau
+        score then pools each basin's difference between the two (:func:`_plateau_check`),
+        twice as sensitive as the halves of one walk; else it pools the halves.
 
     Returns
     -------
@@ -267,7 +273,11 @@ def estimate_basin_measures(
         which are draws of ``measure`` itself; the check of the integration by the fresh draws
         (:func:`_check_by_fresh_draws`): per ``basin`` and ``coupling`` ``log_inside_by_walk``
         and ``draws_disagreement``, per ``basin`` ``draws_check``, ``draws_check_threshold``,
-        ``draws_check_couplings`` and ``draws_check_failed``.
+        ``draws_check_couplings`` and ``draws_check_failed``; the walks' length
+        (:func:`_plateau_check`): per ``basin`` ``log_measure_half_drift`` with ``_se`` and
+        ``half_drift_score``, with ``half_length_walk`` ``log_measure_half_walk`` with ``_se``
+        and ``half_walk_score``; per stage ``plateau_score``, ``plateau_basins``,
+        ``plateau_check_failed`` and ``plateau_method``.
     """
     couplings = _checked_couplings(couplings)
     centres = np.atleast_2d(np.asarray(centres, dtype=np.float64))
@@ -276,9 +286,11 @@ def estimate_basin_measures(
     if n_chains < 2 or n_burn < 1 or n_steps <= n_burn or n_reference < 1 or not 0 <= independent_share < 1:
         raise ValueError(f"n_chains={n_chains} (>= 2), n_burn={n_burn} (>= 1), n_steps={n_steps} (> n_burn), "
                          f"n_reference={n_reference} (>= 1), independent_share={independent_share} (in [0, 1))")
+    if half_length_walk and n_steps // 2 <= max(n_burn // 2, 1):
+        raise ValueError(f"n_steps={n_steps}, n_burn={n_burn}: the half-length walk needs n_steps // 2 > n_burn // 2")
     rng = np.random.default_rng(seed)
     samples = _checked_samples(inside, measure, centres, basin_samples)  # not runs of the walk: uncounted
-    inside = _counted(inside, len(centres))
+    given_inside, inside = inside, _counted(inside, len(centres))
     reference = _reference_fraction(inside, measure, centres, couplings[-1], n_reference, rng)
     starts = _chain_starts(measure, centres, samples, couplings, n_chains, rng)
     walk = _walk(inside, measure, centres, starts, couplings, n_steps=n_steps, n_burn=n_burn, rng=rng,
@@ -304,6 +316,16 @@ def estimate_basin_measures(
                       "raise largest_coupling", "").astype(object)
     log_measure[reference == 0] = np.nan
     ids = np.arange(len(centres)) if basin_ids is None else np.asarray(basin_ids)
+    halves = _halves_plateau(half_drift, half_drift_se, half_drift_dof, integral_se, np.isfinite(log_measure),
+                             confidence_z)
+    if half_length_walk:
+        half = estimate_basin_measures(
+            given_inside, measure, centres, couplings=couplings, n_chains=n_chains, n_steps=n_steps // 2,
+            n_burn=max(n_burn // 2, 1), n_reference=n_reference, seed=np.random.SeedSequence([seed, 2]),
+            confidence_z=confidence_z, basin_samples=samples, independent_share=independent_share)
+        plateau = _half_walk_plateau(log_measure, se, dof, half, confidence_z)
+    else:
+        plateau = {}
     return _as_dataset(
         ids, couplings, walk, log_measure, se, dof, quadrature_error, inside_fraction, inside.undecided_fraction(),
         confidence_z,
@@ -316,8 +338,7 @@ def estimate_basin_measures(
             "log_measure from the second half of the kept steps minus from the first half", "nats",
             note="a walk still spreading through its basin gives a positive value, and log_measure is then low; "
                  "noise alone spreads it by about 2 log_measure_se")),
-        **_plateau_variables(_plateau_check(half_drift, half_drift_se, half_drift_dof, integral_se,
-                                            np.isfinite(log_measure), confidence_z)),
+        **_plateau_variables(halves, plateau),
     )
 
 
@@ -584,42 +605,62 @@ def _drift(halves):
         return np.where(se > 0, change.mean(axis=2) / se, 0.0)
 
 
-def _plateau_check(half_drift, half_drift_se, half_drift_dof, integral_se, estimated, z):
+def _plateau_check(difference, difference_se, difference_dof, scored, z):
     """Whether the walks are long enough, pooled over the basins measured together.
 
-    Where a walk has reached equilibrium, the two halves of its kept steps sample the same
-    target and the half drift (ln mu from the second half minus from the first) is 0 up to
-    noise, whose standard error is the spread of the chains' own differences (cluster-robust as
-    <s>_k's) integrated over the springs as ln mu is. A walk too short to spread through its
-    basin drifts up (ln mu is then low); one whose chains start too spread, down. A stage's
-    walks share their length: Stouffer's sum of the basins' normal scores (each drift's
-    Student-t probability at its degrees of freedom, as a standard normal quantile), over the
-    square root of their number, is standard normal where every walk is at equilibrium and
-    grows as the square root of the basins where they share a bias. Its two-sided level is the
-    interval's (``z``). Scored: the basins with an estimate (``estimated``) whose drift has a
-    standard error above round-off of the estimate's (``integral_se``): chains that never move
-    have halves equal to round-off, and are left unscored, not read as a plateau; a stage
-    without a scored basin is ``unchecked``.
+    ``difference`` is, per basin, what a walk at equilibrium leaves at 0 up to its standard
+    error: the half drift (ln mu from the second half of the kept steps minus from the first:
+    :func:`_halves_plateau`) or the estimate minus an independent one from walks half as long
+    (:func:`_half_walk_plateau`). Each of the basins ``scored`` is turned into a normal score
+    (its Student-t tail probability at ``difference_dof``, as a standard normal quantile), and
+    Stouffer's sum over them, over the square root of their number, is standard normal where
+    every walk is at equilibrium and grows as the square root of the basins where the walks
+    share a bias (walks too short to spread drift up and come out low; walks half as long lower
+    still). Its two-sided level is the interval's (``z``); a stage without a scored basin is
+    unchecked.
 
-    A flag, not a refusal, and a weak one at a stage's few basins: the score follows the
-    basin's shape more than the bias (an independent referee, session 44: a box in d = 20 scored
-    +0.9 to +1.2 a basin whether its walks were 2 or 9.6 nats low; a half-space in the tail 4.7
-    at 4.4 low), so at 3-6 basins a stage is flagged in 30-83 % of the cases biased by 2-10
-    nats; one biased basin among many is diluted by the square root of their number. It cannot
-    see a walk stuck in part of its basin for longer than the walk, and at many basins it flags
-    biases far below the intervals' width too."""
+    A flag, not a refusal, and with the halves a weak one at a stage's few basins: their score
+    follows the basin's shape more than the bias (an independent referee, session 44: a box in
+    d = 20 scored +0.9 to +1.2 a basin whether its walks were 2 or 9.6 nats low; a half-space in
+    the tail 4.7 at 4.4 low), so stages of 3-6 such basins were flagged in 30-83 % of the cases
+    biased by 2-10 nats; the half-length walk's difference scored about 2 a basin on that box
+    (1.9-2.0 at 60 and 600 steps: 3-basin stages flagged in 19 of 20; docs/method.md). One biased basin among many is diluted by the square root of their number.
+    Neither sees a walk stuck in part of its basin for longer than the walk."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        t = half_drift / half_drift_se
-    scored = (np.isfinite(t) & estimated & (half_drift_dof > 0)
-              & (half_drift_se > _UNMOVED_SE_RATIO * np.nan_to_num(integral_se)))
-    score = np.full(len(half_drift), np.nan)
+        t = difference / difference_se
+    scored = scored & np.isfinite(t) & (difference_dof > 0)
+    score = np.full(len(difference), np.nan)
     # The tail probability's normal quantile, each sign from its own tail (no 1 - p round-off).
-    tail = stats.t.sf(np.abs(t[scored]), half_drift_dof[scored])
+    tail = stats.t.sf(np.abs(t[scored]), difference_dof[scored])
     score[scored] = -np.sign(t[scored]) * special.ndtri(tail)
     n_scored = int(scored.sum())
     pooled = float(score[scored].sum() / np.sqrt(n_scored)) if n_scored else float("nan")
     verdict = PLATEAU_UNCHECKED if not n_scored else PLATEAU_DRIFTING if abs(pooled) > z else PLATEAU_REACHED
-    return {"se": half_drift_se, "score": score, "pooled": pooled, "basins": n_scored, "verdict": verdict}
+    return {"score": score, "pooled": pooled, "basins": n_scored, "verdict": verdict}
+
+
+def _halves_plateau(half_drift, half_drift_se, half_drift_dof, integral_se, estimated, z):
+    """:func:`_plateau_check` of the walks' halves, whose difference's standard error is the
+    spread of the chains' own differences (cluster-robust as <s>_k's) integrated over the
+    springs as ln mu is. Scored: the basins with an estimate (``estimated``) whose drift has a
+    standard error above round-off of the estimate's (``integral_se``): chains that never
+    move have halves equal to round-off (an independent referee found them scored as noise)."""
+    moved = half_drift_se > _UNMOVED_SE_RATIO * np.nan_to_num(integral_se)
+    return dict(_plateau_check(half_drift, half_drift_se, half_drift_dof, estimated & moved, z), se=half_drift_se)
+
+
+def _half_walk_plateau(log_measure, se, dof, half, z):
+    """:func:`_plateau_check` of the estimate against ``half``'s, the same basins measured
+    independently with walks half as long: their difference's standard error combines both
+    (chains and reference draws), its dof by Welch-Satterthwaite. The quadrature error, nearly
+    the same for both (the same springs), is left out."""
+    half_log, half_se, half_dof = (half[name].values for name in ("log_measure", "log_measure_se", "log_measure_dof"))
+    combined = np.sqrt(se**2 + half_se**2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        combined_dof = combined**4 / (se**4 / dof + half_se**4 / half_dof)
+    check = _plateau_check(log_measure - half_log, combined, combined_dof,
+                           np.isfinite(log_measure) & np.isfinite(half_log) & (combined > 0), z)
+    return dict(check, log_measure=half_log, se=half_se)
 
 
 #: A drift whose standard error is below this share of the estimate's is round-off: chains that never moved.
@@ -628,33 +669,48 @@ _UNMOVED_SE_RATIO = 1e-8
 PLATEAU_REACHED, PLATEAU_DRIFTING, PLATEAU_UNCHECKED = 0, 1, 2
 #: What each value of ``plateau_check_failed`` tells the user (the stages' logs).
 PLATEAU_READINGS = {
-    PLATEAU_REACHED: "no drift beyond the level (a weak check at a few basins: docs/method.md)",
-    PLATEAU_DRIFTING: "the walks still drift: raise n_steps",
+    PLATEAU_REACHED: "no drift beyond the level",
+    PLATEAU_DRIFTING: "the walks are too short: raise n_steps",
     PLATEAU_UNCHECKED: "unchecked: no basin with an estimate and chains that moved",
 }
 
 
-def _plateau_variables(check):
-    return {
+def _plateau_variables(halves, half_walk):
+    """The halves' check per basin and, where the half-length walk ran (``half_walk``), its
+    per basin; the stage's plateau from the half-length walk where it ran, else from the halves."""
+    stage = half_walk or halves
+    variables = {
         "log_measure_half_drift_se": _per_basin(
-            check["se"], "standard error of log_measure_half_drift (the chains' differences between their halves)",
+            halves["se"], "standard error of log_measure_half_drift (the chains' differences between their halves)",
             units="nats"),
         "half_drift_score": _per_basin(
-            check["score"], "log_measure_half_drift / its standard error, as a standard normal quantile",
+            halves["score"], "log_measure_half_drift / its standard error, as a standard normal quantile",
             note="from Student's t at the drift's Welch-Satterthwaite degrees of freedom; nan: not scored "
                  "(no estimate, or chains that never moved)"),
-        "plateau_score": ((), check["pooled"], variable_attrs(
-            "sum of half_drift_score over the basins scored, over the square root of their number",
+        "plateau_method": ((), "half-length walk" if half_walk else "halves", variable_attrs(
+            "what plateau_score compares: the estimate with one from walks half as long, or each walk's halves")),
+        "plateau_score": ((), stage["pooled"], variable_attrs(
+            "Stouffer's sum of the basins' normal scores (plateau_method) over the square root of their number",
             note="standard normal where every walk is at equilibrium; > 0: the walks still spreading "
                  "(log_measure low)")),
-        "plateau_basins": ((), check["basins"], variable_attrs("basins in plateau_score")),
-        "plateau_check_failed": ((), np.int8(check["verdict"]), variable_attrs(
+        "plateau_basins": ((), stage["basins"], variable_attrs("basins in plateau_score")),
+        "plateau_check_failed": ((), np.int8(stage["verdict"]), variable_attrs(
             "whether |plateau_score| exceeds the interval's two-sided level: walks not long enough",
             flag_values=f"{PLATEAU_REACHED} {PLATEAU_DRIFTING} {PLATEAU_UNCHECKED}",
             flag_meanings="plateau drifting unchecked",
-            note="a flag beside the estimates, not a refusal, with little power at a few basins "
+            note="a flag beside the estimates, not a refusal; weak at a few basins by the halves "
                  "(docs/method.md); drifting: raise n_steps; unchecked: no basin could be scored")),
     }
+    if half_walk:
+        variables.update(
+            log_measure_half_walk=_per_basin(half_walk["log_measure"], "log_measure from independent walks half as "
+                                             "long (n_steps // 2, n_burn // 2)", note="compare log_measure"),
+            log_measure_half_walk_se=_per_basin(half_walk["se"], "standard error of log_measure_half_walk"),
+            half_walk_score=_per_basin(
+                half_walk["score"], "log_measure - log_measure_half_walk over their combined standard error, "
+                "as a standard normal quantile", note="> 0: the estimate still rises with the walks' length"),
+        )
+    return variables
 
 
 def _spring(measure, z, anchor):

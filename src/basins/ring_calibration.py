@@ -62,11 +62,12 @@ def _measured_states(labels, basin_sizes) -> xr.Dataset:
     rows = [
         {"ring_of_state": label, **{_RENAMED.get(name, name): state[name].item() for name in _MEASURED},
          "largest_burn_in_drift": float(np.abs(state["burn_in_drift"]).max()),
-         "plateau_score": float(sizes["plateau_score"])}
+         "plateau_score": float(sizes["plateau_score"]), "plateau_method": str(sizes["plateau_method"].values)}
         for label, sizes in zip(labels, basin_sizes)
         for state in (sizes.isel(minimum=index) for index in range(sizes.sizes["minimum"]))
     ]
-    names = ("ring_of_state", *(_RENAMED.get(name, name) for name in _MEASURED), "largest_burn_in_drift", "plateau_score")
+    names = ("ring_of_state", *(_RENAMED.get(name, name) for name in _MEASURED), "largest_burn_in_drift", "plateau_score",
+             "plateau_method")
     return xr.Dataset(
         _columns("measured_state", rows, names),
         coords={"measured_state": ("measured_state", np.arange(len(rows)), variable_attrs("measured twisted state"))},
@@ -131,7 +132,7 @@ _MEASURED = (
     "reference_inside_fraction", "undecided_fraction", "log_measure_half_drift", "half_drift_score", "basin_samples",
     "draws_check", "draws_check_threshold", "reason",
 )
-_TEXT = ("ring_of_state", "reason")
+_TEXT = ("ring_of_state", "reason", "plateau_method")
 _RENAMED = {"n_members": "members_of_state"}  # n_members is the ring's own (per ring and seed)
 
 _DESCRIPTIONS = {
@@ -152,6 +153,7 @@ _DESCRIPTIONS = {
     "log_measure_half_drift": "the estimate from the second half of the walks' kept steps minus from the first (nats)",
     "half_drift_score": "log_measure_half_drift over its standard error, as a standard normal quantile",
     "plateau_score": "the walks' plateau score of the state's stage (ring and seed): standard normal at equilibrium",
+    "plateau_method": "what the plateau score compares: the estimate with walks half as long, or each walk's halves",
     "draws_check": "largest disagreement of the integration with the springs' fresh draws (standard errors)",
     "draws_check_threshold": "the level draws_check is held to (Bonferroni over the springs compared)",
     "largest_burn_in_drift": "largest |burn_in_drift| over the couplings (a weak check of equilibration)",
@@ -238,7 +240,7 @@ def _measured_states_markdown(calibration: xr.Dataset) -> str:
             f"| {r['log_count_fraction']:.2f} [{r['log_count_fraction_low']:.2f}, {r['log_count_fraction_high']:.2f}] "
             f"| {estimate} | {r['log_measure_dof']:.0f} | {r['count_disagreement']:+.1f} | {r['reference_inside_fraction']:.2f} "
             f"| {r['undecided_fraction']:.4f} | {r['log_measure_half_drift']:+.2f} ({r['half_drift_score']:+.1f}) "
-            f"| {r['plateau_score']:+.1f} | {r['largest_burn_in_drift']:.1f} "
+            f"| {r['plateau_score']:+.1f} ({r['plateau_method']}) | {r['largest_burn_in_drift']:.1f} "
             f"| {r['basin_samples']} | {r['draws_check']:.1f} / {r['draws_check_threshold']:.1f} |"
         )
     disagreement = calibration["count_disagreement"].values.astype(float)
@@ -257,7 +259,7 @@ def _measured_states_markdown(calibration: xr.Dataset) -> str:
         "not the bias of walks too short (low; docs/method.md). The halves' difference, over its standard error "
         "as a normal score, flags gross under-equilibration of one walk; the walks' plateau score pools the "
         "scores of a stage's states (Stouffer: standard normal at equilibrium, beyond +-1.96 the walks are "
-        "too short); the fresh draws' check (the integration against the share of each spring's fresh draws "
+        "too short; by walks half as long where the stage ran them, else by the halves); the fresh draws' check (the integration against the share of each spring's fresh draws "
         "inside, in standard errors) only where the draws hit the basin.\n"
     )
 

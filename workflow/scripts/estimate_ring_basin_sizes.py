@@ -45,6 +45,6 @@ write_dataset(result, snakemake.output[0])
 log.info("ln basin fraction, estimated: %s; counted: %s; flagged by the fresh draws' check: %d of %d",
          result["log_basin_fraction"].values.round(2), result["log_count_fraction"].values.round(2),
          int(result["draws_check_failed"].sum()), result.sizes["minimum"])
-log.info("the walks' plateau score %+.2f over %d of %d basins (standard normal at equilibrium): %s",
-         float(result["plateau_score"]), int(result["plateau_basins"]), result.sizes["minimum"],
-         PLATEAU_READINGS[int(result["plateau_check_failed"])])
+log.info("the walks' plateau score (%s) %+.2f over %d of %d basins (standard normal at equilibrium): %s",
+         result["plateau_method"].item(), float(result["plateau_score"]), int(result["plateau_basins"]),
+         result.sizes["minimum"], PLATEAU_READINGS[int(result["plateau_check_failed"])])
