@@ -319,6 +319,7 @@ def estimate_basin_measures(
     halves = _halves_plateau(half_drift, half_drift_se, half_drift_dof, integral_se, np.isfinite(log_measure),
                              confidence_z)
     if half_length_walk:
+        log.info("basin walk: again with walks of %d steps, the plateau check of their length", n_steps // 2)
         half = estimate_basin_measures(
             given_inside, measure, centres, couplings=couplings, n_chains=n_chains, n_steps=n_steps // 2,
             n_burn=max(n_burn // 2, 1), n_reference=n_reference, seed=np.random.SeedSequence([seed, 2]),
