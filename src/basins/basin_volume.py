@@ -50,8 +50,12 @@ their number (a half-space in the tail 4.4 nats low: score 15 over 10 walks; the
 random walk alone 1.95 low: 8.7 over 24, where the fresh draws' check flagged none; no flag on
 the same sets sampled without bias). A weak flag at a few basins: the score follows the
 basin's shape more than the bias (a box in d = 20: about +1 a basin at 2 and at 9.6 nats low),
-so stages of 3-6 such basins are flagged in 30-83 % of the biased cases; and it cannot see
-walks stuck in part of a basin for longer than they run (a tentacle, 1.3 nats low: 0.3).
+so stages of 3-6 such basins are flagged in 30-83 % of the biased cases. The stages therefore
+measure their basins a second time with independent walks half as long (``half_length_walk``)
+and pool each basin's difference of the two estimates instead: the plateau check proper, about
++2 a basin on that box at 2 and 9.5 nats low (3-basin stages flagged 19 of 20), standard normal
+on the ball. Neither sees walks stuck in part of a basin for longer than they run (a tentacle,
+1.3 nats low: 0.3 by the halves).
 
 Uncertainty: each coupling has independent chains, and <s>_k's standard error is the spread
 of their means (autocorrelation included). Chains that all start at z0 share the bias of walks
@@ -625,8 +629,9 @@ def _plateau_check(difference, difference_se, difference_dof, scored, z):
     d = 20 scored +0.9 to +1.2 a basin whether its walks were 2 or 9.6 nats low; a half-space in
     the tail 4.7 at 4.4 low), so stages of 3-6 such basins were flagged in 30-83 % of the cases
     biased by 2-10 nats; the half-length walk's difference scored about 2 a basin on that box
-    (1.9-2.0 at 60 and 600 steps: 3-basin stages flagged in 19 of 20; docs/method.md). One biased basin among many is diluted by the square root of their number.
-    Neither sees a walk stuck in part of its basin for longer than the walk."""
+    (1.9-2.0 at 60 and 600 steps: 3-basin stages flagged in 19 of 20; docs/method.md). One
+    biased basin among many is diluted by the square root of their number. Neither sees a walk
+    stuck in part of its basin for longer than the walk."""
     with np.errstate(divide="ignore", invalid="ignore"):
         t = difference / difference_se
     scored = scored & np.isfinite(t) & (difference_dof > 0)
@@ -706,7 +711,8 @@ def _plateau_variables(halves, half_walk):
         variables.update(
             log_measure_half_walk=_per_basin(half_walk["log_measure"], "log_measure from independent walks half as "
                                              "long (n_steps // 2, n_burn // 2)", note="compare log_measure"),
-            log_measure_half_walk_se=_per_basin(half_walk["se"], "standard error of log_measure_half_walk"),
+            log_measure_half_walk_se=_per_basin(half_walk["se"], "standard error of log_measure_half_walk",
+                                                units="nats"),
             half_walk_score=_per_basin(
                 half_walk["score"], "log_measure - log_measure_half_walk over their combined standard error, "
                 "as a standard normal quantile", note="> 0: the estimate still rises with the walks' length"),
