@@ -261,7 +261,9 @@ def check_basin_walk(where, sizes):
         raise ValueError(
             f"{where}.n_burn={sizes['n_burn']} must be below n_steps={sizes['n_steps']}"
         )
-    if sizes["half_length_walk"] and sizes["n_steps"] // 2 <= max(sizes["n_burn"] // 2, 1):
+    if sizes["half_length_walk"] and sizes["n_steps"] // 2 <= max(
+        sizes["n_burn"] // 2, 1
+    ):
         raise ValueError(
             f"{where}: the half-length walk needs n_steps // 2 > n_burn // 2 (n_steps="
             f"{sizes['n_steps']}, n_burn={sizes['n_burn']}); raise n_steps or set half_length_walk: false"
