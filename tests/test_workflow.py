@@ -167,7 +167,7 @@ def test_a_broken_config_fails_before_any_job_and_names_the_key(tmp_path, edit, 
         (lambda r: r["basin_sizes"].pop("winding_numbers"), "winding_numbers"),
         (lambda r: r["basin_sizes"].update(n_stepz=3), "'n_stepz' was unexpected"),
         (lambda r: r["basin_sizes"].update(independent_share=1.0), "independent_share"),
-        (lambda r: r["basin_sizes"].update(n_steps=3, n_burn=2), "the half-length walk needs n_steps // 2 > n_burn // 2"),
+        (lambda r: r["basin_sizes"].update(n_steps=3, n_burn=2), "the half-length walk needs n_steps // 2 > max(n_burn // 2, 1)"),
         (lambda r: r["basin_sizes"].update(half_length_walk="yes"), "half_length_walk"),
     ],
 )

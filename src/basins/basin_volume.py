@@ -53,8 +53,8 @@ basin's shape more than the bias (a box in d = 20: about +1 a basin at 2 and at 
 so stages of 3-6 such basins are flagged in 30-83 % of the biased cases. The stages therefore
 measure their basins a second time with independent walks half as long (``half_length_walk``)
 and pool each basin's difference of the two estimates instead: the plateau check proper, about
-+2 a basin on that box at 2 and 9.5 nats low (3-basin stages flagged 19 of 20), standard normal
-on the ball. Neither sees walks stuck in part of a basin for longer than they run (a tentacle,
++2 a basin on that box at 2 and 9.5 nats low (3-basin stages flagged 29 of 30), standard normal
+on the ball (spread 1.02 over 60 stages of 20). Neither sees walks stuck in part of a basin for longer than they run (a tentacle,
 1.3 nats low: 0.3 by the halves).
 
 Uncertainty: each coupling has independent chains, and <s>_k's standard error is the spread
@@ -256,9 +256,10 @@ def estimate_basin_measures(
         others a random walk's; 0 for the random walk alone.
     half_length_walk : bool
         Check the walks' length by a second, independent estimate with walks half as long
-        (``n_steps // 2``, ``n_burn // 2``; about half the cost again): the stage's plateau
+        (``n_steps // 2``, burn-in ``max(n_burn // 2, 1)``, from the same ``basin_samples``;
+        about half the cost again): the stage's plateau
         score then pools each basin's difference between the two (:func:`_plateau_check`),
-        twice as sensitive as the halves of one walk; else it pools the halves.
+        about twice as sensitive as the halves of one walk; else it pools the halves.
 
     Returns
     -------
@@ -291,7 +292,8 @@ def estimate_basin_measures(
         raise ValueError(f"n_chains={n_chains} (>= 2), n_burn={n_burn} (>= 1), n_steps={n_steps} (> n_burn), "
                          f"n_reference={n_reference} (>= 1), independent_share={independent_share} (in [0, 1))")
     if half_length_walk and n_steps // 2 <= max(n_burn // 2, 1):
-        raise ValueError(f"n_steps={n_steps}, n_burn={n_burn}: the half-length walk needs n_steps // 2 > n_burn // 2")
+        raise ValueError(f"n_steps={n_steps}, n_burn={n_burn}: the half-length walk needs n_steps // 2 > "
+                         "max(n_burn // 2, 1), its burn-in")
     rng = np.random.default_rng(seed)
     samples = _checked_samples(inside, measure, centres, basin_samples)  # not runs of the walk: uncounted
     given_inside, inside = inside, _counted(inside, len(centres))
@@ -327,7 +329,7 @@ def estimate_basin_measures(
         half = estimate_basin_measures(
             given_inside, measure, centres, couplings=couplings, n_chains=n_chains, n_steps=n_steps // 2,
             n_burn=max(n_burn // 2, 1), n_reference=n_reference, seed=np.random.SeedSequence([seed, 2]),
-            confidence_z=confidence_z, basin_samples=samples, independent_share=independent_share)
+            confidence_z=confidence_z, basin_samples=basin_samples, independent_share=independent_share)
         plateau = _half_walk_plateau(log_measure, se, dof, half, confidence_z)
     else:
         plateau = {}
@@ -629,7 +631,7 @@ def _plateau_check(difference, difference_se, difference_dof, scored, z):
     d = 20 scored +0.9 to +1.2 a basin whether its walks were 2 or 9.6 nats low; a half-space in
     the tail 4.7 at 4.4 low), so stages of 3-6 such basins were flagged in 30-83 % of the cases
     biased by 2-10 nats; the half-length walk's difference scored about 2 a basin on that box
-    (1.9-2.0 at 60 and 600 steps: 3-basin stages flagged in 19 of 20; docs/method.md). One
+    (+1.8 at 600 steps, +2.4 at 60: 3-basin stages flagged in 29 of 30; docs/method.md). One
     biased basin among many is diluted by the square root of their number. Neither sees a walk
     stuck in part of its basin for longer than the walk."""
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -709,8 +711,9 @@ def _plateau_variables(halves, half_walk):
     }
     if half_walk:
         variables.update(
-            log_measure_half_walk=_per_basin(half_walk["log_measure"], "log_measure from independent walks half as "
-                                             "long (n_steps // 2, n_burn // 2)", note="compare log_measure"),
+            log_measure_half_walk=_per_basin(
+                half_walk["log_measure"], "log_measure from independent walks half as long (n_steps // 2, burn-in "
+                "max(n_burn // 2, 1))", note="compare log_measure"),
             log_measure_half_walk_se=_per_basin(half_walk["se"], "standard error of log_measure_half_walk",
                                                 units="nats"),
             half_walk_score=_per_basin(

@@ -265,7 +265,7 @@ def check_basin_walk(where, sizes):
         sizes["n_burn"] // 2, 1
     ):
         raise ValueError(
-            f"{where}: the half-length walk needs n_steps // 2 > n_burn // 2 (n_steps="
+            f"{where}: the half-length walk needs n_steps // 2 > max(n_burn // 2, 1) (n_steps="
             f"{sizes['n_steps']}, n_burn={sizes['n_burn']}); raise n_steps or set half_length_walk: false"
         )
 
