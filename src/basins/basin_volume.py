@@ -54,8 +54,8 @@ so stages of 3-6 such basins are flagged in 30-83 % of the biased cases. The sta
 measure their basins a second time with independent walks half as long (``half_length_walk``)
 and pool each basin's difference of the two estimates instead: the plateau check proper, about
 +2 a basin on that box at 2 and 9.5 nats low (3-basin stages flagged 29 of 30), standard normal
-on the ball (spread 1.02 over 60 stages of 20). Neither sees walks stuck in part of a basin for longer than they run (a tentacle,
-1.3 nats low: 0.3 by the halves).
+on the ball (spread 1.02 over 60 stages of 20). Neither sees walks stuck in part of a basin
+for longer than they run (a tentacle, 1.3 nats low: 0.3 by the halves).
 
 Uncertainty: each coupling has independent chains, and <s>_k's standard error is the spread
 of their means (autocorrelation included). Chains that all start at z0 share the bias of walks
@@ -257,9 +257,9 @@ def estimate_basin_measures(
     half_length_walk : bool
         Check the walks' length by a second, independent estimate with walks half as long
         (``n_steps // 2``, burn-in ``max(n_burn // 2, 1)``, from the same ``basin_samples``;
-        about half the cost again): the stage's plateau
-        score then pools each basin's difference between the two (:func:`_plateau_check`),
-        about twice as sensitive as the halves of one walk; else it pools the halves.
+        about half the cost again): the stage's plateau score then pools each basin's
+        difference between the two (:func:`_plateau_check`), about twice as sensitive as the
+        halves of one walk; else it pools the halves.
 
     Returns
     -------
@@ -472,14 +472,15 @@ def _walk(inside, measure, centres, starts, couplings, *, n_steps, n_burn, rng, 
     chain_means = energy_sum.sum(axis=0) / kept
     halves = energy_sum / np.array([kept // 2, kept - kept // 2])[:, None, None, None]
     se, dof, clusters = _clustered_se(chain_means, start_ids)
-    half_change_se, half_change_dof, _ = _clustered_se(halves[1] - halves[0], start_ids)
+    change = halves[1] - halves[0]  # (basin, coupling, chain)
+    half_change_se, half_change_dof, _ = _clustered_se(change, start_ids)
     return {
         "mean": chain_means.mean(axis=2),
         "se": se,
         "dof": dof,
         "clusters": clusters,
-        "drift": _drift(halves),
-        "half_change": (halves[1] - halves[0]).mean(axis=2),  # (basin, coupling)
+        "drift": _drift(change),
+        "half_change": change.mean(axis=2),  # (basin, coupling)
         "half_change_se": half_change_se,
         "half_change_dof": half_change_dof,
         "acceptance": accepted_sum.mean(axis=2) / kept,
@@ -534,7 +535,8 @@ def _check_by_fresh_draws(log_reference, reference_se, partials, quadrature_erro
     the share's binomial by the delta method) is about standard normal where the walk has
     sampled its basin, or narrower: the walk takes the draws that land inside, which correlates
     the two positively (a draw in a far part raises both), and the combined error, which
-    ignores that, makes the test conservative. Its largest size over the couplings compared is held to the interval's two-sided level
+    ignores that, makes the test conservative. Its largest size over the couplings compared is
+    held to the interval's two-sided level
     split between them (Bonferroni): a walk that has not spread through its basin, or has missed
     a piece of it the draws hit, fails the check. The check flags, it does not refuse: it sees
     only basins the draws hit, and there the walk takes the same draws (see the module for what
@@ -602,11 +604,10 @@ def _clustered_se(chain_means, start_ids):
     return se, dof, clusters
 
 
-def _drift(halves):
+def _drift(change):
     """Per basin and coupling: the change of <s>_k from the first to the second half of the kept
-    steps, in units of its standard error over chains (Geweke 1992's check of a burn-in that was
-    too short: the walk still drifting away from its anchor)."""
-    change = halves[1] - halves[0]  # (basin, coupling, chain)
+    steps (``change``, per chain), in units of its standard error over chains (Geweke 1992's check
+    of a burn-in that was too short: the walk still drifting away from its anchor)."""
     se = change.std(axis=2, ddof=1) / np.sqrt(change.shape[2])
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(se > 0, change.mean(axis=2) / se, 0.0)
