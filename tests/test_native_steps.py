@@ -185,6 +185,34 @@ def test_a_member_s_run_in_c_does_not_depend_on_the_members_beside_it(dynamics, 
         np.testing.assert_array_equal(getattr(whole, name), np.concatenate([getattr(out, name) for out in alone]))
 
 
+def test_windows_in_c_take_torch_s_threads_and_give_them_back(monkeypatch):
+    """While the windows run in C, torch's own operations between them run on one thread and
+    the loop splits the members over the threads torch had (OpenMP workers left spinning by
+    torch would share the cores with it); the run is the one-thread run bit for bit, and torch
+    has its threads back afterwards, also when the run fails."""
+    objective, _ = network()
+    starts = initial_parameters(objective.arch, np.arange(100), seed=1, init="gaussian")
+    one_thread = run(objective, starts, None, chunk=100, max_steps=300)
+    seen = []
+    blocks = native_mlp._blocks
+    monkeypatch.setattr(native_mlp, "_blocks", lambda n, threads: seen.append((threads, torch.get_num_threads()))
+                        or blocks(n, threads))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        three_threads = run(objective, starts, None, chunk=100, max_steps=300)
+        assert torch.get_num_threads() == 3
+        assert (3, 1) in seen and set(seen) <= {(3, 1)}  # every window: the kernel on 3, torch on 1
+        monkeypatch.setattr(native_mlp, "_blocks", lambda n, threads: 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            run(objective, starts, None, chunk=100, max_steps=300)
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(threads)
+    for name in ("final_theta", "status", "steps", "grad_norm", "loss_history"):
+        np.testing.assert_array_equal(getattr(three_threads, name), getattr(one_thread, name))
+
+
 @pytest.mark.parametrize("dynamics", ["gd", "gradient_flow", "adam"])
 def test_a_member_stopped_in_c_stays_where_it_stopped(dynamics):
     # Member 1 starts at a stationary point of its landscape (all weights 0: tanh(0) = 0 and a

@@ -21,6 +21,7 @@ whatever its status: its rescaled output layer is a witness that meets every mar
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -90,6 +91,11 @@ class PrefixObjective:
             form, grad_tol=grad_tol, divergence_threshold=divergence_threshold, sizes=self.n_train,
             delta_tol=None if satisfied is None else satisfied.delta_tol,
         )
+
+    def threads_held(self):
+        """While the engine's windows run in the C kernel's loop: torch's own operations on one
+        thread (:func:`basins.landscapes.native_mlp.threads_held`); nothing without the kernel."""
+        return contextlib.nullcontext() if self._native is None else native_mlp.threads_held()
 
     def restricted_to(self, rows: torch.Tensor) -> PrefixObjective:
         n_train = self.n_train[rows]

@@ -10,6 +10,7 @@ jamming, rings, elastic bands, re-runs) calls this loop; it knows nothing of net
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -120,7 +121,7 @@ def descend(
     chunk = record.setdefault("chunk", chunk)
     checkpoints = _Checkpoints(checkpoint_path, fingerprint, checkpoint_every_s)
     progress = _Progress(len(member_ids), progress_every_s)
-    with torch.no_grad():
+    with torch.no_grad(), _threads_for_windows(landscape.objective, windowed):
         for start in range(record["next_member"], len(member_ids), chunk):
             rows = np.arange(start, min(start + chunk, len(member_ids)))
             members = _chunk_members(record.pop("live", None), landscape, stepper, initial_theta[rows], rows,
@@ -357,6 +358,14 @@ class _StoppingRule:
             return None
         return offer(stepper, grad_tol=self.grad_tol, divergence_threshold=self.divergence_threshold,
                      satisfied=satisfied)
+
+
+def _threads_for_windows(objective, windowed):
+    """Where the windows run in the objective's own compiled loop, its hold on the threads
+    (``objective.threads_held()``: torch's small operations between windows on one thread, the
+    loop's on the threads torch had), else nothing."""
+    hold = getattr(objective, "threads_held", None) if windowed else None
+    return contextlib.nullcontext() if hold is None else hold()
 
 
 def _windowed(windowed, stepper, landscape, device, stopping):

@@ -26,6 +26,7 @@ float64; measured: 4e-16 absolute).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 
@@ -76,6 +77,12 @@ class FusedMLPObjective:
         if self.native is None or form is None or satisfied is not None:
             return None
         return self.native.compiled_steps(form, grad_tol=grad_tol, divergence_threshold=divergence_threshold)
+
+    def threads_held(self):
+        """While the engine's windows run in the C kernel's loop: torch's own operations on one
+        thread, the kernel's on the threads torch had (:func:`basins.landscapes.native_mlp.threads_held`);
+        nothing where the kernel does not run this objective."""
+        return contextlib.nullcontext() if self.native is None else native_mlp.threads_held()
 
     @property
     def chebyshev_stages(self):

@@ -16,13 +16,14 @@ cache folder (``$BASINS_NATIVE_CACHE``, else ``$XDG_CACHE_HOME/basins`` or ``~/.
 one library per source, compiler, flags and CPU (``-march=native`` code runs only on the CPU
 it was built for: nodes of a cluster that share a home folder build their own). Without a
 working compiler, or with ``BASINS_NATIVE=0``, the torch pass is used, with one log line saying
-so. Members are split between torch's threads (``torch.get_num_threads()``; ctypes releases the
-GIL), each member computed whole by one thread, so a member's result does not depend on which
-others share the call.
+so. Members are split between torch's threads (``torch.get_num_threads()``, or the threads
+:func:`threads_held` holds; ctypes releases the GIL), each member computed whole by one thread, so
+a member's result does not depend on which others share the call.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -56,6 +57,8 @@ FLAG_SETS = (
 )
 #: Fewer members than this per thread are not worth a thread's hand-off (~50 us).
 MEMBERS_PER_THREAD = 32
+#: The threads the kernel splits members over inside :func:`threads_held` (None outside).
+_held_threads: int | None = None
 
 
 def covers(arch, x: torch.Tensor, loss: str, beta) -> bool:
@@ -359,10 +362,35 @@ def _first_line(error) -> str:
     return text.strip().splitlines()[0] if text.strip() else type(error).__name__
 
 
+@contextlib.contextmanager
+def threads_held():
+    """Inside: torch runs its own operations on one thread, and the kernel's calls split the
+    members over the threads torch had.
+
+    For loops that alternate the kernel's calls with a few small torch operations (the engine's
+    stopping test between two windows of steps): a torch operation on n threads leaves its
+    OpenMP workers spinning for milliseconds after it (libgomp's default wait policy), on the
+    cores the kernel's threads then need. A 2-thread run of 1 024 members x 500 gd steps took
+    a third longer so (benchmarks/README.md, session 45). Nested holds keep the outer one.
+    """
+    global _held_threads
+    threads = torch.get_num_threads()
+    if _held_threads is not None or threads == 1:
+        yield
+        return
+    _held_threads = threads
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        _held_threads = None
+
+
 def _split(n_members: int, work) -> None:
     """``work(first, stop, thread)`` on contiguous blocks of the members, one per thread used:
     in this thread where there is one block, else on the pool."""
-    blocks = _blocks(n_members, torch.get_num_threads())
+    blocks = _blocks(n_members, _held_threads or torch.get_num_threads())
     if len(blocks) == 1:
         work(*blocks[0], 0)
     else:
