@@ -37,15 +37,15 @@ def torch_pass(objective, theta):
 def test_the_kernel_equals_torch_s_pass(loss, activation, bias, depth):
     x, y = problem()
     arch = Architecture(n_inputs=6, n_outputs=1, depth=depth, width=5, activation=activation, bias=bias)
-    options = dict(loss=loss, margin=0.7, l2=1e-2, beta=3.0 if loss == "cross_entropy" else 1.0)
-    objective = FusedMLPObjective(arch, x, y, **options)
-    assert objective.native is not None
     # Large weights too: saturated units and sigmoids far in their tails.
     theta = torch.as_tensor(initial_parameters(arch, np.arange(50), seed=1, init="torch_default", init_scale=6.0))
-    for mine, theirs in zip(objective(theta, None), torch_pass(objective, theta)):
-        assert mine.shape == theirs.shape
-        scale = theirs.abs().max()
-        assert (mine - theirs).abs().max() <= 1e-13 * scale, float((mine - theirs).abs().max() / scale)
+    for beta in (1.0, 3.0) if loss == "cross_entropy" else (1.0,):  # the kernel skips its division at 1
+        objective = FusedMLPObjective(arch, x, y, loss=loss, margin=0.7, l2=1e-2, beta=beta)
+        assert objective.native is not None
+        for mine, theirs in zip(objective(theta, None), torch_pass(objective, theta)):
+            assert mine.shape == theirs.shape
+            scale = theirs.abs().max()
+            assert (mine - theirs).abs().max() <= 1e-13 * scale, float((mine - theirs).abs().max() / scale)
 
 
 

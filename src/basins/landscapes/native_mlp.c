@@ -77,13 +77,22 @@ static inline lanes exp_lanes(lanes x) {
     return p * scale;
 }
 
-/* log(v) for v in [1/2, 1]: 2 atanh(s), s = (v - 1) / (v + 1), |s| <= 1/3; the odd series to
-   s^35 (truncation < 2e-18). */
+/* log(v) for v in [1/2, 1] (about one ulp): v = 2^k (1 + f) with 1 + f in [sqrt(1/2), sqrt(2)]
+   (k = -1 below sqrt(1/2), else 0; both exact), log(1 + f) = 2 atanh(s), s = f / (2 + f), |s| <=
+   0.1716, as f - f^2 / 2 + s (f^2 / 2 + R(s^2)) with R the minimax polynomial of degree 7 in
+   s^2 of fdlibm's log (error < 2^-58.45). The plain atanh series on [1/2, 1] needed 17 terms
+   (|s| <= 1/3) in one serial chain: 18 % of the study's networks' evaluation (session 45). */
 static inline lanes log_half_to_one(lanes v) {
-    const lanes s = (v - 1.0) / (v + 1.0), s2 = s * s;
-    lanes p = broadcast(1.0 / 35.0);
-    for (int odd = 33; odd >= 1; odd -= 2) p = p * s2 + 1.0 / odd;
-    return 2.0 * s * p;
+    const double ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
+    const lane_bits low = v < 0.70710678118654752440;
+    const lanes k = select(low, broadcast(-1.0), broadcast(0.0));
+    const lanes f = select(low, v + v, v) - 1.0;
+    const lanes s = f / (2.0 + f), z = s * s, w = z * z;
+    const lanes even = w * (3.999999999940941908e-01 + w * (2.222219843214978396e-01 + w * 1.531383769920937332e-01));
+    const lanes odd = z * (6.666666666666735130e-01 + w * (2.857142874366239149e-01
+                                                          + w * (1.818357216161805012e-01 + w * 1.479819860511658591e-01)));
+    const lanes half_square = 0.5 * f * f;
+    return k * ln2_hi - ((half_square - (s * (half_square + (odd + even)) + k * ln2_lo)) - f);
 }
 
 static inline lanes sigmoid_lanes(lanes z) { return 1.0 / (1.0 + exp_lanes(-z)); }
@@ -100,7 +109,8 @@ static inline lanes sample_loss(lanes out, double label, int loss, double margin
            relu(z) - log sigmoid(|z|), and sigmoid(|z|) = max(s, 1 - s) lies in [1/2, 1]. */
         const lanes z = -beta * label * out, sg = sigmoid_lanes(z);
         *slope = -label * sg;
-        return (positive_part(z) - log_half_to_one(larger(sg, 1.0 - sg))) / beta;
+        const lanes softplus = positive_part(z) - log_half_to_one(larger(sg, 1.0 - sg));
+        return beta == 1.0 ? softplus : softplus / beta; /* the same bits, without a division at beta 1 */
     }
     const lanes shortfall = margin - label * out, active = positive_part(shortfall);
     if (loss == LOSS_HINGE) {
