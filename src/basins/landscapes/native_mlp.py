@@ -55,8 +55,9 @@ FLAG_SETS = (
     ("-O3", "-fno-math-errno", "-fno-trapping-math"),
     ("-O2",),
 )
-#: Fewer members than this per thread are not worth a thread's hand-off (~50 us).
-MEMBERS_PER_THREAD = 32
+#: Fewer member-evaluations than this per thread are not worth a thread's hand-off (~50 us;
+#: one evaluation of the study's networks takes ~1.5 us).
+EVALUATIONS_PER_THREAD = 32
 #: The threads the kernel splits members over inside :func:`threads_held` (None outside).
 _held_threads: int | None = None
 
@@ -156,7 +157,7 @@ class NativeMLP:
                 len(first), _row_pointer(out, first_member), *network, self._scratch(thread, doubles).data_ptr(),
             )
 
-        _split(theta.shape[0], block)
+        _split(theta.shape[0], block, evaluations_each=int(stages.max()) if stages.numel() else 1)
         return out
 
     def compiled_steps(self, form: tuple[str, dict] | None, *, grad_tol: float, divergence_threshold: float,
@@ -198,7 +199,8 @@ class NativeMLP:
             if sizes is not None and len(sizes) != theta.shape[0]:
                 raise ValueError(f"{len(sizes)} sample counts for {theta.shape[0]} members")
             rows = [tensor for tensor, _ in buffers]
-            _split(theta.shape[0], lambda first, stop, thread: block(rows, first_step, n_steps, first, stop, thread))
+            _split(theta.shape[0], lambda first, stop, thread: block(rows, first_step, n_steps, first, stop, thread),
+                   evaluations_each=n_steps)
 
         run.tableau = tensors  # the C loop reads them through their pointers
         return run
@@ -387,19 +389,22 @@ def threads_held():
         _held_threads = None
 
 
-def _split(n_members: int, work) -> None:
+def _split(n_members: int, work, evaluations_each: int = 1) -> None:
     """``work(first, stop, thread)`` on contiguous blocks of the members, one per thread used:
-    in this thread where there is one block, else on the pool."""
-    blocks = _blocks(n_members, _held_threads or torch.get_num_threads())
+    in this thread where there is one block, else on the pool. ``evaluations_each``: how many
+    evaluations the work takes a member (a window's steps)."""
+    blocks = _blocks(n_members, _held_threads or torch.get_num_threads(), evaluations_each)
     if len(blocks) == 1:
         work(*blocks[0], 0)
     else:
         list(_pool(len(blocks)).map(lambda index: work(*blocks[index], index), range(len(blocks))))
 
 
-def _blocks(n_members: int, n_threads: int) -> list[tuple[int, int]]:
-    """Contiguous (first, stop) blocks of members, one per thread used."""
-    n_blocks = max(1, min(n_threads, n_members // MEMBERS_PER_THREAD))
+def _blocks(n_members: int, n_threads: int, evaluations_each: int = 1) -> list[tuple[int, int]]:
+    """Contiguous (first, stop) blocks of members, one per thread used: as many threads as
+    have ``EVALUATIONS_PER_THREAD`` member-evaluations each (a window of 16 members and 15 steps
+    is split, one evaluation of 16 members is not)."""
+    n_blocks = max(1, min(n_threads, n_members, n_members * evaluations_each // EVALUATIONS_PER_THREAD))
     edges = [n_members * index // n_blocks for index in range(n_blocks + 1)]
     return list(zip(edges[:-1], edges[1:]))
 
