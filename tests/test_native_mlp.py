@@ -88,6 +88,14 @@ def test_a_member_s_prefix_result_does_not_depend_on_the_longer_prefixes_beside_
     assert torch.equal(flipped[0], losses.flip(0)) and torch.equal(flipped[1], grads.flip(0))
 
 
+def test_members_are_split_over_threads_by_their_evaluations():
+    """A thread takes at least EVALUATIONS_PER_THREAD member-evaluations and one member."""
+    assert native_mlp._blocks(16, 2) == [(0, 16)]  # one evaluation of 16 members: not worth a hand-off
+    assert native_mlp._blocks(16, 2, evaluations_each=15) == [(0, 8), (8, 16)]  # a window of 15 steps
+    assert native_mlp._blocks(3, 8, evaluations_each=1000) == [(0, 1), (1, 2), (2, 3)]
+    assert native_mlp._blocks(1000, 1, evaluations_each=1000) == [(0, 1000)]
+
+
 @pytest.mark.parametrize("depth", [1, 3])
 def test_a_member_s_result_does_not_depend_on_the_others_or_the_threads(depth):
     """Shard invariance: a member's loss and gradient are the same bits alone, in a block of

@@ -195,15 +195,15 @@ def test_windows_in_c_take_torch_s_threads_and_give_them_back(monkeypatch):
     one_thread = run(objective, starts, None, chunk=100, max_steps=300)
     seen = []
     blocks = native_mlp._blocks
-    monkeypatch.setattr(native_mlp, "_blocks", lambda n, threads: seen.append((threads, torch.get_num_threads()))
-                        or blocks(n, threads))
+    monkeypatch.setattr(native_mlp, "_blocks", lambda n, threads, *work: seen.append((threads, torch.get_num_threads()))
+                        or blocks(n, threads, *work))
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(3)
         three_threads = run(objective, starts, None, chunk=100, max_steps=300)
         assert torch.get_num_threads() == 3
         assert (3, 1) in seen and set(seen) <= {(3, 1)}  # every window: the kernel on 3, torch on 1
-        monkeypatch.setattr(native_mlp, "_blocks", lambda n, threads: 1 / 0)
+        monkeypatch.setattr(native_mlp, "_blocks", lambda *arguments: 1 / 0)
         with pytest.raises(ZeroDivisionError):
             run(objective, starts, None, chunk=100, max_steps=300)
         assert torch.get_num_threads() == 3
