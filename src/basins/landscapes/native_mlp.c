@@ -10,8 +10,8 @@
    samples or each member's own prefix of them, tanh, relu or linear units. Members run one per SIMD lane (see LANES), through the
    samples a block at a time; a group's parameters and gradients (2 x LANES x n_params doubles)
    stay in cache. The transcendental functions are polynomials the compiler vectorizes (exp
-   after range reduction, log on [1/2, 1] by the atanh series) to about one ulp: libm's scalar
-   calls cost more than the arithmetic. A member's result does not depend on which others share
+   after range reduction, log on [1/2, 1] by fdlibm's reduction and polynomial) to about one
+   ulp: libm's scalar calls cost more than the arithmetic. A member's result does not depend on which others share
    the call (shard invariance); callers split members between threads. */
 
 #include <math.h>
