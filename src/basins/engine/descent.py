@@ -121,7 +121,7 @@ def descend(
     chunk = record.setdefault("chunk", chunk)
     checkpoints = _Checkpoints(checkpoint_path, fingerprint, checkpoint_every_s)
     progress = _Progress(len(member_ids), progress_every_s)
-    with torch.no_grad(), _threads_for_windows(landscape.objective, windowed):
+    with torch.no_grad(), _threads_for_windows(landscape, stepper, stopping, windowed):
         for start in range(record["next_member"], len(member_ids), chunk):
             rows = np.arange(start, min(start + chunk, len(member_ids)))
             members = _chunk_members(record.pop("live", None), landscape, stepper, initial_theta[rows], rows,
@@ -360,12 +360,15 @@ class _StoppingRule:
                      satisfied=satisfied)
 
 
-def _threads_for_windows(objective, windowed):
+def _threads_for_windows(landscape, stepper, stopping, windowed):
     """Where the windows run in the objective's own compiled loop, its hold on the threads
     (``objective.threads_held()``: torch's small operations between windows on one thread, the
-    loop's on the threads torch had), else nothing."""
-    hold = getattr(objective, "threads_held", None) if windowed else None
-    return contextlib.nullcontext() if hold is None else hold()
+    loop's on the threads torch had), else nothing (torch's steps keep torch's threads)."""
+    objective = landscape.objective
+    hold = getattr(objective, "threads_held", None)
+    if not windowed or hold is None or stopping.compiled_steps(stepper, objective, landscape.satisfied) is None:
+        return contextlib.nullcontext()
+    return hold()
 
 
 def _windowed(windowed, stepper, landscape, device, stopping):
