@@ -31,11 +31,11 @@ if native_mlp.library() is None:
 N_MEMBERS = 40
 
 
-def network(loss="mse", activation="tanh", bias=True, l2=0.01, depth=1):
+def network(loss="mse", activation="tanh", bias=True, l2=0.01, depth=1, dtype=torch.float64):
     arch = Architecture(n_inputs=3, n_outputs=1, depth=depth, width=4, activation=activation, bias=bias)
     generator = np.random.default_rng(0)
     x, y = generator.normal(size=(30, 3)), np.sign(generator.normal(size=30))
-    x_t, y_t = data_tensors(arch, x, y, dtype=torch.float64, device="cpu")
+    x_t, y_t = data_tensors(arch, x, y, dtype=dtype, device="cpu")
     objective = make_objective(arch, x_t, y_t, loss=loss, margin=1.0, l2=l2)
     return objective, initial_parameters(arch, np.arange(N_MEMBERS), seed=1, init="gaussian")
 
@@ -81,6 +81,27 @@ def test_gradient_descent_in_c_reproduces_the_step_by_step_loop(loss, activation
     np.testing.assert_array_equal(compiled.final_theta, plain.final_theta)
     np.testing.assert_array_equal(compiled.loss_history, plain.loss_history)
     np.testing.assert_allclose(compiled.grad_norm, plain.grad_norm, rtol=1e-12)
+
+
+@pytest.mark.parametrize("loss, activation, depth", [("mse", "tanh", 1), ("cross_entropy", "tanh", 1), ("mse", "relu", 2)])
+def test_gradient_descent_in_c_reproduces_the_step_by_step_loop_in_float32(loss, activation, depth):
+    """The float32 build (the objective and gd's loop): the same bit for bit as the step-by-step
+    loop on the same kernel's evaluations and torch's float32 update; gradient norms to the
+    round-off of their sums (torch sums float32 squares in double)."""
+    objective, starts = network(loss, activation, depth=depth, dtype=torch.float32)
+    assert objective.native is not None and objective.native.dtype == torch.float32
+    stops = dict(grad_tol=1e-5, divergence_threshold=1e6)
+    assert objective.compiled_steps(make_stepper("gradient_flow", lr=0.1), **stops) is None  # float64's only
+    assert objective.chebyshev_stages is None
+    compiled, plain = (run(objective, starts, windowed, dtype=torch.float32, grad_tol=1e-3, max_steps=1500)
+                       for windowed in (None, False))
+    np.testing.assert_array_equal(compiled.status, plain.status)
+    np.testing.assert_array_equal(compiled.steps, plain.steps)
+    if activation == "tanh":
+        assert len(np.unique(plain.steps)) > 5 and (plain.status == CONVERGED).any()
+    np.testing.assert_array_equal(compiled.final_theta, plain.final_theta)
+    np.testing.assert_array_equal(compiled.loss_history, plain.loss_history)
+    np.testing.assert_allclose(compiled.grad_norm, plain.grad_norm, rtol=1e-5)
 
 
 def test_gradient_descent_in_c_diverges_where_the_step_by_step_loop_does():

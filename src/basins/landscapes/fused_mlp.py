@@ -49,7 +49,7 @@ class FusedMLPObjective:
     Constants of the data (labels turned into the loss's factors, one-hot targets) are made once
     here, not at every evaluation. Full-batch evaluations of the networks the C kernel covers
     (:func:`basins.landscapes.native_mlp.covers`: the study's one-output networks with hidden
-    layers, in float64 on the CPU) run in it.
+    layers, in float64 or float32 on the CPU) run in it.
     """
 
     def __init__(self, arch: Architecture, x, y, *, loss: str, margin: float = 1.0, l2: float = 0.0, beta=1.0):
@@ -88,8 +88,8 @@ class FusedMLPObjective:
     def chebyshev_stages(self):
         """A Runge-Kutta-Chebyshev step's stages in the C kernel
         (:meth:`basins.landscapes.native_mlp.NativeMLP.chebyshev_stages`), or None where the
-        kernel does not cover this network."""
-        return None if self.native is None else self.native.chebyshev_stages
+        kernel does not cover this network or runs it in float32."""
+        return None if self.native is None or self.native.dtype != torch.float64 else self.native.chebyshev_stages
 
     @property
     def hessians(self):

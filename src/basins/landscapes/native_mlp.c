@@ -1,14 +1,15 @@
-/* Loss and gradient of every member's one-output network of one or more hidden layers, eight (AVX-512) or
-   four members at a time; and the engine's gd, Adam and Dormand-Prince steps on them, many at a time, and
-   the stages of a Runge-Kutta-Chebyshev step (at the end).
+/* Loss and gradient of every member's one-output network of one or more hidden layers, a SIMD
+   register's lanes of members at a time; and the engine's gd, Adam and Dormand-Prince steps on
+   them, many at a time, and the stages of a Runge-Kutta-Chebyshev step (at the end; float64's
+   build only, see `real`).
 
-   The engine's objective for these networks in float64 on the CPU (basins.landscapes.native_mlp
+   The engine's objective for these networks in float64 or float32 on the CPU (basins.landscapes.native_mlp
    compiles and loads it; basins.landscapes.fused_mlp.FusedMLPObjective calls it): the same
    function as fused_mlp.loss_and_gradient (tests/test_native_mlp.py: equal to round-off) for
    hidden layers of equal width (one: the study's networks, a pass written for it; more: the
    jamming sweep's and the deeper experiments', layer by layer), one output, shared inputs, all
    samples or each member's own prefix of them, tanh, relu or linear units. Members run one per SIMD lane (see LANES), through the
-   samples a block at a time; a group's parameters and gradients (2 x LANES x n_params doubles)
+   samples a block at a time; a group's parameters and gradients (2 x LANES x n_params reals)
    stay in cache. The transcendental functions are polynomials the compiler vectorizes (exp
    after range reduction, log on [1/2, 1] by fdlibm's reduction and polynomial) to about one
    ulp: libm's scalar calls cost more than the arithmetic. A member's result does not depend on which others share
@@ -30,18 +31,35 @@ enum { ACT_TANH = 0, ACT_RELU = 1, ACT_LINEAR = 2 };
    vector taken apart into an array of doubles and put back comes back through memory, two
    half-width stores and a full-width load that AVX2 CPUs cannot forward (it cost the kernel
    half its time on one). */
-#if defined(__AVX512F__)
-enum { LANES = 8 };
+/* The kernel's numbers: doubles, or floats where built with -DNATIVE_FLOAT32 (and
+   -fsingle-precision-constant, so that its constants are floats too: basins.landscapes.native_mlp
+   builds both). The float build has the objective and gd's loop only. */
+#if defined(NATIVE_FLOAT32)
+typedef float real;
+typedef int32_t real_bits;
+#define REAL_MAGNITUDE INT32_MAX
+#define REAL_SIGN INT32_MIN
+#define SQUARE_ROOT sqrtf
 #else
-/* Without AVX-512 a vector of eight doubles is two or four registers, and the blocks' sums
-   spill: four lanes, one AVX2 register. */
-enum { LANES = 4 };
+typedef double real;
+typedef int64_t real_bits;
+#define REAL_MAGNITUDE INT64_MAX
+#define REAL_SIGN INT64_MIN
+#define SQUARE_ROOT sqrt
 #endif
-typedef double lanes __attribute__((vector_size(LANES * sizeof(double)), aligned(sizeof(double))));
+/* One register of reals a vector: AVX-512's, else AVX2's (eight doubles without AVX-512 were
+   two registers, and the blocks' sums spilled). */
+#if defined(__AVX512F__)
+enum { VECTOR_BYTES = 64 };
+#else
+enum { VECTOR_BYTES = 32 };
+#endif
+enum { LANES = VECTOR_BYTES / sizeof(real) };
+typedef real lanes __attribute__((vector_size(VECTOR_BYTES), aligned(sizeof(real))));
 /* The lanes' bits, and the masks comparisons of lanes give (all ones where true). */
-typedef int64_t lane_bits __attribute__((vector_size(LANES * sizeof(double)), aligned(sizeof(double))));
+typedef real_bits lane_bits __attribute__((vector_size(VECTOR_BYTES), aligned(sizeof(real))));
 
-static inline lanes broadcast(double value) { return (lanes){0} + value; }
+static inline lanes broadcast(real value) { return (lanes){0} + value; }
 
 /* yes where mask is set, else no: `mask ? yes : no` lane by lane. */
 static inline lanes select(lane_bits mask, lanes yes, lanes no) {
@@ -50,30 +68,45 @@ static inline lanes select(lane_bits mask, lanes yes, lanes no) {
 
 static inline lanes positive_part(lanes v) { return select(v > 0.0, v, broadcast(0.0)); }
 
-static inline lanes absolute(lanes v) { return (lanes)((lane_bits)v & INT64_MAX); }
+static inline lanes absolute(lanes v) { return (lanes)((lane_bits)v & REAL_MAGNITUDE); }
 
 static inline lanes larger(lanes a, lanes b) { return select(a > b, a, b); }
 
 /* exp(x), clamped to [-708, 709] (exp(-708) ~ 3e-308, exp(709) ~ 8e307: the sigmoid and the
-   losses only need it to saturate there). Range reduction x = k ln 2 + r, |r| <= ln 2 / 2, k
-   rounded by the 1.5 * 2^52 shift (k lands in the low mantissa bits, 2^k is built from them);
-   the Taylor polynomial of degree 13 (truncation < 5e-18 relative) in Estrin's scheme. No
-   branches or libm calls (1 ns a value against libm's 5-7, within 4.3e-16 relative of it). */
+   losses only need it to saturate there; floats: [-87, 88]). Range reduction x = k ln 2 + r,
+   |r| <= ln 2 / 2, k rounded by the 1.5 * 2^52 shift (1.5 * 2^23 for floats: k lands in the low
+   mantissa bits, 2^k is built from them); the Taylor polynomial of degree 13 (truncation < 5e-18
+   relative; degree 7 for floats, < 8e-9) in Estrin's scheme. No branches or libm calls (1 ns a
+   value against libm's 5-7, within 4.3e-16 relative of it). */
 static inline lanes exp_lanes(lanes x) {
-    const double log2e = 1.4426950408889634, ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
-    x = select(x < -708.0, broadcast(-708.0), x);
-    x = select(x > 709.0, broadcast(709.0), x);
-    const lanes shifted = x * log2e + 0x1.8p52; /* k in the low mantissa bits */
-    const lanes k = shifted - 0x1.8p52;
+#if defined(NATIVE_FLOAT32)
+    const real lowest = -87.0, highest = 88.0, shift = 0x1.8p23, ln2_hi = 0x1.62e4p-1, ln2_lo = 0x1.7f7d1cp-20;
+    const int bias = 127, mantissa = 23;
+#else
+    const real lowest = -708.0, highest = 709.0, shift = 0x1.8p52, ln2_hi = 6.93147180369123816490e-01,
+               ln2_lo = 1.90821492927058770002e-10;
+    const int bias = 1023, mantissa = 52;
+#endif
+    const real log2e = 1.4426950408889634;
+    x = select(x < lowest, broadcast(lowest), x);
+    x = select(x > highest, broadcast(highest), x);
+    const lanes shifted = x * log2e + shift; /* k in the low mantissa bits */
+    const lanes k = shifted - shift;
     const lanes r = (x - k * ln2_hi) - k * ln2_lo;
-    const lanes r2 = r * r, r4 = r2 * r2, r8 = r4 * r4;
+    const lanes r2 = r * r, r4 = r2 * r2;
     const lanes c01 = 1.0 + r, c23 = 0.5 + r * (1.0 / 6.0), c45 = 1.0 / 24.0 + r * (1.0 / 120.0),
-                c67 = 1.0 / 720.0 + r * (1.0 / 5040.0), c89 = 1.0 / 40320.0 + r * (1.0 / 362880.0),
-                c1011 = 1.0 / 3628800.0 + r * (1.0 / 39916800.0),
+                c67 = 1.0 / 720.0 + r * (1.0 / 5040.0);
+    const lanes c03 = c01 + r2 * c23, c47 = c45 + r2 * c67;
+#if defined(NATIVE_FLOAT32)
+    const lanes p = c03 + r4 * c47;
+#else
+    const lanes r8 = r4 * r4;
+    const lanes c89 = 1.0 / 40320.0 + r * (1.0 / 362880.0), c1011 = 1.0 / 3628800.0 + r * (1.0 / 39916800.0),
                 c1213 = 1.0 / 479001600.0 + r * (1.0 / 6227020800.0);
-    const lanes c03 = c01 + r2 * c23, c47 = c45 + r2 * c67, c811 = c89 + r2 * c1011;
+    const lanes c811 = c89 + r2 * c1011;
     const lanes p = (c03 + r4 * c47) + r8 * (c811 + r4 * c1213);
-    const lanes scale = (lanes)(((lane_bits)shifted + 1023) << 52);
+#endif
+    const lanes scale = (lanes)(((lane_bits)shifted + bias) << mantissa);
     return p * scale;
 }
 
@@ -83,7 +116,7 @@ static inline lanes exp_lanes(lanes x) {
    s^2 of fdlibm's log (error < 2^-58.45). The plain atanh series on [1/2, 1] needed 17 terms
    (|s| <= 1/3) in one serial chain: 18 % of the study's networks' evaluation (session 45). */
 static inline lanes log_half_to_one(lanes v) {
-    const double ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
+    const real ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
     const lane_bits low = v < 0.70710678118654752440;
     const lanes k = select(low, broadcast(-1.0), broadcast(0.0));
     const lanes f = select(low, v + v, v) - 1.0;
@@ -98,7 +131,7 @@ static inline lanes log_half_to_one(lanes v) {
 static inline lanes sigmoid_lanes(lanes z) { return 1.0 / (1.0 + exp_lanes(-z)); }
 
 /* The loss of one sample in every lane and, in *slope, its derivative in the output. */
-static inline lanes sample_loss(lanes out, double label, int loss, double margin, double beta, lanes *slope) {
+static inline lanes sample_loss(lanes out, real label, int loss, real margin, real beta, lanes *slope) {
     if (loss == LOSS_MSE) {
         const lanes r = out - label;
         *slope = r;
@@ -149,18 +182,18 @@ static inline int64_t activation_lanes(int64_t h, int64_t depth) { return BLOCK 
 /* Samples a pass (callers pad the inputs to a multiple of it). */
 int64_t native_mlp_sample_block(void) { return BLOCK; }
 
-/* Doubles of scratch a call needs: the group's parameters and gradients (n_params lanes
+/* Reals of scratch a call needs: the group's parameters and gradients (n_params lanes
    each) and a block's activations (BLOCK x h lanes). */
-int64_t native_mlp_scratch_doubles(int64_t d, int64_t h, int64_t depth, int bias) {
+int64_t native_mlp_scratch_size(int64_t d, int64_t h, int64_t depth, int bias) {
     return (2 * parameter_count(d, h, depth, bias) + activation_lanes(h, depth)) * LANES;
 }
 
 /* A network and its data as every entry point takes them (see native_mlp_loss_and_gradient). */
 typedef struct {
     int64_t d, h, depth, P, n_params;
-    const double *x, *y;
+    const real *x, *y;
     int loss, activation, bias;
-    double margin, beta, l2;
+    real margin, beta, l2;
 } network;
 
 /* Each lane's samples: its count, the weight 1 / count of each, and the longest count. */
@@ -171,7 +204,7 @@ typedef struct {
 } lane_samples;
 
 static lane_samples all_samples(int64_t P) {
-    return (lane_samples){.count = (lane_bits){0} + P, .weight = broadcast(1.0 / (double)P), .longest = P};
+    return (lane_samples){.count = (lane_bits){0} + (real_bits)P, .weight = broadcast((real)1.0 / (real)P), .longest = P};
 }
 
 /* The samples of the lanes of members m .. m + n - 1: all P where sizes is NULL, else each its
@@ -183,7 +216,7 @@ static lane_samples samples_of(const int64_t *sizes, int64_t m, int64_t n, int64
     for (int l = 0; l < LANES; l++) {
         const int64_t count = sizes[m + (l < n ? l : n - 1)];
         samples.count[l] = count;
-        samples.weight[l] = 1.0 / (double)count;
+        samples.weight[l] = (real)1.0 / (real)count;
         samples.longest = count > samples.longest ? count : samples.longest;
     }
     return samples;
@@ -191,16 +224,16 @@ static lane_samples samples_of(const int64_t *sizes, int64_t m, int64_t n, int64
 
 /* Rows first .. first + n - 1 of a (rows, width) array as width lanes (lanes beyond n repeat
    the last row, so every lane computes finite, discarded values), and back. */
-static void gather(int64_t n, const double *rows, int64_t width, lanes *out) {
-    double column[LANES];
+static void gather(int64_t n, const real *rows, int64_t width, lanes *out) {
+    real column[LANES];
     for (int64_t i = 0; i < width; i++) {
         for (int l = 0; l < LANES; l++) column[l] = rows[(l < n ? l : n - 1) * width + i];
         memcpy(out + i, column, sizeof column);
     }
 }
 
-static void scatter(int64_t n, const lanes *in, int64_t width, double *rows) {
-    double column[LANES];
+static void scatter(int64_t n, const lanes *in, int64_t width, real *rows) {
+    real column[LANES];
     for (int64_t i = 0; i < width; i++) {
         memcpy(column, in + i, sizeof column);
         for (int64_t m = 0; m < n; m++) rows[m * width + i] = column[m];
@@ -222,9 +255,9 @@ static inline lanes block_loss(const network *net, const lanes *out, int64_t s0,
                                lanes total, lanes *delta, lanes *shortfall) {
     for (int b = 0; b < BLOCK; b++) {
         lanes slope;
-        const double label = net->y[s0 + b];
+        const real label = net->y[s0 + b];
         const lanes value = sample_loss(out[b], label, net->loss, net->margin, net->beta, &slope);
-        const lane_bits own = s0 + b < samples->count;
+        const lane_bits own = (real_bits)(s0 + b) < samples->count;
         const lanes share = select(own, samples->weight, broadcast(0.0));
         total += value * share;
         delta[b] = slope * share;
@@ -254,7 +287,7 @@ static lanes evaluate_one_layer(const network *net, const lanes *params, lanes *
 
     lanes total = broadcast(0.0);
     for (int64_t s0 = 0; s0 < samples->longest; s0 += BLOCK) {
-        const double *xs[BLOCK];
+        const real *xs[BLOCK];
         for (int b = 0; b < BLOCK; b++) xs[b] = net->x + (s0 + b) * d;
         lanes out[BLOCK];
         for (int b = 0; b < BLOCK; b++) out[b] = bias ? *b2 : broadcast(0.0);
@@ -325,7 +358,7 @@ static lanes evaluate_layers(const network *net, const lanes *params, lanes *gra
 
     lanes total = broadcast(0.0);
     for (int64_t s0 = 0; s0 < samples->longest; s0 += BLOCK) {
-        const double *xs[BLOCK];
+        const real *xs[BLOCK];
         for (int b = 0; b < BLOCK; b++) xs[b] = net->x + (s0 + b) * d;
         /* the first layer, from the shared inputs */
         for (int64_t j = 0; j < h; j++) {
@@ -401,23 +434,23 @@ static lanes evaluate(const network *net, const lanes *params, lanes *grad, lane
     return weight_decay(net, params, grad, total);
 }
 
-static network network_of(int64_t d, int64_t h, int64_t depth, int64_t P, const double *x, const double *y,
+static network network_of(int64_t d, int64_t h, int64_t depth, int64_t P, const real *x, const real *y,
                           int loss, int activation, int bias, double margin, double beta, double l2) {
     return (network){.d = d, .h = h, .depth = depth, .P = P, .n_params = parameter_count(d, h, depth, bias),
                      .x = x, .y = y,
-                     .loss = loss, .activation = activation, .bias = bias, .margin = margin, .beta = beta,
-                     .l2 = l2};
+                     .loss = loss, .activation = activation, .bias = bias, .margin = (real)margin,
+                     .beta = (real)beta, .l2 = (real)l2};
 }
 
 /* Members 0 .. n_members - 1, LANES at a time: losses (n_members) and grads (n_members,
    n_params), each the mean over its first sizes[m] of the P samples (all P where sizes is NULL:
    the jamming sweep's members fit nested prefixes of one pool). x: (padded, d) inputs,
    sample-major, y: (padded,) labels, padded with finite values to a multiple of BLOCK samples
-   (they weigh 0); scratch: native_mlp_scratch_doubles(d, h, depth, bias) doubles. */
-void native_mlp_loss_and_gradient(int64_t n_members, const double *theta, double *losses, double *grads,
-                                  int64_t d, int64_t h, int64_t depth, int64_t P, const double *x, const double *y,
+   (they weigh 0); scratch: native_mlp_scratch_size(d, h, depth, bias) reals. */
+void native_mlp_loss_and_gradient(int64_t n_members, const real *theta, real *losses, real *grads,
+                                  int64_t d, int64_t h, int64_t depth, int64_t P, const real *x, const real *y,
                                   const int64_t *sizes, int loss, int activation, int bias,
-                                  double margin, double beta, double l2, double *scratch) {
+                                  double margin, double beta, double l2, real *scratch) {
     const network net = network_of(d, h, depth, P, x, y, loss, activation, bias, margin, beta, l2);
     lanes *params = (lanes *)scratch, *grad = params + net.n_params, *hidden = grad + net.n_params;
     for (int64_t m = 0; m < n_members; m += LANES) {
@@ -451,24 +484,24 @@ enum { RUNNING = -1, CONVERGED = 0, BUDGET = 1, DIVERGED = 2 };
    (gradient norm at most grad_tol, or met[l] where met is given: the satisfied test) before
    budget spent (over[l]). */
 static void classify(const lanes *params, lanes loss, const lanes *grad, int64_t n_params, double grad_tol,
-                     double divergence_threshold, const int *over, const int *met, int *status, double *norm) {
+                     double divergence_threshold, const int *over, const int *met, int *status, real *norm) {
     lanes squares = broadcast(0.0), largest = broadcast(0.0);
     for (int64_t i = 0; i < n_params; i++) {
         squares += grad[i] * grad[i];
         largest = larger(absolute(params[i]), largest);
     }
     for (int l = 0; l < LANES; l++) {
-        norm[l] = sqrt(squares[l]);
-        const int bad = !isfinite(loss[l]) || !isfinite(norm[l]) || largest[l] > divergence_threshold;
-        const int good = norm[l] <= grad_tol || (met && met[l]);
+        norm[l] = SQUARE_ROOT(squares[l]);
+        const int bad = !isfinite(loss[l]) || !isfinite(norm[l]) || largest[l] > (real)divergence_threshold;
+        const int good = norm[l] <= (real)grad_tol || (met && met[l]);
         status[l] = bad ? DIVERGED : good ? CONVERGED : over[l] ? BUDGET : RUNNING;
     }
 }
 
 /* The lanes of `running` that stop (status >= 0) are recorded in the window's outputs and stop
    running; returns how many of the first n lanes still run. */
-static int record_stops(int64_t n, const int *status, const double *norm, int64_t step, int *running,
-                        int64_t *status_out, int64_t *step_out, double *norm_out) {
+static int record_stops(int64_t n, const int *status, const real *norm, int64_t step, int *running,
+                        int64_t *status_out, int64_t *step_out, real *norm_out) {
     int still = 0;
     for (int64_t l = 0; l < n; l++) {
         if (running[l] && status[l] >= 0) {
@@ -489,9 +522,9 @@ static inline lane_bits mask_of(const int *flags) {
     return mask;
 }
 
-/* Doubles of scratch a window needs: the point, a trial point and seven gradients (the
+/* Reals of scratch a window needs: the point, a trial point and seven gradients (the
    Dormand-Prince stages; gd uses one), n_params lanes each, and a block's activations. */
-int64_t native_mlp_steps_scratch_doubles(int64_t d, int64_t h, int64_t depth, int bias) {
+int64_t native_mlp_steps_scratch_size(int64_t d, int64_t h, int64_t depth, int bias) {
     return (9 * parameter_count(d, h, depth, bias) + activation_lanes(h, depth)) * LANES;
 }
 
@@ -500,7 +533,7 @@ int64_t native_mlp_steps_scratch_doubles(int64_t d, int64_t h, int64_t depth, in
    shortfall evaluate found (met[l]); NULL where there is no such test. */
 static const int *satisfied(double delta_tol, lanes shortfall, int *met) {
     if (isnan(delta_tol)) return NULL;
-    for (int l = 0; l < LANES; l++) met[l] = shortfall[l] <= delta_tol;
+    for (int l = 0; l < LANES; l++) met[l] = shortfall[l] <= (real)delta_tol;
     return met;
 }
 
@@ -520,16 +553,16 @@ static lanes shortfall_at(const network *net, const lanes *params, lanes *spare,
    stop in the window. steps (n_members): each member's step count, advanced with it. sizes
    (n_members or NULL): each member's own first samples (native_mlp_loss_and_gradient);
    delta_tol: the satisfied test's (NaN: none), a member that meets it converges. */
-void native_mlp_gd_steps(int64_t n_members, double *theta, double *losses, double *grads, int64_t *steps,
-                         int64_t *status, int64_t *stop_step, double *grad_norm, int64_t first_step,
+void native_mlp_gd_steps(int64_t n_members, real *theta, real *losses, real *grads, int64_t *steps,
+                         int64_t *status, int64_t *stop_step, real *grad_norm, int64_t first_step,
                          int64_t n_steps, double lr, double grad_tol, double divergence_threshold,
                          const int64_t *sizes, double delta_tol,
-                         int64_t d, int64_t h, int64_t depth, int64_t P, const double *x, const double *y, int loss,
-                         int activation, int bias, double margin, double beta, double l2, double *scratch) {
+                         int64_t d, int64_t h, int64_t depth, int64_t P, const real *x, const real *y, int loss,
+                         int activation, int bias, double margin, double beta, double l2, real *scratch) {
     const network net = network_of(d, h, depth, P, x, y, loss, activation, bias, margin, beta, l2);
     const int64_t n_params = net.n_params;
     const int tracking = !isnan(delta_tol);
-    /* the layout of native_mlp_steps_scratch_doubles: nine vectors of n_params lanes, then a block */
+    /* the layout of native_mlp_steps_scratch_size: nine vectors of n_params lanes, then a block */
     lanes *params = (lanes *)scratch, *grad = params + n_params, *move = grad + n_params, *spare = move + n_params,
           *hidden = params + 9 * n_params;
     const int never[LANES] = {0};
@@ -537,7 +570,7 @@ void native_mlp_gd_steps(int64_t n_members, double *theta, double *losses, doubl
         const int64_t n = n_members - m < LANES ? n_members - m : LANES;
         const lane_samples samples = samples_of(sizes, m, n, P);
         int running[LANES], lane_status[LANES], met[LANES];
-        double norm[LANES];
+        real norm[LANES];
         lanes loss_now;
         for (int l = 0; l < LANES; l++) running[l] = l < n;
         gather(n, theta + m * n_params, n_params, params);
@@ -552,7 +585,7 @@ void native_mlp_gd_steps(int64_t n_members, double *theta, double *losses, doubl
             /* theta - lr grad rounded twice, as torch's two kernels round it: the products go
                through memory (the barrier), so the compiler cannot fuse them into the
                subtractions (one rounding, the last bits of an FMA differ) */
-            for (int64_t i = 0; i < n_params; i++) move[i] = lr * grad[i];
+            for (int64_t i = 0; i < n_params; i++) move[i] = (real)lr * grad[i];
             __asm__ volatile("" ::: "memory");
             const lane_bits moving = mask_of(running);
             for (int64_t i = 0; i < n_params; i++) params[i] = select(moving, params[i] - move[i], params[i]);
@@ -565,6 +598,8 @@ void native_mlp_gd_steps(int64_t n_members, double *theta, double *losses, doubl
         scatter(n, &loss_now, 1, losses + m);
     }
 }
+
+#if !defined(NATIVE_FLOAT32) /* Adam, gradient flow and its stages: float64 only */
 
 /* n_steps of full-batch Adam (basins.engine.dynamics.Adam, torch.optim.Adam's arithmetic), as
    native_mlp_gd_steps steps gd: exp_avg, exp_avg_sq (n_members, n_params) and steps
@@ -765,7 +800,7 @@ void native_mlp_dormand_prince_steps(int64_t n_members, double *theta, double *l
 
 /* Doubles of scratch the Chebyshev stages need: the start, its slope, three stage points, a
    gradient and two products, n_params lanes each, and a block's activations. */
-int64_t native_mlp_chebyshev_scratch_doubles(int64_t d, int64_t h, int64_t depth, int bias) {
+int64_t native_mlp_chebyshev_scratch_size(int64_t d, int64_t h, int64_t depth, int bias) {
     return (8 * parameter_count(d, h, depth, bias) + activation_lanes(h, depth)) * LANES;
 }
 
@@ -849,3 +884,5 @@ void native_mlp_chebyshev_stages(int64_t n_members, const double *theta, const d
         scatter(n, previous, n_params, out + m * n_params);
     }
 }
+
+#endif

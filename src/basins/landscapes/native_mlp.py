@@ -1,15 +1,19 @@
 """The study's networks' loss and gradient by a compiled C kernel.
 
 :class:`basins.landscapes.fused_mlp.FusedMLPObjective` evaluates the networks it covers
-(:func:`covers`: hidden layers of tanh, relu or linear units, one output, float64 on the CPU,
-all samples) with ``native_mlp.c`` instead of torch's kernels: eight members at a time (four
-without AVX-512), one per SIMD lane, through the samples four at a time, with an exp the compiler vectorizes (timings
-against torch's hand-derived pass: benchmarks/README.md, "One objective evaluation in C"),
-equal to it to round-off (tests/test_native_mlp.py). The kernel also runs the engine's windows
-of gd, Adam and Dormand-Prince gradient flow as loops in C (:meth:`NativeMLP.compiled_steps`,
+(:func:`covers`: hidden layers of tanh, relu or linear units, one output, float64 or float32 on
+the CPU, all samples) with ``native_mlp.c`` instead of torch's kernels: one member per SIMD lane
+(eight doubles or sixteen floats with AVX-512, four doubles or eight floats without), through
+the samples four at a time, with an exp the compiler vectorizes (timings against torch's
+hand-derived pass: benchmarks/README.md, "One objective evaluation in C"), equal to it to
+round-off (tests/test_native_mlp.py). The kernel also runs the engine's windows of gd, Adam and
+Dormand-Prince gradient flow as loops in C (:meth:`NativeMLP.compiled_steps`,
 :mod:`basins.engine.windows`): no torch kernel between two recorded steps, each group of
 members' parameters in cache through the window, and the stages of a Runge-Kutta-Chebyshev
-step (:meth:`NativeMLP.chebyshev_stages`: no torch kernel between two stages) (tests/test_native_steps.py).
+step (:meth:`NativeMLP.chebyshev_stages`: no torch kernel between two stages)
+(tests/test_native_steps.py). float32 networks have a build of their own (:data:`FLOAT32_FLAGS`)
+with the objective and gd's loop (:data:`BUILD_LOOPS`); their other dynamics step in torch around
+its evaluations.
 
 The kernel is compiled on first use with the system's C compiler (``$CC``, else ``cc``) into a
 cache folder (``$BASINS_NATIVE_CACHE``, else ``$XDG_CACHE_HOME/basins`` or ``~/.cache/basins``),
@@ -55,6 +59,11 @@ FLAG_SETS = (
     ("-O3", "-fno-math-errno", "-fno-trapping-math"),
     ("-O2",),
 )
+#: Flags of the float32 build (the objective and gd's loop only): the kernel's numbers and its
+#: constants floats (``native_mlp.c``, NATIVE_FLOAT32).
+FLOAT32_FLAGS = ("-DNATIVE_FLOAT32", "-fsingle-precision-constant")
+#: The step loops each build has, by the name of the stepper's compiled form.
+BUILD_LOOPS = {torch.float64: ("gd", "adam", "dormand_prince"), torch.float32: ("gd",)}
 #: Fewer member-evaluations than this per thread are not worth a thread's hand-off (~50 us;
 #: one evaluation of the study's networks takes ~1.5 us).
 EVALUATIONS_PER_THREAD = 32
@@ -64,15 +73,15 @@ _held_threads: int | None = None
 
 def covers(arch, x: torch.Tensor, loss: str, beta) -> bool:
     """Whether the kernel computes this network's objective: one or more hidden layers of tanh,
-    relu or linear units (a perceptron, depth 0, runs torch's pass), one output, shared float64
-    inputs on the CPU, a fixed inverse temperature."""
+    relu or linear units (a perceptron, depth 0, runs torch's pass), one output, shared float64 or
+    float32 inputs on the CPU, a fixed inverse temperature."""
     return (
         arch.depth >= 1
         and arch.n_outputs == 1
         and arch.activation in ACTIVATION_CODES
         and loss in LOSS_CODES
         and x.dim() == 2
-        and x.dtype == torch.float64
+        and x.dtype in BUILD_LOOPS
         and x.device.type == "cpu"
         and isinstance(beta, (int, float))
     )
@@ -80,20 +89,20 @@ def covers(arch, x: torch.Tensor, loss: str, beta) -> bool:
 
 class NativeMLP:
     """``theta (member, param) -> (loss (member,), grad (member, param))`` by the C kernel, on all
-    samples of ``(x, y)`` (``x (sample, feature)``, ``y (sample,)`` +-1, float64, CPU)."""
+    samples of ``(x, y)`` (``x (sample, feature)``, ``y (sample,)`` +-1, float64 or float32, CPU,
+    ``library`` the build of that dtype)."""
 
     def __init__(self, library, arch, x, y, *, loss, margin, l2, beta):
-        self.library, self.arch = library, arch
+        self.library, self.arch, self.dtype = library, arch, x.dtype
         self.n_features, self.width, self.n_samples = x.shape[1], arch.width, x.shape[0]
         # The kernel reads samples a block at a time: padded ones (inputs 0, label 1) weigh 0.
         block = library.native_mlp_sample_block()
         padded = -(-self.n_samples // block) * block
-        self.x = torch.zeros(padded, self.n_features, dtype=torch.float64)
+        self.x = torch.zeros(padded, self.n_features, dtype=self.dtype)
         self.x[: self.n_samples] = x
-        self.y = torch.ones(padded, dtype=torch.float64)
+        self.y = torch.ones(padded, dtype=self.dtype)
         self.y[: self.n_samples] = y
-        self.scratch_doubles = library.native_mlp_scratch_doubles(
-            self.n_features, self.width, arch.depth, int(arch.bias))
+        self.scratch_size = library.native_mlp_scratch_size(self.n_features, self.width, arch.depth, int(arch.bias))
         self.settings = (
             LOSS_CODES[loss], ACTIVATION_CODES[arch.activation], int(arch.bias),
             float(margin), float(beta), float(l2),
@@ -104,13 +113,13 @@ class NativeMLP:
         """Loss and gradient of every member; with ``sizes (member,)``, member ``i``'s mean over
         the first ``sizes[i]`` samples only (nested prefixes of the inputs, as the jamming sweep's
         members fit)."""
-        if theta.dtype != torch.float64 or theta.device.type != "cpu" or theta.shape[1] != self.arch.n_params:
+        if theta.dtype != self.dtype or theta.device.type != "cpu" or theta.shape[1] != self.arch.n_params:
             raise ValueError(f"theta {tuple(theta.shape)} {theta.dtype} on {theta.device}: the kernel "
-                             f"takes float64 (member, {self.arch.n_params}) on the CPU")
+                             f"takes {self.dtype} (member, {self.arch.n_params}) on the CPU")
         if sizes is not None:
             sizes = self._checked_sizes(sizes, theta.shape[0])
         theta = theta.contiguous()
-        losses, grads = torch.empty(theta.shape[0], dtype=torch.float64), torch.empty_like(theta)
+        losses, grads = torch.empty(theta.shape[0], dtype=self.dtype), torch.empty_like(theta)
         _split(theta.shape[0],
                lambda first, stop, thread: self._block(theta, sizes, losses, grads, first, stop, thread))
         return losses, grads
@@ -123,10 +132,10 @@ class NativeMLP:
             None if sizes is None else _row_pointer(sizes, first), *self.settings, scratch.data_ptr(),
         )
 
-    def _scratch(self, thread, doubles=None):
-        doubles = doubles or self.scratch_doubles
-        if thread not in self.scratch or self.scratch[thread].numel() < doubles:
-            self.scratch[thread] = torch.empty(doubles, dtype=torch.float64)
+    def _scratch(self, thread, size=None):
+        size = size or self.scratch_size
+        if thread not in self.scratch or self.scratch[thread].numel() < size:
+            self.scratch[thread] = torch.empty(size, dtype=self.dtype)
         return self.scratch[thread]
 
     def chebyshev_stages(self, theta: torch.Tensor, slope: torch.Tensor, h: torch.Tensor, stages: torch.Tensor,
@@ -135,7 +144,10 @@ class NativeMLP:
         step from ``theta`` with ``slope = -grad`` (:meth:`basins.engine.dynamics.ChebyshevFlow._stages`),
         step ``h (member,)``, ``stages (member,)`` and ``tables`` (``first [s]``, then ``mu``,
         ``nu``, ``mu~``, ``a_(j-1)`` ``[s, j]``, float64), every stage in C. Members of a SIMD
-        group run to the group's largest stage count: callers order them by it."""
+        group run to the group's largest stage count: callers order them by it. The float64
+        build's only."""
+        if self.dtype != torch.float64:
+            raise ValueError("the Chebyshev stages in C are float64's")
         first, *square = (torch.as_tensor(table, dtype=torch.float64).contiguous() for table in tables)
         if any(table.shape != (len(first), len(first)) for table in square) or int(stages.max()) >= len(first):
             raise ValueError(f"the tables must be (s,) and (s, s) for stage counts up to {len(first) - 1}")
@@ -145,7 +157,7 @@ class NativeMLP:
         _check_buffers([(theta, torch.float64), (slope, torch.float64), (h, torch.float64), (stages, torch.int64)],
                        self.arch.n_params)
         out = torch.empty_like(theta)
-        doubles = self.library.native_mlp_chebyshev_scratch_doubles(
+        size = self.library.native_mlp_chebyshev_scratch_size(
             self.n_features, self.width, self.arch.depth, int(self.arch.bias))
         network = (self.n_features, self.width, self.arch.depth, self.n_samples, self.x.data_ptr(), self.y.data_ptr(),
                    *self.settings)
@@ -154,7 +166,7 @@ class NativeMLP:
             rows = (_row_pointer(tensor, first_member) for tensor in (theta, slope, h, stages))
             self.library.native_mlp_chebyshev_stages(
                 stop - first_member, *rows, *(t.data_ptr() for t in (first, *square)),
-                len(first), _row_pointer(out, first_member), *network, self._scratch(thread, doubles).data_ptr(),
+                len(first), _row_pointer(out, first_member), *network, self._scratch(thread, size).data_ptr(),
             )
 
         _split(theta.shape[0], block, evaluations_each=int(stages.max()) if stages.numel() else 1)
@@ -170,13 +182,14 @@ class NativeMLP:
         loss over its own first samples (:meth:`__call__`); ``delta_tol``: the jamming sweep's
         satisfied test too (every own sample's margin - y f at most it: converged). None where
         the kernel has no loop for it (gd with a constant step size, Adam and Dormand-Prince
-        gradient flow have one; the flow without the satisfied test)."""
-        if form is None or form[0] not in _STEP_LOOPS or (form[0] == "dormand_prince" and delta_tol is not None):
+        gradient flow have one in float64, gd in float32; the flow without the satisfied test)."""
+        if (form is None or form[0] not in BUILD_LOOPS[self.dtype]
+                or (form[0] == "dormand_prince" and delta_tol is not None)):
             return None
         name, options = form
         arguments, state_names, tensors = _STEP_LOOPS[name](options)
         function = getattr(self.library, f"native_mlp_{name}_steps")
-        doubles = self.library.native_mlp_steps_scratch_doubles(
+        size = self.library.native_mlp_steps_scratch_size(
             self.n_features, self.width, self.arch.depth, int(self.arch.bias))
         network = (self.n_features, self.width, self.arch.depth, self.n_samples, self.x.data_ptr(), self.y.data_ptr(),
                    *self.settings)
@@ -188,10 +201,10 @@ class NativeMLP:
             pointers = [_row_pointer(row, first) for row in rows]
             own = None if sizes is None else _row_pointer(sizes, first)
             function(stop - first, *pointers, int(first_step), int(n_steps), *arguments, float(grad_tol),
-                     float(divergence_threshold), own, *satisfied, *network, self._scratch(thread, doubles).data_ptr())
+                     float(divergence_threshold), own, *satisfied, *network, self._scratch(thread, size).data_ptr())
 
         def run(theta, loss, grad, state, status, stop_step, grad_norm, first_step, n_steps):
-            real, count = torch.float64, torch.int64
+            real, count = self.dtype, torch.int64
             buffers = [(theta, real), (loss, real), (grad, real),
                        *((state[key], count if key == "steps" else real) for key in state_names),
                        (status, count), (stop_step, count), (grad_norm, real)]
@@ -265,22 +278,24 @@ def kernel_for(arch, x, y, *, loss, margin, l2, beta) -> NativeMLP | None:
     library could be built (:func:`library`)."""
     if not covers(arch, x, loss, beta):
         return None
-    compiled = library()
+    compiled = library(x.dtype)
     return None if compiled is None else NativeMLP(compiled, arch, x, y, loss=loss, margin=margin, l2=l2, beta=beta)
 
 
 @functools.cache
-def library() -> ctypes.CDLL | None:
-    """The compiled kernel, built on first use (cached across processes); None where
-    ``BASINS_NATIVE=0`` or no flag set of :data:`FLAG_SETS` compiles."""
+def library(dtype: torch.dtype = torch.float64) -> ctypes.CDLL | None:
+    """The compiled kernel of ``dtype`` (float64, or float32: :data:`FLOAT32_FLAGS`), built on
+    first use (cached across processes); None where ``BASINS_NATIVE=0`` or no flag set of
+    :data:`FLAG_SETS` compiles."""
     if os.environ.get(SWITCH, "1") == "0":
         log.info("%s=0: network objectives by torch's pass", SWITCH)
         return None
     compiler = os.environ.get("CC", "cc")
+    extra = FLOAT32_FLAGS if dtype == torch.float32 else ()
     errors = []
     for flags in FLAG_SETS:
         try:
-            return _load(_built(compiler, flags))
+            return _load(_built(compiler, (*flags, *extra)))
         except (OSError, subprocess.CalledProcessError) as error:
             errors.append(f"{' '.join(flags)}: {_first_line(error)}")
     log.warning("the C kernel of the network objective could not be built with %r (%s): torch's "
@@ -318,12 +333,16 @@ def _load(path: Path) -> ctypes.CDLL:
         flag, flag, flag, real, real, real, pointer,
     ]
     compiled.native_mlp_loss_and_gradient.restype = None
-    compiled.native_mlp_scratch_doubles.argtypes = [integer, integer, integer, flag]
-    compiled.native_mlp_scratch_doubles.restype = integer
+    for size in ("scratch", "steps_scratch", "chebyshev_scratch"):
+        if hasattr(compiled, f"native_mlp_{size}_size"):  # the float32 build has no Chebyshev stages
+            getattr(compiled, f"native_mlp_{size}_size").argtypes = [integer, integer, integer, flag]
+            getattr(compiled, f"native_mlp_{size}_size").restype = integer
     network = [integer, integer, integer, integer, pointer, pointer, flag, flag, flag, real, real, real, pointer]
     stops = [real, real, pointer]  # grad_tol, divergence_threshold, sizes
     compiled.native_mlp_gd_steps.argtypes = [integer, *[pointer] * 7, integer, integer, real, *stops, real, *network]
     compiled.native_mlp_gd_steps.restype = None
+    if not hasattr(compiled, "native_mlp_adam_steps"):  # the float32 build: the objective and gd
+        return compiled
     compiled.native_mlp_adam_steps.argtypes = [
         integer, *[pointer] * 9, integer, integer, real, integer, real, real, real, real, *stops, real, *network,
     ]
@@ -332,12 +351,8 @@ def _load(path: Path) -> ctypes.CDLL:
         integer, *[pointer] * 10, integer, integer, pointer, pointer, real, real, real, real, *stops, *network,
     ]
     compiled.native_mlp_dormand_prince_steps.restype = None
-    compiled.native_mlp_steps_scratch_doubles.argtypes = [integer, integer, integer, flag]
-    compiled.native_mlp_steps_scratch_doubles.restype = integer
     compiled.native_mlp_chebyshev_stages.argtypes = [integer, *[pointer] * 9, integer, pointer, *network]
     compiled.native_mlp_chebyshev_stages.restype = None
-    compiled.native_mlp_chebyshev_scratch_doubles.argtypes = [integer, integer, integer, flag]
-    compiled.native_mlp_chebyshev_scratch_doubles.restype = integer
     compiled.native_mlp_sample_block.argtypes = []
     compiled.native_mlp_sample_block.restype = integer
     return compiled
