@@ -110,10 +110,15 @@ def test_a_member_s_prefix_result_does_not_depend_on_the_longer_prefixes_beside_
 
 
 def test_members_are_split_over_threads_by_their_evaluations():
-    """A thread takes at least EVALUATIONS_PER_THREAD member-evaluations and one member."""
+    """A thread takes at least EVALUATIONS_PER_THREAD member-evaluations and a whole group of
+    the kernel's lanes."""
     assert native_mlp._blocks(16, 2) == [(0, 16)]  # one evaluation of 16 members: not worth a hand-off
     assert native_mlp._blocks(16, 2, evaluations_each=15) == [(0, 8), (8, 16)]  # a window of 15 steps
     assert native_mlp._blocks(3, 8, evaluations_each=1000) == [(0, 1), (1, 2), (2, 3)]
+    # whole groups of the kernel's lanes: 8 members of one group stay on one thread
+    assert native_mlp._blocks(8, 2, evaluations_each=1000, lanes=8) == [(0, 8)]
+    assert native_mlp._blocks(20, 2, evaluations_each=1000, lanes=8) == [(0, 8), (8, 20)]
+    assert native_mlp._blocks(20, 2, evaluations_each=1000, lanes=4) == [(0, 8), (8, 20)]
     assert native_mlp._blocks(1000, 1, evaluations_each=1000) == [(0, 1000)]
 
 

@@ -182,6 +182,10 @@ static inline int64_t activation_lanes(int64_t h, int64_t depth) { return BLOCK 
 /* Samples a pass (callers pad the inputs to a multiple of it). */
 int64_t native_mlp_sample_block(void) { return BLOCK; }
 
+/* Members a group computes together, one a lane (callers split members between threads by whole
+   groups: a thread with a part of a group computes the whole group). */
+int64_t native_mlp_lanes(void) { return LANES; }
+
 /* Reals of scratch a call needs: the group's parameters and gradients (n_params lanes
    each) and a block's activations (BLOCK x h lanes). */
 int64_t native_mlp_scratch_size(int64_t d, int64_t h, int64_t depth, int bias) {

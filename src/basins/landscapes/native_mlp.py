@@ -94,6 +94,7 @@ class NativeMLP:
 
     def __init__(self, library, arch, x, y, *, loss, margin, l2, beta):
         self.library, self.arch, self.dtype = library, arch, x.dtype
+        self.lanes = library.native_mlp_lanes()
         self.n_features, self.width, self.n_samples = x.shape[1], arch.width, x.shape[0]
         # The kernel reads samples a block at a time: padded ones (inputs 0, label 1) weigh 0.
         block = library.native_mlp_sample_block()
@@ -121,7 +122,8 @@ class NativeMLP:
         theta = theta.contiguous()
         losses, grads = torch.empty(theta.shape[0], dtype=self.dtype), torch.empty_like(theta)
         _split(theta.shape[0],
-               lambda first, stop, thread: self._block(theta, sizes, losses, grads, first, stop, thread))
+               lambda first, stop, thread: self._block(theta, sizes, losses, grads, first, stop, thread),
+               lanes=self.lanes)
         return losses, grads
 
     def _block(self, theta, sizes, losses, grads, first, stop, thread):
@@ -169,7 +171,7 @@ class NativeMLP:
                 len(first), _row_pointer(out, first_member), *network, self._scratch(thread, size).data_ptr(),
             )
 
-        _split(theta.shape[0], block, evaluations_each=int(stages.max()) if stages.numel() else 1)
+        _split(theta.shape[0], block, evaluations_each=int(stages.max()) if stages.numel() else 1, lanes=self.lanes)
         return out
 
     def compiled_steps(self, form: tuple[str, dict] | None, *, grad_tol: float, divergence_threshold: float,
@@ -213,7 +215,7 @@ class NativeMLP:
                 raise ValueError(f"{len(sizes)} sample counts for {theta.shape[0]} members")
             rows = [tensor for tensor, _ in buffers]
             _split(theta.shape[0], lambda first, stop, thread: block(rows, first_step, n_steps, first, stop, thread),
-                   evaluations_each=n_steps)
+                   evaluations_each=n_steps, lanes=self.lanes)
 
         run.tableau = tensors  # the C loop reads them through their pointers
         return run
@@ -353,8 +355,8 @@ def _load(path: Path) -> ctypes.CDLL:
     compiled.native_mlp_dormand_prince_steps.restype = None
     compiled.native_mlp_chebyshev_stages.argtypes = [integer, *[pointer] * 9, integer, pointer, *network]
     compiled.native_mlp_chebyshev_stages.restype = None
-    compiled.native_mlp_sample_block.argtypes = []
-    compiled.native_mlp_sample_block.restype = integer
+    for count in (compiled.native_mlp_sample_block, compiled.native_mlp_lanes):
+        count.argtypes, count.restype = [], integer
     return compiled
 
 
@@ -404,23 +406,26 @@ def threads_held():
         _held_threads = None
 
 
-def _split(n_members: int, work, evaluations_each: int = 1) -> None:
+def _split(n_members: int, work, evaluations_each: int = 1, lanes: int = 1) -> None:
     """``work(first, stop, thread)`` on contiguous blocks of the members, one per thread used:
     in this thread where there is one block, else on the pool. ``evaluations_each``: how many
-    evaluations the work takes a member (a window's steps)."""
-    blocks = _blocks(n_members, _held_threads or torch.get_num_threads(), evaluations_each)
+    evaluations the work takes a member (a window's steps); ``lanes``: members the kernel
+    computes together (blocks hold whole groups of them)."""
+    blocks = _blocks(n_members, _held_threads or torch.get_num_threads(), evaluations_each, lanes)
     if len(blocks) == 1:
         work(*blocks[0], 0)
     else:
         list(_pool(len(blocks)).map(lambda index: work(*blocks[index], index), range(len(blocks))))
 
 
-def _blocks(n_members: int, n_threads: int, evaluations_each: int = 1) -> list[tuple[int, int]]:
-    """Contiguous (first, stop) blocks of members, one per thread used: as many threads as
-    have ``EVALUATIONS_PER_THREAD`` member-evaluations each (a window of 16 members and 15 steps
-    is split, one evaluation of 16 members is not)."""
-    n_blocks = max(1, min(n_threads, n_members, n_members * evaluations_each // EVALUATIONS_PER_THREAD))
-    edges = [n_members * index // n_blocks for index in range(n_blocks + 1)]
+def _blocks(n_members: int, n_threads: int, evaluations_each: int = 1, lanes: int = 1) -> list[tuple[int, int]]:
+    """Contiguous (first, stop) blocks of whole groups of ``lanes`` members, one per thread used:
+    as many threads as have ``EVALUATIONS_PER_THREAD`` member-evaluations each (a window of 16
+    members and 15 steps is split, one evaluation of 16 members is not) and a group each (a
+    thread given half a group of 8 computes all 8 lanes: no faster than one thread)."""
+    n_groups = -(-n_members // lanes)
+    n_blocks = max(1, min(n_threads, n_groups, n_members * evaluations_each // EVALUATIONS_PER_THREAD))
+    edges = [min(n_members, lanes * (n_groups * index // n_blocks)) for index in range(n_blocks + 1)]
     return list(zip(edges[:-1], edges[1:]))
 
 
