@@ -343,6 +343,8 @@ def _load(path: Path) -> ctypes.CDLL:
     stops = [real, real, pointer]  # grad_tol, divergence_threshold, sizes
     compiled.native_mlp_gd_steps.argtypes = [integer, *[pointer] * 7, integer, integer, real, *stops, real, *network]
     compiled.native_mlp_gd_steps.restype = None
+    for count in (compiled.native_mlp_sample_block, compiled.native_mlp_lanes):
+        count.argtypes, count.restype = [], integer
     if not hasattr(compiled, "native_mlp_adam_steps"):  # the float32 build: the objective and gd
         return compiled
     compiled.native_mlp_adam_steps.argtypes = [
@@ -355,8 +357,6 @@ def _load(path: Path) -> ctypes.CDLL:
     compiled.native_mlp_dormand_prince_steps.restype = None
     compiled.native_mlp_chebyshev_stages.argtypes = [integer, *[pointer] * 9, integer, pointer, *network]
     compiled.native_mlp_chebyshev_stages.restype = None
-    for count in (compiled.native_mlp_sample_block, compiled.native_mlp_lanes):
-        count.argtypes, count.restype = [], integer
     return compiled
 
 
