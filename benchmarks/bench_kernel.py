@@ -1,7 +1,7 @@
 """One objective evaluation: torch's hand-derived pass against the C kernel the engine now uses.
 
 :class:`basins.landscapes.fused_mlp.FusedMLPObjective` evaluates the study's one-hidden-layer,
-one-output networks (float64, CPU) with the C kernel of :mod:`basins.landscapes.native_mlp`
+one-output networks (float64 or float32, CPU) with the C kernel of :mod:`basins.landscapes.native_mlp`
 (``native_mlp.c``: each member's pass vectorized along the samples, its own vectorizable exp)
 and everything else with torch's hand-derived pass (:func:`basins.landscapes.fused_mlp.
 loss_and_gradient`). This measures the two on the same parameters, and every row checks they
@@ -9,6 +9,7 @@ agree (largest relative difference of losses and of gradients).
 
     python benchmarks/bench_kernel.py                      # the study's shapes, h = 4 and 16
     python benchmarks/bench_kernel.py --widths 4 --members 256 --loss mse --activation relu
+    python benchmarks/bench_kernel.py --dtype float32 --features 20 --samples 1000 --widths 16 128 --loss mse --l2 0
 
 Rounds are interleaved (``--repeats``) so that the machine's load hits both alike; compare the
 two within one run.
@@ -62,22 +63,26 @@ def main():
     parser.add_argument("--calls", type=int, default=200, help="evaluations per timed round")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; the best is reported")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--output", default=str(HERE / "results" / "kernel_cpu_float64.json"))
+    parser.add_argument("--dtype", default="float64", choices=["float64", "float32"],
+                        help="float32: the kernel's float32 build against torch's float32 pass")
+    parser.add_argument("--output", default=None, help="default: results/kernel_cpu_<dtype>.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    dtype = getattr(torch, args.dtype)
+    output = args.output or str(HERE / "results" / f"kernel_cpu_{args.dtype}.json")
     load_before = os.getloadavg()
-    if native_mlp.library() is None:
+    if native_mlp.library(dtype) is None:
         raise SystemExit("the C kernel did not build (see the log line above)")
     generator = torch.Generator().manual_seed(0)
-    x = torch.randn(args.samples, args.features, generator=generator, dtype=torch.float64)
-    y = torch.sign(torch.randn(args.samples, generator=generator, dtype=torch.float64))
+    x = torch.randn(args.samples, args.features, generator=generator, dtype=dtype)
+    y = torch.sign(torch.randn(args.samples, generator=generator, dtype=dtype))
     rows = []
     for width in args.widths:
         arch = Architecture(args.features, 1, 1, width, args.activation)
         objective = FusedMLPObjective(arch, x, y, loss=args.loss, l2=args.l2)
         reference, compiled = torch_pass(objective), objective.native
         for members in args.members:
-            theta = torch.randn(members, arch.n_params, generator=generator, dtype=torch.float64)
+            theta = torch.randn(members, arch.n_params, generator=generator, dtype=dtype)
             (torch_loss, torch_grad), (kernel_loss, kernel_grad) = reference(theta), compiled(theta)
             rounds = {"torch": [], "kernel": []}
             for _ in range(args.repeats):
@@ -94,7 +99,7 @@ def main():
             print(f"h={width:3d} E={members:5d}: torch {row['torch_ns_per_member_eval']:7.0f} ns, kernel "
                   f"{row['kernel_ns_per_member_eval']:7.0f} ns a member-evaluation ({row['torch_over_kernel']:.2f}x); "
                   f"agreement {row['loss_rel_diff']:.1e} / {row['grad_rel_diff']:.1e}")
-    write_table(args.output, rows, {"threads": args.threads, "dtype": "float64", "loss": args.loss,
+    write_table(output, rows, {"threads": args.threads, "dtype": args.dtype, "loss": args.loss,
                                     "activation": args.activation, "features": args.features,
                                     "samples": args.samples, "loadavg_before": load_before,
                                     "loadavg_after": os.getloadavg()})
