@@ -70,6 +70,23 @@ def test_the_float32_kernel_equals_torch_s_float32_pass(loss, activation, depth)
         assert torch.equal(alone[0], mine[0][7:8]) and torch.equal(alone[1], mine[1][7:8])
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("loss, activation, where", [("mse", "relu", 0), ("hinge", "tanh", -1),
+                                                     ("quadratic_hinge", "relu", 0), ("cross_entropy", "relu", 3)])
+def test_a_nan_parameter_gives_a_nan_loss_as_in_torch_s_pass(dtype, loss, activation, where):
+    """A NaN parameter (a first-layer weight, or the output bias) must give a NaN loss, which the
+    stopping test calls diverged: a relu or hinge of NaN that came out 0 gave finite losses (a
+    referee's case: converged at step 0 with gradient norm 0)."""
+    x, y = (tensor.to(dtype) for tensor in problem())
+    arch = Architecture(n_inputs=6, n_outputs=1, depth=1, width=5, activation=activation)
+    objective = FusedMLPObjective(arch, x, y, loss=loss, l2=0.0)
+    theta = torch.as_tensor(initial_parameters(arch, np.arange(3), seed=1, init="torch_default"), dtype=dtype)
+    theta[1, where] = float("nan")
+    mine, theirs = objective(theta, None)[0], torch_pass(objective, theta)[0]
+    assert torch.isnan(mine[1]) and torch.isnan(theirs[1])
+    assert torch.isfinite(mine[[0, 2]]).all()
+
+
 @pytest.mark.parametrize("loss, depth", [("quadratic_hinge", 1), ("hinge", 1), ("mse", 1), ("quadratic_hinge", 2)])
 def test_each_member_s_mean_over_its_own_prefix_equals_the_jamming_sweep_s_torch_pass(loss, depth):
     """The jamming sweep's members fit nested prefixes of one pool: the kernel with ``sizes``

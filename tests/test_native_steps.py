@@ -87,7 +87,9 @@ def test_gradient_descent_in_c_reproduces_the_step_by_step_loop(loss, activation
 def test_gradient_descent_in_c_reproduces_the_step_by_step_loop_in_float32(loss, activation, depth):
     """The float32 build (the objective and gd's loop): the same bit for bit as the step-by-step
     loop on the same kernel's evaluations and torch's float32 update; gradient norms to the
-    round-off of their sums (torch sums float32 squares in double)."""
+    round-off of their sums' order. A member whose norm lies within float32's rounding of
+    grad_tol can stop a step apart in the two loops (a referee forced one by setting grad_tol to
+    torch's norm; none in 2 000 members x 6 natural runs): float64's gap is 1e-16, float32's 1e-7."""
     objective, starts = network(loss, activation, depth=depth, dtype=torch.float32)
     assert objective.native is not None and objective.native.dtype == torch.float32
     stops = dict(grad_tol=1e-5, divergence_threshold=1e6)

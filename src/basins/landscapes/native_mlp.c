@@ -66,7 +66,9 @@ static inline lanes select(lane_bits mask, lanes yes, lanes no) {
     return (lanes)((mask & (lane_bits)yes) | (~mask & (lane_bits)no));
 }
 
-static inline lanes positive_part(lanes v) { return select(v > 0.0, v, broadcast(0.0)); }
+/* max(v, 0), NaN where v is NaN (as torch's relu: a NaN parameter must give a NaN loss, which the
+   stopping test calls diverged, not a finite one). */
+static inline lanes positive_part(lanes v) { return select((v > 0.0) | (v != v), v, broadcast(0.0)); }
 
 static inline lanes absolute(lanes v) { return (lanes)((lane_bits)v & REAL_MAGNITUDE); }
 
