@@ -289,6 +289,8 @@ def library(dtype: torch.dtype = torch.float64) -> ctypes.CDLL | None:
     """The compiled kernel of ``dtype`` (float64, or float32: :data:`FLOAT32_FLAGS`), built on
     first use (cached across processes); None where ``BASINS_NATIVE=0`` or no flag set of
     :data:`FLAG_SETS` compiles."""
+    if dtype not in BUILD_LOOPS:
+        raise ValueError(f"the kernel has float64 and float32 builds, not {dtype}")
     if os.environ.get(SWITCH, "1") == "0":
         log.info("%s=0: network objectives by torch's pass", SWITCH)
         return None
