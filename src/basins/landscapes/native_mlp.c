@@ -3,8 +3,9 @@
    them, many at a time, and the stages of a Runge-Kutta-Chebyshev step (at the end; float64's
    build only, see `real`).
 
-   The engine's objective for these networks in float64 or float32 on the CPU (basins.landscapes.native_mlp
-   compiles and loads it; basins.landscapes.fused_mlp.FusedMLPObjective calls it): the same
+   The engine's objective for these networks in float64 or float32 on the CPU
+   (basins.landscapes.native_mlp compiles and loads it; basins.landscapes.fused_mlp.FusedMLPObjective
+   calls it): the same
    function as fused_mlp.loss_and_gradient (tests/test_native_mlp.py: equal to round-off) for
    hidden layers of equal width (one: the study's networks, a pass written for it; more: the
    jamming sweep's and the deeper experiments', layer by layer), one output, shared inputs, all
@@ -12,8 +13,8 @@
    samples a block at a time; a group's parameters and gradients (2 x LANES x n_params reals)
    stay in cache. The transcendental functions are polynomials the compiler vectorizes (exp
    after range reduction, log on [1/2, 1] by fdlibm's reduction and polynomial) to about one
-   ulp: libm's scalar calls cost more than the arithmetic. A member's result does not depend on which others share
-   the call (shard invariance); callers split members between threads. */
+   ulp: libm's scalar calls cost more than the arithmetic. A member's result does not depend on
+   which others share the call (shard invariance); callers split members between threads. */
 
 #include <math.h>
 #include <stdint.h>
@@ -38,13 +39,11 @@ enum { ACT_TANH = 0, ACT_RELU = 1, ACT_LINEAR = 2 };
 typedef float real;
 typedef int32_t real_bits;
 #define REAL_MAGNITUDE INT32_MAX
-#define REAL_SIGN INT32_MIN
 #define SQUARE_ROOT sqrtf
 #else
 typedef double real;
 typedef int64_t real_bits;
 #define REAL_MAGNITUDE INT64_MAX
-#define REAL_SIGN INT64_MIN
 #define SQUARE_ROOT sqrt
 #endif
 /* One register of reals a vector: AVX-512's, else AVX2's (eight doubles without AVX-512 were
