@@ -28,7 +28,8 @@ import numpy as np
 import xarray as xr
 
 from basins.basin_volume import (
-    INDEPENDENT_SHARE, GaussianMeasure, UniformTorus, coupling_schedule, estimate_basin_measures, interval_quantile,
+    INDEPENDENT_SHARE, PLATEAU_READINGS, GaussianMeasure, UniformTorus, coupling_schedule, estimate_basin_measures,
+    interval_quantile,
 )
 from basins.io import variable_attrs
 from basins.labels import LEFT, RETURNED
@@ -223,6 +224,20 @@ def estimate_ring_basin_sizes(
     counts = np.array([(labels == m).sum() for m in minima])
     return _with_counts(result, np.ones(len(minima), dtype=np.int64), counts, len(labels),
                         np.zeros(len(minima), dtype=bool), anchors, confidence_z)
+
+
+def summary_lines(result: xr.Dataset) -> list[str]:
+    """What a stage's log says of its basin sizes (:func:`estimate_basin_sizes`,
+    :func:`estimate_ring_basin_sizes`): the estimates beside the counts, the fresh draws' flags,
+    the walks' plateau check."""
+    return [
+        "ln basin fraction, estimated: {}; counted: {}; flagged by the fresh draws' check: {} of {}".format(
+            result["log_basin_fraction"].values.round(2), result["log_count_fraction"].values.round(2),
+            int(result["draws_check_failed"].sum()), result.sizes["minimum"]),
+        "the walks' plateau score ({}) {:+.2f} over {} of {} basins (standard normal at equilibrium): {}".format(
+            result["plateau_method"].item(), float(result["plateau_score"]), int(result["plateau_basins"]),
+            result.sizes["minimum"], PLATEAU_READINGS[int(result["plateau_check_failed"])]),
+    ]
 
 
 def _with_counts(result, orbits, counts, n_total, small, anchors, z):

@@ -291,7 +291,8 @@ def estimate_basin_measures(
     if n_chains < 2 or n_burn < 1 or n_steps <= n_burn or n_reference < 1 or not 0 <= independent_share < 1:
         raise ValueError(f"n_chains={n_chains} (>= 2), n_burn={n_burn} (>= 1), n_steps={n_steps} (> n_burn), "
                          f"n_reference={n_reference} (>= 1), independent_share={independent_share} (in [0, 1))")
-    if half_length_walk and n_steps // 2 <= max(n_burn // 2, 1):
+    half_steps, half_burn = n_steps // 2, max(n_burn // 2, 1)  # the half-length walk's
+    if half_length_walk and half_steps <= half_burn:
         raise ValueError(f"n_steps={n_steps}, n_burn={n_burn}: the half-length walk needs n_steps // 2 > "
                          "max(n_burn // 2, 1), its burn-in")
     rng = np.random.default_rng(seed)
@@ -325,10 +326,10 @@ def estimate_basin_measures(
     halves = _halves_plateau(half_drift, half_drift_se, half_drift_dof, integral_se, np.isfinite(log_measure),
                              confidence_z)
     if half_length_walk:
-        log.info("basin walk: again with walks of %d steps, the plateau check of their length", n_steps // 2)
+        log.info("basin walk: again with walks of %d steps, the plateau check of their length", half_steps)
         half = estimate_basin_measures(
-            given_inside, measure, centres, couplings=couplings, n_chains=n_chains, n_steps=n_steps // 2,
-            n_burn=max(n_burn // 2, 1), n_reference=n_reference, seed=np.random.SeedSequence([seed, 2]),
+            given_inside, measure, centres, couplings=couplings, n_chains=n_chains, n_steps=half_steps,
+            n_burn=half_burn, n_reference=n_reference, seed=np.random.SeedSequence([seed, 2]),
             confidence_z=confidence_z, basin_samples=basin_samples, independent_share=independent_share)
         plateau = _half_walk_plateau(log_measure, se, dof, half, confidence_z)
     else:

@@ -1,8 +1,7 @@
 from _entry import start
 from _rerun import CatalogRerun
 
-from basins.basin_sizes import BasinWalk, estimate_basin_sizes, select_minima_to_measure
-from basins.basin_volume import PLATEAU_READINGS
+from basins.basin_sizes import BasinWalk, estimate_basin_sizes, select_minima_to_measure, summary_lines
 from basins.io import add_provenance, write_dataset
 from basins.landscapes.architecture import initial_scales
 
@@ -41,9 +40,5 @@ result = add_provenance(
     inputs=(snakemake.input.minima, snakemake.input.dataset, *snakemake.input.shards),
 )
 write_dataset(result, snakemake.output[0])
-log.info("ln basin fraction, estimated: %s; counted: %s; flagged by the fresh draws' check: %d of %d",
-         result["log_basin_fraction"].values.round(2), result["log_count_fraction"].values.round(2),
-         int(result["draws_check_failed"].sum()), result.sizes["minimum"])
-log.info("the walks' plateau score (%s) %+.2f over %d of %d basins (standard normal at equilibrium): %s",
-         result["plateau_method"].item(), float(result["plateau_score"]), int(result["plateau_basins"]),
-         result.sizes["minimum"], PLATEAU_READINGS[int(result["plateau_check_failed"])])
+for line in summary_lines(result):
+    log.info(line)

@@ -2,8 +2,7 @@ import numpy as np
 import xarray as xr
 from _entry import compute_options, start
 
-from basins.basin_sizes import BasinWalk, estimate_ring_basin_sizes
-from basins.basin_volume import PLATEAU_READINGS
+from basins.basin_sizes import BasinWalk, estimate_ring_basin_sizes, summary_lines
 from basins.io import add_provenance, read_dataset, write_dataset
 from basins.oscillators import KuramotoRing
 from basins.ring_reruns import ring_outcomes
@@ -42,9 +41,5 @@ result = add_provenance(
     inputs=(snakemake.input.minima, *snakemake.input.shards),
 )
 write_dataset(result, snakemake.output[0])
-log.info("ln basin fraction, estimated: %s; counted: %s; flagged by the fresh draws' check: %d of %d",
-         result["log_basin_fraction"].values.round(2), result["log_count_fraction"].values.round(2),
-         int(result["draws_check_failed"].sum()), result.sizes["minimum"])
-log.info("the walks' plateau score (%s) %+.2f over %d of %d basins (standard normal at equilibrium): %s",
-         result["plateau_method"].item(), float(result["plateau_score"]), int(result["plateau_basins"]),
-         result.sizes["minimum"], PLATEAU_READINGS[int(result["plateau_check_failed"])])
+for line in summary_lines(result):
+    log.info(line)

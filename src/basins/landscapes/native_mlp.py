@@ -62,8 +62,6 @@ FLAG_SETS = (
 #: Flags of the float32 build (the objective and gd's loop only): the kernel's numbers and its
 #: constants floats (``native_mlp.c``, NATIVE_FLOAT32).
 FLOAT32_FLAGS = ("-DNATIVE_FLOAT32", "-fsingle-precision-constant")
-#: The step loops each build has, by the name of the stepper's compiled form.
-BUILD_LOOPS = {torch.float64: ("gd", "adam", "dormand_prince"), torch.float32: ("gd",)}
 #: Fewer member-evaluations than this per thread are not worth a thread's hand-off (~50 us;
 #: one evaluation of the study's networks takes ~1.5 us).
 EVALUATIONS_PER_THREAD = 32
@@ -256,6 +254,8 @@ def _dormand_prince_loop(options):
 
 #: The step loops in C, by the name of the stepper's compiled form.
 _STEP_LOOPS = {"gd": _gd_loop, "adam": _adam_loop, "dormand_prince": _dormand_prince_loop}
+#: The step loops each build has (the float32 build: gd's only).
+BUILD_LOOPS = {torch.float64: tuple(_STEP_LOOPS), torch.float32: ("gd",)}
 
 
 def _row_pointer(tensor: torch.Tensor, row: int) -> int:
