@@ -2,12 +2,14 @@
 is the counted fraction; a twisted state's basin on the torus is its counted fraction."""
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
 
 from basins.basin_sizes import (
-    BASIN_SAMPLES, BasinWalk, estimate_basin_sizes, estimate_ring_basin_sizes, select_minima_to_measure, summary_lines,
+    BASIN_SAMPLES, BasinWalk, estimate_basin_sizes, estimate_ring_basin_sizes, select_minima_to_measure,
+    starts_in_anchor_image, summary_lines,
 )
 from basins.basin_volume import PLATEAU_READINGS
 from basins.labels import BUDGET, CONVERGED, LEFT, RETURNED
@@ -49,11 +51,34 @@ def test_one_image_holds_one_orbit_th_of_a_basin_that_holds_everything():
     )
 
     assert int(result["orbit_size"][0]) == group_order(ARCH) == 8
+    assert int(result["basin_samples"][0]) == len(starts) - 1  # every member moved into the anchor's image, bar the anchor
     assert float(result["log_count_fraction"][0]) == 0.0
     # ln mu(one image) = -ln 8 = -2.08; the fraction ln 1 = 0 lies in the interval.
     assert float(result["log_measure"][0]) == pytest.approx(-np.log(8), abs=0.5)
     assert float(result["log_basin_fraction_low"][0]) <= 0.0 <= float(result["log_basin_fraction_high"][0])
     assert abs(float(result["count_disagreement"][0])) < 3
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_every_member_of_a_minimum_is_a_draw_inside_the_anchor_image_s_basin(activation):
+    # The Voronoi dynamics: a start's image basin is the cell of the image it is nearest to. Each
+    # member's start, moved by the symmetry that carries its endpoint onto the anchor's, must lie
+    # in the anchor's cell, where before only the members already there (about 1 / orbit) did.
+    arch = dataclasses.replace(ARCH, width=3, activation=activation)
+    minimum = np.random.default_rng(4).standard_normal(arch.n_params)
+    orders, signs = _signed_permutations(arch.width)
+    if activation == "relu":
+        orders, signs = orders[::2 ** arch.width], np.ones((math.factorial(arch.width), arch.width))
+    images = image(np.broadcast_to(minimum, (len(orders), len(minimum))), arch, [orders], [signs])
+    starts = initial_parameters(arch, np.arange(60), seed=1, init="gaussian")
+    nearest = lambda points: np.argmin(((points[:, None] - images[None]) ** 2).sum(-1), axis=1)  # noqa: E731
+    ends = images[nearest(starts)]
+
+    moved = starts_in_anchor_image(arch, starts, ends, ends[0], image_tol=1e-6)
+
+    assert len(moved) == len(starts) > 4 * (nearest(starts) == nearest(starts[:1])[0]).sum()
+    assert (nearest(moved) == nearest(starts[:1])[0]).all()
+    np.testing.assert_allclose(np.sort(np.linalg.norm(moved, axis=1)), np.sort(np.linalg.norm(starts, axis=1)))
 
 
 def test_runs_out_of_budget_are_undecided_and_other_images_are_left():

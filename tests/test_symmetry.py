@@ -6,7 +6,9 @@ from scipy.optimize import linear_sum_assignment, minimize_scalar
 from scipy.special import erf
 
 from basins.landscapes.architecture import Architecture
-from basins.landscapes.symmetry import image, nearest_image, nearest_image_distance, nearest_images
+from basins.landscapes.symmetry import (
+    image, nearest_image, nearest_image_distance, nearest_image_elements, nearest_images,
+)
 
 
 def forward(theta, arch, x):
@@ -200,6 +202,29 @@ def test_an_exact_image_is_found_back(activation, depth):
     references[0] = theta[0]
     images, _ = nearest_images(references, theta, arch)
     np.testing.assert_allclose(images, references, atol=1e-12)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_the_nearest_image_s_group_element_moves_other_points_as_it_moves_theta(activation):
+    arch = Architecture(n_inputs=3, n_outputs=2, depth=1, width=4, activation=activation)
+    rng = np.random.default_rng(5)
+    pairs = [pair(arch, rng, related) for related in (True, False, True)]
+    references, thetas = (np.array(column) for column in zip(*pairs))
+    element = nearest_image_elements(references, thetas, arch)
+    np.testing.assert_allclose(image(thetas, arch, *element), nearest_images(references, thetas, arch)[0], atol=1e-12)
+    # A second point moved by each row's element: the element is known, so is its image.
+    known = [random_element(arch, rng) for _ in range(3)]
+    others = rng.standard_normal(thetas.shape)
+    found = nearest_image_elements(np.array([image(r, arch, *e) for r, e in zip(thetas, known)]), thetas, arch)
+    np.testing.assert_allclose(image(others, arch, *found),
+                               np.array([image(o, arch, *e) for o, e in zip(others, known)]), atol=1e-9)
+
+
+def test_group_elements_are_refused_beyond_one_hidden_layer():
+    arch = Architecture(n_inputs=2, n_outputs=1, depth=2, width=3, activation="tanh")
+    theta = np.zeros((1, arch.n_params))
+    with pytest.raises(ValueError, match="at most one hidden layer"):
+        nearest_image_elements(theta, theta, arch)
 
 
 def test_coordinate_descent_runs_where_the_group_is_too_large():

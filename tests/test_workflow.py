@@ -76,12 +76,24 @@ def test_rule_files_are_snakefmt_formatted():
         ("config/kuramoto.yaml", RING_STAGES + ("estimate_ring_basin_sizes",)),
         ("config/connectivity.yaml", ("train_ensemble", "connect_minima", "compare_connectivity",
                                       "figure_connectivity_comparison")),
+        ("config/basin_walk_digits.yaml", ("train_ensemble", "deduplicate_minima", "estimate_basin_sizes")),
     ],
 )
 def test_dry_run_lists_every_stage(config, stages, tmp_path):
     result = snakemake("-n", "--directory", str(tmp_path), "--configfile", str(ROOT / config))
     for stage in stages:
         assert f"rule {stage}:" in result.stdout, stage
+
+
+def test_the_walk_validation_runs_the_default_studys_landscape():
+    # config/basin_walk_digits.yaml checks the walk against counts on the answer's N = 41
+    # replicates: it must measure the landscape the default study counts, not a look-alike.
+    default = yaml.safe_load((ROOT / "config/config.yaml").read_text())["experiments"]["digits_parity_tanh"]
+    walk = yaml.safe_load((ROOT / "config/basin_walk_digits.yaml").read_text())["experiments"]["digits_parity_tanh"]
+    for section in ("dataset", "model", "training", "minima"):
+        assert walk[section] == default[section], section
+    assert walk["ensemble"]["n_members"] == default["ensemble"]["n_members"]
+    assert set(walk["ensemble"]["seeds"]) <= set(default["ensemble"]["seeds"])
 
 
 def test_experiments_with_the_same_data_set_share_one_file(tmp_path):

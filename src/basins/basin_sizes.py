@@ -34,7 +34,7 @@ from basins.basin_volume import (
 from basins.io import variable_attrs
 from basins.labels import LEFT, RETURNED
 from basins.landscapes.architecture import Architecture
-from basins.landscapes.symmetry import orbit_size
+from basins.landscapes.symmetry import ODD_ACTIVATIONS, image, nearest_image_elements, orbit_size
 from basins.rays import Outcomes
 from basins.reruns import outcomes_of
 from basins.stats import wilson_interval
@@ -65,13 +65,13 @@ class BasinWalk:
     independent_share: float = INDEPENDENT_SHARE
     half_length_walk: bool = True
 
-    def measure(self, inside, measure, centres, members, whitened_starts, *, seed, basin_ids,
-                confidence_z) -> xr.Dataset:
+    def measure(self, inside, measure, centres, samples, *, seed, basin_ids, confidence_z) -> xr.Dataset:
         """:func:`~basins.basin_volume.estimate_basin_measures` with these settings; its chains start
-        among the whitened starts of up to :data:`BASIN_SAMPLES` of each basin's ``members`` (a list
-        of member indices per basin, drawn at random), draws of the initial measure inside it."""
+        among up to :data:`BASIN_SAMPLES` of each basin's ``samples`` (whitened points, ``(sample,
+        dim)`` per basin: draws of the initial measure inside it, the starts of members that
+        reached it), drawn at random."""
         rng = np.random.default_rng([seed, 1])  # a stream of its own beside the walk's
-        samples = [whitened_starts[rng.permutation(own)[:BASIN_SAMPLES]] for own in members]
+        samples = [own[rng.permutation(len(own))[:BASIN_SAMPLES]] for own in samples]
         return estimate_basin_measures(
             inside, measure, centres, couplings=coupling_schedule(self.largest_coupling, self.n_couplings),
             n_chains=self.n_chains, n_steps=self.n_steps, n_burn=self.n_burn, n_reference=self.n_reference,
@@ -160,17 +160,43 @@ def estimate_basin_sizes(
         other_image = np.linalg.norm(reached - anchor_end[basins], axis=1) > image_tol
         return np.where((outcome == RETURNED) & other_image, LEFT, outcome).astype(np.int8)
 
-    whitened = initial_theta[:, support] / scales[support]
-    same_image = [np.flatnonzero((labels == m) & (np.linalg.norm(final_theta - end, axis=1) <= image_tol))
-                  for m, end in zip(minima, anchor_end)]
+    samples = [starts_in_anchor_image(arch, initial_theta[labels == m], final_theta[labels == m], end,
+                                      image_tol=image_tol)[:, support] / scales[support]
+               for m, end in zip(minima, anchor_end)]
     result = walk.measure(
-        inside, GaussianMeasure(int(support.sum())), whitened[anchors], same_image, whitened,
+        inside, GaussianMeasure(int(support.sum())), initial_theta[anchors][:, support] / scales[support], samples,
         seed=seed, basin_ids=minima, confidence_z=confidence_z,
     )
     # Units closer than image_tol are one image to the re-runs, so to the orbit too.
     orbits = np.array([orbit_size(theta, arch, atol=image_tol) for theta in anchor_end], dtype=np.int64)
     counts = np.array([(labels == m).sum() for m in minima])
     return _with_counts(result, orbits, counts, len(labels), small, anchors, confidence_z)
+
+
+def starts_in_anchor_image(
+    arch: Architecture, starts: np.ndarray, ends: np.ndarray, anchor_end: np.ndarray, *, image_tol: float
+) -> np.ndarray:
+    """Draws of the initial measure inside the basin of the anchor's image, from the members that
+    reached any image of its minimum: each member's start ``(member, param)`` moved by the
+    symmetry that carries its endpoint onto the image nearest ``anchor_end``, kept where that
+    image lies within ``image_tol`` of it.
+
+    Equivariant dynamics map the basin of one image onto the basin of another, and the Gaussian
+    initial measure is invariant under permutations and sign flips of hidden units, so a moved
+    start is a draw of the initial measure inside the anchor image's basin: the pool of the walk's
+    chains holds the whole minimum's members, where the anchor's own image holds about 1 / orbit
+    of them (N = 41, orbit 384: a pool of 0-1 starts for a basin of 521 members). ReLU units are
+    only permuted (rescaling a unit changes the measure); networks of two or more hidden layers
+    keep the members that reached the anchor's own image (no group element is found for them).
+    """
+    if arch.depth > 1:
+        moved_starts, moved_ends = starts, ends
+    else:
+        orders, factors = nearest_image_elements(np.broadcast_to(anchor_end, ends.shape), ends, arch)
+        if arch.activation not in ODD_ACTIVATIONS:
+            factors = [np.ones_like(factor) for factor in factors]
+        moved_starts, moved_ends = (image(points, arch, orders, factors) for points in (starts, ends))
+    return moved_starts[np.linalg.norm(moved_ends - anchor_end, axis=1) <= image_tol]
 
 
 def estimate_ring_basin_sizes(
@@ -218,8 +244,7 @@ def estimate_ring_basin_sizes(
     whitened = torus.wrap(initial_theta)
     result = walk.measure(
         lambda z, basins: outcomes(z, minima[basins]), torus, whitened[anchors],
-        [np.flatnonzero(labels == m) for m in minima], whitened, seed=seed, basin_ids=minima,
-        confidence_z=confidence_z,
+        [whitened[labels == m] for m in minima], seed=seed, basin_ids=minima, confidence_z=confidence_z,
     )
     counts = np.array([(labels == m).sum() for m in minima])
     return _with_counts(result, np.ones(len(minima), dtype=np.int64), counts, len(labels),

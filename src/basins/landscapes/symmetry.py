@@ -136,6 +136,28 @@ def nearest_images(
     return images, exact
 
 
+def nearest_image_elements(references: np.ndarray, thetas: np.ndarray, arch: Architecture) -> tuple[list, list]:
+    """The group element that carries each row of ``thetas`` to its image nearest the same row of
+    ``references``: per hidden layer, permutations and factors ``(member, width)`` in the form
+    :func:`image` takes, so that ``image(thetas, arch, *element)`` is :func:`nearest_images`'
+    result. Applied to other points, the element moves them as it moves ``thetas`` (a member's
+    start along with its endpoint). Exact; for networks of at most one hidden layer.
+    """
+    references, thetas = (np.asarray(v, dtype=np.float64) for v in (references, thetas))
+    _check_points(references, thetas, arch, ndim=2)
+    if arch.depth > 1:
+        raise ValueError(
+            f"group elements are found for networks of at most one hidden layer (arch.depth={arch.depth}); "
+            "use nearest_images for the images themselves"
+        )
+    if not (np.isfinite(references).all() and np.isfinite(thetas).all()):
+        raise ValueError("references and thetas must be finite")
+    if arch.depth == 0:
+        return [], []
+    order, factor = _best_layer_element(references, thetas, arch, 0)
+    return [order], [factor]
+
+
 def nearest_image_distance(
     starts: np.ndarray, ends: np.ndarray, arch: Architecture, **options
 ) -> np.ndarray:
