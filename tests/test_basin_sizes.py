@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from basins.basin_sizes import (
-    BASIN_SAMPLES, BasinWalk, estimate_basin_sizes, estimate_ring_basin_sizes, select_minima_to_measure,
+    BasinWalk, estimate_basin_sizes, estimate_ring_basin_sizes, select_minima_to_measure,
     starts_in_anchor_image, summary_lines,
 )
 from basins.basin_volume import PLATEAU_READINGS
@@ -160,7 +160,7 @@ def test_a_ring_state_s_basin_is_measured_on_the_torus_against_its_count():
         labels = np.where(outcomes(starts, np.zeros(len(starts), dtype=np.int64)) == RETURNED, 0, 1)
         result = estimate_ring_basin_sizes(outcomes, labels, starts, np.array([0]), seed=seed, walk=WALK)
         assert int(result["orbit_size"][0]) == 1 and not result["is_small"].values.any()
-        assert int(result["basin_samples"][0]) >= BASIN_SAMPLES - 1  # among members' starts (the anchor's may be one)
+        assert int(result["basin_samples"][0]) >= WALK.max_basin_samples - 1  # among members' starts (the anchor's may be one)
         assert float(result["log_count_fraction"][0]) == pytest.approx(truth, abs=0.2)  # 4 standard errors
         estimates.append(float(result["log_basin_fraction"][0]))
         covered += float(result["log_basin_fraction_low"][0]) <= truth <= float(result["log_basin_fraction_high"][0])

@@ -52,9 +52,11 @@ class BasinWalk:
     ``largest_coupling`` in ``n_couplings`` steps (:func:`basins.basin_volume.coupling_schedule`),
     ``n_chains`` chains of ``n_steps`` Metropolis steps, the first ``n_burn`` discarded,
     ``n_reference`` draws of the strongest spring's Gaussian for the reference basin, and the
-    ``independent_share`` of proposals drawn afresh from each spring's target, and whether the
+    ``independent_share`` of proposals drawn afresh from each spring's target, whether the
     walks' length is checked by a second estimate from walks half as long (``half_length_walk``)
-    (:func:`basins.basin_volume.estimate_basin_measures`)."""
+    (:func:`basins.basin_volume.estimate_basin_measures`), and how many members' starts a basin's
+    chains may start among (``max_basin_samples``; 0: every chain at the anchor, as for a minimum
+    one member reached, which lets a counted basin stand in for such a one)."""
 
     largest_coupling: float
     n_couplings: int
@@ -64,24 +66,21 @@ class BasinWalk:
     n_reference: int
     independent_share: float = INDEPENDENT_SHARE
     half_length_walk: bool = True
+    max_basin_samples: int = 256
 
     def measure(self, inside, measure, centres, samples, *, seed, basin_ids, confidence_z) -> xr.Dataset:
         """:func:`~basins.basin_volume.estimate_basin_measures` with these settings; its chains start
-        among up to :data:`BASIN_SAMPLES` of each basin's ``samples`` (whitened points, ``(sample,
+        among up to ``max_basin_samples`` of each basin's ``samples`` (whitened points, ``(sample,
         dim)`` per basin: draws of the initial measure inside it, the starts of members that
         reached it), drawn at random."""
         rng = np.random.default_rng([seed, 1])  # a stream of its own beside the walk's
-        samples = [own[rng.permutation(len(own))[:BASIN_SAMPLES]] for own in samples]
+        samples = [own[rng.permutation(len(own))[:self.max_basin_samples]] for own in samples]
         return estimate_basin_measures(
             inside, measure, centres, couplings=coupling_schedule(self.largest_coupling, self.n_couplings),
             n_chains=self.n_chains, n_steps=self.n_steps, n_burn=self.n_burn, n_reference=self.n_reference,
             seed=seed, basin_ids=basin_ids, confidence_z=confidence_z, basin_samples=samples,
             independent_share=self.independent_share, half_length_walk=self.half_length_walk,
         )
-
-
-#: Members' starts per basin the walk's chains may start at (each re-run once to check it).
-BASIN_SAMPLES = 256
 
 
 def select_minima_to_measure(
