@@ -89,11 +89,14 @@ def test_the_walk_validation_runs_the_default_studys_landscape():
     # config/basin_walk_digits.yaml checks the walk against counts on the answer's N = 41
     # replicates: it must measure the landscape the default study counts, not a look-alike.
     default = yaml.safe_load((ROOT / "config/config.yaml").read_text())["experiments"]["digits_parity_tanh"]
-    walk = yaml.safe_load((ROOT / "config/basin_walk_digits.yaml").read_text())["experiments"]["digits_parity_tanh"]
-    for section in ("dataset", "model", "training", "minima"):
-        assert walk[section] == default[section], section
-    assert walk["ensemble"]["n_members"] == default["ensemble"]["n_members"]
-    assert set(walk["ensemble"]["seeds"]) <= set(default["ensemble"]["seeds"])
+    walks = yaml.safe_load((ROOT / "config/basin_walk_digits.yaml").read_text())["experiments"]
+    assert set(walks) == {"digits_parity_tanh", "digits_parity_tanh_anchored"}
+    for walk in walks.values():
+        for section in ("dataset", "model", "training", "minima"):
+            assert walk[section] == default[section], section
+        assert walk["ensemble"]["n_members"] == default["ensemble"]["n_members"]
+        assert set(walk["ensemble"]["seeds"]) <= set(default["ensemble"]["seeds"])
+    assert walks["digits_parity_tanh_anchored"]["basin_sizes"]["max_basin_samples"] == 0
 
 
 def test_experiments_with_the_same_data_set_share_one_file(tmp_path):
