@@ -282,6 +282,25 @@ def test_basin_samples_whose_runs_do_not_return_are_dropped():
     assert float(result["undecided_fraction"][0]) == 0.0
 
 
+def test_a_sample_at_the_centre_is_the_centre_not_a_second_cluster():
+    # The anchor member's own start among its basin's samples: at a strong spring every chain
+    # starts at the centre, which must count as one cluster (the chains' spread), not as two
+    # indices of one point (a CR1 error on one degree of freedom; the session-46 referee).
+    dim = 4
+    centres = np.zeros((1, dim))
+    samples = np.array([[0.0, 0, 0, 0], [0.9, 0.9, 0.9, 0.9]])
+
+    def inside(z, basin):
+        return _outcome(np.abs(z).max(axis=-1) < 1.0)
+
+    result = estimate_basin_measures(
+        inside, GaussianMeasure(dim), centres, seed=1, basin_samples=[samples], **{**WALK, "n_steps": 40, "n_burn": 20},
+    )
+    assert int(result["basin_samples"][0]) == 1
+    strong = result["coupling"].values >= 10.0  # exp(-k s) of the far sample: exp(-16 k)
+    assert (result["start_clusters"].values[0, strong] == 1).all()
+
+
 def test_a_box_on_the_torus_of_phases():
     # Uniform phases on [-pi, pi)^8; the box |wrap(z - c)| <= 1 has measure (1 / pi)^8 = e^-9.2,
     # centred across the seam at pi so that wrapping is exercised.

@@ -340,7 +340,7 @@ def estimate_basin_measures(
     ).assign(
         **_check_variables(check),
         reason=(("minimum",), reason, variable_attrs("why the basin has no estimate (empty: it has one)")),
-        basin_samples=(("minimum",), np.array([_off_centre(measure, own) for own in samples]), variable_attrs(
+        basin_samples=(("minimum",), np.array([len(own) - 1 for own in samples]), variable_attrs(
             "draws of the initial measure inside the basin, away from its centre, that the chains started among")),
         log_measure_half_drift=(("minimum",), half_drift, variable_attrs(
             "log_measure from the second half of the kept steps minus from the first half", "nats",
@@ -388,7 +388,9 @@ def _reference_fraction(inside, measure, centres, coupling, n_reference, rng):
 
 
 def _checked_samples(inside, measure, centres, basin_samples):
-    """Per basin, its centre and the given draws whose runs return to it ``(sample, dim)``."""
+    """Per basin, its centre and the given draws whose runs return to it ``(sample, dim)``; a draw
+    at the centre itself (the anchor member's own start) is the centre, not a second start: two
+    indices of one point would count as two clusters of the chains' standard error."""
     if basin_samples is None:
         return [centre[None] for centre in centres]
     if len(basin_samples) != len(centres):
@@ -399,13 +401,13 @@ def _checked_samples(inside, measure, centres, basin_samples):
     if not returns.all():
         log.warning("%d of %d basin samples did not return to their basin: dropped", (~returns).sum(), returns.size)
     kept = np.split(returns, np.cumsum([len(own) for own in samples])[:-1])
-    return [np.concatenate([centre[None], own[keep]]) for centre, own, keep in zip(centres, samples, kept)]
+    return [np.concatenate([centre[None], own[keep & _off_centre(measure, own, centre)]])
+            for centre, own, keep in zip(centres, samples, kept)]
 
 
-def _off_centre(measure, own):
-    """How many of a basin's samples ``own`` (its centre first) lie away from the centre (the
-    anchor member's own start may be among them)."""
-    return int(np.count_nonzero(np.abs(measure.displacement(own[1:], own[0])).max(axis=-1, initial=0.0) > 0))
+def _off_centre(measure, points, centre):
+    """Which of ``points (sample, dim)`` lie away from ``centre``."""
+    return np.abs(measure.displacement(points, centre)).max(axis=-1, initial=0.0) > 0
 
 
 def _chain_starts(measure, centres, samples, couplings, n_chains, rng):
