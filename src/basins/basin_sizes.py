@@ -159,11 +159,14 @@ def estimate_basin_sizes(
         other_image = np.linalg.norm(reached - anchor_end[basins], axis=1) > image_tol
         return np.where((outcome == RETURNED) & other_image, LEFT, outcome).astype(np.int8)
 
-    samples = [starts_in_anchor_image(arch, initial_theta[labels == m], final_theta[labels == m], end,
-                                      image_tol=image_tol)[:, support] / scales[support]
+    def whitened(theta):  # the walk's coordinates: the initial measure's standard normal
+        return theta[:, support] / scales[support]
+
+    samples = [whitened(starts_in_anchor_image(arch, initial_theta[labels == m], final_theta[labels == m], end,
+                                               image_tol=image_tol))
                for m, end in zip(minima, anchor_end)]
     result = walk.measure(
-        inside, GaussianMeasure(int(support.sum())), initial_theta[anchors][:, support] / scales[support], samples,
+        inside, GaussianMeasure(int(support.sum())), whitened(initial_theta[anchors]), samples,
         seed=seed, basin_ids=minima, confidence_z=confidence_z,
     )
     # Units closer than image_tol are one image to the re-runs, so to the orbit too.

@@ -396,13 +396,13 @@ def _checked_samples(inside, measure, centres, basin_samples):
     if len(basin_samples) != len(centres):
         raise ValueError(f"basin_samples has {len(basin_samples)} entries for {len(centres)} basins")
     samples = [measure.wrap(np.asarray(own, dtype=np.float64).reshape(-1, measure.dim)) for own in basin_samples]
+    samples = [own[_off_centre(measure, own, centre)] for own, centre in zip(samples, centres)]  # before their runs
     points, basins = np.concatenate(samples), np.repeat(np.arange(len(centres)), [len(own) for own in samples])
     returns = run_outcomes(inside, points, basins) == RETURNED if len(points) else np.ones(0, dtype=bool)
     if not returns.all():
         log.warning("%d of %d basin samples did not return to their basin: dropped", (~returns).sum(), returns.size)
     kept = np.split(returns, np.cumsum([len(own) for own in samples])[:-1])
-    return [np.concatenate([centre[None], own[keep & _off_centre(measure, own, centre)]])
-            for centre, own, keep in zip(centres, samples, kept)]
+    return [np.concatenate([centre[None], own[keep]]) for centre, own, keep in zip(centres, samples, kept)]
 
 
 def _off_centre(measure, points, centre):
