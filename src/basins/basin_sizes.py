@@ -56,7 +56,8 @@ class BasinWalk:
     walks' length is checked by a second estimate from walks half as long (``half_length_walk``)
     (:func:`basins.basin_volume.estimate_basin_measures`), and how many members' starts a basin's
     chains may start among (``max_basin_samples``; 0: every chain at the anchor, as for a minimum
-    one member reached, which lets a counted basin stand in for such a one)."""
+    one member reached, which lets a counted basin stand in for such a one), and whether
+    neighbouring springs' chains exchange states (``replica_exchange``)."""
 
     largest_coupling: float
     n_couplings: int
@@ -67,6 +68,7 @@ class BasinWalk:
     independent_share: float = INDEPENDENT_SHARE
     half_length_walk: bool = True
     max_basin_samples: int = 256
+    replica_exchange: bool = False
 
     def measure(self, inside, measure, centres, samples, *, seed, basin_ids, confidence_z) -> xr.Dataset:
         """:func:`~basins.basin_volume.estimate_basin_measures` with these settings; its chains start
@@ -80,6 +82,7 @@ class BasinWalk:
             n_chains=self.n_chains, n_steps=self.n_steps, n_burn=self.n_burn, n_reference=self.n_reference,
             seed=seed, basin_ids=basin_ids, confidence_z=confidence_z, basin_samples=samples,
             independent_share=self.independent_share, half_length_walk=self.half_length_walk,
+            replica_exchange=self.replica_exchange,
         )
 
 

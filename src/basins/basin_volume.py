@@ -217,6 +217,7 @@ def estimate_basin_measures(
     basin_samples: list[np.ndarray] | None = None,
     independent_share: float = INDEPENDENT_SHARE,
     half_length_walk: bool = False,
+    replica_exchange: bool = False,
 ) -> xr.Dataset:
     """ln of each basin's measure under ``measure``, by thermodynamic integration.
 
@@ -260,6 +261,11 @@ def estimate_basin_measures(
         about half the cost again): the stage's plateau score then pools each basin's
         difference between the two (:func:`_plateau_check`), about twice as sensitive as the
         halves of one walk; else it pools the halves.
+    replica_exchange : bool
+        Swap states between neighbouring couplings' chains after every step (no run of the
+        dynamics: both lie inside); chain c of every coupling is then ladder c, and the
+        integral's standard error is the ladders' cluster-robust spread (degrees of freedom:
+        their clusters less one) instead of the couplings' errors added in quadrature.
 
     Returns
     -------
@@ -301,13 +307,14 @@ def estimate_basin_measures(
     reference = _reference_fraction(inside, measure, centres, couplings[-1], n_reference, rng)
     starts = _chain_starts(measure, centres, samples, couplings, n_chains, rng)
     walk = _walk(inside, measure, centres, starts, couplings, n_steps=n_steps, n_burn=n_burn, rng=rng,
-                 independent_share=independent_share)
+                 independent_share=independent_share, exchange=replica_exchange)
     free = measure.free_spring_energy(centres, couplings)
+    excess = walk["chain_means"] - free[..., None]
     integral, integral_se, integral_dof, quadrature_error = _integrate(
-        couplings, walk["mean"] - free, walk["se"], walk["dof"])
+        couplings, excess, walk["se"], walk["dof"], walk["ladders"])
     # ln mu from the second half of the kept steps minus from the first: the integral is linear in <s>_k
     half_drift, half_drift_se, half_drift_dof, _ = _integrate(
-        couplings, walk["half_change"], walk["half_change_se"], walk["half_change_dof"])
+        couplings, walk["half_changes"], walk["half_change_se"], walk["half_change_dof"], walk["ladders"])
     inside_fraction = reference / n_reference
     with np.errstate(divide="ignore", invalid="ignore"):
         log_reference_fraction = np.log(inside_fraction)
@@ -316,7 +323,7 @@ def estimate_basin_measures(
     se = np.sqrt(integral_se**2 + reference_se**2)
     with np.errstate(divide="ignore", invalid="ignore"):  # the reference's binomial error: infinite dof
         dof = se**4 / (integral_se**4 / integral_dof)
-    partials = _partial_integrals(couplings, walk["mean"] - free, walk["se"], walk["dof"])
+    partials = _partial_integrals(couplings, excess, walk["se"], walk["dof"], walk["ladders"])
     check = _check_by_fresh_draws(log_reference_fraction, reference_se, partials, quadrature_error,
                                   walk["fresh_inside"], walk["fresh_draws"], confidence_z)
     reason = np.where(reference == 0, f"no draw of the strongest spring (k = {couplings[-1]:g}) fell in the basin: "
@@ -330,7 +337,8 @@ def estimate_basin_measures(
         half = estimate_basin_measures(
             given_inside, measure, centres, couplings=couplings, n_chains=n_chains, n_steps=half_steps,
             n_burn=half_burn, n_reference=n_reference, seed=np.random.SeedSequence([seed, 2]),
-            confidence_z=confidence_z, basin_samples=basin_samples, independent_share=independent_share)
+            confidence_z=confidence_z, basin_samples=basin_samples, independent_share=independent_share,
+            replica_exchange=replica_exchange)
         plateau = _half_walk_plateau(log_measure, se, dof, half, confidence_z)
     else:
         plateau = {}
@@ -426,7 +434,7 @@ def _chain_starts(measure, centres, samples, couplings, n_chains, rng):
     return starts, which
 
 
-def _walk(inside, measure, centres, starts, couplings, *, n_steps, n_burn, rng, independent_share):
+def _walk(inside, measure, centres, starts, couplings, *, n_steps, n_burn, rng, independent_share, exchange):
     """Walks confined to each basin under each spring, from ``starts (basin, coupling, chain,
     dim)`` and which sample each is ``(basin, coupling, chain)``; <s>_k per chain after burn-in.
 
@@ -436,7 +444,15 @@ def _walk(inside, measure, centres, starts, couplings, *, n_steps, n_burn, rng, 
     test and the dynamics. Each kernel leaves the confined target invariant, so their mixture
     does. The random walk explores near where a chain is; the fresh draws reach every part of
     the basin the spring weighs, at the rate of its mass there (from mu(B) at k = 0 to the
-    reference fraction at the strongest spring)."""
+    reference fraction at the strongest spring).
+
+    With ``exchange``, chain c of every coupling of a basin is one rung of ladder c: after each
+    step, neighbouring rungs (even pairs, then odd pairs on alternate steps) offer to swap their
+    states, taken with probability min(1, exp((k_j - k_i)(s_j - s_i))), k_j > k_i (replica
+    exchange, Swendsen and Wang 1986, Hukushima and Nemoto 1996). Both states lie inside the
+    basin, so a swap needs no run of the dynamics; it leaves the product of the confined targets
+    invariant, and hands the states the strong springs' frequent fresh draws bring in down to
+    the weak springs, whose own fresh draws rarely land inside."""
     starts, start_ids = starts
     n_basins, _, n_chains, dim = starts.shape
     shape = (n_basins, len(couplings), n_chains)
@@ -451,6 +467,7 @@ def _walk(inside, measure, centres, starts, couplings, *, n_steps, n_burn, rng, 
     # Fresh draws are independent of the chains' states: every one, burn-in's too, is a draw of
     # the spring's target, and the share inside estimates that target's mass in the basin.
     fresh_draws, fresh_inside = np.zeros(shape[:2]), np.zeros(shape[:2])
+    swaps_offered, swaps_taken = np.zeros(shape[:2]), np.zeros(shape[:2])  # with the next stronger spring
     every_coupling = np.broadcast_to(k, shape)
     for t in range(n_steps):
         proposal = measure.wrap(z + step[..., None, None] * rng.standard_normal(z.shape))
@@ -463,6 +480,12 @@ def _walk(inside, measure, centres, starts, couplings, *, n_steps, n_burn, rng, 
         z[moved], log_target[moved] = proposal[moved], proposed_log_target[moved]
         fresh_draws += fresh.sum(axis=2)
         fresh_inside += (fresh & moved).sum(axis=2)
+        if exchange:
+            lower = np.arange(t % 2, len(couplings) - 1, 2)
+            taken = _exchange(measure, z, anchor, couplings, lower, rng)
+            log_target = measure.log_density(z) - k * _spring(measure, z, anchor)
+            swaps_offered[:, lower] += n_chains
+            swaps_taken[:, lower] += taken.sum(axis=2)
         if t < n_burn:  # Robbins-Monro on ln(step) from the random walk's moves, per basin and coupling
             walked = ~fresh
             rate = (moved & walked).sum(axis=2) / np.maximum(walked.sum(axis=2), 1)
@@ -478,12 +501,15 @@ def _walk(inside, measure, centres, starts, couplings, *, n_steps, n_burn, rng, 
     change = halves[1] - halves[0]  # (basin, coupling, chain)
     half_change_se, half_change_dof, _ = _clustered_se(change, start_ids)
     return {
+        "chain_means": chain_means,
+        "half_changes": change,
+        "ladders": _ladder_clusters(start_ids) if exchange else None,
+        "swap_acceptance": np.where(swaps_offered > 0, swaps_taken / np.maximum(swaps_offered, 1), np.nan),
         "mean": chain_means.mean(axis=2),
         "se": se,
         "dof": dof,
         "clusters": clusters,
         "drift": _drift(change),
-        "half_change": change.mean(axis=2),  # (basin, coupling)
         "half_change_se": half_change_se,
         "half_change_dof": half_change_dof,
         "acceptance": accepted_sum.mean(axis=2) / kept,
@@ -491,6 +517,46 @@ def _walk(inside, measure, centres, starts, couplings, *, n_steps, n_burn, rng, 
         "fresh_draws": fresh_draws,
         "fresh_inside": fresh_inside,
     }
+
+
+def _exchange(measure, z, anchor, couplings, lower, rng):
+    """Swap, in place, the states of couplings ``lower`` and ``lower + 1`` of each basin and chain
+    of ``z (basin, coupling, chain, dim)`` by Metropolis' test of the exchange; which were swapped
+    ``(basin, pair, chain)``."""
+    upper = lower + 1
+    energy = _spring(measure, z, anchor)
+    log_ratio = (couplings[upper] - couplings[lower])[None, :, None] * (energy[:, upper] - energy[:, lower])
+    taken = np.log(rng.uniform(size=log_ratio.shape)) < log_ratio
+    basin, pair, chain = np.nonzero(taken)
+    z[basin, lower[pair], chain], z[basin, upper[pair], chain] = z[basin, upper[pair], chain], z[basin, lower[pair], chain]
+    return taken
+
+
+def _ladder_clusters(start_ids):
+    """Per basin, which chains ``(basin, chain)`` are one cluster of the ladders' standard error:
+    ladders (chain c at every coupling, states swapped among them) that started a rung at the same
+    drawn sample, joined transitively. Starts at the centre (id 0, a fixed point, no draw) join
+    none: a basin of anchored ladders keeps the ladders' own spread, as :func:`_clustered_se` does
+    for chains all at the anchor."""
+    n_basins, _, n_chains = start_ids.shape
+    clusters = np.empty((n_basins, n_chains), dtype=np.int64)
+    for basin in range(n_basins):
+        parent = list(range(n_chains))
+
+        def root(c):
+            while parent[c] != c:
+                c = parent[c]
+            return c
+
+        first_ladder = {}
+        for chain in range(n_chains):
+            for sample in np.unique(start_ids[basin, :, chain]):
+                if sample == 0:
+                    continue
+                other = first_ladder.setdefault(int(sample), chain)
+                parent[root(chain)] = root(other)
+        clusters[basin] = [root(c) for c in range(n_chains)]
+    return clusters
 
 
 def _measure_by_draws(inside, draws, z):
@@ -512,19 +578,36 @@ def _measure_by_draws(inside, draws, z):
     }
 
 
-def _partial_integrals(couplings, excess, se, dof):
+def _partial_integrals(couplings, excess, se, dof, ladders):
     """Per basin and coupling k_i, the integral of the excess from k_i to the strongest spring
     (:func:`_integrate`'s integrand, by cumulative Simpson from the top), its standard error and
-    Welch-Satterthwaite degrees of freedom (nan at the strongest spring, where it is 0)."""
+    degrees of freedom (nan at the strongest spring, where it is 0)."""
     t = np.log1p(couplings)
-    integrand, integrand_se = excess * (1 + couplings), se * (1 + couplings)
     weights = np.stack([integrate.cumulative_simpson(node[::-1], x=-t[::-1], initial=0)[::-1]
                         for node in np.eye(len(t))], axis=1)  # (coupling i, node j): node j's weight from k_i up
-    variances = integrand_se[:, None, :] ** 2 * weights[None] ** 2  # (basin, coupling i, node j)
+    value, value_se, value_dof = _weighted_sum(weights * (1 + couplings), excess, se, dof, ladders)
+    return value, value_se, np.where(value_se > 0, value_dof, np.nan)
+
+
+def _weighted_sum(weights, excess, se, dof, ladders):
+    """Sums over the couplings of ``weights (sum, coupling)`` times the chains' mean of ``excess
+    (basin, coupling, chain)``, per basin and sum, with standard errors and degrees of freedom.
+
+    Without exchange (``ladders`` None) the couplings' chains are independent: the couplings'
+    standard errors ``se`` (basin, coupling) add in quadrature, degrees of freedom by
+    Welch-Satterthwaite from their ``dof``. With it each ladder's chains are correlated across
+    couplings: each ladder's own weighted sum is one draw, and their cluster-robust spread
+    (``ladders (basin, chain)``, :func:`_ladder_clusters`) is the standard error."""
+    value = np.einsum("oj,bjc->bo", weights, excess) / excess.shape[2]
+    if ladders is not None:
+        per_ladder = np.einsum("oj,bjc->boc", weights, excess)
+        value_se, value_dof, _ = _clustered_se(per_ladder, np.broadcast_to(ladders[:, None, :], per_ladder.shape))
+        return value, value_se, value_dof
+    variances = se[:, None, :] ** 2 * weights[None] ** 2  # (basin, sum, node)
     total = variances.sum(axis=-1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        partial_dof = total**2 / np.sum(variances**2 / dof[:, None, :], axis=-1)
-    return integrand @ weights.T, np.sqrt(total), np.where(total > 0, partial_dof, np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):  # every spring's chains without spread
+        total_dof = total**2 / np.sum(variances**2 / dof[:, None, :], axis=-1)
+    return value, np.sqrt(total), total_dof
 
 
 def _check_by_fresh_draws(log_reference, reference_se, partials, quadrature_error, fresh_inside, fresh_draws, z):
@@ -731,20 +814,16 @@ def _spring(measure, z, anchor):
     return 0.5 * np.sum(measure.displacement(z, anchor) ** 2, axis=-1)
 
 
-def _integrate(couplings, excess, se, dof):
-    """Simpson's rule of the excess <s>_k - <s>_k,free dk over t = ln(1 + k), its standard
-    error with its Welch-Satterthwaite degrees of freedom (from each coupling's ``dof``), and
-    its difference from the trapezoid rule (the quadrature error; conservative, the trapezoid's
-    error being the larger by far on a smooth integrand)."""
+def _integrate(couplings, excess, se, dof, ladders):
+    """Simpson's rule of the excess <s>_k - <s>_k,free dk over t = ln(1 + k) (``excess`` per chain,
+    ``(basin, coupling, chain)``), its standard error with its degrees of freedom
+    (:func:`_weighted_sum`), and its difference from the trapezoid rule (the quadrature error;
+    conservative, the trapezoid's error being the larger by far on a smooth integrand)."""
     t = np.log1p(couplings)
-    integrand, integrand_se = excess * (1 + couplings), se * (1 + couplings)
-    simpson = integrate.simpson(np.eye(len(t)), x=t, axis=1)  # the rule's weights per node
-    trapezoid = integrate.trapezoid(np.eye(len(t)), x=t, axis=1)
-    value = integrand @ simpson
-    variances = integrand_se**2 * simpson**2
-    with np.errstate(divide="ignore", invalid="ignore"):  # every spring's chains without spread
-        total_dof = variances.sum(axis=-1) ** 2 / np.sum(variances**2 / dof, axis=-1)
-    return value, np.sqrt(variances.sum(axis=-1)), total_dof, np.abs(value - integrand @ trapezoid)
+    rules = np.stack([integrate.simpson(np.eye(len(t)), x=t, axis=1), integrate.trapezoid(np.eye(len(t)), x=t, axis=1)])
+    (value, trapezoid), (value_se, _), (value_dof, _) = (
+        part.T for part in _weighted_sum(rules * (1 + couplings), excess, se, dof, ladders))
+    return value, value_se, value_dof, np.abs(value - trapezoid)
 
 
 def interval_quantile(confidence_z, dof):
@@ -772,7 +851,8 @@ def _as_dataset(ids, couplings, walk, log_measure, se, dof, quadrature_error, in
             "log_measure": _per_basin(log_measure, "ln of the basin's measure under the initial distribution"),
             "log_measure_se": _per_basin(se, "standard error of log_measure (chains and reference draws)"),
             "log_measure_dof": _per_basin(
-                dof, "degrees of freedom of log_measure_se (Welch-Satterthwaite over the couplings' clusters)"),
+                dof, "degrees of freedom of log_measure_se", note="Welch-Satterthwaite over the couplings' "
+                "clusters, or with replica exchange the ladders' clusters less one"),
             "log_measure_low": _per_basin(log_measure - half_width, "lower end of the interval of log_measure",
                                          note="t(log_measure_dof) * se + quadrature_error below"),
             "log_measure_high": _per_basin(log_measure + half_width, "upper end of the interval of log_measure"),
@@ -795,6 +875,9 @@ def _as_dataset(ids, couplings, walk, log_measure, se, dof, quadrature_error, in
             "acceptance": _per_coupling(walk["acceptance"], "fraction of the walk's steps that moved after burn-in",
                                        note="random-walk steps and fresh draws of the spring together"),
             "step_size": _per_coupling(walk["step"], "proposal step of the walk after burn-in (whitened units)"),
+            "swap_acceptance": _per_coupling(
+                walk["swap_acceptance"], "fraction of the offered exchanges of states with the next stronger "
+                "spring's chains that were taken", note="nan: no exchange (replica_exchange off, strongest spring)"),
             "fresh_draws": _per_coupling(walk["fresh_draws"], "fresh draws of the spring's target proposed"),
             "fresh_inside_fraction": _per_coupling(
                 np.where(walk["fresh_draws"] > 0, walk["fresh_inside"] / np.maximum(walk["fresh_draws"], 1), np.nan),
