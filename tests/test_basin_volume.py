@@ -322,10 +322,18 @@ def test_a_tentacle_the_walk_does_not_fully_explore_is_underestimated_not_inflat
     # A ball (e^-13.3) with a thin cylinder of 4x its mass reaching toward the origin from its
     # surface: the walk finds only part of the tentacle, so the estimate lies between the ball's
     # measure and the whole basin's (the documented limitation: a lower estimate of tentacles).
+    inside, centres, truth, ball = _tentacled_ball(10)
+    result = estimate_basin_measures(inside, GaussianMeasure(10), centres, seed=4, **WALK)
+    assert ball - 0.5 < result["log_measure"].values.mean() < truth
+
+
+def _tentacled_ball(n_basins):
+    """A ball on the initial shell with a thin cylinder of 4x its mass reaching toward the origin
+    from its surface, anchored at the ball's centre; ln of the whole basin's measure and the ball's."""
     dim, radius, length, width = 10, 1.0, 4.0, 0.6
     centre = _typical_point(dim)
     axis = -centre / np.linalg.norm(centre)
-    centres = np.repeat(centre[None], 10, axis=0)
+    centres = np.repeat(centre[None], n_basins, axis=0)
 
     def inside(z, basin):
         offset = z - centres[basin]
@@ -334,12 +342,76 @@ def test_a_tentacle_the_walk_does_not_fully_explore_is_underestimated_not_inflat
         in_tentacle = (along >= radius) & (along <= radius + length) & (across <= width**2)
         return _outcome((np.sum(offset**2, axis=-1) <= radius**2) | in_tentacle)
 
-    result = estimate_basin_measures(inside, GaussianMeasure(dim), centres, seed=4, **WALK)
-
     ball = stats.ncx2.cdf(radius**2, dim, dim)
     tentacle = np.diff(stats.norm.cdf(-np.sqrt(dim) + radius + np.array([0, length])))[0] * stats.chi2.cdf(width**2, dim - 1)
-    mean = result["log_measure"].values.mean()
-    assert np.log(ball) - 0.5 < mean < np.log(ball + tentacle)
+    return inside, centres, np.log(ball + tentacle), np.log(ball)
+
+
+def test_exchange_between_springs_reaches_farther_into_a_tentacle():
+    # The tentacled ball at 2400 steps: independent walks at each spring come out 0.75-0.95 nats
+    # low with intervals covering 2-5 of 10 (seeds 0-2), the ladders 0.39-0.48 low covering 7-9
+    # (at 6000 steps 0.23-0.29 and 0.07-0.14): the strong springs' states, which the fresh
+    # draws renew often, pass down to the weak springs. Swaps need no run of the dynamics.
+    inside, centres, truth, _ = _tentacled_ball(10)
+    walk = {**WALK, "n_steps": 2400, "n_burn": 1200}
+    apart, ladders = (estimate_basin_measures(inside, GaussianMeasure(10), centres, seed=0, replica_exchange=exchange,
+                                              **walk) for exchange in (False, True))
+    assert truth - 0.6 < ladders["log_measure"].values.mean() < truth
+    assert ladders["log_measure"].values.mean() > apart["log_measure"].values.mean() + 0.2
+    assert _covered(ladders, truth).mean() >= 0.7 > _covered(apart, truth).mean()
+    dof = ladders["log_measure_dof"].values  # the ladders' spread, the reference draws' binomial beside it
+    assert ((dof > WALK["n_chains"] - 1 - 1e-6) & (dof < WALK["n_chains"])).all()
+    swaps = ladders["swap_acceptance"].values
+    assert np.isnan(swaps[:, -1]).all() and (swaps[:, :-1] > 0.3).all() and np.isnan(apart["swap_acceptance"]).all()
+
+
+def test_exchange_keeps_known_measures_and_their_intervals():
+    # The small ball and the half-space in the tail with ladders: unbiased and covered as the
+    # independent walks are (the exchange leaves each spring's confined target invariant).
+    dim, radius = 10, 1.0
+    centre = _typical_point(dim)
+    centres = np.repeat(centre[None], 20, axis=0)
+    ball = estimate_basin_measures(
+        lambda z, basin: _outcome(np.sum((z - centres[basin]) ** 2, axis=-1) <= radius**2),
+        GaussianMeasure(dim), centres, seed=1, replica_exchange=True, **WALK,
+    )
+    truth = np.log(stats.ncx2.cdf(radius**2, dim, centre @ centre))
+    assert abs(ball["log_measure"].values.mean() - truth) < 0.2 and _covered(ball, truth).mean() >= 0.85
+    direction = np.eye(12)[0]
+    tail = estimate_basin_measures(
+        lambda z, basin: _outcome(z @ direction >= 3.0), GaussianMeasure(12), np.repeat(3.5 * direction[None], 10, axis=0),
+        seed=2, replica_exchange=True, **{**WALK, "n_steps": 2000, "n_burn": 1000},
+    )
+    assert abs(tail["log_measure"].values.mean() - stats.norm.logsf(3.0)) < 0.3
+    assert _covered(tail, stats.norm.logsf(3.0)).mean() >= 0.8
+
+
+def test_an_exchange_of_states_is_metropolis_test_of_the_swap():
+    # Springs k = 0 and 1 in one dimension: a stronger spring's state farther from the anchor than
+    # the weaker's (s = 1.125 against 0.125) is always swapped; the reverse with probability
+    # exp(-1), and the swapped states trade places exactly.
+    from basins.basin_volume import _exchange
+
+    n = 20_000
+    couplings, anchor = np.array([0.0, 1.0]), np.zeros((1, 2, n, 1))
+    outward = np.broadcast_to(np.array([0.5, 1.5])[None, :, None, None], (1, 2, n, 1)).copy()
+    taken = _exchange(GaussianMeasure(1), outward, anchor, couplings, np.array([0]), np.random.default_rng(0))
+    assert taken.all() and (outward[0, 0] == 1.5).all() and (outward[0, 1] == 0.5).all()
+    inward = outward.copy()
+    taken = _exchange(GaussianMeasure(1), inward, anchor, couplings, np.array([0]), np.random.default_rng(1))
+    assert taken.mean() == pytest.approx(np.exp(-1.0), abs=0.01)
+    assert (inward[0, 0, taken[0, 0]] == 0.5).all() and (inward[0, 0, ~taken[0, 0]] == 1.5).all()
+
+
+def test_ladders_that_started_a_rung_at_the_same_draw_are_one_cluster():
+    # Ladders 0 and 1 share draw 5 (at different springs), 2 and 3 share draw 7, ladder 4 only
+    # the centre (no draw: it joins none).
+    from basins.basin_volume import _ladder_clusters
+
+    start_ids = np.array([[[0, 0, 0, 0, 0], [0, 5, 7, 0, 0], [5, 0, 0, 7, 0]]])  # (basin, coupling, chain)
+    clusters = _ladder_clusters(start_ids)[0]
+    assert clusters[0] == clusters[1] and clusters[2] == clusters[3] and len(set(clusters)) == 3
+    assert len(set(_ladder_clusters(np.zeros((1, 3, 4), dtype=int))[0])) == 4
 
 
 def test_undecided_runs_are_counted_and_rejected():

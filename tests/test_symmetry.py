@@ -333,3 +333,36 @@ def test_orbit_size_matches_enumerating_the_group(activation):
     w[3], b[3], v[0, 3] = 0.0, 0.0, 0.0
     special[incoming[0]], special[incoming[1]], special[outgoing] = w.ravel(), b, v.ravel()
     assert orbit_size(special, arch) == _brute_force_orbit(special, arch) < group_order(arch)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_orbit_size_counts_the_elements_within_the_tolerance_as_a_brute_force_does(activation):
+    # Near-coincident units (pairs 0.02-0.3 apart, up to sign for tanh; a small unit whose flip
+    # moves it 2|u| = 0.32): the group's order over the elements that move the point by at most
+    # atol in Euclidean distance over all parameters, the rule a re-run's endpoint is told by,
+    # checked against all 384 (tanh) or 24 (ReLU) elements. Per-coordinate tolerances called
+    # the small unit (coordinates 0.05) its own flip at atol = 0.1 (the session-46 referee).
+    from basins.landscapes.symmetry import _permutations, _signed_permutations, group_order, orbit_size
+
+    arch = Architecture(n_inputs=3, n_outputs=1, depth=1, width=4, activation=activation)
+    odd = activation == "tanh"
+    orders, signs = _signed_permutations(4) if odd else (_permutations(4), np.ones((24, 4)))
+    rng = np.random.default_rng(3)
+    incoming, outgoing = arch.layer_slices[0], arch.layer_slices[1][0]
+    for trial in range(40):
+        theta = rng.standard_normal(arch.n_params)
+        w, b, v = theta[incoming[0]].reshape(4, 3), theta[incoming[1]], theta[outgoing].reshape(1, 4)
+        sign = -1.0 if odd and trial % 2 else 1.0
+        gap = rng.choice([0.02, 0.05, 0.1, 0.3])
+        w[1], b[1], v[0, 1] = sign * (w[0] + gap * rng.standard_normal(3) / 2), sign * b[0], sign * v[0, 0]
+        if trial % 3 == 0:
+            w[3], b[3], v[0, 3] = 0.05, 0.05, 0.05
+        theta[incoming[0]], theta[incoming[1]], theta[outgoing] = w.ravel(), b, v.ravel()
+        images = image(np.broadcast_to(theta, (len(orders), arch.n_params)), arch, [orders], [signs])
+        for atol in (1e-8, 0.05, 0.1, 0.35):
+            within = int(np.sum(np.linalg.norm(images - theta, axis=1) <= atol))
+            assert orbit_size(theta, arch, atol=atol) == group_order(arch) / within, (trial, atol)
+    with pytest.raises(ValueError, match="not enumerated"):
+        orbit_size(np.zeros(Architecture(n_inputs=1, n_outputs=1, depth=1, width=8).n_params),
+                   Architecture(n_inputs=1, n_outputs=1, depth=1, width=8), atol=0.1)
+

@@ -172,8 +172,8 @@ def estimate_basin_sizes(
         inside, GaussianMeasure(int(support.sum())), whitened(initial_theta[anchors]), samples,
         seed=seed, basin_ids=minima, confidence_z=confidence_z,
     )
-    # Units closer than image_tol are one image to the re-runs, so to the orbit too.
-    orbits = np.array([orbit_size(theta, arch, atol=image_tol) for theta in anchor_end], dtype=np.int64)
+    # Images within image_tol of the anchor's are one image to the re-runs, so to the orbit too.
+    orbits = np.array([orbit_size(theta, arch, atol=image_tol) for theta in anchor_end])
     counts = np.array([(labels == m).sum() for m in minima])
     return _with_counts(result, orbits, counts, len(labels), small, anchors, confidence_z)
 
@@ -287,7 +287,8 @@ def _with_counts(result, orbits, counts, n_total, small, anchors, z):
         )
     per_minimum = lambda values, name, **extra: (("minimum",), values, variable_attrs(name, **extra))  # noqa: E731
     result = result.assign(
-        orbit_size=per_minimum(orbits, "distinct symmetric images of the minimum (group order / stabilizer)"),
+        orbit_size=per_minimum(orbits, "distinct symmetric images of the minimum, as the re-runs tell them apart",
+                               note="group order / elements moving the anchor by at most image_tol"),
         log_basin_fraction=per_minimum(estimate, "ln of the basin fraction: ln orbit_size + log_measure"),
         log_basin_fraction_low=per_minimum(result["log_measure_low"].values + log_orbit, "lower end of its interval"),
         log_basin_fraction_high=per_minimum(result["log_measure_high"].values + log_orbit, "upper end of its interval"),

@@ -457,41 +457,75 @@ def group_order(arch: Architecture) -> int:
     return per_layer**arch.depth
 
 
-def orbit_size(theta: np.ndarray, arch: Architecture, *, atol: float = 1e-8) -> int:
-    """How many distinct points the group (:func:`group_order`) maps ``theta`` to: the order
-    divided by the stabilizer's, whose elements permute (and flip) units that coincide.
+def orbit_size(theta: np.ndarray, arch: Architecture, *, atol: float = 1e-8) -> float:
+    """How many times the basin of ``theta``'s images within ``atol`` fits in the basin of all its
+    images: the group's order (:func:`group_order`) over the number of its elements that move
+    ``theta`` by at most ``atol`` (Euclidean distance over all parameters, the rule by which a
+    re-run's endpoint is told from the anchor's own image). The number of distinct images where
+    ``atol`` separates them (a whole number wherever the elements within ``atol`` form a group).
 
-    A minimum's catalogue basin (all its images) has this many times the measure of the basin of
-    one image, when the initial measure is invariant under the group. One hidden layer: units
-    equal up to sign (within ``atol``, incoming weights, bias and outgoing weights together)
-    form classes of m, each contributing m! to the stabilizer (and 2^m for units that are all
-    zero, odd activations). Deeper networks: only generic points (no two units of a layer with
-    equal incoming weights and bias, up to sign), whose stabilizer is trivial; others refused.
+    A minimum's catalogue basin (all its images) has this many times the measure of the basin
+    of one image, when the initial measure is invariant under the group: the re-runs count every
+    image within ``atol`` of the anchor's as the anchor's, so one "image basin" holds that many
+    images' basins. One hidden layer: an element within ``atol`` sends each unit to one within
+    ``atol`` of it (up to sign, odd activations), so it acts within the classes of units so
+    joined; its displacements are enumerated per class (up to :data:`_MAX_CLASS` units) and
+    combined under the bound. At ``atol`` near 0 this is the order over the stabilizer (units
+    that coincide: m! per class of m, and 2^m for a class of zero units, odd activations).
+    Deeper networks: only generic points (no two units of a layer within ``atol`` up to sign,
+    incoming weights and bias), whose stabilizer is trivial; others refused.
     """
     theta = np.asarray(theta, dtype=np.float64)
     if theta.shape != (arch.n_params,):
         raise ValueError(f"theta has shape {theta.shape}; the architecture has {arch.n_params} parameters")
     if arch.depth == 0:
-        return 1
+        return 1.0
     if arch.depth == 1:
         incoming, outgoing = _units(theta, arch, 0)
-        return group_order(arch) // _stabilizer_order(np.concatenate([incoming, outgoing], axis=-1), arch, atol)
+        return group_order(arch) / _elements_within(np.concatenate([incoming, outgoing], axis=-1), arch, atol)
     for layer in range(arch.depth):
-        if _stabilizer_order(_units(theta, arch, layer)[0], arch, atol) != 1:
+        if _elements_within(_units(theta, arch, layer)[0], arch, atol) != 1:
             raise ValueError(f"layer {layer} has units that coincide (up to sign) within {atol}: the orbit size of "
                              "such a point is only computed for one hidden layer")
-    return group_order(arch)
+    return float(group_order(arch))
 
 
-def _stabilizer_order(units, arch, atol):
-    """Group elements fixing ``units (unit, feature)``: the product of m! over classes of units
-    equal (up to sign, for odd activations), times 2^m for a class of zero units (odd)."""
+#: Most units in one class of units within ``atol`` of each other that :func:`orbit_size` enumerates (m! 2^m elements).
+_MAX_CLASS = 7
+
+
+def _elements_within(units, arch, atol):
+    """Signed permutations (odd activations; permutations otherwise) of ``units (unit, feature)``
+    that move them by at most ``atol`` in all: sum over units of |s_j u_pi(j) - u_j|^2 <= atol^2."""
     odd = arch.activation in ODD_ACTIVATIONS
-    unassigned, order = list(range(len(units))), 1
-    while unassigned:
-        first = unassigned[0]
-        same = [j for j in unassigned if np.allclose(units[j], units[first], atol=atol, rtol=0)
-                or (odd and np.allclose(units[j], -units[first], atol=atol, rtol=0))]
-        order *= math.factorial(len(same)) * (2 ** len(same) if odd and np.allclose(units[first], 0, atol=atol, rtol=0) else 1)
-        unassigned = [j for j in unassigned if j not in same]
-    return order
+    bound = atol**2 * (1 + 1e-12)  # exact coincidences at atol = 0 stay in
+    displacements = np.zeros(1)  # of the elements found so far, class by class
+    for members in _classes_within(units, odd, atol):
+        orders, signs = _signed_permutations(len(members)) if odd else (_permutations(len(members)), None)
+        if signs is None:
+            signs = np.ones(orders.shape)
+        own = units[members]
+        moved = own[orders] * signs[..., None]
+        cost = np.sum((moved - own) ** 2, axis=(-2, -1))
+        cost = cost[cost <= bound]
+        displacements = (displacements[:, None] + cost[None, :]).ravel()
+        displacements = displacements[displacements <= bound]
+    return len(displacements)
+
+
+def _classes_within(units, odd, atol):
+    """The units joined (transitively) where one lies within ``atol`` of another, or of its
+    negative for odd activations; a class over :data:`_MAX_CLASS` units is refused."""
+    n = len(units)
+    distance = np.linalg.norm(units[:, None] - units[None], axis=-1)
+    if odd:
+        distance = np.minimum(distance, np.linalg.norm(units[:, None] + units[None], axis=-1))
+    label = np.arange(n)
+    for _ in range(n):  # propagate the smallest label along near pairs
+        label = np.min(np.where(distance <= atol, label[None, :], n), axis=1)
+    classes = [np.flatnonzero(label == value) for value in np.unique(label)]
+    largest = max(len(members) for members in classes)
+    if largest > _MAX_CLASS:
+        raise ValueError(f"{largest} units lie within {atol} of each other: their images are not enumerated "
+                         f"(at most {_MAX_CLASS})")
+    return classes
