@@ -90,13 +90,16 @@ def test_the_walk_validation_runs_the_default_studys_landscape():
     # replicates: it must measure the landscape the default study counts, not a look-alike.
     default = yaml.safe_load((ROOT / "config/config.yaml").read_text())["experiments"]["digits_parity_tanh"]
     walks = yaml.safe_load((ROOT / "config/basin_walk_digits.yaml").read_text())["experiments"]
-    assert set(walks) == {"digits_parity_tanh", "digits_parity_tanh_anchored"}
+    assert set(walks) == {"digits_parity_tanh", "digits_parity_tanh_anchored", "digits_parity_tanh_exchange"}
     for walk in walks.values():
         for section in ("dataset", "model", "training", "minima"):
             assert walk[section] == default[section], section
         assert walk["ensemble"]["n_members"] == default["ensemble"]["n_members"]
         assert set(walk["ensemble"]["seeds"]) <= set(default["ensemble"]["seeds"])
     assert walks["digits_parity_tanh_anchored"]["basin_sizes"]["max_basin_samples"] == 0
+    # The exchange's experiment differs from the anchored one in the exchange alone.
+    exchange, apart = (dict(walks[name]["basin_sizes"]) for name in ("digits_parity_tanh_exchange", "digits_parity_tanh_anchored"))
+    assert exchange.pop("replica_exchange") is True and apart.pop("replica_exchange") is False and exchange == apart
 
 
 def test_experiments_with_the_same_data_set_share_one_file(tmp_path):

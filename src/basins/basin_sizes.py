@@ -68,7 +68,7 @@ class BasinWalk:
     independent_share: float = INDEPENDENT_SHARE
     half_length_walk: bool = True
     max_basin_samples: int = 256
-    replica_exchange: bool = False
+    replica_exchange: bool = True
 
     def measure(self, inside, measure, centres, samples, *, seed, basin_ids, confidence_z) -> xr.Dataset:
         """:func:`~basins.basin_volume.estimate_basin_measures` with these settings; its chains start
