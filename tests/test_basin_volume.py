@@ -386,6 +386,28 @@ def test_exchange_keeps_known_measures_and_their_intervals():
     assert _covered(tail, stats.norm.logsf(3.0)).mean() >= 0.8
 
 
+def test_ladders_among_members_starts_start_apart_and_measure_the_slab():
+    # The diagonal slab of the torus (d = 8, ln mu = -3.45) with chains among 256 draws inside:
+    # each ladder starts every rung at its own draw, so no two ladders share a start (per-rung
+    # draws joined them into one cluster; the session-47 referee) and the interval has n_chains - 1
+    # degrees of freedom; unbiased, the intervals covering.
+    dim, width, n_basins, n_samples = 8, 0.1, 12, 256
+    torus = UniformTorus(dim)
+    in_slab = lambda z: np.abs(torus.wrap(z.sum(axis=-1))) < width  # noqa: E731
+    draws = np.random.default_rng(7).uniform(-np.pi, np.pi, (400_000, dim))
+    draws = draws[in_slab(draws)][: n_basins * (1 + n_samples)]
+    centres, samples = draws[:n_basins], draws[n_basins:].reshape(n_basins, n_samples, dim)
+    truth = np.log(width / np.pi)
+    result = estimate_basin_measures(
+        lambda z, basin: _outcome(in_slab(z)), torus, centres, couplings=coupling_schedule(100.0, 17), n_chains=8,
+        n_steps=2000, n_burn=500, n_reference=1000, seed=3, basin_samples=list(samples), replica_exchange=True,
+    )
+    assert (result["start_clusters"] == 8).all()  # at every spring, eight distinct starts
+    dof = result["log_measure_dof"].values
+    assert ((dof > 7 - 1e-6) & (dof < 8)).all()
+    assert abs(result["log_measure"].values.mean() - truth) < 0.3 and _covered(result, truth).mean() >= 0.85
+
+
 def test_an_exchange_of_states_is_metropolis_test_of_the_swap():
     # Springs k = 0 and 1 in one dimension: a stronger spring's state farther from the anchor than
     # the weaker's (s = 1.125 against 0.125) is always swapped; the reverse with probability

@@ -315,7 +315,7 @@ def estimate_basin_measures(
     samples = _checked_samples(inside, measure, centres, basin_samples)  # not runs of the walk: uncounted
     given_inside, inside = inside, _counted(inside, len(centres))
     reference = _reference_fraction(inside, measure, centres, couplings[-1], n_reference, rng)
-    starts = _chain_starts(measure, centres, samples, couplings, n_chains, rng)
+    starts = _chain_starts(measure, centres, samples, couplings, n_chains, rng, ladders=replica_exchange)
     walk = _walk(inside, measure, centres, starts, couplings, n_steps=n_steps, n_burn=n_burn, rng=rng,
                  independent_share=independent_share, exchange=replica_exchange)
     free = measure.free_spring_energy(centres, couplings)
@@ -428,13 +428,25 @@ def _off_centre(measure, points, centre):
     return np.abs(measure.displacement(points, centre)).max(axis=-1, initial=0.0) > 0
 
 
-def _chain_starts(measure, centres, samples, couplings, n_chains, rng):
+def _chain_starts(measure, centres, samples, couplings, n_chains, rng, *, ladders=False):
     """Each chain's start ``(basin, coupling, chain, dim)``, drawn among the basin's samples (its
     centre first) with weights exp(-k s(z)), the spring's density relative to mu, and which
-    sample it is ``(basin, coupling, chain)`` (0: the centre)."""
+    sample it is ``(basin, coupling, chain)`` (0: the centre).
+
+    With ``ladders`` (replica exchange) each ladder starts every rung at one sample, distinct
+    from the other ladders' (drawn without replacement; the centre for ladders beyond the
+    samples): ladders then share no start, and their spread is the standard error on n_chains -
+    1 degrees of freedom (per-rung draws shared samples across rungs, which joined every ladder
+    into one cluster in most pooled walks: the session-47 referee). Strong springs' rungs begin
+    far from the anchor, where their fresh draws, which land inside often, replace them within
+    tens of steps; weak springs' begin at draws of mu in the basin, as a long walk would be."""
     which = np.zeros((len(centres), len(couplings), n_chains), dtype=np.int64)
     for basin, (centre, own) in enumerate(zip(centres, samples)):
         if len(own) == 1:  # the centre alone (no random draw: the walk's stream stays as it was)
+            continue
+        if ladders:
+            drawn = 1 + rng.permutation(len(own) - 1)[:n_chains]
+            which[basin, :, :len(drawn)] = drawn
             continue
         energy = _spring(measure, own, centre)
         for index, k in enumerate(couplings):
@@ -547,7 +559,8 @@ def _ladder_clusters(start_ids):
     ladders (chain c at every coupling, states swapped among them) that started a rung at the same
     drawn sample, joined transitively. Starts at the centre (id 0, a fixed point, no draw) join
     none: a basin of anchored ladders keeps the ladders' own spread, as :func:`_clustered_se` does
-    for chains all at the anchor."""
+    for chains all at the anchor. :func:`_chain_starts` gives ladders distinct samples, so this
+    joins none of the stage's; it keeps the error honest for any other starts."""
     n_basins, _, n_chains = start_ids.shape
     clusters = np.empty((n_basins, n_chains), dtype=np.int64)
     for basin in range(n_basins):
