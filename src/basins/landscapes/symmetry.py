@@ -501,8 +501,10 @@ def _elements_within(units, arch, atol):
     bound = atol**2 * (1 + 1e-12)  # exact coincidences at atol = 0 stay in
     displacements = np.zeros(1)  # of the elements found so far, class by class
     for members in _classes_within(units, odd, atol):
-        orders, signs = _signed_permutations(len(members)) if odd else (_permutations(len(members)), None)
-        if signs is None:
+        if odd:
+            orders, signs = _signed_permutations(len(members))
+        else:
+            orders = _permutations(len(members))
             signs = np.ones(orders.shape)
         own = units[members]
         moved = own[orders] * signs[..., None]
