@@ -388,9 +388,9 @@ def test_exchange_keeps_known_measures_and_their_intervals():
 
 def test_ladders_among_members_starts_start_apart_and_measure_the_slab():
     # The diagonal slab of the torus (d = 8, ln mu = -3.45) with chains among 256 draws inside:
-    # each ladder starts every rung at its own draw, so no two ladders share a start (per-rung
-    # draws joined them into one cluster; the session-47 referee) and the interval has n_chains - 1
-    # degrees of freedom; unbiased, the intervals covering.
+    # each ladder owns one draw, its rungs start at it or at the centre, so no two ladders share a
+    # drawn start (per-rung draws from the whole pool joined them into one cluster; the session-47
+    # referee) and the interval has n_chains - 1 degrees of freedom; unbiased, the intervals covering.
     dim, width, n_basins, n_samples = 8, 0.1, 12, 256
     torus = UniformTorus(dim)
     in_slab = lambda z: np.abs(torus.wrap(z.sum(axis=-1))) < width  # noqa: E731
@@ -402,7 +402,8 @@ def test_ladders_among_members_starts_start_apart_and_measure_the_slab():
         lambda z, basin: _outcome(in_slab(z)), torus, centres, couplings=coupling_schedule(100.0, 17), n_chains=8,
         n_steps=2000, n_burn=500, n_reference=1000, seed=3, basin_samples=list(samples), replica_exchange=True,
     )
-    assert (result["start_clusters"] == 8).all()  # at every spring, eight distinct starts
+    clusters = result["start_clusters"].values
+    assert (clusters[:, 0] >= 2).all() and (clusters[:, -1] == 1).all()  # the free spring's spread, the strongest at the centre
     dof = result["log_measure_dof"].values
     assert ((dof > 7 - 1e-6) & (dof < 8)).all()
     assert abs(result["log_measure"].values.mean() - truth) < 0.3 and _covered(result, truth).mean() >= 0.85
@@ -423,6 +424,24 @@ def test_an_exchange_of_states_is_metropolis_test_of_the_swap():
     taken = _exchange(GaussianMeasure(1), inward, anchor, couplings, np.array([0]), np.random.default_rng(1))
     assert taken.mean() == pytest.approx(np.exp(-1.0), abs=0.01)
     assert (inward[0, 0, taken[0, 0]] == 0.5).all() and (inward[0, 0, ~taken[0, 0]] == 1.5).all()
+
+
+def test_each_ladder_starts_its_rungs_at_its_own_draw_or_the_centre():
+    from basins.basin_volume import _chain_starts
+
+    rng = np.random.default_rng(0)
+    centres = np.zeros((2, 3))
+    samples = [np.concatenate([centres[:1], rng.standard_normal((40, 3))]), centres[1:]]  # basin 1: the centre alone
+    couplings = coupling_schedule(100.0, 9)
+    starts, which = _chain_starts(GaussianMeasure(3), centres, samples, couplings, 6, rng, ladders=True)
+    owners = {}
+    for ladder in range(6):
+        drawn = set(which[0, :, ladder]) - {0}
+        assert len(drawn) <= 1  # one draw of its own
+        for sample in drawn:
+            assert owners.setdefault(sample, ladder) == ladder  # owned by one ladder only
+    assert (which[1] == 0).all() and (which[0, -1] == 0).all()  # the strongest spring: the centre
+    assert np.array_equal(starts[0], samples[0][which[0]])
 
 
 def test_ladders_that_started_a_rung_at_the_same_draw_are_one_cluster():

@@ -437,20 +437,23 @@ def _chain_starts(measure, centres, samples, couplings, n_chains, rng, *, ladder
     centre first) with weights exp(-k s(z)), the spring's density relative to mu, and which
     sample it is ``(basin, coupling, chain)`` (0: the centre).
 
-    With ``ladders`` (replica exchange) each ladder starts every rung at one sample, distinct
-    from the other ladders' (drawn without replacement; the centre for ladders beyond the
-    samples): ladders then share no start, and their spread is the standard error on n_chains -
-    1 degrees of freedom (per-rung draws shared samples across rungs, which joined every ladder
-    into one cluster in most pooled walks: the session-47 referee). Strong springs' rungs begin
-    far from the anchor, where their fresh draws, which land inside often, replace them within
-    tens of steps; weak springs' begin at draws of mu in the basin, as a long walk would be."""
+    With ``ladders`` (replica exchange) each ladder owns one sample, distinct from the other
+    ladders' (drawn without replacement; ladders beyond the samples own none), and each of its
+    rungs starts at it or at the centre, drawn between the two with the same weights (the centre
+    is a draw inside the basin too): ladders share no drawn start, so their spread is the
+    standard error on n_chains - 1 degrees of freedom (per-rung draws from the whole pool shared
+    samples across rungs, which joined every ladder into one cluster in most pooled walks: the
+    session-47 referee). Weak springs' rungs so begin spread over the basin, strong springs' at
+    the centre."""
     which = np.zeros((len(centres), len(couplings), n_chains), dtype=np.int64)
     for basin, (centre, own) in enumerate(zip(centres, samples)):
         if len(own) == 1:  # the centre alone (no random draw: the walk's stream stays as it was)
             continue
         if ladders:
-            drawn = 1 + rng.permutation(len(own) - 1)[:n_chains]
-            which[basin, :, :len(drawn)] = drawn
+            owned = 1 + rng.permutation(len(own) - 1)[:n_chains]
+            weight = np.exp(-np.outer(couplings, _spring(measure, own[owned], centre)))  # (coupling, ladder)
+            at_owned = rng.uniform(size=weight.shape) < weight / (1 + weight)
+            which[basin, :, :len(owned)] = np.where(at_owned, owned, 0)
             continue
         energy = _spring(measure, own, centre)
         for index, k in enumerate(couplings):
