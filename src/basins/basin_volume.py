@@ -49,8 +49,8 @@ to the weak ones, whose fresh draws seldom do (a ball with a tentacle of 4x its 
 steps: 0.39-0.48 nats low against 0.75-0.95 by independent walks; the tests). Chain c of every
 spring is then ladder c, correlated across springs, and the integral's standard error is the
 spread of the ladders' own integrals, on n_chains - 1 degrees of freedom, instead of the
-springs' errors in quadrature; where members' starts are given each ladder starts every rung at
-its own, so that ladders share none. On the study's N = 41 network (36 whitened weights) the
+springs' errors in quadrature; where members' starts are given each ladder owns one, and its
+rungs start there or at the anchor, so that ladders share no drawn start. On the study's N = 41 network (36 whitened weights) the
 anchored walks of 8000 steps came within 0.09-0.68 nats of six counted basins, every interval
 holding its count, where independent walks were 0.9 nats off (rms) and missed 2 of 6
 (docs/method.md, *The walk against counts on a network*).
