@@ -129,6 +129,17 @@ def test_the_plateau_check_scores_only_walks_that_moved_and_basins_with_an_estim
     assert unchecked["verdict"] == PLATEAU_UNCHECKED and np.isnan(unchecked["pooled"]) and unchecked["basins"] == 0
 
 
+def _diagonal_slab(n_basins, n_samples, dim=8, width=0.1):
+    """The thin slab |wrap(sum z)| < width of the torus (ln mu = ln(width / pi)): its measure, the
+    inside rule, ``n_basins`` anchors and ``n_samples`` uniform draws inside per anchor."""
+    torus = UniformTorus(dim)
+    in_slab = lambda z: np.abs(torus.wrap(z.sum(axis=-1))) < width  # noqa: E731
+    draws = np.random.default_rng(7).uniform(-np.pi, np.pi, (800_000, dim))
+    draws = draws[in_slab(draws)][: n_basins * (1 + n_samples)]
+    centres, samples = draws[:n_basins], draws[n_basins:].reshape(n_basins, n_samples, dim)
+    return torus, in_slab, centres, samples, np.log(width / np.pi)
+
+
 def test_fresh_draws_of_the_spring_reach_the_whole_slab_that_random_walks_from_the_anchor_miss():
     # A thin slab of the torus across its diagonal, |wrap(sum z)| < 0.1 in d = 8 (measure 0.1 / pi,
     # ln -3.45: the sum of uniform phases is uniform mod 2 pi), where isotropic steps spread
@@ -138,13 +149,8 @@ def test_fresh_draws_of_the_spring_reach_the_whole_slab_that_random_walks_from_t
     # 256 uniform draws inside the slab (as members' starts that reached a basin are), resampled
     # by each spring's weight, still ~0.85 low. A fifth of the proposals drawn afresh from each
     # spring's own target (the default) reach every sheet: both unbiased, the intervals covering.
-    dim, width, n_basins, n_samples = 8, 0.1, 24, 256
-    torus = UniformTorus(dim)
-    in_slab = lambda z: np.abs(torus.wrap(z.sum(axis=-1))) < width  # noqa: E731
-    draws = np.random.default_rng(7).uniform(-np.pi, np.pi, (800_000, dim))
-    draws = draws[in_slab(draws)][: n_basins * (1 + n_samples)]
-    centres, samples = draws[:n_basins], draws[n_basins:].reshape(n_basins, n_samples, dim)
-    truth = np.log(width / np.pi)
+    n_samples = 256
+    torus, in_slab, centres, samples, truth = _diagonal_slab(24, n_samples)
 
     def measure(basin_samples, **share):
         return estimate_basin_measures(
@@ -391,13 +397,7 @@ def test_ladders_among_members_starts_start_apart_and_measure_the_slab():
     # each ladder owns one draw, its rungs start at it or at the centre, so no two ladders share a
     # drawn start (per-rung draws from the whole pool joined them into one cluster; the session-47
     # referee) and the interval has n_chains - 1 degrees of freedom; unbiased, the intervals covering.
-    dim, width, n_basins, n_samples = 8, 0.1, 12, 256
-    torus = UniformTorus(dim)
-    in_slab = lambda z: np.abs(torus.wrap(z.sum(axis=-1))) < width  # noqa: E731
-    draws = np.random.default_rng(7).uniform(-np.pi, np.pi, (400_000, dim))
-    draws = draws[in_slab(draws)][: n_basins * (1 + n_samples)]
-    centres, samples = draws[:n_basins], draws[n_basins:].reshape(n_basins, n_samples, dim)
-    truth = np.log(width / np.pi)
+    torus, in_slab, centres, samples, truth = _diagonal_slab(12, 256)
     result = estimate_basin_measures(
         lambda z, basin: _outcome(in_slab(z)), torus, centres, couplings=coupling_schedule(100.0, 17), n_chains=8,
         n_steps=2000, n_burn=500, n_reference=1000, seed=3, basin_samples=list(samples), replica_exchange=True,
