@@ -444,14 +444,15 @@ def test_each_ladder_starts_its_rungs_at_its_own_draw_or_the_centre():
     assert np.array_equal(starts[0], samples[0][which[0]])
 
 
-def test_ladders_that_started_a_rung_at_the_same_draw_are_one_cluster():
-    # Ladders 0 and 1 share draw 5 (at different springs), 2 and 3 share draw 7, ladder 4 only
-    # the centre (no draw: it joins none).
+def test_ladders_that_started_a_rung_at_the_same_draw_are_refused():
+    # Ladders 0 and 1 share draw 5 (at different springs): their spread would leave out the offset
+    # that draw gives both, so the standard error refuses them; ladders that share only the centre
+    # (no draw) are each their own cluster.
     from basins.basin_volume import _ladder_clusters
 
-    start_ids = np.array([[[0, 0, 0, 0, 0], [0, 5, 7, 0, 0], [5, 0, 0, 7, 0]]])  # (basin, coupling, chain)
-    clusters = _ladder_clusters(start_ids)[0]
-    assert clusters[0] == clusters[1] and clusters[2] == clusters[3] and len(set(clusters)) == 3
+    with pytest.raises(ValueError, match="share a drawn start"):
+        _ladder_clusters(np.array([[[0, 0, 0, 0, 0], [0, 5, 7, 0, 0], [5, 0, 0, 0, 0]]]))  # (basin, coupling, chain)
+    assert _ladder_clusters(np.array([[[0, 0, 0], [4, 0, 6], [4, 0, 0]]]))[0].tolist() == [0, 1, 2]
     assert len(set(_ladder_clusters(np.zeros((1, 3, 4), dtype=int))[0])) == 4
 
 

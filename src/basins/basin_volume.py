@@ -50,10 +50,10 @@ steps: 0.39-0.48 nats low against 0.75-0.95 by independent walks; the tests). Ch
 spring is then ladder c, correlated across springs, and the integral's standard error is the
 spread of the ladders' own integrals, on n_chains - 1 degrees of freedom, instead of the
 springs' errors in quadrature; where members' starts are given each ladder owns one, and its
-rungs start there or at the anchor, so that ladders share no drawn start. On the study's N = 41 network (36 whitened weights) the
-anchored walks of 8000 steps came within 0.09-0.68 nats of six counted basins, every interval
-holding its count, where independent walks were 0.9 nats off (rms) and missed 2 of 6
-(docs/method.md, *The walk against counts on a network*).
+rungs start there or at the anchor, so that ladders share no drawn start. On the study's N = 41
+network (36 whitened weights) the anchored walks of 8000 steps came within 0.09-0.68 nats of six
+counted basins, every interval holding its count, where independent walks were 0.9 nats off
+(rms) and missed 2 of 6 (docs/method.md, *The walk against counts on a network*).
 
 Whether the walks are long enough is checked over the stage's basins (``plateau_score``): a
 walk at equilibrium has halves that agree up to the chains' own spread, and Stouffer's sum of
@@ -277,9 +277,10 @@ def estimate_basin_measures(
         halves of one walk; else it pools the halves.
     replica_exchange : bool
         Swap states between neighbouring couplings' chains after every step (no run of the
-        dynamics: both lie inside); chain c of every coupling is then ladder c, and the
-        integral's standard error is the ladders' cluster-robust spread (degrees of freedom:
-        their clusters less one) instead of the couplings' errors added in quadrature.
+        dynamics: both lie inside); chain c of every coupling is then ladder c, each started
+        at a member's start of its own or the centre, and the integral's standard error is the
+        ladders' spread (n_chains - 1 degrees of freedom) instead of the couplings' errors added
+        in quadrature.
 
     Returns
     -------
@@ -562,31 +563,19 @@ def _exchange(measure, z, anchor, couplings, lower, rng):
 
 
 def _ladder_clusters(start_ids):
-    """Per basin, which chains ``(basin, chain)`` are one cluster of the ladders' standard error:
-    ladders (chain c at every coupling, states swapped among them) that started a rung at the same
-    drawn sample, joined transitively. Starts at the centre (id 0, a fixed point, no draw) join
-    none: a basin of anchored ladders keeps the ladders' own spread, as :func:`_clustered_se` does
-    for chains all at the anchor. :func:`_chain_starts` gives ladders distinct samples, so this
-    joins none of the stage's; it keeps the error honest for any other starts."""
+    """Per basin, each ladder's cluster of the ladders' standard error ``(basin, chain)``: its own.
+    Ladders (chain c at every coupling, states swapped among them) that started at a common drawn
+    sample would share its offset, which their spread does not show; :func:`_chain_starts` gives
+    each ladder a sample of its own, and ladders that share one are refused here. Starts at the
+    centre (id 0, a fixed point, no draw) are shared freely: a basin of anchored ladders keeps
+    the ladders' own spread, as :func:`_clustered_se` does for chains all at the anchor."""
     n_basins, _, n_chains = start_ids.shape
-    clusters = np.empty((n_basins, n_chains), dtype=np.int64)
     for basin in range(n_basins):
-        parent = list(range(n_chains))
-
-        def root(c):
-            while parent[c] != c:
-                c = parent[c]
-            return c
-
-        first_ladder = {}
-        for chain in range(n_chains):
-            for sample in np.unique(start_ids[basin, :, chain]):
-                if sample == 0:
-                    continue
-                other = first_ladder.setdefault(int(sample), chain)
-                parent[root(chain)] = root(other)
-        clusters[basin] = [root(c) for c in range(n_chains)]
-    return clusters
+        drawn = [set(start_ids[basin, :, chain].tolist()) - {0} for chain in range(n_chains)]
+        if sum(map(len, drawn)) != len(set().union(*drawn)):
+            raise ValueError(f"basin {basin}: ladders share a drawn start, so their spread would understate the "
+                             "standard error")
+    return np.broadcast_to(np.arange(n_chains), (n_basins, n_chains))
 
 
 def _measure_by_draws(inside, draws, z):
@@ -626,8 +615,8 @@ def _weighted_sum(weights, excess, se, dof, ladders):
     Without exchange (``ladders`` None) the couplings' chains are independent: the couplings'
     standard errors ``se`` (basin, coupling) add in quadrature, degrees of freedom by
     Welch-Satterthwaite from their ``dof``. With it each ladder's chains are correlated across
-    couplings: each ladder's own weighted sum is one draw, and their cluster-robust spread
-    (``ladders (basin, chain)``, :func:`_ladder_clusters`) is the standard error."""
+    couplings: each ladder's own weighted sum is one draw, and their spread (clusters ``ladders
+    (basin, chain)``, :func:`_ladder_clusters`) is the standard error."""
     value = np.einsum("oj,bjc->bo", weights, excess) / excess.shape[2]
     if ladders is not None:
         per_ladder = np.einsum("oj,bjc->boc", weights, excess)
