@@ -90,7 +90,8 @@ def test_the_walk_validation_runs_the_default_studys_landscape():
     # replicates: it must measure the landscape the default study counts, not a look-alike.
     default = yaml.safe_load((ROOT / "config/config.yaml").read_text())["experiments"]["digits_parity_tanh"]
     walks = yaml.safe_load((ROOT / "config/basin_walk_digits.yaml").read_text())["experiments"]
-    assert set(walks) == {"digits_parity_tanh", "digits_parity_tanh_anchored", "digits_parity_tanh_exchange"}
+    assert set(walks) == {"digits_parity_tanh", "digits_parity_tanh_anchored", "digits_parity_tanh_exchange",
+                          "digits_parity_tanh_exchange8"}
     for walk in walks.values():
         for section in ("dataset", "model", "training", "minima"):
             assert walk[section] == default[section], section
@@ -100,6 +101,10 @@ def test_the_walk_validation_runs_the_default_studys_landscape():
     # The exchange's experiment differs from the anchored one in the exchange alone.
     exchange, apart = (dict(walks[name]["basin_sizes"]) for name in ("digits_parity_tanh_exchange", "digits_parity_tanh_anchored"))
     assert exchange.pop("replica_exchange") is True and apart.pop("replica_exchange") is False and exchange == apart
+    # ... and the eight ladders' from the exchange's in the number of ladders alone.
+    eight = dict(walks["digits_parity_tanh_exchange8"]["basin_sizes"])
+    assert eight.pop("n_chains") == 2 * exchange.pop("n_chains") == 8
+    assert eight.pop("replica_exchange") is True and eight == exchange
 
 
 def test_experiments_with_the_same_data_set_share_one_file(tmp_path):
