@@ -447,3 +447,27 @@ def test_bad_starting_points_are_rejected(teacher_data, tiny_arch):
 def test_unknown_dynamics_are_rejected(teacher_data, tiny_arch, tiny_start):
     with pytest.raises(ValueError, match="dynamics='newton'"):
         run_engine(tiny_arch, teacher_data, *tiny_start, dynamics="newton", lr=0.1, max_steps=5)
+
+
+def test_runs_in_the_kernel_take_chunks_past_torchs_temporaries_and_end_the_same(teacher_data, tiny_arch,
+                                                                                 monkeypatch):
+    # h = 128 on 1 000 samples in float32: torch's pass would hold 8 members at a time, one
+    # group of the kernel's lanes (half of one with AVX-512), which no second thread can share.
+    wide, cpu = Architecture(20, 1, 1, 128), torch.device("cpu")
+    assert training.network_chunk_size(wide, 1000, 4096, torch.float32, cpu) == 8
+    assert training.network_chunk_size(wide, 1000, 4096, torch.float32, cpu, in_kernel=True) >= 64
+    ids = np.arange(20)
+    theta0 = initial_parameters(tiny_arch, ids, seed=5, init="gaussian")
+    options = dict(dynamics="gradient_flow", lr=0.1, max_steps=400, grad_tol=1e-6, memory_budget_mb=0.02)
+    chunks = []
+    descend = training.descend_until_decided
+    monkeypatch.setattr(training, "descend_until_decided",
+                        lambda *args, **engine: chunks.append(engine["chunk"]) or descend(*args, **engine))
+    in_kernel = run_engine(tiny_arch, teacher_data, theta0, ids, **options)
+    stepped = {chunks[0]}
+    monkeypatch.setattr(training, "_steps_in_kernel", lambda *args: False)
+    chunks.clear()
+    in_torch_chunks = run_engine(tiny_arch, teacher_data, theta0, ids, **options)
+    assert stepped == {training.network_chunk_size(tiny_arch, 24, 0.02, torch.float64, cpu, in_kernel=True)} != {chunks[0]}
+    for name in ("final_theta", "status", "steps", "loss", "test_error"):
+        np.testing.assert_array_equal(in_kernel[name].values, in_torch_chunks[name].values, err_msg=name)

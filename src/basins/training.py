@@ -226,7 +226,10 @@ def train_ensemble(
         arch, data["train"], loss=loss, margin=margin, l2=l2, beta=beta, beta_start=beta_start,
         beta_ramp_steps=beta_ramp_steps, compile=compile,
     )
+    # Curvature, continuations by the Rosenbrock integrator and the final errors take torch's
+    # pass on (sample, member, unit) tensors; the run's own steps may not (_steps_in_kernel).
     chunk = network_chunk_size(arch, len(y_train), memory_budget_mb, torch_dtype, torch_device)
+    in_kernel = _steps_in_kernel(objective, batch_size, stop_when_satisfied, flat_seeking, integrator)
     engine = dict(
         dynamics=dynamics, lr=lr, max_steps=max_steps, grad_tol=grad_tol, momentum=momentum,
         batch_size=batch_size, lr_decay_every=lr_decay_every, lr_decay_factor=lr_decay_factor,
@@ -234,7 +237,8 @@ def train_ensemble(
         satisfied=_margins_met(arch, data["train"], margin) if stop_when_satisfied else None,
         rtol=rtol, atol=atol, check_every=check_every,
         divergence_threshold=divergence_threshold, seed=seed, device=torch_device, dtype=torch_dtype,
-        chunk=chunk, run_id=(arch, loss, l2, margin, beta, beta_start, stop_when_satisfied, dtype, compile),
+        chunk=network_chunk_size(arch, len(y_train), memory_budget_mb, torch_dtype, torch_device, in_kernel=in_kernel),
+        run_id=(arch, loss, l2, margin, beta, beta_start, stop_when_satisfied, dtype, compile),
         progress_every_s=progress_every_s,
     )
     # Members that spent the step budget, or passed the gradient test short of a stationary
@@ -243,7 +247,8 @@ def train_ensemble(
     stiff_integrator = _continuation_integrator(dynamics, integrator, objective)
     block_low_rank = stiff_integrator == "rosenbrock" and _curvature_form(objective, arch.n_params,
                                                                            max_dense_params) == "blocks"
-    stiff = dict(dynamics_options=_dynamics_options(flat_seeking, stiff_integrator, block_low_rank=block_low_rank))
+    stiff = dict(dynamics_options=_dynamics_options(flat_seeking, stiff_integrator, block_low_rank=block_low_rank),
+                 chunk=chunk if stiff_integrator == "rosenbrock" else engine["chunk"])
     out = descend_until_decided(
         objective, initial_theta, member_ids, budget_factors=budget_factors, continued_by=stiff,
         # No member converges while the landscape or the flat-seeking coupling still moves.
@@ -266,12 +271,21 @@ def train_ensemble(
             n_params=arch.n_params, grad_tol=grad_tol, curvature_tol=curvature_tol, saddle_kick=saddle_kick,
             max_saddle_escapes=max_saddle_escapes, max_dense_params=max_dense_params, n_lanczos=n_lanczos,
             newton_steps=newton_steps, stationary_tol=stationary_tol, max_refinements=max_refinements,
-            seed=seed, device=torch_device, dtype=torch_dtype, memory_budget_mb=memory_budget_mb,
+            seed=seed, device=torch_device, dtype=torch_dtype, memory_budget_mb=memory_budget_mb, chunk=chunk,
         )
     out = with_final_losses(out, objective, as_tensor)
     with torch.no_grad():
-        errors = _final_errors(out, arch, data, margin, as_tensor)
+        errors = _final_errors(out, arch, data, margin, as_tensor, chunk)
     return _as_dataset(out, checks, errors, member_ids, initial_theta, arch, dynamics)
+
+
+def _steps_in_kernel(objective, batch_size, stop_when_satisfied, flat_seeking, integrator) -> bool:
+    """Whether the run's every evaluation is the C kernel's (full batch on a network it covers),
+    with no torch pass over (sample, member, unit) between them (the satisfied test's margins)
+    and no Hessians (the Rosenbrock integrator's), so its chunks need not stay within torch's
+    temporaries (:func:`basins.landscapes.objective.network_chunk_size`)."""
+    return (getattr(objective, "native", None) is not None and batch_size is None and not stop_when_satisfied
+            and not flat_seeking and integrator != "rosenbrock")
 
 
 def _dynamics_options(flat_seeking, integrator, *, block_low_rank=False):
@@ -385,6 +399,7 @@ def check_minima(
     device: torch.device,
     dtype: torch.dtype,
     memory_budget_mb: float,
+    chunk: int | None = None,
 ) -> tuple[Descent, MinimumChecks]:
     """Keep only true minima among the converged members of the run ``out``: the run checked,
     and the checks' records.
@@ -398,7 +413,9 @@ def check_minima(
     plus low rank where ``energy`` gives them so (``energy.block_low_rank_hessians``:
     one-hidden-layer, one-output networks; exact, :mod:`basins.engine.block_low_rank`);
     otherwise (or with ``newton_steps`` 0) there is no polish, and a warning says the gradient
-    test alone decides.
+    test alone decides. ``chunk``: the most members whose curvature is taken at once (the run's
+    own chunk where None; a run whose steps are all the C kernel's has larger ones than torch's
+    Hessians should take).
     """
     form = _curvature_form(energy, n_params, max_dense_params)
     hessian_bytes = 4 * _hessian_bytes(energy, n_params, form)
@@ -412,13 +429,13 @@ def check_minima(
             curvature_tol=curvature_tol, saddle_kick=saddle_kick, grad_tol=tol,
             max_saddle_escapes=max_saddle_escapes, max_dense_params=max_dense_params,
             n_lanczos=n_lanczos, seed=seed, device=device, dtype=dtype,
-            memory_budget_mb=memory_budget_mb,
+            memory_budget_mb=memory_budget_mb, chunk=chunk,
         )
         return polish_run(
             run, energy, lowest_eigenvalue=lowest_eigenvalue, n_escapes=n_escapes, curvature_tol=curvature_tol,
             newton_steps=newton_steps, max_dense_params=max_dense_params, stationary_tol=stationary_tol,
-            device=device, dtype=dtype, chunk=max(1, min(run.chunk, int(memory_budget_mb * 2**20 // hessian_bytes))),
-            dense_chunk=max(1, min(run.chunk, int(memory_budget_mb * 2**20 // (8 * 4 * n_params**2)))),
+            device=device, dtype=dtype, chunk=max(1, min(chunk or run.chunk, int(memory_budget_mb * 2**20 // hessian_bytes))),
+            dense_chunk=max(1, min(chunk or run.chunk, int(memory_budget_mb * 2**20 // (8 * 4 * n_params**2)))),
         )
 
     out, checks = settle(out, member_ids, grad_tol)
@@ -513,6 +530,7 @@ def escape_saddles(
     device: torch.device,
     dtype: torch.dtype,
     memory_budget_mb: float = 1024.0,
+    chunk: int | None = None,
 ) -> tuple[Descent, np.ndarray, np.ndarray]:
     """Make every converged member of the run ``out`` a minimum, or say it is not.
 
@@ -537,7 +555,8 @@ def escape_saddles(
     ``wall_time`` and ``flow_time`` (summed over the continued runs), the lowest eigenvalue at
     each final point (nan where not converged, and where the dense Hessian's Cholesky factor
     showed every eigenvalue above ``-curvature_tol``: the polish computes it at the polished
-    point) and each member's number of escapes.
+    point) and each member's number of escapes. ``chunk``: the most members whose eigenpairs are
+    taken at once (the run's own chunk where None).
     """
     if curvature_tol < 0 or saddle_kick <= 0 or max_saddle_escapes < 0:
         raise ValueError(
@@ -549,7 +568,8 @@ def escape_saddles(
     n_escapes = np.zeros(n_members, dtype=np.int64)
     lowest_eigenpairs_at = _LowestEigenpairs(
         make_hvp(energy), torch.Generator().manual_seed(seed), max_dense_params=max_dense_params, n_lanczos=n_lanczos,
-        chunk=_eigenpair_chunk(out, energy, max_dense_params, n_lanczos, memory_budget_mb), device=device, dtype=dtype,
+        chunk=_eigenpair_chunk(out, energy, max_dense_params, n_lanczos, memory_budget_mb, chunk or out.chunk),
+        device=device, dtype=dtype,
         known_above=curvature_tol,
     )
     rows = np.flatnonzero(out.status == CONVERGED)
@@ -578,13 +598,13 @@ def escape_saddles(
     return out, lowest_eigenvalue, n_escapes
 
 
-def _eigenpair_chunk(out, energy, max_dense_params, n_lanczos, memory_budget_mb):
-    """Members whose lowest eigenpair is computed at once within ``memory_budget_mb``."""
+def _eigenpair_chunk(out, energy, max_dense_params, n_lanczos, memory_budget_mb, chunk):
+    """Members whose lowest eigenpair is computed at once: at most ``chunk``, within ``memory_budget_mb``."""
     n_params = out.final_theta.shape[1]
     form = _curvature_form(energy, n_params, max_dense_params)
     # the Lanczos basis, or a Hessian with eigh's copies
     per_member = 8 * 2 * n_lanczos * n_params if form == "lanczos" else 3 * _hessian_bytes(energy, n_params, form)
-    return max(1, min(out.chunk, int(memory_budget_mb * 2**20 // per_member)))
+    return max(1, min(chunk, int(memory_budget_mb * 2**20 // per_member)))
 
 
 def _curvature_form(loss, n_params, max_dense_params):
@@ -655,13 +675,13 @@ def _downhill_side(energy, theta, vector, member_ids, seed, attempt, device, dty
     return np.where(along > 0, 1.0, np.where(along < 0, -1.0, drawn))
 
 
-def _final_errors(out, arch, data, margin, as_tensor):
+def _final_errors(out, arch, data, margin, as_tensor, chunk):
     """Training and test errors and unsatisfied training points of every final point of the
-    run ``out``, chunk by chunk."""
+    run ``out``, ``chunk`` members at a time."""
     n_members = out.final_theta.shape[0]
     errors = {name: np.full(n_members, np.nan) for name in ("train_error", "test_error", "n_unsatisfied")}
-    for start in range(0, n_members, out.chunk):
-        rows = slice(start, start + out.chunk)
+    for start in range(0, n_members, chunk):
+        rows = slice(start, start + chunk)
         theta = as_tensor(out.final_theta[rows])
         for split in ("train", "test"):
             x, y = data[split]

@@ -155,8 +155,17 @@ def check_beta_schedule(loss: str, dynamics: str, beta: float, beta_start: float
         raise ValueError(f"beta_ramp_steps={ramp_steps} ramps beta from {beta} to itself; set beta_start")
 
 
-def network_chunk_size(arch, n_train, memory_budget_mb, dtype, device) -> int:
-    """:func:`chunk_size` for members of ``arch`` evaluated on ``n_train`` samples."""
+def network_chunk_size(arch, n_train, memory_budget_mb, dtype, device, *, in_kernel: bool = False) -> int:
+    """:func:`chunk_size` for members of ``arch`` evaluated on ``n_train`` samples.
+
+    ``in_kernel``: every evaluation runs in the C kernel (:mod:`basins.landscapes.native_mlp`),
+    whose scratch is its threads' own, so no (sample, member, unit) tensor is made and the
+    members' parameter-sized tensors are the largest. torch's pass bounds the chunk to 8 members
+    at h = 128, P = 1 000 in float32: one group of the kernel's lanes (half of one with
+    AVX-512's sixteen), which no second thread can share.
+    """
+    if in_kernel:
+        return chunk_size(dtype.itemsize * arch.n_params * 12, dtype.itemsize * arch.n_params, memory_budget_mb, device)
     activations = n_train * (arch.width * arch.depth + arch.n_outputs) * 4
     layer = n_train * max(arch.width, arch.n_outputs)
     return chunk_size(
