@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from basins.engine.block_low_rank import BlockLowRankHessians
+from basins.engine import block_low_rank
+from basins.engine.block_low_rank import BlockLowRankHessians, positive_eigenvalue_counts
 from basins.engine.curvature import lowest_eigenpairs, make_hvp
 from basins.engine.dynamics import make_stepper
 from basins.engine.polish import polish_minima
@@ -77,6 +78,43 @@ def test_counts_solves_products_and_lowest_pairs_equal_dense_linear_algebra(seed
     # A member's pair does not depend on the members beside it (shards, chunks).
     alone, alone_vector = structured.select(torch.tensor([2])).lowest_eigenpairs()
     assert torch.allclose(alone, lowest[2:3], rtol=1e-13) and torch.allclose(alone_vector, vector[2:3], atol=1e-10)
+
+
+def test_positive_eigenvalues_are_counted_as_eigvalsh_counts_them():
+    """Known answer: Sylvester's inertia from Bunch-Kaufman factors equals the signs of the
+    eigenvalues, for matrices with zero diagonals (2 x 2 pivots, runs of them), indefinite and
+    definite ones, exactly singular ones and the empty one."""
+    g = torch.Generator().manual_seed(0)
+    for n in (1, 2, 3, 6, 60):
+        a = torch.randn(96, n, n, generator=g, dtype=torch.float64)
+        matrices = a + a.mT
+        if n > 1:
+            matrices[:32].diagonal(dim1=1, dim2=2).zero_()  # every pivot a 2 x 2 block where possible
+        matrices[32:64] += 3 * torch.randn(32, 1, 1, generator=g, dtype=torch.float64) * torch.eye(n, dtype=torch.float64)
+        values = torch.linalg.eigvalsh(matrices)
+        assert values.abs().amin() > 1e-9  # no sign within round-off of zero
+        assert torch.equal(positive_eigenvalue_counts(matrices), (values > 0).sum(1))
+    singular = torch.tensor([[[0.0, 0.0], [0.0, 0.0]], [[1.0, 1.0], [1.0, 1.0]], [[-1.0, 1.0], [1.0, -1.0]],
+                             [[0.0, 1.0], [1.0, 0.0]]], dtype=torch.float64)
+    assert positive_eigenvalue_counts(singular).tolist() == [0, 1, 0, 1]
+    assert positive_eigenvalue_counts(torch.zeros(3, 0, 0, dtype=torch.float64)).tolist() == [0, 0, 0]
+
+
+def test_lowest_pairs_taken_a_few_members_at_a_time_equal_each_member_alone(monkeypatch):
+    """The pairs are computed in cache-sized groups of members (here two a group): each member's
+    value and vector are bit for bit those of the member taken alone."""
+    structured, _ = random_parts(6, n_members=5)
+    monkeypatch.setattr(block_low_rank, "_CACHE_BYTES", 2 * structured.factors[0].numel() * 8)
+    assert [rows.stop - rows.start for rows in structured._in_cache()] == [2, 2, 1]
+    values, vectors = structured.lowest_eigenpairs()
+    shifted = structured.shifted(values + 0.1)
+    for member in range(5):
+        alone = structured.select(slice(member, member + 1))
+        value, vector = alone.lowest_eigenpairs()
+        assert torch.equal(value, values[member : member + 1]) and torch.equal(vector, vectors[member : member + 1])
+        assert torch.equal(alone.shifted(values[member : member + 1] + 0.1).capacitance, shifted.capacitance[member : member + 1])
+    empty_values, empty_vectors = structured.select(slice(0, 0)).lowest_eigenpairs()
+    assert empty_values.shape == (0,) and empty_vectors.shape == (0, structured.diagonal.shape[1])
 
 
 def test_a_shift_on_an_eigenvalue_of_the_blocks_is_moved_off_it():
