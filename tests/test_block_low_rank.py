@@ -100,19 +100,26 @@ def test_positive_eigenvalues_are_counted_as_eigvalsh_counts_them():
     assert positive_eigenvalue_counts(torch.zeros(3, 0, 0, dtype=torch.float64)).tolist() == [0, 0, 0]
 
 
-def test_lowest_pairs_taken_a_few_members_at_a_time_equal_each_member_alone(monkeypatch):
-    """The pairs are computed in cache-sized groups of members (here two a group): each member's
-    value and vector are bit for bit those of the member taken alone."""
-    structured, _ = random_parts(6, n_members=5)
-    monkeypatch.setattr(block_low_rank, "_CACHE_BYTES", 2 * structured.factors[0].numel() * 8)
-    assert [rows.stop - rows.start for rows in structured._in_cache()] == [2, 2, 1]
-    values, vectors = structured.lowest_eigenpairs()
-    shifted = structured.shifted(values + 0.1)
-    for member in range(5):
-        alone = structured.select(slice(member, member + 1))
-        value, vector = alone.lowest_eigenpairs()
-        assert torch.equal(value, values[member : member + 1]) and torch.equal(vector, vectors[member : member + 1])
-        assert torch.equal(alone.shifted(values[member : member + 1] + 0.1).capacitance, shifted.capacitance[member : member + 1])
+def test_members_taken_a_few_at_a_time_get_the_whole_batchs_numbers(monkeypatch):
+    """Counts, lowest pairs and solves are computed in cache-sized slices of members (here two
+    or three a slice, never one alone): bit for bit what the whole batch taken at once gives."""
+    structured, _ = random_parts(6, n_members=7, n_blocks=40, k=10, n_rest=1, n_samples=60)
+    member_bytes = structured.factors[0].numel() * 8
+    rhs = torch.randn(structured.diagonal.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+
+    def everything():
+        values, vectors = structured.lowest_eigenpairs()
+        shifted = structured.shifted(values + 0.1)
+        return values, vectors, structured.count_below(values + 0.1), shifted.capacitance, shifted.solve(rhs)
+
+    monkeypatch.setattr(block_low_rank, "_CACHE_BYTES", 100 * member_bytes)
+    assert [(rows.start, rows.stop) for rows in structured._in_cache()] == [(0, 7)]
+    at_once = everything()
+    for cache_members, slices in [(2, [(0, 2), (2, 4), (4, 7)]), (1, [(0, 2), (2, 4), (4, 7)]), (3, [(0, 3), (3, 7)])]:
+        monkeypatch.setattr(block_low_rank, "_CACHE_BYTES", cache_members * member_bytes)
+        assert [(rows.start, rows.stop) for rows in structured._in_cache()] == slices
+        for whole, sliced in zip(at_once, everything()):
+            assert torch.equal(whole, sliced)
     empty_values, empty_vectors = structured.select(slice(0, 0)).lowest_eigenpairs()
     assert empty_values.shape == (0,) and empty_vectors.shape == (0, structured.diagonal.shape[1])
 

@@ -166,13 +166,18 @@ class BlockLowRankHessians:
         return ShiftedHessians(self, shift, target, inverse, capacitance)
 
     def _in_cache(self) -> list[slice]:
-        """Slices of the members whose factors W take about :data:`_CACHE_BYTES` together
-        (at least one member a slice): work on W chunk by chunk stays in cache, where one pass
-        over every member's W at once streams it from memory each time (98 MB for 512 members
-        at N = 401, P = 60). Each member's numbers do not depend on the chunk it is in."""
+        """Slices of the members whose factors W take about :data:`_CACHE_BYTES` together:
+        work on W slice by slice stays in cache, where one pass over every member's W at once
+        streams it from memory each time (98 MB for 512 members at N = 401, P = 60). A slice
+        holds at least two members (a lone member's products take torch's matrix-vector path,
+        whose round-off differs from the batched one), so each member's numbers are those of
+        the whole batch taken at once."""
         per_member = max(1, self.factors[0].numel() * self.factors.element_size()) if self.n_members else 1
-        size = max(1, _CACHE_BYTES // per_member)
-        return [slice(start, min(start + size, self.n_members)) for start in range(0, self.n_members, size)]
+        size = max(2, _CACHE_BYTES // per_member)
+        starts = list(range(0, self.n_members, size))
+        if len(starts) > 1 and self.n_members - starts[-1] == 1:
+            starts.pop()  # the last member joins the slice before it
+        return [slice(start, end) for start, end in zip(starts, [*starts[1:], self.n_members])]
 
     def _off_the_diagonal(self, shift):
         """``shift`` where it is clear of every eigenvalue of D by the nudge, else the first of
@@ -240,7 +245,7 @@ class BlockLowRankHessians:
         start = torch.randn(self.diagonal.shape[1], generator=fixed, dtype=self.diagonal.dtype)
         vector = start.to(self.diagonal.device).expand_as(self.diagonal)
         for _ in range(_INVERSE_ITERATIONS):
-            vector = factored.solve_rotated(vector)
+            vector = factored._solve_rotated_together(vector)
             vector = vector / vector.norm(dim=1, keepdim=True)
         value = (vector * self.apply_rotated(vector)).sum(1)
         return value, self.unrotate(vector)
@@ -283,6 +288,13 @@ class ShiftedHessians:
         return (self.inverse < 0).sum(1) + positive - (self.hessians.signs > 0).sum(1)
 
     def solve_rotated(self, rhs: torch.Tensor) -> torch.Tensor:
+        """``(D + W S W^T - target)^-1 rhs`` in rotated coordinates, a few members at a time
+        (their factors W stay in cache through the refinements; see
+        :meth:`_solve_rotated_together`)."""
+        parts = [self.select(rows)._solve_rotated_together(rhs[rows]) for rows in self.hessians._in_cache()]
+        return torch.cat(parts) if parts else torch.empty_like(rhs)
+
+    def _solve_rotated_together(self, rhs: torch.Tensor) -> torch.Tensor:
         """``(D + W S W^T - target)^-1 rhs`` in rotated coordinates: Woodbury's identity at the
         factored shift, then :data:`_REFINEMENTS` steps of iterative refinement against the
         target (Woodbury alone is not backward stable: residuals of 1e-9 relative on random
