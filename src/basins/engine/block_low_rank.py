@@ -17,9 +17,10 @@ shift ``sigma``:
 - **Counts** (Sylvester's law of inertia on the bordered matrix ``[[D - sigma, W], [W^T, -S]]``,
   eliminated both ways; Haynsworth's inertia additivity): the number of eigenvalues of ``H``
   below ``sigma`` is ``#(D < sigma) + #(eig K > 0) - #(S > 0)`` with the capacitance
-  ``K = S + W^T (D - sigma)^-1 W`` (``rank x rank``). Exact up to round-off at eigenvalues of
-  ``H`` within round-off of ``sigma``: a certificate where dense Hessians would need Cholesky,
-  and no Krylov method's chance of missing a direction.
+  ``K = S + W^T (D - sigma)^-1 W`` (``rank x rank``), whose positive eigenvalues are counted
+  by the inertia of its Bunch-Kaufman factors (:func:`positive_eigenvalue_counts`). Exact up to
+  round-off at eigenvalues of ``H`` within round-off of ``sigma``: a certificate where dense
+  Hessians would need Cholesky, and no Krylov method's chance of missing a direction.
 - **Solves** with ``H - sigma I`` by Woodbury's identity with the same ``K``.
 - **The lowest eigenpair**: bisection on the counts to a bracket, then inverse iteration from
   below the bracket; the value is the Rayleigh quotient (never below the true lowest eigenvalue).
@@ -32,7 +33,9 @@ the scale with a nudge of 1e-10 of a looser bound), far below the study's tolera
 (``curvature_tol`` 1e-6 against spectral norms of 3-40 in its networks).
 Known answers (tests/test_block_low_rank.py): counts, solves, products and lowest eigenpairs
 equal dense ``eigvalsh``/``solve``/``eigh`` on random block-plus-low-rank matrices with curvatures
-of both signs, degenerate blocks and saddles, and on networks against their dense Hessians.
+of both signs, degenerate blocks and saddles, and on networks against their dense Hessians; the
+inertia counts equal ``eigvalsh``'s signs (2 x 2 pivots, singular matrices); members worked on
+a few at a time (:meth:`BlockLowRankHessians._in_cache`) get the whole batch's numbers bit for bit.
 """
 
 from __future__ import annotations
