@@ -11,7 +11,7 @@ from basins.basin_sizes import (
     BasinWalk, estimate_basin_sizes, estimate_ring_basin_sizes, select_minima_to_measure,
     starts_in_anchor_image, summary_lines,
 )
-from basins.basin_volume import PLATEAU_READINGS
+from basins.basin_volume import PLATEAU_DRIFTING, PLATEAU_READINGS
 from basins.labels import BUDGET, CONVERGED, LEFT, RETURNED
 from basins.landscapes.architecture import Architecture, initial_parameters, initial_scales
 from basins.landscapes.symmetry import _signed_permutations, group_order, image
@@ -167,10 +167,14 @@ def test_a_ring_state_s_basin_is_measured_on_the_torus_against_its_count():
         assert abs(float(result["count_disagreement"][0])) < 3
     assert np.mean(estimates) == pytest.approx(truth, abs=0.3)  # 2.4 standard errors of the mean
     assert covered >= 6
-    estimated, plateau = summary_lines(result)  # the stage's log lines
+    estimated, plateau, by_basin = summary_lines(result)  # the stage's log lines
     assert "counted: [" in estimated and estimated.endswith("check: {} of 1".format(int(result["draws_check_failed"][0])))
     assert plateau.startswith(f"the walks' plateau score ({result['plateau_method'].item()})")
     assert plateau.endswith(PLATEAU_READINGS[int(result["plateau_check_failed"])])
+    # One basin: held to the stage's own level.
+    assert float(result["plateau_basin_level"]) == pytest.approx(1.96, abs=0.01)
+    drifting = int((result["plateau_basin_failed"] == PLATEAU_DRIFTING).sum())
+    assert by_basin.startswith("basins whose own plateau score passes the per-basin level 1.96: {}".format(drifting))
 
 
 def test_a_ring_state_no_member_reached_is_refused():

@@ -6,7 +6,8 @@ from scipy import stats
 
 from basins.basin_volume import (
     MIN_CHECK_HITS, PLATEAU_DRIFTING, PLATEAU_REACHED, PLATEAU_UNCHECKED, GaussianMeasure, UniformTorus,
-    _check_by_fresh_draws, _halves_plateau, coupling_schedule, estimate_basin_measures,
+    _check_by_fresh_draws, _halves_plateau, _per_basin_level, _plateau_check, coupling_schedule,
+    estimate_basin_measures,
 )
 from basins.labels import LEFT, RETURNED, UNDECIDED
 
@@ -86,6 +87,36 @@ def test_a_walk_too_short_to_spread_shows_it_in_its_halves():
     # Pooled over the ten walks, the plateau check flags the short ones (score ~15) and not the long.
     assert short["plateau_check_failed"] == 1 and short["plateau_score"] > 5 and short["plateau_basins"] == 10
     assert long["plateau_check_failed"] == 0 and (short["half_drift_score"] > 2).all()
+    # Basin by basin, at the level shared among the ten (2.80): most short walks, no long one.
+    assert float(short["plateau_basin_level"]) == pytest.approx(_per_basin_level(1.96, 10))
+    assert (short["plateau_basin_failed"] == PLATEAU_DRIFTING).sum() >= 8
+    assert (long["plateau_basin_failed"] == PLATEAU_REACHED).all()
+
+
+def test_the_per_basin_level_shares_the_stages_level_among_its_basins():
+    """Known answer (Sidak): n independent standard normal scores all stay within the level
+    with the probability one score stays within z; one basin keeps z itself."""
+    assert _per_basin_level(1.96, 1) == pytest.approx(1.96, abs=1e-12)
+    for n_basins in (2, 3, 20):
+        level = _per_basin_level(1.96, n_basins)
+        within = 1 - 2 * stats.norm.sf(level)
+        assert within**n_basins == pytest.approx(1 - 2 * stats.norm.sf(1.96), rel=1e-12)
+    assert _per_basin_level(1.96, 3) == pytest.approx(2.39, abs=0.005)
+    assert np.isnan(_per_basin_level(1.96, 0))
+
+
+def test_one_drifting_basin_that_the_pooled_score_dilutes_is_flagged_on_its_own():
+    """The n = 40 ring's stage (session 49): q = 4's walks drifted (+2.97) beside two basins at
+    equilibrium (-0.36, -1.25), Stouffer's pooled score +0.79 stays inside 1.96, and q = 4 alone
+    passes the three basins' level 2.39; a basin without a score is unchecked."""
+    difference = np.array([2.97, -0.36, -1.25, np.nan])
+    check = _plateau_check(difference, np.ones(4), np.full(4, 1e9), np.isfinite(difference), 1.96)
+    assert check["pooled"] == pytest.approx((2.97 - 0.36 - 1.25) / np.sqrt(3), abs=1e-6)
+    assert check["verdict"] == PLATEAU_REACHED and check["basin_level"] == pytest.approx(2.39, abs=0.005)
+    assert check["basin_verdict"].tolist() == [PLATEAU_DRIFTING, PLATEAU_REACHED, PLATEAU_REACHED, PLATEAU_UNCHECKED]
+    # Without a score at all the stage and every basin are unchecked.
+    none = _plateau_check(np.full(2, np.nan), np.ones(2), np.ones(2), np.zeros(2, dtype=bool), 1.96)
+    assert none["verdict"] == PLATEAU_UNCHECKED and (none["basin_verdict"] == PLATEAU_UNCHECKED).all()
 
 
 def test_the_half_drift_score_is_standard_normal_where_the_walks_are_at_equilibrium():
@@ -106,6 +137,8 @@ def test_the_half_drift_score_is_standard_normal_where_the_walks_are_at_equilibr
     pooled = np.array([float(result["plateau_score"]) for result in results])
     assert np.allclose(pooled, [r["half_drift_score"].values.sum() / np.sqrt(20) for r in results])
     assert sum(int(result["plateau_check_failed"]) for result in results) <= 2
+    # Basin by basin at the level shared among the twenty: about one stage in twenty flags one.
+    assert sum(bool((result["plateau_basin_failed"] == PLATEAU_DRIFTING).any()) for result in results) <= 2
 
 
 def test_the_plateau_check_scores_only_walks_that_moved_and_basins_with_an_estimate():
@@ -555,5 +588,6 @@ def test_the_half_length_walk_score_is_standard_normal_where_both_walks_are_at_e
     scores = np.concatenate([result["half_walk_score"].values for result in results])
     assert abs(scores.mean()) < 0.25 and 0.8 < scores.std() < 1.2
     assert sum(int(result["plateau_check_failed"]) for result in results) <= 1
+    assert sum(bool((result["plateau_basin_failed"] == PLATEAU_DRIFTING).any()) for result in results) <= 1
     # Each walk's halves are still scored beside it.
     assert all(np.isfinite(result["half_drift_score"].values).all() for result in results)

@@ -28,8 +28,8 @@ import numpy as np
 import xarray as xr
 
 from basins.basin_volume import (
-    INDEPENDENT_SHARE, PLATEAU_READINGS, GaussianMeasure, UniformTorus, coupling_schedule, estimate_basin_measures,
-    interval_quantile,
+    INDEPENDENT_SHARE, PLATEAU_DRIFTING, PLATEAU_READINGS, GaussianMeasure, UniformTorus, coupling_schedule,
+    estimate_basin_measures, interval_quantile,
 )
 from basins.io import variable_attrs
 from basins.labels import LEFT, RETURNED
@@ -259,7 +259,8 @@ def estimate_ring_basin_sizes(
 def summary_lines(result: xr.Dataset) -> list[str]:
     """What a stage's log says of its basin sizes (:func:`estimate_basin_sizes`,
     :func:`estimate_ring_basin_sizes`): the estimates beside the counts, the fresh draws' flags,
-    the walks' plateau check."""
+    the walks' plateau check, pooled and basin by basin."""
+    drifting = result["plateau_basin_failed"].values == PLATEAU_DRIFTING
     return [
         "ln basin fraction, estimated: {}; counted: {}; flagged by the fresh draws' check: {} of {}".format(
             result["log_basin_fraction"].values.round(2), result["log_count_fraction"].values.round(2),
@@ -267,6 +268,9 @@ def summary_lines(result: xr.Dataset) -> list[str]:
         "the walks' plateau score ({}) {:+.2f} over {} of {} basins (standard normal at equilibrium): {}".format(
             result["plateau_method"].item(), float(result["plateau_score"]), int(result["plateau_basins"]),
             result.sizes["minimum"], PLATEAU_READINGS[int(result["plateau_check_failed"])]),
+        "basins whose own plateau score passes the per-basin level {:.2f}: {} ({}){}".format(
+            float(result["plateau_basin_level"]), int(drifting.sum()), result["minimum"].values[drifting].tolist(),
+            ": their walks are too short, raise n_steps" if drifting.any() else ""),
     ]
 
 

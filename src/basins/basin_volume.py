@@ -740,8 +740,12 @@ def _plateau_check(difference, difference_se, difference_dof, scored, z):
     the tail 4.7 at 4.4 low), so stages of 3-6 such basins were flagged in 30-83 % of the cases
     biased by 2-10 nats; the half-length walk's difference scored about 2 a basin on that box
     (+1.8 at 600 steps, +2.4 at 60: 3-basin stages flagged in 29 of 30; docs/method.md). One
-    biased basin among many is diluted by the square root of their number. Neither sees a walk
-    stuck in part of its basin for longer than the walk."""
+    biased basin among many is diluted by the square root of their number (the n = 40 Kuramoto
+    ring, session 49: q = 4's score +2.97 beside -0.36 and -1.25 pooled to +0.79), so each
+    basin's score is also held to the stage's level shared among its scored basins (Sidak:
+    :func:`_per_basin_level`), which flags such a basin alone; each of the two checks keeps the
+    interval's level where every walk is at equilibrium. Neither sees a walk stuck in part of
+    its basin for longer than the walk."""
     with np.errstate(divide="ignore", invalid="ignore"):
         t = difference / difference_se
     scored = scored & np.isfinite(t) & (difference_dof > 0)
@@ -752,7 +756,22 @@ def _plateau_check(difference, difference_se, difference_dof, scored, z):
     n_scored = int(scored.sum())
     pooled = float(score[scored].sum() / np.sqrt(n_scored)) if n_scored else float("nan")
     verdict = PLATEAU_UNCHECKED if not n_scored else PLATEAU_DRIFTING if abs(pooled) > z else PLATEAU_REACHED
-    return {"score": score, "pooled": pooled, "basins": n_scored, "verdict": verdict}
+    level = _per_basin_level(z, n_scored)
+    basin_verdict = np.where(~scored, PLATEAU_UNCHECKED, np.where(np.abs(score) > level, PLATEAU_DRIFTING,
+                                                                  PLATEAU_REACHED)).astype(np.int8)
+    return {"score": score, "pooled": pooled, "basins": n_scored, "verdict": verdict, "basin_level": level,
+            "basin_verdict": basin_verdict}
+
+
+def _per_basin_level(z: float, n_basins: int) -> float:
+    """The two-sided normal level at which each of ``n_basins`` independent scores is held so
+    that any of them passes it, at equilibrium, with the probability that one score passes ``z``
+    (Sidak 1967): ``z`` itself for one basin, 2.39 for three at z = 1.96, 3.02 for twenty."""
+    if n_basins < 1:
+        return float("nan")
+    level = 2 * special.ndtr(-z)  # the chance of one score beyond +-z
+    share = -np.expm1(np.log1p(-level) / n_basins)  # 1 - (1 - level)^(1 / n)
+    return float(-special.ndtri(share / 2))
 
 
 def _halves_plateau(half_drift, half_drift_se, half_drift_dof, integral_se, estimated, z):
@@ -816,6 +835,15 @@ def _plateau_variables(halves, half_walk):
             flag_meanings="plateau drifting unchecked",
             note="a flag beside the estimates, not a refusal; weak at a few basins by the halves "
                  "(docs/method.md); drifting: raise n_steps; unchecked: no basin could be scored")),
+        "plateau_basin_level": ((), stage["basin_level"], variable_attrs(
+            "the level each basin's score (plateau_method) is held to: the interval's two-sided level shared "
+            "among the plateau_basins scored (Sidak)", note="nan: no basin scored")),
+        "plateau_basin_failed": _per_basin(
+            stage["basin_verdict"], "whether this basin's score (plateau_method) exceeds plateau_basin_level: "
+            "its walks not long enough", flag_values=f"{PLATEAU_REACHED} {PLATEAU_DRIFTING} {PLATEAU_UNCHECKED}",
+            flag_meanings="plateau drifting unchecked",
+            note="a flag beside the estimate, not a refusal: one drifting basin among others at equilibrium, "
+                 "which plateau_score dilutes"),
     }
     if half_walk:
         variables.update(
