@@ -174,7 +174,9 @@ class BlockLowRankHessians:
         streams it from memory each time (98 MB for 512 members at N = 401, P = 60). A slice
         holds at least two members (a lone member's products take torch's matrix-vector path,
         whose round-off differs from the batched one), so each member's numbers are those of
-        the whole batch taken at once."""
+        the whole batch taken at once. On a GPU one slice: its kernels want every member at once."""
+        if self.factors.device.type != "cpu":
+            return [slice(0, self.n_members)] if self.n_members else []
         per_member = max(1, self.factors[0].numel() * self.factors.element_size()) if self.n_members else 1
         size = max(2, _CACHE_BYTES // per_member)
         starts = list(range(0, self.n_members, size))
@@ -325,9 +327,12 @@ def positive_eigenvalue_counts(symmetric: torch.Tensor) -> torch.Tensor:
     positive, by Sylvester's law of inertia on its Bunch-Kaufman factors ``L D L^T``
     (``torch.linalg.ldl_factor_ex``; a fourth of ``eigvalsh``'s time at n = 60): ``D``'s 1 x 1
     blocks count by sign, each 2 x 2 block by its determinant and trace. Backward stable as
-    ``eigvalsh``'s signs are: exact for a matrix within round-off of the given one."""
+    ``eigvalsh``'s signs are: exact for a matrix within round-off of the given one. On a GPU by
+    ``eigvalsh``'s signs themselves."""
     if symmetric.shape[-1] == 0:
         return symmetric.new_zeros(symmetric.shape[:-2], dtype=torch.long)
+    if symmetric.device.type != "cpu":  # cuSOLVER's pivots are not checked against LAPACK's convention here
+        return (torch.linalg.eigvalsh(symmetric) > 0).sum(-1)
     factors, pivots, _ = torch.linalg.ldl_factor_ex(symmetric)  # info > 0: D exactly singular, still counted
     diagonal = factors.diagonal(dim1=-2, dim2=-1)
     below = factors.diagonal(offset=-1, dim1=-2, dim2=-1)
