@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+import xarray as xr
 
 from basins.basin_sizes import (
     BasinWalk, estimate_basin_sizes, estimate_ring_basin_sizes, select_minima_to_measure,
@@ -173,8 +174,11 @@ def test_a_ring_state_s_basin_is_measured_on_the_torus_against_its_count():
     assert plateau.endswith(PLATEAU_READINGS[int(result["plateau_check_failed"])])
     # One basin: held to the stage's own level.
     assert float(result["plateau_basin_level"]) == pytest.approx(1.96, abs=0.01)
-    drifting = int((result["plateau_basin_failed"] == PLATEAU_DRIFTING).sum())
-    assert by_basin.startswith("basins whose own plateau score passes the per-basin level 1.96: {}".format(drifting))
+    drifting = bool((result["plateau_basin_failed"] == PLATEAU_DRIFTING).any())
+    assert by_basin.startswith("basins whose own score passes the per-basin level 1.96: ")
+    assert by_basin.endswith("raise n_steps" if drifting else ": none")
+    # Files written before the per-basin level still read.
+    assert len(summary_lines(result.drop_vars(["plateau_basin_failed", "plateau_basin_level"]))) == 2
 
 
 def test_a_ring_state_no_member_reached_is_refused():
@@ -182,3 +186,22 @@ def test_a_ring_state_no_member_reached_is_refused():
     starts = np.random.default_rng(1).uniform(-np.pi, np.pi, (50, 6))
     with pytest.raises(ValueError, match="no member reached catalogue minima \\[1\\]"):
         estimate_ring_basin_sizes(outcomes, np.zeros(50, dtype=np.int64), starts, np.array([0, 1]), seed=2, walk=WALK)
+
+
+def test_the_log_names_a_drifting_state_by_its_winding_number_and_score():
+    """The n = 40 ring's stage (session 49): pooled +0.79 within the level, q = 4 alone beyond 2.39."""
+    stage = xr.Dataset(
+        {"log_basin_fraction": ("minimum", [-0.91, -2.89, -6.82]), "log_count_fraction": ("minimum", [-1.05, -2.6, -7.62]),
+         "draws_check_failed": ("minimum", [0, 0, 0]), "winding_number": ("minimum", [0, 2, 4]),
+         "half_walk_score": ("minimum", [-0.36, -1.25, 2.97]), "half_drift_score": ("minimum", [0.1, 0.2, 0.3]),
+         "plateau_basin_failed": ("minimum", [0, 0, 1]), "plateau_basin_level": ((), 2.39),
+         "plateau_method": ((), "half-length walk"), "plateau_score": ((), 0.79), "plateau_basins": ((), 3),
+         "plateau_check_failed": ((), 0)},
+        coords={"minimum": [0, 3, 8]},
+    )
+    pooled, by_basin = summary_lines(stage)[1:]
+    assert pooled.endswith("no drift beyond the level")
+    assert by_basin == ("basins whose own score passes the per-basin level 2.39: q = 4 (+2.97): their estimates move "
+                        "with the walks' length, raise n_steps")
+    networks = summary_lines(stage.drop_vars("winding_number").assign(plateau_method=((), "halves")))[2]
+    assert networks.startswith("basins whose own score passes the per-basin level 2.39: minimum 8 (+0.30)")

@@ -591,3 +591,12 @@ def test_the_half_length_walk_score_is_standard_normal_where_both_walks_are_at_e
     assert sum(bool((result["plateau_basin_failed"] == PLATEAU_DRIFTING).any()) for result in results) <= 1
     # Each walk's halves are still scored beside it.
     assert all(np.isfinite(result["half_drift_score"].values).all() for result in results)
+    # The score is recomputed from the outputs: the two estimates, their errors and dof.
+    result = results[0]
+    se, half_se = result["log_measure_se"].values, result["log_measure_half_walk_se"].values
+    dof, half_dof = result["log_measure_dof"].values, result["log_measure_half_walk_dof"].values
+    combined = np.hypot(se, half_se)
+    t = (result["log_measure"].values - result["log_measure_half_walk"].values) / combined
+    combined_dof = combined**4 / (se**4 / dof + half_se**4 / half_dof)
+    recomputed = -np.sign(t) * stats.norm.ppf(stats.t.sf(np.abs(t), combined_dof))
+    assert np.allclose(recomputed, result["half_walk_score"].values, atol=1e-9)

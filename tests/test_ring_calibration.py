@@ -88,6 +88,8 @@ def basin_size_file(estimates, disagreements):
             "half_drift_score": ("minimum", [0.2, 1.4]),
             "plateau_score": ((), 1.13),
             "plateau_method": ((), "half-length walk"),
+            "half_walk_score": ("minimum", [-0.4, 2.6]),
+            "plateau_basin_failed": ("minimum", [0, 1]),
             "basin_samples": ("minimum", [256, 230]),
             "draws_check": ("minimum", [1.2, 3.4]),
             "draws_check_threshold": ("minimum", [2.9, 3.0]),
@@ -105,7 +107,13 @@ def test_measured_basin_sizes_are_tabulated_beside_their_counts():
     assert calibration.sizes["measured_state"] == 2
     assert calibration["largest_burn_in_drift"].values.tolist() == [2.5, 0.3]
     table = calibration_markdown(calibration)
-    assert "| ring16/seed1 | 2 | 230 | -4.90 [-5.00, -4.80] | -4.20 [-4.50, -3.90] | 12 | +3.1 | 0.70 | 0.0010 | +0.90 (+1.4) | +1.1 (half-length walk) | 0.3 | 230 | 3.4 / 3.0 |" in table
+    assert "| ring16/seed1 | 2 | 230 | -4.90 [-5.00, -4.80] | -4.20 [-4.50, -3.90] | 12 | +3.1 | 0.70 | 0.0010 | +0.90 (+1.4) | +1.1 (half-length walk); own +2.6 beyond the per-basin level | 0.3 | 230 | 3.4 / 3.0 |" in table
+    assert "| +1.1 (half-length walk); own -0.4 | 2.5 |" in table  # q = 0: within the level
+    assert calibration["plateau_basin_failed"].values.tolist() == [0, 1]
+    # A file written before the per-basin level: its states' own scores, unchecked.
+    old = ring_calibration(["ring16/seed1"], [basins], [tentacles], ["ring16/seed1"],
+                           [basin_size_file([-0.7, -4.2], [-0.4, 3.1]).drop_vars(["plateau_basin_failed"])])
+    assert old["plateau_basin_failed"].values.tolist() == [2, 2] and "beyond the per-basin level" not in calibration_markdown(old)
     assert "1 of 2 estimates lie within two combined standard errors of their counts; states without an estimate: 0." in table
     unmeasured = basin_size_file([-0.7, np.nan], [-0.4, np.nan])
     table = calibration_markdown(ring_calibration(["ring16/seed1"], [basins], [tentacles], ["ring16/seed1"],

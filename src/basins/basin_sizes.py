@@ -260,18 +260,24 @@ def summary_lines(result: xr.Dataset) -> list[str]:
     """What a stage's log says of its basin sizes (:func:`estimate_basin_sizes`,
     :func:`estimate_ring_basin_sizes`): the estimates beside the counts, the fresh draws' flags,
     the walks' plateau check, pooled and basin by basin."""
-    drifting = result["plateau_basin_failed"].values == PLATEAU_DRIFTING
-    return [
+    lines = [
         "ln basin fraction, estimated: {}; counted: {}; flagged by the fresh draws' check: {} of {}".format(
             result["log_basin_fraction"].values.round(2), result["log_count_fraction"].values.round(2),
             int(result["draws_check_failed"].sum()), result.sizes["minimum"]),
         "the walks' plateau score ({}) {:+.2f} over {} of {} basins (standard normal at equilibrium): {}".format(
             result["plateau_method"].item(), float(result["plateau_score"]), int(result["plateau_basins"]),
             result.sizes["minimum"], PLATEAU_READINGS[int(result["plateau_check_failed"])]),
-        "basins whose own plateau score passes the per-basin level {:.2f}: {} ({}){}".format(
-            float(result["plateau_basin_level"]), int(drifting.sum()), result["minimum"].values[drifting].tolist(),
-            ": their walks are too short, raise n_steps" if drifting.any() else ""),
     ]
+    if "plateau_basin_failed" in result:  # written since the per-basin level
+        drifting = result["plateau_basin_failed"].values == PLATEAU_DRIFTING
+        names = ([f"q = {q}" for q in result["winding_number"].values] if "winding_number" in result
+                 else [f"minimum {m}" for m in result["minimum"].values])
+        scores = result["half_walk_score" if result["plateau_method"].item() == "half-length walk" else "half_drift_score"]
+        beyond = ", ".join(f"{name} ({score:+.2f})" for name, score, out in zip(names, scores.values, drifting) if out)
+        lines.append("basins whose own score passes the per-basin level {:.2f}: {}".format(
+            float(result["plateau_basin_level"]),
+            f"{beyond}: their estimates move with the walks' length, raise n_steps" if beyond else "none"))
+    return lines
 
 
 def _with_counts(result, orbits, counts, n_total, small, anchors, z):

@@ -795,7 +795,7 @@ def _half_walk_plateau(log_measure, se, dof, half, z):
         combined_dof = combined**4 / (se**4 / dof + half_se**4 / half_dof)
     check = _plateau_check(log_measure - half_log, combined, combined_dof,
                            np.isfinite(log_measure) & np.isfinite(half_log) & (combined > 0), z)
-    return dict(check, log_measure=half_log, se=half_se)
+    return dict(check, log_measure=half_log, se=half_se, dof=half_dof)
 
 
 #: A drift whose standard error is below this share of the estimate's is round-off: chains that never moved.
@@ -852,6 +852,7 @@ def _plateau_variables(halves, half_walk):
                 "max(n_burn // 2, 1))", note="compare log_measure"),
             log_measure_half_walk_se=_per_basin(half_walk["se"], "standard error of log_measure_half_walk",
                                                 units="nats"),
+            log_measure_half_walk_dof=_per_basin(half_walk["dof"], "degrees of freedom of log_measure_half_walk_se"),
             half_walk_score=_per_basin(
                 half_walk["score"], "log_measure - log_measure_half_walk over their combined standard error, "
                 "as a standard normal quantile", note="> 0: the estimate still rises with the walks' length"),

@@ -20,6 +20,7 @@ import json
 import numpy as np
 import xarray as xr
 
+from basins.basin_volume import PLATEAU_DRIFTING, PLATEAU_UNCHECKED
 from basins.io import variable_attrs
 
 #: The twisted state whose basin is tabulated (the in-phase state, the largest basin).
@@ -62,16 +63,27 @@ def _measured_states(labels, basin_sizes) -> xr.Dataset:
     rows = [
         {"ring_of_state": label, **{_RENAMED.get(name, name): state[name].item() for name in _MEASURED},
          "largest_burn_in_drift": float(np.abs(state["burn_in_drift"]).max()),
-         "plateau_score": float(sizes["plateau_score"]), "plateau_method": str(sizes["plateau_method"].values)}
+         "plateau_score": float(sizes["plateau_score"]), "plateau_method": str(sizes["plateau_method"].values),
+         **_own_plateau(sizes, state)}
         for label, sizes in zip(labels, basin_sizes)
         for state in (sizes.isel(minimum=index) for index in range(sizes.sizes["minimum"]))
     ]
     names = ("ring_of_state", *(_RENAMED.get(name, name) for name in _MEASURED), "largest_burn_in_drift", "plateau_score",
-             "plateau_method")
+             "plateau_method", "own_plateau_score", "plateau_basin_failed")
     return xr.Dataset(
         _columns("measured_state", rows, names),
         coords={"measured_state": ("measured_state", np.arange(len(rows)), variable_attrs("measured twisted state"))},
     )
+
+
+def _own_plateau(sizes, state) -> dict:
+    """The state's own score in its stage's plateau check (by the half-length walk where the stage
+    ran it, else by the halves) and whether it passed the per-basin level (files written before
+    that level: unchecked)."""
+    by_half_walk = str(sizes["plateau_method"].values) == "half-length walk" and "half_walk_score" in sizes
+    failed = int(state["plateau_basin_failed"]) if "plateau_basin_failed" in state else PLATEAU_UNCHECKED
+    return {"own_plateau_score": float(state["half_walk_score" if by_half_walk else "half_drift_score"]),
+            "plateau_basin_failed": failed}
 
 
 def _columns(dim, rows, names):
@@ -154,6 +166,8 @@ _DESCRIPTIONS = {
     "half_drift_score": "log_measure_half_drift over its standard error, as a standard normal quantile",
     "plateau_score": "the walks' plateau score of the state's stage (ring and seed): standard normal at equilibrium",
     "plateau_method": "what the plateau score compares: the estimate with walks half as long, or each walk's halves",
+    "own_plateau_score": "the state's own score in that comparison (half_walk_score or half_drift_score)",
+    "plateau_basin_failed": "whether own_plateau_score passed its stage's per-basin level (0 no, 1 yes, 2 unchecked)",
     "draws_check": "largest disagreement of the integration with the springs' fresh draws (standard errors)",
     "draws_check_threshold": "the level draws_check is held to (Bonferroni over the springs compared)",
     "largest_burn_in_drift": "largest |burn_in_drift| over the couplings (a weak check of equilibration)",
@@ -240,7 +254,9 @@ def _measured_states_markdown(calibration: xr.Dataset) -> str:
             f"| {r['log_count_fraction']:.2f} [{r['log_count_fraction_low']:.2f}, {r['log_count_fraction_high']:.2f}] "
             f"| {estimate} | {r['log_measure_dof']:.0f} | {r['count_disagreement']:+.1f} | {r['reference_inside_fraction']:.2f} "
             f"| {r['undecided_fraction']:.4f} | {r['log_measure_half_drift']:+.2f} ({r['half_drift_score']:+.1f}) "
-            f"| {r['plateau_score']:+.1f} ({r['plateau_method']}) | {r['largest_burn_in_drift']:.1f} "
+            f"| {r['plateau_score']:+.1f} ({r['plateau_method']}); own {r['own_plateau_score']:+.1f}"
+            f"{' beyond the per-basin level' if r['plateau_basin_failed'] == PLATEAU_DRIFTING else ''} "
+            f"| {r['largest_burn_in_drift']:.1f} "
             f"| {r['basin_samples']} | {r['draws_check']:.1f} / {r['draws_check_threshold']:.1f} |"
         )
     disagreement = calibration["count_disagreement"].values.astype(float)
@@ -259,7 +275,8 @@ def _measured_states_markdown(calibration: xr.Dataset) -> str:
         "not the bias of walks too short (low; docs/method.md). The halves' difference, over its standard error "
         "as a normal score, flags gross under-equilibration of one walk; the walks' plateau score pools the "
         "scores of a stage's states (Stouffer: standard normal at equilibrium, beyond +-1.96 the walks are "
-        "too short; by walks half as long where the stage ran them, else by the halves); the fresh draws' check (the integration against the share of each spring's fresh draws "
+        "too short; by walks half as long where the stage ran them, else by the halves), and each state's own "
+        "score is held to the stage's level shared among its states (Sidak; marked where it passes); the fresh draws' check (the integration against the share of each spring's fresh draws "
         "inside, in standard errors) only where the draws hit the basin.\n"
     )
 
