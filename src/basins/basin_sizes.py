@@ -29,7 +29,7 @@ import xarray as xr
 
 from basins.basin_volume import (
     INDEPENDENT_SHARE, PLATEAU_DRIFTING, PLATEAU_READINGS, GaussianMeasure, UniformTorus, coupling_schedule,
-    estimate_basin_measures, interval_quantile,
+    estimate_basin_measures, interval_quantile, plateau_basin_scores,
 )
 from basins.io import variable_attrs
 from basins.labels import LEFT, RETURNED
@@ -272,8 +272,8 @@ def summary_lines(result: xr.Dataset) -> list[str]:
         drifting = result["plateau_basin_failed"].values == PLATEAU_DRIFTING
         names = ([f"q = {q}" for q in result["winding_number"].values] if "winding_number" in result
                  else [f"minimum {m}" for m in result["minimum"].values])
-        scores = result["half_walk_score" if result["plateau_method"].item() == "half-length walk" else "half_drift_score"]
-        beyond = ", ".join(f"{name} ({score:+.2f})" for name, score, out in zip(names, scores.values, drifting) if out)
+        scores = plateau_basin_scores(result).values
+        beyond = ", ".join(f"{name} ({score:+.2f})" for name, score, out in zip(names, scores, drifting) if out)
         lines.append("basins whose own score passes the per-basin level {:.2f}: {}".format(
             float(result["plateau_basin_level"]),
             f"{beyond}: their estimates move with the walks' length, raise n_steps" if beyond else "none"))

@@ -763,6 +763,13 @@ def _plateau_check(difference, difference_se, difference_dof, scored, z):
             "basin_verdict": basin_verdict}
 
 
+def plateau_basin_scores(result: xr.Dataset) -> xr.DataArray:
+    """Each basin's score in its stage's plateau check (``plateau_method``): the half-length
+    walk's ``half_walk_score`` where the stage ran it, else the halves' ``half_drift_score``."""
+    by_half_walk = result["plateau_method"].item() == "half-length walk"
+    return result["half_walk_score" if by_half_walk else "half_drift_score"]
+
+
 def _per_basin_level(z: float, n_basins: int) -> float:
     """The two-sided normal level at which each of ``n_basins`` independent scores is held so
     that any of them passes it, at equilibrium, with the probability that one score passes ``z``

@@ -20,7 +20,7 @@ import json
 import numpy as np
 import xarray as xr
 
-from basins.basin_volume import PLATEAU_DRIFTING, PLATEAU_UNCHECKED
+from basins.basin_volume import PLATEAU_DRIFTING, PLATEAU_UNCHECKED, plateau_basin_scores
 from basins.io import variable_attrs
 
 #: The twisted state whose basin is tabulated (the in-phase state, the largest basin).
@@ -64,7 +64,7 @@ def _measured_states(labels, basin_sizes) -> xr.Dataset:
         {"ring_of_state": label, **{_RENAMED.get(name, name): state[name].item() for name in _MEASURED},
          "largest_burn_in_drift": float(np.abs(state["burn_in_drift"]).max()),
          "plateau_score": float(sizes["plateau_score"]), "plateau_method": str(sizes["plateau_method"].values),
-         **_own_plateau(sizes, state)}
+         **_own_plateau(state)}
         for label, sizes in zip(labels, basin_sizes)
         for state in (sizes.isel(minimum=index) for index in range(sizes.sizes["minimum"]))
     ]
@@ -76,14 +76,12 @@ def _measured_states(labels, basin_sizes) -> xr.Dataset:
     )
 
 
-def _own_plateau(sizes, state) -> dict:
+def _own_plateau(state) -> dict:
     """The state's own score in its stage's plateau check (by the half-length walk where the stage
     ran it, else by the halves) and whether it passed the per-basin level (files written before
     that level: unchecked)."""
-    by_half_walk = str(sizes["plateau_method"].values) == "half-length walk" and "half_walk_score" in sizes
     failed = int(state["plateau_basin_failed"]) if "plateau_basin_failed" in state else PLATEAU_UNCHECKED
-    return {"own_plateau_score": float(state["half_walk_score" if by_half_walk else "half_drift_score"]),
-            "plateau_basin_failed": failed}
+    return {"own_plateau_score": float(plateau_basin_scores(state)), "plateau_basin_failed": failed}
 
 
 def _columns(dim, rows, names):
