@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from basins.data import prepare_dataset, train_test_arrays
+from basins.engine.devices import keep_freed_memory
 from basins.io import read_dataset
 from basins.landscapes.architecture import architecture_for, initial_parameters
 from basins.training import train_ensemble
@@ -50,10 +51,15 @@ def main() -> None:
     parser.add_argument("--against", help="a run of the same draw and seed (its --output) to compare endpoints with")
     parser.add_argument("--profile-output", help="write the profile's statistics here (pstats), for their callers")
     parser.add_argument("--top", type=int, default=25, help="functions listed by their own time")
+    parser.add_argument("--fresh-memory", action="store_true",
+                        help="leave the C allocator's defaults (before session 50: freed tensors' memory returned "
+                             "to the system); without it the draw runs as the study's job does (keep_freed_memory)")
     args = parser.parse_args()
     if (args.dataset is None) == (args.draw is None):
         parser.error("give a data set file or --draw, not both")
     torch.set_num_threads(1)
+    if not args.fresh_memory:
+        keep_freed_memory()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     dataset = read_dataset(args.dataset) if args.dataset else prepare_dataset(
         kind="digits", task="parity", n_train=60, n_test=1737, n_features=8, seed=args.draw

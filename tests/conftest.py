@@ -6,12 +6,15 @@ import torch
 import xarray as xr
 
 from basins.engine import descent
+from basins.engine.devices import keep_freed_memory
 from basins.data import prepare_dataset, train_test_arrays
 from basins.landscapes.architecture import Architecture, initial_parameters
 
 # Tests use tensors of a few hundred numbers: a second thread only adds overhead, and on a busy
 # machine spinning threads made such tests up to 40 times slower.
 torch.set_num_threads(1)
+# As the workflow's jobs do: freed tensors' memory reused, not mapped afresh.
+keep_freed_memory()
 
 
 #: The tests that share the session's tiny study (its run is minutes) and the Slurm test cluster

@@ -26,6 +26,7 @@ def start(snakemake) -> logging.Logger:
     )
     log = logging.getLogger(f"basins.{snakemake.rule}")
     _use_declared_threads(snakemake.threads)
+    _keep_freed_memory()
 
     def log_uncaught(kind, error, traceback):
         log.error("failed", exc_info=(kind, error, traceback))
@@ -46,6 +47,16 @@ def _spare_collections_of_imports() -> None:
     collected, which a process about to exit does not need.
     """
     gc.freeze()
+
+
+def _keep_freed_memory() -> None:
+    """Jobs that compute with torch reuse the memory of freed tensors
+    (:func:`basins.engine.devices.keep_freed_memory`: the same results, without a page fault
+    per temporary's page). Jobs that never import torch are left alone."""
+    if "torch" in sys.modules:
+        from basins.engine.devices import keep_freed_memory
+
+        keep_freed_memory()
 
 
 def _use_declared_threads(threads: int) -> None:
