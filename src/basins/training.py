@@ -247,8 +247,9 @@ def train_ensemble(
     stiff_integrator = _continuation_integrator(dynamics, integrator, objective)
     block_low_rank = stiff_integrator == "rosenbrock" and _curvature_form(objective, arch.n_params,
                                                                            max_dense_params) == "blocks"
-    stiff = dict(dynamics_options=_dynamics_options(flat_seeking, stiff_integrator, block_low_rank=block_low_rank),
-                 chunk=chunk if stiff_integrator == "rosenbrock" else engine["chunk"])
+    stiff = dict(dynamics_options=_dynamics_options(flat_seeking, stiff_integrator, block_low_rank=block_low_rank))
+    if stiff_integrator == "rosenbrock":  # its Hessians take torch's pass: the run's chunks may be the kernel's
+        stiff["chunk"] = chunk
     out = descend_until_decided(
         objective, initial_theta, member_ids, budget_factors=budget_factors, continued_by=stiff,
         # No member converges while the landscape or the flat-seeking coupling still moves.
