@@ -72,7 +72,7 @@ def keep_freed_memory() -> bool:
     the kernel zeroes every page at its first touch. On the 2-core VM (session 50) the default
     study's slowest jamming run spent 8-11 of its 41-48 s in the kernel so (4.8 million page
     faults), 33-35 s with these settings (0.5 s in the kernel, 0.1 million); an N = 401 draw
-    3.1 of 40 s. Which memory a tensor gets changes no value (torch aligns every block to 64
+    3.1 of its 40 s (1.1 with them). Which memory a tensor gets changes no value (torch aligns every block to 64
     bytes either way): the study's results are the same bits. Call it once, early in a process
     (the workflow's jobs and the tests do); it applies to allocations made after it.
     """
