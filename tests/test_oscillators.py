@@ -7,8 +7,10 @@ import torch
 from basins.basin_geometry import analyze_basins
 from basins.engine.descent import descend
 from basins.labels import CONVERGED
+from basins.landscapes import native_mlp
 from basins.oscillators import (
     KuramotoRing,
+    NativeRingObjective,
     attractor_distance,
     classify_twisted_states,
     distance_to_twisted_state,
@@ -177,3 +179,48 @@ def test_bad_rings_are_rejected(n, k, named):
 def test_minibatches_are_refused():
     with pytest.raises(ValueError, match="minibatch"):
         KuramotoRing(5).objective(torch.zeros(1, 5), torch.zeros(1, 2, dtype=torch.long))
+
+
+needs_kernel = pytest.mark.skipif(native_mlp.library() is None, reason="no C compiler: the torch ring runs instead")
+
+
+@needs_kernel
+@pytest.mark.parametrize("n, k", [(3, 1), (9, 2), (40, 1), (7, 3)])
+def test_the_kernel_s_ring_is_the_torch_ring_to_round_off(n, k):
+    ring = KuramotoRing(n, k)
+    theta = np.random.default_rng(n).uniform(-np.pi, np.pi, (21, n)) * np.array([1, 4, 300, 1e5, 1e6, 1e9, 1e300])[:, None].repeat(3, 0)
+    kernel = ring.objective_on(torch.device("cpu"), torch.float64)
+    assert isinstance(kernel, NativeRingObjective)
+    energy, grad = kernel(torch.as_tensor(theta))
+    expected_energy, expected_grad = ring.energy_and_gradient(torch.as_tensor(theta))
+    # Differences beyond 2^19 pi / 2 (1e9 and 1e300 here) take libm's sine; both are within an
+    # ulp or so of the exact one, so the gradients agree to a few 1e-16 at every size.
+    torch.testing.assert_close(grad, expected_grad, rtol=0, atol=1e-15)
+    torch.testing.assert_close(energy, expected_energy, rtol=1e-14, atol=1e-14)
+    odd = torch.tensor([[np.nan] + [0.0] * (n - 1), [np.inf] + [0.0] * (n - 1)], dtype=torch.float64)
+    assert not torch.isfinite(kernel(odd)[1][:, 0]).any()
+
+
+def test_the_kernel_runs_float64_rings_on_the_cpu_only():
+    ring = KuramotoRing(8)
+    assert ring.objective_on(torch.device("cpu"), torch.float32) is ring
+    assert ring.objective_on(torch.device("meta"), torch.float64) is ring
+
+
+@needs_kernel
+def test_the_kernel_s_relaxation_ends_where_torch_s_does(monkeypatch):
+    # The C loop steps the flow with its own sine (round-off apart from torch's): the same
+    # statuses and twisted states, end points within the flow's stopping tolerance.
+    ring, ids = KuramotoRing(16, 1), np.arange(96)
+    start = uniform_phases(16, ids, seed=4)
+    options = dict(dynamics="gradient_flow", lr=0.1, max_steps=3000, grad_tol=1e-4, rtol=1e-6, atol=1e-8,
+                   device="cpu", progress_every_s=1e9)
+    native = relax_ring(ring, start, ids, **options)
+    monkeypatch.setattr(native_mlp, "ring_kernel_for", lambda *args: None)
+    plain = relax_ring(ring, start, ids, **options)
+    np.testing.assert_array_equal(native["status"].values, plain["status"].values)
+    assert (native["status"].values == CONVERGED).all()
+    np.testing.assert_array_equal(winding_number(native["final_theta"].values), winding_number(plain["final_theta"].values))
+    np.testing.assert_allclose(native["final_theta"].values, plain["final_theta"].values, atol=1e-5)
+    assert np.abs(native["steps"].values - plain["steps"].values).max() <= 5
+    np.testing.assert_allclose(native["loss"].values, plain["loss"].values, rtol=1e-12)

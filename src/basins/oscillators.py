@@ -29,6 +29,7 @@ from basins.engine.descent import descend_until_decided, descent_dataset, with_f
 from basins.engine.devices import TORCH_DTYPES, chunk_size, resolve_device
 from basins.io import variable_attrs
 from basins.labels import DIVERGED
+from basins.landscapes import native_mlp
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,12 @@ class KuramotoRing:
 
     __call__ = objective
 
+    def objective_on(self, device: torch.device, dtype: torch.dtype):
+        """The engine's objective for members on ``device`` in ``dtype``: the C kernel's where it
+        runs them (float64 on the CPU: :class:`NativeRingObjective`), else this ring itself."""
+        native = native_mlp.ring_kernel_for(self.n_oscillators, self.coupling_range, device, dtype)
+        return self if native is None else NativeRingObjective(self, native)
+
     def twisted_state_energy(self, q: np.ndarray) -> np.ndarray:
         """``V`` of the q-twisted state: -n sum_m cos(2 pi q m / n)."""
         shifts = np.arange(1, self.coupling_range + 1)
@@ -122,6 +129,32 @@ class KuramotoRing:
         weights = np.cos(2 * np.pi * np.outer(q, shifts) / n)  # (q, m)
         modes = 1 - np.cos(2 * np.pi * np.outer(shifts, np.arange(1, n)) / n)  # (m, p)
         return q[((weights @ modes) > 1e-12).all(axis=1)]
+
+
+class NativeRingObjective:
+    """A ring's objective by the C kernel (:class:`basins.landscapes.native_mlp.NativeRing`): V and
+    its gradient, and the engine's windows of Dormand-Prince gradient flow as a loop in C
+    (:mod:`basins.engine.windows`), the torch ring's to round-off (tests/test_oscillators.py).
+    Its relaxations are ~20x faster than torch's steps (benchmarks/README.md, *Oscillator rings*)."""
+
+    def __init__(self, ring: KuramotoRing, native: native_mlp.NativeRing):
+        self.ring, self.native = ring, native
+
+    def objective(self, theta: torch.Tensor, batch=None) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.ring.objective(theta, batch) if batch is not None else self.native(theta)
+
+    __call__ = objective
+
+    def compiled_steps(self, stepper, *, grad_tol: float, divergence_threshold: float, satisfied=None):
+        """The window of ``stepper`` in C (Dormand-Prince gradient flow; None for other dynamics)."""
+        if satisfied is not None:
+            return None
+        form = getattr(stepper, "compiled_form", lambda: None)()
+        return self.native.compiled_steps(form, grad_tol=grad_tol, divergence_threshold=divergence_threshold)
+
+    def threads_held(self):
+        """Torch's operations between windows on one thread (:func:`basins.landscapes.native_mlp.threads_held`)."""
+        return native_mlp.threads_held()
 
 
 def uniform_phases(n_oscillators: int, member_ids: np.ndarray, *, seed: int) -> np.ndarray:
@@ -220,8 +253,9 @@ def relax_ring(
     torch_device, torch_dtype = resolve_device(device), TORCH_DTYPES[dtype]
     state_bytes = torch_dtype.itemsize * ring.n_params
     chunk = chunk_size(state_bytes * (4 * ring.coupling_range + 40), state_bytes, memory_budget_mb, torch_device)
+    objective = ring.objective_on(torch_device, torch_dtype)
     out = descend_until_decided(
-        ring,  # an objective with a gradient-only path for the integrator's inner stages
+        objective,
         initial_theta,
         member_ids,
         budget_factors=budget_factors,
@@ -241,7 +275,7 @@ def relax_ring(
         checkpoint_every_s=checkpoint_every_s,
         progress_every_s=progress_every_s,
     )
-    out = with_final_losses(out, ring.objective, lambda a: torch.as_tensor(a, dtype=torch_dtype, device=torch_device))
+    out = with_final_losses(out, objective, lambda a: torch.as_tensor(a, dtype=torch_dtype, device=torch_device))
     result = descent_dataset(out, member_ids, initial_theta, loss_name="energy V")
     return result.assign_attrs(
         ring=json.dumps(ring.__dict__, sort_keys=True),

@@ -1,7 +1,8 @@
 /* Loss and gradient of every member's one-output network of one or more hidden layers, a SIMD
    register's lanes of members at a time; and the engine's gd, Adam and Dormand-Prince steps on
-   them, many at a time, and the stages of a Runge-Kutta-Chebyshev step (at the end; float64's
-   build only, see `real`).
+   them, many at a time, and the stages of a Runge-Kutta-Chebyshev step (float64's build only,
+   see `real`); at the end, a Kuramoto ring's energy and gradient and its Dormand-Prince steps
+   (float64), the same loop stepping it.
 
    The engine's objective for these networks in float64 or float32 on the CPU
    (basins.landscapes.native_mlp compiles and loads it; basins.landscapes.fused_mlp.FusedMLPObjective
@@ -708,16 +709,124 @@ static inline lanes weighted_sum(const double *weights, int count, const lanes *
     return total;
 }
 
+/* A landscape's loss and gradient at a stage of a step (the loss only where need_loss: a ring's
+   cosines cost extra), for one group of lanes. */
+typedef lanes (*stage_evaluation)(const void *landscape, const lanes *params, lanes *grad, int need_loss);
+
+/* A window of Dormand-Prince steps: its buffers (n_members rows) and settings, as
+   native_mlp_dormand_prince_steps takes them. */
+typedef struct {
+    double *theta, *losses, *grads, *step_size, *time, *step_cap;
+    int64_t *steps, *status, *stop_step;
+    double *grad_norm;
+    int64_t first_step, n_steps;
+    const double *a, *e;
+    double error_exponent, rtol, atol, max_time, grad_tol, divergence_threshold;
+} flow_window;
+
 /* Dormand-Prince 5(4) gradient flow with a step size per member, as GradientFlow.step and
-   _accept_or_reject (basins.engine.dynamics): tableau a (6 rows of up to 6 coefficients,
-   row k the stage k + 2's, zero-padded) and error weights e (7); the error test
+   _accept_or_reject (basins.engine.dynamics), for the group of lanes of members m .. m + n - 1
+   of a window w: tableau a (6 rows of up to 6 coefficients, row k the stage k + 2's,
+   zero-padded) and error weights e (7); the error test
    RMS(error / (atol + rtol max(|theta|, |candidate|))) <= 1, the loss test (a step that raises
    the loss beyond 1e-12 relative is rejected and caps the step size at half its length, the cap
    growing 1.1x a step accepted), the step factor 0.9 error^error_exponent (-1/5) in [0.2, 5] (at
    most 1 after a rejection). step_size, time, step_cap (float) and steps (int64) (n_members): the stepper's
    state, advanced in place; a member whose time reaches max_time has spent its budget. The
-   other arguments as native_mlp_gd_steps' (no satisfied test: a member's shortfall would have to
-   follow its accepted stages). */
+   stages are evaluate's (inlined: each caller passes its own); scratch holds the point, a
+   stage point and the seven stages' gradients, n_params lanes each. */
+static inline __attribute__((always_inline)) void dormand_prince_group(
+    const flow_window *w, int64_t m, int64_t n, int64_t n_params, stage_evaluation evaluate, const void *landscape,
+    lanes *scratch) {
+    enum { STAGES = 7 };
+    lanes *params = scratch, *stage = params + n_params, *slopes = stage + n_params;
+    int running[LANES], lane_status[LANES], over[LANES];
+    double norm[LANES], hs[LANES], t[LANES], cap[LANES], size[LANES];
+    lanes loss_now, stage_loss = broadcast(0.0);
+    for (int l = 0; l < LANES; l++) running[l] = l < n;
+    gather(n, w->theta + m * n_params, n_params, params);
+    gather(n, w->grads + m * n_params, n_params, slopes);
+    gather(n, w->losses + m, 1, &loss_now);
+    for (int l = 0; l < LANES; l++) {
+        const int64_t member = m + (l < n ? l : n - 1);
+        size[l] = w->step_size[member];
+        t[l] = w->time[member];
+        cap[l] = w->step_cap[member];
+    }
+    for (int64_t s = 0; s < w->n_steps; s++) {
+        for (int l = 0; l < LANES; l++) over[l] = t[l] >= w->max_time;
+        classify(params, loss_now, slopes, n_params, w->grad_tol, w->divergence_threshold, over, NULL, lane_status,
+                 norm);
+        if (!record_stops(n, lane_status, norm, w->first_step + s, running, w->status + m, w->stop_step + m,
+                          w->grad_norm + m))
+            break;
+        for (int l = 0; l < LANES; l++) hs[l] = size[l] < w->max_time - t[l] ? size[l] : w->max_time - t[l];
+        lanes step;
+        for (int l = 0; l < LANES; l++) step[l] = hs[l];
+        /* stages 2 .. 7: stage = params - h sum_j a_kj grad_j; the last is the candidate */
+        for (int k = 1; k < STAGES; k++) {
+            for (int64_t i = 0; i < n_params; i++)
+                stage[i] = params[i] - step * weighted_sum(w->a + (k - 1) * (STAGES - 1), k, slopes + i, n_params);
+            stage_loss = evaluate(landscape, stage, slopes + k * n_params, k == STAGES - 1);
+        }
+        /* error = h sum_j e_j grad_j, measured against atol + rtol max(|theta|, |candidate|) */
+        lanes squares = broadcast(0.0);
+        for (int64_t i = 0; i < n_params; i++) {
+            const lanes combination = weighted_sum(w->e, STAGES, slopes + i, n_params);
+            const lanes scale = w->atol + w->rtol * larger(absolute(params[i]), absolute(stage[i]));
+            const lanes ratio = step * combination / scale;
+            squares += ratio * ratio;
+        }
+        int accept[LANES];
+        for (int l = 0; l < LANES; l++) {
+            const double en = sqrt(squares[l] / (double)n_params);
+            accept[l] = isfinite(en) && en <= 1.0 && isfinite(stage_loss[l]);
+            const int rises = accept[l] && stage_loss[l] > loss_now[l] + 1e-12 * fabs(loss_now[l]);
+            accept[l] = accept[l] && !rises && running[l];
+            double factor = 0.9 * exp(w->error_exponent * log(en > 1e-10 ? en : 1e-10));
+            factor = factor < 0.2 ? 0.2 : factor > 5.0 ? 5.0 : factor;
+            factor = isfinite(en) ? factor : 0.2;
+            factor = accept[l] ? factor : (factor < 1.0 ? factor : 1.0);
+            if (!running[l]) continue;
+            cap[l] = rises ? 0.5 * hs[l] : accept[l] ? 1.1 * cap[l] : cap[l];
+            t[l] += accept[l] ? hs[l] : 0.0;
+            size[l] = hs[l] * factor < cap[l] ? hs[l] * factor : cap[l];
+        }
+        const lane_bits accepted = mask_of(accept);
+        for (int64_t i = 0; i < n_params; i++) {
+            params[i] = select(accepted, stage[i], params[i]);
+            slopes[i] = select(accepted, slopes[(STAGES - 1) * n_params + i], slopes[i]);
+        }
+        loss_now = select(accepted, stage_loss, loss_now);
+        for (int64_t l = 0; l < n; l++) w->steps[m + l] += running[l];
+    }
+    scatter(n, params, n_params, w->theta + m * n_params);
+    scatter(n, slopes, n_params, w->grads + m * n_params);
+    scatter(n, &loss_now, 1, w->losses + m);
+    for (int64_t l = 0; l < n; l++) {
+        w->step_size[m + l] = size[l];
+        w->time[m + l] = t[l];
+        w->step_cap[m + l] = cap[l];
+    }
+}
+
+/* A network's group as a stage_evaluation sees it: the network, the group's samples and a
+   block's activations. */
+typedef struct {
+    const network *net;
+    const lane_samples *samples;
+    lanes *hidden;
+} network_group;
+
+static lanes network_stage(const void *group, const lanes *params, lanes *grad, int need_loss) {
+    (void)need_loss; /* the network's loss comes with its gradient */
+    const network_group *g = group;
+    return evaluate(g->net, params, grad, g->hidden, g->samples, NULL);
+}
+
+/* Dormand-Prince gradient flow on the network (dormand_prince_group) for members 0 ..
+   n_members - 1. The other arguments as native_mlp_gd_steps' (no satisfied test: a member's
+   shortfall would have to follow its accepted stages). */
 void native_mlp_dormand_prince_steps(int64_t n_members, double *theta, double *losses, double *grads,
                                      double *step_size, double *time, double *step_cap, int64_t *steps,
                                      int64_t *status, int64_t *stop_step, double *grad_norm, int64_t first_step,
@@ -726,80 +835,16 @@ void native_mlp_dormand_prince_steps(int64_t n_members, double *theta, double *l
                                      const int64_t *sizes, int64_t d, int64_t h, int64_t depth, int64_t P, const double *x, const double *y, int loss,
                                      int activation, int bias, double margin, double beta, double l2,
                                      double *scratch) {
-    enum { STAGES = 7 };
+    const flow_window w = {theta, losses, grads, step_size, time, step_cap, steps, status, stop_step, grad_norm,
+                           first_step, n_steps, a, e, error_exponent, rtol, atol, max_time, grad_tol,
+                           divergence_threshold};
     const network net = network_of(d, h, depth, P, x, y, loss, activation, bias, margin, beta, l2);
-    const int64_t n_params = net.n_params;
-    lanes *params = (lanes *)scratch, *stage = params + n_params, *slopes = stage + n_params,
-          *hidden = slopes + STAGES * n_params;
+    lanes *hidden = (lanes *)scratch + 9 * net.n_params;
     for (int64_t m = 0; m < n_members; m += LANES) {
         const int64_t n = n_members - m < LANES ? n_members - m : LANES;
         const lane_samples samples = samples_of(sizes, m, n, P);
-        int running[LANES], lane_status[LANES], over[LANES];
-        double norm[LANES], hs[LANES], t[LANES], cap[LANES], size[LANES];
-        lanes loss_now, stage_loss = broadcast(0.0);
-        for (int l = 0; l < LANES; l++) running[l] = l < n;
-        gather(n, theta + m * n_params, n_params, params);
-        gather(n, grads + m * n_params, n_params, slopes);
-        gather(n, losses + m, 1, &loss_now);
-        for (int l = 0; l < LANES; l++) {
-            const int64_t member = m + (l < n ? l : n - 1);
-            size[l] = step_size[member];
-            t[l] = time[member];
-            cap[l] = step_cap[member];
-        }
-        for (int64_t s = 0; s < n_steps; s++) {
-            for (int l = 0; l < LANES; l++) over[l] = t[l] >= max_time;
-            classify(params, loss_now, slopes, n_params, grad_tol, divergence_threshold, over, NULL, lane_status, norm);
-            if (!record_stops(n, lane_status, norm, first_step + s, running, status + m, stop_step + m, grad_norm + m))
-                break;
-            for (int l = 0; l < LANES; l++) hs[l] = size[l] < max_time - t[l] ? size[l] : max_time - t[l];
-            lanes step;
-            for (int l = 0; l < LANES; l++) step[l] = hs[l];
-            /* stages 2 .. 7: stage = params - h sum_j a_kj grad_j; the last is the candidate */
-            for (int k = 1; k < STAGES; k++) {
-                for (int64_t i = 0; i < n_params; i++)
-                    stage[i] = params[i] - step * weighted_sum(a + (k - 1) * (STAGES - 1), k, slopes + i, n_params);
-                stage_loss = evaluate(&net, stage, slopes + k * n_params, hidden, &samples, NULL);
-            }
-            /* error = h sum_j e_j grad_j, measured against atol + rtol max(|theta|, |candidate|) */
-            lanes squares = broadcast(0.0);
-            for (int64_t i = 0; i < n_params; i++) {
-                const lanes combination = weighted_sum(e, STAGES, slopes + i, n_params);
-                const lanes scale = atol + rtol * larger(absolute(params[i]), absolute(stage[i]));
-                const lanes ratio = step * combination / scale;
-                squares += ratio * ratio;
-            }
-            int accept[LANES];
-            for (int l = 0; l < LANES; l++) {
-                const double en = sqrt(squares[l] / (double)n_params);
-                accept[l] = isfinite(en) && en <= 1.0 && isfinite(stage_loss[l]);
-                const int rises = accept[l] && stage_loss[l] > loss_now[l] + 1e-12 * fabs(loss_now[l]);
-                accept[l] = accept[l] && !rises && running[l];
-                double factor = 0.9 * exp(error_exponent * log(en > 1e-10 ? en : 1e-10));
-                factor = factor < 0.2 ? 0.2 : factor > 5.0 ? 5.0 : factor;
-                factor = isfinite(en) ? factor : 0.2;
-                factor = accept[l] ? factor : (factor < 1.0 ? factor : 1.0);
-                if (!running[l]) continue;
-                cap[l] = rises ? 0.5 * hs[l] : accept[l] ? 1.1 * cap[l] : cap[l];
-                t[l] += accept[l] ? hs[l] : 0.0;
-                size[l] = hs[l] * factor < cap[l] ? hs[l] * factor : cap[l];
-            }
-            const lane_bits accepted = mask_of(accept);
-            for (int64_t i = 0; i < n_params; i++) {
-                params[i] = select(accepted, stage[i], params[i]);
-                slopes[i] = select(accepted, slopes[(STAGES - 1) * n_params + i], slopes[i]);
-            }
-            loss_now = select(accepted, stage_loss, loss_now);
-            for (int64_t l = 0; l < n; l++) steps[m + l] += running[l];
-        }
-        scatter(n, params, n_params, theta + m * n_params);
-        scatter(n, slopes, n_params, grads + m * n_params);
-        scatter(n, &loss_now, 1, losses + m);
-        for (int64_t l = 0; l < n; l++) {
-            step_size[m + l] = size[l];
-            time[m + l] = t[l];
-            step_cap[m + l] = cap[l];
-        }
+        const network_group group = {&net, &samples, hidden};
+        dormand_prince_group(&w, m, n, net.n_params, network_stage, &group, (lanes *)scratch);
     }
 }
 
@@ -887,6 +932,118 @@ void native_mlp_chebyshev_stages(int64_t n_members, const double *theta, const d
             }
         }
         scatter(n, previous, n_params, out + m * n_params);
+    }
+}
+
+/* ---- Rings of identical Kuramoto oscillators (basins.oscillators.KuramotoRing) ----
+
+   V(theta) = -sum_i sum_{s=1..k} cos(theta_{i+s} - theta_i) around a ring of n, and its
+   gradient, one member a lane as the networks'; and the engine's Dormand-Prince gradient flow on
+   it (dormand_prince_group). The torch ring's arithmetic to round-off: the pulls are summed into
+   the gradient in its order, the sine and cosine are the polynomials below (torch's are SLEEF's),
+   and the energy's sum runs in another order. */
+
+/* sin x and cos x, about one ulp, for |x| <= 2^19 pi / 2: x = j pi / 2 + r, j rounded by the
+   1.5 * 2^52 shift, r = (x - j p1) - j p1t with fdlibm's 33-bit p1 (j p1 exact) and its tail,
+   |r| <= pi / 4 with r's own rounding error kept as a correction; then fdlibm's kernels of sin
+   and cos on [-pi/4, pi/4] (minimax polynomials of degree 13 and 14, error < 2^-58) and the
+   quadrant j mod 4. Lanes beyond that range, or not finite, take libm's sin and cos. */
+static inline void sincos_lanes(lanes x, lanes *sine, lanes *cosine) {
+    const double shift = 0x1.8p52, two_over_pi = 6.36619772367581382433e-01, p1 = 1.57079632673412561417e+00,
+                 p1t = 6.07710050650619224932e-11;
+    const double S1 = -1.66666666666666324348e-01, S2 = 8.33333333332248946124e-03, S3 = -1.98412698298579493134e-04,
+                 S4 = 2.75573137070700676789e-06, S5 = -2.50507602534068634195e-08, S6 = 1.58969099521155010221e-10;
+    const double C1 = 4.16666666666666019037e-02, C2 = -1.38888888888741095749e-03, C3 = 2.48015872894767294178e-05,
+                 C4 = -2.75573143513906633035e-07, C5 = 2.08757232129817482790e-09, C6 = -1.13596475577881948265e-11;
+    const lane_bits inside = absolute(x) <= 823549.6561; /* 2^19 pi / 2; false for NaN */
+    const lanes safe = select(inside, x, broadcast(0.0));
+    const lanes shifted = safe * two_over_pi + shift; /* j in the low mantissa bits */
+    const lanes j = shifted - shift;
+    const lanes head = safe - j * p1, tail_product = j * p1t;
+    const lanes r = head - tail_product, rt = (head - r) - tail_product; /* r + rt = x - j pi / 2 */
+    const lanes z = r * r, v = z * r, z2 = z * z;
+    const lanes sin_poly = S2 + z * (S3 + z * S4) + z * z2 * (S5 + z * S6);
+    const lanes sin_r = r - ((z * (0.5 * rt - v * sin_poly) - rt) - v * S1);
+    const lanes cos_poly = z * (C1 + z * (C2 + z * C3)) + z2 * z2 * (C4 + z * (C5 + z * C6));
+    const lanes half_z = 0.5 * z, one_less = 1.0 - half_z;
+    const lanes cos_r = one_less + (((1.0 - one_less) - half_z) + (z * cos_poly - r * rt));
+    const lane_bits quadrant = (lane_bits)shifted & 3;
+    const lane_bits swapped = (quadrant & 1) != 0;
+    const lanes s = select(swapped, cos_r, sin_r), c = select(swapped, sin_r, cos_r);
+    *sine = select((quadrant & 2) != 0, -s, s);
+    *cosine = select(((quadrant + 1) & 2) != 0, -c, c);
+    lane_bits outside = ~inside;
+    real_bits any_outside = 0;
+    for (int l = 0; l < LANES; l++) any_outside |= outside[l];
+    if (__builtin_expect(any_outside != 0, 0))
+        for (int l = 0; l < LANES; l++)
+            if (outside[l]) {
+                (*sine)[l] = sin(x[l]);
+                (*cosine)[l] = cos(x[l]);
+            }
+}
+
+/* A ring as a stage_evaluation sees it: n oscillators, k neighbours a side, n lanes of work. */
+typedef struct {
+    int64_t n, k;
+    lanes *pulls;
+} ring;
+
+/* V and its gradient (KuramotoRing.energy_and_gradient): pair (i, i + s) pulls on both ends with
+   sin(theta_{i+s} - theta_i), subtracted at i and added at i + s, shift by shift; V only where
+   need_loss (else 0). */
+static lanes ring_stage(const void *landscape, const lanes *theta, lanes *grad, int need_loss) {
+    const ring *r = landscape;
+    const int64_t n = r->n;
+    lanes energy = broadcast(0.0), sine, cosine;
+    for (int64_t i = 0; i < n; i++) grad[i] = broadcast(0.0);
+    for (int64_t s = 1; s <= r->k; s++) {
+        lanes cosines = broadcast(0.0);
+        for (int64_t i = 0; i < n; i++) {
+            sincos_lanes(theta[i + s < n ? i + s : i + s - n] - theta[i], &sine, &cosine);
+            r->pulls[i] = sine;
+            cosines += cosine;
+        }
+        for (int64_t i = 0; i < n; i++) grad[i] = (grad[i] - r->pulls[i]) + r->pulls[i >= s ? i - s : i - s + n];
+        energy = energy - cosines;
+    }
+    return need_loss ? energy : broadcast(0.0);
+}
+
+/* Doubles of scratch a ring's call needs: the point, a stage point and seven gradients (the
+   Dormand-Prince stages; an evaluation uses two), and the pulls, n lanes each. */
+int64_t native_ring_scratch_size(int64_t n) { return 10 * n * LANES; }
+
+/* Members 0 .. n_members - 1, LANES at a time: energies (n_members) and grads (n_members, n)
+   of the ring at theta (n_members, n); scratch: native_ring_scratch_size(n) doubles. */
+void native_ring_energy_and_gradient(int64_t n_members, const double *theta, double *energies, double *grads,
+                                     int64_t n, int64_t k, double *scratch) {
+    lanes *params = (lanes *)scratch, *grad = params + n;
+    const ring landscape = {n, k, params + 9 * n};
+    for (int64_t m = 0; m < n_members; m += LANES) {
+        const int64_t count = n_members - m < LANES ? n_members - m : LANES;
+        gather(count, theta + m * n, n, params);
+        const lanes energy = ring_stage(&landscape, params, grad, 1);
+        scatter(count, &energy, 1, energies + m);
+        scatter(count, grad, n, grads + m * n);
+    }
+}
+
+/* Dormand-Prince gradient flow on the ring (dormand_prince_group) for members 0 .. n_members -
+   1; the arguments as native_mlp_dormand_prince_steps', the ring (n, k) for the network. */
+void native_ring_dormand_prince_steps(int64_t n_members, double *theta, double *energies, double *grads,
+                                      double *step_size, double *time, double *step_cap, int64_t *steps,
+                                      int64_t *status, int64_t *stop_step, double *grad_norm, int64_t first_step,
+                                      int64_t n_steps, const double *a, const double *e, double error_exponent,
+                                      double rtol, double atol, double max_time, double grad_tol,
+                                      double divergence_threshold, int64_t n, int64_t k, double *scratch) {
+    const flow_window w = {theta, energies, grads, step_size, time, step_cap, steps, status, stop_step, grad_norm,
+                           first_step, n_steps, a, e, error_exponent, rtol, atol, max_time, grad_tol,
+                           divergence_threshold};
+    const ring landscape = {n, k, (lanes *)scratch + 9 * n};
+    for (int64_t m = 0; m < n_members; m += LANES) {
+        const int64_t count = n_members - m < LANES ? n_members - m : LANES;
+        dormand_prince_group(&w, m, count, n, ring_stage, &landscape, (lanes *)scratch);
     }
 }
 

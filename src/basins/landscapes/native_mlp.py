@@ -226,6 +226,76 @@ class NativeMLP:
         return sizes
 
 
+class NativeRing:
+    """A ring of ``n_oscillators`` Kuramoto oscillators coupled to ``coupling_range`` neighbours a
+    side (:class:`basins.oscillators.KuramotoRing`) by the C kernel, float64 on the CPU:
+    ``theta (member, oscillator) -> (energy (member,), grad (member, oscillator))``, one member a
+    SIMD lane (a polynomial sine and cosine: torch's ring to round-off), and the engine's
+    Dormand-Prince windows on it (:meth:`compiled_steps`): a ring's step is ~100 small torch
+    operations on a (member, oscillator) array, so its relaxation is torch's dispatch there."""
+
+    def __init__(self, library, n_oscillators: int, coupling_range: int):
+        self.library, self.n_oscillators, self.coupling_range = library, n_oscillators, coupling_range
+        self.scratch_size = library.native_ring_scratch_size(n_oscillators)
+        self.scratch = {}
+
+    def __call__(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if theta.dtype != torch.float64 or theta.device.type != "cpu" or theta.shape[1] != self.n_oscillators:
+            raise ValueError(f"theta {tuple(theta.shape)} {theta.dtype} on {theta.device}: the kernel takes "
+                             f"float64 (member, {self.n_oscillators}) on the CPU")
+        theta = theta.contiguous()
+        energies, grads = torch.empty(theta.shape[0], dtype=torch.float64), torch.empty_like(theta)
+
+        def block(first, stop, thread):
+            self.library.native_ring_energy_and_gradient(
+                stop - first, _row_pointer(theta, first), _row_pointer(energies, first), _row_pointer(grads, first),
+                self.n_oscillators, self.coupling_range, self._scratch(thread).data_ptr())
+
+        _split(theta.shape[0], block, lanes=self.library.native_mlp_lanes())
+        return energies, grads
+
+    def _scratch(self, thread):
+        if thread not in self.scratch:
+            self.scratch[thread] = torch.empty(self.scratch_size, dtype=torch.float64)
+        return self.scratch[thread]
+
+    def compiled_steps(self, form: tuple[str, dict] | None, *, grad_tol: float, divergence_threshold: float):
+        """The engine's window of Dormand-Prince gradient flow (``form``: the stepper's
+        :meth:`compiled_form`) as a loop in C, as :meth:`NativeMLP.compiled_steps`; None for other
+        dynamics."""
+        if form is None or form[0] != "dormand_prince":
+            return None
+        arguments, state_names, tensors = _dormand_prince_loop(form[1])
+        ring = (self.n_oscillators, self.coupling_range)
+
+        def run(theta, loss, grad, state, status, stop_step, grad_norm, first_step, n_steps):
+            count = torch.int64
+            buffers = [(theta, torch.float64), (loss, torch.float64), (grad, torch.float64),
+                       *((state[key], count if key == "steps" else torch.float64) for key in state_names),
+                       (status, count), (stop_step, count), (grad_norm, torch.float64)]
+            _check_buffers(buffers, self.n_oscillators)
+            rows = [tensor for tensor, _ in buffers]
+
+            def block(first, stop, thread):
+                self.library.native_ring_dormand_prince_steps(
+                    stop - first, *(_row_pointer(row, first) for row in rows), int(first_step), int(n_steps),
+                    *arguments, float(grad_tol), float(divergence_threshold), *ring, self._scratch(thread).data_ptr())
+
+            _split(theta.shape[0], block, evaluations_each=n_steps, lanes=self.library.native_mlp_lanes())
+
+        run.tableau = tensors  # the C loop reads them through their pointers
+        return run
+
+
+def ring_kernel_for(n_oscillators: int, coupling_range: int, device: torch.device, dtype: torch.dtype) -> NativeRing | None:
+    """The kernel of this ring for members on ``device`` in ``dtype``, or None where it does not
+    run there (float64 on the CPU only) or no library could be built (:func:`library`)."""
+    if torch.device(device).type != "cpu" or dtype != torch.float64:
+        return None
+    compiled = library(torch.float64)
+    return None if compiled is None else NativeRing(compiled, n_oscillators, coupling_range)
+
+
 def _gd_loop(options):
     """gd's arguments after the window's (the step size), its state's buffers, tensors to keep."""
     return (float(options["lr"]),), ("steps",), ()
@@ -359,6 +429,14 @@ def _load(path: Path) -> ctypes.CDLL:
     compiled.native_mlp_dormand_prince_steps.restype = None
     compiled.native_mlp_chebyshev_stages.argtypes = [integer, *[pointer] * 9, integer, pointer, *network]
     compiled.native_mlp_chebyshev_stages.restype = None
+    compiled.native_ring_scratch_size.argtypes, compiled.native_ring_scratch_size.restype = [integer], integer
+    compiled.native_ring_energy_and_gradient.argtypes = [integer, pointer, pointer, pointer, integer, integer, pointer]
+    compiled.native_ring_energy_and_gradient.restype = None
+    compiled.native_ring_dormand_prince_steps.argtypes = [
+        integer, *[pointer] * 10, integer, integer, pointer, pointer, real, real, real, real, real, real,
+        integer, integer, pointer,
+    ]
+    compiled.native_ring_dormand_prince_steps.restype = None
     return compiled
 
 
