@@ -196,6 +196,7 @@ def test_the_kernel_s_ring_is_the_torch_ring_to_round_off(n, k):
     # Differences beyond 2^19 pi / 2 (1e9 and 1e300 here) take libm's sine; both are within an
     # ulp or so of the exact one, so the gradients agree to a few 1e-16 at every size.
     torch.testing.assert_close(grad, expected_grad, rtol=0, atol=1e-15)
+    torch.testing.assert_close(kernel.native.gradient(torch.as_tensor(theta)), expected_grad, rtol=0, atol=1e-15)
     torch.testing.assert_close(energy, expected_energy, rtol=1e-14, atol=1e-14)
     odd = torch.tensor([[np.nan] + [0.0] * (n - 1), [np.inf] + [0.0] * (n - 1)], dtype=torch.float64)
     assert not torch.isfinite(kernel(odd)[1][:, 0]).any()

@@ -983,6 +983,34 @@ static inline void sincos_lanes(lanes x, lanes *sine, lanes *cosine) {
             }
 }
 
+/* sin x alone, for the stages whose energy is not needed (about one ulp, |x| <= 2^19 pi): x = j pi
+   + r, j rounded by the 1.5 * 2^52 shift, r = (x - j p1) - j p1t with twice fdlibm's 33-bit pi / 2
+   and its tail (j p1 exact), |r| <= pi / 2; sin r by its Taylor series to degree 21 (the first
+   term left out is below 1.3e-18 on that range), negated where j is odd. Half the work of
+   sincos_lanes, which needs both kernels for its quadrants. Lanes beyond the range, or not
+   finite, take libm's sin. */
+static inline lanes sin_lanes(lanes x) {
+    const double shift = 0x1.8p52, one_over_pi = 3.18309886183790671538e-01, p1 = 3.14159265346825122833e+00,
+                 p1t = 1.21542010130123844986e-10;
+    static const double taylor[10] = {-1.66666666666666657e-01, 8.33333333333333322e-03, -1.98412698412698413e-04, 2.75573192239858925e-06, -2.50521083854417202e-08, 1.60590438368216133e-10, -7.64716373181981641e-13, 2.81145725434552060e-15, -8.22063524662432950e-18, 1.95729410633912626e-20};
+    const lane_bits inside = absolute(x) <= 1647099.3122; /* 2^19 pi; false for NaN */
+    const lanes safe = select(inside, x, broadcast(0.0));
+    const lanes shifted = safe * one_over_pi + shift; /* j in the low mantissa bits */
+    const lanes j = shifted - shift;
+    const lanes r = (safe - j * p1) - j * p1t, z = r * r;
+    lanes series = broadcast(taylor[9]);
+    for (int term = 8; term >= 0; term--) series = series * z + taylor[term];
+    const lanes sine = r + r * z * series;
+    lanes result = (lanes)((lane_bits)sine ^ (((lane_bits)shifted & 1) << (8 * sizeof(real) - 1)));
+    const lane_bits outside = ~inside;
+    real_bits any_outside = 0;
+    for (int l = 0; l < LANES; l++) any_outside |= outside[l];
+    if (__builtin_expect(any_outside != 0, 0))
+        for (int l = 0; l < LANES; l++)
+            if (outside[l]) result[l] = sin(x[l]);
+    return result;
+}
+
 /* A ring as a stage_evaluation sees it: n oscillators, k neighbours a side, n lanes of work. */
 typedef struct {
     int64_t n, k;
@@ -1000,9 +1028,14 @@ static lanes ring_stage(const void *landscape, const lanes *theta, lanes *grad, 
     for (int64_t s = 1; s <= r->k; s++) {
         lanes cosines = broadcast(0.0);
         for (int64_t i = 0; i < n; i++) {
-            sincos_lanes(theta[i + s < n ? i + s : i + s - n] - theta[i], &sine, &cosine);
+            const lanes difference = theta[i + s < n ? i + s : i + s - n] - theta[i];
+            if (need_loss) {
+                sincos_lanes(difference, &sine, &cosine);
+                cosines += cosine;
+            } else {
+                sine = sin_lanes(difference);
+            }
             r->pulls[i] = sine;
-            cosines += cosine;
         }
         for (int64_t i = 0; i < n; i++) grad[i] = (grad[i] - r->pulls[i]) + r->pulls[i >= s ? i - s : i - s + n];
         energy = energy - cosines;
@@ -1014,8 +1047,9 @@ static lanes ring_stage(const void *landscape, const lanes *theta, lanes *grad, 
    Dormand-Prince stages; an evaluation uses two), and the pulls, n lanes each. */
 int64_t native_ring_scratch_size(int64_t n) { return 10 * n * LANES; }
 
-/* Members 0 .. n_members - 1, LANES at a time: energies (n_members) and grads (n_members, n)
-   of the ring at theta (n_members, n); scratch: native_ring_scratch_size(n) doubles. */
+/* Members 0 .. n_members - 1, LANES at a time: energies (n_members; NULL: the gradient alone,
+   by sin_lanes, as the flow's inner stages take it) and grads (n_members, n) of the ring at
+   theta (n_members, n); scratch: native_ring_scratch_size(n) doubles. */
 void native_ring_energy_and_gradient(int64_t n_members, const double *theta, double *energies, double *grads,
                                      int64_t n, int64_t k, double *scratch) {
     lanes *params = (lanes *)scratch, *grad = params + n;
@@ -1023,8 +1057,8 @@ void native_ring_energy_and_gradient(int64_t n_members, const double *theta, dou
     for (int64_t m = 0; m < n_members; m += LANES) {
         const int64_t count = n_members - m < LANES ? n_members - m : LANES;
         gather(count, theta + m * n, n, params);
-        const lanes energy = ring_stage(&landscape, params, grad, 1);
-        scatter(count, &energy, 1, energies + m);
+        const lanes energy = ring_stage(&landscape, params, grad, energies != NULL);
+        if (energies) scatter(count, &energy, 1, energies + m);
         scatter(count, grad, n, grads + m * n);
     }
 }

@@ -240,6 +240,13 @@ class NativeRing:
         self.scratch = {}
 
     def __call__(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._evaluate(theta, with_energy=True)
+
+    def gradient(self, theta: torch.Tensor) -> torch.Tensor:
+        """The gradient alone, by the kernel's cheaper sine (the flow's inner stages' in C)."""
+        return self._evaluate(theta, with_energy=False)[1]
+
+    def _evaluate(self, theta, *, with_energy):
         if theta.dtype != torch.float64 or theta.device.type != "cpu" or theta.shape[1] != self.n_oscillators:
             raise ValueError(f"theta {tuple(theta.shape)} {theta.dtype} on {theta.device}: the kernel takes "
                              f"float64 (member, {self.n_oscillators}) on the CPU")
@@ -248,8 +255,8 @@ class NativeRing:
 
         def block(first, stop, thread):
             self.library.native_ring_energy_and_gradient(
-                stop - first, _row_pointer(theta, first), _row_pointer(energies, first), _row_pointer(grads, first),
-                self.n_oscillators, self.coupling_range, self._scratch(thread).data_ptr())
+                stop - first, _row_pointer(theta, first), _row_pointer(energies, first) if with_energy else None,
+                _row_pointer(grads, first), self.n_oscillators, self.coupling_range, self._scratch(thread).data_ptr())
 
         _split(theta.shape[0], block, lanes=self.library.native_mlp_lanes())
         return energies, grads
