@@ -135,7 +135,7 @@ class NativeRingObjective:
     """A ring's objective by the C kernel (:class:`basins.landscapes.native_mlp.NativeRing`): V and
     its gradient, and the engine's windows of Dormand-Prince gradient flow as a loop in C
     (:mod:`basins.engine.windows`), the torch ring's to round-off (tests/test_oscillators.py).
-    Its relaxations are ~20x faster than torch's steps (benchmarks/README.md, *Oscillator rings*)."""
+    At n = 83 its relaxations are 5-8x faster than torch's ring (benchmarks/README.md, *Oscillator rings*)."""
 
     def __init__(self, ring: KuramotoRing, native: native_mlp.NativeRing):
         self.ring, self.native = ring, native

@@ -13,7 +13,8 @@ members' parameters in cache through the window, and the stages of a Runge-Kutta
 step (:meth:`NativeMLP.chebyshev_stages`: no torch kernel between two stages)
 (tests/test_native_steps.py). float32 networks have a build of their own (:data:`FLOAT32_FLAGS`)
 with the objective and gd's loop (:data:`BUILD_LOOPS`); their other dynamics step in torch around
-its evaluations.
+its evaluations. The float64 build also holds the Kuramoto ring's energy and gradient and its
+Dormand-Prince loop (:class:`NativeRing`, the same loop as the networks').
 
 The kernel is compiled on first use with the system's C compiler (``$CC``, else ``cc``) into a
 cache folder (``$BASINS_NATIVE_CACHE``, else ``$XDG_CACHE_HOME/basins`` or ``~/.cache/basins``),
