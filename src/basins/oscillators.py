@@ -141,6 +141,7 @@ class NativeRingObjective:
         self.ring, self.native = ring, native
 
     def objective(self, theta: torch.Tensor, batch=None) -> tuple[torch.Tensor, torch.Tensor]:
+        # a batch is refused by the ring's own objective: a ring has no data to draw from
         return self.ring.objective(theta, batch) if batch is not None else self.native(theta)
 
     __call__ = objective

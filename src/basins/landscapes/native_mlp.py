@@ -295,7 +295,8 @@ class NativeRing:
         return run
 
 
-def ring_kernel_for(n_oscillators: int, coupling_range: int, device: torch.device, dtype: torch.dtype) -> NativeRing | None:
+def ring_kernel_for(n_oscillators: int, coupling_range: int, device: torch.device,
+                    dtype: torch.dtype) -> NativeRing | None:
     """The kernel of this ring for members on ``device`` in ``dtype``, or None where it does not
     run there (float64 on the CPU only) or no library could be built (:func:`library`)."""
     if torch.device(device).type != "cpu" or dtype != torch.float64:
