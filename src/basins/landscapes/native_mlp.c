@@ -943,6 +943,14 @@ void native_mlp_chebyshev_stages(int64_t n_members, const double *theta, const d
    the gradient in its order, the sine and cosine are the polynomials below (torch's are SLEEF's),
    and the energy's sum runs in another order. */
 
+/* Whether every lane of a mask is set (the polynomials' range test: lanes outside it, rare, take
+   libm's scalar calls). */
+static inline int all_lanes(lane_bits mask) {
+    real_bits every = -1;
+    for (int l = 0; l < LANES; l++) every &= mask[l];
+    return every != 0;
+}
+
 /* sin x and cos x for |x| <= 2^19 pi / 2 (see ACCURACY below): x = j pi / 2 + r, j rounded by the
    1.5 * 2^52 shift, r = (x - j p1) - j p1t with fdlibm's 33-bit p1 (j p1 exact) and its tail,
    |r| <= pi / 4 with r's own rounding error kept as a correction; then fdlibm's kernels of sin
@@ -972,12 +980,9 @@ static inline void sincos_lanes(lanes x, lanes *sine, lanes *cosine) {
     const lanes s = select(swapped, cos_r, sin_r), c = select(swapped, sin_r, cos_r);
     *sine = select((quadrant & 2) != 0, -s, s);
     *cosine = select(((quadrant + 1) & 2) != 0, -c, c);
-    lane_bits outside = ~inside;
-    real_bits any_outside = 0;
-    for (int l = 0; l < LANES; l++) any_outside |= outside[l];
-    if (__builtin_expect(any_outside != 0, 0))
+    if (__builtin_expect(!all_lanes(inside), 0))
         for (int l = 0; l < LANES; l++)
-            if (outside[l]) {
+            if (!inside[l]) {
                 (*sine)[l] = sin(x[l]);
                 (*cosine)[l] = cos(x[l]);
             }
@@ -992,7 +997,10 @@ static inline void sincos_lanes(lanes x, lanes *sine, lanes *cosine) {
 static inline lanes sin_lanes(lanes x) {
     const double shift = 0x1.8p52, one_over_pi = 3.18309886183790671538e-01, p1 = 3.14159265346825122833e+00,
                  p1t = 1.21542010130123844986e-10;
-    static const double taylor[10] = {-1.66666666666666657e-01, 8.33333333333333322e-03, -1.98412698412698413e-04, 2.75573192239858925e-06, -2.50521083854417202e-08, 1.60590438368216133e-10, -7.64716373181981641e-13, 2.81145725434552060e-15, -8.22063524662432950e-18, 1.95729410633912626e-20};
+    static const double taylor[10] = { /* (-1)^k / (2k + 1)!, k = 1 .. 10 */
+        -1.66666666666666657e-01, 8.33333333333333322e-03, -1.98412698412698413e-04, 2.75573192239858925e-06,
+        -2.50521083854417202e-08, 1.60590438368216133e-10, -7.64716373181981641e-13, 2.81145725434552060e-15,
+        -8.22063524662432950e-18, 1.95729410633912626e-20};
     const lane_bits inside = absolute(x) <= 1647099.3122; /* 2^19 pi; false for NaN */
     const lanes safe = select(inside, x, broadcast(0.0));
     const lanes shifted = safe * one_over_pi + shift; /* j in the low mantissa bits */
@@ -1002,12 +1010,9 @@ static inline lanes sin_lanes(lanes x) {
     for (int term = 8; term >= 0; term--) series = series * z + taylor[term];
     const lanes sine = r + r * z * series;
     lanes result = (lanes)((lane_bits)sine ^ (((lane_bits)shifted & 1) << (8 * sizeof(real) - 1)));
-    const lane_bits outside = ~inside;
-    real_bits any_outside = 0;
-    for (int l = 0; l < LANES; l++) any_outside |= outside[l];
-    if (__builtin_expect(any_outside != 0, 0))
+    if (__builtin_expect(!all_lanes(inside), 0))
         for (int l = 0; l < LANES; l++)
-            if (outside[l]) result[l] = sin(x[l]);
+            if (!inside[l]) result[l] = sin(x[l]);
     return result;
 }
 
