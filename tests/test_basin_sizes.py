@@ -181,6 +181,23 @@ def test_a_ring_state_s_basin_is_measured_on_the_torus_against_its_count():
     assert len(summary_lines(result.drop_vars(["plateau_basin_failed", "plateau_basin_level"]))) == 2
 
 
+def test_the_walk_spaces_its_springs_as_asked_and_refuses_an_unknown_spacing():
+    from basins.basin_volume import UniformTorus, coupling_schedule, equal_length_schedule
+
+    torus, centres = UniformTorus(6), np.zeros((2, 6))
+    assert np.array_equal(WALK.couplings(torus, centres), coupling_schedule(100.0, 17))
+    even = dataclasses.replace(WALK, spacing="thermodynamic_length")
+    assert np.array_equal(even.couplings(torus, centres), equal_length_schedule(torus, centres, 100.0, 17))
+    outcomes = _torus_box_outcomes(np.pi / 3)
+    starts = np.random.default_rng(0).uniform(-np.pi, np.pi, (400, 6))
+    labels = np.where(outcomes(starts, np.zeros(len(starts), dtype=np.int64)) == RETURNED, 0, 1)
+    result = estimate_ring_basin_sizes(outcomes, labels, starts, np.array([0]), seed=0,
+                                       walk=dataclasses.replace(even, n_steps=40, n_burn=20, half_length_walk=False))
+    assert np.array_equal(result["coupling"].values, even.couplings(torus, centres))
+    with pytest.raises(ValueError, match="spacing='geometric': give one of log1p, thermodynamic_length"):
+        dataclasses.replace(WALK, spacing="geometric")
+
+
 def test_a_ring_state_no_member_reached_is_refused():
     outcomes = _torus_box_outcomes(np.pi / 3)
     starts = np.random.default_rng(1).uniform(-np.pi, np.pi, (50, 6))

@@ -7,7 +7,7 @@ from scipy import stats
 from basins.basin_volume import (
     MIN_CHECK_HITS, PLATEAU_DRIFTING, PLATEAU_REACHED, PLATEAU_UNCHECKED, GaussianMeasure, UniformTorus,
     _check_by_fresh_draws, _halves_plateau, _per_basin_level, _plateau_check, coupling_schedule,
-    estimate_basin_measures,
+    equal_length_schedule, estimate_basin_measures, predicted_swap_acceptance, thermodynamic_length,
 )
 from basins.labels import LEFT, RETURNED, UNDECIDED
 
@@ -600,3 +600,78 @@ def test_the_half_length_walk_score_is_standard_normal_where_both_walks_are_at_e
     combined_dof = combined**4 / (se**4 / dof + half_se**4 / half_dof)
     recomputed = -np.sign(t) * stats.norm.ppf(stats.t.sf(np.abs(t), combined_dof))
     assert np.allclose(recomputed, result["half_walk_score"].values, atol=1e-9)
+
+
+@pytest.mark.parametrize("measure, centre", [(GaussianMeasure(6), np.linspace(-1.5, 2.0, 6)),
+                                             (UniformTorus(6), np.zeros(6))], ids=["gaussian", "torus"])
+def test_the_thermodynamic_length_is_the_integral_of_the_free_springs_energy_spread(measure, centre):
+    # Against the spread sampled from the free spring's own draws, integrated by quad: Var(s)_k is
+    # the sampled variance of the spring energy, not only the slope of its mean.
+    rng = np.random.default_rng(3)
+
+    def spread(k):
+        draws = measure.sample_reference(centre[None], k, 100_000, rng)[:, 0]
+        return np.std(0.5 * np.sum(measure.displacement(draws, centre) ** 2, axis=-1))
+
+    from scipy import integrate
+
+    couplings = np.array([0.0, 0.3, 2.0, 10.0])
+    grid = np.expm1(np.linspace(0.0, np.log1p(couplings[-1]), 25))
+    sampled = integrate.cumulative_trapezoid([spread(k) for k in grid], grid, initial=0.0)
+    length = thermodynamic_length(measure, centre[None], couplings)[0]
+    assert length[0] == 0.0
+    assert length[1:] == pytest.approx(np.interp(couplings, grid, sampled)[1:], rel=0.02)
+
+
+def test_equal_length_springs_share_the_ladder_evenly():
+    torus = UniformTorus(83)
+    couplings = equal_length_schedule(torus, np.zeros((1, 83)), 100.0, 17)
+    assert couplings[0] == 0.0 and couplings[-1] == 100.0 and (np.diff(couplings) > 0).all()
+    assert np.diff(thermodynamic_length(torus, np.zeros((1, 83)), couplings)[0]) == pytest.approx(39.1 / 16, rel=0.01)
+    # Uniform in ln(1 + k) the first gaps are four spreads long: exchange takes 0.4 % there (the
+    # n = 83 ring's walks took 0.4-1.3 %), at equal lengths 8 % at every gap.
+    uniform = predicted_swap_acceptance(torus, np.zeros((1, 83)), coupling_schedule(100.0, 17))[0]
+    assert uniform[0] == pytest.approx(0.004, abs=0.001) and uniform[-2] == pytest.approx(0.18, abs=0.01)
+    even = predicted_swap_acceptance(torus, np.zeros((1, 83)), couplings)[0]
+    assert even[:-1] == pytest.approx(0.084, abs=0.002) and np.isnan(even[-1])
+    with pytest.raises(ValueError, match="odd count"):
+        equal_length_schedule(torus, np.zeros((1, 83)), 100.0, 16)
+
+
+@pytest.mark.parametrize("measure", [GaussianMeasure(20), UniformTorus(20)], ids=["gaussian", "torus"])
+def test_exchange_between_free_springs_takes_the_predicted_share_of_its_offers(measure):
+    # The whole space: every rung samples its free spring, whose energies' overlap the prediction
+    # describes (Gaussian energies; the skewed sums of 20 squares are taken 0.00-0.03 more often
+    # over seeds 4-7). Uniform in ln(1 + k) the torus's weakest gap takes 0.5 %, its strongest 20 %;
+    # erfc(dL / sqrt(2)) would predict 6 % where 19 % are taken.
+    couplings = coupling_schedule(100.0, 9)
+    centres = np.full((6, 20), 0.4)
+    result = estimate_basin_measures(
+        lambda z, basin: _outcome(np.ones(len(z), bool)), measure, centres, couplings=couplings, n_chains=8,
+        n_steps=400, n_burn=100, n_reference=50, seed=4, replica_exchange=True,
+    )
+    taken = result["swap_acceptance"].values[:, :-1].mean(axis=0)
+    predicted = result["predicted_swap_acceptance"].values[:, :-1].mean(axis=0)
+    assert taken == pytest.approx(predicted, abs=0.04)
+
+
+def test_equal_length_springs_keep_known_measures_and_their_intervals():
+    # The diagonal slab of the torus (d = 8, ln mu = -3.45) and the small ball on the Gaussian's
+    # shell, their ladders spaced at equal thermodynamic length: unbiased, the intervals covering.
+    torus, in_slab, centres, samples, truth = _diagonal_slab(12, 256)
+    slab = estimate_basin_measures(
+        lambda z, basin: _outcome(in_slab(z)), torus, centres,
+        couplings=equal_length_schedule(torus, centres, 100.0, 17), n_chains=8, n_steps=2000, n_burn=500,
+        n_reference=1000, seed=3, basin_samples=list(samples), replica_exchange=True,
+    )
+    assert abs(slab["log_measure"].values.mean() - truth) < 0.3 and _covered(slab, truth).mean() >= 0.85
+    dim, radius = 10, 1.0
+    centre = _typical_point(dim)
+    centres = np.repeat(centre[None], 20, axis=0)
+    ball = estimate_basin_measures(
+        lambda z, basin: _outcome(np.sum((z - centres[basin]) ** 2, axis=-1) <= radius**2), GaussianMeasure(dim),
+        centres, seed=1, replica_exchange=True,
+        **{**WALK, "couplings": equal_length_schedule(GaussianMeasure(dim), centres, 1e3, 17)},
+    )
+    truth = np.log(stats.ncx2.cdf(radius**2, dim, centre @ centre))
+    assert abs(ball["log_measure"].values.mean() - truth) < 0.2 and _covered(ball, truth).mean() >= 0.85

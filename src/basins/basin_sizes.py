@@ -28,8 +28,8 @@ import numpy as np
 import xarray as xr
 
 from basins.basin_volume import (
-    INDEPENDENT_SHARE, PLATEAU_DRIFTING, PLATEAU_READINGS, GaussianMeasure, UniformTorus, coupling_schedule,
-    estimate_basin_measures, interval_quantile, plateau_basin_scores,
+    INDEPENDENT_SHARE, PLATEAU_DRIFTING, PLATEAU_READINGS, SPACINGS, GaussianMeasure, UniformTorus,
+    coupling_schedule, equal_length_schedule, estimate_basin_measures, interval_quantile, plateau_basin_scores,
 )
 from basins.io import variable_attrs
 from basins.labels import LEFT, RETURNED
@@ -56,8 +56,10 @@ class BasinWalk:
     walks' length is checked by a second estimate from walks half as long (``half_length_walk``)
     (:func:`basins.basin_volume.estimate_basin_measures`), and how many members' starts a basin's
     chains may start among (``max_basin_samples``; 0: every chain at the anchor, as for a minimum
-    one member reached, which lets a counted basin stand in for such a one), and whether
-    neighbouring springs' chains exchange states (``replica_exchange``)."""
+    one member reached, which lets a counted basin stand in for such a one), whether
+    neighbouring springs' chains exchange states (``replica_exchange``), and how the springs are
+    spaced (``spacing``, :data:`basins.basin_volume.SPACINGS`: uniform in ln(1 + k), or at equal
+    thermodynamic length of the free spring, :func:`basins.basin_volume.equal_length_schedule`)."""
 
     largest_coupling: float
     n_couplings: int
@@ -69,6 +71,17 @@ class BasinWalk:
     half_length_walk: bool = True
     max_basin_samples: int = 256
     replica_exchange: bool = True
+    spacing: str = "log1p"
+
+    def __post_init__(self):
+        if self.spacing not in SPACINGS:
+            raise ValueError(f"spacing={self.spacing!r}: give one of {', '.join(SPACINGS)}")
+
+    def couplings(self, measure, centres) -> np.ndarray:
+        """The springs' strengths from 0 to ``largest_coupling`` (``spacing``)."""
+        if self.spacing == "thermodynamic_length":
+            return equal_length_schedule(measure, centres, self.largest_coupling, self.n_couplings)
+        return coupling_schedule(self.largest_coupling, self.n_couplings)
 
     def measure(self, inside, measure, centres, samples, *, seed, basin_ids, confidence_z) -> xr.Dataset:
         """:func:`~basins.basin_volume.estimate_basin_measures` with these settings; its chains start
@@ -78,7 +91,7 @@ class BasinWalk:
         rng = np.random.default_rng([seed, 1])  # a stream of its own beside the walk's
         samples = [own[rng.permutation(len(own))[:self.max_basin_samples]] for own in samples]
         return estimate_basin_measures(
-            inside, measure, centres, couplings=coupling_schedule(self.largest_coupling, self.n_couplings),
+            inside, measure, centres, couplings=self.couplings(measure, centres),
             n_chains=self.n_chains, n_steps=self.n_steps, n_burn=self.n_burn, n_reference=self.n_reference,
             seed=seed, basin_ids=basin_ids, confidence_z=confidence_z, basin_samples=samples,
             independent_share=self.independent_share, half_length_walk=self.half_length_walk,
