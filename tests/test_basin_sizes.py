@@ -168,7 +168,7 @@ def test_a_ring_state_s_basin_is_measured_on_the_torus_against_its_count():
         assert abs(float(result["count_disagreement"][0])) < 3
     assert np.mean(estimates) == pytest.approx(truth, abs=0.3)  # 2.4 standard errors of the mean
     assert covered >= 6
-    estimated, plateau, by_basin = summary_lines(result)  # the stage's log lines
+    estimated, plateau, by_basin, exchange = summary_lines(result)  # the stage's log lines
     assert "counted: [" in estimated and estimated.endswith("check: {} of 1".format(int(result["draws_check_failed"][0])))
     assert plateau.startswith(f"the walks' plateau score ({result['plateau_method'].item()})")
     assert plateau.endswith(PLATEAU_READINGS[int(result["plateau_check_failed"])])
@@ -177,8 +177,12 @@ def test_a_ring_state_s_basin_is_measured_on_the_torus_against_its_count():
     drifting = bool((result["plateau_basin_failed"] == PLATEAU_DRIFTING).any())
     assert by_basin.startswith("basins whose own score passes the per-basin level 1.96: ")
     assert by_basin.endswith("raise n_steps" if drifting else ": none")
-    # Files written before the per-basin level still read.
-    assert len(summary_lines(result.drop_vars(["plateau_basin_failed", "plateau_basin_level"]))) == 2
+    least = np.nanargmin(result["swap_acceptance"].values[0])
+    assert exchange.startswith("exchange between springs: least share of offers taken {:.3f}, k = {:.3g} to".format(
+        result["swap_acceptance"].values[0, least], result["coupling"].values[least]))
+    # Files written before the per-basin level and the predicted exchange still read.
+    assert len(summary_lines(result.drop_vars(["plateau_basin_failed", "plateau_basin_level",
+                                               "predicted_swap_acceptance"]))) == 2
 
 
 def test_the_walk_spaces_its_springs_as_asked_and_refuses_an_unknown_spacing():

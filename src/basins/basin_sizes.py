@@ -290,7 +290,21 @@ def summary_lines(result: xr.Dataset) -> list[str]:
         lines.append("basins whose own score passes the per-basin level {:.2f}: {}".format(
             float(result["plateau_basin_level"]),
             f"{beyond}: their estimates move with the walks' length, raise n_steps" if beyond else "none"))
+    if "predicted_swap_acceptance" in result and np.isfinite(result["swap_acceptance"].values).any():
+        lines.append(_exchange_line(result))
     return lines
+
+
+def _exchange_line(result: xr.Dataset) -> str:
+    """The ladder's narrowest passage: the gap whose exchanges were taken least, against what free
+    springs would take there (:func:`basins.basin_volume.predicted_swap_acceptance`)."""
+    taken = result["swap_acceptance"].values
+    basin, gap = np.unravel_index(np.nanargmin(taken), taken.shape)
+    couplings = result["coupling"].values
+    return ("exchange between springs: least share of offers taken {:.3f}, k = {:.3g} to {:.3g} (free springs: {:.3f}); "
+            "the weak springs receive the strong springs' states through it (spacing: thermodynamic_length "
+            "evens the ladder)").format(taken[basin, gap], couplings[gap], couplings[gap + 1],
+                                       result["predicted_swap_acceptance"].values[basin, gap])
 
 
 def _with_counts(result, orbits, counts, n_total, small, anchors, z):
