@@ -477,6 +477,25 @@ def test_each_ladder_starts_its_rungs_at_its_own_draw_or_the_centre():
     assert np.array_equal(starts[0], samples[0][which[0]])
 
 
+def test_the_free_springs_rungs_start_at_their_ladders_draws_not_at_the_centre():
+    # In 83 dimensions a draw of the free spring lies ~136 from the centre, never near its energy
+    # 0: a weak spring's rung starts at its ladder's draw, a strong spring's at the centre, each
+    # where the spring's energy is nearer the free spring's mean (drawn between the two by the
+    # spring's weight, half the free spring's rungs began at the centre).
+    from basins.basin_volume import _chain_starts
+
+    torus, rng = UniformTorus(83), np.random.default_rng(1)
+    centres = np.zeros((1, 83))
+    samples = [np.concatenate([centres, rng.uniform(-np.pi, np.pi, (8, 83))])]
+    couplings = equal_length_schedule(torus, centres, 100.0, 17)
+    _, which = _chain_starts(torus, centres, samples, couplings, 8, rng, ladders=True)
+    free = torus.free_spring_energy(centres, couplings)[0]
+    assert (which[0, 0] > 0).all() and (which[0, couplings >= 1.0] == 0).all()
+    drawn_energy = 0.5 * np.sum(samples[0][which[0, 0]] ** 2, axis=-1)
+    at_draw = which[0] > 0  # (coupling, ladder)
+    assert (at_draw == (np.abs(drawn_energy[None] - free[:, None]) < free[:, None])).all()
+
+
 def test_ladders_that_started_a_rung_at_the_same_draw_are_refused():
     # Ladders 0 and 1 share draw 5 (at different springs): their spread would leave out the offset
     # that draw gives both, so the standard error refuses them; ladders that share only the centre
