@@ -655,6 +655,10 @@ def test_equal_length_springs_share_the_ladder_evenly():
     assert even[:-1] == pytest.approx(0.084, abs=0.002) and np.isnan(even[-1])
     with pytest.raises(ValueError, match="odd count"):
         equal_length_schedule(torus, np.zeros((1, 83)), 100.0, 16)
+    # A Gaussian's length grows with |z0|: one far centre does not stretch the ladder of the others.
+    gaussian, typical = GaussianMeasure(36), np.full((9, 36), 1.0)
+    far = np.concatenate([typical, np.full((1, 36), np.sqrt(3000 / 36))])
+    assert np.array_equal(equal_length_schedule(gaussian, far, 100.0, 17), equal_length_schedule(gaussian, typical, 100.0, 17))
 
 
 @pytest.mark.parametrize("measure", [GaussianMeasure(20), UniformTorus(20)], ids=["gaussian", "torus"])
