@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from scipy import stats
+from scipy import integrate, stats
 
 from basins.basin_volume import (
     MIN_CHECK_HITS, PLATEAU_DRIFTING, PLATEAU_REACHED, PLATEAU_UNCHECKED, GaussianMeasure, UniformTorus,
@@ -624,15 +624,14 @@ def test_the_half_length_walk_score_is_standard_normal_where_both_walks_are_at_e
 @pytest.mark.parametrize("measure, centre", [(GaussianMeasure(6), np.linspace(-1.5, 2.0, 6)),
                                              (UniformTorus(6), np.zeros(6))], ids=["gaussian", "torus"])
 def test_the_thermodynamic_length_is_the_integral_of_the_free_springs_energy_spread(measure, centre):
-    # Against the spread sampled from the free spring's own draws, integrated by quad: Var(s)_k is
-    # the sampled variance of the spring energy, not only the slope of its mean.
+    # Against the spread sampled from the free spring's own draws, integrated by the trapezoid
+    # rule on 25 springs: Var(s)_k is the sampled variance of the spring energy, not only the
+    # slope of its mean.
     rng = np.random.default_rng(3)
 
     def spread(k):
         draws = measure.sample_reference(centre[None], k, 100_000, rng)[:, 0]
         return np.std(0.5 * np.sum(measure.displacement(draws, centre) ** 2, axis=-1))
-
-    from scipy import integrate
 
     couplings = np.array([0.0, 0.3, 2.0, 10.0])
     grid = np.expm1(np.linspace(0.0, np.log1p(couplings[-1]), 25))
@@ -665,7 +664,7 @@ def test_equal_length_springs_share_the_ladder_evenly():
 def test_exchange_between_free_springs_takes_the_predicted_share_of_its_offers(measure):
     # The whole space: every rung samples its free spring, whose energies' overlap the prediction
     # describes (Gaussian energies; the skewed sums of 20 squares are taken 0.00-0.03 more often
-    # over seeds 4-7). Uniform in ln(1 + k) the torus's weakest gap takes 0.5 %, its strongest 20 %;
+    # over seeds 4-7). Uniform in ln(1 + k) the torus's weakest gap takes 0.7 %, its strongest 20 %;
     # erfc(dL / sqrt(2)) would predict 6 % where 19 % are taken.
     couplings = coupling_schedule(100.0, 9)
     centres = np.full((6, 20), 0.4)
