@@ -240,12 +240,18 @@ def thermodynamic_length(measure, centres: np.ndarray, couplings: np.ndarray) ->
     of its offers where the energies are near Gaussian (:func:`predicted_swap_acceptance`): the
     length is the number of the energy's spreads the ladder crosses."""
     couplings = np.asarray(couplings, dtype=np.float64)
-    t = np.linspace(0.0, np.log1p(couplings.max()), 8193)
+    t, length = _length_on_grid(measure, centres, couplings.max())
+    return np.stack([np.interp(np.log1p(couplings), t, own) for own in length])
+
+
+def _length_on_grid(measure, centres, largest):
+    """The fine grid t = ln(1 + k) from 0 to ``largest`` and, per basin, the free spring's
+    thermodynamic length on it ``(basin, grid)`` (:func:`thermodynamic_length`)."""
+    t = np.linspace(0.0, np.log1p(largest), 8193)
     k = np.expm1(t)
     variance = -np.gradient(measure.free_spring_energy(np.atleast_2d(centres), k), k, axis=1)
     speed = np.sqrt(np.maximum(variance, 0.0)) * (1 + k)  # dL / dt
-    length = integrate.cumulative_trapezoid(speed, t, axis=1, initial=0.0)
-    return np.stack([np.interp(np.log1p(couplings), t, own) for own in length])
+    return t, integrate.cumulative_trapezoid(speed, t, axis=1, initial=0.0)
 
 
 def equal_length_schedule(measure, centres: np.ndarray, largest: float, n_couplings: int) -> np.ndarray:
@@ -261,9 +267,9 @@ def equal_length_schedule(measure, centres: np.ndarray, largest: float, n_coupli
     the states the stronger springs' fresh draws bring in. Equal lengths share the ladder's
     spreads among its gaps (2.4 a gap there: ~8 % each with 17 springs)."""
     coupling_schedule(largest, n_couplings)  # the same checks
-    fine = np.expm1(np.linspace(0.0, np.log1p(largest), 8193))
-    length = np.median(thermodynamic_length(measure, centres, fine), axis=0)
-    couplings = np.interp(np.linspace(0.0, length[-1], n_couplings), length, fine)
+    t, length = _length_on_grid(measure, centres, largest)
+    length = np.median(length, axis=0)
+    couplings = np.interp(np.linspace(0.0, length[-1], n_couplings), length, np.expm1(t))
     couplings[0], couplings[-1] = 0.0, largest
     return couplings
 
