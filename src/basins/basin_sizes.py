@@ -53,7 +53,8 @@ class BasinWalk:
     ``n_chains`` chains of ``n_steps`` Metropolis steps, the first ``n_burn`` discarded,
     ``n_reference`` draws of the strongest spring's Gaussian for the reference basin, and the
     ``independent_share`` of proposals drawn afresh from each spring's target, whether the
-    walks' length is checked by a second estimate from walks half as long (``half_length_walk``)
+    walks' length is checked by a second estimate from walks half as long (``half_length_walk``;
+    with ladders and members' starts, from the other side of equilibrium)
     (:func:`basins.basin_volume.estimate_basin_measures`), and how many members' starts a basin's
     chains may start among (``max_basin_samples``; 0: every chain at the anchor, as for a minimum
     one member reached, which lets a counted basin stand in for such a one), whether

@@ -81,6 +81,20 @@ and pool each basin's difference of the two estimates instead: the plateau check
 on the ball (spread 1.02 over 60 stages of 20). Neither sees walks stuck in part of a basin
 for longer than they run (a tentacle, 1.3 nats low: 0.3 by the halves).
 
+With ladders and members' starts the half-length walk comes from the other side (hysteresis,
+as thermodynamic integration is checked by integrating both ways): each ladder's rungs start
+in turn down the springs from its draw (:func:`_descend_ladders`), so a rung not at its target
+sits too far out, where the main walk's middle rungs, started at the anchor, sit too close in.
+Both short of equilibrium, they disagree beyond their errors. On four slabs of the 40-torus
+(session 53) the ladders stay on the anchor's sheet of the torus at the middle springs and come
+out 1.5-2.5 nats low at 8000 steps, which walks half as long from the same starts repeated
+(scores +0.7 and +1.7: unflagged); from above the half-length walk came 54-76 nats high
+(scores -3.4 and -3.0: both flagged; 8 of 8 basins at 8000 steps, 12 of 12 at 4000). Where
+the walks are at equilibrium the two agree (a box in d = 20 and the slab of the 8-torus at 8000
+steps, eight stages: scores' mean -0.46 to +0.31, no stage flagged). From above a walk
+approaches slowly where the basin is thin (the box at 1000 steps +2.2 nats, its main walk of
+2000 +0.2 to +0.5: flagged, asking for longer walks).
+
 Uncertainty: each coupling has independent chains, and <s>_k's standard error is the spread
 of their means (autocorrelation included). Chains that all start at z0 share the bias of walks
 too short to spread through the basin, and their spread does not show it. Where draws of mu
@@ -307,6 +321,7 @@ def estimate_basin_measures(
     independent_share: float = INDEPENDENT_SHARE,
     half_length_walk: bool = False,
     replica_exchange: bool = False,
+    descend_ladders: bool = False,
 ) -> xr.Dataset:
     """ln of each basin's measure under ``measure``, by thermodynamic integration.
 
@@ -347,15 +362,22 @@ def estimate_basin_measures(
     half_length_walk : bool
         Check the walks' length by a second, independent estimate with walks half as long
         (``n_steps // 2``, burn-in ``max(n_burn // 2, 1)``, from the same ``basin_samples``;
-        about half the cost again): the stage's plateau score then pools each basin's
+        about half the cost again), with ladders whose rungs start the other way
+        (``descend_ladders`` negated): the stage's plateau score then pools each basin's
         difference between the two (:func:`_plateau_check`), about twice as sensitive as the
-        halves of one walk; else it pools the halves.
+        halves of one walk and able to see rungs the main walk holds away from equilibrium;
+        else it pools the halves.
     replica_exchange : bool
         Swap states between neighbouring couplings' chains after every step (no run of the
         dynamics: both lie inside); chain c of every coupling is then ladder c, each started
         at a member's start of its own or the centre, and the integral's standard error is the
         ladders' spread (n_chains - 1 degrees of freedom) instead of the couplings' errors added
         in quadrature.
+    descend_ladders : bool
+        With ``replica_exchange`` and ``basin_samples``: each ladder's rungs start in turn down
+        the springs from its own draw (:func:`_descend_ladders`; a burn-in's worth of runs
+        spread over the rungs) instead of each at the draw or the centre; the half-length
+        walk's, from the other side of equilibrium than the main walk's.
 
     Returns
     -------
@@ -395,7 +417,13 @@ def estimate_basin_measures(
     samples = _checked_samples(inside, measure, centres, basin_samples)  # not runs of the walk: uncounted
     given_inside, inside = inside, _counted(inside, len(centres))
     reference = _reference_fraction(inside, measure, centres, couplings[-1], n_reference, rng)
-    starts = _chain_starts(measure, centres, samples, couplings, n_chains, rng, ladders=replica_exchange)
+    descend = replica_exchange and descend_ladders
+    starts = _chain_starts(measure, centres, samples, couplings, n_chains, rng, ladders=replica_exchange,
+                           descended=descend)
+    if descend:  # a burn-in's worth of runs of the dynamics, spread over the rungs
+        starts = _descend_ladders(inside, measure, centres, starts, couplings, rng=rng,
+                                  steps_per_rung=max(1, n_burn // (len(couplings) - 1)),
+                                  independent_share=independent_share)
     walk = _walk(inside, measure, centres, starts, couplings, n_steps=n_steps, n_burn=n_burn, rng=rng,
                  independent_share=independent_share, exchange=replica_exchange)
     free = measure.free_spring_energy(centres, couplings)
@@ -428,7 +456,7 @@ def estimate_basin_measures(
             given_inside, measure, centres, couplings=couplings, n_chains=n_chains, n_steps=half_steps,
             n_burn=half_burn, n_reference=n_reference, seed=np.random.SeedSequence([seed, 2]),
             confidence_z=confidence_z, basin_samples=basin_samples, independent_share=independent_share,
-            replica_exchange=replica_exchange)
+            replica_exchange=replica_exchange, descend_ladders=not descend_ladders)
         plateau = _half_walk_plateau(log_measure, se, dof, half, confidence_z)
     else:
         plateau = {}
@@ -512,7 +540,7 @@ def _off_centre(measure, points, centre):
     return np.abs(measure.displacement(points, centre)).max(axis=-1, initial=0.0) > 0
 
 
-def _chain_starts(measure, centres, samples, couplings, n_chains, rng, *, ladders=False):
+def _chain_starts(measure, centres, samples, couplings, n_chains, rng, *, ladders=False, descended=False):
     """Each chain's start ``(basin, coupling, chain, dim)``, drawn among the basin's samples (its
     centre first) with weights exp(-k s(z)), the spring's density relative to mu, and which
     sample it is ``(basin, coupling, chain)`` (0: the centre).
@@ -528,7 +556,8 @@ def _chain_starts(measure, centres, samples, couplings, n_chains, rng, *, ladder
     by the spring's weight (sessions 47-51), half the free spring's rungs began at the centre,
     whose energy 0 no draw of the free spring comes near in high dimension (the n = 83 ring: the
     spring energy of members' starts about their state's anchor averages 134.5-138.7 with a
-    spread of 13.5, the free spring's mean 136.5)."""
+    spread of 13.5, the free spring's mean 136.5). With ``descended`` every rung starts at its
+    ladder's draw, for :func:`_descend_ladders` to walk down the springs."""
     which = np.zeros((len(centres), len(couplings), n_chains), dtype=np.int64)
     for basin, (centre, own) in enumerate(zip(centres, samples)):
         if len(own) == 1:  # the centre alone (no random draw: the walk's stream stays as it was)
@@ -536,8 +565,8 @@ def _chain_starts(measure, centres, samples, couplings, n_chains, rng, *, ladder
         if ladders:
             owned = 1 + rng.permutation(len(own) - 1)[:n_chains]
             typical = measure.free_spring_energy(centre[None], couplings)[0][:, None]  # (coupling, 1)
-            at_owned = np.abs(_spring(measure, own[owned], centre)[None] - typical) < typical  # nearer than the centre's 0
-            which[basin, :, :len(owned)] = np.where(at_owned, owned, 0)
+            at_owned = descended | (np.abs(_spring(measure, own[owned], centre)[None] - typical) < typical)
+            which[basin, :, :len(owned)] = np.where(at_owned, owned, 0)  # the draw where nearer than the centre's 0
             continue
         energy = _spring(measure, own, centre)
         for index, k in enumerate(couplings):
@@ -545,6 +574,38 @@ def _chain_starts(measure, centres, samples, couplings, n_chains, rng, *, ladder
             which[basin, index] = rng.choice(len(own), size=n_chains, p=weight / weight.sum())
     starts = np.stack([own[chosen] for own, chosen in zip(samples, which)])
     return starts, which
+
+
+def _descend_ladders(inside, measure, centres, starts, couplings, *, steps_per_rung, rng, independent_share):
+    """Each ladder's rungs started in turn down its springs from its own draw: the rung of spring
+    k_i starts where ``steps_per_rung`` steps of the confined walk under k_i took the state the
+    rung of k_(i-1) started at (the walk's own moves, step size adapted per basin as in its
+    burn-in). ``starts`` as from :func:`_chain_starts`; ladders that own no draw keep the centre.
+
+    The draw, a member's start, is a draw of the free spring's confined target; each stronger
+    spring's target lies inside the last one's, so a state walked from it is near its own
+    spring's target, which the walk then only has to keep. Every rung at the draw stranded the
+    strong springs far out (79 nats high on the 40-torus's slabs); every rung at the anchor, or
+    each at the nearer of the two, left the middle springs near the anchor, where a thin basin
+    lets the walk reach its far parts by neither steps nor fresh draws nor exchanges (their
+    energies too far apart to swap): 2.3-6.1 nats low there (the session-52 referee)."""
+    starts, start_ids = starts
+    drawn = start_ids[:, 0] > 0  # (basin, chain): ladders that own a draw
+    basin = np.nonzero(drawn)[0]
+    z, anchor = starts[:, 0][drawn], centres[basin]
+    descended = starts.copy()
+    for index in range(1, len(couplings) if len(z) else 0):
+        coupling = np.full(len(z), couplings[index])
+        log_target = measure.log_density(z) - coupling * _spring(measure, z, anchor)
+        step = np.full(len(centres), 2.38 / np.sqrt(measure.dim * (1 + couplings[index])))
+        for t in range(steps_per_rung):
+            moved, fresh = _move(inside, measure, z, log_target, anchor, coupling, step[basin], basin, rng,
+                                 independent_share)
+            walked = np.bincount(basin, ~fresh, minlength=len(centres))
+            rate = np.bincount(basin, moved & ~fresh, minlength=len(centres)) / np.maximum(walked, 1)
+            step *= np.exp((rate - TARGET_ACCEPTANCE) / np.sqrt(1 + t) * 2)
+        descended[:, index][drawn] = z
+    return descended, start_ids
 
 
 def _walk(inside, measure, centres, starts, couplings, *, n_steps, n_burn, rng, independent_share, exchange):
@@ -583,14 +644,8 @@ def _walk(inside, measure, centres, starts, couplings, *, n_steps, n_burn, rng, 
     swaps_offered, swaps_taken = np.zeros(shape[:2]), np.zeros(shape[:2])  # with the next stronger spring
     every_coupling = np.broadcast_to(k, shape)
     for t in range(n_steps):
-        proposal = measure.wrap(z + step[..., None, None] * rng.standard_normal(z.shape))
-        fresh = rng.uniform(size=shape) < independent_share
-        proposal[fresh] = measure.sample_spring(anchor[fresh], every_coupling[fresh], rng)
-        proposed_log_target = measure.log_density(proposal) - k * _spring(measure, proposal, anchor)
-        passes = fresh | (np.log(rng.uniform(size=shape)) < proposed_log_target - log_target)
-        moved = np.zeros(shape, dtype=bool)
-        moved[passes] = inside(proposal[passes], basin[passes]) == RETURNED
-        z[moved], log_target[moved] = proposal[moved], proposed_log_target[moved]
+        moved, fresh = _move(inside, measure, z, log_target, anchor, every_coupling, step[..., None], basin, rng,
+                             independent_share)
         fresh_draws += fresh.sum(axis=2)
         fresh_inside += (fresh & moved).sum(axis=2)
         if exchange:
@@ -630,6 +685,23 @@ def _walk(inside, measure, centres, starts, couplings, *, n_steps, n_burn, rng, 
         "fresh_draws": fresh_draws,
         "fresh_inside": fresh_inside,
     }
+
+
+def _move(inside, measure, z, log_target, anchor, coupling, step, basin, rng, independent_share):
+    """One step of every chain, in place: ``z (..., dim)`` and its ``log_target (...)`` under the
+    spring of strength ``coupling (...)`` toward ``anchor (..., dim)``, random walk steps of size
+    ``step`` (broadcast to ``z.shape[:-1]``) or, with probability ``independent_share``, fresh
+    draws of the spring's target; which chains moved and which proposals were fresh draws."""
+    shape = z.shape[:-1]
+    proposal = measure.wrap(z + step[..., None] * rng.standard_normal(z.shape))
+    fresh = rng.uniform(size=shape) < independent_share
+    proposal[fresh] = measure.sample_spring(anchor[fresh], coupling[fresh], rng)
+    proposed_log_target = measure.log_density(proposal) - coupling * _spring(measure, proposal, anchor)
+    passes = fresh | (np.log(rng.uniform(size=shape)) < proposed_log_target - log_target)
+    moved = np.zeros(shape, dtype=bool)
+    moved[passes] = inside(proposal[passes], basin[passes]) == RETURNED
+    z[moved], log_target[moved] = proposal[moved], proposed_log_target[moved]
+    return moved, fresh
 
 
 def _exchange(measure, z, anchor, couplings, lower, rng):
