@@ -593,13 +593,13 @@ def _descend_ladders(inside, measure, centres, starts, couplings, *, steps_per_r
     rung of k_(i-1) started at (the walk's own moves, step size adapted per basin as in its
     burn-in). ``starts`` as from :func:`_chain_starts`; ladders that own no draw keep the centre.
 
-    The draw, a member's start, is a draw of the free spring's confined target; each stronger
-    spring's target lies inside the last one's, so a state walked from it is near its own
-    spring's target, which the walk then only has to keep. Every rung at the draw stranded the
-    strong springs far out (79 nats high on the 40-torus's slabs); every rung at the anchor, or
-    each at the nearer of the two, left the middle springs near the anchor, where a thin basin
-    lets the walk reach its far parts by neither steps nor fresh draws nor exchanges (their
-    energies too far apart to swap): 2.3-6.1 nats low there (the session-52 referee)."""
+    The draw, a member's start, is a draw of the free spring's confined target; walked down the
+    springs, each rung starts from the far side of its own spring's target, where the main
+    walk's rungs from k ~ 0.7 on start at the anchor (:func:`_chain_starts`): short of
+    equilibrium the two err in opposite directions, which the half-length walk's plateau check
+    compares. Neither is a fix where the walk cannot reach its target: on four slabs of the
+    40-torus, from above 27 nats high at 8000 steps (every rung at the draw, without the descent,
+    79 high at 4000: the strong springs stranded far out), from the anchor 2.3 low."""
     starts, start_ids = starts
     drawn = start_ids[:, 0] > 0  # (basin, chain): ladders that own a draw
     basin = np.nonzero(drawn)[0]
