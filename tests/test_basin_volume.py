@@ -739,8 +739,8 @@ def test_the_half_length_walk_descends_from_the_draws_and_flags_slabs_the_ladder
     # between moves it across. Walks of 8000 steps come out 1.5 nats low here (2.3-2.5 over eight
     # basins: the session-52 referee), and walks half as long from the same starts agree with them
     # (scores +0.7 and +1.7, unflagged). Walked down the springs from the ladders' draws instead,
-    # the half-length walk comes from above, 54-76 nats high: the two directions disagree in
-    # every basin (scores -3.4 and -3.0), and the check says so.
+    # the half-length walk comes from above, 11 and 20 nats high: the two directions disagree in
+    # every basin (scores -3.3 and -2.8), and the check says so.
     dim, groups, width = 40, 4, 0.3
     torus, rng = UniformTorus(dim), np.random.default_rng(0)
     in_slabs = lambda z: (np.abs(torus.wrap(z.reshape(*z.shape[:-1], groups, -1).sum(-1))) < width).all(-1)  # noqa: E731

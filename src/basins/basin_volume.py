@@ -91,12 +91,12 @@ sits too far out, where the main walk's middle rungs, started at the anchor, sit
 Both short of equilibrium, they disagree beyond their errors. On four slabs of the 40-torus
 (session 53) the ladders stay on the anchor's sheet of the torus at the middle springs and come
 out 1.5-2.5 nats low at 8000 steps, which walks half as long from the same starts repeated
-(scores +0.7 and +1.7: unflagged); from above the half-length walk came 54-76 nats high
-(scores -3.4 and -3.0: both flagged; 8 of 8 basins at 8000 steps, 12 of 12 at 4000). Where
-the walks are at equilibrium the two agree (a box in d = 20 and the slab of the 8-torus at 8000
-steps, eight stages: scores' mean -0.46 to +0.31, no stage flagged). From above a walk
-approaches slowly where the basin is thin (the box at 1000 steps +2.2 nats, its main walk of
-2000 +0.2 to +0.5: flagged, asking for longer walks).
+(scores +0.7 and +1.7: unflagged); from above the half-length walk came 11 and 20 nats high
+(scores -3.3 and -2.8: both flagged; every stage of 8 and of 4 basins, at 8000 and 4000 steps).
+Where the walks are at equilibrium the two agree (a box in d = 20 and the slab of the 8-torus,
+16 stages at 2000 and 8000 steps: scores' mean -0.47 to +0.53, none flagged). Each rung's
+descent is a burn-in long (a quarter more runs for the half-length walk): a sixteenth of that
+left the walk from above 2.2 nats high on the box at 1000 steps, and flagged it.
 
 Uncertainty: each coupling has independent chains, and <s>_k's standard error is the spread
 of their means (autocorrelation included). Chains that all start at z0 share the bias of walks
@@ -379,9 +379,9 @@ def estimate_basin_measures(
         in quadrature.
     descend_ladders : bool
         With ``replica_exchange`` and ``basin_samples``: each ladder's rungs start in turn down
-        the springs from its own draw (:func:`_descend_ladders`; a burn-in's worth of runs
-        spread over the rungs) instead of each at the draw or the centre; the half-length
-        walk's, from the other side of equilibrium than the main walk's.
+        the springs from its own draw (:func:`_descend_ladders`, ``n_burn`` steps a rung:
+        about n_burn / n_steps more runs of the dynamics) instead of each at the draw or the
+        centre; the half-length walk's, from the other side of equilibrium than the main walk's.
 
     Returns
     -------
@@ -424,9 +424,8 @@ def estimate_basin_measures(
     descend = replica_exchange and descend_ladders
     starts = _chain_starts(measure, centres, samples, couplings, n_chains, rng, ladders=replica_exchange,
                            descended=descend)
-    if descend:  # a burn-in's worth of runs of the dynamics, spread over the rungs
-        starts = _descend_ladders(inside, measure, centres, starts, couplings, rng=rng,
-                                  steps_per_rung=max(1, n_burn // (len(couplings) - 1)),
+    if descend:  # each rung a burn-in of its own, in turn
+        starts = _descend_ladders(inside, measure, centres, starts, couplings, rng=rng, steps_per_rung=n_burn,
                                   independent_share=independent_share)
     walk = _walk(inside, measure, centres, starts, couplings, n_steps=n_steps, n_burn=n_burn, rng=rng,
                  independent_share=independent_share, exchange=replica_exchange)
@@ -598,8 +597,11 @@ def _descend_ladders(inside, measure, centres, starts, couplings, *, steps_per_r
     walk's rungs from k ~ 0.7 on start at the anchor (:func:`_chain_starts`): short of
     equilibrium the two err in opposite directions, which the half-length walk's plateau check
     compares. Neither is a fix where the walk cannot reach its target: on four slabs of the
-    40-torus, from above 27 nats high at 8000 steps (every rung at the draw, without the descent,
-    79 high at 4000: the strong springs stranded far out), from the anchor 2.3 low."""
+    40-torus, from above 14-30 nats high at 8000 steps (every rung at the draw, without the
+    descent, 79 high at 4000: the strong springs stranded far out), from the anchor 2.3 low.
+    With fewer steps a rung the states lag behind their springs (a box in d = 20, walks of 1000
+    steps from above: +2.2 nats with n_burn / 16 steps a rung, +1.3 with n_burn / 4, +0.3 with
+    n_burn)."""
     starts, start_ids = starts
     drawn = start_ids[:, 0] > 0  # (basin, chain): ladders that own a draw
     basin = np.nonzero(drawn)[0]
