@@ -198,8 +198,9 @@ def test_fresh_draws_of_the_spring_reach_the_whole_slab_that_random_walks_from_t
     assert walked["plateau_check_failed"] == 1 and walked["draws_check_failed"].sum() == 0
     anchored, spread = measure(None), measure(list(samples))
     assert anchored["plateau_check_failed"] == 0
-    # Covering 21 and 20 of 24 (walk seeds 4-6: 22 of 24), the walks among the draws 0.18 nats low
-    # at this length; 21 and 21 before the strongest spring's fresh draws joined the reference.
+    # Covering 21 and 20 of 24 (the walks among the draws at walk seeds 4-6: 22 of 24), those 0.18
+    # nats low at this length; they covered 21 before the strongest spring's fresh draws joined
+    # the reference (its error smaller, the estimates the same to ~0.01).
     for result in (anchored, spread):
         assert abs(result["log_measure"].values.mean() - truth) < 0.3 and _covered(result, truth).mean() >= 0.8
     # The free spring's fresh draws are draws of the measure: their share inside counts it directly
@@ -736,7 +737,7 @@ def test_the_half_length_walk_descends_from_the_draws_and_flags_slabs_the_ladder
     # Four slabs of the 40-torus, |wrap(sum of each ten phases)| < 0.3 (ln mu = 4 ln(0.3 / pi)):
     # on most members' starts the nearest-image steps to the anchor wind round the torus, a
     # stronger spring's target sits on the anchor's own sheet, and no state the ladders reach
-    # between moves it across. Walks of 8000 steps come out 1.5 nats low here (2.3-2.5 over eight
+    # between moves it across. Walks of 8000 steps come out 1.3-1.4 nats low here (2.2-2.5 over eight
     # basins: the session-52 referee), and walks half as long from the same starts agree with them
     # (scores +0.7 and +1.7, unflagged). Walked down the springs from the ladders' draws instead,
     # the half-length walk comes from above, 11 and 20 nats high: the two directions disagree in
