@@ -90,7 +90,7 @@ in turn down the springs from its draw (:func:`_descend_ladders`), so a rung not
 sits too far out, where the main walk's middle rungs, started at the anchor, sit too close in.
 Both short of equilibrium, they disagree beyond their errors. On four slabs of the 40-torus
 (session 53) the ladders stay on the anchor's sheet of the torus at the middle springs and come
-out 1.5-2.5 nats low at 8000 steps, which walks half as long from the same starts repeated
+out 1.3-2.5 nats low at 8000 steps, which walks half as long from the same starts repeated
 (scores +0.7 and +1.7: unflagged); from above the half-length walk came 11 and 20 nats high
 (scores -3.3 and -2.8: both flagged; every stage of 8 and of 4 basins, at 8000 and 4000 steps).
 Where the walks are at equilibrium the two agree (a box in d = 20 and the slab of the 8-torus,
@@ -619,13 +619,13 @@ def _descend_ladders(inside, measure, centres, starts, couplings, *, steps_per_r
     for index in range(1, len(couplings) if len(z) else 0):
         coupling = np.full(len(z), couplings[index])
         log_target = measure.log_density(z) - coupling * _spring(measure, z, anchor)
-        step = np.full(len(centres), 2.38 / np.sqrt(measure.dim * (1 + couplings[index])))
+        step = np.full(len(centres), _first_step(measure.dim, couplings[index]))
         for t in range(steps_per_rung):
             moved, fresh = _move(inside, measure, z, log_target, anchor, coupling, step[basin], basin, rng,
                                  independent_share)
             walked = np.bincount(basin, ~fresh, minlength=len(centres))
             rate = np.bincount(basin, moved & ~fresh, minlength=len(centres)) / np.maximum(walked, 1)
-            step *= np.exp((rate - TARGET_ACCEPTANCE) / np.sqrt(1 + t) * 2)
+            step *= _step_factor(rate, t)
         descended[:, index][drawn] = z
     return descended, start_ids
 
@@ -657,7 +657,7 @@ def _walk(inside, measure, centres, starts, couplings, *, n_steps, n_burn, rng, 
     basin = np.broadcast_to(np.arange(n_basins)[:, None, None], shape)
     z = starts.copy()
     log_target = measure.log_density(z) - k * _spring(measure, z, anchor)
-    step = np.broadcast_to(2.38 / np.sqrt(dim * (1 + couplings))[None, :], shape[:2]).copy()
+    step = np.broadcast_to(_first_step(dim, couplings)[None, :], shape[:2]).copy()
     kept = n_steps - n_burn
     energy_sum, accepted_sum = np.zeros((2, *shape)), np.zeros(shape)  # first and second half of the kept steps
     # Fresh draws are independent of the chains' states: every one, burn-in's too, is a draw of
@@ -679,7 +679,7 @@ def _walk(inside, measure, centres, starts, couplings, *, n_steps, n_burn, rng, 
         if t < n_burn:  # Robbins-Monro on ln(step) from the random walk's moves, per basin and coupling
             walked = ~fresh
             rate = (moved & walked).sum(axis=2) / np.maximum(walked.sum(axis=2), 1)
-            step *= np.exp((rate - TARGET_ACCEPTANCE) / np.sqrt(1 + t) * 2)
+            step *= _step_factor(rate, t)
         else:
             energy_sum[int(t - n_burn >= kept // 2)] += _spring(measure, z, anchor)
             accepted_sum += moved
@@ -707,6 +707,17 @@ def _walk(inside, measure, centres, starts, couplings, *, n_steps, n_burn, rng, 
         "fresh_draws": fresh_draws,
         "fresh_inside": fresh_inside,
     }
+
+
+def _first_step(dim, coupling):
+    """The random walk's step before adaptation: 2.38 / sqrt(d) of the spring's own width."""
+    return 2.38 / np.sqrt(dim * (1 + coupling))
+
+
+def _step_factor(rate, t):
+    """Robbins-Monro on ln(step) at burn-in step ``t``: the factor that moves the walk's
+    acceptance ``rate`` toward :data:`TARGET_ACCEPTANCE`."""
+    return np.exp((rate - TARGET_ACCEPTANCE) / np.sqrt(1 + t) * 2)
 
 
 def _move(inside, measure, z, log_target, anchor, coupling, step, basin, rng, independent_share):
