@@ -425,6 +425,19 @@ def test_results_do_not_depend_on_shards_or_chunks(teacher_data, tiny_arch):
     np.testing.assert_allclose(stacked, whole["final_theta"].values, rtol=1e-12)
 
 
+def test_a_run_without_its_final_errors_ends_every_member_where_the_full_run_does(teacher_data, tiny_arch):
+    ids = np.arange(12)
+    start = initial_parameters(tiny_arch, ids, seed=3)
+    options = dict(dynamics="gradient_flow", lr=0.05, grad_tol=1e-6, max_steps=20000, l2=0.2)
+    full = run_engine(tiny_arch, teacher_data, start, ids, **options)
+    bare = run_engine(tiny_arch, teacher_data, start, ids, final_errors=False, **options)
+    assert {"train_error", "test_error", "n_unsatisfied"} <= set(full.data_vars)
+    assert not {"train_error", "test_error", "n_unsatisfied"} & set(bare.data_vars)
+    assert (full["status"].values == CONVERGED).any()
+    for name in ("final_theta", "loss", "status", "steps", "n_escapes"):
+        np.testing.assert_array_equal(bare[name].values, full[name].values)
+
+
 def test_an_interrupted_run_resumes_from_its_checkpoint(teacher_data, tiny_arch, tiny_start, tmp_path, preempted_at):
     theta0, ids = tiny_start
     options = dict(dynamics="adam", lr=0.02, max_steps=80, checkpoint_every_s=0.0)

@@ -68,7 +68,8 @@ def check_catalogue(
     matching, probes = matching_options(minima_options, train_test_arrays(dataset)[0])
     rerun = train_ensemble(
         arch, *train_test_arrays(dataset), training["initial_theta"].values[rows], training["member"].values[rows],
-        seed=seed, budget_factors=budget_factors, device="cpu", progress_every_s=1e9, **training_options,
+        seed=seed, budget_factors=budget_factors, device="cpu", progress_every_s=1e9, final_errors=False,
+        **training_options,
     )
     assigned = assign_to_catalog(
         rerun["final_theta"].values, rerun["loss"].values, training["final_theta"].values, training["loss"].values,

@@ -54,7 +54,7 @@ class CatalogRerun:
         saddle, the kick's side, not the landscape alone, chose the minimum it went on to)."""
         result = train_ensemble(
             self.arch, *self.data, starts, np.arange(len(starts)), budget_factors=self.budget_factors,
-            **{**self.train_options, **overrides},
+            final_errors=False, **{**self.train_options, **overrides},
         )
         final_theta, loss, status = (result[name].values for name in ("final_theta", "loss", "status"))
         counts = dict(zip(("converged", "budget", "diverged", "saddle"), np.bincount(status, minlength=len(STATUS_VALUES))))

@@ -246,6 +246,24 @@ static void scatter(int64_t n, const lanes *in, int64_t width, real *rows) {
     }
 }
 
+/* One member's row of width reals into lane l of width lanes, and back. */
+static void load_lane(int l, const real *row, int64_t width, lanes *out) {
+    for (int64_t i = 0; i < width; i++) out[i][l] = row[i];
+}
+
+static void store_lane(int l, const lanes *in, int64_t width, real *row) {
+    for (int64_t i = 0; i < width; i++) row[i] = in[i][l];
+}
+
+/* Lane l's samples: its member's first count (samples_of's, lane by lane). */
+static void set_lane_samples(lane_samples *samples, int l, int64_t count) {
+    samples->count[l] = count;
+    samples->weight[l] = (real)1.0 / (real)count;
+    samples->longest = 0;
+    for (int k = 0; k < LANES; k++)
+        samples->longest = samples->count[k] > samples->longest ? samples->count[k] : samples->longest;
+}
+
 /* The slope of a unit's activation, from its value act. */
 static inline lanes activation_slope(lanes act, int activation) {
     if (activation == ACT_TANH) return 1.0 - act * act;
@@ -504,21 +522,82 @@ static void classify(const lanes *params, lanes loss, const lanes *grad, int64_t
     }
 }
 
-/* The lanes of `running` that stop (status >= 0) are recorded in the window's outputs and stop
-   running; returns how many of the first n lanes still run. */
-static int record_stops(int64_t n, const int *status, const real *norm, int64_t step, int *running,
-                        int64_t *status_out, int64_t *step_out, real *norm_out) {
-    int still = 0;
-    for (int64_t l = 0; l < n; l++) {
-        if (running[l] && status[l] >= 0) {
-            status_out[l] = status[l];
-            step_out[l] = step;
-            norm_out[l] = norm[l];
-            running[l] = 0;
-        }
-        still += running[l];
+/* A window's members pass through the lanes as a queue: a lane whose member stops, or has run
+   the window's steps, takes the next member waiting, so that the lanes stay busy until the
+   last members. (A group of eight fixed members ran until its slowest stopped: 1.65x the steps
+   its members needed in the N = 41 network's ensemble of the default study.) A member's
+   arithmetic is the same in any lane beside any others (see LANES), so its result is the same
+   bits whichever lane takes it when. */
+typedef struct {
+    int64_t member[LANES]; /* each lane's member; lanes that have held none hold member 0's copy */
+    int64_t taken[LANES];  /* steps the lane's member has run in this window */
+    int running[LANES];
+    int64_t next, n_members, n_steps;
+} lane_queue;
+
+/* The queue of members 0 .. n_members - 1 for a window of n_steps steps (none wait where it has no step). */
+static lane_queue queue_of(int64_t n_members, int64_t n_steps) {
+    lane_queue q = {.next = n_steps > 0 ? 0 : n_members, .n_members = n_members, .n_steps = n_steps};
+    for (int l = 0; l < LANES; l++) {
+        q.member[l] = 0;
+        q.taken[l] = 0;
+        q.running[l] = 0;
     }
-    return still;
+    return q;
+}
+
+static int lanes_running(const lane_queue *q) {
+    int count = 0;
+    for (int l = 0; l < LANES; l++) count += q->running[l];
+    return count;
+}
+
+/* Lanes that run no member take the next waiting (loaded[l] set: the caller loads the member's
+   rows into them); returns how many lanes run. */
+static int take_waiting(lane_queue *q, int *loaded) {
+    for (int l = 0; l < LANES; l++) {
+        loaded[l] = !q->running[l] && q->next < q->n_members;
+        if (loaded[l]) {
+            q->member[l] = q->next++;
+            q->taken[l] = 0;
+            q->running[l] = 1;
+        }
+    }
+    return lanes_running(q);
+}
+
+/* The running lanes that stop (status >= 0) are recorded at their members (the step: the
+   window's first_step plus the steps the member took in it) and leave (left[l] set: the caller
+   stores the lane's rows); returns how many left. */
+static int record_stops(lane_queue *q, const int *status, const real *norm, int64_t first_step, int64_t *status_out,
+                        int64_t *step_out, real *norm_out, int *left) {
+    int count = 0;
+    for (int l = 0; l < LANES; l++) {
+        left[l] = q->running[l] && status[l] >= 0;
+        if (!left[l]) continue;
+        const int64_t member = q->member[l];
+        status_out[member] = status[l];
+        step_out[member] = first_step + q->taken[l];
+        norm_out[member] = norm[l];
+        q->running[l] = 0;
+        count++;
+    }
+    return count;
+}
+
+/* A step done: each running lane's member counts it (in steps, its step count), and those that
+   have run the window's steps leave (left[l]), still running, unclassified at the window's end
+   as the window's caller expects. */
+static void count_step(lane_queue *q, int64_t *steps, int *left) {
+    for (int l = 0; l < LANES; l++) {
+        left[l] = 0;
+        if (!q->running[l]) continue;
+        steps[q->member[l]] += 1;
+        if (++q->taken[l] == q->n_steps) {
+            q->running[l] = 0;
+            left[l] = 1;
+        }
+    }
 }
 
 /* The mask of the lanes whose flag is set. */
@@ -526,6 +605,12 @@ static inline lane_bits mask_of(const int *flags) {
     lane_bits mask;
     for (int l = 0; l < LANES; l++) mask[l] = flags[l] ? -1 : 0;
     return mask;
+}
+
+static int any_lane(const int *flags) {
+    int any = 0;
+    for (int l = 0; l < LANES; l++) any |= flags[l];
+    return any;
 }
 
 /* Reals of scratch a window needs: the point, a trial point and seven gradients (the
@@ -552,6 +637,26 @@ static lanes shortfall_at(const network *net, const lanes *params, lanes *spare,
     return shortfall;
 }
 
+/* Lane l takes member j of a gd or Adam window: its point, gradient, loss and samples. */
+static void gd_load(const network *net, int l, int64_t j, const real *theta, const real *grads, const real *losses,
+                    const int64_t *sizes, lanes *params, lanes *grad, lanes *loss_now, lane_samples *samples) {
+    load_lane(l, theta + j * net->n_params, net->n_params, params);
+    load_lane(l, grads + j * net->n_params, net->n_params, grad);
+    (*loss_now)[l] = losses[j];
+    if (sizes) set_lane_samples(samples, l, sizes[j]);
+}
+
+/* The lanes that left (left[l]) give their members' point, gradient and loss back. */
+static void gd_store(const network *net, const int *left, const int64_t *member, const lanes *params,
+                     const lanes *grad, lanes loss_now, real *theta, real *grads, real *losses) {
+    for (int l = 0; l < LANES; l++) {
+        if (!left[l]) continue;
+        store_lane(l, params, net->n_params, theta + member[l] * net->n_params);
+        store_lane(l, grad, net->n_params, grads + member[l] * net->n_params);
+        losses[member[l]] = loss_now[l];
+    }
+}
+
 /* n_steps of full-batch gradient descent theta <- theta - lr grad (constant lr, no momentum)
    for members 0 .. n_members - 1, from first_step on. theta (n_members, n_params), losses,
    grads: where the members start, with their loss and gradient there; overwritten with where
@@ -572,40 +677,63 @@ void native_mlp_gd_steps(int64_t n_members, real *theta, real *losses, real *gra
     lanes *params = (lanes *)scratch, *grad = params + n_params, *move = grad + n_params, *spare = move + n_params,
           *hidden = params + 9 * n_params;
     const int never[LANES] = {0};
-    for (int64_t m = 0; m < n_members; m += LANES) {
-        const int64_t n = n_members - m < LANES ? n_members - m : LANES;
-        const lane_samples samples = samples_of(sizes, m, n, P);
-        int running[LANES], lane_status[LANES], met[LANES];
-        real norm[LANES];
-        lanes loss_now;
-        for (int l = 0; l < LANES; l++) running[l] = l < n;
-        gather(n, theta + m * n_params, n_params, params);
-        gather(n, grads + m * n_params, n_params, grad);
-        gather(n, losses + m, 1, &loss_now);
-        lanes shortfall = shortfall_at(&net, params, spare, hidden, &samples, delta_tol);
-        for (int64_t s = 0; s < n_steps; s++) {
-            classify(params, loss_now, grad, n_params, grad_tol, divergence_threshold, never,
-                     satisfied(delta_tol, shortfall, met), lane_status, norm);
-            if (!record_stops(n, lane_status, norm, first_step + s, running, status + m, stop_step + m, grad_norm + m))
-                break;
-            /* theta - lr grad rounded twice, as torch's two kernels round it: the products go
-               through memory (the barrier), so the compiler cannot fuse them into the
-               subtractions (one rounding, the last bits of an FMA differ) */
-            for (int64_t i = 0; i < n_params; i++) move[i] = (real)lr * grad[i];
-            __asm__ volatile("" ::: "memory");
-            const lane_bits moving = mask_of(running);
-            for (int64_t i = 0; i < n_params; i++) params[i] = select(moving, params[i] - move[i], params[i]);
-            /* a stopped lane's point is unchanged, so its loss and gradient come out as they were */
-            loss_now = evaluate(&net, params, grad, hidden, &samples, tracking ? &shortfall : NULL);
-            for (int64_t l = 0; l < n; l++) steps[m + l] += running[l];
+    lane_queue q = queue_of(n_members, n_steps);
+    lane_samples samples = all_samples(P);
+    int lane_status[LANES], met[LANES], loaded[LANES], left[LANES];
+    real norm[LANES];
+    lanes loss_now, shortfall = broadcast(INFINITY);
+    if (n_members <= 0) return;
+    /* lanes that never hold a member compute on member 0's copy: finite values, never stored */
+    for (int l = 0; l < LANES; l++) gd_load(&net, l, 0, theta, grads, losses, sizes, params, grad, &loss_now, &samples);
+    for (;;) {
+        if (!take_waiting(&q, loaded)) return;
+        for (int l = 0; l < LANES; l++)
+            if (loaded[l])
+                gd_load(&net, l, q.member[l], theta, grads, losses, sizes, params, grad, &loss_now, &samples);
+        if (tracking && any_lane(loaded)) {
+            const lanes fresh = shortfall_at(&net, params, spare, hidden, &samples, delta_tol);
+            for (int l = 0; l < LANES; l++) shortfall[l] = loaded[l] ? fresh[l] : shortfall[l];
         }
-        scatter(n, params, n_params, theta + m * n_params);
-        scatter(n, grad, n_params, grads + m * n_params);
-        scatter(n, &loss_now, 1, losses + m);
+        classify(params, loss_now, grad, n_params, grad_tol, divergence_threshold, never,
+                 satisfied(delta_tol, shortfall, met), lane_status, norm);
+        const int stopped = record_stops(&q, lane_status, norm, first_step, status, stop_step, grad_norm, left);
+        gd_store(&net, left, q.member, params, grad, loss_now, theta, grads, losses);
+        if (stopped) continue; /* the lanes freed take members, classified before they step */
+        /* theta - lr grad rounded twice, as torch's two kernels round it: the products go
+           through memory (the barrier), so the compiler cannot fuse them into the
+           subtractions (one rounding, the last bits of an FMA differ) */
+        for (int64_t i = 0; i < n_params; i++) move[i] = (real)lr * grad[i];
+        __asm__ volatile("" ::: "memory");
+        const lane_bits moving = mask_of(q.running);
+        for (int64_t i = 0; i < n_params; i++) params[i] = select(moving, params[i] - move[i], params[i]);
+        /* a stopped lane's point is unchanged, so its loss and gradient come out as they were */
+        loss_now = evaluate(&net, params, grad, hidden, &samples, tracking ? &shortfall : NULL);
+        count_step(&q, steps, left);
+        gd_store(&net, left, q.member, params, grad, loss_now, theta, grads, losses);
     }
 }
 
 #if !defined(NATIVE_FLOAT32) /* Adam, gradient flow and its stages: float64 only */
+
+/* Lane l takes member j's Adam moments and step count (besides gd_load's). */
+static void adam_load(const network *net, int l, int64_t j, const double *exp_avg, const double *exp_avg_sq,
+                      const int64_t *steps, lanes *first, lanes *second, int64_t *count) {
+    load_lane(l, exp_avg + j * net->n_params, net->n_params, first);
+    load_lane(l, exp_avg_sq + j * net->n_params, net->n_params, second);
+    count[l] = steps[j];
+}
+
+/* The lanes that left an Adam window give their members' point, gradient, moments and loss back. */
+static void adam_store(const network *net, const int *left, const int64_t *member, const lanes *params,
+                       const lanes *grad, const lanes *first, const lanes *second, lanes loss_now, double *theta,
+                       double *grads, double *exp_avg, double *exp_avg_sq, double *losses) {
+    gd_store(net, left, member, params, grad, loss_now, theta, grads, losses);
+    for (int l = 0; l < LANES; l++) {
+        if (!left[l]) continue;
+        store_lane(l, first, net->n_params, exp_avg + member[l] * net->n_params);
+        store_lane(l, second, net->n_params, exp_avg_sq + member[l] * net->n_params);
+    }
+}
 
 /* n_steps of full-batch Adam (basins.engine.dynamics.Adam, torch.optim.Adam's arithmetic), as
    native_mlp_gd_steps steps gd: exp_avg, exp_avg_sq (n_members, n_params) and steps
@@ -628,76 +756,79 @@ void native_mlp_adam_steps(int64_t n_members, double *theta, double *losses, dou
           *hidden = params + 9 * n_params;
     const int never[LANES] = {0};
     const double keep1 = 1.0 - beta1, keep2 = 1.0 - beta2;
-    for (int64_t m = 0; m < n_members; m += LANES) {
-        const int64_t n = n_members - m < LANES ? n_members - m : LANES;
-        const lane_samples samples = samples_of(sizes, m, n, P);
-        int running[LANES], lane_status[LANES], met[LANES];
-        int64_t count[LANES];
-        double norm[LANES];
-        lanes loss_now;
+    lane_queue q = queue_of(n_members, n_steps);
+    lane_samples samples = all_samples(P);
+    int lane_status[LANES], met[LANES], loaded[LANES], left[LANES];
+    int64_t count[LANES];
+    double norm[LANES];
+    lanes loss_now, shortfall = broadcast(INFINITY);
+    if (n_members <= 0) return;
+    /* lanes that never hold a member compute on member 0's copy: finite values, never stored */
+    for (int l = 0; l < LANES; l++) {
+        gd_load(&net, l, 0, theta, grads, losses, sizes, params, grad, &loss_now, &samples);
+        adam_load(&net, l, 0, exp_avg, exp_avg_sq, steps, first, second, count);
+    }
+    for (;;) {
+        if (!take_waiting(&q, loaded)) return;
         for (int l = 0; l < LANES; l++) {
-            running[l] = l < n;
-            count[l] = steps[m + (l < n ? l : n - 1)];
+            if (!loaded[l]) continue;
+            gd_load(&net, l, q.member[l], theta, grads, losses, sizes, params, grad, &loss_now, &samples);
+            adam_load(&net, l, q.member[l], exp_avg, exp_avg_sq, steps, first, second, count);
         }
-        gather(n, theta + m * n_params, n_params, params);
-        gather(n, grads + m * n_params, n_params, grad);
-        gather(n, exp_avg + m * n_params, n_params, first);
-        gather(n, exp_avg_sq + m * n_params, n_params, second);
-        gather(n, losses + m, 1, &loss_now);
-        lanes shortfall = shortfall_at(&net, params, spare, hidden, &samples, delta_tol);
-        for (int64_t s = 0; s < n_steps; s++) {
-            classify(params, loss_now, grad, n_params, grad_tol, divergence_threshold, never,
-                     satisfied(delta_tol, shortfall, met), lane_status, norm);
-            if (!record_stops(n, lane_status, norm, first_step + s, running, status + m, stop_step + m, grad_norm + m))
-                break;
-            lanes size, correction2;
-            for (int l = 0; l < LANES; l++) {
-                const double rate = lr_every ? lr * pow(lr_factor, (double)(count[l] / lr_every)) : lr;
-                const double t = (double)(count[l] + 1);
-                size[l] = rate / (1.0 - pow(beta1, t));
-                correction2[l] = sqrt(1.0 - pow(beta2, t));
-            }
-            /* exp_avg = beta1 exp_avg + (1 - beta1) grad; exp_avg_sq = beta2 exp_avg_sq + ((1 - beta2) grad) grad */
-            for (int64_t i = 0; i < n_params; i++) {
-                one[i] = beta1 * first[i];
-                other[i] = keep1 * grad[i];
-            }
-            __asm__ volatile("" ::: "memory");
-            for (int64_t i = 0; i < n_params; i++) {
-                one[i] = one[i] + other[i];
-                other[i] = keep2 * grad[i];
-            }
-            __asm__ volatile("" ::: "memory");
-            const lane_bits moving = mask_of(running);
-            for (int64_t i = 0; i < n_params; i++) {
-                first[i] = select(moving, one[i], first[i]);
-                other[i] = other[i] * grad[i];
-                one[i] = beta2 * second[i];
-            }
-            __asm__ volatile("" ::: "memory");
-            for (int64_t i = 0; i < n_params; i++) second[i] = select(moving, one[i] + other[i], second[i]);
-            /* theta - ((lr / bias_correction1) exp_avg) / (sqrt(exp_avg_sq) / sqrt(bias_correction2) + eps) */
-            for (int64_t i = 0; i < n_params; i++)
-                for (int l = 0; l < LANES; l++) one[i][l] = sqrt(second[i][l]);
-            for (int64_t i = 0; i < n_params; i++) {
-                one[i] = one[i] / correction2;
-                other[i] = size * first[i];
-            }
-            __asm__ volatile("" ::: "memory");
-            for (int64_t i = 0; i < n_params; i++) one[i] = one[i] + eps;
-            __asm__ volatile("" ::: "memory");
-            for (int64_t i = 0; i < n_params; i++) other[i] = other[i] / one[i];
-            __asm__ volatile("" ::: "memory");
-            for (int64_t i = 0; i < n_params; i++) params[i] = select(moving, params[i] - other[i], params[i]);
-            loss_now = evaluate(&net, params, grad, hidden, &samples, tracking ? &shortfall : NULL);
-            for (int l = 0; l < LANES; l++) count[l] += running[l];
-            for (int64_t l = 0; l < n; l++) steps[m + l] += running[l];
+        if (tracking && any_lane(loaded)) {
+            const lanes fresh = shortfall_at(&net, params, spare, hidden, &samples, delta_tol);
+            for (int l = 0; l < LANES; l++) shortfall[l] = loaded[l] ? fresh[l] : shortfall[l];
         }
-        scatter(n, params, n_params, theta + m * n_params);
-        scatter(n, grad, n_params, grads + m * n_params);
-        scatter(n, first, n_params, exp_avg + m * n_params);
-        scatter(n, second, n_params, exp_avg_sq + m * n_params);
-        scatter(n, &loss_now, 1, losses + m);
+        classify(params, loss_now, grad, n_params, grad_tol, divergence_threshold, never,
+                 satisfied(delta_tol, shortfall, met), lane_status, norm);
+        const int stopped = record_stops(&q, lane_status, norm, first_step, status, stop_step, grad_norm, left);
+        adam_store(&net, left, q.member, params, grad, first, second, loss_now, theta, grads, exp_avg, exp_avg_sq,
+                   losses);
+        if (stopped) continue; /* the lanes freed take members, classified before they step */
+        lanes size, correction2;
+        for (int l = 0; l < LANES; l++) {
+            const double rate = lr_every ? lr * pow(lr_factor, (double)(count[l] / lr_every)) : lr;
+            const double t = (double)(count[l] + 1);
+            size[l] = rate / (1.0 - pow(beta1, t));
+            correction2[l] = sqrt(1.0 - pow(beta2, t));
+        }
+        /* exp_avg = beta1 exp_avg + (1 - beta1) grad; exp_avg_sq = beta2 exp_avg_sq + ((1 - beta2) grad) grad */
+        for (int64_t i = 0; i < n_params; i++) {
+            one[i] = beta1 * first[i];
+            other[i] = keep1 * grad[i];
+        }
+        __asm__ volatile("" ::: "memory");
+        for (int64_t i = 0; i < n_params; i++) {
+            one[i] = one[i] + other[i];
+            other[i] = keep2 * grad[i];
+        }
+        __asm__ volatile("" ::: "memory");
+        const lane_bits moving = mask_of(q.running);
+        for (int64_t i = 0; i < n_params; i++) {
+            first[i] = select(moving, one[i], first[i]);
+            other[i] = other[i] * grad[i];
+            one[i] = beta2 * second[i];
+        }
+        __asm__ volatile("" ::: "memory");
+        for (int64_t i = 0; i < n_params; i++) second[i] = select(moving, one[i] + other[i], second[i]);
+        /* theta - ((lr / bias_correction1) exp_avg) / (sqrt(exp_avg_sq) / sqrt(bias_correction2) + eps) */
+        for (int64_t i = 0; i < n_params; i++)
+            for (int l = 0; l < LANES; l++) one[i][l] = sqrt(second[i][l]);
+        for (int64_t i = 0; i < n_params; i++) {
+            one[i] = one[i] / correction2;
+            other[i] = size * first[i];
+        }
+        __asm__ volatile("" ::: "memory");
+        for (int64_t i = 0; i < n_params; i++) one[i] = one[i] + eps;
+        __asm__ volatile("" ::: "memory");
+        for (int64_t i = 0; i < n_params; i++) other[i] = other[i] / one[i];
+        __asm__ volatile("" ::: "memory");
+        for (int64_t i = 0; i < n_params; i++) params[i] = select(moving, params[i] - other[i], params[i]);
+        loss_now = evaluate(&net, params, grad, hidden, &samples, tracking ? &shortfall : NULL);
+        for (int l = 0; l < LANES; l++) count[l] += q.running[l];
+        count_step(&q, steps, left);
+        adam_store(&net, left, q.member, params, grad, first, second, loss_now, theta, grads, exp_avg, exp_avg_sq,
+                   losses);
     }
 }
 
@@ -724,42 +855,76 @@ typedef struct {
     double error_exponent, rtol, atol, max_time, grad_tol, divergence_threshold;
 } flow_window;
 
+/* A landscape's setup of lane l for member j (a network's samples), or NULL: nothing to set. */
+typedef void (*lane_setup)(void *landscape, int l, int64_t j);
+
+/* Lane l takes member j of a window w: its point, gradient, loss and stepper state. */
+static void flow_load(const flow_window *w, int l, int64_t j, int64_t n_params, lanes *params, lanes *slopes,
+                      lanes *loss_now, double *size, double *t, double *cap) {
+    load_lane(l, w->theta + j * n_params, n_params, params);
+    load_lane(l, w->grads + j * n_params, n_params, slopes);
+    (*loss_now)[l] = w->losses[j];
+    size[l] = w->step_size[j];
+    t[l] = w->time[j];
+    cap[l] = w->step_cap[j];
+}
+
+/* The lanes that left (left[l]) give their members' point, gradient, loss and stepper state back. */
+static void flow_store(const flow_window *w, const int *left, const int64_t *member, int64_t n_params,
+                       const lanes *params, const lanes *slopes, lanes loss_now, const double *size, const double *t,
+                       const double *cap) {
+    for (int l = 0; l < LANES; l++) {
+        if (!left[l]) continue;
+        const int64_t j = member[l];
+        store_lane(l, params, n_params, w->theta + j * n_params);
+        store_lane(l, slopes, n_params, w->grads + j * n_params);
+        w->losses[j] = loss_now[l];
+        w->step_size[j] = size[l];
+        w->time[j] = t[l];
+        w->step_cap[j] = cap[l];
+    }
+}
+
 /* Dormand-Prince 5(4) gradient flow with a step size per member, as GradientFlow.step and
-   _accept_or_reject (basins.engine.dynamics), for the group of lanes of members m .. m + n - 1
-   of a window w: tableau a (6 rows of up to 6 coefficients, row k the stage k + 2's,
-   zero-padded) and error weights e (7); the error test
+   _accept_or_reject (basins.engine.dynamics), for members 0 .. n_members - 1 of a window w,
+   through the lanes as a queue (lane_queue): tableau a (6 rows of up to 6 coefficients, row k
+   the stage k + 2's, zero-padded) and error weights e (7); the error test
    RMS(error / (atol + rtol max(|theta|, |candidate|))) <= 1, the loss test (a step that raises
    the loss beyond 1e-12 relative is rejected and caps the step size at half its length, the cap
    growing 1.1x a step accepted), the step factor 0.9 error^error_exponent (-1/5) in [0.2, 5] (at
    most 1 after a rejection). step_size, time, step_cap (float) and steps (int64) (n_members): the stepper's
    state, advanced in place; a member whose time reaches max_time has spent its budget. The
-   stages are evaluate's (inlined: each caller passes its own); scratch holds the point, a
-   stage point and the seven stages' gradients, n_params lanes each. */
-static inline __attribute__((always_inline)) void dormand_prince_group(
-    const flow_window *w, int64_t m, int64_t n, int64_t n_params, stage_evaluation evaluate, const void *landscape,
-    lanes *scratch) {
+   stages are evaluate's (inlined: each caller passes its own), setup its lanes' (or NULL);
+   scratch holds the point, a stage point and the seven stages' gradients, n_params lanes each. */
+static inline __attribute__((always_inline)) void dormand_prince_members(
+    const flow_window *w, int64_t n_members, int64_t n_params, stage_evaluation evaluate, void *landscape,
+    lane_setup setup, lanes *scratch) {
     enum { STAGES = 7 };
     lanes *params = scratch, *stage = params + n_params, *slopes = stage + n_params;
-    int running[LANES], lane_status[LANES], over[LANES];
+    lane_queue q = queue_of(n_members, w->n_steps);
+    int lane_status[LANES], over[LANES], loaded[LANES], left[LANES];
     double norm[LANES], hs[LANES], t[LANES], cap[LANES], size[LANES];
     lanes loss_now, stage_loss = broadcast(0.0);
-    for (int l = 0; l < LANES; l++) running[l] = l < n;
-    gather(n, w->theta + m * n_params, n_params, params);
-    gather(n, w->grads + m * n_params, n_params, slopes);
-    gather(n, w->losses + m, 1, &loss_now);
+    if (n_members <= 0) return;
+    /* lanes that never hold a member compute on member 0's copy: finite values, never stored */
     for (int l = 0; l < LANES; l++) {
-        const int64_t member = m + (l < n ? l : n - 1);
-        size[l] = w->step_size[member];
-        t[l] = w->time[member];
-        cap[l] = w->step_cap[member];
+        flow_load(w, l, 0, n_params, params, slopes, &loss_now, size, t, cap);
+        if (setup) setup(landscape, l, 0);
     }
-    for (int64_t s = 0; s < w->n_steps; s++) {
+    for (;;) {
+        if (!take_waiting(&q, loaded)) return;
+        for (int l = 0; l < LANES; l++) {
+            if (!loaded[l]) continue;
+            flow_load(w, l, q.member[l], n_params, params, slopes, &loss_now, size, t, cap);
+            if (setup) setup(landscape, l, q.member[l]);
+        }
         for (int l = 0; l < LANES; l++) over[l] = t[l] >= w->max_time;
         classify(params, loss_now, slopes, n_params, w->grad_tol, w->divergence_threshold, over, NULL, lane_status,
                  norm);
-        if (!record_stops(n, lane_status, norm, w->first_step + s, running, w->status + m, w->stop_step + m,
-                          w->grad_norm + m))
-            break;
+        const int stopped = record_stops(&q, lane_status, norm, w->first_step, w->status, w->stop_step, w->grad_norm,
+                                         left);
+        flow_store(w, left, q.member, n_params, params, slopes, loss_now, size, t, cap);
+        if (stopped) continue; /* the lanes freed take members, classified before they step */
         for (int l = 0; l < LANES; l++) hs[l] = size[l] < w->max_time - t[l] ? size[l] : w->max_time - t[l];
         lanes step;
         for (int l = 0; l < LANES; l++) step[l] = hs[l];
@@ -782,12 +947,12 @@ static inline __attribute__((always_inline)) void dormand_prince_group(
             const double en = sqrt(squares[l] / (double)n_params);
             accept[l] = isfinite(en) && en <= 1.0 && isfinite(stage_loss[l]);
             const int rises = accept[l] && stage_loss[l] > loss_now[l] + 1e-12 * fabs(loss_now[l]);
-            accept[l] = accept[l] && !rises && running[l];
+            accept[l] = accept[l] && !rises && q.running[l];
             double factor = 0.9 * exp(w->error_exponent * log(en > 1e-10 ? en : 1e-10));
             factor = factor < 0.2 ? 0.2 : factor > 5.0 ? 5.0 : factor;
             factor = isfinite(en) ? factor : 0.2;
             factor = accept[l] ? factor : (factor < 1.0 ? factor : 1.0);
-            if (!running[l]) continue;
+            if (!q.running[l]) continue;
             cap[l] = rises ? 0.5 * hs[l] : accept[l] ? 1.1 * cap[l] : cap[l];
             t[l] += accept[l] ? hs[l] : 0.0;
             size[l] = hs[l] * factor < cap[l] ? hs[l] * factor : cap[l];
@@ -798,33 +963,32 @@ static inline __attribute__((always_inline)) void dormand_prince_group(
             slopes[i] = select(accepted, slopes[(STAGES - 1) * n_params + i], slopes[i]);
         }
         loss_now = select(accepted, stage_loss, loss_now);
-        for (int64_t l = 0; l < n; l++) w->steps[m + l] += running[l];
-    }
-    scatter(n, params, n_params, w->theta + m * n_params);
-    scatter(n, slopes, n_params, w->grads + m * n_params);
-    scatter(n, &loss_now, 1, w->losses + m);
-    for (int64_t l = 0; l < n; l++) {
-        w->step_size[m + l] = size[l];
-        w->time[m + l] = t[l];
-        w->step_cap[m + l] = cap[l];
+        count_step(&q, w->steps, left);
+        flow_store(w, left, q.member, n_params, params, slopes, loss_now, size, t, cap);
     }
 }
 
-/* A network's group as a stage_evaluation sees it: the network, the group's samples and a
-   block's activations. */
+/* A network as a stage_evaluation sees it: the network, its lanes' samples (each its member's
+   first sizes[member] where sizes is given) and a block's activations. */
 typedef struct {
     const network *net;
-    const lane_samples *samples;
+    const int64_t *sizes;
+    lane_samples samples;
     lanes *hidden;
-} network_group;
+} network_lanes;
 
-static lanes network_stage(const void *group, const lanes *params, lanes *grad, int need_loss) {
+static lanes network_stage(const void *landscape, const lanes *params, lanes *grad, int need_loss) {
     (void)need_loss; /* the network's loss comes with its gradient */
-    const network_group *g = group;
-    return evaluate(g->net, params, grad, g->hidden, g->samples, NULL);
+    const network_lanes *g = landscape;
+    return evaluate(g->net, params, grad, g->hidden, &g->samples, NULL);
 }
 
-/* Dormand-Prince gradient flow on the network (dormand_prince_group) for members 0 ..
+static void network_lane(void *landscape, int l, int64_t j) {
+    network_lanes *g = landscape;
+    if (g->sizes) set_lane_samples(&g->samples, l, g->sizes[j]);
+}
+
+/* Dormand-Prince gradient flow on the network (dormand_prince_members) for members 0 ..
    n_members - 1. The other arguments as native_mlp_gd_steps' (no satisfied test: a member's
    shortfall would have to follow its accepted stages). */
 void native_mlp_dormand_prince_steps(int64_t n_members, double *theta, double *losses, double *grads,
@@ -839,13 +1003,8 @@ void native_mlp_dormand_prince_steps(int64_t n_members, double *theta, double *l
                            first_step, n_steps, a, e, error_exponent, rtol, atol, max_time, grad_tol,
                            divergence_threshold};
     const network net = network_of(d, h, depth, P, x, y, loss, activation, bias, margin, beta, l2);
-    lanes *hidden = (lanes *)scratch + 9 * net.n_params;
-    for (int64_t m = 0; m < n_members; m += LANES) {
-        const int64_t n = n_members - m < LANES ? n_members - m : LANES;
-        const lane_samples samples = samples_of(sizes, m, n, P);
-        const network_group group = {&net, &samples, hidden};
-        dormand_prince_group(&w, m, n, net.n_params, network_stage, &group, (lanes *)scratch);
-    }
+    network_lanes landscape = {&net, sizes, all_samples(P), (lanes *)scratch + 9 * net.n_params};
+    dormand_prince_members(&w, n_members, net.n_params, network_stage, &landscape, network_lane, (lanes *)scratch);
 }
 
 /* Doubles of scratch the Chebyshev stages need: the start, its slope, three stage points, a
@@ -939,7 +1098,7 @@ void native_mlp_chebyshev_stages(int64_t n_members, const double *theta, const d
 
    V(theta) = -sum_i sum_{s=1..k} cos(theta_{i+s} - theta_i) around a ring of n, and its
    gradient, one member a lane as the networks'; and the engine's Dormand-Prince gradient flow on
-   it (dormand_prince_group). The torch ring's arithmetic to round-off: the pulls are summed into
+   it (dormand_prince_members). The torch ring's arithmetic to round-off: the pulls are summed into
    the gradient in its order, the sine and cosine are the polynomials below (torch's are SLEEF's),
    and the energy's sum runs in another order. */
 
@@ -1074,7 +1233,7 @@ void native_ring_energy_and_gradient(int64_t n_members, const double *theta, dou
     }
 }
 
-/* Dormand-Prince gradient flow on the ring (dormand_prince_group) for members 0 .. n_members -
+/* Dormand-Prince gradient flow on the ring (dormand_prince_members) for members 0 .. n_members -
    1; the arguments as native_mlp_dormand_prince_steps', the ring (n, k) for the network. */
 void native_ring_dormand_prince_steps(int64_t n_members, double *theta, double *energies, double *grads,
                                       double *step_size, double *time, double *step_cap, int64_t *steps,
@@ -1085,11 +1244,8 @@ void native_ring_dormand_prince_steps(int64_t n_members, double *theta, double *
     const flow_window w = {theta, energies, grads, step_size, time, step_cap, steps, status, stop_step, grad_norm,
                            first_step, n_steps, a, e, error_exponent, rtol, atol, max_time, grad_tol,
                            divergence_threshold};
-    const ring landscape = {n, k, (lanes *)scratch + 9 * n};
-    for (int64_t m = 0; m < n_members; m += LANES) {
-        const int64_t count = n_members - m < LANES ? n_members - m : LANES;
-        dormand_prince_group(&w, m, count, n, ring_stage, &landscape, (lanes *)scratch);
-    }
+    ring landscape = {n, k, (lanes *)scratch + 9 * n};
+    dormand_prince_members(&w, n_members, n, ring_stage, &landscape, NULL, (lanes *)scratch);
 }
 
 #endif
