@@ -208,6 +208,33 @@ def test_a_member_s_run_in_c_does_not_depend_on_the_members_beside_it(dynamics, 
         np.testing.assert_array_equal(getattr(whole, name), np.concatenate([getattr(out, name) for out in alone]))
 
 
+@pytest.mark.parametrize("dynamics, lr", [("gd", 0.1), ("adam", 0.02)])
+def test_a_member_s_run_on_its_own_prefix_does_not_depend_on_the_members_beside_it(dynamics, lr):
+    # The jamming sweep's members, each on its own first samples and stopped by the satisfied
+    # test: members stop at very different steps, and a lane freed takes the next member with
+    # its own sample count (native_mlp.c's lane queue), so a member must end the same bits
+    # whichever lane and neighbours it had (one chunk of 24 against chunks of 5).
+    from basins.data import prepare_dataset, train_test_arrays
+    from basins.jamming import PrefixObjective, PrefixSatisfied
+
+    x, y = (torch.as_tensor(a) for a in train_test_arrays(prepare_dataset(
+        kind="random_patterns", n_train=60, n_test=5, seed=3, n_features=6, normalize=True))[:2])
+    arch = Architecture(6, 1, 1, 6, "relu")
+    sizes = torch.as_tensor(np.tile([4, 60, 10, 35, 20, 50], 4))
+    starts = initial_parameters(arch, np.arange(len(sizes)), seed=1, init="orthogonal")
+
+    def run_on(rows, chunk):
+        objective = PrefixObjective(arch, x, y, sizes[rows], "quadratic_hinge", 1.0)
+        return run(objective, starts[rows], None, chunk=chunk, dynamics=dynamics, lr=lr, max_steps=1500,
+                   grad_tol=1e-8, satisfied=PrefixSatisfied(objective, delta_tol=1e-6))
+
+    whole = run_on(slice(None), len(sizes))
+    parts = [run_on(rows, 5) for rows in (slice(0, 11), slice(11, None))]
+    assert len(set(whole.steps.tolist())) > 6  # members leave their lanes at many different steps
+    for name in ("final_theta", "status", "steps", "grad_norm"):
+        np.testing.assert_array_equal(getattr(whole, name), np.concatenate([getattr(out, name) for out in parts]))
+
+
 def test_windows_in_c_take_torch_s_threads_and_give_them_back(monkeypatch):
     """While the windows run in C, torch's own operations between them run on one thread and
     the loop splits the members over the threads torch had (OpenMP workers left spinning by
