@@ -208,12 +208,14 @@ def test_a_member_s_run_in_c_does_not_depend_on_the_members_beside_it(dynamics, 
         np.testing.assert_array_equal(getattr(whole, name), np.concatenate([getattr(out, name) for out in alone]))
 
 
+@pytest.mark.parametrize("threads", [1, 3])
 @pytest.mark.parametrize("dynamics, lr", [("gd", 0.1), ("adam", 0.02)])
-def test_a_member_s_run_on_its_own_prefix_does_not_depend_on_the_members_beside_it(dynamics, lr):
+def test_a_member_s_run_on_its_own_prefix_does_not_depend_on_the_members_beside_it(dynamics, lr, threads):
     # The jamming sweep's members, each on its own first samples and stopped by the satisfied
     # test: members stop at very different steps, and a lane freed takes the next member with
-    # its own sample count (native_mlp.c's lane queue), so a member must end the same bits
-    # whichever lane and neighbours it had (one chunk of 24 against chunks of 5).
+    # its own sample count (native_mlp.c's lane queue; on three threads each takes a block of them),
+    # so a member must end the same bits whichever lane, thread and neighbours it had (one
+    # chunk of 24 against chunks of 5 on one thread).
     from basins.data import prepare_dataset, train_test_arrays
     from basins.jamming import PrefixObjective, PrefixSatisfied
 
@@ -228,8 +230,13 @@ def test_a_member_s_run_on_its_own_prefix_does_not_depend_on_the_members_beside_
         return run(objective, starts[rows], None, chunk=chunk, dynamics=dynamics, lr=lr, max_steps=1500,
                    grad_tol=1e-8, satisfied=PrefixSatisfied(objective, delta_tol=1e-6))
 
-    whole = run_on(slice(None), len(sizes))
     parts = [run_on(rows, 5) for rows in (slice(0, 11), slice(11, None))]
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        whole = run_on(slice(None), len(sizes))
+    finally:
+        torch.set_num_threads(before)
     assert len(set(whole.steps.tolist())) > 6  # members leave their lanes at many different steps
     for name in ("final_theta", "status", "steps", "grad_norm"):
         np.testing.assert_array_equal(getattr(whole, name), np.concatenate([getattr(out, name) for out in parts]))
