@@ -132,8 +132,10 @@ static inline lanes log_half_to_one(lanes v) {
 
 static inline lanes sigmoid_lanes(lanes z) { return 1.0 / (1.0 + exp_lanes(-z)); }
 
-/* The loss of one sample in every lane and, in *slope, its derivative in the output. */
-static inline lanes sample_loss(lanes out, real label, int loss, real margin, real beta, lanes *slope) {
+/* The loss of one sample in every lane (0 for the cross-entropy where with_loss is 0: its log
+   is a tenth of an evaluation) and, in *slope, its derivative in the output. */
+static inline lanes sample_loss(lanes out, real label, int loss, real margin, real beta, int with_loss,
+                                lanes *slope) {
     if (loss == LOSS_MSE) {
         const lanes r = out - label;
         *slope = r;
@@ -144,6 +146,7 @@ static inline lanes sample_loss(lanes out, real label, int loss, real margin, re
            relu(z) - log sigmoid(|z|), and sigmoid(|z|) = max(s, 1 - s) lies in [1/2, 1]. */
         const lanes z = -beta * label * out, sg = sigmoid_lanes(z);
         *slope = -label * sg;
+        if (!with_loss) return broadcast(0.0);
         const lanes softplus = positive_part(z) - log_half_to_one(larger(sg, 1.0 - sg));
         return beta == 1.0 ? softplus : softplus / beta; /* the same bits, without a division at beta 1 */
     }
@@ -194,11 +197,12 @@ int64_t native_mlp_scratch_size(int64_t d, int64_t h, int64_t depth, int bias) {
     return (2 * parameter_count(d, h, depth, bias) + activation_lanes(h, depth)) * LANES;
 }
 
-/* A network and its data as every entry point takes them (see native_mlp_loss_and_gradient). */
+/* A network and its data as every entry point takes them (see native_mlp_loss_and_gradient);
+   with_loss 0: an evaluation wants the gradient alone (its loss then comes out wrong). */
 typedef struct {
     int64_t d, h, depth, P, n_params;
     const real *x, *y;
-    int loss, activation, bias;
+    int loss, activation, bias, with_loss;
     real margin, beta, l2;
 } network;
 
@@ -280,7 +284,7 @@ static inline lanes block_loss(const network *net, const lanes *out, int64_t s0,
     for (int b = 0; b < BLOCK; b++) {
         lanes slope;
         const real label = net->y[s0 + b];
-        const lanes value = sample_loss(out[b], label, net->loss, net->margin, net->beta, &slope);
+        const lanes value = sample_loss(out[b], label, net->loss, net->margin, net->beta, net->with_loss, &slope);
         const lane_bits own = (real_bits)(s0 + b) < samples->count;
         const lanes share = select(own, samples->weight, broadcast(0.0));
         total += value * share;
@@ -462,7 +466,7 @@ static network network_of(int64_t d, int64_t h, int64_t depth, int64_t P, const 
                           int loss, int activation, int bias, double margin, double beta, double l2) {
     return (network){.d = d, .h = h, .depth = depth, .P = P, .n_params = parameter_count(d, h, depth, bias),
                      .x = x, .y = y,
-                     .loss = loss, .activation = activation, .bias = bias, .margin = (real)margin,
+                     .loss = loss, .activation = activation, .bias = bias, .with_loss = 1, .margin = (real)margin,
                      .beta = (real)beta, .l2 = (real)l2};
 }
 
@@ -978,9 +982,10 @@ typedef struct {
 } network_lanes;
 
 static lanes network_stage(const void *landscape, const lanes *params, lanes *grad, int need_loss) {
-    (void)need_loss; /* the network's loss comes with its gradient */
     const network_lanes *g = landscape;
-    return evaluate(g->net, params, grad, g->hidden, &g->samples, NULL);
+    network stage = *g->net;
+    stage.with_loss = need_loss; /* the candidate's loss alone is tested: the inner stages skip theirs */
+    return evaluate(&stage, params, grad, g->hidden, &g->samples, NULL);
 }
 
 static void network_lane(void *landscape, int l, int64_t j) {
@@ -1028,7 +1033,8 @@ void native_mlp_chebyshev_stages(int64_t n_members, const double *theta, const d
                                  const double *mu_slope, const double *a_prev, int64_t table_width, double *out,
                                  int64_t d, int64_t h_units, int64_t depth, int64_t P, const double *x, const double *y, int loss,
                                  int activation, int bias, double margin, double beta, double l2, double *scratch) {
-    const network net = network_of(d, h_units, depth, P, x, y, loss, activation, bias, margin, beta, l2);
+    network net = network_of(d, h_units, depth, P, x, y, loss, activation, bias, margin, beta, l2);
+    net.with_loss = 0; /* the stages take gradients only */
     const int64_t n_params = net.n_params;
     const lane_samples samples = all_samples(P);
     lanes *start = (lanes *)scratch, *down = start + n_params, *older = down + n_params, *previous = older + n_params,
