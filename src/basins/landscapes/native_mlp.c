@@ -632,12 +632,15 @@ static const int *satisfied(double delta_tol, lanes shortfall, int *met) {
     return met;
 }
 
-/* A group's largest shortfall at params where the satisfied test applies (its loss and gradient
-   are given, so they go to spare, n_params lanes), else nothing. */
-static lanes shortfall_at(const network *net, const lanes *params, lanes *spare, lanes *hidden,
-                          const lane_samples *samples, double delta_tol) {
-    lanes shortfall = broadcast(INFINITY);
-    if (!isnan(delta_tol)) evaluate(net, params, spare, hidden, samples, &shortfall);
+/* shortfall with the lanes just loaded (loaded[l]) given their members' largest shortfall at
+   params, where the satisfied test applies (one evaluation of the group; its loss and gradient
+   go to spare, n_params lanes); as it was where none was loaded or there is no such test. */
+static lanes with_fresh_shortfalls(const network *net, const lanes *params, lanes *spare, lanes *hidden,
+                                   const lane_samples *samples, double delta_tol, const int *loaded, lanes shortfall) {
+    if (isnan(delta_tol) || !any_lane(loaded)) return shortfall;
+    lanes fresh = broadcast(INFINITY);
+    evaluate(net, params, spare, hidden, samples, &fresh);
+    for (int l = 0; l < LANES; l++) shortfall[l] = loaded[l] ? fresh[l] : shortfall[l];
     return shortfall;
 }
 
@@ -694,10 +697,7 @@ void native_mlp_gd_steps(int64_t n_members, real *theta, real *losses, real *gra
         for (int l = 0; l < LANES; l++)
             if (loaded[l])
                 gd_load(&net, l, q.member[l], theta, grads, losses, sizes, params, grad, &loss_now, &samples);
-        if (tracking && any_lane(loaded)) {
-            const lanes fresh = shortfall_at(&net, params, spare, hidden, &samples, delta_tol);
-            for (int l = 0; l < LANES; l++) shortfall[l] = loaded[l] ? fresh[l] : shortfall[l];
-        }
+        shortfall = with_fresh_shortfalls(&net, params, spare, hidden, &samples, delta_tol, loaded, shortfall);
         classify(params, loss_now, grad, n_params, grad_tol, divergence_threshold, never,
                  satisfied(delta_tol, shortfall, met), lane_status, norm);
         const int stopped = record_stops(&q, lane_status, norm, first_step, status, stop_step, grad_norm, left);
@@ -779,10 +779,7 @@ void native_mlp_adam_steps(int64_t n_members, double *theta, double *losses, dou
             gd_load(&net, l, q.member[l], theta, grads, losses, sizes, params, grad, &loss_now, &samples);
             adam_load(&net, l, q.member[l], exp_avg, exp_avg_sq, steps, first, second, count);
         }
-        if (tracking && any_lane(loaded)) {
-            const lanes fresh = shortfall_at(&net, params, spare, hidden, &samples, delta_tol);
-            for (int l = 0; l < LANES; l++) shortfall[l] = loaded[l] ? fresh[l] : shortfall[l];
-        }
+        shortfall = with_fresh_shortfalls(&net, params, spare, hidden, &samples, delta_tol, loaded, shortfall);
         classify(params, loss_now, grad, n_params, grad_tol, divergence_threshold, never,
                  satisfied(delta_tol, shortfall, met), lane_status, norm);
         const int stopped = record_stops(&q, lane_status, norm, first_step, status, stop_step, grad_norm, left);
