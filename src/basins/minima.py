@@ -19,7 +19,6 @@ so a dense minimum's O(m^2) pairs are listed only for its first few rows.
 from __future__ import annotations
 
 import numpy as np
-import torch
 import xarray as xr
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
@@ -28,7 +27,7 @@ from scipy.spatial import cKDTree
 from basins.io import variable_attrs
 from basins.labels import AT_SADDLE, CONVERGED, LABEL_MEANINGS, UNASSIGNED, UNDECIDED_LABEL, label_of_status
 from basins.landscapes.architecture import Architecture
-from basins.landscapes.networks import forward
+from basins.landscapes.outputs import network_outputs
 from basins.landscapes.symmetry import ODD_ACTIVATIONS, nearest_image_distance
 
 TOLERANCE_FACTORS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)  # ascending, with 1.0: the chosen tolerances
@@ -90,9 +89,8 @@ def _hidden_units(theta, arch, layer):
 
 def function_fingerprints(theta: np.ndarray, arch: Architecture, probe_inputs: np.ndarray) -> np.ndarray:
     """Outputs on the probe inputs ``(member, probe x output)``, scaled so distances are RMS."""
-    with torch.no_grad():
-        outputs = forward(torch.as_tensor(theta), torch.as_tensor(probe_inputs, dtype=torch.float64), arch)
-    return outputs.reshape(theta.shape[0], len(probe_inputs) * arch.n_outputs).numpy() / np.sqrt(len(probe_inputs))
+    outputs = network_outputs(theta, probe_inputs, arch)
+    return outputs.reshape(len(outputs), len(probe_inputs) * arch.n_outputs) / np.sqrt(len(probe_inputs))
 
 
 def probe_inputs_for(x_train: np.ndarray, n_probe: int, seed: int = 0) -> np.ndarray:

@@ -58,23 +58,32 @@ def mid_ranks(values: np.ndarray, weights: np.ndarray | None = None) -> np.ndarr
     """Ranks of ``values`` along the last axis (each row of a 2-D array on its own), each value
     counting ``weights`` times (1 each by default): a value's rank is the weight of the values
     below it plus half the weight of its tie group, so tied values share the mid-rank of their
-    group (half less than scipy's ``rankdata`` with weights 1: rank correlations are unchanged)."""
+    group (half less than scipy's ``rankdata`` with weights 1: rank correlations are unchanged).
+
+    The rows are sorted once and each tie group's rank found from its first and last sorted
+    position (the answer's redraws rank ~10^7 values). The order of tied values within a group
+    changes the sums only by round-off, and not at all for integer weights (member counts, 0/1)."""
     values = np.asarray(values, dtype=np.float64)
     weights = np.broadcast_to(np.ones(1) if weights is None else np.asarray(weights, dtype=np.float64), values.shape)
-    order = np.argsort(values, axis=-1, kind="stable")
-    ordered = np.take_along_axis(values, order, -1)
-    ordered_weights = np.take_along_axis(weights, order, -1)
-    through = np.cumsum(ordered_weights, axis=-1)  # weight up to and including each sorted value
-    starts = np.ones(values.shape, dtype=bool)
-    starts[..., 1:] = ordered[..., 1:] != ordered[..., :-1]
-    ends = np.ones(values.shape, dtype=bool)
-    ends[..., :-1] = starts[..., 1:]
-    # Spread over each tie group the weight below it and the weight through its end.
-    group_below = np.maximum.accumulate(np.where(starts, through - ordered_weights, -np.inf), axis=-1)
-    group_through = np.flip(np.minimum.accumulate(np.flip(np.where(ends, through, np.inf), -1), axis=-1), -1)
-    ranks = np.empty(values.shape)
-    np.put_along_axis(ranks, order, (group_below + group_through) / 2, -1)
-    return ranks
+    if not values.size:
+        return np.empty(values.shape)
+    rows = values.reshape(-1, values.shape[-1] if values.ndim else 1)
+    order = np.argsort(rows, axis=-1)
+    flat = (order + np.arange(len(rows))[:, None] * rows.shape[1]).ravel()  # sorted rows, in the flat array
+    ordered = rows.ravel()[flat].reshape(rows.shape)
+    ordered_weights = np.ascontiguousarray(weights).reshape(-1)[flat]
+    through = np.cumsum(ordered_weights.reshape(rows.shape), axis=-1).ravel()  # weight up to and including each
+    starts = np.ones(rows.shape, dtype=bool)
+    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    first = np.flatnonzero(starts)  # each tie group's first and last sorted position
+    last = np.empty_like(first)
+    last[:-1] = first[1:] - 1
+    last[-1:] = rows.size - 1
+    # The mean of the weight below the group and the weight through its end.
+    mid = (through[first] - ordered_weights[first] + through[last]) / 2
+    ranks = np.empty(rows.size)
+    ranks[flat] = np.repeat(mid, last - first + 1)
+    return ranks.reshape(values.shape)
 
 
 def rank_correlation(a: np.ndarray, b: np.ndarray, weights: np.ndarray | None = None) -> float | np.ndarray:
