@@ -201,7 +201,9 @@ def partial_spearman_fisher_z_rows(
         return np.where(slots, np.take_along_axis(np.broadcast_to(values, a.shape)[:, order], pack, -1), 0.0)
 
     held = packed(control)
-    scale_position = mid_ranks(held, weight) / np.maximum(n, 1)[:, None]
+    # Packed in the control's order, an untied row's k-th triple has the mid-rank k + 1/2 (tied
+    # rows are not fitted below, whatever their positions).
+    scale_position = weight * (np.arange(a.shape[-1]) + 0.5) / np.maximum(n, 1)[:, None]
     design = weight[..., None] * np.stack(
         [np.ones(a.shape), scale_position, *(np.maximum(scale_position - knot, 0.0) for knot in PARTIAL_KNOTS)], -1
     )
