@@ -98,6 +98,18 @@ def test_no_effect_is_undecided():
     assert float(row["low"]) < 0 < float(row["high"])
 
 
+def test_each_row_says_what_effect_its_replicates_would_have_decided():
+    """The detectable correlation: larger than what the undecided row's interval half-width
+    allows at 0 and at most 1; fewer replicates detect only larger effects."""
+    from basins.answer import answer_markdown
+
+    rows = [_row(_family(effect=0.0, seed=1, n_replicates=n), "basin_fraction_vs_test_error") for n in (3, 6)]
+    detectable = [float(row["detectable"]) for row in rows]
+    assert 0 < detectable[1] < detectable[0] < 1
+    assert detectable[1] > (float(rows[1]["high"]) - float(rows[1]["low"])) / 2
+    assert f"| {detectable[1]:.2f} |" in answer_markdown(_family(effect=0.0, seed=1))
+
+
 def test_replicates_that_cannot_enter_are_listed_with_their_reason():
     rng = np.random.default_rng(2)
     replicates = {

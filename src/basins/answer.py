@@ -60,7 +60,9 @@ from basins.io import variable_attrs
 from basins.stats import (
     PARTIAL_MIN_PAIRS,
     least_squares_coefficient,
+    DETECTION_POWER,
     UNDECIDED_VERDICT,
+    detectable_effect,
     fisher_z,
     partial_spearman_fisher_z,
     partial_spearman_fisher_z_rows,
@@ -533,13 +535,16 @@ def _pooled_row(per_replicate, seeds, name, sign, confidence, to_scale, bounds=(
     if uncorrected:
         reasons.append(correction.reason)
     row_verdict = UNDECIDED_VERDICT if unusable or uncorrected else verdict(low, high, sign)
+    # The effect this design decides with 80 % probability, on the reported scale (a size).
+    detectable = float(to_scale(detectable_effect(pooled["k"], pooled.get("design_stderr", np.nan), confidence,
+                                                  widening=pooled["widening"])))
     held_out = _leave_one_out_verdicts(z, se, sign, confidence, to_scale, bounds,
                                        correct and (lambda kept: correct({seeds[i] for i in kept})))
     if correction is not None:
         z = correction.corrected(z)
     return dict(
         statistic=name, expected_sign=sign, estimate=float(to_scale(pooled["estimate"])), low=low, high=high,
-        z_stderr=pooled["stderr"], tau=pooled["tau"], n_replicates=pooled["k"],
+        z_stderr=pooled["stderr"], tau=pooled["tau"], n_replicates=pooled["k"], detectable=detectable,
         n_minima=int(sum(entry[0] for entry in per_replicate.values())),
         measurement_stderr=float(np.sqrt(np.nanmean(measured**2))) if np.isfinite(measured).any() else np.nan,
         verdict=row_verdict, reason="; ".join(reason for reason in reasons if reason),
@@ -578,14 +583,15 @@ def _pooled_interval(z, se, confidence, to_scale, bounds, correction=None):
     moves the pooled estimate by the pool's weighted mean log size ratio times it, which the
     scatter of the replicates cannot show (the two half-widths add in quadrature).
     ``pooled["size_correction"]``: what the correction moved the pooled estimate by (nan
-    without one).
+    without one); ``pooled["widening"]``: the half-width the slope's error adds (0 without one).
     """
     pooled = pool_replicates(correction.corrected(z) if correction is not None else z, se, confidence)
-    pooled["size_correction"] = np.nan
+    pooled["size_correction"], pooled["widening"] = np.nan, 0.0
     if correction is not None and "weights" in pooled:
         imbalance = float(np.sum(pooled["weights"] * np.nan_to_num(correction.log_ratio)))
         pooled["size_correction"] = 0.0 - correction.slope * imbalance  # never -0
-        half = np.hypot((pooled["high"] - pooled["low"]) / 2, abs(imbalance) * correction.half_width)
+        pooled["widening"] = abs(imbalance) * correction.half_width
+        half = np.hypot((pooled["high"] - pooled["low"]) / 2, pooled["widening"])
         pooled["low"], pooled["high"] = pooled["estimate"] - half, pooled["estimate"] + half
     low, high = (float(np.clip(to_scale(pooled[end]), *bounds)) for end in ("low", "high"))
     return pooled, low, high
@@ -807,6 +813,8 @@ _LONG_NAMES = {
     "high": "upper end of the pooled interval",
     "z_stderr": "standard error of the pooled estimate on the pooled scale (Fisher's z for correlations; Hartung-Knapp)",
     "tau": "between-replicate standard deviation on the pooled scale (DerSimonian-Laird)",
+    "detectable": f"smallest true effect (a correlation's size, or a difference's) that a pool of these replicates "
+    f"decides on its side with probability {DETECTION_POWER:g} (basins.stats.detectable_effect; nan below two)",
     "n_replicates": "replicates pooled",
     "n_minima": "fitting minima counted, summed over replicates",
     "measurement_stderr": "root mean square over replicates of the measurement noise's share of a replicate's "
@@ -840,7 +848,10 @@ def answer_markdown(answer: xr.Dataset) -> str:
         "end of that measurement's Monte Carlo interval), whose share on Fisher's scale is the column "
         "`noise`. The verdict comes from the interval: supported where it excludes 0 on the side the "
         "hypothesis expects. `leave one out`: of the pools without one replicate at a time, how many "
-        "give the same verdict (a verdict one replicate carries is fragile).",
+        "give the same verdict (a verdict one replicate carries is fragile). `detectable`: the smallest true "
+        f"effect (a correlation's size, or a difference's) that a pool of the row's replicates, with their "
+        f"errors and scatter, decides with probability {DETECTION_POWER:g} (basins.stats.detectable_effect): an "
+        "undecided row with a large value could not have seen a smaller effect.",
         "",
         "Basin size, in every `basin_fraction` row, is the share of the experiment's ensemble (members "
         "started from its initialization distribution and run by its own dynamics) that reached the "
@@ -874,9 +885,9 @@ def answer_markdown(answer: xr.Dataset) -> str:
         "minima near the pairs' sizes), and the slope's own uncertainty widens the interval; a row whose "
         "slope is not measured or whose straight line is rejected is undecided (`size corrections` below).",
         "",
-        "| family | experiment | N | statistic | expected | pooled | interval | noise | replicates (over) | minima | verdict "
-        "| leave one out |" + (" across thresholds |" if "sensitivity_agreement" in answer else ""),
-        "|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if "sensitivity_agreement" in answer else ""),
+        "| family | experiment | N | statistic | expected | pooled | interval | detectable | noise | replicates (over) "
+        "| minima | verdict | leave one out |" + (" across thresholds |" if "sensitivity_agreement" in answer else ""),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if "sensitivity_agreement" in answer else ""),
     ]
     for row in range(answer.sizes["row"]):
         r = answer.isel(row=row)
@@ -884,7 +895,7 @@ def answer_markdown(answer: xr.Dataset) -> str:
         lines.append(
             f"| {r.family.item()} | {r.experiment.item()} | {int(r.n_params)} | {r.statistic.item()} | "
             f"{'<' if int(r.expected_sign) < 0 else '>'} 0 | {_signed(float(r.estimate))} | {interval} | "
-            f"{'' if np.isnan(float(r.measurement_stderr)) else format(float(r.measurement_stderr), '.2f')} | "
+            f"{_optional(float(r.detectable))} | {_optional(float(r.measurement_stderr))} | "
             f"{int(r.n_replicates)} ({r.replicates_over.item()}) | {int(r.n_minima)} | {r.verdict.item()} | "
             f"{_leave_one_out_cell(r)} |" + (f" {r.sensitivity_agreement.item()} |" if "sensitivity_agreement" in answer else "")
         )
@@ -915,6 +926,11 @@ def _size_correction_lines(answer) -> list[str]:
                         f"slope {slope:+.3f} +- {half:.3f} per unit log basin fraction from "
                         f"{int(r.size_slope_minima)} minima, moved the pooled estimate by {float(r.size_correction):+.3f}"))
     return ["", "Size corrections of the shape rows:", "", *lines] if lines else []
+
+
+def _optional(value: float) -> str:
+    """A cell of two decimals, empty where nan."""
+    return "" if np.isnan(value) else format(value, ".2f")
 
 
 def _leave_one_out_cell(row) -> str:

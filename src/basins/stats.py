@@ -280,7 +280,9 @@ def pool_replicates(estimates: np.ndarray, standard_errors: np.ndarray, confiden
     Replicates with a non-finite estimate or error are left out and counted (``n_left_out``).
     Returns ``estimate``, ``stderr``, ``low``, ``high``, ``tau``, ``k`` (replicates used),
     ``n_left_out``, ``reason`` ("" when the interval is defined) and, where an estimate exists,
-    ``weights``: each replicate's weight in it (summing to 1; 0 for those left out).
+    ``weights``: each replicate's weight in it (summing to 1; 0 for those left out) and
+    ``design_stderr``, the pooled mean's standard error ``sqrt(1 / sum w)`` that the replicates'
+    own errors and tau give (what :func:`detectable_effect` needs).
     """
     y, s = np.asarray(estimates, dtype=np.float64), np.asarray(standard_errors, dtype=np.float64)
     if y.shape != s.shape or y.ndim != 1:
@@ -312,7 +314,49 @@ def pool_replicates(estimates: np.ndarray, standard_errors: np.ndarray, confiden
     weights = np.zeros(len(usable))
     weights[usable] = w / w.sum()
     return dict(out, estimate=mean, stderr=stderr, low=mean - half, high=mean + half, tau=float(np.sqrt(tau2)),
-                weights=weights)
+                weights=weights, design_stderr=float(np.sqrt(1 / w.sum())))
+
+
+#: The probability at which :func:`detectable_effect` quotes the effect a pool would have decided.
+DETECTION_POWER = 0.8
+#: Quantiles of the replicates' scatter over which :func:`detectable_effect` averages.
+_DETECTION_NODES = 512
+
+
+def detectable_effect(
+    k: int, design_stderr: float, confidence: float = 0.95, power: float = DETECTION_POWER, widening: float = 0.0
+) -> float:
+    """The smallest true effect (on the pooled scale, > 0) that :func:`pool_replicates` of ``k``
+    replicates with this ``design_stderr`` decides with probability ``power``: its interval then
+    excludes 0 on the effect's side. nan below two replicates.
+
+    A sensitivity analysis of the design, not a post-hoc power: it says how large an effect an
+    undecided row could have missed. Model: the pooled mean is normal about the effect with
+    standard deviation ``design_stderr``, and the Hartung-Knapp scale is the replicates' scatter,
+    ``design_stderr^2`` times a chi-square on ``k - 1`` degrees of freedom over ``k - 1`` (both
+    exact for normal replicates of known variances s_i^2 + tau^2), the half-width never below
+    the normal one, as :func:`pool_replicates` takes it; ``widening``, a fixed half-width added
+    in quadrature (the answer's size-corrected rows). The probability is averaged over
+    :data:`_DETECTION_NODES` quantiles of the chi-square and the effect found by bisection.
+    Known answer (tests/test_stats.py): simulated pools whose effect is this value for the true
+    tau are decided in 79-81 % of 4 000 studies at power 0.8 (3, 7, 10 and 16 replicates); the
+    value null studies report from their own data (the median; tau estimated) is decided in
+    68-78 %: DerSimonian-Laird's tau is low at few replicates, so the quoted effect is a slight
+    understatement of what the design would miss.
+    """
+    if k < 2 or not (np.isfinite(design_stderr) and design_stderr > 0):
+        return float("nan")
+    if not 0 < power < 1:
+        raise ValueError(f"power={power} must lie in (0, 1)")
+    scatter = special.chdtri(k - 1, 1 - (np.arange(_DETECTION_NODES) + 0.5) / _DETECTION_NODES) / (k - 1)
+    normal = special.ndtri(0.5 + confidence / 2)
+    half = np.hypot(np.maximum(special.stdtrit(k - 1, 0.5 + confidence / 2) * np.sqrt(scatter), normal)
+                    * design_stderr, widening)
+    low, high = 0.0, float(half.max()) + 10 * design_stderr  # the probability rises with the effect
+    for _ in range(80):
+        middle = (low + high) / 2
+        low, high = (middle, high) if special.ndtr((middle - half) / design_stderr).mean() < power else (low, middle)
+    return (low + high) / 2
 
 
 def verdict(low: float, high: float, expected_sign: int) -> str:
