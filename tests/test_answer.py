@@ -422,6 +422,7 @@ def test_a_replicate_with_a_zero_width_shape_interval_leaves_the_row_undecided_a
                "good_minus_bad_reach")
     assert row["verdict"].item() == UNDECIDED_VERDICT
     assert "3 of 5 entering replicates left out" in row["reason"].item()
+    assert np.isnan(float(row["detectable"]))  # undecided whatever the effect: no detectable one
 
 
 def test_shape_difference_intervals_stay_within_the_possible_values():

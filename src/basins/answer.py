@@ -535,9 +535,10 @@ def _pooled_row(per_replicate, seeds, name, sign, confidence, to_scale, bounds=(
     if uncorrected:
         reasons.append(correction.reason)
     row_verdict = UNDECIDED_VERDICT if unusable or uncorrected else verdict(low, high, sign)
-    # The effect this design decides with 80 % probability, on the reported scale (a size).
-    detectable = float(to_scale(detectable_effect(pooled["k"], pooled.get("design_stderr", np.nan), confidence,
-                                                  widening=pooled["widening"])))
+    # The effect this design decides with 80 % probability, on the reported scale (a size); none
+    # where the row is undecided whatever the effect (replicates left out, a refused correction).
+    detectable = np.nan if unusable or uncorrected else float(to_scale(detectable_effect(
+        pooled["k"], pooled.get("design_stderr", np.nan), confidence, widening=pooled["widening"])))
     held_out = _leave_one_out_verdicts(z, se, sign, confidence, to_scale, bounds,
                                        correct and (lambda kept: correct({seeds[i] for i in kept})))
     if correction is not None:
@@ -814,7 +815,8 @@ _LONG_NAMES = {
     "z_stderr": "standard error of the pooled estimate on the pooled scale (Fisher's z for correlations; Hartung-Knapp)",
     "tau": "between-replicate standard deviation on the pooled scale (DerSimonian-Laird)",
     "detectable": f"smallest true effect (a correlation's size, or a difference's) that a pool of these replicates "
-    f"decides on its side with probability {DETECTION_POWER:g} (basins.stats.detectable_effect; nan below two)",
+    f"decides on its side with probability {DETECTION_POWER:g} at the estimated tau (basins.stats.detectable_effect; "
+    "nan below two replicates and where the row is undecided whatever the effect)",
     "n_replicates": "replicates pooled",
     "n_minima": "fitting minima counted, summed over replicates",
     "measurement_stderr": "root mean square over replicates of the measurement noise's share of a replicate's "
@@ -850,8 +852,10 @@ def answer_markdown(answer: xr.Dataset) -> str:
         "hypothesis expects. `leave one out`: of the pools without one replicate at a time, how many "
         "give the same verdict (a verdict one replicate carries is fragile). `detectable`: the smallest true "
         f"effect (a correlation's size, or a difference's) that a pool of the row's replicates, with their "
-        f"errors and scatter, decides with probability {DETECTION_POWER:g} (basins.stats.detectable_effect): an "
-        "undecided row with a large value could not have seen a smaller effect.",
+        f"errors and the between-replicate spread they show, decides with probability {DETECTION_POWER:g} "
+        "(basins.stats.detectable_effect; lower where the replicates differ more than a few of them can "
+        "show): an undecided row more likely than not misses any smaller effect; empty where the row is "
+        "undecided whatever the effect (its reason says why).",
         "",
         "Basin size, in every `basin_fraction` row, is the share of the experiment's ensemble (members "
         "started from its initialization distribution and run by its own dynamics) that reached the "
