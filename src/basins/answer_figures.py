@@ -16,7 +16,9 @@ def figure_answer(answer: xr.Dataset, *, title: str) -> plt.Figure:
     """One panel per statistic, a row per kind: the rank correlations, the same with each control
     of :data:`basins.answer.CONTROLS` held fixed, and the good - bad shape differences: the pooled estimate against
     network size, with its interval, per family, and each replicate's value as a dot; the side
-    the hypothesis expects is shaded."""
+    the hypothesis expects is shaded, and an open triangle on it, beside the estimate, marks the
+    effect each row's replicates decide with probability 0.8 (``detectable``: smaller ones they
+    more likely than not miss)."""
     set_theme()
     kinds = (
         ([name for name, spec in STATISTICS.items() if spec[-1] is None], True, "rank correlation (pooled)"),
@@ -69,6 +71,8 @@ def _panel(ax, answer, rows, families, colors, is_correlation):
         for row, n in zip(mine, size):
             values = answer["replicate_estimate"].values[row]
             ax.plot(np.full(values.shape, n), values, ".", color=colors[family], alpha=0.4, ms=3)
+        reach = sign * np.minimum(answer["detectable"].values[mine], limit)  # inside the panel
+        ax.plot(size * 1.15, reach, "v" if sign < 0 else "^", mfc="none", color=colors[family], ms=4, mew=0.8)
     if not np.isfinite(answer["estimate"].values[rows]).any():
         ax.text(0.5, 0.5, "undefined in every row\n(reasons in answer.md)", ha="center", va="center",
                 transform=ax.transAxes, fontsize=7)
