@@ -18,6 +18,7 @@ from basins.stats import (
     partial_spearman_fisher_z_rows,
     pool_replicates,
     rank_correlation,
+    replicates_to_detect,
     spearman_fisher_z,
     verdict,
 )
@@ -134,6 +135,24 @@ def test_pools_decide_the_detectable_effect_at_the_quoted_power(k, tau):
     assert decided(effect / 2) < 0.5
     reported = np.median([detectable_effect(p["k"], p["design_stderr"]) for p in pools(0.0)])
     assert 0.65 <= decided(reported) <= 0.86  # DerSimonian-Laird's tau is low at few replicates
+
+
+@pytest.mark.parametrize("effect, stderr, tau", [(0.3, 0.4, 0.2), (0.5, 0.6, 0.0)])
+def test_the_replicates_to_detect_an_effect_decide_it_at_the_quoted_power(effect, stderr, tau):
+    """Known answer: pools of the planned number of replicates (each its error and tau) decide the
+    effect in about 80 % of simulated studies (83 % and 80 % here, 21 and 14 replicates); half
+    as many in 45 % and 41 %."""
+    rng = np.random.default_rng(int(100 * effect))
+    k = replicates_to_detect(effect, stderr**2 + tau**2)
+    assert k > 3
+
+    def decided(n, studies=4000):
+        draws = effect + rng.standard_normal((studies, n)) * np.hypot(stderr, tau)
+        return np.mean([pool_replicates(row, np.full(n, stderr))["low"] > 0 for row in draws])
+
+    assert 0.76 <= decided(k) <= 0.87
+    assert decided(k // 2) < 0.55  # half as many decide it less often than not
+    assert replicates_to_detect(effect, 1e6) == -1 and replicates_to_detect(0.0, 0.1) == -1
 
 
 def test_detectable_effect_grows_with_the_power_asked_and_needs_two_replicates():

@@ -68,6 +68,7 @@ from basins.stats import (
     partial_spearman_fisher_z_rows,
     pool_replicates,
     rank_correlation,
+    replicates_to_detect,
     spearman_fisher_z,
     spearman_fisher_z_rows,
     verdict,
@@ -336,6 +337,7 @@ def answer_hypothesis(
     min_members: int = 10,
     match_factor: float = 2.0,
     confidence: float = 0.95,
+    plan_correlation: float | None = None,
 ) -> xr.Dataset:
     """The answer table: one row per family, size (experiment) and statistic.
 
@@ -358,6 +360,9 @@ def answer_hypothesis(
         this factor (:func:`good_bad_shape`).
     confidence
         Of the pooled intervals.
+    plan_correlation
+        For the correlation rows, how many replicates of the row's kind would decide a rank
+        correlation of this size with probability 0.8 (``replicates_to_detect``; None: not asked).
 
     Returns
     -------
@@ -423,7 +428,8 @@ def answer_hypothesis(
                 # replicate is left out of these rows (listed above), not an unmeasurable one.
                 entering = {seed: entry for seed, entry in correlations.items()
                             if not control or entry[0] >= PARTIAL_MIN_PAIRS}
-                pooled = _pooled_row(entering, seeds, name, sign, confidence, np.tanh)
+                pooled = _pooled_row(entering, seeds, name, sign, confidence, np.tanh,
+                                     plan=None if plan_correlation is None else float(np.arctanh(plan_correlation)))
                 if weighted and correlations and pooled["n_replicates"] == 0:
                     pooled["reason"] = ("the members' effective number of minima (Kish) is at most 4 in every "
                                         "replicate: a few basins hold most members")
@@ -440,7 +446,7 @@ def answer_hypothesis(
                     pooled["reason"] = "basins not probed (basin_geometry: false)"
                 rows.append(row | pooled | {"statistic": f"good_minus_bad_{stat}"})
     return _as_dataset(rows, excluded, seeds, fit_threshold, min_members, confidence).assign_attrs(
-        match_factor=match_factor
+        match_factor=match_factor, plan_correlation=np.nan if plan_correlation is None else plan_correlation,
     )
 
 
@@ -463,7 +469,8 @@ def answer_sensitivity(
     tables = []
     for index, (fit, members) in enumerate(settings, start=1):
         log.info("sensitivity: setting %d of %d (fit_threshold %g, min_members %d)", index, len(settings), fit, members)
-        tables.append(answer_hypothesis(families, replicates, n_params, fit_threshold=fit, min_members=members, **options))
+        tables.append(answer_hypothesis(families, replicates, n_params, fit_threshold=fit, min_members=members,
+                                        **{key: value for key, value in options.items() if key != "plan_correlation"}))
     names = ("estimate", "low", "high", "verdict", "n_minima", "n_replicates")
     columns = {name: np.stack([table[name].values for table in tables], axis=1) for name in names}
     return xr.Dataset(
@@ -503,7 +510,8 @@ def threshold_agreement(estimates: np.ndarray, verdicts: np.ndarray) -> np.ndarr
     return np.array(out)
 
 
-def _pooled_row(per_replicate, seeds, name, sign, confidence, to_scale, bounds=(-np.inf, np.inf), correct=None):
+def _pooled_row(per_replicate, seeds, name, sign, confidence, to_scale, bounds=(-np.inf, np.inf), correct=None,
+                plan=None):
     """One statistic pooled over the replicates that gave it: ``per_replicate[seed]`` holds
     (minima behind it, {name: (estimate, standard error)}, measurement spreads and the number
     of redraws behind each, or None and None);
@@ -511,7 +519,10 @@ def _pooled_row(per_replicate, seeds, name, sign, confidence, to_scale, bounds=(
     values ``bounds`` clip the interval. A shape row's ``correct(seeds kept)`` gives the
     :class:`SizeCorrection` measured on those replicates, which corrects each replicate's
     difference for the basin sizes of its pair (measured anew without each replicate left
-    out); one that could not be made leaves the row undecided, with its reason.
+    out); one that could not be made leaves the row undecided, with its reason. ``plan``: an
+    effect on the pooled scale, whose replicates needed the row gives
+    (:func:`basins.stats.replicates_to_detect` at its replicates' mean precision and tau; -1
+    without one).
 
     A replicate that entered but whose estimate or error is not usable (undefined, or an
     interval of zero width: a measurement at its resolution limit, not an exact one) is left out
@@ -539,6 +550,9 @@ def _pooled_row(per_replicate, seeds, name, sign, confidence, to_scale, bounds=(
     # where the row is undecided whatever the effect (replicates left out, a refused correction).
     detectable = np.nan if unusable or uncorrected else float(to_scale(detectable_effect(
         pooled["k"], pooled.get("design_stderr", np.nan), confidence, widening=pooled["widening"])))
+    # sum w = k / v at the replicates' mean precision: v = k design_stderr^2.
+    needed = -1 if plan is None or np.isnan(detectable) else replicates_to_detect(
+        plan, pooled["k"] * pooled["design_stderr"] ** 2, confidence)
     held_out = _leave_one_out_verdicts(z, se, sign, confidence, to_scale, bounds,
                                        correct and (lambda kept: correct({seeds[i] for i in kept})))
     if correction is not None:
@@ -546,6 +560,7 @@ def _pooled_row(per_replicate, seeds, name, sign, confidence, to_scale, bounds=(
     return dict(
         statistic=name, expected_sign=sign, estimate=float(to_scale(pooled["estimate"])), low=low, high=high,
         z_stderr=pooled["stderr"], tau=pooled["tau"], n_replicates=pooled["k"], detectable=detectable,
+        replicates_to_detect=needed,
         n_minima=int(sum(entry[0] for entry in per_replicate.values())),
         measurement_stderr=float(np.sqrt(np.nanmean(measured**2))) if np.isfinite(measured).any() else np.nan,
         verdict=row_verdict, reason="; ".join(reason for reason in reasons if reason),
@@ -818,6 +833,8 @@ _LONG_NAMES = {
     f"decides on its side with probability {DETECTION_POWER:g} at the estimated tau (basins.stats.detectable_effect; "
     "nan below two replicates and where the row is undecided whatever the effect)",
     "n_replicates": "replicates pooled",
+    "replicates_to_detect": "correlation rows: replicates of this row's mean precision and tau whose pool decides a "
+    f"correlation of the size plan_correlation with probability {DETECTION_POWER:g} (-1: not asked or not computable)",
     "n_minima": "fitting minima counted, summed over replicates",
     "measurement_stderr": "root mean square over replicates of the measurement noise's share of a replicate's "
     "standard error on Fisher's scale (member counts, test errors, Hessian traces measured again, minima "
@@ -839,6 +856,7 @@ _LONG_NAMES = {
 def answer_markdown(answer: xr.Dataset) -> str:
     """The answer as a short Markdown page, every number read from ``answer``."""
     level = int(round(100 * float(answer.attrs["confidence"])))
+    plan = float(answer.attrs.get("plan_correlation", np.nan))
     lines = [
         "# Does basin size go with generalization? The study's answer",
         "",
@@ -855,7 +873,10 @@ def answer_markdown(answer: xr.Dataset) -> str:
         f"errors and the between-replicate spread they show, decides with probability {DETECTION_POWER:g} "
         "(basins.stats.detectable_effect; lower where the replicates differ more than a few of them can "
         "show): an undecided row more likely than not misses any smaller effect; empty where the row is "
-        "undecided whatever the effect (its reason says why).",
+        "undecided whatever the effect (its reason says why)."
+        + (f" `replicates for {plan:g}`: how many replicates with the row's mean precision and its tau "
+           f"would decide a rank correlation of size {plan:g} with that probability (basins.stats."
+           "replicates_to_detect; where tau is estimated 0 and is not, more)." if np.isfinite(plan) else ""),
         "",
         "Basin size, in every `basin_fraction` row, is the share of the experiment's ensemble (members "
         "started from its initialization distribution and run by its own dynamics) that reached the "
@@ -890,8 +911,10 @@ def answer_markdown(answer: xr.Dataset) -> str:
         "slope is not measured or whose straight line is rejected is undecided (`size corrections` below).",
         "",
         "| family | experiment | N | statistic | expected | pooled | interval | detectable | noise | replicates (over) "
-        "| minima | verdict | leave one out |" + (" across thresholds |" if "sensitivity_agreement" in answer else ""),
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if "sensitivity_agreement" in answer else ""),
+        "| minima | verdict | leave one out |" + (f" replicates for {plan:g} |" if np.isfinite(plan) else "")
+        + (" across thresholds |" if "sensitivity_agreement" in answer else ""),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if np.isfinite(plan) else "")
+        + ("---|" if "sensitivity_agreement" in answer else ""),
     ]
     for row in range(answer.sizes["row"]):
         r = answer.isel(row=row)
@@ -901,7 +924,9 @@ def answer_markdown(answer: xr.Dataset) -> str:
             f"{'<' if int(r.expected_sign) < 0 else '>'} 0 | {_signed(float(r.estimate))} | {interval} | "
             f"{_optional(float(r.detectable))} | {_optional(float(r.measurement_stderr))} | "
             f"{int(r.n_replicates)} ({r.replicates_over.item()}) | {int(r.n_minima)} | {r.verdict.item()} | "
-            f"{_leave_one_out_cell(r)} |" + (f" {r.sensitivity_agreement.item()} |" if "sensitivity_agreement" in answer else "")
+            f"{_leave_one_out_cell(r)} |"
+            + (f" {int(r.replicates_to_detect) if int(r.replicates_to_detect) >= 0 else ''} |" if np.isfinite(plan) else "")
+            + (f" {r.sensitivity_agreement.item()} |" if "sensitivity_agreement" in answer else "")
         )
     lines += _size_correction_lines(answer)
     if "setting" in answer.dims:

@@ -369,6 +369,38 @@ def detectable_effect(
     return (low + high) / 2
 
 
+def replicates_to_detect(
+    effect: float, replicate_variance: float, confidence: float = 0.95, power: float = DETECTION_POWER,
+    most: int = 100_000,
+) -> int:
+    """The fewest replicates, each with the variance ``replicate_variance`` (its own error
+    squared plus tau^2, on the pooled scale), whose pool decides a true ``effect`` (> 0) with
+    probability ``power``: the smallest k with ``detectable_effect(k, sqrt(v / k)) <= effect``
+    (it falls with k). -1 where more than ``most`` would be needed, or the inputs give none.
+    Known answer (tests/test_stats.py): simulated pools of that many replicates decide the
+    effect in 80-83 % of 4 000 studies at power 0.8 (14 and 21 replicates), half as many in
+    41-45 %. Like :func:`detectable_effect` it takes tau as given: where a few replicates
+    estimate tau = 0 and it is not, more are needed."""
+    if not (np.isfinite(effect) and effect > 0 and np.isfinite(replicate_variance) and replicate_variance > 0):
+        return -1
+
+    def enough(k):
+        return detectable_effect(k, float(np.sqrt(replicate_variance / k)), confidence, power) <= effect
+
+    high = 2
+    while not enough(high):
+        if high > most:
+            return -1
+        high *= 2
+    low = high // 2  # too few (or 1), unless high is 2
+    if high == 2:
+        return 2
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if enough(middle) else (middle, high)
+    return high if high <= most else -1
+
+
 def verdict(low: float, high: float, expected_sign: int) -> str:
     """``supported`` when the interval excludes 0 on the side the hypothesis expects
     (``expected_sign`` +1 or -1), ``contradicted`` on the other side, else ``undecided``
