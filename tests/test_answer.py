@@ -117,7 +117,9 @@ def test_correlation_rows_say_how_many_replicates_would_decide_the_planned_corre
     replicates = {"planted": [Replicate(s, *_replicate(rng, 12, 0.0), N_TEST) for s in range(1, 7)]}
     answer = answer_hypothesis({"family": ["planted"]}, replicates, {"planted": 41}, plan_correlation=0.3)
     row = _row(answer, "basin_fraction_vs_test_error")
-    assert int(row["replicates_to_detect"]) > 6  # six replicates decide |rho| = 0.3 far less often than 0.8 (their detectable is larger)
+    assert int(row["replicates_to_detect"]) > 6  # six decide |rho| = 0.3 far less often than 0.8
+    assert int(row["replicates_to_detect_at_tau_bound"]) >= int(row["replicates_to_detect"])
+    assert f"| {int(row['replicates_to_detect'])} ({int(row['replicates_to_detect_at_tau_bound'])}) |" in answer_markdown(answer)
     assert float(row["detectable"]) > 0.3
     assert int(_row(answer, "good_minus_bad_reach")["replicates_to_detect"]) == -1  # not a correlation row
     assert "replicates for 0.3 |" in answer_markdown(answer) and "replicates for" not in answer_markdown(_family(0.0))

@@ -20,6 +20,7 @@ from basins.stats import (
     rank_correlation,
     replicates_to_detect,
     spearman_fisher_z,
+    tau_upper_bound,
     verdict,
 )
 
@@ -153,6 +154,17 @@ def test_the_replicates_to_detect_an_effect_decide_it_at_the_quoted_power(effect
     assert 0.76 <= decided(k) <= 0.87
     assert decided(k // 2) < 0.55  # half as many decide it less often than not
     assert replicates_to_detect(effect, 1e6) == -1 and replicates_to_detect(0.0, 0.1) == -1
+
+
+@pytest.mark.parametrize("k, tau", [(7, 0.2), (10, 0.3), (16, 0.1)])
+def test_taus_upper_bound_covers_the_true_tau_at_the_nominal_rate(k, tau):
+    """Known answer: the Q-profile interval's upper end lies at or above the true tau in about
+    97.5 % of simulated studies (97.1-98.0 % here); with no spread beyond the errors it is 0."""
+    rng = np.random.default_rng(k)
+    s = rng.uniform(0.25, 0.6, k)
+    bounds = [tau_upper_bound(rng.standard_normal(k) * np.sqrt(s**2 + tau**2), s) for _ in range(3000)]
+    assert 0.96 <= np.mean(np.array(bounds) >= tau) <= 0.99
+    assert tau_upper_bound(np.zeros(k), s) == 0.0 and np.isnan(tau_upper_bound(np.zeros(1), s[:1]))
 
 
 def test_detectable_effect_grows_with_the_power_asked_and_needs_two_replicates():

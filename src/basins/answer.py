@@ -61,6 +61,7 @@ from basins.stats import (
     PARTIAL_MIN_PAIRS,
     least_squares_coefficient,
     DETECTION_POWER,
+    MOST_REPLICATES,
     UNDECIDED_VERDICT,
     detectable_effect,
     fisher_z,
@@ -70,6 +71,7 @@ from basins.stats import (
     rank_correlation,
     replicates_to_detect,
     spearman_fisher_z,
+    tau_upper_bound,
     spearman_fisher_z_rows,
     verdict,
 )
@@ -550,9 +552,14 @@ def _pooled_row(per_replicate, seeds, name, sign, confidence, to_scale, bounds=(
     # where the row is undecided whatever the effect (replicates left out, a refused correction).
     detectable = np.nan if unusable or uncorrected else float(to_scale(detectable_effect(
         pooled["k"], pooled.get("design_stderr", np.nan), confidence, widening=pooled["widening"])))
-    # sum w = k / v at the replicates' mean precision: v = k design_stderr^2.
-    needed = -1 if plan is None or np.isnan(detectable) else replicates_to_detect(
-        plan, pooled["k"] * pooled["design_stderr"] ** 2, confidence)
+    needed = needed_at_bound = -1
+    if plan is not None and not np.isnan(detectable):
+        # sum w = k / v at the replicates' mean precision: v = k design_stderr^2 at the estimated
+        # tau; and at the largest tau the replicates leave possible.
+        needed = replicates_to_detect(plan, pooled["k"] * pooled["design_stderr"] ** 2, confidence)
+        usable = np.isfinite(z) & np.isfinite(se) & (se > 0)
+        bound = tau_upper_bound(z[usable], se[usable], confidence)
+        needed_at_bound = replicates_to_detect(plan, 1 / np.mean(1 / (se[usable] ** 2 + bound**2)), confidence)
     held_out = _leave_one_out_verdicts(z, se, sign, confidence, to_scale, bounds,
                                        correct and (lambda kept: correct({seeds[i] for i in kept})))
     if correction is not None:
@@ -560,7 +567,7 @@ def _pooled_row(per_replicate, seeds, name, sign, confidence, to_scale, bounds=(
     return dict(
         statistic=name, expected_sign=sign, estimate=float(to_scale(pooled["estimate"])), low=low, high=high,
         z_stderr=pooled["stderr"], tau=pooled["tau"], n_replicates=pooled["k"], detectable=detectable,
-        replicates_to_detect=needed,
+        replicates_to_detect=needed, replicates_to_detect_at_tau_bound=needed_at_bound,
         n_minima=int(sum(entry[0] for entry in per_replicate.values())),
         measurement_stderr=float(np.sqrt(np.nanmean(measured**2))) if np.isfinite(measured).any() else np.nan,
         verdict=row_verdict, reason="; ".join(reason for reason in reasons if reason),
@@ -835,6 +842,8 @@ _LONG_NAMES = {
     "n_replicates": "replicates pooled",
     "replicates_to_detect": "correlation rows: replicates of this row's mean precision and tau whose pool decides a "
     f"correlation of the size plan_correlation with probability {DETECTION_POWER:g} (-1: not asked or not computable)",
+    "replicates_to_detect_at_tau_bound": "as replicates_to_detect, with tau at the upper end of its Q-profile "
+    "interval (basins.stats.tau_upper_bound): a few replicates that show no spread leave a large one possible",
     "n_minima": "fitting minima counted, summed over replicates",
     "measurement_stderr": "root mean square over replicates of the measurement noise's share of a replicate's "
     "standard error on Fisher's scale (member counts, test errors, Hessian traces measured again, minima "
@@ -876,7 +885,10 @@ def answer_markdown(answer: xr.Dataset) -> str:
         "undecided whatever the effect (its reason says why)."
         + (f" `replicates for {plan:g}`: how many replicates with the row's mean precision and its tau "
            f"would decide a rank correlation of size {plan:g} with that probability (basins.stats."
-           "replicates_to_detect; where tau is estimated 0 and is not, more)." if np.isfinite(plan) else ""),
+           "replicates_to_detect), and in parentheses how many at the largest tau the row's replicates leave "
+           f"possible (the upper end of its {level} % Q-profile interval): a few replicates that scatter "
+           "no more than their errors say estimate tau = 0 but do not rule out a large one."
+           if np.isfinite(plan) else ""),
         "",
         "Basin size, in every `basin_fraction` row, is the share of the experiment's ensemble (members "
         "started from its initialization distribution and run by its own dynamics) that reached the "
@@ -925,7 +937,7 @@ def answer_markdown(answer: xr.Dataset) -> str:
             f"{_optional(float(r.detectable))} | {_optional(float(r.measurement_stderr))} | "
             f"{int(r.n_replicates)} ({r.replicates_over.item()}) | {int(r.n_minima)} | {r.verdict.item()} | "
             f"{_leave_one_out_cell(r)} |"
-            + (f" {int(r.replicates_to_detect) if int(r.replicates_to_detect) >= 0 else ''} |" if np.isfinite(plan) else "")
+            + (f" {_planned_cell(r)} |" if np.isfinite(plan) else "")
             + (f" {r.sensitivity_agreement.item()} |" if "sensitivity_agreement" in answer else "")
         )
     lines += _size_correction_lines(answer)
@@ -955,6 +967,14 @@ def _size_correction_lines(answer) -> list[str]:
                         f"slope {slope:+.3f} +- {half:.3f} per unit log basin fraction from "
                         f"{int(r.size_slope_minima)} minima, moved the pooled estimate by {float(r.size_correction):+.3f}"))
     return ["", "Size corrections of the shape rows:", "", *lines] if lines else []
+
+
+def _planned_cell(row) -> str:
+    """``k (k at tau's upper bound)``; empty where not computable, beyond the search said so."""
+    needed, at_bound = int(row.replicates_to_detect), int(row.replicates_to_detect_at_tau_bound)
+    if needed < 0:
+        return ""
+    return f"{needed} ({at_bound if at_bound >= 0 else f'> {MOST_REPLICATES}'})"
 
 
 def _optional(value: float) -> str:
