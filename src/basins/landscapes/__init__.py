@@ -2,6 +2,8 @@
 
 - :mod:`~basins.landscapes.architecture`: network shapes and initial parameters (no torch);
 - :mod:`~basins.landscapes.networks`: the forward pass of a whole ensemble;
+- :mod:`~basins.landscapes.outputs`: the same outputs in NumPy, for the stages that compare
+  minima by their function without loading torch;
 - :mod:`~basins.landscapes.losses`: per-sample losses and the L2 penalty;
 - :mod:`~basins.landscapes.objective`: a network on its data as the engine's objective;
 - :mod:`~basins.landscapes.fused_mlp`: its loss and gradient by a hand-derived backward pass (the default);
