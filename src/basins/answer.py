@@ -554,12 +554,15 @@ def _pooled_row(per_replicate, seeds, name, sign, confidence, to_scale, bounds=(
         pooled["k"], pooled.get("design_stderr", np.nan), confidence, widening=pooled["widening"])))
     needed = needed_at_bound = -1
     if plan is not None and not np.isnan(detectable):
-        # sum w = k / v at the replicates' mean precision: v = k design_stderr^2 at the estimated
-        # tau; and at the largest tau the replicates leave possible.
-        needed = replicates_to_detect(plan, pooled["k"] * pooled["design_stderr"] ** 2, confidence)
         usable = np.isfinite(z) & np.isfinite(se) & (se > 0)
-        bound = tau_upper_bound(z[usable], se[usable], confidence)
-        needed_at_bound = replicates_to_detect(plan, 1 / np.mean(1 / (se[usable] ** 2 + bound**2)), confidence)
+
+        def replicate_variance(tau):  # at the replicates' mean precision: the harmonic mean of s^2 + tau^2
+            return 1 / np.mean(1 / (se[usable] ** 2 + tau**2))
+
+        # At the estimated tau, and at the largest tau the replicates leave possible.
+        needed = replicates_to_detect(plan, replicate_variance(pooled["tau"]), confidence)
+        needed_at_bound = replicates_to_detect(
+            plan, replicate_variance(tau_upper_bound(z[usable], se[usable], confidence)), confidence)
     held_out = _leave_one_out_verdicts(z, se, sign, confidence, to_scale, bounds,
                                        correct and (lambda kept: correct({seeds[i] for i in kept})))
     if correction is not None:
