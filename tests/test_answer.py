@@ -107,7 +107,9 @@ def test_each_row_says_what_effect_its_replicates_would_have_decided():
     detectable = [float(row["detectable"]) for row in rows]
     assert 0 < detectable[1] < detectable[0] < 1
     assert detectable[1] > (float(rows[1]["high"]) - float(rows[1]["low"])) / 2
-    assert f"| {detectable[1]:.2f} |" in answer_markdown(_family(effect=0.0, seed=1))
+    at_bound = float(rows[1]["detectable_at_tau_bound"])
+    assert detectable[1] <= at_bound < 1  # tau's upper bound is at least its estimate
+    assert f"| {detectable[1]:.2f} ({at_bound:.2f}) |" in answer_markdown(_family(effect=0.0, seed=1))
 
 
 def test_correlation_rows_say_how_many_replicates_would_decide_the_planned_correlation():
@@ -438,6 +440,7 @@ def test_a_replicate_with_a_zero_width_shape_interval_leaves_the_row_undecided_a
     assert row["verdict"].item() == UNDECIDED_VERDICT
     assert "3 of 5 entering replicates left out" in row["reason"].item()
     assert np.isnan(float(row["detectable"]))  # undecided whatever the effect: no detectable one
+    assert np.isnan(float(row["detectable_at_tau_bound"]))
 
 
 def test_shape_difference_intervals_stay_within_the_possible_values():

@@ -12,6 +12,7 @@ from basins.stats import (
     SUPPORTED,
     UNDECIDED_VERDICT,
     detectable_effect,
+    detectable_effect_at_tau_bound,
     fisher_z,
     mid_ranks,
     partial_spearman_fisher_z,
@@ -165,6 +166,33 @@ def test_taus_upper_bound_covers_the_true_tau_at_the_nominal_rate(k, tau):
     bounds = [tau_upper_bound(rng.standard_normal(k) * np.sqrt(s**2 + tau**2), s) for _ in range(3000)]
     assert 0.96 <= np.mean(np.array(bounds) >= tau) <= 0.99
     assert tau_upper_bound(np.zeros(k), s) == 0.0 and np.isnan(tau_upper_bound(np.zeros(1), s[:1]))
+
+
+@pytest.mark.parametrize("k, tau", [(7, 0.3), (10, 0.3), (16, 0.2)])
+def test_the_detectable_effect_at_taus_bound_is_decided_at_least_at_the_quoted_power(k, tau):
+    """Known answer: with a true tau the replicates' own estimate often misses (0 in most of the
+    default study's rows), the value at tau's Q-profile bound lies at or above the one the true
+    tau gives in about 97.5 % of studies (96.9-97.8 % here), and pools at the value studies
+    report are decided in 99-100 % (its median) and 92-96 % (its lower tenth), where the value at
+    the estimated tau is decided in 74-78 % (median): conservative, as a bound is."""
+    rng = np.random.default_rng(k)
+    s = rng.uniform(0.25, 0.6, k)
+    spread = np.sqrt(s**2 + tau**2)
+    truth = detectable_effect(k, float(np.sqrt(1 / np.sum(1 / spread**2))))
+    null = rng.standard_normal((1000, k)) * spread
+    quoted = np.array([detectable_effect_at_tau_bound(row, s) for row in null])
+
+    def decided(delta, n=4000):
+        return np.mean([pool_replicates(row, s)["low"] > 0 for row in delta + rng.standard_normal((n, k)) * spread])
+
+    assert 0.95 <= np.mean(quoted >= truth) <= 0.99
+    assert decided(np.median(quoted)) >= 0.95 and decided(np.quantile(quoted, 0.1)) >= 0.85
+    at_estimate = np.median([detectable_effect(p["k"], p["design_stderr"]) for p in map(pool_replicates, null[:400],
+                                                                                        [s] * 400)])
+    assert decided(at_estimate) < 0.8  # the estimated tau's value errs low here
+    assert detectable_effect_at_tau_bound(np.zeros(k), s) == pytest.approx(
+        detectable_effect(k, float(np.sqrt(1 / np.sum(1 / s**2)))))  # no spread: tau's bound is 0
+    assert np.isnan(detectable_effect_at_tau_bound(np.zeros(1), s[:1]))
 
 
 def test_detectable_effect_grows_with_the_power_asked_and_needs_two_replicates():

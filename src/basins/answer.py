@@ -64,6 +64,7 @@ from basins.stats import (
     MOST_REPLICATES,
     UNDECIDED_VERDICT,
     detectable_effect,
+    detectable_effect_at_tau_bound,
     fisher_z,
     partial_spearman_fisher_z,
     partial_spearman_fisher_z_rows,
@@ -550,19 +551,24 @@ def _pooled_row(per_replicate, seeds, name, sign, confidence, to_scale, bounds=(
     row_verdict = UNDECIDED_VERDICT if unusable or uncorrected else verdict(low, high, sign)
     # The effect this design decides with 80 % probability, on the reported scale (a size); none
     # where the row is undecided whatever the effect (replicates left out, a refused correction).
-    detectable = np.nan if unusable or uncorrected else float(to_scale(detectable_effect(
-        pooled["k"], pooled.get("design_stderr", np.nan), confidence, widening=pooled["widening"])))
+    detectable = detectable_at_bound = np.nan
     needed = needed_at_bound = -1
+    if not (unusable or uncorrected):
+        pooled_z = correction.corrected(z) if correction is not None else z
+        usable = np.isfinite(pooled_z) & np.isfinite(se) & (se > 0)
+        # At the estimated tau, and at the largest tau the replicates leave possible.
+        detectable = float(to_scale(detectable_effect(
+            pooled["k"], pooled.get("design_stderr", np.nan), confidence, widening=pooled["widening"])))
+        detectable_at_bound = float(to_scale(detectable_effect_at_tau_bound(
+            pooled_z, se, confidence, widening=pooled["widening"])))
     if plan is not None and not np.isnan(detectable):
-        usable = np.isfinite(z) & np.isfinite(se) & (se > 0)
 
         def replicate_variance(tau):  # at the replicates' mean precision: the harmonic mean of s^2 + tau^2
             return 1 / np.mean(1 / (se[usable] ** 2 + tau**2))
 
-        # At the estimated tau, and at the largest tau the replicates leave possible.
         needed = replicates_to_detect(plan, replicate_variance(pooled["tau"]), confidence)
         needed_at_bound = replicates_to_detect(
-            plan, replicate_variance(tau_upper_bound(z[usable], se[usable], confidence)), confidence)
+            plan, replicate_variance(tau_upper_bound(pooled_z[usable], se[usable], confidence)), confidence)
     held_out = _leave_one_out_verdicts(z, se, sign, confidence, to_scale, bounds,
                                        correct and (lambda kept: correct({seeds[i] for i in kept})))
     if correction is not None:
@@ -570,6 +576,7 @@ def _pooled_row(per_replicate, seeds, name, sign, confidence, to_scale, bounds=(
     return dict(
         statistic=name, expected_sign=sign, estimate=float(to_scale(pooled["estimate"])), low=low, high=high,
         z_stderr=pooled["stderr"], tau=pooled["tau"], n_replicates=pooled["k"], detectable=detectable,
+        detectable_at_tau_bound=detectable_at_bound,
         replicates_to_detect=needed, replicates_to_detect_at_tau_bound=needed_at_bound,
         n_minima=int(sum(entry[0] for entry in per_replicate.values())),
         measurement_stderr=float(np.sqrt(np.nanmean(measured**2))) if np.isfinite(measured).any() else np.nan,
@@ -842,6 +849,9 @@ _LONG_NAMES = {
     "detectable": f"smallest true effect (a correlation's size, or a difference's) that a pool of these replicates "
     f"decides on its side with probability {DETECTION_POWER:g} at the estimated tau (basins.stats.detectable_effect; "
     "nan below two replicates and where the row is undecided whatever the effect)",
+    "detectable_at_tau_bound": "as detectable, with tau at the upper end of its Q-profile interval "
+    "(basins.stats.detectable_effect_at_tau_bound): the value at the estimated tau errs low where few replicates "
+    "estimate tau = 0, this one errs high",
     "n_replicates": "replicates pooled",
     "replicates_to_detect": "correlation rows: replicates of this row's mean precision and tau whose pool decides a "
     f"correlation of the size plan_correlation with probability {DETECTION_POWER:g} (-1: not asked or not computable)",
@@ -885,12 +895,14 @@ def answer_markdown(answer: xr.Dataset) -> str:
         f"errors and the between-replicate spread they show, decides with probability {DETECTION_POWER:g} "
         "(basins.stats.detectable_effect; lower where the replicates differ more than a few of them can "
         "show): an undecided row more likely than not misses any smaller effect; empty where the row is "
-        "undecided whatever the effect (its reason says why)."
+        "undecided whatever the effect (its reason says why). In parentheses, the same at the largest tau "
+        f"the row's replicates leave possible (the upper end of its {level} % Q-profile interval; "
+        "basins.stats.detectable_effect_at_tau_bound): a few replicates that scatter no more than their "
+        "errors say estimate tau = 0 but do not rule out a large one, so the first value errs low and the "
+        "second high."
         + (f" `replicates for {plan:g}`: how many replicates with the row's mean precision and its tau "
            f"would decide a rank correlation of size {plan:g} with that probability (basins.stats."
-           "replicates_to_detect), and in parentheses how many at the largest tau the row's replicates leave "
-           f"possible (the upper end of its {level} % Q-profile interval): a few replicates that scatter "
-           "no more than their errors say estimate tau = 0 but do not rule out a large one."
+           "replicates_to_detect), and in parentheses how many at that largest tau."
            if np.isfinite(plan) else ""),
         "",
         "Basin size, in every `basin_fraction` row, is the share of the experiment's ensemble (members "
@@ -937,7 +949,7 @@ def answer_markdown(answer: xr.Dataset) -> str:
         lines.append(
             f"| {r.family.item()} | {r.experiment.item()} | {int(r.n_params)} | {r.statistic.item()} | "
             f"{'<' if int(r.expected_sign) < 0 else '>'} 0 | {_signed(float(r.estimate))} | {interval} | "
-            f"{_optional(float(r.detectable))} | {_optional(float(r.measurement_stderr))} | "
+            f"{_detectable_cell(r)} | {_optional(float(r.measurement_stderr))} | "
             f"{int(r.n_replicates)} ({r.replicates_over.item()}) | {int(r.n_minima)} | {r.verdict.item()} | "
             f"{_leave_one_out_cell(r)} |"
             + (f" {_planned_cell(r)} |" if np.isfinite(plan) else "")
@@ -978,6 +990,12 @@ def _planned_cell(row) -> str:
     if needed < 0:
         return ""
     return f"{needed} ({at_bound if at_bound >= 0 else f'> {MOST_REPLICATES}'})"
+
+
+def _detectable_cell(row) -> str:
+    """``d (d at tau's upper bound)``; empty where the row is undecided whatever the effect."""
+    detectable = _optional(float(row.detectable))
+    return f"{detectable} ({_optional(float(row.detectable_at_tau_bound))})" if detectable else ""
 
 
 def _optional(value: float) -> str:
