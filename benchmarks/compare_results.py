@@ -13,26 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-import xarray as xr
-
-#: Variables that measure the machine, not the study.
-TIMING_WORDS = ("wall", "elapsed", "seconds")
-
-
-def differing_variables(first: Path, second: Path) -> list[str]:
-    """Names of the variables (coordinates included) that differ between two netCDF files."""
-    with xr.open_dataset(first) as a, xr.open_dataset(second) as b:
-        names = sorted(set(a.variables) | set(b.variables))
-        return [name for name in names if not any(word in name for word in TIMING_WORDS)
-                and not _same(a.variables.get(name), b.variables.get(name))]
-
-
-def _same(a, b) -> bool:
-    if a is None or b is None or a.shape != b.shape:
-        return False
-    x, y = a.values, b.values
-    return bool(np.array_equal(x, y, equal_nan=x.dtype.kind in "fc"))
+from basins.io import differing_variables
 
 
 def main() -> int:

@@ -7,6 +7,7 @@ import xarray as xr
 from basins.io import (
     add_provenance,
     check_dataset,
+    differing_variables,
     provenance_inputs,
     read_dataset,
     read_starting_points,
@@ -72,3 +73,22 @@ def test_starting_points_are_read_by_member(tmp_path):
         read_starting_points(tmp_path / "points.nc", [14], 3)
     with pytest.raises(ValueError, match="parameters"):
         read_starting_points(tmp_path / "points.nc", [10], 5)
+
+
+def test_two_runs_differ_only_where_their_values_do(tmp_path):
+    """The comparison of two runs' outputs (Slurm against local, resumed against uninterrupted,
+    speed changes that claim the same bits): a value one ulp off is named, NaN equals NaN, wall
+    times and attributes are not compared, and a variable only one run has is named."""
+    def written(name, **changes):
+        ds = small_dataset().assign(wall_time=((), 1.0, variable_attrs("seconds", "s")),
+                                    spread=("member", np.array([np.nan, 1.0]), variable_attrs("spread")))
+        path = tmp_path / f"{name}.nc"
+        write_dataset(ds.assign(**changes).assign_attrs(host=name), path)
+        return path
+
+    reference = written("reference")
+    assert differing_variables(reference, written("same", wall_time=((), 7.0, variable_attrs("seconds", "s")))) == []
+    off = np.nextafter(0.25, 1.0)
+    assert differing_variables(reference, written("ulp", loss=("member", [0.5, off], variable_attrs("loss")))) == ["loss"]
+    extra = written("extra", extra=("member", [1.0, 2.0], variable_attrs("extra")))
+    assert differing_variables(reference, extra) == ["extra"] == differing_variables(extra, reference)

@@ -12,15 +12,13 @@ import shutil
 import subprocess
 import time
 
-import numpy as np
 import pytest
-import xarray as xr
 import yaml
 from workflow_runner import BIN, ROOT, snakemake
 
+from basins.io import differing_variables
+
 SLURM_SCRIPTS = ROOT / "tests" / "slurm"
-# Values that legitimately differ between two runs of the same computation.
-RUN_DEPENDENT = {"wall_time"}
 
 
 def reason_slurm_cannot_run():
@@ -72,10 +70,7 @@ def assert_same_results(directory, reference):
     files = sorted(path.relative_to(directory) for path in (directory / "results").rglob("*.nc"))
     assert files, "the Slurm run wrote no results"
     for relative in files:
-        ours, theirs = xr.load_dataset(directory / relative), xr.load_dataset(reference / relative)
-        for name in theirs.data_vars:
-            if name not in RUN_DEPENDENT:
-                np.testing.assert_array_equal(ours[name].values, theirs[name].values, err_msg=f"{relative}: {name}")
+        assert not differing_variables(directory / relative, reference / relative), relative
 
 
 @pytest.mark.slow
@@ -139,7 +134,4 @@ def test_a_cancelled_training_job_resumes_from_its_checkpoint(slurm_cluster, tmp
 
     reference = tmp_path / "uninterrupted"
     snakemake("--cores", "2", "--directory", str(reference), *options)
-    ours, theirs = xr.load_dataset(tmp_path / shard), xr.load_dataset(reference / shard)
-    for name in theirs.data_vars:
-        if name not in RUN_DEPENDENT:
-            np.testing.assert_array_equal(ours[name].values, theirs[name].values, err_msg=name)
+    assert not differing_variables(tmp_path / shard, reference / shard)

@@ -16,6 +16,7 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
 import xarray as xr
 
 #: The dim vocabulary shared by all stages (singular snake_case).
@@ -228,6 +229,30 @@ def read_starting_points(path: str | os.PathLike, member_ids, n_params: int):
         if missing:
             raise ValueError(f"{path} has no starting point for members {missing[:5]}... ({len(missing)} missing)")
         return ds["initial_theta"].sel(member=list(member_ids)).values
+
+
+#: Words of variable names that measure the machine, not the study (wall times): two runs of
+#: the same computation differ there and nowhere else.
+RUN_DEPENDENT_WORDS = ("wall", "elapsed", "seconds")
+
+
+def differing_variables(first: str | os.PathLike, second: str | os.PathLike) -> list[str]:
+    """Names of the variables (coordinates included) whose values differ between two stage
+    outputs, bit for bit (NaN equal to NaN), or that only one of them has; variables that
+    measure the machine (:data:`RUN_DEPENDENT_WORDS`) are left out. Two runs of one computation
+    (a Slurm run and a local one, a resumed run and an uninterrupted one, a speed change that
+    claims the same bits) must give none."""
+    with xr.open_dataset(first, engine="netcdf4") as a, xr.open_dataset(second, engine="netcdf4") as b:
+        names = sorted(set(a.variables) | set(b.variables))
+        return [name for name in names if not any(word in name for word in RUN_DEPENDENT_WORDS)
+                and not _same_values(a.variables.get(name), b.variables.get(name))]
+
+
+def _same_values(a, b) -> bool:
+    if a is None or b is None or a.shape != b.shape:
+        return False
+    x, y = a.values, b.values
+    return bool(np.array_equal(x, y, equal_nan=x.dtype.kind in "fc"))
 
 
 def variable_attrs(long_name: str, units: str = "1", **extra) -> dict:
