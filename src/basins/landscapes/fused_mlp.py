@@ -442,14 +442,17 @@ def hessians(theta, x, y, arch, *, loss, margin=1.0, l2=0.0, beta=1.0):
         inputs = jacobian[0]
         hess = inputs.T @ (curvature.unsqueeze(-1) * inputs)
     else:
-        hess = jacobian.transpose(1, 2) @ (curvature.unsqueeze(-1) * jacobian)
+        # (einsum takes the batched product the same way as `J^T @ (C J)`, bit for bit, faster)
+        hess = torch.einsum("msp,msq->mpq", jacobian, curvature.unsqueeze(-1) * jacobian)
         # The output's own curvature, weighted by l': per unit, its incoming weights and bias
-        # (indices `incoming`) with each other and with its outgoing weight (`outgoing`).
+        # (indices `incoming`) with each other and with its outgoing weight (`outgoing`); every
+        # entry it touches once, so one indexed addition into the flattened Hessians does it all.
         incoming, outgoing, block, cross = unit_terms
-        rows, columns = incoming.unsqueeze(-1), incoming.unsqueeze(-2)
-        hess[:, rows, columns] += block
-        hess[:, incoming, outgoing.unsqueeze(-1)] += cross
-        hess[:, outgoing.unsqueeze(-1), incoming] += cross
+        n_params = hess.shape[-1]
+        to_outgoing = outgoing.unsqueeze(-1)
+        entries = torch.cat([(incoming.unsqueeze(-1) * n_params + incoming.unsqueeze(-2)).flatten(),
+                             (incoming * n_params + to_outgoing).flatten(), (to_outgoing * n_params + incoming).flatten()])
+        hess.view(len(hess), -1).index_add_(1, entries, torch.cat([block.flatten(1), cross.flatten(1), cross.flatten(1)], 1))
     hess.diagonal(dim1=1, dim2=2).add_(l2)
     return hess
 
@@ -508,14 +511,13 @@ def _hessian_terms(theta, x, y, arch, loss, margin, beta):
     weights_out = theta[:, w_out]  # (member, unit)
     output = (weights_out.unsqueeze(-1) * hidden).sum(1) + (theta[:, b_out] if arch.bias else 0.0)
     gradient, curvature = _loss_derivatives(output, y, loss, margin, beta, n_samples)
-    # The Jacobian of the output, (member, sample, param), in the parameters' own order.
-    jacobian = theta.new_zeros(n_members, n_samples, n_params)
+    # The Jacobian of the output, (member, sample, param), in the parameters' own order (each
+    # layer's weights, then its biases: Architecture.layer_slices).
     unit_slope = (weights_out.unsqueeze(-1) * slope).transpose(1, 2)  # d f / d pre, (member, sample, unit)
-    jacobian[:, :, w_in] = (unit_slope.unsqueeze(-1) * x[None, :, None, :]).reshape(n_members, n_samples, -1)
-    jacobian[:, :, w_out] = hidden.transpose(1, 2)
-    if arch.bias:
-        jacobian[:, :, b_in] = unit_slope
-        jacobian[:, :, b_out] = 1.0
+    parts = [(unit_slope.unsqueeze(-1) * x[None, :, None, :]).reshape(n_members, n_samples, -1),
+             *([unit_slope] if arch.bias else []), hidden.transpose(1, 2),
+             *([theta.new_ones(n_members, n_samples, 1)] if arch.bias else [])]
+    jacobian = torch.cat(parts, 2)
     incoming, outgoing = _unit_parameters(arch, theta.device)
     weighted_bend = gradient.unsqueeze(1) * weights_out.unsqueeze(-1) * bend  # (member, unit, sample)
     block = (weighted_bend.unsqueeze(-1) * inputs).transpose(2, 3) @ inputs  # (member, unit, in, in)
