@@ -10,7 +10,8 @@ import torch
 
 from basins.landscapes import native_mlp
 from basins.landscapes.architecture import Architecture, initial_parameters
-from basins.landscapes.fused_mlp import FusedMLPObjective, loss_and_gradient
+from basins.landscapes.fused_mlp import FusedMLPObjective, hessians, loss_and_gradient
+from basins.landscapes.objective import member_losses
 
 if native_mlp.library() is None:
     # CI and the study run the kernel: there a missing compiler is a failure, not a skip.
@@ -160,6 +161,50 @@ def test_a_member_s_result_does_not_depend_on_the_others_or_the_threads(depth):
     for rows in (slice(117, 118), slice(100, 140), torch.arange(len(theta) - 1, -1, -1)):
         losses, grads = objective(theta[rows], None)
         assert torch.equal(losses, whole_losses[rows]) and torch.equal(grads, whole_grads[rows])
+
+
+@pytest.mark.parametrize("loss", sorted(native_mlp.LOSS_CODES))
+@pytest.mark.parametrize("activation", sorted(native_mlp.ACTIVATION_CODES))
+@pytest.mark.parametrize("bias", [True, False])
+def test_the_kernel_s_hessians_equal_the_hand_derived_ones_and_autograd(loss, activation, bias):
+    """Known answer: the dense Hessians the C kernel writes (one hidden layer, float64) equal
+    fused_mlp.hessians to round-off (large weights too: saturated units, sigmoids in their
+    tails), and autograd's second derivatives of the loss (at moderate weights: in the tails both
+    hand-derived forms take l'' as s (1 - s), autograd otherwise); a member's are the same bits
+    alone, among others and split over threads. A sample count that is not a multiple of the
+    kernel's block, a group of lanes left partly empty."""
+    x, y = problem(n_samples=37)
+    arch = Architecture(n_inputs=6, n_outputs=1, depth=1, width=5, activation=activation, bias=bias)
+    theta = torch.as_tensor(initial_parameters(arch, np.arange(13), seed=3, init="torch_default", init_scale=4.0))
+    moderate = torch.as_tensor(initial_parameters(arch, np.arange(3), seed=4, init="gaussian"))
+    for beta in (1.0, 3.0) if loss == "cross_entropy" else (1.0,):
+        options = dict(loss=loss, margin=0.7, l2=1e-2, beta=beta)
+        objective = FusedMLPObjective(arch, x, y, **options)
+        assert objective.native is not None and objective.hessians == objective.native.hessians
+        mine = objective.hessians(theta)
+        theirs = hessians(theta, x, y, arch, **options)
+        assert (mine - theirs).abs().max() <= 1e-13 * theirs.abs().max()
+        assert torch.equal(mine, mine.transpose(1, 2))
+        autograd = torch.stack([torch.autograd.functional.hessian(
+            lambda t: member_losses(t[None], x, y, arch, **options)[0], row) for row in moderate])
+        assert (objective.hessians(moderate) - autograd).abs().max() <= 1e-12 * autograd.abs().max()
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        split = objective.hessians(theta)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(split, mine) and torch.equal(objective.hessians(theta[5:6]), mine[5:6])
+
+
+def test_the_kernel_writes_no_hessians_it_does_not_cover():
+    x, y = problem()
+    deep = FusedMLPObjective(Architecture(6, 1, 2, 4, "tanh"), x, y, loss="mse")
+    assert deep.native is not None and not deep.native.covers_hessians and deep.hessians is None
+    with pytest.raises(ValueError, match="one hidden layer"):
+        deep.native.hessians(torch.zeros(2, deep.arch.n_params, dtype=torch.float64))
+    single = FusedMLPObjective(Architecture(6, 1, 1, 4, "tanh"), x.float(), y.float(), loss="mse")
+    assert single.native is not None and not single.native.covers_hessians and single.hessians is not single.native.hessians
 
 
 @pytest.mark.parametrize(

@@ -93,8 +93,12 @@ class FusedMLPObjective:
 
     @property
     def hessians(self):
-        """``theta -> (member, param, param)``: the dense Hessians on all samples (:func:`hessians`),
-        or None where they are not written out (:func:`has_hand_derived_hessian`)."""
+        """``theta -> (member, param, param)``: the dense Hessians on all samples (:func:`hessians`;
+        in the C kernel where it covers them, float64 networks of one hidden layer on the CPU: the
+        same sum to round-off, 8x faster for 2 000 members at N = 41), or None where they are not
+        written out (:func:`has_hand_derived_hessian`)."""
+        if self.native is not None and self.native.covers_hessians:
+            return self.native.hessians
         return self._on_all_samples(hessians)
 
     @property

@@ -1097,6 +1097,125 @@ void native_mlp_chebyshev_stages(int64_t n_members, const double *theta, const d
     }
 }
 
+/* ---- Dense Hessians of one hidden layer (basins.landscapes.fused_mlp.hessians) ----
+
+   H = mean_s (l'' J_s J_s^T + l' d^2 f_s) + l2 I per member, as fused_mlp.hessians writes it
+   (tests/test_native_mlp.py: equal to it to round-off): J_s the output's gradient on sample s,
+   l' and l'' the loss's derivatives in the output, d^2 f_s nonzero only among a hidden unit's
+   incoming weights and bias (through the activation's second derivative) and between them and
+   its outgoing weight. One member a lane; a block of BLOCK samples at a time adds its products
+   into the lower triangle (BLOCK multiply-adds a load and store of H), which is then mirrored.
+   float64's build only. */
+
+/* Reals of scratch native_mlp_hessians needs: a group's parameters, a block's Jacobians and
+   units (activations, slopes, second derivatives) and its Hessians. */
+int64_t native_mlp_hessian_scratch_size(int64_t d, int64_t h, int64_t depth, int bias) {
+    (void)depth; /* one hidden layer: the argument list of the other scratch sizes */
+    const int64_t n_params = parameter_count(d, h, 1, bias);
+    return (n_params + BLOCK * n_params + 3 * BLOCK * h + n_params * n_params) * LANES;
+}
+
+/* The loss's first and second derivatives in the output f (of the sample loss, not yet over P). */
+static inline void loss_derivatives(lanes out, real label, const network *net, lanes *first, lanes *second) {
+    if (net->loss == LOSS_MSE) {
+        *first = out - label;
+        *second = broadcast(1.0);
+    } else if (net->loss == LOSS_CROSS_ENTROPY) {
+        const lanes s = sigmoid_lanes(-net->beta * label * out);
+        *first = -label * s;
+        *second = net->beta * s * (1.0 - s);
+    } else {
+        const lanes shortfall = net->margin - label * out;
+        const lanes active = select(shortfall > 0.0, broadcast(1.0), broadcast(0.0));
+        *first = net->loss == LOSS_HINGE ? -label * active : -label * positive_part(shortfall);
+        *second = net->loss == LOSS_HINGE ? broadcast(0.0) : active;
+    }
+}
+
+/* Members 0 .. n_members - 1's Hessians (n_members, n_params, n_params) at theta (n_members,
+   n_params), each network of one hidden layer (depth 1) of h units on d inputs (x, y and the
+   settings as native_mlp_loss_and_gradient takes them; x padded to a multiple of BLOCK samples,
+   which weigh 0); scratch: native_mlp_hessian_scratch_size(d, h, 1, bias) reals. */
+void native_mlp_hessians(int64_t n_members, const double *theta, double *hessians, int64_t d, int64_t h,
+                         int64_t depth, int64_t P, const double *x, const double *y, int loss, int activation,
+                         int bias, double margin, double beta, double l2, double *scratch) {
+    const network net = network_of(d, h, depth, P, x, y, loss, activation, bias, margin, beta, l2);
+    const int64_t n_params = net.n_params, fan_in = d + (bias ? 1 : 0);
+    const int64_t bias_at = h * d, outgoing_at = h * d + (bias ? h : 0), output_bias_at = outgoing_at + h;
+    lanes *params = (lanes *)scratch, *jacobian = params + n_params, *units = jacobian + BLOCK * n_params,
+          *hess = units + 3 * BLOCK * h;
+    lanes *act = units, *slope = units + BLOCK * h, *bend = units + 2 * BLOCK * h;
+    const lanes *w1 = params, *b1 = params + bias_at, *w2 = params + outgoing_at, *b2 = params + output_bias_at;
+    const real per_sample = (real)1.0 / (real)P;
+    for (int64_t m = 0; m < n_members; m += LANES) {
+        const int64_t n = n_members - m < LANES ? n_members - m : LANES;
+        gather(n, theta + m * n_params, n_params, params);
+        for (int64_t i = 0; i < n_params * n_params; i++) hess[i] = broadcast(0.0);
+        for (int64_t s0 = 0; s0 < P; s0 += BLOCK) {
+            lanes first[BLOCK], second[BLOCK];
+            for (int b = 0; b < BLOCK; b++) {
+                const real *xs = x + (s0 + b) * d;
+                lanes out = bias ? *b2 : broadcast(0.0);
+                for (int64_t j = 0; j < h; j++) {
+                    lanes z = bias ? b1[j] : broadcast(0.0);
+                    for (int64_t k = 0; k < d; k++) z += w1[j * d + k] * xs[k];
+                    const lanes a = activate(z, activation);
+                    act[b * h + j] = a;
+                    if (activation == ACT_TANH) {
+                        slope[b * h + j] = 1.0 - a * a;
+                        bend[b * h + j] = -2.0 * a * slope[b * h + j];
+                    } else {
+                        slope[b * h + j] = activation == ACT_RELU ? -__builtin_convertvector(z > 0.0, lanes) : broadcast(1.0);
+                        bend[b * h + j] = broadcast(0.0);
+                    }
+                    out += w2[j] * a;
+                }
+                const real weight = s0 + b < P ? per_sample : 0.0; /* padded samples weigh 0 */
+                loss_derivatives(out, y[s0 + b], &net, &first[b], &second[b]);
+                first[b] *= weight;
+                second[b] *= weight;
+                lanes *row = jacobian + b * n_params;
+                for (int64_t j = 0; j < h; j++) {
+                    const lanes through = w2[j] * slope[b * h + j];
+                    for (int64_t k = 0; k < d; k++) row[j * d + k] = through * xs[k];
+                    if (bias) row[bias_at + j] = through;
+                    row[outgoing_at + j] = act[b * h + j];
+                }
+                if (bias) row[output_bias_at] = broadcast(1.0);
+            }
+            /* The Gauss-Newton part, lower triangle: BLOCK samples' products per entry. */
+            const lanes *j0 = jacobian, *j1 = j0 + n_params, *j2 = j1 + n_params, *j3 = j2 + n_params;
+            for (int64_t p = 0; p < n_params; p++) {
+                const lanes a0 = second[0] * j0[p], a1 = second[1] * j1[p], a2 = second[2] * j2[p],
+                            a3 = second[3] * j3[p];
+                lanes *hrow = hess + p * n_params;
+                for (int64_t q = 0; q <= p; q++) hrow[q] += (a0 * j0[q] + a1 * j1[q]) + (a2 * j2[q] + a3 * j3[q]);
+            }
+            /* The output's own curvature: per unit, among its incoming weights and bias (index
+               in(a) = j d + a, the bias at bias_at + j, above them) and with its outgoing weight
+               (above both), inputs u = (x_s, 1). */
+            for (int64_t j = 0; j < h; j++) {
+                for (int b = 0; b < BLOCK; b++) {
+                    const real *xs = x + (s0 + b) * d;
+                    const lanes curve = first[b] * w2[j] * bend[b * h + j], cross = first[b] * slope[b * h + j];
+                    for (int64_t a = 0; a < fan_in; a++) {
+                        const lanes ua = a < d ? curve * xs[a] : curve;
+                        const int64_t row = a < d ? j * d + a : bias_at + j;
+                        for (int64_t c = 0; c <= a; c++) hess[row * n_params + (c < d ? j * d + c : bias_at + j)] +=
+                            c < d ? ua * xs[c] : ua;
+                        hess[(outgoing_at + j) * n_params + row] += a < d ? cross * xs[a] : cross;
+                    }
+                }
+            }
+        }
+        for (int64_t p = 0; p < n_params; p++) {
+            hess[p * n_params + p] += l2;
+            for (int64_t q = 0; q < p; q++) hess[q * n_params + p] = hess[p * n_params + q];
+        }
+        scatter(n, hess, n_params * n_params, hessians + m * n_params * n_params);
+    }
+}
+
 /* ---- Rings of identical Kuramoto oscillators (basins.oscillators.KuramotoRing) ----
 
    V(theta) = -sum_i sum_{s=1..k} cos(theta_{i+s} - theta_i) around a ring of n, and its

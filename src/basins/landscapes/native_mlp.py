@@ -173,6 +173,33 @@ class NativeMLP:
         _split(theta.shape[0], block, evaluations_each=int(stages.max()) if stages.numel() else 1, lanes=self.lanes)
         return out
 
+    def hessians(self, theta: torch.Tensor) -> torch.Tensor:
+        """The dense Hessians ``(member, param, param)`` of every member's loss on all samples
+        (:func:`basins.landscapes.fused_mlp.hessians`' sum, in C: equal to it to round-off). One
+        hidden layer, the float64 build only (:attr:`covers_hessians`)."""
+        if not self.covers_hessians:
+            raise ValueError(f"the kernel writes Hessians of one hidden layer in float64, not {self.arch} in {self.dtype}")
+        if theta.dtype != self.dtype or theta.device.type != "cpu" or theta.shape[1] != self.arch.n_params:
+            raise ValueError(f"theta {tuple(theta.shape)} {theta.dtype} on {theta.device}: the kernel "
+                             f"takes {self.dtype} (member, {self.arch.n_params}) on the CPU")
+        theta = theta.contiguous()
+        n_params = self.arch.n_params
+        out = torch.empty((theta.shape[0], n_params, n_params), dtype=self.dtype)
+        size = self.library.native_mlp_hessian_scratch_size(self.n_features, self.width, 1, int(self.arch.bias))
+        network = (self.n_features, self.width, 1, self.n_samples, self.x.data_ptr(), self.y.data_ptr(), *self.settings)
+
+        def block(first, stop, thread):
+            self.library.native_mlp_hessians(stop - first, _row_pointer(theta, first), _row_pointer(out, first),
+                                             *network, self._scratch(thread, size).data_ptr())
+
+        _split(theta.shape[0], block, evaluations_each=n_params, lanes=self.lanes)
+        return out
+
+    @property
+    def covers_hessians(self) -> bool:
+        """Whether :meth:`hessians` covers this network: one hidden layer, float64."""
+        return self.arch.depth == 1 and self.dtype == torch.float64
+
     def compiled_steps(self, form: tuple[str, dict] | None, *, grad_tol: float, divergence_threshold: float,
                        sizes: torch.Tensor | None = None, delta_tol: float | None = None):
         """The engine's window (:class:`basins.engine.windows.CompiledSteps`) of the stepper whose
@@ -416,8 +443,8 @@ def _load(path: Path) -> ctypes.CDLL:
         flag, flag, flag, real, real, real, pointer,
     ]
     compiled.native_mlp_loss_and_gradient.restype = None
-    for size in ("scratch", "steps_scratch", "chebyshev_scratch"):
-        if hasattr(compiled, f"native_mlp_{size}_size"):  # the float32 build has no Chebyshev stages
+    for size in ("scratch", "steps_scratch", "chebyshev_scratch", "hessian_scratch"):
+        if hasattr(compiled, f"native_mlp_{size}_size"):  # the float32 build has no Chebyshev stages or Hessians
             getattr(compiled, f"native_mlp_{size}_size").argtypes = [integer, integer, integer, flag]
             getattr(compiled, f"native_mlp_{size}_size").restype = integer
     network = [integer, integer, integer, integer, pointer, pointer, flag, flag, flag, real, real, real, pointer]
@@ -438,6 +465,8 @@ def _load(path: Path) -> ctypes.CDLL:
     compiled.native_mlp_dormand_prince_steps.restype = None
     compiled.native_mlp_chebyshev_stages.argtypes = [integer, *[pointer] * 9, integer, pointer, *network]
     compiled.native_mlp_chebyshev_stages.restype = None
+    compiled.native_mlp_hessians.argtypes = [integer, pointer, pointer, *network]
+    compiled.native_mlp_hessians.restype = None
     compiled.native_ring_scratch_size.argtypes, compiled.native_ring_scratch_size.restype = [integer], integer
     compiled.native_ring_energy_and_gradient.argtypes = [integer, pointer, pointer, pointer, integer, integer, pointer]
     compiled.native_ring_energy_and_gradient.restype = None
