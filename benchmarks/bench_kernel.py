@@ -10,6 +10,11 @@ agree (largest relative difference of losses and of gradients).
     python benchmarks/bench_kernel.py                      # the study's shapes, h = 4 and 16
     python benchmarks/bench_kernel.py --widths 4 --members 256 --loss mse --activation relu
     python benchmarks/bench_kernel.py --dtype float32 --features 20 --samples 1000 --widths 16 128 --loss mse --l2 0
+    python benchmarks/bench_kernel.py --hessians --widths 4 16 40 --members 2 8 512 2000 --calls 5
+
+``--hessians``: the dense Hessians (float64, one hidden layer) instead, the kernel's
+(``NativeMLP.hessians``) against torch's hand-derived ones (:func:`basins.landscapes.fused_mlp.hessians`),
+microseconds a member.
 
 Rounds are interleaved (``--repeats``) so that the machine's load hits both alike; compare the
 two within one run.
@@ -27,7 +32,7 @@ import torch
 
 from basins.landscapes import native_mlp
 from basins.landscapes.architecture import Architecture
-from basins.landscapes.fused_mlp import FusedMLPObjective, loss_and_gradient
+from basins.landscapes.fused_mlp import FusedMLPObjective, hessians, loss_and_gradient
 from recording import write_table
 
 HERE = Path(__file__).parent
@@ -65,8 +70,11 @@ def main():
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--dtype", default="float64", choices=["float64", "float32"],
                         help="float32: the kernel's float32 build against torch's float32 pass")
+    parser.add_argument("--hessians", action="store_true", help="time the dense Hessians instead (float64)")
     parser.add_argument("--output", default=None, help="default: results/kernel_cpu_<dtype>.json")
     args = parser.parse_args()
+    if args.hessians:
+        return time_hessians(args)
     torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
     output = args.output or str(HERE / "results" / f"kernel_cpu_{args.dtype}.json")
@@ -100,6 +108,44 @@ def main():
                   f"{row['kernel_ns_per_member_eval']:7.0f} ns a member-evaluation ({row['torch_over_kernel']:.2f}x); "
                   f"agreement {row['loss_rel_diff']:.1e} / {row['grad_rel_diff']:.1e}")
     write_table(output, rows, {"threads": args.threads, "dtype": args.dtype, "loss": args.loss,
+                                    "activation": args.activation, "features": args.features,
+                                    "samples": args.samples, "loadavg_before": load_before,
+                                    "loadavg_after": os.getloadavg()})
+
+
+def time_hessians(args):
+    """The kernel's dense Hessians against torch's hand-derived ones, float64, one hidden layer."""
+    torch.set_num_threads(args.threads)
+    output = args.output or str(HERE / "results" / "hessians_cpu_float64.json")
+    load_before = os.getloadavg()
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(args.samples, args.features, generator=generator, dtype=torch.float64)
+    y = torch.sign(torch.randn(args.samples, generator=generator, dtype=torch.float64))
+    rows = []
+    for width in args.widths:
+        arch = Architecture(args.features, 1, 1, width, args.activation)
+        objective = FusedMLPObjective(arch, x, y, loss=args.loss, l2=args.l2)
+        if objective.native is None or not objective.native.covers_hessians:
+            raise SystemExit("the C kernel did not build or does not write these Hessians")
+        methods = {"torch": lambda theta: hessians(theta, x, y, arch, loss=args.loss, l2=args.l2),
+                   "kernel": objective.native.hessians}
+        for members in args.members:
+            theta = torch.randn(members, arch.n_params, generator=generator, dtype=torch.float64) / 2
+            rounds = {name: [] for name in methods}
+            for _ in range(args.repeats):
+                for name, method in methods.items():
+                    rounds[name].append(seconds_per_call(method, theta, args.calls))
+            row = {"width": width, "members": members, "n_params": arch.n_params,
+                   "rel_diff": largest_relative_difference(methods["kernel"](theta), methods["torch"](theta))}
+            for name, seconds in rounds.items():
+                row[f"{name}_us_per_member"] = min(seconds) / members * 1e6
+                row[f"{name}_us_per_member_median"] = statistics.median(seconds) / members * 1e6
+            row["torch_over_kernel"] = row["torch_us_per_member"] / row["kernel_us_per_member"]
+            rows.append(row)
+            print(f"N={arch.n_params:4d} E={members:5d}: torch {row['torch_us_per_member']:8.1f} us, kernel "
+                  f"{row['kernel_us_per_member']:8.1f} us a member ({row['torch_over_kernel']:.2f}x); "
+                  f"agreement {row['rel_diff']:.1e}")
+    write_table(output, rows, {"threads": args.threads, "dtype": "float64", "loss": args.loss,
                                     "activation": args.activation, "features": args.features,
                                     "samples": args.samples, "loadavg_before": load_before,
                                     "loadavg_after": os.getloadavg()})
