@@ -413,6 +413,12 @@ def test_the_answer_figure_draws_correlations_and_shape_differences(tmp_path):
     answer = answer_hypothesis({"family": ["planted"]}, replicates, {"planted": 41})
     fig = figure_answer(answer, title="planted")
     assert len([ax for ax in fig.axes if ax.axison]) == 4 + 3 + 3 + 1 + 5  # plain, fixed (data) loss, norm, shapes
+    # the reach row's detectable effect, and a line from it to the same at tau's bound
+    reach = _row(answer, "good_minus_bad_reach")
+    ends = sorted(float(reach[name]) for name in ("detectable", "detectable_at_tau_bound"))
+    segments = [segment for ax in fig.axes for collection in ax.collections if hasattr(collection, "get_segments")
+                for segment in collection.get_segments() if len(segment) == 2]
+    assert any(np.allclose(sorted(segment[:, 1]), ends) for segment in segments)
     save_figure(fig, tmp_path / "answer.pdf", tmp_path / "answer.png")
     assert (tmp_path / "answer.png").stat().st_size > 0
     # a study whose basins were never probed: every shape panel is undefined, and still drawn

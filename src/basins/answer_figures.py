@@ -18,7 +18,8 @@ def figure_answer(answer: xr.Dataset, *, title: str) -> plt.Figure:
     network size, with its interval, per family, and each replicate's value as a dot; the side
     the hypothesis expects is shaded, and an open triangle on it, beside the estimate, marks the
     effect each row's replicates decide with probability 0.8 (``detectable``: smaller ones they
-    more likely than not miss)."""
+    more likely than not miss), a line from it the same at the largest between-replicate spread
+    they leave possible (``detectable_at_tau_bound``)."""
     set_theme()
     kinds = (
         ([name for name, spec in STATISTICS.items() if spec[-1] is None], True, "rank correlation (pooled)"),
@@ -73,6 +74,8 @@ def _panel(ax, answer, rows, families, colors, is_correlation):
             ax.plot(np.full(values.shape, n), values, ".", color=colors[family], alpha=0.4, ms=3)
         reach = sign * np.minimum(answer["detectable"].values[mine], limit)  # inside the panel
         ax.plot(size * 1.15, reach, "v" if sign < 0 else "^", mfc="none", color=colors[family], ms=4, mew=0.8)
+        at_bound = sign * np.minimum(answer["detectable_at_tau_bound"].values[mine], limit)
+        ax.vlines(size * 1.15, reach, at_bound, color=colors[family], lw=0.8)  # up to tau's upper bound
     if not np.isfinite(answer["estimate"].values[rows]).any():
         ax.text(0.5, 0.5, "undefined in every row\n(reasons in answer.md)", ha="center", va="center",
                 transform=ax.transAxes, fontsize=7)
