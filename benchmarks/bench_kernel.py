@@ -52,6 +52,21 @@ def seconds_per_call(function, argument, calls):
     return (time.perf_counter() - start) / calls
 
 
+def timed(methods, theta, args, unit, scale):
+    """Interleaved rounds of each method on ``theta``: per method the best and the median time a
+    member (seconds times ``scale``, columns ``<method>_<unit>``), and ``torch_over_kernel``."""
+    rounds = {name: [] for name in methods}
+    for _ in range(args.repeats):
+        for name, method in methods.items():
+            rounds[name].append(seconds_per_call(method, theta, args.calls))
+    columns = {}
+    for name, seconds in rounds.items():
+        columns[f"{name}_{unit}"] = min(seconds) / len(theta) * scale
+        columns[f"{name}_{unit}_median"] = statistics.median(seconds) / len(theta) * scale
+    columns["torch_over_kernel"] = columns[f"torch_{unit}"] / columns[f"kernel_{unit}"]
+    return columns
+
+
 def largest_relative_difference(a, b):
     return float(((a - b).abs().max() / b.abs().max()).item())
 
@@ -92,17 +107,10 @@ def main():
         for members in args.members:
             theta = torch.randn(members, arch.n_params, generator=generator, dtype=dtype)
             (torch_loss, torch_grad), (kernel_loss, kernel_grad) = reference(theta), compiled(theta)
-            rounds = {"torch": [], "kernel": []}
-            for _ in range(args.repeats):
-                rounds["torch"].append(seconds_per_call(reference, theta, args.calls))
-                rounds["kernel"].append(seconds_per_call(compiled, theta, args.calls))
             row = {"width": width, "members": members, "n_params": arch.n_params,
                    "loss_rel_diff": largest_relative_difference(kernel_loss, torch_loss),
-                   "grad_rel_diff": largest_relative_difference(kernel_grad, torch_grad)}
-            for name, seconds in rounds.items():
-                row[f"{name}_ns_per_member_eval"] = min(seconds) / members * 1e9
-                row[f"{name}_ns_per_member_eval_median"] = statistics.median(seconds) / members * 1e9
-            row["torch_over_kernel"] = row["torch_ns_per_member_eval"] / row["kernel_ns_per_member_eval"]
+                   "grad_rel_diff": largest_relative_difference(kernel_grad, torch_grad),
+                   **timed({"torch": reference, "kernel": compiled}, theta, args, "ns_per_member_eval", 1e9)}
             rows.append(row)
             print(f"h={width:3d} E={members:5d}: torch {row['torch_ns_per_member_eval']:7.0f} ns, kernel "
                   f"{row['kernel_ns_per_member_eval']:7.0f} ns a member-evaluation ({row['torch_over_kernel']:.2f}x); "
@@ -131,16 +139,9 @@ def time_hessians(args):
                    "kernel": objective.native.hessians}
         for members in args.members:
             theta = torch.randn(members, arch.n_params, generator=generator, dtype=torch.float64) / 2
-            rounds = {name: [] for name in methods}
-            for _ in range(args.repeats):
-                for name, method in methods.items():
-                    rounds[name].append(seconds_per_call(method, theta, args.calls))
             row = {"width": width, "members": members, "n_params": arch.n_params,
-                   "rel_diff": largest_relative_difference(methods["kernel"](theta), methods["torch"](theta))}
-            for name, seconds in rounds.items():
-                row[f"{name}_us_per_member"] = min(seconds) / members * 1e6
-                row[f"{name}_us_per_member_median"] = statistics.median(seconds) / members * 1e6
-            row["torch_over_kernel"] = row["torch_us_per_member"] / row["kernel_us_per_member"]
+                   "rel_diff": largest_relative_difference(methods["kernel"](theta), methods["torch"](theta)),
+                   **timed(methods, theta, args, "us_per_member", 1e6)}
             rows.append(row)
             print(f"N={arch.n_params:4d} E={members:5d}: torch {row['torch_us_per_member']:8.1f} us, kernel "
                   f"{row['kernel_us_per_member']:8.1f} us a member ({row['torch_over_kernel']:.2f}x); "

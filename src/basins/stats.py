@@ -261,6 +261,19 @@ def fisher_z(rho: float | np.ndarray, n: float) -> float | np.ndarray:
 SUPPORTED, CONTRADICTED, UNDECIDED_VERDICT = "supported", "contradicted", "undecided"
 
 
+def _usable_replicates(estimates, standard_errors, confidence):
+    """The replicates' estimates and standard errors (checked: equal 1-D shapes, a confidence in
+    (0, 1)) without those whose estimate or error is not finite or whose error is not positive,
+    and the mask of those kept."""
+    y, s = np.asarray(estimates, dtype=np.float64), np.asarray(standard_errors, dtype=np.float64)
+    if y.shape != s.shape or y.ndim != 1:
+        raise ValueError(f"estimates {y.shape} and standard_errors {s.shape} must be equal 1-D shapes")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence={confidence} must lie in (0, 1)")
+    usable = np.isfinite(y) & np.isfinite(s) & (s > 0)
+    return y[usable], s[usable], usable
+
+
 def pool_replicates(estimates: np.ndarray, standard_errors: np.ndarray, confidence: float = 0.95) -> dict:
     """Random-effects pooling of one statistic over independent replicates.
 
@@ -284,13 +297,7 @@ def pool_replicates(estimates: np.ndarray, standard_errors: np.ndarray, confiden
     ``design_stderr``, the pooled mean's standard error ``sqrt(1 / sum w)`` that the replicates'
     own errors and tau give (what :func:`detectable_effect` needs).
     """
-    y, s = np.asarray(estimates, dtype=np.float64), np.asarray(standard_errors, dtype=np.float64)
-    if y.shape != s.shape or y.ndim != 1:
-        raise ValueError(f"estimates {y.shape} and standard_errors {s.shape} must be equal 1-D shapes")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence={confidence} must lie in (0, 1)")
-    usable = np.isfinite(y) & np.isfinite(s) & (s > 0)
-    y, s = y[usable], s[usable]
+    y, s, usable = _usable_replicates(estimates, standard_errors, confidence)
     k = len(y)
     out = dict(estimate=np.nan, stderr=np.nan, low=np.nan, high=np.nan, tau=np.nan, k=k,
                n_left_out=int((~usable).sum()), reason="")
@@ -380,9 +387,7 @@ def tau_upper_bound(estimates: np.ndarray, standard_errors: np.ndarray, confiden
     replicates; this bound says how large a tau they leave possible. Known answer
     (tests/test_stats.py): it lies at or above the true tau in 97-98 % of simulated studies
     (nominal 97.5 %)."""
-    y, s = np.asarray(estimates, dtype=np.float64), np.asarray(standard_errors, dtype=np.float64)
-    usable = np.isfinite(y) & np.isfinite(s) & (s > 0)
-    y, s = y[usable], s[usable]
+    y, s, _ = _usable_replicates(estimates, standard_errors, confidence)
     if len(y) < 2:
         return float("nan")
     target = special.chdtri(len(y) - 1, 0.5 + confidence / 2)  # the lower (1 - confidence) / 2 quantile
@@ -424,13 +429,7 @@ def detectable_effect_at_tau_bound(
     lower tenth; 87-92 % at k = 30). Its median is 1.6-2.2 times the true tau's value at 7-16
     replicates, 3.4-6.3 times at 4, 5-10 at 3 and 22-27 at 2 (a correlation's size then reads
     1.00): with few replicates tau is barely bounded."""
-    y, s = np.asarray(estimates, dtype=np.float64), np.asarray(standard_errors, dtype=np.float64)
-    if y.shape != s.shape or y.ndim != 1:
-        raise ValueError(f"estimates {y.shape} and standard_errors {s.shape} must be equal 1-D shapes")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence={confidence} must lie in (0, 1)")
-    usable = np.isfinite(y) & np.isfinite(s) & (s > 0)
-    y, s = y[usable], s[usable]
+    y, s, _ = _usable_replicates(estimates, standard_errors, confidence)
     if len(y) < 2:
         return float("nan")
     tau = tau_upper_bound(y, s, confidence)
