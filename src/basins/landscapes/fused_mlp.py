@@ -95,7 +95,7 @@ class FusedMLPObjective:
     def hessians(self):
         """``theta -> (member, param, param)``: the dense Hessians on all samples (:func:`hessians`;
         in the C kernel where it covers them, float64 networks of one hidden layer on the CPU: the
-        same sum to round-off, 8x faster for 2 000 members at N = 41), or None where they are not
+        same sum to round-off, 4.5-6.7x faster at N = 41: benchmarks/README.md), or None where they are not
         written out (:func:`has_hand_derived_hessian`)."""
         if self.native is not None and self.native.covers_hessians:
             return self.native.hessians
