@@ -9,8 +9,8 @@ study end to end*). Changes that claim outputs equal to round-off take ``--rtol`
 ``--atol``: a floating variable that differs then passes where its largest difference is at most
 ``atol`` plus ``rtol`` times its largest magnitude (NaN where the other run has NaN; ``atol``
 for quantities that are themselves round-off, such as a polished gradient norm); integer,
-boolean and text variables, and the Markdown files, must still be the same. Exits 1 where a file differs or is missing from the
-second run.
+boolean and text variables, and the Markdown files, must still be the same. Exits 1 where a
+file differs or is missing from the second run.
 """
 
 from __future__ import annotations
@@ -25,14 +25,18 @@ import xarray as xr
 from basins.io import differing_variables
 
 
-def relative_difference(first: Path, second: Path, name: str, atol: float = 0.0) -> float:
-    """The largest difference of variable ``name`` between two files, less ``atol``, over its
-    largest magnitude (inf where they differ in shape, kind or NaN pattern, or a non-floating
-    value differs)."""
+def relative_differences(first: Path, second: Path, names: list[str], atol: float = 0.0) -> dict[str, float]:
+    """Per variable of ``names``, its largest difference between two files, less ``atol``, over
+    its largest magnitude (inf where they differ in shape, kind or NaN pattern, or a
+    non-floating value differs); both files opened once."""
     with xr.open_dataset(first, engine="netcdf4") as a, xr.open_dataset(second, engine="netcdf4") as b:
-        if name not in a.variables or name not in b.variables:
-            return np.inf
-        x, y = a.variables[name].values, b.variables[name].values
+        return {name: _relative_difference(a.variables.get(name), b.variables.get(name), atol) for name in names}
+
+
+def _relative_difference(a, b, atol: float) -> float:
+    if a is None or b is None:
+        return np.inf
+    x, y = a.values, b.values
     if x.shape != y.shape or x.dtype.kind != "f" or y.dtype.kind != "f" or not np.array_equal(np.isnan(x), np.isnan(y)):
         return np.inf
     finite = np.isfinite(x) & np.isfinite(y)
@@ -67,7 +71,7 @@ def main() -> int:
             print(f"differs: {path.relative_to(args.first)}")
         elif names := differing_variables(path, other):
             if args.rtol is not None:
-                sizes = {name: relative_difference(path, other, name, args.atol) for name in names}
+                sizes = relative_differences(path, other, names, args.atol)
                 if max(sizes.values()) <= args.rtol:
                     within += 1
                     largest = max(largest, *sizes.values())

@@ -415,10 +415,10 @@ def detectable_effect_at_tau_bound(
     """:func:`detectable_effect` of these replicates with the between-replicate tau at the upper
     end of its Q-profile interval at ``confidence`` (:func:`tau_upper_bound`, never below the
     pool's DerSimonian-Laird estimate) instead of that estimate: the design's smallest decided
-    effect at the largest spread the replicates leave possible. It errs high. The value at the estimate errs low where the pool estimates tau = 0
-    (a few replicates that scatter no more than their errors: most of the default study's
-    rows), and either way where it estimates more (high in about half of such studies). nan
-    below two usable replicates.
+    effect at the largest spread the replicates leave possible. It errs high. The value at the
+    estimate errs low where the pool estimates tau = 0 (a few replicates that scatter no more
+    than their errors: most of the default study's rows), and either way where it estimates
+    more (high in about half of such studies). nan below two usable replicates.
 
     Known answer (tests/test_stats.py, 7-16 replicates, true tau 0.2-0.3 on Fisher's scale,
     confidence 0.95): the value lies at or above the one the true tau gives in 96.9-97.8 % of

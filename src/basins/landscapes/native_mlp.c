@@ -1161,13 +1161,9 @@ void native_mlp_hessians(int64_t n_members, const double *theta, double *hessian
                     for (int64_t k = 0; k < d; k++) z += w1[j * d + k] * xs[k];
                     const lanes a = activate(z, activation);
                     act[b * h + j] = a;
-                    if (activation == ACT_TANH) {
-                        slope[b * h + j] = 1.0 - a * a;
-                        bend[b * h + j] = -2.0 * a * slope[b * h + j];
-                    } else {
-                        slope[b * h + j] = activation == ACT_RELU ? -__builtin_convertvector(z > 0.0, lanes) : broadcast(1.0);
-                        bend[b * h + j] = broadcast(0.0);
-                    }
+                    slope[b * h + j] = activation_slope(a, activation);
+                    /* the second derivative: tanh's -2 a (1 - a^2), 0 for relu and linear units */
+                    bend[b * h + j] = activation == ACT_TANH ? -2.0 * a * slope[b * h + j] : broadcast(0.0);
                     out += w2[j] * a;
                 }
                 const real weight = s0 + b < P ? per_sample : 0.0; /* padded samples weigh 0 */
