@@ -9,6 +9,7 @@ from scipy import stats
 from basins.answer import (
     CONTROLS,
     MEASUREMENT_REDRAWS,
+    WALK_STATISTIC,
     Replicate,
     _leave_one_out_verdicts,
     answer_hypothesis,
@@ -17,12 +18,16 @@ from basins.answer import (
     measurement_spread,
     replicate_statistics,
     redrawn_statistics,
+    redrawn_walk_statistic,
     robust_spread,
     spread_of_redraws,
     spread_upper_bound,
     statistics_of_rows,
+    walked_fitting_minima,
     weighted_spearman_fisher_z,
 )
+from basins.basin_volume import PLATEAU_DRIFTING, PLATEAU_REACHED
+from basins.io import add_provenance, read_dataset, write_dataset
 from basins.stats import PARTIAL_MIN_PAIRS, SUPPORTED, UNDECIDED_VERDICT
 
 
@@ -145,7 +150,7 @@ def test_replicates_that_cannot_enter_are_listed_with_their_reason():
     assert "one replicate" in row["reason"].item()
     page = answer_markdown(answer)
     assert "planted, seed 2: the count of minima is not on a tolerance plateau" in page
-    assert "| family | planted | 41 | basin_fraction_vs_test_error | < 0 |" in page
+    assert "| family | planted | 41 | basin_fraction_vs_test_error | counts | < 0 |" in page
 
 
 def test_the_member_weighted_correlation_with_equal_weights_is_spearmans():
@@ -495,7 +500,7 @@ def test_the_sensitivity_table_repeats_the_answer_at_each_choice_of_thresholds()
     # Shape rows of basins never probed are measured at no setting: in the answer's table with
     # their reason and a dash, not repeated as a row of "nan" in the sensitivity table.
     main_table, sensitivity_table = page.split("Sensitivity to the thresholds")
-    assert "| good_minus_bad_reach | > 0 | — | basins not probed" in main_table
+    assert "| good_minus_bad_reach | counts | > 0 | — | basins not probed" in main_table
     assert "good_minus_bad_reach" not in sensitivity_table and "nan" not in page
 
 
@@ -776,3 +781,147 @@ def test_a_shape_row_whose_size_correction_is_refused_is_undecided_and_says_why(
                  "good_minus_bad_reach")
     assert reach["verdict"].item() == UNDECIDED_VERDICT and float(reach["low"]) > 0  # decided but for the correction
     assert "size imbalance of the pairs not corrected" in reach["reason"].item()
+
+
+# The walk row: basin sizes by thermodynamic integration, where counts cannot rank.
+
+WALK_SE, WALK_DOF, WALK_QUADRATURE = 0.35, 7.0, 0.05  # the N = 41 network's walks: se 0.17-0.41 at ~7 dof
+
+
+def _walked_replicate(rng, seed, rho, *, n_small=12, n_walked=10, n_test=N_TEST, n_members_total=1024,
+                      plateau=PLATEAU_REACHED, drifting=(), no_estimate=()):
+    """A replicate whose fitting minima are all too small to count: three large basins that do
+    not fit (they hold the members) and ``n_small`` fitting minima of true ln basin fraction
+    -9 + u (a few in 10^4: one member each, tied), test error 0.15 + 0.02 v, with (u, v) latent
+    normal pairs of correlation ``rho`` (population Spearman 6 / pi asin(rho / 2)). The walk
+    measures the large ones and ``n_walked`` small ones drawn at random, each estimate its truth
+    plus the walk's error model (``WALK_SE`` times Student's t at ``WALK_DOF`` plus
+    ``WALK_QUADRATURE`` times a normal); ``drifting`` and ``no_estimate`` index walked small minima."""
+    u, v = rng.multivariate_normal([0, 0], [[1, rho], [rho, 1]], size=n_small).T
+    log_small = -9.0 + u
+    members = np.r_[rng.multinomial(n_members_total - n_small, [0.5, 0.3, 0.2]), np.ones(n_small, dtype=int)]
+    test_error = np.r_[np.full(3, 0.3), rng.binomial(n_test, 0.15 + 0.02 * v) / n_test]
+    n_minima = 3 + n_small
+    minimum = ("minimum", np.arange(n_minima))
+    minima = xr.Dataset(
+        {"n_members": ("minimum", members), "train_error": ("minimum", np.r_[np.full(3, 0.2), np.zeros(n_small)]),
+         "test_error": ("minimum", test_error), "on_tolerance_plateau": ((), True)},
+        coords={"minimum": minimum}, attrs={"n_members_total": n_members_total},
+    )
+    flatness = xr.Dataset({"trace": ("minimum", rng.random(n_minima)), "trace_se": ("minimum", np.zeros(n_minima))},
+                          coords={"minimum": minimum})
+    walked = np.r_[0, 1, 2, 3 + rng.permutation(n_small)[:n_walked]]
+    truth = np.log(np.r_[members[:3] / n_members_total, np.exp(log_small)])[walked]
+    estimate = truth + WALK_SE * rng.standard_t(WALK_DOF, len(walked)) + WALK_QUADRATURE * rng.standard_normal(len(walked))
+    estimate[3 + np.asarray(no_estimate, dtype=int)] = np.nan
+    half = stats.t.ppf(0.975, WALK_DOF) * WALK_SE + WALK_QUADRATURE
+    small = np.r_[np.zeros(3, dtype=np.int8), np.ones(n_walked, dtype=np.int8)]
+    log_count = np.log(members[walked] / n_members_total)
+    basin_failed = np.zeros(len(walked), dtype=np.int8)
+    basin_failed[3 + np.asarray(drifting, dtype=int)] = PLATEAU_DRIFTING
+    per_walked = lambda values: ("minimum", values)  # noqa: E731
+    sizes = xr.Dataset(
+        {"log_basin_fraction": per_walked(estimate), "log_basin_fraction_low": per_walked(estimate - half),
+         "log_basin_fraction_high": per_walked(estimate + half),
+         "log_measure_se": per_walked(np.full(len(walked), WALK_SE)),
+         "log_measure_dof": per_walked(np.full(len(walked), WALK_DOF)),
+         "quadrature_error": per_walked(np.full(len(walked), WALK_QUADRATURE)),
+         "is_small": per_walked(small), "log_count_fraction": per_walked(log_count),
+         "count_disagreement": per_walked(np.where(small == 1, np.nan, (estimate - log_count) / WALK_SE)),
+         "plateau_basin_failed": per_walked(basin_failed), "plateau_check_failed": ((), np.int8(plateau))},
+        coords={"minimum": walked},
+    )
+    return Replicate(seed, minima, flatness, n_test, basin_sizes=sizes)
+
+
+def _walked_answer(replicates, **options):
+    return answer_hypothesis({"family": ["walked"]}, {"walked": replicates}, {"walked": 41}, **options)
+
+
+@pytest.mark.parametrize("rho", [-0.6, 0.0])
+def test_the_walk_row_finds_a_planted_correlation_among_basins_too_small_to_count(rho):
+    """40 simulated studies of 6 replicates whose fitting minima were each reached by one member:
+    the counted row has nothing to rank, the walk row's interval covers the population Spearman
+    correlation at about the nominal rate or above, finds a planted one in most studies, and
+    decides few studies without one (seeds 5-7: 39-40 of 40 covered, 29-35 decided, mean -0.48
+    to -0.55 for -0.58; none or one decided at 0). The walk's error attenuates the correlation,
+    as any measurement noise does: at rho = -0.8 (Spearman -0.79) the mean is -0.70 and 36-37
+    of 40 intervals cover it."""
+    rng = np.random.default_rng(5)
+    truth = 6 / np.pi * np.arcsin(rho / 2)
+    covered, decided, estimates = 0, 0, []
+    for _ in range(40):
+        answer = _walked_answer([_walked_replicate(rng, seed, rho) for seed in range(1, 7)])
+        counted, row = _row(answer, "basin_fraction_vs_test_error"), _row(answer, WALK_STATISTIC)
+        assert int(counted["n_replicates"]) == 0 and counted["basin_size_source"].item() == "counts"
+        assert int(row["n_replicates"]) == 6 and row["basin_size_source"].item() == "walk"
+        covered += float(row["low"]) <= truth <= float(row["high"])
+        decided += row["verdict"].item() != UNDECIDED_VERDICT
+        estimates.append(float(row["estimate"]))
+    assert covered >= 36  # 90 % of 40
+    assert abs(np.mean(estimates) - truth) < 0.1
+    if rho == 0:
+        assert decided <= 4
+    else:
+        assert decided >= 28 and np.mean(estimates) < 0
+
+
+def test_the_walk_rows_measurement_spread_matches_walks_done_again():
+    """The walk row's measurement noise, redrawn around one walk's estimates from the walk's own
+    error model, is the spread of the statistic over walks done again around the truth (the same
+    minima and test errors), within the Monte Carlo error of 400 repeats."""
+    rng = np.random.default_rng(8)
+    replicate = _walked_replicate(rng, 1, -0.5, n_small=10, n_walked=10)
+    walked = walked_fitting_minima(replicate.minima, replicate.basin_sizes, fit_threshold=0.0)
+    columns = walked["columns"]
+    truth = columns["log_basin_fraction"]  # one walk's estimates, taken as the truth the repeats scatter around
+    repeats = []
+    for _ in range(400):
+        again = truth + WALK_SE * rng.standard_t(WALK_DOF, len(truth)) + WALK_QUADRATURE * rng.standard_normal(len(truth))
+        repeats.append(stats.spearmanr(again, columns["test_error"]).statistic)
+    spread_of_repeats = robust_spread(np.arctanh(np.clip(repeats, -0.999, 0.999)))
+    spread = robust_spread(redrawn_walk_statistic(columns, n_test=N_TEST, seed=3))
+    assert spread == pytest.approx(spread_of_repeats, rel=0.15)
+    assert spread > 0.1  # the walk's error moves the ranks
+
+
+def test_walks_off_their_plateau_or_without_estimates_are_left_out_with_their_reason():
+    rng = np.random.default_rng(9)
+    replicates = [
+        _walked_replicate(rng, 1, -0.5),
+        _walked_replicate(rng, 2, -0.5, plateau=PLATEAU_DRIFTING),
+        _walked_replicate(rng, 3, -0.5, drifting=[0, 1], no_estimate=[2]),
+        _walked_replicate(rng, 4, -0.5, n_walked=5, no_estimate=[0, 1]),
+    ]
+    answer = _walked_answer(replicates)
+    reasons = [(int(seed), reason) for seed, reason in zip(answer["excluded_seed"].values,
+                                                           answer["excluded_reason"].values)
+               if reason.startswith("walk row")]
+    assert (2, "walk row: the walks' plateau check: the walks are too short: raise n_steps") in reasons
+    walked_of_3 = replicates[2].basin_sizes["minimum"].values
+    assert (3, f"walk row: minima [{walked_of_3[5]}]: no estimate; minima {walked_of_3[3:5].tolist()}: their own "
+               "walks drift (plateau_basin_failed)") in reasons
+    assert (4, "walk row: 3 walked fitting minima with an estimate (5 fitting of 8 walked): a rank correlation "
+               "needs 4") in reasons
+    row = _row(answer, WALK_STATISTIC)
+    assert int(row["n_replicates"]) == 2 and int(row["n_minima"]) == 10 + 7
+    entered = answer["walked_entered"].values[answer["walked_seed"].values == 3]
+    assert entered.sum() == 7 and not entered[:3].any()  # the large basins do not fit
+
+
+def test_the_answer_says_which_estimator_each_row_used_and_keeps_the_walks_check(tmp_path):
+    rng = np.random.default_rng(10)
+    answer = _walked_answer([_walked_replicate(rng, seed, -0.5) for seed in (1, 2)])
+    source = dict(zip(answer["statistic"].values, answer["basin_size_source"].values))
+    assert source[WALK_STATISTIC] == "walk" and source["hessian_trace_vs_test_error"] == ""
+    assert source["basin_fraction_vs_test_error_at_fixed_loss"] == "counts"
+    assert source["good_minus_bad_reach"] == "counts"
+    write_dataset(add_provenance(answer, title="walked", stage="answer_hypothesis", stage_config={}),
+                  tmp_path / "answer.nc")
+    again = read_dataset(tmp_path / "answer.nc")
+    assert again["walked_entered"].dtype == bool and again.sizes["walked"] == 2 * 13
+    page = answer_markdown(again)
+    assert f"| family | walked | 41 | {WALK_STATISTIC} | walk | < 0 |" in page
+    assert "- walked: 26 minima walked in 2 replicates (20 too small to count, 20 entering the walk row)" in page
+    unwalked = answer_markdown(_family(1.0, n_replicates=2))
+    assert WALK_STATISTIC not in unwalked and "every basin size is a count" in unwalked

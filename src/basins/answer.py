@@ -33,6 +33,15 @@ better (and are flatter) than those with small basins. For every landscape famil
   ``tests/test_stats.py``): planted replicates where basin size and test error both follow the
   loss and nothing else are decided by the plain row and undecided by this one.
 
+Where an experiment's basins were walked (a ``basin_sizes:`` section: stage
+``estimate_basin_sizes``, thermodynamic integration inside each basin), one more row,
+:data:`WALK_STATISTIC`, ranks the walk's basin fractions against test error over every walked
+fitting minimum, the ones too small for counts to rank included (:func:`walked_fitting_minima`);
+every row says which estimator its basin sizes come from (:func:`basin_size_source`). Known
+answer (``tests/test_answer.py``): planted replicates whose small basins no member count ranks,
+measured by walks with the walk's own error model, recover a planted correlation that the counted
+row cannot see.
+
 Each replicate's standard error is the rank correlation's own (1.03 / sqrt(n - 3)) and the
 noise of the numbers it ranks (member counts, test errors on a finite test set, Hutchinson
 traces, and which minima reach ``min_members``; :func:`measurement_spread`, taken at the upper
@@ -56,6 +65,7 @@ import numpy as np
 import xarray as xr
 from scipy import stats
 
+from basins.basin_volume import PLATEAU_DRIFTING, PLATEAU_REACHED, PLATEAU_READINGS
 from basins.io import variable_attrs
 from basins.stats import (
     PARTIAL_MIN_PAIRS,
@@ -106,7 +116,8 @@ CONTROLS = {"loss": "at fixed loss", "data_loss": "at fixed data loss", "weight_
 class Replicate(NamedTuple):
     """One replicate of an experiment: its ensemble ``seed``, catalogue of ``minima``, their
     ``flatness``, ``n_test`` (the test points behind each minimum's test error) and, where its
-    basins were probed, their shape statistics (``tentacles``)."""
+    basins were probed, their shape statistics (``tentacles``), where they were walked, their
+    sizes by thermodynamic integration (``basin_sizes``)."""
 
     seed: int
     minima: xr.Dataset
@@ -114,6 +125,7 @@ class Replicate(NamedTuple):
     n_test: int
     tentacles: xr.Dataset | None = None  # measure_tentacles' output where the basins were probed
     l2: float = 0.0  # the training's weight decay: the loss's term l2 / 2 |theta|^2
+    basin_sizes: xr.Dataset | None = None  # estimate_basin_sizes' output where the basins were walked
 
 
 #: Possible values of a good - bad difference of a shape statistic that is a fraction or a
@@ -329,6 +341,117 @@ def robust_spread(z: np.ndarray) -> float:
     return float(0.5 * (high - low))
 
 
+#: The basin-size row whose sizes come from the basin walk (stage ``estimate_basin_sizes``), not
+#: from counts: every walked fitting minimum enters, those too small for counts to rank included.
+WALK_STATISTIC = "basin_fraction_by_walk_vs_test_error"
+
+#: How a row measures basin size (answer.md's column ``basin sizes``).
+COUNTED, WALKED = "counts", "walk"
+
+
+def basin_size_source(statistic: str) -> str:
+    """How a row of the answer measures basin size: :data:`WALKED` for :data:`WALK_STATISTIC`,
+    :data:`COUNTED` for rows that rank basin fractions counted over the ensemble and for the
+    shape rows (their good and bad basins are matched, and corrected, by counted fractions), ""
+    for rows without a basin size."""
+    if statistic == WALK_STATISTIC:
+        return WALKED
+    if statistic.startswith("good_minus_bad_"):
+        return COUNTED
+    x, y, *_ = STATISTICS[statistic]
+    return COUNTED if "basin_fraction" in (x, y) else ""
+
+
+def walked_fitting_minima(minima: xr.Dataset, basin_sizes: xr.Dataset, *, fit_threshold: float) -> dict:
+    """The minima of one replicate's basin walk (:func:`basins.basin_sizes.estimate_basin_sizes`)
+    that enter :data:`WALK_STATISTIC`: fitting the training set (training error at most
+    ``fit_threshold``), with an estimate, their own walks not drifting (``plateau_basin_failed``).
+
+    Returns ``columns`` (of the entering minima: ``log_basin_fraction`` with the walk's error
+    model, ``log_measure_se`` at ``log_measure_dof`` and ``quadrature_error``, and
+    ``test_error``), per walked minimum ``fits`` and ``entered``, ``left_out`` (the fitting
+    minima dropped and why; "" for none) and ``reason`` ("" when the replicate enters: the
+    catalogue on its tolerance plateau, the walks on theirs (``plateau_check_failed``: reached,
+    not drifting or unchecked), and at least 4 minima entering)."""
+    ids = basin_sizes["minimum"].values
+    fits = minima["train_error"].sel(minimum=ids).values <= fit_threshold
+    estimate = basin_sizes["log_basin_fraction"].values
+    drifting = (basin_sizes["plateau_basin_failed"].values == PLATEAU_DRIFTING if "plateau_basin_failed" in basin_sizes
+                else np.zeros(len(ids), dtype=bool))
+    entered = fits & np.isfinite(estimate) & ~drifting
+    dropped = [(fits & ~np.isfinite(estimate), "no estimate"), (fits & np.isfinite(estimate) & drifting,
+                                                                "their own walks drift (plateau_basin_failed)")]
+    left_out = "; ".join(f"minima {ids[which].tolist()}: {why}" for which, why in dropped if which.any())
+    plateau = int(basin_sizes["plateau_check_failed"])
+    reason = ""
+    if not bool(np.all(minima["on_tolerance_plateau"].values)):
+        reason = "the count of minima is not on a tolerance plateau"
+    elif plateau != PLATEAU_REACHED:
+        reason = f"the walks' plateau check: {PLATEAU_READINGS[plateau]}"
+    elif entered.sum() < 4:
+        reason = (f"{int(entered.sum())} walked fitting minima with an estimate ({int(fits.sum())} fitting of "
+                  f"{len(ids)} walked): a rank correlation needs 4")
+    columns = {
+        "log_basin_fraction": estimate[entered],
+        "log_basin_fraction_se": basin_sizes["log_measure_se"].values[entered],
+        "log_basin_fraction_dof": basin_sizes["log_measure_dof"].values[entered],
+        "quadrature_error": basin_sizes["quadrature_error"].values[entered],
+        "test_error": minima["test_error"].sel(minimum=ids).values[entered],
+    }
+    return dict(columns=columns, fits=fits, entered=entered, left_out=left_out, reason=reason)
+
+
+def redrawn_walk_statistic(columns: dict, *, n_test: int, n_draws: int = MEASUREMENT_REDRAWS,
+                           seed: int = 0) -> np.ndarray:
+    """:data:`WALK_STATISTIC` on Fisher's scale over ``n_draws`` redraws of what it ranks
+    (:func:`walked_fitting_minima`'s ``columns``): each ln basin fraction from the walk's own
+    error model (the estimate, plus its standard error times Student's t at its degrees of
+    freedom, plus its quadrature error times a standard normal: the spread the walk's interval
+    describes), each test error binomial over the ``n_test`` test points. Its spread is the
+    walk row's measurement noise, as :func:`redrawn_statistics`' is the counted rows'."""
+    rng = np.random.default_rng([seed, 3])  # a stream apart from the counted rows' redraws
+    shape = (n_draws, len(columns["test_error"]))
+    dof = columns["log_basin_fraction_dof"]
+    finite_dof = np.isfinite(dof) & (dof > 0)  # infinite: the reference's binomial error alone
+    t = np.where(finite_dof, rng.standard_t(np.where(finite_dof, dof, 1.0), size=shape), rng.standard_normal(shape))
+    log_fraction = (columns["log_basin_fraction"] + columns["log_basin_fraction_se"] * t
+                    + columns["quadrature_error"] * rng.standard_normal(shape))
+    test_error = rng.binomial(n_test, columns["test_error"], size=shape) / n_test
+    return spearman_fisher_z_rows(log_fraction, test_error)[0]
+
+
+def _walk_entry(replicate: Replicate, *, fit_threshold: float) -> tuple[dict, tuple | None]:
+    """One replicate's walk: :func:`walked_fitting_minima`, and its entry in the walk row
+    (``(minima, {WALK_STATISTIC: (z, se)}, spread, redraws)`` as :func:`_pooled_row` takes it;
+    None where the replicate cannot enter). Its standard error is the rank correlation's own
+    and the measurement spread (at the upper end of its Monte Carlo interval) in quadrature."""
+    walked = walked_fitting_minima(replicate.minima, replicate.basin_sizes, fit_threshold=fit_threshold)
+    if walked["reason"]:
+        return walked, None
+    columns = walked["columns"]
+    redrawn = {WALK_STATISTIC: redrawn_walk_statistic(columns, n_test=replicate.n_test, seed=replicate.seed)}
+    spread = spread_upper_bound(redrawn)
+    z, se, n = spearman_fisher_z(columns["log_basin_fraction"], columns["test_error"])
+    return walked, (n, {WALK_STATISTIC: (z, float(np.hypot(se, spread[WALK_STATISTIC])))}, spread,
+                    {WALK_STATISTIC: int(np.isfinite(redrawn[WALK_STATISTIC]).sum())})
+
+
+def _walked_records(experiment: str, replicate: Replicate, walked: dict) -> list[dict]:
+    """Per walked minimum of a replicate: what answer.nc keeps of the walk beside the row (the
+    estimate against the count: the check the walk passes on every run)."""
+    sizes = replicate.basin_sizes
+    ids = sizes["minimum"].values
+    test_error = replicate.minima["test_error"].sel(minimum=ids).values
+    return [dict(experiment=experiment, seed=replicate.seed, minimum=int(m), is_small=bool(sizes["is_small"].values[i]),
+                 fits=bool(walked["fits"][i]), entered=bool(walked["entered"][i]),
+                 log_basin_fraction=float(sizes["log_basin_fraction"].values[i]),
+                 low=float(sizes["log_basin_fraction_low"].values[i]),
+                 high=float(sizes["log_basin_fraction_high"].values[i]),
+                 log_count_fraction=float(sizes["log_count_fraction"].values[i]),
+                 count_disagreement=float(sizes["count_disagreement"].values[i]), test_error=float(test_error[i]))
+            for i, m in enumerate(ids)]
+
+
 # Over 80 lines only by its signature and numpydoc docstring (43 lines); the body is 49.
 def answer_hypothesis(
     families: dict[str, list[str]],
@@ -377,15 +500,27 @@ def answer_hypothesis(
         correlation ``replicate_estimate`` (nan where it could not enter) and
         ``measurement_redraws``, how many of its measurement spread's redraws gave it a value.
         Along ``excluded``:
-        every replicate left out, with its reason.
+        every replicate left out, with its reason. Per row ``basin_size_source``
+        (:func:`basin_size_source`); with replicates whose basins were walked
+        (``Replicate.basin_sizes``), a row :data:`WALK_STATISTIC` per such experiment and along
+        ``walked`` every walked minimum (``walked_*``: its estimate, interval, count and their
+        disagreement, test error, whether it entered the row).
     """
-    rows, excluded = [], []
+    rows, excluded, walked_minima = [], [], []
     data_redrawn = data_redrawn or {}
     seeds = sorted({replicate.seed for runs in replicates.values() for replicate in runs})
+    plan = None if plan_correlation is None else float(np.arctanh(plan_correlation))
     for family, experiments in families.items():
         for experiment in experiments:
-            correlations, shapes, probed, shape_minima, pairs = {}, {}, False, {}, {}
+            correlations, shapes, probed, shape_minima, pairs, walks = {}, {}, False, {}, {}, {}
             for replicate in replicates[experiment]:
+                if replicate.basin_sizes is not None:
+                    walked, walks[replicate.seed] = _walk_entry(replicate, fit_threshold=fit_threshold)
+                    walked_minima += _walked_records(experiment, replicate, walked)
+                    excluded += [(experiment, replicate.seed, f"walk row: {text}")
+                                 for text in (walked["reason"], walked["left_out"]) if text]
+                    if walks[replicate.seed] is None:
+                        del walks[replicate.seed]
                 entry = fitting_minima(
                     replicate.minima, replicate.flatness, fit_threshold=fit_threshold, min_members=min_members,
                     l2=replicate.l2,
@@ -431,12 +566,13 @@ def answer_hypothesis(
                 # replicate is left out of these rows (listed above), not an unmeasurable one.
                 entering = {seed: entry for seed, entry in correlations.items()
                             if not control or entry[0] >= PARTIAL_MIN_PAIRS}
-                pooled = _pooled_row(entering, seeds, name, sign, confidence, np.tanh,
-                                     plan=None if plan_correlation is None else float(np.arctanh(plan_correlation)))
+                pooled = _pooled_row(entering, seeds, name, sign, confidence, np.tanh, plan=plan)
                 if weighted and correlations and pooled["n_replicates"] == 0:
                     pooled["reason"] = ("the members' effective number of minima (Kish) is at most 4 in every "
                                         "replicate: a few basins hold most members")
                 rows.append(row | pooled)
+            if any(replicate.basin_sizes is not None for replicate in replicates[experiment]):
+                rows.append(row | _pooled_row(walks, seeds, WALK_STATISTIC, -1, confidence, np.tanh, plan=plan))
             for stat, (_, sign) in SHAPE_STATISTICS.items():
                 def correct(kept, stat=stat):  # from the replicates kept (all, or all but one)
                     return size_correction({s: m for s, m in shape_minima.items() if s in kept},
@@ -448,7 +584,7 @@ def answer_hypothesis(
                 if not probed:
                     pooled["reason"] = "basins not probed (basin_geometry: false)"
                 rows.append(row | pooled | {"statistic": f"good_minus_bad_{stat}"})
-    return _as_dataset(rows, excluded, seeds, fit_threshold, min_members, confidence).assign_attrs(
+    return _as_dataset(rows, excluded, seeds, fit_threshold, min_members, confidence, walked_minima).assign_attrs(
         match_factor=match_factor, plan_correlation=np.nan if plan_correlation is None else plan_correlation,
     )
 
@@ -795,15 +931,18 @@ def _within_replicate_fit(blocks, *, quadratic: bool) -> tuple[float, float, int
     return value, float(np.hypot(scatter, measurement)), dof
 
 
-def _as_dataset(rows, excluded, seeds, fit_threshold, min_members, confidence):
+def _as_dataset(rows, excluded, seeds, fit_threshold, min_members, confidence, walked_minima=()):
+    rows = [row | {"basin_size_source": basin_size_source(row["statistic"])} for row in rows]
+
     def column(name, dtype=None):
         return np.array([row[name] for row in rows], dtype=dtype)
 
-    text = {"family", "experiment", "replicates_over", "statistic", "verdict", "reason"}
+    text = {"family", "experiment", "replicates_over", "statistic", "basin_size_source", "verdict", "reason"}
     data_vars = {
         name: ("row", column(name, object if name in text else None), variable_attrs(_LONG_NAMES[name]))
         for name in _LONG_NAMES
     }
+    data_vars |= _walked_variables(walked_minima)
     data_vars["replicate_estimate"] = (
         ("row", "replicate"),
         np.array([row["replicate_estimate"] for row in rows]).reshape(len(rows), len(seeds)),
@@ -826,11 +965,39 @@ def _as_dataset(rows, excluded, seeds, fit_threshold, min_members, confidence):
         "row": ("row", np.arange(len(rows)), variable_attrs("row of the answer")),
         "replicate": ("replicate", np.array(seeds, dtype=np.int64), variable_attrs("ensemble seed")),
         "excluded": ("excluded", np.arange(len(excluded)), variable_attrs("replicate left out")),
+        "walked": ("walked", np.arange(len(walked_minima)), variable_attrs("a minimum whose basin was walked")),
     }
     return xr.Dataset(data_vars, coords=coords).assign_attrs(
         fit_threshold=fit_threshold, min_members=min_members, confidence=confidence,
         pooling="random effects (on Fisher's z for correlations): DerSimonian-Laird tau, Hartung-Knapp interval (basins.stats)",
     )
+
+
+#: answer.nc's variables along ``walked``: every walked minimum of every replicate, and its
+#: estimate beside its count (:func:`_walked_records`).
+_WALKED_NAMES = {
+    "experiment": "experiment of the walked minimum",
+    "seed": "replicate (ensemble seed) of the walked minimum",
+    "minimum": "catalogue index of the walked minimum",
+    "is_small": "whether it was walked as one counts cannot rank (fewer than min_members members)",
+    "fits": "whether it fits the training set (training error at most fit_threshold)",
+    "entered": f"whether it entered {WALK_STATISTIC}",
+    "log_basin_fraction": "ln of its basin fraction by the walk",
+    "low": "lower end of the walk's interval of log_basin_fraction",
+    "high": "upper end of the walk's interval of log_basin_fraction",
+    "log_count_fraction": "ln of its counted basin fraction (-inf: no member)",
+    "count_disagreement": "the walk's estimate minus the count in combined standard errors (nan for the small minima)",
+    "test_error": "its test error",
+}
+
+
+def _walked_variables(walked_minima) -> dict:
+    """answer.nc's ``walked_*`` variables (:data:`_WALKED_NAMES`) from :func:`_walked_records`' dicts."""
+    dtypes = {"experiment": object, "seed": np.int64, "minimum": np.int64, "is_small": bool, "fits": bool,
+              "entered": bool}
+    return {f"walked_{name}": ("walked", np.array([record[name] for record in walked_minima],
+                                                  dtype=dtypes.get(name, np.float64)), variable_attrs(meaning))
+            for name, meaning in _WALKED_NAMES.items()}
 
 
 _LONG_NAMES = {
@@ -840,6 +1007,9 @@ _LONG_NAMES = {
     "replicates_over": "what differs between replicates: the data draw and the initialization, or the initialization only",
     "statistic": "statistic (x_vs_y: Spearman correlation among fitting minima; good_minus_bad_<shape statistic>: "
     "difference between the two probed fitting minima, matched in basin fraction, whose test errors differ most)",
+    "basin_size_source": f"how the row measures basin size: '{COUNTED}' (members of the ensemble that reached "
+    f"the minimum), '{WALKED}' (thermodynamic integration, stage estimate_basin_sizes: minima too small to count "
+    "included), or '' (no basin size in the row)",
     "expected_sign": "sign of the statistic the hypothesis expects",
     "estimate": "pooled over replicates: a rank correlation, or a good - bad difference",
     "low": "lower end of the pooled interval",
@@ -906,12 +1076,13 @@ def answer_markdown(answer: xr.Dataset) -> str:
            "replicates_to_detect), and in parentheses how many at that largest tau."
            if np.isfinite(plan) else ""),
         "",
-        "Basin size, in every `basin_fraction` row, is the share of the experiment's ensemble (members "
-        "started from its initialization distribution and run by its own dynamics) that reached the "
-        "minimum: a Monte Carlo estimate of the basin's probability under that distribution (binomial "
-        "error), not its volume. The Hessian trace is exact where the flatness stage formed the dense "
-        "Hessian, else Hutchinson's estimate with its error.",
+        "Basin size, in every row whose column `basin sizes` says counts, is the share of the experiment's "
+        "ensemble (members started from its initialization distribution and run by its own dynamics) that "
+        "reached the minimum: a Monte Carlo estimate of the basin's probability under that distribution "
+        "(binomial error), not its volume. The Hessian trace is exact where the flatness stage formed the "
+        "dense Hessian, else Hutchinson's estimate with its error.",
         "",
+        *_walk_paragraph(answer),
         "Rows `..._at_fixed_loss` are the same rank correlations with the loss at the minimum held "
         "fixed (partial rank correlation: the ranks of both variables regressed on a linear spline of the "
         "loss's ranks with two bends, and what is left differenced between neighbours in the loss's order, "
@@ -938,10 +1109,10 @@ def answer_markdown(answer: xr.Dataset) -> str:
         "minima near the pairs' sizes), and the slope's own uncertainty widens the interval; a row whose "
         "slope is not measured or whose straight line is rejected is undecided (`size corrections` below).",
         "",
-        "| family | experiment | N | statistic | expected | pooled | interval | detectable | noise | replicates (over) "
-        "| minima | verdict | leave one out |" + (f" replicates for {plan:g} |" if np.isfinite(plan) else "")
+        "| family | experiment | N | statistic | basin sizes | expected | pooled | interval | detectable | noise "
+        "| replicates (over) | minima | verdict | leave one out |" + (f" replicates for {plan:g} |" if np.isfinite(plan) else "")
         + (" across thresholds |" if "sensitivity_agreement" in answer else ""),
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if np.isfinite(plan) else "")
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if np.isfinite(plan) else "")
         + ("---|" if "sensitivity_agreement" in answer else ""),
     ]
     for row in range(answer.sizes["row"]):
@@ -949,7 +1120,7 @@ def answer_markdown(answer: xr.Dataset) -> str:
         interval = f"[{float(r.low):+.2f}, {float(r.high):+.2f}]" if np.isfinite(float(r.low)) else str(r.reason.item())
         lines.append(
             f"| {r.family.item()} | {r.experiment.item()} | {int(r.n_params)} | {r.statistic.item()} | "
-            f"{'<' if int(r.expected_sign) < 0 else '>'} 0 | {_signed(float(r.estimate))} | {interval} | "
+            f"{r.basin_size_source.item()} | {'<' if int(r.expected_sign) < 0 else '>'} 0 | {_signed(float(r.estimate))} | {interval} | "
             f"{_detectable_cell(r)} | {_optional(float(r.measurement_stderr))} | "
             f"{int(r.n_replicates)} ({r.replicates_over.item()}) | {int(r.n_minima)} | {r.verdict.item()} | "
             f"{_leave_one_out_cell(r)} |"
@@ -957,6 +1128,7 @@ def answer_markdown(answer: xr.Dataset) -> str:
             + (f" {r.sensitivity_agreement.item()} |" if "sensitivity_agreement" in answer else "")
         )
     lines += _size_correction_lines(answer)
+    lines += _walk_check_lines(answer)
     if "setting" in answer.dims:
         lines += _sensitivity_lines(answer)
     if answer.sizes["excluded"]:
@@ -967,6 +1139,46 @@ def answer_markdown(answer: xr.Dataset) -> str:
             for i in range(answer.sizes["excluded"])
         ]
     return "\n".join(lines) + "\n"
+
+
+def _walk_paragraph(answer) -> list[str]:
+    """What the walk row is, where one is; else that every basin size is a count."""
+    if WALK_STATISTIC not in set(answer["statistic"].values):
+        return ["No experiment of this answer walks its basins (a `basin_sizes:` section runs the stage "
+                "estimate_basin_sizes): every basin size is a count.", ""]
+    return [
+        f"Rows `{WALK_STATISTIC}` measure basin size by thermodynamic integration (stage estimate_basin_sizes, "
+        "docs/method.md, *Basins too small to count*): the walked minima are the largest basins, whose counts "
+        "check the walk on every run (below), and fitting minima drawn at random among those too small for "
+        "counts to rank; every walked minimum that fits, has an estimate and whose own walks do not drift "
+        "enters, whatever its member count. A replicate enters where its catalogue is on its tolerance plateau "
+        "and its walks on theirs (the plateau check of their length), with at least 4 such minima. Its "
+        "measurement noise redraws each ln basin fraction from the walk's own interval (Student's t at the "
+        "walk's degrees of freedom, plus its quadrature error) and each test error from its test set.",
+        "",
+    ]
+
+
+def _walk_check_lines(answer) -> list[str]:
+    """Per walked experiment: how many minima were walked, and the walk against the counts of the
+    largest basins (in combined standard errors)."""
+    if not answer.sizes.get("walked", 0):
+        return []
+    level = float(stats.norm.ppf(0.5 + float(answer.attrs["confidence"]) / 2))
+    lines = ["", "The basin walk against counts (the largest basins of each walked replicate; estimate minus "
+             "count in combined standard errors):", ""]
+    for experiment in dict.fromkeys(answer["walked_experiment"].values):
+        mine = answer["walked_experiment"].values == experiment
+        small = answer["walked_is_small"].values[mine]
+        disagreement = answer["walked_count_disagreement"].values[mine][~small]
+        checked = disagreement[np.isfinite(disagreement)]
+        seeds = len(set(answer["walked_seed"].values[mine].tolist()))
+        check = (f"{checked.min():+.2f} to {checked.max():+.2f}, |d| <= {level:.2f} in {int((np.abs(checked) <= level).sum())} "
+                 f"of {len(checked)}" if len(checked) else "no largest basin with an estimate")
+        lines.append(f"- {experiment}: {int(mine.sum())} minima walked in {seeds} replicates ({int(small.sum())} too "
+                     f"small to count, {int(answer['walked_entered'].values[mine].sum())} entering the walk row); "
+                     f"the largest basins' disagreement {check}")
+    return lines
 
 
 def _size_correction_lines(answer) -> list[str]:

@@ -71,6 +71,7 @@ DIMS = frozenset(
         "ring",
         "baseline",
         "fine_member",
+        "walked",
     }
 )
 
