@@ -400,8 +400,16 @@ def test_tiny_study_runs_end_to_end_and_every_result_keeps_the_contract(tiny_stu
     assert graphs["value"].sel(statistic="n_minima").item() == read_dataset(
         results / "connectivity/tiny_moons/seed1.nc").sizes["minimum"]
     assert set(answer["verdict"].values) <= {"supported", "contradicted", "undecided"}
-    assert list(answer["replicate"].values) == [1, 2] and (answer["experiment"].values == "tiny_mnist1d_classes").all()
-    assert "| tiny | tiny_mnist1d_classes |" in (results / "answer.md").read_text()
+    assert list(answer["replicate"].values) == [1, 2]
+    assert set(answer["experiment"].values) == {"tiny_mnist1d_classes", "tiny_teacher"}
+    # tiny_teacher's walk enters the answer: a row with basin sizes by the walk, its walked minima kept
+    walk_row = answer["statistic"].values == "basin_fraction_by_walk_vs_test_error"
+    assert answer["experiment"].values[walk_row].tolist() == ["tiny_teacher"]
+    assert answer["basin_size_source"].values[walk_row].tolist() == ["walk"]
+    assert answer["walked_minimum"].values.tolist() == sizes["minimum"].values.tolist()
+    page = (results / "answer.md").read_text()
+    assert "| tiny | tiny_mnist1d_classes |" in page
+    assert "| tiny_walked | tiny_teacher | 11 | basin_fraction_by_walk_vs_test_error | walk |" in page
     summary = (results / "summary.csv").read_text().splitlines()
     assert len(summary) == 1 + 2 and summary[0].startswith("experiment,")
 

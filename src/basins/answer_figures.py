@@ -7,13 +7,14 @@ import numpy as np
 import seaborn as sns
 import xarray as xr
 
-from basins.answer import CONTROLS, STATISTICS
+from basins.answer import CONTROLS, STATISTICS, WALK_STATISTIC
 from basins.summary import SHAPE_STATISTICS
 from basins.figures import PAPER_SIZE, set_theme
 
 
 def figure_answer(answer: xr.Dataset, *, title: str) -> plt.Figure:
-    """One panel per statistic, a row per kind: the rank correlations, the same with each control
+    """One panel per statistic, a row per kind: the rank correlations (with basin sizes by the walk,
+    where the answer has them), the same with each control
     of :data:`basins.answer.CONTROLS` held fixed, and the good - bad shape differences: the pooled estimate against
     network size, with its interval, per family, and each replicate's value as a dot; the side
     the hypothesis expects is shaded, and an open triangle on it, beside the estimate, marks the
@@ -21,8 +22,9 @@ def figure_answer(answer: xr.Dataset, *, title: str) -> plt.Figure:
     more likely than not miss), a line from it the same at the largest between-replicate spread
     they leave possible (``detectable_at_tau_bound``)."""
     set_theme()
+    walked = [WALK_STATISTIC] if WALK_STATISTIC in set(answer["statistic"].values) else []
     kinds = (
-        ([name for name, spec in STATISTICS.items() if spec[-1] is None], True, "rank correlation (pooled)"),
+        ([name for name, spec in STATISTICS.items() if spec[-1] is None] + walked, True, "rank correlation (pooled)"),
         *(([name for name, spec in STATISTICS.items() if spec[-1] == control], True, f"{label} (pooled)")
           for control, label in CONTROLS.items()),
         ([f"good_minus_bad_{name}" for name in SHAPE_STATISTICS], False, "good - bad, matched size (pooled)"),

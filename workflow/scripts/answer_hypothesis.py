@@ -8,17 +8,20 @@ log = start(snakemake)
 options = dict(snakemake.params.answer)
 families = options.pop("families")
 replicates, n_params = {}, {}
-# Shape statistics exist for the replicates whose basins were probed, in the order of the rule's list.
-probed = iter(snakemake.input.tentacles)
+# Shape statistics exist for the replicates whose basins were probed, basin sizes by the walk for
+# those whose basins were walked, each in the order of the rule's list.
+probed, walked = iter(snakemake.input.tentacles), iter(snakemake.input.basin_sizes)
 for (experiment, seed), minima_path, flatness_path, dataset_path in zip(
     snakemake.params.replicates, snakemake.input.minima, snakemake.input.flatness, snakemake.input.datasets
 ):
     minima = read_dataset(minima_path)
     n_test = int((read_dataset(dataset_path)["split"].values == TEST).sum())
-    tentacles = read_dataset(next(probed)) if snakemake.config["experiments"][experiment]["basin_geometry"] else None
+    experiment_config = snakemake.config["experiments"][experiment]
+    tentacles = read_dataset(next(probed)) if experiment_config["basin_geometry"] else None
+    basin_sizes = read_dataset(next(walked)) if "basin_sizes" in experiment_config else None
     replicates.setdefault(experiment, []).append(
         Replicate(int(seed), minima, read_dataset(flatness_path), n_test, tentacles,
-                  l2=float(snakemake.config["experiments"][experiment]["training"].get("l2", 0.0)))
+                  l2=float(experiment_config["training"].get("l2", 0.0)), basin_sizes=basin_sizes)
     )
     n_params[experiment] = minima.sizes["param"]
 data_redrawn = {name: snakemake.config["experiments"][name]["dataset"]["seed"] == "per_seed" for name in replicates}
@@ -37,7 +40,8 @@ answer = add_provenance(
     title="the study's answer: basin size, flatness and generalization, pooled over replicates",
     stage="answer_hypothesis",
     stage_config=snakemake.params.answer,
-    inputs=(*snakemake.input.minima, *snakemake.input.flatness, *snakemake.input.datasets, *snakemake.input.tentacles),
+    inputs=(*snakemake.input.minima, *snakemake.input.flatness, *snakemake.input.datasets, *snakemake.input.tentacles,
+            *snakemake.input.basin_sizes),
 )
 write_dataset(answer, snakemake.output.netcdf)
 with open(snakemake.output.markdown, "w") as markdown:
