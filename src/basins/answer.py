@@ -35,12 +35,13 @@ better (and are flatter) than those with small basins. For every landscape famil
 
 Where an experiment's basins were walked (a ``basin_sizes:`` section: stage
 ``estimate_basin_sizes``, thermodynamic integration inside each basin), one more row,
-:data:`WALK_STATISTIC`, ranks the walk's basin fractions against test error over every walked
-fitting minimum, the ones too small for counts to rank included (:func:`walked_fitting_minima`);
-every row says which estimator its basin sizes come from (:func:`basin_size_source`). Known
-answer (``tests/test_answer.py``): planted replicates whose small basins no member count ranks,
+:data:`WALK_STATISTIC`, ranks the walk's basin fractions against test error over the walked
+fitting minima too small for counts to rank (:func:`walked_fitting_minima`); every row says
+which estimator its basin sizes come from (:func:`basin_size_source`). Known answers
+(``tests/test_answer.py``): planted replicates whose small basins no member count ranks,
 measured by walks with the walk's own error model, recover a planted correlation that the counted
-row cannot see.
+row cannot see, attenuated by the walk's and the test set's noise as :func:`walk_reliability`
+predicts.
 
 Each replicate's standard error is the rank correlation's own (1.03 / sqrt(n - 3)) and the
 noise of the numbers it ranks (member counts, test errors on a finite test set, Hutchinson
@@ -342,7 +343,7 @@ def robust_spread(z: np.ndarray) -> float:
 
 
 #: The basin-size row whose sizes come from the basin walk (stage ``estimate_basin_sizes``), not
-#: from counts: every walked fitting minimum enters, those too small for counts to rank included.
+#: from counts: the walked fitting minima too small for counts to rank enter.
 WALK_STATISTIC = "basin_fraction_by_walk_vs_test_error"
 
 #: How a row measures basin size (answer.md's column ``basin sizes``).
@@ -364,23 +365,33 @@ def basin_size_source(statistic: str) -> str:
 
 def walked_fitting_minima(minima: xr.Dataset, basin_sizes: xr.Dataset, *, fit_threshold: float) -> dict:
     """The minima of one replicate's basin walk (:func:`basins.basin_sizes.estimate_basin_sizes`)
-    that enter :data:`WALK_STATISTIC`: fitting the training set (training error at most
-    ``fit_threshold``), with an estimate, their own walks not drifting (``plateau_basin_failed``).
+    that enter :data:`WALK_STATISTIC`: those walked as too small to count (``is_small``: fitting
+    minima with fewer than ``min_members`` members, drawn at random), fitting the training set
+    (training error at most ``fit_threshold``), with an estimate and its error, their own walks
+    not drifting (``plateau_basin_failed``). The largest basins, walked as the check against
+    counts, do not enter: chosen by their counts, they are the extremes of basin size, not a
+    draw of the minima, and ranked among random small ones they would stretch the correlation
+    (an independent referee, session 57: a population -0.58 read -0.76 to -0.79 with two of
+    them among four small ones).
 
     Returns ``columns`` (of the entering minima: ``log_basin_fraction`` with the walk's error
-    model, ``log_measure_se`` at ``log_measure_dof`` and ``quadrature_error``, and
-    ``test_error``), per walked minimum ``fits`` and ``entered``, ``left_out`` (the fitting
+    model, ``log_basin_fraction_se`` at ``log_basin_fraction_dof`` and ``quadrature_error``, and
+    ``test_error``), per walked minimum ``fits`` and ``entered``, ``left_out`` (the small fitting
     minima dropped and why; "" for none) and ``reason`` ("" when the replicate enters: the
     catalogue on its tolerance plateau, the walks on theirs (``plateau_check_failed``: reached,
     not drifting or unchecked), and at least 4 minima entering)."""
     ids = basin_sizes["minimum"].values
     fits = minima["train_error"].sel(minimum=ids).values <= fit_threshold
-    estimate = basin_sizes["log_basin_fraction"].values
+    candidates = fits & (basin_sizes["is_small"].values == 1)
+    estimate, se, dof, quadrature = (basin_sizes[name].values for name in (
+        "log_basin_fraction", "log_measure_se", "log_measure_dof", "quadrature_error"))
     drifting = (basin_sizes["plateau_basin_failed"].values == PLATEAU_DRIFTING if "plateau_basin_failed" in basin_sizes
                 else np.zeros(len(ids), dtype=bool))
-    entered = fits & np.isfinite(estimate) & ~drifting
-    dropped = [(fits & ~np.isfinite(estimate), "no estimate"), (fits & np.isfinite(estimate) & drifting,
-                                                                "their own walks drift (plateau_basin_failed)")]
+    estimated = np.isfinite(estimate)
+    with_error = estimated & np.isfinite(se) & np.isfinite(quadrature)
+    entered = candidates & with_error & ~drifting
+    dropped = [(candidates & ~estimated, "no estimate"), (candidates & estimated & ~with_error, "no error estimate"),
+               (candidates & with_error & drifting, "their own walks drift (plateau_basin_failed)")]
     left_out = "; ".join(f"minima {ids[which].tolist()}: {why}" for which, why in dropped if which.any())
     plateau = int(basin_sizes["plateau_check_failed"])
     reason = ""
@@ -389,16 +400,43 @@ def walked_fitting_minima(minima: xr.Dataset, basin_sizes: xr.Dataset, *, fit_th
     elif plateau != PLATEAU_REACHED:
         reason = f"the walks' plateau check: {PLATEAU_READINGS[plateau]}"
     elif entered.sum() < 4:
-        reason = (f"{int(entered.sum())} walked fitting minima with an estimate ({int(fits.sum())} fitting of "
-                  f"{len(ids)} walked): a rank correlation needs 4")
+        reason = (f"{int(entered.sum())} small fitting minima with an estimate ({int(candidates.sum())} small and "
+                  f"fitting of {len(ids)} walked): a rank correlation needs 4")
     columns = {
         "log_basin_fraction": estimate[entered],
-        "log_basin_fraction_se": basin_sizes["log_measure_se"].values[entered],
-        "log_basin_fraction_dof": basin_sizes["log_measure_dof"].values[entered],
-        "quadrature_error": basin_sizes["quadrature_error"].values[entered],
+        "log_basin_fraction_se": se[entered],
+        "log_basin_fraction_dof": dof[entered],
+        "quadrature_error": quadrature[entered],
         "test_error": minima["test_error"].sel(minimum=ids).values[entered],
     }
     return dict(columns=columns, fits=fits, entered=entered, left_out=left_out, reason=reason)
+
+
+def walk_error_variance(se: np.ndarray, dof: np.ndarray, quadrature_error: np.ndarray) -> np.ndarray:
+    """The variance of the walk's error model (:func:`redrawn_walk_statistic`): Student's t's,
+    se^2 dof / (dof - 2), plus the quadrature error's square; infinite at 2 degrees of freedom or
+    fewer (a t without a variance), se^2 where they are infinite."""
+    se, dof = np.asarray(se, dtype=np.float64), np.asarray(dof, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t_factor = np.where(np.isinf(dof), 1.0, np.where(dof > 2, dof / (dof - 2), np.inf))
+    return se**2 * t_factor + np.asarray(quadrature_error, dtype=np.float64) ** 2
+
+
+def walk_reliability(log_basin_fraction: np.ndarray, error_variance: np.ndarray, replicate: np.ndarray) -> float:
+    """The share of the spread of the walked ln basin fractions within replicates that is not the
+    walk's error: 1 - mean(error variance) / their within-replicate variance (pooled over the
+    ``replicate`` labels: sums of squares about each replicate's mean over the degrees of
+    freedom, so that a few minima a replicate do not bias it as a per-replicate ratio would;
+    nan below two degrees of freedom). Measurement error attenuates a correlation by about its
+    square root (Spearman 1904): the walk row estimates the correlation of the measured basin
+    sizes, nearer 0 than the true one."""
+    values, replicate = np.asarray(log_basin_fraction, dtype=np.float64), np.asarray(replicate)
+    labels = np.unique(replicate)
+    dof = len(values) - len(labels)
+    if dof < 2:
+        return float("nan")
+    squares = sum(((values[replicate == r] - values[replicate == r].mean()) ** 2).sum() for r in labels)
+    return float(1 - np.mean(error_variance) / (squares / dof))
 
 
 def redrawn_walk_statistic(columns: dict, *, n_test: int, n_draws: int = MEASUREMENT_REDRAWS,
@@ -442,13 +480,16 @@ def _walked_records(experiment: str, replicate: Replicate, walked: dict) -> list
     sizes = replicate.basin_sizes
     ids = sizes["minimum"].values
     test_error = replicate.minima["test_error"].sel(minimum=ids).values
+    error_variance = walk_error_variance(*(sizes[name].values for name in (
+        "log_measure_se", "log_measure_dof", "quadrature_error")))
     return [dict(experiment=experiment, seed=replicate.seed, minimum=int(m), is_small=bool(sizes["is_small"].values[i]),
                  fits=bool(walked["fits"][i]), entered=bool(walked["entered"][i]),
                  log_basin_fraction=float(sizes["log_basin_fraction"].values[i]),
                  low=float(sizes["log_basin_fraction_low"].values[i]),
                  high=float(sizes["log_basin_fraction_high"].values[i]),
                  log_count_fraction=float(sizes["log_count_fraction"].values[i]),
-                 count_disagreement=float(sizes["count_disagreement"].values[i]), test_error=float(test_error[i]))
+                 count_disagreement=float(sizes["count_disagreement"].values[i]), test_error=float(test_error[i]),
+                 error_variance=float(error_variance[i]))
             for i, m in enumerate(ids)]
 
 
@@ -988,6 +1029,8 @@ _WALKED_NAMES = {
     "log_count_fraction": "ln of its counted basin fraction (-inf: no member)",
     "count_disagreement": "the walk's estimate minus the count in combined standard errors (nan for the small minima)",
     "test_error": "its test error",
+    "error_variance": "variance of the walk's error model of log_basin_fraction (walk_error_variance; inf: "
+    "at most 2 degrees of freedom)",
 }
 
 
@@ -1150,11 +1193,14 @@ def _walk_paragraph(answer) -> list[str]:
         f"Rows `{WALK_STATISTIC}` measure basin size by thermodynamic integration (stage estimate_basin_sizes, "
         "docs/method.md, *Basins too small to count*): the walked minima are the largest basins, whose counts "
         "check the walk on every run (below), and fitting minima drawn at random among those too small for "
-        "counts to rank; every walked minimum that fits, has an estimate and whose own walks do not drift "
-        "enters, whatever its member count. A replicate enters where its catalogue is on its tolerance plateau "
-        "and its walks on theirs (the plateau check of their length), with at least 4 such minima. Its "
-        "measurement noise redraws each ln basin fraction from the walk's own interval (Student's t at the "
-        "walk's degrees of freedom, plus its quadrature error) and each test error from its test set.",
+        "counts to rank. The row ranks the small ones (a random draw of them; the largest, chosen by their "
+        "counts, would stretch the correlation): every one that fits, has an estimate and whose own walks do "
+        "not drift. A replicate enters where its catalogue is on its tolerance plateau and its walks on theirs "
+        "(the plateau check of their length), with at least 4 such minima. Its measurement noise redraws each "
+        "ln basin fraction from the walk's own interval (Student's t at the walk's degrees of freedom, plus its "
+        "quadrature error) and each test error from its test set; the interval is wide by it, while the "
+        "estimate, like every row's, is pulled towards 0 by the noise of what it ranks (the reliability below): "
+        "a verdict errs towards undecided, and a decided correlation's size is a lower bound in expectation.",
         "",
     ]
 
@@ -1175,10 +1221,21 @@ def _walk_check_lines(answer) -> list[str]:
         seeds = len(set(answer["walked_seed"].values[mine].tolist()))
         check = (f"{checked.min():+.2f} to {checked.max():+.2f}, |d| <= {level:.2f} in {int((np.abs(checked) <= level).sum())} "
                  f"of {len(checked)}" if len(checked) else "no largest basin with an estimate")
+        reliability = _walk_row_reliability(answer, mine)
         lines.append(f"- {experiment}: {int(mine.sum())} minima walked in {seeds} replicates ({int(small.sum())} too "
                      f"small to count, {int(answer['walked_entered'].values[mine].sum())} entering the walk row); "
-                     f"the largest basins' disagreement {check}")
+                     f"the largest basins' disagreement {check}; reliability of the entering ln fractions "
+                     f"{_optional(reliability) or '—'} (1 - the walk's error variance over their variance within "
+                     "replicates: the row's correlation is nearer 0 than the true one by about its square root)")
     return lines
+
+
+def _walk_row_reliability(answer, mine) -> float:
+    """:func:`walk_reliability` of the minima entering the walk row, over the replicates of one
+    experiment (``mine``: its walked minima)."""
+    entered = mine & answer["walked_entered"].values
+    return walk_reliability(answer["walked_log_basin_fraction"].values[entered],
+                            answer["walked_error_variance"].values[entered], answer["walked_seed"].values[entered])
 
 
 def _size_correction_lines(answer) -> list[str]:
