@@ -790,6 +790,11 @@ def test_a_shape_row_whose_size_correction_is_refused_is_undecided_and_says_why(
 WALK_SE, WALK_DOF, WALK_QUADRATURE = 0.35, 7.0, 0.05  # the N = 41 network's walks: se 0.17-0.41 at ~7 dof
 
 
+def _walk_errors(rng, n, walk_se=WALK_SE):
+    """The walk's error model: ``walk_se`` times Student's t at ``WALK_DOF`` plus ``WALK_QUADRATURE`` times a normal."""
+    return walk_se * rng.standard_t(WALK_DOF, n) + WALK_QUADRATURE * rng.standard_normal(n)
+
+
 def _walked_replicate(rng, seed, rho, *, n_small=12, n_walked=10, n_test=N_TEST, n_members_total=1024,
                       plateau=PLATEAU_REACHED, drifting=(), no_estimate=(), no_error=(), large_fit=False,
                       walk_se=WALK_SE):
@@ -818,7 +823,7 @@ def _walked_replicate(rng, seed, rho, *, n_small=12, n_walked=10, n_test=N_TEST,
                           coords={"minimum": minimum})
     walked = np.r_[0, 1, 2, 3 + rng.permutation(n_small)[:n_walked]]
     truth = np.log(np.r_[members[:3] / n_members_total, np.exp(log_small)])[walked]
-    estimate = truth + walk_se * rng.standard_t(WALK_DOF, len(walked)) + WALK_QUADRATURE * rng.standard_normal(len(walked))
+    estimate = truth + _walk_errors(rng, len(walked), walk_se)
     estimate[3 + np.asarray(no_estimate, dtype=int)] = np.nan
     half = stats.t.ppf(0.975, WALK_DOF) * walk_se + WALK_QUADRATURE
     small = np.r_[np.zeros(3, dtype=np.int8), np.ones(n_walked, dtype=np.int8)]
@@ -868,7 +873,8 @@ def test_the_walk_row_finds_a_planted_correlation_among_basins_too_small_to_coun
     5-7: 39-40 of 40 covered, 29-35 decided, mean -0.48 to -0.55 for -0.58; none or one decided
     at 0). Noisier walks attenuate it further (the next test)."""
     rng = np.random.default_rng(5)
-    counted = _row(_walked_answer([_walked_replicate(rng, s, rho) for s in range(1, 7)]), "basin_fraction_vs_test_error")
+    counted = _row(_walked_answer([_walked_replicate(rng, s, rho) for s in range(1, 7)]),
+                   "basin_fraction_vs_test_error")
     assert int(counted["n_replicates"]) == 0 and counted["basin_size_source"].item() == "counts"
     covered, decided, estimates = _walk_row_studies(rho)
     truth = 6 / np.pi * np.arcsin(rho / 2)
@@ -944,7 +950,7 @@ def test_the_walk_rows_measurement_spread_matches_walks_done_again():
     truth = columns["log_basin_fraction"]  # one walk's estimates, taken as the truth the repeats scatter around
     repeats = []
     for _ in range(400):
-        again = truth + WALK_SE * rng.standard_t(WALK_DOF, len(truth)) + WALK_QUADRATURE * rng.standard_normal(len(truth))
+        again = truth + _walk_errors(rng, len(truth))
         repeats.append(stats.spearmanr(again, columns["test_error"]).statistic)
     spread_of_repeats = robust_spread(np.arctanh(np.clip(repeats, -0.999, 0.999)))
     spread = robust_spread(redrawn_walk_statistic(columns, n_test=N_TEST, seed=3))
@@ -992,7 +998,8 @@ def test_the_answer_says_which_estimator_each_row_used_and_keeps_the_walks_check
     assert "- walked: 26 minima walked in 2 replicates (20 too small to count, 20 entering the walk row)" in page
     entered = again["walked_entered"].values
     reliability = walk_reliability(again["walked_log_basin_fraction"].values[entered],
-                                   np.full(20, WALK_SE**2 * 1.4 + WALK_QUADRATURE**2), again["walked_seed"].values[entered])
+                                   np.full(20, WALK_SE**2 * 1.4 + WALK_QUADRATURE**2),
+                                   again["walked_seed"].values[entered])
     assert f"reliability of the entering ln fractions {reliability:.2f}" in page
     unwalked = answer_markdown(_family(1.0, n_replicates=2))
     assert WALK_STATISTIC not in unwalked and "every basin size is a count" in unwalked

@@ -1051,8 +1051,8 @@ _LONG_NAMES = {
     "statistic": "statistic (x_vs_y: Spearman correlation among fitting minima; good_minus_bad_<shape statistic>: "
     "difference between the two probed fitting minima, matched in basin fraction, whose test errors differ most)",
     "basin_size_source": f"how the row measures basin size: '{COUNTED}' (members of the ensemble that reached "
-    f"the minimum), '{WALKED}' (thermodynamic integration, stage estimate_basin_sizes: minima too small to count "
-    "included), or '' (no basin size in the row)",
+    f"the minimum), '{WALKED}' (thermodynamic integration, stage estimate_basin_sizes, of the walked fitting minima "
+    "too small to count), or '' (no basin size in the row)",
     "expected_sign": "sign of the statistic the hypothesis expects",
     "estimate": "pooled over replicates: a rank correlation, or a good - bad difference",
     "low": "lower end of the pooled interval",
@@ -1153,7 +1153,8 @@ def answer_markdown(answer: xr.Dataset) -> str:
         "slope is not measured or whose straight line is rejected is undecided (`size corrections` below).",
         "",
         "| family | experiment | N | statistic | basin sizes | expected | pooled | interval | detectable | noise "
-        "| replicates (over) | minima | verdict | leave one out |" + (f" replicates for {plan:g} |" if np.isfinite(plan) else "")
+        "| replicates (over) | minima | verdict | leave one out |"
+        + (f" replicates for {plan:g} |" if np.isfinite(plan) else "")
         + (" across thresholds |" if "sensitivity_agreement" in answer else ""),
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if np.isfinite(plan) else "")
         + ("---|" if "sensitivity_agreement" in answer else ""),
@@ -1163,7 +1164,8 @@ def answer_markdown(answer: xr.Dataset) -> str:
         interval = f"[{float(r.low):+.2f}, {float(r.high):+.2f}]" if np.isfinite(float(r.low)) else str(r.reason.item())
         lines.append(
             f"| {r.family.item()} | {r.experiment.item()} | {int(r.n_params)} | {r.statistic.item()} | "
-            f"{r.basin_size_source.item()} | {'<' if int(r.expected_sign) < 0 else '>'} 0 | {_signed(float(r.estimate))} | {interval} | "
+            f"{r.basin_size_source.item()} | {'<' if int(r.expected_sign) < 0 else '>'} 0 | "
+            f"{_signed(float(r.estimate))} | {interval} | "
             f"{_detectable_cell(r)} | {_optional(float(r.measurement_stderr))} | "
             f"{int(r.n_replicates)} ({r.replicates_over.item()}) | {int(r.n_minima)} | {r.verdict.item()} | "
             f"{_leave_one_out_cell(r)} |"
@@ -1219,8 +1221,9 @@ def _walk_check_lines(answer) -> list[str]:
         disagreement = answer["walked_count_disagreement"].values[mine][~small]
         checked = disagreement[np.isfinite(disagreement)]
         seeds = len(set(answer["walked_seed"].values[mine].tolist()))
-        check = (f"{checked.min():+.2f} to {checked.max():+.2f}, |d| <= {level:.2f} in {int((np.abs(checked) <= level).sum())} "
-                 f"of {len(checked)}" if len(checked) else "no largest basin with an estimate")
+        within = int((np.abs(checked) <= level).sum())
+        check = (f"{checked.min():+.2f} to {checked.max():+.2f}, |d| <= {level:.2f} in {within} of {len(checked)}"
+                 if len(checked) else "no largest basin with an estimate")
         reliability = _walk_row_reliability(answer, mine)
         lines.append(f"- {experiment}: {int(mine.sum())} minima walked in {seeds} replicates ({int(small.sum())} too "
                      f"small to count, {int(answer['walked_entered'].values[mine].sum())} entering the walk row); "
