@@ -1222,8 +1222,10 @@ def _walk_check_lines(answer) -> list[str]:
         checked = disagreement[np.isfinite(disagreement)]
         seeds = len(set(answer["walked_seed"].values[mine].tolist()))
         within = int((np.abs(checked) <= level).sum())
-        check = (f"{checked.min():+.2f} to {checked.max():+.2f}, |d| <= {level:.2f} in {within} of {len(checked)}"
-                 if len(checked) else "no largest basin with an estimate")
+        spread = (f"{checked.min():+.2f}" if checked.min() == checked.max() else
+                  f"{checked.min():+.2f} to {checked.max():+.2f}") if len(checked) else ""
+        check = f"{spread}, |d| <= {level:.2f} in {within} of {len(checked)}" if len(checked) else \
+            "no largest basin with an estimate"
         reliability = _walk_row_reliability(answer, mine)
         lines.append(f"- {experiment}: {int(mine.sum())} minima walked in {seeds} replicates ({int(small.sum())} too "
                      f"small to count, {int(answer['walked_entered'].values[mine].sum())} entering the walk row); "
