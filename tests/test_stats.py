@@ -11,6 +11,7 @@ from basins.stats import (
     PARTIAL_MIN_PAIRS,
     SUPPORTED,
     UNDECIDED_VERDICT,
+    design_stderr,
     detectable_effect,
     detectable_effect_at_tau_bound,
     fisher_z,
@@ -208,6 +209,17 @@ def test_taus_bound_and_its_detectable_effect_are_never_below_the_estimates():
     pooled = pool_replicates(y, s)
     assert tau_upper_bound(y, s) == pooled["tau"] > 1.6
     assert detectable_effect_at_tau_bound(y, s) == pytest.approx(detectable_effect(7, pooled["design_stderr"]))
+
+
+def test_the_designs_standard_error_is_the_pools_and_k_times_its_square_the_harmonic_mean_variance():
+    rng = np.random.default_rng(4)
+    y, s = _replicates(rng, 9, 0.3, 0.25, 0.2)
+    pooled = pool_replicates(y, s)
+    assert design_stderr(s, pooled["tau"]) == pytest.approx(pooled["design_stderr"], rel=1e-14)
+    assert 9 * design_stderr(s, 0.4) ** 2 == pytest.approx(1 / np.mean(1 / (s**2 + 0.4**2)), rel=1e-14)
+    bound = tau_upper_bound(y, s)  # given by a caller that has it: the same value
+    assert detectable_effect_at_tau_bound(y, s, tau_bound=bound) == detectable_effect_at_tau_bound(y, s)
+    assert detectable_effect_at_tau_bound(y, s) == detectable_effect(9, design_stderr(s, bound))
 
 
 def test_detectable_effect_grows_with_the_power_asked_and_needs_two_replicates():

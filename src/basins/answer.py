@@ -74,6 +74,7 @@ from basins.stats import (
     DETECTION_POWER,
     MOST_REPLICATES,
     UNDECIDED_VERDICT,
+    design_stderr,
     detectable_effect,
     detectable_effect_at_tau_bound,
     fisher_z,
@@ -736,16 +737,16 @@ def _pooled_row(per_replicate, seeds, name, sign, confidence, to_scale, bounds=(
         # At the estimated tau, and at the largest tau the replicates leave possible.
         detectable = float(to_scale(detectable_effect(
             pooled["k"], pooled.get("design_stderr", np.nan), confidence, widening=pooled["widening"])))
+        tau_bound = tau_upper_bound(pooled_z[usable], se[usable], confidence)
         detectable_at_bound = float(to_scale(detectable_effect_at_tau_bound(
-            pooled_z, se, confidence, widening=pooled["widening"])))
+            pooled_z, se, confidence, widening=pooled["widening"], tau_bound=tau_bound)))
         if plan is not None and not np.isnan(detectable):
 
             def replicate_variance(tau):  # at the replicates' mean precision: the harmonic mean of s^2 + tau^2
-                return 1 / np.mean(1 / (se[usable] ** 2 + tau**2))
+                return usable.sum() * design_stderr(se[usable], tau) ** 2
 
             needed = replicates_to_detect(plan, replicate_variance(pooled["tau"]), confidence)
-            needed_at_bound = replicates_to_detect(
-                plan, replicate_variance(tau_upper_bound(pooled_z[usable], se[usable], confidence)), confidence)
+            needed_at_bound = replicates_to_detect(plan, replicate_variance(tau_bound), confidence)
     held_out = _leave_one_out_verdicts(z, se, sign, confidence, to_scale, bounds,
                                        correct and (lambda kept: correct({seeds[i] for i in kept})))
     if correction is not None:

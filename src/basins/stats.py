@@ -295,7 +295,8 @@ def pool_replicates(estimates: np.ndarray, standard_errors: np.ndarray, confiden
     ``n_left_out``, ``reason`` ("" when the interval is defined) and, where an estimate exists,
     ``weights``: each replicate's weight in it (summing to 1; 0 for those left out) and
     ``design_stderr``, the pooled mean's standard error ``sqrt(1 / sum w)`` that the replicates'
-    own errors and tau give (what :func:`detectable_effect` needs).
+    own errors and tau give (:func:`design_stderr` at the estimated tau; what
+    :func:`detectable_effect` needs).
     """
     y, s, usable = _usable_replicates(estimates, standard_errors, confidence)
     k = len(y)
@@ -408,9 +409,19 @@ def tau_upper_bound(estimates: np.ndarray, standard_errors: np.ndarray, confiden
     return max(float(np.sqrt((low + high) / 2)), pool_replicates(y, s, confidence)["tau"])
 
 
+def design_stderr(standard_errors: np.ndarray, tau: float) -> float:
+    """The pooled mean's standard error that replicates with these ``standard_errors`` give at a
+    between-replicate ``tau``: sqrt(1 / sum_i 1 / (s_i^2 + tau^2)), the random-effects weights'
+    total (:func:`pool_replicates`' ``design_stderr`` at its estimated tau); what
+    :func:`detectable_effect` takes. k times its square is the harmonic mean of s_i^2 + tau^2, the
+    variance of a replicate of the design's mean precision."""
+    s = np.asarray(standard_errors, dtype=np.float64)
+    return float(np.sqrt(1 / np.sum(1 / (s**2 + tau**2))))
+
+
 def detectable_effect_at_tau_bound(
     estimates: np.ndarray, standard_errors: np.ndarray, confidence: float = 0.95, power: float = DETECTION_POWER,
-    widening: float = 0.0,
+    widening: float = 0.0, tau_bound: float | None = None,
 ) -> float:
     """:func:`detectable_effect` of these replicates with the between-replicate tau at the upper
     end of its Q-profile interval at ``confidence`` (:func:`tau_upper_bound`, never below the
@@ -428,12 +439,13 @@ def detectable_effect_at_tau_bound(
     studies report from their own data are decided in 99-100 % (its median) and 92-96 % (its
     lower tenth; 87-92 % at k = 30). Its median is 1.6-2.2 times the true tau's value at 7-16
     replicates, 3.4-6.3 times at 4, 5-10 at 3 and 22-27 at 2 (a correlation's size then reads
-    1.00): with few replicates tau is barely bounded."""
+    1.00): with few replicates tau is barely bounded. ``tau_bound``: that bound where the caller
+    has it already (:func:`tau_upper_bound` of the same replicates and confidence)."""
     y, s, _ = _usable_replicates(estimates, standard_errors, confidence)
     if len(y) < 2:
         return float("nan")
-    tau = tau_upper_bound(y, s, confidence)
-    return detectable_effect(len(y), float(np.sqrt(1 / np.sum(1 / (s**2 + tau**2)))), confidence, power, widening)
+    tau = tau_upper_bound(y, s, confidence) if tau_bound is None else tau_bound
+    return detectable_effect(len(y), design_stderr(s, tau), confidence, power, widening)
 
 
 #: The most replicates :func:`replicates_to_detect` considers.
