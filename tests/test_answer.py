@@ -30,7 +30,14 @@ from basins.answer import (
 )
 from basins.basin_volume import PLATEAU_DRIFTING, PLATEAU_REACHED
 from basins.io import add_provenance, read_dataset, write_dataset
-from basins.stats import PARTIAL_MIN_PAIRS, SUPPORTED, UNDECIDED_VERDICT
+from basins.stats import (
+    PARTIAL_MIN_PAIRS,
+    SUPPORTED,
+    UNDECIDED_VERDICT,
+    detectable_effect_at_tau_bound,
+    pool_replicates,
+    tau_upper_bound,
+)
 
 
 def _replicate(rng, n_minima, effect, *, n_members_total=2000, plateau=True, train_error=0.0):
@@ -1003,3 +1010,34 @@ def test_the_answer_says_which_estimator_each_row_used_and_keeps_the_walks_check
     assert f"reliability of the entering ln fractions {reliability:.2f}" in page
     unwalked = answer_markdown(_family(1.0, n_replicates=2))
     assert WALK_STATISTIC not in unwalked and "every basin size is a count" in unwalked
+
+
+def test_a_shape_rows_detectable_effect_at_taus_bound_widens_at_that_taus_weights():
+    """At tau's upper bound the replicates weigh differently than at the estimate, and so does
+    the size correction's widening (the weighted mean log size ratio times the slope's
+    half-width): the row's value is the one at the bound's own weights (the session-56 referee's
+    point 7), not the estimate's."""
+    from basins.answer import _pooled_row, good_bad_shape
+
+    rng = np.random.default_rng(3)
+    replicates = [_sized_replicate(rng, slope=0.1, effect=-0.1, noise=noise, log_ratio=ratio)
+                  for noise, ratio in zip([0.01, 0.02, 0.04, 0.08, 0.16], [-0.2, -0.4, -0.6, -0.3, -0.9])]
+    correction, _, _ = _size_corrected(replicates)
+    assert not correction.reason
+    seeds = list(range(len(replicates)))
+    shapes = {seed: (2, good_bad_shape(minima, tentacles, fit_threshold=0.0, min_members=10,
+                                       match_factor=2.0)[0]["differences"], None, None)
+              for seed, (minima, tentacles) in enumerate(replicates)}
+    row = _pooled_row(shapes, seeds, "far_return_probability", +1, 0.95, lambda value: value,
+                      correct=lambda kept: correction)
+    z = correction.corrected(np.array([shapes[s][1]["far_return_probability"][0] for s in seeds]))
+    se = np.array([shapes[s][1]["far_return_probability"][1] for s in seeds])
+
+    def widening(weights):
+        return abs(np.sum(weights / weights.sum() * correction.log_ratio)) * correction.half_width
+
+    at_bound = widening(1 / (se**2 + tau_upper_bound(z, se) ** 2))
+    at_estimate = widening(pool_replicates(z, se)["weights"])
+    assert at_bound != pytest.approx(at_estimate, rel=1e-3)  # the two weightings differ here
+    assert row["detectable_at_tau_bound"] == pytest.approx(
+        detectable_effect_at_tau_bound(z, se, widening=at_bound), rel=1e-12)

@@ -738,8 +738,14 @@ def _pooled_row(per_replicate, seeds, name, sign, confidence, to_scale, bounds=(
         detectable = float(to_scale(detectable_effect(
             pooled["k"], pooled.get("design_stderr", np.nan), confidence, widening=pooled["widening"])))
         tau_bound = tau_upper_bound(pooled_z[usable], se[usable], confidence)
+        # The size correction's widening too at the weights that tau gives (a shape row's pairs
+        # weigh differently there; 0 without a correction, nan's bound below two replicates).
+        widening_at_bound = 0.0
+        if np.isfinite(tau_bound):
+            at_bound = np.where(usable, 1 / (np.where(usable, se, 1.0) ** 2 + tau_bound**2), 0.0)
+            widening_at_bound = _size_widening(at_bound / at_bound.sum(), correction)[1]
         detectable_at_bound = float(to_scale(detectable_effect_at_tau_bound(
-            pooled_z, se, confidence, widening=pooled["widening"], tau_bound=tau_bound)))
+            pooled_z, se, confidence, widening=widening_at_bound, tau_bound=tau_bound)))
         if plan is not None and not np.isnan(detectable):
 
             def replicate_variance(tau):  # at the replicates' mean precision: the harmonic mean of s^2 + tau^2
@@ -799,13 +805,21 @@ def _pooled_interval(z, se, confidence, to_scale, bounds, correction=None):
     pooled = pool_replicates(correction.corrected(z) if correction is not None else z, se, confidence)
     pooled["size_correction"], pooled["widening"] = np.nan, 0.0
     if correction is not None and "weights" in pooled:
-        imbalance = float(np.sum(pooled["weights"] * np.nan_to_num(correction.log_ratio)))
-        pooled["size_correction"] = 0.0 - correction.slope * imbalance  # never -0
-        pooled["widening"] = abs(imbalance) * correction.half_width
+        pooled["size_correction"], pooled["widening"] = _size_widening(pooled["weights"], correction)
         half = np.hypot((pooled["high"] - pooled["low"]) / 2, pooled["widening"])
         pooled["low"], pooled["high"] = pooled["estimate"] - half, pooled["estimate"] + half
     low, high = (float(np.clip(to_scale(pooled[end]), *bounds)) for end in ("low", "high"))
     return pooled, low, high
+
+
+def _size_widening(weights: np.ndarray, correction) -> tuple[float, float]:
+    """What a :class:`SizeCorrection` moves a pool with these ``weights`` (summing to 1, one a
+    replicate) by, and the half-width its slope's error adds: the pool's weighted mean log size
+    ratio times the slope, and times the slope's half-width. ``(nan, 0)`` without a correction."""
+    if correction is None:
+        return np.nan, 0.0
+    imbalance = float(np.sum(weights * np.nan_to_num(correction.log_ratio)))
+    return 0.0 - correction.slope * imbalance, abs(imbalance) * correction.half_width  # never -0
 
 
 def probed_fitting_minima(minima: xr.Dataset, tentacles: xr.Dataset, *, fit_threshold: float,
