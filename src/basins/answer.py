@@ -81,6 +81,7 @@ from basins.stats import (
     partial_spearman_fisher_z,
     partial_spearman_fisher_z_rows,
     pool_replicates,
+    random_effects_weights,
     rank_correlation,
     replicates_to_detect,
     spearman_fisher_z,
@@ -557,12 +558,12 @@ def answer_hypothesis(
             correlations, shapes, probed, shape_minima, pairs, walks = {}, {}, False, {}, {}, {}
             for replicate in replicates[experiment]:
                 if replicate.basin_sizes is not None:
-                    walked, walks[replicate.seed] = _walk_entry(replicate, fit_threshold=fit_threshold)
+                    walked, walk_entry = _walk_entry(replicate, fit_threshold=fit_threshold)
                     walked_minima += _walked_records(experiment, replicate, walked)
                     excluded += [(experiment, replicate.seed, f"walk row: {text}")
                                  for text in (walked["reason"], walked["left_out"]) if text]
-                    if walks[replicate.seed] is None:
-                        del walks[replicate.seed]
+                    if walk_entry is not None:
+                        walks[replicate.seed] = walk_entry
                 entry = fitting_minima(
                     replicate.minima, replicate.flatness, fit_threshold=fit_threshold, min_members=min_members,
                     l2=replicate.l2,
@@ -742,7 +743,8 @@ def _pooled_row(per_replicate, seeds, name, sign, confidence, to_scale, bounds=(
         # weigh differently there; 0 without a correction, nan's bound below two replicates).
         widening_at_bound = 0.0
         if np.isfinite(tau_bound):
-            at_bound = np.where(usable, 1 / (np.where(usable, se, 1.0) ** 2 + tau_bound**2), 0.0)
+            at_bound = np.zeros(len(se))
+            at_bound[usable] = random_effects_weights(se[usable], tau_bound)
             widening_at_bound = _size_widening(at_bound / at_bound.sum(), correction)[1]
         detectable_at_bound = float(to_scale(detectable_effect_at_tau_bound(
             pooled_z, se, confidence, widening=widening_at_bound, tau_bound=tau_bound)))
@@ -1236,11 +1238,11 @@ def _walk_check_lines(answer) -> list[str]:
         disagreement = answer["walked_count_disagreement"].values[mine][~small]
         checked = disagreement[np.isfinite(disagreement)]
         seeds = len(set(answer["walked_seed"].values[mine].tolist()))
-        within = int((np.abs(checked) <= level).sum())
-        spread = (f"{checked.min():+.2f}" if checked.min() == checked.max() else
-                  f"{checked.min():+.2f} to {checked.max():+.2f}") if len(checked) else ""
-        check = f"{spread}, |d| <= {level:.2f} in {within} of {len(checked)}" if len(checked) else \
-            "no largest basin with an estimate"
+        check = "no largest basin with an estimate"
+        if len(checked):
+            spread = (f"{checked.min():+.2f}" if checked.min() == checked.max()
+                      else f"{checked.min():+.2f} to {checked.max():+.2f}")
+            check = f"{spread}, |d| <= {level:.2f} in {int((np.abs(checked) <= level).sum())} of {len(checked)}"
         reliability = _walk_row_reliability(answer, mine)
         lines.append(f"- {experiment}: {int(mine.sum())} minima walked in {seeds} replicates ({int(small.sum())} too "
                      f"small to count, {int(answer['walked_entered'].values[mine].sum())} entering the walk row); "

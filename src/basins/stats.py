@@ -409,14 +409,18 @@ def tau_upper_bound(estimates: np.ndarray, standard_errors: np.ndarray, confiden
     return max(float(np.sqrt((low + high) / 2)), pool_replicates(y, s, confidence)["tau"])
 
 
+def random_effects_weights(standard_errors: np.ndarray, tau: float) -> np.ndarray:
+    """Each replicate's weight 1 / (s_i^2 + tau^2) at a between-replicate ``tau`` (not normalized)."""
+    return 1 / (np.asarray(standard_errors, dtype=np.float64) ** 2 + tau**2)
+
+
 def design_stderr(standard_errors: np.ndarray, tau: float) -> float:
     """The pooled mean's standard error that replicates with these ``standard_errors`` give at a
     between-replicate ``tau``: sqrt(1 / sum_i 1 / (s_i^2 + tau^2)), the random-effects weights'
     total (:func:`pool_replicates`' ``design_stderr`` at its estimated tau); what
     :func:`detectable_effect` takes. k times its square is the harmonic mean of s_i^2 + tau^2, the
     variance of a replicate of the design's mean precision."""
-    s = np.asarray(standard_errors, dtype=np.float64)
-    return float(np.sqrt(1 / np.sum(1 / (s**2 + tau**2))))
+    return float(np.sqrt(1 / np.sum(random_effects_weights(standard_errors, tau))))
 
 
 def detectable_effect_at_tau_bound(
