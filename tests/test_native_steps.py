@@ -242,6 +242,53 @@ def test_a_member_s_run_on_its_own_prefix_does_not_depend_on_the_members_beside_
         np.testing.assert_array_equal(getattr(whole, name), np.concatenate([getattr(out, name) for out in parts]))
 
 
+@pytest.mark.parametrize("prefixes", [False, True])
+def test_threads_that_share_one_float32_group_end_with_the_bits_of_one_thread(prefixes, monkeypatch):
+    """Fewer float32 members than a group of lanes (sixteen with AVX-512) are one thread's work
+    unless threads share the group: each sums one part of the samples (native_mlp.c's team), all
+    add the parts in order. The run on two threads must be the one-thread run bit for bit
+    (statuses, steps, points, losses, norms), also where members stop at many steps and take
+    each other's lanes with their own sample counts and the satisfied test (the jamming sweep's
+    members), and two threads must have run it together."""
+    from basins.data import prepare_dataset, train_test_arrays
+    from basins.jamming import PrefixObjective, PrefixSatisfied
+
+    lanes = native_mlp.library(torch.float32).native_mlp_lanes()
+    if prefixes:
+        x, y = (torch.as_tensor(a, dtype=torch.float32) for a in train_test_arrays(prepare_dataset(
+            kind="random_patterns", n_train=60, n_test=5, seed=3, n_features=6, normalize=True))[:2])
+        arch = Architecture(6, 1, 1, 6, "relu")
+        sizes = torch.as_tensor(np.tile([4, 60, 10, 35, 20, 50], 4)[: lanes - 2])
+        starts = initial_parameters(arch, np.arange(len(sizes)), seed=1, init="orthogonal")
+
+        def trained():
+            objective = PrefixObjective(arch, x, y, sizes, "quadratic_hinge", 1.0)
+            return run(objective, starts, None, chunk=len(sizes), lr=0.1, max_steps=1500, grad_tol=1e-6,
+                       dtype=torch.float32, satisfied=PrefixSatisfied(objective, delta_tol=1e-4))
+    else:
+        objective, starts = network("cross_entropy", dtype=torch.float32)
+        starts = starts[: lanes - 3]
+
+        def trained():
+            return run(objective, starts, None, chunk=len(starts), dtype=torch.float32, grad_tol=1e-3,
+                       max_steps=1500)
+
+    one_thread = trained()
+    teams = []
+    monkeypatch.setattr(native_mlp, "_pool", lambda n: teams.append(n) or native_mlp.ThreadPoolExecutor(n))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        two_threads = trained()
+    finally:
+        torch.set_num_threads(threads)
+    # one group of lanes: a pool is used only by a team (alone, the group runs in this thread)
+    assert len(teams) >= 3 and set(teams) == {2}
+    assert len(set(one_thread.steps.tolist())) > 4 and (one_thread.status == CONVERGED).any()
+    for name in ("final_theta", "status", "steps", "grad_norm", "loss_history"):
+        np.testing.assert_array_equal(getattr(two_threads, name), getattr(one_thread, name))
+
+
 def test_windows_in_c_take_torch_s_threads_and_give_them_back(monkeypatch):
     """While the windows run in C, torch's own operations between them run on one thread and
     the loop splits the members over the threads torch had (OpenMP workers left spinning by

@@ -18,6 +18,7 @@
    which others share the call (shard invariance); callers split members between threads. */
 
 #include <math.h>
+#include <sched.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -184,6 +185,67 @@ static inline int64_t parameter_count(int64_t d, int64_t h, int64_t depth, int b
    layers' backward deltas. */
 static inline int64_t activation_lanes(int64_t h, int64_t depth) { return BLOCK * h * (depth == 1 ? 1 : depth + 2); }
 
+/* An evaluation sums its samples in SAMPLE_PARTS parts of whole blocks, fixed by P alone
+   (part_start), each part summed on its own and the parts then added in order, so that the
+   threads of a team (below) can share one group of lanes, a part each, with the bits of one
+   thread computing every part. float32: two (a group is sixteen members with AVX-512, so a call
+   of up to sixteen members had one thread's work; and a float sum of a thousand samples rounds
+   less in two halves); float64: one, the study's sums as they were (its groups are eight
+   members, so two threads share sixteen members already). */
+#if defined(NATIVE_FLOAT32)
+enum { SAMPLE_PARTS = 2 };
+#else
+enum { SAMPLE_PARTS = 1 };
+#endif
+
+int64_t native_mlp_sample_parts(void) { return SAMPLE_PARTS; }
+
+/* Lanes of the slots an evaluation's parts go through (see team), none where the samples are
+   one part: two sets of SAMPLE_PARTS x (n_params + 2). */
+static inline int64_t slot_lanes(int64_t n_params) { return SAMPLE_PARTS == 1 ? 0 : 2 * SAMPLE_PARTS * (n_params + 2); }
+
+/* Threads that share one group of lanes in a window (a team of `size`; one thread alone is a
+   team of one): every thread runs the whole window on its own copy of the group, and of each
+   evaluation computes the parts index, index + size, ... into the shared slots (a part's
+   gradient, loss and shortfall: n_params + 2 lanes), waits for the others at the barrier, then
+   adds every part in order, so that all of them hold the same bits and take the same decisions.
+   Only the first (index 0) writes the members' outputs. The slots are two sets, evaluations
+   taking them in turn: a thread one evaluation ahead writes the other set, and cannot be two
+   ahead (the barrier between). barrier: two shared counters (arrivals, then the generation),
+   zero before the window. */
+typedef struct {
+    int64_t index, size;
+    int64_t *barrier;
+    lanes *slots;
+    int64_t evaluations;
+} team;
+
+/* A team of one, its slots in the caller's scratch. */
+static team alone(lanes *slots) { return (team){.index = 0, .size = 1, .barrier = NULL, .slots = slots}; }
+
+/* Every thread of the team has arrived (a generation barrier: the last to arrive resets the
+   count, then moves the generation on; the others spin on it, yielding the core after a while,
+   so that a descheduled partner costs time, never a hang). */
+static void team_wait(const team *t) {
+    if (t->size == 1) return;
+    int64_t *arrived = t->barrier, *generation = t->barrier + 1;
+    const int64_t now = __atomic_load_n(generation, __ATOMIC_ACQUIRE);
+    if (__atomic_add_fetch(arrived, 1, __ATOMIC_ACQ_REL) == t->size) {
+        __atomic_store_n(arrived, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(generation, now + 1, __ATOMIC_RELEASE);
+        return;
+    }
+    for (int64_t spins = 0; __atomic_load_n(generation, __ATOMIC_ACQUIRE) == now; spins++) {
+        if (spins >= 4096) {
+            sched_yield();
+            continue;
+        }
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+    }
+}
+
 /* Samples a pass (callers pad the inputs to a multiple of it). */
 int64_t native_mlp_sample_block(void) { return BLOCK; }
 
@@ -192,9 +254,10 @@ int64_t native_mlp_sample_block(void) { return BLOCK; }
 int64_t native_mlp_lanes(void) { return LANES; }
 
 /* Reals of scratch a call needs: the group's parameters and gradients (n_params lanes
-   each) and a block's activations (BLOCK x h lanes). */
+   each), a block's activations (BLOCK x h lanes) and the sample parts' slots (a team of one). */
 int64_t native_mlp_scratch_size(int64_t d, int64_t h, int64_t depth, int bias) {
-    return (2 * parameter_count(d, h, depth, bias) + activation_lanes(h, depth)) * LANES;
+    const int64_t n_params = parameter_count(d, h, depth, bias);
+    return (2 * n_params + activation_lanes(h, depth) + slot_lanes(n_params)) * LANES;
 }
 
 /* A network and its data as every entry point takes them (see native_mlp_loss_and_gradient);
@@ -305,16 +368,17 @@ static lanes weight_decay(const network *net, const lanes *params, lanes *grad, 
     return total + 0.5 * net->l2 * square;
 }
 
-/* Loss and gradient of a network of one hidden layer (see evaluate). hidden: BLOCK x h lanes. */
+/* Loss and gradient of a network of one hidden layer over the samples begin .. end - 1 (whole
+   blocks; see evaluate_part), added to total 0 and to grad. hidden: BLOCK x h lanes. */
 static lanes evaluate_one_layer(const network *net, const lanes *params, lanes *grad, lanes *hidden,
-                                const lane_samples *samples, lanes *shortfall) {
+                                const lane_samples *samples, int64_t begin, int64_t end, lanes *shortfall) {
     const int64_t d = net->d, h = net->h;
     const int bias = net->bias, activation = net->activation;
     const lanes *w1 = params, *b1 = params + h * d, *w2 = b1 + (bias ? h : 0), *b2 = w2 + h;
     lanes *gw1 = grad, *gb1 = grad + h * d, *gw2 = gb1 + (bias ? h : 0), *gb2 = gw2 + h;
 
     lanes total = broadcast(0.0);
-    for (int64_t s0 = 0; s0 < samples->longest; s0 += BLOCK) {
+    for (int64_t s0 = begin; s0 < end; s0 += BLOCK) {
         const real *xs[BLOCK];
         for (int b = 0; b < BLOCK; b++) xs[b] = net->x + (s0 + b) * d;
         lanes out[BLOCK];
@@ -377,7 +441,7 @@ static void layer_forward(const lanes *weights, const lanes *biases, const lanes
    same passes layer by layer: work holds every layer's activations of a block (depth x BLOCK x
    h lanes) and two layers' backward deltas (BLOCK x h each). */
 static lanes evaluate_layers(const network *net, const lanes *params, lanes *grad, lanes *work,
-                             const lane_samples *samples, lanes *shortfall) {
+                             const lane_samples *samples, int64_t begin, int64_t end, lanes *shortfall) {
     const int64_t d = net->d, h = net->h, depth = net->depth, layer_lanes = BLOCK * h;
     const int bias = net->bias, activation = net->activation;
     lanes *back = work + depth * layer_lanes, *below = back + layer_lanes;
@@ -385,7 +449,7 @@ static lanes evaluate_layers(const network *net, const lanes *params, lanes *gra
     lanes *gw_out = grad + layer_offset(net, depth);
 
     lanes total = broadcast(0.0);
-    for (int64_t s0 = 0; s0 < samples->longest; s0 += BLOCK) {
+    for (int64_t s0 = begin; s0 < end; s0 += BLOCK) {
         const real *xs[BLOCK];
         for (int b = 0; b < BLOCK; b++) xs[b] = net->x + (s0 + b) * d;
         /* the first layer, from the shared inputs */
@@ -449,16 +513,50 @@ static lanes evaluate_layers(const network *net, const lanes *params, lanes *gra
     return total;
 }
 
+/* Where part `part` of the samples starts (SAMPLE_PARTS parts of whole blocks; part SAMPLE_PARTS: the end). */
+static inline int64_t part_start(const network *net, int64_t part) {
+    const int64_t blocks = (net->P + BLOCK - 1) / BLOCK;
+    return BLOCK * (blocks * part / SAMPLE_PARTS);
+}
+
+/* Part `part` of every lane's loss (returned, without weight decay) and gradient (grad) at params:
+   its samples' sum, each weighing its lane's 1 / count (samples beyond a lane's own count weigh
+   0); where shortfall is given, each lane's largest margin - y f over them. */
+static lanes evaluate_part(const network *net, const lanes *params, lanes *grad, lanes *work,
+                           const lane_samples *samples, int64_t part, lanes *shortfall) {
+    const int64_t begin = part_start(net, part), stop = part_start(net, part + 1);
+    const int64_t end = stop < samples->longest ? stop : samples->longest;
+    for (int64_t i = 0; i < net->n_params; i++) grad[i] = broadcast(0.0);
+    if (shortfall) *shortfall = broadcast(-INFINITY);
+    return net->depth == 1 ? evaluate_one_layer(net, params, grad, work, samples, begin, end, shortfall)
+                           : evaluate_layers(net, params, grad, work, samples, begin, end, shortfall);
+}
+
 /* Every lane's loss (returned) and gradient (grad, n_params lanes) at params: the mean over
    each lane's own samples of the sample loss, plus l2 / 2 |params|^2; where shortfall is given,
    each lane's largest margin - y f over its own samples (the jamming sweep's satisfied test).
-   work: activation_lanes(h, depth) lanes. */
+   work: activation_lanes(h, depth) lanes; t: the team computing it (its parts through the
+   slots; unused where the samples are one part). */
 static lanes evaluate(const network *net, const lanes *params, lanes *grad, lanes *work, const lane_samples *samples,
-                      lanes *shortfall) {
-    for (int64_t i = 0; i < net->n_params; i++) grad[i] = broadcast(0.0);
-    if (shortfall) *shortfall = broadcast(-INFINITY);
-    const lanes total = net->depth == 1 ? evaluate_one_layer(net, params, grad, work, samples, shortfall)
-                                        : evaluate_layers(net, params, grad, work, samples, shortfall);
+                      lanes *shortfall, team *t) {
+    if (SAMPLE_PARTS == 1)
+        return weight_decay(net, params, grad, evaluate_part(net, params, grad, work, samples, 0, shortfall));
+    const int64_t n_params = net->n_params, stride = n_params + 2;
+    lanes *slots = t->slots + (t->evaluations++ % 2) * SAMPLE_PARTS * stride;
+    for (int64_t part = t->index; part < SAMPLE_PARTS; part += t->size) {
+        lanes *slot = slots + part * stride;
+        slot[n_params] = evaluate_part(net, params, slot, work, samples, part, shortfall ? slot + n_params + 1 : NULL);
+    }
+    team_wait(t);
+    lanes total = slots[n_params];
+    for (int64_t i = 0; i < n_params; i++) grad[i] = slots[i];
+    if (shortfall) *shortfall = slots[n_params + 1];
+    for (int64_t part = 1; part < SAMPLE_PARTS; part++) {
+        const lanes *slot = slots + part * stride;
+        total += slot[n_params];
+        for (int64_t i = 0; i < n_params; i++) grad[i] += slot[i];
+        if (shortfall) *shortfall = larger(slot[n_params + 1], *shortfall);
+    }
     return weight_decay(net, params, grad, total);
 }
 
@@ -481,11 +579,12 @@ void native_mlp_loss_and_gradient(int64_t n_members, const real *theta, real *lo
                                   double margin, double beta, double l2, real *scratch) {
     const network net = network_of(d, h, depth, P, x, y, loss, activation, bias, margin, beta, l2);
     lanes *params = (lanes *)scratch, *grad = params + net.n_params, *hidden = grad + net.n_params;
+    team solo = alone(hidden + activation_lanes(h, depth));
     for (int64_t m = 0; m < n_members; m += LANES) {
         const int64_t n = n_members - m < LANES ? n_members - m : LANES;
         const lane_samples samples = samples_of(sizes, m, n, P);
         gather(n, theta + m * net.n_params, net.n_params, params);
-        const lanes total = evaluate(&net, params, grad, hidden, &samples, NULL);
+        const lanes total = evaluate(&net, params, grad, hidden, &samples, NULL, &solo);
         scatter(n, &total, 1, losses + m);
         scatter(n, grad, net.n_params, grads + m * net.n_params);
     }
@@ -571,8 +670,9 @@ static int take_waiting(lane_queue *q, int *loaded) {
 }
 
 /* The running lanes that stop (status >= 0) are recorded at their members (the step: the
-   window's first_step plus the steps the member took in it) and leave (left[l] set: the caller
-   stores the lane's rows); returns how many left. */
+   window's first_step plus the steps the member took in it; status_out NULL: not written, a
+   team's other threads) and leave (left[l] set: the caller stores the lane's rows); returns how
+   many left. */
 static int record_stops(lane_queue *q, const int *status, const real *norm, int64_t first_step, int64_t *status_out,
                         int64_t *step_out, real *norm_out, int *left) {
     int count = 0;
@@ -580,23 +680,25 @@ static int record_stops(lane_queue *q, const int *status, const real *norm, int6
         left[l] = q->running[l] && status[l] >= 0;
         if (!left[l]) continue;
         const int64_t member = q->member[l];
-        status_out[member] = status[l];
-        step_out[member] = first_step + q->taken[l];
-        norm_out[member] = norm[l];
+        if (status_out) {
+            status_out[member] = status[l];
+            step_out[member] = first_step + q->taken[l];
+            norm_out[member] = norm[l];
+        }
         q->running[l] = 0;
         count++;
     }
     return count;
 }
 
-/* A step done: each running lane's member counts it (in steps, its step count), and those that
-   have run the window's steps leave (left[l]), still running, unclassified at the window's end
-   as the window's caller expects. */
+/* A step done: each running lane's member counts it (in steps, its step count; NULL: not
+   written), and those that have run the window's steps leave (left[l]), still running,
+   unclassified at the window's end as the window's caller expects. */
 static void count_step(lane_queue *q, int64_t *steps, int *left) {
     for (int l = 0; l < LANES; l++) {
         left[l] = 0;
         if (!q->running[l]) continue;
-        steps[q->member[l]] += 1;
+        if (steps) steps[q->member[l]] += 1;
         if (++q->taken[l] == q->n_steps) {
             q->running[l] = 0;
             left[l] = 1;
@@ -618,9 +720,11 @@ static int any_lane(const int *flags) {
 }
 
 /* Reals of scratch a window needs: the point, a trial point and seven gradients (the
-   Dormand-Prince stages; gd uses one), n_params lanes each, and a block's activations. */
+   Dormand-Prince stages; gd uses one), n_params lanes each, a block's activations and the
+   sample parts' slots (a team of one). */
 int64_t native_mlp_steps_scratch_size(int64_t d, int64_t h, int64_t depth, int bias) {
-    return (9 * parameter_count(d, h, depth, bias) + activation_lanes(h, depth)) * LANES;
+    const int64_t n_params = parameter_count(d, h, depth, bias);
+    return (9 * n_params + activation_lanes(h, depth) + slot_lanes(n_params)) * LANES;
 }
 
 /* The satisfied test of the jamming sweep (basins.jamming.PrefixSatisfied) where delta_tol is
@@ -636,10 +740,11 @@ static const int *satisfied(double delta_tol, lanes shortfall, int *met) {
    params, where the satisfied test applies (one evaluation of the group; its loss and gradient
    go to spare, n_params lanes); as it was where none was loaded or there is no such test. */
 static lanes with_fresh_shortfalls(const network *net, const lanes *params, lanes *spare, lanes *hidden,
-                                   const lane_samples *samples, double delta_tol, const int *loaded, lanes shortfall) {
+                                   const lane_samples *samples, double delta_tol, const int *loaded, lanes shortfall,
+                                   team *t) {
     if (isnan(delta_tol) || !any_lane(loaded)) return shortfall;
     lanes fresh = broadcast(INFINITY);
-    evaluate(net, params, spare, hidden, samples, &fresh);
+    evaluate(net, params, spare, hidden, samples, &fresh, t);
     for (int l = 0; l < LANES; l++) shortfall[l] = loaded[l] ? fresh[l] : shortfall[l];
     return shortfall;
 }
@@ -670,19 +775,29 @@ static void gd_store(const network *net, const int *left, const int64_t *member,
    they end. status (-1 on entry), stop_step, grad_norm (n_members): the outcome of those that
    stop in the window. steps (n_members): each member's step count, advanced with it. sizes
    (n_members or NULL): each member's own first samples (native_mlp_loss_and_gradient);
-   delta_tol: the satisfied test's (NaN: none), a member that meets it converges. */
+   delta_tol: the satisfied test's (NaN: none), a member that meets it converges. team_index,
+   team_size, barrier, slots: this thread's place in the team of threads sharing these members
+   (see team; every thread of it calls with the same members and arguments, its own scratch,
+   the same barrier and slots: 2 x native_mlp_sample_parts() x (n_params + 2) x
+   native_mlp_lanes() reals), or 0, 1, NULL, NULL: alone. */
 void native_mlp_gd_steps(int64_t n_members, real *theta, real *losses, real *grads, int64_t *steps,
                          int64_t *status, int64_t *stop_step, real *grad_norm, int64_t first_step,
                          int64_t n_steps, double lr, double grad_tol, double divergence_threshold,
                          const int64_t *sizes, double delta_tol,
                          int64_t d, int64_t h, int64_t depth, int64_t P, const real *x, const real *y, int loss,
-                         int activation, int bias, double margin, double beta, double l2, real *scratch) {
+                         int activation, int bias, double margin, double beta, double l2, real *scratch,
+                         int64_t team_index, int64_t team_size, int64_t *barrier, real *slots) {
     const network net = network_of(d, h, depth, P, x, y, loss, activation, bias, margin, beta, l2);
     const int64_t n_params = net.n_params;
     const int tracking = !isnan(delta_tol);
-    /* the layout of native_mlp_steps_scratch_size: nine vectors of n_params lanes, then a block */
+    /* the layout of native_mlp_steps_scratch_size: nine vectors of n_params lanes, a block, the slots */
     lanes *params = (lanes *)scratch, *grad = params + n_params, *move = grad + n_params, *spare = move + n_params,
           *hidden = params + 9 * n_params;
+    team own = slots ? (team){.index = team_index, .size = team_size, .barrier = barrier, .slots = (lanes *)slots}
+                     : alone(hidden + activation_lanes(h, depth));
+    /* the team's first thread writes the members' outputs; the others keep their copies */
+    const int writes = own.index == 0;
+    int64_t *status_out = writes ? status : NULL, *steps_out = writes ? steps : NULL;
     const int never[LANES] = {0};
     lane_queue q = queue_of(n_members, n_steps);
     lane_samples samples = all_samples(P);
@@ -697,11 +812,11 @@ void native_mlp_gd_steps(int64_t n_members, real *theta, real *losses, real *gra
         for (int l = 0; l < LANES; l++)
             if (loaded[l])
                 gd_load(&net, l, q.member[l], theta, grads, losses, sizes, params, grad, &loss_now, &samples);
-        shortfall = with_fresh_shortfalls(&net, params, spare, hidden, &samples, delta_tol, loaded, shortfall);
+        shortfall = with_fresh_shortfalls(&net, params, spare, hidden, &samples, delta_tol, loaded, shortfall, &own);
         classify(params, loss_now, grad, n_params, grad_tol, divergence_threshold, never,
                  satisfied(delta_tol, shortfall, met), lane_status, norm);
-        const int stopped = record_stops(&q, lane_status, norm, first_step, status, stop_step, grad_norm, left);
-        gd_store(&net, left, q.member, params, grad, loss_now, theta, grads, losses);
+        const int stopped = record_stops(&q, lane_status, norm, first_step, status_out, stop_step, grad_norm, left);
+        if (writes) gd_store(&net, left, q.member, params, grad, loss_now, theta, grads, losses);
         if (stopped) continue; /* the lanes freed take members, classified before they step */
         /* theta - lr grad rounded twice, as torch's two kernels round it: the products go
            through memory (the barrier), so the compiler cannot fuse them into the
@@ -711,9 +826,9 @@ void native_mlp_gd_steps(int64_t n_members, real *theta, real *losses, real *gra
         const lane_bits moving = mask_of(q.running);
         for (int64_t i = 0; i < n_params; i++) params[i] = select(moving, params[i] - move[i], params[i]);
         /* a stopped lane's point is unchanged, so its loss and gradient come out as they were */
-        loss_now = evaluate(&net, params, grad, hidden, &samples, tracking ? &shortfall : NULL);
-        count_step(&q, steps, left);
-        gd_store(&net, left, q.member, params, grad, loss_now, theta, grads, losses);
+        loss_now = evaluate(&net, params, grad, hidden, &samples, tracking ? &shortfall : NULL, &own);
+        count_step(&q, steps_out, left);
+        if (writes) gd_store(&net, left, q.member, params, grad, loss_now, theta, grads, losses);
     }
 }
 
@@ -779,7 +894,7 @@ void native_mlp_adam_steps(int64_t n_members, double *theta, double *losses, dou
             gd_load(&net, l, q.member[l], theta, grads, losses, sizes, params, grad, &loss_now, &samples);
             adam_load(&net, l, q.member[l], exp_avg, exp_avg_sq, steps, first, second, count);
         }
-        shortfall = with_fresh_shortfalls(&net, params, spare, hidden, &samples, delta_tol, loaded, shortfall);
+        shortfall = with_fresh_shortfalls(&net, params, spare, hidden, &samples, delta_tol, loaded, shortfall, NULL);
         classify(params, loss_now, grad, n_params, grad_tol, divergence_threshold, never,
                  satisfied(delta_tol, shortfall, met), lane_status, norm);
         const int stopped = record_stops(&q, lane_status, norm, first_step, status, stop_step, grad_norm, left);
@@ -825,7 +940,7 @@ void native_mlp_adam_steps(int64_t n_members, double *theta, double *losses, dou
         for (int64_t i = 0; i < n_params; i++) other[i] = other[i] / one[i];
         __asm__ volatile("" ::: "memory");
         for (int64_t i = 0; i < n_params; i++) params[i] = select(moving, params[i] - other[i], params[i]);
-        loss_now = evaluate(&net, params, grad, hidden, &samples, tracking ? &shortfall : NULL);
+        loss_now = evaluate(&net, params, grad, hidden, &samples, tracking ? &shortfall : NULL, NULL);
         for (int l = 0; l < LANES; l++) count[l] += q.running[l];
         count_step(&q, steps, left);
         adam_store(&net, left, q.member, params, grad, first, second, loss_now, theta, grads, exp_avg, exp_avg_sq,
@@ -982,7 +1097,7 @@ static lanes network_stage(const void *landscape, const lanes *params, lanes *gr
     const network_lanes *g = landscape;
     network stage = *g->net;
     stage.with_loss = need_loss; /* the candidate's loss alone is tested: the inner stages skip theirs */
-    return evaluate(&stage, params, grad, g->hidden, &g->samples, NULL);
+    return evaluate(&stage, params, grad, g->hidden, &g->samples, NULL, NULL);
 }
 
 static void network_lane(void *landscape, int l, int64_t j) {
@@ -1069,7 +1184,7 @@ void native_mlp_chebyshev_stages(int64_t n_members, const double *theta, const d
                 rest[l] = (1.0 - m_j[l]) - n_j[l];
             }
             const lane_bits active = mask_of(taking);
-            evaluate(&net, previous, grad, hidden, &samples, NULL);
+            evaluate(&net, previous, grad, hidden, &samples, NULL, NULL);
             /* torch's order: ((mu Y1 + nu Y2) + rest theta) + move ((-grad) - a slope) */
             for (int64_t i = 0; i < n_params; i++) {
                 next[i] = m_j * previous[i];

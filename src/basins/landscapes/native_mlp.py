@@ -22,8 +22,11 @@ one library per source, compiler, flags and CPU (``-march=native`` code runs onl
 it was built for: nodes of a cluster that share a home folder build their own). Without a
 working compiler, or with ``BASINS_NATIVE=0``, the torch pass is used, with one log line saying
 so. Members are split between torch's threads (``torch.get_num_threads()``, or the threads
-:func:`threads_held` holds; ctypes releases the GIL), each member computed whole by one thread, so
-a member's result does not depend on which others share the call.
+:func:`threads_held` holds; ctypes releases the GIL) by whole groups of lanes, so a member's
+result does not depend on which others share the call. Where a float32 gd window has fewer
+groups than threads (up to sixteen members), threads share a group, each summing its own part
+of the samples (:func:`_split_teams`): float32 sums run in two fixed parts whoever computes them,
+so the bits are one thread's.
 """
 
 from __future__ import annotations
@@ -93,7 +96,7 @@ class NativeMLP:
 
     def __init__(self, library, arch, x, y, *, loss, margin, l2, beta):
         self.library, self.arch, self.dtype = library, arch, x.dtype
-        self.lanes = library.native_mlp_lanes()
+        self.lanes, self.sample_parts = library.native_mlp_lanes(), library.native_mlp_sample_parts()
         self.n_features, self.width, self.n_samples = x.shape[1], arch.width, x.shape[0]
         # The kernel reads samples a block at a time: padded ones (inputs 0, label 1) weigh 0.
         block = library.native_mlp_sample_block()
@@ -224,12 +227,17 @@ class NativeMLP:
         if sizes is not None:
             sizes = self._checked_sizes(sizes, len(sizes))
         satisfied = () if name == "dormand_prince" else (float("nan") if delta_tol is None else float(delta_tol),)
+        # gd's loop takes its thread's place in a team sharing its members (_split_teams)
+        parts = self.sample_parts if name == "gd" else 1
+        slot_reals = 2 * parts * (self.arch.n_params + 2) * self.lanes
 
-        def block(rows, first_step, n_steps, first, stop, thread):
+        def block(rows, first_step, n_steps, first, stop, thread, team):
             pointers = [_row_pointer(row, first) for row in rows]
             own = None if sizes is None else _row_pointer(sizes, first)
+            place = () if name != "gd" else (0, 1, None, None) if team is None else team
             function(stop - first, *pointers, int(first_step), int(n_steps), *arguments, float(grad_tol),
-                     float(divergence_threshold), own, *satisfied, *network, self._scratch(thread, size).data_ptr())
+                     float(divergence_threshold), own, *satisfied, *network, self._scratch(thread, size).data_ptr(),
+                     *place)
 
         def run(theta, loss, grad, state, status, stop_step, grad_norm, first_step, n_steps):
             real, count = self.dtype, torch.int64
@@ -240,8 +248,10 @@ class NativeMLP:
             if sizes is not None and len(sizes) != theta.shape[0]:
                 raise ValueError(f"{len(sizes)} sample counts for {theta.shape[0]} members")
             rows = [tensor for tensor, _ in buffers]
-            _split(theta.shape[0], lambda first, stop, thread: block(rows, first_step, n_steps, first, stop, thread),
-                   evaluations_each=n_steps, lanes=self.lanes)
+            _split_teams(theta.shape[0],
+                         lambda first, stop, thread, team: block(rows, first_step, n_steps, first, stop, thread, team),
+                         evaluations_each=n_steps, lanes=self.lanes, parts=parts, slot_reals=slot_reals,
+                         dtype=self.dtype)
 
         run.tableau = tensors  # the C loop reads them through their pointers
         return run
@@ -449,9 +459,12 @@ def _load(path: Path) -> ctypes.CDLL:
             getattr(compiled, f"native_mlp_{size}_size").restype = integer
     network = [integer, integer, integer, integer, pointer, pointer, flag, flag, flag, real, real, real, pointer]
     stops = [real, real, pointer]  # grad_tol, divergence_threshold, sizes
-    compiled.native_mlp_gd_steps.argtypes = [integer, *[pointer] * 7, integer, integer, real, *stops, real, *network]
+    team = [integer, integer, pointer, pointer]  # index, size, barrier, slots
+    compiled.native_mlp_gd_steps.argtypes = [
+        integer, *[pointer] * 7, integer, integer, real, *stops, real, *network, *team,
+    ]
     compiled.native_mlp_gd_steps.restype = None
-    for count in (compiled.native_mlp_sample_block, compiled.native_mlp_lanes):
+    for count in (compiled.native_mlp_sample_block, compiled.native_mlp_lanes, compiled.native_mlp_sample_parts):
         count.argtypes, count.restype = [], integer
     if not hasattr(compiled, "native_mlp_adam_steps"):  # the float32 build: the objective and gd
         return compiled
@@ -534,6 +547,26 @@ def _split(n_members: int, work, evaluations_each: int = 1, lanes: int = 1) -> N
         work(*blocks[0], 0)
     else:
         list(_pool(len(blocks)).map(lambda index: work(*blocks[index], index), range(len(blocks))))
+
+
+def _split_teams(n_members: int, work, *, evaluations_each: int, lanes: int, parts: int, slot_reals: int,
+                 dtype: torch.dtype) -> None:
+    """``work(first, stop, thread, team)`` on :func:`_split`'s blocks; where they leave threads
+    idle (fewer groups of lanes than threads: up to sixteen float32 members) and an evaluation's
+    samples come in ``parts``, each block by a team of threads, one part each, every thread
+    running the same window (``team``: ``(index, size, barrier, slots)``, the addresses of the
+    counters and ``slot_reals`` reals the team shares; None: alone). The team's threads wait for
+    each other every evaluation, so they run at once, each on its own worker of the pool."""
+    n_threads = _held_threads or torch.get_num_threads()
+    blocks = _blocks(n_members, n_threads, evaluations_each, lanes)
+    size = min(parts, n_threads // len(blocks)) if evaluations_each >= EVALUATIONS_PER_THREAD else 1
+    if size <= 1:
+        _split(n_members, lambda first, stop, thread: work(first, stop, thread, None), evaluations_each, lanes)
+        return
+    shared = [(torch.zeros(2, dtype=torch.int64), torch.empty(slot_reals, dtype=dtype)) for _ in blocks]
+    tasks = [(first, stop, (index, size, barrier.data_ptr(), slots.data_ptr()))
+             for (first, stop), (barrier, slots) in zip(blocks, shared) for index in range(size)]
+    list(_pool(len(tasks)).map(lambda thread: work(*tasks[thread][:2], thread, tasks[thread][2]), range(len(tasks))))
 
 
 def _blocks(n_members: int, n_threads: int, evaluations_each: int = 1, lanes: int = 1) -> list[tuple[int, int]]:
