@@ -289,6 +289,61 @@ def test_threads_that_share_one_float32_group_end_with_the_bits_of_one_thread(pr
         np.testing.assert_array_equal(getattr(two_threads, name), getattr(one_thread, name))
 
 
+def test_two_callers_whose_float32_teams_run_at_once_both_finish(monkeypatch):
+    """A team's threads wait for each other every evaluation, so two callers whose team calls
+    were queued interleaved (a thread preempted between its two submissions) would each hold a
+    worker of the shared pool waiting for a partner queued behind the other's, for ever (found by
+    the session-58 reviewer). Forced here by a pause after every submission: both callers must
+    finish, each with the bits of its run alone."""
+    import threading
+    import time
+
+    lanes = native_mlp.library(torch.float32).native_mlp_lanes()
+
+    def window(objective, starts):
+        theta = torch.as_tensor(starts, dtype=torch.float32).contiguous()
+        loss, grad = objective.native(theta)
+        run_steps = objective.native.compiled_steps(("gd", {"lr": 0.1}), grad_tol=0.0, divergence_threshold=1e6)
+        n = len(theta)
+        status, stop_step = torch.full((n,), -1, dtype=torch.int64), torch.zeros(n, dtype=torch.int64)
+        run_steps(theta, loss, grad, {"steps": torch.zeros(n, dtype=torch.int64)}, status, stop_step,
+                  torch.zeros(n, dtype=torch.float32), 0, 40)
+        return theta, loss
+
+    objectives = [network(loss, dtype=torch.float32) for loss in ("mse", "cross_entropy")]
+    alone = [window(objective, starts[: lanes - 3]) for objective, starts in objectives]
+    submit = native_mlp.ThreadPoolExecutor.submit
+
+    def submit_then_pause(self, *arguments, **options):
+        queued = submit(self, *arguments, **options)
+        time.sleep(0.002)
+        return queued
+
+    monkeypatch.setattr(native_mlp.ThreadPoolExecutor, "submit", submit_then_pause)
+    results = [[], []]
+
+    def caller(index):
+        objective, starts = objectives[index]
+        for _ in range(5):
+            results[index].append(window(objective, starts[: lanes - 3]))
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        callers = [threading.Thread(target=caller, args=(index,), daemon=True) for index in range(2)]
+        for thread in callers:
+            thread.start()
+        for thread in callers:
+            thread.join(timeout=60)
+        assert not any(thread.is_alive() for thread in callers), "two teams' calls hold each other's workers"
+    finally:
+        torch.set_num_threads(threads)
+    for index in range(2):
+        assert len(results[index]) == 5
+        for theta, loss in results[index]:
+            assert torch.equal(theta, alone[index][0]) and torch.equal(loss, alone[index][1])
+
+
 def test_windows_in_c_take_torch_s_threads_and_give_them_back(monkeypatch):
     """While the windows run in C, torch's own operations between them run on one thread and
     the loop splits the members over the threads torch had (OpenMP workers left spinning by

@@ -816,6 +816,9 @@ void native_mlp_gd_steps(int64_t n_members, real *theta, real *losses, real *gra
         classify(params, loss_now, grad, n_params, grad_tol, divergence_threshold, never,
                  satisfied(delta_tol, shortfall, met), lane_status, norm);
         const int stopped = record_stops(&q, lane_status, norm, first_step, status_out, stop_step, grad_norm, left);
+        /* a member that stops before its first step here is where it was loaded: nothing to write
+           back (a team's other threads may still be reading its row) */
+        for (int l = 0; l < LANES; l++) left[l] = left[l] && q.taken[l] > 0;
         if (writes) gd_store(&net, left, q.member, params, grad, loss_now, theta, grads, losses);
         if (stopped) continue; /* the lanes freed take members, classified before they step */
         /* theta - lr grad rounded twice, as torch's two kernels round it: the products go

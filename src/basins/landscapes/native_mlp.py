@@ -24,9 +24,11 @@ working compiler, or with ``BASINS_NATIVE=0``, the torch pass is used, with one 
 so. Members are split between torch's threads (``torch.get_num_threads()``, or the threads
 :func:`threads_held` holds; ctypes releases the GIL) by whole groups of lanes, so a member's
 result does not depend on which others share the call. Where a float32 gd window has fewer
-groups than threads (up to sixteen members), threads share a group, each summing its own part
-of the samples (:func:`_split_teams`): float32 sums run in two fixed parts whoever computes them,
-so the bits are one thread's.
+groups than threads (on two threads: one group, sixteen members with AVX-512), threads share a
+group, each summing its own part of the samples (:func:`_split_teams`): float32 sums run in two
+fixed parts whoever computes them, so the bits are one thread's. On a busy machine a team waits
+for its slowest thread every evaluation, and where the members' own sample counts (the jamming
+sweep's) end in the first half, the second thread has nothing to sum.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ import os
 import platform
 import subprocess
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 import torch
@@ -232,12 +235,15 @@ class NativeMLP:
         slot_reals = 2 * parts * (self.arch.n_params + 2) * self.lanes
 
         def block(rows, first_step, n_steps, first, stop, thread, team):
+            # the call with its arguments built here, in the caller's thread (a team's thread that
+            # failed before entering C would leave its partners waiting for ever)
             pointers = [_row_pointer(row, first) for row in rows]
             own = None if sizes is None else _row_pointer(sizes, first)
             place = () if name != "gd" else (0, 1, None, None) if team is None else team
-            function(stop - first, *pointers, int(first_step), int(n_steps), *arguments, float(grad_tol),
-                     float(divergence_threshold), own, *satisfied, *network, self._scratch(thread, size).data_ptr(),
-                     *place)
+            call = (stop - first, *pointers, int(first_step), int(n_steps), *arguments, float(grad_tol),
+                    float(divergence_threshold), own, *satisfied, *network, self._scratch(thread, size).data_ptr(),
+                    *place)
+            return lambda: function(*call)
 
         def run(theta, loss, grad, state, status, stop_step, grad_norm, first_step, n_steps):
             real, count = self.dtype, torch.int64
@@ -549,24 +555,37 @@ def _split(n_members: int, work, evaluations_each: int = 1, lanes: int = 1) -> N
         list(_pool(len(blocks)).map(lambda index: work(*blocks[index], index), range(len(blocks))))
 
 
-def _split_teams(n_members: int, work, *, evaluations_each: int, lanes: int, parts: int, slot_reals: int,
+def _split_teams(n_members: int, call_of, *, evaluations_each: int, lanes: int, parts: int, slot_reals: int,
                  dtype: torch.dtype) -> None:
-    """``work(first, stop, thread, team)`` on :func:`_split`'s blocks; where they leave threads
-    idle (fewer groups of lanes than threads: up to sixteen float32 members) and an evaluation's
-    samples come in ``parts``, each block by a team of threads, one part each, every thread
-    running the same window (``team``: ``(index, size, barrier, slots)``, the addresses of the
-    counters and ``slot_reals`` reals the team shares; None: alone). The team's threads wait for
-    each other every evaluation, so they run at once, each on its own worker of the pool."""
+    """``call_of(first, stop, thread, team)()`` on :func:`_split`'s blocks; where they leave
+    threads idle (fewer groups of lanes than threads: with two threads, one group, sixteen float32
+    members with AVX-512, eight with AVX2) and an evaluation's samples come in ``parts``, each
+    block by a team of threads, one part each, every thread running the same window (``team``:
+    ``(index, size, barrier, slots)``, the addresses of the counters and ``slot_reals`` reals the
+    team shares; None: alone). ``call_of`` builds each call in this thread; the calls of every
+    team are queued together, each on its own worker of the pool, since its threads wait for each
+    other at every evaluation (two callers' tasks interleaved in the queue could each hold a
+    worker waiting for a partner queued behind the other's)."""
     n_threads = _held_threads or torch.get_num_threads()
     blocks = _blocks(n_members, n_threads, evaluations_each, lanes)
     size = min(parts, n_threads // len(blocks)) if evaluations_each >= EVALUATIONS_PER_THREAD else 1
     if size <= 1:
-        _split(n_members, lambda first, stop, thread: work(first, stop, thread, None), evaluations_each, lanes)
+        _split(n_members, lambda first, stop, thread: call_of(first, stop, thread, None)(), evaluations_each, lanes)
         return
     shared = [(torch.zeros(2, dtype=torch.int64), torch.empty(slot_reals, dtype=dtype)) for _ in blocks]
-    tasks = [(first, stop, (index, size, barrier.data_ptr(), slots.data_ptr()))
-             for (first, stop), (barrier, slots) in zip(blocks, shared) for index in range(size)]
-    list(_pool(len(tasks)).map(lambda thread: work(*tasks[thread][:2], thread, tasks[thread][2]), range(len(tasks))))
+    calls = [call_of(first, stop, size * block + index,
+                     (index, size, barrier.data_ptr(), slots.data_ptr()))
+             for block, ((first, stop), (barrier, slots)) in enumerate(zip(blocks, shared)) for index in range(size)]
+    pool = _pool(len(calls))
+    with _TEAM_QUEUE:
+        running = [pool.submit(call) for call in calls]
+    wait(running)  # every thread out of the shared buffers before they are freed, also on an error
+    for task in running:
+        task.result()
+
+
+#: Held while a team's calls are queued (:func:`_split_teams`).
+_TEAM_QUEUE = threading.Lock()
 
 
 def _blocks(n_members: int, n_threads: int, evaluations_each: int = 1, lanes: int = 1) -> list[tuple[int, int]]:
