@@ -368,8 +368,8 @@ static lanes weight_decay(const network *net, const lanes *params, lanes *grad, 
     return total + 0.5 * net->l2 * square;
 }
 
-/* Loss and gradient of a network of one hidden layer over the samples begin .. end - 1 (whole
-   blocks; see evaluate_part), added to total 0 and to grad. hidden: BLOCK x h lanes. */
+/* Loss (returned) and gradient (added to grad) of a network of one hidden layer over the samples
+   begin .. end - 1 (whole blocks; see evaluate_part). hidden: BLOCK x h lanes. */
 static lanes evaluate_one_layer(const network *net, const lanes *params, lanes *grad, lanes *hidden,
                                 const lane_samples *samples, int64_t begin, int64_t end, lanes *shortfall) {
     const int64_t d = net->d, h = net->h;
