@@ -14,6 +14,7 @@ from basins.answer import (
     _leave_one_out_verdicts,
     answer_hypothesis,
     answer_markdown,
+    chance_decisions,
     fitting_minima,
     measurement_spread,
     replicate_statistics,
@@ -139,6 +140,28 @@ def test_correlation_rows_say_how_many_replicates_would_decide_the_planned_corre
     assert float(row["detectable"]) > 0.3
     assert int(_row(answer, "good_minus_bad_reach")["replicates_to_detect"]) == -1  # not a correlation row
     assert "replicates for 0.3 |" in answer_markdown(answer) and "replicates for" not in answer_markdown(_family(0.0))
+
+
+def test_the_decided_rows_are_set_against_what_chance_decides():
+    """Per-row verdicts are not corrected for their number: the answer says how many rows a
+    study with no link in any decides. Known answer: the count of rows with an interval and of
+    decided ones (a row without an interval counts neither way), the mean (1 - confidence) n,
+    and the tail P(>= d) against an exact sum over every way of deciding n independent rows."""
+    from itertools import product
+
+    verdicts = np.array([SUPPORTED, UNDECIDED_VERDICT, "contradicted", "contradicted", SUPPORTED, UNDECIDED_VERDICT])
+    has_interval = np.array([True, True, True, False, True, True])
+    n, decided, expected, tail = chance_decisions(verdicts, has_interval, 0.9)
+    assert (n, decided) == (5, 3) and expected == pytest.approx(0.5)
+    exact = sum(0.1 ** sum(ways) * 0.9 ** (n - sum(ways)) for ways in product((0, 1), repeat=n) if sum(ways) >= 3)
+    assert tail == pytest.approx(exact, rel=1e-12)
+    assert chance_decisions(verdicts[[1, 5]], has_interval[[1, 5]], 0.95)[1:] == (0, pytest.approx(0.1), 1.0)
+    answer = _family(effect=1.0)
+    n, decided = int(np.isfinite(answer["low"].values).sum()), int((answer["verdict"].values == SUPPORTED).sum())
+    assert n >= 3 and decided >= 3  # the planted link's rows
+    page = answer_markdown(answer)
+    assert f"- planted: {n} rows with an interval, {decided} decided; {0.05 * n:.2f} decided on average, " in page
+    assert "all rows" not in page  # one experiment: no total beside it
 
 
 def test_replicates_that_cannot_enter_are_listed_with_their_reason():

@@ -71,8 +71,10 @@ from basins.io import variable_attrs
 from basins.stats import (
     PARTIAL_MIN_PAIRS,
     least_squares_coefficient,
+    CONTRADICTED,
     DETECTION_POWER,
     MOST_REPLICATES,
+    SUPPORTED,
     UNDECIDED_VERDICT,
     design_stderr,
     detectable_effect,
@@ -1124,7 +1126,8 @@ def answer_markdown(answer: xr.Dataset) -> str:
         f"effect (a correlation's size, or a difference's) that a pool of the row's replicates, with their "
         f"errors and the between-replicate spread they show, decides with probability {DETECTION_POWER:g} "
         "(basins.stats.detectable_effect; lower where the replicates differ more than a few of them can "
-        "show): an undecided row more likely than not misses any smaller effect; empty where the row is "
+        "show): effects at least that large are decided 4 times in 5 or more, weaker ones less often, and "
+        "from about 0.7 of it on Fisher's scale down more often missed than decided; empty where the row is "
         "undecided whatever the effect (its reason says why). In parentheses, the same at the largest tau "
         f"the row's replicates leave possible (the upper end of its {level} % Q-profile interval; "
         "basins.stats.detectable_effect_at_tau_bound): a few replicates that scatter no more than their "
@@ -1189,6 +1192,7 @@ def answer_markdown(answer: xr.Dataset) -> str:
             + (f" {_planned_cell(r)} |" if np.isfinite(plan) else "")
             + (f" {r.sensitivity_agreement.item()} |" if "sensitivity_agreement" in answer else "")
         )
+    lines += _chance_lines(answer)
     lines += _size_correction_lines(answer)
     lines += _walk_check_lines(answer)
     if "setting" in answer.dims:
@@ -1222,6 +1226,40 @@ def _walk_paragraph(answer) -> list[str]:
         "a verdict errs towards undecided, and a decided correlation's size is a lower bound in expectation.",
         "",
     ]
+
+
+def chance_decisions(verdicts: np.ndarray, has_interval: np.ndarray, confidence: float) -> tuple[int, int, float, float]:
+    """Decided rows against chance: of the rows with an interval, how many (n) and how many
+    decided (d, supported or contradicted), how many a study with no link in any row decides on
+    average ((1 - confidence) n: each interval's own error rate; the verdicts are per row, not
+    corrected for their number), and the probability of at least d such decisions were the rows
+    independent (a binomial tail; one experiment's rows share replicates and minima, so it is a
+    guide, not a test)."""
+    n = int(np.sum(has_interval))
+    decided = int(np.sum(has_interval & np.isin(verdicts, [SUPPORTED, CONTRADICTED])))
+    rate = 1.0 - confidence
+    tail = 1.0 if decided == 0 else float(stats.binom.sf(decided - 1, n, rate))
+    return n, decided, rate * n, tail
+
+
+def _chance_lines(answer) -> list[str]:
+    """The answer's decided rows against what chance decides (:func:`chance_decisions`), per
+    experiment and in all, at the configured thresholds."""
+    confidence = float(answer.attrs["confidence"])
+    verdicts, has_interval = answer["verdict"].values, np.isfinite(answer["low"].values)
+    experiments = list(dict.fromkeys(answer["experiment"].values.tolist()))
+    groups = [(name, answer["experiment"].values == name) for name in experiments]
+    if len(experiments) > 1:
+        groups.append(("all rows", np.ones(answer.sizes["row"], bool)))
+    cells = []
+    for name, rows in groups:
+        n, decided, expected, tail = chance_decisions(verdicts[rows], has_interval[rows], confidence)
+        cells.append(f"- {name}: {n} rows with an interval, {decided} decided; {expected:.2f} decided on average"
+                     + (f", {decided} or more in {100 * tail:.0f} % of such studies" if decided else ""))
+    return ["", f"Decided rows against chance: each row's verdict is its own {100 * confidence:.0f} % interval's, "
+            f"not corrected for the number of rows, so a row with no link is decided {100 * (1 - confidence):.0f} % "
+            "of the time. With no link in any row, and the rows independent (an experiment's rows share its "
+            "replicates and minima, so this is a guide, not a test):", "", *cells]
 
 
 def _walk_check_lines(answer) -> list[str]:
