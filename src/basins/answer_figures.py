@@ -19,7 +19,7 @@ def figure_answer(answer: xr.Dataset, *, title: str) -> plt.Figure:
     network size, with its interval, per family, and each replicate's value as a dot; the side
     the hypothesis expects is shaded, and an open triangle on it, beside the estimate, marks the
     effect each row's replicates decide with probability 0.8 (``detectable``: smaller ones they
-    more likely than not miss), a line from it the same at the largest between-replicate spread
+    decide less often), a line from it the same at the largest between-replicate spread
     they leave possible (``detectable_at_tau_bound``)."""
     set_theme()
     walked = [WALK_STATISTIC] if WALK_STATISTIC in set(answer["statistic"].values) else []
