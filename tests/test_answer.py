@@ -34,6 +34,7 @@ from basins.io import add_provenance, read_dataset, write_dataset
 from basins.stats import (
     PARTIAL_MIN_PAIRS,
     SUPPORTED,
+    holm_adjusted,
     UNDECIDED_VERDICT,
     detectable_effect_at_tau_bound,
     pool_replicates,
@@ -162,6 +163,12 @@ def test_the_decided_rows_are_set_against_what_chance_decides():
     page = answer_markdown(answer)
     assert f"- planted: {n} rows with an interval, {decided} decided; {0.05 * n:.2f} decided on average, " in page
     assert "all rows" not in page  # one experiment: no total beside it
+    # Holm over the experiment's rows with a p: a planted link strong enough stays decided
+    with_p = np.isfinite(answer["p_value"].values)
+    assert with_p.sum() >= 3 and np.isnan(answer["p_value"].values[~with_p]).all()
+    np.testing.assert_allclose(answer["holm_p"].values[with_p], holm_adjusted(answer["p_value"].values[with_p]))
+    row = _row(answer, "basin_fraction_vs_test_error")
+    assert float(row["holm_p"]) < 0.05 and f"basin_fraction_vs_test_error (supported): {float(row['holm_p']):.3f} (stays decided)" in page
 
 
 def test_replicates_that_cannot_enter_are_listed_with_their_reason():

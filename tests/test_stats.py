@@ -15,6 +15,7 @@ from basins.stats import (
     detectable_effect,
     detectable_effect_at_tau_bound,
     fisher_z,
+    holm_adjusted,
     mid_ranks,
     partial_spearman_fisher_z,
     partial_spearman_fisher_z_rows,
@@ -270,6 +271,34 @@ def test_a_perfect_rank_correlation_is_taken_halfway_to_the_next_attainable_valu
     # Interior values are untouched.
     z, _, _ = spearman_fisher_z(a, np.array([1.0, 2.0, 4.0, 3.0]))
     assert np.tanh(z) == pytest.approx(0.8)
+
+
+def test_the_pooled_p_value_is_dual_to_the_interval():
+    """Known answer: the pooled interval at confidence 1 - p has an end at 0 (the p at which it
+    just reaches 0), for Hartung-Knapp and normal intervals alike (the larger of the two wins), and
+    the verdict at 95 % is decided exactly where p < 0.05."""
+    rng = np.random.default_rng(11)
+    checked = 0
+    for k in (2, 3, 5, 10):
+        for _ in range(100):
+            y, s = rng.normal(0.3, 0.3, k), rng.uniform(0.1, 0.5, k)
+            pooled = pool_replicates(y, s, 0.95)
+            p = pooled["p_value"]
+            assert (verdict(pooled["low"], pooled["high"], +1) != UNDECIDED_VERDICT) == (p < 0.05)
+            if 1e-6 < p < 1 - 1e-6:
+                at_p = pool_replicates(y, s, 1 - p)
+                assert min(abs(at_p["low"]), abs(at_p["high"])) < 1e-7
+                checked += 1
+    assert checked > 300
+    assert np.isnan(pool_replicates(np.array([0.2]), np.array([0.1]))["p_value"])
+
+
+def test_holm_adjusted_p_values_by_hand():
+    """Holm's step-down: sorted p times (m - i + 1), made monotone, capped at 1; nan is no test."""
+    p = np.array([0.01, 0.04, np.nan, 0.03, 0.005, 0.5])
+    # m = 5: 0.005 x 5, 0.01 x 4, 0.03 x 3, 0.04 x 2, 0.5 x 1 -> 0.025, 0.04, 0.09, 0.09 (monotone), 0.5
+    np.testing.assert_allclose(holm_adjusted(p), [0.04, 0.09, np.nan, 0.09, 0.025, 0.5])
+    assert np.isnan(holm_adjusted(np.array([np.nan]))).all() and holm_adjusted(np.array([0.9, 0.8])).max() == 1.0
 
 
 def test_one_perfectly_ordered_replicate_does_not_decide_the_pooled_correlation():

@@ -82,6 +82,7 @@ from basins.stats import (
     fisher_z,
     partial_spearman_fisher_z,
     partial_spearman_fisher_z_rows,
+    holm_adjusted,
     pool_replicates,
     random_effects_weights,
     rank_correlation,
@@ -629,6 +630,7 @@ def answer_hypothesis(
                 if not probed:
                     pooled["reason"] = "basins not probed (basin_geometry: false)"
                 rows.append(row | pooled | {"statistic": f"good_minus_bad_{stat}"})
+    rows = _with_holm(rows)
     return _as_dataset(rows, excluded, seeds, fit_threshold, min_members, confidence, walked_minima).assign_attrs(
         match_factor=match_factor, plan_correlation=np.nan if plan_correlation is None else plan_correlation,
     )
@@ -692,6 +694,18 @@ def threshold_agreement(estimates: np.ndarray, verdicts: np.ndarray) -> np.ndarr
         else:
             out.append("verdict changes" if len(set(verdict[finite].tolist())) > 1 else "stable")
     return np.array(out)
+
+
+def _with_holm(rows: list[dict]) -> list[dict]:
+    """Each row with ``holm_p``: Holm's adjusted p over its experiment's rows that have a p
+    (:func:`basins.stats.holm_adjusted`), so that a row decided by its own interval can be read
+    against the number of rows tested beside it."""
+    adjusted = np.full(len(rows), np.nan)
+    experiments = np.array([row["experiment"] for row in rows])
+    for experiment in dict.fromkeys(experiments.tolist()):
+        mine = experiments == experiment
+        adjusted[mine] = holm_adjusted(np.array([row["p_value"] for row in rows])[mine])
+    return [row | {"holm_p": float(value)} for row, value in zip(rows, adjusted)]
 
 
 def _pooled_row(per_replicate, seeds, name, sign, confidence, to_scale, bounds=(-np.inf, np.inf), correct=None,
@@ -764,6 +778,8 @@ def _pooled_row(per_replicate, seeds, name, sign, confidence, to_scale, bounds=(
     return dict(
         statistic=name, expected_sign=sign, estimate=float(to_scale(pooled["estimate"])), low=low, high=high,
         z_stderr=pooled["stderr"], tau=pooled["tau"], n_replicates=pooled["k"], detectable=detectable,
+        # dual to the interval; none where the size correction widens it or the row is undecided whatever
+        p_value=pooled["p_value"] if correction is None and not unusable else np.nan,
         detectable_at_tau_bound=detectable_at_bound,
         replicates_to_detect=needed, replicates_to_detect_at_tau_bound=needed_at_bound,
         n_minima=int(sum(entry[0] for entry in per_replicate.values())),
@@ -1078,6 +1094,10 @@ _LONG_NAMES = {
     "high": "upper end of the pooled interval",
     "z_stderr": "standard error of the pooled estimate on the pooled scale (Fisher's z for correlations; Hartung-Knapp)",
     "tau": "between-replicate standard deviation on the pooled scale (DerSimonian-Laird)",
+    "p_value": "two-sided p dual to the pooled interval (it excludes 0 at confidence c exactly where p < 1 - c; "
+    "nan for shape rows, whose interval the size correction widens, and where the row is undecided whatever)",
+    "holm_p": "Holm's adjusted p over the experiment's rows with a p_value: the row is decided with the number of "
+    "rows tested taken into account where it is below 1 - confidence",
     "detectable": f"smallest true effect (a correlation's size, or a difference's) that a pool of these replicates "
     f"decides on its side with probability {DETECTION_POWER:g} at the estimated tau (basins.stats.detectable_effect; "
     "nan below two replicates and where the row is undecided whatever the effect)",
@@ -1256,10 +1276,19 @@ def _chance_lines(answer) -> list[str]:
         n, decided, expected, tail = chance_decisions(verdicts[rows], has_interval[rows], confidence)
         cells.append(f"- {name}: {n} rows with an interval, {decided} decided; {expected:.2f} decided on average"
                      + (f", {decided} or more in {100 * tail:.0f} % of such studies" if decided else ""))
+    decided = np.flatnonzero(np.isin(verdicts, [SUPPORTED, CONTRADICTED]) & has_interval)
+    holm = [f"{answer['experiment'].values[i]}, {answer['statistic'].values[i]} ({answer['verdict'].values[i]}): "
+            + (f"{float(answer['holm_p'].values[i]):.3f}" + (" (stays decided)" if answer["holm_p"].values[i] < 1 - confidence
+                                                              else "")
+               if np.isfinite(answer["holm_p"].values[i]) else "none (a shape row: no p)")
+            for i in decided] if "holm_p" in answer else []
     return ["", f"Decided rows against chance: each row's verdict is its own {100 * confidence:.0f} % interval's, "
             f"not corrected for the number of rows, so a row with no link is decided {100 * (1 - confidence):.0f} % "
             "of the time. With no link in any row, and the rows independent (an experiment's rows share its "
-            "replicates and minima, so this is a guide, not a test):", "", *cells]
+            "replicates and minima, so this is a guide, not a test):", "", *cells,
+            *(["", "Holm's adjusted p of each decided row, over its experiment's rows with a p (the correlation rows; "
+               f"a row stays decided with their number taken into account below {1 - confidence:g}):", "",
+               *[f"- {line}" for line in holm]] if holm else [])]
 
 
 def _walk_check_lines(answer) -> list[str]:

@@ -292,7 +292,9 @@ def pool_replicates(estimates: np.ndarray, standard_errors: np.ndarray, confiden
 
     Replicates with a non-finite estimate or error are left out and counted (``n_left_out``).
     Returns ``estimate``, ``stderr``, ``low``, ``high``, ``tau``, ``k`` (replicates used),
-    ``n_left_out``, ``reason`` ("" when the interval is defined) and, where an estimate exists,
+    ``n_left_out``, ``reason`` ("" when the interval is defined), ``p_value``: the two-sided p
+    dual to the interval (the larger of the Hartung-Knapp and normal ones: the interval at
+    confidence c excludes 0 exactly where p < 1 - c; nan without an interval) and, where an estimate exists,
     ``weights``: each replicate's weight in it (summing to 1; 0 for those left out) and
     ``design_stderr``, the pooled mean's standard error ``sqrt(1 / sum w)`` that the replicates'
     own errors and tau give (:func:`design_stderr` at the estimated tau; what
@@ -301,7 +303,7 @@ def pool_replicates(estimates: np.ndarray, standard_errors: np.ndarray, confiden
     y, s, usable = _usable_replicates(estimates, standard_errors, confidence)
     k = len(y)
     out = dict(estimate=np.nan, stderr=np.nan, low=np.nan, high=np.nan, tau=np.nan, k=k,
-               n_left_out=int((~usable).sum()), reason="")
+               n_left_out=int((~usable).sum()), reason="", p_value=np.nan)
     if k == 0:
         return dict(out, reason="no replicate with a finite estimate and error")
     if k == 1:
@@ -321,8 +323,24 @@ def pool_replicates(estimates: np.ndarray, standard_errors: np.ndarray, confiden
     stderr = float(np.sqrt(max(scale, 1.0) / w.sum()))
     weights = np.zeros(len(usable))
     weights[usable] = w / w.sum()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p_value = max(2 * special.stdtr(k - 1, -abs(mean) / np.sqrt(scale / w.sum())),
+                      2 * special.ndtr(-abs(mean) * np.sqrt(w.sum())))
     return dict(out, estimate=mean, stderr=stderr, low=mean - half, high=mean + half, tau=float(np.sqrt(tau2)),
-                weights=weights, design_stderr=float(np.sqrt(1 / w.sum())))
+                weights=weights, design_stderr=float(np.sqrt(1 / w.sum())), p_value=float(p_value))
+
+
+def holm_adjusted(p_values: np.ndarray) -> np.ndarray:
+    """Holm's step-down adjusted p-values of a family of tests (the finite ones; nan stays nan
+    and does not count in the family): the i-th smallest p times (m - i + 1), made monotone and
+    capped at 1. A test decided at family-wise level alpha is one whose adjusted p is below it."""
+    p = np.asarray(p_values, dtype=np.float64)
+    out = np.full(p.shape, np.nan)
+    finite = np.flatnonzero(np.isfinite(p))
+    order = finite[np.argsort(p[finite], kind="stable")]
+    m = len(order)
+    out[order] = np.minimum(1.0, np.maximum.accumulate(p[order] * (m - np.arange(m))))
+    return out
 
 
 #: The probability at which :func:`detectable_effect` quotes the effect a pool would have decided.
