@@ -702,9 +702,10 @@ def _with_holm(rows: list[dict]) -> list[dict]:
     against the number of rows tested beside it."""
     adjusted = np.full(len(rows), np.nan)
     experiments = np.array([row["experiment"] for row in rows])
+    p_values = np.array([row["p_value"] for row in rows])
     for experiment in dict.fromkeys(experiments.tolist()):
         mine = experiments == experiment
-        adjusted[mine] = holm_adjusted(np.array([row["p_value"] for row in rows])[mine])
+        adjusted[mine] = holm_adjusted(p_values[mine])
     return [row | {"holm_p": float(value)} for row, value in zip(rows, adjusted)]
 
 
@@ -1276,12 +1277,8 @@ def _chance_lines(answer) -> list[str]:
         n, decided, expected, tail = chance_decisions(verdicts[rows], has_interval[rows], confidence)
         cells.append(f"- {name}: {n} rows with an interval, {decided} decided; {expected:.2f} decided on average"
                      + (f", {decided} or more in {100 * tail:.0f} % of such studies" if decided else ""))
-    decided = np.flatnonzero(np.isin(verdicts, [SUPPORTED, CONTRADICTED]) & has_interval)
-    holm = [f"{answer['experiment'].values[i]}, {answer['statistic'].values[i]} ({answer['verdict'].values[i]}): "
-            + (f"{float(answer['holm_p'].values[i]):.3f}" + (" (stays decided)" if answer["holm_p"].values[i] < 1 - confidence
-                                                              else "")
-               if np.isfinite(answer["holm_p"].values[i]) else "none (a shape row: no p)")
-            for i in decided] if "holm_p" in answer else []
+    decided_rows = np.flatnonzero(np.isin(verdicts, [SUPPORTED, CONTRADICTED]) & has_interval)
+    holm = [_holm_line(answer.isel(row=i), confidence) for i in decided_rows] if "holm_p" in answer else []
     return ["", f"Decided rows against chance: each row's verdict is its own {100 * confidence:.0f} % interval's, "
             f"not corrected for the number of rows, so a row with no link is decided {100 * (1 - confidence):.0f} % "
             "of the time. With no link in any row, and the rows independent (an experiment's rows share its "
@@ -1289,6 +1286,16 @@ def _chance_lines(answer) -> list[str]:
             *(["", "Holm's adjusted p of each decided row, over its experiment's rows with a p (the correlation rows; "
                f"a row stays decided with their number taken into account below {1 - confidence:g}):", "",
                *[f"- {line}" for line in holm]] if holm else [])]
+
+
+def _holm_line(r, confidence: float) -> str:
+    """A decided row with its Holm-adjusted p (:func:`_with_holm`), and whether it stays decided."""
+    holm_p = float(r.holm_p)
+    if not np.isfinite(holm_p):
+        adjusted = "none (a shape row: no p)"
+    else:
+        adjusted = f"{holm_p:.3f}" + (" (stays decided)" if holm_p < 1 - confidence else "")
+    return f"{r.experiment.item()}, {r.statistic.item()} ({r.verdict.item()}): {adjusted}"
 
 
 def _walk_check_lines(answer) -> list[str]:
