@@ -548,7 +548,11 @@ def _split(n_members: int, work, evaluations_each: int = 1, lanes: int = 1) -> N
     in this thread where there is one block, else on the pool. ``evaluations_each``: how many
     evaluations the work takes a member (a window's steps); ``lanes``: members the kernel
     computes together (blocks hold whole groups of them)."""
-    blocks = _blocks(n_members, _held_threads or torch.get_num_threads(), evaluations_each, lanes)
+    _run_blocks(_blocks(n_members, _held_threads or torch.get_num_threads(), evaluations_each, lanes), work)
+
+
+def _run_blocks(blocks: list[tuple[int, int]], work) -> None:
+    """``work(first, stop, thread)`` on each block: in this thread where there is one, else on the pool."""
     if len(blocks) == 1:
         work(*blocks[0], 0)
     else:
@@ -570,7 +574,7 @@ def _split_teams(n_members: int, call_of, *, evaluations_each: int, lanes: int, 
     blocks = _blocks(n_members, n_threads, evaluations_each, lanes)
     size = min(parts, n_threads // len(blocks)) if evaluations_each >= EVALUATIONS_PER_THREAD else 1
     if size <= 1:
-        _split(n_members, lambda first, stop, thread: call_of(first, stop, thread, None)(), evaluations_each, lanes)
+        _run_blocks(blocks, lambda first, stop, thread: call_of(first, stop, thread, None)())
         return
     shared = [(torch.zeros(2, dtype=torch.int64), torch.empty(slot_reals, dtype=dtype)) for _ in blocks]
     calls = [call_of(first, stop, size * block + index,
