@@ -117,6 +117,49 @@ def test_gradient_descent_in_c_diverges_where_the_step_by_step_loop_does():
     np.testing.assert_array_equal(compiled.final_theta, plain.final_theta)
 
 
+def window(objective, theta, dynamics, lr, n_steps, grad_tol, divergence_threshold):
+    """A compiled window of ``n_steps`` steps from ``theta``, run."""
+    loss, grad = objective(theta, None)
+    stepper = make_stepper(dynamics, lr=lr)
+    steps = objective.compiled_steps(stepper, grad_tol=grad_tol, divergence_threshold=divergence_threshold)
+    out = CompiledSteps(theta, stepper.init_state(theta, grad, None), loss, grad, 0, run_steps=steps)
+    out.run(n_steps)
+    return out
+
+
+@pytest.mark.parametrize("dynamics, lr, n_steps, dtype", [("gd", 0.3, 2500, torch.float64),
+                                                          ("gd", 0.3, 2500, torch.float32),
+                                                          ("adam", 0.02, 300, torch.float64)])
+def test_a_window_leaves_each_member_with_the_loss_where_it_ends(dynamics, lr, n_steps, dtype):
+    # The windows step the cross-entropy with its loss's lower bound and evaluate the loss itself
+    # where a member leaves (native_mlp.c, exact_losses): at the window's end and where it stops.
+    objective, starts = network("cross_entropy", dtype=dtype)
+    out = window(objective, torch.as_tensor(starts, dtype=dtype), dynamics, lr, n_steps, 1e-3, 1e6)
+    stopped = ~out.running
+    assert 0 < stopped.sum() < N_MEMBERS and len(np.unique(out.stop_step[stopped])) > 5
+    loss, grad = objective(out.theta, None)
+    assert torch.equal(out.loss, loss) and torch.equal(out.grad, grad)
+
+
+def test_gd_in_c_diverges_where_the_cross_entropy_overflows_inside_a_window():
+    # Output weights near the largest double on saturated tanh units (their slope exactly 0, so the
+    # gradient stays finite): a step can take an output past it, the loss to inf with a finite
+    # gradient norm. Inside a window the steps see only the loss's lower bound, which must stop
+    # these members where the step-by-step loop, which evaluates the loss itself, does.
+    objective, starts = network("cross_entropy", l2=0.0)
+    starts[:, :12] *= 1e6  # the hidden units' inputs: |z| >> 19, tanh = +-1 exactly
+    starts[:, 16:] = np.random.default_rng(1).uniform(-0.45e308, 0.45e308, size=(N_MEMBERS, 5))
+    options = dict(lr=1.5e308, max_steps=20, divergence_threshold=1.79e308)
+    whole = window(objective, torch.as_tensor(starts), "gd", options["lr"], options["max_steps"], 1e-5,
+                   options["divergence_threshold"])
+    plain = run(objective, starts, False, **options)
+    by_the_loss = (plain.status == DIVERGED) & (plain.steps > 0) & np.isfinite(plain.grad_norm)
+    assert by_the_loss.sum() >= 3 and (plain.status != DIVERGED).any()
+    np.testing.assert_array_equal(np.where(whole.running, BUDGET, whole.status), plain.status)
+    np.testing.assert_array_equal(np.where(whole.running, options["max_steps"], whole.stop_step), plain.steps)
+    np.testing.assert_array_equal(whole.theta, plain.final_theta)
+
+
 def test_gradient_flow_in_c_follows_the_step_by_step_loop_while_accuracy_sets_the_steps():
     # 100 steps from the starts: every step size, acceptance and point the torch integrator's,
     # up to the round-off its adaptive step sizes pass on (exp, log and sums rounded alike only

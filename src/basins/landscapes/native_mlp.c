@@ -17,6 +17,7 @@
    ulp: libm's scalar calls cost more than the arithmetic. A member's result does not depend on
    which others share the call (shard invariance); callers split members between threads. */
 
+#include <float.h>
 #include <math.h>
 #include <sched.h>
 #include <stdint.h>
@@ -41,11 +42,13 @@ enum { ACT_TANH = 0, ACT_RELU = 1, ACT_LINEAR = 2 };
 typedef float real;
 typedef int32_t real_bits;
 #define REAL_MAGNITUDE INT32_MAX
+#define REAL_LARGEST FLT_MAX
 #define SQUARE_ROOT sqrtf
 #else
 typedef double real;
 typedef int64_t real_bits;
 #define REAL_MAGNITUDE INT64_MAX
+#define REAL_LARGEST DBL_MAX
 #define SQUARE_ROOT sqrt
 #endif
 /* One register of reals a vector: AVX-512's, else AVX2's (eight doubles without AVX-512 were
@@ -133,8 +136,12 @@ static inline lanes log_half_to_one(lanes v) {
 
 static inline lanes sigmoid_lanes(lanes z) { return 1.0 / (1.0 + exp_lanes(-z)); }
 
-/* The loss of one sample in every lane (0 for the cross-entropy where with_loss is 0: its log
-   is a tenth of an evaluation) and, in *slope, its derivative in the output. */
+/* The loss of one sample in every lane and, in *slope, its derivative in the output. Where
+   with_loss is 0 the cross-entropy's loss is replaced by its lower bound relu(z) / beta (the log
+   it skips is a fifth of an evaluation at the study's networks): an evaluation's total is then
+   at most its loss, not finite exactly where the loss is not, and finite below a quarter of the
+   largest real only where the loss is finite (their difference is at most log 2 / beta), so the
+   stopping test decides divergence on it (see exact_losses). */
 static inline lanes sample_loss(lanes out, real label, int loss, real margin, real beta, int with_loss,
                                 lanes *slope) {
     if (loss == LOSS_MSE) {
@@ -147,8 +154,7 @@ static inline lanes sample_loss(lanes out, real label, int loss, real margin, re
            relu(z) - log sigmoid(|z|), and sigmoid(|z|) = max(s, 1 - s) lies in [1/2, 1]. */
         const lanes z = -beta * label * out, sg = sigmoid_lanes(z);
         *slope = -label * sg;
-        if (!with_loss) return broadcast(0.0);
-        const lanes softplus = positive_part(z) - log_half_to_one(larger(sg, 1.0 - sg));
+        const lanes softplus = with_loss ? positive_part(z) - log_half_to_one(larger(sg, 1.0 - sg)) : positive_part(z);
         return beta == 1.0 ? softplus : softplus / beta; /* the same bits, without a division at beta 1 */
     }
     const lanes shortfall = margin - label * out, active = positive_part(shortfall);
@@ -261,7 +267,8 @@ int64_t native_mlp_scratch_size(int64_t d, int64_t h, int64_t depth, int bias) {
 }
 
 /* A network and its data as every entry point takes them (see native_mlp_loss_and_gradient);
-   with_loss 0: an evaluation wants the gradient alone (its loss then comes out wrong). */
+   with_loss 0: an evaluation wants the gradient, and of the cross-entropy's loss a lower bound
+   alone (see sample_loss). */
 typedef struct {
     int64_t d, h, depth, P, n_params;
     const real *x, *y;
@@ -719,6 +726,12 @@ static int any_lane(const int *flags) {
     return any;
 }
 
+static int any_set(lane_bits mask) {
+    int any = 0;
+    for (int l = 0; l < LANES; l++) any |= mask[l] != 0;
+    return any;
+}
+
 /* Reals of scratch a window needs: the point, a trial point and seven gradients (the
    Dormand-Prince stages; gd uses one), n_params lanes each, a block's activations and the
    sample parts' slots (a team of one). */
@@ -747,6 +760,50 @@ static lanes with_fresh_shortfalls(const network *net, const lanes *params, lane
     evaluate(net, params, spare, hidden, samples, &fresh, t);
     for (int l = 0; l < LANES; l++) shortfall[l] = loaded[l] ? fresh[l] : shortfall[l];
     return shortfall;
+}
+
+/* gd's and Adam's windows step the cross-entropy with its loss's lower bound (sample_loss,
+   with_loss 0): their steps need the gradient, and of the loss only the stopping test's
+   divergence (not finite), which the bound decides where it is at most a quarter of the largest
+   real. The loss itself is evaluated where it leaves the window: on the step after which a
+   member's window ends (every lane's loss then), and once more where a member stops (below). */
+
+/* Lanes whose bound does not decide whether their loss is finite: finite, beyond a quarter of
+   the largest real. */
+static inline lane_bits undecided_bounds(lanes bound) {
+    return (bound > (real)(REAL_LARGEST / 4)) & (bound <= (real)REAL_LARGEST);
+}
+
+/* loss_now with the lanes that hold the bound (bounded, then cleared) given the loss itself,
+   where some lane in `wanted` holds it: one evaluation of the group at params (its gradient to
+   spare), the bits of a step's evaluation with the loss; as it was where none is wanted. */
+static lanes exact_losses(const network *net, const lanes *params, lanes *spare, lanes *hidden,
+                          const lane_samples *samples, team *t, lane_bits wanted, lane_bits *bounded, lanes loss_now) {
+    if (!any_set(wanted & *bounded)) return loss_now;
+    const lanes exact = evaluate(net, params, spare, hidden, samples, NULL, t);
+    loss_now = select(*bounded, exact, loss_now);
+    *bounded = (lane_bits){0};
+    return loss_now;
+}
+
+/* True where a running lane's member takes its last step of the window next. */
+static int window_ends_next(const lane_queue *q) {
+    int ends = 0;
+    for (int l = 0; l < LANES; l++) ends |= q->running[l] && q->taken[l] + 1 == q->n_steps;
+    return ends;
+}
+
+/* The network as a window's steps evaluate it: without the cross-entropy's log (see above). */
+static network bounding(const network *net) {
+    network bound = *net;
+    bound.with_loss = net->loss != LOSS_CROSS_ENTROPY;
+    return bound;
+}
+
+/* Which lanes of a step's losses hold the bound: all where it evaluated `bound`, unless it
+   was the network itself. */
+static lane_bits bounded_after(const network *evaluated) {
+    return evaluated->with_loss ? (lane_bits){0} : ~(lane_bits){0};
 }
 
 /* Lane l takes member j of a gd or Adam window: its point, gradient, loss and samples. */
@@ -787,7 +844,8 @@ void native_mlp_gd_steps(int64_t n_members, real *theta, real *losses, real *gra
                          int64_t d, int64_t h, int64_t depth, int64_t P, const real *x, const real *y, int loss,
                          int activation, int bias, double margin, double beta, double l2, real *scratch,
                          int64_t team_index, int64_t team_size, int64_t *barrier, real *slots) {
-    const network net = network_of(d, h, depth, P, x, y, loss, activation, bias, margin, beta, l2);
+    const network net = network_of(d, h, depth, P, x, y, loss, activation, bias, margin, beta, l2),
+                  bound = bounding(&net);
     const int64_t n_params = net.n_params;
     const int tracking = !isnan(delta_tol);
     /* the layout of native_mlp_steps_scratch_size: nine vectors of n_params lanes, a block, the slots */
@@ -804,6 +862,7 @@ void native_mlp_gd_steps(int64_t n_members, real *theta, real *losses, real *gra
     int lane_status[LANES], met[LANES], loaded[LANES], left[LANES];
     real norm[LANES];
     lanes loss_now, shortfall = broadcast(INFINITY);
+    lane_bits bounded = {0}; /* lanes of loss_now holding the cross-entropy's bound */
     if (n_members <= 0) return;
     /* lanes that never hold a member compute on member 0's copy: finite values, never stored */
     for (int l = 0; l < LANES; l++) gd_load(&net, l, 0, theta, grads, losses, sizes, params, grad, &loss_now, &samples);
@@ -812,13 +871,17 @@ void native_mlp_gd_steps(int64_t n_members, real *theta, real *losses, real *gra
         for (int l = 0; l < LANES; l++)
             if (loaded[l])
                 gd_load(&net, l, q.member[l], theta, grads, losses, sizes, params, grad, &loss_now, &samples);
+        bounded &= ~mask_of(loaded);
         shortfall = with_fresh_shortfalls(&net, params, spare, hidden, &samples, delta_tol, loaded, shortfall, &own);
+        loss_now = exact_losses(&net, params, spare, hidden, &samples, &own, undecided_bounds(loss_now), &bounded,
+                                loss_now);
         classify(params, loss_now, grad, n_params, grad_tol, divergence_threshold, never,
                  satisfied(delta_tol, shortfall, met), lane_status, norm);
         const int stopped = record_stops(&q, lane_status, norm, first_step, status_out, stop_step, grad_norm, left);
         /* a member that stops before its first step here is where it was loaded: nothing to write
            back (a team's other threads may still be reading its row) */
         for (int l = 0; l < LANES; l++) left[l] = left[l] && q.taken[l] > 0;
+        loss_now = exact_losses(&net, params, spare, hidden, &samples, &own, mask_of(left), &bounded, loss_now);
         if (writes) gd_store(&net, left, q.member, params, grad, loss_now, theta, grads, losses);
         if (stopped) continue; /* the lanes freed take members, classified before they step */
         /* theta - lr grad rounded twice, as torch's two kernels round it: the products go
@@ -829,7 +892,9 @@ void native_mlp_gd_steps(int64_t n_members, real *theta, real *losses, real *gra
         const lane_bits moving = mask_of(q.running);
         for (int64_t i = 0; i < n_params; i++) params[i] = select(moving, params[i] - move[i], params[i]);
         /* a stopped lane's point is unchanged, so its loss and gradient come out as they were */
-        loss_now = evaluate(&net, params, grad, hidden, &samples, tracking ? &shortfall : NULL, &own);
+        const network *stepping = window_ends_next(&q) ? &net : &bound;
+        loss_now = evaluate(stepping, params, grad, hidden, &samples, tracking ? &shortfall : NULL, &own);
+        bounded = bounded_after(stepping);
         count_step(&q, steps_out, left);
         if (writes) gd_store(&net, left, q.member, params, grad, loss_now, theta, grads, losses);
     }
@@ -870,7 +935,8 @@ void native_mlp_adam_steps(int64_t n_members, double *theta, double *losses, dou
                            const int64_t *sizes, double delta_tol,
                            int64_t d, int64_t h, int64_t depth, int64_t P, const double *x, const double *y, int loss,
                            int activation, int bias, double margin, double beta, double l2, double *scratch) {
-    const network net = network_of(d, h, depth, P, x, y, loss, activation, bias, margin, beta, l2);
+    const network net = network_of(d, h, depth, P, x, y, loss, activation, bias, margin, beta, l2),
+                  bound = bounding(&net);
     const int64_t n_params = net.n_params;
     const int tracking = !isnan(delta_tol);
     lanes *params = (lanes *)scratch, *grad = params + n_params, *first = grad + n_params, *second = first + n_params,
@@ -884,6 +950,7 @@ void native_mlp_adam_steps(int64_t n_members, double *theta, double *losses, dou
     int64_t count[LANES];
     double norm[LANES];
     lanes loss_now, shortfall = broadcast(INFINITY);
+    lane_bits bounded = {0}; /* lanes of loss_now holding the cross-entropy's bound */
     if (n_members <= 0) return;
     /* lanes that never hold a member compute on member 0's copy: finite values, never stored */
     for (int l = 0; l < LANES; l++) {
@@ -897,10 +964,14 @@ void native_mlp_adam_steps(int64_t n_members, double *theta, double *losses, dou
             gd_load(&net, l, q.member[l], theta, grads, losses, sizes, params, grad, &loss_now, &samples);
             adam_load(&net, l, q.member[l], exp_avg, exp_avg_sq, steps, first, second, count);
         }
+        bounded &= ~mask_of(loaded);
         shortfall = with_fresh_shortfalls(&net, params, spare, hidden, &samples, delta_tol, loaded, shortfall, NULL);
+        loss_now = exact_losses(&net, params, spare, hidden, &samples, NULL, undecided_bounds(loss_now), &bounded,
+                                loss_now);
         classify(params, loss_now, grad, n_params, grad_tol, divergence_threshold, never,
                  satisfied(delta_tol, shortfall, met), lane_status, norm);
         const int stopped = record_stops(&q, lane_status, norm, first_step, status, stop_step, grad_norm, left);
+        loss_now = exact_losses(&net, params, spare, hidden, &samples, NULL, mask_of(left), &bounded, loss_now);
         adam_store(&net, left, q.member, params, grad, first, second, loss_now, theta, grads, exp_avg, exp_avg_sq,
                    losses);
         if (stopped) continue; /* the lanes freed take members, classified before they step */
@@ -943,7 +1014,9 @@ void native_mlp_adam_steps(int64_t n_members, double *theta, double *losses, dou
         for (int64_t i = 0; i < n_params; i++) other[i] = other[i] / one[i];
         __asm__ volatile("" ::: "memory");
         for (int64_t i = 0; i < n_params; i++) params[i] = select(moving, params[i] - other[i], params[i]);
-        loss_now = evaluate(&net, params, grad, hidden, &samples, tracking ? &shortfall : NULL, NULL);
+        const network *stepping = window_ends_next(&q) ? &net : &bound;
+        loss_now = evaluate(stepping, params, grad, hidden, &samples, tracking ? &shortfall : NULL, NULL);
+        bounded = bounded_after(stepping);
         for (int l = 0; l < LANES; l++) count[l] += q.running[l];
         count_step(&q, steps, left);
         adam_store(&net, left, q.member, params, grad, first, second, loss_now, theta, grads, exp_avg, exp_avg_sq,
