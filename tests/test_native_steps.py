@@ -141,6 +141,7 @@ def test_a_window_leaves_each_member_with_the_loss_where_it_ends(dynamics, lr, n
     assert torch.equal(out.loss, loss) and torch.equal(out.grad, grad)
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered in multiply")  # gd's flow time, lr x steps, past 1e308
 def test_gd_in_c_diverges_where_the_cross_entropy_overflows_inside_a_window():
     # Output weights near the largest double on saturated tanh units (their slope exactly 0, so the
     # gradient stays finite): a step can take an output past it, the loss to inf with a finite
