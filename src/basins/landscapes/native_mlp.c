@@ -388,20 +388,21 @@ static lanes evaluate_one_layer(const network *net, const lanes *params, lanes *
     for (int64_t s0 = begin; s0 < end; s0 += BLOCK) {
         const real *xs[BLOCK];
         for (int b = 0; b < BLOCK; b++) xs[b] = net->x + (s0 + b) * d;
-        lanes out[BLOCK];
-        for (int b = 0; b < BLOCK; b++) out[b] = bias ? *b2 : broadcast(0.0);
+        /* the block's pre-activations, then all its activations in one loop (independent
+           exponentials and divisions, which the core overlaps), then the outputs */
         for (int64_t j = 0; j < h; j++) {
             const lanes *row = w1 + j * d;
             lanes z[BLOCK];
             for (int b = 0; b < BLOCK; b++) z[b] = bias ? b1[j] : broadcast(0.0);
             for (int64_t k = 0; k < d; k++)
                 for (int b = 0; b < BLOCK; b++) z[b] += row[k] * xs[b][k];
-            for (int b = 0; b < BLOCK; b++) {
-                const lanes unit = activate(z[b], activation);
-                hidden[b * h + j] = unit;
-                out[b] += w2[j] * unit;
-            }
+            for (int b = 0; b < BLOCK; b++) hidden[b * h + j] = z[b];
         }
+        for (int64_t i = 0; i < BLOCK * h; i++) hidden[i] = activate(hidden[i], activation);
+        lanes out[BLOCK];
+        for (int b = 0; b < BLOCK; b++) out[b] = bias ? *b2 : broadcast(0.0);
+        for (int64_t j = 0; j < h; j++)
+            for (int b = 0; b < BLOCK; b++) out[b] += w2[j] * hidden[b * h + j];
         lanes delta[BLOCK];
         total = block_loss(net, out, s0, samples, total, delta, shortfall);
         if (bias) *gb2 += (delta[0] + delta[1]) + (delta[2] + delta[3]);
