@@ -127,6 +127,28 @@ def test_a_member_s_prefix_result_does_not_depend_on_the_longer_prefixes_beside_
     assert torch.equal(flipped[0], losses.flip(0)) and torch.equal(flipped[1], grads.flip(0))
 
 
+@pytest.mark.parametrize("depth, activation", [(1, "relu"), (1, "linear"), (2, "relu")])
+@pytest.mark.parametrize("loss", ["mse", "quadratic_hinge"])
+def test_a_member_s_prefix_result_does_not_see_samples_beyond_it_that_overflow(depth, activation, loss):
+    """A sample far out (inputs 1e300) overflows the outputs of the members that fit it; a
+    member whose prefix ends before it computes it too where the block of samples or a longer
+    member beside it reaches it, and must not add it, not even as 0 x inf = NaN: its loss and
+    gradient are those of its own samples, finite, alone and beside others."""
+    x, y = problem(n_samples=45)
+    x[30] = 1e300
+    arch = Architecture(n_inputs=6, n_outputs=1, depth=depth, width=5, activation=activation, bias=True)
+    kernel = native_mlp.kernel_for(arch, x, y, loss=loss, margin=1.0, l2=0.0, beta=1.0)
+    theta = torch.as_tensor(initial_parameters(arch, np.arange(3), seed=3, init="orthogonal"))
+    sizes = torch.tensor([10, 45, 29])  # 29: the block of samples 28-31 holds sample 30
+    losses, grads = kernel(theta, sizes)
+    for row in (0, 2):
+        alone = kernel(theta[row : row + 1], sizes[row : row + 1])
+        assert torch.isfinite(alone[0]).all() and torch.isfinite(alone[1]).all()
+        assert torch.equal(alone[0], losses[row : row + 1]) and torch.equal(alone[1], grads[row : row + 1])
+        own = native_mlp.kernel_for(arch, x[: sizes[row]], y[: sizes[row]], loss=loss, margin=1.0, l2=0.0, beta=1.0)
+        np.testing.assert_allclose(own(theta[row : row + 1])[0], alone[0], rtol=1e-14)
+
+
 def test_members_are_split_over_threads_by_their_evaluations():
     """A thread takes at least EVALUATIONS_PER_THREAD member-evaluations and a whole group of
     the kernel's lanes."""

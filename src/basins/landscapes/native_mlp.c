@@ -15,7 +15,9 @@
    stay in cache. The transcendental functions are polynomials the compiler vectorizes (exp
    after range reduction, log on [1/2, 1] by fdlibm's reduction and polynomial) to about one
    ulp: libm's scalar calls cost more than the arithmetic. A member's result does not depend on
-   which others share the call (shard invariance); callers split members between threads. */
+   which others share the call (shard invariance), nor on samples beyond its own count, which its
+   lanes compute where a block or a longer member reaches them (their units are set to 0 there,
+   their losses left out: forget_other_samples, block_loss); callers split members between threads. */
 
 #include <float.h>
 #include <math.h>
@@ -276,15 +278,26 @@ typedef struct {
     real margin, beta, l2;
 } network;
 
-/* Each lane's samples: its count, the weight 1 / count of each, and the longest count. */
+/* Each lane's samples: its count, the weight 1 / count of each, and the longest and shortest
+   counts. */
 typedef struct {
     lane_bits count;
     lanes weight;
-    int64_t longest;
+    int64_t longest, shortest;
 } lane_samples;
 
 static lane_samples all_samples(int64_t P) {
-    return (lane_samples){.count = (lane_bits){0} + (real_bits)P, .weight = broadcast((real)1.0 / (real)P), .longest = P};
+    return (lane_samples){.count = (lane_bits){0} + (real_bits)P, .weight = broadcast((real)1.0 / (real)P),
+                          .longest = P, .shortest = P};
+}
+
+/* The longest and shortest of the lanes' counts. */
+static void count_extremes(lane_samples *samples) {
+    samples->longest = samples->shortest = samples->count[0];
+    for (int l = 1; l < LANES; l++) {
+        samples->longest = samples->count[l] > samples->longest ? samples->count[l] : samples->longest;
+        samples->shortest = samples->count[l] < samples->shortest ? samples->count[l] : samples->shortest;
+    }
 }
 
 /* The samples of the lanes of members m .. m + n - 1: all P where sizes is NULL, else each its
@@ -292,13 +305,12 @@ static lane_samples all_samples(int64_t P) {
 static lane_samples samples_of(const int64_t *sizes, int64_t m, int64_t n, int64_t P) {
     lane_samples samples = all_samples(P);
     if (!sizes) return samples;
-    samples.longest = 0;
     for (int l = 0; l < LANES; l++) {
         const int64_t count = sizes[m + (l < n ? l : n - 1)];
         samples.count[l] = count;
         samples.weight[l] = (real)1.0 / (real)count;
-        samples.longest = count > samples.longest ? count : samples.longest;
     }
+    count_extremes(&samples);
     return samples;
 }
 
@@ -333,9 +345,7 @@ static void store_lane(int l, const lanes *in, int64_t width, real *row) {
 static void set_lane_samples(lane_samples *samples, int l, int64_t count) {
     samples->count[l] = count;
     samples->weight[l] = (real)1.0 / (real)count;
-    samples->longest = 0;
-    for (int k = 0; k < LANES; k++)
-        samples->longest = samples->count[k] > samples->longest ? samples->count[k] : samples->longest;
+    count_extremes(samples);
 }
 
 /* The slope of a unit's activation, from its value act. */
@@ -345,20 +355,34 @@ static inline lanes activation_slope(lanes act, int activation) {
     return broadcast(1.0);
 }
 
+/* Whether sample s is one of each lane's own (all ones where it is). */
+static inline lane_bits own_sample(const lane_samples *samples, int64_t s) { return (real_bits)s < samples->count; }
+
+/* A block's units (BLOCK x h lanes, sample-major) set to 0 on the samples that are not their
+   lane's own, where the block reaches past some lane's count: what a sample beyond a member's
+   own computes (an input far out can overflow there) must not reach its sums, not even as 0 x inf. */
+static inline void forget_other_samples(const lane_samples *samples, int64_t s0, int64_t h, lanes *units) {
+    if (s0 + BLOCK <= samples->shortest) return;
+    for (int b = 0; b < BLOCK; b++) {
+        const lane_bits own = own_sample(samples, s0 + b);
+        for (int64_t j = 0; j < h; j++) units[b * h + j] = select(own, units[b * h + j], broadcast(0.0));
+    }
+}
+
 /* The block of samples s0 .. s0 + BLOCK - 1 at outputs out: total plus the lanes' loss over
-   them, added sample by sample (each sample weighing its lane's 1 / count, later samples 0: each
-   lane's mean over its own samples), and in delta the loss's derivative in each output. Where
-   shortfall is given, each lane's largest margin - y f over its own samples so far. */
+   them, added sample by sample (each sample weighing its lane's 1 / count; a lane's later
+   samples left out: each lane's mean over its own samples), and in delta the loss's derivative
+   in each output (0 on the samples left out). Where shortfall is given, each lane's largest
+   margin - y f over its own samples so far. */
 static inline lanes block_loss(const network *net, const lanes *out, int64_t s0, const lane_samples *samples,
                                lanes total, lanes *delta, lanes *shortfall) {
     for (int b = 0; b < BLOCK; b++) {
         lanes slope;
         const real label = net->y[s0 + b];
         const lanes value = sample_loss(out[b], label, net->loss, net->margin, net->beta, net->with_loss, &slope);
-        const lane_bits own = (real_bits)(s0 + b) < samples->count;
-        const lanes share = select(own, samples->weight, broadcast(0.0));
-        total += value * share;
-        delta[b] = slope * share;
+        const lane_bits own = own_sample(samples, s0 + b);
+        total = select(own, total + value * samples->weight, total);
+        delta[b] = select(own, slope * samples->weight, broadcast(0.0));
         if (shortfall) *shortfall = select(own, larger(net->margin - label * out[b], *shortfall), *shortfall);
     }
     return total;
@@ -399,6 +423,7 @@ static lanes evaluate_one_layer(const network *net, const lanes *params, lanes *
             for (int b = 0; b < BLOCK; b++) hidden[b * h + j] = z[b];
         }
         for (int64_t i = 0; i < BLOCK * h; i++) hidden[i] = activate(hidden[i], activation);
+        forget_other_samples(samples, s0, h, hidden);
         lanes out[BLOCK];
         for (int b = 0; b < BLOCK; b++) out[b] = bias ? *b2 : broadcast(0.0);
         for (int64_t j = 0; j < h; j++)
@@ -469,6 +494,7 @@ static lanes evaluate_layers(const network *net, const lanes *params, lanes *gra
                 for (int b = 0; b < BLOCK; b++) z[b] += row[k] * xs[b][k];
             for (int b = 0; b < BLOCK; b++) work[b * h + j] = activate(z[b], activation);
         }
+        forget_other_samples(samples, s0, h, work);
         for (int64_t layer = 1; layer < depth; layer++) {
             const lanes *weights = params + layer_offset(net, layer);
             layer_forward(weights, bias ? weights + h * h : NULL, work + (layer - 1) * layer_lanes, h, activation,
