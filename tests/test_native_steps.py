@@ -9,6 +9,7 @@ not depend on which others share its lane group or chunk (shard invariance), and
 member must stay where it stopped.
 """
 
+import math
 import os
 
 import numpy as np
@@ -159,6 +160,32 @@ def test_gd_in_c_diverges_where_the_cross_entropy_overflows_inside_a_window():
     np.testing.assert_array_equal(np.where(whole.running, BUDGET, whole.status), plain.status)
     np.testing.assert_array_equal(np.where(whole.running, options["max_steps"], whole.stop_step), plain.steps)
     np.testing.assert_array_equal(whole.theta, plain.final_theta)
+
+
+def test_gd_in_c_at_a_tiny_beta_diverges_where_the_cross_entropy_overflows():
+    # At a tiny beta a sample's softplus(z) / beta can overflow while relu(z) / beta, weighed by
+    # 1 / count, stays below a quarter of the largest double: there the steps must evaluate the
+    # loss itself (an independent reviewer's case). Units saturated at tanh(100) = 1 (slope 0),
+    # so one gd step moves the output bias alone, to near the largest double; the step-by-step
+    # loop sees the loss at step 1 and stops the member there where it is inf.
+    arch = Architecture(n_inputs=1, n_outputs=1, depth=1, width=3, activation="tanh", bias=True)
+    x, y = torch.zeros(8, 1, dtype=torch.float64), torch.tensor([-1.0] + [1.0] * 7, dtype=torch.float64)
+    kernel = native_mlp.kernel_for(arch, x, y, loss="cross_entropy", margin=1.0, l2=0.0, beta=1e-307)
+    start = torch.tensor([[0.0] * 3 + [100.0] * 3 + [0.0] * 3 + [0.0]], dtype=torch.float64)
+    loss, grad = kernel(start)
+    outcomes = []
+    for lr in np.linspace(1.7976931330e308, 1.7976931348623157e308, 9) / (-grad[0, -1].item() * 4):
+        step_one = kernel(start - float(lr) * grad)[0]
+        run = kernel.compiled_steps(("gd", {"lr": float(lr)}), grad_tol=1e-300, divergence_threshold=math.inf)
+        status, stop = torch.full((1,), -1), torch.zeros(1, dtype=torch.int64)
+        with np.errstate(all="ignore"):
+            run(start.clone(), loss.clone(), grad.clone(), {"steps": torch.zeros(1, dtype=torch.int64)}, status, stop,
+                torch.full((1,), math.nan, dtype=torch.float64), 0, 3)
+        outcomes.append((bool(torch.isinf(step_one)), int(status), int(stop)))
+    assert sum(overflows for overflows, _, _ in outcomes) >= 3
+    for overflows, status, stop in outcomes:
+        if overflows:
+            assert (status, stop) == (DIVERGED, 1)
 
 
 def test_gradient_flow_in_c_follows_the_step_by_step_loop_while_accuracy_sets_the_steps():

@@ -141,9 +141,10 @@ static inline lanes sigmoid_lanes(lanes z) { return 1.0 / (1.0 + exp_lanes(-z));
 /* The loss of one sample in every lane and, in *slope, its derivative in the output. Where
    with_loss is 0 the cross-entropy's loss is replaced by its lower bound relu(z) / beta (the log
    it skips took 14 % of a gd step at the study's networks): an evaluation's total is then
-   at most its loss, not finite exactly where the loss is not, and finite below a quarter of the
-   largest real only where the loss is finite (their difference is at most log 2 / beta), so the
-   stopping test decides divergence on it (see exact_losses). */
+   at most its loss, not finite exactly where the loss is not, and, where beta is not tiny
+   (bounding), finite below a quarter of the largest real only where the loss is finite (a
+   sample's loss and bound differ by at most log 2 / beta), so the stopping test decides
+   divergence on it (see exact_losses). */
 static inline lanes sample_loss(lanes out, real label, int loss, real margin, real beta, int with_loss,
                                 lanes *slope) {
     if (loss == LOSS_MSE) {
@@ -820,10 +821,17 @@ static int window_ends_next(const lane_queue *q) {
     return ends;
 }
 
-/* The network as a window's steps evaluate it: without the cross-entropy's log (see above). */
+/* The network as a window's steps evaluate it: without the cross-entropy's log (see above),
+   where beta is at least 2^60 log 2 / the largest real. A sample's loss and bound differ by at
+   most log 2 / beta, which is then far below half a unit in the last place of the largest real,
+   so a sample's loss overflows only where its bound does (the argument above holds sample by
+   sample, before the weights 1 / count); at a smaller beta (or a negative one) the gap can
+   carry the loss alone past the largest real (an independent reviewer's case: beta 1e-307), and
+   the steps evaluate the loss itself. */
 static network bounding(const network *net) {
+    const real smallest_beta = (real)(0.6931471805599453 * 0x1p60 / (double)REAL_LARGEST);
     network bound = *net;
-    bound.with_loss = net->loss != LOSS_CROSS_ENTROPY;
+    bound.with_loss = net->loss != LOSS_CROSS_ENTROPY || !(net->beta >= smallest_beta);
     return bound;
 }
 
