@@ -176,10 +176,10 @@ def test_gd_in_c_at_a_tiny_beta_diverges_where_the_cross_entropy_overflows():
     outcomes = []
     for lr in np.linspace(1.7976931330e308, 1.7976931348623157e308, 9) / (-grad[0, -1].item() * 4):
         step_one = kernel(start - float(lr) * grad)[0]
-        run = kernel.compiled_steps(("gd", {"lr": float(lr)}), grad_tol=1e-300, divergence_threshold=math.inf)
+        steps_in_c = kernel.compiled_steps(("gd", {"lr": float(lr)}), grad_tol=1e-300, divergence_threshold=math.inf)
         status, stop = torch.full((1,), -1), torch.zeros(1, dtype=torch.int64)
         with np.errstate(all="ignore"):
-            run(start.clone(), loss.clone(), grad.clone(), {"steps": torch.zeros(1, dtype=torch.int64)}, status, stop,
+            steps_in_c(start.clone(), loss.clone(), grad.clone(), {"steps": torch.zeros(1, dtype=torch.int64)}, status, stop,
                 torch.full((1,), math.nan, dtype=torch.float64), 0, 3)
         outcomes.append((bool(torch.isinf(step_one)), int(status), int(stop)))
     assert sum(overflows for overflows, _, _ in outcomes) >= 3
