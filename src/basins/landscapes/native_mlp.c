@@ -897,7 +897,9 @@ void native_mlp_gd_steps(int64_t n_members, real *theta, real *losses, real *gra
     int lane_status[LANES], met[LANES], loaded[LANES], left[LANES];
     real norm[LANES];
     lanes loss_now, shortfall = broadcast(INFINITY);
-    lane_bits bounded = {0}; /* lanes of loss_now holding the cross-entropy's bound */
+    /* lanes of loss_now holding the cross-entropy's bound; a lane that takes a member holds none
+       (its last member left with its loss made exact: at its stop or its window's last step) */
+    lane_bits bounded = {0};
     if (n_members <= 0) return;
     /* lanes that never hold a member compute on member 0's copy: finite values, never stored */
     for (int l = 0; l < LANES; l++) gd_load(&net, l, 0, theta, grads, losses, sizes, params, grad, &loss_now, &samples);
@@ -906,7 +908,6 @@ void native_mlp_gd_steps(int64_t n_members, real *theta, real *losses, real *gra
         for (int l = 0; l < LANES; l++)
             if (loaded[l])
                 gd_load(&net, l, q.member[l], theta, grads, losses, sizes, params, grad, &loss_now, &samples);
-        bounded &= ~mask_of(loaded);
         shortfall = with_fresh_shortfalls(&net, params, spare, hidden, &samples, delta_tol, loaded, shortfall, &own);
         loss_now = exact_losses(&net, params, spare, hidden, &samples, &own, undecided_bounds(loss_now), &bounded,
                                 loss_now);
@@ -985,7 +986,9 @@ void native_mlp_adam_steps(int64_t n_members, double *theta, double *losses, dou
     int64_t count[LANES];
     double norm[LANES];
     lanes loss_now, shortfall = broadcast(INFINITY);
-    lane_bits bounded = {0}; /* lanes of loss_now holding the cross-entropy's bound */
+    /* lanes of loss_now holding the cross-entropy's bound; a lane that takes a member holds none
+       (its last member left with its loss made exact: at its stop or its window's last step) */
+    lane_bits bounded = {0};
     if (n_members <= 0) return;
     /* lanes that never hold a member compute on member 0's copy: finite values, never stored */
     for (int l = 0; l < LANES; l++) {
@@ -999,7 +1002,6 @@ void native_mlp_adam_steps(int64_t n_members, double *theta, double *losses, dou
             gd_load(&net, l, q.member[l], theta, grads, losses, sizes, params, grad, &loss_now, &samples);
             adam_load(&net, l, q.member[l], exp_avg, exp_avg_sq, steps, first, second, count);
         }
-        bounded &= ~mask_of(loaded);
         shortfall = with_fresh_shortfalls(&net, params, spare, hidden, &samples, delta_tol, loaded, shortfall, NULL);
         loss_now = exact_losses(&net, params, spare, hidden, &samples, NULL, undecided_bounds(loss_now), &bounded,
                                 loss_now);
