@@ -1257,10 +1257,15 @@ def chance_decisions(verdicts: np.ndarray, has_interval: np.ndarray, confidence:
     independent (a binomial tail; one experiment's rows share replicates and minima, so it is a
     guide, not a test)."""
     n = int(np.sum(has_interval))
-    decided = int(np.sum(has_interval & np.isin(verdicts, [SUPPORTED, CONTRADICTED])))
+    decided = int(np.sum(_decided(verdicts, has_interval)))
     rate = 1.0 - confidence
     tail = 1.0 if decided == 0 else float(stats.binom.sf(decided - 1, n, rate))
     return n, decided, rate * n, tail
+
+
+def _decided(verdicts: np.ndarray, has_interval: np.ndarray) -> np.ndarray:
+    """The rows with an interval whose verdict is supported or contradicted."""
+    return has_interval & np.isin(verdicts, [SUPPORTED, CONTRADICTED])
 
 
 def _chance_lines(answer) -> list[str]:
@@ -1277,7 +1282,7 @@ def _chance_lines(answer) -> list[str]:
         n, decided, expected, tail = chance_decisions(verdicts[rows], has_interval[rows], confidence)
         cells.append(f"- {name}: {n} rows with an interval, {decided} decided; {expected:.2f} decided on average"
                      + (f", {decided} or more in {100 * tail:.0f} % of such studies" if decided else ""))
-    decided_rows = np.flatnonzero(np.isin(verdicts, [SUPPORTED, CONTRADICTED]) & has_interval)
+    decided_rows = np.flatnonzero(_decided(verdicts, has_interval))
     holm = [_holm_line(answer.isel(row=i), confidence) for i in decided_rows] if "holm_p" in answer else []
     return ["", f"Decided rows against chance: each row's verdict is its own {100 * confidence:.0f} % interval's, "
             f"not corrected for the number of rows, so a row with no link is decided {100 * (1 - confidence):.0f} % "
