@@ -378,9 +378,25 @@ def test_good_and_bad_basin_shapes_are_compared_at_matched_size_and_pooled():
     assert float(reach["low"]) < 0.55 < float(reach["high"])  # the planted differences 0.52 ... 0.58
     thickness = _row(answer, "good_minus_bad_median_thickness_ratio")
     assert thickness["verdict"].item() == SUPPORTED and float(thickness["estimate"]) < 0  # thinner: as expected
+    # The shape rows have their p, and Holm's correction counts them beside the correlation rows.
+    with_p = np.isfinite(answer["p_value"].values)
+    assert float(reach["p_value"]) < 0.05 and float(thickness["p_value"]) < 0.05
+    np.testing.assert_allclose(answer["holm_p"].values[with_p], holm_adjusted(answer["p_value"].values[with_p]))
     no_effect = {"planted": [_probed_replicate(rng, s, good_reach=0.4 + 0.05 * (-1) ** s, bad_reach=0.4) for s in range(1, 5)]}
     assert _row(answer_hypothesis({"family": ["planted"]}, no_effect, {"planted": 41}),
                 "good_minus_bad_reach")["verdict"].item() == UNDECIDED_VERDICT
+
+
+def test_the_stage_refuses_p_values_not_dual_to_their_intervals():
+    from basins.answer import _checked_p_values
+
+    row = dict(experiment="e", statistic="s", p_value=0.01, low=-0.1, high=0.3, verdict=SUPPORTED)
+    with pytest.raises(ValueError, match="e s: p 0.01, interval"):
+        _checked_p_values([row], 0.95)
+    with pytest.raises(ValueError, match="e s: supported without a p"):
+        _checked_p_values([row | dict(p_value=np.nan, low=0.1)], 0.95)
+    assert _checked_p_values([row | dict(low=0.1)], 0.95) == [row | dict(low=0.1)]
+    assert _checked_p_values([row | dict(p_value=np.nan, verdict=UNDECIDED_VERDICT)], 0.95)
 
 
 def test_shape_pairs_of_unmatched_size_or_unfit_minima_are_left_out_with_their_reason():
@@ -759,20 +775,28 @@ def _size_corrected(replicates, stat="far_return_probability", confidence=0.95):
     from basins.answer import _pooled_interval, good_bad_shape, probed_fitting_minima, size_correction
 
     seeds = list(range(len(replicates)))
-    probed, pairs, z, se = {}, {}, [], []
+    probed, pairs = {}, {}
     for seed, (minima, tentacles) in enumerate(replicates):
         shape, reason = good_bad_shape(minima, tentacles, fit_threshold=0.0, min_members=10, match_factor=2.0)
         assert not reason, reason
         probed[seed] = probed_fitting_minima(minima, tentacles, fit_threshold=0.0, min_members=10)
         pairs[seed] = shape["log_fractions"]
-        z.append(shape["differences"][stat][0])
-        se.append(shape["differences"][stat][1])
+    z, se = _good_bad_differences(replicates, stat)
     correction = size_correction(probed, pairs, stat, seeds, match_factor=2.0, confidence=confidence)
     identity = lambda value: value  # noqa: E731
     bounds = (-np.inf, np.inf)
-    corrected = _pooled_interval(np.array(z), np.array(se), confidence, identity, bounds, correction)
-    plain = _pooled_interval(np.array(z), np.array(se), confidence, identity, bounds)
+    corrected = _pooled_interval(z, se, confidence, identity, bounds, correction)
+    plain = _pooled_interval(z, se, confidence, identity, bounds)
     return correction, corrected, plain
+
+
+def _good_bad_differences(replicates, stat="far_return_probability"):
+    """Each replicate's good - bad difference of ``stat`` and its standard error (uncorrected)."""
+    from basins.answer import good_bad_shape
+
+    shapes = [good_bad_shape(minima, tentacles, fit_threshold=0.0, min_members=10, match_factor=2.0)[0]["differences"]
+              for minima, tentacles in replicates]
+    return np.array([shape[stat][0] for shape in shapes]), np.array([shape[stat][1] for shape in shapes])
 
 
 def test_the_size_correction_recovers_a_planted_difference_at_equal_basin_size():
@@ -796,6 +820,35 @@ def test_the_size_correction_recovers_a_planted_difference_at_equal_basin_size()
     assert np.mean(plain) == pytest.approx(0.05, abs=0.01)
     assert covered / n_studies >= 0.92  # nominal 0.95; 300 studies: binomial error 0.013
     assert covered_plain / n_studies <= 0.5
+
+
+def test_a_shape_rows_p_is_dual_to_its_interval_widened_by_the_size_slope():
+    """Known answer: the shape row's interval at confidence 1 - p, the same size correction's
+    slope interval taken at that confidence too, has an end at 0, and the row is decided at 95 %
+    exactly where p < 0.05; so Holm's correction counts the shape rows. Without the widening the
+    pool's own p would be smaller than the row's."""
+    from basins.answer import _pooled_interval
+
+    rng = np.random.default_rng(23)
+    checked = below = 0
+    for effect in (0.0, -0.03, -0.1):
+        for _ in range(20):
+            replicates = [_sized_replicate(rng, slope=0.1, effect=effect, log_ratio=rng.uniform(-1.0, 0.0))
+                          for _ in range(4)]
+            correction, (pooled, low, high), (plain, _, _) = _size_corrected(replicates)
+            assert not correction.reason and correction.slope_stderr > 0
+            p = pooled["p_value"]
+            assert (low > 0 or high < 0) == (p < 0.05)
+            below += p < 0.05
+            z, se = _good_bad_differences(replicates)
+            assert p > pool_replicates(correction.corrected(z), se)["p_value"]  # the widening's share
+            if 1e-6 < p < 1 - 1e-6:  # the same correction, its slope's interval at confidence 1 - p
+                at_p = correction._replace(half_width=stats.t.ppf(1 - p / 2, correction.slope_dof)
+                                           * correction.slope_stderr)
+                _, low_at_p, high_at_p = _pooled_interval(z, se, 1 - p, lambda value: value, (-np.inf, np.inf), at_p)
+                assert min(abs(low_at_p), abs(high_at_p)) < 1e-7
+                checked += 1
+    assert checked >= 40 and 5 <= below <= 55
 
 
 def test_the_size_correction_is_refused_where_the_statistic_is_curved_or_the_slope_unmeasured():

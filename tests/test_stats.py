@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from scipy import stats
+from scipy import special, stats
 
 from basins.stats import (
     CONTRADICTED,
@@ -14,12 +14,14 @@ from basins.stats import (
     design_stderr,
     detectable_effect,
     detectable_effect_at_tau_bound,
+    dual_p_value,
     fisher_z,
     holm_adjusted,
     mid_ranks,
     partial_spearman_fisher_z,
     partial_spearman_fisher_z_rows,
     pool_replicates,
+    pooled_half_width,
     rank_correlation,
     replicates_to_detect,
     spearman_fisher_z,
@@ -291,6 +293,24 @@ def test_the_pooled_p_value_is_dual_to_the_interval():
                 checked += 1
     assert checked > 300
     assert np.isnan(pool_replicates(np.array([0.2]), np.array([0.1]))["p_value"])
+
+
+def test_the_p_dual_to_a_family_of_intervals_is_the_pools_own_p():
+    """Known answer: ``dual_p_value`` of the pool's own half-widths (``pooled_half_width``) finds
+    the pool's analytic p, and the pool's half-width at the answer's confidence is its interval's."""
+    rng = np.random.default_rng(12)
+    for k in (2, 3, 5, 10):
+        for _ in range(50):
+            y, s = rng.normal(0.3, 0.4, k), rng.uniform(0.05, 0.6, k)
+            pooled = pool_replicates(y, s, 0.95)
+            assert pooled_half_width(pooled, 0.05) == pytest.approx((pooled["high"] - pooled["low"]) / 2, rel=1e-12)
+            found = dual_p_value(abs(pooled["estimate"]), lambda tail: pooled_half_width(pooled, tail))
+            assert found == pytest.approx(pooled["p_value"], rel=1e-9)
+    assert dual_p_value(0.0, lambda tail: 1.0 - tail) == 1.0
+    assert np.isnan(dual_p_value(np.nan, lambda tail: 1.0 - tail))
+    assert dual_p_value(1e9, lambda tail: -special.ndtri(tail / 2)) == 1e-300  # beyond every interval
+    assert dual_p_value(1.959963984540054, lambda tail: -special.ndtri(tail / 2)) == pytest.approx(0.05, rel=1e-9)
+    assert np.isnan(pooled_half_width(pool_replicates(np.array([0.2]), np.array([0.1])), 0.05))
 
 
 def test_holm_adjusted_p_values_by_hand():

@@ -64,7 +64,7 @@ from typing import NamedTuple
 
 import numpy as np
 import xarray as xr
-from scipy import stats
+from scipy import special, stats
 
 from basins.basin_volume import PLATEAU_DRIFTING, PLATEAU_REACHED, PLATEAU_READINGS
 from basins.io import variable_attrs
@@ -78,12 +78,14 @@ from basins.stats import (
     UNDECIDED_VERDICT,
     design_stderr,
     detectable_effect,
+    dual_p_value,
     detectable_effect_at_tau_bound,
     fisher_z,
     partial_spearman_fisher_z,
     partial_spearman_fisher_z_rows,
     holm_adjusted,
     pool_replicates,
+    pooled_half_width,
     random_effects_weights,
     rank_correlation,
     replicates_to_detect,
@@ -630,7 +632,7 @@ def answer_hypothesis(
                 if not probed:
                     pooled["reason"] = "basins not probed (basin_geometry: false)"
                 rows.append(row | pooled | {"statistic": f"good_minus_bad_{stat}"})
-    rows = _with_holm(rows)
+    rows = _with_holm(_checked_p_values(rows, confidence))
     return _as_dataset(rows, excluded, seeds, fit_threshold, min_members, confidence, walked_minima).assign_attrs(
         match_factor=match_factor, plan_correlation=np.nan if plan_correlation is None else plan_correlation,
     )
@@ -694,6 +696,22 @@ def threshold_agreement(estimates: np.ndarray, verdicts: np.ndarray) -> np.ndarr
         else:
             out.append("verdict changes" if len(set(verdict[finite].tolist())) > 1 else "stable")
     return np.array(out)
+
+
+def _checked_p_values(rows: list[dict], confidence: float) -> list[dict]:
+    """``rows``, checked that each p is dual to its row's interval: where a row has a p, its
+    interval excludes 0 exactly where p < 1 - confidence, and every decided row has one (else
+    Holm's correction would leave it out). Raises ValueError naming the rows that break it."""
+    broken = []
+    for row in rows:
+        p, low, high = row["p_value"], row["low"], row["high"]
+        if np.isfinite(p) and abs(p - (1 - confidence)) > 1e-9 and (p < 1 - confidence) != (low > 0 or high < 0):
+            broken.append(f"{row['experiment']} {row['statistic']}: p {p:.6g}, interval [{low:.6g}, {high:.6g}]")
+        elif row["verdict"] != UNDECIDED_VERDICT and not np.isfinite(p):
+            broken.append(f"{row['experiment']} {row['statistic']}: {row['verdict']} without a p")
+    if broken:
+        raise ValueError("p values not dual to their rows' intervals: " + "; ".join(broken))
+    return rows
 
 
 def _with_holm(rows: list[dict]) -> list[dict]:
@@ -779,8 +797,9 @@ def _pooled_row(per_replicate, seeds, name, sign, confidence, to_scale, bounds=(
     return dict(
         statistic=name, expected_sign=sign, estimate=float(to_scale(pooled["estimate"])), low=low, high=high,
         z_stderr=pooled["stderr"], tau=pooled["tau"], n_replicates=pooled["k"], detectable=detectable,
-        # dual to the interval; none where the size correction widens it or the row is undecided whatever
-        p_value=pooled["p_value"] if correction is None and not unusable else np.nan,
+        # dual to the interval (a shape row's widened by its size slope's error); none where the row is
+        # undecided whatever
+        p_value=pooled["p_value"] if not (unusable or uncorrected) else np.nan,
         detectable_at_tau_bound=detectable_at_bound,
         replicates_to_detect=needed, replicates_to_detect_at_tau_bound=needed_at_bound,
         n_minima=int(sum(entry[0] for entry in per_replicate.values())),
@@ -821,7 +840,8 @@ def _pooled_interval(z, se, confidence, to_scale, bounds, correction=None):
     moves the pooled estimate by the pool's weighted mean log size ratio times it, which the
     scatter of the replicates cannot show (the two half-widths add in quadrature).
     ``pooled["size_correction"]``: what the correction moved the pooled estimate by (nan
-    without one); ``pooled["widening"]``: the half-width the slope's error adds (0 without one).
+    without one); ``pooled["widening"]``: the half-width the slope's error adds (0 without one);
+    ``pooled["p_value"]``: the two-sided p dual to the widened interval (:func:`_widened_p_value`).
     """
     pooled = pool_replicates(correction.corrected(z) if correction is not None else z, se, confidence)
     pooled["size_correction"], pooled["widening"] = np.nan, 0.0
@@ -829,6 +849,7 @@ def _pooled_interval(z, se, confidence, to_scale, bounds, correction=None):
         pooled["size_correction"], pooled["widening"] = _size_widening(pooled["weights"], correction)
         half = np.hypot((pooled["high"] - pooled["low"]) / 2, pooled["widening"])
         pooled["low"], pooled["high"] = pooled["estimate"] - half, pooled["estimate"] + half
+        pooled["p_value"] = _widened_p_value(pooled, correction)
     low, high = (float(np.clip(to_scale(pooled[end]), *bounds)) for end in ("low", "high"))
     return pooled, low, high
 
@@ -839,8 +860,29 @@ def _size_widening(weights: np.ndarray, correction) -> tuple[float, float]:
     ratio times the slope, and times the slope's half-width. ``(nan, 0)`` without a correction."""
     if correction is None:
         return np.nan, 0.0
-    imbalance = float(np.sum(weights * np.nan_to_num(correction.log_ratio)))
+    imbalance = _size_imbalance(weights, correction)
     return 0.0 - correction.slope * imbalance, abs(imbalance) * correction.half_width  # never -0
+
+
+def _size_imbalance(weights: np.ndarray, correction) -> float:
+    """The pool's weighted mean log size ratio of its pairs (``weights`` summing to 1)."""
+    return float(np.sum(weights * np.nan_to_num(correction.log_ratio)))
+
+
+def _widened_p_value(pooled: dict, correction) -> float:
+    """The two-sided p dual to a shape row's interval: at every confidence 1 - a, the pool's
+    half-width (:func:`basins.stats.pooled_half_width`) and the size slope's error times the
+    pool's weighted mean log size ratio (Student-t on the slope's degrees of freedom) add in
+    quadrature, as :func:`_pooled_interval` adds them at the answer's confidence; so the row's
+    interval excludes 0 exactly where p < 1 - confidence, and Holm's correction can count the
+    shape rows beside the correlation rows."""
+    spread = abs(_size_imbalance(pooled["weights"], correction)) * correction.slope_stderr
+
+    def half_width_at(tail):
+        widening = -special.stdtrit(correction.slope_dof, tail / 2) * spread if spread > 0 else 0.0
+        return float(np.hypot(pooled_half_width(pooled, tail), widening))
+
+    return dual_p_value(abs(pooled["estimate"]), half_width_at)
 
 
 def probed_fitting_minima(minima: xr.Dataset, tentacles: xr.Dataset, *, fit_threshold: float,
@@ -905,9 +947,11 @@ class SizeCorrection(NamedTuple):
 
     log_ratio: np.ndarray  # per replicate: log(good / bad basin fraction); nan where no pair
     slope: float  # of the statistic on log basin fraction
-    half_width: float  # of the slope's interval at the answer's confidence
+    half_width: float  # of the slope's interval at the answer's confidence: Student-t quantile x slope_stderr
     n_minima: int  # behind the slope
     reason: str  # why the correction could not be made ("" where it was)
+    slope_stderr: float = 0.0  # the slope's standard error (0 where no slope is used)
+    slope_dof: float = np.nan  # its Student-t degrees of freedom
 
     def corrected(self, difference: np.ndarray) -> np.ndarray:
         """Each replicate's good - bad difference less what its pair's size ratio explains."""
@@ -982,8 +1026,9 @@ def size_correction(probed: dict[int, ProbedMinima], pairs: dict[int, tuple[floa
                   f"near the pairs' sizes (quadratic term {curvature[0]:+.3g} +- {curvature[1]:.2g})")
     else:
         reason = ""
-    return SizeCorrection(log_ratio, slope[0] if not reason else 0.0,
-                          quantile(slope[2]) * slope[1] if not reason else 0.0, n_minima, reason)
+    if reason:
+        return SizeCorrection(log_ratio, 0.0, 0.0, n_minima, reason)
+    return SizeCorrection(log_ratio, slope[0], quantile(slope[2]) * slope[1], n_minima, "", slope[1], slope[2])
 
 
 def _within_replicate_fit(blocks, *, quadratic: bool) -> tuple[float, float, int] | None:
@@ -1096,7 +1141,7 @@ _LONG_NAMES = {
     "z_stderr": "standard error of the pooled estimate on the pooled scale (Fisher's z for correlations; Hartung-Knapp)",
     "tau": "between-replicate standard deviation on the pooled scale (DerSimonian-Laird)",
     "p_value": "two-sided p dual to the pooled interval (it excludes 0 at confidence c exactly where p < 1 - c; "
-    "nan for shape rows, whose interval the size correction widens, and where the row is undecided whatever)",
+    "a shape row's interval widened by its size slope's error at every c; nan where the row is undecided whatever)",
     "holm_p": "Holm's adjusted p over the experiment's rows with a p_value: the row is decided with the number of "
     "rows tested taken into account where it is below 1 - confidence",
     "detectable": f"smallest true effect (a correlation's size, or a difference's) that a pool of these replicates "
@@ -1288,18 +1333,15 @@ def _chance_lines(answer) -> list[str]:
             f"not corrected for the number of rows, so a row with no link is decided {100 * (1 - confidence):.0f} % "
             "of the time. With no link in any row, and the rows independent (an experiment's rows share its "
             "replicates and minima, so this is a guide, not a test):", "", *cells,
-            *(["", "Holm's adjusted p of each decided row, over its experiment's rows with a p (the correlation rows; "
-               f"a row stays decided with their number taken into account below {1 - confidence:g}):", "",
+            *(["", "Holm's adjusted p of each decided row, over its experiment's rows with a p (every row with an "
+               f"interval; a row stays decided with their number taken into account below {1 - confidence:g}):", "",
                *[f"- {line}" for line in holm]] if holm else [])]
 
 
 def _holm_line(r, confidence: float) -> str:
     """A decided row with its Holm-adjusted p (:func:`_with_holm`), and whether it stays decided."""
     holm_p = float(r.holm_p)
-    if not np.isfinite(holm_p):
-        adjusted = "none (a shape row: no p)"
-    else:
-        adjusted = f"{holm_p:.3f}" + (" (stays decided)" if holm_p < 1 - confidence else "")
+    adjusted = f"{holm_p:.3f}" + (" (stays decided)" if holm_p < 1 - confidence else "")
     return f"{r.experiment.item()}, {r.statistic.item()} ({r.verdict.item()}): {adjusted}"
 
 

@@ -327,7 +327,40 @@ def pool_replicates(estimates: np.ndarray, standard_errors: np.ndarray, confiden
         p_value = max(2 * special.stdtr(k - 1, -abs(mean) / np.sqrt(scale / w.sum())),
                       2 * special.ndtr(-abs(mean) * np.sqrt(w.sum())))
     return dict(out, estimate=mean, stderr=stderr, low=mean - half, high=mean + half, tau=float(np.sqrt(tau2)),
-                weights=weights, design_stderr=float(np.sqrt(1 / w.sum())), p_value=float(p_value))
+                weights=weights, design_stderr=float(np.sqrt(1 / w.sum())), p_value=float(p_value),
+                hartung_knapp_stderr=float(np.sqrt(scale / w.sum())))
+
+
+def pooled_half_width(pooled: dict, tail: float) -> float:
+    """The half-width of :func:`pool_replicates`' interval at confidence ``1 - tail``: the
+    wider of Hartung-Knapp's (Student-t on k - 1 degrees of freedom) and the normal one the
+    replicates' own errors give; nan without an interval."""
+    if "hartung_knapp_stderr" not in pooled:
+        return np.nan
+    # The lower tail's quantiles, negated: exact for tails far below the spacing of doubles near 1.
+    return float(max(-special.stdtrit(pooled["k"] - 1, tail / 2) * pooled["hartung_knapp_stderr"],
+                     -special.ndtri(tail / 2) * pooled["design_stderr"]))
+
+
+def dual_p_value(distance: float, half_width_at) -> float:
+    """The two-sided p dual to a family of intervals whose centre lies ``distance`` from 0 and
+    whose half-width at confidence 1 - a is ``half_width_at(a)`` (0 at a = 1, growing without
+    bound as a falls to 0): the a at which the interval's nearer end reaches 0, so that the
+    interval at confidence c excludes 0 exactly where p < 1 - c. 1 at distance 0, nan where the
+    distance or the half-width is not finite; p below 1e-300 is returned as 1e-300."""
+    if not np.isfinite(distance) or not np.isfinite(half_width_at(0.5)):
+        return np.nan
+    if distance == 0:
+        return 1.0
+    smallest = 1e-300
+    if half_width_at(smallest) <= distance:
+        return smallest
+    # Bisection on log a (a small p keeps its relative precision; no scipy.optimize to import).
+    low, high = np.log(smallest), 0.0
+    for _ in range(80):
+        middle = (low + high) / 2
+        low, high = (middle, high) if half_width_at(np.exp(middle)) > distance else (low, middle)
+    return float(np.exp((low + high) / 2))
 
 
 def holm_adjusted(p_values: np.ndarray) -> np.ndarray:
