@@ -77,6 +77,7 @@ def test_rule_files_are_snakefmt_formatted():
         ("config/connectivity.yaml", ("train_ensemble", "connect_minima", "compare_connectivity",
                                       "figure_connectivity_comparison")),
         ("config/basin_walk_digits.yaml", ("train_ensemble", "deduplicate_minima", "estimate_basin_sizes")),
+        ("config/shapes_width40.yaml", ("train_ensemble", "probe_rays", "measure_tentacles", "answer_hypothesis")),
     ],
 )
 def test_dry_run_lists_every_stage(config, stages, tmp_path):
@@ -105,6 +106,24 @@ def test_the_walk_validation_runs_the_default_studys_landscape():
     eight = dict(walks["digits_parity_tanh_exchange8"]["basin_sizes"])
     assert eight.pop("n_chains") == 2 * exchange.pop("n_chains") == 8
     assert eight.pop("replica_exchange") is True and eight == exchange
+
+
+def test_the_shape_rows_at_n_401_probe_the_default_studys_replicates():
+    # config/shapes_width40.yaml probes the default study's N = 401 draws as it probes N = 41's:
+    # the same landscape, members and catalogue (its files reusable), the same probing sections.
+    default = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    shapes = yaml.safe_load((ROOT / "config/shapes_width40.yaml").read_text())
+    mine, theirs = shapes["experiments"]["digits_parity_tanh_width40"], default["experiments"]["digits_parity_tanh_width40"]
+    for section in ("dataset", "model", "training", "minima"):
+        assert mine[section] == theirs[section], section
+    assert {key: value for key, value in mine["ensemble"].items() if key != "seeds"} == {
+        key: value for key, value in theirs["ensemble"].items() if key != "seeds"}
+    assert set(mine["ensemble"]["seeds"]) <= set(theirs["ensemble"]["seeds"])
+    for section in ("rays", "tentacles"):
+        assert mine[section] == default["experiments"]["digits_parity_tanh"][section], section
+    assert mine.get("basin_geometry", True) and not theirs["basin_geometry"]
+    assert {key: value for key, value in shapes["answer"].items() if key != "families"} == {
+        key: value for key, value in default["answer"].items() if key != "families"}
 
 
 def test_experiments_with_the_same_data_set_share_one_file(tmp_path):
