@@ -298,7 +298,9 @@ def pool_replicates(estimates: np.ndarray, standard_errors: np.ndarray, confiden
     ``weights``: each replicate's weight in it (summing to 1; 0 for those left out) and
     ``design_stderr``, the pooled mean's standard error ``sqrt(1 / sum w)`` that the replicates'
     own errors and tau give (:func:`design_stderr` at the estimated tau; what
-    :func:`detectable_effect` needs).
+    :func:`detectable_effect` needs), and ``hartung_knapp_stderr``, the replicates' weighted
+    spread about the mean, ``sqrt(scale / sum w)`` (with ``design_stderr`` it gives the interval
+    at any confidence: :func:`pooled_half_width`).
     """
     y, s, usable = _usable_replicates(estimates, standard_errors, confidence)
     k = len(y)
