@@ -1333,8 +1333,9 @@ def _chance_lines(answer) -> list[str]:
             f"not corrected for the number of rows, so a row with no link is decided {100 * (1 - confidence):.0f} % "
             "of the time. With no link in any row, and the rows independent (an experiment's rows share its "
             "replicates and minima, so this is a guide, not a test):", "", *cells,
-            *(["", "Holm's adjusted p of each decided row, over its experiment's rows with a p (every row with an "
-               f"interval; a row stays decided with their number taken into account below {1 - confidence:g}):", "",
+            *(["", "Holm's adjusted p of each decided row, over its experiment's rows with a p (those with an "
+               "interval but the ones undecided whatever it says: replicates left out, a size correction refused; "
+               f"a row stays decided with their number taken into account below {1 - confidence:g}):", "",
                *[f"- {line}" for line in holm]] if holm else [])]
 
 
