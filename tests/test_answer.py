@@ -399,6 +399,18 @@ def test_the_stage_refuses_p_values_not_dual_to_their_intervals():
     assert _checked_p_values([row | dict(p_value=np.nan, verdict=UNDECIDED_VERDICT)], 0.95)
 
 
+def test_the_stage_refuses_replicates_probed_with_different_settings():
+    rng = np.random.default_rng(14)
+    replicates = [_probed_replicate(rng, s, good_reach=0.7, bad_reach=0.2) for s in range(1, 4)]
+    for replicate in replicates:
+        replicate.tentacles.attrs.update(stage_config='{"tentacles": {"n_segment": 8}}', ray_radii=np.geomspace(0.05, 20, 10))
+    answer_hypothesis({"family": ["planted"]}, {"planted": replicates}, {"planted": 41})  # the same: accepted
+    replicates[2].tentacles.attrs["stage_config"] = '{"tentacles": {"n_segment": 12}}'
+    replicates[1].tentacles.attrs["ray_radii"] = np.geomspace(0.05, 20, 8)
+    with pytest.raises(ValueError, match="planted: .* than seed 1: seed 2: ray_radii; seed 3: stage_config"):
+        answer_hypothesis({"family": ["planted"]}, {"planted": replicates}, {"planted": 41})
+
+
 def test_shape_pairs_of_unmatched_size_or_unfit_minima_are_left_out_with_their_reason():
     rng = np.random.default_rng(12)
     replicates = {"planted": [

@@ -553,7 +553,12 @@ def answer_hypothesis(
         (``Replicate.basin_sizes``), a row :data:`WALK_STATISTIC` per such experiment and along
         ``walked`` every walked minimum (``walked_*``: its estimate, interval, count and their
         disagreement, test error, whether it entered the row).
+
+    Raises ValueError where an experiment's replicates were probed with different settings
+    (:func:`check_same_probing`).
     """
+    for experiment, runs in replicates.items():
+        check_same_probing(experiment, runs)
     rows, excluded, walked_minima = [], [], []
     data_redrawn = data_redrawn or {}
     seeds = sorted({replicate.seed for runs in replicates.values() for replicate in runs})
@@ -636,6 +641,29 @@ def answer_hypothesis(
     return _as_dataset(rows, excluded, seeds, fit_threshold, min_members, confidence, walked_minima).assign_attrs(
         match_factor=match_factor, plan_correlation=np.nan if plan_correlation is None else plan_correlation,
     )
+
+
+#: What a tentacles file records of how its basins were probed: the stages' options (its
+#: tentacles, training and catalogue sections) and the ray grid it read.
+PROBING_RECORD = ("stage_config", "n_ray_directions", "ray_radii")
+
+
+def check_same_probing(experiment: str, replicates: list[Replicate]) -> None:
+    """Raise ValueError where ``experiment``'s probed replicates disagree in how their basins
+    were probed (:data:`PROBING_RECORD`, from their tentacles files' attributes): one pooled
+    shape row must not mix protocols (a review found two of seven replicates probed with other
+    tentacle settings, the files marked up to date by hand, and one verdict hanging on it)."""
+    records = {replicate.seed: {key: str(replicate.tentacles.attrs.get(key)) for key in PROBING_RECORD}
+               for replicate in replicates if replicate.tentacles is not None}
+    if len(set(map(tuple, (record.values() for record in records.values())))) <= 1:
+        return
+    first = min(records)
+    differing = {seed: [key for key in PROBING_RECORD if record[key] != records[first][key]]
+                 for seed, record in records.items()}
+    raise ValueError(
+        f"experiments.{experiment}: replicates probed with different settings than seed {first}: "
+        + "; ".join(f"seed {seed}: {', '.join(keys)}" for seed, keys in differing.items() if keys)
+        + " (rerun their probe_rays and measure_tentacles jobs)")
 
 
 def answer_sensitivity(
