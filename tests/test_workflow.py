@@ -122,6 +122,11 @@ def test_the_shape_rows_at_n_401_probe_the_default_studys_replicates():
     for section in ("rays", "tentacles"):
         assert mine[section] == default["experiments"]["digits_parity_tanh"][section], section
     assert mine.get("basin_geometry", True) and not theirs["basin_geometry"]
+    # config/paper.yaml's dimension axis probes with the same sections.
+    paper = yaml.safe_load((ROOT / "config/paper.yaml").read_text())["experiments"]
+    for width in (4, 16, 40):
+        for section in ("rays", "tentacles"):
+            assert paper[f"digits_parity_p60_width{width}"][section] == mine[section], (width, section)
     assert {key: value for key, value in shapes["answer"].items() if key != "families"} == {
         key: value for key, value in default["answer"].items() if key != "families"}
 
