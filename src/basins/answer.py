@@ -655,7 +655,7 @@ def check_same_probing(experiment: str, replicates: list[Replicate]) -> None:
     tentacle settings, the files marked up to date by hand, and one verdict hanging on it)."""
     records = {replicate.seed: {key: str(replicate.tentacles.attrs.get(key)) for key in PROBING_RECORD}
                for replicate in replicates if replicate.tentacles is not None}
-    if len(set(map(tuple, (record.values() for record in records.values())))) <= 1:
+    if len({tuple(record.values()) for record in records.values()}) <= 1:
         return
     first = min(records)
     differing = {seed: [key for key in PROBING_RECORD if record[key] != records[first][key]]

@@ -318,25 +318,23 @@ def pool_replicates(estimates: np.ndarray, standard_errors: np.ndarray, confiden
     w = 1 / (s**2 + tau2)
     mean = float((w * y).sum() / w.sum())
     scale = float((w * (y - mean) ** 2).sum() / (k - 1))
-    # Never narrower than the normal interval the replicates' own errors give.
-    hartung_knapp = special.stdtrit(k - 1, 0.5 + confidence / 2) * np.sqrt(scale / w.sum())
-    normal = special.ndtri(0.5 + confidence / 2) * np.sqrt(1 / w.sum())
-    half = float(max(hartung_knapp, normal))
     stderr = float(np.sqrt(max(scale, 1.0) / w.sum()))
     weights = np.zeros(len(usable))
     weights[usable] = w / w.sum()
     with np.errstate(divide="ignore", invalid="ignore"):
         p_value = max(2 * special.stdtr(k - 1, -abs(mean) / np.sqrt(scale / w.sum())),
                       2 * special.ndtr(-abs(mean) * np.sqrt(w.sum())))
-    return dict(out, estimate=mean, stderr=stderr, low=mean - half, high=mean + half, tau=float(np.sqrt(tau2)),
-                weights=weights, design_stderr=float(np.sqrt(1 / w.sum())), p_value=float(p_value),
-                hartung_knapp_stderr=float(np.sqrt(scale / w.sum())))
+    pooled = dict(out, estimate=mean, stderr=stderr, tau=float(np.sqrt(tau2)), weights=weights,
+                  design_stderr=float(np.sqrt(1 / w.sum())), p_value=float(p_value),
+                  hartung_knapp_stderr=float(np.sqrt(scale / w.sum())))
+    half = pooled_half_width(pooled, 1 - confidence)
+    return dict(pooled, low=mean - half, high=mean + half)
 
 
 def pooled_half_width(pooled: dict, tail: float) -> float:
     """The half-width of :func:`pool_replicates`' interval at confidence ``1 - tail``: the
     wider of Hartung-Knapp's (Student-t on k - 1 degrees of freedom) and the normal one the
-    replicates' own errors give; nan without an interval."""
+    replicates' own errors give (never narrower than that); nan without an interval."""
     if "hartung_knapp_stderr" not in pooled:
         return np.nan
     # The lower tail's quantiles, negated: exact for tails far below the spacing of doubles near 1.
