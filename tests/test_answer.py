@@ -1136,3 +1136,119 @@ def test_a_shape_rows_detectable_effect_at_taus_bound_widens_at_that_taus_weight
     assert at_bound != pytest.approx(at_estimate, rel=1e-3)  # the two weightings differ here
     assert row["detectable_at_tau_bound"] == pytest.approx(
         detectable_effect_at_tau_bound(z, se, widening=at_bound), rel=1e-12)
+
+
+def _shared_errors(rng, errors, n_points, shared=0.8):
+    """Test points drawn from a population on which minima of the population test ``errors`` err
+    together: each point has a difficulty u, and a minimum of error e misclassifies it where u <
+    shared * e, or else by its own coin (chosen so that its error is e). ``(minimum, point)``."""
+    errors = np.asarray(errors, dtype=np.float64)
+    own = (1 - shared) * errors / (1 - shared * errors)
+    difficulty, coins = rng.random(n_points), rng.random((n_points, len(errors)))
+    return ((difficulty[:, None] < shared * errors) | (coins < own)).astype(np.int8).T
+
+
+def _labelled_replicate(wrong, values, *, seed=1, fractions=None):
+    """A replicate whose probed fitting minima misclassify the test points ``wrong`` and have
+    the shape statistics ``values`` (reach and the others from it, :func:`_tentacles`)."""
+    k, n_points = wrong.shape
+    minima = xr.Dataset(
+        {"train_error": ("minimum", np.zeros(k)), "test_error": ("minimum", wrong.mean(1)),
+         "n_members": ("minimum", np.full(k, 100)), "on_tolerance_plateau": ((), True),
+         "test_misclassified": (("minimum", "test_sample"), wrong)},
+        coords={"minimum": np.arange(k)}, attrs={"n_members_total": 100 * k})
+    tentacles = _tentacles(np.arange(k), np.full(k, 100), np.full(k, 0.1) if fractions is None else fractions, values)
+    flatness = xr.Dataset({"trace": ("minimum", np.ones(k)), "trace_se": ("minimum", np.zeros(k))},
+                          coords={"minimum": np.arange(k)})
+    return Replicate(seed, minima, flatness, n_points, tentacles)
+
+
+def test_resampled_test_points_keep_the_small_differences_of_minima_that_err_together():
+    """Known answer: over test sets drawn anew from the population, the difference of two
+    minima's test errors varies as the points only one of them misclassifies say; resampling one
+    test set's points (bootstrap) gives that variance, redrawing each error on its own (binomial,
+    the fallback without per-point errors) several times it."""
+    from basins.answer import resampled_test_errors
+
+    rng = np.random.default_rng(31)
+    errors, n_points = [0.10, 0.12], 1000
+    fresh = np.array([np.diff(_shared_errors(rng, errors, n_points).mean(1))[0] for _ in range(4000)])
+    paired, independent = [], []
+    for seed in range(40):
+        replicate = _labelled_replicate(_shared_errors(rng, errors, n_points), [0.2, 0.6])
+        resampled = resampled_test_errors(replicate.minima, np.arange(2), n_test=n_points, n_resamples=500, seed=seed)
+        paired.append(np.var(np.diff(resampled, axis=1)))
+        redrawn = resampled_test_errors(replicate.minima.drop_vars("test_misclassified"), np.arange(2),
+                                        n_test=n_points, n_resamples=500, seed=seed)
+        independent.append(np.var(np.diff(redrawn, axis=1)))
+    assert np.mean(paired) / np.var(fresh) == pytest.approx(1.0, abs=0.15)
+    assert np.mean(independent) / np.var(fresh) > 2.5
+    with pytest.raises(ValueError, match="cover 1000 points, the test set 999"):
+        resampled_test_errors(replicate.minima, np.arange(2), n_test=999)
+
+
+def test_a_pairs_labels_are_as_firm_as_its_test_set_resolves_them():
+    """Two probed minima: with test errors far apart the labels never move and McNemar's p is
+    tiny; with equal population errors they swap in a share of resamples and McNemar's exact p
+    is calibrated (below 0.05 in at most 5 % of test sets; about uniform). The answer records
+    both per replicate."""
+    from basins.answer import good_bad_shape, pair_labels, probed_fitting_minima
+
+    rng = np.random.default_rng(32)
+
+    def labels_of(errors, seed):
+        replicate = _labelled_replicate(_shared_errors(rng, errors, 1000), [0.2, 0.6], seed=seed)
+        shape, reason = good_bad_shape(replicate.minima, replicate.tentacles, fit_threshold=0.0, min_members=10,
+                                       match_factor=2.0)
+        if reason:  # equal measured errors: no pair, the replicate left out
+            return None
+        candidates = probed_fitting_minima(replicate.minima, replicate.tentacles, fit_threshold=0.0, min_members=10)
+        return pair_labels(replicate.minima, candidates, shape["pair"], n_test=1000, match_factor=2.0,
+                           n_resamples=400, seed=seed)
+
+    resolved = labels_of([0.05, 0.15], 1)
+    assert resolved.same == 1.0 and resolved.swapped == 0.0 and resolved.mcnemar_p < 1e-6
+    tied = [labels for labels in (labels_of([0.10, 0.10], seed) for seed in range(300)) if labels is not None]
+    assert len(tied) > 250
+    p = np.array([labels.mcnemar_p for labels in tied])
+    assert np.mean(p < 0.05) <= 0.05 + 2 * np.sqrt(0.05 * 0.95 / len(p)) and np.mean(p < 0.5) == pytest.approx(0.5, abs=0.1)
+    swapped = np.array([labels.swapped for labels in tied])
+    found = np.array([labels.same for labels in tied]) + swapped  # two minima: one pair, or none at equal errors
+    assert np.all(found <= 1.0) and np.mean(found) > 0.9
+    assert 0.15 < swapped.mean() < 0.35  # the bootstrap of a selection at a tie (0.5 in fresh test sets) errs low
+
+    replicates = {"planted": [_labelled_replicate(_shared_errors(rng, errors, 1000), values, seed=seed)
+                              for seed, errors, values in ((1, [0.05, 0.15], [0.6, 0.2]), (2, [0.10, 0.10], [0.5, 0.3]),
+                                                           (3, [0.08, 0.14], [0.7, 0.2]))]}
+    answer = answer_hypothesis({"family": ["planted"]}, replicates, {"planted": 41})
+    reach = _row(answer, "good_minus_bad_reach")
+    assert reach["pair_same_fraction"].values[0] == 1.0 and reach["pair_mcnemar_p"].values[0] < 1e-6
+    assert reach["pair_swapped_fraction"].values[1] > 0 and reach["pair_mcnemar_p"].values[1] > 1e-3
+    assert np.all(np.isnan(_row(answer, "basin_fraction_vs_test_error")["pair_same_fraction"].values))
+    page = answer_markdown(answer)
+    assert "Labels of the shape rows' pairs" in page
+    assert f"- planted: seed 1: same 1.00, swapped 0.00, McNemar p {float(reach['pair_mcnemar_p'][0]):.2g}; seed 2:" in page
+
+
+def test_labels_that_are_partly_chance_do_not_decide_a_shape_row_with_no_link():
+    """Known answer: shape unrelated to test error, and test errors 0-3 % apart measured on 600
+    points, so that many replicates' labels are chance: the pooled good - bad difference is
+    decided in at most the nominal 5 % of studies (a swapped pair is as likely either way)."""
+    from basins.answer import good_bad_shape
+
+    rng = np.random.default_rng(33)
+    decided, n_studies = 0, 300
+    for _ in range(n_studies):
+        z, se = [], []
+        for seed in range(6):
+            replicate = _labelled_replicate(_shared_errors(rng, 0.1 + rng.uniform(0, 0.03, 3), 600),
+                                            rng.normal(0.5, 0.15, 3), seed=seed)
+            shape, reason = good_bad_shape(replicate.minima, replicate.tentacles, fit_threshold=0.0, min_members=10,
+                                           match_factor=2.0)
+            if reason:  # equal measured errors: no pair, the replicate left out
+                continue
+            z.append(shape["differences"]["reach"][0])
+            se.append(shape["differences"]["reach"][1])
+        pooled = pool_replicates(np.array(z), np.array(se))
+        decided += pooled["low"] > 0 or pooled["high"] < 0
+    assert decided / n_studies <= 0.05 + 2 * np.sqrt(0.05 * 0.95 / n_studies)

@@ -332,3 +332,33 @@ def test_the_representative_is_the_first_member_within_round_off_of_the_lowest_l
     # within round-off, and the first of them is chosen, whichever is lower by two ulps
     np.testing.assert_array_equal(_lowest_loss_members(groups, loss), [3, 0])
     np.testing.assert_array_equal(_lowest_loss_members(groups[:0], loss[:0]), [])
+
+
+@pytest.mark.parametrize("n_outputs", [1, 3])
+def test_the_catalogue_records_which_test_points_each_minimum_misclassifies(n_outputs):
+    """Each minimum's test points as the training stage counts them (torch's margins): their mean
+    is its test error, and a test set other than the members' is refused."""
+    from basins.landscapes.losses import margins
+
+    arch = Architecture(n_inputs=2, n_outputs=n_outputs, depth=1, width=4, activation="tanh")
+    base = initial_parameters(arch, np.arange(3), seed=5, init="gaussian")
+    rng = np.random.default_rng(1)
+    which = rng.integers(0, 3, size=12)
+    images = np.array([apply_symmetry(base[k], arch, rng) for k in which])
+    x_test = rng.normal(size=(300, 2))
+    y_test = rng.choice([-1.0, 1.0], size=300) if n_outputs == 1 else rng.integers(0, n_outputs, size=300)
+    labels = torch.as_tensor(y_test, dtype=torch.float64 if n_outputs == 1 else torch.long)
+    wrong = (margins(forward(torch.as_tensor(images), torch.as_tensor(x_test), arch), labels) <= 0).numpy()
+    training = training_dataset(images, np.array([0.3, 0.2, 0.1])[which], np.full(12, CONVERGED))
+    training["test_error"] = ("member", wrong.mean(1))
+    minima = deduplicate_minima(training, arch, PROBES, test_set=(x_test, y_test), **TOLERANCES)
+    recorded = minima["test_misclassified"].values
+    assert recorded.shape == (3, 300) and recorded.dtype == np.int8
+    np.testing.assert_array_equal(recorded, wrong[minima["representative"].values])
+    np.testing.assert_array_equal(recorded.mean(1), minima["test_error"].values)
+    assert 0 < recorded.sum() < recorded.size
+    other = y_test.copy()
+    other[:40] = -other[:40] if n_outputs == 1 else (other[:40] + 1) % n_outputs
+    with pytest.raises(ValueError, match="misclassify another number of test points"):
+        deduplicate_minima(training, arch, PROBES, test_set=(x_test, other), **TOLERANCES)
+    assert "test_misclassified" not in deduplicate_minima(training, arch, PROBES, **TOLERANCES)

@@ -7,7 +7,7 @@ from basins.basin_geometry import tentacle_index
 from basins.labels import LEFT, RETURNED, UNDECIDED
 from basins.landscapes.planted import ball_and_ring
 from basins.rays import (
-    good_and_bad, kaplan_meier_median, probe_first_exits, probe_rays, random_directions, ray_radii,
+    good_and_bad, kaplan_meier_median, matched_pairs, probe_first_exits, probe_rays, random_directions, ray_radii,
     select_minima_to_probe,
 )
 
@@ -225,6 +225,23 @@ def test_good_and_bad_are_the_pair_matched_in_size_whose_test_errors_differ_most
         assert test_error[pair.good] == test_error[candidates].min() and test_error[pair.bad] == test_error[candidates].max()
     else:
         assert pair is None
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_the_matched_pairs_of_many_remeasured_test_errors_are_each_rows_own(seed):
+    """Known answer: the plain loop over every pair, row by row (test errors measured again on
+    resampled test sets, computed together); -1 where a row has no matched pair."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 8))
+    fraction = rng.dirichlet(np.ones(n))
+    candidates = np.flatnonzero(rng.random(n) < 0.8)
+    test_errors = np.round(rng.uniform(0.1, 0.14, (200, n)), 2)  # rounded: ties occur
+    test_errors[0] = 0.12  # no two differ: no pair
+    good, bad = matched_pairs(fraction, test_errors, candidates, match_factor=2.0)
+    for row, errors in enumerate(test_errors):
+        expected = _good_and_bad_by_every_pair(fraction, errors, candidates, 2.0)
+        assert (good[row], bad[row]) == (expected or (-1, -1))
+    assert good[0] == -1
 
 
 def test_good_and_bad_probed_are_the_matched_pair_not_the_extremes():

@@ -94,7 +94,7 @@ from basins.stats import (
     spearman_fisher_z_rows,
     verdict,
 )
-from basins.rays import good_and_bad
+from basins.rays import GoodAndBad, good_and_bad, matched_pairs
 from basins.summary import SHAPE_STATISTICS, shape_standard_error, test_error_badness
 
 log = logging.getLogger(__name__)
@@ -590,7 +590,9 @@ def answer_hypothesis(
                     if reason:
                         excluded.append((experiment, replicate.seed, f"shape rows: {reason}"))
                     else:
-                        shapes[replicate.seed] = (2, shape["differences"], None, None)
+                        labels = pair_labels(replicate.minima, shape_minima[replicate.seed], shape["pair"],
+                                             n_test=replicate.n_test, match_factor=match_factor, seed=replicate.seed)
+                        shapes[replicate.seed] = (2, shape["differences"], None, None, labels)
                         pairs[replicate.seed] = shape["log_fractions"]
                 if entry["reason"]:
                     excluded.append((experiment, replicate.seed, entry["reason"]))
@@ -759,7 +761,7 @@ def _pooled_row(per_replicate, seeds, name, sign, confidence, to_scale, bounds=(
                 plan=None):
     """One statistic pooled over the replicates that gave it: ``per_replicate[seed]`` holds
     (minima behind it, {name: (estimate, standard error)}, measurement spreads and the number
-    of redraws behind each, or None and None);
+    of redraws behind each, or None and None; a shape row's also its pair's :class:`PairLabels`);
     ``to_scale`` takes the pooled scale (Fisher's z) back to the reported one, whose possible
     values ``bounds`` clip the interval. A shape row's ``correct(seeds kept)`` gives the
     :class:`SizeCorrection` measured on those replicates, which corrects each replicate's
@@ -835,11 +837,19 @@ def _pooled_row(per_replicate, seeds, name, sign, confidence, to_scale, bounds=(
         verdict=row_verdict, reason="; ".join(reason for reason in reasons if reason),
         leave_one_out_agreeing=sum(held == row_verdict for held in held_out), leave_one_out_subsets=len(held_out),
         replicate_estimate=to_scale(z), measurement_redraws=redraws,
+        **_label_columns(per_replicate, seeds),
         size_slope=correction.slope if correction is not None else np.nan,
         size_slope_half_width=correction.half_width if correction is not None else np.nan,
         size_slope_minima=correction.n_minima if correction is not None else -1,
         size_correction=pooled["size_correction"],
     )
+
+
+def _label_columns(per_replicate, seeds) -> dict:
+    """A shape row's :class:`PairLabels` per replicate (nan elsewhere)."""
+    labels = [per_replicate[s][4] if s in per_replicate and len(per_replicate[s]) > 4 else None for s in seeds]
+    return {f"pair_{name}": np.array([np.nan if entry is None else getattr(entry, key) for entry in labels])
+            for name, key in (("same_fraction", "same"), ("swapped_fraction", "swapped"), ("mcnemar_p", "mcnemar_p"))}
 
 
 def _leave_one_out_verdicts(z, se, sign, confidence, to_scale, bounds, correct=None) -> list[str]:
@@ -957,7 +967,77 @@ def good_bad_shape(
     for stat, (kind_of_error, _) in SHAPE_STATISTICS.items():
         (g, b), standard_errors = shape_standard_error(tentacles, stat, kind_of_error, np.array(pair.indices))
         differences[stat] = (float(g - b), float(np.hypot(*standard_errors)))
-    return {"differences": differences, "log_fractions": tuple(np.log(fraction[pair.indices]))}, ""
+    return {"differences": differences, "log_fractions": tuple(np.log(fraction[pair.indices])), "pair": pair}, ""
+
+
+#: Resamples of the test set behind each replicate's check of its good and bad labels.
+LABEL_RESAMPLES = 2000
+#: Resamples drawn at once (their test points' indices are held in memory together).
+_RESAMPLES_AT_ONCE = 200
+
+
+def resampled_test_errors(minima: xr.Dataset, rows: np.ndarray, *, n_test: int, n_resamples: int = LABEL_RESAMPLES,
+                          seed: int = 0) -> np.ndarray:
+    """The test errors of the minima ``rows`` of a catalogue on ``n_resamples`` test sets drawn
+    anew: ``(resample, row)``. Where the catalogue records which test points each minimum
+    misclassifies (``test_misclassified``), the test points are resampled with replacement
+    (bootstrap) and every minimum's error is counted on the same resample, so minima that err on
+    the same points keep their small differences; else each error is redrawn on its own,
+    binomial over ``n_test`` points (which errs on the wide side for differences, as
+    :func:`measurement_spread` does)."""
+    rng = np.random.default_rng(seed)
+    if "test_misclassified" not in minima:
+        return rng.binomial(n_test, minima["test_error"].values[rows], size=(n_resamples, len(rows))) / n_test
+    wrong = minima["test_misclassified"].values[rows].T.astype(np.float64)  # (test point, row)
+    if len(wrong) != n_test:
+        raise ValueError(f"the catalogue's misclassified test points cover {len(wrong)} points, the test set {n_test}")
+    errors = np.empty((n_resamples, len(rows)))
+    for start in range(0, n_resamples, _RESAMPLES_AT_ONCE):
+        drawn = rng.integers(0, n_test, size=(min(_RESAMPLES_AT_ONCE, n_resamples - start), n_test))
+        errors[start:start + len(drawn)] = wrong[drawn].mean(1)
+    return errors
+
+
+class PairLabels(NamedTuple):
+    """How firmly a replicate's test set labels its pair good and bad (:func:`pair_labels`)."""
+
+    same: float  # share of the test-set resamples that choose the same good and bad minima
+    swapped: float  # share that choose the same two minima the other way round
+    mcnemar_p: float  # exact two-sided McNemar p of the two minima's errors on the shared test points
+
+
+def pair_labels(minima: xr.Dataset, candidates: ProbedMinima, pair: GoodAndBad, *, n_test: int,
+                match_factor: float, n_resamples: int = LABEL_RESAMPLES, seed: int = 0) -> PairLabels:
+    """Whether a replicate's test set resolves which of its pair is good and which is bad.
+
+    Good and bad are the extremes of a measured test error among the probed fitting minima
+    (``candidates``): where the test set does not resolve two minima's errors, the labels are
+    partly chance (the session-60 referee: paired on the shared test digits, several N = 401
+    pairs' errors do not differ, McNemar p 1.0, 0.29, 0.17). The test points are resampled
+    (:func:`resampled_test_errors`) and good and bad chosen again by the same rule
+    (:func:`basins.rays.matched_pairs`); ``same`` and ``swapped`` count the resamples that find
+    the pair again, either way round. ``mcnemar_p``: the exact McNemar test of the pair's two
+    minima on the test points one of them alone misclassifies (nan where the catalogue does not
+    record its minima's errors point by point).
+
+    Swapped labels do not make a verdict false: with no link between shape and test error a
+    pair's difference is as likely either way whatever its labels. They pull a real difference
+    towards 0, so the pooled difference is that of good and bad as the test sets label them.
+    """
+    tentacles, rows = candidates.tentacles, candidates.rows
+    fraction = tentacles["basin_fraction"].values
+    rows = rows[(fraction[rows] > 0) & np.isfinite(candidates.test_error[rows])]
+    errors = np.full((n_resamples, tentacles.sizes["minimum"]), np.nan)
+    catalogued = tentacles["minimum"].values
+    errors[:, rows] = resampled_test_errors(minima, catalogued[rows], n_test=n_test, n_resamples=n_resamples, seed=seed)
+    good, bad = matched_pairs(fraction, errors, rows, match_factor=match_factor)
+    mcnemar_p = np.nan
+    if "test_misclassified" in minima:
+        good_wrong, bad_wrong = minima["test_misclassified"].values[catalogued[pair.indices]].astype(bool)
+        only_good, only_bad = int((good_wrong & ~bad_wrong).sum()), int((bad_wrong & ~good_wrong).sum())
+        mcnemar_p = stats.binomtest(only_good, only_good + only_bad).pvalue if only_good + only_bad else 1.0
+    return PairLabels(float(np.mean((good == pair.good) & (bad == pair.bad))),
+                      float(np.mean((good == pair.bad) & (bad == pair.good))), float(mcnemar_p))
 
 
 class ProbedMinima(NamedTuple):
@@ -1105,6 +1185,15 @@ def _as_dataset(rows, excluded, seeds, fit_threshold, min_members, confidence, w
         variable_attrs("redraws of what the replicate's statistic ranks that gave it a value, out of the "
                        f"measurement spread's {MEASUREMENT_REDRAWS} (nan: no spread, or the replicate did not enter)"),
     )
+    for name, long_name in (
+        ("pair_same_fraction", "shape rows: the share of the test-set resamples that choose the replicate's good and "
+                               "bad minima again"),
+        ("pair_swapped_fraction", "shape rows: the share of the test-set resamples that choose the same two minima "
+                                  "the other way round"),
+        ("pair_mcnemar_p", "shape rows: exact McNemar p of the pair's two minima on the shared test points"),
+    ):
+        data_vars[name] = (("row", "replicate"), np.array([row[name] for row in rows]).reshape(len(rows), len(seeds)),
+                           variable_attrs(f"{long_name} (nan: another row, or the replicate did not enter)"))
     data_vars["excluded_experiment"] = ("excluded", np.array([e for e, _, _ in excluded], dtype=object),
                                         variable_attrs("experiment of a replicate left out"))
     data_vars["excluded_seed"] = ("excluded", np.array([s for _, s, _ in excluded], dtype=np.int64),
@@ -1288,6 +1377,7 @@ def answer_markdown(answer: xr.Dataset) -> str:
         )
     lines += _chance_lines(answer)
     lines += _size_correction_lines(answer)
+    lines += _label_lines(answer)
     lines += _walk_check_lines(answer)
     if "setting" in answer.dims:
         lines += _sensitivity_lines(answer)
@@ -1424,6 +1514,39 @@ def _size_correction_lines(answer) -> list[str]:
                         f"slope {slope:+.3f} +- {half:.3f} per unit log basin fraction from "
                         f"{int(r.size_slope_minima)} minima, moved the pooled estimate by {float(r.size_correction):+.3f}"))
     return ["", "Size corrections of the shape rows:", "", *lines] if lines else []
+
+
+def _label_lines(answer) -> list[str]:
+    """Per experiment whose shape rows pooled pairs: how firmly its test sets label each pair
+    (:class:`PairLabels`; every shape row of an experiment has the same pairs)."""
+    lines = []
+    for experiment in dict.fromkeys(answer["experiment"].values.tolist()):
+        mine = answer.isel(row=np.flatnonzero(answer["experiment"].values == experiment))
+        entered = np.isfinite(mine["pair_same_fraction"].values)
+        if not entered.any():
+            continue
+        row, replicates = np.flatnonzero(entered.any(1))[0], np.flatnonzero(entered.any(0))
+        r = mine.isel(row=int(row))
+        lines.append(f"- {experiment}: " + "; ".join(
+            f"seed {int(r.replicate.values[i])}: same {float(r.pair_same_fraction[i]):.2f}, swapped "
+            f"{float(r.pair_swapped_fraction[i]):.2f}, McNemar p {_optional_p(float(r.pair_mcnemar_p[i]))}"
+            for i in replicates))
+    if not lines:
+        return []
+    return ["", f"Labels of the shape rows' pairs: good and bad are the extremes of a test error measured on a finite "
+            f"test set. Its points resampled ({LABEL_RESAMPLES} bootstrap resamples, every minimum's errors counted on "
+            "the same points) and good and bad chosen again by the same rule, `same` is the share of resamples that "
+            "find the same pair the same way round, `swapped` the share that find it the other way round (where "
+            "three or more probed minima compete, a pair the test set does not resolve is mostly replaced by another "
+            "pair, not swapped); McNemar's exact p compares the pair's two minima on the test points one of them "
+            "alone misclassifies. Labels that are partly chance do not make a verdict false (with no link between "
+            "shape and test error, a difference is as likely either way whatever its labels), but they pull a real "
+            "difference towards 0: the pooled differences are those of good and bad as the test sets label them.",
+            "", *lines]
+
+
+def _optional_p(value: float) -> str:
+    return "—" if not np.isfinite(value) else f"{value:.2g}"
 
 
 def _planned_cell(row) -> str:

@@ -23,6 +23,7 @@ import xarray as xr
 DIMS = frozenset(
     {
         "sample",
+        "test_sample",
         "feature",
         "member",
         "param",

@@ -100,6 +100,50 @@ def probe_inputs_for(x_train: np.ndarray, n_probe: int, seed: int = 0) -> np.nda
     return np.concatenate([x_train, probes])
 
 
+#: Margins this close to 0 (relative to the largest margin's scale) may be classified either
+#: way by the training stage's own evaluation (its dtype, its order of summation).
+BOUNDARY_ROUND_OFF = 1e-6
+#: Bytes of hidden activations one chunk of minima may take while their test points are classified.
+MISCLASSIFIED_CHUNK_BYTES = 2**27
+
+
+def misclassified_test_points(theta: np.ndarray, arch: Architecture, x_test: np.ndarray, y_test: np.ndarray, *,
+                       test_error: np.ndarray) -> np.ndarray:
+    """Which test points each minimum ``theta (minimum, param)`` misclassifies: ``(minimum,
+    test_sample)``, int8, 1 where the margin (the true class's output less the largest other
+    one; +-1 labels times the output for one output) is <= 0, as the training stage counts its
+    ``test_error``.
+
+    Raises ValueError where a minimum's count differs from its recorded ``test_error`` by more
+    than its points within round-off of the boundary (:data:`BOUNDARY_ROUND_OFF`): the points
+    must be the ones its test error was measured on."""
+    y_test = np.asarray(y_test)
+    widest = max(fan_out for _, fan_out in arch.layer_shapes)
+    rows_at_once = max(1, MISCLASSIFIED_CHUNK_BYTES // (8 * max(1, len(y_test)) * widest))
+    margin = np.concatenate([_margins(network_outputs(theta[start:start + rows_at_once], x_test, arch), y_test)
+                             for start in range(0, len(theta), rows_at_once)]) if len(theta) else np.zeros((0, len(y_test)))
+    wrong = (margin <= 0).astype(np.int8)
+    # margins within round-off of 0, relative to the outputs' scale (bounded by the margins')
+    near_boundary = (np.abs(margin) <= BOUNDARY_ROUND_OFF * np.maximum(1.0, np.abs(margin).max(1, initial=0))[:, None]).sum(1)
+    off = np.abs(wrong.sum(1) - np.round(np.asarray(test_error) * len(y_test))) > near_boundary
+    if np.any(off):
+        first = int(np.flatnonzero(off)[0])
+        raise ValueError(f"{int(off.sum())} minima misclassify another number of test points than their test error "
+                         f"says (minimum {first}: {int(wrong[first].sum())} of {len(y_test)} points, test error "
+                         f"{test_error[first]:.6g}): the test set is not the one the members were trained against")
+    return wrong
+
+
+def _margins(outputs: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """:func:`basins.landscapes.losses.margins` in numpy: ``(member, sample)``, > 0 where correct."""
+    if outputs.shape[-1] == 1:
+        return y * outputs[..., 0]
+    classes = np.broadcast_to(y.astype(np.int64), outputs.shape[:2])[..., None]
+    others = outputs.copy()
+    np.put_along_axis(others, classes, -np.inf, -1)
+    return np.take_along_axis(outputs, classes, -1)[..., 0] - others.max(-1)
+
+
 def group_endpoints(
     fingerprints: np.ndarray,
     loss: np.ndarray,
@@ -311,6 +355,7 @@ def deduplicate_minima(
     function_tol: float,
     dist_tol: float,
     criterion: str = "function_and_parameters",
+    test_set: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> xr.Dataset:
     """Catalogue the distinct minima reached by the members of an ensemble.
 
@@ -339,6 +384,10 @@ def deduplicate_minima(
         ``function`` groups endpoints into solution classes by what they compute, the right
         notion for non-isolated minima (no L2: the zero-loss set is a manifold);
         ``function_and_parameters`` also requires the parameters to agree (isolated minima).
+    test_set : (x_test, y_test), optional
+        The test inputs and labels behind the members' ``test_error``: with them, each minimum's
+        errors point by point (:func:`misclassified_test_points`), so that a later stage can resample
+        the test set and the minima's test errors together (they err on many of the same points).
     Returns
     -------
     xarray.Dataset
@@ -350,7 +399,8 @@ def deduplicate_minima(
         fraction of members of each kind (they add up to 1); ``n_minima_at_tolerance``, the
         count with every tolerance (``loss_tol``, ``function_tol``, ``dist_tol``) scaled by each
         factor of the ``tolerance`` coordinate, and
-        whether the chosen tolerances lie on a plateau of it (:func:`tolerance_plateau`).
+        whether the chosen tolerances lie on a plateau of it (:func:`tolerance_plateau`);
+        with ``test_set``, ``test_misclassified (minimum, test_sample)``.
     """
     _check_tolerances(criterion, loss_tol=loss_tol, function_tol=function_tol, dist_tol=dist_tol)
     # Members in a fixed order (by member index), so shard order cannot change the result.
@@ -371,6 +421,14 @@ def deduplicate_minima(
     canonical_of_member[converged] = canonical
     result = _as_dataset(training, canonical_of_member, labels, representatives, sizes[ranking], swept)
     result = result.assign(**_plateau_variables(np.asarray(swept)), **_label_fractions(labels))
+    if test_set is not None and len(test_set[1]):
+        final_theta = training["final_theta"].values[representatives]
+        result["test_misclassified"] = (("minimum", "test_sample"), misclassified_test_points(
+            final_theta, arch, *test_set, test_error=result["test_error"].values), variable_attrs(
+            "1 where the minimum misclassifies the test point (its test error is the mean)", flag_values="0 1",
+            flag_meanings="correct misclassified"))
+        result = result.assign_coords(test_sample=("test_sample", np.arange(len(test_set[1])), variable_attrs(
+            "test point, in the order of the data set's test split")))
     return result.assign_attrs(
         criterion=criterion,
         minima_are="solution classes: endpoints grouped by the function they compute"

@@ -128,19 +128,40 @@ def good_and_bad(
     candidates = candidates[np.isfinite(test_error[candidates]) & (basin_fraction[candidates] > 0)]
     if len(candidates) < 2 or np.ptp(test_error[candidates]) == 0:
         return None
-    first, second = np.triu_indices(len(candidates), k=1)
-    a, b = candidates[first], candidates[second]
-    gap = np.abs(test_error[a] - test_error[b])
-    within = (np.abs(np.log(basin_fraction[a] / basin_fraction[b])) <= np.log(match_factor)) & (gap > 0)
-    if within.any():
-        best = np.lexsort((-(basin_fraction[a] + basin_fraction[b])[within], -gap[within]))[0]
-        pair = (a[within][best], b[within][best])
-        matched = True
-    else:
-        pair = (candidates[np.argmin(test_error[candidates])], candidates[np.argmax(test_error[candidates])])
-        matched = False  # a matched pair of different test errors would be among those above
+    good, bad = matched_pairs(basin_fraction, np.asarray(test_error)[None], candidates, match_factor=match_factor)
+    if good[0] >= 0:
+        return GoodAndBad(int(good[0]), int(bad[0]), True)
+    # a matched pair of different test errors would have been found above
+    pair = (candidates[np.argmin(test_error[candidates])], candidates[np.argmax(test_error[candidates])])
     good, bad = sorted(pair, key=lambda index: test_error[index])
-    return GoodAndBad(int(good), int(bad), matched)
+    return GoodAndBad(int(good), int(bad), False)
+
+
+def matched_pairs(
+    basin_fraction: np.ndarray, test_errors: np.ndarray, candidates: np.ndarray, *, match_factor: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`good_and_bad`'s matched pair for each row of ``test_errors (row, minimum)`` (the
+    candidates' test errors measured again, e.g. on resampled test sets), computed together:
+    ``(good, bad)``, each ``(row,)``, -1 where no two candidates within ``match_factor`` in basin
+    fraction differ in test error. ``candidates`` must have positive basin fractions and finite
+    test errors in every row."""
+    test_errors = np.asarray(test_errors)
+    rows = np.arange(len(test_errors))
+    if len(candidates) < 2:
+        return np.full(len(rows), -1), np.full(len(rows), -1)
+    first, second = np.triu_indices(len(candidates), k=1)
+    a, b = np.asarray(candidates)[first], np.asarray(candidates)[second]
+    # Pairs by decreasing combined basin fraction (stable): the first of the largest gaps wins the ties.
+    order = np.argsort(-(basin_fraction[a] + basin_fraction[b]), kind="stable")
+    a, b = a[order], b[order]
+    matched = np.abs(np.log(basin_fraction[a] / basin_fraction[b])) <= np.log(match_factor)
+    gap = np.where(matched, np.abs(test_errors[:, a] - test_errors[:, b]), 0.0)
+    best = np.argmax(gap, axis=1)
+    a, b = a[best], b[best]
+    a_better = test_errors[rows, a] < test_errors[rows, b]
+    found = gap[rows, best] > 0
+    good, bad = np.where(a_better, a, b), np.where(a_better, b, a)
+    return np.where(found, good, -1), np.where(found, bad, -1)
 
 
 def random_directions(n_minima: int, n_directions: int, n_params: int, *, seed: int) -> np.ndarray:

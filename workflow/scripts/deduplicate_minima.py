@@ -11,8 +11,8 @@ training = xr.concat([read_dataset(path) for path in snakemake.input.shards], di
 arch = Architecture.from_json(training.attrs["architecture"])
 options = dict(snakemake.params.minima)
 n_probe = options.pop("n_probe")
-x_train = train_test_arrays(read_dataset(snakemake.input.dataset))[0]
-minima = deduplicate_minima(training, arch, probe_inputs_for(x_train, n_probe), **options)
+x_train, _, x_test, y_test = train_test_arrays(read_dataset(snakemake.input.dataset))
+minima = deduplicate_minima(training, arch, probe_inputs_for(x_train, n_probe), test_set=(x_test, y_test), **options)
 minima = add_provenance(
     minima.assign_attrs(architecture=training.attrs["architecture"]),
     title=f"minima of experiment {snakemake.wildcards.experiment}, seed {snakemake.wildcards.seed}",
