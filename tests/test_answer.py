@@ -1227,7 +1227,41 @@ def test_a_pairs_labels_are_as_firm_as_its_test_set_resolves_them():
     assert np.all(np.isnan(_row(answer, "basin_fraction_vs_test_error")["pair_same_fraction"].values))
     page = answer_markdown(answer)
     assert "Labels of the shape rows' pairs" in page
-    assert f"- planted: seed 1: same 1.00, swapped 0.00, McNemar p {float(reach['pair_mcnemar_p'][0]):.2g}; seed 2:" in page
+    assert (f"- planted: seed 1: same 1.00 (good kept 1.00, bad kept 1.00), swapped 0.00, McNemar p "
+            f"{float(reach['pair_mcnemar_p'][0]):.2g} (1 matched pairs); seed 2:") in page
+
+
+def test_a_pairs_mcnemar_p_is_adjusted_for_its_selection_among_several_pairs():
+    """Known answer: four probed minima of equal population error, the pair whose measured errors
+    differ most chosen among their six: its plain McNemar p is below 0.05 far more often than 5 %
+    of test sets (winner's curse), the p adjusted by the number of pairs it was chosen from at
+    most 5 % (+ two binomial errors)."""
+    from basins.answer import good_bad_shape, pair_labels, probed_fitting_minima
+
+    rng = np.random.default_rng(34)
+    plain, adjusted = [], []
+    for seed in range(300):
+        replicate = _labelled_replicate(_shared_errors(rng, np.full(4, 0.13), 1737), [0.2, 0.6, 0.4, 0.5], seed=seed)
+        shape, reason = good_bad_shape(replicate.minima, replicate.tentacles, fit_threshold=0.0, min_members=10,
+                                       match_factor=2.0)
+        if reason:
+            continue
+        candidates = probed_fitting_minima(replicate.minima, replicate.tentacles, fit_threshold=0.0, min_members=10)
+        labels = pair_labels(replicate.minima, candidates, shape["pair"], n_test=1737, match_factor=2.0,
+                             n_resamples=20, seed=seed)
+        assert labels.matched_pairs == 6
+        adjusted.append(labels.mcnemar_p)
+        plain.append(stats.binomtest(*_discordant(replicate.minima, shape["pair"])).pvalue)
+    np.testing.assert_allclose(adjusted, np.minimum(1.0, 6 * np.array(plain)))
+    assert np.mean(np.array(plain) < 0.05) > 0.10
+    assert np.mean(np.array(adjusted) < 0.05) <= 0.05 + 2 * np.sqrt(0.05 * 0.95 / len(adjusted))
+
+
+def _discordant(minima, pair):
+    """The test points the good minimum alone misclassifies, and those either alone does."""
+    good_wrong, bad_wrong = minima["test_misclassified"].values[pair.indices].astype(bool)
+    only_good, only_bad = int((good_wrong & ~bad_wrong).sum()), int((bad_wrong & ~good_wrong).sum())
+    return only_good, only_good + only_bad
 
 
 def test_labels_that_are_partly_chance_do_not_decide_a_shape_row_with_no_link():

@@ -200,8 +200,9 @@ def _good_and_bad_by_every_pair(fraction, test_error, candidates, match_factor):
     for i in candidates:
         for j in candidates:
             matched = max(fraction[i], fraction[j]) <= match_factor * min(fraction[i], fraction[j])
-            if i < j and matched and test_error[i] != test_error[j]:
-                key = (abs(test_error[i] - test_error[j]), fraction[i] + fraction[j])
+            gap = round(abs(test_error[i] - test_error[j]), 12)  # counts over a test set: equal gaps tie
+            if i < j and matched and gap > 0:
+                key = (gap, fraction[i] + fraction[j])
                 if best_key is None or key > best_key:
                     best, best_key = (i, j), key
     if best is None:

@@ -147,21 +147,36 @@ def matched_pairs(
     test errors in every row."""
     test_errors = np.asarray(test_errors)
     rows = np.arange(len(test_errors))
-    if len(candidates) < 2:
+    a, b = size_matched_pairs(basin_fraction, candidates, match_factor=match_factor)
+    if not len(a):
         return np.full(len(rows), -1), np.full(len(rows), -1)
-    first, second = np.triu_indices(len(candidates), k=1)
-    a, b = np.asarray(candidates)[first], np.asarray(candidates)[second]
     # Pairs by decreasing combined basin fraction (stable): the first of the largest gaps wins the ties.
     order = np.argsort(-(basin_fraction[a] + basin_fraction[b]), kind="stable")
     a, b = a[order], b[order]
-    matched = np.abs(np.log(basin_fraction[a] / basin_fraction[b])) <= np.log(match_factor)
-    gap = np.where(matched, np.abs(test_errors[:, a] - test_errors[:, b]), 0.0)
+    # Test errors are counts over a test set: gaps the same count apart are ties, whatever their
+    # floats' last bits (else round-off, not the larger basins, would break them).
+    gap = np.round(np.abs(test_errors[:, a] - test_errors[:, b]), GAP_DECIMALS)
     best = np.argmax(gap, axis=1)
     a, b = a[best], b[best]
     a_better = test_errors[rows, a] < test_errors[rows, b]
     found = gap[rows, best] > 0
     good, bad = np.where(a_better, a, b), np.where(a_better, b, a)
     return np.where(found, good, -1), np.where(found, bad, -1)
+
+
+#: Decimals test-error gaps are rounded to before they are compared: far below one point of any
+#: test set (1e-6 of a million points), far above the round-off of a count over its size.
+GAP_DECIMALS = 12
+
+
+def size_matched_pairs(basin_fraction: np.ndarray, candidates: np.ndarray, *, match_factor: float
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Every pair of ``candidates`` (indices, each pair once) whose basin fractions differ by at
+    most ``match_factor``: ``(first, second)`` index arrays."""
+    first, second = np.triu_indices(len(candidates), k=1)
+    a, b = np.asarray(candidates)[first], np.asarray(candidates)[second]
+    matched = np.abs(np.log(basin_fraction[a] / basin_fraction[b])) <= np.log(match_factor)
+    return a[matched], b[matched]
 
 
 def random_directions(n_minima: int, n_directions: int, n_params: int, *, seed: int) -> np.ndarray:
