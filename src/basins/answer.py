@@ -848,13 +848,16 @@ def _pooled_row(per_replicate, seeds, name, sign, confidence, to_scale, bounds=(
 def _label_columns(per_replicate, seeds) -> dict:
     """A shape row's :class:`PairLabels` per replicate (nan elsewhere)."""
     labels = [per_replicate[s][4] if s in per_replicate and len(per_replicate[s]) > 4 else None for s in seeds]
-    return {f"pair_{name}": np.array([np.nan if entry is None else getattr(entry, key) for entry in labels])
-            for name, key in _LABEL_COLUMNS.items()}
+    columns = {f"pair_{name}": np.array([np.nan if entry is None else getattr(entry, key) for entry in labels])
+               for name, key in _LABEL_FRACTIONS.items()}
+    return columns | {"pair_matched_pairs": np.array([-1 if entry is None else entry.matched_pairs for entry in labels],
+                                                      dtype=np.int64)}
 
 
-#: answer.nc's variable (less its ``pair_`` prefix) for each field of :class:`PairLabels`.
-_LABEL_COLUMNS = {"same_fraction": "same", "swapped_fraction": "swapped", "good_kept_fraction": "good_kept",
-                  "bad_kept_fraction": "bad_kept", "mcnemar_p": "mcnemar_p", "matched_pairs": "matched_pairs"}
+#: answer.nc's variable (less its ``pair_`` prefix) for each real field of :class:`PairLabels`
+#: (``matched_pairs``, a count, is ``pair_matched_pairs``).
+_LABEL_FRACTIONS = {"same_fraction": "same", "swapped_fraction": "swapped", "good_kept_fraction": "good_kept",
+                    "bad_kept_fraction": "bad_kept", "mcnemar_p": "mcnemar_p"}
 
 
 def _leave_one_out_verdicts(z, se, sign, confidence, to_scale, bounds, correct=None) -> list[str]:
@@ -1218,8 +1221,9 @@ def _as_dataset(rows, excluded, seeds, fit_threshold, min_members, confidence, w
         ("pair_matched_pairs", "shape rows: pairs of probed fitting minima matched in size, among which the pair was "
                                "chosen"),
     ):
+        missing = "-1" if name == "pair_matched_pairs" else "nan"
         data_vars[name] = (("row", "replicate"), np.array([row[name] for row in rows]).reshape(len(rows), len(seeds)),
-                           variable_attrs(f"{long_name} (nan: another row, or the replicate did not enter)"))
+                           variable_attrs(f"{long_name} ({missing}: another row, or the replicate did not enter)"))
     data_vars["excluded_experiment"] = ("excluded", np.array([e for e, _, _ in excluded], dtype=object),
                                         variable_attrs("experiment of a replicate left out"))
     data_vars["excluded_seed"] = ("excluded", np.array([s for _, s, _ in excluded], dtype=np.int64),
