@@ -94,7 +94,7 @@ from basins.stats import (
     spearman_fisher_z_rows,
     verdict,
 )
-from basins.rays import GoodAndBad, good_and_bad, matched_pairs, size_matched_pairs
+from basins.rays import GoodAndBad, good_and_bad, matched_pairs, pair_candidates, size_matched_pairs
 from basins.summary import SHAPE_STATISTICS, shape_standard_error, test_error_badness
 
 log = logging.getLogger(__name__)
@@ -846,18 +846,29 @@ def _pooled_row(per_replicate, seeds, name, sign, confidence, to_scale, bounds=(
 
 
 def _label_columns(per_replicate, seeds) -> dict:
-    """A shape row's :class:`PairLabels` per replicate (nan elsewhere)."""
+    """A shape row's :class:`PairLabels` per replicate, as :data:`LABEL_VARIABLES` (nan, or -1 for
+    the count, elsewhere)."""
     labels = [per_replicate[s][4] if s in per_replicate and len(per_replicate[s]) > 4 else None for s in seeds]
-    columns = {f"pair_{name}": np.array([np.nan if entry is None else getattr(entry, key) for entry in labels])
-               for name, key in _LABEL_FRACTIONS.items()}
-    return columns | {"pair_matched_pairs": np.array([-1 if entry is None else entry.matched_pairs for entry in labels],
-                                                      dtype=np.int64)}
+    return {name: np.array([missing if entry is None else getattr(entry, field) for entry in labels],
+                           dtype=np.int64 if field == "matched_pairs" else np.float64)
+            for name, (field, missing, _) in LABEL_VARIABLES.items()}
 
 
-#: answer.nc's variable (less its ``pair_`` prefix) for each real field of :class:`PairLabels`
-#: (``matched_pairs``, a count, is ``pair_matched_pairs``).
-_LABEL_FRACTIONS = {"same_fraction": "same", "swapped_fraction": "swapped", "good_kept_fraction": "good_kept",
-                    "bad_kept_fraction": "bad_kept", "mcnemar_p": "mcnemar_p"}
+#: answer.nc's variable of each field of :class:`PairLabels`: (field, value where no pair, long name).
+LABEL_VARIABLES = {
+    "pair_same_fraction": ("same", np.nan, "shape rows: the share of the test-set resamples that choose the "
+                           "replicate's good and bad minima again"),
+    "pair_swapped_fraction": ("swapped", np.nan, "shape rows: the share of the test-set resamples that choose the "
+                              "same two minima the other way round"),
+    "pair_good_kept_fraction": ("good_kept", np.nan, "shape rows: the share of the test-set resamples whose good "
+                                "minimum is the pair's"),
+    "pair_bad_kept_fraction": ("bad_kept", np.nan, "shape rows: the share of the test-set resamples whose bad minimum "
+                               "is the pair's"),
+    "pair_mcnemar_p": ("mcnemar_p", np.nan, "shape rows: exact McNemar p of the pair's two minima on the shared test "
+                       "points, times pair_matched_pairs (at most 1): adjusted for the pair's selection"),
+    "pair_matched_pairs": ("matched_pairs", -1, "shape rows: pairs of probed fitting minima matched in size, among "
+                           "which the pair was chosen"),
+}
 
 
 def _leave_one_out_verdicts(z, se, sign, confidence, to_scale, bounds, correct=None) -> list[str]:
@@ -1045,9 +1056,9 @@ def pair_labels(minima: xr.Dataset, candidates: ProbedMinima, pair: GoodAndBad, 
     pair's difference is as likely either way whatever its labels. They pull a real difference
     towards 0, so the pooled difference is that of good and bad as the test sets label them.
     """
-    tentacles, rows = candidates.tentacles, candidates.rows
+    tentacles = candidates.tentacles
     fraction = tentacles["basin_fraction"].values
-    rows = rows[(fraction[rows] > 0) & np.isfinite(candidates.test_error[rows])]
+    rows = pair_candidates(fraction, candidates.test_error, candidates.rows)
     errors = np.full((n_resamples, tentacles.sizes["minimum"]), np.nan)
     catalogued = tentacles["minimum"].values
     errors[:, rows] = resampled_test_errors(minima, catalogued[rows], n_test=n_test, n_resamples=n_resamples, seed=seed)
@@ -1209,19 +1220,7 @@ def _as_dataset(rows, excluded, seeds, fit_threshold, min_members, confidence, w
         variable_attrs("redraws of what the replicate's statistic ranks that gave it a value, out of the "
                        f"measurement spread's {MEASUREMENT_REDRAWS} (nan: no spread, or the replicate did not enter)"),
     )
-    for name, long_name in (
-        ("pair_same_fraction", "shape rows: the share of the test-set resamples that choose the replicate's good and "
-                               "bad minima again"),
-        ("pair_swapped_fraction", "shape rows: the share of the test-set resamples that choose the same two minima "
-                                  "the other way round"),
-        ("pair_good_kept_fraction", "shape rows: the share of the test-set resamples whose good minimum is the pair's"),
-        ("pair_bad_kept_fraction", "shape rows: the share of the test-set resamples whose bad minimum is the pair's"),
-        ("pair_mcnemar_p", "shape rows: exact McNemar p of the pair's two minima on the shared test points, times "
-                           "pair_matched_pairs (at most 1): adjusted for the pair's selection"),
-        ("pair_matched_pairs", "shape rows: pairs of probed fitting minima matched in size, among which the pair was "
-                               "chosen"),
-    ):
-        missing = "-1" if name == "pair_matched_pairs" else "nan"
+    for name, (_, missing, long_name) in LABEL_VARIABLES.items():
         data_vars[name] = (("row", "replicate"), np.array([row[name] for row in rows]).reshape(len(rows), len(seeds)),
                            variable_attrs(f"{long_name} ({missing}: another row, or the replicate did not enter)"))
     data_vars["excluded_experiment"] = ("excluded", np.array([e for e, _, _ in excluded], dtype=object),

@@ -27,7 +27,7 @@ from scipy.spatial import cKDTree
 from basins.io import variable_attrs
 from basins.labels import AT_SADDLE, CONVERGED, LABEL_MEANINGS, UNASSIGNED, UNDECIDED_LABEL, label_of_status
 from basins.landscapes.architecture import Architecture
-from basins.landscapes.outputs import network_outputs
+from basins.landscapes.outputs import network_outputs, output_margins
 from basins.landscapes.symmetry import ODD_ACTIVATIONS, nearest_image_distance
 
 TOLERANCE_FACTORS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)  # ascending, with 1.0: the chosen tolerances
@@ -108,11 +108,10 @@ MISCLASSIFIED_CHUNK_BYTES = 2**27
 
 
 def misclassified_test_points(theta: np.ndarray, arch: Architecture, x_test: np.ndarray, y_test: np.ndarray, *,
-                       test_error: np.ndarray) -> np.ndarray:
+                              test_error: np.ndarray) -> np.ndarray:
     """Which test points each minimum ``theta (minimum, param)`` misclassifies: ``(minimum,
-    test_sample)``, int8, 1 where the margin (the true class's output less the largest other
-    one; +-1 labels times the output for one output) is <= 0, as the training stage counts its
-    ``test_error``.
+    test_sample)``, int8, 1 where the margin (:func:`basins.landscapes.outputs.output_margins`)
+    is <= 0, as the training stage counts its ``test_error``.
 
     Raises ValueError where a minimum's count differs from its recorded ``test_error`` by more
     than its points within round-off of the boundary (:data:`BOUNDARY_ROUND_OFF`): the points
@@ -120,11 +119,13 @@ def misclassified_test_points(theta: np.ndarray, arch: Architecture, x_test: np.
     y_test = np.asarray(y_test)
     widest = max(fan_out for _, fan_out in arch.layer_shapes)
     rows_at_once = max(1, MISCLASSIFIED_CHUNK_BYTES // (8 * max(1, len(y_test)) * widest))
-    margin = np.concatenate([_margins(network_outputs(theta[start:start + rows_at_once], x_test, arch), y_test)
-                             for start in range(0, len(theta), rows_at_once)]) if len(theta) else np.zeros((0, len(y_test)))
+    margin = np.zeros((len(theta), len(y_test)))
+    for start in range(0, len(theta), rows_at_once):
+        chunk = slice(start, start + rows_at_once)
+        margin[chunk] = output_margins(network_outputs(theta[chunk], x_test, arch), y_test)
     wrong = (margin <= 0).astype(np.int8)
-    # margins within round-off of 0, relative to the outputs' scale (bounded by the margins')
-    near_boundary = (np.abs(margin) <= BOUNDARY_ROUND_OFF * np.maximum(1.0, np.abs(margin).max(1, initial=0))[:, None]).sum(1)
+    scale = np.maximum(1.0, np.abs(margin).max(1, initial=0))  # each minimum's largest margin
+    near_boundary = (np.abs(margin) <= BOUNDARY_ROUND_OFF * scale[:, None]).sum(1)
     off = np.abs(wrong.sum(1) - np.round(np.asarray(test_error) * len(y_test))) > near_boundary
     if np.any(off):
         first = int(np.flatnonzero(off)[0])
@@ -132,16 +133,6 @@ def misclassified_test_points(theta: np.ndarray, arch: Architecture, x_test: np.
                          f"says (minimum {first}: {int(wrong[first].sum())} of {len(y_test)} points, test error "
                          f"{test_error[first]:.6g}): the test set is not the one the members were trained against")
     return wrong
-
-
-def _margins(outputs: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """:func:`basins.landscapes.losses.margins` in numpy: ``(member, sample)``, > 0 where correct."""
-    if outputs.shape[-1] == 1:
-        return y * outputs[..., 0]
-    classes = np.broadcast_to(y.astype(np.int64), outputs.shape[:2])[..., None]
-    others = outputs.copy()
-    np.put_along_axis(others, classes, -np.inf, -1)
-    return np.take_along_axis(outputs, classes, -1)[..., 0] - others.max(-1)
 
 
 def group_endpoints(

@@ -124,8 +124,7 @@ def good_and_bad(
     two candidates of finite and different test errors exist. The choice reads basin fractions
     and test errors only, never the shape statistics it is then used to compare.
     """
-    candidates = np.asarray(candidates, dtype=np.int64)
-    candidates = candidates[np.isfinite(test_error[candidates]) & (basin_fraction[candidates] > 0)]
+    candidates = pair_candidates(basin_fraction, test_error, candidates)
     if len(candidates) < 2 or np.ptp(test_error[candidates]) == 0:
         return None
     good, bad = matched_pairs(basin_fraction, np.asarray(test_error)[None], candidates, match_factor=match_factor)
@@ -137,13 +136,20 @@ def good_and_bad(
     return GoodAndBad(int(good), int(bad), False)
 
 
+def pair_candidates(basin_fraction: np.ndarray, test_error: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """The ``candidates`` (indices) that can enter a good and bad pair: a positive basin fraction
+    and a finite test error."""
+    candidates = np.asarray(candidates, dtype=np.int64)
+    return candidates[np.isfinite(test_error[candidates]) & (basin_fraction[candidates] > 0)]
+
+
 def matched_pairs(
     basin_fraction: np.ndarray, test_errors: np.ndarray, candidates: np.ndarray, *, match_factor: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`good_and_bad`'s matched pair for each row of ``test_errors (row, minimum)`` (the
     candidates' test errors measured again, e.g. on resampled test sets), computed together:
     ``(good, bad)``, each ``(row,)``, -1 where no two candidates within ``match_factor`` in basin
-    fraction differ in test error. ``candidates`` must have positive basin fractions and finite
+    fraction differ in test error. ``candidates`` (:func:`pair_candidates`) must have finite
     test errors in every row."""
     test_errors = np.asarray(test_errors)
     rows = np.arange(len(test_errors))

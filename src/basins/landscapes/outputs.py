@@ -27,6 +27,19 @@ def network_outputs(theta: np.ndarray, x: np.ndarray, arch: Architecture) -> np.
     return hidden
 
 
+def output_margins(outputs: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Signed margins ``(member, sample)`` of outputs ``(member, sample, output)``, > 0 where the
+    sample is classified correctly: :func:`basins.landscapes.losses.margins` in NumPy (+-1 labels
+    times the output for one output; else the true class's output less the largest other one,
+    ``y`` the class indices)."""
+    if outputs.shape[-1] == 1:
+        return y * outputs[..., 0]
+    classes = np.broadcast_to(np.asarray(y, dtype=np.int64), outputs.shape[:2])[..., None]
+    others = outputs.copy()
+    np.put_along_axis(others, classes, -np.inf, -1)
+    return np.take_along_axis(outputs, classes, -1)[..., 0] - others.max(-1)
+
+
 def _activated(pre: np.ndarray, activation: str) -> np.ndarray:
     if activation == "relu":
         return np.maximum(pre, 0.0)
