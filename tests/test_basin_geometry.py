@@ -3,7 +3,7 @@ from functools import partial
 import numpy as np
 import pytest
 
-from basins.basin_geometry import analyze_basins
+from basins.basin_geometry import analyze_basins, shell_distance
 from basins.landscapes.symmetry import nearest_image_distance
 from basins.stats import binomial_standard_error, spearman_with_error, wilson_interval
 
@@ -116,3 +116,16 @@ def test_unsettled_members_widen_every_basin_fraction_interval_upward():
     high = wilson_interval(np.array([7, 5]), 10)[1]
     np.testing.assert_allclose(basins["basin_fraction_high"].values, high)
     assert (basins["basin_fraction_low"].values <= settled["basin_fraction_low"].values).all()
+
+
+def test_the_shell_distance_is_the_median_start_distance_of_the_assigned_members():
+    # Gaussian starts in d = 400 lie within a few percent of sqrt(d) = 20 from the origin's minimum.
+    starts = np.random.default_rng(0).standard_normal((501, 400))
+    labels = np.zeros(501, dtype=np.int64)
+    assert shell_distance(np.linalg.norm(starts, axis=1), labels) == pytest.approx(20.0, rel=0.02)
+    # Unassigned members (diverged -1, saddle -2, undecided -3) do not count; none assigned: nan.
+    distance, labels = np.array([1.0, 2.0, 3.0, 100.0, 200.0]), np.array([0, 1, 0, -1, -3])
+    assert shell_distance(distance, labels) == 2.0
+    assert np.isnan(shell_distance(distance, np.full(5, -1)))
+    with pytest.raises(ValueError, match="one value per member"):
+        shell_distance(distance, labels[:4])

@@ -3,9 +3,10 @@ import pytest
 import xarray as xr
 from scipy import special
 
-from basins.basin_geometry import tentacle_index
+from basins.basin_geometry import shell_distance, tentacle_index
 from basins.labels import LEFT, RETURNED, UNDECIDED
 from basins.landscapes.planted import ball_and_ring
+from basins.tentacles import far_return_probability
 from basins.rays import (
     good_and_bad, kaplan_meier_median, matched_pairs, probe_first_exits, probe_rays, random_directions, ray_radii,
     select_minima_to_probe,
@@ -337,6 +338,49 @@ def test_the_ray_grid_is_log_spaced_to_the_largest_radius_then_even_to_the_farth
         ray_radii(0.3, 11.0, 10, farthest=10.0, n_far_radii=2)
     with pytest.raises(ValueError, match="smallest=12"):
         ray_radii(12.0, 11.0, 10)
+    # In units of a shell distance: the same grid, stretched.
+    np.testing.assert_array_equal(ray_radii(0.3, 11.0, 10, farthest=19.5, n_far_radii=3, unit=4.0), 4.0 * radii)
+    for unit in (0.0, -1.0, np.nan):
+        with pytest.raises(ValueError, match="positive distance"):
+            ray_radii(0.3, 11.0, 10, unit=unit)
+
+
+def test_a_grid_in_shell_units_probes_a_stretched_landscape_as_the_original():
+    """The shell moves out as the network grows. A landscape stretched by s (basins and starts
+    alike) is probed by a grid in shell units at exactly the same points of its own shape, so
+    p(d) beyond the shell rests on the same rays; a grid of fixed distances puts fewer of its
+    radii beyond the stretched shell and reads the far level from other radii."""
+    d, rng = 6, np.random.default_rng(5)
+    unit_starts = rng.standard_normal((400, d))
+    # Minimum 0 at the origin: a ball of radius 0.8 with a cone (u_0 > 0.5) reaching 4 out.
+    exit_along = lambda u, k: np.where(u[:, 0] > 0.5, 4.0, 0.8)  # noqa: E731
+
+    def probe(stretch, *, in_shells):
+        starts = stretch * unit_starts
+        distance = np.linalg.norm(starts, axis=1)
+        labels = np.where(distance < stretch * exit_along(starts / distance[:, None], 0), 0, 1)
+        shell = shell_distance(distance, labels)
+        # The same grid about the first scale's shell (2.36): 0.02-3.5 shells, or 0.05-8 apart.
+        radii = ray_radii(0.02, 3.5, 10, unit=shell) if in_shells else ray_radii(0.05, 8.0, 10)
+        outcomes = outcomes_by_shape(np.zeros((1, d)), lambda u, k: stretch * exit_along(u, k))
+        rays = probe_rays(np.zeros((1, d)), outcomes, radii=radii, n_directions=256, n_bisection=0, seed=1)
+        return rays, far_return_probability(rays["outcome"].values, radii, shell), shell
+
+    # A power of two stretches every distance, the median and the grid without round-off.
+    (near, far_near, shell_near), (stretched, far_stretched, shell_stretched) = (
+        probe(s, in_shells=True) for s in (1.0, 8.0))
+    assert shell_stretched == 8.0 * shell_near
+    np.testing.assert_array_equal(stretched["outcome"].values, near["outcome"].values)
+    for stretched_value, value in zip(far_stretched, far_near):
+        np.testing.assert_array_equal(stretched_value, value)
+    assert (ray_radii(0.02, 3.5, 10, unit=shell_near) >= shell_near).sum() == 3
+    p_near, p_near_se, _, _, n_rays = far_near
+    assert n_rays[0] == 256 and 0.01 < p_near[0] < 0.5 and p_near_se[0] > 0  # the cone, met beyond the shell
+    # Fixed distances: the grid that reads the far level at the first scale ends inside the
+    # stretched shell (0.05-8 against about 19), which then has no far level at all.
+    assert (ray_radii(0.05, 8.0, 10) >= shell_near).sum() == 3
+    _, far_fixed, _ = probe(8.0, in_shells=False)
+    assert far_fixed[4][0] == 0 and np.isnan(far_fixed[0][0])
 
 
 def test_first_exits_alone_are_those_of_the_whole_grid_at_fewer_runs():

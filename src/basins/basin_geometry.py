@@ -99,6 +99,20 @@ def analyze_basins(
     return basins
 
 
+def shell_distance(start_distance: np.ndarray, minimum_of_member: np.ndarray) -> float:
+    """The initialization shell: the median distance from a member's start to (the nearest
+    image of) its minimum, over every member assigned to one (nan where none is). Where the
+    initial conditions are a high-dimensional Gaussian, the starts lie on a thin shell this far
+    from the minima; ``measure_tentacles`` reads p(d) "far out" beyond it, and a ray grid may be
+    set in its units (``rays.radii_in_shells``), so one grid means the same at every size."""
+    start_distance, minimum_of_member = np.asarray(start_distance, dtype=np.float64), np.asarray(minimum_of_member)
+    if start_distance.shape != minimum_of_member.shape:
+        raise ValueError(f"start_distance {start_distance.shape} and minimum_of_member {minimum_of_member.shape} "
+                         "must be one value per member")
+    assigned = minimum_of_member >= 0
+    return float(np.median(start_distance[assigned])) if assigned.any() else float("nan")
+
+
 def _per_minimum(values, *attrs):
     return "minimum", values, variable_attrs(*attrs)
 

@@ -36,20 +36,26 @@ Outcomes = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 def ray_radii(smallest: float, largest: float, n_radii: int, *, farthest: float | None = None,
-              n_far_radii: int = 0) -> np.ndarray:
+              n_far_radii: int = 0, unit: float = 1.0) -> np.ndarray:
     """The radii of a ray grid: ``n_radii`` log-spaced from ``smallest`` to ``largest`` (fine near
     the minimum, where exits are), then ``n_far_radii`` evenly spaced up to ``farthest`` (beyond
     the initialization shell, where a tentacled basin's p(d) levels off at its basin fraction;
-    a log grid puts one radius or two there)."""
+    a log grid puts one radius or two there). Every radius is in units of ``unit``: 1 for
+    distances in parameter space, the initialization shell's distance
+    (:func:`basins.basin_geometry.shell_distance`) for a grid that sits alike about the shell
+    at every network size (the shell moves out as the network grows)."""
     if not 0 < smallest < largest or n_radii < 2 or n_far_radii < 0:
         raise ValueError(f"radii from smallest={smallest} to largest={largest} in n_radii={n_radii} (>= 2) steps, "
                          f"n_far_radii={n_far_radii} >= 0")
+    if not (np.isfinite(unit) and unit > 0):
+        raise ValueError(f"the grid's unit must be a positive distance, not {unit}")
     radii = np.geomspace(smallest, largest, n_radii)
-    if not n_far_radii:
-        return radii
-    if farthest is None or not farthest > largest:
-        raise ValueError(f"n_far_radii={n_far_radii} needs farthest_radius > largest_radius={largest}, not {farthest}")
-    return np.concatenate([radii, np.linspace(largest, farthest, n_far_radii + 1)[1:]])
+    if n_far_radii:
+        if farthest is None or not farthest > largest:
+            raise ValueError(f"n_far_radii={n_far_radii} needs farthest_radius > largest_radius={largest}, "
+                             f"not {farthest}")
+        radii = np.concatenate([radii, np.linspace(largest, farthest, n_far_radii + 1)[1:]])
+    return radii * unit
 
 
 class KaplanMeierMedian(NamedTuple):

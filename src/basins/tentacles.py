@@ -31,7 +31,7 @@ import functools
 import numpy as np
 import xarray as xr
 
-from basins.basin_geometry import tentacle_index
+from basins.basin_geometry import shell_distance, tentacle_index
 from basins.basin_shape import measure_local_thickness, measure_reach, measure_star_shapedness
 from basins.io import variable_attrs
 from basins.labels import LEFT, RETURNED, UNDECIDED
@@ -175,7 +175,7 @@ def measure_tentacles(  # long by its docstring: 17 options, each a cost or reso
     assigned = labels >= 0
     counts, eligible, reason = _gate_minima(labels, probed, len(basin_fraction), min_members)
     # An empty catalogue (every member diverged or undecided) probes nothing: no shell distance.
-    shell = float(np.median(start_distance[assigned])) if assigned.any() else float("nan")
+    shell = shell_distance(start_distance, labels)
 
     far = far_return_probability(rays["outcome"].values, radii, shell)
     if radii[-1] < shell:

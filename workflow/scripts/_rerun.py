@@ -70,15 +70,24 @@ class CatalogRerun:
         )
 
 
-def probe_configured_rays(centres, outcomes, rays, *, seed, minimum_ids):
-    """:func:`basins.rays.probe_rays` as a config's ``rays`` section sets it (:func:`basins.rays.ray_radii`)."""
-    return probe_rays(
+def probe_configured_rays(centres, outcomes, rays, *, seed, minimum_ids, shell):
+    """:func:`basins.rays.probe_rays` as a config's ``rays`` section sets it (:func:`basins.rays.ray_radii`;
+    with ``radii_in_shells`` its radii are multiples of ``shell``, the initialization shell's distance)."""
+    in_shells = rays["radii_in_shells"]
+    if in_shells and not np.isfinite(shell) and len(centres):
+        raise ValueError("rays.radii_in_shells: minima to probe but no shell distance (no member assigned)")
+    # With no member assigned nothing is probed and the grid is never run: its radii stay bare numbers.
+    unit = shell if in_shells and np.isfinite(shell) else 1.0
+    result = probe_rays(
         centres,
         outcomes,
         radii=ray_radii(rays["smallest_radius"], rays["largest_radius"], rays["n_radii"],
-                        farthest=rays.get("farthest_radius"), n_far_radii=rays["n_far_radii"]),
+                        farthest=rays.get("farthest_radius"), n_far_radii=rays["n_far_radii"], unit=unit),
         n_directions=rays["n_directions"],
         n_bisection=rays["n_bisection"],
         seed=seed,
         minimum_ids=minimum_ids,
     )
+    result.attrs["radii_in_shells"] = int(in_shells)
+    result.attrs["shell_distance"] = shell
+    return result

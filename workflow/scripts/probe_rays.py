@@ -1,6 +1,7 @@
 from _entry import start
 from _rerun import CatalogRerun, probe_configured_rays
 
+from basins.basin_geometry import shell_distance
 from basins.io import add_provenance, read_dataset, write_dataset
 from basins.rays import select_minima_to_probe
 from basins.reruns import outcomes_of
@@ -28,7 +29,9 @@ def outcomes(starts, targets):
     return outcomes_of(rerun.assign(final_theta, loss), status, chosen[targets])
 
 
-result = probe_configured_rays(minima["theta"].values[chosen], outcomes, rays, seed=seed, minimum_ids=chosen)
+shell = shell_distance(basins["start_distance"].values, basins["minimum_of_member"].values)
+result = probe_configured_rays(minima["theta"].values[chosen], outcomes, rays, seed=seed, minimum_ids=chosen,
+                               shell=shell)
 result = add_provenance(
     result,
     title=f"ray probes of experiment {snakemake.wildcards.experiment}, seed {seed}",

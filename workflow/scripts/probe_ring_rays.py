@@ -2,6 +2,7 @@ import numpy as np
 from _entry import compute_options, start
 from _rerun import probe_configured_rays
 
+from basins.basin_geometry import shell_distance
 from basins.io import add_provenance, read_dataset, write_dataset
 from basins.oscillators import KuramotoRing
 from basins.rays import select_minima_to_probe
@@ -29,7 +30,9 @@ def outcomes(starts, targets):
     return relax(starts, chosen[targets])
 
 
-result = probe_configured_rays(minima["theta"].values[chosen], outcomes, rays, seed=seed, minimum_ids=chosen)
+shell = shell_distance(basins["start_distance"].values, basins["minimum_of_member"].values)
+result = probe_configured_rays(minima["theta"].values[chosen], outcomes, rays, seed=seed, minimum_ids=chosen,
+                               shell=shell)
 result = add_provenance(
     result.assign(winding_number=("minimum", minima["winding_number"].values[chosen], minima["winding_number"].attrs)),
     title=f"ray probes of ring {snakemake.wildcards.ring}, seed {seed}",
