@@ -314,8 +314,8 @@ def pool_replicates(estimates: np.ndarray, standard_errors: np.ndarray, confiden
     w = 1 / s**2
     fixed = (w * y).sum() / w.sum()
     q = (w * (y - fixed) ** 2).sum()
-    tau2 = max(0.0, (q - (k - 1)) / (w.sum() - (w**2).sum() / w.sum()))
-    w = 1 / (s**2 + tau2)
+    tau = float(np.sqrt(max(0.0, (q - (k - 1)) / (w.sum() - (w**2).sum() / w.sum()))))
+    w = random_effects_weights(s, tau)
     mean = float((w * y).sum() / w.sum())
     scale = float((w * (y - mean) ** 2).sum() / (k - 1))
     stderr = float(np.sqrt(max(scale, 1.0) / w.sum()))
@@ -324,7 +324,7 @@ def pool_replicates(estimates: np.ndarray, standard_errors: np.ndarray, confiden
     with np.errstate(divide="ignore", invalid="ignore"):
         p_value = max(2 * special.stdtr(k - 1, -abs(mean) / np.sqrt(scale / w.sum())),
                       2 * special.ndtr(-abs(mean) * np.sqrt(w.sum())))
-    pooled = dict(out, estimate=mean, stderr=stderr, tau=float(np.sqrt(tau2)), weights=weights,
+    pooled = dict(out, estimate=mean, stderr=stderr, tau=tau, weights=weights,
                   design_stderr=float(np.sqrt(1 / w.sum())), p_value=float(p_value),
                   hartung_knapp_stderr=float(np.sqrt(scale / w.sum())))
     half = pooled_half_width(pooled, 1 - confidence)
