@@ -119,8 +119,17 @@ def test_the_shape_rows_at_n_401_probe_the_default_studys_replicates():
     assert {key: value for key, value in mine["ensemble"].items() if key != "seeds"} == {
         key: value for key, value in theirs["ensemble"].items() if key != "seeds"}
     assert set(mine["ensemble"]["seeds"]) <= set(theirs["ensemble"]["seeds"])
-    for section in ("rays", "tentacles"):
-        assert mine[section] == default["experiments"]["digits_parity_tanh"][section], section
+    n41 = default["experiments"]["digits_parity_tanh"]
+    assert mine["tentacles"] == n41["tentacles"]
+    # The rays: N = 41's, their grid in units of the initialization shell (N = 41's distances
+    # over a shell of 20 / 4.5 = 4.4, where N = 41's shells lie: 3.8-4.9).
+    grid = ("smallest_radius", "largest_radius", "radii_in_shells")
+    assert {k: v for k, v in mine["rays"].items() if k not in grid} == {
+        k: v for k, v in n41["rays"].items() if k not in grid}
+    assert mine["rays"]["radii_in_shells"] and not n41["rays"].get("radii_in_shells", False)
+    assert mine["rays"]["largest_radius"] / mine["rays"]["smallest_radius"] == pytest.approx(
+        n41["rays"]["largest_radius"] / n41["rays"]["smallest_radius"])
+    assert n41["rays"]["largest_radius"] / mine["rays"]["largest_radius"] == pytest.approx(4.44, abs=0.01)
     assert mine.get("basin_geometry", True) and not theirs["basin_geometry"]
     # config/paper.yaml's dimension axis probes with the same sections.
     paper = yaml.safe_load((ROOT / "config/paper.yaml").read_text())["experiments"]
