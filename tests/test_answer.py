@@ -30,6 +30,8 @@ from basins.answer import (
     weighted_spearman_fisher_z,
 )
 from basins.basin_volume import PLATEAU_DRIFTING, PLATEAU_REACHED
+from basins.rays import ray_radii
+from basins.tentacles import ray_grid_as_set
 from basins.io import add_provenance, read_dataset, write_dataset
 from basins.stats import (
     PARTIAL_MIN_PAIRS,
@@ -402,12 +404,20 @@ def test_the_stage_refuses_p_values_not_dual_to_their_intervals():
 def test_the_stage_refuses_replicates_probed_with_different_settings():
     rng = np.random.default_rng(14)
     replicates = [_probed_replicate(rng, s, good_reach=0.7, bad_reach=0.2) for s in range(1, 4)]
-    for replicate in replicates:
-        replicate.tentacles.attrs.update(stage_config='{"tentacles": {"n_segment": 8}}', ray_radii=np.geomspace(0.05, 20, 10))
+    # One grid in units of each seed's shell: radii in parameter space differ, the setting does not.
+    for replicate, shell in zip(replicates, (4.1, 4.6, 3.9)):
+        radii = ray_radii(0.01125, 4.5, 10, unit=shell)
+        replicate.tentacles.attrs.update(stage_config='{"tentacles": {"n_segment": 8}}', ray_radii=radii,
+                                         **ray_grid_as_set(radii, {"radii_in_shells": 1, "shell_distance": shell}))
     answer_hypothesis({"family": ["planted"]}, {"planted": replicates}, {"planted": 41})  # the same: accepted
     replicates[2].tentacles.attrs["stage_config"] = '{"tentacles": {"n_segment": 12}}'
-    replicates[1].tentacles.attrs["ray_radii"] = np.geomspace(0.05, 20, 8)
-    with pytest.raises(ValueError, match="planted: .* than seed 1: seed 2: ray_radii; seed 3: stage_config"):
+    replicates[1].tentacles.attrs.update(ray_grid_as_set(ray_radii(0.01125, 4.5, 8, unit=4.6),
+                                                         {"radii_in_shells": 1, "shell_distance": 4.6}))
+    with pytest.raises(ValueError, match="planted: .* than seed 1: seed 2: ray_grid; seed 3: stage_config"):
+        answer_hypothesis({"family": ["planted"]}, {"planted": replicates}, {"planted": 41})
+    # The same numbers as distances are another setting.
+    replicates[1].tentacles.attrs.update(ray_grid_as_set(ray_radii(0.01125, 4.5, 10), {}))
+    with pytest.raises(ValueError, match="seed 2: ray_radii_in_shells; seed 3: stage_config"):
         answer_hypothesis({"family": ["planted"]}, {"planted": replicates}, {"planted": 41})
 
 

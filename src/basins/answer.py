@@ -646,8 +646,9 @@ def answer_hypothesis(
 
 
 #: What a tentacles file records of how its basins were probed: the stages' options (its
-#: tentacles, training and catalogue sections) and the ray grid it read.
-PROBING_RECORD = ("stage_config", "n_ray_directions", "ray_radii")
+#: tentacles, training and catalogue sections) and the ray grid it read, as its config set it
+#: (:func:`basins.tentacles.ray_grid_as_set`: in units of each seed's shell, or distances).
+PROBING_RECORD = ("stage_config", "n_ray_directions", "ray_grid", "ray_radii_in_shells")
 
 
 def check_same_probing(experiment: str, replicates: list[Replicate]) -> None:

@@ -224,8 +224,18 @@ def measure_tentacles(  # long by its docstring: 17 options, each a cost or reso
         thickness_smallest=thickness_smallest, thickness_largest=thickness_largest,
         n_thickness_radii=n_thickness_radii, n_thickness_bisection=n_thickness_bisection,
         n_bootstrap=n_bootstrap, confidence=confidence, seed=seed,
-        n_ray_directions=int(rays.sizes["direction"]), ray_radii=radii,
+        n_ray_directions=int(rays.sizes["direction"]), ray_radii=radii, **ray_grid_as_set(radii, rays.attrs),
     )
+
+
+def ray_grid_as_set(radii: np.ndarray, rays_attrs: dict) -> dict:
+    """The rays' grid as its config set it: ``ray_radii_in_shells`` (1: in units of the seed's
+    initialization shell, ``rays.radii_in_shells``; 0: distances) and ``ray_grid``, the radii in
+    that unit to 10 significant digits (so seeds of one setting agree though their shells, and
+    with them their radii in parameter space, differ)."""
+    in_shells = int(rays_attrs.get("radii_in_shells", 0))
+    grid = np.asarray(radii, dtype=np.float64) / (float(rays_attrs["shell_distance"]) if in_shells else 1.0)
+    return {"ray_radii_in_shells": in_shells, "ray_grid": np.array([float(f"{value:.10g}") for value in grid])}
 
 
 def _gate_minima(labels, probed, n_minima, min_members):
