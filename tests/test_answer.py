@@ -419,6 +419,19 @@ def test_the_stage_refuses_replicates_probed_with_different_settings():
     replicates[1].tentacles.attrs.update(ray_grid_as_set(ray_radii(0.01125, 4.5, 10), {}))
     with pytest.raises(ValueError, match="seed 2: ray_radii_in_shells; seed 3: stage_config"):
         answer_hypothesis({"family": ["planted"]}, {"planted": replicates}, {"planted": 41})
+    # A setting whose 10th digit rounds apart at some shells is one setting (the referee's case:
+    # at a shell of 3.2048676196809733 its smallest radius's stored digits differ from 4.1's).
+    for replicate, shell in zip(replicates, (4.1, 3.2048676196809733, 3.9)):
+        replicate.tentacles.attrs.update(stage_config='{}', **ray_grid_as_set(
+            ray_radii(0.012345678905, 4.5, 10, unit=shell), {"radii_in_shells": 1, "shell_distance": shell}))
+    answer_hypothesis({"family": ["planted"]}, {"planted": replicates}, {"planted": 41})
+    # Files written before the grid was recorded as set compare their radii as distances.
+    for replicate, largest in zip(replicates, (20.0, 20.0, 25.0)):
+        for key in ("ray_grid", "ray_radii_in_shells"):
+            del replicate.tentacles.attrs[key]
+        replicate.tentacles.attrs["ray_radii"] = np.geomspace(0.05, largest, 10)
+    with pytest.raises(ValueError, match="seed 3: ray_grid"):
+        answer_hypothesis({"family": ["planted"]}, {"planted": replicates}, {"planted": 41})
 
 
 def test_shape_pairs_of_unmatched_size_or_unfit_minima_are_left_out_with_their_reason():

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
+from basins.basin_geometry import shell_distance
 from basins.labels import LEFT, RETURNED
 from basins.landscapes.planted import ball_and_ring, double_well
 from basins.rays import probe_rays
@@ -252,3 +253,19 @@ def test_the_old_index_is_gated_by_min_members_too():
                                   n_thickness_members=2, n_thickness_directions=4, n_bootstrap=100)
     assert np.isnan(tentacles["old_tentacle_fraction"].values).all()
     assert tentacles.sizes["member"] == 0
+
+
+def test_rays_set_in_units_of_another_shell_are_refused():
+    """A grid in shell units read beyond the shell of other members (a rays file of another run)
+    would place the far statistics elsewhere than the grid was set for: refused."""
+    landscape, starts, label, distance, outcomes, rows, rays = _small_ball_and_ring(n_bisection=1)
+    shell = shell_distance(distance, label)
+    measure = functools.partial(measure_tentacles, basin_fraction=np.bincount(label, minlength=4) / 60,
+                                start_distance=distance, minimum_of_member=label, starts=starts,
+                                minimum_images=landscape.minima[label], outcomes=outcomes, min_members=1000,
+                                n_star_members=4, n_thickness_members=2, n_thickness_directions=4, n_bootstrap=20)
+    tentacles = measure(rays.assign_attrs(radii_in_shells=1, shell_distance=shell))
+    assert tentacles.attrs["ray_radii_in_shells"] == 1
+    np.testing.assert_allclose(tentacles.attrs["ray_grid"], np.geomspace(0.05, 4, 8) / shell, rtol=1e-9)
+    with pytest.raises(ValueError, match="rays and basins of different runs"):
+        measure(rays.assign_attrs(radii_in_shells=1, shell_distance=shell * 1.01))

@@ -649,6 +649,24 @@ def answer_hypothesis(
 #: tentacles, training and catalogue sections) and the ray grid it read, as its config set it
 #: (:func:`basins.tentacles.ray_grid_as_set`: in units of each seed's shell, or distances).
 PROBING_RECORD = ("stage_config", "n_ray_directions", "ray_grid", "ray_radii_in_shells")
+#: Two seeds' grids are one setting where they agree to this relative difference (a grid in
+#: shell units is stored to 10 significant digits, its radii having been multiplied by a shell).
+SAME_GRID_RTOL = 1e-9
+
+
+def _probing_record(tentacles: xr.Dataset) -> dict:
+    """:data:`PROBING_RECORD` of one tentacles file; a file written before the grid was
+    recorded as set (no ``ray_grid``) probed with its ``ray_radii`` as distances."""
+    attrs = tentacles.attrs
+    return {"stage_config": str(attrs.get("stage_config")), "n_ray_directions": str(attrs.get("n_ray_directions")),
+            "ray_grid": np.atleast_1d(np.asarray(attrs.get("ray_grid", attrs.get("ray_radii", [])), dtype=np.float64)),
+            "ray_radii_in_shells": int(attrs.get("ray_radii_in_shells", 0))}
+
+
+def _same(key: str, value, other) -> bool:
+    if key != "ray_grid":
+        return value == other
+    return value.shape == other.shape and bool(np.allclose(value, other, rtol=SAME_GRID_RTOL, atol=0.0))
 
 
 def check_same_probing(experiment: str, replicates: list[Replicate]) -> None:
@@ -656,13 +674,15 @@ def check_same_probing(experiment: str, replicates: list[Replicate]) -> None:
     were probed (:data:`PROBING_RECORD`, from their tentacles files' attributes): one pooled
     shape row must not mix protocols (a review found two of seven replicates probed with other
     tentacle settings, the files marked up to date by hand, and one verdict hanging on it)."""
-    records = {replicate.seed: {key: str(replicate.tentacles.attrs.get(key)) for key in PROBING_RECORD}
+    records = {replicate.seed: _probing_record(replicate.tentacles)
                for replicate in replicates if replicate.tentacles is not None}
-    if len({tuple(record.values()) for record in records.values()}) <= 1:
+    if not records:
         return
     first = min(records)
-    differing = {seed: [key for key in PROBING_RECORD if record[key] != records[first][key]]
+    differing = {seed: [key for key in PROBING_RECORD if not _same(key, record[key], records[first][key])]
                  for seed, record in records.items()}
+    if not any(differing.values()):
+        return
     raise ValueError(
         f"experiments.{experiment}: replicates probed with different settings than seed {first}: "
         + "; ".join(f"seed {seed}: {', '.join(keys)}" for seed, keys in differing.items() if keys)

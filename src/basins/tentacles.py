@@ -176,6 +176,9 @@ def measure_tentacles(  # long by its docstring: 17 options, each a cost or reso
     counts, eligible, reason = _gate_minima(labels, probed, len(basin_fraction), min_members)
     # An empty catalogue (every member diverged or undecided) probes nothing: no shell distance.
     shell = shell_distance(start_distance, labels)
+    if int(rays.attrs.get("radii_in_shells", 0)) and float(rays.attrs["shell_distance"]) != shell:
+        raise ValueError(f"the rays' grid was set in units of a shell of {rays.attrs['shell_distance']}, these members' "
+                         f"shell is {shell}: rays and basins of different runs (re-make probe_rays)")
 
     far = far_return_probability(rays["outcome"].values, radii, shell)
     if radii[-1] < shell:
