@@ -382,7 +382,11 @@ def check_rays(where, rays):
             f"{where}.n_far_radii={rays['n_far_radii']} needs farthest_radius above "
             f"largest_radius={rays['largest_radius']}"
         )
-    outermost = rays.get("farthest_radius", 0) if rays["n_far_radii"] else rays["largest_radius"]
+    outermost = (
+        rays.get("farthest_radius", 0)
+        if rays["n_far_radii"]
+        else rays["largest_radius"]
+    )
     if rays["radii_in_shells"] and outermost <= 1:
         raise ValueError(
             f"{where}.radii_in_shells: the grid ends at {outermost} shell distances, inside the "
