@@ -367,6 +367,8 @@ def test_a_yaml_syntax_error_is_placed_by_a_verbose_run(tmp_path):
 def test_an_empty_catalogue_flows_through_every_stage(tmp_path):
     experiment = tiny_experiment(lr=1.0e3)
     experiment["connectivity"] = {"n_neighbors": 1, "n_images": 4, "band_max_steps": 100, "n_levels": 4}
+    # A grid in units of the shell, which an empty catalogue does not have: nothing is probed.
+    experiment["rays"].update(radii_in_shells=True, smallest_radius=0.01, largest_radius=4.0)
     config = {"memory_budget_mb": 64, "experiments": {"tiny_diverging": experiment},
               "connectivity_groups": {"diverging": ["tiny_diverging"]}}
     run_workflow(tmp_path, config, "--cores", "2")
@@ -380,6 +382,9 @@ def test_an_empty_catalogue_flows_through_every_stage(tmp_path):
     assert float(basins["diverged_fraction"]) == 1.0
     assert opened["slices/tiny_diverging/seed1.nc"].sizes["plane"] == 0
     assert opened["connectivity/tiny_diverging/seed1.nc"].sizes["minimum"] == 0
+    rays, tentacles = opened["rays/tiny_diverging/seed1.nc"], opened["tentacles/tiny_diverging/seed1.nc"]
+    assert rays.sizes["minimum"] == 0 and rays.attrs["radii_in_shells"] == 1 and np.isnan(rays.attrs["shell_distance"])
+    assert tentacles.sizes["minimum"] == 0 and tentacles.attrs["ray_radii_in_shells"] == 1
     summary = opened["summary.nc"]
     assert float(summary["n_minima"][0]) == 0 and float(summary["unassigned_fraction"][0]) == 1.0
     assert float(summary["saddle_fraction"][0]) == 0 and float(summary["undecided_fraction"][0]) == 0

@@ -674,8 +674,9 @@ def check_same_probing(experiment: str, replicates: list[Replicate]) -> None:
     were probed (:data:`PROBING_RECORD`, from their tentacles files' attributes): one pooled
     shape row must not mix protocols (a review found two of seven replicates probed with other
     tentacle settings, the files marked up to date by hand, and one verdict hanging on it)."""
-    records = {replicate.seed: _probing_record(replicate.tentacles)
-               for replicate in replicates if replicate.tentacles is not None}
+    # A replicate that probed no minimum (none assigned) has no shape to pool, nor a shell.
+    records = {replicate.seed: _probing_record(replicate.tentacles) for replicate in replicates
+               if replicate.tentacles is not None and replicate.tentacles.sizes.get("minimum", 0)}
     if not records:
         return
     first = min(records)

@@ -176,7 +176,9 @@ def measure_tentacles(  # long by its docstring: 17 options, each a cost or reso
     counts, eligible, reason = _gate_minima(labels, probed, len(basin_fraction), min_members)
     # An empty catalogue (every member diverged or undecided) probes nothing: no shell distance.
     shell = shell_distance(start_distance, labels)
-    if int(rays.attrs.get("radii_in_shells", 0)) and float(rays.attrs["shell_distance"]) != shell:
+    recorded_shell = float(rays.attrs.get("shell_distance", np.nan))
+    if int(rays.attrs.get("radii_in_shells", 0)) and recorded_shell != shell and not (
+            np.isnan(recorded_shell) and np.isnan(shell)):  # no member assigned: nothing probed
         raise ValueError(f"the rays' grid was set in units of a shell of {rays.attrs['shell_distance']}, these members' "
                          f"shell is {shell}: rays and basins of different runs (re-make probe_rays)")
 
@@ -237,7 +239,9 @@ def ray_grid_as_set(radii: np.ndarray, rays_attrs: dict) -> dict:
     that unit to 10 significant digits (so seeds of one setting agree though their shells, and
     with them their radii in parameter space, differ)."""
     in_shells = int(rays_attrs.get("radii_in_shells", 0))
-    grid = np.asarray(radii, dtype=np.float64) / (float(rays_attrs["shell_distance"]) if in_shells else 1.0)
+    shell = float(rays_attrs.get("shell_distance", np.nan))
+    # Without a shell (no member assigned) nothing was probed and the radii were run as set.
+    grid = np.asarray(radii, dtype=np.float64) / (shell if in_shells and np.isfinite(shell) else 1.0)
     return {"ray_radii_in_shells": in_shells, "ray_grid": np.array([float(f"{value:.10g}") for value in grid])}
 
 
