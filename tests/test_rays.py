@@ -349,7 +349,7 @@ def test_a_grid_in_shell_units_probes_a_stretched_landscape_as_the_original():
     """The shell moves out as the network grows. A landscape stretched by s (basins and starts
     alike) is probed by a grid in shell units at exactly the same points of its own shape, so
     p(d) beyond the shell rests on the same rays; a grid of fixed distances puts fewer of its
-    radii beyond the stretched shell and reads the far level from other radii."""
+    radii beyond the stretched shell (here none: it reads no far level at all)."""
     d, rng = 6, np.random.default_rng(5)
     unit_starts = rng.standard_normal((400, d))
     # Minimum 0 at the origin: a ball of radius 0.8 with a cone (u_0 > 0.5) reaching 4 out.
