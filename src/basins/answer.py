@@ -72,6 +72,7 @@ from basins.stats import (
     PARTIAL_MIN_PAIRS,
     least_squares_coefficient,
     CONTRADICTED,
+    log_count_ratio_variance,
     DETECTION_POWER,
     MOST_REPLICATES,
     SUPPORTED,
@@ -593,7 +594,7 @@ def answer_hypothesis(
                         labels = pair_labels(replicate.minima, shape_minima[replicate.seed], shape["pair"],
                                              n_test=replicate.n_test, match_factor=match_factor, seed=replicate.seed)
                         shapes[replicate.seed] = (2, shape["differences"], None, None, labels)
-                        pairs[replicate.seed] = shape["log_fractions"]
+                        pairs[replicate.seed] = shape["sizes"]
                 if entry["reason"]:
                     excluded.append((experiment, replicate.seed, entry["reason"]))
                     continue
@@ -820,25 +821,27 @@ def _pooled_row(per_replicate, seeds, name, sign, confidence, to_scale, bounds=(
     detectable = detectable_at_bound = np.nan
     needed = needed_at_bound = -1
     if not (unusable or uncorrected):
-        pooled_z = correction.corrected(z) if correction is not None else z
-        usable = np.isfinite(pooled_z) & np.isfinite(se) & (se > 0)
+        pooled_z, pooled_se = z, se
+        if correction is not None:
+            pooled_z, pooled_se = correction.corrected(z), correction.corrected_stderr(se)
+        usable = np.isfinite(pooled_z) & np.isfinite(pooled_se) & (pooled_se > 0)
         # At the estimated tau, and at the largest tau the replicates leave possible.
         detectable = float(to_scale(detectable_effect(
             pooled["k"], pooled.get("design_stderr", np.nan), confidence, widening=pooled["widening"])))
-        tau_bound = tau_upper_bound(pooled_z[usable], se[usable], confidence)
+        tau_bound = tau_upper_bound(pooled_z[usable], pooled_se[usable], confidence)
         # The size correction's widening too at the weights that tau gives (a shape row's pairs
         # weigh differently there; 0 without a correction, nan's bound below two replicates).
         widening_at_bound = 0.0
         if np.isfinite(tau_bound):
-            at_bound = np.zeros(len(se))
-            at_bound[usable] = random_effects_weights(se[usable], tau_bound)
+            at_bound = np.zeros(len(pooled_se))
+            at_bound[usable] = random_effects_weights(pooled_se[usable], tau_bound)
             widening_at_bound = _size_widening(at_bound / at_bound.sum(), correction)[1]
         detectable_at_bound = float(to_scale(detectable_effect_at_tau_bound(
-            pooled_z, se, confidence, widening=widening_at_bound, tau_bound=tau_bound)))
+            pooled_z, pooled_se, confidence, widening=widening_at_bound, tau_bound=tau_bound)))
         if plan is not None and not np.isnan(detectable):
 
             def replicate_variance(tau):  # at the replicates' mean precision: the harmonic mean of s^2 + tau^2
-                return usable.sum() * design_stderr(se[usable], tau) ** 2
+                return usable.sum() * design_stderr(pooled_se[usable], tau) ** 2
 
             needed = replicates_to_detect(plan, replicate_variance(pooled["tau"]), confidence)
             needed_at_bound = replicates_to_detect(plan, replicate_variance(tau_bound), confidence)
@@ -905,7 +908,7 @@ def _leave_one_out_verdicts(z, se, sign, confidence, to_scale, bounds, correct=N
         kept = usable[usable != left_out]
         correction = correct(kept) if correct is not None else None
         _, low, high = _pooled_interval(z[kept], se[kept], confidence, to_scale, bounds,
-                                        correction and correction._replace(log_ratio=correction.log_ratio[kept]))
+                                        correction and correction.kept(kept))
         verdicts.append(UNDECIDED_VERDICT if correction is not None and correction.reason else verdict(low, high, sign))
     return verdicts
 
@@ -914,15 +917,18 @@ def _pooled_interval(z, se, confidence, to_scale, bounds, correction=None):
     """:func:`basins.stats.pool_replicates` of ``z`` and ``se``, and its interval taken back to
     the reported scale by ``to_scale`` and clipped to ``bounds``: ``(pooled, low, high)``.
 
-    With a :class:`SizeCorrection`, ``z`` is corrected first, and the interval widened by the
-    slope's own uncertainty: the slope is one number shared by every replicate, so its error
+    With a :class:`SizeCorrection`, ``z`` and ``se`` are corrected first (the pairs' counted size
+    ratios' noise joins each replicate's error), and the interval widened by the slope's own
+    uncertainty: the slope is one number shared by every replicate, so its error
     moves the pooled estimate by the pool's weighted mean log size ratio times it, which the
     scatter of the replicates cannot show (the two half-widths add in quadrature).
     ``pooled["size_correction"]``: what the correction moved the pooled estimate by (nan
     without one); ``pooled["widening"]``: the half-width the slope's error adds (0 without one);
     ``pooled["p_value"]``: the two-sided p dual to the widened interval (:func:`_widened_p_value`).
     """
-    pooled = pool_replicates(correction.corrected(z) if correction is not None else z, se, confidence)
+    if correction is not None:
+        z, se = correction.corrected(z), correction.corrected_stderr(se)
+    pooled = pool_replicates(z, se, confidence)
     pooled["size_correction"], pooled["widening"] = np.nan, 0.0
     if correction is not None and "weights" in pooled:
         pooled["size_correction"], pooled["widening"] = _size_widening(pooled["weights"], correction)
@@ -989,8 +995,8 @@ def good_bad_shape(
     confound shape with size. Each difference comes with the two statistics' standard errors
     in quadrature (:func:`basins.summary.shape_standard_error`: stored, or from
     ``measure_tentacles``' intervals at their own confidence).
-    Returns ``({"differences": {statistic: (difference, standard error)}, "log_fractions":
-    (good, bad)}, "")`` or ``({}, reason)``; the log basin fractions serve
+    Returns ``({"differences": {statistic: (difference, standard error)}, "sizes":
+    :class:`PairSizes`, "pair": the pair}, "")`` or ``({}, reason)``; the sizes serve
     :func:`size_correction`.
     """
     candidates = probed_fitting_minima(minima, tentacles, fit_threshold=fit_threshold, min_members=min_members)
@@ -1008,7 +1014,18 @@ def good_bad_shape(
     for stat, (kind_of_error, _) in SHAPE_STATISTICS.items():
         (g, b), standard_errors = shape_standard_error(tentacles, stat, kind_of_error, np.array(pair.indices))
         differences[stat] = (float(g - b), float(np.hypot(*standard_errors)))
-    return {"differences": differences, "log_fractions": tuple(np.log(fraction[pair.indices])), "pair": pair}, ""
+    counts = tentacles["n_members"].values
+    sizes = PairSizes(*np.log(fraction[pair.indices]), log_count_ratio_variance(counts[pair.good], counts[pair.bad]))
+    return {"differences": differences, "sizes": sizes, "pair": pair}, ""
+
+
+class PairSizes(NamedTuple):
+    """A pair's log basin fractions, counted from the members, and the counting noise of
+    their difference (:func:`basins.stats.log_count_ratio_variance`)."""
+
+    good: float
+    bad: float
+    ratio_variance: float
 
 
 #: Resamples of the test set behind each replicate's check of its good and bad labels.
@@ -1117,13 +1134,27 @@ class SizeCorrection(NamedTuple):
     reason: str  # why the correction could not be made ("" where it was)
     slope_stderr: float = 0.0  # the slope's standard error (0 where no slope is used)
     slope_dof: float = np.nan  # its Student-t degrees of freedom
+    log_ratio_variance: np.ndarray | None = None  # per replicate: log_ratio's counting noise (None: exact)
 
     def corrected(self, difference: np.ndarray) -> np.ndarray:
         """Each replicate's good - bad difference less what its pair's size ratio explains."""
         return difference - self.slope * self.log_ratio
 
+    def corrected_stderr(self, standard_error: np.ndarray) -> np.ndarray:
+        """Each corrected difference's standard error: the difference's own and the slope times
+        its pair's counted size ratio's noise, in quadrature (the slope's own error is common to
+        every replicate and widens the pool instead: :func:`_pooled_interval`)."""
+        if self.log_ratio_variance is None:
+            return standard_error
+        return np.sqrt(standard_error**2 + self.slope**2 * self.log_ratio_variance)
 
-def size_correction(probed: dict[int, ProbedMinima], pairs: dict[int, tuple[float, float]], stat: str,
+    def kept(self, replicates: np.ndarray) -> "SizeCorrection":
+        """The same correction for the ``replicates`` kept (indices into its per-replicate arrays)."""
+        variance = None if self.log_ratio_variance is None else self.log_ratio_variance[replicates]
+        return self._replace(log_ratio=self.log_ratio[replicates], log_ratio_variance=variance)
+
+
+def size_correction(probed: dict[int, ProbedMinima], pairs: dict[int, PairSizes], stat: str,
                     seeds: list[int], *, match_factor: float, confidence: float) -> SizeCorrection | None:
     """The correction of the good - bad differences of ``stat`` for the sizes left unequal by
     the matching (bias-corrected matching, Abadie and Imbens 2011).
@@ -1140,9 +1171,22 @@ def size_correction(probed: dict[int, ProbedMinima], pairs: dict[int, tuple[floa
     all sizes (a window around all the pairs together let the session-33 referee's two large
     basins, three log units from their own pairs, carry a chord's slope). Each difference is
     then corrected by the slope times its pair's log size ratio (``pairs``: the good and the
-    bad log basin fraction of each replicate). The slope's
-    interval is Student-t on its residual degrees of freedom with HC3 and the minima's own
-    measurement errors (:func:`basins.stats.least_squares_coefficient`).
+    bad log basin fraction of each replicate, and their ratio's counting noise:
+    :class:`PairSizes`). The slope's interval is Student-t on its residual degrees of freedom
+    with HC3 and the minima's own measurement errors (:func:`basins.stats.least_squares_coefficient`).
+
+    The log basin fractions are counted (members reaching each basin), so a pair's log size
+    ratio carries counting noise (:func:`basins.stats.log_count_ratio_variance`: 0.14-0.35 in
+    standard deviation at the N = 401 pairs' 13-132 members); the slope times it joins each
+    corrected difference's error (:meth:`SizeCorrection.corrected_stderr`), where the pool would
+    otherwise take it for between-replicate heterogeneity (tau). The same noise in the slope's
+    regressor biases the slope by a factor that depends on how basin sizes are spread near the
+    pairs (Tweedie's formula: E[true | counted] follows the local density of sizes), which is not
+    known: in simulations about 0.8-0.9 where sizes are spread evenly or normally about the pairs
+    (attenuation), 1.04-1.15 where small basins outnumber large ones (a power law), 0.96 on the
+    N = 401 run's own minima with their counts redrawn (benchmarks/shape_row_calibration.py).
+    It is not corrected: it moves the pooled estimate by (1 - factor) times what the correction
+    moved it by (-0.018 at N = 401), under 0.004 over that range of factors.
 
     The correction is refused, with its ``reason`` (and the row left undecided), where the
     slope is not measured (too few minima, sizes or test-error ranks that do not vary within
@@ -1159,7 +1203,8 @@ def size_correction(probed: dict[int, ProbedMinima], pairs: dict[int, tuple[floa
     """
     if not pairs:
         return None
-    log_ratio = np.array([pairs[s][0] - pairs[s][1] if s in pairs else np.nan for s in seeds])
+    log_ratio = np.array([pairs[s].good - pairs[s].bad if s in pairs else np.nan for s in seeds])
+    ratio_variance = np.array([pairs[s].ratio_variance if s in pairs else np.nan for s in seeds])
     if not np.any(np.nan_to_num(log_ratio)):
         return SizeCorrection(log_ratio, 0.0, 0.0, 0, "")
     kind_of_error = SHAPE_STATISTICS[stat][0]
@@ -1169,7 +1214,9 @@ def size_correction(probed: dict[int, ProbedMinima], pairs: dict[int, tuple[floa
             continue
         value, se = shape_standard_error(minima.tentacles, stat, kind_of_error, minima.rows)
         log_fraction = np.log(minima.tentacles["basin_fraction"].values[minima.rows])
-        low, high = min(pairs[seed]) - np.log(match_factor), max(pairs[seed]) + np.log(match_factor)
+        pair = pairs[seed]
+        low = min(pair.good, pair.bad) - np.log(match_factor)
+        high = max(pair.good, pair.bad) + np.log(match_factor)
         keep = (np.isfinite(value) & np.isfinite(se) & (log_fraction >= low) & (log_fraction <= high)
                 & np.isfinite(minima.test_error[minima.rows]))
         test_error = minima.test_error[minima.rows][keep]
@@ -1193,7 +1240,8 @@ def size_correction(probed: dict[int, ProbedMinima], pairs: dict[int, tuple[floa
         reason = ""
     if reason:
         return SizeCorrection(log_ratio, 0.0, 0.0, n_minima, reason)
-    return SizeCorrection(log_ratio, slope[0], quantile(slope[2]) * slope[1], n_minima, "", slope[1], slope[2])
+    return SizeCorrection(log_ratio, slope[0], quantile(slope[2]) * slope[1], n_minima, "", slope[1], slope[2],
+                          ratio_variance)
 
 
 def _within_replicate_fit(blocks, *, quadratic: bool) -> tuple[float, float, int] | None:

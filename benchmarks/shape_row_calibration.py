@@ -1,0 +1,151 @@
+"""How often a shape row is decided where nothing is there, on a run's own layout.
+
+The answer stage's shape rows (``basins.answer``: good - bad at matched basin size, corrected
+for the pairs' size ratios by a slope on log basin fraction) are checked against planted
+answers in tests/test_answer.py on synthetic layouts. This script checks them on the layout of
+a finished run: its probed minima, their member counts, test errors and the statistic's
+standard errors, as the run wrote them. Per simulated study it
+
+- redraws every probed minimum's member count (Poisson about the counted one, whose fraction
+  is taken as the truth),
+- plants the statistic as ``slope x ln(true basin fraction)`` + a level per replicate + noise
+  of each minimum's own standard error, with no good - bad difference at all,
+- and passes the redrawn replicates through the stage's own functions (``good_bad_shape``,
+  ``size_correction``, ``_pooled_interval``): new pairs, new slope, the pooled interval.
+
+A row decided at 95 % is then a false alarm; the rate should stay at or below 5 % (and the
+one-sided rate in the hypothesis's direction at or below 2.5 %) at every planted slope. The
+same studies are pooled once more with the pairs' counting noise left out of the replicates'
+errors (as before session 63), and the fitted slope over the planted one shows the counting
+noise's bias on it.
+
+    python benchmarks/shape_row_calibration.py RUN/results --studies 400 --output benchmarks/results/x.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from basins.answer import SHAPE_STATISTICS, _pooled_interval, good_bad_shape, probed_fitting_minima, size_correction
+from basins.io import read_dataset
+
+sys.path.insert(0, str(Path(__file__).parent))
+from recording import write_table  # noqa: E402
+
+
+def run_layout(results: Path, experiment: str | None) -> tuple[str, list]:
+    """The (minima, tentacles) of every probed seed of one experiment of a run."""
+    experiments = sorted(path.name for path in (results / "tentacles").iterdir() if path.is_dir())
+    if not experiments:
+        raise SystemExit(f"{results}/tentacles holds no probed experiment")
+    if experiment is None:
+        if len(experiments) > 1:
+            raise SystemExit(f"{results} probed {experiments}: name one with --experiment")
+        experiment = experiments[0]
+    elif experiment not in experiments:
+        raise SystemExit(f"{experiment} was not probed in {results} ({experiments})")
+    files = sorted((results / "tentacles" / experiment).glob("seed*.nc"))
+    return experiment, [(read_dataset(results / "minima" / experiment / f.name), read_dataset(f)) for f in files]
+
+
+def simulated_study(rng, layout, *, slope, stat, fit_threshold, min_members, match_factor, confidence) -> dict | None:
+    """One study on the run's layout with redrawn counts and a planted null statistic; None
+    where the size correction is refused (its quadratic check) or no replicate has a pair."""
+    seeds, probed, pairs, z, se = list(range(len(layout))), {}, {}, [], []
+    for seed, (minima, tentacles) in enumerate(layout):
+        counted = tentacles["n_members"].values.astype(float)
+        total = float(np.median(counted / tentacles["basin_fraction"].values))
+        counts = rng.poisson(counted)
+        error = tentacles[f"{stat}_se"].values
+        error = np.where(np.isfinite(error), error, np.nanmedian(error))  # where the run measured none
+        value = rng.normal(0.5, 0.1) + slope * np.log(counted / total) + error * rng.standard_normal(len(counted))
+        redrawn = tentacles.assign(n_members=("minimum", counts), basin_fraction=("minimum", counts / total),
+                                   **{stat: ("minimum", value), f"{stat}_se": ("minimum", error)})
+        probed[seed] = probed_fitting_minima(minima, redrawn, fit_threshold=fit_threshold, min_members=min_members)
+        shape, reason = good_bad_shape(minima, redrawn, fit_threshold=fit_threshold, min_members=min_members,
+                                       match_factor=match_factor)
+        difference = (np.nan, np.nan) if reason else shape["differences"][stat]
+        if not reason:
+            pairs[seed] = shape["sizes"]
+        z.append(difference[0])
+        se.append(difference[1])
+    correction = size_correction(probed, pairs, stat, seeds, match_factor=match_factor, confidence=confidence)
+    if correction is None or correction.reason:
+        return None
+    z, se = np.array(z), np.array(se)
+    identity, bounds = (lambda v: v), (-np.inf, np.inf)
+    pooled, low, high = _pooled_interval(z, se, confidence, identity, bounds, correction)
+    before, low_before, high_before = _pooled_interval(z, se, confidence, identity, bounds,
+                                                       correction._replace(log_ratio_variance=None))
+    return dict(estimate=pooled["estimate"], low=low, high=high, tau=pooled["tau"], slope=correction.slope,
+                k=pooled["k"], low_before=low_before, high_before=high_before, tau_before=before["tau"])
+
+
+def calibrate(layout, *, slopes, studies, seed, stat, fit_threshold, min_members, match_factor, confidence):
+    sign = SHAPE_STATISTICS[stat][1]
+    rows = []
+    for slope in slopes:
+        rng = np.random.default_rng([seed, round(1000 * slope)])
+        results, refused = [], 0
+        for study in range(studies):
+            result = simulated_study(rng, layout, slope=slope, stat=stat, fit_threshold=fit_threshold,
+                                     min_members=min_members, match_factor=match_factor, confidence=confidence)
+            refused += result is None
+            results += [result] if result else []
+            if (study + 1) % 100 == 0:
+                print(f"  slope {slope}: {study + 1} of {studies} studies", flush=True)
+        column = {key: np.array([r[key] for r in results]) for key in results[0]}
+
+        def rates(low, high):
+            decided = (low > 0) | (high < 0)
+            return float(decided.mean()), float((decided & (np.sign(low) == sign)).mean())
+
+        two_sided, one_sided = rates(column["low"], column["high"])
+        two_sided_before, one_sided_before = rates(column["low_before"], column["high_before"])
+        rows.append(dict(
+            planted_slope=slope, studies=len(results), refused=refused, mean_replicates=float(column["k"].mean()),
+            mean_estimate=float(column["estimate"].mean()), sd_estimate=float(column["estimate"].std()),
+            fitted_over_planted_slope=float(column["slope"].mean() / slope) if slope else np.nan,
+            mean_tau=float(column["tau"].mean()), false_alarms=two_sided, false_alarms_hypothesis_side=one_sided,
+            mean_tau_counting_noise_left_out=float(column["tau_before"].mean()),
+            false_alarms_counting_noise_left_out=two_sided_before,
+            false_alarms_hypothesis_side_counting_noise_left_out=one_sided_before))
+        print({key: round(value, 4) if isinstance(value, float) else value for key, value in rows[-1].items()})
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("results", type=Path, help="a finished run's results folder (with tentacles/ and minima/)")
+    parser.add_argument("--experiment", help="the probed experiment (needed where the run probed several)")
+    parser.add_argument("--statistic", default="far_return_probability",
+                        choices=sorted(name for name, (kind, _) in SHAPE_STATISTICS.items() if kind == "se"),
+                        help="a shape statistic stored with its standard error")
+    parser.add_argument("--slopes", type=float, nargs="+", default=[0.0, 0.08, 0.2],
+                        help="planted slopes of the statistic on ln basin fraction (0.08: the N = 401 run's)")
+    parser.add_argument("--studies", type=int, default=400)
+    parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--fit-threshold", type=float, default=0.0)
+    parser.add_argument("--min-members", type=int, default=10)
+    parser.add_argument("--match-factor", type=float, default=2.0)
+    parser.add_argument("--confidence", type=float, default=0.95)
+    parser.add_argument("--output", type=Path, help="JSON table to write")
+    args = parser.parse_args(argv)
+    if args.studies < 1:
+        parser.error("--studies must be at least 1")
+    experiment, layout = run_layout(args.results, args.experiment)
+    print(f"{experiment}: {len(layout)} probed seeds", flush=True)
+    rows = calibrate(layout, slopes=args.slopes, studies=args.studies, seed=args.seed, stat=args.statistic,
+                     fit_threshold=args.fit_threshold, min_members=args.min_members, match_factor=args.match_factor,
+                     confidence=args.confidence)
+    if args.output:
+        write_table(args.output, rows, dict(results=str(args.results), experiment=experiment, statistic=args.statistic,
+                                            studies=args.studies, seed=args.seed))
+
+
+if __name__ == "__main__":
+    main()
