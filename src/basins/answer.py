@@ -1451,8 +1451,9 @@ def answer_markdown(answer: xr.Dataset) -> str:
         "still differ in size, and the shape statistics grow with size: each pair's difference is corrected "
         "by the statistic's slope on log basin fraction times the pair's log size ratio (bias-corrected "
         "matching; the slope measured within replicates at fixed test-error rank, among the probed fitting "
-        "minima near the pairs' sizes), and the slope's own uncertainty widens the interval; a row whose "
-        "slope is not measured or whose straight line is rejected is undecided (`size corrections` below).",
+        "minima near the pairs' sizes); the size ratio is counted from the members, and the slope times its "
+        "counting noise joins each pair's error, while the slope's own uncertainty widens the interval; a row "
+        "whose slope is not measured or whose straight line is rejected is undecided (`size corrections` below).",
         "",
         "| family | experiment | N | statistic | basin sizes | expected | pooled | interval | detectable | noise "
         "| replicates (over) | minima | verdict | leave one out |"
