@@ -9,17 +9,20 @@ standard errors, as the run wrote them. Per simulated study it
 - redraws every probed minimum's member count (Poisson about the counted one, whose fraction
   is taken as the truth),
 - plants the statistic as ``slope x ln(true basin fraction)`` + a level per replicate + noise
-  of each minimum's own standard error, with no good - bad difference at all,
+  of each minimum's own standard error (+ ``--extra-scatter``: scatter its error does not
+  state), with no good - bad difference on average (``--heterogeneity`` tau: each replicate's
+  own, drawn N(0, tau^2), times the minima's test-error rank),
 - and passes the redrawn replicates through the stage's own functions (``good_bad_shape``,
   ``size_correction``, ``_pooled_interval``): new pairs, new slope, the pooled interval.
 
 A row decided at 95 % is then a false alarm; the rate should stay at or below 5 % (and the
-one-sided rate in the hypothesis's direction at or below 2.5 %) at every planted slope. The
+one-sided rate in the hypothesis's direction at or below 2.5 %) at every planted slope (each
+rate with its binomial Monte Carlo error). The
 same studies are pooled once more with the pairs' counting noise left out of the replicates'
 errors (as before session 63), and the fitted slope over the planted one shows the counting
 noise's bias on it.
 
-    python benchmarks/shape_row_calibration.py RUN/results --studies 400 --output benchmarks/results/x.json
+    python benchmarks/shape_row_calibration.py RUN/results --extra-scatter 0.02 --output benchmarks/results/x.json
 """
 
 from __future__ import annotations
@@ -52,7 +55,8 @@ def run_layout(results: Path, experiment: str | None) -> tuple[str, list]:
     return experiment, [(read_dataset(results / "minima" / experiment / f.name), read_dataset(f)) for f in files]
 
 
-def simulated_study(rng, layout, *, slope, stat, fit_threshold, min_members, match_factor, confidence) -> dict | None:
+def simulated_study(rng, layout, *, slope, stat, fit_threshold, min_members, match_factor, confidence,
+                    extra_scatter=0.0, heterogeneity=0.0) -> dict | None:
     """One study on the run's layout with redrawn counts and a planted null statistic; None
     where the size correction is refused (its quadratic check) or no replicate has a pair."""
     seeds, probed, pairs, z, se = list(range(len(layout))), {}, {}, [], []
@@ -62,7 +66,10 @@ def simulated_study(rng, layout, *, slope, stat, fit_threshold, min_members, mat
         counts = rng.poisson(counted)
         error = tentacles[f"{stat}_se"].values
         error = np.where(np.isfinite(error), error, np.nanmedian(error))  # where the run measured none
-        value = rng.normal(0.5, 0.1) + slope * np.log(counted / total) + error * rng.standard_normal(len(counted))
+        test_error = minima["test_error"].values[tentacles["minimum"].values]
+        rank = np.argsort(np.argsort(test_error)) / max(1, len(counted) - 1)  # 0 best .. 1 worst
+        value = (rng.normal(0.5, 0.1) + slope * np.log(counted / total) + rng.normal(0, heterogeneity) * rank
+                 + np.hypot(error, extra_scatter) * rng.standard_normal(len(counted)))
         redrawn = tentacles.assign(n_members=("minimum", counts), basin_fraction=("minimum", counts / total),
                                    **{stat: ("minimum", value), f"{stat}_se": ("minimum", error)})
         probed[seed] = probed_fitting_minima(minima, redrawn, fit_threshold=fit_threshold, min_members=min_members)
@@ -85,7 +92,8 @@ def simulated_study(rng, layout, *, slope, stat, fit_threshold, min_members, mat
                 k=pooled["k"], low_before=low_before, high_before=high_before, tau_before=before["tau"])
 
 
-def calibrate(layout, *, slopes, studies, seed, stat, fit_threshold, min_members, match_factor, confidence):
+def calibrate(layout, *, slopes, studies, seed, stat, fit_threshold, min_members, match_factor, confidence,
+              extra_scatter=0.0, heterogeneity=0.0):
     sign = SHAPE_STATISTICS[stat][1]
     rows = []
     for slope in slopes:
@@ -93,7 +101,8 @@ def calibrate(layout, *, slopes, studies, seed, stat, fit_threshold, min_members
         results, refused = [], 0
         for study in range(studies):
             result = simulated_study(rng, layout, slope=slope, stat=stat, fit_threshold=fit_threshold,
-                                     min_members=min_members, match_factor=match_factor, confidence=confidence)
+                                     min_members=min_members, match_factor=match_factor, confidence=confidence,
+                                     extra_scatter=extra_scatter, heterogeneity=heterogeneity)
             refused += result is None
             results += [result] if result else []
             if (study + 1) % 100 == 0:
@@ -106,14 +115,20 @@ def calibrate(layout, *, slopes, studies, seed, stat, fit_threshold, min_members
 
         two_sided, one_sided = rates(column["low"], column["high"])
         two_sided_before, one_sided_before = rates(column["low_before"], column["high_before"])
+        n = len(results)
         rows.append(dict(
-            planted_slope=slope, studies=len(results), refused=refused, mean_replicates=float(column["k"].mean()),
-            mean_estimate=float(column["estimate"].mean()), sd_estimate=float(column["estimate"].std()),
+            planted_slope=slope, studies=n, refused=refused, mean_replicates=float(column["k"].mean()),
+            mean_estimate=float(column["estimate"].mean()),
+            mean_estimate_error=float(column["estimate"].std() / np.sqrt(n)),
+            sd_estimate=float(column["estimate"].std()),
             fitted_over_planted_slope=float(column["slope"].mean() / slope) if slope else np.nan,
             mean_tau=float(column["tau"].mean()), false_alarms=two_sided, false_alarms_hypothesis_side=one_sided,
             mean_tau_counting_noise_left_out=float(column["tau_before"].mean()),
             false_alarms_counting_noise_left_out=two_sided_before,
-            false_alarms_hypothesis_side_counting_noise_left_out=one_sided_before))
+            false_alarms_hypothesis_side_counting_noise_left_out=one_sided_before,
+            # binomial Monte Carlo errors of a rate near 5 % and near 2.5 %
+            false_alarm_error_at_5_percent=float(np.sqrt(0.05 * 0.95 / n)),
+            false_alarm_error_at_2_5_percent=float(np.sqrt(0.025 * 0.975 / n))))
         print({key: round(value, 4) if isinstance(value, float) else value for key, value in rows[-1].items()})
     return rows
 
@@ -127,7 +142,12 @@ def main(argv=None):
                         help="a shape statistic stored with its standard error")
     parser.add_argument("--slopes", type=float, nargs="+", default=[0.0, 0.08, 0.2],
                         help="planted slopes of the statistic on ln basin fraction (0.08: the N = 401 run's)")
-    parser.add_argument("--studies", type=int, default=400)
+    parser.add_argument("--studies", type=int, default=1000)
+    parser.add_argument("--extra-scatter", type=float, default=0.0,
+                        help="per-minimum scatter beyond its stated error (the N = 401 run's residuals about the "
+                        "size slope: about 0.02)")
+    parser.add_argument("--heterogeneity", type=float, default=0.0,
+                        help="tau of each replicate's own good - bad difference (mean 0)")
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--fit-threshold", type=float, default=0.0)
     parser.add_argument("--min-members", type=int, default=10)
@@ -137,14 +157,17 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.studies < 1:
         parser.error("--studies must be at least 1")
+    if args.extra_scatter < 0 or args.heterogeneity < 0:
+        parser.error("--extra-scatter and --heterogeneity are standard deviations: >= 0")
     experiment, layout = run_layout(args.results, args.experiment)
     print(f"{experiment}: {len(layout)} probed seeds", flush=True)
     rows = calibrate(layout, slopes=args.slopes, studies=args.studies, seed=args.seed, stat=args.statistic,
                      fit_threshold=args.fit_threshold, min_members=args.min_members, match_factor=args.match_factor,
-                     confidence=args.confidence)
+                     confidence=args.confidence, extra_scatter=args.extra_scatter, heterogeneity=args.heterogeneity)
     if args.output:
         write_table(args.output, rows, dict(results=str(args.results), experiment=experiment, statistic=args.statistic,
-                                            studies=args.studies, seed=args.seed))
+                                            studies=args.studies, seed=args.seed, extra_scatter=args.extra_scatter,
+                                            heterogeneity=args.heterogeneity))
 
 
 if __name__ == "__main__":

@@ -1182,11 +1182,11 @@ def size_correction(probed: dict[int, ProbedMinima], pairs: dict[int, PairSizes]
     otherwise take it for between-replicate heterogeneity (tau). The same noise in the slope's
     regressor biases the slope by a factor that depends on how basin sizes are spread near the
     pairs (Tweedie's formula: E[true | counted] follows the local density of sizes), which is not
-    known: in simulations about 0.8-0.9 where sizes are spread evenly or normally about the pairs
-    (attenuation), 1.04-1.15 where small basins outnumber large ones (a power law), 0.96 on the
-    N = 401 run's own minima with their counts redrawn (benchmarks/shape_row_calibration.py).
-    It is not corrected: it moves the pooled estimate by (1 - factor) times what the correction
-    moved it by (-0.018 at N = 401), under 0.004 over that range of factors.
+    known: 0.8-0.9 where sizes are spread evenly or normally about the pairs (attenuation),
+    1.04-1.15 where small basins outnumber large ones (a power law), 0.94-0.98 on the runs' own
+    minima with their counts redrawn (benchmarks/shape_row_calibration.py). It is not corrected;
+    with the pairs chosen by counted sizes it moves a no-effect pool by +0.0015 at the N = 401
+    run's layout and slope (docs/method.md).
 
     The correction is refused, with its ``reason`` (and the row left undecided), where the
     slope is not measured (too few minima, sizes or test-error ranks that do not vary within
