@@ -590,4 +590,3 @@ def log_count_ratio_variance(count_a: float, count_b: float) -> float:
     if count_a <= 0 or count_b <= 0:
         raise ValueError(f"counts {count_a}, {count_b}: a log ratio needs both counted")
     return 1 / count_a + 1 / count_b
-
