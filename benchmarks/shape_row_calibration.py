@@ -7,7 +7,11 @@ a finished run: its probed minima, their member counts, test errors and the stat
 standard errors, as the run wrote them. Per simulated study it
 
 - redraws every probed minimum's member count (Poisson about the counted one, whose fraction
-  is taken as the truth),
+  is taken as the truth), or with ``--whole-catalogue`` every catalogued minimum's (one
+  multinomial draw of the ensemble's members over the catalogue's counted fractions) and chooses
+  the minima to probe again from the redrawn counts as ``probe_rays`` does
+  (``select_minima_to_probe`` with the run's own settings): minima near the member cut then cross
+  it, and the pair and its neighbours are chosen by noisy counts, as in the study,
 - plants the statistic as ``slope x ln(true basin fraction)`` + a level per replicate + noise
   of each minimum's own standard error (+ ``--extra-scatter``: scatter its error does not
   state), with no good - bad difference on average (``--heterogeneity`` tau: each replicate's
@@ -28,20 +32,24 @@ noise's bias on it.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 import numpy as np
+import xarray as xr
 
 from basins.answer import SHAPE_STATISTICS, _pooled_interval, good_bad_shape, probed_fitting_minima, size_correction
 from basins.io import read_dataset
+from basins.rays import select_minima_to_probe
 
 sys.path.insert(0, str(Path(__file__).parent))
 from recording import write_table  # noqa: E402
 
 
 def run_layout(results: Path, experiment: str | None) -> tuple[str, list]:
-    """The (minima, tentacles) of every probed seed of one experiment of a run."""
+    """The (minima, tentacles, the rays stage's settings) of every probed seed of one experiment
+    of a run."""
     experiments = sorted(path.name for path in (results / "tentacles").iterdir() if path.is_dir())
     if not experiments:
         raise SystemExit(f"{results}/tentacles holds no probed experiment")
@@ -52,26 +60,53 @@ def run_layout(results: Path, experiment: str | None) -> tuple[str, list]:
     elif experiment not in experiments:
         raise SystemExit(f"{experiment} was not probed in {results} ({experiments})")
     files = sorted((results / "tentacles" / experiment).glob("seed*.nc"))
-    return experiment, [(read_dataset(results / "minima" / experiment / f.name), read_dataset(f)) for f in files]
+    return experiment, [(read_dataset(results / "minima" / experiment / f.name), read_dataset(f),
+                         json.loads(read_dataset(results / "rays" / experiment / f.name).attrs["stage_config"])["rays"])
+                        for f in files]
+
+
+def redrawn_replicate(rng, minima, tentacles, probing, *, stat, fit_threshold, min_members, match_factor,
+                      whole_catalogue):
+    """One replicate's probed minima with their member counts redrawn: a tentacles-like dataset
+    (ids, counts, fractions; no statistic yet), each row's true ln basin fraction and the
+    statistic's standard error there (the run's, or its median where the run probed it not)."""
+    total = float(np.median(tentacles["n_members"].values / tentacles["basin_fraction"].values))
+    if whole_catalogue:
+        true_counts = minima["n_members"].values.astype(float)
+        drawn = rng.multinomial(round(total), np.append(true_counts, max(0.0, total - true_counts.sum())) / total)[:-1]
+        eligible = (drawn >= min_members) & (minima["train_error"].values <= fit_threshold)
+        ids = select_minima_to_probe(drawn / total, minima["test_error"].values, n_largest=probing["n_largest"],
+                                     eligible=eligible, match_factor=match_factor,
+                                     n_size_neighbours=probing.get("n_size_neighbours", 0))
+        true_counts, counts = true_counts[ids], drawn[ids]
+    else:
+        ids = tentacles["minimum"].values
+        true_counts = tentacles["n_members"].values.astype(float)
+        counts = rng.poisson(true_counts)
+    measured = dict(zip(tentacles["minimum"].values, tentacles[f"{stat}_se"].values))
+    typical = np.nanmedian(tentacles[f"{stat}_se"].values)
+    error = np.array([measured.get(i, np.nan) for i in ids])
+    error = np.where(np.isfinite(error), error, typical)
+    redrawn = xr.Dataset({"n_members": ("minimum", counts), "basin_fraction": ("minimum", counts / total)},
+                         coords={"minimum": ids}, attrs={"min_members": int(tentacles.attrs.get("min_members", 1))})
+    return redrawn, np.log(true_counts / total), error
 
 
 def simulated_study(rng, layout, *, slope, stat, fit_threshold, min_members, match_factor, confidence,
-                    extra_scatter=0.0, heterogeneity=0.0) -> dict | None:
+                    extra_scatter=0.0, heterogeneity=0.0, whole_catalogue=False) -> dict | None:
     """One study on the run's layout with redrawn counts and a planted null statistic; None
     where the size correction is refused (its quadratic check) or no replicate has a pair."""
     seeds, probed, pairs, z, se = list(range(len(layout))), {}, {}, [], []
-    for seed, (minima, tentacles) in enumerate(layout):
-        counted = tentacles["n_members"].values.astype(float)
-        total = float(np.median(counted / tentacles["basin_fraction"].values))
-        counts = rng.poisson(counted)
-        error = tentacles[f"{stat}_se"].values
-        error = np.where(np.isfinite(error), error, np.nanmedian(error))  # where the run measured none
-        test_error = minima["test_error"].values[tentacles["minimum"].values]
-        rank = np.argsort(np.argsort(test_error)) / max(1, len(counted) - 1)  # 0 best .. 1 worst
-        value = (rng.normal(0.5, 0.1) + slope * np.log(counted / total) + rng.normal(0, heterogeneity) * rank
-                 + np.hypot(error, extra_scatter) * rng.standard_normal(len(counted)))
-        redrawn = tentacles.assign(n_members=("minimum", counts), basin_fraction=("minimum", counts / total),
-                                   **{stat: ("minimum", value), f"{stat}_se": ("minimum", error)})
+    for seed, (minima, tentacles, probing) in enumerate(layout):
+        redrawn, true_log_fraction, error = redrawn_replicate(
+            rng, minima, tentacles, probing, stat=stat, fit_threshold=fit_threshold, min_members=min_members,
+            match_factor=match_factor, whole_catalogue=whole_catalogue)
+        n = len(error)
+        test_error = minima["test_error"].values[redrawn["minimum"].values]
+        rank = np.argsort(np.argsort(test_error)) / max(1, n - 1)  # 0 best .. 1 worst
+        value = (rng.normal(0.5, 0.1) + slope * true_log_fraction + rng.normal(0, heterogeneity) * rank
+                 + np.hypot(error, extra_scatter) * rng.standard_normal(n))
+        redrawn = redrawn.assign(**{stat: ("minimum", value), f"{stat}_se": ("minimum", error)})
         probed[seed] = probed_fitting_minima(minima, redrawn, fit_threshold=fit_threshold, min_members=min_members)
         shape, reason = good_bad_shape(minima, redrawn, fit_threshold=fit_threshold, min_members=min_members,
                                        match_factor=match_factor)
@@ -93,7 +128,7 @@ def simulated_study(rng, layout, *, slope, stat, fit_threshold, min_members, mat
 
 
 def calibrate(layout, *, slopes, studies, seed, stat, fit_threshold, min_members, match_factor, confidence,
-              extra_scatter=0.0, heterogeneity=0.0):
+              extra_scatter=0.0, heterogeneity=0.0, whole_catalogue=False):
     sign = SHAPE_STATISTICS[stat][1]
     rows = []
     for slope in slopes:
@@ -102,7 +137,8 @@ def calibrate(layout, *, slopes, studies, seed, stat, fit_threshold, min_members
         for study in range(studies):
             result = simulated_study(rng, layout, slope=slope, stat=stat, fit_threshold=fit_threshold,
                                      min_members=min_members, match_factor=match_factor, confidence=confidence,
-                                     extra_scatter=extra_scatter, heterogeneity=heterogeneity)
+                                     extra_scatter=extra_scatter, heterogeneity=heterogeneity,
+                                     whole_catalogue=whole_catalogue)
             refused += result is None
             results += [result] if result else []
             if (study + 1) % 100 == 0:
@@ -148,6 +184,8 @@ def main(argv=None):
                         "size slope: about 0.02)")
     parser.add_argument("--heterogeneity", type=float, default=0.0,
                         help="tau of each replicate's own good - bad difference (mean 0)")
+    parser.add_argument("--whole-catalogue", action="store_true",
+                        help="redraw every catalogued minimum's count and choose the minima to probe again")
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--fit-threshold", type=float, default=0.0)
     parser.add_argument("--min-members", type=int, default=10)
@@ -163,11 +201,12 @@ def main(argv=None):
     print(f"{experiment}: {len(layout)} probed seeds", flush=True)
     rows = calibrate(layout, slopes=args.slopes, studies=args.studies, seed=args.seed, stat=args.statistic,
                      fit_threshold=args.fit_threshold, min_members=args.min_members, match_factor=args.match_factor,
-                     confidence=args.confidence, extra_scatter=args.extra_scatter, heterogeneity=args.heterogeneity)
+                     confidence=args.confidence, extra_scatter=args.extra_scatter, heterogeneity=args.heterogeneity,
+                     whole_catalogue=args.whole_catalogue)
     if args.output:
         write_table(args.output, rows, dict(results=str(args.results), experiment=experiment, statistic=args.statistic,
                                             studies=args.studies, seed=args.seed, extra_scatter=args.extra_scatter,
-                                            heterogeneity=args.heterogeneity))
+                                            heterogeneity=args.heterogeneity, whole_catalogue=args.whole_catalogue))
 
 
 if __name__ == "__main__":
