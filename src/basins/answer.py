@@ -1185,8 +1185,9 @@ def size_correction(probed: dict[int, ProbedMinima], pairs: dict[int, PairSizes]
     known: 0.8-0.9 where sizes are spread evenly or normally about the pairs (attenuation),
     1.04-1.15 where small basins outnumber large ones (a power law), 0.94-0.98 on the runs' own
     minima with their counts redrawn (benchmarks/shape_row_calibration.py). It is not corrected;
-    with the pairs chosen by counted sizes it moves a no-effect pool by +0.0015 at the N = 401
-    run's layout and slope (docs/method.md).
+    with the pairs chosen by counted sizes it moves a no-effect pool by +0.0015 (the probed
+    minima's counts redrawn) to +0.0027 (the whole catalogue's, the minima chosen again) at the
+    N = 401 run's layout and slope (docs/method.md).
 
     The correction is refused, with its ``reason`` (and the row left undecided), where the
     slope is not measured (too few minima, sizes or test-error ranks that do not vary within
