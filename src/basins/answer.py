@@ -806,6 +806,10 @@ def _pooled_row(per_replicate, seeds, name, sign, confidence, to_scale, bounds=(
     ]) for k in (2, 3))
     correction = correct(set(seeds)) if correct is not None else None
     pooled, low, high = _pooled_interval(z, se, confidence, to_scale, bounds, correction)
+    # What was pooled: a shape row's differences and errors as its size correction leaves them.
+    pooled_z, pooled_se = z, se
+    if correction is not None:
+        pooled_z, pooled_se = correction.corrected(z), correction.corrected_stderr(se)
     entered = np.array([s in per_replicate for s in seeds])
     unusable = int((entered & ~(np.isfinite(z) & np.isfinite(se) & (se > 0))).sum())
     reasons = [pooled["reason"] if per_replicate else "no replicate entered (see excluded)"]
@@ -821,9 +825,6 @@ def _pooled_row(per_replicate, seeds, name, sign, confidence, to_scale, bounds=(
     detectable = detectable_at_bound = np.nan
     needed = needed_at_bound = -1
     if not (unusable or uncorrected):
-        pooled_z, pooled_se = z, se
-        if correction is not None:
-            pooled_z, pooled_se = correction.corrected(z), correction.corrected_stderr(se)
         usable = np.isfinite(pooled_z) & np.isfinite(pooled_se) & (pooled_se > 0)
         # At the estimated tau, and at the largest tau the replicates leave possible.
         detectable = float(to_scale(detectable_effect(
@@ -847,8 +848,6 @@ def _pooled_row(per_replicate, seeds, name, sign, confidence, to_scale, bounds=(
             needed_at_bound = replicates_to_detect(plan, replicate_variance(tau_bound), confidence)
     held_out = _leave_one_out_verdicts(z, se, sign, confidence, to_scale, bounds,
                                        correct and (lambda kept: correct({seeds[i] for i in kept})))
-    if correction is not None:
-        z = correction.corrected(z)
     return dict(
         statistic=name, expected_sign=sign, estimate=float(to_scale(pooled["estimate"])), low=low, high=high,
         z_stderr=pooled["stderr"], tau=pooled["tau"], n_replicates=pooled["k"], detectable=detectable,
@@ -861,7 +860,7 @@ def _pooled_row(per_replicate, seeds, name, sign, confidence, to_scale, bounds=(
         measurement_stderr=float(np.sqrt(np.nanmean(measured**2))) if np.isfinite(measured).any() else np.nan,
         verdict=row_verdict, reason="; ".join(reason for reason in reasons if reason),
         leave_one_out_agreeing=sum(held == row_verdict for held in held_out), leave_one_out_subsets=len(held_out),
-        replicate_estimate=to_scale(z), measurement_redraws=redraws,
+        replicate_estimate=to_scale(pooled_z), measurement_redraws=redraws,
         **_label_columns(per_replicate, seeds),
         size_slope=correction.slope if correction is not None else np.nan,
         size_slope_half_width=correction.half_width if correction is not None else np.nan,
