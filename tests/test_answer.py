@@ -362,12 +362,16 @@ def _tentacles(minimum_ids, n_members, fraction, reach, *, min_members=10, half_
 
 
 def _probed_replicate(rng, seed, *, good_reach, bad_reach, fractions=(0.2, 0.2), good_train_error=0.0):
+    """A catalogue (:func:`_replicate`) whose best and worst minima are probed, their counts
+    ``fractions`` of 1 500 members, of an ensemble of 3 000 (the rest reached no minimum)."""
     minima, flatness = _replicate(rng, 12, 1.0)
     errors = minima["test_error"].values
     best, worst = int(np.argmin(errors)), int(np.argmax(errors))
-    minima["n_members"].values[[best, worst]] = 300
+    counts = np.round(np.asarray(fractions) * 1500).astype(int)
+    minima["n_members"].values[[best, worst]] = counts
+    minima.attrs["n_members_total"] = 3000
     minima["train_error"].values[best] = good_train_error
-    tentacles = _tentacles([best, worst], [300, 300], list(fractions), [good_reach, bad_reach])
+    tentacles = _tentacles([best, worst], counts, counts / 3000, [good_reach, bad_reach])
     return Replicate(seed, minima, flatness, N_TEST, tentacles)
 
 

@@ -4,7 +4,7 @@
   network, data or a stage;
 - landscapes (``basins/landscapes``) import themselves, the engine's interface, ``labels`` and
   ``io``, never a stage;
-- ``labels`` and ``stats`` import no other module of the package and never torch;
+- ``labels``, ``stats`` and ``size_prior`` import no other module of the package and never torch;
 - figure modules, the summary, the basin geometry (with the architectures and symmetry group
   it reads) and the catalogue of minima never load torch: those jobs need none of it, and
   importing it costs each ~1.4 s.
@@ -58,15 +58,15 @@ def test_the_import_rules_see_a_violation():
     assert _violations("", {"basins.engine", *SHARED})
 
 
-@pytest.mark.parametrize("module", ["labels", "stats"])
-def test_labels_and_stats_stand_alone(module):
+@pytest.mark.parametrize("module", ["labels", "stats", "size_prior"])
+def test_labels_and_statistics_stand_alone(module):
     assert _package_imports(PACKAGE / f"{module}.py") == set()
 
 
 @pytest.mark.parametrize(
     "module",
     [
-        "basins.labels", "basins.stats", "basins.figures", "basins.jamming_figures", "basins.summary",
+        "basins.labels", "basins.stats", "basins.size_prior", "basins.figures", "basins.jamming_figures", "basins.summary",
         "basins.basin_geometry", "basins.landscapes.architecture", "basins.landscapes.symmetry",
         "basins.minima",
     ],

@@ -84,7 +84,6 @@ from basins.stats import (
     partial_spearman_fisher_z,
     partial_spearman_fisher_z_rows,
     holm_adjusted,
-    log_count_ratio_variance,
     pool_replicates,
     pooled_half_width,
     random_effects_weights,
@@ -96,6 +95,7 @@ from basins.stats import (
     verdict,
 )
 from basins.rays import GoodAndBad, good_and_bad, matched_pairs, pair_candidates, size_matched_pairs
+from basins.size_prior import LogSizePrior, fit_log_size_prior
 from basins.summary import SHAPE_STATISTICS, shape_standard_error, test_error_badness
 
 log = logging.getLogger(__name__)
@@ -567,6 +567,7 @@ def answer_hypothesis(
     for family, experiments in families.items():
         for experiment in experiments:
             correlations, shapes, probed, shape_minima, pairs, walks = {}, {}, False, {}, {}, {}
+            size_prior = experiment_size_prior(replicates[experiment], fit_threshold=fit_threshold)
             for replicate in replicates[experiment]:
                 if replicate.basin_sizes is not None:
                     walked, walk_entry = _walk_entry(replicate, fit_threshold=fit_threshold)
@@ -584,10 +585,11 @@ def answer_hypothesis(
                     # The shape rows need a matched pair, not the rank correlation's four minima.
                     shape, reason = good_bad_shape(
                         replicate.minima, replicate.tentacles, fit_threshold=fit_threshold, min_members=min_members,
-                        match_factor=match_factor,
+                        match_factor=match_factor, size_prior=size_prior,
                     )
                     shape_minima[replicate.seed] = probed_fitting_minima(
-                        replicate.minima, replicate.tentacles, fit_threshold=fit_threshold, min_members=min_members)
+                        replicate.minima, replicate.tentacles, fit_threshold=fit_threshold, min_members=min_members,
+                        size_prior=size_prior)
                     if reason:
                         excluded.append((experiment, replicate.seed, f"shape rows: {reason}"))
                     else:
@@ -970,19 +972,67 @@ def _widened_p_value(pooled: dict, correction) -> float:
 
 
 def probed_fitting_minima(minima: xr.Dataset, tentacles: xr.Dataset, *, fit_threshold: float,
-                          min_members: int) -> ProbedMinima:
+                          min_members: int, size_prior: LogSizePrior | None = None) -> ProbedMinima:
     """The probed minima the shape rows may use: fitting the training set (training error at
     most ``fit_threshold``) and reached by at least ``min_members`` members (and the tentacle
-    stage's own ``min_members``)."""
+    stage's own ``min_members``); with every probed minimum's log basin fraction
+    (:func:`probed_log_fractions`)."""
     need = max(min_members, int(tentacles.attrs.get("min_members", 1)))
     probed = tentacles["minimum"].values
     rows = np.flatnonzero((tentacles["n_members"].values >= need)
                           & (minima["train_error"].values[probed] <= fit_threshold))
-    return ProbedMinima(tentacles, minima["test_error"].values[probed], rows, need)
+    return ProbedMinima(tentacles, minima["test_error"].values[probed], rows, need,
+                        *probed_log_fractions(minima, tentacles, size_prior))
+
+
+def probed_log_fractions(minima: xr.Dataset, tentacles: xr.Dataset,
+                         size_prior: LogSizePrior | None) -> tuple[np.ndarray, np.ndarray]:
+    """Every probed minimum's ln basin fraction and that value's variance. Given the
+    experiment's prior of basin sizes (:func:`experiment_size_prior`): the posterior mean and
+    variance of the true ln fraction given the minimum's member count (empirical Bayes,
+    :mod:`basins.size_prior`). Without one: ln of the counted fraction and the delta method's
+    1 / n (for two basins of one ensemble the multinomial's negative covariance cancels the
+    total's share, so a pair's log ratio varies as 1 / n_a + 1 / n_b); nan where no member
+    was counted."""
+    counts = tentacles["n_members"].values
+    if size_prior is None:
+        with np.errstate(divide="ignore"):
+            return np.log(tentacles["basin_fraction"].values), np.where(counts > 0, 1.0 / np.maximum(counts, 1), np.nan)
+    if "n_members_total" not in minima.attrs:
+        raise ValueError("the catalogue does not record its ensemble's size (attribute n_members_total): its basins' "
+                         "counts cannot be read as fractions")
+    mean, variance = np.full(len(counts), np.nan), np.full(len(counts), np.nan)
+    reached = counts >= 1
+    mean[reached], variance[reached] = size_prior.posterior(counts[reached], minima.attrs["n_members_total"])
+    return mean, variance
+
+
+def experiment_size_prior(replicates: list[Replicate], *, fit_threshold: float) -> LogSizePrior | None:
+    """The prior of basin sizes the shape rows read their pairs' sizes through: fitted
+    (:func:`basins.size_prior.fit_log_size_prior`) to the member counts of every fitting minimum
+    (training error at most ``fit_threshold``, any count) in the catalogues of the
+    ``replicates`` that enter the shape rows (probed, every minimum on its tolerance plateau),
+    pooled: one experiment's basins share one spread of sizes. None where none was counted."""
+    counts, totals = [], []
+    for replicate in replicates:
+        minima = replicate.minima
+        if replicate.tentacles is None or not bool(np.all(minima["on_tolerance_plateau"].values)):
+            continue
+        if "n_members_total" not in minima.attrs:
+            raise ValueError(f"seed {replicate.seed}: the catalogue does not record its ensemble's size "
+                             "(attribute n_members_total)")
+        members = minima["n_members"].values
+        fitting = (minima["train_error"].values <= fit_threshold) & (members >= 1)
+        counts.append(members[fitting])
+        totals.append(np.full(int(fitting.sum()), int(minima.attrs["n_members_total"])))
+    if not counts or not sum(map(len, counts)):
+        return None
+    return fit_log_size_prior(np.concatenate(counts), np.concatenate(totals))
 
 
 def good_bad_shape(
-    minima: xr.Dataset, tentacles: xr.Dataset, *, fit_threshold: float, min_members: int, match_factor: float
+    minima: xr.Dataset, tentacles: xr.Dataset, *, fit_threshold: float, min_members: int, match_factor: float,
+    size_prior: LogSizePrior | None = None,
 ) -> tuple[dict, str]:
     """The good - bad difference of every shape statistic (:data:`basins.summary.SHAPE_STATISTICS`)
     in one replicate, at matched basin fraction, and why there is none.
@@ -996,9 +1046,11 @@ def good_bad_shape(
     ``measure_tentacles``' intervals at their own confidence).
     Returns ``({"differences": {statistic: (difference, standard error)}, "sizes":
     :class:`PairSizes`, "pair": the pair}, "")`` or ``({}, reason)``; the sizes serve
-    :func:`size_correction`.
+    :func:`size_correction`: read through the experiment's ``size_prior``
+    (:func:`probed_log_fractions`), or as counted where it is None.
     """
-    candidates = probed_fitting_minima(minima, tentacles, fit_threshold=fit_threshold, min_members=min_members)
+    candidates = probed_fitting_minima(minima, tentacles, fit_threshold=fit_threshold, min_members=min_members,
+                                       size_prior=size_prior)
     fraction, rows = tentacles["basin_fraction"].values, candidates.rows
     pair = good_and_bad(fraction, candidates.test_error, rows, match_factor=match_factor)
     if pair is None:
@@ -1013,14 +1065,14 @@ def good_bad_shape(
     for stat, (kind_of_error, _) in SHAPE_STATISTICS.items():
         (g, b), standard_errors = shape_standard_error(tentacles, stat, kind_of_error, np.array(pair.indices))
         differences[stat] = (float(g - b), float(np.hypot(*standard_errors)))
-    counts = tentacles["n_members"].values
-    sizes = PairSizes(*np.log(fraction[pair.indices]), log_count_ratio_variance(counts[pair.good], counts[pair.bad]))
+    log_fraction, variance = candidates.log_fraction, candidates.log_fraction_variance
+    sizes = PairSizes(log_fraction[pair.good], log_fraction[pair.bad], variance[pair.good] + variance[pair.bad])
     return {"differences": differences, "sizes": sizes, "pair": pair}, ""
 
 
 class PairSizes(NamedTuple):
-    """A pair's log basin fractions, counted from the members, and the counting noise of
-    their difference (:func:`basins.stats.log_count_ratio_variance`)."""
+    """A pair's log basin fractions and the variance of their difference, its counting noise
+    (:func:`probed_log_fractions`: posterior, or as counted)."""
 
     good: float
     bad: float
@@ -1121,6 +1173,8 @@ class ProbedMinima(NamedTuple):
     test_error: np.ndarray
     rows: np.ndarray
     need: int  # the member cut applied
+    log_fraction: np.ndarray  # every probed minimum's ln basin fraction (:func:`probed_log_fractions`)
+    log_fraction_variance: np.ndarray  # and its variance, from the counting
 
 
 class SizeCorrection(NamedTuple):
@@ -1213,7 +1267,7 @@ def size_correction(probed: dict[int, ProbedMinima], pairs: dict[int, PairSizes]
         if seed not in pairs:
             continue
         value, se = shape_standard_error(minima.tentacles, stat, kind_of_error, minima.rows)
-        log_fraction = np.log(minima.tentacles["basin_fraction"].values[minima.rows])
+        log_fraction = minima.log_fraction[minima.rows]
         pair = pairs[seed]
         low = min(pair.good, pair.bad) - np.log(match_factor)
         high = max(pair.good, pair.bad) + np.log(match_factor)
