@@ -16,15 +16,17 @@ standard errors, as the run wrote them. Per simulated study it
   of each minimum's own standard error (+ ``--extra-scatter``: scatter its error does not
   state), with no good - bad difference on average (``--heterogeneity`` tau: each replicate's
   own, drawn N(0, tau^2), times the minima's test-error rank),
+- fits the experiment's prior of basin sizes to the catalogues' counts of fitting minima
+  (redrawn, with ``--whole-catalogue``) as the stage does (``experiment_size_prior``),
 - and passes the redrawn replicates through the stage's own functions (``good_bad_shape``,
   ``size_correction``, ``_pooled_interval``): new pairs, new slope, the pooled interval.
 
 A row decided at 95 % is then a false alarm; the rate should stay at or below 5 % (and the
 one-sided rate in the hypothesis's direction at or below 2.5 %) at every planted slope (each
-rate with its binomial Monte Carlo error). The
-same studies are pooled once more with the pairs' counting noise left out of the replicates'
-errors (as before session 63), and the fitted slope over the planted one shows the counting
-noise's bias on it.
+rate with its binomial Monte Carlo error), and the mean estimate should be 0 within its Monte
+Carlo error. The same studies are pooled once more with the pairs' sizes as counted (``_counted``:
+ln(n / M), before session 64), and the fitted slope over the planted one shows the counts'
+bias on it.
 
     python benchmarks/shape_row_calibration.py RUN/results --extra-scatter 0.02 --output benchmarks/results/x.json
 """
@@ -39,17 +41,28 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from basins.answer import SHAPE_STATISTICS, _pooled_interval, good_bad_shape, probed_fitting_minima, size_correction
+from scipy import stats
+
+from basins.answer import (
+    SHAPE_STATISTICS,
+    Probing,
+    _pooled_interval,
+    good_bad_shape,
+    probed_fitting_minima,
+    selection_shortfall,
+    size_correction,
+)
 from basins.io import read_dataset
 from basins.rays import select_minima_to_probe
+from basins.size_prior import LogSizePrior, fit_log_size_prior
 
 sys.path.insert(0, str(Path(__file__).parent))
 from recording import write_table  # noqa: E402
 
 
 def run_layout(results: Path, experiment: str | None) -> tuple[str, list]:
-    """The (minima, tentacles, the rays stage's settings) of every probed seed of one experiment
-    of a run."""
+    """The (minima, tentacles, how the rays stage chose the minima to probe) of every probed seed
+    of one experiment of a run."""
     experiments = sorted(path.name for path in (results / "tentacles").iterdir() if path.is_dir())
     if not experiments:
         raise SystemExit(f"{results}/tentacles holds no probed experiment")
@@ -61,75 +74,150 @@ def run_layout(results: Path, experiment: str | None) -> tuple[str, list]:
         raise SystemExit(f"{experiment} was not probed in {results} ({experiments})")
     files = sorted((results / "tentacles" / experiment).glob("seed*.nc"))
     return experiment, [(read_dataset(results / "minima" / experiment / f.name), read_dataset(f),
-                         json.loads(read_dataset(results / "rays" / experiment / f.name).attrs["stage_config"])["rays"])
+                         Probing.from_stage_config(json.loads(
+                             read_dataset(results / "rays" / experiment / f.name).attrs["stage_config"])))
                         for f in files]
 
 
-def redrawn_replicate(rng, minima, tentacles, probing, *, stat, fit_threshold, min_members, match_factor,
-                      whole_catalogue):
-    """One replicate's probed minima with their member counts redrawn: a tentacles-like dataset
-    (ids, counts, fractions; no statistic yet), each row's true ln basin fraction and the
-    statistic's standard error there (the run's, or its median where the run probed it not)."""
-    total = float(np.median(tentacles["n_members"].values / tentacles["basin_fraction"].values))
+def test_error_rank(minima, fit_threshold) -> tuple[np.ndarray, np.ndarray]:
+    """The catalogue's fitting minima (a mask) and their test-error ranks among themselves, 0
+    the best .. 1 the worst: the covariate of the prior the true sizes are drawn from."""
+    fitting = minima["train_error"].values <= fit_threshold
+    rank = stats.rankdata(minima["test_error"].values[fitting]) - 1
+    return fitting, rank / max(rank.max(initial=0), 1)
+
+
+def run_size_prior(layout, fit_threshold) -> LogSizePrior:
+    """The prior of the run's basin sizes (``basins.size_prior``), from every fitting minimum's
+    count over the probed seeds' catalogues, shifted with its test-error rank: the truths of
+    ``--truth posterior`` are drawn from each minimum's posterior under it."""
+    counts, totals, ranks = [], [], []
+    for minima, _, _ in layout:
+        fitting, rank = test_error_rank(minima, fit_threshold)
+        counted = minima["n_members"].values[fitting]
+        counts.append(counted[counted >= 1])
+        ranks.append(rank[counted >= 1])
+        totals.append(np.full(int((counted >= 1).sum()), int(minima.attrs["n_members_total"])))
+    return fit_log_size_prior(*map(np.concatenate, (counts, totals, ranks)))
+
+
+def redrawn_replicate(rng, minima, tentacles, probing: Probing, *, fit_threshold, min_members, match_factor,
+                      whole_catalogue, truth_prior=None):
+    """One replicate with its member counts redrawn: a tentacles-like dataset of the minima
+    probed (ids, counts, fractions; no statistic yet), each one's true ln basin fraction, and
+    the catalogue as the study would have counted it (for the stage's selection shortfall).
+    With ``truth_prior`` (whole catalogue only) each fitting minimum's true fraction is drawn
+    from its posterior given the run's count and test-error rank, and counted anew (Poisson)."""
+    total = int(minima.attrs["n_members_total"])
+    fitting = minima["train_error"].values <= fit_threshold
     if whole_catalogue:
         true_counts = minima["n_members"].values.astype(float)
-        drawn = rng.multinomial(round(total), np.append(true_counts, max(0.0, total - true_counts.sum())) / total)[:-1]
-        eligible = (drawn >= min_members) & (minima["train_error"].values <= fit_threshold)
-        ids = select_minima_to_probe(drawn / total, minima["test_error"].values, n_largest=probing["n_largest"],
-                                     eligible=eligible, match_factor=match_factor,
-                                     n_size_neighbours=probing.get("n_size_neighbours", 0))
+        if truth_prior is None:
+            drawn = rng.multinomial(total, np.append(true_counts, max(0.0, total - true_counts.sum())) / total)[:-1]
+        else:
+            _, rank = test_error_rank(minima, fit_threshold)
+            reached = true_counts[fitting] >= 1
+            weight, shift = truth_prior.posterior_weights(true_counts[fitting][reached], total, rank[reached])
+            grid = truth_prior.log_fraction
+            drawn_point = (weight.cumsum(1) < rng.random((len(weight), 1))).sum(1)
+            spacing = grid[1] - grid[0]  # a draw anywhere within its grid cell
+            true_fitting = true_counts[fitting]
+            true_fitting[reached] = total * np.exp(grid[drawn_point] + shift
+                                                   + spacing * (rng.random(len(weight)) - 0.5))
+            true_counts[fitting] = true_fitting
+            drawn = rng.poisson(true_counts)
+            if drawn.sum() > total:  # the ensemble holds its members: thin the draw to them
+                drawn = rng.multivariate_hypergeometric(drawn, total)
+        ids = select_minima_to_probe(drawn / total, minima["test_error"].values, n_largest=probing.n_largest,
+                                     eligible=(drawn >= probing.min_members) & (minima["train_error"].values
+                                                                                <= probing.fit_threshold),
+                                     match_factor=probing.match_factor, n_size_neighbours=probing.n_size_neighbours)
         true_counts, counts = true_counts[ids], drawn[ids]
     else:
         ids = tentacles["minimum"].values
         true_counts = tentacles["n_members"].values.astype(float)
         counts = rng.poisson(true_counts)
-    measured = dict(zip(tentacles["minimum"].values, tentacles[f"{stat}_se"].values))
-    typical = np.nanmedian(tentacles[f"{stat}_se"].values)
-    error = np.array([measured.get(i, np.nan) for i in ids])
-    error = np.where(np.isfinite(error), error, typical)
+        drawn = minima["n_members"].values.copy()
+        drawn[ids] = counts
+        if drawn.sum() > total:
+            drawn = rng.multivariate_hypergeometric(drawn, total)
+            counts = drawn[ids]
     redrawn = xr.Dataset({"n_members": ("minimum", counts), "basin_fraction": ("minimum", counts / total)},
                          coords={"minimum": ids}, attrs={"min_members": int(tentacles.attrs.get("min_members", 1))})
-    return redrawn, np.log(true_counts / total), error
+    return redrawn, np.log(true_counts / total), minima.assign(n_members=("minimum", drawn))
 
 
-def simulated_study(rng, layout, *, slope, stat, fit_threshold, min_members, match_factor, confidence,
-                    extra_scatter=0.0, heterogeneity=0.0, whole_catalogue=False) -> dict | None:
-    """One study on the run's layout with redrawn counts and a planted null statistic; None
-    where the size correction is refused (its quadratic check) or no replicate has a pair."""
+def statistic_errors(tentacles, ids, stat):
+    """The statistic's standard error at each of ``ids``: the run's, or its median where the run
+    probed it not."""
+    measured = dict(zip(tentacles["minimum"].values, tentacles[f"{stat}_se"].values))
+    error = np.array([measured.get(i, np.nan) for i in ids])
+    return np.where(np.isfinite(error), error, np.nanmedian(tentacles[f"{stat}_se"].values))
+
+
+def pooled_rows(layout, redrawn, catalogues, stat, *, shortfall_redraws, shortfall_seed, fit_threshold, min_members,
+                match_factor, confidence):
+    """The stage's path for one shape row over the redrawn replicates, the pairs' counted size
+    ratios raised by their selection shortfall (``selection_shortfall`` from each redrawn
+    catalogue, ``shortfall_redraws`` redraws; 0: not raised, as before session 64): its pooled
+    interval and slope, or None where the size correction is refused or no replicate has a pair."""
     seeds, probed, pairs, z, se = list(range(len(layout))), {}, {}, [], []
-    for seed, (minima, tentacles, probing) in enumerate(layout):
-        redrawn, true_log_fraction, error = redrawn_replicate(
-            rng, minima, tentacles, probing, stat=stat, fit_threshold=fit_threshold, min_members=min_members,
-            match_factor=match_factor, whole_catalogue=whole_catalogue)
-        n = len(error)
-        test_error = minima["test_error"].values[redrawn["minimum"].values]
-        rank = np.argsort(np.argsort(test_error)) / max(1, n - 1)  # 0 best .. 1 worst
-        value = (rng.normal(0.5, 0.1) + slope * true_log_fraction + rng.normal(0, heterogeneity) * rank
-                 + np.hypot(error, extra_scatter) * rng.standard_normal(n))
-        redrawn = redrawn.assign(**{stat: ("minimum", value), f"{stat}_se": ("minimum", error)})
-        probed[seed] = probed_fitting_minima(minima, redrawn, fit_threshold=fit_threshold, min_members=min_members)
-        shape, reason = good_bad_shape(minima, redrawn, fit_threshold=fit_threshold, min_members=min_members,
+    for seed, ((minima, _, probing), tentacles, catalogue) in enumerate(zip(layout, redrawn, catalogues)):
+        probed[seed] = probed_fitting_minima(minima, tentacles, fit_threshold=fit_threshold, min_members=min_members)
+        shape, reason = good_bad_shape(minima, tentacles, fit_threshold=fit_threshold, min_members=min_members,
                                        match_factor=match_factor)
         difference = (np.nan, np.nan) if reason else shape["differences"][stat]
         if not reason:
             pairs[seed] = shape["sizes"]
+            if shortfall_redraws:
+                shortfall = selection_shortfall(catalogue, probing, fit_threshold=fit_threshold,
+                                                need=probed[seed].need, match_factor=match_factor,
+                                                n_redraws=shortfall_redraws, seed=shortfall_seed + seed)
+                pairs[seed] = pairs[seed]._replace(shortfall=shortfall.mean, shortfall_variance=shortfall.variance)
         z.append(difference[0])
         se.append(difference[1])
     correction = size_correction(probed, pairs, stat, seeds, match_factor=match_factor, confidence=confidence)
     if correction is None or correction.reason:
         return None
-    z, se = np.array(z), np.array(se)
-    identity, bounds = (lambda v: v), (-np.inf, np.inf)
-    pooled, low, high = _pooled_interval(z, se, confidence, identity, bounds, correction)
-    before, low_before, high_before = _pooled_interval(z, se, confidence, identity, bounds,
-                                                       correction._replace(log_ratio_variance=None))
+    pooled, low, high = _pooled_interval(np.array(z), np.array(se), confidence, lambda v: v, (-np.inf, np.inf),
+                                         correction)
     return dict(estimate=pooled["estimate"], low=low, high=high, tau=pooled["tau"], slope=correction.slope,
-                k=pooled["k"], low_before=low_before, high_before=high_before, tau_before=before["tau"])
+                k=pooled["k"])
+
+
+def simulated_study(rng, layout, *, slope, stat, fit_threshold, min_members, match_factor, confidence,
+                    extra_scatter=0.0, heterogeneity=0.0, whole_catalogue=False, truth_prior=None,
+                    shortfall_redraws=50) -> dict | None:
+    """One study on the run's layout with redrawn counts and a planted null statistic, pooled
+    with the pairs' size ratios raised by their selection shortfall (as the stage does) and as
+    counted (``_counted``: before session 64); None where either size correction is refused."""
+    redrawn, catalogues = [], []
+    for minima, tentacles, probing in layout:
+        replicate, true_log_fraction, catalogue = redrawn_replicate(
+            rng, minima, tentacles, probing, fit_threshold=fit_threshold, min_members=min_members,
+            match_factor=match_factor, whole_catalogue=whole_catalogue, truth_prior=truth_prior)
+        ids = replicate["minimum"].values
+        n = len(ids)
+        error = statistic_errors(tentacles, ids, stat)
+        test_error = minima["test_error"].values[ids]
+        rank = np.argsort(np.argsort(test_error)) / max(1, n - 1)  # 0 best .. 1 worst
+        value = (rng.normal(0.5, 0.1) + slope * true_log_fraction + rng.normal(0, heterogeneity) * rank
+                 + np.hypot(error, extra_scatter) * rng.standard_normal(n))
+        redrawn.append(replicate.assign(**{stat: ("minimum", value), f"{stat}_se": ("minimum", error)}))
+        catalogues.append(catalogue)
+    settings = dict(fit_threshold=fit_threshold, min_members=min_members, match_factor=match_factor,
+                    confidence=confidence, shortfall_seed=int(rng.integers(2**31)))
+    raised, counted = (pooled_rows(layout, redrawn, catalogues, stat, shortfall_redraws=redraws, **settings)
+                       for redraws in (shortfall_redraws, 0))
+    if raised is None or counted is None:
+        return None
+    return raised | {f"{key}_counted": value for key, value in counted.items()}
 
 
 def calibrate(layout, *, slopes, studies, seed, stat, fit_threshold, min_members, match_factor, confidence,
-              extra_scatter=0.0, heterogeneity=0.0, whole_catalogue=False):
+              extra_scatter=0.0, heterogeneity=0.0, whole_catalogue=False, truth="catalogue", shortfall_redraws=50):
     sign = SHAPE_STATISTICS[stat][1]
+    truth_prior = run_size_prior(layout, fit_threshold) if truth == "posterior" else None
     rows = []
     for slope in slopes:
         rng = np.random.default_rng([seed, round(1000 * slope)])
@@ -138,7 +226,8 @@ def calibrate(layout, *, slopes, studies, seed, stat, fit_threshold, min_members
             result = simulated_study(rng, layout, slope=slope, stat=stat, fit_threshold=fit_threshold,
                                      min_members=min_members, match_factor=match_factor, confidence=confidence,
                                      extra_scatter=extra_scatter, heterogeneity=heterogeneity,
-                                     whole_catalogue=whole_catalogue)
+                                     whole_catalogue=whole_catalogue, truth_prior=truth_prior,
+                                     shortfall_redraws=shortfall_redraws)
             refused += result is None
             results += [result] if result else []
             if (study + 1) % 100 == 0:
@@ -150,7 +239,7 @@ def calibrate(layout, *, slopes, studies, seed, stat, fit_threshold, min_members
             return float(decided.mean()), float((decided & (np.sign(low) == sign)).mean())
 
         two_sided, one_sided = rates(column["low"], column["high"])
-        two_sided_before, one_sided_before = rates(column["low_before"], column["high_before"])
+        two_sided_counted, one_sided_counted = rates(column["low_counted"], column["high_counted"])
         n = len(results)
         rows.append(dict(
             planted_slope=slope, studies=n, refused=refused, mean_replicates=float(column["k"].mean()),
@@ -159,9 +248,10 @@ def calibrate(layout, *, slopes, studies, seed, stat, fit_threshold, min_members
             sd_estimate=float(column["estimate"].std()),
             fitted_over_planted_slope=float(column["slope"].mean() / slope) if slope else np.nan,
             mean_tau=float(column["tau"].mean()), false_alarms=two_sided, false_alarms_hypothesis_side=one_sided,
-            mean_tau_counting_noise_left_out=float(column["tau_before"].mean()),
-            false_alarms_counting_noise_left_out=two_sided_before,
-            false_alarms_hypothesis_side_counting_noise_left_out=one_sided_before,
+            # the same studies with the pairs' sizes as counted (sessions 63 and before)
+            mean_estimate_counted=float(column["estimate_counted"].mean()),
+            fitted_over_planted_slope_counted=float(column["slope_counted"].mean() / slope) if slope else np.nan,
+            false_alarms_counted=two_sided_counted, false_alarms_hypothesis_side_counted=one_sided_counted,
             # binomial Monte Carlo errors of a rate near 5 % and near 2.5 %
             false_alarm_error_at_5_percent=float(np.sqrt(0.05 * 0.95 / n)),
             false_alarm_error_at_2_5_percent=float(np.sqrt(0.025 * 0.975 / n))))
@@ -186,6 +276,11 @@ def main(argv=None):
                         help="tau of each replicate's own good - bad difference (mean 0)")
     parser.add_argument("--whole-catalogue", action="store_true",
                         help="redraw every catalogued minimum's count and choose the minima to probe again")
+    parser.add_argument("--truth", choices=["catalogue", "posterior"], default="catalogue",
+                        help="with --whole-catalogue, the true basin sizes: the run's counted ones, or each fitting "
+                        "minimum's drawn anew per study from its posterior under the run's prior of sizes")
+    parser.add_argument("--shortfall-redraws", type=int, default=50,
+                        help="redraws behind each pair's selection shortfall (the stage's: 200)")
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--fit-threshold", type=float, default=0.0)
     parser.add_argument("--min-members", type=int, default=10)
@@ -195,6 +290,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.studies < 1:
         parser.error("--studies must be at least 1")
+    if args.truth == "posterior" and not args.whole_catalogue:
+        parser.error("--truth posterior redraws the whole catalogue: give --whole-catalogue")
     if args.extra_scatter < 0 or args.heterogeneity < 0:
         parser.error("--extra-scatter and --heterogeneity are standard deviations: >= 0")
     experiment, layout = run_layout(args.results, args.experiment)
@@ -202,11 +299,13 @@ def main(argv=None):
     rows = calibrate(layout, slopes=args.slopes, studies=args.studies, seed=args.seed, stat=args.statistic,
                      fit_threshold=args.fit_threshold, min_members=args.min_members, match_factor=args.match_factor,
                      confidence=args.confidence, extra_scatter=args.extra_scatter, heterogeneity=args.heterogeneity,
-                     whole_catalogue=args.whole_catalogue)
+                     whole_catalogue=args.whole_catalogue, truth=args.truth,
+                     shortfall_redraws=args.shortfall_redraws)
     if args.output:
         write_table(args.output, rows, dict(results=str(args.results), experiment=experiment, statistic=args.statistic,
                                             studies=args.studies, seed=args.seed, extra_scatter=args.extra_scatter,
-                                            heterogeneity=args.heterogeneity, whole_catalogue=args.whole_catalogue))
+                                            heterogeneity=args.heterogeneity, whole_catalogue=args.whole_catalogue,
+                                            truth=args.truth, shortfall_redraws=args.shortfall_redraws))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from basins.stats import (
     dual_p_value,
     fisher_z,
     holm_adjusted,
+    log_count_ratio_variance,
     mid_ranks,
     partial_spearman_fisher_z,
     partial_spearman_fisher_z_rows,
@@ -502,3 +503,19 @@ def _partial_z_by_lstsq(a, b, control):
     steps = np.diff(left, axis=0)
     return fisher_z(np.sum(steps[:, 0] * steps[:, 1]) / np.sqrt(np.sum(steps[:, 0] ** 2) * np.sum(steps[:, 1] ** 2)), n)
 
+
+def test_the_log_ratio_of_two_counted_basins_varies_as_one_over_each_count():
+    """Known answer: two basins' members among one ensemble's, drawn multinomially (2 000
+    members, basins of 3 % and 2 %, expected counts 60 and 40): the variance of ln(n_a / n_b)
+    over 100 000 draws is the delta method's 1 / 60 + 1 / 40 (the total's noise cancels), to the
+    method's own second-order error (a few per cent at these counts); the plug-in from each
+    draw's own counts averages the same."""
+    rng = np.random.default_rng(3)
+    counts = rng.multinomial(2000, [0.03, 0.02, 0.95], size=100_000)[:, :2]
+    drawn = np.var(np.log(counts[:, 0] / counts[:, 1]))
+    assert log_count_ratio_variance(60, 40) == pytest.approx(1 / 60 + 1 / 40)
+    assert drawn == pytest.approx(1 / 60 + 1 / 40, rel=0.05)
+    plug_in = np.mean(1 / counts[:10_000, 0] + 1 / counts[:10_000, 1])
+    assert plug_in == pytest.approx(drawn, rel=0.05)
+    with pytest.raises(ValueError, match="both counted"):
+        log_count_ratio_variance(0, 40)

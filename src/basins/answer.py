@@ -84,6 +84,7 @@ from basins.stats import (
     partial_spearman_fisher_z,
     partial_spearman_fisher_z_rows,
     holm_adjusted,
+    log_count_ratio_variance,
     pool_replicates,
     pooled_half_width,
     random_effects_weights,
@@ -94,8 +95,14 @@ from basins.stats import (
     spearman_fisher_z_rows,
     verdict,
 )
-from basins.rays import GoodAndBad, good_and_bad, matched_pairs, pair_candidates, size_matched_pairs
-from basins.size_prior import LogSizePrior, fit_log_size_prior
+from basins.rays import (
+    GoodAndBad,
+    good_and_bad,
+    matched_pairs,
+    pair_candidates,
+    select_minima_to_probe,
+    size_matched_pairs,
+)
 from basins.summary import SHAPE_STATISTICS, shape_standard_error, test_error_badness
 
 log = logging.getLogger(__name__)
@@ -135,6 +142,27 @@ class Replicate(NamedTuple):
     tentacles: xr.Dataset | None = None  # measure_tentacles' output where the basins were probed
     l2: float = 0.0  # the training's weight decay: the loss's term l2 / 2 |theta|^2
     basin_sizes: xr.Dataset | None = None  # estimate_basin_sizes' output where the basins were walked
+    probing: Probing | None = None  # how probe_rays chose the minima it probed (None: not known)
+
+
+class Probing(NamedTuple):
+    """How probe_rays chose a replicate's minima to probe (:func:`basins.rays.select_minima_to_probe`):
+    the ``n_largest`` basins and the good and bad minima among those reached by at least
+    ``min_members`` members that fit the training set (training error at most ``fit_threshold``),
+    matched in basin fraction within ``match_factor``, with ``n_size_neighbours`` minima near
+    them in size."""
+
+    n_largest: int
+    n_size_neighbours: int
+    min_members: int
+    fit_threshold: float
+    match_factor: float
+
+    @classmethod
+    def from_stage_config(cls, config: dict) -> "Probing":
+        """From a rays file's ``stage_config`` (its ``rays`` section and the answer's settings it probed for)."""
+        return cls(int(config["rays"]["n_largest"]), int(config["rays"].get("n_size_neighbours", 0)),
+                   int(config["min_members"]), float(config["fit_threshold"]), float(config["match_factor"]))
 
 
 #: Possible values of a good - bad difference of a shape statistic that is a fraction or a
@@ -567,7 +595,6 @@ def answer_hypothesis(
     for family, experiments in families.items():
         for experiment in experiments:
             correlations, shapes, probed, shape_minima, pairs, walks = {}, {}, False, {}, {}, {}
-            size_prior = experiment_size_prior(replicates[experiment], fit_threshold=fit_threshold)
             for replicate in replicates[experiment]:
                 if replicate.basin_sizes is not None:
                     walked, walk_entry = _walk_entry(replicate, fit_threshold=fit_threshold)
@@ -585,18 +612,19 @@ def answer_hypothesis(
                     # The shape rows need a matched pair, not the rank correlation's four minima.
                     shape, reason = good_bad_shape(
                         replicate.minima, replicate.tentacles, fit_threshold=fit_threshold, min_members=min_members,
-                        match_factor=match_factor, size_prior=size_prior,
+                        match_factor=match_factor,
                     )
                     shape_minima[replicate.seed] = probed_fitting_minima(
-                        replicate.minima, replicate.tentacles, fit_threshold=fit_threshold, min_members=min_members,
-                        size_prior=size_prior)
+                        replicate.minima, replicate.tentacles, fit_threshold=fit_threshold, min_members=min_members)
                     if reason:
                         excluded.append((experiment, replicate.seed, f"shape rows: {reason}"))
                     else:
                         labels = pair_labels(replicate.minima, shape_minima[replicate.seed], shape["pair"],
                                              n_test=replicate.n_test, match_factor=match_factor, seed=replicate.seed)
                         shapes[replicate.seed] = (2, shape["differences"], None, None, labels)
-                        pairs[replicate.seed] = shape["sizes"]
+                        pairs[replicate.seed] = _with_shortfall(shape["sizes"], replicate, fit_threshold=fit_threshold,
+                                                                need=shape_minima[replicate.seed].need,
+                                                                match_factor=match_factor)
                 if entry["reason"]:
                     excluded.append((experiment, replicate.seed, entry["reason"]))
                     continue
@@ -646,6 +674,17 @@ def answer_hypothesis(
     return _as_dataset(rows, excluded, seeds, fit_threshold, min_members, confidence, walked_minima).assign_attrs(
         match_factor=match_factor, plan_correlation=np.nan if plan_correlation is None else plan_correlation,
     )
+
+
+def _with_shortfall(sizes: PairSizes, replicate: Replicate, *, fit_threshold: float, need: int,
+                    match_factor: float) -> PairSizes:
+    """A replicate's pair sizes with its selection shortfall (:func:`selection_shortfall`),
+    where how its minima were probed is known."""
+    if replicate.probing is None:
+        return sizes
+    shortfall = selection_shortfall(replicate.minima, replicate.probing, fit_threshold=fit_threshold, need=need,
+                                    match_factor=match_factor, seed=replicate.seed)
+    return sizes._replace(shortfall=shortfall.mean, shortfall_variance=shortfall.variance)
 
 
 #: What a tentacles file records of how its basins were probed: the stages' options (its
@@ -868,6 +907,9 @@ def _pooled_row(per_replicate, seeds, name, sign, confidence, to_scale, bounds=(
         size_slope_half_width=correction.half_width if correction is not None else np.nan,
         size_slope_minima=correction.n_minima if correction is not None else -1,
         size_correction=pooled["size_correction"],
+        size_ratio_shortfall=pooled["size_ratio_shortfall"],
+        pair_size_shortfall=(correction.shortfall if correction is not None and correction.shortfall is not None
+                             else np.full(len(seeds), np.nan)),
     )
 
 
@@ -924,15 +966,19 @@ def _pooled_interval(z, se, confidence, to_scale, bounds, correction=None):
     moves the pooled estimate by the pool's weighted mean log size ratio times it, which the
     scatter of the replicates cannot show (the two half-widths add in quadrature).
     ``pooled["size_correction"]``: what the correction moved the pooled estimate by (nan
-    without one); ``pooled["widening"]``: the half-width the slope's error adds (0 without one);
+    without one); ``pooled["size_ratio_shortfall"]``: the pool's weighted mean selection
+    shortfall its pairs' log size ratios include (:func:`selection_shortfall`; nan without); ``pooled["widening"]``: the half-width the slope's error adds (0 without one);
     ``pooled["p_value"]``: the two-sided p dual to the widened interval (:func:`_widened_p_value`).
     """
     if correction is not None:
         z, se = correction.corrected(z), correction.corrected_stderr(se)
     pooled = pool_replicates(z, se, confidence)
-    pooled["size_correction"], pooled["widening"] = np.nan, 0.0
+    pooled["size_correction"], pooled["widening"], pooled["size_ratio_shortfall"] = np.nan, 0.0, np.nan
     if correction is not None and "weights" in pooled:
         pooled["size_correction"], pooled["widening"] = _size_widening(pooled["weights"], correction)
+        if correction.shortfall is not None:
+            weights = pooled["weights"]  # nan where a pooled replicate's shortfall was not estimated
+            pooled["size_ratio_shortfall"] = float(np.sum(np.where(weights > 0, weights * correction.shortfall, 0.0)))
         half = np.hypot((pooled["high"] - pooled["low"]) / 2, pooled["widening"])
         pooled["low"], pooled["high"] = pooled["estimate"] - half, pooled["estimate"] + half
         pooled["p_value"] = _widened_p_value(pooled, correction)
@@ -972,67 +1018,19 @@ def _widened_p_value(pooled: dict, correction) -> float:
 
 
 def probed_fitting_minima(minima: xr.Dataset, tentacles: xr.Dataset, *, fit_threshold: float,
-                          min_members: int, size_prior: LogSizePrior | None = None) -> ProbedMinima:
+                          min_members: int) -> ProbedMinima:
     """The probed minima the shape rows may use: fitting the training set (training error at
     most ``fit_threshold``) and reached by at least ``min_members`` members (and the tentacle
-    stage's own ``min_members``); with every probed minimum's log basin fraction
-    (:func:`probed_log_fractions`)."""
+    stage's own ``min_members``)."""
     need = max(min_members, int(tentacles.attrs.get("min_members", 1)))
     probed = tentacles["minimum"].values
     rows = np.flatnonzero((tentacles["n_members"].values >= need)
                           & (minima["train_error"].values[probed] <= fit_threshold))
-    return ProbedMinima(tentacles, minima["test_error"].values[probed], rows, need,
-                        *probed_log_fractions(minima, tentacles, size_prior))
-
-
-def probed_log_fractions(minima: xr.Dataset, tentacles: xr.Dataset,
-                         size_prior: LogSizePrior | None) -> tuple[np.ndarray, np.ndarray]:
-    """Every probed minimum's ln basin fraction and that value's variance. Given the
-    experiment's prior of basin sizes (:func:`experiment_size_prior`): the posterior mean and
-    variance of the true ln fraction given the minimum's member count (empirical Bayes,
-    :mod:`basins.size_prior`). Without one: ln of the counted fraction and the delta method's
-    1 / n (for two basins of one ensemble the multinomial's negative covariance cancels the
-    total's share, so a pair's log ratio varies as 1 / n_a + 1 / n_b); nan where no member
-    was counted."""
-    counts = tentacles["n_members"].values
-    if size_prior is None:
-        with np.errstate(divide="ignore"):
-            return np.log(tentacles["basin_fraction"].values), np.where(counts > 0, 1.0 / np.maximum(counts, 1), np.nan)
-    if "n_members_total" not in minima.attrs:
-        raise ValueError("the catalogue does not record its ensemble's size (attribute n_members_total): its basins' "
-                         "counts cannot be read as fractions")
-    mean, variance = np.full(len(counts), np.nan), np.full(len(counts), np.nan)
-    reached = counts >= 1
-    mean[reached], variance[reached] = size_prior.posterior(counts[reached], minima.attrs["n_members_total"])
-    return mean, variance
-
-
-def experiment_size_prior(replicates: list[Replicate], *, fit_threshold: float) -> LogSizePrior | None:
-    """The prior of basin sizes the shape rows read their pairs' sizes through: fitted
-    (:func:`basins.size_prior.fit_log_size_prior`) to the member counts of every fitting minimum
-    (training error at most ``fit_threshold``, any count) in the catalogues of the
-    ``replicates`` that enter the shape rows (probed, every minimum on its tolerance plateau),
-    pooled: one experiment's basins share one spread of sizes. None where none was counted."""
-    counts, totals = [], []
-    for replicate in replicates:
-        minima = replicate.minima
-        if replicate.tentacles is None or not bool(np.all(minima["on_tolerance_plateau"].values)):
-            continue
-        if "n_members_total" not in minima.attrs:
-            raise ValueError(f"seed {replicate.seed}: the catalogue does not record its ensemble's size "
-                             "(attribute n_members_total)")
-        members = minima["n_members"].values
-        fitting = (minima["train_error"].values <= fit_threshold) & (members >= 1)
-        counts.append(members[fitting])
-        totals.append(np.full(int(fitting.sum()), int(minima.attrs["n_members_total"])))
-    if not counts or not sum(map(len, counts)):
-        return None
-    return fit_log_size_prior(np.concatenate(counts), np.concatenate(totals))
+    return ProbedMinima(tentacles, minima["test_error"].values[probed], rows, need)
 
 
 def good_bad_shape(
-    minima: xr.Dataset, tentacles: xr.Dataset, *, fit_threshold: float, min_members: int, match_factor: float,
-    size_prior: LogSizePrior | None = None,
+    minima: xr.Dataset, tentacles: xr.Dataset, *, fit_threshold: float, min_members: int, match_factor: float
 ) -> tuple[dict, str]:
     """The good - bad difference of every shape statistic (:data:`basins.summary.SHAPE_STATISTICS`)
     in one replicate, at matched basin fraction, and why there is none.
@@ -1046,11 +1044,9 @@ def good_bad_shape(
     ``measure_tentacles``' intervals at their own confidence).
     Returns ``({"differences": {statistic: (difference, standard error)}, "sizes":
     :class:`PairSizes`, "pair": the pair}, "")`` or ``({}, reason)``; the sizes serve
-    :func:`size_correction`: read through the experiment's ``size_prior``
-    (:func:`probed_log_fractions`), or as counted where it is None.
+    :func:`size_correction`.
     """
-    candidates = probed_fitting_minima(minima, tentacles, fit_threshold=fit_threshold, min_members=min_members,
-                                       size_prior=size_prior)
+    candidates = probed_fitting_minima(minima, tentacles, fit_threshold=fit_threshold, min_members=min_members)
     fraction, rows = tentacles["basin_fraction"].values, candidates.rows
     pair = good_and_bad(fraction, candidates.test_error, rows, match_factor=match_factor)
     if pair is None:
@@ -1065,18 +1061,88 @@ def good_bad_shape(
     for stat, (kind_of_error, _) in SHAPE_STATISTICS.items():
         (g, b), standard_errors = shape_standard_error(tentacles, stat, kind_of_error, np.array(pair.indices))
         differences[stat] = (float(g - b), float(np.hypot(*standard_errors)))
-    log_fraction, variance = candidates.log_fraction, candidates.log_fraction_variance
-    sizes = PairSizes(log_fraction[pair.good], log_fraction[pair.bad], variance[pair.good] + variance[pair.bad])
+    counts = tentacles["n_members"].values
+    sizes = PairSizes(*np.log(fraction[pair.indices]), log_count_ratio_variance(counts[pair.good], counts[pair.bad]))
     return {"differences": differences, "sizes": sizes, "pair": pair}, ""
 
 
 class PairSizes(NamedTuple):
-    """A pair's log basin fractions and the variance of their difference, its counting noise
-    (:func:`probed_log_fractions`: posterior, or as counted)."""
+    """A pair's log basin fractions, counted from the members, the counting noise of their
+    difference (:func:`basins.stats.log_count_ratio_variance`), and how far the pair's counted
+    log size ratio falls short of its true one for being chosen by its counts, with that
+    estimate's Monte Carlo variance (:func:`selection_shortfall`; None where not estimated, as 0
+    in the ratio; nan where estimated and not known, which leaves the replicate's corrected
+    difference undefined)."""
 
     good: float
     bad: float
     ratio_variance: float
+    shortfall: float | None = None
+    shortfall_variance: float = 0.0
+
+
+#: Redraws of a replicate's member counts behind its pair's selection shortfall.
+SELECTION_REDRAWS = 200
+
+
+class SelectionShortfall(NamedTuple):
+    """:func:`selection_shortfall`'s estimate."""
+
+    mean: float  # of the true less the counted log size ratio of the pair chosen (nan: fewer than 2 chose one)
+    variance: float  # the mean's Monte Carlo variance
+    redraws: int  # redraws whose counts chose a pair
+
+
+def selection_shortfall(minima: xr.Dataset, probing: Probing, *, fit_threshold: float, need: int,
+                        match_factor: float, n_redraws: int = SELECTION_REDRAWS, seed: int = 0) -> SelectionShortfall:
+    """How far a replicate's pair's counted log size ratio (good over bad) falls short of the
+    true one because the pair was chosen by its counts: a parametric bootstrap of the choice.
+
+    The pair is chosen to look matched in size (within ``match_factor`` of counted fractions)
+    among minima probed because of their counts. Where good minima have the larger basins, the
+    pairs that look matched are, in truth, the good one larger more often than not: a good
+    basin counted low, or a bad one counted high, passes the match that their true sizes would
+    fail. So the counted log ratio falls short of the true one on average (by 0.03-0.04 on the
+    N = 401 run's layout), the size correction under-corrects, and a no-effect shape row leans
+    towards the hypothesis (+0.0027 at that run's slope, session 63). Each of ``n_redraws``
+    redraws takes the catalogue's counted fractions as the truth, draws the ensemble's members
+    anew over them (one multinomial draw), chooses the minima to probe as probe_rays did
+    (``probing``: :func:`basins.rays.select_minima_to_probe`) and the pair among them as the
+    shape rows do (at least ``need`` members, training error at most ``fit_threshold``,
+    :func:`basins.rays.good_and_bad` within ``match_factor``), and records the pair's true less
+    its counted log size ratio; their mean is the shortfall.
+
+    Known answers (benchmarks/shape_row_calibration.py): with the true sizes drawn from the
+    run's own prior of sizes (:mod:`basins.size_prior`: smooth, as true fractions are) the
+    shortfall left after adding it is 0 within its Monte Carlo error; with the counted sizes
+    themselves as the truth (rougher than any true spread of sizes: each count adds its noise)
+    the bootstrap overshoots by about a third of the shortfall.
+    """
+    if n_redraws < 2:
+        raise ValueError(f"n_redraws={n_redraws}: a shortfall and its Monte Carlo error need at least 2 redraws")
+    counts = minima["n_members"].values.astype(np.int64)
+    total = int(minima.attrs["n_members_total"])
+    if counts.sum() > total:
+        raise ValueError(f"the catalogue's minima hold {counts.sum()} members, its ensemble {total}")
+    train_error, test_error = minima["train_error"].values, minima["test_error"].values
+    cells = np.append(counts, total - counts.sum()) / total  # the last: members that reached no minimum
+    rng = np.random.default_rng([seed, n_redraws])
+    shortfalls = []
+    for _ in range(n_redraws):
+        drawn = rng.multinomial(total, cells)[:-1]
+        probed = select_minima_to_probe(
+            drawn / total, test_error, n_largest=probing.n_largest, match_factor=probing.match_factor,
+            eligible=(drawn >= probing.min_members) & (train_error <= probing.fit_threshold),
+            n_size_neighbours=probing.n_size_neighbours)
+        rows = np.flatnonzero((drawn[probed] >= need) & (train_error[probed] <= fit_threshold))
+        pair = good_and_bad(drawn[probed] / total, test_error[probed], rows, match_factor=match_factor)
+        if pair is not None and pair.matched:
+            good, bad = probed[pair.good], probed[pair.bad]
+            shortfalls.append(np.log(counts[good] / counts[bad]) - np.log(drawn[good] / drawn[bad]))
+    if len(shortfalls) < 2:  # the choice was a rare one: its shortfall is not known
+        return SelectionShortfall(np.nan, np.nan, len(shortfalls))
+    return SelectionShortfall(float(np.mean(shortfalls)), float(np.var(shortfalls, ddof=1) / len(shortfalls)),
+                              len(shortfalls))
 
 
 #: Resamples of the test set behind each replicate's check of its good and bad labels.
@@ -1173,8 +1239,6 @@ class ProbedMinima(NamedTuple):
     test_error: np.ndarray
     rows: np.ndarray
     need: int  # the member cut applied
-    log_fraction: np.ndarray  # every probed minimum's ln basin fraction (:func:`probed_log_fractions`)
-    log_fraction_variance: np.ndarray  # and its variance, from the counting
 
 
 class SizeCorrection(NamedTuple):
@@ -1188,6 +1252,7 @@ class SizeCorrection(NamedTuple):
     slope_stderr: float = 0.0  # the slope's standard error (0 where no slope is used)
     slope_dof: float = np.nan  # its Student-t degrees of freedom
     log_ratio_variance: np.ndarray | None = None  # per replicate: log_ratio's counting noise (None: exact)
+    shortfall: np.ndarray | None = None  # per replicate: the selection shortfall log_ratio includes
 
     def corrected(self, difference: np.ndarray) -> np.ndarray:
         """Each replicate's good - bad difference less what its pair's size ratio explains."""
@@ -1204,7 +1269,8 @@ class SizeCorrection(NamedTuple):
     def kept(self, replicates: np.ndarray) -> "SizeCorrection":
         """The same correction for the ``replicates`` kept (indices into its per-replicate arrays)."""
         variance = None if self.log_ratio_variance is None else self.log_ratio_variance[replicates]
-        return self._replace(log_ratio=self.log_ratio[replicates], log_ratio_variance=variance)
+        shortfall = None if self.shortfall is None else self.shortfall[replicates]
+        return self._replace(log_ratio=self.log_ratio[replicates], log_ratio_variance=variance, shortfall=shortfall)
 
 
 def size_correction(probed: dict[int, ProbedMinima], pairs: dict[int, PairSizes], stat: str,
@@ -1237,10 +1303,12 @@ def size_correction(probed: dict[int, ProbedMinima], pairs: dict[int, PairSizes]
     pairs (Tweedie's formula: E[true | counted] follows the local density of sizes), which is not
     known: 0.8-0.9 where sizes are spread evenly or normally about the pairs (attenuation),
     1.04-1.15 where small basins outnumber large ones (a power law), 0.94-0.98 on the runs' own
-    minima with their counts redrawn (benchmarks/shape_row_calibration.py). It is not corrected;
-    with the pairs chosen by counted sizes it moves a no-effect pool by +0.0015 (the probed
-    minima's counts redrawn) to +0.0027 (the whole catalogue's, the minima chosen again) at the
-    N = 401 run's layout and slope (docs/method.md).
+    minima with their counts redrawn (benchmarks/shape_row_calibration.py); it is not corrected.
+    The pairs are chosen by their counts, so a pair's counted log size ratio falls short of its
+    true one on average: each pair's ratio is raised by its selection shortfall where
+    ``pairs`` carry it (:func:`selection_shortfall`; its Monte Carlo variance joins the counting
+    noise). Left out, the shortfall moved a no-effect pool by +0.0027 towards the hypothesis at
+    the N = 401 run's layout and slope (docs/method.md).
 
     The correction is refused, with its ``reason`` (and the row left undecided), where the
     slope is not measured (too few minima, sizes or test-error ranks that do not vary within
@@ -1257,17 +1325,21 @@ def size_correction(probed: dict[int, ProbedMinima], pairs: dict[int, PairSizes]
     """
     if not pairs:
         return None
-    log_ratio = np.array([pairs[s].good - pairs[s].bad if s in pairs else np.nan for s in seeds])
-    ratio_variance = np.array([pairs[s].ratio_variance if s in pairs else np.nan for s in seeds])
+    def each(size):
+        return np.array([size(pairs[s]) if s in pairs else np.nan for s in seeds])
+
+    log_ratio = each(lambda pair: pair.good - pair.bad + (pair.shortfall if pair.shortfall is not None else 0.0))
+    ratio_variance = each(lambda pair: pair.ratio_variance + pair.shortfall_variance)
+    shortfall = each(lambda pair: pair.shortfall if pair.shortfall is not None else np.nan)
     if not np.any(np.nan_to_num(log_ratio)):
-        return SizeCorrection(log_ratio, 0.0, 0.0, 0, "")
+        return SizeCorrection(log_ratio, 0.0, 0.0, 0, "", shortfall=shortfall)
     kind_of_error = SHAPE_STATISTICS[stat][0]
     blocks = []
     for seed, minima in probed.items():
         if seed not in pairs:
             continue
         value, se = shape_standard_error(minima.tentacles, stat, kind_of_error, minima.rows)
-        log_fraction = minima.log_fraction[minima.rows]
+        log_fraction = np.log(minima.tentacles["basin_fraction"].values[minima.rows])
         pair = pairs[seed]
         low = min(pair.good, pair.bad) - np.log(match_factor)
         high = max(pair.good, pair.bad) + np.log(match_factor)
@@ -1280,7 +1352,7 @@ def size_correction(probed: dict[int, ProbedMinima], pairs: dict[int, PairSizes]
     quantile = lambda dof: stats.t.ppf(0.5 + confidence / 2, dof)  # noqa: E731
     slope = _within_replicate_fit(blocks, quadratic=False)
     if slope is None or not np.isfinite(slope[1]):
-        return SizeCorrection(log_ratio, 0.0, 0.0, n_minima, (
+        return SizeCorrection(log_ratio, 0.0, 0.0, n_minima, shortfall=shortfall, reason=(
             f"size imbalance of the pairs not corrected: the slope on log basin fraction is not measured ({n_minima} "
             f"probed fitting minima within a factor {match_factor:g} of their replicate's pair, in {len(blocks)} "
             "replicates with two or more of different test error)"))
@@ -1293,9 +1365,9 @@ def size_correction(probed: dict[int, ProbedMinima], pairs: dict[int, PairSizes]
     else:
         reason = ""
     if reason:
-        return SizeCorrection(log_ratio, 0.0, 0.0, n_minima, reason)
+        return SizeCorrection(log_ratio, 0.0, 0.0, n_minima, reason, shortfall=shortfall)
     return SizeCorrection(log_ratio, slope[0], quantile(slope[2]) * slope[1], n_minima, "", slope[1], slope[2],
-                          ratio_variance)
+                          ratio_variance, shortfall)
 
 
 def _within_replicate_fit(blocks, *, quadratic: bool) -> tuple[float, float, int] | None:
@@ -1344,6 +1416,11 @@ def _as_dataset(rows, excluded, seeds, fit_threshold, min_members, confidence, w
         variable_attrs("redraws of what the replicate's statistic ranks that gave it a value, out of the "
                        f"measurement spread's {MEASUREMENT_REDRAWS} (nan: no spread, or the replicate did not enter)"),
     )
+    data_vars["pair_size_shortfall"] = (
+        ("row", "replicate"), np.array([row["pair_size_shortfall"] for row in rows]).reshape(len(rows), len(seeds)),
+        variable_attrs("shape rows: how far the replicate's pair's counted log size ratio falls short of its true one "
+                       "for being chosen by its counts (selection_shortfall; nan: another row, no pair, or not "
+                       "estimated)"))
     for name, (_, missing, long_name) in LABEL_VARIABLES.items():
         data_vars[name] = (("row", "replicate"), np.array([row[name] for row in rows]).reshape(len(rows), len(seeds)),
                            variable_attrs(f"{long_name} ({missing}: another row, or the replicate did not enter)"))
@@ -1439,6 +1516,8 @@ _LONG_NAMES = {
     "size_slope_half_width": "shape rows: half-width of the size slope's interval (Student-t; it widens the pooled "
     "interval by the pool's weighted mean log size ratio times it)",
     "size_correction": "shape rows: what the size correction moved the pooled estimate by (nan for correlations)",
+    "size_ratio_shortfall": "shape rows: the pool's weighted mean selection shortfall added to its pairs' counted "
+    "log size ratios (selection_shortfall; nan for correlations, or not estimated)",
     "size_slope_minima": "shape rows: probed fitting minima behind the size slope (-1 for correlations)",
 }
 
@@ -1505,7 +1584,9 @@ def answer_markdown(answer: xr.Dataset) -> str:
         "still differ in size, and the shape statistics grow with size: each pair's difference is corrected "
         "by the statistic's slope on log basin fraction times the pair's log size ratio (bias-corrected "
         "matching; the slope measured within replicates at fixed test-error rank, among the probed fitting "
-        "minima near the pairs' sizes); the size ratio is counted from the members, and the slope times its "
+        "minima near the pairs' sizes); the size ratio is counted from the members, raised by how far a pair "
+        "chosen by its counts falls short of its true ratio (a parametric bootstrap of the probing's and the "
+        f"pair's choice, {SELECTION_REDRAWS} redraws of the members), and the slope times its "
         "counting noise joins each pair's error, while the slope's own uncertainty widens the interval; a row "
         "whose slope is not measured or whose straight line is rejected is undecided (`size corrections` below).",
         "",
@@ -1663,10 +1744,14 @@ def _size_correction_lines(answer) -> list[str]:
             continue
         slope, half = float(r.size_slope), float(r.size_slope_half_width)
         refused = "size imbalance of the pairs not corrected" in r.reason.item()
+        shortfall = float(r.size_ratio_shortfall)
         lines.append(f"- {r.experiment.item()}, {r.statistic.item()}: "
                      + ("refused (reason in the table)" if refused else
                         f"slope {slope:+.3f} +- {half:.3f} per unit log basin fraction from "
-                        f"{int(r.size_slope_minima)} minima, moved the pooled estimate by {float(r.size_correction):+.3f}"))
+                        f"{int(r.size_slope_minima)} minima, moved the pooled estimate by {float(r.size_correction):+.3f}"
+                        + (f" (the pairs' log size ratios raised by their selection shortfall, {shortfall:+.3f} "
+                           "on the pool's weights)" if np.isfinite(shortfall) else
+                           " (the pairs' selection shortfall not estimated: how the minima were probed is not known)")))
     return ["", "Size corrections of the shape rows:", "", *lines] if lines else []
 
 

@@ -582,3 +582,11 @@ def least_squares_coefficient(design: np.ndarray, y: np.ndarray, standard_error:
     measurement = float(np.sqrt(np.sum(weight[column] ** 2 * standard_error**2)))
     return float(coef[column]), scatter, measurement, len(y) - design.shape[1]
 
+
+def log_count_ratio_variance(count_a: float, count_b: float) -> float:
+    """Delta-method variance of ln(count_a / count_b), two cells of one multinomial draw (two
+    basins' members among one ensemble's): 1 / count_a + 1 / count_b. The cells' negative
+    covariance (-1 / total each) cancels the total's share of the two single variances exactly."""
+    if count_a <= 0 or count_b <= 0:
+        raise ValueError(f"counts {count_a}, {count_b}: a log ratio needs both counted")
+    return 1 / count_a + 1 / count_b

@@ -18,6 +18,11 @@ rule answer_hypothesis:
             for name, seed in answer_replicates()
             if name in BASIN_GEOMETRY
         ],
+        rays=[
+            f"results/rays/{name}/seed{seed}.nc"
+            for name, seed in answer_replicates()
+            if name in BASIN_GEOMETRY
+        ],
         basin_sizes=[
             f"results/basin_sizes/{name}/seed{seed}.nc"
             for name, seed in answer_replicates()

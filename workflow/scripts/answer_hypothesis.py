@@ -1,6 +1,8 @@
+import json
+
 from _entry import start
 
-from basins.answer import Replicate, answer_hypothesis, answer_markdown, answer_sensitivity
+from basins.answer import Probing, Replicate, answer_hypothesis, answer_markdown, answer_sensitivity
 from basins.io import add_provenance, read_dataset, write_dataset
 from basins.data import TEST
 
@@ -11,6 +13,7 @@ replicates, n_params = {}, {}
 # Shape statistics exist for the replicates whose basins were probed, basin sizes by the walk for
 # those whose basins were walked, each in the order of the rule's list.
 probed, walked = iter(snakemake.input.tentacles), iter(snakemake.input.basin_sizes)
+rays = iter(snakemake.input.rays)  # how each probed replicate's minima were chosen
 for (experiment, seed), minima_path, flatness_path, dataset_path in zip(
     snakemake.params.replicates, snakemake.input.minima, snakemake.input.flatness, snakemake.input.datasets
 ):
@@ -18,10 +21,12 @@ for (experiment, seed), minima_path, flatness_path, dataset_path in zip(
     n_test = int((read_dataset(dataset_path)["split"].values == TEST).sum())
     experiment_config = snakemake.config["experiments"][experiment]
     tentacles = read_dataset(next(probed)) if experiment_config["basin_geometry"] else None
+    probing = (Probing.from_stage_config(json.loads(read_dataset(next(rays)).attrs["stage_config"]))
+               if experiment_config["basin_geometry"] else None)
     basin_sizes = read_dataset(next(walked)) if "basin_sizes" in experiment_config else None
     replicates.setdefault(experiment, []).append(
         Replicate(int(seed), minima, read_dataset(flatness_path), n_test, tentacles,
-                  l2=float(experiment_config["training"].get("l2", 0.0)), basin_sizes=basin_sizes)
+                  l2=float(experiment_config["training"].get("l2", 0.0)), basin_sizes=basin_sizes, probing=probing)
     )
     n_params[experiment] = minima.sizes["param"]
 data_redrawn = {name: snakemake.config["experiments"][name]["dataset"]["seed"] == "per_seed" for name in replicates}
@@ -41,7 +46,7 @@ answer = add_provenance(
     stage="answer_hypothesis",
     stage_config=snakemake.params.answer,
     inputs=(*snakemake.input.minima, *snakemake.input.flatness, *snakemake.input.datasets, *snakemake.input.tentacles,
-            *snakemake.input.basin_sizes),
+            *snakemake.input.rays, *snakemake.input.basin_sizes),
 )
 write_dataset(answer, snakemake.output.netcdf)
 with open(snakemake.output.markdown, "w") as markdown:
