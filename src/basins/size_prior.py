@@ -1,23 +1,29 @@
-"""Basin sizes counted from members, read through the experiment's own spread of sizes.
+"""Basin sizes counted from members, read through an experiment's own spread of sizes.
 
-A basin's fraction is counted: n of an ensemble's M members reached it. Its log, ln(n / M), is
-not the best guess of the true log fraction: where small basins outnumber large ones, a basin
-counted n is more often a smaller basin counted high than a larger one counted low (Tweedie's
-formula; Robbins 1956, Efron 2011), so ln(n / M) overstates small counts more than large ones
-and the log ratio of two counted basins is biased by about (a - 1)(1 / n_small - 1 / n_large)
-where the sizes' density falls as size^-a. That bias moved a no-effect shape row by +0.0015 to
-+0.0027 at the N = 401 run's layout (benchmarks/shape_row_calibration.py, session 63).
+A basin's fraction is counted: n of an ensemble's M members reached it. The true fractions
+behind an experiment's counts have a distribution (the prior ``g``, over every basin, reached
+or not), estimated here from all its counted basins by Efron's g-modelling (Efron 2016,
+"Empirical Bayes deconvolution estimates"): ``g`` on a grid of ln fraction, log-spline (cubic
+B-splines) and fitted by penalized maximum likelihood of the counts, each Poisson of mean M f
+and seen only because it is at least 1 (zero-truncated), the ln fraction optionally shifted by
+a fitted slope times a covariate of each basin (its test-error rank: good minima may have the
+larger basins). Each basin's posterior over its true ln fraction given its count follows.
 
-Empirical Bayes removes it. The distribution of true fractions among the experiment's basins
-(the prior ``g``, every basin, reached or not) is estimated from all its counted basins by
-Efron's g-modelling (Efron 2016, "Empirical Bayes deconvolution estimates"): ``g`` on a grid of
-ln fraction, log-spline (cubic B-splines) and fitted by penalized maximum likelihood of the
-counts, each Poisson of mean M f and seen only because it is at least 1 (zero-truncated).
-Each basin's posterior mean and variance of ln f given its count follow.
+What it serves: the shape rows' calibration (benchmarks/shape_row_calibration.py,
+``--truth posterior``) draws each minimum's true basin fraction from its posterior, a null whose
+true sizes are spread smoothly, as true fractions are, where the counted fractions themselves
+(``--truth catalogue``) carry every count's noise as if it were spread in size. Read as the
+answer stage's sizes (posterior means for the pairs' log size ratios, session 64) it closed
+0.004-0.006 of the pairs' 0.03-0.04 shortfall in log size ratio on the N = 401 run's layout: the
+shortfall is the pairs' selection, not the counts' shrinkage (``basins.answer.selection_shortfall``
+corrects it), and it was not kept there.
+
 Known answers: tests/test_size_prior.py (a gamma prior, whose posterior mean of ln f is
-digamma(n + shape) - ln(M + 1 / scale); a power law, and a log-normal, against the mean true
-log fraction of the basins counted n in a large simulation; regression on the posterior means
-recovers a planted slope that counted logs attenuate).
+digamma(n + shape) - ln(M (1 + 1 / scale)); a power law and a log-normal, against the mean true
+log fraction of the basins counted alike in a large simulation; a covariate's shift recovered
+and read; regression on the posterior means recovers a planted slope that counted logs bias).
+Counts of 1-2 members say little about the prior below one expected member, so their posteriors
+lean on the spline's smoothness there; at 5 members and more they match the simulations' truth.
 """
 
 from __future__ import annotations
