@@ -11,22 +11,25 @@ standard errors, as the run wrote them. Per simulated study it
   multinomial draw of the ensemble's members over the catalogue's counted fractions) and chooses
   the minima to probe again from the redrawn counts as ``probe_rays`` does
   (``select_minima_to_probe`` with the run's own settings): minima near the member cut then cross
-  it, and the pair and its neighbours are chosen by noisy counts, as in the study,
+  it, and the pair and its neighbours are chosen by noisy counts, as in the study; with
+  ``--truth posterior`` besides, each fitting minimum's true fraction is drawn anew from its
+  posterior given the run's count and test-error rank under the run's prior of sizes
+  (``basins.size_prior``: true sizes spread smoothly, where the counted ones carry every
+  count's noise) and counted anew,
 - plants the statistic as ``slope x ln(true basin fraction)`` + a level per replicate + noise
   of each minimum's own standard error (+ ``--extra-scatter``: scatter its error does not
   state), with no good - bad difference on average (``--heterogeneity`` tau: each replicate's
   own, drawn N(0, tau^2), times the minima's test-error rank),
-- fits the experiment's prior of basin sizes to the catalogues' counts of fitting minima
-  (redrawn, with ``--whole-catalogue``) as the stage does (``experiment_size_prior``),
 - and passes the redrawn replicates through the stage's own functions (``good_bad_shape``,
-  ``size_correction``, ``_pooled_interval``): new pairs, new slope, the pooled interval.
+  ``selection_shortfall`` on the redrawn catalogue, ``size_correction``, ``_pooled_interval``):
+  new pairs, their shortfalls, new slope, the pooled interval.
 
 A row decided at 95 % is then a false alarm; the rate should stay at or below 5 % (and the
 one-sided rate in the hypothesis's direction at or below 2.5 %) at every planted slope (each
 rate with its binomial Monte Carlo error), and the mean estimate should be 0 within its Monte
-Carlo error. The same studies are pooled once more with the pairs' sizes as counted (``_counted``:
-ln(n / M), before session 64), and the fitted slope over the planted one shows the counts'
-bias on it.
+Carlo error. The same studies are pooled once more with the pairs' size ratios as counted,
+not raised by their selection shortfall (``_counted``: before session 64), and the fitted slope
+over the planted one shows the counts' bias on it.
 
     python benchmarks/shape_row_calibration.py RUN/results --extra-scatter 0.02 --output benchmarks/results/x.json
 """

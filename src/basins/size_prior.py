@@ -13,8 +13,8 @@ What it serves: the shape rows' calibration (benchmarks/shape_row_calibration.py
 ``--truth posterior``) draws each minimum's true basin fraction from its posterior, a null whose
 true sizes are spread smoothly, as true fractions are, where the counted fractions themselves
 (``--truth catalogue``) carry every count's noise as if it were spread in size. Read as the
-answer stage's sizes (posterior means for the pairs' log size ratios, session 64) it closed
-0.004-0.006 of the pairs' 0.03-0.04 shortfall in log size ratio on the N = 401 run's layout: the
+answer stage's sizes (posterior means for the pairs' log size ratios, session 64) it closed about
+0.005 of the pairs' 0.026-0.044 shortfall in log size ratio on the N = 401 run's layout: the
 shortfall is the pairs' selection, not the counts' shrinkage (``basins.answer.selection_shortfall``
 corrects it), and it was not kept there.
 
