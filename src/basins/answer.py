@@ -967,7 +967,8 @@ def _pooled_interval(z, se, confidence, to_scale, bounds, correction=None):
     scatter of the replicates cannot show (the two half-widths add in quadrature).
     ``pooled["size_correction"]``: what the correction moved the pooled estimate by (nan
     without one); ``pooled["size_ratio_shortfall"]``: the pool's weighted mean selection
-    shortfall its pairs' log size ratios include (:func:`selection_shortfall`; nan without); ``pooled["widening"]``: the half-width the slope's error adds (0 without one);
+    shortfall its pairs' log size ratios include (:func:`selection_shortfall`; nan without);
+    ``pooled["widening"]``: the half-width the slope's error adds (0 without one);
     ``pooled["p_value"]``: the two-sided p dual to the widened interval (:func:`_widened_p_value`).
     """
     if correction is not None:
@@ -1329,6 +1330,7 @@ def size_correction(probed: dict[int, ProbedMinima], pairs: dict[int, PairSizes]
     """
     if not pairs:
         return None
+
     def each(size):
         return np.array([size(pairs[s]) if s in pairs else np.nan for s in seeds])
 
