@@ -1034,6 +1034,51 @@ def test_the_stage_adds_each_pairs_selection_shortfall_where_the_probing_is_know
     assert "raised by their selection shortfall, +0.050 on the pool's weights" in answer_markdown(shown)
 
 
+def test_a_replicate_whose_shortfall_is_not_known_is_left_out_and_listed():
+    """A pair no redraw of its members chooses (here: probing settings under which no minimum
+    would have been probed) has no shortfall: its replicate leaves the shape rows, listed with
+    the reason, not silently."""
+    from basins.answer import Probing
+
+    rng = np.random.default_rng(12)
+    known = Probing(n_largest=1, n_size_neighbours=0, min_members=10, fit_threshold=0.0, match_factor=2.0)
+    replicates = [_probed_replicate(rng, s, good_reach=0.7, bad_reach=0.2)._replace(probing=known)
+                  for s in range(1, 5)]
+    replicates[0] = replicates[0]._replace(probing=known._replace(min_members=10**6))
+    answer = answer_hypothesis({"family": ["planted"]}, {"planted": replicates}, {"planted": 41})
+    reach = _row(answer, "good_minus_bad_reach")
+    assert int(reach["n_replicates"]) == 3 and int(reach["n_minima"]) == 6
+    assert np.isnan(reach["replicate_estimate"].sel(replicate=1))
+    reasons = answer["excluded_reason"].values[answer["excluded_seed"].values == 1]
+    assert any("selection shortfall is not known" in reason for reason in reasons)
+
+
+def test_a_verdict_within_the_shortfalls_monte_carlo_error_of_its_edge_is_undecided():
+    """Known answer for the rule: the same pool of five equal replicates, its interval clearing 0
+    by about 0.03, is decided where the shortfalls carry no Monte Carlo error and undecided, with
+    the reason, where the error they leave in the estimate (slope 1 x the weighted shortfalls'
+    own, sqrt(5 x (1 / 5)^2 x variance): the margin itself) is more than half that margin."""
+    from basins.answer import SizeCorrection, _pooled_row
+
+    seeds = [1, 2, 3, 4, 5]
+    z = np.array([0.05, 0.07, 0.03, 0.06, 0.04])
+    per_replicate = {s: (2, {"reach": (value, 0.02)}, None, None) for s, value in zip(seeds, z)}
+
+    def correction(shortfall_variance):
+        def correct(kept):
+            n = len(seeds)
+            return SizeCorrection(np.zeros(n), 1.0, 0.0, 20, "", 1e-9, 10.0, np.zeros(n), np.zeros(n),
+                                  np.full(n, shortfall_variance))
+        return correct
+
+    exact = _pooled_row(per_replicate, seeds, "reach", 1, 0.95, lambda value: value, correct=correction(0.0))
+    assert exact["verdict"] == "supported" and 0 < exact["low"] < 0.05
+    noisy = _pooled_row(per_replicate, seeds, "reach", 1, 0.95, lambda value: value,
+                        correct=correction((exact["low"] * np.sqrt(5)) ** 2))
+    assert noisy["verdict"] == UNDECIDED_VERDICT and noisy["size_shortfall_mc_error"] > noisy["low"] / 2
+    assert "Monte Carlo error" in noisy["reason"]
+
+
 def test_a_shape_row_whose_size_correction_is_refused_is_undecided_and_says_why():
     rng = np.random.default_rng(23)
     replicates = [_probed_replicate(rng, s, good_reach=0.7 + 0.02 * s, bad_reach=0.2, fractions=(0.2, 0.15))

@@ -621,10 +621,15 @@ def answer_hypothesis(
                     else:
                         labels = pair_labels(replicate.minima, shape_minima[replicate.seed], shape["pair"],
                                              n_test=replicate.n_test, match_factor=match_factor, seed=replicate.seed)
-                        shapes[replicate.seed] = (2, shape["differences"], None, None, labels)
-                        pairs[replicate.seed] = _with_shortfall(shape["sizes"], replicate, fit_threshold=fit_threshold,
-                                                                need=shape_minima[replicate.seed].need,
-                                                                match_factor=match_factor)
+                        sizes = _with_shortfall(shape["sizes"], replicate, fit_threshold=fit_threshold,
+                                                need=shape_minima[replicate.seed].need, match_factor=match_factor)
+                        if sizes.shortfall is not None and not np.isfinite(sizes.shortfall):
+                            excluded.append((experiment, replicate.seed, (
+                                "shape rows: the pair's selection shortfall is not known (fewer than 2 of "
+                                f"{SELECTION_REDRAWS} redraws of its members chose a pair)")))
+                        else:
+                            shapes[replicate.seed] = (2, shape["differences"], None, None, labels)
+                            pairs[replicate.seed] = sizes
                 if entry["reason"]:
                     excluded.append((experiment, replicate.seed, entry["reason"]))
                     continue
@@ -861,6 +866,12 @@ def _pooled_row(per_replicate, seeds, name, sign, confidence, to_scale, bounds=(
     if uncorrected:
         reasons.append(correction.reason)
     row_verdict = UNDECIDED_VERDICT if unusable or uncorrected else verdict(low, high, sign)
+    # A verdict the shortfall's redraws could turn (another seed, the same budget) is not decided.
+    margin, mc_error = min(abs(low), abs(high)), pooled["shortfall_mc_error"]
+    if row_verdict != UNDECIDED_VERDICT and np.isfinite(mc_error) and margin < 2 * mc_error:
+        reasons.append(f"decided by {margin:.2g} only, within twice the Monte Carlo error ({mc_error:.2g}) that the "
+                       "selection shortfall's redraws leave in the estimate: undecided")
+        row_verdict = UNDECIDED_VERDICT
     # The effect this design decides with 80 % probability, on the reported scale (a size); none
     # where the row is undecided whatever the effect (replicates left out, a refused correction).
     detectable = detectable_at_bound = np.nan
@@ -908,6 +919,7 @@ def _pooled_row(per_replicate, seeds, name, sign, confidence, to_scale, bounds=(
         size_slope_minima=correction.n_minima if correction is not None else -1,
         size_correction=pooled["size_correction"],
         size_ratio_shortfall=pooled["size_ratio_shortfall"],
+        size_shortfall_mc_error=pooled["shortfall_mc_error"],
         pair_size_shortfall=(correction.shortfall if correction is not None and correction.shortfall is not None
                              else np.full(len(seeds), np.nan)),
     )
@@ -975,16 +987,28 @@ def _pooled_interval(z, se, confidence, to_scale, bounds, correction=None):
         z, se = correction.corrected(z), correction.corrected_stderr(se)
     pooled = pool_replicates(z, se, confidence)
     pooled["size_correction"], pooled["widening"], pooled["size_ratio_shortfall"] = np.nan, 0.0, np.nan
+    pooled["shortfall_mc_error"] = np.nan
     if correction is not None and "weights" in pooled:
         pooled["size_correction"], pooled["widening"] = _size_widening(pooled["weights"], correction)
         if correction.shortfall is not None:
             weights = pooled["weights"]  # nan where a pooled replicate's shortfall was not estimated
             pooled["size_ratio_shortfall"] = float(np.sum(np.where(weights > 0, weights * correction.shortfall, 0.0)))
+            pooled["shortfall_mc_error"] = _shortfall_mc_error(weights, correction)
         half = np.hypot((pooled["high"] - pooled["low"]) / 2, pooled["widening"])
         pooled["low"], pooled["high"] = pooled["estimate"] - half, pooled["estimate"] + half
         pooled["p_value"] = _widened_p_value(pooled, correction)
     low, high = (float(np.clip(to_scale(pooled[end]), *bounds)) for end in ("low", "high"))
     return pooled, low, high
+
+
+def _shortfall_mc_error(weights: np.ndarray, correction) -> float:
+    """The Monte Carlo standard error the selection shortfalls' redraws leave in a pool with
+    these ``weights`` (summing to 1): the slope times the weighted shortfalls' own, 0 where no
+    slope is used, nan where a pooled replicate's shortfall was not estimated."""
+    if correction.shortfall_variance is None or not correction.slope:
+        return 0.0
+    used = weights > 0
+    return float(abs(correction.slope) * np.sqrt(np.sum(weights[used] ** 2 * correction.shortfall_variance[used])))
 
 
 def _size_widening(weights: np.ndarray, correction) -> tuple[float, float]:
@@ -1082,8 +1106,10 @@ class PairSizes(NamedTuple):
     shortfall_variance: float = 0.0
 
 
-#: Redraws of a replicate's member counts behind its pair's selection shortfall.
-SELECTION_REDRAWS = 200
+#: Redraws of a replicate's member counts behind its pair's selection shortfall (at 200 the
+#: session-64 referee turned N = 41's edge verdict with the seed in 9 of 40 tries; a verdict
+#: within the redraws' Monte Carlo error of its edge is undecided: :func:`_shortfall_mc_error`).
+SELECTION_REDRAWS = 1000
 
 
 class SelectionShortfall(NamedTuple):
@@ -1258,6 +1284,7 @@ class SizeCorrection(NamedTuple):
     slope_dof: float = np.nan  # its Student-t degrees of freedom
     log_ratio_variance: np.ndarray | None = None  # per replicate: log_ratio's counting noise (None: exact)
     shortfall: np.ndarray | None = None  # per replicate: the selection shortfall log_ratio includes
+    shortfall_variance: np.ndarray | None = None  # per replicate: its Monte Carlo variance (in log_ratio_variance too)
 
     def corrected(self, difference: np.ndarray) -> np.ndarray:
         """Each replicate's good - bad difference less what its pair's size ratio explains."""
@@ -1275,7 +1302,9 @@ class SizeCorrection(NamedTuple):
         """The same correction for the ``replicates`` kept (indices into its per-replicate arrays)."""
         variance = None if self.log_ratio_variance is None else self.log_ratio_variance[replicates]
         shortfall = None if self.shortfall is None else self.shortfall[replicates]
-        return self._replace(log_ratio=self.log_ratio[replicates], log_ratio_variance=variance, shortfall=shortfall)
+        shortfall_variance = None if self.shortfall_variance is None else self.shortfall_variance[replicates]
+        return self._replace(log_ratio=self.log_ratio[replicates], log_ratio_variance=variance, shortfall=shortfall,
+                             shortfall_variance=shortfall_variance)
 
 
 def size_correction(probed: dict[int, ProbedMinima], pairs: dict[int, PairSizes], stat: str,
@@ -1337,6 +1366,7 @@ def size_correction(probed: dict[int, ProbedMinima], pairs: dict[int, PairSizes]
     log_ratio = each(lambda pair: pair.good - pair.bad + (pair.shortfall if pair.shortfall is not None else 0.0))
     ratio_variance = each(lambda pair: pair.ratio_variance + pair.shortfall_variance)
     shortfall = each(lambda pair: pair.shortfall if pair.shortfall is not None else np.nan)
+    shortfall_variance = each(lambda pair: pair.shortfall_variance)
     if not np.any(np.nan_to_num(log_ratio)):
         return SizeCorrection(log_ratio, 0.0, 0.0, 0, "", shortfall=shortfall)
     kind_of_error = SHAPE_STATISTICS[stat][0]
@@ -1373,7 +1403,7 @@ def size_correction(probed: dict[int, ProbedMinima], pairs: dict[int, PairSizes]
     if reason:
         return SizeCorrection(log_ratio, 0.0, 0.0, n_minima, reason, shortfall=shortfall)
     return SizeCorrection(log_ratio, slope[0], quantile(slope[2]) * slope[1], n_minima, "", slope[1], slope[2],
-                          ratio_variance, shortfall)
+                          ratio_variance, shortfall, shortfall_variance)
 
 
 def _within_replicate_fit(blocks, *, quadratic: bool) -> tuple[float, float, int] | None:
@@ -1424,9 +1454,10 @@ def _as_dataset(rows, excluded, seeds, fit_threshold, min_members, confidence, w
     )
     data_vars["pair_size_shortfall"] = (
         ("row", "replicate"), np.array([row["pair_size_shortfall"] for row in rows]).reshape(len(rows), len(seeds)),
-        variable_attrs("shape rows: how far the replicate's pair's counted log size ratio falls short of its true one "
-                       "for being chosen by its counts (selection_shortfall; nan: another row, no pair, or not "
-                       "estimated)"))
+        variable_attrs("shape rows: how far the counted log size ratio of the pair that the replicate's counts choose "
+                       "falls short of the true one, on average over redraws of its members (selection_shortfall: "
+                       "whichever pair each redraw chooses, not the replicate's own pair alone; nan: another row, no "
+                       "pair, or not estimated)"))
     for name, (_, missing, long_name) in LABEL_VARIABLES.items():
         data_vars[name] = (("row", "replicate"), np.array([row[name] for row in rows]).reshape(len(rows), len(seeds)),
                            variable_attrs(f"{long_name} ({missing}: another row, or the replicate did not enter)"))
@@ -1524,6 +1555,9 @@ _LONG_NAMES = {
     "size_correction": "shape rows: what the size correction moved the pooled estimate by (nan for correlations)",
     "size_ratio_shortfall": "shape rows: the pool's weighted mean selection shortfall added to its pairs' counted "
     "log size ratios (selection_shortfall; nan for correlations, or not estimated)",
+    "size_shortfall_mc_error": "shape rows: the Monte Carlo standard error the selection shortfall's redraws leave in "
+    "the pooled estimate (a verdict within twice it of its interval's edge is undecided; nan for correlations, or not "
+    "estimated)",
     "size_slope_minima": "shape rows: probed fitting minima behind the size slope (-1 for correlations)",
 }
 
@@ -1594,7 +1628,9 @@ def answer_markdown(answer: xr.Dataset) -> str:
         "chosen by its counts falls short of its true ratio (a parametric bootstrap of the probing's and the "
         f"pair's choice, {SELECTION_REDRAWS} redraws of the members), and the slope times its "
         "counting noise joins each pair's error, while the slope's own uncertainty widens the interval; a row "
-        "whose slope is not measured or whose straight line is rejected is undecided (`size corrections` below).",
+        "whose slope is not measured or whose straight line is rejected is undecided, and so is one whose "
+        "interval clears 0 by less than twice the Monte Carlo error the redraws leave in its estimate (another "
+        "seed could turn it; `size corrections` below).",
         "",
         "| family | experiment | N | statistic | basin sizes | expected | pooled | interval | detectable | noise "
         "| replicates (over) | minima | verdict | leave one out |"
@@ -1750,13 +1786,16 @@ def _size_correction_lines(answer) -> list[str]:
             continue
         slope, half = float(r.size_slope), float(r.size_slope_half_width)
         refused = "size imbalance of the pairs not corrected" in r.reason.item()
-        shortfall = float(r.size_ratio_shortfall)
+        shortfall, mc_error = float(r.size_ratio_shortfall), float(r.size_shortfall_mc_error)
+        at_edge = "Monte Carlo error" in r.reason.item()
         lines.append(f"- {r.experiment.item()}, {r.statistic.item()}: "
                      + ("refused (reason in the table)" if refused else
                         f"slope {slope:+.3f} +- {half:.3f} per unit log basin fraction from "
                         f"{int(r.size_slope_minima)} minima, moved the pooled estimate by {float(r.size_correction):+.3f}"
                         + (f" (the pairs' log size ratios raised by their selection shortfall, {shortfall:+.3f} "
-                           "on the pool's weights)" if np.isfinite(shortfall) else
+                           f"on the pool's weights; the redraws' Monte Carlo error in the estimate {mc_error:.1g}"
+                           + (f": undecided, its interval clears 0 by less than twice that)" if at_edge else ")")
+                           if np.isfinite(shortfall) else
                            " (the pairs' selection shortfall not estimated: how the minima were probed is not known)")))
     return ["", "Size corrections of the shape rows:", "", *lines] if lines else []
 
