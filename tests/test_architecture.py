@@ -66,8 +66,8 @@ def test_labels_and_statistics_stand_alone(module):
 @pytest.mark.parametrize(
     "module",
     [
-        "basins.labels", "basins.stats", "basins.size_prior", "basins.figures", "basins.jamming_figures", "basins.summary",
-        "basins.basin_geometry", "basins.landscapes.architecture", "basins.landscapes.symmetry",
+        "basins.labels", "basins.stats", "basins.size_prior", "basins.figures", "basins.jamming_figures",
+        "basins.summary", "basins.basin_geometry", "basins.landscapes.architecture", "basins.landscapes.symmetry",
         "basins.minima",
     ],
 )
