@@ -44,8 +44,6 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from scipy import stats
-
 from basins.answer import (
     SHAPE_STATISTICS,
     Probing,
@@ -56,8 +54,8 @@ from basins.answer import (
     size_correction,
 )
 from basins.io import read_dataset
-from basins.rays import select_minima_to_probe
 from basins.size_prior import LogSizePrior, fit_log_size_prior
+from basins.summary import test_error_badness
 
 sys.path.insert(0, str(Path(__file__).parent))
 from recording import write_table  # noqa: E402
@@ -84,10 +82,13 @@ def run_layout(results: Path, experiment: str | None) -> tuple[str, list]:
 
 def test_error_rank(minima, fit_threshold) -> tuple[np.ndarray, np.ndarray]:
     """The catalogue's fitting minima (a mask) and their test-error ranks among themselves, 0
-    the best .. 1 the worst: the covariate of the prior the true sizes are drawn from."""
+    the best .. 1 the worst (``test_error_badness``; 0 where they do not differ): the covariate
+    of the prior the true sizes are drawn from."""
     fitting = minima["train_error"].values <= fit_threshold
-    rank = stats.rankdata(minima["test_error"].values[fitting]) - 1
-    return fitting, rank / max(rank.max(initial=0), 1)
+    test_error = minima["test_error"].values[fitting]
+    if len(test_error) < 2 or np.ptp(test_error) == 0:
+        return fitting, np.zeros(len(test_error))
+    return fitting, test_error_badness(test_error)
 
 
 def run_size_prior(layout, fit_threshold) -> LogSizePrior:
@@ -131,10 +132,7 @@ def redrawn_replicate(rng, minima, tentacles, probing: Probing, *, fit_threshold
             drawn = rng.poisson(true_counts)
             if drawn.sum() > total:  # the ensemble holds its members: thin the draw to them
                 drawn = rng.multivariate_hypergeometric(drawn, total)
-        ids = select_minima_to_probe(drawn / total, minima["test_error"].values, n_largest=probing.n_largest,
-                                     eligible=(drawn >= probing.min_members) & (minima["train_error"].values
-                                                                                <= probing.fit_threshold),
-                                     match_factor=probing.match_factor, n_size_neighbours=probing.n_size_neighbours)
+        ids = probing.probed(drawn, total, minima["train_error"].values, minima["test_error"].values)
         true_counts, counts = true_counts[ids], drawn[ids]
     else:
         ids = tentacles["minimum"].values

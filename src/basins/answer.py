@@ -164,6 +164,14 @@ class Probing(NamedTuple):
         return cls(int(config["rays"]["n_largest"]), int(config["rays"].get("n_size_neighbours", 0)),
                    int(config["min_members"]), float(config["fit_threshold"]), float(config["match_factor"]))
 
+    def probed(self, counts: np.ndarray, total: int, train_error: np.ndarray, test_error: np.ndarray) -> np.ndarray:
+        """The catalogue indices probe_rays would probe had its minima been counted ``counts``
+        of ``total`` members."""
+        return select_minima_to_probe(
+            counts / total, test_error, n_largest=self.n_largest, match_factor=self.match_factor,
+            eligible=(counts >= self.min_members) & (train_error <= self.fit_threshold),
+            n_size_neighbours=self.n_size_neighbours)
+
 
 #: Possible values of a good - bad difference of a shape statistic that is a fraction or a
 #: probability (the thickness ratio has no upper bound): pooled intervals are clipped to them.
@@ -1161,10 +1169,7 @@ def selection_shortfall(minima: xr.Dataset, probing: Probing, *, fit_threshold: 
     shortfalls = []
     for _ in range(n_redraws):
         drawn = rng.multinomial(total, cells)[:-1]
-        probed = select_minima_to_probe(
-            drawn / total, test_error, n_largest=probing.n_largest, match_factor=probing.match_factor,
-            eligible=(drawn >= probing.min_members) & (train_error <= probing.fit_threshold),
-            n_size_neighbours=probing.n_size_neighbours)
+        probed = probing.probed(drawn, total, train_error, test_error)
         rows = np.flatnonzero((drawn[probed] >= need) & (train_error[probed] <= fit_threshold))
         pair = good_and_bad(drawn[probed] / total, test_error[probed], rows, match_factor=match_factor)
         if pair is not None and pair.matched:
