@@ -21,15 +21,17 @@ standard errors, as the run wrote them. Per simulated study it
   state), with no good - bad difference on average (``--heterogeneity`` tau: each replicate's
   own, drawn N(0, tau^2), times the minima's test-error rank),
 - and passes the redrawn replicates through the stage's own functions (``good_bad_shape``,
-  ``selection_shortfall`` on the redrawn catalogue, ``size_correction``, ``_pooled_interval``):
-  new pairs, their shortfalls, new slope, the pooled interval.
+  ``selection_shortfall`` and ``slope_window_moments`` on the redrawn catalogue,
+  ``size_correction``, ``_pooled_interval``): new pairs, their shortfalls, new slope and its
+  counting attenuation, the pooled interval.
 
 A row decided at 95 % is then a false alarm; the rate should stay at or below 5 % (and the
 one-sided rate in the hypothesis's direction at or below 2.5 %) at every planted slope (each
 rate with its binomial Monte Carlo error), and the mean estimate should be 0 within its Monte
-Carlo error. The same studies are pooled once more with the pairs' size ratios as counted,
-not raised by their selection shortfall (``_counted``: before session 64), and the fitted slope
-over the planted one shows the counts' bias on it.
+Carlo error. The same studies are pooled twice more: with the slope's attenuation not divided
+out (``_attenuated``: session 64) and with neither it nor the pairs' selection shortfall
+(``_counted``: before session 64); the fitted slope over the planted one shows the counts' bias
+on it.
 
     python benchmarks/shape_row_calibration.py RUN/results --extra-scatter 0.02 --output benchmarks/results/x.json
 """
@@ -52,6 +54,7 @@ from basins.answer import (
     probed_fitting_minima,
     selection_shortfall,
     size_correction,
+    slope_window_moments,
 )
 from basins.io import read_dataset
 from basins.size_prior import LogSizePrior, fit_log_size_prior
@@ -157,11 +160,13 @@ def statistic_errors(tentacles, ids, stat):
 
 
 def pooled_rows(layout, redrawn, catalogues, stat, *, shortfall_redraws, shortfall_seed, fit_threshold, min_members,
-                match_factor, confidence):
+                match_factor, confidence, attenuation_redraws=None):
     """The stage's path for one shape row over the redrawn replicates, the pairs' counted size
     ratios raised by their selection shortfall (``selection_shortfall`` from each redrawn
-    catalogue, ``shortfall_redraws`` redraws; 0: not raised, as before session 64): its pooled
-    interval and slope, or None where the size correction is refused or no replicate has a pair."""
+    catalogue, ``shortfall_redraws`` redraws; 0: not raised, as before session 64) and the
+    slope's counting attenuation divided out (``slope_window_moments`` with
+    ``attenuation_redraws``; None: not, as in session 64): its pooled interval and slope, or None
+    where the size correction is refused or no replicate has a pair."""
     seeds, probed, pairs, z, se = list(range(len(layout))), {}, {}, [], []
     for seed, ((minima, _, probing), tentacles, catalogue) in enumerate(zip(layout, redrawn, catalogues)):
         probed[seed] = probed_fitting_minima(minima, tentacles, fit_threshold=fit_threshold, min_members=min_members)
@@ -175,6 +180,10 @@ def pooled_rows(layout, redrawn, catalogues, stat, *, shortfall_redraws, shortfa
                                                 need=probed[seed].need, match_factor=match_factor,
                                                 n_redraws=shortfall_redraws, seed=shortfall_seed + seed)
                 pairs[seed] = pairs[seed]._replace(shortfall=shortfall.mean, shortfall_variance=shortfall.variance)
+            if attenuation_redraws:
+                pairs[seed] = pairs[seed]._replace(window_moments=slope_window_moments(
+                    catalogue, probing, fit_threshold=fit_threshold, need=probed[seed].need,
+                    match_factor=match_factor, redraws=attenuation_redraws, seed=shortfall_seed + seed))
         z.append(difference[0])
         se.append(difference[1])
     correction = size_correction(probed, pairs, stat, seeds, match_factor=match_factor, confidence=confidence)
@@ -183,15 +192,16 @@ def pooled_rows(layout, redrawn, catalogues, stat, *, shortfall_redraws, shortfa
     pooled, low, high = _pooled_interval(np.array(z), np.array(se), confidence, lambda v: v, (-np.inf, np.inf),
                                          correction)
     return dict(estimate=pooled["estimate"], low=low, high=high, tau=pooled["tau"], slope=correction.slope,
-                k=pooled["k"])
+                k=pooled["k"], attenuation=correction.attenuation)
 
 
 def simulated_study(rng, layout, *, slope, stat, fit_threshold, min_members, match_factor, confidence,
                     extra_scatter=0.0, heterogeneity=0.0, whole_catalogue=False, truth_prior=None,
-                    shortfall_redraws=50) -> dict | None:
-    """One study on the run's layout with redrawn counts and a planted null statistic, pooled
-    with the pairs' size ratios raised by their selection shortfall (as the stage does) and as
-    counted (``_counted``: before session 64); None where either size correction is refused."""
+                    shortfall_redraws=50, attenuation_redraws=None) -> dict | None:
+    """One study on the run's layout with redrawn counts and a planted null statistic, pooled as
+    the stage does (the pairs' size ratios raised by their selection shortfall, the slope's
+    counting attenuation divided out), without the attenuation (``_attenuated``: session 64) and
+    without either (``_counted``: before session 64); None where a size correction is refused."""
     redrawn, catalogues = [], []
     for minima, tentacles, probing in layout:
         replicate, true_log_fraction, catalogue = redrawn_replicate(
@@ -208,15 +218,19 @@ def simulated_study(rng, layout, *, slope, stat, fit_threshold, min_members, mat
         catalogues.append(catalogue)
     settings = dict(fit_threshold=fit_threshold, min_members=min_members, match_factor=match_factor,
                     confidence=confidence, shortfall_seed=int(rng.integers(2**31)))
-    raised, counted = (pooled_rows(layout, redrawn, catalogues, stat, shortfall_redraws=redraws, **settings)
-                       for redraws in (shortfall_redraws, 0))
-    if raised is None or counted is None:
+    stage, attenuated, counted = (
+        pooled_rows(layout, redrawn, catalogues, stat, shortfall_redraws=redraws, attenuation_redraws=attenuation,
+                    **settings)
+        for redraws, attenuation in ((shortfall_redraws, attenuation_redraws), (shortfall_redraws, None), (0, None)))
+    if stage is None or attenuated is None or counted is None:
         return None
-    return raised | {f"{key}_counted": value for key, value in counted.items()}
+    return (stage | {f"{key}_attenuated": value for key, value in attenuated.items()}
+            | {f"{key}_counted": value for key, value in counted.items()})
 
 
 def calibrate(layout, *, slopes, studies, seed, stat, fit_threshold, min_members, match_factor, confidence,
-              extra_scatter=0.0, heterogeneity=0.0, whole_catalogue=False, truth="catalogue", shortfall_redraws=50):
+              extra_scatter=0.0, heterogeneity=0.0, whole_catalogue=False, truth="catalogue", shortfall_redraws=50,
+              attenuation_redraws=None):
     sign = SHAPE_STATISTICS[stat][1]
     truth_prior = run_size_prior(layout, fit_threshold) if truth == "posterior" else None
     rows = []
@@ -228,7 +242,7 @@ def calibrate(layout, *, slopes, studies, seed, stat, fit_threshold, min_members
                                      min_members=min_members, match_factor=match_factor, confidence=confidence,
                                      extra_scatter=extra_scatter, heterogeneity=heterogeneity,
                                      whole_catalogue=whole_catalogue, truth_prior=truth_prior,
-                                     shortfall_redraws=shortfall_redraws)
+                                     shortfall_redraws=shortfall_redraws, attenuation_redraws=attenuation_redraws)
             refused += result is None
             results += [result] if result else []
             if (study + 1) % 100 == 0:
@@ -241,6 +255,7 @@ def calibrate(layout, *, slopes, studies, seed, stat, fit_threshold, min_members
 
         two_sided, one_sided = rates(column["low"], column["high"])
         two_sided_counted, one_sided_counted = rates(column["low_counted"], column["high_counted"])
+        two_sided_attenuated, one_sided_attenuated = rates(column["low_attenuated"], column["high_attenuated"])
         n = len(results)
         rows.append(dict(
             planted_slope=slope, studies=n, refused=refused, mean_replicates=float(column["k"].mean()),
@@ -249,6 +264,13 @@ def calibrate(layout, *, slopes, studies, seed, stat, fit_threshold, min_members
             sd_estimate=float(column["estimate"].std()),
             fitted_over_planted_slope=float(column["slope"].mean() / slope) if slope else np.nan,
             mean_tau=float(column["tau"].mean()), false_alarms=two_sided, false_alarms_hypothesis_side=one_sided,
+            mean_attenuation=float(np.nanmean(column["attenuation"])),
+            # the same studies with the slope's attenuation left in (session 64)
+            mean_estimate_attenuated=float(column["estimate_attenuated"].mean()),
+            fitted_over_planted_slope_attenuated=(float(column["slope_attenuated"].mean() / slope) if slope
+                                                  else np.nan),
+            false_alarms_attenuated=two_sided_attenuated,
+            false_alarms_hypothesis_side_attenuated=one_sided_attenuated,
             # the same studies with the pairs' sizes as counted (sessions 63 and before)
             mean_estimate_counted=float(column["estimate_counted"].mean()),
             fitted_over_planted_slope_counted=float(column["slope_counted"].mean() / slope) if slope else np.nan,
@@ -281,7 +303,10 @@ def main(argv=None):
                         help="with --whole-catalogue, the true basin sizes: the run's counted ones, or each fitting "
                         "minimum's drawn anew per study from its posterior under the run's prior of sizes")
     parser.add_argument("--shortfall-redraws", type=int, default=50,
-                        help="redraws behind each pair's selection shortfall (the stage's: 200)")
+                        help="redraws behind each pair's selection shortfall (the stage's: 1000)")
+    parser.add_argument("--attenuation-redraws", type=int, nargs=3, default=[50, 10, 10],
+                        metavar=("FIRST", "OUTER", "INNER"),
+                        help="redraws behind the size slope's counting attenuation (the stage's: 1000 25 40)")
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--fit-threshold", type=float, default=0.0)
     parser.add_argument("--min-members", type=int, default=10)
@@ -301,12 +326,14 @@ def main(argv=None):
                      fit_threshold=args.fit_threshold, min_members=args.min_members, match_factor=args.match_factor,
                      confidence=args.confidence, extra_scatter=args.extra_scatter, heterogeneity=args.heterogeneity,
                      whole_catalogue=args.whole_catalogue, truth=args.truth,
-                     shortfall_redraws=args.shortfall_redraws)
+                     shortfall_redraws=args.shortfall_redraws,
+                     attenuation_redraws=dict(zip(("first", "outer", "inner"), args.attenuation_redraws)))
     if args.output:
         write_table(args.output, rows, dict(results=str(args.results), experiment=experiment, statistic=args.statistic,
                                             studies=args.studies, seed=args.seed, extra_scatter=args.extra_scatter,
                                             heterogeneity=args.heterogeneity, whole_catalogue=args.whole_catalogue,
-                                            truth=args.truth, shortfall_redraws=args.shortfall_redraws))
+                                            truth=args.truth, shortfall_redraws=args.shortfall_redraws,
+                                            attenuation_redraws=args.attenuation_redraws))
 
 
 if __name__ == "__main__":
