@@ -1039,6 +1039,31 @@ def test_the_stage_adds_each_pairs_selection_shortfall_where_the_probing_is_know
     assert "(the fitted one over its counting attenuation 0.900)" in answer_markdown(shown)
 
 
+def test_the_size_slope_is_not_fitted_on_a_design_near_collinear():
+    """Log fractions a function of the badness within each replicate, to 1e-9: numpy's rank
+    test passes the design, whose condition number (about 4e10) leaves the normal equations no
+    digits to speak of; the slope is not measured. With the sizes spread (condition number about
+    70, the runs' 80-100) it is."""
+    from basins.answer import _within_replicate_fit
+
+    rng = np.random.default_rng(53)
+
+    def blocks(spread):
+        made = []
+        for level in rng.normal(-3, 1, 4):
+            badness = np.linspace(0, 1, 6)
+            log_fraction = level - 2 * badness + spread * rng.standard_normal(6)
+            made.append((log_fraction, badness, 0.1 * log_fraction + 0.01 * rng.standard_normal(6), np.full(6, 0.01)))
+        return made
+
+    collinear = blocks(1e-9)
+    design = np.column_stack([np.concatenate([b[1] for b in collinear]), np.concatenate([b[0] for b in collinear])])
+    assert np.linalg.matrix_rank(design) == 2
+    assert _within_replicate_fit(collinear, quadratic=False) is None
+    value, _, _ = _within_replicate_fit(blocks(0.5), quadratic=False)
+    assert value == pytest.approx(0.1, abs=0.02)
+
+
 def test_window_moments_give_the_least_squares_coefficient_of_the_counted_log_fraction():
     """The moments' algebra: summed over replicates, they give the coefficient of the counted log
     fraction in true ~ replicate + badness + counted, as a least-squares fit with one intercept a

@@ -1593,11 +1593,18 @@ def _disattenuated(slope: float, stderr: float, attenuation: SlopeAttenuation) -
     return slope / factor, float(np.sqrt(stderr**2 / factor**2 + slope**2 * attenuation.variance / factor**4))
 
 
+#: Largest condition number of the size slope's design: the normal equations square it, so at
+#: 1e6 they keep about four of float64's sixteen digits (a design nearer collinear gave the
+#: session-64 referee a slope of -42, its interval clipped to the statistic's bounds).
+MAX_DESIGN_CONDITION = 1e6
+
+
 def _within_replicate_fit(blocks, *, quadratic: bool) -> tuple[float, float, int] | None:
     """The last coefficient of ``stat ~ replicate + badness + log fraction (+ its centred
     square)`` over ``blocks`` (one per replicate: log fractions, badness, values, standard
-    errors): ``(value, standard error, dof)``, or None where the design is not of full rank or
-    leaves no degree of freedom."""
+    errors): ``(value, standard error, dof)``, or None where the design is not of full rank,
+    is so near it that its normal equations lose all but a few digits (condition number above
+    :data:`MAX_DESIGN_CONDITION`), or leaves no degree of freedom."""
     if not blocks:
         return None
     log_fraction = np.concatenate([block[0] for block in blocks])
@@ -1607,7 +1614,7 @@ def _within_replicate_fit(blocks, *, quadratic: bool) -> tuple[float, float, int
     if quadratic:
         columns.append((log_fraction - log_fraction.mean()) ** 2)
     design = np.column_stack(columns)
-    if len(log_fraction) <= design.shape[1] or np.linalg.matrix_rank(design) < design.shape[1]:
+    if len(log_fraction) <= design.shape[1] or np.linalg.cond(design) > MAX_DESIGN_CONDITION:
         return None
     value, scatter, measurement, dof = least_squares_coefficient(
         design, np.concatenate([block[2] for block in blocks]), np.concatenate([block[3] for block in blocks]),
