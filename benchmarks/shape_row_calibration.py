@@ -48,7 +48,6 @@ import xarray as xr
 
 from basins.answer import (
     SHAPE_STATISTICS,
-    Probing,
     _pooled_interval,
     good_bad_shape,
     probed_fitting_minima,
@@ -57,6 +56,7 @@ from basins.answer import (
     slope_window_moments,
 )
 from basins.io import read_dataset
+from basins.rays import Probing
 from basins.size_prior import LogSizePrior, fit_log_size_prior
 from basins.summary import test_error_badness
 

@@ -967,7 +967,8 @@ def test_the_selection_shortfall_is_what_choosing_pairs_by_counts_takes_off_thei
     the true one by about 0.1 (more than four of its standard errors), and the parametric
     bootstrap's shortfall accounts for it: what is left is 0 within 0.01 and three standard
     errors. With no link the pairs fall short by nothing that the bootstrap does not see either."""
-    from basins.answer import Probing, selection_shortfall
+    from basins.answer import selection_shortfall
+    from basins.rays import Probing
     from basins.rays import good_and_bad, select_minima_to_probe
 
     probing = Probing(n_largest=1, n_size_neighbours=2, min_members=10, fit_threshold=0.0, match_factor=2.0)
@@ -995,7 +996,8 @@ def test_the_selection_shortfall_is_what_choosing_pairs_by_counts_takes_off_thei
 
 
 def test_the_selection_shortfall_refuses_what_it_cannot_estimate():
-    from basins.answer import Probing, selection_shortfall
+    from basins.answer import selection_shortfall
+    from basins.rays import Probing
 
     probing = Probing.from_stage_config({"rays": {"n_largest": 1, "n_size_neighbours": 2}, "min_members": 10,
                                          "fit_threshold": 0.0, "match_factor": 2.0})
@@ -1013,7 +1015,7 @@ def test_the_selection_shortfall_refuses_what_it_cannot_estimate():
 
 
 def test_the_stage_adds_each_pairs_selection_shortfall_where_the_probing_is_known():
-    from basins.answer import Probing
+    from basins.rays import Probing
 
     rng = np.random.default_rng(11)
     probing = Probing(n_largest=1, n_size_neighbours=0, min_members=10, fit_threshold=0.0, match_factor=2.0)
@@ -1113,7 +1115,8 @@ def test_the_slope_attenuation_is_what_counting_noise_does_to_the_size_slope(lin
     estimate from one counting (averaged over 12 countings) comes within 0.06 of it, nearer than
     its plug-in level alone (the counts taken as the truth spread sizes more than the truth: 0.88);
     with no link (ln f = N(0, 1)) the factor is about 1 and the estimate within 0.05 of it."""
-    from basins.answer import Probing, _redrawn_choice, slope_attenuation, slope_window_moments
+    from basins.answer import _redrawn_choice, slope_attenuation, slope_window_moments
+    from basins.rays import Probing
     from basins.summary import test_error_badness
 
     probing = Probing(n_largest=1, n_size_neighbours=4, min_members=10, fit_threshold=0.0, match_factor=2.0)
@@ -1152,7 +1155,8 @@ def test_the_slope_attenuation_is_what_counting_noise_does_to_the_size_slope(lin
 
 
 def test_the_slope_attenuation_refuses_what_it_cannot_estimate():
-    from basins.answer import Probing, WindowMoments, slope_attenuation, slope_window_moments
+    from basins.answer import WindowMoments, slope_attenuation, slope_window_moments
+    from basins.rays import Probing
 
     probing = Probing(n_largest=1, n_size_neighbours=4, min_members=10, fit_threshold=0.0, match_factor=2.0)
     _, minima = _counted_catalogue(np.random.default_rng(2), *_attenuation_truth(np.random.default_rng(1), 0.0, 1.0))
@@ -1200,7 +1204,7 @@ def test_a_replicate_whose_shortfall_is_not_known_is_left_out_and_listed():
     """A pair no redraw of its members chooses (here: probing settings under which no minimum
     would have been probed) has no shortfall: its replicate leaves the shape rows, listed with
     the reason, not silently."""
-    from basins.answer import Probing
+    from basins.rays import Probing
 
     rng = np.random.default_rng(12)
     known = Probing(n_largest=1, n_size_neighbours=0, min_members=10, fit_threshold=0.0, match_factor=2.0)

@@ -97,10 +97,10 @@ from basins.stats import (
 )
 from basins.rays import (
     GoodAndBad,
+    Probing,
     good_and_bad,
     matched_pairs,
     pair_candidates,
-    select_minima_to_probe,
     size_matched_pairs,
 )
 from basins.summary import SHAPE_STATISTICS, shape_standard_error, test_error_badness
@@ -143,34 +143,6 @@ class Replicate(NamedTuple):
     l2: float = 0.0  # the training's weight decay: the loss's term l2 / 2 |theta|^2
     basin_sizes: xr.Dataset | None = None  # estimate_basin_sizes' output where the basins were walked
     probing: Probing | None = None  # how probe_rays chose the minima it probed (None: not known)
-
-
-class Probing(NamedTuple):
-    """How probe_rays chose a replicate's minima to probe (:func:`basins.rays.select_minima_to_probe`):
-    the ``n_largest`` basins and the good and bad minima among those reached by at least
-    ``min_members`` members that fit the training set (training error at most ``fit_threshold``),
-    matched in basin fraction within ``match_factor``, with ``n_size_neighbours`` minima near
-    them in size."""
-
-    n_largest: int
-    n_size_neighbours: int
-    min_members: int
-    fit_threshold: float
-    match_factor: float
-
-    @classmethod
-    def from_stage_config(cls, config: dict) -> "Probing":
-        """From a rays file's ``stage_config`` (its ``rays`` section and the answer's settings it probed for)."""
-        return cls(int(config["rays"]["n_largest"]), int(config["rays"].get("n_size_neighbours", 0)),
-                   int(config["min_members"]), float(config["fit_threshold"]), float(config["match_factor"]))
-
-    def probed(self, counts: np.ndarray, total: int, train_error: np.ndarray, test_error: np.ndarray) -> np.ndarray:
-        """The catalogue indices probe_rays would probe had its minima been counted ``counts``
-        of ``total`` members."""
-        return select_minima_to_probe(
-            counts / total, test_error, n_largest=self.n_largest, match_factor=self.match_factor,
-            eligible=(counts >= self.min_members) & (train_error <= self.fit_threshold),
-            n_size_neighbours=self.n_size_neighbours)
 
 
 #: Possible values of a good - bad difference of a shape statistic that is a fraction or a

@@ -118,6 +118,37 @@ class GoodAndBad(NamedTuple):
         return [self.good, self.bad]
 
 
+class Probing(NamedTuple):
+    """How probe_rays chooses a replicate's minima to probe (:func:`select_minima_to_probe`):
+    the ``n_largest`` basins and the good and bad minima among those reached by at least
+    ``min_members`` members that fit the training set (training error at most ``fit_threshold``),
+    matched in basin fraction within ``match_factor``, with ``n_size_neighbours`` minima near
+    them in size. The stage chooses through :meth:`probed` from the catalogue's counts, and the
+    answer stage redraws that choice from counts drawn anew (its selection shortfall and the size
+    slope's attenuation), with the settings read back from the rays file
+    (:meth:`from_stage_config`)."""
+
+    n_largest: int
+    n_size_neighbours: int
+    min_members: int
+    fit_threshold: float
+    match_factor: float
+
+    @classmethod
+    def from_stage_config(cls, config: dict) -> "Probing":
+        """From a rays file's ``stage_config`` (its ``rays`` section and the answer's settings it probed for)."""
+        return cls(int(config["rays"]["n_largest"]), int(config["rays"].get("n_size_neighbours", 0)),
+                   int(config["min_members"]), float(config["fit_threshold"]), float(config["match_factor"]))
+
+    def probed(self, counts: np.ndarray, total: int, train_error: np.ndarray, test_error: np.ndarray) -> np.ndarray:
+        """The catalogue indices probe_rays would probe had its minima been counted ``counts``
+        of ``total`` members."""
+        return select_minima_to_probe(
+            counts / total, test_error, n_largest=self.n_largest, match_factor=self.match_factor,
+            eligible=(counts >= self.min_members) & (train_error <= self.fit_threshold),
+            n_size_neighbours=self.n_size_neighbours)
+
+
 def good_and_bad(
     basin_fraction: np.ndarray, test_error: np.ndarray, candidates: np.ndarray, *, match_factor: float
 ) -> GoodAndBad | None:

@@ -2,9 +2,10 @@ import json
 
 from _entry import start
 
-from basins.answer import Probing, Replicate, answer_hypothesis, answer_markdown, answer_sensitivity
+from basins.answer import Replicate, answer_hypothesis, answer_markdown, answer_sensitivity
 from basins.io import add_provenance, read_dataset, write_dataset
 from basins.data import TEST
+from basins.rays import Probing
 
 log = start(snakemake)
 options = dict(snakemake.params.answer)

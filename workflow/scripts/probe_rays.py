@@ -3,7 +3,7 @@ from _rerun import CatalogRerun, probe_configured_rays
 
 from basins.basin_geometry import shell_distance
 from basins.io import add_provenance, read_dataset, write_dataset
-from basins.rays import select_minima_to_probe
+from basins.rays import Probing
 from basins.reruns import outcomes_of
 
 log = start(snakemake)
@@ -14,12 +14,12 @@ basins = read_dataset(snakemake.input.basins)
 rays = dict(params.rays)
 # Good and bad among the minima whose shape measure_tentacles can measure (min_members) and
 # that fit the training set (the answer's fit_threshold): the hypothesis's terms, matched in
-# basin fraction as the answer compares them (its match_factor).
-chosen = select_minima_to_probe(
-    basins["basin_fraction"].values, basins["test_error"].values, n_largest=rays["n_largest"],
-    eligible=(minima["n_members"].values >= params.min_members) & (minima["train_error"].values <= params.fit_threshold),
-    match_factor=params.match_factor, n_size_neighbours=rays["n_size_neighbours"],
-)
+# basin fraction as the answer compares them (its match_factor). The answer redraws this very
+# choice from the catalogue's counts (its selection shortfall and slope attenuation).
+probing = Probing(rays["n_largest"], rays["n_size_neighbours"], params.min_members, params.fit_threshold,
+                  params.match_factor)
+chosen = probing.probed(minima["n_members"].values, int(minima.attrs["n_members_total"]),
+                        minima["train_error"].values, minima["test_error"].values)
 log.info("probing minima %s along %d rays each", chosen.tolist(), rays["n_directions"])
 
 
