@@ -15,7 +15,10 @@ standard errors, as the run wrote them. Per simulated study it
   ``--truth posterior`` besides, each fitting minimum's true fraction is drawn anew from its
   posterior given the run's count and test-error rank under the run's prior of sizes
   (``basins.size_prior``: true sizes spread smoothly, where the counted ones carry every
-  count's noise) and counted anew,
+  count's noise) and counted anew; with ``--truth sorted`` (or ``reversed``) the fitting minima's
+  counts are first dealt out again in order of test error, the largest to the best minimum (to the
+  worst): size nearly a function of test-error rank, the session-64 referee's null, where the
+  size slope's counting attenuation is strongest,
 - plants the statistic as ``slope x ln(true basin fraction)`` + a level per replicate + noise
   of each minimum's own standard error (+ ``--extra-scatter``: scatter its error does not
   state), with no good - bad difference on average (``--heterogeneity`` tau: each replicate's
@@ -106,6 +109,17 @@ def run_size_prior(layout, fit_threshold) -> LogSizePrior:
         ranks.append(rank[counted >= 1])
         totals.append(np.full(int((counted >= 1).sum()), int(minima.attrs["n_members_total"])))
     return fit_log_size_prior(*map(np.concatenate, (counts, totals, ranks)))
+
+
+def sorted_catalogue(minima, fit_threshold, *, good_largest: bool):
+    """The catalogue with its fitting minima's counts dealt out again in order of test error, the
+    largest count to the best minimum (``good_largest``) or to the worst (ties in catalogue order):
+    a truth whose basin size is nearly a function of test-error rank."""
+    counts = minima["n_members"].values.copy()
+    fitting = np.flatnonzero(minima["train_error"].values <= fit_threshold)
+    order = fitting[np.argsort(minima["test_error"].values[fitting], kind="stable")]
+    counts[order if good_largest else order[::-1]] = np.sort(counts[fitting])[::-1]
+    return minima.assign(n_members=("minimum", counts))
 
 
 def redrawn_replicate(rng, minima, tentacles, probing: Probing, *, fit_threshold, min_members, match_factor,
@@ -233,6 +247,9 @@ def calibrate(layout, *, slopes, studies, seed, stat, fit_threshold, min_members
               attenuation_redraws=None):
     sign = SHAPE_STATISTICS[stat][1]
     truth_prior = run_size_prior(layout, fit_threshold) if truth == "posterior" else None
+    if truth in ("sorted", "reversed"):
+        layout = [(sorted_catalogue(minima, fit_threshold, good_largest=truth == "sorted"), tentacles, probing)
+                  for minima, tentacles, probing in layout]
     rows = []
     for slope in slopes:
         rng = np.random.default_rng([seed, round(1000 * slope)])
@@ -299,9 +316,11 @@ def main(argv=None):
                         help="tau of each replicate's own good - bad difference (mean 0)")
     parser.add_argument("--whole-catalogue", action="store_true",
                         help="redraw every catalogued minimum's count and choose the minima to probe again")
-    parser.add_argument("--truth", choices=["catalogue", "posterior"], default="catalogue",
-                        help="with --whole-catalogue, the true basin sizes: the run's counted ones, or each fitting "
-                        "minimum's drawn anew per study from its posterior under the run's prior of sizes")
+    parser.add_argument("--truth", choices=["catalogue", "posterior", "sorted", "reversed"], default="catalogue",
+                        help="with --whole-catalogue, the true basin sizes: the run's counted ones, each fitting "
+                        "minimum's drawn anew per study from its posterior under the run's prior of sizes, or the "
+                        "run's counts dealt out in order of test error (sorted: the largest to the best minimum; "
+                        "reversed: to the worst)")
     parser.add_argument("--shortfall-redraws", type=int, default=50,
                         help="redraws behind each pair's selection shortfall (the stage's: 1000)")
     parser.add_argument("--attenuation-redraws", type=int, nargs=3, default=[50, 10, 10],
@@ -316,8 +335,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.studies < 1:
         parser.error("--studies must be at least 1")
-    if args.truth == "posterior" and not args.whole_catalogue:
-        parser.error("--truth posterior redraws the whole catalogue: give --whole-catalogue")
+    if args.truth != "catalogue" and not args.whole_catalogue:
+        parser.error(f"--truth {args.truth} redraws the whole catalogue: give --whole-catalogue")
     if args.extra_scatter < 0 or args.heterogeneity < 0:
         parser.error("--extra-scatter and --heterogeneity are standard deviations: >= 0")
     experiment, layout = run_layout(args.results, args.experiment)
