@@ -1297,9 +1297,10 @@ def slope_attenuation(moments: list[WindowMoments]) -> SlopeAttenuation:
     Known answers: tests/test_answer.py (four replicates of fixed true catalogues counted anew:
     where size is nearly a function of test-error rank the fitted slope's true factor is 0.83 and
     the estimate 0.86, the plug-in level alone 0.88; with no link 1.03 and 0.99); on the N = 401
-    run's layout with true sizes sorted by test error (the session-64 referee's "aligned" null) the
-    true factor 0.78 +- 0.01 and the estimate 0.80 (the plug-in level 0.85), with the run's own
-    counts as the truth 0.97 +- 0.01 and 1.00 (benchmarks/README.md, session 65). Where sizes at
+    run's layout (benchmarks/shape_row_calibration.py, session 65) with the run's counts dealt out
+    in order of test error (``--truth sorted``: the session-64 referee's null) the fitted slope is
+    0.754 of the planted one and the factor estimated 0.798 (the slope divided by it 0.951), with
+    the run's own counts as the truth 0.96-0.98 and 0.99 (0.97-1.00). Where sizes at
     one rank are bunched much tighter than the counts resolve, the estimate still falls short of
     the attenuation (the bootstrap cannot see sizes its counts do not separate).
     """
