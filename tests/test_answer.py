@@ -1245,6 +1245,32 @@ def test_a_verdict_within_the_shortfalls_monte_carlo_error_of_its_edge_is_undeci
     assert "Monte Carlo error" in noisy["reason"]
 
 
+def test_a_verdict_within_the_slope_attenuations_monte_carlo_error_of_its_edge_is_undecided():
+    """The same rule for the size slope's attenuation factor: five pairs 0.3 apart in log size and
+    a slope of 0.1 (a correction of -0.03 each) leave an interval clearing 0 by a few thousandths,
+    decided where the factor carries no Monte Carlo error; with a standard error of 0.1 in the
+    factor the slope, and so the correction and the interval's lower end, move by about 0.003
+    (more than half the margin): undecided, with the reason."""
+    from basins.answer import SizeCorrection, _pooled_row
+
+    seeds = [1, 2, 3, 4, 5]
+    z = np.array([0.05, 0.07, 0.03, 0.06, 0.04])
+    per_replicate = {s: (2, {"reach": (value, 0.02)}, None, None) for s, value in zip(seeds, z)}
+
+    def correction(attenuation_variance):
+        def correct(kept):
+            n = len(seeds)
+            return SizeCorrection(np.full(n, 0.3), 0.1, 0.0, 20, "", 1e-9, 10.0, np.zeros(n), np.zeros(n),
+                                  np.zeros(n), 1.0, attenuation_variance)
+        return correct
+
+    exact = _pooled_row(per_replicate, seeds, "reach", 1, 0.95, lambda value: value, correct=correction(0.0))
+    assert exact["verdict"] == "supported" and 0 < exact["low"] < 0.01 and exact["size_attenuation_mc_error"] == 0
+    noisy = _pooled_row(per_replicate, seeds, "reach", 1, 0.95, lambda value: value, correct=correction(0.01))
+    assert noisy["verdict"] == UNDECIDED_VERDICT and noisy["size_attenuation_mc_error"] > noisy["low"] / 2
+    assert "slope's attenuation" in noisy["reason"]
+
+
 def test_a_shape_row_whose_size_correction_is_refused_is_undecided_and_says_why():
     rng = np.random.default_rng(23)
     replicates = [_probed_replicate(rng, s, good_reach=0.7 + 0.02 * s, bad_reach=0.2, fractions=(0.2, 0.15))

@@ -850,11 +850,14 @@ def _pooled_row(per_replicate, seeds, name, sign, confidence, to_scale, bounds=(
     if uncorrected:
         reasons.append(correction.reason)
     row_verdict = UNDECIDED_VERDICT if unusable or uncorrected else verdict(low, high, sign)
-    # A verdict the shortfall's redraws could turn (another seed, the same budget) is not decided.
-    margin, mc_error = min(abs(low), abs(high)), pooled["shortfall_mc_error"]
-    if row_verdict != UNDECIDED_VERDICT and np.isfinite(mc_error) and margin < 2 * mc_error:
+    # A verdict the redraws could turn (another seed, the same budget) is not decided: the
+    # shortfall's move the estimate, the slope attenuation's the interval's end nearer 0.
+    margin = min(abs(low), abs(high))
+    attenuation_error = _attenuation_mc_error(z, se, confidence, to_scale, bounds, correction, (low, high))
+    mc_error = float(np.hypot(np.nan_to_num(pooled["shortfall_mc_error"]), attenuation_error))
+    if row_verdict != UNDECIDED_VERDICT and margin < 2 * mc_error:
         reasons.append(f"decided by {margin:.2g} only, within twice the Monte Carlo error ({mc_error:.2g}) that the "
-                       "selection shortfall's redraws leave in the estimate: undecided")
+                       "redraws of the selection shortfall and the slope's attenuation leave in it: undecided")
         row_verdict = UNDECIDED_VERDICT
     # The effect this design decides with 80 % probability, on the reported scale (a size); none
     # where the row is undecided whatever the effect (replicates left out, a refused correction).
@@ -905,6 +908,7 @@ def _pooled_row(per_replicate, seeds, name, sign, confidence, to_scale, bounds=(
         size_correction=pooled["size_correction"],
         size_ratio_shortfall=pooled["size_ratio_shortfall"],
         size_shortfall_mc_error=pooled["shortfall_mc_error"],
+        size_attenuation_mc_error=attenuation_error if correction is not None else np.nan,
         pair_size_shortfall=(correction.shortfall if correction is not None and correction.shortfall is not None
                              else np.full(len(seeds), np.nan)),
     )
@@ -984,6 +988,19 @@ def _pooled_interval(z, se, confidence, to_scale, bounds, correction=None):
         pooled["p_value"] = _widened_p_value(pooled, correction)
     low, high = (float(np.clip(to_scale(pooled[end]), *bounds)) for end in ("low", "high"))
     return pooled, low, high
+
+
+def _attenuation_mc_error(z, se, confidence, to_scale, bounds, correction, ends) -> float:
+    """How far one Monte Carlo standard error of the size slope's attenuation factor moves the
+    end of the interval ``ends`` nearer 0 (the pool redone with the factor that much larger: the
+    slope, its error and so the widening all scale with it); 0 where no slope is divided by a
+    factor."""
+    if correction is None or not correction.slope or not correction.attenuation_variance > 0:
+        return 0.0
+    shifted = correction.with_attenuation(correction.attenuation + np.sqrt(correction.attenuation_variance))
+    _, low, high = _pooled_interval(z, se, confidence, to_scale, bounds, shifted)
+    near = int(np.argmin(np.abs(ends)))
+    return float(abs((low, high)[near] - ends[near]))
 
 
 def _shortfall_mc_error(weights: np.ndarray, correction) -> float:
@@ -1427,6 +1444,7 @@ class SizeCorrection(NamedTuple):
     shortfall: np.ndarray | None = None  # per replicate: the selection shortfall log_ratio includes
     shortfall_variance: np.ndarray | None = None  # per replicate: its Monte Carlo variance (in log_ratio_variance too)
     attenuation: float = np.nan  # the fitted slope's counting attenuation, divided out (nan: not estimated)
+    attenuation_variance: float = 0.0  # its Monte Carlo variance
 
     def corrected(self, difference: np.ndarray) -> np.ndarray:
         """Each replicate's good - bad difference less what its pair's size ratio explains."""
@@ -1439,6 +1457,13 @@ class SizeCorrection(NamedTuple):
         if self.log_ratio_variance is None:
             return standard_error
         return np.sqrt(standard_error**2 + self.slope**2 * self.log_ratio_variance)
+
+    def with_attenuation(self, factor: float) -> "SizeCorrection":
+        """The same correction had the slope's attenuation been ``factor``: the slope and its error
+        scaled by the old factor over the new one."""
+        scale = self.attenuation / factor
+        return self._replace(slope=self.slope * scale, half_width=self.half_width * scale,
+                             slope_stderr=self.slope_stderr * scale, attenuation=factor)
 
     def kept(self, replicates: np.ndarray) -> "SizeCorrection":
         """The same correction for the ``replicates`` kept (indices into its per-replicate arrays)."""
@@ -1556,7 +1581,7 @@ def size_correction(probed: dict[int, ProbedMinima], pairs: dict[int, PairSizes]
     value, stderr = _disattenuated(slope[0], slope[1], attenuation)
     return SizeCorrection(log_ratio, value, quantile(slope[2]) * stderr, n_minima, "", stderr, slope[2],
                           ratio_variance, shortfall, shortfall_variance,
-                          attenuation.factor if np.isfinite(attenuation.plug_in) else np.nan)
+                          attenuation.factor if np.isfinite(attenuation.plug_in) else np.nan, attenuation.variance)
 
 
 def _disattenuated(slope: float, stderr: float, attenuation: SlopeAttenuation) -> tuple[float, float]:
@@ -1725,6 +1750,9 @@ _LONG_NAMES = {
     "size_shortfall_mc_error": "shape rows: the Monte Carlo standard error the selection shortfall's redraws leave in "
     "the pooled estimate (a verdict within twice it of its interval's edge is undecided; nan for correlations, or not "
     "estimated)",
+    "size_attenuation_mc_error": "shape rows: how far one Monte Carlo standard error of the size slope's attenuation "
+    "factor moves the interval's end nearer 0 (with size_shortfall_mc_error in quadrature: a verdict within twice it "
+    "of that end is undecided; 0 where no factor is divided out, nan for correlations)",
     "size_slope_minima": "shape rows: probed fitting minima behind the size slope (-1 for correlations)",
     "size_slope_attenuation": "shape rows: the factor by which counting noise scales the fitted size slope "
     "(slope_attenuation: the members counted anew, bias-corrected), divided out of size_slope (nan for correlations, "
@@ -1957,7 +1985,9 @@ def _size_correction_lines(answer) -> list[str]:
             continue
         slope, half = float(r.size_slope), float(r.size_slope_half_width)
         refused = "size imbalance of the pairs not corrected" in r.reason.item()
-        shortfall, mc_error = float(r.size_ratio_shortfall), float(r.size_shortfall_mc_error)
+        shortfall = float(r.size_ratio_shortfall)
+        mc_error = float(np.hypot(np.nan_to_num(float(r.size_shortfall_mc_error)),
+                                  np.nan_to_num(float(r.get("size_attenuation_mc_error", 0.0)))))
         at_edge = "Monte Carlo error" in r.reason.item()
         attenuation = float(r.get("size_slope_attenuation", np.nan))
         lines.append(f"- {r.experiment.item()}, {r.statistic.item()}: "
@@ -1968,7 +1998,8 @@ def _size_correction_lines(answer) -> list[str]:
                            if np.isfinite(attenuation) else "")
                         + f", moved the pooled estimate by {float(r.size_correction):+.3f}"
                         + (f" (the pairs' log size ratios raised by their selection shortfall, {shortfall:+.3f} "
-                           f"on the pool's weights; the redraws' Monte Carlo error in the estimate {mc_error:.1g}"
+                           f"on the pool's weights; the redraws' Monte Carlo error in the interval's nearer end "
+                           f"{mc_error:.1g}"
                            + (f": undecided, its interval clears 0 by less than twice that)" if at_edge else ")")
                            if np.isfinite(shortfall) else
                            " (the pairs' selection shortfall not estimated: how the minima were probed is not known)")))
