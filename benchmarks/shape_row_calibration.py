@@ -173,15 +173,19 @@ def statistic_errors(tentacles, ids, stat):
     return np.where(np.isfinite(error), error, np.nanmedian(tentacles[f"{stat}_se"].values))
 
 
-def pooled_rows(layout, redrawn, catalogues, stat, *, shortfall_redraws, shortfall_seed, fit_threshold, min_members,
-                match_factor, confidence, attenuation_redraws=None):
-    """The stage's path for one shape row over the redrawn replicates, the pairs' counted size
-    ratios raised by their selection shortfall (``selection_shortfall`` from each redrawn
-    catalogue, ``shortfall_redraws`` redraws; 0: not raised, as before session 64) and the
-    slope's counting attenuation divided out (``slope_window_moments`` with
-    ``attenuation_redraws``; None: not, as in session 64): its pooled interval and slope, or None
-    where the size correction is refused or no replicate has a pair."""
-    seeds, probed, pairs, z, se = list(range(len(layout))), {}, {}, [], []
+#: How each study is pooled: which of the pairs' redrawn corrections each pool keeps (the stage
+#: both; session 64's no attenuation divided out; session 63's no selection shortfall either).
+POOLS = {"": ("shortfall", "window_moments"), "_attenuated": ("shortfall",), "_counted": ()}
+
+
+def redrawn_pairs(layout, redrawn, catalogues, stat, *, shortfall_redraws, shortfall_seed, fit_threshold, min_members,
+                  match_factor, attenuation_redraws=None):
+    """The stage's path for one shape row over the redrawn replicates up to the pool: the probed
+    fitting minima, the pairs with their selection shortfall (``selection_shortfall`` from each
+    redrawn catalogue, ``shortfall_redraws`` redraws; 0: none) and the slope's window in redraws
+    (``slope_window_moments`` with ``attenuation_redraws``; None: none), and each replicate's
+    good - bad difference and its error: ``(probed, pairs, z, se)``."""
+    probed, pairs, z, se = {}, {}, [], []
     for seed, ((minima, _, probing), tentacles, catalogue) in enumerate(zip(layout, redrawn, catalogues)):
         probed[seed] = probed_fitting_minima(minima, tentacles, fit_threshold=fit_threshold, min_members=min_members)
         shape, reason = good_bad_shape(minima, tentacles, fit_threshold=fit_threshold, min_members=min_members,
@@ -200,11 +204,22 @@ def pooled_rows(layout, redrawn, catalogues, stat, *, shortfall_redraws, shortfa
                     match_factor=match_factor, redraws=attenuation_redraws, seed=shortfall_seed + seed))
         z.append(difference[0])
         se.append(difference[1])
-    correction = size_correction(probed, pairs, stat, seeds, match_factor=match_factor, confidence=confidence)
+    return probed, pairs, np.array(z), np.array(se)
+
+
+def pooled_row(probed, pairs, z, se, stat, *, kept, match_factor, confidence):
+    """The pool of :func:`redrawn_pairs`' output with only the pairs' corrections named in ``kept``
+    (:data:`POOLS`): its pooled interval, slope and attenuation, or None where the size correction
+    is refused or no replicate has a pair."""
+    pairs = {seed: pair._replace(shortfall=pair.shortfall if "shortfall" in kept else None,
+                                 shortfall_variance=pair.shortfall_variance if "shortfall" in kept else 0.0,
+                                 window_moments=pair.window_moments if "window_moments" in kept else None)
+             for seed, pair in pairs.items()}
+    correction = size_correction(probed, pairs, stat, list(range(len(z))), match_factor=match_factor,
+                                 confidence=confidence)
     if correction is None or correction.reason:
         return None
-    pooled, low, high = _pooled_interval(np.array(z), np.array(se), confidence, lambda v: v, (-np.inf, np.inf),
-                                         correction)
+    pooled, low, high = _pooled_interval(z, se, confidence, lambda v: v, (-np.inf, np.inf), correction)
     return dict(estimate=pooled["estimate"], low=low, high=high, tau=pooled["tau"], slope=correction.slope,
                 k=pooled["k"], attenuation=correction.attenuation)
 
@@ -230,16 +245,15 @@ def simulated_study(rng, layout, *, slope, stat, fit_threshold, min_members, mat
                  + np.hypot(error, extra_scatter) * rng.standard_normal(n))
         redrawn.append(replicate.assign(**{stat: ("minimum", value), f"{stat}_se": ("minimum", error)}))
         catalogues.append(catalogue)
-    settings = dict(fit_threshold=fit_threshold, min_members=min_members, match_factor=match_factor,
-                    confidence=confidence, shortfall_seed=int(rng.integers(2**31)))
-    stage, attenuated, counted = (
-        pooled_rows(layout, redrawn, catalogues, stat, shortfall_redraws=redraws, attenuation_redraws=attenuation,
-                    **settings)
-        for redraws, attenuation in ((shortfall_redraws, attenuation_redraws), (shortfall_redraws, None), (0, None)))
-    if stage is None or attenuated is None or counted is None:
+    probed, pairs, z, se = redrawn_pairs(
+        layout, redrawn, catalogues, stat, shortfall_redraws=shortfall_redraws, shortfall_seed=int(rng.integers(2**31)),
+        fit_threshold=fit_threshold, min_members=min_members, match_factor=match_factor,
+        attenuation_redraws=attenuation_redraws)
+    rows = {suffix: pooled_row(probed, pairs, z, se, stat, kept=kept, match_factor=match_factor, confidence=confidence)
+            for suffix, kept in POOLS.items()}
+    if any(row is None for row in rows.values()):
         return None
-    return (stage | {f"{key}_attenuated": value for key, value in attenuated.items()}
-            | {f"{key}_counted": value for key, value in counted.items()})
+    return {f"{key}{suffix}": value for suffix, row in rows.items() for key, value in row.items()}
 
 
 def calibrate(layout, *, slopes, studies, seed, stat, fit_threshold, min_members, match_factor, confidence,

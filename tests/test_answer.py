@@ -1219,28 +1219,32 @@ def test_a_replicate_whose_shortfall_is_not_known_is_left_out_and_listed():
     assert any("selection shortfall is not known" in reason for reason in reasons)
 
 
+def _five_replicate_reach_row(correction):
+    """:func:`basins.answer._pooled_row` of the reach over five replicates of good - bad
+    differences 0.03-0.07 with errors 0.02, corrected by ``correction`` (a SizeCorrection over
+    five replicates, the same for every subset kept)."""
+    from basins.answer import _pooled_row
+
+    seeds = [1, 2, 3, 4, 5]
+    z = np.array([0.05, 0.07, 0.03, 0.06, 0.04])
+    per_replicate = {s: (2, {"reach": (value, 0.02)}, None, None) for s, value in zip(seeds, z)}
+    return _pooled_row(per_replicate, seeds, "reach", 1, 0.95, lambda value: value, correct=lambda kept: correction)
+
+
 def test_a_verdict_within_the_shortfalls_monte_carlo_error_of_its_edge_is_undecided():
     """Known answer for the rule: the same pool of five equal replicates, its interval clearing 0
     by about 0.03, is decided where the shortfalls carry no Monte Carlo error and undecided, with
     the reason, where the error they leave in the estimate (slope 1 x the weighted shortfalls'
     own, sqrt(5 x (1 / 5)^2 x variance): the margin itself) is more than a third of that margin."""
-    from basins.answer import SizeCorrection, _pooled_row
-
-    seeds = [1, 2, 3, 4, 5]
-    z = np.array([0.05, 0.07, 0.03, 0.06, 0.04])
-    per_replicate = {s: (2, {"reach": (value, 0.02)}, None, None) for s, value in zip(seeds, z)}
+    from basins.answer import SizeCorrection
 
     def correction(shortfall_variance):
-        def correct(kept):
-            n = len(seeds)
-            return SizeCorrection(np.zeros(n), 1.0, 0.0, 20, "", 1e-9, 10.0, np.zeros(n), np.zeros(n),
-                                  np.full(n, shortfall_variance))
-        return correct
+        return SizeCorrection(np.zeros(5), 1.0, 0.0, 20, "", 1e-9, 10.0, np.zeros(5), np.zeros(5),
+                              np.full(5, shortfall_variance))
 
-    exact = _pooled_row(per_replicate, seeds, "reach", 1, 0.95, lambda value: value, correct=correction(0.0))
+    exact = _five_replicate_reach_row(correction(0.0))
     assert exact["verdict"] == "supported" and 0 < exact["low"] < 0.05
-    noisy = _pooled_row(per_replicate, seeds, "reach", 1, 0.95, lambda value: value,
-                        correct=correction((exact["low"] * np.sqrt(5)) ** 2))
+    noisy = _five_replicate_reach_row(correction((exact["low"] * np.sqrt(5)) ** 2))
     assert noisy["verdict"] == UNDECIDED_VERDICT and noisy["size_shortfall_mc_error"] > noisy["low"] / 3
     assert "Monte Carlo error" in noisy["reason"]
 
@@ -1251,22 +1255,15 @@ def test_a_verdict_within_the_slope_attenuations_monte_carlo_error_of_its_edge_i
     decided where the factor carries no Monte Carlo error; with a standard error of 0.1 in the
     factor the slope, and so the correction and the interval's lower end, move by about 0.003
     (more than a third of the margin): undecided, with the reason."""
-    from basins.answer import SizeCorrection, _pooled_row
-
-    seeds = [1, 2, 3, 4, 5]
-    z = np.array([0.05, 0.07, 0.03, 0.06, 0.04])
-    per_replicate = {s: (2, {"reach": (value, 0.02)}, None, None) for s, value in zip(seeds, z)}
+    from basins.answer import SizeCorrection
 
     def correction(attenuation_variance):
-        def correct(kept):
-            n = len(seeds)
-            return SizeCorrection(np.full(n, 0.3), 0.1, 0.0, 20, "", 1e-9, 10.0, np.zeros(n), np.zeros(n),
-                                  np.zeros(n), 1.0, attenuation_variance)
-        return correct
+        return SizeCorrection(np.full(5, 0.3), 0.1, 0.0, 20, "", 1e-9, 10.0, np.zeros(5), np.zeros(5),
+                              np.zeros(5), 1.0, attenuation_variance)
 
-    exact = _pooled_row(per_replicate, seeds, "reach", 1, 0.95, lambda value: value, correct=correction(0.0))
+    exact = _five_replicate_reach_row(correction(0.0))
     assert exact["verdict"] == "supported" and 0 < exact["low"] < 0.01 and exact["size_attenuation_mc_error"] == 0
-    noisy = _pooled_row(per_replicate, seeds, "reach", 1, 0.95, lambda value: value, correct=correction(0.01))
+    noisy = _five_replicate_reach_row(correction(0.01))
     assert noisy["verdict"] == UNDECIDED_VERDICT and noisy["size_attenuation_mc_error"] > noisy["low"] / 3
     assert "slope's attenuation" in noisy["reason"]
 

@@ -1578,7 +1578,7 @@ def size_correction(probed: dict[int, ProbedMinima], pairs: dict[int, PairSizes]
                   f"near the pairs' sizes (quadratic term {curvature[0]:+.3g} +- {curvature[1]:.2g})")
     else:
         reason = ""
-    attenuation = SlopeAttenuation(1.0, 0.0, np.nan)  # where the choices were not redrawn: not divided out
+    attenuation = None  # where the choices were not redrawn the slope stays as fitted
     if not reason and all(pairs[seed].window_moments is not None for seed in fitted):
         attenuation = slope_attenuation([pairs[seed].window_moments for seed in fitted])
         if not attenuation.factor > 0:
@@ -1589,12 +1589,14 @@ def size_correction(probed: dict[int, ProbedMinima], pairs: dict[int, PairSizes]
     value, stderr = _disattenuated(slope[0], slope[1], attenuation)
     return SizeCorrection(log_ratio, value, quantile(slope[2]) * stderr, n_minima, "", stderr, slope[2],
                           ratio_variance, shortfall, shortfall_variance,
-                          attenuation.factor if np.isfinite(attenuation.plug_in) else np.nan, attenuation.variance)
+                          *((attenuation.factor, attenuation.variance) if attenuation else (np.nan, 0.0)))
 
 
-def _disattenuated(slope: float, stderr: float, attenuation: SlopeAttenuation) -> tuple[float, float]:
+def _disattenuated(slope: float, stderr: float, attenuation: SlopeAttenuation | None) -> tuple[float, float]:
     """A fitted slope and its standard error with its counting ``attenuation`` divided out (the
-    factor's Monte Carlo variance joins the error by the delta method)."""
+    factor's Monte Carlo variance joins the error by the delta method); as fitted without one."""
+    if attenuation is None:
+        return slope, stderr
     factor = attenuation.factor
     return slope / factor, float(np.sqrt(stderr**2 / factor**2 + slope**2 * attenuation.variance / factor**4))
 
