@@ -1,0 +1,68 @@
+"""tools/quote_answer.py: the README's quote of a run's answer is copied, never typed."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import xarray as xr
+
+_SPEC = importlib.util.spec_from_file_location("quote_answer", Path(__file__).parents[1] / "tools" / "quote_answer.py")
+quote_answer = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(quote_answer)
+
+ANSWER = """# The study's answer
+
+How every column is computed.
+
+| family | experiment | N | statistic |
+|---|---|---|---|
+| digits | d | 41 | basin_fraction_vs_test_error |
+
+Replicates left out:
+
+- d, seed 2: 0 fitting minima
+"""
+
+
+def _readme(quoted: str) -> str:
+    return f"# Project\n\nBefore.\n\n{quote_answer.BEGIN}\n{quoted}\n{quote_answer.END}\n\nAfter.\n"
+
+
+def test_the_quote_runs_from_the_main_table_to_the_end_and_names_the_commit():
+    quote = quote_answer.answer_quote(ANSWER, "abc123")
+    assert "How every column is computed" not in quote
+    assert quote.splitlines()[2].startswith(quote_answer.TABLE_START)
+    assert quote.endswith("- d, seed 2: 0 fitting minima") and "`abc123`" in quote.splitlines()[0]
+    with pytest.raises(ValueError, match="no table"):
+        quote_answer.answer_quote("# no table here\n", "abc123")
+
+
+def test_only_the_text_between_the_markers_is_replaced_and_twice_is_once():
+    readme = _readme("an old quote, typed by hand")
+    quote = quote_answer.answer_quote(ANSWER, "abc123")
+    once = quote_answer.requoted(readme, quote)
+    assert "typed by hand" not in once and quote in once
+    assert once.startswith("# Project\n\nBefore.\n\n") and once.endswith(f"{quote_answer.END}\n\nAfter.\n")
+    assert quote_answer.requoted(once, quote) == once
+    for broken in (readme.replace(quote_answer.END, ""), readme + quote_answer.BEGIN,
+                   f"{quote_answer.END}\n{quote_answer.BEGIN}\n"):
+        with pytest.raises(ValueError, match="one line"):
+            quote_answer.requoted(broken, quote)
+
+
+def test_check_fails_on_a_stale_quote_and_passes_once_it_is_rewritten(tmp_path, capsys):
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "answer.md").write_text(ANSWER)
+    xr.Dataset(attrs={"git_commit": "def456"}).to_netcdf(results / "answer.nc")
+    readme = tmp_path / "README.md"
+    readme.write_text(_readme("stale"))
+    arguments = ["--results", str(results), "--readme", str(readme)]
+    assert quote_answer.main(arguments + ["--check"]) == 1
+    assert "stale" in readme.read_text()  # --check changes nothing
+    assert quote_answer.main(arguments) == 0
+    assert "`def456`" in readme.read_text() and "stale" not in readme.read_text()
+    assert quote_answer.main(arguments + ["--check"]) == 0
+    with pytest.raises(SystemExit):
+        quote_answer.main(["--results", str(tmp_path / "missing"), "--readme", str(readme)])
+    assert "run the study first" in capsys.readouterr().err
