@@ -17,6 +17,9 @@ How every column is computed.
 | family | experiment | N | statistic |
 |---|---|---|---|
 | digits | d | 41 | basin_fraction_vs_test_error |
+| digits | d | 41 | good_minus_bad_reach |
+
+Size corrections:
 
 Replicates left out:
 
@@ -24,8 +27,11 @@ Replicates left out:
 """
 
 
+BEGIN, END = quote_answer.markers()
+
+
 def _readme(quoted: str) -> str:
-    return f"# Project\n\nBefore.\n\n{quote_answer.BEGIN}\n{quoted}\n{quote_answer.END}\n\nAfter.\n"
+    return f"# Project\n\nBefore.\n\n{BEGIN}\n{quoted}\n{END}\n\nAfter.\n"
 
 
 def test_the_quote_runs_from_the_main_table_to_the_end_and_names_the_commit():
@@ -37,17 +43,27 @@ def test_the_quote_runs_from_the_main_table_to_the_end_and_names_the_commit():
         quote_answer.answer_quote("# no table here\n", "abc123")
 
 
+def test_rows_quote_the_tables_rows_of_one_kind_and_nothing_after_it():
+    quote = quote_answer.answer_quote(ANSWER, "abc123", rows="good_minus_bad").splitlines()
+    assert quote[2].startswith(quote_answer.TABLE_START) and quote[3].startswith("|---")
+    assert quote[4:] == ["| digits | d | 41 | good_minus_bad_reach |"]
+    with pytest.raises(ValueError, match="no row"):
+        quote_answer.answer_quote(ANSWER, "abc123", rows="digits")  # a family, not a statistic
+
+
 def test_only_the_text_between_the_markers_is_replaced_and_twice_is_once():
     readme = _readme("an old quote, typed by hand")
     quote = quote_answer.answer_quote(ANSWER, "abc123")
     once = quote_answer.requoted(readme, quote)
     assert "typed by hand" not in once and quote in once
-    assert once.startswith("# Project\n\nBefore.\n\n") and once.endswith(f"{quote_answer.END}\n\nAfter.\n")
+    assert once.startswith("# Project\n\nBefore.\n\n") and once.endswith(f"{END}\n\nAfter.\n")
     assert quote_answer.requoted(once, quote) == once
-    for broken in (readme.replace(quote_answer.END, ""), readme + quote_answer.BEGIN,
-                   f"{quote_answer.END}\n{quote_answer.BEGIN}\n"):
+    for broken in (readme.replace(END, ""), readme + BEGIN, f"{END}\n{BEGIN}\n"):
         with pytest.raises(ValueError, match="one line"):
             quote_answer.requoted(broken, quote)
+    other = "\n".join(quote_answer.markers("another run's answer"))
+    both = quote_answer.requoted(once + other, "its quote", "another run's answer")
+    assert both.startswith(once) and both.endswith("its quote\n<!-- END another run's answer -->")
 
 
 def test_check_fails_on_a_stale_quote_and_passes_once_it_is_rewritten(tmp_path, capsys):
