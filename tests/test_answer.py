@@ -1041,6 +1041,34 @@ def test_the_stage_adds_each_pairs_selection_shortfall_where_the_probing_is_know
     assert "(the fitted one over its counting attenuation 0.900)" in answer_markdown(shown)
 
 
+def test_the_answer_and_its_threshold_settings_share_the_pairs_redraws():
+    """The redraws of each pair's choice depend on the replicate, the fit threshold, the member cut
+    and the match factor only: calls sharing one dict make each once and read the same numbers
+    (settings of min_members 5 and 10 cut at the probing's 10 alike); the dict is what they read."""
+    from basins.answer import answer_sensitivity
+    from basins.rays import Probing
+
+    rng = np.random.default_rng(11)
+    probing = Probing(n_largest=1, n_size_neighbours=0, min_members=10, fit_threshold=0.0, match_factor=2.0)
+    replicates = {"planted": [_probed_replicate(rng, s, good_reach=0.7 + 0.02 * s, bad_reach=0.2)._replace(
+        probing=probing) for s in range(1, 5)]}
+    alone = answer_sensitivity({"family": ["planted"]}, replicates, {"planted": 41}, fit_thresholds=[0.0],
+                               min_members_options=[5, 10])
+    shared = {}
+    answer = answer_hypothesis({"family": ["planted"]}, replicates, {"planted": 41}, redrawn_choices=shared)
+    assert sorted(shared) == [("planted", seed, 0.0, 10, 2.0) for seed in range(1, 5)]
+    together = answer_sensitivity({"family": ["planted"]}, replicates, {"planted": 41}, fit_thresholds=[0.0],
+                                  min_members_options=[5, 10], redrawn_choices=shared)
+    assert len(shared) == 4 and together.identical(alone)
+    reach = _row(answer, "good_minus_bad_reach")
+    np.testing.assert_array_equal(reach["pair_size_shortfall"].values,
+                                  [shared["planted", seed, 0.0, 10, 2.0].shortfall for seed in range(1, 5)])
+    doctored = {key: pair._replace(shortfall=pair.shortfall + 1.0) for key, pair in shared.items()}
+    again = _row(answer_hypothesis({"family": ["planted"]}, replicates, {"planted": 41}, redrawn_choices=doctored),
+                 "good_minus_bad_reach")
+    np.testing.assert_allclose(again["pair_size_shortfall"].values, reach["pair_size_shortfall"].values + 1.0)
+
+
 def test_the_size_slope_is_not_fitted_on_a_design_near_collinear():
     """Log fractions a function of the badness within each replicate, to 1e-9: numpy's rank
     test passes the design, whose condition number (about 4e10) leaves the normal equations no

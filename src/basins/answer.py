@@ -521,6 +521,7 @@ def answer_hypothesis(
     match_factor: float = 2.0,
     confidence: float = 0.95,
     plan_correlation: float | None = None,
+    redrawn_choices: dict | None = None,
 ) -> xr.Dataset:
     """The answer table: one row per family, size (experiment) and statistic.
 
@@ -546,6 +547,11 @@ def answer_hypothesis(
     plan_correlation
         For the correlation rows, how many replicates of the row's kind would decide a rank
         correlation of this size with probability 0.8 (``replicates_to_detect``; None: not asked).
+    redrawn_choices
+        The shape rows' redraws of each pair's choice already made (:func:`_with_redrawn_choices`),
+        filled as they are made: one dict passed to several calls (the answer and its settings of
+        the thresholds, :func:`answer_sensitivity`) makes each once. They depend only on the
+        replicate, ``fit_threshold``, the member cut and ``match_factor``, their key.
 
     Returns
     -------
@@ -601,8 +607,17 @@ def answer_hypothesis(
                     else:
                         labels = pair_labels(replicate.minima, shape_minima[replicate.seed], shape["pair"],
                                              n_test=replicate.n_test, match_factor=match_factor, seed=replicate.seed)
-                        sizes = _with_redrawn_choices(shape["sizes"], replicate, fit_threshold=fit_threshold,
-                                                need=shape_minima[replicate.seed].need, match_factor=match_factor)
+                        need = shape_minima[replicate.seed].need
+                        key = (experiment, replicate.seed, fit_threshold, need, match_factor)
+                        redrawn_choices = {} if redrawn_choices is None else redrawn_choices
+                        if key not in redrawn_choices:
+                            redrawn_choices[key] = _with_redrawn_choices(
+                                shape["sizes"], replicate, fit_threshold=fit_threshold, need=need,
+                                match_factor=match_factor)
+                        redrawn = redrawn_choices[key]
+                        sizes = shape["sizes"]._replace(shortfall=redrawn.shortfall,
+                                                        shortfall_variance=redrawn.shortfall_variance,
+                                                        window_moments=redrawn.window_moments)
                         if sizes.shortfall is not None and not np.isfinite(sizes.shortfall):
                             excluded.append((experiment, replicate.seed, (
                                 "shape rows: the pair's selection shortfall is not known (fewer than 2 of "
@@ -735,8 +750,10 @@ def answer_sensitivity(
     ``setting``: ``estimate``, ``low``, ``high``, ``verdict``, ``n_minima``, ``n_replicates``
     per ``(row, setting)``, rows in :func:`answer_hypothesis`' order; ``options`` are its
     other keywords. The probed (shape) minima stay the ones chosen at the configured thresholds.
+    The settings share their redraws of the pairs' choices (``redrawn_choices``).
     """
     settings = [(fit, members) for fit in fit_thresholds for members in min_members_options]
+    options.setdefault("redrawn_choices", {})
     tables = []
     for index, (fit, members) in enumerate(settings, start=1):
         log.info("sensitivity: setting %d of %d (fit_threshold %g, min_members %d)", index, len(settings), fit, members)

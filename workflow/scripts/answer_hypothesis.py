@@ -34,12 +34,14 @@ data_redrawn = {name: snakemake.config["experiments"][name]["dataset"]["seed"] =
 sensitivity = options.pop("sensitivity")
 log.info("answer over %d replicates of %d experiments (each statistic redrawn with its measurement noise)",
          sum(map(len, replicates.values())), len(replicates))
-answer = answer_hypothesis(families, replicates, n_params, data_redrawn=data_redrawn, **options)
+redrawn_choices = {}  # the answer and its settings of the thresholds share the pairs' redraws
+answer = answer_hypothesis(families, replicates, n_params, data_redrawn=data_redrawn,
+                           redrawn_choices=redrawn_choices, **options)
 if sensitivity["fit_threshold"] and sensitivity["min_members"]:
     others = {key: value for key, value in options.items() if key not in ("fit_threshold", "min_members")}
     answer = answer.merge(answer_sensitivity(
         families, replicates, n_params, data_redrawn=data_redrawn, fit_thresholds=sensitivity["fit_threshold"],
-        min_members_options=sensitivity["min_members"], **others,
+        min_members_options=sensitivity["min_members"], redrawn_choices=redrawn_choices, **others,
     ))
 answer = add_provenance(
     answer,
