@@ -1242,6 +1242,8 @@ def test_the_size_correction_divides_the_fitted_slope_by_its_attenuation():
     assert mixed.half_width > fitted.half_width / mixed.attenuation
     alone = correction([known] + [unknown] * 4)
     assert alone.slope == 0.0 and "error of the size slope's attenuation" in alone.reason
+    partly = correction([known] * 4 + [None])  # one replicate's choices not redrawn: not divided silently
+    assert partly.slope == 0.0 and "the choices of 1 of the 5 replicates" in partly.reason
 
 
 def test_a_replicate_whose_shortfall_is_not_known_is_left_out_and_listed():

@@ -1559,7 +1559,8 @@ def size_correction(probed: dict[int, ProbedMinima], pairs: dict[int, PairSizes]
     where size is nearly a function of test-error rank. Where the pairs carry their window's
     redraws (:class:`WindowMoments`) the fitted slope is divided by that factor as the redraws
     measure it (:func:`slope_attenuation`; its Monte Carlo variance joins the slope's error), and
-    the correction is refused where it is not known; elsewhere the slope stays as fitted.
+    the correction is refused where it is not known (or some replicates' choices were not
+    redrawn); where no replicate's were, the slope stays as fitted.
     The pairs are chosen by their counts, so a pair's counted log size ratio falls short of its
     true one on average: each pair's ratio is raised by its selection shortfall where
     ``pairs`` carry it (:func:`selection_shortfall`; its Monte Carlo variance joins the counting
@@ -1621,8 +1622,13 @@ def size_correction(probed: dict[int, ProbedMinima], pairs: dict[int, PairSizes]
                   f"near the pairs' sizes (quadratic term {curvature[0]:+.3g} +- {curvature[1]:.2g})")
     else:
         reason = ""
-    attenuation = None  # where the choices were not redrawn the slope stays as fitted
-    if not reason and all(pairs[seed].window_moments is not None for seed in fitted):
+    attenuation = None  # where no replicate's choices were redrawn the slope stays as fitted
+    redrawn = [pairs[seed].window_moments is not None for seed in fitted]
+    if not reason and any(redrawn) and not all(redrawn):
+        reason = ("size imbalance of the pairs not corrected: the size slope's attenuation by counting noise is not "
+                  f"known (the choices of {redrawn.count(False)} of the {len(fitted)} replicates behind the slope were "
+                  "not redrawn: how their minima were probed is not known)")
+    if not reason and all(redrawn):
         attenuation = slope_attenuation([pairs[seed].window_moments for seed in fitted])
         if not attenuation.factor > 0:
             reason = ("size imbalance of the pairs not corrected: the size slope's attenuation by counting noise is "
