@@ -3,6 +3,7 @@
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pytest
 import xarray as xr
 
@@ -82,3 +83,19 @@ def test_check_fails_on_a_stale_quote_and_passes_once_it_is_rewritten(tmp_path, 
     with pytest.raises(SystemExit):
         quote_answer.main(["--results", str(tmp_path / "missing"), "--readme", str(readme)])
     assert "run the study first" in capsys.readouterr().err
+
+
+def test_the_stages_own_answer_is_quoted_whole_from_its_table_on():
+    """The tool reads the page the answer stage writes (basins.answer.answer_markdown), not a
+    copy of its format: a change to the table's header would fail here."""
+    from test_answer import N_TEST, _replicate
+
+    from basins.answer import Replicate, answer_hypothesis, answer_markdown
+
+    rng = np.random.default_rng(3)
+    replicates = {"planted": [Replicate(seed, *_replicate(rng, 12, 1.0), N_TEST) for seed in range(1, 4)]}
+    page = answer_markdown(answer_hypothesis({"family": ["planted"]}, replicates, {"planted": 41}))
+    quote = quote_answer.answer_quote(page, "abc123")
+    table = page[page.index(quote_answer.TABLE_START):].rstrip()
+    assert quote.endswith(table) and "basin_fraction_vs_test_error" in table
+    assert "| planted |" in quote_answer.answer_quote(page, "abc123", rows="hessian_trace")
