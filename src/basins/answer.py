@@ -576,6 +576,7 @@ def answer_hypothesis(
         check_same_probing(experiment, runs)
     rows, excluded, walked_minima = [], [], []
     data_redrawn = data_redrawn or {}
+    redrawn_choices = {} if redrawn_choices is None else redrawn_choices
     seeds = sorted({replicate.seed for runs in replicates.values() for replicate in runs})
     plan = None if plan_correlation is None else float(np.arctanh(plan_correlation))
     for family, experiments in families.items():
@@ -609,7 +610,6 @@ def answer_hypothesis(
                                              n_test=replicate.n_test, match_factor=match_factor, seed=replicate.seed)
                         need = shape_minima[replicate.seed].need
                         key = (experiment, replicate.seed, fit_threshold, need, match_factor)
-                        redrawn_choices = {} if redrawn_choices is None else redrawn_choices
                         if key not in redrawn_choices:
                             redrawn_choices[key] = _with_redrawn_choices(
                                 shape["sizes"], replicate, fit_threshold=fit_threshold, need=need,
@@ -1558,7 +1558,7 @@ def size_correction(probed: dict[int, ProbedMinima], pairs: dict[int, PairSizes]
     the runs' own minima with their counts redrawn (benchmarks/shape_row_calibration.py), 0.75
     where size is nearly a function of test-error rank. Where the pairs carry their window's
     redraws (:class:`WindowMoments`) the fitted slope is divided by that factor as the redraws
-    measure it (:func:`slope_attenuation`; its Monte Carlo variance joins the slope's error), and
+    measure it (:func:`slope_attenuation`; its error over countings joins the slope's), and
     the correction is refused where it is not known (or some replicates' choices were not
     redrawn); where no replicate's were, the slope stays as fitted.
     The pairs are chosen by their counts, so a pair's counted log size ratio falls short of its
