@@ -1144,7 +1144,8 @@ def test_the_slope_attenuation_is_what_counting_noise_does_to_the_size_slope(lin
     its plug-in level alone (the counts taken as the truth spread sizes more than the truth: 0.88);
     with no link (ln f = N(0, 1)) the factor is about 1 and the estimate within 0.05 of it. The
     estimate's standard error (the jackknife over replicates) is that of its spread over the 30
-    countings, or errs high, as the jackknife does (0.057 against 0.039, and 0.055 against 0.046)."""
+    countings, or errs high (0.057 against 0.039, and 0.055 against 0.046: it counts the
+    replicates' differing truths besides the countings' noise)."""
     from basins.answer import _redrawn_choice, slope_attenuation, slope_window_moments
     from basins.rays import Probing
     from basins.summary import test_error_badness

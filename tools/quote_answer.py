@@ -4,14 +4,15 @@ between the README's two markers, never typed by hand.
     python tools/quote_answer.py                     # after a fresh run: rewrite the quote
     python tools/quote_answer.py --check             # exit 1 where the README's quote is not the run's
     python tools/quote_answer.py --results RUN/results --readme README.md
-    python tools/quote_answer.py --results N401/results --label "config/shapes_width40.yaml's answer" \
+    python tools/quote_answer.py --results N401/results --label "config/shapes_width40.yaml's results/answer.md" \
         --rows good_minus_bad                        # that run's main table, its shape rows alone
 
 The quote runs from the answer's main table to its end (the prose before the table, which says
 how every column is computed, is the same in every run and stays in ``results/answer.md``); its
 first line names the commit the answer stage ran at (``answer.nc``'s ``git_commit``), so the
 README says which code wrote what it quotes. A README can hold several quotes, each between markers
-of its own ``--label`` (default ``results/answer.md``); ``--rows`` quotes the main table's rows
+of its own ``--label`` (default ``results/answer.md``; the README's second is
+"config/shapes_width40.yaml's results/answer.md"); ``--rows`` quotes the main table's rows
 whose statistic contains a text, and nothing after the table.
 """
 

@@ -551,7 +551,8 @@ def answer_hypothesis(
         The shape rows' redraws of each pair's choice already made (:func:`_with_redrawn_choices`),
         filled as they are made: one dict passed to several calls (the answer and its settings of
         the thresholds, :func:`answer_sensitivity`) makes each once. They depend only on the
-        replicate, ``fit_threshold``, the member cut and ``match_factor``, their key.
+        replicate, ``fit_threshold``, the member cut and ``match_factor``; their key names the
+        replicate by experiment and seed, not by its data, so a dict serves one set of replicates.
 
     Returns
     -------
@@ -753,7 +754,8 @@ def answer_sensitivity(
     The settings share their redraws of the pairs' choices (``redrawn_choices``).
     """
     settings = [(fit, members) for fit in fit_thresholds for members in min_members_options]
-    options.setdefault("redrawn_choices", {})
+    if options.get("redrawn_choices") is None:
+        options["redrawn_choices"] = {}
     tables = []
     for index, (fit, members) in enumerate(settings, start=1):
         log.info("sensitivity: setting %d of %d (fit_threshold %g, min_members %d)", index, len(settings), fit, members)
@@ -1338,9 +1340,13 @@ def slope_attenuation(moments: list[WindowMoments]) -> SlopeAttenuation:
     and the factor is corrected for it (the bootstrap's bias correction, 2 c - c*: Efron and
     Tibshirani 1993, ch. 10). Its Monte Carlo variance counts both levels. Its sampling variance,
     how far the factor would move had the members been counted anew (the catalogue is one
-    counting), is the jackknife's over the replicates (each left out in turn; Efron and Stein
-    1981: it errs high), nan where a replicate left out leaves the factor unknown; it includes the
-    Monte Carlo variance.
+    counting), is the jackknife's over the replicates (each left out in turn), nan where a
+    replicate left out leaves the factor unknown; it includes the Monte Carlo variance. It errs
+    high where the replicates' true sizes differ, as they do (it counts their differences besides
+    the countings' noise; the jackknife's own upward bias, Efron and Stein 1981, is the smaller
+    part), and with three or four replicates it can err low in a single study. It carries the
+    factor's spread, not the bootstrap's own residual bias: where sizes are bunched finer than the
+    counts resolve and the slope is measured precisely, the slope's interval can miss.
 
     Known answers: tests/test_answer.py (four replicates of fixed true catalogues counted anew:
     where size is nearly a function of test-error rank the fitted slope's true factor is 0.83 and
@@ -1353,7 +1359,7 @@ def slope_attenuation(moments: list[WindowMoments]) -> SlopeAttenuation:
     the attenuation (the bootstrap cannot see sizes its counts do not separate). The sampling
     variance against the spread of the factor over 30 countings of the same true catalogues (the
     same test): its standard error 0.057 where the factors spread by 0.039 (size nearly a function
-    of rank), 0.055 against 0.046 (no link): high, as the jackknife errs. (The spread of the
+    of rank), 0.055 against 0.046 (no link): high. (The spread of the
     second level's plug-in factors, the other candidate, reads low by about a third: the corrected
     factor moves more than the plug-in does.)
     """
