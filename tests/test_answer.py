@@ -1062,8 +1062,8 @@ def test_the_answer_and_its_threshold_settings_share_the_pairs_redraws():
     assert len(shared) == 4 and together.identical(alone)
     reach = _row(answer, "good_minus_bad_reach")
     np.testing.assert_array_equal(reach["pair_size_shortfall"].values,
-                                  [shared["planted", seed, 0.0, 10, 2.0].shortfall for seed in range(1, 5)])
-    doctored = {key: pair._replace(shortfall=pair.shortfall + 1.0) for key, pair in shared.items()}
+                                  [shared["planted", seed, 0.0, 10, 2.0]["shortfall"] for seed in range(1, 5)])
+    doctored = {key: {**fields, "shortfall": fields["shortfall"] + 1.0} for key, fields in shared.items()}
     again = _row(answer_hypothesis({"family": ["planted"]}, replicates, {"planted": 41}, redrawn_choices=doctored),
                  "good_minus_bad_reach")
     np.testing.assert_allclose(again["pair_size_shortfall"].values, reach["pair_size_shortfall"].values + 1.0)

@@ -548,7 +548,7 @@ def answer_hypothesis(
         For the correlation rows, how many replicates of the row's kind would decide a rank
         correlation of this size with probability 0.8 (``replicates_to_detect``; None: not asked).
     redrawn_choices
-        The shape rows' redraws of each pair's choice already made (:func:`_with_redrawn_choices`),
+        The shape rows' redraws of each pair's choice already made (:func:`_redrawn_choices`),
         filled as they are made: one dict passed to several calls (the answer and its settings of
         the thresholds, :func:`answer_sensitivity`) makes each once. They depend only on the
         replicate, ``fit_threshold``, the member cut and ``match_factor``; their key names the
@@ -612,13 +612,9 @@ def answer_hypothesis(
                         need = shape_minima[replicate.seed].need
                         key = (experiment, replicate.seed, fit_threshold, need, match_factor)
                         if key not in redrawn_choices:
-                            redrawn_choices[key] = _with_redrawn_choices(
-                                shape["sizes"], replicate, fit_threshold=fit_threshold, need=need,
-                                match_factor=match_factor)
-                        redrawn = redrawn_choices[key]
-                        sizes = shape["sizes"]._replace(shortfall=redrawn.shortfall,
-                                                        shortfall_variance=redrawn.shortfall_variance,
-                                                        window_moments=redrawn.window_moments)
+                            redrawn_choices[key] = _redrawn_choices(replicate, fit_threshold=fit_threshold, need=need,
+                                                                    match_factor=match_factor)
+                        sizes = shape["sizes"]._replace(**redrawn_choices[key])
                         if sizes.shortfall is not None and not np.isfinite(sizes.shortfall):
                             excluded.append((experiment, replicate.seed, (
                                 "shape rows: the pair's selection shortfall is not known (fewer than 2 of "
@@ -677,19 +673,18 @@ def answer_hypothesis(
     )
 
 
-def _with_redrawn_choices(sizes: PairSizes, replicate: Replicate, *, fit_threshold: float, need: int,
-                          match_factor: float) -> PairSizes:
-    """A replicate's pair sizes with what redrawing its members tells of choosing by counts, where
-    how its minima were probed is known: the pair's selection shortfall
-    (:func:`selection_shortfall`) and the size slope's window in the redraws
-    (:func:`slope_window_moments`)."""
+def _redrawn_choices(replicate: Replicate, *, fit_threshold: float, need: int, match_factor: float) -> dict:
+    """What redrawing a replicate's members tells of choosing its pair by counts, as the
+    :class:`PairSizes` fields it fills, where how its minima were probed is known (else none):
+    the pair's selection shortfall (:func:`selection_shortfall`) and the size slope's window in
+    the redraws (:func:`slope_window_moments`)."""
     if replicate.probing is None:
-        return sizes
+        return {}
     chosen = dict(minima=replicate.minima, probing=replicate.probing, fit_threshold=fit_threshold, need=need,
                   match_factor=match_factor, seed=replicate.seed)
     shortfall = selection_shortfall(**chosen)
-    return sizes._replace(shortfall=shortfall.mean, shortfall_variance=shortfall.variance,
-                          window_moments=slope_window_moments(**chosen))
+    return dict(shortfall=shortfall.mean, shortfall_variance=shortfall.variance,
+                window_moments=slope_window_moments(**chosen))
 
 
 #: What a tentacles file records of how its basins were probed: the stages' options (its
